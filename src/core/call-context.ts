@@ -1,0 +1,65 @@
+import type { Logger } from "./logger.js";
+import type { MethodSpec } from "./method-spec.js";
+
+/** A client certificate that the transport verified against the cluster CA. */
+export interface PeerCertificate {
+  /** Subject common name. */
+  readonly commonName: string;
+  /** Full subject as text, for logs. */
+  readonly subject: string;
+  /** Issuer as text, for logs. */
+  readonly issuer: string;
+  /** Serial number in hex. */
+  readonly serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated hex. */
+  readonly fingerprint256: string;
+}
+
+/** Who is on the other end of the connection, as the transport knows it. */
+export interface PeerInfo {
+  /** `host:port` of the remote socket. */
+  readonly address: string;
+  /** Present only when a certificate was presented and verified; an unverified one is never here. */
+  readonly certificate?: PeerCertificate;
+}
+
+/** How a principal proved who it is. */
+export type AuthMethod = "mtls" | "apikey" | "jwt" | "none";
+
+/** An authenticated caller. */
+export interface Principal {
+  /** Stable identity: certificate CN, API key owner or JWT `sub`. */
+  readonly id: string;
+  readonly method: AuthMethod;
+}
+
+/** Read access to request metadata (lower-case names). Values are untrusted input. */
+export interface RequestHeaders {
+  get(name: string): string | undefined;
+}
+
+/**
+ * Everything a stage or handler knows about one call. Transport-neutral: an
+ * adapter builds it from its own request; stages derive new contexts with
+ * spread (`{ ...ctx, principal }`) instead of mutating.
+ */
+export interface CallContext {
+  /** Server-generated id, returned to the client and present in every log line of the call. */
+  readonly requestId: string;
+  /** The method being called, with its policy. */
+  readonly method: MethodSpec;
+  readonly peer: PeerInfo;
+  readonly headers: RequestHeaders;
+  /** Epoch milliseconds after which the caller no longer waits, if it set a deadline. */
+  readonly deadline: number | undefined;
+  /** Aborted when the client cancels, the deadline passes or the server shuts down. */
+  readonly signal: AbortSignal;
+  /** Epoch milliseconds at which the call arrived. */
+  readonly startedAt: number;
+  /** Set by the authentication stage. */
+  readonly principal?: Principal;
+  /** Tenant the principal acts in; undefined means cluster-wide. */
+  readonly tenant?: string;
+  /** Logger bound to this call's request id and method. */
+  readonly log: Logger;
+}

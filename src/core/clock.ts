@@ -1,0 +1,28 @@
+/** Source of the current time. Logic takes a Clock; tests pass a frozen one. */
+export interface Clock {
+  /** Milliseconds since the Unix epoch. */
+  now(): number;
+}
+
+/** The wall clock. */
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** A clock that only moves when told to, for tests. */
+export interface ManualClock extends Clock {
+  set(ms: number): void;
+  advance(ms: number): void;
+}
+
+/** Creates a {@link ManualClock} starting at `startMs`. */
+export function createManualClock(startMs: number): ManualClock {
+  let t = startMs;
+  return {
+    now: () => t,
+    set: (ms) => {
+      t = ms;
+    },
+    advance: (ms) => {
+      t += ms;
+    },
+  };
+}

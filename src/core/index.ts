@@ -1,0 +1,39 @@
+// The core layer: transport-neutral types of a call, the error catalogue and
+// the pipeline. No I/O and no node: imports; every other layer builds on it.
+
+export type {
+  AuthMethod,
+  CallContext,
+  PeerCertificate,
+  PeerInfo,
+  Principal,
+  RequestHeaders,
+} from "./call-context.js";
+export type { CallObserver } from "./call-observer.js";
+export type { Clock, ManualClock } from "./clock.js";
+export { createManualClock, systemClock } from "./clock.js";
+export { Code, codeName } from "./code.js";
+export type { Logger } from "./logger.js";
+export { silentLogger } from "./logger.js";
+export type { MethodAccess, MethodKind, MethodPolicy, MethodSpec } from "./method-spec.js";
+export type { Page } from "./paging.js";
+export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
+export type { Invocation, Next, Stage } from "./pipeline.js";
+export { composeStages, principalOf, validationStage, withPrincipal } from "./pipeline.js";
+export type { Reason, ReasonSpec } from "./reasons.js";
+export { allReasons, REASONS } from "./reasons.js";
+export type { RpcErrorOptions } from "./rpc-error.js";
+export { isRpcErrorWithCode, notImplemented, RpcError, toRpcError } from "./rpc-error.js";
+export type {
+  AnyHandler,
+  BidiStreamHandler,
+  BoundMethod,
+  ServerStreamHandler,
+  ServiceBinding,
+  ServiceImpl,
+  ServicePolicy,
+  UnaryHandler,
+} from "./service-binding.js";
+export { defineService } from "./service-binding.js";
+export type { StringRule } from "./validate.js";
+export { checkNumber, checkString, ID_HINT, ID_PATTERN, invalid } from "./validate.js";

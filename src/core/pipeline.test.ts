@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { CallContext } from "./call-context.js";
+import { silentLogger } from "./logger.js";
+import { composeStages, type Stage, validationStage } from "./pipeline.js";
+import { RpcError } from "./rpc-error.js";
+
+function ctx(validate?: (r: unknown) => void): CallContext {
+  return {
+    requestId: "r1",
+    method: {
+      service: "s",
+      name: "M",
+      path: "/s/M",
+      kind: "unary",
+      desc: undefined as never,
+      permission: null,
+      mutating: false,
+      access: "authenticated",
+      validate,
+    },
+    peer: { address: "127.0.0.1:1" },
+    headers: { get: () => undefined },
+    deadline: undefined,
+    signal: new AbortController().signal,
+    startedAt: 0,
+    log: silentLogger,
+  };
+}
+
+describe("composeStages", () => {
+  it("runs stages outermost first and lets each see the outcome of the rest", async () => {
+    const order: string[] = [];
+    const stage =
+      (name: string): Stage =>
+      async (inv, next) => {
+        order.push(`${name}>`);
+        const out = await next(inv);
+        order.push(`<${name}`);
+        return out;
+      };
+    const run = composeStages([stage("a"), stage("b")], async () => {
+      order.push("handler");
+      return "ok";
+    });
+    assert.equal(await run({ ctx: ctx(), request: {} }), "ok");
+    assert.deepEqual(order, ["a>", "b>", "handler", "<b", "<a"]);
+  });
+
+  it("never reaches the handler when a stage refuses", async () => {
+    let reached = false;
+    const refuse: Stage = async () => {
+      throw new RpcError("UNAUTHENTICATED");
+    };
+    const run = composeStages([refuse], async () => {
+      reached = true;
+    });
+    await assert.rejects(
+      run({ ctx: ctx(), request: {} }),
+      (e: unknown) => e instanceof RpcError && e.reason === "UNAUTHENTICATED",
+    );
+    assert.equal(reached, false);
+  });
+
+  it("passes the context a stage derives to the stages after it", async () => {
+    const tag: Stage = (inv, next) => next({ ...inv, ctx: { ...inv.ctx, tenant: "acme" } });
+    const run = composeStages([tag], async (inv) => inv.ctx.tenant);
+    assert.equal(await run({ ctx: ctx(), request: {} }), "acme");
+  });
+});
+
+describe("validationStage", () => {
+  it("stops a bad request before the handler with the validator's error", async () => {
+    let reached = false;
+    const run = composeStages([validationStage], async () => {
+      reached = true;
+    });
+    const validate = () => {
+      throw new RpcError("INVALID_ARGUMENT", { message: "id.id: required" });
+    };
+    await assert.rejects(run({ ctx: ctx(validate), request: {} }), /id\.id: required/);
+    assert.equal(reached, false);
+  });
+});

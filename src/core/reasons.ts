@@ -1,0 +1,40 @@
+import { Code } from "./code.js";
+
+/** One entry of the error catalogue: the code a reason maps to and the message clients see. */
+export interface ReasonSpec {
+  readonly code: Code;
+  /** Safe for clients: never names a path, a backend, or a resource the caller may not see. */
+  readonly message: string;
+}
+
+/**
+ * Every machine-readable error reason the service returns. Clients may switch
+ * on these strings; they never change meaning. `docs/errors.md` documents each
+ * one and a test keeps the two in step.
+ */
+export const REASONS = {
+  INTERNAL: { code: Code.Internal, message: "internal error" },
+  REQUEST_MALFORMED: { code: Code.InvalidArgument, message: "request could not be decoded" },
+  INVALID_ARGUMENT: { code: Code.InvalidArgument, message: "invalid argument" },
+  PAGE_TOKEN_INVALID: { code: Code.InvalidArgument, message: "page_token is not valid" },
+  MESSAGE_TOO_LARGE: { code: Code.ResourceExhausted, message: "message exceeds the size limit" },
+  UNAUTHENTICATED: { code: Code.Unauthenticated, message: "authentication required" },
+  NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
+  NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
+  VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },
+  MIGRATION_NOT_FOUND: { code: Code.NotFound, message: "migration not found" },
+  DATASET_NOT_FOUND: { code: Code.NotFound, message: "dataset not found" },
+  SERVICE_UNKNOWN: { code: Code.NotFound, message: "unknown service" },
+  NOT_IMPLEMENTED: { code: Code.Unimplemented, message: "not implemented by this server yet" },
+  SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
+  DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },
+  CANCELLED: { code: Code.Canceled, message: "call cancelled" },
+} as const satisfies Record<string, ReasonSpec>;
+
+/** A reason from the catalogue. */
+export type Reason = keyof typeof REASONS;
+
+/** All reasons, for documentation checks and tooling. */
+export function allReasons(): Reason[] {
+  return Object.keys(REASONS) as Reason[];
+}
