@@ -1,0 +1,69 @@
+import {
+  defineService,
+  paginate,
+  principalOf,
+  RpcError,
+  type ServiceBinding,
+} from "../core/index.js";
+import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
+import {
+  type ListNodesRequest,
+  NodeReadiness,
+  NodeService,
+  type NodeSummary,
+} from "../gen/debvisor/v1/node_pb.js";
+import type { Inventory } from "./inventory.js";
+import { validateHealth, validateListNodes, validateNodeInfo } from "./node-validation.js";
+
+/** Dependencies of the NodeService handlers. */
+export interface NodeServiceDeps {
+  readonly inventory: Inventory;
+}
+
+/** NodeService: registration, heartbeats and the node listing. */
+export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
+  const { inventory } = deps;
+  return defineService(
+    NodeService,
+    {
+      registerNode: { permission: "node:register", mutating: true, validate: validateNodeInfo },
+      heartbeat: { permission: "node:heartbeat", mutating: true, validate: validateHealth },
+      listNodes: { permission: "node:list", mutating: false, validate: validateListNodes },
+      getNode: { permission: "node:list", mutating: false },
+    },
+    {
+      async registerNode(req, ctx) {
+        const { created } = inventory.register(req, principalOf(ctx).id);
+        return { status: StatusCode.STATUS_OK, message: created ? "registered" : "updated" };
+      },
+      async heartbeat(req) {
+        const recorded = inventory.heartbeat(req);
+        return {
+          status: recorded ? StatusCode.STATUS_OK : StatusCode.STATUS_WARN,
+          message: recorded ? "recorded" : "older than the last heartbeat; ignored",
+        };
+      },
+      async listNodes(req) {
+        const nodes = inventory.listNodes().filter((n) => matches(n, req));
+        const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
+        return { nodes: page.items, nextPageToken: page.nextPageToken };
+      },
+      async getNode(req) {
+        const found = inventory.getNode(req.id?.id ?? "");
+        if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
+        return found;
+      },
+    },
+  );
+}
+
+function matches(node: NodeSummary, req: ListNodesRequest): boolean {
+  const info = node.info;
+  if (req.zone !== "" && info?.zone !== req.zone) return false;
+  if (req.rack !== "" && info?.rack !== req.rack) return false;
+  if (req.readiness !== NodeReadiness.UNSPECIFIED && node.readiness !== req.readiness) return false;
+  for (const [k, v] of Object.entries(req.labelSelector)) {
+    if (info?.labels[k] !== v) return false;
+  }
+  return true;
+}

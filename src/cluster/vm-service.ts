@@ -1,0 +1,39 @@
+import { defineService, paginate, RpcError, type ServiceBinding } from "../core/index.js";
+import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { Inventory } from "./inventory.js";
+
+/** Dependencies of the VmService handlers. */
+export interface VmServiceDeps {
+  readonly inventory: Inventory;
+}
+
+/** VmService: the VM inventory as the nodes last reported it. */
+export function createVmService(deps: VmServiceDeps): ServiceBinding {
+  const { inventory } = deps;
+  return defineService(
+    VmService,
+    {
+      listVms: { permission: "vm:list", mutating: false },
+      getVm: { permission: "vm:list", mutating: false },
+    },
+    {
+      async listVms(req) {
+        const nodeId = req.nodeId?.id ?? "";
+        const vms = inventory
+          .listVms()
+          .filter(
+            (vm) =>
+              (nodeId === "" || vm.nodeId?.id === nodeId) &&
+              (req.state === VmState.UNSPECIFIED || vm.state === req.state),
+          );
+        const page = paginate(vms, (vm) => vm.id, req.pageSize, req.pageToken);
+        return { vms: page.items, nextPageToken: page.nextPageToken };
+      },
+      async getVm(req) {
+        const vm = inventory.listVms().find((v) => v.id === req.vmId);
+        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
+        return vm;
+      },
+    },
+  );
+}
