@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { packageVersion } from "../client/index.js";
+import { ConfigError, type ConfigSources, loadConfig, startDaemon } from "../server/index.js";
+
+interface Flags {
+  config?: string;
+  dev?: boolean;
+  dataDir?: string;
+  listen?: string;
+  metricsListen?: string;
+  logLevel?: string;
+}
+
+const program = new Command("debvisor-rpcd")
+  .description("DebVisor RPC daemon: the debvisor.v1 gRPC API over TLS")
+  .version(packageVersion())
+  .option("--config <file>", "configuration file (YAML)", undefined)
+  .option("--dev", "development mode: own CA and certificates, simulated cluster")
+  .option("--data-dir <dir>", "dev mode data directory (default ./.debvisor)")
+  .option("--listen <host:port>", "gRPC listen address (default 127.0.0.1:7443)")
+  .option(
+    "--metrics-listen <host:port>",
+    "metrics and health HTTP address (default 127.0.0.1:9464)",
+  )
+  .option("--log-level <level>", "trace, debug, info, warn, error, fatal or silent")
+  .action(async (flags: Flags) => {
+    const overrides: Record<string, unknown> = {
+      listen: flags.listen,
+      dev:
+        flags.dev || flags.dataDir !== undefined
+          ? { enabled: flags.dev ?? false, dataDir: flags.dataDir }
+          : undefined,
+      metrics: flags.metricsListen === undefined ? undefined : { listen: flags.metricsListen },
+      log: flags.logLevel === undefined ? undefined : { level: flags.logLevel },
+    };
+    const sources: ConfigSources = { configPath: flags.config, env: process.env, overrides };
+    let daemon: Awaited<ReturnType<typeof startDaemon>>;
+    try {
+      const config = loadConfig(sources);
+      daemon = await startDaemon({
+        config,
+        reloadConfig: () => loadConfig(sources),
+        env: process.env,
+      });
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`debvisor-rpcd: configuration error:\n${err.message}\n`);
+        process.exit(2);
+      }
+      process.stderr.write(`debvisor-rpcd: failed to start: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+    if (daemon.dev !== undefined)
+      printDevBanner(daemon.grpcAddress, daemon.httpAddress, daemon.dev.contextFile);
+    const stop = (signal: string) => {
+      daemon.shutdown(signal).then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.on("SIGHUP", () => void daemon.reload());
+  });
+
+function printDevBanner(
+  grpcAddress: string,
+  httpAddress: string | undefined,
+  contextFile: string,
+): void {
+  const rel = contextFile.startsWith(`${process.cwd()}/`)
+    ? contextFile.slice(process.cwd().length + 1)
+    : contextFile;
+  process.stderr.write(
+    `${[
+      "",
+      "DebVisor RPC dev cluster is up (simulated nodes, development CA).",
+      `  gRPC over TLS (mTLS):  ${grpcAddress}`,
+      httpAddress === undefined
+        ? ""
+        : `  metrics and health:    http://${httpAddress}/metrics  /healthz  /readyz`,
+      `  hvctl context:         ${rel}`,
+      "",
+      "Try next, in another terminal:",
+      `  node dist/src/bin/hvctl.js --config ${rel} node list`,
+      `  node dist/src/bin/hvctl.js --config ${rel} node list -o json`,
+      httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
+      "",
+    ]
+      .filter((l, i, a) => l !== "" || a[i - 1] !== "")
+      .join("\n")}\n`,
+  );
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`debvisor-rpcd: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,14 @@
+// The client layer: how anything outside the daemon talks to it. hvctl, the
+// node agent, tests and benchmarks share the context file and typed clients.
+export { openChannel } from "./channel.js";
+export type { ContextEntry, ContextFile, ResolvedContext } from "./context-file.js";
+export {
+  ContextFileError,
+  contextFileSchema,
+  readContextFile,
+  resolveContext,
+  writeContextFile,
+} from "./context-file.js";
+export type { CallOptions, ServiceClient } from "./service-client.js";
+export { createServiceClient } from "./service-client.js";
+export { packageVersion } from "./version.js";

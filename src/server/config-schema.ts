@@ -1,0 +1,120 @@
+import { z } from "zod";
+
+const MIB = 1024 * 1024;
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT (IPv6 in brackets)");
+const path = z.string().min(1).max(4096);
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+const LEVEL_ALIASES: Record<string, string> = { warning: "warn", critical: "fatal" };
+
+/**
+ * The one configuration schema of debvisor-rpcd. The YAML file, the
+ * environment variables and the flags all map onto it; unknown keys are
+ * rejected. Every limit a library leaves unlimited has a bound here.
+ */
+export const configSchema = z.strictObject({
+  /** gRPC listen address; TLS always. */
+  listen: hostPort.default("127.0.0.1:7443"),
+  tls: z
+    .strictObject({
+      /** Server certificate chain (PEM). Env RPC_TLS_CERT. */
+      cert: path.optional(),
+      /** Server private key (PEM). Env RPC_TLS_KEY. */
+      key: path.optional(),
+      /** CA that signs client certificates (PEM). Env RPC_TLS_CA. */
+      clientCa: path.optional(),
+      /** Lowest TLS version accepted. */
+      minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.3"),
+      /** A TLS handshake not finished by then is dropped. */
+      handshakeTimeoutMs: int(1000, 120_000).default(10_000),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      /** Largest request message, after decompression. */
+      maxRequestBytes: int(1024, 64 * MIB).default(MIB),
+      /** Largest response message. */
+      maxResponseBytes: int(1024, 256 * MIB).default(10 * MIB),
+      /** Concurrent calls on one HTTP/2 connection. */
+      maxConcurrentStreams: int(1, 10_000).default(100),
+      /** HTTP/2 session memory per connection (nghttp2 buffers), in MiB. */
+      maxSessionMemoryMib: int(1, 1024).default(32),
+      /** Total size of request headers (metadata). */
+      maxMetadataBytes: int(1024, MIB).default(16 * 1024),
+      /** Number of request header fields. */
+      maxHeaderPairs: int(16, 4096).default(128),
+      /** Server keepalive ping interval. */
+      keepaliveTimeMs: int(10_000, 86_400_000).default(300_000),
+      /** A keepalive ping not answered by then closes the connection. */
+      keepaliveTimeoutMs: int(1000, 600_000).default(20_000),
+      /** A connection with no call for this long is closed. */
+      maxConnectionIdleMs: int(1000, 86_400_000).default(900_000),
+      /** Connections are recycled after this long (spreads load after scale-out). */
+      maxConnectionAgeMs: int(10_000, 7 * 86_400_000).default(3_600_000),
+      /** Calls in flight at recycling get this long to finish. */
+      maxConnectionAgeGraceMs: int(1000, 3_600_000).default(60_000),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      /** Env RPC_LOG_LEVEL; case-insensitive, `warning` and `critical` accepted. */
+      level: z
+        .preprocess(
+          (v) => (typeof v === "string" ? (LEVEL_ALIASES[v.toLowerCase()] ?? v.toLowerCase()) : v),
+          z.enum(LOG_LEVELS),
+        )
+        .default("info"),
+      /** Log to this file instead of stdout. Env RPC_LOG_FILE. */
+      file: path.optional(),
+    })
+    .prefault({}),
+  audit: z
+    .strictObject({
+      /** Audit trail file (JSON lines). Env RPC_AUDIT_LOG. Accepted now; written once the audit trail lands. */
+      path: path.optional(),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** Prometheus /metrics, /healthz and /readyz; plain HTTP, so loopback only. */
+      listen: hostPort.default("127.0.0.1:9464"),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      /** On SIGTERM, calls in flight get this long before they are cut off. */
+      drainTimeoutMs: int(0, 600_000).default(15_000),
+    })
+    .prefault({}),
+  cluster: z
+    .strictObject({
+      /** How often nodes are expected to send a heartbeat. */
+      heartbeatIntervalMs: int(1000, 3_600_000).default(10_000),
+      /** Missed intervals before a node is NOT_READY. */
+      heartbeatMissedIntervals: int(1, 100).default(3),
+    })
+    .prefault({}),
+  dev: z
+    .strictObject({
+      /** Development mode: self-made CA and certificates, simulated cluster. */
+      enabled: z.boolean().default(false),
+      /** Where dev mode keeps its CA, certificates and hvctl.yaml. */
+      dataDir: path.default("./.debvisor"),
+    })
+    .prefault({}),
+  simulation: z
+    .strictObject({
+      /** Serve an in-process simulated cluster (on by default in dev mode). */
+      enabled: z.boolean().optional(),
+      nodes: int(1, 500).default(3),
+      vmsPerNode: int(0, 50).default(3),
+      seed: int(0, 2 ** 31 - 1).default(1),
+    })
+    .prefault({}),
+});
+
+/** Validated, fully-defaulted, frozen configuration. */
+export type Config = Readonly<z.infer<typeof configSchema>>;

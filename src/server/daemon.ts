@@ -1,0 +1,233 @@
+import { packageVersion } from "../client/index.js";
+import {
+  createInventory,
+  createMigrationService,
+  createNodeService,
+  createStorageService,
+  createVmService,
+} from "../cluster/index.js";
+import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
+import { createSimulation, type StorageDriver } from "../drivers/index.js";
+import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
+import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
+import { file_debvisor_v1_storage } from "../gen/debvisor/v1/storage_pb.js";
+import { file_debvisor_v1_vm } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  file_grpc_health_v1_health,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+} from "../gen/grpc/health/v1/health_pb.js";
+import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { createMtlsAuthenticationStage } from "../security/index.js";
+import type { Config } from "./config-schema.js";
+import { type DevEnvironment, prepareDevEnvironment, writeDevContext } from "./dev-environment.js";
+import { createHealthService, createHealthState } from "./health-service.js";
+import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
+import { createLogger, type DaemonLogger } from "./logger.js";
+import { createMetrics } from "./metrics.js";
+import { createReflectionServices } from "./reflection-service.js";
+import { startRpcServer } from "./rpc-server.js";
+import { createSystemdNotifier } from "./systemd-notifier.js";
+import { readTlsMaterial, type TlsPaths } from "./tls-material.js";
+
+/** Options of {@link startDaemon}. */
+export interface DaemonOptions {
+  readonly config: Config;
+  /** Re-reads configuration on reload (SIGHUP); throws ConfigError when it is wrong. */
+  readonly reloadConfig?: () => Config;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly clock?: Clock;
+  readonly logger?: DaemonLogger;
+}
+
+/** A running debvisor-rpcd. */
+export interface Daemon {
+  /** HOST:PORT of the gRPC endpoint. */
+  readonly grpcAddress: string;
+  /** HOST:PORT of /metrics, /healthz and /readyz, when enabled. */
+  readonly httpAddress: string | undefined;
+  /** Dev-mode files, when in dev mode. */
+  readonly dev: DevEnvironment | undefined;
+  /** Re-reads configuration and TLS files; keeps the running ones when the new ones are wrong. */
+  reload(): Promise<boolean>;
+  /** Drains calls in flight (up to shutdown.drainTimeoutMs) and stops. Idempotent. */
+  shutdown(reason: string): Promise<void>;
+}
+
+const EMPTY_STORAGE: StorageDriver = { listSnapshots: async () => undefined };
+
+/** Starts the daemon: TLS gRPC endpoint, operational HTTP endpoints, simulation when enabled. */
+export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
+  let config = options.config;
+  const env = options.env ?? {};
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger(config.log.level, config.log.file);
+  const notifier = createSystemdNotifier(env, logger);
+  const closing = new AbortController();
+
+  const dev = config.dev.enabled
+    ? await prepareDevEnvironment(config.dev.dataDir, logger)
+    : undefined;
+  const tlsPaths = (c: Config): TlsPaths => ({
+    cert: c.tls.cert ?? dev?.serverCert,
+    key: c.tls.key ?? dev?.serverKey,
+    clientCa: c.tls.clientCa ?? dev?.caCert,
+  });
+  const tls = readTlsMaterial(tlsPaths(config));
+  if (config.audit.path !== undefined) {
+    logger.warn(
+      { path: config.audit.path },
+      "audit trail is not implemented yet: audit.path is accepted and nothing is written",
+    );
+  }
+
+  const inventory = createInventory({
+    clock,
+    heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+  });
+  let storage = EMPTY_STORAGE;
+  let simTimer: NodeJS.Timeout | undefined;
+  if (config.simulation.enabled ?? config.dev.enabled) {
+    const sim = createSimulation({ ...config.simulation, clock });
+    storage = sim;
+    for (const node of sim.nodes) inventory.register(node, "simulation");
+    const beat = () => {
+      for (const node of sim.nodes) inventory.heartbeat(sim.heartbeat(node.id?.id ?? ""));
+    };
+    beat();
+    simTimer = setInterval(beat, config.cluster.heartbeatIntervalMs);
+    simTimer.unref();
+    logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
+  }
+
+  const domain: ServiceBinding[] = [
+    createNodeService({ inventory }),
+    createVmService({ inventory }),
+    createMigrationService(),
+    createStorageService({ storage }),
+  ];
+  const health = createHealthState(domain.map((s) => s.desc.typeName));
+  const healthService = createHealthService(health, closing.signal);
+  const reflectionNames = [
+    ...domain.map((s) => s.desc.typeName),
+    healthService.desc.typeName,
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+  ];
+  const reflection = createReflectionServices(
+    [
+      file_debvisor_v1_node,
+      file_debvisor_v1_vm,
+      file_debvisor_v1_migration,
+      file_debvisor_v1_storage,
+      file_grpc_health_v1_health,
+      file_grpc_reflection_v1_reflection,
+      file_grpc_reflection_v1alpha_reflection,
+    ],
+    reflectionNames,
+  );
+  const metrics = createMetrics();
+  const server = await startRpcServer({
+    listen: config.listen,
+    tls,
+    tlsOptions: config.tls,
+    limits: config.limits,
+    services: [...domain, healthService, ...reflection],
+    stages: [createMtlsAuthenticationStage(), validationStage],
+    observer: metrics.observer,
+    logger,
+  });
+  metrics.setConnectionCounter(server.connections);
+
+  let ready = false;
+  let http: HttpEndpoints | undefined;
+  if (config.metrics.enabled) {
+    const at = config.metrics.listen.lastIndexOf(":");
+    http = await startHttpEndpoints({
+      host: config.metrics.listen.slice(0, at).replace(/^\[|\]$/g, ""),
+      port: Number(config.metrics.listen.slice(at + 1)),
+      metrics,
+      isReady: () => ready,
+      logger,
+    });
+  }
+  const httpAddress =
+    http === undefined ? undefined : formatAddress(http.address.address, http.address.port);
+  if (dev !== undefined) writeDevContext(dev, server.address);
+  health.setAll(ServingStatus.SERVING);
+  ready = true;
+  logger.info(
+    {
+      address: server.address,
+      httpAddress,
+      version: packageVersion(),
+      dev: dev !== undefined,
+      tlsMinVersion: config.tls.minVersion,
+    },
+    "serving",
+  );
+  await notifier.ready(`serving on ${server.address}`);
+
+  let stopping: Promise<void> | undefined;
+  return {
+    grpcAddress: server.address,
+    httpAddress,
+    dev,
+    async reload() {
+      await notifier.reloading();
+      let ok = false;
+      try {
+        const next = options.reloadConfig?.() ?? config;
+        server.reloadTls(readTlsMaterial(tlsPaths(next)));
+        logger.setLevel(next.log.level);
+        for (const key of [
+          "listen",
+          "limits",
+          "metrics",
+          "log",
+          "dev",
+          "simulation",
+          "cluster",
+        ] as const) {
+          if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
+            logger.warn({ key }, "changed setting takes effect only after a restart");
+          }
+        }
+        if (next.log.file !== config.log.file)
+          logger.warn({ key: "log.file" }, "changed setting takes effect only after a restart");
+        config = next;
+        ok = true;
+        logger.info({}, "configuration and TLS files reloaded");
+      } catch (err) {
+        logger.error({ err }, "reload failed; the running configuration is kept");
+      }
+      await notifier.ready(`serving on ${server.address}`);
+      return ok;
+    },
+    shutdown(reason) {
+      stopping ??= (async () => {
+        ready = false;
+        health.setAll(ServingStatus.NOT_SERVING);
+        closing.abort();
+        logger.info({ reason, inFlight: server.inFlight() }, "shutting down: draining calls");
+        await notifier.stopping();
+        if (simTimer !== undefined) clearInterval(simTimer);
+        const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
+        await http?.close();
+        notifier.close();
+        if (drained) logger.info({}, "stopped");
+        else
+          logger.warn(
+            { drainTimeoutMs: config.shutdown.drainTimeoutMs },
+            "stopped; calls still running at the deadline were cut off",
+          );
+        logger.flush();
+      })();
+      return stopping;
+    },
+  };
+}
+
+function formatAddress(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -1,0 +1,318 @@
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { PeerCertificate as TlsPeerCertificate } from "node:tls";
+import { create, type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  type BoundMethod,
+  type CallContext,
+  type CallObserver,
+  Code,
+  composeStages,
+  type Logger,
+  type Next,
+  type PeerCertificate,
+  RpcError,
+  type ServiceBinding,
+  type Stage,
+  toRpcError,
+} from "../core/index.js";
+
+/** Options of {@link createGrpcAdapter}. */
+export interface GrpcAdapterOptions {
+  readonly services: readonly ServiceBinding[];
+  /** Pipeline stages, outermost first. */
+  readonly stages: readonly Stage[];
+  readonly observer: CallObserver;
+  readonly logger: Logger;
+  /** Responses larger than this fail with RESOURCE_EXHAUSTED instead of being sent. */
+  readonly maxResponseBytes: number;
+  readonly now?: () => number;
+}
+
+/** Service definitions and handlers for grpc-js, plus the calls in flight. */
+export interface GrpcAdapter {
+  /** Adds every service to a grpc-js server. */
+  register(server: grpc.Server): void;
+  /** Calls started and not yet finished. */
+  inFlight(): number;
+  /** Resolves when no call is in flight. */
+  idle(): Promise<void>;
+  /** Aborts the signal of every call in flight (hard stop). */
+  abortAll(reason: string): void;
+}
+
+const REQUEST_ID = "x-request-id";
+const ERROR_REASON = "debvisor-error-reason";
+type AnyCall =
+  | grpc.ServerUnaryCall<Buffer, Buffer>
+  | grpc.ServerWritableStream<Buffer, Buffer>
+  | grpc.ServerDuplexStream<Buffer, Buffer>;
+
+/**
+ * Maps grpc-js calls onto the transport-neutral pipeline: metadata, the
+ * verified peer certificate, deadline and cancellation go in; responses and
+ * RpcErrors come out as gRPC messages and statuses. Messages are carried as
+ * raw bytes through grpc-js and decoded here, so a malformed request is an
+ * INVALID_ARGUMENT from our catalogue rather than a library error.
+ */
+export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
+  const now = options.now ?? Date.now;
+  const inflight = new Set<AbortController>();
+  let idleWaiters: (() => void)[] = [];
+  const pipelines = new Map<string, Next>();
+
+  function pipelineFor(method: BoundMethod): Next {
+    let p = pipelines.get(method.spec.path);
+    if (p === undefined) {
+      const handler = method.handler as (request: unknown, ctx: CallContext) => unknown;
+      p = composeStages(options.stages, async (inv) => handler(inv.request as never, inv.ctx));
+      pipelines.set(method.spec.path, p);
+    }
+    return p;
+  }
+
+  function finish(controller: AbortController): void {
+    inflight.delete(controller);
+    if (inflight.size === 0 && idleWaiters.length > 0) {
+      const waiters = idleWaiters;
+      idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  function startCall(
+    call: AnyCall,
+    method: BoundMethod,
+  ): { ctx: CallContext; controller: AbortController; done: () => void } {
+    const controller = new AbortController();
+    inflight.add(controller);
+    const requestId = randomUUID();
+    const startedAt = now();
+    const rawDeadline = call.getDeadline();
+    const deadlineMs = rawDeadline instanceof Date ? rawDeadline.getTime() : rawDeadline;
+    const deadline = Number.isFinite(deadlineMs) ? deadlineMs : undefined;
+    let timer: NodeJS.Timeout | undefined;
+    if (deadline !== undefined) {
+      timer = setTimeout(
+        () => controller.abort(new RpcError("DEADLINE_EXCEEDED")),
+        Math.max(0, deadline - startedAt),
+      );
+      timer.unref();
+    }
+    const onCancel = () => controller.abort(new RpcError("CANCELLED"));
+    const events = call as NodeJS.EventEmitter;
+    events.once("cancelled", onCancel);
+    const metadata = call.metadata;
+    const ctx: CallContext = {
+      requestId,
+      method: method.spec,
+      peer: { address: call.getPeer(), certificate: verifiedCertificate(call) },
+      headers: {
+        get(name) {
+          const v = metadata.get(name)[0];
+          return typeof v === "string" ? v : undefined;
+        },
+      },
+      deadline,
+      signal: controller.signal,
+      startedAt,
+      log: options.logger.child({ requestId, method: method.spec.path }),
+    };
+    options.observer.onStart(ctx);
+    return {
+      ctx,
+      controller,
+      done: () => {
+        if (timer !== undefined) clearTimeout(timer);
+        events.removeListener("cancelled", onCancel);
+        finish(controller);
+      },
+    };
+  }
+
+  function settle(ctx: CallContext, error: RpcError | undefined): void {
+    if (error !== undefined) {
+      const level = error.code === Code.Internal ? "error" : "debug";
+      ctx.log[level](
+        { code: error.code, reason: error.reason, err: error.cause ?? error },
+        "call failed",
+      );
+    }
+    options.observer.onEnd(ctx, error, now() - ctx.startedAt);
+  }
+
+  function encode(schema: DescMessage, init: unknown): Buffer {
+    const bytes = toBinary(schema, create(schema, init as never));
+    if (bytes.byteLength > options.maxResponseBytes) {
+      throw new RpcError("MESSAGE_TOO_LARGE", {
+        message: "response exceeds the size limit; ask for a smaller page",
+        cause: new Error(`response of ${bytes.byteLength} bytes > ${options.maxResponseBytes}`),
+      });
+    }
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  function decode(schema: DescMessage, bytes: Buffer): unknown {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      throw new RpcError("REQUEST_MALFORMED", { cause: err });
+    }
+  }
+
+  function unary(method: BoundMethod): grpc.handleUnaryCall<Buffer, Buffer> {
+    const { input, output } = method.spec.desc;
+    const pipeline = pipelineFor(method);
+    return (call, callback) => {
+      const { ctx, done } = startCall(call, method);
+      (async () =>
+        encode(output, await pipeline({ ctx, request: decode(input, call.request) })))().then(
+        (response) => {
+          done();
+          settle(ctx, undefined);
+          callback(null, response, trailers(ctx));
+        },
+        (err: unknown) => {
+          const error = toRpcError(err);
+          done();
+          settle(ctx, error);
+          callback(toStatus(error, ctx));
+        },
+      );
+    };
+  }
+
+  function streaming(
+    method: BoundMethod,
+  ): grpc.handleServerStreamingCall<Buffer, Buffer> & grpc.handleBidiStreamingCall<Buffer, Buffer> {
+    const { input, output } = method.spec.desc;
+    const pipeline = pipelineFor(method);
+    const clientStreams =
+      method.spec.kind === "bidi_streaming" || method.spec.kind === "client_streaming";
+    return (
+      call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>,
+    ) => {
+      const { ctx, done } = startCall(call, method);
+      const run = async () => {
+        const request = clientStreams
+          ? decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>)
+          : decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
+        const responses = (await pipeline({ ctx, request })) as AsyncIterable<unknown>;
+        for await (const item of responses) {
+          if (ctx.signal.aborted) break;
+          if (!call.write(encode(output, item))) await waitDrain(call, ctx.signal);
+        }
+      };
+      run().then(
+        () => {
+          done();
+          settle(ctx, undefined);
+          if (!call.cancelled) call.end(trailers(ctx));
+        },
+        (err: unknown) => {
+          const error = toRpcError(err);
+          done();
+          settle(ctx, error);
+          if (!call.cancelled) call.emit("error", toStatus(error, ctx));
+        },
+      );
+    };
+  }
+
+  async function* decodeStream(
+    schema: DescMessage,
+    call: grpc.ServerDuplexStream<Buffer, Buffer>,
+  ): AsyncIterable<unknown> {
+    // A plain `for await` destroys the duplex when the reads end, which also
+    // kills the write side before the responses and status are sent.
+    const reads = (call as unknown as Readable).iterator({
+      destroyOnReturn: false,
+    }) as AsyncIterable<Buffer>;
+    for await (const chunk of reads) yield decode(schema, chunk);
+  }
+
+  return {
+    register(server) {
+      for (const service of options.services) {
+        const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
+        const impl: grpc.UntypedServiceImplementation = {};
+        for (const method of service.methods) {
+          const { kind, name, path, desc } = method.spec;
+          definition[name] = {
+            path,
+            requestStream: kind === "client_streaming" || kind === "bidi_streaming",
+            responseStream: kind === "server_streaming" || kind === "bidi_streaming",
+            requestSerialize: (b: Buffer) => b,
+            requestDeserialize: (b: Buffer) => b,
+            responseSerialize: (b: Buffer) => b,
+            responseDeserialize: (b: Buffer) => b,
+            originalName: desc.localName,
+          };
+          impl[name] = kind === "unary" ? unary(method) : streaming(method);
+        }
+        server.addService(definition as grpc.ServiceDefinition, impl);
+      }
+    },
+    inFlight: () => inflight.size,
+    idle: () =>
+      inflight.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => idleWaiters.push(resolve)),
+    abortAll(reason) {
+      for (const c of inflight)
+        c.abort(new RpcError("SHUTTING_DOWN", { cause: new Error(reason) }));
+    },
+  };
+}
+
+function trailers(ctx: CallContext): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set(REQUEST_ID, ctx.requestId);
+  return md;
+}
+
+/** The status a client sees: the catalogue message, never the cause; INTERNAL carries only the request id. */
+function toStatus(error: RpcError, ctx: CallContext): Partial<grpc.StatusObject> {
+  const md = trailers(ctx);
+  md.set(ERROR_REASON, error.reason);
+  const details =
+    error.code === Code.Internal
+      ? `internal error (request id ${ctx.requestId})`
+      : error.clientMessage;
+  return { code: error.code as number as grpc.status, details, metadata: md };
+}
+
+/** The peer certificate, only if the TLS layer verified it against the client CA. */
+function verifiedCertificate(call: AnyCall): PeerCertificate | undefined {
+  const cert = call.getAuthContext().sslPeerCertificate as TlsPeerCertificate | undefined;
+  if (cert === undefined) return undefined;
+  const cn = cert.subject?.CN;
+  return {
+    // Several CNs make the identity ambiguous: treat as none.
+    commonName: typeof cn === "string" ? cn : "",
+    subject: formatName(cert.subject),
+    issuer: formatName(cert.issuer),
+    serialNumber: cert.serialNumber,
+    fingerprint256: cert.fingerprint256,
+  };
+}
+
+function formatName(name: TlsPeerCertificate["subject"] | undefined): string {
+  if (name === undefined) return "";
+  return Object.entries(name)
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : v}`)
+    .join(",");
+}
+
+function waitDrain(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.removeListener("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    call.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,73 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "../core/index.js";
+import type { Metrics } from "./metrics.js";
+
+/** Options of {@link startHttpEndpoints}. */
+export interface HttpEndpointsOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly metrics: Metrics;
+  /** True once the daemon serves and until it starts draining. */
+  readonly isReady: () => boolean;
+  readonly logger: Logger;
+}
+
+/** The operational HTTP endpoints: /metrics, /healthz (process alive), /readyz (serving). */
+export interface HttpEndpoints {
+  readonly address: AddressInfo;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the operational endpoints on their own port. Plain HTTP, so it binds
+ * to loopback by default; only GET and HEAD, small timeouts, no bodies read.
+ */
+export async function startHttpEndpoints(options: HttpEndpointsOptions): Promise<HttpEndpoints> {
+  const server: Server = createServer((req, res) => {
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    } else if (path === "/readyz") {
+      const ready = options.isReady();
+      res
+        .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
+        .end(ready ? "ready\n" : "not ready\n");
+    } else if (path === "/metrics") {
+      options.metrics.registry.metrics().then(
+        (text) =>
+          res.writeHead(200, { "content-type": options.metrics.registry.contentType }).end(text),
+        (err: unknown) => {
+          options.logger.error({ err }, "metrics collection failed");
+          res.writeHead(500).end();
+        },
+      );
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+    }
+  });
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 5_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxRequestsPerSocket = 1000;
+  server.maxHeadersCount = 64;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    address: server.address() as AddressInfo,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

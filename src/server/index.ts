@@ -1,0 +1,21 @@
+// The server layer: the debvisor-rpcd daemon. Configuration, the grpc-js
+// adapter, TLS, health and reflection, metrics, systemd and dev mode.
+
+export type { ConfigSources } from "./config-loader.js";
+export {
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  ENV_KEYS,
+  loadConfig,
+  parseConfig,
+} from "./config-loader.js";
+export type { Config } from "./config-schema.js";
+export { configSchema } from "./config-schema.js";
+export type { Daemon, DaemonOptions } from "./daemon.js";
+export { startDaemon } from "./daemon.js";
+export type { DaemonLogger } from "./logger.js";
+export { createLogger } from "./logger.js";
+export type { RpcServer, RpcServerOptions } from "./rpc-server.js";
+export { startRpcServer } from "./rpc-server.js";
+export type { TlsMaterial } from "./tls-material.js";
+export { readTlsMaterial } from "./tls-material.js";

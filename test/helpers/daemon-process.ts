@@ -1,0 +1,107 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+/** The compiled daemon entry point. */
+export const DAEMON_BIN = fileURLToPath(new URL("../../src/bin/debvisor-rpcd.js", import.meta.url));
+/** The compiled hvctl entry point. */
+export const HVCTL_BIN = fileURLToPath(new URL("../../src/bin/hvctl.js", import.meta.url));
+
+/** A daemon started as a child process, the way an operator or systemd starts it. */
+export interface DaemonProcess {
+  readonly proc: ChildProcess;
+  readonly grpcAddress: string;
+  readonly httpAddress: string;
+  /** Every JSON log line so far. */
+  readonly logs: Record<string, unknown>[];
+  stderr(): string;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  readonly exited: Promise<number | string>;
+  /** Kills the process if still running. */
+  kill(): void;
+}
+
+/** Starts `debvisor-rpcd` with `args` and waits (at most `timeoutMs`) for its "serving" log line. */
+export function startDaemonProcess(
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<DaemonProcess> {
+  const proc = spawn(process.execPath, [DAEMON_BIN, ...args], {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let err = "";
+  let buffered = "";
+  const exited = new Promise<number | string>((resolve) => {
+    proc.once("exit", (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`daemon did not become ready in time; stderr:\n${err}`));
+    }, options.timeoutMs ?? 30_000);
+    proc.stderr?.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    proc.stdout?.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      let nl = buffered.indexOf("\n");
+      while (nl >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf("\n");
+        let entry: Record<string, unknown>;
+        try {
+          entry = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        logs.push(entry);
+        if (entry.msg === "serving") {
+          clearTimeout(timer);
+          resolve({
+            proc,
+            grpcAddress: String(entry.address),
+            httpAddress: String(entry.httpAddress),
+            logs,
+            stderr: () => err,
+            exited,
+            kill: () => {
+              if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+            },
+          });
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited (${code}) before serving; stderr:\n${err}`));
+    });
+  });
+}
+
+/** Runs a command to completion (bounded by `timeoutMs`) and returns its output. */
+export function runProcess(
+  file: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const proc = spawn(file, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: options.timeoutMs ?? 30_000,
+    });
+    let stdout = "";
+    let stderr = "";
+    proc.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    proc.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    proc.once("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}

@@ -1,0 +1,224 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { createServiceClient } from "../src/client/index.js";
+import { createInventory, createNodeService } from "../src/cluster/index.js";
+import {
+  createManualClock,
+  defineService,
+  type ServiceBinding,
+  validationStage,
+} from "../src/core/index.js";
+import {
+  ListNodesRequestSchema,
+  NodeInfoSchema,
+  NodeListSchema,
+  NodeService,
+} from "../src/gen/debvisor/v1/node_pb.js";
+import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createMtlsAuthenticationStage } from "../src/security/index.js";
+import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import { rawUnary, testChannel } from "./helpers/grpc-client.js";
+import { createTestPki, type TestPki } from "./helpers/pki.js";
+
+const LIST_NODES = "/debvisor.v1.NodeService/ListNodes";
+const MIB = 1024 * 1024;
+
+/** A VmService whose handlers fail the ways real code fails, to see what clients get. */
+function faultyVmService(): ServiceBinding {
+  return defineService(
+    VmService,
+    {
+      listVms: { permission: "vm:list", mutating: false },
+      getVm: { permission: "vm:list", mutating: false },
+    },
+    {
+      async listVms() {
+        const err = new Error(
+          "ENOENT: no such file or directory, open '/var/lib/debvisor/secret/state.db'",
+        );
+        err.stack = `${err.message}\n    at open (/work/main/dist/src/store/sqlite.js:42:7)`;
+        throw err;
+      },
+      async getVm() {
+        throw new TypeError("Cannot read properties of undefined (reading 'id')");
+      },
+    },
+  );
+}
+
+describe("the RPC server over TLS", () => {
+  let pki: TestPki;
+  let server: RpcServer;
+  const config = parseConfig({});
+
+  before(async () => {
+    pki = await createTestPki();
+    const inventory = createInventory({ clock: createManualClock(Date.now()) });
+    for (let i = 1; i <= 3; i++)
+      inventory.register(create(NodeInfoSchema, { id: { id: `n${i}` }, hostname: `h${i}` }), "sim");
+    server = await startRpcServer({
+      listen: "127.0.0.1:0",
+      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
+      tlsOptions: config.tls,
+      limits: config.limits,
+      services: [createNodeService({ inventory }), faultyVmService()],
+      stages: [createMtlsAuthenticationStage(), validationStage],
+      observer: { onStart() {}, onEnd() {} },
+      logger: {
+        debug() {},
+        info() {},
+        warn() {},
+        error() {},
+        child() {
+          return this;
+        },
+      },
+    });
+  });
+  after(async () => {
+    await server.shutdown(1000);
+  });
+
+  const admin = () =>
+    testChannel(server.address, {
+      caPem: pki.ca.certPem,
+      certPem: pki.client.certPem,
+      keyPem: pki.client.keyPem,
+    });
+
+  it("serves ListNodes to a client with a certificate from the cluster CA", async () => {
+    const ch = admin();
+    const list = await createServiceClient(NodeService, ch).listNodes({});
+    assert.deepEqual(
+      list.nodes.map((n) => n.info?.id?.id),
+      ["n1", "n2", "n3"],
+    );
+    ch.close();
+  });
+
+  it("answers an old client's Empty ListNodes request (zero bytes) with every node", async () => {
+    const ch = admin();
+    const { response, error, trailers } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(error, undefined);
+    assert.equal(fromBinary(NodeListSchema, response as Buffer).nodes.length, 3);
+    assert.match(String(trailers?.get("x-request-id")[0]), /^[0-9a-f-]{36}$/);
+    ch.close();
+  });
+
+  it("refuses a client without a certificate with UNAUTHENTICATED", async () => {
+    const ch = testChannel(server.address, { caPem: pki.ca.certPem });
+    const { error, trailers } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED);
+    assert.equal(error?.details, "authentication required");
+    assert.equal(trailers?.get("debvisor-error-reason")[0], "UNAUTHENTICATED");
+    ch.close();
+  });
+
+  it("refuses a certificate from another CA even though its CN is admin", async () => {
+    const ch = testChannel(server.address, {
+      caPem: pki.ca.certPem,
+      certPem: pki.foreignClient.certPem,
+      keyPem: pki.foreignClient.keyPem,
+    });
+    const { error } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED);
+    assert.equal(error?.details, "authentication required");
+    ch.close();
+  });
+
+  it("ignores identity claims in metadata", async () => {
+    const ch = testChannel(server.address, { caPem: pki.ca.certPem });
+    const md = new grpc.Metadata();
+    md.set("x-client-cert-cn", "admin");
+    md.set("principal", "admin");
+    const { error } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0), md);
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED);
+    ch.close();
+  });
+
+  it("answers RESOURCE_EXHAUSTED to a request over 1 MiB and keeps serving", async () => {
+    const ch = admin();
+    const big = toBinary(
+      ListNodesRequestSchema,
+      create(ListNodesRequestSchema, { zone: "z".repeat(MIB + 10) }),
+    );
+    const { error } = await rawUnary(ch, LIST_NODES, Buffer.from(big));
+    assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    const ok = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(ok.error, undefined);
+    ch.close();
+  });
+
+  it("answers INVALID_ARGUMENT to bytes that are not a request message", async () => {
+    const ch = admin();
+    const { error, trailers } = await rawUnary(ch, LIST_NODES, Buffer.from([0x12, 0x05, 0x01]));
+    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(trailers?.get("debvisor-error-reason")[0], "REQUEST_MALFORMED");
+    ch.close();
+  });
+
+  it("names the bad field in a validation error", async () => {
+    const ch = admin();
+    const err = await createServiceClient(NodeService, ch)
+      .registerNode({ id: { id: "Not A Valid Id!" } })
+      .then(
+        () => undefined,
+        (e: grpc.ServiceError) => e,
+      );
+    assert.equal(err?.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err?.details ?? "", /^id\.id: must be /);
+    ch.close();
+  });
+
+  it("turns an unexpected handler error into INTERNAL with only a request id", async () => {
+    const ch = admin();
+    for (const method of ["ListVms", "GetVm"]) {
+      const { error, trailers } = await rawUnary(
+        ch,
+        `/debvisor.v1.VmService/${method}`,
+        Buffer.alloc(0),
+      );
+      const id = String(trailers?.get("x-request-id")[0]);
+      assert.equal(error?.code, grpc.status.INTERNAL);
+      assert.equal(error?.details, `internal error (request id ${id})`);
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-/);
+      const everything = JSON.stringify({ details: error?.details, md: trailers?.getMap() });
+      for (const leak of [
+        "ENOENT",
+        "/var/lib",
+        "state.db",
+        "dist/src",
+        " at ",
+        "TypeError",
+        "undefined",
+      ]) {
+        assert.ok(!everything.includes(leak), `client saw ${leak}: ${everything}`);
+      }
+    }
+    ch.close();
+  });
+
+  it("refuses TLS 1.2 by default", async () => {
+    const [host, port] = server.address.split(":");
+    const outcome = await new Promise<string>((resolve) => {
+      const socket = tlsConnect({
+        host,
+        port: Number(port),
+        ca: pki.ca.certPem,
+        servername: "localhost",
+        maxVersion: "TLSv1.2",
+        ALPNProtocols: ["h2"],
+      });
+      socket.once("secureConnect", () => {
+        socket.destroy();
+        resolve("connected");
+      });
+      socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    assert.notEqual(outcome, "connected");
+    assert.match(outcome, /VERSION|PROTOCOL|ALERT/);
+  });
+});
