@@ -384,7 +384,7 @@ describe("debvisor-rpcd start-up errors", () => {
     assert.match(stderr, /limits\.maxRequestByts: unknown key/);
   });
 
-  it("refuses to start without TLS files outside dev mode", async () => {
+  it("refuses to start outside dev mode when the TLS files are missing, naming the default path", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-cfg-"));
     const cfg = join(dir, "rpcd.yaml");
     writeFileSync(cfg, "listen: 127.0.0.1:0\nmetrics:\n  enabled: false\n");
@@ -396,6 +396,6 @@ describe("debvisor-rpcd start-up errors", () => {
       },
     );
     assert.equal(code, 2);
-    assert.match(stderr, /tls\.cert: required/);
+    assert.match(stderr, /tls\.cert: file not found: \/etc\/debvisor\/rpc\/cert\.pem/);
   });
 });

@@ -19,11 +19,11 @@ export const configSchema = z.strictObject({
   listen: hostPort.default("127.0.0.1:7443"),
   tls: z
     .strictObject({
-      /** Server certificate chain (PEM). Env RPC_TLS_CERT. */
+      /** Server certificate chain (PEM). Env RPC_TLS_CERT. Default /etc/debvisor/rpc/cert.pem (dev mode: its own). */
       cert: path.optional(),
-      /** Server private key (PEM). Env RPC_TLS_KEY. */
+      /** Server private key (PEM). Env RPC_TLS_KEY. Default /etc/debvisor/rpc/key.pem. */
       key: path.optional(),
-      /** CA that signs client certificates (PEM). Env RPC_TLS_CA. */
+      /** CA that signs client certificates (PEM). Env RPC_TLS_CA. Default /etc/debvisor/rpc/ca.pem. */
       clientCa: path.optional(),
       /** Lowest TLS version accepted. */
       minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.3"),

@@ -28,7 +28,12 @@ import { createMetrics } from "./metrics.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
-import { readTlsMaterial, type TlsPaths } from "./tls-material.js";
+import {
+  DEFAULT_TLS_PATHS,
+  readTlsMaterial,
+  type TlsMaterial,
+  type TlsPaths,
+} from "./tls-material.js";
 
 /** Options of {@link startDaemon}. */
 export interface DaemonOptions {
@@ -69,11 +74,18 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ? await prepareDevEnvironment(config.dev.dataDir, logger)
     : undefined;
   const tlsPaths = (c: Config): TlsPaths => ({
-    cert: c.tls.cert ?? dev?.serverCert,
-    key: c.tls.key ?? dev?.serverKey,
-    clientCa: c.tls.clientCa ?? dev?.caCert,
+    cert: c.tls.cert ?? dev?.serverCert ?? DEFAULT_TLS_PATHS.cert,
+    key: c.tls.key ?? dev?.serverKey ?? DEFAULT_TLS_PATHS.key,
+    clientCa: c.tls.clientCa ?? dev?.caCert ?? DEFAULT_TLS_PATHS.clientCa,
   });
-  const tls = readTlsMaterial(tlsPaths(config));
+  const loadTls = (c: Config): TlsMaterial => {
+    const material = readTlsMaterial(tlsPaths(c), clock.now());
+    const daysLeft = ((material.notAfter ?? Number.POSITIVE_INFINITY) - clock.now()) / 86_400_000;
+    if (daysLeft < 14)
+      logger.warn({ daysLeft: Math.floor(daysLeft) }, "server certificate expires soon");
+    return material;
+  };
+  const tls = loadTls(config);
   if (config.audit.path !== undefined) {
     logger.warn(
       { path: config.audit.path },
@@ -178,7 +190,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       let ok = false;
       try {
         const next = options.reloadConfig?.() ?? config;
-        server.reloadTls(readTlsMaterial(tlsPaths(next)));
+        server.reloadTls(loadTls(next));
         logger.setLevel(next.log.level);
         for (const key of [
           "listen",

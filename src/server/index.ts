@@ -18,4 +18,4 @@ export { createLogger } from "./logger.js";
 export type { RpcServer, RpcServerOptions } from "./rpc-server.js";
 export { startRpcServer } from "./rpc-server.js";
 export type { TlsMaterial } from "./tls-material.js";
-export { readTlsMaterial } from "./tls-material.js";
+export { DEFAULT_TLS_PATHS, readTlsMaterial } from "./tls-material.js";

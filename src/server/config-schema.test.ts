@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
+import { parseConfig } from "./config-loader.js";
+import { configSchema } from "./config-schema.js";
+
+const doc = readFileSync(new URL("../../../docs/configuration.md", import.meta.url), "utf8");
+/** Table rows of the doc as trimmed cells. */
+const rows = doc
+  .split("\n")
+  .filter((l) => l.startsWith("|"))
+  .map((l) =>
+    l
+      .split("|")
+      .slice(1, -1)
+      .map((c) => c.trim()),
+  );
+
+/** Every leaf key path of the schema, found by walking zod's definitions. */
+function leafPaths(schema: unknown, prefix = ""): string[] {
+  // biome-ignore lint/suspicious/noExplicitAny: walking zod's internal definition tree.
+  let s = schema as any;
+  while (s?.def?.innerType !== undefined || s?.def?.out !== undefined)
+    s = s.def.innerType ?? s.def.out;
+  if (s?.def?.type !== "object") return [prefix];
+  return Object.entries(s.def.shape as Record<string, unknown>).flatMap(([k, v]) =>
+    leafPaths(v, prefix === "" ? k : `${prefix}.${k}`),
+  );
+}
+
+describe("docs/configuration.md", () => {
+  const documented = new Set(rows.map((r) => (r[0] ?? "").replace(/`/g, "")));
+  const paths = leafPaths(configSchema);
+
+  it("documents every configuration key", () => {
+    assert.ok(paths.length > 25);
+    const missing = paths.filter((p) => !documented.has(p));
+    assert.deepEqual(missing, []);
+  });
+
+  it("states each default the schema applies", () => {
+    const defaults = parseConfig({}) as unknown as Record<string, Record<string, unknown>>;
+    for (const p of paths) {
+      const [a, b] = p.split(".");
+      const value = b === undefined ? defaults[a as string] : defaults[a as string]?.[b];
+      if (value === undefined) continue;
+      const row = rows.find((r) => r[0] === `\`${p}\``);
+      assert.equal(row?.[1], `\`${String(value)}\``, `${p}: default ${String(value)} not stated`);
+    }
+  });
+
+  it("has an example that the schema accepts", () => {
+    const example = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1] ?? "";
+    const c = parseConfig(parseYaml(example));
+    assert.equal(c.listen, "0.0.0.0:7443");
+  });
+});

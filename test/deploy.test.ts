@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { runProcess } from "./helpers/daemon-process.js";
+
+const UNIT = fileURLToPath(new URL("../../deploy/systemd/debvisor-rpcd.service", import.meta.url));
+
+describe("deploy/systemd/debvisor-rpcd.service", () => {
+  const unit = readFileSync(UNIT, "utf8");
+  const directives = new Set(
+    unit
+      .split("\n")
+      .filter((l) => /^[A-Z]\w+=/.test(l))
+      .map((l) => l.trim()),
+  );
+
+  it("passes systemd-analyze verify without a warning", async () => {
+    const { code, stdout, stderr } = await runProcess("systemd-analyze", ["verify", UNIT]);
+    assert.equal(code, 0);
+    assert.equal(`${stdout}${stderr}`.trim(), "");
+  });
+
+  it("is a notify service with a watchdog, reload by SIGHUP and a stop timeout above the drain deadline", () => {
+    for (const d of [
+      "Type=notify",
+      "NotifyAccess=all",
+      "WatchdogSec=30",
+      "ExecReload=/bin/kill -HUP $MAINPID",
+      "TimeoutStopSec=30",
+    ]) {
+      assert.ok(directives.has(d), d);
+    }
+  });
+
+  it("runs unprivileged with the original design's sandboxing", () => {
+    for (const d of [
+      "User=debvisor-rpc",
+      "ProtectSystem=strict",
+      "ProtectHome=yes",
+      "NoNewPrivileges=yes",
+      "PrivateDevices=yes",
+      "PrivateTmp=yes",
+      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+      "RestrictRealtime=yes",
+      "RestrictNamespaces=yes",
+      "LockPersonality=yes",
+      "CapabilityBoundingSet=",
+    ]) {
+      assert.ok(directives.has(d), d);
+    }
+    assert.ok(
+      ![...directives].some((d) => d.startsWith("MemoryDenyWriteExecute=yes")),
+      "V8 needs W+X memory",
+    );
+  });
+});
