@@ -118,7 +118,9 @@ describe("debvisor-rpcd --dev, as a child process", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-e2e-"));
     notify = await startNotifySocket();
-    daemon = await startDaemonProcess(devArgs(dir), { env: { NOTIFY_SOCKET: notify.path } });
+    daemon = await startDaemonProcess(devArgs(dir), {
+      env: { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: "1000000" },
+    });
     hvctlConfig = join(dir, "hvctl.yaml");
   });
   after(() => {
@@ -137,6 +139,10 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     const res = await fetch(`http://${daemon.httpAddress}/readyz`);
     assert.equal(res.status, 200);
     assert.equal((await fetch(`http://${daemon.httpAddress}/healthz`)).status, 200);
+  });
+
+  it("pings the systemd watchdog when WATCHDOG_USEC asks for it", async () => {
+    assert.match(await notify.waitFor("WATCHDOG=1", 5000), /^MAINPID=\d+\nWATCHDOG=1$/);
   });
 
   it("answers grpc.health.v1 Check without a client certificate", async () => {

@@ -83,8 +83,8 @@ function printDevBanner(
       `  hvctl context:         ${rel}`,
       "",
       "Try next, in another terminal:",
-      `  node dist/src/bin/hvctl.js --config ${rel} node list`,
-      `  node dist/src/bin/hvctl.js --config ${rel} node list -o json`,
+      `  npx hvctl --config ${rel} node list`,
+      `  npx hvctl --config ${rel} node list -o json`,
       httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
       "",
     ]
