@@ -1,0 +1,182 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { constants } from "node:fs";
+import { access, mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+
+/** A throwaway single-member etcd listening on 127.0.0.1 only. */
+export interface EtcdServer {
+  /** Client URL, `http://127.0.0.1:PORT`. */
+  readonly endpoint: string;
+  /** Its data directory (removed by `stop()`). */
+  readonly dataDir: string;
+  /** SIGTERM, waits for the exit (SIGKILL after 10 s), removes the data directory; idempotent. */
+  stop(): Promise<void>;
+  /** SIGKILL at once, for failure tests; `stop()` still cleans up afterwards. */
+  kill(): void;
+}
+
+const READY_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
+const START_ATTEMPTS = 3;
+/** Keep the tail of etcd's stderr for error messages, not all of it. */
+const STDERR_KEEP = 64 * 1024;
+
+/**
+ * Starts `etcd` from PATH in a fresh temporary directory, on free loopback
+ * ports, and resolves once it answers /health. Resolves `undefined` when etcd
+ * is not installed (callers print a loud skip); rejects with etcd's stderr if
+ * it does not come up within 15 s.
+ */
+export async function startEtcd(): Promise<EtcdServer | undefined> {
+  const bin = await findOnPath("etcd");
+  if (bin === undefined) return undefined;
+  let lastError: unknown;
+  // Free ports are found by binding and releasing them; another process can
+  // take one in between, so a start that loses that race is tried again.
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    try {
+      return await startOnce(bin);
+    } catch (err) {
+      lastError = err;
+      if (!String((err as Error).message).includes("address already in use")) throw err;
+    }
+  }
+  throw lastError;
+}
+
+async function startOnce(bin: string): Promise<EtcdServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "dv-etcd-"));
+  const [clientPort, peerPort] = await freePorts(2);
+  const client = `http://127.0.0.1:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  const args = [
+    "--name=test",
+    `--data-dir=${join(dataDir, "data")}`,
+    `--listen-client-urls=${client}`,
+    `--advertise-client-urls=${client}`,
+    `--listen-peer-urls=${peer}`,
+    `--initial-advertise-peer-urls=${peer}`,
+    `--initial-cluster=test=${peer}`,
+    "--initial-cluster-state=new",
+    `--initial-cluster-token=dv-test-${clientPort}`,
+    "--logger=zap",
+    "--log-outputs=stderr",
+    "--log-level=error",
+  ];
+  // ETCD_* variables are flags too; one left in the environment would change this server.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith("ETCD_")),
+  );
+  const proc = spawn(bin, args, { cwd: dataDir, env, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  proc.stderr?.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
+  });
+  const exited = new Promise<void>((resolve) => {
+    proc.once("exit", () => resolve());
+    proc.once("error", (err) => {
+      stderr += `\nspawn failed: ${err.message}`;
+      resolve();
+    });
+  });
+  // A crashed test run must not leave etcd behind.
+  const killOnExit = () => killHard(proc);
+  process.once("exit", killOnExit);
+
+  let stopping: Promise<void> | undefined;
+  const server: EtcdServer = {
+    endpoint: client,
+    dataDir,
+    kill: () => killHard(proc),
+    stop: () => {
+      stopping ??= (async () => {
+        if (running(proc)) {
+          proc.kill("SIGTERM");
+          const timer = setTimeout(() => killHard(proc), STOP_TIMEOUT_MS);
+          await exited;
+          clearTimeout(timer);
+        }
+        await exited;
+        process.removeListener("exit", killOnExit);
+        await rm(dataDir, { recursive: true, force: true });
+      })();
+      return stopping;
+    },
+  };
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let ended = false;
+  void exited.then(() => {
+    ended = true;
+  });
+  while (!ended && Date.now() < deadline) {
+    if (await healthy(client)) return server;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const why = ended
+    ? `etcd exited (${proc.exitCode ?? proc.signalCode})`
+    : "etcd not ready in time";
+  await server.stop();
+  throw new Error(`${why}; stderr:\n${stderr}`);
+}
+
+function running(proc: ChildProcess): boolean {
+  return proc.pid !== undefined && proc.exitCode === null && proc.signalCode === null;
+}
+
+function killHard(proc: ChildProcess): void {
+  if (running(proc)) proc.kill("SIGKILL");
+}
+
+async function healthy(client: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${client}/health`, { signal: AbortSignal.timeout(1000) });
+    const body = (await res.json()) as { health?: unknown };
+    return res.ok && body.health === "true";
+  } catch {
+    return false;
+  }
+}
+
+/** Ports the kernel hands out for 127.0.0.1, all held open together so they differ. */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (srv) =>
+          new Promise<number>((resolve, reject) => {
+            srv.once("error", reject);
+            srv.listen(0, "127.0.0.1", () => {
+              const address = srv.address();
+              if (address === null || typeof address === "string") {
+                reject(new Error("no port assigned"));
+              } else {
+                resolve(address.port);
+              }
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(
+      servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))),
+    );
+  }
+}
+
+async function findOnPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    if (dir === "") continue;
+    const candidate = join(dir, name);
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
