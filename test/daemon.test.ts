@@ -333,6 +333,18 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     ch.close();
   });
 
+  it("registers a node for the admin identity (kept for the restart below)", async () => {
+    const ch = openChannel(admin().ctx);
+    const ack = await createServiceClient(NodeService, ch).registerNode({
+      id: { id: "node-99" },
+      hostname: "hv99.example",
+      zone: "zone-z",
+      labels: { role: "persisted" },
+    });
+    ch.close();
+    assert.equal(ack.message, "registered");
+  });
+
   it("on SIGTERM finishes the call in flight, tells systemd STOPPING=1 and exits 0", async () => {
     const { stream, result } = rawStream(daemon.grpcAddress, admin().tls);
     const frame = grpcFrame(
@@ -359,14 +371,24 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     assert.equal(await daemon.exited, 0);
   });
 
-  it("reuses the CA and certificates when restarted with the same data dir", async () => {
+  it("reuses the CA, certificates and state (SQLite) when restarted with the same data dir", async () => {
     const caBefore = readFileSync(join(dir, "pki", "ca.crt"), "utf8");
     const again = await startDaemonProcess(devArgs(dir));
     try {
       assert.equal(readFileSync(join(dir, "pki", "ca.crt"), "utf8"), caBefore);
       assert.ok(again.logs.some((l) => l.msg === "dev mode: reusing CA and certificates"));
       const ch = openChannel(resolveContext(hvctlConfig));
-      assert.ok((await createServiceClient(NodeService, ch).listNodes({})).nodes.length >= 3);
+      const nodes = createServiceClient(NodeService, ch);
+      assert.ok((await nodes.listNodes({})).nodes.length >= 4);
+      const kept = await nodes.getNode({ id: { id: "node-99" } });
+      assert.equal(
+        kept.summary?.info?.hostname,
+        "hv99.example",
+        "state registered before the restart is still there",
+      );
+      assert.equal(kept.summary?.info?.labels.role, "persisted");
+      const again99 = await nodes.registerNode({ id: { id: "node-99" }, hostname: "hv99.example" });
+      assert.equal(again99.message, "updated", "the same identity still owns it");
       ch.close();
       again.proc.kill("SIGTERM");
       assert.equal(await again.exited, 0);

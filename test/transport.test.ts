@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -9,6 +12,7 @@ import {
   createManualClock,
   defineService,
   type ServiceBinding,
+  silentLogger,
   validationStage,
 } from "../src/core/index.js";
 import {
@@ -20,6 +24,7 @@ import {
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createMtlsAuthenticationStage } from "../src/security/index.js";
 import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import { createSqliteStore } from "../src/store/index.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
 import { createTestPki, type TestPki } from "./helpers/pki.js";
 
@@ -56,9 +61,17 @@ describe("the RPC server over TLS", () => {
 
   before(async () => {
     pki = await createTestPki();
-    const inventory = createInventory({ clock: createManualClock(Date.now()) });
-    for (let i = 1; i <= 3; i++)
-      inventory.register(create(NodeInfoSchema, { id: { id: `n${i}` }, hostname: `h${i}` }), "sim");
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-transport-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inventory = createInventory({ store, clock: createManualClock(Date.now()) });
+    for (let i = 1; i <= 3; i++) {
+      await inventory.register(
+        create(NodeInfoSchema, { id: { id: `n${i}` }, hostname: `h${i}` }),
+        "sim",
+      );
+    }
     server = await startRpcServer({
       listen: "127.0.0.1:0",
       tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },

@@ -1,7 +1,19 @@
 #!/usr/bin/env node
+import { createReadStream, createWriteStream } from "node:fs";
+import { createInterface } from "node:readline";
 import { Command } from "commander";
 import { packageVersion } from "../client/index.js";
-import { ConfigError, type ConfigSources, loadConfig, startDaemon } from "../server/index.js";
+import { silentLogger } from "../core/index.js";
+import {
+  ConfigError,
+  type ConfigSources,
+  exportStore,
+  importStore,
+  loadConfig,
+  openStore,
+  startDaemon,
+  TransferError,
+} from "../server/index.js";
 
 interface Flags {
   config?: string;
@@ -62,6 +74,80 @@ const program = new Command("debvisor-rpcd")
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
     process.on("SIGHUP", () => void daemon.reload());
+  });
+
+/** Maps the flags onto configuration sources. */
+function configSources(flags: Flags): ConfigSources {
+  const overrides: Record<string, unknown> = {
+    listen: flags.listen,
+    dev:
+      flags.dev || flags.dataDir !== undefined
+        ? { enabled: flags.dev ?? false, dataDir: flags.dataDir }
+        : undefined,
+    metrics: flags.metricsListen === undefined ? undefined : { listen: flags.metricsListen },
+    log: flags.logLevel === undefined ? undefined : { level: flags.logLevel },
+  };
+  return { configPath: flags.config, env: process.env, overrides };
+}
+
+/** Runs a store command with the configured store open; exit 2 for configuration, 1 for other failures. */
+async function withStore(
+  flags: Flags,
+  run: (store: ReturnType<typeof openStore>) => Promise<string>,
+): Promise<void> {
+  let store: ReturnType<typeof openStore> | undefined;
+  try {
+    store = openStore(loadConfig(configSources(flags)), silentLogger);
+    process.stderr.write(`${await run(store)}\n`);
+    await store.close();
+  } catch (err) {
+    await store?.close().catch(() => {});
+    const configProblem = err instanceof ConfigError;
+    const message =
+      configProblem || err instanceof TransferError
+        ? err.message
+        : String((err as Error).cause ?? (err as Error).message);
+    process.stderr.write(`debvisor-rpcd: ${message}\n`);
+    process.exit(configProblem ? 2 : 1);
+  }
+}
+
+const store = program
+  .command("store")
+  .description("move the state store's contents between backends");
+store
+  .command("export")
+  .description("write every key (JSON lines) to --out or stdout")
+  .option("--out <file>", "output file (default stdout)")
+  .action(async (opts: { out?: string }, cmd: Command) => {
+    await withStore(cmd.optsWithGlobals<Flags>(), async (s) => {
+      const out =
+        opts.out === undefined ? process.stdout : createWriteStream(opts.out, { mode: 0o600 });
+      const { records, leased } = await exportStore(s, (line) => {
+        if (out.write(line)) return undefined;
+        return new Promise<void>((resolve) => out.once("drain", () => resolve()));
+      });
+      if (out !== process.stdout)
+        await new Promise<void>((resolve, reject) =>
+          (out as ReturnType<typeof createWriteStream>).end((err?: Error | null) =>
+            err ? reject(err) : resolve(),
+          ),
+        );
+      return `exported ${records} keys (${leased} leased keys left out)`;
+    });
+  });
+store
+  .command("import")
+  .description("read an export from --in or stdin into an empty store")
+  .option("--in <file>", "input file (default stdin)")
+  .option("--overwrite", "write even if the store already holds keys")
+  .action(async (opts: { in?: string; overwrite?: boolean }, cmd: Command) => {
+    await withStore(cmd.optsWithGlobals<Flags>(), async (s) => {
+      const input = opts.in === undefined ? process.stdin : createReadStream(opts.in);
+      const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+      const { records } = await importStore(s, lines, { overwrite: opts.overwrite });
+      return `imported ${records} keys`;
+    });
   });
 
 function printDevBanner(

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError } from "../core/index.js";
+import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   type Health,
   type NodeInfo,
@@ -8,10 +9,18 @@ import {
   NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+} from "../store/index.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
+  readonly store: KvStore;
   readonly clock: Clock;
   /** A node is READY while its last heartbeat is younger than this (default 30 s: 3 intervals of 10 s). */
   readonly heartbeatTtlMs?: number;
@@ -23,94 +32,122 @@ export interface RegisterResult {
   readonly created: boolean;
 }
 
-/**
- * The cluster's last-known view of nodes and the VMs they run. Held in memory
- * until the state store lands; the interface is what the store-backed
- * implementation will keep.
- */
+/** The cluster's last-known view of nodes and the VMs they run, kept in the state store. */
 export interface Inventory {
   /**
    * Creates or updates a node. Re-registration by the identity that first
    * registered it is an update; any other identity gets NODE_ID_TAKEN.
    */
-  register(info: NodeInfo, owner: string): RegisterResult;
+  register(info: NodeInfo, owner: string, signal?: AbortSignal): Promise<RegisterResult>;
   /**
    * Records a heartbeat. Unknown nodes are NODE_NOT_FOUND. A report older than
-   * the newest one recorded is ignored (returns false) so reordering on the
+   * the newest one recorded is ignored (resolves false) so reordering on the
    * network never rolls state back.
    */
-  heartbeat(health: Health): boolean;
+  heartbeat(health: Health, signal?: AbortSignal): Promise<boolean>;
   /** Every node with readiness computed now, sorted by id. */
-  listNodes(): NodeSummary[];
+  listNodes(signal?: AbortSignal): Promise<NodeSummary[]>;
   /** One node and its VMs, or undefined. */
-  getNode(id: string): { summary: NodeSummary; vms: VmInfo[] } | undefined;
+  getNode(
+    id: string,
+    signal?: AbortSignal,
+  ): Promise<{ summary: NodeSummary; vms: VmInfo[] } | undefined>;
   /** Every VM the nodes last reported, sorted by id. */
-  listVms(): VmInfo[];
+  listVms(signal?: AbortSignal): Promise<VmInfo[]>;
 }
 
-interface NodeRecord {
-  info: NodeInfo;
-  owner: string;
-  health: Health | undefined;
-  receivedAt: number;
-  cordoned: boolean;
-}
+const PREFIX = "nodes/";
+/** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
+const MAX_ATTEMPTS = 8;
 
-/** Creates an in-memory {@link Inventory}. */
+/** Creates a store-backed {@link Inventory}. */
 export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
-  const { clock } = options;
-  const nodes = new Map<string, NodeRecord>();
+  const { clock, store } = options;
 
   function summarize(rec: NodeRecord, now: number): NodeSummary {
-    const age = rec.health === undefined ? undefined : Math.max(0, now - rec.receivedAt);
+    const heard = rec.health !== undefined;
+    const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
     return create(NodeSummarySchema, {
       info: rec.info,
       health: rec.health,
       readiness: age !== undefined && age <= ttl ? NodeReadiness.READY : NodeReadiness.NOT_READY,
-      lastHeartbeat: rec.health === undefined ? undefined : timestampFromMs(rec.receivedAt),
+      lastHeartbeat: heard ? timestampFromMs(Number(rec.receivedAtMs)) : undefined,
       heartbeatAgeMs: BigInt(age ?? 0),
       cordoned: rec.cordoned,
     });
   }
 
+  /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */
+  async function update<T>(
+    id: string,
+    signal: AbortSignal | undefined,
+    change: (current: NodeRecord | undefined) => { next: NodeRecord | undefined; result: T },
+  ): Promise<T> {
+    const key = PREFIX + id;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const current = await getMessage(store, NodeRecordSchema, key, { signal });
+      const { next, result } = change(current?.message);
+      if (next === undefined) return result;
+      const txn = await store.txn(
+        {
+          compares: [{ key, modRevision: current?.modRevision ?? 0 }],
+          success: [{ type: "put", key, value: encodeMessage(NodeRecordSchema, next) }],
+        },
+        { signal },
+      );
+      if (txn.succeeded) return result;
+    }
+    throw new RpcError("CONFLICT");
+  }
+
   return {
-    register(info, owner) {
+    register(info, owner, signal) {
       const id = info.id?.id ?? "";
-      const existing = nodes.get(id);
-      if (existing !== undefined && existing.owner !== owner) throw new RpcError("NODE_ID_TAKEN");
-      if (existing !== undefined) {
-        existing.info = info;
-        return { created: false };
-      }
-      nodes.set(id, { info, owner, health: undefined, receivedAt: 0, cordoned: false });
-      return { created: true };
+      return update(id, signal, (current) => {
+        if (current !== undefined && current.owner !== owner) throw new RpcError("NODE_ID_TAKEN");
+        const next = create(NodeRecordSchema, {
+          ...(current ?? { registeredAtMs: BigInt(clock.now()) }),
+          info,
+          owner,
+        });
+        return { next, result: { created: current === undefined } };
+      });
     },
-    heartbeat(health) {
-      const rec = nodes.get(health.nodeId?.id ?? "");
-      if (rec === undefined) throw new RpcError("NODE_NOT_FOUND");
-      if (
-        rec.health !== undefined &&
-        msFromTimestamp(health.timestamp) < msFromTimestamp(rec.health.timestamp)
-      ) {
-        return false;
-      }
-      rec.health = health;
-      rec.receivedAt = clock.now();
-      return true;
+    heartbeat(health, signal) {
+      return update(health.nodeId?.id ?? "", signal, (current) => {
+        if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+        if (
+          current.health !== undefined &&
+          msFromTimestamp(health.timestamp) < msFromTimestamp(current.health.timestamp)
+        ) {
+          return { next: undefined, result: false };
+        }
+        return {
+          next: create(NodeRecordSchema, { ...current, health, receivedAtMs: BigInt(clock.now()) }),
+          result: true,
+        };
+      });
     },
-    listNodes() {
+    async listNodes(signal) {
       const now = clock.now();
-      return [...nodes.keys()].sort().map((id) => summarize(nodes.get(id) as NodeRecord, now));
+      const out: NodeSummary[] = [];
+      for await (const kv of rangeAll(store, PREFIX, { signal }))
+        out.push(summarize(decodeMessage(NodeRecordSchema, kv), now));
+      return out;
     },
-    getNode(id) {
-      const rec = nodes.get(id);
+    async getNode(id, signal) {
+      const rec = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
       if (rec === undefined) return undefined;
-      return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
+      return {
+        summary: summarize(rec.message, clock.now()),
+        vms: [...(rec.message.health?.vms ?? [])],
+      };
     },
-    listVms() {
+    async listVms(signal) {
       const all: VmInfo[] = [];
-      for (const rec of nodes.values()) all.push(...(rec.health?.vms ?? []));
+      for await (const kv of rangeAll(store, PREFIX, { signal }))
+        all.push(...(decodeMessage(NodeRecordSchema, kv).health?.vms ?? []));
       return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     },
   };

@@ -33,23 +33,23 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
     },
     {
       async registerNode(req, ctx) {
-        const { created } = inventory.register(req, principalOf(ctx).id);
+        const { created } = await inventory.register(req, principalOf(ctx).id, ctx.signal);
         return { status: StatusCode.STATUS_OK, message: created ? "registered" : "updated" };
       },
-      async heartbeat(req) {
-        const recorded = inventory.heartbeat(req);
+      async heartbeat(req, ctx) {
+        const recorded = await inventory.heartbeat(req, ctx.signal);
         return {
           status: recorded ? StatusCode.STATUS_OK : StatusCode.STATUS_WARN,
           message: recorded ? "recorded" : "older than the last heartbeat; ignored",
         };
       },
-      async listNodes(req) {
-        const nodes = inventory.listNodes().filter((n) => matches(n, req));
+      async listNodes(req, ctx) {
+        const nodes = (await inventory.listNodes(ctx.signal)).filter((n) => matches(n, req));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
         return { nodes: page.items, nextPageToken: page.nextPageToken };
       },
-      async getNode(req) {
-        const found = inventory.getNode(req.id?.id ?? "");
+      async getNode(req, ctx) {
+        const found = await inventory.getNode(req.id?.id ?? "", ctx.signal);
         if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
         return found;
       },

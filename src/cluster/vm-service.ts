@@ -17,20 +17,18 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       getVm: { permission: "vm:list", mutating: false },
     },
     {
-      async listVms(req) {
+      async listVms(req, ctx) {
         const nodeId = req.nodeId?.id ?? "";
-        const vms = inventory
-          .listVms()
-          .filter(
-            (vm) =>
-              (nodeId === "" || vm.nodeId?.id === nodeId) &&
-              (req.state === VmState.UNSPECIFIED || vm.state === req.state),
-          );
+        const vms = (await inventory.listVms(ctx.signal)).filter(
+          (vm) =>
+            (nodeId === "" || vm.nodeId?.id === nodeId) &&
+            (req.state === VmState.UNSPECIFIED || vm.state === req.state),
+        );
         const page = paginate(vms, (vm) => vm.id, req.pageSize, req.pageToken);
         return { vms: page.items, nextPageToken: page.nextPageToken };
       },
-      async getVm(req) {
-        const vm = inventory.listVms().find((v) => v.id === req.vmId);
+      async getVm(req, ctx) {
+        const vm = (await inventory.listVms(ctx.signal)).find((v) => v.id === req.vmId);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },

@@ -42,11 +42,13 @@ describe("docs/configuration.md", () => {
   it("states each default the schema applies", () => {
     const defaults = parseConfig({}) as unknown as Record<string, Record<string, unknown>>;
     for (const p of paths) {
-      const [a, b] = p.split(".");
-      const value = b === undefined ? defaults[a as string] : defaults[a as string]?.[b];
+      const value = p
+        .split(".")
+        .reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], defaults);
       if (value === undefined) continue;
+      const shown = Array.isArray(value) ? JSON.stringify(value) : String(value);
       const row = rows.find((r) => r[0] === `\`${p}\``);
-      assert.equal(row?.[1], `\`${String(value)}\``, `${p}: default ${String(value)} not stated`);
+      assert.equal(row?.[1], `\`${shown}\``, `${p}: default ${shown} not stated`);
     }
   });
 

@@ -83,6 +83,39 @@ export const configSchema = z.strictObject({
       listen: hostPort.default("127.0.0.1:9464"),
     })
     .prefault({}),
+  store: z
+    .strictObject({
+      /** `sqlite` (embedded, default) or `etcd` (for several control-plane nodes). */
+      backend: z.enum(["sqlite", "etcd"]).default("sqlite"),
+      /** SQLite file. Default /var/lib/debvisor-rpc/state.db; dev mode: DATA_DIR/state.db. */
+      path: path.optional(),
+      /** etcd client URLs, `http(s)://host:port`. */
+      endpoints: z
+        .array(z.string().regex(/^https?:\/\/[^\s/]+$/, "must be http(s)://HOST:PORT"))
+        .max(16)
+        .default([]),
+      /** Every key lives under this etcd prefix. */
+      prefix: z
+        .string()
+        .regex(/^\/[\x21-\x7e]*\/$/, "must start and end with / (printable ASCII)")
+        .default("/debvisor/"),
+      /** TLS to etcd: CA to verify it, and a client certificate if etcd asks for one. */
+      tls: z
+        .strictObject({ ca: path.optional(), cert: path.optional(), key: path.optional() })
+        .prefault({}),
+      /** Give up connecting to etcd after this long. */
+      dialTimeoutMs: int(100, 60_000).default(5000),
+    })
+    .prefault({})
+    .superRefine((s, ctx) => {
+      if (s.backend === "etcd" && s.endpoints.length === 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["endpoints"],
+          message: "required for the etcd backend",
+        });
+      }
+    }),
   shutdown: z
     .strictObject({
       /** On SIGTERM, calls in flight get this long before they are cut off. */

@@ -25,6 +25,7 @@ import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
+import { openStore } from "./open-store.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
@@ -93,7 +94,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     );
   }
 
+  const store = openStore(config, logger);
   const inventory = createInventory({
+    store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
   });
@@ -102,12 +105,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   if (config.simulation.enabled ?? config.dev.enabled) {
     const sim = createSimulation({ ...config.simulation, clock });
     storage = sim;
-    for (const node of sim.nodes) inventory.register(node, "simulation");
-    const beat = () => {
-      for (const node of sim.nodes) inventory.heartbeat(sim.heartbeat(node.id?.id ?? ""));
-    };
-    beat();
-    simTimer = setInterval(beat, config.cluster.heartbeatIntervalMs);
+    for (const node of sim.nodes) await inventory.register(node, "simulation");
+    const beat = () =>
+      Promise.all(sim.nodes.map((node) => inventory.heartbeat(sim.heartbeat(node.id?.id ?? ""))));
+    await beat();
+    simTimer = setInterval(() => {
+      beat().catch((err: unknown) => logger.warn({ err }, "simulated heartbeats failed"));
+    }, config.cluster.heartbeatIntervalMs);
     simTimer.unref();
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
@@ -226,6 +230,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
         await http?.close();
+        await store.close();
         notifier.close();
         if (drained) logger.info({}, "stopped");
         else
