@@ -1,0 +1,246 @@
+import { castGrpcError, type Etcd3, type IEvent, type IWatchResponse } from "etcd3";
+import { RpcError } from "../core/index.js";
+import { closedError } from "./etcd-calls.js";
+import type { EtcdStoreConfig } from "./etcd-options.js";
+import type { StoreCallOptions, WatchEvent } from "./kv-store.js";
+import { prefixEnd } from "./store-checks.js";
+
+/** A watcher further behind than this many events is ended instead of buffering without bound. */
+const MAX_WATCH_BACKLOG = 100_000;
+const WATCH_BACKOFF_MS = { first: 100, max: 2000 };
+const EMPTY = new Uint8Array(0);
+
+type WatchStream = Awaited<ReturnType<Etcd3["watchClient"]["watch"]>>;
+
+/** What the watches of one etcd store need from it; all required, nothing is validated. */
+export interface EtcdWatchOptions {
+  /** The store's client; every watch opens its own watch stream on it. */
+  readonly client: Etcd3;
+  /** The store's resolved config: `prefix` is the key namespace, `dialTimeoutMs` the reconnect budget. */
+  readonly config: EtcdStoreConfig;
+  /** The first etcd key of a range starting at `key` (etcd refuses an empty key). */
+  readonly rangeStart: (key: string) => Buffer;
+  /** A store key from a full etcd key, the namespace removed. */
+  readonly stripKey: (key: Buffer) => string;
+  /** True once the store is closing; a new watch then fails with STORE_UNAVAILABLE. */
+  readonly isClosing: () => boolean;
+  /** The store's current revision, a linearizable read. */
+  readonly revision: (opts: StoreCallOptions) => Promise<number>;
+}
+
+/** The watches of one etcd store. */
+export interface EtcdWatch {
+  /** `KvStore.watch` after its argument checks: starts on first `next()`, ends quietly when `signal` aborts. */
+  events(
+    prefix: string,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<WatchEvent, void, undefined>;
+  /** Ends every open watch with `err`, after the events it already queued. */
+  failAll(err: RpcError): void;
+}
+
+/**
+ * The watch machinery of the etcd store. Each watch uses its own etcd stream
+ * and resumes after a disconnect from the last event it queued, without loss
+ * or repeats, until it stays disconnected for `dialTimeoutMs`.
+ */
+export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
+  const { client, config, rangeStart, stripKey, isClosing, revision } = options;
+  const base = config.prefix;
+  const watches = new Set<(err: RpcError) => void>();
+
+  async function* events(
+    prefix: string,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): AsyncGenerator<WatchEvent, void, undefined> {
+    if (signal.aborted) return;
+    if (isClosing()) throw closedError();
+    let start = fromRevision;
+    if (start === 0) {
+      try {
+        start = (await revision({ signal })) + 1;
+      } catch (err) {
+        if (signal.aborted) return;
+        throw err;
+      }
+    }
+    const first = base + prefix;
+    const range = { key: rangeStart(first), range_end: Buffer.from(prefixEnd(first)) };
+    const state = {
+      queue: [] as (WatchEvent | undefined)[],
+      head: 0,
+      failure: undefined as RpcError | undefined,
+      wake: undefined as (() => void) | undefined,
+      // Position of the last queued event: its revision and how many events of
+      // that revision are queued (one txn writes several keys at one revision).
+      acceptedRev: start - 1,
+      acceptedCount: 0,
+      stream: undefined as WatchStream | undefined,
+      generation: 0,
+      timer: undefined as NodeJS.Timeout | undefined,
+      outageSince: Date.now() as number | undefined,
+      backoffMs: WATCH_BACKOFF_MS.first,
+      stopped: false,
+    };
+    const notify = () => {
+      const wake = state.wake;
+      state.wake = undefined;
+      wake?.();
+    };
+    const dropStream = () => {
+      state.generation++;
+      clearTimeout(state.timer);
+      state.timer = undefined;
+      const stream = state.stream;
+      state.stream = undefined;
+      if (stream) {
+        // end() first: etcd3 resets every connection to the host when a still
+        // writable stream reports the cancellation as an error.
+        stream.end();
+        stream.cancel();
+      }
+    };
+    const fail = (err: RpcError) => {
+      if (state.stopped || state.failure) return;
+      state.failure = err;
+      dropStream();
+      notify();
+    };
+    const retry = (cause: unknown) => {
+      if (state.stopped || state.failure) return;
+      dropStream();
+      state.outageSince ??= Date.now();
+      const left = state.outageSince + config.dialTimeoutMs - Date.now();
+      if (left <= 0) return fail(new RpcError("STORE_UNAVAILABLE", { cause }));
+      const wait = Math.min(state.backoffMs, left);
+      state.backoffMs = Math.min(state.backoffMs * 2, WATCH_BACKOFF_MS.max);
+      state.timer = setTimeout(connect, wait);
+    };
+    const onResponse = (res: IWatchResponse, position: { rev: number; index: number }) => {
+      if (res.canceled) {
+        const compacted = Number(res.compact_revision);
+        return fail(
+          compacted > 0
+            ? new RpcError("WATCH_COMPACTED", {
+                cause: new Error(`etcd history is compacted up to revision ${compacted}`),
+              })
+            : new RpcError("STORE_UNAVAILABLE", {
+                cause: new Error(`etcd cancelled the watch: ${res.cancel_reason}`),
+              }),
+        );
+      }
+      if (res.created) {
+        clearTimeout(state.timer);
+        state.timer = undefined;
+        state.outageSince = undefined;
+        state.backoffMs = WATCH_BACKOFF_MS.first;
+      }
+      for (const ev of res.events) {
+        const rev = Number(ev.kv.mod_revision);
+        if (rev === position.rev) position.index++;
+        else {
+          position.rev = rev;
+          position.index = 0;
+        }
+        // A resumed stream replays the last revision: skip what was queued already.
+        if (rev < state.acceptedRev) continue;
+        if (rev === state.acceptedRev && position.index < state.acceptedCount) continue;
+        if (rev > state.acceptedRev) {
+          state.acceptedRev = rev;
+          state.acceptedCount = 0;
+        }
+        state.acceptedCount++;
+        state.queue.push(toWatchEvent(ev));
+      }
+      if (state.queue.length - state.head > MAX_WATCH_BACKLOG) {
+        return fail(
+          new RpcError("STORE_UNAVAILABLE", {
+            message: "watcher fell too far behind; watch again",
+          }),
+        );
+      }
+      notify();
+    };
+    const connect = () => {
+      state.timer = undefined;
+      if (state.stopped || state.failure) return;
+      const generation = ++state.generation;
+      const current = () => generation === state.generation;
+      // Resume at the last queued revision when only part of it may have arrived.
+      const resumeFrom = state.acceptedCount > 0 ? state.acceptedRev : state.acceptedRev + 1;
+      const position = { rev: 0, index: 0 };
+      client.watchClient.watch().then(
+        (stream) => {
+          if (!current()) {
+            stream.end();
+            stream.cancel();
+            return;
+          }
+          state.stream = stream;
+          stream.on("data", (res) => current() && onResponse(res, position));
+          stream.on("error", (err) => current() && retry(castGrpcError(err)));
+          stream.on("end", () => current() && retry(new Error("etcd ended the watch stream")));
+          stream.write({
+            create_request: { ...range, start_revision: resumeFrom, progress_notify: false },
+          });
+          const left = (state.outageSince ?? Date.now()) + config.dialTimeoutMs - Date.now();
+          state.timer = setTimeout(
+            () => current() && retry(new Error("etcd did not confirm the watch in time")),
+            Math.max(left, 1),
+          );
+        },
+        (err: unknown) => current() && retry(err),
+      );
+    };
+
+    const onAbort = () => notify();
+    signal.addEventListener("abort", onAbort);
+    watches.add(fail);
+    connect();
+    try {
+      for (;;) {
+        if (signal.aborted) return;
+        if (state.head < state.queue.length) {
+          const ev = state.queue[state.head] as WatchEvent;
+          state.queue[state.head] = undefined;
+          state.head++;
+          if (state.head >= 1024 && state.head * 2 >= state.queue.length) {
+            state.queue.splice(0, state.head);
+            state.head = 0;
+          }
+          yield ev;
+          continue;
+        }
+        // Events queued before a failure are still delivered: they are in order and complete.
+        if (state.failure) throw state.failure;
+        await new Promise<void>((resolve) => {
+          state.wake = resolve;
+        });
+      }
+    } finally {
+      state.stopped = true;
+      watches.delete(fail);
+      signal.removeEventListener("abort", onAbort);
+      dropStream();
+    }
+  }
+
+  const toWatchEvent = (ev: IEvent): WatchEvent => {
+    const put = String(ev.type).toLowerCase() === "put";
+    return {
+      type: put ? "put" : "delete",
+      key: stripKey(ev.kv.key),
+      value: put ? new Uint8Array(ev.kv.value) : EMPTY,
+      revision: Number(ev.kv.mod_revision),
+    };
+  };
+
+  return {
+    events,
+    failAll(err) {
+      for (const stop of [...watches]) stop(err);
+    },
+  };
+}
