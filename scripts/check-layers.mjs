@@ -11,7 +11,7 @@ const ALLOWED = {
   gen: [],
   core: ["gen"],
   pki: ["core", "gen"],
-  security: ["core", "gen", "pki"],
+  security: ["core", "gen", "pki", "store"],
   audit: ["core", "gen"],
   store: ["core", "gen"],
   drivers: ["core", "gen"],

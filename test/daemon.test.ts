@@ -130,7 +130,7 @@ describe("debvisor-rpcd --dev, as a child process", () => {
 
   const admin = () => {
     const ctx = resolveContext(hvctlConfig);
-    return { ctx, tls: { ca: ctx.caPem, cert: ctx.certPem, key: ctx.keyPem } };
+    return { ctx, tls: { ca: ctx.caPem, cert: ctx.certPem ?? "", key: ctx.keyPem ?? "" } };
   };
 
   it("tells systemd READY=1 only once it serves", async () => {

@@ -4,13 +4,28 @@ import type { ResolvedContext } from "./context-file.js";
 /** Largest response a client accepts; matches the server's default response limit. */
 const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
 
-/** Opens a TLS channel (mTLS with the context's client certificate) to the context's server. */
+/**
+ * Opens a TLS channel to the context's server: mTLS with its client
+ * certificate, or TLS with `authorization: Bearer` on every call.
+ */
 export function openChannel(ctx: ResolvedContext, extra: grpc.ChannelOptions = {}): grpc.Client {
-  const creds = grpc.credentials.createSsl(
+  const tls = grpc.credentials.createSsl(
     Buffer.from(ctx.caPem),
-    Buffer.from(ctx.keyPem),
-    Buffer.from(ctx.certPem),
+    ctx.keyPem === undefined ? null : Buffer.from(ctx.keyPem),
+    ctx.certPem === undefined ? null : Buffer.from(ctx.certPem),
   );
+  const bearer = ctx.bearer;
+  const creds =
+    bearer === undefined
+      ? tls
+      : grpc.credentials.combineChannelCredentials(
+          tls,
+          grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+            const md = new grpc.Metadata();
+            md.set("authorization", `Bearer ${bearer}`);
+            callback(null, md);
+          }),
+        );
   const options: grpc.ChannelOptions = {
     "grpc.max_receive_message_length": MAX_RESPONSE_BYTES,
     ...(ctx.tlsServerName === undefined

@@ -15,11 +15,12 @@ const contextSchema = z.strictObject({
   caData: z.string().min(1).optional(),
   /** Name to verify the server certificate against, when it differs from the host in `server`. */
   tlsServerName: z.string().min(1).max(253).optional(),
-  credential: z.strictObject({
-    /** Client certificate and key files (relative to this file). */
-    clientCert: z.string().min(1),
-    clientKey: z.string().min(1),
-  }),
+  /** One credential: a client certificate and key, an API key, or a JWT (files relative to this file). */
+  credential: z.union([
+    z.strictObject({ clientCert: z.string().min(1), clientKey: z.string().min(1) }),
+    z.strictObject({ apiKeyFile: z.string().min(1) }),
+    z.strictObject({ tokenFile: z.string().min(1) }),
+  ]),
 });
 
 /** The hvctl configuration file: named contexts, one of them current. */
@@ -40,8 +41,11 @@ export interface ResolvedContext {
   readonly name: string;
   readonly server: string;
   readonly caPem: string;
-  readonly certPem: string;
-  readonly keyPem: string;
+  /** Client certificate and key, for mTLS contexts. */
+  readonly certPem?: string;
+  readonly keyPem?: string;
+  /** Bearer token (API key or JWT), for token contexts. */
+  readonly bearer?: string;
   readonly tlsServerName: string | undefined;
 }
 
@@ -83,9 +87,9 @@ export function resolveContext(path: string, name?: string): ResolvedContext {
       wanted === undefined ? `${path}: no contexts` : `${path}: no context named "${wanted}"`,
     );
   }
-  const base = dirname(resolve(path));
+  const dir = dirname(resolve(path));
   const read = (p: string, what: string) => {
-    const full = isAbsolute(p) ? p : resolve(base, p);
+    const full = isAbsolute(p) ? p : resolve(dir, p);
     if (!existsSync(full))
       throw new ContextFileError(`${path}: context "${ctx.name}": ${what} not found: ${full}`);
     return readFileSync(full, "utf8");
@@ -93,14 +97,21 @@ export function resolveContext(path: string, name?: string): ResolvedContext {
   const caPem = ctx.caData ?? (ctx.ca === undefined ? undefined : read(ctx.ca, "ca"));
   if (caPem === undefined)
     throw new ContextFileError(`${path}: context "${ctx.name}": ca or caData required`);
-  return {
-    name: ctx.name,
-    server: ctx.server,
-    caPem,
-    certPem: read(ctx.credential.clientCert, "credential.clientCert"),
-    keyPem: read(ctx.credential.clientKey, "credential.clientKey"),
-    tlsServerName: ctx.tlsServerName,
-  };
+  const c = ctx.credential;
+  const base = { name: ctx.name, server: ctx.server, caPem, tlsServerName: ctx.tlsServerName };
+  if ("clientCert" in c) {
+    return {
+      ...base,
+      certPem: read(c.clientCert, "credential.clientCert"),
+      keyPem: read(c.clientKey, "credential.clientKey"),
+    };
+  }
+  const bearer = (
+    "apiKeyFile" in c
+      ? read(c.apiKeyFile, "credential.apiKeyFile")
+      : read(c.tokenFile, "credential.tokenFile")
+  ).trim();
+  return { ...base, bearer };
 }
 
 /** Writes a context file atomically with mode 0600. */

@@ -1,6 +1,8 @@
 // The cluster layer: the domain. Inventory of nodes and VMs, and the
 // transport-neutral handlers of the debvisor.v1 services.
 
+export type { DomainServiceDeps } from "./domain-services.js";
+export { createDomainServices } from "./domain-services.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
 export { createMigrationService } from "./migration-service.js";

@@ -7,7 +7,9 @@ import {
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
+  type Health,
   type ListNodesRequest,
+  type NodeInfo,
   NodeReadiness,
   NodeService,
   type NodeSummary,
@@ -26,8 +28,18 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   return defineService(
     NodeService,
     {
-      registerNode: { permission: "node:register", mutating: true, validate: validateNodeInfo },
-      heartbeat: { permission: "node:heartbeat", mutating: true, validate: validateHealth },
+      registerNode: {
+        permission: "node:register",
+        mutating: true,
+        validate: validateNodeInfo,
+        resource: (req: NodeInfo) => ({ nodeId: req.id?.id ?? "" }),
+      },
+      heartbeat: {
+        permission: "node:heartbeat",
+        mutating: true,
+        validate: validateHealth,
+        resource: (req: Health) => ({ nodeId: req.nodeId?.id ?? "" }),
+      },
       listNodes: { permission: "node:list", mutating: false, validate: validateListNodes },
       getNode: { permission: "node:list", mutating: false },
     },

@@ -31,6 +31,12 @@ export interface Principal {
   /** Stable identity: certificate CN, API key owner or JWT `sub`. */
   readonly id: string;
   readonly method: AuthMethod;
+  /** Roles the credential itself carries (an API key's, a JWT's claim); bindings add more. */
+  readonly roles: readonly string[];
+  /** Tenant the credential is confined to, if any. */
+  readonly tenant?: string;
+  /** Public id of the API key used (never the secret). */
+  readonly keyId?: string;
 }
 
 /** Read access to request metadata (lower-case names). Values are untrusted input. */

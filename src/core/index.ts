@@ -15,7 +15,13 @@ export { createManualClock, systemClock } from "./clock.js";
 export { Code, codeName } from "./code.js";
 export type { Logger } from "./logger.js";
 export { silentLogger } from "./logger.js";
-export type { MethodAccess, MethodKind, MethodPolicy, MethodSpec } from "./method-spec.js";
+export type {
+  MethodAccess,
+  MethodKind,
+  MethodPolicy,
+  MethodSpec,
+  ResourceRef,
+} from "./method-spec.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
 export type { Invocation, Next, Stage } from "./pipeline.js";

@@ -7,6 +7,12 @@ export type MethodAccess =
   /** Only an authenticated principal. */
   | "authenticated";
 
+/** What a call acts on, when that matters to authorization. */
+export interface ResourceRef {
+  /** The node a node-scoped call acts on (self-only roles compare it with the principal). */
+  readonly nodeId?: string;
+}
+
 /** What the pipeline needs to know of a method, besides its handler. */
 export interface MethodPolicy {
   /** Permission the caller needs, for example `node:list`; null for methods any authenticated caller may use. */
@@ -17,6 +23,8 @@ export interface MethodPolicy {
   readonly access?: MethodAccess;
   /** Checks the decoded request; throws an RpcError (INVALID_ARGUMENT) on bad input. */
   readonly validate?: (request: never) => void;
+  /** What the request acts on, for authorization rules that depend on it. */
+  readonly resource?: (request: never) => ResourceRef;
 }
 
 /** Method kinds the transport serves. */
@@ -36,4 +44,5 @@ export interface MethodSpec {
   readonly mutating: boolean;
   readonly access: MethodAccess;
   readonly validate: ((request: unknown) => void) | undefined;
+  readonly resource: ((request: unknown) => ResourceRef) | undefined;
 }

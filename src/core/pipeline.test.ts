@@ -18,6 +18,7 @@ function ctx(validate?: (r: unknown) => void): CallContext {
       mutating: false,
       access: "authenticated",
       validate,
+      resource: undefined,
     },
     peer: { address: "127.0.0.1:1" },
     headers: { get: () => undefined },

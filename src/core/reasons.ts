@@ -19,6 +19,13 @@ export const REASONS = {
   PAGE_TOKEN_INVALID: { code: Code.InvalidArgument, message: "page_token is not valid" },
   MESSAGE_TOO_LARGE: { code: Code.ResourceExhausted, message: "message exceeds the size limit" },
   UNAUTHENTICATED: { code: Code.Unauthenticated, message: "authentication required" },
+  PERMISSION_DENIED: { code: Code.PermissionDenied, message: "permission denied" },
+  ESCALATION_DENIED: {
+    code: Code.PermissionDenied,
+    message: "cannot grant permissions you do not hold",
+  },
+  APIKEY_NOT_FOUND: { code: Code.NotFound, message: "api key not found" },
+  APIKEY_REVOKED: { code: Code.FailedPrecondition, message: "api key is revoked" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },

@@ -1,7 +1,7 @@
 import type { DescMessage, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { CallContext } from "./call-context.js";
-import type { MethodPolicy, MethodSpec } from "./method-spec.js";
+import type { MethodPolicy, MethodSpec, ResourceRef } from "./method-spec.js";
 
 /** A unary handler: one request in, one response out. */
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
@@ -90,6 +90,7 @@ export function defineService<S extends GenService<GenServiceMethods>>(
         mutating: p.mutating,
         access: p.access ?? "authenticated",
         validate: p.validate as ((request: unknown) => void) | undefined,
+        resource: p.resource as ((request: unknown) => ResourceRef) | undefined,
       }),
       handler,
     };

@@ -1,2 +1,18 @@
-// The security layer: authentication and authorization stages of the pipeline.
+// The security layer: who is calling (mTLS, JWT, API keys, lockout) and what
+// they may do (roles, bindings, tenants), as pipeline stages.
+
+export type { AccessPolicy, Binding, Decision } from "./access-evaluator.js";
+export { createAccessPolicy, decide, rolesOf } from "./access-evaluator.js";
+export type { ApiKeyFailure, ApiKeys, IssuedApiKey, NewApiKey } from "./api-keys.js";
+export { createApiKeys } from "./api-keys.js";
+export type { AuthenticationOptions } from "./authentication-stage.js";
+export { createAuthenticationStage, sourceOf } from "./authentication-stage.js";
+export { createAuthorizationStage } from "./authorization-stage.js";
+export type { JwtAlgorithm, JwtIdentity, JwtIssuer, JwtVerifier } from "./jwt-verifier.js";
+export { createJwtVerifier, JWT_ALGORITHMS, looksLikeJwt } from "./jwt-verifier.js";
+export type { Lockout, LockoutOptions } from "./lockout.js";
+export { createLockout } from "./lockout.js";
 export { createMtlsAuthenticationStage } from "./mtls-authentication-stage.js";
+export { grantsCover, isGrant, isPermission, permissionMatches } from "./permission.js";
+export type { Role } from "./roles.js";
+export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";

@@ -20,7 +20,7 @@ export function createMtlsAuthenticationStage(): Stage {
     }
     return next({
       ...invocation,
-      ctx: withPrincipal(ctx, { id: cert.commonName, method: "mtls" }),
+      ctx: withPrincipal(ctx, { id: cert.commonName, method: "mtls", roles: [] }),
     });
   };
 }

@@ -23,6 +23,9 @@ function leafPaths(schema: unknown, prefix = ""): string[] {
   let s = schema as any;
   while (s?.def?.innerType !== undefined || s?.def?.out !== undefined)
     s = s.def.innerType ?? s.def.out;
+  if (s?.def?.type === "array" && s.def.element?.def?.type === "object") {
+    return [prefix, ...leafPaths(s.def.element, `${prefix}[]`)];
+  }
   if (s?.def?.type !== "object") return [prefix];
   return Object.entries(s.def.shape as Record<string, unknown>).flatMap(([k, v]) =>
     leafPaths(v, prefix === "" ? k : `${prefix}.${k}`),
@@ -45,8 +48,12 @@ describe("docs/configuration.md", () => {
       const value = p
         .split(".")
         .reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], defaults);
-      if (value === undefined) continue;
-      const shown = Array.isArray(value) ? JSON.stringify(value) : String(value);
+      if (value === undefined || p.includes("[]")) continue;
+      const shown = Array.isArray(value)
+        ? value.length === 0
+          ? "[]"
+          : value.join(", ")
+        : String(value);
       const row = rows.find((r) => r[0] === `\`${p}\``);
       assert.equal(row?.[1], `\`${shown}\``, `${p}: default ${shown} not stated`);
     }

@@ -83,6 +83,89 @@ export const configSchema = z.strictObject({
       listen: hostPort.default("127.0.0.1:9464"),
     })
     .prefault({}),
+  auth: z
+    .strictObject({
+      jwt: z
+        .strictObject({
+          /** Trusted token issuers; none means JWTs are refused. */
+          issuers: z
+            .array(
+              z.strictObject({
+                /** Required `iss`. */
+                issuer: z.string().min(1).max(256).default("debvisor-auth"),
+                /** Required `aud`. */
+                audience: z.string().min(1).max(256).default("debvisor-rpc"),
+                /** Accepted signature algorithms (asymmetric only). */
+                algorithms: z
+                  .array(z.enum(["RS256", "ES256", "EdDSA"]))
+                  .min(1)
+                  .default(["RS256", "ES256", "EdDSA"]),
+                /** SPKI PEM public key files. */
+                publicKeys: z.array(path).max(32).default([]),
+                /** A JWKS file (keys with kid). */
+                jwksFile: path.optional(),
+                /** Claim with the principal's roles (string array). */
+                rolesClaim: z.string().min(1).max(128).default("roles"),
+                /** Claim with the tenant, if tokens carry one. */
+                tenantClaim: z.string().min(1).max(128).optional(),
+                /** Tolerated clock skew on exp/nbf. */
+                clockSkewSeconds: int(0, 300).default(60),
+              }),
+            )
+            .max(16)
+            .default([]),
+        })
+        .prefault({}),
+      lockout: z
+        .strictObject({
+          /** Failed authentications from one address that lock it out. */
+          maxFailures: int(1, 1000).default(5),
+          /** Window for counting failures, and the cool-down once locked. */
+          windowMs: int(1000, 86_400_000).default(300_000),
+        })
+        .prefault({}),
+      apiKeys: z
+        .strictObject({
+          /** How long a rotated key keeps working beside its successor. */
+          rotationGraceMs: int(0, 30 * 86_400_000).default(86_400_000),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  rbac: z
+    .strictObject({
+      /** Custom roles: a name and its grants (`storage:*`, `node:list`, `*`). */
+      roles: z
+        .array(
+          z.strictObject({
+            name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, "lower-case letters, digits and -"),
+            grants: z
+              .array(
+                z
+                  .string()
+                  .regex(
+                    /^(\*|[a-z][a-z0-9-]*(:[a-z][a-z0-9-]*)*(:\*)?)$/,
+                    "a permission, a:b:* or *",
+                  ),
+              )
+              .max(256),
+          }),
+        )
+        .max(256)
+        .default([]),
+      /** Principals bound to roles, cluster-wide or in one tenant. */
+      bindings: z
+        .array(
+          z.strictObject({
+            principal: z.string().min(1).max(256),
+            roles: z.array(z.string().min(1).max(63)).min(1).max(64),
+            tenant: z.string().min(1).max(64).optional(),
+          }),
+        )
+        .max(10_000)
+        .default([]),
+    })
+    .prefault({}),
   store: z
     .strictObject({
       /** `sqlite` (embedded, default) or `etcd` (for several control-plane nodes). */

@@ -1,11 +1,5 @@
 import { packageVersion } from "../client/index.js";
-import {
-  createInventory,
-  createMigrationService,
-  createNodeService,
-  createStorageService,
-  createVmService,
-} from "../cluster/index.js";
+import { createDomainServices, createInventory } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
 import { createSimulation, type StorageDriver } from "../drivers/index.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
@@ -18,9 +12,22 @@ import {
 } from "../gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { createMtlsAuthenticationStage } from "../security/index.js";
+import {
+  type AccessPolicy,
+  type Binding,
+  createApiKeys,
+  createAuthenticationStage,
+  createAuthorizationStage,
+  createLockout,
+} from "../security/index.js";
+import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import type { Config } from "./config-schema.js";
-import { type DevEnvironment, prepareDevEnvironment, writeDevContext } from "./dev-environment.js";
+import {
+  type DevEnvironment,
+  ensureDevOperatorKey,
+  prepareDevEnvironment,
+  writeDevContext,
+} from "./dev-environment.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
@@ -95,6 +102,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   }
 
   const store = openStore(config, logger);
+  const apiKeys = createApiKeys(store, clock);
+  // Dev mode's admin certificate administers security and operates the cluster.
+  const devBindings: Binding[] =
+    dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
+  let policy: AccessPolicy = policyFromConfig(config, devBindings);
+  let jwt = jwtVerifierFromConfig(config, clock);
+  const lockout = createLockout({ clock, ...config.auth.lockout });
   const inventory = createInventory({
     store,
     clock,
@@ -116,12 +130,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
-  const domain: ServiceBinding[] = [
-    createNodeService({ inventory }),
-    createVmService({ inventory }),
-    createMigrationService(),
-    createStorageService({ storage }),
-  ];
+  const domain: ServiceBinding[] = createDomainServices({ inventory, storage });
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
   const reflectionNames = [
@@ -149,7 +158,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     tlsOptions: config.tls,
     limits: config.limits,
     services: [...domain, healthService, ...reflection],
-    stages: [createMtlsAuthenticationStage(), validationStage],
+    stages: [
+      createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout }),
+      createAuthorizationStage(() => policy),
+      validationStage,
+    ],
     observer: metrics.observer,
     logger,
   });
@@ -169,7 +182,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   }
   const httpAddress =
     http === undefined ? undefined : formatAddress(http.address.address, http.address.port);
-  if (dev !== undefined) writeDevContext(dev, server.address);
+  if (dev !== undefined)
+    writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
   health.setAll(ServingStatus.SERVING);
   ready = true;
   logger.info(
@@ -194,7 +208,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       let ok = false;
       try {
         const next = options.reloadConfig?.() ?? config;
+        const nextPolicy = policyFromConfig(next, devBindings);
+        const nextJwt = jwtVerifierFromConfig(next, clock);
         server.reloadTls(loadTls(next));
+        policy = nextPolicy;
+        jwt = nextJwt;
         logger.setLevel(next.log.level);
         for (const key of [
           "listen",

@@ -4,6 +4,7 @@ import { join, relative, resolve } from "node:path";
 import { writeContextFile } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import { createCertificateAuthority, loadCertificateAuthority } from "../pki/index.js";
+import type { ApiKeys } from "../security/index.js";
 
 /** Files dev mode creates under its data directory. */
 export interface DevEnvironment {
@@ -79,8 +80,38 @@ export async function prepareDevEnvironment(
   return env;
 }
 
-/** Writes the hvctl context file pointing at the address actually bound. */
-export function writeDevContext(env: DevEnvironment, server: string): void {
+/**
+ * The dev cluster's operator API key: reused from DATA_DIR/pki/operator.apikey
+ * while it still verifies, else issued anew (principal dev-operator, role
+ * operator) and written there 0600. Returns the token file's path.
+ */
+export async function ensureDevOperatorKey(
+  env: DevEnvironment,
+  apiKeys: ApiKeys,
+  logger: Logger,
+): Promise<string> {
+  const file = join(env.dataDir, "pki", "operator.apikey");
+  if (existsSync(file)) {
+    const r = await apiKeys.verify(readFileSync(file, "utf8").trim());
+    if ("record" in r) return file;
+  }
+  const issued = await apiKeys.create({
+    principal: "dev-operator",
+    roles: ["operator"],
+    createdBy: "dev-mode",
+    description: "dev mode operator key",
+  });
+  writeSecret(file, `${issued.token}\n`);
+  logger.info({ keyId: issued.record.id }, "dev mode: issued the operator API key");
+  return file;
+}
+
+/** Writes the hvctl context file pointing at the address actually bound: admin by mTLS, operator by API key. */
+export function writeDevContext(
+  env: DevEnvironment,
+  server: string,
+  operatorKeyFile: string,
+): void {
   const rel = (p: string) => relative(env.dataDir, p);
   writeContextFile(env.contextFile, {
     apiVersion: "debvisor.io/v1",
@@ -95,6 +126,13 @@ export function writeDevContext(env: DevEnvironment, server: string): void {
         tlsServerName: "localhost",
         ca: rel(env.caCert),
         credential: { clientCert: rel(env.adminCert), clientKey: rel(env.adminKey) },
+      },
+      {
+        name: "dev-operator",
+        server,
+        tlsServerName: "localhost",
+        ca: rel(env.caCert),
+        credential: { apiKeyFile: rel(operatorKeyFile) },
       },
     ],
   });

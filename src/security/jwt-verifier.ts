@@ -1,0 +1,103 @@
+import { createPublicKey } from "node:crypto";
+import { createLocalJWKSet, decodeJwt, type JSONWebKeySet, type JWK, jwtVerify } from "jose";
+import type { Clock } from "../core/index.js";
+
+/** Asymmetric algorithms a token may be signed with; never `none`, never HMAC. */
+export const JWT_ALGORITHMS = ["RS256", "ES256", "EdDSA"] as const;
+/** One of {@link JWT_ALGORITHMS}. */
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
+/** A trusted token issuer. */
+export interface JwtIssuer {
+  /** Required `iss` (default debvisor-auth). */
+  readonly issuer: string;
+  /** Required `aud` (default debvisor-rpc). */
+  readonly audience: string;
+  /** Accepted algorithms, a subset of {@link JWT_ALGORITHMS}. */
+  readonly algorithms: readonly JwtAlgorithm[];
+  /** Verification keys: SPKI PEM public keys and/or a JWKS. */
+  readonly publicKeyPems: readonly string[];
+  readonly jwks?: JSONWebKeySet;
+  /** Claim holding the principal's roles (a string array). */
+  readonly rolesClaim: string;
+  /** Claim holding the tenant, if tokens carry one. */
+  readonly tenantClaim?: string;
+  /** Clock skew tolerated on exp and nbf, seconds (at most 300). */
+  readonly clockSkewSeconds: number;
+}
+
+/** A verified token's identity. */
+export interface JwtIdentity {
+  readonly subject: string;
+  readonly roles: string[];
+  readonly tenant: string | undefined;
+}
+
+/** Verifies bearer JWTs against the configured issuers. */
+export interface JwtVerifier {
+  /** The identity, or why the token was refused (for logs only). */
+  verify(token: string): Promise<{ identity: JwtIdentity } | { failure: string }>;
+}
+
+const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** True when `token` has the shape of a compact JWS (three base64url parts). */
+export function looksLikeJwt(token: string): boolean {
+  return token.length <= 16_384 && JWS.test(token);
+}
+
+/**
+ * Creates a verifier. The issuer is picked by the token's `iss`; only that
+ * issuer's keys and algorithms are tried; `exp`, `aud` and `iss` are
+ * required; `sub` names the principal.
+ */
+export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): JwtVerifier {
+  const byIssuer = new Map(
+    issuers.map((i) => {
+      const keys: JWK[] = [...(i.jwks?.keys ?? [])];
+      for (const pem of i.publicKeyPems)
+        keys.push(createPublicKey(pem).export({ format: "jwk" }) as JWK);
+      return [i.issuer, { config: i, keys: createLocalJWKSet({ keys }) }] as const;
+    }),
+  );
+  return {
+    async verify(token) {
+      let iss: unknown;
+      try {
+        iss = decodeJwt(token).iss;
+      } catch {
+        return { failure: "not a decodable JWT" };
+      }
+      const issuer = typeof iss === "string" ? byIssuer.get(iss) : undefined;
+      if (issuer === undefined)
+        return { failure: `untrusted issuer ${JSON.stringify(String(iss)).slice(0, 80)}` };
+      const c = issuer.config;
+      try {
+        const { payload } = await jwtVerify(token, issuer.keys, {
+          algorithms: [...c.algorithms],
+          issuer: c.issuer,
+          audience: c.audience,
+          requiredClaims: ["exp", "sub"],
+          clockTolerance: c.clockSkewSeconds,
+          currentDate: new Date(clock.now()),
+        });
+        const rolesClaim = payload[c.rolesClaim];
+        const roles = Array.isArray(rolesClaim)
+          ? rolesClaim.filter((r): r is string => typeof r === "string")
+          : [];
+        const tenant = c.tenantClaim === undefined ? undefined : payload[c.tenantClaim];
+        if (typeof payload.sub !== "string" || payload.sub === "" || payload.sub.length > 256)
+          return { failure: "bad sub" };
+        return {
+          identity: {
+            subject: payload.sub,
+            roles,
+            tenant: typeof tenant === "string" && tenant !== "" ? tenant : undefined,
+          },
+        };
+      } catch (err) {
+        return { failure: (err as { code?: string }).code ?? (err as Error).message };
+      }
+    },
+  };
+}

@@ -1,0 +1,79 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createDomainServices, createInventory } from "../../src/cluster/index.js";
+import { type Clock, silentLogger, validationStage } from "../../src/core/index.js";
+import {
+  type AccessPolicy,
+  type ApiKeys,
+  createApiKeys,
+  createAuthenticationStage,
+  createAuthorizationStage,
+  createLockout,
+  type JwtVerifier,
+} from "../../src/security/index.js";
+import { parseConfig, type RpcServer, startRpcServer } from "../../src/server/index.js";
+import { createSqliteStore, type KvStore } from "../../src/store/index.js";
+import type { TestPki } from "./pki.js";
+
+/** A TLS server with the full authentication and authorization pipeline over the domain services. */
+export interface SecuredServer {
+  readonly server: RpcServer;
+  readonly apiKeys: ApiKeys;
+  readonly store: KvStore;
+  close(): Promise<void>;
+}
+
+/** Starts one on a free loopback port. */
+export async function startSecuredServer(options: {
+  pki: TestPki;
+  clock: Clock;
+  policy: AccessPolicy;
+  jwt?: JwtVerifier;
+  lockout?: { maxFailures: number; windowMs: number };
+}): Promise<SecuredServer> {
+  const store = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-sec-")), "state.db"),
+    logger: silentLogger,
+  });
+  const apiKeys = createApiKeys(store, options.clock);
+  const inventory = createInventory({ store, clock: options.clock });
+  const config = parseConfig({});
+  const server = await startRpcServer({
+    listen: "127.0.0.1:0",
+    tls: {
+      certPem: options.pki.server.certPem,
+      keyPem: options.pki.server.keyPem,
+      clientCaPem: options.pki.ca.certPem,
+    },
+    tlsOptions: config.tls,
+    limits: config.limits,
+    services: createDomainServices({
+      inventory,
+      storage: { listSnapshots: async () => undefined },
+    }),
+    stages: [
+      createAuthenticationStage({
+        apiKeys,
+        jwt: () => options.jwt,
+        lockout: createLockout({
+          clock: options.clock,
+          ...(options.lockout ?? { maxFailures: 1000, windowMs: 60_000 }),
+        }),
+      }),
+      createAuthorizationStage(() => options.policy),
+      validationStage,
+    ],
+    observer: { onStart() {}, onEnd() {} },
+    logger: silentLogger,
+  });
+  return {
+    server,
+    apiKeys,
+    store,
+    async close() {
+      await server.shutdown(1000);
+      await store.close();
+    },
+  };
+}
