@@ -26,6 +26,9 @@ export interface CliContext {
   client<S extends GenService<GenServiceMethods>>(service: S): ServiceClient<S>;
   /** Per-call timeout in milliseconds. */
   readonly timeoutMs: number;
+  /** Sets the exit code for a command that answered but says no (can-i). */
+  setExitCode(code: number): void;
+  readonly exitCode: () => number;
   close(): void;
 }
 
@@ -41,9 +44,14 @@ export function createCliContext(
   out: (text: string) => void,
 ): CliContext {
   let channel: grpc.Client | undefined;
+  let exitCode = 0;
   const timeoutMs = parseTimeout(opts.timeout ?? "30s");
   return {
     out,
+    setExitCode: (code) => {
+      exitCode = code;
+    },
+    exitCode: () => exitCode,
     format: opts.output ?? "table",
     timeoutMs,
     client(service) {

@@ -14,7 +14,7 @@ export async function runCli(argv: readonly string[], io: ProgramIo): Promise<nu
   const { program, context } = buildProgram(io);
   try {
     await program.parseAsync([...argv], { from: "user" });
-    return 0;
+    return context()?.exitCode() ?? 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     if (err instanceof ContextFileError) {

@@ -25,6 +25,7 @@ export const REASONS = {
     message: "cannot grant permissions you do not hold",
   },
   APIKEY_NOT_FOUND: { code: Code.NotFound, message: "api key not found" },
+  BINDING_NOT_FOUND: { code: Code.NotFound, message: "binding not found" },
   APIKEY_REVOKED: { code: Code.FailedPrecondition, message: "api key is revoked" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },

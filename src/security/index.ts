@@ -3,6 +3,8 @@
 
 export type { AccessPolicy, Binding, Decision } from "./access-evaluator.js";
 export { createAccessPolicy, decide, rolesOf } from "./access-evaluator.js";
+export type { AccessServiceDeps } from "./access-service.js";
+export { createAccessService } from "./access-service.js";
 export type { ApiKeyFailure, ApiKeys, IssuedApiKey, NewApiKey } from "./api-keys.js";
 export { createApiKeys } from "./api-keys.js";
 export type { AuthenticationOptions } from "./authentication-stage.js";
@@ -16,3 +18,5 @@ export { createMtlsAuthenticationStage } from "./mtls-authentication-stage.js";
 export { grantsCover, isGrant, isPermission, permissionMatches } from "./permission.js";
 export type { Role } from "./roles.js";
 export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";
+export type { StoredBindings } from "./stored-bindings.js";
+export { loadStoredBindings } from "./stored-bindings.js";

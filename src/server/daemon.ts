@@ -2,6 +2,7 @@ import { packageVersion } from "../client/index.js";
 import { createDomainServices, createInventory } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
 import { createSimulation, type StorageDriver } from "../drivers/index.js";
+import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../gen/debvisor/v1/storage_pb.js";
@@ -15,10 +16,12 @@ import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/
 import {
   type AccessPolicy,
   type Binding,
+  createAccessService,
   createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
   createLockout,
+  loadStoredBindings,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import type { Config } from "./config-schema.js";
@@ -106,7 +109,23 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
     dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
-  let policy: AccessPolicy = policyFromConfig(config, devBindings);
+  let configPolicy: AccessPolicy = policyFromConfig(config, devBindings);
+  const storedBindings = await loadStoredBindings(store, clock, logger);
+  let policy: AccessPolicy = configPolicy;
+  // The policy in force: the config's roles and bindings plus those set through the API.
+  const rebuildPolicy = () => {
+    policy = Object.freeze({
+      roles: configPolicy.roles,
+      bindings: [
+        ...configPolicy.bindings,
+        ...storedBindings
+          .all()
+          .map((b) => ({ principal: b.principal, roles: b.roles, tenant: b.tenant || undefined })),
+      ],
+    });
+  };
+  storedBindings.onChange(rebuildPolicy);
+  rebuildPolicy();
   let jwt = jwtVerifierFromConfig(config, clock);
   const lockout = createLockout({ clock, ...config.auth.lockout });
   const inventory = createInventory({
@@ -130,7 +149,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
-  const domain: ServiceBinding[] = createDomainServices({ inventory, storage });
+  const domain: ServiceBinding[] = [
+    ...createDomainServices({ inventory, storage }),
+    createAccessService({
+      policy: () => policy,
+      apiKeys,
+      bindings: storedBindings,
+      rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
+    }),
+  ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
   const reflectionNames = [
@@ -143,6 +170,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     [
       file_debvisor_v1_node,
       file_debvisor_v1_vm,
+      file_debvisor_v1_access,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
       file_grpc_health_v1_health,
@@ -211,7 +239,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         const nextPolicy = policyFromConfig(next, devBindings);
         const nextJwt = jwtVerifierFromConfig(next, clock);
         server.reloadTls(loadTls(next));
-        policy = nextPolicy;
+        configPolicy = nextPolicy;
+        rebuildPolicy();
         jwt = nextJwt;
         logger.setLevel(next.log.level);
         for (const key of [
@@ -248,6 +277,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
         await http?.close();
+        storedBindings.close();
         await store.close();
         notifier.close();
         if (drained) logger.info({}, "stopped");

@@ -1,0 +1,196 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  defineService,
+  type Principal,
+  principalOf,
+  RpcError,
+  type ServiceBinding,
+} from "../core/index.js";
+import type { ApiKeyRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import { AccessService, type ApiKeyInfoSchema } from "../gen/debvisor/v1/access_pb.js";
+import { type AccessPolicy, decide, rolesOf } from "./access-evaluator.js";
+import type { ApiKeys } from "./api-keys.js";
+import { grantsCover, isPermission } from "./permission.js";
+import type { StoredBindings } from "./stored-bindings.js";
+
+/** Dependencies of the AccessService handlers. */
+export interface AccessServiceDeps {
+  readonly policy: () => AccessPolicy;
+  readonly apiKeys: ApiKeys;
+  readonly bindings: StoredBindings;
+  /** Default rotation grace. */
+  readonly rotationGraceMs: number;
+}
+
+const msTs = (ms: bigint) =>
+  ms === 0n ? undefined : { seconds: ms / 1000n, nanos: Number(ms % 1000n) * 1_000_000 };
+
+function keyInfo(r: ApiKeyRecord): MessageInitShape<typeof ApiKeyInfoSchema> {
+  return {
+    id: r.id,
+    principal: r.principal,
+    roles: r.roles,
+    tenant: r.tenant,
+    created: msTs(r.createdAtMs),
+    expires: msTs(r.expiresAtMs),
+    lastUsed: msTs(r.lastUsedAtMs),
+    revoked: msTs(r.revokedAtMs),
+    createdBy: r.createdBy,
+    description: r.description,
+    replacedBy: r.replacedBy,
+  };
+}
+
+/**
+ * AccessService. Nobody grants what they do not hold: a key's or binding's
+ * roles must be covered by the caller's own grants, and a tenant-scoped
+ * caller can only grant within its tenant.
+ */
+export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
+  const checkNoEscalation = (caller: Principal, roles: readonly string[], tenant: string): void => {
+    const policy = deps.policy();
+    const held = rolesOf(policy, caller);
+    const grants = held.roles.flatMap((r) => policy.roles.get(r)?.grants ?? []);
+    for (const name of roles) {
+      const role = policy.roles.get(name);
+      if (role === undefined)
+        throw new RpcError("INVALID_ARGUMENT", { message: `roles: unknown role ${name}` });
+      const missing = role.grants.find((g) => !grantsCover(grants, g));
+      if (missing !== undefined)
+        throw new RpcError("ESCALATION_DENIED", {
+          cause: new Error(`role ${name} grants ${missing}, which ${caller.id} does not hold`),
+        });
+    }
+    if (held.tenant !== undefined && tenant !== held.tenant) {
+      throw new RpcError("ESCALATION_DENIED", {
+        cause: new Error(`${caller.id} is confined to tenant ${held.tenant}`),
+      });
+    }
+  };
+  return defineService(
+    AccessService,
+    {
+      whoAmI: { permission: null, mutating: false },
+      checkPermission: { permission: null, mutating: false },
+      createApiKey: { permission: "auth:apikey:create", mutating: true },
+      listApiKeys: { permission: "auth:apikey:list", mutating: false },
+      revokeApiKey: { permission: "auth:apikey:revoke", mutating: true },
+      rotateApiKey: { permission: "auth:apikey:rotate", mutating: true },
+      listRoles: { permission: "auth:role:list", mutating: false },
+      listBindings: { permission: "auth:binding:list", mutating: false },
+      setBinding: { permission: "auth:binding:set", mutating: true },
+    },
+    {
+      async whoAmI(_req, ctx) {
+        const p = principalOf(ctx);
+        const { roles, tenant } = rolesOf(deps.policy(), p);
+        return {
+          principal: p.id,
+          authMethod: p.method,
+          roles,
+          tenant: tenant ?? "",
+          apiKeyId: p.keyId ?? "",
+        };
+      },
+      async checkPermission(req, ctx) {
+        const caller = principalOf(ctx);
+        if (!isPermission(req.permission))
+          throw new RpcError("INVALID_ARGUMENT", { message: "permission: like node:list" });
+        let subject = caller;
+        if (req.principal !== "" && req.principal !== caller.id) {
+          if (!decide(deps.policy(), caller, "auth:check:any").allowed)
+            throw new RpcError("PERMISSION_DENIED");
+          subject = { id: req.principal, method: "none", roles: [] };
+        }
+        const d = decide(
+          deps.policy(),
+          subject,
+          req.permission,
+          req.nodeId === "" ? {} : { nodeId: req.nodeId },
+        );
+        return {
+          allowed: d.allowed,
+          reason: d.reason,
+          roles: rolesOf(deps.policy(), subject).roles,
+        };
+      },
+      async createApiKey(req, ctx) {
+        const caller = principalOf(ctx);
+        const tenant = req.tenant !== "" ? req.tenant : (ctx.tenant ?? "");
+        if (req.roles.length === 0)
+          throw new RpcError("INVALID_ARGUMENT", { message: "roles: at least one" });
+        checkNoEscalation(caller, req.roles, tenant);
+        const issued = await deps.apiKeys.create(
+          {
+            principal: req.principal === "" ? caller.id : req.principal,
+            roles: req.roles,
+            tenant: tenant === "" ? undefined : tenant,
+            ttlMs: Number(req.ttlSeconds) * 1000,
+            description: req.description.slice(0, 256),
+            createdBy: caller.id,
+          },
+          ctx.signal,
+        );
+        return { key: keyInfo(issued.record), token: issued.token };
+      },
+      async listApiKeys(req, ctx) {
+        const keys = await deps.apiKeys.list(
+          req.principal === "" ? undefined : req.principal,
+          ctx.signal,
+        );
+        return { keys: keys.map(keyInfo) };
+      },
+      async revokeApiKey(req, ctx) {
+        return keyInfo(await deps.apiKeys.revoke(req.id, ctx.signal));
+      },
+      async rotateApiKey(req, ctx) {
+        const caller = principalOf(ctx);
+        const old = await deps.apiKeys.get(req.id, ctx.signal);
+        if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
+        checkNoEscalation(caller, old.roles, old.tenant);
+        const grace = Number(req.graceSeconds) * 1000;
+        const issued = await deps.apiKeys.rotate(
+          req.id,
+          grace > 0 ? grace : deps.rotationGraceMs,
+          caller.id,
+          ctx.signal,
+        );
+        return { key: keyInfo(issued.record), token: issued.token };
+      },
+      async listRoles() {
+        return {
+          roles: [...deps.policy().roles.values()].map((r) => ({
+            name: r.name,
+            grants: [...r.grants],
+            builtIn: r.builtIn,
+          })),
+        };
+      },
+      async listBindings() {
+        const stored = new Set(deps.bindings.all().map((b) => b.principal));
+        return {
+          bindings: deps.policy().bindings.map((b) => ({
+            principal: b.principal,
+            roles: [...b.roles],
+            tenant: b.tenant ?? "",
+            source: stored.has(b.principal) ? "store" : "config",
+          })),
+        };
+      },
+      async setBinding(req, ctx) {
+        const caller = principalOf(ctx);
+        if (req.roles.length === 0) {
+          await deps.bindings.remove(req.principal, ctx.signal);
+          return { principal: req.principal, roles: [], tenant: "", source: "store" };
+        }
+        checkNoEscalation(caller, req.roles, req.tenant);
+        const r = await deps.bindings.set(
+          { principal: req.principal, roles: req.roles, tenant: req.tenant || undefined },
+          caller.id,
+          ctx.signal,
+        );
+        return { principal: r.principal, roles: r.roles, tenant: r.tenant, source: "store" };
+      },
+    },
+  );
+}

@@ -1,0 +1,192 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type * as grpc from "@grpc/grpc-js";
+import {
+  createServiceClient,
+  openChannel,
+  type ResolvedContext,
+  resolveContext,
+} from "../src/client/index.js";
+import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
+import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
+
+describe("access management through hvctl and AccessService", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let admin: ResolvedContext;
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const withToken = (token: string) =>
+    openChannel({ ...admin, certPem: undefined, keyPem: undefined, bearer: token });
+  const heartbeat = (ch: grpc.Client) =>
+    createServiceClient(NodeService, ch)
+      .heartbeat({
+        nodeId: { id: "node-01" },
+        timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+      })
+      .then(
+        () => 0,
+        (e: grpc.ServiceError) => e.code,
+      );
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-access-"));
+    const cfg = join(dir, "rpcd.yaml");
+    writeFileSync(cfg, "rbac:\n  roles:\n    - name: superuser\n      grants: ['*']\n");
+    daemon = await startDaemonProcess([
+      "--dev",
+      "--data-dir",
+      dir,
+      "--config",
+      cfg,
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "127.0.0.1:0",
+    ]);
+    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+  });
+  after(() => daemon?.kill());
+
+  it("keeps mTLS for the dev admin and gives the dev context an operator API key", async () => {
+    const me = await hvctl("auth", "whoami");
+    assert.equal(me.code, 0, me.stderr);
+    assert.match(me.stdout, /principal: +admin\nvia: +mtls\nroles: +admin, operator/);
+    const op = await hvctl("--context", "dev-operator", "auth", "whoami");
+    assert.match(
+      op.stdout,
+      /principal: +dev-operator\nvia: +apikey \(key [0-9a-f]{16}\)\nroles: +operator/,
+    );
+    const nodes = await hvctl("--context", "dev-operator", "node", "list");
+    assert.equal(nodes.code, 0, nodes.stderr);
+    assert.match(nodes.stdout, /^node-01\s/m);
+  });
+
+  it("answers can-i with the deciding rule, and exit code 1 for no", async () => {
+    const yes = await hvctl("auth", "can-i", "auth:apikey:create");
+    assert.equal(yes.code, 0);
+    assert.match(yes.stdout, /^yes \(role admin grants auth:\*\)/);
+    const no = await hvctl("--context", "dev-operator", "auth", "can-i", "auth:apikey:create");
+    assert.equal(no.code, 1);
+    assert.match(no.stdout, /^no \(roles operator: none grants auth:apikey:create\)/);
+  });
+
+  it("creates a key whose token is shown once and grants only its roles; bindings apply without a restart", async () => {
+    const created = await hvctl(
+      "-o",
+      "json",
+      "apikey",
+      "create",
+      "--roles",
+      "viewer",
+      "--principal",
+      "bob",
+      "--description",
+      "ci",
+    );
+    assert.equal(created.code, 0, created.stderr);
+    const { token, key } = JSON.parse(created.stdout) as {
+      token: string;
+      key: { id: string; principal: string };
+    };
+    assert.match(token, /^dvk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+    assert.equal(key.principal, "bob");
+    const list = await hvctl("apikey", "list", "--principal", "bob");
+    assert.match(list.stdout, new RegExp(`^${key.id}\\s+bob\\s+viewer\\s`, "m"));
+    assert.ok(!list.stdout.includes(token.slice(22)), "the secret is never listed");
+
+    const bob = withToken(token);
+    assert.ok((await createServiceClient(NodeService, bob).listNodes({})).nodes.length >= 3);
+    assert.equal(await heartbeat(bob), 7, "viewer may not heartbeat");
+    const ach = openChannel(admin);
+    await createServiceClient(AccessService, ach).setBinding({
+      principal: "bob",
+      roles: ["monitor"],
+    });
+    let code = -1;
+    for (let i = 0; i < 50 && code !== 0; i++) {
+      code = await heartbeat(bob);
+      if (code !== 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(code, 0, "the binding applied without a restart");
+    const bindings = await createServiceClient(AccessService, ach).listBindings({});
+    assert.ok(
+      bindings.bindings.some(
+        (b) => b.principal === "bob" && b.source === "store" && b.roles.includes("monitor"),
+      ),
+    );
+    await createServiceClient(AccessService, ach).setBinding({ principal: "bob", roles: [] });
+    ach.close();
+    bob.close();
+  });
+
+  it("refuses to grant what the caller does not hold", async () => {
+    const escalate = await hvctl(
+      "apikey",
+      "create",
+      "--roles",
+      "superuser",
+      "--principal",
+      "mallory",
+    );
+    assert.equal(escalate.code, 1);
+    assert.match(escalate.stderr, /cannot grant permissions you do not hold/);
+    const operatorTries = await hvctl(
+      "--context",
+      "dev-operator",
+      "apikey",
+      "create",
+      "--roles",
+      "viewer",
+    );
+    assert.equal(operatorTries.code, 1);
+    assert.match(operatorTries.stderr, /permission denied/);
+    const ach = openChannel(admin);
+    await assert.rejects(
+      createServiceClient(AccessService, ach).setBinding({
+        principal: "admin",
+        roles: ["superuser"],
+      }),
+      (e: grpc.ServiceError) => e.code === 7 && /cannot grant/.test(e.details),
+    );
+    ach.close();
+  });
+
+  it("rotates with a grace period and revokes at once", async () => {
+    const created = JSON.parse(
+      (await hvctl("-o", "json", "apikey", "create", "--roles", "viewer", "--principal", "carol"))
+        .stdout,
+    ) as {
+      token: string;
+      key: { id: string };
+    };
+    const rotated = await hvctl("-o", "json", "apikey", "rotate", created.key.id, "--grace", "1h");
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const next = JSON.parse(rotated.stdout) as { token: string; key: { id: string } };
+    for (const t of [created.token, next.token]) {
+      const ch = withToken(t);
+      assert.ok((await createServiceClient(NodeService, ch).listNodes({})).nodes.length > 0);
+      ch.close();
+    }
+    const revoked = await hvctl("apikey", "revoke", next.key.id);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const ch = withToken(next.token);
+    await assert.rejects(
+      createServiceClient(NodeService, ch).listNodes({}),
+      (e: grpc.ServiceError) => e.code === 16,
+    );
+    ch.close();
+    const list = await hvctl("apikey", "list", "--principal", "carol");
+    assert.match(list.stdout, new RegExp(`^${created.key.id}\\s.*rotated to ${next.key.id}`, "m"));
+    assert.match(list.stdout, new RegExp(`^${next.key.id}\\s.*revoked`, "m"));
+  });
+});
