@@ -359,3 +359,68 @@ describe("lockout", () => {
     }
   });
 });
+
+describe("rate limits", () => {
+  it("refuses a principal over its limit with retry information, and not another principal", async () => {
+    const pki = await createTestPki();
+    const clock = createManualClock(Date.now());
+    const s = await startSecuredServer({
+      pki,
+      clock,
+      policy: createAccessPolicy({}),
+      rateLimit: {
+        perSource: { ratePerSecond: 1000, burst: 1000 },
+        perPrincipal: { ratePerSecond: 1, burst: 3 },
+      },
+    });
+    try {
+      const a = await s.apiKeys.create({ principal: "a", roles: ["viewer"], createdBy: "test" });
+      const b = await s.apiKeys.create({ principal: "b", roles: ["viewer"], createdBy: "test" });
+      const ch = testChannel(s.server.address, { caPem: pki.ca.certPem });
+      const call = async (token: string) => {
+        const md = new grpc.Metadata();
+        md.set("authorization", `Bearer ${token}`);
+        return rawUnary(ch, LIST_NODES, Buffer.alloc(0), md);
+      };
+      for (let i = 0; i < 3; i++) assert.equal((await call(a.token)).error, undefined);
+      const over = await call(a.token);
+      assert.equal(over.error?.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.equal(over.trailers?.get("debvisor-error-reason")[0], "RATE_LIMITED");
+      assert.equal(over.trailers?.get("retry-after-ms")[0], "1000");
+      assert.match(over.error?.details ?? "", /retry after 1000 ms/);
+      assert.equal((await call(b.token)).error, undefined, "another principal is unaffected");
+      clock.advance(1000);
+      assert.equal((await call(a.token)).error, undefined, "refilled");
+      ch.close();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("limits a source before authentication, so a flood of bad credentials never reaches the checks", async () => {
+    const pki = await createTestPki();
+    const clock = createManualClock(Date.now());
+    const s = await startSecuredServer({
+      pki,
+      clock,
+      policy: createAccessPolicy({}),
+      rateLimit: {
+        perSource: { ratePerSecond: 1, burst: 2 },
+        perPrincipal: { ratePerSecond: 1000, burst: 1000 },
+      },
+    });
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 4; i++)
+        codes.push(await codeOf(s.server.address, pki.ca.certPem, { bearer: "dvk_bogus" }));
+      assert.deepEqual(codes, [
+        UNAUTH,
+        UNAUTH,
+        grpc.status.RESOURCE_EXHAUSTED,
+        grpc.status.RESOURCE_EXHAUSTED,
+      ]);
+    } finally {
+      await s.close();
+    }
+  });
+});

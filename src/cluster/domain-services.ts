@@ -18,6 +18,6 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     createNodeService({ inventory: deps.inventory }),
     createVmService({ inventory: deps.inventory }),
     createMigrationService(),
-    createStorageService({ storage: deps.storage }),
+    createStorageService({ storage: deps.storage, inventory: deps.inventory }),
   ];
 }

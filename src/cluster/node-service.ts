@@ -16,6 +16,7 @@ import {
 } from "../gen/debvisor/v1/node_pb.js";
 import type { Inventory } from "./inventory.js";
 import { validateHealth, validateListNodes, validateNodeInfo } from "./node-validation.js";
+import { scopeNode, visibleVms } from "./tenancy.js";
 
 /** Dependencies of the NodeService handlers. */
 export interface NodeServiceDeps {
@@ -58,12 +59,18 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       async listNodes(req, ctx) {
         const nodes = (await inventory.listNodes(ctx.signal)).filter((n) => matches(n, req));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
-        return { nodes: page.items, nextPageToken: page.nextPageToken };
+        return {
+          nodes: page.items.map((n) => scopeNode(n, ctx.tenant)),
+          nextPageToken: page.nextPageToken,
+        };
       },
       async getNode(req, ctx) {
         const found = await inventory.getNode(req.id?.id ?? "", ctx.signal);
         if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
-        return found;
+        return {
+          summary: scopeNode(found.summary, ctx.tenant),
+          vms: visibleVms(found.vms, ctx.tenant),
+        };
       },
     },
   );

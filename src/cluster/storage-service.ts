@@ -5,12 +5,16 @@ import {
   RpcError,
   type ServiceBinding,
 } from "../core/index.js";
-import type { StorageDriver } from "../drivers/index.js";
+import { datasetKey, type StorageDriver } from "../drivers/index.js";
 import { StorageService } from "../gen/debvisor/v1/storage_pb.js";
+import type { Inventory } from "./inventory.js";
+import { visibleTo } from "./tenancy.js";
 
 /** Dependencies of the StorageService handlers. */
 export interface StorageServiceDeps {
   readonly storage: StorageDriver;
+  /** Datasets belong to the tenant of the VM whose disk they are. */
+  readonly inventory: Inventory;
 }
 
 /**
@@ -42,6 +46,15 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       async listSnapshots(req, ctx) {
         if (req.dataset === undefined)
           throw new RpcError("INVALID_ARGUMENT", { message: "dataset: required" });
+        if (ctx.tenant !== undefined) {
+          // A dataset outside the caller's tenant answers exactly like a missing one.
+          const key = datasetKey(req.dataset);
+          const owners = (await deps.inventory.listVms(ctx.signal)).filter((vm) =>
+            vm.disks.some((d) => datasetKey(d) === key),
+          );
+          if (!owners.some((vm) => visibleTo(vm, ctx.tenant)))
+            throw new RpcError("DATASET_NOT_FOUND");
+        }
         const snapshots = await deps.storage.listSnapshots(req.dataset, ctx.signal);
         if (snapshots === undefined) throw new RpcError("DATASET_NOT_FOUND");
         const page = paginate(

@@ -1,6 +1,7 @@
 import { defineService, paginate, RpcError, type ServiceBinding } from "../core/index.js";
 import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
+import { visibleTo } from "./tenancy.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
@@ -21,6 +22,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         const nodeId = req.nodeId?.id ?? "";
         const vms = (await inventory.listVms(ctx.signal)).filter(
           (vm) =>
+            visibleTo(vm, ctx.tenant) &&
             (nodeId === "" || vm.nodeId?.id === nodeId) &&
             (req.state === VmState.UNSPECIFIED || vm.state === req.state),
         );
@@ -29,7 +31,8 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       },
       async getVm(req, ctx) {
         const vm = (await inventory.listVms(ctx.signal)).find((v) => v.id === req.vmId);
-        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
+        // Another tenant's VM answers exactly like a missing one: no existence leak.
+        if (vm === undefined || !visibleTo(vm, ctx.tenant)) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },
     },

@@ -19,6 +19,7 @@ export const REASONS = {
   PAGE_TOKEN_INVALID: { code: Code.InvalidArgument, message: "page_token is not valid" },
   MESSAGE_TOO_LARGE: { code: Code.ResourceExhausted, message: "message exceeds the size limit" },
   UNAUTHENTICATED: { code: Code.Unauthenticated, message: "authentication required" },
+  RATE_LIMITED: { code: Code.ResourceExhausted, message: "rate limit exceeded" },
   PERMISSION_DENIED: { code: Code.PermissionDenied, message: "permission denied" },
   ESCALATION_DENIED: {
     code: Code.PermissionDenied,

@@ -7,6 +7,8 @@ export interface RpcErrorOptions {
   readonly message?: string;
   /** The real failure, for logs and audit only; never sent to clients. */
   readonly cause?: unknown;
+  /** For RESOURCE_EXHAUSTED and UNAVAILABLE: when the client may try again. */
+  readonly retryAfterMs?: number;
 }
 
 /**
@@ -21,6 +23,8 @@ export class RpcError extends Error {
   readonly reason: Reason;
   /** What the client sees. */
   readonly clientMessage: string;
+  /** When the client may try again, if the server knows. */
+  readonly retryAfterMs: number | undefined;
 
   constructor(reason: Reason, options: RpcErrorOptions = {}) {
     const spec = REASONS[reason];
@@ -29,6 +33,7 @@ export class RpcError extends Error {
     this.code = spec.code;
     this.reason = reason;
     this.clientMessage = clientMessage;
+    this.retryAfterMs = options.retryAfterMs;
   }
 }
 

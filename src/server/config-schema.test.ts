@@ -48,7 +48,12 @@ describe("docs/configuration.md", () => {
       const value = p
         .split(".")
         .reduce<unknown>((node, k) => (node as Record<string, unknown> | undefined)?.[k], defaults);
-      if (value === undefined || p.includes("[]")) continue;
+      if (
+        value === undefined ||
+        p.includes("[]") ||
+        (typeof value === "object" && !Array.isArray(value))
+      )
+        continue;
       const shown = Array.isArray(value)
         ? value.length === 0
           ? "[]"

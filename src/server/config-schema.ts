@@ -6,6 +6,11 @@ const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT (IPv6 in brackets)");
 const path = z.string().min(1).max(4096);
+/** A token bucket: refill rate and burst. */
+const bucket = z.strictObject({
+  ratePerSecond: z.number().positive().max(1_000_000),
+  burst: int(1, 10_000_000),
+});
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 const LEVEL_ALIASES: Record<string, string> = { warning: "warn", critical: "fatal" };
 
@@ -164,6 +169,30 @@ export const configSchema = z.strictObject({
         )
         .max(10_000)
         .default([]),
+    })
+    .prefault({}),
+  rateLimit: z
+    .strictObject({
+      /** Per source address, before authentication. */
+      perSource: bucket.prefault({ ratePerSecond: 200, burst: 400 }),
+      /** Per authenticated principal. */
+      perPrincipal: bucket.prefault({ ratePerSecond: 20, burst: 40 }),
+      /** Roles with their own principal limit; the most generous of a principal's applies. */
+      perRole: z.record(z.string().regex(/^[a-z][a-z0-9-]{0,62}$/), bucket).default({}),
+      /** Tokens a call costs, by gRPC path; unlisted methods cost 1. */
+      methodCost: z
+        .record(
+          z.string().regex(/^\/[A-Za-z0-9_.]+\/[A-Za-z0-9_]+$/, "a gRPC path /pkg.Service/Method"),
+          int(1, 1000),
+        )
+        .default({
+          "/debvisor.v1.MigrationService/MigrateVM": 10,
+          "/debvisor.v1.MigrationService/FailoverVM": 10,
+          "/debvisor.v1.StorageService/RunZfsReplication": 10,
+          "/debvisor.v1.StorageService/PruneSnapshots": 5,
+          "/debvisor.v1.AccessService/CreateApiKey": 5,
+          "/debvisor.v1.AccessService/RotateApiKey": 5,
+        }),
     })
     .prefault({}),
   store: z

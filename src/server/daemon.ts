@@ -21,6 +21,7 @@ import {
   createAuthenticationStage,
   createAuthorizationStage,
   createLockout,
+  createRateLimitStages,
   loadStoredBindings,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
@@ -128,6 +129,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   rebuildPolicy();
   let jwt = jwtVerifierFromConfig(config, clock);
   const lockout = createLockout({ clock, ...config.auth.lockout });
+  const rateLimits = createRateLimitStages({ clock, ...config.rateLimit, policy: () => policy });
   const inventory = createInventory({
     store,
     clock,
@@ -187,8 +189,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     limits: config.limits,
     services: [...domain, healthService, ...reflection],
     stages: [
+      rateLimits.perSource,
       createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout }),
       createAuthorizationStage(() => policy),
+      rateLimits.perPrincipal,
       validationStage,
     ],
     observer: metrics.observer,

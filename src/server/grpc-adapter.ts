@@ -276,6 +276,7 @@ function trailers(ctx: CallContext): grpc.Metadata {
 function toStatus(error: RpcError, ctx: CallContext): Partial<grpc.StatusObject> {
   const md = trailers(ctx);
   md.set(ERROR_REASON, error.reason);
+  if (error.retryAfterMs !== undefined) md.set("retry-after-ms", String(error.retryAfterMs));
   const details =
     error.code === Code.Internal
       ? `internal error (request id ${ctx.requestId})`

@@ -3,13 +3,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createDomainServices, createInventory } from "../../src/cluster/index.js";
 import { type Clock, silentLogger, validationStage } from "../../src/core/index.js";
+import type { StorageDriver } from "../../src/drivers/index.js";
 import {
   type AccessPolicy,
   type ApiKeys,
+  type BucketLimit,
   createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
   createLockout,
+  createRateLimitStages,
   type JwtVerifier,
 } from "../../src/security/index.js";
 import { parseConfig, type RpcServer, startRpcServer } from "../../src/server/index.js";
@@ -31,6 +34,8 @@ export async function startSecuredServer(options: {
   policy: AccessPolicy;
   jwt?: JwtVerifier;
   lockout?: { maxFailures: number; windowMs: number };
+  storage?: StorageDriver;
+  rateLimit?: { perSource: BucketLimit; perPrincipal: BucketLimit };
 }): Promise<SecuredServer> {
   const store = createSqliteStore({
     path: join(mkdtempSync(join(tmpdir(), "dv-sec-")), "state.db"),
@@ -39,6 +44,15 @@ export async function startSecuredServer(options: {
   const apiKeys = createApiKeys(store, options.clock);
   const inventory = createInventory({ store, clock: options.clock });
   const config = parseConfig({});
+  const generous = { ratePerSecond: 1_000_000, burst: 1_000_000 };
+  const rateLimits = createRateLimitStages({
+    clock: options.clock,
+    perSource: options.rateLimit?.perSource ?? generous,
+    perPrincipal: options.rateLimit?.perPrincipal ?? generous,
+    perRole: {},
+    methodCost: {},
+    policy: () => options.policy,
+  });
   const server = await startRpcServer({
     listen: "127.0.0.1:0",
     tls: {
@@ -50,9 +64,10 @@ export async function startSecuredServer(options: {
     limits: config.limits,
     services: createDomainServices({
       inventory,
-      storage: { listSnapshots: async () => undefined },
+      storage: options.storage ?? { listSnapshots: async () => undefined },
     }),
     stages: [
+      rateLimits.perSource,
       createAuthenticationStage({
         apiKeys,
         jwt: () => options.jwt,
@@ -62,6 +77,7 @@ export async function startSecuredServer(options: {
         }),
       }),
       createAuthorizationStage(() => options.policy),
+      rateLimits.perPrincipal,
       validationStage,
     ],
     observer: { onStart() {}, onEnd() {} },

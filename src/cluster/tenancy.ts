@@ -1,0 +1,18 @@
+import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+
+/** Whether a caller acting in `tenant` (undefined: cluster-wide) may see `vm`. */
+export function visibleTo(vm: VmInfo, tenant: string | undefined): boolean {
+  return tenant === undefined || vm.tenant === tenant;
+}
+
+/** Only the VMs a tenant may see, for lists that embed VMs (node health, node detail). */
+export function visibleVms(vms: readonly VmInfo[], tenant: string | undefined): VmInfo[] {
+  return tenant === undefined ? [...vms] : vms.filter((vm) => vm.tenant === tenant);
+}
+
+/** A node summary whose health lists only the VMs the tenant may see. */
+export function scopeNode(node: NodeSummary, tenant: string | undefined): NodeSummary {
+  if (tenant === undefined || node.health === undefined) return node;
+  return { ...node, health: { ...node.health, vms: visibleVms(node.health.vms, tenant) } };
+}

@@ -1,0 +1,60 @@
+import { type Clock, principalOf, RpcError, type Stage } from "../core/index.js";
+import { type AccessPolicy, rolesOf } from "./access-evaluator.js";
+import { sourceOf } from "./authentication-stage.js";
+import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
+
+/** Rate limit settings. */
+export interface RateLimitOptions {
+  readonly clock: Clock;
+  /** Per source address, before authentication: floods never reach the credential checks. */
+  readonly perSource: BucketLimit;
+  /** Per authenticated principal, unless one of its roles has its own limit (the most generous applies). */
+  readonly perPrincipal: BucketLimit;
+  readonly perRole: Readonly<Record<string, BucketLimit>>;
+  /** Tokens a call of a method costs, by gRPC path (default 1). */
+  readonly methodCost: Readonly<Record<string, number>>;
+  readonly policy: () => AccessPolicy;
+  /** Buckets kept per limiter (default 100,000). */
+  readonly maxKeys?: number;
+}
+
+/** The two rate-limit stages: one to run before authentication, one after authorization. */
+export function createRateLimitStages(options: RateLimitOptions): {
+  perSource: Stage;
+  perPrincipal: Stage;
+} {
+  const sources = createRateLimiter(options.clock, options.maxKeys);
+  const principals = createRateLimiter(options.clock, options.maxKeys);
+  const refuse = (retryAfterMs: number, who: string): never => {
+    throw new RpcError("RATE_LIMITED", {
+      message: `rate limit exceeded; retry after ${retryAfterMs} ms`,
+      retryAfterMs,
+      cause: new Error(`rate limit exceeded for ${who}`),
+    });
+  };
+  return {
+    perSource: async (invocation, next) => {
+      if (invocation.ctx.method.access !== "public") {
+        const source = sourceOf(invocation.ctx.peer.address);
+        const t = sources.take(source, 1, options.perSource);
+        if (!t.allowed) refuse(t.retryAfterMs, `source ${source}`);
+      }
+      return next(invocation);
+    },
+    perPrincipal: async (invocation, next) => {
+      const { ctx } = invocation;
+      if (ctx.method.access !== "public") {
+        const principal = principalOf(ctx);
+        let limit = options.perPrincipal;
+        for (const role of rolesOf(options.policy(), principal).roles) {
+          const l = options.perRole[role];
+          if (l !== undefined && l.ratePerSecond > limit.ratePerSecond) limit = l;
+        }
+        const cost = options.methodCost[ctx.method.path] ?? 1;
+        const t = principals.take(`${principal.method}:${principal.id}`, cost, limit);
+        if (!t.allowed) refuse(t.retryAfterMs, `principal ${principal.id}`);
+      }
+      return next(invocation);
+    },
+  };
+}
