@@ -115,6 +115,18 @@ describe("authentication", () => {
         assert.equal(await call({ certPem: c.certPem, keyPem: c.keyPem }), expected);
       });
     }
+    it("fail-revoked (without a restart)", async () => {
+      const c = await cert({ cn: "admin", usage: "client" });
+      assert.equal(await call({ certPem: c.certPem, keyPem: c.keyPem }), OK);
+      const { X509Certificate } = await import("node:crypto");
+      await s.revocations.revoke(new X509Certificate(c.certPem).serialNumber, "key compromise");
+      let code = OK;
+      for (let i = 0; i < 50 && code === OK; i++) {
+        code = await call({ certPem: c.certPem, keyPem: c.keyPem });
+        if (code === OK) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(code, UNAUTH);
+    });
     it("fail-no-certificate-no-token", async () => {
       assert.equal(await call({}), UNAUTH);
     });

@@ -10,6 +10,8 @@ export interface AuthenticationOptions {
   /** The JWT verifier in force (undefined: JWTs are not accepted); read per call, so reloads apply. */
   readonly jwt: () => JwtVerifier | undefined;
   readonly lockout: Lockout;
+  /** Revoked client certificates; a revoked certificate is never an identity. */
+  readonly revocations?: { isRevoked(serialHex: string): boolean };
 }
 
 /**
@@ -40,6 +42,8 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
     const cert = ctx.peer.certificate;
     if (cert !== undefined) {
       if (cert.commonName === "") refuse("client certificate has no single CN");
+      if (options.revocations?.isRevoked(cert.serialNumber))
+        refuse(`client certificate ${cert.serialNumber} is revoked`);
       principal = { id: cert.commonName, method: "mtls", roles: [] };
     } else {
       const header = ctx.headers.get("authorization");

@@ -20,6 +20,8 @@ export type { RateLimitOptions } from "./rate-limit-stages.js";
 export { createRateLimitStages } from "./rate-limit-stages.js";
 export type { BucketLimit, RateLimiter, Take } from "./rate-limiter.js";
 export { createRateLimiter } from "./rate-limiter.js";
+export type { Revocations } from "./revocations.js";
+export { loadRevocations, normalizeSerial } from "./revocations.js";
 export type { Role } from "./roles.js";
 export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";
 export type { StoredBindings } from "./stored-bindings.js";

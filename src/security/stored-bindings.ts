@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError } from "../core/index.js";
 import { type BindingRecord, BindingRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { decodeMessage, encodeMessage, type KvStore, rangeAll } from "../store/index.js";
+import { decodeMessage, encodeMessage, type KvStore, mirrorPrefix } from "../store/index.js";
 import type { Binding } from "./access-evaluator.js";
 
 const PREFIX = "rbac/bindings/";
@@ -17,73 +17,20 @@ export interface StoredBindings {
   close(): void;
 }
 
-/**
- * Loads the stored bindings, then follows the store from the revision it read
- * at, so no change falls between the load and the watch. If the watch fails
- * (store restarted, history compacted) it reloads and watches again.
- */
+/** Loads the stored bindings and keeps them current (see mirrorPrefix). */
 export async function loadStoredBindings(
   store: KvStore,
   clock: Clock,
   logger: Logger,
 ): Promise<StoredBindings> {
-  const byPrincipal = new Map<string, BindingRecord>();
-  const listeners: (() => void)[] = [];
-  const stop = new AbortController();
-  const changed = () => {
-    for (const l of listeners) l();
-  };
-  const load = async () => {
-    const revision = await store.revision();
-    byPrincipal.clear();
-    for await (const kv of rangeAll(store, PREFIX)) {
-      const b = decodeMessage(BindingRecordSchema, kv);
-      byPrincipal.set(b.principal, b);
-    }
-    return revision;
-  };
-  const follow = async (from: number) => {
-    let next = from;
-    while (!stop.signal.aborted) {
-      try {
-        for await (const e of store.watch(PREFIX, next, { signal: stop.signal })) {
-          const principal = e.key.slice(PREFIX.length);
-          if (e.type === "delete") byPrincipal.delete(principal);
-          else
-            byPrincipal.set(
-              principal,
-              decodeMessage(BindingRecordSchema, {
-                key: e.key,
-                value: e.value,
-                createRevision: 0,
-                modRevision: e.revision,
-                version: 0,
-                lease: undefined,
-              }),
-            );
-          next = e.revision + 1;
-          changed();
-        }
-      } catch (err) {
-        if (stop.signal.aborted) return;
-        logger.warn({ err }, "binding watch ended; reloading bindings");
-        await new Promise((r) => setTimeout(r, 1000).unref());
-        try {
-          next = (await load()) + 1;
-          changed();
-        } catch (loadErr) {
-          logger.error(
-            { err: loadErr },
-            "reloading bindings failed; keeping the last known bindings",
-          );
-        }
-      }
-    }
-  };
-  const start = await load();
-  void follow(start + 1);
+  const mirror = await mirrorPrefix(
+    store,
+    PREFIX,
+    (kv) => decodeMessage(BindingRecordSchema, kv),
+    logger,
+  );
   return {
-    all: () => [...byPrincipal.values()],
+    all: () => [...mirror.values().values()],
     async set(binding, setBy, signal) {
       const record = create(BindingRecordSchema, {
         principal: binding.principal,
@@ -103,8 +50,8 @@ export async function loadStoredBindings(
       const r = await store.delete(PREFIX + encodeKey(principal), { signal });
       if (!r.deleted) throw new RpcError("BINDING_NOT_FOUND");
     },
-    onChange: (l) => listeners.push(l),
-    close: () => stop.abort(),
+    onChange: (l) => mirror.onChange(l),
+    close: () => mirror.close(),
   };
 }
 

@@ -22,6 +22,7 @@ import {
   createAuthorizationStage,
   createLockout,
   createRateLimitStages,
+  loadRevocations,
   loadStoredBindings,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
@@ -112,6 +113,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
   let configPolicy: AccessPolicy = policyFromConfig(config, devBindings);
   const storedBindings = await loadStoredBindings(store, clock, logger);
+  const revocations = await loadRevocations(store, clock, logger);
   let policy: AccessPolicy = configPolicy;
   // The policy in force: the config's roles and bindings plus those set through the API.
   const rebuildPolicy = () => {
@@ -190,7 +192,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     services: [...domain, healthService, ...reflection],
     stages: [
       rateLimits.perSource,
-      createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout }),
+      createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout, revocations }),
       createAuthorizationStage(() => policy),
       rateLimits.perPrincipal,
       validationStage,
@@ -282,6 +284,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
         await http?.close();
         storedBindings.close();
+        revocations.close();
         await store.close();
         notifier.close();
         if (drained) logger.info({}, "stopped");

@@ -14,6 +14,8 @@ import {
   createLockout,
   createRateLimitStages,
   type JwtVerifier,
+  loadRevocations,
+  type Revocations,
 } from "../../src/security/index.js";
 import { parseConfig, type RpcServer, startRpcServer } from "../../src/server/index.js";
 import { createSqliteStore, type KvStore } from "../../src/store/index.js";
@@ -24,6 +26,7 @@ export interface SecuredServer {
   readonly server: RpcServer;
   readonly apiKeys: ApiKeys;
   readonly store: KvStore;
+  readonly revocations: Revocations;
   close(): Promise<void>;
 }
 
@@ -42,6 +45,7 @@ export async function startSecuredServer(options: {
     logger: silentLogger,
   });
   const apiKeys = createApiKeys(store, options.clock);
+  const revocations = await loadRevocations(store, options.clock, silentLogger);
   const inventory = createInventory({ store, clock: options.clock });
   const config = parseConfig({});
   const generous = { ratePerSecond: 1_000_000, burst: 1_000_000 };
@@ -71,6 +75,7 @@ export async function startSecuredServer(options: {
       createAuthenticationStage({
         apiKeys,
         jwt: () => options.jwt,
+        revocations,
         lockout: createLockout({
           clock: options.clock,
           ...(options.lockout ?? { maxFailures: 1000, windowMs: 60_000 }),
@@ -87,8 +92,10 @@ export async function startSecuredServer(options: {
     server,
     apiKeys,
     store,
+    revocations,
     async close() {
       await server.shutdown(1000);
+      revocations.close();
       await store.close();
     },
   };

@@ -1,0 +1,45 @@
+import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { type KvStore, mirrorPrefix } from "../store/index.js";
+
+const PREFIX = "pki/revoked/";
+
+/** Revoked certificate serials, in the state store, mirrored in memory for the per-call check. */
+export interface Revocations {
+  isRevoked(serialHex: string): boolean;
+  /** Revokes a serial; effective on every daemon sharing the store within moments. */
+  revoke(serialHex: string, reason: string, signal?: AbortSignal): Promise<void>;
+  close(): void;
+}
+
+/** Serials as stored: lower-case hex without leading zeros (Node reports upper case, sometimes padded). */
+export function normalizeSerial(serialHex: string): string {
+  const s = serialHex.toLowerCase().replace(/^0+(?=.)/, "");
+  if (!/^[0-9a-f]{1,40}$/.test(s))
+    throw new RpcError("INVALID_ARGUMENT", { message: "serial: 1-40 hex digits" });
+  return s;
+}
+
+/** Loads the revocation list and keeps it current. */
+export async function loadRevocations(
+  store: KvStore,
+  clock: Clock,
+  logger: Logger,
+): Promise<Revocations> {
+  const mirror = await mirrorPrefix(store, PREFIX, () => true, logger);
+  return {
+    isRevoked: (serial) => {
+      try {
+        return mirror.values().has(normalizeSerial(serial));
+      } catch {
+        return false;
+      }
+    },
+    async revoke(serial, reason, signal) {
+      const record = JSON.stringify({ revokedAtMs: clock.now(), reason: reason.slice(0, 256) });
+      await store.put(PREFIX + normalizeSerial(serial), new TextEncoder().encode(record), {
+        signal,
+      });
+    },
+    close: () => mirror.close(),
+  };
+}

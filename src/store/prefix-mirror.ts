@@ -1,0 +1,78 @@
+import type { Logger } from "../core/index.js";
+import type { KeyValue, KvStore } from "./kv-store.js";
+import { rangeAll } from "./typed-store.js";
+
+/** An in-memory copy of every key under a prefix, kept current by a watch. */
+export interface PrefixMirror<T> {
+  /** Current values by key (without the prefix). */
+  values(): ReadonlyMap<string, T>;
+  /** Called after every change. */
+  onChange(listener: () => void): void;
+  close(): void;
+}
+
+/**
+ * Loads every key under `prefix`, then follows the store from the revision
+ * it read at, so no change falls between the load and the watch. When the
+ * watch fails (store restarted, history compacted) it reloads and follows
+ * again; meanwhile the last known values stay in force.
+ */
+export async function mirrorPrefix<T>(
+  store: KvStore,
+  prefix: string,
+  decode: (kv: KeyValue) => T,
+  logger: Logger,
+): Promise<PrefixMirror<T>> {
+  const values = new Map<string, T>();
+  const listeners: (() => void)[] = [];
+  const stop = new AbortController();
+  const changed = () => {
+    for (const l of listeners) l();
+  };
+  const load = async () => {
+    const revision = await store.revision();
+    const fresh = new Map<string, T>();
+    for await (const kv of rangeAll(store, prefix))
+      fresh.set(kv.key.slice(prefix.length), decode(kv));
+    values.clear();
+    for (const [k, v] of fresh) values.set(k, v);
+    return revision;
+  };
+  const follow = async (from: number) => {
+    let next = from;
+    while (!stop.signal.aborted) {
+      try {
+        for await (const e of store.watch(prefix, next, { signal: stop.signal })) {
+          const key = e.key.slice(prefix.length);
+          if (e.type === "delete") values.delete(key);
+          else
+            values.set(
+              key,
+              decode({
+                key: e.key,
+                value: e.value,
+                createRevision: 0,
+                modRevision: e.revision,
+                version: 0,
+                lease: undefined,
+              }),
+            );
+          next = e.revision + 1;
+          changed();
+        }
+      } catch (err) {
+        if (stop.signal.aborted) return;
+        logger.warn({ err, prefix }, "watch ended; reloading");
+        await new Promise((r) => setTimeout(r, 1000).unref());
+        try {
+          next = (await load()) + 1;
+          changed();
+        } catch (loadErr) {
+          logger.error({ err: loadErr, prefix }, "reload failed; keeping the last known values");
+        }
+      }
+    }
+  };
+  void follow((await load()) + 1);
+  return { values: () => values, onChange: (l) => listeners.push(l), close: () => stop.abort() };
+}
