@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { createServiceClient } from "../src/client/index.js";
 import { createInventory, createNodeService } from "../src/cluster/index.js";
@@ -15,6 +16,7 @@ import {
   silentLogger,
   validationStage,
 } from "../src/core/index.js";
+import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import {
   ListNodesRequestSchema,
   NodeInfoSchema,
@@ -22,6 +24,8 @@ import {
   NodeService,
 } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import { BadRequestSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
 import { createMtlsAuthenticationStage } from "../src/security/index.js";
 import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
 import { createSqliteStore } from "../src/store/index.js";
@@ -183,17 +187,27 @@ describe("the RPC server over TLS", () => {
       );
     assert.equal(err?.code, grpc.status.INVALID_ARGUMENT);
     assert.match(err?.details ?? "", /^id\.id: must be /);
+    const bin = err?.metadata.get("grpc-status-details-bin")[0] as Buffer;
+    const status = fromBinary(StatusSchema, bin);
+    assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+    const detail = status.details[0];
+    assert.ok(detail !== undefined && anyIs(detail, BadRequestSchema));
+    const bad = anyUnpack(detail, BadRequestSchema);
+    assert.deepEqual(
+      bad?.fieldViolations.map((v) => v.field),
+      ["id.id"],
+    );
     ch.close();
   });
 
   it("turns an unexpected handler error into INTERNAL with only a request id", async () => {
     const ch = admin();
-    for (const method of ["ListVms", "GetVm"]) {
-      const { error, trailers } = await rawUnary(
-        ch,
-        `/debvisor.v1.VmService/${method}`,
-        Buffer.alloc(0),
-      );
+    const requests: [string, Buffer][] = [
+      ["ListVms", Buffer.alloc(0)],
+      ["GetVm", Buffer.from(toBinary(VMRefSchema, create(VMRefSchema, { vmId: "vm-1" })))],
+    ];
+    for (const [method, body] of requests) {
+      const { error, trailers } = await rawUnary(ch, `/debvisor.v1.VmService/${method}`, body);
       const id = String(trailers?.get("x-request-id")[0]);
       assert.equal(error?.code, grpc.status.INTERNAL);
       assert.equal(error?.details, `internal error (request id ${id})`);

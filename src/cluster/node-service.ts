@@ -15,7 +15,6 @@ import {
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
 import type { Inventory } from "./inventory.js";
-import { validateHealth, validateListNodes, validateNodeInfo } from "./node-validation.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
 
 /** Dependencies of the NodeService handlers. */
@@ -32,16 +31,14 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       registerNode: {
         permission: "node:register",
         mutating: true,
-        validate: validateNodeInfo,
         resource: (req: NodeInfo) => ({ nodeId: req.id?.id ?? "" }),
       },
       heartbeat: {
         permission: "node:heartbeat",
         mutating: true,
-        validate: validateHealth,
         resource: (req: Health) => ({ nodeId: req.nodeId?.id ?? "" }),
       },
-      listNodes: { permission: "node:list", mutating: false, validate: validateListNodes },
+      listNodes: { permission: "node:list", mutating: false },
       getNode: { permission: "node:list", mutating: false },
     },
     {

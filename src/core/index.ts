@@ -28,6 +28,8 @@ export type { Invocation, Next, Stage } from "./pipeline.js";
 export { composeStages, principalOf, validationStage, withPrincipal } from "./pipeline.js";
 export type { Reason, ReasonSpec } from "./reasons.js";
 export { allReasons, REASONS } from "./reasons.js";
+export type { FieldViolation } from "./request-validator.js";
+export { validateMessage } from "./request-validator.js";
 export type { RpcErrorOptions } from "./rpc-error.js";
 export { isRpcErrorWithCode, notImplemented, RpcError, toRpcError } from "./rpc-error.js";
 export type {

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { NodeInfoSchema, NodeService } from "../gen/debvisor/v1/node_pb.js";
 import type { CallContext } from "./call-context.js";
 import { silentLogger } from "./logger.js";
 import { composeStages, type Stage, validationStage } from "./pipeline.js";
@@ -13,7 +15,7 @@ function ctx(validate?: (r: unknown) => void): CallContext {
       name: "M",
       path: "/s/M",
       kind: "unary",
-      desc: undefined as never,
+      desc: NodeService.method.registerNode,
       permission: null,
       mutating: false,
       access: "authenticated",
@@ -79,7 +81,27 @@ describe("validationStage", () => {
     const validate = () => {
       throw new RpcError("INVALID_ARGUMENT", { message: "id.id: required" });
     };
-    await assert.rejects(run({ ctx: ctx(validate), request: {} }), /id\.id: required/);
+    await assert.rejects(
+      run({ ctx: ctx(validate), request: create(NodeInfoSchema, { id: { id: "n1" } }) }),
+      /id\.id: required/,
+    );
+    assert.equal(reached, false);
+  });
+
+  it("stops a request that breaks a rule declared in the protos, naming every field", async () => {
+    let reached = false;
+    const run = composeStages([validationStage], async () => {
+      reached = true;
+    });
+    const bad = create(NodeInfoSchema, { hostname: "not a host name" });
+    await assert.rejects(
+      run({ ctx: ctx(), request: bad }),
+      (e: unknown) =>
+        e instanceof RpcError &&
+        e.reason === "INVALID_ARGUMENT" &&
+        e.clientMessage === "id: required (and 1 more)" &&
+        JSON.stringify(e.fieldViolations?.map((v) => v.field)) === '["id","hostname"]',
+    );
     assert.equal(reached, false);
   });
 });

@@ -1,4 +1,6 @@
 import type { CallContext } from "./call-context.js";
+import { type FieldViolation, validateMessage } from "./request-validator.js";
+import { RpcError } from "./rpc-error.js";
 
 /**
  * One call on its way through the pipeline. `request` is the decoded message
@@ -31,10 +33,25 @@ export function composeStages(stages: readonly Stage[], terminal: Next): Next {
   return next;
 }
 
-/** A stage that runs the method's own request validator, if it has one. */
+/**
+ * Validates unary and server-streaming requests against the rules declared
+ * on their fields in the protos, then runs the method's own cross-field check
+ * if it has one. Violations are INVALID_ARGUMENT naming each field and rule,
+ * with google.rpc.BadRequest details.
+ */
 export const validationStage: Stage = async (invocation, next) => {
-  const validate = invocation.ctx.method.validate;
-  if (validate !== undefined) validate(invocation.request);
+  const { method } = invocation.ctx;
+  if (method.kind === "unary" || method.kind === "server_streaming") {
+    const violations = validateMessage(method.desc.input, invocation.request);
+    if (violations.length > 0) {
+      const first = violations[0] as FieldViolation;
+      throw new RpcError("INVALID_ARGUMENT", {
+        message: `${first.field}: ${first.description}${violations.length > 1 ? ` (and ${violations.length - 1} more)` : ""}`,
+        fieldViolations: violations,
+      });
+    }
+  }
+  method.validate?.(invocation.request);
   return next(invocation);
 };
 

@@ -9,6 +9,8 @@ export interface RpcErrorOptions {
   readonly cause?: unknown;
   /** For RESOURCE_EXHAUSTED and UNAVAILABLE: when the client may try again. */
   readonly retryAfterMs?: number;
+  /** For INVALID_ARGUMENT: every field that broke a rule (sent as google.rpc.BadRequest). */
+  readonly fieldViolations?: readonly { readonly field: string; readonly description: string }[];
 }
 
 /**
@@ -25,6 +27,10 @@ export class RpcError extends Error {
   readonly clientMessage: string;
   /** When the client may try again, if the server knows. */
   readonly retryAfterMs: number | undefined;
+  /** Fields that broke their rules, for INVALID_ARGUMENT. */
+  readonly fieldViolations:
+    | readonly { readonly field: string; readonly description: string }[]
+    | undefined;
 
   constructor(reason: Reason, options: RpcErrorOptions = {}) {
     const spec = REASONS[reason];
@@ -34,6 +40,7 @@ export class RpcError extends Error {
     this.reason = reason;
     this.clientMessage = clientMessage;
     this.retryAfterMs = options.retryAfterMs;
+    this.fieldViolations = options.fieldViolations;
   }
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { PeerCertificate as TlsPeerCertificate } from "node:tls";
 import { create, type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   type BoundMethod,
@@ -17,6 +18,8 @@ import {
   type Stage,
   toRpcError,
 } from "../core/index.js";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 
 /** Options of {@link createGrpcAdapter}. */
 export interface GrpcAdapterOptions {
@@ -277,6 +280,20 @@ function toStatus(error: RpcError, ctx: CallContext): Partial<grpc.StatusObject>
   const md = trailers(ctx);
   md.set(ERROR_REASON, error.reason);
   if (error.retryAfterMs !== undefined) md.set("retry-after-ms", String(error.retryAfterMs));
+  if (error.fieldViolations !== undefined && error.fieldViolations.length > 0) {
+    // The standard rich error model: google.rpc.Status with a BadRequest detail.
+    const status = create(StatusSchema, {
+      code: error.code,
+      message: error.clientMessage,
+      details: [
+        anyPack(
+          BadRequestSchema,
+          create(BadRequestSchema, { fieldViolations: [...error.fieldViolations] }),
+        ),
+      ],
+    });
+    md.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, status)));
+  }
   const details =
     error.code === Code.Internal
       ? `internal error (request id ${ctx.requestId})`
