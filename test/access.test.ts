@@ -129,6 +129,38 @@ describe("access management through hvctl and AccessService", () => {
     bob.close();
   });
 
+  it("adds a custom role through the API that applies at once, and protects built-in roles", async () => {
+    const ach = openChannel(admin);
+    const access = createServiceClient(AccessService, ach);
+    await access.setRole({ name: "snapshotter", grants: ["storage:snapshot:*"] });
+    await access.setBinding({ principal: "dora", roles: ["snapshotter"] });
+    let d = await access.checkPermission({
+      permission: "storage:snapshot:create",
+      principal: "dora",
+    });
+    for (let i = 0; i < 50 && !d.allowed; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      d = await access.checkPermission({
+        permission: "storage:snapshot:create",
+        principal: "dora",
+      });
+    }
+    assert.equal(d.allowed, true);
+    assert.equal(d.reason, "role snapshotter grants storage:snapshot:*");
+    assert.ok(
+      (await access.listRoles({})).roles.some((r) => r.name === "snapshotter" && !r.builtIn),
+    );
+    await assert.rejects(
+      access.setRole({ name: "viewer", grants: ["node:list"] }),
+      (e: grpc.ServiceError) => e.code === 9,
+    );
+    await assert.rejects(
+      access.setRole({ name: "everything", grants: ["*"] }),
+      (e: grpc.ServiceError) => e.code === 7,
+    );
+    ach.close();
+  });
+
   it("refuses to grant what the caller does not hold", async () => {
     const escalate = await hvctl(
       "apikey",

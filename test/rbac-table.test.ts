@@ -6,11 +6,12 @@ import { describe, it } from "node:test";
 import type { DescFile } from "@bufbuild/protobuf";
 import { createDomainServices, createInventory } from "../src/cluster/index.js";
 import { type MethodSpec, type Principal, silentLogger, systemClock } from "../src/core/index.js";
+import { file_debvisor_v1_access } from "../src/gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_migration } from "../src/gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../src/gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../src/gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm } from "../src/gen/debvisor/v1/vm_pb.js";
-import { createAccessPolicy, decide } from "../src/security/index.js";
+import { createAccessPolicy, createAccessService, decide } from "../src/security/index.js";
 import { createSqliteStore } from "../src/store/index.js";
 
 const store = createSqliteStore({
@@ -21,11 +22,21 @@ const services = createDomainServices({
   inventory: createInventory({ store, clock: systemClock }),
   storage: { listSnapshots: async () => undefined },
 });
-const methods: MethodSpec[] = services.flatMap((s) => s.methods.map((m) => m.spec));
+const access = createAccessService({
+  policy: () => createAccessPolicy({}),
+  apiKeys: undefined as never,
+  bindings: undefined as never,
+  roles: undefined as never,
+  rotationGraceMs: 0,
+});
+const methods: MethodSpec[] = [...services, access].flatMap((s) => s.methods.map((m) => m.spec));
+const accessMethods = access.methods.map((m) => m.spec.name);
+/** Methods any authenticated principal may call: they only tell callers about themselves. */
+const OPEN = ["WhoAmI", "CheckPermission"];
 
 /** What each built-in role may call, written out by hand (not derived from the evaluator). */
 const ALLOWED: Record<string, string[]> = {
-  operator: methods.map((m) => m.name),
+  operator: [...methods.map((m) => m.name).filter((n) => !accessMethods.includes(n)), ...OPEN],
   developer: [
     "ListNodes",
     "GetNode",
@@ -47,9 +58,10 @@ const ALLOWED: Record<string, string[]> = {
     "ListMigrations",
     "GetMigration",
   ],
-  admin: [],
+  admin: accessMethods,
   node: ["RegisterNode", "Heartbeat"],
 };
+for (const role of ["developer", "monitor", "viewer", "node"]) ALLOWED[role]?.push(...OPEN);
 
 describe("every RPC x every built-in role", () => {
   const policy = createAccessPolicy({});
@@ -72,6 +84,7 @@ describe("the permission map", () => {
       file_debvisor_v1_vm,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
+      file_debvisor_v1_access,
     ];
     const served = new Map(methods.map((m) => [m.path, m]));
     for (const f of files) {
@@ -79,11 +92,9 @@ describe("the permission map", () => {
         for (const m of s.methods) {
           const spec = served.get(`/${s.typeName}/${m.name}`);
           assert.ok(spec, `${s.typeName}/${m.name} is not served`);
-          assert.match(
-            spec.permission ?? "",
-            /^[a-z]+(:[a-z-]+)+$/,
-            `${s.typeName}/${m.name} has no permission`,
-          );
+          if (spec.permission === null) {
+            assert.ok(OPEN.includes(m.name), `${s.typeName}/${m.name} has no permission`);
+          } else assert.match(spec.permission, /^[a-z]+(:[a-z-]+)+$/);
         }
       }
     }
@@ -91,7 +102,7 @@ describe("the permission map", () => {
 
   it("denies a principal with no roles everything", () => {
     const policy = createAccessPolicy({});
-    for (const m of methods)
+    for (const m of methods.filter((x) => !OPEN.includes(x.name)))
       assert.equal(
         decide(policy, { id: "x", method: "mtls", roles: [] }, m.permission).allowed,
         false,

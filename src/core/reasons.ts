@@ -26,6 +26,11 @@ export const REASONS = {
     message: "cannot grant permissions you do not hold",
   },
   APIKEY_NOT_FOUND: { code: Code.NotFound, message: "api key not found" },
+  ROLE_NOT_FOUND: { code: Code.NotFound, message: "role not found" },
+  ROLE_PROTECTED: {
+    code: Code.FailedPrecondition,
+    message: "built-in and config-file roles cannot be changed here",
+  },
   BINDING_NOT_FOUND: { code: Code.NotFound, message: "binding not found" },
   APIKEY_REVOKED: { code: Code.FailedPrecondition, message: "api key is revoked" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },

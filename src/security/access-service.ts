@@ -10,14 +10,16 @@ import type { ApiKeyRecord } from "../gen/debvisor/store/v1/records_pb.js";
 import { AccessService, type ApiKeyInfoSchema } from "../gen/debvisor/v1/access_pb.js";
 import { type AccessPolicy, decide, rolesOf } from "./access-evaluator.js";
 import type { ApiKeys } from "./api-keys.js";
-import { grantsCover, isPermission } from "./permission.js";
+import { grantsCover, isGrant, isPermission } from "./permission.js";
 import type { StoredBindings } from "./stored-bindings.js";
+import type { StoredRoles } from "./stored-roles.js";
 
 /** Dependencies of the AccessService handlers. */
 export interface AccessServiceDeps {
   readonly policy: () => AccessPolicy;
   readonly apiKeys: ApiKeys;
   readonly bindings: StoredBindings;
+  readonly roles: StoredRoles;
   /** Default rotation grace. */
   readonly rotationGraceMs: number;
 }
@@ -79,6 +81,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
       listRoles: { permission: "auth:role:list", mutating: false },
       listBindings: { permission: "auth:binding:list", mutating: false },
       setBinding: { permission: "auth:binding:set", mutating: true },
+      setRole: { permission: "auth:role:set", mutating: true },
     },
     {
       async whoAmI(_req, ctx) {
@@ -176,6 +179,32 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
             source: stored.has(b.principal) ? "store" : "config",
           })),
         };
+      },
+      async setRole(req, ctx) {
+        const caller = principalOf(ctx);
+        const existing = deps.policy().roles.get(req.name);
+        const stored = deps.roles.all().some((r) => r.name === req.name);
+        if (existing !== undefined && !stored) throw new RpcError("ROLE_PROTECTED");
+        if (req.grants.length === 0) {
+          await deps.roles.remove(req.name, ctx.signal);
+          return { name: req.name, grants: [], builtIn: false };
+        }
+        const bad = req.grants.find((g) => !isGrant(g));
+        if (bad !== undefined)
+          throw new RpcError("INVALID_ARGUMENT", {
+            message: `grants: ${bad.slice(0, 64)} is not a permission, a:b:* or *`,
+          });
+        const policy = deps.policy();
+        const held = rolesOf(policy, caller).roles.flatMap(
+          (r) => policy.roles.get(r)?.grants ?? [],
+        );
+        const missing = req.grants.find((g) => !grantsCover(held, g));
+        if (missing !== undefined)
+          throw new RpcError("ESCALATION_DENIED", {
+            cause: new Error(`${caller.id} does not hold ${missing}`),
+          });
+        const r = await deps.roles.set(req.name, req.grants, caller.id, ctx.signal);
+        return { name: r.name, grants: [...r.grants], builtIn: false };
       },
       async setBinding(req, ctx) {
         const caller = principalOf(ctx);

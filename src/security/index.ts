@@ -26,3 +26,5 @@ export type { Role } from "./roles.js";
 export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";
 export type { StoredBindings } from "./stored-bindings.js";
 export { loadStoredBindings } from "./stored-bindings.js";
+export type { StoredRoles } from "./stored-roles.js";
+export { loadStoredRoles } from "./stored-roles.js";

@@ -24,6 +24,7 @@ import {
   createRateLimitStages,
   loadRevocations,
   loadStoredBindings,
+  loadStoredRoles,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import type { Config } from "./config-schema.js";
@@ -114,11 +115,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let configPolicy: AccessPolicy = policyFromConfig(config, devBindings);
   const storedBindings = await loadStoredBindings(store, clock, logger);
   const revocations = await loadRevocations(store, clock, logger);
+  const storedRoles = await loadStoredRoles(store, clock, logger);
   let policy: AccessPolicy = configPolicy;
   // The policy in force: the config's roles and bindings plus those set through the API.
   const rebuildPolicy = () => {
+    // Stored roles never shadow built-in or config-file roles.
+    const roles = new Map(configPolicy.roles);
+    for (const r of storedRoles.all()) {
+      if (!roles.has(r.name))
+        roles.set(
+          r.name,
+          Object.freeze({ name: r.name, grants: Object.freeze([...r.grants]), builtIn: false }),
+        );
+    }
     policy = Object.freeze({
-      roles: configPolicy.roles,
+      roles,
       bindings: [
         ...configPolicy.bindings,
         ...storedBindings
@@ -128,6 +139,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     });
   };
   storedBindings.onChange(rebuildPolicy);
+  storedRoles.onChange(rebuildPolicy);
   rebuildPolicy();
   let jwt = jwtVerifierFromConfig(config, clock);
   const lockout = createLockout({ clock, ...config.auth.lockout });
@@ -159,6 +171,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       policy: () => policy,
       apiKeys,
       bindings: storedBindings,
+      roles: storedRoles,
       rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
     }),
   ];
@@ -285,6 +298,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         await http?.close();
         storedBindings.close();
         revocations.close();
+        storedRoles.close();
         await store.close();
         notifier.close();
         if (drained) logger.info({}, "stopped");
