@@ -18,7 +18,7 @@ const ALLOWED = {
   cluster: ["core", "gen", "drivers", "store", "security", "audit"],
   client: ["core", "gen", "pki"],
   server: ["core", "gen", "pki", "security", "audit", "store", "drivers", "cluster", "client"],
-  cli: ["core", "gen", "pki", "client"],
+  cli: ["core", "gen", "pki", "client", "audit"],
   agent: ["core", "gen", "pki", "client", "drivers"],
   bin: ["*"],
 };

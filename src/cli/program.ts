@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { packageVersion } from "../client/index.js";
 import { apikeyCommand } from "./apikey-command.js";
+import { auditCommand } from "./audit-command.js";
 import { authCommand } from "./auth-command.js";
 import { type CliContext, createCliContext, type GlobalOptions } from "./cli-context.js";
 import { nodeCommand } from "./node-command.js";
@@ -47,7 +48,7 @@ export function buildProgram(io: ProgramIo): {
     ctx ??= createCliContext(program.opts<GlobalOptions>(), io.env, io.out);
     return ctx;
   };
-  for (const make of [versionCommand, nodeCommand, authCommand, apikeyCommand])
+  for (const make of [versionCommand, nodeCommand, authCommand, apikeyCommand, auditCommand])
     program.addCommand(make(cli));
   return { program, context: () => ctx };
 }

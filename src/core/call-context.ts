@@ -45,6 +45,19 @@ export interface RequestHeaders {
 }
 
 /**
+ * What the stages learned about a call, for the audit record: filled in as
+ * the call goes through the pipeline (one object shared by every derived
+ * context of the call).
+ */
+export interface CallNotes {
+  principal?: Principal;
+  /** allow, deny (authorization), or unauthenticated. */
+  decision?: "allow" | "deny" | "unauthenticated";
+  /** The deciding rule, or why authentication failed (never a secret). */
+  reason?: string;
+}
+
+/**
  * Everything a stage or handler knows about one call. Transport-neutral: an
  * adapter builds it from its own request; stages derive new contexts with
  * spread (`{ ...ctx, principal }`) instead of mutating.
@@ -68,4 +81,6 @@ export interface CallContext {
   readonly tenant?: string;
   /** Logger bound to this call's request id and method. */
   readonly log: Logger;
+  /** Shared, mutable notes for the audit trail. */
+  readonly notes: CallNotes;
 }

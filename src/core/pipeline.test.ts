@@ -28,6 +28,7 @@ function ctx(validate?: (r: unknown) => void): CallContext {
     signal: new AbortController().signal,
     startedAt: 0,
     log: silentLogger,
+    notes: {},
   };
 }
 

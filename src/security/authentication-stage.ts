@@ -30,11 +30,15 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
     if (ctx.method.access === "public") return next(invocation);
     const source = sourceOf(ctx.peer.address);
     const refuse = (why: string): never => {
+      ctx.notes.decision = "unauthenticated";
+      ctx.notes.reason = why;
       const locked = lockout.recordFailure(source);
       ctx.log.warn({ peer: ctx.peer.address, why, lockedOut: locked }, "authentication failed");
       throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
     };
     if (lockout.isLocked(source)) {
+      ctx.notes.decision = "unauthenticated";
+      ctx.notes.reason = "source locked out";
       ctx.log.debug({ peer: ctx.peer.address }, "authentication refused: source locked out");
       throw new RpcError("UNAUTHENTICATED", { cause: new Error("source locked out") });
     }
@@ -78,6 +82,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         }
       }
     }
+    ctx.notes.principal = principal;
     return next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
   };
 }

@@ -14,6 +14,8 @@ export function createAuthorizationStage(policy: () => AccessPolicy): Stage {
     const principal = principalOf(ctx);
     const resource = ctx.method.resource?.(invocation.request) ?? {};
     const decision = decide(policy(), principal, ctx.method.permission, resource);
+    ctx.notes.decision = decision.allowed ? "allow" : "deny";
+    ctx.notes.reason = decision.reason;
     if (!decision.allowed) {
       ctx.log.warn(
         { permission: ctx.method.permission, rule: decision.reason },

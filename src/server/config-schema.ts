@@ -77,8 +77,18 @@ export const configSchema = z.strictObject({
     .prefault({}),
   audit: z
     .strictObject({
-      /** Audit trail file (JSON lines). Env RPC_AUDIT_LOG. Accepted now; written once the audit trail lands. */
+      /** Record every call. Turning it off is for benchmarks; production keeps it on. */
+      enabled: z.boolean().default(true),
+      /** Audit trail file (JSON lines). Env RPC_AUDIT_LOG. Default /var/log/debvisor/rpc-audit.log; dev mode DATA_DIR/audit.log. */
       path: path.optional(),
+      /** A file holding the HMAC key for the hash chain (at least 32 bytes). */
+      hmacKeyFile: path.optional(),
+      /** Rotate past this size... */
+      maxBytes: int(1024 * 1024, 64 * 1024 * 1024 * 1024).default(100 * MIB),
+      /** ...or this age. */
+      maxAgeMs: int(60_000, 366 * 86_400_000).default(86_400_000),
+      /** While the trail cannot be written, still serve read-only calls (mutating calls are always refused). */
+      allowReadsWhenFailing: z.boolean().default(false),
     })
     .prefault({}),
   metrics: z

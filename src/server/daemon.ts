@@ -1,3 +1,4 @@
+import { createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import { createDomainServices, createInventory } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
@@ -38,6 +39,7 @@ import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
+import { openAudit } from "./open-audit.js";
 import { openStore } from "./open-store.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
@@ -100,12 +102,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     return material;
   };
   const tls = loadTls(config);
-  if (config.audit.path !== undefined) {
-    logger.warn(
-      { path: config.audit.path },
-      "audit trail is not implemented yet: audit.path is accepted and nothing is written",
-    );
-  }
+  const audit = config.audit.enabled ? await openAudit(config, dev?.dataDir, logger) : undefined;
+  const auditStages =
+    audit === undefined
+      ? undefined
+      : createAuditStages({
+          log: audit,
+          allowReadsWhenFailing: config.audit.allowReadsWhenFailing,
+        });
 
   const store = openStore(config, logger);
   const apiKeys = createApiKeys(store, clock);
@@ -204,16 +208,19 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     limits: config.limits,
     services: [...domain, healthService, ...reflection],
     stages: [
+      ...(auditStages === undefined ? [] : [auditStages.outer]),
       rateLimits.perSource,
       createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout, revocations }),
       createAuthorizationStage(() => policy),
       rateLimits.perPrincipal,
       validationStage,
+      ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
     ],
     observer: metrics.observer,
     logger,
   });
   metrics.setConnectionCounter(server.connections);
+  if (audit !== undefined) metrics.setAuditStats(() => audit.stats());
 
   let ready = false;
   let http: HttpEndpoints | undefined;
@@ -296,6 +303,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
         await http?.close();
+        await audit?.close();
         storedBindings.close();
         revocations.close();
         storedRoles.close();

@@ -121,6 +121,7 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
       signal: controller.signal,
       startedAt,
       log: options.logger.child({ requestId, method: method.spec.path }),
+      notes: {},
     };
     options.observer.onStart(ctx);
     return {

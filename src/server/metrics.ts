@@ -7,6 +7,10 @@ export interface Metrics {
   readonly observer: CallObserver;
   /** Sets the function that reports open connections at scrape time. */
   setConnectionCounter(count: () => number): void;
+  /** Sets the function that reports the audit trail's counters at scrape time. */
+  setAuditStats(
+    stats: () => { records: number; syncs: number; failing: boolean; failures: number },
+  ): void;
 }
 
 /** Creates a private registry (no global state) with call, latency, in-flight and connection metrics. */
@@ -40,6 +44,45 @@ export function createMetrics(): Metrics {
       this.set(countConnections());
     },
   });
+  let auditStats: () => { records: number; syncs: number; failing: boolean; failures: number } =
+    () => ({
+      records: 0,
+      syncs: 0,
+      failing: false,
+      failures: 0,
+    });
+  new client.Gauge({
+    name: "debvisor_audit_failing",
+    help: "1 while the audit trail cannot be written (calls are refused).",
+    registers: [registry],
+    collect() {
+      this.set(auditStats().failing ? 1 : 0);
+    },
+  });
+  new client.Gauge({
+    name: "debvisor_audit_records",
+    help: "Audit records made durable since start.",
+    registers: [registry],
+    collect() {
+      this.set(auditStats().records);
+    },
+  });
+  new client.Gauge({
+    name: "debvisor_audit_fsyncs",
+    help: "fsyncs of the audit trail since start (records / fsyncs = group commit size).",
+    registers: [registry],
+    collect() {
+      this.set(auditStats().syncs);
+    },
+  });
+  new client.Gauge({
+    name: "debvisor_audit_write_failures",
+    help: "Failed audit writes since start.",
+    registers: [registry],
+    collect() {
+      this.set(auditStats().failures);
+    },
+  });
   return {
     registry,
     observer: {
@@ -55,6 +98,9 @@ export function createMetrics(): Metrics {
     },
     setConnectionCounter(count) {
       countConnections = count;
+    },
+    setAuditStats(stats) {
+      auditStats = stats;
     },
   };
 }

@@ -1,0 +1,256 @@
+import { execFile } from "node:child_process";
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  renameSync,
+  writeFileSync,
+} from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
+import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
+import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
+
+/** Options of {@link openAuditLog}. */
+export interface AuditLogOptions {
+  readonly path: string;
+  /** HMAC key: without it, anyone who can write the file can rebuild the chain. */
+  readonly hmacKey?: Buffer;
+  /** Rotate when the file grows past this (default 100 MiB)... */
+  readonly maxBytes?: number;
+  /** ...or gets older than this (default 24 h). */
+  readonly maxAgeMs?: number;
+  readonly logger: Logger;
+  readonly clock?: Clock;
+  /** Where to send a loud line when writing fails (default: `logger -p auth.crit`, the design's syslog fallback). */
+  readonly alarm?: (message: string) => void;
+}
+
+/** Counters for metrics and the benchmark. */
+export interface AuditStats {
+  readonly records: number;
+  readonly syncs: number;
+  readonly failing: boolean;
+  readonly failures: number;
+}
+
+/** The durable, hash-chained audit trail. */
+export interface AuditLog {
+  /**
+   * Appends a record and resolves once it is on stable storage (written and
+   * fsynced). Records queued while a sync runs share the next write and
+   * fsync (group commit). Rejects with AUDIT_UNAVAILABLE when the file cannot
+   * be written; the chain then continues from the last durable record.
+   */
+  append(fields: AuditFields): Promise<void>;
+  /** True while the last write failed (callers refuse mutating calls up front). */
+  failing(): boolean;
+  stats(): AuditStats;
+  close(): Promise<void>;
+}
+
+interface Pending {
+  readonly fields: AuditFields;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * Opens (creating, 0600) the audit file. A torn last line left by a crash is
+ * moved aside to `<path>.torn-<time>` and a recovery record continues the
+ * chain, so the file always verifies.
+ */
+export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> {
+  const clock = options.clock ?? systemClock;
+  const log = options.logger.child({ audit: options.path });
+  const maxBytes = options.maxBytes ?? 100 * 1024 * 1024;
+  const maxAgeMs = options.maxAgeMs ?? 86_400_000;
+  const alarm = options.alarm ?? syslogAlarm(log);
+  const recovered = recover(options.path, clock);
+  let seq = recovered.seq;
+  let lastHash = recovered.hash;
+  let handle: FileHandle = await open(options.path, "a", 0o600);
+  let size = recovered.size;
+  let openedAt = clock.now();
+  let queue: Pending[] = [];
+  let writing = false;
+  let failing = false;
+  let records = 0;
+  let syncs = 0;
+  let failures = 0;
+  let lastAlarm = 0;
+
+  const chain = (fields: AuditFields, s: number, prev: string): AuditRecord => {
+    const unhashed = { ts: new Date(clock.now()).toISOString(), seq: s, ...fields, prev };
+    return { ...unhashed, hash: chainHash(unhashed, options.hmacKey) };
+  };
+
+  const rotateIfDue = async () => {
+    if (size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
+    await handle.close();
+    renameSync(
+      options.path,
+      `${options.path}.${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`,
+    );
+    handle = await open(options.path, "a", 0o600);
+    size = 0;
+    openedAt = clock.now();
+  };
+
+  const flush = async () => {
+    writing = true;
+    while (queue.length > 0) {
+      const batch = queue;
+      queue = [];
+      // Chain the batch from the last durable record; nothing is kept if the write fails.
+      let s = seq;
+      let prev = lastHash;
+      const lines: string[] = [];
+      for (const p of batch) {
+        const r = chain(p.fields, ++s, prev);
+        prev = r.hash;
+        lines.push(recordLine(r));
+      }
+      const buf = Buffer.from(lines.join(""));
+      try {
+        await rotateIfDue();
+        if (failing) await handle.truncate(size); // drop whatever a failed write left behind
+        let off = 0;
+        while (off < buf.length)
+          off += (await handle.write(buf, off, buf.length - off)).bytesWritten;
+        await handle.sync();
+      } catch (err) {
+        failures++;
+        if (!failing)
+          log.error({ err }, "AUDIT TRAIL CANNOT BE WRITTEN: refusing calls until it can");
+        failing = true;
+        const now = clock.now();
+        if (now - lastAlarm > 10_000) {
+          lastAlarm = now;
+          alarm(
+            `debvisor-rpcd: audit trail ${options.path} cannot be written (${(err as Error).message}); calls are refused`,
+          );
+        }
+        const refused = new RpcError("AUDIT_UNAVAILABLE", { cause: err });
+        for (const p of batch) p.reject(refused);
+        continue;
+      }
+      if (failing) log.warn({}, "audit trail writable again");
+      failing = false;
+      seq = s;
+      lastHash = prev;
+      size += buf.length;
+      records += batch.length;
+      syncs++;
+      for (const p of batch) p.resolve();
+    }
+    writing = false;
+  };
+
+  const append = (fields: AuditFields) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ fields, resolve, reject });
+      if (!writing) void flush();
+    });
+
+  const empty = {
+    requestId: "",
+    principal: "",
+    authMethod: "",
+    keyId: "",
+    tenant: "",
+    peer: "",
+    service: "",
+    method: "",
+    permission: "",
+    decision: "",
+    args: "",
+    code: "",
+    error: "",
+    durationMs: 0,
+  };
+  await append({
+    ...empty,
+    event: recovered.tornFile === undefined ? "audit.start" : "audit.recovered",
+    reason:
+      recovered.tornFile === undefined
+        ? ""
+        : `torn last line (${recovered.tornBytes} bytes) moved to ${recovered.tornFile}`,
+  });
+  if (recovered.tornFile !== undefined)
+    log.warn({ tornFile: recovered.tornFile }, "audit trail: repaired a torn last line");
+
+  return {
+    append,
+    failing: () => failing,
+    stats: () => ({ records, syncs, failing, failures }),
+    async close() {
+      while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+      await handle.close();
+    },
+  };
+}
+
+/** Reads the end of an existing file: the last record's seq and hash, and a torn tail (moved aside). */
+function recover(
+  path: string,
+  clock: Clock,
+): { seq: number; hash: string; size: number; tornFile?: string; tornBytes?: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, "r+");
+  } catch {
+    return { seq: 0, hash: "", size: 0 };
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const tailLen = Math.min(size, 1024 * 1024);
+    const tail = Buffer.alloc(tailLen);
+    readSync(fd, tail, 0, tailLen, size - tailLen);
+    let end = tail.lastIndexOf(0x0a) + 1; // bytes of tail up to and including the last newline
+    let lastLine: string | undefined;
+    // Walk back over a complete but unparseable last line too: it is torn all the same.
+    for (let guard = 0; guard < 2 && end > 0; guard++) {
+      const start = tail.lastIndexOf(0x0a, end - 2) + 1;
+      const line = tail.subarray(start, end - 1).toString();
+      try {
+        const r = JSON.parse(line) as { seq?: unknown; hash?: unknown };
+        if (typeof r.seq === "number" && typeof r.hash === "string") {
+          lastLine = line;
+          break;
+        }
+      } catch {}
+      end = start;
+    }
+    const good = size - tailLen + end;
+    let tornFile: string | undefined;
+    if (good < size) {
+      tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
+      writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
+      ftruncateSync(fd, good);
+      fsyncSync(fd);
+    }
+    if (lastLine === undefined)
+      return { seq: 0, hash: "", size: good, tornFile, tornBytes: size - good };
+    const r = JSON.parse(lastLine) as { seq: number; hash: string };
+    return { seq: r.seq, hash: r.hash, size: good, tornFile, tornBytes: size - good };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The original design's fallback: a line to syslog through util-linux `logger`. */
+function syslogAlarm(log: Logger): (message: string) => void {
+  return (message) => {
+    execFile(
+      "logger",
+      ["-t", "debvisor-rpcd", "-p", "auth.crit", message],
+      { timeout: 5000 },
+      (err) => {
+        if (err) log.warn({ err }, "could not send the audit alarm to syslog");
+      },
+    );
+  };
+}

@@ -1,0 +1,11 @@
+// The audit layer: a durable, hash-chained, fail-closed audit trail and the
+// pipeline stages that write it.
+
+export type { AuditLog, AuditLogOptions, AuditStats } from "./audit-log.js";
+export { openAuditLog } from "./audit-log.js";
+export type { AuditFields, AuditRecord } from "./audit-record.js";
+export { canonical, chainHash, recordLine } from "./audit-record.js";
+export type { AuditStageOptions } from "./audit-stages.js";
+export { createAuditStages, summarize } from "./audit-stages.js";
+export type { VerifyResult } from "./audit-verify.js";
+export { verifyAuditFiles } from "./audit-verify.js";
