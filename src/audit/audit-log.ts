@@ -45,11 +45,14 @@ export interface AuditLog {
    * be written; the chain then continues from the last durable record.
    */
   append(fields: AuditFields): Promise<void>;
-  /** True while the last write failed (callers refuse mutating calls up front). */
+  /** True for a moment after a failed write (callers refuse up front); then the next write is tried. */
   failing(): boolean;
   stats(): AuditStats;
   close(): Promise<void>;
 }
+
+/** After a failed write, calls are refused without trying for this long. */
+const RETRY_AFTER_MS = 1000;
 
 interface Pending {
   readonly fields: AuditFields;
@@ -81,6 +84,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   let syncs = 0;
   let failures = 0;
   let lastAlarm = 0;
+  let lastFailure = 0;
 
   const chain = (fields: AuditFields, s: number, prev: string): AuditRecord => {
     const unhashed = { ts: new Date(clock.now()).toISOString(), seq: s, ...fields, prev };
@@ -123,6 +127,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
         await handle.sync();
       } catch (err) {
         failures++;
+        lastFailure = clock.now();
         if (!failing)
           log.error({ err }, "AUDIT TRAIL CANNOT BE WRITTEN: refusing calls until it can");
         failing = true;
@@ -184,7 +189,9 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
 
   return {
     append,
-    failing: () => failing,
+    // Refuse up front for a second after a failure, then let the next call try
+    // a real write: that is how writing resumes once space returns.
+    failing: () => failing && clock.now() - lastFailure < RETRY_AFTER_MS,
     stats: () => ({ records, syncs, failing, failures }),
     async close() {
       while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));

@@ -45,11 +45,17 @@ export function verifyAuditFiles(paths: readonly string[], key?: Buffer): Verify
         return fail(`record ${r.seq} was edited (hash mismatch)`);
       if (prevHash !== undefined) {
         if (r.prev !== prevHash) {
-          return fail(
-            r.seq <= (prevSeq ?? 0)
-              ? `record ${r.seq} is out of order`
-              : `record(s) before ${r.seq} are missing (chain broken)`,
-          );
+          const expected = (prevSeq ?? 0) + 1;
+          // The expected record further on means reordering; nowhere means deletion.
+          const later = lines
+            .slice(i + 1, i + 1001)
+            .findIndex((l) => l.includes(`"seq":${expected},`));
+          if (r.seq <= (prevSeq ?? 0) || later >= 0) {
+            return fail(
+              `record ${r.seq} is out of order (record ${expected} ${later >= 0 ? `comes later, at line ${i + 2 + later}` : "should come first"})`,
+            );
+          }
+          return fail(`record(s) before ${r.seq} are missing (chain broken)`);
         }
         if (r.seq !== (prevSeq ?? 0) + 1) return fail(`sequence jumps from ${prevSeq} to ${r.seq}`);
       }

@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { silentLogger } from "../core/index.js";
+import { openAuditLog } from "./audit-log.js";
+import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
+import { verifyAuditFiles } from "./audit-verify.js";
+
+const fields = (i: number): AuditFields => ({
+  event: "rpc",
+  requestId: `r-${i}`,
+  principal: "p",
+  authMethod: "mtls",
+  keyId: "",
+  tenant: "",
+  peer: "127.0.0.1:1",
+  service: "s",
+  method: "M",
+  permission: "node:list",
+  decision: "allow",
+  reason: "role x",
+  args: "{}",
+  code: "OK",
+  error: "",
+  durationMs: 1,
+});
+const dir = () => mkdtempSync(join(tmpdir(), "dv-audit-"));
+const lines = (p: string) =>
+  readFileSync(p, "utf8")
+    .split("\n")
+    .filter((l) => l !== "");
+
+describe("audit log", () => {
+  it("makes every record durable and shares fsyncs between records queued together", async () => {
+    const path = join(dir(), "audit.log");
+    const log = await openAuditLog({ path, logger: silentLogger });
+    await Promise.all(Array.from({ length: 500 }, (_, i) => log.append(fields(i))));
+    const { records, syncs } = log.stats();
+    await log.close();
+    assert.equal(records, 501, "500 plus the start record");
+    assert.ok(syncs < records / 10, `group commit: ${records} records in ${syncs} fsyncs`);
+    assert.equal(lines(path).length, 501);
+    assert.deepEqual(verifyAuditFiles([path]), { ok: true, files: 1, records: 501 });
+  });
+
+  it("continues the chain across restarts", async () => {
+    const path = join(dir(), "audit.log");
+    for (let run = 0; run < 3; run++) {
+      const log = await openAuditLog({ path, logger: silentLogger });
+      await log.append(fields(run));
+      await log.close();
+    }
+    assert.equal(verifyAuditFiles([path]).records, 6);
+  });
+
+  for (const [name, tamper, what] of [
+    [
+      "an edited record",
+      (ls: string[]) => {
+        ls[3] = (ls[3] as string).replace('"principal":"p"', '"principal":"q"');
+      },
+      /record 4 was edited/,
+    ],
+    [
+      "a deleted record",
+      (ls: string[]) => {
+        ls.splice(3, 1);
+      },
+      /before 5 are missing/,
+    ],
+    [
+      "swapped records",
+      (ls: string[]) => {
+        [ls[3], ls[4]] = [ls[4] as string, ls[3] as string];
+      },
+      /record 5 /,
+    ],
+  ] as const) {
+    it(`detects ${name}`, async () => {
+      const path = join(dir(), "audit.log");
+      const log = await openAuditLog({ path, logger: silentLogger });
+      for (let i = 0; i < 8; i++) await log.append(fields(i));
+      await log.close();
+      const ls = lines(path);
+      tamper(ls);
+      writeFileSync(path, `${ls.join("\n")}\n`);
+      const r = verifyAuditFiles([path]);
+      assert.equal(r.ok, false);
+      assert.match(r.problem?.what ?? "", what);
+      assert.equal(r.problem?.line, 4);
+    });
+  }
+
+  it("with an HMAC key, a chain rebuilt without the key does not verify", async () => {
+    const key = Buffer.alloc(32, 7);
+    const path = join(dir(), "audit.log");
+    const log = await openAuditLog({ path, hmacKey: key, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    assert.equal(verifyAuditFiles([path], key).ok, true);
+    // An attacker edits record 2 and rebuilds every hash after it with plain SHA-256.
+    const recs = lines(path).map((l) => JSON.parse(l));
+    recs[1].principal = "someone-else";
+    let prev = recs[0].hash;
+    const forged = recs.map((r: Record<string, unknown>, i: number) => {
+      if (i === 0) return recordLine(r as never);
+      const { hash: _h, ...rest } = r;
+      const next = { ...rest, prev } as never;
+      const hash = chainHash(next, undefined);
+      prev = hash;
+      return recordLine({ ...(next as object), hash } as never);
+    });
+    writeFileSync(path, forged.join(""));
+    assert.equal(verifyAuditFiles([path], key).ok, false);
+  });
+
+  it("moves a torn last line aside and continues the chain with a recovery record", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const log = await openAuditLog({ path, logger: silentLogger });
+    await log.append(fields(1));
+    await log.close();
+    appendFileSync(path, '{"ts":"2026-01-01T00:00:00Z","seq":3,"event":"rp');
+    const again = await openAuditLog({ path, logger: silentLogger });
+    await again.append(fields(2));
+    await again.close();
+    const recs = lines(path).map((l) => JSON.parse(l) as { event: string; reason: string });
+    assert.equal(recs[2]?.event, "audit.recovered");
+    assert.match(
+      recs[2]?.reason ?? "",
+      /torn last line \(\d+ bytes\) moved to .*audit\.log\.torn-/,
+    );
+    assert.equal(verifyAuditFiles([path]).ok, true);
+    assert.equal(readdirSync(d).filter((f) => f.includes(".torn-")).length, 1);
+  });
+
+  it("rotates by size and keeps the chain across files", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const log = await openAuditLog({ path, maxBytes: 2048, logger: silentLogger });
+    for (let i = 0; i < 40; i++) await log.append(fields(i));
+    await log.close();
+    const rotated = readdirSync(d)
+      .filter((f) => f.startsWith("audit.log."))
+      .sort()
+      .map((f) => join(d, f));
+    assert.ok(rotated.length >= 2);
+    const all = [...rotated, path];
+    assert.deepEqual(verifyAuditFiles(all), { ok: true, files: all.length, records: 41 });
+    assert.equal(
+      verifyAuditFiles(all.slice(1)).ok,
+      true,
+      "a later file verifies on its own from its first record",
+    );
+    assert.ok(existsSync(path));
+  });
+});

@@ -1,0 +1,226 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { summarize, verifyAuditFiles } from "../src/audit/index.js";
+import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
+import { AccessService, CreateApiKeyResponseSchema } from "../src/gen/debvisor/v1/access_pb.js";
+import { GetNodeRequestSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
+import { startDaemonProcess } from "./helpers/daemon-process.js";
+import { rawUnary, testChannel } from "./helpers/grpc-client.js";
+
+const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
+const GET_NODE = "/debvisor.v1.NodeService/GetNode";
+const devArgs = (dir: string, ...extra: string[]) => [
+  "--dev",
+  "--data-dir",
+  dir,
+  "--listen",
+  "127.0.0.1:0",
+  "--metrics-listen",
+  "127.0.0.1:0",
+  ...extra,
+];
+const register = (id: string) =>
+  Buffer.from(
+    toBinary(NodeInfoSchema, create(NodeInfoSchema, { id: { id }, hostname: `${id}.example` })),
+  );
+const records = (path: string) =>
+  readFileSync(path, "utf8")
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as Record<string, string | number>);
+
+function adminChannel(dir: string, address: string): grpc.Client {
+  const ctx = resolveContext(join(dir, "hvctl.yaml"), "dev");
+  return openChannel({ ...ctx, server: address });
+}
+
+describe("the audit trail of a running daemon", () => {
+  it("records denied and unauthenticated calls, and never a secret", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-audit-e2e-"));
+    const d = await startDaemonProcess(devArgs(dir));
+    try {
+      const admin = adminChannel(dir, d.grpcAddress);
+      const issued = await createServiceClient(AccessService, admin).createApiKey({
+        principal: "bob",
+        roles: ["viewer"],
+        description: "audit test",
+      });
+      const secret = issued.token.split("_")[2] as string;
+      const bogus = `dvk_${"a".repeat(16)}_${"S".repeat(43)}`;
+      const ca = resolveContext(join(dir, "hvctl.yaml")).caPem;
+      const anon = testChannel(d.grpcAddress, { caPem: ca });
+      const bearer = (t: string) => {
+        const md = new grpc.Metadata();
+        md.set("authorization", `Bearer ${t}`);
+        return md;
+      };
+      assert.equal(
+        (await rawUnary(anon, REGISTER, register("n-anon"))).error?.code,
+        grpc.status.UNAUTHENTICATED,
+      );
+      assert.equal(
+        (await rawUnary(anon, REGISTER, register("n-bogus"), bearer(bogus))).error?.code,
+        grpc.status.UNAUTHENTICATED,
+      );
+      assert.equal(
+        (await rawUnary(anon, REGISTER, register("n-bob"), bearer(issued.token))).error?.code,
+        grpc.status.PERMISSION_DENIED,
+      );
+      anon.close();
+      admin.close();
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+
+      const path = join(dir, "audit.log");
+      const text = readFileSync(path, "utf8");
+      for (const s of [secret, issued.token, bogus.slice(21)])
+        assert.ok(!text.includes(s), "no secret in the audit trail");
+      const recs = records(path);
+      const unauth = recs.filter(
+        (r) => r.decision === "unauthenticated" && r.method === "RegisterNode",
+      );
+      assert.equal(unauth.length, 2);
+      assert.ok(unauth.every((r) => r.code === "UNAUTHENTICATED" && r.principal === ""));
+      assert.ok(unauth.some((r) => String(r.reason).includes("API key refused: unknown")));
+      const denied = recs.find((r) => r.decision === "deny");
+      assert.equal(denied?.principal, "bob");
+      assert.equal(denied?.keyId, issued.key?.id);
+      assert.equal(denied?.code, "PERMISSION_DENIED");
+      assert.match(String(denied?.reason), /roles viewer: none grants node:register/);
+      const created = recs.find((r) => r.method === "CreateApiKey" && r.event === "rpc");
+      assert.equal(created?.principal, "admin");
+      assert.match(String(created?.args), /"roles":\["viewer"\]/);
+      assert.ok(
+        recs.some((r) => r.method === "CreateApiKey" && r.event === "rpc.request"),
+        "the request was recorded before it acted",
+      );
+      assert.equal(verifyAuditFiles([path]).ok, true);
+    } finally {
+      d.kill();
+    }
+  });
+
+  it("redacts fields marked sensitive wherever they appear", () => {
+    const msg = create(CreateApiKeyResponseSchema, {
+      key: { id: "0123456789abcdef" },
+      token: "dvk_0123456789abcdef_TOPSECRET",
+    });
+    const s = summarize(CreateApiKeyResponseSchema, msg);
+    assert.ok(!s.includes("TOPSECRET"));
+    assert.match(s, /"token":"\[redacted\]"/);
+  });
+
+  it("refuses calls while the disk is full, changes nothing, and resumes when space returns", async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip("needs root to mount a small tmpfs");
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), "dv-full-"));
+    const mnt = mkdtempSync(join(tmpdir(), "dv-full-mnt-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt]);
+    const cfg = join(dir, "rpcd.yaml");
+    writeFileSync(cfg, `audit:\n  path: ${join(mnt, "audit.log")}\n`);
+    const d = await startDaemonProcess(devArgs(dir, "--config", cfg));
+    const admin = adminChannel(dir, d.grpcAddress);
+    try {
+      assert.equal((await rawUnary(admin, REGISTER, register("n-before"))).error, undefined);
+      const filler = join(mnt, "filler");
+      try {
+        writeFileSync(filler, Buffer.alloc(1024 * 1024));
+      } catch {
+        // ENOSPC: the filler took every byte there was.
+      }
+      // The audit file's last page may still hold a few records: call until the disk refuses.
+      let fullId = "n-full-0";
+      let refused = await rawUnary(admin, REGISTER, register(fullId));
+      for (let i = 1; i < 200 && refused.error === undefined; i++) {
+        fullId = `n-full-${i}`;
+        refused = await rawUnary(admin, REGISTER, register(fullId));
+      }
+      assert.equal(refused.error?.code, grpc.status.UNAVAILABLE);
+      assert.equal(refused.trailers?.get("debvisor-error-reason")[0], "AUDIT_UNAVAILABLE");
+      const metrics = await (await fetch(`http://${d.httpAddress}/metrics`)).text();
+      assert.match(metrics, /debvisor_audit_failing 1/);
+      const get = Buffer.from(
+        toBinary(GetNodeRequestSchema, create(GetNodeRequestSchema, { id: { id: "n-before" } })),
+      );
+      assert.equal(
+        (await rawUnary(admin, GET_NODE, get)).error?.code,
+        grpc.status.UNAVAILABLE,
+        "reads are refused too by default",
+      );
+      rmSync(filler);
+      let after = await rawUnary(admin, REGISTER, register("n-after"));
+      for (let i = 0; i < 30 && after.error !== undefined; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        after = await rawUnary(admin, REGISTER, register("n-after"));
+      }
+      assert.equal(after.error, undefined, "resumes once space is back");
+      const missing = Buffer.from(
+        toBinary(GetNodeRequestSchema, create(GetNodeRequestSchema, { id: { id: fullId } })),
+      );
+      assert.equal(
+        (await rawUnary(admin, GET_NODE, missing)).error?.code,
+        grpc.status.NOT_FOUND,
+        "the refused call changed nothing",
+      );
+      assert.equal(verifyAuditFiles([join(mnt, "audit.log")]).ok, true);
+    } finally {
+      admin.close();
+      d.kill();
+      await d.exited;
+      execFileSync("umount", [mnt]);
+    }
+  });
+
+  it("loses no acknowledged call across 30 kill -9s under load, and the chain verifies", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-audit-kill-"));
+    const acked = new Set<string>();
+    const RUNS = 30;
+    for (let run = 0; run < RUNS; run++) {
+      const d = await startDaemonProcess(devArgs(dir));
+      const admin = adminChannel(dir, d.grpcAddress);
+      let stop = false;
+      let n = 0;
+      const worker = async () => {
+        while (!stop && n < 100_000) {
+          const r = await rawUnary(admin, REGISTER, register(`k${run}-${n++}`));
+          if (r.error === undefined) acked.add(String(r.trailers?.get("x-request-id")[0]));
+        }
+      };
+      const workers = Array.from({ length: 8 }, worker);
+      await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 300)));
+      d.proc.kill("SIGKILL");
+      await d.exited;
+      stop = true;
+      await Promise.allSettled(workers);
+      admin.close();
+    }
+    // One more start repairs the last crash's torn line, if any.
+    const last = await startDaemonProcess(devArgs(dir));
+    last.proc.kill("SIGTERM");
+    await last.exited;
+    const path = join(dir, "audit.log");
+    const ok = new Set(
+      records(path)
+        .filter((r) => r.event === "rpc" && r.code === "OK")
+        .map((r) => String(r.requestId)),
+    );
+    const lost = [...acked].filter((id) => !ok.has(id));
+    const torn = readdirSync(dir).filter((f) => f.startsWith("audit.log.torn-")).length;
+    const v = verifyAuditFiles([path]);
+    t.diagnostic(
+      `${RUNS} kills, ${acked.size} acknowledged calls, ${lost.length} without a record, ${torn} torn lines repaired, chain ${v.ok ? "intact" : "BROKEN"} (${v.records} records)`,
+    );
+    assert.ok(acked.size > RUNS * 5, "the load got going");
+    assert.deepEqual(lost, []);
+    assert.ok(torn <= RUNS + 1);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+});
