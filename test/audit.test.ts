@@ -9,8 +9,9 @@ import * as grpc from "@grpc/grpc-js";
 import { summarize, verifyAuditFiles } from "../src/audit/index.js";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { AccessService, CreateApiKeyResponseSchema } from "../src/gen/debvisor/v1/access_pb.js";
+import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { GetNodeRequestSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
-import { startDaemonProcess } from "./helpers/daemon-process.js";
+import { HVCTL_BIN, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
@@ -101,6 +102,70 @@ describe("the audit trail of a running daemon", () => {
         "the request was recorded before it acted",
       );
       assert.equal(verifyAuditFiles([path]).ok, true);
+    } finally {
+      d.kill();
+    }
+  });
+
+  it("reads back through AuditService and hvctl audit search / tail / verify", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-audit-read-"));
+    const d = await startDaemonProcess(devArgs(dir));
+    const hvctl = (...args: string[]) =>
+      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    try {
+      const admin = adminChannel(dir, d.grpcAddress);
+      const audit = createServiceClient(AuditService, admin);
+      // Follow first, then call: the new record arrives on the stream.
+      const ac = new AbortController();
+      const followed = (async () => {
+        for await (const r of audit.followAuditRecords(
+          { filter: { method: "GetNode" }, backlog: 0 },
+          { signal: ac.signal },
+        ))
+          return r;
+        return undefined;
+      })().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+      const get = Buffer.from(
+        toBinary(GetNodeRequestSchema, create(GetNodeRequestSchema, { id: { id: "node-01" } })),
+      );
+      const called = await rawUnary(admin, GET_NODE, get);
+      const got = await Promise.race([
+        followed,
+        new Promise((r) => setTimeout(() => r("timeout"), 5000)),
+      ]);
+      ac.abort();
+      assert.equal(
+        (got as { requestId?: string }).requestId,
+        String(called.trailers?.get("x-request-id")[0]),
+      );
+
+      const search = await hvctl("audit", "search", "--method", "GetNode");
+      assert.equal(search.code, 0, search.stderr);
+      assert.match(search.stdout, /^TIME\s+SEQ\s+PRINCIPAL\s+METHOD/);
+      assert.match(search.stdout, /\sadmin\s+GetNode\s+allow\s+OK\s/);
+      const json = await hvctl("-o", "json", "audit", "search", "--event", "audit.start");
+      assert.equal(JSON.parse(json.stdout.split("\n")[0] ?? "{}").event, "audit.start");
+      const tail = await hvctl("audit", "tail", "-n", "2");
+      assert.equal(tail.stdout.trim().split("\n").length, 3, "a header and two records");
+      const denied = await hvctl("--context", "dev-operator", "audit", "tail");
+      assert.equal(denied.code, 1, "operators do not hold audit:read");
+      admin.close();
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const verify = await hvctl("audit", "verify", join(dir, "audit.log"));
+      assert.equal(verify.code, 0);
+      assert.match(verify.stdout, /^intact: \d+ records in 1 file\(s\)/);
+      writeFileSync(
+        join(dir, "audit.log"),
+        readFileSync(join(dir, "audit.log"), "utf8").replace(
+          '"principal":"admin"',
+          '"principal":"eve"',
+        ),
+      );
+      const broken = await hvctl("audit", "verify", join(dir, "audit.log"));
+      assert.equal(broken.code, 1);
+      assert.match(broken.stdout, /^BROKEN at .*audit\.log:\d+: record \d+ was edited/);
     } finally {
       d.kill();
     }

@@ -4,9 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DescFile } from "@bufbuild/protobuf";
+import { createAuditService } from "../src/audit/index.js";
 import { createDomainServices, createInventory } from "../src/cluster/index.js";
 import { type MethodSpec, type Principal, silentLogger, systemClock } from "../src/core/index.js";
 import { file_debvisor_v1_access } from "../src/gen/debvisor/v1/access_pb.js";
+import { file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../src/gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../src/gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../src/gen/debvisor/v1/storage_pb.js";
@@ -29,8 +31,14 @@ const access = createAccessService({
   roles: undefined as never,
   rotationGraceMs: 0,
 });
-const methods: MethodSpec[] = [...services, access].flatMap((s) => s.methods.map((m) => m.spec));
-const accessMethods = access.methods.map((m) => m.spec.name);
+const auditService = createAuditService({
+  log: undefined as never,
+  closing: new AbortController().signal,
+});
+const methods: MethodSpec[] = [...services, access, auditService].flatMap((s) =>
+  s.methods.map((m) => m.spec),
+);
+const accessMethods = [...access.methods, ...auditService.methods].map((m) => m.spec.name);
 /** Methods any authenticated principal may call: they only tell callers about themselves. */
 const OPEN = ["WhoAmI", "CheckPermission"];
 
@@ -85,6 +93,7 @@ describe("the permission map", () => {
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
       file_debvisor_v1_access,
+      file_debvisor_v1_audit,
     ];
     const served = new Map(methods.map((m) => [m.path, m]));
     for (const f of files) {

@@ -48,6 +48,10 @@ export interface AuditLog {
   /** True for a moment after a failed write (callers refuse up front); then the next write is tried. */
   failing(): boolean;
   stats(): AuditStats;
+  /** The file being written. */
+  readonly path: string;
+  /** Calls `listener` with every record once it is durable; returns the unsubscribe function. */
+  subscribe(listener: (record: AuditRecord) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -85,6 +89,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   let failures = 0;
   let lastAlarm = 0;
   let lastFailure = 0;
+  const listeners = new Set<(record: AuditRecord) => void>();
 
   const chain = (fields: AuditFields, s: number, prev: string): AuditRecord => {
     const unhashed = { ts: new Date(clock.now()).toISOString(), seq: s, ...fields, prev };
@@ -112,9 +117,11 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       let s = seq;
       let prev = lastHash;
       const lines: string[] = [];
+      const recs: AuditRecord[] = [];
       for (const p of batch) {
         const r = chain(p.fields, ++s, prev);
         prev = r.hash;
+        recs.push(r);
         lines.push(recordLine(r));
       }
       const buf = Buffer.from(lines.join(""));
@@ -150,6 +157,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       records += batch.length;
       syncs++;
       for (const p of batch) p.resolve();
+      for (const l of listeners) for (const r of recs) l(r);
     }
     writing = false;
   };
@@ -193,6 +201,11 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
     // a real write: that is how writing resumes once space returns.
     failing: () => failing && clock.now() - lastFailure < RETRY_AFTER_MS,
     stats: () => ({ records, syncs, failing, failures }),
+    path: options.path,
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     async close() {
       while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
       await handle.close();

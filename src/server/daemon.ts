@@ -1,9 +1,10 @@
-import { createAuditStages } from "../audit/index.js";
+import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import { createDomainServices, createInventory } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
 import { createSimulation, type StorageDriver } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
+import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../gen/debvisor/v1/storage_pb.js";
@@ -178,6 +179,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       roles: storedRoles,
       rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
     }),
+    ...(audit === undefined ? [] : [createAuditService({ log: audit, closing: closing.signal })]),
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
@@ -192,6 +194,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       file_debvisor_v1_node,
       file_debvisor_v1_vm,
       file_debvisor_v1_access,
+      file_debvisor_v1_audit,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
       file_grpc_health_v1_health,
