@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   appendFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -141,6 +142,47 @@ describe("audit log", () => {
     );
     assert.equal(verifyAuditFiles([path]).ok, true);
     assert.equal(readdirSync(d).filter((f) => f.includes(".torn-")).length, 1);
+  });
+
+  it("keeps a second copy in step, so deleting the newest records from one copy shows", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "other-disk", "audit-copy.log");
+    mkdirSync(join(d, "other-disk"));
+    const log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await Promise.all(Array.from({ length: 50 }, (_, i) => log.append(fields(i))));
+    await log.close();
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+    // An intruder drops the last 5 records from the main file: it still verifies alone...
+    writeFileSync(path, `${lines(path).slice(0, -5).join("\n")}\n`);
+    const main = verifyAuditFiles([path]);
+    assert.equal(main.ok, true);
+    // ...but not against the copy.
+    assert.equal(verifyAuditFiles([copyPath]).records - main.records, 5);
+  });
+
+  it("forwards every durable record to syslog through logger(1)", async () => {
+    const d = dir();
+    const bin = join(d, "bin");
+    mkdirSync(bin);
+    const received = join(d, "syslog.out");
+    writeFileSync(join(bin, "logger"), `#!/bin/sh\ncat >> ${received}\n`, { mode: 0o755 });
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${bin}:${savedPath}`;
+    try {
+      const path = join(d, "audit.log");
+      const log = await openAuditLog({ path, forwardToSyslog: true, logger: silentLogger });
+      for (let i = 0; i < 5; i++) await log.append(fields(i));
+      await log.close();
+      let got = "";
+      for (let i = 0; i < 50 && got.split("\n").length < 7; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        got = existsSync(received) ? readFileSync(received, "utf8") : "";
+      }
+      assert.equal(got, readFileSync(path, "utf8"));
+    } finally {
+      process.env.PATH = savedPath;
+    }
   });
 
   it("rotates by size and keeps the chain across files", async () => {

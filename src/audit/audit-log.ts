@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import {
   closeSync,
   fstatSync,
@@ -26,6 +26,14 @@ export interface AuditLogOptions {
   readonly clock?: Clock;
   /** Where to send a loud line when writing fails (default: `logger -p auth.crit`, the design's syslog fallback). */
   readonly alarm?: (message: string) => void;
+  /**
+   * A second file, ideally on another disk, written and fsynced with the
+   * main one: a record is acknowledged only when both hold it, so deleting
+   * the newest records from one copy shows against the other.
+   */
+  readonly copyPath?: string;
+  /** Also send every durable record to syslog (best effort, through one long-lived logger(1) process). */
+  readonly forwardToSyslog?: boolean;
 }
 
 /** Counters for metrics and the benchmark. */
@@ -79,6 +87,10 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   let seq = recovered.seq;
   let lastHash = recovered.hash;
   let handle: FileHandle = await open(options.path, "a", 0o600);
+  let copy: FileHandle | undefined =
+    options.copyPath === undefined ? undefined : await open(options.copyPath, "a", 0o600);
+  let copySize = copy === undefined ? 0 : (await copy.stat()).size;
+  const syslog = options.forwardToSyslog ? createSyslogForwarder(log) : undefined;
   let size = recovered.size;
   let openedAt = clock.now();
   let queue: Pending[] = [];
@@ -98,13 +110,17 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
 
   const rotateIfDue = async () => {
     if (size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
+    const stamp = new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
     await handle.close();
-    renameSync(
-      options.path,
-      `${options.path}.${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`,
-    );
+    renameSync(options.path, `${options.path}.${stamp}`);
     handle = await open(options.path, "a", 0o600);
     size = 0;
+    if (copy !== undefined && options.copyPath !== undefined) {
+      await copy.close();
+      renameSync(options.copyPath, `${options.copyPath}.${stamp}`);
+      copy = await open(options.copyPath, "a", 0o600);
+      copySize = 0;
+    }
     openedAt = clock.now();
   };
 
@@ -127,11 +143,16 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       const buf = Buffer.from(lines.join(""));
       try {
         await rotateIfDue();
-        if (failing) await handle.truncate(size); // drop whatever a failed write left behind
-        let off = 0;
-        while (off < buf.length)
-          off += (await handle.write(buf, off, buf.length - off)).bytesWritten;
-        await handle.sync();
+        const writeAll = async (h: FileHandle, at: number) => {
+          if (failing) await h.truncate(at); // drop whatever a failed write left behind
+          let off = 0;
+          while (off < buf.length) off += (await h.write(buf, off, buf.length - off)).bytesWritten;
+          await h.sync();
+        };
+        await Promise.all([
+          writeAll(handle, size),
+          ...(copy === undefined ? [] : [writeAll(copy, copySize)]),
+        ]);
       } catch (err) {
         failures++;
         lastFailure = clock.now();
@@ -154,6 +175,8 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       seq = s;
       lastHash = prev;
       size += buf.length;
+      copySize += copy === undefined ? 0 : buf.length;
+      if (syslog !== undefined) for (const line of lines) syslog(line);
       records += batch.length;
       syncs++;
       for (const p of batch) p.resolve();
@@ -209,6 +232,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
     async close() {
       while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
       await handle.close();
+      await copy?.close();
     },
   };
 }
@@ -259,6 +283,33 @@ function recover(
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Sends lines to syslog through one long-lived `logger -t debvisor-audit`
+ * reading stdin; restarted (at most once a second) if it dies. Best effort:
+ * the file is the record, syslog the off-box copy.
+ */
+function createSyslogForwarder(log: Logger): (line: string) => void {
+  let child: ChildProcess | undefined;
+  let lastStart = 0;
+  const start = () => {
+    lastStart = Date.now();
+    const c = spawn("logger", ["-t", "debvisor-audit", "-p", "auth.info"], {
+      stdio: ["pipe", "ignore", "ignore"],
+    });
+    c.on("error", (err) => log.warn({ err }, "audit syslog forwarder failed"));
+    c.stdin?.on("error", () => {});
+    c.once("exit", () => {
+      if (child === c) child = undefined;
+    });
+    c.unref();
+    child = c;
+  };
+  return (line) => {
+    if (child === undefined && Date.now() - lastStart > 1000) start();
+    child?.stdin?.write(line);
+  };
 }
 
 /** The original design's fallback: a line to syslog through util-linux `logger`. */

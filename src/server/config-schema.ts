@@ -89,6 +89,14 @@ export const configSchema = z.strictObject({
       maxAgeMs: int(60_000, 366 * 86_400_000).default(86_400_000),
       /** While the trail cannot be written, still serve read-only calls (mutating calls are always refused). */
       allowReadsWhenFailing: z.boolean().default(false),
+      forward: z
+        .strictObject({
+          /** A second copy, written and fsynced with the first (put it on another disk). */
+          copyPath: path.optional(),
+          /** Also send each record to syslog (facility auth, tag debvisor-audit). */
+          syslog: z.boolean().default(false),
+        })
+        .prefault({}),
     })
     .prefault({}),
   metrics: z

@@ -26,11 +26,15 @@ export async function openAudit(
       throw new ConfigError("audit.hmacKeyFile: the key must be at least 32 bytes");
   }
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const copyPath = config.audit.forward.copyPath;
+  if (copyPath !== undefined) mkdirSync(dirname(copyPath), { recursive: true, mode: 0o700 });
   const log = await openAuditLog({
     path,
     hmacKey,
     maxBytes: config.audit.maxBytes,
     maxAgeMs: config.audit.maxAgeMs,
+    copyPath,
+    forwardToSyslog: config.audit.forward.syslog,
     logger,
   });
   logger.info({ path, keyed: hmacKey !== undefined }, "audit trail open");
