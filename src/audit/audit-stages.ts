@@ -30,7 +30,8 @@ export function createAuditStages(options: AuditStageOptions): { outer: Stage; b
     outer: async (invocation, next) => {
       const { ctx } = invocation;
       // Health probes are not security events; recording them would drown the trail.
-      if (ctx.method.access === "public") return next(invocation);
+      // Public calls that change something (enrollment) are recorded.
+      if (ctx.method.access === "public" && !ctx.method.mutating) return next(invocation);
       if (log.failing() && (ctx.method.mutating || !options.allowReadsWhenFailing)) {
         throw new RpcError("AUDIT_UNAVAILABLE");
       }

@@ -3,8 +3,10 @@ import { packageVersion } from "../client/index.js";
 import { apikeyCommand } from "./apikey-command.js";
 import { auditCommand } from "./audit-command.js";
 import { authCommand } from "./auth-command.js";
+import { certCommand } from "./cert-command.js";
 import { type CliContext, createCliContext, type GlobalOptions } from "./cli-context.js";
 import { nodeCommand } from "./node-command.js";
+import { tokenCommand } from "./token-command.js";
 import { versionCommand } from "./version-command.js";
 
 /** Where hvctl writes; tests pass their own. */
@@ -48,7 +50,15 @@ export function buildProgram(io: ProgramIo): {
     ctx ??= createCliContext(program.opts<GlobalOptions>(), io.env, io.out);
     return ctx;
   };
-  for (const make of [versionCommand, nodeCommand, authCommand, apikeyCommand, auditCommand])
+  for (const make of [
+    versionCommand,
+    nodeCommand,
+    authCommand,
+    apikeyCommand,
+    auditCommand,
+    tokenCommand,
+    certCommand,
+  ])
     program.addCommand(make(cli));
   return { program, context: () => ctx };
 }

@@ -9,6 +9,7 @@ export {
   resolveContext,
   writeContextFile,
 } from "./context-file.js";
+export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";
 export { packageVersion } from "./version.js";

@@ -45,6 +45,11 @@ export const REASONS = {
   STORE_UNAVAILABLE: { code: Code.Unavailable, message: "state store unavailable; retry later" },
   WATCH_COMPACTED: { code: Code.OutOfRange, message: "requested history has been compacted" },
   LEASE_NOT_FOUND: { code: Code.NotFound, message: "lease not found or expired" },
+  CA_UNAVAILABLE: { code: Code.FailedPrecondition, message: "this server holds no CA key" },
+  RENEW_NEEDS_MTLS: {
+    code: Code.FailedPrecondition,
+    message: "renewal needs the current certificate (mTLS)",
+  },
   AUDIT_UNAVAILABLE: { code: Code.Unavailable, message: "audit trail unavailable; call refused" },
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
   DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },

@@ -2,6 +2,7 @@ import "reflect-metadata";
 import { randomBytes, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
+import { importSpki } from "./certificate-request.js";
 import {
   generateKeyPair,
   type KeyAlgorithm,
@@ -47,13 +48,18 @@ export interface IssueOptions {
   /** Default ecdsa-p256. */
   readonly algorithm?: KeyAlgorithm;
   readonly now?: Date;
+  /** Certify this public key (SPKI DER, from a checked CSR) instead of generating a key pair. */
+  readonly spkiDer?: Buffer;
 }
 
 /** A CA that can issue leaf certificates. */
 export interface CertificateAuthority {
   /** The CA certificate, PEM. */
   readonly certPem: string;
-  /** Issues a certificate for a freshly generated key pair. */
+  /**
+   * Issues a certificate for a freshly generated key pair, or for
+   * `spkiDer` when given (then `keyPem` is empty: the key stays with its owner).
+   */
   issue(options: IssueOptions): Promise<CertifiedKey>;
 }
 
@@ -90,7 +96,10 @@ export async function loadCertificateAuthority(ca: CertifiedKey): Promise<Certif
     certPem: ca.certPem,
     async issue(options) {
       const alg = options.algorithm ?? "ecdsa-p256";
-      const keys = await generateKeyPair(alg);
+      const keys =
+        options.spkiDer === undefined
+          ? await generateKeyPair(alg)
+          : { publicKey: await importSpki(options.spkiDer), privateKey: undefined };
       const now = options.now ?? new Date();
       const altNames = (options.altNames ?? []).map((n) => ({
         type: (isIP(n) ? "ip" : "dns") as "ip" | "dns",
@@ -126,7 +135,10 @@ export async function loadCertificateAuthority(ca: CertifiedKey): Promise<Certif
         signingKey: caKey,
         extensions,
       });
-      return { certPem: cert.toString("pem"), keyPem: await privateKeyToPem(keys.privateKey) };
+      return {
+        certPem: cert.toString("pem"),
+        keyPem: keys.privateKey === undefined ? "" : await privateKeyToPem(keys.privateKey),
+      };
     },
   };
 }

@@ -12,6 +12,8 @@ export {
   createCertificateAuthority,
   loadCertificateAuthority,
 } from "./certificate-authority.js";
+export type { AcceptedCsr } from "./certificate-request.js";
+export { acceptCsr, CsrError, createCsr } from "./certificate-request.js";
 export type { KeyAlgorithm } from "./key-algorithm.js";
 export {
   generateKeyPair,

@@ -10,8 +10,11 @@ export interface AuthenticationOptions {
   /** The JWT verifier in force (undefined: JWTs are not accepted); read per call, so reloads apply. */
   readonly jwt: () => JwtVerifier | undefined;
   readonly lockout: Lockout;
-  /** Revoked client certificates; a revoked certificate is never an identity. */
-  readonly revocations?: { isRevoked(serialHex: string): boolean };
+  /** Revoked client certificates; a revoked certificate is never an identity, and its open streams end. */
+  readonly revocations?: {
+    isRevoked(serialHex: string): boolean;
+    onChange(listener: () => void): () => void;
+  };
 }
 
 /**
@@ -20,8 +23,8 @@ export interface AuthenticationOptions {
  * else `authorization: Bearer <token>`, a JWT when it has a JWS's shape,
  * otherwise an API key. Nothing else in metadata is ever an identity. Every
  * failure is the same UNAUTHENTICATED for the client; the reason is logged.
- * A source with too many failures is locked out and refused before any
- * credential is looked at.
+ * An address with too many failures is locked out of bearer
+ * authentication (a verified certificate cannot be guessed, so it is not).
  */
 export function createAuthenticationStage(options: AuthenticationOptions): Stage {
   const { apiKeys, jwt, lockout } = options;
@@ -36,7 +39,8 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
       ctx.log.warn({ peer: ctx.peer.address, why, lockedOut: locked }, "authentication failed");
       throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
     };
-    if (lockout.isLocked(source)) {
+    // A verified certificate cannot be guessed: the lockout guards bearer secrets only.
+    if (ctx.peer.certificate === undefined && lockout.isLocked(source)) {
       ctx.notes.decision = "unauthenticated";
       ctx.notes.reason = "source locked out";
       ctx.log.debug({ peer: ctx.peer.address }, "authentication refused: source locked out");
@@ -83,8 +87,55 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
       }
     }
     ctx.notes.principal = principal;
-    return next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
+    const result = await next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
+    const revocations = options.revocations;
+    if (
+      cert !== undefined &&
+      revocations !== undefined &&
+      ctx.method.kind !== "unary" &&
+      ctx.method.kind !== "client_streaming"
+    ) {
+      return endOnRevocation(
+        result as AsyncIterable<unknown>,
+        () => revocations.isRevoked(cert.serialNumber),
+        revocations.onChange,
+      );
+    }
+    return result;
   };
+}
+
+const REVOKED = Symbol("revoked");
+
+/** Passes a response stream through until the caller's certificate is revoked, then ends it with UNAUTHENTICATED. */
+async function* endOnRevocation(
+  source: AsyncIterable<unknown>,
+  isRevoked: () => boolean,
+  onChange: (listener: () => void) => () => void,
+): AsyncIterable<unknown> {
+  const it = source[Symbol.asyncIterator]();
+  let wake: (v: typeof REVOKED) => void = () => {};
+  const revoked = new Promise<typeof REVOKED>((resolve) => {
+    wake = resolve;
+  });
+  const unsubscribe = onChange(() => {
+    if (isRevoked()) wake(REVOKED);
+  });
+  try {
+    for (;;) {
+      const r = await Promise.race([it.next(), revoked]);
+      if (r === REVOKED)
+        throw new RpcError("UNAUTHENTICATED", {
+          cause: new Error("client certificate revoked during the stream"),
+        });
+      if (r.done) return;
+      yield r.value;
+    }
+  } finally {
+    unsubscribe();
+    // Not awaited: a pending next() would hold return() until it resolves.
+    void it.return?.();
+  }
 }
 
 /** The address part of `host:port` / `[v6]:port`: lockout and rate limits count per address, not per connection. */

@@ -10,6 +10,8 @@ export { createApiKeys } from "./api-keys.js";
 export type { AuthenticationOptions } from "./authentication-stage.js";
 export { createAuthenticationStage, sourceOf } from "./authentication-stage.js";
 export { createAuthorizationStage } from "./authorization-stage.js";
+export type { EnrollmentServiceDeps } from "./enrollment-service.js";
+export { caFingerprint, createEnrollmentService } from "./enrollment-service.js";
 export type { JwtAlgorithm, JwtIdentity, JwtIssuer, JwtVerifier } from "./jwt-verifier.js";
 export { createJwtVerifier, JWT_ALGORITHMS, looksLikeJwt } from "./jwt-verifier.js";
 export type { Lockout, LockoutOptions } from "./lockout.js";

@@ -6,6 +6,8 @@ const PREFIX = "pki/revoked/";
 /** Revoked certificate serials, in the state store, mirrored in memory for the per-call check. */
 export interface Revocations {
   isRevoked(serialHex: string): boolean;
+  /** Called after every change to the list. */
+  onChange(listener: () => void): () => void;
   /** Revokes a serial; effective on every daemon sharing the store within moments. */
   revoke(serialHex: string, reason: string, signal?: AbortSignal): Promise<void>;
   close(): void;
@@ -39,6 +41,15 @@ export async function loadRevocations(
       await store.put(PREFIX + normalizeSerial(serial), new TextEncoder().encode(record), {
         signal,
       });
+    },
+    onChange(listener) {
+      let active = true;
+      mirror.onChange(() => {
+        if (active) listener();
+      });
+      return () => {
+        active = false;
+      };
     },
     close: () => mirror.close(),
   };

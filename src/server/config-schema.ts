@@ -189,6 +189,18 @@ export const configSchema = z.strictObject({
         .default([]),
     })
     .prefault({}),
+  pki: z
+    .strictObject({
+      /** The cluster CA certificate that signs enrolled nodes (dev mode: its own). */
+      caCert: path.optional(),
+      /** Its private key; without it this server cannot enroll or renew (an external CA then issues). */
+      caKey: path.optional(),
+      /** Lifetime of certificates issued to nodes; renewal keeps them short. */
+      certificateDays: int(1, 397).default(30),
+      /** Enroll calls per address (it needs no identity, so it is limited before anything else). */
+      enrollLimit: bucket.prefault({ ratePerSecond: 1 / 6, burst: 20 }),
+    })
+    .prefault({}),
   rateLimit: z
     .strictObject({
       /** Per source address, before authentication. */

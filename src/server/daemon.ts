@@ -7,6 +7,7 @@ import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
+import { file_debvisor_v1_pki } from "../gen/debvisor/v1/pki_pb.js";
 import { file_debvisor_v1_storage } from "../gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm } from "../gen/debvisor/v1/vm_pb.js";
 import {
@@ -22,6 +23,7 @@ import {
   createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
+  createEnrollmentService,
   createLockout,
   createRateLimitStages,
   loadRevocations,
@@ -29,6 +31,7 @@ import {
   loadStoredRoles,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
+import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";
 import {
   type DevEnvironment,
@@ -121,6 +124,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const storedBindings = await loadStoredBindings(store, clock, logger);
   const revocations = await loadRevocations(store, clock, logger);
   const storedRoles = await loadStoredRoles(store, clock, logger);
+  const ca = await loadClusterCa(config, dev);
   let policy: AccessPolicy = configPolicy;
   // The policy in force: the config's roles and bindings plus those set through the API.
   const rebuildPolicy = () => {
@@ -180,6 +184,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
     }),
     ...(audit === undefined ? [] : [createAuditService({ log: audit, closing: closing.signal })]),
+    createEnrollmentService({
+      store,
+      clock,
+      ca,
+      revocations,
+      bindings: storedBindings,
+      lockout,
+      certificateDays: config.pki.certificateDays,
+      enrollLimit: config.pki.enrollLimit,
+    }),
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
@@ -195,6 +209,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       file_debvisor_v1_vm,
       file_debvisor_v1_access,
       file_debvisor_v1_audit,
+      file_debvisor_v1_pki,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
       file_grpc_health_v1_health,

@@ -73,6 +73,10 @@ export async function prepareDevEnvironment(
     writePublic(env.adminCert, leaf.certPem);
     created = true;
   }
+  // The server presents its CA too, so a new node can pin it by fingerprint on first contact.
+  const caPem = readFileSync(env.caCert, "utf8");
+  const served = readFileSync(env.serverCert, "utf8");
+  if (!served.includes(caPem.trim())) writePublic(env.serverCert, `${served.trimEnd()}\n${caPem}`);
   logger.info(
     { dataDir, created },
     created ? "dev mode: created CA and certificates" : "dev mode: reusing CA and certificates",

@@ -1,0 +1,173 @@
+import { X509Certificate } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { connect, type DetailedPeerCertificate } from "node:tls";
+import { createServiceClient, openChannel } from "../client/index.js";
+import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
+import { createCsr } from "../pki/index.js";
+
+/** Where a node keeps its identity. */
+export interface AgentFiles {
+  readonly dir: string;
+  readonly key: string;
+  readonly cert: string;
+  readonly ca: string;
+}
+
+/** The files of an agent directory. */
+export function agentFiles(dir: string): AgentFiles {
+  return { dir, key: join(dir, "node.key"), cert: join(dir, "node.crt"), ca: join(dir, "ca.crt") };
+}
+
+/** A problem the operator can act on; the message says what. */
+export class AgentError extends Error {
+  override readonly name = "AgentError";
+}
+
+const normalizeFingerprint = (f: string) =>
+  f
+    .replace(/^sha256:/i, "")
+    .replace(/:/g, "")
+    .toLowerCase();
+
+/**
+ * Connects once without trusting anything, and returns the certificate in
+ * the server's chain whose SHA-256 fingerprint is the pinned one. Nothing is
+ * sent on that connection; everything after it is verified against this CA.
+ */
+export function fetchPinnedCa(
+  server: string,
+  fingerprint: string,
+  timeoutMs = 10_000,
+): Promise<string> {
+  const want = normalizeFingerprint(fingerprint);
+  if (!/^[0-9a-f]{64}$/.test(want))
+    return Promise.reject(new AgentError("--ca-fingerprint: expected sha256:<64 hex digits>"));
+  const at = server.lastIndexOf(":");
+  const host = server.slice(0, at).replace(/^\[|\]$/g, "");
+  const port = Number(server.slice(at + 1));
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host,
+      port,
+      rejectUnauthorized: false,
+      ALPNProtocols: ["h2"],
+      timeout: timeoutMs,
+    });
+    socket.once("timeout", () => {
+      socket.destroy();
+      reject(new AgentError(`${server}: no TLS answer within ${timeoutMs} ms`));
+    });
+    socket.once("error", (err) => reject(new AgentError(`${server}: ${err.message}`)));
+    socket.once("secureConnect", () => {
+      const seen = new Set<string>();
+      let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+      while (c?.raw !== undefined && !seen.has(c.fingerprint256)) {
+        seen.add(c.fingerprint256);
+        if (normalizeFingerprint(c.fingerprint256) === want) {
+          socket.destroy();
+          const b64 = c.raw.toString("base64").replace(/(.{64})/g, "$1\n");
+          return resolve(
+            `-----BEGIN CERTIFICATE-----\n${b64.trimEnd()}\n-----END CERTIFICATE-----\n`,
+          );
+        }
+        c = c.issuerCertificate;
+      }
+      socket.destroy();
+      reject(
+        new AgentError(
+          `${server}: no certificate in its chain has the pinned fingerprint (wrong server, or a man in the middle)`,
+        ),
+      );
+    });
+  });
+}
+
+function writeAtomic(path: string, text: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+/** Options of {@link enroll}. */
+export interface EnrollOptions {
+  readonly server: string;
+  readonly token: string;
+  readonly caFingerprint: string;
+  readonly dir: string;
+  /** Name to verify the server certificate against, when it differs from the host in `server`. */
+  readonly tlsServerName?: string;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Joins a cluster with a one-time token: generates the key here (it never
+ * leaves this machine), pins the CA, sends a CSR, and writes the key (0600),
+ * the certificate and the CA to `dir`.
+ */
+export async function enroll(
+  options: EnrollOptions,
+): Promise<{ serial: string; subject: string; files: AgentFiles }> {
+  const files = agentFiles(options.dir);
+  mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+  const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
+  const { csrPem, keyPem } = await createCsr(hostname().toLowerCase().slice(0, 63) || "node");
+  const channel = openChannel({
+    name: "enroll",
+    server: options.server,
+    caPem,
+    tlsServerName: options.tlsServerName,
+  });
+  try {
+    const r = await createServiceClient(EnrollmentService, channel).enroll(
+      { token: options.token, csrPem },
+      { timeoutMs: options.timeoutMs ?? 30_000 },
+    );
+    writeAtomic(files.key, keyPem, 0o600);
+    writeAtomic(files.cert, r.certificatePem, 0o644);
+    writeAtomic(files.ca, r.caPem, 0o644);
+    return { serial: r.serial, subject: subjectOf(r.certificatePem), files };
+  } finally {
+    channel.close();
+  }
+}
+
+/** Renews the certificate in `dir` over mTLS with itself: a new key, the same identity. */
+export async function renew(options: {
+  server: string;
+  dir: string;
+  tlsServerName?: string;
+  timeoutMs?: number;
+}): Promise<{ serial: string; files: AgentFiles }> {
+  const files = agentFiles(options.dir);
+  for (const f of [files.key, files.cert, files.ca])
+    if (!existsSync(f)) throw new AgentError(`${f}: missing; enroll first`);
+  const certPem = readFileSync(files.cert, "utf8");
+  const { csrPem, keyPem } = await createCsr(subjectOf(certPem) || "node");
+  const channel = openChannel({
+    name: "renew",
+    server: options.server,
+    caPem: readFileSync(files.ca, "utf8"),
+    certPem,
+    keyPem: readFileSync(files.key, "utf8"),
+    tlsServerName: options.tlsServerName,
+  });
+  try {
+    const r = await createServiceClient(EnrollmentService, channel).renewCertificate(
+      { csrPem },
+      { timeoutMs: options.timeoutMs ?? 30_000 },
+    );
+    writeAtomic(files.key, keyPem, 0o600);
+    writeAtomic(files.cert, r.certificatePem, 0o644);
+    return { serial: r.serial, files };
+  } finally {
+    channel.close();
+  }
+}
+
+function subjectOf(pem: string): string {
+  const m = /CN=([^\n,]+)/.exec(new X509Certificate(pem).subject);
+  return m?.[1] ?? "";
+}

@@ -1,0 +1,300 @@
+import { createHash, randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import {
+  type Clock,
+  defineService,
+  principalOf,
+  RpcError,
+  type ServiceBinding,
+} from "../core/index.js";
+import {
+  type CertificateRecord,
+  CertificateRecordSchema,
+  EnrollmentTokenRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
+import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
+import { acceptCsr, type CertificateAuthority, CsrError } from "../pki/index.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+} from "../store/index.js";
+import { sourceOf } from "./authentication-stage.js";
+import type { Lockout } from "./lockout.js";
+import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
+import { normalizeSerial, type Revocations } from "./revocations.js";
+import type { StoredBindings } from "./stored-bindings.js";
+
+/** Dependencies of the EnrollmentService handlers. */
+export interface EnrollmentServiceDeps {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** The cluster CA; undefined when this server holds no CA key (then issuing answers FAILED_PRECONDITION). */
+  readonly ca: CertificateAuthority | undefined;
+  readonly revocations: Revocations;
+  /** Enrolled nodes are bound to the node role (acting only for themselves). */
+  readonly bindings: StoredBindings;
+  /** Bad tokens count toward this lockout, per address. */
+  readonly lockout: Lockout;
+  /** Client certificate lifetime (default 30 days). */
+  readonly certificateDays?: number;
+  /** Enroll calls per address (default a burst of 20, then one every 6 s). */
+  readonly enrollLimit?: BucketLimit;
+}
+
+const TOKENS = "pki/tokens/";
+const CERTS = "pki/certs/";
+const TOKEN = /^dvt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+/** Enroll calls per address by default: bucket of 20, refilled at one every 6 s. */
+const ENROLL_LIMIT: BucketLimit = { ratePerSecond: 1 / 6, burst: 20 };
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest();
+const ts = (ms: bigint | number) =>
+  BigInt(ms) === 0n
+    ? undefined
+    : { seconds: BigInt(ms) / 1000n, nanos: Number(BigInt(ms) % 1000n) * 1_000_000 };
+
+/** The SHA-256 fingerprint of a PEM certificate, as `sha256:hex` (what agents pin). */
+export function caFingerprint(pem: string): string {
+  return `sha256:${new X509Certificate(pem).fingerprint256.replace(/:/g, "").toLowerCase()}`;
+}
+
+/** EnrollmentService: tokens, enrollment, renewal, revocation and the issued-certificate list. */
+export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
+  const { store, clock } = deps;
+  const limiter = createRateLimiter(clock);
+  const days = deps.certificateDays ?? 30;
+  const requireCa = (): CertificateAuthority => {
+    if (deps.ca === undefined) throw new RpcError("CA_UNAVAILABLE");
+    return deps.ca;
+  };
+
+  /** Issues a client certificate for `name` and records it. */
+  async function issue(name: string, csrPem: string, issuedBy: string, signal: AbortSignal) {
+    const ca = requireCa();
+    let accepted: Awaited<ReturnType<typeof acceptCsr>>;
+    try {
+      accepted = await acceptCsr(csrPem);
+    } catch (err) {
+      if (err instanceof CsrError)
+        throw new RpcError("INVALID_ARGUMENT", { message: `csr_pem: ${err.message}` });
+      throw err;
+    }
+    const { certPem } = await ca.issue({
+      commonName: name,
+      usage: "client",
+      validityDays: days,
+      spkiDer: accepted.spkiDer,
+      now: new Date(clock.now()),
+    });
+    const x = new X509Certificate(certPem);
+    const serial = normalizeSerial(x.serialNumber);
+    const record = create(CertificateRecordSchema, {
+      serial,
+      subject: name,
+      issuedAtMs: BigInt(clock.now()),
+      notAfterMs: BigInt(Date.parse(x.validTo)),
+      issuer: x.issuer,
+      issuedBy,
+      kind: "client",
+    });
+    await store.put(CERTS + serial, encodeMessage(CertificateRecordSchema, record), { signal });
+    return {
+      certificatePem: certPem,
+      chainPem: ca.certPem,
+      caPem: ca.certPem,
+      serial: x.serialNumber,
+      notAfter: ts(record.notAfterMs),
+    };
+  }
+
+  const info = (r: CertificateRecord) => ({
+    serial: r.serial.toUpperCase(),
+    subject: r.subject,
+    sans: r.sans,
+    issued: ts(r.issuedAtMs),
+    notAfter: ts(r.notAfterMs),
+    issuer: r.issuer,
+    issuedBy: r.issuedBy,
+    kind: r.kind,
+    revoked: ts(r.revokedAtMs),
+    revocationReason: r.revocationReason,
+    supersededBy: r.supersededBy.toUpperCase(),
+  });
+
+  const updateCert = async (
+    serial: string,
+    change: (r: CertificateRecord) => CertificateRecord,
+    signal: AbortSignal,
+  ) => {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const cur = await getMessage(store, CertificateRecordSchema, CERTS + serial, { signal });
+      if (cur === undefined) return undefined;
+      const next = change(cur.message);
+      const r = await store.txn(
+        {
+          compares: [{ key: CERTS + serial, modRevision: cur.modRevision }],
+          success: [
+            {
+              type: "put",
+              key: CERTS + serial,
+              value: encodeMessage(CertificateRecordSchema, next),
+            },
+          ],
+        },
+        { signal },
+      );
+      if (r.succeeded) return next;
+    }
+    throw new RpcError("CONFLICT");
+  };
+
+  return defineService(
+    EnrollmentService,
+    {
+      createEnrollmentToken: { permission: "pki:token:create", mutating: true },
+      enroll: { permission: null, mutating: true, access: "public" },
+      renewCertificate: { permission: null, mutating: true },
+      revokeCertificate: { permission: "pki:cert:revoke", mutating: true },
+      listCertificates: { permission: "pki:cert:list", mutating: false },
+    },
+    {
+      async createEnrollmentToken(req, ctx) {
+        const ca = requireCa();
+        const id = randomBytes(8).toString("hex");
+        const secret = randomBytes(32).toString("base64url");
+        const now = clock.now();
+        const ttl = req.ttlSeconds === 0n ? 3_600_000 : Number(req.ttlSeconds) * 1000;
+        const record = create(EnrollmentTokenRecordSchema, {
+          id,
+          nodeName: req.nodeName,
+          secretSha256: sha256(secret),
+          createdAtMs: BigInt(now),
+          expiresAtMs: BigInt(now + ttl),
+          createdBy: principalOf(ctx).id,
+        });
+        await store.put(TOKENS + id, encodeMessage(EnrollmentTokenRecordSchema, record), {
+          signal: ctx.signal,
+        });
+        return {
+          token: `dvt_${id}_${secret}`,
+          nodeName: req.nodeName,
+          expires: ts(record.expiresAtMs),
+          caFingerprint: caFingerprint(ca.certPem),
+        };
+      },
+      async enroll(req, ctx) {
+        requireCa();
+        const source = sourceOf(ctx.peer.address);
+        // Only guessing counts toward the lockout: the right secret for a spent
+        // or expired token (a retry, a race) is no attack on the secret.
+        const refuse = (why: string, guess = true): never => {
+          if (guess) deps.lockout.recordFailure(source);
+          ctx.notes.decision = "unauthenticated";
+          ctx.notes.reason = why;
+          ctx.log.warn({ peer: ctx.peer.address, why }, "enrollment refused");
+          throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
+        };
+        const take = limiter.take(source, 1, deps.enrollLimit ?? ENROLL_LIMIT);
+        if (!take.allowed)
+          throw new RpcError("RATE_LIMITED", {
+            message: `rate limit exceeded; retry after ${take.retryAfterMs} ms`,
+            retryAfterMs: take.retryAfterMs,
+          });
+        if (deps.lockout.isLocked(source)) refuse("source locked out");
+        const m = TOKEN.exec(req.token);
+        if (m === null) refuse("malformed enrollment token");
+        const [, id, secret] = m as unknown as [string, string, string];
+        const found = await getMessage(store, EnrollmentTokenRecordSchema, TOKENS + id, {
+          signal: ctx.signal,
+        });
+        const presented = sha256(secret);
+        if (found === undefined) refuse("unknown enrollment token");
+        const tok = (found as NonNullable<typeof found>).message;
+        if (!timingSafeEqual(presented, Buffer.from(tok.secretSha256)))
+          refuse("enrollment token secret mismatch");
+        if (tok.usedAtMs !== 0n) refuse("enrollment token already used", false);
+        if (BigInt(clock.now()) >= tok.expiresAtMs) refuse("enrollment token expired", false);
+        // Check the CSR before spending the token, so a bad CSR does not burn it.
+        try {
+          await acceptCsr(req.csrPem);
+        } catch (err) {
+          if (err instanceof CsrError)
+            throw new RpcError("INVALID_ARGUMENT", { message: `csr_pem: ${err.message}` });
+          throw err;
+        }
+        // Spend the token atomically: of any number of concurrent uses, one wins.
+        const spent = await store.txn(
+          {
+            compares: [
+              { key: TOKENS + id, modRevision: (found as NonNullable<typeof found>).modRevision },
+            ],
+            success: [
+              {
+                type: "put",
+                key: TOKENS + id,
+                value: encodeMessage(
+                  EnrollmentTokenRecordSchema,
+                  create(EnrollmentTokenRecordSchema, { ...tok, usedAtMs: BigInt(clock.now()) }),
+                ),
+              },
+            ],
+          },
+          { signal: ctx.signal },
+        );
+        if (!spent.succeeded) refuse("enrollment token already used", false);
+        ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
+        const issued = await issue(tok.nodeName, req.csrPem, tok.createdBy, ctx.signal);
+        if (!deps.bindings.all().some((b) => b.principal === tok.nodeName)) {
+          await deps.bindings.set(
+            { principal: tok.nodeName, roles: ["node"] },
+            `enrollment:${id}`,
+            ctx.signal,
+          );
+        }
+        return issued;
+      },
+      async renewCertificate(req, ctx) {
+        const p = principalOf(ctx);
+        const cert = ctx.peer.certificate;
+        if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
+        const issued = await issue(p.id, req.csrPem, p.id, ctx.signal);
+        const old = normalizeSerial(cert.serialNumber);
+        await updateCert(
+          old,
+          (r) =>
+            create(CertificateRecordSchema, { ...r, supersededBy: normalizeSerial(issued.serial) }),
+          ctx.signal,
+        );
+        return issued;
+      },
+      async revokeCertificate(req, ctx) {
+        const serial = normalizeSerial(req.serial.replace(/:/g, ""));
+        await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
+        const r = await updateCert(
+          serial,
+          (c) =>
+            create(CertificateRecordSchema, {
+              ...c,
+              revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
+              revocationReason: req.reason,
+            }),
+          ctx.signal,
+        );
+        return r === undefined
+          ? { serial: serial.toUpperCase(), revoked: ts(clock.now()), revocationReason: req.reason }
+          : info(r);
+      },
+      async listCertificates(req, ctx) {
+        const out = [];
+        for await (const kv of rangeAll(store, CERTS, { signal: ctx.signal })) {
+          const r = decodeMessage(CertificateRecordSchema, kv);
+          if (req.subject === "" || r.subject === req.subject) out.push(info(r));
+        }
+        return { certificates: out };
+      },
+    },
+  );
+}
