@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import { createDomainServices, createInventory } from "../cluster/index.js";
@@ -47,6 +48,7 @@ import { openAudit } from "./open-audit.js";
 import { openStore } from "./open-store.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
+import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
   DEFAULT_TLS_PATHS,
@@ -98,11 +100,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     key: c.tls.key ?? dev?.serverKey ?? DEFAULT_TLS_PATHS.key,
     clientCa: c.tls.clientCa ?? dev?.caCert ?? DEFAULT_TLS_PATHS.clientCa,
   });
+  let serverNotAfter = 0;
   const loadTls = (c: Config): TlsMaterial => {
     const material = readTlsMaterial(tlsPaths(c), clock.now());
-    const daysLeft = ((material.notAfter ?? Number.POSITIVE_INFINITY) - clock.now()) / 86_400_000;
-    if (daysLeft < 14)
-      logger.warn({ daysLeft: Math.floor(daysLeft) }, "server certificate expires soon");
+    serverNotAfter = material.notAfter ?? 0;
+    const daysLeft = (serverNotAfter - clock.now()) / 86_400_000;
+    if (daysLeft < 30)
+      logger.warn({ daysLeft: Math.floor(daysLeft) }, "server certificate expires within 30 days");
     return material;
   };
   const tls = loadTls(config);
@@ -238,6 +242,53 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
   });
   metrics.setConnectionCounter(server.connections);
+  metrics.setCertificateExpiry(() => serverNotAfter);
+  // New handshakes use replaced TLS files without a restart (SIGHUP does the same).
+  const reloadTlsFromFiles = (why: string) => {
+    try {
+      server.reloadTls(loadTls(config));
+      logger.info({ why }, "TLS files reloaded");
+    } catch (err) {
+      logger.error({ err, why }, "TLS files not reloaded; the running ones are kept");
+    }
+  };
+  const paths = tlsPaths(config);
+  const unwatch = watchFiles(
+    [paths.cert, paths.key, paths.clientCa].filter((p): p is string => p !== undefined),
+    () => reloadTlsFromFiles("files changed"),
+    logger,
+  );
+  // The server renews its own certificate from the local CA, two thirds into its life.
+  let renewTimer: NodeJS.Timeout | undefined;
+  const scheduleRenewal = () => {
+    if (ca === undefined || paths.cert === undefined || paths.key === undefined) return;
+    const pem = readFileSync(paths.cert, "utf8");
+    if (!issuedBy(pem, ca)) return;
+    const at = renewalTime(pem);
+    renewTimer = setTimeout(
+      () => {
+        renewServerCertificate(
+          ca,
+          pem,
+          { cert: paths.cert as string, key: paths.key as string },
+          clock,
+        ).then(
+          (fresh) => {
+            logger.info(
+              { serial: fresh.serialNumber, notAfter: fresh.validTo },
+              "server certificate renewed from the local CA",
+            );
+            reloadTlsFromFiles("renewed");
+            scheduleRenewal();
+          },
+          (err: unknown) => logger.error({ err }, "server certificate renewal failed"),
+        );
+      },
+      Math.min(2 ** 31 - 1, Math.max(1000, at - clock.now())),
+    );
+    renewTimer.unref();
+  };
+  scheduleRenewal();
   if (audit !== undefined) metrics.setAuditStats(() => audit.stats());
 
   let ready = false;
@@ -320,6 +371,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         await notifier.stopping();
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
+        unwatch();
+        if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();
         await audit?.close();
         storedBindings.close();

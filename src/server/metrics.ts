@@ -7,6 +7,8 @@ export interface Metrics {
   readonly observer: CallObserver;
   /** Sets the function that reports open connections at scrape time. */
   setConnectionCounter(count: () => number): void;
+  /** Sets the function that reports when the server certificate expires (epoch ms). */
+  setCertificateExpiry(notAfterMs: () => number): void;
   /** Sets the function that reports the audit trail's counters at scrape time. */
   setAuditStats(
     stats: () => { records: number; syncs: number; failing: boolean; failures: number },
@@ -83,6 +85,16 @@ export function createMetrics(): Metrics {
       this.set(auditStats().failures);
     },
   });
+  let certNotAfter: () => number = () => 0;
+  new client.Gauge({
+    name: "debvisor_server_certificate_expiry_seconds",
+    help: "Seconds until the server certificate expires (alert below 30 days).",
+    registers: [registry],
+    collect() {
+      const at = certNotAfter();
+      if (at > 0) this.set(Math.round((at - Date.now()) / 1000));
+    },
+  });
   return {
     registry,
     observer: {
@@ -98,6 +110,9 @@ export function createMetrics(): Metrics {
     },
     setConnectionCounter(count) {
       countConnections = count;
+    },
+    setCertificateExpiry(notAfterMs) {
+      certNotAfter = notAfterMs;
     },
     setAuditStats(stats) {
       auditStats = stats;
