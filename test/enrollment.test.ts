@@ -1,6 +1,6 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { webcrypto, X509Certificate } from "node:crypto";
+import { createPrivateKey, webcrypto, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -341,6 +341,43 @@ describe("joining the cluster with a one-time token", () => {
     }
     assert.match(audit, /"method":"Enroll"/, "enrollment is audited");
     assert.match(audit, /"method":"CreateEnrollmentToken"/);
+  });
+
+  it("lets an operator issue a service certificate whose key is made locally", async () => {
+    const out = join(dir, "panel");
+    const r = await hvctl(
+      "cert",
+      "issue",
+      "--cn",
+      "panel",
+      "--server",
+      "--san",
+      "panel.example,127.0.0.1",
+      "--ttl",
+      "60d",
+      "--out",
+      out,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const cert = new X509Certificate(readFileSync(join(out, "panel.crt")));
+    assert.deepEqual(cert.keyUsage, ["1.3.6.1.5.5.7.3.1"]);
+    assert.ok(cert.checkHost("panel.example") && cert.checkIP("127.0.0.1"));
+    assert.ok(cert.checkPrivateKey(createPrivateKey(readFileSync(join(out, "panel.key")))));
+    assert.equal(statSync(join(out, "panel.key")).mode & 0o777, 0o600);
+    const list = await hvctl("cert", "list", "--subject", "panel");
+    assert.match(list.stdout, /\spanel\s+server\s.*valid\s+admin/);
+    const operator = await hvctl(
+      "--context",
+      "dev-operator",
+      "cert",
+      "issue",
+      "--cn",
+      "x",
+      "--client",
+      "--out",
+      join(dir, "x2"),
+    );
+    assert.equal(operator.code, 1, "operators do not hold pki:cert:issue");
   });
 
   it("locks out an address that guesses tokens, even when it finally has a good one", async () => {

@@ -1,9 +1,19 @@
 #!/usr/bin/env node
-import { createReadStream, createWriteStream } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import {
+  chmodSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { packageVersion } from "../client/index.js";
 import { silentLogger } from "../core/index.js";
+import { createCertificateAuthority, KEY_ALGORITHMS, type KeyAlgorithm } from "../pki/index.js";
 import {
   ConfigError,
   type ConfigSources,
@@ -150,6 +160,58 @@ store
     });
   });
 
+const caCommand = program.command("ca").description("the cluster certificate authority");
+caCommand
+  .command("init")
+  .description("create a cluster CA: ca.crt and ca.key (0600) in --out")
+  .requiredOption("--out <dir>", "directory for ca.crt and ca.key (created 0700)")
+  .option("--cn <name>", "the CA's common name", "DebVisor Cluster CA")
+  .addOption(
+    new Option("--algorithm <alg>", "key algorithm")
+      .choices([...KEY_ALGORITHMS])
+      .default("ecdsa-p256"),
+  )
+  .option("--days <n>", "validity in days", "3650")
+  .option("--force", "overwrite an existing CA")
+  .action(
+    async (opts: {
+      out: string;
+      cn: string;
+      algorithm: KeyAlgorithm;
+      days: string;
+      force?: boolean;
+    }) => {
+      const days = Number(opts.days);
+      if (!Number.isInteger(days) || days < 1 || days > 36_500) {
+        process.stderr.write("debvisor-rpcd: --days: a whole number from 1 to 36500\n");
+        process.exit(2);
+      }
+      const certPath = join(opts.out, "ca.crt");
+      const keyPath = join(opts.out, "ca.key");
+      if (!opts.force && (existsSync(certPath) || existsSync(keyPath))) {
+        process.stderr.write(
+          `debvisor-rpcd: ${opts.out} already holds a CA (use --force to replace it)\n`,
+        );
+        process.exit(1);
+      }
+      mkdirSync(opts.out, { recursive: true, mode: 0o700 });
+      const ca = await createCertificateAuthority({
+        commonName: opts.cn,
+        algorithm: opts.algorithm,
+        validityDays: days,
+      });
+      writeFileSync(keyPath, ca.keyPem, { mode: 0o600 });
+      chmodSync(keyPath, 0o600);
+      writeFileSync(certPath, ca.certPem, { mode: 0o644 });
+      const fingerprint = new X509Certificate(ca.certPem).fingerprint256
+        .replace(/:/g, "")
+        .toLowerCase();
+      process.stdout.write(
+        `created ${certPath} and ${keyPath} (${opts.algorithm}, ${days} days)\nfingerprint sha256:${fingerprint}\n`,
+      );
+    },
+  );
+
 function printDevBanner(
   grpcAddress: string,
   httpAddress: string | undefined,
@@ -170,7 +232,7 @@ function printDevBanner(
       "",
       "Try next, in another terminal:",
       `  npx hvctl --config ${rel} node list`,
-      `  npx hvctl --config ${rel} node list -o json`,
+      `  npx hvctl --config ${rel} -o json node list`,
       httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
       "",
     ]

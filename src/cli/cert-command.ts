@@ -1,6 +1,10 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Command } from "commander";
 import { type CertificateInfo, EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
+import { createCsr } from "../pki/index.js";
 import type { CliContext } from "./cli-context.js";
+import { parseDuration } from "./duration.js";
 import { renderTable } from "./output.js";
 
 const when = (t: CertificateInfo["issued"]) =>
@@ -72,5 +76,55 @@ export function certCommand(cli: () => CliContext): Command {
           : `revoked ${c.serial}\n`,
       );
     });
+  cert
+    .command("issue")
+    .description(
+      "a certificate for a service; the key is made here and written to --out with the certificate and CA",
+    )
+    .requiredOption("--cn <name>", "common name")
+    .option("--client", "for client authentication")
+    .option("--server", "for a TLS server")
+    .option("--san <names>", "comma-separated DNS names and IP addresses")
+    .option("--ttl <duration>", "lifetime, like 90d (default 90d server, 30d client)")
+    .requiredOption("--out <dir>", "where to write <cn>.key (0600), <cn>.crt and ca.crt")
+    .action(
+      async (opts: {
+        cn: string;
+        client?: boolean;
+        server?: boolean;
+        san?: string;
+        ttl?: string;
+        out: string;
+      }) => {
+        const ctx = cli();
+        if (opts.client === opts.server)
+          throw new Error("give exactly one of --client and --server");
+        const days =
+          opts.ttl === undefined ? 0 : Math.ceil(parseDuration("--ttl", opts.ttl) / 86_400_000);
+        const { csrPem, keyPem } = await createCsr(opts.cn);
+        const r = await ctx.client(EnrollmentService).issueCertificate(
+          {
+            commonName: opts.cn,
+            usage: opts.server ? "server" : "client",
+            sans: (opts.san ?? "")
+              .split(",")
+              .map((x) => x.trim())
+              .filter((x) => x !== ""),
+            ttlDays: days,
+            csrPem,
+          },
+          { timeoutMs: ctx.timeoutMs },
+        );
+        mkdirSync(opts.out, { recursive: true, mode: 0o700 });
+        writeFileSync(join(opts.out, `${opts.cn}.key`), keyPem, { mode: 0o600 });
+        writeFileSync(join(opts.out, `${opts.cn}.crt`), r.certificatePem);
+        writeFileSync(join(opts.out, "ca.crt"), r.caPem);
+        ctx.out(
+          ctx.format === "json"
+            ? `${JSON.stringify({ serial: r.serial, dir: opts.out })}\n`
+            : `issued ${r.serial}: ${join(opts.out, `${opts.cn}.crt`)}\n`,
+        );
+      },
+    );
   return cert;
 }

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from "node:crypto";
+import { isIP } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import {
   type Clock,
@@ -56,6 +57,12 @@ const ts = (ms: bigint | number) =>
     ? undefined
     : { seconds: BigInt(ms) / 1000n, nanos: Number(BigInt(ms) % 1000n) * 1_000_000 };
 
+/** A serial as `openssl x509 -serial` prints it: upper-case hex, whole bytes. */
+function displaySerial(serial: string): string {
+  const s = serial.toUpperCase();
+  return s.length % 2 === 1 ? `0${s}` : s;
+}
+
 /** The SHA-256 fingerprint of a PEM certificate, as `sha256:hex` (what agents pin). */
 export function caFingerprint(pem: string): string {
   return `sha256:${new X509Certificate(pem).fingerprint256.replace(/:/g, "").toLowerCase()}`;
@@ -71,8 +78,18 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     return deps.ca;
   };
 
-  /** Issues a client certificate for `name` and records it. */
-  async function issue(name: string, csrPem: string, issuedBy: string, signal: AbortSignal) {
+  /** Issues a certificate for `name` (a client certificate unless told otherwise) and records it. */
+  async function issue(
+    name: string,
+    csrPem: string,
+    issuedBy: string,
+    signal: AbortSignal,
+    how: { usage: "client" | "server"; sans: readonly string[]; days: number } = {
+      usage: "client",
+      sans: [],
+      days,
+    },
+  ) {
     const ca = requireCa();
     let accepted: Awaited<ReturnType<typeof acceptCsr>>;
     try {
@@ -84,8 +101,9 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     }
     const { certPem } = await ca.issue({
       commonName: name,
-      usage: "client",
-      validityDays: days,
+      usage: how.usage,
+      altNames: how.sans,
+      validityDays: how.days,
       spkiDer: accepted.spkiDer,
       now: new Date(clock.now()),
     });
@@ -98,7 +116,8 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       notAfterMs: BigInt(Date.parse(x.validTo)),
       issuer: x.issuer,
       issuedBy,
-      kind: "client",
+      kind: how.usage,
+      sans: [...how.sans],
     });
     await store.put(CERTS + serial, encodeMessage(CertificateRecordSchema, record), { signal });
     return {
@@ -111,7 +130,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   }
 
   const info = (r: CertificateRecord) => ({
-    serial: r.serial.toUpperCase(),
+    serial: displaySerial(r.serial),
     subject: r.subject,
     sans: r.sans,
     issued: ts(r.issuedAtMs),
@@ -121,7 +140,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     kind: r.kind,
     revoked: ts(r.revokedAtMs),
     revocationReason: r.revocationReason,
-    supersededBy: r.supersededBy.toUpperCase(),
+    supersededBy: r.supersededBy === "" ? "" : displaySerial(r.supersededBy),
   });
 
   const updateCert = async (
@@ -159,6 +178,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       renewCertificate: { permission: null, mutating: true },
       revokeCertificate: { permission: "pki:cert:revoke", mutating: true },
       listCertificates: { permission: "pki:cert:list", mutating: false },
+      issueCertificate: { permission: "pki:cert:issue", mutating: true },
     },
     {
       async createEnrollmentToken(req, ctx) {
@@ -284,8 +304,32 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           ctx.signal,
         );
         return r === undefined
-          ? { serial: serial.toUpperCase(), revoked: ts(clock.now()), revocationReason: req.reason }
+          ? {
+              serial: displaySerial(serial),
+              revoked: ts(clock.now()),
+              revocationReason: req.reason,
+            }
           : info(r);
+      },
+      async issueCertificate(req, ctx) {
+        const bad = req.sans.find(
+          (n) =>
+            !(
+              isIP(n) !== 0 ||
+              /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/.test(n)
+            ),
+        );
+        if (bad !== undefined)
+          throw new RpcError("INVALID_ARGUMENT", {
+            message: `sans: ${bad.slice(0, 64)} is not a DNS name or IP address`,
+          });
+        const usage = req.usage === "server" ? "server" : "client";
+        const ttl = req.ttlDays === 0 ? (usage === "server" ? 90 : days) : req.ttlDays;
+        return issue(req.commonName, req.csrPem, principalOf(ctx).id, ctx.signal, {
+          usage,
+          sans: req.sans,
+          days: ttl,
+        });
       },
       async listCertificates(req, ctx) {
         const out = [];
