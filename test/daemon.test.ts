@@ -175,6 +175,26 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     );
   });
 
+  it("enrolls its simulated nodes with tokens, like real nodes", async () => {
+    for (const id of ["node-01", "node-02", "node-03"]) {
+      const cert = new X509Certificate(readFileSync(join(dir, "nodes", id, "node.crt")));
+      assert.equal(cert.subject, `CN=${id}`);
+      assert.deepEqual(cert.keyUsage, ["1.3.6.1.5.5.7.3.2"]);
+    }
+    const list = await runProcess(process.execPath, [
+      HVCTL_BIN,
+      "--config",
+      hvctlConfig,
+      "cert",
+      "list",
+    ]);
+    for (const id of ["node-01", "node-02", "node-03"])
+      assert.match(list.stdout, new RegExp(`\\s${id}\\s+client\\s.*valid\\s+admin`));
+    assert.ok(
+      daemon.logs.filter((l) => l.msg === "dev mode: simulated node enrolled").length === 3,
+    );
+  });
+
   it("prints the nodes with `hvctl --config DIR/hvctl.yaml node list`", async () => {
     const { code, stdout, stderr } = await runProcess(process.execPath, [
       HVCTL_BIN,

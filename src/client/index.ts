@@ -9,6 +9,8 @@ export {
   resolveContext,
   writeContextFile,
 } from "./context-file.js";
+export type { AgentFiles, EnrollOptions } from "./enrollment.js";
+export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollment.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";

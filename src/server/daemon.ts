@@ -40,6 +40,7 @@ import {
   prepareDevEnvironment,
   writeDevContext,
 } from "./dev-environment.js";
+import { enrollSimulatedNodes } from "./dev-node-enrollment.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
@@ -164,8 +165,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
   let storage = EMPTY_STORAGE;
   let simTimer: NodeJS.Timeout | undefined;
+  let simNodeIds: string[] = [];
   if (config.simulation.enabled ?? config.dev.enabled) {
     const sim = createSimulation({ ...config.simulation, clock });
+    simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
     storage = sim;
     for (const node of sim.nodes) await inventory.register(node, "simulation");
     const beat = () =>
@@ -307,6 +310,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     http === undefined ? undefined : formatAddress(http.address.address, http.address.port);
   if (dev !== undefined)
     writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
+  if (dev !== undefined && simNodeIds.length > 0)
+    await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
   health.setAll(ServingStatus.SERVING);
   ready = true;
   logger.info(

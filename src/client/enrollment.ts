@@ -3,9 +3,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { connect, type DetailedPeerCertificate } from "node:tls";
-import { createServiceClient, openChannel } from "../client/index.js";
 import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
 import { createCsr } from "../pki/index.js";
+import { openChannel } from "./channel.js";
+import { createServiceClient } from "./service-client.js";
 
 /** Where a node keeps its identity. */
 export interface AgentFiles {
