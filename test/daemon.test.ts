@@ -276,6 +276,12 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     assert.match(text, /debvisor_rpc_call_duration_seconds_bucket/);
     assert.match(text, /debvisor_rpc_calls_in_flight 0/);
     assert.match(text, /debvisor_rpc_connections \d+/);
+    for (const c of ["server", "client-ca", "cluster-ca"]) {
+      assert.match(
+        text,
+        new RegExp(`debvisor_certificate_expiry_seconds\\{certificate="${c}"\\} \\d+`),
+      );
+    }
   });
 
   it("rejects a gzip bomb with RESOURCE_EXHAUSTED without inflating it", async (t) => {

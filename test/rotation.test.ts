@@ -132,7 +132,9 @@ describe("server certificate rotation", () => {
         "picked up replaced files",
       );
       const metrics = await (await fetch(`http://${d.httpAddress}/metrics`)).text();
-      const expiry = Number(/debvisor_server_certificate_expiry_seconds (\d+)/.exec(metrics)?.[1]);
+      const expiry = Number(
+        /debvisor_certificate_expiry_seconds\{certificate="server"\} (\d+)/.exec(metrics)?.[1],
+      );
       assert.ok(expiry > 59 * 86_400 && expiry <= 60 * 86_400, `expiry metric ${expiry}`);
     } finally {
       stop = true;

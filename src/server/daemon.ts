@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
@@ -101,13 +102,25 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     key: c.tls.key ?? dev?.serverKey ?? DEFAULT_TLS_PATHS.key,
     clientCa: c.tls.clientCa ?? dev?.caCert ?? DEFAULT_TLS_PATHS.clientCa,
   });
-  let serverNotAfter = 0;
+  const expiries: Record<string, number> = {};
+  const noteExpiry = (name: string, pem: string) => {
+    try {
+      const at = Date.parse(new X509Certificate(pem).validTo);
+      expiries[name] = at;
+      const daysLeft = (at - clock.now()) / 86_400_000;
+      if (daysLeft < 30)
+        logger.warn(
+          { certificate: name, daysLeft: Math.floor(daysLeft) },
+          "certificate expires within 30 days",
+        );
+    } catch {
+      // unreadable certificates are refused where they are loaded
+    }
+  };
   const loadTls = (c: Config): TlsMaterial => {
     const material = readTlsMaterial(tlsPaths(c), clock.now());
-    serverNotAfter = material.notAfter ?? 0;
-    const daysLeft = (serverNotAfter - clock.now()) / 86_400_000;
-    if (daysLeft < 30)
-      logger.warn({ daysLeft: Math.floor(daysLeft) }, "server certificate expires within 30 days");
+    noteExpiry("server", material.certPem);
+    noteExpiry("client-ca", material.clientCaPem);
     return material;
   };
   const tls = loadTls(config);
@@ -245,7 +258,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
   });
   metrics.setConnectionCounter(server.connections);
-  metrics.setCertificateExpiry(() => serverNotAfter);
+  if (ca !== undefined) noteExpiry("cluster-ca", ca.certPem);
+  metrics.setCertificateExpiry(() => expiries);
   // New handshakes use replaced TLS files without a restart (SIGHUP does the same).
   const reloadTlsFromFiles = (why: string) => {
     try {

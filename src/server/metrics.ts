@@ -7,8 +7,8 @@ export interface Metrics {
   readonly observer: CallObserver;
   /** Sets the function that reports open connections at scrape time. */
   setConnectionCounter(count: () => number): void;
-  /** Sets the function that reports when the server certificate expires (epoch ms). */
-  setCertificateExpiry(notAfterMs: () => number): void;
+  /** Sets the function that reports when each configured certificate expires (epoch ms, by name). */
+  setCertificateExpiry(notAfterMs: () => Readonly<Record<string, number>>): void;
   /** Sets the function that reports the audit trail's counters at scrape time. */
   setAuditStats(
     stats: () => { records: number; syncs: number; failing: boolean; failures: number },
@@ -85,14 +85,16 @@ export function createMetrics(): Metrics {
       this.set(auditStats().failures);
     },
   });
-  let certNotAfter: () => number = () => 0;
+  let certNotAfter: () => Readonly<Record<string, number>> = () => ({});
   new client.Gauge({
-    name: "debvisor_server_certificate_expiry_seconds",
-    help: "Seconds until the server certificate expires (alert below 30 days).",
+    name: "debvisor_certificate_expiry_seconds",
+    help: "Seconds until a configured certificate expires, by certificate (server, client-ca, cluster-ca); alert below 30 days.",
+    labelNames: ["certificate"] as const,
     registers: [registry],
     collect() {
-      const at = certNotAfter();
-      if (at > 0) this.set(Math.round((at - Date.now()) / 1000));
+      for (const [certificate, at] of Object.entries(certNotAfter())) {
+        if (at > 0) this.set({ certificate }, Math.round((at - Date.now()) / 1000));
+      }
     },
   });
   return {
