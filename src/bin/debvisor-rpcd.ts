@@ -47,16 +47,7 @@ const program = new Command("debvisor-rpcd")
   )
   .option("--log-level <level>", "trace, debug, info, warn, error, fatal or silent")
   .action(async (flags: Flags) => {
-    const overrides: Record<string, unknown> = {
-      listen: flags.listen,
-      dev:
-        flags.dev || flags.dataDir !== undefined
-          ? { enabled: flags.dev ?? false, dataDir: flags.dataDir }
-          : undefined,
-      metrics: flags.metricsListen === undefined ? undefined : { listen: flags.metricsListen },
-      log: flags.logLevel === undefined ? undefined : { level: flags.logLevel },
-    };
-    const sources: ConfigSources = { configPath: flags.config, env: process.env, overrides };
+    const sources = configSources(flags);
     let daemon: Awaited<ReturnType<typeof startDaemon>>;
     try {
       const config = loadConfig(sources);
