@@ -223,7 +223,7 @@ function printDevBanner(
       "",
       "Try next, in another terminal:",
       `  npx hvctl --config ${rel} node list`,
-      `  npx hvctl --config ${rel} -o json node list`,
+      `  npx hvctl --config ${rel} node list -o json`,
       httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
       "",
     ]

@@ -82,30 +82,31 @@ export function certCommand(cli: () => CliContext): Command {
       "a certificate for a service; the key is made here and written to --out with the certificate and CA",
     )
     .requiredOption("--cn <name>", "common name")
-    .option("--client", "for client authentication")
-    .option("--server", "for a TLS server")
+    .option("--usage <usage>", "client or server (--server is the global server-address flag)")
+    .option("--client", "short for --usage client")
     .option("--san <names>", "comma-separated DNS names and IP addresses")
     .option("--ttl <duration>", "lifetime, like 90d (default 90d server, 30d client)")
     .requiredOption("--out <dir>", "where to write <cn>.key (0600), <cn>.crt and ca.crt")
     .action(
       async (opts: {
         cn: string;
+        usage?: string;
         client?: boolean;
-        server?: boolean;
         san?: string;
         ttl?: string;
         out: string;
       }) => {
         const ctx = cli();
-        if (opts.client === opts.server)
-          throw new Error("give exactly one of --client and --server");
+        const usage = opts.client ? "client" : opts.usage;
+        if (usage !== "client" && usage !== "server")
+          throw new Error("--usage: client or server (or --client)");
         const days =
           opts.ttl === undefined ? 0 : Math.ceil(parseDuration("--ttl", opts.ttl) / 86_400_000);
         const { csrPem, keyPem } = await createCsr(opts.cn);
         const r = await ctx.client(EnrollmentService).issueCertificate(
           {
             commonName: opts.cn,
-            usage: opts.server ? "server" : "client",
+            usage,
             sans: (opts.san ?? "")
               .split(",")
               .map((x) => x.trim())

@@ -44,9 +44,6 @@ export function buildProgram(io: ProgramIo): {
     )
     .option("--timeout <duration>", "per-call timeout, like 500ms, 30s or 2m", "30s")
     .configureOutput({ writeOut: io.out, writeErr: io.err })
-    // Global options go before the command (as with git -C): then a command may
-    // have its own --server (cert issue --server) without a clash.
-    .enablePositionalOptions()
     .exitOverride()
     .showHelpAfterError();
   const cli = () => {
