@@ -12,6 +12,8 @@ import {
 } from "../src/client/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
+import { createCsr } from "../src/pki/index.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -191,6 +193,88 @@ describe("access management through hvctl and AccessService", () => {
       (e: grpc.ServiceError) => e.code === 7 && /cannot grant/.test(e.details),
     );
     ach.close();
+  });
+
+  it("refuses keys, tokens and certificates that would act as a more powerful principal", async () => {
+    const ach = openChannel(admin);
+    const access = createServiceClient(AccessService, ach);
+    await access.setRole({
+      name: "keymaker",
+      grants: [
+        "auth:apikey:create",
+        "pki:token:create",
+        "pki:cert:issue",
+        "node:list",
+        "node:register",
+        "node:heartbeat",
+      ],
+    });
+    await access.setRole({ name: "lister", grants: ["node:list"] });
+    const km = await access.createApiKey({ principal: "km", roles: ["keymaker"] });
+    ach.close();
+    // Let the stored roles reach the policy.
+    await new Promise((r) => setTimeout(r, 300));
+    const kch = withToken(km.token);
+    const asKm = createServiceClient(AccessService, kch);
+    const denied = (e: grpc.ServiceError) => e.code === 7 && /cannot grant/.test(e.details);
+    assert.ok((await asKm.createApiKey({ roles: ["lister"] })).token, "a key for itself is fine");
+    await assert.rejects(
+      asKm.createApiKey({ principal: "admin", roles: ["lister"] }),
+      denied,
+      "a key named admin would carry admin's bindings",
+    );
+    const pki = createServiceClient(EnrollmentService, kch);
+    assert.ok(
+      (await pki.createEnrollmentToken({ nodeName: "node-77" })).token,
+      "a token for a new node is fine",
+    );
+    await assert.rejects(
+      pki.createEnrollmentToken({ nodeName: "admin" }),
+      denied,
+      "a certificate named admin would be admin",
+    );
+    const { csrPem } = await createCsr("x");
+    await assert.rejects(
+      pki.issueCertificate({ commonName: "admin", usage: "client", csrPem }),
+      denied,
+    );
+    kch.close();
+  });
+
+  it("confines a tenant's administrator to its tenant", async () => {
+    const ach = openChannel(admin);
+    const access = createServiceClient(AccessService, ach);
+    const other = await access.createApiKey({
+      principal: "globex-ci",
+      roles: ["viewer"],
+      tenant: "globex",
+    });
+    const tadmin = await access.createApiKey({
+      principal: "acme-admin",
+      roles: ["admin", "viewer"],
+      tenant: "acme",
+    });
+    ach.close();
+    const tch = withToken(tadmin.token);
+    const asT = createServiceClient(AccessService, tch);
+    const keys = await asT.listApiKeys({});
+    assert.ok(keys.keys.every((k) => k.tenant === "acme"));
+    await assert.rejects(
+      asT.revokeApiKey({ id: other.key?.id ?? "" }),
+      (e: grpc.ServiceError) => e.code === 5,
+      "another tenant's key looks missing",
+    );
+    await assert.rejects(
+      asT.setRole({ name: "acme-role", grants: ["vm:list"] }),
+      (e: grpc.ServiceError) => e.code === 7,
+    );
+    await assert.rejects(
+      createServiceClient(EnrollmentService, tch).createEnrollmentToken({ nodeName: "node-88" }),
+      (e: grpc.ServiceError) => e.code === 7,
+    );
+    const b = await asT.setBinding({ principal: "acme-dev", roles: ["viewer"] });
+    assert.equal(b.tenant, "acme", "a binding without a tenant stays in the caller's");
+    tch.close();
   });
 
   it("rotates with a grace period and revokes at once", async () => {

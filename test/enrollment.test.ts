@@ -325,6 +325,53 @@ describe("joining the cluster with a one-time token", () => {
     ch.close();
   });
 
+  it("revoking a certificate also revokes the ones it renewed into", async () => {
+    const { token, caFingerprint } = await tokenFor("node-61");
+    const nodeDir = join(dir, "node-61");
+    assert.equal(
+      (
+        await agent(
+          token,
+          "enroll",
+          "--server",
+          daemon.grpcAddress,
+          "--ca-fingerprint",
+          caFingerprint,
+          "--dir",
+          nodeDir,
+        )
+      ).code,
+      0,
+    );
+    const original = new X509Certificate(readFileSync(join(nodeDir, "node.crt"))).serialNumber;
+    assert.equal(
+      (
+        await runProcess(process.execPath, [
+          AGENT_BIN,
+          "renew",
+          "--server",
+          daemon.grpcAddress,
+          "--dir",
+          nodeDir,
+        ])
+      ).code,
+      0,
+    );
+    assert.equal((await hvctl("cert", "revoke", original, "--reason", "stolen")).code, 0);
+    const ch = nodeChannel(nodeDir);
+    let code = 0;
+    for (let i = 0; i < 50 && code === 0; i++) {
+      code = (await rawUnary(ch, REGISTER, register("node-61"))).error?.code ?? 0;
+      if (code === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    ch.close();
+    assert.equal(
+      code,
+      grpc.status.UNAUTHENTICATED,
+      "the renewed certificate is revoked with its original",
+    );
+  });
+
   it("never writes tokens or private keys to the logs or the audit trail", async () => {
     const { token } = await tokenFor("node-59");
     const secret = token.slice(21); // after "dvt_<16 hex>_"; the secret itself may contain "_"

@@ -84,6 +84,8 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const maxAgeMs = options.maxAgeMs ?? 86_400_000;
   const alarm = options.alarm ?? syslogAlarm(log);
   const recovered = recover(options.path, clock);
+  // The copy is repaired the same way; a torn tail there must not glue onto new records.
+  if (options.copyPath !== undefined) recover(options.copyPath, clock);
   let seq = recovered.seq;
   let lastHash = recovered.hash;
   let handle: FileHandle = await open(options.path, "a", 0o600);
@@ -149,10 +151,13 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
           while (off < buf.length) off += (await h.write(buf, off, buf.length - off)).bytesWritten;
           await h.sync();
         };
-        await Promise.all([
+        // Wait for both writes to end either way, so a retry never overlaps a write still running.
+        const results = await Promise.allSettled([
           writeAll(handle, size),
           ...(copy === undefined ? [] : [writeAll(copy, copySize)]),
         ]);
+        const failed = results.find((r) => r.status === "rejected");
+        if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
       } catch (err) {
         failures++;
         lastFailure = clock.now();

@@ -123,9 +123,10 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
         let overflow = false;
         // Subscribe before reading the backlog, then drop duplicates by seq: nothing falls in between.
         const unsubscribe = deps.log.subscribe((r) => {
-          if (!match(r)) return;
-          pending.push(r);
-          if (pending.length > MAX_FOLLOW_BACKLOG) overflow = true;
+          if (overflow || !match(r)) return;
+          // Past the bound, stop queuing: the stream ends instead of growing.
+          if (pending.length >= MAX_FOLLOW_BACKLOG) overflow = true;
+          else pending.push(r);
           wake?.();
         });
         const onAbort = () => wake?.();

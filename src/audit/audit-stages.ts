@@ -78,7 +78,8 @@ function fields(
     principal: p?.id ?? "",
     authMethod: p?.method ?? "",
     keyId: p?.keyId ?? "",
-    tenant: p?.tenant ?? "",
+    // The tenant authorization decided (a binding may confine a principal its credential does not).
+    tenant: ctx.notes.tenant ?? p?.tenant ?? "",
     peer: ctx.peer.address,
     service: ctx.method.service,
     method: ctx.method.name,

@@ -55,6 +55,8 @@ export interface CallNotes {
   decision?: "allow" | "deny" | "unauthenticated";
   /** The deciding rule, or why authentication failed (never a secret). */
   reason?: string;
+  /** The tenant authorization decided the call acts in. */
+  tenant?: string;
 }
 
 /**

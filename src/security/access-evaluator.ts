@@ -1,5 +1,5 @@
-import type { Principal, ResourceRef } from "../core/index.js";
-import { permissionMatches } from "./permission.js";
+import { type Principal, type ResourceRef, RpcError } from "../core/index.js";
+import { grantsCover, permissionMatches } from "./permission.js";
 import { BUILT_IN_ROLES, type Role, SELF_ONLY_ROLES } from "./roles.js";
 
 /** A principal bound to roles, cluster-wide or within one tenant. */
@@ -88,4 +88,62 @@ export function decide(
   }
   const held = roles.length === 0 ? "no roles" : `roles ${roles.join(", ")}`;
   return { allowed: false, reason: closest ?? `${held}: none grants ${permission}`, tenant };
+}
+
+/** The roles and tenant bindings give a principal, whatever credential it later uses. */
+export function bindingsOf(
+  policy: AccessPolicy,
+  principal: string,
+): { roles: string[]; tenant: string | undefined } {
+  return rolesOf(policy, { id: principal, method: "none", roles: [] });
+}
+
+/**
+ * Refuses (ESCALATION_DENIED) unless `caller` holds every grant of `roles`
+ * and may act in `tenant`: a tenant-confined caller only within its own
+ * tenant. Used wherever a key, binding, role, token or certificate would
+ * give someone authority.
+ */
+export function assertCanGrant(
+  policy: AccessPolicy,
+  caller: Principal,
+  roles: readonly string[],
+  tenant: string | undefined,
+): void {
+  const held = rolesOf(policy, caller);
+  const grants = held.roles.flatMap((r) => policy.roles.get(r)?.grants ?? []);
+  for (const name of roles) {
+    const role = policy.roles.get(name);
+    if (role === undefined)
+      throw new RpcError("INVALID_ARGUMENT", { message: `roles: unknown role ${name}` });
+    const missing = role.grants.find((g) => !grantsCover(grants, g));
+    if (missing !== undefined) {
+      throw new RpcError("ESCALATION_DENIED", {
+        cause: new Error(`role ${name} grants ${missing}, which ${caller.id} does not hold`),
+      });
+    }
+  }
+  if (held.tenant !== undefined && tenant !== held.tenant) {
+    throw new RpcError("ESCALATION_DENIED", {
+      cause: new Error(`${caller.id} is confined to tenant ${held.tenant}`),
+    });
+  }
+}
+
+/**
+ * Refuses (ESCALATION_DENIED) unless `caller` could grant everything a
+ * credential naming `target` would carry: the given roles plus every role
+ * `target`'s bindings already hold. A key or certificate for "admin" is as
+ * powerful as admin, so only someone holding all of that may make one.
+ */
+export function assertCanActAs(
+  policy: AccessPolicy,
+  caller: Principal,
+  target: string,
+  roles: readonly string[],
+  tenant: string | undefined,
+): void {
+  const bound =
+    target === caller.id ? { roles: [], tenant: undefined } : bindingsOf(policy, target);
+  assertCanGrant(policy, caller, [...new Set([...roles, ...bound.roles])], tenant ?? bound.tenant);
 }

@@ -1,14 +1,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import {
-  defineService,
-  type Principal,
-  principalOf,
-  RpcError,
-  type ServiceBinding,
-} from "../core/index.js";
+import { defineService, principalOf, RpcError, type ServiceBinding } from "../core/index.js";
 import type { ApiKeyRecord } from "../gen/debvisor/store/v1/records_pb.js";
 import { AccessService, type ApiKeyInfoSchema } from "../gen/debvisor/v1/access_pb.js";
-import { type AccessPolicy, decide, rolesOf } from "./access-evaluator.js";
+import {
+  type AccessPolicy,
+  assertCanActAs,
+  assertCanGrant,
+  decide,
+  rolesOf,
+} from "./access-evaluator.js";
 import type { ApiKeys } from "./api-keys.js";
 import { grantsCover, isGrant, isPermission } from "./permission.js";
 import type { StoredBindings } from "./stored-bindings.js";
@@ -49,25 +49,15 @@ function keyInfo(r: ApiKeyRecord): MessageInitShape<typeof ApiKeyInfoSchema> {
  * caller can only grant within its tenant.
  */
 export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
-  const checkNoEscalation = (caller: Principal, roles: readonly string[], tenant: string): void => {
-    const policy = deps.policy();
-    const held = rolesOf(policy, caller);
-    const grants = held.roles.flatMap((r) => policy.roles.get(r)?.grants ?? []);
-    for (const name of roles) {
-      const role = policy.roles.get(name);
-      if (role === undefined)
-        throw new RpcError("INVALID_ARGUMENT", { message: `roles: unknown role ${name}` });
-      const missing = role.grants.find((g) => !grantsCover(grants, g));
-      if (missing !== undefined)
-        throw new RpcError("ESCALATION_DENIED", {
-          cause: new Error(`role ${name} grants ${missing}, which ${caller.id} does not hold`),
-        });
-    }
-    if (held.tenant !== undefined && tenant !== held.tenant) {
-      throw new RpcError("ESCALATION_DENIED", {
-        cause: new Error(`${caller.id} is confined to tenant ${held.tenant}`),
+  /** A tenant-confined caller sees and touches only its own tenant's keys and bindings. */
+  const inScope = (ctx: { tenant?: string }, tenant: string) =>
+    ctx.tenant === undefined || tenant === ctx.tenant;
+  /** Some things are cluster-wide by nature (roles): tenant-confined callers may not change them. */
+  const requireClusterWide = (ctx: { tenant?: string }) => {
+    if (ctx.tenant !== undefined)
+      throw new RpcError("PERMISSION_DENIED", {
+        cause: new Error("tenant-confined callers cannot change cluster-wide settings"),
       });
-    }
   };
   return defineService(
     AccessService,
@@ -122,10 +112,18 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
         const tenant = req.tenant !== "" ? req.tenant : (ctx.tenant ?? "");
         if (req.roles.length === 0)
           throw new RpcError("INVALID_ARGUMENT", { message: "roles: at least one" });
-        checkNoEscalation(caller, req.roles, tenant);
+        const target = req.principal === "" ? caller.id : req.principal;
+        // A key for another principal carries that principal's bindings too.
+        assertCanActAs(
+          deps.policy(),
+          caller,
+          target,
+          req.roles,
+          tenant === "" ? undefined : tenant,
+        );
         const issued = await deps.apiKeys.create(
           {
-            principal: req.principal === "" ? caller.id : req.principal,
+            principal: target,
             roles: req.roles,
             tenant: tenant === "" ? undefined : tenant,
             ttlMs: Number(req.ttlSeconds) * 1000,
@@ -141,16 +139,25 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           req.principal === "" ? undefined : req.principal,
           ctx.signal,
         );
-        return { keys: keys.map(keyInfo) };
+        return { keys: keys.filter((k) => inScope(ctx, k.tenant)).map(keyInfo) };
       },
       async revokeApiKey(req, ctx) {
+        const key = await deps.apiKeys.get(req.id, ctx.signal);
+        if (key === undefined || !inScope(ctx, key.tenant)) throw new RpcError("APIKEY_NOT_FOUND");
         return keyInfo(await deps.apiKeys.revoke(req.id, ctx.signal));
       },
       async rotateApiKey(req, ctx) {
         const caller = principalOf(ctx);
         const old = await deps.apiKeys.get(req.id, ctx.signal);
-        if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
-        checkNoEscalation(caller, old.roles, old.tenant);
+        if (old === undefined || !inScope(ctx, old.tenant)) throw new RpcError("APIKEY_NOT_FOUND");
+        // The new token acts as the key's principal: only someone who could make that key may rotate it.
+        assertCanActAs(
+          deps.policy(),
+          caller,
+          old.principal,
+          old.roles,
+          old.tenant === "" ? undefined : old.tenant,
+        );
         const grace = Number(req.graceSeconds) * 1000;
         const issued = await deps.apiKeys.rotate(
           req.id,
@@ -169,19 +176,23 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           })),
         };
       },
-      async listBindings() {
+      async listBindings(_req, ctx) {
         const stored = new Set(deps.bindings.all().map((b) => b.principal));
         return {
-          bindings: deps.policy().bindings.map((b) => ({
-            principal: b.principal,
-            roles: [...b.roles],
-            tenant: b.tenant ?? "",
-            source: stored.has(b.principal) ? "store" : "config",
-          })),
+          bindings: deps
+            .policy()
+            .bindings.filter((b) => inScope(ctx, b.tenant ?? ""))
+            .map((b) => ({
+              principal: b.principal,
+              roles: [...b.roles],
+              tenant: b.tenant ?? "",
+              source: stored.has(b.principal) ? "store" : "config",
+            })),
         };
       },
       async setRole(req, ctx) {
         const caller = principalOf(ctx);
+        requireClusterWide(ctx);
         const existing = deps.policy().roles.get(req.name);
         const stored = deps.roles.all().some((r) => r.name === req.name);
         if (existing !== undefined && !stored) throw new RpcError("ROLE_PROTECTED");
@@ -209,12 +220,21 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
       async setBinding(req, ctx) {
         const caller = principalOf(ctx);
         if (req.roles.length === 0) {
+          const existing = deps.bindings.all().find((b) => b.principal === req.principal);
+          if (existing === undefined || !inScope(ctx, existing.tenant))
+            throw new RpcError("BINDING_NOT_FOUND");
           await deps.bindings.remove(req.principal, ctx.signal);
           return { principal: req.principal, roles: [], tenant: "", source: "store" };
         }
-        checkNoEscalation(caller, req.roles, req.tenant);
+        // Replacing a binding must not hand out more than the caller holds, nor take over one outside its tenant.
+        const current = deps.bindings.all().find((b) => b.principal === req.principal);
+        if (current !== undefined && !inScope(ctx, current.tenant))
+          throw new RpcError("BINDING_NOT_FOUND");
+        // A tenant-confined caller's bindings stay in its tenant.
+        const tenant = req.tenant === "" ? ctx.tenant : req.tenant;
+        assertCanGrant(deps.policy(), caller, req.roles, tenant);
         const r = await deps.bindings.set(
-          { principal: req.principal, roles: req.roles, tenant: req.tenant || undefined },
+          { principal: req.principal, roles: req.roles, tenant },
           caller.id,
           ctx.signal,
         );

@@ -121,6 +121,8 @@ async function* endOnRevocation(
   const unsubscribe = onChange(() => {
     if (isRevoked()) wake(REVOKED);
   });
+  // A revocation that landed before the subscription would otherwise go unseen.
+  if (isRevoked()) wake(REVOKED);
   try {
     for (;;) {
       const r = await Promise.race([it.next(), revoked]);

@@ -16,6 +16,7 @@ export function createAuthorizationStage(policy: () => AccessPolicy): Stage {
     const decision = decide(policy(), principal, ctx.method.permission, resource);
     ctx.notes.decision = decision.allowed ? "allow" : "deny";
     ctx.notes.reason = decision.reason;
+    ctx.notes.tenant = decision.tenant;
     if (!decision.allowed) {
       ctx.log.warn(
         { permission: ctx.method.permission, rule: decision.reason },

@@ -22,6 +22,7 @@ import {
   type KvStore,
   rangeAll,
 } from "../store/index.js";
+import { type AccessPolicy, assertCanActAs } from "./access-evaluator.js";
 import { sourceOf } from "./authentication-stage.js";
 import type { Lockout } from "./lockout.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
@@ -37,6 +38,8 @@ export interface EnrollmentServiceDeps {
   readonly revocations: Revocations;
   /** Enrolled nodes are bound to the node role (acting only for themselves). */
   readonly bindings: StoredBindings;
+  /** The policy in force, for the no-escalation checks on tokens and issued names. */
+  readonly policy: () => AccessPolicy;
   /** Bad tokens count toward this lockout, per address. */
   readonly lockout: Lockout;
   /** Client certificate lifetime (default 30 days). */
@@ -73,6 +76,13 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
   const days = deps.certificateDays ?? 30;
+  /** The cluster CA is cluster-wide: a tenant-confined caller may not use it. */
+  const clusterWide = (ctx: { tenant?: string }) => {
+    if (ctx.tenant !== undefined)
+      throw new RpcError("PERMISSION_DENIED", {
+        cause: new Error("tenant-confined callers cannot use the cluster CA"),
+      });
+  };
   const requireCa = (): CertificateAuthority => {
     if (deps.ca === undefined) throw new RpcError("CA_UNAVAILABLE");
     return deps.ca;
@@ -183,6 +193,9 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     {
       async createEnrollmentToken(req, ctx) {
         const ca = requireCa();
+        clusterWide(ctx);
+        // The certificate will carry the node role and whatever bindings that name already has.
+        assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
         const id = randomBytes(8).toString("hex");
         const secret = randomBytes(32).toString("base64url");
         const now = clock.now();
@@ -291,8 +304,27 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         return issued;
       },
       async revokeCertificate(req, ctx) {
+        clusterWide(ctx);
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
+        // A certificate renewed itself into successors: revoke them too, or a stolen one outlives its revocation.
+        let next =
+          (await getMessage(store, CertificateRecordSchema, CERTS + serial, { signal: ctx.signal }))
+            ?.message.supersededBy ?? "";
+        for (let hops = 0; next !== "" && hops < 1000; hops++) {
+          await deps.revocations.revoke(next, `successor of revoked ${serial}`, ctx.signal);
+          const rec = await updateCert(
+            next,
+            (c) =>
+              create(CertificateRecordSchema, {
+                ...c,
+                revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
+                revocationReason: `successor of revoked ${serial}`,
+              }),
+            ctx.signal,
+          );
+          next = rec?.supersededBy ?? "";
+        }
         const r = await updateCert(
           serial,
           (c) =>
@@ -312,6 +344,9 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           : info(r);
       },
       async issueCertificate(req, ctx) {
+        clusterWide(ctx);
+        // A certificate named after a bound principal acts as that principal.
+        assertCanActAs(deps.policy(), principalOf(ctx), req.commonName, [], undefined);
         const bad = req.sans.find(
           (n) =>
             !(
@@ -332,6 +367,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         });
       },
       async listCertificates(req, ctx) {
+        clusterWide(ctx);
         const out = [];
         for await (const kv of rangeAll(store, CERTS, { signal: ctx.signal })) {
           const r = decodeMessage(CertificateRecordSchema, kv);

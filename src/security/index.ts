@@ -2,7 +2,14 @@
 // they may do (roles, bindings, tenants), as pipeline stages.
 
 export type { AccessPolicy, Binding, Decision } from "./access-evaluator.js";
-export { createAccessPolicy, decide, rolesOf } from "./access-evaluator.js";
+export {
+  assertCanActAs,
+  assertCanGrant,
+  bindingsOf,
+  createAccessPolicy,
+  decide,
+  rolesOf,
+} from "./access-evaluator.js";
 export type { AccessServiceDeps } from "./access-service.js";
 export { createAccessService } from "./access-service.js";
 export type { ApiKeyFailure, ApiKeys, IssuedApiKey, NewApiKey } from "./api-keys.js";

@@ -42,15 +42,7 @@ export async function loadRevocations(
         signal,
       });
     },
-    onChange(listener) {
-      let active = true;
-      mirror.onChange(() => {
-        if (active) listener();
-      });
-      return () => {
-        active = false;
-      };
-    },
+    onChange: (listener) => mirror.onChange(listener),
     close: () => mirror.close(),
   };
 }

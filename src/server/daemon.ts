@@ -210,6 +210,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ca,
       revocations,
       bindings: storedBindings,
+      policy: () => policy,
       lockout,
       certificateDays: config.pki.certificateDays,
       enrollLimit: config.pki.enrollLimit,

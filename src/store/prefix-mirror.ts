@@ -6,8 +6,8 @@ import { rangeAll } from "./typed-store.js";
 export interface PrefixMirror<T> {
   /** Current values by key (without the prefix). */
   values(): ReadonlyMap<string, T>;
-  /** Called after every change. */
-  onChange(listener: () => void): void;
+  /** Called after every change; returns the function that stops it. */
+  onChange(listener: () => void): () => void;
   close(): void;
 }
 
@@ -74,5 +74,15 @@ export async function mirrorPrefix<T>(
     }
   };
   void follow((await load()) + 1);
-  return { values: () => values, onChange: (l) => listeners.push(l), close: () => stop.abort() };
+  return {
+    values: () => values,
+    onChange(listener) {
+      listeners.push(listener);
+      return () => {
+        const i = listeners.indexOf(listener);
+        if (i >= 0) listeners.splice(i, 1);
+      };
+    },
+    close: () => stop.abort(),
+  };
 }
