@@ -113,15 +113,29 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const rotateIfDue = async () => {
     if (size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
     const stamp = new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
+    // Rename first, with the file still open: if the rename fails, nothing is
+    // closed and writing goes on in the current file (rotation is retried later).
+    try {
+      renameSync(options.path, `${options.path}.${stamp}`);
+    } catch (err) {
+      log.warn({ err }, "audit rotation failed; writing on in the current file");
+      openedAt = clock.now();
+      return;
+    }
+    const next = await open(options.path, "a", 0o600);
     await handle.close();
-    renameSync(options.path, `${options.path}.${stamp}`);
-    handle = await open(options.path, "a", 0o600);
+    handle = next;
     size = 0;
     if (copy !== undefined && options.copyPath !== undefined) {
-      await copy.close();
-      renameSync(options.copyPath, `${options.copyPath}.${stamp}`);
-      copy = await open(options.copyPath, "a", 0o600);
-      copySize = 0;
+      try {
+        renameSync(options.copyPath, `${options.copyPath}.${stamp}`);
+        const nextCopy = await open(options.copyPath, "a", 0o600);
+        await copy.close();
+        copy = nextCopy;
+        copySize = 0;
+      } catch (err) {
+        log.warn({ err }, "audit copy rotation failed; writing on in the current copy");
+      }
     }
     openedAt = clock.now();
   };

@@ -55,6 +55,9 @@ export async function acceptCsr(pem: string): Promise<AcceptedCsr> {
   if (key.asymmetricKeyType === "rsa") {
     if ((d.modulusLength ?? 0) < 2048)
       throw new CsrError(`RSA-${d.modulusLength ?? 0} is too weak (at least 2048 bits)`);
+    // Huge keys cost the CA (and every verifier) for nothing: bound them too.
+    if ((d.modulusLength ?? 0) > 16384)
+      throw new CsrError(`RSA-${d.modulusLength} is larger than accepted (at most 16384 bits)`);
     return { spkiDer, keyType: `rsa-${d.modulusLength}` };
   }
   throw new CsrError(`key type ${key.asymmetricKeyType ?? "?"} is not accepted`);
