@@ -1,10 +1,26 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { runProcess } from "./helpers/daemon-process.js";
 
 const UNIT = fileURLToPath(new URL("../../deploy/systemd/debvisor-rpcd.service", import.meta.url));
+
+describe("the package's programs", () => {
+  it("are executable after the build, so npx hvctl works", async () => {
+    const pkg = JSON.parse(
+      readFileSync(fileURLToPath(new URL("../../package.json", import.meta.url)), "utf8"),
+    ) as { bin: Record<string, string> };
+    for (const [name, path] of Object.entries(pkg.bin)) {
+      const full = fileURLToPath(new URL(`../../${path}`, import.meta.url));
+      assert.ok((statSync(full).mode & 0o111) !== 0, `${name} is not executable`);
+    }
+    const root = fileURLToPath(new URL("../..", import.meta.url));
+    const r = await runProcess("npx", ["--no-install", "hvctl", "version"], { cwd: root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^hvctl \d+\.\d+\.\d+ \(API debvisor\.v1/);
+  });
+});
 
 describe("deploy/systemd/debvisor-rpcd.service", () => {
   const unit = readFileSync(UNIT, "utf8");
