@@ -39,6 +39,18 @@ describe("joining the cluster with a one-time token", () => {
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const agent = (token: string, ...args: string[]) =>
     runProcess(process.execPath, [AGENT_BIN, ...args], { env: { DEBVISOR_ENROLL_TOKEN: token } });
+  /** Runs debvisor-agent enroll against the daemon, the token in the environment. */
+  const enrollNode = (token: string, caFingerprint: string, nodeDir: string) =>
+    agent(
+      token,
+      "enroll",
+      "--server",
+      daemon.grpcAddress,
+      "--ca-fingerprint",
+      caFingerprint,
+      "--dir",
+      nodeDir,
+    );
   const tokenFor = async (node: string, ...extra: string[]) => {
     const r = await hvctl("-o", "json", "token", "create", node, ...extra);
     assert.equal(r.code, 0, r.stderr);
@@ -87,16 +99,7 @@ describe("joining the cluster with a one-time token", () => {
   it("a node joins with nothing but a token and the CA fingerprint, and may act only for itself", async () => {
     const { token, caFingerprint } = await tokenFor("node-50");
     const nodeDir = join(dir, "node-50");
-    const r = await agent(
-      token,
-      "enroll",
-      "--server",
-      daemon.grpcAddress,
-      "--ca-fingerprint",
-      caFingerprint,
-      "--dir",
-      nodeDir,
-    );
+    const r = await enrollNode(token, caFingerprint, nodeDir);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^enrolled as node-50: certificate [0-9A-F]+ in /);
     assert.equal(statSync(join(nodeDir, "node.key")).mode & 0o777, 0o600);
@@ -117,26 +120,12 @@ describe("joining the cluster with a one-time token", () => {
 
   it("refuses a pinned fingerprint that is not the server's CA, before sending the token", async () => {
     const { token } = await tokenFor("node-52");
-    const r = await agent(
-      token,
-      "enroll",
-      "--server",
-      daemon.grpcAddress,
-      "--ca-fingerprint",
-      `sha256:${"0".repeat(64)}`,
-      "--dir",
-      join(dir, "x"),
-    );
+    const r = await enrollNode(token, `sha256:${"0".repeat(64)}`, join(dir, "x"));
     assert.equal(r.code, 2);
     assert.match(r.stderr, /no certificate in its chain has the pinned fingerprint/);
-    const ok = await agent(
+    const ok = await enrollNode(
       token,
-      "enroll",
-      "--server",
-      daemon.grpcAddress,
-      "--ca-fingerprint",
       (await tokenFor("node-53")).caFingerprint,
-      "--dir",
       join(dir, "node-52"),
     );
     assert.equal(ok.code, 0, "the token was not spent by the refused attempt");
@@ -144,45 +133,13 @@ describe("joining the cluster with a one-time token", () => {
 
   it("refuses a token used twice or expired", async () => {
     const { token, caFingerprint } = await tokenFor("node-54");
-    assert.equal(
-      (
-        await agent(
-          token,
-          "enroll",
-          "--server",
-          daemon.grpcAddress,
-          "--ca-fingerprint",
-          caFingerprint,
-          "--dir",
-          join(dir, "n54a"),
-        )
-      ).code,
-      0,
-    );
-    const again = await agent(
-      token,
-      "enroll",
-      "--server",
-      daemon.grpcAddress,
-      "--ca-fingerprint",
-      caFingerprint,
-      "--dir",
-      join(dir, "n54b"),
-    );
+    assert.equal((await enrollNode(token, caFingerprint, join(dir, "n54a"))).code, 0);
+    const again = await enrollNode(token, caFingerprint, join(dir, "n54b"));
     assert.equal(again.code, 1);
     assert.match(again.stderr, /authentication required/);
     const short = await tokenFor("node-55", "--ttl", "1s");
     await new Promise((r) => setTimeout(r, 1300));
-    const late = await agent(
-      short.token,
-      "enroll",
-      "--server",
-      daemon.grpcAddress,
-      "--ca-fingerprint",
-      short.caFingerprint,
-      "--dir",
-      join(dir, "n55"),
-    );
+    const late = await enrollNode(short.token, short.caFingerprint, join(dir, "n55"));
     assert.equal(late.code, 1);
   });
 
@@ -328,21 +285,7 @@ describe("joining the cluster with a one-time token", () => {
   it("revoking a certificate also revokes the ones it renewed into", async () => {
     const { token, caFingerprint } = await tokenFor("node-61");
     const nodeDir = join(dir, "node-61");
-    assert.equal(
-      (
-        await agent(
-          token,
-          "enroll",
-          "--server",
-          daemon.grpcAddress,
-          "--ca-fingerprint",
-          caFingerprint,
-          "--dir",
-          nodeDir,
-        )
-      ).code,
-      0,
-    );
+    assert.equal((await enrollNode(token, caFingerprint, nodeDir)).code, 0);
     const original = new X509Certificate(readFileSync(join(nodeDir, "node.crt"))).serialNumber;
     assert.equal(
       (
