@@ -38,6 +38,26 @@ export const REASONS = {
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },
   MIGRATION_NOT_FOUND: { code: Code.NotFound, message: "migration not found" },
   DATASET_NOT_FOUND: { code: Code.NotFound, message: "dataset not found" },
+  BACKEND_UNAVAILABLE: {
+    code: Code.Unavailable,
+    message: "hypervisor backend unavailable; retry later",
+  },
+  BACKEND_FAILED: { code: Code.Internal, message: "backend operation failed" },
+  BACKEND_TIMEOUT: { code: Code.DeadlineExceeded, message: "backend did not answer in time" },
+  MIGRATION_NOT_ALLOWED: {
+    code: Code.FailedPrecondition,
+    message: "migration not allowed; plan it to see which check fails",
+  },
+  MIGRATION_IN_PROGRESS: {
+    code: Code.FailedPrecondition,
+    message: "another migration or failover of this vm is in flight",
+  },
+  MIGRATION_FINISHED: { code: Code.FailedPrecondition, message: "migration has already finished" },
+  FAILOVER_NOT_ALLOWED: {
+    code: Code.FailedPrecondition,
+    message: "failover needs the vm's node not ready for longer than the fence delay",
+  },
+  NO_TARGET: { code: Code.FailedPrecondition, message: "no node can take this vm now" },
   SERVICE_UNKNOWN: { code: Code.NotFound, message: "unknown service" },
   NOT_IMPLEMENTED: { code: Code.Unimplemented, message: "not implemented by this server yet" },
   CONFLICT: { code: Code.Aborted, message: "concurrent update; retry" },

@@ -1,6 +1,18 @@
 // The drivers layer: the hypervisor and storage backends the cluster layer
-// drives. Today: the in-process simulation. libvirt, ZFS and Ceph RBD follow.
+// drives, behind small interfaces (HypervisorDriver, StorageDriver).
 
+export type {
+  DomainState,
+  DomainStatus,
+  DriverCapabilities,
+  HypervisorDriver,
+  MigrateOptions,
+  MigrationDestination,
+  MigrationPhase,
+  MigrationProgress,
+  RecoveringDriver,
+} from "./hypervisor-driver.js";
+export { canRecover } from "./hypervisor-driver.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type { StorageDriver } from "./storage-driver.js";

@@ -1,0 +1,107 @@
+/**
+ * What the control plane asks of one node's hypervisor. One instance drives
+ * one node (a libvirt connection URI, a simulated node). The cluster layer
+ * reaches it through a per-node executor, so a remote executor (a node
+ * agent) can later implement the same calls over the network.
+ *
+ * Every call takes an AbortSignal; aborting a running call stops it as far
+ * as the backend allows (an aborted migration is rolled back: the VM keeps
+ * running on the source). Failures are `RpcError`s with catalogue reasons:
+ * VM_NOT_FOUND, BACKEND_UNAVAILABLE, BACKEND_FAILED, BACKEND_TIMEOUT,
+ * MIGRATION_NOT_POSSIBLE.
+ */
+
+/** Power state of a domain as the backend reports it. */
+export type DomainState = "running" | "stopped" | "paused" | "crashed";
+
+/** One VM as the hypervisor of a node sees it. */
+export interface DomainStatus {
+  readonly id: string;
+  readonly state: DomainState;
+  readonly vcpus: number;
+  readonly memoryBytes: bigint;
+  /** False when the domain is transient (gone once it stops). */
+  readonly persistent: boolean;
+}
+
+/** Phases of a migration as the control plane reports them. */
+export type MigrationPhase = "preparing" | "transferring" | "switchover" | "completed";
+
+/** A progress report of a running migration. */
+export interface MigrationProgress {
+  readonly phase: MigrationPhase;
+  /** 0 to 100. */
+  readonly percent: number;
+  readonly bytesTransferred: bigint;
+  /** 0 when the backend does not know. */
+  readonly bytesTotal: bigint;
+  /** Expected pause of the VM at switchover, when the backend estimates it. */
+  readonly downtimeEstimateMs?: number;
+}
+
+/** Where a migration goes. */
+export interface MigrationDestination {
+  readonly nodeId: string;
+  /**
+   * How the source reaches the destination's hypervisor (a libvirt URI such
+   * as `qemu+ssh://hv02/system`); drivers that need none ignore it.
+   */
+  readonly uri: string;
+}
+
+/** Options of {@link HypervisorDriver.migrate}. */
+export interface MigrateOptions {
+  /** Live (the VM keeps running) or offline (the VM is moved stopped). */
+  readonly live: boolean;
+  readonly onProgress?: (progress: MigrationProgress) => void;
+  readonly signal: AbortSignal;
+}
+
+/** What one backend can do, so planning refuses what it cannot. */
+export interface DriverCapabilities {
+  readonly liveMigration: boolean;
+  readonly offlineMigration: boolean;
+}
+
+/** One node's hypervisor. */
+export interface HypervisorDriver {
+  /** The backend's name for logs and errors: `simulation`, `libvirt`. */
+  readonly kind: string;
+  readonly nodeId: string;
+  readonly capabilities: DriverCapabilities;
+  /** Every domain defined on the node, sorted by id. */
+  list(signal: AbortSignal): Promise<DomainStatus[]>;
+  /** One domain, or undefined when it is not defined on the node. */
+  info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
+  /** Starts a stopped domain; starting a running one is a no-op. */
+  start(vmId: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Stops a domain: a graceful shutdown unless `force` (power off). Stopping
+   * a stopped one is a no-op.
+   */
+  stop(vmId: string, options: { force: boolean; signal: AbortSignal }): Promise<void>;
+  /**
+   * Moves a domain to another node. Resolves once the domain is defined on
+   * the destination and no longer on this node (running there when it ran
+   * here and the migration was live; in the state it had otherwise).
+   * Rejects, leaving the domain where it was, when it fails or is aborted.
+   */
+  migrate(vmId: string, to: MigrationDestination, options: MigrateOptions): Promise<void>;
+}
+
+/**
+ * The optional ability to bring up, on this node, a VM whose node has
+ * failed: its definition and disks are on shared or replicated storage.
+ */
+export interface RecoveringDriver extends HypervisorDriver {
+  /**
+   * Defines and starts `vmId` here, taking it over from `fromNodeId`. The
+   * caller guarantees the failed node has fenced itself.
+   */
+  recover(vmId: string, fromNodeId: string, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` can recover VMs of failed nodes. */
+export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
+  return typeof (driver as Partial<RecoveringDriver>).recover === "function";
+}
