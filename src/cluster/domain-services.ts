@@ -1,5 +1,6 @@
 import type { ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
+import type { ClusterRuntime } from "./cluster-runtime.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
@@ -10,14 +11,16 @@ import { createVmService } from "./vm-service.js";
 export interface DomainServiceDeps {
   readonly inventory: Inventory;
   readonly storage: StorageDriver;
+  /** Migration, drain and failover; without it those answer NOT_IMPLEMENTED. */
+  readonly runtime?: ClusterRuntime;
 }
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
   return [
-    createNodeService({ inventory: deps.inventory }),
+    createNodeService({ inventory: deps.inventory, engine: deps.runtime?.engine }),
     createVmService({ inventory: deps.inventory }),
-    createMigrationService(),
+    createMigrationService(deps.runtime),
     createStorageService({ storage: deps.storage, inventory: deps.inventory }),
   ];
 }

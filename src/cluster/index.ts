@@ -1,10 +1,18 @@
 // The cluster layer: the domain. Inventory of nodes and VMs, and the
 // transport-neutral handlers of the debvisor.v1 services.
 
+export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
+export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
+export type { Executors } from "./executors.js";
+export { createLocalExecutors } from "./executors.js";
+export type { FailoverDecision } from "./failover-controller.js";
+export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
+export type { ReplicaCatalog } from "./migration-planner.js";
+export { NO_REPLICAS } from "./migration-planner.js";
 export { createMigrationService } from "./migration-service.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError, silentLogger } from "../core/index.js";
 import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import {
   type Health,
   type NodeInfo,
@@ -13,8 +14,10 @@ import {
   decodeMessage,
   encodeMessage,
   getMessage,
+  type KeyValue,
   type KvStore,
-  rangeAll,
+  mirrorPrefix,
+  type PrefixMirror,
 } from "../store/index.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
@@ -24,6 +27,7 @@ export interface InventoryOptions {
   readonly clock: Clock;
   /** A node is READY while its last heartbeat is younger than this (default 30 s: 3 intervals of 10 s). */
   readonly heartbeatTtlMs?: number;
+  readonly logger?: Logger;
 }
 
 /** Outcome of a registration. */
@@ -52,8 +56,24 @@ export interface Inventory {
     id: string,
     signal?: AbortSignal,
   ): Promise<{ summary: NodeSummary; vms: VmInfo[] } | undefined>;
-  /** Every VM the nodes last reported, sorted by id. */
+  /**
+   * Every VM the nodes last reported, sorted by id. A VM two nodes report
+   * (a stale heartbeat racing a migration) is listed once: the copy of the
+   * node that reported it last.
+   */
   listVms(signal?: AbortSignal): Promise<VmInfo[]>;
+  /** One VM and the node that reports it, or undefined. */
+  findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
+  /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
+  cordon(id: string, cordoned: boolean, signal?: AbortSignal): Promise<NodeSummary>;
+  /**
+   * Moves a VM's entry from one node's last report to another's in one
+   * transaction, so the view never shows it twice or nowhere after a
+   * migration or failover; the nodes' next heartbeats confirm it.
+   */
+  moveVm(vm: VmInfo, from: string, to: string, signal?: AbortSignal): Promise<void>;
+  /** Stops following the store. */
+  close(): void;
 }
 
 const PREFIX = "nodes/";
@@ -64,17 +84,55 @@ const MAX_ATTEMPTS = 8;
 export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
   const { clock, store } = options;
+  /**
+   * Reads are served from memory: a mirror of nodes/ kept by watch (other
+   * daemons' writes) and this daemon's own writes, newest revision wins.
+   */
+  const written = new Map<string, Versioned>();
+  let mirror: Promise<PrefixMirror<Versioned>> | undefined;
+  const decodeVersioned = (kv: KeyValue): Versioned => ({
+    rev: kv.modRevision,
+    rec: decodeMessage(NodeRecordSchema, kv),
+  });
+  async function records(): Promise<Map<string, NodeRecord>> {
+    mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
+    const seen = (await mirror).values();
+    const out = new Map<string, NodeRecord>();
+    for (const [id, v] of seen) {
+      const mine = written.get(id);
+      out.set(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
+    }
+    for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
+    return out;
+  }
+  function remember(id: string, rev: number, rec: NodeRecord) {
+    const prev = written.get(id);
+    if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
+  }
 
   function summarize(rec: NodeRecord, now: number): NodeSummary {
     const heard = rec.health !== undefined;
     const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
+    const ready = age !== undefined && age <= ttl;
+    const since = heard ? Number(rec.receivedAtMs) + ttl : Number(rec.registeredAtMs);
+    let vcpus = 0;
+    let memory = 0n;
+    const vms = rec.health?.vms ?? [];
+    for (const vm of vms) {
+      vcpus += vm.vcpus;
+      memory += vm.memoryBytes;
+    }
     return create(NodeSummarySchema, {
       info: rec.info,
       health: rec.health,
-      readiness: age !== undefined && age <= ttl ? NodeReadiness.READY : NodeReadiness.NOT_READY,
+      readiness: ready ? NodeReadiness.READY : NodeReadiness.NOT_READY,
       lastHeartbeat: heard ? timestampFromMs(Number(rec.receivedAtMs)) : undefined,
       heartbeatAgeMs: BigInt(age ?? 0),
       cordoned: rec.cordoned,
+      vmCount: vms.length,
+      vcpusAllocated: vcpus,
+      memoryAllocatedBytes: memory,
+      notReadyForMs: ready ? 0n : BigInt(Math.max(0, now - since)),
     });
   }
 
@@ -96,7 +154,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         },
         { signal },
       );
-      if (txn.succeeded) return result;
+      if (txn.succeeded) {
+        remember(id, txn.revision, next);
+        return result;
+      }
     }
     throw new RpcError("CONFLICT");
   }
@@ -130,25 +191,110 @@ export function createInventory(options: InventoryOptions): Inventory {
       });
     },
     async listNodes(signal) {
+      signal?.throwIfAborted();
       const now = clock.now();
       const out: NodeSummary[] = [];
-      for await (const kv of rangeAll(store, PREFIX, { signal }))
-        out.push(summarize(decodeMessage(NodeRecordSchema, kv), now));
-      return out;
+      for (const rec of (await records()).values()) out.push(summarize(rec, now));
+      return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
     },
     async getNode(id, signal) {
-      const rec = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
+      signal?.throwIfAborted();
+      const rec = (await records()).get(id);
       if (rec === undefined) return undefined;
-      return {
-        summary: summarize(rec.message, clock.now()),
-        vms: [...(rec.message.health?.vms ?? [])],
-      };
+      return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
     },
     async listVms(signal) {
-      const all: VmInfo[] = [];
-      for await (const kv of rangeAll(store, PREFIX, { signal }))
-        all.push(...(decodeMessage(NodeRecordSchema, kv).health?.vms ?? []));
-      return all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      signal?.throwIfAborted();
+      return [...latestVms(await records()).values()].sort((a, b) => compareIds(a.id, b.id));
+    },
+    async findVm(vmId, signal) {
+      signal?.throwIfAborted();
+      return latestVms(await records()).get(vmId);
+    },
+    cordon(id, cordoned, signal) {
+      return update(id, signal, (current) => {
+        if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+        const next = create(NodeRecordSchema, { ...current, cordoned });
+        return { next, result: summarize(next, clock.now()) };
+      });
+    },
+    async moveVm(vm, from, to, signal) {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
+        const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
+        if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
+        const moved = { ...vm, nodeId: create(NodeIdSchema, { id: to }) };
+        const nextDst = withVms(dst.message, [
+          ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+          moved,
+        ]);
+        const nextSrc =
+          src === undefined
+            ? undefined
+            : withVms(
+                src.message,
+                (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+              );
+        const txn = await store.txn(
+          {
+            compares: [
+              { key: PREFIX + to, modRevision: dst.modRevision },
+              ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
+            ],
+            success: [
+              { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
+              ...(nextSrc === undefined
+                ? []
+                : [
+                    {
+                      type: "put" as const,
+                      key: PREFIX + from,
+                      value: encodeMessage(NodeRecordSchema, nextSrc),
+                    },
+                  ]),
+            ],
+          },
+          { signal },
+        );
+        if (txn.succeeded) {
+          remember(to, txn.revision, nextDst);
+          if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
+          return;
+        }
+      }
+      throw new RpcError("CONFLICT");
+    },
+    close() {
+      void mirror?.then((m) => m.close());
     },
   };
+}
+
+interface Versioned {
+  readonly rev: number;
+  readonly rec: NodeRecord;
+}
+
+function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
+  if (rec.health === undefined) return rec;
+  return create(NodeRecordSchema, { ...rec, health: { ...rec.health, vms } });
+}
+
+/** Each VM once: the copy from the node that reported most recently. */
+function latestVms(records: Map<string, NodeRecord>): Map<string, VmInfo> {
+  const best = new Map<string, { vm: VmInfo; at: bigint }>();
+  for (const rec of records.values()) {
+    for (const vm of rec.health?.vms ?? []) {
+      const prev = best.get(vm.id);
+      if (prev === undefined || prev.at < rec.receivedAtMs)
+        best.set(vm.id, { vm, at: rec.receivedAtMs });
+    }
+  }
+  const out = new Map<string, VmInfo>();
+  for (const [id, v] of best) out.set(id, v.vm);
+  return out;
+}
+
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -15,11 +15,15 @@ import {
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
 import type { Inventory } from "./inventory.js";
+import type { MigrationEngine } from "./migration-engine.js";
+import { drainNode } from "./node-drain.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
 
 /** Dependencies of the NodeService handlers. */
 export interface NodeServiceDeps {
   readonly inventory: Inventory;
+  /** Drain moves VMs with it; without one, DrainNode is NOT_IMPLEMENTED. */
+  readonly engine?: MigrationEngine;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
@@ -40,6 +44,9 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       },
       listNodes: { permission: "node:list", mutating: false },
       getNode: { permission: "node:list", mutating: false },
+      cordonNode: { permission: "node:cordon", mutating: true },
+      uncordonNode: { permission: "node:cordon", mutating: true },
+      drainNode: { permission: "node:drain", mutating: true },
     },
     {
       async registerNode(req, ctx) {
@@ -69,8 +76,35 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
           vms: visibleVms(found.vms, ctx.tenant),
         };
       },
+      async cordonNode(req, ctx) {
+        clusterWide(ctx.tenant);
+        return inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+      },
+      async uncordonNode(req, ctx) {
+        clusterWide(ctx.tenant);
+        return inventory.cordon(req.id?.id ?? "", false, ctx.signal);
+      },
+      async *drainNode(req, ctx) {
+        clusterWide(ctx.tenant);
+        if (deps.engine === undefined) throw new RpcError("NOT_IMPLEMENTED");
+        yield* drainNode(
+          { inventory, engine: deps.engine },
+          {
+            nodeId: req.id?.id ?? "",
+            maxParallel: req.maxParallel === 0 ? 2 : req.maxParallel,
+            allowDowntime: req.allowDowntime,
+            requestedBy: principalOf(ctx).id,
+          },
+          ctx.signal,
+        );
+      },
     },
   );
+}
+
+/** Node-wide operations act on every tenant's VMs: tenant-scoped callers may not. */
+function clusterWide(tenant: string | undefined): void {
+  if (tenant !== undefined) throw new RpcError("PERMISSION_DENIED");
 }
 
 function matches(node: NodeSummary, req: ListNodesRequest): boolean {

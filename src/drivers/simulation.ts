@@ -1,125 +1,229 @@
 import { create } from "@bufbuild/protobuf";
 import type { Clock } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
-import {
-  type Health,
-  HealthSchema,
-  type NodeInfo,
-  NodeInfoSchema,
-} from "../gen/debvisor/v1/node_pb.js";
+import { type Health, HealthSchema, type NodeInfo } from "../gen/debvisor/v1/node_pb.js";
 import {
   type DatasetRef,
-  DatasetRefSchema,
   type SnapshotInfo,
   SnapshotInfoSchema,
-  StorageBackend,
 } from "../gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { DomainState, RecoveringDriver } from "./hypervisor-driver.js";
+import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
+import {
+  generateWorld,
+  loadWorld,
+  mulberry32,
+  type SimWorld,
+  saveWorld,
+} from "./simulated-world.js";
 import { datasetKey, type StorageDriver } from "./storage-driver.js";
 
-const GIB = 1024n ** 3n;
 const DAY_MS = 86_400_000;
 
 /** Options of {@link createSimulation}. */
 export interface SimulationOptions {
-  /** Number of nodes, 1 to 500 (default 3). */
+  /** Number of nodes, 1 to 2000 (default 3). */
   readonly nodes?: number;
   /** VMs per node, 0 to 50 (default 3). */
   readonly vmsPerNode?: number;
   /** Seed of the generator: the same seed gives the same cluster (default 1). */
   readonly seed?: number;
   readonly clock: Clock;
+  /**
+   * Keep the simulated world in this file, so it outlives the process the
+   * way real hypervisors outlive the control plane. Unset: in memory only.
+   */
+  readonly stateFile?: string;
+  /** How long a simulated migration takes (default 4000 ms). */
+  readonly migrationMs?: number;
+  /** Progress reports per migration (default 10). */
+  readonly migrationSteps?: number;
+  /**
+   * A node that has not heard from the control plane for this long stops
+   * its VMs itself (its watchdog fences it). Default 30 000 ms.
+   */
+  readonly fenceDelayMs?: number;
 }
 
-/** An in-process simulated cluster: nodes that report health, VMs, datasets and snapshots. */
+/** Faults a test or an operator can inject into the simulation. */
+export interface SimulationFaults {
+  /** The next migration of `vmId` fails when it reaches `percent`. */
+  failMigration(vmId: string, percent: number): void;
+  /** The node loses power: heartbeats stop, its VMs stop at once. */
+  killNode(nodeId: string): void;
+  /** The node's heartbeats stop reaching the control plane; it keeps running its VMs until it fences itself. */
+  partitionNode(nodeId: string): void;
+  /** Heartbeats of a partitioned node get through again. */
+  healNode(nodeId: string): void;
+}
+
+/** An in-process simulated cluster: nodes with hypervisors, VMs, datasets, snapshots. */
 export interface Simulation extends StorageDriver {
   /** What each simulated node registers with. */
   readonly nodes: readonly NodeInfo[];
-  /** A heartbeat of the node now, carrying the VMs it runs. */
-  heartbeat(nodeId: string): Health;
+  /** The hypervisor of one node. */
+  driver(nodeId: string): RecoveringDriver | undefined;
+  /** A heartbeat of the node now, or undefined when none would reach the control plane. */
+  heartbeat(nodeId: string): Health | undefined;
+  /** Tells the node its last heartbeat was received (it then stays unfenced). */
+  delivered(nodeId: string): void;
+  readonly faults: SimulationFaults;
+  /** Where a VM is defined and its state, or undefined. */
+  locate(vmId: string): { nodeId: string; state: DomainState } | undefined;
+  /** Every time a VM was started while still running elsewhere (should stay empty). */
+  violations(): readonly string[];
+  /** Stops the fencing timer. */
+  close(): void;
 }
 
-/**
- * Creates a deterministic simulated cluster. Addresses are in TEST-NET-1
- * (192.0.2.0/24): documentation addresses nothing ever connects to.
- */
+/** Creates a deterministic simulated cluster, reloading its world from `stateFile` when one exists. */
 export function createSimulation(options: SimulationOptions): Simulation {
-  const nodeCount = clampInt(options.nodes ?? 3, 1, 500, "nodes");
+  const nodeCount = clampInt(options.nodes ?? 3, 1, 2000, "nodes");
   const vmsPerNode = clampInt(options.vmsPerNode ?? 3, 0, 50, "vmsPerNode");
-  const rand = mulberry32(options.seed ?? 1);
-  const { clock } = options;
-  const nodes: NodeInfo[] = [];
-  const vmsByNode = new Map<string, VmInfo[]>();
-  const snapshots = new Map<string, SnapshotInfo[]>();
+  const seed = options.seed ?? 1;
+  const { clock, stateFile } = options;
+  const fenceDelayMs = options.fenceDelayMs ?? 30_000;
   const born = clock.now();
-  const tenants = ["acme", "globex", "initech"];
-  const roles = ["web", "db", "cache", "ci", "mail"];
-
-  for (let n = 1; n <= nodeCount; n++) {
-    const id = `node-${String(n).padStart(2, "0")}`;
-    nodes.push(
-      create(NodeInfoSchema, {
-        id: { id },
-        hostname: `hv${String(n).padStart(2, "0")}.sim.debvisor.internal`,
-        ip: `192.0.2.${(n % 254) + 1}`,
-        rack: `r${Math.ceil(n / 4)}`,
-        zone: n % 2 === 1 ? "zone-a" : "zone-b",
-        version: "sim-1",
-        capacity: { cpuCores: 32, memoryBytes: 128n * GIB, storageBytes: 4096n * GIB },
-        labels: { "debvisor.io/simulated": "true", ...(n % 3 === 0 ? { gpu: "none" } : {}) },
-      }),
-    );
-    const vms: VmInfo[] = [];
-    for (let v = 1; v <= vmsPerNode; v++) {
-      const vmId = `vm-${String((n - 1) * vmsPerNode + v).padStart(3, "0")}`;
-      const backend = rand() < 0.5 ? StorageBackend.BACKEND_ZFS : StorageBackend.BACKEND_RBD;
-      const disk = create(DatasetRefSchema, {
-        backend,
-        pool: backend === StorageBackend.BACKEND_ZFS ? "tank" : "rbd",
-        name: `${vmId}-disk0`,
-      });
-      vms.push(
-        create(VmInfoSchema, {
-          id: vmId,
-          name: `${roles[Math.floor(rand() * roles.length)]}-${vmId.slice(3)}`,
-          tenant: tenants[Math.floor(rand() * tenants.length)],
-          state: VmState.RUNNING,
-          vcpus: 1 + Math.floor(rand() * 8),
-          memoryBytes: BigInt(1 + Math.floor(rand() * 16)) * GIB,
-          disks: [disk],
-          ha: rand() < 0.5,
-          liveMigratable: rand() < 0.8,
-          cpuModel: "host-model",
-          nodeId: { id },
-        }),
-      );
+  const world: SimWorld =
+    (stateFile === undefined ? undefined : loadWorld(stateFile, born)) ??
+    generateWorld({ nodes: nodeCount, vmsPerNode, seed, now: born });
+  const persist = () => {
+    if (stateFile !== undefined) saveWorld(world, stateFile);
+  };
+  persist();
+  const failures = new Map<string, number>();
+  const rand = mulberry32(seed);
+  const ctx = {
+    world,
+    persist,
+    migrationMs: options.migrationMs ?? 4000,
+    migrationSteps: options.migrationSteps ?? 10,
+    failAt(vmId: string) {
+      const at = failures.get(vmId);
+      failures.delete(vmId);
+      return at;
+    },
+  };
+  const drivers = new Map<string, RecoveringDriver>();
+  for (const id of world.nodes.keys()) drivers.set(id, createSimulatedNodeDriver(id, ctx));
+  const snapshots = new Map<string, SnapshotInfo[]>();
+  for (const vm of world.vms.values()) {
+    for (const disk of vm.info.disks)
       snapshots.set(datasetKey(disk), dailySnapshots(disk, born, 3 + Math.floor(rand() * 5)));
-    }
-    vmsByNode.set(id, vms);
   }
 
+  const stopVmsOf = (nodeId: string) => {
+    for (const vm of world.vms.values())
+      if (vm.node === nodeId && vm.state === "running") vm.state = "stopped";
+  };
+  const fence = () => {
+    const now = clock.now();
+    let changed = false;
+    for (const [id, n] of world.nodes) {
+      if (n.alive && n.partitioned && !n.fenced && now - n.lastContactMs > fenceDelayMs) {
+        n.fenced = true;
+        stopVmsOf(id);
+        changed = true;
+      }
+    }
+    if (changed) persist();
+  };
+  const fenceTimer = setInterval(fence, Math.max(10, Math.min(250, fenceDelayMs / 10)));
+  fenceTimer.unref();
+
+  const node = (nodeId: string) => {
+    const n = world.nodes.get(nodeId);
+    if (n === undefined) throw new TypeError(`no simulated node ${nodeId}`);
+    return n;
+  };
+
   return {
-    nodes,
+    nodes: [...world.nodes.values()].map((n) => n.info),
+    driver: (nodeId) => drivers.get(nodeId),
     heartbeat(nodeId) {
+      fence();
+      const n = world.nodes.get(nodeId);
+      if (n === undefined || !n.alive || n.partitioned) return undefined;
       const now = clock.now();
       const phase = (now / 60_000 + nodeId.length) % (2 * Math.PI);
+      const vms: VmInfo[] = [];
+      for (const vm of world.vms.values()) {
+        if (vm.node !== nodeId) continue;
+        vms.push({
+          ...vm.info,
+          nodeId: { $typeName: "debvisor.v1.NodeId", id: nodeId },
+          state: world.inflight.has(vm.info.id) ? VmState.MIGRATING : vmState(vm.state),
+        });
+      }
       return create(HealthSchema, {
         nodeId: { id: nodeId },
         overall: StatusCode.STATUS_OK,
         cephStatus: "HEALTH_OK",
-        cpuLoad: round2(1 + Math.sin(phase) * 0.5 + rand() * 0.2),
-        memUsedPct: round2(40 + rand() * 20),
-        diskUsedPct: round2(30 + rand() * 10),
-        netRttMs: round2(0.2 + rand() * 0.3),
+        cpuLoad: round2(1 + Math.sin(phase) * 0.5),
+        memUsedPct: 50,
+        diskUsedPct: 35,
+        netRttMs: 0.3,
         timestamp: { seconds: BigInt(Math.floor(now / 1000)), nanos: (now % 1000) * 1_000_000 },
-        vms: vmsByNode.get(nodeId) ?? [],
+        vms,
       });
+    },
+    delivered(nodeId) {
+      const n = world.nodes.get(nodeId);
+      if (n === undefined) return;
+      n.lastContactMs = clock.now();
+      if (n.fenced) {
+        // Back in contact: the node rejoins with its VMs stopped.
+        n.fenced = false;
+        persist();
+      }
+    },
+    faults: {
+      failMigration(vmId, percent) {
+        failures.set(vmId, percent);
+      },
+      killNode(nodeId) {
+        const n = node(nodeId);
+        n.alive = false;
+        stopVmsOf(nodeId);
+        persist();
+      },
+      partitionNode(nodeId) {
+        node(nodeId).partitioned = true;
+      },
+      healNode(nodeId) {
+        const n = node(nodeId);
+        n.partitioned = false;
+        n.alive = true;
+        persist();
+      },
+    },
+    locate(vmId) {
+      const vm = world.vms.get(vmId);
+      return vm === undefined ? undefined : { nodeId: vm.node, state: vm.state };
+    },
+    violations: () => world.violations,
+    close() {
+      clearInterval(fenceTimer);
     },
     async listSnapshots(dataset) {
       const list = snapshots.get(datasetKey(dataset));
       return list === undefined ? undefined : [...list];
     },
   };
+}
+
+function vmState(state: DomainState): VmState {
+  switch (state) {
+    case "running":
+      return VmState.RUNNING;
+    case "paused":
+      return VmState.PAUSED;
+    case "crashed":
+      return VmState.CRASHED;
+    default:
+      return VmState.STOPPED;
+  }
 }
 
 function dailySnapshots(dataset: DatasetRef, now: number, count: number): SnapshotInfo[] {
@@ -149,16 +253,4 @@ function clampInt(value: number, min: number, max: number, name: string): number
 
 function round2(x: number): number {
   return Math.round(x * 100) / 100;
-}
-
-/** A small seeded PRNG so the simulation is reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

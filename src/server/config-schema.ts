@@ -270,6 +270,28 @@ export const configSchema = z.strictObject({
       heartbeatIntervalMs: int(1000, 3_600_000).default(10_000),
       /** Missed intervals before a node is NOT_READY. */
       heartbeatMissedIntervals: int(1, 100).default(3),
+      /**
+       * How long a node must have been NOT_READY before its VMs may restart
+       * elsewhere. Must exceed the time a cut-off node's watchdog takes to
+       * stop its VMs, or a VM could run twice.
+       */
+      fenceDelayMs: int(1000, 86_400_000).default(60_000),
+      /** vCPUs placeable per physical core when planning. */
+      cpuOvercommit: z.number().min(1).max(32).default(4),
+      /** Memory placeable per byte of RAM when planning (1: none). */
+      memoryOvercommit: z.number().min(0.5).max(4).default(1),
+      /** Lease of this process's runner key; migrations of a dead process are settled after it. */
+      runnerLeaseMs: int(1000, 600_000).default(10_000),
+      failover: z
+        .strictObject({
+          /** Restart HA VMs of failed nodes automatically. */
+          enabled: z.boolean().default(true),
+          intervalMs: int(100, 600_000).default(2000),
+          /** Automatic restarts of one VM per window before it is left alone. */
+          restartLimit: int(0, 100).default(3),
+          restartWindowMs: int(60_000, 30 * 86_400_000).default(3_600_000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   dev: z
@@ -284,9 +306,17 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Serve an in-process simulated cluster (on by default in dev mode). */
       enabled: z.boolean().optional(),
-      nodes: int(1, 500).default(3),
+      nodes: int(1, 2000).default(3),
       vmsPerNode: int(0, 50).default(3),
       seed: int(0, 2 ** 31 - 1).default(1),
+      /** How long a simulated migration takes. */
+      migrationMs: int(0, 3_600_000).default(4000),
+      /**
+       * Where the simulated hypervisors keep their state, so it outlives
+       * the daemon as real ones would. Default: `dev.dataDir`/simulation.json
+       * in dev mode, in memory otherwise.
+       */
+      stateFile: path.optional(),
     })
     .prefault({}),
 });

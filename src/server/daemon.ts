@@ -1,10 +1,17 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
-import { createDomainServices, createInventory } from "../cluster/index.js";
+import {
+  createDomainServices,
+  createInventory,
+  createLocalExecutors,
+  NO_REPLICAS,
+  startClusterRuntime,
+} from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
-import { createSimulation, type StorageDriver } from "../drivers/index.js";
+import { createSimulation, type Simulation, type StorageDriver } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
@@ -42,6 +49,7 @@ import {
   writeDevContext,
 } from "./dev-environment.js";
 import { enrollSimulatedNodes } from "./dev-node-enrollment.js";
+import { failoverAuditFields } from "./failover-audit.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
@@ -179,13 +187,27 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let storage = EMPTY_STORAGE;
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
+  let sim: Simulation | undefined;
   if (config.simulation.enabled ?? config.dev.enabled) {
-    const sim = createSimulation({ ...config.simulation, clock });
+    sim = createSimulation({
+      ...config.simulation,
+      clock,
+      fenceDelayMs: config.cluster.fenceDelayMs,
+      stateFile:
+        config.simulation.stateFile ??
+        (config.dev.enabled ? join(config.dev.dataDir, "simulation.json") : undefined),
+    });
+    const simulated = sim;
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
     storage = sim;
     for (const node of sim.nodes) await inventory.register(node, "simulation");
-    const beat = () =>
-      Promise.all(sim.nodes.map((node) => inventory.heartbeat(sim.heartbeat(node.id?.id ?? ""))));
+    const beatOne = async (id: string) => {
+      const health = simulated.heartbeat(id);
+      if (health === undefined) return;
+      await inventory.heartbeat(health);
+      simulated.delivered(id);
+    };
+    const beat = () => Promise.all(simNodeIds.map(beatOne));
     await beat();
     simTimer = setInterval(() => {
       beat().catch((err: unknown) => logger.warn({ err }, "simulated heartbeats failed"));
@@ -194,8 +216,32 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  const executors = createLocalExecutors((id) => sim?.driver(id));
+  const runtime = await startClusterRuntime({
+    store,
+    inventory,
+    executors,
+    replicas: NO_REPLICAS,
+    clock,
+    logger,
+    fenceDelayMs: config.cluster.fenceDelayMs,
+    cpuOvercommit: config.cluster.cpuOvercommit,
+    memoryOvercommit: config.cluster.memoryOvercommit,
+    runnerLeaseMs: config.cluster.runnerLeaseMs,
+    failover: config.cluster.failover.enabled
+      ? {
+          ...config.cluster.failover,
+          onDecision: (d) => {
+            audit
+              ?.append(failoverAuditFields(d))
+              .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
+          },
+        }
+      : undefined,
+  });
+
   const domain: ServiceBinding[] = [
-    ...createDomainServices({ inventory, storage }),
+    ...createDomainServices({ inventory, storage, runtime }),
     createAccessService({
       policy: () => policy,
       apiKeys,
@@ -391,6 +437,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         await notifier.stopping();
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
+        await runtime.close();
+        sim?.close();
+        inventory.close();
         unwatch();
         if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();

@@ -1,0 +1,116 @@
+import { randomBytes } from "node:crypto";
+import type { Clock, Logger } from "../core/index.js";
+import type { KvStore } from "../store/index.js";
+import type { Executors } from "./executors.js";
+import type { FailoverDeps } from "./failover.js";
+import {
+  type FailoverController,
+  type FailoverDecision,
+  startFailoverController,
+} from "./failover-controller.js";
+import type { Inventory } from "./inventory.js";
+import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
+import { createPlanner, type ReplicaCatalog } from "./migration-planner.js";
+import { createMigrationRecords } from "./migration-records.js";
+import { registerRunner } from "./runner-registry.js";
+
+/** Options of {@link startClusterRuntime}. */
+export interface ClusterRuntimeOptions {
+  readonly store: KvStore;
+  readonly inventory: Inventory;
+  readonly executors: Executors;
+  readonly replicas: ReplicaCatalog;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** NOT_READY time after which a node's VMs may restart elsewhere. */
+  readonly fenceDelayMs: number;
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
+  /** TTL of this process's runner lease; orphaned migrations are settled after it (default 10 s). */
+  readonly runnerLeaseMs?: number;
+  /** The automatic failover controller; omit to run none. */
+  readonly failover?: {
+    readonly intervalMs: number;
+    readonly restartLimit: number;
+    readonly restartWindowMs: number;
+    readonly onDecision?: (d: FailoverDecision) => void;
+  };
+}
+
+/** The migration engine, failover and their background loops, running. */
+export interface ClusterRuntime {
+  readonly engine: MigrationEngine;
+  readonly failover: FailoverDeps;
+  readonly controller: FailoverController | undefined;
+  /** Stops the loops, rolls back migrations this process runs, releases its leases. */
+  close(): Promise<void>;
+}
+
+/**
+ * Registers this process as a runner, settles migrations orphaned by a
+ * previous process (now and every half lease), and starts the failover
+ * controller.
+ */
+export async function startClusterRuntime(options: ClusterRuntimeOptions): Promise<ClusterRuntime> {
+  const { store, inventory, executors, clock, logger } = options;
+  const leaseMs = options.runnerLeaseMs ?? 10_000;
+  const runners = await registerRunner(
+    store,
+    `r-${randomBytes(6).toString("hex")}`,
+    leaseMs,
+    logger,
+  );
+  const records = createMigrationRecords(store);
+  const planner = createPlanner({
+    executors,
+    replicas: options.replicas,
+    cpuOvercommit: options.cpuOvercommit,
+    memoryOvercommit: options.memoryOvercommit,
+  });
+  const engine = createMigrationEngine({
+    inventory,
+    executors,
+    planner,
+    records,
+    runners,
+    clock,
+    logger,
+  });
+  const failover: FailoverDeps = {
+    engine,
+    inventory,
+    executors,
+    records,
+    logger,
+    fenceDelayMs: options.fenceDelayMs,
+  };
+  const reconcile = () =>
+    engine
+      .reconcile()
+      .catch((err: unknown) => logger.warn({ err }, "reconciling migrations failed"));
+  await reconcile();
+  const timer = setInterval(() => void reconcile(), Math.max(200, Math.floor(leaseMs / 2)));
+  timer.unref();
+  const controller =
+    options.failover === undefined
+      ? undefined
+      : startFailoverController({
+          ...failover,
+          ...options.failover,
+          store,
+          clock,
+          runnerId: runners.id,
+          leaseTtlMs: leaseMs,
+        });
+  return {
+    engine,
+    failover,
+    controller,
+    async close() {
+      clearInterval(timer);
+      await controller?.close();
+      await engine.close();
+      await runners.close();
+    },
+  };
+}

@@ -1,0 +1,177 @@
+import { create } from "@bufbuild/protobuf";
+import { type Clock, type Logger, toRpcError } from "../core/index.js";
+import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
+import { type FailoverDeps, failoverVm } from "./failover.js";
+
+const LEADER_KEY = "controllers/failover";
+const RECORDS = "failover/";
+/** The principal the controller acts as, in migration records and the audit trail. */
+export const FAILOVER_PRINCIPAL = "system:failover-controller";
+
+/** One decision of the controller, for logs and the audit trail. */
+export interface FailoverDecision {
+  readonly vmId: string;
+  readonly node: string;
+  readonly action: "restarted" | "skipped" | "failed";
+  readonly detail: string;
+  readonly migrationId?: string;
+}
+
+/** Options of {@link startFailoverController}. */
+export interface FailoverControllerOptions extends FailoverDeps {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** This process's runner id: the leader key's value. */
+  readonly runnerId: string;
+  /** How often the controller looks (default 2000 ms). */
+  readonly intervalMs?: number;
+  /** Automatic restarts of one VM within the window before it is left alone (default 3). */
+  readonly restartLimit?: number;
+  readonly restartWindowMs?: number;
+  /** TTL of the leadership lease (default 10 000 ms). */
+  readonly leaseTtlMs?: number;
+  readonly onDecision?: (decision: FailoverDecision) => void;
+}
+
+/** The automatic failover loop of the daemon. */
+export interface FailoverController {
+  /** Whether this process holds the leadership now. */
+  isLeader(): boolean;
+  /** One pass: take or keep the leadership, then restart what must be. */
+  tick(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the controller. Only the holder of the `controllers/failover` key,
+ * attached to a lease it keeps alive, acts; it is taken with a
+ * create-if-absent transaction, so two daemons sharing one store never both
+ * act. HA VMs of nodes NOT_READY for longer than the fence delay restart on
+ * the best node with room, at most `restartLimit` times per window each.
+ */
+export function startFailoverController(options: FailoverControllerOptions): FailoverController {
+  const { store, clock, logger, runnerId } = options;
+  const intervalMs = options.intervalMs ?? 2000;
+  const limit = options.restartLimit ?? 3;
+  const windowMs = options.restartWindowMs ?? 3_600_000;
+  const ttl = options.leaseTtlMs ?? 10_000;
+  let lease: Lease | undefined;
+  let leader = false;
+  let busy = false;
+  const stop = new AbortController();
+  const lastDecision = new Map<string, string>();
+
+  async function lead(): Promise<boolean> {
+    try {
+      if (lease !== undefined && leader) {
+        await lease.keepAlive({ signal: stop.signal });
+        return true;
+      }
+      lease ??= await store.grantLease(ttl, { signal: stop.signal });
+      const txn = await store.txn(
+        {
+          compares: [{ key: LEADER_KEY, modRevision: 0 }],
+          success: [
+            {
+              type: "put",
+              key: LEADER_KEY,
+              value: new TextEncoder().encode(runnerId),
+              lease: lease.id,
+            },
+          ],
+        },
+        { signal: stop.signal },
+      );
+      if (txn.succeeded) logger.info({ runner: runnerId }, "failover controller: leading");
+      return txn.succeeded;
+    } catch (err) {
+      if (leader) logger.warn({ err }, "failover controller: leadership lost");
+      lease = undefined;
+      return false;
+    }
+  }
+
+  function decide(d: FailoverDecision) {
+    const key = `${d.action}:${d.detail}`;
+    if (lastDecision.get(d.vmId) === key) return;
+    lastDecision.set(d.vmId, key);
+    logger.info({ ...d }, "failover decision");
+    options.onDecision?.(d);
+  }
+
+  async function pass(signal: AbortSignal) {
+    const now = clock.now();
+    for (const node of await options.inventory.listNodes(signal)) {
+      const nodeId = node.info?.id?.id ?? "";
+      if (node.readiness === NodeReadiness.READY) continue;
+      if (Number(node.notReadyForMs) <= options.fenceDelayMs) continue;
+      for (const vm of node.health?.vms ?? []) {
+        if (!vm.ha || vm.state === VmState.STOPPED) continue;
+        const key = RECORDS + vm.id;
+        const got = await getMessage(store, FailoverRecordSchema, key, { signal });
+        const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
+        const recent = now - Number(rec.lastRestartMs) < windowMs ? rec.restarts : 0;
+        if (recent >= limit) {
+          decide({
+            vmId: vm.id,
+            node: nodeId,
+            action: "skipped",
+            detail: `restart limit reached (${limit} in ${Math.round(windowMs / 60_000)} min)`,
+          });
+          continue;
+        }
+        try {
+          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal);
+          const target = m.target?.nodeId?.id ?? "";
+          const next = create(FailoverRecordSchema, {
+            vmId: vm.id,
+            restarts: recent + 1,
+            lastRestartMs: BigInt(now),
+            lastDecision: `restarted on ${target}`,
+          });
+          await store.put(key, encodeMessage(FailoverRecordSchema, next), { signal });
+          decide({
+            vmId: vm.id,
+            node: nodeId,
+            action: "restarted",
+            detail: `restarted on ${target}`,
+            migrationId: m.migrationId,
+          });
+        } catch (err) {
+          const rpc = toRpcError(err);
+          decide({ vmId: vm.id, node: nodeId, action: "failed", detail: rpc.message });
+        }
+      }
+    }
+  }
+
+  async function tick() {
+    if (busy || stop.signal.aborted) return;
+    busy = true;
+    try {
+      leader = await lead();
+      if (leader) await pass(stop.signal);
+    } catch (err) {
+      if (!stop.signal.aborted) logger.warn({ err }, "failover controller pass failed");
+    } finally {
+      busy = false;
+    }
+  }
+
+  const timer = setInterval(() => void tick(), intervalMs);
+  timer.unref();
+  return {
+    isLeader: () => leader,
+    tick,
+    async close() {
+      clearInterval(timer);
+      stop.abort();
+      if (leader) await lease?.revoke().catch(() => undefined);
+      leader = false;
+    },
+  };
+}

@@ -1,0 +1,107 @@
+import { type Logger, RpcError, toRpcError } from "../core/index.js";
+import { canRecover } from "../drivers/index.js";
+import {
+  type Migration,
+  MigrationKind,
+  MigrationPhase,
+  MigrationState,
+} from "../gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
+import type { MigrationEngine } from "./migration-engine.js";
+import type { MigrationRecords } from "./migration-records.js";
+import { visibleTo } from "./tenancy.js";
+
+/** What a failover needs. */
+export interface FailoverDeps {
+  readonly engine: MigrationEngine;
+  readonly inventory: Inventory;
+  readonly executors: Executors;
+  readonly records: MigrationRecords;
+  readonly logger: Logger;
+  /**
+   * How long a node must have been NOT_READY before its VMs may start
+   * elsewhere: longer than the node's own watchdog takes to stop them.
+   */
+  readonly fenceDelayMs: number;
+}
+
+/**
+ * Restarts a VM of a failed node on a healthy one. Refused with
+ * FAILOVER_NOT_ALLOWED while the node is ready or has not been NOT_READY
+ * for longer than the fence delay, because until then it may still be
+ * running the VM. The VM's lock makes it one failover (or migration) at a
+ * time; the record is kept like a migration's (kind FAILOVER).
+ */
+export async function failoverVm(
+  deps: FailoverDeps,
+  vmId: string,
+  requestedBy: string,
+  tenant: string | undefined,
+  signal: AbortSignal,
+): Promise<Migration> {
+  const { engine, inventory, executors, records, logger, fenceDelayMs } = deps;
+  const vm = await inventory.findVm(vmId, signal);
+  if (vm === undefined || !visibleTo(vm, tenant)) throw new RpcError("VM_NOT_FOUND");
+  const source = vm.nodeId?.id ?? "";
+  const node = await inventory.getNode(source, signal);
+  if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
+  const down = Number(node.summary.notReadyForMs);
+  if (node.summary.readiness === NodeReadiness.READY || down <= fenceDelayMs) {
+    throw new RpcError("FAILOVER_NOT_ALLOWED", {
+      message:
+        node.summary.readiness === NodeReadiness.READY
+          ? `failover not allowed: ${source} is ready; migrate the vm instead`
+          : `failover not allowed: ${source} has been not ready for ${Math.round(down / 1000)} s; the fence delay is ${Math.round(fenceDelayMs / 1000)} s`,
+    });
+  }
+  const plan = await engine.plan({ vmId, tenant, allowDowntime: true, target: undefined }, signal, {
+    failover: true,
+  });
+  if (!plan.allowed) {
+    const failed = plan.checks.find((c) => !c.passed);
+    if (failed?.name === "no_migration_in_flight") throw new RpcError("MIGRATION_IN_PROGRESS");
+    throw new RpcError("NO_TARGET", {
+      message: `no node can take this vm now: ${failed?.reason ?? "a check failed"}`,
+    });
+  }
+  const { internals } = engine;
+  const record = internals.newRecord({
+    id: internals.newId(),
+    vm,
+    source,
+    target: plan.target,
+    live: false,
+    allowDowntime: true,
+    kind: MigrationKind.FAILOVER,
+    requestedBy,
+  });
+  if (!(await records.begin(record, plan.revisions.get(plan.target) ?? 0, signal)))
+    throw new RpcError("MIGRATION_IN_PROGRESS");
+  const m = record.migration as Migration;
+  try {
+    m.state = MigrationState.RUNNING;
+    m.message = `restarting on ${plan.target}`;
+    await internals.publish(record, { force: true });
+    const driver = executors.forNode(plan.target);
+    if (driver === undefined || !canRecover(driver)) throw new RpcError("BACKEND_UNAVAILABLE");
+    await driver.recover(vm.id, source, signal);
+    await inventory.moveVm({ ...vm, state: VmState.RUNNING }, source, plan.target, signal);
+    m.state = MigrationState.SUCCEEDED;
+    m.phase = MigrationPhase.COMPLETED;
+    m.progressPct = 100;
+    m.message = `restarted on ${plan.target} (${plan.targetReason})`;
+  } catch (err) {
+    const rpc = toRpcError(err);
+    m.state = MigrationState.FAILED;
+    m.phase = MigrationPhase.ROLLED_BACK;
+    m.message = `${rpc.message}; the vm was not restarted`;
+    logger.warn({ err, vm: vm.id }, "failover failed");
+    await internals.publish(record, { final: true });
+    throw rpc;
+  }
+  await internals.publish(record, { final: true });
+  return m;
+}

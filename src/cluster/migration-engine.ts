@@ -1,0 +1,505 @@
+import { randomBytes } from "node:crypto";
+import { clone, create } from "@bufbuild/protobuf";
+import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
+import type { MigrationProgress } from "../drivers/index.js";
+import {
+  type MigrationRecord,
+  MigrationRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type Migration,
+  type MigrationKind,
+  MigrationPhase,
+  MigrationSchema,
+  MigrationState,
+} from "../gen/debvisor/v1/migration_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
+import type { Plan, Planner } from "./migration-planner.js";
+import { isActive, type MigrationRecords } from "./migration-records.js";
+import type { RunnerRegistry } from "./runner-registry.js";
+import { visibleTo } from "./tenancy.js";
+import { timestampFromMs } from "./timestamp.js";
+
+/** What to migrate. */
+export interface MigrationRequest {
+  readonly vmId: string;
+  readonly source?: string;
+  /** Empty: the planner picks. */
+  readonly target?: string;
+  readonly allowDowntime: boolean;
+  readonly kind: MigrationKind;
+  readonly requestedBy: string;
+  /** The caller's tenant; undefined: cluster-wide. */
+  readonly tenant: string | undefined;
+}
+
+/** Options of {@link createMigrationEngine}. */
+export interface MigrationEngineOptions {
+  readonly inventory: Inventory;
+  readonly executors: Executors;
+  readonly planner: Planner;
+  readonly records: MigrationRecords;
+  readonly runners: RunnerRegistry;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Progress is written to the store at most this often (default 1000 ms). */
+  readonly progressSaveMs?: number;
+}
+
+/** Plans, runs, watches, cancels and reconciles migrations. */
+export interface MigrationEngine {
+  /** Plans a migration for a caller; a VM the caller may not see plans like a missing one. */
+  plan(
+    req: Omit<MigrationRequest, "kind" | "requestedBy">,
+    signal?: AbortSignal,
+    options?: { failover?: boolean },
+  ): Promise<Plan & { vm?: VmInfo; revisions: ReadonlyMap<string, number> }>;
+  /** Plans, reserves and starts a migration; resolves once it is running. */
+  start(req: MigrationRequest, signal?: AbortSignal): Promise<Migration>;
+  /** Resolves with the migration once it has finished. */
+  wait(id: string, signal: AbortSignal): Promise<Migration>;
+  /** The migration now, then each change, until it finishes. */
+  watch(id: string, tenant: string | undefined, signal: AbortSignal): AsyncIterable<Migration>;
+  cancel(id: string, tenant: string | undefined, signal?: AbortSignal): Promise<Migration>;
+  get(id: string, tenant: string | undefined, signal?: AbortSignal): Promise<Migration>;
+  /** Migrations the tenant may see, newest first. */
+  list(tenant: string | undefined, signal?: AbortSignal): Promise<Migration[]>;
+  /**
+   * Finishes or rolls back migrations whose runner is gone, from what the
+   * hypervisors report. Returns how many it settled.
+   */
+  reconcile(signal?: AbortSignal): Promise<number>;
+  /** Runs `op` holding a new record (failover uses it); see failover.ts. */
+  readonly internals: EngineInternals;
+  /** Stops every migration this process runs (each rolls back) and waits for them. */
+  close(): Promise<void>;
+}
+
+/** What failover shares with the engine: records, notification, ids. */
+export interface EngineInternals {
+  newId(): string;
+  newRecord(fields: {
+    id: string;
+    vm: VmInfo;
+    source: string;
+    target: string;
+    live: boolean;
+    allowDowntime: boolean;
+    kind: MigrationKind;
+    requestedBy: string;
+  }): MigrationRecord;
+  /** Stores a changed record and tells its watchers. */
+  publish(record: MigrationRecord, options?: { final?: boolean; force?: boolean }): Promise<void>;
+}
+
+const MAX_BEGIN_ATTEMPTS = 5;
+
+/** Creates the {@link MigrationEngine}. */
+export function createMigrationEngine(options: MigrationEngineOptions): MigrationEngine {
+  const { inventory, executors, planner, records, runners, clock, logger } = options;
+  const saveEvery = options.progressSaveMs ?? 1000;
+  const running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  const listeners = new Map<string, Set<(m: Migration) => void>>();
+  const lastSaved = new Map<string, number>();
+  let counter = 0;
+
+  const newId = () =>
+    `m-${clock.now().toString(36).padStart(9, "0")}-${(counter++ % 1296).toString(36).padStart(2, "0")}${randomBytes(3).toString("hex")}`;
+
+  function newRecord(f: Parameters<EngineInternals["newRecord"]>[0]): MigrationRecord {
+    const now = timestampFromMs(clock.now());
+    return create(MigrationRecordSchema, {
+      migration: {
+        migrationId: f.id,
+        vm: { vmId: f.vm.id },
+        source: { nodeId: { id: f.source } },
+        target: { nodeId: { id: f.target } },
+        state: MigrationState.PENDING,
+        phase: MigrationPhase.PREPARING,
+        live: f.live,
+        allowDowntime: f.allowDowntime,
+        kind: f.kind,
+        requestedBy: f.requestedBy,
+        created: now,
+        updated: now,
+      },
+      runner: runners.id,
+      vcpusReserved: f.vm.vcpus,
+      memoryReserved: f.vm.memoryBytes,
+      tenant: f.vm.tenant,
+    });
+  }
+
+  /** Writes of one migration, in order: a slow progress save never lands after the final one. */
+  const chains = new Map<string, Promise<void>>();
+  function publish(
+    record: MigrationRecord,
+    opts: { final?: boolean; force?: boolean } = {},
+  ): Promise<void> {
+    const m = record.migration;
+    if (m === undefined) return Promise.resolve();
+    const id = m.migrationId;
+    const now = clock.now();
+    m.updated = timestampFromMs(now);
+    if (opts.final) m.finished = timestampFromMs(now);
+    // The state as of now: later changes to `record` must not leak into this write.
+    const snap = clone(MigrationRecordSchema, record);
+    const write = opts.final
+      ? () => records.finish(snap)
+      : opts.force || now - (lastSaved.get(id) ?? 0) >= saveEvery
+        ? () => {
+            lastSaved.set(id, now);
+            return records.save(snap);
+          }
+        : undefined;
+    const notify = () => {
+      for (const l of listeners.get(id) ?? []) l(snap.migration as Migration);
+    };
+    const prev = chains.get(id) ?? Promise.resolve();
+    const next = prev
+      .catch(() => undefined)
+      .then(async () => {
+        if (write !== undefined) await write();
+        notify();
+      });
+    chains.set(id, next);
+    if (opts.final) {
+      void next.finally(() => {
+        if (chains.get(id) === next) chains.delete(id);
+        lastSaved.delete(id);
+      });
+    }
+    return next;
+  }
+
+  async function visibleVm(vmId: string, tenant: string | undefined, signal?: AbortSignal) {
+    const vm = await inventory.findVm(vmId, signal);
+    return vm !== undefined && visibleTo(vm, tenant) ? vm : undefined;
+  }
+
+  async function planFor(
+    req: Omit<MigrationRequest, "kind" | "requestedBy">,
+    signal?: AbortSignal,
+    failover = false,
+  ) {
+    const vm = await visibleVm(req.vmId, req.tenant, signal);
+    if (vm === undefined) {
+      return {
+        plan: {
+          allowed: false,
+          checks: [{ name: "vm_exists", passed: false, reason: `vm ${req.vmId} not found` }],
+          source: "",
+          target: req.target ?? "",
+          targetReason: "",
+          live: false,
+        } satisfies Plan,
+        vm: undefined,
+        revisions: new Map<string, number>(),
+      };
+    }
+    const [nodes, reserved, inFlight] = await Promise.all([
+      inventory.listNodes(signal),
+      records.reserved(signal),
+      records.locked(vm.id, signal),
+    ]);
+    const plan = await planner.plan(
+      {
+        vm,
+        nodes,
+        reserved: reserved.byNode,
+        inFlight,
+        source: req.source,
+        target: req.target,
+        allowDowntime: req.allowDowntime,
+        failover,
+      },
+      signal,
+    );
+    return { plan, vm, revisions: reserved.revisions };
+  }
+
+  async function run(record: MigrationRecord, vm: VmInfo, signal: AbortSignal) {
+    const m = record.migration;
+    if (m === undefined) return;
+    const source = m.source?.nodeId?.id ?? "";
+    const target = m.target?.nodeId?.id ?? "";
+    const src = executors.forNode(source);
+    const dst = executors.forNode(target);
+    let restartOnTarget = false;
+    let moved = false;
+    try {
+      if (src === undefined || dst === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
+      m.state = MigrationState.RUNNING;
+      await publish(record, { force: true });
+      const before = await src.info(vm.id, signal);
+      if (before === undefined) throw new RpcError("VM_NOT_FOUND");
+      if (!m.live && before.state === "running") {
+        // Offline move: stop it here, move it, start it there.
+        m.message = "stopping the vm for an offline move";
+        await publish(record, { force: true });
+        await src.stop(vm.id, { force: false, signal });
+        restartOnTarget = true;
+      }
+      await src.migrate(vm.id, executors.destination(target), {
+        live: m.live,
+        signal,
+        onProgress: (p) => {
+          applyProgress(m, p);
+          publish(record, { force: p.phase !== "transferring" }).catch((err: unknown) =>
+            logger.warn({ err, migration: m.migrationId }, "progress not saved"),
+          );
+        },
+      });
+      moved = true;
+      if (restartOnTarget) await dst.start(vm.id, signal);
+      m.state = MigrationState.SUCCEEDED;
+      m.phase = MigrationPhase.COMPLETED;
+      m.progressPct = 100;
+      m.message = m.live ? "migrated live" : "moved stopped";
+    } catch (err) {
+      const rpc = toRpcError(err);
+      if (moved) {
+        m.state = MigrationState.FAILED;
+        m.phase = MigrationPhase.COMPLETED;
+        m.message = `moved to ${target} but not started there: ${rpc.message}`;
+      } else {
+        if (restartOnTarget) {
+          await src
+            ?.start(vm.id, AbortSignal.timeout(60_000))
+            .catch((e: unknown) => logger.error({ err: e, vm: vm.id }, "restart on source failed"));
+        }
+        m.state = signal.aborted ? MigrationState.CANCELLED : MigrationState.FAILED;
+        m.phase = MigrationPhase.ROLLED_BACK;
+        m.message = signal.aborted
+          ? `cancelled; the vm stays on ${source}`
+          : `${rpc.message}; the vm stays on ${source}`;
+      }
+      logger.warn({ err, migration: m.migrationId, vm: vm.id }, "migration did not complete");
+    }
+    if (moved) {
+      const state = m.live || restartOnTarget ? VmState.RUNNING : vm.state;
+      await inventory
+        .moveVm({ ...vm, state }, source, target)
+        .catch((err: unknown) => logger.warn({ err }, "inventory not updated; heartbeats will"));
+    }
+    await publish(record, { final: true });
+  }
+
+  function launch(record: MigrationRecord, vm: VmInfo) {
+    const id = record.migration?.migrationId ?? "";
+    const abort = new AbortController();
+    const done = run(record, vm, abort.signal)
+      .catch((err: unknown) => logger.error({ err, migration: id }, "migration runner failed"))
+      .finally(() => running.delete(id));
+    running.set(id, { abort, done });
+  }
+
+  async function load(id: string, tenant: string | undefined, signal?: AbortSignal) {
+    const rec = await records.get(id, signal);
+    if (rec?.migration === undefined || (tenant !== undefined && rec.tenant !== tenant))
+      throw new RpcError("MIGRATION_NOT_FOUND");
+    return rec;
+  }
+
+  async function settle(record: MigrationRecord, signal?: AbortSignal): Promise<void> {
+    const m = record.migration;
+    if (m === undefined) return;
+    const vmId = m.vm?.vmId ?? "";
+    const source = m.source?.nodeId?.id ?? "";
+    const target = m.target?.nodeId?.id ?? "";
+    const sig = signal ?? AbortSignal.timeout(60_000);
+    const onTarget = await executors.forNode(target)?.info(vmId, sig);
+    const onSource = await executors.forNode(source)?.info(vmId, sig);
+    if (onTarget !== undefined && onSource === undefined) {
+      m.state = MigrationState.SUCCEEDED;
+      m.phase = MigrationPhase.COMPLETED;
+      m.progressPct = 100;
+      m.message = `finished while the control plane was down; the vm is on ${target}`;
+      const vm = await inventory.findVm(vmId, signal);
+      if (vm !== undefined)
+        await inventory.moveVm({ ...vm, state: vmState(onTarget.state) }, source, target, signal);
+    } else if (onSource !== undefined && onTarget === undefined) {
+      m.state = MigrationState.FAILED;
+      m.phase = MigrationPhase.ROLLED_BACK;
+      m.message = `control plane stopped mid-migration; rolled back, the vm stays on ${source}`;
+    } else {
+      m.state = MigrationState.FAILED;
+      m.message =
+        onSource === undefined
+          ? `vm found on neither ${source} nor ${target}; operator action needed`
+          : `vm defined on both ${source} and ${target}; operator action needed`;
+      logger.error({ migration: m.migrationId, vm: vmId }, m.message);
+    }
+    await publish(record, { final: true });
+  }
+
+  return {
+    async plan(req, signal, opts) {
+      const { plan, vm, revisions } = await planFor(req, signal, opts?.failover ?? false);
+      return { ...plan, vm, revisions };
+    },
+    async start(req, signal) {
+      for (let attempt = 0; attempt < MAX_BEGIN_ATTEMPTS; attempt++) {
+        const { plan, vm, revisions } = await planFor(req, signal);
+        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
+        if (!plan.allowed) {
+          const inFlight = plan.checks.find((c) => c.name === "no_migration_in_flight");
+          if (inFlight !== undefined && !inFlight.passed)
+            throw new RpcError("MIGRATION_IN_PROGRESS");
+          const failed = plan.checks.find((c) => !c.passed);
+          const noTarget = plan.target === "" && (req.target ?? "") === "";
+          throw new RpcError(noTarget ? "NO_TARGET" : "MIGRATION_NOT_ALLOWED", {
+            message: `${noTarget ? "no node can take this vm now" : "migration not allowed"}: ${failed?.reason ?? "a check failed"}`,
+          });
+        }
+        const record = newRecord({
+          id: newId(),
+          vm,
+          source: plan.source,
+          target: plan.target,
+          live: plan.live,
+          allowDowntime: req.allowDowntime,
+          kind: req.kind,
+          requestedBy: req.requestedBy,
+        });
+        if (await records.begin(record, revisions.get(plan.target) ?? 0, signal)) {
+          launch(record, vm);
+          const m = record.migration;
+          if (m === undefined) throw new TypeError("record without migration");
+          return m;
+        }
+      }
+      throw new RpcError("CONFLICT");
+    },
+    async wait(id, signal) {
+      for await (const m of this.watch(id, undefined, signal)) {
+        if (!isActive(m.state)) return m;
+      }
+      throw new RpcError("CANCELLED");
+    },
+    async *watch(id, tenant, signal) {
+      const rec = await load(id, tenant, signal);
+      const queue: Migration[] = [];
+      let wake: (() => void) | undefined;
+      const listener = (m: Migration) => {
+        queue.push(clone(MigrationSchema, m));
+        wake?.();
+      };
+      let set = listeners.get(id);
+      if (set === undefined) {
+        set = new Set();
+        listeners.set(id, set);
+      }
+      set.add(listener);
+      try {
+        let last = rec.migration as Migration;
+        yield last;
+        while (isActive(last.state)) {
+          if (queue.length === 0) {
+            // Local migrations notify; others (another process runs them) are polled.
+            await new Promise<void>((resolve) => {
+              const done = () => {
+                clearTimeout(t);
+                signal.removeEventListener("abort", done);
+                resolve();
+              };
+              const t = setTimeout(done, running.has(id) ? 5000 : 500);
+              wake = done;
+              signal.addEventListener("abort", done, { once: true });
+            });
+            wake = undefined;
+            signal.throwIfAborted();
+            if (queue.length === 0) {
+              const fresh = await records.get(id, signal);
+              if (fresh?.migration !== undefined) queue.push(fresh.migration);
+            }
+          }
+          const next = queue.shift();
+          if (next === undefined) continue;
+          last = next;
+          yield last;
+        }
+      } finally {
+        set.delete(listener);
+        if (set.size === 0) listeners.delete(id);
+      }
+    },
+    async cancel(id, tenant, signal) {
+      const rec = await load(id, tenant, signal);
+      const m = rec.migration as Migration;
+      if (!isActive(m.state)) throw new RpcError("MIGRATION_FINISHED");
+      const local = running.get(id);
+      if (local === undefined)
+        throw new RpcError("MIGRATION_IN_PROGRESS", {
+          message: "this migration is run by another control-plane process; cancel it there",
+        });
+      local.abort.abort();
+      await local.done;
+      return (await load(id, tenant, signal)).migration as Migration;
+    },
+    async get(id, tenant, signal) {
+      return (await load(id, tenant, signal)).migration as Migration;
+    },
+    async list(tenant, signal) {
+      const all = await records.list(signal);
+      return all
+        .filter((r) => tenant === undefined || r.record.tenant === tenant)
+        .map((r) => r.record.migration as Migration)
+        .filter((m) => m !== undefined)
+        .reverse();
+    },
+    async reconcile(signal) {
+      let settled = 0;
+      for (const { record, modRevision } of await records.list(signal)) {
+        const m = record.migration;
+        if (m === undefined || !isActive(m.state) || running.has(m.migrationId)) continue;
+        // Someone else's, and that process is alive: it is theirs to finish.
+        if (record.runner !== runners.id && (await runners.isAlive(record.runner, signal)))
+          continue;
+        const claimed = create(MigrationRecordSchema, { ...record, runner: runners.id });
+        if (!(await records.claim(claimed, modRevision, signal))) continue;
+        try {
+          await settle(claimed, signal);
+          settled++;
+          logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
+        } catch (err) {
+          logger.warn({ err, migration: m.migrationId }, "reconcile failed; will retry");
+        }
+      }
+      return settled;
+    },
+    internals: { newId, newRecord, publish },
+    async close() {
+      for (const r of running.values()) r.abort.abort();
+      await Promise.all([...running.values()].map((r) => r.done));
+    },
+  };
+}
+
+function applyProgress(m: Migration, p: MigrationProgress) {
+  m.phase =
+    p.phase === "preparing"
+      ? MigrationPhase.PREPARING
+      : p.phase === "transferring"
+        ? MigrationPhase.TRANSFERRING
+        : p.phase === "switchover"
+          ? MigrationPhase.SWITCHOVER
+          : MigrationPhase.COMPLETED;
+  m.progressPct = Math.max(0, Math.min(100, Math.round(p.percent)));
+  m.bytesTransferred = p.bytesTransferred;
+  m.bytesTotal = p.bytesTotal;
+  m.downtimeEstimateMs = p.downtimeEstimateMs ?? 0;
+  m.message = "";
+}
+
+function vmState(state: string): VmState {
+  return state === "running"
+    ? VmState.RUNNING
+    : state === "paused"
+      ? VmState.PAUSED
+      : state === "crashed"
+        ? VmState.CRASHED
+        : VmState.STOPPED;
+}

@@ -1,0 +1,211 @@
+import { create } from "@bufbuild/protobuf";
+import { RpcError } from "../core/index.js";
+import {
+  type MigrationRecord,
+  MigrationRecordSchema,
+  type ReservationsRecord,
+  ReservationsRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
+import { MigrationState } from "../gen/debvisor/v1/migration_pb.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+  type TxnOp,
+} from "../store/index.js";
+import type { Reserved } from "./migration-planner.js";
+
+const RECORDS = "migrations/";
+const LOCKS = "migration-locks/";
+const RESERVATIONS = "reservations/";
+const MAX_ATTEMPTS = 8;
+/** Finished migrations kept for ListMigrations; older ones are deleted. */
+const KEEP_FINISHED = 2000;
+
+/**
+ * Migrations in the store: the record of each (`migrations/<id>`), one lock
+ * per VM (`migration-locks/<vm>`) so a VM has one operation at a time, and
+ * the capacity each in-flight migration holds on its target
+ * (`reservations/<node>`). Starting and finishing change all three in one
+ * transaction.
+ */
+export interface MigrationRecords {
+  /**
+   * Stores a new migration, takes its VM's lock and reserves its capacity,
+   * atomically. False when the lock is taken or the target's reservations
+   * changed since `reservedRevision` (re-plan and try again).
+   */
+  begin(record: MigrationRecord, reservedRevision: number, signal?: AbortSignal): Promise<boolean>;
+  /** Writes a running migration's new state (single writer: its runner). */
+  save(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
+  /** Writes a finished migration and releases its lock and reservation. */
+  finish(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
+  /**
+   * Takes over a record whose runner is gone: succeeds only if nobody
+   * changed it since it was read at `modRevision`.
+   */
+  claim(record: MigrationRecord, modRevision: number, signal?: AbortSignal): Promise<boolean>;
+  get(id: string, signal?: AbortSignal): Promise<MigrationRecord | undefined>;
+  /** Every record with its revision, oldest first. */
+  list(signal?: AbortSignal): Promise<{ record: MigrationRecord; modRevision: number }[]>;
+  /** Whether a VM has an operation in flight. */
+  locked(vmId: string, signal?: AbortSignal): Promise<boolean>;
+  /** Capacity reserved per node, and the revision of one node's reservations (0: none). */
+  reserved(
+    signal?: AbortSignal,
+  ): Promise<{ byNode: Map<string, Reserved>; revisions: Map<string, number> }>;
+}
+
+/** Creates the store-backed {@link MigrationRecords}. */
+export function createMigrationRecords(store: KvStore): MigrationRecords {
+  const enc = (r: MigrationRecord) => encodeMessage(MigrationRecordSchema, r);
+  const idOf = (r: MigrationRecord) => r.migration?.migrationId ?? "";
+  const vmOf = (r: MigrationRecord) => r.migration?.vm?.vmId ?? "";
+  const targetOf = (r: MigrationRecord) => r.migration?.target?.nodeId?.id ?? "";
+
+  async function readReservations(node: string, signal?: AbortSignal) {
+    const got = await getMessage(store, ReservationsRecordSchema, RESERVATIONS + node, { signal });
+    return {
+      rec: got?.message ?? create(ReservationsRecordSchema, {}),
+      rev: got?.modRevision ?? 0,
+    };
+  }
+  function reservationOps(node: string, rec: ReservationsRecord): TxnOp {
+    return rec.items.length === 0
+      ? { type: "delete", key: RESERVATIONS + node }
+      : {
+          type: "put",
+          key: RESERVATIONS + node,
+          value: encodeMessage(ReservationsRecordSchema, rec),
+        };
+  }
+
+  async function prune(signal?: AbortSignal) {
+    const all = await list(signal);
+    const finished = all.filter(
+      (r) => !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED),
+    );
+    for (const old of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED)))
+      await store.delete(RECORDS + idOf(old.record), { signal });
+  }
+
+  async function list(signal?: AbortSignal) {
+    const out: { record: MigrationRecord; modRevision: number }[] = [];
+    for await (const kv of rangeAll(store, RECORDS, { signal }))
+      out.push({ record: decodeMessage(MigrationRecordSchema, kv), modRevision: kv.modRevision });
+    return out;
+  }
+
+  return {
+    async begin(record, reservedRevision, signal) {
+      const target = targetOf(record);
+      const { rec } = await readReservations(target, signal);
+      const next = create(ReservationsRecordSchema, {
+        items: [
+          ...rec.items,
+          {
+            migrationId: idOf(record),
+            vcpus: record.vcpusReserved,
+            memoryBytes: record.memoryReserved,
+          },
+        ],
+      });
+      const txn = await store.txn(
+        {
+          compares: [
+            { key: LOCKS + vmOf(record), modRevision: 0 },
+            { key: RESERVATIONS + target, modRevision: reservedRevision },
+          ],
+          success: [
+            { type: "put", key: RECORDS + idOf(record), value: enc(record) },
+            {
+              type: "put",
+              key: LOCKS + vmOf(record),
+              value: new TextEncoder().encode(idOf(record)),
+            },
+            reservationOps(target, next),
+          ],
+        },
+        { signal },
+      );
+      return txn.succeeded;
+    },
+    async save(record, signal) {
+      await store.put(RECORDS + idOf(record), enc(record), { signal });
+    },
+    async finish(record, signal) {
+      const target = targetOf(record);
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { rec, rev } = await readReservations(target, signal);
+        const lock = await store.get(LOCKS + vmOf(record), { signal });
+        const ownsLock =
+          lock !== undefined && new TextDecoder().decode(lock.value) === idOf(record);
+        const next = create(ReservationsRecordSchema, {
+          items: rec.items.filter((i) => i.migrationId !== idOf(record)),
+        });
+        const txn = await store.txn(
+          {
+            compares: [
+              { key: RESERVATIONS + target, modRevision: rev },
+              ...(lock === undefined
+                ? []
+                : [{ key: LOCKS + vmOf(record), modRevision: lock.modRevision }]),
+            ],
+            success: [
+              { type: "put", key: RECORDS + idOf(record), value: enc(record) },
+              ...(ownsLock ? [{ type: "delete" as const, key: LOCKS + vmOf(record) }] : []),
+              ...(rev === 0 && next.items.length === 0 ? [] : [reservationOps(target, next)]),
+            ],
+          },
+          { signal },
+        );
+        if (txn.succeeded) {
+          await prune(signal);
+          return;
+        }
+      }
+      throw new RpcError("CONFLICT");
+    },
+    async claim(record, modRevision, signal) {
+      const txn = await store.txn(
+        {
+          compares: [{ key: RECORDS + idOf(record), modRevision }],
+          success: [{ type: "put", key: RECORDS + idOf(record), value: enc(record) }],
+        },
+        { signal },
+      );
+      return txn.succeeded;
+    },
+    async get(id, signal) {
+      return (await getMessage(store, MigrationRecordSchema, RECORDS + id, { signal }))?.message;
+    },
+    list,
+    async locked(vmId, signal) {
+      return (await store.get(LOCKS + vmId, { signal })) !== undefined;
+    },
+    async reserved(signal) {
+      const byNode = new Map<string, Reserved>();
+      const revisions = new Map<string, number>();
+      for await (const kv of rangeAll(store, RESERVATIONS, { signal })) {
+        const node = kv.key.slice(RESERVATIONS.length);
+        const rec = decodeMessage(ReservationsRecordSchema, kv);
+        let vcpus = 0;
+        let memoryBytes = 0n;
+        for (const i of rec.items) {
+          vcpus += i.vcpus;
+          memoryBytes += i.memoryBytes;
+        }
+        byNode.set(node, { vcpus, memoryBytes });
+        revisions.set(node, kv.modRevision);
+      }
+      return { byNode, revisions };
+    },
+  };
+}
+
+/** True while a migration has not reached a final state. */
+export function isActive(state: MigrationState): boolean {
+  return state === MigrationState.PENDING || state === MigrationState.RUNNING;
+}

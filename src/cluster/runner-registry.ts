@@ -1,0 +1,57 @@
+import type { Logger } from "../core/index.js";
+import type { KvStore, Lease } from "../store/index.js";
+
+const PREFIX = "runners/";
+
+/**
+ * Which control-plane processes are alive. Each process registers a key
+ * under `runners/` attached to a lease it keeps alive; when a process dies
+ * its lease expires, its key goes, and the migrations it was running become
+ * orphans another process (or its own successor) reconciles.
+ */
+export interface RunnerRegistry {
+  /** This process's runner id. */
+  readonly id: string;
+  isAlive(runnerId: string, signal?: AbortSignal): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Registers this process as a runner and keeps its lease alive. */
+export async function registerRunner(
+  store: KvStore,
+  id: string,
+  ttlMs: number,
+  logger: Logger,
+): Promise<RunnerRegistry> {
+  let lease: Lease = await store.grantLease(ttlMs);
+  await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
+  const renew = async () => {
+    try {
+      await lease.keepAlive();
+    } catch (err) {
+      // Expired (the process stalled past its TTL): register again. Our
+      // migrations may meanwhile have been claimed by someone else; the
+      // runner field of each record says who owns it now.
+      logger.warn({ err }, "runner lease lost; registering again");
+      lease = await store.grantLease(ttlMs);
+      await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
+    }
+  };
+  const timer = setInterval(
+    () => {
+      renew().catch((err: unknown) => logger.error({ err }, "runner lease renewal failed"));
+    },
+    Math.max(100, Math.floor(ttlMs / 3)),
+  );
+  timer.unref();
+  return {
+    id,
+    async isAlive(runnerId, signal) {
+      return (await store.get(PREFIX + runnerId, { signal })) !== undefined;
+    },
+    async close() {
+      clearInterval(timer);
+      await lease.revoke().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,170 @@
+import { RpcError } from "../core/index.js";
+import type {
+  DomainStatus,
+  MigrateOptions,
+  MigrationDestination,
+  RecoveringDriver,
+} from "./hypervisor-driver.js";
+import type { SimVm, SimWorld } from "./simulated-world.js";
+
+/** What a simulated node driver shares with the rest of the simulation. */
+export interface SimDriverContext {
+  readonly world: SimWorld;
+  /** Writes the world after a change that must survive a restart. */
+  persist(): void;
+  /** Time a migration takes, in milliseconds of real time. */
+  readonly migrationMs: number;
+  /** Progress reports of a migration. */
+  readonly migrationSteps: number;
+  /** Percent at which a migration of this VM is made to fail (fault injection), if any. */
+  failAt(vmId: string): number | undefined;
+}
+
+/** A simulated node's hypervisor: acts on the shared world like libvirt acts on a host. */
+export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext): RecoveringDriver {
+  const { world } = ctx;
+
+  function node() {
+    const n = world.nodes.get(nodeId);
+    if (n === undefined || !n.alive) throw new RpcError("BACKEND_UNAVAILABLE");
+    return n;
+  }
+  function domain(vmId: string): SimVm {
+    node();
+    const vm = world.vms.get(vmId);
+    if (vm === undefined || vm.node !== nodeId) throw new RpcError("VM_NOT_FOUND");
+    return vm;
+  }
+  function status(vm: SimVm): DomainStatus {
+    return {
+      id: vm.info.id,
+      state: vm.state,
+      vcpus: vm.info.vcpus,
+      memoryBytes: vm.info.memoryBytes,
+      persistent: true,
+    };
+  }
+  function runningElsewhere(vmId: string): boolean {
+    const vm = world.vms.get(vmId);
+    return vm !== undefined && vm.node !== nodeId && vm.state === "running";
+  }
+
+  return {
+    kind: "simulation",
+    nodeId,
+    capabilities: { liveMigration: true, offlineMigration: true },
+    async list(signal) {
+      signal.throwIfAborted();
+      node();
+      return [...world.vms.values()]
+        .filter((v) => v.node === nodeId)
+        .map(status)
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    },
+    async info(vmId, signal) {
+      signal.throwIfAborted();
+      node();
+      const vm = world.vms.get(vmId);
+      return vm !== undefined && vm.node === nodeId ? status(vm) : undefined;
+    },
+    async start(vmId, signal) {
+      signal.throwIfAborted();
+      const vm = domain(vmId);
+      if (vm.state === "running") return;
+      vm.state = "running";
+      ctx.persist();
+    },
+    async stop(vmId, { signal }) {
+      signal.throwIfAborted();
+      const vm = domain(vmId);
+      if (vm.state === "stopped") return;
+      vm.state = "stopped";
+      ctx.persist();
+    },
+    async recover(vmId, fromNodeId, signal) {
+      signal.throwIfAborted();
+      node();
+      const vm = world.vms.get(vmId);
+      if (vm === undefined || vm.node !== fromNodeId) throw new RpcError("VM_NOT_FOUND");
+      if (vm.state === "running") {
+        // The world knows what the control plane cannot: record the double run.
+        world.violations.push(`${vmId} started on ${nodeId} while still running on ${fromNodeId}`);
+      }
+      vm.node = nodeId;
+      vm.state = "running";
+      ctx.persist();
+    },
+    async migrate(vmId, to, options) {
+      await migrate(vmId, to, options);
+    },
+  };
+
+  async function migrate(vmId: string, to: MigrationDestination, options: MigrateOptions) {
+    const { signal, live, onProgress } = options;
+    signal.throwIfAborted();
+    const vm = domain(vmId);
+    const target = world.nodes.get(to.nodeId);
+    if (target === undefined || !target.alive || to.nodeId === nodeId)
+      throw new RpcError("BACKEND_UNAVAILABLE");
+    if (world.inflight.has(vmId)) throw new RpcError("MIGRATION_IN_PROGRESS");
+    if (live && vm.state !== "running") throw new RpcError("BACKEND_FAILED");
+    if (!live && vm.state === "running") throw new RpcError("BACKEND_FAILED");
+    if (runningElsewhere(vmId)) throw new RpcError("BACKEND_FAILED");
+
+    world.inflight.set(vmId, to.nodeId);
+    ctx.persist();
+    const total = live ? vm.info.memoryBytes + vm.info.memoryBytes / 4n : vm.info.memoryBytes / 8n;
+    const steps = Math.max(1, ctx.migrationSteps);
+    const failAt = ctx.failAt(vmId);
+    onProgress?.({ phase: "preparing", percent: 0, bytesTransferred: 0n, bytesTotal: total });
+    try {
+      for (let i = 1; i <= steps; i++) {
+        await sleep(ctx.migrationMs / (steps + 1), signal);
+        const percent = Math.min(99, Math.round((i / steps) * 100));
+        if (failAt !== undefined && percent >= failAt) throw new RpcError("BACKEND_FAILED");
+        if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
+        onProgress?.({
+          phase: "transferring",
+          percent,
+          bytesTransferred: (total * BigInt(percent)) / 100n,
+          bytesTotal: total,
+          downtimeEstimateMs: live ? Math.max(5, 300 - percent * 3) : undefined,
+        });
+      }
+      await sleep(ctx.migrationMs / (steps + 1), signal);
+      onProgress?.({
+        phase: "switchover",
+        percent: 99,
+        bytesTransferred: total,
+        bytesTotal: total,
+      });
+    } catch (err) {
+      // Roll back: the VM never left the source.
+      world.inflight.delete(vmId);
+      ctx.persist();
+      throw err;
+    }
+    world.inflight.delete(vmId);
+    vm.node = to.nodeId;
+    ctx.persist();
+    onProgress?.({ phase: "completed", percent: 100, bytesTransferred: total, bytesTotal: total });
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new RpcError("CANCELLED"));
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new RpcError("CANCELLED"));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

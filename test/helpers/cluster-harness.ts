@@ -1,0 +1,119 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type ClusterRuntime,
+  createInventory,
+  createLocalExecutors,
+  type Inventory,
+  type ReplicaCatalog,
+  startClusterRuntime,
+} from "../../src/cluster/index.js";
+import {
+  createManualClock,
+  type Logger,
+  type ManualClock,
+  silentLogger,
+} from "../../src/core/index.js";
+import { createSimulation, type Simulation } from "../../src/drivers/index.js";
+import type { VmInfo } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, type KvStore } from "../../src/store/index.js";
+
+/** A control plane over a simulated cluster in this process: real SQLite store, real timers for migrations, a manual clock for liveness. */
+export interface ClusterHarness {
+  readonly store: KvStore;
+  readonly clock: ManualClock;
+  readonly sim: Simulation;
+  readonly inventory: Inventory;
+  readonly runtime: ClusterRuntime;
+  readonly dir: string;
+  /** Delivers one heartbeat from every node that can send one. */
+  beat(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const consoleLogger = {
+  debug: () => {},
+  info: () => {},
+  warn: (o: object, m: string) => console.error("WARN", m, o),
+  error: (o: object, m: string) => console.error("ERROR", m, o),
+} as unknown as Logger;
+
+export const HARNESS_TTL_MS = 3000;
+export const HARNESS_FENCE_MS = 5000;
+
+/** A replica catalogue where every ZFS dataset is replicated to each of `nodeIds`. */
+export function replicatedTo(nodeIds: readonly string[]): ReplicaCatalog {
+  return { hasReplica: async (_dataset, nodeId) => nodeIds.includes(nodeId) };
+}
+
+/** The first VM the inventory lists that satisfies `pred`. */
+export async function pickVm(inventory: Inventory, pred: (vm: VmInfo) => boolean): Promise<VmInfo> {
+  const vm = (await inventory.listVms()).find(pred);
+  if (vm === undefined) throw new Error("no simulated vm matches; change the seed or the shape");
+  return vm;
+}
+
+export async function startClusterHarness(options: {
+  nodes?: number;
+  vmsPerNode?: number;
+  migrationMs?: number;
+  replicas?: ReplicaCatalog;
+  failover?: boolean;
+  store?: KvStore;
+  dir?: string;
+}): Promise<ClusterHarness> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
+  const store =
+    options.store ?? createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+  const clock = createManualClock(Date.UTC(2026, 10, 22, 8, 0, 0));
+  const sim = createSimulation({
+    nodes: options.nodes ?? 4,
+    vmsPerNode: options.vmsPerNode ?? 4,
+    clock,
+    migrationMs: options.migrationMs ?? 300,
+    migrationSteps: 10,
+    fenceDelayMs: HARNESS_FENCE_MS,
+    stateFile: join(dir, "simulation.json"),
+  });
+  const inventory = createInventory({ store, clock, heartbeatTtlMs: HARNESS_TTL_MS });
+  for (const node of sim.nodes) await inventory.register(node, "simulation");
+  const beat = async () => {
+    for (const node of sim.nodes) {
+      const id = node.id?.id ?? "";
+      const h = sim.heartbeat(id);
+      if (h === undefined) continue;
+      await inventory.heartbeat(h);
+      sim.delivered(id);
+    }
+  };
+  await beat();
+  const runtime = await startClusterRuntime({
+    store,
+    inventory,
+    executors: createLocalExecutors((id) => sim.driver(id)),
+    replicas: options.replicas ?? { hasReplica: async () => false },
+    clock,
+    logger: process.env.DV_TEST_LOG ? consoleLogger : silentLogger,
+    fenceDelayMs: HARNESS_FENCE_MS,
+    runnerLeaseMs: 2000,
+    failover: options.failover
+      ? { intervalMs: 3_600_000, restartLimit: 2, restartWindowMs: 3_600_000 }
+      : undefined,
+  });
+  return {
+    store,
+    clock,
+    sim,
+    inventory,
+    runtime,
+    dir,
+    beat,
+    async close() {
+      await runtime.close();
+      sim.close();
+      inventory.close();
+      if (options.store === undefined) await store.close();
+    },
+  };
+}
