@@ -1,0 +1,136 @@
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import type { RpcError } from "../src/core/index.js";
+import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
+import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
+import {
+  type ClusterHarness,
+  HARNESS_FENCE_MS,
+  HARNESS_TTL_MS,
+  startClusterHarness,
+} from "./helpers/cluster-harness.js";
+
+const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
+
+/** Advances the manual clock in steps, heartbeating the nodes that still can, like real time passing. */
+async function pass(h: ClusterHarness, ms: number, step = 500) {
+  for (let t = 0; t < ms; t += step) {
+    h.clock.advance(step);
+    await h.beat();
+  }
+}
+
+describe("failover", () => {
+  let h: ClusterHarness;
+  afterEach(() => h.close());
+
+  it("a node that stops heartbeating goes NOT_READY after the TTL", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    h.sim.faults.partitionNode("node-01");
+    await pass(h, HARNESS_TTL_MS - 500);
+    assert.equal((await h.inventory.getNode("node-01"))?.summary.readiness, NodeReadiness.READY);
+    await pass(h, 1000);
+    const n = await h.inventory.getNode("node-01");
+    assert.equal(n?.summary.readiness, NodeReadiness.NOT_READY);
+    assert.equal((await h.inventory.getNode("node-02"))?.summary.readiness, NodeReadiness.READY);
+  });
+
+  it("FailoverVM is refused while the node could still run the vm, allowed after the fence delay", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    const vm = (await h.inventory.getNode("node-01"))?.vms.find(onRbd);
+    assert.ok(vm);
+    const deps = h.runtime.failover;
+    const { failoverVm } = await import("../src/cluster/failover.js");
+    const attempt = () => failoverVm(deps, vm.id, "operator", undefined, AbortSignal.timeout(5000));
+    await assert.rejects(attempt(), (err: RpcError) => {
+      assert.equal(err.reason, "FAILOVER_NOT_ALLOWED");
+      assert.match(err.message, /is ready/);
+      return true;
+    });
+    h.sim.faults.partitionNode("node-01");
+    await pass(h, HARNESS_FENCE_MS - 1000);
+    // Cut off but alive: the vm still runs there, so starting it elsewhere would run it twice.
+    assert.equal(h.sim.locate(vm.id)?.state, "running");
+    await assert.rejects(attempt(), (err: RpcError) => {
+      assert.equal(err.reason, "FAILOVER_NOT_ALLOWED");
+      assert.match(err.message, /fence delay/);
+      return true;
+    });
+    await pass(h, HARNESS_TTL_MS);
+    assert.equal(h.sim.locate(vm.id)?.state, "stopped", "the node has fenced itself");
+    await assert.rejects(attempt(), /fence delay/);
+    await pass(h, 1500);
+    const m = await attempt();
+    assert.equal(m.state, MigrationState.SUCCEEDED);
+    assert.equal(m.kind, MigrationKind.FAILOVER);
+    const target = m.target?.nodeId?.id ?? "";
+    assert.notEqual(target, "node-01");
+    assert.deepEqual(h.sim.locate(vm.id), { nodeId: target, state: "running" });
+    assert.equal((await h.inventory.findVm(vm.id))?.nodeId?.id, target);
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
+  it("the controller restarts HA vms of a dead node elsewhere only after the fence delay, never twice", async () => {
+    h = await startClusterHarness({ nodes: 4, vmsPerNode: 6, failover: true });
+    const controller = h.runtime.controller;
+    assert.ok(controller);
+    const before = (await h.inventory.getNode("node-02"))?.vms ?? [];
+    const ha = before.filter((vm) => vm.ha && onRbd(vm));
+    const notHa = before.filter((vm) => !vm.ha);
+    assert.ok(ha.length > 0 && notHa.length > 0);
+    h.sim.faults.partitionNode("node-02");
+    // Step through the dangerous window: at every step, nothing may start elsewhere
+    // while node-02 still runs it.
+    for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 2000; t += 500) {
+      await pass(h, 500);
+      await controller.tick();
+      for (const vm of ha) {
+        const where = h.sim.locate(vm.id);
+        if (where?.nodeId !== "node-02") {
+          assert.ok(
+            t >= HARNESS_TTL_MS + HARNESS_FENCE_MS - 500,
+            `${vm.id} restarted at ${t} ms, before the fence delay`,
+          );
+        }
+      }
+    }
+    assert.ok(controller.isLeader());
+    for (const vm of ha) {
+      const where = h.sim.locate(vm.id);
+      assert.notEqual(where?.nodeId, "node-02", `${vm.id} was restarted elsewhere`);
+      assert.equal(where?.state, "running");
+    }
+    for (const vm of notHa) assert.equal(h.sim.locate(vm.id)?.nodeId, "node-02");
+    assert.deepEqual(h.sim.violations(), []);
+    const failovers = (await h.runtime.engine.list(undefined)).filter(
+      (m) => m.kind === MigrationKind.FAILOVER,
+    );
+    assert.ok(failovers.every((m) => m.requestedBy === "system:failover-controller"));
+    assert.equal(new Set(failovers.map((m) => m.vm?.vmId)).size, failovers.length);
+  });
+
+  it("only one of two controllers sharing a store acts", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 2, failover: true });
+    const second = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 2,
+      failover: true,
+      store: h.store,
+    });
+    try {
+      await h.runtime.controller?.tick();
+      await second.runtime.controller?.tick();
+      await h.runtime.controller?.tick();
+      const leaders = [h.runtime.controller?.isLeader(), second.runtime.controller?.isLeader()];
+      assert.deepEqual(leaders.sort(), [false, true]);
+      await h.runtime.controller?.close();
+      // The leader stepped down (its lease revoked): the other takes over.
+      await second.runtime.controller?.tick();
+      assert.equal(second.runtime.controller?.isLeader(), true);
+    } finally {
+      await second.close();
+    }
+  });
+});
