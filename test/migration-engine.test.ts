@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { createMigrationRecords } from "../src/cluster/migration-records.js";
 import type { RpcError } from "../src/core/index.js";
 import {
   MigrationKind,
@@ -168,6 +169,46 @@ describe("migrations on the simulated cluster", () => {
       `${memBefore} -> ${memDuring}`,
     );
     await h.runtime.engine.wait(started.migrationId, AbortSignal.timeout(10_000));
+  });
+
+  it("settles a migration whose runner died after the switchover as succeeded", async () => {
+    const vm = await pickVm(h.inventory, movable);
+    const source = vm.nodeId?.id ?? "";
+    const plan = await h.runtime.engine.plan({
+      vmId: vm.id,
+      allowDowntime: false,
+      tenant: undefined,
+    });
+    assert.ok(plan.allowed);
+    // The hypervisors finished the move while no control plane was watching.
+    await h.sim
+      .driver(source)
+      ?.migrate(
+        vm.id,
+        { nodeId: plan.target, uri: "" },
+        { live: true, signal: AbortSignal.timeout(5000) },
+      );
+    const records = createMigrationRecords(h.store);
+    const { internals } = h.runtime.engine;
+    const record = internals.newRecord({
+      id: internals.newId(),
+      vm,
+      source,
+      target: plan.target,
+      live: true,
+      allowDowntime: false,
+      kind: MigrationKind.MIGRATE,
+      requestedBy: "test-operator",
+    });
+    record.runner = "r-gone";
+    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    assert.equal(await h.runtime.engine.reconcile(), 1);
+    const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+    assert.equal(m.state, MigrationState.SUCCEEDED);
+    assert.match(m.message, /finished while the control plane was down/);
+    assert.equal((await h.inventory.findVm(vm.id))?.nodeId?.id, plan.target);
+    assert.equal(await records.locked(vm.id), false);
+    assert.equal(await h.runtime.engine.reconcile(), 0, "settled once");
   });
 
   it("lists migrations newest first and hides other tenants' migrations", async () => {
