@@ -65,6 +65,7 @@ const ALLOWED: Record<string, string[]> = {
     "PrepareMigration",
     "ListMigrations",
     "GetMigration",
+    "WatchMigration",
   ],
   admin: accessMethods,
   node: ["RegisterNode", "Heartbeat"],
