@@ -105,6 +105,13 @@ export function createInventory(options: InventoryOptions): Inventory {
     for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
     return out;
   }
+  async function cachedVersion(id: string) {
+    mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
+    const seen = (await mirror).values().get(id);
+    const mine = written.get(id);
+    const best = mine !== undefined && (seen === undefined || mine.rev > seen.rev) ? mine : seen;
+    return best === undefined ? undefined : { message: best.rec, modRevision: best.rev };
+  }
   function remember(id: string, rev: number, rec: NodeRecord) {
     const prev = written.get(id);
     if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
@@ -144,7 +151,10 @@ export function createInventory(options: InventoryOptions): Inventory {
   ): Promise<T> {
     const key = PREFIX + id;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const current = await getMessage(store, NodeRecordSchema, key, { signal });
+      // First try the copy in memory (usually current: this process wrote it or
+      // the watch brought it); the compare-and-swap catches a stale one.
+      const cached = attempt === 0 ? await cachedVersion(id) : undefined;
+      const current = cached ?? (await getMessage(store, NodeRecordSchema, key, { signal }));
       const { next, result } = change(current?.message);
       if (next === undefined) return result;
       const txn = await store.txn(
