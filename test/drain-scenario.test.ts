@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { drainNode } from "../src/cluster/node-drain.js";
+import { drainNode } from "../src/cluster/index.js";
 import type { DrainProgress } from "../src/gen/debvisor/v1/node_pb.js";
 import {
   type ClusterHarness,

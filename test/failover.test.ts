@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
+import { failoverVm } from "../src/cluster/index.js";
 import type { RpcError } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
@@ -42,7 +43,6 @@ describe("failover", () => {
     const vm = (await h.inventory.getNode("node-01"))?.vms.find(onRbd);
     assert.ok(vm);
     const deps = h.runtime.failover;
-    const { failoverVm } = await import("../src/cluster/failover.js");
     const attempt = () => failoverVm(deps, vm.id, "operator", undefined, AbortSignal.timeout(5000));
     await assert.rejects(attempt(), (err: RpcError) => {
       assert.equal(err.reason, "FAILOVER_NOT_ALLOWED");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createMigrationRecords } from "../src/cluster/migration-records.js";
+import { createMigrationRecords } from "../src/cluster/index.js";
 import type { RpcError } from "../src/core/index.js";
 import {
   MigrationKind,
