@@ -1,17 +1,60 @@
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
+import { after, afterEach, describe, it } from "node:test";
 import { failoverVm } from "../src/cluster/index.js";
 import type { RpcError } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
+import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+
+/**
+ * A second control plane on `store`, over the same simulated hypervisors as
+ * `h`: a node goes down, both controllers keep ticking, and every HA VM is
+ * restarted exactly once.
+ */
+async function twoControllersOneRestart(h: ClusterHarness, store: KvStore) {
+  const other = await startClusterHarness({
+    nodes: 4,
+    vmsPerNode: 6,
+    failover: true,
+    store,
+    sim: h.sim,
+  });
+  try {
+    const ha = ((await h.inventory.getNode("node-03"))?.vms ?? []).filter(
+      (vm) => vm.ha && onRbd(vm),
+    );
+    assert.ok(ha.length > 0);
+    h.sim.faults.partitionNode("node-03");
+    for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000; t += 500) {
+      other.clock.advance(500);
+      await pass(h, 500);
+      await Promise.all([h.runtime.controller?.tick(), other.runtime.controller?.tick()]);
+    }
+    const leaders = [h.runtime.controller?.isLeader(), other.runtime.controller?.isLeader()];
+    assert.equal(leaders.filter(Boolean).length, 1, "exactly one leader");
+    const failovers = (await h.runtime.engine.list(undefined)).filter(
+      (m) => m.kind === MigrationKind.FAILOVER && m.state === MigrationState.SUCCEEDED,
+    );
+    assert.deepEqual(
+      failovers.map((m) => m.vm?.vmId).sort(),
+      ha.map((vm) => vm.id).sort(),
+      "each HA vm restarted exactly once",
+    );
+    for (const vm of ha) assert.equal(h.sim.locate(vm.id)?.state, "running");
+    assert.deepEqual(h.sim.violations(), []);
+  } finally {
+    await other.close();
+  }
+}
 
 const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
@@ -111,6 +154,11 @@ describe("failover", () => {
     assert.equal(new Set(failovers.map((m) => m.vm?.vmId)).size, failovers.length);
   });
 
+  it("two daemons' controllers sharing one store restart each vm exactly once", async () => {
+    h = await startClusterHarness({ nodes: 4, vmsPerNode: 6, failover: true });
+    await twoControllersOneRestart(h, h.store);
+  });
+
   it("only one of two controllers sharing a store acts", async () => {
     h = await startClusterHarness({ nodes: 3, vmsPerNode: 2, failover: true });
     const second = await startClusterHarness({
@@ -131,6 +179,29 @@ describe("failover", () => {
       assert.equal(second.runtime.controller?.isLeader(), true);
     } finally {
       await second.close();
+    }
+  });
+});
+
+describe("failover with two daemons on etcd", async () => {
+  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
+  if (etcd === undefined) {
+    console.log("!!! etcd is not installed: the two-daemons-on-etcd failover test is SKIPPED.");
+    return;
+  }
+  after(() => etcd.stop());
+
+  it("controllers of two daemons, each with its own etcd client, restart each vm exactly once", async () => {
+    const prefix = `/failover-${process.pid}/`;
+    const a = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const b = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const h = await startClusterHarness({ nodes: 4, vmsPerNode: 6, failover: true, store: a });
+    try {
+      await twoControllersOneRestart(h, b);
+    } finally {
+      await h.close();
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -60,22 +60,27 @@ export async function startClusterHarness(options: {
   migrationMs?: number;
   replicas?: ReplicaCatalog;
   failover?: boolean;
+  /** Share a store (another "daemon" of the same cluster); the caller closes it. */
   store?: KvStore;
+  /** Share the simulated hypervisors with another harness. */
+  sim?: Simulation;
   dir?: string;
 }): Promise<ClusterHarness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
   const store =
     options.store ?? createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
   const clock = createManualClock(Date.UTC(2026, 10, 22, 8, 0, 0));
-  const sim = createSimulation({
-    nodes: options.nodes ?? 4,
-    vmsPerNode: options.vmsPerNode ?? 4,
-    clock,
-    migrationMs: options.migrationMs ?? 300,
-    migrationSteps: 10,
-    fenceDelayMs: HARNESS_FENCE_MS,
-    stateFile: join(dir, "simulation.json"),
-  });
+  const sim =
+    options.sim ??
+    createSimulation({
+      nodes: options.nodes ?? 4,
+      vmsPerNode: options.vmsPerNode ?? 4,
+      clock,
+      migrationMs: options.migrationMs ?? 300,
+      migrationSteps: 10,
+      fenceDelayMs: HARNESS_FENCE_MS,
+      stateFile: join(dir, "simulation.json"),
+    });
   const inventory = createInventory({ store, clock, heartbeatTtlMs: HARNESS_TTL_MS });
   for (const node of sim.nodes) await inventory.register(node, "simulation");
   const beat = async () => {
