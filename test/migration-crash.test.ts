@@ -12,7 +12,7 @@ import {
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 
 function devDaemon(dir: string, config: object): Promise<DaemonProcess> {
@@ -30,6 +30,12 @@ function devDaemon(dir: string, config: object): Promise<DaemonProcess> {
     "127.0.0.1:0",
   ]);
 }
+
+const liveOnRbd = (v: VmInfo) =>
+  v.liveMigratable &&
+  v.cpuModel === "host-model" &&
+  v.state === VmState.RUNNING &&
+  v.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 function clients(dir: string) {
   const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
@@ -93,16 +99,32 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
   });
   after(() => daemon?.kill());
 
+  it("MigrateVM answers DEADLINE_EXCEEDED at its deadline and the migration goes on", async () => {
+    const c = clients(dir);
+    try {
+      const { vms } = await c.vms.listVms({});
+      const vm = vms.filter(liveOnRbd).at(-1);
+      assert.ok(vm);
+      await assert.rejects(
+        c.migrations.migrateVM({ vm: { vmId: vm.id } }, { timeoutMs: 1500 }),
+        (e: grpc.ServiceError) => e.code === 4,
+      );
+      const { migrations } = await c.migrations.listMigrations({ vm: { vmId: vm.id } });
+      assert.equal(migrations.length, 1);
+      assert.equal(migrations[0]?.state, MigrationState.RUNNING);
+      const cancelled = await c.migrations.cancelMigration({
+        migrationId: migrations[0]?.migrationId ?? "",
+      });
+      assert.equal(cancelled.state, MigrationState.CANCELLED);
+    } finally {
+      c.ch.close();
+    }
+  });
+
   it("reconciles on restart: the migration is rolled back and the vm is on exactly one node", async () => {
     let c = clients(dir);
     const { vms } = await c.vms.listVms({});
-    const vm = vms.find(
-      (v) =>
-        v.liveMigratable &&
-        v.cpuModel === "host-model" &&
-        v.state === VmState.RUNNING &&
-        v.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD),
-    );
+    const vm = vms.find(liveOnRbd);
     assert.ok(vm, "the dev cluster has a live-migratable vm on RBD");
     const source = vm.nodeId?.id ?? "";
     const started = await c.migrations.startMigration({ vm: { vmId: vm.id } });
