@@ -115,6 +115,29 @@ describe("failover", () => {
     assert.deepEqual(h.sim.violations(), []);
   });
 
+  it("a node that dies takes its vms down at once; they come back elsewhere after the fence delay", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    const vm = (await h.inventory.getNode("node-02"))?.vms.find(onRbd);
+    assert.ok(vm);
+    h.sim.faults.killNode("node-02");
+    assert.equal(h.sim.locate(vm.id)?.state, "stopped");
+    await assert.rejects(
+      h.sim.driver("node-02")?.list(AbortSignal.timeout(1000)) ?? Promise.reject(),
+      /backend unavailable/,
+    );
+    await pass(h, HARNESS_TTL_MS + HARNESS_FENCE_MS + 500);
+    const m = await failoverVm(
+      h.runtime.failover,
+      vm.id,
+      "operator",
+      undefined,
+      AbortSignal.timeout(5000),
+    );
+    assert.equal(m.state, MigrationState.SUCCEEDED);
+    assert.equal(h.sim.locate(vm.id)?.state, "running");
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
   it("the controller restarts HA vms of a dead node elsewhere only after the fence delay, never twice", async () => {
     h = await startClusterHarness({ nodes: 4, vmsPerNode: 6, failover: true });
     const controller = h.runtime.controller;
