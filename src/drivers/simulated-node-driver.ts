@@ -1,4 +1,4 @@
-import { RpcError } from "../core/index.js";
+import { ID_PATTERN, RpcError } from "../core/index.js";
 import type {
   DomainStatus,
   MigrateOptions,
@@ -30,6 +30,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     return n;
   }
   function domain(vmId: string): SimVm {
+    checkId(vmId);
     node();
     const vm = world.vms.get(vmId);
     if (vm === undefined || vm.node !== nodeId) throw new RpcError("VM_NOT_FOUND");
@@ -54,7 +55,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     nodeId,
     capabilities: { liveMigration: true, offlineMigration: true },
     async list(signal) {
-      signal.throwIfAborted();
+      alive(signal);
       node();
       return [...world.vms.values()]
         .filter((v) => v.node === nodeId)
@@ -62,27 +63,29 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
         .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     },
     async info(vmId, signal) {
-      signal.throwIfAborted();
+      alive(signal);
+      checkId(vmId);
       node();
       const vm = world.vms.get(vmId);
       return vm !== undefined && vm.node === nodeId ? status(vm) : undefined;
     },
     async start(vmId, signal) {
-      signal.throwIfAborted();
+      alive(signal);
       const vm = domain(vmId);
       if (vm.state === "running") return;
       vm.state = "running";
       ctx.persist();
     },
     async stop(vmId, { signal }) {
-      signal.throwIfAborted();
+      alive(signal);
       const vm = domain(vmId);
       if (vm.state === "stopped") return;
       vm.state = "stopped";
       ctx.persist();
     },
     async recover(vmId, fromNodeId, signal) {
-      signal.throwIfAborted();
+      alive(signal);
+      checkId(vmId);
       node();
       const vm = world.vms.get(vmId);
       if (vm === undefined || vm.node !== fromNodeId) throw new RpcError("VM_NOT_FOUND");
@@ -101,14 +104,15 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
 
   async function migrate(vmId: string, to: MigrationDestination, options: MigrateOptions) {
     const { signal, live, onProgress } = options;
-    signal.throwIfAborted();
+    alive(signal);
     const vm = domain(vmId);
     const target = world.nodes.get(to.nodeId);
     if (target === undefined || !target.alive || to.nodeId === nodeId)
       throw new RpcError("BACKEND_UNAVAILABLE");
     if (world.inflight.has(vmId)) throw new RpcError("MIGRATION_IN_PROGRESS");
-    if (live && vm.state !== "running") throw new RpcError("BACKEND_FAILED");
-    if (!live && vm.state === "running") throw new RpcError("BACKEND_FAILED");
+    // Like libvirt: live needs a running domain, offline a stopped one.
+    if (live && vm.state !== "running") throw new RpcError("MIGRATION_NOT_ALLOWED");
+    if (!live && vm.state === "running") throw new RpcError("MIGRATION_NOT_ALLOWED");
     if (runningElsewhere(vmId)) throw new RpcError("BACKEND_FAILED");
 
     world.inflight.set(vmId, to.nodeId);
@@ -149,6 +153,17 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     ctx.persist();
     onProgress?.({ phase: "completed", percent: 100, bytesTransferred: total, bytesTotal: total });
   }
+}
+
+/** Rejects a call whose signal is already aborted, as every driver must. */
+function alive(signal: AbortSignal): void {
+  if (signal.aborted) throw new RpcError("CANCELLED");
+}
+
+/** Refuses what no hypervisor would accept as a domain name, before touching anything. */
+function checkId(vmId: string): void {
+  if (!ID_PATTERN.test(vmId))
+    throw new RpcError("INVALID_ARGUMENT", { message: "invalid vm id" });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
