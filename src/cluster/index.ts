@@ -5,6 +5,8 @@ export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
+export type { DriverReporter, ReportedNode } from "./driver-reporter.js";
+export { startDriverReporter } from "./driver-reporter.js";
 export type { Executors } from "./executors.js";
 export { createLocalExecutors } from "./executors.js";
 export type { FailoverDeps } from "./failover.js";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
-import type { MigrationProgress } from "../drivers/index.js";
+import { type MigrationProgress, vmStateOf } from "../drivers/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
@@ -319,7 +319,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       m.message = `finished while the control plane was down; the vm is on ${target}`;
       const vm = await inventory.findVm(vmId, signal);
       if (vm !== undefined)
-        await inventory.moveVm({ ...vm, state: vmState(onTarget.state) }, source, target, signal);
+        await inventory.moveVm({ ...vm, state: vmStateOf(onTarget.state) }, source, target, signal);
     } else if (onSource !== undefined && onTarget === undefined) {
       m.state = MigrationState.FAILED;
       m.phase = MigrationPhase.ROLLED_BACK;
@@ -492,14 +492,4 @@ function applyProgress(m: Migration, p: MigrationProgress) {
   m.bytesTotal = p.bytesTotal;
   m.downtimeEstimateMs = p.downtimeEstimateMs ?? 0;
   m.message = "";
-}
-
-function vmState(state: string): VmState {
-  return state === "running"
-    ? VmState.RUNNING
-    : state === "paused"
-      ? VmState.PAUSED
-      : state === "crashed"
-        ? VmState.CRASHED
-        : VmState.STOPPED;
 }

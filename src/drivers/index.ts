@@ -1,6 +1,7 @@
 // The drivers layer: the hypervisor and storage backends the cluster layer
 // drives, behind small interfaces (HypervisorDriver, StorageDriver).
 
+export { vmStateOf } from "./domain-state.js";
 export type {
   DomainState,
   DomainStatus,

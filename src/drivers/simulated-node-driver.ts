@@ -162,8 +162,7 @@ function alive(signal: AbortSignal): void {
 
 /** Refuses what no hypervisor would accept as a domain name, before touching anything. */
 function checkId(vmId: string): void {
-  if (!ID_PATTERN.test(vmId))
-    throw new RpcError("INVALID_ARGUMENT", { message: "invalid vm id" });
+  if (!ID_PATTERN.test(vmId)) throw new RpcError("INVALID_ARGUMENT", { message: "invalid vm id" });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -8,6 +8,7 @@ import {
   SnapshotInfoSchema,
 } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { vmStateOf } from "./domain-state.js";
 import type { DomainState, RecoveringDriver } from "./hypervisor-driver.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
 import {
@@ -153,7 +154,7 @@ export function createSimulation(options: SimulationOptions): Simulation {
         vms.push({
           ...vm.info,
           nodeId: { $typeName: "debvisor.v1.NodeId", id: nodeId },
-          state: world.inflight.has(vm.info.id) ? VmState.MIGRATING : vmState(vm.state),
+          state: world.inflight.has(vm.info.id) ? VmState.MIGRATING : vmStateOf(vm.state),
         });
       }
       return create(HealthSchema, {
@@ -211,19 +212,6 @@ export function createSimulation(options: SimulationOptions): Simulation {
       return list === undefined ? undefined : [...list];
     },
   };
-}
-
-function vmState(state: DomainState): VmState {
-  switch (state) {
-    case "running":
-      return VmState.RUNNING;
-    case "paused":
-      return VmState.PAUSED;
-    case "crashed":
-      return VmState.CRASHED;
-    default:
-      return VmState.STOPPED;
-  }
 }
 
 function dailySnapshots(dataset: DatasetRef, now: number, count: number): SnapshotInfo[] {
