@@ -1,0 +1,50 @@
+// Where a V8 CPU profile (node --cpu-prof) spent its samples, so a profiling
+// run prints a first answer beside the file it wrote.
+
+/** The parts of a .cpuprofile this reads. */
+export interface CpuProfile {
+  readonly nodes: readonly {
+    readonly id: number;
+    readonly callFrame: {
+      readonly functionName: string;
+      readonly url: string;
+      readonly lineNumber: number;
+    };
+    readonly hitCount?: number;
+  }[];
+}
+
+/** A function and its share of all samples (self time). */
+export interface HotFunction {
+  readonly name: string;
+  /** file:line (1-based), without the file: URL scheme and the folders before dist/ or node_modules/. */
+  readonly where: string;
+  readonly selfPercent: number;
+}
+
+/** The `n` functions with the most self samples; one entry per function, whatever its call paths. */
+export function hotFunctions(profile: CpuProfile, n: number): HotFunction[] {
+  const byFunction = new Map<string, { name: string; where: string; hits: number }>();
+  let total = 0;
+  for (const node of profile.nodes) {
+    const hits = node.hitCount ?? 0;
+    total += hits;
+    const { functionName, url, lineNumber } = node.callFrame;
+    const file = url.replace(/^file:\/\//, "").replace(/^.*\/(?=(dist|node_modules)\/)/, "");
+    const where = file === "" ? "" : `${file}:${lineNumber + 1}`;
+    const name = functionName === "" ? "(anonymous)" : functionName;
+    const key = `${name} ${where}`;
+    const entry = byFunction.get(key) ?? { name, where, hits: 0 };
+    entry.hits += hits;
+    byFunction.set(key, entry);
+  }
+  return [...byFunction.values()]
+    .filter((e) => e.hits > 0)
+    .sort((a, b) => b.hits - a.hits)
+    .slice(0, n)
+    .map((e) => ({
+      name: e.name,
+      where: e.where,
+      selfPercent: (e.hits / Math.max(1, total)) * 100,
+    }));
+}
