@@ -9,7 +9,7 @@ const frame = (functionName: string, url: string, lineNumber: number) => ({
 });
 
 describe("hot functions of a CPU profile", () => {
-  it("adds up a function's self samples over its call paths and ranks by share", () => {
+  it("adds up a function's self samples over its call paths and ranks by share of busy time", () => {
     const top = hotFunctions(
       {
         nodes: [
@@ -21,9 +21,14 @@ describe("hot functions of a CPU profile", () => {
           },
           {
             id: 3,
-            callFrame: frame("", "file:///work/x/node_modules/pino/lib/proto.js", 9),
+            callFrame: frame(
+              "",
+              "file:///work/x/node_modules/@bufbuild/protobuf/dist/esm/to-binary.js",
+              9,
+            ),
             hitCount: 10,
           },
+          { id: 6, callFrame: frame("(idle)", "", -1), hitCount: 900 },
           {
             id: 4,
             callFrame: frame("get", "file:///work/x/dist/src/store/sqlite-store.js", 195),
@@ -32,11 +37,16 @@ describe("hot functions of a CPU profile", () => {
           { id: 5, callFrame: frame("(garbage collector)", "", -1), hitCount: 40 },
         ],
       },
-      2,
+      3,
     );
     assert.deepEqual(top, [
       { name: "get", where: "dist/src/store/sqlite-store.js:196", selfPercent: 50 },
       { name: "(garbage collector)", where: "", selfPercent: 40 },
+      {
+        name: "(anonymous)",
+        where: "node_modules/@bufbuild/protobuf/dist/esm/to-binary.js:10",
+        selfPercent: 10,
+      },
     ]);
   });
 });

@@ -14,23 +14,28 @@ export interface CpuProfile {
   }[];
 }
 
-/** A function and its share of all samples (self time). */
+/** A function and its share of the busy samples (self time; idle samples left out). */
 export interface HotFunction {
   readonly name: string;
-  /** file:line (1-based), without the file: URL scheme and the folders before dist/ or node_modules/. */
+  /** file:line (1-based), from the first dist/ or node_modules/ folder on. */
   readonly where: string;
   readonly selfPercent: number;
 }
 
-/** The `n` functions with the most self samples; one entry per function, whatever its call paths. */
+/**
+ * The `n` functions with the most self samples, as shares of the samples in
+ * which the process was not idle (a server under test idles while the other
+ * variants are measured); one entry per function, whatever its call paths.
+ */
 export function hotFunctions(profile: CpuProfile, n: number): HotFunction[] {
   const byFunction = new Map<string, { name: string; where: string; hits: number }>();
   let total = 0;
   for (const node of profile.nodes) {
+    const { functionName, url, lineNumber } = node.callFrame;
+    if (functionName === "(idle)") continue;
     const hits = node.hitCount ?? 0;
     total += hits;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const file = url.replace(/^file:\/\//, "").replace(/^.*\/(?=(dist|node_modules)\/)/, "");
+    const file = url.replace(/^file:\/\//, "").replace(/^.*?\/(?=(dist|node_modules)\/)/, "");
     const where = file === "" ? "" : `${file}:${lineNumber + 1}`;
     const name = functionName === "" ? "(anonymous)" : functionName;
     const key = `${name} ${where}`;

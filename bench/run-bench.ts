@@ -114,7 +114,7 @@ const rejected = results.flatMap((r) => r.rows).filter((r) => r.rejected > 0 || 
 if (profileDir !== undefined) {
   console.log("\nCPU profiles (open in Chrome DevTools > Performance, or speedscope.app):");
   for (const p of profiles) {
-    console.log(`  ${p}\n    most self time:`);
+    console.log(`  ${p}\n    most self time (share of the busy samples):`);
     const profile = JSON.parse(readFileSync(p, "utf8")) as CpuProfile;
     for (const h of hotFunctions(profile, 8))
       console.log(`      ${h.selfPercent.toFixed(1).padStart(5)}%  ${h.name}  ${h.where}`);
