@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -11,9 +11,12 @@ import { createTestPki, type TestPki } from "./helpers/pki.js";
 
 const LIST_NODES = "/debvisor.v1.NodeService/ListNodes";
 
+const dirs: string[] = [];
+
 /** Starts the daemon with a one-call rate limit and no role bindings, plus `extra` YAML. */
 async function startWith(pki: TestPki, extra: string): Promise<DaemonProcess> {
   const dir = mkdtempSync(join(tmpdir(), "dv-benchset-"));
+  dirs.push(dir);
   const cfg = join(dir, "rpcd.yaml");
   writeFileSync(
     cfg,
@@ -42,8 +45,12 @@ describe("benchmark settings of debvisor-rpcd", () => {
       usage: "client",
     });
   });
-  after(() => {
-    for (const d of daemons) d.kill();
+  after(async () => {
+    for (const d of daemons) {
+      d.kill();
+      await d.exited;
+    }
+    for (const dir of [...dirs, pki.dir]) rmSync(dir, { recursive: true, force: true });
   });
 
   const call = async (d: DaemonProcess) => {
