@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { silentLogger } from "../src/core/index.js";
 import { createEtcdStore, createSqliteStore, type KvStore } from "../src/store/index.js";
 import { startEtcd } from "../test/helpers/etcd-server.js";
+import { median, percentile } from "./bench-support.js";
 
 const { values } = parseArgs({
   options: {
@@ -53,21 +54,13 @@ async function run(store: KvStore, writers: number): Promise<Sample> {
   await Promise.all(Array.from({ length: writers }, (_, w) => writer(w)));
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
-  const pct = (p: number) =>
-    latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0;
   return {
     opsPerSec: latencies.length / elapsed,
-    p50Ms: pct(0.5),
-    p99Ms: pct(0.99),
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
     ops: latencies.length,
   };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 
 const stores: { name: string; store: KvStore }[] = [
   {

@@ -70,3 +70,32 @@ describe("docs/configuration.md", () => {
     assert.equal(c.listen, "0.0.0.0:7443");
   });
 });
+
+describe("benchmark settings", () => {
+  it("refuses to leave out rate limits or authorization unless listening on loopback", () => {
+    for (const key of ["skipRateLimit", "skipAuthorization"]) {
+      for (const listen of ["0.0.0.0:7443", "10.0.0.5:7443", "[::]:7443", "hv1.example:7443"]) {
+        assert.throws(
+          () => parseConfig({ listen, benchmark: { [key]: true } }),
+          new RegExp(
+            `^ConfigError: benchmark\\.${key}: a benchmark setting, refused unless listen is a loopback address$`,
+          ),
+          `${key} on ${listen}`,
+        );
+      }
+      for (const listen of ["127.0.0.1:0", "127.1.2.3:7443", "[::1]:7443", "localhost:7443"]) {
+        assert.equal(
+          parseConfig({ listen, benchmark: { [key]: true } }).benchmark[key as "skipRateLimit"],
+          true,
+        );
+      }
+    }
+  });
+
+  it("keeps every stage by default", () => {
+    assert.deepEqual(parseConfig({ listen: "0.0.0.0:7443" }).benchmark, {
+      skipRateLimit: false,
+      skipAuthorization: false,
+    });
+  });
+});

@@ -14,12 +14,8 @@ const bucket = z.strictObject({
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 const LEVEL_ALIASES: Record<string, string> = { warning: "warn", critical: "fatal" };
 
-/**
- * The one configuration schema of debvisor-rpcd. The YAML file, the
- * environment variables and the flags all map onto it; unknown keys are
- * rejected. Every limit a library leaves unlimited has a bound here.
- */
-export const configSchema = z.strictObject({
+/** The sections of the configuration; {@link configSchema} adds the checks across sections. */
+const sections = z.strictObject({
   /** gRPC listen address; TLS always. */
   listen: hostPort.default("127.0.0.1:7443"),
   tls: z
@@ -319,7 +315,41 @@ export const configSchema = z.strictObject({
       stateFile: path.optional(),
     })
     .prefault({}),
+  /**
+   * Measurement only (bench/): leave security stages out to see what each
+   * costs. Refused unless the gRPC endpoint listens on loopback.
+   */
+  benchmark: z
+    .strictObject({
+      /** Leave out both rate limit stages (per source and per principal). */
+      skipRateLimit: z.boolean().default(false),
+      /** Leave out authorization: every authenticated caller may call every method. */
+      skipAuthorization: z.boolean().default(false),
+    })
+    .prefault({}),
 });
+
+/**
+ * The one configuration schema of debvisor-rpcd. The YAML file, the
+ * environment variables and the flags all map onto it; unknown keys are
+ * rejected. Every limit a library leaves unlimited has a bound here.
+ */
+export const configSchema = sections.superRefine((c, ctx) => {
+  for (const key of ["skipRateLimit", "skipAuthorization"] as const) {
+    if (c.benchmark[key] && !isLoopback(c.listen))
+      ctx.addIssue({
+        code: "custom",
+        path: ["benchmark", key],
+        message: "a benchmark setting, refused unless listen is a loopback address",
+      });
+  }
+});
+
+/** True for 127.0.0.0/8, [::1] and localhost. */
+function isLoopback(hostPort: string): boolean {
+  const host = hostPort.slice(0, hostPort.lastIndexOf(":"));
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "[::1]" || host === "localhost";
+}
 
 /** Validated, fully-defaulted, frozen configuration. */
 export type Config = Readonly<z.infer<typeof configSchema>>;

@@ -286,6 +286,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     reflectionNames,
   );
   const metrics = createMetrics();
+  const { skipRateLimit, skipAuthorization } = config.benchmark;
+  if (skipRateLimit || skipAuthorization)
+    logger.warn(
+      { skipRateLimit, skipAuthorization },
+      "benchmark settings: security stages left out; never run like this in production",
+    );
   const server = await startRpcServer({
     listen: config.listen,
     tls,
@@ -294,10 +300,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     services: [...domain, healthService, ...reflection],
     stages: [
       ...(auditStages === undefined ? [] : [auditStages.outer]),
-      rateLimits.perSource,
+      ...(skipRateLimit ? [] : [rateLimits.perSource]),
       createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout, revocations }),
-      createAuthorizationStage(() => policy),
-      rateLimits.perPrincipal,
+      ...(skipAuthorization ? [] : [createAuthorizationStage(() => policy)]),
+      ...(skipRateLimit ? [] : [rateLimits.perPrincipal]),
       validationStage,
       ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
     ],
@@ -412,6 +418,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           "dev",
           "simulation",
           "cluster",
+          "benchmark",
         ] as const) {
           if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
             logger.warn({ key }, "changed setting takes effect only after a restart");

@@ -20,12 +20,21 @@ export interface DaemonProcess {
   kill(): void;
 }
 
-/** Starts `debvisor-rpcd` with `args` and waits (at most `timeoutMs`) for its "serving" log line. */
+/**
+ * Starts `debvisor-rpcd` with `args` and waits (at most `timeoutMs`) for its
+ * "serving" log line. `nodeArgs` go to node itself (e.g. `--cpu-prof`, which
+ * NODE_OPTIONS does not allow).
+ */
 export function startDaemonProcess(
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    timeoutMs?: number;
+    nodeArgs?: readonly string[];
+  } = {},
 ): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [DAEMON_BIN, ...args], {
+  const proc = spawn(process.execPath, [...(options.nodeArgs ?? []), DAEMON_BIN, ...args], {
     cwd: options.cwd,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
