@@ -313,6 +313,21 @@ const sections = z.strictObject({
        * in dev mode, in memory otherwise.
        */
       stateFile: path.optional(),
+      /**
+       * Faults to inject, for demonstrations and tests: a node cut off
+       * (`partition`: it keeps running its VMs until it fences itself) or
+       * dead (`kill`), `afterMs` after the daemon starts.
+       */
+      faults: z
+        .array(
+          z.strictObject({
+            kind: z.enum(["partition", "kill"]),
+            node: z.string().min(1).max(63),
+            afterMs: int(0, 86_400_000).default(0),
+          }),
+        )
+        .max(100)
+        .default([]),
     })
     .prefault({}),
   /**

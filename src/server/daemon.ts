@@ -213,6 +213,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       beat().catch((err: unknown) => logger.warn({ err }, "simulated heartbeats failed"));
     }, config.cluster.heartbeatIntervalMs);
     simTimer.unref();
+    for (const fault of config.simulation.faults) {
+      if (!simNodeIds.includes(fault.node))
+        throw new Error(`simulation.faults: no simulated node ${fault.node}`);
+      setTimeout(() => {
+        logger.warn({ ...fault }, "simulation: injecting a fault");
+        if (fault.kind === "kill") simulated.faults.killNode(fault.node);
+        else simulated.faults.partitionNode(fault.node);
+      }, fault.afterMs).unref();
+    }
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
