@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
+import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
+import { MigrationKind, MigrationService } from "../src/gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+
+describe("automatic failover in the built daemon (dev mode, a simulated node cut off)", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-failover-"));
+    const file = join(dir, "rpcd.yaml");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        simulation: {
+          nodes: 3,
+          vmsPerNode: 4,
+          faults: [{ kind: "partition", node: "node-02", afterMs: 300 }],
+        },
+        cluster: {
+          heartbeatIntervalMs: 1000,
+          heartbeatMissedIntervals: 2,
+          fenceDelayMs: 2000,
+          failover: { intervalMs: 250 },
+        },
+      }),
+    );
+    daemon = await startDaemonProcess([
+      "--dev",
+      "--data-dir",
+      dir,
+      "--config",
+      file,
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "127.0.0.1:0",
+    ]);
+  });
+  after(() => daemon?.kill());
+
+  it("restarts the cut-off node's HA vms elsewhere after the fence delay and audits each decision", async () => {
+    const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
+    try {
+      const nodes = createServiceClient(NodeService, ch);
+      const before = await nodes.getNode({ id: { id: "node-02" } });
+      const ha = before.vms.filter(
+        (vm) => vm.ha && vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD),
+      );
+      assert.ok(ha.length > 0, "node-02 carries an HA vm on shared storage");
+      const migrations = createServiceClient(MigrationService, ch);
+      const deadline = Date.now() + 20_000;
+      let moved: string[] = [];
+      while (Date.now() < deadline) {
+        const list = await migrations.listMigrations({});
+        moved = list.migrations
+          .filter((m) => m.kind === MigrationKind.FAILOVER && m.state === 3)
+          .map((m) => m.vm?.vmId ?? "");
+        if (ha.every((vm) => moved.includes(vm.id))) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.deepEqual([...moved].sort(), ha.map((vm) => vm.id).sort());
+      const node = await nodes.getNode({ id: { id: "node-02" } });
+      assert.equal(node.summary?.readiness, NodeReadiness.NOT_READY);
+      assert.ok(Number(node.summary?.notReadyForMs) > 2000, "acted only after the fence delay");
+
+      const world = JSON.parse(readFileSync(join(dir, "simulation.json"), "utf8")) as {
+        vms: { info: { id: string }; node: string; state: string }[];
+        violations: string[];
+      };
+      assert.deepEqual(world.violations, [], "no vm ever ran twice");
+      for (const vm of ha) {
+        const w = world.vms.find((v) => v.info.id === vm.id);
+        assert.notEqual(w?.node, "node-02");
+        assert.equal(w?.state, "running");
+      }
+      const audit = createServiceClient(AuditService, ch);
+      const { records } = await audit.listAuditRecords({ filter: { event: "failover.decision" } });
+      const restarted = records.filter((r) => r.decision === "restarted");
+      assert.equal(restarted.length, ha.length);
+      assert.ok(restarted.every((r) => r.principal === "system:failover-controller"));
+    } finally {
+      ch.close();
+    }
+  });
+});
