@@ -2,6 +2,13 @@
 // drives, behind small interfaces (HypervisorDriver, StorageDriver).
 
 export type {
+  CommandErrorKind,
+  CommandResult,
+  CommandRunner,
+  RunOptions,
+} from "./command-runner.js";
+export { CommandError, runCommand } from "./command-runner.js";
+export type {
   DomainState,
   DomainStatus,
   DriverCapabilities,
