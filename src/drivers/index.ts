@@ -24,3 +24,5 @@ export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type { StorageDriver } from "./storage-driver.js";
 export { datasetKey } from "./storage-driver.js";
+export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
+export { createVirshSession } from "./virsh-session.js";
