@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+
+const node = process.execPath;
+const isKind = (kind: string) => (e: unknown) => e instanceof CommandError && e.kind === kind;
+
+describe("runCommand", () => {
+  it("passes arguments literally, with no shell to expand them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-run-"));
+    const marker = join(dir, "pwned");
+    const hostile = [`$(touch ${marker})`, `; touch ${marker}`, "`id`", "a b", "*"];
+    const r = await runCommand(
+      node,
+      ["-e", "process.stdout.write(JSON.stringify(process.argv.slice(1)))", ...hostile],
+      { timeoutMs: 10_000 },
+    );
+    assert.deepEqual(JSON.parse(r.stdout), hostile);
+    assert.equal(existsSync(marker), false);
+  });
+
+  it("resolves with the exit code, stdout and stderr of a failing program", async () => {
+    const r = await runCommand(
+      node,
+      ["-e", "process.stdout.write('out'); process.stderr.write('err'); process.exit(3)"],
+      { timeoutMs: 10_000 },
+    );
+    assert.deepEqual(r, { exitCode: 3, signal: null, stdout: "out", stderr: "err" });
+  });
+
+  it("adds env variables to the inherited environment", async () => {
+    const r = await runCommand(
+      node,
+      ["-e", "process.stdout.write(process.env.LC_ALL + ' ' + (process.env.PATH ? 'path' : ''))"],
+      { timeoutMs: 10_000, env: { LC_ALL: "C" } },
+    );
+    assert.equal(r.stdout, "C path");
+  });
+
+  it("rejects not-found for a program that does not exist", async () => {
+    await assert.rejects(
+      runCommand("/nonexistent/dv-virsh", [], { timeoutMs: 10_000 }),
+      isKind("not-found"),
+    );
+  });
+
+  it("kills a program past its timeout, with SIGKILL when it ignores the first signal", async () => {
+    const started = Date.now();
+    await assert.rejects(
+      runCommand(node, ["-e", "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"], {
+        timeoutMs: 300,
+        killGraceMs: 300,
+      }),
+      (e: unknown) => isKind("timeout")(e) && (e as CommandError).result?.signal === "SIGKILL",
+    );
+    assert.ok(Date.now() - started < 5000);
+  });
+
+  it("sends killSignal first, so a program can wind down (virsh aborts its job on SIGINT)", async () => {
+    const ac = new AbortController();
+    const run = runCommand(
+      node,
+      [
+        "-e",
+        "process.on('SIGINT', () => { process.stdout.write('rolled back'); process.exit(1) }); process.stdout.write('ready\\n'); setInterval(() => {}, 1000)",
+      ],
+      {
+        timeoutMs: 10_000,
+        signal: ac.signal,
+        killSignal: "SIGINT",
+        onStdoutLine: (line) => {
+          if (line === "ready") ac.abort();
+        },
+      },
+    );
+    await assert.rejects(
+      run,
+      (e: unknown) =>
+        isKind("aborted")(e) &&
+        (e as CommandError).result?.exitCode === 1 &&
+        (e as CommandError).result?.stdout.endsWith("rolled back") === true,
+    );
+  });
+
+  it("runs nothing when the signal is already aborted", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-run-"));
+    const marker = join(dir, "ran");
+    await assert.rejects(
+      runCommand(node, ["-e", `require('fs').writeFileSync(${JSON.stringify(marker)}, '')`], {
+        timeoutMs: 10_000,
+        signal: AbortSignal.abort(),
+      }),
+      isKind("aborted"),
+    );
+    assert.equal(existsSync(marker), false);
+  });
+
+  it("kills a program that prints past the output bound", async () => {
+    await assert.rejects(
+      runCommand(node, ["-e", "for (;;) process.stdout.write('x'.repeat(65536))"], {
+        timeoutMs: 10_000,
+        maxOutputBytes: 100_000,
+      }),
+      (e: unknown) => isKind("output-limit")(e) && (e as CommandError).result !== undefined,
+    );
+  });
+
+  it("streams stderr lines split at \\r as well as \\n, as they arrive", async () => {
+    const lines: string[] = [];
+    const r = await runCommand(
+      node,
+      [
+        "-e",
+        "const w = (s) => process.stderr.write(s); w('\\rMigration: [  0 %]'); setTimeout(() => { w('\\rMigration: [ 50 %]'); setTimeout(() => w('\\rMigration: [100 %]\\n'), 20) }, 20)",
+      ],
+      { timeoutMs: 10_000, onStderrLine: (l) => lines.push(l) },
+    );
+    assert.equal(r.exitCode, 0);
+    assert.deepEqual(lines, ["", "Migration: [  0 %]", "Migration: [ 50 %]", "Migration: [100 %]"]);
+  });
+});
+
+describe("LineSplitter", () => {
+  it("treats \\r\\n split across two chunks as one line end", () => {
+    const lines: string[] = [];
+    const s = new LineSplitter((l) => lines.push(l));
+    s.push("one\r");
+    s.push("\ntwo\rthree");
+    s.push("\n\n");
+    s.push("tail");
+    s.end();
+    assert.deepEqual(lines, ["one", "two", "three", "", "tail"]);
+  });
+
+  it("keeps going when a listener throws", () => {
+    const lines: string[] = [];
+    const s = new LineSplitter((l) => {
+      lines.push(l);
+      throw new Error("listener bug");
+    });
+    s.push("a\nb\n");
+    assert.deepEqual(lines, ["a", "b"]);
+  });
+});

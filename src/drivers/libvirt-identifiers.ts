@@ -1,0 +1,58 @@
+/**
+ * The strict shapes of what the libvirt driver puts on a virsh command line.
+ * Arguments never pass through a shell, but virsh parses its own argv (a
+ * value starting with `-` is an option) and its interactive mode splits on
+ * blanks, quotes, `;` and `#`; so a domain name or URI outside these shapes
+ * is refused before anything runs.
+ */
+import { checkString, ID_HINT, ID_PATTERN } from "../core/index.js";
+
+/**
+ * Domain names the driver addresses: the VM id rule of the API (lower-case
+ * DNS-label-like, 1-63 characters), so every domain it lists can be named
+ * back through the API.
+ */
+export const DOMAIN_NAME_PATTERN = ID_PATTERN;
+
+/**
+ * libvirt connection URIs: `driver[+transport]://[user@][host][:port]/path[?query]`,
+ * for example `qemu:///system`, `qemu+ssh://root@hv02/system?keyfile=/etc/dv/id`,
+ * `test:///default`. No blanks, quotes, backslashes, `;`, `#`, `$` or backticks.
+ */
+export const LIBVIRT_URI_PATTERN =
+  /^[a-z][a-z0-9]{0,15}(\+[a-z0-9]{1,15})?:\/\/([A-Za-z0-9._-]{1,64}@)?([A-Za-z0-9.-]{0,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?\/[A-Za-z0-9._/-]{0,200}(\?[A-Za-z0-9._/=&%,-]{0,200})?$/;
+
+const URI_HINT = "a libvirt URI such as qemu+ssh://host/system";
+const URI_MAX = 512;
+
+/** True when `name` is a domain name the driver may put on a command line. */
+export function isDomainName(name: string): boolean {
+  return name.length <= 63 && DOMAIN_NAME_PATTERN.test(name);
+}
+
+/** True when `uri` is a libvirt URI the driver may put on a command line. */
+export function isLibvirtUri(uri: string): boolean {
+  return uri.length <= URI_MAX && LIBVIRT_URI_PATTERN.test(uri);
+}
+
+/** Throws INVALID_ARGUMENT naming `field` unless `vmId` is a valid domain name. */
+export function checkVmId(vmId: string, field = "vm_id"): void {
+  checkString(vmId, {
+    field,
+    required: true,
+    max: 63,
+    pattern: DOMAIN_NAME_PATTERN,
+    patternHint: ID_HINT,
+  });
+}
+
+/** Throws INVALID_ARGUMENT naming `field` unless `uri` is a valid libvirt URI. */
+export function checkLibvirtUri(uri: string, field: string): void {
+  checkString(uri, {
+    field,
+    required: true,
+    max: URI_MAX,
+    pattern: LIBVIRT_URI_PATTERN,
+    patternHint: URI_HINT,
+  });
+}
