@@ -8,7 +8,7 @@
  * as the backend allows (an aborted migration is rolled back: the VM keeps
  * running on the source). Failures are `RpcError`s with catalogue reasons:
  * VM_NOT_FOUND, BACKEND_UNAVAILABLE, BACKEND_FAILED, BACKEND_TIMEOUT,
- * MIGRATION_NOT_POSSIBLE.
+ * MIGRATION_NOT_ALLOWED.
  */
 
 /** Power state of a domain as the backend reports it. */

@@ -55,7 +55,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     nodeId,
     capabilities: { liveMigration: true, offlineMigration: true },
     async list(signal) {
-      alive(signal);
+      await roundTrip(signal);
       node();
       return [...world.vms.values()]
         .filter((v) => v.node === nodeId)
@@ -63,28 +63,28 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
         .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     },
     async info(vmId, signal) {
-      alive(signal);
+      await roundTrip(signal);
       checkId(vmId);
       node();
       const vm = world.vms.get(vmId);
       return vm !== undefined && vm.node === nodeId ? status(vm) : undefined;
     },
     async start(vmId, signal) {
-      alive(signal);
+      await roundTrip(signal);
       const vm = domain(vmId);
       if (vm.state === "running") return;
       vm.state = "running";
       ctx.persist();
     },
     async stop(vmId, { signal }) {
-      alive(signal);
+      await roundTrip(signal);
       const vm = domain(vmId);
       if (vm.state === "stopped") return;
       vm.state = "stopped";
       ctx.persist();
     },
     async recover(vmId, fromNodeId, signal) {
-      alive(signal);
+      await roundTrip(signal);
       checkId(vmId);
       node();
       const vm = world.vms.get(vmId);
@@ -158,6 +158,16 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
 /** Rejects a call whose signal is already aborted, as every driver must. */
 function alive(signal: AbortSignal): void {
   if (signal.aborted) throw new RpcError("CANCELLED");
+}
+
+/**
+ * A real backend answers after a round trip, during which the caller may
+ * give up: the simulation yields once, then honours the signal.
+ */
+async function roundTrip(signal: AbortSignal): Promise<void> {
+  alive(signal);
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  alive(signal);
 }
 
 /** Refuses what no hypervisor would accept as a domain name, before touching anything. */
