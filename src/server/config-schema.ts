@@ -290,6 +290,34 @@ const sections = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  libvirt: z
+    .strictObject({
+      /**
+       * Nodes this daemon drives itself over libvirt (no agent): each is
+       * registered from here and reports its domains as heartbeats.
+       */
+      nodes: z
+        .array(
+          z.strictObject({
+            id: z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/),
+            /** Connection URI, for example qemu+ssh://hv01/system. Also the destination URI of migrations to it. */
+            uri: z.string().min(1).max(512),
+            hostname: z.string().max(253).optional(),
+            cpuCores: int(1, 4096).default(1),
+            memoryBytes: z.number().int().min(0).default(0),
+            cpuModel: z.string().max(64).default(""),
+            sharedPools: z.array(z.string().max(64)).max(64).default([]),
+          }),
+        )
+        .max(1000)
+        .default([]),
+      virsh: path.default("virsh"),
+      timeoutMs: int(1000, 600_000).default(30_000),
+      migrateTimeoutMs: int(10_000, 86_400_000).default(1_800_000),
+      /** How often domains are listed and recorded as heartbeats. */
+      reportIntervalMs: int(1000, 3_600_000).default(10_000),
+    })
+    .prefault({}),
   dev: z
     .strictObject({
       /** Development mode: self-made CA and certificates, simulated cluster. */

@@ -9,6 +9,7 @@ import {
   createLocalExecutors,
   NO_REPLICAS,
   startClusterRuntime,
+  startDriverReporter,
 } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
 import { createSimulation, type Simulation, type StorageDriver } from "../drivers/index.js";
@@ -52,6 +53,7 @@ import { enrollSimulatedNodes } from "./dev-node-enrollment.js";
 import { failoverAuditFields } from "./failover-audit.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
+import { libvirtNodes } from "./libvirt-nodes.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { openAudit } from "./open-audit.js";
@@ -225,7 +227,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
-  const executors = createLocalExecutors((id) => sim?.driver(id));
+  const libvirt = libvirtNodes(config, logger);
+  const executors = createLocalExecutors(
+    (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
+    (id) => libvirt.get(id)?.uri ?? "",
+  );
+  const reporter =
+    libvirt.size === 0
+      ? undefined
+      : await startDriverReporter({
+          inventory,
+          nodes: [...libvirt.values()],
+          clock,
+          logger,
+          intervalMs: config.libvirt.reportIntervalMs,
+        });
   const runtime = await startClusterRuntime({
     store,
     inventory,
@@ -454,6 +470,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (simTimer !== undefined) clearInterval(simTimer);
         const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
         await runtime.close();
+        reporter?.close();
         sim?.close();
         inventory.close();
         unwatch();
