@@ -120,6 +120,8 @@ async function serve(stages: Stage[]) {
     services: createDomainServices({
       inventory,
       storage: { listSnapshots: async () => undefined },
+      store,
+      clock: systemClock,
     }),
     stages,
     observer,

@@ -1,8 +1,10 @@
-import type { ServiceBinding } from "../core/index.js";
+import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
+import type { KvStore } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
+import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
 
@@ -10,6 +12,14 @@ import { createVmService } from "./vm-service.js";
 export interface DomainServiceDeps {
   readonly inventory: Inventory;
   readonly storage: StorageDriver;
+  /** Where replication jobs and storage records live (the inventory's store). */
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** The replication runner the daemon's scheduler shares; default: the storage service makes its own. */
+  readonly replicationRunner?: ReplicationRunner;
+  readonly logger?: Logger;
+  /** The daemon's shutdown: ends streams. */
+  readonly closing?: AbortSignal;
 }
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
@@ -18,6 +28,14 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     createNodeService({ inventory: deps.inventory }),
     createVmService({ inventory: deps.inventory }),
     createMigrationService(),
-    createStorageService({ storage: deps.storage, inventory: deps.inventory }),
+    createStorageService({
+      storage: deps.storage,
+      inventory: deps.inventory,
+      store: deps.store,
+      clock: deps.clock,
+      runner: deps.replicationRunner,
+      logger: deps.logger,
+      closing: deps.closing,
+    }),
   ];
 }
