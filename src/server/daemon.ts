@@ -4,7 +4,7 @@ import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import { createDomainServices, createInventory } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
-import { createSimulation, type StorageDriver } from "../drivers/index.js";
+import { createSimulation } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
@@ -51,6 +51,7 @@ import { openStore } from "./open-store.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
+import { startStorage } from "./storage-setup.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
   DEFAULT_TLS_PATHS,
@@ -82,8 +83,6 @@ export interface Daemon {
   /** Drains calls in flight (up to shutdown.drainTimeoutMs) and stops. Idempotent. */
   shutdown(reason: string): Promise<void>;
 }
-
-const EMPTY_STORAGE: StorageDriver = { listSnapshots: async () => undefined };
 
 /** Starts the daemon: TLS gRPC endpoint, operational HTTP endpoints, simulation when enabled. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
@@ -176,13 +175,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
   });
-  let storage = EMPTY_STORAGE;
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
   if (config.simulation.enabled ?? config.dev.enabled) {
     const sim = createSimulation({ ...config.simulation, clock });
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
-    storage = sim;
     for (const node of sim.nodes) await inventory.register(node, "simulation");
     const beat = () =>
       Promise.all(sim.nodes.map((node) => inventory.heartbeat(sim.heartbeat(node.id?.id ?? ""))));
@@ -194,8 +191,25 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  const storage = await startStorage({
+    config,
+    store,
+    clock,
+    inventory,
+    logger,
+    closing: closing.signal,
+    simulatedNodeIds: simNodeIds,
+  });
   const domain: ServiceBinding[] = [
-    ...createDomainServices({ inventory, storage }),
+    ...createDomainServices({
+      inventory,
+      storage: storage.storage,
+      store,
+      clock,
+      replicationRunner: storage.runner,
+      logger,
+      closing: closing.signal,
+    }),
     createAccessService({
       policy: () => policy,
       apiKeys,
@@ -394,6 +408,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         unwatch();
         if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();
+        await storage.close();
         await audit?.close();
         storedBindings.close();
         revocations.close();
