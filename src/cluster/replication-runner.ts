@@ -52,6 +52,9 @@ export interface ReplicationRunner {
   ): Promise<ReplicationStatusRecord | undefined>;
 }
 
+/** A time or byte count as a stored uint64/int64. */
+const big = (n: number) => BigInt(Math.round(n));
+
 /** The label of the snapshots a job makes: `repl-<job id>`. */
 export function replicationLabel(jobId: string): string {
   return `repl-${jobId}`;
@@ -78,8 +81,8 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       ...stored.status,
       state: ReplicationState.REPL_STATE_RUNNING,
       runningOn: holder,
-      startedAtMs: BigInt(now),
-      updatedAtMs: BigInt(now),
+      startedAtMs: big(now),
+      updatedAtMs: big(now),
       bytesTransferred: 0n,
       bytesExpected: 0n,
       durationMs: 0n,
@@ -98,7 +101,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
           value: encodeMessage(ReplicationLockRecordSchema, {
             jobId: stored.job.jobId,
             holder,
-            acquiredAtMs: BigInt(now),
+            acquiredAtMs: big(now),
           }),
           lease: lease.id,
         },
@@ -178,7 +181,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         status = create(ReplicationStatusRecordSchema, {
           ...status,
           ...patch,
-          updatedAtMs: BigInt(clock.now()),
+          updatedAtMs: big(clock.now()),
         });
         if (!force && clock.now() - lastWrite < progressIntervalMs) return;
         lastWrite = clock.now();
@@ -188,68 +191,73 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
           .catch((err: unknown) => log.warn({ err, jobId }, "replication progress not recorded"));
       };
 
-      let outcome: ReplicationStatusRecord;
+      let outcome: ReplicationStatusRecord | undefined;
       try {
-        const done = await replicate(job, storage, signal, clock, progress, log);
-        const now = clock.now();
-        outcome = create(ReplicationStatusRecordSchema, {
-          ...status,
-          state: ReplicationState.REPL_STATE_SUCCESS,
-          lastSnapshotName: done.snapshot,
-          bytesTransferred: BigInt(done.bytes),
-          durationMs: BigInt(now - started),
-          lastError: "",
-          lastErrorReason: "",
-          consecutiveFailures: 0,
-          nextRunAtMs: BigInt(started + Number(job.intervalMs)),
-          lastSuccessAtMs: BigInt(now),
-          successfulRuns: status.successfulRuns + 1n,
-          runningOn: "",
-          updatedAtMs: BigInt(now),
-        });
-        log.info(
-          {
-            jobId,
-            bytes: done.bytes,
-            incremental: done.base !== undefined,
-            snapshot: done.snapshot,
-            durationMs: now - started,
+        outcome = await replicate(job, storage, signal, clock, progress, log).then(
+          (done) => {
+            const now = clock.now();
+            log.info(
+              {
+                jobId,
+                bytes: done.bytes,
+                incremental: done.base !== undefined,
+                snapshot: done.snapshot,
+                durationMs: now - started,
+              },
+              "replication run succeeded",
+            );
+            return create(ReplicationStatusRecordSchema, {
+              ...status,
+              state: ReplicationState.REPL_STATE_SUCCESS,
+              lastSnapshotName: done.snapshot,
+              bytesTransferred: big(done.bytes),
+              durationMs: big(now - started),
+              lastError: "",
+              lastErrorReason: "",
+              consecutiveFailures: 0,
+              nextRunAtMs: big(started + Number(job.intervalMs)),
+              lastSuccessAtMs: big(now),
+              successfulRuns: status.successfulRuns + 1n,
+              runningOn: "",
+              updatedAtMs: big(now),
+            });
           },
-          "replication run succeeded",
-        );
-      } catch (err) {
-        const e = toRpcError(err);
-        const now = clock.now();
-        const failures = status.consecutiveFailures + 1;
-        const retryIn = Math.min(
-          retryBaseMs * 2 ** Math.min(failures - 1, 30),
-          retryMaxMs,
-          Number(job.intervalMs),
-        );
-        outcome = create(ReplicationStatusRecordSchema, {
-          ...status,
-          state: ReplicationState.REPL_STATE_FAILED,
-          durationMs: BigInt(now - started),
-          lastError: e.reason === "INTERNAL" ? "internal error" : e.clientMessage,
-          lastErrorReason: e.reason,
-          consecutiveFailures: failures,
-          nextRunAtMs: BigInt(now + retryIn),
-          runningOn: "",
-          updatedAtMs: BigInt(now),
-        });
-        log.warn(
-          { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
-          "replication run failed",
+          (err: unknown) => {
+            const e = toRpcError(err);
+            const now = clock.now();
+            const failures = status.consecutiveFailures + 1;
+            const retryIn = Math.min(
+              retryBaseMs * 2 ** Math.min(failures - 1, 30),
+              retryMaxMs,
+              Number(job.intervalMs),
+            );
+            log.warn(
+              { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
+              "replication run failed",
+            );
+            return create(ReplicationStatusRecordSchema, {
+              ...status,
+              state: ReplicationState.REPL_STATE_FAILED,
+              durationMs: big(now - started),
+              lastError: e.reason === "INTERNAL" ? "internal error" : e.clientMessage,
+              lastErrorReason: e.reason,
+              consecutiveFailures: failures,
+              nextRunAtMs: big(now + retryIn),
+              runningOn: "",
+              updatedAtMs: big(now),
+            });
+          },
         );
       } finally {
         clearInterval(renew);
-      }
-      await writing;
-      try {
-        if (!(await writeStatus(jobId, lockRevision, outcome, true)))
-          log.error({ jobId }, "replication run lost its lock; its outcome was not recorded");
-      } finally {
-        await lease.revoke().catch(() => {});
+        await writing;
+        try {
+          if (outcome !== undefined && !(await writeStatus(jobId, lockRevision, outcome, true)))
+            log.error({ jobId }, "replication run lost its lock; its outcome was not recorded");
+        } finally {
+          // Revoking the lease also drops the lock, whatever happened above.
+          await lease.revoke().catch(() => {});
+        }
       }
       return outcome;
     },
@@ -298,7 +306,7 @@ async function replicate(
       bandwidthLimit: Number(job.bandwidthLimitBytesPerSecond),
       signal,
       onProgress: (moved, expected) =>
-        progress({ bytesTransferred: BigInt(moved), bytesExpected: BigInt(expected) }),
+        progress({ bytesTransferred: big(moved), bytesExpected: big(expected) }),
     }));
   } catch (err) {
     // The snapshot was never received: drop it so failed runs leave nothing behind.

@@ -21,7 +21,7 @@ export interface ReplicationSchedulerOptions {
  * one store; the runner's lock in the store lets only one of them run a job.
  */
 export interface ReplicationScheduler {
-  /** Starts the due jobs not running anywhere (up to the limit); resolves when those runs end. */
+  /** Runs the due jobs not running anywhere, at most `maxConcurrentRuns` at once; resolves when done. */
   tick(): Promise<void>;
   /** Ticks every `tickMs` until stopped. */
   start(): void;
@@ -37,62 +37,63 @@ export function createReplicationScheduler(
   const log = options.logger.child({ component: "replication-scheduler" });
   const tickMs = options.tickMs ?? 5000;
   const maxRuns = options.maxConcurrentRuns ?? 2;
-  const running = new Map<string, Promise<void>>();
+  /** Jobs running here, due jobs still to try, and the workers trying them. */
+  const running = new Set<string>();
+  let queue: string[] = [];
+  const workers = new Set<Promise<void>>();
   let timer: NodeJS.Timeout | undefined;
-  let listing = false;
   let stopped = false;
 
-  /** Starts due runs; returns them without waiting. */
-  async function launchDue(): Promise<Promise<void>[]> {
-    if (listing || stopped) return [];
-    listing = true;
-    try {
-      const now = clock.now();
-      const due = (await jobs.list())
-        .filter(
-          (j) =>
-            j.lock === undefined &&
-            Number(j.status.nextRunAtMs) <= now &&
-            !running.has(j.job.jobId),
-        )
-        .sort((a, b) => Number(a.status.nextRunAtMs - b.status.nextRunAtMs));
-      const started: Promise<void>[] = [];
-      for (const j of due) {
-        if (running.size >= maxRuns || stopped) break;
-        const jobId = j.job.jobId;
-        const run = runner
-          .run(jobId, { onlyIfDue: true })
-          .then(
-            () => undefined,
-            (err: unknown) =>
-              log.error({ err, jobId }, "scheduled replication run could not start"),
-          )
-          .finally(() => running.delete(jobId));
-        running.set(jobId, run);
-        started.push(run);
+  /** Takes due jobs off the queue one at a time; a job skipped (running elsewhere, no longer due) costs one read. */
+  async function work(): Promise<void> {
+    for (let jobId = queue.shift(); jobId !== undefined && !stopped; jobId = queue.shift()) {
+      if (running.has(jobId)) continue;
+      running.add(jobId);
+      try {
+        await runner.run(jobId, { onlyIfDue: true });
+      } catch (err) {
+        log.error({ err, jobId }, "scheduled replication run could not start");
+      } finally {
+        running.delete(jobId);
       }
-      return started;
-    } finally {
-      listing = false;
     }
   }
 
+  /** Lists the due jobs and starts workers for them, up to the limit; resolves when those workers finish. */
+  async function launch(): Promise<void> {
+    if (stopped) return;
+    const now = clock.now();
+    queue = (await jobs.list())
+      .filter(
+        (j) =>
+          j.lock === undefined && Number(j.status.nextRunAtMs) <= now && !running.has(j.job.jobId),
+      )
+      .sort((a, b) => Number(a.status.nextRunAtMs - b.status.nextRunAtMs))
+      .map((j) => j.job.jobId);
+    const started: Promise<void>[] = [];
+    while (!stopped && workers.size < maxRuns && started.length < queue.length) {
+      const w = work().finally(() => workers.delete(w));
+      workers.add(w);
+      started.push(w);
+    }
+    await Promise.all(started);
+  }
+
   return {
-    async tick() {
-      await Promise.all(await launchDue());
-    },
+    tick: launch,
     start() {
       if (timer !== undefined || stopped) return;
       timer = setInterval(() => {
-        launchDue().catch((err: unknown) => log.warn({ err }, "replication scheduler tick failed"));
+        launch().catch((err: unknown) => log.warn({ err }, "replication scheduler tick failed"));
       }, tickMs);
       timer.unref();
     },
     async stop() {
       stopped = true;
+      queue = [];
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
-      await Promise.all(running.values());
+      await Promise.all(workers);
     },
   };
 }

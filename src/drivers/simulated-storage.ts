@@ -327,7 +327,11 @@ async function transfer(
   let moved = 0;
   for (let i = 1; i <= steps; i++) {
     throwIfAborted(send.signal);
-    await sleep(durationMs / steps, send.signal);
+    // Whole milliseconds that still add up to the duration.
+    await sleep(
+      Math.round((durationMs * i) / steps) - Math.round((durationMs * (i - 1)) / steps),
+      send.signal,
+    );
     moved = Math.round((total * i) / steps);
     if (moved >= failAt) {
       send.onProgress?.(Math.round(failAt), total);

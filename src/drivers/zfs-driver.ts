@@ -31,6 +31,8 @@ export interface ZfsDriverOptions {
   readonly sendTimeoutMs?: number;
 }
 
+/** When one side of a send fails, the other gets this long to end by itself. */
+const PEER_GRACE_MS = 5000;
 /** Progress reports of a send are at least this far apart. */
 const PROGRESS_EVERY_MS = 250;
 /** The columns `zfs list` prints, in order. */
@@ -222,32 +224,31 @@ async function sendSnapshot(
   });
   sender.stdout.pipe(throttle).pipe(receiver.stdin);
   const receiverErr = collect(receiver.stderr, 1024 * 1024);
+  // A side that fails normally ends the other (a broken pipe, an early end of stream);
+  // one that does not within a grace period is killed.
+  let killTimer: NodeJS.Timeout | undefined;
+  const onExit = (e: CommandExit) => {
+    if (e.code !== 0 && killTimer === undefined)
+      killTimer = setTimeout(() => stop.abort(), PEER_GRACE_MS);
+    return e;
+  };
   const [sendExit, recvExit] = await Promise.all([
-    sender.exit.then((e) => {
-      if (e.code !== 0) stop.abort();
-      return e;
-    }),
-    receiver.exit.then((e) => {
-      if (e.code !== 0) stop.abort();
-      return e;
-    }),
+    sender.exit.then(onExit),
+    receiver.exit.then(onExit),
   ]);
+  clearTimeout(killTimer);
   const [sendText, recvText] = await Promise.all([senderErr, receiverErr]);
   if (send.signal.aborted) throw new RpcError("CANCELLED");
-  // A side stopped because the other failed says nothing; of the rest, a recognised
-  // complaint (receiver first: it explains more than a broken pipe) wins.
+  // A recognised complaint wins, the receiver's first: it explains more than a broken pipe.
   const failures = [
-    recvExit.code !== 0 && !recvExit.aborted
-      ? zfsError(recvSpec, { ...recvExit, stderr: recvText })
-      : undefined,
-    sendExit.code !== 0 && !sendExit.aborted
-      ? zfsError(sendSpec, { ...sendExit, stderr: sendText })
-      : undefined,
+    recvExit.code !== 0 ? zfsError(recvSpec, { ...recvExit, stderr: recvText }) : undefined,
+    sendExit.code !== 0 ? zfsError(sendSpec, { ...sendExit, stderr: sendText }) : undefined,
   ].filter((e): e is RpcError => e !== undefined);
-  const failure = failures.find((e) => e.reason !== "STORAGE_UNAVAILABLE") ?? failures[0];
+  const failure =
+    failures.find((e) => e.reason !== "STORAGE_UNAVAILABLE" && e.reason !== "CANCELLED") ??
+    failures.find((e) => e.reason !== "CANCELLED") ??
+    failures[0];
   if (failure !== undefined) throw failure;
-  if (sendExit.code !== 0 || recvExit.code !== 0)
-    throw commandFailed(sendSpec, { ...sendExit, aborted: false, stderr: sendText });
   send.onProgress?.(bytes, expected);
   return { bytes };
 }

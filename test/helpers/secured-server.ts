@@ -1,11 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  createDomainServices,
-  createInventory,
-  type ReplicationRunner,
-} from "../../src/cluster/index.js";
+import { createDomainServices, createInventory } from "../../src/cluster/index.js";
 import { type Clock, silentLogger, validationStage } from "../../src/core/index.js";
 import type { StorageDriver } from "../../src/drivers/index.js";
 import {
@@ -42,8 +38,6 @@ export async function startSecuredServer(options: {
   jwt?: JwtVerifier;
   lockout?: { maxFailures: number; windowMs: number };
   storage?: StorageDriver;
-  /** Builds the replication runner the storage service uses, over the server's store. */
-  replicationRunner?: (store: KvStore) => ReplicationRunner;
   rateLimit?: { perSource: BucketLimit; perPrincipal: BucketLimit };
 }): Promise<SecuredServer> {
   const store = createSqliteStore({
@@ -77,7 +71,6 @@ export async function startSecuredServer(options: {
       storage: options.storage ?? { listSnapshots: async () => undefined },
       store,
       clock: options.clock,
-      replicationRunner: options.replicationRunner?.(store),
     }),
     stages: [
       rateLimits.perSource,
