@@ -11,6 +11,7 @@ import {
   createReplicationRunner,
   createReplicationScheduler,
   type ReplicationJobs,
+  type ReplicationRunnerOptions,
 } from "../src/cluster/index.js";
 import {
   createManualClock,
@@ -18,7 +19,7 @@ import {
   type ManualClock,
   silentLogger,
 } from "../src/core/index.js";
-import { createSimulatedStorage, datasetKey } from "../src/drivers/index.js";
+import { createSimulatedStorage, datasetKey, type SimulatedStorage } from "../src/drivers/index.js";
 import { ReplicationJobRecordSchema } from "../src/gen/debvisor/store/v1/storage_records_pb.js";
 import { ReplicationState } from "../src/gen/debvisor/v1/storage_pb.js";
 import { createEtcdStore, createSqliteStore, type KvStore } from "../src/store/index.js";
@@ -70,6 +71,29 @@ async function planJob(jobs: ReplicationJobs, disk: string, now: number, interva
   );
 }
 
+/** One job (vm-1-disk0 from n1 to n2, every 15 min) with a runner and a scheduler. */
+async function oneJob(
+  store: KvStore,
+  sim: SimulatedStorage,
+  clock: ManualClock,
+  options: Partial<ReplicationRunnerOptions>,
+) {
+  const jobs = createReplicationJobs(store);
+  await planJob(jobs, "vm-1-disk0", clock.now());
+  const runner = createReplicationRunner({
+    store,
+    jobs,
+    storage: sim,
+    clock,
+    logger: silentLogger,
+    ...options,
+  });
+  return {
+    jobs,
+    scheduler: createReplicationScheduler({ jobs, runner, clock, logger: silentLogger }),
+  };
+}
+
 /** A logger that counts successful runs. */
 function counting(): Logger & { succeeded: number } {
   const log = {
@@ -94,17 +118,7 @@ describe("the replication scheduler", () => {
       if (e.type === "start") sends += 1;
     });
     sim.injectFault({ op: "send", afterFraction: 0.5, times: 2 });
-    const jobs = createReplicationJobs(store);
-    await planJob(jobs, "vm-1-disk0", clock.now());
-    const runner = createReplicationRunner({
-      store,
-      jobs,
-      storage: sim,
-      clock,
-      logger: silentLogger,
-      retryBaseMs: MIN,
-    });
-    const scheduler = createReplicationScheduler({ jobs, runner, clock, logger: silentLogger });
+    const { jobs, scheduler } = await oneJob(store, sim, clock, { retryBaseMs: MIN });
     const status = async () => (await jobs.get("vm-1-disk0-to-n2"))?.status;
 
     await scheduler.tick();
@@ -168,17 +182,7 @@ describe("the replication scheduler", () => {
         }),
       datasets: [{ dataset: zfs("vm-1-disk0"), nodeId: "n1", sizeBytes: 20 * GIB }],
     });
-    const jobs = createReplicationJobs(store);
-    await planJob(jobs, "vm-1-disk0", clock.now());
-    const runner = createReplicationRunner({
-      store,
-      jobs,
-      storage: sim,
-      clock,
-      logger: silentLogger,
-      closing: closing.signal,
-    });
-    const scheduler = createReplicationScheduler({ jobs, runner, clock, logger: silentLogger });
+    const { jobs, scheduler } = await oneJob(store, sim, clock, { closing: closing.signal });
     const ticked = scheduler.tick();
     for (let i = 0; i < 100 && (await jobs.get("vm-1-disk0-to-n2"))?.lock === undefined; i++)
       await new Promise((r) => setTimeout(r, 10));

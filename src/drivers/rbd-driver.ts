@@ -166,20 +166,25 @@ function unexpected(spec: CommandSpec, text: string): RpcError {
   });
 }
 
+/** The JSON array an `rbd ... --format json` printed (nothing printed: empty). */
+function jsonArray<T>(stdout: string, spec: CommandSpec): T[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(stdout.trim() === "" ? "[]" : stdout);
+  } catch {
+    throw unexpected(spec, stdout);
+  }
+  if (!Array.isArray(parsed)) throw unexpected(spec, stdout);
+  return parsed as T[];
+}
+
 /** Parses `rbd snap ls --format json` (compact or pretty). */
 export function parseRbdSnapshots(
   stdout: string,
   dataset: DatasetRef,
   spec: CommandSpec,
 ): SnapshotInfo[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(stdout === "" ? "[]" : stdout);
-  } catch {
-    throw unexpected(spec, stdout);
-  }
-  if (!Array.isArray(parsed)) throw unexpected(spec, stdout);
-  return parsed.map((entry: Partial<RbdSnap>) => {
+  return jsonArray<Partial<RbdSnap>>(stdout, spec).map((entry) => {
     if (typeof entry.name !== "string" || typeof entry.size !== "number")
       throw unexpected(spec, JSON.stringify(entry));
     const isProtected = entry.protected === "true";
@@ -200,14 +205,7 @@ export function parseRbdSnapshots(
 
 /** Parses `rbd children --all --format json`. */
 export function parseRbdChildren(stdout: string, spec: CommandSpec): DatasetRef[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(stdout === "" ? "[]" : stdout);
-  } catch {
-    throw unexpected(spec, stdout);
-  }
-  if (!Array.isArray(parsed)) throw unexpected(spec, stdout);
-  return parsed.map((c: Partial<RbdChild>) => {
+  return jsonArray<Partial<RbdChild>>(stdout, spec).map((c) => {
     if (typeof c.pool !== "string" || typeof c.image !== "string")
       throw unexpected(spec, JSON.stringify(c));
     const name = c.pool_namespace ? `${c.pool_namespace}/${c.image}` : c.image;
