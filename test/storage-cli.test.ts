@@ -10,6 +10,7 @@ import {
   createZfsDriver,
   runCommand,
 } from "../src/drivers/index.js";
+import { parseConfig } from "../src/server/index.js";
 import { createReplay, loadTranscript } from "./helpers/recorded-runner.js";
 import { RBD_DISK, ZFS_DISK } from "./helpers/storage-conformance.js";
 
@@ -75,6 +76,33 @@ describe("running storage commands", () => {
     const call = zfs.listSnapshots(ZFS_DISK, abort.signal);
     setTimeout(() => abort.abort(), 100);
     await assert.rejects(call, fails("CANCELLED"));
+  });
+
+  it("never runs a command meant for another node's copy on this host", async () => {
+    const zfs = createZfsDriver({ command: fakeCli("process.exit(99);"), localNode: "node-01" });
+    await assert.rejects(
+      zfs.listSnapshots(ZFS_DISK, signal, "node-02"),
+      fails("STORAGE_UNSUPPORTED"),
+    );
+    await assert.rejects(
+      zfs.sendSnapshot({
+        dataset: ZFS_DISK,
+        fromNode: "node-01",
+        toNode: "node-01",
+        snapshot: "s-20261122T000000Z",
+        signal,
+      }),
+      fails("INVALID_ARGUMENT"),
+    );
+    await assert.rejects(
+      zfs.listSnapshots(ZFS_DISK, signal, "node-01"),
+      fails("STORAGE_UNAVAILABLE"),
+      "its own node runs here",
+    );
+    assert.throws(
+      () => parseConfig({ storage: { zfs: { enabled: true } } }),
+      /storage\.zfs\.localNode/,
+    );
   });
 
   it("treats output it does not understand as STORAGE_UNAVAILABLE", async () => {

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { RpcError } from "../core/index.js";
+import { invalid, RpcError } from "../core/index.js";
 import {
   type DatasetRef,
   type SnapshotInfo,
@@ -21,8 +21,14 @@ import { createThrottle } from "./throttle-stream.js";
 
 /** Options of {@link createZfsDriver}. */
 export interface ZfsDriverOptions {
-  /** Where the commands for a node's copy run (default: this host, for every node). */
+  /**
+   * Where the commands for a node's copy run. Default: this host for
+   * `localNode` (and for calls naming no node); any other node is
+   * STORAGE_UNSUPPORTED, never this host's copy of the same name.
+   */
   readonly runnerFor?: (nodeId: string | undefined) => CommandRunner;
+  /** The node whose datasets this host holds (for the default `runnerFor`). */
+  readonly localNode?: string;
   /** The zfs program (default `zfs` from PATH). */
   readonly command?: string;
   /** Limit of every command but a send (default 60 s). */
@@ -60,7 +66,15 @@ const ZFS_ERRORS: readonly [RegExp, ConstructorParameters<typeof RpcError>[0]][]
  */
 export function createZfsDriver(options: ZfsDriverOptions = {}): ZfsReplicationDriver {
   const local = createLocalRunner();
-  const runnerFor = options.runnerFor ?? (() => local);
+  const runnerFor =
+    options.runnerFor ??
+    ((nodeId: string | undefined) => {
+      if (nodeId === undefined || nodeId === options.localNode) return local;
+      // A replica on this host has the same name as the original: running here would act on the wrong copy.
+      throw new RpcError("STORAGE_UNSUPPORTED", {
+        message: "zfs commands on other nodes need their node agent, which this version lacks",
+      });
+    });
   const file = options.command ?? "zfs";
   const timeoutMs = options.timeoutMs ?? 60_000;
   const sendTimeoutMs = options.sendTimeoutMs ?? 86_400_000;
@@ -189,6 +203,8 @@ async function sendSnapshot(
 ): Promise<{ bytes: number }> {
   const dataset = backendName(send.dataset);
   const snapshot = snapshotSpec(send.dataset, send.snapshot);
+  if (send.fromNode === send.toNode)
+    throw invalid("target: a send needs another node than its source");
   const base = send.base === undefined ? [] : ["-i", snapshotSpec(send.dataset, send.base, "base")];
   // Either side failing stops the other: a dead receiver must not leave a sender blocked.
   const stop = new AbortController();

@@ -276,8 +276,13 @@ export const configSchema = z.strictObject({
     .strictObject({
       zfs: z
         .strictObject({
-          /** Drive ZFS datasets with the zfs command on this host (every node's commands run here for now). */
+          /** Drive ZFS datasets with the zfs command on this host. */
           enabled: z.boolean().default(false),
+          /** The node id whose datasets live on this host (required with enabled). */
+          localNode: z
+            .string()
+            .regex(/^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/, "a node id")
+            .optional(),
           /** The zfs program. */
           command: path.default("zfs"),
           /** Limit of each zfs command but a send. */
@@ -285,7 +290,15 @@ export const configSchema = z.strictObject({
           /** Limit of one send/receive. */
           sendTimeoutMs: int(60_000, 7 * 86_400_000).default(86_400_000),
         })
-        .prefault({}),
+        .prefault({})
+        .superRefine((zfs, ctx) => {
+          if (zfs.enabled && zfs.localNode === undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: ["localNode"],
+              message: "required when zfs is enabled",
+            });
+        }),
       rbd: z
         .strictObject({
           /** Drive Ceph RBD images with the rbd command. */

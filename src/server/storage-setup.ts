@@ -82,6 +82,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
       zfs: zfs.enabled
         ? createZfsDriver({
             command: zfs.command,
+            localNode: zfs.localNode,
             timeoutMs: zfs.timeoutMs,
             sendTimeoutMs: zfs.sendTimeoutMs,
           })
