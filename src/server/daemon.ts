@@ -380,6 +380,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           "dev",
           "simulation",
           "cluster",
+          "storage",
         ] as const) {
           if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
             logger.warn({ key }, "changed setting takes effect only after a restart");
