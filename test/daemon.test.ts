@@ -12,6 +12,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { ListNodesRequestSchema, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { ReplicationState, StorageService } from "../src/gen/debvisor/v1/storage_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.js";
 import {
   ServerReflectionRequestSchema,
@@ -173,6 +174,38 @@ describe("debvisor-rpcd --dev, as a child process", () => {
       list.nodes.every((n) => (n.health?.vms.length ?? 0) > 0),
       "every node reports its VMs",
     );
+  });
+
+  it("gives the simulated cluster datasets and a replication job per ZFS disk, which it runs", async () => {
+    const ch = openChannel(admin().ctx);
+    const storage = createServiceClient(StorageService, ch);
+    try {
+      const jobs = (await storage.listReplicationJobs({})).jobs;
+      assert.ok(jobs.length > 0, "a job per ZFS disk");
+      const dataset = jobs[0]?.plan?.dataset;
+      assert.ok(
+        (await storage.listSnapshots({ dataset })).snapshots.length >= 3,
+        "daily snapshots",
+      );
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), 20_000);
+      let moving = false;
+      try {
+        for await (const s of storage.watchReplication({}, { signal: abort.signal })) {
+          if (s.state === ReplicationState.REPL_STATE_SUCCESS || s.bytesTransferred > 0n) {
+            moving = true;
+            abort.abort();
+          }
+        }
+      } catch (err) {
+        if ((err as grpc.ServiceError).code !== grpc.status.CANCELLED) throw err;
+      } finally {
+        clearTimeout(timer);
+      }
+      assert.ok(moving, "the scheduler started sending within 20 s");
+    } finally {
+      ch.close();
+    }
   });
 
   it("enrolls its simulated nodes with tokens, like real nodes", async () => {

@@ -23,6 +23,8 @@ const store = createSqliteStore({
 const services = createDomainServices({
   inventory: createInventory({ store, clock: systemClock }),
   storage: { listSnapshots: async () => undefined },
+  store,
+  clock: systemClock,
 });
 const access = createAccessService({
   policy: () => createAccessPolicy({}),

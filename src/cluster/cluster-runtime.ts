@@ -10,7 +10,7 @@ import {
 } from "./failover-controller.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
-import { createPlanner, type ReplicaCatalog } from "./migration-planner.js";
+import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { registerRunner } from "./runner-registry.js";
 
@@ -19,7 +19,7 @@ export interface ClusterRuntimeOptions {
   readonly store: KvStore;
   readonly inventory: Inventory;
   readonly executors: Executors;
-  readonly replicas: ReplicaCatalog;
+  readonly replicas: ReplicaLookup;
   readonly clock: Clock;
   readonly logger: Logger;
   /** NOT_READY time after which a node's VMs may restart elsewhere. */

@@ -1,9 +1,11 @@
-import type { ServiceBinding } from "../core/index.js";
+import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
+import type { KvStore } from "../store/index.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
+import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
 
@@ -13,6 +15,14 @@ export interface DomainServiceDeps {
   readonly storage: StorageDriver;
   /** Migration, drain and failover; without it those answer NOT_IMPLEMENTED. */
   readonly runtime?: ClusterRuntime;
+  /** Where replication jobs and storage records live (the inventory's store). */
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** The replication runner the daemon's scheduler shares; default: the storage service makes its own. */
+  readonly replicationRunner?: ReplicationRunner;
+  readonly logger?: Logger;
+  /** The daemon's shutdown: ends streams. */
+  readonly closing?: AbortSignal;
 }
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
@@ -21,6 +31,14 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     createNodeService({ inventory: deps.inventory, engine: deps.runtime?.engine }),
     createVmService({ inventory: deps.inventory }),
     createMigrationService(deps.runtime),
-    createStorageService({ storage: deps.storage, inventory: deps.inventory }),
+    createStorageService({
+      storage: deps.storage,
+      inventory: deps.inventory,
+      store: deps.store,
+      clock: deps.clock,
+      runner: deps.replicationRunner,
+      logger: deps.logger,
+      closing: deps.closing,
+    }),
   ];
 }

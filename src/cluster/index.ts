@@ -1,8 +1,11 @@
-// The cluster layer: the domain. Inventory of nodes and VMs, and the
-// transport-neutral handlers of the debvisor.v1 services.
+// The cluster layer: the domain. Inventory of nodes and VMs, storage
+// operations (snapshots, retention, replication jobs and their scheduler),
+// and the transport-neutral handlers of the debvisor.v1 services.
 
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
+export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";
+export { createDatasetAccess } from "./dataset-access.js";
 export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
 export type { DriverReporter, ReportedNode } from "./driver-reporter.js";
@@ -16,7 +19,7 @@ export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
-export type { ReplicaCatalog } from "./migration-planner.js";
+export type { ReplicaLookup } from "./migration-planner.js";
 export { NO_REPLICAS } from "./migration-planner.js";
 export type { MigrationRecords } from "./migration-records.js";
 export { createMigrationRecords } from "./migration-records.js";
@@ -25,6 +28,21 @@ export type { DrainRequest } from "./node-drain.js";
 export { drainNode } from "./node-drain.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
+export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
+export { createReplicaCatalog } from "./replica-catalog.js";
+export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
+export { createReplicationJobs } from "./replication-jobs.js";
+export type { ReplicationPolicy } from "./replication-policy.js";
+export { DEFAULT_POLICY, parseReplicationPolicy } from "./replication-policy.js";
+export type { ReplicationRunner, ReplicationRunnerOptions } from "./replication-runner.js";
+export { createReplicationRunner, replicationLabel } from "./replication-runner.js";
+export type {
+  ReplicationScheduler,
+  ReplicationSchedulerOptions,
+} from "./replication-scheduler.js";
+export { createReplicationScheduler } from "./replication-scheduler.js";
+export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retention.js";
+export { planRetention } from "./retention.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";

@@ -4,12 +4,12 @@ import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 
 /** Whether a ZFS dataset has a replica on a node (kept by ZFS replication jobs). */
-export interface ReplicaCatalog {
+export interface ReplicaLookup {
   hasReplica(dataset: DatasetRef, nodeId: string, signal?: AbortSignal): Promise<boolean>;
 }
 
 /** A catalogue that knows no replicas: ZFS datasets stay where they are. */
-export const NO_REPLICAS: ReplicaCatalog = { hasReplica: async () => false };
+export const NO_REPLICAS: ReplicaLookup = { hasReplica: async () => false };
 
 /** One check of a plan. */
 export interface Check {
@@ -54,7 +54,7 @@ export interface Plan {
 /** Options of {@link createPlanner}. */
 export interface PlannerOptions {
   readonly executors: Executors;
-  readonly replicas: ReplicaCatalog;
+  readonly replicas: ReplicaLookup;
   /** vCPUs placeable per physical core (default 4). */
   readonly cpuOvercommit?: number;
   /** Memory placeable per byte of RAM (default 1: no overcommit). */
@@ -327,7 +327,7 @@ async function storageCheck(
   vm: VmInfo,
   sourceId: string,
   target: NodeSummary,
-  replicas: ReplicaCatalog,
+  replicas: ReplicaLookup,
   signal: AbortSignal | undefined,
 ): Promise<Check> {
   const tId = target.info?.id?.id ?? "";

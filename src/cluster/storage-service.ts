@@ -1,27 +1,54 @@
 import {
+  type Clock,
   defineService,
-  notImplemented,
-  paginate,
-  RpcError,
+  type Logger,
   type ServiceBinding,
+  silentLogger,
 } from "../core/index.js";
-import { datasetKey, type StorageDriver } from "../drivers/index.js";
+import type { StorageDriver } from "../drivers/index.js";
 import { StorageService } from "../gen/debvisor/v1/storage_pb.js";
+import type { KvStore } from "../store/index.js";
+import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
-import { visibleTo } from "./tenancy.js";
+import { createReplicationHandlers } from "./replication-handlers.js";
+import { createReplicationJobs } from "./replication-jobs.js";
+import { createReplicationRunner, type ReplicationRunner } from "./replication-runner.js";
+import { createSnapshotHandlers } from "./snapshot-handlers.js";
 
 /** Dependencies of the StorageService handlers. */
 export interface StorageServiceDeps {
   readonly storage: StorageDriver;
   /** Datasets belong to the tenant of the VM whose disk they are. */
   readonly inventory: Inventory;
+  /** Replication jobs and records of datasets the control plane created. */
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** Runs replication jobs (share it with the scheduler); default: one of its own over `storage`. */
+  readonly runner?: ReplicationRunner;
+  readonly logger?: Logger;
+  /** Ends WatchReplication streams (the daemon's shutdown). */
+  readonly closing?: AbortSignal;
 }
 
 /**
- * StorageService. Listing snapshots is real (from the storage driver); the
- * operations that change storage are not built yet and answer UNIMPLEMENTED.
+ * StorageService: snapshots with retention, ZFS replication jobs and RBD
+ * templates and clones, scoped to tenants through the VMs that own the
+ * datasets (a dataset a caller may not see answers like a missing one).
  */
 export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
+  const jobs = createReplicationJobs(deps.store);
+  const access = createDatasetAccess({ inventory: deps.inventory, store: deps.store });
+  const runner =
+    deps.runner ??
+    createReplicationRunner({
+      store: deps.store,
+      jobs,
+      storage: deps.storage,
+      clock: deps.clock,
+      logger: deps.logger ?? silentLogger,
+      closing: deps.closing,
+    });
+  const shared = { ...deps, jobs, access, runner };
   return defineService(
     StorageService,
     {
@@ -34,40 +61,10 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       cloneRbdFromTemplate: { permission: "storage:clone", mutating: true },
       listSnapshots: { permission: "storage:snapshot:list", mutating: false },
       listReplicationJobs: { permission: "storage:replication:status", mutating: false },
+      deleteSnapshot: { permission: "storage:snapshot:delete", mutating: true },
+      deleteReplicationJob: { permission: "storage:replication:delete", mutating: true },
+      watchReplication: { permission: "storage:replication:status", mutating: false },
     },
-    {
-      createSnapshot: notImplemented,
-      pruneSnapshots: notImplemented,
-      planZfsReplication: notImplemented,
-      runZfsReplication: notImplemented,
-      getReplicationStatus: notImplemented,
-      createRbdTemplateSnapshot: notImplemented,
-      cloneRbdFromTemplate: notImplemented,
-      async listSnapshots(req, ctx) {
-        if (req.dataset === undefined)
-          throw new RpcError("INVALID_ARGUMENT", { message: "dataset: required" });
-        if (ctx.tenant !== undefined) {
-          // A dataset outside the caller's tenant answers exactly like a missing one.
-          const key = datasetKey(req.dataset);
-          const owners = (await deps.inventory.listVms(ctx.signal)).filter((vm) =>
-            vm.disks.some((d) => datasetKey(d) === key),
-          );
-          if (!owners.some((vm) => visibleTo(vm, ctx.tenant)))
-            throw new RpcError("DATASET_NOT_FOUND");
-        }
-        const snapshots = await deps.storage.listSnapshots(req.dataset, ctx.signal);
-        if (snapshots === undefined) throw new RpcError("DATASET_NOT_FOUND");
-        const page = paginate(
-          snapshots,
-          (s) => s.ref?.snapshotName ?? "",
-          req.pageSize,
-          req.pageToken,
-        );
-        return { snapshots: page.items, nextPageToken: page.nextPageToken };
-      },
-      async listReplicationJobs() {
-        return { jobs: [], nextPageToken: "" };
-      },
-    },
+    { ...createSnapshotHandlers(shared), ...createReplicationHandlers(shared) },
   );
 }

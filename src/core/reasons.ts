@@ -58,6 +58,37 @@ export const REASONS = {
     message: "failover needs the vm's node not ready for longer than the fence delay",
   },
   NO_TARGET: { code: Code.FailedPrecondition, message: "no node can take this vm now" },
+  DATASET_EXISTS: { code: Code.AlreadyExists, message: "dataset already exists" },
+  SNAPSHOT_NOT_FOUND: { code: Code.NotFound, message: "snapshot not found" },
+  SNAPSHOT_EXISTS: { code: Code.AlreadyExists, message: "snapshot already exists" },
+  SNAPSHOT_HELD: { code: Code.FailedPrecondition, message: "snapshot is held or busy" },
+  SNAPSHOT_HAS_CLONES: { code: Code.FailedPrecondition, message: "snapshot has clones" },
+  SNAPSHOT_IN_USE: {
+    code: Code.FailedPrecondition,
+    message: "snapshot is the incremental base of a replication job",
+  },
+  SNAPSHOT_NOT_PROTECTED: {
+    code: Code.FailedPrecondition,
+    message: "snapshot is not a protected template",
+  },
+  REPLICATION_JOB_NOT_FOUND: { code: Code.NotFound, message: "replication job not found" },
+  REPLICATION_JOB_EXISTS: {
+    code: Code.AlreadyExists,
+    message: "a different replication job already exists",
+  },
+  REPLICATION_RUNNING: { code: Code.FailedPrecondition, message: "replication job is running" },
+  REPLICATION_DIVERGED: {
+    code: Code.FailedPrecondition,
+    message: "target dataset has no snapshot in common with the source",
+  },
+  STORAGE_UNSUPPORTED: {
+    code: Code.FailedPrecondition,
+    message: "the dataset's storage backend does not support this operation",
+  },
+  STORAGE_UNAVAILABLE: {
+    code: Code.Unavailable,
+    message: "storage backend failed or timed out; retry later",
+  },
   SERVICE_UNKNOWN: { code: Code.NotFound, message: "unknown service" },
   NOT_IMPLEMENTED: { code: Code.Unimplemented, message: "not implemented by this server yet" },
   CONFLICT: { code: Code.Aborted, message: "concurrent update; retry" },

@@ -1,5 +1,6 @@
 // The drivers layer: the hypervisor and storage backends the cluster layer
-// drives, behind small interfaces (HypervisorDriver, StorageDriver).
+// drives, behind small interfaces (HypervisorDriver, StorageDriver): the
+// simulation, libvirt over virsh, ZFS and Ceph RBD over their command lines.
 
 export type {
   CommandErrorKind,
@@ -24,10 +25,48 @@ export { canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export type { RbdDriverOptions } from "./rbd-driver.js";
+export { createRbdDriver } from "./rbd-driver.js";
+export type {
+  SimulatedDataset,
+  SimulatedStorage,
+  SimulatedStorageOptions,
+  StorageFault,
+  StorageOp,
+} from "./simulated-storage.js";
+export { createSimulatedStorage } from "./simulated-storage.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
-export type { StorageDriver } from "./storage-driver.js";
-export { datasetKey } from "./storage-driver.js";
+export type {
+  CommandExit as StorageCommandExit,
+  CommandOutput as StorageCommandOutput,
+  CommandRunner as StorageCommandRunner,
+  CommandSpec as StorageCommandSpec,
+  RunningCommand,
+} from "./storage-command.js";
+export { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
+export type {
+  RbdCloneDriver,
+  SendOptions,
+  SendResult,
+  SnapshotDriver,
+  SnapshotTarget,
+  StorageDriver,
+  ZfsReplicationDriver,
+} from "./storage-driver.js";
+export { canClone, canReplicate, canSnapshot, datasetKey } from "./storage-driver.js";
+export {
+  backendName,
+  checkLabel,
+  labelOf,
+  snapshotLabels,
+  snapshotSpec,
+  stampedSnapshotName,
+} from "./storage-names.js";
+export type { StorageBackends } from "./storage-router.js";
+export { createStorageRouter } from "./storage-router.js";
 export { VirshCommandError } from "./virsh-invoker.js";
 export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
 export { createVirshSession } from "./virsh-session.js";
+export type { ZfsDriverOptions } from "./zfs-driver.js";
+export { createZfsDriver } from "./zfs-driver.js";

@@ -1,13 +1,120 @@
-import type { DatasetRef, SnapshotInfo } from "../gen/debvisor/v1/storage_pb.js";
+import {
+  type DatasetRef,
+  type SnapshotInfo,
+  StorageBackend,
+} from "../gen/debvisor/v1/storage_pb.js";
 
-/** What the control plane asks of a storage backend (ZFS, Ceph RBD, simulation). */
+/**
+ * What the control plane asks of every storage backend (ZFS, Ceph RBD,
+ * simulation). Optional abilities are separate interfaces below, found with
+ * their type guards.
+ *
+ * ZFS datasets live on one node each, and replication makes copies on other
+ * nodes: `nodeId` picks the copy (default: where the backend keeps the
+ * dataset itself). RBD images live in the Ceph cluster and ignore `nodeId`.
+ */
 export interface StorageDriver {
   /** Snapshots of one dataset, oldest first; undefined when the dataset does not exist. */
-  listSnapshots(dataset: DatasetRef, signal: AbortSignal): Promise<SnapshotInfo[] | undefined>;
+  listSnapshots(
+    dataset: DatasetRef,
+    signal: AbortSignal,
+    nodeId?: string,
+  ): Promise<SnapshotInfo[] | undefined>;
+}
+
+/** A snapshot of a dataset, on one node's copy for ZFS. */
+export interface SnapshotTarget {
+  readonly dataset: DatasetRef;
+  /** The part after `@`. */
+  readonly name: string;
+  readonly nodeId?: string;
+}
+
+/** Taking and deleting snapshots. */
+export interface SnapshotDriver extends StorageDriver {
+  /** Takes a snapshot; SNAPSHOT_EXISTS when the name is taken, DATASET_NOT_FOUND when the dataset is missing. */
+  createSnapshot(target: SnapshotTarget, signal: AbortSignal): Promise<SnapshotInfo>;
+  /**
+   * Deletes a snapshot. SNAPSHOT_NOT_FOUND when missing, SNAPSHOT_HELD for a
+   * ZFS hold or a busy snapshot, SNAPSHOT_HAS_CLONES while clones depend on
+   * it. A protected RBD snapshot without clones is unprotected first.
+   */
+  deleteSnapshot(target: SnapshotTarget, signal: AbortSignal): Promise<void>;
+}
+
+/** One ZFS send/receive of a snapshot from one node's copy to another's. */
+export interface SendOptions {
+  readonly dataset: DatasetRef;
+  readonly fromNode: string;
+  readonly toNode: string;
+  /** The snapshot to send (it exists on `fromNode`). */
+  readonly snapshot: string;
+  /** Incremental from this snapshot, which both sides hold; full send when undefined. */
+  readonly base?: string;
+  /** Bytes per second; undefined or 0 is unlimited. */
+  readonly bandwidthLimit?: number;
+  /** Called as bytes move (at most a few times a second); `expected` is 0 when unknown. */
+  readonly onProgress?: (bytes: number, expected: number) => void;
+  readonly signal: AbortSignal;
+}
+
+/** What a finished send moved. */
+export interface SendResult {
+  readonly bytes: number;
+}
+
+/** ZFS replication between nodes. */
+export interface ZfsReplicationDriver extends SnapshotDriver {
+  /**
+   * Sends a snapshot into the same dataset name on `toNode`, creating it
+   * there on a full send. REPLICATION_DIVERGED when the target refuses the
+   * stream (the dataset exists without the base as its newest snapshot).
+   */
+  sendSnapshot(options: SendOptions): Promise<SendResult>;
+}
+
+/** RBD templates (protected snapshots) and their copy-on-write clones. */
+export interface RbdCloneDriver extends SnapshotDriver {
+  /** Protects a snapshot from deletion so clones may depend on it; already protected is fine. */
+  protectSnapshot(target: SnapshotTarget, signal: AbortSignal): Promise<void>;
+  /** Images cloned from the snapshot (including ones in the trash, which still depend on it). */
+  listClones(target: SnapshotTarget, signal: AbortSignal): Promise<DatasetRef[]>;
+  /** Clones a protected snapshot into a new image; DATASET_EXISTS when the name is taken. */
+  cloneSnapshot(target: SnapshotTarget, image: DatasetRef, signal: AbortSignal): Promise<void>;
+}
+
+/** Whether the driver can take and delete snapshots. */
+export function canSnapshot(driver: StorageDriver): driver is SnapshotDriver {
+  const d = driver as Partial<SnapshotDriver>;
+  return typeof d.createSnapshot === "function" && typeof d.deleteSnapshot === "function";
+}
+
+/** Whether the driver can replicate ZFS datasets between nodes. */
+export function canReplicate(driver: StorageDriver): driver is ZfsReplicationDriver {
+  return (
+    canSnapshot(driver) &&
+    typeof (driver as Partial<ZfsReplicationDriver>).sendSnapshot === "function"
+  );
+}
+
+/** Whether the driver can protect RBD snapshots and clone them. */
+export function canClone(driver: StorageDriver): driver is RbdCloneDriver {
+  const d = driver as Partial<RbdCloneDriver>;
+  return (
+    canSnapshot(driver) &&
+    typeof d.protectSnapshot === "function" &&
+    typeof d.listClones === "function" &&
+    typeof d.cloneSnapshot === "function"
+  );
 }
 
 /** A stable text key of a dataset, `zfs:tank/vm-1` or `rbd:rbd/vm-1`. */
 export function datasetKey(dataset: DatasetRef): string {
-  const backend = dataset.backend === 1 ? "zfs" : dataset.backend === 2 ? "rbd" : "unknown";
+  const backend =
+    dataset.backend === StorageBackend.BACKEND_ZFS
+      ? "zfs"
+      : dataset.backend === StorageBackend.BACKEND_RBD
+        ? "rbd"
+        : "unknown";
   return `${backend}:${dataset.pool}/${dataset.name}`;
 }

@@ -318,6 +318,72 @@ const sections = z.strictObject({
       reportIntervalMs: int(1000, 3_600_000).default(10_000),
     })
     .prefault({}),
+  storage: z
+    .strictObject({
+      zfs: z
+        .strictObject({
+          /** Drive ZFS datasets with the zfs command on this host. */
+          enabled: z.boolean().default(false),
+          /** The node id whose datasets live on this host (required with enabled). */
+          localNode: z
+            .string()
+            .regex(/^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/, "a node id")
+            .optional(),
+          /** The zfs program. */
+          command: path.default("zfs"),
+          /** Limit of each zfs command but a send. */
+          timeoutMs: int(1000, 3_600_000).default(60_000),
+          /** Limit of one send/receive. */
+          sendTimeoutMs: int(60_000, 7 * 86_400_000).default(86_400_000),
+        })
+        .prefault({})
+        .superRefine((zfs, ctx) => {
+          if (zfs.enabled && zfs.localNode === undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: ["localNode"],
+              message: "required when zfs is enabled",
+            });
+        }),
+      rbd: z
+        .strictObject({
+          /** Drive Ceph RBD images with the rbd command. */
+          enabled: z.boolean().default(false),
+          /** The rbd program. */
+          command: path.default("rbd"),
+          /** Limit of each rbd command. */
+          timeoutMs: int(1000, 3_600_000).default(120_000),
+          /** Ceph client id (`--id`). */
+          cephId: z
+            .string()
+            .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "letters, digits and . _ -")
+            .optional(),
+          /** ceph.conf (`--conf`). */
+          cephConf: path.optional(),
+          /** Keyring (`--keyring`). */
+          keyring: path.optional(),
+        })
+        .prefault({}),
+      replication: z
+        .strictObject({
+          /** Run due replication jobs from this daemon (any number of daemons may; a lock in the store lets one run each job). */
+          scheduler: z.boolean().default(true),
+          /** How often due jobs are looked for. */
+          tickMs: int(1000, 600_000).default(5000),
+          /** Jobs this daemon runs at once. */
+          maxConcurrentRuns: int(1, 64).default(2),
+          /** Lease of a run lock; a daemon that dies holding one frees it after this long. */
+          lockTtlMs: int(3000, 600_000).default(30_000),
+          /** First retry after a failed run, doubling per failure in a row... */
+          retryBaseMs: int(1000, 86_400_000).default(60_000),
+          /** ...up to this (and never later than the job's interval). */
+          retryMaxMs: int(1000, 7 * 86_400_000).default(3_600_000),
+        })
+        .prefault({}),
+      /** Link speed of the simulated storage's sends, bytes per second. */
+      simulatedBytesPerSecond: int(1024, 1024 ** 4).default(1024 ** 3),
+    })
+    .prefault({}),
   dev: z
     .strictObject({
       /** Development mode: self-made CA and certificates, simulated cluster. */

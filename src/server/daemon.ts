@@ -7,12 +7,11 @@ import {
   createDomainServices,
   createInventory,
   createLocalExecutors,
-  NO_REPLICAS,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
-import { createSimulation, type Simulation, type StorageDriver } from "../drivers/index.js";
+import { createSimulation, type Simulation } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
@@ -61,6 +60,7 @@ import { openStore } from "./open-store.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
+import { startStorage } from "./storage-setup.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
   DEFAULT_TLS_PATHS,
@@ -92,8 +92,6 @@ export interface Daemon {
   /** Drains calls in flight (up to shutdown.drainTimeoutMs) and stops. Idempotent. */
   shutdown(reason: string): Promise<void>;
 }
-
-const EMPTY_STORAGE: StorageDriver = { listSnapshots: async () => undefined };
 
 /** Starts the daemon: TLS gRPC endpoint, operational HTTP endpoints, simulation when enabled. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
@@ -186,7 +184,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
   });
-  let storage = EMPTY_STORAGE;
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
   let sim: Simulation | undefined;
@@ -201,7 +198,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     });
     const simulated = sim;
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
-    storage = sim;
     for (const node of sim.nodes) await inventory.register(node, "simulation");
     const beatOne = async (id: string) => {
       const health = simulated.heartbeat(id);
@@ -227,6 +223,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  const storage = await startStorage({
+    config,
+    store,
+    clock,
+    inventory,
+    logger,
+    closing: closing.signal,
+    simulatedNodeIds: simNodeIds,
+  });
   const libvirt = libvirtNodes(config, logger);
   const executors = createLocalExecutors(
     (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
@@ -246,7 +251,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     store,
     inventory,
     executors,
-    replicas: NO_REPLICAS,
+    replicas: storage.replicas,
     clock,
     logger,
     fenceDelayMs: config.cluster.fenceDelayMs,
@@ -266,7 +271,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
 
   const domain: ServiceBinding[] = [
-    ...createDomainServices({ inventory, storage, runtime }),
+    ...createDomainServices({
+      inventory,
+      storage: storage.storage,
+      store,
+      clock,
+      replicationRunner: storage.runner,
+      logger,
+      closing: closing.signal,
+      runtime,
+    }),
     createAccessService({
       policy: () => policy,
       apiKeys,
@@ -444,6 +458,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           "simulation",
           "cluster",
           "benchmark",
+          "storage",
         ] as const) {
           if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
             logger.warn({ key }, "changed setting takes effect only after a restart");
@@ -476,6 +491,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         unwatch();
         if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();
+        await storage.close();
         await audit?.close();
         storedBindings.close();
         revocations.close();

@@ -6,7 +6,7 @@ import {
   createInventory,
   createLocalExecutors,
   type Inventory,
-  type ReplicaCatalog,
+  type ReplicaLookup,
   startClusterRuntime,
 } from "../../src/cluster/index.js";
 import {
@@ -43,7 +43,7 @@ export const HARNESS_TTL_MS = 3000;
 export const HARNESS_FENCE_MS = 5000;
 
 /** A replica catalogue where every ZFS dataset is replicated to each of `nodeIds`. */
-export function replicatedTo(nodeIds: readonly string[]): ReplicaCatalog {
+export function replicatedTo(nodeIds: readonly string[]): ReplicaLookup {
   return { hasReplica: async (_dataset, nodeId) => nodeIds.includes(nodeId) };
 }
 
@@ -58,7 +58,7 @@ export async function startClusterHarness(options: {
   nodes?: number;
   vmsPerNode?: number;
   migrationMs?: number;
-  replicas?: ReplicaCatalog;
+  replicas?: ReplicaLookup;
   failover?: boolean;
   /** Share a store (another "daemon" of the same cluster); the caller closes it. */
   store?: KvStore;

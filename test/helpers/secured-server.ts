@@ -69,6 +69,8 @@ export async function startSecuredServer(options: {
     services: createDomainServices({
       inventory,
       storage: options.storage ?? { listSnapshots: async () => undefined },
+      store,
+      clock: options.clock,
     }),
     stages: [
       rateLimits.perSource,
