@@ -85,11 +85,13 @@ const cases: [string, DescMessage, object, string[]][] = [
     ["label: at most 256 characters"],
   ],
   ["fail-snapshot-no-dataset", SnapshotRequestSchema, { label: "x" }, ["dataset: required"]],
+  // No target: the planner picks one (target became optional with planning).
+  ["ok-migrate-without-target", VMMigrateSpecSchema, { vm: { vmId: "vm-1" } }, []],
   [
-    "fail-migrate-without-target",
+    "fail-migrate-without-vm",
     VMMigrateSpecSchema,
-    { vm: { vmId: "vm-1" } },
-    ["target: required"],
+    { target: { nodeId: { id: "n1" } } },
+    ["vm: required"],
   ],
   [
     "fail-apikey-without-roles",

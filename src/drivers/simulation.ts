@@ -2,25 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import type { Clock } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import { type Health, HealthSchema, type NodeInfo } from "../gen/debvisor/v1/node_pb.js";
-import {
-  type DatasetRef,
-  type SnapshotInfo,
-  SnapshotInfoSchema,
-} from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { vmStateOf } from "./domain-state.js";
 import type { DomainState, RecoveringDriver } from "./hypervisor-driver.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
-import {
-  generateWorld,
-  loadWorld,
-  mulberry32,
-  type SimWorld,
-  saveWorld,
-} from "./simulated-world.js";
-import { datasetKey, type StorageDriver } from "./storage-driver.js";
-
-const DAY_MS = 86_400_000;
+import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
 
 /** Options of {@link createSimulation}. */
 export interface SimulationOptions {
@@ -59,8 +45,8 @@ export interface SimulationFaults {
   healNode(nodeId: string): void;
 }
 
-/** An in-process simulated cluster: nodes with hypervisors, VMs, datasets, snapshots. */
-export interface Simulation extends StorageDriver {
+/** An in-process simulated cluster: nodes with hypervisors and VMs (storage: simulated-storage.ts). */
+export interface Simulation {
   /** What each simulated node registers with. */
   readonly nodes: readonly NodeInfo[];
   /** The hypervisor of one node. */
@@ -94,7 +80,6 @@ export function createSimulation(options: SimulationOptions): Simulation {
   };
   persist();
   const failures = new Map<string, number>();
-  const rand = mulberry32(seed);
   const ctx = {
     world,
     persist,
@@ -108,11 +93,6 @@ export function createSimulation(options: SimulationOptions): Simulation {
   };
   const drivers = new Map<string, RecoveringDriver>();
   for (const id of world.nodes.keys()) drivers.set(id, createSimulatedNodeDriver(id, ctx));
-  const snapshots = new Map<string, SnapshotInfo[]>();
-  for (const vm of world.vms.values()) {
-    for (const disk of vm.info.disks)
-      snapshots.set(datasetKey(disk), dailySnapshots(disk, born, 3 + Math.floor(rand() * 5)));
-  }
 
   const stopVmsOf = (nodeId: string) => {
     for (const vm of world.vms.values())
@@ -207,29 +187,7 @@ export function createSimulation(options: SimulationOptions): Simulation {
     close() {
       clearInterval(fenceTimer);
     },
-    async listSnapshots(dataset) {
-      const list = snapshots.get(datasetKey(dataset));
-      return list === undefined ? undefined : [...list];
-    },
   };
-}
-
-function dailySnapshots(dataset: DatasetRef, now: number, count: number): SnapshotInfo[] {
-  const out: SnapshotInfo[] = [];
-  for (let i = count - 1; i >= 0; i--) {
-    const t = Math.floor((now - i * DAY_MS) / DAY_MS) * DAY_MS;
-    const stamp = new Date(t).toISOString().replace(/[-:]/g, "").slice(0, 15);
-    out.push(
-      create(SnapshotInfoSchema, {
-        ref: { dataset, snapshotName: `daily-${stamp}Z` },
-        created: { seconds: BigInt(t / 1000), nanos: 0 },
-        sizeBytes: BigInt(1 + i) * 64n * 1024n * 1024n,
-        held: false,
-        labels: { label: "daily" },
-      }),
-    );
-  }
-  return out;
 }
 
 function clampInt(value: number, min: number, max: number, name: string): number {
