@@ -43,6 +43,8 @@ import { packageVersion } from "../client/index.js";
 import { apikeyCommand } from "./apikey-command.js";
 import { auditCommand } from "./audit-command.js";
 import { authCommand } from "./auth-command.js";
+import { bindingCommand } from "./binding-command.js";
+import { caCommand } from "./ca-command.js";
 import { certCommand } from "./cert-command.js";
 import {
   type CliContext,
@@ -51,9 +53,12 @@ import {
   type ProgramIo,
 } from "./cli-context.js";
 import { EXIT_CODES_HELP } from "./cli-errors.js";
+import { completionCommand } from "./completion-command.js";
+import { configCommand } from "./config-command.js";
 import { withExamples } from "./help-text.js";
 import { nodeCommand } from "./node-command.js";
 import { OUTPUT_FORMATS } from "./output.js";
+import { roleCommand } from "./role-command.js";
 import { tokenCommand } from "./token-command.js";
 import { versionCommand } from "./version-command.js";
 import { vmCommand } from "./vm-command.js";
@@ -69,9 +74,14 @@ const NOUNS: readonly Noun[] = [
   vmCommand,
   authCommand,
   apikeyCommand,
+  roleCommand,
+  bindingCommand,
   tokenCommand,
   certCommand,
+  caCommand,
   auditCommand,
+  configCommand,
+  completionCommand,
   versionCommand,
 ];
 
