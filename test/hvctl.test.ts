@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createSecureServer, type Http2SecureServer } from "node:http2";
@@ -28,19 +29,18 @@ describe("hvctl against a dev daemon", () => {
   /** A second configuration file the config tests write. */
   let mine: string;
 
+  /** No DEBVISOR_* settings from the environment the tests run in, and a HOME of their own. */
+  const cleanEnv = () => ({
+    HOME: home,
+    DEBVISOR_CONFIG: "",
+    DEBVISOR_CONTEXT: "",
+    DEBVISOR_SERVER: "",
+    DEBVISOR_TOKEN: "",
+    NO_COLOR: "",
+  });
   /** Runs hvctl with a clean environment (only what the test sets). */
   const hvctl = (args: string[], env: Record<string, string> = {}) =>
-    runProcess(process.execPath, [HVCTL_BIN, ...args], {
-      env: {
-        HOME: home,
-        DEBVISOR_CONFIG: "",
-        DEBVISOR_CONTEXT: "",
-        DEBVISOR_SERVER: "",
-        DEBVISOR_TOKEN: "",
-        NO_COLOR: "",
-        ...env,
-      },
-    });
+    runProcess(process.execPath, [HVCTL_BIN, ...args], { env: { ...cleanEnv(), ...env } });
   /** hvctl with the dev cluster's configuration (context dev: the admin's client certificate). */
   const dev = (...args: string[]) => hvctl(["--config", config, ...args]);
   const ok = async (...args: string[]) => {
@@ -451,6 +451,36 @@ describe("hvctl against a dev daemon", () => {
       assert.equal(tail.length, 4, "a header and three records");
       const bad = await dev("audit", "tail", "-n", "many");
       assert.equal(bad.code, 2);
+    });
+
+    it("follows new records with tail -f until Ctrl-C, which stops watching cleanly", async () => {
+      const proc = spawn(
+        process.execPath,
+        [HVCTL_BIN, "--config", config, "audit", "tail", "-f", "-n", "0", "--method", "GetVm"],
+        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...cleanEnv() } },
+      );
+      let out = "";
+      let err = "";
+      proc.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      proc.stderr.on("data", (d: Buffer) => {
+        err += d.toString();
+      });
+      const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+      try {
+        const vm = (await json<{ vms: { id: string }[] }>("vm", "list")).vms[0]?.id ?? "";
+        for (let i = 0; i < 100 && !out.includes(" GetVm "); i++) {
+          await ok("vm", "get", vm);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.match(out, /^TIME\s+SEQ\s+PRINCIPAL\s+METHOD.*\n.*\sadmin\s+GetVm\s+allow\s+OK\s/);
+        proc.kill("SIGINT");
+        assert.equal(await exited, 0);
+        assert.equal(err, "stopped watching\n");
+      } finally {
+        proc.kill("SIGKILL");
+      }
     });
   });
 

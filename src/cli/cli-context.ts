@@ -31,6 +31,8 @@ export interface ProgramIo {
   readonly stdin?: NodeJS.ReadableStream & { setRawMode?: (raw: boolean) => unknown };
   /** Where SIGINT arrives (default: the process). */
   readonly signals?: EventEmitter;
+  /** Width of the terminal stderr is on, for progress bars (default 80). */
+  readonly columns?: number;
 }
 
 /** Global options every command sees, wherever on the command line they were given. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
-import { createProgressRenderer, formatEta, watchInterrupts } from "./progress.js";
+import { createProgressRenderer, formatEta, watchInterrupts, watchProgress } from "./progress.js";
 
 /** A stream that records what was written, and a clock the test moves. */
 function fakes(columns = 80) {
@@ -226,5 +226,70 @@ describe("watchInterrupts", () => {
     });
     signals.emit("SIGINT");
     assert.equal(stopped, 1);
+  });
+});
+
+describe("watchProgress", () => {
+  /** States of a fake operation, one per tick, until the signal stops it. */
+  async function* operation(signal: AbortSignal, states: number[], gate?: Promise<void>) {
+    for (const pct of states) {
+      if (signal.aborted) throw Object.assign(new Error("cancelled"), { code: 1 });
+      if (pct === -1) await gate;
+      else yield { phase: pct < 100 ? "copying" : "done", pct };
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  it("not on a terminal: prints progress lines and the summary on stderr", async () => {
+    const err: string[] = [];
+    const r = await watchProgress(
+      { err: (t) => err.push(t), signals: new EventEmitter() },
+      {
+        label: "m-1",
+        open: (signal) => operation(signal, [0, 30, 60, 100]),
+        progress: (s) => ({ phase: s.phase, percent: s.pct }),
+        summary: (last) => `finished at ${last?.pct}%`,
+      },
+    );
+    assert.equal(r.last?.pct, 100);
+    assert.equal(r.outcome, "watching");
+    assert.deepEqual(err, [
+      "m-1: copying 0%\n",
+      "m-1: copying 30%\n",
+      "m-1: copying 60%\n",
+      "m-1: done 100%\n",
+      "m-1: finished at 100%\n",
+    ]);
+  });
+
+  it("stops at the first Ctrl-C when not on a terminal, without a summary or an error", async () => {
+    const signals = new EventEmitter();
+    const err: string[] = [];
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const watching = watchProgress(
+      { err: (t) => err.push(t), signals },
+      {
+        open: (signal) => operation(signal, [0, -1, 50, 100], gate),
+        progress: (s) => ({ phase: s.phase, percent: s.pct }),
+        resumeHint: "hvctl migration watch m-1",
+        cancel: async () => undefined,
+        summary: () => "finished",
+      },
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    signals.emit("SIGINT");
+    release();
+    const r = await watching;
+    assert.equal(r.outcome, "stopped");
+    assert.equal(r.last?.pct, 0);
+    assert.equal(
+      err.at(-1),
+      "stopped watching; the operation goes on; to watch it again: hvctl migration watch m-1\n",
+    );
+    assert.ok(!err.includes("finished\n"));
+    assert.equal(signals.listenerCount("SIGINT"), 0);
   });
 });

@@ -237,3 +237,72 @@ export function watchInterrupts(options: InterruptOptions): InterruptWatch {
   options.signals.on("SIGINT", onSigint);
   return { outcome: () => outcome, dispose };
 }
+
+/** Options of {@link watchProgress}. */
+export interface WatchOptions<T> {
+  /** Prefix of the progress lines, like "migration m-42". */
+  readonly label?: string;
+  /** Opens the stream of states; it ends when the operation does. Abort the signal to stop watching. */
+  readonly open: (signal: AbortSignal) => AsyncIterable<T>;
+  /** Where one state stands. */
+  readonly progress: (state: T) => ProgressUpdate;
+  /** Cancels the operation on the server; absent when it cannot be cancelled. */
+  readonly cancel?: () => Promise<void>;
+  /** The command that watches again, printed when the user stops watching. */
+  readonly resumeHint?: string;
+  /** The last line, from the last state seen. */
+  readonly summary: (last: T | undefined) => string;
+}
+
+/** The terminal and signals a watch uses; a CliContext's `io` fits. */
+export interface WatchIo {
+  readonly err: (text: string) => void;
+  readonly tty?: { readonly stderr?: boolean; readonly stdin?: boolean };
+  readonly stdin?: NodeJS.ReadableStream & { setRawMode?: (raw: boolean) => unknown };
+  readonly signals?: EventEmitter;
+  readonly columns?: number;
+}
+
+/**
+ * Watches a long operation (migration run, drain, replication run): draws
+ * its progress on stderr (a bar on a terminal, lines elsewhere) and handles
+ * Ctrl-C with {@link watchInterrupts}. Resolves with the last state and what
+ * Ctrl-C led to; stream errors other than the stop are thrown.
+ */
+export async function watchProgress<T>(
+  io: WatchIo,
+  options: WatchOptions<T>,
+): Promise<{ last: T | undefined; outcome: InterruptOutcome }> {
+  const renderer = createProgressRenderer({
+    stream: { write: io.err, columns: io.columns ?? 80 },
+    tty: io.tty?.stderr === true,
+    ...(options.label === undefined ? {} : { label: options.label }),
+  });
+  const abort = new AbortController();
+  const interrupts = watchInterrupts({
+    signals: io.signals ?? process,
+    tty: io.tty?.stderr === true && io.tty?.stdin === true,
+    ...(io.stdin === undefined ? {} : { input: io.stdin }),
+    write: io.err,
+    stopWatching: () => abort.abort(),
+    ...(options.cancel === undefined ? {} : { cancel: options.cancel }),
+    ...(options.resumeHint === undefined ? {} : { resumeHint: options.resumeHint }),
+    beforePrompt: () => renderer.clear(),
+  });
+  let last: T | undefined;
+  try {
+    for await (const state of options.open(abort.signal)) {
+      last = state;
+      renderer.update(options.progress(state));
+    }
+  } catch (err) {
+    if (!abort.signal.aborted) {
+      renderer.clear();
+      throw err;
+    }
+  } finally {
+    interrupts.dispose();
+  }
+  if (!abort.signal.aborted) renderer.finish(options.summary(last));
+  return { last, outcome: interrupts.outcome() };
+}
