@@ -29,9 +29,10 @@
  * 3. Add the service's methods to METHOD_PERMISSIONS (permissions.ts), so a
  *    refusal says which permission is missing; a test compares it with the
  *    server's own table.
- * 4. A long operation shows progress with createProgressRenderer and handles
- *    Ctrl-C with watchInterrupts (progress.ts): on a terminal it asks
- *    whether to cancel the operation or stop watching.
+ * 4. A long operation (run, drain, watch) calls watchProgress(ctx.io, {open,
+ *    progress, cancel, resumeHint, summary}) from progress.ts: a bar with
+ *    phase, percent, rate and ETA on a terminal, plain lines elsewhere, and
+ *    on Ctrl-C the question "cancel the operation or just stop watching?".
  * 5. Add end-to-end cases to test/hvctl.test.ts (one shared dev daemon).
  *
  * Do not give a subcommand an option a global option already uses (--server,
