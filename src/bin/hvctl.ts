@@ -15,6 +15,6 @@ const code = await runCli(process.argv.slice(2), {
   },
   stdin: process.stdin,
   signals: process,
-  columns: process.stderr.columns ?? 80,
+  columns: process.stderr.columns || 80,
 });
 process.exitCode = code;

@@ -213,6 +213,25 @@ describe("watchInterrupts", () => {
     w.dispose();
   });
 
+  it("puts the keyboard back when the operation ends while it asks", () => {
+    const signals = new EventEmitter();
+    const { input, raw } = keyboard();
+    const w = watchInterrupts({
+      signals,
+      tty: true,
+      input,
+      write: () => undefined,
+      stopWatching: () => undefined,
+      cancel: () => undefined,
+    });
+    signals.emit("SIGINT");
+    assert.equal(input.listenerCount("data"), 1);
+    w.dispose();
+    assert.deepEqual(raw, [true, false]);
+    assert.equal(input.listenerCount("data"), 0, "nothing left to keep hvctl running");
+    assert.equal(input.isPaused(), true);
+  });
+
   it("on a terminal with nothing to cancel: Ctrl-C stops watching at once", () => {
     const signals = new EventEmitter();
     const { input } = keyboard();

@@ -90,7 +90,7 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
     const bar = `[${"#".repeat(filled)}${"-".repeat(BAR_WIDTH - filled)}]`;
     const parts = [`${label}${u.phase}`, bar, pct.padStart(4), rate, eta && `ETA ${eta}`];
     const text = parts.filter((p) => p !== "").join("  ");
-    const width = Math.max(20, (options.stream.columns ?? 80) - 1);
+    const width = Math.max(20, (options.stream.columns || 80) - 1);
     options.stream.write(`\r\x1b[2K${text.length > width ? text.slice(0, width) : text}`);
     drawn = true;
     lastDraw = now();
@@ -162,8 +162,10 @@ export interface InterruptOptions {
   readonly cancel?: () => Promise<void> | void;
   /** The command that resumes watching, like "hvctl migration watch m-42". */
   readonly resumeHint?: string;
-  /** Called before a question is printed: clear a live progress bar. */
+  /** Called before a question is printed: clear a live progress bar and hold it. */
   readonly beforePrompt?: () => void;
+  /** Called once the question is answered (or dropped): the bar may draw again. */
+  readonly afterPrompt?: () => void;
 }
 
 /** What Ctrl-C led to so far. */
@@ -207,24 +209,33 @@ export function watchInterrupts(options: InterruptOptions): InterruptWatch {
       options.write(`could not cancel: ${(err as Error).message}; still watching\n`);
     }
   };
+  /** Stops waiting for an answer: the keyboard back to normal, no listener left to keep hvctl alive. */
+  let endQuestion = () => {};
   const ask = () => {
     const input = options.input;
     if (input === undefined) return stop();
     asking = true;
     options.beforePrompt?.();
     options.write("\ncancel the operation or just stop watching? [c/w] ");
-    input.setRawMode?.(true);
-    input.resume();
-    input.once("data", (chunk: Buffer | string) => {
-      input.setRawMode?.(false);
-      input.pause();
-      asking = false;
+    const onKey = (chunk: Buffer | string) => {
+      endQuestion();
       const key = String(chunk).trim().toLowerCase().slice(0, 1);
       options.write(`${key === "\x03" ? "^C" : key}\n`);
       if (key === "c") void cancel();
       else if (key === "w" || key === "\x03") stop();
       else options.write("still watching\n");
-    });
+    };
+    endQuestion = () => {
+      input.removeListener("data", onKey);
+      input.setRawMode?.(false);
+      input.pause();
+      asking = false;
+      endQuestion = () => {};
+      options.afterPrompt?.();
+    };
+    input.setRawMode?.(true);
+    input.resume();
+    input.once("data", onKey);
   };
   const onSigint = () => {
     if (asking) return;
@@ -233,6 +244,10 @@ export function watchInterrupts(options: InterruptOptions): InterruptWatch {
   };
   const dispose = () => {
     options.signals.removeListener("SIGINT", onSigint);
+    if (asking) {
+      endQuestion();
+      options.write("\n");
+    }
   };
   options.signals.on("SIGINT", onSigint);
   return { outcome: () => outcome, dispose };
@@ -260,6 +275,7 @@ export interface WatchIo {
   readonly tty?: { readonly stderr?: boolean; readonly stdin?: boolean };
   readonly stdin?: NodeJS.ReadableStream & { setRawMode?: (raw: boolean) => unknown };
   readonly signals?: EventEmitter;
+  /** Terminal width; 0 or absent means 80. */
   readonly columns?: number;
 }
 
@@ -274,11 +290,13 @@ export async function watchProgress<T>(
   options: WatchOptions<T>,
 ): Promise<{ last: T | undefined; outcome: InterruptOutcome }> {
   const renderer = createProgressRenderer({
-    stream: { write: io.err, columns: io.columns ?? 80 },
+    stream: { write: io.err, columns: io.columns || 80 },
     tty: io.tty?.stderr === true,
     ...(options.label === undefined ? {} : { label: options.label }),
   });
   const abort = new AbortController();
+  // While the question is on screen the bar waits, so it does not draw over it.
+  let held = false;
   const interrupts = watchInterrupts({
     signals: io.signals ?? process,
     tty: io.tty?.stderr === true && io.tty?.stdin === true,
@@ -287,13 +305,19 @@ export async function watchProgress<T>(
     stopWatching: () => abort.abort(),
     ...(options.cancel === undefined ? {} : { cancel: options.cancel }),
     ...(options.resumeHint === undefined ? {} : { resumeHint: options.resumeHint }),
-    beforePrompt: () => renderer.clear(),
+    beforePrompt: () => {
+      held = true;
+      renderer.clear();
+    },
+    afterPrompt: () => {
+      held = false;
+    },
   });
   let last: T | undefined;
   try {
     for await (const state of options.open(abort.signal)) {
       last = state;
-      renderer.update(options.progress(state));
+      if (!held) renderer.update(options.progress(state));
     }
   } catch (err) {
     if (!abort.signal.aborted) {
