@@ -128,8 +128,9 @@ const TIMESTAMP = "debvisor.v1.Timestamp";
 
 /**
  * A message as protobuf JSON for `-o json` and `-o yaml`: protobuf JSON field
- * names, every field present (zero values too, so scripts can rely on the
- * keys), enums by name, and debvisor.v1.Timestamp fields as RFC 3339 strings.
+ * names, scalar fields present even when zero (so scripts can rely on the
+ * keys; unset messages such as a timestamp never set are left out), enums
+ * by name, and debvisor.v1.Timestamp fields as RFC 3339 strings.
  */
 export function messageJson<Desc extends DescMessage>(
   schema: Desc,
