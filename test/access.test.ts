@@ -172,7 +172,7 @@ describe("access management through hvctl and AccessService", () => {
       "--principal",
       "mallory",
     );
-    assert.equal(escalate.code, 1);
+    assert.equal(escalate.code, 4, "permission denied");
     assert.match(escalate.stderr, /cannot grant permissions you do not hold/);
     const operatorTries = await hvctl(
       "--context",
@@ -182,8 +182,8 @@ describe("access management through hvctl and AccessService", () => {
       "--roles",
       "viewer",
     );
-    assert.equal(operatorTries.code, 1);
-    assert.match(operatorTries.stderr, /permission denied/);
+    assert.equal(operatorTries.code, 4, "permission denied");
+    assert.match(operatorTries.stderr, /permission denied: you need auth:apikey:create/);
     const ach = openChannel(admin);
     await assert.rejects(
       createServiceClient(AccessService, ach).setBinding({

@@ -8,5 +8,13 @@ const code = await runCli(process.argv.slice(2), {
   out: (t) => process.stdout.write(t),
   err: (t) => process.stderr.write(t),
   env: process.env,
+  tty: {
+    stdout: process.stdout.isTTY === true,
+    stderr: process.stderr.isTTY === true,
+    stdin: process.stdin.isTTY === true,
+  },
+  stdin: process.stdin,
+  signals: process,
+  columns: process.stderr.columns || 80,
 });
 process.exitCode = code;

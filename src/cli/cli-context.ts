@@ -1,66 +1,189 @@
+import type { EventEmitter } from "node:events";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import type { DescService } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
 import {
+  type CallOptions,
+  type ContextEntry,
+  ContextFileError,
   createServiceClient,
   openChannel,
+  type ResolvedContext,
   resolveContext,
   type ServiceClient,
+  selectContext,
 } from "../client/index.js";
-import type { OutputFormat } from "./output.js";
+import { CallError, type ConnectionFacts, UsageError } from "./cli-errors.js";
+import { parseDuration } from "./duration.js";
+import { createStyle, type OutputFormat, type Style, serialize } from "./output.js";
 
-/** Global options every command sees. */
+/** Where hvctl reads and writes; the binary passes the process's, tests their own. */
+export interface ProgramIo {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+  readonly env: NodeJS.ProcessEnv;
+  /** Whether stdout / stderr / stdin are terminals (default: none is). */
+  readonly tty?: { readonly stdout?: boolean; readonly stderr?: boolean; readonly stdin?: boolean };
+  /** Keyboard input for questions on a terminal (default: none). */
+  readonly stdin?: NodeJS.ReadableStream & { setRawMode?: (raw: boolean) => unknown };
+  /** Where SIGINT arrives (default: the process). */
+  readonly signals?: EventEmitter;
+  /** Width of the terminal stderr is on, for progress bars (default 80). */
+  readonly columns?: number;
+}
+
+/** Global options every command sees, wherever on the command line they were given. */
 export interface GlobalOptions {
   config?: string;
   context?: string;
   server?: string;
+  tokenFile?: string;
+  insecureSkipTlsVerify?: boolean;
   output?: OutputFormat;
   timeout?: string;
 }
 
-/** What a command needs: where to write, how to format, and a way to get a client. */
+/** What a command needs: where to write, how to format, and clients for the services. */
 export interface CliContext {
+  readonly io: ProgramIo;
   readonly out: (text: string) => void;
+  /** Notes for people (stderr): never part of what scripts parse. */
+  readonly err: (text: string) => void;
   readonly format: OutputFormat;
+  /** True for `-o wide`. */
+  readonly wide: boolean;
+  /** Colours, only when stdout is a terminal and NO_COLOR is unset. */
+  readonly style: Style;
+  /** The configuration file in effect (--config, $DEBVISOR_CONFIG or the default). */
+  readonly configPath: string;
+  /** The global options as given. */
+  readonly options: Readonly<GlobalOptions>;
+  /**
+   * A client for a service over the context's channel (opened on first use).
+   * Unary calls get --timeout unless they pass their own; failures are CallErrors.
+   */
   client<S extends GenService<GenServiceMethods>>(service: S): ServiceClient<S>;
-  /** Per-call timeout in milliseconds. */
+  /** The resolved context: server, CA and credential after flags and environment. */
+  connection(): ResolvedContext;
+  /** The selected context as written in the file (--context, $DEBVISOR_CONTEXT, current). */
+  contextEntry(): ContextEntry;
+  /** Per-call timeout in milliseconds (--timeout). */
   readonly timeoutMs: number;
-  /** Sets the exit code for a command that answered but says no (can-i). */
+  /** Prints `data` as JSON or YAML for -o json|yaml, else what `human` renders. */
+  print(data: unknown, human: () => string): void;
+  /** Sets the exit code for a command that answered but says no (can-i, audit verify). */
   setExitCode(code: number): void;
   readonly exitCode: () => number;
+  /** What the failure explainer may use: the server, the context, the credential's kind. */
+  facts(): ConnectionFacts;
   close(): void;
 }
 
 /** The config file path: --config, then DEBVISOR_CONFIG, then ~/.config/debvisor/hvctl.yaml. */
 export function configPath(opts: GlobalOptions, env: NodeJS.ProcessEnv): string {
-  return opts.config ?? env.DEBVISOR_CONFIG ?? join(homedir(), ".config", "debvisor", "hvctl.yaml");
+  return (
+    opts.config ??
+    nonEmpty(env.DEBVISOR_CONFIG) ??
+    join(homedir(), ".config", "debvisor", "hvctl.yaml")
+  );
 }
 
-/** Builds the context lazily: commands that need no server (version) never read the config file. */
-export function createCliContext(
+const nonEmpty = (v: string | undefined) => (v === undefined || v === "" ? undefined : v);
+const SERVER = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+
+/**
+ * The connection in effect. Precedence, highest first: flags (--context,
+ * --server, --token-file), then DEBVISOR_CONTEXT, DEBVISOR_SERVER,
+ * DEBVISOR_TOKEN, then the file's current context.
+ */
+export function resolveConnection(
   opts: GlobalOptions,
   env: NodeJS.ProcessEnv,
-  out: (text: string) => void,
-): CliContext {
-  let channel: grpc.Client | undefined;
-  let exitCode = 0;
-  const timeoutMs = parseTimeout(opts.timeout ?? "30s");
+): ResolvedContext & { readonly credentialFrom: string } {
+  const path = configPath(opts, env);
+  if (!existsSync(path)) throw missingConfig(path);
+  let bearer = nonEmpty(env.DEBVISOR_TOKEN);
+  let credentialFrom = bearer === undefined ? "" : "$DEBVISOR_TOKEN";
+  if (opts.tokenFile !== undefined) {
+    credentialFrom = `--token-file ${opts.tokenFile}`;
+    if (!existsSync(opts.tokenFile))
+      throw new UsageError(`--token-file: file not found: ${opts.tokenFile}`);
+    bearer = readFileSync(opts.tokenFile, "utf8").trim();
+    if (bearer === "") throw new UsageError(`--token-file: ${opts.tokenFile} is empty`);
+  }
+  const ctx = resolveContext(path, opts.context ?? nonEmpty(env.DEBVISOR_CONTEXT), {
+    ...(bearer === undefined ? {} : { bearer }),
+    allowMissingCa: opts.insecureSkipTlsVerify === true,
+  });
+  const server = opts.server ?? nonEmpty(env.DEBVISOR_SERVER) ?? ctx.server;
+  if (!SERVER.test(server))
+    throw new UsageError(
+      `server address "${server}": expected HOST:PORT (from ${opts.server !== undefined ? "--server" : nonEmpty(env.DEBVISOR_SERVER) !== undefined ? "$DEBVISOR_SERVER" : "the context"})`,
+    );
   return {
-    out,
+    ...ctx,
+    server,
+    insecureSkipTlsVerify: opts.insecureSkipTlsVerify === true,
+    credentialFrom: credentialFrom || `context "${ctx.name}"`,
+  };
+}
+
+/** The error for a configuration file that does not exist, saying how to make one. */
+export function missingConfig(path: string): ContextFileError {
+  return new ContextFileError(
+    `${path}: file not found; create a context with: hvctl config set-context NAME --server HOST:PORT --ca CA.pem --api-key-file FILE (or --client-cert and --client-key, --token-file, --token-command)`,
+  );
+}
+
+/** Builds the context lazily: commands that need no server (version, config) never connect. */
+export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext {
+  let channel: grpc.Client | undefined;
+  let resolved: ReturnType<typeof resolveConnection> | undefined;
+  let exitCode = 0;
+  const timeoutMs = parseDuration("--timeout", opts.timeout ?? "30s");
+  const format = opts.output ?? "table";
+  const connection = () => {
+    resolved ??= resolveConnection(opts, io.env);
+    return resolved;
+  };
+  return {
+    io,
+    out: io.out,
+    err: io.err,
+    format,
+    wide: format === "wide",
+    style: createStyle(io.tty?.stdout === true, io.env),
+    configPath: configPath(opts, io.env),
+    options: opts,
+    timeoutMs,
     setExitCode: (code) => {
       exitCode = code;
     },
     exitCode: () => exitCode,
-    format: opts.output ?? "table",
-    timeoutMs,
+    print(data, human) {
+      io.out(format === "json" || format === "yaml" ? serialize(data, format) : human());
+    },
+    connection,
+    contextEntry: () =>
+      selectContext(configPath(opts, io.env), opts.context ?? nonEmpty(io.env.DEBVISOR_CONTEXT))
+        .entry,
     client(service) {
-      if (channel === undefined) {
-        const ctx = resolveContext(configPath(opts, env), opts.context ?? env.DEBVISOR_CONTEXT);
-        const server = opts.server ?? env.DEBVISOR_SERVER ?? ctx.server;
-        channel = openChannel({ ...ctx, server });
-      }
-      return createServiceClient(service, channel);
+      channel ??= openChannel(connection());
+      return annotate(service, createServiceClient(service, channel), timeoutMs);
+    },
+    facts() {
+      if (resolved === undefined) return {};
+      return {
+        server: resolved.server,
+        context: resolved.name,
+        credentialFrom: resolved.credentialFrom,
+        credential: resolved.certPem !== undefined ? "mtls" : "token",
+        ...(resolved.certPem === undefined ? {} : { certPem: resolved.certPem }),
+        ...(resolved.caPem === "" ? {} : { caPem: resolved.caPem }),
+      };
     },
     close() {
       channel?.close();
@@ -68,10 +191,39 @@ export function createCliContext(
   };
 }
 
-function parseTimeout(text: string): number {
-  const m = /^(\d+)(ms|s|m)$/.exec(text);
-  if (m === null)
-    throw new Error(`--timeout: expected a duration like 500ms, 30s or 2m, got "${text}"`);
-  const n = Number(m[1]);
-  return m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : n * 60_000;
+/**
+ * Wraps a service client so unary calls carry the default timeout and every
+ * failure is a CallError naming its method (for "you need <permission>").
+ */
+function annotate<S extends GenService<GenServiceMethods>>(
+  service: S,
+  client: ServiceClient<S>,
+  timeoutMs: number,
+): ServiceClient<S> {
+  const desc = service as unknown as DescService;
+  const raw = client as unknown as Record<string, (req: unknown, o?: CallOptions) => unknown>;
+  const out: Record<string, unknown> = {};
+  for (const m of desc.methods) {
+    const path = `/${desc.typeName}/${m.name}`;
+    const fn = raw[m.localName];
+    if (fn === undefined) continue;
+    if (m.methodKind === "unary") {
+      out[m.localName] = (req: unknown, o: CallOptions = {}) =>
+        (fn(req, { timeoutMs, ...o }) as Promise<unknown>).catch((e: unknown) => {
+          throw new CallError(path, e as grpc.ServiceError);
+        });
+    } else {
+      out[m.localName] = (req: unknown, o: CallOptions = {}) =>
+        rethrowing(fn(req, o) as AsyncIterable<unknown>, path);
+    }
+  }
+  return out as ServiceClient<S>;
+}
+
+async function* rethrowing<T>(stream: AsyncIterable<T>, path: string): AsyncIterable<T> {
+  try {
+    yield* stream;
+  } catch (e) {
+    throw new CallError(path, e as grpc.ServiceError);
+  }
 }

@@ -1,85 +1,292 @@
-import { type MessageInitShape, toJson } from "@bufbuild/protobuf";
-import { Command } from "commander";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Command, Option } from "commander";
+import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
   type ListNodesRequestSchema,
-  NodeListSchema,
+  NodeDetailSchema,
   NodeReadiness,
   NodeService,
   type NodeSummary,
+  NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
 import type { CliContext } from "./cli-context.js";
-import { renderTable, shortAge } from "./output.js";
+import { UsageError } from "./cli-errors.js";
+import { parseBytes, parseLabels } from "./duration.js";
+import { withExamples } from "./help-text.js";
+import {
+  type Column,
+  formatBytes,
+  messageJson,
+  renderColumns,
+  renderFields,
+  type Style,
+  shortAge,
+  tableTime,
+} from "./output.js";
+import { allPages } from "./pages.js";
+import { vmColumns } from "./vm-command.js";
 
 const READINESS: Record<string, NodeReadiness> = {
   ready: NodeReadiness.READY,
   "not-ready": NodeReadiness.NOT_READY,
 };
 
+/** Ready / NotReady (,Cordoned), coloured for people on a terminal. */
+export function nodeStatus(n: NodeSummary, style: Style): string {
+  const ready = n.readiness === NodeReadiness.READY ? style.good("Ready") : style.bad("NotReady");
+  return n.cordoned ? `${ready},${style.warn("Cordoned")}` : ready;
+}
+
+const lastSeen = (n: NodeSummary) =>
+  n.lastHeartbeat === undefined ? "never" : `${shortAge(Number(n.heartbeatAgeMs))} ago`;
+const pct = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(0)}%`);
+
+function nodeColumns(style: Style): Column<NodeSummary>[] {
+  return [
+    { header: "ID", value: (n) => n.info?.id?.id ?? "" },
+    { header: "HOSTNAME", value: (n) => n.info?.hostname ?? "" },
+    { header: "IP", value: (n) => n.info?.ip ?? "" },
+    { header: "ZONE", value: (n) => n.info?.zone ?? "" },
+    { header: "RACK", value: (n) => n.info?.rack ?? "" },
+    { header: "STATUS", value: (n) => nodeStatus(n, style) },
+    { header: "LAST SEEN", value: lastSeen },
+    { header: "VMS", value: (n) => String(n.health?.vms.length ?? 0) },
+    {
+      header: "CPU LOAD",
+      value: (n) => (n.health === undefined ? "-" : n.health.cpuLoad.toFixed(2)),
+    },
+    { header: "MEM", wide: true, value: (n) => pct(n.health?.memUsedPct) },
+    { header: "DISK", wide: true, value: (n) => pct(n.health?.diskUsedPct) },
+    { header: "CORES", wide: true, value: (n) => String(n.info?.capacity?.cpuCores ?? "-") },
+    {
+      header: "MEMORY",
+      wide: true,
+      value: (n) => (n.info?.capacity ? formatBytes(n.info.capacity.memoryBytes) : "-"),
+    },
+    { header: "VERSION", wide: true, value: (n) => n.info?.version || "-" },
+    { header: "LABELS", wide: true, value: (n) => labels(n.info?.labels) },
+  ];
+}
+
+const labels = (l: Record<string, string> | undefined) =>
+  Object.entries(l ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",") || "-";
+
 /** `hvctl node ...`: nodes of the cluster. */
 export function nodeCommand(cli: () => CliContext): Command {
   const node = new Command("node").description("nodes of the cluster");
-  node
-    .command("list")
-    .description("list nodes with their last-known state")
-    .option("--zone <zone>", "only nodes in this zone")
-    .option("--rack <rack>", "only nodes in this rack")
-    .option("-l, --selector <key=value...>", "only nodes with these labels")
-    .option("--readiness <state>", "only ready or not-ready nodes")
-    .action(
-      async (opts: { zone?: string; rack?: string; selector?: string[]; readiness?: string }) => {
-        const ctx = cli();
-        const labelSelector: Record<string, string> = {};
-        for (const s of opts.selector ?? []) {
-          const at = s.indexOf("=");
-          if (at <= 0) throw new Error(`--selector: expected key=value, got "${s}"`);
-          labelSelector[s.slice(0, at)] = s.slice(at + 1);
-        }
-        let readiness = NodeReadiness.UNSPECIFIED;
-        if (opts.readiness !== undefined) {
-          const r = READINESS[opts.readiness];
-          if (r === undefined)
-            throw new Error(`--readiness: expected ready or not-ready, got "${opts.readiness}"`);
-          readiness = r;
-        }
-        const client = ctx.client(NodeService);
-        const nodes: NodeSummary[] = [];
-        const req: MessageInitShape<typeof ListNodesRequestSchema> = {
-          zone: opts.zone ?? "",
-          rack: opts.rack ?? "",
-          labelSelector,
-          readiness,
-          pageSize: 500,
-        };
-        let pageToken = "";
-        do {
-          const page = await client.listNodes({ ...req, pageToken }, { timeoutMs: ctx.timeoutMs });
-          nodes.push(...page.nodes);
-          pageToken = page.nextPageToken;
-        } while (pageToken !== "");
-        if (ctx.format === "json") {
-          ctx.out(
-            `${JSON.stringify(toJson(NodeListSchema, { $typeName: "debvisor.v1.NodeList", nodes, nextPageToken: "" }), null, 2)}\n`,
+  withExamples(node, "hvctl node list", "hvctl node get node-01");
+
+  withExamples(
+    node
+      .command("list")
+      .description("list nodes with their last-known state")
+      .option("--zone <zone>", "only nodes in this zone")
+      .option("--rack <rack>", "only nodes in this rack")
+      .option("-l, --selector <key=value...>", "only nodes with these labels")
+      .addOption(
+        new Option("--readiness <state>", "only ready or not-ready nodes").choices(
+          Object.keys(READINESS),
+        ),
+      )
+      .action(
+        async (opts: { zone?: string; rack?: string; selector?: string[]; readiness?: string }) => {
+          const ctx = cli();
+          const client = ctx.client(NodeService);
+          const req: MessageInitShape<typeof ListNodesRequestSchema> = {
+            zone: opts.zone ?? "",
+            rack: opts.rack ?? "",
+            labelSelector: parseLabels("--selector", opts.selector),
+            readiness: READINESS[opts.readiness ?? ""] ?? NodeReadiness.UNSPECIFIED,
+            pageSize: 500,
+          };
+          const nodes = await allPages((pageToken) =>
+            client
+              .listNodes({ ...req, pageToken })
+              .then((r) => ({ items: r.nodes, next: r.nextPageToken })),
           );
-          return;
-        }
-        ctx.out(
-          renderTable(
-            ["ID", "HOSTNAME", "IP", "ZONE", "RACK", "STATUS", "LAST SEEN", "VMS", "CPU LOAD"],
-            nodes.map((n) => [
-              n.info?.id?.id ?? "",
-              n.info?.hostname ?? "",
-              n.info?.ip ?? "",
-              n.info?.zone ?? "",
-              n.info?.rack ?? "",
-              (n.readiness === NodeReadiness.READY ? "Ready" : "NotReady") +
-                (n.cordoned ? ",Cordoned" : ""),
-              n.lastHeartbeat === undefined ? "never" : `${shortAge(Number(n.heartbeatAgeMs))} ago`,
-              String(n.health?.vms.length ?? 0),
-              n.health === undefined ? "-" : n.health.cpuLoad.toFixed(2),
-            ]),
-          ),
-        );
-      },
-    );
+          ctx.print({ nodes: nodes.map((n) => messageJson(NodeSummarySchema, n)) }, () =>
+            renderColumns(nodeColumns(ctx.style), nodes, ctx.wide),
+          );
+        },
+      ),
+    "hvctl node list",
+    "hvctl node list --zone zone-a --readiness ready -o wide",
+    "hvctl node list -l gpu=a100 -o json | jq -r '.nodes[].info.id.id'",
+  );
+
+  withExamples(
+    node
+      .command("get")
+      .description("show one node: identity, capacity, health and its VMs")
+      .argument("<id>", "the node id")
+      .action(async (id: string) => {
+        const ctx = cli();
+        const d = await ctx.client(NodeService).getNode({ id: { id } });
+        ctx.print(messageJson(NodeDetailSchema, d), () => {
+          const n = d.summary;
+          const info = n?.info;
+          const cap = info?.capacity;
+          const h = n?.health;
+          const head = renderFields([
+            ["id", info?.id?.id ?? id],
+            ["hostname", info?.hostname || "-"],
+            ["ip", info?.ip || "-"],
+            ["zone / rack", `${info?.zone || "-"} / ${info?.rack || "-"}`],
+            ["status", n === undefined ? "-" : nodeStatus(n, ctx.style)],
+            [
+              "last heartbeat",
+              n === undefined ? "-" : `${tableTime(n.lastHeartbeat)} (${lastSeen(n)})`,
+            ],
+            ["version", info?.version || "-"],
+            [
+              "capacity",
+              cap === undefined
+                ? "-"
+                : `${cap.cpuCores} cores, ${formatBytes(cap.memoryBytes)} memory, ${formatBytes(cap.storageBytes)} storage`,
+            ],
+            [
+              "health",
+              h === undefined
+                ? "-"
+                : `cpu load ${h.cpuLoad.toFixed(2)}, memory ${pct(h.memUsedPct)}, disk ${pct(h.diskUsedPct)}, rtt ${h.netRttMs.toFixed(1)} ms${h.cephStatus ? `, ceph ${h.cephStatus}` : ""}`,
+            ],
+            ["labels", labels(info?.labels)],
+          ]);
+          const vms =
+            d.vms.length === 0
+              ? "\nno VMs\n"
+              : `\n${renderColumns(vmColumns(ctx.style), d.vms, ctx.wide)}`;
+          return head + vms;
+        });
+      }),
+    "hvctl node get node-01",
+    "hvctl node get node-01 -o yaml",
+  );
+
+  withExamples(
+    node
+      .command("register")
+      .description("add a node to the inventory, or update one you registered")
+      .argument("<id>", "the node id: lower-case letters, digits, '.', '_' or '-'")
+      .requiredOption("--hostname <name>", "its host name")
+      .requiredOption("--ip <address>", "its IPv4 or IPv6 address")
+      .option("--zone <zone>", "failure zone")
+      .option("--rack <rack>", "rack")
+      .option("--node-version <version>", "the node software's version")
+      .option("--label <key=value...>", "labels, used by filters and placement")
+      .option("--cpu-cores <n>", "cores it offers to VMs")
+      .option("--memory <size>", "memory it offers to VMs, like 256GiB")
+      .option("--storage <size>", "storage it offers to VMs, like 4TiB")
+      .action(
+        async (
+          id: string,
+          opts: {
+            hostname: string;
+            ip: string;
+            zone?: string;
+            rack?: string;
+            nodeVersion?: string;
+            label?: string[];
+            cpuCores?: string;
+            memory?: string;
+            storage?: string;
+          },
+        ) => {
+          const ctx = cli();
+          const hasCapacity =
+            opts.cpuCores !== undefined || opts.memory !== undefined || opts.storage !== undefined;
+          const cores = opts.cpuCores === undefined ? 0 : Number(opts.cpuCores);
+          if (!Number.isInteger(cores) || cores < 0 || cores > 1_000_000)
+            throw new UsageError(`--cpu-cores: expected a whole number, got "${opts.cpuCores}"`);
+          const ack = await ctx.client(NodeService).registerNode({
+            id: { id },
+            hostname: opts.hostname,
+            ip: opts.ip,
+            zone: opts.zone ?? "",
+            rack: opts.rack ?? "",
+            version: opts.nodeVersion ?? "",
+            labels: parseLabels("--label", opts.label),
+            ...(hasCapacity
+              ? {
+                  capacity: {
+                    cpuCores: cores,
+                    memoryBytes:
+                      opts.memory === undefined ? 0n : parseBytes("--memory", opts.memory),
+                    storageBytes:
+                      opts.storage === undefined ? 0n : parseBytes("--storage", opts.storage),
+                  },
+                }
+              : {}),
+          });
+          ctx.print(
+            { id, status: StatusCode[ack.status], message: ack.message },
+            () => `node ${id} ${ack.message}\n`,
+          );
+        },
+      ),
+    "hvctl node register hv07 --hostname hv07.example --ip 10.0.0.7 --zone zone-b --cpu-cores 64 --memory 512GiB",
+  );
+
+  withExamples(
+    node
+      .command("heartbeat")
+      .description(
+        "report a node's health, as node and monitoring agents do; replaces its last report, VM list included",
+      )
+      .argument("<id>", "the node id")
+      .addOption(
+        new Option("--status <status>", "overall state")
+          .choices(["ok", "warn", "error"])
+          .default("ok"),
+      )
+      .option("--cpu-load <n>", "load average", "0")
+      .option("--mem-used-pct <n>", "memory in use, percent", "0")
+      .option("--disk-used-pct <n>", "disk in use, percent", "0")
+      .option("--net-rtt-ms <n>", "network round trip, milliseconds", "0")
+      .option("--ceph-status <text>", "Ceph health as the node sees it")
+      .action(
+        async (
+          id: string,
+          opts: {
+            status: "ok" | "warn" | "error";
+            cpuLoad: string;
+            memUsedPct: string;
+            diskUsedPct: string;
+            netRttMs: string;
+            cephStatus?: string;
+          },
+        ) => {
+          const ctx = cli();
+          const num = (flag: string, v: string) => {
+            const n = Number(v);
+            if (v.trim() === "" || !Number.isFinite(n))
+              throw new UsageError(`${flag}: expected a number, got "${v}"`);
+            return n;
+          };
+          const now = Date.now();
+          const ack = await ctx.client(NodeService).heartbeat({
+            nodeId: { id },
+            overall: {
+              ok: StatusCode.STATUS_OK,
+              warn: StatusCode.STATUS_WARN,
+              error: StatusCode.STATUS_ERROR,
+            }[opts.status],
+            cpuLoad: num("--cpu-load", opts.cpuLoad),
+            memUsedPct: num("--mem-used-pct", opts.memUsedPct),
+            diskUsedPct: num("--disk-used-pct", opts.diskUsedPct),
+            netRttMs: num("--net-rtt-ms", opts.netRttMs),
+            cephStatus: opts.cephStatus ?? "",
+            timestamp: { seconds: BigInt(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 },
+          });
+          ctx.print(
+            { id, status: StatusCode[ack.status], message: ack.message },
+            () => `node ${id}: heartbeat ${ack.message}\n`,
+          );
+        },
+      ),
+    "hvctl node heartbeat hv07 --cpu-load 0.42 --mem-used-pct 61",
+  );
   return node;
 }

@@ -1,9 +1,24 @@
-import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { z } from "zod";
 
 const MAX_FILE_BYTES = 1024 * 1024;
+/** How long a credential.tokenCommand may run, and how much it may print. */
+const TOKEN_COMMAND_TIMEOUT_MS = 30_000;
+const TOKEN_COMMAND_MAX_BYTES = 64 * 1024;
 
 const contextSchema = z.strictObject({
   name: z.string().min(1).max(128),
@@ -15,11 +30,17 @@ const contextSchema = z.strictObject({
   caData: z.string().min(1).optional(),
   /** Name to verify the server certificate against, when it differs from the host in `server`. */
   tlsServerName: z.string().min(1).max(253).optional(),
-  /** One credential: a client certificate and key, an API key, or a JWT (files relative to this file). */
+  /**
+   * One credential: a client certificate and key, an API key (a file or the
+   * key itself), or a JWT from a file or printed by a command (program and
+   * arguments, run without a shell). Files are relative to this file.
+   */
   credential: z.union([
     z.strictObject({ clientCert: z.string().min(1), clientKey: z.string().min(1) }),
     z.strictObject({ apiKeyFile: z.string().min(1) }),
+    z.strictObject({ apiKey: z.string().min(1).max(1024) }),
     z.strictObject({ tokenFile: z.string().min(1) }),
+    z.strictObject({ tokenCommand: z.array(z.string().max(4096)).min(1).max(64) }),
   ]),
 });
 
@@ -47,6 +68,16 @@ export interface ResolvedContext {
   /** Bearer token (API key or JWT), for token contexts. */
   readonly bearer?: string;
   readonly tlsServerName: string | undefined;
+  /** Accept any server certificate. Never from the file: only an explicit flag sets it. */
+  readonly insecureSkipTlsVerify?: boolean;
+}
+
+/** Options of {@link resolveContext}. */
+export interface ResolveOptions {
+  /** Use this bearer token instead of the context's credential (whose files are then not read). */
+  readonly bearer?: string;
+  /** Accept a context without a CA (only together with skipping server verification). */
+  readonly allowMissingCa?: boolean;
 }
 
 /** A problem with the hvctl configuration; the message says which file and key. */
@@ -76,29 +107,52 @@ export function readContextFile(path: string): ContextFile {
   return parsed.data;
 }
 
-/** Picks a context (by name, else the current one) and reads its CA and credential files. */
-export function resolveContext(path: string, name?: string): ResolvedContext {
+/** Picks a context: by name, else the file's current one, else the first. */
+export function selectContext(
+  path: string,
+  name?: string,
+): { file: ContextFile; entry: ContextEntry } {
   const file = readContextFile(path);
   const wanted = name ?? file.currentContext;
-  const ctx =
+  const entry =
     wanted === undefined ? file.contexts[0] : file.contexts.find((c) => c.name === wanted);
-  if (ctx === undefined) {
+  if (entry === undefined) {
     throw new ContextFileError(
       wanted === undefined ? `${path}: no contexts` : `${path}: no context named "${wanted}"`,
     );
   }
-  const dir = dirname(resolve(path));
+  return { file, entry };
+}
+
+/** A path from the context file: absolute as is, otherwise relative to the file's folder. */
+export function contextFilePath(configPath: string, p: string): string {
+  return isAbsolute(p) ? p : resolve(dirname(resolve(configPath)), p);
+}
+
+/** Picks a context (by name, else the current one) and reads its CA and credential. */
+export function resolveContext(
+  path: string,
+  name?: string,
+  options: ResolveOptions = {},
+): ResolvedContext {
+  const { entry: ctx } = selectContext(path, name);
+  const where = `${path}: context "${ctx.name}"`;
   const read = (p: string, what: string) => {
-    const full = isAbsolute(p) ? p : resolve(dir, p);
-    if (!existsSync(full))
-      throw new ContextFileError(`${path}: context "${ctx.name}": ${what} not found: ${full}`);
+    const full = contextFilePath(path, p);
+    if (!existsSync(full)) throw new ContextFileError(`${where}: ${what} not found: ${full}`);
     return readFileSync(full, "utf8");
   };
   const caPem = ctx.caData ?? (ctx.ca === undefined ? undefined : read(ctx.ca, "ca"));
-  if (caPem === undefined)
-    throw new ContextFileError(`${path}: context "${ctx.name}": ca or caData required`);
+  if (caPem === undefined && options.allowMissingCa !== true)
+    throw new ContextFileError(`${where}: ca or caData required`);
+  const base = {
+    name: ctx.name,
+    server: ctx.server,
+    caPem: caPem ?? "",
+    tlsServerName: ctx.tlsServerName,
+  };
+  if (options.bearer !== undefined) return { ...base, bearer: options.bearer };
   const c = ctx.credential;
-  const base = { name: ctx.name, server: ctx.server, caPem, tlsServerName: ctx.tlsServerName };
   if ("clientCert" in c) {
     return {
       ...base,
@@ -106,19 +160,64 @@ export function resolveContext(path: string, name?: string): ResolvedContext {
       keyPem: read(c.clientKey, "credential.clientKey"),
     };
   }
-  const bearer = (
-    "apiKeyFile" in c
-      ? read(c.apiKeyFile, "credential.apiKeyFile")
-      : read(c.tokenFile, "credential.tokenFile")
-  ).trim();
+  let bearer: string;
+  if ("apiKey" in c) bearer = c.apiKey;
+  else if ("apiKeyFile" in c) bearer = read(c.apiKeyFile, "credential.apiKeyFile");
+  else if ("tokenFile" in c) bearer = read(c.tokenFile, "credential.tokenFile");
+  else bearer = runTokenCommand(c.tokenCommand, where);
+  bearer = bearer.trim();
+  if (bearer === "") throw new ContextFileError(`${where}: the credential is empty`);
   return { ...base, bearer };
 }
 
-/** Writes a context file atomically with mode 0600. */
+/** Runs credential.tokenCommand (no shell, bounded in time and output) and returns what it prints. */
+function runTokenCommand(argv: readonly string[], where: string): string {
+  const [program, ...args] = argv;
+  try {
+    return execFileSync(program as string, args, {
+      encoding: "utf8",
+      timeout: TOKEN_COMMAND_TIMEOUT_MS,
+      maxBuffer: TOKEN_COMMAND_MAX_BYTES,
+      stdio: ["ignore", "pipe", "pipe"],
+      shell: false,
+    });
+  } catch (err) {
+    const e = err as {
+      code?: string;
+      status?: number | null;
+      signal?: string | null;
+      stderr?: string;
+    };
+    const why =
+      e.code === "ENOENT"
+        ? "not found"
+        : e.signal === "SIGTERM"
+          ? `did not finish within ${TOKEN_COMMAND_TIMEOUT_MS / 1000}s`
+          : e.code === "ENOBUFS"
+            ? "printed too much"
+            : `exited ${e.status ?? e.signal}${e.stderr ? `: ${e.stderr.trim().split("\n")[0]?.slice(0, 200)}` : ""}`;
+    throw new ContextFileError(`${where}: credential.tokenCommand ${program}: ${why}`);
+  }
+}
+
+/**
+ * Writes a context file atomically with mode 0600: a temporary file beside
+ * it, fsynced, then renamed over it, so a reader sees the old or the new file
+ * and never half of one. Creates the folder (0700) when missing.
+ */
 export function writeContextFile(path: string, file: ContextFile): void {
   const checked = contextFileSchema.parse(file);
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, stringifyYaml(checked), { mode: 0o600 });
-  chmodSync(tmp, 0o600);
+  mkdirSync(dirname(resolve(path)), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fd = openSync(tmp, "wx", 0o600);
+  try {
+    writeSync(fd, stringifyYaml(checked));
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
   renameSync(tmp, path);
 }

@@ -1,12 +1,19 @@
 // The client layer: how anything outside the daemon talks to it. hvctl, the
 // node agent, tests and benchmarks share the context file and typed clients.
 export { openChannel } from "./channel.js";
-export type { ContextEntry, ContextFile, ResolvedContext } from "./context-file.js";
+export type {
+  ContextEntry,
+  ContextFile,
+  ResolvedContext,
+  ResolveOptions,
+} from "./context-file.js";
 export {
   ContextFileError,
+  contextFilePath,
   contextFileSchema,
   readContextFile,
   resolveContext,
+  selectContext,
   writeContextFile,
 } from "./context-file.js";
 export type { AgentFiles, EnrollOptions } from "./enrollment.js";

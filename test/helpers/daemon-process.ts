@@ -6,6 +6,11 @@ export const DAEMON_BIN = fileURLToPath(new URL("../../src/bin/debvisor-rpcd.js"
 /** The compiled hvctl entry point. */
 export const HVCTL_BIN = fileURLToPath(new URL("../../src/bin/hvctl.js", import.meta.url));
 
+/** Arguments that start the daemon in dev mode with its data in `dir`, on free loopback ports. */
+export function devDaemonArgs(dir: string): string[] {
+  return ["--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+}
+
 /** A daemon started as a child process, the way an operator or systemd starts it. */
 export interface DaemonProcess {
   readonly proc: ChildProcess;

@@ -1,0 +1,114 @@
+import { Command, Option } from "commander";
+import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { CliContext } from "./cli-context.js";
+import { withExamples } from "./help-text.js";
+import {
+  type Column,
+  formatBytes,
+  messageJson,
+  renderColumns,
+  renderFields,
+  type Style,
+} from "./output.js";
+import { allPages } from "./pages.js";
+
+const STATES: Record<string, VmState> = {
+  running: VmState.RUNNING,
+  stopped: VmState.STOPPED,
+  paused: VmState.PAUSED,
+  migrating: VmState.MIGRATING,
+  crashed: VmState.CRASHED,
+};
+
+/** Running, Stopped, ... coloured for people on a terminal. */
+export function vmState(state: VmState, style: Style): string {
+  const name = VmState[state] ?? "UNSPECIFIED";
+  const text = name.charAt(0) + name.slice(1).toLowerCase();
+  if (state === VmState.RUNNING) return style.good(text);
+  if (state === VmState.CRASHED) return style.bad(text);
+  if (state === VmState.MIGRATING || state === VmState.PAUSED) return style.warn(text);
+  return text;
+}
+
+const disks = (vm: VmInfo) => vm.disks.map((d) => `${d.pool}/${d.name}`).join(",") || "-";
+
+/** The columns of a VM table (`vm list`, and the VMs of `node get`). */
+export function vmColumns(style: Style): Column<VmInfo>[] {
+  return [
+    { header: "ID", value: (v) => v.id },
+    { header: "NAME", value: (v) => v.name || "-" },
+    { header: "TENANT", value: (v) => v.tenant || "-" },
+    { header: "STATE", value: (v) => vmState(v.state, style) },
+    { header: "NODE", value: (v) => v.nodeId?.id || "-" },
+    { header: "VCPUS", value: (v) => String(v.vcpus) },
+    { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
+    { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
+    { header: "LIVE MIGRATION", wide: true, value: (v) => (v.liveMigratable ? "yes" : "no") },
+    { header: "CPU MODEL", wide: true, value: (v) => v.cpuModel || "-" },
+    { header: "DISKS", wide: true, value: disks },
+  ];
+}
+
+/** `hvctl vm ...`: the VM inventory. */
+export function vmCommand(cli: () => CliContext): Command {
+  const vm = new Command("vm").description("virtual machines in the inventory");
+  withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
+
+  withExamples(
+    vm
+      .command("list")
+      .description("list the VMs you may see")
+      .option("--node <id>", "only VMs on this node")
+      .addOption(
+        new Option("--state <state>", "only VMs in this state").choices(Object.keys(STATES)),
+      )
+      .action(async (opts: { node?: string; state?: string }) => {
+        const ctx = cli();
+        const client = ctx.client(VmService);
+        const vms = await allPages((pageToken) =>
+          client
+            .listVms({
+              pageSize: 500,
+              pageToken,
+              ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
+              state: STATES[opts.state ?? ""] ?? VmState.UNSPECIFIED,
+            })
+            .then((r) => ({ items: r.vms, next: r.nextPageToken })),
+        );
+        ctx.print({ vms: vms.map((v) => messageJson(VmInfoSchema, v)) }, () =>
+          renderColumns(vmColumns(ctx.style), vms, ctx.wide),
+        );
+      }),
+    "hvctl vm list",
+    "hvctl vm list --node node-01 --state running -o wide",
+  );
+
+  withExamples(
+    vm
+      .command("get")
+      .description("show one VM")
+      .argument("<id>", "the VM id")
+      .action(async (id: string) => {
+        const ctx = cli();
+        const v = await ctx.client(VmService).getVm({ vmId: id });
+        ctx.print(messageJson(VmInfoSchema, v), () =>
+          renderFields([
+            ["id", v.id],
+            ["name", v.name || "-"],
+            ["tenant", v.tenant || "-"],
+            ["state", vmState(v.state, ctx.style)],
+            ["node", v.nodeId?.id || "-"],
+            ["vcpus", String(v.vcpus)],
+            ["memory", formatBytes(v.memoryBytes)],
+            ["cpu model", v.cpuModel || "-"],
+            ["ha", v.ha ? "yes" : "no"],
+            ["live migration", v.liveMigratable ? "yes" : "no"],
+            ["disks", disks(v)],
+          ]),
+        );
+      }),
+    "hvctl vm get web-01",
+    "hvctl vm get web-01 -o json",
+  );
+  return vm;
+}
