@@ -76,6 +76,8 @@ describe("METHOD_PERMISSIONS", () => {
       ...createDomainServices({
         inventory: createInventory({ store, clock: systemClock }),
         storage: { listSnapshots: async () => undefined },
+        store,
+        clock: systemClock,
       }),
       createAccessService({
         policy: () => createAccessPolicy({}),
