@@ -13,6 +13,7 @@ import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { parseBytes, parseLabels } from "./duration.js";
 import { withExamples } from "./help-text.js";
+import { addMaintenanceCommands } from "./node-maintenance.js";
 import {
   type Column,
   formatBytes,
@@ -288,5 +289,6 @@ export function nodeCommand(cli: () => CliContext): Command {
       ),
     "hvctl node heartbeat hv07 --cpu-load 0.42 --mem-used-pct 61",
   );
+  addMaintenanceCommands(node, cli);
   return node;
 }

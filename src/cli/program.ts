@@ -56,7 +56,9 @@ import {
 import { EXIT_CODES_HELP } from "./cli-errors.js";
 import { completionCommand } from "./completion-command.js";
 import { configCommand } from "./config-command.js";
+import { failoverCommand } from "./failover-command.js";
 import { withExamples } from "./help-text.js";
+import { migrationCommand } from "./migration-command.js";
 import { nodeCommand } from "./node-command.js";
 import { OUTPUT_FORMATS } from "./output.js";
 import { roleCommand } from "./role-command.js";
@@ -73,6 +75,8 @@ export type Noun = (cli: () => CliContext) => Command;
 const NOUNS: readonly Noun[] = [
   nodeCommand,
   vmCommand,
+  migrationCommand,
+  failoverCommand,
   authCommand,
   apikeyCommand,
   roleCommand,

@@ -42,13 +42,15 @@ export async function* drainNode(
   const events: DrainProgress[] = [];
   let wake: (() => void) | undefined;
   const inFlight = new Set<Promise<void>>();
+  /** Migrations started and not yet finished: what "in flight" reports. */
+  let moving = 0;
   const emit = (migration: Migration | undefined, message: string) => {
     events.push(
       create(DrainProgressSchema, {
         total,
         succeeded,
         failed,
-        inFlight: inFlight.size,
+        inFlight: moving,
         migration,
         message,
       }),
@@ -77,9 +79,11 @@ export async function* drainNode(
       );
       return;
     }
+    moving++;
     emit(m, `${vmId}: migrating to ${m.target?.nodeId?.id ?? "?"}`);
     // Runs to the end even when the drain is cancelled: the migration is under way.
     const done = await engine.wait(m.migrationId, AbortSignal.timeout(24 * 3_600_000));
+    moving--;
     if (done.state === MigrationState.SUCCEEDED) succeeded++;
     else failed++;
     emit(done, `${vmId}: ${done.message}`);
