@@ -187,7 +187,7 @@ contexts:
 
   it("completes a noun added later without any change to the generator", () => {
     const { program: p } = buildProgram({ out: () => undefined, err: () => undefined, env: {} });
-    p.command("migration").description("x").command("watch").description("y");
-    assert.match(completionScript(p, "bash"), /'migration'\) printf '%s\\n' 'watch'/);
+    p.command("gadget").description("x").command("polish").description("y");
+    assert.match(completionScript(p, "bash"), /'gadget'\) printf '%s\\n' 'polish'/);
   });
 });
