@@ -182,6 +182,40 @@ describe("failover", () => {
     await twoControllersOneRestart(h, h.store);
   });
 
+  it("stops restarting a vm after the restart limit, and records why", async () => {
+    // restartLimit is 2 in the harness: the third failure of the same vm's node is left alone.
+    h = await startClusterHarness({ nodes: 5, vmsPerNode: 2, failover: true });
+    const controller = h.runtime.controller;
+    assert.ok(controller);
+    const vm = ((await h.inventory.getNode("node-01"))?.vms ?? []).find((v) => v.ha && onRbd(v));
+    assert.ok(vm);
+    const hops: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const from = h.sim.locate(vm.id)?.nodeId ?? "";
+      h.sim.faults.partitionNode(from);
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 1500; t += 500) {
+        await pass(h, 500);
+        await controller.tick();
+      }
+      hops.push(h.sim.locate(vm.id)?.nodeId ?? "");
+    }
+    assert.notEqual(hops[0], "node-01");
+    assert.notEqual(hops[1], hops[0]);
+    assert.equal(hops[2], hops[1], "the third time it stays down");
+    assert.equal(h.sim.locate(vm.id)?.state, "stopped");
+    const restarts = (await h.runtime.engine.list(undefined)).filter(
+      (m) => m.kind === MigrationKind.FAILOVER && m.vm?.vmId === vm.id,
+    );
+    assert.equal(restarts.length, 2);
+    const mine = h.decisions.filter((d) => d.vmId === vm.id);
+    assert.deepEqual(
+      mine.map((d) => d.action),
+      ["restarted", "restarted", "skipped"],
+    );
+    assert.match(mine[2]?.detail ?? "", /restart limit reached \(2 in 60 min\)/);
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
   it("only one of two controllers sharing a store acts", async () => {
     h = await startClusterHarness({ nodes: 3, vmsPerNode: 2, failover: true });
     const second = await startClusterHarness({

@@ -5,6 +5,7 @@ import {
   type ClusterRuntime,
   createInventory,
   createLocalExecutors,
+  type FailoverDecision,
   type Inventory,
   type ReplicaLookup,
   startClusterRuntime,
@@ -27,6 +28,8 @@ export interface ClusterHarness {
   readonly inventory: Inventory;
   readonly runtime: ClusterRuntime;
   readonly dir: string;
+  /** Every decision of the failover controller, in order. */
+  readonly decisions: FailoverDecision[];
   /** Delivers one heartbeat from every node that can send one. */
   beat(): Promise<void>;
   close(): Promise<void>;
@@ -93,6 +96,7 @@ export async function startClusterHarness(options: {
     }
   };
   await beat();
+  const decisions: FailoverDecision[] = [];
   const runtime = await startClusterRuntime({
     store,
     inventory,
@@ -103,7 +107,12 @@ export async function startClusterHarness(options: {
     fenceDelayMs: HARNESS_FENCE_MS,
     runnerLeaseMs: 2000,
     failover: options.failover
-      ? { intervalMs: 3_600_000, restartLimit: 2, restartWindowMs: 3_600_000 }
+      ? {
+          intervalMs: 3_600_000,
+          restartLimit: 2,
+          restartWindowMs: 3_600_000,
+          onDecision: (d) => decisions.push(d),
+        }
       : undefined,
   });
   return {
@@ -113,6 +122,7 @@ export async function startClusterHarness(options: {
     inventory,
     runtime,
     dir,
+    decisions,
     beat,
     async close() {
       await runtime.close();
