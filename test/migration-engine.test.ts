@@ -211,6 +211,72 @@ describe("migrations on the simulated cluster", () => {
     assert.equal(await h.runtime.engine.reconcile(), 0, "settled once");
   });
 
+  it("settling an offline move cut short starts the vm again on its source", async () => {
+    const vm = await pickVm(h.inventory, movable);
+    const source = vm.nodeId?.id ?? "";
+    const plan = await h.runtime.engine.plan({
+      vmId: vm.id,
+      allowDowntime: true,
+      tenant: undefined,
+    });
+    // The dead runner had stopped the vm for an offline move, then died.
+    await h.sim.driver(source)?.stop(vm.id, { force: false, signal: AbortSignal.timeout(1000) });
+    const records = createMigrationRecords(h.store);
+    const { internals } = h.runtime.engine;
+    const record = internals.newRecord({
+      id: internals.newId(),
+      vm,
+      source,
+      target: plan.target,
+      live: false,
+      allowDowntime: true,
+      kind: MigrationKind.MIGRATE,
+      requestedBy: "test-operator",
+    });
+    record.runner = "r-gone";
+    record.restartAfter = true;
+    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    assert.equal(await h.runtime.engine.reconcile(), 1);
+    const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+    assert.equal(m.state, MigrationState.FAILED);
+    assert.equal(m.phase, MigrationPhase.ROLLED_BACK);
+    assert.deepEqual(h.sim.locate(vm.id), { nodeId: source, state: "running" });
+  });
+
+  it("settling when the source node is gone too releases the vm for failover", async () => {
+    const vm = await pickVm(h.inventory, movable);
+    const source = vm.nodeId?.id ?? "";
+    const plan = await h.runtime.engine.plan({
+      vmId: vm.id,
+      allowDowntime: false,
+      tenant: undefined,
+    });
+    const records = createMigrationRecords(h.store);
+    const { internals } = h.runtime.engine;
+    const record = internals.newRecord({
+      id: internals.newId(),
+      vm,
+      source,
+      target: plan.target,
+      live: true,
+      allowDowntime: false,
+      kind: MigrationKind.MIGRATE,
+      requestedBy: "test-operator",
+    });
+    record.runner = "r-gone";
+    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    h.sim.faults.killNode(source);
+    try {
+      assert.equal(await h.runtime.engine.reconcile(), 1);
+      const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+      assert.equal(m.state, MigrationState.FAILED);
+      assert.match(m.message, /unreachable; the vm never reached/);
+      assert.equal(await records.locked(vm.id), false, "failover may take the vm");
+    } finally {
+      h.sim.faults.healNode(source);
+    }
+  });
+
   it("lists migrations newest first and hides other tenants' migrations", async () => {
     const all = await h.runtime.engine.list(undefined);
     assert.ok(all.length >= 5);

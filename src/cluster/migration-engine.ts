@@ -1,14 +1,19 @@
 import { randomBytes } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
-import { type MigrationProgress, vmStateOf } from "../drivers/index.js";
+import {
+  type DomainState,
+  type DomainStatus,
+  type MigrationProgress,
+  vmStateOf,
+} from "../drivers/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   type Migration,
-  type MigrationKind,
+  MigrationKind,
   MigrationPhase,
   MigrationSchema,
   MigrationState,
@@ -95,6 +100,14 @@ export interface EngineInternals {
 }
 
 const MAX_BEGIN_ATTEMPTS = 5;
+/** What settling assumes of a source it cannot reach while the target lacks the VM. */
+const UNREACHABLE: DomainStatus = {
+  id: "",
+  state: "stopped",
+  vcpus: 0,
+  memoryBytes: 0n,
+  persistent: true,
+};
 
 /** Creates the {@link MigrationEngine}. */
 export function createMigrationEngine(options: MigrationEngineOptions): MigrationEngine {
@@ -238,6 +251,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       if (!m.live && before.state === "running") {
         // Offline move: stop it here, move it, start it there.
         m.message = "stopping the vm for an offline move";
+        record.restartAfter = true;
         await publish(record, { force: true });
         await src.stop(vm.id, { force: false, signal });
         restartOnTarget = true;
@@ -311,8 +325,31 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     const target = m.target?.nodeId?.id ?? "";
     const sig = signal ?? AbortSignal.timeout(60_000);
     const onTarget = await executors.forNode(target)?.info(vmId, sig);
-    const onSource = await executors.forNode(source)?.info(vmId, sig);
-    if (onTarget !== undefined && onSource === undefined) {
+    // A source that cannot be reached (its node died too) did not hand the VM
+    // over: the target is the one that decides. Settling then releases the
+    // VM's lock, so failover can take it.
+    const onSource = await executors
+      .forNode(source)
+      ?.info(vmId, sig)
+      .catch((err: unknown) => {
+        logger.warn({ err, node: source }, "source unreachable while settling");
+        return onTarget === undefined ? UNREACHABLE : undefined;
+      });
+    const restart = async (node: string, state: DomainState | undefined) => {
+      if (!record.restartAfter || state !== "stopped") return;
+      await executors
+        .forNode(node)
+        ?.start(vmId, sig)
+        .catch((err: unknown) =>
+          logger.error({ err, vm: vmId, node }, "restart after settling failed"),
+        );
+    };
+    if (record.migration?.kind === MigrationKind.FAILOVER && onTarget === undefined) {
+      m.state = MigrationState.FAILED;
+      m.phase = MigrationPhase.ROLLED_BACK;
+      m.message = "control plane stopped mid-failover; the vm was not restarted";
+    } else if (onTarget !== undefined && onSource === undefined) {
+      await restart(target, onTarget.state);
       m.state = MigrationState.SUCCEEDED;
       m.phase = MigrationPhase.COMPLETED;
       m.progressPct = 100;
@@ -321,9 +358,13 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       if (vm !== undefined)
         await inventory.moveVm({ ...vm, state: vmStateOf(onTarget.state) }, source, target, signal);
     } else if (onSource !== undefined && onTarget === undefined) {
+      if (onSource !== UNREACHABLE) await restart(source, onSource.state);
       m.state = MigrationState.FAILED;
       m.phase = MigrationPhase.ROLLED_BACK;
-      m.message = `control plane stopped mid-migration; rolled back, the vm stays on ${source}`;
+      m.message =
+        onSource === UNREACHABLE
+          ? `control plane stopped mid-migration and ${source} is unreachable; the vm never reached ${target}`
+          : `control plane stopped mid-migration; rolled back, the vm stays on ${source}`;
     } else {
       m.state = MigrationState.FAILED;
       m.message =
