@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
+import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import {
   MigrationPhase,
   MigrationService,
@@ -167,6 +168,12 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
       assert.equal(listed[0]?.nodeId?.id, source);
       const plan = await c.migrations.prepareMigration({ vm: { vmId: vm.id } });
       assert.ok(plan.allowed, "lock and reservation were released");
+      const { records } = await createServiceClient(AuditService, c.ch).listAuditRecords({
+        filter: { event: "migration.settled" },
+      });
+      const settled = records.find((r) => r.requestId === started.migrationId);
+      assert.equal(settled?.principal, "system:reconciler");
+      assert.equal(settled?.decision, "rolled-back");
     } finally {
       c.ch.close();
     }

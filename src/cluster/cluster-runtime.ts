@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Clock, Logger } from "../core/index.js";
+import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import type { KvStore } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { FailoverDeps } from "./failover.js";
@@ -28,6 +29,8 @@ export interface ClusterRuntimeOptions {
   readonly memoryOvercommit?: number;
   /** TTL of this process's runner lease; orphaned migrations are settled after it (default 10 s). */
   readonly runnerLeaseMs?: number;
+  /** Told of each migration settled after its runner died (for the audit trail). */
+  readonly onSettled?: (migration: Migration) => void;
   /** The automatic failover controller; omit to run none. */
   readonly failover?: {
     readonly intervalMs: number;
@@ -75,6 +78,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     runners,
     clock,
     logger,
+    onSettled: options.onSettled,
   });
   const failover: FailoverDeps = {
     engine,

@@ -51,6 +51,8 @@ export interface MigrationEngineOptions {
   readonly logger: Logger;
   /** Progress is written to the store at most this often (default 1000 ms). */
   readonly progressSaveMs?: number;
+  /** Told of each migration settled by reconciliation (for the audit trail). */
+  readonly onSettled?: (migration: Migration) => void;
 }
 
 /** Plans, runs, watches, cancels and reconciles migrations. */
@@ -505,6 +507,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           await settle(claimed, signal);
           settled++;
           logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
+          if (claimed.migration !== undefined) options.onSettled?.(claimed.migration);
         } catch (err) {
           logger.warn({ err, migration: m.migrationId }, "reconcile failed; will retry");
         }

@@ -49,7 +49,7 @@ import {
   writeDevContext,
 } from "./dev-environment.js";
 import { enrollSimulatedNodes } from "./dev-node-enrollment.js";
-import { failoverAuditFields } from "./failover-audit.js";
+import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
@@ -258,6 +258,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    onSettled: (m) => {
+      audit
+        ?.append(settledAuditFields(m))
+        .catch((err: unknown) => logger.error({ err }, "settled migration not audited"));
+    },
     failover: config.cluster.failover.enabled
       ? {
           ...config.cluster.failover,

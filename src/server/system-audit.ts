@@ -1,0 +1,53 @@
+import type { AuditFields } from "../audit/index.js";
+import { FAILOVER_PRINCIPAL, type FailoverDecision } from "../cluster/index.js";
+import { type Migration, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
+
+/** The principal the daemon acts as when it settles migrations of a process that died. */
+export const RECONCILER_PRINCIPAL = "system:reconciler";
+
+/** What every record of the daemon acting on its own shares. */
+function systemFields(principal: string, method: string, permission: string) {
+  return {
+    principal,
+    authMethod: "internal",
+    keyId: "",
+    tenant: "",
+    peer: "",
+    service: "debvisor.v1.MigrationService",
+    method,
+    permission,
+    durationMs: 0,
+  };
+}
+
+/**
+ * An audit record of one decision of the failover controller: the daemon
+ * acting on its own is recorded like a caller, as `system:failover-controller`.
+ */
+export function failoverAuditFields(d: FailoverDecision): AuditFields {
+  return {
+    ...systemFields(FAILOVER_PRINCIPAL, "FailoverVM", "migration:failover"),
+    event: "failover.decision",
+    requestId: d.migrationId ?? "",
+    decision: d.action,
+    reason: d.detail,
+    args: `vm_id=${d.vmId} node=${d.node}`,
+    code: d.action === "failed" ? "FAILED_PRECONDITION" : "OK",
+    error: d.action === "failed" ? d.detail : "",
+  };
+}
+
+/** An audit record of a migration settled after the process running it died. */
+export function settledAuditFields(m: Migration): AuditFields {
+  const ok = m.state === MigrationState.SUCCEEDED;
+  return {
+    ...systemFields(RECONCILER_PRINCIPAL, "MigrateVM", "migration:execute"),
+    event: "migration.settled",
+    requestId: m.migrationId,
+    decision: ok ? "finished" : "rolled-back",
+    reason: m.message,
+    args: `vm_id=${m.vm?.vmId ?? ""} source=${m.source?.nodeId?.id ?? ""} target=${m.target?.nodeId?.id ?? ""}`,
+    code: "OK",
+    error: "",
+  };
+}
