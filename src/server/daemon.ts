@@ -49,7 +49,6 @@ import {
   writeDevContext,
 } from "./dev-environment.js";
 import { enrollSimulatedNodes } from "./dev-node-enrollment.js";
-import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
 import { createHealthService, createHealthState } from "./health-service.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
@@ -61,6 +60,7 @@ import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
 import { startStorage } from "./storage-setup.js";
+import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
   DEFAULT_TLS_PATHS,
