@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
+import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createInventory } from "./inventory.js";
 
@@ -62,6 +63,44 @@ describe("inventory", () => {
     assert.equal(await inv.heartbeat(beat("n1", 200, 5)), true);
     assert.equal(await inv.heartbeat(beat("n1", 100, 9)), false);
     assert.equal((await inv.listNodes())[0]?.health?.cpuLoad, 5);
+  });
+
+  it("keeps a node whose clock went back READY: its heartbeats still prove it is alive", async () => {
+    const clock = createManualClock(1_000_000);
+    const inv = inventory(clock, 3000);
+    await inv.register(info("n1"), "a");
+    await inv.heartbeat(beat("n1", 5000, 5)); // a heartbeat from the future, then the clock steps back
+    for (let t = 0; t < 10; t++) {
+      clock.advance(1000);
+      assert.equal(await inv.heartbeat(beat("n1", 1000 + t, 1)), false);
+    }
+    const node = (await inv.listNodes())[0];
+    assert.equal(node?.readiness, NodeReadiness.READY);
+    assert.equal(node?.health?.cpuLoad, 5, "the content of older reports is still ignored");
+  });
+
+  it("holds a move against a heartbeat taken before it, then lets heartbeats rule again", async () => {
+    const clock = createManualClock(1_000_000);
+    const inv = inventory(clock, 3000);
+    const vm = create(VmInfoSchema, { id: "vm-1", nodeId: { id: "a" } });
+    for (const id of ["a", "b"]) await inv.register(info(id), "x");
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "a" }, timestamp: { seconds: 1n }, vms: [vm] }),
+    );
+    await inv.heartbeat(create(HealthSchema, { nodeId: { id: "b" }, timestamp: { seconds: 1n } }));
+    await inv.moveVm(vm, "a", "b");
+    // Both nodes' next reports were taken before the move finished.
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "a" }, timestamp: { seconds: 2n }, vms: [vm] }),
+    );
+    await inv.heartbeat(create(HealthSchema, { nodeId: { id: "b" }, timestamp: { seconds: 2n } }));
+    assert.equal((await inv.findVm("vm-1"))?.nodeId?.id, "b");
+    assert.equal((await inv.getNode("a"))?.vms.length, 0);
+    assert.equal((await inv.getNode("b"))?.summary.vmCount, 1);
+    // Past the pin, a node's report is the truth again.
+    clock.advance(3001);
+    await inv.heartbeat(create(HealthSchema, { nodeId: { id: "b" }, timestamp: { seconds: 3n } }));
+    assert.equal((await inv.getNode("b"))?.vms.length, 0);
   });
 
   it("reports READY while heartbeats are within the TTL and NOT_READY after", async () => {

@@ -1,6 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError, silentLogger } from "../core/index.js";
-import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type NodeRecord,
+  NodeRecordSchema,
+  type VmPin,
+  VmPinSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import {
   type Health,
@@ -94,9 +99,19 @@ export function createInventory(options: InventoryOptions): Inventory {
     rev: kv.modRevision,
     rec: decodeMessage(NodeRecordSchema, kv),
   });
+  /** The mirror, loaded on first use; a failed load is retried by the next read. */
+  function follow(): Promise<PrefixMirror<Versioned>> {
+    if (mirror === undefined) {
+      const loading = mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
+      mirror = loading;
+      loading.catch(() => {
+        if (mirror === loading) mirror = undefined;
+      });
+    }
+    return mirror;
+  }
   async function records(): Promise<Map<string, NodeRecord>> {
-    mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
-    const seen = (await mirror).values();
+    const seen = (await follow()).values();
     const out = new Map<string, NodeRecord>();
     for (const [id, v] of seen) {
       const mine = written.get(id);
@@ -106,8 +121,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     return out;
   }
   async function cachedVersion(id: string) {
-    mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
-    const seen = (await mirror).values().get(id);
+    const seen = (await follow()).values().get(id);
     const mine = written.get(id);
     const best = mine !== undefined && (seen === undefined || mine.rev > seen.rev) ? mine : seen;
     return best === undefined ? undefined : { message: best.rec, modRevision: best.rev };
@@ -188,14 +202,29 @@ export function createInventory(options: InventoryOptions): Inventory {
     heartbeat(health, signal) {
       return update(health.nodeId?.id ?? "", signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+        const now = clock.now();
         if (
           current.health !== undefined &&
           msFromTimestamp(health.timestamp) < msFromTimestamp(current.health.timestamp)
         ) {
-          return { next: undefined, result: false };
+          // Older than the last report (reordered, or the node's clock went
+          // back): its content is ignored, but the node is alive: it counts
+          // for liveness, or a node with a stepped-back clock would go
+          // NOT_READY while running its VMs, and be failed over.
+          return {
+            next: create(NodeRecordSchema, { ...current, receivedAtMs: BigInt(now) }),
+            result: false,
+          };
         }
+        const pins = current.pins.filter((p) => Number(p.untilMs) > now);
+        const vms = applyPins(health.vms, pins);
         return {
-          next: create(NodeRecordSchema, { ...current, health, receivedAtMs: BigInt(clock.now()) }),
+          next: create(NodeRecordSchema, {
+            ...current,
+            health: vms === health.vms ? health : { ...health, vms },
+            receivedAtMs: BigInt(now),
+            pins,
+          }),
           result: true,
         };
       });
@@ -234,16 +263,23 @@ export function createInventory(options: InventoryOptions): Inventory {
         const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
         if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
         const moved = { ...vm, nodeId: create(NodeIdSchema, { id: to }) };
-        const nextDst = withVms(dst.message, [
-          ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
-          moved,
-        ]);
+        const until = BigInt(clock.now() + ttl);
+        const nextDst = pinned(
+          withVms(dst.message, [
+            ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+            moved,
+          ]),
+          create(VmPinSchema, { vm: moved, present: true, untilMs: until }),
+        );
         const nextSrc =
           src === undefined
             ? undefined
-            : withVms(
-                src.message,
-                (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+            : pinned(
+                withVms(
+                  src.message,
+                  (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+                ),
+                create(VmPinSchema, { vm, present: false, untilMs: until }),
               );
         const txn = await store.txn(
           {
@@ -283,6 +319,27 @@ export function createInventory(options: InventoryOptions): Inventory {
 interface Versioned {
   readonly rev: number;
   readonly rec: NodeRecord;
+}
+
+/** The record with `pin` replacing any earlier pin of the same VM. */
+function pinned(rec: NodeRecord, pin: VmPin): NodeRecord {
+  const id = pin.vm?.id ?? "";
+  return create(NodeRecordSchema, {
+    ...rec,
+    pins: [...rec.pins.filter((p) => p.vm?.id !== id), pin],
+  });
+}
+
+/** A heartbeat's VM list corrected by the pins still in force (the same array when none apply). */
+function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
+  let out = vms;
+  for (const pin of pins) {
+    const id = pin.vm?.id ?? "";
+    const has = out.some((v) => v.id === id);
+    if (pin.present && !has && pin.vm !== undefined) out = [...out, pin.vm];
+    else if (!pin.present && has) out = out.filter((v) => v.id !== id);
+  }
+  return out;
 }
 
 function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
