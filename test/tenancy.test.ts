@@ -117,6 +117,12 @@ describe("tenant isolation", () => {
       detail.vms.map((v) => v.id),
       ["vm-a1"],
     );
+    // Nor through the node's counts: they cover the tenant's own VMs only.
+    const own = nodes.nodes[0]?.health?.vms ?? [];
+    assert.equal(nodes.nodes[0]?.vmCount, 1);
+    assert.equal(detail.summary?.vmCount, 1);
+    assert.equal(detail.summary?.vcpusAllocated, own[0]?.vcpus);
+    assert.equal(detail.summary?.memoryAllocatedBytes, own[0]?.memoryBytes);
   });
 
   it("hides another tenant's datasets", async () => {

@@ -11,8 +11,23 @@ export function visibleVms(vms: readonly VmInfo[], tenant: string | undefined): 
   return tenant === undefined ? [...vms] : vms.filter((vm) => vm.tenant === tenant);
 }
 
-/** A node summary whose health lists only the VMs the tenant may see. */
+/** A node summary whose health and VM counts cover only the VMs the tenant may see. */
 export function scopeNode(node: NodeSummary, tenant: string | undefined): NodeSummary {
-  if (tenant === undefined || node.health === undefined) return node;
-  return { ...node, health: { ...node.health, vms: visibleVms(node.health.vms, tenant) } };
+  if (tenant === undefined) return node;
+  const vms = visibleVms(node.health?.vms ?? [], tenant);
+  // The counts cover only what the tenant may see: totals would tell it
+  // that other tenants' VMs are there, and how big they are.
+  let vcpus = 0;
+  let memory = 0n;
+  for (const vm of vms) {
+    vcpus += vm.vcpus;
+    memory += vm.memoryBytes;
+  }
+  return {
+    ...node,
+    health: node.health === undefined ? undefined : { ...node.health, vms },
+    vmCount: vms.length,
+    vcpusAllocated: vcpus,
+    memoryAllocatedBytes: memory,
+  };
 }
