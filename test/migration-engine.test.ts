@@ -140,6 +140,30 @@ describe("migrations on the simulated cluster", () => {
     assert.deepEqual(h.sim.locate(vm.id), { nodeId: done.target?.nodeId?.id, state: "running" });
   });
 
+  it("cancelling an offline move midway starts the vm again on its source", async () => {
+    const vm = await pickVm(
+      h.inventory,
+      (v) =>
+        rbdOnly(v) &&
+        !v.liveMigratable &&
+        v.cpuModel !== "host-passthrough" &&
+        v.state === VmState.RUNNING,
+    );
+    const source = vm.nodeId?.id ?? "";
+    const started = await h.runtime.engine.start(request(vm, { allowDowntime: true }));
+    assert.equal(started.live, false);
+    for await (const m of h.runtime.engine.watch(
+      started.migrationId,
+      undefined,
+      AbortSignal.timeout(10_000),
+    ))
+      if (m.phase === MigrationPhase.TRANSFERRING) break;
+    assert.equal(h.sim.locate(vm.id)?.state, "stopped", "stopped for the move");
+    const cancelled = await h.runtime.engine.cancel(started.migrationId, undefined);
+    assert.equal(cancelled.state, MigrationState.CANCELLED);
+    assert.deepEqual(h.sim.locate(vm.id), { nodeId: source, state: "running" });
+  });
+
   it("reservations of in-flight migrations count against the target's free memory", async () => {
     const [a, b] = (await h.inventory.listVms()).filter(movable);
     assert.ok(a !== undefined && b !== undefined);

@@ -57,11 +57,13 @@ export interface ClusterRuntime {
 export async function startClusterRuntime(options: ClusterRuntimeOptions): Promise<ClusterRuntime> {
   const { store, inventory, executors, clock, logger } = options;
   const leaseMs = options.runnerLeaseMs ?? 10_000;
+  let engineRef: MigrationEngine | undefined;
   const runners = await registerRunner(
     store,
     `r-${randomBytes(6).toString("hex")}`,
     leaseMs,
     logger,
+    () => engineRef?.abortAll("runner lease lost"),
   );
   const records = createMigrationRecords(store);
   const planner = createPlanner({
@@ -80,6 +82,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     logger,
     onSettled: options.onSettled,
   });
+  engineRef = engine;
   const failover: FailoverDeps = {
     engine,
     inventory,

@@ -115,6 +115,11 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
         const recent = now - Number(rec.lastRestartMs) < windowMs ? rec.restarts : 0;
+        // Still the leader? A long pass must not outlive the lease that allows it.
+        if (!(await lead())) {
+          leader = false;
+          return;
+        }
         if (recent >= limit) {
           decide({
             vmId: vm.id,

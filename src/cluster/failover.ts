@@ -46,7 +46,9 @@ export async function failoverVm(
   const vm = await inventory.findVm(vmId, signal);
   if (vm === undefined || !visibleTo(vm, tenant)) throw new RpcError("VM_NOT_FOUND");
   const source = vm.nodeId?.id ?? "";
-  const node = await inventory.getNode(source, signal);
+  // From the store, not a cache: "down long enough" must not rest on a stale
+  // view, and the record is written below only if this node record is unchanged.
+  const node = await inventory.readNode(source, signal);
   if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
   const down = Number(node.summary.notReadyForMs);
   if (node.summary.readiness === NodeReadiness.READY || down <= fenceDelayMs) {
@@ -67,6 +69,12 @@ export async function failoverVm(
       message: `no node can take this vm now: ${failed?.reason ?? "a check failed"}`,
     });
   }
+  const driver = executors.forNode(plan.target);
+  if (driver === undefined || !canRecover(driver)) {
+    throw new RpcError("NO_TARGET", {
+      message: `no node can take this vm now: ${driver?.kind ?? "no driver"} on ${plan.target} cannot restart vms of failed nodes`,
+    });
+  }
   const { internals } = engine;
   const record = internals.newRecord({
     id: internals.newId(),
@@ -78,30 +86,42 @@ export async function failoverVm(
     kind: MigrationKind.FAILOVER,
     requestedBy,
   });
-  if (!(await records.begin(record, plan.revisions.get(plan.target) ?? 0, signal)))
-    throw new RpcError("MIGRATION_IN_PROGRESS");
   const m = record.migration as Migration;
+  internals.own(m.migrationId);
   try {
-    m.state = MigrationState.RUNNING;
-    m.message = `restarting on ${plan.target}`;
-    await internals.publish(record, { force: true });
-    const driver = executors.forNode(plan.target);
-    if (driver === undefined || !canRecover(driver)) throw new RpcError("BACKEND_UNAVAILABLE");
-    await driver.recover(vm.id, source, signal);
-    await inventory.moveVm({ ...vm, state: VmState.RUNNING }, source, plan.target, signal);
-    m.state = MigrationState.SUCCEEDED;
-    m.phase = MigrationPhase.COMPLETED;
-    m.progressPct = 100;
-    m.message = `restarted on ${plan.target} (${plan.targetReason})`;
-  } catch (err) {
-    const rpc = toRpcError(err);
-    m.state = MigrationState.FAILED;
-    m.phase = MigrationPhase.ROLLED_BACK;
-    m.message = `${rpc.message}; the vm was not restarted`;
-    logger.warn({ err, vm: vm.id }, "failover failed");
+    const reserved = plan.revisions.get(plan.target) ?? 0;
+    // With the node record's compare: a heartbeat since it was read means no failover.
+    if (!(await records.begin(record, reserved, signal, [node.unchanged])))
+      throw new RpcError("MIGRATION_IN_PROGRESS", {
+        message: `${source} or the vm changed while failing over; look again`,
+      });
+    try {
+      m.state = MigrationState.RUNNING;
+      m.message = `restarting on ${plan.target}`;
+      await internals.publish(record, { force: true });
+      await driver.recover(vm.id, source, signal);
+      m.state = MigrationState.SUCCEEDED;
+      m.phase = MigrationPhase.COMPLETED;
+      m.progressPct = 100;
+      m.message = `restarted on ${plan.target} (${plan.targetReason})`;
+    } catch (err) {
+      const rpc = toRpcError(err);
+      m.state = MigrationState.FAILED;
+      m.phase = MigrationPhase.ROLLED_BACK;
+      m.message = `${rpc.message}; the vm was not restarted`;
+      logger.warn({ err, vm: vm.id }, "failover failed");
+      await internals.publish(record, { final: true });
+      throw rpc;
+    }
+    // The vm runs there now; the view follows, best effort (heartbeats correct it).
+    await inventory
+      .moveVm({ ...vm, state: VmState.RUNNING }, source, plan.target, AbortSignal.timeout(30_000))
+      .catch((err: unknown) =>
+        logger.warn({ err, vm: vm.id }, "inventory not updated; heartbeats will"),
+      );
     await internals.publish(record, { final: true });
-    throw rpc;
+    return m;
+  } finally {
+    internals.disown(m.migrationId);
   }
-  await internals.publish(record, { final: true });
-  return m;
 }

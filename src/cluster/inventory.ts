@@ -16,6 +16,7 @@ import {
 } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import {
+  type Compare,
   decodeMessage,
   encodeMessage,
   getMessage,
@@ -61,6 +62,15 @@ export interface Inventory {
     id: string,
     signal?: AbortSignal,
   ): Promise<{ summary: NodeSummary; vms: VmInfo[] } | undefined>;
+  /**
+   * One node read from the store itself, not the cache, with a compare that
+   * holds only while the record is unchanged: for decisions that must not
+   * rest on a stale view (failover's "down long enough").
+   */
+  readNode(
+    id: string,
+    signal?: AbortSignal,
+  ): Promise<{ summary: NodeSummary; vms: VmInfo[]; unchanged: Compare } | undefined>;
   /**
    * Every VM the nodes last reported, sorted by id. A VM two nodes report
    * (a stale heartbeat racing a migration) is listed once: the copy of the
@@ -241,6 +251,16 @@ export function createInventory(options: InventoryOptions): Inventory {
       const rec = (await records()).get(id);
       if (rec === undefined) return undefined;
       return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
+    },
+    async readNode(id, signal) {
+      const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
+      if (got === undefined) return undefined;
+      remember(id, got.modRevision, got.message);
+      return {
+        summary: summarize(got.message, clock.now()),
+        vms: [...(got.message.health?.vms ?? [])],
+        unchanged: { key: PREFIX + id, modRevision: got.modRevision },
+      };
     },
     async listVms(signal) {
       signal?.throwIfAborted();

@@ -78,8 +78,10 @@ export interface MigrationEngine {
    * hypervisors report. Returns how many it settled.
    */
   reconcile(signal?: AbortSignal): Promise<number>;
-  /** Runs `op` holding a new record (failover uses it); see failover.ts. */
+  /** What failover.ts shares with the engine. */
   readonly internals: EngineInternals;
+  /** Aborts every migration this process runs (each rolls back): its runner lease was lost. */
+  abortAll(reason: string): void;
   /** Stops every migration this process runs (each rolls back) and waits for them. */
   close(): Promise<void>;
 }
@@ -99,9 +101,15 @@ export interface EngineInternals {
   }): MigrationRecord;
   /** Stores a changed record and tells its watchers. */
   publish(record: MigrationRecord, options?: { final?: boolean; force?: boolean }): Promise<void>;
+  /** Marks an operation as this process's until `disown`: reconciliation leaves it alone. */
+  own(id: string): void;
+  disown(id: string): void;
 }
 
-const MAX_BEGIN_ATTEMPTS = 5;
+/** Plan-and-reserve rounds before a start gives up with CONFLICT (parallel drains race for the same room). */
+const MAX_BEGIN_ATTEMPTS = 25;
+/** Limit of a backend step taken after the caller's signal no longer applies. */
+const BACKEND_STEP_MS = 120_000;
 /** What settling assumes of a source it cannot reach while the target lacks the VM. */
 const UNREACHABLE: DomainStatus = {
   id: "",
@@ -116,6 +124,13 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
   const { inventory, executors, planner, records, runners, clock, logger } = options;
   const saveEvery = options.progressSaveMs ?? 1000;
   const running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  /**
+   * Migrations and failovers this process is starting or running: from just
+   * before their record is written until they finish. Reconciliation never
+   * touches these.
+   */
+  const owned = new Set<string>();
+  let reconciling: Promise<number> | undefined;
   const listeners = new Map<string, Set<(m: Migration) => void>>();
   const lastSaved = new Map<string, number>();
   let counter = 0;
@@ -181,10 +196,12 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       });
     chains.set(id, next);
     if (opts.final) {
-      void next.finally(() => {
-        if (chains.get(id) === next) chains.delete(id);
-        lastSaved.delete(id);
-      });
+      void next
+        .catch(() => undefined)
+        .finally(() => {
+          if (chains.get(id) === next) chains.delete(id);
+          lastSaved.delete(id);
+        });
     }
     return next;
   }
@@ -251,12 +268,13 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       const before = await src.info(vm.id, signal);
       if (before === undefined) throw new RpcError("VM_NOT_FOUND");
       if (!m.live && before.state === "running") {
-        // Offline move: stop it here, move it, start it there.
+        // Offline move: stop it here, move it, start it there. From the moment
+        // the stop is asked for, the vm must run again wherever it ends up.
         m.message = "stopping the vm for an offline move";
         record.restartAfter = true;
+        restartOnTarget = true;
         await publish(record, { force: true });
         await src.stop(vm.id, { force: false, signal });
-        restartOnTarget = true;
       }
       await src.migrate(vm.id, executors.destination(target), {
         live: m.live,
@@ -269,7 +287,8 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         },
       });
       moved = true;
-      if (restartOnTarget) await dst.start(vm.id, signal);
+      // Past the move, cancelling no longer applies: the vm is started there regardless.
+      if (restartOnTarget) await dst.start(vm.id, AbortSignal.timeout(BACKEND_STEP_MS));
       m.state = MigrationState.SUCCEEDED;
       m.phase = MigrationPhase.COMPLETED;
       m.progressPct = 100;
@@ -283,7 +302,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       } else {
         if (restartOnTarget) {
           await src
-            ?.start(vm.id, AbortSignal.timeout(60_000))
+            ?.start(vm.id, AbortSignal.timeout(BACKEND_STEP_MS))
             .catch((e: unknown) => logger.error({ err: e, vm: vm.id }, "restart on source failed"));
         }
         m.state = signal.aborted ? MigrationState.CANCELLED : MigrationState.FAILED;
@@ -308,7 +327,10 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     const abort = new AbortController();
     const done = run(record, vm, abort.signal)
       .catch((err: unknown) => logger.error({ err, migration: id }, "migration runner failed"))
-      .finally(() => running.delete(id));
+      .finally(() => {
+        running.delete(id);
+        owned.delete(id);
+      });
     running.set(id, { abort, done });
   }
 
@@ -397,8 +419,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
             message: `${noTarget ? "no node can take this vm now" : "migration not allowed"}: ${failed?.reason ?? "a check failed"}`,
           });
         }
+        const id = newId();
         const record = newRecord({
-          id: newId(),
+          id,
           vm,
           source: plan.source,
           target: plan.target,
@@ -407,12 +430,21 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           kind: req.kind,
           requestedBy: req.requestedBy,
         });
-        if (await records.begin(record, revisions.get(plan.target) ?? 0, signal)) {
+        owned.add(id);
+        let begun = false;
+        try {
+          begun = await records.begin(record, revisions.get(plan.target) ?? 0, signal);
+        } finally {
+          if (!begun) owned.delete(id);
+        }
+        if (begun) {
           launch(record, vm);
           const m = record.migration;
           if (m === undefined) throw new TypeError("record without migration");
           return m;
         }
+        // Another start took the room or the vm first: plan again, after a moment.
+        await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
       }
       throw new RpcError("CONFLICT");
     },
@@ -493,11 +525,38 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         .filter((m) => m !== undefined)
         .reverse();
     },
-    async reconcile(signal) {
+    reconcile(signal) {
+      // One pass at a time: a slow settle must not be claimed again by the next pass.
+      reconciling ??= reconcilePass(signal).finally(() => {
+        reconciling = undefined;
+      });
+      return reconciling;
+    },
+    internals: {
+      newId,
+      newRecord,
+      publish,
+      own: (id) => owned.add(id),
+      disown: (id) => owned.delete(id),
+    },
+    abortAll(reason) {
+      for (const [id, r] of running) {
+        logger.warn({ migration: id, reason }, "aborting a migration this process runs");
+        r.abort.abort();
+      }
+    },
+    async close() {
+      for (const r of running.values()) r.abort.abort();
+      await Promise.all([...running.values()].map((r) => r.done));
+    },
+  };
+
+  async function reconcilePass(signal?: AbortSignal): Promise<number> {
+    {
       let settled = 0;
       for (const { record, modRevision } of await records.list(signal)) {
         const m = record.migration;
-        if (m === undefined || !isActive(m.state) || running.has(m.migrationId)) continue;
+        if (m === undefined || !isActive(m.state) || owned.has(m.migrationId)) continue;
         // Someone else's, and that process is alive: it is theirs to finish.
         if (record.runner !== runners.id && (await runners.isAlive(record.runner, signal)))
           continue;
@@ -513,13 +572,8 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         }
       }
       return settled;
-    },
-    internals: { newId, newRecord, publish },
-    async close() {
-      for (const r of running.values()) r.abort.abort();
-      await Promise.all([...running.values()].map((r) => r.done));
-    },
-  };
+    }
+  }
 }
 
 function applyProgress(m: Migration, p: MigrationProgress) {

@@ -8,6 +8,7 @@ import {
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import {
+  type Compare,
   decodeMessage,
   encodeMessage,
   getMessage,
@@ -23,6 +24,8 @@ const RESERVATIONS = "reservations/";
 const MAX_ATTEMPTS = 8;
 /** Finished migrations kept for ListMigrations; older ones are deleted. */
 const KEEP_FINISHED = 2000;
+/** Old records are pruned once per this many finishes, not on every one. */
+const PRUNE_EVERY = 50;
 
 /**
  * Migrations in the store: the record of each (`migrations/<id>`), one lock
@@ -37,10 +40,19 @@ export interface MigrationRecords {
    * atomically. False when the lock is taken or the target's reservations
    * changed since `reservedRevision` (re-plan and try again).
    */
-  begin(record: MigrationRecord, reservedRevision: number, signal?: AbortSignal): Promise<boolean>;
-  /** Writes a running migration's new state (single writer: its runner). */
+  begin(
+    record: MigrationRecord,
+    reservedRevision: number,
+    signal?: AbortSignal,
+    extraCompares?: readonly Compare[],
+  ): Promise<boolean>;
+  /**
+   * Writes a running migration's new state. Only its runner may: when the
+   * stored record names another runner (this process lost its lease and
+   * another settled it) it throws CONFLICT and writes nothing.
+   */
   save(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
-  /** Writes a finished migration and releases its lock and reservation. */
+  /** Writes a finished migration and releases its lock and reservation; CONFLICT as for `save`. */
   finish(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
   /**
    * Takes over a record whose runner is gone: succeeds only if nobody
@@ -60,6 +72,7 @@ export interface MigrationRecords {
 
 /** Creates the store-backed {@link MigrationRecords}. */
 export function createMigrationRecords(store: KvStore): MigrationRecords {
+  let finished = 0;
   const enc = (r: MigrationRecord) => encodeMessage(MigrationRecordSchema, r);
   const idOf = (r: MigrationRecord) => r.migration?.migrationId ?? "";
   const vmOf = (r: MigrationRecord) => r.migration?.vm?.vmId ?? "";
@@ -91,6 +104,17 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       await store.delete(RECORDS + idOf(old.record), { signal });
   }
 
+  /** The stored record's revision, after checking `record`'s runner still owns it. */
+  async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
+    const got = await getMessage(store, MigrationRecordSchema, RECORDS + idOf(record), { signal });
+    if (got !== undefined && got.message.runner !== record.runner) {
+      throw new RpcError("CONFLICT", {
+        message: "migration is now owned by another control-plane process",
+      });
+    }
+    return got?.modRevision ?? 0;
+  }
+
   async function list(signal?: AbortSignal) {
     const out: { record: MigrationRecord; modRevision: number }[] = [];
     for await (const kv of rangeAll(store, RECORDS, { signal }))
@@ -99,7 +123,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
   }
 
   return {
-    async begin(record, reservedRevision, signal) {
+    async begin(record, reservedRevision, signal, extraCompares = []) {
       const target = targetOf(record);
       const { rec } = await readReservations(target, signal);
       const next = create(ReservationsRecordSchema, {
@@ -117,6 +141,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
           compares: [
             { key: LOCKS + vmOf(record), modRevision: 0 },
             { key: RESERVATIONS + target, modRevision: reservedRevision },
+            ...extraCompares,
           ],
           success: [
             { type: "put", key: RECORDS + idOf(record), value: enc(record) },
@@ -133,11 +158,23 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       return txn.succeeded;
     },
     async save(record, signal) {
-      await store.put(RECORDS + idOf(record), enc(record), { signal });
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const current = await ownedBy(record, signal);
+        const txn = await store.txn(
+          {
+            compares: [{ key: RECORDS + idOf(record), modRevision: current }],
+            success: [{ type: "put", key: RECORDS + idOf(record), value: enc(record) }],
+          },
+          { signal },
+        );
+        if (txn.succeeded) return;
+      }
+      throw new RpcError("CONFLICT");
     },
     async finish(record, signal) {
       const target = targetOf(record);
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const current = await ownedBy(record, signal);
         const { rec, rev } = await readReservations(target, signal);
         const lock = await store.get(LOCKS + vmOf(record), { signal });
         const ownsLock =
@@ -148,6 +185,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         const txn = await store.txn(
           {
             compares: [
+              { key: RECORDS + idOf(record), modRevision: current },
               { key: RESERVATIONS + target, modRevision: rev },
               ...(lock === undefined
                 ? []
@@ -162,7 +200,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
           { signal },
         );
         if (txn.succeeded) {
-          await prune(signal);
+          if (++finished % PRUNE_EVERY === 0) await prune(signal);
           return;
         }
       }

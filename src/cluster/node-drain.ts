@@ -64,6 +64,7 @@ export async function* drainNode(
       m = await engine.start(
         {
           vmId,
+          source: req.nodeId,
           allowDowntime: req.allowDowntime,
           kind: MigrationKind.DRAIN,
           requestedBy: req.requestedBy,
@@ -82,7 +83,15 @@ export async function* drainNode(
     moving++;
     emit(m, `${vmId}: migrating to ${m.target?.nodeId?.id ?? "?"}`);
     // Runs to the end even when the drain is cancelled: the migration is under way.
-    const done = await engine.wait(m.migrationId, AbortSignal.timeout(24 * 3_600_000));
+    let done: Migration;
+    try {
+      done = await engine.wait(m.migrationId, AbortSignal.timeout(24 * 3_600_000));
+    } catch (err) {
+      moving--;
+      failed++;
+      emit(m, `${vmId}: lost track of migration ${m.migrationId}: ${toRpcError(err).message}`);
+      return;
+    }
     moving--;
     if (done.state === MigrationState.SUCCEEDED) succeeded++;
     else failed++;

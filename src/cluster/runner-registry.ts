@@ -22,6 +22,12 @@ export async function registerRunner(
   id: string,
   ttlMs: number,
   logger: Logger,
+  /**
+   * Called when the lease was found expired, before registering again:
+   * another process may already be settling this one's migrations, so they
+   * must stop here.
+   */
+  onLost: () => void = () => {},
 ): Promise<RunnerRegistry> {
   let lease: Lease = await store.grantLease(ttlMs);
   await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
@@ -29,10 +35,14 @@ export async function registerRunner(
     try {
       await lease.keepAlive();
     } catch (err) {
-      // Expired (the process stalled past its TTL): register again. Our
-      // migrations may meanwhile have been claimed by someone else; the
-      // runner field of each record says who owns it now.
-      logger.warn({ err }, "runner lease lost; registering again");
+      // Expired (the process stalled past its TTL): our migrations may
+      // meanwhile have been claimed by someone else; the runner field of
+      // each record says who owns it now, and our writes check it.
+      logger.warn(
+        { err },
+        "runner lease lost; stopping this process's migrations, registering again",
+      );
+      onLost();
       lease = await store.grantLease(ttlMs);
       await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
     }
