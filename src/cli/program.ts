@@ -57,9 +57,12 @@ import { EXIT_CODES_HELP } from "./cli-errors.js";
 import { completionCommand } from "./completion-command.js";
 import { configCommand } from "./config-command.js";
 import { withExamples } from "./help-text.js";
+import { imageCommand } from "./image-command.js";
 import { nodeCommand } from "./node-command.js";
 import { OUTPUT_FORMATS } from "./output.js";
+import { replicationCommand } from "./replication-command.js";
 import { roleCommand } from "./role-command.js";
+import { snapshotCommand } from "./snapshot-command.js";
 import { tokenCommand } from "./token-command.js";
 import { versionCommand } from "./version-command.js";
 import { vmCommand } from "./vm-command.js";
@@ -73,6 +76,9 @@ export type Noun = (cli: () => CliContext) => Command;
 const NOUNS: readonly Noun[] = [
   nodeCommand,
   vmCommand,
+  snapshotCommand,
+  replicationCommand,
+  imageCommand,
   authCommand,
   apikeyCommand,
   roleCommand,
