@@ -65,6 +65,18 @@ describe("hvctl storage commands against a dev daemon", () => {
   const snapshots = async (dataset: string) =>
     (await json<{ snapshots: Snapshot[] }>("snapshot", "list", dataset)).snapshots;
   const names = (list: readonly Snapshot[]) => list.map((s) => s.ref.snapshotName);
+  /** `replication plan` of the test dataset from its node to the target, then `flags`. */
+  const plan = (...flags: string[]) => [
+    "replication",
+    "plan",
+    "--dataset",
+    zfs,
+    "--source",
+    source,
+    "--target",
+    target,
+    ...flags,
+  ];
   /** Runs hvctl expecting exit `code` and a one-line error matching `message`. */
   const fails = async (code: number, message: RegExp, ...args: string[]) => {
     const r = await hvctl(...args);
@@ -163,24 +175,7 @@ describe("hvctl storage commands against a dev daemon", () => {
 
   describe("replication", () => {
     it("plans a job, and the same plan again answers the same job", async () => {
-      const args = [
-        "replication",
-        "plan",
-        "--dataset",
-        zfs,
-        "--source",
-        source,
-        "--target",
-        target,
-        "--id",
-        "cli-repl",
-        "--interval",
-        "1h",
-        "--keep",
-        "2",
-        "--bandwidth",
-        "4G",
-      ];
+      const args = plan("--id", "cli-repl", "--interval", "1h", "--keep", "2", "--bandwidth", "4G");
       const job = await json<Job>(...args);
       assert.equal(job.jobId, "cli-repl");
       assert.equal(job.plan.policy, "interval=1h keep=2 bwlimit=4G");
@@ -405,36 +400,8 @@ describe("hvctl storage commands against a dev daemon", () => {
           ],
           /replication takes ZFS datasets/,
         ],
-        [
-          [
-            "replication",
-            "plan",
-            "--dataset",
-            zfs,
-            "--source",
-            source,
-            "--target",
-            target,
-            "--interval",
-            "10s",
-          ],
-          /--interval: .* from 1m to 30d/,
-        ],
-        [
-          [
-            "replication",
-            "plan",
-            "--dataset",
-            zfs,
-            "--source",
-            source,
-            "--target",
-            target,
-            "--bandwidth",
-            "fast",
-          ],
-          /--bandwidth: expected bytes per second/,
-        ],
+        [plan("--interval", "10s"), /--interval: .* from 1m to 30d/],
+        [plan("--bandwidth", "fast"), /--bandwidth: expected bytes per second/],
         [
           ["replication", "plan", "--dataset", zfs, "--source", source, "--target", source],
           /--target: must be another node/,

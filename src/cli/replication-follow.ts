@@ -5,6 +5,7 @@ import {
   type StorageService,
 } from "../gen/debvisor/v1/storage_pb.js";
 import { CallError } from "./cli-errors.js";
+import { shortAge } from "./output.js";
 
 /** Options of {@link followReplication}. */
 export interface FollowOptions {
@@ -106,5 +107,5 @@ export async function* followReplication(
 function nextRunText(s: ReplicationStatus): string {
   if (s.nextRun === undefined) return "not scheduled";
   const ms = Number(s.nextRun.seconds) * 1000 - Date.now();
-  return ms <= 0 ? "due now" : `in ${Math.ceil(ms / 60_000)}m`;
+  return ms <= 0 ? "due now" : `in ${shortAge(ms)}`;
 }
