@@ -48,6 +48,8 @@ describe("hvctl storage commands against a dev daemon", () => {
   let zfs: string;
   let source: string;
   let target: string;
+  /** Every ZFS disk with its node and a node that holds no copy of it yet. */
+  let fresh: { dataset: string; source: string; target: string }[];
   /** An RBD disk of a simulated VM, as POOL/IMAGE. */
   let rbd: string;
 
@@ -96,27 +98,29 @@ describe("hvctl storage commands against a dev daemon", () => {
       disks: { backend: string; pool: string; name: string }[];
     };
     const { vms } = await json<{ vms: Vm[] }>("vm", "list");
-    const disk = (backend: string) => {
-      const vm = vms.find((v) => v.disks.some((d) => d.backend === backend));
-      const d = vm?.disks.find((x) => x.backend === backend);
-      assert.ok(vm !== undefined && d !== undefined, `the dev cluster has a ${backend} disk`);
-      return { node: vm.nodeId.id, path: `${d.pool}/${d.name}` };
-    };
-    const z = disk("BACKEND_ZFS");
-    zfs = `zfs:${z.path}`;
-    source = z.node;
-    rbd = disk("BACKEND_RBD").path;
-    // Dev mode replicates every ZFS disk to one other node; send this one to a third.
+    const disks = (backend: string) =>
+      vms.flatMap((v) =>
+        v.disks
+          .filter((d) => d.backend === backend)
+          .map((d) => ({ node: v.nodeId.id, path: `${d.pool}/${d.name}` })),
+      );
+    rbd = disks("BACKEND_RBD")[0]?.path ?? "";
+    assert.notEqual(rbd, "", "the dev cluster has an RBD disk");
+    // Dev mode replicates every ZFS disk to one other node; these go to a third, which has no copy.
     const { jobs } = await json<{
       jobs: (Job & { plan: { target: { nodeId: { id: string } } } })[];
     }>("replication", "list");
-    const seeded = jobs.filter((j) => `${j.plan.dataset.pool}/${j.plan.dataset.name}` === z.path);
     const nodes = (await json<{ nodes: { info: { id: { id: string } } }[] }>("node", "list")).nodes;
-    target =
-      nodes
+    fresh = disks("BACKEND_ZFS").map((z) => {
+      const seeded = jobs.filter((j) => `${j.plan.dataset.pool}/${j.plan.dataset.name}` === z.path);
+      const to = nodes
         .map((n) => n.info.id.id)
-        .find((id) => id !== source && !seeded.some((j) => j.plan.target.nodeId.id === id)) ?? "";
-    assert.notEqual(target, "", "a node the disk is not replicated to yet");
+        .find((id) => id !== z.node && !seeded.some((j) => j.plan.target.nodeId.id === id));
+      assert.ok(to !== undefined, `a node ${z.path} is not replicated to yet`);
+      return { dataset: `zfs:${z.path}`, source: z.node, target: to };
+    });
+    assert.ok(fresh.length >= 2, "the dev cluster has two ZFS disks");
+    ({ dataset: zfs, source, target } = fresh[0] as (typeof fresh)[0]);
   });
   after(() => daemon?.kill());
 
@@ -252,6 +256,41 @@ describe("hvctl storage commands against a dev daemon", () => {
         wide,
         /^cli-repl\s.*\sinterval=1h keep=2 bwlimit=4G\s+repl-cli-repl-\S+\s+[\d.]+ [KMG]?i?B\s+\d+s\s+2\s+0\s+-$/m,
       );
+    });
+    it("runs a job from two shells at once: one run, the other follows it to the same end", async () => {
+      const other = fresh[1] as (typeof fresh)[0];
+      await ok(
+        "replication",
+        "plan",
+        "--dataset",
+        other.dataset,
+        "--source",
+        other.source,
+        "--target",
+        other.target,
+        "--id",
+        "cli-twice",
+        "--interval",
+        "1h",
+      );
+      const both = await Promise.all([
+        hvctl("-o", "json", "replication", "run", "cli-twice"),
+        hvctl("-o", "json", "replication", "run", "cli-twice"),
+      ]);
+      for (const r of both) assert.equal(r.code, 0, r.stderr);
+      const [a, b] = both.map((r) => JSON.parse(r.stdout) as Status);
+      assert.equal(a?.state, "REPL_STATE_SUCCESS");
+      assert.equal(a?.lastSnapshotName, b?.lastSnapshotName, "the same run");
+      assert.equal(a?.successfulRuns, "1", "one run, not two");
+      assert.ok(
+        both.some((r) =>
+          /^replication cli-twice is already running \(started by the scheduler or another caller\); watching that run$/m.test(
+            r.stderr,
+          ),
+        ),
+        both.map((r) => r.stderr).join("\n"),
+      );
+      await ok("replication", "delete", "cli-twice");
     });
   });
 

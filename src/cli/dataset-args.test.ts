@@ -9,7 +9,6 @@ import {
   parseImageSnapshot,
   parseSnapshot,
 } from "./dataset-args.js";
-import { parseBandwidth } from "./replication-command.js";
 
 const { BACKEND_ZFS: ZFS, BACKEND_RBD: RBD } = StorageBackend;
 
@@ -84,19 +83,4 @@ describe("RBD image arguments", () => {
     assert.throws(() => parseImage("IMAGE", "zfs:tank/x"), UsageError);
     assert.throws(() => parseImageSnapshot("T", "zfs:tank/x@s"), UsageError);
   });
-});
-
-describe("parseBandwidth", () => {
-  for (const [text, policy] of [
-    ["50M", "50M"],
-    ["50MiB", "50M"],
-    ["1.5G", "1536M"],
-    ["2G/s", "2G"],
-    ["800k", "800K"],
-    ["1000", "1000"],
-    ["12345678", "12056K"],
-  ] as const)
-    it(`ok-${text} is bwlimit=${policy}`, () => assert.equal(parseBandwidth(text), policy));
-  for (const text of ["", "0", "fast", "50MB", "-5M", "50 parsecs"])
-    it(`fail-"${text}"`, () => assert.throws(() => parseBandwidth(text), UsageError));
 });

@@ -84,7 +84,9 @@ export async function* followReplication(
         return;
       }
       if (event.kind === "busy") {
-        note(`replication ${jobId} is already running (the scheduler's run); watching that run\n`);
+        note(
+          `replication ${jobId} is already running (started by the scheduler or another caller); watching that run\n`,
+        );
         trigger = undefined;
         continue;
       }
