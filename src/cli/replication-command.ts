@@ -145,7 +145,8 @@ export function replicationSummary(s: ReplicationStatus | undefined): string {
     case ReplicationState.REPL_STATE_FAILED:
       return `failed: ${errorOf(s)}${s.nextRun === undefined ? "" : `; the scheduler retries ${until(s.nextRun, Date.now())}`}`;
     default:
-      return STATE_NAMES[s.state] ?? "unknown";
+      // The stream ended before the run did (the daemon restarting): the run may go on.
+      return `the server stopped sending updates while the job was ${(STATE_NAMES[s.state] ?? "unknown").toLowerCase()}; watch again with hvctl replication watch ${s.jobId}`;
   }
 }
 
