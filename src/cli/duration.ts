@@ -61,3 +61,11 @@ export function splitList(text: string | undefined): string[] {
     .map((s) => s.trim())
     .filter((s) => s !== "");
 }
+
+/** Parses a whole number from `min` to `max`; a UsageError naming the flag otherwise. */
+export function parseWhole(flag: string, text: string, min: number, max: number): number {
+  const n = /^\d{1,10}$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
+  if (!(n >= min && n <= max))
+    throw new UsageError(`${flag}: expected a whole number from ${min} to ${max}, got "${text}"`);
+  return n;
+}

@@ -58,10 +58,13 @@ import { completionCommand } from "./completion-command.js";
 import { configCommand } from "./config-command.js";
 import { failoverCommand } from "./failover-command.js";
 import { withExamples } from "./help-text.js";
+import { imageCommand } from "./image-command.js";
 import { migrationCommand } from "./migration-command.js";
 import { nodeCommand } from "./node-command.js";
 import { OUTPUT_FORMATS } from "./output.js";
+import { replicationCommand } from "./replication-command.js";
 import { roleCommand } from "./role-command.js";
+import { snapshotCommand } from "./snapshot-command.js";
 import { tokenCommand } from "./token-command.js";
 import { versionCommand } from "./version-command.js";
 import { vmCommand } from "./vm-command.js";
@@ -77,6 +80,9 @@ const NOUNS: readonly Noun[] = [
   vmCommand,
   migrationCommand,
   failoverCommand,
+  snapshotCommand,
+  replicationCommand,
+  imageCommand,
   authCommand,
   apikeyCommand,
   roleCommand,
