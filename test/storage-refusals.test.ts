@@ -192,6 +192,20 @@ describe("storage refusals", () => {
           grpc.status.FAILED_PRECONDITION,
           "REPLICATION_RUNNING",
         );
+        // The snapshot being sent is in use: it cannot be deleted from under the send.
+        const { snapshots } = await w.operator.listSnapshots({ dataset: zfs("vm-g1-disk0") });
+        const sending = snapshots.at(-1);
+        assert.ok(sending?.replicationBase, "the snapshot being sent is marked in use");
+        await refused(
+          w.operator.deleteSnapshot({
+            snapshot: {
+              dataset: zfs("vm-g1-disk0"),
+              snapshotName: sending?.ref?.snapshotName ?? "",
+            },
+          }),
+          grpc.status.FAILED_PRECONDITION,
+          "SNAPSHOT_IN_USE",
+        );
       } finally {
         open();
       }

@@ -183,12 +183,13 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
           ...patch,
           updatedAtMs: big(clock.now()),
         });
-        if (!force && clock.now() - lastWrite < progressIntervalMs) return;
+        if (!force && clock.now() - lastWrite < progressIntervalMs) return writing;
         lastWrite = clock.now();
         const snapshot = status;
         writing = writing
           .then(() => writeStatus(jobId, lockRevision, snapshot, false))
           .catch((err: unknown) => log.warn({ err, jobId }, "replication progress not recorded"));
+        return writing;
       };
 
       let outcome: ReplicationStatusRecord | undefined;
@@ -219,6 +220,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
               lastSuccessAtMs: big(now),
               successfulRuns: status.successfulRuns + 1n,
               runningOn: "",
+              sendingSnapshotName: "",
               updatedAtMs: big(now),
             });
           },
@@ -244,6 +246,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
               consecutiveFailures: failures,
               nextRunAtMs: big(now + retryIn),
               runningOn: "",
+              sendingSnapshotName: "",
               updatedAtMs: big(now),
             });
           },
@@ -270,7 +273,7 @@ async function replicate(
   storage: StorageDriver,
   signal: AbortSignal,
   clock: Clock,
-  progress: (patch: Partial<ReplicationStatusRecord>, force?: boolean) => void,
+  progress: (patch: Partial<ReplicationStatusRecord>, force?: boolean) => Promise<unknown>,
   log: Logger,
 ): Promise<{ snapshot: string; bytes: number; base: string | undefined }> {
   const plan = job.plan;
@@ -293,8 +296,16 @@ async function replicate(
     });
   const label = replicationLabel(job.jobId);
   const snapshot = stampedSnapshotName(label, clock.now());
+  // Recorded before it exists, so no prune or delete can take it mid-send.
+  await progress(
+    {
+      incremental: base !== undefined,
+      baseSnapshotName: base ?? "",
+      sendingSnapshotName: snapshot,
+    },
+    true,
+  );
   await storage.createSnapshot({ dataset, name: snapshot, nodeId: source }, signal);
-  progress({ incremental: base !== undefined, baseSnapshotName: base ?? "" }, true);
   let bytes: number;
   try {
     ({ bytes } = await storage.sendSnapshot({

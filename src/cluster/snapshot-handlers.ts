@@ -65,13 +65,13 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
     if (!canClone(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
     return storage;
   };
-  /** The snapshot names replication jobs of the dataset still need as their incremental base. */
+  /** The snapshot names replication jobs of the dataset still need: their incremental bases and what they are sending now. */
   const replicationBases = async (dataset: DatasetRef, signal: AbortSignal) => {
     const key = datasetKey(dataset);
     return new Set(
       (await jobs.list(signal))
         .filter((j) => j.job.plan?.dataset !== undefined && datasetKey(j.job.plan.dataset) === key)
-        .map((j) => j.status.lastSnapshotName)
+        .flatMap((j) => [j.status.lastSnapshotName, j.status.sendingSnapshotName])
         .filter((name) => name !== ""),
     );
   };
