@@ -125,6 +125,57 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     assert.match(missing.stderr, /not found/);
   });
 
+  it("runs a migration without progress through the one waiting call (MigrateVM)", async () => {
+    const r = await json<{ status: string; migrationId: string }>(
+      "migration",
+      "run",
+      "--vm",
+      "vm-001",
+      "--target",
+      "node-01",
+      "--no-progress",
+    );
+    assert.equal(r.status, "STATUS_OK");
+    const one = await json<MigrationJson>("migration", "get", r.migrationId);
+    assert.equal(one.state, "MIGRATION_STATE_SUCCEEDED");
+    assert.equal(
+      (await json<{ nodeId?: { id?: string } }>("vm", "get", "vm-001")).nodeId?.id,
+      "node-01",
+    );
+  });
+
+  it("enrolls a machine with a one-time token (hvctl cert enroll), and the token is spent", async () => {
+    const t = await json<{ token: string; caFingerprint: string }>(
+      "token",
+      "create",
+      "--node",
+      "hv-new",
+    );
+    const out = join(dir, "enrolled");
+    const e = await json<{ subject: string }>(
+      "cert",
+      "enroll",
+      "--token",
+      t.token,
+      "--fingerprint",
+      t.caFingerprint,
+      "--out",
+      out,
+    );
+    assert.equal(e.subject, "hv-new");
+    const again = await hvctl(
+      "cert",
+      "enroll",
+      "--token",
+      t.token,
+      "--fingerprint",
+      t.caFingerprint,
+      "--out",
+      join(dir, "again"),
+    );
+    assert.equal(again.code, 3, again.stderr);
+  });
+
   it("starts detached and cancels: the vm stays on its source", async () => {
     const m = await json<MigrationJson>("migration", "run", "--vm", "vm-004", "--detach");
     assert.equal(m.source?.nodeId?.id, "node-02");

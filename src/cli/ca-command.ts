@@ -62,10 +62,7 @@ export function caCommand(cli: () => CliContext): Command {
       .option("--out <file>", "write the PEM here instead of stdout")
       .action(async (opts: { fingerprint: string; out?: string }) => {
         const ctx = cli();
-        const env = ctx.io.env.DEBVISOR_SERVER;
-        const server = ctx.options.server ?? (env === "" ? undefined : env) ?? currentServer(ctx);
-        if (server === undefined)
-          throw new UsageError("ca fetch: which server? give --server HOST:PORT");
+        const server = serverToAsk(ctx, "ca fetch");
         let pem: string;
         try {
           pem = await fetchPinnedCa(server, opts.fingerprint, ctx.timeoutMs);
@@ -84,6 +81,19 @@ export function caCommand(cli: () => CliContext): Command {
     "hvctl ca fetch --server hv-ctl.example:7443 --fingerprint sha256:1f2e... --out ~/.config/debvisor/ca.pem",
   );
   return ca;
+}
+
+/**
+ * The server a command that needs no credential talks to: --server, then
+ * DEBVISOR_SERVER, then the current context's; a UsageError naming `command`
+ * when none is set.
+ */
+export function serverToAsk(ctx: CliContext, command: string): string {
+  const env = ctx.io.env.DEBVISOR_SERVER;
+  const server = ctx.options.server ?? (env === "" ? undefined : env) ?? currentServer(ctx);
+  if (server === undefined)
+    throw new UsageError(`${command}: which server? give --server HOST:PORT`);
+  return server;
 }
 
 function currentServer(ctx: CliContext): string | undefined {

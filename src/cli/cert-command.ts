@@ -9,6 +9,7 @@ import {
   EnrollmentService,
 } from "../gen/debvisor/v1/pki_pb.js";
 import { createCsr } from "../pki/index.js";
+import { addEnrollCommand } from "./cert-enroll.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { parseDuration, splitList } from "./duration.js";
@@ -175,5 +176,6 @@ export function certCommand(cli: () => CliContext): Command {
     "hvctl cert renew",
     "hvctl --context alice cert renew -o json",
   );
+  addEnrollCommand(cert, cli);
   return cert;
 }

@@ -1,4 +1,5 @@
 import { Command, Option } from "commander";
+import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
   type Migration,
   MigrationKind,
@@ -185,14 +186,33 @@ export function migrationCommand(cli: () => CliContext): Command {
       .option("--target <node>", "where to (default: the planner picks the best node)")
       .option("--allow-downtime", "move it stopped when it cannot move live")
       .option("--detach", "print the migration id and return at once")
+      .option(
+        "--no-progress",
+        "wait for the end without progress (one MigrateVM call, bounded by --timeout)",
+      )
       .action(
         async (opts: {
           vm: string;
           target?: string;
           allowDowntime?: boolean;
           detach?: boolean;
+          progress: boolean;
         }) => {
           const ctx = cli();
+          if (!opts.progress) {
+            const r = await ctx.client(MigrationService).migrateVM({
+              vm: { vmId: opts.vm },
+              ...(opts.target === undefined ? {} : { target: { nodeId: { id: opts.target } } }),
+              allowDowntime: opts.allowDowntime === true,
+            });
+            const ok = r.status === StatusCode.STATUS_OK;
+            ctx.print(
+              { status: StatusCode[r.status], message: r.message, migrationId: r.migrationId },
+              () => `migration ${r.migrationId}: ${ok ? "succeeded" : "failed"}: ${r.message}\n`,
+            );
+            if (!ok) ctx.setExitCode(1);
+            return;
+          }
           const m = await ctx.client(MigrationService).startMigration({
             vm: { vmId: opts.vm },
             ...(opts.target === undefined ? {} : { target: { nodeId: { id: opts.target } } }),
@@ -211,6 +231,7 @@ export function migrationCommand(cli: () => CliContext): Command {
     "hvctl migration run --vm vm-001",
     "hvctl migration run --vm vm-004 --target node-02 --allow-downtime",
     "hvctl migration run --vm vm-001 --detach",
+    "hvctl --timeout 10m migration run --vm vm-001 --no-progress",
   );
 
   withExamples(
