@@ -22,6 +22,7 @@ import {
 import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import {
   GetNodeRequestSchema,
+  HealthSchema,
   ListNodesRequestSchema,
   NodeDetailSchema,
   NodeInfoSchema,
@@ -83,6 +84,9 @@ describe("the RPC server over TLS", () => {
         "sim",
       );
     }
+    await inventory.heartbeat(
+      create(HealthSchema, { nodeId: { id: "n1" }, timestamp: { seconds: 1n } }),
+    );
     server = await startRpcServer({
       listen: "127.0.0.1:0",
       tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
@@ -129,6 +133,22 @@ describe("the RPC server over TLS", () => {
     assert.equal(error, undefined);
     assert.equal(fromBinary(NodeListSchema, response as Buffer).nodes.length, 3);
     assert.match(String(trailers?.get("x-request-id")[0]), /^[0-9a-f-]{36}$/);
+    ch.close();
+  });
+
+  it("sends a cluster-wide caller's ListNodes in the inventory's encoding, which decodes the same", async () => {
+    const ch = admin();
+    const { response, error } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(error, undefined);
+    const list = fromBinary(NodeListSchema, response as Buffer);
+    assert.deepEqual(
+      list.nodes.map((n) => n.info?.id?.id),
+      ["n1", "n2", "n3"],
+    );
+    // Encoded afresh, each summary's fields would be in field-number order; the
+    // inventory's encoding puts the time-dependent ones (readiness: 3) after the
+    // record's (n1's last_heartbeat: 4).
+    assert.notDeepEqual(response, Buffer.from(toBinary(NodeListSchema, list)));
     ch.close();
   });
 

@@ -19,6 +19,11 @@ import {
   mirrorPrefix,
   type PrefixMirror,
 } from "../store/index.js";
+import {
+  encodeLiveFields,
+  encodeRecordFields,
+  type SummaryEncoding,
+} from "./node-list-encoding.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /** Options of {@link createInventory}. */
@@ -51,6 +56,13 @@ export interface Inventory {
   heartbeat(health: Health, signal?: AbortSignal): Promise<boolean>;
   /** Every node with readiness computed now, sorted by id. */
   listNodes(signal?: AbortSignal): Promise<NodeSummary[]>;
+  /**
+   * The protobuf encoding of a summary exactly as listNodes returned it (the
+   * object itself, unchanged), or undefined for any other object, such as a
+   * copy scoped to a tenant. The part that changes only with the node's
+   * record is cached per record revision, for current records only.
+   */
+  encodedSummary(summary: NodeSummary): SummaryEncoding | undefined;
   /** One node and its VMs, or undefined. */
   getNode(
     id: string,
@@ -94,15 +106,20 @@ export function createInventory(options: InventoryOptions): Inventory {
     rev: kv.modRevision,
     rec: decodeMessage(NodeRecordSchema, kv),
   });
-  async function records(): Promise<Map<string, NodeRecord>> {
+  async function versions(): Promise<Map<string, Versioned>> {
     mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
     const seen = (await mirror).values();
-    const out = new Map<string, NodeRecord>();
+    const out = new Map<string, Versioned>();
     for (const [id, v] of seen) {
       const mine = written.get(id);
-      out.set(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
+      out.set(id, mine !== undefined && mine.rev > v.rev ? mine : v);
     }
-    for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
+    for (const [id, v] of written) if (!out.has(id)) out.set(id, v);
+    return out;
+  }
+  async function records(): Promise<Map<string, NodeRecord>> {
+    const out = new Map<string, NodeRecord>();
+    for (const [id, v] of await versions()) out.set(id, v.rec);
     return out;
   }
   async function cachedVersion(id: string) {
@@ -115,6 +132,17 @@ export function createInventory(options: InventoryOptions): Inventory {
   function remember(id: string, rev: number, rec: NodeRecord) {
     const prev = written.get(id);
     if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
+  }
+
+  /** Where each summary listNodes returned came from, for encodedSummary. */
+  const origins = new WeakMap<NodeSummary, { readonly id: string; readonly from: Versioned }>();
+  /** Per node: the encoding of its current record's fields (encodeRecordFields). */
+  const recordBytes = new Map<string, { readonly from: Versioned; readonly bytes: Uint8Array }>();
+  /** Keeps recordBytes to the current records: entries of older revisions and gone nodes go. */
+  function pruneRecordBytes(current: Map<string, Versioned>) {
+    for (const [id, entry] of recordBytes) {
+      if (current.get(id) !== entry.from) recordBytes.delete(id);
+    }
   }
 
   function summarize(rec: NodeRecord, now: number): NodeSummary {
@@ -203,9 +231,31 @@ export function createInventory(options: InventoryOptions): Inventory {
     async listNodes(signal) {
       signal?.throwIfAborted();
       const now = clock.now();
+      const current = await versions();
+      if (recordBytes.size > 0) pruneRecordBytes(current);
       const out: NodeSummary[] = [];
-      for (const rec of (await records()).values()) out.push(summarize(rec, now));
+      for (const [id, from] of current) {
+        const summary = summarize(from.rec, now);
+        origins.set(summary, { id, from });
+        out.push(summary);
+      }
       return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
+    },
+    encodedSummary(summary) {
+      const origin = origins.get(summary);
+      if (origin === undefined) return undefined;
+      const cached = recordBytes.get(origin.id);
+      let record: Uint8Array;
+      if (cached !== undefined && cached.from === origin.from) {
+        record = cached.bytes;
+      } else {
+        record = encodeRecordFields(summary);
+        // A summary listed before a newer revision arrived is encoded, not cached.
+        if (cached === undefined || cached.from.rev <= origin.from.rev) {
+          recordBytes.set(origin.id, { from: origin.from, bytes: record });
+        }
+      }
+      return { record, live: encodeLiveFields(summary) };
     },
     async getNode(id, signal) {
       signal?.throwIfAborted();

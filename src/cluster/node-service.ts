@@ -17,6 +17,7 @@ import {
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
+import { attachNodeListEncoding } from "./node-list-encoding.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
 
 /** Dependencies of the NodeService handlers. */
@@ -63,10 +64,14 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       async listNodes(req, ctx) {
         const nodes = (await inventory.listNodes(ctx.signal)).filter((n) => matches(n, req));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
-        return {
+        const list = {
           nodes: page.items.map((n) => scopeNode(n, ctx.tenant)),
           nextPageToken: page.nextPageToken,
         };
+        // Cluster-wide callers get the summaries as listed, whose encodings the
+        // inventory keeps; a tenant's view leaves VMs out and is encoded as usual.
+        if (ctx.tenant !== undefined) return list;
+        return attachNodeListEncoding(list, (n) => inventory.encodedSummary(n));
       },
       async getNode(req, ctx) {
         const found = await inventory.getNode(req.id?.id ?? "", ctx.signal);
