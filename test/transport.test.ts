@@ -22,7 +22,6 @@ import {
 import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import {
   GetNodeRequestSchema,
-  HealthSchema,
   ListNodesRequestSchema,
   NodeDetailSchema,
   NodeInfoSchema,
@@ -84,9 +83,7 @@ describe("the RPC server over TLS", () => {
         "sim",
       );
     }
-    await inventory.heartbeat(
-      create(HealthSchema, { nodeId: { id: "n1" }, timestamp: { seconds: 1n } }),
-    );
+    await inventory.cordon("n3", true);
     server = await startRpcServer({
       listen: "127.0.0.1:0",
       tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
@@ -136,7 +133,7 @@ describe("the RPC server over TLS", () => {
     ch.close();
   });
 
-  it("sends a cluster-wide caller's ListNodes in the inventory's encoding, which decodes the same", async () => {
+  it("sends a cluster-wide caller's ListNodes in its kept encoding, which decodes the same", async () => {
     const ch = admin();
     const { response, error } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
     assert.equal(error, undefined);
@@ -145,9 +142,9 @@ describe("the RPC server over TLS", () => {
       list.nodes.map((n) => n.info?.id?.id),
       ["n1", "n2", "n3"],
     );
-    // Encoded afresh, each summary's fields would be in field-number order; the
-    // inventory's encoding puts the time-dependent ones (readiness: 3) after the
-    // record's (n1's last_heartbeat: 4).
+    // Encoded afresh, each summary's fields would be in field-number order;
+    // ListNodes puts the time-dependent ones (readiness: 3) after those kept
+    // from the record (n3's cordoned: 6).
     assert.notDeepEqual(response, Buffer.from(toBinary(NodeListSchema, list)));
     ch.close();
   });

@@ -19,11 +19,6 @@ import {
   mirrorPrefix,
   type PrefixMirror,
 } from "../store/index.js";
-import {
-  encodeLiveFields,
-  encodeRecordFields,
-  type SummaryEncoding,
-} from "./node-list-encoding.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /** Options of {@link createInventory}. */
@@ -56,13 +51,6 @@ export interface Inventory {
   heartbeat(health: Health, signal?: AbortSignal): Promise<boolean>;
   /** Every node with readiness computed now, sorted by id. */
   listNodes(signal?: AbortSignal): Promise<NodeSummary[]>;
-  /**
-   * The protobuf encoding of a summary exactly as listNodes returned it (the
-   * object itself, unchanged), or undefined for any other object, such as a
-   * copy scoped to a tenant. The part that changes only with the node's
-   * record is cached per record revision, for current records only.
-   */
-  encodedSummary(summary: NodeSummary): SummaryEncoding | undefined;
   /** One node and its VMs, or undefined. */
   getNode(
     id: string,
@@ -106,20 +94,15 @@ export function createInventory(options: InventoryOptions): Inventory {
     rev: kv.modRevision,
     rec: decodeMessage(NodeRecordSchema, kv),
   });
-  async function versions(): Promise<Map<string, Versioned>> {
+  async function records(): Promise<Map<string, NodeRecord>> {
     mirror ??= mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
     const seen = (await mirror).values();
-    const out = new Map<string, Versioned>();
+    const out = new Map<string, NodeRecord>();
     for (const [id, v] of seen) {
       const mine = written.get(id);
-      out.set(id, mine !== undefined && mine.rev > v.rev ? mine : v);
+      out.set(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
     }
-    for (const [id, v] of written) if (!out.has(id)) out.set(id, v);
-    return out;
-  }
-  async function records(): Promise<Map<string, NodeRecord>> {
-    const out = new Map<string, NodeRecord>();
-    for (const [id, v] of await versions()) out.set(id, v.rec);
+    for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
     return out;
   }
   async function cachedVersion(id: string) {
@@ -134,17 +117,6 @@ export function createInventory(options: InventoryOptions): Inventory {
     if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
   }
 
-  /** Where each summary listNodes returned came from, for encodedSummary. */
-  const origins = new WeakMap<NodeSummary, { readonly id: string; readonly from: Versioned }>();
-  /** Per node: the encoding of its current record's fields (encodeRecordFields). */
-  const recordBytes = new Map<string, { readonly from: Versioned; readonly bytes: Uint8Array }>();
-  /** Keeps recordBytes to the current records: entries of older revisions and gone nodes go. */
-  function pruneRecordBytes(current: Map<string, Versioned>) {
-    for (const [id, entry] of recordBytes) {
-      if (current.get(id) !== entry.from) recordBytes.delete(id);
-    }
-  }
-
   function summarize(rec: NodeRecord, now: number): NodeSummary {
     const heard = rec.health !== undefined;
     const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
@@ -157,7 +129,11 @@ export function createInventory(options: InventoryOptions): Inventory {
       vcpus += vm.vcpus;
       memory += vm.memoryBytes;
     }
-    return create(NodeSummarySchema, {
+    // A literal rather than create(): proto3 messages are plain objects, and
+    // ListNodes builds one per node per call. The record's info and health
+    // objects are shared, as create() would share them.
+    return {
+      $typeName: NodeSummarySchema.typeName,
       info: rec.info,
       health: rec.health,
       readiness: ready ? NodeReadiness.READY : NodeReadiness.NOT_READY,
@@ -168,7 +144,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       vcpusAllocated: vcpus,
       memoryAllocatedBytes: memory,
       notReadyForMs: ready ? 0n : BigInt(Math.max(0, now - since)),
-    });
+    } satisfies NodeSummary;
   }
 
   /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */
@@ -231,31 +207,9 @@ export function createInventory(options: InventoryOptions): Inventory {
     async listNodes(signal) {
       signal?.throwIfAborted();
       const now = clock.now();
-      const current = await versions();
-      if (recordBytes.size > 0) pruneRecordBytes(current);
       const out: NodeSummary[] = [];
-      for (const [id, from] of current) {
-        const summary = summarize(from.rec, now);
-        origins.set(summary, { id, from });
-        out.push(summary);
-      }
+      for (const rec of (await records()).values()) out.push(summarize(rec, now));
       return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
-    },
-    encodedSummary(summary) {
-      const origin = origins.get(summary);
-      if (origin === undefined) return undefined;
-      const cached = recordBytes.get(origin.id);
-      let record: Uint8Array;
-      if (cached !== undefined && cached.from === origin.from) {
-        record = cached.bytes;
-      } else {
-        record = encodeRecordFields(summary);
-        // A summary listed before a newer revision arrived is encoded, not cached.
-        if (cached === undefined || cached.from.rev <= origin.from.rev) {
-          recordBytes.set(origin.id, { from: origin.from, bytes: record });
-        }
-      }
-      return { record, live: encodeLiveFields(summary) };
     },
     async getNode(id, signal) {
       signal?.throwIfAborted();
