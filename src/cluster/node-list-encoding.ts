@@ -84,8 +84,11 @@ export function encodeLiveFields(summary: NodeSummary): number[] {
  * fields are encoded. Returns `out`.
  */
 export function pushVarint(out: number[], value: number | bigint): number[] {
-  if (typeof value === "number" && value >= 0 && value <= 0xffffffff) {
-    let v = value;
+  // Most values (ages, seconds, lengths) fit 32 bits: plain numbers, no BigInt arithmetic.
+  const small =
+    typeof value === "bigint" ? (value >= 0n && value <= 0xffffffffn ? Number(value) : -1) : value;
+  if (small >= 0 && small <= 0xffffffff) {
+    let v = small;
     while (v > 0x7f) {
       out.push((v & 0x7f) | 0x80);
       v = Math.floor(v / 128);
