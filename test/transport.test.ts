@@ -5,23 +5,30 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { createServiceClient } from "../src/client/index.js";
 import { createInventory, createNodeService } from "../src/cluster/index.js";
 import {
+  attachEncoding,
   createManualClock,
   defineService,
+  notImplemented,
   type ServiceBinding,
   silentLogger,
   validationStage,
 } from "../src/core/index.js";
 import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import {
+  GetNodeRequestSchema,
   ListNodesRequestSchema,
+  NodeDetailSchema,
   NodeInfoSchema,
   NodeListSchema,
   NodeService,
+  type NodeSummary,
+  NodeSummarySchema,
 } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { BadRequestSchema } from "../src/gen/google/rpc/error_details_pb.js";
@@ -76,6 +83,7 @@ describe("the RPC server over TLS", () => {
         "sim",
       );
     }
+    await inventory.cordon("n3", true);
     server = await startRpcServer({
       listen: "127.0.0.1:0",
       tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
@@ -122,6 +130,22 @@ describe("the RPC server over TLS", () => {
     assert.equal(error, undefined);
     assert.equal(fromBinary(NodeListSchema, response as Buffer).nodes.length, 3);
     assert.match(String(trailers?.get("x-request-id")[0]), /^[0-9a-f-]{36}$/);
+    ch.close();
+  });
+
+  it("sends a cluster-wide caller's ListNodes in its kept encoding, which decodes the same", async () => {
+    const ch = admin();
+    const { response, error } = await rawUnary(ch, LIST_NODES, Buffer.alloc(0));
+    assert.equal(error, undefined);
+    const list = fromBinary(NodeListSchema, response as Buffer);
+    assert.deepEqual(
+      list.nodes.map((n) => n.info?.id?.id),
+      ["n1", "n2", "n3"],
+    );
+    // Encoded afresh, each summary's fields would be in field-number order;
+    // ListNodes puts the time-dependent ones (readiness: 3) after those kept
+    // from the record (n3's cordoned: 6).
+    assert.notDeepEqual(response, Buffer.from(toBinary(NodeListSchema, list)));
     ch.close();
   });
 
@@ -247,5 +271,104 @@ describe("the RPC server over TLS", () => {
     });
     assert.notEqual(outcome, "connected");
     assert.match(outcome, /VERSION|PROTOCOL|ALERT/);
+  });
+});
+
+/** NodeList { nodes: [summary], next_page_token } with the token first: valid, and not what toBinary writes. */
+function tokenFirst(summary: NodeSummary, nextPageToken: string): Uint8Array {
+  return new BinaryWriter()
+    .tag(2, WireType.LengthDelimited)
+    .string(nextPageToken)
+    .tag(1, WireType.LengthDelimited)
+    .bytes(toBinary(NodeSummarySchema, summary))
+    .finish();
+}
+
+describe("a handler's attached encoding of its answer", () => {
+  let pki: TestPki;
+  let server: RpcServer;
+  const config = parseConfig({});
+  const summary = create(NodeSummarySchema, { info: { id: { id: "n1" } }, vmCount: 2 });
+
+  before(async () => {
+    pki = await createTestPki();
+    const service = defineService(
+      NodeService,
+      {
+        registerNode: { permission: null, mutating: true, access: "public" },
+        heartbeat: { permission: null, mutating: true, access: "public" },
+        listNodes: { permission: null, mutating: false, access: "public" },
+        getNode: { permission: null, mutating: false, access: "public" },
+        cordonNode: { permission: null, mutating: true, access: "public" },
+        uncordonNode: { permission: null, mutating: true, access: "public" },
+        drainNode: { permission: null, mutating: true, access: "public" },
+      },
+      {
+        registerNode: notImplemented,
+        heartbeat: notImplemented,
+        async listNodes(req) {
+          const list = { nodes: [summary], nextPageToken: req.zone.repeat(req.pageSize) };
+          return attachEncoding(list, NodeListSchema, tokenFirst(summary, list.nextPageToken));
+        },
+        async getNode() {
+          // Bytes of another message type: the adapter must not send them as a NodeDetail.
+          const detail = { summary };
+          return attachEncoding(detail, NodeListSchema, tokenFirst(summary, "x"));
+        },
+        cordonNode: notImplemented,
+        uncordonNode: notImplemented,
+        async *drainNode() {},
+      },
+    );
+    server = await startRpcServer({
+      listen: "127.0.0.1:0",
+      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
+      tlsOptions: config.tls,
+      limits: { ...config.limits, maxResponseBytes: 4096 },
+      services: [service],
+      stages: [],
+      observer: { onStart() {}, onEnd() {} },
+      logger: silentLogger,
+    });
+  });
+  after(async () => {
+    await server.shutdown(1000);
+  });
+
+  const call = async (path: string, request: Uint8Array) => {
+    const ch = testChannel(server.address, { caPem: pki.ca.certPem });
+    try {
+      return await rawUnary(ch, path, Buffer.from(request));
+    } finally {
+      ch.close();
+    }
+  };
+  const listNodes = (zone: string, pageSize: number) =>
+    call(
+      LIST_NODES,
+      toBinary(ListNodesRequestSchema, create(ListNodesRequestSchema, { zone, pageSize })),
+    );
+
+  it("sends the attached bytes as they are", async () => {
+    const { response, error } = await listNodes("t", 1);
+    assert.equal(error, undefined);
+    assert.deepEqual(new Uint8Array(response as Buffer), tokenFirst(summary, "t"));
+  });
+
+  it("still refuses attached bytes over the response size limit", async () => {
+    const { error, trailers } = await listNodes("t", 5000);
+    assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.equal(trailers?.get("debvisor-error-reason")[0], "MESSAGE_TOO_LARGE");
+  });
+
+  it("encodes the answer itself when the bytes were attached for another message type", async () => {
+    const request = create(GetNodeRequestSchema, { id: { id: "n1" } });
+    const { response, error } = await call(
+      "/debvisor.v1.NodeService/GetNode",
+      toBinary(GetNodeRequestSchema, request),
+    );
+    assert.equal(error, undefined);
+    const detail = create(NodeDetailSchema, { summary });
+    assert.deepEqual(new Uint8Array(response as Buffer), toBinary(NodeDetailSchema, detail));
   });
 });

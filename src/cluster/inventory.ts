@@ -153,7 +153,11 @@ export function createInventory(options: InventoryOptions): Inventory {
       vcpus += vm.vcpus;
       memory += vm.memoryBytes;
     }
-    return create(NodeSummarySchema, {
+    // A literal rather than create(): proto3 messages are plain objects, and
+    // ListNodes builds one per node per call. The record's info and health
+    // objects are shared, as create() would share them.
+    return {
+      $typeName: NodeSummarySchema.typeName,
       info: rec.info,
       health: rec.health,
       readiness: ready ? NodeReadiness.READY : NodeReadiness.NOT_READY,
@@ -164,7 +168,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       vcpusAllocated: vcpus,
       memoryAllocatedBytes: memory,
       notReadyForMs: ready ? 0n : BigInt(Math.max(0, now - since)),
-    });
+    } satisfies NodeSummary;
   }
 
   /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */

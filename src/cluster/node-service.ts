@@ -17,6 +17,7 @@ import {
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
+import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
 
 /** Dependencies of the NodeService handlers. */
@@ -29,6 +30,8 @@ export interface NodeServiceDeps {
 /** NodeService: registration, heartbeats and the node listing. */
 export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   const { inventory } = deps;
+  /** ListNodes answers cluster-wide callers with bytes built from each node's kept encoding. */
+  const encoder = createSummaryEncoder();
   return defineService(
     NodeService,
     {
@@ -61,12 +64,17 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async listNodes(req, ctx) {
-        const nodes = (await inventory.listNodes(ctx.signal)).filter((n) => matches(n, req));
+        const all = await inventory.listNodes(ctx.signal);
+        const nodes = all.filter((n) => matches(n, req));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
-        return {
+        const list = {
           nodes: page.items.map((n) => scopeNode(n, ctx.tenant)),
           nextPageToken: page.nextPageToken,
         };
+        // A tenant's view leaves other tenants' VMs out: encoded as usual.
+        if (ctx.tenant !== undefined) return list;
+        encoder.retain(all);
+        return attachNodeListEncoding(list, encoder);
       },
       async getNode(req, ctx) {
         const found = await inventory.getNode(req.id?.id ?? "", ctx.signal);

@@ -26,6 +26,7 @@ export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
 export type { Invocation, Next, Stage } from "./pipeline.js";
 export { composeStages, principalOf, validationStage, withPrincipal } from "./pipeline.js";
+export { attachEncoding, preEncoded } from "./pre-encoded.js";
 export type { Reason, ReasonSpec } from "./reasons.js";
 export { allReasons, REASONS } from "./reasons.js";
 export type { FieldViolation } from "./request-validator.js";

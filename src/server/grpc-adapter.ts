@@ -13,6 +13,7 @@ import {
   type Logger,
   type Next,
   type PeerCertificate,
+  preEncoded,
   RpcError,
   type ServiceBinding,
   type Stage,
@@ -147,7 +148,8 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
   }
 
   function encode(schema: DescMessage, init: unknown): Buffer {
-    const bytes = toBinary(schema, create(schema, init as never));
+    // A handler may have attached the encoding already (core attachEncoding).
+    const bytes = preEncoded(init, schema) ?? toBinary(schema, create(schema, init as never));
     if (bytes.byteLength > options.maxResponseBytes) {
       throw new RpcError("MESSAGE_TOO_LARGE", {
         message: "response exceeds the size limit; ask for a smaller page",

@@ -36,16 +36,64 @@ export function createLogger(level: string, file?: string): DaemonLogger {
     },
     destination,
   );
-  const wrap = (l: pino.Logger): DaemonLogger => ({
-    debug: (o, m) => l.debug(o, m),
-    info: (o, m) => l.info(o, m),
-    warn: (o, m) => l.warn(o, m),
-    error: (o, m) => l.error(o, m),
-    child: (b) => wrap(l.child(b)),
+  return {
+    debug: (o, m) => root.debug(o, m),
+    info: (o, m) => root.info(o, m),
+    warn: (o, m) => root.warn(o, m),
+    error: (o, m) => root.error(o, m),
+    child: (b) => new LazyChild(root, root, b),
     setLevel: (lv) => {
-      l.level = lv;
+      root.level = lv;
     },
     flush: () => destination.flushSync(),
-  });
-  return wrap(root);
+  };
+}
+
+/**
+ * A child logger that becomes a pino child on its first line at an enabled
+ * level. Every call gets one (and another once authenticated), most never
+ * log, and pino's child() serializes and redacts its bindings right away.
+ * Like pino's own children, it follows the root's level (SIGHUP reload).
+ */
+class LazyChild implements Logger {
+  #logger: pino.Logger | undefined;
+  readonly #bindings: Record<string, unknown>;
+
+  constructor(
+    private readonly root: pino.Logger,
+    private readonly parent: pino.Logger | LazyChild,
+    bindings: Record<string, unknown>,
+  ) {
+    // Copied: what the caller does to its object later does not reach the log.
+    this.#bindings = { ...bindings };
+  }
+
+  #pino(): pino.Logger {
+    if (this.#logger === undefined) {
+      const parent = this.parent instanceof LazyChild ? this.parent.#pino() : this.parent;
+      this.#logger = parent.child(this.#bindings);
+    }
+    return this.#logger;
+  }
+
+  #at(level: pino.Level, obj: object, msg: string | undefined): void {
+    if (!this.root.isLevelEnabled(level)) return;
+    this.#pino()[level](obj, msg);
+  }
+
+  debug(obj: object, msg?: string): void {
+    this.#at("debug", obj, msg);
+  }
+  info(obj: object, msg?: string): void {
+    this.#at("info", obj, msg);
+  }
+  warn(obj: object, msg?: string): void {
+    this.#at("warn", obj, msg);
+  }
+  error(obj: object, msg?: string): void {
+    this.#at("error", obj, msg);
+  }
+  child(bindings: Record<string, unknown>): Logger {
+    return new LazyChild(this.root, this, bindings);
+  }
 }
