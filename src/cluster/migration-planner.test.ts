@@ -192,6 +192,32 @@ describe("migration planning", () => {
     );
   });
 
+  it("asks a catalogue that can list copies once per disk, not once per candidate", async () => {
+    let listed = 0;
+    let asked = 0;
+    const p = createPlanner({
+      executors: createLocalExecutors((id) => driver(id)),
+      replicas: {
+        hasReplica: async () => {
+          asked++;
+          return false;
+        },
+        replicasOf: async () => {
+          listed++;
+          return [{ nodeId: "c" }];
+        },
+      },
+    });
+    const zfs = vm({
+      disks: [{ backend: StorageBackend.BACKEND_ZFS, pool: "tank", name: "vm-1-disk0" }],
+    });
+    const plan = await p.plan(
+      input({ vm: zfs, target: undefined, nodes: [node("a"), node("b"), node("c"), node("d")] }),
+    );
+    assert.equal(plan.target, "c", "the only node holding a copy");
+    assert.deepEqual([listed, asked], [1, 0]);
+  });
+
   it("counts reservations of in-flight migrations against the target", async () => {
     const reserved = new Map([["b", { vcpus: 0, memoryBytes: 60n * GIB }]]);
     assert.match(

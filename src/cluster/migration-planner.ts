@@ -6,6 +6,8 @@ import type { Executors } from "./executors.js";
 /** Whether a ZFS dataset has a replica on a node (kept by ZFS replication jobs). */
 export interface ReplicaLookup {
   hasReplica(dataset: DatasetRef, nodeId: string, signal?: AbortSignal): Promise<boolean>;
+  /** Every node holding a copy: when present, asked once per plan instead of once per candidate. */
+  replicasOf?(dataset: DatasetRef, signal?: AbortSignal): Promise<readonly { nodeId: string }[]>;
 }
 
 /** A catalogue that knows no replicas: ZFS datasets stay where they are. */
@@ -93,7 +95,7 @@ export function createPlanner(options: PlannerOptions): Planner {
     source: NodeSummary,
     target: NodeSummary | undefined,
     targetId: string,
-    signal: AbortSignal | undefined,
+    replicaOf: ReplicaTest,
   ): Promise<{ checks: Check[]; live: boolean }> {
     const { vm } = input;
     const sourceId = source.info?.id?.id ?? "";
@@ -133,7 +135,7 @@ export function createPlanner(options: PlannerOptions): Planner {
       `${targetId} has ${gib(room.memory)} free after reservations; vm needs ${gib(vm.memoryBytes)}`,
     );
     checks.push(cpuCheck(vm, source, target));
-    checks.push(await storageCheck(vm, sourceId, target, options.replicas, signal));
+    checks.push(await storageCheck(vm, sourceId, target, replicaOf));
     if (input.failover) return { checks, live: false };
 
     const running = vm.state === VmState.RUNNING;
@@ -172,6 +174,7 @@ export function createPlanner(options: PlannerOptions): Planner {
   return {
     async plan(input, signal) {
       const { vm } = input;
+      const replicaOf = await replicaTest(vm, options.replicas, signal);
       const byId = new Map(input.nodes.map((n) => [n.info?.id?.id ?? "", n]));
       const sourceId = vm.nodeId?.id ?? "";
       const source = byId.get(sourceId);
@@ -223,7 +226,7 @@ export function createPlanner(options: PlannerOptions): Planner {
           source,
           byId.get(input.target),
           input.target,
-          signal,
+          replicaOf,
         );
         const all = [...head, ...checks];
         return {
@@ -243,7 +246,7 @@ export function createPlanner(options: PlannerOptions): Planner {
       for (const node of input.nodes) {
         const id = node.info?.id?.id ?? "";
         if (id === sourceId) continue;
-        const { checks, live } = await checkTarget(input, source, node, id, signal);
+        const { checks, live } = await checkTarget(input, source, node, id, replicaOf);
         const failed = checks.find((c) => !c.passed);
         if (failed === undefined) {
           const room = free(node, input.reserved);
@@ -323,12 +326,30 @@ function cpuCheck(vm: VmInfo, source: NodeSummary, target: NodeSummary): Check {
   };
 }
 
+/** Whether a ZFS disk has a copy on a node. */
+type ReplicaTest = (disk: DatasetRef, nodeId: string) => Promise<boolean>;
+
+/** The replica test of one plan: the catalogue asked once per disk when it can list copies. */
+async function replicaTest(
+  vm: VmInfo,
+  replicas: ReplicaLookup,
+  signal: AbortSignal | undefined,
+): Promise<ReplicaTest> {
+  const list = replicas.replicasOf?.bind(replicas);
+  if (list === undefined) return (disk, nodeId) => replicas.hasReplica(disk, nodeId, signal);
+  const byDisk = new Map<DatasetRef, Set<string>>();
+  for (const disk of vm.disks) {
+    if (disk.backend === StorageBackend.BACKEND_ZFS)
+      byDisk.set(disk, new Set((await list(disk, signal)).map((r) => r.nodeId)));
+  }
+  return async (disk, nodeId) => byDisk.get(disk)?.has(nodeId) ?? false;
+}
+
 async function storageCheck(
   vm: VmInfo,
   sourceId: string,
   target: NodeSummary,
-  replicas: ReplicaLookup,
-  signal: AbortSignal | undefined,
+  hasReplica: ReplicaTest,
 ): Promise<Check> {
   const tId = target.info?.id?.id ?? "";
   const pools = target.info?.sharedPools ?? [];
@@ -342,7 +363,7 @@ async function storageCheck(
           reason: `${tId} does not reach RBD pool ${disk.pool} (disk ${name})`,
         };
     } else if (disk.backend === StorageBackend.BACKEND_ZFS) {
-      if (!(await replicas.hasReplica(disk, tId, signal)))
+      if (!(await hasReplica(disk, tId)))
         return {
           name: "storage_reachable",
           passed: false,
