@@ -110,6 +110,33 @@ function counting(): Logger & { succeeded: number } {
 }
 
 describe("the replication scheduler", () => {
+  it("sends nothing once the dataset's vm runs elsewhere than the job's source", async () => {
+    const store = sqlite();
+    const clock = createManualClock(START);
+    const sim = storage(clock, ["vm-1-disk0"]);
+    let owner = "n1";
+    const { jobs, scheduler } = await oneJob(store, sim, clock, { ownerNode: async () => owner });
+    await scheduler.tick();
+    assert.equal(
+      (await jobs.get("vm-1-disk0-to-n2"))?.status.state,
+      ReplicationState.REPL_STATE_SUCCESS,
+    );
+    const onTarget = await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2");
+    // The vm migrated to the job's target: n1 now holds a stale copy.
+    owner = "n2";
+    clock.advance(20 * MIN);
+    await scheduler.tick();
+    const s = (await jobs.get("vm-1-disk0-to-n2"))?.status;
+    assert.equal(s?.state, ReplicationState.REPL_STATE_FAILED);
+    assert.equal(s?.lastErrorReason, "REPLICATION_SOURCE_MOVED");
+    assert.match(s?.lastError ?? "", /now runs on n2/);
+    assert.deepEqual(
+      await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2"),
+      onTarget,
+      "nothing sent",
+    );
+  });
+
   it("retries a replication that fails halfway, with growing backoff, until it succeeds", async () => {
     const store = sqlite();
     const clock = createManualClock(START);

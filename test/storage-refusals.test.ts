@@ -173,6 +173,32 @@ describe("storage refusals", () => {
       assert.match(generated.jobId, /^repl-[0-9a-f]{10}$/);
     });
 
+    it("keeps a deleted job's last snapshot as the base a new job for the same pair needs", async () => {
+      const disk = zfs("vm-a1-disk0");
+      const pair = (jobId: string) => plan({ jobId, dataset: disk, target: n("n3") });
+      await w.operator.planZfsReplication(pair("old-pair"));
+      const first = await w.operator.runZfsReplication({ jobId: "old-pair" });
+      assert.equal(first.state, ReplicationState.REPL_STATE_SUCCESS, first.lastError);
+      const base = first.lastSnapshotName;
+      await w.operator.deleteReplicationJob({ jobId: "old-pair" });
+      // Deleting and planning again is how a policy changes; the data on n3 stays.
+      await w.operator.planZfsReplication(pair("new-pair"));
+      w.clock.advance(MIN);
+      await w.operator.createSnapshot({ dataset: disk, label: "later" });
+      const pruned = await w.operator.pruneSnapshots({
+        dataset: disk,
+        policy: { keepLast: 1, keepDailyDays: 0, keepWeeklyWeeks: 0 },
+      });
+      assert.ok(
+        pruned.keptInUse.some((x) => x.ref?.snapshotName === base),
+        `the old base ${base} is kept`,
+      );
+      const run = await w.operator.runZfsReplication({ jobId: "new-pair" });
+      assert.equal(run.state, ReplicationState.REPL_STATE_SUCCESS, run.lastError);
+      assert.equal(run.incremental, true, "incremental from the old job's base, not diverged");
+      await w.operator.deleteReplicationJob({ jobId: "new-pair" });
+    });
+
     it("fail-running: a job cannot be run again or deleted while it runs", async () => {
       const open = w.closeGate();
       const running = w.operator.runZfsReplication({ jobId: "g1" });

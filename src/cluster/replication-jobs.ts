@@ -29,6 +29,17 @@ export const JOBS_PREFIX = "replication/jobs/";
 export const STATUS_PREFIX = "replication/status/";
 export const LOCKS_PREFIX = "replication/locks/";
 export const TARGETS_PREFIX = "replication/targets/";
+/**
+ * The last snapshot a deleted job sent to a node, under
+ * replication/retired/<dataset key>|<node>: still the common base a new job
+ * for the same pair needs, so it stays protected until such a job succeeds.
+ */
+export const RETIRED_PREFIX = "replication/retired/";
+
+/** The key of the snapshot a deleted job left as the common base of `dataset` on `nodeId`. */
+export function retiredKey(dataset: DatasetRef | undefined, nodeId: string): string {
+  return `${RETIRED_PREFIX}${dataset === undefined ? "" : datasetKey(dataset)}|${nodeId}`;
+}
 
 /** The store keys of one job. */
 export function jobKeys(jobId: string) {
@@ -77,6 +88,8 @@ export interface ReplicationJobs {
   list(signal?: AbortSignal): Promise<StoredJob[]>;
   /** Deletes a job that is not running (REPLICATION_RUNNING otherwise); the replicated data stays. */
   delete(jobId: string, signal?: AbortSignal): Promise<StoredJob>;
+  /** Snapshot names deleted jobs left as common bases of `dataset` (any target node). */
+  retiredBases(dataset: DatasetRef, signal?: AbortSignal): Promise<string[]>;
   /** The job replicating `dataset` to `nodeId`, if any. */
   forTarget(
     dataset: DatasetRef,
@@ -209,6 +222,16 @@ export function createReplicationJobs(store: KvStore): ReplicationJobs {
               { type: "delete", key: keys.job },
               { type: "delete", key: keys.status },
               { type: "delete", key: targetKey(plan?.dataset, plan?.target?.nodeId?.id ?? "") },
+              // The data stays on the target, and so must the base a later job will need.
+              ...(existing.status.lastSnapshotName === ""
+                ? []
+                : [
+                    {
+                      type: "put" as const,
+                      key: retiredKey(plan?.dataset, plan?.target?.nodeId?.id ?? ""),
+                      value: new TextEncoder().encode(existing.status.lastSnapshotName),
+                    },
+                  ]),
             ],
           },
           { signal },
@@ -216,6 +239,14 @@ export function createReplicationJobs(store: KvStore): ReplicationJobs {
         if (txn.succeeded) return existing;
       }
       throw new RpcError("CONFLICT");
+    },
+    async retiredBases(dataset, signal) {
+      const out: string[] = [];
+      for await (const kv of rangeAll(store, `${RETIRED_PREFIX}${datasetKey(dataset)}|`, {
+        signal,
+      }))
+        out.push(new TextDecoder().decode(kv.value));
+      return out;
     },
     async forTarget(dataset, nodeId, signal) {
       const kv = await store.get(targetKey(dataset, nodeId), { signal });

@@ -15,7 +15,7 @@ import {
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { type DatasetRef, ReplicationState } from "../gen/debvisor/v1/storage_pb.js";
 import { encodeMessage, type KvStore, type Lease } from "../store/index.js";
-import { jobKeys, type ReplicationJobs, type StoredJob } from "./replication-jobs.js";
+import { jobKeys, type ReplicationJobs, retiredKey, type StoredJob } from "./replication-jobs.js";
 
 /** Options of {@link createReplicationRunner}. */
 export interface ReplicationRunnerOptions {
@@ -36,6 +36,12 @@ export interface ReplicationRunnerOptions {
   readonly progressIntervalMs?: number;
   /** Aborts runs in progress (the daemon's shutdown): they end FAILED and release their lock. */
   readonly closing?: AbortSignal;
+  /**
+   * The node the VM owning a dataset runs on, if known. A run refuses to send
+   * from anywhere else: after the VM moved, the job's source holds a stale
+   * copy, and its target is where the VM now writes.
+   */
+  readonly ownerNode?: (dataset: DatasetRef, signal: AbortSignal) => Promise<string | undefined>;
 }
 
 /** Runs replication jobs, at most one run per job across every daemon sharing the store. */
@@ -163,12 +169,25 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       const started = clock.now();
       const lost = new AbortController();
       const signal = AbortSignal.any([closing, lost.signal]);
+      // A keepAlive that hangs (a partitioned store) must stop the run too:
+      // past most of the TTL without a renewal, another daemon may hold the lock.
+      let renewedAt = performance.now();
       const renew = setInterval(
         () => {
-          lease.keepAlive().catch((err: unknown) => {
-            log.error({ err, jobId }, "replication run lost its lock; stopping it");
+          if (performance.now() - renewedAt > lockTtlMs * 0.8) {
+            log.error({ jobId }, "replication run could not renew its lock in time; stopping it");
             lost.abort();
-          });
+            return;
+          }
+          lease.keepAlive().then(
+            () => {
+              renewedAt = performance.now();
+            },
+            (err: unknown) => {
+              log.error({ err, jobId }, "replication run lost its lock; stopping it");
+              lost.abort();
+            },
+          );
         },
         Math.max(100, Math.floor(lockTtlMs / 3)),
       );
@@ -194,7 +213,15 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
 
       let outcome: ReplicationStatusRecord | undefined;
       try {
-        outcome = await replicate(job, storage, signal, clock, progress, log).then(
+        outcome = await replicate(
+          job,
+          storage,
+          signal,
+          clock,
+          progress,
+          log,
+          options.ownerNode,
+        ).then(
           (done) => {
             const now = clock.now();
             log.info(
@@ -257,6 +284,12 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         try {
           if (outcome !== undefined && !(await writeStatus(jobId, lockRevision, outcome, true)))
             log.error({ jobId }, "replication run lost its lock; its outcome was not recorded");
+          else if (outcome?.state === ReplicationState.REPL_STATE_SUCCESS) {
+            // This job's own base now protects the pair: a retired one may go.
+            await store
+              .delete(retiredKey(job.plan?.dataset, job.plan?.target?.nodeId?.id ?? ""))
+              .catch((err: unknown) => log.warn({ err, jobId }, "retired base not released"));
+          }
         } finally {
           // Revoking the lease also drops the lock, whatever happened above.
           await lease.revoke().catch(() => {});
@@ -275,6 +308,7 @@ async function replicate(
   clock: Clock,
   progress: (patch: Partial<ReplicationStatusRecord>, force?: boolean) => Promise<unknown>,
   log: Logger,
+  ownerNode?: ReplicationRunnerOptions["ownerNode"],
 ): Promise<{ snapshot: string; bytes: number; base: string | undefined }> {
   const plan = job.plan;
   const dataset = plan?.dataset;
@@ -283,6 +317,11 @@ async function replicate(
   if (dataset === undefined)
     throw new RpcError("INTERNAL", { cause: new Error(`job ${job.jobId} has no dataset`) });
   if (!canReplicate(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
+  const owner = await ownerNode?.(dataset, signal);
+  if (owner !== undefined && owner !== source)
+    throw new RpcError("REPLICATION_SOURCE_MOVED", {
+      message: `the dataset's vm now runs on ${owner}, not on the job's source ${source}; plan the job again from ${owner}`,
+    });
   const onSource = await storage.listSnapshots(dataset, signal, source);
   if (onSource === undefined) throw new RpcError("DATASET_NOT_FOUND");
   const onTarget = await storage.listSnapshots(dataset, signal, target);
@@ -328,6 +367,8 @@ async function replicate(
       );
     throw err;
   }
+  // Pruning deletes: only while this run still holds its lock.
+  if (signal.aborted) throw new RpcError("CANCELLED");
   for (const node of [source, target])
     await pruneReplicationSnapshots(
       storage,

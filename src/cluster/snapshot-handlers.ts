@@ -69,10 +69,14 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
   const replicationBases = async (dataset: DatasetRef, signal: AbortSignal) => {
     const key = datasetKey(dataset);
     return new Set(
-      (await jobs.list(signal))
-        .filter((j) => j.job.plan?.dataset !== undefined && datasetKey(j.job.plan.dataset) === key)
-        .flatMap((j) => [j.status.lastSnapshotName, j.status.sendingSnapshotName])
-        .filter((name) => name !== ""),
+      [
+        ...(await jobs.list(signal))
+          .filter(
+            (j) => j.job.plan?.dataset !== undefined && datasetKey(j.job.plan.dataset) === key,
+          )
+          .flatMap((j) => [j.status.lastSnapshotName, j.status.sendingSnapshotName]),
+        ...(await jobs.retiredBases(dataset, signal)),
+      ].filter((name) => name !== ""),
     );
   };
   /** The dataset's snapshots, oldest first, marked with replication bases; DATASET_NOT_FOUND when missing. */

@@ -77,6 +77,10 @@ export const REASONS = {
     message: "a different replication job already exists",
   },
   REPLICATION_RUNNING: { code: Code.FailedPrecondition, message: "replication job is running" },
+  REPLICATION_SOURCE_MOVED: {
+    code: Code.FailedPrecondition,
+    message: "the dataset's vm no longer runs on the job's source node",
+  },
   REPLICATION_DIVERGED: {
     code: Code.FailedPrecondition,
     message: "target dataset has no snapshot in common with the source",

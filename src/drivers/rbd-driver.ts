@@ -123,8 +123,12 @@ export function createRbdDriver(options: RbdDriverOptions = {}): RbdCloneDriver 
           throw fail(spec, out, { [ENOENT]: "SNAPSHOT_NOT_FOUND", [EBUSY]: "SNAPSHOT_HAS_CLONES" });
       }
       const { spec, out } = await run(["snap", "rm", "--no-progress", full], signal);
-      if (out.code !== 0)
+      if (out.code !== 0) {
+        // Not removed: a template must not stay unprotected (clones refused, prunable).
+        if (snap.protected)
+          await run(["snap", "protect", full], AbortSignal.timeout(30_000)).catch(() => undefined);
         throw fail(spec, out, { [ENOENT]: "SNAPSHOT_NOT_FOUND", [EBUSY]: "SNAPSHOT_HELD" });
+      }
     },
     async protectSnapshot(target, signal) {
       const full = snapshotSpec(target.dataset, target.name);

@@ -99,20 +99,33 @@ export function createLocalRunner(): CommandRunner {
 export async function runCommand(runner: CommandRunner, spec: CommandSpec): Promise<CommandOutput> {
   const cmd = runner.start(spec);
   cmd.stdin.end();
+  let truncated = false;
   const [stdout, stderr, exit] = await Promise.all([
-    collect(cmd.stdout, MAX_STDOUT),
+    collect(cmd.stdout, MAX_STDOUT, () => {
+      truncated = true;
+    }),
     collect(cmd.stderr, MAX_STDERR),
     cmd.exit,
   ]);
+  // A listing cut short would silently drop entries (the newest snapshots): refuse it.
+  if (truncated)
+    throw new RpcError("STORAGE_UNAVAILABLE", {
+      cause: new Error(`${spec.file} ${spec.args.join(" ")}: output over ${MAX_STDOUT} bytes`),
+    });
   return { ...exit, stdout, stderr };
 }
 
-/** Reads a stream to its end as UTF-8, keeping at most `max` bytes. */
-export function collect(stream: Readable, max: number): Promise<string> {
+/** Reads a stream to its end as UTF-8, keeping at most `max` bytes (`onOverflow` says when more came). */
+export function collect(
+  stream: Readable,
+  max: number,
+  onOverflow: () => void = () => {},
+): Promise<string> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
     stream.on("data", (chunk: Buffer) => {
+      if (size + chunk.length > max) onOverflow();
       if (size >= max) return;
       chunks.push(chunk.subarray(0, max - size));
       size += chunk.length;

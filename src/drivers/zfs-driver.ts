@@ -254,7 +254,9 @@ async function sendSnapshot(
   ]);
   clearTimeout(killTimer);
   const [sendText, recvText] = await Promise.all([senderErr, receiverErr]);
-  if (send.signal.aborted) throw new RpcError("CANCELLED");
+  // Both sides exited 0: the target has the snapshot, however late an abort came.
+  if (send.signal.aborted && (sendExit.code !== 0 || recvExit.code !== 0))
+    throw new RpcError("CANCELLED");
   // A recognised complaint wins, the receiver's first: it explains more than a broken pipe.
   const failures = [
     recvExit.code !== 0 ? zfsError(recvSpec, { ...recvExit, stderr: recvText }) : undefined,

@@ -17,6 +17,7 @@ import {
   createSimulatedStorage,
   createStorageRouter,
   createZfsDriver,
+  datasetKey,
   type SimulatedDataset,
   type StorageDriver,
   stampedSnapshotName,
@@ -111,6 +112,13 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     retryBaseMs: repl.retryBaseMs,
     retryMaxMs: repl.retryMaxMs,
     closing: options.closing,
+    ownerNode: async (dataset, signal) => {
+      const key = datasetKey(dataset);
+      const owner = (await options.inventory.listVms(signal)).find((vm) =>
+        vm.disks.some((d) => datasetKey(d) === key),
+      );
+      return owner?.nodeId?.id;
+    },
   });
   await seed?.();
   const scheduler = repl.scheduler
