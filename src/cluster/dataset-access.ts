@@ -34,8 +34,14 @@ export interface DatasetAccess {
   ): Promise<DatasetPlace>;
   /** Whether the tenant may see the dataset (undefined tenant: cluster-wide, always). */
   visible(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal): Promise<boolean>;
-  /** Records a dataset the control plane created, owned by `tenant` ("" for cluster-wide only). */
+  /**
+   * Records a dataset the control plane is about to create, owned by `tenant`
+   * ("" for cluster-wide only). Create-if-absent: DATASET_EXISTS when a
+   * record is already there, so nobody takes over another's image.
+   */
   record(record: DatasetRecord, signal?: AbortSignal): Promise<void>;
+  /** Drops the record of a dataset whose creation failed. */
+  forget(dataset: DatasetRef, signal?: AbortSignal): Promise<void>;
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
@@ -51,8 +57,15 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
       const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
       visible = rec !== undefined && rec.message.tenant !== "" && rec.message.tenant === tenant;
     }
-    const nodeId =
-      dataset.backend === StorageBackend.BACKEND_ZFS ? owners[0]?.nodeId?.id : undefined;
+    // The node of a ZFS dataset: from the owners the caller may see, and only
+    // when they agree (two reports of one name must not pick a copy at random).
+    const mine = owners.filter((vm) => visibleTo(vm, tenant));
+    const nodes = new Set(mine.map((vm) => vm.nodeId?.id ?? ""));
+    if (dataset.backend === StorageBackend.BACKEND_ZFS && nodes.size > 1)
+      throw new RpcError("CONFLICT", {
+        message: "the dataset is reported on more than one node; retry once the nodes agree",
+      });
+    const nodeId = dataset.backend === StorageBackend.BACKEND_ZFS ? [...nodes][0] : undefined;
     return { visible, nodeId };
   }
   return {
@@ -61,16 +74,23 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
       if (!p.visible) throw new RpcError("DATASET_NOT_FOUND");
       return { nodeId: p.nodeId };
     },
+    async forget(dataset, signal) {
+      await store.delete(DATASETS_PREFIX + datasetKey(dataset), { signal });
+    },
     async visible(dataset, tenant, signal) {
       return (await place(dataset, tenant, signal)).visible;
     },
     async record(record, signal) {
       if (record.dataset === undefined) throw new TypeError("dataset record without a dataset");
-      await store.put(
-        DATASETS_PREFIX + datasetKey(record.dataset),
-        encodeMessage(DatasetRecordSchema, record),
+      const key = DATASETS_PREFIX + datasetKey(record.dataset);
+      const txn = await store.txn(
+        {
+          compares: [{ key, modRevision: 0 }],
+          success: [{ type: "put", key, value: encodeMessage(DatasetRecordSchema, record) }],
+        },
         { signal },
       );
+      if (!txn.succeeded) throw new RpcError("DATASET_EXISTS");
     },
   };
 }

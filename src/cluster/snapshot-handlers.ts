@@ -269,11 +269,9 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
       );
       if (snap === undefined) throw new RpcError("SNAPSHOT_NOT_FOUND");
       if (!snap.protected) throw new RpcError("SNAPSHOT_NOT_PROTECTED");
-      await driver.cloneSnapshot(
-        { dataset: source, name: template.snapshotName },
-        image,
-        ctx.signal,
-      );
+      // The owner record first: a clone must never exist without one (its tenant
+      // would get NOT_FOUND for its own image). A failed clone leaves a record
+      // of an image that does not exist, which hides nothing and names nothing.
       await access.record(
         create(DatasetRecordSchema, {
           dataset: image,
@@ -284,6 +282,16 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
         }),
         ctx.signal,
       );
+      try {
+        await driver.cloneSnapshot(
+          { dataset: source, name: template.snapshotName },
+          image,
+          ctx.signal,
+        );
+      } catch (err) {
+        await access.forget(image, AbortSignal.timeout(30_000)).catch(() => undefined);
+        throw err;
+      }
       return { status: StatusCode.STATUS_OK, message: "clone created", clone: image };
     },
   };
