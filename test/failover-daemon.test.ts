@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,41 +8,26 @@ import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { MigrationKind, MigrationService } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
 describe("automatic failover in the built daemon (dev mode, a simulated node cut off)", () => {
   let dir: string;
   let daemon: DaemonProcess;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-failover-"));
-    const file = join(dir, "rpcd.yaml");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        simulation: {
-          nodes: 3,
-          vmsPerNode: 4,
-          faults: [{ kind: "partition", node: "node-02", afterMs: 300 }],
-        },
-        cluster: {
-          heartbeatIntervalMs: 1000,
-          heartbeatMissedIntervals: 2,
-          fenceDelayMs: 2000,
-          failover: { intervalMs: 250 },
-        },
-      }),
-    );
-    daemon = await startDaemonProcess([
-      "--dev",
-      "--data-dir",
-      dir,
-      "--config",
-      file,
-      "--listen",
-      "127.0.0.1:0",
-      "--metrics-listen",
-      "127.0.0.1:0",
-    ]);
+    daemon = await startDevDaemon(dir, {
+      simulation: {
+        nodes: 3,
+        vmsPerNode: 4,
+        faults: [{ kind: "partition", node: "node-02", afterMs: 300 }],
+      },
+      cluster: {
+        heartbeatIntervalMs: 1000,
+        heartbeatMissedIntervals: 2,
+        fenceDelayMs: 2000,
+        failover: { intervalMs: 250 },
+      },
+    });
   });
   after(() => daemon?.kill());
 

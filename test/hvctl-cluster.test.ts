@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   type DaemonProcess,
-  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
-  startDaemonProcess,
+  startDevDaemon,
 } from "./helpers/daemon-process.js";
 
 interface Check {
@@ -49,23 +48,18 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-hvctl-cluster-"));
-    const file = join(dir, "rpcd.yaml");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        simulation: {
-          migrationMs: 1200,
-          faults: [{ kind: "partition", node: "node-03", afterMs: 0 }],
-        },
-        cluster: {
-          heartbeatIntervalMs: 1000,
-          heartbeatMissedIntervals: 2,
-          fenceDelayMs: 2000,
-          failover: { enabled: false },
-        },
-      }),
-    );
-    daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", file]);
+    daemon = await startDevDaemon(dir, {
+      simulation: {
+        migrationMs: 1200,
+        faults: [{ kind: "partition", node: "node-03", afterMs: 0 }],
+      },
+      cluster: {
+        heartbeatIntervalMs: 1000,
+        heartbeatMissedIntervals: 2,
+        fenceDelayMs: 2000,
+        failover: { enabled: false },
+      },
+    });
   });
   after(() => daemon?.kill());
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -9,7 +9,7 @@ import { createServiceClient, openChannel, resolveContext } from "../src/client/
 import { MigrationService } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
 const NODE_XML = fileURLToPath(new URL("../../test/fixtures/virsh/node.xml", import.meta.url));
 const hasVirsh = spawnSync("virsh", ["--version"], { encoding: "utf8" }).status === 0;
@@ -22,28 +22,13 @@ describe("a node the daemon drives over libvirt (real virsh, libvirt's test driv
   before(async () => {
     dir = mkdtempSync(join(/^[A-Za-z0-9._/-]+$/.test(tmpdir()) ? tmpdir() : "/tmp", "dv-libvirt-"));
     copyFileSync(NODE_XML, join(dir, "node.xml"));
-    const file = join(dir, "rpcd.yaml");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        simulation: { enabled: false },
-        libvirt: {
-          nodes: [{ id: "hv01", uri: `test://${dir}/node.xml`, cpuCores: 8, memoryBytes: 2 ** 34 }],
-          reportIntervalMs: 1000,
-        },
-      }),
-    );
-    daemon = await startDaemonProcess([
-      "--dev",
-      "--data-dir",
-      dir,
-      "--config",
-      file,
-      "--listen",
-      "127.0.0.1:0",
-      "--metrics-listen",
-      "127.0.0.1:0",
-    ]);
+    daemon = await startDevDaemon(dir, {
+      simulation: { enabled: false },
+      libvirt: {
+        nodes: [{ id: "hv01", uri: `test://${dir}/node.xml`, cpuCores: 8, memoryBytes: 2 ** 34 }],
+        reportIntervalMs: 1000,
+      },
+    });
   });
   after(() => daemon?.kill());
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -14,23 +14,7 @@ import {
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
-
-function devDaemon(dir: string, config: object): Promise<DaemonProcess> {
-  const file = join(dir, "rpcd.yaml");
-  writeFileSync(file, JSON.stringify(config));
-  return startDaemonProcess([
-    "--dev",
-    "--data-dir",
-    dir,
-    "--config",
-    file,
-    "--listen",
-    "127.0.0.1:0",
-    "--metrics-listen",
-    "127.0.0.1:0",
-  ]);
-}
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
 const liveOnRbd = (v: VmInfo) =>
   v.liveMigratable &&
@@ -53,7 +37,7 @@ describe("the seed design's node flow, through the built daemon", () => {
   let daemon: DaemonProcess;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-seed-"));
-    daemon = await devDaemon(dir, { simulation: { enabled: false } });
+    daemon = await startDevDaemon(dir, { simulation: { enabled: false } });
   });
   after(() => daemon?.kill());
 
@@ -96,7 +80,7 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
   };
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-crash-"));
-    daemon = await devDaemon(dir, config);
+    daemon = await startDevDaemon(dir, config);
   });
   after(() => daemon?.kill());
 
@@ -146,7 +130,7 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
     daemon.proc.kill("SIGKILL");
     await daemon.exited;
 
-    daemon = await devDaemon(dir, config);
+    daemon = await startDevDaemon(dir, config);
     c = clients(dir);
     try {
       let m = await c.migrations.getMigration({ migrationId: started.migrationId });

@@ -212,20 +212,7 @@ describe("migrations on the simulated cluster", () => {
         { nodeId: plan.target, uri: "" },
         { live: true, signal: AbortSignal.timeout(5000) },
       );
-    const records = createMigrationRecords(h.store);
-    const { internals } = h.runtime.engine;
-    const record = internals.newRecord({
-      id: internals.newId(),
-      vm,
-      source,
-      target: plan.target,
-      live: true,
-      allowDowntime: false,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "test-operator",
-    });
-    record.runner = "r-gone";
-    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    const { record, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
     assert.equal(await h.runtime.engine.reconcile(), 1);
     const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
     assert.equal(m.state, MigrationState.SUCCEEDED);
@@ -245,21 +232,7 @@ describe("migrations on the simulated cluster", () => {
     });
     // The dead runner had stopped the vm for an offline move, then died.
     await h.sim.driver(source)?.stop(vm.id, { force: false, signal: AbortSignal.timeout(1000) });
-    const records = createMigrationRecords(h.store);
-    const { internals } = h.runtime.engine;
-    const record = internals.newRecord({
-      id: internals.newId(),
-      vm,
-      source,
-      target: plan.target,
-      live: false,
-      allowDowntime: true,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "test-operator",
-    });
-    record.runner = "r-gone";
-    record.restartAfter = true;
-    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    const { record } = await orphan(h, vm, plan, { live: false, restartAfter: true });
     assert.equal(await h.runtime.engine.reconcile(), 1);
     const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
     assert.equal(m.state, MigrationState.FAILED);
@@ -275,20 +248,7 @@ describe("migrations on the simulated cluster", () => {
       allowDowntime: false,
       tenant: undefined,
     });
-    const records = createMigrationRecords(h.store);
-    const { internals } = h.runtime.engine;
-    const record = internals.newRecord({
-      id: internals.newId(),
-      vm,
-      source,
-      target: plan.target,
-      live: true,
-      allowDowntime: false,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "test-operator",
-    });
-    record.runner = "r-gone";
-    assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+    const { record, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
     h.sim.faults.killNode(source);
     try {
       assert.equal(await h.runtime.engine.reconcile(), 1);
@@ -317,3 +277,31 @@ describe("migrations on the simulated cluster", () => {
     assert.deepEqual(h.sim.violations(), []);
   });
 });
+
+/**
+ * A migration record left by a runner that died ("r-gone"): stored with its
+ * lock and reservation, as the dead process wrote it before it could run it.
+ */
+async function orphan(
+  h: ClusterHarness,
+  vm: VmInfo,
+  plan: { target: string; revisions: ReadonlyMap<string, number> },
+  opts: { live: boolean; restartAfter: boolean },
+) {
+  const records = createMigrationRecords(h.store);
+  const { internals } = h.runtime.engine;
+  const record = internals.newRecord({
+    id: internals.newId(),
+    vm,
+    source: vm.nodeId?.id ?? "",
+    target: plan.target,
+    live: opts.live,
+    allowDowntime: !opts.live,
+    kind: MigrationKind.MIGRATE,
+    requestedBy: "test-operator",
+  });
+  record.runner = "r-gone";
+  record.restartAfter = opts.restartAfter;
+  assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
+  return { record, records };
+}

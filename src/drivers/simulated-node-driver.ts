@@ -1,4 +1,5 @@
 import { ID_PATTERN, RpcError } from "../core/index.js";
+import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
 import type {
   DomainStatus,
   MigrateOptions,
@@ -104,7 +105,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
 
   async function migrate(vmId: string, to: MigrationDestination, options: MigrateOptions) {
     const { signal, live, onProgress } = options;
-    alive(signal);
+    throwIfCancelled(signal);
     const vm = domain(vmId);
     const target = world.nodes.get(to.nodeId);
     if (target === undefined || !target.alive || to.nodeId === nodeId)
@@ -123,7 +124,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     onProgress?.({ phase: "preparing", percent: 0, bytesTransferred: 0n, bytesTotal: total });
     try {
       for (let i = 1; i <= steps; i++) {
-        await sleep(ctx.migrationMs / (steps + 1), signal);
+        await abortableSleep(ctx.migrationMs / (steps + 1), signal);
         const percent = Math.min(99, Math.round((i / steps) * 100));
         if (failAt !== undefined && percent >= failAt) throw new RpcError("BACKEND_FAILED");
         if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
@@ -135,7 +136,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
           downtimeEstimateMs: live ? Math.max(5, 300 - percent * 3) : undefined,
         });
       }
-      await sleep(ctx.migrationMs / (steps + 1), signal);
+      await abortableSleep(ctx.migrationMs / (steps + 1), signal);
       onProgress?.({
         phase: "switchover",
         percent: 99,
@@ -155,40 +156,17 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
   }
 }
 
-/** Rejects a call whose signal is already aborted, as every driver must. */
-function alive(signal: AbortSignal): void {
-  if (signal.aborted) throw new RpcError("CANCELLED");
-}
-
 /**
  * A real backend answers after a round trip, during which the caller may
  * give up: the simulation yields once, then honours the signal.
  */
 async function roundTrip(signal: AbortSignal): Promise<void> {
-  alive(signal);
+  throwIfCancelled(signal);
   await new Promise<void>((resolve) => setImmediate(resolve));
-  alive(signal);
+  throwIfCancelled(signal);
 }
 
 /** Refuses what no hypervisor would accept as a domain name, before touching anything. */
 function checkId(vmId: string): void {
   if (!ID_PATTERN.test(vmId)) throw new RpcError("INVALID_ARGUMENT", { message: "invalid vm id" });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new RpcError("CANCELLED"));
-      return;
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new RpcError("CANCELLED"));
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

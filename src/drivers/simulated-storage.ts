@@ -7,6 +7,7 @@ import {
   SnapshotInfoSchema,
   StorageBackend,
 } from "../gen/debvisor/v1/storage_pb.js";
+import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
 import {
   datasetKey,
   type RbdCloneDriver,
@@ -103,7 +104,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
   const churn = options.churnPerHour ?? 0.02;
   if (!(rate > 0) || !(churn >= 0))
     throw new TypeError("bytesPerSecond and churnPerHour must be positive");
-  const sleep = options.sleep ?? realSleep;
+  const sleep = options.sleep ?? abortableSleep;
   const copies = new Map<string, Copy>();
   const homes = new Map<string, string>();
   const faults: { fault: StorageFault; left: number }[] = [];
@@ -198,14 +199,14 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async listSnapshots(dataset, signal, nodeId) {
       backendName(dataset);
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       failIfFaulted("listSnapshots", dataset);
       const copy = copyOf(dataset, nodeId);
       return copy?.snapshots.map((s) => info(copy, s));
     },
     async createSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       failIfFaulted("createSnapshot", target.dataset);
       const copy = need(target.dataset, target.nodeId);
       if (copy.snapshots.some((s) => s.name === target.name)) throw new RpcError("SNAPSHOT_EXISTS");
@@ -223,7 +224,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async deleteSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       failIfFaulted("deleteSnapshot", target.dataset);
       const copy = need(target.dataset, target.nodeId);
       const snap = snapOf(copy, target.name);
@@ -234,21 +235,21 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async protectSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       failIfFaulted("protect", target.dataset);
       if (isZfs(target.dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
       snapOf(need(target.dataset), target.name).protected = true;
     },
     async listClones(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       snapOf(need(target.dataset), target.name);
       return clonesOf(copies, datasetKey(target.dataset), target.name);
     },
     async cloneSnapshot(target, image, signal) {
       snapshotSpec(target.dataset, target.name);
       backendName(image, "new_image");
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       failIfFaulted("clone", target.dataset);
       if (isZfs(target.dataset) || isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
       const source = need(target.dataset);
@@ -265,7 +266,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
       const { dataset, signal } = send;
       snapshotSpec(dataset, send.snapshot);
       if (!isZfs(dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
-      throwIfAborted(signal);
+      throwIfCancelled(signal);
       const source = need(dataset, send.fromNode);
       const snapIndex = source.snapshots.findIndex((s) => s.name === send.snapshot);
       if (snapIndex < 0) throw new RpcError("SNAPSHOT_NOT_FOUND");
@@ -326,7 +327,7 @@ async function transfer(
     fault === undefined ? Number.POSITIVE_INFINITY : total * (fault.afterFraction ?? 0.5);
   let moved = 0;
   for (let i = 1; i <= steps; i++) {
-    throwIfAborted(send.signal);
+    throwIfCancelled(send.signal);
     // Whole milliseconds that still add up to the duration.
     await sleep(
       Math.round((durationMs * i) / steps) - Math.round((durationMs * (i - 1)) / steps),
@@ -348,26 +349,4 @@ function clonesOf(copies: ReadonlyMap<string, Copy>, key: string, snapshot: stri
   return [...copies.values()]
     .filter((c) => c.parent?.key === key && c.parent.snapshot === snapshot)
     .map((c) => c.dataset);
-}
-
-function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw new RpcError("CANCELLED");
-}
-
-function realSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new RpcError("CANCELLED"));
-      return;
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new RpcError("CANCELLED"));
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

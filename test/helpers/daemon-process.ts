@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The compiled daemon entry point. */
@@ -9,6 +11,16 @@ export const HVCTL_BIN = fileURLToPath(new URL("../../src/bin/hvctl.js", import.
 /** Arguments that start the daemon in dev mode with its data in `dir`, on free loopback ports. */
 export function devDaemonArgs(dir: string): string[] {
   return ["--dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+}
+
+/**
+ * Starts the built daemon in dev mode in `dir` on free loopback ports, with
+ * `config` (written as `dir`/rpcd.yaml; JSON is YAML) layered on the dev defaults.
+ */
+export function startDevDaemon(dir: string, config: object = {}): Promise<DaemonProcess> {
+  const file = join(dir, "rpcd.yaml");
+  writeFileSync(file, JSON.stringify(config));
+  return startDaemonProcess([...devDaemonArgs(dir), "--config", file]);
 }
 
 /** A daemon started as a child process, the way an operator or systemd starts it. */
