@@ -37,11 +37,11 @@ describe("draining a node of a 50-node, 1,000-vm simulated cluster", () => {
     assert.equal(last?.total, 20);
     assert.equal(last?.succeeded, 20, last?.message);
     assert.equal(last?.failed, 0);
-    assert.ok(Math.max(...events.map((e) => e.inFlight)) <= 4, "concurrency limit held");
-    assert.ok(
-      events.some((e) => e.inFlight > 1),
-      "migrations ran in parallel",
-    );
+    // Counted at the hypervisors, not by the drain itself.
+    const most = h.maxConcurrentMigrations();
+    assert.ok(most <= 4, `at most 4 migrations at once, saw ${most}`);
+    assert.ok(most > 1, "migrations ran in parallel");
+    assert.ok(Math.max(...events.map((e) => e.inFlight)) <= 4, "progress reports the same limit");
     const counts = events.map((e) => e.succeeded);
     assert.deepEqual(
       [...counts].sort((a, b) => a - b),

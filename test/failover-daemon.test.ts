@@ -54,7 +54,20 @@ describe("automatic failover in the built daemon (dev mode, a simulated node cut
       assert.deepEqual([...moved].sort(), ha.map((vm) => vm.id).sort());
       const node = await nodes.getNode({ id: { id: "node-02" } });
       assert.equal(node.summary?.readiness, NodeReadiness.NOT_READY);
-      assert.ok(Number(node.summary?.notReadyForMs) > 2000, "acted only after the fence delay");
+      // Each restart began only after NOT_READY (TTL 2 s after the last heartbeat)
+      // had lasted longer than the fence delay (2 s).
+      const ms = (t?: { seconds: bigint; nanos: number }) =>
+        t === undefined ? 0 : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
+      const lastHeard = ms(node.summary?.lastHeartbeat);
+      assert.ok(lastHeard > 0);
+      const failovers = (await migrations.listMigrations({})).migrations.filter(
+        (m) => m.kind === MigrationKind.FAILOVER,
+      );
+      for (const m of failovers)
+        assert.ok(
+          ms(m.created) - lastHeard > 4000,
+          `${m.vm?.vmId} restarted ${ms(m.created) - lastHeard} ms after the last heartbeat`,
+        );
 
       const world = JSON.parse(readFileSync(join(dir, "simulation.json"), "utf8")) as {
         vms: { info: { id: string }; node: string; state: string }[];

@@ -552,27 +552,24 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
   };
 
   async function reconcilePass(signal?: AbortSignal): Promise<number> {
-    {
-      let settled = 0;
-      for (const { record, modRevision } of await records.list(signal)) {
-        const m = record.migration;
-        if (m === undefined || !isActive(m.state) || owned.has(m.migrationId)) continue;
-        // Someone else's, and that process is alive: it is theirs to finish.
-        if (record.runner !== runners.id && (await runners.isAlive(record.runner, signal)))
-          continue;
-        const claimed = create(MigrationRecordSchema, { ...record, runner: runners.id });
-        if (!(await records.claim(claimed, modRevision, signal))) continue;
-        try {
-          await settle(claimed, signal);
-          settled++;
-          logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
-          if (claimed.migration !== undefined) options.onSettled?.(claimed.migration);
-        } catch (err) {
-          logger.warn({ err, migration: m.migrationId }, "reconcile failed; will retry");
-        }
+    let settled = 0;
+    for (const { record, modRevision } of await records.list(signal)) {
+      const m = record.migration;
+      if (m === undefined || !isActive(m.state) || owned.has(m.migrationId)) continue;
+      // Someone else's, and that process is alive: it is theirs to finish.
+      if (record.runner !== runners.id && (await runners.isAlive(record.runner, signal))) continue;
+      const claimed = create(MigrationRecordSchema, { ...record, runner: runners.id });
+      if (!(await records.claim(claimed, modRevision, signal))) continue;
+      try {
+        await settle(claimed, signal);
+        settled++;
+        logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
+        if (claimed.migration !== undefined) options.onSettled?.(claimed.migration);
+      } catch (err) {
+        logger.warn({ err, migration: m.migrationId }, "reconcile failed; will retry");
       }
-      return settled;
     }
+    return settled;
   }
 }
 

@@ -16,7 +16,11 @@ import {
   type ManualClock,
   silentLogger,
 } from "../../src/core/index.js";
-import { createSimulation, type Simulation } from "../../src/drivers/index.js";
+import {
+  createSimulation,
+  type RecoveringDriver,
+  type Simulation,
+} from "../../src/drivers/index.js";
 import type { VmInfo } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore } from "../../src/store/index.js";
 
@@ -28,6 +32,8 @@ export interface ClusterHarness {
   readonly inventory: Inventory;
   readonly runtime: ClusterRuntime;
   readonly dir: string;
+  /** The most migrations the simulated hypervisors ran at once so far. */
+  maxConcurrentMigrations(): number;
   /** Every decision of the failover controller, in order. */
   readonly decisions: FailoverDecision[];
   /** Delivers one heartbeat from every node that can send one. */
@@ -97,10 +103,28 @@ export async function startClusterHarness(options: {
   };
   await beat();
   const decisions: FailoverDecision[] = [];
+  // Migrations as the hypervisors see them, to check limits from their side.
+  let migrating = 0;
+  let maxMigrating = 0;
+  const counted = (driver: RecoveringDriver | undefined): RecoveringDriver | undefined =>
+    driver === undefined
+      ? undefined
+      : {
+          ...driver,
+          async migrate(vmId, to, options) {
+            migrating++;
+            maxMigrating = Math.max(maxMigrating, migrating);
+            try {
+              await driver.migrate(vmId, to, options);
+            } finally {
+              migrating--;
+            }
+          },
+        };
   const runtime = await startClusterRuntime({
     store,
     inventory,
-    executors: createLocalExecutors((id) => sim.driver(id)),
+    executors: createLocalExecutors((id) => counted(sim.driver(id))),
     replicas: options.replicas ?? { hasReplica: async () => false },
     clock,
     logger: process.env.DV_TEST_LOG ? consoleLogger : silentLogger,
@@ -123,6 +147,7 @@ export async function startClusterHarness(options: {
     runtime,
     dir,
     decisions,
+    maxConcurrentMigrations: () => maxMigrating,
     beat,
     async close() {
       await runtime.close();
