@@ -10,21 +10,26 @@ function logTo(level: string) {
   const logger = createLogger(level, file);
   return {
     logger,
-    /** Every line written so far (the file opens asynchronously: waits up to 2 s for it). */
-    async lines(): Promise<Record<string, unknown>[]> {
+    /**
+     * The lines written so far, once there are at least `atLeast` (the file
+     * opens asynchronously, and a write already handed to the file system
+     * may land after flushSync returns: waits up to 2 s for both).
+     */
+    async lines(atLeast = 1): Promise<Record<string, unknown>[]> {
       for (let waited = 0; ; waited += 10) {
+        let read: Record<string, unknown>[] | undefined;
         try {
           logger.flush();
-          break;
+          read = readFileSync(file, "utf8")
+            .split("\n")
+            .filter((l) => l !== "")
+            .map((l) => JSON.parse(l) as Record<string, unknown>);
         } catch (err) {
           if (waited >= 2000) throw err;
-          await new Promise((r) => setTimeout(r, 10));
         }
+        if (read !== undefined && (read.length >= atLeast || waited >= 2000)) return read;
+        await new Promise((r) => setTimeout(r, 10));
       }
-      return readFileSync(file, "utf8")
-        .split("\n")
-        .filter((l) => l !== "")
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
     },
   };
 }
@@ -35,7 +40,7 @@ describe("the daemon logger", () => {
     const call = logger.child({ requestId: "r-1", method: "/debvisor.v1.NodeService/ListNodes" });
     call.child({ principal: "alice" }).warn({ code: 7 }, "call failed");
     call.info({}, "plain");
-    const [failed, plain] = await lines();
+    const [failed, plain] = await lines(2);
     assert.equal(failed?.requestId, "r-1");
     assert.equal(failed?.principal, "alice");
     assert.equal(failed?.code, 7);
