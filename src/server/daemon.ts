@@ -183,6 +183,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+    reportClockSkewMs: config.cluster.reportClockSkewMs,
   });
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
@@ -199,6 +200,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const simulated = sim;
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
     for (const node of sim.nodes) await inventory.register(node, "simulation");
+    // The simulation's VMs belong to the tenants its world says, as if a cluster admin had
+    // assigned them (first start only: an assignment made since stays). Reports never do.
+    for (const id of simNodeIds)
+      await inventory.seedTenants(sim.heartbeat(id)?.vms ?? [], "simulation");
     const beatOne = async (id: string) => {
       const health = simulated.heartbeat(id);
       if (health === undefined) return;
