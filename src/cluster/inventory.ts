@@ -101,7 +101,7 @@ export interface Inventory {
    * for a VM neither reported nor recorded. Answers the VM as now listed.
    */
   assignTenant(vmId: string, tenant: string, by: string, signal?: AbortSignal): Promise<VmInfo>;
-  /** Gives each VM the tenant named unless it already has a record (dev mode's seeding). */
+  /** Gives each VM the tenant named unless one was ever assigned to it (dev mode's seeding). */
   seedTenants(vms: readonly { id: string; tenant: string }[], by: string): Promise<void>;
   /** Stops following the store. */
   close(): void;
@@ -440,24 +440,27 @@ export function createInventory(options: InventoryOptions): Inventory {
     async seedTenants(vms, by) {
       const known = await vmRecords.all();
       const fresh = vms
-        .filter((vm) => !known.has(vm.id))
-        .map((vm) =>
-          vmRecord(vm.id, undefined, {
+        .filter((vm) => (known.get(vm.id)?.rec.tenantSetBy ?? "") === "")
+        .map((vm) => {
+          const prev = known.get(vm.id);
+          const rec = vmRecord(vm.id, prev, {
             tenant: vm.tenant,
             tenantSetBy: by,
             tenantSetAtMs: BigInt(clock.now()),
-          }),
-        );
-      // Created only where absent, in batches; a batch that meets a record made meanwhile goes one by one.
+          });
+          return { rec, rev: prev?.rev ?? 0 };
+        });
+      // Only where no tenant was ever assigned, in batches; a batch that meets a change made
+      // meanwhile goes one by one (and a VM assigned meanwhile keeps its assignment).
       for (let i = 0; i < fresh.length; i += MAX_CLAIMS) {
         const batch = fresh.slice(i, i + MAX_CLAIMS);
         for (const group of [batch, ...batch.map((r) => [r])]) {
-          const w = group.map((r) => vmRecords.write(r, 0));
+          const w = group.map((r) => vmRecords.write(r.rec, r.rev));
           const txn = await store.txn({
             compares: w.map((x) => x.compare),
             success: w.map((x) => x.op),
           });
-          if (txn.succeeded) for (const r of group) vmRecords.remember(r, txn.revision);
+          if (txn.succeeded) for (const r of group) vmRecords.remember(r.rec, txn.revision);
           if (txn.succeeded && group === batch) break;
         }
       }
