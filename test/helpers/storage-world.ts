@@ -7,12 +7,12 @@ import {
 import { createManualClock, type ManualClock } from "../../src/core/index.js";
 import { createSimulatedStorage, type SimulatedStorage } from "../../src/drivers/index.js";
 import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
-import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
 import {
   type DatasetRef,
   StorageBackend,
   StorageService,
 } from "../../src/gen/debvisor/v1/storage_pb.js";
+import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { createAccessPolicy } from "../../src/security/index.js";
 import { testChannel } from "./grpc-client.js";
 import { createTestPki } from "./pki.js";
