@@ -28,7 +28,7 @@ import {
   type PrefixMirror,
 } from "../store/index.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
-import { createVmRecords, type VersionedVm, vmRecord, withTenants } from "./vm-records.js";
+import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -122,7 +122,7 @@ export function createInventory(options: InventoryOptions): Inventory {
   const vmRecords = createVmRecords(store, options.logger);
   /** Records with the control plane's tenants applied, kept while nothing changes. */
   const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
-  function withFacts(rec: NodeRecord, facts: ReadonlyMap<string, VersionedVm>): NodeRecord {
+  function withFacts(rec: NodeRecord, facts: VmFacts): NodeRecord {
     const version = vmRecords.version();
     const hit = faced.get(rec);
     if (hit !== undefined && hit.version === version) return hit.rec;
@@ -482,7 +482,7 @@ export function createInventory(options: InventoryOptions): Inventory {
 function placeReported(
   nodeId: string,
   vms: VmInfo[],
-  facts: ReadonlyMap<string, VersionedVm>,
+  facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
 ): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[] } {
   const claims: { rec: VmRecord; rev: number }[] = [];

@@ -15,6 +15,11 @@ import {
 
 const PREFIX = "vms/";
 
+/** Lookup of VM records by id. */
+export interface VmFacts {
+  get(id: string): VersionedVm | undefined;
+}
+
 /** A VM record with the revision it was read at (0: no record). */
 export interface VersionedVm {
   readonly rec: VmRecord;
@@ -26,8 +31,8 @@ export interface VersionedVm {
  * a watch-fed copy plus this process's own writes, newest revision wins.
  */
 export interface VmRecords {
-  /** Every record, by VM id. */
-  all(): Promise<ReadonlyMap<string, VersionedVm>>;
+  /** Every record, by VM id (a view: lookups see later changes too). */
+  all(): Promise<VmFacts>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
@@ -62,13 +67,13 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
   return {
     async all() {
       const seen = (await follow()).values();
-      if (written.size === 0) return seen;
-      const out = new Map(seen);
-      for (const [id, v] of written) {
-        const other = out.get(id);
-        if (other === undefined || other.rev < v.rev) out.set(id, v);
-      }
-      return out;
+      return {
+        get(id: string) {
+          const mine = written.get(id);
+          const other = seen.get(id);
+          return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+        },
+      };
     },
     version: () => version,
     write(rec, rev) {
@@ -104,7 +109,7 @@ export function vmRecord(
  * The VMs with the tenant the control plane holds for each (none when it
  * holds none), whatever the report said: the same array when nothing differs.
  */
-export function withTenants(vms: VmInfo[], records: ReadonlyMap<string, VersionedVm>): VmInfo[] {
+export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
   const tenantOf = (vm: VmInfo) => records.get(vm.id)?.rec.tenant ?? "";
   if (vms.every((vm) => vm.tenant === tenantOf(vm))) return vms;
   return vms.map((vm) => (vm.tenant === tenantOf(vm) ? vm : { ...vm, tenant: tenantOf(vm) }));
