@@ -194,6 +194,26 @@ describe("inventory", () => {
     assert.equal(await inv.heartbeat(beat("n1", 2), undefined, "n1"), true);
   });
 
+  it("lets a node's re-registration change only its own description, never the control plane's facts", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    await inv.register(info("n1"), "n1");
+    await inv.heartbeat(
+      create(HealthSchema, {
+        nodeId: { id: "n1" },
+        timestamp: { seconds: 1n },
+        vms: [{ id: "vm-1", tenant: "x", nodeId: { id: "n1" } }],
+      }),
+    );
+    await inv.assignTenant("vm-1", "acme", "admin");
+    await inv.cordon("n1", true);
+    await inv.register(info("n1", "renamed"), "n1");
+    const node = await inv.getNode("n1");
+    assert.equal(node?.summary.info?.hostname, "renamed");
+    assert.equal(node?.summary.cordoned, true, "cordon is the control plane's");
+    assert.equal(node?.vms[0]?.tenant, "acme");
+    await assert.rejects(inv.register(info("n1"), "n2"), fails("NODE_ID_TAKEN"));
+  });
+
   it("lists nodes sorted by id", async () => {
     const inv = inventory();
     for (const id of ["c", "a", "b"]) await inv.register(info(id), "x");
