@@ -187,6 +187,28 @@ describe("nodes report only about themselves; the control plane owns the facts (
         },
       ],
     });
+    // A node identity by API key gets the same rule as one by certificate.
+    const key = await hvctl(
+      "apikey",
+      "create",
+      "--roles",
+      "node",
+      "--principal",
+      "node-03",
+      "-o",
+      "json",
+    );
+    assert.equal(key.code, 0, key.stderr);
+    const { token } = JSON.parse(key.stdout) as { token: string };
+    const byKey = open({ ...admin, certPem: undefined, keyPem: undefined, bearer: token });
+    const viaKey = await refusal(
+      byKey.nodes.heartbeat({ nodeId: { id: "node-01" }, timestamp: { seconds: nowS() } }),
+    );
+    assert.equal(
+      viaKey.code,
+      grpc.status.PERMISSION_DENIED,
+      "an API key node reports only for itself",
+    );
     const seen = await owner.vms.getVm({ vmId: victim.id });
     assert.equal(seen.tenant, victim.tenant);
     assert.equal(seen.nodeId?.id, "node-01", "the VM stays where the control plane placed it");
