@@ -23,11 +23,12 @@ describe("driver reports as heartbeats, for nodes the daemon drives itself", () 
     const driver = sim.driver("node-01");
     assert.ok(info !== undefined && driver !== undefined);
     try {
-      // A first, rich report (as an agent would send) tells the inventory tenants and disks.
+      // A first, rich report (as an agent would send) tells the inventory disks; tenants are assigned.
       await inventory.register(info, "driver:simulation");
       const rich = sim.heartbeat("node-01");
       assert.ok(rich);
       await inventory.heartbeat(rich);
+      await inventory.seedTenants(rich.vms, "test"); // as dev mode assigns them
       const reporter = await startDriverReporter({
         inventory,
         nodes: [{ info, driver }],

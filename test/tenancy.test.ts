@@ -74,6 +74,9 @@ describe("tenant isolation", () => {
         { id: "vm-g1", tenant: "globex", nodeId: { id: "n1" }, disks: [disk("vm-g1-disk0")] },
       ],
     });
+    // The tenants are the control plane's to assign; the report's labels count for nothing.
+    await operator.vms.setVmTenant({ vmId: "vm-a1", tenant: "acme" });
+    await operator.vms.setVmTenant({ vmId: "vm-g1", tenant: "globex" });
   });
   after(async () => {
     for (const ch of channels) ch.close();

@@ -49,6 +49,7 @@ function faultyVmService(): ServiceBinding {
     {
       listVms: { permission: "vm:list", mutating: false },
       getVm: { permission: "vm:list", mutating: false },
+      setVmTenant: { permission: "vm:assign", mutating: true },
     },
     {
       async listVms() {
@@ -59,6 +60,9 @@ function faultyVmService(): ServiceBinding {
         throw err;
       },
       async getVm() {
+        throw new TypeError("Cannot read properties of undefined (reading 'id')");
+      },
+      async setVmTenant() {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
     },

@@ -147,6 +147,9 @@ const REASON_ADVICE: Record<string, string> = {
   NODE_ID_TAKEN: "pick another id, or register it as the identity that registered it first",
   CA_UNAVAILABLE: "this server has no CA key; use the external CA that issues its certificates",
   RENEW_NEEDS_MTLS: "use a context whose credential is the client certificate to renew",
+  CERT_ALREADY_RENEWED:
+    "use the certificate it was renewed into; if that one is lost, get a new certificate (debvisor-agent enroll, hvctl cert issue)",
+  REPORT_FROM_FUTURE: "the reporting machine's clock is ahead of the server's: fix it (NTP)",
   NOT_IMPLEMENTED: "this server does not do that yet; upgrade debvisor-rpcd",
   CONFLICT: "retry",
   AUDIT_UNAVAILABLE: "the server's audit trail cannot be written; retry once it can",

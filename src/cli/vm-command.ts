@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { CliContext } from "./cli-context.js";
+import { UsageError } from "./cli-errors.js";
 import { withExamples } from "./help-text.js";
 import {
   type Column,
@@ -109,6 +110,30 @@ export function vmCommand(cli: () => CliContext): Command {
       }),
     "hvctl vm get web-01",
     "hvctl vm get web-01 -o json",
+  );
+
+  withExamples(
+    vm
+      .command("set-tenant")
+      .description(
+        "assign a VM to a tenant (cluster-wide callers with vm:assign); reports never change it",
+      )
+      .argument("<id>", "the VM id")
+      .argument("[tenant]", "the tenant; leave out with --none")
+      .option("--none", "belong to no tenant (only cluster-wide callers see it)")
+      .action(async (id: string, tenant: string | undefined, opts: { none?: boolean }) => {
+        if ((tenant === undefined) === (opts.none !== true))
+          throw new UsageError("give a tenant or --none, not both");
+        const ctx = cli();
+        const v = await ctx.client(VmService).setVmTenant({ vmId: id, tenant: tenant ?? "" });
+        ctx.print(messageJson(VmInfoSchema, v), () =>
+          v.tenant === ""
+            ? `vm ${v.id} belongs to no tenant\n`
+            : `vm ${v.id} belongs to tenant ${v.tenant}\n`,
+        );
+      }),
+    "hvctl vm set-tenant web-01 acme",
+    "hvctl vm set-tenant web-01 --none",
   );
   return vm;
 }

@@ -58,7 +58,7 @@ describe("inventory", () => {
   });
 
   it("never lets an older heartbeat overwrite a newer one", async () => {
-    const inv = inventory();
+    const inv = inventory(createManualClock(1_000_000));
     await inv.register(info("n1"), "a");
     assert.equal(await inv.heartbeat(beat("n1", 200, 5)), true);
     assert.equal(await inv.heartbeat(beat("n1", 100, 9)), false);
@@ -69,8 +69,8 @@ describe("inventory", () => {
     const clock = createManualClock(1_000_000);
     const inv = inventory(clock, 3000);
     await inv.register(info("n1"), "a");
-    await inv.heartbeat(beat("n1", 5000, 5)); // a heartbeat from the future, then the clock steps back
-    for (let t = 0; t < 10; t++) {
+    await inv.heartbeat(beat("n1", 1004, 5)); // a clock 4 s ahead (within the skew), then stepped back
+    for (let t = 0; t < 3; t++) {
       clock.advance(1000);
       assert.equal(await inv.heartbeat(beat("n1", 1000 + t, 1)), false);
     }
@@ -119,6 +119,99 @@ describe("inventory", () => {
     const node = (await inv.listNodes())[0];
     assert.equal(node?.readiness, NodeReadiness.NOT_READY);
     assert.equal(node?.heartbeatAgeMs, 30_001n);
+  });
+
+  it("refuses a report stamped later than the clock plus the skew, and stores nothing", async () => {
+    const clock = createManualClock(1_000_000);
+    const inv = inventory(clock, 30_000);
+    await inv.register(info("n1"), "a");
+    const century = 100 * 365 * 86_400;
+    await assert.rejects(inv.heartbeat(beat("n1", 1000 + century, 9)), fails("REPORT_FROM_FUTURE"));
+    await assert.rejects(inv.heartbeat(beat("n1", 1006, 9)), fails("REPORT_FROM_FUTURE"));
+    assert.equal((await inv.listNodes())[0]?.readiness, NodeReadiness.NOT_READY, "not stored");
+    // Genuine reports still apply: nothing from the future sits there to look newer.
+    assert.equal(await inv.heartbeat(beat("n1", 1000, 2)), true);
+    assert.equal(await inv.heartbeat(beat("n1", 1005, 3)), true, "5 s ahead is within the skew");
+    assert.equal((await inv.listNodes())[0]?.health?.cpuLoad, 3);
+  });
+
+  it("takes a VM's tenant from the control plane, never from a report", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    await inv.register(info("n1"), "a");
+    const report = (tenant: string, at: number) =>
+      create(HealthSchema, {
+        nodeId: { id: "n1" },
+        timestamp: { seconds: BigInt(at) },
+        vms: [{ id: "vm-1", tenant, nodeId: { id: "n1" } }],
+      });
+    await inv.heartbeat(report("evil", 1));
+    assert.equal((await inv.findVm("vm-1"))?.tenant, "", "unassigned: no tenant");
+    assert.equal((await inv.assignTenant("vm-1", "acme", "admin")).tenant, "acme");
+    await inv.heartbeat(report("evil", 2));
+    assert.equal((await inv.findVm("vm-1"))?.tenant, "acme");
+    assert.equal((await inv.listVms())[0]?.tenant, "acme");
+    assert.equal((await inv.getNode("n1"))?.vms[0]?.tenant, "acme");
+    assert.equal((await inv.listNodes())[0]?.health?.vms[0]?.tenant, "acme");
+    await assert.rejects(inv.assignTenant("vm-none", "acme", "admin"), fails("VM_NOT_FOUND"));
+    // Seeding never overrides an assignment.
+    await inv.seedTenants([{ id: "vm-1", tenant: "globex" }], "simulation");
+    assert.equal((await inv.findVm("vm-1"))?.tenant, "acme");
+  });
+
+  it("lets a node's report neither move nor relabel a VM placed on another node", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    for (const id of ["a", "b"]) await inv.register(info(id), id);
+    const vm = (node: string) => ({ id: "vm-1", tenant: "b-tenant", nodeId: { id: node } });
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "a" }, timestamp: { seconds: 1n }, vms: [vm("a")] }),
+    );
+    await inv.assignTenant("vm-1", "acme", "admin");
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "b" }, timestamp: { seconds: 2n }, vms: [vm("b")] }),
+    );
+    const found = await inv.findVm("vm-1");
+    assert.equal(found?.nodeId?.id, "a");
+    assert.equal(found?.tenant, "acme");
+    assert.equal((await inv.getNode("b"))?.vms.length, 0, "b's claim is left out");
+    // Once a no longer has it (moved outside the control plane), b's report places it.
+    await inv.heartbeat(create(HealthSchema, { nodeId: { id: "a" }, timestamp: { seconds: 3n } }));
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "b" }, timestamp: { seconds: 4n }, vms: [vm("b")] }),
+    );
+    assert.equal((await inv.findVm("vm-1"))?.nodeId?.id, "b");
+    assert.equal((await inv.findVm("vm-1"))?.tenant, "acme", "the tenant stays with the VM");
+  });
+
+  it("takes a report only from the node itself or the identity that registered it", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    await inv.register(info("n1"), "ops");
+    await assert.rejects(
+      inv.heartbeat(beat("n1", 1), undefined, "mallory"),
+      fails("PERMISSION_DENIED"),
+    );
+    assert.equal((await inv.listNodes())[0]?.health, undefined, "nothing stored");
+    assert.equal(await inv.heartbeat(beat("n1", 1), undefined, "ops"), true);
+    assert.equal(await inv.heartbeat(beat("n1", 2), undefined, "n1"), true);
+  });
+
+  it("lets a node's re-registration change only its own description, never the control plane's facts", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    await inv.register(info("n1"), "n1");
+    await inv.heartbeat(
+      create(HealthSchema, {
+        nodeId: { id: "n1" },
+        timestamp: { seconds: 1n },
+        vms: [{ id: "vm-1", tenant: "x", nodeId: { id: "n1" } }],
+      }),
+    );
+    await inv.assignTenant("vm-1", "acme", "admin");
+    await inv.cordon("n1", true);
+    await inv.register(info("n1", "renamed"), "n1");
+    const node = await inv.getNode("n1");
+    assert.equal(node?.summary.info?.hostname, "renamed");
+    assert.equal(node?.summary.cordoned, true, "cordon is the control plane's");
+    assert.equal(node?.vms[0]?.tenant, "acme");
+    await assert.rejects(inv.register(info("n1"), "n2"), fails("NODE_ID_TAKEN"));
   });
 
   it("lists nodes sorted by id", async () => {

@@ -5,6 +5,8 @@ import {
   NodeRecordSchema,
   type VmPin,
   VmPinSchema,
+  type VmRecord,
+  VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import {
@@ -14,7 +16,7 @@ import {
   type NodeSummary,
   NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
-import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   decodeMessage,
@@ -26,6 +28,7 @@ import {
   type PrefixMirror,
 } from "../store/index.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
+import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -33,6 +36,8 @@ export interface InventoryOptions {
   readonly clock: Clock;
   /** A node is READY while its last heartbeat is younger than this (default 30 s: 3 intervals of 10 s). */
   readonly heartbeatTtlMs?: number;
+  /** How far a report's timestamp may be ahead of the server's clock (default 5 s); later ones are refused. */
+  readonly reportClockSkewMs?: number;
   readonly logger?: Logger;
 }
 
@@ -52,9 +57,13 @@ export interface Inventory {
   /**
    * Records a heartbeat. Unknown nodes are NODE_NOT_FOUND. A report older than
    * the newest one recorded is ignored (resolves false) so reordering on the
-   * network never rolls state back.
+   * network never rolls state back; one stamped later than the clock plus the
+   * allowed skew is REPORT_FROM_FUTURE and stores nothing. With `reporter`
+   * (a caller's principal), only the node itself or the identity that
+   * registered it may report (PERMISSION_DENIED). A report's VM tenants are
+   * ignored, and VMs placed on another node are left out of it.
    */
-  heartbeat(health: Health, signal?: AbortSignal): Promise<boolean>;
+  heartbeat(health: Health, signal?: AbortSignal, reporter?: string): Promise<boolean>;
   /** Every node with readiness computed now, sorted by id. */
   listNodes(signal?: AbortSignal): Promise<NodeSummary[]>;
   /** One node and its VMs, or undefined. */
@@ -87,18 +96,42 @@ export interface Inventory {
    * migration or failover; the nodes' next heartbeats confirm it.
    */
   moveVm(vm: VmInfo, from: string, to: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Assigns a VM to a tenant ("" for none), kept in the store; VM_NOT_FOUND
+   * for a VM neither reported nor recorded. Answers the VM as now listed.
+   */
+  assignTenant(vmId: string, tenant: string, by: string, signal?: AbortSignal): Promise<VmInfo>;
+  /** Gives each VM the tenant named unless one was ever assigned to it (dev mode's seeding). */
+  seedTenants(vms: readonly { id: string; tenant: string }[], by: string): Promise<void>;
   /** Stops following the store. */
   close(): void;
 }
 
 const PREFIX = "nodes/";
+const VMS = "vms/";
+/** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
+const MAX_CLAIMS = 50;
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 
 /** Creates a store-backed {@link Inventory}. */
 export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
+  const skew = options.reportClockSkewMs ?? 5_000;
   const { clock, store } = options;
+  const vmRecords = createVmRecords(store, options.logger);
+  /** Records with the control plane's tenants applied, kept while nothing changes. */
+  const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
+  function withFacts(rec: NodeRecord, facts: VmFacts): NodeRecord {
+    const version = vmRecords.version();
+    const hit = faced.get(rec);
+    if (hit !== undefined && hit.version === version) return hit.rec;
+    const vms = rec.health?.vms ?? [];
+    const fixed = withTenants(vms, facts);
+    const out = fixed === vms ? rec : withVms(rec, fixed);
+    faced.set(rec, { version, rec: out });
+    return out;
+  }
   /**
    * Reads are served from memory: a mirror of nodes/ kept by watch (other
    * daemons' writes) and this daemon's own writes, newest revision wins.
@@ -120,14 +153,16 @@ export function createInventory(options: InventoryOptions): Inventory {
     }
     return mirror;
   }
+  /** Every node record as stored, VM tenants replaced by the control plane's. */
   async function records(): Promise<Map<string, NodeRecord>> {
     const seen = (await follow()).values();
+    const facts = await vmRecords.all();
     const out = new Map<string, NodeRecord>();
     for (const [id, v] of seen) {
       const mine = written.get(id);
-      out.set(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
+      out.set(id, withFacts(mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec, facts));
     }
-    for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
+    for (const [id, v] of written) if (!out.has(id)) out.set(id, withFacts(v.rec, facts));
     return out;
   }
   async function cachedVersion(id: string) {
@@ -175,7 +210,12 @@ export function createInventory(options: InventoryOptions): Inventory {
   async function update<T>(
     id: string,
     signal: AbortSignal | undefined,
-    change: (current: NodeRecord | undefined) => { next: NodeRecord | undefined; result: T },
+    change: (current: NodeRecord | undefined) => {
+      next: NodeRecord | undefined;
+      result: T;
+      /** VM records written in the same transaction. */
+      vms?: readonly { rec: VmRecord; rev: number }[];
+    },
   ): Promise<T> {
     const key = PREFIX + id;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -183,17 +223,25 @@ export function createInventory(options: InventoryOptions): Inventory {
       // the watch brought it); the compare-and-swap catches a stale one.
       const cached = attempt === 0 ? await cachedVersion(id) : undefined;
       const current = cached ?? (await getMessage(store, NodeRecordSchema, key, { signal }));
-      const { next, result } = change(current?.message);
+      const { next, result, vms = [] } = change(current?.message);
       if (next === undefined) return result;
+      const writes = vms.map((v) => vmRecords.write(v.rec, v.rev));
       const txn = await store.txn(
         {
-          compares: [{ key, modRevision: current?.modRevision ?? 0 }],
-          success: [{ type: "put", key, value: encodeMessage(NodeRecordSchema, next) }],
+          compares: [
+            { key, modRevision: current?.modRevision ?? 0 },
+            ...writes.map((w) => w.compare),
+          ],
+          success: [
+            { type: "put", key, value: encodeMessage(NodeRecordSchema, next) },
+            ...writes.map((w) => w.op),
+          ],
         },
         { signal },
       );
       if (txn.succeeded) {
         remember(id, txn.revision, next);
+        for (const v of vms) vmRecords.remember(v.rec, txn.revision);
         return result;
       }
     }
@@ -213,9 +261,29 @@ export function createInventory(options: InventoryOptions): Inventory {
         return { next, result: { created: current === undefined } };
       });
     },
-    heartbeat(health, signal) {
-      return update(health.nodeId?.id ?? "", signal, (current) => {
+    async heartbeat(health, signal, reporter) {
+      const nodeId = health.nodeId?.id ?? "";
+      // A report from the future would make every genuine one look older: refused, not stored.
+      if (msFromTimestamp(health.timestamp) > clock.now() + skew)
+        throw new RpcError("REPORT_FROM_FUTURE");
+      const facts = await vmRecords.all();
+      const seen = (await follow()).values();
+      /** A node's record as last known here (its report decides whether it still holds a VM). */
+      const nodes = (id: string) => {
+        const mine = written.get(id);
+        const other = seen.get(id);
+        return mine !== undefined && (other === undefined || mine.rev > other.rev)
+          ? mine.rec
+          : other?.rec;
+      };
+      return update(nodeId, signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+        if (reporter !== undefined && reporter !== nodeId && reporter !== current.owner)
+          throw new RpcError("PERMISSION_DENIED", {
+            cause: new Error(
+              `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
+            ),
+          });
         const now = clock.now();
         if (
           current.health !== undefined &&
@@ -231,7 +299,8 @@ export function createInventory(options: InventoryOptions): Inventory {
           };
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
-        const vms = applyPins(health.vms, pins);
+        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
+        const vms = withTenants(placed.vms, facts);
         return {
           next: create(NodeRecordSchema, {
             ...current,
@@ -240,6 +309,7 @@ export function createInventory(options: InventoryOptions): Inventory {
             pins,
           }),
           result: true,
+          vms: placed.claims,
         };
       });
     },
@@ -260,9 +330,10 @@ export function createInventory(options: InventoryOptions): Inventory {
       const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
+      const rec = withFacts(got.message, await vmRecords.all());
       return {
-        summary: summarize(got.message, clock.now()),
-        vms: [...(got.message.health?.vms ?? [])],
+        summary: summarize(rec, clock.now()),
+        vms: [...(rec.health?.vms ?? [])],
         unchanged: { key: PREFIX + id, modRevision: got.modRevision },
       };
     },
@@ -286,6 +357,9 @@ export function createInventory(options: InventoryOptions): Inventory {
         const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
         const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
         if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
+        const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
+        const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
+        const placement = vmRecords.write(vmRecord(vm.id, prev, { nodeId: to }), prev?.rev ?? 0);
         const moved = { ...vm, nodeId: create(NodeIdSchema, { id: to }) };
         const until = BigInt(clock.now() + ttl);
         const nextDst = pinned(
@@ -308,10 +382,12 @@ export function createInventory(options: InventoryOptions): Inventory {
         const txn = await store.txn(
           {
             compares: [
+              placement.compare,
               { key: PREFIX + to, modRevision: dst.modRevision },
               ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
             ],
             success: [
+              placement.op,
               { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
               ...(nextSrc === undefined
                 ? []
@@ -329,15 +405,104 @@ export function createInventory(options: InventoryOptions): Inventory {
         if (txn.succeeded) {
           remember(to, txn.revision, nextDst);
           if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
+          vmRecords.remember(vmRecord(vm.id, prev, { nodeId: to }), txn.revision);
           return;
         }
       }
       throw new RpcError("CONFLICT");
     },
+    async assignTenant(vmId, tenant, by, signal) {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+        const reported = latestVms(await records()).get(vmId);
+        if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
+        const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
+        const rec = vmRecord(vmId, prev, {
+          tenant,
+          tenantSetBy: by,
+          tenantSetAtMs: BigInt(clock.now()),
+          nodeId: prev?.rec.nodeId || reported?.nodeId?.id || "",
+        });
+        const w = vmRecords.write(rec, prev?.rev ?? 0);
+        const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+        if (txn.succeeded) {
+          vmRecords.remember(rec, txn.revision);
+          if (reported !== undefined) return { ...reported, tenant };
+          return create(VmInfoSchema, {
+            id: vmId,
+            tenant,
+            nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
+          });
+        }
+      }
+      throw new RpcError("CONFLICT");
+    },
+    async seedTenants(vms, by) {
+      const known = await vmRecords.all();
+      const fresh = vms
+        .filter((vm) => (known.get(vm.id)?.rec.tenantSetBy ?? "") === "")
+        .map((vm) => {
+          const prev = known.get(vm.id);
+          const rec = vmRecord(vm.id, prev, {
+            tenant: vm.tenant,
+            tenantSetBy: by,
+            tenantSetAtMs: BigInt(clock.now()),
+          });
+          return { rec, rev: prev?.rev ?? 0 };
+        });
+      // Only where no tenant was ever assigned, in batches; a batch that meets a change made
+      // meanwhile goes one by one (and a VM assigned meanwhile keeps its assignment).
+      for (let i = 0; i < fresh.length; i += MAX_CLAIMS) {
+        const batch = fresh.slice(i, i + MAX_CLAIMS);
+        for (const group of [batch, ...batch.map((r) => [r])]) {
+          const w = group.map((r) => vmRecords.write(r.rec, r.rev));
+          const txn = await store.txn({
+            compares: w.map((x) => x.compare),
+            success: w.map((x) => x.op),
+          });
+          if (txn.succeeded) for (const r of group) vmRecords.remember(r.rec, txn.revision);
+          if (txn.succeeded && group === batch) break;
+        }
+      }
+    },
     close() {
       void mirror?.then((m) => m.close());
+      vmRecords.close();
     },
   };
+}
+
+/**
+ * The VMs of a node's report that the node may describe: those placed on it,
+ * and those no node holds (whose placement it claims, at most MAX_CLAIMS
+ * per report). A VM placed on another node is left out unless that node's
+ * own last report no longer has it (it moved outside the control plane). A
+ * report never changes a VM's tenant, whatever it claims.
+ */
+function placeReported(
+  nodeId: string,
+  vms: VmInfo[],
+  facts: VmFacts,
+  nodes: (id: string) => NodeRecord | undefined,
+): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[] } {
+  const claims: { rec: VmRecord; rev: number }[] = [];
+  const kept = vms.filter((vm) => {
+    const fact = facts.get(vm.id);
+    const holder = fact?.rec.nodeId ?? "";
+    if (holder === nodeId) return true;
+    if (holder !== "" && stillHolds(nodes(holder), vm.id)) return false;
+    if (claims.length >= MAX_CLAIMS) return false;
+    claims.push({ rec: vmRecord(vm.id, fact, { nodeId }), rev: fact?.rev ?? 0 });
+    return true;
+  });
+  return { vms: kept.length === vms.length ? vms : kept, claims };
+}
+
+/** Whether a node's last report (or a pin on it) still has the VM. */
+function stillHolds(rec: NodeRecord | undefined, vmId: string): boolean {
+  if (rec === undefined) return false;
+  if (rec.pins.some((p) => p.present && p.vm?.id === vmId)) return true;
+  return (rec.health?.vms ?? []).some((v) => v.id === vmId);
 }
 
 interface Versioned {

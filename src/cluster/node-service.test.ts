@@ -124,8 +124,8 @@ describe("ListNodes", () => {
           const inventory = createInventory({ store, clock, heartbeatTtlMs: TTL_MS });
           const listNodes = listNodesOf(createNodeService({ inventory }));
           let beatAt = 1n;
-          const beat = (id: string, reported: readonly ReportedVm[]) =>
-            inventory.heartbeat(
+          const beat = async (id: string, reported: readonly ReportedVm[]) => {
+            await inventory.heartbeat(
               create(HealthSchema, {
                 nodeId: { id },
                 cpuLoad: Number(beatAt) / 3,
@@ -133,6 +133,9 @@ describe("ListNodes", () => {
                 vms: reported.map((v) => ({ ...v, nodeId: { id } })),
               }),
             );
+            // Tenants are the control plane's: assign the ones the generated VMs name.
+            await inventory.seedTenants(reported, "test");
+          };
           const register = (n: (typeof nodes)[number], zone = n.zone) =>
             inventory.register(
               create(NodeInfoSchema, {

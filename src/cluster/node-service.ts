@@ -53,11 +53,15 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
     },
     {
       async registerNode(req, ctx) {
+        // Nodes are the cluster's: a tenant-confined caller never adds or changes one.
+        clusterWide(ctx.tenant);
         const { created } = await inventory.register(req, principalOf(ctx).id, ctx.signal);
         return { status: StatusCode.STATUS_OK, message: created ? "registered" : "updated" };
       },
       async heartbeat(req, ctx) {
-        const recorded = await inventory.heartbeat(req, ctx.signal);
+        // Only the node itself, or the identity that registered it, reports about it.
+        clusterWide(ctx.tenant);
+        const recorded = await inventory.heartbeat(req, ctx.signal, principalOf(ctx).id);
         return {
           status: recorded ? StatusCode.STATUS_OK : StatusCode.STATUS_WARN,
           message: recorded ? "recorded" : "older than the last heartbeat; ignored",

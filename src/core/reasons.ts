@@ -36,6 +36,10 @@ export const REASONS = {
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },
+  REPORT_FROM_FUTURE: {
+    code: Code.InvalidArgument,
+    message: "report timestamp is later than the server's clock allows",
+  },
   MIGRATION_NOT_FOUND: { code: Code.NotFound, message: "migration not found" },
   DATASET_NOT_FOUND: { code: Code.NotFound, message: "dataset not found" },
   BACKEND_UNAVAILABLE: {
@@ -104,6 +108,10 @@ export const REASONS = {
   RENEW_NEEDS_MTLS: {
     code: Code.FailedPrecondition,
     message: "renewal needs the current certificate (mTLS)",
+  },
+  CERT_ALREADY_RENEWED: {
+    code: Code.PermissionDenied,
+    message: "this certificate was already renewed; renew its successor",
   },
   AUDIT_UNAVAILABLE: { code: Code.Unavailable, message: "audit trail unavailable; call refused" },
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },

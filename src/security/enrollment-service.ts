@@ -22,8 +22,9 @@ import {
   type KvStore,
   rangeAll,
 } from "../store/index.js";
-import { type AccessPolicy, assertCanActAs } from "./access-evaluator.js";
+import { type AccessPolicy, assertCanActAs, decide } from "./access-evaluator.js";
 import { sourceOf } from "./authentication-stage.js";
+import { createCertificateLedger } from "./certificate-ledger.js";
 import type { Lockout } from "./lockout.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
 import { normalizeSerial, type Revocations } from "./revocations.js";
@@ -46,6 +47,8 @@ export interface EnrollmentServiceDeps {
   readonly certificateDays?: number;
   /** Enroll calls per address (default a burst of 20, then one every 6 s). */
   readonly enrollLimit?: BucketLimit;
+  /** Whether a name is a node the cluster knows (registered); its certificates are a cluster admin's to issue. */
+  readonly isNode?: (name: string, signal: AbortSignal) => Promise<boolean>;
 }
 
 const TOKENS = "pki/tokens/";
@@ -88,7 +91,11 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     return deps.ca;
   };
 
-  /** Issues a certificate for `name` (a client certificate unless told otherwise) and records it. */
+  const ledger = createCertificateLedger(store, clock);
+  /**
+   * Issues a certificate for `name` (a client certificate unless told
+   * otherwise) and records it: as the one renewal of `renewing` when given.
+   */
   async function issue(
     name: string,
     csrPem: string,
@@ -99,6 +106,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       sans: [],
       days,
     },
+    renewing?: { serial: string; subject: string; issuer: string },
   ) {
     const ca = requireCa();
     let accepted: Awaited<ReturnType<typeof acceptCsr>>;
@@ -118,18 +126,11 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       now: new Date(clock.now()),
     });
     const x = new X509Certificate(certPem);
-    const serial = normalizeSerial(x.serialNumber);
-    const record = create(CertificateRecordSchema, {
-      serial,
-      subject: name,
-      issuedAtMs: BigInt(clock.now()),
-      notAfterMs: BigInt(Date.parse(x.validTo)),
-      issuer: x.issuer,
-      issuedBy,
-      kind: how.usage,
-      sans: [...how.sans],
-    });
-    await store.put(CERTS + serial, encodeMessage(CertificateRecordSchema, record), { signal });
+    const kind = { issuedBy, kind: how.usage };
+    const record =
+      renewing === undefined
+        ? await ledger.record(certPem, kind, signal)
+        : await ledger.renew(renewing, certPem, kind, signal);
     return {
       certificatePem: certPem,
       chainPem: ca.certPem,
@@ -137,6 +138,19 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       serial: x.serialNumber,
       notAfter: ts(record.notAfterMs),
     };
+  }
+
+  /** Whether `name` is a node's: registered, named by an enrollment token, or bound to the node role. */
+  async function isNodeName(name: string, signal: AbortSignal): Promise<boolean> {
+    const policy = deps.policy();
+    const bound = [...deps.bindings.all(), ...policy.bindings].some(
+      (b) => b.principal === name && b.roles.includes("node"),
+    );
+    if (bound || ((await deps.isNode?.(name, signal)) ?? false)) return true;
+    for await (const kv of rangeAll(store, TOKENS, { signal })) {
+      if (decodeMessage(EnrollmentTokenRecordSchema, kv).nodeName === name) return true;
+    }
+    return false;
   }
 
   const info = (r: CertificateRecord) => ({
@@ -293,27 +307,23 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const p = principalOf(ctx);
         const cert = ctx.peer.certificate;
         if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
-        const issued = await issue(p.id, req.csrPem, p.id, ctx.signal);
-        const old = normalizeSerial(cert.serialNumber);
-        await updateCert(
-          old,
-          (r) =>
-            create(CertificateRecordSchema, { ...r, supersededBy: normalizeSerial(issued.serial) }),
-          ctx.signal,
-        );
-        return issued;
+        // Once per certificate: the successor renews next, so a stolen copy cannot fork the chain.
+        return issue(p.id, req.csrPem, p.id, ctx.signal, undefined, {
+          serial: cert.serialNumber,
+          subject: cert.commonName,
+          issuer: cert.issuer,
+        });
       },
       async revokeCertificate(req, ctx) {
         clusterWide(ctx);
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
-        // A certificate renewed itself into successors: revoke them too, or a stolen one outlives its revocation.
-        let next =
-          (await getMessage(store, CertificateRecordSchema, CERTS + serial, { signal: ctx.signal }))
-            ?.message.supersededBy ?? "";
-        for (let hops = 0; next !== "" && hops < 1000; hops++) {
+        // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
+        // revoked too, or a stolen one outlives its revocation. A renewal racing this
+        // revocation is refused (the renewal compares the revocation key).
+        for (const next of await ledger.descendants(serial, ctx.signal)) {
           await deps.revocations.revoke(next, `successor of revoked ${serial}`, ctx.signal);
-          const rec = await updateCert(
+          await updateCert(
             next,
             (c) =>
               create(CertificateRecordSchema, {
@@ -323,7 +333,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
               }),
             ctx.signal,
           );
-          next = rec?.supersededBy ?? "";
         }
         const r = await updateCert(
           serial,
@@ -347,6 +356,21 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         clusterWide(ctx);
         // A certificate named after a bound principal acts as that principal.
         assertCanActAs(deps.policy(), principalOf(ctx), req.commonName, [], undefined);
+        // A server certificate can impersonate this cluster's endpoints, and one named after a
+        // node (registered, promised a token, or bound to the node role) acts as that node the
+        // moment it enrolls: only a cluster admin (cluster-wide, holding pki:*) issues those.
+        const usageServer = req.usage === "server";
+        if (
+          (usageServer || (await isNodeName(req.commonName, ctx.signal))) &&
+          !decide(deps.policy(), principalOf(ctx), "pki:*").allowed
+        )
+          throw new RpcError("PERMISSION_DENIED", {
+            cause: new Error(
+              usageServer
+                ? "server certificates are a cluster admin's to issue"
+                : `${req.commonName} is a node name: a cluster admin's to issue`,
+            ),
+          });
         const bad = req.sans.find(
           (n) =>
             !(

@@ -17,6 +17,8 @@ export { createApiKeys } from "./api-keys.js";
 export type { AuthenticationOptions } from "./authentication-stage.js";
 export { createAuthenticationStage, sourceOf } from "./authentication-stage.js";
 export { createAuthorizationStage } from "./authorization-stage.js";
+export type { CertificateLedger, Issuance } from "./certificate-ledger.js";
+export { createCertificateLedger } from "./certificate-ledger.js";
 export type { EnrollmentServiceDeps } from "./enrollment-service.js";
 export { caFingerprint, createEnrollmentService } from "./enrollment-service.js";
 export type { JwtAlgorithm, JwtIdentity, JwtIssuer, JwtVerifier } from "./jwt-verifier.js";

@@ -13,6 +13,11 @@ export interface Revocations {
   close(): void;
 }
 
+/** The key under which a serial's revocation is stored (present: revoked). */
+export function revokedKey(serialHex: string): string {
+  return PREFIX + normalizeSerial(serialHex);
+}
+
 /** Serials as stored: lower-case hex without leading zeros (Node reports upper case, sometimes padded). */
 export function normalizeSerial(serialHex: string): string {
   const s = serialHex.toLowerCase().replace(/^0+(?=.)/, "");

@@ -266,6 +266,8 @@ const sections = z.strictObject({
       heartbeatIntervalMs: int(1000, 3_600_000).default(10_000),
       /** Missed intervals before a node is NOT_READY. */
       heartbeatMissedIntervals: int(1, 100).default(3),
+      /** How far ahead of the server's clock a report's timestamp may be; later ones are refused. */
+      reportClockSkewMs: int(0, 300_000).default(5_000),
       /**
        * How long a node must have been NOT_READY before its VMs may restart
        * elsewhere. Must exceed the time a cut-off node's watchdog takes to

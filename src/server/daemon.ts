@@ -32,6 +32,7 @@ import {
   createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
+  createCertificateLedger,
   createEnrollmentService,
   createLockout,
   createRateLimitStages,
@@ -151,6 +152,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const revocations = await loadRevocations(store, clock, logger);
   const storedRoles = await loadStoredRoles(store, clock, logger);
   const ca = await loadClusterCa(config, dev);
+  const ledger = createCertificateLedger(store, clock);
+  // Certificates made outside the RPC are recorded too, so their renewals chain to them.
+  if (dev !== undefined) {
+    for (const [file, kind] of [
+      [dev.adminCert, "client"],
+      [dev.serverCert, "server"],
+    ] as const)
+      await ledger.record(readFileSync(file, "utf8"), { issuedBy: "dev-mode", kind });
+  }
   let policy: AccessPolicy = configPolicy;
   // The policy in force: the config's roles and bindings plus those set through the API.
   const rebuildPolicy = () => {
@@ -183,6 +193,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+    reportClockSkewMs: config.cluster.reportClockSkewMs,
   });
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
@@ -199,6 +210,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const simulated = sim;
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
     for (const node of sim.nodes) await inventory.register(node, "simulation");
+    // The simulation's VMs belong to the tenants its world says, as if a cluster admin had
+    // assigned them (first start only: an assignment made since stays). Reports never do.
+    for (const id of simNodeIds)
+      await inventory.seedTenants(sim.heartbeat(id)?.vms ?? [], "simulation");
     const beatOne = async (id: string) => {
       const health = simulated.heartbeat(id);
       if (health === undefined) return;
@@ -304,6 +319,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       lockout,
       certificateDays: config.pki.certificateDays,
       enrollLimit: config.pki.enrollLimit,
+      isNode: async (name, signal) => (await inventory.getNode(name, signal)) !== undefined,
     }),
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
@@ -388,6 +404,20 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           clock,
         ).then(
           (fresh) => {
+            const old = new X509Certificate(pem);
+            ledger
+              .renew(
+                {
+                  serial: old.serialNumber,
+                  subject: /CN=([^\n,]+)/.exec(old.subject)?.[1] ?? "",
+                  issuer: old.issuer,
+                },
+                fresh.toString(),
+                { issuedBy: "server-renewal", kind: "server" },
+              )
+              .catch((err: unknown) =>
+                logger.warn({ err }, "cannot record the renewed server certificate"),
+              );
             logger.info(
               { serial: fresh.serialNumber, notAfter: fresh.validTo },
               "server certificate renewed from the local CA",

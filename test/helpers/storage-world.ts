@@ -12,6 +12,7 @@ import {
   StorageBackend,
   StorageService,
 } from "../../src/gen/debvisor/v1/storage_pb.js";
+import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { createAccessPolicy } from "../../src/security/index.js";
 import { testChannel } from "./grpc-client.js";
 import { createTestPki } from "./pki.js";
@@ -116,6 +117,10 @@ export async function startStorageWorld(): Promise<StorageWorld> {
       { id: "vm-g1", tenant: "globex", nodeId: { id: "n1" }, disks: [zfs("vm-g1-disk0")] },
     ],
   });
+  // Tenants are assigned by the control plane, not taken from the report.
+  const vms = withToken(createServiceClient(VmService, ch), token);
+  await vms.setVmTenant({ vmId: "vm-a1", tenant: "acme" });
+  await vms.setVmTenant({ vmId: "vm-g1", tenant: "globex" });
   return {
     server,
     clock,

@@ -1,0 +1,116 @@
+import { create } from "@bufbuild/protobuf";
+import { type Logger, silentLogger } from "../core/index.js";
+import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type Compare,
+  decodeMessage,
+  encodeMessage,
+  type KeyValue,
+  type KvStore,
+  mirrorPrefix,
+  type PrefixMirror,
+  type TxnOp,
+} from "../store/index.js";
+
+const PREFIX = "vms/";
+
+/** Lookup of VM records by id. */
+export interface VmFacts {
+  get(id: string): VersionedVm | undefined;
+}
+
+/** A VM record with the revision it was read at (0: no record). */
+export interface VersionedVm {
+  readonly rec: VmRecord;
+  readonly rev: number;
+}
+
+/**
+ * The control plane's facts about VMs (tenant, placement), under vms/<id>:
+ * a watch-fed copy plus this process's own writes, newest revision wins.
+ */
+export interface VmRecords {
+  /** Every record, by VM id (a view: lookups see later changes too). */
+  all(): Promise<VmFacts>;
+  /** Bumped whenever a record changes, for callers that cache what they derived. */
+  version(): number;
+  /** The compare and put that write `rec` only if the record is still at `rev`. */
+  write(rec: VmRecord, rev: number): { compare: Compare; op: TxnOp };
+  /** Notes a record this process wrote at `rev`. */
+  remember(rec: VmRecord, rev: number): void;
+  close(): void;
+}
+
+/** Follows vms/ in `store`. */
+export function createVmRecords(store: KvStore, logger: Logger = silentLogger): VmRecords {
+  const written = new Map<string, VersionedVm>();
+  let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
+  let version = 0;
+  const decode = (kv: KeyValue): VersionedVm => ({
+    rec: decodeMessage(VmRecordSchema, kv),
+    rev: kv.modRevision,
+  });
+  function follow(): Promise<PrefixMirror<VersionedVm>> {
+    if (mirror === undefined) {
+      const loading = mirrorPrefix(store, PREFIX, decode, logger);
+      mirror = loading;
+      loading.then(
+        (m) => m.onChange(() => version++),
+        () => {
+          if (mirror === loading) mirror = undefined;
+        },
+      );
+    }
+    return mirror;
+  }
+  return {
+    async all() {
+      const seen = (await follow()).values();
+      return {
+        get(id: string) {
+          const mine = written.get(id);
+          const other = seen.get(id);
+          return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+        },
+      };
+    },
+    version: () => version,
+    write(rec, rev) {
+      const key = PREFIX + rec.id;
+      return {
+        compare: { key, modRevision: rev },
+        op: { type: "put", key, value: encodeMessage(VmRecordSchema, rec) },
+      };
+    },
+    remember(rec, rev) {
+      const prev = written.get(rec.id);
+      if (prev === undefined || prev.rev < rev) {
+        written.set(rec.id, { rec, rev });
+        version++;
+      }
+    },
+    close() {
+      void mirror?.then((m) => m.close());
+    },
+  };
+}
+
+/** A new record for `id` from `prev` (or none) with `change` applied. */
+export function vmRecord(
+  id: string,
+  prev: VersionedVm | undefined,
+  change: Partial<Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs">>,
+): VmRecord {
+  return create(VmRecordSchema, { ...(prev?.rec ?? { id }), id, ...change });
+}
+
+/**
+ * The VMs with the tenant the control plane holds for each (none when it
+ * holds none), whatever the report said: the same array when nothing differs.
+ */
+export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
+  const tenantOf = (vm: VmInfo) => records.get(vm.id)?.rec.tenant ?? "";
+  if (vms.every((vm) => vm.tenant === tenantOf(vm))) return vms;
+  return vms.map((vm) => (vm.tenant === tenantOf(vm) ? vm : { ...vm, tenant: tenantOf(vm) }));
+}
