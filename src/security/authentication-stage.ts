@@ -1,5 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Principal, RpcError, type Stage, withPrincipal } from "../core/index.js";
+import {
+  mapStream,
+  type Principal,
+  RpcError,
+  type Stage,
+  sourceOf,
+  withPrincipal,
+} from "../core/index.js";
 import { type ApiKeys, apiKeyIdOf } from "./api-keys.js";
 import type { JwtVerifier } from "./jwt-verifier.js";
 import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
@@ -119,19 +126,14 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
     ctx.notes.principal = principal;
     const result = await next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
     const revocations = options.revocations;
-    if (
-      cert !== undefined &&
-      revocations !== undefined &&
-      ctx.method.kind !== "unary" &&
-      ctx.method.kind !== "client_streaming"
-    ) {
-      return endOnRevocation(
-        result as AsyncIterable<unknown>,
+    if (cert === undefined || revocations === undefined) return result;
+    return mapStream(result, (responses) =>
+      endOnRevocation(
+        responses,
         () => revocations.isRevoked(cert.serialNumber),
         revocations.onChange,
-      );
-    }
-    return result;
+      ),
+    );
   };
 }
 
@@ -184,8 +186,5 @@ export function credentialOf(token: string): string | undefined {
   return id === undefined ? undefined : `apikey:${id}`;
 }
 
-/** The address part of `host:port` / `[v6]:port`: lockout and rate limits count per address, not per connection. */
-export function sourceOf(address: string): string {
-  const at = address.lastIndexOf(":");
-  return (at > 0 ? address.slice(0, at) : address).replace(/^\[|\]$/g, "");
-}
+/** Kept here for the callers that import it from this file; it lives in core. */
+export { sourceOf } from "../core/index.js";

@@ -85,6 +85,14 @@ const sections = z.strictObject({
       maxAgeMs: int(60_000, 366 * 86_400_000).default(86_400_000),
       /** While the trail cannot be written, still serve read-only calls (mutating calls are always refused). */
       allowReadsWhenFailing: z.boolean().default(false),
+      refusals: z
+        .strictObject({
+          /** Unauthenticated and rate-limited calls: one record per source and reason per interval. */
+          intervalMs: int(1000, 3_600_000).default(60_000),
+          /** Sources recorded apart per interval; the rest are counted together under peer `*`. */
+          maxSources: int(1, 100_000).default(1000),
+        })
+        .prefault({}),
       forward: z
         .strictObject({
           /** A second copy, written and fsynced with the first (put it on another disk). */
