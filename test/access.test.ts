@@ -279,18 +279,8 @@ describe("access management through hvctl and AccessService", () => {
 
   it("prints names from the server with their control characters escaped, never sent to the terminal", async () => {
     const evil = "ops\u001b]0;owned\u0007\r\nfake-row\u202e";
-    const made = await hvctl(
-      "-o",
-      "json",
-      "apikey",
-      "create",
-      "--roles",
-      "viewer",
-      "--principal",
-      "dave",
-      "--description",
-      evil,
-    );
+    const create = "-o json apikey create --roles viewer --principal dave --description";
+    const made = await hvctl(...create.split(" "), evil);
     assert.equal(made.code, 0, made.stderr);
     const table = await hvctl("-o", "wide", "apikey", "list", "--principal", "dave");
     assert.equal(table.code, 0, table.stderr);
