@@ -280,6 +280,24 @@ describe("access management through hvctl and AccessService", () => {
     tch.close();
   });
 
+  it("prints names from the server with their control characters escaped, never sent to the terminal", async () => {
+    const evil = "ops\u001b]0;owned\u0007\r\nfake-row\u202e";
+    const create = "-o json apikey create --roles viewer --principal dave --description";
+    const made = await hvctl(...create.split(" "), evil);
+    assert.equal(made.code, 0, made.stderr);
+    const table = await hvctl("-o", "wide", "apikey", "list", "--principal", "dave");
+    assert.equal(table.code, 0, table.stderr);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for them is the point
+    assert.doesNotMatch(table.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/);
+    assert.equal(table.stdout.trim().split("\n").length, 2, "a header and one row: no forged row");
+    assert.ok(
+      table.stdout.includes("ops\\x1b]0;owned\\x07\\x0d\\x0afake-row\\u{202e}"),
+      table.stdout,
+    );
+    const json = await hvctl("-o", "json", "apikey", "list", "--principal", "dave");
+    assert.ok(json.stdout.includes("\\u001b"), "JSON keeps the value, escaped its own way");
+  });
+
   it("rotates with a grace period and revokes at once", async () => {
     const created = JSON.parse(
       (await hvctl("-o", "json", "apikey", "create", "--roles", "viewer", "--principal", "carol"))

@@ -10,12 +10,22 @@ import { summarize, verifyAuditFiles } from "../src/audit/index.js";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { AccessService, CreateApiKeyResponseSchema } from "../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
-import { GetNodeRequestSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
-import { HVCTL_BIN, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import {
+  DrainNodeRequestSchema,
+  GetNodeRequestSchema,
+  NodeInfoSchema,
+} from "../src/gen/debvisor/v1/node_pb.js";
+import {
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+  startDevDaemon,
+} from "./helpers/daemon-process.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const GET_NODE = "/debvisor.v1.NodeService/GetNode";
+const DRAIN = "/debvisor.v1.NodeService/DrainNode";
 const devArgs = (dir: string, ...extra: string[]) => [
   "--dev",
   "--data-dir",
@@ -83,12 +93,14 @@ describe("the audit trail of a running daemon", () => {
       for (const s of [secret, issued.token, bogus.slice(21)])
         assert.ok(!text.includes(s), "no secret in the audit trail");
       const recs = records(path);
-      const unauth = recs.filter(
-        (r) => r.decision === "unauthenticated" && r.method === "RegisterNode",
-      );
-      assert.equal(unauth.length, 2);
-      assert.ok(unauth.every((r) => r.code === "UNAUTHENTICATED" && r.principal === ""));
-      assert.ok(unauth.some((r) => String(r.reason).includes("API key refused: unknown")));
+      // Unauthenticated calls are counted per source and reason, not recorded one by one.
+      const unauth = recs.filter((r) => r.decision === "unauthenticated");
+      assert.equal(unauth.length, 1);
+      assert.equal(unauth[0]?.event, "rpc.aggregate");
+      assert.equal(unauth[0]?.code, "UNAUTHENTICATED");
+      assert.equal(unauth[0]?.principal, "");
+      assert.equal(unauth[0]?.peer, "127.0.0.1");
+      assert.equal(JSON.parse(String(unauth[0]?.args)).count, 2);
       const denied = recs.find((r) => r.decision === "deny");
       assert.equal(denied?.principal, "bob");
       assert.equal(denied?.keyId, issued.key?.id);
@@ -101,6 +113,111 @@ describe("the audit trail of a running daemon", () => {
         recs.some((r) => r.method === "CreateApiKey" && r.event === "rpc.request"),
         "the request was recorded before it acted",
       );
+      assert.equal(verifyAuditFiles([path]).ok, true);
+    } finally {
+      d.kill();
+    }
+  });
+
+  it("records a stream when it ends, with its real outcome, after its request", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-audit-stream-"));
+    const d = await startDevDaemon(dir, { simulation: { migrationMs: 4000 } });
+    try {
+      const admin = adminChannel(dir, d.grpcAddress);
+      /** DrainNode with a deadline: the messages received and the final status code. */
+      const drain = (node: string, deadlineMs: number) =>
+        new Promise<{ messages: number; code: number }>((resolve) => {
+          let messages = 0;
+          const call = admin.makeServerStreamRequest(
+            DRAIN,
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            Buffer.from(
+              toBinary(
+                DrainNodeRequestSchema,
+                create(DrainNodeRequestSchema, { id: { id: node }, allowDowntime: true }),
+              ),
+            ),
+            new grpc.Metadata(),
+            { deadline: Date.now() + deadlineMs },
+          );
+          call.on("data", () => messages++);
+          call.on("error", () => {});
+          call.on("status", (st: grpc.StatusObject) => resolve({ messages, code: st.code }));
+        });
+      // Fails inside the stream, before its first message.
+      assert.equal((await drain("node-404", 10_000)).code, grpc.status.NOT_FOUND);
+      // Fails midway: the deadline passes while its vms are still moving.
+      const midway = await drain("node-02", 2500);
+      assert.equal(midway.code, grpc.status.DEADLINE_EXCEEDED);
+      assert.ok(midway.messages >= 1, "progress was streamed before the failure");
+      admin.close();
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const path = join(dir, "audit.log");
+      const drains = records(path).filter((r) => r.method === "DrainNode");
+      const outcomes = drains.filter((r) => r.event === "rpc");
+      assert.equal(outcomes.length, 2);
+      assert.equal(outcomes[0]?.code, "NOT_FOUND");
+      // The client gave up at its deadline: the server saw its deadline or the client's cancel first.
+      assert.match(String(outcomes[1]?.code), /^(DEADLINE_EXCEEDED|CANCELLED)$/);
+      assert.ok(Number(outcomes[1]?.durationMs) >= 2000, "recorded when it ended");
+      for (const o of outcomes) {
+        const request = drains.find(
+          (r) => r.event === "rpc.request" && r.requestId === o.requestId,
+        );
+        assert.ok(request !== undefined && Number(request.seq) < Number(o.seq), "request first");
+      }
+      assert.equal(verifyAuditFiles([path]).ok, true);
+    } finally {
+      d.kill();
+    }
+  });
+
+  it("counts 5,000 unauthenticated calls in a handful of records, and the chain verifies", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-audit-flood-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      auth: { lockout: { throttleDelayMs: 0 } },
+    });
+    try {
+      const ca = resolveContext(join(dir, "hvctl.yaml")).caPem;
+      const anon = testChannel(d.grpcAddress, { caPem: ca });
+      const md = new grpc.Metadata();
+      md.set("authorization", `Bearer dvk_${"b".repeat(16)}_${"S".repeat(43)}`);
+      const codes = new Map<number, number>();
+      for (let batch = 0; batch < 50; batch++) {
+        const results = await Promise.all(
+          Array.from({ length: 100 }, (_, i) =>
+            rawUnary(anon, GET_NODE, Buffer.alloc(0), i % 2 === 0 ? md : undefined),
+          ),
+        );
+        for (const r of results) {
+          const code = r.error?.code ?? 0;
+          codes.set(code, (codes.get(code) ?? 0) + 1);
+        }
+      }
+      anon.close();
+      assert.equal(codes.get(0), undefined, "none got through");
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const path = join(dir, "audit.log");
+      const recs = records(path);
+      const counted = recs.filter((r) => r.event === "rpc.aggregate");
+      assert.ok(counted.length >= 1 && counted.length <= 3, JSON.stringify(counted));
+      const calls = recs.filter((r) => r.method === "GetNode");
+      assert.deepEqual(calls, counted, "every GetNode was counted, none recorded alone");
+      const sum = counted.reduce((n, r) => n + Number(JSON.parse(String(r.args)).count), 0);
+      assert.equal(sum, 5000);
+      // Per code the client saw: RATE_LIMITED is RESOURCE_EXHAUSTED, the rest UNAUTHENTICATED.
+      for (const code of [grpc.status.UNAUTHENTICATED, grpc.status.RESOURCE_EXHAUSTED]) {
+        const name =
+          code === grpc.status.UNAUTHENTICATED ? "UNAUTHENTICATED" : "RESOURCE_EXHAUSTED";
+        const n = counted
+          .filter((r) => r.code === name)
+          .reduce((t, r) => t + Number(JSON.parse(String(r.args)).count), 0);
+        assert.equal(n, codes.get(code) ?? 0, `${name} counted right`);
+      }
       assert.equal(verifyAuditFiles([path]).ok, true);
     } finally {
       d.kill();

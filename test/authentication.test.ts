@@ -344,7 +344,91 @@ describe("authentication", () => {
 });
 
 describe("lockout", () => {
-  it("locks a source out after repeated failures, even with a good key, until the cool-down ends", async () => {
+  /** ListNodes with a bearer token (or a client certificate): the gRPC error, if any, and its reason. */
+  const callWith = async (
+    s: SecuredServer,
+    pki: TestPki,
+    auth: { bearer?: string; certPem?: string; keyPem?: string },
+  ) => {
+    const ch = testChannel(s.server.address, {
+      caPem: pki.ca.certPem,
+      certPem: auth.certPem,
+      keyPem: auth.keyPem,
+    });
+    const md = new grpc.Metadata();
+    if (auth.bearer !== undefined) md.set("authorization", `Bearer ${auth.bearer}`);
+    const started = Date.now();
+    const r = await rawUnary(ch, LIST_NODES, Buffer.alloc(0), md);
+    ch.close();
+    return {
+      code: r.error?.code ?? OK,
+      reason: r.trailers?.get("debvisor-error-reason")[0],
+      details: r.error?.details ?? "",
+      ms: Date.now() - started,
+    };
+  };
+
+  it("never locks out a good key, token or certificate after a flood of bad credentials from the same address", async () => {
+    const pki = await createTestPki();
+    const clock = createManualClock(Date.now());
+    const issuer = await generateKeyPair("ES256", { extractable: true });
+    const jwt = createJwtVerifier(
+      [
+        {
+          issuer: "debvisor-auth",
+          audience: "debvisor-rpc",
+          algorithms: ["ES256"],
+          publicKeyPems: [await exportSPKI(issuer.publicKey)],
+          rolesClaim: "roles",
+          clockSkewSeconds: 30,
+        },
+      ],
+      clock,
+    );
+    const s = await startSecuredServer({
+      pki,
+      clock,
+      jwt,
+      policy: createAccessPolicy({ bindings: [{ principal: "admin", roles: ["viewer"] }] }),
+      lockout: { maxFailures: 5, windowMs: 300_000, sourceMaxFailures: 20, throttleDelayMs: 150 },
+    });
+    try {
+      const good = await s.apiKeys.create({ principal: "ci", roles: ["viewer"], createdBy: "t" });
+      const signFor = (sub: string) =>
+        new SignJWT({ roles: ["viewer"] })
+          .setSubject(sub)
+          .setIssuer("debvisor-auth")
+          .setAudience("debvisor-rpc")
+          .setExpirationTime(Math.floor(clock.now() / 1000) + 300)
+          .setProtectedHeader({ alg: "ES256" })
+          .sign(issuer.privateKey);
+      const token = await signFor("alice");
+      // 100 bad keys, 10 guesses at alice's token, 10 calls without credentials, all from 127.0.0.1.
+      const flood: Promise<unknown>[] = [];
+      for (let i = 0; i < 100; i++)
+        flood.push(
+          callWith(s, pki, { bearer: `dvk_${i.toString(16).padStart(16, "0")}_${"x".repeat(43)}` }),
+        );
+      await Promise.all(flood);
+      for (let i = 0; i < 10; i++) await callWith(s, pki, { bearer: `${token.slice(0, -4)}AAAA` });
+      for (let i = 0; i < 10; i++) assert.equal((await callWith(s, pki, {})).code, UNAUTH);
+      const bad = await callWith(s, pki, { bearer: `dvk_${"f".repeat(16)}_${"x".repeat(43)}` });
+      assert.equal(bad.code, UNAUTH);
+      assert.ok(bad.ms >= 150, `a throttled address's failures wait (${bad.ms} ms)`);
+      const key = await callWith(s, pki, { bearer: good.token });
+      assert.equal(key.code, OK, "the good API key still works");
+      assert.equal((await callWith(s, pki, pki.client)).code, OK, "a certificate still works");
+      // alice's own issuer+sub was guessed at too often: her token is locked and says so.
+      const alice = await callWith(s, pki, { bearer: token });
+      assert.equal(alice.reason, "AUTH_LOCKED_OUT");
+      const bob = await signFor("bob");
+      assert.equal((await callWith(s, pki, { bearer: bob })).code, OK, "another JWT still works");
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("locks a key id guessed too often, says until when, and lets it back after the cool-down", async () => {
     const pki = await createTestPki();
     const clock = createManualClock(Date.now());
     const s = await startSecuredServer({
@@ -354,18 +438,28 @@ describe("lockout", () => {
       lockout: { maxFailures: 5, windowMs: 300_000 },
     });
     try {
-      const good = await s.apiKeys.create({
-        principal: "ci",
-        roles: ["viewer"],
-        createdBy: "test",
-      });
-      const call = (bearer: string) => codeOf(s.server.address, pki.ca.certPem, { bearer });
-      assert.equal(await call(good.token), OK);
-      for (let i = 0; i < 5; i++)
-        assert.equal(await call(`dvk_${"1".repeat(16)}_${"x".repeat(43)}`), UNAUTH);
-      assert.equal(await call(good.token), UNAUTH, "locked out");
+      const good = await s.apiKeys.create({ principal: "ci", roles: ["viewer"], createdBy: "t" });
+      const other = await s.apiKeys.create({ principal: "cd", roles: ["viewer"], createdBy: "t" });
+      const id = good.record.id;
+      assert.equal((await callWith(s, pki, { bearer: good.token })).code, OK);
+      for (let i = 0; i < 4; i++) {
+        const r = await callWith(s, pki, { bearer: `dvk_${id}_${"x".repeat(43)}` });
+        assert.equal(r.reason, "UNAUTHENTICATED");
+      }
+      const fifth = await callWith(s, pki, { bearer: `dvk_${id}_${"x".repeat(43)}` });
+      assert.equal(fifth.reason, "AUTH_LOCKED_OUT", "the failure that locks says so");
+      const locked = await callWith(s, pki, { bearer: good.token });
+      assert.equal(locked.code, UNAUTH);
+      assert.equal(
+        locked.reason,
+        "AUTH_LOCKED_OUT",
+        "the right secret is told it is locked, not bad",
+      );
+      const until = new Date(clock.now() + 300_000).toISOString();
+      assert.match(locked.details, new RegExp(`locked out until ${until.replace(/\./g, "\\.")}`));
+      assert.equal((await callWith(s, pki, { bearer: other.token })).code, OK, "other keys work");
       clock.advance(300_001);
-      assert.equal(await call(good.token), OK, "cool-down over");
+      assert.equal((await callWith(s, pki, { bearer: good.token })).code, OK, "cool-down over");
     } finally {
       await s.close();
     }

@@ -368,6 +368,72 @@ describe("storage refusals", () => {
       );
     });
 
+    it("scopes job ids per tenant: another tenant's job id answers exactly like an absent one", async () => {
+      await w.operator.planZfsReplication({
+        jobId: "a2",
+        dataset: zfs("vm-a1-disk0"),
+        source: n("n1"),
+        target: n("n3"),
+      });
+      // globex's own dataset already goes to n2 (job g1): the same plan under acme's id and under a free one.
+      const taken = { dataset: zfs("vm-g1-disk0"), source: n("n1"), target: n("n2") };
+      const hidden = await failure(w.globex.planZfsReplication({ ...taken, jobId: "a2" }));
+      const absent = await failure(w.globex.planZfsReplication({ ...taken, jobId: "zz-absent" }));
+      assert.deepEqual(hidden, absent);
+      await refused(
+        w.globex.getReplicationStatus({ jobId: "a2" }),
+        grpc.status.NOT_FOUND,
+        "REPLICATION_JOB_NOT_FOUND",
+      );
+      const acmeJob = await w.operator.getReplicationStatus({ jobId: "a2" });
+      assert.equal(acmeJob.jobId, "a2", "acme's job is untouched");
+    });
+
+    it("lets a tenant name its own job like another tenant's, each seeing only its own", async () => {
+      // Free globex's dataset's way to n3 (an earlier test planned a job there).
+      for (const j of (await w.operator.listReplicationJobs({})).jobs)
+        if (j.plan?.dataset?.name === "vm-g1-disk0" && j.plan.target?.nodeId?.id === "n3")
+          await w.operator.deleteReplicationJob({ jobId: j.jobId });
+      const mine = await w.globex.planZfsReplication({
+        jobId: "a2",
+        dataset: zfs("vm-g1-disk0"),
+        source: n("n1"),
+        target: n("n3"),
+      });
+      assert.equal(mine.jobId, "a2");
+      assert.equal((await w.globex.getReplicationStatus({ jobId: "a2" })).jobId, "a2");
+      const all = (await w.operator.listReplicationJobs({})).jobs.map((j) => j.jobId);
+      assert.ok(all.includes("a2") && all.includes("globex:a2"), all.join());
+    });
+
+    it("does not let a tenant squat a longer tenant's names (acme may not make acme-corp-...)", async () => {
+      const image = rbd("vm-a1-disk1");
+      w.clock.advance(MIN);
+      const template = await w.operator.createRbdTemplateSnapshot({ image, label: "corp-golden" });
+      await w.operator.cloneRbdFromTemplate({
+        templateSnapshot: template.snapshot,
+        newImage: rbd("acme-corp-base"),
+        tenant: "acme-corp",
+      });
+      await refused(
+        w.acme.cloneRbdFromTemplate({
+          templateSnapshot: template.snapshot,
+          newImage: rbd("acme-corp-db"),
+        }),
+        grpc.status.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+      );
+      await refused(
+        w.acme.listSnapshots({ dataset: rbd("acme-corp-db") }),
+        grpc.status.NOT_FOUND,
+        "DATASET_NOT_FOUND",
+      );
+      await w.acme.cloneRbdFromTemplate({
+        templateSnapshot: template.snapshot,
+        newImage: rbd("acme-corpus-1"),
+      });
+    });
+
     it("clones into the caller's own tenant only, under its name prefix", async () => {
       const image = rbd("vm-a1-disk1");
       w.clock.advance(MIN);

@@ -1,8 +1,17 @@
 import { type DescMessage, getOption, hasOption, toJson } from "@bufbuild/protobuf";
-import { type CallContext, codeName, RpcError, type Stage, toRpcError } from "../core/index.js";
+import {
+  type CallContext,
+  type CallResult,
+  codeName,
+  type Logger,
+  RpcError,
+  type Stage,
+  toRpcError,
+} from "../core/index.js";
 import { sensitive } from "../gen/debvisor/v1/validate_pb.js";
 import type { AuditLog } from "./audit-log.js";
 import type { AuditFields } from "./audit-record.js";
+import { createRefusalAggregator } from "./refusal-aggregator.js";
 
 /** Longest argument summary written. */
 const MAX_ARGS = 200;
@@ -13,47 +22,81 @@ export interface AuditStageOptions {
   /** Let read-only calls through while the trail cannot be written (default false: refuse everything). */
   readonly allowReadsWhenFailing?: boolean;
   readonly now?: () => number;
+  /** Unauthenticated and rate-limited refusals: one record per source and reason per interval (default 60 s)... */
+  readonly refusalIntervalMs?: number;
+  /** ...for at most this many sources per interval, the rest counted together (default 1,000). */
+  readonly refusalMaxSources?: number;
+  /** Where a failed flush of aggregated refusals is reported. */
+  readonly logger?: Logger;
+}
+
+/** The audit stages, and the lifecycle of the aggregated refusals they hold. */
+export interface AuditStages {
+  readonly outer: Stage;
+  readonly beforeAct: Stage;
+  /** Writes the refusals counted so far. */
+  flush(): Promise<void>;
+  /** Flushes and stops the interval timer; call before closing the log. */
+  close(): Promise<void>;
 }
 
 /**
  * The audit trail's two pipeline stages. `outer` runs first: it refuses
  * calls while the trail cannot be written, and after the call it writes the
  * outcome (who, what, decision and rule, code, duration), durably, before the
- * response goes out; denied and unauthenticated calls are recorded too.
- * `beforeAct` runs last, right before the handler: for a mutating call it
- * writes the request durably before anything can change.
+ * response goes out; denied calls are recorded too. A streaming call is
+ * recorded when its stream ends, with its real outcome (an error midway, a
+ * cancel), before the client sees the status. Unauthenticated and
+ * rate-limited refusals are counted instead, one record per source and
+ * reason per interval. `beforeAct` runs last, right before the handler: for
+ * a mutating call (a stream too) it writes the request durably before
+ * anything can change.
  */
-export function createAuditStages(options: AuditStageOptions): { outer: Stage; beforeAct: Stage } {
+export function createAuditStages(options: AuditStageOptions): AuditStages {
   const { log } = options;
   const now = options.now ?? Date.now;
+  const refusals = createRefusalAggregator({
+    log,
+    intervalMs: options.refusalIntervalMs,
+    maxSources: options.refusalMaxSources,
+    now,
+    logger: options.logger,
+  });
+  /** Writes a call's outcome; a failure to write becomes AUDIT_UNAVAILABLE for the client. */
+  const outcome = async (ctx: CallContext, request: unknown, error: RpcError | undefined) => {
+    try {
+      await log.append(fields(ctx, request, "rpc", error, now() - ctx.startedAt));
+    } catch (auditErr) {
+      // Not acknowledged: the client must not believe an unrecorded call succeeded.
+      ctx.log.error(
+        { err: auditErr, outcome: error?.reason ?? "OK" },
+        "audit record of the outcome could not be written",
+      );
+      throw new RpcError("AUDIT_UNAVAILABLE", { cause: auditErr });
+    }
+  };
   return {
     outer: async (invocation, next) => {
-      const { ctx } = invocation;
+      const { ctx, request } = invocation;
       // Health probes are not security events; recording them would drown the trail.
       // Public calls that change something (enrollment) are recorded.
       if (ctx.method.access === "public" && !ctx.method.mutating) return next(invocation);
       if (log.failing() && (ctx.method.mutating || !options.allowReadsWhenFailing)) {
         throw new RpcError("AUDIT_UNAVAILABLE");
       }
-      let error: RpcError | undefined;
-      let result: unknown;
+      let result: CallResult;
       try {
         result = await next(invocation);
       } catch (err) {
-        error = toRpcError(err);
+        const error = toRpcError(err);
+        if (!refusals.note(ctx, error)) await outcome(ctx, request, error);
+        throw error;
       }
-      try {
-        await log.append(fields(ctx, invocation.request, "rpc", error, now() - ctx.startedAt));
-      } catch (auditErr) {
-        // Not acknowledged: the client must not believe an unrecorded call succeeded.
-        ctx.log.error(
-          { err: auditErr, outcome: error?.reason ?? "OK" },
-          "audit record of the outcome could not be written",
-        );
-        throw new RpcError("AUDIT_UNAVAILABLE", { cause: auditErr });
+      if (result.kind === "unary") {
+        await outcome(ctx, request, undefined);
+        return result;
       }
-      if (error !== undefined) throw error;
-      return result;
+      return { kind: "stream", responses: recordedAtEnd(result.responses, ctx, request, outcome) };
     },
     beforeAct: async (invocation, next) => {
       const { ctx } = invocation;
@@ -61,7 +104,35 @@ export function createAuditStages(options: AuditStageOptions): { outer: Stage; b
         await log.append(fields(ctx, invocation.request, "rpc.request", undefined, 0));
       return next(invocation);
     },
+    flush: () => refusals.flush(),
+    close: () => refusals.close(),
   };
+}
+
+/**
+ * Passes a call's responses through and records the call when they end: OK
+ * when the stream completed, the error it ended with, or why it was stopped
+ * early (the client cancelled, the deadline passed, the server shut down).
+ */
+async function* recordedAtEnd(
+  responses: AsyncIterable<unknown>,
+  ctx: CallContext,
+  request: unknown,
+  outcome: (ctx: CallContext, request: unknown, error: RpcError | undefined) => Promise<void>,
+): AsyncIterable<unknown> {
+  let error: RpcError | undefined;
+  let ended = false;
+  try {
+    for await (const response of responses) yield response;
+    ended = true;
+  } catch (err) {
+    error = toRpcError(err);
+  } finally {
+    if (!ended && error === undefined)
+      error = toRpcError(ctx.signal.reason ?? new RpcError("CANCELLED"));
+    await outcome(ctx, request, error);
+  }
+  if (error !== undefined) throw error;
 }
 
 function fields(

@@ -18,7 +18,7 @@ import {
 } from "../client/index.js";
 import { CallError, type ConnectionFacts, UsageError } from "./cli-errors.js";
 import { parseDuration } from "./duration.js";
-import { createStyle, type OutputFormat, type Style, serialize } from "./output.js";
+import { createStyle, type OutputFormat, type Style, serialize, terminalSafe } from "./output.js";
 
 /** Where hvctl reads and writes; the binary passes the process's, tests their own. */
 export interface ProgramIo {
@@ -149,13 +149,21 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
     resolved ??= resolveConnection(opts, io.env);
     return resolved;
   };
+  const style = createStyle(io.tty?.stdout === true, io.env);
+  // Text output never carries a control character from the server; JSON and YAML escape their own.
+  const text =
+    format === "json" || format === "yaml"
+      ? undefined
+      : { keepLines: true, keepColours: style.good("x") !== "x" };
+  const safe = (write: (s: string) => void) => (s: string) =>
+    write(text === undefined ? s : terminalSafe(s, text));
   return {
     io,
-    out: io.out,
-    err: io.err,
+    out: safe(io.out),
+    err: (s) => io.err(terminalSafe(s, { keepLines: true, keepColours: true })),
     format,
     wide: format === "wide",
-    style: createStyle(io.tty?.stdout === true, io.env),
+    style,
     configPath: configPath(opts, io.env),
     options: opts,
     timeoutMs,
@@ -164,7 +172,11 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
     },
     exitCode: () => exitCode,
     print(data, human) {
-      io.out(format === "json" || format === "yaml" ? serialize(data, format) : human());
+      io.out(
+        text === undefined
+          ? serialize(data, format as "json" | "yaml")
+          : terminalSafe(human(), text),
+      );
     },
     connection,
     contextEntry: () =>

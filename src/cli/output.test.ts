@@ -9,6 +9,7 @@ import {
   renderColumns,
   renderTable,
   shortAge,
+  terminalSafe,
 } from "./output.js";
 
 describe("shortAge", () => {
@@ -91,5 +92,31 @@ describe("messageJson", () => {
     assert.equal(json.heartbeatAgeMs, "0", "zero values are present");
     assert.equal(json.readiness, "NODE_READINESS_UNSPECIFIED", "enums by name");
     assert.equal(json.cordoned, false);
+  });
+});
+
+describe("terminalSafe", () => {
+  const cases: [string, string, Parameters<typeof terminalSafe>[1], string][] = [
+    ["ok-plain-text-unchanged", "node-01 café", {}, "node-01 café"],
+    ["fail-escape-sequence", "a\x1b[2Jb", {}, "a\\x1b[2Jb"],
+    ["fail-osc-title-and-bell", "\x1b]0;x\x07", {}, "\\x1b]0;x\\x07"],
+    ["fail-carriage-return-and-newline-in-a-cell", "a\r\nb", {}, "a\\x0d\\x0ab"],
+    ["ok-newlines-kept-for-whole-output", "a\nb\t", { keepLines: true }, "a\nb\t"],
+    ["fail-c1-csi", "a\u009b2Jb", {}, "a\\x9b2Jb"],
+    ["fail-bidi-override", "abc\u202edef\u2066", {}, "abc\\u{202e}def\\u{2066}"],
+    ["ok-own-colours-kept", "\x1b[32mok\x1b[0m", { keepColours: true }, "\x1b[32mok\x1b[0m"],
+    [
+      "fail-other-sgr-escaped-even-with-colours",
+      "\x1b[8mhidden",
+      { keepColours: true },
+      "\\x1b[8mhidden",
+    ],
+  ];
+  for (const [name, input, options, expected] of cases)
+    it(name, () => assert.equal(terminalSafe(input, options), expected));
+
+  it("escapes table cells, so a name cannot add a row", () => {
+    const out = renderTable(["NAME"], [["a\nfake"]]);
+    assert.equal(out, "NAME\na\\x0afake\n");
   });
 });

@@ -38,6 +38,42 @@ export function createStyle(isTty: boolean, env: NodeJS.ProcessEnv): Style {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal escape codes is the point
 const ANSI = /\x1b\[[0-9;]*m/g;
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the colour codes Style itself writes
+const OUR_COLOURS = /\x1b\[(?:0|2|31|32|33)m/y;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** Options of {@link terminalSafe}. */
+export interface TerminalSafeOptions {
+  /** Keep line feeds and tabs (whole outputs); a table cell or field value escapes them too. */
+  readonly keepLines?: boolean;
+  /** Keep the colour codes {@link Style} writes (and only those); default false. */
+  readonly keepColours?: boolean;
+}
+
+/**
+ * Text that cannot drive a terminal: C0 and C1 control characters (ESC, CR,
+ * BEL, ...), DEL and the bidirectional overrides are shown as `\xNN` or
+ * `\u{NNNN}` instead of being sent. Names come from node reports, tokens and
+ * audit records, so everything hvctl prints as text passes through here.
+ */
+export function terminalSafe(text: string, options: TerminalSafeOptions = {}): string {
+  return text.replace(UNSAFE, (ch, at: number) => {
+    if (options.keepLines && (ch === "\n" || ch === "\t")) return ch;
+    if (options.keepColours && ch === "\x1b") {
+      OUR_COLOURS.lastIndex = at;
+      if (OUR_COLOURS.test(text)) return ch;
+    }
+    const code = ch.charCodeAt(0);
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u{${code.toString(16).padStart(4, "0")}}`;
+  });
+}
+
+/** A table cell or field value: escaped, line breaks included, so a name can never forge a row. */
+const cell = (text: string) => terminalSafe(text, { keepColours: true });
+
 /** Visible width of text that may hold colour codes. */
 export function visibleWidth(text: string): number {
   return text.replace(ANSI, "").length;
@@ -49,7 +85,7 @@ export function renderTable(
   rows: readonly (readonly string[])[],
 ): string {
   const widths = headers.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => visibleWidth(r[i] ?? ""))),
+    Math.max(h.length, ...rows.map((r) => visibleWidth(cell(r[i] ?? "")))),
   );
   const line = (cells: readonly string[]) =>
     cells
@@ -60,7 +96,7 @@ export function renderTable(
       )
       .join("   ")
       .trimEnd();
-  return `${[line(headers), ...rows.map(line)].join("\n")}\n`;
+  return `${[line(headers.map(cell)), ...rows.map((r) => line(r.map(cell)))].join("\n")}\n`;
 }
 
 /** One column of a table; `wide` columns appear only with `-o wide`. */
@@ -86,7 +122,7 @@ export function renderColumns<T>(
 /** `key: value` lines with the values aligned, for one object (`node get`, `auth whoami`). */
 export function renderFields(fields: readonly (readonly [string, string])[]): string {
   const width = Math.max(0, ...fields.map(([k]) => k.length + 1));
-  return `${fields.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${v}`.trimEnd()).join("\n")}\n`;
+  return `${fields.map(([k, v]) => `${`${k}:`.padEnd(width)}  ${cell(v)}`.trimEnd()).join("\n")}\n`;
 }
 
 /** A duration in the short form operators read at a glance: 12s, 5m, 3h, 2d. */

@@ -1,5 +1,5 @@
 import type { EventEmitter } from "node:events";
-import { formatBytes } from "./output.js";
+import { formatBytes, terminalSafe } from "./output.js";
 
 /** Where an operation stands. */
 export interface ProgressUpdate {
@@ -91,7 +91,8 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
     const parts = [`${label}${u.phase}`, bar, pct.padStart(4), rate, eta && `ETA ${eta}`];
     const text = parts.filter((p) => p !== "").join("  ");
     const width = Math.max(20, (options.stream.columns || 80) - 1);
-    options.stream.write(`\r\x1b[2K${text.length > width ? text.slice(0, width) : text}`);
+    const shown = terminalSafe(text);
+    options.stream.write(`\r\x1b[2K${shown.length > width ? shown.slice(0, width) : shown}`);
     drawn = true;
     lastDraw = now();
     pending = undefined;
@@ -118,7 +119,9 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
       lastDecile = decile;
       const { pct, rate, eta } = describe(u);
       const extra = [rate, eta && `ETA ${eta}`].filter((p) => p !== "").join(", ");
-      options.stream.write(`${label}${u.phase} ${pct}${extra === "" ? "" : ` (${extra})`}\n`);
+      options.stream.write(
+        `${terminalSafe(`${label}${u.phase} ${pct}${extra === "" ? "" : ` (${extra})`}`)}\n`,
+      );
     },
     clear() {
       if (options.tty && drawn) options.stream.write("\r\x1b[2K");
@@ -128,7 +131,7 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
       if (options.tty && pending !== undefined) drawBar(pending);
       if (options.tty && drawn) options.stream.write("\r\x1b[2K");
       drawn = false;
-      options.stream.write(`${label}${line}\n`);
+      options.stream.write(`${terminalSafe(`${label}${line}`)}\n`);
     },
   };
 }
@@ -206,7 +209,7 @@ export function watchInterrupts(options: InterruptOptions): InterruptWatch {
       await options.cancel?.();
       outcome = "cancelled";
     } catch (err) {
-      options.write(`could not cancel: ${(err as Error).message}; still watching\n`);
+      options.write(`could not cancel: ${terminalSafe((err as Error).message)}; still watching\n`);
     }
   };
   /** Stops waiting for an answer: the keyboard back to normal, no listener left to keep hvctl alive. */

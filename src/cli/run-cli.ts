@@ -1,6 +1,7 @@
 import { CommanderError } from "commander";
 import type { ProgramIo } from "./cli-context.js";
 import { describeFailure, EXIT } from "./cli-errors.js";
+import { terminalSafe } from "./output.js";
 import { buildProgram } from "./program.js";
 
 /**
@@ -16,7 +17,7 @@ export async function runCli(argv: readonly string[], io: ProgramIo): Promise<nu
     // commander has already printed its message (and the help hint).
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const failure = describeFailure(err, context()?.facts());
-    io.err(`hvctl: ${failure.message}\n`);
+    io.err(`hvctl: ${terminalSafe(failure.message)}\n`);
     return failure.exitCode;
   } finally {
     context()?.close();

@@ -5,7 +5,13 @@ import {
   DatasetRecordSchema,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
-import { encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+} from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { visibleTo } from "./tenancy.js";
 
@@ -42,6 +48,8 @@ export interface DatasetAccess {
   record(record: DatasetRecord, signal?: AbortSignal): Promise<void>;
   /** Drops the record of a dataset whose creation failed. */
   forget(dataset: DatasetRef, signal?: AbortSignal): Promise<void>;
+  /** The tenants the cluster knows from its records: VMs' tenants and owners of recorded datasets. */
+  tenants(signal?: AbortSignal): Promise<Set<string>>;
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
@@ -76,6 +84,15 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
     },
     async forget(dataset, signal) {
       await store.delete(DATASETS_PREFIX + datasetKey(dataset), { signal });
+    },
+    async tenants(signal) {
+      const out = new Set<string>();
+      for (const vm of await inventory.listVms(signal)) if (vm.tenant !== "") out.add(vm.tenant);
+      for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
+        const t = decodeMessage(DatasetRecordSchema, kv).tenant;
+        if (t !== "") out.add(t);
+      }
+      return out;
     },
     async visible(dataset, tenant, signal) {
       return (await place(dataset, tenant, signal)).visible;

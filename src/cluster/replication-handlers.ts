@@ -58,15 +58,19 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
 
   /** A job the caller may see (its dataset is visible to the caller's tenant), else REPLICATION_JOB_NOT_FOUND. */
   const visibleJob = async (jobId: string, ctx: CallContext): Promise<StoredJob> => {
-    const job = await jobs.get(jobId, ctx.signal);
-    const dataset = job?.job.plan?.dataset;
-    if (
-      job === undefined ||
-      dataset === undefined ||
-      !(await access.visible(dataset, ctx.tenant, ctx.signal))
-    )
-      throw new RpcError("REPLICATION_JOB_NOT_FOUND");
-    return job;
+    // A confined caller's ids live in its tenant's space first; an unscoped
+    // (older or cluster-made) id is found only when its dataset is visible.
+    for (const id of ctx.tenant === undefined ? [jobId] : [scopedJobId(ctx.tenant, jobId), jobId]) {
+      const job = await jobs.get(id, ctx.signal);
+      const dataset = job?.job.plan?.dataset;
+      if (
+        job !== undefined &&
+        dataset !== undefined &&
+        (await access.visible(dataset, ctx.tenant, ctx.signal))
+      )
+        return job;
+    }
+    throw new RpcError("REPLICATION_JOB_NOT_FOUND");
   };
   /** Visibility of many jobs, asking once per dataset. */
   const visibilityOf = (ctx: CallContext) => {
@@ -104,7 +108,9 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
         throw new RpcError("DATASET_NOT_FOUND", {
           message: "dataset not found on the source node",
         });
-      const jobId = req.jobId || `repl-${randomBytes(5).toString("hex")}`;
+      const given = req.jobId || `repl-${randomBytes(5).toString("hex")}`;
+      // Per tenant: another tenant's job of the same name is neither reached nor revealed.
+      const jobId = ctx.tenant === undefined ? given : scopedJobId(ctx.tenant, given);
       const now = clock.now();
       const { job } = await jobs.create(
         create(ReplicationJobRecordSchema, {
@@ -119,20 +125,20 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
         now,
         ctx.signal,
       );
-      return jobMessage(job);
+      return jobMessage(job, ctx.tenant);
     },
 
     async runZfsReplication(req, ctx) {
-      await visibleJob(req.jobId, ctx);
+      const { jobId } = (await visibleJob(req.jobId, ctx)).job;
       // The run outlives a caller who stops waiting: it goes on, and WatchReplication follows it.
-      const run = runner.run(req.jobId);
+      const run = runner.run(jobId);
       run.catch(() => {});
       const outcome = await untilAborted(run, ctx.signal);
-      return statusMessage(outcome ?? (await visibleJob(req.jobId, ctx)).status);
+      return statusMessage(outcome ?? (await visibleJob(req.jobId, ctx)).status, ctx.tenant);
     },
 
     async getReplicationStatus(req, ctx) {
-      return statusMessage((await visibleJob(req.jobId, ctx)).status);
+      return statusMessage((await visibleJob(req.jobId, ctx)).status, ctx.tenant);
     },
 
     async listReplicationJobs(req, ctx) {
@@ -141,31 +147,34 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       const shown: StoredJob[] = [];
       for (const j of all) if (await visible(j)) shown.push(j);
       const page = paginate(shown, (j) => j.job.jobId, req.pageSize, req.pageToken);
-      return { jobs: page.items.map(jobMessage), nextPageToken: page.nextPageToken };
+      return {
+        jobs: page.items.map((j) => jobMessage(j, ctx.tenant)),
+        nextPageToken: page.nextPageToken,
+      };
     },
 
     async deleteReplicationJob(req, ctx) {
-      await visibleJob(req.jobId, ctx);
-      return jobMessage(await jobs.delete(req.jobId, ctx.signal));
+      const { jobId } = (await visibleJob(req.jobId, ctx)).job;
+      return jobMessage(await jobs.delete(jobId, ctx.signal), ctx.tenant);
     },
 
     async *watchReplication(req, ctx) {
-      if (req.jobId !== "") await visibleJob(req.jobId, ctx);
+      const only = req.jobId === "" ? "" : (await visibleJob(req.jobId, ctx)).job.jobId;
       const stop = AbortSignal.any(
         deps.closing === undefined ? [ctx.signal] : [ctx.signal, deps.closing],
       );
       const shown = new Map<string, boolean>();
       try {
         for await (const change of jobs.watch(stop)) {
-          if (req.jobId !== "" && change.jobId !== req.jobId) continue;
+          if (only !== "" && change.jobId !== only) continue;
           if (change.status === undefined) {
             if (shown.get(change.jobId))
               yield create(ReplicationStatusSchema, {
-                jobId: change.jobId,
+                jobId: shownJobId(change.jobId, ctx.tenant),
                 state: ReplicationState.REPL_STATE_UNKNOWN,
               });
             shown.delete(change.jobId);
-            if (req.jobId !== "") return;
+            if (only !== "") return;
             continue;
           }
           let visible = shown.get(change.jobId);
@@ -175,7 +184,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
             visible = dataset !== undefined && (await access.visible(dataset, ctx.tenant, stop));
             shown.set(change.jobId, visible);
           }
-          if (visible) yield statusMessage(change.status);
+          if (visible) yield statusMessage(change.status, ctx.tenant);
         }
       } catch (err) {
         // The stream ends quietly when the caller leaves or the daemon stops.
@@ -204,11 +213,26 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | 
   });
 }
 
-/** A stored status as the API shows it. */
-export function statusMessage(s: ReplicationStatusRecord): ReplicationStatus {
+/**
+ * The stored id of a tenant's job: `<tenant>:<id>`. A job id never holds
+ * ':' (its pattern forbids it), so no tenant can name an id in another's space.
+ */
+export function scopedJobId(tenant: string, jobId: string): string {
+  return `${tenant}:${jobId}`;
+}
+
+/** A stored job id as `tenant` knows it: its own prefix dropped. */
+export function shownJobId(jobId: string, tenant: string | undefined): string {
+  return tenant !== undefined && jobId.startsWith(`${tenant}:`)
+    ? jobId.slice(tenant.length + 1)
+    : jobId;
+}
+
+/** A stored status as the API shows it (to `tenant`, with its ids unscoped). */
+export function statusMessage(s: ReplicationStatusRecord, tenant?: string): ReplicationStatus {
   const ms = (v: bigint) => (v === 0n ? undefined : timestampFromMs(Number(v)));
   return create(ReplicationStatusSchema, {
-    jobId: s.jobId,
+    jobId: shownJobId(s.jobId, tenant),
     state: s.state,
     lastSnapshotName: s.lastSnapshotName,
     bytesTransferred: s.bytesTransferred,
@@ -226,12 +250,13 @@ export function statusMessage(s: ReplicationStatusRecord): ReplicationStatus {
   });
 }
 
-/** A stored job as the API shows it. */
-export function jobMessage(j: StoredJob): ReplicationJob {
+/** A stored job as the API shows it (to `tenant`, with its ids unscoped). */
+export function jobMessage(j: StoredJob, tenant?: string): ReplicationJob {
+  const jobId = shownJobId(j.job.jobId, tenant);
   return create(ReplicationJobSchema, {
-    jobId: j.job.jobId,
-    plan: j.job.plan,
-    status: statusMessage(j.status),
+    jobId,
+    plan: j.job.plan === undefined ? undefined : { ...j.job.plan, jobId },
+    status: statusMessage(j.status, tenant),
     createdBy: j.job.createdBy,
     created: timestampFromMs(Number(j.job.createdAtMs)),
   });

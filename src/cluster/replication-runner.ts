@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
@@ -61,9 +62,16 @@ export interface ReplicationRunner {
 /** A time or byte count as a stored uint64/int64. */
 const big = (n: number) => BigInt(Math.round(n));
 
-/** The label of the snapshots a job makes: `repl-<job id>`. */
+/**
+ * The label of the snapshots a job makes: `repl-<job id>`; for a tenant's
+ * job (`<tenant>:<id>`), `repl-t<8 hex of the tenant's hash>-<id>`, since a
+ * label holds no ':' and a tenant's name may hold anything.
+ */
 export function replicationLabel(jobId: string): string {
-  return `repl-${jobId}`;
+  const at = jobId.lastIndexOf(":");
+  if (at < 0) return `repl-${jobId}`;
+  const tenant = createHash("sha256").update(jobId.slice(0, at)).digest("hex").slice(0, 8);
+  return `repl-t${tenant}-${jobId.slice(at + 1)}`;
 }
 
 /** Creates a {@link ReplicationRunner}. */

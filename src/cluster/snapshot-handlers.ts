@@ -61,6 +61,18 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
     if (!canSnapshot(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
     return storage;
   };
+  /**
+   * `acme-corp-db` starts with `acme-` but is named for tenant `acme-corp`:
+   * a tenant may not take names under the prefix of a longer tenant name the
+   * cluster knows, so nobody squats another tenant's names.
+   */
+  const notAnotherTenantsName = async (name: string, tenant: string, signal: AbortSignal) => {
+    for (const other of await access.tenants(signal))
+      if (other !== tenant && other.length > tenant.length && name.startsWith(`${other}-`))
+        throw invalid(
+          `new_image.name: must start with "${tenant}-" and not be another tenant's name`,
+        );
+  };
   const cloner = () => {
     if (!canClone(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
     return storage;
@@ -261,6 +273,7 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
         if (!image.name.startsWith(`${ctx.tenant}-`))
           throw invalid(`new_image.name: must start with "${ctx.tenant}-" (your tenant)`);
         owner = ctx.tenant;
+        await notAnotherTenantsName(image.name, ctx.tenant, ctx.signal);
       }
       await access.resolve(source, ctx.tenant, ctx.signal);
       const driver = cloner();

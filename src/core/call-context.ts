@@ -86,3 +86,9 @@ export interface CallContext {
   /** Shared, mutable notes for the audit trail. */
   readonly notes: CallNotes;
 }
+
+/** The address part of `host:port` / `[v6]:port`: lockout and rate limits count per address, not per connection. */
+export function sourceOf(address: string): string {
+  const at = address.lastIndexOf(":");
+  return (at > 0 ? address.slice(0, at) : address).replace(/^\[|\]$/g, "");
+}

@@ -9,6 +9,7 @@ export type {
   Principal,
   RequestHeaders,
 } from "./call-context.js";
+export { sourceOf } from "./call-context.js";
 export type { CallObserver } from "./call-observer.js";
 export type { Clock, ManualClock } from "./clock.js";
 export { createManualClock, systemClock } from "./clock.js";
@@ -24,8 +25,16 @@ export type {
 } from "./method-spec.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
-export type { Invocation, Next, Stage } from "./pipeline.js";
-export { composeStages, principalOf, validationStage, withPrincipal } from "./pipeline.js";
+export type { CallResult, Invocation, Next, Stage } from "./pipeline.js";
+export {
+  composeStages,
+  handlerResult,
+  mapStream,
+  principalOf,
+  streamsResponses,
+  validationStage,
+  withPrincipal,
+} from "./pipeline.js";
 export { attachEncoding, preEncoded } from "./pre-encoded.js";
 export type { Reason, ReasonSpec } from "./reasons.js";
 export { allReasons, REASONS } from "./reasons.js";

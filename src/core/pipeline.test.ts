@@ -45,9 +45,9 @@ describe("composeStages", () => {
       };
     const run = composeStages([stage("a"), stage("b")], async () => {
       order.push("handler");
-      return "ok";
+      return { kind: "unary", response: "ok" };
     });
-    assert.equal(await run({ ctx: ctx(), request: {} }), "ok");
+    assert.deepEqual(await run({ ctx: ctx(), request: {} }), { kind: "unary", response: "ok" });
     assert.deepEqual(order, ["a>", "b>", "handler", "<b", "<a"]);
   });
 
@@ -58,6 +58,7 @@ describe("composeStages", () => {
     };
     const run = composeStages([refuse], async () => {
       reached = true;
+      return { kind: "unary", response: undefined };
     });
     await assert.rejects(
       run({ ctx: ctx(), request: {} }),
@@ -68,8 +69,8 @@ describe("composeStages", () => {
 
   it("passes the context a stage derives to the stages after it", async () => {
     const tag: Stage = (inv, next) => next({ ...inv, ctx: { ...inv.ctx, tenant: "acme" } });
-    const run = composeStages([tag], async (inv) => inv.ctx.tenant);
-    assert.equal(await run({ ctx: ctx(), request: {} }), "acme");
+    const run = composeStages([tag], async (inv) => ({ kind: "unary", response: inv.ctx.tenant }));
+    assert.deepEqual(await run({ ctx: ctx(), request: {} }), { kind: "unary", response: "acme" });
   });
 });
 
@@ -78,6 +79,7 @@ describe("validationStage", () => {
     let reached = false;
     const run = composeStages([validationStage], async () => {
       reached = true;
+      return { kind: "unary", response: undefined };
     });
     const validate = () => {
       throw new RpcError("INVALID_ARGUMENT", { message: "id.id: required" });
@@ -93,6 +95,7 @@ describe("validationStage", () => {
     let reached = false;
     const run = composeStages([validationStage], async () => {
       reached = true;
+      return { kind: "unary", response: undefined };
     });
     const bad = create(NodeInfoSchema, { hostname: "not a host name" });
     await assert.rejects(

@@ -1,4 +1,5 @@
 import type { CallContext } from "./call-context.js";
+import type { MethodKind } from "./method-spec.js";
 import { type FieldViolation, validateMessage } from "./request-validator.js";
 import { RpcError } from "./rpc-error.js";
 
@@ -12,15 +13,50 @@ export interface Invocation {
   readonly request: unknown;
 }
 
-/** Runs the rest of the pipeline and the handler; resolves to the response (or response stream). */
-export type Next = (invocation: Invocation) => Promise<unknown>;
+/**
+ * What the rest of the pipeline produced. A unary (or client-streaming)
+ * call has finished when its result exists; a streaming call has only
+ * started: its outcome is known when `responses` ends or throws. Stages
+ * that care about outcomes (audit, metrics) must narrow on `kind`, so a
+ * stream can never be taken for a finished call.
+ */
+export type CallResult =
+  | { readonly kind: "unary"; readonly response: unknown }
+  | { readonly kind: "stream"; readonly responses: AsyncIterable<unknown> };
+
+/** Runs the rest of the pipeline and the handler. */
+export type Next = (invocation: Invocation) => Promise<CallResult>;
 
 /**
  * A pipeline stage: authentication, authorization, rate limit, validation,
  * audit, metrics. A stage may pass a derived context on, refuse by throwing an
- * RpcError, or observe the outcome of `next`.
+ * RpcError, or observe the outcome of `next` (for a stream: by wrapping
+ * `responses`, see {@link mapStream}).
  */
-export type Stage = (invocation: Invocation, next: Next) => Promise<unknown>;
+export type Stage = (invocation: Invocation, next: Next) => Promise<CallResult>;
+
+/** True for methods whose handler answers with a stream of responses. */
+export function streamsResponses(kind: MethodKind): boolean {
+  return kind === "server_streaming" || kind === "bidi_streaming";
+}
+
+/**
+ * The result of calling a handler, tagged by the method's kind: a handler of
+ * a response-streaming method returns an AsyncIterable, any other the response.
+ */
+export function handlerResult(kind: MethodKind, value: unknown): CallResult {
+  return streamsResponses(kind)
+    ? { kind: "stream", responses: value as AsyncIterable<unknown> }
+    : { kind: "unary", response: value };
+}
+
+/** Replaces a stream result's responses with `wrap(responses)`; a unary result passes unchanged. */
+export function mapStream(
+  result: CallResult,
+  wrap: (responses: AsyncIterable<unknown>) => AsyncIterable<unknown>,
+): CallResult {
+  return result.kind === "stream" ? { kind: "stream", responses: wrap(result.responses) } : result;
+}
 
 /** Composes stages, outermost first, around a terminal step that calls the handler. */
 export function composeStages(stages: readonly Stage[], terminal: Next): Next {

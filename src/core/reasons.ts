@@ -20,6 +20,10 @@ export const REASONS = {
   MESSAGE_TOO_LARGE: { code: Code.ResourceExhausted, message: "message exceeds the size limit" },
   UNAUTHENTICATED: { code: Code.Unauthenticated, message: "authentication required" },
   RATE_LIMITED: { code: Code.ResourceExhausted, message: "rate limit exceeded" },
+  AUTH_LOCKED_OUT: {
+    code: Code.Unauthenticated,
+    message: "credential locked out after repeated failed authentications",
+  },
   PERMISSION_DENIED: { code: Code.PermissionDenied, message: "permission denied" },
   ESCALATION_DENIED: {
     code: Code.PermissionDenied,
@@ -33,6 +37,7 @@ export const REASONS = {
   },
   BINDING_NOT_FOUND: { code: Code.NotFound, message: "binding not found" },
   APIKEY_REVOKED: { code: Code.FailedPrecondition, message: "api key is revoked" },
+  APIKEY_EXPIRED: { code: Code.FailedPrecondition, message: "api key has expired" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },

@@ -16,6 +16,11 @@ const PREFIX = "apikeys/";
 /** last_used_at is written at most this often per key, so reads stay reads. */
 const LAST_USED_EVERY_MS = 60_000;
 
+/** The id (the public part) of a token shaped like an API key, else undefined. */
+export function apiKeyIdOf(token: string): string | undefined {
+  return TOKEN.exec(token)?.[1];
+}
+
 /** A newly made key: the record, and the token, shown once and never again. */
 export interface IssuedApiKey {
   readonly record: ApiKeyRecord;
@@ -168,6 +173,9 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
       if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
       if (old.message.revokedAtMs !== 0n) throw new RpcError("APIKEY_REVOKED");
       const o = old.message;
+      // A dead key must not be brought back to life by rotating it.
+      if (o.expiresAtMs !== 0n && BigInt(clock.now()) >= o.expiresAtMs)
+        throw new RpcError("APIKEY_EXPIRED");
       const remaining = o.expiresAtMs === 0n ? 0 : Number(o.expiresAtMs) - clock.now();
       const issued = await create_(
         {

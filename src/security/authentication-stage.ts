@@ -1,7 +1,15 @@
-import { type Principal, RpcError, type Stage, withPrincipal } from "../core/index.js";
-import type { ApiKeys } from "./api-keys.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  mapStream,
+  type Principal,
+  RpcError,
+  type Stage,
+  sourceOf,
+  withPrincipal,
+} from "../core/index.js";
+import { type ApiKeys, apiKeyIdOf } from "./api-keys.js";
 import type { JwtVerifier } from "./jwt-verifier.js";
-import { looksLikeJwt } from "./jwt-verifier.js";
+import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
 
 /** Options of {@link createAuthenticationStage}. */
@@ -17,53 +25,82 @@ export interface AuthenticationOptions {
   };
 }
 
+/** Failed answers held back at once at most; past this, failures are answered at once (memory stays bounded). */
+const MAX_HELD = 1000;
+
 /**
  * Authenticates every non-public call, in this order: a client certificate
  * the TLS layer verified against the cluster CA (its CN is the principal);
  * else `authorization: Bearer <token>`, a JWT when it has a JWS's shape,
  * otherwise an API key. Nothing else in metadata is ever an identity. Every
  * failure is the same UNAUTHENTICATED for the client; the reason is logged.
- * An address with too many failures is locked out of bearer
- * authentication (a verified certificate cannot be guessed, so it is not).
+ * Failures are counted per presented credential (API key id, JWT issuer and
+ * subject): one guessed too often is locked for a while, and the client is
+ * told so (AUTH_LOCKED_OUT, "locked out until ..."). An address that fails
+ * often is only slowed down (its failures are answered late), so a flood of
+ * bad credentials from a shared address never refuses a good one. A verified
+ * certificate cannot be guessed, so it is never locked.
  */
 export function createAuthenticationStage(options: AuthenticationOptions): Stage {
   const { apiKeys, jwt, lockout } = options;
+  let held = 0;
   return async (invocation, next) => {
     const { ctx } = invocation;
     if (ctx.method.access === "public") return next(invocation);
     const source = sourceOf(ctx.peer.address);
-    const refuse = (why: string): never => {
+    const lockedOut = (credential: string, until: number, why: string): RpcError => {
       ctx.notes.decision = "unauthenticated";
       ctx.notes.reason = why;
-      const locked = lockout.recordFailure(source);
-      ctx.log.warn({ peer: ctx.peer.address, why, lockedOut: locked }, "authentication failed");
+      ctx.log.warn({ peer: ctx.peer.address, credential, until }, why);
+      return new RpcError("AUTH_LOCKED_OUT", {
+        message: `locked out until ${new Date(until).toISOString()} after repeated failed authentications`,
+        retryAfterMs: Math.max(0, until - ctx.startedAt),
+      });
+    };
+    const refuse = async (why: string, credential?: string): Promise<never> => {
+      ctx.notes.decision = "unauthenticated";
+      ctx.notes.reason = why;
+      const outcome = lockout.recordFailure(source, credential);
+      ctx.log.warn(
+        { peer: ctx.peer.address, why, credential, lockedUntil: outcome.lockedUntil },
+        "authentication failed",
+      );
+      if (outcome.delayMs > 0 && held < MAX_HELD) {
+        held++;
+        try {
+          await sleep(outcome.delayMs, undefined, { signal: ctx.signal }).catch(() => {});
+        } finally {
+          held--;
+        }
+      }
+      if (outcome.lockedUntil !== undefined && credential !== undefined)
+        throw lockedOut(credential, outcome.lockedUntil, `${why}; credential now locked out`);
       throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
     };
-    // A verified certificate cannot be guessed: the lockout guards bearer secrets only.
-    if (ctx.peer.certificate === undefined && lockout.isLocked(source)) {
-      ctx.notes.decision = "unauthenticated";
-      ctx.notes.reason = "source locked out";
-      ctx.log.debug({ peer: ctx.peer.address }, "authentication refused: source locked out");
-      throw new RpcError("UNAUTHENTICATED", { cause: new Error("source locked out") });
-    }
     let principal: Principal | undefined;
     const cert = ctx.peer.certificate;
     if (cert !== undefined) {
-      if (cert.commonName === "") refuse("client certificate has no single CN");
+      if (cert.commonName === "") await refuse("client certificate has no single CN");
       if (options.revocations?.isRevoked(cert.serialNumber))
-        refuse(`client certificate ${cert.serialNumber} is revoked`);
+        await refuse(`client certificate ${cert.serialNumber} is revoked`);
       principal = { id: cert.commonName, method: "mtls", roles: [] };
     } else {
       const header = ctx.headers.get("authorization");
-      if (header === undefined) refuse("no credentials");
+      if (header === undefined) await refuse("no credentials");
       const m = /^Bearer ([\x21-\x7e]{1,16384})$/.exec(header as string);
-      if (m === null) refuse("authorization header is not a bearer token");
+      if (m === null) await refuse("authorization header is not a bearer token");
       const token = (m as RegExpExecArray)[1] as string;
+      // Checked before the secret: a locked credential answers the same whether the guess was right.
+      const credential = credentialOf(token);
+      const until = credential === undefined ? undefined : lockout.lockedUntil(credential);
+      if (until !== undefined)
+        throw lockedOut(credential as string, until, "credential locked out");
       if (looksLikeJwt(token)) {
         const verifier = jwt();
-        if (verifier === undefined) refuse("JWT presented but no issuer is configured");
+        if (verifier === undefined)
+          await refuse("JWT presented but no issuer is configured", credential);
         const r = await (verifier as JwtVerifier).verify(token);
-        if ("failure" in r) refuse(`JWT refused: ${r.failure}`);
+        if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
         else
           principal = {
             id: r.identity.subject,
@@ -73,7 +110,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
           };
       } else {
         const r = await apiKeys.verify(token, ctx.signal);
-        if ("failure" in r) refuse(`API key refused: ${r.failure}`);
+        if ("failure" in r) await refuse(`API key refused: ${r.failure}`, credential);
         else {
           const k = r.record;
           principal = {
@@ -89,19 +126,14 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
     ctx.notes.principal = principal;
     const result = await next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
     const revocations = options.revocations;
-    if (
-      cert !== undefined &&
-      revocations !== undefined &&
-      ctx.method.kind !== "unary" &&
-      ctx.method.kind !== "client_streaming"
-    ) {
-      return endOnRevocation(
-        result as AsyncIterable<unknown>,
+    if (cert === undefined || revocations === undefined) return result;
+    return mapStream(result, (responses) =>
+      endOnRevocation(
+        responses,
         () => revocations.isRevoked(cert.serialNumber),
         revocations.onChange,
-      );
-    }
-    return result;
+      ),
+    );
   };
 }
 
@@ -140,8 +172,19 @@ async function* endOnRevocation(
   }
 }
 
-/** The address part of `host:port` / `[v6]:port`: lockout and rate limits count per address, not per connection. */
-export function sourceOf(address: string): string {
-  const at = address.lastIndexOf(":");
-  return (at > 0 ? address.slice(0, at) : address).replace(/^\[|\]$/g, "");
+/**
+ * The credential a bearer token claims to be, for counting failures: the
+ * API key's id (its public part) or the JWT's issuer and subject (read
+ * without verifying). Undefined when the token names none.
+ */
+export function credentialOf(token: string): string | undefined {
+  if (looksLikeJwt(token)) {
+    const s = jwtSubjectOf(token);
+    return s === undefined ? undefined : `jwt:${s.issuer}:${s.subject}`;
+  }
+  const id = apiKeyIdOf(token);
+  return id === undefined ? undefined : `apikey:${id}`;
 }
+
+/** Kept here for the callers that import it from this file; it lives in core. */
+export { sourceOf } from "../core/index.js";

@@ -237,8 +237,10 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const source = sourceOf(ctx.peer.address);
         // Only guessing counts toward the lockout: the right secret for a spent
         // or expired token (a retry, a race) is no attack on the secret.
+        // Counted per token id, so a flood from a shared address locks out no good token.
+        const credential = `enroll:${TOKEN.exec(req.token)?.[1] ?? ""}`;
         const refuse = (why: string, guess = true): never => {
-          if (guess) deps.lockout.recordFailure(source);
+          if (guess) deps.lockout.recordFailure(source, credential);
           ctx.notes.decision = "unauthenticated";
           ctx.notes.reason = why;
           ctx.log.warn({ peer: ctx.peer.address, why }, "enrollment refused");
@@ -250,7 +252,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
             message: `rate limit exceeded; retry after ${take.retryAfterMs} ms`,
             retryAfterMs: take.retryAfterMs,
           });
-        if (deps.lockout.isLocked(source)) refuse("source locked out");
+        if (deps.lockout.lockedUntil(credential) !== undefined) refuse("token locked out");
         const m = TOKEN.exec(req.token);
         if (m === null) refuse("malformed enrollment token");
         const [, id, secret] = m as unknown as [string, string, string];

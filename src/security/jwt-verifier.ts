@@ -20,8 +20,12 @@ export interface JwtIssuer {
   readonly jwks?: JSONWebKeySet;
   /** Claim holding the principal's roles (a string array). */
   readonly rolesClaim: string;
-  /** Claim holding the tenant, if tokens carry one. */
+  /** Claim holding the tenant, if tokens carry one: then a token without a valid tenant is refused. */
   readonly tenantClaim?: string;
+  /** Roles this issuer's tokens may carry; a token claiming any other is refused (undefined: any). */
+  readonly allowedRoles?: readonly string[];
+  /** Tenants this issuer's tokens may name; a token naming another is refused (undefined: any). */
+  readonly allowedTenants?: readonly string[];
   /** Clock skew tolerated on exp and nbf, seconds (at most 300). */
   readonly clockSkewSeconds: number;
 }
@@ -46,10 +50,27 @@ export function looksLikeJwt(token: string): boolean {
   return token.length <= 16_384 && JWS.test(token);
 }
 
+/** What a token tenant claim may look like: printable, no spaces or separators, at most 64 characters. */
+const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** The issuer and subject a JWT claims, read without verifying it (for counting failures only). */
+export function jwtSubjectOf(token: string): { issuer: string; subject: string } | undefined {
+  try {
+    const { iss, sub } = decodeJwt(token);
+    if (typeof iss !== "string" || typeof sub !== "string") return undefined;
+    return { issuer: iss.slice(0, 256), subject: sub.slice(0, 256) };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Creates a verifier. The issuer is picked by the token's `iss`; only that
  * issuer's keys and algorithms are tried; `exp`, `aud` and `iss` are
- * required; `sub` names the principal.
+ * required; `sub` names the principal. Tenancy fails closed: an issuer with
+ * a tenant claim refuses tokens without a valid one, and an issuer's tokens
+ * may carry only its allowed roles and tenants (a token claiming more is
+ * refused whole, not trimmed, so a misissued token shows up in the log).
  */
 export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): JwtVerifier {
   const byIssuer = new Map(
@@ -81,20 +102,29 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
           clockTolerance: c.clockSkewSeconds,
           currentDate: new Date(clock.now()),
         });
+        if (typeof payload.sub !== "string" || payload.sub === "" || payload.sub.length > 256)
+          return { failure: "bad sub" };
         const rolesClaim = payload[c.rolesClaim];
         const roles = Array.isArray(rolesClaim)
           ? rolesClaim.filter((r): r is string => typeof r === "string")
           : [];
-        const tenant = c.tenantClaim === undefined ? undefined : payload[c.tenantClaim];
-        if (typeof payload.sub !== "string" || payload.sub === "" || payload.sub.length > 256)
-          return { failure: "bad sub" };
-        return {
-          identity: {
-            subject: payload.sub,
-            roles,
-            tenant: typeof tenant === "string" && tenant !== "" ? tenant : undefined,
-          },
-        };
+        const extra = roles.find(
+          (r) => c.allowedRoles !== undefined && !c.allowedRoles.includes(r),
+        );
+        if (extra !== undefined)
+          return {
+            failure: `role ${JSON.stringify(extra.slice(0, 64))} not allowed for this issuer`,
+          };
+        let tenant: string | undefined;
+        if (c.tenantClaim !== undefined) {
+          const claimed = payload[c.tenantClaim];
+          if (typeof claimed !== "string" || !TENANT.test(claimed))
+            return { failure: `missing or invalid ${c.tenantClaim} claim` };
+          if (c.allowedTenants !== undefined && !c.allowedTenants.includes(claimed))
+            return { failure: `tenant ${claimed} not allowed for this issuer` };
+          tenant = claimed;
+        }
+        return { identity: { subject: payload.sub, roles, tenant } };
       } catch (err) {
         return { failure: (err as { code?: string }).code ?? (err as Error).message };
       }

@@ -1,6 +1,5 @@
-import { type Clock, principalOf, RpcError, type Stage } from "../core/index.js";
+import { type Clock, principalOf, RpcError, type Stage, sourceOf } from "../core/index.js";
 import { type AccessPolicy, rolesOf } from "./access-evaluator.js";
-import { sourceOf } from "./authentication-stage.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
 
 /** Rate limit settings. */

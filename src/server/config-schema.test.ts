@@ -99,3 +99,15 @@ describe("benchmark settings", () => {
     });
   });
 });
+
+describe("auth.jwt.issuers", () => {
+  it("refuses allowedTenants without a tenantClaim to check them against", () => {
+    const issuer = { publicKeys: ["/etc/debvisor/idp.pem"], allowedTenants: ["acme"] };
+    assert.throws(
+      () => parseConfig({ auth: { jwt: { issuers: [issuer] } } }),
+      /auth\.jwt\.issuers\.0\.allowedTenants: allowedTenants needs tenantClaim/,
+    );
+    const ok = parseConfig({ auth: { jwt: { issuers: [{ ...issuer, tenantClaim: "tenant" }] } } });
+    assert.deepEqual(ok.auth.jwt.issuers[0]?.allowedTenants, ["acme"]);
+  });
+});

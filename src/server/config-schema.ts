@@ -85,6 +85,14 @@ const sections = z.strictObject({
       maxAgeMs: int(60_000, 366 * 86_400_000).default(86_400_000),
       /** While the trail cannot be written, still serve read-only calls (mutating calls are always refused). */
       allowReadsWhenFailing: z.boolean().default(false),
+      refusals: z
+        .strictObject({
+          /** Unauthenticated and rate-limited calls: one record per source and reason per interval. */
+          intervalMs: int(1000, 3_600_000).default(60_000),
+          /** Sources recorded apart per interval; the rest are counted together under peer `*`. */
+          maxSources: int(1, 100_000).default(1000),
+        })
+        .prefault({}),
       forward: z
         .strictObject({
           /** A second copy, written and fsynced with the first (put it on another disk). */
@@ -109,27 +117,36 @@ const sections = z.strictObject({
           /** Trusted token issuers; none means JWTs are refused. */
           issuers: z
             .array(
-              z.strictObject({
-                /** Required `iss`. */
-                issuer: z.string().min(1).max(256).default("debvisor-auth"),
-                /** Required `aud`. */
-                audience: z.string().min(1).max(256).default("debvisor-rpc"),
-                /** Accepted signature algorithms (asymmetric only). */
-                algorithms: z
-                  .array(z.enum(["RS256", "ES256", "EdDSA"]))
-                  .min(1)
-                  .default(["RS256", "ES256", "EdDSA"]),
-                /** SPKI PEM public key files. */
-                publicKeys: z.array(path).max(32).default([]),
-                /** A JWKS file (keys with kid). */
-                jwksFile: path.optional(),
-                /** Claim with the principal's roles (string array). */
-                rolesClaim: z.string().min(1).max(128).default("roles"),
-                /** Claim with the tenant, if tokens carry one. */
-                tenantClaim: z.string().min(1).max(128).optional(),
-                /** Tolerated clock skew on exp/nbf. */
-                clockSkewSeconds: int(0, 300).default(60),
-              }),
+              z
+                .strictObject({
+                  /** Required `iss`. */
+                  issuer: z.string().min(1).max(256).default("debvisor-auth"),
+                  /** Required `aud`. */
+                  audience: z.string().min(1).max(256).default("debvisor-rpc"),
+                  /** Accepted signature algorithms (asymmetric only). */
+                  algorithms: z
+                    .array(z.enum(["RS256", "ES256", "EdDSA"]))
+                    .min(1)
+                    .default(["RS256", "ES256", "EdDSA"]),
+                  /** SPKI PEM public key files. */
+                  publicKeys: z.array(path).max(32).default([]),
+                  /** A JWKS file (keys with kid). */
+                  jwksFile: path.optional(),
+                  /** Claim with the principal's roles (string array). */
+                  rolesClaim: z.string().min(1).max(128).default("roles"),
+                  /** Claim with the tenant, if tokens carry one: a token without a valid one is then refused. */
+                  tenantClaim: z.string().min(1).max(128).optional(),
+                  /** Roles this issuer's tokens may carry; a token with any other is refused. Omitted: any. */
+                  allowedRoles: z.array(z.string().min(1).max(64)).max(256).optional(),
+                  /** Tenants this issuer's tokens may name (needs tenantClaim). Omitted: any. */
+                  allowedTenants: z.array(z.string().min(1).max(64)).max(4096).optional(),
+                  /** Tolerated clock skew on exp/nbf. */
+                  clockSkewSeconds: int(0, 300).default(60),
+                })
+                .refine((i) => i.allowedTenants === undefined || i.tenantClaim !== undefined, {
+                  message: "allowedTenants needs tenantClaim",
+                  path: ["allowedTenants"],
+                }),
             )
             .max(16)
             .default([]),
@@ -137,10 +154,14 @@ const sections = z.strictObject({
         .prefault({}),
       lockout: z
         .strictObject({
-          /** Failed authentications from one address that lock it out. */
+          /** Failed authentications of one credential (API key id, JWT iss+sub) that lock it. */
           maxFailures: int(1, 1000).default(5),
           /** Window for counting failures, and the cool-down once locked. */
           windowMs: int(1000, 86_400_000).default(300_000),
+          /** Failures from one address after which its failed attempts are slowed down (never refused). */
+          sourceMaxFailures: int(1, 100_000).default(20),
+          /** How long a failed attempt from a throttled address waits before its answer. */
+          throttleDelayMs: int(0, 10_000).default(1000),
         })
         .prefault({}),
       apiKeys: z

@@ -140,6 +140,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       : createAuditStages({
           log: audit,
           allowReadsWhenFailing: config.audit.allowReadsWhenFailing,
+          refusalIntervalMs: config.audit.refusals.intervalMs,
+          refusalMaxSources: config.audit.refusals.maxSources,
+          logger,
         });
 
   const store = openStore(config, logger);
@@ -527,6 +530,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();
         await storage.close();
+        // Counted refusals are written before the trail closes.
+        await auditStages?.close();
         await audit?.close();
         storedBindings.close();
         revocations.close();

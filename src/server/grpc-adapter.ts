@@ -10,6 +10,7 @@ import {
   type CallObserver,
   Code,
   composeStages,
+  handlerResult,
   type Logger,
   type Next,
   type PeerCertificate,
@@ -70,7 +71,10 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     let p = pipelines.get(method.spec.path);
     if (p === undefined) {
       const handler = method.handler as (request: unknown, ctx: CallContext) => unknown;
-      p = composeStages(options.stages, async (inv) => handler(inv.request as never, inv.ctx));
+      const kind = method.spec.kind;
+      p = composeStages(options.stages, async (inv) =>
+        handlerResult(kind, await handler(inv.request as never, inv.ctx)),
+      );
       pipelines.set(method.spec.path, p);
     }
     return p;
@@ -172,8 +176,12 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     const pipeline = pipelineFor(method);
     return (call, callback) => {
       const { ctx, done } = startCall(call, method);
-      (async () =>
-        encode(output, await pipeline({ ctx, request: decode(input, call.request) })))().then(
+      (async () => {
+        const result = await pipeline({ ctx, request: decode(input, call.request) });
+        if (result.kind !== "unary")
+          throw new TypeError(`${ctx.method.path}: a stream from a unary method`);
+        return encode(output, result.response);
+      })().then(
         (response) => {
           done();
           settle(ctx, undefined);
@@ -204,8 +212,10 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
         const request = clientStreams
           ? decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>)
           : decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
-        const responses = (await pipeline({ ctx, request })) as AsyncIterable<unknown>;
-        for await (const item of responses) {
+        const result = await pipeline({ ctx, request });
+        if (result.kind !== "stream")
+          throw new TypeError(`${ctx.method.path}: no stream from a streaming method`);
+        for await (const item of result.responses) {
           if (ctx.signal.aborted) break;
           if (!call.write(encode(output, item))) await waitDrain(call, ctx.signal);
         }

@@ -36,7 +36,12 @@ export async function startSecuredServer(options: {
   clock: Clock;
   policy: AccessPolicy;
   jwt?: JwtVerifier;
-  lockout?: { maxFailures: number; windowMs: number };
+  lockout?: {
+    maxFailures: number;
+    windowMs: number;
+    sourceMaxFailures?: number;
+    throttleDelayMs?: number;
+  };
   storage?: StorageDriver;
   rateLimit?: { perSource: BucketLimit; perPrincipal: BucketLimit };
 }): Promise<SecuredServer> {
