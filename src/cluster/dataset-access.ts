@@ -32,6 +32,8 @@ export interface DatasetAccess {
     tenant: string | undefined,
     signal?: AbortSignal,
   ): Promise<DatasetPlace>;
+  /** The tenants owning the dataset: its VMs' and the recorded one ([]: none, cluster-wide only). */
+  tenants(dataset: DatasetRef, signal?: AbortSignal): Promise<string[]>;
   /** Whether the tenant may see the dataset (undefined tenant: cluster-wide, always). */
   visible(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal): Promise<boolean>;
   /**
@@ -76,6 +78,18 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
     },
     async forget(dataset, signal) {
       await store.delete(DATASETS_PREFIX + datasetKey(dataset), { signal });
+    },
+    async tenants(dataset, signal) {
+      const key = datasetKey(dataset);
+      const owners = new Set(
+        (await inventory.listVms(signal))
+          .filter((vm) => vm.disks.some((d) => datasetKey(d) === key))
+          .map((vm) => vm.tenant),
+      );
+      const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
+      if (rec !== undefined) owners.add(rec.message.tenant);
+      owners.delete("");
+      return [...owners].sort();
     },
     async visible(dataset, tenant, signal) {
       return (await place(dataset, tenant, signal)).visible;

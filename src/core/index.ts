@@ -4,6 +4,7 @@
 export type {
   AuthMethod,
   CallContext,
+  CallScope,
   PeerCertificate,
   PeerInfo,
   Principal,
@@ -21,11 +22,14 @@ export type {
   MethodPolicy,
   MethodSpec,
   ResourceRef,
+  TargetDecl,
+  TargetKind,
+  TargetResolver,
 } from "./method-spec.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
 export type { Invocation, Next, Stage } from "./pipeline.js";
-export { composeStages, principalOf, validationStage, withPrincipal } from "./pipeline.js";
+export { composeStages, principalOf, scopeOf, validationStage, withPrincipal } from "./pipeline.js";
 export { attachEncoding, preEncoded } from "./pre-encoded.js";
 export type { Reason, ReasonSpec } from "./reasons.js";
 export { allReasons, REASONS } from "./reasons.js";

@@ -3,6 +3,7 @@ import type { ApiKeys } from "./api-keys.js";
 import type { JwtVerifier } from "./jwt-verifier.js";
 import { looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
+import { jwtPrincipal } from "./principal-names.js";
 
 /** Options of {@link createAuthenticationStage}. */
 export interface AuthenticationOptions {
@@ -66,7 +67,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         if ("failure" in r) refuse(`JWT refused: ${r.failure}`);
         else
           principal = {
-            id: r.identity.subject,
+            id: jwtPrincipal(r.identity.issuer, r.identity.subject),
             method: "jwt",
             roles: r.identity.roles,
             tenant: r.identity.tenant,

@@ -76,13 +76,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
   const days = deps.certificateDays ?? 30;
-  /** The cluster CA is cluster-wide: a tenant-confined caller may not use it. */
-  const clusterWide = (ctx: { tenant?: string }) => {
-    if (ctx.tenant !== undefined)
-      throw new RpcError("PERMISSION_DENIED", {
-        cause: new Error("tenant-confined callers cannot use the cluster CA"),
-      });
-  };
   const requireCa = (): CertificateAuthority => {
     if (deps.ca === undefined) throw new RpcError("CA_UNAVAILABLE");
     return deps.ca;
@@ -183,17 +176,33 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   return defineService(
     EnrollmentService,
     {
-      createEnrollmentToken: { permission: "pki:token:create", mutating: true },
+      // The cluster CA is cluster-wide: a tenant-confined caller may not use it.
+      createEnrollmentToken: {
+        permission: "pki:token:create",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
       enroll: { permission: null, mutating: true, access: "public" },
       renewCertificate: { permission: null, mutating: true },
-      revokeCertificate: { permission: "pki:cert:revoke", mutating: true },
-      listCertificates: { permission: "pki:cert:list", mutating: false },
-      issueCertificate: { permission: "pki:cert:issue", mutating: true },
+      revokeCertificate: {
+        permission: "pki:cert:revoke",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
+      listCertificates: {
+        permission: "pki:cert:list",
+        mutating: false,
+        target: { kind: "cluster" },
+      },
+      issueCertificate: {
+        permission: "pki:cert:issue",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
     },
     {
       async createEnrollmentToken(req, ctx) {
         const ca = requireCa();
-        clusterWide(ctx);
         // The certificate will carry the node role and whatever bindings that name already has.
         assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
         const id = randomBytes(8).toString("hex");
@@ -304,7 +313,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         return issued;
       },
       async revokeCertificate(req, ctx) {
-        clusterWide(ctx);
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
         // A certificate renewed itself into successors: revoke them too, or a stolen one outlives its revocation.
@@ -344,7 +352,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           : info(r);
       },
       async issueCertificate(req, ctx) {
-        clusterWide(ctx);
         // A certificate named after a bound principal acts as that principal.
         assertCanActAs(deps.policy(), principalOf(ctx), req.commonName, [], undefined);
         const bad = req.sans.find(
@@ -367,7 +374,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         });
       },
       async listCertificates(req, ctx) {
-        clusterWide(ctx);
         const out = [];
         for await (const kv of rangeAll(store, CERTS, { signal: ctx.signal })) {
           const r = decodeMessage(CertificateRecordSchema, kv);

@@ -29,6 +29,8 @@ export interface JwtIssuer {
 /** A verified token's identity. */
 export interface JwtIdentity {
   readonly subject: string;
+  /** The issuer that vouched for it (`iss`). */
+  readonly issuer: string;
   readonly roles: string[];
   readonly tenant: string | undefined;
 }
@@ -91,6 +93,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
         return {
           identity: {
             subject: payload.sub,
+            issuer: c.issuer,
             roles,
             tenant: typeof tenant === "string" && tenant !== "" ? tenant : undefined,
           },
