@@ -197,6 +197,8 @@ export function assertCanGrant(
 export interface TargetFacts {
   /** The name is a registered or enrolled node's. */
   readonly nodeName?: boolean;
+  /** The tenants of the principal's API keys in force ("": a key not confined to any). */
+  readonly keyTenants?: readonly string[];
 }
 
 /**
@@ -240,5 +242,7 @@ export function assertCanActAs(
   if (facts.nodeName === true) refuse("is a node's name");
   if (bound.some((b) => b.tenant === undefined)) refuse("has a cluster-wide binding");
   if (bound.some((b) => b.tenant !== scope)) refuse("is bound in another tenant");
+  if (facts.keyTenants?.includes("")) refuse("holds a key not confined to a tenant");
+  if (facts.keyTenants?.some((t) => t !== scope)) refuse("holds keys of another tenant");
   assertCanGrant(policy, caller, everything, scope);
 }

@@ -67,8 +67,12 @@ function keyInfo(r: ApiKeyRecord): MessageInitShape<typeof ApiKeyInfoSchema> {
  * caller can only grant within its tenant.
  */
 export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
+  /** What else makes a name someone's: a node's name, API keys in force (and their tenants). */
   const nodeName = async (name: string, signal: AbortSignal) => ({
     nodeName: (await deps.isNodeName?.(name, signal)) ?? false,
+    keyTenants: (await deps.apiKeys.list(name, signal))
+      .filter((k) => k.revokedAtMs === 0n)
+      .map((k) => k.tenant),
   });
   return defineService(
     AccessService,
