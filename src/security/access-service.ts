@@ -16,7 +16,14 @@ import {
   type RotateApiKeyRequest,
   type SetBindingRequest,
 } from "../gen/debvisor/v1/access_pb.js";
-import { type AccessPolicy, assertCanActAs, decide, rolesIn, rolesOf } from "./access-evaluator.js";
+import {
+  type AccessPolicy,
+  assertCanActAs,
+  decide,
+  decideIn,
+  rolesIn,
+  rolesOf,
+} from "./access-evaluator.js";
 import type { ApiKeys } from "./api-keys.js";
 import { grantsCover, isGrant, isPermission } from "./permission.js";
 import type { StoredBindings } from "./stored-bindings.js";
@@ -122,7 +129,8 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           throw new RpcError("INVALID_ARGUMENT", { message: "permission: like node:list" });
         let subject = caller;
         if (req.principal !== "" && req.principal !== caller.id) {
-          if (!decide(deps.policy(), caller, "auth:check:any").allowed)
+          // Another principal's roles span tenants: only a cluster-wide grant may look.
+          if (!decideIn(deps.policy(), caller, "auth:check:any", {}, undefined).allowed)
             throw new RpcError("PERMISSION_DENIED");
           subject = { id: req.principal, method: "none", roles: [] };
         }
