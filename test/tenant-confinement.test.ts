@@ -13,6 +13,7 @@ import {
 } from "../src/client/index.js";
 import { createManualClock } from "../src/core/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
+import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
@@ -44,6 +45,7 @@ describe("tenant confinement against a dev daemon", () => {
       nodes: createServiceClient(NodeService, ch),
       vms: createServiceClient(VmService, ch),
       pki: createServiceClient(EnrollmentService, ch),
+      audit: createServiceClient(AuditService, ch),
     };
   };
   let root: ReturnType<typeof clientsOf>;
@@ -109,6 +111,13 @@ describe("tenant confinement against a dev daemon", () => {
     }
     assert.deepEqual(await bindingsOf("u-user"), [`${U}:viewer`], "nothing changed");
     assert.deepEqual(await bindingsOf("u-keyed"), []);
+    // Each refusal is in the audit trail, with the rule that decided it.
+    const denied = (
+      await root.audit.listAuditRecords({
+        filter: { principal: "t-admin", method: "SetBinding", code: "PERMISSION_DENIED" },
+      })
+    ).records;
+    assert.equal(denied.length, 4);
   });
 
   it("refuses a tenant admin binding cluster-wide principals, so it cannot confine the cluster admin", async () => {
