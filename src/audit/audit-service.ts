@@ -1,7 +1,7 @@
 import { createReadStream, existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { defineService, RpcError, type ServiceBinding } from "../core/index.js";
+import { defineService, RpcError, type ServiceBinding, scopeOf } from "../core/index.js";
 import {
   type AuditFilter,
   type AuditRecordInfoSchema,
@@ -48,7 +48,7 @@ function info(r: AuditRecord): Info {
 
 function matcher(
   filter: AuditFilter | undefined,
-  tenant: string | undefined,
+  visible: (tenant: string) => boolean,
 ): (r: AuditRecord) => boolean {
   const f = filter;
   const since = f?.since ? Date.parse(f.since) : Number.NEGATIVE_INFINITY;
@@ -56,7 +56,7 @@ function matcher(
   if (Number.isNaN(since) || Number.isNaN(until))
     throw new RpcError("INVALID_ARGUMENT", { message: "filter.since/until: ISO 8601 times" });
   return (r) =>
-    (tenant === undefined || r.tenant === tenant) &&
+    visible(r.tenant ?? "") &&
     (!f?.principal || r.principal === f.principal) &&
     (!f?.event || r.event === f.event) &&
     (!f?.method || r.method === f.method) &&
@@ -96,7 +96,7 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
     },
     {
       async listAuditRecords(req, ctx) {
-        const match = matcher(req.filter, ctx.tenant);
+        const match = matcher(req.filter, scopeOf(ctx).canSee);
         const size = req.pageSize === 0 ? 100 : Math.min(req.pageSize, 1000);
         const after = req.pageToken === "" ? 0 : Number(req.pageToken);
         if (!Number.isSafeInteger(after) || after < 0) throw new RpcError("PAGE_TOKEN_INVALID");
@@ -117,7 +117,7 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
         };
       },
       async *followAuditRecords(req, ctx) {
-        const match = matcher(req.filter, ctx.tenant);
+        const match = matcher(req.filter, scopeOf(ctx).canSee);
         const pending: AuditRecord[] = [];
         let wake: (() => void) | undefined;
         let overflow = false;

@@ -22,6 +22,7 @@ const ctx = (address: string): CallContext => ({
     access: "authenticated",
     validate: undefined,
     resource: undefined,
+    target: { kind: "any", id: undefined, optional: false },
   },
   peer: { address },
   headers: { get: () => undefined },

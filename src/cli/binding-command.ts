@@ -38,9 +38,9 @@ export function bindingCommand(cli: () => CliContext): Command {
     binding
       .command("set")
       .description("set (replace) a principal's stored roles; applies at once on every daemon")
-      .argument("<principal>", "certificate CN, JWT sub or API key principal")
+      .argument("<principal>", "certificate CN, API key principal, or jwt:<iss>:<sub>")
       .requiredOption("--roles <roles>", "comma-separated roles")
-      .option("--tenant <tenant>", "confine the principal to a tenant")
+      .option("--tenant <tenant>", "the roles hold in this tenant only (one binding per tenant)")
       .action(async (principal: string, opts: { roles: string; tenant?: string }) => {
         const ctx = cli();
         const roles = splitList(opts.roles);
@@ -61,14 +61,18 @@ export function bindingCommand(cli: () => CliContext): Command {
   withExamples(
     binding
       .command("delete")
-      .description("remove a principal's stored binding")
+      .description("remove a principal's stored binding (cluster-wide, or in one tenant)")
       .argument("<principal>", "the principal")
-      .action(async (principal: string) => {
+      .option("--tenant <tenant>", "the binding in this tenant; others stay")
+      .action(async (principal: string, opts: { tenant?: string }) => {
         const ctx = cli();
-        await ctx.client(AccessService).setBinding({ principal, roles: [] });
+        await ctx
+          .client(AccessService)
+          .setBinding({ principal, roles: [], tenant: opts.tenant ?? "" });
         ctx.print({ principal, deleted: true }, () => `binding of ${principal} deleted\n`);
       }),
     "hvctl binding delete backup-bot",
+    "hvctl binding delete acme-portal --tenant acme",
   );
   return binding;
 }

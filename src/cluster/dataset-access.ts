@@ -38,6 +38,8 @@ export interface DatasetAccess {
     tenant: string | undefined,
     signal?: AbortSignal,
   ): Promise<DatasetPlace>;
+  /** The tenants owning the dataset: its VMs' and the recorded one ([]: none, cluster-wide only). */
+  tenants(dataset: DatasetRef, signal?: AbortSignal): Promise<string[]>;
   /** Whether the tenant may see the dataset (undefined tenant: cluster-wide, always). */
   visible(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal): Promise<boolean>;
   /**
@@ -49,7 +51,7 @@ export interface DatasetAccess {
   /** Drops the record of a dataset whose creation failed. */
   forget(dataset: DatasetRef, signal?: AbortSignal): Promise<void>;
   /** The tenants the cluster knows from its records: VMs' tenants and owners of recorded datasets. */
-  tenants(signal?: AbortSignal): Promise<Set<string>>;
+  knownTenants(signal?: AbortSignal): Promise<Set<string>>;
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
@@ -85,7 +87,7 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
     async forget(dataset, signal) {
       await store.delete(DATASETS_PREFIX + datasetKey(dataset), { signal });
     },
-    async tenants(signal) {
+    async knownTenants(signal) {
       const out = new Set<string>();
       for (const vm of await inventory.listVms(signal)) if (vm.tenant !== "") out.add(vm.tenant);
       for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
@@ -93,6 +95,18 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
         if (t !== "") out.add(t);
       }
       return out;
+    },
+    async tenants(dataset, signal) {
+      const key = datasetKey(dataset);
+      const owners = new Set(
+        (await inventory.listVms(signal))
+          .filter((vm) => vm.disks.some((d) => datasetKey(d) === key))
+          .map((vm) => vm.tenant),
+      );
+      const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
+      if (rec !== undefined) owners.add(rec.message.tenant);
+      owners.delete("");
+      return [...owners].sort();
     },
     async visible(dataset, tenant, signal) {
       return (await place(dataset, tenant, signal)).visible;

@@ -45,6 +45,7 @@ export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retenti
 export { planRetention } from "./retention.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
+export { createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type { VmServiceDeps } from "./vm-service.js";
 export { createVmService } from "./vm-service.js";

@@ -71,8 +71,11 @@ export interface MigrationEngine {
   watch(id: string, tenant: string | undefined, signal: AbortSignal): AsyncIterable<Migration>;
   cancel(id: string, tenant: string | undefined, signal?: AbortSignal): Promise<Migration>;
   get(id: string, tenant: string | undefined, signal?: AbortSignal): Promise<Migration>;
-  /** Migrations the tenant may see, newest first. */
-  list(tenant: string | undefined, signal?: AbortSignal): Promise<Migration[]>;
+  /** Migrations the tenant (or, given a predicate, the tenants it accepts) may see, newest first. */
+  list(
+    tenant: string | undefined | ((tenant: string) => boolean),
+    signal?: AbortSignal,
+  ): Promise<Migration[]>;
   /**
    * Finishes or rolls back migrations whose runner is gone, from what the
    * hypervisors report. Returns how many it settled.
@@ -520,7 +523,11 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     async list(tenant, signal) {
       const all = await records.list(signal);
       return all
-        .filter((r) => tenant === undefined || r.record.tenant === tenant)
+        .filter((r) =>
+          typeof tenant === "function"
+            ? tenant(r.record.tenant)
+            : tenant === undefined || r.record.tenant === tenant,
+        )
         .map((r) => r.record.migration as Migration)
         .filter((m) => m !== undefined)
         .reverse();

@@ -5,6 +5,7 @@ import {
   principalOf,
   RpcError,
   type ServiceBinding,
+  scopeOf,
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
@@ -14,19 +15,31 @@ import {
   MigrationService,
   MigrationState,
   type VMMigrateSpec,
+  type VMRef,
 } from "../gen/debvisor/v1/migration_pb.js";
 import { type FailoverDeps, failoverVm } from "./failover.js";
 import type { MigrationEngine } from "./migration-engine.js";
 
+/** A request's VM, and a migration id: what each method acts on. */
+const vmOf = { kind: "vm", id: (req: VMMigrateSpec) => req.vm?.vmId ?? "" } as const;
+const migrationOf = {
+  kind: "migration",
+  id: (req: GetMigrationRequest) => req.migrationId,
+} as const;
+
 const POLICIES = {
-  prepareMigration: { permission: "migration:plan", mutating: false },
-  migrateVM: { permission: "migration:execute", mutating: true },
-  startMigration: { permission: "migration:execute", mutating: true },
-  watchMigration: { permission: "migration:list", mutating: false },
-  cancelMigration: { permission: "migration:execute", mutating: true },
-  failoverVM: { permission: "migration:failover", mutating: true },
+  prepareMigration: { permission: "migration:plan", mutating: false, target: vmOf },
+  migrateVM: { permission: "migration:execute", mutating: true, target: vmOf },
+  startMigration: { permission: "migration:execute", mutating: true, target: vmOf },
+  watchMigration: { permission: "migration:list", mutating: false, target: migrationOf },
+  cancelMigration: { permission: "migration:execute", mutating: true, target: migrationOf },
+  failoverVM: {
+    permission: "migration:failover",
+    mutating: true,
+    target: { kind: "vm", id: (req: VMRef) => req.vmId },
+  },
   listMigrations: { permission: "migration:list", mutating: false },
-  getMigration: { permission: "migration:list", mutating: false },
+  getMigration: { permission: "migration:list", mutating: false, target: migrationOf },
 } as const;
 
 /** Dependencies of the MigrationService handlers. */
@@ -118,7 +131,7 @@ export function createMigrationService(deps?: MigrationServiceDeps): ServiceBind
     },
     async listMigrations(req, ctx) {
       const vmId = req.vm?.vmId ?? "";
-      const all = (await engine.list(ctx.tenant, ctx.signal)).filter(
+      const all = (await engine.list(scopeOf(ctx).canSee, ctx.signal)).filter(
         (m: Migration) =>
           (vmId === "" || m.vm?.vmId === vmId) &&
           (req.state === MigrationState.UNSPECIFIED || m.state === req.state),

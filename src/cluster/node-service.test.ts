@@ -44,6 +44,11 @@ function listNodesOf(binding: ServiceBinding) {
       signal: AbortSignal.timeout(10_000),
       startedAt: 0,
       tenant,
+      // What the authorization stage gives a caller confined to one tenant.
+      scope:
+        tenant === undefined
+          ? undefined
+          : { tenant, clusterWide: false, canSee: (t: string) => t === tenant },
       log: silentLogger,
       notes: {},
     });

@@ -4,6 +4,7 @@ import {
   principalOf,
   RpcError,
   type ServiceBinding,
+  scopeOf,
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
@@ -39,28 +40,29 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         permission: "node:register",
         mutating: true,
         resource: (req: NodeInfo) => ({ nodeId: req.id?.id ?? "" }),
+        target: { kind: "cluster" },
       },
       heartbeat: {
         permission: "node:heartbeat",
         mutating: true,
         resource: (req: Health) => ({ nodeId: req.nodeId?.id ?? "" }),
+        target: { kind: "cluster" },
       },
       listNodes: { permission: "node:list", mutating: false },
       getNode: { permission: "node:list", mutating: false },
-      cordonNode: { permission: "node:cordon", mutating: true },
-      uncordonNode: { permission: "node:cordon", mutating: true },
-      drainNode: { permission: "node:drain", mutating: true },
+      // Node-wide operations act on every tenant's VMs: cluster-scoped.
+      cordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
+      uncordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
+      drainNode: { permission: "node:drain", mutating: true, target: { kind: "cluster" } },
     },
     {
       async registerNode(req, ctx) {
-        // Nodes are the cluster's: a tenant-confined caller never adds or changes one.
-        clusterWide(ctx.tenant);
+        // Nodes are the cluster's: the cluster target keeps tenant-confined callers out.
         const { created } = await inventory.register(req, principalOf(ctx).id, ctx.signal);
         return { status: StatusCode.STATUS_OK, message: created ? "registered" : "updated" };
       },
       async heartbeat(req, ctx) {
         // Only the node itself, or the identity that registered it, reports about it.
-        clusterWide(ctx.tenant);
         const recorded = await inventory.heartbeat(req, ctx.signal, principalOf(ctx).id);
         return {
           status: recorded ? StatusCode.STATUS_OK : StatusCode.STATUS_WARN,
@@ -71,12 +73,13 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         const all = await inventory.listNodes(ctx.signal);
         const nodes = all.filter((n) => matches(n, req));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
+        const scope = scopeOf(ctx);
         const list = {
-          nodes: page.items.map((n) => scopeNode(n, ctx.tenant)),
+          nodes: page.items.map((n) => scopeNode(n, scope)),
           nextPageToken: page.nextPageToken,
         };
         // A tenant's view leaves other tenants' VMs out: encoded as usual.
-        if (ctx.tenant !== undefined) return list;
+        if (!scope.clusterWide) return list;
         encoder.retain(all);
         return attachNodeListEncoding(list, encoder);
       },
@@ -84,20 +87,17 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         const found = await inventory.getNode(req.id?.id ?? "", ctx.signal);
         if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
         return {
-          summary: scopeNode(found.summary, ctx.tenant),
-          vms: visibleVms(found.vms, ctx.tenant),
+          summary: scopeNode(found.summary, scopeOf(ctx)),
+          vms: visibleVms(found.vms, scopeOf(ctx)),
         };
       },
       async cordonNode(req, ctx) {
-        clusterWide(ctx.tenant);
         return inventory.cordon(req.id?.id ?? "", true, ctx.signal);
       },
       async uncordonNode(req, ctx) {
-        clusterWide(ctx.tenant);
         return inventory.cordon(req.id?.id ?? "", false, ctx.signal);
       },
       async *drainNode(req, ctx) {
-        clusterWide(ctx.tenant);
         if (deps.engine === undefined) throw new RpcError("NOT_IMPLEMENTED");
         yield* drainNode(
           { inventory, engine: deps.engine },
@@ -112,11 +112,6 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       },
     },
   );
-}
-
-/** Node-wide operations act on every tenant's VMs: tenant-scoped callers may not. */
-function clusterWide(tenant: string | undefined): void {
-  if (tenant !== undefined) throw new RpcError("PERMISSION_DENIED");
 }
 
 function matches(node: NodeSummary, req: ListNodesRequest): boolean {

@@ -8,6 +8,7 @@ import {
   principalOf,
   RpcError,
   type ServiceImpl,
+  scopeOf,
 } from "../core/index.js";
 import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
 import {
@@ -15,6 +16,7 @@ import {
   type ReplicationStatusRecord,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import {
+  type DatasetRef,
   type ReplicationJob,
   ReplicationJobSchema,
   ReplicationState,
@@ -72,6 +74,13 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
     }
     throw new RpcError("REPLICATION_JOB_NOT_FOUND");
   };
+  /** Whether the call's scope may see a dataset: one of its owners' tenants, or cluster-wide. */
+  const seenBy = async (dataset: DatasetRef, ctx: CallContext, signal: AbortSignal) => {
+    const scope = scopeOf(ctx);
+    return (
+      scope.clusterWide || (await access.tenants(dataset, signal)).some((t) => scope.canSee(t))
+    );
+  };
   /** Visibility of many jobs, asking once per dataset. */
   const visibilityOf = (ctx: CallContext) => {
     const cache = new Map<string, Promise<boolean>>();
@@ -81,7 +90,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       const key = datasetKey(dataset);
       let seen = cache.get(key);
       if (seen === undefined) {
-        seen = access.visible(dataset, ctx.tenant, ctx.signal);
+        seen = seenBy(dataset, ctx, ctx.signal);
         cache.set(key, seen);
       }
       return seen;
@@ -181,7 +190,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
           if (visible === undefined) {
             const job = await jobs.get(change.jobId, stop);
             const dataset = job?.job.plan?.dataset;
-            visible = dataset !== undefined && (await access.visible(dataset, ctx.tenant, stop));
+            visible = dataset !== undefined && (await seenBy(dataset, ctx, stop));
             shown.set(change.jobId, visible);
           }
           if (visible) yield statusMessage(change.status, ctx.tenant);

@@ -67,7 +67,7 @@ export function createSnapshotHandlers(deps: SnapshotHandlerDeps): Handlers {
    * cluster knows, so nobody squats another tenant's names.
    */
   const notAnotherTenantsName = async (name: string, tenant: string, signal: AbortSignal) => {
-    for (const other of await access.tenants(signal))
+    for (const other of await access.knownTenants(signal))
       if (other !== tenant && other.length > tenant.length && name.startsWith(`${other}-`))
         throw invalid(
           `new_image.name: must start with "${tenant}-" and not be another tenant's name`,

@@ -6,7 +6,19 @@ import {
   silentLogger,
 } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
-import { StorageService } from "../gen/debvisor/v1/storage_pb.js";
+import {
+  type DatasetRef,
+  type DeleteSnapshotRequest,
+  type JobRef,
+  type ListSnapshotsRequest,
+  type PruneRequest,
+  type RbdCloneRequest,
+  type RbdTemplateRequest,
+  type SnapshotRequest,
+  StorageService,
+  type WatchReplicationRequest,
+  type ZfsReplicationPlan,
+} from "../gen/debvisor/v1/storage_pb.js";
 import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
@@ -49,21 +61,66 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       closing: deps.closing,
     });
   const shared = { ...deps, jobs, access, runner };
+  const dataset = (id: (req: never) => DatasetRef | undefined) =>
+    ({ kind: "dataset", id }) as const;
+  const job = { kind: "replication-job", id: (req: JobRef) => req.jobId } as const;
   return defineService(
     StorageService,
     {
-      createSnapshot: { permission: "storage:snapshot:create", mutating: true },
-      pruneSnapshots: { permission: "storage:snapshot:delete", mutating: true },
-      planZfsReplication: { permission: "storage:replication:plan", mutating: true },
-      runZfsReplication: { permission: "storage:replication:execute", mutating: true },
-      getReplicationStatus: { permission: "storage:replication:status", mutating: false },
-      createRbdTemplateSnapshot: { permission: "storage:snapshot:create", mutating: true },
-      cloneRbdFromTemplate: { permission: "storage:clone", mutating: true },
-      listSnapshots: { permission: "storage:snapshot:list", mutating: false },
+      createSnapshot: {
+        permission: "storage:snapshot:create",
+        mutating: true,
+        target: dataset((req: SnapshotRequest) => req.dataset),
+      },
+      pruneSnapshots: {
+        permission: "storage:snapshot:delete",
+        mutating: true,
+        target: dataset((req: PruneRequest) => req.dataset),
+      },
+      planZfsReplication: {
+        permission: "storage:replication:plan",
+        mutating: true,
+        target: dataset((req: ZfsReplicationPlan) => req.dataset),
+      },
+      runZfsReplication: { permission: "storage:replication:execute", mutating: true, target: job },
+      getReplicationStatus: {
+        permission: "storage:replication:status",
+        mutating: false,
+        target: job,
+      },
+      createRbdTemplateSnapshot: {
+        permission: "storage:snapshot:create",
+        mutating: true,
+        target: dataset((req: RbdTemplateRequest) => req.image),
+      },
+      // A creation in the tenant the request names; the handler checks the template is visible there.
+      cloneRbdFromTemplate: {
+        permission: "storage:clone",
+        mutating: true,
+        target: { kind: "tenant", id: (req: RbdCloneRequest) => req.tenant },
+      },
+      listSnapshots: {
+        permission: "storage:snapshot:list",
+        mutating: false,
+        target: dataset((req: ListSnapshotsRequest) => req.dataset),
+      },
       listReplicationJobs: { permission: "storage:replication:status", mutating: false },
-      deleteSnapshot: { permission: "storage:snapshot:delete", mutating: true },
-      deleteReplicationJob: { permission: "storage:replication:delete", mutating: true },
-      watchReplication: { permission: "storage:replication:status", mutating: false },
+      deleteSnapshot: {
+        permission: "storage:snapshot:delete",
+        mutating: true,
+        target: dataset((req: DeleteSnapshotRequest) => req.snapshot?.dataset),
+      },
+      deleteReplicationJob: {
+        permission: "storage:replication:delete",
+        mutating: true,
+        target: job,
+      },
+      // One job, or (job_id empty) every job the scope may see.
+      watchReplication: {
+        permission: "storage:replication:status",
+        mutating: false,
+        target: { ...job, id: (req: WatchReplicationRequest) => req.jobId, optional: true },
+      },
     },
     { ...createSnapshotHandlers(shared), ...createReplicationHandlers(shared) },
   );

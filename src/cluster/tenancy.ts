@@ -1,20 +1,28 @@
+import type { CallScope, TargetKind, TargetResolver } from "../core/index.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import type { KvStore } from "../store/index.js";
+import { createDatasetAccess } from "./dataset-access.js";
+import type { Inventory } from "./inventory.js";
+import { createMigrationRecords } from "./migration-records.js";
+import { scopedJobId } from "./replication-handlers.js";
+import { createReplicationJobs } from "./replication-jobs.js";
 
 /** Whether a caller acting in `tenant` (undefined: cluster-wide) may see `vm`. */
 export function visibleTo(vm: VmInfo, tenant: string | undefined): boolean {
   return tenant === undefined || vm.tenant === tenant;
 }
 
-/** Only the VMs a tenant may see, for lists that embed VMs (node health, node detail). */
-export function visibleVms(vms: readonly VmInfo[], tenant: string | undefined): VmInfo[] {
-  return tenant === undefined ? [...vms] : vms.filter((vm) => vm.tenant === tenant);
+/** Only the VMs the call's scope may see, for lists that embed VMs (node health, node detail). */
+export function visibleVms(vms: readonly VmInfo[], scope: CallScope): VmInfo[] {
+  return scope.clusterWide ? [...vms] : vms.filter((vm) => scope.canSee(vm.tenant));
 }
 
-/** A node summary whose health and VM counts cover only the VMs the tenant may see. */
-export function scopeNode(node: NodeSummary, tenant: string | undefined): NodeSummary {
-  if (tenant === undefined) return node;
-  const vms = visibleVms(node.health?.vms ?? [], tenant);
+/** A node summary whose health and VM counts cover only the VMs the scope may see. */
+export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
+  if (scope.clusterWide) return node;
+  const vms = visibleVms(node.health?.vms ?? [], scope);
   // The counts cover only what the tenant may see: totals would tell it
   // that other tenants' VMs are there, and how big they are.
   let vcpus = 0;
@@ -30,4 +38,59 @@ export function scopeNode(node: NodeSummary, tenant: string | undefined): NodeSu
     vcpusAllocated: vcpus,
     memoryAllocatedBytes: memory,
   };
+}
+
+/** One tenant, or none (""), as a resolver answers it. */
+const owners = (tenant: string): string[] => (tenant === "" ? [] : [tenant]);
+
+/**
+ * The authorization stage's resolvers for the cluster's targets: a VM's
+ * tenant from the inventory, a dataset's from the VMs whose disk it is and
+ * the record of a dataset the control plane created, a migration's and a
+ * replication job's from their records. Each answers undefined for a
+ * target that does not exist (datasets never do: the backend knows).
+ */
+export function createTargetResolvers(deps: {
+  inventory: Inventory;
+  store: KvStore;
+}): Partial<Record<TargetKind, TargetResolver>> {
+  const datasets = createDatasetAccess(deps);
+  const migrations = createMigrationRecords(deps.store);
+  const jobs = createReplicationJobs(deps.store);
+  const isDataset = (d: unknown): d is DatasetRef =>
+    typeof d === "object" && d !== null && "name" in d && "backend" in d;
+  // A name the store cannot even hold (bad input, refused later by validation) is a missing target.
+  const safe =
+    (resolve: TargetResolver): TargetResolver =>
+    (id, signal, callerTenants) =>
+      resolve(id, signal, callerTenants).catch((err: unknown) => {
+        if (signal.aborted) throw err;
+        return undefined;
+      });
+  const resolvers: Partial<Record<TargetKind, TargetResolver>> = {
+    async vm(id, signal) {
+      if (typeof id !== "string" || id === "") return undefined;
+      const vm = await deps.inventory.findVm(id, signal);
+      return vm === undefined ? undefined : owners(vm.tenant);
+    },
+    async dataset(ref, signal) {
+      return isDataset(ref) ? datasets.tenants(ref, signal) : undefined;
+    },
+    async migration(id, signal) {
+      if (typeof id !== "string" || id === "") return undefined;
+      const rec = await migrations.get(id, signal);
+      return rec === undefined ? undefined : owners(rec.tenant);
+    },
+    async "replication-job"(id, signal, callerTenants) {
+      if (typeof id !== "string" || id === "") return undefined;
+      // A tenant's own job ids live in its space (`<tenant>:<id>`), found first.
+      for (const t of callerTenants)
+        if ((await jobs.get(scopedJobId(t, id), signal)) !== undefined) return [t];
+      const dataset = (await jobs.get(id, signal))?.job.plan?.dataset;
+      return dataset === undefined ? undefined : datasets.tenants(dataset, signal);
+    },
+  };
+  return Object.fromEntries(
+    Object.entries(resolvers).map(([kind, r]) => [kind, safe(r as TargetResolver)]),
+  );
 }

@@ -4,10 +4,11 @@ import {
   principalOf,
   RpcError,
   type ServiceBinding,
+  scopeOf,
 } from "../core/index.js";
+import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
 import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
-import { visibleTo } from "./tenancy.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
@@ -21,15 +22,20 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
     VmService,
     {
       listVms: { permission: "vm:list", mutating: false },
-      getVm: { permission: "vm:list", mutating: false },
-      setVmTenant: { permission: "vm:assign", mutating: true },
+      getVm: {
+        permission: "vm:list",
+        mutating: false,
+        target: { kind: "vm", id: (req: VMRef) => req.vmId },
+      },
+      setVmTenant: { permission: "vm:assign", mutating: true, target: { kind: "cluster" } },
     },
     {
       async listVms(req, ctx) {
         const nodeId = req.nodeId?.id ?? "";
+        const scope = scopeOf(ctx);
         const vms = (await inventory.listVms(ctx.signal)).filter(
           (vm) =>
-            visibleTo(vm, ctx.tenant) &&
+            scope.canSee(vm.tenant) &&
             (nodeId === "" || vm.nodeId?.id === nodeId) &&
             (req.state === VmState.UNSPECIFIED || vm.state === req.state),
         );
@@ -37,17 +43,14 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         return { vms: page.items, nextPageToken: page.nextPageToken };
       },
       async getVm(req, ctx) {
+        // Authorization already answered for a VM the caller may not see (like a missing one).
         const vm = (await inventory.listVms(ctx.signal)).find((v) => v.id === req.vmId);
-        // Another tenant's VM answers exactly like a missing one: no existence leak.
-        if (vm === undefined || !visibleTo(vm, ctx.tenant)) throw new RpcError("VM_NOT_FOUND");
+        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },
       async setVmTenant(req, ctx) {
-        // Which tenant a VM belongs to is the cluster's to say: never a tenant's, never a report's.
-        if (ctx.tenant !== undefined)
-          throw new RpcError("PERMISSION_DENIED", {
-            cause: new Error("tenant-confined callers cannot assign VMs to tenants"),
-          });
+        // Which tenant a VM belongs to is the cluster's to say (a cluster target: never a
+        // tenant-confined caller's), never a report's.
         return inventory.assignTenant(req.vmId, req.tenant, principalOf(ctx).id, ctx.signal);
       },
     },

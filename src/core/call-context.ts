@@ -60,6 +60,26 @@ export interface CallNotes {
 }
 
 /**
+ * What the caller may see in this call, as authorization decided it: the
+ * one object handlers consult for tenancy (never their own checks).
+ */
+export interface CallScope {
+  /**
+   * The tenant the call acts in: the target's tenant (or the one a creation
+   * names) for a caller that holds the permission only there; undefined when
+   * the caller holds it cluster-wide.
+   */
+  readonly tenant: string | undefined;
+  /** True when the method's permission holds cluster-wide for the caller. */
+  readonly clusterWide: boolean;
+  /**
+   * Whether the method's permission holds in `tenant` for the caller ("" is
+   * no tenant: cluster-wide callers only). Lists keep only what passes.
+   */
+  canSee(tenant: string): boolean;
+}
+
+/**
  * Everything a stage or handler knows about one call. Transport-neutral: an
  * adapter builds it from its own request; stages derive new contexts with
  * spread (`{ ...ctx, principal }`) instead of mutating.
@@ -79,8 +99,10 @@ export interface CallContext {
   readonly startedAt: number;
   /** Set by the authentication stage. */
   readonly principal?: Principal;
-  /** Tenant the principal acts in; undefined means cluster-wide. */
+  /** Tenant the principal acts in; undefined means cluster-wide. Same as `scope.tenant`. */
   readonly tenant?: string;
+  /** Set by the authorization stage; read it with `scopeOf(ctx)`. */
+  readonly scope?: CallScope;
   /** Logger bound to this call's request id and method. */
   readonly log: Logger;
   /** Shared, mutable notes for the audit trail. */

@@ -4,6 +4,7 @@
 export type {
   AuthMethod,
   CallContext,
+  CallScope,
   PeerCertificate,
   PeerInfo,
   Principal,
@@ -22,6 +23,9 @@ export type {
   MethodPolicy,
   MethodSpec,
   ResourceRef,
+  TargetDecl,
+  TargetKind,
+  TargetResolver,
 } from "./method-spec.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
@@ -31,6 +35,7 @@ export {
   handlerResult,
   mapStream,
   principalOf,
+  scopeOf,
   streamsResponses,
   validationStage,
   withPrincipal,

@@ -21,6 +21,7 @@ function ctx(validate?: (r: unknown) => void): CallContext {
       access: "authenticated",
       validate,
       resource: undefined,
+      target: { kind: "any", id: undefined, optional: false },
     },
     peer: { address: "127.0.0.1:1" },
     headers: { get: () => undefined },

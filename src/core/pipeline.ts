@@ -1,4 +1,4 @@
-import type { CallContext } from "./call-context.js";
+import type { CallContext, CallScope } from "./call-context.js";
 import type { MethodKind } from "./method-spec.js";
 import { type FieldViolation, validateMessage } from "./request-validator.js";
 import { RpcError } from "./rpc-error.js";
@@ -97,6 +97,18 @@ export function withPrincipal(
   principal: NonNullable<CallContext["principal"]>,
 ): CallContext {
   return { ...ctx, principal, log: ctx.log.child({ principal: principal.id }) };
+}
+
+/** The whole cluster: what a call sees when authorization is left out (benchmark settings). */
+const CLUSTER_SCOPE: CallScope = Object.freeze({
+  tenant: undefined,
+  clusterWide: true,
+  canSee: () => true,
+});
+
+/** The call's scope as authorization set it; cluster-wide only when no authorization stage ran. */
+export function scopeOf(ctx: CallContext): CallScope {
+  return ctx.scope ?? CLUSTER_SCOPE;
 }
 
 /**

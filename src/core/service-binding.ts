@@ -91,6 +91,11 @@ export function defineService<S extends GenService<GenServiceMethods>>(
         access: p.access ?? "authenticated",
         validate: p.validate as ((request: unknown) => void) | undefined,
         resource: p.resource as ((request: unknown) => ResourceRef) | undefined,
+        target: Object.freeze({
+          kind: p.target?.kind ?? "any",
+          id: p.target?.id as ((request: unknown) => unknown) | undefined,
+          optional: p.target?.optional ?? false,
+        }),
       }),
       handler,
     };

@@ -6,7 +6,7 @@ import { BUILT_IN_ROLES, type Role, SELF_ONLY_ROLES } from "./roles.js";
 export interface Binding {
   readonly principal: string;
   readonly roles: readonly string[];
-  /** Undefined: cluster-wide. */
+  /** Undefined: cluster-wide (applies in every tenant too). */
   readonly tenant?: string;
 }
 
@@ -21,7 +21,7 @@ export interface Decision {
   readonly allowed: boolean;
   /** The deciding rule (`role operator grants node:*`) or the closest miss; for operators, never for clients. */
   readonly reason: string;
-  /** The tenant the principal acts in; undefined is cluster-wide. */
+  /** The scope that decided: a tenant, or undefined for cluster-wide. */
   readonly tenant: string | undefined;
 }
 
@@ -42,34 +42,75 @@ export function createAccessPolicy(custom: {
   return Object.freeze({ roles, bindings: Object.freeze([...(custom.bindings ?? [])]) });
 }
 
-/** The roles a principal holds: its own (API key, JWT claims) and its bindings'. */
+/**
+ * The roles that hold for `principal` in one scope (Kubernetes'
+ * `RulesFor(user, namespace)`): `tenant` undefined or "" is the cluster-wide
+ * scope, which only cluster-wide bindings and an unconfined credential's own
+ * roles reach; a tenant adds that tenant's bindings and nothing of any other
+ * tenant. A credential confined to a tenant (an API key's, a JWT's claim)
+ * holds nothing outside it.
+ */
+export function rolesIn(
+  policy: AccessPolicy,
+  principal: Principal,
+  tenant: string | undefined,
+): string[] {
+  const scope = tenant === "" ? undefined : tenant;
+  if (principal.tenant !== undefined && principal.tenant !== scope) return [];
+  const roles = new Set(principal.roles);
+  for (const b of policy.bindings) {
+    if (b.principal !== principal.id) continue;
+    if (b.tenant === undefined || b.tenant === scope) for (const r of b.roles) roles.add(r);
+  }
+  return [...roles].sort();
+}
+
+/** The tenants a principal holds bindings in (its credential's tenant alone when confined). */
+export function tenantsOf(policy: AccessPolicy, principal: Principal): string[] {
+  if (principal.tenant !== undefined) return [principal.tenant];
+  const tenants = new Set<string>();
+  for (const b of policy.bindings)
+    if (b.principal === principal.id && b.tenant !== undefined) tenants.add(b.tenant);
+  return [...tenants].sort();
+}
+
+/**
+ * Every role a principal holds in some scope, and the one tenant it is
+ * confined to (undefined when it holds anything cluster-wide, or roles in
+ * several tenants). For display (WhoAmI) and per-role rate limits; never
+ * for a decision.
+ */
 export function rolesOf(
   policy: AccessPolicy,
   principal: Principal,
 ): { roles: string[]; tenant: string | undefined } {
-  const roles = new Set(principal.roles);
-  let tenant = principal.tenant;
-  for (const b of policy.bindings) {
-    if (b.principal !== principal.id) continue;
-    for (const r of b.roles) roles.add(r);
-    tenant ??= b.tenant;
-  }
-  return { roles: [...roles].sort(), tenant };
+  const tenants = tenantsOf(policy, principal);
+  const roles = new Set(rolesIn(policy, principal, undefined));
+  const clusterWide = principal.tenant === undefined && roles.size > 0;
+  for (const t of tenants) for (const r of rolesIn(policy, principal, t)) roles.add(r);
+  return {
+    roles: [...roles].sort(),
+    tenant: !clusterWide && tenants.length === 1 ? tenants[0] : undefined,
+  };
 }
 
 /**
- * Decides whether `principal` may use `permission` (default deny). A
- * `permission` of null means any authenticated principal. Self-only roles
- * grant only when the resource's node id is the principal's own id.
+ * Decides whether `principal` may use `permission` in one scope (`tenant`
+ * undefined: cluster-wide), default deny. A `permission` of null means any
+ * authenticated principal. Self-only roles grant only when the resource's
+ * node id is the principal's own id.
  */
-export function decide(
+export function decideIn(
   policy: AccessPolicy,
   principal: Principal,
   permission: string | null,
-  resource: ResourceRef = {},
+  resource: ResourceRef,
+  tenant: string | undefined,
 ): Decision {
-  const { roles, tenant } = rolesOf(policy, principal);
-  if (permission === null) return { allowed: true, reason: "any authenticated principal", tenant };
+  const scope = tenant === "" ? undefined : tenant;
+  if (permission === null)
+    return { allowed: true, reason: "any authenticated principal", tenant: scope };
+  const roles = rolesIn(policy, principal, scope);
   let closest: string | undefined;
   for (const name of roles) {
     const role = policy.roles.get(name);
@@ -84,10 +125,36 @@ export function decide(
       closest = `role ${name} grants ${grant} only for node ${principal.id}, not ${resource.nodeId}`;
       continue;
     }
-    return { allowed: true, reason: `role ${name} grants ${grant}`, tenant };
+    const where = scope === undefined ? "" : ` in tenant ${scope}`;
+    return { allowed: true, reason: `role ${name} grants ${grant}${where}`, tenant: scope };
   }
+  const where = scope === undefined ? "" : ` in tenant ${scope}`;
   const held = roles.length === 0 ? "no roles" : `roles ${roles.join(", ")}`;
-  return { allowed: false, reason: closest ?? `${held}: none grants ${permission}`, tenant };
+  return {
+    allowed: false,
+    reason: closest ?? `${held}${where}: none grants ${permission}`,
+    tenant: scope,
+  };
+}
+
+/**
+ * Decides whether `principal` holds `permission` in some scope: cluster-wide
+ * first, then each of its tenants; the decision names the scope that
+ * granted it. The gate before a target is resolved, and CheckPermission.
+ */
+export function decide(
+  policy: AccessPolicy,
+  principal: Principal,
+  permission: string | null,
+  resource: ResourceRef = {},
+): Decision {
+  let first: Decision | undefined;
+  for (const scope of [undefined, ...tenantsOf(policy, principal)]) {
+    const d = decideIn(policy, principal, permission, resource, scope);
+    if (d.allowed) return d;
+    first ??= d;
+  }
+  return first as Decision;
 }
 
 /** The roles and tenant bindings give a principal, whatever credential it later uses. */
@@ -99,10 +166,9 @@ export function bindingsOf(
 }
 
 /**
- * Refuses (ESCALATION_DENIED) unless `caller` holds every grant of `roles`
- * and may act in `tenant`: a tenant-confined caller only within its own
- * tenant. Used wherever a key, binding, role, token or certificate would
- * give someone authority.
+ * Refuses (ESCALATION_DENIED) unless `caller` holds, in `tenant`'s scope
+ * (undefined: cluster-wide), every grant of `roles`. Used wherever a key,
+ * binding, role, token or certificate would give someone authority.
  */
 export function assertCanGrant(
   policy: AccessPolicy,
@@ -110,31 +176,39 @@ export function assertCanGrant(
   roles: readonly string[],
   tenant: string | undefined,
 ): void {
-  const held = rolesOf(policy, caller);
-  const grants = held.roles.flatMap((r) => policy.roles.get(r)?.grants ?? []);
+  const grants = rolesIn(policy, caller, tenant).flatMap((r) => policy.roles.get(r)?.grants ?? []);
   for (const name of roles) {
     const role = policy.roles.get(name);
     if (role === undefined)
       throw new RpcError("INVALID_ARGUMENT", { message: `roles: unknown role ${name}` });
     const missing = role.grants.find((g) => !grantsCover(grants, g));
     if (missing !== undefined) {
+      const where = tenant === undefined || tenant === "" ? "cluster-wide" : `in tenant ${tenant}`;
       throw new RpcError("ESCALATION_DENIED", {
-        cause: new Error(`role ${name} grants ${missing}, which ${caller.id} does not hold`),
+        cause: new Error(
+          `role ${name} grants ${missing}, which ${caller.id} does not hold ${where}`,
+        ),
       });
     }
   }
-  if (held.tenant !== undefined && tenant !== held.tenant) {
-    throw new RpcError("ESCALATION_DENIED", {
-      cause: new Error(`${caller.id} is confined to tenant ${held.tenant}`),
-    });
-  }
+}
+
+/** What the caller of {@link assertCanActAs} knows of the target from elsewhere. */
+export interface TargetFacts {
+  /** The name is a registered or enrolled node's. */
+  readonly nodeName?: boolean;
+  /** The tenants of the principal's API keys in force ("": a key not confined to any). */
+  readonly keyTenants?: readonly string[];
 }
 
 /**
  * Refuses (ESCALATION_DENIED) unless `caller` could grant everything a
- * credential naming `target` would carry: the given roles plus every role
- * `target`'s bindings already hold. A key or certificate for "admin" is as
- * powerful as admin, so only someone holding all of that may make one.
+ * credential or binding naming `target` would carry: the given roles plus
+ * every role `target` already holds. A caller that could grant all of that
+ * cluster-wide may act; anyone else is tenant-confined and may act only in
+ * `tenant`, and only for a principal of that tenant alone: never for the
+ * admin, `system:*`, a node's name, a principal with any cluster-wide
+ * binding, or one bound in another tenant.
  */
 export function assertCanActAs(
   policy: AccessPolicy,
@@ -142,8 +216,33 @@ export function assertCanActAs(
   target: string,
   roles: readonly string[],
   tenant: string | undefined,
+  facts: TargetFacts = {},
 ): void {
-  const bound =
-    target === caller.id ? { roles: [], tenant: undefined } : bindingsOf(policy, target);
-  assertCanGrant(policy, caller, [...new Set([...roles, ...bound.roles])], tenant ?? bound.tenant);
+  const scope = tenant === "" ? undefined : tenant;
+  if (target === caller.id) {
+    assertCanGrant(policy, caller, roles, scope);
+    return;
+  }
+  const bound = policy.bindings.filter((b) => b.principal === target);
+  const everything = [...new Set([...roles, ...bound.flatMap((b) => b.roles)])];
+  try {
+    assertCanGrant(policy, caller, everything, undefined);
+    assertCanGrant(policy, caller, roles, scope);
+    return;
+  } catch (err) {
+    if (!(err instanceof RpcError) || err.reason !== "ESCALATION_DENIED") throw err;
+  }
+  const refuse = (why: string): never => {
+    throw new RpcError("ESCALATION_DENIED", {
+      cause: new Error(`${caller.id} is tenant-confined and ${target} ${why}`),
+    });
+  };
+  if (scope === undefined) refuse("would act cluster-wide");
+  if (target === "admin" || target.startsWith("system:")) refuse("is a cluster-wide identity");
+  if (facts.nodeName === true) refuse("is a node's name");
+  if (bound.some((b) => b.tenant === undefined)) refuse("has a cluster-wide binding");
+  if (bound.some((b) => b.tenant !== scope)) refuse("is bound in another tenant");
+  if (facts.keyTenants?.includes("")) refuse("holds a key not confined to a tenant");
+  if (facts.keyTenants?.some((t) => t !== scope)) refuse("holds keys of another tenant");
+  assertCanGrant(policy, caller, everything, scope);
 }

@@ -1,12 +1,27 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { defineService, principalOf, RpcError, type ServiceBinding } from "../core/index.js";
+import {
+  defineService,
+  principalOf,
+  RpcError,
+  type ServiceBinding,
+  scopeOf,
+  type TargetResolver,
+} from "../core/index.js";
 import type { ApiKeyRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import { AccessService, type ApiKeyInfoSchema } from "../gen/debvisor/v1/access_pb.js";
+import {
+  AccessService,
+  type ApiKeyInfoSchema,
+  type CreateApiKeyRequest,
+  type RevokeApiKeyRequest,
+  type RotateApiKeyRequest,
+  type SetBindingRequest,
+} from "../gen/debvisor/v1/access_pb.js";
 import {
   type AccessPolicy,
   assertCanActAs,
-  assertCanGrant,
   decide,
+  decideIn,
+  rolesIn,
   rolesOf,
 } from "./access-evaluator.js";
 import type { ApiKeys } from "./api-keys.js";
@@ -22,6 +37,16 @@ export interface AccessServiceDeps {
   readonly roles: StoredRoles;
   /** Default rotation grace. */
   readonly rotationGraceMs: number;
+  /** Whether a name is a registered or enrolled node's (tenant-confined callers may not mint for it). */
+  readonly isNodeName?: (name: string, signal: AbortSignal) => Promise<boolean>;
+}
+
+/** The tenants of an API key, for the authorization stage: [] for a cluster-wide key. */
+export function apiKeyResolver(apiKeys: ApiKeys): TargetResolver {
+  return async (id, signal) => {
+    const key = typeof id === "string" ? await apiKeys.get(id, signal) : undefined;
+    return key === undefined ? undefined : key.tenant === "" ? [] : [key.tenant];
+  };
 }
 
 const msTs = (ms: bigint) =>
@@ -49,29 +74,42 @@ function keyInfo(r: ApiKeyRecord): MessageInitShape<typeof ApiKeyInfoSchema> {
  * caller can only grant within its tenant.
  */
 export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
-  /** A tenant-confined caller sees and touches only its own tenant's keys and bindings. */
-  const inScope = (ctx: { tenant?: string }, tenant: string) =>
-    ctx.tenant === undefined || tenant === ctx.tenant;
-  /** Some things are cluster-wide by nature (roles): tenant-confined callers may not change them. */
-  const requireClusterWide = (ctx: { tenant?: string }) => {
-    if (ctx.tenant !== undefined)
-      throw new RpcError("PERMISSION_DENIED", {
-        cause: new Error("tenant-confined callers cannot change cluster-wide settings"),
-      });
-  };
+  /** What else makes a name someone's: a node's name, API keys in force (and their tenants). */
+  const nodeName = async (name: string, signal: AbortSignal) => ({
+    nodeName: (await deps.isNodeName?.(name, signal)) ?? false,
+    keyTenants: (await deps.apiKeys.list(name, signal))
+      .filter((k) => k.revokedAtMs === 0n)
+      .map((k) => k.tenant),
+  });
   return defineService(
     AccessService,
     {
       whoAmI: { permission: null, mutating: false },
       checkPermission: { permission: null, mutating: false },
-      createApiKey: { permission: "auth:apikey:create", mutating: true },
+      createApiKey: {
+        permission: "auth:apikey:create",
+        mutating: true,
+        target: { kind: "tenant", id: (req: CreateApiKeyRequest) => req.tenant },
+      },
       listApiKeys: { permission: "auth:apikey:list", mutating: false },
-      revokeApiKey: { permission: "auth:apikey:revoke", mutating: true },
-      rotateApiKey: { permission: "auth:apikey:rotate", mutating: true },
+      revokeApiKey: {
+        permission: "auth:apikey:revoke",
+        mutating: true,
+        target: { kind: "apikey", id: (req: RevokeApiKeyRequest) => req.id },
+      },
+      rotateApiKey: {
+        permission: "auth:apikey:rotate",
+        mutating: true,
+        target: { kind: "apikey", id: (req: RotateApiKeyRequest) => req.id },
+      },
       listRoles: { permission: "auth:role:list", mutating: false },
       listBindings: { permission: "auth:binding:list", mutating: false },
-      setBinding: { permission: "auth:binding:set", mutating: true },
-      setRole: { permission: "auth:role:set", mutating: true },
+      setBinding: {
+        permission: "auth:binding:set",
+        mutating: true,
+        target: { kind: "tenant", id: (req: SetBindingRequest) => req.tenant },
+      },
+      setRole: { permission: "auth:role:set", mutating: true, target: { kind: "cluster" } },
     },
     {
       async whoAmI(_req, ctx) {
@@ -91,7 +129,8 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           throw new RpcError("INVALID_ARGUMENT", { message: "permission: like node:list" });
         let subject = caller;
         if (req.principal !== "" && req.principal !== caller.id) {
-          if (!decide(deps.policy(), caller, "auth:check:any").allowed)
+          // Another principal's roles span tenants: only a cluster-wide grant may look.
+          if (!decideIn(deps.policy(), caller, "auth:check:any", {}, undefined).allowed)
             throw new RpcError("PERMISSION_DENIED");
           subject = { id: req.principal, method: "none", roles: [] };
         }
@@ -120,6 +159,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           target,
           req.roles,
           tenant === "" ? undefined : tenant,
+          await nodeName(target, ctx.signal),
         );
         const issued = await deps.apiKeys.create(
           {
@@ -139,17 +179,17 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           req.principal === "" ? undefined : req.principal,
           ctx.signal,
         );
-        return { keys: keys.filter((k) => inScope(ctx, k.tenant)).map(keyInfo) };
+        const scope = scopeOf(ctx);
+        return { keys: keys.filter((k) => scope.canSee(k.tenant)).map(keyInfo) };
       },
       async revokeApiKey(req, ctx) {
-        const key = await deps.apiKeys.get(req.id, ctx.signal);
-        if (key === undefined || !inScope(ctx, key.tenant)) throw new RpcError("APIKEY_NOT_FOUND");
+        // The authorization stage found the key and its tenant visible to the caller.
         return keyInfo(await deps.apiKeys.revoke(req.id, ctx.signal));
       },
       async rotateApiKey(req, ctx) {
         const caller = principalOf(ctx);
         const old = await deps.apiKeys.get(req.id, ctx.signal);
-        if (old === undefined || !inScope(ctx, old.tenant)) throw new RpcError("APIKEY_NOT_FOUND");
+        if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
         // The new token acts as the key's principal: only someone who could make that key may rotate it.
         assertCanActAs(
           deps.policy(),
@@ -157,6 +197,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           old.principal,
           old.roles,
           old.tenant === "" ? undefined : old.tenant,
+          await nodeName(old.principal, ctx.signal),
         );
         const grace = Number(req.graceSeconds) * 1000;
         const issued = await deps.apiKeys.rotate(
@@ -177,22 +218,22 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
         };
       },
       async listBindings(_req, ctx) {
-        const stored = new Set(deps.bindings.all().map((b) => b.principal));
+        const stored = new Set(deps.bindings.all().map((b) => `${b.tenant}/${b.principal}`));
+        const scope = scopeOf(ctx);
         return {
           bindings: deps
             .policy()
-            .bindings.filter((b) => inScope(ctx, b.tenant ?? ""))
+            .bindings.filter((b) => scope.canSee(b.tenant ?? ""))
             .map((b) => ({
               principal: b.principal,
               roles: [...b.roles],
               tenant: b.tenant ?? "",
-              source: stored.has(b.principal) ? "store" : "config",
+              source: stored.has(`${b.tenant ?? ""}/${b.principal}`) ? "store" : "config",
             })),
         };
       },
       async setRole(req, ctx) {
         const caller = principalOf(ctx);
-        requireClusterWide(ctx);
         const existing = deps.policy().roles.get(req.name);
         const stored = deps.roles.all().some((r) => r.name === req.name);
         if (existing !== undefined && !stored) throw new RpcError("ROLE_PROTECTED");
@@ -206,7 +247,8 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
             message: `grants: ${bad.slice(0, 64)} is not a permission, a:b:* or *`,
           });
         const policy = deps.policy();
-        const held = rolesOf(policy, caller).roles.flatMap(
+        // Roles are cluster-wide: only grants held cluster-wide count.
+        const held = rolesIn(policy, caller, undefined).flatMap(
           (r) => policy.roles.get(r)?.grants ?? [],
         );
         const missing = req.grants.find((g) => !grantsCover(held, g));
@@ -219,20 +261,25 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
       },
       async setBinding(req, ctx) {
         const caller = principalOf(ctx);
-        if (req.roles.length === 0) {
-          const existing = deps.bindings.all().find((b) => b.principal === req.principal);
-          if (existing === undefined || !inScope(ctx, existing.tenant))
-            throw new RpcError("BINDING_NOT_FOUND");
-          await deps.bindings.remove(req.principal, ctx.signal);
-          return { principal: req.principal, roles: [], tenant: "", source: "store" };
-        }
-        // Replacing a binding must not hand out more than the caller holds, nor take over one outside its tenant.
-        const current = deps.bindings.all().find((b) => b.principal === req.principal);
-        if (current !== undefined && !inScope(ctx, current.tenant))
-          throw new RpcError("BINDING_NOT_FOUND");
-        // A tenant-confined caller's bindings stay in its tenant.
+        // One binding per principal and tenant; the authorization stage let the caller act in this one.
         const tenant = req.tenant === "" ? ctx.tenant : req.tenant;
-        assertCanGrant(deps.policy(), caller, req.roles, tenant);
+        if (req.roles.length === 0) {
+          const existing = deps.bindings
+            .all()
+            .find((b) => b.principal === req.principal && b.tenant === (tenant ?? ""));
+          if (existing === undefined) throw new RpcError("BINDING_NOT_FOUND");
+          await deps.bindings.remove(req.principal, tenant, ctx.signal);
+          return { principal: req.principal, roles: [], tenant: tenant ?? "", source: "store" };
+        }
+        // Nobody grants what they do not hold; a tenant-confined caller binds only its tenant's own principals.
+        assertCanActAs(
+          deps.policy(),
+          caller,
+          req.principal,
+          req.roles,
+          tenant,
+          await nodeName(req.principal, ctx.signal),
+        );
         const r = await deps.bindings.set(
           { principal: req.principal, roles: req.roles, tenant },
           caller.id,

@@ -11,6 +11,7 @@ import { type ApiKeys, apiKeyIdOf } from "./api-keys.js";
 import type { JwtVerifier } from "./jwt-verifier.js";
 import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
+import { jwtPrincipal } from "./principal-names.js";
 
 /** Options of {@link createAuthenticationStage}. */
 export interface AuthenticationOptions {
@@ -103,7 +104,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
         else
           principal = {
-            id: r.identity.subject,
+            id: jwtPrincipal(r.identity.issuer, r.identity.subject),
             method: "jwt",
             roles: r.identity.roles,
             tenant: r.identity.tenant,

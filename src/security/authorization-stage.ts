@@ -1,29 +1,136 @@
-import { principalOf, RpcError, type Stage } from "../core/index.js";
-import { type AccessPolicy, decide } from "./access-evaluator.js";
+import {
+  type CallScope,
+  principalOf,
+  type Reason,
+  RpcError,
+  type Stage,
+  type TargetKind,
+  type TargetResolver,
+} from "../core/index.js";
+import {
+  type AccessPolicy,
+  type Decision,
+  decide,
+  decideIn,
+  rolesIn,
+  tenantsOf,
+} from "./access-evaluator.js";
+
+/** Finds the tenants of each kind of target a method may declare (see TargetDecl). */
+export type TargetResolvers = Partial<Record<TargetKind, TargetResolver>>;
+
+/** How each kind of target answers when it is missing, or hidden from the caller. */
+const NOT_FOUND: Partial<Record<TargetKind, Reason>> = {
+  vm: "VM_NOT_FOUND",
+  dataset: "DATASET_NOT_FOUND",
+  migration: "MIGRATION_NOT_FOUND",
+  "replication-job": "REPLICATION_JOB_NOT_FOUND",
+  apikey: "APIKEY_NOT_FOUND",
+};
 
 /**
- * Default-deny authorization: the method's permission must be granted by one
- * of the principal's roles (its credential's and its bindings'). The deciding
- * rule, or the closest miss, goes to the log; the client sees only
- * PERMISSION_DENIED. Passes the principal's tenant on in the context.
+ * Default-deny authorization, decided once per call before the handler
+ * (Kubernetes' RBAC authorizer is the model). The method's target
+ * declaration says what the call touches; a resolver finds the target's
+ * tenants, and only the caller's rules for those tenants (plus its
+ * cluster-wide ones) decide. A target the caller may not see answers like a
+ * missing one (its NOT_FOUND reason), unless the caller holds roles in the
+ * target's tenant and so may see it anyway (then PERMISSION_DENIED). The
+ * handler gets `ctx.scope` (what else it may show) and `ctx.tenant` (the
+ * tenant it acts in; undefined: cluster-wide). The deciding rule, or the
+ * closest miss, goes to the log and the audit notes, never to the client.
  */
-export function createAuthorizationStage(policy: () => AccessPolicy): Stage {
+export function createAuthorizationStage(
+  policy: () => AccessPolicy,
+  resolvers: TargetResolvers = {},
+): Stage {
   return async (invocation, next) => {
-    const { ctx } = invocation;
+    const { ctx, request } = invocation;
     if (ctx.method.access === "public") return next(invocation);
     const principal = principalOf(ctx);
-    const resource = ctx.method.resource?.(invocation.request) ?? {};
-    const decision = decide(policy(), principal, ctx.method.permission, resource);
-    ctx.notes.decision = decision.allowed ? "allow" : "deny";
-    ctx.notes.reason = decision.reason;
-    ctx.notes.tenant = decision.tenant;
-    if (!decision.allowed) {
-      ctx.log.warn(
-        { permission: ctx.method.permission, rule: decision.reason },
-        "permission denied",
-      );
-      throw new RpcError("PERMISSION_DENIED", { cause: new Error(decision.reason) });
+    const p = policy();
+    const { permission, target } = ctx.method;
+    const resource = ctx.method.resource?.(request) ?? {};
+    const seen = new Map<string, boolean>();
+    const canSee = (tenant: string): boolean => {
+      let ok = seen.get(tenant);
+      if (ok === undefined) {
+        ok = decideIn(p, principal, permission, resource, tenant).allowed;
+        seen.set(tenant, ok);
+      }
+      return ok;
+    };
+    const cluster = decideIn(p, principal, permission, resource, undefined);
+    const refuse = (d: Decision, reason: Reason = "PERMISSION_DENIED"): never => {
+      ctx.notes.decision = "deny";
+      ctx.notes.reason = d.reason;
+      ctx.log.warn({ permission, target: target.kind, rule: d.reason }, "permission denied");
+      throw new RpcError(reason, { cause: new Error(d.reason) });
+    };
+    let acting: string | undefined;
+    let decision: Decision = cluster;
+    if (target.kind === "cluster") {
+      if (!cluster.allowed) refuse(cluster);
+    } else if (!cluster.allowed) {
+      // Anything else: first, the permission held somewhere at all (tells nothing of the target).
+      const gate = decide(p, principal, permission, resource);
+      if (!gate.allowed) refuse(gate);
+      decision = gate;
+      acting = gate.tenant;
+      if (target.kind === "tenant") {
+        const stated = String(target.id?.(request) ?? "");
+        const mine = tenantsOf(p, principal).filter(canSee);
+        if (stated !== "") {
+          if (!canSee(stated))
+            refuse({
+              ...gate,
+              allowed: false,
+              reason: `nothing in tenant ${stated} grants ${permission}`,
+            });
+          acting = stated;
+        } else if (mine.length > 1) {
+          throw new RpcError("INVALID_ARGUMENT", {
+            message: `tenant: required: you act in several tenants (${mine.join(", ")})`,
+          });
+        }
+      } else if (
+        target.kind !== "any" &&
+        !(target.optional && (target.id?.(request) ?? "") === "")
+      ) {
+        const reason = NOT_FOUND[target.kind] ?? "PERMISSION_DENIED";
+        const resolve = resolvers[target.kind];
+        const tenants =
+          resolve === undefined
+            ? undefined
+            : await resolve(
+                target.id?.(request),
+                ctx.signal,
+                tenantsOf(p, principal).filter(canSee),
+              );
+        const granted = (tenants ?? []).find((t) => t !== "" && canSee(t));
+        if (granted === undefined) {
+          const member = (tenants ?? []).some((t) => rolesIn(p, principal, t).length > 0);
+          refuse(
+            {
+              ...gate,
+              allowed: false,
+              reason: `${target.kind} not visible with the rules of its tenant`,
+            },
+            member ? "PERMISSION_DENIED" : reason,
+          );
+        }
+        acting = granted;
+        decision = decideIn(p, principal, permission, resource, granted);
+      }
     }
-    return next({ ...invocation, ctx: { ...ctx, tenant: decision.tenant } });
+    const scope: CallScope = Object.freeze({
+      tenant: acting,
+      clusterWide: cluster.allowed,
+      canSee,
+    });
+    ctx.notes.decision = "allow";
+    ctx.notes.reason = decision.reason;
+    ctx.notes.tenant = acting;
+    return next({ ...invocation, ctx: { ...ctx, tenant: acting, scope } });
   };
 }

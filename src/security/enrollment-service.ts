@@ -79,13 +79,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
   const days = deps.certificateDays ?? 30;
-  /** The cluster CA is cluster-wide: a tenant-confined caller may not use it. */
-  const clusterWide = (ctx: { tenant?: string }) => {
-    if (ctx.tenant !== undefined)
-      throw new RpcError("PERMISSION_DENIED", {
-        cause: new Error("tenant-confined callers cannot use the cluster CA"),
-      });
-  };
   const requireCa = (): CertificateAuthority => {
     if (deps.ca === undefined) throw new RpcError("CA_UNAVAILABLE");
     return deps.ca;
@@ -197,17 +190,33 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
   return defineService(
     EnrollmentService,
     {
-      createEnrollmentToken: { permission: "pki:token:create", mutating: true },
+      // The cluster CA is cluster-wide: a tenant-confined caller may not use it.
+      createEnrollmentToken: {
+        permission: "pki:token:create",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
       enroll: { permission: null, mutating: true, access: "public" },
       renewCertificate: { permission: null, mutating: true },
-      revokeCertificate: { permission: "pki:cert:revoke", mutating: true },
-      listCertificates: { permission: "pki:cert:list", mutating: false },
-      issueCertificate: { permission: "pki:cert:issue", mutating: true },
+      revokeCertificate: {
+        permission: "pki:cert:revoke",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
+      listCertificates: {
+        permission: "pki:cert:list",
+        mutating: false,
+        target: { kind: "cluster" },
+      },
+      issueCertificate: {
+        permission: "pki:cert:issue",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
     },
     {
       async createEnrollmentToken(req, ctx) {
         const ca = requireCa();
-        clusterWide(ctx);
         // The certificate will carry the node role and whatever bindings that name already has.
         assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
         const id = randomBytes(8).toString("hex");
@@ -317,7 +326,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         });
       },
       async revokeCertificate(req, ctx) {
-        clusterWide(ctx);
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
         // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
@@ -355,7 +363,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           : info(r);
       },
       async issueCertificate(req, ctx) {
-        clusterWide(ctx);
         // A certificate named after a bound principal acts as that principal.
         assertCanActAs(deps.policy(), principalOf(ctx), req.commonName, [], undefined);
         // A server certificate can impersonate this cluster's endpoints, and one named after a
@@ -393,7 +400,6 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         });
       },
       async listCertificates(req, ctx) {
-        clusterWide(ctx);
         const out = [];
         for await (const kv of rangeAll(store, CERTS, { signal: ctx.signal })) {
           const r = decodeMessage(CertificateRecordSchema, kv);

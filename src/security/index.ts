@@ -1,21 +1,25 @@
 // The security layer: who is calling (mTLS, JWT, API keys, lockout) and what
 // they may do (roles, bindings, tenants), as pipeline stages.
 
-export type { AccessPolicy, Binding, Decision } from "./access-evaluator.js";
+export type { AccessPolicy, Binding, Decision, TargetFacts } from "./access-evaluator.js";
 export {
   assertCanActAs,
   assertCanGrant,
   bindingsOf,
   createAccessPolicy,
   decide,
+  decideIn,
+  rolesIn,
   rolesOf,
+  tenantsOf,
 } from "./access-evaluator.js";
 export type { AccessServiceDeps } from "./access-service.js";
-export { createAccessService } from "./access-service.js";
+export { apiKeyResolver, createAccessService } from "./access-service.js";
 export type { ApiKeyFailure, ApiKeys, IssuedApiKey, NewApiKey } from "./api-keys.js";
 export { createApiKeys } from "./api-keys.js";
 export type { AuthenticationOptions } from "./authentication-stage.js";
 export { createAuthenticationStage, sourceOf } from "./authentication-stage.js";
+export type { TargetResolvers } from "./authorization-stage.js";
 export { createAuthorizationStage } from "./authorization-stage.js";
 export type { CertificateLedger, Issuance } from "./certificate-ledger.js";
 export { createCertificateLedger } from "./certificate-ledger.js";
@@ -27,6 +31,7 @@ export type { Lockout, LockoutOptions } from "./lockout.js";
 export { createLockout } from "./lockout.js";
 export { createMtlsAuthenticationStage } from "./mtls-authentication-stage.js";
 export { grantsCover, isGrant, isPermission, permissionMatches } from "./permission.js";
+export { jwtPrincipal } from "./principal-names.js";
 export type { RateLimitOptions } from "./rate-limit-stages.js";
 export { createRateLimitStages } from "./rate-limit-stages.js";
 export type { BucketLimit, RateLimiter, Take } from "./rate-limiter.js";

@@ -33,6 +33,8 @@ export interface JwtIssuer {
 /** A verified token's identity. */
 export interface JwtIdentity {
   readonly subject: string;
+  /** The issuer that vouched for it (`iss`). */
+  readonly issuer: string;
   readonly roles: string[];
   readonly tenant: string | undefined;
 }
@@ -124,7 +126,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
             return { failure: `tenant ${claimed} not allowed for this issuer` };
           tenant = claimed;
         }
-        return { identity: { subject: payload.sub, roles, tenant } };
+        return { identity: { subject: payload.sub, issuer: c.issuer, roles, tenant } };
       } catch (err) {
         return { failure: (err as { code?: string }).code ?? (err as Error).message };
       }

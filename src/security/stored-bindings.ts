@@ -5,13 +5,24 @@ import { decodeMessage, encodeMessage, type KvStore, mirrorPrefix } from "../sto
 import type { Binding } from "./access-evaluator.js";
 
 const PREFIX = "rbac/bindings/";
+/** The key segment of cluster-wide bindings; no tenant may be called this. */
+const CLUSTER = "_cluster";
 
-/** Bindings set through the API, kept in the state store and mirrored in memory. */
+/**
+ * Bindings set through the API, kept in the state store and mirrored in
+ * memory: one record per principal and tenant, under
+ * `rbac/bindings/<tenant or _cluster>/<principal>`. Records written by
+ * earlier versions (`rbac/bindings/<principal>`, one per principal) still
+ * count as the binding of the tenant they name (cluster-wide when none);
+ * setting or removing that binding replaces them.
+ */
 export interface StoredBindings {
   /** Current bindings; changes made by any daemon sharing the store show up within moments. */
   all(): readonly BindingRecord[];
+  /** Sets (replaces) the principal's binding in `binding.tenant` (undefined: cluster-wide). */
   set(binding: Binding, setBy: string, signal?: AbortSignal): Promise<BindingRecord>;
-  remove(principal: string, signal?: AbortSignal): Promise<void>;
+  /** Removes the principal's binding in `tenant` (undefined: cluster-wide); BINDING_NOT_FOUND when none. */
+  remove(principal: string, tenant: string | undefined, signal?: AbortSignal): Promise<void>;
   /** Called after each change, to rebuild the policy. */
   onChange(listener: () => void): void;
   close(): void;
@@ -29,37 +40,61 @@ export async function loadStoredBindings(
     (kv) => decodeMessage(BindingRecordSchema, kv),
     logger,
   );
+  /** Keys of earlier versions' records for this principal and tenant. */
+  const legacyKeys = (principal: string, tenant: string) =>
+    [...mirror.values().entries()]
+      .filter(([key, r]) => key === principal && r.principal === principal && r.tenant === tenant)
+      .map(([key]) => PREFIX + key);
   return {
     all: () => [...mirror.values().values()],
     async set(binding, setBy, signal) {
+      const tenant = binding.tenant ?? "";
       const record = create(BindingRecordSchema, {
         principal: binding.principal,
         roles: [...binding.roles],
-        tenant: binding.tenant ?? "",
+        tenant,
         setBy,
         setAtMs: BigInt(clock.now()),
       });
-      await store.put(
-        PREFIX + encodeKey(binding.principal),
-        encodeMessage(BindingRecordSchema, record),
+      const key = keyOf(binding.principal, tenant);
+      await store.txn(
+        {
+          compares: [],
+          success: [
+            { type: "put", key, value: encodeMessage(BindingRecordSchema, record) },
+            ...legacyKeys(binding.principal, tenant)
+              .filter((k) => k !== key)
+              .map((k) => ({ type: "delete" as const, key: k })),
+          ],
+        },
         { signal },
       );
       return record;
     },
-    async remove(principal, signal) {
-      const r = await store.delete(PREFIX + encodeKey(principal), { signal });
-      if (!r.deleted) throw new RpcError("BINDING_NOT_FOUND");
+    async remove(principal, tenant, signal) {
+      const key = keyOf(principal, tenant ?? "");
+      const keys = [key, ...legacyKeys(principal, tenant ?? "").filter((k) => k !== key)];
+      const present = keys.filter((k) => mirror.values().has(k.slice(PREFIX.length)));
+      if (present.length === 0) throw new RpcError("BINDING_NOT_FOUND");
+      await store.txn(
+        { compares: [], success: present.map((k) => ({ type: "delete" as const, key: k })) },
+        { signal },
+      );
     },
     onChange: (l) => mirror.onChange(l),
     close: () => mirror.close(),
   };
 }
 
-/** Principals become store keys as themselves when they are plain; keys are printable ASCII. */
-function encodeKey(principal: string): string {
+/** The store key of a principal's binding in a tenant ("": cluster-wide); keys are printable ASCII. */
+function keyOf(principal: string, tenant: string): string {
   if (!/^[\x21-\x7e]{1,256}$/.test(principal))
     throw new RpcError("INVALID_ARGUMENT", {
       message: "principal: printable ASCII, 1-256 characters",
     });
-  return principal;
+  if (tenant !== "" && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(tenant))
+    throw new RpcError("INVALID_ARGUMENT", {
+      message: "tenant: letters, digits, '.', '_' and '-', starting with a letter or digit",
+    });
+  return `${PREFIX}${tenant === "" ? CLUSTER : tenant}/${principal}`;
 }

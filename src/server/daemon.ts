@@ -7,6 +7,7 @@ import {
   createDomainServices,
   createInventory,
   createLocalExecutors,
+  createTargetResolvers,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
@@ -27,6 +28,7 @@ import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/re
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import {
   type AccessPolicy,
+  apiKeyResolver,
   type Binding,
   createAccessService,
   createApiKeys,
@@ -310,6 +312,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       bindings: storedBindings,
       roles: storedRoles,
       rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
+      isNodeName: async (name, signal) => (await inventory.getNode(name, signal)) !== undefined,
     }),
     ...(audit === undefined ? [] : [createAuditService({ log: audit, closing: closing.signal })]),
     createEnrollmentService({
@@ -349,6 +352,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     reflectionNames,
   );
   const metrics = createMetrics();
+  const targetResolvers = {
+    ...createTargetResolvers({ inventory, store }),
+    apikey: apiKeyResolver(apiKeys),
+  };
   const { skipRateLimit, skipAuthorization } = config.benchmark;
   if (skipRateLimit || skipAuthorization)
     logger.warn(
@@ -365,7 +372,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ...(auditStages === undefined ? [] : [auditStages.outer]),
       ...(skipRateLimit ? [] : [rateLimits.perSource]),
       createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout, revocations }),
-      ...(skipAuthorization ? [] : [createAuthorizationStage(() => policy)]),
+      ...(skipAuthorization ? [] : [createAuthorizationStage(() => policy, targetResolvers)]),
       ...(skipRateLimit ? [] : [rateLimits.perPrincipal]),
       validationStage,
       ...(auditStages === undefined ? [] : [auditStages.beforeAct]),

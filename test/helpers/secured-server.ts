@@ -1,12 +1,17 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createDomainServices, createInventory } from "../../src/cluster/index.js";
+import {
+  createDomainServices,
+  createInventory,
+  createTargetResolvers,
+} from "../../src/cluster/index.js";
 import { type Clock, silentLogger, validationStage } from "../../src/core/index.js";
 import type { StorageDriver } from "../../src/drivers/index.js";
 import {
   type AccessPolicy,
   type ApiKeys,
+  apiKeyResolver,
   type BucketLimit,
   createApiKeys,
   createAuthenticationStage,
@@ -88,7 +93,10 @@ export async function startSecuredServer(options: {
           ...(options.lockout ?? { maxFailures: 1000, windowMs: 60_000 }),
         }),
       }),
-      createAuthorizationStage(() => options.policy),
+      createAuthorizationStage(() => options.policy, {
+        ...createTargetResolvers({ inventory, store }),
+        apikey: apiKeyResolver(apiKeys),
+      }),
       rateLimits.perPrincipal,
       validationStage,
     ],
