@@ -42,6 +42,7 @@ import {
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";
+import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
 import {
   type DevEnvironment,
   ensureDevOperatorKey,
@@ -54,8 +55,9 @@ import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { openAudit } from "./open-audit.js";
-import { openStore } from "./open-store.js";
+import { DEFAULT_AUDIT_PATH, openAudit } from "./open-audit.js";
+import { DEFAULT_SQLITE_PATH, openStore } from "./open-store.js";
+import { startReadiness } from "./readiness.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
@@ -96,6 +98,10 @@ export interface Daemon {
 /** Starts the daemon: TLS gRPC endpoint, operational HTTP endpoints, simulation when enabled. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let config = options.config;
+  // Before anything is opened or written: a second daemon on these directories stops here.
+  const dataDirLock = lockDataDirectories(
+    dataDirectories(config, { sqlitePath: DEFAULT_SQLITE_PATH, auditPath: DEFAULT_AUDIT_PATH }),
+  );
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.log.level, config.log.file);
@@ -406,6 +412,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   if (audit !== undefined) metrics.setAuditStats(() => audit.stats());
 
   let ready = false;
+  let stopping: Promise<void> | undefined;
+  const readiness = startReadiness({
+    store,
+    audit,
+    logger,
+    onChange: (reasons) => {
+      if (ready)
+        health.setAll(reasons.length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    },
+  });
   let http: HttpEndpoints | undefined;
   if (config.metrics.enabled) {
     const at = config.metrics.listen.lastIndexOf(":");
@@ -413,7 +429,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       host: config.metrics.listen.slice(0, at).replace(/^\[|\]$/g, ""),
       port: Number(config.metrics.listen.slice(at + 1)),
       metrics,
-      isReady: () => ready,
+      notReady: () =>
+        stopping !== undefined ? ["shutting down"] : !ready ? ["starting"] : readiness.reasons(),
       logger,
     });
   }
@@ -423,8 +440,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
   if (dev !== undefined && simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
-  health.setAll(ServingStatus.SERVING);
   ready = true;
+  health.setAll(
+    readiness.reasons().length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
+  );
   logger.info(
     {
       address: server.address,
@@ -437,7 +456,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   );
   await notifier.ready(`serving on ${server.address}`);
 
-  let stopping: Promise<void> | undefined;
   return {
     grpcAddress: server.address,
     httpAddress,
@@ -483,6 +501,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     shutdown(reason) {
       stopping ??= (async () => {
         ready = false;
+        readiness.close();
         health.setAll(ServingStatus.NOT_SERVING);
         closing.abort();
         logger.info({ reason, inFlight: server.inFlight() }, "shutting down: draining calls");
@@ -502,6 +521,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         revocations.close();
         storedRoles.close();
         await store.close();
+        dataDirLock.release();
         notifier.close();
         if (drained) logger.info({}, "stopped");
         else
