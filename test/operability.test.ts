@@ -4,10 +4,13 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { openChannel, resolveContext } from "../src/client/index.js";
+import { silentLogger } from "../src/core/index.js";
 import { GetNodeRequestSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
+import { parseConfig, startRpcServer } from "../src/server/index.js";
 import {
   DAEMON_BIN,
   devDaemonArgs,
@@ -16,6 +19,7 @@ import {
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
 import { rawUnary } from "./helpers/grpc-client.js";
+import { createTestPki } from "./helpers/pki.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const GET_NODE = "/debvisor.v1.NodeService/GetNode";
@@ -155,6 +159,59 @@ describe("/readyz and grpc.health.v1", () => {
       d.kill();
       await d.exited;
       execFileSync("umount", [mnt]);
+    }
+  });
+});
+
+describe("TLS 1.2 when tls.minVersion allows it", () => {
+  it("offers only ECDHE key exchange with AEAD ciphers", async () => {
+    const pki = await createTestPki();
+    const config = parseConfig({ tls: { minVersion: "TLSv1.2" } });
+    const server = await startRpcServer({
+      listen: "127.0.0.1:0",
+      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
+      tlsOptions: config.tls,
+      limits: config.limits,
+      services: [],
+      stages: [],
+      observer: { onStart() {}, onEnd() {} },
+      logger: silentLogger,
+    });
+    const [host, port] = server.address.split(":");
+    const handshake = (ciphers: string) =>
+      new Promise<string>((resolve) => {
+        const socket = tlsConnect({
+          host,
+          port: Number(port),
+          ca: pki.ca.certPem,
+          servername: "localhost",
+          minVersion: "TLSv1.2",
+          maxVersion: "TLSv1.2",
+          ciphers,
+          ALPNProtocols: ["h2"],
+        });
+        socket.once("secureConnect", () => {
+          resolve(`connected ${socket.getCipher().standardName}`);
+          socket.destroy();
+        });
+        socket.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+    try {
+      assert.equal(
+        await handshake("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "connected TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+      );
+      assert.match(await handshake("ECDHE-ECDSA-CHACHA20-POLY1305"), /^connected /);
+      // CBC, even with ECDHE and SHA-2; RSA key exchange; CBC with SHA-1.
+      for (const refused of [
+        "ECDHE-ECDSA-AES128-SHA256",
+        "ECDHE-ECDSA-AES256-SHA",
+        "AES128-GCM-SHA256",
+        "AES128-SHA",
+      ])
+        assert.doesNotMatch(await handshake(refused), /^connected/, refused);
+    } finally {
+      await server.shutdown(1000);
     }
   });
 });

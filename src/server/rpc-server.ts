@@ -5,6 +5,23 @@ import { createGrpcAdapter } from "./grpc-adapter.js";
 import { ReloadableServerCredentials } from "./reloadable-credentials.js";
 import type { TlsMaterial } from "./tls-material.js";
 
+/**
+ * The only suites offered: ECDHE key exchange (forward secrecy) with AEAD
+ * ciphers. TLS 1.3's three are AEAD by design; for TLS 1.2 (tls.minVersion)
+ * this leaves out RSA key exchange, CBC and SHA-1 MACs.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
 /** Options of {@link startRpcServer}. */
 export interface RpcServerOptions {
   /** HOST:PORT; port 0 picks a free port. */
@@ -48,12 +65,16 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     key: tls.keyPem,
     ca: tls.clientCaPem,
     minVersion: tlsOptions.minVersion,
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
   });
   const credentials = new ReloadableServerCredentials(
     {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: tlsOptions.minVersion,
+      ciphers: TLS_CIPHERS,
+      honorCipherOrder: true,
       handshakeTimeout: tlsOptions.handshakeTimeoutMs,
       allowHTTP1: false,
       maxSessionMemory: limits.maxSessionMemoryMib,
