@@ -20,6 +20,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { rawUnary } from "./helpers/grpc-client.js";
 import { createTestPki } from "./helpers/pki.js";
+import { eventually } from "./helpers/store-conformance.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const GET_NODE = "/debvisor.v1.NodeService/GetNode";
@@ -35,16 +36,6 @@ const readyz = async (http: string) => {
   const res = await fetch(`http://${http}/readyz`);
   return { status: res.status, body: await res.text() };
 };
-
-/** Polls `probe` every 200 ms until it returns true or `ms` pass; returns whether it did. */
-async function within(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await probe()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return probe();
-}
 
 describe("one daemon per data directory", () => {
   it("refuses a second daemon on the same directory, which touches nothing; the first keeps working", async () => {
@@ -85,8 +76,8 @@ describe("one daemon per data directory", () => {
     }
     // A crashed holder (kill -9 above) leaves its lock behind; the next start takes it over.
     const again = await startDaemonProcess(devDaemonArgs(dir));
-    again.proc.kill("SIGTERM");
-    assert.equal(await again.exited, 0);
+    again.kill();
+    await again.exited;
   });
 });
 
@@ -128,14 +119,14 @@ describe("/readyz and grpc.health.v1", () => {
         i++
       )
         refused = await rawUnary(admin, REGISTER, register(`n-full-${i}`));
-      const failing = await within(10_000, async () => {
+      const failing = await eventually(async () => {
         const r = await readyz(d.httpAddress);
         return (
           r.status === 503 &&
           /state store cannot be written/.test(r.body) &&
           /audit trail cannot be written/.test(r.body)
         );
-      });
+      }, 10_000);
       const body = (await readyz(d.httpAddress)).body;
       assert.ok(failing, body);
       assert.match(body, /^not ready: /);
@@ -150,7 +141,10 @@ describe("/readyz and grpc.health.v1", () => {
       assert.equal(write.error?.code, grpc.status.UNAVAILABLE);
       rmSync(filler);
       // No call needed: the probe notices the room.
-      const back = await within(15_000, async () => (await readyz(d.httpAddress)).status === 200);
+      const back = await eventually(
+        async () => (await readyz(d.httpAddress)).status === 200,
+        15_000,
+      );
       assert.ok(back, (await readyz(d.httpAddress)).body);
       const serving = await rawUnary(admin, "/grpc.health.v1.Health/Check", Buffer.alloc(0));
       assert.deepEqual([...(serving.response ?? [])], [0x08, 0x01]);

@@ -29,12 +29,12 @@ import {
   type AccessPolicy,
   type Binding,
   createAccessService,
-  createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
   createEnrollmentService,
   createLockout,
   createRateLimitStages,
+  loadApiKeys,
   loadRevocations,
   loadStoredBindings,
   loadStoredRoles,
@@ -148,7 +148,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         });
 
   const store = openStore(config, logger);
-  const apiKeys = createApiKeys(store, clock);
+  const apiKeys = await loadApiKeys(store, clock, logger);
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
     dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
@@ -517,6 +517,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         await http?.close();
         await storage.close();
         await audit?.close();
+        apiKeys.close();
         storedBindings.close();
         revocations.close();
         storedRoles.close();
