@@ -42,6 +42,7 @@ import {
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";
+import { dropCounter } from "./connection-guard.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
 import {
   type DevEnvironment,
@@ -359,6 +360,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ],
     observer: metrics.observer,
     logger,
+    onConnectionDrop: dropCounter(metrics.registry),
   });
   metrics.setConnectionCounter(server.connections);
   if (ca !== undefined) noteExpiry("cluster-ca", ca.certPem);

@@ -1,6 +1,8 @@
+import type { Http2SecureServer } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import type { CallObserver, Logger, ServiceBinding, Stage } from "../core/index.js";
 import type { Config } from "./config-schema.js";
+import { type DropReason, guardConnections } from "./connection-guard.js";
 import { createGrpcAdapter } from "./grpc-adapter.js";
 import { ReloadableServerCredentials } from "./reloadable-credentials.js";
 import type { TlsMaterial } from "./tls-material.js";
@@ -33,6 +35,8 @@ export interface RpcServerOptions {
   readonly stages: readonly Stage[];
   readonly observer: CallObserver;
   readonly logger: Logger;
+  /** Called for each connection or stream cut off by the limits (see guardConnections). */
+  readonly onConnectionDrop?: (reason: DropReason) => void;
 }
 
 /** A serving gRPC endpoint. */
@@ -114,6 +118,17 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
       err ? reject(err) : resolve(bound),
     );
   });
+  // grpc-js keeps its HTTP/2 servers in a private map; the guard needs their listeners.
+  const http2Servers = (server as unknown as { http2Servers?: Map<Http2SecureServer, unknown> })
+    .http2Servers;
+  const guard = guardConnections([...(http2Servers?.keys() ?? [])], {
+    maxConnections: limits.maxConnections,
+    maxConnectionsPerAddress: limits.maxConnectionsPerAddress,
+    firstMessageTimeoutMs: limits.firstMessageTimeoutMs,
+    reservedFds: limits.reservedFds,
+    onDrop: options.onConnectionDrop ?? (() => {}),
+    logger: options.logger,
+  });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
   // grpc-js keeps its HTTP/2 sessions in a private map; reading its size is the only way to count them.
   const sessions = (server as unknown as { sessions?: Map<unknown, unknown> }).sessions;
@@ -128,6 +143,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
         const finish = (drained: boolean) => {
           if (settled) return;
           settled = true;
+          guard.close();
           clearTimeout(timer);
           resolve({ drained });
         };
