@@ -301,3 +301,50 @@ describe("a flood of unauthenticated slow streams", () => {
     }
   });
 });
+
+describe("a flood under a low open-file limit", () => {
+  it("leaves descriptors for the health endpoints and the connected client", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-fdflood-"));
+    const cfg = join(dir, "rpcd.yaml");
+    writeFileSync(cfg, JSON.stringify({ limits: { maxConnectionsPerAddress: 10_000 } }));
+    const d = await startDaemonProcess([...devDaemonArgs(dir), "--config", cfg], {
+      wrapper: ["prlimit", "--nofile=400"],
+    });
+    const admin = adminChannel(dir, d.grpcAddress);
+    const ca = resolveContext(join(dir, "hvctl.yaml"), "dev").caPem;
+    const sessions: ClientHttp2Session[] = [];
+    try {
+      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+      const open = () =>
+        new Promise<void>((resolve) => {
+          const s = h2connect(`https://${d.grpcAddress}`, { ca, servername: "localhost" });
+          sessions.push(s);
+          s.on("error", () => resolve());
+          s.on("close", () => resolve());
+          s.on("connect", () => resolve());
+        });
+      // More idle connections than the fd limit allows.
+      for (let i = 0; i < 500; i += 50) await Promise.all(Array.from({ length: 50 }, open));
+      const health = await fetch(`http://${d.httpAddress}/healthz`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(health.status, 200);
+      const ready = await fetch(`http://${d.httpAddress}/readyz`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(ready.status, 200, await ready.text());
+      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+      const metrics = await (await fetch(`http://${d.httpAddress}/metrics`)).text();
+      const total = /debvisor_rpc_connections_dropped_total\{reason="total"\} (\d+)/.exec(
+        metrics,
+      )?.[1];
+      t.diagnostic(`500 idle connections at nofile=400: ${total} dropped at the total limit`);
+      assert.ok(Number(total) > 0);
+    } finally {
+      for (const s of sessions) s.destroy();
+      admin.close();
+      d.kill();
+      await d.exited;
+    }
+  });
+});
