@@ -147,8 +147,10 @@ describe("a flood of unauthenticated slow streams", () => {
         12_000,
       );
       assert.ok(summed, "the drops are logged");
+      // Summed: one line per 10 s, not one per drop.
       const lines = d.logs.filter((l) => /dropped before/.test(String(l.msg))).length;
-      assert.ok(lines <= 3, `${lines} log lines for the drops`);
+      const drops = dropped("per-address") + dropped("first-message-deadline") + dropped("total");
+      assert.ok(lines * 100 <= drops, `${lines} log lines for ${drops} drops`);
     } finally {
       clearInterval(sampler);
       for (const s of sessions) s.destroy();
