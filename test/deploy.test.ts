@@ -71,3 +71,32 @@ describe("deploy/systemd/debvisor-rpcd.service", () => {
     );
   });
 });
+
+describe("the unit's sandbox", () => {
+  it("scores an exposure of at most 1.2 in systemd-analyze security", async (t) => {
+    const { code, stdout, stderr } = await runProcess("systemd-analyze", [
+      "security",
+      "--offline=yes",
+      "--no-pager",
+      UNIT,
+    ]);
+    assert.equal(code, 0, stderr);
+    const m = /Overall exposure level for \S+: (\d+\.\d+)/.exec(stdout);
+    assert.ok(m !== null, stdout);
+    t.diagnostic(`exposure ${m[1]}`);
+    assert.ok(Number(m[1]) <= 1.2, `exposure ${m[1]}:\n${stdout}`);
+  });
+
+  it("filters privileged and resource syscalls, hides /proc's system files and denies non-loopback IP", () => {
+    const unit = readFileSync(UNIT, "utf8");
+    for (const d of [
+      "SystemCallFilter=~@privileged @resources",
+      "ProcSubset=pid",
+      "PrivateMounts=yes",
+      "RemoveIPC=yes",
+      "IPAddressDeny=any",
+      "IPAddressAllow=localhost",
+    ])
+      assert.ok(unit.split("\n").includes(d), d);
+  });
+});

@@ -1,12 +1,14 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError } from "../core/index.js";
 import { type ApiKeyRecord, ApiKeyRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   decodeMessage,
   encodeMessage,
   getMessage,
   type KvStore,
+  mirrorPrefix,
+  type PrefixMirror,
   rangeAll,
 } from "../store/index.js";
 
@@ -15,6 +17,14 @@ const TOKEN = /^dvk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 const PREFIX = "apikeys/";
 /** last_used_at is written at most this often per key, so reads stay reads. */
 const LAST_USED_EVERY_MS = 60_000;
+/**
+ * A copy whose watch has been broken this long is no longer trusted: keys are
+ * then read from the store, so a revocation made through another daemon is
+ * never honoured for longer than this after the copy stopped following.
+ */
+export const API_KEY_MIRROR_MAX_STALE_MS = 10_000;
+/** How long a change made here waits for this daemon's copy to show it. */
+const MIRROR_CATCH_UP_MS = 2000;
 
 /** The id (the public part) of a token shaped like an API key, else undefined. */
 export function apiKeyIdOf(token: string): string | undefined {
@@ -59,11 +69,66 @@ export interface ApiKeys {
     createdBy: string,
     signal?: AbortSignal,
   ): Promise<IssuedApiKey>;
+  /** Stops following the store (keys from loadApiKeys). */
+  close(): void;
 }
 
-/** Creates the API key registry over a store. */
-export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
+/**
+ * The API key registry with every record served from a watch-fed copy of
+ * `apikeys/`: authenticating takes no store round trip. A key the copy does
+ * not hold yet (made by another daemon a moment ago), or any key while the
+ * copy is stale (see API_KEY_MIRROR_MAX_STALE_MS), is read from the store.
+ * Create, revoke and rotate return once this daemon's copy shows the change.
+ */
+export async function loadApiKeys(store: KvStore, clock: Clock, logger: Logger): Promise<ApiKeys> {
+  const mirror = await mirrorPrefix(
+    store,
+    PREFIX,
+    (kv) => decodeMessage(ApiKeyRecordSchema, kv),
+    logger,
+  );
+  return createApiKeys(store, clock, mirror);
+}
+
+/** Creates the API key registry over a store; with `mirror`, lookups are served from it. */
+export function createApiKeys(
+  store: KvStore,
+  clock: Clock,
+  mirror?: PrefixMirror<ApiKeyRecord>,
+): ApiKeys {
   const lastWritten = new Map<string, number>();
+
+  /** The record to authenticate with: from the copy when it is fresh and holds the key. */
+  async function lookup(id: string, signal?: AbortSignal): Promise<ApiKeyRecord | undefined> {
+    const stale = mirror?.staleSince();
+    const copied =
+      stale === undefined || Date.now() - stale < API_KEY_MIRROR_MAX_STALE_MS
+        ? mirror?.values().get(id)
+        : undefined;
+    if (copied !== undefined) return copied;
+    return (await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal }))?.message;
+  }
+
+  /** Resolves once the copy's record of `id` satisfies `shows`, or after MIRROR_CATCH_UP_MS. */
+  function caughtUp(id: string, shows: (r: ApiKeyRecord) => boolean): Promise<void> {
+    const m = mirror;
+    if (m === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        const r = m.values().get(id);
+        if (r === undefined || !shows(r)) return;
+        done();
+      };
+      const done = () => {
+        clearTimeout(timer);
+        stop();
+        resolve();
+      };
+      const timer = setTimeout(done, MIRROR_CATCH_UP_MS);
+      const stop = m.onChange(check);
+      check();
+    });
+  }
 
   async function update(
     id: string,
@@ -117,6 +182,7 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
       { signal },
     );
     if (!r.succeeded) throw new RpcError("CONFLICT");
+    await caughtUp(id, () => true);
     return { record, token: `dvk_${id}_${secret}` };
   }
 
@@ -126,11 +192,10 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
       const m = TOKEN.exec(token);
       if (m === null) return { failure: "malformed" };
       const [, id, secret] = m as unknown as [string, string, string];
-      const found = await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal });
+      const record = await lookup(id, signal);
       // Hash even when the key is unknown so timing does not tell ids apart.
       const presented = sha256(secret);
-      if (found === undefined) return { failure: "unknown" };
-      const record = found.message;
+      if (record === undefined) return { failure: "unknown" };
       if (!timingSafeEqual(presented, Buffer.from(record.secretSha256)))
         return { failure: "secret mismatch" };
       const now = clock.now();
@@ -159,15 +224,19 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
       }
       return out;
     },
-    revoke: (id, signal) =>
-      update(
+    close: () => mirror?.close(),
+    async revoke(id, signal) {
+      const revoked = await update(
         id,
         (r) =>
           r.revokedAtMs !== 0n
             ? r
             : create(ApiKeyRecordSchema, { ...r, revokedAtMs: BigInt(clock.now()) }),
         signal,
-      ),
+      );
+      await caughtUp(id, (r) => r.revokedAtMs !== 0n);
+      return revoked;
+    },
     async rotate(id, graceMs, createdBy, signal) {
       const old = await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal });
       if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
@@ -189,7 +258,7 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
         id,
       );
       const graceEnd = BigInt(clock.now() + graceMs);
-      await update(
+      const replaced = await update(
         id,
         (r) =>
           create(ApiKeyRecordSchema, {
@@ -200,6 +269,7 @@ export function createApiKeys(store: KvStore, clock: Clock): ApiKeys {
           }),
         signal,
       );
+      await caughtUp(id, (r) => r.expiresAtMs === replaced.expiresAtMs);
       return issued;
     },
   };

@@ -56,6 +56,14 @@ const sections = z.strictObject({
       maxConnectionAgeMs: int(10_000, 7 * 86_400_000).default(3_600_000),
       /** Calls in flight at recycling get this long to finish. */
       maxConnectionAgeGraceMs: int(1000, 3_600_000).default(60_000),
+      /** Open connections at most; lowered to leave reservedFds of the fd limit free. */
+      maxConnections: int(1, 1_000_000).default(4096),
+      /** Open connections from one source address at most. */
+      maxConnectionsPerAddress: int(1, 1_000_000).default(256),
+      /** A new stream must have sent its complete first message (after its headers) by then. */
+      firstMessageTimeoutMs: int(100, 600_000).default(10_000),
+      /** File descriptors kept free for the health endpoints, the store, the audit trail and logs. */
+      reservedFds: int(16, 65_536).default(128),
     })
     .prefault({}),
   log: z

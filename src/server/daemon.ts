@@ -31,13 +31,13 @@ import {
   apiKeyResolver,
   type Binding,
   createAccessService,
-  createApiKeys,
   createAuthenticationStage,
   createAuthorizationStage,
   createCertificateLedger,
   createEnrollmentService,
   createLockout,
   createRateLimitStages,
+  loadApiKeys,
   loadRevocations,
   loadStoredBindings,
   loadStoredRoles,
@@ -45,6 +45,8 @@ import {
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";
+import { dropCounter } from "./connection-guard.js";
+import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
 import {
   type DevEnvironment,
   ensureDevOperatorKey,
@@ -57,8 +59,9 @@ import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
 import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { openAudit } from "./open-audit.js";
-import { openStore } from "./open-store.js";
+import { DEFAULT_AUDIT_PATH, openAudit } from "./open-audit.js";
+import { DEFAULT_SQLITE_PATH, openStore } from "./open-store.js";
+import { startReadiness } from "./readiness.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
@@ -99,6 +102,10 @@ export interface Daemon {
 /** Starts the daemon: TLS gRPC endpoint, operational HTTP endpoints, simulation when enabled. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let config = options.config;
+  // Before anything is opened or written: a second daemon on these directories stops here.
+  const dataDirLock = lockDataDirectories(
+    dataDirectories(config, { sqlitePath: DEFAULT_SQLITE_PATH, auditPath: DEFAULT_AUDIT_PATH }),
+  );
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.log.level, config.log.file);
@@ -148,7 +155,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         });
 
   const store = openStore(config, logger);
-  const apiKeys = createApiKeys(store, clock);
+  const apiKeys = await loadApiKeys(store, clock, logger);
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
     dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
@@ -379,6 +386,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ],
     observer: metrics.observer,
     logger,
+    onConnectionDrop: dropCounter(metrics.registry),
   });
   metrics.setConnectionCounter(server.connections);
   if (ca !== undefined) noteExpiry("cluster-ca", ca.certPem);
@@ -446,6 +454,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   if (audit !== undefined) metrics.setAuditStats(() => audit.stats());
 
   let ready = false;
+  let stopping: Promise<void> | undefined;
+  const readiness = startReadiness({
+    store,
+    audit,
+    logger,
+    onChange: (reasons) => {
+      if (ready)
+        health.setAll(reasons.length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+    },
+  });
   let http: HttpEndpoints | undefined;
   if (config.metrics.enabled) {
     const at = config.metrics.listen.lastIndexOf(":");
@@ -453,7 +471,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       host: config.metrics.listen.slice(0, at).replace(/^\[|\]$/g, ""),
       port: Number(config.metrics.listen.slice(at + 1)),
       metrics,
-      isReady: () => ready,
+      notReady: () =>
+        stopping !== undefined ? ["shutting down"] : !ready ? ["starting"] : readiness.reasons(),
       logger,
     });
   }
@@ -463,8 +482,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
   if (dev !== undefined && simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
-  health.setAll(ServingStatus.SERVING);
   ready = true;
+  health.setAll(
+    readiness.reasons().length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
+  );
   logger.info(
     {
       address: server.address,
@@ -477,7 +498,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   );
   await notifier.ready(`serving on ${server.address}`);
 
-  let stopping: Promise<void> | undefined;
   return {
     grpcAddress: server.address,
     httpAddress,
@@ -523,6 +543,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     shutdown(reason) {
       stopping ??= (async () => {
         ready = false;
+        readiness.close();
         health.setAll(ServingStatus.NOT_SERVING);
         closing.abort();
         logger.info({ reason, inFlight: server.inFlight() }, "shutting down: draining calls");
@@ -540,10 +561,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         // Counted refusals are written before the trail closes.
         await auditStages?.close();
         await audit?.close();
+        apiKeys.close();
         storedBindings.close();
         revocations.close();
         storedRoles.close();
         await store.close();
+        dataDirLock.release();
         notifier.close();
         if (drained) logger.info({}, "stopped");
         else

@@ -8,8 +8,8 @@ export interface HttpEndpointsOptions {
   readonly host: string;
   readonly port: number;
   readonly metrics: Metrics;
-  /** True once the daemon serves and until it starts draining. */
-  readonly isReady: () => boolean;
+  /** Why the daemon is not ready (starting, draining, store or audit trail not writable); empty when ready. */
+  readonly notReady: () => readonly string[];
   readonly logger: Logger;
 }
 
@@ -33,10 +33,10 @@ export async function startHttpEndpoints(options: HttpEndpointsOptions): Promise
     if (path === "/healthz") {
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
     } else if (path === "/readyz") {
-      const ready = options.isReady();
+      const reasons = options.notReady();
       res
-        .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
-        .end(ready ? "ready\n" : "not ready\n");
+        .writeHead(reasons.length === 0 ? 200 : 503, { "content-type": "text/plain" })
+        .end(reasons.length === 0 ? "ready\n" : `not ready: ${reasons.join("; ")}\n`);
     } else if (path === "/metrics") {
       options.metrics.registry.metrics().then(
         (text) =>

@@ -1,9 +1,28 @@
+import type { Http2SecureServer } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import type { CallObserver, Logger, ServiceBinding, Stage } from "../core/index.js";
 import type { Config } from "./config-schema.js";
+import { type DropReason, guardConnections } from "./connection-guard.js";
 import { createGrpcAdapter } from "./grpc-adapter.js";
 import { ReloadableServerCredentials } from "./reloadable-credentials.js";
 import type { TlsMaterial } from "./tls-material.js";
+
+/**
+ * The only suites offered: ECDHE key exchange (forward secrecy) with AEAD
+ * ciphers. TLS 1.3's three are AEAD by design; for TLS 1.2 (tls.minVersion)
+ * this leaves out RSA key exchange, CBC and SHA-1 MACs.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
 
 /** Options of {@link startRpcServer}. */
 export interface RpcServerOptions {
@@ -16,6 +35,8 @@ export interface RpcServerOptions {
   readonly stages: readonly Stage[];
   readonly observer: CallObserver;
   readonly logger: Logger;
+  /** Called for each connection or stream cut off by the limits (see guardConnections). */
+  readonly onConnectionDrop?: (reason: DropReason) => void;
 }
 
 /** A serving gRPC endpoint. */
@@ -48,12 +69,16 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     key: tls.keyPem,
     ca: tls.clientCaPem,
     minVersion: tlsOptions.minVersion,
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
   });
   const credentials = new ReloadableServerCredentials(
     {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: tlsOptions.minVersion,
+      ciphers: TLS_CIPHERS,
+      honorCipherOrder: true,
       handshakeTimeout: tlsOptions.handshakeTimeoutMs,
       allowHTTP1: false,
       maxSessionMemory: limits.maxSessionMemoryMib,
@@ -93,6 +118,17 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
       err ? reject(err) : resolve(bound),
     );
   });
+  // grpc-js keeps its HTTP/2 servers in a private map; the guard needs their listeners.
+  const http2Servers = (server as unknown as { http2Servers?: Map<Http2SecureServer, unknown> })
+    .http2Servers;
+  const guard = guardConnections([...(http2Servers?.keys() ?? [])], {
+    maxConnections: limits.maxConnections,
+    maxConnectionsPerAddress: limits.maxConnectionsPerAddress,
+    firstMessageTimeoutMs: limits.firstMessageTimeoutMs,
+    reservedFds: limits.reservedFds,
+    onDrop: options.onConnectionDrop ?? (() => {}),
+    logger: options.logger,
+  });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
   // grpc-js keeps its HTTP/2 sessions in a private map; reading its size is the only way to count them.
   const sessions = (server as unknown as { sessions?: Map<unknown, unknown> }).sessions;
@@ -107,6 +143,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
         const finish = (drained: boolean) => {
           if (settled) return;
           settled = true;
+          guard.close();
           clearTimeout(timer);
           resolve({ drained });
         };

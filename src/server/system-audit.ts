@@ -51,3 +51,18 @@ export function settledAuditFields(m: Migration): AuditFields {
     error: "",
   };
 }
+
+/** The record the readiness probe writes while the trail is failing: its first success marks the gap. */
+export function auditWritableFields(): AuditFields {
+  return {
+    ...systemFields("system:readiness", "", ""),
+    service: "",
+    event: "audit.writable",
+    requestId: "",
+    decision: "",
+    reason: "the trail could not be written for a while; written again from here",
+    args: "",
+    code: "",
+    error: "",
+  };
+}

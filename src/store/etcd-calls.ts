@@ -1,3 +1,4 @@
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError } from "cockatiel";
 import {
   EtcdLeaseInvalidError,
   GRPCDeadlineExceededError,
@@ -21,11 +22,43 @@ const passThrough: Pick<FaultPolicy, "execute"> = {
   execute: (fn) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
 };
 
-/** etcd3 fault handling that runs every call exactly once: no client retries, no circuit breaker. */
-export const passThroughFaults: NonNullable<IOptions["faultHandling"]> = {
-  host: () => passThrough as FaultPolicy,
-  global: passThrough as FaultPolicy,
-};
+/** How long a member that refused a connection is left out before one call tries it again. */
+export const HOST_DOWN_MS = 1000;
+
+/**
+ * etcd3 fault handling for a store of `hosts` endpoints. The client itself
+ * never retries (the store decides, knowing reads from writes). With several
+ * members, each has a circuit breaker (cockatiel, as etcd3's default) that
+ * opens on the first call that could not even be sent to it (connection
+ * refused, no leader there): etcd3's pool then skips that member and picks
+ * another, and after HOST_DOWN_MS lets one call try it again. Errors after a
+ * call was sent never open it. One member alone is never skipped.
+ */
+export function storeFaultHandling(hosts: number): NonNullable<IOptions["faultHandling"]> {
+  return {
+    host: () =>
+      hosts === 1
+        ? (passThrough as FaultPolicy)
+        : circuitBreaker(handleWhen(isUnsent), {
+            halfOpenAfter: HOST_DOWN_MS,
+            breaker: new ConsecutiveBreaker(1),
+          }),
+    global: passThrough as FaultPolicy,
+  };
+}
+
+/**
+ * The call never reached an etcd member that could act on it: no connection
+ * (refused, not yet established), every member's circuit open, or a member
+ * without a leader, which refuses before proposing. Safe to send again, even
+ * a write; anything else after sending (a timeout, a dropped connection,
+ * "leader changed") may have applied and is not.
+ */
+export function isUnsent(err: unknown): boolean {
+  if (isBrokenCircuitError(err)) return true;
+  if (!(err instanceof Error)) return false;
+  return /No connection established|ECONNREFUSED|etcdserver: no leader/.test(err.message);
+}
 
 /** A lease id this store could have granted; anything else cannot exist in etcd. */
 export function leaseId(id: string): string {

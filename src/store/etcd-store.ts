@@ -1,12 +1,19 @@
-import { castGrpcError, Etcd3, type IKeyValue, type IRequestOp } from "etcd3";
+import {
+  castGrpcError,
+  Etcd3,
+  GRPCDeadlineExceededError,
+  type IKeyValue,
+  type IRequestOp,
+} from "etcd3";
 import { RpcError } from "../core/index.js";
 import {
   abortable,
   closedError,
   isTransient,
+  isUnsent,
   leaseId,
-  passThroughFaults,
   sleep,
+  storeFaultHandling,
   toBuffer,
   toRpcError,
 } from "./etcd-calls.js";
@@ -32,19 +39,29 @@ import {
   throwIfAborted,
 } from "./store-checks.js";
 
+/** A read attempt that ran out of its own deadline (the call's may remain). */
+const attemptTimedOut = (err: unknown) => err instanceof GRPCDeadlineExceededError;
+
 /** Options of {@link createEtcdStore}; defined in etcd-options.ts, exported here with the factory. */
 export type { EtcdStoreOptions } from "./etcd-options.js";
 
 /** Attempts of an idempotent read before it fails with STORE_UNAVAILABLE. */
 const READ_ATTEMPTS = 4;
+/** Attempts of a write that was never sent (each try found no member to take it). */
+const UNSENT_ATTEMPTS = 12;
 const READ_BACKOFF_MS = 50;
+const MAX_BACKOFF_MS = 500;
+/** One read attempt's deadline, so a member that stopped answering costs a retry, not the call. */
+const READ_ATTEMPT_MS = 2000;
 
 /**
  * The etcd backend. Keys live under `prefix`; revisions are etcd's own, so
  * "read a range, watch from its revision + 1" holds exactly. Reads are
- * linearizable and retried on transient failures within `callTimeoutMs`;
- * writes are sent once (one that may have applied is never re-sent) and fail
- * with STORE_UNAVAILABLE. Watches use their own etcd stream and resume after
+ * linearizable and retried on transient failures within `callTimeoutMs`,
+ * each attempt bounded by READ_ATTEMPT_MS; writes are re-sent only when they
+ * never reached a member (one that may have applied is never re-sent), else
+ * fail with STORE_UNAVAILABLE. With several endpoints, a member that refuses
+ * connections is skipped for a while (see storeFaultHandling). Watches use their own etcd stream and resume after
  * a disconnect from the last event they delivered, without loss or repeats.
  */
 export function createEtcdStore(options: EtcdStoreOptions): KvStore {
@@ -71,7 +88,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2000,
     },
-    faultHandling: passThroughFaults,
+    faultHandling: storeFaultHandling(config.endpoints.length),
   });
   const inflight = new Set<Promise<unknown>>();
   let closing: Promise<void> | undefined;
@@ -115,7 +132,9 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
     const deadline = Date.now() + config.callTimeoutMs;
     for (let attempt = 1; ; attempt++) {
       if (closing) throw closedError();
-      const pending = op({ deadline }, signal);
+      const attemptDeadline =
+        kind === "read" ? Math.min(deadline, Date.now() + READ_ATTEMPT_MS) : deadline;
+      const pending = op({ deadline: attemptDeadline }, signal);
       // close() waits for the etcd call itself, even when its caller gave up.
       inflight.add(pending);
       const settled = () => inflight.delete(pending);
@@ -124,12 +143,14 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         return await abortable(pending, signal);
       } catch (err) {
         if (err instanceof RpcError) throw err;
-        const backoff = READ_BACKOFF_MS * 2 ** (attempt - 1);
+        const backoff = Math.min(MAX_BACKOFF_MS, READ_BACKOFF_MS * 2 ** (attempt - 1));
+        const unsent = isUnsent(err);
         const again =
-          kind === "read" &&
-          attempt < READ_ATTEMPTS &&
-          isTransient(err) &&
-          Date.now() + backoff < deadline;
+          Date.now() + backoff < deadline &&
+          (kind === "read"
+            ? (attempt < READ_ATTEMPTS && (isTransient(err) || attemptTimedOut(err))) ||
+              (unsent && attempt < UNSENT_ATTEMPTS)
+            : unsent && attempt < UNSENT_ATTEMPTS);
         if (!again) throw toRpcError(err);
         await sleep(backoff, signal);
       }

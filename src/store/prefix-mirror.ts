@@ -6,6 +6,11 @@ import { rangeAll } from "./typed-store.js";
 export interface PrefixMirror<T> {
   /** Current values by key (without the prefix). */
   values(): ReadonlyMap<string, T>;
+  /**
+   * Since when (Date.now() milliseconds) the copy may be behind the store: its
+   * watch ended and no reload has succeeded since. Undefined while following.
+   */
+  staleSince(): number | undefined;
   /** Called after every change; returns the function that stops it. */
   onChange(listener: () => void): () => void;
   close(): void;
@@ -26,6 +31,7 @@ export async function mirrorPrefix<T>(
   const values = new Map<string, T>();
   const listeners: (() => void)[] = [];
   const stop = new AbortController();
+  let staleSince: number | undefined;
   const changed = () => {
     for (const l of listeners) l();
   };
@@ -62,10 +68,12 @@ export async function mirrorPrefix<T>(
         }
       } catch (err) {
         if (stop.signal.aborted) return;
+        staleSince ??= Date.now();
         logger.warn({ err, prefix }, "watch ended; reloading");
         await new Promise((r) => setTimeout(r, 1000).unref());
         try {
           next = (await load()) + 1;
+          staleSince = undefined;
           changed();
         } catch (loadErr) {
           logger.error({ err: loadErr, prefix }, "reload failed; keeping the last known values");
@@ -76,6 +84,7 @@ export async function mirrorPrefix<T>(
   void follow((await load()) + 1);
   return {
     values: () => values,
+    staleSince: () => staleSince,
     onChange(listener) {
       listeners.push(listener);
       return () => {

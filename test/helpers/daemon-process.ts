@@ -49,9 +49,12 @@ export function startDaemonProcess(
     cwd?: string;
     timeoutMs?: number;
     nodeArgs?: readonly string[];
+    /** A command that runs node, e.g. ["prlimit", "--nofile=256"]. */
+    wrapper?: readonly string[];
   } = {},
 ): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [...(options.nodeArgs ?? []), DAEMON_BIN, ...args], {
+  const [file, ...pre] = [...(options.wrapper ?? []), process.execPath];
+  const proc = spawn(file as string, [...pre, ...(options.nodeArgs ?? []), DAEMON_BIN, ...args], {
     cwd: options.cwd,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],

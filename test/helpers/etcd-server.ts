@@ -180,3 +180,107 @@ async function findOnPath(name: string): Promise<string | undefined> {
   }
   return undefined;
 }
+
+/** A throwaway etcd cluster on loopback: one member per entry, each killable on its own. */
+export interface EtcdCluster {
+  readonly members: readonly EtcdServer[];
+  /** Client URLs of every member. */
+  readonly endpoints: readonly string[];
+  /** The index of the current leader (asks each live member's /v3 status). */
+  leader(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `size` etcd members forming one cluster on free loopback ports, with
+ * a short election timeout so a lost leader is replaced in about a second.
+ * Resolves `undefined` when etcd is not installed.
+ */
+export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefined> {
+  const bin = await findOnPath("etcd");
+  if (bin === undefined) return undefined;
+  const ports = await freePorts(size * 2);
+  const names = Array.from({ length: size }, (_, i) => `m${i}`);
+  const peer = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
+  const client = (i: number) => `http://127.0.0.1:${ports[i]}`;
+  const initial = names.map((n, i) => `${n}=${peer(i)}`).join(",");
+  const members: EtcdServer[] = [];
+  const procs: ChildProcess[] = [];
+  for (let i = 0; i < size; i++) {
+    const dataDir = await mkdtemp(join(tmpdir(), "dv-etcd-cluster-"));
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !name.startsWith("ETCD_")),
+    );
+    const proc = spawn(
+      bin,
+      [
+        `--name=${names[i]}`,
+        `--data-dir=${join(dataDir, "data")}`,
+        `--listen-client-urls=${client(i)}`,
+        `--advertise-client-urls=${client(i)}`,
+        `--listen-peer-urls=${peer(i)}`,
+        `--initial-advertise-peer-urls=${peer(i)}`,
+        `--initial-cluster=${initial}`,
+        "--initial-cluster-state=new",
+        `--initial-cluster-token=dv-cluster-${ports[0]}`,
+        "--heartbeat-interval=100",
+        "--election-timeout=1000",
+        "--logger=zap",
+        "--log-outputs=stderr",
+        "--log-level=error",
+      ],
+      { cwd: dataDir, env, stdio: ["ignore", "ignore", "ignore"] },
+    );
+    procs.push(proc);
+    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    const killOnExit = () => killHard(proc);
+    process.once("exit", killOnExit);
+    let stopping: Promise<void> | undefined;
+    members.push({
+      endpoint: client(i),
+      dataDir,
+      kill: () => killHard(proc),
+      stop: () => {
+        stopping ??= (async () => {
+          killHard(proc);
+          await exited;
+          process.removeListener("exit", killOnExit);
+          await rm(dataDir, { recursive: true, force: true });
+        })();
+        return stopping;
+      },
+    });
+  }
+  const cluster: EtcdCluster = {
+    members,
+    endpoints: members.map((m) => m.endpoint),
+    async leader() {
+      for (let i = 0; i < size; i++) {
+        if (!running(procs[i] as ChildProcess)) continue;
+        try {
+          const res = await fetch(`${client(i)}/v3/maintenance/status`, {
+            method: "POST",
+            body: "{}",
+            signal: AbortSignal.timeout(1000),
+          });
+          const s = (await res.json()) as { header?: { member_id?: string }; leader?: string };
+          if (s.leader !== undefined && s.leader === s.header?.member_id) return i;
+        } catch {
+          // not answering; ask the next one
+        }
+      }
+      return -1;
+    },
+    stop: async () => {
+      await Promise.all(members.map((m) => m.stop()));
+    },
+  };
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const ok = await Promise.all(members.map((m) => healthy(m.endpoint)));
+    if (ok.every(Boolean) && (await cluster.leader()) >= 0) return cluster;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await cluster.stop();
+  throw new Error("etcd cluster not ready in time");
+}

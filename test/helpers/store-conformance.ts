@@ -8,7 +8,10 @@ const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const isReason = (reason: string) => (e: unknown) => e instanceof RpcError && e.reason === reason;
 
 /** Polls `check` until it holds or `timeoutMs` passes. */
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+export async function eventually(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+): Promise<boolean> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (await check()) return true;

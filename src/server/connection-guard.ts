@@ -1,0 +1,180 @@
+import { readFileSync } from "node:fs";
+import {
+  type Http2SecureServer,
+  type Http2Session,
+  constants as h2,
+  type ServerHttp2Stream,
+} from "node:http2";
+import type { Socket } from "node:net";
+import { Counter, type Registry } from "prom-client";
+import type { Logger } from "../core/index.js";
+
+/** Why a connection or stream was cut off before it proved itself. */
+export type DropReason = "total" | "per-address" | "first-message-deadline";
+
+/** Options of {@link guardConnections}. */
+export interface ConnectionGuardOptions {
+  /** Open connections at most (lowered to leave `reservedFds` of the fd limit free). */
+  readonly maxConnections: number;
+  /** Open connections from one source address at most. */
+  readonly maxConnectionsPerAddress: number;
+  /** A stream must have sent its whole first message by then; a connection, its first one. */
+  readonly firstMessageTimeoutMs: number;
+  /** File descriptors left free for everything else (health endpoints, store, audit, logs). */
+  readonly reservedFds: number;
+  /** Called once per drop (a counter metric). */
+  readonly onDrop: (reason: DropReason) => void;
+  readonly logger: Logger;
+  /** How often drops are logged, summed (default 10000). */
+  readonly logEveryMs?: number;
+}
+
+/** A guard in force on a server's listeners. */
+export interface ConnectionGuard {
+  /** The total limit in force after the fd reserve. */
+  readonly maxConnections: number;
+  close(): void;
+}
+
+/**
+ * Bounds what an unauthenticated peer can hold: connections in total (net's
+ * maxConnections, kept below the process's fd limit minus a reserve) and per
+ * source address, counted from the raw socket before any TLS work; and a
+ * deadline by which every stream must have sent its complete first message
+ * (its headers, and with them any credential, come first) and every
+ * connection must have done so on one stream, else the stream is reset or the
+ * connection closed. Drops are counted per reason and logged as one summed
+ * line per interval, never one line per drop.
+ */
+export function guardConnections(
+  servers: readonly Http2SecureServer[],
+  options: ConnectionGuardOptions,
+): ConnectionGuard {
+  const fdLimit = openFileLimit();
+  const maxConnections =
+    fdLimit === undefined
+      ? options.maxConnections
+      : Math.max(1, Math.min(options.maxConnections, fdLimit - options.reservedFds));
+  const perAddress = new Map<string, number>();
+  const pending = new Map<DropReason, number>();
+  const drop = (reason: DropReason) => {
+    pending.set(reason, (pending.get(reason) ?? 0) + 1);
+    options.onDrop(reason);
+  };
+  const flushLog = () => {
+    if (pending.size === 0) return;
+    options.logger.warn(
+      { dropped: Object.fromEntries(pending), maxConnections, ...perAddressTop(perAddress) },
+      "connections or streams dropped before they sent a first message",
+    );
+    pending.clear();
+  };
+  const logTimer = setInterval(flushLog, options.logEveryMs ?? 10_000);
+  logTimer.unref();
+
+  const onConnection = (socket: Socket) => {
+    const address = socket.remoteAddress ?? "";
+    const count = (perAddress.get(address) ?? 0) + 1;
+    if (count > options.maxConnectionsPerAddress) {
+      drop("per-address");
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, count);
+    socket.once("close", () => {
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left <= 0) perAddress.delete(address);
+      else perAddress.set(address, left);
+    });
+  };
+  const onSession = (session: Http2Session) => {
+    const timer = setTimeout(() => {
+      if (provenSessions.has(session)) return;
+      drop("first-message-deadline");
+      session.destroy();
+    }, options.firstMessageTimeoutMs);
+    timer.unref();
+    session.once("close", () => clearTimeout(timer));
+  };
+  const provenSessions = new WeakSet<Http2Session>();
+  const onStream = (stream: ServerHttp2Stream) => {
+    let header: Buffer = Buffer.alloc(0);
+    let received = 0;
+    let done = false;
+    const proven = () => {
+      done = true;
+      clearTimeout(timer);
+      stream.off("data", onData);
+      if (stream.session !== undefined) provenSessions.add(stream.session);
+    };
+    // grpc-js reads the stream itself; this listener only watches what it reads.
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (header.length < 5) header = Buffer.concat([header, chunk.subarray(0, 5 - header.length)]);
+      if (header.length === 5 && received >= 5 + header.readUInt32BE(1)) proven();
+    };
+    const timer = setTimeout(() => {
+      if (done || stream.closed) return;
+      drop("first-message-deadline");
+      stream.close(h2.NGHTTP2_CANCEL);
+    }, options.firstMessageTimeoutMs);
+    timer.unref();
+    stream.on("data", onData);
+    // A request without a body (END_STREAM with the headers) is complete too.
+    stream.once("end", () => {
+      if (!done) proven();
+    });
+    stream.once("close", () => clearTimeout(timer));
+  };
+  const onDropped = () => drop("total");
+  for (const server of servers) {
+    server.maxConnections = maxConnections;
+    server.prependListener("connection", onConnection);
+    server.on("session", onSession);
+    server.on("stream", onStream);
+    server.on("drop", onDropped);
+  }
+  return {
+    maxConnections,
+    close() {
+      clearInterval(logTimer);
+      flushLog();
+      for (const server of servers) {
+        server.off("connection", onConnection);
+        server.off("session", onSession);
+        server.off("stream", onStream);
+        server.off("drop", onDropped);
+      }
+    },
+  };
+}
+
+/** The address holding the most connections, for the log line. */
+function perAddressTop(perAddress: ReadonlyMap<string, number>): Record<string, unknown> {
+  let top: [string, number] | undefined;
+  for (const entry of perAddress) if (top === undefined || entry[1] > top[1]) top = entry;
+  return top === undefined ? {} : { busiestAddress: top[0], itsConnections: top[1] };
+}
+
+/** The soft RLIMIT_NOFILE of this process (Linux /proc), when it can be read. */
+function openFileLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    return m === null ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `debvisor_rpc_connections_dropped_total{reason}` on `registry`; returns the onDrop that counts. */
+export function dropCounter(registry: Registry): (reason: DropReason) => void {
+  const counter = new Counter({
+    name: "debvisor_rpc_connections_dropped_total",
+    help: "Connections and streams cut off before their first message, by reason (total, per-address, first-message-deadline).",
+    labelNames: ["reason"],
+    registers: [registry],
+  });
+  for (const reason of ["total", "per-address", "first-message-deadline"])
+    counter.inc({ reason }, 0);
+  return (reason) => counter.inc({ reason });
+}
