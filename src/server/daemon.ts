@@ -41,6 +41,7 @@ import {
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
+import { createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import {
   type DevEnvironment,
@@ -60,6 +61,7 @@ import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
 import { startStorage } from "./storage-setup.js";
+import { instrumentStore } from "./store-metrics.js";
 import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
@@ -132,7 +134,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     return material;
   };
   const tls = loadTls(config);
-  const audit = config.audit.enabled ? await openAudit(config, dev?.dataDir, logger) : undefined;
+  const metrics = createMetrics(clock.now);
+  const audit = config.audit.enabled
+    ? await openAudit(config, dev?.dataDir, logger, metrics.observeAuditSync)
+    : undefined;
   const auditStages =
     audit === undefined
       ? undefined
@@ -141,7 +146,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           allowReadsWhenFailing: config.audit.allowReadsWhenFailing,
         });
 
-  const store = openStore(config, logger);
+  const store = instrumentStore(openStore(config, logger), metrics.registry);
   const apiKeys = createApiKeys(store, clock);
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
@@ -247,6 +252,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           logger,
           intervalMs: config.libvirt.reportIntervalMs,
         });
+  const clusterMetrics = createClusterMetrics({
+    registry: metrics.registry,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing: closing.signal,
+  });
   const runtime = await startClusterRuntime({
     store,
     inventory,
@@ -267,6 +280,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ? {
           ...config.cluster.failover,
           onDecision: (d) => {
+            clusterMetrics.failoverDecision(d);
             audit
               ?.append(failoverAuditFields(d))
               .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
@@ -329,7 +343,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ],
     reflectionNames,
   );
-  const metrics = createMetrics();
   const { skipRateLimit, skipAuthorization } = config.benchmark;
   if (skipRateLimit || skipAuthorization)
     logger.warn(

@@ -172,10 +172,14 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     const pipeline = pipelineFor(method);
     return (call, callback) => {
       const { ctx, done } = startCall(call, method);
-      (async () =>
-        encode(output, await pipeline({ ctx, request: decode(input, call.request) })))().then(
+      (async () => {
+        const request = decode(input, call.request);
+        options.observer.onMessage?.(ctx, "received");
+        return encode(output, await pipeline({ ctx, request }));
+      })().then(
         (response) => {
           done();
+          options.observer.onMessage?.(ctx, "sent");
           settle(ctx, undefined);
           callback(null, response, trailers(ctx));
         },
@@ -201,13 +205,20 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     ) => {
       const { ctx, done } = startCall(call, method);
       const run = async () => {
-        const request = clientStreams
-          ? decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>)
-          : decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
+        let request: unknown;
+        if (clientStreams) {
+          request = decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>, ctx);
+        } else {
+          request = decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
+          options.observer.onMessage?.(ctx, "received");
+        }
         const responses = (await pipeline({ ctx, request })) as AsyncIterable<unknown>;
         for await (const item of responses) {
           if (ctx.signal.aborted) break;
-          if (!call.write(encode(output, item))) await waitDrain(call, ctx.signal);
+          const bytes = encode(output, item);
+          const flowing = call.write(bytes);
+          options.observer.onMessage?.(ctx, "sent");
+          if (!flowing) await waitDrain(call, ctx.signal);
         }
       };
       run().then(
@@ -229,13 +240,18 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
   async function* decodeStream(
     schema: DescMessage,
     call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    ctx: CallContext,
   ): AsyncIterable<unknown> {
     // A plain `for await` destroys the duplex when the reads end, which also
     // kills the write side before the responses and status are sent.
     const reads = (call as unknown as Readable).iterator({
       destroyOnReturn: false,
     }) as AsyncIterable<Buffer>;
-    for await (const chunk of reads) yield decode(schema, chunk);
+    for await (const chunk of reads) {
+      const message = decode(schema, chunk);
+      options.observer.onMessage?.(ctx, "received");
+      yield message;
+    }
   }
 
   return {

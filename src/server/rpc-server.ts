@@ -94,12 +94,20 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     );
   });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
-  // grpc-js keeps its HTTP/2 sessions in a private map; reading its size is the only way to count them.
-  const sessions = (server as unknown as { sessions?: Map<unknown, unknown> }).sessions;
+  // grpc-js keeps its HTTP/2 sessions per listening server in a private map
+  // (its `sessions` map is filled only with channelz on); reading it is the only way to count them.
+  const listeners = (
+    server as unknown as { http2Servers?: Map<unknown, { sessions: Set<unknown> }> }
+  ).http2Servers;
+  const countSessions = () => {
+    let n = 0;
+    for (const l of listeners?.values() ?? []) n += l.sessions.size;
+    return n;
+  };
   return {
     address: `${host}:${port}`,
     reloadTls: (tls) => credentials.reload(context(tls)),
-    connections: () => sessions?.size ?? 0,
+    connections: countSessions,
     inFlight: () => adapter.inFlight(),
     shutdown(drainTimeoutMs) {
       return new Promise((resolve) => {
