@@ -20,6 +20,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 describe("access management through hvctl and AccessService", () => {
   let dir: string;
@@ -114,12 +115,9 @@ describe("access management through hvctl and AccessService", () => {
       principal: "bob",
       roles: ["monitor"],
     });
-    let code = -1;
-    for (let i = 0; i < 50 && code !== 0; i++) {
-      code = await heartbeat(bob);
-      if (code !== 0) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.equal(code, 0, "the binding applied without a restart");
+    await eventually(async () =>
+      assert.equal(await heartbeat(bob), 0, "the binding applied without a restart"),
+    );
     const bindings = await createServiceClient(AccessService, ach).listBindings({});
     assert.ok(
       bindings.bindings.some(
@@ -136,18 +134,14 @@ describe("access management through hvctl and AccessService", () => {
     const access = createServiceClient(AccessService, ach);
     await access.setRole({ name: "snapshotter", grants: ["storage:snapshot:*"] });
     await access.setBinding({ principal: "dora", roles: ["snapshotter"] });
-    let d = await access.checkPermission({
-      permission: "storage:snapshot:create",
-      principal: "dora",
-    });
-    for (let i = 0; i < 50 && !d.allowed; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      d = await access.checkPermission({
+    const d = await eventually(async () => {
+      const answer = await access.checkPermission({
         permission: "storage:snapshot:create",
         principal: "dora",
       });
-    }
-    assert.equal(d.allowed, true);
+      assert.equal(answer.allowed, true);
+      return answer;
+    });
     assert.equal(d.reason, "role snapshotter grants storage:snapshot:*");
     assert.ok(
       (await access.listRoles({})).roles.some((r) => r.name === "snapshotter" && !r.builtIn),
@@ -212,12 +206,13 @@ describe("access management through hvctl and AccessService", () => {
     await access.setRole({ name: "lister", grants: ["node:list"] });
     const km = await access.createApiKey({ principal: "km", roles: ["keymaker"] });
     ach.close();
-    // Let the stored roles reach the policy.
-    await new Promise((r) => setTimeout(r, 300));
     const kch = withToken(km.token);
     const asKm = createServiceClient(AccessService, kch);
     const denied = (e: grpc.ServiceError) => e.code === 7 && /cannot grant/.test(e.details);
-    assert.ok((await asKm.createApiKey({ roles: ["lister"] })).token, "a key for itself is fine");
+    // Once the stored roles reach the policy.
+    await eventually(async () =>
+      assert.ok((await asKm.createApiKey({ roles: ["lister"] })).token, "a key for itself is fine"),
+    );
     await assert.rejects(
       asKm.createApiKey({ principal: "admin", roles: ["lister"] }),
       denied,
