@@ -92,6 +92,12 @@ export interface Inventory {
 }
 
 const PREFIX = "nodes/";
+/**
+ * The store key of a node id: ids are unique without regard to case (the
+ * upstream contract's hostnames come in any case), so `Node01` and `node01`
+ * are one node; the record keeps the case it was registered with.
+ */
+const nodeKey = (id: string) => id.toLowerCase();
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 
@@ -202,7 +208,7 @@ export function createInventory(options: InventoryOptions): Inventory {
 
   return {
     register(info, owner, signal) {
-      const id = info.id?.id ?? "";
+      const id = nodeKey(info.id?.id ?? "");
       return update(id, signal, (current) => {
         if (current !== undefined && current.owner !== owner) throw new RpcError("NODE_ID_TAKEN");
         const next = create(NodeRecordSchema, {
@@ -214,7 +220,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       });
     },
     heartbeat(health, signal) {
-      return update(health.nodeId?.id ?? "", signal, (current) => {
+      return update(nodeKey(health.nodeId?.id ?? ""), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         const now = clock.now();
         if (
@@ -252,11 +258,12 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async getNode(id, signal) {
       signal?.throwIfAborted();
-      const rec = (await records()).get(id);
+      const rec = (await records()).get(nodeKey(id));
       if (rec === undefined) return undefined;
       return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
     },
-    async readNode(id, signal) {
+    async readNode(given, signal) {
+      const id = nodeKey(given);
       const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
@@ -275,18 +282,23 @@ export function createInventory(options: InventoryOptions): Inventory {
       return latestVms(await records()).get(vmId);
     },
     cordon(id, cordoned, signal) {
-      return update(id, signal, (current) => {
+      return update(nodeKey(id), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         const next = create(NodeRecordSchema, { ...current, cordoned });
         return { next, result: summarize(next, clock.now()) };
       });
     },
-    async moveVm(vm, from, to, signal) {
+    async moveVm(vm, fromId, toId, signal) {
+      const from = nodeKey(fromId);
+      const to = nodeKey(toId);
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
         const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
         if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
-        const moved = { ...vm, nodeId: create(NodeIdSchema, { id: to }) };
+        const moved = {
+          ...vm,
+          nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
+        };
         const until = BigInt(clock.now() + ttl);
         const nextDst = pinned(
           withVms(dst.message, [

@@ -23,6 +23,8 @@ export interface StorageServiceDeps {
   /** Replication jobs and records of datasets the control plane created. */
   readonly store: KvStore;
   readonly clock: Clock;
+  /** Replication policies by name, as configured. */
+  readonly replicationPolicies?: Readonly<Record<string, string>>;
   /** Runs replication jobs (share it with the scheduler); default: one of its own over `storage`. */
   readonly runner?: ReplicationRunner;
   readonly logger?: Logger;
@@ -48,7 +50,7 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       logger: deps.logger ?? silentLogger,
       closing: deps.closing,
     });
-  const shared = { ...deps, jobs, access, runner };
+  const shared = { ...deps, jobs, access, runner, policies: deps.replicationPolicies };
   return defineService(
     StorageService,
     {

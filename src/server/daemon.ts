@@ -296,6 +296,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       store,
       clock,
       replicationRunner: storage.runner,
+      replicationPolicies: config.storage.replication.policies,
       logger,
       closing: closing.signal,
       runtime,
