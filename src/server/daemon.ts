@@ -434,7 +434,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const httpAddress =
     http === undefined ? undefined : formatAddress(http.address.address, http.address.port);
   if (dev !== undefined)
-    writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
+    writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger), logger);
   if (dev !== undefined && simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
   health.setAll(ServingStatus.SERVING);
