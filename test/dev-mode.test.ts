@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
-import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import {
+  DAEMON_BIN,
+  type DaemonProcess,
+  runProcess,
+  startDevDaemon,
+} from "./helpers/daemon-process.js";
 import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 describe("dev mode across restarts", () => {
@@ -74,4 +80,37 @@ describe("dev mode across restarts", () => {
       "the snapshot survived the restart",
     );
   });
+});
+
+describe("a port conflict at start-up", () => {
+  let blocker: Server;
+  let taken: string;
+  before(async () => {
+    blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const address = blocker.address();
+    taken = `127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}`;
+  });
+  after(() => blocker.close());
+
+  for (const [flag, other] of [
+    ["--listen", "--metrics-listen"],
+    ["--metrics-listen", "--listen"],
+  ] as const) {
+    it(`names ${flag} and exits non-zero`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "dv-port-"));
+      const r = await runProcess(
+        process.execPath,
+        [DAEMON_BIN, "--dev", "--data-dir", dir, flag, taken, other, "127.0.0.1:0"],
+        { timeoutMs: 60_000 },
+      );
+      assert.notEqual(r.code, 0);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `cannot listen on ${taken} \\(${flag}, config [a-z.]+\\): address already in use`,
+        ),
+      );
+    });
+  }
 });

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import type { CallObserver, Logger, ServiceBinding, Stage } from "../core/index.js";
+import { bindError } from "./bind-error.js";
 import type { Config } from "./config-schema.js";
 import { createGrpcAdapter } from "./grpc-adapter.js";
 import { ReloadableServerCredentials } from "./reloadable-credentials.js";
@@ -90,7 +91,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   adapter.register(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(options.listen, credentials, (err, bound) =>
-      err ? reject(err) : resolve(bound),
+      err ? reject(bindError("--listen", "listen", options.listen, err)) : resolve(bound),
     );
   });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
