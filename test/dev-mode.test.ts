@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,9 +9,12 @@ import { parse as parseYaml } from "yaml";
 import {
   DAEMON_BIN,
   type DaemonProcess,
+  devDaemonArgs,
   runProcess,
+  startDaemonProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 describe("dev mode across restarts", () => {
@@ -113,4 +117,29 @@ describe("a port conflict at start-up", () => {
       );
     });
   }
+});
+
+describe("start-up lines", () => {
+  it("read like sentences with --log-format pretty, and stay JSON when stdout is not a terminal", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-pretty-"));
+    const args = [DAEMON_BIN, ...devDaemonArgs(dir)];
+    const proc = spawn(process.execPath, [...args, "--log-format", "pretty"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      proc.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      await eventually(() => assert.match(out, /serving/), { timeoutMs: 60_000, intervalMs: 100 });
+      assert.match(out, /^\d\d:\d\d:\d\d INFO {2}serving address=127\.0\.0\.1:\d+ httpAddress=/m);
+      assert.doesNotMatch(out, /^\{/m, "no JSON lines");
+    } finally {
+      proc.kill("SIGKILL");
+    }
+    // The default (auto) on a pipe: JSON, which the other tests read.
+    const json = await startDaemonProcess([...args.slice(1)]);
+    json.kill();
+    assert.ok(json.logs.some((l) => l.msg === "serving"));
+  });
 });

@@ -71,6 +71,8 @@ const sections = z.strictObject({
         .default("info"),
       /** Log to this file instead of stdout. Env RPC_LOG_FILE. */
       file: path.optional(),
+      /** `json`, `pretty` (lines for people), or `auto`: pretty on a terminal, JSON otherwise. */
+      format: z.enum(["auto", "json", "pretty"]).default("auto"),
     })
     .prefault({}),
   audit: z

@@ -100,7 +100,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let config = options.config;
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
-  const logger = options.logger ?? createLogger(config.log.level, config.log.file);
+  const logger =
+    options.logger ?? createLogger(config.log.level, config.log.file, config.log.format, env);
   const notifier = createSystemdNotifier(env, logger);
   const closing = new AbortController();
 
