@@ -31,8 +31,8 @@ const CALLS = 8000;
 async function auditCounters(server: BenchServer): Promise<{ records: number; syncs: number }> {
   const text = await server.metrics();
   return {
-    records: metricValue(text, "debvisor_audit_records") ?? Number.NaN,
-    syncs: metricValue(text, "debvisor_audit_fsyncs") ?? Number.NaN,
+    records: metricValue(text, "debvisor_audit_records_total") ?? Number.NaN,
+    syncs: metricValue(text, "debvisor_audit_fsyncs_total") ?? Number.NaN,
   };
 }
 

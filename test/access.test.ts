@@ -20,6 +20,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 describe("access management through hvctl and AccessService", () => {
   let dir: string;
@@ -116,12 +117,9 @@ describe("access management through hvctl and AccessService", () => {
     });
     // monitor holds node:heartbeat, but only for nodes bob is or registered: node-01 is
     // neither (PERMISSION_DENIED from the handler, not the role), an unknown node is NOT_FOUND.
-    let code = -1;
-    for (let i = 0; i < 50 && code !== 5; i++) {
-      code = await heartbeat(bob, "bob-probe");
-      if (code !== 5) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.equal(code, 5, "the binding applied without a restart");
+    await eventually(async () =>
+      assert.equal(await heartbeat(bob, "bob-probe"), 5, "the binding applied without a restart"),
+    );
     assert.equal(await heartbeat(bob), 7, "not a node bob is or registered");
     const bindings = await createServiceClient(AccessService, ach).listBindings({});
     assert.ok(
@@ -139,18 +137,14 @@ describe("access management through hvctl and AccessService", () => {
     const access = createServiceClient(AccessService, ach);
     await access.setRole({ name: "snapshotter", grants: ["storage:snapshot:*"] });
     await access.setBinding({ principal: "dora", roles: ["snapshotter"] });
-    let d = await access.checkPermission({
-      permission: "storage:snapshot:create",
-      principal: "dora",
-    });
-    for (let i = 0; i < 50 && !d.allowed; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      d = await access.checkPermission({
+    const d = await eventually(async () => {
+      const answer = await access.checkPermission({
         permission: "storage:snapshot:create",
         principal: "dora",
       });
-    }
-    assert.equal(d.allowed, true);
+      assert.equal(answer.allowed, true);
+      return answer;
+    });
     assert.equal(d.reason, "role snapshotter grants storage:snapshot:*");
     assert.ok(
       (await access.listRoles({})).roles.some((r) => r.name === "snapshotter" && !r.builtIn),
@@ -215,12 +209,13 @@ describe("access management through hvctl and AccessService", () => {
     await access.setRole({ name: "lister", grants: ["node:list"] });
     const km = await access.createApiKey({ principal: "km", roles: ["keymaker"] });
     ach.close();
-    // Let the stored roles reach the policy.
-    await new Promise((r) => setTimeout(r, 300));
     const kch = withToken(km.token);
     const asKm = createServiceClient(AccessService, kch);
     const denied = (e: grpc.ServiceError) => e.code === 7 && /cannot grant/.test(e.details);
-    assert.ok((await asKm.createApiKey({ roles: ["lister"] })).token, "a key for itself is fine");
+    // Once the stored roles reach the policy.
+    await eventually(async () =>
+      assert.ok((await asKm.createApiKey({ roles: ["lister"] })).token, "a key for itself is fine"),
+    );
     await assert.rejects(
       asKm.createApiKey({ principal: "admin", roles: ["lister"] }),
       denied,

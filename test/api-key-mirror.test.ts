@@ -4,7 +4,7 @@ import { silentLogger, systemClock } from "../src/core/index.js";
 import { API_KEY_MIRROR_MAX_STALE_MS, loadApiKeys } from "../src/security/index.js";
 import { createEtcdStore } from "../src/store/index.js";
 import { startEtcd } from "./helpers/etcd-server.js";
-import { eventually } from "./helpers/store-conformance.js";
+import { eventually } from "./helpers/eventually.js";
 
 describe("API keys served from a watch-fed copy", () => {
   it("authenticate while etcd is down, take another daemon's revocation within moments, and stop trusting a stale copy within the bound", async (t) => {
@@ -30,10 +30,13 @@ describe("API keys served from a watch-fed copy", () => {
       const revokedAt = Date.now();
       await daemonA.revoke(doomed.record.id);
       assert.deepEqual(await daemonA.verify(doomed.token), { failure: "revoked" });
-      const seen = await eventually(async () => {
-        const r = await daemonB.verify(doomed.token);
-        return "failure" in r && r.failure === "revoked";
-      }, 2000);
+      const seen = await eventually(
+        async () => {
+          const r = await daemonB.verify(doomed.token);
+          return "failure" in r && r.failure === "revoked";
+        },
+        { timeoutMs: 2000 },
+      );
       assert.ok(seen, "the other daemon applies the revocation within 2 s");
       t.diagnostic(`revocation applied at the other daemon after ${Date.now() - revokedAt} ms`);
 
@@ -49,7 +52,7 @@ describe("API keys served from a watch-fed copy", () => {
             () => false,
             () => true,
           ),
-        API_KEY_MIRROR_MAX_STALE_MS + 15_000,
+        { timeoutMs: API_KEY_MIRROR_MAX_STALE_MS + 15_000 },
       );
       assert.ok(refused, "a stale copy is not trusted past the bound");
       t.diagnostic(`keys refused ${Date.now() - down} ms after etcd went down`);

@@ -21,6 +21,7 @@ import {
   startDaemonProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
@@ -338,12 +339,15 @@ describe("the audit trail of a running daemon", () => {
         "reads are refused too by default",
       );
       rmSync(filler);
-      let after = await rawUnary(admin, REGISTER, register("n-after"));
-      for (let i = 0; i < 30 && after.error !== undefined; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        after = await rawUnary(admin, REGISTER, register("n-after"));
-      }
-      assert.equal(after.error, undefined, "resumes once space is back");
+      await eventually(
+        async () =>
+          assert.equal(
+            (await rawUnary(admin, REGISTER, register("n-after"))).error,
+            undefined,
+            "resumes once space is back",
+          ),
+        { timeoutMs: 6000, intervalMs: 200 },
+      );
       const missing = Buffer.from(
         toBinary(GetNodeRequestSchema, create(GetNodeRequestSchema, { id: { id: fullId } })),
       );

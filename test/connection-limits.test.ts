@@ -9,9 +9,9 @@ import { openChannel, resolveContext } from "../src/client/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { parseConfig, startRpcServer } from "../src/server/index.js";
 import { devDaemonArgs, startDaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
 import { createTestPki } from "./helpers/pki.js";
-import { eventually } from "./helpers/store-conformance.js";
 
 const adminChannel = (dir: string, address: string) =>
   openChannel({ ...resolveContext(join(dir, "hvctl.yaml"), "dev"), server: address });
@@ -144,7 +144,7 @@ describe("a flood of unauthenticated slow streams", () => {
       const summed = await eventually(
         async () =>
           d.logs.some((l) => /dropped before they sent a first message/.test(String(l.msg))),
-        12_000,
+        { timeoutMs: 12_000 },
       );
       assert.ok(summed, "the drops are logged");
       // Summed: one line per 10 s, not one per drop.

@@ -25,6 +25,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { testChannel } from "./helpers/grpc-client.js";
 import { type NotifySocket, startNotifySocket } from "./helpers/notify-socket.js";
 
@@ -373,13 +374,9 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     const reloaded = notify.messages.length;
     daemon.proc.kill("SIGHUP");
     await notify.waitFor("RELOADING=1");
-    for (
-      let i = 0;
-      i < 100 && !daemon.logs.some((l) => l.msg === "configuration and TLS files reloaded");
-      i++
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await eventually(() =>
+      assert.ok(daemon.logs.some((l) => l.msg === "configuration and TLS files reloaded")),
+    );
     assert.ok(notify.messages.length > reloaded);
     const newSerial = await served();
     assert.notEqual(newSerial, oldSerial);

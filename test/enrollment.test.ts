@@ -22,6 +22,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
 
 x509.cryptoProvider.set(webcrypto as never);
@@ -302,11 +303,9 @@ describe("joining the cluster with a one-time token", () => {
     );
     assert.equal((await hvctl("cert", "revoke", original, "--reason", "stolen")).code, 0);
     const ch = nodeChannel(nodeDir);
-    let code = 0;
-    for (let i = 0; i < 50 && code === 0; i++) {
-      code = (await rawUnary(ch, REGISTER, register("node-61"))).error?.code ?? 0;
-      if (code === 0) await new Promise((r) => setTimeout(r, 100));
-    }
+    const code = await eventually(
+      async () => (await rawUnary(ch, REGISTER, register("node-61"))).error?.code ?? false,
+    ).catch(() => 0);
     ch.close();
     assert.equal(
       code,

@@ -9,6 +9,7 @@ import { MigrationKind, MigrationService } from "../src/gen/debvisor/v1/migratio
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 describe("automatic failover in the built daemon (dev mode, a simulated node cut off)", () => {
   let dir: string;
@@ -41,17 +42,16 @@ describe("automatic failover in the built daemon (dev mode, a simulated node cut
       );
       assert.ok(ha.length > 0, "node-02 carries an HA vm on shared storage");
       const migrations = createServiceClient(MigrationService, ch);
-      const deadline = Date.now() + 20_000;
-      let moved: string[] = [];
-      while (Date.now() < deadline) {
-        const list = await migrations.listMigrations({});
-        moved = list.migrations
-          .filter((m) => m.kind === MigrationKind.FAILOVER && m.state === 3)
-          .map((m) => m.vm?.vmId ?? "");
-        if (ha.every((vm) => moved.includes(vm.id))) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      assert.deepEqual([...moved].sort(), ha.map((vm) => vm.id).sort());
+      await eventually(
+        async () => {
+          const list = await migrations.listMigrations({});
+          const moved = list.migrations
+            .filter((m) => m.kind === MigrationKind.FAILOVER && m.state === 3)
+            .map((m) => m.vm?.vmId ?? "");
+          assert.deepEqual([...moved].sort(), ha.map((vm) => vm.id).sort());
+        },
+        { timeoutMs: 20_000, intervalMs: 250 },
+      );
       const node = await nodes.getNode({ id: { id: "node-02" } });
       assert.equal(node.summary?.readiness, NodeReadiness.NOT_READY);
       // Each restart began only after NOT_READY (TTL 2 s after the last heartbeat)

@@ -14,6 +14,7 @@ import {
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { IN_CI } from "./helpers/required-tools.js";
 
 /**
  * A second control plane on `store`, over the same simulated hypervisors as
@@ -241,7 +242,10 @@ describe("failover", () => {
 });
 
 describe("failover with two daemons on etcd", async () => {
-  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
+  const etcd: EtcdServer | undefined = await startEtcd().catch((err: unknown) => {
+    if (IN_CI) throw err;
+    return undefined;
+  });
   if (etcd === undefined) {
     console.log("!!! etcd is not installed: the two-daemons-on-etcd failover test is SKIPPED.");
     return;

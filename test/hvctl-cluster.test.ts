@@ -9,6 +9,7 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 interface Check {
   name: string;
@@ -185,11 +186,15 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
   it("drains a node with progress and leaves it cordoned and empty", async () => {
     // vm-002's disk is on ZFS: it can move once dev mode's replication job has
     // copied it to node-02 (ZFS replication feeds migration planning).
-    const until = Date.now() + 30_000;
-    while ((await hvctl("migration", "plan", "--vm", "vm-002", "--target", "node-02")).code !== 0) {
-      assert.ok(Date.now() < until, "vm-002 never became movable: no ZFS replica on node-02");
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    await eventually(
+      async () =>
+        assert.equal(
+          (await hvctl("migration", "plan", "--vm", "vm-002", "--target", "node-02")).code,
+          0,
+          "vm-002 never became movable: no ZFS replica on node-02",
+        ),
+      { timeoutMs: 30_000, intervalMs: 500 },
+    );
     const r = await ok("node", "drain", "node-01", "--allow-downtime", "--max-parallel", "2");
     assert.match(r.stderr, /drain node-01: drained: \d+ vms moved/);
     const node = await json<{ summary: { cordoned: boolean }; vms?: unknown[] }>(
@@ -208,13 +213,13 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     const early = await hvctl("failover", "vm-004");
     assert.equal(early.code, 1);
     assert.match(early.stderr, /node-02 is ready; migrate the vm instead/);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const n = await json<{ summary: { notReadyForMs?: string } }>("node", "get", "node-03");
-      if (Number(n.summary.notReadyForMs ?? 0) > 2500) break;
-      assert.ok(Date.now() < deadline, "node-03 never went NOT_READY");
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await eventually(
+      async () => {
+        const n = await json<{ summary: { notReadyForMs?: string } }>("node", "get", "node-03");
+        assert.ok(Number(n.summary.notReadyForMs ?? 0) > 2500, "node-03 never went NOT_READY");
+      },
+      { timeoutMs: 20_000, intervalMs: 250 },
+    );
     const vmId = "vm-007";
     const out = await json<{ target: string; migrationId: string }>("failover", vmId);
     assert.notEqual(out.target, "node-03");

@@ -16,6 +16,7 @@ import {
 } from "../src/security/index.js";
 import { createSqliteStore } from "../src/store/index.js";
 import { HVCTL_BIN } from "./helpers/daemon-process.js";
+import { missingTool } from "./helpers/required-tools.js";
 
 /** Runs hvctl in this process, capturing what it writes. */
 async function run(args: string[]) {
@@ -175,10 +176,12 @@ contexts:
     assert.equal(r.code, 0);
     assert.match(r.out, /^#compdef hvctl\n/);
     assert.match(r.out, /'list:list nodes with their last-known state'/);
-    if (spawnSync("zsh", ["--version"]).status !== 0) {
-      t.skip("zsh is not installed");
-      return;
-    }
+    const skip = missingTool(
+      "zsh",
+      spawnSync("zsh", ["--version"]).status === 0,
+      "apt-get install zsh",
+    );
+    if (skip) return t.skip(skip);
     const dir = mkdtempSync(join(tmpdir(), "dv-hvctl-zsh-"));
     writeFileSync(join(dir, "_hvctl"), r.out);
     const check = spawnSync("zsh", ["-n", join(dir, "_hvctl")], { encoding: "utf8" });

@@ -16,6 +16,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 /**
  * hvctl as an operator runs it: the built binary as a child process against
@@ -417,11 +418,10 @@ describe("hvctl against a dev daemon", () => {
         new RegExp(`^${issued.serial}\\s+carol\\s+client\\s.*superseded by ${renewed.serial}`, "m"),
       );
       await ok("cert", "revoke", renewed.serial, "--reason", "left");
-      let after = await dev("--context", "carol", "auth", "whoami");
-      for (let i = 0; i < 50 && after.code === 0; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        after = await dev("--context", "carol", "auth", "whoami");
-      }
+      const after = await eventually(async () => {
+        const r = await dev("--context", "carol", "auth", "whoami");
+        return r.code !== 0 && r;
+      }).catch(() => ({ code: 0, stdout: "", stderr: "" }));
       assert.equal(after.code, 3, "a revoked certificate is unauthenticated");
       assert.match(
         after.stderr.trim(),

@@ -10,12 +10,13 @@ import { MigrationService } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { missingTool } from "./helpers/required-tools.js";
 
 const NODE_XML = fileURLToPath(new URL("../../test/fixtures/virsh/node.xml", import.meta.url));
 const hasVirsh = spawnSync("virsh", ["--version"], { encoding: "utf8" }).status === 0;
 
 describe("a node the daemon drives over libvirt (real virsh, libvirt's test driver)", {
-  skip: !hasVirsh && "virsh is not installed",
+  skip: missingTool("virsh", hasVirsh, "apt-get install libvirt-clients"),
 }, () => {
   let dir: string;
   let daemon: DaemonProcess;

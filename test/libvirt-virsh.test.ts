@@ -23,6 +23,7 @@ import {
   VirshCommandError,
 } from "../src/drivers/index.js";
 import { runHypervisorConformance } from "./helpers/hypervisor-conformance.js";
+import { missingTool } from "./helpers/required-tools.js";
 
 const NODE_XML = fileURLToPath(new URL("../../test/fixtures/virsh/node.xml", import.meta.url));
 const hasVirsh = spawnSync("virsh", ["--version"], { encoding: "utf8" }).status === 0;
@@ -37,12 +38,7 @@ function nodeUri(): { uri: string; cleanup: () => void } {
   return { uri: `test://${dir}/node.xml`, cleanup: () => rmSync(dir, { recursive: true }) };
 }
 
-if (!hasVirsh) {
-  const banner = "!".repeat(78);
-  console.log(
-    `${banner}\n!!! virsh is not installed: the libvirt driver's real-virsh tests are SKIPPED.\n!!! Install it with: apt-get install libvirt-clients (.ci/run does this).\n${banner}`,
-  );
-} else {
+if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
   runHypervisorConformance("libvirt test driver over one virsh session", async () => {
     const { uri, cleanup } = nodeUri();
     const session = createVirshSession({ uri });

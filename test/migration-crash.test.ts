@@ -15,6 +15,7 @@ import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 const liveOnRbd = (v: VmInfo) =>
   v.liveMigratable &&
@@ -133,12 +134,13 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
     daemon = await startDevDaemon(dir, config);
     c = clients(dir);
     try {
-      let m = await c.migrations.getMigration({ migrationId: started.migrationId });
-      const deadline = Date.now() + 20_000;
-      while (m.state === MigrationState.RUNNING && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 250));
-        m = await c.migrations.getMigration({ migrationId: started.migrationId });
-      }
+      const m = await eventually(
+        async () => {
+          const now = await c.migrations.getMigration({ migrationId: started.migrationId });
+          return now.state !== MigrationState.RUNNING && now;
+        },
+        { timeoutMs: 20_000, intervalMs: 250 },
+      );
       assert.equal(m.state, MigrationState.FAILED, m.message);
       assert.equal(m.phase, MigrationPhase.ROLLED_BACK);
       assert.match(m.message, /rolled back/);

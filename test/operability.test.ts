@@ -15,8 +15,8 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
-import { eventually } from "./helpers/store-conformance.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const GET_NODE = "/debvisor.v1.NodeService/GetNode";
@@ -115,14 +115,17 @@ describe("/readyz and grpc.health.v1", () => {
         i++
       )
         refused = await rawUnary(admin, REGISTER, register(`n-full-${i}`));
-      const failing = await eventually(async () => {
-        const r = await readyz(d.httpAddress);
-        return (
-          r.status === 503 &&
-          /state store cannot be written/.test(r.body) &&
-          /audit trail cannot be written/.test(r.body)
-        );
-      }, 10_000);
+      const failing = await eventually(
+        async () => {
+          const r = await readyz(d.httpAddress);
+          return (
+            r.status === 503 &&
+            /state store cannot be written/.test(r.body) &&
+            /audit trail cannot be written/.test(r.body)
+          );
+        },
+        { timeoutMs: 10_000 },
+      );
       const body = (await readyz(d.httpAddress)).body;
       assert.ok(failing, body);
       assert.match(body, /^not ready: /);
@@ -137,10 +140,9 @@ describe("/readyz and grpc.health.v1", () => {
       assert.equal(write.error?.code, grpc.status.UNAVAILABLE);
       rmSync(filler);
       // No call needed: the probe notices the room.
-      const back = await eventually(
-        async () => (await readyz(d.httpAddress)).status === 200,
-        15_000,
-      );
+      const back = await eventually(async () => (await readyz(d.httpAddress)).status === 200, {
+        timeoutMs: 15_000,
+      });
       assert.ok(back, (await readyz(d.httpAddress)).body);
       const serving = await rawUnary(admin, "/grpc.health.v1.Health/Check", Buffer.alloc(0));
       assert.deepEqual([...(serving.response ?? [])], [0x08, 0x01]);

@@ -9,6 +9,7 @@ import { createServiceClient, openChannel, resolveContext } from "../src/client/
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { loadCertificateAuthority } from "../src/pki/index.js";
 import { startDaemonProcess } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 const DAY = 86_400_000;
 
@@ -30,15 +31,6 @@ function servedSerial(address: string, caPem: string): Promise<string> {
     );
     s.once("error", reject);
   });
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return check();
 }
 
 describe("server certificate rotation", () => {
@@ -98,16 +90,22 @@ describe("server certificate rotation", () => {
     });
     try {
       const oldSerial = new X509Certificate(old.certPem).serialNumber;
-      assert.ok(
-        await until(
-          async () => d.logs.some((l) => l.msg === "server certificate renewed from the local CA"),
-          15_000,
-        ),
-        "renewed itself",
+      await eventually(
+        () =>
+          assert.ok(
+            d.logs.some((l) => l.msg === "server certificate renewed from the local CA"),
+            "renewed itself",
+          ),
+        { timeoutMs: 15_000 },
       );
-      assert.ok(
-        await until(async () => (await servedSerial(d.grpcAddress, caPem)) !== oldSerial, 5000),
-        "serves the renewed certificate",
+      await eventually(
+        async () =>
+          assert.notEqual(
+            await servedSerial(d.grpcAddress, caPem),
+            oldSerial,
+            "serves the renewed certificate",
+          ),
+        { timeoutMs: 5000 },
       );
       const renewed = new X509Certificate(readFileSync(join(tlsDir, "server.crt")));
       assert.ok(Date.parse(renewed.validTo) - Date.now() > 29 * DAY, "a fresh lifetime");
@@ -124,12 +122,14 @@ describe("server certificate rotation", () => {
       renameSync(join(tlsDir, "server.key.new"), join(tlsDir, "server.key"));
       renameSync(join(tlsDir, "server.crt.new"), join(tlsDir, "server.crt"));
       const manualSerial = new X509Certificate(manual.certPem).serialNumber;
-      assert.ok(
-        await until(
-          async () => (await servedSerial(d.grpcAddress, caPem)) === manualSerial,
-          10_000,
-        ),
-        "picked up replaced files",
+      await eventually(
+        async () =>
+          assert.equal(
+            await servedSerial(d.grpcAddress, caPem),
+            manualSerial,
+            "picked up replaced files",
+          ),
+        { timeoutMs: 10_000 },
       );
       const metrics = await (await fetch(`http://${d.httpAddress}/metrics`)).text();
       const expiry = Number(

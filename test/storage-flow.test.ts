@@ -3,6 +3,7 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { StatusCode } from "../src/gen/debvisor/v1/common_pb.js";
 import { ReplicationState, type ReplicationStatus } from "../src/gen/debvisor/v1/storage_pb.js";
+import { eventually } from "./helpers/eventually.js";
 import {
   failure,
   rbd,
@@ -161,7 +162,7 @@ describe("storage workflows on the simulation, through the API", () => {
     })().catch((err: grpc.ServiceError) => {
       if (err.code !== grpc.status.CANCELLED) throw err;
     });
-    await waitFor(() => seen.length > 0);
+    await eventually(() => seen.length > 0, { timeoutMs: 2000 });
     w.clock.advance(20 * MIN);
     await w.operator.runZfsReplication({ jobId: "vm-a1-to-n2" });
     await watching;
@@ -219,9 +220,4 @@ describe("storage workflows on the simulation, through the API", () => {
 /** The UTC stamp of an instant, as snapshot names carry it. */
 function stamp(ms: number): string {
   return `${new Date(ms).toISOString().slice(0, 19).replace(/[-:]/g, "")}Z`;
-}
-
-async function waitFor(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(check(), "condition not reached in 2 s");
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ReplicationState } from "../src/gen/debvisor/v1/storage_pb.js";
+import { eventually } from "./helpers/eventually.js";
 import {
   failure,
   rbd,
@@ -203,10 +204,11 @@ describe("storage refusals", () => {
       const open = w.closeGate();
       const running = w.operator.runZfsReplication({ jobId: "g1" });
       try {
-        await waitFor(
+        await eventually(
           async () =>
             (await w.operator.getReplicationStatus({ jobId: "g1" })).state ===
             ReplicationState.REPL_STATE_RUNNING,
+          { timeoutMs: 2000, intervalMs: 10 },
         );
         await refused(
           w.operator.runZfsReplication({ jobId: "g1" }),
@@ -481,11 +483,3 @@ describe("storage refusals", () => {
     });
   });
 });
-
-async function waitFor(check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  assert.fail("condition not reached in 2 s");
-}

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { silentLogger } from "../src/core/index.js";
 import { createEtcdStore, createSqliteStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { IN_CI } from "./helpers/required-tools.js";
 import { storeConformance } from "./helpers/store-conformance.js";
 
 storeConformance("sqlite", async () =>
@@ -22,6 +23,7 @@ const etcdAvailable = await startEtcd().then(
     return server !== undefined;
   },
   (err: unknown) => {
+    if (IN_CI) throw err;
     console.error(`etcd failed to start: ${(err as Error).message}`);
     return false;
   },

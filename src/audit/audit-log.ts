@@ -34,6 +34,8 @@ export interface AuditLogOptions {
   readonly copyPath?: string;
   /** Also send every durable record to syslog (best effort, through one long-lived logger(1) process). */
   readonly forwardToSyslog?: boolean;
+  /** Called after each successful write and fsync of a group of records, with how long it took. */
+  readonly onSync?: (durationMs: number) => void;
 }
 
 /** Counters for metrics and the benchmark. */
@@ -165,6 +167,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
           while (off < buf.length) off += (await h.write(buf, off, buf.length - off)).bytesWritten;
           await h.sync();
         };
+        const syncStart = performance.now();
         // Wait for both writes to end either way, so a retry never overlaps a write still running.
         const results = await Promise.allSettled([
           writeAll(handle, size),
@@ -172,6 +175,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
         ]);
         const failed = results.find((r) => r.status === "rejected");
         if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+        options.onSync?.(performance.now() - syncStart);
       } catch (err) {
         failures++;
         lastFailure = clock.now();

@@ -32,6 +32,7 @@ interface Flags {
   listen?: string;
   metricsListen?: string;
   logLevel?: string;
+  logFormat?: string;
 }
 
 const program = new Command("debvisor-rpcd")
@@ -46,6 +47,10 @@ const program = new Command("debvisor-rpcd")
     "metrics and health HTTP address (default 127.0.0.1:9464)",
   )
   .option("--log-level <level>", "trace, debug, info, warn, error, fatal or silent")
+  .option(
+    "--log-format <format>",
+    "json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)",
+  )
   .action(async (flags: Flags) => {
     const sources = configSources(flags);
     let daemon: Awaited<ReturnType<typeof startDaemon>>;
@@ -86,7 +91,10 @@ function configSources(flags: Flags): ConfigSources {
         ? { enabled: flags.dev ?? false, dataDir: flags.dataDir }
         : undefined,
     metrics: flags.metricsListen === undefined ? undefined : { listen: flags.metricsListen },
-    log: flags.logLevel === undefined ? undefined : { level: flags.logLevel },
+    log:
+      flags.logLevel === undefined && flags.logFormat === undefined
+        ? undefined
+        : { level: flags.logLevel, format: flags.logFormat },
   };
   return { configPath: flags.config, env: process.env, overrides };
 }

@@ -20,6 +20,8 @@ export interface DomainServiceDeps {
   readonly clock: Clock;
   /** The replication runner the daemon's scheduler shares; default: the storage service makes its own. */
   readonly replicationRunner?: ReplicationRunner;
+  /** Replication policies by name, as configured. */
+  readonly replicationPolicies?: Readonly<Record<string, string>>;
   readonly logger?: Logger;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
@@ -30,13 +32,16 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
   return [
     createNodeService({ inventory: deps.inventory, engine: deps.runtime?.engine }),
     createVmService({ inventory: deps.inventory }),
-    createMigrationService(deps.runtime),
+    createMigrationService(
+      deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock },
+    ),
     createStorageService({
       storage: deps.storage,
       inventory: deps.inventory,
       store: deps.store,
       clock: deps.clock,
       runner: deps.replicationRunner,
+      replicationPolicies: deps.replicationPolicies,
       logger: deps.logger,
       closing: deps.closing,
     }),

@@ -33,7 +33,12 @@ export { createReplicaCatalog } from "./replica-catalog.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
 export { createReplicationJobs } from "./replication-jobs.js";
 export type { ReplicationPolicy } from "./replication-policy.js";
-export { DEFAULT_POLICY, parseReplicationPolicy } from "./replication-policy.js";
+export {
+  DEFAULT_POLICY,
+  POLICY_NAME,
+  parseReplicationPolicy,
+  resolveReplicationPolicy,
+} from "./replication-policy.js";
 export type { ReplicationRunner, ReplicationRunnerOptions } from "./replication-runner.js";
 export { createReplicationRunner, replicationLabel } from "./replication-runner.js";
 export type {

@@ -111,6 +111,12 @@ const PREFIX = "nodes/";
 const VMS = "vms/";
 /** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
 const MAX_CLAIMS = 50;
+/**
+ * The store key of a node id: ids are unique without regard to case (the
+ * upstream contract's hostnames come in any case), so `Node01` and `node01`
+ * are one node; the record keeps the case it was registered with.
+ */
+const nodeKey = (id: string) => id.toLowerCase();
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 
@@ -250,7 +256,7 @@ export function createInventory(options: InventoryOptions): Inventory {
 
   return {
     register(info, owner, signal) {
-      const id = info.id?.id ?? "";
+      const id = nodeKey(info.id?.id ?? "");
       return update(id, signal, (current) => {
         if (current !== undefined && current.owner !== owner) throw new RpcError("NODE_ID_TAKEN");
         const next = create(NodeRecordSchema, {
@@ -262,7 +268,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       });
     },
     async heartbeat(health, signal, reporter) {
-      const nodeId = health.nodeId?.id ?? "";
+      const nodeId = nodeKey(health.nodeId?.id ?? "");
       // A report from the future would make every genuine one look older: refused, not stored.
       if (msFromTimestamp(health.timestamp) > clock.now() + skew)
         throw new RpcError("REPORT_FROM_FUTURE");
@@ -278,7 +284,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       };
       return update(nodeId, signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-        if (reporter !== undefined && reporter !== nodeId && reporter !== current.owner)
+        if (reporter !== undefined && nodeKey(reporter) !== nodeId && reporter !== current.owner)
           throw new RpcError("PERMISSION_DENIED", {
             cause: new Error(
               `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
@@ -322,11 +328,12 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async getNode(id, signal) {
       signal?.throwIfAborted();
-      const rec = (await records()).get(id);
+      const rec = (await records()).get(nodeKey(id));
       if (rec === undefined) return undefined;
       return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
     },
-    async readNode(id, signal) {
+    async readNode(given, signal) {
+      const id = nodeKey(given);
       const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
@@ -346,13 +353,15 @@ export function createInventory(options: InventoryOptions): Inventory {
       return latestVms(await records()).get(vmId);
     },
     cordon(id, cordoned, signal) {
-      return update(id, signal, (current) => {
+      return update(nodeKey(id), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         const next = create(NodeRecordSchema, { ...current, cordoned });
         return { next, result: summarize(next, clock.now()) };
       });
     },
-    async moveVm(vm, from, to, signal) {
+    async moveVm(vm, fromId, toId, signal) {
+      const from = nodeKey(fromId);
+      const to = nodeKey(toId);
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
         const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
@@ -360,7 +369,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
         const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
         const placement = vmRecords.write(vmRecord(vm.id, prev, { nodeId: to }), prev?.rev ?? 0);
-        const moved = { ...vm, nodeId: create(NodeIdSchema, { id: to }) };
+        const moved = {
+          ...vm,
+          nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
+        };
         const until = BigInt(clock.now() + ttl);
         const nextDst = pinned(
           withVms(dst.message, [
@@ -421,7 +433,7 @@ export function createInventory(options: InventoryOptions): Inventory {
           tenant,
           tenantSetBy: by,
           tenantSetAtMs: BigInt(clock.now()),
-          nodeId: prev?.rec.nodeId || reported?.nodeId?.id || "",
+          nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
         });
         const w = vmRecords.write(rec, prev?.rev ?? 0);
         const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });

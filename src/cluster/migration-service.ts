@@ -1,4 +1,5 @@
 import {
+  type Clock,
   defineService,
   notImplemented,
   paginate,
@@ -6,6 +7,7 @@ import {
   RpcError,
   type ServiceBinding,
   scopeOf,
+  systemClock,
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
@@ -19,6 +21,7 @@ import {
 } from "../gen/debvisor/v1/migration_pb.js";
 import { type FailoverDeps, failoverVm } from "./failover.js";
 import type { MigrationEngine } from "./migration-engine.js";
+import { type MigrateSpec, retriedMigration } from "./migration-retry.js";
 
 /** A request's VM, and a migration id: what each method acts on. */
 const vmOf = { kind: "vm", id: (req: VMMigrateSpec) => req.vm?.vmId ?? "" } as const;
@@ -46,12 +49,15 @@ const POLICIES = {
 export interface MigrationServiceDeps {
   readonly engine: MigrationEngine;
   readonly failover: FailoverDeps;
+  /** Recognises retried MigrateVM calls by age (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 /** MigrationService: planning, migration with progress, cancel, failover and the history. */
 export function createMigrationService(deps?: MigrationServiceDeps): ServiceBinding {
   if (deps === undefined) return withoutEngine();
   const { engine } = deps;
+  const now = () => (deps.clock ?? systemClock).now();
   const start = (req: VMMigrateSpec, ctx: { tenant?: string; signal: AbortSignal }, id: string) =>
     engine.start(
       {
@@ -92,9 +98,34 @@ export function createMigrationService(deps?: MigrationServiceDeps): ServiceBind
       };
     },
     async migrateVM(req, ctx) {
-      const started = await start(req, ctx, principalOf(ctx).id);
+      const requestedBy = principalOf(ctx).id;
+      const spec: MigrateSpec = {
+        vmId: req.vm?.vmId ?? "",
+        source: req.source?.nodeId?.id,
+        target: req.target?.nodeId?.id,
+        allowDowntime: req.allowDowntime,
+        requestedBy,
+      };
+      const earlier = async () =>
+        retriedMigration(await engine.list(ctx.tenant, ctx.signal), spec, now());
+      // A retry (same principal, same spec) attaches to the attempt in flight,
+      // or answers the outcome of the one that just succeeded.
+      let id = (await earlier())?.migrationId;
+      if (id === undefined) {
+        try {
+          id = (await start(req, ctx, requestedBy)).migrationId;
+        } catch (err) {
+          // Two retries raced: the other one started it.
+          const raced =
+            err instanceof RpcError && err.reason === "MIGRATION_IN_PROGRESS"
+              ? await earlier()
+              : undefined;
+          if (raced === undefined) throw err;
+          id = raced.migrationId;
+        }
+      }
       // Waits for the end or the call's deadline; the migration itself goes on either way.
-      const done = await engine.wait(started.migrationId, ctx.signal).catch((err: unknown) => {
+      const done = await engine.wait(id, ctx.signal).catch((err: unknown) => {
         if (ctx.signal.aborted) throw new RpcError("DEADLINE_EXCEEDED", { cause: err });
         throw err;
       });

@@ -29,7 +29,7 @@ import {
 import type { DatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
-import { parseReplicationPolicy } from "./replication-policy.js";
+import { resolveReplicationPolicy } from "./replication-policy.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { timestampFromMs } from "./timestamp.js";
 
@@ -52,6 +52,8 @@ export interface ReplicationHandlerDeps {
   readonly access: DatasetAccess;
   readonly runner: ReplicationRunner;
   readonly closing?: AbortSignal;
+  /** Replication policies by name (`storage.replication.policies`): `policy: gold` means their string. */
+  readonly policies?: Readonly<Record<string, string>>;
 }
 
 /** ZFS replication jobs: plan, run now, status, list, delete, watch. */
@@ -108,7 +110,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       const target = req.target?.nodeId?.id ?? "";
       if (source === "" || target === "") throw invalid("source and target: required");
       if (source === target) throw invalid("target: must be another node than source");
-      const policy = parseReplicationPolicy(req.policy);
+      const policy = resolveReplicationPolicy(req.policy, deps.policies);
       await access.resolve(dataset, ctx.tenant, ctx.signal);
       for (const node of [source, target])
         if ((await inventory.getNode(node, ctx.signal)) === undefined)

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RpcError } from "../core/index.js";
-import { DEFAULT_POLICY, parseReplicationPolicy } from "./replication-policy.js";
+import {
+  DEFAULT_POLICY,
+  parseReplicationPolicy,
+  resolveReplicationPolicy,
+} from "./replication-policy.js";
 
 describe("parseReplicationPolicy", () => {
   const ok: [string, string, object][] = [
@@ -35,4 +39,28 @@ describe("parseReplicationPolicy", () => {
         (e: unknown) =>
           e instanceof RpcError && e.reason === "INVALID_ARGUMENT" && message.test(e.clientMessage),
       ));
+});
+
+describe("resolveReplicationPolicy", () => {
+  const named = { gold: "interval=15m keep=96", hourly: "interval=1h" };
+  it("ok-a-configured-name-stands-for-its-policy", () =>
+    assert.deepEqual(resolveReplicationPolicy("gold", named), {
+      intervalMs: 900_000,
+      keep: 96,
+      bandwidthLimit: 0,
+    }));
+  it("ok-settings-are-parsed-as-before", () =>
+    assert.deepEqual(resolveReplicationPolicy("keep=5", named), { ...DEFAULT_POLICY, keep: 5 }));
+  it("ok-empty-is-the-default", () =>
+    assert.deepEqual(resolveReplicationPolicy("", named), DEFAULT_POLICY));
+  it("fail-an-unknown-name-lists-the-configured-ones", () =>
+    assert.throws(
+      () => resolveReplicationPolicy("platinum", named),
+      (e: unknown) =>
+        e instanceof RpcError &&
+        e.reason === "INVALID_ARGUMENT" &&
+        /no policy named "platinum".*gold, hourly/.test(e.clientMessage),
+    ));
+  it("fail-no-inherited-names", () =>
+    assert.throws(() => resolveReplicationPolicy("constructor", named), RpcError));
 });

@@ -61,3 +61,28 @@ export function parseReplicationPolicy(text: string): ReplicationPolicy {
   }
   return { intervalMs, keep, bandwidthLimit };
 }
+
+/** A policy name as configuration defines it (`gold`, `hourly`). */
+export const POLICY_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,62}$/;
+
+/**
+ * Resolves `ZfsReplicationPlan.policy` as clients of the upstream contract
+ * send it: a name defined in configuration (`storage.replication.policies`,
+ * e.g. `gold: "interval=15m keep=96"`) stands for its policy string; anything
+ * else is parsed by {@link parseReplicationPolicy}. A bare name that is not
+ * configured is INVALID_ARGUMENT naming the configured ones.
+ */
+export function resolveReplicationPolicy(
+  text: string,
+  named: Readonly<Record<string, string>> = {},
+): ReplicationPolicy {
+  const name = text.trim();
+  if (!POLICY_NAME.test(name)) return parseReplicationPolicy(text);
+  const defined = Object.hasOwn(named, name) ? named[name] : undefined;
+  if (defined !== undefined) return parseReplicationPolicy(defined);
+  if (["interval", "keep", "bwlimit"].includes(name)) return parseReplicationPolicy(text);
+  const known = Object.keys(named).sort();
+  throw invalid(
+    `policy: no policy named ${JSON.stringify(name)} is configured (${known.length === 0 ? "none are" : `configured: ${known.join(", ")}`}); or give settings like "interval=15m keep=3"`,
+  );
+}

@@ -35,6 +35,8 @@ export interface StorageServiceDeps {
   /** Replication jobs and records of datasets the control plane created. */
   readonly store: KvStore;
   readonly clock: Clock;
+  /** Replication policies by name, as configured. */
+  readonly replicationPolicies?: Readonly<Record<string, string>>;
   /** Runs replication jobs (share it with the scheduler); default: one of its own over `storage`. */
   readonly runner?: ReplicationRunner;
   readonly logger?: Logger;
@@ -60,7 +62,7 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       logger: deps.logger ?? silentLogger,
       closing: deps.closing,
     });
-  const shared = { ...deps, jobs, access, runner };
+  const shared = { ...deps, jobs, access, runner, policies: deps.replicationPolicies };
   const dataset = (id: (req: never) => DatasetRef | undefined) =>
     ({ kind: "dataset", id }) as const;
   const job = { kind: "replication-job", id: (req: JobRef) => req.jobId } as const;

@@ -10,4 +10,6 @@ export interface CallObserver {
   onStart(ctx: CallContext): void;
   /** `error` is undefined on success. */
   onEnd(ctx: CallContext, error: RpcError | undefined, durationMs: number): void;
+  /** One message of the call crossed the wire: decoded from the client, or encoded for it. */
+  onMessage?(ctx: CallContext, direction: "received" | "sent"): void;
 }

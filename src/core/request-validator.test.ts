@@ -23,6 +23,19 @@ const cases: [string, DescMessage, object, string[]][] = [
     { id: { id: "node-01" }, hostname: "hv01.example", labels: { gpu: "a100" } },
     [],
   ],
+  ["ok-node-hostname-with-capitals", NodeInfoSchema, { id: { id: "Node01.Example.COM" } }, []],
+  [
+    "ok-node-upper-case-uuid",
+    NodeInfoSchema,
+    { id: { id: "3F2504E0-4F89-11D3-9A0C-0305E82C3301" } },
+    [],
+  ],
+  [
+    "ok-node-dns-sized-id",
+    NodeInfoSchema,
+    { id: { id: `${"a".repeat(61)}.`.repeat(4).concat("b") } },
+    [],
+  ],
   ["fail-node-without-id", NodeInfoSchema, { hostname: "x" }, ["id: required"]],
   ["fail-node-empty-id", NodeInfoSchema, { id: { id: "" } }, ["id.id: required"]],
   [
@@ -30,14 +43,14 @@ const cases: [string, DescMessage, object, string[]][] = [
     NodeInfoSchema,
     { id: { id: "Node_01!" } },
     [
-      "id.id: must be 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending alphanumeric",
+      "id.id: must be 1-253 letters, digits, '.', '_' or '-', starting and ending alphanumeric (a hostname or UUID)",
     ],
   ],
   [
     "fail-node-long-id",
     NodeInfoSchema,
-    { id: { id: "a".repeat(64) } },
-    ["id.id: at most 63 characters"],
+    { id: { id: "a".repeat(254) } },
+    ["id.id: at most 253 characters"],
   ],
   [
     "fail-label-key",

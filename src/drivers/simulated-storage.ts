@@ -9,6 +9,14 @@ import {
 } from "../gen/debvisor/v1/storage_pb.js";
 import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
 import {
+  readStorageState,
+  type StorageState,
+  type StoredCopy,
+  type StoredSnap,
+  storageStateText,
+  writeStorageState,
+} from "./simulated-storage-state.js";
+import {
   datasetKey,
   type RbdCloneDriver,
   type SendOptions,
@@ -58,6 +66,12 @@ export interface StorageFault {
 export interface SimulatedStorageOptions {
   readonly datasets: readonly SimulatedDataset[];
   readonly clock: Clock;
+  /**
+   * Keeps the datasets, snapshots, holds and clones in this file (written
+   * after each change, reloaded at start in place of `datasets`), so they
+   * survive restarts as the simulated hypervisors' world does.
+   */
+  readonly stateFile?: string;
   /** Simulated link speed of sends, bytes per second (default 1 GiB/s). */
   readonly bytesPerSecond?: number;
   /** Share of a dataset that changes per hour (default 0.02): sets snapshot sizes and incremental sends. */
@@ -81,21 +95,8 @@ export interface SimulatedStorage extends ZfsReplicationDriver, RbdCloneDriver {
   addDataset(dataset: SimulatedDataset): void;
 }
 
-interface Snap {
-  readonly name: string;
-  readonly createdMs: number;
-  readonly usedBytes: number;
-  holds: number;
-  protected: boolean;
-}
-
-interface Copy {
-  readonly dataset: DatasetRef;
-  sizeBytes: number;
-  snapshots: Snap[];
-  /** The RBD snapshot this image was cloned from. */
-  readonly parent?: { readonly key: string; readonly snapshot: string };
-}
+type Snap = StoredSnap;
+type Copy = StoredCopy;
 
 /** Creates a {@link SimulatedStorage}. */
 export function createSimulatedStorage(options: SimulatedStorageOptions): SimulatedStorage {
@@ -187,8 +188,15 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     copies.set(copyKey(d.dataset, d.nodeId), copy);
   };
   for (const d of options.datasets) addDataset(d);
+  const saved = options.stateFile === undefined ? undefined : readStorageState(options.stateFile);
+  if (saved !== undefined) {
+    copies.clear();
+    homes.clear();
+    for (const [k, v] of saved.copies) copies.set(k, v);
+    for (const [k, v] of saved.homes) homes.set(k, v);
+  }
 
-  return {
+  const driver: SimulatedStorage = {
     addDataset,
     injectFault(fault) {
       faults.push({ fault, left: fault.times ?? 1 });
@@ -306,6 +314,9 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
       return { bytes: total };
     },
   };
+  return options.stateFile === undefined
+    ? driver
+    : persisted(driver, options.stateFile, { copies, homes });
 }
 
 /** Moves `total` bytes in simulated time, reporting progress; fails part way when a fault says so. */
@@ -349,4 +360,40 @@ function clonesOf(copies: ReadonlyMap<string, Copy>, key: string, snapshot: stri
   return [...copies.values()]
     .filter((c) => c.parent?.key === key && c.parent.snapshot === snapshot)
     .map((c) => c.dataset);
+}
+
+/** Wraps every method so the state is written after a call that changed it. */
+function persisted(driver: SimulatedStorage, file: string, state: StorageState): SimulatedStorage {
+  let last = storageStateText(state);
+  writeStorageState(file, last);
+  const save = () => {
+    const text = storageStateText(state);
+    if (text === last) return;
+    writeStorageState(file, text);
+    last = text;
+  };
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(driver)) {
+    if (typeof fn !== "function") {
+      wrapped[name] = fn;
+      continue;
+    }
+    wrapped[name] = (...args: unknown[]) => {
+      const out = (fn as (...a: unknown[]) => unknown).apply(driver, args);
+      if (out instanceof Promise)
+        return out.then(
+          (v) => {
+            save();
+            return v;
+          },
+          (err: unknown) => {
+            save();
+            throw err;
+          },
+        );
+      save();
+      return out;
+    };
+  }
+  return wrapped as unknown as SimulatedStorage;
 }

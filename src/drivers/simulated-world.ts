@@ -1,8 +1,8 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { DatasetRefSchema, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { readFileIfPresent, writeFileDurably } from "./durable-file.js";
 import type { DomainState } from "./hypervisor-driver.js";
 
 const GIB = 1024n ** 3n;
@@ -142,15 +142,7 @@ export function saveWorld(world: SimWorld, file: string): void {
     inflight: [...world.inflight],
     violations: world.violations,
   };
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, JSON.stringify(data));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
+  writeFileDurably(file, JSON.stringify(data));
 }
 
 /**
@@ -160,13 +152,8 @@ export function saveWorld(world: SimWorld, file: string): void {
  * the node the file says it is on.
  */
 export function loadWorld(file: string, now: number): SimWorld | undefined {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
+  const text = readFileIfPresent(file);
+  if (text === undefined) return undefined;
   const data = JSON.parse(text) as WorldFile;
   if (data.version !== 1) throw new Error(`simulation state ${file}: unknown version`);
   const world: SimWorld = {

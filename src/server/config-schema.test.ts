@@ -111,3 +111,16 @@ describe("auth.jwt.issuers", () => {
     assert.deepEqual(ok.auth.jwt.issuers[0]?.allowedTenants, ["acme"]);
   });
 });
+
+describe("storage.replication.policies", () => {
+  it("accepts named policies and refuses a name whose policy does not parse", () => {
+    const c = parseConfig({
+      storage: { replication: { policies: { gold: "interval=15m keep=96" } } },
+    });
+    assert.equal(c.storage.replication.policies.gold, "interval=15m keep=96");
+    assert.throws(
+      () => parseConfig({ storage: { replication: { policies: { bad: "interval=5s" } } } }),
+      /storage\.replication\.policies\.bad: policy: interval/,
+    );
+  });
+});

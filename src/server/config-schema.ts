@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { POLICY_NAME, parseReplicationPolicy } from "../cluster/index.js";
+import { RpcError } from "../core/index.js";
 
 const MIB = 1024 * 1024;
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -77,6 +79,8 @@ const sections = z.strictObject({
         .default("info"),
       /** Log to this file instead of stdout. Env RPC_LOG_FILE. */
       file: path.optional(),
+      /** `json`, `pretty` (lines for people), or `auto`: pretty on a terminal, JSON otherwise. */
+      format: z.enum(["auto", "json", "pretty"]).default("auto"),
     })
     .prefault({}),
   audit: z
@@ -358,7 +362,7 @@ const sections = z.strictObject({
           /** The node id whose datasets live on this host (required with enabled). */
           localNode: z
             .string()
-            .regex(/^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/, "a node id")
+            .regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/, "a node id")
             .optional(),
           /** The zfs program. */
           command: path.default("zfs"),
@@ -409,6 +413,29 @@ const sections = z.strictObject({
           retryBaseMs: int(1000, 86_400_000).default(60_000),
           /** ...up to this (and never later than the job's interval). */
           retryMaxMs: int(1000, 7 * 86_400_000).default(3_600_000),
+          /**
+           * Named policies: `gold: "interval=15m keep=96"` lets a plan say
+           * `policy: gold`, as clients of the upstream contract do.
+           */
+          policies: z
+            .record(
+              z.string().regex(POLICY_NAME, "a policy name (letters, digits, _ and -)"),
+              z.string(),
+            )
+            .default({})
+            .superRefine((policies, ctx) => {
+              for (const [name, text] of Object.entries(policies)) {
+                try {
+                  parseReplicationPolicy(text);
+                } catch (err) {
+                  ctx.addIssue({
+                    code: "custom",
+                    path: [name],
+                    message: err instanceof RpcError ? err.clientMessage : String(err),
+                  });
+                }
+              }
+            }),
         })
         .prefault({}),
       /** Link speed of the simulated storage's sends, bytes per second. */

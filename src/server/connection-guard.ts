@@ -6,7 +6,6 @@ import {
   type ServerHttp2Stream,
 } from "node:http2";
 import type { Socket } from "node:net";
-import { Counter, type Registry } from "prom-client";
 import type { Logger } from "../core/index.js";
 
 /** Why a connection or stream was cut off before it proved itself. */
@@ -164,17 +163,4 @@ function openFileLimit(): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** `debvisor_rpc_connections_dropped_total{reason}` on `registry`; returns the onDrop that counts. */
-export function dropCounter(registry: Registry): (reason: DropReason) => void {
-  const counter = new Counter({
-    name: "debvisor_rpc_connections_dropped_total",
-    help: "Connections and streams cut off before their first message, by reason (total, per-address, first-message-deadline).",
-    labelNames: ["reason"],
-    registers: [registry],
-  });
-  for (const reason of ["total", "per-address", "first-message-deadline"])
-    counter.inc({ reason }, 0);
-  return (reason) => counter.inc({ reason });
 }

@@ -44,8 +44,8 @@ import {
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
+import { createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
-import { dropCounter } from "./connection-guard.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
 import {
   type DevEnvironment,
@@ -66,6 +66,7 @@ import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
 import { startStorage } from "./storage-setup.js";
+import { instrumentStore } from "./store-metrics.js";
 import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import {
@@ -108,7 +109,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   );
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
-  const logger = options.logger ?? createLogger(config.log.level, config.log.file);
+  const logger =
+    options.logger ?? createLogger(config.log.level, config.log.file, config.log.format, env);
   const notifier = createSystemdNotifier(env, logger);
   const closing = new AbortController();
 
@@ -142,7 +144,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     return material;
   };
   const tls = loadTls(config);
-  const audit = config.audit.enabled ? await openAudit(config, dev?.dataDir, logger) : undefined;
+  const metrics = createMetrics(clock.now);
+  const audit = config.audit.enabled
+    ? await openAudit(config, dev?.dataDir, logger, metrics.observeAuditSync)
+    : undefined;
   const auditStages =
     audit === undefined
       ? undefined
@@ -154,7 +159,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           logger,
         });
 
-  const store = openStore(config, logger);
+  const store = instrumentStore(openStore(config, logger), metrics.registry);
   const apiKeys = await loadApiKeys(store, clock, logger);
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
@@ -274,6 +279,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           logger,
           intervalMs: config.libvirt.reportIntervalMs,
         });
+  const clusterMetrics = createClusterMetrics({
+    registry: metrics.registry,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing: closing.signal,
+  });
   const runtime = await startClusterRuntime({
     store,
     inventory,
@@ -294,6 +307,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ? {
           ...config.cluster.failover,
           onDecision: (d) => {
+            clusterMetrics.failoverDecision(d);
             audit
               ?.append(failoverAuditFields(d))
               .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
@@ -309,6 +323,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       store,
       clock,
       replicationRunner: storage.runner,
+      replicationPolicies: config.storage.replication.policies,
       logger,
       closing: closing.signal,
       runtime,
@@ -358,7 +373,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ],
     reflectionNames,
   );
-  const metrics = createMetrics();
   const targetResolvers = {
     ...createTargetResolvers({ inventory, store }),
     apikey: apiKeyResolver(apiKeys),
@@ -386,7 +400,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ],
     observer: metrics.observer,
     logger,
-    onConnectionDrop: dropCounter(metrics.registry),
+    onConnectionDrop: (reason) => metrics.connectionDropped(reason),
   });
   metrics.setConnectionCounter(server.connections);
   if (ca !== undefined) noteExpiry("cluster-ca", ca.certPem);
@@ -479,7 +493,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const httpAddress =
     http === undefined ? undefined : formatAddress(http.address.address, http.address.port);
   if (dev !== undefined)
-    writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger));
+    writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger), logger);
   if (dev !== undefined && simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
   ready = true;

@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { writeContextFile } from "../client/index.js";
+import { type ContextEntry, readContextFile, writeContextFile } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import { createCertificateAuthority, loadCertificateAuthority } from "../pki/index.js";
 import type { ApiKeys } from "../security/index.js";
@@ -115,30 +115,50 @@ export function writeDevContext(
   env: DevEnvironment,
   server: string,
   operatorKeyFile: string,
+  logger?: Logger,
 ): void {
   const rel = (p: string) => relative(env.dataDir, p);
+  const ours: ContextEntry[] = [
+    {
+      name: "dev",
+      server,
+      // The server certificate names localhost; verifying against the name
+      // keeps Node from warning about an IP address used as TLS SNI.
+      tlsServerName: "localhost",
+      ca: rel(env.caCert),
+      credential: { clientCert: rel(env.adminCert), clientKey: rel(env.adminKey) },
+    },
+    {
+      name: "dev-operator",
+      server,
+      tlsServerName: "localhost",
+      ca: rel(env.caCert),
+      credential: { apiKeyFile: rel(operatorKeyFile) },
+    },
+  ];
+  // Contexts a user added (hvctl config set-context) and their current
+  // context survive restarts; only dev and dev-operator are rewritten.
+  let theirs: ContextEntry[] = [];
+  let current = "dev";
+  if (existsSync(env.contextFile)) {
+    try {
+      const before = readContextFile(env.contextFile);
+      theirs = before.contexts.filter((c) => !ours.some((o) => o.name === c.name));
+      if (before.currentContext !== undefined && before.currentContext !== "")
+        current = before.currentContext;
+    } catch (err) {
+      // Kept aside, not lost: the user's contexts may be in it.
+      const aside = `${env.contextFile}.unreadable`;
+      renameSync(env.contextFile, aside);
+      logger?.warn({ err, movedTo: aside }, "dev mode: hvctl.yaml unreadable; writing a fresh one");
+    }
+  }
+  const contexts = [...ours, ...theirs];
   writeContextFile(env.contextFile, {
     apiVersion: "debvisor.io/v1",
     kind: "HvctlConfig",
-    currentContext: "dev",
-    contexts: [
-      {
-        name: "dev",
-        server,
-        // The server certificate names localhost; verifying against the name
-        // keeps Node from warning about an IP address used as TLS SNI.
-        tlsServerName: "localhost",
-        ca: rel(env.caCert),
-        credential: { clientCert: rel(env.adminCert), clientKey: rel(env.adminKey) },
-      },
-      {
-        name: "dev-operator",
-        server,
-        tlsServerName: "localhost",
-        ca: rel(env.caCert),
-        credential: { apiKeyFile: rel(operatorKeyFile) },
-      },
-    ],
+    currentContext: contexts.some((c) => c.name === current) ? current : "dev",
+    contexts,
   });
 }
 

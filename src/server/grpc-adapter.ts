@@ -177,13 +177,16 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     return (call, callback) => {
       const { ctx, done } = startCall(call, method);
       (async () => {
-        const result = await pipeline({ ctx, request: decode(input, call.request) });
+        const request = decode(input, call.request);
+        options.observer.onMessage?.(ctx, "received");
+        const result = await pipeline({ ctx, request });
         if (result.kind !== "unary")
           throw new TypeError(`${ctx.method.path}: a stream from a unary method`);
         return encode(output, result.response);
       })().then(
         (response) => {
           done();
+          options.observer.onMessage?.(ctx, "sent");
           settle(ctx, undefined);
           callback(null, response, trailers(ctx));
         },
@@ -209,15 +212,22 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     ) => {
       const { ctx, done } = startCall(call, method);
       const run = async () => {
-        const request = clientStreams
-          ? decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>)
-          : decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
+        let request: unknown;
+        if (clientStreams) {
+          request = decodeStream(input, call as grpc.ServerDuplexStream<Buffer, Buffer>, ctx);
+        } else {
+          request = decode(input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request);
+          options.observer.onMessage?.(ctx, "received");
+        }
         const result = await pipeline({ ctx, request });
         if (result.kind !== "stream")
           throw new TypeError(`${ctx.method.path}: no stream from a streaming method`);
         for await (const item of result.responses) {
           if (ctx.signal.aborted) break;
-          if (!call.write(encode(output, item))) await waitDrain(call, ctx.signal);
+          const bytes = encode(output, item);
+          const flowing = call.write(bytes);
+          options.observer.onMessage?.(ctx, "sent");
+          if (!flowing) await waitDrain(call, ctx.signal);
         }
       };
       run().then(
@@ -239,13 +249,18 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
   async function* decodeStream(
     schema: DescMessage,
     call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    ctx: CallContext,
   ): AsyncIterable<unknown> {
     // A plain `for await` destroys the duplex when the reads end, which also
     // kills the write side before the responses and status are sent.
     const reads = (call as unknown as Readable).iterator({
       destroyOnReturn: false,
     }) as AsyncIterable<Buffer>;
-    for await (const chunk of reads) yield decode(schema, chunk);
+    for await (const chunk of reads) {
+      const message = decode(schema, chunk);
+      options.observer.onMessage?.(ctx, "received");
+      yield message;
+    }
   }
 
   return {

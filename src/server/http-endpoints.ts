@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "../core/index.js";
+import { bindError } from "./bind-error.js";
 import type { Metrics } from "./metrics.js";
 
 /** Options of {@link startHttpEndpoints}. */
@@ -56,9 +57,13 @@ export async function startHttpEndpoints(options: HttpEndpointsOptions): Promise
   server.maxRequestsPerSocket = 1000;
   server.maxHeadersCount = 64;
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (err: Error) =>
+      reject(
+        bindError("--metrics-listen", "metrics.listen", `${options.host}:${options.port}`, err),
+      );
+    server.once("error", failed);
     server.listen(options.port, options.host, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });

@@ -1,5 +1,6 @@
 import pino from "pino";
 import type { Logger } from "../core/index.js";
+import { prettyDestination } from "./pretty-log.js";
 
 /** What must never reach a log line, wherever it appears in a logged object. */
 const REDACT = [
@@ -20,10 +21,26 @@ export interface DaemonLogger extends Logger {
   flush(): void;
 }
 
-/** Creates the daemon's JSON logger, to stdout or to `file` (created if missing). */
-export function createLogger(level: string, file?: string): DaemonLogger {
-  const destination =
-    file === undefined
+/** How log lines are written: JSON, lines for people, or people's lines only on a terminal. */
+export type LogFormat = "json" | "pretty" | "auto";
+
+/**
+ * Creates the daemon's logger, to stdout or to `file` (created if missing).
+ * Lines are JSON, except on stdout with `format` "pretty", or "auto" when
+ * stdout is a terminal: then they read like `06:12:01 INFO  serving ...`
+ * (coloured unless NO_COLOR is set). Redaction applies either way.
+ */
+export function createLogger(
+  level: string,
+  file?: string,
+  format: LogFormat = "json",
+  env: NodeJS.ProcessEnv = process.env,
+): DaemonLogger {
+  const pretty =
+    file === undefined && (format === "pretty" || (format === "auto" && process.stdout.isTTY));
+  const destination = pretty
+    ? undefined
+    : file === undefined
       ? pino.destination({ fd: 1, sync: false })
       : pino.destination({ dest: file, mkdir: true, sync: false });
   const root = pino(
@@ -34,7 +51,11 @@ export function createLogger(level: string, file?: string): DaemonLogger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination,
+    destination ??
+      prettyDestination(
+        process.stdout,
+        process.stdout.isTTY === true && env.NO_COLOR === undefined,
+      ),
   );
   return {
     debug: (o, m) => root.debug(o, m),
@@ -45,7 +66,7 @@ export function createLogger(level: string, file?: string): DaemonLogger {
     setLevel: (lv) => {
       root.level = lv;
     },
-    flush: () => destination.flushSync(),
+    flush: () => destination?.flushSync(),
   };
 }
 

@@ -13,6 +13,7 @@ export async function openAudit(
   config: Config,
   devDataDir: string | undefined,
   logger: Logger,
+  onSync?: (durationMs: number) => void,
 ): Promise<AuditLog> {
   const path =
     config.audit.path ??
@@ -36,6 +37,7 @@ export async function openAudit(
     copyPath,
     forwardToSyslog: config.audit.forward.syslog,
     logger,
+    onSync,
   });
   logger.info({ path, keyed: hmacKey !== undefined }, "audit trail open");
   return log;

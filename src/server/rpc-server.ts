@@ -1,6 +1,7 @@
 import type { Http2SecureServer } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import type { CallObserver, Logger, ServiceBinding, Stage } from "../core/index.js";
+import { bindError } from "./bind-error.js";
 import type { Config } from "./config-schema.js";
 import { type DropReason, guardConnections } from "./connection-guard.js";
 import { createGrpcAdapter } from "./grpc-adapter.js";
@@ -115,7 +116,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   adapter.register(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(options.listen, credentials, (err, bound) =>
-      err ? reject(err) : resolve(bound),
+      err ? reject(bindError("--listen", "listen", options.listen, err)) : resolve(bound),
     );
   });
   // grpc-js keeps its HTTP/2 servers in a private map; the guard needs their listeners.
@@ -130,12 +131,20 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     logger: options.logger,
   });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
-  // grpc-js keeps its HTTP/2 sessions in a private map; reading its size is the only way to count them.
-  const sessions = (server as unknown as { sessions?: Map<unknown, unknown> }).sessions;
+  // grpc-js keeps its HTTP/2 sessions per listening server in a private map
+  // (its `sessions` map is filled only with channelz on); reading it is the only way to count them.
+  const listeners = (
+    server as unknown as { http2Servers?: Map<unknown, { sessions: Set<unknown> }> }
+  ).http2Servers;
+  const countSessions = () => {
+    let n = 0;
+    for (const l of listeners?.values() ?? []) n += l.sessions.size;
+    return n;
+  };
   return {
     address: `${host}:${port}`,
     reloadTls: (tls) => credentials.reload(context(tls)),
-    connections: () => sessions?.size ?? 0,
+    connections: countSessions,
     inFlight: () => adapter.inFlight(),
     shutdown(drainTimeoutMs) {
       return new Promise((resolve) => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import {
   createReplicaCatalog,
@@ -75,6 +76,12 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
       datasets: simulatedDatasets(vms, clock.now()),
       clock,
       bytesPerSecond: config.storage.simulatedBytesPerSecond,
+      // Beside the simulated hypervisors' world, so both survive a restart together.
+      stateFile: config.dev.enabled
+        ? join(config.dev.dataDir, "simulated-storage.json")
+        : config.simulation.stateFile === undefined
+          ? undefined
+          : `${config.simulation.stateFile}.storage`,
     });
     seed = () => seedReplicationJobs(jobs, vms, nodes, clock.now());
   } else {

@@ -110,25 +110,26 @@ export function startDaemonProcess(
   });
 }
 
-/** Runs a command to completion (bounded by `timeoutMs`) and returns its output. */
+/** Runs a command to completion (bounded by `timeoutMs`), with `input` on its stdin, and returns its output. */
 export function runProcess(
   file: string,
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const proc = spawn(file, args, {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
       timeout: options.timeoutMs ?? 30_000,
     });
+    proc.stdin?.end(options.input);
     let stdout = "";
     let stderr = "";
-    proc.stdout.on("data", (d: Buffer) => {
+    proc.stdout?.on("data", (d: Buffer) => {
       stdout += d.toString();
     });
-    proc.stderr.on("data", (d: Buffer) => {
+    proc.stderr?.on("data", (d: Buffer) => {
       stderr += d.toString();
     });
     proc.once("close", (code) => resolve({ code, stdout, stderr }));

@@ -4,6 +4,7 @@ import { access, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { missingTool } from "./required-tools.js";
 
 /** A throwaway single-member etcd listening on 127.0.0.1 only. */
 export interface EtcdServer {
@@ -26,11 +27,12 @@ const STDERR_KEEP = 64 * 1024;
 /**
  * Starts `etcd` from PATH in a fresh temporary directory, on free loopback
  * ports, and resolves once it answers /health. Resolves `undefined` when etcd
- * is not installed (callers print a loud skip); rejects with etcd's stderr if
+ * is not installed (callers skip; under CI=true it throws instead); rejects with etcd's stderr if
  * it does not come up within 15 s.
  */
 export async function startEtcd(): Promise<EtcdServer | undefined> {
   const bin = await findOnPath("etcd");
+  if (missingTool("etcd", bin !== undefined, "apt-get install etcd-server")) return undefined;
   if (bin === undefined) return undefined;
   let lastError: unknown;
   // Free ports are found by binding and releasing them; another process can

@@ -2,23 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { RpcError } from "../../src/core/index.js";
 import type { KvStore, WatchEvent } from "../../src/store/index.js";
+import { eventually } from "./eventually.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const isReason = (reason: string) => (e: unknown) => e instanceof RpcError && e.reason === reason;
-
-/** Polls `check` until it holds or `timeoutMs` passes. */
-export async function eventually(
-  check: () => Promise<boolean>,
-  timeoutMs: number,
-): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return check();
-}
 
 /** Collects `count` events from a watch, failing after `timeoutMs`. */
 async function collect(
@@ -195,9 +183,9 @@ export function storeConformance(
       await store.put("lease/kept", enc("y"), { lease: kept.id });
       const timer = setInterval(() => void kept.keepAlive().catch(() => {}), 500);
       try {
-        assert.ok(
-          await eventually(async () => (await store.get("lease/gone")) === undefined, 10_000),
-          "expired key deleted",
+        await eventually(
+          async () => assert.equal(await store.get("lease/gone"), undefined, "expired key deleted"),
+          { timeoutMs: 10_000, intervalMs: 100 },
         );
         assert.ok(await store.get("lease/kept"), "kept-alive key still there");
         await assert.rejects(lease.keepAlive(), isReason("LEASE_NOT_FOUND"));
