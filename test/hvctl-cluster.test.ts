@@ -93,10 +93,11 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
   it("runs a migration with plain progress lines when not on a terminal", async () => {
     const r = await ok("migration", "run", "--vm", "vm-001", "--target", "node-02");
     assert.match(r.stderr, /^migration (m-\S+): vm-001 node-01 -> node-02 \(live\)$/m);
-    assert.match(r.stderr, /: transferring .*\d+%$/m);
+    assert.match(r.stderr, /: transferring \d+%( \(.*\))?$/m, "the phase alone, then the percent");
     assert.match(r.stderr, /: succeeded: migrated live$/m);
-    const lines = r.stderr.split("\n").filter((l) => /\d+%$/.test(l));
-    const pcts = lines.map((l) => Number(/(\d+)%$/.exec(l)?.[1]));
+    const progress = /(\d+)%( \(.*\))?$/;
+    const lines = r.stderr.split("\n").filter((l) => progress.test(l));
+    const pcts = lines.map((l) => Number(progress.exec(l)?.[1]));
     assert.deepEqual(
       [...pcts].sort((a, b) => a - b),
       pcts,
@@ -221,5 +222,11 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     const vm = await json<{ nodeId?: { id?: string }; state: string }>("vm", "get", vmId);
     assert.equal(vm.nodeId?.id, out.target);
     assert.equal(vm.state, "VM_STATE_RUNNING");
+    const human = await ok("failover", "vm-009");
+    assert.match(
+      human.stdout,
+      /^restarted: .* \(migration [^)]+\)\n$/,
+      "one whole line, newline included",
+    );
   });
 });

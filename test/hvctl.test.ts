@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createSecureServer, type Http2SecureServer } from "node:http2";
@@ -140,6 +140,31 @@ describe("hvctl against a dev daemon", () => {
       assert.ok(d.vms.length > 0);
     });
 
+    it("stops quietly with 0 when the reader of a pipe goes away (| head)", () => {
+      // A real shell pipe. head -n 0 leaves before hvctl writes, so the write
+      // always meets a closed pipe; head -1 is the everyday case.
+      for (const head of ["head -n 0", "head -1"]) {
+        const r = spawnSync(
+          "bash",
+          [
+            "-c",
+            `set -o pipefail; "$@" | ${head}`,
+            "bash",
+            process.execPath,
+            HVCTL_BIN,
+            "--config",
+            config,
+            "node",
+            "list",
+          ],
+          { encoding: "utf8", env: { ...process.env, ...cleanEnv() }, timeout: 30_000 },
+        );
+        assert.equal(r.status, 0, `${head}: ${r.stderr}`);
+        assert.equal(r.stderr, "", `${head}: nothing on stderr`);
+        if (head === "head -1") assert.match(r.stdout, /^ID\s+HOSTNAME/);
+      }
+    });
+
     it("registers a node, takes its heartbeat, and refuses it to another identity", async () => {
       const reg = await ok(
         "node",
@@ -269,6 +294,27 @@ describe("hvctl against a dev daemon", () => {
       );
       assert.match(tableCreate.stdout, /^dvk_\S+\n$/, "the token alone on stdout");
       assert.match(tableCreate.stderr, /shown once/);
+      // Both streams into one, as on a terminal: the note about the token comes after it.
+      const together = spawnSync(
+        "sh",
+        [
+          "-c",
+          '"$@" 2>&1',
+          "sh",
+          process.execPath,
+          HVCTL_BIN,
+          "--config",
+          config,
+          "apikey",
+          "create",
+          "--roles",
+          "viewer",
+          "--principal",
+          "hvctl-test-together",
+        ],
+        { encoding: "utf8", env: { ...process.env, ...cleanEnv() }, timeout: 30_000 },
+      );
+      assert.match(together.stdout, /^dvk_\S+\n.*The token above is shown once/s);
       const keys = await json<{ keys: { id: string }[] }>(
         "apikey",
         "list",

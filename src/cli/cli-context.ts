@@ -164,7 +164,9 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
     },
     exitCode: () => exitCode,
     print(data, human) {
-      io.out(format === "json" || format === "yaml" ? serialize(data, format) : human());
+      const text = format === "json" || format === "yaml" ? serialize(data, format) : human();
+      // Every output ends its last line: a shell prompt or a spinner drawn after it erases an unended one.
+      io.out(text === "" || text.endsWith("\n") ? text : `${text}\n`);
     },
     connection,
     contextEntry: () =>
