@@ -108,6 +108,33 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     assert.equal(vm.nodeId?.id, "node-02");
   });
 
+  it("a migration followed by a successful incremental replication run: the job follows its vm", async () => {
+    await ok("replication", "run", "vm-002-disk0-to-node-02"); // a replica on node-02 to move to
+    await ok("migration", "run", "--vm", "vm-002", "--target", "node-02");
+    const run = await json<{ state: string; incremental: boolean; followed: string }>(
+      "replication",
+      "run",
+      "vm-002-disk0-to-node-02",
+    );
+    assert.equal(run.state, "REPL_STATE_SUCCESS");
+    assert.equal(run.incremental, true, "from the common snapshot");
+    assert.match(
+      run.followed,
+      /moved from node-01 to node-02.*direction reversed, now node-02 -> node-01/,
+    );
+    const jobs = await json<{
+      jobs: {
+        jobId: string;
+        plan: { source: { nodeId: { id: string } }; target: { nodeId: { id: string } } };
+      }[];
+    }>("replication", "list");
+    const job = jobs.jobs.find((j) => j.jobId === "vm-002-disk0-to-node-02");
+    assert.equal(job?.plan.source.nodeId.id, "node-02");
+    assert.equal(job?.plan.target.nodeId.id, "node-01");
+    const status = await ok("replication", "status", "vm-002-disk0-to-node-02");
+    assert.match(status.stdout, /^followed its vm:\s+the vm moved from node-01 to node-02/m);
+  });
+
   it("lists and shows migrations as JSON", async () => {
     const { migrations } = await json<{ migrations: MigrationJson[] }>("migration", "list");
     const first = migrations.find((m) => m.state === "MIGRATION_STATE_SUCCEEDED");
@@ -184,13 +211,7 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
   });
 
   it("drains a node with progress and leaves it cordoned and empty", async () => {
-    // vm-002's disk is on ZFS: it can move once dev mode's replication job has
-    // copied it to node-02 (ZFS replication feeds migration planning).
-    const until = Date.now() + 30_000;
-    while ((await hvctl("migration", "plan", "--vm", "vm-002", "--target", "node-02")).code !== 0) {
-      assert.ok(Date.now() < until, "vm-002 never became movable: no ZFS replica on node-02");
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    // vm-002 (ZFS) already moved to node-02 above; what is left on node-01 is on RBD.
     const r = await ok("node", "drain", "node-01", "--allow-downtime", "--max-parallel", "2");
     assert.match(r.stderr, /drain node-01: drained: \d+ vms moved/);
     const node = await json<{ summary: { cordoned: boolean }; vms?: unknown[] }>(

@@ -99,10 +99,9 @@ function credential(v: unknown, at: string): void {
     const cmd = o.tokenCommand;
     if (!Array.isArray(cmd) || cmd.length < 1 || cmd.length > 64)
       throw new Problem(`${at}.tokenCommand`, "a list of 1 to 64 strings");
-    cmd.forEach((arg, i) => {
+    for (const [i, arg] of cmd.entries())
       if (typeof arg !== "string" || arg.length > 4096)
         throw new Problem(`${at}.tokenCommand.${i}`, "a string of at most 4096 characters");
-    });
   } else for (const k of kind) text(o, k, at, 1, k === "apiKey" ? 1024 : Number.MAX_SAFE_INTEGER);
 }
 
@@ -129,7 +128,7 @@ export function checkContextFile(
     text(o, "currentContext", "", 0, Number.MAX_SAFE_INTEGER, true);
     if (!Array.isArray(o.contexts)) throw new Problem("contexts", "expected a list");
     if (o.contexts.length > 1000) throw new Problem("contexts", "at most 1000 contexts");
-    o.contexts.forEach((c, i) => context(c, `contexts.${i}`));
+    for (const [i, c] of o.contexts.entries()) context(c, `contexts.${i}`);
     return { file: o as unknown as ContextFile };
   } catch (err) {
     if (err instanceof Problem) return { problem: { path: err.at, message: err.message } };

@@ -10,8 +10,6 @@ export {
   selectContext,
   writeContextFile,
 } from "./context-file.js";
-export type { AgentFiles, EnrollOptions } from "./enrollment.js";
-export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollment.js";
 export type {
   ContextCredential,
   ContextEntry,
@@ -19,6 +17,8 @@ export type {
   ContextFileProblem,
 } from "./context-schema.js";
 export { checkContextFile } from "./context-schema.js";
+export type { AgentFiles, EnrollOptions } from "./enrollment.js";
+export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollment.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";

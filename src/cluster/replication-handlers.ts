@@ -223,6 +223,8 @@ export function statusMessage(s: ReplicationStatusRecord): ReplicationStatus {
     nextRun: ms(s.nextRunAtMs),
     lastSuccess: ms(s.lastSuccessAtMs),
     successfulRuns: s.successfulRuns,
+    followed: s.followed,
+    followedAt: ms(s.followedAtMs),
   });
 }
 
