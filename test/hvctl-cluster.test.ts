@@ -237,6 +237,18 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
       assert.ok(Date.now() < deadline, "node-03 never went NOT_READY");
       await new Promise((r) => setTimeout(r, 250));
     }
+    // node-03 has fenced itself: its VMs show as stopped, never as running.
+    const list = await json<{ vms: { id: string; state: string }[] }>(
+      "vm",
+      "list",
+      "--node",
+      "node-03",
+    );
+    assert.ok(list.vms.length > 0);
+    for (const v of list.vms) assert.equal(v.state, "VM_STATE_STOPPED", v.id);
+    const detail = await json<{ vms: { state: string }[] }>("node", "get", "node-03");
+    assert.ok(detail.vms.every((v) => v.state === "VM_STATE_STOPPED"));
+    assert.match((await ok("vm", "get", "vm-008")).stdout, /^state:\s+Stopped$/m);
     const vmId = "vm-007";
     const out = await json<{ target: string; migrationId: string }>("failover", vmId);
     assert.notEqual(out.target, "node-03");

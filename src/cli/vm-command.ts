@@ -18,6 +18,7 @@ const STATES: Record<string, VmState> = {
   paused: VmState.PAUSED,
   migrating: VmState.MIGRATING,
   crashed: VmState.CRASHED,
+  unknown: VmState.UNKNOWN,
 };
 
 /** Running, Stopped, ... coloured for people on a terminal. */
@@ -26,7 +27,8 @@ export function vmState(state: VmState, style: Style): string {
   const text = name.charAt(0) + name.slice(1).toLowerCase();
   if (state === VmState.RUNNING) return style.good(text);
   if (state === VmState.CRASHED) return style.bad(text);
-  if (state === VmState.MIGRATING || state === VmState.PAUSED) return style.warn(text);
+  if (state === VmState.MIGRATING || state === VmState.PAUSED || state === VmState.UNKNOWN)
+    return style.warn(text);
   return text;
 }
 

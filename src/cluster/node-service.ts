@@ -19,12 +19,15 @@ import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
+import { observedVm } from "./vm-view.js";
 
 /** Dependencies of the NodeService handlers. */
 export interface NodeServiceDeps {
   readonly inventory: Inventory;
   /** Drain moves VMs with it; without one, DrainNode is NOT_IMPLEMENTED. */
   readonly engine?: MigrationEngine;
+  /** How long a NOT_READY node takes to fence itself: GetNode then shows its VMs stopped. */
+  readonly fenceDelayMs?: number;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
@@ -81,7 +84,9 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
         return {
           summary: scopeNode(found.summary, ctx.tenant),
-          vms: visibleVms(found.vms, ctx.tenant),
+          vms: visibleVms(found.vms, ctx.tenant).map((vm) =>
+            observedVm(vm, found.summary, deps.fenceDelayMs),
+          ),
         };
       },
       async cordonNode(req, ctx) {

@@ -2,15 +2,21 @@ import { defineService, paginate, RpcError, type ServiceBinding } from "../core/
 import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
 import { visibleTo } from "./tenancy.js";
+import { observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
   readonly inventory: Inventory;
+  /** How long a NOT_READY node takes to fence itself: its VMs then show as stopped (see observedVm). */
+  readonly fenceDelayMs?: number;
 }
 
 /** VmService: the VM inventory as the nodes last reported it. */
 export function createVmService(deps: VmServiceDeps): ServiceBinding {
-  const { inventory } = deps;
+  const { inventory, fenceDelayMs } = deps;
+  /** The VMs as the API shows them: a down node's as unknown, then stopped. */
+  const vmsNow = async (signal: AbortSignal) =>
+    observedVms(await inventory.listVms(signal), await inventory.listNodes(signal), fenceDelayMs);
   return defineService(
     VmService,
     {
@@ -20,7 +26,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
     {
       async listVms(req, ctx) {
         const nodeId = req.nodeId?.id ?? "";
-        const vms = (await inventory.listVms(ctx.signal)).filter(
+        const vms = (await vmsNow(ctx.signal)).filter(
           (vm) =>
             visibleTo(vm, ctx.tenant) &&
             (nodeId === "" || vm.nodeId?.id === nodeId) &&
@@ -30,7 +36,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         return { vms: page.items, nextPageToken: page.nextPageToken };
       },
       async getVm(req, ctx) {
-        const vm = (await inventory.listVms(ctx.signal)).find((v) => v.id === req.vmId);
+        const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
         // Another tenant's VM answers exactly like a missing one: no existence leak.
         if (vm === undefined || !visibleTo(vm, ctx.tenant)) throw new RpcError("VM_NOT_FOUND");
         return vm;
