@@ -211,6 +211,32 @@ describe("hvctl against a dev daemon", () => {
       assert.match(taken.stderr.trim(), /\(ALREADY_EXISTS, request [0-9a-f-]{36}\)$/);
     });
 
+    it("lists datasets by the names every storage command takes back", async () => {
+      const table = (await ok("dataset", "list")).stdout;
+      assert.match(table, /^NAME\s+NODE\s+TENANT\s+VM\s+SIZE\s+SNAPSHOTS\s+REPLICATION$/m);
+      const names = table
+        .split("\n")
+        .slice(1)
+        .filter(Boolean)
+        .map((l) => l.split(/\s+/)[0] ?? "");
+      assert.ok(names.includes("zfs:tank/vm-002-disk0") && names.includes("rbd:rbd/vm-001-disk0"));
+      for (const name of names) await ok("snapshot", "list", name);
+      assert.match(
+        table,
+        /^zfs:tank\/vm-002-disk0\s+node-01\s+acme\s+vm-002\s+[\d.]+ GiB\s+\d+\s+node-01 -> node-02 /m,
+      );
+      // vm get prints a VM's disks the same way.
+      assert.match((await ok("vm", "get", "vm-001")).stdout, /^disks:\s+rbd:rbd\/vm-001-disk0$/m);
+      const zfsOnly = await json<{ datasets: { dataset: { backend: string } }[] }>(
+        "dataset",
+        "list",
+        "--backend",
+        "zfs",
+      );
+      assert.ok(zfsOnly.datasets.length > 0);
+      assert.ok(zfsOnly.datasets.every((d) => d.dataset.backend === "BACKEND_ZFS"));
+    });
+
     it("lists and shows VMs", async () => {
       const j = await json<{ vms: { id: string; nodeId: { id: string }; state: string }[] }>(
         "vm",

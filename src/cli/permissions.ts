@@ -32,6 +32,7 @@ export const METHOD_PERMISSIONS: Readonly<Record<string, string | null>> = {
   "/debvisor.v1.StorageService/CreateRbdTemplateSnapshot": "storage:snapshot:create",
   "/debvisor.v1.StorageService/CloneRbdFromTemplate": "storage:clone",
   "/debvisor.v1.StorageService/ListSnapshots": "storage:snapshot:list",
+  "/debvisor.v1.StorageService/ListDatasets": "storage:dataset:list",
   "/debvisor.v1.StorageService/ListReplicationJobs": "storage:replication:status",
   "/debvisor.v1.StorageService/DeleteSnapshot": "storage:snapshot:delete",
   "/debvisor.v1.StorageService/DeleteReplicationJob": "storage:replication:delete",

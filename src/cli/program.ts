@@ -69,6 +69,7 @@ const NOUN_LOADERS: Readonly<Record<string, () => Promise<Noun>>> = {
   snapshot: async () => (await import("./snapshot-command.js")).snapshotCommand,
   replication: async () => (await import("./replication-command.js")).replicationCommand,
   image: async () => (await import("./image-command.js")).imageCommand,
+  dataset: async () => (await import("./dataset-command.js")).datasetCommand,
   auth: async () => (await import("./auth-command.js")).authCommand,
   apikey: async () => (await import("./apikey-command.js")).apikeyCommand,
   role: async () => (await import("./role-command.js")).roleCommand,

@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { CliContext } from "./cli-context.js";
+import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
 import {
   type Column,
@@ -32,7 +33,8 @@ export function vmState(state: VmState, style: Style): string {
   return text;
 }
 
-const disks = (vm: VmInfo) => vm.disks.map((d) => `${d.pool}/${d.name}`).join(",") || "-";
+/** As the storage commands take them (`zfs:tank/vm-002-disk0`, `rbd:rbd/vm-001-disk0`). */
+const disks = (vm: VmInfo) => vm.disks.map(datasetText).join(",") || "-";
 
 /** The columns of a VM table (`vm list`, and the VMs of `node get`). */
 export function vmColumns(style: Style): Column<VmInfo>[] {

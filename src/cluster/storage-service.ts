@@ -9,6 +9,7 @@ import type { StorageDriver } from "../drivers/index.js";
 import { StorageService } from "../gen/debvisor/v1/storage_pb.js";
 import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
+import { createDatasetInventory } from "./dataset-inventory.js";
 import type { Inventory } from "./inventory.js";
 import { createReplicationHandlers } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
@@ -64,7 +65,12 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       deleteSnapshot: { permission: "storage:snapshot:delete", mutating: true },
       deleteReplicationJob: { permission: "storage:replication:delete", mutating: true },
       watchReplication: { permission: "storage:replication:status", mutating: false },
+      listDatasets: { permission: "storage:dataset:list", mutating: false },
     },
-    { ...createSnapshotHandlers(shared), ...createReplicationHandlers(shared) },
+    {
+      ...createSnapshotHandlers(shared),
+      ...createReplicationHandlers(shared),
+      ...createDatasetInventory(shared),
+    },
   );
 }
