@@ -262,4 +262,25 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
       "one whole line, newline included",
     );
   });
+
+  it("removes a node only once it is drained and gone", async () => {
+    // node-03 is NOT_READY, but not cordoned and still reports vm-008.
+    const refused = await hvctl("node", "remove", "node-03");
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /node-03 cannot be removed: it is not cordoned .*; it still reports 1 vm/,
+    );
+    await ok("node", "cordon", "node-03");
+    await ok("failover", "vm-008"); // its ZFS disk has a replica on node-01
+    const removed = await ok("node", "remove", "node-03");
+    assert.equal(removed.stdout, "node node-03 removed\n");
+    const nodes = await json<{ nodes: { info: { id: { id: string } } }[] }>("node", "list");
+    assert.deepEqual(
+      nodes.nodes.map((n) => n.info.id.id),
+      ["node-01", "node-02"],
+    );
+    assert.equal((await hvctl("node", "get", "node-03")).code, 5);
+    assert.equal((await hvctl("node", "remove", "node-03")).code, 5);
+  });
 });

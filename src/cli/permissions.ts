@@ -14,6 +14,7 @@ export const METHOD_PERMISSIONS: Readonly<Record<string, string | null>> = {
   "/debvisor.v1.NodeService/CordonNode": "node:cordon",
   "/debvisor.v1.NodeService/UncordonNode": "node:cordon",
   "/debvisor.v1.NodeService/DrainNode": "node:drain",
+  "/debvisor.v1.NodeService/RemoveNode": "node:remove",
   "/debvisor.v1.VmService/ListVms": "vm:list",
   "/debvisor.v1.VmService/GetVm": "vm:list",
   "/debvisor.v1.MigrationService/PrepareMigration": "migration:plan",

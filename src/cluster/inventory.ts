@@ -82,6 +82,11 @@ export interface Inventory {
   /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
   cordon(id: string, cordoned: boolean, signal?: AbortSignal): Promise<NodeSummary>;
   /**
+   * Deletes a node's record while `unchanged` (from readNode) still holds;
+   * false when the record changed meanwhile. Reads stop showing it at once.
+   */
+  remove(id: string, unchanged: Compare, signal?: AbortSignal): Promise<boolean>;
+  /**
    * Moves a VM's entry from one node's last report to another's in one
    * transaction, so the view never shows it twice or nowhere after a
    * migration or failover; the nodes' next heartbeats confirm it.
@@ -120,14 +125,18 @@ export function createInventory(options: InventoryOptions): Inventory {
     }
     return mirror;
   }
+  /** Nodes this daemon removed, with the revision of the delete: older copies are not shown. */
+  const removed = new Map<string, number>();
+  const gone = (id: string, rev: number) => (removed.get(id) ?? 0) > rev;
   async function records(): Promise<Map<string, NodeRecord>> {
     const seen = (await follow()).values();
     const out = new Map<string, NodeRecord>();
     for (const [id, v] of seen) {
+      if (gone(id, v.rev)) continue;
       const mine = written.get(id);
       out.set(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
     }
-    for (const [id, v] of written) if (!out.has(id)) out.set(id, v.rec);
+    for (const [id, v] of written) if (!out.has(id) && !gone(id, v.rev)) out.set(id, v.rec);
     return out;
   }
   async function cachedVersion(id: string) {
@@ -333,6 +342,16 @@ export function createInventory(options: InventoryOptions): Inventory {
         }
       }
       throw new RpcError("CONFLICT");
+    },
+    async remove(id, unchanged, signal) {
+      const txn = await store.txn(
+        { compares: [unchanged], success: [{ type: "delete", key: PREFIX + id }] },
+        { signal },
+      );
+      if (!txn.succeeded) return false;
+      written.delete(id);
+      removed.set(id, txn.revision);
+      return true;
     },
     close() {
       void mirror?.then((m) => m.close());

@@ -18,6 +18,7 @@ import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
+import { removeNode } from "./node-removal.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
 import { observedVm } from "./vm-view.js";
 
@@ -53,6 +54,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       cordonNode: { permission: "node:cordon", mutating: true },
       uncordonNode: { permission: "node:cordon", mutating: true },
       drainNode: { permission: "node:drain", mutating: true },
+      removeNode: { permission: "node:remove", mutating: true },
     },
     {
       async registerNode(req, ctx) {
@@ -110,6 +112,10 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
           },
           ctx.signal,
         );
+      },
+      async removeNode(req, ctx) {
+        clusterWide(ctx.tenant);
+        return removeNode(inventory, req.id?.id ?? "", ctx.signal);
       },
     },
   );

@@ -35,6 +35,10 @@ export const REASONS = {
   APIKEY_REVOKED: { code: Code.FailedPrecondition, message: "api key is revoked" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
+  NODE_IN_USE: {
+    code: Code.FailedPrecondition,
+    message: "only a drained node that is gone can be removed",
+  },
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },
   MIGRATION_NOT_FOUND: { code: Code.NotFound, message: "migration not found" },
   DATASET_NOT_FOUND: { code: Code.NotFound, message: "dataset not found" },
