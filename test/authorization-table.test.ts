@@ -127,6 +127,12 @@ const ROWS: Row[] = [
   },
   {
     service: "NodeService",
+    method: "RemoveNode",
+    request: () => ({ id: BAD_NODE }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "NodeService",
     method: "UncordonNode",
     request: () => ({ id: BAD_NODE }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
@@ -393,6 +399,12 @@ const ROWS: Row[] = [
     variant: "other",
     request: (w) => ({ dataset: w.diskU }),
     expect: row("ok", "NF", "NF", "NF", "PD", "PD", "ok"),
+  },
+  {
+    service: "StorageService",
+    method: "ListDatasets",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
   },
   {
     service: "StorageService",
@@ -824,7 +836,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_pki,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 48);
+    assert.equal(rpcs.length, 50);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

@@ -7,7 +7,7 @@ import { runProcess } from "./helpers/daemon-process.js";
 const UNIT = fileURLToPath(new URL("../../deploy/systemd/debvisor-rpcd.service", import.meta.url));
 
 describe("the package's programs", () => {
-  it("are executable after the build, so npx hvctl works", async () => {
+  it("are executable after the build, so npm exec --no -- hvctl works", async () => {
     const pkg = JSON.parse(
       readFileSync(fileURLToPath(new URL("../../package.json", import.meta.url)), "utf8"),
     ) as { bin: Record<string, string> };
@@ -16,7 +16,7 @@ describe("the package's programs", () => {
       assert.ok((statSync(full).mode & 0o111) !== 0, `${name} is not executable`);
     }
     const root = fileURLToPath(new URL("../..", import.meta.url));
-    const r = await runProcess("npx", ["--no-install", "hvctl", "version"], { cwd: root });
+    const r = await runProcess("npm", ["exec", "--no", "--", "hvctl", "version"], { cwd: root });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^hvctl \d+\.\d+\.\d+ \(API debvisor\.v1/);
   });

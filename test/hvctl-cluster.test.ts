@@ -94,10 +94,11 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
   it("runs a migration with plain progress lines when not on a terminal", async () => {
     const r = await ok("migration", "run", "--vm", "vm-001", "--target", "node-02");
     assert.match(r.stderr, /^migration (m-\S+): vm-001 node-01 -> node-02 \(live\)$/m);
-    assert.match(r.stderr, /: transferring .*\d+%$/m);
+    assert.match(r.stderr, /: transferring \d+%( \(.*\))?$/m, "the phase alone, then the percent");
     assert.match(r.stderr, /: succeeded: migrated live$/m);
-    const lines = r.stderr.split("\n").filter((l) => /\d+%$/.test(l));
-    const pcts = lines.map((l) => Number(/(\d+)%$/.exec(l)?.[1]));
+    const progress = /(\d+)%( \(.*\))?$/;
+    const lines = r.stderr.split("\n").filter((l) => progress.test(l));
+    const pcts = lines.map((l) => Number(progress.exec(l)?.[1]));
     assert.deepEqual(
       [...pcts].sort((a, b) => a - b),
       pcts,
@@ -106,6 +107,33 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     assert.ok(lines.length >= 3 && lines.length <= 20, "a line per step, not per update");
     const vm = await json<{ nodeId?: { id?: string } }>("vm", "get", "vm-001");
     assert.equal(vm.nodeId?.id, "node-02");
+  });
+
+  it("a migration followed by a successful incremental replication run: the job follows its vm", async () => {
+    await ok("replication", "run", "vm-002-disk0-to-node-02"); // a replica on node-02 to move to
+    await ok("migration", "run", "--vm", "vm-002", "--target", "node-02");
+    const run = await json<{ state: string; incremental: boolean; followed: string }>(
+      "replication",
+      "run",
+      "vm-002-disk0-to-node-02",
+    );
+    assert.equal(run.state, "REPL_STATE_SUCCESS");
+    assert.equal(run.incremental, true, "from the common snapshot");
+    assert.match(
+      run.followed,
+      /moved from node-01 to node-02.*direction reversed, now node-02 -> node-01/,
+    );
+    const jobs = await json<{
+      jobs: {
+        jobId: string;
+        plan: { source: { nodeId: { id: string } }; target: { nodeId: { id: string } } };
+      }[];
+    }>("replication", "list");
+    const job = jobs.jobs.find((j) => j.jobId === "vm-002-disk0-to-node-02");
+    assert.equal(job?.plan.source.nodeId.id, "node-02");
+    assert.equal(job?.plan.target.nodeId.id, "node-01");
+    const status = await ok("replication", "status", "vm-002-disk0-to-node-02");
+    assert.match(status.stdout, /^followed its vm:\s+the vm moved from node-01 to node-02/m);
   });
 
   it("lists and shows migrations as JSON", async () => {
@@ -184,17 +212,7 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
   });
 
   it("drains a node with progress and leaves it cordoned and empty", async () => {
-    // vm-002's disk is on ZFS: it can move once dev mode's replication job has
-    // copied it to node-02 (ZFS replication feeds migration planning).
-    await eventually(
-      async () =>
-        assert.equal(
-          (await hvctl("migration", "plan", "--vm", "vm-002", "--target", "node-02")).code,
-          0,
-          "vm-002 never became movable: no ZFS replica on node-02",
-        ),
-      { timeoutMs: 30_000, intervalMs: 500 },
-    );
+    // vm-002 (ZFS) already moved to node-02 above; what is left on node-01 is on RBD.
     const r = await ok("node", "drain", "node-01", "--allow-downtime", "--max-parallel", "2");
     assert.match(r.stderr, /drain node-01: drained: \d+ vms moved/);
     const node = await json<{ summary: { cordoned: boolean }; vms?: unknown[] }>(
@@ -220,11 +238,50 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
       },
       { timeoutMs: 20_000, intervalMs: 250 },
     );
+    // node-03 has fenced itself: its VMs show as stopped, never as running.
+    const list = await json<{ vms: { id: string; state: string }[] }>(
+      "vm",
+      "list",
+      "--node",
+      "node-03",
+    );
+    assert.ok(list.vms.length > 0);
+    for (const v of list.vms) assert.equal(v.state, "VM_STATE_STOPPED", v.id);
+    const detail = await json<{ vms: { state: string }[] }>("node", "get", "node-03");
+    assert.ok(detail.vms.every((v) => v.state === "VM_STATE_STOPPED"));
+    assert.match((await ok("vm", "get", "vm-008")).stdout, /^state:\s+Stopped$/m);
     const vmId = "vm-007";
     const out = await json<{ target: string; migrationId: string }>("failover", vmId);
     assert.notEqual(out.target, "node-03");
     const vm = await json<{ nodeId?: { id?: string }; state: string }>("vm", "get", vmId);
     assert.equal(vm.nodeId?.id, out.target);
     assert.equal(vm.state, "VM_STATE_RUNNING");
+    const human = await ok("failover", "vm-009");
+    assert.match(
+      human.stdout,
+      /^restarted: .* \(migration [^)]+\)\n$/,
+      "one whole line, newline included",
+    );
+  });
+
+  it("removes a node only once it is drained and gone", async () => {
+    // node-03 is NOT_READY, but not cordoned and still reports vm-008.
+    const refused = await hvctl("node", "remove", "node-03");
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /node-03 cannot be removed: it is not cordoned .*; it still reports 1 vm/,
+    );
+    await ok("node", "cordon", "node-03");
+    await ok("failover", "vm-008"); // its ZFS disk has a replica on node-01
+    const removed = await ok("node", "remove", "node-03");
+    assert.equal(removed.stdout, "node node-03 removed\n");
+    const nodes = await json<{ nodes: { info: { id: { id: string } } }[] }>("node", "list");
+    assert.deepEqual(
+      nodes.nodes.map((n) => n.info.id.id),
+      ["node-01", "node-02"],
+    );
+    assert.equal((await hvctl("node", "get", "node-03")).code, 5);
+    assert.equal((await hvctl("node", "remove", "node-03")).code, 5);
   });
 });

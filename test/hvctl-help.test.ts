@@ -6,7 +6,13 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { Command } from "commander";
 import { createAuditService } from "../src/audit/index.js";
-import { buildProgram, completionScript, METHOD_PERMISSIONS, runCli } from "../src/cli/index.js";
+import {
+  buildProgram,
+  completionScript,
+  loadNouns,
+  METHOD_PERMISSIONS,
+  runCli,
+} from "../src/cli/index.js";
 import { createDomainServices, createInventory } from "../src/cluster/index.js";
 import { silentLogger, systemClock } from "../src/core/index.js";
 import {
@@ -39,7 +45,10 @@ function paths(cmd: Command, prefix: string[] = []): string[][] {
   return cmd.commands.flatMap((c) => [[...prefix, c.name()], ...paths(c, [...prefix, c.name()])]);
 }
 
-const program = buildProgram({ out: () => undefined, err: () => undefined, env: {} }).program;
+const program = buildProgram(
+  { out: () => undefined, err: () => undefined, env: {} },
+  await loadNouns(),
+).program;
 
 describe("hvctl --help", () => {
   it("lists the exit codes of each class in the top-level help", async () => {
@@ -188,8 +197,11 @@ contexts:
     assert.equal(check.status, 0, check.stderr);
   });
 
-  it("completes a noun added later without any change to the generator", () => {
-    const { program: p } = buildProgram({ out: () => undefined, err: () => undefined, env: {} });
+  it("completes a noun added later without any change to the generator", async () => {
+    const { program: p } = buildProgram(
+      { out: () => undefined, err: () => undefined, env: {} },
+      await loadNouns(),
+    );
     p.command("gadget").description("x").command("polish").description("y");
     assert.match(completionScript(p, "bash"), /'gadget'\) printf '%s\\n' 'polish'/);
   });

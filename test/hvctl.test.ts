@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createSecureServer, type Http2SecureServer } from "node:http2";
@@ -141,6 +141,31 @@ describe("hvctl against a dev daemon", () => {
       assert.ok(d.vms.length > 0);
     });
 
+    it("stops quietly with 0 when the reader of a pipe goes away (| head)", () => {
+      // A real shell pipe. head -n 0 leaves before hvctl writes, so the write
+      // always meets a closed pipe; head -1 is the everyday case.
+      for (const head of ["head -n 0", "head -1"]) {
+        const r = spawnSync(
+          "bash",
+          [
+            "-c",
+            `set -o pipefail; "$@" | ${head}`,
+            "bash",
+            process.execPath,
+            HVCTL_BIN,
+            "--config",
+            config,
+            "node",
+            "list",
+          ],
+          { encoding: "utf8", env: { ...process.env, ...cleanEnv() }, timeout: 30_000 },
+        );
+        assert.equal(r.status, 0, `${head}: ${r.stderr}`);
+        assert.equal(r.stderr, "", `${head}: nothing on stderr`);
+        if (head === "head -1") assert.match(r.stdout, /^ID\s+HOSTNAME/);
+      }
+    });
+
     it("registers a node, takes its heartbeat, and refuses it to another identity", async () => {
       const reg = await ok(
         "node",
@@ -185,6 +210,32 @@ describe("hvctl against a dev daemon", () => {
         /^hvctl: node id is registered to another identity: pick another id/,
       );
       assert.match(taken.stderr.trim(), /\(ALREADY_EXISTS, request [0-9a-f-]{36}\)$/);
+    });
+
+    it("lists datasets by the names every storage command takes back", async () => {
+      const table = (await ok("dataset", "list")).stdout;
+      assert.match(table, /^NAME\s+NODE\s+TENANT\s+VM\s+SIZE\s+SNAPSHOTS\s+REPLICATION$/m);
+      const names = table
+        .split("\n")
+        .slice(1)
+        .filter(Boolean)
+        .map((l) => l.split(/\s+/)[0] ?? "");
+      assert.ok(names.includes("zfs:tank/vm-002-disk0") && names.includes("rbd:rbd/vm-001-disk0"));
+      for (const name of names) await ok("snapshot", "list", name);
+      assert.match(
+        table,
+        /^zfs:tank\/vm-002-disk0\s+node-01\s+acme\s+vm-002\s+[\d.]+ GiB\s+\d+\s+node-01 -> node-02 /m,
+      );
+      // vm get prints a VM's disks the same way.
+      assert.match((await ok("vm", "get", "vm-001")).stdout, /^disks:\s+rbd:rbd\/vm-001-disk0$/m);
+      const zfsOnly = await json<{ datasets: { dataset: { backend: string } }[] }>(
+        "dataset",
+        "list",
+        "--backend",
+        "zfs",
+      );
+      assert.ok(zfsOnly.datasets.length > 0);
+      assert.ok(zfsOnly.datasets.every((d) => d.dataset.backend === "BACKEND_ZFS"));
     });
 
     it("lists and shows VMs", async () => {
@@ -270,6 +321,27 @@ describe("hvctl against a dev daemon", () => {
       );
       assert.match(tableCreate.stdout, /^dvk_\S+\n$/, "the token alone on stdout");
       assert.match(tableCreate.stderr, /shown once/);
+      // Both streams into one, as on a terminal: the note about the token comes after it.
+      const together = spawnSync(
+        "sh",
+        [
+          "-c",
+          '"$@" 2>&1',
+          "sh",
+          process.execPath,
+          HVCTL_BIN,
+          "--config",
+          config,
+          "apikey",
+          "create",
+          "--roles",
+          "viewer",
+          "--principal",
+          "hvctl-test-together",
+        ],
+        { encoding: "utf8", env: { ...process.env, ...cleanEnv() }, timeout: 30_000 },
+      );
+      assert.match(together.stdout, /^dvk_\S+\n.*The token above is shown once/s);
       const keys = await json<{ keys: { id: string }[] }>(
         "apikey",
         "list",

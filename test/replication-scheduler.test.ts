@@ -53,15 +53,21 @@ function storage(
   });
 }
 
-async function planJob(jobs: ReplicationJobs, disk: string, now: number, intervalMs = 15 * MIN) {
+async function planJob(
+  jobs: ReplicationJobs,
+  disk: string,
+  now: number,
+  intervalMs = 15 * MIN,
+  { source = "n1", target = "n2" } = {},
+) {
   await jobs.create(
     create(ReplicationJobRecordSchema, {
-      jobId: `${disk}-to-n2`,
+      jobId: `${disk}-to-${target}`,
       plan: {
-        jobId: `${disk}-to-n2`,
+        jobId: `${disk}-to-${target}`,
         dataset: zfs(disk),
-        source: { nodeId: { id: "n1" } },
-        target: { nodeId: { id: "n2" } },
+        source: { nodeId: { id: source } },
+        target: { nodeId: { id: target } },
       },
       intervalMs: BigInt(intervalMs),
       keepSnapshots: 2,
@@ -109,32 +115,68 @@ function counting(): Logger & { succeeded: number } {
   return log;
 }
 
+/** One job whose dataset belongs to a VM on `vm.node` (n1 until the test moves it), run once. */
+async function jobWithVm() {
+  const store = sqlite();
+  const clock = createManualClock(START);
+  const sim = storage(clock, ["vm-1-disk0"]);
+  const vm = { node: "n1" };
+  const { jobs, scheduler } = await oneJob(store, sim, clock, { ownerNode: async () => vm.node });
+  await scheduler.tick();
+  return { store, clock, sim, jobs, scheduler, vm };
+}
+
 describe("the replication scheduler", () => {
-  it("sends nothing once the dataset's vm runs elsewhere than the job's source", async () => {
-    const store = sqlite();
-    const clock = createManualClock(START);
-    const sim = storage(clock, ["vm-1-disk0"]);
-    let owner = "n1";
-    const { jobs, scheduler } = await oneJob(store, sim, clock, { ownerNode: async () => owner });
-    await scheduler.tick();
-    assert.equal(
-      (await jobs.get("vm-1-disk0-to-n2"))?.status.state,
-      ReplicationState.REPL_STATE_SUCCESS,
-    );
-    const onTarget = await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2");
-    // The vm migrated to the job's target: n1 now holds a stale copy.
-    owner = "n2";
+  it("follows its vm to the job's target: the job reverses and the next run is incremental", async () => {
+    const { clock, sim, jobs, scheduler, vm } = await jobWithVm();
+    const first = (await jobs.get("vm-1-disk0-to-n2"))?.status;
+    assert.equal(first?.state, ReplicationState.REPL_STATE_SUCCESS);
+    // The vm migrated to the job's target: n2 is where it now writes.
+    vm.node = "n2";
     clock.advance(20 * MIN);
     await scheduler.tick();
-    const s = (await jobs.get("vm-1-disk0-to-n2"))?.status;
-    assert.equal(s?.state, ReplicationState.REPL_STATE_FAILED);
-    assert.equal(s?.lastErrorReason, "REPLICATION_SOURCE_MOVED");
-    assert.match(s?.lastError ?? "", /now runs on n2/);
-    assert.deepEqual(
-      await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2"),
-      onTarget,
-      "nothing sent",
+    const job = await jobs.get("vm-1-disk0-to-n2");
+    const s = job?.status;
+    assert.equal(s?.state, ReplicationState.REPL_STATE_SUCCESS, s?.lastError);
+    assert.equal(job?.job.plan?.source?.nodeId?.id, "n2");
+    assert.equal(job?.job.plan?.target?.nodeId?.id, "n1");
+    assert.equal(s?.incremental, true, "from the common snapshot, not a full send");
+    assert.equal(s?.baseSnapshotName, first?.lastSnapshotName);
+    assert.equal(s?.successfulRuns, 2n);
+    assert.match(s?.followed ?? "", /moved from n1 to n2.*direction reversed, now n2 -> n1/);
+    assert.ok(s !== undefined && s.followedAtMs > 0n);
+    const onN1 = (await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n1"))?.map(
+      (x) => x.ref?.snapshotName,
     );
+    assert.ok(onN1?.includes(s?.lastSnapshotName), "the new snapshot arrived on the old source");
+    assert.equal((await jobs.forTarget(zfs("vm-1-disk0"), "n1"))?.job.jobId, "vm-1-disk0-to-n2");
+    assert.equal(await jobs.forTarget(zfs("vm-1-disk0"), "n2"), undefined, "target key moved");
+  });
+
+  it("follows its vm to a third node, and stays put when another job already sends there", async () => {
+    const { store, clock, jobs, scheduler, vm } = await jobWithVm();
+    vm.node = "n3";
+    clock.advance(20 * MIN);
+    await scheduler.tick();
+    const job = await jobs.get("vm-1-disk0-to-n2");
+    assert.equal(job?.job.plan?.source?.nodeId?.id, "n3");
+    assert.equal(job?.job.plan?.target?.nodeId?.id, "n2");
+    assert.match(job?.status.followed ?? "", /source re-pointed, now n3 -> n2/);
+    // A second job already sends the dataset to n3: reversing the first onto n3 is refused.
+    await planJob(createReplicationJobs(store), "vm-1-disk0", clock.now(), 15 * MIN, {
+      source: "n2",
+      target: "n3",
+    });
+    vm.node = "n2";
+    clock.advance(20 * MIN);
+    await scheduler.tick();
+    const after = await jobs.get("vm-1-disk0-to-n2");
+    assert.equal(after?.status.lastErrorReason, "REPLICATION_SOURCE_MOVED");
+    assert.match(
+      after?.status.lastError ?? "",
+      /now runs on n2, and another job already sends it to n3/,
+    );
+    assert.equal(after?.job.plan?.source?.nodeId?.id, "n3", "unchanged");
   });
 
   it("retries a replication that fails halfway, with growing backoff, until it succeeds", async () => {

@@ -139,4 +139,30 @@ describe("tenant isolation", () => {
     );
     assert.equal(err?.code, grpc.status.NOT_FOUND);
   });
+
+  it("lists only the tenant's datasets, and all of them cluster-wide", async () => {
+    const acmeOps = as(
+      (
+        await s.apiKeys.create({
+          principal: "acme-ops",
+          roles: ["operator"],
+          tenant: "acme",
+          createdBy: "test",
+        })
+      ).token,
+    );
+    const names = (r: { datasets: { dataset?: { name: string } }[] }) =>
+      r.datasets.map((d) => d.dataset?.name);
+    const mine = await acmeOps.storage.listDatasets({});
+    assert.deepEqual(names(mine), ["vm-a1-disk0"]);
+    assert.equal(mine.datasets[0]?.tenant, "acme");
+    assert.equal(mine.datasets[0]?.vmId, "vm-a1");
+    assert.deepEqual(names(await operator.storage.listDatasets({})), [
+      "vm-a1-disk0",
+      "vm-g1-disk0",
+    ]);
+    // Paging a tenant's list never reaches another tenant's datasets.
+    const first = await acmeOps.storage.listDatasets({ pageSize: 1 });
+    assert.equal(first.nextPageToken, "");
+  });
 });

@@ -306,6 +306,7 @@ describe("a handler's attached encoding of its answer", () => {
         cordonNode: { permission: null, mutating: true, access: "public" },
         uncordonNode: { permission: null, mutating: true, access: "public" },
         drainNode: { permission: null, mutating: true, access: "public" },
+        removeNode: { permission: null, mutating: true, access: "public" },
       },
       {
         registerNode: notImplemented,
@@ -322,6 +323,7 @@ describe("a handler's attached encoding of its answer", () => {
         cordonNode: notImplemented,
         uncordonNode: notImplemented,
         async *drainNode() {},
+        removeNode: notImplemented,
       },
     );
     server = await startRpcServer({

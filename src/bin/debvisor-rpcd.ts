@@ -230,8 +230,8 @@ function printDevBanner(
       `  hvctl context:         ${rel}`,
       "",
       "Try next, in another terminal:",
-      `  npx hvctl --config ${rel} node list`,
-      `  npx hvctl --config ${rel} node list -o json`,
+      `  npm exec --no -- hvctl --config ${rel} node list`,
+      `  npm exec --no -- hvctl --config ${rel} node list -o json`,
       httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
       "",
     ]

@@ -37,10 +37,12 @@ export function apikeyCommand(cli: () => CliContext): Command {
   );
   const printIssued = (ctx: CliContext, key: ApiKeyInfo | undefined, token: string) => {
     ctx.print({ key: key === undefined ? null : messageJson(ApiKeyInfoSchema, key), token }, () => {
+      // The token first, then what it is: "above" must be true on a terminal, where both streams meet.
+      ctx.out(`${token}\n`);
       ctx.err(
         `API key ${key?.id} for ${key?.principal} (roles ${key?.roles.join(", ")}). The token above is shown once: store it now.\n`,
       );
-      return `${token}\n`;
+      return "";
     });
   };
   withExamples(

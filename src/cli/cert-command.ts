@@ -8,7 +8,6 @@ import {
   CertificateInfoSchema,
   EnrollmentService,
 } from "../gen/debvisor/v1/pki_pb.js";
-import { createCsr } from "../pki/index.js";
 import { addEnrollCommand } from "./cert-enroll.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
@@ -118,7 +117,7 @@ export function certCommand(cli: () => CliContext): Command {
           if (usage === undefined) throw new UsageError("--usage client|server (or --client)");
           const days =
             opts.ttl === undefined ? 0 : Math.ceil(parseDuration("--ttl", opts.ttl) / 86_400_000);
-          const { csrPem, keyPem } = await createCsr(opts.cn);
+          const { csrPem, keyPem } = await (await import("../pki/index.js")).createCsr(opts.cn);
           const r = await ctx.client(EnrollmentService).issueCertificate({
             commonName: opts.cn,
             usage,
@@ -157,7 +156,7 @@ export function certCommand(cli: () => CliContext): Command {
             `context "${conn.name}" does not authenticate with a client certificate; only those are renewed here`,
           );
         const cn = /CN=([^\n,]+)/.exec(new X509Certificate(conn.certPem).subject)?.[1] ?? "";
-        const { csrPem, keyPem } = await createCsr(cn);
+        const { csrPem, keyPem } = await (await import("../pki/index.js")).createCsr(cn);
         const r = await ctx.client(EnrollmentService).renewCertificate({ csrPem });
         const certPath = contextFilePath(ctx.configPath, entry.credential.clientCert);
         writeFilesAtomically([

@@ -172,11 +172,12 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
     },
     exitCode: () => exitCode,
     print(data, human) {
-      io.out(
+      const shown =
         text === undefined
           ? serialize(data, format as "json" | "yaml")
-          : terminalSafe(human(), text),
-      );
+          : terminalSafe(human(), text);
+      // Every output ends its last line: a shell prompt or a spinner drawn after it erases an unended one.
+      io.out(shown === "" || shown.endsWith("\n") ? shown : `${shown}\n`);
     },
     connection,
     contextEntry: () =>

@@ -129,7 +129,8 @@ const REASON_ADVICE: Record<string, string> = {
   ESCALATION_DENIED: "grant only roles whose permissions you hold yourself",
   NODE_NOT_FOUND: "hvctl node list shows the nodes you may see",
   VM_NOT_FOUND: "hvctl vm list shows the VMs you may see",
-  DATASET_NOT_FOUND: "hvctl vm list -o wide shows the VMs' disks (zfs:POOL/NAME, rbd:POOL/IMAGE)",
+  DATASET_NOT_FOUND:
+    "hvctl dataset list shows the datasets you may see, named as hvctl takes them (zfs:POOL/NAME, rbd:POOL/IMAGE)",
   SNAPSHOT_NOT_FOUND: "hvctl snapshot list DATASET shows its snapshots",
   SNAPSHOT_HELD: "release its ZFS hold (zfs release) first",
   SNAPSHOT_HAS_CLONES: "delete or flatten the images cloned from it first",

@@ -4,6 +4,7 @@ import { Command } from "commander";
 import {
   type ContextEntry,
   type ContextFile,
+  ContextFileError,
   readContextFile,
   writeContextFile,
 } from "../client/index.js";
@@ -240,11 +241,10 @@ export function configCommand(cli: () => CliContext): Command {
             contexts,
           });
         } catch (err) {
-          const issue = (err as { issues?: { path: PropertyKey[]; message: string }[] })
-            .issues?.[0];
+          const issue = err instanceof ContextFileError ? err.problem : undefined;
           if (issue === undefined) throw err;
           throw new UsageError(
-            `context "${name}": ${issue.path.slice(2).map(String).join(".")}: ${issue.message}`,
+            `context "${name}": ${issue.path.split(".").slice(2).join(".")}: ${issue.message}`,
           );
         }
         ctx.print(

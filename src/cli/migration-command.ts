@@ -94,9 +94,9 @@ function migrationFields(m: Migration, style: Style): string {
 
 /** What a progress line of a migration shows. */
 export function migrationProgress(m: Migration): ProgressUpdate {
-  const downtime = m.downtimeEstimateMs > 0 ? ` (downtime ~${m.downtimeEstimateMs} ms)` : "";
   return {
-    phase: `${phaseName(m)}${downtime}`,
+    phase: phaseName(m),
+    ...(m.downtimeEstimateMs > 0 ? { detail: `downtime ~${m.downtimeEstimateMs} ms` } : {}),
     percent: m.progressPct,
     ...(m.bytesTotal > 0n ? { doneBytes: m.bytesTransferred, totalBytes: m.bytesTotal } : {}),
   };

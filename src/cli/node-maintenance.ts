@@ -17,6 +17,18 @@ import { watchProgress } from "./progress.js";
  * Added to the node noun by node-command.ts.
  */
 export function addMaintenanceCommands(node: Command, cli: () => CliContext): void {
+  withExamples(
+    node
+      .command("remove")
+      .description("forget a node that is drained and gone (cordoned, NotReady, no VMs)")
+      .argument("<node>", "the node id")
+      .action(async (id: string) => {
+        const ctx = cli();
+        const r = await ctx.client(NodeService).removeNode({ id: { id } });
+        ctx.print(messageJson(NodeSummarySchema, r), () => `node ${id} removed\n`);
+      }),
+    "hvctl node drain node-03 && hvctl node remove node-03   # once node-03 is NotReady",
+  );
   for (const [verb, cordoned] of [
     ["cordon", true],
     ["uncordon", false],

@@ -21,7 +21,7 @@
  *        return foo;
  *      }
  *
- * 2. Add `fooCommand` to NOUNS below. The global flags (before or after the
+ * 2. Add `foo` to NOUN_LOADERS below. The global flags (before or after the
  *    noun), --help with the examples, `hvctl completion bash|zsh`, -o
  *    table|wide|json|yaml, the one-line errors and the exit codes
  *    (cli-errors.ts) come with it. `ctx.client(...)` applies --timeout and
@@ -41,12 +41,6 @@
  */
 import { Command, Option } from "commander";
 import { packageVersion } from "../client/index.js";
-import { apikeyCommand } from "./apikey-command.js";
-import { auditCommand } from "./audit-command.js";
-import { authCommand } from "./auth-command.js";
-import { bindingCommand } from "./binding-command.js";
-import { caCommand } from "./ca-command.js";
-import { certCommand } from "./cert-command.js";
 import {
   type CliContext,
   createCliContext,
@@ -54,54 +48,81 @@ import {
   type ProgramIo,
 } from "./cli-context.js";
 import { EXIT_CODES_HELP } from "./cli-errors.js";
-import { completionCommand } from "./completion-command.js";
-import { configCommand } from "./config-command.js";
-import { failoverCommand } from "./failover-command.js";
 import { withExamples } from "./help-text.js";
-import { imageCommand } from "./image-command.js";
-import { migrationCommand } from "./migration-command.js";
-import { nodeCommand } from "./node-command.js";
 import { OUTPUT_FORMATS } from "./output.js";
-import { replicationCommand } from "./replication-command.js";
-import { roleCommand } from "./role-command.js";
-import { snapshotCommand } from "./snapshot-command.js";
-import { tokenCommand } from "./token-command.js";
-import { versionCommand } from "./version-command.js";
-import { vmCommand } from "./vm-command.js";
 
 export type { ProgramIo } from "./cli-context.js";
 
 /** A noun: builds its command (with subcommands) around a lazily created context. */
 export type Noun = (cli: () => CliContext) => Command;
 
-/** Every noun, in the order `hvctl --help` lists them. */
-const NOUNS: readonly Noun[] = [
-  nodeCommand,
-  vmCommand,
-  migrationCommand,
-  failoverCommand,
-  snapshotCommand,
-  replicationCommand,
-  imageCommand,
-  authCommand,
-  apikeyCommand,
-  roleCommand,
-  bindingCommand,
-  tokenCommand,
-  certCommand,
-  caCommand,
-  auditCommand,
-  configCommand,
-  completionCommand,
-  versionCommand,
-];
+/**
+ * Every noun by name, in the order `hvctl --help` lists them, each loaded
+ * only when asked for: a command imports its own noun (and the protos it
+ * speaks), so `hvctl node list` does not pay for the other seventeen.
+ */
+const NOUN_LOADERS: Readonly<Record<string, () => Promise<Noun>>> = {
+  node: async () => (await import("./node-command.js")).nodeCommand,
+  vm: async () => (await import("./vm-command.js")).vmCommand,
+  migration: async () => (await import("./migration-command.js")).migrationCommand,
+  failover: async () => (await import("./failover-command.js")).failoverCommand,
+  snapshot: async () => (await import("./snapshot-command.js")).snapshotCommand,
+  replication: async () => (await import("./replication-command.js")).replicationCommand,
+  image: async () => (await import("./image-command.js")).imageCommand,
+  dataset: async () => (await import("./dataset-command.js")).datasetCommand,
+  auth: async () => (await import("./auth-command.js")).authCommand,
+  apikey: async () => (await import("./apikey-command.js")).apikeyCommand,
+  role: async () => (await import("./role-command.js")).roleCommand,
+  binding: async () => (await import("./binding-command.js")).bindingCommand,
+  token: async () => (await import("./token-command.js")).tokenCommand,
+  cert: async () => (await import("./cert-command.js")).certCommand,
+  ca: async () => (await import("./ca-command.js")).caCommand,
+  audit: async () => (await import("./audit-command.js")).auditCommand,
+  config: async () => (await import("./config-command.js")).configCommand,
+  completion: async () => (await import("./completion-command.js")).completionCommand,
+  version: async () => (await import("./version-command.js")).versionCommand,
+};
+
+/** Global options that take a value in the next argument (unless written `--flag=value`). */
+const VALUED_GLOBALS = new Set([
+  "--config",
+  "--context",
+  "--server",
+  "--token-file",
+  "-o",
+  "--output",
+  "--timeout",
+]);
+
+/**
+ * The nouns `argv` needs: only the one it names, or all of them when it
+ * names none it knows (help, a typo commander should suggest a fix for) or
+ * asks for completion, which walks the whole tree.
+ */
+export async function loadNouns(argv: readonly string[] = []): Promise<Noun[]> {
+  let noun: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === "--") break;
+    if (VALUED_GLOBALS.has(a)) i++;
+    else if (!a.startsWith("-")) {
+      noun = a;
+      break;
+    }
+  }
+  const one = noun === undefined || noun === "completion" ? undefined : NOUN_LOADERS[noun];
+  return Promise.all(one !== undefined ? [one()] : Object.values(NOUN_LOADERS).map((l) => l()));
+}
 
 /** The warning --insecure-skip-tls-verify prints on every use. */
 export const SKIP_VERIFY_WARNING =
   "warning: --insecure-skip-tls-verify: the server's certificate is not checked; anyone between you and the server can read and change this session\n";
 
-/** Builds the hvctl command tree. */
-export function buildProgram(io: ProgramIo): {
+/** Builds the hvctl command tree from `nouns` (see loadNouns). */
+export function buildProgram(
+  io: ProgramIo,
+  nouns: readonly Noun[],
+): {
   program: Command;
   context: () => CliContext | undefined;
 } {
@@ -137,7 +158,7 @@ export function buildProgram(io: ProgramIo): {
     ctx ??= createCliContext(program.opts<GlobalOptions>(), io);
     return ctx;
   };
-  for (const noun of NOUNS) program.addCommand(noun(cli));
+  for (const noun of nouns) program.addCommand(noun(cli));
   inheritSettings(program);
   program.hook("preAction", () => {
     if (program.opts<GlobalOptions>().insecureSkipTlsVerify === true) io.err(SKIP_VERIFY_WARNING);

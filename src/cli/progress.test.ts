@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { MigrationPhase, MigrationSchema } from "../gen/debvisor/v1/migration_pb.js";
+import { migrationProgress } from "./migration-command.js";
 import { createProgressRenderer, formatEta, watchInterrupts, watchProgress } from "./progress.js";
 
 /** A stream that records what was written, and a clock the test moves. */
@@ -47,6 +50,27 @@ describe("createProgressRenderer, not on a terminal", () => {
     f.advance(4000);
     p.update({ phase: "copying disk", percent: 25, doneBytes: total / 4, totalBytes: total });
     assert.equal(f.writes[1], "copying disk 25% (256 MiB/s, ETA 12s)\n");
+  });
+});
+
+describe("migrationProgress", () => {
+  it("keeps the rate and ETA while the downtime estimate changes", () => {
+    const f = fakes(120);
+    const p = createProgressRenderer({ stream: f.stream, tty: true, now: f.now });
+    for (let i = 0; i <= 4; i++) {
+      p.update(
+        migrationProgress(
+          create(MigrationSchema, {
+            phase: MigrationPhase.TRANSFERRING,
+            progressPct: i * 10,
+            downtimeEstimateMs: 400 - i * 50,
+          }),
+        ),
+      );
+      f.advance(1000);
+    }
+    const line = f.writes.at(-1) ?? "";
+    assert.match(line, / 40% {2}10\.0%\/s {2}ETA 6s {2}downtime ~200 ms$/, JSON.stringify(line));
   });
 });
 

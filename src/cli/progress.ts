@@ -10,6 +10,11 @@ export interface ProgressUpdate {
   /** Bytes done and in all, when known: the rate and ETA are then in bytes. */
   readonly doneBytes?: number | bigint;
   readonly totalBytes?: number | bigint;
+  /**
+   * Shown after the rate and ETA, like "downtime ~120 ms". Not part of the
+   * phase: a detail that changes does not restart the rate.
+   */
+  readonly detail?: string;
 }
 
 /** A stream to draw on: process.stderr, or a fake in tests. */
@@ -88,7 +93,14 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
     const { pct, rate, eta } = describe(u);
     const filled = Math.round((clamp(u.percent) / 100) * BAR_WIDTH);
     const bar = `[${"#".repeat(filled)}${"-".repeat(BAR_WIDTH - filled)}]`;
-    const parts = [`${label}${u.phase}`, bar, pct.padStart(4), rate, eta && `ETA ${eta}`];
+    const parts = [
+      `${label}${u.phase}`,
+      bar,
+      pct.padStart(4),
+      rate,
+      eta && `ETA ${eta}`,
+      u.detail ?? "",
+    ];
     const text = parts.filter((p) => p !== "").join("  ");
     const width = Math.max(20, (options.stream.columns || 80) - 1);
     const shown = terminalSafe(text);
@@ -118,7 +130,7 @@ export function createProgressRenderer(options: ProgressOptions): ProgressRender
       if (decile === lastDecile) return;
       lastDecile = decile;
       const { pct, rate, eta } = describe(u);
-      const extra = [rate, eta && `ETA ${eta}`].filter((p) => p !== "").join(", ");
+      const extra = [rate, eta && `ETA ${eta}`, u.detail ?? ""].filter((p) => p !== "").join(", ");
       options.stream.write(
         `${terminalSafe(`${label}${u.phase} ${pct}${extra === "" ? "" : ` (${extra})`}`)}\n`,
       );

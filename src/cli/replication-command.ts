@@ -114,6 +114,12 @@ function statusFields(s: ReplicationStatus, style: Style, now: number): string {
     ["failures in a row", String(s.consecutiveFailures)],
     ["last error", errorOf(s)],
     [
+      "followed its vm",
+      s.followed === ""
+        ? "-"
+        : `${s.followed}${s.followedAt === undefined ? "" : ` (${ago(s.followedAt, now)})`}`,
+    ],
+    [
       "next run",
       s.nextRun === undefined ? "-" : `${tableTime(s.nextRun)} (${until(s.nextRun, now)})`,
     ],

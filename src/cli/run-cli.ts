@@ -2,14 +2,14 @@ import { CommanderError } from "commander";
 import type { ProgramIo } from "./cli-context.js";
 import { describeFailure, EXIT } from "./cli-errors.js";
 import { terminalSafe } from "./output.js";
-import { buildProgram } from "./program.js";
+import { buildProgram, loadNouns } from "./program.js";
 
 /**
  * Runs hvctl with `argv` and returns the exit code (see EXIT in
  * cli-errors.ts). A failure is printed as one line on stderr.
  */
 export async function runCli(argv: readonly string[], io: ProgramIo): Promise<number> {
-  const { program, context } = buildProgram(io);
+  const { program, context } = buildProgram(io, await loadNouns(argv));
   try {
     await program.parseAsync([...argv], { from: "user" });
     return context()?.exitCode() ?? EXIT.ok;

@@ -33,11 +33,13 @@ export function tokenCommand(cli: () => CliContext): Command {
         ctx.print(
           { token: r.token, node: r.nodeName, expires, caFingerprint: r.caFingerprint },
           () => {
+            // The token first, then what it is: "above" must be true on a terminal, where both streams meet.
+            ctx.out(`${r.token}\n`);
             ctx.err(
-              `Token for ${r.nodeName}, single use, valid until ${expires}. Shown once. On the node:\n` +
+              `The token above is for ${r.nodeName}, single use, valid until ${expires}, and shown once. On the node:\n` +
                 `  DEBVISOR_ENROLL_TOKEN=<token> debvisor-agent enroll --server ${ctx.connection().server} --ca-fingerprint ${r.caFingerprint} --dir /var/lib/debvisor-agent\n`,
             );
-            return `${r.token}\n`;
+            return "";
           },
         );
       }),

@@ -2,6 +2,7 @@ import { Command, Option } from "commander";
 import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
+import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
 import {
   type Column,
@@ -19,6 +20,7 @@ const STATES: Record<string, VmState> = {
   paused: VmState.PAUSED,
   migrating: VmState.MIGRATING,
   crashed: VmState.CRASHED,
+  unknown: VmState.UNKNOWN,
 };
 
 /** Running, Stopped, ... coloured for people on a terminal. */
@@ -27,11 +29,13 @@ export function vmState(state: VmState, style: Style): string {
   const text = name.charAt(0) + name.slice(1).toLowerCase();
   if (state === VmState.RUNNING) return style.good(text);
   if (state === VmState.CRASHED) return style.bad(text);
-  if (state === VmState.MIGRATING || state === VmState.PAUSED) return style.warn(text);
+  if (state === VmState.MIGRATING || state === VmState.PAUSED || state === VmState.UNKNOWN)
+    return style.warn(text);
   return text;
 }
 
-const disks = (vm: VmInfo) => vm.disks.map((d) => `${d.pool}/${d.name}`).join(",") || "-";
+/** As the storage commands take them (`zfs:tank/vm-002-disk0`, `rbd:rbd/vm-001-disk0`). */
+const disks = (vm: VmInfo) => vm.disks.map(datasetText).join(",") || "-";
 
 /** The columns of a VM table (`vm list`, and the VMs of `node get`). */
 export function vmColumns(style: Style): Column<VmInfo>[] {

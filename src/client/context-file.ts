@@ -13,49 +13,17 @@ import {
 } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { z } from "zod";
+import {
+  type ContextEntry,
+  type ContextFile,
+  type ContextFileProblem,
+  checkContextFile,
+} from "./context-schema.js";
 
 const MAX_FILE_BYTES = 1024 * 1024;
 /** How long a credential.tokenCommand may run, and how much it may print. */
 const TOKEN_COMMAND_TIMEOUT_MS = 30_000;
 const TOKEN_COMMAND_MAX_BYTES = 64 * 1024;
-
-const contextSchema = z.strictObject({
-  name: z.string().min(1).max(128),
-  /** HOST:PORT of debvisor-rpcd. */
-  server: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT"),
-  /** CA that signs the server certificate: a file path (relative to this file) ... */
-  ca: z.string().min(1).optional(),
-  /** ... or the PEM itself. */
-  caData: z.string().min(1).optional(),
-  /** Name to verify the server certificate against, when it differs from the host in `server`. */
-  tlsServerName: z.string().min(1).max(253).optional(),
-  /**
-   * One credential: a client certificate and key, an API key (a file or the
-   * key itself), or a JWT from a file or printed by a command (program and
-   * arguments, run without a shell). Files are relative to this file.
-   */
-  credential: z.union([
-    z.strictObject({ clientCert: z.string().min(1), clientKey: z.string().min(1) }),
-    z.strictObject({ apiKeyFile: z.string().min(1) }),
-    z.strictObject({ apiKey: z.string().min(1).max(1024) }),
-    z.strictObject({ tokenFile: z.string().min(1) }),
-    z.strictObject({ tokenCommand: z.array(z.string().max(4096)).min(1).max(64) }),
-  ]),
-});
-
-/** The hvctl configuration file: named contexts, one of them current. */
-export const contextFileSchema = z.strictObject({
-  apiVersion: z.literal("debvisor.io/v1"),
-  kind: z.literal("HvctlConfig"),
-  currentContext: z.string().optional(),
-  contexts: z.array(contextSchema).max(1000),
-});
-
-/** A parsed hvctl configuration file. */
-export type ContextFile = z.infer<typeof contextFileSchema>;
-/** One named context as written in the file. */
-export type ContextEntry = z.infer<typeof contextSchema>;
 
 /** A context with its files read: everything needed to connect. */
 export interface ResolvedContext {
@@ -83,6 +51,13 @@ export interface ResolveOptions {
 /** A problem with the hvctl configuration; the message says which file and key. */
 export class ContextFileError extends Error {
   override readonly name = "ContextFileError";
+  constructor(
+    message: string,
+    /** For a file about to be written: the offending field, like `contexts.0.server`. */
+    readonly problem?: ContextFileProblem,
+  ) {
+    super(message);
+  }
 }
 
 /** Reads and validates a context file. */
@@ -96,15 +71,12 @@ export function readContextFile(path: string): ContextFile {
   } catch (err) {
     throw new ContextFileError(`${path}: not valid YAML: ${(err as Error).message}`);
   }
-  const parsed = contextFileSchema.safeParse(doc);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    const at = first?.path.map(String).join(".") ?? "";
-    throw new ContextFileError(
-      `${path}: ${at === "" ? "" : `${at}: `}${first?.message ?? "invalid"}`,
-    );
+  const checked = checkContextFile(doc);
+  if ("problem" in checked) {
+    const { path: at, message } = checked.problem;
+    throw new ContextFileError(`${path}: ${at === "" ? "" : `${at}: `}${message}`);
   }
-  return parsed.data;
+  return checked.file;
 }
 
 /** Picks a context: by name, else the file's current one, else the first. */
@@ -206,7 +178,13 @@ function runTokenCommand(argv: readonly string[], where: string): string {
  * and never half of one. Creates the folder (0700) when missing.
  */
 export function writeContextFile(path: string, file: ContextFile): void {
-  const checked = contextFileSchema.parse(file);
+  const result = checkContextFile(file);
+  if ("problem" in result)
+    throw new ContextFileError(
+      `${path}: ${result.problem.path}: ${result.problem.message}`,
+      result.problem,
+    );
+  const checked = result.file;
   mkdirSync(dirname(resolve(path)), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   const fd = openSync(tmp, "wx", 0o600);

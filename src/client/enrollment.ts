@@ -4,7 +4,6 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { connect, type DetailedPeerCertificate } from "node:tls";
 import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
-import { createCsr } from "../pki/index.js";
 import { openChannel } from "./channel.js";
 import { createServiceClient } from "./service-client.js";
 
@@ -114,7 +113,7 @@ export async function enroll(
   const files = agentFiles(options.dir);
   mkdirSync(files.dir, { recursive: true, mode: 0o700 });
   const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
-  const { csrPem, keyPem } = await createCsr(hostname().toLowerCase().slice(0, 63) || "node");
+  const { csrPem, keyPem } = await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node");
   const channel = openChannel({
     name: "enroll",
     server: options.server,
@@ -146,7 +145,7 @@ export async function renew(options: {
   for (const f of [files.key, files.cert, files.ca])
     if (!existsSync(f)) throw new AgentError(`${f}: missing; enroll first`);
   const certPem = readFileSync(files.cert, "utf8");
-  const { csrPem, keyPem } = await createCsr(subjectOf(certPem) || "node");
+  const { csrPem, keyPem } = await lazyCreateCsr(subjectOf(certPem) || "node");
   const channel = openChannel({
     name: "renew",
     server: options.server,
@@ -171,4 +170,10 @@ export async function renew(options: {
 function subjectOf(pem: string): string {
   const m = /CN=([^\n,]+)/.exec(new X509Certificate(pem).subject);
   return m?.[1] ?? "";
+}
+
+/** The pki layer (WebCrypto, @peculiar/x509) loads only when a key is made: hvctl's start-up does not pay for it. */
+async function lazyCreateCsr(commonName: string): Promise<{ csrPem: string; keyPem: string }> {
+  const { createCsr } = await import("../pki/index.js");
+  return createCsr(commonName);
 }

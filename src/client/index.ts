@@ -1,21 +1,22 @@
 // The client layer: how anything outside the daemon talks to it. hvctl, the
 // node agent, tests and benchmarks share the context file and typed clients.
 export { openChannel } from "./channel.js";
-export type {
-  ContextEntry,
-  ContextFile,
-  ResolvedContext,
-  ResolveOptions,
-} from "./context-file.js";
+export type { ResolvedContext, ResolveOptions } from "./context-file.js";
 export {
   ContextFileError,
   contextFilePath,
-  contextFileSchema,
   readContextFile,
   resolveContext,
   selectContext,
   writeContextFile,
 } from "./context-file.js";
+export type {
+  ContextCredential,
+  ContextEntry,
+  ContextFile,
+  ContextFileProblem,
+} from "./context-schema.js";
+export { checkContextFile } from "./context-schema.js";
 export type { AgentFiles, EnrollOptions } from "./enrollment.js";
 export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollment.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";

@@ -16,7 +16,7 @@ import type { Inventory } from "./inventory.js";
 import { visibleTo } from "./tenancy.js";
 
 /** Where records of datasets the control plane created live. */
-const DATASETS_PREFIX = "storage/datasets/";
+export const DATASETS_PREFIX = "storage/datasets/";
 
 /** What the cluster knows about a dataset a caller named. */
 export interface DatasetPlace {

@@ -30,8 +30,15 @@ export interface DomainServiceDeps {
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
   return [
-    createNodeService({ inventory: deps.inventory, engine: deps.runtime?.engine }),
-    createVmService({ inventory: deps.inventory }),
+    createNodeService({
+      inventory: deps.inventory,
+      engine: deps.runtime?.engine,
+      fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+    }),
+    createVmService({
+      inventory: deps.inventory,
+      fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+    }),
     createMigrationService(
       deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock },
     ),

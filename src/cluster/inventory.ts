@@ -91,6 +91,11 @@ export interface Inventory {
   /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
   cordon(id: string, cordoned: boolean, signal?: AbortSignal): Promise<NodeSummary>;
   /**
+   * Deletes a node's record while `unchanged` (from readNode) still holds;
+   * false when the record changed meanwhile. Reads stop showing it at once.
+   */
+  remove(id: string, unchanged: Compare, signal?: AbortSignal): Promise<boolean>;
+  /**
    * Moves a VM's entry from one node's last report to another's in one
    * transaction, so the view never shows it twice or nowhere after a
    * migration or failover; the nodes' next heartbeats confirm it.
@@ -159,16 +164,21 @@ export function createInventory(options: InventoryOptions): Inventory {
     }
     return mirror;
   }
+  /** Nodes this daemon removed, with the revision of the delete: older copies are not shown. */
+  const removed = new Map<string, number>();
+  const gone = (id: string, rev: number) => (removed.get(id) ?? 0) > rev;
   /** Every node record as stored, VM tenants replaced by the control plane's. */
   async function records(): Promise<Map<string, NodeRecord>> {
     const seen = (await follow()).values();
     const facts = await vmRecords.all();
     const out = new Map<string, NodeRecord>();
     for (const [id, v] of seen) {
+      if (gone(id, v.rev)) continue;
       const mine = written.get(id);
       out.set(id, withFacts(mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec, facts));
     }
-    for (const [id, v] of written) if (!out.has(id)) out.set(id, withFacts(v.rec, facts));
+    for (const [id, v] of written)
+      if (!out.has(id) && !gone(id, v.rev)) out.set(id, withFacts(v.rec, facts));
     return out;
   }
   async function cachedVersion(id: string) {
@@ -476,6 +486,17 @@ export function createInventory(options: InventoryOptions): Inventory {
           if (txn.succeeded && group === batch) break;
         }
       }
+    },
+    async remove(given, unchanged, signal) {
+      const id = nodeKey(given);
+      const txn = await store.txn(
+        { compares: [unchanged], success: [{ type: "delete", key: PREFIX + id }] },
+        { signal },
+      );
+      if (!txn.succeeded) return false;
+      written.delete(id);
+      removed.set(id, txn.revision);
+      return true;
     },
     close() {
       void mirror?.then((m) => m.close());

@@ -19,13 +19,17 @@ import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
+import { removeNode } from "./node-removal.js";
 import { scopeNode, visibleVms } from "./tenancy.js";
+import { observedVm } from "./vm-view.js";
 
 /** Dependencies of the NodeService handlers. */
 export interface NodeServiceDeps {
   readonly inventory: Inventory;
   /** Drain moves VMs with it; without one, DrainNode is NOT_IMPLEMENTED. */
   readonly engine?: MigrationEngine;
+  /** How long a NOT_READY node takes to fence itself: GetNode then shows its VMs stopped. */
+  readonly fenceDelayMs?: number;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
@@ -54,6 +58,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       cordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
       uncordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
       drainNode: { permission: "node:drain", mutating: true, target: { kind: "cluster" } },
+      removeNode: { permission: "node:remove", mutating: true, target: { kind: "cluster" } },
     },
     {
       async registerNode(req, ctx) {
@@ -88,7 +93,9 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         if (found === undefined) throw new RpcError("NODE_NOT_FOUND");
         return {
           summary: scopeNode(found.summary, scopeOf(ctx)),
-          vms: visibleVms(found.vms, scopeOf(ctx)),
+          vms: visibleVms(found.vms, scopeOf(ctx)).map((vm) =>
+            observedVm(vm, found.summary, deps.fenceDelayMs),
+          ),
         };
       },
       async cordonNode(req, ctx) {
@@ -109,6 +116,9 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
           },
           ctx.signal,
         );
+      },
+      async removeNode(req, ctx) {
+        return removeNode(inventory, req.id?.id ?? "", ctx.signal);
       },
     },
   );

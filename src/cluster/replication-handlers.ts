@@ -258,6 +258,8 @@ export function statusMessage(s: ReplicationStatusRecord, tenant?: string): Repl
     nextRun: ms(s.nextRunAtMs),
     lastSuccess: ms(s.lastSuccessAtMs),
     successfulRuns: s.successfulRuns,
+    followed: s.followed,
+    followedAt: ms(s.followedAtMs),
   });
 }
 

@@ -10,6 +10,7 @@ import {
   ReplicationStatusRecordSchema,
   ReplicationTargetRecordSchema,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
+import { NodeRefSchema } from "../gen/debvisor/v1/migration_pb.js";
 import {
   type DatasetRef,
   ReplicationState,
@@ -98,6 +99,18 @@ export interface ReplicationJobs {
   ): Promise<StoredJob | undefined>;
   /** The current status of every job, then every change, until `signal` aborts. */
   watch(signal: AbortSignal): AsyncIterable<StatusChange>;
+  /**
+   * Re-points a job at new source and target nodes (its dataset's VM moved),
+   * moving its target key, while the job record is still at `jobRevision`.
+   * Returns the new revision, or undefined when the record changed or
+   * another job already sends the dataset to the new target.
+   */
+  repoint(
+    stored: StoredJob,
+    source: string,
+    target: string,
+    signal?: AbortSignal,
+  ): Promise<{ job: ReplicationJobRecord; jobRevision: number } | undefined>;
 }
 
 /** Compare-and-swap attempts before giving up with CONFLICT. */
@@ -239,6 +252,50 @@ export function createReplicationJobs(store: KvStore): ReplicationJobs {
         if (txn.succeeded) return existing;
       }
       throw new RpcError("CONFLICT");
+    },
+    async repoint(stored, source, target, signal) {
+      const plan = stored.job.plan;
+      if (plan === undefined) return undefined;
+      const job = create(ReplicationJobRecordSchema, {
+        ...stored.job,
+        plan: create(ZfsReplicationPlanSchema, {
+          ...plan,
+          source: create(NodeRefSchema, { nodeId: { id: source } }),
+          target: create(NodeRefSchema, { nodeId: { id: target } }),
+        }),
+      });
+      const oldTarget = targetKey(plan.dataset, plan.target?.nodeId?.id ?? "");
+      const newTarget = targetKey(plan.dataset, target);
+      const moves = oldTarget !== newTarget;
+      const txn = await store.txn(
+        {
+          compares: [
+            { key: JOBS_PREFIX + stored.job.jobId, modRevision: stored.jobRevision },
+            ...(moves ? [{ key: newTarget, modRevision: 0 }] : []),
+          ],
+          success: [
+            {
+              type: "put",
+              key: JOBS_PREFIX + stored.job.jobId,
+              value: encodeMessage(ReplicationJobRecordSchema, job),
+            },
+            ...(moves
+              ? [
+                  { type: "delete" as const, key: oldTarget },
+                  {
+                    type: "put" as const,
+                    key: newTarget,
+                    value: encodeMessage(ReplicationTargetRecordSchema, {
+                      jobId: stored.job.jobId,
+                    }),
+                  },
+                ]
+              : []),
+          ],
+        },
+        { signal },
+      );
+      return txn.succeeded ? { job, jobRevision: txn.revision } : undefined;
     },
     async retiredBases(dataset, signal) {
       const out: string[] = [];

@@ -153,6 +153,42 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
     return txn.succeeded;
   }
 
+  /**
+   * When the job's dataset now belongs to a VM on another node (a migration
+   * or failover moved it), re-points the job there: from the VM's node to the
+   * job's target, or, when the VM moved to the target itself, the other way
+   * round (the next send is incremental from the snapshot both hold). Returns
+   * the re-pointed job and a note saying what changed; undefined when
+   * nothing had to.
+   */
+  async function followVm(
+    stored: StoredJob,
+    signal: AbortSignal,
+  ): Promise<{ job: ReplicationJobRecord; note: string } | undefined> {
+    const plan = stored.job.plan;
+    const dataset = plan?.dataset;
+    const source = plan?.source?.nodeId?.id ?? "";
+    const target = plan?.target?.nodeId?.id ?? "";
+    if (dataset === undefined) return undefined;
+    const owner = await options.ownerNode?.(dataset, signal);
+    if (owner === undefined || owner === source) return undefined;
+    const reverse = owner === target;
+    const next = reverse ? { source: owner, target: source } : { source: owner, target };
+    const moved = await jobs.repoint(stored, next.source, next.target, signal);
+    if (moved === undefined)
+      throw new RpcError("REPLICATION_SOURCE_MOVED", {
+        message: `the dataset's vm now runs on ${owner}, and another job already sends it to ${next.target} (or this job changed meanwhile); delete one of them`,
+      });
+    const note = reverse
+      ? `the vm moved from ${source} to ${owner}, the job's target: direction reversed, now ${owner} -> ${source} from the common snapshot`
+      : `the vm moved from ${source} to ${owner}: source re-pointed, now ${owner} -> ${target}`;
+    log.info(
+      { jobId: stored.job.jobId, from: source, to: owner, reverse },
+      "replication job followed its vm",
+    );
+    return { job: moved.job, note };
+  }
+
   return {
     async run(jobId, runOptions = {}) {
       let lock: Awaited<ReturnType<typeof acquire>>;
@@ -173,7 +209,6 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         throw new RpcError("REPLICATION_RUNNING");
       }
       const { lease, lockRevision } = lock;
-      const job = stored.job;
       const started = clock.now();
       const lost = new AbortController();
       const signal = AbortSignal.any([closing, lost.signal]);
@@ -220,72 +255,77 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       };
 
       let outcome: ReplicationStatusRecord | undefined;
+      let job = stored.job;
       try {
-        outcome = await replicate(
-          job,
-          storage,
-          signal,
-          clock,
-          progress,
-          log,
-          options.ownerNode,
-        ).then(
-          (done) => {
-            const now = clock.now();
-            log.info(
-              {
-                jobId,
-                bytes: done.bytes,
-                incremental: done.base !== undefined,
-                snapshot: done.snapshot,
-                durationMs: now - started,
-              },
-              "replication run succeeded",
-            );
-            return create(ReplicationStatusRecordSchema, {
-              ...status,
-              state: ReplicationState.REPL_STATE_SUCCESS,
-              lastSnapshotName: done.snapshot,
-              bytesTransferred: big(done.bytes),
-              durationMs: big(now - started),
-              lastError: "",
-              lastErrorReason: "",
-              consecutiveFailures: 0,
-              nextRunAtMs: big(started + Number(job.intervalMs)),
-              lastSuccessAtMs: big(now),
-              successfulRuns: status.successfulRuns + 1n,
-              runningOn: "",
-              sendingSnapshotName: "",
-              updatedAtMs: big(now),
-            });
-          },
-          (err: unknown) => {
-            const e = toRpcError(err);
-            const now = clock.now();
-            const failures = status.consecutiveFailures + 1;
-            const retryIn = Math.min(
-              retryBaseMs * 2 ** Math.min(failures - 1, 30),
-              retryMaxMs,
-              Number(job.intervalMs),
-            );
-            log.warn(
-              { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
-              "replication run failed",
-            );
-            return create(ReplicationStatusRecordSchema, {
-              ...status,
-              state: ReplicationState.REPL_STATE_FAILED,
-              durationMs: big(now - started),
-              lastError: e.reason === "INTERNAL" ? "internal error" : e.clientMessage,
-              lastErrorReason: e.reason,
-              consecutiveFailures: failures,
-              nextRunAtMs: big(now + retryIn),
-              runningOn: "",
-              sendingSnapshotName: "",
-              updatedAtMs: big(now),
-            });
-          },
-        );
+        outcome = await followVm(stored, signal)
+          .then((followed) => {
+            if (followed !== undefined) {
+              job = followed.job;
+              status = create(ReplicationStatusRecordSchema, {
+                ...status,
+                followed: followed.note,
+                followedAtMs: big(clock.now()),
+              });
+            }
+            return replicate(job, storage, signal, clock, progress, log, options.ownerNode);
+          })
+          .then(
+            (done) => {
+              const now = clock.now();
+              log.info(
+                {
+                  jobId,
+                  bytes: done.bytes,
+                  incremental: done.base !== undefined,
+                  snapshot: done.snapshot,
+                  durationMs: now - started,
+                },
+                "replication run succeeded",
+              );
+              return create(ReplicationStatusRecordSchema, {
+                ...status,
+                state: ReplicationState.REPL_STATE_SUCCESS,
+                lastSnapshotName: done.snapshot,
+                bytesTransferred: big(done.bytes),
+                durationMs: big(now - started),
+                lastError: "",
+                lastErrorReason: "",
+                consecutiveFailures: 0,
+                nextRunAtMs: big(started + Number(job.intervalMs)),
+                lastSuccessAtMs: big(now),
+                successfulRuns: status.successfulRuns + 1n,
+                runningOn: "",
+                sendingSnapshotName: "",
+                updatedAtMs: big(now),
+              });
+            },
+            (err: unknown) => {
+              const e = toRpcError(err);
+              const now = clock.now();
+              const failures = status.consecutiveFailures + 1;
+              const retryIn = Math.min(
+                retryBaseMs * 2 ** Math.min(failures - 1, 30),
+                retryMaxMs,
+                Number(job.intervalMs),
+              );
+              log.warn(
+                { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
+                "replication run failed",
+              );
+              return create(ReplicationStatusRecordSchema, {
+                ...status,
+                state: ReplicationState.REPL_STATE_FAILED,
+                durationMs: big(now - started),
+                lastError: e.reason === "INTERNAL" ? "internal error" : e.clientMessage,
+                lastErrorReason: e.reason,
+                consecutiveFailures: failures,
+                nextRunAtMs: big(now + retryIn),
+                runningOn: "",
+                sendingSnapshotName: "",
+                updatedAtMs: big(now),
+              });
+            },
+          );
       } finally {
         clearInterval(renew);
         await writing;

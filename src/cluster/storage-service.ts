@@ -21,6 +21,7 @@ import {
 } from "../gen/debvisor/v1/storage_pb.js";
 import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
+import { createDatasetInventory } from "./dataset-inventory.js";
 import type { Inventory } from "./inventory.js";
 import { createReplicationHandlers } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
@@ -123,7 +124,12 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
         mutating: false,
         target: { ...job, id: (req: WatchReplicationRequest) => req.jobId, optional: true },
       },
+      listDatasets: { permission: "storage:dataset:list", mutating: false },
     },
-    { ...createSnapshotHandlers(shared), ...createReplicationHandlers(shared) },
+    {
+      ...createSnapshotHandlers(shared),
+      ...createReplicationHandlers(shared),
+      ...createDatasetInventory(shared),
+    },
   );
 }

@@ -9,15 +9,21 @@ import {
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
 import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
+import { observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
   readonly inventory: Inventory;
+  /** How long a NOT_READY node takes to fence itself: its VMs then show as stopped (see observedVm). */
+  readonly fenceDelayMs?: number;
 }
 
 /** VmService: the VM inventory as the nodes last reported it, with the tenants the control plane assigned. */
 export function createVmService(deps: VmServiceDeps): ServiceBinding {
-  const { inventory } = deps;
+  const { inventory, fenceDelayMs } = deps;
+  /** The VMs as the API shows them: a down node's as unknown, then stopped. */
+  const vmsNow = async (signal: AbortSignal) =>
+    observedVms(await inventory.listVms(signal), await inventory.listNodes(signal), fenceDelayMs);
   return defineService(
     VmService,
     {
@@ -33,7 +39,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       async listVms(req, ctx) {
         const nodeId = req.nodeId?.id ?? "";
         const scope = scopeOf(ctx);
-        const vms = (await inventory.listVms(ctx.signal)).filter(
+        const vms = (await vmsNow(ctx.signal)).filter(
           (vm) =>
             scope.canSee(vm.tenant) &&
             (nodeId === "" || vm.nodeId?.id === nodeId) &&
@@ -44,7 +50,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       },
       async getVm(req, ctx) {
         // Authorization already answered for a VM the caller may not see (like a missing one).
-        const vm = (await inventory.listVms(ctx.signal)).find((v) => v.id === req.vmId);
+        const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },

@@ -40,6 +40,10 @@ export const REASONS = {
   APIKEY_EXPIRED: { code: Code.FailedPrecondition, message: "api key has expired" },
   NODE_NOT_FOUND: { code: Code.NotFound, message: "node not found" },
   NODE_ID_TAKEN: { code: Code.AlreadyExists, message: "node id is registered to another identity" },
+  NODE_IN_USE: {
+    code: Code.FailedPrecondition,
+    message: "only a drained node that is gone can be removed",
+  },
   VM_NOT_FOUND: { code: Code.NotFound, message: "vm not found" },
   REPORT_FROM_FUTURE: {
     code: Code.InvalidArgument,

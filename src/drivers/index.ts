@@ -54,7 +54,13 @@ export type {
   StorageDriver,
   ZfsReplicationDriver,
 } from "./storage-driver.js";
-export { canClone, canReplicate, canSnapshot, datasetKey } from "./storage-driver.js";
+export {
+  canClone,
+  canReplicate,
+  canSize,
+  canSnapshot,
+  datasetKey,
+} from "./storage-driver.js";
 export {
   backendName,
   checkLabel,

@@ -17,6 +17,7 @@ import {
   writeStorageState,
 } from "./simulated-storage-state.js";
 import {
+  type DatasetSizeDriver,
   datasetKey,
   type RbdCloneDriver,
   type SendOptions,
@@ -86,7 +87,7 @@ export interface SimulatedStorageOptions {
 }
 
 /** The in-process storage backend of dev mode and tests: ZFS datasets per node and RBD images. */
-export interface SimulatedStorage extends ZfsReplicationDriver, RbdCloneDriver {
+export interface SimulatedStorage extends ZfsReplicationDriver, RbdCloneDriver, DatasetSizeDriver {
   /** Makes the next matching calls fail. */
   injectFault(fault: StorageFault): void;
   /** Places or releases a ZFS hold on a snapshot (`zfs hold` / `zfs release`). */
@@ -204,6 +205,11 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     setHold(target, held) {
       const snap = snapOf(need(target.dataset, target.nodeId), target.name);
       snap.holds = held ? snap.holds + 1 : Math.max(0, snap.holds - 1);
+    },
+    async datasetSize(dataset, signal, nodeId) {
+      backendName(dataset);
+      throwIfCancelled(signal);
+      return copyOf(dataset, nodeId)?.sizeBytes;
     },
     async listSnapshots(dataset, signal, nodeId) {
       backendName(dataset);

@@ -83,6 +83,21 @@ export interface RbdCloneDriver extends SnapshotDriver {
   cloneSnapshot(target: SnapshotTarget, image: DatasetRef, signal: AbortSignal): Promise<void>;
 }
 
+/** Reporting a dataset's size (an optional ability: listings show 0, unknown, without it). */
+export interface DatasetSizeDriver extends StorageDriver {
+  /** Bytes the dataset's copy on `nodeId` holds (its volume size); undefined when it does not exist. */
+  datasetSize(
+    dataset: DatasetRef,
+    signal: AbortSignal,
+    nodeId?: string,
+  ): Promise<number | undefined>;
+}
+
+/** Whether the driver reports dataset sizes. */
+export function canSize(driver: StorageDriver): driver is DatasetSizeDriver {
+  return typeof (driver as Partial<DatasetSizeDriver>).datasetSize === "function";
+}
+
 /** Whether the driver can take and delete snapshots. */
 export function canSnapshot(driver: StorageDriver): driver is SnapshotDriver {
   const d = driver as Partial<SnapshotDriver>;
