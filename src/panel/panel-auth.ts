@@ -279,7 +279,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
 
   return {
     async handle(req) {
-      if (!isPanelRequest(req.headers, req.origins)) {
+      if (!isPanelRequest(req.method, req.headers, req.origins)) {
         await audit({
           method: req.path,
           peer: req.source,

@@ -28,15 +28,22 @@ export function setCookie(name: string, value: string, maxAgeMs: number): string
 }
 
 /**
- * True when a request may act: it carries the panel's custom header and its
- * Origin (which browsers send on every POST) is the panel's own. SameSite=Strict
- * cookies are the first wall; this is the second and third.
+ * True when a request comes from the panel's own page: it carries the
+ * panel's custom header (which no cross-site form, image or simple request
+ * can, and which forces a CORS preflight this server never grants), and its
+ * Origin is the panel's own. Browsers send Origin on every POST; a same-origin
+ * GET may lack it, and then Sec-Fetch-Site, when sent, must say same-origin.
+ * SameSite=Strict cookies are the first wall; this is the second and third.
  */
 export function isPanelRequest(
+  method: string,
   headers: { get(name: string): string | undefined },
   allowedOrigins: readonly string[],
 ): boolean {
   if (headers.get(CSRF_HEADER) !== "1") return false;
   const origin = headers.get("origin");
-  return origin !== undefined && allowedOrigins.includes(origin);
+  if (origin !== undefined) return allowedOrigins.includes(origin);
+  if (method !== "GET") return false;
+  const site = headers.get("sec-fetch-site");
+  return site === undefined || site === "same-origin";
 }

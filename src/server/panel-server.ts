@@ -197,7 +197,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
       const path = (req.url ?? "/").split("?")[0] ?? "/";
       if (path.startsWith("/rpc/")) {
         const headers = headersOf(req);
-        if (!isPanelRequest(headers, originsOf(headers.get("host")))) {
+        if (!isPanelRequest(req.method, headers, originsOf(headers.get("host")))) {
           res.writeHead(403, { ...SECURITY_HEADERS, "content-type": "application/json" });
           res.end(
             JSON.stringify({

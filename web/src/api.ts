@@ -19,10 +19,10 @@ export function setSignedOutHandler(f: (why: string) => void): void {
 }
 
 /** Exchanges the refresh cookie for new tokens, once for all callers waiting. */
-export function refreshSession(): Promise<boolean> {
+export function refreshSession(quiet = false): Promise<boolean> {
   refreshing ??= authPost("refresh", {})
     .then((r) => {
-      if (!r.ok) onSignedOut(r.message);
+      if (!r.ok && !quiet) onSignedOut(r.message);
       return r.ok;
     })
     .finally(() => {
@@ -83,7 +83,8 @@ export async function authGet(path: string): Promise<Record<string, unknown> | u
   for (let attempt = 0; attempt < 2; attempt++) {
     const res = await fetch(`/auth/${path}`, { credentials: "same-origin", headers: CSRF });
     if (res.ok) return (await res.json()) as Record<string, unknown>;
-    if (res.status !== 401 || attempt > 0 || !(await refreshSession())) return undefined;
+    // Quietly: on a first visit there is no session, and that is no news.
+    if (res.status !== 401 || attempt > 0 || !(await refreshSession(true))) return undefined;
   }
   return undefined;
 }
