@@ -17,5 +17,7 @@ await build({
 });
 copyFileSync("web/index.html", `${out}/index.html`);
 copyFileSync("web/app.css", `${out}/app.css`);
-const sizes = ["index.html", "app.js", "app.css"].map((f) => `${f} ${statSync(`${out}/${f}`).size} B`);
+const sizes = ["index.html", "app.js", "app.css"].map(
+  (f) => `${f} ${statSync(`${out}/${f}`).size} B`,
+);
 console.log(`web panel: ${sizes.join(", ")}`);

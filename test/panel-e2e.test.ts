@@ -18,7 +18,9 @@ const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium && process.env.CI === "true")
   throw new Error(`${CHROMIUM} not found: install Debian's chromium (.ci/run does)`);
 
-describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} not installed` }, () => {
+describe("web panel in Chromium", {
+  skip: haveChromium ? false : `${CHROMIUM} not installed`,
+}, () => {
   let dir: string;
   let daemon: DaemonProcess;
   let url: string;
@@ -29,7 +31,10 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
   const contexts: BrowserContext[] = [];
 
   const newPage = async (): Promise<Page> => {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+    });
     contexts.push(context);
     return context.newPage();
   };
@@ -40,14 +45,19 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     await page.keyboard.press("Enter");
     await page.getByTestId("principal").waitFor();
   };
-  const shot = (page: Page, name: string) => page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  const shot = (page: Page, name: string) =>
+    page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
   const axe = async (page: Page) => {
     // Evaluated through the DevTools protocol: the page's CSP (no inline script) stays in force.
-    await page.evaluate(readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"));
+    await page.evaluate(
+      readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"),
+    );
     const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
       violations: { id: string; impact: string; nodes: unknown[] }[];
     };
-    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.nodes.length})`);
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.nodes.length})`);
   };
 
   before(async () => {
@@ -62,9 +72,16 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     ca = devCa(dir);
     adminPassword = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
     admin = panelBrowser(url, ca);
-    assert.equal((await admin.auth("login", { user: "admin", password: adminPassword })).status, 200);
+    assert.equal(
+      (await admin.auth("login", { user: "admin", password: adminPassword })).status,
+      200,
+    );
     await admin.auth("users", { action: "set-password", user: "acme-ann", password: PASSWORD });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox"],
+    });
   });
   after(async () => {
     for (const c of contexts) await c.close().catch(() => {});
@@ -126,7 +143,10 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     assert.ok((await checks.count()) >= 3, "every check is listed");
     await shot(page, "migration-plan");
     await page.getByRole("button", { name: "Start migration" }).click();
-    await page.getByTestId("progress-pct").filter({ hasText: "100 %" }).waitFor({ timeout: 20_000 });
+    await page
+      .getByTestId("progress-pct")
+      .filter({ hasText: "100 %" })
+      .waitFor({ timeout: 20_000 });
     await page.getByTestId("migration-state").filter({ hasText: "succeeded" }).waitFor();
     await shot(page, "migration-done");
     const moved = await admin.client(VmService).getVm({ vmId: vm.id });
@@ -148,7 +168,7 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     await page.goto(`${url}#/vms/${other.id}`);
     const error = page.getByTestId("vm-error");
     await error.waitFor();
-    assert.match(await error.textContent() ?? "", /not found/);
+    assert.match((await error.textContent()) ?? "", /not found/);
     await shot(page, "tenant-not-found");
   });
 
@@ -156,7 +176,10 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     const page = await newPage();
     await signIn(page, "admin", adminPassword);
     await page.route("https://evil.example/**", (route) =>
-      route.fulfill({ contentType: "text/html", body: "<!doctype html><title>evil</title><p>evil</p>" }),
+      route.fulfill({
+        contentType: "text/html",
+        body: "<!doctype html><title>evil</title><p>evil</p>",
+      }),
     );
     await page.goto("https://evil.example/");
     const path = `${url}rpc/debvisor.v1.NodeService/CordonNode`;
@@ -164,14 +187,25 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
       const results: string[] = [];
       // With the panel's header: the browser's CORS preflight fails.
       try {
-        const r = await fetch(target, { method: "POST", credentials: "include", headers: { "content-type": "application/json", "x-debvisor-csrf": "1" }, body: '{"id":{"id":"node-02"}}' });
+        const r = await fetch(target, {
+          method: "POST",
+          credentials: "include",
+          headers: { "content-type": "application/json", "x-debvisor-csrf": "1" },
+          body: '{"id":{"id":"node-02"}}',
+        });
         results.push(`sent ${r.status}`);
       } catch {
         results.push("blocked");
       }
       // A "simple" request needs no preflight but lacks the header (and the SameSite cookies).
       try {
-        const r = await fetch(target, { method: "POST", mode: "no-cors", credentials: "include", headers: { "content-type": "text/plain" }, body: '{"id":{"id":"node-02"}}' });
+        const r = await fetch(target, {
+          method: "POST",
+          mode: "no-cors",
+          credentials: "include",
+          headers: { "content-type": "text/plain" },
+          body: '{"id":{"id":"node-02"}}',
+        });
         results.push(r.type);
       } catch {
         // Cross-Origin-Resource-Policy hides even the opaque answer.
@@ -188,10 +222,15 @@ describe("web panel in Chromium", { skip: haveChromium ? false : `${CHROMIUM} no
     const page = await newPage();
     await signIn(page, "acme-ann", PASSWORD);
     const context = page.context();
-    const cookie = async () => (await context.cookies()).find((c) => c.name === "__Host-dv_refresh")?.value;
+    const cookie = async () =>
+      (await context.cookies()).find((c) => c.name === "__Host-dv_refresh")?.value;
     const stolen = await cookie();
     assert.ok(stolen);
-    const status = await page.evaluate(async () => (await fetch("/auth/refresh", { method: "POST", headers: { "x-debvisor-csrf": "1" } })).status);
+    const status = await page.evaluate(
+      async () =>
+        (await fetch("/auth/refresh", { method: "POST", headers: { "x-debvisor-csrf": "1" } }))
+          .status,
+    );
     assert.equal(status, 200);
     assert.notEqual(await cookie(), stolen);
     const thief = panelBrowser(url, ca);

@@ -53,7 +53,12 @@ describe("web panel: the same API, security and audit as gRPC", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-panel-"));
     daemon = await startDevDaemon(dir, {
-      panel: { listen: "127.0.0.1:0" },
+      // Sign-in throttling has its own test (login-throttle.test.ts); here it must not interfere.
+      panel: {
+        listen: "127.0.0.1:0",
+        loginPerAddress: { ratePerSecond: 10, burst: 1000 },
+        loginPerAccount: { ratePerSecond: 10, burst: 1000 },
+      },
       rbac: {
         bindings: [
           { principal: "user:carol", roles: ["viewer"] },
@@ -66,7 +71,11 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     ca = devCa(dir);
     admin = await login("admin", readFileSync(join(dir, "panel-admin-password"), "utf8").trim());
     for (const user of ["carol", "acme-ann"]) {
-      const r = await admin.auth("users", { action: "set-password", user, password: CAROL_PASSWORD });
+      const r = await admin.auth("users", {
+        action: "set-password",
+        user,
+        password: CAROL_PASSWORD,
+      });
       assert.equal(r.status, 200, JSON.stringify(r.json));
     }
   });
@@ -92,7 +101,10 @@ describe("web panel: the same API, security and audit as gRPC", () => {
       );
     const carol = (await login("carol", CAROL_PASSWORD)).client(NodeService);
     const cordon = { id: { id: "node-01" }, reason: "test" };
-    assert.equal(await grpcCode(viaGrpc.cordonNode(cordon, { metadata: md } as never)), "PERMISSION_DENIED");
+    assert.equal(
+      await grpcCode(viaGrpc.cordonNode(cordon, { metadata: md } as never)),
+      "PERMISSION_DENIED",
+    );
     assert.equal(await codeOf(carol.cordonNode(cordon)), "PermissionDenied");
     // What gRPC allows, the panel allows.
     assert.equal(await grpcCode(viaGrpc.listNodes({}, { metadata: md } as never)), "OK");
@@ -103,14 +115,22 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     const carol = (await login("carol", CAROL_PASSWORD)).client(NodeService);
     await codeOf(carol.cordonNode({ id: { id: "node-02" }, reason: "audit me" }));
     const audit = admin.client(AuditService);
-    const records = (await audit.listAuditRecords({ filter: { principal: "user:carol" }, pageSize: 200 })).records;
+    const records = (
+      await audit.listAuditRecords({ filter: { principal: "user:carol" }, pageSize: 200 })
+    ).records;
     const denied = records.find((r) => r.method === "CordonNode" && r.args.includes("node-02"));
     assert.ok(denied, JSON.stringify(records.map((r) => [r.method, r.args])));
     assert.equal(denied.decision, "deny");
     assert.equal(denied.authMethod, "jwt");
-    assert.ok(records.some((r) => r.event === "panel.auth" && r.method === "Login" && r.code === "OK"));
+    assert.ok(
+      records.some((r) => r.event === "panel.auth" && r.method === "Login" && r.code === "OK"),
+    );
     // Neither the password nor a token ever reaches the trail.
-    assert.ok(!JSON.stringify(records, (_k, v) => (typeof v === "bigint" ? String(v) : v)).includes(CAROL_PASSWORD));
+    assert.ok(
+      !JSON.stringify(records, (_k, v) => (typeof v === "bigint" ? String(v) : v)).includes(
+        CAROL_PASSWORD,
+      ),
+    );
   });
 
   it("shows a tenant user only its tenant's VMs and not-found for another's", async () => {
@@ -126,7 +146,11 @@ describe("web panel: the same API, security and audit as gRPC", () => {
 
   it("refuses calls and sign-ins from another origin or without the panel header", async () => {
     const b = panelBrowser(url, ca);
-    const evil = await b.auth("login", { user: "carol", password: CAROL_PASSWORD }, { origin: "https://evil.example" });
+    const evil = await b.auth(
+      "login",
+      { user: "carol", password: CAROL_PASSWORD },
+      { origin: "https://evil.example" },
+    );
     assert.equal(evil.status, 403);
     assert.equal(evil.json.reason, "PANEL_REQUEST_REFUSED");
     assert.equal(b.cookies.size, 0);
@@ -134,9 +158,13 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.equal(await codeOf(nodes.listNodes({})), "PermissionDenied");
     const noHeader = admin.client(NodeService, { "x-debvisor-csrf": "0" });
     assert.equal(await codeOf(noHeader.listNodes({})), "PermissionDenied");
-    const cordoned = (await admin.client(NodeService).getNode({ id: { id: "node-03" } })).summary?.cordoned;
+    const cordoned = (await admin.client(NodeService).getNode({ id: { id: "node-03" } })).summary
+      ?.cordoned;
     assert.equal(await codeOf(nodes.cordonNode({ id: { id: "node-03" } })), "PermissionDenied");
-    assert.equal((await admin.client(NodeService).getNode({ id: { id: "node-03" } })).summary?.cordoned, cordoned);
+    assert.equal(
+      (await admin.client(NodeService).getNode({ id: { id: "node-03" } })).summary?.cordoned,
+      cordoned,
+    );
   });
 
   it("ends the whole session when a rotated refresh token comes back", async () => {

@@ -1,10 +1,10 @@
 import type { AuditFields } from "../audit/index.js";
 import { type Clock, type Logger, type Principal, RpcError } from "../core/index.js";
 import { type AccessPolicy, decide } from "../security/index.js";
+import type { LoginThrottle } from "./login-throttle.js";
 import { COOKIES, isPanelRequest, parseCookies, setCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
 import { checkCredentials, type PanelUsers, userPrincipal } from "./panel-users.js";
-import type { LoginThrottle } from "./login-throttle.js";
 import { verifyPassword } from "./password-hashing.js";
 
 /** Permission an admin needs to manage panel users and end their sessions (admin holds auth:*). */

@@ -1,14 +1,14 @@
 import type { Clock } from "../core/index.js";
 import {
-  PanelUserRecordSchema,
   type PanelUserRecord,
+  PanelUserRecordSchema,
 } from "../gen/debvisor/store/v1/panel_records_pb.js";
 import {
+  decodeMessage,
   encodeMessage,
   getMessage,
   type KvStore,
   rangeAll,
-  decodeMessage,
 } from "../store/index.js";
 import { hashPassword, MAX_PASSWORD_LENGTH } from "./password-hashing.js";
 

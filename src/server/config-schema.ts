@@ -439,7 +439,10 @@ const sections = z.strictObject({
        * Origins (scheme://host:port) the panel is reached at, besides
        * https://<the Host header> itself (for a proxy in front).
        */
-      origins: z.array(z.string().regex(/^https:\/\/[^/\s]+$/, "must be https://HOST[:PORT]")).max(20).default([]),
+      origins: z
+        .array(z.string().regex(/^https:\/\/[^/\s]+$/, "must be https://HOST[:PORT]"))
+        .max(20)
+        .default([]),
       /** Lifetime of an access token. */
       accessTtlMs: int(10_000, 3_600_000).default(300_000),
       /** Absolute lifetime of a sign-in session. */

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import {
-  Code as ConnectCode,
+  type Code as ConnectCode,
   ConnectError,
   type ConnectRouter,
   createContextKey,

@@ -25,6 +25,7 @@ import {
 } from "../gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { createPanelSessions, withPanelIssuer } from "../panel/index.js";
 import {
   type AccessPolicy,
   type Binding,
@@ -39,7 +40,6 @@ import {
   loadStoredBindings,
   loadStoredRoles,
 } from "../security/index.js";
-import { createPanelSessions, withPanelIssuer } from "../panel/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";

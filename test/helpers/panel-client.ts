@@ -9,7 +9,11 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 export interface PanelBrowser {
   readonly cookies: Map<string, string>;
   /** POST (or GET with `body` undefined) to /auth/<path>. */
-  auth(path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: Record<string, unknown> }>;
+  auth(
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; json: Record<string, unknown> }>;
   /** A Connect client of a service, calling /rpc/ with this browser's cookies. */
   client<S extends DescService>(service: S, headers?: Record<string, string>): Client<S>;
 }
@@ -58,7 +62,9 @@ export function panelBrowser(url: string, caPem: string): PanelBrowser {
             res.on("data", (d: Buffer) => {
               text += d.toString();
             });
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text || "{}") }));
+            res.on("end", () =>
+              resolve({ status: res.statusCode ?? 0, json: JSON.parse(text || "{}") }),
+            );
           },
         );
         req.on("error", reject);

@@ -3,7 +3,11 @@ import { api, describe, follow } from "./api.js";
 import { el, mount, table } from "./dom.js";
 import type { View } from "./main.js";
 
-const field = (id: string, label: string, attrs: Record<string, string | number | boolean> = {}) => {
+const field = (
+  id: string,
+  label: string,
+  attrs: Record<string, string | number | boolean> = {},
+) => {
   const input = el("input", { id, name: id, maxlength: 256, ...attrs }) as HTMLInputElement;
   return { input, nodes: [el("label", { for: id }, label), input] };
 };
@@ -18,18 +22,64 @@ export async function accessView(view: View): Promise<void> {
   const desc = field("key-desc", "Description");
   const sections: HTMLElement[] = [];
   for (const [title, load] of [
-    ["Roles", async () => table("Roles", ["Role", "Grants", "Built in"], (await api.access.listRoles({}, { signal: view.signal })).roles.map((r) => [r.name, r.grants.join(", "), r.builtIn ? "yes" : "no"]))],
-    ["Bindings", async () => table("Bindings", ["Principal", "Roles", "Tenant", "Source"], (await api.access.listBindings({}, { signal: view.signal })).bindings.map((b) => [b.principal, b.roles.join(", "), b.tenant, b.source]))],
-    ["API keys", async () => table("API keys", ["Id", "Principal", "Roles", "Tenant", "Description"], (await api.access.listApiKeys({}, { signal: view.signal })).keys.map((k) => [k.id, k.principal, k.roles.join(", "), k.tenant, k.description]))],
+    [
+      "Roles",
+      async () =>
+        table(
+          "Roles",
+          ["Role", "Grants", "Built in"],
+          (await api.access.listRoles({}, { signal: view.signal })).roles.map((r) => [
+            r.name,
+            r.grants.join(", "),
+            r.builtIn ? "yes" : "no",
+          ]),
+        ),
+    ],
+    [
+      "Bindings",
+      async () =>
+        table(
+          "Bindings",
+          ["Principal", "Roles", "Tenant", "Source"],
+          (await api.access.listBindings({}, { signal: view.signal })).bindings.map((b) => [
+            b.principal,
+            b.roles.join(", "),
+            b.tenant,
+            b.source,
+          ]),
+        ),
+    ],
+    [
+      "API keys",
+      async () =>
+        table(
+          "API keys",
+          ["Id", "Principal", "Roles", "Tenant", "Description"],
+          (await api.access.listApiKeys({}, { signal: view.signal })).keys.map((k) => [
+            k.id,
+            k.principal,
+            k.roles.join(", "),
+            k.tenant,
+            k.description,
+          ]),
+        ),
+    ],
   ] as const) {
     const box = el("section", {}, el("h2", {}, title));
     sections.push(box);
-    load().then((t) => box.append(t), (err: unknown) => box.append(el("p", {}, describe(err))));
+    load().then(
+      (t) => box.append(t),
+      (err: unknown) => box.append(el("p", {}, describe(err))),
+    );
   }
   mount(
     view.main,
     el("h1", {}, "Access"),
-    el("p", {}, `Signed in as ${who.principal} (${who.authMethod}); roles: ${who.roles.join(", ") || "from bindings"}${who.tenant === "" ? "" : `; tenant ${who.tenant}`}.`),
+    el(
+      "p",
+      {},
+      `Signed in as ${who.principal} (${who.authMethod}); roles: ${who.roles.join(", ") || "from bindings"}${who.tenant === "" ? "" : `; tenant ${who.tenant}`}.`,
+    ),
     el("h2", {}, "Can I?"),
     el(
       "form",
@@ -37,7 +87,10 @@ export async function accessView(view: View): Promise<void> {
         onsubmit: async (e: Event) => {
           e.preventDefault();
           try {
-            const r = await api.access.checkPermission({ permission: perm.input.value, principal: principal.input.value });
+            const r = await api.access.checkPermission({
+              permission: perm.input.value,
+              principal: principal.input.value,
+            });
             answer.textContent = `${r.allowed ? "Yes" : "No"}: ${r.reason}`;
           } catch (err) {
             answer.textContent = describe(err);
@@ -57,7 +110,11 @@ export async function accessView(view: View): Promise<void> {
           e.preventDefault();
           try {
             const r = await api.access.createApiKey({ description: desc.input.value });
-            mount(keyOut, el("p", {}, `Key ${r.key?.id}: copy the token now, it is shown only once:`), el("code", { "data-testid": "api-token" }, r.token));
+            mount(
+              keyOut,
+              el("p", {}, `Key ${r.key?.id}: copy the token now, it is shown only once:`),
+              el("code", { "data-testid": "api-token" }, r.token),
+            );
           } catch (err) {
             mount(keyOut, el("p", { role: "alert" }, describe(err)));
           }
@@ -72,7 +129,14 @@ export async function accessView(view: View): Promise<void> {
 }
 
 const AUDIT_HEAD = ["Time", "Principal", "Method", "Decision", "Code", "Reason"];
-const auditRow = (r: AuditRecordInfo) => [r.ts.slice(0, 19).replace("T", " "), r.principal, r.method, r.decision, r.code, r.reason];
+const auditRow = (r: AuditRecordInfo) => [
+  r.ts.slice(0, 19).replace("T", " "),
+  r.principal,
+  r.method,
+  r.decision,
+  r.code,
+  r.reason,
+];
 
 /** Audit: search, and a live tail of new records. */
 export async function auditView(view: View): Promise<void> {
@@ -82,8 +146,14 @@ export async function auditView(view: View): Promise<void> {
   const tailBox = el("div", { "data-testid": "audit-tail" });
   const search = async () => {
     try {
-      const r = await api.audit.listAuditRecords({ filter: { principal: principal.input.value, method: method.input.value }, pageSize: 50 }, { signal: view.signal });
-      mount(results, table(`${r.records.length} records`, AUDIT_HEAD, r.records.map(auditRow), "audit"));
+      const r = await api.audit.listAuditRecords(
+        { filter: { principal: principal.input.value, method: method.input.value }, pageSize: 50 },
+        { signal: view.signal },
+      );
+      mount(
+        results,
+        table(`${r.records.length} records`, AUDIT_HEAD, r.records.map(auditRow), "audit"),
+      );
     } catch (err) {
       mount(results, el("p", { role: "alert" }, describe(err)));
     }
@@ -94,7 +164,18 @@ export async function auditView(view: View): Promise<void> {
   mount(
     view.main,
     el("h1", {}, "Audit"),
-    el("form", { onsubmit: (e: Event) => { e.preventDefault(); void search(); } }, principal.nodes, method.nodes, el("button", { type: "submit" }, "Search")),
+    el(
+      "form",
+      {
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          void search();
+        },
+      },
+      principal.nodes,
+      method.nodes,
+      el("button", { type: "submit" }, "Search"),
+    ),
     results,
     el("h2", {}, "Live"),
     tailBox,
@@ -118,7 +199,22 @@ export async function storageView(view: View): Promise<void> {
   mount(view.main, el("h1", {}, "Storage"), el("h2", {}, "Replication jobs"), body);
   try {
     const r = await api.storage.listReplicationJobs({}, { signal: view.signal });
-    mount(body, r.jobs.length === 0 ? el("p", {}, "No replication jobs.") : table("Replication jobs", ["Job", "Created by", "State", "Last snapshot", "Bytes"], r.jobs.map((j) => [j.jobId, j.createdBy, String(j.status?.state ?? ""), j.status?.lastSnapshotName ?? "", String(j.status?.bytesTransferred ?? 0n)])));
+    mount(
+      body,
+      r.jobs.length === 0
+        ? el("p", {}, "No replication jobs.")
+        : table(
+            "Replication jobs",
+            ["Job", "Created by", "State", "Last snapshot", "Bytes"],
+            r.jobs.map((j) => [
+              j.jobId,
+              j.createdBy,
+              String(j.status?.state ?? ""),
+              j.status?.lastSnapshotName ?? "",
+              String(j.status?.bytesTransferred ?? 0n),
+            ]),
+          ),
+    );
   } catch (err) {
     mount(body, el("p", {}, describe(err)));
   }
@@ -126,7 +222,11 @@ export async function storageView(view: View): Promise<void> {
 
 /** Enrollment: a one-time token for a new node, with the CA fingerprint to pin. */
 export async function enrollmentView(view: View): Promise<void> {
-  const name = field("node-name", "Node name", { required: true, maxlength: 63, pattern: "[a-z0-9][a-z0-9._\\-]*" });
+  const name = field("node-name", "Node name", {
+    required: true,
+    maxlength: 63,
+    pattern: "[a-z0-9][a-z0-9._\\-]*",
+  });
   const out = el("div", { "aria-live": "polite" });
   mount(
     view.main,
@@ -137,8 +237,21 @@ export async function enrollmentView(view: View): Promise<void> {
         onsubmit: async (e: Event) => {
           e.preventDefault();
           try {
-            const r = await api.enrollment.createEnrollmentToken({ nodeName: name.input.value }, { signal: view.signal });
-            mount(out, el("p", {}, `Token for ${r.nodeName} (shown once):`), el("code", {}, r.token), el("p", {}, `CA fingerprint to pin: ${r.caFingerprint}`), el("pre", {}, `debvisor-agent enroll --token ${r.token} --ca-fingerprint ${r.caFingerprint}`));
+            const r = await api.enrollment.createEnrollmentToken(
+              { nodeName: name.input.value },
+              { signal: view.signal },
+            );
+            mount(
+              out,
+              el("p", {}, `Token for ${r.nodeName} (shown once):`),
+              el("code", {}, r.token),
+              el("p", {}, `CA fingerprint to pin: ${r.caFingerprint}`),
+              el(
+                "pre",
+                {},
+                `debvisor-agent enroll --token ${r.token} --ca-fingerprint ${r.caFingerprint}`,
+              ),
+            );
           } catch (err) {
             mount(out, el("p", { role: "alert" }, describe(err)));
           }

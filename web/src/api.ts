@@ -36,7 +36,8 @@ const retryAfterRefresh: Interceptor = (next) => async (req) => {
   try {
     return await next(req);
   } catch (err) {
-    if (req.stream || !(err instanceof ConnectError) || err.code !== Code.Unauthenticated) throw err;
+    if (req.stream || !(err instanceof ConnectError) || err.code !== Code.Unauthenticated)
+      throw err;
     if (!(await refreshSession())) throw err;
     return next(req);
   }
@@ -67,7 +68,10 @@ export const api = {
 };
 
 /** POSTs to /auth/<path>; answers ok and the server's message. */
-export async function authPost(path: string, body: unknown): Promise<{ ok: boolean; status: number; message: string; json: Record<string, unknown> }> {
+export async function authPost(
+  path: string,
+  body: unknown,
+): Promise<{ ok: boolean; status: number; message: string; json: Record<string, unknown> }> {
   const res = await fetch(`/auth/${path}`, {
     method: "POST",
     credentials: "same-origin",
@@ -118,8 +122,18 @@ export async function follow<T>(
       return;
     } catch (err) {
       if (signal.aborted) return;
-      if (err instanceof ConnectError && err.code === Code.Unauthenticated && !(await refreshSession())) return;
-      if (err instanceof ConnectError && (err.code === Code.NotFound || err.code === Code.PermissionDenied || err.code === Code.InvalidArgument)) {
+      if (
+        err instanceof ConnectError &&
+        err.code === Code.Unauthenticated &&
+        !(await refreshSession())
+      )
+        return;
+      if (
+        err instanceof ConnectError &&
+        (err.code === Code.NotFound ||
+          err.code === Code.PermissionDenied ||
+          err.code === Code.InvalidArgument)
+      ) {
         onError(describe(err));
         return;
       }

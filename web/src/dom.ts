@@ -23,17 +23,42 @@ export function el(tag: string, attrs: Attrs = {}, ...children: (Child | Child[]
 /** Replaces the children of `parent`. */
 export function mount(parent: Element, ...children: (Child | Child[])[]): void {
   parent.replaceChildren();
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) parent.append(typeof c === "object" ? c : String(c));
+  for (const c of children.flat())
+    if (c !== null && c !== undefined && c !== false)
+      parent.append(typeof c === "object" ? c : String(c));
 }
 
 /** A table with a caption, column headings and rows. */
-export function table(caption: string, head: string[], rows: Child[][], testId?: string): HTMLElement {
+export function table(
+  caption: string,
+  head: string[],
+  rows: Child[][],
+  testId?: string,
+): HTMLElement {
   return el(
     "table",
     { "data-testid": testId },
     el("caption", {}, caption),
-    el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))),
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        head.map((h) => el("th", { scope: "col" }, h)),
+      ),
+    ),
+    el(
+      "tbody",
+      {},
+      rows.map((r) =>
+        el(
+          "tr",
+          {},
+          r.map((c) => el("td", {}, c)),
+        ),
+      ),
+    ),
   );
 }
 

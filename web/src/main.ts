@@ -1,9 +1,10 @@
 // The panel's page: a hash router over a few views, each a function that
 // renders into <main> and stops its streams when the view changes.
-import { api, authGet, authPost, setSignedOutHandler } from "./api.js";
-import { el, mount, toast } from "./dom.js";
+
 import { accessView, auditView, enrollmentView, storageView } from "./admin-views.js";
+import { api, authGet, authPost, setSignedOutHandler } from "./api.js";
 import { migrationsView, nodeView, overviewView, vmsView, vmView } from "./cluster-views.js";
+import { el, mount, toast } from "./dom.js";
 
 /** What a view gets: where to draw, a signal that aborts when the user leaves. */
 export interface View {
@@ -29,8 +30,21 @@ function loginView(main: HTMLElement, message = ""): void {
   document.getElementById("nav")?.setAttribute("hidden", "");
   mount(document.getElementById("who") as HTMLElement);
   const error = el("p", { class: "error", role: "alert", "data-testid": "login-error" }, message);
-  const user = el("input", { id: "user", name: "user", autocomplete: "username", required: true, maxlength: 63 }) as HTMLInputElement;
-  const password = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true, maxlength: 256 }) as HTMLInputElement;
+  const user = el("input", {
+    id: "user",
+    name: "user",
+    autocomplete: "username",
+    required: true,
+    maxlength: 63,
+  }) as HTMLInputElement;
+  const password = el("input", {
+    id: "password",
+    name: "password",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+    maxlength: 256,
+  }) as HTMLInputElement;
   const form = el(
     "form",
     {
@@ -71,11 +85,34 @@ async function route(): Promise<void> {
   const hash = location.hash === "" ? "#/" : location.hash;
   mount(
     nav,
-    el("ul", {}, PAGES.map(([href, label]) => el("li", {}, el("a", { href, "aria-current": (hash === href || (href !== "#/" && hash.startsWith(href))) ? "page" : undefined }, label)))),
+    el(
+      "ul",
+      {},
+      PAGES.map(([href, label]) =>
+        el(
+          "li",
+          {},
+          el(
+            "a",
+            {
+              href,
+              "aria-current":
+                hash === href || (href !== "#/" && hash.startsWith(href)) ? "page" : undefined,
+            },
+            label,
+          ),
+        ),
+      ),
+    ),
   );
   mount(
     document.getElementById("who") as HTMLElement,
-    el("span", { "data-testid": "principal" }, me.principal, me.tenant === "" ? "" : ` (tenant ${me.tenant})`),
+    el(
+      "span",
+      { "data-testid": "principal" },
+      me.principal,
+      me.tenant === "" ? "" : ` (tenant ${me.tenant})`,
+    ),
     " ",
     el("button", { type: "button", class: "link", onclick: signOut }, "Sign out"),
   );
@@ -94,7 +131,12 @@ async function route(): Promise<void> {
     else if (page === "enrollment") await enrollmentView(view);
     else mount(main, el("h1", {}, "Not found"), el("p", {}, "No such page."));
   } catch (err) {
-    if (!current.signal.aborted) mount(main, el("h1", {}, "Error"), el("p", { role: "alert", class: "error" }, String((err as Error).message ?? err)));
+    if (!current.signal.aborted)
+      mount(
+        main,
+        el("h1", {}, "Error"),
+        el("p", { role: "alert", class: "error" }, String((err as Error).message ?? err)),
+      );
   }
   // Move focus to the new content for keyboard and screen-reader users.
   (main.querySelector("h1") as HTMLElement | null)?.setAttribute("tabindex", "-1");
