@@ -59,6 +59,8 @@ describe("web panel: the same API, security and audit as gRPC", () => {
         loginPerAddress: { ratePerSecond: 10, burst: 1000 },
         loginPerAccount: { ratePerSecond: 10, burst: 1000 },
       },
+      // Every caller here is 127.0.0.1: the address lockout would join the tests together.
+      auth: { lockout: { maxFailures: 1000 } },
       rbac: {
         bindings: [
           { principal: "user:carol", roles: ["viewer"] },
@@ -205,6 +207,63 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     // The access token, even if kept, no longer works.
     b.cookies.set("__Host-dv_access", access);
     assert.equal(await codeOf(b.client(NodeService).listNodes({})), "Unauthenticated");
+  });
+
+  it("ends a user's sessions at once when an admin revokes them, and only an admin may", async () => {
+    const b = await login("carol", CAROL_PASSWORD);
+    const nodes = b.client(NodeService);
+    assert.equal(await codeOf(nodes.listNodes({})), "OK");
+    const denied = await b.auth("users", { action: "end-sessions", user: "carol" });
+    assert.equal(denied.status, 403, "carol is no admin");
+    const r = await admin.auth("users", { action: "end-sessions", user: "carol" });
+    assert.equal(r.status, 200);
+    assert.ok(Number(r.json.sessionsEnded) >= 1);
+    assert.equal(await codeOf(nodes.listNodes({})), "Unauthenticated");
+    assert.equal((await b.auth("refresh", {})).status, 401);
+    const audit = admin.client(AuditService);
+    const records = (await audit.listAuditRecords({ filter: { method: "Users.EndSessions" } }))
+      .records;
+    assert.ok(records.some((x) => x.principal === "user:admin" && x.args.includes("user=carol")));
+  });
+
+  it("refuses forged and expired cookies and oversize input, changing nothing", async () => {
+    const b = await login("carol", CAROL_PASSWORD);
+    const real = b.cookies.get("__Host-dv_access") as string;
+    const [header, payload] = real.split(".");
+    const claims = JSON.parse(Buffer.from(payload as string, "base64url").toString());
+    // The same session, claiming to be admin: the signature no longer matches.
+    const forged = Buffer.from(JSON.stringify({ ...claims, sub: "user:admin" })).toString(
+      "base64url",
+    );
+    b.cookies.set("__Host-dv_access", `${header}.${forged}.${real.split(".")[2]}`);
+    assert.equal(
+      await codeOf(b.client(NodeService).cordonNode({ id: { id: "node-01" } })),
+      "Unauthenticated",
+    );
+    // Expired: a token whose exp passed (claims rewritten, so also unsigned): refused the same way.
+    const expired = Buffer.from(JSON.stringify({ ...claims, exp: 1 })).toString("base64url");
+    b.cookies.set("__Host-dv_access", `${header}.${expired}.${real.split(".")[2]}`);
+    assert.equal(await codeOf(b.client(NodeService).listNodes({})), "Unauthenticated");
+    b.cookies.set("__Host-dv_access", "garbage");
+    assert.equal(await codeOf(b.client(NodeService).listNodes({})), "Unauthenticated");
+    // Oversize sign-in and user names: refused with a clear answer, no user made.
+    const big = await admin.auth("users", {
+      action: "set-password",
+      user: "x".repeat(5000),
+      password: "p".repeat(20),
+    });
+    assert.equal(big.status, 400);
+    const long = await admin.auth("users", {
+      action: "set-password",
+      user: "dave",
+      password: "p".repeat(300),
+    });
+    assert.equal(long.status, 400);
+    assert.match(String(long.json.message), /password: at most 256/);
+    const users = (await admin.auth("users")).json.users as { name: string }[];
+    assert.ok(!users.some((u) => u.name === "dave" || u.name.startsWith("xxx")));
+    const node = await admin.client(NodeService).getNode({ id: { id: "node-01" } });
+    assert.equal(node.summary?.cordoned, false);
   });
 
   it("refuses a wrong password with one message and lets the right one in", async () => {
