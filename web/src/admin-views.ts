@@ -1,5 +1,5 @@
 import type { AuditRecordInfo } from "../../src/gen/debvisor/v1/audit_pb.js";
-import { api, describe, follow } from "./api.js";
+import { api, authGet, authPost, describe, follow } from "./api.js";
 import { el, mount, table } from "./dom.js";
 import type { View } from "./main.js";
 
@@ -72,6 +72,7 @@ export async function accessView(view: View): Promise<void> {
       (err: unknown) => box.append(el("p", {}, describe(err))),
     );
   }
+  const people = await usersSection();
   mount(
     view.main,
     el("h1", {}, "Access"),
@@ -124,8 +125,78 @@ export async function accessView(view: View): Promise<void> {
       el("button", { type: "submit" }, "Create key"),
     ),
     keyOut,
+    people,
     sections,
   );
+}
+
+/** Panel users, for admins only (the server refuses anyone else): create, reset, disable, end sessions. */
+async function usersSection(): Promise<HTMLElement | null> {
+  const list = (await authGet("users")) as
+    | { users: { name: string; principal: string; disabled: boolean }[] }
+    | undefined;
+  if (list === undefined) return null;
+  const out = el("p", { "aria-live": "polite" });
+  const box = el("section", {});
+  const act = async (body: Record<string, string>) => {
+    const r = await authPost("users", body);
+    out.textContent = r.ok ? `${body.action} ${body.user}: done` : r.message;
+    if (r.ok) box.replaceWith((await usersSection()) ?? el("p"));
+  };
+  const user = field("new-user", "User", { maxlength: 63, autocomplete: "off" });
+  const password = field("new-password", "Password", {
+    type: "password",
+    minlength: 12,
+    autocomplete: "new-password",
+  });
+  mount(
+    box,
+    el("h2", {}, "Panel users"),
+    table(
+      "Panel users",
+      ["User", "Principal (bind roles to it)", "State", "Actions"],
+      list.users.map((u) => [
+        u.name,
+        u.principal,
+        u.disabled ? "disabled" : "active",
+        el(
+          "span",
+          { class: "actions" },
+          el(
+            "button",
+            { type: "button", onclick: () => act({ action: "end-sessions", user: u.name }) },
+            `End sessions of ${u.name}`,
+          ),
+          u.disabled
+            ? null
+            : el(
+                "button",
+                { type: "button", onclick: () => act({ action: "disable", user: u.name }) },
+                `Disable ${u.name}`,
+              ),
+        ),
+      ]),
+    ),
+    el(
+      "form",
+      {
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          void act({
+            action: "set-password",
+            user: user.input.value,
+            password: password.input.value,
+          });
+          password.input.value = "";
+        },
+      },
+      user.nodes,
+      password.nodes,
+      el("button", { type: "submit" }, "Create user or set password"),
+    ),
+    out,
+  );
+  return box;
 }
 
 const AUDIT_HEAD = ["Time", "Principal", "Method", "Decision", "Code", "Reason"];
