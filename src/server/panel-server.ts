@@ -240,10 +240,25 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
   );
   const at = o.config.listen.lastIndexOf(":");
   const host = o.config.listen.slice(0, at).replace(/^\[|\]$/g, "");
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(Number(o.config.listen.slice(at + 1)), host, () => resolve());
-  });
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.removeListener("error", reject);
+        resolve();
+      });
+    });
+  try {
+    await listen(Number(o.config.listen.slice(at + 1)));
+  } catch (err) {
+    // Dev mode is for people (and tests running several dev daemons): a taken port is no reason to stop.
+    if (o.devAdmin === undefined || (err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+    o.logger.warn(
+      { listen: o.config.listen },
+      "panel port in use; dev mode serves the panel on a free port",
+    );
+    await listen(0);
+  }
   const addr = server.address();
   const port = typeof addr === "object" && addr !== null ? addr.port : 0;
   url = `https://${host.includes(":") ? `[${host}]` : host}:${port}/`;
