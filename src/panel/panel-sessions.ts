@@ -74,6 +74,8 @@ export interface PanelSessions {
   isLive(sessionId: string): Promise<boolean>;
   /** Called with the session id whenever this process ends a session. */
   onEnd(listener: (sessionId: string) => void): () => void;
+  /** Deletes the records of sessions past their absolute lifetime; returns how many. */
+  sweep(): Promise<number>;
 }
 
 /**
@@ -298,6 +300,18 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
     onEnd(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+    async sweep() {
+      // Past its absolute lifetime a session refuses everything anyway, reuse checks included.
+      const gone: { key: string; modRevision: number }[] = [];
+      for await (const kv of rangeAll(store, PREFIX)) {
+        const s = decodeMessage(PanelSessionRecordSchema, kv);
+        if (Number(s.expiresAtMs) <= clock.now())
+          gone.push({ key: kv.key, modRevision: kv.modRevision });
+      }
+      for (const g of gone)
+        await store.txn({ compares: [g], success: [{ type: "delete", key: g.key }] });
+      return gone.length;
     },
   };
 }

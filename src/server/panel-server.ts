@@ -141,6 +141,12 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     },
   });
   const unsubscribe = o.sessions.onEnd((sid) => adapter.endSession(sid));
+  const sweeper = setInterval(() => {
+    o.sessions
+      .sweep()
+      .catch((err: unknown) => o.logger.warn({ err }, "panel session sweep failed"));
+  }, 3_600_000);
+  sweeper.unref();
   const throttle = createLoginThrottle({
     clock: o.clock,
     perAddress: o.config.loginPerAddress,
@@ -269,6 +275,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     inFlight: () => adapter.inFlight(),
     close() {
       unsubscribe();
+      clearInterval(sweeper);
       adapter.abortAll("panel closing");
       return new Promise((resolve) => {
         server.close(() => resolve());
