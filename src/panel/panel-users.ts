@@ -37,8 +37,12 @@ export function checkCredentials(name: string, password: string): string | undef
 export interface PanelUsers {
   get(name: string): Promise<PanelUserRecord | undefined>;
   list(): Promise<PanelUserRecord[]>;
-  /** Creates the user or replaces its password (enabling it). Check input with {@link checkCredentials} first. */
-  setPassword(name: string, password: string, by: string): Promise<void>;
+  /**
+   * Creates the user or replaces its password (enabling it). Check input with
+   * {@link checkCredentials} first. `generated`: a random secret the daemon
+   * made (hashed with cheaper parameters).
+   */
+  setPassword(name: string, password: string, by: string, generated?: boolean): Promise<void>;
   /** Disables the user; its sessions are ended by the caller. False when there is no such user. */
   disable(name: string): Promise<boolean>;
 }
@@ -57,7 +61,7 @@ export function createPanelUsers(store: KvStore, clock: Clock): PanelUsers {
         out.push(decodeMessage(PanelUserRecordSchema, kv));
       return out;
     },
-    async setPassword(name, password, by) {
+    async setPassword(name, password, by, generated = false) {
       const problem = checkCredentials(name, password);
       if (problem !== undefined) throw new TypeError(problem);
       const old = await this.get(name);
@@ -65,7 +69,7 @@ export function createPanelUsers(store: KvStore, clock: Clock): PanelUsers {
         key(name),
         encodeMessage(PanelUserRecordSchema, {
           name,
-          passwordHash: await hashPassword(password),
+          passwordHash: await hashPassword(password, generated),
           disabled: false,
           createdBy: old?.createdBy ?? by,
           createdAtMs: old === undefined ? BigInt(clock.now()) : old.createdAtMs,

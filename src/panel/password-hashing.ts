@@ -11,10 +11,17 @@ const PARAMS = { memorySize: 19_456, iterations: 2, parallelism: 1, hashLength: 
 /** Passwords longer than this are refused before hashing (argon2 cost is per byte too). */
 export const MAX_PASSWORD_LENGTH = 256;
 
-/** The argon2id PHC string of `password` with a fresh 16-byte salt. */
-export async function hashPassword(password: string): Promise<string> {
+/**
+ * Cheaper parameters for secrets the daemon generated itself (96 random bits
+ * or more): no guessing attack is helped by the cost, and dev mode makes one
+ * at every start. Verification reads the parameters from the PHC string.
+ */
+const GENERATED = { memorySize: 1024, iterations: 1, parallelism: 1, hashLength: 32 } as const;
+
+/** The argon2id PHC string of `password` with a fresh 16-byte salt; `generated` for random secrets the daemon made. */
+export async function hashPassword(password: string, generated = false): Promise<string> {
   const salt = webcrypto.getRandomValues(new Uint8Array(16));
-  return argon2id({ ...PARAMS, password, salt, outputType: "encoded" });
+  return argon2id({ ...(generated ? GENERATED : PARAMS), password, salt, outputType: "encoded" });
 }
 
 // Verified when the account does not exist, so its absence costs the same time.

@@ -103,7 +103,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
   let devAdminPassword: string | undefined;
   if (o.devAdmin !== undefined) {
     devAdminPassword = randomBytes(12).toString("base64url");
-    await users.setPassword("admin", devAdminPassword, "dev-mode");
+    await users.setPassword("admin", devAdminPassword, "dev-mode", true);
     writeFileSync(join(o.devAdmin.dataDir, "panel-admin-password"), `${devAdminPassword}\n`, {
       mode: 0o600,
     });
