@@ -70,7 +70,14 @@ const program = new Command("debvisor-rpcd")
       process.exit(1);
     }
     if (daemon.dev !== undefined)
-      printDevBanner(daemon.grpcAddress, daemon.httpAddress, daemon.dev.contextFile);
+      printDevBanner(
+        daemon.grpcAddress,
+        daemon.httpAddress,
+        daemon.dev.contextFile,
+        daemon.panelUrl === undefined
+          ? undefined
+          : { url: daemon.panelUrl, password: daemon.devPanelPassword },
+      );
     const stop = (signal: string) => {
       daemon.shutdown(signal).then(
         () => process.exit(0),
@@ -215,6 +222,7 @@ function printDevBanner(
   grpcAddress: string,
   httpAddress: string | undefined,
   contextFile: string,
+  panel?: { url: string; password: string | undefined },
 ): void {
   const rel = contextFile.startsWith(`${process.cwd()}/`)
     ? contextFile.slice(process.cwd().length + 1)
@@ -228,6 +236,10 @@ function printDevBanner(
         ? ""
         : `  metrics and health:    http://${httpAddress}/metrics  /healthz  /readyz`,
       `  hvctl context:         ${rel}`,
+      panel === undefined ? "" : `  web panel:             ${panel.url}`,
+      panel?.password === undefined
+        ? ""
+        : `                         user admin, one-time password ${panel.password} (new on every start)`,
       "",
       "Try next, in another terminal:",
       `  npm exec --no -- hvctl --config ${rel} node list`,

@@ -126,6 +126,12 @@ export const REASONS = {
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
   DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },
   CANCELLED: { code: Code.Canceled, message: "call cancelled" },
+  PANEL_USER_NOT_FOUND: { code: Code.NotFound, message: "panel user not found" },
+  LOGIN_FAILED: { code: Code.Unauthenticated, message: "wrong user name or password" },
+  PANEL_REQUEST_REFUSED: {
+    code: Code.PermissionDenied,
+    message: "request refused: not from the panel's own page",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

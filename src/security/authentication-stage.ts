@@ -104,7 +104,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
         else
           principal = {
-            id: jwtPrincipal(r.identity.issuer, r.identity.subject),
+            id: r.identity.principal ?? jwtPrincipal(r.identity.issuer, r.identity.subject),
             method: "jwt",
             roles: r.identity.roles,
             tenant: r.identity.tenant,

@@ -37,6 +37,12 @@ export interface JwtIdentity {
   readonly issuer: string;
   readonly roles: string[];
   readonly tenant: string | undefined;
+  /**
+   * The principal as named by a first-party verifier in this process (the
+   * panel's sessions: `user:<name>`); a configured issuer's token never
+   * carries one, and its principal is `jwt:<iss>:<sub>`.
+   */
+  readonly principal?: string;
 }
 
 /** Verifies bearer JWTs against the configured issuers. */

@@ -483,6 +483,35 @@ const sections = z.strictObject({
     })
     .prefault({}),
   /**
+   * The web panel: its own HTTPS listener serving the panel's page and the
+   * Connect form of the same services (same stages, same audit). On in dev
+   * mode, off otherwise until `enabled` is set.
+   */
+  panel: z
+    .strictObject({
+      /** Serve the panel (default: on in dev mode, off otherwise). */
+      enabled: z.boolean().optional(),
+      /** HTTPS listen address of the panel; TLS with the server certificate. */
+      listen: hostPort.default("127.0.0.1:7444"),
+      /**
+       * Origins (scheme://host:port) the panel is reached at, besides
+       * https://<the Host header> itself (for a proxy in front).
+       */
+      origins: z
+        .array(z.string().regex(/^https:\/\/[^/\s]+$/, "must be https://HOST[:PORT]"))
+        .max(20)
+        .default([]),
+      /** Lifetime of an access token. */
+      accessTtlMs: int(10_000, 3_600_000).default(300_000),
+      /** Absolute lifetime of a sign-in session. */
+      sessionTtlMs: int(60_000, 30 * 86_400_000).default(43_200_000),
+      /** Sign-in attempts per source address. */
+      loginPerAddress: bucket.default({ ratePerSecond: 1 / 6, burst: 10 }),
+      /** Sign-in attempts at one account from browsers that never signed in to it. */
+      loginPerAccount: bucket.default({ ratePerSecond: 1 / 60, burst: 5 }),
+    })
+    .prefault({}),
+  /**
    * Measurement only (bench/): leave security stages out to see what each
    * costs. Refused unless the gRPC endpoint listens on loopback.
    */

@@ -26,6 +26,7 @@ import {
 } from "../gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { createPanelSessions, withPanelIssuer } from "../panel/index.js";
 import {
   type AccessPolicy,
   apiKeyResolver,
@@ -61,6 +62,7 @@ import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { DEFAULT_AUDIT_PATH, openAudit } from "./open-audit.js";
 import { DEFAULT_SQLITE_PATH, openStore } from "./open-store.js";
+import { type PanelServer, startPanelServer } from "./panel-server.js";
 import { startReadiness } from "./readiness.js";
 import { createReflectionServices } from "./reflection-service.js";
 import { startRpcServer } from "./rpc-server.js";
@@ -92,6 +94,10 @@ export interface Daemon {
   readonly grpcAddress: string;
   /** HOST:PORT of /metrics, /healthz and /readyz, when enabled. */
   readonly httpAddress: string | undefined;
+  /** https://HOST:PORT/ of the web panel, when it is served. */
+  readonly panelUrl: string | undefined;
+  /** Dev mode: the one-time password of the panel's user admin (never logged; the banner shows it). */
+  readonly devPanelPassword: string | undefined;
   /** Dev-mode files, when in dev mode. */
   readonly dev: DevEnvironment | undefined;
   /** Re-reads configuration and TLS files; keeps the running ones when the new ones are wrong. */
@@ -163,7 +169,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const apiKeys = await loadApiKeys(store, clock, logger);
   // Dev mode's admin certificate administers security and operates the cluster.
   const devBindings: Binding[] =
-    dev === undefined ? [] : [{ principal: "admin", roles: ["admin", "operator"] }];
+    dev === undefined
+      ? []
+      : [
+          { principal: "admin", roles: ["admin", "operator"] },
+          // The panel's dev-mode user admin (principal user:admin) may do as much.
+          { principal: "user:admin", roles: ["admin", "operator"] },
+        ];
   let configPolicy: AccessPolicy = policyFromConfig(config, devBindings);
   const storedBindings = await loadStoredBindings(store, clock, logger);
   const revocations = await loadRevocations(store, clock, logger);
@@ -204,6 +216,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   storedRoles.onChange(rebuildPolicy);
   rebuildPolicy();
   let jwt = jwtVerifierFromConfig(config, clock);
+  const panelSessions =
+    (config.panel.enabled ?? config.dev.enabled)
+      ? await createPanelSessions({
+          store,
+          clock,
+          accessTtlMs: config.panel.accessTtlMs,
+          sessionTtlMs: config.panel.sessionTtlMs,
+        })
+      : undefined;
   const lockout = createLockout({ clock, ...config.auth.lockout });
   const rateLimits = createRateLimitStages({ clock, ...config.rateLimit, policy: () => policy });
   const inventory = createInventory({
@@ -383,32 +404,60 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       { skipRateLimit, skipAuthorization },
       "benchmark settings: security stages left out; never run like this in production",
     );
+  // One pipeline for every adapter: the gRPC server and the panel's Connect listener.
+  const stages = [
+    ...(auditStages === undefined ? [] : [auditStages.outer]),
+    ...(skipRateLimit ? [] : [rateLimits.perSource]),
+    createAuthenticationStage({
+      apiKeys,
+      jwt: () => (panelSessions === undefined ? jwt : withPanelIssuer(panelSessions.verifier, jwt)),
+      lockout,
+      revocations,
+    }),
+    ...(skipAuthorization ? [] : [createAuthorizationStage(() => policy, targetResolvers)]),
+    ...(skipRateLimit ? [] : [rateLimits.perPrincipal]),
+    validationStage,
+    ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
+  ];
   const server = await startRpcServer({
     listen: config.listen,
     tls,
     tlsOptions: config.tls,
     limits: config.limits,
     services: [...domain, healthService, ...reflection],
-    stages: [
-      ...(auditStages === undefined ? [] : [auditStages.outer]),
-      ...(skipRateLimit ? [] : [rateLimits.perSource]),
-      createAuthenticationStage({ apiKeys, jwt: () => jwt, lockout, revocations }),
-      ...(skipAuthorization ? [] : [createAuthorizationStage(() => policy, targetResolvers)]),
-      ...(skipRateLimit ? [] : [rateLimits.perPrincipal]),
-      validationStage,
-      ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
-    ],
+    stages,
     observer: metrics.observer,
     logger,
     onConnectionDrop: (reason) => metrics.connectionDropped(reason),
   });
+  const panel: PanelServer | undefined =
+    panelSessions === undefined
+      ? undefined
+      : await startPanelServer({
+          config: config.panel,
+          tls,
+          limits: config.limits,
+          tlsMinVersion: config.tls.minVersion,
+          services: [...domain, healthService],
+          stages,
+          observer: metrics.observer,
+          logger,
+          store,
+          clock,
+          sessions: panelSessions,
+          policy: () => policy,
+          audit: audit === undefined ? undefined : (f) => audit.append(f),
+          devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
+        });
   metrics.setConnectionCounter(server.connections);
   if (ca !== undefined) noteExpiry("cluster-ca", ca.certPem);
   metrics.setCertificateExpiry(() => expiries);
   // New handshakes use replaced TLS files without a restart (SIGHUP does the same).
   const reloadTlsFromFiles = (why: string) => {
     try {
-      server.reloadTls(loadTls(config));
+      const material = loadTls(config);
+      server.reloadTls(material);
+      panel?.reloadTls(material);
       logger.info({ why }, "TLS files reloaded");
     } catch (err) {
       logger.error({ err, why }, "TLS files not reloaded; the running ones are kept");
@@ -504,6 +553,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     {
       address: server.address,
       httpAddress,
+      panelUrl: panel?.url,
       version: packageVersion(),
       dev: dev !== undefined,
       tlsMinVersion: config.tls.minVersion,
@@ -515,6 +565,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   return {
     grpcAddress: server.address,
     httpAddress,
+    panelUrl: panel?.url,
+    devPanelPassword: panel?.devAdminPassword,
     dev,
     async reload() {
       await notifier.reloading();
@@ -538,6 +590,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           "cluster",
           "benchmark",
           "storage",
+          "panel",
         ] as const) {
           if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
             logger.warn({ key }, "changed setting takes effect only after a restart");
@@ -563,7 +616,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         logger.info({ reason, inFlight: server.inFlight() }, "shutting down: draining calls");
         await notifier.stopping();
         if (simTimer !== undefined) clearInterval(simTimer);
-        const { drained } = await server.shutdown(config.shutdown.drainTimeoutMs);
+        const [{ drained }] = await Promise.all([
+          server.shutdown(config.shutdown.drainTimeoutMs),
+          panel?.close(),
+        ]);
         await runtime.close();
         reporter?.close();
         sim?.close();

@@ -1,0 +1,15 @@
+// The web panel's server side: people (local users, argon2id), their sign-in
+// sessions (short access token, rotating refresh token), sign-in throttling
+// and the /auth endpoints. Calls from the panel then go through the same
+// stages as gRPC, by way of the connect adapter in server.
+
+export type { LoginThrottle, LoginThrottleOptions } from "./login-throttle.js";
+export { createLoginThrottle } from "./login-throttle.js";
+export type { AuthRequest, AuthResponse, PanelAuth, PanelAuthOptions } from "./panel-auth.js";
+export { createPanelAuth, MANAGE_USERS } from "./panel-auth.js";
+export { COOKIES, CSRF_HEADER, isPanelRequest, parseCookies, setCookie } from "./panel-cookies.js";
+export type { PanelSessions, PanelSessionsOptions, SessionTokens } from "./panel-sessions.js";
+export { createPanelSessions, PANEL_ISSUER, withPanelIssuer } from "./panel-sessions.js";
+export type { PanelUsers } from "./panel-users.js";
+export { checkCredentials, createPanelUsers, userPrincipal } from "./panel-users.js";
+export { hashPassword, verifyPassword } from "./password-hashing.js";

@@ -1,0 +1,58 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Clock } from "../core/index.js";
+import { type BucketLimit, createRateLimiter } from "../security/index.js";
+
+/** Options of {@link createLoginThrottle}. */
+export interface LoginThrottleOptions {
+  readonly clock: Clock;
+  /** Sign-in attempts per source address (default 10 at once, then one per 6 s). */
+  readonly perAddress?: BucketLimit;
+  /** Attempts at one account from browsers it does not know (default 5 at once, then one per minute). */
+  readonly perAccount?: BucketLimit;
+}
+
+/** What the throttle says about an attempt. */
+export type ThrottleVerdict =
+  | { allowed: true }
+  | { allowed: false; retryAfterMs: number; scope: "address" | "account" };
+
+/** Rate limits for sign-in that slow guessing without locking the right password out. */
+export interface LoginThrottle {
+  /** Before checking the password. `deviceToken` is the browser's device cookie, if any. */
+  check(address: string, account: string, deviceToken: string | undefined): ThrottleVerdict;
+  /** After a right password: a device token marking this browser as known for the account. */
+  deviceTokenFor(account: string): string;
+}
+
+/**
+ * Every attempt spends from its address's bucket, and, from a browser the
+ * account does not know, from the account's bucket too. A browser that signed in to the account before holds a
+ * device token (OWASP's "device cookie") and is never held back by the
+ * account's bucket, so a guesser spraying one account from many addresses
+ * cannot lock its owner out.
+ */
+export function createLoginThrottle(options: LoginThrottleOptions): LoginThrottle {
+  const perAddress = options.perAddress ?? { ratePerSecond: 1 / 6, burst: 10 };
+  const perAccount = options.perAccount ?? { ratePerSecond: 1 / 60, burst: 5 };
+  const addresses = createRateLimiter(options.clock, 100_000);
+  const accounts = createRateLimiter(options.clock, 100_000);
+  const secret = randomBytes(32);
+  const mac = (account: string) => createHmac("sha256", secret).update(account).digest("base64url");
+  const known = (account: string, token: string | undefined) => {
+    if (token === undefined) return false;
+    const want = Buffer.from(mac(account));
+    const got = Buffer.from(token);
+    return got.length === want.length && timingSafeEqual(got, want);
+  };
+  return {
+    check(address, account, deviceToken) {
+      const a = addresses.take(address, 1, perAddress);
+      if (!a.allowed) return { allowed: false, retryAfterMs: a.retryAfterMs, scope: "address" };
+      if (known(account, deviceToken)) return { allowed: true };
+      const b = accounts.take(account, 1, perAccount);
+      if (!b.allowed) return { allowed: false, retryAfterMs: b.retryAfterMs, scope: "account" };
+      return { allowed: true };
+    },
+    deviceTokenFor: mac,
+  };
+}

@@ -1,0 +1,243 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
+
+/** Debian's Chromium; never downloaded. Under CI=true its absence fails the run. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** Screenshots of every page, written by each run (gitignored). */
+export const SCREENSHOTS = join(process.cwd(), "test-results", "panel");
+const PASSWORD = "acme-ann-long-password";
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI === "true")
+  throw new Error(`${CHROMIUM} not found: install Debian's chromium (.ci/run does)`);
+
+describe("web panel in Chromium", {
+  skip: haveChromium ? false : `${CHROMIUM} not installed`,
+}, () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let url: string;
+  let ca: string;
+  let adminPassword: string;
+  let browser: Browser;
+  let admin: PanelBrowser;
+  const contexts: BrowserContext[] = [];
+
+  const newPage = async (): Promise<Page> => {
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+    });
+    contexts.push(context);
+    return context.newPage();
+  };
+  const signIn = async (page: Page, user: string, password: string) => {
+    await page.goto(url);
+    await page.getByLabel("User").fill(user);
+    await page.getByLabel("Password").fill(password);
+    await page.keyboard.press("Enter");
+    await page.getByTestId("principal").waitFor();
+  };
+  const shot = (page: Page, name: string) =>
+    page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+  const axe = async (page: Page) => {
+    // Evaluated through the DevTools protocol: the page's CSP (no inline script) stays in force.
+    await page.evaluate(
+      readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"),
+    );
+    const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
+      violations: { id: string; impact: string; nodes: unknown[] }[];
+    };
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.nodes.length})`);
+  };
+
+  before(async () => {
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    dir = mkdtempSync(join(tmpdir(), "dv-panel-e2e-"));
+    daemon = await startDevDaemon(dir, {
+      panel: { listen: "127.0.0.1:0" },
+      simulation: { migrationMs: 3000 },
+      rbac: { bindings: [{ principal: "user:acme-ann", roles: ["viewer"], tenant: "acme" }] },
+    });
+    url = String(daemon.logs.find((l) => l.msg === "serving")?.panelUrl);
+    ca = devCa(dir);
+    adminPassword = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
+    admin = panelBrowser(url, ca);
+    assert.equal(
+      (await admin.auth("login", { user: "admin", password: adminPassword })).status,
+      200,
+    );
+    await admin.auth("users", { action: "set-password", user: "acme-ann", password: PASSWORD });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox"],
+    });
+  });
+  after(async () => {
+    for (const c of contexts) await c.close().catch(() => {});
+    await browser?.close();
+    daemon?.kill();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("signs in, shows three nodes and every page, with no serious accessibility violation", async () => {
+    const page = await newPage();
+    const cspViolations: string[] = [];
+    page.on("console", (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
+    await page.goto(url);
+    await page.getByLabel("User").waitFor();
+    assert.deepEqual(await axe(page), [], "sign-in page");
+    await shot(page, "sign-in");
+    await signIn(page, "admin", adminPassword);
+    await page.getByTestId("node-count").filter({ hasText: "3 nodes, 3 ready" }).waitFor();
+    assert.equal(await page.getByTestId("nodes").locator("tbody tr").count(), 3);
+    assert.deepEqual(await axe(page), [], "overview");
+    await shot(page, "overview");
+    for (const [hash, name, ready] of [
+      ["#/nodes/node-01", "node", "VMs on this node"],
+      ["#/vms", "vms", "Virtual machines"],
+      ["#/migrations", "migrations", "Migrations"],
+      ["#/storage", "storage", "Replication jobs"],
+      ["#/access", "access", "Can I?"],
+      ["#/audit", "audit", "Live"],
+      ["#/enrollment", "enrollment", "Enrollment"],
+    ] as const) {
+      await page.goto(`${url}${hash}`);
+      await page.getByRole("heading", { name: ready, exact: true }).waitFor();
+      assert.deepEqual(await axe(page), [], name);
+      await shot(page, name);
+    }
+    // Keyboard: the skip link comes first, then the navigation.
+    await page.goto(`${url}#/`);
+    await page.reload();
+    await page.getByTestId("node-count").waitFor();
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate("document.activeElement?.textContent"), "Skip to content");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate("document.activeElement?.textContent"), "Overview");
+    assert.deepEqual(cspViolations, []);
+  });
+
+  it("previews a migration's plan with every check and follows it to 100 %", async () => {
+    const vms = (await admin.client(VmService).listVms({ pageSize: 500 })).vms;
+    const vm = vms.find((v) => v.liveMigratable && v.state === VmState.RUNNING);
+    assert.ok(vm, "a running, live-migratable VM");
+    const page = await newPage();
+    await signIn(page, "admin", adminPassword);
+    await page.goto(`${url}#/vms/${vm.id}`);
+    await page.getByRole("button", { name: "Preview plan" }).click();
+    const checks = page.getByTestId("plan").locator("li");
+    await checks.first().waitFor();
+    assert.ok((await checks.count()) >= 3, "every check is listed");
+    await shot(page, "migration-plan");
+    await page.getByRole("button", { name: "Start migration" }).click();
+    await page
+      .getByTestId("progress-pct")
+      .filter({ hasText: "100 %" })
+      .waitFor({ timeout: 20_000 });
+    await page.getByTestId("migration-state").filter({ hasText: "succeeded" }).waitFor();
+    await shot(page, "migration-done");
+    const moved = await admin.client(VmService).getVm({ vmId: vm.id });
+    assert.notEqual(moved.nodeId?.id, vm.nodeId?.id);
+  });
+
+  it("shows a tenant user only its VMs and 'not found' for another tenant's by URL", async () => {
+    const all = (await admin.client(VmService).listVms({ pageSize: 500 })).vms;
+    const other = all.find((v) => v.tenant !== "acme");
+    assert.ok(other);
+    const page = await newPage();
+    await signIn(page, "acme-ann", PASSWORD);
+    await page.goto(`${url}#/vms`);
+    const rows = page.getByTestId("vms").locator("tbody tr");
+    await rows.first().waitFor();
+    const tenants = await rows.locator("td:nth-child(5)").allTextContents();
+    assert.ok(tenants.length > 0 && tenants.every((t) => t === "acme"), tenants.join(","));
+    assert.equal(tenants.length, all.filter((v) => v.tenant === "acme").length);
+    await page.goto(`${url}#/vms/${other.id}`);
+    const error = page.getByTestId("vm-error");
+    await error.waitFor();
+    assert.match((await error.textContent()) ?? "", /not found/);
+    await shot(page, "tenant-not-found");
+  });
+
+  it("refuses a request another origin makes with the user's browser", async () => {
+    const page = await newPage();
+    await signIn(page, "admin", adminPassword);
+    await page.route("https://evil.example/**", (route) =>
+      route.fulfill({
+        contentType: "text/html",
+        body: "<!doctype html><title>evil</title><p>evil</p>",
+      }),
+    );
+    await page.goto("https://evil.example/");
+    const path = `${url}rpc/debvisor.v1.NodeService/CordonNode`;
+    const outcome = await page.evaluate(async (target) => {
+      const results: string[] = [];
+      // With the panel's header: the browser's CORS preflight fails.
+      try {
+        const r = await fetch(target, {
+          method: "POST",
+          credentials: "include",
+          headers: { "content-type": "application/json", "x-debvisor-csrf": "1" },
+          body: '{"id":{"id":"node-02"}}',
+        });
+        results.push(`sent ${r.status}`);
+      } catch {
+        results.push("blocked");
+      }
+      // A "simple" request needs no preflight but lacks the header (and the SameSite cookies).
+      try {
+        const r = await fetch(target, {
+          method: "POST",
+          mode: "no-cors",
+          credentials: "include",
+          headers: { "content-type": "text/plain" },
+          body: '{"id":{"id":"node-02"}}',
+        });
+        results.push(r.type);
+      } catch {
+        // Cross-Origin-Resource-Policy hides even the opaque answer.
+        results.push("blocked");
+      }
+      return results;
+    }, path);
+    assert.equal(outcome[0], "blocked");
+    const node = await admin.client(NodeService).getNode({ id: { id: "node-02" } });
+    assert.equal(node.summary?.cordoned, false, "nothing changed");
+  });
+
+  it("ends the session when a rotated refresh token is used again", async () => {
+    const page = await newPage();
+    await signIn(page, "acme-ann", PASSWORD);
+    const context = page.context();
+    const cookie = async () =>
+      (await context.cookies()).find((c) => c.name === "__Host-dv_refresh")?.value;
+    const stolen = await cookie();
+    assert.ok(stolen);
+    const status = await page.evaluate(
+      async () =>
+        (await fetch("/auth/refresh", { method: "POST", headers: { "x-debvisor-csrf": "1" } }))
+          .status,
+    );
+    assert.equal(status, 200);
+    assert.notEqual(await cookie(), stolen);
+    const thief = panelBrowser(url, ca);
+    thief.cookies.set("__Host-dv_refresh", stolen);
+    assert.equal((await thief.auth("refresh", {})).status, 401);
+    await page.reload();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await shot(page, "session-ended");
+  });
+});

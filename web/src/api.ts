@@ -1,0 +1,145 @@
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { AccessService } from "../../src/gen/debvisor/v1/access_pb.js";
+import { AuditService } from "../../src/gen/debvisor/v1/audit_pb.js";
+import { MigrationService } from "../../src/gen/debvisor/v1/migration_pb.js";
+import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
+import { EnrollmentService } from "../../src/gen/debvisor/v1/pki_pb.js";
+import { StorageService } from "../../src/gen/debvisor/v1/storage_pb.js";
+import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
+
+/** The header every panel request carries (the server refuses requests without it). */
+const CSRF = { "x-debvisor-csrf": "1" };
+
+let refreshing: Promise<boolean> | undefined;
+/** Called when the session is gone for good (refresh refused). */
+export let onSignedOut: (why: string) => void = () => {};
+export function setSignedOutHandler(f: (why: string) => void): void {
+  onSignedOut = f;
+}
+
+/** Exchanges the refresh cookie for new tokens, once for all callers waiting. */
+export function refreshSession(quiet = false): Promise<boolean> {
+  refreshing ??= authPost("refresh", {})
+    .then((r) => {
+      if (!r.ok && !quiet) onSignedOut(r.message);
+      return r.ok;
+    })
+    .finally(() => {
+      refreshing = undefined;
+    });
+  return refreshing;
+}
+
+// On UNAUTHENTICATED: refresh once and retry (unary calls; streams reconnect by themselves).
+const retryAfterRefresh: Interceptor = (next) => async (req) => {
+  try {
+    return await next(req);
+  } catch (err) {
+    if (req.stream || !(err instanceof ConnectError) || err.code !== Code.Unauthenticated)
+      throw err;
+    if (!(await refreshSession())) throw err;
+    return next(req);
+  }
+};
+
+const transport = createConnectTransport({
+  baseUrl: "/rpc",
+  useBinaryFormat: true,
+  interceptors: [
+    (next) => (req) => {
+      for (const [k, v] of Object.entries(CSRF)) req.header.set(k, v);
+      return next(req);
+    },
+    retryAfterRefresh,
+  ],
+  fetch: (input, init) => fetch(input, { ...init, credentials: "same-origin" }),
+});
+
+/** Typed clients of the same services hvctl uses. */
+export const api = {
+  nodes: createClient(NodeService, transport),
+  vms: createClient(VmService, transport),
+  migrations: createClient(MigrationService, transport),
+  access: createClient(AccessService, transport),
+  audit: createClient(AuditService, transport),
+  storage: createClient(StorageService, transport),
+  enrollment: createClient(EnrollmentService, transport),
+};
+
+/** POSTs to /auth/<path>; answers ok and the server's message. */
+export async function authPost(
+  path: string,
+  body: unknown,
+): Promise<{ ok: boolean; status: number; message: string; json: Record<string, unknown> }> {
+  const res = await fetch(`/auth/${path}`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", ...CSRF },
+    body: JSON.stringify(body),
+  });
+  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  return { ok: res.ok, status: res.status, message: String(json.message ?? res.statusText), json };
+}
+
+/** GET /auth/<path> with the session cookie. */
+export async function authGet(path: string): Promise<Record<string, unknown> | undefined> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const res = await fetch(`/auth/${path}`, { credentials: "same-origin", headers: CSRF });
+    if (res.ok) return (await res.json()) as Record<string, unknown>;
+    // Quietly: on a first visit there is no session, and that is no news.
+    if (res.status !== 401 || attempt > 0 || !(await refreshSession(true))) return undefined;
+  }
+  return undefined;
+}
+
+/** A clear one-line message for an error from a call. */
+export function describe(err: unknown): string {
+  if (err instanceof ConnectError) {
+    if (err.code === Code.NotFound) return `not found: ${err.rawMessage}`;
+    return err.rawMessage;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Follows a server stream and reconnects after errors (1 s, then up to 10 s
+ * apart) until `signal` aborts. UNAUTHENTICATED refreshes the session first.
+ */
+export async function follow<T>(
+  open: (signal: AbortSignal) => AsyncIterable<T>,
+  onItem: (item: T) => void,
+  signal: AbortSignal,
+  onError: (message: string) => void = () => {},
+): Promise<void> {
+  let delay = 1000;
+  while (!signal.aborted) {
+    try {
+      for await (const item of open(signal)) {
+        delay = 1000;
+        onItem(item);
+      }
+      return;
+    } catch (err) {
+      if (signal.aborted) return;
+      if (
+        err instanceof ConnectError &&
+        err.code === Code.Unauthenticated &&
+        !(await refreshSession())
+      )
+        return;
+      if (
+        err instanceof ConnectError &&
+        (err.code === Code.NotFound ||
+          err.code === Code.PermissionDenied ||
+          err.code === Code.InvalidArgument)
+      ) {
+        onError(describe(err));
+        return;
+      }
+      onError(`${describe(err)}; reconnecting`);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(10_000, delay * 2);
+    }
+  }
+}
