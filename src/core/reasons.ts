@@ -109,6 +109,18 @@ export const REASONS = {
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
   DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },
   CANCELLED: { code: Code.Canceled, message: "call cancelled" },
+  STREAM_STALLED: {
+    code: Code.ResourceExhausted,
+    message: "stream closed: the client stopped reading",
+  },
+  AGENT_STREAM_REPLACED: {
+    code: Code.Aborted,
+    message: "a newer stream of this node replaced this one",
+  },
+  OPERATION_INTERRUPTED: {
+    code: Code.Aborted,
+    message: "operation interrupted; its effect is unknown",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

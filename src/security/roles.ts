@@ -30,7 +30,7 @@ export const BUILT_IN_ROLES: readonly Role[] = Object.freeze(
       grants: ["node:list", "vm:list", "storage:snapshot:list", "migration:plan", "migration:list"],
     },
     { name: "admin", grants: ["auth:*", "pki:*", "audit:*"] },
-    { name: "node", grants: ["node:register", "node:heartbeat"] },
+    { name: "node", grants: ["node:register", "node:heartbeat", "node:connect"] },
   ].map((r) => Object.freeze({ ...r, grants: Object.freeze(r.grants), builtIn: true })),
 );
 

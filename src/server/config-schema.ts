@@ -56,6 +56,8 @@ const sections = z.strictObject({
       maxConnectionAgeMs: int(10_000, 7 * 86_400_000).default(3_600_000),
       /** Calls in flight at recycling get this long to finish. */
       maxConnectionAgeGraceMs: int(1000, 3_600_000).default(60_000),
+      /** A streaming response left unread by its client for this long is closed (STREAM_STALLED). */
+      streamWriteStallMs: int(1000, 3_600_000).default(30_000),
     })
     .prefault({}),
   log: z
@@ -422,6 +424,15 @@ const sections = z.strictObject({
         )
         .max(100)
         .default([]),
+    })
+    .prefault({}),
+  /** Node agents' streams (AgentService.Connect). Heartbeat interval: cluster.heartbeatIntervalMs. */
+  agents: z
+    .strictObject({
+      /** A stream whose Hello has not arrived by then is closed. */
+      helloTimeoutMs: int(100, 600_000).default(10_000),
+      /** Messages waiting for one agent; past this its stream is closed (STREAM_STALLED). */
+      sendQueueMax: int(1, 1_000_000).default(1024),
     })
     .prefault({}),
   /**

@@ -65,3 +65,33 @@ export async function* rangeAll(
     after = page.kvs[page.kvs.length - 1]?.key;
   }
 }
+
+/**
+ * Read-modify-write of one message under compare-and-swap, retried (up to
+ * `attempts`, default 8) while another writer gets there first; CONFLICT
+ * after that. `change` sees the current message (undefined when absent) and
+ * returns the next one, or undefined to write nothing. Resolves with what
+ * was written (or left) and whether a write happened.
+ */
+export async function updateMessage<D extends DescMessage>(
+  store: KvStore,
+  schema: D,
+  key: string,
+  change: (current: MessageShape<D> | undefined) => MessageShape<D> | undefined,
+  options?: StoreCallOptions & { attempts?: number },
+): Promise<{ message: MessageShape<D> | undefined; written: boolean }> {
+  for (let attempt = 0; attempt < (options?.attempts ?? 8); attempt++) {
+    const current = await getMessage(store, schema, key, options);
+    const next = change(current?.message);
+    if (next === undefined) return { message: current?.message, written: false };
+    const txn = await store.txn(
+      {
+        compares: [{ key, modRevision: current?.modRevision ?? 0 }],
+        success: [{ type: "put", key, value: toBinary(schema, next) }],
+      },
+      options,
+    );
+    if (txn.succeeded) return { message: next, written: true };
+  }
+  throw new RpcError("CONFLICT");
+}
