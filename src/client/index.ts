@@ -21,4 +21,6 @@ export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollme
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";
+export type { SystemdNotifier } from "./systemd-notifier.js";
+export { createSystemdNotifier } from "./systemd-notifier.js";
 export { packageVersion } from "./version.js";

@@ -25,6 +25,8 @@ export { canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
+export { createLocalSimulation } from "./local-simulation.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
 export type {
