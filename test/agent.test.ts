@@ -9,11 +9,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning, openChannel } from "../src/client/index.js";
-import { type AgentOperations, createAgentOperations } from "../src/cluster/index.js";
+import { type AgentOperations, createAgentOperations, operationKey } from "../src/cluster/index.js";
 import { systemClock } from "../src/core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
+  OperationRecordSchema,
 } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import {
   AgentMessageSchema,
@@ -244,6 +245,35 @@ describe("node agents on their stream", async () => {
       actions("node-a").map((l) => l.split(" ").slice(1).join(" ")),
       ["stop node-a-vm-001"],
     );
+  });
+
+  it("answers a redelivered finished operation from its journal instead of running it again", async () => {
+    // As if the result had been lost: the record is pending again when the agent reconnects.
+    const done = await ops.get("node-a", "op-stop-1");
+    assert.ok(done !== undefined);
+    const key = operationKey("node-a", "op-stop-1");
+    await store.put(
+      key,
+      toBinary(
+        OperationRecordSchema,
+        create(OperationRecordSchema, {
+          ...done,
+          phase: OperationPhase.PENDING,
+          result: undefined,
+        }),
+      ),
+    );
+    const old = agents.find(
+      (a) => a.proc.exitCode === null && a.proc.spawnargs.includes(join(dir, "node-a")),
+    );
+    old?.proc.kill("SIGTERM");
+    if (old !== undefined) await new Promise((r) => old.proc.once("exit", r));
+    const again = run("node-a");
+    await again.waitLog("connected to the control plane");
+    const replayed = await waitDone("node-a", "op-stop-1");
+    assert.equal(replayed.result?.outcome, OperationOutcome.SUCCEEDED);
+    assert.equal(replayed.result?.replayed, true, "answered from the journal");
+    assert.equal(actions("node-a").filter((l) => l.endsWith("stop node-a-vm-001")).length, 1);
   });
 
   it("an agent killed with kill -9 mid-operation and restarted neither loses nor repeats it", async () => {
