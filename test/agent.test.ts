@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning, openChannel } from "../src/client/index.js";
@@ -31,6 +32,7 @@ import {
   startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { startNotifySocket } from "./helpers/notify-socket.js";
 
 const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 const CONNECT = "/debvisor.v1.AgentService/Connect";
@@ -43,9 +45,10 @@ interface AgentProcess {
   waitLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-function startAgent(args: readonly string[]): AgentProcess {
+function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
   const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   const logs: Record<string, unknown>[] = [];
   let buffered = "";
@@ -333,6 +336,27 @@ describe("node agents on their stream", async () => {
     ch.close();
   });
 
+  it("tells systemd it is ready, pings its watchdog, and stops cleanly on SIGTERM", async () => {
+    const notify = await startNotifySocket();
+    try {
+      await enrollNode("node-d");
+      const a = startAgent(
+        ["--dir", join(dir, "node-d"), "--server", daemon.grpcAddress, "--driver", "sim"],
+        { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: "1000000" },
+      );
+      agents.push(a);
+      assert.match(await notify.waitFor("READY=1"), /STATUS=node node-d/);
+      await a.waitLog("connected to the control plane");
+      await notify.waitFor("WATCHDOG=1", 5000);
+      const exited = new Promise<number | null>((r) => a.proc.once("exit", (code) => r(code)));
+      a.proc.kill("SIGTERM");
+      assert.equal(await exited, 0);
+      await notify.waitFor("STOPPING=1");
+    } finally {
+      notify.close();
+    }
+  });
+
   it("runs the libvirt driver inside an agent against virsh -c test:///default", async (t) => {
     const virsh = await runProcess("virsh", ["-c", "test:///default", "list", "--all", "--name"]);
     if (virsh.code !== 0) {
@@ -389,6 +413,20 @@ describe("node agents on their stream", async () => {
       tlsServerName: undefined,
     });
   }
+});
+
+describe("deploy/systemd/debvisor-agent.service", () => {
+  const unit = fileURLToPath(
+    new URL("../../deploy/systemd/debvisor-agent.service", import.meta.url),
+  );
+  it("passes systemd-analyze verify and is a notify service with a watchdog", async () => {
+    const { code, stdout, stderr } = await runProcess("systemd-analyze", ["verify", unit]);
+    assert.equal(code, 0);
+    assert.equal(`${stdout}${stderr}`.trim(), "");
+    const text = readFileSync(unit, "utf8");
+    for (const d of ["Type=notify", "NotifyAccess=all", "WatchdogSec=30", "Restart=always"])
+      assert.ok(text.split("\n").includes(d), d);
+  });
 });
 
 function openStream(ch: grpc.Client): grpc.ClientDuplexStream<Uint8Array, ControlMessage> {
