@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { AgentError } from "../client/index.js";
+import { AgentError, mergeConfigLayers } from "../client/index.js";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const hostPort = z
@@ -86,9 +86,9 @@ export function loadAgentConfig(sources: {
   let merged = readFile(sources.configPath);
   for (const [name, map] of Object.entries(ENV)) {
     const v = sources.env[name];
-    if (v !== undefined && v !== "") merged = merge(merged, map(v));
+    if (v !== undefined && v !== "") merged = mergeConfigLayers(merged, map(v));
   }
-  merged = merge(merged, sources.flags);
+  merged = mergeConfigLayers(merged, sources.flags);
   const parsed = agentConfigSchema.safeParse(merged);
   if (!parsed.success)
     throw new AgentError(
@@ -115,19 +115,4 @@ function readFile(path: string | undefined): Record<string, unknown> {
   if (typeof doc !== "object" || Array.isArray(doc))
     throw new AgentError(`${file}: must be a mapping of keys to values`);
   return doc as Record<string, unknown>;
-}
-
-function merge(
-  base: Record<string, unknown>,
-  over: Record<string, unknown>,
-): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...base };
-  for (const [k, v] of Object.entries(over)) {
-    if (v === undefined) continue;
-    const b = out[k];
-    const plain = (x: unknown): x is Record<string, unknown> =>
-      typeof x === "object" && x !== null && !Array.isArray(x);
-    out[k] = plain(b) && plain(v) ? merge(b, v) : v;
-  }
-  return out;
 }

@@ -1,6 +1,7 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { writeFileDurably } from "../drivers/index.js";
 import {
   type OperationDispatch,
   OperationDispatchSchema,
@@ -71,15 +72,7 @@ export function openOperationJournal(dir: string): OperationJournal {
         ...(e.result === undefined ? {} : { result: toJson(OperationResultSchema, e.result) }),
       })),
     };
-    const tmp = `${file}.tmp`;
-    const fd = openSync(tmp, "w", 0o600);
-    try {
-      writeSync(fd, JSON.stringify(data));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, file);
+    writeFileDurably(file, JSON.stringify(data));
   };
   return {
     get: (id) => entries.get(id),

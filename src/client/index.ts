@@ -1,6 +1,7 @@
 // The client layer: how anything outside the daemon talks to it. hvctl, the
 // node agent, tests and benchmarks share the context file and typed clients.
 export { openChannel } from "./channel.js";
+export { mergeConfigLayers } from "./config-layers.js";
 export type {
   ContextEntry,
   ContextFile,

@@ -3,7 +3,7 @@ import {
   type OperationRecord,
   OperationRecordSchema,
 } from "../gen/debvisor/store/v1/agent_records_pb.js";
-import { decodeMessage, type KvStore } from "../store/index.js";
+import { decodeMessage, type KvStore, keyValueOf } from "../store/index.js";
 import { OPERATIONS_PREFIX } from "./agent-operations.js";
 
 /** Options of {@link watchOperations}. */
@@ -42,14 +42,7 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
           if (e.type !== "put") continue;
           let record: OperationRecord;
           try {
-            record = decodeMessage(OperationRecordSchema, {
-              key: e.key,
-              value: e.value,
-              createRevision: 0,
-              modRevision: e.revision,
-              version: 0,
-              lease: undefined,
-            });
+            record = decodeMessage(OperationRecordSchema, keyValueOf(e));
           } catch (err) {
             logger.error({ err, key: e.key }, "undecodable operation record skipped");
             continue;

@@ -10,6 +10,7 @@ export type {
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
 export { vmStateOf } from "./domain-state.js";
+export { writeFileDurably } from "./durable-file.js";
 export type {
   DomainState,
   DomainStatus,

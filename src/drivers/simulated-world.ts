@@ -1,8 +1,9 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { DatasetRefSchema, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { writeFileDurably } from "./durable-file.js";
 import type { DomainState } from "./hypervisor-driver.js";
 
 const GIB = 1024n ** 3n;
@@ -142,15 +143,7 @@ export function saveWorld(world: SimWorld, file: string): void {
     inflight: [...world.inflight],
     violations: world.violations,
   };
-  const tmp = `${file}.tmp`;
-  const fd = openSync(tmp, "w", 0o600);
-  try {
-    writeSync(fd, JSON.stringify(data));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
+  writeFileDurably(file, JSON.stringify(data));
 }
 
 /**

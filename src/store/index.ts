@@ -28,6 +28,7 @@ export {
   decodeMessage,
   encodeMessage,
   getMessage,
+  keyValueOf,
   rangeAll,
   updateMessage,
 } from "./typed-store.js";

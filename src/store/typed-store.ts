@@ -7,7 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
-import type { KeyValue, KvStore, StoreCallOptions } from "./kv-store.js";
+import type { KeyValue, KvStore, StoreCallOptions, WatchEvent } from "./kv-store.js";
 
 /** A decoded message with the revision it was last written at (for compare-and-swap). */
 export interface Versioned<T> {
@@ -94,4 +94,16 @@ export async function updateMessage<D extends DescMessage>(
     if (txn.succeeded) return { message: next, written: true };
   }
   throw new RpcError("CONFLICT");
+}
+
+/** A watch event's key and value as a KeyValue (revisions other than the write's unknown: 0), for decoding. */
+export function keyValueOf(event: WatchEvent): KeyValue {
+  return {
+    key: event.key,
+    value: event.value,
+    createRevision: 0,
+    modRevision: event.revision,
+    version: 0,
+    lease: undefined,
+  };
 }
