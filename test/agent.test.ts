@@ -1,7 +1,7 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -27,8 +27,10 @@ import {
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type DaemonProcess,
+  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
+  startDaemonProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
@@ -279,6 +281,23 @@ describe("node agents on their stream", async () => {
     assert.equal(actions("node-a").filter((l) => l.endsWith("stop node-a-vm-001")).length, 1);
   });
 
+  it("runs an operation written while its agent was away once the agent connects", async () => {
+    const old = agents.find(
+      (a) => a.proc.exitCode === null && a.proc.spawnargs.includes(join(dir, "node-a")),
+    );
+    old?.proc.kill("SIGTERM");
+    if (old !== undefined) await new Promise((r) => old.proc.once("exit", r));
+    await submit("node-a", "op-away-1", OperationKind.START_VM, "node-a-vm-001");
+    await sleep(500);
+    assert.equal((await ops.get("node-a", "op-away-1"))?.phase, OperationPhase.PENDING);
+    const again = run("node-a");
+    await again.waitLog("connected to the control plane");
+    const done = await waitDone("node-a", "op-away-1");
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+    const state = (await localDomains("node-a")).find((d) => d.id === "node-a-vm-001")?.state;
+    assert.equal(state, "running");
+  });
+
   it("an agent killed with kill -9 mid-operation and restarted neither loses nor repeats it", async () => {
     const first = run("node-c", "--sim-action-ms", "2500");
     await first.waitLog("connected to the control plane");
@@ -387,6 +406,62 @@ describe("node agents on their stream", async () => {
       return ids.length > 0 ? ids : undefined;
     });
     assert.deepEqual(vms.sort(), expected);
+  });
+
+  it("moves to another control-plane process mid-operation without losing or repeating it", async () => {
+    // A second daemon on the same etcd (its own audit file); it goes first in the agent's list.
+    const cfg = join(dir, "second.yaml");
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        simulation: { enabled: false },
+        store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+        cluster: { heartbeatIntervalMs: 1000 },
+        audit: { path: join(dir, "audit-second.log") },
+      }),
+    );
+    const second = await startDaemonProcess([...devDaemonArgs(dir), "--config", cfg]);
+    try {
+      await enrollNode("node-e");
+      const a = startAgent([
+        "--dir",
+        join(dir, "node-e"),
+        "--server",
+        second.grpcAddress,
+        daemon.grpcAddress,
+        "--driver",
+        "sim",
+        "--sim-action-ms",
+        "2500",
+      ]);
+      agents.push(a);
+      const first = await a.waitLog("connected to the control plane");
+      assert.equal(first.server, second.grpcAddress);
+      await submit("node-e", "op-move-1", OperationKind.STOP_VM, "node-e-vm-003");
+      await eventually("op-move-1 running", async () => {
+        const r = await ops.get("node-e", "op-move-1");
+        return r?.phase === OperationPhase.RUNNING ? r : undefined;
+      });
+      const t0 = Date.now();
+      second.proc.kill("SIGTERM");
+      assert.equal(await second.exited, 0);
+      assert.ok(Date.now() - t0 < 5000, "the agent's open stream did not hold up the shutdown");
+      await eventually("the agent on the other daemon", async () =>
+        a.logs.find(
+          (l) => l.msg === "connected to the control plane" && l.server === daemon.grpcAddress,
+        ),
+      );
+      const done = await waitDone("node-e", "op-move-1", 20_000);
+      assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+      await sleep(1000);
+      assert.deepEqual(
+        actions("node-e").map((l) => l.split(" ").slice(1).join(" ")),
+        ["stop node-e-vm-003"],
+        "stopped exactly once",
+      );
+    } finally {
+      second.kill();
+    }
   });
 
   async function submit(
