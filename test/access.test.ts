@@ -204,6 +204,7 @@ describe("access management through hvctl and AccessService", () => {
         "node:list",
         "node:register",
         "node:heartbeat",
+        "node:connect",
       ],
     });
     await access.setRole({ name: "lister", grants: ["node:list"] });

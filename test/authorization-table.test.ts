@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { DescService } from "@bufbuild/protobuf";
+import { create, type DescService, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
   agentFiles,
@@ -13,6 +13,11 @@ import {
   resolveContext,
 } from "../src/client/index.js";
 import { AccessService, file_debvisor_v1_access } from "../src/gen/debvisor/v1/access_pb.js";
+import {
+  AgentMessageSchema,
+  AgentService,
+  file_debvisor_v1_agent,
+} from "../src/gen/debvisor/v1/agent_pb.js";
 import { AuditService, file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
 import {
   file_debvisor_v1_migration,
@@ -51,6 +56,7 @@ const row = (...o: Outcome[]): Expect =>
   Object.fromEntries(WHO.map((w, i) => [w, o[i] as Outcome])) as Expect;
 
 const SERVICES = {
+  AgentService,
   NodeService,
   VmService,
   MigrationService,
@@ -609,6 +615,16 @@ const ROWS: Row[] = [
     request: () => ({ commonName: "!bad", usage: "client", csrPem: "x" }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
   },
+  // AgentService, last: an accepted stream replaces node-01's report with its Hello's.
+  // Authorization keeps tenant callers out (a cluster target); then the hub takes a
+  // stream only from the certificate of the node its Hello names, so the cluster
+  // admin (CN admin) and node-02 are refused there (PD) and only node-01 gets in.
+  {
+    service: "AgentService",
+    method: "Connect",
+    request: () => ({ hello: "node-01" }),
+    expect: row("PD", "PD", "PD", "PD", "ok", "PD", "PD"),
+  },
 ];
 
 /** Codes that mean "authorization let it through". Anything else is a finding. */
@@ -659,6 +675,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
     );
     assert.ok(desc, `${service}/${method} exists`);
     const fn = client(who, service)[desc.localName] as (r: object, o: object) => unknown;
+    if (desc.methodKind === "bidi_streaming") return connect(who, request as { hello: string });
     try {
       if (desc.methodKind === "server_streaming") {
         const stop = new AbortController();
@@ -680,6 +697,42 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       return code;
     }
   };
+
+  /** An agent stream: a Hello for the named node, then its first answer (Welcome) or its error. */
+  const connect = (who: Who, req: { hello: string }) =>
+    new Promise<grpc.status | undefined>((resolve) => {
+      const ch = open(ctxs[who]);
+      const stream = ch.makeBidiStreamRequest(
+        "/debvisor.v1.AgentService/Connect",
+        (b: Uint8Array) => Buffer.from(b),
+        (b: Buffer) => b,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+      );
+      const done = (code: grpc.status | undefined) => {
+        stream.removeAllListeners();
+        stream.on("error", () => {});
+        stream.cancel();
+        resolve(code);
+      };
+      stream.on("data", () => done(undefined));
+      stream.on("error", (e: grpc.ServiceError) => done(e.code));
+      stream.write(
+        toBinary(
+          AgentMessageSchema,
+          create(AgentMessageSchema, {
+            kind: {
+              case: "hello",
+              value: {
+                info: { id: { id: req.hello }, hostname: `${req.hello}.example` },
+                agentVersion: "authz-table",
+                health: { nodeId: { id: req.hello }, timestamp: now() },
+              },
+            },
+          }),
+        ),
+      );
+    });
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-authz-table-"));
@@ -834,9 +887,10 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_access,
       file_debvisor_v1_audit,
       file_debvisor_v1_pki,
+      file_debvisor_v1_agent,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 50);
+    assert.equal(rpcs.length, 51);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

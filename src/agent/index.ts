@@ -1,6 +1,13 @@
-// The agent layer: what runs on a hypervisor node. Today: joining the
-// cluster (enroll with a one-time token) and renewing its certificate; the
-// client-side logic lives in the client layer, shared with dev mode.
+// The agent layer: what runs on a hypervisor node. Joining the cluster
+// (enroll with a one-time token) and renewing its certificate (client-side
+// logic shared with dev mode, in the client layer), and `run`: the
+// long-running process holding the node's stream to the control plane and
+// running operations on the node's hypervisor.
 
 export type { AgentFiles, EnrollOptions } from "../client/index.js";
 export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "../client/index.js";
+export type { AgentConfig } from "./agent-config.js";
+export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agent-config.js";
+export { createAgentLogger, runAgent } from "./agent-runner.js";
+export type { NodeHypervisor } from "./node-hypervisor.js";
+export { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";

@@ -1,6 +1,16 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { AgentError, enroll, renew } from "../agent/index.js";
+import {
+  AgentError,
+  agentFiles,
+  createAgentLogger,
+  enroll,
+  enrolledNodeId,
+  loadAgentConfig,
+  openNodeHypervisor,
+  renew,
+  runAgent,
+} from "../agent/index.js";
 import { hideIpSniWarning, packageVersion } from "../client/index.js";
 
 const DEFAULT_DIR = "/var/lib/debvisor-agent";
@@ -59,6 +69,85 @@ program
     const r = await renew(opts);
     process.stdout.write(`renewed: certificate ${r.serial} in ${r.files.cert}\n`);
   });
+
+/** Flags shared by run and status, shaped like the agent's configuration schema. */
+interface AgentFlags {
+  config?: string;
+  dir?: string;
+  server?: string[];
+  tlsServerName?: string;
+  driver?: string;
+  uri?: string;
+  simVms?: string;
+  simActionMs?: string;
+  logLevel?: string;
+}
+
+function configFrom(opts: AgentFlags) {
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  return loadAgentConfig({
+    configPath: opts.config,
+    env: process.env,
+    flags: {
+      dir: opts.dir,
+      servers: opts.server,
+      tlsServerName: opts.tlsServerName,
+      driver: { kind: opts.driver, uri: opts.uri },
+      sim: { vms: num(opts.simVms), actionMs: num(opts.simActionMs) },
+      logLevel: opts.logLevel,
+    },
+  });
+}
+
+const withAgentFlags = (c: Command) =>
+  c
+    .option(
+      "--config <file>",
+      "configuration file (YAML; default /etc/debvisor/agent.yaml if present)",
+    )
+    .option("--dir <dir>", "the agent directory (identity, journal, simulation)")
+    .option("--driver <kind>", "the hypervisor: libvirt or sim")
+    .option("--uri <uri>", "libvirt connection URI (default qemu:///system)")
+    .option("--sim-vms <n>", "sim: domains generated on first start")
+    .option("--sim-action-ms <ms>", "sim: how long a start or stop takes");
+
+withAgentFlags(
+  program
+    .command("run")
+    .description(
+      "run the node agent: one mTLS stream to the control plane, operations on this node's hypervisor",
+    )
+    .option(
+      "--server <host:port...>",
+      "control-plane addresses, tried in turn (or $DEBVISOR_AGENT_SERVERS, comma-separated)",
+    )
+    .option("--tls-server-name <name>", "name to verify server certificates against")
+    .option("--log-level <level>", "trace, debug, info, warn, error"),
+).action(async (opts: AgentFlags) => {
+  await runAgent(configFrom(opts), process.env);
+});
+
+withAgentFlags(
+  program
+    .command("status")
+    .description("print this node's local domains, as its hypervisor reports them")
+    .option("-o, --output <format>", "json or table", "table"),
+).action(async (opts: AgentFlags & { output: string }) => {
+  const config = configFrom(opts);
+  const nodeId = enrolledNodeId(agentFiles(config.dir));
+  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"));
+  const domains = await hv.domains(AbortSignal.timeout(30_000));
+  if (opts.output === "json") {
+    const out = {
+      node: nodeId,
+      driver: hv.driver.kind,
+      domains: domains.map((d) => ({ ...d, memoryBytes: String(d.memoryBytes) })),
+    };
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  } else {
+    for (const d of domains) process.stdout.write(`${d.id}\t${d.state}\t${d.vcpus} vcpu\n`);
+  }
+});
 
 hideIpSniWarning();
 

@@ -1,6 +1,7 @@
 // The client layer: how anything outside the daemon talks to it. hvctl, the
 // node agent, tests and benchmarks share the context file and typed clients.
 export { openChannel } from "./channel.js";
+export { mergeConfigLayers } from "./config-layers.js";
 export type { ResolvedContext, ResolveOptions } from "./context-file.js";
 export {
   ContextFileError,
@@ -22,4 +23,6 @@ export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollme
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";
+export type { SystemdNotifier } from "./systemd-notifier.js";
+export { createSystemdNotifier } from "./systemd-notifier.js";
 export { packageVersion } from "./version.js";

@@ -2,6 +2,15 @@
 // operations (snapshots, retention, replication jobs and their scheduler),
 // and the transport-neutral handlers of the debvisor.v1 services.
 
+export type { AgentHub, AgentHubOptions, AgentRefusal } from "./agent-hub.js";
+export { createAgentHub } from "./agent-hub.js";
+export type { AgentOperations } from "./agent-operations.js";
+export {
+  createAgentOperations,
+  OPERATIONS_PREFIX,
+  operationKey,
+  parseOperationKey,
+} from "./agent-operations.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";

@@ -132,6 +132,18 @@ export const REASONS = {
     code: Code.PermissionDenied,
     message: "request refused: not from the panel's own page",
   },
+  STREAM_STALLED: {
+    code: Code.ResourceExhausted,
+    message: "stream closed: the client stopped reading",
+  },
+  AGENT_STREAM_REPLACED: {
+    code: Code.Aborted,
+    message: "a newer stream of this node replaced this one",
+  },
+  OPERATION_INTERRUPTED: {
+    code: Code.Aborted,
+    message: "operation interrupted; its effect is unknown",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

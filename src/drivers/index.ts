@@ -10,6 +10,7 @@ export type {
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
 export { vmStateOf } from "./domain-state.js";
+export { writeFileDurably } from "./durable-file.js";
 export type {
   DomainState,
   DomainStatus,
@@ -25,6 +26,8 @@ export { canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
+export { createLocalSimulation } from "./local-simulation.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
 export type {

@@ -38,7 +38,7 @@ export const BUILT_IN_ROLES: readonly Role[] = Object.freeze(
       ],
     },
     { name: "admin", grants: ["auth:*", "pki:*", "audit:*"] },
-    { name: "node", grants: ["node:register", "node:heartbeat"] },
+    { name: "node", grants: ["node:register", "node:heartbeat", "node:connect"] },
   ].map((r) => Object.freeze({ ...r, grants: Object.freeze(r.grants), builtIn: true })),
 );
 

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
+import { mergeConfigLayers } from "../client/index.js";
 import { type Config, configSchema } from "./config-schema.js";
 
 /** Default configuration file; a missing default file is not an error, a missing named one is. */
@@ -39,7 +40,7 @@ export function loadConfig(sources: ConfigSources): Config {
     const value = sources.env?.[name];
     if (value !== undefined && value !== "") setPath(fromEnv, [section, key], value);
   }
-  const merged = deepMerge(deepMerge(fromFile, fromEnv), sources.overrides ?? {});
+  const merged = mergeConfigLayers(mergeConfigLayers(fromFile, fromEnv), sources.overrides ?? {});
   return parseConfig(merged);
 }
 
@@ -94,19 +95,6 @@ function setPath(target: Record<string, unknown>, path: readonly string[], value
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function deepMerge(
-  base: Record<string, unknown>,
-  over: Record<string, unknown>,
-): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...base };
-  for (const [k, v] of Object.entries(over)) {
-    if (v === undefined) continue;
-    const b = out[k];
-    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
-  }
-  return out;
 }
 
 function deepFreeze<T>(value: T): T {

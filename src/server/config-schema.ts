@@ -66,6 +66,8 @@ const sections = z.strictObject({
       firstMessageTimeoutMs: int(100, 600_000).default(10_000),
       /** File descriptors kept free for the health endpoints, the store, the audit trail and logs. */
       reservedFds: int(16, 65_536).default(128),
+      /** A streaming response left unread by its client for this long is closed (STREAM_STALLED). */
+      streamWriteStallMs: int(1000, 3_600_000).default(30_000),
     })
     .prefault({}),
   log: z
@@ -480,6 +482,15 @@ const sections = z.strictObject({
         )
         .max(100)
         .default([]),
+    })
+    .prefault({}),
+  /** Node agents' streams (AgentService.Connect). Heartbeat interval: cluster.heartbeatIntervalMs. */
+  agents: z
+    .strictObject({
+      /** A stream whose Hello has not arrived by then is closed. */
+      helloTimeoutMs: int(100, 600_000).default(10_000),
+      /** Messages waiting for one agent; past this its stream is closed (STREAM_STALLED). */
+      sendQueueMax: int(1, 1_000_000).default(1024),
     })
     .prefault({}),
   /**

@@ -14,6 +14,7 @@ import {
 import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
 import { createSimulation, type Simulation } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
+import { file_debvisor_v1_agent } from "../gen/debvisor/v1/agent_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
@@ -44,6 +45,7 @@ import {
   loadStoredRoles,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
+import { setUpAgentHub } from "./agent-hub-setup.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import { createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
@@ -370,6 +372,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       enrollLimit: config.pki.enrollLimit,
       isNode: async (name, signal) => (await inventory.getNode(name, signal)) !== undefined,
     }),
+    setUpAgentHub({ config, store, inventory, clock, logger, closing: closing.signal, audit })
+      .service,
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
@@ -384,6 +388,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       file_debvisor_v1_node,
       file_debvisor_v1_vm,
       file_debvisor_v1_access,
+      file_debvisor_v1_agent,
       file_debvisor_v1_audit,
       file_debvisor_v1_pki,
       file_debvisor_v1_migration,

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { PeerCertificate as TlsPeerCertificate } from "node:tls";
 import { create, type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -32,6 +33,12 @@ export interface GrpcAdapterOptions {
   readonly logger: Logger;
   /** Responses larger than this fail with RESOURCE_EXHAUSTED instead of being sent. */
   readonly maxResponseBytes: number;
+  /**
+   * A streaming response whose client reads nothing for this long (the
+   * transport stays full) ends with RESOURCE_EXHAUSTED STREAM_STALLED, so a
+   * peer that stops reading holds no handler and no buffers. Unset: no limit.
+   */
+  readonly writeStallMs?: number;
   readonly now?: () => number;
 }
 
@@ -210,7 +217,7 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     return (
       call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>,
     ) => {
-      const { ctx, done } = startCall(call, method);
+      const { ctx, controller, done } = startCall(call, method);
       const run = async () => {
         let request: unknown;
         if (clientStreams) {
@@ -227,20 +234,27 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
           const bytes = encode(output, item);
           const flowing = call.write(bytes);
           options.observer.onMessage?.(ctx, "sent");
-          if (!flowing) await waitDrain(call, ctx.signal);
+          if (!flowing) await waitDrain(call, ctx.signal, options.writeStallMs);
         }
       };
+      // The stream is over either way: whatever the handler still awaits (its
+      // reads, its timers) sees the call's signal abort.
+      const over = () => controller.abort(new RpcError("CANCELLED"));
       run().then(
         () => {
+          over();
           done();
           settle(ctx, undefined);
           if (!call.cancelled) call.end(trailers(ctx));
         },
         (err: unknown) => {
           const error = toRpcError(err);
+          over();
           done();
           settle(ctx, error);
-          if (!call.cancelled) call.emit("error", toStatus(error, ctx));
+          // Trailers would queue behind the unread data: reset the stream instead.
+          if (error.reason === "STREAM_STALLED") resetStream(call);
+          else if (!call.cancelled) call.emit("error", toStatus(error, ctx));
         },
       );
     };
@@ -351,11 +365,46 @@ function formatName(name: TlsPeerCertificate["subject"] | undefined): string {
     .join(",");
 }
 
-function waitDrain(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
+/**
+ * Resets a call's HTTP/2 stream with ENHANCE_YOUR_CALM (the client sees
+ * RESOURCE_EXHAUSTED), dropping whatever is buffered for it. grpc-js has no
+ * public way to abandon a call whose peer does not read (its status waits
+ * behind the unread messages), so this reaches its server call's stream.
+ */
+function resetStream(call: unknown): void {
+  let at = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 4 && at !== undefined && at !== null; depth++) {
+    const stream = (at as { stream?: { close?: (code: number) => void; destroyed?: boolean } })
+      .stream;
+    if (typeof stream?.close === "function") {
+      if (stream.destroyed !== true) stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      return;
+    }
+    at = (at as { nextCall?: unknown }).nextCall;
+  }
+  (call as NodeJS.EventEmitter).emit("error", { code: grpc.status.RESOURCE_EXHAUSTED });
+}
+
+function waitDrain(
+  call: NodeJS.EventEmitter,
+  signal: AbortSignal,
+  stallMs: number | undefined,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer =
+      stallMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            cleanup();
+            reject(new RpcError("STREAM_STALLED"));
+          }, stallMs);
+    const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
       call.removeListener("drain", done);
       signal.removeEventListener("abort", done);
+    };
+    const done = () => {
+      cleanup();
       resolve();
     };
     call.once("drain", done);

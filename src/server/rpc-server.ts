@@ -112,6 +112,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     observer: options.observer,
     logger: options.logger,
     maxResponseBytes: limits.maxResponseBytes,
+    writeStallMs: limits.streamWriteStallMs,
   });
   adapter.register(server);
   const port = await new Promise<number>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import type { AuditFields } from "../audit/index.js";
-import { FAILOVER_PRINCIPAL, type FailoverDecision } from "../cluster/index.js";
+import { type AgentRefusal, FAILOVER_PRINCIPAL, type FailoverDecision } from "../cluster/index.js";
 import { type Migration, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 
 /** The principal the daemon acts as when it settles migrations of a process that died. */
@@ -64,5 +64,27 @@ export function auditWritableFields(): AuditFields {
     args: "",
     code: "",
     error: "",
+  };
+}
+
+/** An audit record of a node agent's stream refused because its certificate is not the node it claims. */
+export function agentRefusedAuditFields(r: AgentRefusal): AuditFields {
+  return {
+    event: "agent.refused",
+    requestId: r.requestId,
+    principal: r.principal,
+    authMethod: r.authMethod,
+    keyId: "",
+    tenant: "",
+    peer: r.peer,
+    service: "debvisor.v1.AgentService",
+    method: "Connect",
+    permission: "node:connect",
+    decision: "deny",
+    reason: r.detail,
+    args: `node=${r.claimedNode}`,
+    code: "PERMISSION_DENIED",
+    error: "permission denied",
+    durationMs: 0,
   };
 }

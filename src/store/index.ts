@@ -24,4 +24,11 @@ export { mirrorPrefix } from "./prefix-mirror.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { createSqliteStore } from "./sqlite-store.js";
 export type { Versioned } from "./typed-store.js";
-export { decodeMessage, encodeMessage, getMessage, rangeAll } from "./typed-store.js";
+export {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  keyValueOf,
+  rangeAll,
+  updateMessage,
+} from "./typed-store.js";

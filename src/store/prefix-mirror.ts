@@ -1,6 +1,6 @@
 import type { Logger } from "../core/index.js";
 import type { KeyValue, KvStore } from "./kv-store.js";
-import { rangeAll } from "./typed-store.js";
+import { keyValueOf, rangeAll } from "./typed-store.js";
 
 /** An in-memory copy of every key under a prefix, kept current by a watch. */
 export interface PrefixMirror<T> {
@@ -51,18 +51,7 @@ export async function mirrorPrefix<T>(
         for await (const e of store.watch(prefix, next, { signal: stop.signal })) {
           const key = e.key.slice(prefix.length);
           if (e.type === "delete") values.delete(key);
-          else
-            values.set(
-              key,
-              decode({
-                key: e.key,
-                value: e.value,
-                createRevision: 0,
-                modRevision: e.revision,
-                version: 0,
-                lease: undefined,
-              }),
-            );
+          else values.set(key, decode(keyValueOf(e)));
           next = e.revision + 1;
           changed();
         }

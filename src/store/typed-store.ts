@@ -7,7 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
-import type { KeyValue, KvStore, StoreCallOptions } from "./kv-store.js";
+import type { KeyValue, KvStore, StoreCallOptions, WatchEvent } from "./kv-store.js";
 
 /** A decoded message with the revision it was last written at (for compare-and-swap). */
 export interface Versioned<T> {
@@ -64,4 +64,46 @@ export async function* rangeAll(
     if (!page.more || page.kvs.length === 0) return;
     after = page.kvs[page.kvs.length - 1]?.key;
   }
+}
+
+/**
+ * Read-modify-write of one message under compare-and-swap, retried (up to
+ * `attempts`, default 8) while another writer gets there first; CONFLICT
+ * after that. `change` sees the current message (undefined when absent) and
+ * returns the next one, or undefined to write nothing. Resolves with what
+ * was written (or left) and whether a write happened.
+ */
+export async function updateMessage<D extends DescMessage>(
+  store: KvStore,
+  schema: D,
+  key: string,
+  change: (current: MessageShape<D> | undefined) => MessageShape<D> | undefined,
+  options?: StoreCallOptions & { attempts?: number },
+): Promise<{ message: MessageShape<D> | undefined; written: boolean }> {
+  for (let attempt = 0; attempt < (options?.attempts ?? 8); attempt++) {
+    const current = await getMessage(store, schema, key, options);
+    const next = change(current?.message);
+    if (next === undefined) return { message: current?.message, written: false };
+    const txn = await store.txn(
+      {
+        compares: [{ key, modRevision: current?.modRevision ?? 0 }],
+        success: [{ type: "put", key, value: toBinary(schema, next) }],
+      },
+      options,
+    );
+    if (txn.succeeded) return { message: next, written: true };
+  }
+  throw new RpcError("CONFLICT");
+}
+
+/** A watch event's key and value as a KeyValue (revisions other than the write's unknown: 0), for decoding. */
+export function keyValueOf(event: WatchEvent): KeyValue {
+  return {
+    key: event.key,
+    value: event.value,
+    createRevision: 0,
+    modRevision: event.revision,
+    version: 0,
+    lease: undefined,
+  };
 }

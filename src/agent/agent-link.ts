@@ -1,0 +1,158 @@
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { type AgentFiles, openChannel } from "../client/index.js";
+import type { Logger } from "../core/index.js";
+import {
+  AgentMessageSchema,
+  type ControlMessage,
+  ControlMessageSchema,
+  type Welcome,
+} from "../gen/debvisor/v1/agent_pb.js";
+
+const CONNECT = "/debvisor.v1.AgentService/Connect";
+
+/** Options of {@link runAgentLink}. */
+export interface AgentLinkOptions {
+  readonly files: AgentFiles;
+  readonly servers: readonly string[];
+  readonly tlsServerName?: string;
+  readonly reconnect: { readonly initialMs: number; readonly maxMs: number };
+  readonly heartbeatIntervalMs: number;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+  /** The Hello to send on each new stream (a fresh inventory). */
+  hello(): Promise<MessageInitShape<typeof AgentMessageSchema>>;
+  /** A heartbeat's content now. */
+  heartbeat(sequence: bigint): Promise<MessageInitShape<typeof AgentMessageSchema>>;
+  onWelcome(welcome: Welcome, server: string): void;
+  onMessage(message: ControlMessage): void;
+  /** The stream is down (it will be retried). */
+  onDown(reason: string): void;
+}
+
+/** The agent's end of its one stream. */
+export interface AgentLink {
+  /** Sends when a stream is up; false when it is not (the message is dropped). */
+  send(message: MessageInitShape<typeof AgentMessageSchema>): boolean;
+  /** The server holding the stream now, if any. */
+  server(): string | undefined;
+  /** Resolves when the loop has stopped (after the signal aborted). */
+  readonly done: Promise<void>;
+}
+
+/**
+ * Keeps one mTLS stream to the control plane: connects to the servers in
+ * turn, says Hello, heartbeats at the interval the Welcome sets, hands
+ * everything the server sends to `onMessage`, and after any loss waits a
+ * jittered, exponentially growing delay (full jitter, capped at maxMs;
+ * reset by a Welcome) before the next server. The certificate files are
+ * read for every connection, so a renewal takes effect on the next one.
+ */
+export function runAgentLink(options: AgentLinkOptions): AgentLink {
+  const { logger: log, signal } = options;
+  let current: grpc.ClientDuplexStream<Uint8Array, ControlMessage> | undefined;
+  let currentServer: string | undefined;
+
+  async function once(server: string): Promise<{ welcomed: boolean; reason: string }> {
+    const channel = openChannel({
+      name: "agent",
+      server,
+      caPem: readFileSync(options.files.ca, "utf8"),
+      certPem: readFileSync(options.files.cert, "utf8"),
+      keyPem: readFileSync(options.files.key, "utf8"),
+      tlsServerName: options.tlsServerName,
+    });
+    const call = channel.makeBidiStreamRequest(
+      CONNECT,
+      (m: Uint8Array) => Buffer.from(m),
+      (b: Buffer) => fromBinary(ControlMessageSchema, b),
+      new grpc.Metadata(),
+      {},
+    );
+    let welcomed = false;
+    let timer: NodeJS.Timeout | undefined;
+    const write = (m: MessageInitShape<typeof AgentMessageSchema>) =>
+      call.write(toBinary(AgentMessageSchema, create(AgentMessageSchema, m)));
+    const onAbort = () => call.cancel();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await new Promise((resolve) => {
+        let sequence = 0n;
+        const beat = () => {
+          options
+            .heartbeat(++sequence)
+            .then((m) => {
+              if (current === call) write(m);
+            })
+            .catch((err: unknown) => log.warn({ err }, "heartbeat not built"));
+        };
+        call.on("data", (m: ControlMessage) => {
+          if (m.kind.case === "welcome") {
+            welcomed = true;
+            current = call;
+            currentServer = server;
+            const every = m.kind.value.heartbeatIntervalMs || options.heartbeatIntervalMs;
+            clearInterval(timer);
+            timer = setInterval(beat, every);
+            options.onWelcome(m.kind.value, server);
+          } else if (welcomed) options.onMessage(m);
+        });
+        call.on("error", (err: grpc.ServiceError) =>
+          resolve({ welcomed, reason: `${grpc.status[err.code] ?? err.code}: ${err.details}` }),
+        );
+        call.on("end", () => resolve({ welcomed, reason: "stream ended by the server" }));
+        options.hello().then(
+          (hello) => write(hello),
+          (err: unknown) => {
+            log.error({ err }, "hello not built");
+            call.cancel();
+          },
+        );
+      });
+    } finally {
+      clearInterval(timer);
+      signal.removeEventListener("abort", onAbort);
+      if (current === call) {
+        current = undefined;
+        currentServer = undefined;
+      }
+      call.removeAllListeners("data");
+      channel.close();
+    }
+  }
+
+  const done = (async () => {
+    let attempt = 0;
+    let index = 0;
+    while (!signal.aborted) {
+      const server = options.servers[index % options.servers.length] as string;
+      index++;
+      let outcome: { welcomed: boolean; reason: string };
+      try {
+        outcome = await once(server);
+      } catch (err) {
+        outcome = { welcomed: false, reason: (err as Error).message };
+      }
+      if (signal.aborted) break;
+      if (outcome.welcomed) attempt = 0;
+      options.onDown(outcome.reason);
+      const cap = Math.min(options.reconnect.maxMs, options.reconnect.initialMs * 2 ** attempt);
+      attempt = Math.min(attempt + 1, 30);
+      const wait = Math.round(Math.random() * cap);
+      log.warn({ server, reason: outcome.reason, retryInMs: wait }, "control-plane stream lost");
+      await sleep(wait, undefined, { signal }).catch(() => undefined);
+    }
+  })();
+
+  return {
+    send(message) {
+      if (current === undefined) return false;
+      current.write(toBinary(AgentMessageSchema, create(AgentMessageSchema, message)));
+      return true;
+    },
+    server: () => currentServer,
+    done,
+  };
+}

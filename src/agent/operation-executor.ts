@@ -1,0 +1,162 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { type Logger, RpcError, toRpcError } from "../core/index.js";
+import type { HypervisorDriver } from "../drivers/index.js";
+import {
+  type AgentMessageSchema,
+  type OperationDispatch,
+  OperationKind,
+  OperationOutcome,
+  type OperationResult,
+  OperationResultSchema,
+} from "../gen/debvisor/v1/agent_pb.js";
+import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
+import type { OperationJournal } from "./operation-journal.js";
+
+/** A message for the control plane; dropped while the stream is down (the server redelivers). */
+export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
+
+/** Runs operations on the node's hypervisor, each at most once. */
+export interface OperationExecutor {
+  /**
+   * Takes a dispatched operation. One already finished answers its recorded
+   * result (replayed); one running is not started again.
+   */
+  dispatch(dispatch: OperationDispatch): void;
+  cancel(operationId: string): void;
+  /**
+   * After a restart: settles operations the journal says were started and
+   * not finished, from what the hypervisor shows (a start whose VM runs is
+   * done; a start whose VM does not run has not acted and runs now; a
+   * reboot cannot be told apart and is reported OPERATION_INTERRUPTED).
+   */
+  recover(): Promise<void>;
+  /** Operations running now. */
+  running(): number;
+}
+
+/** The operation kinds this agent runs, as Hello capabilities. */
+export const OPERATION_CAPABILITIES = ["op:start-vm", "op:stop-vm", "op:reboot-vm"];
+
+/** Creates the executor over a driver and a journal. */
+export function createOperationExecutor(options: {
+  driver: HypervisorDriver;
+  journal: OperationJournal;
+  send: Send;
+  logger: Logger;
+  /** Aborted at shutdown: running operations are left to recover() of the next start. */
+  signal: AbortSignal;
+}): OperationExecutor {
+  const { driver, journal, send, logger } = options;
+  const inflight = new Map<string, AbortController>();
+
+  const stamp = () => {
+    const ms = Date.now();
+    return create(TimestampSchema, {
+      seconds: BigInt(Math.floor(ms / 1000)),
+      nanos: (ms % 1000) * 1_000_000,
+    });
+  };
+  const result = (
+    id: string,
+    outcome: OperationOutcome,
+    err?: RpcError,
+    replayed = false,
+  ): OperationResult =>
+    create(OperationResultSchema, {
+      operationId: id,
+      outcome,
+      reason: err?.reason ?? "",
+      message: err?.clientMessage ?? "",
+      finishedAt: stamp(),
+      replayed,
+    });
+
+  async function act(d: OperationDispatch, signal: AbortSignal): Promise<void> {
+    const force = d.params.force === "true";
+    switch (d.kind) {
+      case OperationKind.START_VM:
+        return driver.start(d.vmId, signal);
+      case OperationKind.STOP_VM:
+        return driver.stop(d.vmId, { force, signal });
+      case OperationKind.REBOOT_VM:
+        await driver.stop(d.vmId, { force, signal });
+        return driver.start(d.vmId, signal);
+      default:
+        throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
+    }
+  }
+
+  function run(d: OperationDispatch): void {
+    const id = d.operationId;
+    const controller = new AbortController();
+    const onStop = () => controller.abort();
+    options.signal.addEventListener("abort", onStop, { once: true });
+    inflight.set(id, controller);
+    send({ kind: { case: "progress", value: { operationId: id, percent: 0, phase: "started" } } });
+    act(d, controller.signal).then(
+      () => finish(d, result(id, OperationOutcome.SUCCEEDED)),
+      (err: unknown) => {
+        // Shutting down: the journal keeps it started; the next start settles it.
+        if (options.signal.aborted) return;
+        const e = toRpcError(err);
+        const outcome =
+          e.reason === "CANCELLED" ? OperationOutcome.CANCELLED : OperationOutcome.FAILED;
+        finish(d, result(id, outcome, e));
+      },
+    );
+    function finish(dd: OperationDispatch, r: OperationResult) {
+      options.signal.removeEventListener("abort", onStop);
+      inflight.delete(dd.operationId);
+      journal.finish(r);
+      logger.info(
+        { operation: dd.operationId, vm: dd.vmId, outcome: OperationOutcome[r.outcome] },
+        "operation finished",
+      );
+      send({ kind: { case: "result", value: r } });
+    }
+  }
+
+  return {
+    dispatch(d) {
+      const known = journal.get(d.operationId);
+      if (known?.result !== undefined) {
+        send({ kind: { case: "result", value: { ...known.result, replayed: true } } });
+        return;
+      }
+      if (inflight.has(d.operationId) || known !== undefined) return;
+      journal.begin(d);
+      run(d);
+    },
+    cancel(operationId) {
+      inflight.get(operationId)?.abort();
+    },
+    async recover() {
+      for (const { dispatch: d } of journal.unfinished()) {
+        if (d.kind === OperationKind.REBOOT_VM) {
+          journal.finish(
+            result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
+          );
+          continue;
+        }
+        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        let state: string | undefined;
+        try {
+          state = (await driver.info(d.vmId, options.signal))?.state;
+        } catch (err) {
+          logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
+        }
+        if (state === goal) {
+          logger.info({ operation: d.operationId }, "interrupted operation had taken effect");
+          journal.finish(result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true));
+        } else {
+          logger.info(
+            { operation: d.operationId },
+            "interrupted operation had not acted; running it",
+          );
+          run(d);
+        }
+      }
+    },
+    running: () => inflight.size,
+  };
+}

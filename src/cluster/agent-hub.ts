@@ -1,0 +1,311 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  type CallContext,
+  type Clock,
+  defineService,
+  type Logger,
+  principalOf,
+  RpcError,
+  type ServiceBinding,
+  silentLogger,
+  validateMessage,
+} from "../core/index.js";
+import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
+import {
+  type AgentMessage,
+  AgentMessageSchema,
+  AgentService,
+  type ControlMessageSchema,
+  type Hello,
+} from "../gen/debvisor/v1/agent_pb.js";
+import type { Health } from "../gen/debvisor/v1/node_pb.js";
+import type { KvStore } from "../store/index.js";
+import { watchOperations } from "./agent-operation-watch.js";
+import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
+import type { Inventory } from "./inventory.js";
+import { createSendQueue, type SendQueue } from "./send-queue.js";
+import { timestampFromMs } from "./timestamp.js";
+
+type Outgoing = MessageInitShape<typeof ControlMessageSchema>;
+
+/** A stream refused because its identity is not the node it claims (for the audit trail). */
+export interface AgentRefusal {
+  readonly requestId: string;
+  readonly principal: string;
+  /** How the principal authenticated (mtls, apikey, jwt). */
+  readonly authMethod: string;
+  readonly peer: string;
+  readonly claimedNode: string;
+  readonly detail: string;
+}
+
+/** Options of {@link createAgentHub}. */
+export interface AgentHubOptions {
+  readonly store: KvStore;
+  readonly inventory: Inventory;
+  readonly clock: Clock;
+  /** This control-plane process, as told to agents and recorded on deliveries. */
+  readonly serverId: string;
+  readonly heartbeatIntervalMs: number;
+  readonly helloTimeoutMs: number;
+  readonly sendQueueMax: number;
+  readonly logger?: Logger;
+  /** Aborted at shutdown: every stream ends cleanly and agents reconnect elsewhere. */
+  readonly closing?: AbortSignal;
+  /** Told of every refused stream, so the daemon can audit it. */
+  readonly onRefused?: (refusal: AgentRefusal) => void;
+}
+
+/** The control plane's end of the agents' streams. */
+export interface AgentHub {
+  /** AgentService bound to its handler and policy. */
+  readonly service: ServiceBinding;
+  readonly operations: AgentOperations;
+  /** Nodes with a stream on this process. */
+  connectedNodes(): string[];
+  close(): void;
+}
+
+interface Session {
+  readonly nodeId: string;
+  readonly queue: SendQueue<Outgoing>;
+  /** Operation ids sent on this stream (a watch event repeats them). */
+  readonly sent: Set<string>;
+  readonly cancelled: Set<string>;
+}
+
+/**
+ * Serves AgentService.Connect. The node is authorized from the Hello: the
+ * stream is accepted only from a verified client certificate whose common
+ * name is the node the Hello names (the pipeline has checked node:connect
+ * already, but a bidi call has no request to name a node before it runs).
+ * Hello and heartbeats go through the inventory exactly like
+ * NodeService.RegisterNode and Heartbeat. Operations come from the store:
+ * one watch per process routes them to the streams it holds.
+ */
+export function createAgentHub(options: AgentHubOptions): AgentHub {
+  const { inventory, clock } = options;
+  const log = options.logger ?? silentLogger;
+  const operations = createAgentOperations(options.store, clock);
+  const sessions = new Map<string, Session>();
+  const stopping = new AbortController();
+  options.closing?.addEventListener("abort", () => close(), { once: true });
+
+  function offer(session: Session, record: OperationRecord): void {
+    const dispatch = record.dispatch;
+    const id = dispatch?.operationId ?? "";
+    if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
+    if (!session.sent.has(id)) {
+      session.sent.add(id);
+      if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
+      operations
+        .delivered(session.nodeId, id, options.serverId, stopping.signal)
+        .catch((err: unknown) =>
+          log.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
+        );
+    }
+    if (record.cancelRequested && !session.cancelled.has(id)) {
+      session.cancelled.add(id);
+      session.queue.push({ kind: { case: "cancel", value: { operationId: id } } });
+    }
+  }
+
+  const watching = watchOperations({
+    store: options.store,
+    signal: stopping.signal,
+    logger: log,
+    onRecord: (record) => {
+      const s = sessions.get(record.nodeId);
+      if (s !== undefined) offer(s, record);
+    },
+    onResync: () => {
+      for (const s of sessions.values()) void resync(s);
+    },
+  });
+
+  async function resync(session: Session): Promise<void> {
+    try {
+      for (const r of await operations.open(session.nodeId, stopping.signal)) offer(session, r);
+    } catch (err) {
+      log.warn({ err, node: session.nodeId }, "pending operations not read");
+    }
+  }
+
+  /** Reads the Hello, within the hello timeout. */
+  async function readHello(it: AsyncIterator<AgentMessage>, signal: AbortSignal): Promise<Hello> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new RpcError("DEADLINE_EXCEEDED", { message: "no hello in time" })),
+        options.helloTimeoutMs,
+      );
+    });
+    try {
+      const first = await Promise.race([it.next(), timeout]);
+      if (signal.aborted) throw new RpcError("CANCELLED");
+      if (first.done === true || first.value.kind.case !== "hello")
+        throw new RpcError("INVALID_ARGUMENT", { message: "the first message must be hello" });
+      checkMessage(first.value);
+      return first.value.kind.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The node the stream acts for: the certificate's CN, which must be the Hello's node. */
+  function authorize(hello: Hello, ctx: CallContext): string {
+    const principal = principalOf(ctx);
+    const cn = ctx.peer.certificate?.commonName ?? "";
+    const claimed = hello.info?.id?.id ?? "";
+    if (principal.method === "mtls" && cn !== "" && cn === principal.id && cn === claimed)
+      return cn;
+    const detail =
+      principal.method !== "mtls"
+        ? `a node stream needs a client certificate, not ${principal.method}`
+        : `certificate ${cn} may not speak for node ${claimed}`;
+    ctx.notes.decision = "deny";
+    ctx.notes.reason = detail;
+    log.warn(
+      { requestId: ctx.requestId, principal: principal.id, claimed },
+      "agent stream refused",
+    );
+    options.onRefused?.({
+      requestId: ctx.requestId,
+      principal: principal.id,
+      authMethod: principal.method,
+      peer: ctx.peer.address,
+      claimedNode: claimed,
+      detail,
+    });
+    throw new RpcError("PERMISSION_DENIED", { cause: new Error(detail) });
+  }
+
+  /** A node reports only for itself: the report's node id is the stream's. */
+  const own = (health: Health | undefined, nodeId: string): Health => {
+    if (health === undefined)
+      throw new RpcError("INVALID_ARGUMENT", { message: "health: required" });
+    return { ...health, nodeId: { $typeName: "debvisor.v1.NodeId", id: nodeId } };
+  };
+
+  async function read(
+    session: Session,
+    it: AsyncIterator<AgentMessage>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const node = session.nodeId;
+    for (;;) {
+      const next = await it.next();
+      if (next.done === true || signal.aborted) return;
+      const m = next.value;
+      checkMessage(m);
+      switch (m.kind.case) {
+        case "heartbeat":
+          await inventory.heartbeat(own(m.kind.value.health, node), signal);
+          break;
+        case "progress":
+          await operations.progress(node, m.kind.value, signal);
+          break;
+        case "result": {
+          const recorded = await operations.finish(node, m.kind.value, signal);
+          log.info(
+            { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
+            "agent operation finished",
+          );
+          break;
+        }
+        case "event":
+          log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
+          break;
+        default:
+          throw new RpcError("INVALID_ARGUMENT", { message: "hello only once, first" });
+      }
+    }
+  }
+
+  async function* connect(
+    requests: AsyncIterable<AgentMessage>,
+    ctx: CallContext,
+  ): AsyncIterable<Outgoing> {
+    if (stopping.signal.aborted) throw new RpcError("SHUTTING_DOWN");
+    const it = requests[Symbol.asyncIterator]();
+    const hello = await readHello(it, ctx.signal);
+    const nodeId = authorize(hello, ctx);
+    if (hello.info === undefined) throw new RpcError("INVALID_ARGUMENT");
+    await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
+    await inventory.heartbeat(own(hello.health, nodeId), ctx.signal);
+    const session: Session = {
+      nodeId,
+      queue: createSendQueue(options.sendQueueMax),
+      sent: new Set(),
+      cancelled: new Set(),
+    };
+    sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
+    sessions.set(nodeId, session);
+    const stop = () => session.queue.close();
+    ctx.signal.addEventListener("abort", stop, { once: true });
+    log.info(
+      { node: nodeId, version: hello.agentVersion, peer: ctx.peer.address },
+      "agent connected",
+    );
+    try {
+      session.queue.push({
+        kind: {
+          case: "welcome",
+          value: {
+            heartbeatIntervalMs: options.heartbeatIntervalMs,
+            serverTime: timestampFromMs(clock.now()),
+            selfFenceWindowMs: 0,
+            serverId: options.serverId,
+          },
+        },
+      });
+      await watching.ready;
+      await resync(session);
+      read(session, it, ctx.signal).then(
+        () => session.queue.close(),
+        (err: unknown) => session.queue.close(err instanceof Error ? err : new Error(String(err))),
+      );
+      yield* session.queue;
+    } catch (err) {
+      log.warn({ node: nodeId, err }, "agent stream closed with an error");
+      throw err;
+    } finally {
+      ctx.signal.removeEventListener("abort", stop);
+      if (sessions.get(nodeId) === session) sessions.delete(nodeId);
+      log.info({ node: nodeId }, "agent disconnected");
+    }
+  }
+
+  function close(): void {
+    if (stopping.signal.aborted) return;
+    stopping.abort();
+    for (const s of sessions.values()) s.queue.close();
+  }
+
+  const service = defineService(
+    AgentService,
+    {
+      // Authorized on the certificate identity in the handler's Hello check (see above).
+      // Only cluster identities (nodes) hold streams: never a tenant-confined caller.
+      connect: { permission: "node:connect", mutating: true, target: { kind: "cluster" } },
+    },
+    { connect },
+  );
+  return {
+    service,
+    operations,
+    connectedNodes: () => [...sessions.keys()].sort(),
+    close,
+  };
+}
+
+/** Checks an agent's message against the rules declared in the protos. */
+function checkMessage(m: AgentMessage): void {
+  const violations = validateMessage(AgentMessageSchema, m);
+  const first = violations[0];
+  if (first !== undefined)
+    throw new RpcError("INVALID_ARGUMENT", {
+      message: `${first.field}: ${first.description}`,
+      fieldViolations: violations,
+    });
+}

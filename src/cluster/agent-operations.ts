@@ -1,0 +1,197 @@
+import { create } from "@bufbuild/protobuf";
+import { type Clock, RpcError } from "../core/index.js";
+import {
+  OperationPhase,
+  type OperationRecord,
+  OperationRecordSchema,
+} from "../gen/debvisor/store/v1/agent_records_pb.js";
+import type {
+  OperationDispatch,
+  OperationProgress,
+  OperationResult,
+} from "../gen/debvisor/v1/agent_pb.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+  updateMessage,
+} from "../store/index.js";
+import { timestampFromMs } from "./timestamp.js";
+
+/** Key family of agent operations: operations/<node>/<operation id>. */
+export const OPERATIONS_PREFIX = "operations/";
+
+/** The key of one operation. */
+export function operationKey(nodeId: string, operationId: string): string {
+  return `${OPERATIONS_PREFIX}${nodeId}/${operationId}`;
+}
+
+/** The node and operation ids of an operation key, or undefined for another key. */
+export function parseOperationKey(
+  key: string,
+): { nodeId: string; operationId: string } | undefined {
+  if (!key.startsWith(OPERATIONS_PREFIX)) return undefined;
+  const rest = key.slice(OPERATIONS_PREFIX.length);
+  const slash = rest.indexOf("/");
+  if (slash <= 0 || slash === rest.length - 1) return undefined;
+  return { nodeId: rest.slice(0, slash), operationId: rest.slice(slash + 1) };
+}
+
+/**
+ * Operations for node agents, kept in the store so that any control-plane
+ * process may accept one and the process holding the node's stream delivers
+ * it. Every change is a compare-and-swap on the record; a result is written
+ * once and never overwritten.
+ */
+export interface AgentOperations {
+  /**
+   * Writes a new PENDING operation (create-if-absent: an id already used
+   * for the node answers the existing record, so submitting twice is safe).
+   */
+  submit(
+    nodeId: string,
+    dispatch: Omit<OperationDispatch, "$typeName" | "createdAt">,
+    requestedBy: string,
+    signal?: AbortSignal,
+  ): Promise<OperationRecord>;
+  get(
+    nodeId: string,
+    operationId: string,
+    signal?: AbortSignal,
+  ): Promise<OperationRecord | undefined>;
+  /** The node's operations not DONE, in id order. */
+  open(nodeId: string, signal?: AbortSignal): Promise<OperationRecord[]>;
+  /** Notes a delivery by `by` (PENDING becomes DELIVERED); false when the record is gone or done. */
+  delivered(
+    nodeId: string,
+    operationId: string,
+    by: string,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** Records progress (DELIVERED becomes RUNNING); ignored once done. */
+  progress(nodeId: string, progress: OperationProgress, signal?: AbortSignal): Promise<void>;
+  /**
+   * Records the result once (phase DONE). A second result for the same
+   * operation is ignored (resolves false): the first one is the truth.
+   */
+  finish(nodeId: string, result: OperationResult, signal?: AbortSignal): Promise<boolean>;
+  /** Asks for cancellation; the holder of the node's stream sends it on. */
+  requestCancel(nodeId: string, operationId: string, signal?: AbortSignal): Promise<void>;
+}
+
+/** Creates the operations repository over `store`. */
+export function createAgentOperations(store: KvStore, clock: Clock): AgentOperations {
+  const change = (
+    nodeId: string,
+    operationId: string,
+    edit: (r: OperationRecord) => boolean,
+    signal?: AbortSignal,
+  ) =>
+    updateMessage(
+      store,
+      OperationRecordSchema,
+      operationKey(nodeId, operationId),
+      (current) => {
+        if (current === undefined || current.phase === OperationPhase.DONE) return undefined;
+        const next = create(OperationRecordSchema, current);
+        if (!edit(next)) return undefined;
+        next.updatedAtMs = BigInt(clock.now());
+        return next;
+      },
+      { signal },
+    );
+
+  return {
+    async submit(nodeId, dispatch, requestedBy, signal) {
+      const now = clock.now();
+      const record = create(OperationRecordSchema, {
+        dispatch: { ...dispatch, createdAt: timestampFromMs(now) },
+        nodeId,
+        phase: OperationPhase.PENDING,
+        requestedBy,
+        createdAtMs: BigInt(now),
+        updatedAtMs: BigInt(now),
+      });
+      const key = operationKey(nodeId, dispatch.operationId);
+      const txn = await store.txn(
+        {
+          compares: [{ key, modRevision: 0 }],
+          success: [{ type: "put", key, value: encodeMessage(OperationRecordSchema, record) }],
+        },
+        { signal },
+      );
+      if (txn.succeeded) return record;
+      const existing = await getMessage(store, OperationRecordSchema, key, { signal });
+      if (existing === undefined) throw new RpcError("CONFLICT");
+      return existing.message;
+    },
+    async get(nodeId, operationId, signal) {
+      return (
+        await getMessage(store, OperationRecordSchema, operationKey(nodeId, operationId), {
+          signal,
+        })
+      )?.message;
+    },
+    async open(nodeId, signal) {
+      const out: OperationRecord[] = [];
+      for await (const kv of rangeAll(store, `${OPERATIONS_PREFIX}${nodeId}/`, { signal })) {
+        const r = decodeMessage(OperationRecordSchema, kv);
+        if (r.phase !== OperationPhase.DONE) out.push(r);
+      }
+      return out;
+    },
+    async delivered(nodeId, operationId, by, signal) {
+      const { message } = await change(
+        nodeId,
+        operationId,
+        (r) => {
+          if (r.phase === OperationPhase.PENDING) r.phase = OperationPhase.DELIVERED;
+          r.deliveries += 1;
+          r.deliveredBy = by;
+          return true;
+        },
+        signal,
+      );
+      return message !== undefined && message.phase !== OperationPhase.DONE;
+    },
+    async progress(nodeId, progress, signal) {
+      await change(
+        nodeId,
+        progress.operationId,
+        (r) => {
+          r.phase = OperationPhase.RUNNING;
+          r.progress = progress;
+          return true;
+        },
+        signal,
+      );
+    },
+    async finish(nodeId, result, signal) {
+      const { written } = await change(
+        nodeId,
+        result.operationId,
+        (r) => {
+          r.phase = OperationPhase.DONE;
+          r.result = result;
+          return true;
+        },
+        signal,
+      );
+      return written;
+    },
+    async requestCancel(nodeId, operationId, signal) {
+      await change(
+        nodeId,
+        operationId,
+        (r) => {
+          if (r.cancelRequested) return false;
+          r.cancelRequested = true;
+          return true;
+        },
+        signal,
+      );
+    },
+  };
+}

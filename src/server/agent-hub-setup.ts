@@ -1,0 +1,43 @@
+import { hostname } from "node:os";
+import type { AuditLog } from "../audit/index.js";
+import { type AgentHub, createAgentHub, type Inventory } from "../cluster/index.js";
+import type { Clock, Logger } from "../core/index.js";
+import type { KvStore } from "../store/index.js";
+import type { Config } from "./config-schema.js";
+import { agentRefusedAuditFields } from "./system-audit.js";
+
+/** What the agent hub needs from the daemon. */
+export interface AgentHubSetup {
+  readonly config: Config;
+  readonly store: KvStore;
+  readonly inventory: Inventory;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The daemon's shutdown: agents' streams end and they reconnect elsewhere. */
+  readonly closing: AbortSignal;
+  readonly audit: AuditLog | undefined;
+}
+
+/**
+ * The control plane's end of node agents' streams (AgentService), with
+ * refused streams written to the audit trail as `agent.refused`.
+ */
+export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
+  const { config, logger, audit } = setup;
+  return createAgentHub({
+    store: setup.store,
+    inventory: setup.inventory,
+    clock: setup.clock,
+    serverId: `${hostname()}:${process.pid}`,
+    heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
+    helloTimeoutMs: config.agents.helloTimeoutMs,
+    sendQueueMax: config.agents.sendQueueMax,
+    logger,
+    closing: setup.closing,
+    onRefused: (refusal) => {
+      audit
+        ?.append(agentRefusedAuditFields(refusal))
+        .catch((err: unknown) => logger.error({ err }, "refused agent stream not audited"));
+    },
+  });
+}

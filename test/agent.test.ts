@@ -1,0 +1,538 @@
+import "reflect-metadata";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { hideIpSniWarning, openChannel } from "../src/client/index.js";
+import { type AgentOperations, createAgentOperations, operationKey } from "../src/cluster/index.js";
+import { systemClock } from "../src/core/index.js";
+import {
+  OperationPhase,
+  type OperationRecord,
+  OperationRecordSchema,
+} from "../src/gen/debvisor/store/v1/agent_records_pb.js";
+import {
+  AgentMessageSchema,
+  type ControlMessage,
+  ControlMessageSchema,
+  OperationKind,
+  OperationOutcome,
+} from "../src/gen/debvisor/v1/agent_pb.js";
+import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import {
+  type DaemonProcess,
+  devDaemonArgs,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+  startDevDaemon,
+} from "./helpers/daemon-process.js";
+import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { startNotifySocket } from "./helpers/notify-socket.js";
+
+const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+const CONNECT = "/debvisor.v1.AgentService/Connect";
+hideIpSniWarning();
+
+/** A `debvisor-agent run` child process and its JSON log lines. */
+interface AgentProcess {
+  readonly proc: ChildProcess;
+  readonly logs: Record<string, unknown>[];
+  waitLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
+  const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  const logs: Record<string, unknown>[] = [];
+  let buffered = "";
+  let stderr = "";
+  proc.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  proc.stdout?.on("data", (d: Buffer) => {
+    buffered += d.toString();
+    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // not a log line
+      }
+    }
+  });
+  return {
+    proc,
+    logs,
+    async waitLog(msg, timeoutMs = 15_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = logs.find((l) => l.msg === msg);
+        if (hit !== undefined) return hit;
+        if (Date.now() > until || proc.exitCode !== null)
+          throw new Error(`agent: no "${msg}" log line; stderr:\n${stderr}`);
+        await sleep(50);
+      }
+    },
+  };
+}
+
+/** Polls `probe` until it returns a value (not undefined), at most `timeoutMs`. */
+async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+describe("node agents on their stream", async () => {
+  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
+  if (etcd === undefined) {
+    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
+    console.log("!!! etcd is not installed: the node agent tests are SKIPPED.");
+    return;
+  }
+  let dir: string;
+  let daemon: DaemonProcess;
+  let store: KvStore;
+  let ops: AgentOperations;
+  const agents: AgentProcess[] = [];
+  const prefix = `/agents-${process.pid}/`;
+
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
+  /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
+  const enrollNode = async (node: string) => {
+    const t = await hvctl("-o", "json", "token", "create", node);
+    assert.equal(t.code, 0, t.stderr);
+    const { token, caFingerprint } = JSON.parse(t.stdout) as {
+      token: string;
+      caFingerprint: string;
+    };
+    const r = await runProcess(
+      process.execPath,
+      [
+        AGENT_BIN,
+        "enroll",
+        "--server",
+        daemon.grpcAddress,
+        "--ca-fingerprint",
+        caFingerprint,
+        "--dir",
+        join(dir, node),
+      ],
+      { env: { DEBVISOR_ENROLL_TOKEN: token } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    return join(dir, node);
+  };
+  const run = (node: string, ...extra: string[]) => {
+    const a = startAgent([
+      "--dir",
+      join(dir, node),
+      "--server",
+      daemon.grpcAddress,
+      "--driver",
+      "sim",
+      "--sim-vms",
+      "3",
+      ...extra,
+    ]);
+    agents.push(a);
+    return a;
+  };
+  const waitDone = (node: string, id: string, timeoutMs = 15_000) =>
+    eventually(
+      `${node}/${id} done`,
+      async () => {
+        const r = await ops.get(node, id);
+        return r?.phase === OperationPhase.DONE ? r : undefined;
+      },
+      timeoutMs,
+    );
+  const actions = (node: string) => {
+    const f = join(dir, node, "sim-actions.log");
+    return existsSync(f) ? readFileSync(f, "utf8").trim().split("\n").filter(Boolean) : [];
+  };
+  const localDomains = async (node: string, ...driver: string[]) => {
+    const args = driver.length > 0 ? driver : ["--driver", "sim"];
+    const r = await agentCli("status", "--dir", join(dir, node), "-o", "json", ...args);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { domains: { id: string; state: string }[] }).domains;
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-agent-"));
+    daemon = await startDevDaemon(dir, {
+      simulation: { enabled: false },
+      store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+      cluster: { heartbeatIntervalMs: 1000 },
+      limits: { streamWriteStallMs: 1000 },
+      agents: { sendQueueMax: 64 },
+      log: { level: "debug" },
+    });
+    // Another control-plane process's view of the same store: it writes operations, it holds no stream.
+    store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    ops = createAgentOperations(store, systemClock);
+    for (const n of ["node-a", "node-b", "node-c"]) await enrollNode(n);
+  });
+  after(async () => {
+    for (const a of agents) a.proc.kill("SIGKILL");
+    daemon?.kill();
+    await store?.close();
+    await etcd.stop();
+  });
+
+  it("an enrolled agent connects, its node is READY and its domains are listed by ListVms", async () => {
+    const a = run("node-a");
+    await a.waitLog("connected to the control plane");
+    const node = await eventually("node-a in the node list", async () => {
+      const r = await hvctl("-o", "json", "node", "get", "node-a");
+      return r.code === 0 ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
+    });
+    assert.match(JSON.stringify(node), /NODE_READINESS_READY|"READY"/);
+    const vms = await hvctl("-o", "json", "vm", "list", "--node", "node-a");
+    assert.equal(vms.code, 0, vms.stderr);
+    const listed = (JSON.parse(vms.stdout) as { vms: { id: string }[] }).vms.map((v) => v.id);
+    const local = (await localDomains("node-a")).map((d) => d.id);
+    assert.equal(local.length, 3);
+    assert.deepEqual(
+      listed.sort(),
+      local.sort(),
+      "ListVms shows what the agent's hypervisor holds",
+    );
+  });
+
+  it("refuses a stream whose certificate is not the node its Hello names, and audits it", async () => {
+    const ch = nodeChannel(join(dir, "node-b"));
+    const call = openStream(ch);
+    const ended = new Promise<grpc.ServiceError>((resolve) => call.once("error", resolve));
+    call.write(helloFor("node-a"));
+    const err = await ended;
+    assert.equal(err.code, grpc.status.PERMISSION_DENIED);
+    ch.close();
+    const audit = await eventually("agent.refused in the audit trail", async () => {
+      const text = readFileSync(join(dir, "audit.log"), "utf8");
+      return text.includes('"agent.refused"') ? text : undefined;
+    });
+    assert.match(audit, /"principal":"node-b".*"args":"node=node-a"/);
+    const node = await hvctl("-o", "json", "node", "get", "node-a");
+    assert.doesNotMatch(node.stdout, /node-b/, "the refused Hello changed nothing");
+  });
+
+  it("runs an operation written to the store by another process once, and only once", async () => {
+    await submit("node-a", "op-stop-1", OperationKind.STOP_VM, "node-a-vm-001");
+    const done = await waitDone("node-a", "op-stop-1");
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+    const state = (await localDomains("node-a")).find((d) => d.id === "node-a-vm-001")?.state;
+    assert.equal(state, "stopped");
+    // Submitting the same id again is the same operation: nothing runs.
+    await submit("node-a", "op-stop-1", OperationKind.STOP_VM, "node-a-vm-001");
+    await sleep(1500);
+    assert.deepEqual(
+      actions("node-a").map((l) => l.split(" ").slice(1).join(" ")),
+      ["stop node-a-vm-001"],
+    );
+  });
+
+  it("answers a redelivered finished operation from its journal instead of running it again", async () => {
+    // As if the result had been lost: the record is pending again when the agent reconnects.
+    const done = await ops.get("node-a", "op-stop-1");
+    assert.ok(done !== undefined);
+    const key = operationKey("node-a", "op-stop-1");
+    await store.put(
+      key,
+      toBinary(
+        OperationRecordSchema,
+        create(OperationRecordSchema, {
+          ...done,
+          phase: OperationPhase.PENDING,
+          result: undefined,
+        }),
+      ),
+    );
+    const old = agents.find(
+      (a) => a.proc.exitCode === null && a.proc.spawnargs.includes(join(dir, "node-a")),
+    );
+    old?.proc.kill("SIGTERM");
+    if (old !== undefined) await new Promise((r) => old.proc.once("exit", r));
+    const again = run("node-a");
+    await again.waitLog("connected to the control plane");
+    const replayed = await waitDone("node-a", "op-stop-1");
+    assert.equal(replayed.result?.outcome, OperationOutcome.SUCCEEDED);
+    assert.equal(replayed.result?.replayed, true, "answered from the journal");
+    assert.equal(actions("node-a").filter((l) => l.endsWith("stop node-a-vm-001")).length, 1);
+  });
+
+  it("runs an operation written while its agent was away once the agent connects", async () => {
+    const old = agents.find(
+      (a) => a.proc.exitCode === null && a.proc.spawnargs.includes(join(dir, "node-a")),
+    );
+    old?.proc.kill("SIGTERM");
+    if (old !== undefined) await new Promise((r) => old.proc.once("exit", r));
+    await submit("node-a", "op-away-1", OperationKind.START_VM, "node-a-vm-001");
+    await sleep(500);
+    assert.equal((await ops.get("node-a", "op-away-1"))?.phase, OperationPhase.PENDING);
+    const again = run("node-a");
+    await again.waitLog("connected to the control plane");
+    const done = await waitDone("node-a", "op-away-1");
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+    const state = (await localDomains("node-a")).find((d) => d.id === "node-a-vm-001")?.state;
+    assert.equal(state, "running");
+  });
+
+  it("an agent killed with kill -9 mid-operation and restarted neither loses nor repeats it", async () => {
+    const first = run("node-c", "--sim-action-ms", "2500");
+    await first.waitLog("connected to the control plane");
+    await submit("node-c", "op-crash-1", OperationKind.STOP_VM, "node-c-vm-002");
+    await eventually("op-crash-1 running", async () => {
+      const r = await ops.get("node-c", "op-crash-1");
+      return r?.phase === OperationPhase.RUNNING ? r : undefined;
+    });
+    first.proc.kill("SIGKILL");
+    await new Promise((r) => first.proc.once("exit", r));
+    const second = run("node-c", "--sim-action-ms", "2500");
+    await second.waitLog("connected to the control plane");
+    const done = await waitDone("node-c", "op-crash-1", 20_000);
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+    assert.ok(done.deliveries >= 2, "redelivered after the reconnect");
+    const state = (await localDomains("node-c")).find((d) => d.id === "node-c-vm-002")?.state;
+    assert.equal(state, "stopped");
+    await sleep(1000);
+    assert.deepEqual(
+      actions("node-c").map((l) => l.split(" ").slice(1).join(" ")),
+      ["stop node-c-vm-002"],
+      "stopped exactly once",
+    );
+  });
+
+  it("disconnects an agent that does not read, without delaying another agent's operation", async () => {
+    const ch = nodeChannel(join(dir, "node-b"));
+    const call = openStream(ch);
+    const welcomed = new Promise((resolve) => call.once("data", resolve));
+    call.write(helloFor("node-b"));
+    await welcomed;
+    call.pause();
+    const failed = new Promise<grpc.ServiceError>((resolve) => call.once("error", resolve));
+    // Big operations fill the transport of the stream that reads nothing.
+    const bulk: Record<string, string> = {};
+    for (let i = 0; i < 30; i++) bulk[`p${i}`] = "x".repeat(1000);
+    for (let i = 0; i < 40; i++)
+      await submit("node-b", `op-bulk-${i}`, OperationKind.START_VM, "node-b-vm-001", bulk);
+    const t0 = Date.now();
+    await submit("node-a", "op-start-1", OperationKind.START_VM, "node-a-vm-001");
+    const done = await waitDone("node-a", "op-start-1", 5000);
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED);
+    assert.ok(Date.now() - t0 < 3000, `the other agent's operation took ${Date.now() - t0} ms`);
+    await eventually(
+      "node-b's stream closed by the server",
+      async () =>
+        daemon.logs.find((l) => l.msg === "agent disconnected" && l.node === "node-b") ?? undefined,
+      10_000,
+    );
+    call.resume();
+    const err = await Promise.race([failed, sleep(5000).then(() => undefined)]);
+    assert.equal(err?.code, grpc.status.RESOURCE_EXHAUSTED, "the stream was reset");
+    const pending = await ops.get("node-b", "op-bulk-0");
+    assert.notEqual(pending?.phase, OperationPhase.DONE, "its operations wait for a reconnect");
+    ch.close();
+  });
+
+  it("tells systemd it is ready, pings its watchdog, and stops cleanly on SIGTERM", async () => {
+    const notify = await startNotifySocket();
+    try {
+      await enrollNode("node-d");
+      const a = startAgent(
+        ["--dir", join(dir, "node-d"), "--server", daemon.grpcAddress, "--driver", "sim"],
+        { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: "1000000" },
+      );
+      agents.push(a);
+      assert.match(await notify.waitFor("READY=1"), /STATUS=node node-d/);
+      await a.waitLog("connected to the control plane");
+      await notify.waitFor("WATCHDOG=1", 5000);
+      const exited = new Promise<number | null>((r) => a.proc.once("exit", (code) => r(code)));
+      a.proc.kill("SIGTERM");
+      assert.equal(await exited, 0);
+      await notify.waitFor("STOPPING=1");
+    } finally {
+      notify.close();
+    }
+  });
+
+  it("runs the libvirt driver inside an agent against virsh -c test:///default", async (t) => {
+    const virsh = await runProcess("virsh", ["-c", "test:///default", "list", "--all", "--name"]);
+    if (virsh.code !== 0) {
+      if (process.env.CI === "true") throw new Error("virsh is required under CI=true");
+      t.skip("virsh is not installed");
+      return;
+    }
+    const libvirtDir = await enrollNode("node-lv");
+    const a = startAgent([
+      "--dir",
+      libvirtDir,
+      "--server",
+      daemon.grpcAddress,
+      "--driver",
+      "libvirt",
+      "--uri",
+      "test:///default",
+    ]);
+    agents.push(a);
+    await a.waitLog("connected to the control plane");
+    const expected = virsh.stdout.split("\n").filter(Boolean).sort();
+    assert.ok(expected.length > 0);
+    const local = await localDomains("node-lv", "--driver", "libvirt", "--uri", "test:///default");
+    assert.deepEqual(local.map((d) => d.id).sort(), expected);
+    const vms = await eventually("node-lv's domains in ListVms", async () => {
+      const r = await hvctl("-o", "json", "vm", "list", "--node", "node-lv");
+      const ids = (JSON.parse(r.stdout) as { vms: { id: string }[] }).vms.map((v) => v.id);
+      return ids.length > 0 ? ids : undefined;
+    });
+    assert.deepEqual(vms.sort(), expected);
+  });
+
+  it("moves to another control-plane process mid-operation without losing or repeating it", async () => {
+    // A second daemon on the same etcd with the same cluster CA, in a data directory of its
+    // own (one daemon per data directory); it goes first in the agent's list.
+    const dir2 = join(dir, "second");
+    mkdirSync(dir2);
+    cpSync(join(dir, "pki"), join(dir2, "pki"), { recursive: true });
+    const cfg = join(dir2, "second.yaml");
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        simulation: { enabled: false },
+        store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+        cluster: { heartbeatIntervalMs: 1000 },
+        audit: { path: join(dir2, "audit.log") },
+      }),
+    );
+    const second = await startDaemonProcess([...devDaemonArgs(dir2), "--config", cfg]);
+    try {
+      await enrollNode("node-e");
+      const a = startAgent([
+        "--dir",
+        join(dir, "node-e"),
+        "--server",
+        second.grpcAddress,
+        daemon.grpcAddress,
+        "--driver",
+        "sim",
+        "--sim-action-ms",
+        "2500",
+      ]);
+      agents.push(a);
+      const first = await a.waitLog("connected to the control plane");
+      assert.equal(first.server, second.grpcAddress);
+      await submit("node-e", "op-move-1", OperationKind.STOP_VM, "node-e-vm-003");
+      await eventually("op-move-1 running", async () => {
+        const r = await ops.get("node-e", "op-move-1");
+        return r?.phase === OperationPhase.RUNNING ? r : undefined;
+      });
+      const t0 = Date.now();
+      second.proc.kill("SIGTERM");
+      assert.equal(await second.exited, 0);
+      assert.ok(Date.now() - t0 < 5000, "the agent's open stream did not hold up the shutdown");
+      await eventually("the agent on the other daemon", async () =>
+        a.logs.find(
+          (l) => l.msg === "connected to the control plane" && l.server === daemon.grpcAddress,
+        ),
+      );
+      const done = await waitDone("node-e", "op-move-1", 20_000);
+      assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+      await sleep(1000);
+      assert.deepEqual(
+        actions("node-e").map((l) => l.split(" ").slice(1).join(" ")),
+        ["stop node-e-vm-003"],
+        "stopped exactly once",
+      );
+    } finally {
+      second.kill();
+    }
+  });
+
+  async function submit(
+    node: string,
+    id: string,
+    kind: OperationKind,
+    vmId: string,
+    params: Record<string, string> = {},
+  ): Promise<OperationRecord> {
+    return ops.submit(
+      node,
+      { operationId: id, kind, vmId, params, generation: 0n },
+      "test:other-replica",
+    );
+  }
+
+  function nodeChannel(nodeDir: string): grpc.Client {
+    return openChannel({
+      name: "node",
+      server: daemon.grpcAddress,
+      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
+      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
+      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
+      tlsServerName: undefined,
+    });
+  }
+});
+
+describe("deploy/systemd/debvisor-agent.service", () => {
+  const unit = fileURLToPath(
+    new URL("../../deploy/systemd/debvisor-agent.service", import.meta.url),
+  );
+  it("passes systemd-analyze verify and is a notify service with a watchdog", async () => {
+    const { code, stdout, stderr } = await runProcess("systemd-analyze", ["verify", unit]);
+    assert.equal(code, 0);
+    assert.equal(`${stdout}${stderr}`.trim(), "");
+    const text = readFileSync(unit, "utf8");
+    for (const d of ["Type=notify", "NotifyAccess=all", "WatchdogSec=30", "Restart=always"])
+      assert.ok(text.split("\n").includes(d), d);
+  });
+});
+
+function openStream(ch: grpc.Client): grpc.ClientDuplexStream<Uint8Array, ControlMessage> {
+  return ch.makeBidiStreamRequest(
+    CONNECT,
+    (m: Uint8Array) => Buffer.from(m),
+    (b: Buffer) => fromBinary(ControlMessageSchema, b),
+    new grpc.Metadata(),
+    {},
+  );
+}
+
+function helloFor(node: string): Uint8Array {
+  return toBinary(
+    AgentMessageSchema,
+    create(AgentMessageSchema, {
+      kind: {
+        case: "hello",
+        value: {
+          info: { id: { id: node }, hostname: `${node}.example` },
+          agentVersion: "test",
+          health: {
+            nodeId: { id: node },
+            timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+          },
+        },
+      },
+    }),
+  );
+}
