@@ -69,6 +69,8 @@ export interface ApiKeys {
     createdBy: string,
     signal?: AbortSignal,
   ): Promise<IssuedApiKey>;
+  /** Whether this daemon's watch-fed copy holds the key (keys from loadApiKeys; else false). */
+  inCopy(id: string): boolean;
   /** Stops following the store (keys from loadApiKeys). */
   close(): void;
 }
@@ -224,6 +226,7 @@ export function createApiKeys(
       }
       return out;
     },
+    inCopy: (id) => mirror?.values().has(id) ?? false,
     close: () => mirror?.close(),
     async revoke(id, signal) {
       const revoked = await update(
