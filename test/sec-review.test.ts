@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type * as grpc from "@grpc/grpc-js";
+import {
+  createServiceClient,
+  openChannel,
+  type ResolvedContext,
+  resolveContext,
+} from "../src/client/index.js";
+import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+
+/** The reason of a refused call ("OK": it succeeded). */
+const reasonOf = (p: Promise<unknown>) =>
+  p.then(
+    () => "OK",
+    (e: grpc.ServiceError) => String(e.metadata.get("debvisor-error-reason")[0] ?? e.code),
+  );
+
+/** Attacks found by the adversarial review of the tenancy work, against a dev daemon over TLS. */
+describe("adversarial review against a dev daemon", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let admin: ResolvedContext;
+  const channels: grpc.Client[] = [];
+  const clientsOf = (ctx: ResolvedContext) => {
+    const ch = openChannel(ctx);
+    channels.push(ch);
+    return {
+      access: createServiceClient(AccessService, ch),
+    };
+  };
+  const bearer = (token: string): ResolvedContext => ({
+    ...admin,
+    certPem: undefined,
+    keyPem: undefined,
+    bearer: token,
+  });
+  let root: ReturnType<typeof clientsOf>;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-secrev-"));
+    daemon = await startDevDaemon(dir, {
+      rateLimit: {
+        perSource: { ratePerSecond: 100_000, burst: 100_000 },
+        perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },
+      },
+    });
+    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    root = clientsOf(admin);
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    daemon?.kill();
+  });
+
+  it("lets nobody who knows a key id lock its owner out", async () => {
+    const victim = await root.access.createApiKey({ principal: "ci", roles: ["viewer"] });
+    const id = victim.key?.id ?? "";
+    const outsider = clientsOf(bearer(`dvk_${id}_${"x".repeat(43)}`));
+    const guesses: string[] = [];
+    for (let i = 0; i < 7; i++) guesses.push(await reasonOf(outsider.access.whoAmI({})));
+    assert.equal(guesses.at(-1), "AUTH_LOCKED_OUT", `the guesses are told so: ${guesses}`);
+    const owner = clientsOf(bearer(victim.token));
+    assert.equal(await reasonOf(owner.access.whoAmI({})), "OK", "the owner's key still works");
+  });
+});
