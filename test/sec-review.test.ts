@@ -11,6 +11,7 @@ import {
   resolveContext,
 } from "../src/client/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
+import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
 /** The reason of a refused call ("OK": it succeeded). */
@@ -31,6 +32,7 @@ describe("adversarial review against a dev daemon", () => {
     channels.push(ch);
     return {
       access: createServiceClient(AccessService, ch),
+      pki: createServiceClient(EnrollmentService, ch),
     };
   };
   const bearer = (token: string): ResolvedContext => ({
@@ -40,6 +42,7 @@ describe("adversarial review against a dev daemon", () => {
     bearer: token,
   });
   let root: ReturnType<typeof clientsOf>;
+  let tenantAdmin: ReturnType<typeof clientsOf>;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-secrev-"));
@@ -51,6 +54,17 @@ describe("adversarial review against a dev daemon", () => {
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
     root = clientsOf(admin);
+    await root.access.setBinding({
+      principal: "t-admin",
+      roles: ["admin", "operator"],
+      tenant: "acme",
+    });
+    const key = await root.access.createApiKey({
+      principal: "t-admin",
+      roles: ["admin"],
+      tenant: "acme",
+    });
+    tenantAdmin = clientsOf(bearer(key.token));
   });
   after(() => {
     for (const ch of channels) ch.close();
@@ -66,5 +80,50 @@ describe("adversarial review against a dev daemon", () => {
     assert.equal(guesses.at(-1), "AUTH_LOCKED_OUT", `the guesses are told so: ${guesses}`);
     const owner = clientsOf(bearer(victim.token));
     assert.equal(await reasonOf(owner.access.whoAmI({})), "OK", "the owner's key still works");
+  });
+
+  it("lets a tenant admin mint and bind its own tenant's principals", async () => {
+    for (const call of [
+      tenantAdmin.access.createApiKey({ principal: "t-dev", roles: ["viewer"], tenant: "acme" }),
+      tenantAdmin.access.setBinding({ principal: "t-dev", roles: ["viewer"], tenant: "acme" }),
+    ])
+      assert.equal(await reasonOf(call), "OK");
+  });
+
+  it("refuses a tenant admin minting or binding names of nodes about to enrol, case variants and look-alikes of cluster identities", async () => {
+    await root.pki.createEnrollmentToken({ nodeName: "node-09" });
+    for (const principal of ["node-09", "Node-01", "ADMIN", "System:reconciler"]) {
+      assert.equal(
+        await reasonOf(
+          tenantAdmin.access.createApiKey({ principal, roles: ["viewer"], tenant: "acme" }),
+        ),
+        "ESCALATION_DENIED",
+        `key for ${principal}`,
+      );
+      assert.equal(
+        await reasonOf(
+          tenantAdmin.access.setBinding({ principal, roles: ["viewer"], tenant: "acme" }),
+        ),
+        "ESCALATION_DENIED",
+        `binding for ${principal}`,
+      );
+    }
+    // A Cyrillic "а", a zero-width space, a trailing space: names that print like others.
+    for (const principal of ["\u0430dmin", "node-01\u200b", "t-admin "]) {
+      assert.equal(
+        await reasonOf(
+          tenantAdmin.access.createApiKey({ principal, roles: ["viewer"], tenant: "acme" }),
+        ),
+        "INVALID_ARGUMENT",
+        `key for ${JSON.stringify(principal)}`,
+      );
+    }
+    const keys = (await root.access.listApiKeys({})).keys.map((k) => k.principal);
+    const bindings = (await root.access.listBindings({})).bindings.map((b) => b.principal);
+    assert.deepEqual(
+      [...keys, ...bindings].filter((p) => !["t-admin", "t-dev", "ci"].includes(p)).sort(),
+      ["admin", "dev-operator", "node-01", "node-02", "node-03"],
+      "nothing was made",
+    );
   });
 });
