@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,6 +12,7 @@ import {
 } from "../src/client/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
+import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
 /** The reason of a refused call ("OK": it succeeded). */
@@ -125,5 +126,68 @@ describe("adversarial review against a dev daemon", () => {
       ["admin", "dev-operator", "node-01", "node-02", "node-03"],
       "nothing was made",
     );
+  });
+});
+
+describe("anonymous calls and the audit trail", () => {
+  it("counts a flood of anonymous enrollment calls in a handful of records; a real enrollment keeps its own", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-secrev-audit-"));
+    const daemon = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      auth: { lockout: { throttleDelayMs: 0 } },
+      rateLimit: { perSource: { ratePerSecond: 100_000, burst: 100_000 } },
+    });
+    const ctx = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    const rootCh = openChannel(ctx);
+    const anonCh = openChannel({ ...ctx, certPem: undefined, keyPem: undefined });
+    try {
+      const anon = createServiceClient(EnrollmentService, anonCh);
+      const csr = await createCsr("node-09");
+      const calls = Array.from({ length: 200 }, (_, i) =>
+        // Bad tokens (refused as unauthenticated, then rate limited) and malformed requests.
+        i % 2 === 0
+          ? anon.enroll({
+              token: `dvt_${i.toString(16).padStart(16, "0")}_${"x".repeat(43)}`,
+              csrPem: csr.csrPem,
+            })
+          : anon.enroll({ token: "", csrPem: "" }),
+      );
+      const reasons = new Set(await Promise.all(calls.map(reasonOf)));
+      assert.ok(!reasons.has("OK"), [...reasons].join());
+      const { token } = await createServiceClient(EnrollmentService, rootCh).createEnrollmentToken({
+        nodeName: "node-09",
+      });
+      // After the flood the address is rate limited for enrollment: wait for one token's worth.
+      let enrolled = "";
+      for (let i = 0; i < 80 && enrolled !== "OK"; i++) {
+        enrolled = await reasonOf(anon.enroll({ token, csrPem: csr.csrPem }));
+        if (enrolled === "RATE_LIMITED") await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(enrolled, "OK");
+    } finally {
+      rootCh.close();
+      anonCh.close();
+      daemon.proc.kill("SIGTERM");
+      assert.equal(await daemon.exited, 0);
+    }
+    const enrolls = readFileSync(join(dir, "audit.log"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as Record<string, string>)
+      // Dev mode enrolls its own three nodes at start.
+      .filter(
+        (r) =>
+          r.method === "Enroll" && !["node-01", "node-02", "node-03"].includes(r.principal ?? ""),
+      );
+    const own = enrolls.filter((r) => r.event !== "rpc.aggregate");
+    assert.deepEqual(
+      own.map((r) => `${r.event} ${r.principal} ${r.code}`),
+      ["rpc node-09 OK"],
+      "only the real enrollment has its own record",
+    );
+    const counted = enrolls.filter((r) => r.event === "rpc.aggregate");
+    assert.ok(counted.length <= 4, `${counted.length} aggregate records`);
+    const sum = counted.reduce((n, r) => n + Number(JSON.parse(String(r.args)).count), 0);
+    assert.ok(sum >= 200, `${sum} counted`);
   });
 });
