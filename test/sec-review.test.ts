@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
+import { exportSPKI, generateKeyPair, SignJWT } from "jose";
 import {
   createServiceClient,
   openChannel,
@@ -189,5 +190,59 @@ describe("anonymous calls and the audit trail", () => {
     assert.ok(counted.length <= 4, `${counted.length} aggregate records`);
     const sum = counted.reduce((n, r) => n + Number(JSON.parse(String(r.args)).count), 0);
     assert.ok(sum >= 200, `${sum} counted`);
+  });
+});
+
+describe("JWT principals of different issuers", () => {
+  it("refuses issuers whose principals could collide: a sub of one would be another's principal", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-secrev-jwt-"));
+    const low = await generateKeyPair("ES256", { extractable: true });
+    const high = await generateKeyPair("ES256", { extractable: true });
+    writeFileSync(join(dir, "low.pem"), await exportSPKI(low.publicKey));
+    writeFileSync(join(dir, "high.pem"), await exportSPKI(high.publicKey));
+    const issuer = (name: string, file: string) => ({
+      issuer: name,
+      algorithms: ["ES256"],
+      publicKeys: [join(dir, file)],
+    });
+    // Trusted for operators: jwt:https://idp.example:8443:alice.
+    const config = {
+      auth: {
+        jwt: {
+          issuers: [
+            issuer("https://idp.example", "low.pem"),
+            issuer("https://idp.example:8443", "high.pem"),
+          ],
+        },
+      },
+      rbac: {
+        bindings: [{ principal: "jwt:https://idp.example:8443:alice", roles: ["operator"] }],
+      },
+    };
+    let daemon: DaemonProcess | undefined;
+    try {
+      daemon = await startDevDaemon(dir, config);
+      // Served: the low issuer's "8443:alice" would be the high issuer's alice.
+      const token = await new SignJWT({ roles: [] })
+        .setProtectedHeader({ alg: "ES256" })
+        .setIssuer("https://idp.example")
+        .setSubject("8443:alice")
+        .setAudience("debvisor-rpc")
+        .setExpirationTime("5m")
+        .sign(low.privateKey);
+      const ch = openChannel({
+        ...resolveContext(join(dir, "hvctl.yaml"), "dev"),
+        certPem: undefined,
+        keyPem: undefined,
+        bearer: token,
+      });
+      const who = await createServiceClient(AccessService, ch).whoAmI({});
+      ch.close();
+      assert.fail(`served, and the low issuer's 8443:alice is ${who.principal} with ${who.roles}`);
+    } catch (err) {
+      assert.match(String(err), /would collide/);
+    } finally {
+      daemon?.kill();
+    }
   });
 });
