@@ -12,7 +12,10 @@ import {
   resolveContext,
 } from "../src/client/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
+import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
+import { type DatasetRef, StorageService } from "../src/gen/debvisor/v1/storage_pb.js";
+import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 
@@ -35,6 +38,9 @@ describe("adversarial review against a dev daemon", () => {
     return {
       access: createServiceClient(AccessService, ch),
       pki: createServiceClient(EnrollmentService, ch),
+      nodes: createServiceClient(NodeService, ch),
+      vms: createServiceClient(VmService, ch),
+      storage: createServiceClient(StorageService, ch),
     };
   };
   const bearer = (token: string): ResolvedContext => ({
@@ -82,6 +88,51 @@ describe("adversarial review against a dev daemon", () => {
     assert.equal(guesses.at(-1), "AUTH_LOCKED_OUT", `the guesses are told so: ${guesses}`);
     const owner = clientsOf(bearer(victim.token));
     assert.equal(await reasonOf(owner.access.whoAmI({})), "OK", "the owner's key still works");
+  });
+
+  it("keeps another tenant's disk hidden when a node names it as a disk of its tenant's VM", async () => {
+    const vms = (await root.vms.listVms({ pageSize: 1000 })).vms;
+    const onNode1 = vms.filter((v) => v.nodeId?.id === "node-01");
+    const mine = onNode1.find((v) => v.tenant === "acme");
+    const theirs = vms.find((v) => v.tenant !== "acme" && v.tenant !== "" && v.disks.length > 0);
+    assert.ok(mine && theirs);
+    const plain = (d: DatasetRef) => ({ backend: d.backend, pool: d.pool, name: d.name });
+    const victim = plain(theirs.disks[0] as DatasetRef);
+    const own = plain(mine.disks[0] as DatasetRef);
+    assert.equal(await reasonOf(tenantAdmin.storage.listSnapshots({ dataset: own })), "OK");
+    // A stolen node-01 certificate: its report gives the acme VM the other tenant's disk too.
+    const node = clientsOf({
+      ...admin,
+      certPem: readFileSync(join(dir, "nodes/node-01/node.crt"), "utf8"),
+      keyPem: readFileSync(join(dir, "nodes/node-01/node.key"), "utf8"),
+    });
+    const report = onNode1.map((v) => ({
+      id: v.id,
+      name: v.name,
+      tenant: v.tenant,
+      state: v.state,
+      vcpus: v.vcpus,
+      memoryBytes: v.memoryBytes,
+      disks: [...v.disks.map(plain), ...(v.id === mine.id ? [victim] : [])],
+    }));
+    await node.nodes.heartbeat({
+      nodeId: { id: "node-01" },
+      overall: 1,
+      timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000) + 2) },
+      vms: report,
+    });
+    assert.ok(
+      (await root.vms.getVm({ vmId: mine.id })).disks.some((d) => d.name === victim.name),
+      "the report was taken",
+    );
+    for (const call of [
+      tenantAdmin.storage.listSnapshots({ dataset: victim }),
+      tenantAdmin.storage.createSnapshot({ dataset: victim, label: "taken" }),
+      tenantAdmin.storage.pruneSnapshots({ dataset: victim, policy: {}, dryRun: true }),
+    ])
+      assert.equal(await reasonOf(call), "DATASET_NOT_FOUND");
+    assert.equal(await reasonOf(tenantAdmin.storage.listSnapshots({ dataset: own })), "OK");
+    assert.equal(await reasonOf(root.storage.listSnapshots({ dataset: victim })), "OK");
   });
 
   it("lets a tenant admin mint and bind its own tenant's principals", async () => {
