@@ -418,9 +418,11 @@ describe("lockout", () => {
       const key = await callWith(s, pki, { bearer: good.token });
       assert.equal(key.code, OK, "the good API key still works");
       assert.equal((await callWith(s, pki, pki.client)).code, OK, "a certificate still works");
-      // alice's own issuer+sub was guessed at too often: her token is locked and says so.
-      const alice = await callWith(s, pki, { bearer: token });
-      assert.equal(alice.reason, "AUTH_LOCKED_OUT");
+      // alice's issuer+sub was guessed at too often: further guesses are told it is locked,
+      // and her own, validly signed token still works.
+      const guess = await callWith(s, pki, { bearer: `${token.slice(0, -4)}BBBB` });
+      assert.equal(guess.reason, "AUTH_LOCKED_OUT");
+      assert.equal((await callWith(s, pki, { bearer: token })).code, OK, "alice's token works");
       const bob = await signFor("bob");
       assert.equal((await callWith(s, pki, { bearer: bob })).code, OK, "another JWT still works");
     } finally {
@@ -428,7 +430,7 @@ describe("lockout", () => {
     }
   });
 
-  it("locks a key id guessed too often, says until when, and lets it back after the cool-down", async () => {
+  it("locks a key id guessed too often against further guesses, says until when, never refuses the right secret, and lifts after the cool-down", async () => {
     const pki = await createTestPki();
     const clock = createManualClock(Date.now());
     const s = await startSecuredServer({
@@ -448,18 +450,17 @@ describe("lockout", () => {
       }
       const fifth = await callWith(s, pki, { bearer: `dvk_${id}_${"x".repeat(43)}` });
       assert.equal(fifth.reason, "AUTH_LOCKED_OUT", "the failure that locks says so");
-      const locked = await callWith(s, pki, { bearer: good.token });
+      const locked = await callWith(s, pki, { bearer: `dvk_${id}_${"y".repeat(43)}` });
       assert.equal(locked.code, UNAUTH);
-      assert.equal(
-        locked.reason,
-        "AUTH_LOCKED_OUT",
-        "the right secret is told it is locked, not bad",
-      );
+      assert.equal(locked.reason, "AUTH_LOCKED_OUT", "a further guess is told it is locked");
+      // The id is no secret: the right secret still works, so nobody can lock its owner out.
+      assert.equal((await callWith(s, pki, { bearer: good.token })).code, OK, "the owner's key");
       const until = new Date(clock.now() + 300_000).toISOString();
       assert.match(locked.details, new RegExp(`locked out until ${until.replace(/\./g, "\\.")}`));
       assert.equal((await callWith(s, pki, { bearer: other.token })).code, OK, "other keys work");
       clock.advance(300_001);
-      assert.equal((await callWith(s, pki, { bearer: good.token })).code, OK, "cool-down over");
+      const after = await callWith(s, pki, { bearer: `dvk_${id}_${"z".repeat(43)}` });
+      assert.equal(after.reason, "UNAUTHENTICATED", "cool-down over: a bad guess is only bad");
     } finally {
       await s.close();
     }

@@ -105,7 +105,9 @@ export function createAuditStages(options: AuditStageOptions): AuditStages {
     },
     beforeAct: async (invocation, next) => {
       const { ctx } = invocation;
-      if (ctx.method.mutating)
+      // An anonymous call (enrollment) is recorded by its outcome only: a request record
+      // per call would let anyone fill the disk; what it changes, the store records too.
+      if (ctx.method.mutating && ctx.notes.principal !== undefined)
         await log.append(fields(ctx, invocation.request, "rpc.request", undefined, 0));
       return next(invocation);
     },

@@ -41,7 +41,12 @@ describe("createRefusalAggregator", () => {
     for (let i = 0; i < 10; i++)
       for (let n = 0; n <= i; n++)
         agg.note(ctx(`10.0.0.${i}:4000${n}`), new RpcError("UNAUTHENTICATED"));
-    assert.equal(agg.note(ctx("10.0.0.1:1"), new RpcError("PERMISSION_DENIED")), false);
+    // An authenticated caller's refusal keeps its own record.
+    const bob = {
+      ...ctx("10.0.0.1:1"),
+      notes: { principal: { id: "bob", method: "apikey" as const, roles: [] } },
+    };
+    assert.equal(agg.note(bob, new RpcError("PERMISSION_DENIED")), false);
     await agg.close();
     await log.close();
     const recs = readFileSync(path, "utf8")

@@ -17,7 +17,7 @@ export interface RefusalAggregatorOptions {
 }
 
 /**
- * Turns floods of unauthenticated and rate-limited calls into a handful of
+ * Turns floods of unauthenticated, anonymous and rate-limited calls into a handful of
  * audit records: per interval, one record per source address and reason
  * (and principal, for a principal over its rate limit), with the count in
  * `args`. A flood can neither fill the disk nor cost an fsync per call.
@@ -71,7 +71,8 @@ export function createRefusalAggregator(options: RefusalAggregatorOptions): Refu
   timer.unref();
   return {
     note(ctx, error) {
-      if (!AGGREGATED.has(error.reason)) return false;
+      // Every refusal of an anonymous call (a bad enrollment request too) is counted, not recorded.
+      if (!AGGREGATED.has(error.reason) && ctx.notes.principal !== undefined) return false;
       const p = ctx.notes.principal;
       const source = sourceOf(ctx.peer.address);
       let key = `${source}\n${error.reason}\n${p?.method ?? ""}:${p?.id ?? ""}`;

@@ -29,7 +29,9 @@ export interface DatasetPlace {
  * whose disk it is, or to the tenant recorded when the control plane
  * created it (a clone). A caller confined to a tenant sees only its
  * tenant's datasets; any other answers DATASET_NOT_FOUND, exactly like a
- * missing one.
+ * missing one. Disks come from node reports: a dataset claimed for more
+ * than one tenant (a node naming another tenant's disk as its VM's) is
+ * contested, and only cluster-wide callers see it.
  */
 export interface DatasetAccess {
   /** The dataset's place, or DATASET_NOT_FOUND when the tenant may not see it. */
@@ -38,7 +40,7 @@ export interface DatasetAccess {
     tenant: string | undefined,
     signal?: AbortSignal,
   ): Promise<DatasetPlace>;
-  /** The tenants owning the dataset: its VMs' and the recorded one ([]: none, cluster-wide only). */
+  /** The tenant owning the dataset: its VMs' and the recorded one ([]: none or contested, cluster-wide only). */
   tenants(dataset: DatasetRef, signal?: AbortSignal): Promise<string[]>;
   /** Whether the tenant may see the dataset (undefined tenant: cluster-wide, always). */
   visible(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal): Promise<boolean>;
@@ -57,16 +59,21 @@ export interface DatasetAccess {
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
 export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore }): DatasetAccess {
   const { inventory, store } = deps;
-  async function place(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal) {
+  /** The VMs naming the dataset as a disk, and the tenants claiming it (theirs and the record's; "" left out). */
+  async function claims(dataset: DatasetRef, signal?: AbortSignal) {
     const key = datasetKey(dataset);
     const owners = (await inventory.listVms(signal)).filter((vm) =>
       vm.disks.some((d) => datasetKey(d) === key),
     );
-    let visible = tenant === undefined || owners.some((vm) => visibleTo(vm, tenant));
-    if (!visible) {
-      const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
-      visible = rec !== undefined && rec.message.tenant !== "" && rec.message.tenant === tenant;
-    }
+    const tenants = new Set(owners.map((vm) => vm.tenant));
+    const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
+    if (rec !== undefined) tenants.add(rec.message.tenant);
+    tenants.delete("");
+    return { owners, tenants: tenants.size > 1 ? [] : [...tenants] };
+  }
+  async function place(dataset: DatasetRef, tenant: string | undefined, signal?: AbortSignal) {
+    const { owners, tenants } = await claims(dataset, signal);
+    const visible = tenant === undefined || tenants[0] === tenant;
     // The node of a ZFS dataset: from the owners the caller may see, and only
     // when they agree (two reports of one name must not pick a copy at random).
     const mine = owners.filter((vm) => visibleTo(vm, tenant));
@@ -97,16 +104,7 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
       return out;
     },
     async tenants(dataset, signal) {
-      const key = datasetKey(dataset);
-      const owners = new Set(
-        (await inventory.listVms(signal))
-          .filter((vm) => vm.disks.some((d) => datasetKey(d) === key))
-          .map((vm) => vm.tenant),
-      );
-      const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
-      if (rec !== undefined) owners.add(rec.message.tenant);
-      owners.delete("");
-      return [...owners].sort();
+      return (await claims(dataset, signal)).tenants;
     },
     async visible(dataset, tenant, signal) {
       return (await place(dataset, tenant, signal)).visible;

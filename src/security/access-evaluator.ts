@@ -238,7 +238,9 @@ export function assertCanActAs(
     });
   };
   if (scope === undefined) refuse("would act cluster-wide");
-  if (target === "admin" || target.startsWith("system:")) refuse("is a cluster-wide identity");
+  // Compared case-blind: "Admin" or "SYSTEM:x" would pass for them in a listing.
+  const folded = target.toLowerCase();
+  if (folded === "admin" || folded.startsWith("system:")) refuse("is a cluster-wide identity");
   if (facts.nodeName === true) refuse("is a node's name");
   if (bound.some((b) => b.tenant === undefined)) refuse("has a cluster-wide binding");
   if (bound.some((b) => b.tenant !== scope)) refuse("is bound in another tenant");

@@ -26,6 +26,7 @@ import {
 } from "./access-evaluator.js";
 import type { ApiKeys } from "./api-keys.js";
 import { grantsCover, isGrant, isPermission } from "./permission.js";
+import { assertPrincipalName } from "./principal-names.js";
 import type { StoredBindings } from "./stored-bindings.js";
 import type { StoredRoles } from "./stored-roles.js";
 
@@ -152,6 +153,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
         if (req.roles.length === 0)
           throw new RpcError("INVALID_ARGUMENT", { message: "roles: at least one" });
         const target = req.principal === "" ? caller.id : req.principal;
+        assertPrincipalName(target);
         // A key for another principal carries that principal's bindings too.
         assertCanActAs(
           deps.policy(),

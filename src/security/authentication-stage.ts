@@ -36,8 +36,10 @@ const MAX_HELD = 1000;
  * otherwise an API key. Nothing else in metadata is ever an identity. Every
  * failure is the same UNAUTHENTICATED for the client; the reason is logged.
  * Failures are counted per presented credential (API key id, JWT issuer and
- * subject): one guessed too often is locked for a while, and the client is
- * told so (AUTH_LOCKED_OUT, "locked out until ..."). An address that fails
+ * subject): one guessed too often is locked for a while, and each further
+ * failed attempt with it is told so (AUTH_LOCKED_OUT, "locked out until
+ * ..."); the right secret, or a validly signed token, still authenticates,
+ * since a key id or a JWT's subject is no secret. An address that fails
  * often is only slowed down (its failures are answered late), so a flood of
  * bad credentials from a shared address never refuses a good one. A verified
  * certificate cannot be guessed, so it is never locked.
@@ -74,8 +76,13 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
           held--;
         }
       }
-      if (outcome.lockedUntil !== undefined && credential !== undefined)
-        throw lockedOut(credential, outcome.lockedUntil, `${why}; credential now locked out`);
+      // Only a failed attempt is told the credential is locked: the right secret or a validly
+      // signed token still works, so whoever knows a key id or a JWT's subject cannot lock its owner out.
+      const until =
+        outcome.lockedUntil ??
+        (credential === undefined ? undefined : lockout.lockedUntil(credential));
+      if (until !== undefined && credential !== undefined)
+        throw lockedOut(credential, until, `${why}; credential locked out`);
       throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
     };
     let principal: Principal | undefined;
@@ -91,11 +98,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
       const m = /^Bearer ([\x21-\x7e]{1,16384})$/.exec(header as string);
       if (m === null) await refuse("authorization header is not a bearer token");
       const token = (m as RegExpExecArray)[1] as string;
-      // Checked before the secret: a locked credential answers the same whether the guess was right.
       const credential = credentialOf(token);
-      const until = credential === undefined ? undefined : lockout.lockedUntil(credential);
-      if (until !== undefined)
-        throw lockedOut(credential as string, until, "credential locked out");
       if (looksLikeJwt(token)) {
         const verifier = jwt();
         if (verifier === undefined)

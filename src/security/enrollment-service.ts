@@ -75,6 +75,28 @@ export function caFingerprint(pem: string): string {
 }
 
 /** EnrollmentService: tokens, enrollment, renewal, revocation and the issued-certificate list. */
+/**
+ * Whether `name` is a node's: registered, named by an enrollment token (a
+ * node about to enrol), or bound to the node role. Node ids are lower-case,
+ * so a name is compared lower-cased. Only a cluster admin may mint
+ * credentials or bindings for such a name.
+ */
+export async function nodeNamed(
+  deps: Pick<EnrollmentServiceDeps, "store" | "bindings" | "policy" | "isNode">,
+  name: string,
+  signal: AbortSignal,
+): Promise<boolean> {
+  const id = name.toLowerCase();
+  const bound = [...deps.bindings.all(), ...deps.policy().bindings].some(
+    (b) => b.principal.toLowerCase() === id && b.roles.includes("node"),
+  );
+  if (bound || ((await deps.isNode?.(id, signal)) ?? false)) return true;
+  for await (const kv of rangeAll(deps.store, TOKENS, { signal })) {
+    if (decodeMessage(EnrollmentTokenRecordSchema, kv).nodeName === id) return true;
+  }
+  return false;
+}
+
 export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
@@ -133,18 +155,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
     };
   }
 
-  /** Whether `name` is a node's: registered, named by an enrollment token, or bound to the node role. */
-  async function isNodeName(name: string, signal: AbortSignal): Promise<boolean> {
-    const policy = deps.policy();
-    const bound = [...deps.bindings.all(), ...policy.bindings].some(
-      (b) => b.principal === name && b.roles.includes("node"),
-    );
-    if (bound || ((await deps.isNode?.(name, signal)) ?? false)) return true;
-    for await (const kv of rangeAll(store, TOKENS, { signal })) {
-      if (decodeMessage(EnrollmentTokenRecordSchema, kv).nodeName === name) return true;
-    }
-    return false;
-  }
+  const isNodeName = (name: string, signal: AbortSignal) => nodeNamed(deps, name, signal);
 
   const info = (r: CertificateRecord) => ({
     serial: displaySerial(r.serial),

@@ -24,7 +24,7 @@ export { createAuthorizationStage } from "./authorization-stage.js";
 export type { CertificateLedger, Issuance } from "./certificate-ledger.js";
 export { createCertificateLedger } from "./certificate-ledger.js";
 export type { EnrollmentServiceDeps } from "./enrollment-service.js";
-export { caFingerprint, createEnrollmentService } from "./enrollment-service.js";
+export { caFingerprint, createEnrollmentService, nodeNamed } from "./enrollment-service.js";
 export type { JwtAlgorithm, JwtIdentity, JwtIssuer, JwtVerifier } from "./jwt-verifier.js";
 export { createJwtVerifier, JWT_ALGORITHMS, looksLikeJwt } from "./jwt-verifier.js";
 export type { Lockout, LockoutOptions } from "./lockout.js";

@@ -3,6 +3,7 @@ import { type Clock, type Logger, RpcError } from "../core/index.js";
 import { type BindingRecord, BindingRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { decodeMessage, encodeMessage, type KvStore, mirrorPrefix } from "../store/index.js";
 import type { Binding } from "./access-evaluator.js";
+import { assertPrincipalName } from "./principal-names.js";
 
 const PREFIX = "rbac/bindings/";
 /** The key segment of cluster-wide bindings; no tenant may be called this. */
@@ -88,10 +89,7 @@ export async function loadStoredBindings(
 
 /** The store key of a principal's binding in a tenant ("": cluster-wide); keys are printable ASCII. */
 function keyOf(principal: string, tenant: string): string {
-  if (!/^[\x21-\x7e]{1,256}$/.test(principal))
-    throw new RpcError("INVALID_ARGUMENT", {
-      message: "principal: printable ASCII, 1-256 characters",
-    });
+  assertPrincipalName(principal);
   if (tenant !== "" && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(tenant))
     throw new RpcError("INVALID_ARGUMENT", {
       message: "tenant: letters, digits, '.', '_' and '-', starting with a letter or digit",

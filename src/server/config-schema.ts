@@ -163,7 +163,16 @@ const sections = z.strictObject({
                 }),
             )
             .max(16)
-            .default([]),
+            .default([])
+            // A JWT's principal is `jwt:<issuer>:<sub>`: with issuers "a" and "a:b", the sub
+            // "b:x" of "a" would be "x" of "a:b". Issuers that could collide are refused.
+            .refine(
+              (list) => !list.some((a) => list.some((b) => b.issuer.startsWith(`${a.issuer}:`))),
+              {
+                message:
+                  "no issuer may be another followed by ':' (their principals jwt:<issuer>:<sub> would collide)",
+              },
+            ),
         })
         .prefault({}),
       lockout: z

@@ -43,6 +43,7 @@ import {
   loadRevocations,
   loadStoredBindings,
   loadStoredRoles,
+  nodeNamed,
 } from "../security/index.js";
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { setUpAgentHub } from "./agent-hub-setup.js";
@@ -339,6 +340,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       : undefined,
   });
 
+  const isNode = async (name: string, signal: AbortSignal) =>
+    (await inventory.getNode(name, signal)) !== undefined;
   const domain: ServiceBinding[] = [
     ...createDomainServices({
       inventory,
@@ -357,7 +360,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       bindings: storedBindings,
       roles: storedRoles,
       rotationGraceMs: config.auth.apiKeys.rotationGraceMs,
-      isNodeName: async (name, signal) => (await inventory.getNode(name, signal)) !== undefined,
+      isNodeName: (name, signal) =>
+        nodeNamed({ store, bindings: storedBindings, policy: () => policy, isNode }, name, signal),
     }),
     ...(audit === undefined ? [] : [createAuditService({ log: audit, closing: closing.signal })]),
     createEnrollmentService({
@@ -370,7 +374,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       lockout,
       certificateDays: config.pki.certificateDays,
       enrollLimit: config.pki.enrollLimit,
-      isNode: async (name, signal) => (await inventory.getNode(name, signal)) !== undefined,
+      isNode,
     }),
     setUpAgentHub({ config, store, inventory, clock, logger, closing: closing.signal, audit })
       .service,
