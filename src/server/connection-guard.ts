@@ -3,10 +3,12 @@ import {
   type Http2SecureServer,
   type Http2Session,
   constants as h2,
+  type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from "node:http2";
 import type { Socket } from "node:net";
 import type { Logger } from "../core/index.js";
+import { checkCompression } from "./compression-check.js";
 
 /** Why a connection or stream was cut off before it proved itself. */
 export type DropReason = "total" | "per-address" | "first-message-deadline";
@@ -43,7 +45,9 @@ export interface ConnectionGuard {
  * (its headers, and with them any credential, come first) and every
  * connection must have done so on one stream, else the stream is reset or the
  * connection closed. Drops are counted per reason and logged as one summed
- * line per interval, never one line per drop.
+ * line per interval, never one line per drop. Its stream listener also holds
+ * each request to the gRPC compression rules before grpc-js sees it
+ * (see checkCompression).
  */
 export function guardConnections(
   servers: readonly Http2SecureServer[],
@@ -126,11 +130,22 @@ export function guardConnections(
     stream.once("close", () => clearTimeout(timer));
   };
   const onDropped = () => drop("total");
+  // grpc-js's stream listeners run inside ours, after the compression check
+  // and only if it let the request through (see checkCompression).
+  const grpcListeners = new Map<Http2SecureServer, StreamListener[]>();
+  const onGrpcStream: StreamListener = function (this: Http2SecureServer, stream, headers, flags) {
+    if (!checkCompression(stream, headers)) return;
+    onStream(stream);
+    for (const listener of grpcListeners.get(this) ?? [])
+      listener.call(this, stream, headers, flags);
+  };
   for (const server of servers) {
     server.maxConnections = maxConnections;
     server.prependListener("connection", onConnection);
     server.on("session", onSession);
-    server.on("stream", onStream);
+    grpcListeners.set(server, server.listeners("stream") as StreamListener[]);
+    server.removeAllListeners("stream");
+    server.on("stream", onGrpcStream);
     server.on("drop", onDropped);
   }
   return {
@@ -141,12 +156,20 @@ export function guardConnections(
       for (const server of servers) {
         server.off("connection", onConnection);
         server.off("session", onSession);
-        server.off("stream", onStream);
+        server.off("stream", onGrpcStream);
+        for (const listener of grpcListeners.get(server) ?? []) server.on("stream", listener);
         server.off("drop", onDropped);
       }
     },
   };
 }
+
+type StreamListener = (
+  this: Http2SecureServer,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  flags: number,
+) => void;
 
 /** The address holding the most connections, for the log line. */
 function perAddressTop(perAddress: ReadonlyMap<string, number>): Record<string, unknown> {
