@@ -434,6 +434,15 @@ describe("storage refusals", () => {
         templateSnapshot: template.snapshot,
         newImage: rbd("acme-corpus-1"),
       });
+      // A tenant the access policy names owns its name before it owns anything else.
+      await refused(
+        w.acme.cloneRbdFromTemplate({
+          templateSnapshot: template.snapshot,
+          newImage: rbd("acme-west-db"),
+        }),
+        grpc.status.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+      );
     });
 
     it("clones into the caller's own tenant only, under its name prefix", async () => {

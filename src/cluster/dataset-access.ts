@@ -57,7 +57,12 @@ export interface DatasetAccess {
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
-export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore }): DatasetAccess {
+export function createDatasetAccess(deps: {
+  inventory: Inventory;
+  store: KvStore;
+  /** Tenants the access policy names, known even before they own a VM or dataset. */
+  policyTenants?: () => Iterable<string>;
+}): DatasetAccess {
   const { inventory, store } = deps;
   /** The VMs naming the dataset as a disk, and the tenants claiming it (theirs and the record's; "" left out). */
   async function claims(dataset: DatasetRef, signal?: AbortSignal) {
@@ -96,6 +101,7 @@ export function createDatasetAccess(deps: { inventory: Inventory; store: KvStore
     },
     async knownTenants(signal) {
       const out = new Set<string>();
+      for (const t of deps.policyTenants?.() ?? []) if (t !== "") out.add(t);
       for (const vm of await inventory.listVms(signal)) if (vm.tenant !== "") out.add(vm.tenant);
       for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
         const t = decodeMessage(DatasetRecordSchema, kv).tenant;

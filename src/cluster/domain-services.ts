@@ -22,6 +22,11 @@ export interface DomainServiceDeps {
   readonly replicationRunner?: ReplicationRunner;
   /** Replication policies by name, as configured. */
   readonly replicationPolicies?: Readonly<Record<string, string>>;
+  /**
+   * Tenants the access policy names (bindings), so a tenant with no VM or
+   * dataset yet still owns its name against squatting clones.
+   */
+  readonly policyTenants?: () => Iterable<string>;
   readonly logger?: Logger;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
@@ -49,6 +54,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       clock: deps.clock,
       runner: deps.replicationRunner,
       replicationPolicies: deps.replicationPolicies,
+      policyTenants: deps.policyTenants,
       logger: deps.logger,
       closing: deps.closing,
     }),

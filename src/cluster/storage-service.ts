@@ -38,6 +38,11 @@ export interface StorageServiceDeps {
   readonly clock: Clock;
   /** Replication policies by name, as configured. */
   readonly replicationPolicies?: Readonly<Record<string, string>>;
+  /**
+   * Tenants the access policy names (bindings), so a tenant with no VM or
+   * dataset yet still owns its name against squatting clones.
+   */
+  readonly policyTenants?: () => Iterable<string>;
   /** Runs replication jobs (share it with the scheduler); default: one of its own over `storage`. */
   readonly runner?: ReplicationRunner;
   readonly logger?: Logger;
@@ -52,7 +57,11 @@ export interface StorageServiceDeps {
  */
 export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
   const jobs = createReplicationJobs(deps.store);
-  const access = createDatasetAccess({ inventory: deps.inventory, store: deps.store });
+  const access = createDatasetAccess({
+    inventory: deps.inventory,
+    store: deps.store,
+    policyTenants: deps.policyTenants,
+  });
   const runner =
     deps.runner ??
     createReplicationRunner({

@@ -350,6 +350,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       clock,
       replicationRunner: storage.runner,
       replicationPolicies: config.storage.replication.policies,
+      policyTenants: () =>
+        policy.bindings.flatMap((b) => (b.tenant === undefined ? [] : [b.tenant])),
       logger,
       closing: closing.signal,
       runtime,

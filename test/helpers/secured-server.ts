@@ -81,6 +81,8 @@ export async function startSecuredServer(options: {
       storage: options.storage ?? { listSnapshots: async () => undefined },
       store,
       clock: options.clock,
+      policyTenants: () =>
+        options.policy.bindings.flatMap((b) => (b.tenant === undefined ? [] : [b.tenant])),
     }),
     stages: [
       rateLimits.perSource,

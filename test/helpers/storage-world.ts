@@ -83,7 +83,10 @@ export async function startStorageWorld(): Promise<StorageWorld> {
   const server = await startSecuredServer({
     pki,
     clock,
-    policy: createAccessPolicy({}),
+    // acme-west is known only from a binding: no VM or dataset of its own yet.
+    policy: createAccessPolicy({
+      bindings: [{ principal: "west-viewer", roles: ["viewer"], tenant: "acme-west" }],
+    }),
     storage: sim,
   });
   const channels: grpc.Client[] = [];
