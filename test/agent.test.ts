@@ -34,6 +34,7 @@ import {
   startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { eventually } from "./helpers/eventually.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
 
 const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
@@ -86,19 +87,20 @@ function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): Agent
   };
 }
 
-/** Polls `probe` until it returns a value (not undefined), at most `timeoutMs`. */
-async function eventually<T>(
+/** The shared {@link eventually} on a probe that answers `undefined` until it holds. */
+function until<T>(
   what: string,
   probe: () => Promise<T | undefined>,
   timeoutMs = 15_000,
 ): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+  return eventually(
+    async () => {
+      const v = await probe();
+      assert.ok(v !== undefined, `timed out waiting for ${what}`);
+      return v as T;
+    },
+    { timeoutMs, intervalMs: 100 },
+  );
 }
 
 describe("node agents on their stream", async () => {
@@ -159,7 +161,7 @@ describe("node agents on their stream", async () => {
     return a;
   };
   const waitDone = (node: string, id: string, timeoutMs = 15_000) =>
-    eventually(
+    until(
       `${node}/${id} done`,
       async () => {
         const r = await ops.get(node, id);
@@ -203,7 +205,7 @@ describe("node agents on their stream", async () => {
   it("an enrolled agent connects, its node is READY and its domains are listed by ListVms", async () => {
     const a = run("node-a");
     await a.waitLog("connected to the control plane");
-    const node = await eventually("node-a in the node list", async () => {
+    const node = await until("node-a in the node list", async () => {
       const r = await hvctl("-o", "json", "node", "get", "node-a");
       return r.code === 0 ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
     });
@@ -228,7 +230,7 @@ describe("node agents on their stream", async () => {
     const err = await ended;
     assert.equal(err.code, grpc.status.PERMISSION_DENIED);
     ch.close();
-    const audit = await eventually("agent.refused in the audit trail", async () => {
+    const audit = await until("agent.refused in the audit trail", async () => {
       const text = readFileSync(join(dir, "audit.log"), "utf8");
       return text.includes('"agent.refused"') ? text : undefined;
     });
@@ -245,6 +247,7 @@ describe("node agents on their stream", async () => {
     assert.equal(state, "stopped");
     // Submitting the same id again is the same operation: nothing runs.
     await submit("node-a", "op-stop-1", OperationKind.STOP_VM, "node-a-vm-001");
+    // A fixed span on purpose: the behaviour is that nothing (more) happens in it.
     await sleep(1500);
     assert.deepEqual(
       actions("node-a").map((l) => l.split(" ").slice(1).join(" ")),
@@ -288,6 +291,7 @@ describe("node agents on their stream", async () => {
     old?.proc.kill("SIGTERM");
     if (old !== undefined) await new Promise((r) => old.proc.once("exit", r));
     await submit("node-a", "op-away-1", OperationKind.START_VM, "node-a-vm-001");
+    // A fixed span on purpose: the behaviour is that nothing (more) happens in it.
     await sleep(500);
     assert.equal((await ops.get("node-a", "op-away-1"))?.phase, OperationPhase.PENDING);
     const again = run("node-a");
@@ -302,7 +306,7 @@ describe("node agents on their stream", async () => {
     const first = run("node-c", "--sim-action-ms", "2500");
     await first.waitLog("connected to the control plane");
     await submit("node-c", "op-crash-1", OperationKind.STOP_VM, "node-c-vm-002");
-    await eventually("op-crash-1 running", async () => {
+    await until("op-crash-1 running", async () => {
       const r = await ops.get("node-c", "op-crash-1");
       return r?.phase === OperationPhase.RUNNING ? r : undefined;
     });
@@ -315,6 +319,7 @@ describe("node agents on their stream", async () => {
     assert.ok(done.deliveries >= 2, "redelivered after the reconnect");
     const state = (await localDomains("node-c")).find((d) => d.id === "node-c-vm-002")?.state;
     assert.equal(state, "stopped");
+    // A fixed span on purpose: the behaviour is that nothing (more) happens in it.
     await sleep(1000);
     assert.deepEqual(
       actions("node-c").map((l) => l.split(" ").slice(1).join(" ")),
@@ -341,7 +346,7 @@ describe("node agents on their stream", async () => {
     const done = await waitDone("node-a", "op-start-1", 5000);
     assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED);
     assert.ok(Date.now() - t0 < 3000, `the other agent's operation took ${Date.now() - t0} ms`);
-    await eventually(
+    await until(
       "node-b's stream closed by the server",
       async () =>
         daemon.logs.find((l) => l.msg === "agent disconnected" && l.node === "node-b") ?? undefined,
@@ -400,7 +405,7 @@ describe("node agents on their stream", async () => {
     assert.ok(expected.length > 0);
     const local = await localDomains("node-lv", "--driver", "libvirt", "--uri", "test:///default");
     assert.deepEqual(local.map((d) => d.id).sort(), expected);
-    const vms = await eventually("node-lv's domains in ListVms", async () => {
+    const vms = await until("node-lv's domains in ListVms", async () => {
       const r = await hvctl("-o", "json", "vm", "list", "--node", "node-lv");
       const ids = (JSON.parse(r.stdout) as { vms: { id: string }[] }).vms.map((v) => v.id);
       return ids.length > 0 ? ids : undefined;
@@ -442,7 +447,7 @@ describe("node agents on their stream", async () => {
       const first = await a.waitLog("connected to the control plane");
       assert.equal(first.server, second.grpcAddress);
       await submit("node-e", "op-move-1", OperationKind.STOP_VM, "node-e-vm-003");
-      await eventually("op-move-1 running", async () => {
+      await until("op-move-1 running", async () => {
         const r = await ops.get("node-e", "op-move-1");
         return r?.phase === OperationPhase.RUNNING ? r : undefined;
       });
@@ -450,13 +455,14 @@ describe("node agents on their stream", async () => {
       second.proc.kill("SIGTERM");
       assert.equal(await second.exited, 0);
       assert.ok(Date.now() - t0 < 5000, "the agent's open stream did not hold up the shutdown");
-      await eventually("the agent on the other daemon", async () =>
+      await until("the agent on the other daemon", async () =>
         a.logs.find(
           (l) => l.msg === "connected to the control plane" && l.server === daemon.grpcAddress,
         ),
       );
       const done = await waitDone("node-e", "op-move-1", 20_000);
       assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+      // A fixed span on purpose: the behaviour is that nothing (more) happens in it.
       await sleep(1000);
       assert.deepEqual(
         actions("node-e").map((l) => l.split(" ").slice(1).join(" ")),

@@ -35,6 +35,7 @@ import {
 import { file_debvisor_v1_vm, type VmInfo, VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 // The role x RPC x tenant table, written out by hand: every RPC of every
 // debvisor.v1 service, called over TLS against a real dev daemon, by each
@@ -798,12 +799,14 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
     const migrations = asAdmin("MigrationService");
     const migrate = async (vm: VmInfo) => {
       const started = await migrations.startMigration({ vm: { vmId: vm.id }, allowDowntime: true });
-      for (let i = 0; i < 300; i++) {
-        const m: Migration = await migrations.getMigration({ migrationId: started.migrationId });
-        if (m.finished !== undefined) return started.migrationId;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.fail("migration did not finish");
+      await eventually(
+        async () => {
+          const m: Migration = await migrations.getMigration({ migrationId: started.migrationId });
+          assert.ok(m.finished !== undefined, "migration did not finish");
+        },
+        { timeoutMs: 30_000 },
+      );
+      return started.migrationId;
     };
     // RBD VMs move (their disks are shared); ZFS ones would need a replica.
     const movable = (tenant: string) =>

@@ -409,6 +409,7 @@ describe("debvisor-rpcd --dev, as a child process", () => {
       ),
     );
     stream.write(frame.subarray(0, 3));
+    // Nothing outside the daemon shows a half-received message: a short fixed wait remains.
     await new Promise((r) => setTimeout(r, 100));
     daemon.proc.kill("SIGTERM");
     await notify.waitFor("STOPPING=1");

@@ -139,6 +139,7 @@ describe("joining the cluster with a one-time token", () => {
     assert.equal(again.code, 1);
     assert.match(again.stderr, /authentication required/);
     const short = await tokenFor("node-55", "--ttl", "1s");
+    // The token's 1 s TTL expiring is the behaviour under test: a fixed wait.
     await new Promise((r) => setTimeout(r, 1300));
     const late = await enrollNode(short.token, short.caFingerprint, join(dir, "n55"));
     assert.equal(late.code, 1);

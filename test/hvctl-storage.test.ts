@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +11,7 @@ import {
   runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 interface Snapshot {
   ref: { snapshotName: string };
@@ -392,12 +394,29 @@ describe("hvctl storage commands against a dev daemon", () => {
 
   describe("watching and deleting a replication job", () => {
     it("watches an idle job until it is deleted (exit 5), and the job is gone", async () => {
-      const watching = hvctl("replication", "watch", "cli-repl");
+      const proc = spawn(
+        process.execPath,
+        [HVCTL_BIN, "--config", config, "replication", "watch", "cli-repl"],
+        {
+          env: {
+            ...process.env,
+            HOME: home,
+            DEBVISOR_CONTEXT: "",
+            DEBVISOR_SERVER: "",
+            DEBVISOR_TOKEN: "",
+          },
+        },
+      );
+      let stderr = "";
+      proc.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const exited = new Promise<number | null>((r) => proc.once("close", (code) => r(code)));
       // The watch is open once it has said what it waits for; then delete the job under it.
-      await new Promise((r) => setTimeout(r, 1500));
+      await eventually(() => assert.match(stderr, /waiting for its next run/));
       const del = await ok("replication", "delete", "cli-repl");
       assert.equal(del.stdout, "replication job cli-repl deleted; the replicated data stays\n");
-      const w = await watching;
+      const w = { code: await exited, stderr };
       assert.equal(w.code, 5, w.stderr);
       assert.match(
         w.stderr,

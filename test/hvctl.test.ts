@@ -17,10 +17,13 @@ import {
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { runHvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 /**
- * hvctl as an operator runs it: the built binary as a child process against
- * one dev-mode daemon shared by every test in this file.
+ * hvctl against one dev-mode daemon shared by every test in this file. Runs
+ * that name their configuration file are in-process (output and exit codes
+ * are what they test); the built binary runs as a child process where the
+ * process is the point: signals, and finding the file through HOME.
  */
 describe("hvctl against a dev daemon", () => {
   let dir: string;
@@ -39,9 +42,15 @@ describe("hvctl against a dev daemon", () => {
     DEBVISOR_TOKEN: "",
     NO_COLOR: "",
   });
-  /** Runs hvctl with a clean environment (only what the test sets). */
+  /**
+   * Runs hvctl with a clean environment (only what the test sets): in-process
+   * when `--config` is given, else as the built binary (its default file is
+   * found through HOME, which only a child process can be given).
+   */
   const hvctl = (args: string[], env: Record<string, string> = {}) =>
-    runProcess(process.execPath, [HVCTL_BIN, ...args], { env: { ...cleanEnv(), ...env } });
+    args.includes("--config")
+      ? runHvctlInProcess(args, { ...process.env, ...cleanEnv(), ...env })
+      : runProcess(process.execPath, [HVCTL_BIN, ...args], { env: { ...cleanEnv(), ...env } });
   /** hvctl with the dev cluster's configuration (context dev: the admin's client certificate). */
   const dev = (...args: string[]) => hvctl(["--config", config, ...args]);
   const ok = async (...args: string[]) => {
@@ -542,10 +551,10 @@ describe("hvctl against a dev daemon", () => {
       const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
       try {
         const vm = (await json<{ vms: { id: string }[] }>("vm", "list")).vms[0]?.id ?? "";
-        for (let i = 0; i < 100 && !out.includes(" GetVm "); i++) {
+        await eventually(async () => {
           await ok("vm", "get", vm);
-          await new Promise((r) => setTimeout(r, 100));
-        }
+          assert.ok(out.includes(" GetVm "), "the tail shows the GetVm call");
+        });
         assert.match(out, /^TIME\s+SEQ\s+PRINCIPAL\s+METHOD.*\n.*\sadmin\s+GetVm\s+allow\s+OK\s/);
         proc.kill("SIGINT");
         assert.equal(await exited, 0);

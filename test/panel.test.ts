@@ -11,6 +11,7 @@ import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { testChannel } from "./helpers/grpc-client.js";
 import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
 
@@ -188,17 +189,23 @@ describe("web panel: the same API, security and audit as gRPC", () => {
   it("ends a session and its open streams at once on sign-out", async () => {
     const b = await login("admin", readFileSync(join(dir, "panel-admin-password"), "utf8").trim());
     const stream = b.client(AuditService).followAuditRecords({ backlog: 0 });
+    let delivered = false;
     const ended = (async () => {
       try {
         for await (const _ of stream) {
           // records may arrive; the stream must still end
+          delivered = true;
         }
         return "ended without error";
       } catch (err) {
         return err instanceof ConnectError ? Code[err.code] : String(err);
       }
     })();
-    await new Promise((r) => setTimeout(r, 300));
+    // The stream is open once it delivers the record of a call made meanwhile.
+    await eventually(async () => {
+      await b.client(NodeService).listNodes({});
+      assert.ok(delivered, "the followed stream delivered no record yet");
+    });
     const access = b.cookies.get("__Host-dv_access") as string;
     assert.equal((await b.auth("logout", {})).status, 200);
     const started = Date.now();

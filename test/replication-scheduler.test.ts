@@ -24,6 +24,7 @@ import { ReplicationJobRecordSchema } from "../src/gen/debvisor/store/v1/storage
 import { ReplicationState } from "../src/gen/debvisor/v1/storage_pb.js";
 import { createEtcdStore, createSqliteStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { eventually } from "./helpers/eventually.js";
 import { START, zfs } from "./helpers/storage-world.js";
 
 const GIB = 1024 ** 3;
@@ -253,8 +254,9 @@ describe("the replication scheduler", () => {
     });
     const { jobs, scheduler } = await oneJob(store, sim, clock, { closing: closing.signal });
     const ticked = scheduler.tick();
-    for (let i = 0; i < 100 && (await jobs.get("vm-1-disk0-to-n2"))?.lock === undefined; i++)
-      await new Promise((r) => setTimeout(r, 10));
+    await eventually(async () => (await jobs.get("vm-1-disk0-to-n2"))?.lock !== undefined, {
+      intervalMs: 10,
+    });
     closing.abort();
     await scheduler.stop();
     await ticked;

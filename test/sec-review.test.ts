@@ -18,6 +18,7 @@ import { type DatasetRef, StorageService } from "../src/gen/debvisor/v1/storage_
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 
 /** The reason of a refused call ("OK": it succeeded). */
 const reasonOf = (p: Promise<unknown>) =>
@@ -211,12 +212,10 @@ describe("anonymous calls and the audit trail", () => {
         nodeName: "node-09",
       });
       // After the flood the address is rate limited for enrollment: wait for one token's worth.
-      let enrolled = "";
-      for (let i = 0; i < 80 && enrolled !== "OK"; i++) {
-        enrolled = await reasonOf(anon.enroll({ token, csrPem: csr.csrPem }));
-        if (enrolled === "RATE_LIMITED") await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(enrolled, "OK");
+      await eventually(
+        async () => assert.equal(await reasonOf(anon.enroll({ token, csrPem: csr.csrPem })), "OK"),
+        { timeoutMs: 8_000, intervalMs: 100 },
+      );
     } finally {
       rootCh.close();
       anonCh.close();

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError, silentLogger } from "../core/index.js";
+import { type Clock, type Logger, nodeKey, RpcError, silentLogger } from "../core/index.js";
 import {
   type NodeRecord,
   NodeRecordSchema,
@@ -116,12 +116,6 @@ const PREFIX = "nodes/";
 const VMS = "vms/";
 /** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
 const MAX_CLAIMS = 50;
-/**
- * The store key of a node id: ids are unique without regard to case (the
- * upstream contract's hostnames come in any case), so `Node01` and `node01`
- * are one node; the record keeps the case it was registered with.
- */
-const nodeKey = (id: string) => id.toLowerCase();
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 

@@ -122,6 +122,33 @@ describe("migration planning", () => {
     );
   });
 
+  it("finds a target and the source whatever the case of their ids", async () => {
+    // Registered `node-02`, asked for as `Node-02`: one node, as in the inventory.
+    const nodes = [node("Node-01"), node("node-02")];
+    const plan = await planner().plan(
+      input({
+        nodes,
+        vm: vm({ nodeId: { id: "node-01" } } as never),
+        target: "Node-02",
+        source: "NODE-01",
+      }),
+    );
+    assert.equal(plan.checks.find((c) => !c.passed)?.reason, undefined);
+    assert.ok(plan.allowed);
+    assert.equal(plan.target, "node-02", "the registered spelling");
+    assert.equal(plan.source, "Node-01");
+    // Moving to the node it already runs on is refused in any case.
+    assert.equal(
+      await refusal({ nodes, vm: vm({ nodeId: { id: "node-01" } } as never), target: "NODE-01" }),
+      "target_differs: vm already runs on Node-01",
+    );
+    // With no target, the source in another case is not a candidate.
+    const auto = await planner().plan(
+      input({ nodes, vm: vm({ nodeId: { id: "NODE-01" } } as never), target: undefined }),
+    );
+    assert.equal(auto.target, "node-02");
+  });
+
   it("refuses each failed check with its reason", async () => {
     assert.match(await refusal({ source: "c" }), /^source: vm runs on a, not c/);
     assert.match(await refusal({ inFlight: true }), /^no_migration_in_flight/);

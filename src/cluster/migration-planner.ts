@@ -1,3 +1,4 @@
+import { nodeKey, sameNode } from "../core/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -109,8 +110,8 @@ export function createPlanner(options: PlannerOptions): Planner {
     add("target_exists", true, `node ${targetId} is registered`);
     add(
       "target_differs",
-      targetId !== sourceId,
-      targetId !== sourceId ? "target is another node" : `vm already runs on ${targetId}`,
+      !sameNode(targetId, sourceId),
+      !sameNode(targetId, sourceId) ? "target is another node" : `vm already runs on ${targetId}`,
     );
     const ready = target.readiness === NodeReadiness.READY;
     add(
@@ -175,9 +176,9 @@ export function createPlanner(options: PlannerOptions): Planner {
     async plan(input, signal) {
       const { vm } = input;
       const replicaOf = await replicaTest(vm, options.replicas, signal);
-      const byId = new Map(input.nodes.map((n) => [n.info?.id?.id ?? "", n]));
-      const sourceId = vm.nodeId?.id ?? "";
-      const source = byId.get(sourceId);
+      const byId = new Map(input.nodes.map((n) => [nodeKey(n.info?.id?.id ?? ""), n]));
+      const source = byId.get(nodeKey(vm.nodeId?.id ?? ""));
+      const sourceId = source?.info?.id?.id ?? vm.nodeId?.id ?? "";
       const head: Check[] = [{ name: "vm_exists", passed: true, reason: `vm ${vm.id} is known` }];
       const refuse = (extra: Check[]): Plan => ({
         allowed: false,
@@ -187,7 +188,7 @@ export function createPlanner(options: PlannerOptions): Planner {
         targetReason: "",
         live: false,
       });
-      if (input.source !== undefined && input.source !== "" && input.source !== sourceId) {
+      if (input.source !== undefined && input.source !== "" && !sameNode(input.source, sourceId)) {
         return refuse([
           { name: "source", passed: false, reason: `vm runs on ${sourceId}, not ${input.source}` },
         ]);
@@ -221,19 +222,16 @@ export function createPlanner(options: PlannerOptions): Planner {
       });
 
       if (input.target !== undefined && input.target !== "") {
-        const { checks, live } = await checkTarget(
-          input,
-          source,
-          byId.get(input.target),
-          input.target,
-          replicaOf,
-        );
+        // The registered node's own spelling from here on: `Node-02` is `node-02`.
+        const target = byId.get(nodeKey(input.target));
+        const targetId = target?.info?.id?.id ?? input.target;
+        const { checks, live } = await checkTarget(input, source, target, targetId, replicaOf);
         const all = [...head, ...checks];
         return {
           allowed: all.every((c) => c.passed),
           checks: all,
           source: sourceId,
-          target: input.target,
+          target: targetId,
           targetReason: "requested",
           live,
         };
@@ -245,7 +243,7 @@ export function createPlanner(options: PlannerOptions): Planner {
       const refusals: string[] = [];
       for (const node of input.nodes) {
         const id = node.info?.id?.id ?? "";
-        if (id === sourceId) continue;
+        if (sameNode(id, sourceId)) continue;
         const { checks, live } = await checkTarget(input, source, node, id, replicaOf);
         const failed = checks.find((c) => !c.passed);
         if (failed === undefined) {

@@ -1,3 +1,4 @@
+import { sameNode } from "../core/index.js";
 import { type Migration, MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { isActive } from "./migration-records.js";
 import { msFromTimestamp } from "./timestamp.js";
@@ -42,10 +43,10 @@ export function retriedMigration(
     newest.allowDowntime !== spec.allowDowntime ||
     (spec.target !== undefined &&
       spec.target !== "" &&
-      !same(newest.target?.nodeId?.id, spec.target)) ||
+      !sameNode(newest.target?.nodeId?.id ?? "", spec.target)) ||
     (spec.source !== undefined &&
       spec.source !== "" &&
-      !same(newest.source?.nodeId?.id, spec.source))
+      !sameNode(newest.source?.nodeId?.id ?? "", spec.source))
   )
     return undefined;
   if (isActive(newest.state)) return newest;

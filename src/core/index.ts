@@ -27,6 +27,7 @@ export type {
   TargetKind,
   TargetResolver,
 } from "./method-spec.js";
+export { nodeKey, sameNode } from "./node-key.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
 export type { CallResult, Invocation, Next, Stage } from "./pipeline.js";

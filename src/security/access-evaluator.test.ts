@@ -64,6 +64,16 @@ describe("decide and decideIn", () => {
       true,
     );
   });
+
+  it("fail-the node role's own id is compared without regard to case", () => {
+    // A node certificate `Node01` reports for `node01`: one node, as in the inventory.
+    const mixed = createAccessPolicy({ bindings: [{ principal: "Node01", roles: ["node"] }] });
+    const heartbeat = (nodeId: string) =>
+      decideIn(mixed, cert("Node01"), "node:heartbeat", { nodeId }, undefined).allowed;
+    assert.equal(heartbeat("node01"), true);
+    assert.equal(heartbeat("NODE01"), true);
+    assert.equal(heartbeat("node02"), false);
+  });
 });
 
 describe("assertCanActAs", () => {

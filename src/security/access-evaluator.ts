@@ -1,4 +1,4 @@
-import { type Principal, type ResourceRef, RpcError } from "../core/index.js";
+import { type Principal, type ResourceRef, RpcError, sameNode } from "../core/index.js";
 import { grantsCover, permissionMatches } from "./permission.js";
 import { BUILT_IN_ROLES, type Role, SELF_ONLY_ROLES } from "./roles.js";
 
@@ -120,7 +120,7 @@ export function decideIn(
     if (
       SELF_ONLY_ROLES.has(name) &&
       resource.nodeId !== undefined &&
-      resource.nodeId !== principal.id
+      !sameNode(resource.nodeId, principal.id)
     ) {
       closest = `role ${name} grants ${grant} only for node ${principal.id}, not ${resource.nodeId}`;
       continue;

@@ -9,19 +9,29 @@ export interface HvctlRun {
 
 /**
  * Runs hvctl in this process (no child process: much cheaper where the
- * process boundary is not what a test is about), with `--config` set and
- * an environment of its own (not the test runner's DEBVISOR_* variables).
+ * process boundary is not what a test is about) with exactly `args` and an
+ * environment of its own, `env` (not the test runner's DEBVISOR_* variables).
+ * Not for what needs a process: signals, pipes, a terminal, start-up, or a
+ * default configuration found through HOME.
  */
-export function hvctlInProcess(config: string, ...args: string[]): Promise<HvctlRun> {
+export function runHvctlInProcess(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = { NO_COLOR: "1" },
+): Promise<HvctlRun> {
   let stdout = "";
   let stderr = "";
-  return runCli(["--config", config, ...args], {
+  return runCli(args, {
     out: (t) => {
       stdout += t;
     },
     err: (t) => {
       stderr += t;
     },
-    env: { NO_COLOR: "1" },
+    env,
   }).then((code) => ({ code, stdout, stderr }));
+}
+
+/** {@link runHvctlInProcess} with `--config` set. */
+export function hvctlInProcess(config: string, ...args: string[]): Promise<HvctlRun> {
+  return runHvctlInProcess(["--config", config, ...args]);
 }
