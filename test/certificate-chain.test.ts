@@ -20,16 +20,10 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
+import { callOutcome } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 
-const failure = (p: Promise<unknown>) =>
-  p.then(
-    () => ({ code: grpc.status.OK, reason: "" }),
-    (e: grpc.ServiceError) => ({
-      code: e.code,
-      reason: String(e.metadata?.get("debvisor-error-reason")[0] ?? ""),
-    }),
-  );
+const failure = callOutcome;
 
 describe("certificates: renewed once, revoked with everything derived from them, issued by the right people", () => {
   let dir: string;

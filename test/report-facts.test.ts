@@ -21,18 +21,12 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
+import { callOutcome } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 
 const CENTURY_S = 100n * 365n * 86_400n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
-const refusal = (p: Promise<unknown>) =>
-  p.then(
-    () => ({ code: grpc.status.OK, reason: "" }),
-    (e: grpc.ServiceError) => ({
-      code: e.code,
-      reason: String(e.metadata?.get("debvisor-error-reason")[0] ?? ""),
-    }),
-  );
+const refusal = callOutcome;
 
 /**
  * The issue's first attack, against the built daemon in dev mode: a tenant

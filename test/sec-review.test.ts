@@ -12,12 +12,11 @@ import {
   resolveContext,
 } from "../src/client/index.js";
 import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
-import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
-import { type DatasetRef, StorageService } from "../src/gen/debvisor/v1/storage_pb.js";
-import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import type { DatasetRef } from "../src/gen/debvisor/v1/storage_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { bearerContext, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 
 /** The reason of a refused call ("OK": it succeeded). */
@@ -33,23 +32,8 @@ describe("adversarial review against a dev daemon", () => {
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const clientsOf = (ctx: ResolvedContext) => {
-    const ch = openChannel(ctx);
-    channels.push(ch);
-    return {
-      access: createServiceClient(AccessService, ch),
-      pki: createServiceClient(EnrollmentService, ch),
-      nodes: createServiceClient(NodeService, ch),
-      vms: createServiceClient(VmService, ch),
-      storage: createServiceClient(StorageService, ch),
-    };
-  };
-  const bearer = (token: string): ResolvedContext => ({
-    ...admin,
-    certPem: undefined,
-    keyPem: undefined,
-    bearer: token,
-  });
+  const clientsOf = (ctx: ResolvedContext) => devClients(ctx, channels);
+  const bearer = (token: string): ResolvedContext => bearerContext(admin, token);
   let root: ReturnType<typeof clientsOf>;
   let tenantAdmin: ReturnType<typeof clientsOf>;
 

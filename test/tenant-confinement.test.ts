@@ -5,22 +5,15 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import {
-  createServiceClient,
-  openChannel,
-  type ResolvedContext,
-  resolveContext,
-} from "../src/client/index.js";
+import { createServiceClient, type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { createManualClock } from "../src/core/index.js";
-import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
-import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { createAccessPolicy, createJwtVerifier } from "../src/security/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { bearerContext, devClients } from "./helpers/dev-clients.js";
 import { testChannel } from "./helpers/grpc-client.js";
 import { createTestPki } from "./helpers/pki.js";
 import { startSecuredServer } from "./helpers/secured-server.js";
@@ -37,29 +30,14 @@ describe("tenant confinement against a dev daemon", () => {
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const clientsOf = (ctx: ResolvedContext) => {
-    const ch = openChannel(ctx);
-    channels.push(ch);
-    return {
-      access: createServiceClient(AccessService, ch),
-      nodes: createServiceClient(NodeService, ch),
-      vms: createServiceClient(VmService, ch),
-      pki: createServiceClient(EnrollmentService, ch),
-      audit: createServiceClient(AuditService, ch),
-    };
-  };
+  const clientsOf = (ctx: ResolvedContext) => devClients(ctx, channels);
   let root: ReturnType<typeof clientsOf>;
   let tenantAdmin: ReturnType<typeof clientsOf>;
   let tenantViewer: ReturnType<typeof clientsOf>;
   let T: string;
   let U: string;
   let vmU: VmInfo;
-  const bearer = (token: string): ResolvedContext => ({
-    ...admin,
-    certPem: undefined,
-    keyPem: undefined,
-    bearer: token,
-  });
+  const bearer = (token: string): ResolvedContext => bearerContext(admin, token);
   /** A certificate for `cn`, issued by the cluster admin: a credential that carries no roles of its own. */
   const certFor = async (cn: string): Promise<ResolvedContext> => {
     const csr = await createCsr(cn);
