@@ -2,6 +2,9 @@ import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
 import type { KvStore } from "../store/index.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
+import type { EventLog } from "./event-log.js";
+import type { EventSink } from "./event-recorder.js";
+import { createEventService } from "./event-service.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
@@ -30,6 +33,8 @@ export interface DomainServiceDeps {
   readonly logger?: Logger;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
+  /** The cluster's events: EventService reads them, NodeService tells cordons, drains and removals. */
+  readonly events?: { readonly log: EventLog; readonly sink: EventSink };
 }
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
@@ -39,6 +44,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       inventory: deps.inventory,
       engine: deps.runtime?.engine,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      events: deps.events?.sink,
     }),
     createVmService({
       inventory: deps.inventory,
@@ -58,5 +64,6 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       logger: deps.logger,
       closing: deps.closing,
     }),
+    ...(deps.events === undefined ? [] : [createEventService({ log: deps.events.log })]),
   ];
 }

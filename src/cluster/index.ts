@@ -19,12 +19,22 @@ export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
 export type { DriverReporter, ReportedNode } from "./driver-reporter.js";
 export { startDriverReporter } from "./driver-reporter.js";
+export type { EventFilter, EventLog, EventObjectKind, StoredEvent } from "./event-log.js";
+export { createEventLog, EVENTS_PREFIX } from "./event-log.js";
+export type {
+  ClusterEvent,
+  EventRecorder,
+  EventRecorderOptions,
+  EventSink,
+  EventStats,
+} from "./event-recorder.js";
+export { createEventRecorder, NO_EVENTS } from "./event-recorder.js";
+export { createEventService } from "./event-service.js";
 export type { Executors } from "./executors.js";
 export { createLocalExecutors } from "./executors.js";
 export type { FailoverDeps } from "./failover.js";
-export { failoverVm } from "./failover.js";
+export { FAILOVER_PRINCIPAL, failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";
-export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
@@ -59,7 +69,7 @@ export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retenti
 export { planRetention } from "./retention.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
-export { createTargetResolvers } from "./tenancy.js";
+export { createEventTenants, createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type { VmServiceDeps } from "./vm-service.js";
 export { createVmService } from "./vm-service.js";

@@ -16,6 +16,7 @@ import { createSimulation, type Simulation } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_agent } from "../gen/debvisor/v1/agent_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
+import { file_debvisor_v1_event } from "../gen/debvisor/v1/event_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_pki } from "../gen/debvisor/v1/pki_pb.js";
@@ -48,6 +49,7 @@ import {
 import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { setUpAgentHub } from "./agent-hub-setup.js";
 import { loadClusterCa } from "./cluster-ca.js";
+import { startClusterEvents } from "./cluster-events.js";
 import { createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
@@ -230,12 +232,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       : undefined;
   const lockout = createLockout({ clock, ...config.auth.lockout });
   const rateLimits = createRateLimitStages({ clock, ...config.rateLimit, policy: () => policy });
+  const events = startClusterEvents({ config, store, clock, logger, registry: metrics.registry });
   const inventory = createInventory({
     store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    events: events.recorder,
   });
+  events.useInventory(inventory);
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
   let sim: Simulation | undefined;
@@ -287,6 +292,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
     closing: closing.signal,
     simulatedNodeIds: simNodeIds,
+    events: events.recorder,
   });
   const libvirt = libvirtNodes(config, logger);
   const executors = createLocalExecutors(
@@ -322,6 +328,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    events: events.recorder,
     onSettled: (m) => {
       audit
         ?.append(settledAuditFields(m))
@@ -355,6 +362,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       logger,
       closing: closing.signal,
       runtime,
+      events: { log: events.log, sink: events.recorder },
     }),
     createAccessService({
       policy: () => policy,
@@ -396,6 +404,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       file_debvisor_v1_access,
       file_debvisor_v1_agent,
       file_debvisor_v1_audit,
+      file_debvisor_v1_event,
       file_debvisor_v1_pki,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
@@ -632,6 +641,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           panel?.close(),
         ]);
         await runtime.close();
+        await events.recorder.close();
         reporter?.close();
         sim?.close();
         inventory.close();
