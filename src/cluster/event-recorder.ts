@@ -176,7 +176,8 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
           return;
         }
         queue.push({ event, at: now });
-        void drain();
+        // After the caller's synchronous work: a burst is written in batches.
+        if (queue.length === 1) queueMicrotask(() => void drain());
       } catch (err) {
         // An event is never worth failing the caller for.
         logger.warn({ err }, "event not queued");
