@@ -6,8 +6,7 @@ import { after, before, describe, it } from "node:test";
 import client from "prom-client";
 import { createEventLog, createEventRecorder, type EventLog } from "../src/cluster/index.js";
 import { createManualClock, silentLogger } from "../src/core/index.js";
-import { startClusterEvents } from "../src/server/cluster-events.js";
-import { parseConfig } from "../src/server/config-loader.js";
+import { parseConfig, startClusterEvents } from "../src/server/index.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
 
 /** Every key under a prefix, counted page by page. */
