@@ -3,9 +3,18 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
 import client from "prom-client";
-import { createEventLog, createEventRecorder, type EventLog } from "../src/cluster/index.js";
+import {
+  type ClusterEvent,
+  createEventLog,
+  createEventRecorder,
+  createInventory,
+  type EventLog,
+  startReadinessEvents,
+} from "../src/cluster/index.js";
 import { createManualClock, silentLogger } from "../src/core/index.js";
+import { HealthSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
 import { parseConfig, startClusterEvents } from "../src/server/index.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
 
@@ -97,5 +106,50 @@ describe("the event record in the store", () => {
     assert.match(text, /^debvisor_events_dropped_total\{reason="store_error"\} 0$/m);
     assert.match(text, /^debvisor_events_recorded_total 10$/m);
     await events.recorder.close();
+  });
+
+  it("tells a node going not ready, then fenced, once across two daemons sharing the store", async () => {
+    const told: ClusterEvent[] = [];
+    const sink = { emit: (e: ClusterEvent) => told.push(e) };
+    // Two daemons: each its own inventory and observer, one store.
+    const daemons = [0, 1].map(() => {
+      const inventory = createInventory({ store, clock, heartbeatTtlMs: 3000 });
+      return {
+        inventory,
+        observer: startReadinessEvents({
+          store,
+          inventory,
+          events: sink,
+          logger: silentLogger,
+          fenceDelayMs: 5000,
+          intervalMs: 3_600_000,
+        }),
+      };
+    });
+    const [a, b] = daemons as [(typeof daemons)[0], (typeof daemons)[0]];
+    await a.inventory.register(create(NodeInfoSchema, { id: { id: "hv1" } }), "test");
+    await a.inventory.heartbeat(
+      create(HealthSchema, {
+        nodeId: { id: "hv1" },
+        timestamp: { seconds: BigInt(Math.floor(clock.now() / 1000)), nanos: 0 },
+      }),
+    );
+    // Both look at once: each reads the mark before either moves it.
+    const look = () => Promise.all([a.observer.tick(), b.observer.tick()]);
+    await look();
+    clock.advance(4000); // past the TTL: not ready
+    await look();
+    await look();
+    clock.advance(6000); // not ready past the fence delay
+    await look();
+    await look();
+    assert.deepEqual(
+      told.filter((e) => e.id === "hv1").map((e) => e.type),
+      ["Ready", "NotReady", "Fenced"],
+    );
+    for (const d of daemons) {
+      d.observer.close();
+      d.inventory.close();
+    }
   });
 });

@@ -47,6 +47,8 @@ export type { DrainRequest } from "./node-drain.js";
 export { drainNode } from "./node-drain.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
+export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events.js";
+export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
 export { createReplicaCatalog } from "./replica-catalog.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";

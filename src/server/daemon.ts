@@ -641,7 +641,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           panel?.close(),
         ]);
         await runtime.close();
-        await events.recorder.close();
         reporter?.close();
         sim?.close();
         inventory.close();
@@ -649,6 +648,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         if (renewTimer !== undefined) clearTimeout(renewTimer);
         await http?.close();
         await storage.close();
+        // After everything that tells events, before the store closes.
+        await events.recorder.close();
         // Counted refusals are written before the trail closes.
         await auditStages?.close();
         await audit?.close();
