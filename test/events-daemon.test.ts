@@ -142,6 +142,12 @@ describe("events: hvctl describe and hvctl events against a dev daemon", () => {
       "MigrationPhase:phase completed",
       "MigrationSucceeded",
     ]);
+    const described = await ok("describe", "migration", id);
+    assert.match(described, /^state:\s+Succeeded$/m, "the migration as `migration get` shows it");
+    assert.match(
+      described,
+      /^ {2}\S+\s+Normal\s+MigrationSucceeded\s+migration-engine\s+migrated live$/m,
+    );
     const vm = await events("--for", "vm/vm-001");
     assert.ok(
       vm.some(
@@ -191,5 +197,19 @@ describe("events: hvctl describe and hvctl events against a dev daemon", () => {
     const node = await asAcme("describe", "node", "node-03");
     assert.equal(node.code, 0, node.stderr);
     assert.match(node.stdout, /^Events: <none>$/m);
+  });
+
+  it("describe replication shows a job and its runs; describe of a missing object exits 5", async () => {
+    // The dev cluster's scheduler runs every job within seconds of the start.
+    const out = await eventually(
+      async () => {
+        const text = await ok("describe", "replication", "vm-005-disk0-to-node-03");
+        return /ReplicationSucceeded\s+replication\s+sent [\d.]+ GiB \(full\)/.test(text) && text;
+      },
+      { timeoutMs: 30_000, intervalMs: 500 },
+    );
+    assert.match(out, /vm-005-disk0-to-node-03/);
+    assert.equal((await hvctl("describe", "migration", "m-nope")).code, 5);
+    assert.equal((await hvctl("describe", "pod", "x")).code, 2);
   });
 });
