@@ -212,4 +212,51 @@ describe("events: hvctl describe and hvctl events against a dev daemon", () => {
     assert.equal((await hvctl("describe", "migration", "m-nope")).code, 5);
     assert.equal((await hvctl("describe", "pod", "x")).code, 2);
   });
+
+  it("a tenant describes its own replication job by the name it gave it", async () => {
+    const key = JSON.parse(
+      await ok(
+        "apikey",
+        "create",
+        "--roles",
+        "operator",
+        "--principal",
+        "acme-op",
+        "--tenant",
+        "acme",
+        "-o",
+        "json",
+      ),
+    ) as { token: string };
+    const asAcme = (...args: string[]) =>
+      runHvctlInProcess(["--config", join(dir, "hvctl.yaml"), ...args], {
+        ...env,
+        DEBVISOR_TOKEN: key.token,
+      });
+    const plan = await asAcme(
+      "replication",
+      "plan",
+      "--dataset",
+      "zfs:tank/vm-005-disk0",
+      "--source",
+      "node-02",
+      "--target",
+      "node-01",
+      "--id",
+      "acme-off",
+    );
+    assert.equal(plan.code, 0, plan.stderr);
+    const run = await asAcme("replication", "run", "acme-off");
+    assert.equal(run.code, 0, run.stderr);
+    const out = await asAcme("describe", "replication", "acme-off");
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /ReplicationSucceeded\s+replication\s+sent [\d.]+ GiB \(full\)/);
+    const mine = JSON.parse(
+      (await asAcme("events", "--for", "replication/acme-off", "-o", "json")).stdout,
+    ) as {
+      events: EventJson[];
+    };
+    assert.ok(mine.events.length > 0);
+    assert.ok(mine.events.every((e) => e.objectId === "acme-off" && e.tenant === "acme"));
+  });
 });

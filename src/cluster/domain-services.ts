@@ -8,6 +8,8 @@ import { createEventService } from "./event-service.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
+import { scopedJobId } from "./replication-handlers.js";
+import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
@@ -64,6 +66,15 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       logger: deps.logger,
       closing: deps.closing,
     }),
-    ...(deps.events === undefined ? [] : [createEventService({ log: deps.events.log })]),
+    ...(deps.events === undefined
+      ? []
+      : [createEventService({ log: deps.events.log, jobIdIn: jobIdIn(deps.store) })]),
   ];
+}
+
+/** A tenant's job id as stored: in its own space when it has a job so named, else as given. */
+function jobIdIn(store: KvStore) {
+  const jobs = createReplicationJobs(store);
+  return async (tenant: string, id: string, signal: AbortSignal) =>
+    (await jobs.get(scopedJobId(tenant, id), signal)) === undefined ? id : scopedJobId(tenant, id);
 }

@@ -17,6 +17,7 @@ import {
   EventSeverity,
 } from "../gen/debvisor/v1/event_pb.js";
 import type { EventFilter, EventLog, EventObjectKind as Kind, StoredEvent } from "./event-log.js";
+import { shownJobId } from "./replication-handlers.js";
 import { timestampFromMs } from "./timestamp.js";
 
 const KINDS: Readonly<Record<number, Kind | undefined>> = {
@@ -73,8 +74,29 @@ const MAX_SCANNED = 20_000;
  * events, tenant "", only cluster-wide callers), so an object it may not see
  * has no events, exactly like one that does not exist.
  */
-export function createEventService(deps: { log: EventLog }): ServiceBinding {
+export function createEventService(deps: {
+  log: EventLog;
+  /** A tenant's name for a replication job as stored (`<tenant>:<id>` when the tenant has one so named). */
+  jobIdIn?: (tenant: string, id: string, signal: AbortSignal) => Promise<string>;
+}): ServiceBinding {
   const { log } = deps;
+  /** The request's filter as the caller means it: a tenant names its own jobs without the prefix. */
+  const filterFor = async (
+    req: { objectKind: EventObjectKind; objectId: string },
+    ctx: { tenant?: string; signal: AbortSignal },
+  ): Promise<EventFilter> => {
+    const filter = filterOf(req);
+    if (filter.kind !== "replication" || ctx.tenant === undefined || deps.jobIdIn === undefined)
+      return filter;
+    return { ...filter, id: await deps.jobIdIn(ctx.tenant, filter.id ?? "", ctx.signal) };
+  };
+  /** An event as this caller names its object. */
+  const shown = (e: StoredEvent, tenant: string | undefined) => {
+    const out = eventOf(e);
+    if (tenant !== undefined && e.record.objectKind === "replication")
+      out.objectId = shownJobId(out.objectId, tenant);
+    return out;
+  };
   return defineService(
     EventService,
     {
@@ -83,7 +105,7 @@ export function createEventService(deps: { log: EventLog }): ServiceBinding {
     },
     {
       async listEvents(req, ctx) {
-        const filter = filterOf(req);
+        const filter = await filterFor(req, ctx);
         const scope = scopeOf(ctx);
         const since = Number(req.sinceRevision);
         if (req.tail > 0) {
@@ -93,7 +115,11 @@ export function createEventService(deps: { log: EventLog }): ServiceBinding {
             (e) => visible(e, filter, scope, since),
             ctx.signal,
           );
-          return { events: t.events.map(eventOf), nextPageToken: "", revision: BigInt(t.revision) };
+          return {
+            events: t.events.map((e) => shown(e, ctx.tenant)),
+            nextPageToken: "",
+            revision: BigInt(t.revision),
+          };
         }
         const size = Math.min(req.pageSize === 0 ? 100 : req.pageSize, MAX_PAGE_SIZE);
         let after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
@@ -120,19 +146,19 @@ export function createEventService(deps: { log: EventLog }): ServiceBinding {
           if (page.events.length === 0) more = false;
         }
         return {
-          events: out.map(eventOf),
+          events: out.map((e) => shown(e, ctx.tenant)),
           nextPageToken: more && after !== undefined ? encodePageToken(after) : "",
           revision: BigInt(revision),
         };
       },
       async *watchEvents(req, ctx) {
-        const filter = filterOf(req);
+        const filter = await filterFor(req, ctx);
         const scope = scopeOf(ctx);
         const since = Number(req.sinceRevision);
         // From the revision after `since`, else only events recorded from now on.
         const from = since > 0 ? since + 1 : (await log.page(filter, { limit: 1 })).revision + 1;
         for await (const e of log.watch(filter, from, ctx.signal)) {
-          if (visible(e, filter, scope, 0)) yield eventOf(e);
+          if (visible(e, filter, scope, 0)) yield shown(e, ctx.tenant);
         }
       },
     },
