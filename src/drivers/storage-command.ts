@@ -1,5 +1,5 @@
 import type { Readable } from "node:stream";
-import { RpcError } from "../core/index.js";
+import { abortError, RpcError } from "../core/index.js";
 import { type CommandExit, type RunningCommand, startCommand } from "./command-runner.js";
 
 /** A command to run: a program and an argument array, never a shell line. */
@@ -82,7 +82,7 @@ export function collect(
  * The command line and its stderr go in the cause, for the log only.
  */
 export function commandFailed(spec: CommandSpec, out: CommandExit & { stderr?: string }): RpcError {
-  if (out.aborted) return new RpcError("CANCELLED");
+  if (out.aborted) return abortError(spec.signal);
   const what = out.spawnError
     ? `could not start: ${out.spawnError.message}`
     : out.timedOut
