@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { runCli } from "../src/cli/index.js";
 import { type DaemonProcess, HVCTL_BIN, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { runHvctlInProcess } from "./helpers/hvctl-in-process.js";
@@ -258,5 +260,55 @@ describe("events: hvctl describe and hvctl events against a dev daemon", () => {
     };
     assert.ok(mine.events.length > 0);
     assert.ok(mine.events.every((e) => e.objectId === "acme-off" && e.tenant === "acme"));
+  });
+
+  it("a tenant's watch streams its own events and never a node's", async () => {
+    const key = JSON.parse(
+      await ok(
+        "apikey",
+        "create",
+        "--roles",
+        "viewer",
+        "--principal",
+        "acme-watch",
+        "--tenant",
+        "acme",
+        "-o",
+        "json",
+      ),
+    ) as { token: string };
+    const signals = new EventEmitter();
+    let out = "";
+    let err = "";
+    const watching = runCli(
+      ["--config", join(dir, "hvctl.yaml"), "events", "--watch", "-o", "json", "--limit", "1"],
+      {
+        out: (t) => {
+          out += t;
+        },
+        err: (t) => {
+          err += t;
+        },
+        env: { ...env, DEBVISOR_TOKEN: key.token },
+        signals,
+      },
+    );
+    try {
+      await eventually(() => out.split("\n").length > 1, { timeoutMs: 10_000 });
+      await ok("node", "cordon", "node-02", "--reason", "tenant watch");
+      await ok("node", "uncordon", "node-02");
+      await ok("migration", "run", "--vm", "vm-001", "--target", "node-01");
+      await eventually(() => /"MigrationSucceeded"/.test(out), { timeoutMs: 15_000 });
+    } finally {
+      signals.emit("SIGINT");
+    }
+    assert.equal(await watching, 0, err);
+    const seen = out
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as EventJson);
+    assert.ok(seen.some((e) => e.type === "Moved" && e.objectId === "vm-001"));
+    assert.deepEqual([...new Set(seen.map((e) => e.tenant))], ["acme"]);
+    assert.ok(!seen.some((e) => e.objectKind === "EVENT_OBJECT_KIND_NODE"), "no node events");
   });
 });
