@@ -311,4 +311,38 @@ describe("events: hvctl describe and hvctl events against a dev daemon", () => {
     assert.deepEqual([...new Set(seen.map((e) => e.tenant))], ["acme"]);
     assert.ok(!seen.some((e) => e.objectKind === "EVENT_OBJECT_KIND_NODE"), "no node events");
   });
+
+  it("hvctl events --watch | head: exits 0 without a stack trace once the reader has gone", async () => {
+    const proc = spawn(
+      process.execPath,
+      [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), "events", "--watch", "--limit", "1"],
+      {
+        env: {
+          ...process.env,
+          ...env,
+          DEBVISOR_CONFIG: "",
+          DEBVISOR_CONTEXT: "",
+          DEBVISOR_TOKEN: "",
+        },
+      },
+    );
+    let err = "";
+    proc.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+    // Like head -1: read the first line, then close the pipe.
+    await new Promise((r) => proc.stdout.once("data", r));
+    proc.stdout.destroy();
+    // The next event is written into the closed pipe.
+    await ok("node", "cordon", "node-01", "--reason", "epipe");
+    await ok("node", "uncordon", "node-01");
+    const code = await Promise.race([
+      exited,
+      new Promise((r) => setTimeout(r, 15_000, "still running")),
+    ]);
+    if (code === "still running") proc.kill("SIGKILL");
+    assert.equal(code, 0, err);
+    assert.equal(err, "");
+  });
 });
