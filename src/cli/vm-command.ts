@@ -13,6 +13,7 @@ import {
   type Style,
 } from "./output.js";
 import { allPages } from "./pages.js";
+import { addVmLifecycleCommands } from "./vm-lifecycle-command.js";
 
 const STATES: Record<string, VmState> = {
   running: VmState.RUNNING,
@@ -47,6 +48,7 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "NODE", value: (v) => v.nodeId?.id || "-" },
     { header: "VCPUS", value: (v) => String(v.vcpus) },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
+    { header: "MANAGED", value: (v) => (v.managed ? "yes" : "no") },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
     { header: "LIVE MIGRATION", wide: true, value: (v) => (v.liveMigratable ? "yes" : "no") },
     { header: "CPU MODEL", wide: true, value: (v) => v.cpuModel || "-" },
@@ -56,8 +58,14 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
 
 /** `hvctl vm ...`: the VM inventory. */
 export function vmCommand(cli: () => CliContext): Command {
-  const vm = new Command("vm").description("virtual machines in the inventory");
-  withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
+  const vm = new Command("vm").description("virtual machines: the inventory and their lifecycle");
+  withExamples(
+    vm,
+    "hvctl vm list",
+    "hvctl vm get web-01",
+    "hvctl vm create web-07 --cpu 2 --memory 4GiB --new-disk rbd:rbd/web-07-disk0=20GiB",
+    "hvctl vm stop web-07",
+  );
 
   withExamples(
     vm
@@ -106,6 +114,8 @@ export function vmCommand(cli: () => CliContext): Command {
             ["vcpus", String(v.vcpus)],
             ["memory", formatBytes(v.memoryBytes)],
             ["cpu model", v.cpuModel || "-"],
+            ["managed", v.managed ? "yes" : "no (adopt it with vm adopt)"],
+            ["desired state", v.managed ? vmState(v.desiredState, ctx.style) : "-"],
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
@@ -139,5 +149,6 @@ export function vmCommand(cli: () => CliContext): Command {
     "hvctl vm set-tenant web-01 acme",
     "hvctl vm set-tenant web-01 --none",
   );
+  addVmLifecycleCommands(vm, cli);
   return vm;
 }

@@ -80,6 +80,7 @@ import {
   type TlsMaterial,
   type TlsPaths,
 } from "./tls-material.js";
+import { startVmLifecycle } from "./vm-lifecycle-setup.js";
 
 /** Options of {@link startDaemon}. */
 export interface DaemonOptions {
@@ -239,6 +240,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
   let sim: Simulation | undefined;
+  /** Reports one simulated node now (after an operation on it). */
+  let simBeat: ((id: string) => Promise<void>) | undefined;
   if (config.simulation.enabled ?? config.dev.enabled) {
     sim = createSimulation({
       ...config.simulation,
@@ -261,6 +264,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       await inventory.heartbeat(health);
       simulated.delivered(id);
     };
+    simBeat = beatOne;
     const beat = () => Promise.all(simNodeIds.map(beatOne));
     await beat();
     simTimer = setInterval(() => {
@@ -340,6 +344,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       : undefined,
   });
 
+  const agentHub = setUpAgentHub({
+    config,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing: closing.signal,
+    audit,
+  });
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
   const domain: ServiceBinding[] = [
@@ -355,6 +368,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       logger,
       closing: closing.signal,
       runtime,
+      cpuOvercommit: config.cluster.cpuOvercommit,
+      memoryOvercommit: config.cluster.memoryOvercommit,
     }),
     createAccessService({
       policy: () => policy,
@@ -378,9 +393,23 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),
-    setUpAgentHub({ config, store, inventory, clock, logger, closing: closing.signal, audit })
-      .service,
+    agentHub.service,
   ];
+  await startVmLifecycle({
+    store,
+    clock,
+    logger,
+    closing: closing.signal,
+    audit,
+    vmRecords: inventory.vmRecords,
+    nodes: () => [...simNodeIds, ...libvirt.keys()],
+    driver: (id) => executors.forNode(id),
+    servedByAgent: (id) => agentHub.connectedNodes().includes(id),
+    report: async (id) => {
+      if (simNodeIds.includes(id)) await simBeat?.(id);
+      else await reporter?.report();
+    },
+  });
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
   const reflectionNames = [
