@@ -35,7 +35,21 @@ describe("VMs as desired state through hvctl", () => {
   let admin: ResolvedContext;
   let agent: AgentProcess;
   const channels: grpc.Client[] = [];
-  const hv = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
+  /** hvctl in this process; one that still waits after 30 s fails the test (an operation nobody runs). */
+  const hv = async (...args: string[]) => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`hvctl ${args.join(" ")}: no end in 30 s`)),
+        30_000,
+      );
+    });
+    try {
+      return await Promise.race([hvctlInProcess(join(dir, "hvctl.yaml"), ...args), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   const root = () => devClients(admin, channels);
 
   /** Where the embedded simulation says each VM is, and its state. */
