@@ -296,12 +296,14 @@ describe("VMs as desired state through hvctl", () => {
     for (const v of reported) assert.notEqual(v.managed, true, `${v.id} shows as unmanaged`);
     const id = reported[0]?.id ?? "";
     const table = await ok("vm", "list", "--node", "node-04");
-    assert.match(table.stdout, new RegExp(`${id} .* no\\n`));
+    assert.match(table.stdout, new RegExp(`^${id} .*(Running|Stopped) \\(unmanaged\\)`, "m"));
     const adopted = await ok("vm", "adopt", id, "initech");
     assert.equal(adopted.stdout, `vm ${id} is managed in tenant initech\n`);
     const after = (await list()).find((v) => v.id === id);
     assert.equal(after?.managed, true);
     assert.equal(after?.tenant, "initech");
+    const shown = (await ok("vm", "list", "--node", "node-04")).stdout;
+    assert.doesNotMatch(shown, new RegExp(`^${id} .*unmanaged`, "m"));
     const again = await hv("vm", "adopt", id, "acme");
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already managed \(FAILED_PRECONDITION/);

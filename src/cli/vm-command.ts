@@ -44,11 +44,14 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "ID", value: (v) => v.id },
     { header: "NAME", value: (v) => v.name || "-" },
     { header: "TENANT", value: (v) => v.tenant || "-" },
-    { header: "STATE", value: (v) => vmState(v.state, style) },
+    {
+      header: "STATE",
+      // A VM the store does not manage says so where everyone looks (vm adopt takes it in).
+      value: (v) => `${vmState(v.state, style)}${v.managed ? "" : style.warn(" (unmanaged)")}`,
+    },
     { header: "NODE", value: (v) => v.nodeId?.id || "-" },
     { header: "VCPUS", value: (v) => String(v.vcpus) },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
-    { header: "MANAGED", value: (v) => (v.managed ? "yes" : "no") },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
     { header: "LIVE MIGRATION", wide: true, value: (v) => (v.liveMigratable ? "yes" : "no") },
     { header: "CPU MODEL", wide: true, value: (v) => v.cpuModel || "-" },

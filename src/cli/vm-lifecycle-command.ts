@@ -170,7 +170,7 @@ export function addVmLifecycleCommands(vm: Command, cli: () => CliContext): void
   const requestId = (opts: Record<string, unknown>) => (opts.requestId as string | undefined) ?? "";
 
   withExamples(
-    simple("start", "start a VM", (ctx, vmId, opts) =>
+    simple("start", "start a stopped VM on its node", (ctx, vmId, opts) =>
       ctx.client(VmService).startVm({ vmId, requestId: requestId(opts) }),
     ),
     "hvctl vm start web-07",
