@@ -54,7 +54,7 @@ export async function followOperation(
         percent: op.percent,
       }),
       resumeHint: `hvctl vm operation ${accepted.id} --wait`,
-      summary: (op) => (op === undefined ? "no state received" : operationLine(op)),
+      summary: (op) => (op === undefined ? "no state received" : lower(VmOperationState[op.state])),
     });
     if (outcome === "stopped") return;
     final = last ?? accepted;
