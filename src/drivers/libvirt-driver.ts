@@ -21,13 +21,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  abortError,
   checkString,
   ID_HINT,
   ID_PATTERN,
   type Logger,
   RpcError,
   silentLogger,
+  throwIfAborted,
 } from "../core/index.js";
+import { abortableSleep } from "./abortable-sleep.js";
 import { type CommandResult, type CommandRunner, runCommand } from "./command-runner.js";
 import type {
   DefiningDriver,
@@ -41,14 +44,7 @@ import type {
 import { domainXml } from "./libvirt-domain-xml.js";
 import { checkLibvirtUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 import { createProgressReporter } from "./migration-progress.js";
-import {
-  abortError,
-  createVirshInvoker,
-  isRace,
-  sleep,
-  throwIfAborted,
-  VirshCommandError,
-} from "./virsh-invoker.js";
+import { createVirshInvoker, isRace, VirshCommandError } from "./virsh-invoker.js";
 import {
   parseDominfo,
   parseDomjobinfo,
@@ -214,7 +210,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): DefiningDriv
         throw e;
       }
       if (state === "stopped") return;
-      if (i < polls) await sleep(s.pollIntervalMs, signal);
+      if (i < polls) await abortableSleep(s.pollIntervalMs, signal);
     }
     throw new RpcError("BACKEND_TIMEOUT", {
       cause: new Error(`${vmId} still running ${s.shutdownTimeoutMs} ms after shutdown`),

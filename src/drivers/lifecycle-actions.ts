@@ -1,5 +1,5 @@
-import { RpcError } from "../core/index.js";
-import { throwIfCancelled } from "./abortable-sleep.js";
+import { RpcError, throwIfAborted } from "../core/index.js";
+
 import { domainSpecFromParams } from "./domain-spec-params.js";
 import { canDefine, type HypervisorDriver } from "./hypervisor-driver.js";
 
@@ -39,7 +39,7 @@ export async function stopGracefully(
     await driver.stop(vmId, { force: false, signal: graceful.signal });
     return;
   } catch (err) {
-    throwIfCancelled(signal);
+    throwIfAborted(signal);
     // Past the timeout, or the backend gave up waiting: what StopVm promises is off.
     const timedOut =
       graceful.signal.aborted || (err instanceof RpcError && err.reason === "BACKEND_TIMEOUT");
