@@ -153,6 +153,12 @@ describe("VMs as desired state through hvctl", () => {
     const stopped = await ok("vm", "stop", "web-77", "--timeout", "5s");
     assert.match(stopped.stdout, /^stop web-77 on node-02: succeeded\n$/);
     assert.equal(simWorld().get("web-77")?.state, "stopped");
+    // The same idempotency key names the same operation: a retried call does not stop it twice.
+    const first = await ok("vm", "start", "web-77", "--request-id", "retry-1", "--no-wait");
+    const again = await ok("vm", "start", "web-77", "--request-id", "retry-1", "--no-wait");
+    assert.equal(again.stdout, first.stdout);
+    assert.match(first.stdout, /^rq-[0-9a-f]+\n$/);
+    await ok("vm", "operation", first.stdout.trim(), "--wait");
     await ok("vm", "reboot", "web-77");
     assert.equal(simWorld().get("web-77")?.state, "running");
     const deleted = await ok("vm", "delete", "web-77", "--force");
