@@ -61,6 +61,8 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   const ttl = options.leaseTtlMs ?? 10_000;
   let lease: Lease | undefined;
   let leader = false;
+  /** Revision of this process's election key: its decisions hold only while the key is unchanged. */
+  let elected = 0;
   let busy = false;
   const stop = new AbortController();
   const lastDecision = new Map<string, string>();
@@ -86,7 +88,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         },
         { signal: stop.signal },
       );
-      if (txn.succeeded) logger.info({ runner: runnerId }, "failover controller: leading");
+      if (txn.succeeded) {
+        elected = txn.revision;
+        logger.info({ runner: runnerId }, "failover controller: leading");
+      }
       return txn.succeeded;
     } catch (err) {
       if (leader) logger.warn({ err }, "failover controller: leadership lost");
@@ -130,7 +135,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
           continue;
         }
         try {
-          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal);
+          // Conditional on still holding the election (its key's revision, not a clock).
+          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
+            compares: [{ key: LEADER_KEY, modRevision: elected }],
+          });
           const target = m.target?.nodeId?.id ?? "";
           const next = create(FailoverRecordSchema, {
             vmId: vm.id,

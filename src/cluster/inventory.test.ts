@@ -121,14 +121,18 @@ describe("inventory", () => {
     assert.equal(node?.heartbeatAgeMs, 30_001n);
   });
 
-  it("refuses a report stamped later than the clock plus the skew, and stores nothing", async () => {
+  it("refuses a report stamped later than the clock plus the skew, and stores nothing of it but its skew", async () => {
     const clock = createManualClock(1_000_000);
     const inv = inventory(clock, 30_000);
     await inv.register(info("n1"), "a");
     const century = 100 * 365 * 86_400;
     await assert.rejects(inv.heartbeat(beat("n1", 1000 + century, 9)), fails("REPORT_FROM_FUTURE"));
-    await assert.rejects(inv.heartbeat(beat("n1", 1006, 9)), fails("REPORT_FROM_FUTURE"));
-    assert.equal((await inv.listNodes())[0]?.readiness, NodeReadiness.NOT_READY, "not stored");
+    await assert.rejects(inv.heartbeat(beat("n1", 1009, 9)), fails("REPORT_FROM_FUTURE"));
+    const refused = (await inv.listNodes())[0];
+    assert.equal(refused?.health, undefined, "its content is not stored");
+    assert.equal(refused?.reportSkewMs, 9000n, "how far ahead it was is shown");
+    // The node was heard from: a skewed stamp must not make it look down.
+    assert.equal(refused?.readiness, NodeReadiness.READY);
     // Genuine reports still apply: nothing from the future sits there to look newer.
     assert.equal(await inv.heartbeat(beat("n1", 1000, 2)), true);
     assert.equal(await inv.heartbeat(beat("n1", 1005, 3)), true, "5 s ahead is within the skew");

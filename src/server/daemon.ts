@@ -8,6 +8,7 @@ import {
   createInventory,
   createLocalExecutors,
   createTargetResolvers,
+  selfFenceWindowMs,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
@@ -235,6 +236,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    fenceDelayMs: config.cluster.fenceDelayMs,
   });
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
@@ -243,7 +245,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     sim = createSimulation({
       ...config.simulation,
       clock,
-      fenceDelayMs: config.cluster.fenceDelayMs,
+      // The simulated nodes fence themselves like agents: after the self-fence window.
+      fenceDelayMs: selfFenceWindowMs(
+        config.cluster.fenceDelayMs,
+        config.cluster.selfFenceWindowMs,
+      ),
       stateFile:
         config.simulation.stateFile ??
         (config.dev.enabled ? join(config.dev.dataDir, "simulation.json") : undefined),

@@ -90,7 +90,12 @@ export async function startClusterHarness(options: {
       fenceDelayMs: HARNESS_FENCE_MS,
       stateFile: join(dir, "simulation.json"),
     });
-  const inventory = createInventory({ store, clock, heartbeatTtlMs: HARNESS_TTL_MS });
+  const inventory = createInventory({
+    store,
+    clock,
+    heartbeatTtlMs: HARNESS_TTL_MS,
+    fenceDelayMs: HARNESS_FENCE_MS,
+  });
   for (const node of sim.nodes) await inventory.register(node, "simulation");
   const beat = async () => {
     for (const node of sim.nodes) {
