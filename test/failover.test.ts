@@ -5,7 +5,7 @@ import type { RpcError } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
@@ -217,6 +217,47 @@ describe("failover", () => {
       ["restarted", "restarted", "skipped"],
     );
     assert.match(mine[2]?.detail ?? "", /restart limit reached \(2 in 60 min\)/);
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
+  it("V4: HA vms a node stopped while cut off start again once it is back, before the fence delay let them move", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true });
+    const controller = h.runtime.controller;
+    assert.ok(controller);
+    const vms = (await h.inventory.getNode("node-02"))?.vms ?? [];
+    const ha = vms.filter((vm) => vm.ha && vm.state === VmState.RUNNING);
+    const notHa = vms.filter((vm) => !vm.ha && vm.state === VmState.RUNNING);
+    assert.ok(ha.length > 0 && notHa.length > 0);
+    h.sim.faults.partitionNode("node-02");
+    // Cut off past its self-fence (5 s) but back before TTL + fence delay (8 s).
+    for (let t = 0; t < HARNESS_FENCE_MS + 1000; t += 500) {
+      await pass(h, 500);
+      await controller.tick();
+    }
+    for (const vm of vms) assert.equal(h.sim.locate(vm.id)?.state, "stopped", "it fenced itself");
+    h.sim.faults.healNode("node-02");
+    for (let t = 0; t < 6000; t += 500) {
+      await pass(h, 500);
+      await controller.tick();
+    }
+    for (const vm of ha)
+      assert.deepEqual(h.sim.locate(vm.id), { nodeId: "node-02", state: "running" });
+    for (const vm of notHa)
+      assert.equal(
+        h.sim.locate(vm.id)?.state,
+        "stopped",
+        "a vm without HA is the operator's to start",
+      );
+    const failovers = (await h.runtime.engine.list(undefined)).filter(
+      (m) => m.kind === MigrationKind.FAILOVER,
+    );
+    assert.deepEqual(failovers, [], "nothing moved: the node was back in time");
+    const restarted = h.decisions.filter((d) => d.action === "restarted");
+    assert.deepEqual(
+      restarted.map((d) => d.vmId).sort(),
+      ha.map((vm) => vm.id).sort(),
+      "each HA vm started again exactly once",
+    );
     assert.deepEqual(h.sim.violations(), []);
   });
 

@@ -5,9 +5,10 @@ import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
 import { type FailoverDeps, failoverVm } from "./failover.js";
+import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 
 const LEADER_KEY = "controllers/failover";
-const RECORDS = "failover/";
+const RECORDS = FAILOVER_RECORDS;
 /** The principal the controller acts as, in migration records and the audit trail. */
 export const FAILOVER_PRINCIPAL = "system:failover-controller";
 
@@ -51,7 +52,9 @@ export interface FailoverController {
  * attached to a lease it keeps alive, acts; it is taken with a
  * create-if-absent transaction, so two daemons sharing one store never both
  * act. HA VMs of nodes NOT_READY for longer than the fence delay restart on
- * the best node with room, at most `restartLimit` times per window each.
+ * the best node with room; HA VMs a node stopped while cut off and came
+ * back with start again there (ha-restore.ts); either at most
+ * `restartLimit` times per window each.
  */
 export function startFailoverController(options: FailoverControllerOptions): FailoverController {
   const { store, clock, logger, runnerId } = options;
@@ -108,14 +111,31 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     options.onDecision?.(d);
   }
 
+  const ha = createHaRestore({
+    store,
+    executors: options.executors,
+    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    restartLimit: limit,
+    restartWindowMs: windowMs,
+    logger,
+    decide,
+  });
+
   async function pass(signal: AbortSignal) {
     const now = clock.now();
     for (const node of await options.inventory.listNodes(signal)) {
       const nodeId = node.info?.id?.id ?? "";
-      if (node.readiness === NodeReadiness.READY) continue;
-      if (Number(node.notReadyForMs) <= options.fenceDelayMs) continue;
+      const ready = node.readiness === NodeReadiness.READY;
+      const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
       for (const vm of node.health?.vms ?? []) {
-        if (!vm.ha || vm.state === VmState.STOPPED) continue;
+        if (!vm.ha) continue;
+        if (ready) {
+          await ha.restore(nodeId, vm, now, signal);
+          continue;
+        }
+        if (vm.state === VmState.STOPPED) continue;
+        await ha.noteLost(vm, signal);
+        if (!past) continue;
         const key = RECORDS + vm.id;
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
@@ -183,6 +203,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     async close() {
       clearInterval(timer);
       stop.abort();
+      ha.close();
       if (leader) await lease?.revoke().catch(() => undefined);
       leader = false;
     },
