@@ -139,6 +139,29 @@ describe("inventory", () => {
     assert.equal((await inv.listNodes())[0]?.health?.cpuLoad, 3);
   });
 
+  it("measures liveness on its own clock: a step of the wall clock makes no node NOT_READY", async () => {
+    const wall = createManualClock(1_000_000);
+    const steady = createManualClock(5_000);
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({
+      store,
+      clock: wall,
+      livenessClock: steady,
+      heartbeatTtlMs: 30_000,
+    });
+    await inv.register(info("n1"), "a");
+    await inv.heartbeat(beat("n1", 1000));
+    wall.advance(10 * 60_000); // NTP steps the wall clock 10 min ahead
+    assert.equal((await inv.listNodes())[0]?.readiness, NodeReadiness.READY);
+    steady.advance(30_001);
+    const down = (await inv.listNodes())[0];
+    assert.equal(down?.readiness, NodeReadiness.NOT_READY, "30 s of its own clock later");
+    assert.equal(down?.notReadyForMs, 1n);
+  });
+
   it("takes a VM's tenant from the control plane, never from a report", async () => {
     const inv = inventory(createManualClock(1_000_000));
     await inv.register(info("n1"), "a");

@@ -39,6 +39,12 @@ export interface InventoryOptions {
   readonly heartbeatTtlMs?: number;
   /** How far a report's timestamp may be ahead of the server's clock (default 5 s); later ones are refused. */
   readonly reportClockSkewMs?: number;
+  /**
+   * The clock liveness is measured on (arrival of heartbeats, readiness):
+   * a monotonic one in the daemon, so a wall-clock step never makes nodes
+   * look down. Default: `clock`.
+   */
+  readonly livenessClock?: Clock;
   /** NOT_READY this long (default 60 s), a node's VMs may restart elsewhere. */
   readonly fenceDelayMs?: number;
   /**
@@ -138,10 +144,11 @@ export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
   const skew = options.reportClockSkewMs ?? 5_000;
   const { clock, store } = options;
+  const liveClock = options.livenessClock ?? clock;
   const liveness = createNodeLiveness({
     source: options.liveness ?? (store.backend === "etcd" ? "lease" : "clock"),
     store,
-    clock,
+    clock: liveClock,
     ttlMs: ttl,
     fenceDelayMs: options.fenceDelayMs ?? 60_000,
     logger: options.logger,
@@ -312,7 +319,7 @@ export function createInventory(options: InventoryOptions): Inventory {
           const next = create(NodeRecordSchema, {
             ...current,
             reportSkewMs: skewMs,
-            receivedAtMs: BigInt(clock.now()),
+            receivedAtMs: BigInt(liveClock.now()),
           });
           return { next, result: undefined };
         });
@@ -332,6 +339,7 @@ export function createInventory(options: InventoryOptions): Inventory {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         checkReporter(current, nodeId, reporter);
         const now = clock.now();
+        const heardAt = BigInt(liveClock.now());
         if (
           current.health !== undefined &&
           msFromTimestamp(health.timestamp) < msFromTimestamp(current.health.timestamp)
@@ -343,7 +351,7 @@ export function createInventory(options: InventoryOptions): Inventory {
           return {
             next: create(NodeRecordSchema, {
               ...current,
-              receivedAtMs: BigInt(now),
+              receivedAtMs: heardAt,
               reportSkewMs: skewMs,
             }),
             result: false,
@@ -356,7 +364,7 @@ export function createInventory(options: InventoryOptions): Inventory {
           next: create(NodeRecordSchema, {
             ...current,
             health: vms === health.vms ? health : { ...health, vms },
-            receivedAtMs: BigInt(now),
+            receivedAtMs: heardAt,
             reportSkewMs: skewMs,
             pins,
           }),
@@ -368,7 +376,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     async listNodes(signal) {
       signal?.throwIfAborted();
       await liveness.ready();
-      const now = clock.now();
+      const now = liveClock.now();
       const out: NodeSummary[] = [];
       for (const rec of (await records()).values()) out.push(summarize(rec, now));
       return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
@@ -378,7 +386,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       const rec = (await records()).get(nodeKey(id));
       if (rec === undefined) return undefined;
       await liveness.ready();
-      return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
+      return { summary: summarize(rec, liveClock.now()), vms: [...(rec.health?.vms ?? [])] };
     },
     async readNode(given, signal) {
       const id = nodeKey(given);
@@ -386,7 +394,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
       const rec = withFacts(got.message, await vmRecords.all());
-      const now = clock.now();
+      const now = liveClock.now();
       const live = await liveness.check(id, rec, now, signal);
       return {
         summary: summarize(rec, now, live),
@@ -407,7 +415,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       return update(nodeKey(id), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         const next = create(NodeRecordSchema, { ...current, cordoned });
-        return { next, result: summarize(next, clock.now()) };
+        return { next, result: summarize(next, liveClock.now()) };
       });
     },
     async moveVm(vm, fromId, toId, signal) {

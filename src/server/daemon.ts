@@ -12,7 +12,13 @@ import {
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
-import { type Clock, type ServiceBinding, systemClock, validationStage } from "../core/index.js";
+import {
+  type Clock,
+  monotonicClock,
+  type ServiceBinding,
+  systemClock,
+  validationStage,
+} from "../core/index.js";
 import { createSimulation, type Simulation } from "../drivers/index.js";
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_agent } from "../gen/debvisor/v1/agent_pb.js";
@@ -237,6 +243,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
     fenceDelayMs: config.cluster.fenceDelayMs,
+    // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
+    livenessClock: options.clock === undefined ? monotonicClock : clock,
   });
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
