@@ -12,7 +12,9 @@ export const systemClock: Clock = { now: () => Date.now() };
  * elapsed since, never stepped by NTP or an operator. For durations a
  * process measures itself (node liveness); not for timestamps others read.
  */
-export const monotonicClock: Clock = { now: () => performance.timeOrigin + performance.now() };
+export const monotonicClock: Clock = {
+  now: () => Math.floor(performance.timeOrigin + performance.now()),
+};
 
 /** A clock that only moves when told to, for tests. */
 export interface ManualClock extends Clock {
