@@ -9,6 +9,7 @@ import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/
 import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createInventory } from "./inventory.js";
+import { currentGeneration } from "./vm-placement.js";
 
 const info = (id: string, hostname = `${id}.example`) =>
   create(NodeInfoSchema, { id: { id }, hostname });
@@ -160,6 +161,31 @@ describe("inventory", () => {
     const down = (await inv.listNodes())[0];
     assert.equal(down?.readiness, NodeReadiness.NOT_READY, "30 s of its own clock later");
     assert.equal(down?.notReadyForMs, 1n);
+  });
+
+  it("gives a vm a new generation whenever a report places it on another node", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({ store, clock: createManualClock(1_000_000) });
+    await inv.register(info("n1"), "a");
+    await inv.register(info("n2"), "a");
+    const report = (node: string, at: number, vms: string[]) =>
+      create(HealthSchema, {
+        nodeId: { id: node },
+        timestamp: { seconds: BigInt(at) },
+        vms: vms.map((id) => ({ id, nodeId: { id: node } })),
+      });
+    await inv.heartbeat(report("n1", 1, ["vm-1"]));
+    assert.equal(await currentGeneration(store, "vm-1"), 1n, "first placed");
+    await inv.heartbeat(report("n1", 2, ["vm-1"]));
+    assert.equal(await currentGeneration(store, "vm-1"), 1n, "the same placement");
+    // Moved outside the control plane: n1 no longer has it, n2 does.
+    await inv.heartbeat(report("n1", 3, []));
+    await inv.heartbeat(report("n2", 3, ["vm-1"]));
+    assert.equal((await inv.findVm("vm-1"))?.nodeId?.id, "n2");
+    assert.equal(await currentGeneration(store, "vm-1"), 2n, "a new placement, a new generation");
   });
 
   it("takes a VM's tenant from the control plane, never from a report", async () => {

@@ -594,7 +594,9 @@ function placeReported(
     if (holder === nodeId) return true;
     if (holder !== "" && stillHolds(nodes(holder), vm.id)) return false;
     if (claims.length >= MAX_CLAIMS) return false;
-    claims.push({ rec: vmRecord(vm.id, fact, { nodeId }), rev: fact?.rev ?? 0 });
+    // A new placement, found rather than decided: a new generation all the same.
+    const generation = (fact?.rec.generation ?? 0n) + 1n;
+    claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
     return true;
   });
   return { vms: kept.length === vms.length ? vms : kept, claims };
