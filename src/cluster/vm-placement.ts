@@ -41,17 +41,22 @@ export async function readPlacement(
  * The compare and put that move a VM to `nodeId` and bump its generation by
  * one, to be written in the same transaction as the decision that places it
  * (VM creation, migration commit, failover). Everything else the record
- * holds (tenant) is kept. A txn that fails on the compare must re-read and
- * decide again: someone else changed the VM's placement meanwhile.
+ * holds (tenant) is kept, with `fields` applied over it (a creation sets
+ * its own: the one put of the VM's record in the txn must be this one). A
+ * txn that fails on the compare must re-read and decide again: someone else
+ * changed the VM's placement meanwhile. For a new VM, `read` is
+ * `{ rec: undefined, rev: 0 }` (create-if-absent).
  */
 export function placementChange(
   vmId: string,
   read: ReadPlacement,
   nodeId: string,
+  fields: Partial<Omit<VmRecord, "$typeName" | "$unknown" | "id" | "nodeId" | "generation">> = {},
 ): PlacementChange {
   const generation = (read.rec?.generation ?? 0n) + 1n;
   const record = create(VmRecordSchema, {
     ...(read.rec ?? { id: vmId }),
+    ...fields,
     id: vmId,
     nodeId,
     generation,
