@@ -181,15 +181,16 @@ describe("liveness from one clock (two daemons on one etcd)", async () => {
       d.stopBeating("node-01");
       const lastRenewal = Date.now();
       await d.killA();
-      const seen: { at: number; ready: boolean }[] = [];
-      for (let t = 0; t < HARNESS_TTL_MS + 3000; t += 100) {
+      const seen: { at: number; ready: boolean; fenced: boolean }[] = [];
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + HARNESS_TTL_MS / 3 + 3000; t += 200) {
         await d.beat();
-        const n = await d.b.inventory.getNode("node-01");
+        const n = await d.b.inventory.readNode("node-01");
         seen.push({
           at: Date.now() - lastRenewal,
           ready: n?.summary.readiness === NodeReadiness.READY,
+          fenced: n?.liveness.pastFenceDelay ?? false,
         });
-        await sleep(100);
+        await sleep(200);
       }
       const down = seen.find((s) => !s.ready)?.at;
       assert.ok(down !== undefined, "node-01 went NOT_READY on B");
@@ -207,6 +208,13 @@ describe("liveness from one clock (two daemons on one etcd)", async () => {
         (await d.b.inventory.getNode("node-02"))?.summary.readiness,
         NodeReadiness.READY,
         "the others stay ready",
+      );
+      // Past the fence delay only once TTL + fence delay have passed since the last renewal.
+      const fenced = seen.find((s) => s.fenced)?.at;
+      assert.ok(fenced !== undefined, "node-01 went past its fence delay on B");
+      assert.ok(
+        fenced >= HARNESS_TTL_MS + HARNESS_FENCE_MS,
+        `past the fence delay ${fenced} ms after the last renewal: too soon`,
       );
     } finally {
       await d.close();

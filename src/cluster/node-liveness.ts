@@ -111,7 +111,15 @@ interface HeldKey {
 function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   const { store, clock, ttlMs, fenceDelayMs } = options;
   const logger = options.logger ?? silentLogger;
-  const fenceTtlMs = ttlMs + fenceDelayMs;
+  /**
+   * The fence lease is renewed at most once per `fenceEveryMs` by this
+   * process (half the keepalives), so its TTL is that much longer: it still
+   * never expires sooner than TTL + fence delay after the last heartbeat.
+   */
+  const fenceEveryMs = Math.floor(ttlMs / 3);
+  const fenceTtlMs = ttlMs + fenceDelayMs + fenceEveryMs;
+  /** When this process last renewed each node's fence lease (its own clock). */
+  const fenceRenewed = new Map<string, number>();
   const decode = (kv: KeyValue): HeldKey => ({ lease: kv.lease, rev: kv.modRevision });
   let mirrors: Promise<[PrefixMirror<HeldKey>, PrefixMirror<HeldKey>]> | undefined;
   let loaded: [PrefixMirror<HeldKey>, PrefixMirror<HeldKey>] | undefined;
@@ -209,10 +217,15 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
     source: "lease",
     async renew(nodeId, signal) {
       const [readyKeys, fenceKeys] = await follow();
+      const now = clock.now();
+      const fenceKey = fenceKeys.values().get(nodeId);
+      const last = fenceRenewed.get(nodeId);
+      const fenceDue = fenceKey === undefined || last === undefined || now - last >= fenceEveryMs;
       await Promise.all([
         renewKey(READY_PREFIX + nodeId, ttlMs, readyKeys.values().get(nodeId), signal),
-        renewKey(FENCE_PREFIX + nodeId, fenceTtlMs, fenceKeys.values().get(nodeId), signal),
+        fenceDue ? renewKey(FENCE_PREFIX + nodeId, fenceTtlMs, fenceKey, signal) : undefined,
       ]);
+      if (fenceDue) fenceRenewed.set(nodeId, now);
     },
     async ready() {
       await follow();
