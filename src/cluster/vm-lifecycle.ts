@@ -25,13 +25,13 @@ import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { placeVm } from "./vm-create-placement.js";
 import {
   createVmOperations,
   type VmOperationRequest,
   vmOperationId,
   vmOperationOf,
 } from "./vm-operations.js";
-import { placeVm } from "./vm-placement.js";
 import { type VersionedVm, vmRecord } from "./vm-records.js";
 import { domainSpecOf, specOfReported } from "./vm-spec.js";
 
@@ -177,6 +177,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         tenantSetBy: by,
         tenantSetAtMs: now,
         nodeId: placement.nodeId,
+        // A creation is a change of placement: a new fencing generation.
+        generation: (prev?.rec.generation ?? 0n) + 1n,
         spec,
         managed: true,
         managedBy: by,
