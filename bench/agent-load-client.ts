@@ -53,6 +53,13 @@ export type AgentLoadReport =
     }
   | { readonly type: "receipts"; readonly at: Record<string, number> }
   | {
+      readonly type: "progress";
+      readonly streams: number;
+      readonly failed: number;
+      readonly heartbeats: number;
+      readonly ms: number;
+    }
+  | {
       readonly type: "stats";
       readonly heartbeats: number;
       readonly open: number;
@@ -249,7 +256,19 @@ async function run(o: AgentLoadStart): Promise<void> {
       });
     }
   };
+  const progress = setInterval(
+    () =>
+      send({
+        type: "progress",
+        streams: agents.length,
+        failed,
+        heartbeats,
+        ms: performance.now() - c0,
+      }),
+    10_000,
+  );
   await Promise.all(Array.from({ length: Math.min(o.connectConcurrency, o.agents) }, worker));
+  clearInterval(progress);
   send({
     type: "connected",
     streams: agents.length,

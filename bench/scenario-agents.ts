@@ -131,6 +131,10 @@ async function measureAgents(
     const receipts = new Map<string, number>();
     client.on("message", (m: AgentLoadReport) => {
       if (m.type === "stats") Object.assign(stats, m);
+      else if (m.type === "progress")
+        ctx.log(
+          `    ${(m.ms / 1000).toFixed(0)} s: ${m.streams} streams welcomed, ${m.failed} failed, ${m.heartbeats} heartbeats sent; daemon RSS ${(rssKib(pid) / 1024).toFixed(0)} MiB, CPU ${cpuSeconds(pid).toFixed(0)} s`,
+        );
       else if (m.type === "receipts")
         for (const [id, at] of Object.entries(m.at)) receipts.set(id, at);
     });
