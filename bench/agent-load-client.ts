@@ -71,6 +71,7 @@ export type AgentLoadReport =
 export const preciseNow = () => performance.timeOrigin + performance.now();
 
 const CONNECT_PATH = "/debvisor.v1.AgentService/Connect";
+const WELCOME_TIMEOUT_MS = 30_000;
 const send = (m: AgentLoadReport) => process.send?.(m);
 
 export function nodeName(prefix: string, i: number): string {
@@ -163,10 +164,18 @@ async function run(o: AgentLoadStart): Promise<void> {
         servername: "localhost",
         minVersion: "TLSv1.3",
       });
+      let welcomed = false;
       const fail = (why: string) => {
+        clearTimeout(noWelcome);
         firstError ??= `${node}: ${why}`;
         reject(new Error(why));
       };
+      // A connection the daemon never answers counts as failed, with why, instead of hanging.
+      const noWelcome = setTimeout(() => {
+        if (welcomed) return;
+        fail(`no welcome within ${WELCOME_TIMEOUT_MS} ms`);
+        session.destroy();
+      }, WELCOME_TIMEOUT_MS);
       session.on("error", (err) => fail(String(err)));
       const stream = session.request({
         ":method": "POST",
@@ -176,13 +185,13 @@ async function run(o: AgentLoadStart): Promise<void> {
       });
       const write = (m: Parameters<typeof create<typeof AgentMessageSchema>>[1]) =>
         stream.write(grpcFrame(toBinary(AgentMessageSchema, create(AgentMessageSchema, m))));
-      let welcomed = false;
       stream.on(
         "data",
         frameReader((bytes) => {
           const m: ControlMessage = fromBinary(ControlMessageSchema, bytes);
           if (m.kind.case === "welcome" && !welcomed) {
             welcomed = true;
+            clearTimeout(noWelcome);
             const agent = { session, stream } as (typeof agents)[number];
             agents.push(agent);
             // Heartbeats at the interval, each agent at its own phase of it.
