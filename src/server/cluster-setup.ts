@@ -3,11 +3,13 @@ import {
   type ClusterRuntime,
   createInventory,
   createLocalExecutors,
+  type DriverReporter,
+  type Executors,
   type Inventory,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { type ClusterEvents, startClusterEvents } from "./cluster-events.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
@@ -39,6 +41,11 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly runtime: ClusterRuntime;
   /** The event log EventService reads, and the recorder the cluster tells. */
   readonly events: ClusterEvents;
+  /** Nodes this daemon drives with its own drivers (simulation, libvirt.nodes), and how. */
+  readonly localNodeIds: () => readonly string[];
+  readonly executors: Executors;
+  /** Reports one local node's state now (after an operation on it). */
+  report(nodeId: string): Promise<void>;
 }
 
 /**
@@ -57,10 +64,13 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
     events: events.recorder,
+    fenceDelayMs: config.cluster.fenceDelayMs,
+    // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
+    livenessClock: clock === systemClock ? monotonicClock : clock,
   });
   events.useInventory(inventory);
   resources.push("inventory", () => inventory.close());
-  const { sim, simNodeIds } = await startSimulation({
+  const { sim, simNodeIds, simBeat } = await startSimulation({
     config,
     inventory,
     clock,
@@ -83,15 +93,17 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
     (id) => libvirt.get(id)?.uri ?? "",
   );
+  let reporter: DriverReporter | undefined;
   if (libvirt.size > 0) {
-    const reporter = await startDriverReporter({
+    reporter = await startDriverReporter({
       inventory,
       nodes: [...libvirt.values()],
       clock,
       logger,
       intervalMs: config.libvirt.reportIntervalMs,
     });
-    resources.push("libvirt reporter", () => reporter.close());
+    const started = reporter;
+    resources.push("libvirt reporter", () => started.close());
   }
   const clusterMetrics = createClusterMetrics({
     registry: metrics.registry,
@@ -131,5 +143,19 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       : undefined,
   });
   resources.push("cluster runtime", () => runtime.close());
-  return { inventory, sim, simNodeIds, storage, clusterMetrics, runtime, events };
+  return {
+    inventory,
+    sim,
+    simNodeIds,
+    storage,
+    clusterMetrics,
+    runtime,
+    events,
+    executors,
+    localNodeIds: () => [...simNodeIds, ...libvirt.keys()],
+    async report(nodeId) {
+      if (simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
+      else await reporter?.report();
+    },
+  };
 }
