@@ -1,9 +1,23 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
-import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type ListVmsRequestSchema,
+  type VmInfo,
+  VmInfoSchema,
+  VmService,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
+import {
+  type ListFlags,
+  selectorText,
+  sortColumnOf,
+  sortedRows,
+  withListFlags,
+} from "./list-flags.js";
 import {
   type Column,
   formatBytes,
@@ -37,6 +51,11 @@ export function vmState(state: VmState, style: Style): string {
 /** As the storage commands take them (`zfs:tank/vm-002-disk0`, `rbd:rbd/vm-001-disk0`). */
 const disks = (vm: VmInfo) => vm.disks.map(datasetText).join(",") || "-";
 
+const labelText = (l: Record<string, string>) =>
+  Object.entries(l)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",") || "-";
+
 /** The columns of a VM table (`vm list`, and the VMs of `node get`). */
 export function vmColumns(style: Style): Column<VmInfo>[] {
   return [
@@ -45,12 +64,13 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "TENANT", value: (v) => v.tenant || "-" },
     { header: "STATE", value: (v) => vmState(v.state, style) },
     { header: "NODE", value: (v) => v.nodeId?.id || "-" },
-    { header: "VCPUS", value: (v) => String(v.vcpus) },
-    { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
+    { header: "VCPUS", value: (v) => String(v.vcpus), sort: (v) => v.vcpus },
+    { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes), sort: (v) => v.memoryBytes },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
     { header: "LIVE MIGRATION", wide: true, value: (v) => (v.liveMigratable ? "yes" : "no") },
     { header: "CPU MODEL", wide: true, value: (v) => v.cpuModel || "-" },
     { header: "DISKS", wide: true, value: disks },
+    { header: "LABELS", wide: true, value: (v) => labelText(v.labels) },
   ];
 }
 
@@ -60,32 +80,56 @@ export function vmCommand(cli: () => CliContext): Command {
   withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
 
   withExamples(
-    vm
-      .command("list")
-      .description("list the VMs you may see")
-      .option("--node <id>", "only VMs on this node")
-      .addOption(
-        new Option("--state <state>", "only VMs in this state").choices(Object.keys(STATES)),
-      )
-      .action(async (opts: { node?: string; state?: string }) => {
-        const ctx = cli();
-        const client = ctx.client(VmService);
-        const vms = await allPages((pageToken) =>
+    withListFlags(
+      vm
+        .command("list")
+        .description("list the VMs you may see")
+        .option("--node <id>", "only VMs on this node")
+        .addOption(
+          new Option("--state <state>", "only VMs in this state").choices(Object.keys(STATES)),
+        ),
+      { watch: true, selector: true },
+    ).action(async (opts: ListFlags & { node?: string; state?: string }) => {
+      const ctx = cli();
+      const columns = vmColumns(ctx.style);
+      sortColumnOf(columns, opts.sortBy);
+      const req: MessageInitShape<typeof ListVmsRequestSchema> = {
+        pageSize: 500,
+        ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
+        state: STATES[opts.state ?? ""] ?? VmState.UNSPECIFIED,
+        selector: selectorText(opts.selector),
+        tenant: opts.tenant ?? "",
+      };
+      if (opts.watch) {
+        const { watchList } = await import("./watch-list.js");
+        return watchList(ctx, {
+          columns,
+          key: (v) => v.id,
+          sortBy: opts.sortBy,
+          name: "vm",
+          json: (v) => messageJson(VmInfoSchema, v),
+          open: (watch, from) => watch.watchVms({ list: req, from }),
+          item: (e) => e.vm,
+        });
+      }
+      const client = ctx.client(VmService);
+      const vms = sortedRows(
+        columns,
+        await allPages((pageToken) =>
           client
-            .listVms({
-              pageSize: 500,
-              pageToken,
-              ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
-              state: STATES[opts.state ?? ""] ?? VmState.UNSPECIFIED,
-            })
+            .listVms({ ...req, pageToken })
             .then((r) => ({ items: r.vms, next: r.nextPageToken })),
-        );
-        ctx.print({ vms: vms.map((v) => messageJson(VmInfoSchema, v)) }, () =>
-          renderColumns(vmColumns(ctx.style), vms, ctx.wide),
-        );
-      }),
+        ),
+        opts.sortBy,
+      );
+      ctx.print({ vms: vms.map((v) => messageJson(VmInfoSchema, v)) }, () =>
+        renderColumns(columns, vms, ctx.wide),
+      );
+    }),
     "hvctl vm list",
     "hvctl vm list --node node-01 --state running -o wide",
+    "hvctl vm list --sort-by memory --tenant acme",
+    "hvctl vm list -l tier=web --watch",
   );
 
   withExamples(

@@ -8,6 +8,7 @@ import { createNodeService } from "./node-service.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
+import { createWatchService } from "./watch-service.js";
 
 /** Dependencies of the debvisor.v1 domain services. */
 export interface DomainServiceDeps {
@@ -56,6 +57,13 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       replicationPolicies: deps.replicationPolicies,
       policyTenants: deps.policyTenants,
       logger: deps.logger,
+      closing: deps.closing,
+    }),
+    createWatchService({
+      inventory: deps.inventory,
+      store: deps.store,
+      fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      policyTenants: deps.policyTenants,
       closing: deps.closing,
     }),
   ];

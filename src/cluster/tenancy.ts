@@ -1,4 +1,4 @@
-import type { CallScope, TargetKind, TargetResolver } from "../core/index.js";
+import { type CallScope, RpcError, type TargetKind, type TargetResolver } from "../core/index.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
@@ -38,6 +38,19 @@ export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
     vcpusAllocated: vcpus,
     memoryAllocatedBytes: memory,
   };
+}
+
+/**
+ * The scope a list or watch shows once its `tenant` filter applies: the
+ * call's own scope when `tenant` is empty; for a cluster-wide caller,
+ * exactly what a caller confined to that tenant would see; a caller that is
+ * not cluster-wide is refused (TENANT_FILTER_DENIED) whatever tenant it
+ * names, so the answer says nothing about other tenants.
+ */
+export function filteredScope(scope: CallScope, tenant: string): CallScope {
+  if (tenant === "") return scope;
+  if (!scope.clusterWide) throw new RpcError("TENANT_FILTER_DENIED");
+  return { tenant, clusterWide: false, canSee: (t) => t === tenant };
 }
 
 /** One tenant, or none (""), as a resolver answers it. */

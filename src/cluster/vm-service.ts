@@ -1,14 +1,19 @@
 import {
+  type CallScope,
   defineService,
+  type LabelSelector,
+  matchesLabels,
   paginate,
+  parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
   scopeOf,
 } from "../core/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
-import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { type ListVmsRequest, type VmInfo, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
+import { filteredScope } from "./tenancy.js";
 import { observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
@@ -27,7 +32,11 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
   return defineService(
     VmService,
     {
-      listVms: { permission: "vm:list", mutating: false },
+      listVms: {
+        permission: "vm:list",
+        mutating: false,
+        validate: (req: ListVmsRequest) => parseLabelSelector(req.selector),
+      },
       getVm: {
         permission: "vm:list",
         mutating: false,
@@ -37,14 +46,9 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
     },
     {
       async listVms(req, ctx) {
-        const nodeId = req.nodeId?.id ?? "";
-        const scope = scopeOf(ctx);
-        const vms = (await vmsNow(ctx.signal)).filter(
-          (vm) =>
-            scope.canSee(vm.tenant) &&
-            (nodeId === "" || vm.nodeId?.id === nodeId) &&
-            (req.state === VmState.UNSPECIFIED || vm.state === req.state),
-        );
+        const scope = filteredScope(scopeOf(ctx), req.tenant);
+        const selector = parseLabelSelector(req.selector);
+        const vms = (await vmsNow(ctx.signal)).filter((vm) => vmMatches(vm, req, scope, selector));
         const page = paginate(vms, (vm) => vm.id, req.pageSize, req.pageToken);
         return { vms: page.items, nextPageToken: page.nextPageToken };
       },
@@ -60,5 +64,21 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         return inventory.assignTenant(req.vmId, req.tenant, principalOf(ctx).id, ctx.signal);
       },
     },
+  );
+}
+
+/** Whether a VM is in a ListVms answer: visible to `scope` and passing its filters. */
+export function vmMatches(
+  vm: VmInfo,
+  req: ListVmsRequest,
+  scope: CallScope,
+  selector: LabelSelector,
+): boolean {
+  const nodeId = req.nodeId?.id ?? "";
+  return (
+    scope.canSee(vm.tenant) &&
+    (nodeId === "" || vm.nodeId?.id === nodeId) &&
+    (req.state === VmState.UNSPECIFIED || vm.state === req.state) &&
+    matchesLabels(selector, vm.labels)
   );
 }

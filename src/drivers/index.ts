@@ -50,6 +50,7 @@ export type {
 export { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
 export type {
   RbdCloneDriver,
+  RbdImageDriver,
   SendOptions,
   SendResult,
   SnapshotDriver,
@@ -59,6 +60,7 @@ export type {
 } from "./storage-driver.js";
 export {
   canClone,
+  canManageImages,
   canReplicate,
   canSize,
   canSnapshot,
