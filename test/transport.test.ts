@@ -50,6 +50,7 @@ function faultyVmService(): ServiceBinding {
       listVms: { permission: "vm:list", mutating: false },
       getVm: { permission: "vm:list", mutating: false },
       setVmTenant: { permission: "vm:assign", mutating: true },
+      setVmLabels: { permission: "vm:label", mutating: true },
     },
     {
       async listVms() {
@@ -63,6 +64,9 @@ function faultyVmService(): ServiceBinding {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
       async setVmTenant() {
+        throw new TypeError("Cannot read properties of undefined (reading 'id')");
+      },
+      async setVmLabels() {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
     },

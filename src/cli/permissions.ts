@@ -18,6 +18,7 @@ export const METHOD_PERMISSIONS: Readonly<Record<string, string | null>> = {
   "/debvisor.v1.VmService/ListVms": "vm:list",
   "/debvisor.v1.VmService/GetVm": "vm:list",
   "/debvisor.v1.VmService/SetVmTenant": "vm:assign",
+  "/debvisor.v1.VmService/SetVmLabels": "vm:label",
   "/debvisor.v1.MigrationService/PrepareMigration": "migration:plan",
   "/debvisor.v1.MigrationService/MigrateVM": "migration:execute",
   "/debvisor.v1.MigrationService/FailoverVM": "migration:failover",

@@ -183,5 +183,34 @@ export function vmCommand(cli: () => CliContext): Command {
     "hvctl vm set-tenant web-01 acme",
     "hvctl vm set-tenant web-01 --none",
   );
+
+  withExamples(
+    vm
+      .command("label")
+      .description(
+        "set (key=value) or remove (key-) labels of a VM, which selectors (-l) match; the others stay",
+      )
+      .argument("<id>", "the VM id")
+      .argument("<labels...>", "key=value to set, key- to remove")
+      .action(async (id: string, labels: string[]) => {
+        const set: Record<string, string> = {};
+        const remove: string[] = [];
+        for (const l of labels) {
+          const eq = l.indexOf("=");
+          if (eq > 0) set[l.slice(0, eq)] = l.slice(eq + 1);
+          else if (l.endsWith("-") && l.length > 1) remove.push(l.slice(0, -1));
+          else throw new UsageError(`labels: expected key=value or key-, got "${l}"`);
+        }
+        const ctx = cli();
+        const v = await ctx.client(VmService).setVmLabels({ vmId: id, set, remove });
+        ctx.print(
+          messageJson(VmInfoSchema, v),
+          () => `vm ${v.id} labels: ${labelText(v.labels)}\n`,
+        );
+      }),
+    "hvctl vm label web-01 tier=web env=prod",
+    "hvctl vm label web-01 env-",
+    "hvctl vm list -l tier=web,env!=prod",
+  );
   return vm;
 }

@@ -100,17 +100,33 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
 export function vmRecord(
   id: string,
   prev: VersionedVm | undefined,
-  change: Partial<Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs">>,
+  change: Partial<Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs" | "labels">>,
 ): VmRecord {
   return create(VmRecordSchema, { ...(prev?.rec ?? { id }), id, ...change });
 }
 
 /**
- * The VMs with the tenant the control plane holds for each (none when it
- * holds none), whatever the report said: the same array when nothing differs.
+ * The VMs with the tenant and labels the control plane holds for each (none
+ * when it holds none), whatever the report said: the same array when
+ * nothing differs.
  */
 export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
-  const tenantOf = (vm: VmInfo) => records.get(vm.id)?.rec.tenant ?? "";
-  if (vms.every((vm) => vm.tenant === tenantOf(vm))) return vms;
-  return vms.map((vm) => (vm.tenant === tenantOf(vm) ? vm : { ...vm, tenant: tenantOf(vm) }));
+  const factsOf = (vm: VmInfo) => records.get(vm.id)?.rec;
+  const agrees = (vm: VmInfo) => {
+    const rec = factsOf(vm);
+    return vm.tenant === (rec?.tenant ?? "") && sameLabels(vm.labels, rec?.labels ?? {});
+  };
+  if (vms.every(agrees)) return vms;
+  return vms.map((vm) =>
+    agrees(vm)
+      ? vm
+      : { ...vm, tenant: factsOf(vm)?.tenant ?? "", labels: { ...(factsOf(vm)?.labels ?? {}) } },
+  );
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return (
+    ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k])
+  );
 }

@@ -1,6 +1,8 @@
 import {
   type CallScope,
   defineService,
+  invalid,
+  isLabelValue,
   type LabelSelector,
   matchesLabels,
   paginate,
@@ -11,7 +13,13 @@ import {
   scopeOf,
 } from "../core/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
-import { type ListVmsRequest, type VmInfo, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type ListVmsRequest,
+  type SetVmLabelsRequest,
+  type VmInfo,
+  VmService,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
 import { filteredScope } from "./tenancy.js";
 import { observedVms } from "./vm-view.js";
@@ -43,6 +51,19 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         target: { kind: "vm", id: (req: VMRef) => req.vmId },
       },
       setVmTenant: { permission: "vm:assign", mutating: true, target: { kind: "cluster" } },
+      // A VM's labels are its tenant's to set (a vm target), never a report's.
+      setVmLabels: {
+        permission: "vm:label",
+        mutating: true,
+        target: { kind: "vm", id: (req: SetVmLabelsRequest) => req.vmId },
+        validate: (req: SetVmLabelsRequest) => {
+          for (const [k, v] of Object.entries(req.set))
+            if (!isLabelValue(v))
+              throw invalid(
+                `set["${k}"]: "${v}" is not a label value (up to 63 letters, digits, '-', '_' or '.', alphanumeric at both ends)`,
+              );
+        },
+      },
     },
     {
       async listVms(req, ctx) {
@@ -54,6 +75,12 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       },
       async getVm(req, ctx) {
         // Authorization already answered for a VM the caller may not see (like a missing one).
+        const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
+        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
+        return vm;
+      },
+      async setVmLabels(req, ctx) {
+        await inventory.setLabels(req.vmId, req.set, req.remove, ctx.signal);
         const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;

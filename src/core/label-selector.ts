@@ -47,6 +47,11 @@ export function parseLabelSelector(text: string, field = "selector"): LabelSelec
   return out;
 }
 
+/** Whether `value` is a label value a selector can name (empty, or 1-63 of letters, digits, `-_.`, alphanumeric at the ends). */
+export function isLabelValue(value: string): boolean {
+  return VALUE.test(value);
+}
+
 /** Whether `labels` satisfy every requirement of `selector`. */
 export function matchesLabels(
   selector: LabelSelector,
