@@ -73,6 +73,7 @@ function nodeColumns(style: Style): Column<NodeSummary>[] {
       header: "CPU LOAD",
       value: (n) => (n.health === undefined ? "-" : n.health.cpuLoad.toFixed(2)),
       sort: (n) => n.health?.cpuLoad ?? -1,
+      volatile: true,
     },
     {
       header: "MEM",

@@ -106,7 +106,7 @@ export interface Column<T> {
   readonly wide?: boolean;
   /** What `--sort-by` orders by, when not the shown text (sizes, ages). */
   readonly sort?: (row: T) => number | bigint | string;
-  /** Changes on its own as time passes (ages): a watch does not report a row for it alone. */
+  /** Changes all the time on its own (ages, load): a watch in a pipe does not print a row for it alone. */
   readonly volatile?: boolean;
 }
 
