@@ -285,7 +285,7 @@ export function migrationCommand(cli: () => CliContext): Command {
           sortBy: opts.sortBy,
           name: "migration",
           json: (m) => messageJson(MigrationSchema, m),
-          open: (watch, from) => watch.watchMigrations({ list: req, from }),
+          open: (watch, from) => watch().watchMigrations({ list: req, from }),
           item: (e) => e.migration,
         });
       }

@@ -142,7 +142,7 @@ export function nodeCommand(cli: () => CliContext): Command {
           sortBy: opts.sortBy,
           name: "node",
           json: (n) => messageJson(NodeSummarySchema, n),
-          open: (watch, from) => watch.watchNodes({ list: req, from }),
+          open: (watch, from) => watch().watchNodes({ list: req, from }),
           item: (e) => e.node,
         });
       }

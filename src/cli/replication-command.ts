@@ -376,7 +376,7 @@ export function replicationCommand(cli: () => CliContext): Command {
           sortBy: opts.sortBy,
           name: "job",
           json: (j) => messageJson(ReplicationJobSchema, j),
-          open: (watch, from) => watch.watchReplicationJobs({ list: req, from }),
+          open: (watch, from) => watch().watchReplicationJobs({ list: req, from }),
           item: (e) => e.job,
         });
       }

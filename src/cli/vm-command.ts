@@ -108,7 +108,7 @@ export function vmCommand(cli: () => CliContext): Command {
           sortBy: opts.sortBy,
           name: "vm",
           json: (v) => messageJson(VmInfoSchema, v),
-          open: (watch, from) => watch.watchVms({ list: req, from }),
+          open: (watch, from) => watch().watchVms({ list: req, from }),
           item: (e) => e.vm,
         });
       }

@@ -30,8 +30,11 @@ export interface WatchListOptions<T, E extends { header?: WatchEventHeader }> {
   /** The item's name in JSON Lines (`node`, `vm`, ...) and its JSON. */
   readonly name: string;
   readonly json: (item: T) => JsonValue;
-  /** Opens the watch from a revision (`since_revision` "": the whole list). */
-  readonly open: (client: ServiceClient<typeof WatchService>, from: WatchFrom) => AsyncIterable<E>;
+  /** Opens the watch from a revision (`since_revision` "": the whole list) with the client `watch()` makes. */
+  readonly open: (
+    watch: () => ServiceClient<typeof WatchService>,
+    from: WatchFrom,
+  ) => AsyncIterable<E>;
   /** The object an event carries. */
   readonly item: (event: E) => T | undefined;
 }
@@ -71,7 +74,11 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
   ctx: CliContext,
   o: WatchListOptions<T, E>,
 ): Promise<void> {
-  const client = ctx.client(WatchService);
+  let client: ServiceClient<typeof WatchService> | undefined;
+  const watch = () => {
+    client ??= ctx.client(WatchService);
+    return client;
+  };
   if (ctx.format === "yaml")
     throw new UsageError("--watch prints a table, or JSON Lines with -o json; not YAML");
   const sortBy = sortColumnOf(o.columns, o.sortBy);
@@ -140,7 +147,7 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
     let batch: { type: WatchEventType; item: T }[] = [];
     try {
       const from = { $typeName: "debvisor.v1.WatchFrom", sinceRevision: since } as const;
-      for await (const ev of listEvents(o.open(client, from), o.item)) {
+      for await (const ev of listEvents(o.open(watch, from), o.item)) {
         failures = 0;
         if (ev.type === WatchEventType.SYNCED) {
           if (!synced && !ev.resumed)
