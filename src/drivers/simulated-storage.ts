@@ -280,7 +280,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async imageParent(image, signal) {
       backendName(image);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
       const parent = need(image).parent;
       if (parent === undefined) return undefined;
@@ -289,7 +289,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async deleteImage(image, signal) {
       backendName(image);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("deleteImage", image);
       if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
       const copy = need(image);
@@ -300,7 +300,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async flattenImage(image, signal) {
       backendName(image);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("flatten", image);
       if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
       const copy = need(image);
