@@ -80,10 +80,9 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         return vm;
       },
       async setVmLabels(req, ctx) {
-        await inventory.setLabels(req.vmId, req.set, req.remove, ctx.signal);
-        const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
-        if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
-        return vm;
+        const updated = await inventory.setLabels(req.vmId, req.set, req.remove, ctx.signal);
+        // As listed (a down node's VM unknown or stopped); a VM only recorded, as recorded.
+        return (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId) ?? updated;
       },
       async setVmTenant(req, ctx) {
         // Which tenant a VM belongs to is the cluster's to say (a cluster target: never a
