@@ -8,9 +8,8 @@ import {
 import type { CliContext } from "./cli-context.js";
 import { datasetText, snapshotText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
-import { type ListFlags, sortColumnOf, sortedRows, withListFlags } from "./list-flags.js";
-import { type Column, formatBytes, messageJson, renderColumns, type Style } from "./output.js";
-import { allPages } from "./pages.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
+import { type Column, formatBytes, messageJson, type Style } from "./output.js";
 import { replicationState } from "./replication-command.js";
 
 const BACKENDS: Record<string, StorageBackend> = {
@@ -69,12 +68,15 @@ export function datasetCommand(cli: () => CliContext): Command {
         .option("--node <node>", "only ZFS datasets on or replicated to this node"),
     ).action(async (opts: ListFlags & { backend?: string; node?: string }) => {
       const ctx = cli();
-      const columns = datasetColumns(ctx.style);
-      sortColumnOf(columns, opts.sortBy);
       const client = ctx.client(StorageService);
-      const datasets = sortedRows(
-        columns,
-        await allPages((pageToken) =>
+      await showList(ctx, {
+        columns: datasetColumns(ctx.style),
+        flags: opts,
+        plural: "datasets",
+        name: "dataset",
+        json: (d) => messageJson(DatasetInfoSchema, d),
+        key: (d) => datasetText(d.dataset),
+        page: (pageToken) =>
           client
             .listDatasets({
               backend: BACKENDS[opts.backend ?? ""] ?? StorageBackend.BACKEND_UNKNOWN,
@@ -83,12 +85,7 @@ export function datasetCommand(cli: () => CliContext): Command {
               pageToken,
             })
             .then((r) => ({ items: r.datasets, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ datasets: datasets.map((d) => messageJson(DatasetInfoSchema, d)) }, () =>
-        renderColumns(columns, datasets, ctx.wide),
-      );
+      });
     }),
     "hvctl dataset list",
     "hvctl dataset list --backend zfs --node node-02 -o wide",

@@ -16,9 +16,8 @@ import {
   snapshotText,
 } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
-import { type ListFlags, sortColumnOf, sortedRows, withListFlags } from "./list-flags.js";
-import { type Column, formatBytes, messageJson, renderColumns } from "./output.js";
-import { allPages } from "./pages.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
+import { type Column, formatBytes, messageJson } from "./output.js";
 
 /** `golden-20261122T140502Z (2 clones)`, one per template. */
 const templates = (i: ImageInfo) =>
@@ -132,20 +131,19 @@ export function imageCommand(cli: () => CliContext): Command {
         ),
     ).action(async (opts: ListFlags) => {
       const ctx = cli();
-      sortColumnOf(IMAGE_COLUMNS, opts.sortBy);
       const client = ctx.client(StorageService);
-      const images = sortedRows(
-        IMAGE_COLUMNS,
-        await allPages((pageToken) =>
+      await showList(ctx, {
+        columns: IMAGE_COLUMNS,
+        flags: opts,
+        plural: "images",
+        name: "image",
+        json: (i) => messageJson(ImageInfoSchema, i),
+        key: (i) => datasetText(i.image),
+        page: (pageToken) =>
           client
             .listImages({ pageSize: 200, pageToken, tenant: opts.tenant ?? "" })
             .then((r) => ({ items: r.images, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ images: images.map((i) => messageJson(ImageInfoSchema, i)) }, () =>
-        renderColumns(IMAGE_COLUMNS, images, ctx.wide),
-      );
+      });
     }),
     "hvctl image list",
     "hvctl image list -o wide   # plus snapshot count and the clones' names",

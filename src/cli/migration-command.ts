@@ -11,18 +11,16 @@ import {
 } from "../gen/debvisor/v1/migration_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { withExamples } from "./help-text.js";
-import { type ListFlags, sortColumnOf, sortedRows, withListFlags } from "./list-flags.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
 import {
   type Column,
   formatBytes,
   messageJson,
-  renderColumns,
   renderFields,
   renderTable,
   type Style,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import type { ProgressUpdate } from "./progress.js";
 import { watchProgress } from "./progress.js";
 
@@ -269,39 +267,29 @@ export function migrationCommand(cli: () => CliContext): Command {
       { watch: true },
     ).action(async (opts: ListFlags & { vm?: string; state?: string }) => {
       const ctx = cli();
-      const columns = migrationColumns(ctx.style);
-      sortColumnOf(columns, opts.sortBy);
       const req = {
         pageSize: 500,
         ...(opts.vm === undefined ? {} : { vm: { vmId: opts.vm } }),
         state: STATES[opts.state ?? ""] ?? MigrationState.UNSPECIFIED,
         tenant: opts.tenant ?? "",
       };
-      if (opts.watch) {
-        const { watchList } = await import("./watch-list.js");
-        return watchList(ctx, {
-          columns,
-          key: (m) => m.migrationId,
-          sortBy: opts.sortBy,
-          name: "migration",
-          json: (m) => messageJson(MigrationSchema, m),
-          open: (watch, from) => watch().watchMigrations({ list: req, from }),
-          item: (e) => e.migration,
-        });
-      }
       const client = ctx.client(MigrationService);
-      const all = sortedRows(
-        columns,
-        await allPages((pageToken) =>
+      await showList(ctx, {
+        columns: migrationColumns(ctx.style),
+        flags: opts,
+        plural: "migrations",
+        name: "migration",
+        json: (m) => messageJson(MigrationSchema, m),
+        key: (m) => m.migrationId,
+        page: (pageToken) =>
           client
             .listMigrations({ ...req, pageToken })
             .then((r) => ({ items: r.migrations, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ migrations: all.map((m) => messageJson(MigrationSchema, m)) }, () =>
-        renderColumns(columns, all, ctx.wide),
-      );
+        watch: {
+          open: (watch, from) => watch().watchMigrations({ list: req, from }),
+          item: (e) => e.migration,
+        },
+      });
     }),
     "hvctl migration list",
     "hvctl migration list --vm vm-001 --state failed -o wide",

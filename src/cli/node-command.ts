@@ -13,13 +13,7 @@ import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { parseBytes, parseLabels } from "./duration.js";
 import { withExamples } from "./help-text.js";
-import {
-  type ListFlags,
-  selectorText,
-  sortColumnOf,
-  sortedRows,
-  withListFlags,
-} from "./list-flags.js";
+import { type ListFlags, selectorText, showList, withListFlags } from "./list-flags.js";
 import { addMaintenanceCommands } from "./node-maintenance.js";
 import {
   type Column,
@@ -31,7 +25,6 @@ import {
   shortAge,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import { vmColumns } from "./vm-command.js";
 
 const READINESS: Record<string, NodeReadiness> = {
@@ -124,8 +117,6 @@ export function nodeCommand(cli: () => CliContext): Command {
       { watch: true, selector: true },
     ).action(async (opts: ListFlags & { zone?: string; rack?: string; readiness?: string }) => {
       const ctx = cli();
-      const columns = nodeColumns(ctx.style);
-      sortColumnOf(columns, opts.sortBy);
       const req: MessageInitShape<typeof ListNodesRequestSchema> = {
         zone: opts.zone ?? "",
         rack: opts.rack ?? "",
@@ -134,31 +125,23 @@ export function nodeCommand(cli: () => CliContext): Command {
         readiness: READINESS[opts.readiness ?? ""] ?? NodeReadiness.UNSPECIFIED,
         pageSize: 500,
       };
-      if (opts.watch) {
-        const { watchList } = await import("./watch-list.js");
-        return watchList(ctx, {
-          columns,
-          key: (n) => n.info?.id?.id ?? "",
-          sortBy: opts.sortBy,
-          name: "node",
-          json: (n) => messageJson(NodeSummarySchema, n),
-          open: (watch, from) => watch().watchNodes({ list: req, from }),
-          item: (e) => e.node,
-        });
-      }
       const client = ctx.client(NodeService);
-      const nodes = sortedRows(
-        columns,
-        await allPages((pageToken) =>
+      await showList(ctx, {
+        columns: nodeColumns(ctx.style),
+        flags: opts,
+        plural: "nodes",
+        name: "node",
+        json: (n) => messageJson(NodeSummarySchema, n),
+        key: (n) => n.info?.id?.id ?? "",
+        page: (pageToken) =>
           client
             .listNodes({ ...req, pageToken })
             .then((r) => ({ items: r.nodes, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ nodes: nodes.map((n) => messageJson(NodeSummarySchema, n)) }, () =>
-        renderColumns(columns, nodes, ctx.wide),
-      );
+        watch: {
+          open: (watch, from) => watch().watchNodes({ list: req, from }),
+          item: (e) => e.node,
+        },
+      });
     }),
     "hvctl node list",
     "hvctl node list --zone zone-a --readiness ready -o wide",

@@ -13,18 +13,16 @@ import { EXIT, UsageError } from "./cli-errors.js";
 import { DATASET_HELP, datasetText, noteImplicitZfs, parseDataset } from "./dataset-args.js";
 import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
-import { type ListFlags, sortColumnOf, sortedRows, withListFlags } from "./list-flags.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
 import {
   type Column,
   formatBytes,
   messageJson,
-  renderColumns,
   renderFields,
   type Style,
   shortAge,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import { formatEta, type ProgressUpdate, watchProgress } from "./progress.js";
 import { followReplication } from "./replication-follow.js";
 
@@ -360,39 +358,31 @@ export function replicationCommand(cli: () => CliContext): Command {
       { watch: true },
     ).action(async (opts: ListFlags) => {
       const ctx = cli();
-      const columns = jobColumns(ctx.style, Date.now());
-      sortColumnOf(columns, opts.sortBy);
       const req = { pageSize: 500, tenant: opts.tenant ?? "" };
-      if (opts.watch) {
-        const { watchList } = await import("./watch-list.js");
-        return watchList(ctx, {
-          // Ages and the next run as of each redraw.
-          columns: jobColumns(ctx.style, Date.now()).map((c) => ({
-            ...c,
-            value: (j: ReplicationJob) =>
-              (jobColumns(ctx.style, Date.now()).find((d) => d.header === c.header) ?? c).value(j),
-          })),
-          key: (j) => j.jobId,
-          sortBy: opts.sortBy,
-          name: "job",
-          json: (j) => messageJson(ReplicationJobSchema, j),
-          open: (watch, from) => watch().watchReplicationJobs({ list: req, from }),
-          item: (e) => e.job,
-        });
-      }
       const client = ctx.client(StorageService);
-      const jobs = sortedRows(
+      // Ages and the next run as of each rendering (a watch redraws later).
+      const columns = jobColumns(ctx.style, Date.now()).map((c) => ({
+        ...c,
+        value: (j: ReplicationJob) =>
+          (jobColumns(ctx.style, Date.now()).find((d) => d.header === c.header) ?? c).value(j),
+      }));
+      await showList(ctx, {
         columns,
-        await allPages((pageToken) =>
+        flags: opts,
+        plural: "jobs",
+        name: "job",
+        json: (j) => messageJson(ReplicationJobSchema, j),
+        key: (j) => j.jobId,
+        page: (pageToken) =>
           client
             .listReplicationJobs({ ...req, pageToken })
             .then((r) => ({ items: r.jobs, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ jobs: jobs.map((j) => messageJson(ReplicationJobSchema, j)) }, () =>
-        jobs.length === 0 ? "no replication jobs\n" : renderColumns(columns, jobs, ctx.wide),
-      );
+        watch: {
+          open: (watch, from) => watch().watchReplicationJobs({ list: req, from }),
+          item: (e) => e.job,
+        },
+        empty: "no replication jobs\n",
+      });
     }),
     "hvctl replication list",
     "hvctl replication list -o wide --sort-by next-run",

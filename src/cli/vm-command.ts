@@ -11,22 +11,8 @@ import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
-import {
-  type ListFlags,
-  selectorText,
-  sortColumnOf,
-  sortedRows,
-  withListFlags,
-} from "./list-flags.js";
-import {
-  type Column,
-  formatBytes,
-  messageJson,
-  renderColumns,
-  renderFields,
-  type Style,
-} from "./output.js";
-import { allPages } from "./pages.js";
+import { type ListFlags, selectorText, showList, withListFlags } from "./list-flags.js";
+import { type Column, formatBytes, messageJson, renderFields, type Style } from "./output.js";
 
 const STATES: Record<string, VmState> = {
   running: VmState.RUNNING,
@@ -91,8 +77,6 @@ export function vmCommand(cli: () => CliContext): Command {
       { watch: true, selector: true },
     ).action(async (opts: ListFlags & { node?: string; state?: string }) => {
       const ctx = cli();
-      const columns = vmColumns(ctx.style);
-      sortColumnOf(columns, opts.sortBy);
       const req: MessageInitShape<typeof ListVmsRequestSchema> = {
         pageSize: 500,
         ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
@@ -100,31 +84,23 @@ export function vmCommand(cli: () => CliContext): Command {
         selector: selectorText(opts.selector),
         tenant: opts.tenant ?? "",
       };
-      if (opts.watch) {
-        const { watchList } = await import("./watch-list.js");
-        return watchList(ctx, {
-          columns,
-          key: (v) => v.id,
-          sortBy: opts.sortBy,
-          name: "vm",
-          json: (v) => messageJson(VmInfoSchema, v),
-          open: (watch, from) => watch().watchVms({ list: req, from }),
-          item: (e) => e.vm,
-        });
-      }
       const client = ctx.client(VmService);
-      const vms = sortedRows(
-        columns,
-        await allPages((pageToken) =>
+      await showList(ctx, {
+        columns: vmColumns(ctx.style),
+        flags: opts,
+        plural: "vms",
+        name: "vm",
+        json: (v) => messageJson(VmInfoSchema, v),
+        key: (v) => v.id,
+        page: (pageToken) =>
           client
             .listVms({ ...req, pageToken })
             .then((r) => ({ items: r.vms, next: r.nextPageToken })),
-        ),
-        opts.sortBy,
-      );
-      ctx.print({ vms: vms.map((v) => messageJson(VmInfoSchema, v)) }, () =>
-        renderColumns(columns, vms, ctx.wide),
-      );
+        watch: {
+          open: (watch, from) => watch().watchVms({ list: req, from }),
+          item: (e) => e.vm,
+        },
+      });
     }),
     "hvctl vm list",
     "hvctl vm list --node node-01 --state running -o wide",
