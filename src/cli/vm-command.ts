@@ -13,6 +13,7 @@ import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
 import { type ListFlags, selectorText, showList, withListFlags } from "./list-flags.js";
 import { type Column, formatBytes, messageJson, renderFields, type Style } from "./output.js";
+import { addVmLifecycleCommands } from "./vm-lifecycle-command.js";
 
 const STATES: Record<string, VmState> = {
   running: VmState.RUNNING,
@@ -48,7 +49,11 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "ID", value: (v) => v.id },
     { header: "NAME", value: (v) => v.name || "-" },
     { header: "TENANT", value: (v) => v.tenant || "-" },
-    { header: "STATE", value: (v) => vmState(v.state, style) },
+    {
+      header: "STATE",
+      // A VM the store does not manage says so where everyone looks (vm adopt takes it in).
+      value: (v) => `${vmState(v.state, style)}${v.managed ? "" : style.warn(" (unmanaged)")}`,
+    },
     { header: "NODE", value: (v) => v.nodeId?.id || "-" },
     { header: "VCPUS", value: (v) => String(v.vcpus), sort: (v) => v.vcpus },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes), sort: (v) => v.memoryBytes },
@@ -62,8 +67,14 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
 
 /** `hvctl vm ...`: the VM inventory. */
 export function vmCommand(cli: () => CliContext): Command {
-  const vm = new Command("vm").description("virtual machines in the inventory");
-  withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
+  const vm = new Command("vm").description("virtual machines: the inventory and their lifecycle");
+  withExamples(
+    vm,
+    "hvctl vm list",
+    "hvctl vm get web-01",
+    "hvctl vm create web-07 --cpu 2 --memory 4GiB --new-disk rbd:rbd/web-07-disk0=20GiB",
+    "hvctl vm stop web-07",
+  );
 
   withExamples(
     withListFlags(
@@ -126,6 +137,8 @@ export function vmCommand(cli: () => CliContext): Command {
             ["vcpus", String(v.vcpus)],
             ["memory", formatBytes(v.memoryBytes)],
             ["cpu model", v.cpuModel || "-"],
+            ["managed", v.managed ? "yes" : "no (adopt it with vm adopt)"],
+            ["desired state", v.managed ? vmState(v.desiredState, ctx.style) : "-"],
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
@@ -188,5 +201,6 @@ export function vmCommand(cli: () => CliContext): Command {
     "hvctl vm label web-01 env-",
     "hvctl vm list -l tier=web,env!=prod",
   );
+  addVmLifecycleCommands(vm, cli);
   return vm;
 }
