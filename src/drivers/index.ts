@@ -59,6 +59,7 @@ export type {
 export { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
 export type {
   RbdCloneDriver,
+  RbdImageDriver,
   SendOptions,
   SendResult,
   SnapshotDriver,
@@ -68,6 +69,7 @@ export type {
 } from "./storage-driver.js";
 export {
   canClone,
+  canManageImages,
   canReplicate,
   canSize,
   canSnapshot,
