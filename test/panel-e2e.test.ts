@@ -151,6 +151,12 @@ describe("web panel in Chromium", {
     await shot(page, "migration-done");
     const moved = await admin.client(VmService).getVm({ vmId: vm.id });
     assert.notEqual(moved.nodeId?.id, vm.nodeId?.id);
+    // The detail shows the VM's recent events (ListEvents), the move among them.
+    await page.reload();
+    await page
+      .getByTestId("vm-events")
+      .locator("tbody tr", { hasText: "Moved" })
+      .waitFor({ timeout: 10_000 });
   });
 
   it("shows a tenant user only its VMs and 'not found' for another tenant's by URL", async () => {
@@ -170,6 +176,72 @@ describe("web panel in Chromium", {
     await error.waitFor();
     assert.match((await error.textContent()) ?? "", /not found/);
     await shot(page, "tenant-not-found");
+  });
+
+  it("creates a VM from the form, sees it appear in the live list, stops and starts it", async () => {
+    const vms = admin.client(VmService);
+    const page = await newPage();
+    const cspViolations: string[] = [];
+    page.on("console", (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
+    await signIn(page, "admin", adminPassword);
+    await page.goto(`${url}#/vms`);
+    const rows = page.getByTestId("vms").locator("tbody tr");
+    await rows.first().waitFor();
+    const before = await rows.count();
+    await page.getByLabel("VM id").fill("panel-made");
+    await page.getByLabel("vCPUs").fill("2");
+    await page.getByLabel("Memory (MiB)").fill("512");
+    await page.getByRole("button", { name: "Create VM" }).click();
+    await page
+      .getByTestId("create-operation")
+      .getByTestId("operation-state")
+      .filter({ hasText: "succeeded" })
+      .waitFor({ timeout: 20_000 });
+    // The list follows WatchVms: the new VM shows up without a reload.
+    const row = page.getByTestId("vms").locator("tbody tr", { hasText: "panel-made" });
+    await row.waitFor({ timeout: 10_000 });
+    assert.equal(await rows.count(), before + 1);
+    assert.match((await row.textContent()) ?? "", /running/);
+    await shot(page, "vm-create");
+    // A change made elsewhere (hvctl, another user) shows up too.
+    await vms.stopVm({ vmId: "panel-made", force: true });
+    await row.filter({ hasText: "stopped" }).waitFor({ timeout: 10_000 });
+
+    await vms.startVm({ vmId: "panel-made" });
+    await row.filter({ hasText: "running" }).waitFor({ timeout: 10_000 });
+    await row.getByRole("link", { name: "panel-made" }).click();
+    await page.getByRole("heading", { name: "Power" }).waitFor();
+    assert.deepEqual(await axe(page), [], "vm detail");
+    await page.getByRole("button", { name: "Stop", exact: true }).click();
+    const state = page.getByTestId("vm-operation").getByTestId("operation-state");
+    await state.filter({ hasText: "succeeded" }).waitFor({ timeout: 20_000 });
+    assert.equal((await vms.getVm({ vmId: "panel-made" })).state, VmState.STOPPED);
+    await page.getByRole("button", { name: "Start", exact: true }).click();
+    await state.filter({ hasText: "succeeded" }).waitFor({ timeout: 20_000 });
+    assert.equal((await vms.getVm({ vmId: "panel-made" })).state, VmState.RUNNING);
+    await shot(page, "vm-detail");
+    assert.deepEqual(cspViolations, []);
+  });
+
+  it("shows a viewer the refusal of a stop, and the VM keeps running", async () => {
+    const all = (await admin.client(VmService).listVms({ pageSize: 500 })).vms;
+    const mine = all.find((v) => v.tenant === "acme" && v.state === VmState.RUNNING);
+    assert.ok(mine, "a running acme VM");
+    const page = await newPage();
+    await signIn(page, "acme-ann", PASSWORD);
+    await page.goto(`${url}#/vms/${mine.id}`);
+    await page.getByRole("button", { name: "Stop", exact: true }).click();
+    const refusal = page.getByTestId("vm-refusal");
+    await refusal.waitFor();
+    assert.match(
+      (await refusal.textContent()) ?? "",
+      /refused, your roles do not allow this: permission denied/,
+    );
+    await shot(page, "vm-refused");
+    const after = await admin.client(VmService).getVm({ vmId: mine.id });
+    assert.equal(after.state, VmState.RUNNING, "nothing changed");
   });
 
   it("refuses a request another origin makes with the user's browser", async () => {

@@ -2,11 +2,17 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AccessService } from "../../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../../src/gen/debvisor/v1/audit_pb.js";
+import { EventService } from "../../src/gen/debvisor/v1/event_pb.js";
 import { MigrationService } from "../../src/gen/debvisor/v1/migration_pb.js";
 import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../../src/gen/debvisor/v1/pki_pb.js";
 import { StorageService } from "../../src/gen/debvisor/v1/storage_pb.js";
 import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
+import {
+  type WatchEventHeader,
+  WatchEventType,
+  WatchService,
+} from "../../src/gen/debvisor/v1/watch_pb.js";
 
 /** The header every panel request carries (the server refuses requests without it). */
 const CSRF = { "x-debvisor-csrf": "1" };
@@ -65,6 +71,8 @@ export const api = {
   audit: createClient(AuditService, transport),
   storage: createClient(StorageService, transport),
   enrollment: createClient(EnrollmentService, transport),
+  watch: createClient(WatchService, transport),
+  events: createClient(EventService, transport),
 };
 
 /** POSTs to /auth/<path>; answers ok and the server's message. */
@@ -97,7 +105,11 @@ export async function authGet(path: string): Promise<Record<string, unknown> | u
 export function describe(err: unknown): string {
   if (err instanceof ConnectError) {
     if (err.code === Code.NotFound) return `not found: ${err.rawMessage}`;
-    return err.rawMessage;
+    if (err.code === Code.PermissionDenied)
+      return `refused, your roles do not allow this: ${err.rawMessage} (PERMISSION_DENIED)`;
+    // The catalogue's reason (docs/errors.md) names the refusal for people and searches alike.
+    const reason = err.metadata.get("debvisor-error-reason");
+    return reason === null || reason === "" ? err.rawMessage : `${err.rawMessage} (${reason})`;
   }
   return err instanceof Error ? err.message : String(err);
 }
@@ -111,6 +123,7 @@ export async function follow<T>(
   onItem: (item: T) => void,
   signal: AbortSignal,
   onError: (message: string) => void = () => {},
+  reopenAtEnd = false,
 ): Promise<void> {
   let delay = 1000;
   while (!signal.aborted) {
@@ -119,7 +132,8 @@ export async function follow<T>(
         delay = 1000;
         onItem(item);
       }
-      return;
+      if (!reopenAtEnd) return;
+      await new Promise((r) => setTimeout(r, delay));
     } catch (err) {
       if (signal.aborted) return;
       if (
@@ -142,4 +156,55 @@ export async function follow<T>(
       delay = Math.min(10_000, delay * 2);
     }
   }
+}
+
+/**
+ * Keeps a live list from a watch stream (the whole list, SYNCED, then
+ * changes): `draw` runs with the current objects after each SYNCED and each
+ * change after it. Reconnects by itself (as `follow`), resuming from the last
+ * SYNCED revision; a server that cannot resume sends the whole list again,
+ * which then replaces the view.
+ */
+export function watchList<E extends { header?: WatchEventHeader }, T>(
+  open: (sinceRevision: string, signal: AbortSignal) => AsyncIterable<E>,
+  object: (e: E) => T | undefined,
+  key: (t: T) => string,
+  draw: (items: T[]) => void,
+  signal: AbortSignal,
+  onError: (message: string) => void = () => {},
+): Promise<void> {
+  let current = new Map<string, T>();
+  let revision = "";
+  // Changes since (re)connecting, held until SYNCED says whether they resume the view.
+  let early: E[] | undefined;
+  const apply = (into: Map<string, T>, e: E) => {
+    const o = object(e);
+    if (o === undefined) return;
+    if (e.header?.type === WatchEventType.DELETED) into.delete(key(o));
+    else into.set(key(o), o);
+  };
+  return follow(
+    (s) => {
+      early = [];
+      return open(revision, s);
+    },
+    (e) => {
+      if (e.header?.type === WatchEventType.SYNCED) {
+        revision = e.header.revision;
+        if (early !== undefined) {
+          if (!e.header.resumed) current = new Map();
+          for (const x of early) apply(current, x);
+        }
+        early = undefined;
+        draw([...current.values()]);
+      } else if (early !== undefined) early.push(e);
+      else {
+        apply(current, e);
+        draw([...current.values()]);
+      }
+    },
+    signal,
+    onError,
+    true,
+  );
 }

@@ -1,24 +1,17 @@
 import { type Migration, MigrationState } from "../../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, type NodeSummary } from "../../src/gen/debvisor/v1/node_pb.js";
-import { VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
-import { api, describe, follow } from "./api.js";
+import { type VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { api, describe, follow, watchList } from "./api.js";
 import { bytes, el, mount, progress, table, toast } from "./dom.js";
 import type { View } from "./main.js";
+import { createVmForm, vmLifecycle } from "./vm-views.js";
 
 const readiness = (r: NodeReadiness) =>
   r === NodeReadiness.READY ? "ready" : r === NodeReadiness.NOT_READY ? "not ready" : "unknown";
-const vmState = (s: VmState) => VmState[s]?.toLowerCase() ?? String(s);
+export const vmState = (s: VmState) => VmState[s]?.toLowerCase() ?? String(s);
 const migState = (s: MigrationState) => MigrationState[s]?.toLowerCase() ?? String(s);
 const pct = (used: number, total: number) =>
   total === 0 ? "–" : `${Math.round((used / total) * 100)} %`;
-
-/** Re-runs `load` every `ms` until the view ends (the API has no node watch stream). */
-function every(view: View, ms: number, load: () => Promise<void>): void {
-  const t = setInterval(() => {
-    load().catch((err: unknown) => toast(describe(err)));
-  }, ms);
-  view.signal.addEventListener("abort", () => clearInterval(t), { once: true });
-}
 
 function nodeRows(nodes: NodeSummary[]) {
   return nodes.map((n) => {
@@ -51,31 +44,41 @@ const NODE_HEAD = [
   "VMs",
 ];
 
-/** Overview: nodes with readiness and capacity, migrations in flight. */
+/** Overview: nodes with readiness and capacity, migrations in flight, all live. */
 export async function overviewView(view: View): Promise<void> {
-  const nodes = el("div");
+  const nodes = el("div", {}, el("p", {}, "Loading…"));
   const migs = el("div");
   mount(view.main, el("h1", {}, "Overview"), nodes, el("h2", {}, "Migrations in progress"), migs);
-  const load = async () => {
-    const list = await api.nodes.listNodes({}, { signal: view.signal });
-    const ready = list.nodes.filter((n) => n.readiness === NodeReadiness.READY).length;
-    mount(
-      nodes,
-      el("p", { "data-testid": "node-count" }, `${list.nodes.length} nodes, ${ready} ready`),
-      table("Nodes", NODE_HEAD, nodeRows(list.nodes), "nodes"),
-    );
-    try {
-      const m = await api.migrations.listMigrations(
-        { state: MigrationState.RUNNING },
-        { signal: view.signal },
+  void watchList(
+    (since, signal) => api.watch.watchNodes({ from: { sinceRevision: since } }, { signal }),
+    (e) => e.node,
+    (n) => n.info?.id?.id ?? "",
+    (list) => {
+      const sorted = list.sort((a, b) =>
+        (a.info?.id?.id ?? "").localeCompare(b.info?.id?.id ?? ""),
       );
-      mount(migs, m.migrations.length === 0 ? el("p", {}, "None.") : migrationTable(m.migrations));
-    } catch (err) {
-      mount(migs, el("p", {}, describe(err)));
-    }
-  };
-  await load();
-  every(view, 3000, load);
+      const ready = sorted.filter((n) => n.readiness === NodeReadiness.READY).length;
+      mount(
+        nodes,
+        el("p", { "data-testid": "node-count" }, `${sorted.length} nodes, ${ready} ready`),
+        table("Nodes", NODE_HEAD, nodeRows(sorted), "nodes"),
+      );
+    },
+    view.signal,
+    (m) => toast(`nodes: ${m}`),
+  );
+  void watchList(
+    (since, signal) =>
+      api.watch.watchMigrations(
+        { list: { state: MigrationState.RUNNING }, from: { sinceRevision: since } },
+        { signal },
+      ),
+    (e) => e.migration,
+    (m) => m.migrationId,
+    (list) => mount(migs, list.length === 0 ? el("p", {}, "None.") : migrationTable(list)),
+    view.signal,
+    (m) => mount(migs, el("p", {}, m)),
+  );
 }
 
 /** One node: detail, cordon, drain with live progress. */
@@ -143,27 +146,31 @@ export async function nodeView(view: View, id: string): Promise<void> {
   );
 }
 
-/** VMs the caller may see, with a filter. */
+/** VMs the caller may see, live, with a filter and the create form. */
 export async function vmsView(view: View): Promise<void> {
-  const list = await api.vms.listVms({ pageSize: 500 }, { signal: view.signal });
+  let vms: VmInfo[] = [];
   const filter = el("input", {
     id: "vm-filter",
     type: "search",
     maxlength: 63,
   }) as HTMLInputElement;
-  const body = el("div");
+  const body = el("div", {}, el("p", {}, "Loading…"));
+  let synced = false;
   const draw = () => {
+    if (!synced) return;
     const f = filter.value.trim().toLowerCase();
-    const vms = list.vms.filter(
-      (v) =>
-        f === "" || v.id.includes(f) || v.name.toLowerCase().includes(f) || v.tenant.includes(f),
-    );
+    const shown = vms
+      .filter(
+        (v) =>
+          f === "" || v.id.includes(f) || v.name.toLowerCase().includes(f) || v.tenant.includes(f),
+      )
+      .sort((a, b) => a.id.localeCompare(b.id));
     mount(
       body,
       table(
-        `${vms.length} VMs`,
+        `${shown.length} VMs`,
         ["VM", "Name", "State", "Node", "Tenant", "vCPUs", "Memory", "HA"],
-        vms.map((v) => [
+        shown.map((v) => [
           el("a", { href: `#/vms/${encodeURIComponent(v.id)}` }, v.id),
           v.name,
           vmState(v.state),
@@ -184,8 +191,20 @@ export async function vmsView(view: View): Promise<void> {
     el("label", { for: "vm-filter" }, "Filter "),
     filter,
     body,
+    await createVmForm(view),
   );
-  draw();
+  void watchList(
+    (since, signal) => api.watch.watchVms({ from: { sinceRevision: since } }, { signal }),
+    (e) => e.vm,
+    (v) => v.id,
+    (list) => {
+      vms = list;
+      synced = true;
+      draw();
+    },
+    view.signal,
+    (m) => toast(`VMs: ${m}`),
+  );
 }
 
 function migrationTable(ms: Migration[]): HTMLElement {
@@ -312,6 +331,7 @@ export async function vmView(view: View, id: string): Promise<void> {
         vm.liveMigratable ? "yes" : "no",
       ].map((t, i) => el(i % 2 === 0 ? "dt" : "dd", {}, t)),
     ),
+    await vmLifecycle(view, vm, () => void vmView(view, id)),
     el("h2", {}, "Migrate"),
     el("label", { for: "target" }, "Target node "),
     target,
