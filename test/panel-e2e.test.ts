@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { VmOperationState, VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
 
 /** Debian's Chromium; never downloaded. Under CI=true its absence fails the run. */
@@ -206,16 +207,26 @@ describe("web panel in Chromium", {
     assert.match((await row.textContent()) ?? "", /running/);
     await shot(page, "vm-create");
     // A change made elsewhere (hvctl, another user) shows up too.
-    await vms.stopVm({ vmId: "panel-made", force: true });
+    const settled = async (op: { id: string }) =>
+      eventually(
+        async () =>
+          assert.equal(
+            (await vms.getOperation({ operationId: op.id })).state,
+            VmOperationState.SUCCEEDED,
+          ),
+        { timeoutMs: 20_000 },
+      );
+    await settled(await vms.stopVm({ vmId: "panel-made", force: true }));
     await row.filter({ hasText: "stopped" }).waitFor({ timeout: 10_000 });
-
-    await vms.startVm({ vmId: "panel-made" });
+    await settled(await vms.startVm({ vmId: "panel-made" }));
     await row.filter({ hasText: "running" }).waitFor({ timeout: 10_000 });
     await row.getByRole("link", { name: "panel-made" }).click();
     await page.getByRole("heading", { name: "Power" }).waitFor();
     assert.deepEqual(await axe(page), [], "vm detail");
     await page.getByRole("button", { name: "Stop", exact: true }).click();
     const state = page.getByTestId("vm-operation").getByTestId("operation-state");
+    await page.getByTestId("vm-operation").locator("p").first().waitFor();
+    assert.equal(await page.getByTestId("vm-refusal").count(), 0, "the stop was accepted");
     await state.filter({ hasText: "succeeded" }).waitFor({ timeout: 20_000 });
     assert.equal((await vms.getVm({ vmId: "panel-made" })).state, VmState.STOPPED);
     await page.getByRole("button", { name: "Start", exact: true }).click();
