@@ -187,9 +187,15 @@ describe("web panel in Chromium", {
       if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
     });
     await signIn(page, "admin", adminPassword);
+    // The first watch fails on the network: the list reconnects by itself.
+    let watchesOpened = 0;
+    await page.route("**/rpc/debvisor.v1.WatchService/WatchVms", (route) =>
+      watchesOpened++ === 0 ? route.abort("connectionreset") : route.continue(),
+    );
     await page.goto(`${url}#/vms`);
     const rows = page.getByTestId("vms").locator("tbody tr");
     await rows.first().waitFor();
+    assert.equal(watchesOpened, 2, "opened again after the failure");
     const before = await rows.count();
     await page.getByLabel("VM id").fill("panel-made");
     await page.getByLabel("vCPUs").fill("2");
@@ -198,7 +204,7 @@ describe("web panel in Chromium", {
     await page
       .getByTestId("create-operation")
       .getByTestId("operation-state")
-      .filter({ hasText: "succeeded" })
+      .filter({ hasText: "create succeeded" })
       .waitFor({ timeout: 20_000 });
     // The list follows WatchVms: the new VM shows up without a reload.
     const row = page.getByTestId("vms").locator("tbody tr", { hasText: "panel-made" });
@@ -227,10 +233,14 @@ describe("web panel in Chromium", {
     const state = page.getByTestId("vm-operation").getByTestId("operation-state");
     await page.getByTestId("vm-operation").locator("p").first().waitFor();
     assert.equal(await page.getByTestId("vm-refusal").count(), 0, "the stop was accepted");
-    await state.filter({ hasText: "succeeded" }).waitFor({ timeout: 20_000 });
+    await state.filter({ hasText: "stop succeeded" }).waitFor({ timeout: 20_000 });
     assert.equal((await vms.getVm({ vmId: "panel-made" })).state, VmState.STOPPED);
+    // The detail is drawn again with the new state, the outcome still in view.
+    await page.locator("dd", { hasText: /^stopped$/ }).waitFor();
+    await state.filter({ hasText: "stop succeeded" }).waitFor();
     await page.getByRole("button", { name: "Start", exact: true }).click();
-    await state.filter({ hasText: "succeeded" }).waitFor({ timeout: 20_000 });
+    await state.filter({ hasText: "start succeeded" }).waitFor({ timeout: 20_000 });
+    await page.locator("dd", { hasText: /^running$/ }).waitFor();
     assert.equal((await vms.getVm({ vmId: "panel-made" })).state, VmState.RUNNING);
     await shot(page, "vm-detail");
     assert.deepEqual(cspViolations, []);

@@ -1,6 +1,6 @@
 import { type Migration, MigrationState } from "../../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, type NodeSummary } from "../../src/gen/debvisor/v1/node_pb.js";
-import { type VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, type VmOperation, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow, watchList } from "./api.js";
 import { bytes, el, mount, progress, table, toast } from "./dom.js";
 import type { View } from "./main.js";
@@ -225,7 +225,7 @@ function migrationTable(ms: Migration[]): HTMLElement {
 }
 
 /** One VM: detail, migrate with a plan preview showing every check, live progress. */
-export async function vmView(view: View, id: string): Promise<void> {
+export async function vmView(view: View, id: string, last?: VmOperation): Promise<void> {
   let vm: Awaited<ReturnType<typeof api.vms.getVm>>;
   try {
     vm = await api.vms.getVm({ vmId: id }, { signal: view.signal });
@@ -331,7 +331,7 @@ export async function vmView(view: View, id: string): Promise<void> {
         vm.liveMigratable ? "yes" : "no",
       ].map((t, i) => el(i % 2 === 0 ? "dt" : "dd", {}, t)),
     ),
-    await vmLifecycle(view, vm, () => void vmView(view, id)),
+    await vmLifecycle(view, vm, (op) => void vmView(view, id, op), last),
     el("h2", {}, "Migrate"),
     el("label", { for: "target" }, "Target node "),
     target,

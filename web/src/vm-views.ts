@@ -6,6 +6,7 @@ import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
 import {
   type VmInfo,
   type VmOperation,
+  VmOperationKind,
   VmOperationState,
   VmState,
 } from "../../src/gen/debvisor/v1/vm_pb.js";
@@ -23,6 +24,24 @@ const done = (s: VmOperationState) =>
   s === VmOperationState.FAILED ||
   s === VmOperationState.CANCELLED;
 const opState = (s: VmOperationState) => VmOperationState[s]?.toLowerCase() ?? String(s);
+const opKind = (k: VmOperationKind) => VmOperationKind[k]?.toLowerCase() ?? "operation";
+
+/** An operation's progress and outcome (kind, state, message, reason). */
+function drawOperation(op: VmOperation, out: HTMLElement): void {
+  mount(
+    out,
+    progress(`${op.phase || opState(op.state)} of ${op.vmId}`, op.percent),
+    el(
+      "p",
+      {
+        "data-testid": "operation-state",
+        role: done(op.state) && op.state !== VmOperationState.SUCCEEDED ? "alert" : undefined,
+        class: op.state === VmOperationState.FAILED ? "error" : undefined,
+      },
+      `${opKind(op.kind)} ${opState(op.state)}${op.message === "" ? "" : `: ${op.message}`}${op.reason === "" ? "" : ` (${op.reason})`}`,
+    ),
+  );
+}
 
 /**
  * Follows an accepted operation on WatchOperation, drawing its progress into
@@ -34,20 +53,7 @@ async function followOperation(
   signal: AbortSignal,
 ): Promise<VmOperation> {
   let last = accepted;
-  const draw = (op: VmOperation) =>
-    mount(
-      out,
-      progress(`${op.phase || opState(op.state)} of ${op.vmId}`, op.percent),
-      el(
-        "p",
-        {
-          "data-testid": "operation-state",
-          role: done(op.state) && op.state !== VmOperationState.SUCCEEDED ? "alert" : undefined,
-          class: op.state === VmOperationState.FAILED ? "error" : undefined,
-        },
-        `${opState(op.state)}${op.message === "" ? "" : `: ${op.message}`}${op.reason === "" ? "" : ` (${op.reason})`}`,
-      ),
-    );
+  const draw = (op: VmOperation) => drawOperation(op, out);
   draw(accepted);
   if (done(accepted.state)) return accepted;
   const stop = new AbortController();
@@ -69,11 +75,18 @@ async function followOperation(
 export async function vmLifecycle(
   view: View,
   vm: VmInfo,
-  onDone: () => void,
+  onDone: (op: VmOperation) => void,
+  last?: VmOperation,
 ): Promise<HTMLElement> {
   const out = el("div", { "data-testid": "vm-operation", "aria-live": "polite" });
+  // After a re-render the outcome of the last operation stays in view.
+  if (last !== undefined) drawOperation(last, out);
   const buttons: HTMLButtonElement[] = [];
-  const act = (label: string, run: () => Promise<VmOperation>, after = onDone) => {
+  const act = (
+    label: string,
+    run: () => Promise<VmOperation>,
+    after: (op: VmOperation) => void = onDone,
+  ) => {
     const b = el(
       "button",
       {
@@ -83,7 +96,7 @@ export async function vmLifecycle(
           for (const x of buttons) x.disabled = true;
           try {
             const op = await followOperation(await run(), out, view.signal);
-            if (op.state === VmOperationState.SUCCEEDED) after();
+            if (op.state === VmOperationState.SUCCEEDED) after(op);
           } catch (err) {
             mount(
               out,
