@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
-import type { HypervisorDriver } from "../drivers/index.js";
+import { canRecover, type HypervisorDriver } from "../drivers/index.js";
 import {
   type AgentMessageSchema,
   type OperationDispatch,
@@ -35,7 +35,12 @@ export interface OperationExecutor {
 }
 
 /** The operation kinds this agent runs, as Hello capabilities. */
-export const OPERATION_CAPABILITIES = ["op:start-vm", "op:stop-vm", "op:reboot-vm"];
+export const OPERATION_CAPABILITIES = [
+  "op:start-vm",
+  "op:stop-vm",
+  "op:reboot-vm",
+  "op:recover-vm",
+];
 
 /** Creates the executor over a driver and a journal. */
 export function createOperationExecutor(options: {
@@ -73,14 +78,19 @@ export function createOperationExecutor(options: {
 
   async function act(d: OperationDispatch, signal: AbortSignal): Promise<void> {
     const force = d.params.force === "true";
+    // The fencing token goes to the driver, which checks it as the VM starts.
+    const fence = { generation: d.generation };
     switch (d.kind) {
       case OperationKind.START_VM:
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
+      case OperationKind.RECOVER_VM:
+        if (!canRecover(driver)) throw new RpcError("BACKEND_UNAVAILABLE");
+        return driver.recover(d.vmId, d.params.from_node ?? "", signal, fence);
       case OperationKind.STOP_VM:
         return driver.stop(d.vmId, { force, signal });
       case OperationKind.REBOOT_VM:
         await driver.stop(d.vmId, { force, signal });
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
       default:
         throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
     }
@@ -138,7 +148,8 @@ export function createOperationExecutor(options: {
           );
           continue;
         }
-        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER_VM;
+        const goal = starts ? "running" : "stopped";
         let state: string | undefined;
         try {
           state = (await driver.info(d.vmId, options.signal))?.state;

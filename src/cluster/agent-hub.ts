@@ -47,6 +47,10 @@ export interface AgentHubOptions {
   /** This control-plane process, as told to agents and recorded on deliveries. */
   readonly serverId: string;
   readonly heartbeatIntervalMs: number;
+  /** Told to agents in the Welcome: without a confirmed renewal for this long they stop their HA VMs (0: off). */
+  readonly selfFenceWindowMs?: number;
+  /** The liveness lease's TTL, told in each LeaseRenewed (default: 3 heartbeat intervals). */
+  readonly leaseTtlMs?: number;
   readonly helloTimeoutMs: number;
   readonly sendQueueMax: number;
   readonly logger?: Logger;
@@ -88,6 +92,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const log = options.logger ?? silentLogger;
   const operations = createAgentOperations(options.store, clock);
   const sessions = new Map<string, Session>();
+  const leaseTtlMs = options.leaseTtlMs ?? options.heartbeatIntervalMs * 3;
   const stopping = new AbortController();
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
@@ -201,6 +206,13 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       switch (m.kind.case) {
         case "heartbeat":
           await inventory.heartbeat(own(m.kind.value.health, node), signal);
+          // Recorded: the agent's self-fence window restarts from this heartbeat.
+          session.queue.push({
+            kind: {
+              case: "leaseRenewed",
+              value: { sequence: m.kind.value.sequence, ttlMs: leaseTtlMs },
+            },
+          });
           break;
         case "progress":
           await operations.progress(node, m.kind.value, signal);
@@ -254,7 +266,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           value: {
             heartbeatIntervalMs: options.heartbeatIntervalMs,
             serverTime: timestampFromMs(clock.now()),
-            selfFenceWindowMs: 0,
+            selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
           },
         },

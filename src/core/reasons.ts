@@ -144,6 +144,14 @@ export const REASONS = {
     code: Code.Aborted,
     message: "operation interrupted; its effect is unknown",
   },
+  STALE_GENERATION: {
+    code: Code.FailedPrecondition,
+    message: "vm placed elsewhere since the operation was issued; not started",
+  },
+  FENCED: {
+    code: Code.FailedPrecondition,
+    message: "this node is fenced from the vm's disks; not started",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

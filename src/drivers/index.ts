@@ -21,6 +21,7 @@ export type {
   MigrationPhase,
   MigrationProgress,
   RecoveringDriver,
+  StartOptions,
 } from "./hypervisor-driver.js";
 export { canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
@@ -30,6 +31,8 @@ export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation
 export { createLocalSimulation } from "./local-simulation.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
+export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {
   SimulatedDataset,
   SimulatedStorage,
@@ -38,6 +41,8 @@ export type {
   StorageOp,
 } from "./simulated-storage.js";
 export { createSimulatedStorage } from "./simulated-storage.js";
+export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
+export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type {

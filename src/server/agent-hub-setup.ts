@@ -30,6 +30,8 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     clock: setup.clock,
     serverId: `${hostname()}:${process.pid}`,
     heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
+    selfFenceWindowMs: selfFenceWindowMs(config),
+    leaseTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
     logger,
@@ -40,4 +42,9 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
         .catch((err: unknown) => logger.error({ err }, "refused agent stream not audited"));
     },
   });
+}
+
+/** The agents' self-fence window: `cluster.selfFenceWindowMs`, by default three quarters of the fence delay. */
+export function selfFenceWindowMs(config: Config): number {
+  return config.cluster.selfFenceWindowMs ?? Math.floor((config.cluster.fenceDelayMs * 3) / 4);
 }

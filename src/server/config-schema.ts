@@ -318,6 +318,13 @@ const sections = z.strictObject({
        * stop its VMs, or a VM could run twice.
        */
       fenceDelayMs: int(1000, 86_400_000).default(60_000),
+      /**
+       * A node agent with no confirmed renewal of its liveness for this long
+       * hard-stops its HA VMs (told in the agent's Welcome). Default: three
+       * quarters of fenceDelayMs; must be shorter than fenceDelayMs and at
+       * least two heartbeat intervals.
+       */
+      selfFenceWindowMs: int(500, 86_400_000).optional(),
       /** vCPUs placeable per physical core when planning. */
       cpuOvercommit: z.number().min(1).max(32).default(4),
       /** Memory placeable per byte of RAM when planning (1: none). */
@@ -551,6 +558,16 @@ const sections = z.strictObject({
  * rejected. Every limit a library leaves unlimited has a bound here.
  */
 export const configSchema = sections.superRefine((c, ctx) => {
+  const window = c.cluster.selfFenceWindowMs;
+  if (
+    window !== undefined &&
+    (window >= c.cluster.fenceDelayMs || window < 2 * c.cluster.heartbeatIntervalMs)
+  )
+    ctx.addIssue({
+      code: "custom",
+      path: ["cluster", "selfFenceWindowMs"],
+      message: "must be shorter than cluster.fenceDelayMs and at least two heartbeat intervals",
+    });
   for (const key of ["skipRateLimit", "skipAuthorization"] as const) {
     if (c.benchmark[key] && !isLoopback(c.listen))
       ctx.addIssue({
