@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import { DatasetRefSchema } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
 import type { DomainStatus, HypervisorDriver, RecoveringDriver } from "./hypervisor-driver.js";
@@ -189,8 +190,12 @@ function seed(options: LocalSimulationOptions): SimWorld {
   }
   for (const [id, vm] of generated.vms) {
     const vmId = `${options.nodeId}-${id}`.slice(0, 63);
+    // Disks are named after the VM, so nodes sharing one storage never share a disk.
+    const disks = vm.info.disks.map((d) =>
+      create(DatasetRefSchema, { ...d, name: `${vmId}-${d.name.slice(id.length + 1)}` }),
+    );
     world.vms.set(vmId, {
-      info: create(VmInfoSchema, { ...vm.info, id: vmId }),
+      info: create(VmInfoSchema, { ...vm.info, id: vmId, disks }),
       node: options.nodeId,
       state: vm.state,
     });

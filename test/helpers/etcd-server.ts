@@ -143,7 +143,7 @@ async function healthy(client: string): Promise<boolean> {
 }
 
 /** Ports the kernel hands out for 127.0.0.1, all held open together so they differ. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const servers = Array.from({ length: count }, () => createServer());
   try {
     return await Promise.all(
