@@ -31,6 +31,14 @@ export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation
 export { createLocalSimulation } from "./local-simulation.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { RbdFencing, RbdFencingOptions, RbdLocker } from "./rbd-fencing.js";
+export {
+  createRbdFencing,
+  parseRbdLockers,
+  parseRbdLockId,
+  parseRbdWatchers,
+  rbdLockId,
+} from "./rbd-fencing.js";
 export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
 export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {
