@@ -58,7 +58,7 @@ export interface LocalSimulation {
  * operation's generation in the same transaction that records the domain
  * as running (see SimulatedDiskLocks), and a domain whose locks another
  * node took is stopped at the node's next hypervisor call (the agent makes
- * one at least every heartbeat). The watchdog (`watchdog.json`, petted by
+ * one at least every second, on its fencing tick). The watchdog (`watchdog.json`, petted by
  * the agent) resets the node when it expires.
  */
 export function createLocalSimulation(options: LocalSimulationOptions): LocalSimulation {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
+import { selfFenceWindowMs } from "./agent-hub-setup.js";
 import { parseConfig } from "./config-loader.js";
 import { configSchema } from "./config-schema.js";
 
@@ -97,6 +98,35 @@ describe("benchmark settings", () => {
       skipRateLimit: false,
       skipAuthorization: false,
     });
+  });
+});
+
+describe("cluster.selfFenceWindowMs", () => {
+  it("refuses a window not shorter than the fence delay or under two heartbeat intervals", () => {
+    const cases: [string, Record<string, number>, boolean][] = [
+      ["ok-shorter-than-fence-delay", { fenceDelayMs: 60_000, selfFenceWindowMs: 45_000 }, true],
+      ["fail-equal-to-fence-delay", { fenceDelayMs: 60_000, selfFenceWindowMs: 60_000 }, false],
+      ["fail-longer-than-fence-delay", { fenceDelayMs: 10_000, selfFenceWindowMs: 20_000 }, false],
+      [
+        "fail-under-two-heartbeats",
+        { heartbeatIntervalMs: 10_000, selfFenceWindowMs: 15_000 },
+        false,
+      ],
+    ];
+    for (const [name, cluster, ok] of cases) {
+      if (ok) assert.equal(parseConfig({ cluster }).cluster.selfFenceWindowMs, 45_000, name);
+      else
+        assert.throws(
+          () => parseConfig({ cluster }),
+          /cluster\.selfFenceWindowMs: must be shorter than cluster\.fenceDelayMs/,
+          name,
+        );
+    }
+  });
+
+  it("defaults to three quarters of the fence delay, as the agents are told", () => {
+    assert.equal(selfFenceWindowMs(parseConfig({})), 45_000);
+    assert.equal(selfFenceWindowMs(parseConfig({ cluster: { fenceDelayMs: 2000 } })), 1500);
   });
 });
 
