@@ -198,4 +198,33 @@ describe("createLocalSimulation with shared storage", () => {
     assert.match(log, new RegExp(`fenced-stop ${vmId}`));
     assert.ok(existsSync(join(shared, "disk-locks.sqlite")));
   });
+  it("checks the generation when the VM starts, not when the call arrived", async () => {
+    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
+    const shared = join(root, "shared-storage");
+    const sig = AbortSignal.timeout(10_000);
+    const open = (nodeId: string, vms: number, actionMs: number) =>
+      createLocalSimulation({
+        nodeId,
+        dir: join(root, nodeId),
+        vms,
+        now: 0,
+        sharedDir: shared,
+        actionMs,
+      });
+    const a = open("node-a", 1, 0);
+    const slow = open("node-c", 0, 400);
+    const fast = open("node-b", 0, 0);
+    const vmId = (await a.driver.list(sig))[0]?.id ?? "";
+    type Recovering = {
+      recover(v: string, f: string, s: AbortSignal, o: { generation: bigint }): Promise<void>;
+    };
+    // The older recover arrives first and is still starting when the newer one lands elsewhere.
+    const late = (slow.driver as unknown as Recovering).recover(vmId, "node-a", sig, {
+      generation: 1n,
+    });
+    await (fast.driver as unknown as Recovering).recover(vmId, "node-a", sig, { generation: 2n });
+    await assert.rejects(late, (e: RpcError) => e.reason === "STALE_GENERATION");
+    assert.equal(await slow.driver.info(vmId, sig), undefined);
+    assert.equal((await fast.driver.info(vmId, sig))?.state, "running");
+  });
 });
