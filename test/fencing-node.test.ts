@@ -200,6 +200,22 @@ describe("fencing on the nodes", async () => {
     }
   });
 
+  it("a store that stalls for less than the window stops no VM", async () => {
+    etcd.signal("SIGSTOP");
+    try {
+      // A fixed span on purpose: the store is gone for less than the window.
+      await sleep(WINDOW_MS / 2);
+    } finally {
+      etcd.signal("SIGCONT");
+    }
+    // Long enough that renewals lost in the stall would have let the window run out.
+    await sleep(WINDOW_MS / 2 + 1000);
+    for (const node of NODES) {
+      assert.deepEqual(actions(node), [], `${node}'s hypervisor did nothing`);
+      assert.ok(Object.values(await domains(node)).every((s) => s === "running"));
+    }
+  });
+
   it("V6: a control plane away longer than the window: every agent hard-stops its HA VMs, only those, and they wait for the control plane", async () => {
     daemon.proc.kill("SIGSTOP");
     try {

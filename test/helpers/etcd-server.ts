@@ -16,6 +16,8 @@ export interface EtcdServer {
   stop(): Promise<void>;
   /** SIGKILL at once, for failure tests; `stop()` still cleans up afterwards. */
   kill(): void;
+  /** Sends a signal (SIGSTOP, SIGCONT: a store that stalls), for failure tests. */
+  signal(name: NodeJS.Signals): void;
 }
 
 const READY_TIMEOUT_MS = 15_000;
@@ -92,9 +94,13 @@ async function startOnce(bin: string): Promise<EtcdServer> {
     endpoint: client,
     dataDir,
     kill: () => killHard(proc),
+    signal: (name) => {
+      if (running(proc)) proc.kill(name);
+    },
     stop: () => {
       stopping ??= (async () => {
         if (running(proc)) {
+          proc.kill("SIGCONT");
           proc.kill("SIGTERM");
           const timer = setTimeout(() => killHard(proc), STOP_TIMEOUT_MS);
           await exited;
@@ -242,6 +248,9 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
       endpoint: client(i),
       dataDir,
       kill: () => killHard(proc),
+      signal: (name) => {
+        if (running(proc)) proc.kill(name);
+      },
       stop: () => {
         stopping ??= (async () => {
           killHard(proc);
