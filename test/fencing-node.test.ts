@@ -274,12 +274,12 @@ describe("fencing on the nodes", async () => {
     if (a !== undefined && a.proc.exitCode === null)
       await new Promise((r) => a.proc.once("exit", r));
     // The newer leader recovered it on node-b under generation 2...
-    await submit("node-b", "recover-g2", OperationKind.RECOVER_VM, vm, 2n, { from_node: "node-a" });
+    await submit("node-b", "recover-g2", OperationKind.RECOVER, vm, 2n, { from: "node-a" });
     const recovered = await waitDone("node-b", "recover-g2");
     assert.equal(recovered.result?.outcome, OperationOutcome.SUCCEEDED, recovered.result?.message);
     assert.equal((await domains("node-b"))[vm], "running");
     // ...then the stalled leader's recover, issued under generation 1, reaches node-c.
-    await submit("node-c", "recover-g1", OperationKind.RECOVER_VM, vm, 1n, { from_node: "node-a" });
+    await submit("node-c", "recover-g1", OperationKind.RECOVER, vm, 1n, { from: "node-a" });
     const late = await waitDone("node-c", "recover-g1");
     assert.equal(late.result?.outcome, OperationOutcome.FAILED);
     assert.equal(late.result?.reason, "STALE_GENERATION");

@@ -35,12 +35,7 @@ export interface OperationExecutor {
 }
 
 /** The operation kinds this agent runs, as Hello capabilities. */
-export const OPERATION_CAPABILITIES = [
-  "op:start-vm",
-  "op:stop-vm",
-  "op:reboot-vm",
-  "op:recover-vm",
-];
+export const OPERATION_CAPABILITIES = ["op:start-vm", "op:stop-vm", "op:reboot-vm", "op:recover"];
 
 /** Creates the executor over a driver and a journal. */
 export function createOperationExecutor(options: {
@@ -83,9 +78,15 @@ export function createOperationExecutor(options: {
     switch (d.kind) {
       case OperationKind.START_VM:
         return driver.start(d.vmId, signal, fence);
-      case OperationKind.RECOVER_VM:
-        if (!canRecover(driver)) throw new RpcError("BACKEND_UNAVAILABLE");
-        return driver.recover(d.vmId, d.params.from_node ?? "", signal, fence);
+      case OperationKind.RECOVER:
+        // Defined here (shared or replicated storage): start it; else from the shared storage.
+        if ((await driver.info(d.vmId, signal)) !== undefined)
+          return driver.start(d.vmId, signal, fence);
+        if (!canRecover(driver))
+          throw new RpcError("VM_NOT_FOUND", {
+            message: `vm ${d.vmId} is not defined on this node`,
+          });
+        return driver.recover(d.vmId, d.params.from ?? "", signal, fence);
       case OperationKind.STOP_VM:
         return driver.stop(d.vmId, { force, signal });
       case OperationKind.REBOOT_VM:
@@ -148,7 +149,7 @@ export function createOperationExecutor(options: {
           );
           continue;
         }
-        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER_VM;
+        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
         const goal = starts ? "running" : "stopped";
         let state: string | undefined;
         try {

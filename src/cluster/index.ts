@@ -25,6 +25,7 @@ export type { FailoverDeps } from "./failover.js";
 export { failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";
 export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
+export { fenceDelayAllows, fenceMarginMs, selfFenceWindowMs } from "./fence-timing.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";

@@ -1,6 +1,11 @@
 import { hostname } from "node:os";
 import type { AuditLog } from "../audit/index.js";
-import { type AgentHub, createAgentHub, type Inventory } from "../cluster/index.js";
+import {
+  type AgentHub,
+  createAgentHub,
+  type Inventory,
+  selfFenceWindowMs,
+} from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import type { Config } from "./config-schema.js";
@@ -30,8 +35,11 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     clock: setup.clock,
     serverId: `${hostname()}:${process.pid}`,
     heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
-    selfFenceWindowMs: selfFenceWindowMs(config),
-    leaseTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+    selfFenceWindowMs: selfFenceWindowMs(
+      config.cluster.fenceDelayMs,
+      config.cluster.selfFenceWindowMs,
+    ),
+    livenessTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
     logger,
@@ -42,9 +50,4 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
         .catch((err: unknown) => logger.error({ err }, "refused agent stream not audited"));
     },
   });
-}
-
-/** The agents' self-fence window: `cluster.selfFenceWindowMs`, by default three quarters of the fence delay. */
-export function selfFenceWindowMs(config: Config): number {
-  return config.cluster.selfFenceWindowMs ?? Math.floor((config.cluster.fenceDelayMs * 3) / 4);
 }

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
-import { selfFenceWindowMs } from "./agent-hub-setup.js";
 import { parseConfig } from "./config-loader.js";
 import { configSchema } from "./config-schema.js";
 
@@ -101,35 +100,6 @@ describe("benchmark settings", () => {
   });
 });
 
-describe("cluster.selfFenceWindowMs", () => {
-  it("refuses a window not shorter than the fence delay or under two heartbeat intervals", () => {
-    const cases: [string, Record<string, number>, boolean][] = [
-      ["ok-shorter-than-fence-delay", { fenceDelayMs: 60_000, selfFenceWindowMs: 45_000 }, true],
-      ["fail-equal-to-fence-delay", { fenceDelayMs: 60_000, selfFenceWindowMs: 60_000 }, false],
-      ["fail-longer-than-fence-delay", { fenceDelayMs: 10_000, selfFenceWindowMs: 20_000 }, false],
-      [
-        "fail-under-two-heartbeats",
-        { heartbeatIntervalMs: 10_000, selfFenceWindowMs: 15_000 },
-        false,
-      ],
-    ];
-    for (const [name, cluster, ok] of cases) {
-      if (ok) assert.equal(parseConfig({ cluster }).cluster.selfFenceWindowMs, 45_000, name);
-      else
-        assert.throws(
-          () => parseConfig({ cluster }),
-          /cluster\.selfFenceWindowMs: must be shorter than cluster\.fenceDelayMs/,
-          name,
-        );
-    }
-  });
-
-  it("defaults to three quarters of the fence delay, as the agents are told", () => {
-    assert.equal(selfFenceWindowMs(parseConfig({})), 45_000);
-    assert.equal(selfFenceWindowMs(parseConfig({ cluster: { fenceDelayMs: 2000 } })), 1500);
-  });
-});
-
 describe("auth.jwt.issuers", () => {
   it("refuses allowedTenants without a tenantClaim to check them against", () => {
     const issuer = { publicKeys: ["/etc/debvisor/idp.pem"], allowedTenants: ["acme"] };
@@ -152,5 +122,27 @@ describe("storage.replication.policies", () => {
       () => parseConfig({ storage: { replication: { policies: { bad: "interval=5s" } } } }),
       /storage\.replication\.policies\.bad: policy: interval/,
     );
+  });
+});
+
+describe("cluster.selfFenceWindowMs", () => {
+  it("ok-derives a window the fence delay exceeds by its margin, for every fence delay", () => {
+    for (const fenceDelayMs of [1000, 1499, 2000, 5000, 60_000, 86_400_000]) {
+      const c = parseConfig({ cluster: { fenceDelayMs } });
+      assert.equal(c.cluster.selfFenceWindowMs, undefined, "derived, not stored");
+    }
+  });
+
+  it("fail-refuses a fence delay that does not exceed the window plus a margin", () => {
+    assert.throws(
+      () => parseConfig({ cluster: { fenceDelayMs: 60_000, selfFenceWindowMs: 55_000 } }),
+      /^ConfigError: cluster\.fenceDelayMs: must be at least the self-fence window \(55000 ms\) plus a margin of 11000 ms, or a VM could run twice$/,
+    );
+    assert.throws(
+      () => parseConfig({ cluster: { fenceDelayMs: 2000, selfFenceWindowMs: 1600 } }),
+      /cluster\.fenceDelayMs: must be at least the self-fence window \(1600 ms\) plus a margin of 500 ms/,
+    );
+    const ok = parseConfig({ cluster: { fenceDelayMs: 60_000, selfFenceWindowMs: 50_000 } });
+    assert.equal(ok.cluster.selfFenceWindowMs, 50_000);
   });
 });
