@@ -73,6 +73,37 @@ describe("openSimulatedDiskLocks", () => {
     }
   });
 
+  it("hands the locks over at a migration's switchover, unless the source was fenced meanwhile", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-locks-"));
+    const locks = openSimulatedDiskLocks(dir);
+    try {
+      locks.define(vm, "node-a");
+      const disk = "rbd:rbd/vm-1-disk0";
+      let handed = 0;
+      const hand = () => {
+        handed++;
+      };
+      locks.handOver([disk], "node-a", "node-b", 3n, hand);
+      assert.deepEqual(locks.lock(disk), { disk, owner: "node-b", generation: 3n });
+      assert.deepEqual(locks.lost([disk], "node-b"), [], "the new host keeps the VM running");
+      assert.deepEqual(locks.blocklist(), [], "nobody is fenced by a hand-over");
+      // A failover took the VM from node-b under generation 4; node-b's late migration fails.
+      locks.acquire([disk], "node-c", 4n, () => {});
+      assert.equal(
+        reasonOf(() => locks.handOver([disk], "node-b", "node-a", 3n, hand)),
+        "FENCED",
+      );
+      assert.equal(
+        reasonOf(() => locks.handOver([disk], "node-c", "node-a", 2n, hand)),
+        "STALE_GENERATION",
+      );
+      assert.equal(handed, 1, "only the allowed hand-over committed");
+      assert.equal(locks.lock(disk)?.owner, "node-c");
+    } finally {
+      locks.close();
+    }
+  });
+
   it("rolls the lock back when the start it was taken for fails", () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-locks-"));
     const locks = openSimulatedDiskLocks(dir);

@@ -48,6 +48,22 @@ export interface SimulatedDiskLocks {
    * previous owner for that disk.
    */
   acquire(disks: readonly string[], node: string, generation: bigint, commit: () => void): void;
+  /**
+   * A migration's switchover: moves the locks of `disks` from `from` to
+   * `to` in the same transaction as `commit` (the source hands the domain
+   * over there). Refused, changing nothing, with FENCED when `from` no
+   * longer holds a lock (another node took it: the VM was placed elsewhere
+   * meanwhile) and STALE_GENERATION when `generation` (the migration's, 0:
+   * none) is older than the lock's. Nobody is blocklisted: the owner gives
+   * the disks away.
+   */
+  handOver(
+    disks: readonly string[],
+    from: string,
+    to: string,
+    generation: bigint,
+    commit: () => void,
+  ): void;
   /** The disks among `disks` whose lock another node holds: `node` is fenced from them. */
   lost(disks: readonly string[], node: string): string[];
   lock(disk: string): DiskLock | undefined;
@@ -138,6 +154,27 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     acquire(disks, node, generation, commit) {
       db.transaction(() => {
         take(disks, node, generation);
+        commit();
+      }).immediate();
+    },
+    handOver(disks, from, to, generation, commit) {
+      db.transaction(() => {
+        const now = Date.now();
+        for (const disk of disks) {
+          const row = getLock.get(disk) as LockRow | undefined;
+          if (row !== undefined && row.owner !== from)
+            throw new RpcError("FENCED", {
+              cause: new Error(`${disk}: locked by ${row.owner}, not ${from}`),
+            });
+          if (row !== undefined && generation > 0n && generation < row.generation)
+            throw new RpcError("STALE_GENERATION", {
+              cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
+            });
+          const keep =
+            row !== undefined && row.generation > generation ? row.generation : generation;
+          unblock.run(disk, to);
+          putLock.run(disk, to, keep, now);
+        }
         commit();
       }).immediate();
     },
