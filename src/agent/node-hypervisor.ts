@@ -47,7 +47,7 @@ export function enrolledNodeId(files: AgentFiles): string {
 
 /**
  * Opens the configured driver for this node: the simulation in the agent's
- * directory, or libvirt. `observeOnly` (for `status` beside a running
+ * directory, or libvirt. `readOnly` (for `status` beside a running
  * agent): the simulation reports what its watchdog and storage imply
  * without acting on it.
  */
@@ -55,7 +55,7 @@ export function openNodeHypervisor(
   config: AgentConfig,
   nodeId: string,
   logger: Logger,
-  how: { observeOnly?: boolean } = {},
+  extras: { readOnly?: boolean } = {},
 ): NodeHypervisor {
   if (config.driver.kind === "sim") {
     const sim = createLocalSimulation({
@@ -63,7 +63,7 @@ export function openNodeHypervisor(
       dir: config.dir,
       ...config.sim,
       now: Date.now(),
-      observeOnly: how.observeOnly,
+      readOnly: extras.readOnly,
     });
     return build(nodeId, sim.driver, sim.node, (id) => sim.vmInfo(id));
   }

@@ -140,7 +140,7 @@ withAgentFlags(
 ).action(async (opts: AgentFlags & { output: string }) => {
   const config = configFrom(opts);
   const nodeId = enrolledNodeId(agentFiles(config.dir));
-  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { observeOnly: true });
+  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { readOnly: true });
   const domains = await hv.domains(AbortSignal.timeout(30_000));
   if (opts.output === "json") {
     const out = {

@@ -11,7 +11,7 @@ export interface SimFencingOptions {
   readonly locks?: SimulatedDiskLocks;
   readonly watchdog?: SimulatedWatchdog;
   /** Only report (for `status` while the agent runs): never write the world. */
-  readonly observeOnly: boolean;
+  readonly readOnly: boolean;
   persist(): void;
   note(action: string, vmId: string): void;
 }
@@ -39,7 +39,7 @@ export function createSimFencing(options: SimFencingOptions): SimFencing {
       const down = new Set<string>();
       if (watchdog?.expired()) {
         for (const vm of running()) down.add(vm.info.id);
-        if (!options.observeOnly) {
+        if (!options.readOnly) {
           for (const vm of running()) {
             vm.state = "stopped";
             options.note("watchdog-reset", vm.info.id);
@@ -53,14 +53,14 @@ export function createSimFencing(options: SimFencingOptions): SimFencing {
         for (const vm of running()) {
           if (locks.lost(lockNamesOf(vm.info), nodeId).length === 0) continue;
           down.add(vm.info.id);
-          if (options.observeOnly) continue;
+          if (options.readOnly) continue;
           vm.state = "stopped";
           changed = true;
           options.note("fenced-stop", vm.info.id);
         }
         if (changed) options.persist();
       }
-      return options.observeOnly ? down : new Set();
+      return options.readOnly ? down : new Set();
     },
   };
 }

@@ -33,8 +33,11 @@ export interface LocalSimulationOptions {
    * tokens. Absent: starts are not fenced and VMs cannot be recovered here.
    */
   readonly sharedDir?: string;
-  /** Report only (for `status` beside a running agent): apply no watchdog reset or storage fence. */
-  readonly observeOnly?: boolean;
+  /**
+   * Only look: write nothing (`debvisor-agent status` beside a running
+   * agent); domains a watchdog reset or a storage fence stopped show stopped.
+   */
+  readonly readOnly?: boolean;
 }
 
 /** One node's simulated hypervisor, owned by that node's agent process. */
@@ -67,9 +70,11 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
   const actions = join(options.dir, "sim-actions.log");
   const loaded = loadWorld(file, options.now);
   const world = loaded ?? seed(options);
-  const observeOnly = options.observeOnly === true;
-  if (!observeOnly || loaded === undefined) saveWorld(world, file);
-  const persist = () => saveWorld(world, file);
+  const readOnly = options.readOnly === true;
+  const persist = () => {
+    if (!readOnly) saveWorld(world, file);
+  };
+  persist();
   const inner = createSimulatedNodeDriver(options.nodeId, {
     world,
     persist,
@@ -82,7 +87,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     appendFileSync(actions, `${Date.now()} ${action} ${vmId}\n`, { mode: 0o600 });
   const locks =
     options.sharedDir === undefined ? undefined : openSimulatedDiskLocks(options.sharedDir);
-  if (locks !== undefined && !observeOnly)
+  if (locks !== undefined && !readOnly)
     for (const vm of world.vms.values())
       if (vm.node === options.nodeId) locks.define(vm.info, options.nodeId);
   const fencing = createSimFencing({
@@ -90,7 +95,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     world,
     locks,
     watchdog: openSimulatedWatchdog(join(options.dir, "watchdog.json")),
-    observeOnly,
+    readOnly,
     persist,
     note,
   });
