@@ -295,6 +295,23 @@ describe("fencing on the nodes", async () => {
     assert.deepEqual(running, ["node-b"], "the VM runs exactly once");
   });
 
+  it("a live node whose disks another node took under a newer generation stops its copy by itself at its next fencing tick (a second)", async () => {
+    const vm = "node-a-vm-001";
+    assert.equal((await domains("node-b"))[vm], "running");
+    await submit("node-c", "recover-g3", OperationKind.RECOVER, vm, 3n, { from: "node-b" });
+    const done = await waitDone("node-c", "recover-g3");
+    assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
+    const t0 = Date.now();
+    // No operation goes to node-b: its agent finds out from the storage.
+    await eventually(() => actions("node-b").includes(`fenced-stop ${vm}`), {
+      timeoutMs: 5000,
+      intervalMs: 50,
+    });
+    assert.ok(Date.now() - t0 < 3000, `node-b stopped its copy after ${Date.now() - t0} ms`);
+    assert.equal((await domains("node-b"))[vm], "stopped");
+    assert.equal((await domains("node-c"))[vm], "running");
+  });
+
   it("an agent frozen longer than the window: its node's watchdog resets it, and on resume the reset is carried out before the operation that waited", async () => {
     const b = agents.get("node-b");
     assert.ok(b !== undefined);
