@@ -70,6 +70,24 @@ describe("createSelfFence", () => {
     }
   });
 
+  it("past the deadline, stops an HA VM started again before any renewal came", async () => {
+    const n = node();
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      n.clock.ns += 2000n * MS;
+      await n.fence.guard(() => undefined);
+      assert.equal((await n.states())["node-x-vm-001"], "stopped");
+      await n.sim.driver.start("node-x-vm-001", AbortSignal.timeout(5000));
+      n.clock.ns += 100n * MS;
+      await n.fence.guard(() => undefined);
+      assert.equal((await n.states())["node-x-vm-001"], "stopped", "stopped again");
+    } finally {
+      n.fence.close();
+    }
+  });
+
   it("pets the watchdog no later than the lease deadline plus a grace, and a restarted agent keeps that deadline", async () => {
     const n = node();
     try {

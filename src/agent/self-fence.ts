@@ -77,25 +77,32 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
     lastTick = t;
     if (gapMs > 2 * tickMs + 1000)
       log.warn({ gapMs }, "the agent was paused; checking fencing first");
-    const due = windowMs > 0 && deadline !== undefined && !fenced && t > deadline;
+    const expired = windowMs > 0 && deadline !== undefined && t > deadline;
     // A simulated node: any hypervisor call applies what its watchdog and storage did meanwhile.
-    if (!due && watchdog === undefined) return;
+    if (!expired && watchdog === undefined) return;
     const domains = await driver.list(AbortSignal.timeout(30_000));
-    if (!due || deadline === undefined) return;
+    if (!expired || deadline === undefined) return;
+    // Past the deadline no HA VM may run, including one started since the fence.
     const ha = domains.filter((d) => d.state === "running" && options.isHa(d.id));
-    log.error(
-      {
-        windowMs,
-        lateMs: Number((t - deadline) / MS),
-        vms: ha.map((d) => d.id),
-      },
-      "self-fencing: no confirmed lease renewal within the window; hard-stopping HA vms",
-    );
+    if (ha.length > 0)
+      log.error(
+        {
+          windowMs,
+          lateMs: Number((t - deadline) / MS),
+          vms: ha.map((d) => d.id),
+        },
+        "self-fencing: no confirmed lease renewal within the window; hard-stopping HA vms",
+      );
+    let stopped = true;
     for (const d of ha)
       await driver
         .stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) })
-        .catch((err: unknown) => log.error({ err, vm: d.id }, "self-fence stop failed"));
-    fenced = true;
+        .catch((err: unknown) => {
+          stopped = false;
+          log.error({ err, vm: d.id }, "self-fence stop failed");
+        });
+    // Only once none runs does the watchdog stop following the lapsed deadline.
+    fenced = stopped;
   }
 
   function pet(): void {
