@@ -253,6 +253,20 @@ describe("fencing on the nodes", async () => {
       { timeoutMs: 20_000 },
     );
     for (const node of NODES) assert.equal((await domains(node))[`${node}-vm-001`], "stopped");
+    // ...and each told the control plane what it stopped.
+    await eventually(() =>
+      NODES.every((n) =>
+        [1, 3].every((v) =>
+          daemon.logs.some(
+            (l) =>
+              l.msg === "agent event" &&
+              l.node === n &&
+              l.event === "self-fenced" &&
+              l.vm === `${n}-vm-00${v}`,
+          ),
+        ),
+      ),
+    );
     // ...the control plane does: a start under the VM's current generation brings each back.
     for (const node of NODES)
       for (const vm of [`${node}-vm-001`, `${node}-vm-003`])

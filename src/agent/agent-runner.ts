@@ -61,6 +61,26 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     logger: log,
     signal: stop.signal,
   });
+  // VMs this node stopped on its own, told to the control plane once a stream is up.
+  const fencedVms: { vmId: string; at: number }[] = [];
+  const flushFenced = () => {
+    while (fencedVms.length > 0) {
+      const f = fencedVms[0] as { vmId: string; at: number };
+      const sent = send({
+        kind: {
+          case: "event",
+          value: {
+            kind: "self-fenced",
+            vmId: f.vmId,
+            message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+            at: { seconds: BigInt(Math.floor(f.at / 1000)), nanos: (f.at % 1000) * 1_000_000 },
+          },
+        },
+      });
+      if (!sent) return;
+      fencedVms.shift();
+    }
+  };
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
     driver: hv.driver,
@@ -70,6 +90,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         ? openSimulatedWatchdog(join(config.dir, "watchdog.json"))
         : undefined,
     logger: log,
+    onFenced: (vmId) => {
+      fencedVms.push({ vmId, at: Date.now() });
+      flushFenced();
+    },
   });
   stop.signal.addEventListener("abort", () => fence.close(), { once: true });
   await fence.guard(() => executor.recover());
@@ -121,6 +145,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
       void fence.guard(() => {
         fence.configure(welcome.selfFenceWindowMs);
         fence.renewed(0n);
+        flushFenced();
       });
     },
     onMessage(m) {

@@ -15,6 +15,8 @@ export interface SelfFenceOptions {
   readonly logger: Logger;
   /** The host's monotonic clock in ns (default process.hrtime.bigint()); never the wall clock. */
   readonly now?: () => bigint;
+  /** Told of each VM it hard-stopped, to report to the control plane. */
+  readonly onFenced?: (vmId: string) => void;
 }
 
 /**
@@ -95,12 +97,13 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
       );
     let stopped = true;
     for (const d of ha)
-      await driver
-        .stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) })
-        .catch((err: unknown) => {
+      await driver.stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) }).then(
+        () => options.onFenced?.(d.id),
+        (err: unknown) => {
           stopped = false;
           log.error({ err, vm: d.id }, "self-fence stop failed");
-        });
+        },
+      );
     // Only once none runs does the watchdog stop following the lapsed deadline.
     fenced = stopped;
   }
