@@ -24,7 +24,8 @@ import {
   OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
+import { AGENT_BIN, enrollAgent } from "./helpers/agent-enrollment.js";
+import { type AgentProcess, startAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
   devDaemonArgs,
@@ -75,12 +76,7 @@ describe("node agents on their stream", async () => {
   const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
   /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
   const enrollNode = (node: string) =>
-    enrollAgent({
-      hvctlConfig: join(dir, "hvctl.yaml"),
-      server: daemon.grpcAddress,
-      node,
-      nodeDir: join(dir, node),
-    });
+    enrollAgent(join(dir, "hvctl.yaml"), daemon.grpcAddress, node, join(dir, node));
   const run = (node: string, ...extra: string[]) => {
     const a = startAgent([
       "--dir",

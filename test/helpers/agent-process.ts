@@ -1,10 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { HVCTL_BIN, runProcess } from "./daemon-process.js";
-
-/** The compiled agent entry point. */
-export const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+import { AGENT_BIN } from "./agent-enrollment.js";
 
 /** A `debvisor-agent run` child process and its JSON log lines. */
 export interface AgentProcess {
@@ -51,44 +47,4 @@ export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {})
       }
     },
   };
-}
-
-/**
- * Enrolls `node` into `nodeDir` with a one-time token that hvctl (with the
- * context `hvctlConfig`) creates, the token passed in the environment.
- */
-export async function enrollAgent(options: {
-  readonly hvctlConfig: string;
-  readonly server: string;
-  readonly node: string;
-  readonly nodeDir: string;
-}): Promise<string> {
-  const t = await runProcess(process.execPath, [
-    HVCTL_BIN,
-    "--config",
-    options.hvctlConfig,
-    "-o",
-    "json",
-    "token",
-    "create",
-    options.node,
-  ]);
-  if (t.code !== 0) throw new Error(`token create: ${t.stderr}`);
-  const { token, caFingerprint } = JSON.parse(t.stdout) as { token: string; caFingerprint: string };
-  const r = await runProcess(
-    process.execPath,
-    [
-      AGENT_BIN,
-      "enroll",
-      "--server",
-      options.server,
-      "--ca-fingerprint",
-      caFingerprint,
-      "--dir",
-      options.nodeDir,
-    ],
-    { env: { DEBVISOR_ENROLL_TOKEN: token } },
-  );
-  if (r.code !== 0) throw new Error(`enroll: ${r.stderr}`);
-  return options.nodeDir;
 }
