@@ -12,9 +12,13 @@ import {
 } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { AGENT_BIN, enrollAgent } from "./helpers/agent-enrollment.js";
-import { type AgentProcess, startAgent } from "./helpers/agent-process.js";
-import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
 import { type EtcdServer, freePorts, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 
@@ -154,7 +158,13 @@ describe("fencing on the nodes", async () => {
     store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
     ops = createAgentOperations(store, systemClock);
     for (const node of NODES)
-      await enrollAgent(join(dir, "hvctl.yaml"), daemon.grpcAddress, node, join(dir, node));
+      await enrollAgent(
+        (...args) =>
+          runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]),
+        daemon.grpcAddress,
+        dir,
+        node,
+      );
     for (const node of NODES) run(node);
     for (const node of NODES) {
       const welcome = await agents.get(node)?.waitLog("self-fence window set");

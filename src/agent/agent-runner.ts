@@ -10,12 +10,15 @@ import {
   renew,
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
-import { openSimulatedWatchdog } from "../drivers/index.js";
+import {
+  createOperationExecutor,
+  OPERATION_CAPABILITIES,
+  openOperationJournal,
+  openSimulatedWatchdog,
+} from "../drivers/index.js";
 import type { AgentConfig } from "./agent-config.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
-import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
-import { openOperationJournal } from "./operation-journal.js";
 import { createSelfFence } from "./self-fence.js";
 
 /** The agent's JSON logger on stdout. */

@@ -7,7 +7,7 @@ import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { DatasetRefSchema } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
-import type { DomainStatus, HypervisorDriver, RecoveringDriver } from "./hypervisor-driver.js";
+import type { DefiningDriver, DomainStatus, RecoveringDriver } from "./hypervisor-driver.js";
 import { createSimFencing } from "./local-simulation-fencing.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
@@ -42,8 +42,8 @@ export interface LocalSimulationOptions {
 
 /** One node's simulated hypervisor, owned by that node's agent process. */
 export interface LocalSimulation {
-  /** A RecoveringDriver (from the shared storage) only when `sharedDir` is set. */
-  readonly driver: HypervisorDriver;
+  /** Also a RecoveringDriver (from the shared storage) when `sharedDir` is set. */
+  readonly driver: DefiningDriver;
   /** What the node registers as. */
   readonly node: NodeInfo;
   /** What the hypervisor knows of a domain beyond its state (tenant, disks, HA), if defined here. */
@@ -55,14 +55,15 @@ export interface LocalSimulation {
  * persisted in the node's directory: a killed agent process is a killed
  * node, and two nodes can each hold a copy of a VM. Every start and stop
  * call is appended to `sim-actions.log` (one line: epoch ms, action, vm),
- * so tests and operators can see what really ran, and how often.
+ * so tests and operators can see what really ran, and how often; so is
+ * every define and undefine.
  *
  * With `sharedDir`, a start or recover takes the VM's disk locks under the
  * operation's generation in the same transaction that records the domain
  * as running (see SimulatedDiskLocks), and a domain whose locks another
  * node took is stopped at the node's next hypervisor call (the agent makes
- * one at least every second, on its fencing tick). The watchdog (`watchdog.json`, petted by
- * the agent) resets the node when it expires.
+ * one at least every second, on its fencing tick). The watchdog
+ * (`watchdog.json`, petted by the agent) resets the node when it expires.
  */
 export function createLocalSimulation(options: LocalSimulationOptions): LocalSimulation {
   mkdirSync(options.dir, { recursive: true, mode: 0o700 });
@@ -116,7 +117,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     if (locks === undefined) record();
     else locks.acquire(lockNamesOf(info), options.nodeId, generation, record);
   };
-  const base: HypervisorDriver = {
+  const base: DefiningDriver = {
     kind: inner.kind,
     nodeId: inner.nodeId,
     capabilities: { liveMigration: false, offlineMigration: false },
@@ -147,6 +148,16 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
       note(stopOptions.force ? "force-stop" : "stop", vmId);
     },
     migrate: (vmId, to, migrateOptions) => inner.migrate(vmId, to, migrateOptions),
+    async define(spec, signal) {
+      if (actionMs > 0) await abortableSleep(actionMs, signal);
+      await inner.define(spec, signal);
+      note("define", spec.id);
+    },
+    async undefine(vmId, undefineOptions) {
+      if (actionMs > 0) await abortableSleep(actionMs, undefineOptions.signal);
+      await inner.undefine(vmId, undefineOptions);
+      note(undefineOptions.force ? "force-undefine" : "undefine", vmId);
+    },
   };
   /** Defines a VM of another node here from the shared storage's definition, and starts it. */
   const recover: RecoveringDriver["recover"] = async (vmId, fromNodeId, signal, recoverOptions) => {
@@ -163,8 +174,8 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     });
     note(`recover-from-${fromNodeId}`, vmId);
   };
-  const recovering: RecoveringDriver = { ...base, recover };
-  const driver: HypervisorDriver = locks === undefined ? base : recovering;
+  const recovering: DefiningDriver & RecoveringDriver = { ...base, recover };
+  const driver: DefiningDriver = locks === undefined ? base : recovering;
   const node = world.nodes.get(options.nodeId)?.info;
   if (node === undefined) throw new Error(`${file}: holds no node ${options.nodeId}`);
   return {
