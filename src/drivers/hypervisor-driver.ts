@@ -63,6 +63,19 @@ export interface DriverCapabilities {
   readonly offlineMigration: boolean;
 }
 
+/** Options of a start that may be fenced (start, recover, a migration's arrival). */
+export interface StartOptions {
+  /**
+   * The fencing token: the VM's placement generation the operation was
+   * issued under. A driver whose storage enforces it starts the VM only if
+   * no node took the VM's disks under a generation at least this high,
+   * checked in the same step that starts it (STALE_GENERATION, FENCED);
+   * others ignore it. 0 or absent: unfenced (refused only where another
+   * node holds the disks).
+   */
+  readonly generation?: bigint;
+}
+
 /** One node's hypervisor. */
 export interface HypervisorDriver {
   /** The backend's name for logs and errors: `simulation`, `libvirt`. */
@@ -74,7 +87,7 @@ export interface HypervisorDriver {
   /** One domain, or undefined when it is not defined on the node. */
   info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
   /** Starts a stopped domain; starting a running one is a no-op. */
-  start(vmId: string, signal: AbortSignal): Promise<void>;
+  start(vmId: string, signal: AbortSignal, options?: StartOptions): Promise<void>;
   /**
    * Stops a domain: a graceful shutdown unless `force` (power off). Stopping
    * a stopped one is a no-op.
@@ -98,7 +111,12 @@ export interface RecoveringDriver extends HypervisorDriver {
    * Defines and starts `vmId` here, taking it over from `fromNodeId`. The
    * caller guarantees the failed node has fenced itself.
    */
-  recover(vmId: string, fromNodeId: string, signal: AbortSignal): Promise<void>;
+  recover(
+    vmId: string,
+    fromNodeId: string,
+    signal: AbortSignal,
+    options?: StartOptions,
+  ): Promise<void>;
 }
 
 /** True when `driver` can recover VMs of failed nodes. */

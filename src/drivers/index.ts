@@ -25,6 +25,7 @@ export type {
   MigrationPhase,
   MigrationProgress,
   RecoveringDriver,
+  StartOptions,
 } from "./hypervisor-driver.js";
 export { canDefine, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
@@ -39,6 +40,16 @@ export type { JournalEntry, OperationJournal } from "./operation-journal.js";
 export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { RbdFencing, RbdFencingOptions, RbdLocker } from "./rbd-fencing.js";
+export {
+  createRbdFencing,
+  parseRbdLockers,
+  parseRbdLockId,
+  parseRbdWatchers,
+  rbdLockId,
+} from "./rbd-fencing.js";
+export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
+export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {
   SimulatedDataset,
   SimulatedStorage,
@@ -47,6 +58,8 @@ export type {
   StorageOp,
 } from "./simulated-storage.js";
 export { createSimulatedStorage } from "./simulated-storage.js";
+export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
+export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type {

@@ -9,7 +9,7 @@ import {
   OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
-import type { HypervisorDriver } from "./hypervisor-driver.js";
+import { canRecover, type HypervisorDriver } from "./hypervisor-driver.js";
 import {
   type ActionProgress,
   createDomain,
@@ -47,6 +47,7 @@ export const OPERATION_CAPABILITIES = [
   "op:reboot-vm",
   "op:create-vm",
   "op:delete-vm",
+  "op:recover",
 ];
 
 /** Creates the executor over a driver and a journal. */
@@ -88,15 +89,26 @@ export function createOperationExecutor(options: {
     signal: AbortSignal,
     progress: ActionProgress,
   ): Promise<void> {
+    // The fencing token goes to the driver, which checks it as the VM starts.
+    const fence = { generation: d.generation };
     switch (d.kind) {
       case OperationKind.START_VM:
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
+      case OperationKind.RECOVER:
+        // Defined here (shared or replicated storage): start it; else from the shared storage.
+        if ((await driver.info(d.vmId, signal)) !== undefined)
+          return driver.start(d.vmId, signal, fence);
+        if (!canRecover(driver))
+          throw new RpcError("VM_NOT_FOUND", {
+            message: `vm ${d.vmId} is not defined on this node`,
+          });
+        return driver.recover(d.vmId, d.params.from ?? "", signal, fence);
       case OperationKind.STOP_VM:
         return stopGracefully(driver, d.vmId, d.params, signal, progress);
       case OperationKind.REBOOT_VM:
         await stopGracefully(driver, d.vmId, d.params, signal, progress);
         progress(70, "starting");
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
       case OperationKind.CREATE_VM:
         return createDomain(driver, d.vmId, d.params, signal, progress);
       case OperationKind.DELETE_VM:
@@ -160,7 +172,8 @@ export function createOperationExecutor(options: {
           );
           continue;
         }
-        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
+        const goal = starts ? "running" : "stopped";
         let state: string | undefined;
         let checked = false;
         try {
