@@ -9,11 +9,15 @@ import {
   renew,
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
+import { openNodeStorage } from "./node-storage.js";
 import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
 import { openOperationJournal } from "./operation-journal.js";
+import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
+import { createTransferClient } from "./transfer-client.js";
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {
@@ -51,15 +55,35 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.once("SIGINT", onSignal);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
+  const storage = openNodeStorage(
+    config,
+    nodeId,
+    (await hv.inventory(AbortSignal.timeout(30_000))).datasets,
+  );
+  const storageOps = createStorageOperations({
+    storage,
+    nodeId,
+    send: (m) => void send(m),
+    transfers: createTransferClient({
+      files,
+      server: () => link.server(),
+      tlsServerName: config.tlsServerName,
+    }),
+  });
   const executor = createOperationExecutor({
     driver: hv.driver,
     journal,
     send: (m) => void send(m),
     logger: log,
     signal: stop.signal,
+    storage: (d, signal) => storageOps.run(d, signal),
   });
   await executor.recover();
-  const capabilities = [`driver:${hv.driver.kind}`, ...OPERATION_CAPABILITIES];
+  const capabilities = [
+    `driver:${hv.driver.kind}`,
+    ...OPERATION_CAPABILITIES,
+    ...storageCapabilities(storage),
+  ];
   const link = runAgentLink({
     files,
     servers: config.servers,
@@ -79,7 +103,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
             agentVersion: packageVersion(),
             capabilities,
             health,
-            datasets,
+            datasets: withStorage(datasets, storage?.datasets() ?? []),
             sentAt: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
           },
         },
@@ -102,6 +126,8 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     onMessage(m) {
       if (m.kind.case === "dispatch") executor.dispatch(m.kind.value);
       else if (m.kind.case === "cancel") executor.cancel(m.kind.value.operationId);
+      else if (m.kind.case === "transferTicket")
+        storageOps.ticket(m.kind.value.operationId, m.kind.value.ticket);
     },
     onDown(reason) {
       void notifier.status(`reconnecting: ${reason}`);
@@ -161,4 +187,11 @@ function scheduleRenewal(
   };
   plan();
   return state;
+}
+
+/** The VMs' disks and the storage's datasets, each once. */
+function withStorage(disks: DatasetRef[], held: DatasetRef[]): DatasetRef[] {
+  const seen = new Map<string, DatasetRef>();
+  for (const d of [...disks, ...held]) seen.set(`${d.backend}:${d.pool}/${d.name}`, d);
+  return [...seen.values()];
 }

@@ -11,6 +11,7 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { OperationJournal } from "./operation-journal.js";
+import { isStorageOperation } from "./storage-operations.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -45,6 +46,8 @@ export function createOperationExecutor(options: {
   logger: Logger;
   /** Aborted at shutdown: running operations are left to recover() of the next start. */
   signal: AbortSignal;
+  /** Runs storage operations (OperationKind 20-29), when the agent has storage. */
+  storage?: (dispatch: OperationDispatch, signal: AbortSignal) => Promise<void>;
 }): OperationExecutor {
   const { driver, journal, send, logger } = options;
   const inflight = new Map<string, AbortController>();
@@ -73,6 +76,8 @@ export function createOperationExecutor(options: {
 
   async function act(d: OperationDispatch, signal: AbortSignal): Promise<void> {
     const force = d.params.force === "true";
+    if (isStorageOperation(d.kind) && options.storage !== undefined)
+      return options.storage(d, signal);
     switch (d.kind) {
       case OperationKind.START_VM:
         return driver.start(d.vmId, signal);
@@ -132,7 +137,8 @@ export function createOperationExecutor(options: {
     },
     async recover() {
       for (const { dispatch: d } of journal.unfinished()) {
-        if (d.kind === OperationKind.REBOOT_VM) {
+        // A storage operation cut short (a send, a snapshot) is not guessed at: the control plane runs it again.
+        if (d.kind === OperationKind.REBOOT_VM || isStorageOperation(d.kind)) {
           journal.finish(
             result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
           );

@@ -144,6 +144,14 @@ export const REASONS = {
     code: Code.Aborted,
     message: "operation interrupted; its effect is unknown",
   },
+  TRANSFER_TICKET_INVALID: {
+    code: Code.PermissionDenied,
+    message: "transfer ticket refused",
+  },
+  AGENT_NOT_CONNECTED: {
+    code: Code.Unavailable,
+    message: "the node's agent is not connected to this control-plane process; retry later",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

@@ -53,8 +53,11 @@ export type {
   SendOptions,
   SendResult,
   SnapshotDriver,
+  SnapshotStream,
   SnapshotTarget,
   StorageDriver,
+  StreamReplicationDriver,
+  StreamSendOptions,
   ZfsReplicationDriver,
 } from "./storage-driver.js";
 export {
@@ -62,6 +65,7 @@ export {
   canReplicate,
   canSize,
   canSnapshot,
+  canStream,
   datasetKey,
 } from "./storage-driver.js";
 export {
@@ -72,8 +76,12 @@ export {
   snapshotSpec,
   stampedSnapshotName,
 } from "./storage-names.js";
+export type { StorageParams } from "./storage-params.js";
+export { decodeStorageParams, encodeStorageParams } from "./storage-params.js";
 export type { StorageBackends } from "./storage-router.js";
 export { createStorageRouter } from "./storage-router.js";
+export type { ThrottleOptions } from "./throttle-stream.js";
+export { createThrottle } from "./throttle-stream.js";
 export { VirshCommandError } from "./virsh-invoker.js";
 export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
 export { createVirshSession } from "./virsh-session.js";

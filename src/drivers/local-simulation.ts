@@ -105,7 +105,12 @@ function seed(options: LocalSimulationOptions): SimWorld {
   for (const [id, vm] of generated.vms) {
     const vmId = `${options.nodeId}-${id}`.slice(0, 63);
     world.vms.set(vmId, {
-      info: create(VmInfoSchema, { ...vm.info, id: vmId }),
+      // Disks are named after the node's own VM id: two nodes never hold datasets of one name.
+      info: create(VmInfoSchema, {
+        ...vm.info,
+        id: vmId,
+        disks: vm.info.disks.map((d) => ({ ...d, name: `${vmId}-disk0`.slice(0, 63) })),
+      }),
       node: options.nodeId,
       state: vm.state,
     });

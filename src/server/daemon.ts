@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import {
+  type AgentHub,
   createDomainServices,
   createInventory,
   createLocalExecutors,
@@ -279,6 +280,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  let agentHub: AgentHub | undefined;
   const storage = await startStorage({
     config,
     store,
@@ -287,6 +289,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
     closing: closing.signal,
     simulatedNodeIds: simNodeIds,
+    agents: () => agentHub,
   });
   const libvirt = libvirtNodes(config, logger);
   const executors = createLocalExecutors(
@@ -378,8 +381,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),
-    setUpAgentHub({ config, store, inventory, clock, logger, closing: closing.signal, audit })
-      .service,
+    (agentHub = setUpAgentHub({
+      config,
+      store,
+      inventory,
+      clock,
+      logger,
+      closing: closing.signal,
+      audit,
+    })).service,
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);

@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import {
+  type AgentHub,
+  createAgentStorage,
   createReplicaCatalog,
   createReplicationJobs,
   createReplicationRunner,
@@ -51,6 +53,11 @@ export interface StorageStackOptions {
   readonly closing: AbortSignal;
   /** Nodes of the in-process simulation; when any, storage is simulated from their VMs' disks. */
   readonly simulatedNodeIds: readonly string[];
+  /**
+   * The agent hub, once the daemon has one: calls for nodes whose agents run
+   * storage go to those agents (a send between two of them is relayed).
+   */
+  readonly agents?: () => AgentHub | undefined;
 }
 
 const GIB = 1024 ** 3;
@@ -108,6 +115,8 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
         : undefined,
     });
   }
+  if (options.agents !== undefined)
+    storage = createAgentStorage({ local: storage, hub: options.agents, logger });
   const repl = config.storage.replication;
   const runner = createReplicationRunner({
     store,
