@@ -280,6 +280,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  // Set once the services are built; storage asks it for nodes whose agents run storage.
   let agentHub: AgentHub | undefined;
   const storage = await startStorage({
     config,
@@ -345,6 +346,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
 
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
+  agentHub = setUpAgentHub({
+    config,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing: closing.signal,
+    audit,
+  });
   const domain: ServiceBinding[] = [
     ...createDomainServices({
       inventory,
@@ -381,15 +391,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),
-    (agentHub = setUpAgentHub({
-      config,
-      store,
-      inventory,
-      clock,
-      logger,
-      closing: closing.signal,
-      audit,
-    })).service,
+    agentHub.service,
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing.signal);
