@@ -24,6 +24,9 @@ export interface AgentStorageOptions {
   readonly timeoutMs?: number;
 }
 
+/** After one side of a transfer failed, how long the other gets to report its end. */
+const PEER_GRACE_MS = 30_000;
+
 /** Who asks, in operation records. */
 const REQUESTED_BY = "system:storage";
 
@@ -148,6 +151,8 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
     for (const side of sides)
       side.catch((err: unknown) => {
         transfer.abort(err instanceof RpcError ? err : new RpcError("STORAGE_UNAVAILABLE"));
+        // An agent that lost its stream answers only once it is back: wait for it a while, not forever.
+        setTimeout(() => stop.abort(), PEER_GRACE_MS).unref();
       });
     const [received, sent] = await Promise.allSettled(sides);
     stop.abort();
