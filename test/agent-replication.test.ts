@@ -18,6 +18,7 @@ import {
   TransferChunkSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+import { AGENT_BIN, enrollAgentNode } from "./helpers/agent-enrollment.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -26,7 +27,6 @@ import {
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 const DATASET = "zfs:tank/node-a-vm-002-disk0";
 const MIB = 1024 * 1024;
 hideIpSniWarning();
@@ -119,29 +119,13 @@ describe("replication between two agents, relayed by the control plane", () => {
       cluster: { heartbeatIntervalMs: 1000 },
       storage: { replication: { scheduler: false } },
     });
-    for (const node of ["node-a", "node-b", "node-c"]) {
-      const t = await hvctl("-o", "json", "token", "create", node);
-      assert.equal(t.code, 0, t.stderr);
-      const { token, caFingerprint } = JSON.parse(t.stdout) as {
-        token: string;
-        caFingerprint: string;
-      };
-      const r = await runProcess(
-        process.execPath,
-        [
-          AGENT_BIN,
-          "enroll",
-          "--server",
-          daemon.grpcAddress,
-          "--ca-fingerprint",
-          caFingerprint,
-          "--dir",
-          nodeDir(node),
-        ],
-        { env: { DEBVISOR_ENROLL_TOKEN: token } },
-      );
-      assert.equal(r.code, 0, r.stderr);
-    }
+    for (const node of ["node-a", "node-b", "node-c"])
+      await enrollAgentNode({
+        hvctlConfig: join(dir, "hvctl.yaml"),
+        server: daemon.grpcAddress,
+        node,
+        nodeDir: nodeDir(node),
+      });
     await Promise.all([startAgent("node-a"), startAgent("node-b")]);
   });
   after(async () => {
