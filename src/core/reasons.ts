@@ -150,7 +150,7 @@ export const REASONS = {
   },
   AGENT_NOT_CONNECTED: {
     code: Code.Unavailable,
-    message: "the node's agent is not connected to this control-plane process; retry later",
+    message: "node agent not connected to this control-plane process; retry later",
   },
 } as const satisfies Record<string, ReasonSpec>;
 
