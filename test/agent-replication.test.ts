@@ -203,6 +203,16 @@ describe("replication between two agents, relayed by the control plane", () => {
   it("a real ticket is refused to a third node's certificate and when used twice; the target keeps its copy", async () => {
     const kept = await snapshotsOn("node-b");
     await stopAgent("node-b");
+    // With B's agent away, a run fails with a reason that says so, and changes nothing.
+    const away = await hvctl("replication", "run", "a-to-b");
+    assert.notEqual(away.code, 0);
+    assert.equal((await jobStatus()).lastErrorReason, "AGENT_NOT_CONNECTED");
+    assert.deepEqual(await snapshotsOn("node-b"), kept);
+    assert.equal(
+      (await snapshotsOn("node-a"))?.length,
+      kept?.length,
+      "A's unsent snapshot is gone",
+    );
     // The test speaks for node B on its stream: the control plane hands it the real ticket.
     const fake = fakeTarget(kept ?? []);
     try {
