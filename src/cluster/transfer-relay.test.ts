@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createManualClock, RpcError } from "../core/index.js";
+import { createManualClock, RpcError, systemClock } from "../core/index.js";
 import { createTransferRelay } from "./transfer-relay.js";
 
 const BINDING = { jobId: "job-1", source: "node-a", target: "node-b" };
@@ -102,6 +102,21 @@ describe("createTransferRelay", () => {
       drain(() => relay.download(t.downloadTicket, "node-b", signal)),
     ]);
     assert.equal(got, 10, "the refused attempts changed nothing");
+  });
+
+  it("an upload whose download never comes ends once the download ticket expired", async () => {
+    const relay = createTransferRelay({ clock: systemClock, ticketTtlMs: 50 });
+    const t = relay.issue(BINDING);
+    const started = performance.now();
+    // The relay's timer does not hold the process open; this test must.
+    const alive = setTimeout(() => {}, 5000);
+    await assert.rejects(
+      relay.upload(t.uploadTicket, "node-a", chunks(1, 10), new AbortController().signal),
+      (e: unknown) => e instanceof RpcError && e.reason === "STORAGE_UNAVAILABLE",
+    );
+    clearTimeout(alive);
+    assert.ok(performance.now() - started < 5000);
+    assert.equal(relay.size(), 0);
   });
 
   it("an aborted transfer fails both sides", async () => {

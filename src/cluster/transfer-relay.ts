@@ -140,7 +140,18 @@ export function createTransferRelay(options: TransferRelayOptions): TransferRela
         expiresAt,
       });
       transfers.set(id, transfer);
+      // A side that never comes (its ticket expired unused) ends the transfer for the other.
+      const abandoned = setTimeout(() => {
+        if ([...tickets.values()].some((t) => t.transfer === transfer))
+          transfer.pipe.fail(
+            new RpcError("STORAGE_UNAVAILABLE", {
+              message: "the other side of the transfer never came",
+            }),
+          );
+      }, ttlMs + 1000);
+      abandoned.unref();
       const forget = () => {
+        clearTimeout(abandoned);
         transfers.delete(id);
         for (const [hash, t] of tickets) if (t.transfer === transfer) tickets.delete(hash);
       };
