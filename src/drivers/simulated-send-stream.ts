@@ -1,6 +1,5 @@
 import { Readable } from "node:stream";
-import { RpcError } from "../core/index.js";
-import { throwIfCancelled } from "./abortable-sleep.js";
+import { RpcError, throwIfAborted } from "../core/index.js";
 
 /** The snapshot a simulated send stream carries. */
 export interface StreamedSnapshot {
@@ -33,7 +32,7 @@ export function simulatedSendStream(header: SimulatedStreamHeader, signal: Abort
     yield Buffer.from(`${JSON.stringify(header)}\n`);
     const filler = Buffer.alloc(CHUNK, 0x5a);
     for (let left = header.payload; left > 0; left -= CHUNK) {
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       yield left >= CHUNK ? filler : filler.subarray(0, left);
     }
   }
@@ -59,7 +58,7 @@ export async function readSimulatedSendStream(
   let payload = 0;
   let total = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
-    throwIfCancelled(signal);
+    throwIfAborted(signal);
     total += chunk.length;
     if (header !== undefined) {
       payload += chunk.length;

@@ -40,6 +40,8 @@ export interface StorageStack {
   readonly replicas: ReplicaCatalog;
   /** Stops the scheduler; resolves when its runs have ended. */
   close(): Promise<void>;
+  /** From now on, storage of nodes whose agents run it goes through `hub` (sends relayed by it). */
+  useAgents(hub: AgentHub): void;
 }
 
 /** Options of {@link startStorage}. */
@@ -53,11 +55,6 @@ export interface StorageStackOptions {
   readonly closing: AbortSignal;
   /** Nodes of the in-process simulation; when any, storage is simulated from their VMs' disks. */
   readonly simulatedNodeIds: readonly string[];
-  /**
-   * The agent hub, once the daemon has one: calls for nodes whose agents run
-   * storage go to those agents (a send between two of them is relayed).
-   */
-  readonly agents?: () => AgentHub | undefined;
 }
 
 const GIB = 1024 ** 3;
@@ -115,8 +112,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
         : undefined,
     });
   }
-  if (options.agents !== undefined)
-    storage = createAgentStorage({ local: storage, hub: options.agents, logger });
+  // Calls for nodes whose agents run storage go to those agents once the hub is attached.
+  let agents: AgentHub | undefined;
+  storage = createAgentStorage({ local: storage, hub: () => agents, logger });
   const repl = config.storage.replication;
   const runner = createReplicationRunner({
     store,
@@ -154,6 +152,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     scheduler,
     replicas: createReplicaCatalog({ store }),
     close: async () => scheduler?.stop(),
+    useAgents: (hub) => {
+      agents = hub;
+    },
   };
 }
 
