@@ -55,10 +55,11 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.once("SIGINT", onSignal);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
+  // The simulated storage starts with the disks of the node's domains; nothing is asked without storage.
   const storage = openNodeStorage(
     config,
     nodeId,
-    (await hv.inventory(AbortSignal.timeout(30_000))).datasets,
+    config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
   );
   const storageOps = createStorageOperations({
     storage,
