@@ -18,7 +18,7 @@ import {
   TransferChunkSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { AGENT_BIN, enrollAgentNode } from "./helpers/agent-enrollment.js";
+import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -120,12 +120,7 @@ describe("replication between two agents, relayed by the control plane", () => {
       storage: { replication: { scheduler: false } },
     });
     for (const node of ["node-a", "node-b", "node-c"])
-      await enrollAgentNode({
-        hvctlConfig: join(dir, "hvctl.yaml"),
-        server: daemon.grpcAddress,
-        node,
-        nodeDir: nodeDir(node),
-      });
+      await enrollAgent(hvctl, daemon.grpcAddress, dir, node);
     await Promise.all([startAgent("node-a"), startAgent("node-b")]);
   });
   after(async () => {

@@ -1,6 +1,5 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,7 +24,7 @@ import {
   OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { enrollAgentNode } from "./helpers/agent-enrollment.js";
+import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
   devDaemonArgs,
@@ -38,55 +37,8 @@ import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
 
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 hideIpSniWarning();
-
-/** A `debvisor-agent run` child process and its JSON log lines. */
-interface AgentProcess {
-  readonly proc: ChildProcess;
-  readonly logs: Record<string, unknown>[];
-  waitLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
-
-function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
-  const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-  });
-  const logs: Record<string, unknown>[] = [];
-  let buffered = "";
-  let stderr = "";
-  proc.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  proc.stdout?.on("data", (d: Buffer) => {
-    buffered += d.toString();
-    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        // not a log line
-      }
-    }
-  });
-  return {
-    proc,
-    logs,
-    async waitLog(msg, timeoutMs = 15_000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = logs.find((l) => l.msg === msg);
-        if (hit !== undefined) return hit;
-        if (Date.now() > until || proc.exitCode !== null)
-          throw new Error(`agent: no "${msg}" log line; stderr:\n${stderr}`);
-        await sleep(50);
-      }
-    },
-  };
-}
 
 /** The shared {@link eventually} on a probe that answers `undefined` until it holds. */
 function until<T>(
@@ -122,15 +74,8 @@ describe("node agents on their stream", async () => {
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
   /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
-  const enrollNode = async (node: string) => {
-    await enrollAgentNode({
-      hvctlConfig: join(dir, "hvctl.yaml"),
-      server: daemon.grpcAddress,
-      node,
-      nodeDir: join(dir, node),
-    });
-    return join(dir, node);
-  };
+  /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
+  const enrollNode = (node: string) => enrollAgent(hvctl, daemon.grpcAddress, dir, node);
   const run = (node: string, ...extra: string[]) => {
     const a = startAgent([
       "--dir",
@@ -458,6 +403,59 @@ describe("node agents on their stream", async () => {
     } finally {
       second.kill();
     }
+  });
+
+  it("tells an agent its self-fence window and confirms each lease renewal, a report from the future's too", async () => {
+    await enrollNode("node-f");
+    const ch = nodeChannel(join(dir, "node-f"));
+    const call = openStream(ch);
+    const got: ControlMessage[] = [];
+    call.on("data", (m: ControlMessage) => got.push(m));
+    call.on("error", () => {});
+    call.write(helloFor("node-f"));
+    const welcome = await until("the welcome", async () => {
+      const m = got.find((x) => x.kind.case === "welcome")?.kind;
+      return m?.case === "welcome" ? m.value : undefined;
+    });
+    // Two thirds of the default fence delay (60 s): the fence delay exceeds it by a margin.
+    assert.equal(welcome.selfFenceWindowMs, 40_000);
+    const beat = (sequence: bigint, aheadMs: number) =>
+      toBinary(
+        AgentMessageSchema,
+        create(AgentMessageSchema, {
+          kind: {
+            case: "heartbeat",
+            value: {
+              sequence,
+              health: {
+                nodeId: { id: "node-f" },
+                timestamp: { seconds: BigInt(Math.floor((Date.now() + aheadMs) / 1000)) },
+              },
+            },
+          },
+        }),
+      );
+    call.write(beat(1n, 0));
+    // A minute ahead: its report is refused, but the node was heard from.
+    call.write(beat(2n, 60_000));
+    call.write(beat(3n, 0));
+    const renewed = await until("three confirmed renewals", async () => {
+      const r = got.flatMap((m) => (m.kind.case === "leaseRenewed" ? [m.kind.value] : []));
+      return r.length >= 3 ? r : undefined;
+    });
+    assert.deepEqual(
+      renewed.map((r) => r.sequence),
+      [1n, 2n, 3n],
+    );
+    assert.equal(renewed[0]?.ttlMs, 3000, "heartbeat interval 1 s x 3 missed");
+    const node = await hvctl("-o", "json", "node", "get", "node-f");
+    assert.equal(node.code, 0, node.stderr);
+    assert.equal(
+      (JSON.parse(node.stdout) as { summary: { readiness: string } }).summary.readiness,
+      "NODE_READINESS_READY",
+    );
+    call.end();
+    ch.close();
   });
 
   async function submit(

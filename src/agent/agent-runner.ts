@@ -9,13 +9,16 @@ import {
   renew,
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
+import {
+  createOperationExecutor,
+  OPERATION_CAPABILITIES,
+  openOperationJournal,
+} from "../drivers/index.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
-import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
-import { openOperationJournal } from "./operation-journal.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
 

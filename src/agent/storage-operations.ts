@@ -1,24 +1,13 @@
 import { RpcError } from "../core/index.js";
-import { createThrottle, decodeStorageParams } from "../drivers/index.js";
+import {
+  createThrottle,
+  decodeStorageParams,
+  type OperationSend as Send,
+} from "../drivers/index.js";
 import { type OperationDispatch, OperationKind } from "../gen/debvisor/v1/agent_pb.js";
 import type { SnapshotInfo } from "../gen/debvisor/v1/storage_pb.js";
 import type { NodeStorage } from "./node-storage.js";
-import type { Send } from "./operation-executor.js";
 import type { TransferClient } from "./transfer-client.js";
-
-/** The storage operation kinds (OperationKind 20-29). */
-const STORAGE_KINDS: ReadonlySet<OperationKind> = new Set([
-  OperationKind.LIST_SNAPSHOTS,
-  OperationKind.CREATE_SNAPSHOT,
-  OperationKind.DESTROY_SNAPSHOT,
-  OperationKind.SEND_SNAPSHOT,
-  OperationKind.RECEIVE_SNAPSHOT,
-]);
-
-/** Whether an operation acts on the node's storage. */
-export function isStorageOperation(kind: OperationKind): boolean {
-  return STORAGE_KINDS.has(kind);
-}
 
 /** Hello capabilities of a node's storage: `storage:<kind>` and the operations it runs. */
 export function storageCapabilities(storage: NodeStorage | undefined): string[] {

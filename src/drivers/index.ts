@@ -9,9 +9,13 @@ export type {
   RunOptions,
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
 export { writeFileDurably } from "./durable-file.js";
 export type {
+  DefiningDriver,
+  DomainDisk,
+  DomainSpec,
   DomainState,
   DomainStatus,
   DriverCapabilities,
@@ -22,12 +26,17 @@ export type {
   MigrationProgress,
   RecoveringDriver,
 } from "./hypervisor-driver.js";
-export { canRecover } from "./hypervisor-driver.js";
+export { canDefine, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";
+export type { OperationExecutor, Send as OperationSend } from "./operation-executor.js";
+export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
+export type { JournalEntry, OperationJournal } from "./operation-journal.js";
+export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
 export type {
@@ -77,7 +86,7 @@ export {
   stampedSnapshotName,
 } from "./storage-names.js";
 export type { StorageParams } from "./storage-params.js";
-export { decodeStorageParams, encodeStorageParams } from "./storage-params.js";
+export { decodeStorageParams, encodeStorageParams, isStorageOperation } from "./storage-params.js";
 export type { StorageBackends } from "./storage-router.js";
 export { createStorageRouter } from "./storage-router.js";
 export type { ThrottleOptions } from "./throttle-stream.js";

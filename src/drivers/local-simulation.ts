@@ -5,7 +5,7 @@ import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
-import type { HypervisorDriver } from "./hypervisor-driver.js";
+import type { DefiningDriver } from "./hypervisor-driver.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
 import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
 
@@ -26,7 +26,7 @@ export interface LocalSimulationOptions {
 
 /** One node's simulated hypervisor, owned by that node's agent process. */
 export interface LocalSimulation {
-  readonly driver: HypervisorDriver;
+  readonly driver: DefiningDriver;
   /** What the node registers as. */
   readonly node: NodeInfo;
   /** What the hypervisor knows of a domain beyond its state (tenant, disks, HA), if defined here. */
@@ -38,7 +38,8 @@ export interface LocalSimulation {
  * persisted in the node's directory: a killed agent process is a killed
  * node, and two nodes can each hold a copy of a VM. Every start and stop
  * call is appended to `sim-actions.log` (one line: epoch ms, action, vm),
- * so tests and operators can see what really ran, and how often.
+ * so tests and operators can see what really ran, and how often; so is
+ * every define and undefine.
  */
 export function createLocalSimulation(options: LocalSimulationOptions): LocalSimulation {
   mkdirSync(options.dir, { recursive: true, mode: 0o700 });
@@ -56,7 +57,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
   const actionMs = options.actionMs ?? 0;
   const note = (action: string, vmId: string) =>
     appendFileSync(actions, `${Date.now()} ${action} ${vmId}\n`, { mode: 0o600 });
-  const driver: HypervisorDriver = {
+  const driver: DefiningDriver = {
     kind: inner.kind,
     nodeId: inner.nodeId,
     capabilities: { liveMigration: false, offlineMigration: false },
@@ -73,6 +74,16 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
       note(stopOptions.force ? "force-stop" : "stop", vmId);
     },
     migrate: (vmId, to, migrateOptions) => inner.migrate(vmId, to, migrateOptions),
+    async define(spec, signal) {
+      if (actionMs > 0) await abortableSleep(actionMs, signal);
+      await inner.define(spec, signal);
+      note("define", spec.id);
+    },
+    async undefine(vmId, undefineOptions) {
+      if (actionMs > 0) await abortableSleep(actionMs, undefineOptions.signal);
+      await inner.undefine(vmId, undefineOptions);
+      note(undefineOptions.force ? "force-undefine" : "undefine", vmId);
+    },
   };
   const node = world.nodes.get(options.nodeId)?.info;
   if (node === undefined) throw new Error(`${file}: holds no node ${options.nodeId}`);

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { invalid } from "../core/index.js";
+import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
 import {
   type DatasetRef,
   DatasetRefSchema,
@@ -48,4 +49,18 @@ export function decodeStorageParams(params: Readonly<Record<string, string>>): S
   if (!Number.isSafeInteger(bandwidth) || bandwidth < 0)
     throw invalid("bandwidth: bytes per second");
   return { dataset, snapshot: params.snapshot, base: params.base, bandwidth };
+}
+
+/** The storage operation kinds (OperationKind 20-29), run by an agent's storage. */
+const STORAGE_KINDS: ReadonlySet<OperationKind> = new Set([
+  OperationKind.LIST_SNAPSHOTS,
+  OperationKind.CREATE_SNAPSHOT,
+  OperationKind.DESTROY_SNAPSHOT,
+  OperationKind.SEND_SNAPSHOT,
+  OperationKind.RECEIVE_SNAPSHOT,
+]);
+
+/** Whether an operation acts on the node's storage. */
+export function isStorageOperation(kind: OperationKind): boolean {
+  return STORAGE_KINDS.has(kind);
 }

@@ -3,11 +3,13 @@ import {
   type ClusterRuntime,
   createInventory,
   createLocalExecutors,
+  type DriverReporter,
+  type Executors,
   type Inventory,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
@@ -36,6 +38,11 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly storage: StorageStack;
   readonly clusterMetrics: ClusterMetrics;
   readonly runtime: ClusterRuntime;
+  /** Nodes this daemon drives with its own drivers (simulation, libvirt.nodes), and how. */
+  readonly localNodeIds: () => readonly string[];
+  readonly executors: Executors;
+  /** Reports one local node's state now (after an operation on it). */
+  report(nodeId: string): Promise<void>;
 }
 
 /**
@@ -50,9 +57,12 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    fenceDelayMs: config.cluster.fenceDelayMs,
+    // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
+    livenessClock: clock === systemClock ? monotonicClock : clock,
   });
   resources.push("inventory", () => inventory.close());
-  const { sim, simNodeIds } = await startSimulation({
+  const { sim, simNodeIds, simBeat } = await startSimulation({
     config,
     inventory,
     clock,
@@ -74,15 +84,17 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
     (id) => libvirt.get(id)?.uri ?? "",
   );
+  let reporter: DriverReporter | undefined;
   if (libvirt.size > 0) {
-    const reporter = await startDriverReporter({
+    reporter = await startDriverReporter({
       inventory,
       nodes: [...libvirt.values()],
       clock,
       logger,
       intervalMs: config.libvirt.reportIntervalMs,
     });
-    resources.push("libvirt reporter", () => reporter.close());
+    const started = reporter;
+    resources.push("libvirt reporter", () => started.close());
   }
   const clusterMetrics = createClusterMetrics({
     registry: metrics.registry,
@@ -121,5 +133,18 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       : undefined,
   });
   resources.push("cluster runtime", () => runtime.close());
-  return { inventory, sim, simNodeIds, storage, clusterMetrics, runtime };
+  return {
+    inventory,
+    sim,
+    simNodeIds,
+    storage,
+    clusterMetrics,
+    runtime,
+    executors,
+    localNodeIds: () => [...simNodeIds, ...libvirt.keys()],
+    async report(nodeId) {
+      if (simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
+      else await reporter?.report();
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import type { AuditLog, AuditStages } from "../audit/index.js";
 import { createAuditService } from "../audit/index.js";
-import { createDomainServices, createTargetResolvers } from "../cluster/index.js";
+import { type AgentHub, createDomainServices, createTargetResolvers } from "../cluster/index.js";
 import {
   type Clock,
   type Logger,
@@ -57,6 +57,8 @@ export interface DaemonServices {
   readonly healthService: ServiceBinding;
   readonly reflection: ServiceBinding[];
   readonly stages: Stage[];
+  /** The agents' streams on this process. */
+  readonly agentHub: AgentHub;
 }
 
 /** Binds the domain, access, audit, enrollment and agent services, health and reflection. */
@@ -81,6 +83,8 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       logger,
       closing,
       runtime,
+      cpuOvercommit: config.cluster.cpuOvercommit,
+      memoryOvercommit: config.cluster.memoryOvercommit,
     }),
     createAccessService({
       policy,
@@ -159,5 +163,5 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
     validationStage,
     ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
   ];
-  return { domain, health, healthService, reflection, stages };
+  return { domain, health, healthService, reflection, stages, agentHub };
 }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { Inventory } from "../cluster/index.js";
+import { type Inventory, selfFenceWindowMs } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import { createSimulation, type Simulation } from "../drivers/index.js";
 import type { Config } from "./config-schema.js";
@@ -18,6 +18,8 @@ export interface SimulationSetup {
 export interface DaemonSimulation {
   readonly sim: Simulation | undefined;
   readonly simNodeIds: string[];
+  /** Sends one simulated node's heartbeat now (after an operation changed it). */
+  readonly simBeat?: (nodeId: string) => Promise<void>;
 }
 
 /**
@@ -31,7 +33,8 @@ export async function startSimulation(setup: SimulationSetup): Promise<DaemonSim
   const sim = createSimulation({
     ...config.simulation,
     clock,
-    fenceDelayMs: config.cluster.fenceDelayMs,
+    // The simulated nodes fence themselves like agents: after the self-fence window.
+    fenceDelayMs: selfFenceWindowMs(config.cluster.fenceDelayMs, config.cluster.selfFenceWindowMs),
     stateFile:
       config.simulation.stateFile ??
       (config.dev.enabled ? join(config.dev.dataDir, "simulation.json") : undefined),
@@ -68,5 +71,5 @@ export async function startSimulation(setup: SimulationSetup): Promise<DaemonSim
     resources.push("simulated fault", () => clearTimeout(timer));
   }
   logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
-  return { sim, simNodeIds };
+  return { sim, simNodeIds, simBeat: beatOne };
 }
