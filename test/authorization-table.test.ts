@@ -20,6 +20,7 @@ import {
   TransferChunkSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { AuditService, file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
+import { EventService, file_debvisor_v1_event } from "../src/gen/debvisor/v1/event_pb.js";
 import {
   file_debvisor_v1_migration,
   type Migration,
@@ -66,6 +67,7 @@ const SERVICES = {
   AccessService,
   AuditService,
   EnrollmentService,
+  EventService,
 } as const;
 type ServiceName = keyof typeof SERVICES;
 
@@ -638,6 +640,19 @@ const ROWS: Row[] = [
     request: () => ({}),
     expect: row("ok", "ok", "PD", "PD", "PD", "PD", "PD"),
   },
+  // EventService: viewer and up, anywhere; each caller sees its tenants' events only (events.test.ts).
+  {
+    service: "EventService",
+    method: "ListEvents",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "EventService",
+    method: "WatchEvents",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
   // EnrollmentService: the cluster CA is cluster-scoped; Enroll is public (its token is the credential).
   {
     service: "EnrollmentService",
@@ -998,6 +1013,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_audit,
       file_debvisor_v1_pki,
       file_debvisor_v1_agent,
+      file_debvisor_v1_event,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
     assert.equal(rpcs.length, 61);

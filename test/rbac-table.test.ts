@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DescFile } from "@bufbuild/protobuf";
 import { createAuditService } from "../src/audit/index.js";
-import { createDomainServices, createInventory } from "../src/cluster/index.js";
+import {
+  createDomainServices,
+  createEventLog,
+  createInventory,
+  NO_EVENTS,
+} from "../src/cluster/index.js";
 import { type MethodSpec, type Principal, silentLogger, systemClock } from "../src/core/index.js";
 import { file_debvisor_v1_access } from "../src/gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
@@ -25,6 +30,10 @@ const services = createDomainServices({
   storage: { listSnapshots: async () => undefined },
   store,
   clock: systemClock,
+  events: {
+    log: createEventLog({ store, clock: systemClock, maxCount: 100, maxAgeMs: 60_000 }),
+    sink: NO_EVENTS,
+  },
 });
 const access = createAccessService({
   policy: () => createAccessPolicy({}),
@@ -59,6 +68,8 @@ const ALLOWED: Record<string, string[]> = {
     "ListSnapshots",
     "ListDatasets",
     "CloneRbdFromTemplate",
+    "ListEvents",
+    "WatchEvents",
   ],
   monitor: ["ListNodes", "GetNode", "Heartbeat"],
   viewer: [
@@ -74,6 +85,8 @@ const ALLOWED: Record<string, string[]> = {
     "ListMigrations",
     "GetMigration",
     "WatchMigration",
+    "ListEvents",
+    "WatchEvents",
   ],
   admin: accessMethods,
   node: ["RegisterNode", "Heartbeat"],

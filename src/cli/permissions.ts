@@ -15,6 +15,8 @@ export const METHOD_PERMISSIONS: Readonly<Record<string, string | null>> = {
   "/debvisor.v1.NodeService/UncordonNode": "node:cordon",
   "/debvisor.v1.NodeService/DrainNode": "node:drain",
   "/debvisor.v1.NodeService/RemoveNode": "node:remove",
+  "/debvisor.v1.EventService/ListEvents": "event:list",
+  "/debvisor.v1.EventService/WatchEvents": "event:watch",
   "/debvisor.v1.VmService/ListVms": "vm:list",
   "/debvisor.v1.VmService/GetVm": "vm:list",
   "/debvisor.v1.VmService/SetVmTenant": "vm:assign",

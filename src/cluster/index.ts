@@ -22,12 +22,22 @@ export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
 export type { DriverReporter, ReportedNode } from "./driver-reporter.js";
 export { startDriverReporter } from "./driver-reporter.js";
+export type { EventFilter, EventLog, EventObjectKind, StoredEvent } from "./event-log.js";
+export { createEventLog, EVENTS_PREFIX } from "./event-log.js";
+export type {
+  ClusterEvent,
+  EventRecorder,
+  EventRecorderOptions,
+  EventSink,
+  EventStats,
+} from "./event-recorder.js";
+export { createEventRecorder, NO_EVENTS } from "./event-recorder.js";
+export { createEventService } from "./event-service.js";
 export type { Executors } from "./executors.js";
 export { createLocalExecutors } from "./executors.js";
 export type { FailoverDeps, FailoverOptions } from "./failover.js";
-export { failoverVm } from "./failover.js";
+export { FAILOVER_PRINCIPAL, failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";
-export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
 export { fenceDelayAllows, fenceMarginMs, selfFenceWindowMs } from "./fence-timing.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
@@ -44,6 +54,8 @@ export { drainNode } from "./node-drain.js";
 export type { LivenessSource } from "./node-liveness.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
+export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events.js";
+export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
 export { createReplicaCatalog } from "./replica-catalog.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
@@ -66,7 +78,7 @@ export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retenti
 export { planRetention } from "./retention.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
-export { createTargetResolvers } from "./tenancy.js";
+export { createEventTenants, createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type {
   IssuedTransfer,

@@ -27,6 +27,7 @@ import {
   mirrorPrefix,
   type PrefixMirror,
 } from "../store/index.js";
+import type { EventSink } from "./event-recorder.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import {
@@ -61,6 +62,8 @@ export interface InventoryOptions {
    */
   readonly liveness?: LivenessSource;
   readonly logger?: Logger;
+  /** Where VMs placed by a report, and reports that conflict with a placement, are told. */
+  readonly events?: EventSink;
 }
 
 /** Outcome of a registration. */
@@ -348,7 +351,9 @@ export function createInventory(options: InventoryOptions): Inventory {
           ? mine.rec
           : other?.rec;
       };
-      return update(nodeId, signal, (current) => {
+      let placement: Placement | undefined;
+      const recorded = await update(nodeId, signal, (current) => {
+        placement = undefined;
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         checkReporter(current, nodeId, reporter);
         const now = clock.now();
@@ -372,6 +377,7 @@ export function createInventory(options: InventoryOptions): Inventory {
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
+        placement = placed;
         const vms = withTenants(placed.vms, facts);
         return {
           next: create(NodeRecordSchema, {
@@ -385,6 +391,9 @@ export function createInventory(options: InventoryOptions): Inventory {
           vms: placed.claims,
         };
       });
+      if (placement !== undefined && options.events !== undefined)
+        tellPlacement(options.events, nodeId, placement, facts);
+      return recorded;
     },
     async listNodes(signal) {
       signal?.throwIfAborted();
@@ -610,20 +619,62 @@ function placeReported(
   vms: VmInfo[],
   facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
-): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[] } {
+): Placement {
   const claims: { rec: VmRecord; rev: number }[] = [];
+  const placed: { vmId: string; tenant: string; was: string }[] = [];
+  const refused: { vmId: string; holder: string }[] = [];
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
     if (holder === nodeId) return true;
-    if (holder !== "" && stillHolds(nodes(holder), vm.id)) return false;
+    if (holder !== "" && stillHolds(nodes(holder), vm.id)) {
+      refused.push({ vmId: vm.id, holder });
+      return false;
+    }
     if (claims.length >= MAX_CLAIMS) return false;
     // A new placement, found rather than decided: a new generation all the same.
     const generation = (fact?.rec.generation ?? 0n) + 1n;
     claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
+    placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;
   });
-  return { vms: kept.length === vms.length ? vms : kept, claims };
+  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused };
+}
+
+/** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
+interface Placement {
+  readonly vms: VmInfo[];
+  readonly claims: { rec: VmRecord; rev: number }[];
+  /** The claims' VMs, with the node that held each before ("" for none). */
+  readonly placed: { vmId: string; tenant: string; was: string }[];
+  readonly refused: { vmId: string; holder: string }[];
+}
+
+/** Events of a recorded report: each VM it placed, and each it claims that another node holds. */
+function tellPlacement(events: EventSink, nodeId: string, p: Placement, facts: VmFacts): void {
+  for (const { vmId, tenant, was } of p.placed) {
+    events.emit({
+      kind: "vm",
+      id: vmId,
+      tenant,
+      type: "Placed",
+      message:
+        was === ""
+          ? `first reported by ${nodeId}`
+          : `reported by ${nodeId}, no longer by ${was}: placed on ${nodeId}`,
+      source: "inventory",
+    });
+  }
+  for (const r of p.refused)
+    events.emit({
+      kind: "vm",
+      id: r.vmId,
+      tenant: facts.get(r.vmId)?.rec.tenant ?? "",
+      type: "Conflict",
+      message: `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
+      warning: true,
+      source: "inventory",
+    });
 }
 
 /** Whether a node's last report (or a pin on it) still has the VM. */

@@ -397,6 +397,7 @@ async function storageCheck(
   };
 }
 
-function gib(bytes: bigint): string {
+/** Bytes as GiB with one decimal, for reasons and event messages. */
+export function gib(bytes: bigint): string {
   return `${(Number(bytes) / GIB).toFixed(1)} GiB`;
 }

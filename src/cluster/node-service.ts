@@ -15,6 +15,7 @@ import {
   NodeService,
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
+import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
@@ -30,11 +31,23 @@ export interface NodeServiceDeps {
   readonly engine?: MigrationEngine;
   /** How long a NOT_READY node takes to fence itself: GetNode then shows its VMs stopped. */
   readonly fenceDelayMs?: number;
+  /** Where cordons, drains and removals are told (default: nowhere). */
+  readonly events?: EventSink;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
 export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   const { inventory } = deps;
+  const tell = (id: string, type: string, message: string, warning = false) =>
+    deps.events?.emit({
+      kind: "node",
+      id,
+      tenant: "",
+      type,
+      message,
+      warning,
+      source: "node-service",
+    });
   /** ListNodes answers cluster-wide callers with bytes built from each node's kept encoding. */
   const encoder = createSummaryEncoder();
   return defineService(
@@ -99,14 +112,25 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async cordonNode(req, ctx) {
-        return inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+        const node = await inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(
+          id,
+          "Cordoned",
+          `${id} cordoned by ${principalOf(ctx).id}${req.reason === "" ? "" : `: ${req.reason}`}`,
+        );
+        return node;
       },
       async uncordonNode(req, ctx) {
-        return inventory.cordon(req.id?.id ?? "", false, ctx.signal);
+        const node = await inventory.cordon(req.id?.id ?? "", false, ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(id, "Uncordoned", `${id} uncordoned by ${principalOf(ctx).id}`);
+        return node;
       },
       async *drainNode(req, ctx) {
         if (deps.engine === undefined) throw new RpcError("NOT_IMPLEMENTED");
-        yield* drainNode(
+        const id = req.id?.id ?? "";
+        for await (const p of drainNode(
           { inventory, engine: deps.engine },
           {
             nodeId: req.id?.id ?? "",
@@ -115,10 +139,18 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
             requestedBy: principalOf(ctx).id,
           },
           ctx.signal,
-        );
+        )) {
+          if (p.done) tell(id, p.failed > 0 ? "DrainFailed" : "Drained", p.message, p.failed > 0);
+          else if (p.migration === undefined && p.message.startsWith("cordoned "))
+            tell(id, "DrainStarted", p.message);
+          yield p;
+        }
       },
       async removeNode(req, ctx) {
-        return removeNode(inventory, req.id?.id ?? "", ctx.signal);
+        const node = await removeNode(inventory, req.id?.id ?? "", ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(id, "Removed", `${id} removed by ${principalOf(ctx).id}`);
+        return node;
       },
     },
   );

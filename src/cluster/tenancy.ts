@@ -109,3 +109,27 @@ export function createTargetResolvers(deps: {
     Object.entries(resolvers).map(([kind, r]) => [kind, safe(r as TargetResolver)]),
   );
 }
+
+/**
+ * The tenant of an event's object when the code that saw it did not know it
+ * (a replication run): a tenant's own job names it (`<tenant>:<id>`), else
+ * the single owner the target resolvers find; "" (cluster-wide callers
+ * only) when there is none or more than one.
+ */
+export function createEventTenants(deps: {
+  inventory: Inventory;
+  store: KvStore;
+}): (kind: string, id: string, signal: AbortSignal) => Promise<string> {
+  const resolvers = createTargetResolvers(deps);
+  const byKind: Record<string, TargetResolver | undefined> = {
+    vm: resolvers.vm,
+    migration: resolvers.migration,
+    replication: resolvers["replication-job"],
+  };
+  return async (kind, id, signal) => {
+    const at = id.lastIndexOf(":");
+    if (kind === "replication" && at > 0) return id.slice(0, at);
+    const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
+    return owners.length === 1 ? (owners[0] ?? "") : "";
+  };
+}

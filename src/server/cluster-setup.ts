@@ -11,6 +11,7 @@ import {
 } from "../cluster/index.js";
 import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
+import { type ClusterEvents, startClusterEvents } from "./cluster-events.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
@@ -38,6 +39,8 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly storage: StorageStack;
   readonly clusterMetrics: ClusterMetrics;
   readonly runtime: ClusterRuntime;
+  /** The event log EventService reads, and the recorder the cluster tells. */
+  readonly events: ClusterEvents;
   /** Nodes this daemon drives with its own drivers (simulation, libvirt.nodes), and how. */
   readonly localNodeIds: () => readonly string[];
   readonly executors: Executors;
@@ -52,15 +55,20 @@ export interface DaemonCluster extends DaemonSimulation {
  */
 export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> {
   const { config, store, clock, logger, closing, metrics, audit, resources } = setup;
+  const events = startClusterEvents({ config, store, clock, logger, registry: metrics.registry });
+  // Closed after everything that tells events (opened later, closed sooner), before the store.
+  resources.push("event recorder", () => events.recorder.close());
   const inventory = createInventory({
     store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    events: events.recorder,
     fenceDelayMs: config.cluster.fenceDelayMs,
     // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
     livenessClock: clock === systemClock ? monotonicClock : clock,
   });
+  events.useInventory(inventory);
   resources.push("inventory", () => inventory.close());
   const { sim, simNodeIds, simBeat } = await startSimulation({
     config,
@@ -77,6 +85,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     logger,
     closing,
     simulatedNodeIds: simNodeIds,
+    events: events.recorder,
   });
   resources.push("storage", () => storage.close());
   const libvirt = libvirtNodes(config, logger);
@@ -115,6 +124,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    events: events.recorder,
     onSettled: (m) => {
       audit
         ?.append(settledAuditFields(m))
@@ -140,6 +150,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     storage,
     clusterMetrics,
     runtime,
+    events,
     executors,
     localNodeIds: () => [...simNodeIds, ...libvirt.keys()],
     async report(nodeId) {

@@ -11,6 +11,7 @@ import {
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_agent } from "../gen/debvisor/v1/agent_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
+import { file_debvisor_v1_event } from "../gen/debvisor/v1/event_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_pki } from "../gen/debvisor/v1/pki_pb.js";
@@ -83,6 +84,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       logger,
       closing,
       runtime,
+      events: { log: cluster.events.log, sink: cluster.events.recorder },
       cpuOvercommit: config.cluster.cpuOvercommit,
       memoryOvercommit: config.cluster.memoryOvercommit,
     }),
@@ -125,6 +127,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       file_debvisor_v1_access,
       file_debvisor_v1_agent,
       file_debvisor_v1_audit,
+      file_debvisor_v1_event,
       file_debvisor_v1_pki,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
