@@ -1016,7 +1016,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_event,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 61);
+    assert.equal(rpcs.length, 63);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],
