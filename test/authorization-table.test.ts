@@ -35,6 +35,7 @@ import {
   StorageService,
 } from "../src/gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm, type VmInfo, VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import { file_debvisor_v1_watch, WatchService } from "../src/gen/debvisor/v1/watch_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
@@ -68,6 +69,7 @@ const SERVICES = {
   AuditService,
   EnrollmentService,
   EventService,
+  WatchService,
 } as const;
 type ServiceName = keyof typeof SERVICES;
 
@@ -80,6 +82,7 @@ interface World {
   diskT: DatasetRef;
   diskU: DatasetRef;
   rbdT: DatasetRef;
+  rbdU: DatasetRef;
   migT: string;
   migU: string;
   /** A lifecycle operation in each tenant (a VM created in it). */
@@ -193,6 +196,53 @@ const ROWS: Row[] = [
     variant: "other",
     request: (w) => ({ vmId: w.vmU.id, tenant: w.U }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  // Labels: a VM's tenant may label it (vm:label, operators); a bad value fails validation after.
+  {
+    service: "VmService",
+    method: "SetVmLabels",
+    variant: "own",
+    request: (w) => ({ vmId: w.vmT.id, set: { authz: "bad value!" } }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "VmService",
+    method: "SetVmLabels",
+    variant: "other",
+    request: (w) => ({ vmId: w.vmU.id, set: { authz: "bad value!" } }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+  },
+  // Watches: as their Lists; a tenant filter is for cluster-wide callers only.
+  {
+    service: "WatchService",
+    method: "WatchNodes",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchNodes",
+    variant: "tenant filter",
+    request: (w) => ({ list: { tenant: w.T } }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchVms",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchMigrations",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchReplicationJobs",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "ok"),
   },
   // VM lifecycle: a creation in the tenant it names; the rest on an existing VM or
   // operation. Each request is invalid (refused by validation, after authorization).
@@ -479,6 +529,48 @@ const ROWS: Row[] = [
     method: "ListReplicationJobs",
     request: () => ({}),
     expect: row("ok", "ok", "ok", "PD", "PD", "PD", "ok"),
+  },
+  // Images: a VM's disk is never deleted (IMAGE_IN_USE) nor flattened (not a clone).
+  {
+    service: "StorageService",
+    method: "ListImages",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "StorageService",
+    method: "ListImages",
+    variant: "tenant filter",
+    request: (w) => ({ tenant: w.T }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "DeleteImage",
+    variant: "own",
+    request: (w) => ({ image: w.rbdT }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "DeleteImage",
+    variant: "other",
+    request: (w) => ({ image: w.rbdU }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+  },
+  {
+    service: "StorageService",
+    method: "FlattenImage",
+    variant: "own",
+    request: (w) => ({ image: w.rbdT }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "FlattenImage",
+    variant: "other",
+    request: (w) => ({ image: w.rbdU }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
   },
   {
     service: "StorageService",
@@ -871,6 +963,10 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       (v) => v.tenant === T && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
     ) as VmInfo;
     assert.ok(rbd, "tenant T has an RBD image");
+    const rbdU = vms.find(
+      (v) => v.tenant === U && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
+    ) as VmInfo;
+    assert.ok(rbdU, "tenant U has an RBD image");
     // Tenant principals: API keys confined to T; their roles come from bindings in T too.
     await access.setBinding({ principal: "t-admin", roles: ["admin", "operator"], tenant: T });
     const key = async (principal: string, roles: string[]) =>
@@ -982,6 +1078,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       diskT: vmT.disks[0] as DatasetRef,
       diskU: vmU.disks[0] as DatasetRef,
       rbdT: rbd.disks[0] as DatasetRef,
+      rbdU: rbdU.disks[0] as DatasetRef,
       migT,
       migU,
       opT,
@@ -1014,9 +1111,10 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_pki,
       file_debvisor_v1_agent,
       file_debvisor_v1_event,
+      file_debvisor_v1_watch,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 63);
+    assert.equal(rpcs.length, 71);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

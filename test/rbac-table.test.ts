@@ -18,6 +18,7 @@ import { file_debvisor_v1_migration } from "../src/gen/debvisor/v1/migration_pb.
 import { file_debvisor_v1_node } from "../src/gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../src/gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm } from "../src/gen/debvisor/v1/vm_pb.js";
+import { file_debvisor_v1_watch } from "../src/gen/debvisor/v1/watch_pb.js";
 import { createAccessPolicy, createAccessService, decide } from "../src/security/index.js";
 import { createSqliteStore } from "../src/store/index.js";
 
@@ -67,11 +68,14 @@ const ALLOWED: Record<string, string[]> = {
     "CreateRbdTemplateSnapshot",
     "ListSnapshots",
     "ListDatasets",
+    "ListImages",
     "CloneRbdFromTemplate",
     "ListEvents",
     "WatchEvents",
+    "WatchNodes",
+    "WatchVms",
   ],
-  monitor: ["ListNodes", "GetNode", "Heartbeat"],
+  monitor: ["ListNodes", "GetNode", "Heartbeat", "WatchNodes"],
   viewer: [
     "ListNodes",
     "GetNode",
@@ -81,12 +85,16 @@ const ALLOWED: Record<string, string[]> = {
     "WatchOperation",
     "ListSnapshots",
     "ListDatasets",
+    "ListImages",
     "PrepareMigration",
     "ListMigrations",
     "GetMigration",
     "WatchMigration",
     "ListEvents",
     "WatchEvents",
+    "WatchNodes",
+    "WatchVms",
+    "WatchMigrations",
   ],
   admin: accessMethods,
   node: ["RegisterNode", "Heartbeat"],
@@ -116,6 +124,7 @@ describe("the permission map", () => {
       file_debvisor_v1_storage,
       file_debvisor_v1_access,
       file_debvisor_v1_audit,
+      file_debvisor_v1_watch,
     ];
     const served = new Map(methods.map((m) => [m.path, m]));
     for (const f of files) {

@@ -62,6 +62,7 @@ function faultyVmService(): ServiceBinding {
       listVms: { permission: "vm:list", mutating: false },
       getVm: { permission: "vm:list", mutating: false },
       setVmTenant: { permission: "vm:assign", mutating: true },
+      setVmLabels: { permission: "vm:label", mutating: true },
       createVm: { permission: "vm:create", mutating: true },
       startVm: { permission: "vm:start", mutating: true },
       stopVm: { permission: "vm:stop", mutating: true },
@@ -84,6 +85,9 @@ function faultyVmService(): ServiceBinding {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
       async setVmTenant() {
+        throw new TypeError("Cannot read properties of undefined (reading 'id')");
+      },
+      async setVmLabels() {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
     },

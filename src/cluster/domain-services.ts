@@ -13,6 +13,7 @@ import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
+import { createWatchService } from "./watch-service.js";
 
 /** Dependencies of the debvisor.v1 domain services. */
 export interface DomainServiceDeps {
@@ -76,6 +77,13 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     ...(deps.events === undefined
       ? []
       : [createEventService({ log: deps.events.log, jobIdIn: jobIdIn(deps.store) })]),
+    createWatchService({
+      inventory: deps.inventory,
+      store: deps.store,
+      fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      policyTenants: deps.policyTenants,
+      closing: deps.closing,
+    }),
   ];
 }
 

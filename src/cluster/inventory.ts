@@ -137,6 +137,16 @@ export interface Inventory {
    */
   assignTenant(vmId: string, tenant: string, by: string, signal?: AbortSignal): Promise<VmInfo>;
   /**
+   * Removes the `remove` labels of a VM, then sets `set` (the rest stay), kept in
+   * the store like its tenant; VM_NOT_FOUND as for assignTenant. Answers the VM as now listed.
+   */
+  setLabels(
+    vmId: string,
+    set: Readonly<Record<string, string>>,
+    remove: readonly string[],
+    signal?: AbortSignal,
+  ): Promise<VmInfo>;
+  /**
    * Gives each VM the tenant named unless one was ever assigned to it (dev
    * mode's seeding); a full VmInfo also becomes managed, its shape its spec,
    * as if the control plane had created it.
@@ -152,6 +162,8 @@ const PREFIX = "nodes/";
 const VMS = "vms/";
 /** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
 const MAX_CLAIMS = 50;
+/** Labels one VM may carry. */
+const MAX_LABELS = 64;
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 
@@ -299,6 +311,41 @@ export function createInventory(options: InventoryOptions): Inventory {
         remember(id, txn.revision, next);
         for (const v of vms) vmRecords.remember(v.rec, txn.revision);
         return result;
+      }
+    }
+    throw new RpcError("CONFLICT");
+  }
+
+  /**
+   * Changes what the control plane holds of a VM (tenant, labels) under
+   * compare-and-swap; VM_NOT_FOUND for a VM neither reported nor recorded.
+   * Answers the VM as now listed.
+   */
+  async function updateFacts(
+    vmId: string,
+    change: (prev: VmRecord | undefined) => Parameters<typeof vmRecord>[2],
+    signal: AbortSignal | undefined,
+  ): Promise<VmInfo> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+      const reported = latestVms(await records()).get(vmId);
+      if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
+      const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
+      const rec = vmRecord(vmId, prev, {
+        ...change(prev?.rec),
+        nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
+      });
+      const w = vmRecords.write(rec, prev?.rev ?? 0);
+      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+      if (txn.succeeded) {
+        vmRecords.remember(rec, txn.revision);
+        const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
+        if (reported !== undefined) return { ...reported, ...facts };
+        return create(VmInfoSchema, {
+          id: vmId,
+          ...facts,
+          nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
+        });
       }
     }
     throw new RpcError("CONFLICT");
@@ -504,31 +551,28 @@ export function createInventory(options: InventoryOptions): Inventory {
       }
       throw new RpcError("CONFLICT");
     },
-    async assignTenant(vmId, tenant, by, signal) {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-        const reported = latestVms(await records()).get(vmId);
-        if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
-        const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
-        const rec = vmRecord(vmId, prev, {
-          tenant,
-          tenantSetBy: by,
-          tenantSetAtMs: BigInt(clock.now()),
-          nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
-        });
-        const w = vmRecords.write(rec, prev?.rev ?? 0);
-        const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
-        if (txn.succeeded) {
-          vmRecords.remember(rec, txn.revision);
-          if (reported !== undefined) return { ...reported, tenant };
-          return create(VmInfoSchema, {
-            id: vmId,
-            tenant,
-            nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
-          });
-        }
-      }
-      throw new RpcError("CONFLICT");
+    assignTenant(vmId, tenant, by, signal) {
+      return updateFacts(
+        vmId,
+        () => ({ tenant, tenantSetBy: by, tenantSetAtMs: BigInt(clock.now()) }),
+        signal,
+      );
+    },
+    setLabels(vmId, set, remove, signal) {
+      return updateFacts(
+        vmId,
+        (prev) => {
+          const labels = { ...(prev?.labels ?? {}) };
+          for (const key of remove) delete labels[key];
+          Object.assign(labels, set);
+          if (Object.keys(labels).length > MAX_LABELS)
+            throw new RpcError("INVALID_ARGUMENT", {
+              message: `labels: a VM has at most ${MAX_LABELS}`,
+            });
+          return { labels };
+        },
+        signal,
+      );
     },
     async seedTenants(vms, by) {
       const known = await vmRecords.all();

@@ -1,6 +1,9 @@
 import {
   defineService,
+  type LabelSelector,
+  matchesLabels,
   paginate,
+  parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
@@ -21,7 +24,7 @@ import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
 import { removeNode } from "./node-removal.js";
-import { scopeNode, visibleVms } from "./tenancy.js";
+import { filteredScope, scopeNode, visibleVms } from "./tenancy.js";
 import { observedVm } from "./vm-view.js";
 
 /** Dependencies of the NodeService handlers. */
@@ -65,7 +68,11 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         resource: (req: Health) => ({ nodeId: req.nodeId?.id ?? "" }),
         target: { kind: "cluster" },
       },
-      listNodes: { permission: "node:list", mutating: false },
+      listNodes: {
+        permission: "node:list",
+        mutating: false,
+        validate: (req: ListNodesRequest) => parseLabelSelector(req.selector),
+      },
       getNode: { permission: "node:list", mutating: false },
       // Node-wide operations act on every tenant's VMs: cluster-scoped.
       cordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
@@ -88,10 +95,11 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async listNodes(req, ctx) {
+        const scope = filteredScope(scopeOf(ctx), req.tenant);
+        const selector = parseLabelSelector(req.selector);
         const all = await inventory.listNodes(ctx.signal);
-        const nodes = all.filter((n) => matches(n, req));
+        const nodes = all.filter((n) => nodeMatches(n, req, selector));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
-        const scope = scopeOf(ctx);
         const list = {
           nodes: page.items.map((n) => scopeNode(n, scope)),
           nextPageToken: page.nextPageToken,
@@ -156,8 +164,14 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   );
 }
 
-function matches(node: NodeSummary, req: ListNodesRequest): boolean {
+/** Whether a node passes a ListNodes filter (`selector`: its `selector`, parsed). */
+export function nodeMatches(
+  node: NodeSummary,
+  req: ListNodesRequest,
+  selector: LabelSelector,
+): boolean {
   const info = node.info;
+  if (!matchesLabels(selector, info?.labels)) return false;
   if (req.zone !== "" && info?.zone !== req.zone) return false;
   if (req.rack !== "" && info?.rack !== req.rack) return false;
   if (req.readiness !== NodeReadiness.UNSPECIFIED && node.readiness !== req.readiness) return false;

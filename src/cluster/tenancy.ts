@@ -1,5 +1,6 @@
 import {
   type CallScope,
+  RpcError,
   systemClock,
   type TargetKind,
   type TargetResolver,
@@ -44,6 +45,19 @@ export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
     vcpusAllocated: vcpus,
     memoryAllocatedBytes: memory,
   };
+}
+
+/**
+ * The scope a list or watch shows once its `tenant` filter applies: the
+ * call's own scope when `tenant` is empty; for a cluster-wide caller,
+ * exactly what a caller confined to that tenant would see; a caller that is
+ * not cluster-wide is refused (TENANT_FILTER_DENIED) whatever tenant it
+ * names, so the answer says nothing about other tenants.
+ */
+export function filteredScope(scope: CallScope, tenant: string): CallScope {
+  if (tenant === "") return scope;
+  if (!scope.clusterWide) throw new RpcError("TENANT_FILTER_DENIED");
+  return { tenant, clusterWide: false, canSee: (t) => t === tenant };
 }
 
 /** One tenant, or none (""), as a resolver answers it. */

@@ -111,24 +111,35 @@ export function vmRecord(
 }
 
 /**
- * The VMs with the tenant, managed flag and desired state the control plane
- * holds for each (none when it holds none), whatever the report said: the
- * same array when nothing differs.
+ * The VMs with the tenant, labels, managed flag and desired state the
+ * control plane holds for each (none when it holds none), whatever the
+ * report said: the same array when nothing differs.
  */
 export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
   const facts = (vm: VmInfo) => {
     const rec = records.get(vm.id)?.rec;
     return {
       tenant: rec?.tenant ?? "",
+      labels: rec?.labels ?? {},
       managed: rec?.managed ?? false,
       desiredState: rec?.managed === true ? rec.desiredState : VmState.UNSPECIFIED,
     };
   };
   const same = (vm: VmInfo, f: ReturnType<typeof facts>) =>
-    vm.tenant === f.tenant && vm.managed === f.managed && vm.desiredState === f.desiredState;
+    vm.tenant === f.tenant &&
+    sameLabels(vm.labels, f.labels) &&
+    vm.managed === f.managed &&
+    vm.desiredState === f.desiredState;
   if (vms.every((vm) => same(vm, facts(vm)))) return vms;
   return vms.map((vm) => {
     const f = facts(vm);
-    return same(vm, f) ? vm : { ...vm, ...f };
+    return same(vm, f) ? vm : { ...vm, ...f, labels: { ...f.labels } };
   });
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return (
+    ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k])
+  );
 }

@@ -84,6 +84,23 @@ export const REASONS = {
     code: Code.FailedPrecondition,
     message: "snapshot is not a protected template",
   },
+  IMAGE_HAS_CLONES: {
+    code: Code.FailedPrecondition,
+    message: "image has clones; flatten or delete them first",
+  },
+  IMAGE_IN_USE: { code: Code.FailedPrecondition, message: "image is a vm's disk" },
+  IMAGE_NOT_A_CLONE: {
+    code: Code.FailedPrecondition,
+    message: "image is not a clone: it has no template to depend on",
+  },
+  WATCH_TOO_LARGE: {
+    code: Code.ResourceExhausted,
+    message: "the watched list is too large; narrow it with filters",
+  },
+  TENANT_FILTER_DENIED: {
+    code: Code.PermissionDenied,
+    message: "only cluster-wide callers may filter by tenant",
+  },
   REPLICATION_JOB_NOT_FOUND: { code: Code.NotFound, message: "replication job not found" },
   REPLICATION_JOB_EXISTS: {
     code: Code.AlreadyExists,

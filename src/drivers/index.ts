@@ -59,6 +59,7 @@ export type {
 export { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
 export type {
   RbdCloneDriver,
+  RbdImageDriver,
   SendOptions,
   SendResult,
   SnapshotDriver,
@@ -71,6 +72,7 @@ export type {
 } from "./storage-driver.js";
 export {
   canClone,
+  canManageImages,
   canReplicate,
   canSize,
   canSnapshot,

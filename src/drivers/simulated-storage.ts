@@ -24,7 +24,7 @@ import {
 import {
   type DatasetSizeDriver,
   datasetKey,
-  type RbdCloneDriver,
+  type RbdImageDriver,
   type SendOptions,
   type SnapshotTarget,
   type StreamReplicationDriver,
@@ -56,7 +56,9 @@ export type StorageOp =
   | "deleteSnapshot"
   | "send"
   | "protect"
-  | "clone";
+  | "clone"
+  | "deleteImage"
+  | "flatten";
 
 /** The next matching calls fail with STORAGE_UNAVAILABLE, as if a disk or link broke. */
 export interface StorageFault {
@@ -96,7 +98,7 @@ export interface SimulatedStorageOptions {
 export interface SimulatedStorage
   extends ZfsReplicationDriver,
     StreamReplicationDriver,
-    RbdCloneDriver,
+    RbdImageDriver,
     DatasetSizeDriver {
   /** Makes the next matching calls fail. */
   injectFault(fault: StorageFault): void;
@@ -335,6 +337,35 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
         snapshots: [],
         parent: { key: datasetKey(target.dataset), snapshot: target.name },
       });
+    },
+    async imageParent(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const parent = need(image).parent;
+      if (parent === undefined) return undefined;
+      const from = copies.get(parent.key);
+      return from === undefined ? undefined : { dataset: from.dataset, name: parent.snapshot };
+    },
+    async deleteImage(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      failIfFaulted("deleteImage", image);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const copy = need(image);
+      const key = datasetKey(image);
+      if (copy.snapshots.some((s) => clonesOf(copies, key, s.name).length > 0))
+        throw new RpcError("IMAGE_HAS_CLONES");
+      copies.delete(copyKey(image));
+    },
+    async flattenImage(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      failIfFaulted("flatten", image);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const copy = need(image);
+      if (copy.parent === undefined) throw new RpcError("IMAGE_NOT_A_CLONE");
+      copy.parent = undefined;
     },
     async sendSnapshot(send) {
       const { dataset, signal } = send;
