@@ -46,6 +46,22 @@ export const agentConfigSchema = z.strictObject({
       sharedDir: z.string().min(1).max(4096).optional(),
     })
     .prefault({}),
+  storage: z
+    .strictObject({
+      /**
+       * The node's storage: `none`; `sim`: simulated datasets (the disks of
+       * the simulated domains) kept in `dir`/sim-storage.json; `zfs` or
+       * `rbd`: the command line on this host. Env DEBVISOR_AGENT_STORAGE.
+       */
+      kind: z.enum(["none", "sim", "zfs", "rbd"]).default("none"),
+      /** sim: the size of each dataset created on first start (its full send moves this much). */
+      simDatasetBytes: int(0, 2 ** 40).default(64 * 1024 * 1024),
+      /** The zfs program. */
+      zfsCommand: z.string().min(1).max(4096).default("zfs"),
+      /** The rbd program. */
+      rbdCommand: z.string().min(1).max(4096).default("rbd"),
+    })
+    .prefault({}),
   reconnect: z
     .strictObject({
       /** First wait after a lost stream; doubles up to maxMs, with full jitter. */
@@ -77,6 +93,7 @@ const ENV: Readonly<Record<string, (v: string) => Record<string, unknown>>> = {
   DEBVISOR_AGENT_TLS_SERVER_NAME: (v) => ({ tlsServerName: v }),
   DEBVISOR_AGENT_DRIVER: (v) => ({ driver: { kind: v } }),
   DEBVISOR_AGENT_LIBVIRT_URI: (v) => ({ driver: { uri: v } }),
+  DEBVISOR_AGENT_STORAGE: (v) => ({ storage: { kind: v } }),
   DEBVISOR_AGENT_LOG_LEVEL: (v) => ({ logLevel: v.toLowerCase() }),
 };
 

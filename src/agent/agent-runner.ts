@@ -16,10 +16,14 @@ import {
   openOperationJournal,
   openSimulatedWatchdog,
 } from "../drivers/index.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
+import { openNodeStorage } from "./node-storage.js";
 import { createSelfFence } from "./self-fence.js";
+import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
+import { createTransferClient } from "./transfer-client.js";
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {
@@ -57,12 +61,29 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.once("SIGINT", onSignal);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
+  // The simulated storage starts with the disks of the node's domains; nothing is asked without storage.
+  const storage = openNodeStorage(
+    config,
+    nodeId,
+    config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
+  );
+  const storageOps = createStorageOperations({
+    storage,
+    nodeId,
+    send: (m) => void send(m),
+    transfers: createTransferClient({
+      files,
+      server: () => link.server(),
+      tlsServerName: config.tlsServerName,
+    }),
+  });
   const executor = createOperationExecutor({
     driver: hv.driver,
     journal,
     send: (m) => void send(m),
     logger: log,
     signal: stop.signal,
+    storage: (d, signal) => storageOps.run(d, signal),
   });
   // VMs this node stopped on its own, told to the control plane once a stream is up.
   const fencedVms: { vmId: string; at: number }[] = [];
@@ -100,7 +121,11 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   });
   stop.signal.addEventListener("abort", () => fence.close(), { once: true });
   await fence.guard(() => executor.recover());
-  const capabilities = [`driver:${hv.driver.kind}`, ...OPERATION_CAPABILITIES];
+  const capabilities = [
+    `driver:${hv.driver.kind}`,
+    ...OPERATION_CAPABILITIES,
+    ...storageCapabilities(storage),
+  ];
   const link = runAgentLink({
     files,
     servers: config.servers,
@@ -124,7 +149,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
             agentVersion: packageVersion(),
             capabilities,
             health,
-            datasets,
+            datasets: withStorage(datasets, storage?.datasets() ?? []),
             sentAt: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
           },
         },
@@ -157,6 +182,8 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         if (k.case === "dispatch") executor.dispatch(k.value);
         else if (k.case === "cancel") executor.cancel(k.value.operationId);
         else if (k.case === "leaseRenewed") fence.renewed(k.value.sequence);
+        else if (k.case === "transferTicket")
+          storageOps.ticket(k.value.operationId, k.value.ticket);
       });
     },
     onDown(reason) {
@@ -217,4 +244,11 @@ function scheduleRenewal(
   };
   plan();
   return state;
+}
+
+/** The VMs' disks and the storage's datasets, each once. */
+function withStorage(disks: DatasetRef[], held: DatasetRef[]): DatasetRef[] {
+  const seen = new Map<string, DatasetRef>();
+  for (const d of [...disks, ...held]) seen.set(`${d.backend}:${d.pool}/${d.name}`, d);
+  return [...seen.values()];
 }

@@ -11,3 +11,5 @@ export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agen
 export { createAgentLogger, runAgent } from "./agent-runner.js";
 export type { NodeHypervisor } from "./node-hypervisor.js";
 export { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
+export type { NodeStorage, NodeStorageStatus } from "./node-storage.js";
+export { openNodeStorage, storageStatus } from "./node-storage.js";

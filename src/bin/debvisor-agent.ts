@@ -10,6 +10,7 @@ import {
   openNodeHypervisor,
   renew,
   runAgent,
+  storageStatus,
 } from "../agent/index.js";
 import { hideIpSniWarning, packageVersion } from "../client/index.js";
 
@@ -81,6 +82,8 @@ interface AgentFlags {
   simVms?: string;
   simActionMs?: string;
   simSharedDir?: string;
+  storage?: string;
+  simDatasetBytes?: string;
   logLevel?: string;
 }
 
@@ -95,6 +98,7 @@ function configFrom(opts: AgentFlags) {
       tlsServerName: opts.tlsServerName,
       driver: { kind: opts.driver, uri: opts.uri },
       sim: { vms: num(opts.simVms), actionMs: num(opts.simActionMs), sharedDir: opts.simSharedDir },
+      storage: { kind: opts.storage, simDatasetBytes: num(opts.simDatasetBytes) },
       logLevel: opts.logLevel,
     },
   });
@@ -111,10 +115,9 @@ const withAgentFlags = (c: Command) =>
     .option("--uri <uri>", "libvirt connection URI (default qemu:///system)")
     .option("--sim-vms <n>", "sim: domains generated on first start")
     .option("--sim-action-ms <ms>", "sim: how long a start or stop takes")
-    .option(
-      "--sim-shared-dir <dir>",
-      "sim: the cluster's shared storage (disk locks, definitions)",
-    );
+    .option("--sim-shared-dir <dir>", "sim: the cluster's shared storage (disk locks, definitions)")
+    .option("--storage <kind>", "the node's storage: none, sim, zfs or rbd (default none)")
+    .option("--sim-dataset-bytes <n>", "sim storage: size of each dataset made on first start");
 
 withAgentFlags(
   program
@@ -142,15 +145,19 @@ withAgentFlags(
   const nodeId = enrolledNodeId(agentFiles(config.dir));
   const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { readOnly: true });
   const domains = await hv.domains(AbortSignal.timeout(30_000));
+  const storage = await storageStatus(config, nodeId, hv);
   if (opts.output === "json") {
     const out = {
       node: nodeId,
       driver: hv.driver.kind,
       domains: domains.map((d) => ({ ...d, memoryBytes: String(d.memoryBytes) })),
+      ...(storage === undefined ? {} : { storage }),
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } else {
     for (const d of domains) process.stdout.write(`${d.id}\t${d.state}\t${d.vcpus} vcpu\n`);
+    for (const d of storage?.datasets ?? [])
+      process.stdout.write(`${d.dataset}\t${d.snapshots.length} snapshots\n`);
   }
 });
 

@@ -11,6 +11,9 @@ export {
   operationKey,
   parseOperationKey,
 } from "./agent-operations.js";
+export type { AgentAnswer, AgentRequests } from "./agent-requests.js";
+export type { AgentStorageOptions } from "./agent-storage.js";
+export { createAgentStorage } from "./agent-storage.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";
@@ -77,6 +80,13 @@ export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
 export { createEventTenants, createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
+export type {
+  IssuedTransfer,
+  TransferBinding,
+  TransferRelay,
+  TransferRelayOptions,
+} from "./transfer-relay.js";
+export { createTransferRelay } from "./transfer-relay.js";
 export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
 export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";

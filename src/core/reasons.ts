@@ -180,6 +180,14 @@ export const REASONS = {
     code: Code.FailedPrecondition,
     message: "this node's hypervisor cannot define or undefine vms",
   },
+  TRANSFER_TICKET_INVALID: {
+    code: Code.PermissionDenied,
+    message: "transfer ticket refused",
+  },
+  AGENT_NOT_CONNECTED: {
+    code: Code.Unavailable,
+    message: "node agent not connected to this control-plane process; retry later",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

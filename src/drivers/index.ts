@@ -76,8 +76,11 @@ export type {
   SendOptions,
   SendResult,
   SnapshotDriver,
+  SnapshotStream,
   SnapshotTarget,
   StorageDriver,
+  StreamReplicationDriver,
+  StreamSendOptions,
   ZfsReplicationDriver,
 } from "./storage-driver.js";
 export {
@@ -86,6 +89,7 @@ export {
   canReplicate,
   canSize,
   canSnapshot,
+  canStream,
   datasetKey,
 } from "./storage-driver.js";
 export {
@@ -96,8 +100,12 @@ export {
   snapshotSpec,
   stampedSnapshotName,
 } from "./storage-names.js";
+export type { StorageParams } from "./storage-params.js";
+export { decodeStorageParams, encodeStorageParams, isStorageOperation } from "./storage-params.js";
 export type { StorageBackends } from "./storage-router.js";
 export { createStorageRouter } from "./storage-router.js";
+export type { ThrottleOptions } from "./throttle-stream.js";
+export { createThrottle } from "./throttle-stream.js";
 export { VirshCommandError } from "./virsh-invoker.js";
 export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
 export { createVirshSession } from "./virsh-session.js";

@@ -17,6 +17,7 @@ import {
   stopGracefully,
 } from "./lifecycle-actions.js";
 import type { OperationJournal } from "./operation-journal.js";
+import { isStorageOperation } from "./storage-params.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -58,6 +59,8 @@ export function createOperationExecutor(options: {
   logger: Logger;
   /** Aborted at shutdown: running operations are left to recover() of the next start. */
   signal: AbortSignal;
+  /** Runs storage operations (OperationKind 20-29), when the agent has storage. */
+  storage?: (dispatch: OperationDispatch, signal: AbortSignal) => Promise<void>;
 }): OperationExecutor {
   const { driver, journal, send, logger } = options;
   const inflight = new Map<string, AbortController>();
@@ -89,6 +92,8 @@ export function createOperationExecutor(options: {
     signal: AbortSignal,
     progress: ActionProgress,
   ): Promise<void> {
+    if (isStorageOperation(d.kind) && options.storage !== undefined)
+      return options.storage(d, signal);
     // The fencing token goes to the driver, which checks it as the VM starts.
     const fence = { generation: d.generation };
     switch (d.kind) {
@@ -166,7 +171,8 @@ export function createOperationExecutor(options: {
     },
     async recover() {
       for (const { dispatch: d } of journal.unfinished()) {
-        if (d.kind === OperationKind.REBOOT_VM) {
+        // A storage operation cut short (a send, a snapshot) is not guessed at: the control plane runs it again.
+        if (d.kind === OperationKind.REBOOT_VM || isStorageOperation(d.kind)) {
           journal.finish(
             result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
           );

@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import {
+  type AgentHub,
+  createAgentStorage,
   createReplicaCatalog,
   createReplicationJobs,
   createReplicationRunner,
@@ -39,6 +41,8 @@ export interface StorageStack {
   readonly replicas: ReplicaCatalog;
   /** Stops the scheduler; resolves when its runs have ended. */
   close(): Promise<void>;
+  /** From now on, storage of nodes whose agents run it goes through `hub` (sends relayed by it). */
+  useAgents(hub: AgentHub): void;
 }
 
 /** Options of {@link startStorage}. */
@@ -111,6 +115,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
         : undefined,
     });
   }
+  // Calls for nodes whose agents run storage go to those agents once the hub is attached.
+  let agents: AgentHub | undefined;
+  storage = createAgentStorage({ local: storage, hub: () => agents, logger });
   const repl = config.storage.replication;
   const runner = createReplicationRunner({
     store,
@@ -149,6 +156,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     scheduler,
     replicas: createReplicaCatalog({ store }),
     close: async () => scheduler?.stop(),
+    useAgents: (hub) => {
+      agents = hub;
+    },
   };
 }
 
