@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import pino from "pino";
 import {
   AgentError,
@@ -10,6 +11,7 @@ import {
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import type { AgentConfig } from "./agent-config.js";
+import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
@@ -42,7 +44,20 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   const log = createAgentLogger(config.logLevel);
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
-  const hv = openNodeHypervisor(config, nodeId, log);
+  // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.
+  let cut = () => {};
+  const faults = watchFaults(config.dir, (f) => {
+    log.warn({ node: nodeId, faults: f }, `faults now: ${describeFaults(f)}`);
+    if (f.partitioned) cut();
+  });
+  const now = () => Date.now() + faults.current().clockOffsetMs;
+  const hv = openNodeHypervisor(config, nodeId, log, {
+    now,
+    failMigrationAt: () => faults.current().failMigrationAt,
+  });
+  // So an operator or a test can signal this very process: kill -STOP $(cat DIR/agent.pid).
+  const pidFile = join(config.dir, "agent.pid");
+  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
   const stop = new AbortController();
@@ -53,6 +68,8 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
   const executor = createOperationExecutor({
     driver: hv.driver,
+    define: hv.define,
+    now,
     journal,
     send: (m) => void send(m),
     logger: log,
@@ -68,9 +85,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     logger: log,
     signal: stop.signal,
+    held: () => faults.current().partitioned,
     async hello() {
       const { health, datasets } = await hv.inventory(AbortSignal.timeout(30_000));
-      const ms = Date.now();
+      const ms = now();
       return {
         kind: {
           case: "hello",
@@ -108,6 +126,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     },
   });
   send = (m) => link.send(m);
+  cut = () => link.interrupt();
   const renewal = scheduleRenewal(
     config,
     log,
@@ -117,6 +136,9 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   log.info({ node: nodeId, driver: hv.driver.kind, servers: config.servers }, "agent running");
   await notifier.ready(`node ${nodeId}: connecting`);
   await link.done;
+  faults.close();
+  hv.close();
+  rmSync(pidFile, { force: true });
   clearTimeout(renewal.timer);
   await notifier.stopping();
   notifier.close();

@@ -1,6 +1,11 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
-import type { HypervisorDriver } from "../drivers/index.js";
+import {
+  formatTransfer,
+  type HypervisorDriver,
+  type MigrationProgress,
+  vmFromDefinitionParams,
+} from "../drivers/index.js";
 import {
   type AgentMessageSchema,
   type OperationDispatch,
@@ -10,6 +15,7 @@ import {
   OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { OperationJournal } from "./operation-journal.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
@@ -27,7 +33,9 @@ export interface OperationExecutor {
    * After a restart: settles operations the journal says were started and
    * not finished, from what the hypervisor shows (a start whose VM runs is
    * done; a start whose VM does not run has not acted and runs now; a
-   * reboot cannot be told apart and is reported OPERATION_INTERRUPTED).
+   * reboot or a migration cannot be told apart: a migration whose VM is
+   * gone from here has finished, any other is reported OPERATION_INTERRUPTED;
+   * a recover whose VM runs here is done, else it runs again).
    */
   recover(): Promise<void>;
   /** Operations running now. */
@@ -35,11 +43,21 @@ export interface OperationExecutor {
 }
 
 /** The operation kinds this agent runs, as Hello capabilities. */
-export const OPERATION_CAPABILITIES = ["op:start-vm", "op:stop-vm", "op:reboot-vm"];
+export const OPERATION_CAPABILITIES = [
+  "op:start-vm",
+  "op:stop-vm",
+  "op:reboot-vm",
+  "op:migrate-out",
+  "op:recover",
+];
 
 /** Creates the executor over a driver and a journal. */
 export function createOperationExecutor(options: {
   driver: HypervisorDriver;
+  /** Defines a VM from the control plane's view, where the backend can (RECOVER). */
+  define?: (info: VmInfo) => void;
+  /** The clock results are stamped with (a clock-offset fault shifts it). Default Date.now. */
+  now?: () => number;
   journal: OperationJournal;
   send: Send;
   logger: Logger;
@@ -50,7 +68,7 @@ export function createOperationExecutor(options: {
   const inflight = new Map<string, AbortController>();
 
   const stamp = () => {
-    const ms = Date.now();
+    const ms = (options.now ?? Date.now)();
     return create(TimestampSchema, {
       seconds: BigInt(Math.floor(ms / 1000)),
       nanos: (ms % 1000) * 1_000_000,
@@ -81,9 +99,58 @@ export function createOperationExecutor(options: {
       case OperationKind.REBOOT_VM:
         await driver.stop(d.vmId, { force, signal });
         return driver.start(d.vmId, signal);
+      case OperationKind.MIGRATE_OUT:
+        return driver.migrate(
+          d.vmId,
+          { nodeId: d.params.destination ?? "", uri: d.params.uri ?? "" },
+          {
+            live: d.params.live === "true",
+            signal,
+            onProgress: (p) => report(d.operationId, p),
+          },
+        );
+      case OperationKind.RECOVER:
+        return recoverHere(d, signal);
       default:
         throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
     }
+  }
+
+  /** Migration progress as operation progress; the figures ride in the message. */
+  function report(id: string, p: MigrationProgress): void {
+    send({
+      kind: {
+        case: "progress",
+        value: {
+          operationId: id,
+          percent: Math.max(0, Math.min(100, Math.round(p.percent))),
+          phase: p.phase,
+          message: formatTransfer(p),
+        },
+      },
+    });
+  }
+
+  /**
+   * Failover: starts here a VM of a failed node. Its definition is here
+   * already (shared or replicated storage), or defined from the control
+   * plane's view where the backend can. The generation it was decided
+   * under is in the journal with the dispatch (the fencing work checks it).
+   */
+  async function recoverHere(d: OperationDispatch, signal: AbortSignal): Promise<void> {
+    if ((await driver.info(d.vmId, signal)) === undefined) {
+      const info = vmFromDefinitionParams(d.vmId, d.params);
+      if (info === undefined || options.define === undefined)
+        throw new RpcError("VM_NOT_FOUND", {
+          message: `vm ${d.vmId} is not defined on this node`,
+        });
+      options.define(info);
+    }
+    logger.info(
+      { vm: d.vmId, from: d.params.from, generation: String(d.generation) },
+      "recovering a vm of a failed node",
+    );
+    await driver.start(d.vmId, signal);
   }
 
   function run(d: OperationDispatch): void {
@@ -132,13 +199,31 @@ export function createOperationExecutor(options: {
     },
     async recover() {
       for (const { dispatch: d } of journal.unfinished()) {
+        if (d.kind === OperationKind.MIGRATE_OUT) {
+          let here = true;
+          try {
+            here = (await driver.info(d.vmId, options.signal)) !== undefined;
+          } catch (err) {
+            logger.warn({ err, operation: d.operationId }, "cannot check an interrupted migration");
+          }
+          journal.finish(
+            here
+              ? result(
+                  d.operationId,
+                  OperationOutcome.FAILED,
+                  new RpcError("OPERATION_INTERRUPTED"),
+                )
+              : result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true),
+          );
+          continue;
+        }
         if (d.kind === OperationKind.REBOOT_VM) {
           journal.finish(
             result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
           );
           continue;
         }
-        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        const goal = d.kind === OperationKind.STOP_VM ? "stopped" : "running";
         let state: string | undefined;
         try {
           state = (await driver.info(d.vmId, options.signal))?.state;

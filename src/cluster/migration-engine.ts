@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
+  canQuiesce,
   type DomainState,
   type DomainStatus,
   type MigrationProgress,
@@ -351,6 +352,11 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     const source = m.source?.nodeId?.id ?? "";
     const target = m.target?.nodeId?.id ?? "";
     const sig = signal ?? AbortSignal.timeout(60_000);
+    // A node that runs jobs itself (an agent) may still be moving the vm: its outcome decides.
+    for (const node of [source, target]) {
+      const driver = executors.forNode(node);
+      if (driver !== undefined && canQuiesce(driver)) await driver.quiesce(vmId, sig);
+    }
     const onTarget = await executors.forNode(target)?.info(vmId, sig);
     // A source that cannot be reached (its node died too) did not hand the VM
     // over: the target is the one that decides. Settling then releases the

@@ -98,7 +98,34 @@ export interface RecoveringDriver extends HypervisorDriver {
    * Defines and starts `vmId` here, taking it over from `fromNodeId`. The
    * caller guarantees the failed node has fenced itself.
    */
-  recover(vmId: string, fromNodeId: string, signal: AbortSignal): Promise<void>;
+  recover(
+    vmId: string,
+    fromNodeId: string,
+    signal: AbortSignal,
+    options?: RecoverOptions,
+  ): Promise<void>;
+}
+
+/** Options of {@link RecoveringDriver.recover}. */
+export interface RecoverOptions {
+  /** The VM's placement generation the failover was decided under (fencing token; 0: none). */
+  readonly generation?: bigint;
+}
+
+/**
+ * The optional ability of a driver whose node runs jobs on its own (a node
+ * agent): waiting until no job on a VM runs there any more and the node
+ * has reported its domains since, so that what `info` answers next is the
+ * outcome, not a view from before. Settling a migration whose control
+ * plane died asks this first: the node may still be moving the VM.
+ */
+export interface QuiescingDriver extends HypervisorDriver {
+  quiesce(vmId: string, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` can wait for a node's own jobs on a VM. */
+export function canQuiesce(driver: HypervisorDriver): driver is QuiescingDriver {
+  return typeof (driver as Partial<QuiescingDriver>).quiesce === "function";
 }
 
 /** True when `driver` can recover VMs of failed nodes. */

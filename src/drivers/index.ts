@@ -10,7 +10,7 @@ export type {
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
 export { vmStateOf } from "./domain-state.js";
-export { writeFileDurably } from "./durable-file.js";
+export { readFileIfPresent, writeFileDurably } from "./durable-file.js";
 export type {
   DomainState,
   DomainStatus,
@@ -20,16 +20,27 @@ export type {
   MigrationDestination,
   MigrationPhase,
   MigrationProgress,
+  QuiescingDriver,
   RecoveringDriver,
+  RecoverOptions,
 } from "./hypervisor-driver.js";
-export { canRecover } from "./hypervisor-driver.js";
+export { canQuiesce, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
-export { createLibvirtDriver } from "./libvirt-driver.js";
+export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";
+export {
+  formatTransfer,
+  MIGRATION_URI_LABEL,
+  parseTransfer,
+  vmDefinitionParams,
+  vmFromDefinitionParams,
+} from "./operation-params.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { Handoff } from "./sim-handoff.js";
+export { seedNodeWorlds, simMigrationUri } from "./sim-handoff.js";
 export type {
   SimulatedDataset,
   SimulatedStorage,

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { createAuditService, createAuditStages } from "../audit/index.js";
 import { packageVersion } from "../client/index.js";
 import {
+  createAgentExecutors,
+  createAgentOperations,
   createDomainServices,
   createInventory,
   createLocalExecutors,
@@ -51,6 +53,13 @@ import { loadClusterCa } from "./cluster-ca.js";
 import { createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
+import {
+  claimDevNodes,
+  type DevAgents,
+  type DevAgentsPlan,
+  planDevAgents,
+  startDevAgents,
+} from "./dev-agents.js";
 import {
   type DevEnvironment,
   ensureDevOperatorKey,
@@ -103,6 +112,8 @@ export interface Daemon {
   readonly devPanelPassword: string | undefined;
   /** Dev-mode files, when in dev mode. */
   readonly dev: DevEnvironment | undefined;
+  /** Dev mode with dev.agents: the node agent processes. */
+  readonly devAgents: DevAgents | undefined;
   /** Re-reads configuration and TLS files; keeps the running ones when the new ones are wrong. */
   reload(): Promise<boolean>;
   /** Drains calls in flight (up to shutdown.drainTimeoutMs) and stops. Idempotent. */
@@ -239,7 +250,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let simTimer: NodeJS.Timeout | undefined;
   let simNodeIds: string[] = [];
   let sim: Simulation | undefined;
-  if (config.simulation.enabled ?? config.dev.enabled) {
+  if (config.simulation.enabled ?? (config.dev.enabled && !config.dev.agents.enabled)) {
     sim = createSimulation({
       ...config.simulation,
       clock,
@@ -250,6 +261,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     });
     const simulated = sim;
     simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
+    if (dev !== undefined)
+      await claimDevNodes(store, inventory, simNodeIds, () => "simulation", logger);
     for (const node of sim.nodes) await inventory.register(node, "simulation");
     // The simulation's VMs belong to the tenants its world says, as if a cluster admin had
     // assigned them (first start only: an assignment made since stays). Reports never do.
@@ -279,6 +292,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
   }
 
+  // Dev mode's nodes as agent processes: each its own simulated hypervisor and directory.
+  let devAgentsPlan: DevAgentsPlan | undefined;
+  if (dev !== undefined && config.dev.agents.enabled && sim === undefined) {
+    devAgentsPlan = await planDevAgents(config, dev, inventory, clock.now());
+    simNodeIds = [...devAgentsPlan.nodeIds];
+    await claimDevNodes(store, inventory, simNodeIds, (id) => id, logger);
+  }
+
   const storage = await startStorage({
     config,
     store,
@@ -287,12 +308,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
     closing: closing.signal,
     simulatedNodeIds: simNodeIds,
+    simulatedVms: devAgentsPlan?.vms,
   });
   const libvirt = libvirtNodes(config, logger);
-  const executors = createLocalExecutors(
-    (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
-    (id) => libvirt.get(id)?.uri ?? "",
-  );
+  // Nodes this process drives itself first; any other node through its agent.
+  const executors = createAgentExecutors({
+    store,
+    inventory,
+    operations: createAgentOperations(store, clock),
+    clock,
+    logger,
+    local: createLocalExecutors(
+      (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
+      (id) => libvirt.get(id)?.uri ?? "",
+    ),
+  });
   const reporter =
     libvirt.size === 0
       ? undefined
@@ -556,6 +586,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     writeDevContext(dev, server.address, await ensureDevOperatorKey(dev, apiKeys, logger), logger);
   if (dev !== undefined && simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, simNodeIds, logger);
+  const devAgents =
+    devAgentsPlan === undefined
+      ? undefined
+      : startDevAgents({ plan: devAgentsPlan, server: server.address, config, logger });
   ready = true;
   health.setAll(
     readiness.reasons().length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
@@ -579,6 +613,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     panelUrl: panel?.url,
     devPanelPassword: panel?.devAdminPassword,
     dev,
+    devAgents,
     async reload() {
       await notifier.reloading();
       let ok = false;
@@ -632,6 +667,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           panel?.close(),
         ]);
         await runtime.close();
+        await devAgents?.stop();
         reporter?.close();
         sim?.close();
         inventory.close();

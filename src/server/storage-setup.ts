@@ -51,6 +51,8 @@ export interface StorageStackOptions {
   readonly closing: AbortSignal;
   /** Nodes of the in-process simulation; when any, storage is simulated from their VMs' disks. */
   readonly simulatedNodeIds: readonly string[];
+  /** The simulated nodes' VMs when the inventory does not hold them yet (dev mode's agents). */
+  readonly simulatedVms?: readonly VmInfo[];
 }
 
 const GIB = 1024 ** 3;
@@ -69,7 +71,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
   let seed: (() => Promise<void>) | undefined;
   if (options.simulatedNodeIds.length > 0) {
     const nodes = [...options.simulatedNodeIds].sort();
-    const vms = (await options.inventory.listVms()).filter((vm) =>
+    const vms = (options.simulatedVms ?? (await options.inventory.listVms())).filter((vm) =>
       nodes.includes(vm.nodeId?.id ?? ""),
     );
     storage = createSimulatedStorage({
