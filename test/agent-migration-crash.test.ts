@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
+import { MigrationService, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
+
+const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+
+/**
+ * A migration between two agents is the source agent's job: it goes on
+ * while the control plane that started it is dead, and the control plane
+ * that comes back settles it from what the agents say once the job is over.
+ */
+describe("a migration between agents outlives a control-plane crash", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let address: string;
+  const agents: ChildProcess[] = [];
+  const start = async (listen: string) => {
+    const file = join(dir, "rpcd.yaml");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        simulation: { enabled: false },
+        cluster: {
+          heartbeatIntervalMs: 1000,
+          heartbeatMissedIntervals: 2,
+          runnerLeaseMs: 2000,
+          failover: { enabled: false },
+        },
+        storage: { replication: { scheduler: false } },
+        panel: { enabled: false },
+      }),
+    );
+    return startDaemonProcess([
+      "--dev",
+      "--data-dir",
+      dir,
+      "--listen",
+      listen,
+      "--metrics-listen",
+      "127.0.0.1:0",
+      "--config",
+      file,
+    ]);
+  };
+  const clients = () => {
+    const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
+    return {
+      ch,
+      nodes: createServiceClient(NodeService, ch),
+      migrations: createServiceClient(MigrationService, ch),
+    };
+  };
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const local = async (node: string) => {
+    const r = await runProcess(process.execPath, [
+      AGENT_BIN,
+      "status",
+      "--dir",
+      join(dir, node),
+      "--driver",
+      "sim",
+      "-o",
+      "json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { domains: { id: string }[] }).domains.map((d) => d.id);
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-agentcrash-"));
+    daemon = await start("127.0.0.1:0");
+    address = daemon.grpcAddress;
+    for (const node of ["node-a", "node-b"]) {
+      const t = await hvctl("-o", "json", "token", "create", node);
+      assert.equal(t.code, 0, t.stderr);
+      const { token, caFingerprint } = JSON.parse(t.stdout) as {
+        token: string;
+        caFingerprint: string;
+      };
+      const e = await runProcess(
+        process.execPath,
+        [
+          AGENT_BIN,
+          "enroll",
+          "--server",
+          address,
+          "--ca-fingerprint",
+          caFingerprint,
+          "--dir",
+          join(dir, node),
+        ],
+        { env: { DEBVISOR_ENROLL_TOKEN: token } },
+      );
+      assert.equal(e.code, 0, e.stderr);
+      agents.push(
+        spawn(
+          process.execPath,
+          [
+            AGENT_BIN,
+            "run",
+            "--dir",
+            join(dir, node),
+            "--server",
+            address,
+            "--driver",
+            "sim",
+            "--sim-vms",
+            "2",
+            "--sim-migration-ms",
+            "9000",
+          ],
+          { stdio: "ignore" },
+        ),
+      );
+    }
+    const { ch, nodes } = clients();
+    try {
+      await eventually(
+        async () => {
+          const list = await nodes.listNodes({});
+          assert.deepEqual(
+            list.nodes.map((n) => n.readiness),
+            [NodeReadiness.READY, NodeReadiness.READY],
+          );
+        },
+        { timeoutMs: 15_000, intervalMs: 200 },
+      );
+    } finally {
+      ch.close();
+    }
+  });
+  after(() => {
+    for (const a of agents) a.kill("SIGKILL");
+    daemon?.kill();
+  });
+
+  it("goes on after kill -9 of the daemon mid-transfer and is settled SUCCEEDED by its successor", async () => {
+    let { ch, migrations } = clients();
+    const started = await migrations.startMigration({
+      vm: { vmId: "node-a-vm-001" },
+      target: { nodeId: { id: "node-b" } },
+    });
+    await eventually(
+      async () => {
+        const m = await migrations.getMigration({ migrationId: started.migrationId });
+        assert.ok(m.progressPct > 0, "transferring");
+      },
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
+    ch.close();
+    daemon.proc.kill("SIGKILL");
+    await daemon.exited;
+    // The successor comes back on the same address while the agent still moves the vm.
+    daemon = await start(address);
+    assert.ok((await local("node-a")).includes("node-a-vm-001"), "still transferring");
+    ({ ch, migrations } = clients());
+    try {
+      const m = await eventually(
+        async () => {
+          const m = await migrations.getMigration({ migrationId: started.migrationId });
+          assert.ok(m.state !== MigrationState.RUNNING && m.state !== MigrationState.PENDING);
+          return m;
+        },
+        { timeoutMs: 20_000, intervalMs: 200 },
+      );
+      assert.equal(m.state, MigrationState.SUCCEEDED, m.message);
+      assert.match(m.message, /finished while the control plane was down/);
+      assert.deepEqual(await local("node-a"), ["node-a-vm-002"]);
+      assert.ok((await local("node-b")).includes("node-a-vm-001"));
+    } finally {
+      ch.close();
+    }
+  });
+});
