@@ -11,15 +11,9 @@ import {
   MigrationState,
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { AGENT_BIN } from "./helpers/agent-enrollment.js";
+import { type DaemonProcess, runProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
-
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 
 /**
  * The dev cluster as `npm start` runs it: the daemon plus three

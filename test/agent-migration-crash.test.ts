@@ -7,15 +7,9 @@ import { after, before, describe, it } from "node:test";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { MigrationService, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-} from "./helpers/daemon-process.js";
+import { AGENT_BIN, enrollAgent } from "./helpers/agent-enrollment.js";
+import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
-
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 
 /**
  * A migration between two agents is the source agent's job: it goes on
@@ -63,8 +57,6 @@ describe("a migration between agents outlives a control-plane crash", () => {
       migrations: createServiceClient(MigrationService, ch),
     };
   };
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const local = async (node: string) => {
     const r = await runProcess(process.execPath, [
       AGENT_BIN,
@@ -85,27 +77,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
     daemon = await start("127.0.0.1:0");
     address = daemon.grpcAddress;
     for (const node of ["node-a", "node-b"]) {
-      const t = await hvctl("-o", "json", "token", "create", node);
-      assert.equal(t.code, 0, t.stderr);
-      const { token, caFingerprint } = JSON.parse(t.stdout) as {
-        token: string;
-        caFingerprint: string;
-      };
-      const e = await runProcess(
-        process.execPath,
-        [
-          AGENT_BIN,
-          "enroll",
-          "--server",
-          address,
-          "--ca-fingerprint",
-          caFingerprint,
-          "--dir",
-          join(dir, node),
-        ],
-        { env: { DEBVISOR_ENROLL_TOKEN: token } },
-      );
-      assert.equal(e.code, 0, e.stderr);
+      await enrollAgent(join(dir, "hvctl.yaml"), address, node, join(dir, node));
       agents.push(
         spawn(
           process.execPath,

@@ -25,6 +25,7 @@ import {
   OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { enrollAgent } from "./helpers/agent-enrollment.js";
 import {
   type DaemonProcess,
   devDaemonArgs,
@@ -121,30 +122,8 @@ describe("node agents on their stream", async () => {
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
   /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
-  const enrollNode = async (node: string) => {
-    const t = await hvctl("-o", "json", "token", "create", node);
-    assert.equal(t.code, 0, t.stderr);
-    const { token, caFingerprint } = JSON.parse(t.stdout) as {
-      token: string;
-      caFingerprint: string;
-    };
-    const r = await runProcess(
-      process.execPath,
-      [
-        AGENT_BIN,
-        "enroll",
-        "--server",
-        daemon.grpcAddress,
-        "--ca-fingerprint",
-        caFingerprint,
-        "--dir",
-        join(dir, node),
-      ],
-      { env: { DEBVISOR_ENROLL_TOKEN: token } },
-    );
-    assert.equal(r.code, 0, r.stderr);
-    return join(dir, node);
-  };
+  const enrollNode = (node: string) =>
+    enrollAgent(join(dir, "hvctl.yaml"), daemon.grpcAddress, node, join(dir, node));
   const run = (node: string, ...extra: string[]) => {
     const a = startAgent([
       "--dir",
