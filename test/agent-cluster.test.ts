@@ -19,7 +19,7 @@ import { eventually } from "./helpers/eventually.js";
  * The dev cluster as `npm start` runs it: the daemon plus three
  * debvisor-agent processes, each a simulated node with its own domains in
  * its own directory. Timings shortened: heartbeats every second, NOT_READY
- * after two missed, fence delay 2 s, a migration 1.5 s.
+ * after two missed, fence delay 2 s, a migration 1 s.
  */
 describe("the dev cluster of agent processes", () => {
   let dir: string;
@@ -64,7 +64,7 @@ describe("the dev cluster of agent processes", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-agentcluster-"));
     daemon = await startDevDaemon(dir, {
-      dev: { agents: { enabled: true, migrationMs: 1500 } },
+      dev: { agents: { enabled: true, migrationMs: 1000 } },
       cluster: {
         heartbeatIntervalMs: 1000,
         heartbeatMissedIntervals: 2,
@@ -142,6 +142,22 @@ describe("the dev cluster of agent processes", () => {
     await fault("node-03", "heal");
     await eventually(async () => assert.equal(await readiness("node-03"), NodeReadiness.READY), {
       timeoutMs: 10_000,
+      intervalMs: 200,
+    });
+  });
+
+  it("shifts a node's reported clock at run time: a minute ahead its reports are refused, cleared it is READY again", async () => {
+    await fault("node-01", "clock-offset", "60000");
+    try {
+      await eventually(
+        async () => assert.equal(await readiness("node-01"), NodeReadiness.NOT_READY),
+        { timeoutMs: 10_000, intervalMs: 200 },
+      );
+    } finally {
+      await fault("node-01", "clear");
+    }
+    await eventually(async () => assert.equal(await readiness("node-01"), NodeReadiness.READY), {
+      timeoutMs: 20_000,
       intervalMs: 200,
     });
   });

@@ -102,6 +102,7 @@ export function startDevAgents(options: {
 }): DevAgents {
   const { plan, config, logger } = options;
   const procs = new Map<string, ChildProcess>();
+  let stopping = false;
   const env = { ...process.env };
   // The agents are not the daemon's service: they must not notify systemd for it.
   delete env.NOTIFY_SOCKET;
@@ -128,9 +129,10 @@ export function startDevAgents(options: {
     const proc = spawn(process.execPath, args, { env, stdio: ["pipe", "pipe", "pipe"] });
     procs.set(id, proc);
     for (const stream of [proc.stdout, proc.stderr]) prefixLines(stream, `[${id}] `);
-    proc.once("exit", (code, signal) =>
-      logger.warn({ node: id, code, signal }, "dev mode: agent process exited"),
-    );
+    proc.once("exit", (code, signal) => {
+      if (stopping) logger.info({ node: id, code, signal }, "dev mode: agent process stopped");
+      else logger.warn({ node: id, code, signal }, "dev mode: agent process exited");
+    });
   }
   logger.info({ nodes: plan.nodeIds }, "dev mode: agent processes started");
   return {
@@ -144,6 +146,7 @@ export function startDevAgents(options: {
         };
       }),
     async stop() {
+      stopping = true;
       await Promise.all(
         [...procs.values()].map(async (p) => {
           if (p.exitCode !== null || p.signalCode !== null) return;
