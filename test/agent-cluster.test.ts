@@ -111,8 +111,9 @@ describe("the dev cluster of agent processes", () => {
     assert.equal(m.state, MigrationState.SUCCEEDED, m.message);
     assert.equal(m.live, true);
     assert.ok(m.bytesTotal > 0n, "the agent's transfer figures reached the migration record");
-    assert.equal((await local("node-01")).has("vm-001"), false, "gone from the source");
-    assert.equal((await local("node-02")).get("vm-001"), "running", "running on the target");
+    const [source, target] = await Promise.all([local("node-01"), local("node-02")]);
+    assert.equal(source.has("vm-001"), false, "gone from the source");
+    assert.equal(target.get("vm-001"), "running", "running on the target");
   });
 
   it("rolls back a migration that a fault injected at run time fails at 40 %: the vm stays on its source only", async () => {
@@ -122,8 +123,9 @@ describe("the dev cluster of agent processes", () => {
       assert.equal(m.state, MigrationState.FAILED);
       assert.equal(m.phase, MigrationPhase.ROLLED_BACK);
       assert.match(m.message, /40 %.*stays on node-02/);
-      assert.equal((await local("node-02")).get("vm-001"), "running");
-      assert.equal((await local("node-03")).has("vm-001"), false);
+      const [source, target] = await Promise.all([local("node-02"), local("node-03")]);
+      assert.equal(source.get("vm-001"), "running");
+      assert.equal(target.has("vm-001"), false);
     } finally {
       await fault("node-02", "clear");
     }
@@ -183,9 +185,10 @@ describe("the dev cluster of agent processes", () => {
     });
     const target = result.target?.nodeId?.id ?? "";
     assert.ok(target === "node-01" || target === "node-02", `restarted on ${target}`);
-    assert.equal((await local(target)).get("vm-007"), "running", "the target's agent runs it");
+    const [there, dead] = await Promise.all([local(target), local("node-03")]);
+    assert.equal(there.get("vm-007"), "running", "the target's agent runs it");
     // The dead node's disk still holds its copy: two nodes each hold one (fencing decides later).
-    assert.equal((await local("node-03")).has("vm-007"), true);
+    assert.equal(dead.has("vm-007"), true);
     assert.ok(existsSync(join(nodeDir(target), "operations.json")));
     const ops = readFileSync(join(nodeDir(target), "operations.json"), "utf8");
     assert.match(ops, /OPERATION_KIND_RECOVER/);
