@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError, rethrowAborted } from "../core/index.js";
 import {
   type DomainState,
   type DomainStatus,
@@ -31,7 +31,7 @@ export interface AgentExecutorsOptions {
   readonly local?: Executors;
   /** An operation no agent takes within this long fails BACKEND_UNAVAILABLE (default 30 s). */
   readonly deliveryTimeoutMs?: number;
-  /** After an abort, how long the agent's own outcome is awaited (default 30 s). */
+  /** After an abort, how long the agent's own outcome is awaited (default 10 s). */
   readonly cancelGraceMs?: number;
 }
 
@@ -56,7 +56,7 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     logger: options.logger,
     requestedBy: EXECUTOR_PRINCIPAL,
     deliveryTimeoutMs: options.deliveryTimeoutMs ?? 30_000,
-    cancelGraceMs: options.cancelGraceMs ?? 30_000,
+    cancelGraceMs: options.cancelGraceMs ?? 10_000,
   });
   const drivers = new Map<string, RecoveringDriver & QuiescingDriver>();
 
@@ -126,14 +126,14 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
           if (node === undefined || node.summary.readiness !== NodeReadiness.READY) return;
           const open = await options.operations.open(nodeId, signal);
           if (!open.some((r) => r.dispatch?.vmId === vmId)) break;
-          await sleep(250, undefined, { signal });
+          await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
         const since = clock.now();
         for (;;) {
           const node = await inventory.getNode(nodeId, signal);
           if (node === undefined || node.summary.readiness !== NodeReadiness.READY) return;
           if (msFromTimestamp(node.summary.lastHeartbeat) > since) return;
-          await sleep(250, undefined, { signal });
+          await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
       },
     };

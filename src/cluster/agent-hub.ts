@@ -8,6 +8,7 @@ import {
   RpcError,
   type ServiceBinding,
   silentLogger,
+  throwIfAborted,
   validateMessage,
 } from "../core/index.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
@@ -142,7 +143,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     });
     try {
       const first = await Promise.race([it.next(), timeout]);
-      if (signal.aborted) throw new RpcError("CANCELLED");
+      throwIfAborted(signal);
       if (first.done === true || first.value.kind.case !== "hello")
         throw new RpcError("INVALID_ARGUMENT", { message: "the first message must be hello" });
       checkMessage(first.value);

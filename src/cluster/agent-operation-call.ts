@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError, throwIfAborted } from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -62,7 +62,7 @@ export function createAgentOperationCaller(o: AgentOperationCallerOptions): Agen
     `cp-${clock.now().toString(36)}-${(counter++ % 1296).toString(36)}${randomBytes(4).toString("hex")}`;
 
   return async (call) => {
-    if (call.signal.aborted) throw new RpcError("CANCELLED");
+    throwIfAborted(call.signal);
     const id = newId();
     const { nodeId } = call;
     const follow = new AbortController();

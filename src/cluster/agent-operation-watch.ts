@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../core/index.js";
 import {
   type OperationRecord,
@@ -52,7 +53,7 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
       } catch (err) {
         if (signal.aborted) break;
         logger.warn({ err }, "operations watch ended; resuming");
-        await new Promise((r) => setTimeout(r, 1000).unref());
+        await sleep(1000, undefined, { signal, ref: false }).catch(() => {});
       }
     }
     started();

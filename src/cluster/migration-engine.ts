@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { clone, create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
+import { abortError, type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
   canQuiesce,
   type DomainState,
@@ -453,7 +454,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           return m;
         }
         // Another start took the room or the vm first: plan again, after a moment.
-        await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
+        await sleep(Math.random() * 10 * (attempt + 1));
       }
       throw new RpcError("CONFLICT");
     },
@@ -461,7 +462,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       for await (const m of this.watch(id, undefined, signal)) {
         if (!isActive(m.state)) return m;
       }
-      throw new RpcError("CANCELLED");
+      throw abortError(signal);
     },
     async *watch(id, tenant, signal) {
       const rec = await load(id, tenant, signal);

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError, throwIfAborted, toRpcError } from "../core/index.js";
 import {
   canReplicate,
   labelOf,
@@ -416,7 +416,7 @@ async function replicate(
     throw err;
   }
   // Pruning deletes: only while this run still holds its lock.
-  if (signal.aborted) throw new RpcError("CANCELLED");
+  throwIfAborted(signal);
   for (const node of [source, target])
     await pruneReplicationSnapshots(
       storage,

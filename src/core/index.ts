@@ -1,6 +1,7 @@
 // The core layer: transport-neutral types of a call, the error catalogue and
 // the pipeline. No I/O and no node: imports; every other layer builds on it.
 
+export { abortError, rethrowAborted, throwIfAborted } from "./abort-error.js";
 export type {
   AuthMethod,
   CallContext,

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+import { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
 
 const node = process.execPath;
 const isKind = (kind: string) => (e: unknown) => e instanceof CommandError && e.kind === kind;
@@ -120,6 +121,55 @@ describe("runCommand", () => {
     );
     assert.equal(r.exitCode, 0);
     assert.deepEqual(lines, ["", "Migration: [  0 %]", "Migration: [ 50 %]", "Migration: [100 %]"]);
+  });
+});
+
+describe("createLocalRunner (the storage drivers' runner, on the same startCommand)", () => {
+  /** True once `pid` has ended (gone, or a zombie nobody reaped yet). */
+  const ended = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true;
+    } catch {
+      return true;
+    }
+  };
+
+  it("feeds stdin through to the program and collects what it prints", async () => {
+    const cmd = createLocalRunner().start({
+      file: node,
+      args: ["-e", "process.stdin.pipe(process.stdout)"],
+      timeoutMs: 10_000,
+    });
+    cmd.stdin.end("snapshot stream");
+    const out = await runStorageCommand(
+      { start: () => cmd },
+      { file: node, args: [], timeoutMs: 10_000 },
+    );
+    assert.equal(out.code, 0);
+    assert.equal(out.stdout, "snapshot stream");
+  });
+
+  it("kills the helpers a command started too (its process group) when its time runs out", async () => {
+    const cmd = createLocalRunner().start({
+      file: node,
+      args: [
+        "-e",
+        "const c = require('child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' }); process.stdout.write(c.pid + '\\n'); setInterval(() => {}, 1000)",
+      ],
+      timeoutMs: 500,
+    });
+    const helper = await new Promise<number>((resolve) =>
+      cmd.stdout.once("data", (d: Buffer) => resolve(Number.parseInt(d.toString(), 10))),
+    );
+    cmd.stdout.resume();
+    assert.equal(ended(helper), false);
+    const exit = await cmd.exit;
+    assert.equal(exit.timedOut, true);
+    const deadline = Date.now() + 5000;
+    while (!ended(helper) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const gone = ended(helper);
+    if (!gone) process.kill(helper, "SIGKILL");
+    assert.ok(gone, "the helper outlived its command");
   });
 });
 

@@ -1,7 +1,10 @@
 /**
  * Runs an external program the way every real driver must: an argument
- * array (never a shell), a timeout that kills the process, a bound on the
- * output kept, an AbortSignal, and line callbacks for streamed progress.
+ * array (never a shell), a timeout that kills the process, an AbortSignal.
+ * One place spawns processes for every driver: {@link startCommand} hands out
+ * the three streams (the storage drivers pipe `zfs send` into `zfs receive`);
+ * {@link runCommand} (virsh) runs to the end with a bound on the output kept
+ * and line callbacks for streamed progress.
  *
  * The child gets its own process group, so killing it also ends the helpers
  * it started (virsh's ssh tunnel to a `qemu+ssh://` destination). A kill sends
@@ -9,7 +12,50 @@
  * SIGKILL after `killGraceMs`.
  */
 import { spawn } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
+
+/** Options of {@link startCommand}. */
+export interface StartOptions {
+  /** The process is killed after this long (`timedOut` in its exit). */
+  readonly timeoutMs: number;
+  /** Aborting kills the process (`aborted` in its exit). */
+  readonly signal?: AbortSignal;
+  /** Variables added to the inherited environment (for example `LC_ALL=C`). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** The first signal of a kill (default SIGTERM). */
+  readonly killSignal?: NodeJS.Signals;
+  /** How long after `killSignal` SIGKILL follows (default 2000 ms). */
+  readonly killGraceMs?: number;
+}
+
+/** How a command ended. */
+export interface CommandExit {
+  /** Exit status; null when killed by a signal or never started. */
+  readonly code: number | null;
+  readonly signal: string | null;
+  /** Killed because its time ran out (and not for another reason first). */
+  readonly timedOut: boolean;
+  /** Killed because its signal aborted (and not for another reason first). */
+  readonly aborted: boolean;
+  /** Set when the program could not be started (not installed, not executable). */
+  readonly spawnError?: Error;
+}
+
+/** A started command with its three streams. */
+export interface RunningCommand {
+  readonly stdin: Writable;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** Resolves (never rejects) once the command has ended and its streams have closed. */
+  readonly exit: Promise<CommandExit>;
+}
+
+/** A command started on this host. */
+export interface LocalCommand extends RunningCommand {
+  /** Kills it (and its process group): `killSignal`, then SIGKILL after the grace. */
+  kill(): void;
+}
 
 /** What a finished process left behind. */
 export interface CommandResult {
@@ -116,77 +162,115 @@ export class LineSplitter {
   }
 }
 
-/** The real {@link CommandRunner}: `child_process.spawn` without a shell. */
-export const runCommand: CommandRunner = (program, args, options) => {
+/**
+ * Starts `program` with `args` on this host (`spawn`, no shell) in its own
+ * process group. An already aborted signal still starts it, and kills it at once.
+ */
+export function startCommand(
+  program: string,
+  args: readonly string[],
+  options: StartOptions,
+): LocalCommand {
   const { signal } = options;
-  if (signal?.aborted) return Promise.reject(new CommandError("aborted", program));
-  const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
   const killGraceMs = options.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
-
-  return new Promise<CommandResult>((resolve, reject) => {
-    const child = spawn(program, [...args], {
-      shell: false,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: options.env === undefined ? process.env : { ...process.env, ...options.env },
-    });
-    const out = collector(maxOutput, options.onStdoutLine);
-    const err = collector(maxOutput, options.onStderrLine);
-    let failure: CommandErrorKind | undefined;
-    let killTimer: NodeJS.Timeout | undefined;
-    let spawnError: unknown;
-
-    const killGroup = (sig: NodeJS.Signals) => {
-      if (child.pid === undefined) return;
-      try {
-        process.kill(-child.pid, sig);
-      } catch {
-        // Already gone.
-      }
-    };
-    const stop = (kind: CommandErrorKind) => {
-      if (failure !== undefined) return;
-      failure = kind;
-      killGroup(options.killSignal ?? "SIGTERM");
-      killTimer = setTimeout(() => killGroup("SIGKILL"), killGraceMs);
-    };
-    const onAbort = () => stop("aborted");
-    const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
-    signal?.addEventListener("abort", onAbort, { once: true });
-
-    child.stdout.on("data", (chunk: Buffer) => {
-      if (!out.add(chunk)) stop("output-limit");
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      if (!err.add(chunk)) stop("output-limit");
-    });
-    child.on("error", (e) => {
+  const child = spawn(program, [...args], {
+    shell: false,
+    detached: true,
+    stdio: ["pipe", "pipe", "pipe"],
+    env: options.env === undefined ? process.env : { ...process.env, ...options.env },
+  });
+  let killedFor: "timeout" | "aborted" | "killed" | undefined;
+  let killTimer: NodeJS.Timeout | undefined;
+  let spawnError: Error | undefined;
+  const killGroup = (sig: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // Already gone.
+    }
+  };
+  const stop = (why: "timeout" | "aborted" | "killed") => {
+    if (killedFor !== undefined) return;
+    killedFor = why;
+    killGroup(options.killSignal ?? "SIGTERM");
+    killTimer = setTimeout(() => killGroup("SIGKILL"), killGraceMs);
+    killTimer.unref();
+  };
+  const onAbort = () => stop("aborted");
+  const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  // A reader that stops early (the other side of a pipe died) must not crash the daemon.
+  child.stdin.on("error", () => {});
+  const exit = new Promise<CommandExit>((resolve) => {
+    child.once("error", (e) => {
       spawnError = e;
     });
-    child.on("close", (code, sig) => {
+    child.once("close", (code, sig) => {
       clearTimeout(timer);
       if (killTimer !== undefined) clearTimeout(killTimer);
       signal?.removeEventListener("abort", onAbort);
-      const result: CommandResult = {
-        exitCode: code,
+      resolve({
+        code,
         signal: sig,
-        stdout: out.finish(),
-        stderr: err.finish(),
-      };
-      if (spawnError !== undefined) {
-        const notFound = (spawnError as NodeJS.ErrnoException).code === "ENOENT";
-        reject(
-          new CommandError(notFound ? "not-found" : "spawn-failed", program, {
-            cause: spawnError,
-          }),
-        );
-      } else if (failure !== undefined) {
-        reject(new CommandError(failure, program, { result }));
-      } else {
-        resolve(result);
-      }
+        timedOut: killedFor === "timeout",
+        aborted: killedFor === "aborted",
+        spawnError,
+      });
     });
   });
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    exit,
+    kill: () => stop("killed"),
+  };
+}
+
+/** The real {@link CommandRunner}: {@link startCommand} with stdin closed, run to its end. */
+export const runCommand: CommandRunner = async (program, args, options) => {
+  if (options.signal?.aborted) throw new CommandError("aborted", program);
+  const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const cmd = startCommand(program, args, options);
+  cmd.stdin.end();
+  const out = collector(maxOutput, options.onStdoutLine);
+  const err = collector(maxOutput, options.onStderrLine);
+  let overflowed = false;
+  const overflow = () => {
+    if (overflowed) return;
+    overflowed = true;
+    cmd.kill();
+  };
+  cmd.stdout.on("data", (chunk: Buffer) => {
+    if (!out.add(chunk)) overflow();
+  });
+  cmd.stderr.on("data", (chunk: Buffer) => {
+    if (!err.add(chunk)) overflow();
+  });
+  const exit = await cmd.exit;
+  const result: CommandResult = {
+    exitCode: exit.code,
+    signal: exit.signal as NodeJS.Signals | null,
+    stdout: out.finish(),
+    stderr: err.finish(),
+  };
+  if (exit.spawnError !== undefined) {
+    const notFound = (exit.spawnError as NodeJS.ErrnoException).code === "ENOENT";
+    throw new CommandError(notFound ? "not-found" : "spawn-failed", program, {
+      cause: exit.spawnError,
+    });
+  }
+  const failure: CommandErrorKind | undefined = exit.timedOut
+    ? "timeout"
+    : exit.aborted
+      ? "aborted"
+      : overflowed
+        ? "output-limit"
+        : undefined;
+  if (failure !== undefined) throw new CommandError(failure, program, { result });
+  return result;
 };
 
 /** Keeps up to `max` bytes of one stream and feeds its lines to `onLine`. */

@@ -17,13 +17,16 @@
  * `runner` from {@link createVirshSession} to keep one connection instead.
  */
 import {
+  abortError,
   checkString,
   ID_HINT,
   ID_PATTERN,
   type Logger,
   RpcError,
   silentLogger,
+  throwIfAborted,
 } from "../core/index.js";
+import { abortableSleep } from "./abortable-sleep.js";
 import { type CommandResult, type CommandRunner, runCommand } from "./command-runner.js";
 import type {
   DomainState,
@@ -35,14 +38,7 @@ import type {
 } from "./hypervisor-driver.js";
 import { checkLibvirtUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 import { createProgressReporter } from "./migration-progress.js";
-import {
-  abortError,
-  createVirshInvoker,
-  isRace,
-  sleep,
-  throwIfAborted,
-  VirshCommandError,
-} from "./virsh-invoker.js";
+import { createVirshInvoker, isRace, VirshCommandError } from "./virsh-invoker.js";
 import {
   parseDominfo,
   parseDomjobinfo,
@@ -235,7 +231,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): HypervisorDr
         throw e;
       }
       if (state === "stopped") return;
-      if (i < polls) await sleep(s.pollIntervalMs, signal);
+      if (i < polls) await abortableSleep(s.pollIntervalMs, signal);
     }
     throw new RpcError("BACKEND_TIMEOUT", {
       cause: new Error(`${vmId} still running ${s.shutdownTimeoutMs} ms after shutdown`),

@@ -1,11 +1,11 @@
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { RpcError } from "../core/index.js";
+import { RpcError, throwIfAborted } from "../core/index.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
-import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
+import { abortableSleep } from "./abortable-sleep.js";
 import type { DomainStatus, HypervisorDriver, MigrateOptions } from "./hypervisor-driver.js";
 import { readHandoffs, sendHandoff, simMigrationUri, simNodeDir } from "./sim-handoff.js";
 import { createSimulatedNodeDriver, simulatedTransfer } from "./simulated-node-driver.js";
@@ -107,7 +107,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
 
   async function migrate(vmId: string, uri: string, m: MigrateOptions): Promise<void> {
     const { signal, live, onProgress } = m;
-    throwIfCancelled(signal);
+    throwIfAborted(signal);
     const before = await inner.info(vmId, signal);
     const vm = world.vms.get(vmId);
     if (before === undefined || vm === undefined) throw new RpcError("VM_NOT_FOUND");

@@ -1,5 +1,5 @@
-import { ID_PATTERN, RpcError } from "../core/index.js";
-import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
+import { ID_PATTERN, RpcError, throwIfAborted } from "../core/index.js";
+import { abortableSleep } from "./abortable-sleep.js";
 import type {
   DomainStatus,
   MigrateOptions,
@@ -106,7 +106,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
 
   async function migrate(vmId: string, to: MigrationDestination, options: MigrateOptions) {
     const { signal, live, onProgress } = options;
-    throwIfCancelled(signal);
+    throwIfAborted(signal);
     const vm = domain(vmId);
     const target = world.nodes.get(to.nodeId);
     if (target === undefined || !target.alive || to.nodeId === nodeId)
@@ -171,9 +171,9 @@ export function simulatedTransfer(
  * give up: the simulation yields once, then honours the signal.
  */
 async function roundTrip(signal: AbortSignal): Promise<void> {
-  throwIfCancelled(signal);
+  throwIfAborted(signal);
   await new Promise<void>((resolve) => setImmediate(resolve));
-  throwIfCancelled(signal);
+  throwIfAborted(signal);
 }
 
 /** Refuses what no hypervisor would accept as a domain name, before touching anything. */

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import { type Clock, RpcError, throwIfAborted } from "../core/index.js";
 import {
   type DatasetRef,
   DatasetRefSchema,
@@ -7,7 +7,7 @@ import {
   SnapshotInfoSchema,
   StorageBackend,
 } from "../gen/debvisor/v1/storage_pb.js";
-import { abortableSleep, throwIfCancelled } from "./abortable-sleep.js";
+import { abortableSleep } from "./abortable-sleep.js";
 import {
   readStorageState,
   type StorageState,
@@ -208,19 +208,19 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async datasetSize(dataset, signal, nodeId) {
       backendName(dataset);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       return copyOf(dataset, nodeId)?.sizeBytes;
     },
     async listSnapshots(dataset, signal, nodeId) {
       backendName(dataset);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("listSnapshots", dataset);
       const copy = copyOf(dataset, nodeId);
       return copy?.snapshots.map((s) => info(copy, s));
     },
     async createSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("createSnapshot", target.dataset);
       const copy = need(target.dataset, target.nodeId);
       if (copy.snapshots.some((s) => s.name === target.name)) throw new RpcError("SNAPSHOT_EXISTS");
@@ -238,7 +238,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async deleteSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("deleteSnapshot", target.dataset);
       const copy = need(target.dataset, target.nodeId);
       const snap = snapOf(copy, target.name);
@@ -249,21 +249,21 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async protectSnapshot(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("protect", target.dataset);
       if (isZfs(target.dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
       snapOf(need(target.dataset), target.name).protected = true;
     },
     async listClones(target, signal) {
       snapshotSpec(target.dataset, target.name);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       snapOf(need(target.dataset), target.name);
       return clonesOf(copies, datasetKey(target.dataset), target.name);
     },
     async cloneSnapshot(target, image, signal) {
       snapshotSpec(target.dataset, target.name);
       backendName(image, "new_image");
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       failIfFaulted("clone", target.dataset);
       if (isZfs(target.dataset) || isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
       const source = need(target.dataset);
@@ -280,7 +280,7 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
       const { dataset, signal } = send;
       snapshotSpec(dataset, send.snapshot);
       if (!isZfs(dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       const source = need(dataset, send.fromNode);
       const snapIndex = source.snapshots.findIndex((s) => s.name === send.snapshot);
       if (snapIndex < 0) throw new RpcError("SNAPSHOT_NOT_FOUND");
@@ -344,7 +344,7 @@ async function transfer(
     fault === undefined ? Number.POSITIVE_INFINITY : total * (fault.afterFraction ?? 0.5);
   let moved = 0;
   for (let i = 1; i <= steps; i++) {
-    throwIfCancelled(send.signal);
+    throwIfAborted(send.signal);
     // Whole milliseconds that still add up to the duration.
     await sleep(
       Math.round((durationMs * i) / steps) - Math.round((durationMs * (i - 1)) / steps),

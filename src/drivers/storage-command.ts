@@ -1,6 +1,6 @@
-import { spawn } from "node:child_process";
-import type { Readable, Writable } from "node:stream";
-import { RpcError } from "../core/index.js";
+import type { Readable } from "node:stream";
+import { abortError, RpcError } from "../core/index.js";
+import { type CommandExit, type RunningCommand, startCommand } from "./command-runner.js";
 
 /** A command to run: a program and an argument array, never a shell line. */
 export interface CommandSpec {
@@ -14,25 +14,7 @@ export interface CommandSpec {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-/** How a command ended. */
-export interface CommandExit {
-  /** Exit status; null when killed by a signal or never started. */
-  readonly code: number | null;
-  readonly signal: string | null;
-  readonly timedOut: boolean;
-  readonly aborted: boolean;
-  /** Set when the program could not be started (not installed, not executable). */
-  readonly spawnError?: Error;
-}
-
-/** A started command with its three streams. */
-export interface RunningCommand {
-  readonly stdin: Writable;
-  readonly stdout: Readable;
-  readonly stderr: Readable;
-  /** Resolves (never rejects) once the command has ended and its streams have closed. */
-  readonly exit: Promise<CommandExit>;
-}
+export type { CommandExit, RunningCommand };
 
 /** Starts commands somewhere: on this host, or (later) on another node through its agent. */
 export interface CommandRunner {
@@ -45,54 +27,12 @@ export interface CommandOutput extends CommandExit {
   readonly stderr: string;
 }
 
-const KILL_GRACE_MS = 2000;
 const MAX_STDOUT = 16 * 1024 * 1024;
 const MAX_STDERR = 1024 * 1024;
 
-/** Runs commands on this host with `spawn` (no shell), a timeout and an abort signal. */
+/** Runs commands on this host with the drivers' one {@link startCommand}. */
 export function createLocalRunner(): CommandRunner {
-  return {
-    start(spec) {
-      const child = spawn(spec.file, [...spec.args], {
-        shell: false,
-        stdio: ["pipe", "pipe", "pipe"],
-        env: { ...process.env, ...spec.env },
-      });
-      let timedOut = false;
-      let aborted = false;
-      let spawnError: Error | undefined;
-      const kill = () => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        child.kill("SIGTERM");
-        setTimeout(() => {
-          if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-        }, KILL_GRACE_MS).unref();
-      };
-      const timer = setTimeout(() => {
-        timedOut = true;
-        kill();
-      }, spec.timeoutMs);
-      const onAbort = () => {
-        aborted = true;
-        kill();
-      };
-      if (spec.signal?.aborted) onAbort();
-      else spec.signal?.addEventListener("abort", onAbort, { once: true });
-      // A reader that stops early (the other side of a pipe died) must not crash the daemon.
-      child.stdin.on("error", () => {});
-      const exit = new Promise<CommandExit>((resolve) => {
-        child.once("error", (err) => {
-          spawnError = err;
-        });
-        child.once("close", (code, signal) => {
-          clearTimeout(timer);
-          spec.signal?.removeEventListener("abort", onAbort);
-          resolve({ code, signal, timedOut, aborted, spawnError });
-        });
-      });
-      return { stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, exit };
-    },
-  };
+  return { start: (spec) => startCommand(spec.file, spec.args, spec) };
 }
 
 /** Runs a command to completion with stdin closed, collecting its output (bounded). */
@@ -142,7 +82,7 @@ export function collect(
  * The command line and its stderr go in the cause, for the log only.
  */
 export function commandFailed(spec: CommandSpec, out: CommandExit & { stderr?: string }): RpcError {
-  if (out.aborted) return new RpcError("CANCELLED");
+  if (out.aborted) return abortError(spec.signal);
   const what = out.spawnError
     ? `could not start: ${out.spawnError.message}`
     : out.timedOut

@@ -31,35 +31,6 @@ export class VirshCommandError extends Error {
   }
 }
 
-/** The error an aborted call rejects with: the signal's RpcError reason, else CANCELLED. */
-export function abortError(signal: AbortSignal): RpcError {
-  return signal.reason instanceof RpcError ? signal.reason : new RpcError("CANCELLED");
-}
-
-/** Throws the abort error when `signal` is already aborted. */
-export function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw abortError(signal);
-}
-
-/** Resolves after `ms`, or rejects as soon as `signal` aborts. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(abortError(signal));
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortError(signal));
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 /** True when `err` is a BACKEND_FAILED whose stderr matches `pattern`. */
 export function isRace(err: unknown, pattern: RegExp): boolean {
   if (!(err instanceof RpcError) || err.reason !== "BACKEND_FAILED") return false;

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { invalid, RpcError } from "../core/index.js";
+import { abortError, invalid, RpcError } from "../core/index.js";
 import {
   type DatasetRef,
   type SnapshotInfo,
@@ -256,7 +256,7 @@ async function sendSnapshot(
   const [sendText, recvText] = await Promise.all([senderErr, receiverErr]);
   // Both sides exited 0: the target has the snapshot, however late an abort came.
   if (send.signal.aborted && (sendExit.code !== 0 || recvExit.code !== 0))
-    throw new RpcError("CANCELLED");
+    throw abortError(send.signal);
   // A recognised complaint wins, the receiver's first: it explains more than a broken pipe.
   const failures = [
     recvExit.code !== 0 ? zfsError(recvSpec, { ...recvExit, stderr: recvText }) : undefined,

@@ -5,7 +5,7 @@ import {
   type IOptions,
   isRecoverableError,
 } from "etcd3";
-import { RpcError } from "../core/index.js";
+import { abortError, RpcError } from "../core/index.js";
 
 /** etcd lease ids are positive int64s in decimal. */
 const LEASE_ID = /^[1-9][0-9]{0,18}$/;
@@ -97,11 +97,11 @@ export function toRpcError(err: unknown): RpcError {
   return new RpcError("STORE_UNAVAILABLE", { cause: err });
 }
 
-/** Settles like `promise`, or rejects with CANCELLED as soon as `signal` aborts. */
+/** Settles like `promise`, or rejects (core `abortError`) as soon as `signal` aborts. */
 export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (signal === undefined) return promise;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new RpcError("CANCELLED"));
+    const onAbort = () => reject(abortError(signal));
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(
@@ -114,21 +114,5 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefine
         reject(err);
       },
     );
-  });
-}
-
-/** Resolves after `ms`, or rejects with CANCELLED as soon as `signal` aborts. */
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new RpcError("CANCELLED"));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   castGrpcError,
   Etcd3,
@@ -5,14 +6,13 @@ import {
   type IKeyValue,
   type IRequestOp,
 } from "etcd3";
-import { RpcError } from "../core/index.js";
+import { abortError, RpcError, rethrowAborted } from "../core/index.js";
 import {
   abortable,
   closedError,
   isTransient,
   isUnsent,
   leaseId,
-  sleep,
   storeFaultHandling,
   toBuffer,
   toRpcError,
@@ -152,7 +152,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
               (unsent && attempt < UNSENT_ATTEMPTS)
             : unsent && attempt < UNSENT_ATTEMPTS);
         if (!again) throw toRpcError(err);
-        await sleep(backoff, signal);
+        await sleep(backoff, undefined, { signal }).catch(rethrowAborted(signal));
       }
     }
   };
@@ -174,7 +174,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         if (cancel) stream.cancel();
         settle();
       };
-      const onAbort = () => finish(() => reject(new RpcError("CANCELLED")), true);
+      const onAbort = () => finish(() => reject(abortError(signal)), true);
       signal?.addEventListener("abort", onAbort);
       stream.on("data", (res) => finish(() => resolve(Number(res.TTL)), false));
       stream.on("error", (err) => finish(() => reject(castGrpcError(err)), true));

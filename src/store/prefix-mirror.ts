@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../core/index.js";
 import type { KeyValue, KvStore } from "./kv-store.js";
 import { keyValueOf, rangeAll } from "./typed-store.js";
@@ -59,7 +60,7 @@ export async function mirrorPrefix<T>(
         if (stop.signal.aborted) return;
         staleSince ??= Date.now();
         logger.warn({ err, prefix }, "watch ended; reloading");
-        await new Promise((r) => setTimeout(r, 1000).unref());
+        await sleep(1000, undefined, { signal: stop.signal, ref: false }).catch(() => {});
         try {
           next = (await load()) + 1;
           staleSince = undefined;

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
+import { abortError, type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
 import type {
   KeyValue,
   KvStore,
@@ -123,7 +123,7 @@ export function createSqliteStore(options: SqliteStoreOptions): KvStore {
     flushScheduled = false;
     const batch = queue.filter((w) => {
       if (w.signal?.aborted) {
-        w.reject(new RpcError("CANCELLED"));
+        w.reject(abortError(w.signal));
         return false;
       }
       return true;

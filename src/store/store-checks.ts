@@ -1,4 +1,4 @@
-import { RpcError } from "../core/index.js";
+import { RpcError, throwIfAborted as throwIfSignalAborted } from "../core/index.js";
 import {
   MAX_KEY_LENGTH,
   MAX_RANGE_LIMIT,
@@ -60,7 +60,7 @@ export function rangeLimit(limit: number | undefined): number {
 
 /** Rejects at once when the call's signal is already aborted. */
 export function throwIfAborted(options: StoreCallOptions | undefined): void {
-  if (options?.signal?.aborted) throw new RpcError("CANCELLED");
+  throwIfSignalAborted(options?.signal);
 }
 
 /** The smallest string greater than every key with this prefix (keys are printable ASCII). */

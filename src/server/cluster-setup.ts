@@ -1,0 +1,156 @@
+import type { AuditLog } from "../audit/index.js";
+import {
+  type ClusterRuntime,
+  createAgentExecutors,
+  createAgentOperations,
+  createInventory,
+  createLocalExecutors,
+  type Inventory,
+  startClusterRuntime,
+  startDriverReporter,
+} from "../cluster/index.js";
+import type { Clock, Logger } from "../core/index.js";
+import type { KvStore } from "../store/index.js";
+import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
+import type { Config } from "./config-schema.js";
+import { claimDevNodes, type DevAgentsPlan, planDevAgents } from "./dev-agents.js";
+import type { DevEnvironment } from "./dev-environment.js";
+import { libvirtNodes } from "./libvirt-nodes.js";
+import type { Metrics } from "./metrics.js";
+import type { OpenedResources } from "./opened-resources.js";
+import { type DaemonSimulation, startSimulation } from "./simulation-setup.js";
+import { type StorageStack, startStorage } from "./storage-setup.js";
+import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
+
+/** What the cluster part needs from the daemon. */
+export interface ClusterSetup {
+  readonly config: Config;
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly closing: AbortSignal;
+  readonly metrics: Metrics;
+  readonly audit: AuditLog | undefined;
+  readonly resources: OpenedResources;
+  /** Dev mode's files, in dev mode. */
+  readonly dev?: DevEnvironment;
+}
+
+/** The running cluster: inventory, simulation, storage and the migration/failover runtime. */
+export interface DaemonCluster extends DaemonSimulation {
+  readonly inventory: Inventory;
+  readonly storage: StorageStack;
+  readonly clusterMetrics: ClusterMetrics;
+  readonly runtime: ClusterRuntime;
+  /** Dev mode with dev.agents: the agent nodes to start once the server listens. */
+  readonly devAgentsPlan: DevAgentsPlan | undefined;
+}
+
+/**
+ * Builds the inventory, starts the simulation when enabled, the storage stack
+ * (with its replication scheduler), libvirt reporting and the cluster runtime
+ * (runner registration, orphaned migrations, failover controller).
+ */
+export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> {
+  const { config, store, clock, logger, closing, metrics, audit, resources } = setup;
+  const inventory = createInventory({
+    store,
+    clock,
+    heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+    reportClockSkewMs: config.cluster.reportClockSkewMs,
+  });
+  resources.push("inventory", () => inventory.close());
+  const { dev } = setup;
+  const sim0 = await startSimulation({
+    config,
+    inventory,
+    clock,
+    logger,
+    resources,
+    beforeRegister:
+      dev === undefined
+        ? undefined
+        : (ids) => claimDevNodes(store, inventory, ids, () => "simulation", logger),
+  });
+  const { sim } = sim0;
+  let simNodeIds = sim0.simNodeIds;
+  // Dev mode's nodes as agent processes: each its own simulated hypervisor and directory.
+  let devAgentsPlan: DevAgentsPlan | undefined;
+  if (dev !== undefined && config.dev.agents.enabled && sim === undefined) {
+    devAgentsPlan = await planDevAgents(config, dev, inventory, clock.now());
+    simNodeIds = [...devAgentsPlan.nodeIds];
+    await claimDevNodes(store, inventory, simNodeIds, (id) => id, logger);
+  }
+  const storage = await startStorage({
+    config,
+    store,
+    clock,
+    inventory,
+    logger,
+    closing,
+    simulatedNodeIds: simNodeIds,
+    simulatedVms: devAgentsPlan?.vms,
+  });
+  resources.push("storage", () => storage.close());
+  const libvirt = libvirtNodes(config, logger);
+  // Nodes this process drives itself first; any other node through its agent.
+  const executors = createAgentExecutors({
+    store,
+    inventory,
+    operations: createAgentOperations(store, clock),
+    clock,
+    logger,
+    local: createLocalExecutors(
+      (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
+      (id) => libvirt.get(id)?.uri ?? "",
+    ),
+  });
+  if (libvirt.size > 0) {
+    const reporter = await startDriverReporter({
+      inventory,
+      nodes: [...libvirt.values()],
+      clock,
+      logger,
+      intervalMs: config.libvirt.reportIntervalMs,
+    });
+    resources.push("libvirt reporter", () => reporter.close());
+  }
+  const clusterMetrics = createClusterMetrics({
+    registry: metrics.registry,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing,
+  });
+  const runtime = await startClusterRuntime({
+    store,
+    inventory,
+    executors,
+    replicas: storage.replicas,
+    clock,
+    logger,
+    fenceDelayMs: config.cluster.fenceDelayMs,
+    cpuOvercommit: config.cluster.cpuOvercommit,
+    memoryOvercommit: config.cluster.memoryOvercommit,
+    runnerLeaseMs: config.cluster.runnerLeaseMs,
+    onSettled: (m) => {
+      audit
+        ?.append(settledAuditFields(m))
+        .catch((err: unknown) => logger.error({ err }, "settled migration not audited"));
+    },
+    failover: config.cluster.failover.enabled
+      ? {
+          ...config.cluster.failover,
+          onDecision: (d) => {
+            clusterMetrics.failoverDecision(d);
+            audit
+              ?.append(failoverAuditFields(d))
+              .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
+          },
+        }
+      : undefined,
+  });
+  resources.push("cluster runtime", () => runtime.close());
+  return { inventory, sim, simNodeIds, storage, clusterMetrics, runtime, devAgentsPlan };
+}

@@ -1,0 +1,150 @@
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Clock, Logger } from "../core/index.js";
+import type { CertificateAuthority } from "../pki/index.js";
+import type { CertificateLedger } from "../security/index.js";
+import type { Config } from "./config-schema.js";
+import type { DevEnvironment } from "./dev-environment.js";
+import type { OpenedResources } from "./opened-resources.js";
+import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
+import {
+  DEFAULT_TLS_PATHS,
+  readTlsMaterial,
+  type TlsMaterial,
+  type TlsPaths,
+} from "./tls-material.js";
+
+/** The daemon's TLS files: where they are, reading them, and when certificates expire. */
+export interface TlsFiles {
+  /** The configured paths, else dev mode's, else the defaults. */
+  paths(config: Config): TlsPaths;
+  /** Reads and checks the TLS files, noting their expiry. */
+  load(config: Config): TlsMaterial;
+  /** Notes a certificate's expiry (warns under 30 days left); unreadable ones are ignored. */
+  noteExpiry(name: string, pem: string): void;
+  /** Expiry (ms since the epoch) by certificate name, for /metrics. */
+  readonly expiries: Readonly<Record<string, number>>;
+}
+
+/** The TLS files of a daemon with `dev`'s files as fallbacks. */
+export function createTlsFiles(
+  dev: DevEnvironment | undefined,
+  clock: Clock,
+  logger: Logger,
+): TlsFiles {
+  const paths = (c: Config): TlsPaths => ({
+    cert: c.tls.cert ?? dev?.serverCert ?? DEFAULT_TLS_PATHS.cert,
+    key: c.tls.key ?? dev?.serverKey ?? DEFAULT_TLS_PATHS.key,
+    clientCa: c.tls.clientCa ?? dev?.caCert ?? DEFAULT_TLS_PATHS.clientCa,
+  });
+  const expiries: Record<string, number> = {};
+  const noteExpiry = (name: string, pem: string) => {
+    try {
+      const at = Date.parse(new X509Certificate(pem).validTo);
+      expiries[name] = at;
+      const daysLeft = (at - clock.now()) / 86_400_000;
+      if (daysLeft < 30)
+        logger.warn(
+          { certificate: name, daysLeft: Math.floor(daysLeft) },
+          "certificate expires within 30 days",
+        );
+    } catch {
+      // unreadable certificates are refused where they are loaded
+    }
+  };
+  return {
+    paths,
+    noteExpiry,
+    expiries,
+    load(c) {
+      const material = readTlsMaterial(paths(c), clock.now());
+      noteExpiry("server", material.certPem);
+      noteExpiry("client-ca", material.clientCaPem);
+      return material;
+    },
+  };
+}
+
+/** What {@link keepTlsFresh} needs. */
+export interface TlsFreshness {
+  readonly files: TlsFiles;
+  /** The configuration in force (it changes on reload). */
+  readonly config: () => Config;
+  readonly ca: CertificateAuthority | undefined;
+  readonly ledger: CertificateLedger;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Puts freshly read TLS material in force for new handshakes. */
+  readonly apply: (material: TlsMaterial) => void;
+  readonly resources: OpenedResources;
+}
+
+/**
+ * New handshakes use replaced TLS files without a restart (SIGHUP does the
+ * same), and the server renews its own certificate from the local CA two
+ * thirds into its life. Returns the reload, for SIGHUP's callers.
+ */
+export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
+  const { files, ca, ledger, clock, logger, resources } = options;
+  const reloadTlsFromFiles = (why: string) => {
+    try {
+      options.apply(files.load(options.config()));
+      logger.info({ why }, "TLS files reloaded");
+    } catch (err) {
+      logger.error({ err, why }, "TLS files not reloaded; the running ones are kept");
+    }
+  };
+  const paths = files.paths(options.config());
+  const unwatch = watchFiles(
+    [paths.cert, paths.key, paths.clientCa].filter((p): p is string => p !== undefined),
+    () => reloadTlsFromFiles("files changed"),
+    logger,
+  );
+  resources.push("TLS file watch", unwatch);
+  let renewTimer: NodeJS.Timeout | undefined;
+  resources.push("server certificate renewal", () => clearTimeout(renewTimer));
+  const scheduleRenewal = () => {
+    if (ca === undefined || paths.cert === undefined || paths.key === undefined) return;
+    const pem = readFileSync(paths.cert, "utf8");
+    if (!issuedBy(pem, ca)) return;
+    const at = renewalTime(pem);
+    renewTimer = setTimeout(
+      () => {
+        renewServerCertificate(
+          ca,
+          pem,
+          { cert: paths.cert as string, key: paths.key as string },
+          clock,
+        ).then(
+          (fresh) => {
+            const old = new X509Certificate(pem);
+            ledger
+              .renew(
+                {
+                  serial: old.serialNumber,
+                  subject: /CN=([^\n,]+)/.exec(old.subject)?.[1] ?? "",
+                  issuer: old.issuer,
+                },
+                fresh.toString(),
+                { issuedBy: "server-renewal", kind: "server" },
+              )
+              .catch((err: unknown) =>
+                logger.warn({ err }, "cannot record the renewed server certificate"),
+              );
+            logger.info(
+              { serial: fresh.serialNumber, notAfter: fresh.validTo },
+              "server certificate renewed from the local CA",
+            );
+            reloadTlsFromFiles("renewed");
+            scheduleRenewal();
+          },
+          (err: unknown) => logger.error({ err }, "server certificate renewal failed"),
+        );
+      },
+      Math.min(2 ** 31 - 1, Math.max(1000, at - clock.now())),
+    );
+    renewTimer.unref();
+  };
+  scheduleRenewal();
+  return reloadTlsFromFiles;
+}
