@@ -164,7 +164,7 @@ describe("the dev cluster of agent processes", () => {
     });
   });
 
-  it("fails a vm over to another agent (RECOVER) once its node's agent is killed -9, after the fence delay", async () => {
+  it("fails a vm over to another agent (RECOVER) once its node's agent is killed -9, after the fence delay; revives the agent", async () => {
     const pid = Number(readFileSync(join(nodeDir("node-03"), "agent.pid"), "utf8"));
     process.kill(pid, "SIGKILL");
     await eventually(
@@ -192,5 +192,12 @@ describe("the dev cluster of agent processes", () => {
     assert.ok(existsSync(join(nodeDir(target), "operations.json")));
     const ops = readFileSync(join(nodeDir(target), "operations.json"), "utf8");
     assert.match(ops, /OPERATION_KIND_RECOVER/);
+    // Revived at run time: the dev daemon starts the dead agent again.
+    await fault("node-03", "revive");
+    await eventually(async () => assert.equal(await readiness("node-03"), NodeReadiness.READY), {
+      timeoutMs: 15_000,
+      intervalMs: 200,
+    });
+    assert.notEqual(Number(readFileSync(join(nodeDir("node-03"), "agent.pid"), "utf8")), pid);
   });
 });

@@ -93,7 +93,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
             "--sim-vms",
             "2",
             "--sim-migration-ms",
-            "9000",
+            "6000",
           ],
           { stdio: "ignore" },
         ),
@@ -134,11 +134,16 @@ describe("a migration between agents outlives a control-plane crash", () => {
       { timeoutMs: 10_000, intervalMs: 100 },
     );
     ch.close();
+    // The source's agent is held still (SIGSTOP) so the successor surely finds the job
+    // unfinished, whatever the machine's load; it goes on once continued.
+    const source = agents[0] as ChildProcess;
+    source.kill("SIGSTOP");
     daemon.proc.kill("SIGKILL");
     await daemon.exited;
     // The successor comes back on the same address while the agent still moves the vm.
     daemon = await start(address);
     assert.ok((await local("node-a")).includes("node-a-vm-001"), "still transferring");
+    source.kill("SIGCONT");
     ({ ch, migrations } = clients());
     try {
       const m = await eventually(

@@ -45,6 +45,14 @@ describe("applyFaultCommand", () => {
     });
   }
 
+  it("ok-revive: leaves the marker dev mode's daemon looks for, and no fault", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-faults-"));
+    applyFaultCommand(dir, "partition");
+    assert.deepEqual(applyFaultCommand(dir, "revive"), readFaults(dir));
+    assert.equal(existsSync(join(dir, "revive")), true);
+    assert.equal(readFaults(dir).partitioned, true);
+  });
+
   it("reads a missing or unreadable file as no faults", () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-faults-"));
     assert.equal(existsSync(faultsFile(dir)), false);

@@ -44,11 +44,17 @@ export function readFaults(dir: string): AgentFaults {
 /**
  * Applies one `debvisor-agent fault` command to `dir`'s faults and returns
  * them: `partition`, `heal`, `fail-migration-at PERCENT` (0 to 100),
- * `clock-offset MS` (within a day either way), `clear`. Bad input is an
- * AgentError and changes nothing.
+ * `clock-offset MS` (within a day either way), `clear`; and `revive`,
+ * which asks the supervisor of a dead agent (dev mode's daemon) to start it
+ * again: the marker file `revive` in `dir`. Bad input is an AgentError and
+ * changes nothing.
  */
 export function applyFaultCommand(dir: string, command: string, arg?: string): AgentFaults {
   const now = readFaults(dir);
+  if (command === "revive") {
+    writeFileDurably(join(dir, "revive"), "");
+    return now;
+  }
   const integer = (what: string, min: number, max: number): number => {
     const n = Number(arg);
     if (arg === undefined || arg.trim() === "" || !Number.isInteger(n) || n < min || n > max)
@@ -74,7 +80,7 @@ export function applyFaultCommand(dir: string, command: string, arg?: string): A
       break;
     default:
       throw new AgentError(
-        `unknown fault ${command}: partition, heal, fail-migration-at PERCENT, clock-offset MS or clear`,
+        `unknown fault ${command}: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear or revive`,
       );
   }
   writeFileDurably(faultsFile(dir), `${JSON.stringify(next)}\n`);

@@ -171,9 +171,9 @@ withAgentFlags(
 program
   .command("fault")
   .description(
-    "inject a fault into the agent running in --dir, at once: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear",
+    "inject a fault into the agent running in --dir, at once: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear; revive: dev mode's daemon restarts its dead agent",
   )
-  .argument("<fault>", "partition | heal | fail-migration-at | clock-offset | clear")
+  .argument("<fault>", "partition | heal | fail-migration-at | clock-offset | clear | revive")
   .argument("[value]", "PERCENT for fail-migration-at, MS for clock-offset")
   .option("--dir <dir>", "the agent directory", DEFAULT_DIR)
   .addHelpText(
@@ -184,11 +184,17 @@ Examples:
   debvisor-agent fault --dir .debvisor/nodes/node-01 fail-migration-at 40
   debvisor-agent fault --dir .debvisor/nodes/node-02 clock-offset 5000   # reported timestamps +5 s
   debvisor-agent fault --dir .debvisor/nodes/node-03 clear
-  kill -STOP $(cat .debvisor/nodes/node-03/agent.pid)                # pause it (kill -CONT resumes)`,
+  kill -STOP $(cat .debvisor/nodes/node-03/agent.pid)                # pause it (kill -CONT resumes)
+  kill -9 $(cat .debvisor/nodes/node-03/agent.pid)                   # kill it; then, in dev mode:
+  debvisor-agent fault --dir .debvisor/nodes/node-03 revive          # the dev daemon starts it again`,
   )
   .action((fault: string, value: string | undefined, opts: { dir: string }) => {
     const now = applyFaultCommand(opts.dir, fault, value);
-    process.stdout.write(`${opts.dir}: ${describeFaults(now)}\n`);
+    process.stdout.write(
+      fault === "revive"
+        ? `${opts.dir}: revive asked (dev mode's daemon starts the agent again if it is dead)\n`
+        : `${opts.dir}: ${describeFaults(now)}\n`,
+    );
   });
 
 hideIpSniWarning();

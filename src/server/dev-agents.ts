@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
@@ -92,7 +93,7 @@ export interface DevAgents {
  * (`[node-01] {...}`). Each agent holds a pipe to this process as its
  * stdin and stops when it closes, so even a killed daemon takes its
  * agents with it. An agent that is killed (a fault injected on purpose)
- * stays down; start it again with the command the banner prints.
+ * stays down until `debvisor-agent fault --dir DIR revive` asks for it.
  */
 export function startDevAgents(options: {
   readonly plan: DevAgentsPlan;
@@ -108,7 +109,7 @@ export function startDevAgents(options: {
   delete env.NOTIFY_SOCKET;
   delete env.WATCHDOG_USEC;
   delete env.WATCHDOG_PID;
-  for (const id of plan.nodeIds) {
+  const spawnAgent = (id: string) => {
     const args = [
       AGENT_BIN,
       "run",
@@ -133,20 +134,33 @@ export function startDevAgents(options: {
       if (stopping) logger.info({ node: id, code, signal }, "dev mode: agent process stopped");
       else logger.warn({ node: id, code, signal }, "dev mode: agent process exited");
     });
-  }
+  };
+  const dead = (id: string) => {
+    const p = procs.get(id);
+    return p === undefined || p.exitCode !== null || p.signalCode !== null;
+  };
+  for (const id of plan.nodeIds) spawnAgent(id);
+  // `debvisor-agent fault --dir DIR revive` leaves this marker: a dead agent is started again.
+  const reviver = setInterval(() => {
+    for (const id of plan.nodeIds) {
+      const marker = join(plan.dirOf(id), "revive");
+      if (stopping || !existsSync(marker)) continue;
+      rmSync(marker, { force: true });
+      if (!dead(id)) continue;
+      logger.warn({ node: id }, "dev mode: reviving the agent");
+      spawnAgent(id);
+    }
+  }, 250);
+  reviver.unref();
   logger.info({ nodes: plan.nodeIds }, "dev mode: agent processes started");
   return {
     nodes: () =>
       plan.nodeIds.map((id) => {
-        const p = procs.get(id);
-        return {
-          id,
-          dir: plan.dirOf(id),
-          pid: p?.exitCode === null && p.signalCode === null ? (p.pid ?? 0) : 0,
-        };
+        return { id, dir: plan.dirOf(id), pid: dead(id) ? 0 : (procs.get(id)?.pid ?? 0) };
       }),
     async stop() {
       stopping = true;
+      clearInterval(reviver);
       await Promise.all(
         [...procs.values()].map(async (p) => {
           if (p.exitCode !== null || p.signalCode !== null) return;
