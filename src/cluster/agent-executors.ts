@@ -33,6 +33,13 @@ export interface AgentExecutorsOptions {
   readonly deliveryTimeoutMs?: number;
   /** After an abort, how long the agent's own outcome is awaited (default 10 s). */
   readonly cancelGraceMs?: number;
+  /**
+   * How long a node may be NOT_READY with a job on a VM before settling
+   * presumes it dead, job and all (default 60 s; the daemon uses the fence delay).
+   */
+  readonly downGraceMs?: number;
+  /** The process is stopping: operations under way are left to the agents (SHUTTING_DOWN). */
+  readonly closing?: AbortSignal;
 }
 
 /** Operations the control plane's executors submit are recorded as requested by this principal. */
@@ -57,8 +64,10 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     requestedBy: EXECUTOR_PRINCIPAL,
     deliveryTimeoutMs: options.deliveryTimeoutMs ?? 30_000,
     cancelGraceMs: options.cancelGraceMs ?? 10_000,
+    closing: options.closing,
   });
   const drivers = new Map<string, RecoveringDriver & QuiescingDriver>();
+  const downGraceMs = options.downGraceMs ?? 60_000;
 
   function agentDriver(nodeId: string): RecoveringDriver & QuiescingDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
@@ -120,12 +129,22 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
         });
       },
       async quiesce(vmId, signal) {
-        // While the node is up, wait for its jobs on the vm to end, then for a report made after.
+        // Wait for the node's jobs on the vm to end, then for a report made after. A node
+        // that is down with such a job answers nothing yet (the caller tries again), until
+        // it has been down for longer than downGraceMs: then it is presumed dead, job and all.
         for (;;) {
           const node = await inventory.getNode(nodeId, signal);
-          if (node === undefined || node.summary.readiness !== NodeReadiness.READY) return;
+          if (node === undefined) return;
           const open = await options.operations.open(nodeId, signal);
-          if (!open.some((r) => r.dispatch?.vmId === vmId)) break;
+          const busy = open.some((r) => r.dispatch?.vmId === vmId);
+          if (node.summary.readiness !== NodeReadiness.READY) {
+            if (busy && Number(node.summary.notReadyForMs) <= downGraceMs)
+              throw new RpcError("BACKEND_UNAVAILABLE", {
+                message: `${nodeId} has not reported how its job on ${vmId} ended`,
+              });
+            return;
+          }
+          if (!busy) break;
           await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
         const since = clock.now();

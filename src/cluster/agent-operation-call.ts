@@ -28,6 +28,11 @@ export interface AgentOperationCallerOptions {
   readonly deliveryTimeoutMs: number;
   /** After the caller aborts, how long the agent's own outcome is awaited (it may have finished). */
   readonly cancelGraceMs: number;
+  /**
+   * The process is stopping: calls still waiting end at once with
+   * SHUTTING_DOWN, asking nothing of the agent, whose job goes on.
+   */
+  readonly closing?: AbortSignal;
 }
 
 /** One operation to run on a node's agent. */
@@ -53,7 +58,9 @@ export type AgentOperationCaller = (call: AgentCall) => Promise<void>;
  * then waits (up to cancelGraceMs) for what the agent says happened, since
  * a migration past its switchover finishes regardless: the caller learns
  * the truth, not its wish. An operation no agent takes within
- * deliveryTimeoutMs is abandoned (never delivered later).
+ * deliveryTimeoutMs is abandoned (never delivered later). When the process
+ * stops (`closing`), waiting calls end with SHUTTING_DOWN and the agent is
+ * left to finish: a successor settles what it did.
  */
 export function createAgentOperationCaller(o: AgentOperationCallerOptions): AgentOperationCaller {
   const { store, operations, clock, logger } = o;
@@ -96,7 +103,15 @@ export function createAgentOperationCaller(o: AgentOperationCallerOptions): Agen
         .catch((err: unknown) => logger.warn({ err, node: nodeId, id }, "abandon failed"));
     }, o.deliveryTimeoutMs);
     let grace: NodeJS.Timeout | undefined;
+    let shuttingDown = false;
+    const onClosing = () => {
+      shuttingDown = true;
+      follow.abort();
+    };
+    o.closing?.addEventListener("abort", onClosing, { once: true });
+    if (o.closing?.aborted) onClosing();
     const onAbort = () => {
+      if (shuttingDown) return;
       operations
         .requestCancel(nodeId, id)
         .catch((err: unknown) => logger.warn({ err, node: nodeId, id }, "cancel not recorded"));
@@ -127,11 +142,13 @@ export function createAgentOperationCaller(o: AgentOperationCallerOptions): Agen
           throw new RpcError("CANCELLED");
         throw agentError(r?.reason ?? "", r?.message ?? "", nodeId, abandoned);
       }
-      throw new RpcError("CANCELLED");
+      throw new RpcError(shuttingDown ? "SHUTTING_DOWN" : "CANCELLED");
     } catch (err) {
+      if (shuttingDown) throw new RpcError("SHUTTING_DOWN", { cause: err });
       if (follow.signal.aborted && call.signal.aborted) throw new RpcError("CANCELLED");
       throw err;
     } finally {
+      o.closing?.removeEventListener("abort", onClosing);
       clearTimeout(undelivered);
       clearTimeout(grace);
       call.signal.removeEventListener("abort", onAbort);

@@ -300,6 +300,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       m.message = m.live ? "migrated live" : "moved stopped";
     } catch (err) {
       const rpc = toRpcError(err);
+      if (rpc.reason === "SHUTTING_DOWN" && !moved) {
+        // The node's agent runs the move itself and this process is stopping: the record
+        // stays RUNNING, and whoever settles orphans asks the agents how it ended.
+        logger.info(
+          { migration: m.migrationId, vm: vm.id },
+          "left to the node's agent and a successor",
+        );
+        return;
+      }
       if (moved) {
         m.state = MigrationState.FAILED;
         m.phase = MigrationPhase.COMPLETED;

@@ -100,6 +100,8 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     operations: createAgentOperations(store, clock),
     clock,
     logger,
+    closing,
+    downGraceMs: config.cluster.fenceDelayMs,
     local: createLocalExecutors(
       (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
       (id) => libvirt.get(id)?.uri ?? "",
