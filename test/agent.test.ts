@@ -453,6 +453,59 @@ describe("node agents on their stream", async () => {
     }
   });
 
+  it("tells an agent its self-fence window and confirms each lease renewal, a report from the future's too", async () => {
+    await enrollNode("node-f");
+    const ch = nodeChannel(join(dir, "node-f"));
+    const call = openStream(ch);
+    const got: ControlMessage[] = [];
+    call.on("data", (m: ControlMessage) => got.push(m));
+    call.on("error", () => {});
+    call.write(helloFor("node-f"));
+    const welcome = await until("the welcome", async () => {
+      const m = got.find((x) => x.kind.case === "welcome")?.kind;
+      return m?.case === "welcome" ? m.value : undefined;
+    });
+    // Two thirds of the default fence delay (60 s): the fence delay exceeds it by a margin.
+    assert.equal(welcome.selfFenceWindowMs, 40_000);
+    const beat = (sequence: bigint, aheadMs: number) =>
+      toBinary(
+        AgentMessageSchema,
+        create(AgentMessageSchema, {
+          kind: {
+            case: "heartbeat",
+            value: {
+              sequence,
+              health: {
+                nodeId: { id: "node-f" },
+                timestamp: { seconds: BigInt(Math.floor((Date.now() + aheadMs) / 1000)) },
+              },
+            },
+          },
+        }),
+      );
+    call.write(beat(1n, 0));
+    // A minute ahead: its report is refused, but the node was heard from.
+    call.write(beat(2n, 60_000));
+    call.write(beat(3n, 0));
+    const renewed = await until("three confirmed renewals", async () => {
+      const r = got.flatMap((m) => (m.kind.case === "leaseRenewed" ? [m.kind.value] : []));
+      return r.length >= 3 ? r : undefined;
+    });
+    assert.deepEqual(
+      renewed.map((r) => r.sequence),
+      [1n, 2n, 3n],
+    );
+    assert.equal(renewed[0]?.ttlMs, 3000, "heartbeat interval 1 s x 3 missed");
+    const node = await hvctl("-o", "json", "node", "get", "node-f");
+    assert.equal(node.code, 0, node.stderr);
+    assert.equal(
+      (JSON.parse(node.stdout) as { summary: { readiness: string } }).summary.readiness,
+      "NODE_READINESS_READY",
+    );
+    call.end();
+    ch.close();
+  });
+
   async function submit(
     node: string,
     id: string,

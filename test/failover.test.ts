@@ -5,7 +5,7 @@ import type { RpcError } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
@@ -19,9 +19,10 @@ import { IN_CI } from "./helpers/required-tools.js";
 /**
  * A second control plane on `store`, over the same simulated hypervisors as
  * `h`: a node goes down, both controllers keep ticking, and every HA VM is
- * restarted exactly once.
+ * restarted exactly once. With `realTime` (etcd: the store's leases decide
+ * liveness, on etcd's clock) each step also lets real time pass.
  */
-async function twoControllersOneRestart(h: ClusterHarness, store: KvStore) {
+async function twoControllersOneRestart(h: ClusterHarness, store: KvStore, realTime = false) {
   const other = await startClusterHarness({
     nodes: 4,
     vmsPerNode: 6,
@@ -35,9 +36,11 @@ async function twoControllersOneRestart(h: ClusterHarness, store: KvStore) {
     );
     assert.ok(ha.length > 0);
     h.sim.faults.partitionNode("node-03");
-    for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000; t += 500) {
+    const slack = realTime ? 6000 : 3000;
+    for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + slack; t += 500) {
       other.clock.advance(500);
       await pass(h, 500);
+      if (realTime) await new Promise((r) => setTimeout(r, 500));
       await Promise.all([h.runtime.controller?.tick(), other.runtime.controller?.tick()]);
     }
     const leaders = [h.runtime.controller?.isLeader(), other.runtime.controller?.isLeader()];
@@ -217,6 +220,47 @@ describe("failover", () => {
     assert.deepEqual(h.sim.violations(), []);
   });
 
+  it("V4: HA vms a node stopped while cut off start again once it is back, before the fence delay let them move", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true });
+    const controller = h.runtime.controller;
+    assert.ok(controller);
+    const vms = (await h.inventory.getNode("node-02"))?.vms ?? [];
+    const ha = vms.filter((vm) => vm.ha && vm.state === VmState.RUNNING);
+    const notHa = vms.filter((vm) => !vm.ha && vm.state === VmState.RUNNING);
+    assert.ok(ha.length > 0 && notHa.length > 0);
+    h.sim.faults.partitionNode("node-02");
+    // Cut off past its self-fence (5 s) but back before TTL + fence delay (8 s).
+    for (let t = 0; t < HARNESS_FENCE_MS + 1000; t += 500) {
+      await pass(h, 500);
+      await controller.tick();
+    }
+    for (const vm of vms) assert.equal(h.sim.locate(vm.id)?.state, "stopped", "it fenced itself");
+    h.sim.faults.healNode("node-02");
+    for (let t = 0; t < 6000; t += 500) {
+      await pass(h, 500);
+      await controller.tick();
+    }
+    for (const vm of ha)
+      assert.deepEqual(h.sim.locate(vm.id), { nodeId: "node-02", state: "running" });
+    for (const vm of notHa)
+      assert.equal(
+        h.sim.locate(vm.id)?.state,
+        "stopped",
+        "a vm without HA is the operator's to start",
+      );
+    const failovers = (await h.runtime.engine.list(undefined)).filter(
+      (m) => m.kind === MigrationKind.FAILOVER,
+    );
+    assert.deepEqual(failovers, [], "nothing moved: the node was back in time");
+    const restarted = h.decisions.filter((d) => d.action === "restarted");
+    assert.deepEqual(
+      restarted.map((d) => d.vmId).sort(),
+      ha.map((vm) => vm.id).sort(),
+      "each HA vm started again exactly once",
+    );
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
   it("only one of two controllers sharing a store acts", async () => {
     h = await startClusterHarness({ nodes: 3, vmsPerNode: 2, failover: true });
     const second = await startClusterHarness({
@@ -258,7 +302,7 @@ describe("failover with two daemons on etcd", async () => {
     const b = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
     const h = await startClusterHarness({ nodes: 4, vmsPerNode: 6, failover: true, store: a });
     try {
-      await twoControllersOneRestart(h, b);
+      await twoControllersOneRestart(h, b, true);
     } finally {
       await h.close();
       await a.close();

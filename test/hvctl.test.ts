@@ -139,6 +139,8 @@ describe("hvctl against a dev daemon", () => {
       const table = (await ok("node", "get", "node-01")).stdout;
       assert.match(table, /^id:\s+node-01$/m);
       assert.match(table, /^status:\s+Ready$/m);
+      // Measured on arrival and shown; the simulated nodes share the server's clock.
+      assert.match(table, /^report clock skew:\s+-?\d+ ms$/m);
       assert.match(table, /^capacity:\s+\d+ cores, [\d.]+ GiB memory/m);
       assert.match(table, /^ID\s+NAME\s+TENANT\s+STATE\s+NODE\s+VCPUS\s+MEMORY$/m);
       const d = await json<{ summary: { info: { id: { id: string } } }; vms: { id: string }[] }>(

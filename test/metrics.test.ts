@@ -12,6 +12,7 @@ import {
   MigrationResultSchema,
   VMMigrateSpecSchema,
 } from "../src/gen/debvisor/v1/migration_pb.js";
+import { HealthSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
@@ -180,6 +181,37 @@ describe("/metrics of a live daemon", () => {
     await eventually(async () =>
       assert.equal(sample(await scrape(), "debvisor_rpc_connections"), 0),
     );
+  });
+
+  it("shows each node's report clock skew in debvisor_node_report_skew_seconds, never trusting it", async () => {
+    const ch = connect(90);
+    try {
+      const reg = create(NodeInfoSchema, { id: { id: "hv-skew" }, hostname: "hv-skew.example" });
+      const r = await rawUnary(
+        ch,
+        "/debvisor.v1.NodeService/RegisterNode",
+        Buffer.from(toBinary(NodeInfoSchema, reg)),
+      );
+      assert.equal(r.error, undefined, r.error?.details);
+      // Its clock runs 7 s behind the server's: the report is taken, its skew measured.
+      const at = Date.now() - 7000;
+      const beat = create(HealthSchema, {
+        nodeId: { id: "hv-skew" },
+        timestamp: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
+      });
+      const h = await rawUnary(
+        ch,
+        "/debvisor.v1.NodeService/Heartbeat",
+        Buffer.from(toBinary(HealthSchema, beat)),
+      );
+      assert.equal(h.error, undefined, h.error?.details);
+      const skew = sample(await scrape(), "debvisor_node_report_skew_seconds", { node: "hv-skew" });
+      assert.ok(skew !== undefined && skew <= -7 && skew > -8, `skew ${skew}`);
+      assert.equal(sample(await scrape(), "debvisor_nodes", { readiness: "ready" }), 4);
+    } finally {
+      ch.close();
+      channels.splice(channels.indexOf(ch), 1);
+    }
   });
 
   it("passes promtool check metrics", async (t) => {

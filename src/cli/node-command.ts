@@ -140,6 +140,7 @@ export function nodeCommand(cli: () => CliContext): Command {
               "last heartbeat",
               n === undefined ? "-" : `${tableTime(n.lastHeartbeat)} (${lastSeen(n)})`,
             ],
+            ["report clock skew", n === undefined ? "-" : skewText(Number(n.reportSkewMs))],
             ["version", info?.version || "-"],
             [
               "capacity",
@@ -291,4 +292,11 @@ export function nodeCommand(cli: () => CliContext): Command {
   );
   addMaintenanceCommands(node, cli);
   return node;
+}
+
+/** A report's measured clock skew, for people: shown, never trusted. */
+function skewText(ms: number): string {
+  if (Math.abs(ms) < 1000) return `${ms} ms`;
+  const s = (Math.abs(ms) / 1000).toFixed(1);
+  return ms > 0 ? `${s} s ahead of the server` : `${s} s behind the server`;
 }

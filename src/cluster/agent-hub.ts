@@ -48,6 +48,10 @@ export interface AgentHubOptions {
   /** This control-plane process, as told to agents and recorded on deliveries. */
   readonly serverId: string;
   readonly heartbeatIntervalMs: number;
+  /** Told to agents (Welcome.self_fence_window_ms): with no confirmed lease renewal for this long they stop their HA VMs. 0: not enforced. */
+  readonly selfFenceWindowMs?: number;
+  /** The node's liveness TTL, told to agents with each renewal (LeaseRenewed.ttl_ms). */
+  readonly livenessTtlMs?: number;
   readonly helloTimeoutMs: number;
   readonly sendQueueMax: number;
   readonly logger?: Logger;
@@ -188,6 +192,34 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     return { ...health, nodeId: { $typeName: "debvisor.v1.NodeId", id: nodeId } };
   };
 
+  /**
+   * Records a heartbeat and confirms the lease renewal to the agent. A report
+   * from the future renewed the lease all the same (its content is refused):
+   * confirmed, and the stream stays.
+   */
+  async function heartbeat(
+    session: Session,
+    health: Health | undefined,
+    sequence: bigint,
+    signal: AbortSignal,
+  ): Promise<void> {
+    try {
+      await inventory.heartbeat(own(health, session.nodeId), signal);
+    } catch (err) {
+      if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
+      log.warn(
+        { node: session.nodeId },
+        "agent report from the future refused; its clock is ahead",
+      );
+    }
+    session.queue.push({
+      kind: {
+        case: "leaseRenewed",
+        value: { sequence, ttlMs: options.livenessTtlMs ?? 0 },
+      },
+    });
+  }
+
   async function read(
     session: Session,
     it: AsyncIterator<AgentMessage>,
@@ -201,7 +233,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       checkMessage(m);
       switch (m.kind.case) {
         case "heartbeat":
-          await inventory.heartbeat(own(m.kind.value.health, node), signal);
+          await heartbeat(session, m.kind.value.health, m.kind.value.sequence, signal);
           break;
         case "progress":
           await operations.progress(node, m.kind.value, signal);
@@ -233,7 +265,11 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     const nodeId = authorize(hello, ctx);
     if (hello.info === undefined) throw new RpcError("INVALID_ARGUMENT");
     await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
-    await inventory.heartbeat(own(hello.health, nodeId), ctx.signal);
+    // A Hello stamped in the future renews the node's lease; its report is refused, the stream stays.
+    await inventory.heartbeat(own(hello.health, nodeId), ctx.signal).catch((err: unknown) => {
+      if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
+      log.warn({ node: nodeId }, "agent hello from the future: its report is refused");
+    });
     const session: Session = {
       nodeId,
       queue: createSendQueue(options.sendQueueMax),
@@ -255,7 +291,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           value: {
             heartbeatIntervalMs: options.heartbeatIntervalMs,
             serverTime: timestampFromMs(clock.now()),
-            selfFenceWindowMs: 0,
+            selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
           },
         },

@@ -19,6 +19,7 @@ import {
   updateMessage,
 } from "../store/index.js";
 import { timestampFromMs } from "./timestamp.js";
+import { currentGeneration } from "./vm-placement.js";
 
 /** Key family of agent operations: operations/<node>/<operation id>. */
 export const OPERATIONS_PREFIX = "operations/";
@@ -49,6 +50,8 @@ export interface AgentOperations {
   /**
    * Writes a new PENDING operation (create-if-absent: an id already used
    * for the node answers the existing record, so submitting twice is safe).
+   * An operation on a VM carries the VM's current generation (its fencing
+   * token) unless the caller gave one.
    */
   submit(
     nodeId: string,
@@ -111,9 +114,13 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
 
   return {
     async submit(nodeId, dispatch, requestedBy, signal) {
+      const generation =
+        dispatch.generation === 0n && dispatch.vmId !== ""
+          ? await currentGeneration(store, dispatch.vmId, signal)
+          : dispatch.generation;
       const now = clock.now();
       const record = create(OperationRecordSchema, {
-        dispatch: { ...dispatch, createdAt: timestampFromMs(now) },
+        dispatch: { ...dispatch, generation, createdAt: timestampFromMs(now) },
         nodeId,
         phase: OperationPhase.PENDING,
         requestedBy,

@@ -88,6 +88,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     inventory,
     executors,
     records,
+    store,
     logger,
     fenceDelayMs: options.fenceDelayMs,
   };

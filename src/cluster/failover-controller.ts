@@ -5,9 +5,10 @@ import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
 import { type FailoverDeps, failoverVm } from "./failover.js";
+import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 
 const LEADER_KEY = "controllers/failover";
-const RECORDS = "failover/";
+const RECORDS = FAILOVER_RECORDS;
 /** The principal the controller acts as, in migration records and the audit trail. */
 export const FAILOVER_PRINCIPAL = "system:failover-controller";
 
@@ -51,7 +52,9 @@ export interface FailoverController {
  * attached to a lease it keeps alive, acts; it is taken with a
  * create-if-absent transaction, so two daemons sharing one store never both
  * act. HA VMs of nodes NOT_READY for longer than the fence delay restart on
- * the best node with room, at most `restartLimit` times per window each.
+ * the best node with room; HA VMs a node stopped while cut off and came
+ * back with start again there (ha-restore.ts); either at most
+ * `restartLimit` times per window each.
  */
 export function startFailoverController(options: FailoverControllerOptions): FailoverController {
   const { store, clock, logger, runnerId } = options;
@@ -61,6 +64,8 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   const ttl = options.leaseTtlMs ?? 10_000;
   let lease: Lease | undefined;
   let leader = false;
+  /** Revision of this process's election key: its decisions hold only while the key is unchanged. */
+  let elected = 0;
   let busy = false;
   const stop = new AbortController();
   const lastDecision = new Map<string, string>();
@@ -86,7 +91,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         },
         { signal: stop.signal },
       );
-      if (txn.succeeded) logger.info({ runner: runnerId }, "failover controller: leading");
+      if (txn.succeeded) {
+        elected = txn.revision;
+        logger.info({ runner: runnerId }, "failover controller: leading");
+      }
       return txn.succeeded;
     } catch (err) {
       if (leader) logger.warn({ err }, "failover controller: leadership lost");
@@ -103,14 +111,31 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     options.onDecision?.(d);
   }
 
+  const ha = createHaRestore({
+    store,
+    executors: options.executors,
+    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    restartLimit: limit,
+    restartWindowMs: windowMs,
+    logger,
+    decide,
+  });
+
   async function pass(signal: AbortSignal) {
     const now = clock.now();
     for (const node of await options.inventory.listNodes(signal)) {
       const nodeId = node.info?.id?.id ?? "";
-      if (node.readiness === NodeReadiness.READY) continue;
-      if (Number(node.notReadyForMs) <= options.fenceDelayMs) continue;
+      const ready = node.readiness === NodeReadiness.READY;
+      const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
       for (const vm of node.health?.vms ?? []) {
-        if (!vm.ha || vm.state === VmState.STOPPED) continue;
+        if (!vm.ha) continue;
+        if (ready) {
+          await ha.restore(nodeId, vm, now, signal);
+          continue;
+        }
+        if (vm.state === VmState.STOPPED) continue;
+        await ha.noteLost(vm, signal);
+        if (!past) continue;
         const key = RECORDS + vm.id;
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
@@ -130,7 +155,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
           continue;
         }
         try {
-          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal);
+          // Conditional on still holding the election (its key's revision, not a clock).
+          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
+            compares: [{ key: LEADER_KEY, modRevision: elected }],
+          });
           const target = m.target?.nodeId?.id ?? "";
           const next = create(FailoverRecordSchema, {
             vmId: vm.id,
@@ -175,6 +203,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     async close() {
       clearInterval(timer);
       stop.abort();
+      ha.close();
       if (leader) await lease?.revoke().catch(() => undefined);
       leader = false;
     },

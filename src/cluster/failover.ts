@@ -8,11 +8,13 @@ import {
 } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { Compare, KvStore } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { visibleTo } from "./tenancy.js";
+import { placementChange, readPlacement } from "./vm-placement.js";
 
 /** What a failover needs. */
 export interface FailoverDeps {
@@ -20,6 +22,7 @@ export interface FailoverDeps {
   readonly inventory: Inventory;
   readonly executors: Executors;
   readonly records: MigrationRecords;
+  readonly store: KvStore;
   readonly logger: Logger;
   /**
    * How long a node must have been NOT_READY before its VMs may start
@@ -28,12 +31,25 @@ export interface FailoverDeps {
   readonly fenceDelayMs: number;
 }
 
+/** Options of one failover. */
+export interface FailoverOptions {
+  /**
+   * Conditions the failover's record is written under, besides the node's:
+   * the controller's election key, so a leader that lost its election (a
+   * stalled process) decides nothing.
+   */
+  readonly compares?: readonly Compare[];
+}
+
 /**
  * Restarts a VM of a failed node on a healthy one. Refused with
  * FAILOVER_NOT_ALLOWED while the node is ready or has not been NOT_READY
  * for longer than the fence delay, because until then it may still be
  * running the VM. The VM's lock makes it one failover (or migration) at a
- * time; the record is kept like a migration's (kind FAILOVER).
+ * time; the record is kept like a migration's (kind FAILOVER). The record,
+ * the lock and the VM's new placement with its generation bumped (the
+ * fencing token of the restart) are written in one txn, only while the
+ * node is still down as read and `options.compares` hold.
  */
 export async function failoverVm(
   deps: FailoverDeps,
@@ -41,6 +57,7 @@ export async function failoverVm(
   requestedBy: string,
   tenant: string | undefined,
   signal: AbortSignal,
+  options: FailoverOptions = {},
 ): Promise<Migration> {
   const { engine, inventory, executors, records, logger, fenceDelayMs } = deps;
   const vm = await inventory.findVm(vmId, signal);
@@ -51,7 +68,7 @@ export async function failoverVm(
   const node = await inventory.readNode(source, signal);
   if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
   const down = Number(node.summary.notReadyForMs);
-  if (node.summary.readiness === NodeReadiness.READY || down <= fenceDelayMs) {
+  if (node.summary.readiness === NodeReadiness.READY || !node.liveness.pastFenceDelay) {
     throw new RpcError("FAILOVER_NOT_ALLOWED", {
       message:
         node.summary.readiness === NodeReadiness.READY
@@ -90,8 +107,19 @@ export async function failoverVm(
   internals.own(m.migrationId);
   try {
     const reserved = plan.revisions.get(plan.target) ?? 0;
-    // With the node record's compare: a heartbeat since it was read means no failover.
-    if (!(await records.begin(record, reserved, signal, [node.unchanged])))
+    const placed = placementChange(
+      vm.id,
+      await readPlacement(deps.store, vm.id, signal),
+      plan.target,
+    );
+    // With the node's compares: a heartbeat since it was read means no failover.
+    const compares = [
+      node.unchanged,
+      ...node.liveness.compares,
+      placed.compare,
+      ...(options.compares ?? []),
+    ];
+    if (!(await records.begin(record, reserved, signal, compares, [placed.op])))
       throw new RpcError("MIGRATION_IN_PROGRESS", {
         message: `${source} or the vm changed while failing over; look again`,
       });
@@ -99,7 +127,11 @@ export async function failoverVm(
       m.state = MigrationState.RUNNING;
       m.message = `restarting on ${plan.target}`;
       await internals.publish(record, { force: true });
-      await driver.recover(vm.id, source, signal);
+      logger.info(
+        { vm: vm.id, target: plan.target, generation: placed.generation },
+        "failing over",
+      );
+      await driver.recover(vm.id, source, signal, { generation: placed.generation });
       m.state = MigrationState.SUCCEEDED;
       m.phase = MigrationPhase.COMPLETED;
       m.progressPct = 100;

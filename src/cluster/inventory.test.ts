@@ -9,6 +9,7 @@ import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/
 import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createInventory } from "./inventory.js";
+import { currentGeneration } from "./vm-placement.js";
 
 const info = (id: string, hostname = `${id}.example`) =>
   create(NodeInfoSchema, { id: { id }, hostname });
@@ -121,18 +122,70 @@ describe("inventory", () => {
     assert.equal(node?.heartbeatAgeMs, 30_001n);
   });
 
-  it("refuses a report stamped later than the clock plus the skew, and stores nothing", async () => {
+  it("refuses a report stamped later than the clock plus the skew, and stores nothing of it but its skew", async () => {
     const clock = createManualClock(1_000_000);
     const inv = inventory(clock, 30_000);
     await inv.register(info("n1"), "a");
     const century = 100 * 365 * 86_400;
     await assert.rejects(inv.heartbeat(beat("n1", 1000 + century, 9)), fails("REPORT_FROM_FUTURE"));
-    await assert.rejects(inv.heartbeat(beat("n1", 1006, 9)), fails("REPORT_FROM_FUTURE"));
-    assert.equal((await inv.listNodes())[0]?.readiness, NodeReadiness.NOT_READY, "not stored");
+    await assert.rejects(inv.heartbeat(beat("n1", 1009, 9)), fails("REPORT_FROM_FUTURE"));
+    const refused = (await inv.listNodes())[0];
+    assert.equal(refused?.health, undefined, "its content is not stored");
+    assert.equal(refused?.reportSkewMs, 9000n, "how far ahead it was is shown");
+    // The node was heard from: a skewed stamp must not make it look down.
+    assert.equal(refused?.readiness, NodeReadiness.READY);
     // Genuine reports still apply: nothing from the future sits there to look newer.
     assert.equal(await inv.heartbeat(beat("n1", 1000, 2)), true);
     assert.equal(await inv.heartbeat(beat("n1", 1005, 3)), true, "5 s ahead is within the skew");
     assert.equal((await inv.listNodes())[0]?.health?.cpuLoad, 3);
+  });
+
+  it("measures liveness on its own clock: a step of the wall clock makes no node NOT_READY", async () => {
+    const wall = createManualClock(1_000_000);
+    const steady = createManualClock(5_000);
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({
+      store,
+      clock: wall,
+      livenessClock: steady,
+      heartbeatTtlMs: 30_000,
+    });
+    await inv.register(info("n1"), "a");
+    await inv.heartbeat(beat("n1", 1000));
+    wall.advance(10 * 60_000); // NTP steps the wall clock 10 min ahead
+    assert.equal((await inv.listNodes())[0]?.readiness, NodeReadiness.READY);
+    steady.advance(30_001);
+    const down = (await inv.listNodes())[0];
+    assert.equal(down?.readiness, NodeReadiness.NOT_READY, "30 s of its own clock later");
+    assert.equal(down?.notReadyForMs, 1n);
+  });
+
+  it("gives a vm a new generation whenever a report places it on another node", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({ store, clock: createManualClock(1_000_000) });
+    await inv.register(info("n1"), "a");
+    await inv.register(info("n2"), "a");
+    const report = (node: string, at: number, vms: string[]) =>
+      create(HealthSchema, {
+        nodeId: { id: node },
+        timestamp: { seconds: BigInt(at) },
+        vms: vms.map((id) => ({ id, nodeId: { id: node } })),
+      });
+    await inv.heartbeat(report("n1", 1, ["vm-1"]));
+    assert.equal(await currentGeneration(store, "vm-1"), 1n, "first placed");
+    await inv.heartbeat(report("n1", 2, ["vm-1"]));
+    assert.equal(await currentGeneration(store, "vm-1"), 1n, "the same placement");
+    // Moved outside the control plane: n1 no longer has it, n2 does.
+    await inv.heartbeat(report("n1", 3, []));
+    await inv.heartbeat(report("n2", 3, ["vm-1"]));
+    assert.equal((await inv.findVm("vm-1"))?.nodeId?.id, "n2");
+    assert.equal(await currentGeneration(store, "vm-1"), 2n, "a new placement, a new generation");
   });
 
   it("takes a VM's tenant from the control plane, never from a report", async () => {

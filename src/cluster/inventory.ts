@@ -27,6 +27,7 @@ import {
   mirrorPrefix,
   type PrefixMirror,
 } from "../store/index.js";
+import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
 
@@ -38,6 +39,20 @@ export interface InventoryOptions {
   readonly heartbeatTtlMs?: number;
   /** How far a report's timestamp may be ahead of the server's clock (default 5 s); later ones are refused. */
   readonly reportClockSkewMs?: number;
+  /**
+   * The clock liveness is measured on (arrival of heartbeats, readiness):
+   * a monotonic one in the daemon, so a wall-clock step never makes nodes
+   * look down. Default: `clock`.
+   */
+  readonly livenessClock?: Clock;
+  /** NOT_READY this long (default 60 s), a node's VMs may restart elsewhere. */
+  readonly fenceDelayMs?: number;
+  /**
+   * What decides liveness (see node-liveness.ts): default `lease` on etcd
+   * (the store's TTL; daemons' clocks are never compared), `clock` on SQLite
+   * (the one daemon's clock).
+   */
+  readonly liveness?: LivenessSource;
   readonly logger?: Logger;
 }
 
@@ -55,10 +70,13 @@ export interface Inventory {
    */
   register(info: NodeInfo, owner: string, signal?: AbortSignal): Promise<RegisterResult>;
   /**
-   * Records a heartbeat. Unknown nodes are NODE_NOT_FOUND. A report older than
-   * the newest one recorded is ignored (resolves false) so reordering on the
-   * network never rolls state back; one stamped later than the clock plus the
-   * allowed skew is REPORT_FROM_FUTURE and stores nothing. With `reporter`
+   * Records a heartbeat. Unknown nodes are NODE_NOT_FOUND. Every accepted
+   * message renews the node's liveness first, whatever its timestamp says.
+   * A report older than the newest one recorded is ignored (resolves false)
+   * so reordering on the network never rolls state back; one stamped later
+   * than the clock plus the allowed skew is REPORT_FROM_FUTURE and stores
+   * nothing of its content (the node is alive all the same, and its skew is
+   * recorded to be shown). With `reporter`
    * (a caller's principal), only the node itself or the identity that
    * registered it may report (PERMISSION_DENIED). A report's VM tenants are
    * ignored, and VMs placed on another node are left out of it.
@@ -79,7 +97,9 @@ export interface Inventory {
   readNode(
     id: string,
     signal?: AbortSignal,
-  ): Promise<{ summary: NodeSummary; vms: VmInfo[]; unchanged: Compare } | undefined>;
+  ): Promise<
+    { summary: NodeSummary; vms: VmInfo[]; unchanged: Compare; liveness: LivenessCheck } | undefined
+  >;
   /**
    * Every VM the nodes last reported, sorted by id. A VM two nodes report
    * (a stale heartbeat racing a migration) is listed once: the copy of the
@@ -124,6 +144,15 @@ export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
   const skew = options.reportClockSkewMs ?? 5_000;
   const { clock, store } = options;
+  const liveClock = options.livenessClock ?? clock;
+  const liveness = createNodeLiveness({
+    source: options.liveness ?? (store.backend === "etcd" ? "lease" : "clock"),
+    store,
+    clock: liveClock,
+    ttlMs: ttl,
+    fenceDelayMs: options.fenceDelayMs ?? 60_000,
+    logger: options.logger,
+  });
   const vmRecords = createVmRecords(store, options.logger);
   /** Records with the control plane's tenants applied, kept while nothing changes. */
   const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
@@ -186,11 +215,11 @@ export function createInventory(options: InventoryOptions): Inventory {
     if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
   }
 
-  function summarize(rec: NodeRecord, now: number): NodeSummary {
-    const heard = rec.health !== undefined;
+  function summarize(rec: NodeRecord, now: number, live = liveness.view(idOf(rec), rec, now)) {
+    const heard = rec.receivedAtMs > 0n;
+    // Shown only: the receiving process's clock, perhaps not this one's.
     const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
-    const ready = age !== undefined && age <= ttl;
-    const since = heard ? Number(rec.receivedAtMs) + ttl : Number(rec.registeredAtMs);
+    const ready = live.ready;
     let vcpus = 0;
     let memory = 0n;
     const vms = rec.health?.vms ?? [];
@@ -212,7 +241,8 @@ export function createInventory(options: InventoryOptions): Inventory {
       vmCount: vms.length,
       vcpusAllocated: vcpus,
       memoryAllocatedBytes: memory,
-      notReadyForMs: ready ? 0n : BigInt(Math.max(0, now - since)),
+      notReadyForMs: BigInt(live.notReadyForMs),
+      reportSkewMs: rec.reportSkewMs,
     } satisfies NodeSummary;
   }
 
@@ -273,9 +303,28 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async heartbeat(health, signal, reporter) {
       const nodeId = nodeKey(health.nodeId?.id ?? "");
-      // A report from the future would make every genuine one look older: refused, not stored.
-      if (msFromTimestamp(health.timestamp) > clock.now() + skew)
+      const known =
+        (await cachedVersion(nodeId)) ??
+        (await getMessage(store, NodeRecordSchema, PREFIX + nodeId, { signal }));
+      if (known === undefined) throw new RpcError("NODE_NOT_FOUND");
+      checkReporter(known.message, nodeId, reporter);
+      // The node was heard from: that is liveness, whatever the report's stamp says.
+      await liveness.renew(nodeId, signal);
+      const skewMs = BigInt(msFromTimestamp(health.timestamp) - clock.now());
+      // A report from the future would make every genuine one look older: its
+      // content is refused, not stored; how far ahead it was is kept, to be shown.
+      if (skewMs > BigInt(skew)) {
+        await update(nodeId, signal, (current) => {
+          if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+          const next = create(NodeRecordSchema, {
+            ...current,
+            reportSkewMs: skewMs,
+            receivedAtMs: BigInt(liveClock.now()),
+          });
+          return { next, result: undefined };
+        });
         throw new RpcError("REPORT_FROM_FUTURE");
+      }
       const facts = await vmRecords.all();
       const seen = (await follow()).values();
       /** A node's record as last known here (its report decides whether it still holds a VM). */
@@ -288,13 +337,9 @@ export function createInventory(options: InventoryOptions): Inventory {
       };
       return update(nodeId, signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-        if (reporter !== undefined && nodeKey(reporter) !== nodeId && reporter !== current.owner)
-          throw new RpcError("PERMISSION_DENIED", {
-            cause: new Error(
-              `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
-            ),
-          });
+        checkReporter(current, nodeId, reporter);
         const now = clock.now();
+        const heardAt = BigInt(liveClock.now());
         if (
           current.health !== undefined &&
           msFromTimestamp(health.timestamp) < msFromTimestamp(current.health.timestamp)
@@ -304,7 +349,11 @@ export function createInventory(options: InventoryOptions): Inventory {
           // for liveness, or a node with a stepped-back clock would go
           // NOT_READY while running its VMs, and be failed over.
           return {
-            next: create(NodeRecordSchema, { ...current, receivedAtMs: BigInt(now) }),
+            next: create(NodeRecordSchema, {
+              ...current,
+              receivedAtMs: heardAt,
+              reportSkewMs: skewMs,
+            }),
             result: false,
           };
         }
@@ -315,7 +364,8 @@ export function createInventory(options: InventoryOptions): Inventory {
           next: create(NodeRecordSchema, {
             ...current,
             health: vms === health.vms ? health : { ...health, vms },
-            receivedAtMs: BigInt(now),
+            receivedAtMs: heardAt,
+            reportSkewMs: skewMs,
             pins,
           }),
           result: true,
@@ -325,7 +375,8 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async listNodes(signal) {
       signal?.throwIfAborted();
-      const now = clock.now();
+      await liveness.ready();
+      const now = liveClock.now();
       const out: NodeSummary[] = [];
       for (const rec of (await records()).values()) out.push(summarize(rec, now));
       return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
@@ -334,7 +385,8 @@ export function createInventory(options: InventoryOptions): Inventory {
       signal?.throwIfAborted();
       const rec = (await records()).get(nodeKey(id));
       if (rec === undefined) return undefined;
-      return { summary: summarize(rec, clock.now()), vms: [...(rec.health?.vms ?? [])] };
+      await liveness.ready();
+      return { summary: summarize(rec, liveClock.now()), vms: [...(rec.health?.vms ?? [])] };
     },
     async readNode(given, signal) {
       const id = nodeKey(given);
@@ -342,10 +394,13 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
       const rec = withFacts(got.message, await vmRecords.all());
+      const now = liveClock.now();
+      const live = await liveness.check(id, rec, now, signal);
       return {
-        summary: summarize(rec, clock.now()),
+        summary: summarize(rec, now, live),
         vms: [...(rec.health?.vms ?? [])],
         unchanged: { key: PREFIX + id, modRevision: got.modRevision },
+        liveness: live,
       };
     },
     async listVms(signal) {
@@ -360,7 +415,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       return update(nodeKey(id), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         const next = create(NodeRecordSchema, { ...current, cordoned });
-        return { next, result: summarize(next, clock.now()) };
+        return { next, result: summarize(next, liveClock.now()) };
       });
     },
     async moveVm(vm, fromId, toId, signal) {
@@ -495,8 +550,28 @@ export function createInventory(options: InventoryOptions): Inventory {
     close() {
       void mirror?.then((m) => m.close());
       vmRecords.close();
+      liveness.close();
     },
   };
+}
+
+/** The node's id as its record names it. */
+function idOf(rec: NodeRecord): string {
+  return nodeKey(rec.info?.id?.id ?? "");
+}
+
+/**
+ * Only the node itself or the identity that registered it may report for it
+ * (PERMISSION_DENIED); `reporter` undefined: the caller is trusted (the
+ * agent hub has authorized the stream already).
+ */
+function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undefined): void {
+  if (reporter !== undefined && nodeKey(reporter) !== nodeId && reporter !== rec.owner)
+    throw new RpcError("PERMISSION_DENIED", {
+      cause: new Error(
+        `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
+      ),
+    });
 }
 
 /**
@@ -519,7 +594,9 @@ function placeReported(
     if (holder === nodeId) return true;
     if (holder !== "" && stillHolds(nodes(holder), vm.id)) return false;
     if (claims.length >= MAX_CLAIMS) return false;
-    claims.push({ rec: vmRecord(vm.id, fact, { nodeId }), rev: fact?.rev ?? 0 });
+    // A new placement, found rather than decided: a new generation all the same.
+    const generation = (fact?.rec.generation ?? 0n) + 1n;
+    claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
     return true;
   });
   return { vms: kept.length === vms.length ? vms : kept, claims };

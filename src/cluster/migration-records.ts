@@ -6,7 +6,7 @@ import {
   type ReservationsRecord,
   ReservationsRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
-import { MigrationState } from "../gen/debvisor/v1/migration_pb.js";
+import { MigrationKind, MigrationPhase, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import {
   type Compare,
   decodeMessage,
@@ -17,6 +17,7 @@ import {
   type TxnOp,
 } from "../store/index.js";
 import type { Reserved } from "./migration-planner.js";
+import { placementChange, readPlacement } from "./vm-placement.js";
 
 const RECORDS = "migrations/";
 const LOCKS = "migration-locks/";
@@ -38,13 +39,15 @@ export interface MigrationRecords {
   /**
    * Stores a new migration, takes its VM's lock and reserves its capacity,
    * atomically. False when the lock is taken or the target's reservations
-   * changed since `reservedRevision` (re-plan and try again).
+   * changed since `reservedRevision` (re-plan and try again), or one of
+   * `extraCompares` failed; `extraOps` are written in the same txn.
    */
   begin(
     record: MigrationRecord,
     reservedRevision: number,
     signal?: AbortSignal,
     extraCompares?: readonly Compare[],
+    extraOps?: readonly TxnOp[],
   ): Promise<boolean>;
   /**
    * Writes a running migration's new state. Only its runner may: when the
@@ -52,7 +55,12 @@ export interface MigrationRecords {
    * another settled it) it throws CONFLICT and writes nothing.
    */
   save(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
-  /** Writes a finished migration and releases its lock and reservation; CONFLICT as for `save`. */
+  /**
+   * Writes a finished migration and releases its lock and reservation;
+   * CONFLICT as for `save`. A migration that moved the VM (phase COMPLETED)
+   * commits its placement in the same txn: the VM is on the target and its
+   * generation is bumped (a failover bumped it when it began).
+   */
   finish(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
   /**
    * Takes over a record whose runner is gone: succeeds only if nobody
@@ -123,7 +131,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
   }
 
   return {
-    async begin(record, reservedRevision, signal, extraCompares = []) {
+    async begin(record, reservedRevision, signal, extraCompares = [], extraOps = []) {
       const target = targetOf(record);
       const { rec } = await readReservations(target, signal);
       const next = create(ReservationsRecordSchema, {
@@ -151,6 +159,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
               value: new TextEncoder().encode(idOf(record)),
             },
             reservationOps(target, next),
+            ...extraOps,
           ],
         },
         { signal },
@@ -182,9 +191,13 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         const next = create(ReservationsRecordSchema, {
           items: rec.items.filter((i) => i.migrationId !== idOf(record)),
         });
+        const moved = movedBy(record)
+          ? placementChange(vmOf(record), await readPlacement(store, vmOf(record), signal), target)
+          : undefined;
         const txn = await store.txn(
           {
             compares: [
+              ...(moved === undefined ? [] : [moved.compare]),
               { key: RECORDS + idOf(record), modRevision: current },
               { key: RESERVATIONS + target, modRevision: rev },
               ...(lock === undefined
@@ -195,6 +208,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
               { type: "put", key: RECORDS + idOf(record), value: enc(record) },
               ...(ownsLock ? [{ type: "delete" as const, key: LOCKS + vmOf(record) }] : []),
               ...(rev === 0 && next.items.length === 0 ? [] : [reservationOps(target, next)]),
+              ...(moved === undefined ? [] : [moved.op]),
             ],
           },
           { signal },
@@ -241,6 +255,17 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       return { byNode, revisions };
     },
   };
+}
+
+/** A finished migration (not a failover, placed when it began) that moved its VM to the target. */
+function movedBy(record: MigrationRecord): boolean {
+  const m = record.migration;
+  return (
+    m !== undefined &&
+    m.kind !== MigrationKind.FAILOVER &&
+    !isActive(m.state) &&
+    m.phase === MigrationPhase.COMPLETED
+  );
 }
 
 /** True while a migration has not reached a final state. */

@@ -100,7 +100,9 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
 export function vmRecord(
   id: string,
   prev: VersionedVm | undefined,
-  change: Partial<Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs">>,
+  change: Partial<
+    Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs" | "generation">
+  >,
 ): VmRecord {
   return create(VmRecordSchema, { ...(prev?.rec ?? { id }), id, ...change });
 }

@@ -14,7 +14,7 @@ export type {
 export { sourceOf } from "./call-context.js";
 export type { CallObserver } from "./call-observer.js";
 export type { Clock, ManualClock } from "./clock.js";
-export { createManualClock, systemClock } from "./clock.js";
+export { createManualClock, monotonicClock, systemClock } from "./clock.js";
 export { Code, codeName } from "./code.js";
 export type { Logger } from "./logger.js";
 export { silentLogger } from "./logger.js";

@@ -1,6 +1,11 @@
 import { hostname } from "node:os";
 import type { AuditLog } from "../audit/index.js";
-import { type AgentHub, createAgentHub, type Inventory } from "../cluster/index.js";
+import {
+  type AgentHub,
+  createAgentHub,
+  type Inventory,
+  selfFenceWindowMs,
+} from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import type { Config } from "./config-schema.js";
@@ -30,6 +35,11 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     clock: setup.clock,
     serverId: `${hostname()}:${process.pid}`,
     heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
+    selfFenceWindowMs: selfFenceWindowMs(
+      config.cluster.fenceDelayMs,
+      config.cluster.selfFenceWindowMs,
+    ),
+    livenessTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
     logger,

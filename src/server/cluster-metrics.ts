@@ -72,6 +72,18 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
     },
   });
   new client.Gauge({
+    name: "debvisor_node_report_skew_seconds",
+    help: "How far each node's newest report's timestamp was ahead of the receiving server's clock (negative: behind). Shown, never trusted: readiness follows the node's lease.",
+    labelNames: ["node"] as const,
+    registers: [registry],
+    async collect() {
+      const nodes = await inventory.listNodes(closing);
+      this.reset();
+      for (const n of nodes)
+        this.set({ node: n.info?.id?.id ?? "" }, Number(n.reportSkewMs) / 1000);
+    },
+  });
+  new client.Gauge({
     name: "debvisor_vms",
     help: "VMs the nodes report, by state.",
     labelNames: ["state"] as const,

@@ -9,7 +9,7 @@ import {
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
@@ -58,6 +58,9 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    fenceDelayMs: config.cluster.fenceDelayMs,
+    // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
+    livenessClock: clock === systemClock ? monotonicClock : clock,
   });
   resources.push("inventory", () => inventory.close());
   const { dev } = setup;

@@ -124,3 +124,25 @@ describe("storage.replication.policies", () => {
     );
   });
 });
+
+describe("cluster.selfFenceWindowMs", () => {
+  it("ok-derives a window the fence delay exceeds by its margin, for every fence delay", () => {
+    for (const fenceDelayMs of [1000, 1499, 2000, 5000, 60_000, 86_400_000]) {
+      const c = parseConfig({ cluster: { fenceDelayMs } });
+      assert.equal(c.cluster.selfFenceWindowMs, undefined, "derived, not stored");
+    }
+  });
+
+  it("fail-refuses a fence delay that does not exceed the window plus a margin", () => {
+    assert.throws(
+      () => parseConfig({ cluster: { fenceDelayMs: 60_000, selfFenceWindowMs: 55_000 } }),
+      /^ConfigError: cluster\.fenceDelayMs: must be at least the self-fence window \(55000 ms\) plus a margin of 11000 ms, or a VM could run twice$/,
+    );
+    assert.throws(
+      () => parseConfig({ cluster: { fenceDelayMs: 2000, selfFenceWindowMs: 1600 } }),
+      /cluster\.fenceDelayMs: must be at least the self-fence window \(1600 ms\) plus a margin of 500 ms/,
+    );
+    const ok = parseConfig({ cluster: { fenceDelayMs: 60_000, selfFenceWindowMs: 50_000 } });
+    assert.equal(ok.cluster.selfFenceWindowMs, 50_000);
+  });
+});

@@ -1,5 +1,11 @@
 import { z } from "zod";
-import { POLICY_NAME, parseReplicationPolicy } from "../cluster/index.js";
+import {
+  fenceDelayAllows,
+  fenceMarginMs,
+  POLICY_NAME,
+  parseReplicationPolicy,
+  selfFenceWindowMs,
+} from "../cluster/index.js";
 import { RpcError } from "../core/index.js";
 
 const MIB = 1024 * 1024;
@@ -318,6 +324,12 @@ const sections = z.strictObject({
        * stop its VMs, or a VM could run twice.
        */
       fenceDelayMs: int(1000, 86_400_000).default(60_000),
+      /**
+       * An agent with no confirmed renewal of its node's lease for this long
+       * stops its HA VMs (told to agents in the Welcome). Default: two thirds
+       * of the fence delay; the fence delay must exceed it by a margin.
+       */
+      selfFenceWindowMs: int(500, 86_400_000).optional(),
       /** vCPUs placeable per physical core when planning. */
       cpuOvercommit: z.number().min(1).max(32).default(4),
       /** Memory placeable per byte of RAM when planning (1: none). */
@@ -570,6 +582,13 @@ const sections = z.strictObject({
  * rejected. Every limit a library leaves unlimited has a bound here.
  */
 export const configSchema = sections.superRefine((c, ctx) => {
+  const window = selfFenceWindowMs(c.cluster.fenceDelayMs, c.cluster.selfFenceWindowMs);
+  if (!fenceDelayAllows(c.cluster.fenceDelayMs, window))
+    ctx.addIssue({
+      code: "custom",
+      path: ["cluster", "fenceDelayMs"],
+      message: `must be at least the self-fence window (${window} ms) plus a margin of ${fenceMarginMs(window)} ms, or a VM could run twice`,
+    });
   for (const key of ["skipRateLimit", "skipAuthorization"] as const) {
     if (c.benchmark[key] && !isLoopback(c.listen))
       ctx.addIssue({

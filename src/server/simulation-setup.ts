@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { Inventory } from "../cluster/index.js";
+import { type Inventory, selfFenceWindowMs } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import { createSimulation, type Simulation } from "../drivers/index.js";
 import type { Config } from "./config-schema.js";
@@ -35,7 +35,8 @@ export async function startSimulation(setup: SimulationSetup): Promise<DaemonSim
   const sim = createSimulation({
     ...config.simulation,
     clock,
-    fenceDelayMs: config.cluster.fenceDelayMs,
+    // The simulated nodes fence themselves like agents: after the self-fence window.
+    fenceDelayMs: selfFenceWindowMs(config.cluster.fenceDelayMs, config.cluster.selfFenceWindowMs),
     stateFile:
       config.simulation.stateFile ??
       (config.dev.enabled ? join(config.dev.dataDir, "simulation.json") : undefined),

@@ -47,6 +47,7 @@ export function instrumentStore(store: KvStore, registry: client.Registry): KvSt
     txn: (request, options) => timed("txn", () => store.txn(request, options)),
     watch: (prefix, fromRevision, options) => store.watch(prefix, fromRevision, options),
     grantLease: (ttlMs, options) => timed("lease", () => store.grantLease(ttlMs, options)),
+    lease: (id, ttlMs) => store.lease(id, ttlMs),
     revision: (options) => timed("revision", () => store.revision(options)),
     close: () => store.close(),
   };

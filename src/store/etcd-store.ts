@@ -298,6 +298,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       // etcd may raise the TTL to its own floor (about 2 s by default).
       return makeLease(res.ID, Math.max(ttlMs, Number(res.TTL) * 1000));
     },
+    lease: (id, ttlMs) => makeLease(id, ttlMs),
     async revision(opts) {
       // A single-key read: cheap, and linearizable, so the revision is current.
       const res = await call("read", opts, (o) =>

@@ -142,6 +142,13 @@ export interface KvStore {
   ): AsyncIterable<WatchEvent>;
   /** Grants a lease of at least `ttlMs` (etcd rounds up to whole seconds and has a floor of its own). */
   grantLease(ttlMs: number, options?: StoreCallOptions): Promise<Lease>;
+  /**
+   * A handle on a lease granted earlier, possibly by another process (its id
+   * as a key's `lease` shows it): keeping it alive renews that lease for its
+   * granted TTL; LEASE_NOT_FOUND once it has expired. `ttlMs` is what the
+   * caller knows of its TTL, reported by the handle.
+   */
+  lease(id: string, ttlMs: number): Lease;
   /** The current store revision. */
   revision(options?: StoreCallOptions): Promise<number>;
   /** Releases connections and timers; pending writes finish first. */

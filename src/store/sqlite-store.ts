@@ -95,7 +95,7 @@ export function createSqliteStore(options: SqliteStoreOptions): KvStore {
     ),
     compact: db.prepare("DELETE FROM events WHERE rev < ?"),
     leaseInsert: db.prepare("INSERT INTO leases (id, ttl_ms, expires_at) VALUES (?, ?, ?)"),
-    leaseTouch: db.prepare("UPDATE leases SET expires_at = ? WHERE id = ?"),
+    leaseTouch: db.prepare("UPDATE leases SET expires_at = ? + ttl_ms WHERE id = ?"),
     leaseGet: db.prepare("SELECT id FROM leases WHERE id = ?").pluck(),
     leaseDelete: db.prepare("DELETE FROM leases WHERE id = ?"),
     leaseKeys: db.prepare("SELECT key FROM kv WHERE lease = ?").pluck(),
@@ -253,7 +253,7 @@ export function createSqliteStore(options: SqliteStoreOptions): KvStore {
     ttlMs,
     keepAlive: async (opts) =>
       enqueue((): { result: undefined; events: WatchEvent[]; consumedRevision: boolean } => {
-        if (stmt.leaseTouch.run(clock.now() + ttlMs, id).changes === 0)
+        if (stmt.leaseTouch.run(clock.now(), id).changes === 0)
           throw new RpcError("LEASE_NOT_FOUND");
         return { result: undefined, events: [], consumedRevision: false };
       }, opts),
@@ -377,6 +377,7 @@ export function createSqliteStore(options: SqliteStoreOptions): KvStore {
         return { result: makeLease(id, ttlMs), events: [], consumedRevision: false };
       }, opts);
     },
+    lease: (id, ttlMs) => makeLease(id, ttlMs),
     async revision(opts) {
       throwIfAborted(opts);
       return revision;

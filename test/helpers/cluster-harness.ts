@@ -73,12 +73,14 @@ export async function startClusterHarness(options: {
   store?: KvStore;
   /** Share the simulated hypervisors with another harness. */
   sim?: Simulation;
+  /** This "daemon's" clock (default: a manual clock at a fixed date). */
+  clock?: ManualClock;
   dir?: string;
 }): Promise<ClusterHarness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
   const store =
     options.store ?? createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
-  const clock = createManualClock(Date.UTC(2026, 10, 22, 8, 0, 0));
+  const clock = options.clock ?? createManualClock(Date.UTC(2026, 10, 22, 8, 0, 0));
   const sim =
     options.sim ??
     createSimulation({
@@ -90,7 +92,12 @@ export async function startClusterHarness(options: {
       fenceDelayMs: HARNESS_FENCE_MS,
       stateFile: join(dir, "simulation.json"),
     });
-  const inventory = createInventory({ store, clock, heartbeatTtlMs: HARNESS_TTL_MS });
+  const inventory = createInventory({
+    store,
+    clock,
+    heartbeatTtlMs: HARNESS_TTL_MS,
+    fenceDelayMs: HARNESS_FENCE_MS,
+  });
   for (const node of sim.nodes) await inventory.register(node, "simulation");
   const beat = async () => {
     for (const node of sim.nodes) {

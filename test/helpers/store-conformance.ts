@@ -196,6 +196,28 @@ export function storeConformance(
       assert.equal(await store.get("lease/kept"), undefined);
     });
 
+    it("renews a lease through a handle made from a key's lease id, as another process would", async () => {
+      const granted = await store.grantLease(2000);
+      await store.put("handle/k", enc("x"), { lease: granted.id });
+      const leaseId = (await store.get("handle/k"))?.lease;
+      assert.equal(leaseId, granted.id);
+      const handle = store.lease(leaseId ?? "", 2000);
+      const timer = setInterval(() => void handle.keepAlive().catch(() => {}), 400);
+      try {
+        // Past the TTL the key is still there: only the handle renewed it.
+        await new Promise((r) => setTimeout(r, 3500));
+        assert.ok(await store.get("handle/k"), "renewed through the handle");
+      } finally {
+        clearInterval(timer);
+      }
+      await handle.revoke();
+      assert.equal(await store.get("handle/k"), undefined);
+      await assert.rejects(
+        store.lease(leaseId ?? "", 2000).keepAlive(),
+        isReason("LEASE_NOT_FOUND"),
+      );
+    });
+
     it("stops a call whose signal is aborted, changing nothing", async () => {
       const ac = new AbortController();
       ac.abort();

@@ -1,0 +1,150 @@
+import { create } from "@bufbuild/protobuf";
+import { type Logger, RpcError, silentLogger, toRpcError } from "../core/index.js";
+import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type Compare,
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  mirrorPrefix,
+  type PrefixMirror,
+} from "../store/index.js";
+import type { Executors } from "./executors.js";
+
+/** Key family of the controller's per-VM records: failover/<vm>. */
+export const FAILOVER_RECORDS = "failover/";
+
+/** What {@link createHaRestore} needs from the failover controller. */
+export interface HaRestoreOptions {
+  readonly store: KvStore;
+  readonly executors: Executors;
+  /** The controller's election key as it was when this process was elected. */
+  readonly elected: () => Compare;
+  readonly restartLimit: number;
+  readonly restartWindowMs: number;
+  readonly logger?: Logger;
+  readonly decide: (d: {
+    vmId: string;
+    node: string;
+    action: "restarted" | "skipped" | "failed";
+    detail: string;
+  }) => void;
+}
+
+/**
+ * HA as desired state, for VMs whose node comes back: an HA VM reported
+ * running when its node went NOT_READY is remembered (`lost_running`); if
+ * the node is READY again with the VM stopped (it fenced itself and came
+ * back before the fence delay let the VM restart elsewhere), the VM is
+ * started there once, counted against the restart limit. Every write is
+ * conditional on the controller's election and on the record as read, so
+ * two controllers, or a deposed one, never start it twice.
+ */
+export interface HaRestore {
+  /** Notes an HA VM of a NOT_READY node that was running when last reported. */
+  noteLost(vm: VmInfo, signal: AbortSignal): Promise<void>;
+  /** An HA VM of a READY node: starts it again if it was lost running and is stopped now. */
+  restore(nodeId: string, vm: VmInfo, now: number, signal: AbortSignal): Promise<void>;
+  close(): void;
+}
+
+/** Creates the {@link HaRestore} of the failover controller. */
+export function createHaRestore(options: HaRestoreOptions): HaRestore {
+  const { store } = options;
+  /** Which VMs are marked, from a watched copy: the store is read only for those. */
+  let mirror: Promise<PrefixMirror<boolean>> | undefined;
+  const marked = async (vmId: string) => {
+    if (mirror === undefined) {
+      const loading = mirrorPrefix(
+        store,
+        FAILOVER_RECORDS,
+        (kv) => decodeMessage(FailoverRecordSchema, kv).lostRunning,
+        options.logger ?? silentLogger,
+      );
+      mirror = loading;
+      loading.catch(() => {
+        if (mirror === loading) mirror = undefined;
+      });
+    }
+    return (await mirror).values().get(vmId) === true;
+  };
+  async function read(vmId: string, signal: AbortSignal) {
+    const got = await getMessage(store, FailoverRecordSchema, FAILOVER_RECORDS + vmId, { signal });
+    return {
+      rec: got?.message ?? create(FailoverRecordSchema, { vmId }),
+      rev: got?.modRevision ?? 0,
+    };
+  }
+  /** Writes `next` while the election and the record as read hold; the new revision, or 0. */
+  async function write(next: FailoverRecord, rev: number, signal: AbortSignal): Promise<number> {
+    const key = FAILOVER_RECORDS + next.vmId;
+    const txn = await store.txn(
+      {
+        compares: [options.elected(), { key, modRevision: rev }],
+        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
+      },
+      { signal },
+    );
+    return txn.succeeded ? txn.revision : 0;
+  }
+  return {
+    async noteLost(vm, signal) {
+      if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
+      const { rec, rev } = await read(vm.id, signal);
+      if (!rec.lostRunning)
+        await write(create(FailoverRecordSchema, { ...rec, lostRunning: true }), rev, signal);
+    },
+    async restore(nodeId, vm, now, signal) {
+      if (!(await marked(vm.id))) return;
+      const { rec, rev } = await read(vm.id, signal);
+      if (!rec.lostRunning) return;
+      if (vm.state === VmState.RUNNING || vm.state === VmState.MIGRATING) {
+        // It survived (a control-plane outage, a short cut): nothing to do.
+        await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
+        return;
+      }
+      if (vm.state !== VmState.STOPPED && vm.state !== VmState.CRASHED) return;
+      const recent = now - Number(rec.lastRestartMs) < options.restartWindowMs ? rec.restarts : 0;
+      if (recent >= options.restartLimit) {
+        options.decide({
+          vmId: vm.id,
+          node: nodeId,
+          action: "skipped",
+          detail: `restart limit reached (${options.restartLimit} in ${Math.round(options.restartWindowMs / 60_000)} min)`,
+        });
+        return;
+      }
+      const detail = `started again on ${nodeId}, which had stopped it while cut off`;
+      const next = create(FailoverRecordSchema, {
+        vmId: vm.id,
+        restarts: recent + 1,
+        lastRestartMs: BigInt(now),
+        lastDecision: detail,
+        lostRunning: false,
+      });
+      // Counted and cleared first: whatever happens next, this decision is taken once.
+      const written = await write(next, rev, signal);
+      if (written === 0) return;
+      try {
+        const driver = options.executors.forNode(nodeId);
+        if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
+        await driver.start(vm.id, signal);
+        options.decide({ vmId: vm.id, node: nodeId, action: "restarted", detail });
+      } catch (err) {
+        // Not started: look again on a later pass (each attempt counts against the limit).
+        await write(create(FailoverRecordSchema, { ...next, lostRunning: true }), written, signal);
+        options.decide({
+          vmId: vm.id,
+          node: nodeId,
+          action: "failed",
+          detail: toRpcError(err).message,
+        });
+      }
+    },
+    close() {
+      void mirror?.then((m) => m.close());
+    },
+  };
+}

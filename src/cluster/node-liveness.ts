@@ -1,0 +1,268 @@
+import { type Clock, type Logger, RpcError, silentLogger } from "../core/index.js";
+import type { NodeRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type Compare,
+  type KeyValue,
+  type KvStore,
+  mirrorPrefix,
+  type PrefixMirror,
+} from "../store/index.js";
+
+/** A node's liveness as one process sees it. */
+export interface LivenessView {
+  readonly ready: boolean;
+  /** How long the node has been NOT_READY, at least (0 while ready). */
+  readonly notReadyForMs: number;
+  /** NOT_READY for longer than the fence delay: its VMs may be restarted elsewhere. */
+  readonly pastFenceDelay: boolean;
+}
+
+/** A liveness read from the store itself, for a decision. */
+export interface LivenessCheck extends LivenessView {
+  /** Compares that hold only while the node stays as checked (a renewal since fails them). */
+  readonly compares: readonly Compare[];
+}
+
+/**
+ * Which clock decides a node's liveness. `lease`: two store leases per node
+ * kept alive by its heartbeats, so with etcd the store's server-side TTL
+ * decides and no two processes' clocks are ever compared. `clock`: the time
+ * the last heartbeat arrived, on the clock of the one process using the
+ * store (the embedded SQLite store has exactly one).
+ */
+export type LivenessSource = "lease" | "clock";
+
+/** Node liveness: renewed by heartbeats, read for readiness and failover. */
+export interface NodeLiveness {
+  readonly source: LivenessSource;
+  /** The node was heard from now; resolves once the store holds the renewal. */
+  renew(nodeId: string, signal?: AbortSignal): Promise<void>;
+  /** Resolves once views are current (the lease source loads its copy first). */
+  ready(): Promise<void>;
+  /** The node's liveness now, from this process's copy. */
+  view(nodeId: string, rec: NodeRecord, now: number): LivenessView;
+  /** The node's liveness from the store itself, with the compares a failover's txn needs. */
+  check(nodeId: string, rec: NodeRecord, now: number, signal?: AbortSignal): Promise<LivenessCheck>;
+  close(): void;
+}
+
+/** Options of {@link createNodeLiveness}. */
+export interface NodeLivenessOptions {
+  readonly source: LivenessSource;
+  readonly store: KvStore;
+  /** The clock of this process: for the `clock` source, and for how long the lease source has looked. */
+  readonly clock: Clock;
+  /** A node is READY this long after it was last heard from. */
+  readonly ttlMs: number;
+  /** NOT_READY this long, its VMs may restart elsewhere. */
+  readonly fenceDelayMs: number;
+  readonly logger?: Logger;
+}
+
+/** Keys of the lease source: READY while present. */
+export const READY_PREFIX = "liveness/";
+/** Keys of the lease source: present until the fence delay has passed after the node went NOT_READY. */
+export const FENCE_PREFIX = "liveness-fence/";
+const RENEW_ATTEMPTS = 4;
+
+/** Creates the {@link NodeLiveness} of `options.source`. */
+export function createNodeLiveness(options: NodeLivenessOptions): NodeLiveness {
+  return options.source === "lease" ? leaseLiveness(options) : clockLiveness(options);
+}
+
+/** Liveness from the arrival time of the last heartbeat, on this one process's clock. */
+function clockLiveness(options: NodeLivenessOptions): NodeLiveness {
+  const { ttlMs, fenceDelayMs } = options;
+  const view = (_id: string, rec: NodeRecord, now: number): LivenessView => {
+    // Any message counts, even a report whose content was refused.
+    const heard = rec.receivedAtMs > 0n;
+    const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
+    const ready = age !== undefined && age <= ttlMs;
+    const since = heard ? Number(rec.receivedAtMs) + ttlMs : Number(rec.registeredAtMs);
+    const notReadyForMs = ready ? 0 : Math.max(0, now - since);
+    return { ready, notReadyForMs, pastFenceDelay: !ready && notReadyForMs > fenceDelayMs };
+  };
+  return {
+    source: "clock",
+    renew: async () => {},
+    ready: async () => {},
+    view,
+    check: async (id, rec, now) => ({ ...view(id, rec, now), compares: [] }),
+    close: () => {},
+  };
+}
+
+interface HeldKey {
+  readonly lease: string | undefined;
+  readonly rev: number;
+}
+
+/**
+ * Liveness from two leases per node, renewed by every heartbeat whichever
+ * process receives it: `liveness/<node>` (TTL: the heartbeat TTL) says
+ * READY; `liveness-fence/<node>` (TTL: heartbeat TTL + fence delay) is gone
+ * once the node has been NOT_READY for the fence delay. Expiry is the
+ * store's: etcd's leader, on its own clock, which it resets (extending every
+ * lease) when leadership changes. For the first TTL + fence delay after
+ * this process starts looking, no node is past its fence delay (leases lost
+ * with a store, or not yet granted after an upgrade, must not read as a
+ * long-dead node).
+ */
+function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
+  const { store, clock, ttlMs, fenceDelayMs } = options;
+  const logger = options.logger ?? silentLogger;
+  /**
+   * The fence lease is renewed at most once per `fenceEveryMs` by this
+   * process (half the keepalives), so its TTL is that much longer: it still
+   * never expires sooner than TTL + fence delay after the last heartbeat.
+   */
+  const fenceEveryMs = Math.floor(ttlMs / 3);
+  const fenceTtlMs = ttlMs + fenceDelayMs + fenceEveryMs;
+  /** When this process last renewed each node's fence lease (its own clock). */
+  const fenceRenewed = new Map<string, number>();
+  const decode = (kv: KeyValue): HeldKey => ({ lease: kv.lease, rev: kv.modRevision });
+  let mirrors: Promise<[PrefixMirror<HeldKey>, PrefixMirror<HeldKey>]> | undefined;
+  let loaded: [PrefixMirror<HeldKey>, PrefixMirror<HeldKey>] | undefined;
+  let startedAt = 0;
+  /** When this process saw each node lose its READY key (its own clock). */
+  const lostAt = new Map<string, number>();
+
+  function follow() {
+    if (mirrors === undefined) {
+      const loading = Promise.all([
+        mirrorPrefix(store, READY_PREFIX, decode, logger),
+        mirrorPrefix(store, FENCE_PREFIX, decode, logger),
+      ]);
+      mirrors = loading;
+      loading.then(
+        (ms) => {
+          startedAt = clock.now();
+          loaded = ms;
+          let present = new Set(ms[0].values().keys());
+          ms[0].onChange(() => {
+            const now = new Set(ms[0].values().keys());
+            for (const id of present)
+              if (!now.has(id) && !lostAt.has(id)) lostAt.set(id, clock.now());
+            present = now;
+          });
+        },
+        () => {
+          if (mirrors === loading) mirrors = undefined;
+        },
+      );
+    }
+    return mirrors;
+  }
+
+  /** Renews the lease behind `key`, or attaches the key to a new one when it has none alive. */
+  async function renewKey(
+    key: string,
+    ttl: number,
+    cached: HeldKey | undefined,
+    signal?: AbortSignal,
+  ) {
+    let known = cached;
+    for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
+      if (known?.lease !== undefined) {
+        try {
+          await store.lease(known.lease, ttl).keepAlive({ signal });
+          return;
+        } catch (err) {
+          if (!(err instanceof RpcError) || err.reason !== "LEASE_NOT_FOUND") throw err;
+        }
+      }
+      const lease = await store.grantLease(ttl, { signal });
+      const txn = await store.txn(
+        {
+          compares: [{ key, modRevision: known?.rev ?? 0 }],
+          success: [{ type: "put", key, value: new Uint8Array(0), lease: lease.id }],
+        },
+        { signal },
+      );
+      if (txn.succeeded) return;
+      // Someone else attached it meanwhile (or the copy was behind): renew theirs.
+      await lease.revoke({ signal }).catch(() => undefined);
+      const got = await store.get(key, { signal });
+      known = got === undefined ? undefined : decode(got);
+    }
+    throw new RpcError("CONFLICT", { message: `liveness of ${key} not renewed` });
+  }
+
+  function view(
+    id: string,
+    readyKey: HeldKey | undefined,
+    fenceKey: HeldKey | undefined,
+    now: number,
+  ): LivenessView {
+    if (readyKey !== undefined) {
+      lostAt.delete(id);
+      return { ready: true, notReadyForMs: 0, pastFenceDelay: false };
+    }
+    let since = lostAt.get(id);
+    if (since === undefined) {
+      since = now;
+      lostAt.set(id, now);
+    }
+    const elapsed = Math.max(0, now - since);
+    const settled = loaded !== undefined && now - startedAt >= fenceTtlMs;
+    const pastFenceDelay = fenceKey === undefined && settled;
+    // The store decides; the duration shown is this process's observation, kept consistent with it.
+    const notReadyForMs = pastFenceDelay
+      ? Math.max(elapsed, fenceDelayMs + 1)
+      : Math.min(elapsed, fenceDelayMs);
+    return { ready: false, notReadyForMs, pastFenceDelay };
+  }
+
+  return {
+    source: "lease",
+    async renew(nodeId, signal) {
+      const [readyKeys, fenceKeys] = await follow();
+      const now = clock.now();
+      const fenceKey = fenceKeys.values().get(nodeId);
+      const last = fenceRenewed.get(nodeId);
+      const fenceDue = fenceKey === undefined || last === undefined || now - last >= fenceEveryMs;
+      await Promise.all([
+        renewKey(READY_PREFIX + nodeId, ttlMs, readyKeys.values().get(nodeId), signal),
+        fenceDue ? renewKey(FENCE_PREFIX + nodeId, fenceTtlMs, fenceKey, signal) : undefined,
+      ]);
+      if (fenceDue) fenceRenewed.set(nodeId, now);
+    },
+    async ready() {
+      await follow();
+    },
+    view(nodeId, _rec, now) {
+      // Before the copy has loaded nothing is known: not ready, never past the fence delay.
+      if (loaded === undefined) {
+        void follow();
+        return { ready: false, notReadyForMs: 0, pastFenceDelay: false };
+      }
+      return view(nodeId, loaded[0].values().get(nodeId), loaded[1].values().get(nodeId), now);
+    },
+    async check(nodeId, _rec, now, signal) {
+      await follow();
+      const [readyKv, fenceKv] = await Promise.all([
+        store.get(READY_PREFIX + nodeId, { signal }),
+        store.get(FENCE_PREFIX + nodeId, { signal }),
+      ]);
+      const v = view(
+        nodeId,
+        readyKv === undefined ? undefined : decode(readyKv),
+        fenceKv === undefined ? undefined : decode(fenceKv),
+        now,
+      );
+      // The decision holds only while neither key came back (a heartbeat since renews them).
+      return {
+        ...v,
+        compares: [
+          { key: READY_PREFIX + nodeId, modRevision: readyKv?.modRevision ?? 0 },
+          { key: FENCE_PREFIX + nodeId, modRevision: fenceKv?.modRevision ?? 0 },
+        ],
+      };
+    },
+    close() {
+      void mirrors?.then((ms) => {
+        for (const m of ms) m.close();
+      });
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { create } from "@bufbuild/protobuf";
+import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type Compare,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  type TxnOp,
+} from "../store/index.js";
+
+const VMS = "vms/";
+
+/** A VM record as read, with its revision (0: no record yet). */
+export interface ReadPlacement {
+  readonly rec: VmRecord | undefined;
+  readonly rev: number;
+}
+
+/** What a change of placement adds to the transaction that records it. */
+export interface PlacementChange {
+  /** The VM's new generation: the fencing token operations for the new placement carry. */
+  readonly generation: bigint;
+  /** The VM record as it will be stored. */
+  readonly record: VmRecord;
+  /** Holds only while the record is still as read (another placement change meanwhile fails the txn). */
+  readonly compare: Compare;
+  readonly op: TxnOp;
+}
+
+/** Reads a VM's record from the store (not a cache), for a placement change. */
+export async function readPlacement(
+  store: KvStore,
+  vmId: string,
+  signal?: AbortSignal,
+): Promise<ReadPlacement> {
+  const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+  return { rec: got?.message, rev: got?.modRevision ?? 0 };
+}
+
+/**
+ * The compare and put that move a VM to `nodeId` and bump its generation by
+ * one, to be written in the same transaction as the decision that places it
+ * (VM creation, migration commit, failover). Everything else the record
+ * holds (tenant) is kept, with `fields` applied over it (a creation sets
+ * its own: the one put of the VM's record in the txn must be this one). A
+ * txn that fails on the compare must re-read and decide again: someone else
+ * changed the VM's placement meanwhile. For a new VM, `read` is
+ * `{ rec: undefined, rev: 0 }` (create-if-absent).
+ */
+export function placementChange(
+  vmId: string,
+  read: ReadPlacement,
+  nodeId: string,
+  fields: Partial<Omit<VmRecord, "$typeName" | "$unknown" | "id" | "nodeId" | "generation">> = {},
+): PlacementChange {
+  const generation = (read.rec?.generation ?? 0n) + 1n;
+  const record = create(VmRecordSchema, {
+    ...(read.rec ?? { id: vmId }),
+    ...fields,
+    id: vmId,
+    nodeId,
+    generation,
+  });
+  return {
+    generation,
+    record,
+    compare: { key: VMS + vmId, modRevision: read.rev },
+    op: { type: "put", key: VMS + vmId, value: encodeMessage(VmRecordSchema, record) },
+  };
+}
+
+/**
+ * The VM's current generation, read from the store: what an operation that
+ * starts the VM on a node carries (OperationDispatch.generation). 0 for a VM
+ * the control plane never placed.
+ */
+export async function currentGeneration(
+  store: KvStore,
+  vmId: string,
+  signal?: AbortSignal,
+): Promise<bigint> {
+  return (await readPlacement(store, vmId, signal)).rec?.generation ?? 0n;
+}
