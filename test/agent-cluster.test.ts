@@ -11,7 +11,7 @@ import {
   MigrationState,
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { AGENT_BIN } from "./helpers/agent-enrollment.js";
+import { AGENT_BIN } from "./helpers/agent-process.js";
 import { type DaemonProcess, runProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 

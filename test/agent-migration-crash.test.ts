@@ -7,8 +7,13 @@ import { after, before, describe, it } from "node:test";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { MigrationService, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { AGENT_BIN, enrollAgent } from "./helpers/agent-enrollment.js";
-import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 
 /**
@@ -51,6 +56,8 @@ describe("a migration between agents outlives a control-plane crash", () => {
       file,
     ]);
   };
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const clients = () => {
     const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
     return {
@@ -79,7 +86,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
     daemon = await start("127.0.0.1:0");
     address = daemon.grpcAddress;
     for (const node of ["node-a", "node-b"]) {
-      await enrollAgent(join(dir, "hvctl.yaml"), address, node, join(dir, node));
+      await enrollAgent(hvctl, address, dir, node);
       agents.push(
         spawn(
           process.execPath,

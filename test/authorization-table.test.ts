@@ -79,6 +79,9 @@ interface World {
   rbdT: DatasetRef;
   migT: string;
   migU: string;
+  /** A lifecycle operation in each tenant (a VM created in it). */
+  opT: string;
+  opU: string;
   jobT: string;
   jobU: string;
   keyT: () => Promise<string>;
@@ -188,6 +191,61 @@ const ROWS: Row[] = [
     request: (w) => ({ vmId: w.vmU.id, tenant: w.U }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
   },
+  // VM lifecycle: a creation in the tenant it names; the rest on an existing VM or
+  // operation. Each request is invalid (refused by validation, after authorization).
+  {
+    service: "VmService",
+    method: "CreateVm",
+    variant: "own",
+    request: (w) => ({ vmId: "x-new", spec: { vcpus: 0, memoryBytes: 1n }, tenant: w.T }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "VmService",
+    method: "CreateVm",
+    variant: "other",
+    request: (w) => ({ vmId: "x-new", spec: { vcpus: 0, memoryBytes: 1n }, tenant: w.U }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "ok"),
+  },
+  ...(["StartVm", "StopVm", "RebootVm", "DeleteVm"] as const).flatMap((method): Row[] => [
+    {
+      service: "VmService",
+      method,
+      variant: "own",
+      request: (w) => ({ vmId: w.vmT.id, requestId: "!bad" }),
+      expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+    },
+    {
+      service: "VmService",
+      method,
+      variant: "other",
+      request: (w) => ({ vmId: w.vmU.id, requestId: "!bad" }),
+      expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+    },
+  ]),
+  // Which tenant a VM joins is the cluster's to say, as SetVmTenant.
+  {
+    service: "VmService",
+    method: "AdoptVm",
+    request: (w) => ({ vmId: w.vmT.id, tenant: "x".repeat(65) }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  ...(["GetOperation", "WatchOperation"] as const).flatMap((method): Row[] => [
+    {
+      service: "VmService",
+      method,
+      variant: "own",
+      request: (w) => ({ operationId: w.opT }),
+      expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+    },
+    {
+      service: "VmService",
+      method,
+      variant: "other",
+      request: (w) => ({ operationId: w.opU }),
+      expect: row("ok", "NF", "NF", "NF", "PD", "PD", "ok"),
+    },
+  ]),
   // MigrationService
   {
     service: "MigrationService",
@@ -815,6 +873,16 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       ) as VmInfo;
     const migT = await migrate(movable(T));
     const migU = await migrate(movable(U));
+    const createIn = async (tenant: string, vmId: string) =>
+      (
+        await asAdmin("VmService").createVm({
+          vmId,
+          spec: { vcpus: 1, memoryBytes: 1024n ** 3n },
+          tenant,
+        })
+      ).id;
+    const opT = await createIn(T, "table-t");
+    const opU = await createIn(U, "table-u");
     const storage = asAdmin("StorageService");
     const nodeOf = async (id: string) =>
       (await asAdmin("VmService").getVm({ vmId: id })).nodeId?.id ?? "";
@@ -864,6 +932,8 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       rbdT: rbd.disks[0] as DatasetRef,
       migT,
       migU,
+      opT,
+      opU,
       jobT: "",
       jobU: "",
       keyT: async () =>
@@ -893,7 +963,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_agent,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 51);
+    assert.equal(rpcs.length, 59);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

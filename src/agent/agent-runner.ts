@@ -10,12 +10,15 @@ import {
   renew,
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
+import {
+  createOperationExecutor,
+  OPERATION_CAPABILITIES,
+  openOperationJournal,
+} from "../drivers/index.js";
 import type { AgentConfig } from "./agent-config.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
-import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
-import { openOperationJournal } from "./operation-journal.js";
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {

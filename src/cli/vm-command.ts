@@ -13,6 +13,7 @@ import {
   type Style,
 } from "./output.js";
 import { allPages } from "./pages.js";
+import { addVmLifecycleCommands } from "./vm-lifecycle-command.js";
 
 const STATES: Record<string, VmState> = {
   running: VmState.RUNNING,
@@ -43,7 +44,11 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "ID", value: (v) => v.id },
     { header: "NAME", value: (v) => v.name || "-" },
     { header: "TENANT", value: (v) => v.tenant || "-" },
-    { header: "STATE", value: (v) => vmState(v.state, style) },
+    {
+      header: "STATE",
+      // A VM the store does not manage says so where everyone looks (vm adopt takes it in).
+      value: (v) => `${vmState(v.state, style)}${v.managed ? "" : style.warn(" (unmanaged)")}`,
+    },
     { header: "NODE", value: (v) => v.nodeId?.id || "-" },
     { header: "VCPUS", value: (v) => String(v.vcpus) },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
@@ -56,8 +61,14 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
 
 /** `hvctl vm ...`: the VM inventory. */
 export function vmCommand(cli: () => CliContext): Command {
-  const vm = new Command("vm").description("virtual machines in the inventory");
-  withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
+  const vm = new Command("vm").description("virtual machines: the inventory and their lifecycle");
+  withExamples(
+    vm,
+    "hvctl vm list",
+    "hvctl vm get web-01",
+    "hvctl vm create web-07 --cpu 2 --memory 4GiB --new-disk rbd:rbd/web-07-disk0=20GiB",
+    "hvctl vm stop web-07",
+  );
 
   withExamples(
     vm
@@ -106,6 +117,8 @@ export function vmCommand(cli: () => CliContext): Command {
             ["vcpus", String(v.vcpus)],
             ["memory", formatBytes(v.memoryBytes)],
             ["cpu model", v.cpuModel || "-"],
+            ["managed", v.managed ? "yes" : "no (adopt it with vm adopt)"],
+            ["desired state", v.managed ? vmState(v.desiredState, ctx.style) : "-"],
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
@@ -139,5 +152,6 @@ export function vmCommand(cli: () => CliContext): Command {
     "hvctl vm set-tenant web-01 acme",
     "hvctl vm set-tenant web-01 --none",
   );
+  addVmLifecycleCommands(vm, cli);
   return vm;
 }

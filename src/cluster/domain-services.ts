@@ -28,6 +28,9 @@ export interface DomainServiceDeps {
    */
   readonly policyTenants?: () => Iterable<string>;
   readonly logger?: Logger;
+  /** Placement of new VMs (default 4 vCPUs per core, no memory overcommit). */
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
 }
@@ -43,6 +46,10 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     createVmService({
       inventory: deps.inventory,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      store: deps.store,
+      clock: deps.clock,
+      cpuOvercommit: deps.cpuOvercommit,
+      memoryOvercommit: deps.memoryOvercommit,
     }),
     createMigrationService(
       deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock },

@@ -16,7 +16,7 @@ import {
   type NodeSummary,
   NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
-import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   decodeMessage,
@@ -29,7 +29,14 @@ import {
 } from "../store/index.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
-import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
+import {
+  createVmRecords,
+  type VmFacts,
+  type VmRecords,
+  vmRecord,
+  withTenants,
+} from "./vm-records.js";
+import { specOfReported } from "./vm-spec.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -126,8 +133,14 @@ export interface Inventory {
    * for a VM neither reported nor recorded. Answers the VM as now listed.
    */
   assignTenant(vmId: string, tenant: string, by: string, signal?: AbortSignal): Promise<VmInfo>;
-  /** Gives each VM the tenant named unless one was ever assigned to it (dev mode's seeding). */
-  seedTenants(vms: readonly { id: string; tenant: string }[], by: string): Promise<void>;
+  /**
+   * Gives each VM the tenant named unless one was ever assigned to it (dev
+   * mode's seeding); a full VmInfo also becomes managed, its shape its spec,
+   * as if the control plane had created it.
+   */
+  seedTenants(vms: readonly ({ id: string; tenant: string } | VmInfo)[], by: string): Promise<void>;
+  /** The control plane's VM records (tenant, placement, spec), shared with the VM lifecycle. */
+  readonly vmRecords: VmRecords;
   /** Stops following the store. */
   close(): void;
 }
@@ -514,10 +527,20 @@ export function createInventory(options: InventoryOptions): Inventory {
         .filter((vm) => (known.get(vm.id)?.rec.tenantSetBy ?? "") === "")
         .map((vm) => {
           const prev = known.get(vm.id);
+          const full = "$typeName" in vm ? vm : undefined;
           const rec = vmRecord(vm.id, prev, {
             tenant: vm.tenant,
             tenantSetBy: by,
             tenantSetAtMs: BigInt(clock.now()),
+            ...(full === undefined
+              ? {}
+              : {
+                  managed: true,
+                  managedBy: by,
+                  managedAtMs: BigInt(clock.now()),
+                  spec: specOfReported(full),
+                  desiredState: full.state === VmState.RUNNING ? VmState.RUNNING : VmState.STOPPED,
+                }),
           });
           return { rec, rev: prev?.rev ?? 0 };
         });
@@ -547,6 +570,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       removed.set(id, txn.revision);
       return true;
     },
+    vmRecords,
     close() {
       void mirror?.then((m) => m.close());
       vmRecords.close();

@@ -1,4 +1,9 @@
-import type { CallScope, TargetKind, TargetResolver } from "../core/index.js";
+import {
+  type CallScope,
+  systemClock,
+  type TargetKind,
+  type TargetResolver,
+} from "../core/index.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
@@ -8,6 +13,7 @@ import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { scopedJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
+import { createVmOperations } from "./vm-operations.js";
 
 /** Whether a caller acting in `tenant` (undefined: cluster-wide) may see `vm`. */
 export function visibleTo(vm: VmInfo, tenant: string | undefined): boolean {
@@ -46,8 +52,8 @@ const owners = (tenant: string): string[] => (tenant === "" ? [] : [tenant]);
 /**
  * The authorization stage's resolvers for the cluster's targets: a VM's
  * tenant from the inventory, a dataset's from the VMs whose disk it is and
- * the record of a dataset the control plane created, a migration's and a
- * replication job's from their records. Each answers undefined for a
+ * the record of a dataset the control plane created, a migration's, a
+ * replication job's and a VM operation's from their records. Each answers undefined for a
  * target that does not exist (datasets never do: the backend knows).
  */
 export function createTargetResolvers(deps: {
@@ -67,11 +73,20 @@ export function createTargetResolvers(deps: {
         if (signal.aborted) throw err;
         return undefined;
       });
+  const operations = createVmOperations(deps.store, systemClock);
   const resolvers: Partial<Record<TargetKind, TargetResolver>> = {
     async vm(id, signal) {
       if (typeof id !== "string" || id === "") return undefined;
       const vm = await deps.inventory.findVm(id, signal);
-      return vm === undefined ? undefined : owners(vm.tenant);
+      if (vm !== undefined) return owners(vm.tenant);
+      // Created and not reported yet: the control plane's record says whose it is.
+      const rec = (await deps.inventory.vmRecords.all()).get(id)?.rec;
+      return rec?.managed === true ? owners(rec.tenant) : undefined;
+    },
+    async "vm-operation"(id, signal) {
+      if (typeof id !== "string" || id === "") return undefined;
+      const op = await operations.get(id, signal);
+      return op === undefined ? undefined : owners(op.index.tenant);
     },
     async dataset(ref, signal) {
       return isDataset(ref) ? datasets.tenants(ref, signal) : undefined;

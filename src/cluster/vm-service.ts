@@ -1,3 +1,4 @@
+import type { Clock } from "../core/index.js";
 import {
   defineService,
   paginate,
@@ -8,7 +9,9 @@ import {
 } from "../core/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
 import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { KvStore } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
+import { createVmLifecycle, VM_LIFECYCLE_POLICIES } from "./vm-lifecycle.js";
 import { observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
@@ -16,9 +19,18 @@ export interface VmServiceDeps {
   readonly inventory: Inventory;
   /** How long a NOT_READY node takes to fence itself: its VMs then show as stopped (see observedVm). */
   readonly fenceDelayMs?: number;
+  /** Where VM records and lifecycle operations live (the inventory's store). */
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** Placement of new VMs, as migration planning counts capacity. */
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
 }
 
-/** VmService: the VM inventory as the nodes last reported it, with the tenants the control plane assigned. */
+/**
+ * VmService: the VM inventory as the nodes last reported it, with the
+ * tenants the control plane assigned, and the VMs' lifecycle (vm-lifecycle.ts).
+ */
 export function createVmService(deps: VmServiceDeps): ServiceBinding {
   const { inventory, fenceDelayMs } = deps;
   /** The VMs as the API shows them: a down node's as unknown, then stopped. */
@@ -34,8 +46,10 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         target: { kind: "vm", id: (req: VMRef) => req.vmId },
       },
       setVmTenant: { permission: "vm:assign", mutating: true, target: { kind: "cluster" } },
+      ...VM_LIFECYCLE_POLICIES,
     },
     {
+      ...createVmLifecycle(deps),
       async listVms(req, ctx) {
         const nodeId = req.nodeId?.id ?? "";
         const scope = scopeOf(ctx);

@@ -144,6 +144,17 @@ export const REASONS = {
     code: Code.Aborted,
     message: "operation interrupted; its effect is unknown",
   },
+  OPERATION_NOT_FOUND: { code: Code.NotFound, message: "operation not found" },
+  VM_EXISTS: { code: Code.AlreadyExists, message: "a vm with this id already exists" },
+  VM_RUNNING: {
+    code: Code.FailedPrecondition,
+    message: "the vm is running; stop it first or force",
+  },
+  VM_MANAGED: { code: Code.FailedPrecondition, message: "the vm is already managed" },
+  DEFINE_UNSUPPORTED: {
+    code: Code.FailedPrecondition,
+    message: "this node's hypervisor cannot define or undefine vms",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

@@ -132,3 +132,48 @@ export function canQuiesce(driver: HypervisorDriver): driver is QuiescingDriver 
 export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
   return typeof (driver as Partial<RecoveringDriver>).recover === "function";
 }
+
+/** One disk of a domain to define: an existing dataset, or a new one of `sizeBytes`. */
+export interface DomainDisk {
+  readonly backend: "zfs" | "rbd";
+  readonly pool: string;
+  readonly name: string;
+  /** 0: the dataset exists; otherwise it is created with the domain. */
+  readonly sizeBytes: bigint;
+}
+
+/** What a domain is made of, as the control plane's spec says. */
+export interface DomainSpec {
+  readonly id: string;
+  readonly name: string;
+  readonly vcpus: number;
+  readonly memoryBytes: bigint;
+  readonly disks: readonly DomainDisk[];
+  readonly ha: boolean;
+  /** A named CPU model, "host-model" or "host-passthrough" ("" : host-model). */
+  readonly cpuModel: string;
+}
+
+/**
+ * The optional ability to define and undefine domains (the VM lifecycle's
+ * create and delete). A driver without it can only start, stop and move
+ * what is already defined.
+ */
+export interface DefiningDriver extends HypervisorDriver {
+  /**
+   * Defines `spec` on this node, stopped, creating its new disks where the
+   * backend can. VM_EXISTS when a domain of that id is already defined.
+   */
+  define(spec: DomainSpec, signal: AbortSignal): Promise<void>;
+  /**
+   * Undefines a domain. VM_NOT_FOUND when it is not defined here; a running
+   * one is VM_RUNNING unless `force` (it is powered off first).
+   */
+  undefine(vmId: string, options: { force: boolean; signal: AbortSignal }): Promise<void>;
+}
+
+/** True when `driver` can define and undefine domains. */
+export function canDefine(driver: HypervisorDriver): driver is DefiningDriver {
+  const d = driver as Partial<DefiningDriver>;
+  return typeof d.define === "function" && typeof d.undefine === "function";
+}

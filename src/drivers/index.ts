@@ -9,9 +9,13 @@ export type {
   RunOptions,
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
 export { readFileIfPresent, writeFileDurably } from "./durable-file.js";
 export type {
+  DefiningDriver,
+  DomainDisk,
+  DomainSpec,
   DomainState,
   DomainStatus,
   DriverCapabilities,
@@ -24,12 +28,17 @@ export type {
   RecoveringDriver,
   RecoverOptions,
 } from "./hypervisor-driver.js";
-export { canQuiesce, canRecover } from "./hypervisor-driver.js";
+export { canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";
+export type { OperationExecutor, Send as OperationSend } from "./operation-executor.js";
+export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
+export type { JournalEntry, OperationJournal } from "./operation-journal.js";
+export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
 export {
   formatTransfer,
   MIGRATION_URI_LABEL,

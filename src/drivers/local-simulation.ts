@@ -6,7 +6,7 @@ import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
-import type { DomainStatus, HypervisorDriver, MigrateOptions } from "./hypervisor-driver.js";
+import type { DefiningDriver, DomainStatus, MigrateOptions } from "./hypervisor-driver.js";
 import { readHandoffs, sendHandoff, simMigrationUri, simNodeDir } from "./sim-handoff.js";
 import { createSimulatedNodeDriver, simulatedTransfer } from "./simulated-node-driver.js";
 import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
@@ -34,7 +34,7 @@ export interface LocalSimulationOptions {
 
 /** One node's simulated hypervisor, owned by that node's agent process. */
 export interface LocalSimulation {
-  readonly driver: HypervisorDriver;
+  readonly driver: DefiningDriver;
   /** What the node registers as. */
   readonly node: NodeInfo;
   /** How other simulated nodes reach this one for a migration (`sim://<dir>`). */
@@ -57,9 +57,9 @@ const ADOPT_EVERY_MS = 200;
  * A simulated hypervisor for one node that owns its own domain list,
  * persisted in the node's directory: a killed agent process is a killed
  * node, and two nodes can each hold a copy of a VM. Every start, stop,
- * migration and definition is appended to `sim-actions.log` (one line:
- * epoch ms, action, vm), so tests and operators can see what really ran,
- * and how often. A migration runs here, on the source, like libvirt's
+ * migration, define and undefine is appended to `sim-actions.log` (one
+ * line: epoch ms, action, vm), so tests and operators can see what really
+ * ran, and how often. A migration runs here, on the source, like libvirt's
  * peer-to-peer migration: progress, a fault at a percent, then the domain
  * is handed to the destination's directory (see sim-handoff.ts), so it
  * completes even if the control plane that asked for it is gone.
@@ -152,7 +152,7 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
       adopt();
       return f(...a);
     };
-  const driver: HypervisorDriver = {
+  const driver: DefiningDriver = {
     kind: inner.kind,
     nodeId,
     capabilities: { liveMigration: true, offlineMigration: true },
@@ -173,6 +173,20 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     }),
     migrate: withAdopt((vmId: string, to: { uri: string }, m: MigrateOptions) =>
       migrate(vmId, to.uri, m),
+    ),
+    define: withAdopt(
+      async (spec: Parameters<DefiningDriver["define"]>[0], signal: AbortSignal) => {
+        if (actionMs > 0) await abortableSleep(actionMs, signal);
+        await inner.define(spec, signal);
+        note("define", spec.id);
+      },
+    ),
+    undefine: withAdopt(
+      async (vmId: string, undefineOptions: Parameters<DefiningDriver["undefine"]>[1]) => {
+        if (actionMs > 0) await abortableSleep(actionMs, undefineOptions.signal);
+        await inner.undefine(vmId, undefineOptions);
+        note(undefineOptions.force ? "force-undefine" : "undefine", vmId);
+      },
     ),
   };
   const node = world.nodes.get(nodeId)?.info;

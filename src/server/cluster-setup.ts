@@ -5,6 +5,8 @@ import {
   createAgentOperations,
   createInventory,
   createLocalExecutors,
+  type DriverReporter,
+  type Executors,
   type Inventory,
   startClusterRuntime,
   startDriverReporter,
@@ -42,6 +44,11 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly storage: StorageStack;
   readonly clusterMetrics: ClusterMetrics;
   readonly runtime: ClusterRuntime;
+  /** Nodes this daemon drives with its own drivers (simulation, libvirt.nodes), and how. */
+  readonly localNodeIds: () => readonly string[];
+  readonly executors: Executors;
+  /** Reports one local node's state now (after an operation on it). */
+  report(nodeId: string): Promise<void>;
   /** Dev mode with dev.agents: the agent nodes to start once the server listens. */
   readonly devAgentsPlan: DevAgentsPlan | undefined;
 }
@@ -75,7 +82,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
         ? undefined
         : (ids) => claimDevNodes(store, inventory, ids, () => "simulation", logger),
   });
-  const { sim } = sim0;
+  const { sim, simBeat } = sim0;
   let simNodeIds = sim0.simNodeIds;
   // Dev mode's nodes as agent processes: each its own simulated hypervisor and directory.
   let devAgentsPlan: DevAgentsPlan | undefined;
@@ -110,15 +117,17 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       (id) => libvirt.get(id)?.uri ?? "",
     ),
   });
+  let reporter: DriverReporter | undefined;
   if (libvirt.size > 0) {
-    const reporter = await startDriverReporter({
+    reporter = await startDriverReporter({
       inventory,
       nodes: [...libvirt.values()],
       clock,
       logger,
       intervalMs: config.libvirt.reportIntervalMs,
     });
-    resources.push("libvirt reporter", () => reporter.close());
+    const started = reporter;
+    resources.push("libvirt reporter", () => started.close());
   }
   const clusterMetrics = createClusterMetrics({
     registry: metrics.registry,
@@ -157,5 +166,20 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       : undefined,
   });
   resources.push("cluster runtime", () => runtime.close());
-  return { inventory, sim, simNodeIds, storage, clusterMetrics, runtime, devAgentsPlan };
+  return {
+    inventory,
+    sim,
+    simNodeIds,
+    storage,
+    clusterMetrics,
+    runtime,
+    executors,
+    // The embedded simulation's nodes, not dev agents' (those are driven through their agents).
+    localNodeIds: () => [...sim0.simNodeIds, ...libvirt.keys()],
+    async report(nodeId) {
+      if (sim0.simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
+      else await reporter?.report();
+    },
+    devAgentsPlan,
+  };
 }

@@ -1,6 +1,6 @@
 import type { AuditLog, AuditStages } from "../audit/index.js";
 import { createAuditService } from "../audit/index.js";
-import { createDomainServices, createTargetResolvers } from "../cluster/index.js";
+import { type AgentHub, createDomainServices, createTargetResolvers } from "../cluster/index.js";
 import {
   type Clock,
   type Logger,
@@ -57,6 +57,8 @@ export interface DaemonServices {
   readonly healthService: ServiceBinding;
   readonly reflection: ServiceBinding[];
   readonly stages: Stage[];
+  /** The agents' streams on this process. */
+  readonly agentHub: AgentHub;
 }
 
 /** Binds the domain, access, audit, enrollment and agent services, health and reflection. */
@@ -66,6 +68,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
   const { apiKeys, storedBindings, revocations, lockout, rateLimits, policy } = security;
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
+  const agentHub = setUpAgentHub({ config, store, inventory, clock, logger, closing, audit });
   const domain: ServiceBinding[] = [
     ...createDomainServices({
       inventory,
@@ -79,6 +82,8 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       logger,
       closing,
       runtime,
+      cpuOvercommit: config.cluster.cpuOvercommit,
+      memoryOvercommit: config.cluster.memoryOvercommit,
     }),
     createAccessService({
       policy,
@@ -102,7 +107,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),
-    setUpAgentHub({ config, store, inventory, clock, logger, closing, audit }).service,
+    agentHub.service,
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing);
@@ -157,5 +162,5 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
     validationStage,
     ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
   ];
-  return { domain, health, healthService, reflection, stages };
+  return { domain, health, healthService, reflection, stages, agentHub };
 }

@@ -1,12 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
-  formatTransfer,
-  type HypervisorDriver,
-  type MigrationProgress,
-  vmFromDefinitionParams,
-} from "../drivers/index.js";
-import {
   type AgentMessageSchema,
   type OperationDispatch,
   OperationKind,
@@ -16,7 +10,15 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import type { HypervisorDriver, MigrationProgress } from "./hypervisor-driver.js";
+import {
+  type ActionProgress,
+  createDomain,
+  deleteDomain,
+  stopGracefully,
+} from "./lifecycle-actions.js";
 import type { OperationJournal } from "./operation-journal.js";
+import { formatTransfer, vmFromDefinitionParams } from "./operation-params.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -47,6 +49,8 @@ export const OPERATION_CAPABILITIES = [
   "op:start-vm",
   "op:stop-vm",
   "op:reboot-vm",
+  "op:create-vm",
+  "op:delete-vm",
   "op:migrate-out",
   "op:recover",
 ];
@@ -89,16 +93,24 @@ export function createOperationExecutor(options: {
       replayed,
     });
 
-  async function act(d: OperationDispatch, signal: AbortSignal): Promise<void> {
-    const force = d.params.force === "true";
+  async function act(
+    d: OperationDispatch,
+    signal: AbortSignal,
+    progress: ActionProgress,
+  ): Promise<void> {
     switch (d.kind) {
       case OperationKind.START_VM:
         return driver.start(d.vmId, signal);
       case OperationKind.STOP_VM:
-        return driver.stop(d.vmId, { force, signal });
+        return stopGracefully(driver, d.vmId, d.params, signal, progress);
       case OperationKind.REBOOT_VM:
-        await driver.stop(d.vmId, { force, signal });
+        await stopGracefully(driver, d.vmId, d.params, signal, progress);
+        progress(70, "starting");
         return driver.start(d.vmId, signal);
+      case OperationKind.CREATE_VM:
+        return createDomain(driver, d.vmId, d.params, signal, progress);
+      case OperationKind.DELETE_VM:
+        return deleteDomain(driver, d.vmId, d.params, signal, progress);
       case OperationKind.MIGRATE_OUT:
         return driver.migrate(
           d.vmId,
@@ -159,8 +171,10 @@ export function createOperationExecutor(options: {
     const onStop = () => controller.abort();
     options.signal.addEventListener("abort", onStop, { once: true });
     inflight.set(id, controller);
-    send({ kind: { case: "progress", value: { operationId: id, percent: 0, phase: "started" } } });
-    act(d, controller.signal).then(
+    const progress: ActionProgress = (percent, phase) =>
+      send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
+    progress(0, "started");
+    act(d, controller.signal, progress).then(
       () => finish(d, result(id, OperationOutcome.SUCCEEDED)),
       (err: unknown) => {
         // Shutting down: the journal keeps it started; the next start settles it.
@@ -225,12 +239,21 @@ export function createOperationExecutor(options: {
         }
         const goal = d.kind === OperationKind.STOP_VM ? "stopped" : "running";
         let state: string | undefined;
+        let checked = false;
         try {
           state = (await driver.info(d.vmId, options.signal))?.state;
+          checked = true;
         } catch (err) {
           logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
         }
-        if (state === goal) {
+        // A create took effect once the domain is defined, a delete once it is gone.
+        const done =
+          d.kind === OperationKind.CREATE_VM
+            ? state !== undefined && (d.params.start !== "true" || state === "running")
+            : d.kind === OperationKind.DELETE_VM
+              ? checked && state === undefined
+              : state === goal;
+        if (done) {
           logger.info({ operation: d.operationId }, "interrupted operation had taken effect");
           journal.finish(result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true));
         } else {
