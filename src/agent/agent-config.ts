@@ -29,6 +29,11 @@ export const agentConfigSchema = z.strictObject({
       uri: z.string().min(1).max(1024).default("qemu:///system"),
       /** The virsh program. */
       virsh: z.string().min(1).max(4096).default("virsh"),
+      /**
+       * How other nodes' libvirtd reach this one for a migration (reported
+       * to the control plane). Default qemu+tls://<hostname>/system.
+       */
+      migrationUri: z.string().min(1).max(256).optional(),
     })
     .prefault({}),
   sim: z
@@ -38,6 +43,8 @@ export const agentConfigSchema = z.strictObject({
       seed: int(0, 2 ** 31 - 1).default(1),
       /** How long a start or stop takes. */
       actionMs: int(0, 600_000).default(0),
+      /** How long a migration from this node takes. */
+      migrationMs: int(0, 3_600_000).default(4000),
       /**
        * The simulated cluster's shared storage directory (VM definitions and
        * per-disk locks with fencing tokens), the same for every node's agent

@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import {
@@ -18,6 +18,7 @@ import {
 } from "../drivers/index.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
+import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
@@ -52,7 +53,20 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   const log = createAgentLogger(config.logLevel);
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
-  const hv = openNodeHypervisor(config, nodeId, log);
+  // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.
+  let cut = () => {};
+  const faults = watchFaults(config.dir, (f) => {
+    log.warn({ node: nodeId, faults: f }, `faults now: ${describeFaults(f)}`);
+    if (f.partitioned) cut();
+  });
+  const now = () => Date.now() + faults.current().clockOffsetMs;
+  const hv = openNodeHypervisor(config, nodeId, log, {
+    now,
+    failMigrationAt: () => faults.current().failMigrationAt,
+  });
+  // So an operator or a test can signal this very process: kill -STOP $(cat DIR/agent.pid).
+  const pidFile = join(config.dir, "agent.pid");
+  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
   const stop = new AbortController();
@@ -79,6 +93,8 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   });
   const executor = createOperationExecutor({
     driver: hv.driver,
+    define: hv.define,
+    now,
     journal,
     send: (m) => void send(m),
     logger: log,
@@ -134,13 +150,14 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     logger: log,
     signal: stop.signal,
+    held: () => faults.current().partitioned,
     async hello() {
       await fence.guard(() => {
         fence.newStream();
         fence.sending(0n);
       });
       const { health, datasets } = await hv.inventory(AbortSignal.timeout(30_000));
-      const ms = Date.now();
+      const ms = now();
       return {
         kind: {
           case: "hello",
@@ -191,6 +208,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     },
   });
   send = (m) => link.send(m);
+  cut = () => link.interrupt();
   const renewal = scheduleRenewal(
     config,
     log,
@@ -200,6 +218,9 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   log.info({ node: nodeId, driver: hv.driver.kind, servers: config.servers }, "agent running");
   await notifier.ready(`node ${nodeId}: connecting`);
   await link.done;
+  faults.close();
+  hv.close();
+  rmSync(pidFile, { force: true });
   clearTimeout(renewal.timer);
   await notifier.stopping();
   notifier.close();

@@ -8,6 +8,8 @@ export type { AgentFiles, EnrollOptions } from "../client/index.js";
 export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "../client/index.js";
 export type { AgentConfig } from "./agent-config.js";
 export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agent-config.js";
+export type { AgentFaults } from "./agent-faults.js";
+export { applyFaultCommand, describeFaults, readFaults } from "./agent-faults.js";
 export { createAgentLogger, runAgent } from "./agent-runner.js";
 export type { NodeHypervisor } from "./node-hypervisor.js";
 export { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";

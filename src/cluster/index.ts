@@ -2,6 +2,8 @@
 // operations (snapshots, retention, replication jobs and their scheduler),
 // and the transport-neutral handlers of the debvisor.v1 services.
 
+export type { AgentExecutorsOptions } from "./agent-executors.js";
+export { createAgentExecutors, EXECUTOR_PRINCIPAL } from "./agent-executors.js";
 export type { AgentHub, AgentHubOptions, AgentRefusal } from "./agent-hub.js";
 export { createAgentHub } from "./agent-hub.js";
 export type { AgentOperations } from "./agent-operations.js";

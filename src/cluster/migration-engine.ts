@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { clone, create } from "@bufbuild/protobuf";
 import { abortError, type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
+  canQuiesce,
   type DomainState,
   type DomainStatus,
   type MigrationProgress,
@@ -305,6 +306,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       m.message = m.live ? "migrated live" : "moved stopped";
     } catch (err) {
       const rpc = toRpcError(err);
+      if (rpc.reason === "SHUTTING_DOWN" && !moved) {
+        // The node's agent runs the move itself and this process is stopping: the record
+        // stays RUNNING, and whoever settles orphans asks the agents how it ended.
+        logger.info(
+          { migration: m.migrationId, vm: vm.id },
+          "left to the node's agent and a successor",
+        );
+        return;
+      }
       if (moved) {
         m.state = MigrationState.FAILED;
         m.phase = MigrationPhase.COMPLETED;
@@ -358,6 +368,11 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     const source = m.source?.nodeId?.id ?? "";
     const target = m.target?.nodeId?.id ?? "";
     const sig = signal ?? AbortSignal.timeout(60_000);
+    // A node that runs jobs itself (an agent) may still be moving the vm: its outcome decides.
+    for (const node of [source, target]) {
+      const driver = executors.forNode(node);
+      if (driver !== undefined && canQuiesce(driver)) await driver.quiesce(vmId, sig);
+    }
     const onTarget = await executors.forNode(target)?.info(vmId, sig);
     // A source that cannot be reached (its node died too) did not hand the VM
     // over: the target is the one that decides. Settling then releases the

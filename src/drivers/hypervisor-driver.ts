@@ -119,6 +119,25 @@ export interface RecoveringDriver extends HypervisorDriver {
   ): Promise<void>;
 }
 
+/** Options of {@link RecoveringDriver.recover}: those of a start (the fencing token). */
+export type RecoverOptions = StartOptions;
+
+/**
+ * The optional ability of a driver whose node runs jobs on its own (a node
+ * agent): waiting until no job on a VM runs there any more and the node
+ * has reported its domains since, so that what `info` answers next is the
+ * outcome, not a view from before. Settling a migration whose control
+ * plane died asks this first: the node may still be moving the VM.
+ */
+export interface QuiescingDriver extends HypervisorDriver {
+  quiesce(vmId: string, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` can wait for a node's own jobs on a VM. */
+export function canQuiesce(driver: HypervisorDriver): driver is QuiescingDriver {
+  return typeof (driver as Partial<QuiescingDriver>).quiesce === "function";
+}
+
 /** True when `driver` can recover VMs of failed nodes. */
 export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
   return typeof (driver as Partial<RecoveringDriver>).recover === "function";

@@ -11,7 +11,7 @@ export type {
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
 export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
-export { writeFileDurably } from "./durable-file.js";
+export { readFileIfPresent, writeFileDurably } from "./durable-file.js";
 export type {
   DefiningDriver,
   DomainDisk,
@@ -24,12 +24,14 @@ export type {
   MigrationDestination,
   MigrationPhase,
   MigrationProgress,
+  QuiescingDriver,
   RecoveringDriver,
+  RecoverOptions,
   StartOptions,
 } from "./hypervisor-driver.js";
-export { canDefine, canRecover } from "./hypervisor-driver.js";
+export { canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
-export { createLibvirtDriver } from "./libvirt-driver.js";
+export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
@@ -38,6 +40,13 @@ export type { OperationExecutor, Send as OperationSend } from "./operation-execu
 export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
 export type { JournalEntry, OperationJournal } from "./operation-journal.js";
 export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
+export {
+  formatTransfer,
+  MIGRATION_URI_LABEL,
+  parseTransfer,
+  vmDefinitionParams,
+  vmFromDefinitionParams,
+} from "./operation-params.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
 export type { RbdFencing, RbdFencingOptions, RbdLocker } from "./rbd-fencing.js";
@@ -48,6 +57,8 @@ export {
   parseRbdWatchers,
   rbdLockId,
 } from "./rbd-fencing.js";
+export type { Handoff } from "./sim-handoff.js";
+export { seedNodeWorlds, simMigrationUri } from "./sim-handoff.js";
 export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
 export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {

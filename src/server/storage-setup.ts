@@ -58,6 +58,8 @@ export interface StorageStackOptions {
   readonly simulatedNodeIds: readonly string[];
   /** Where replication runs are told. */
   readonly events?: EventSink;
+  /** The simulated nodes' VMs when the inventory does not hold them yet (dev mode's agents). */
+  readonly simulatedVms?: readonly VmInfo[];
 }
 
 const GIB = 1024 ** 3;
@@ -76,7 +78,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
   let seed: (() => Promise<void>) | undefined;
   if (options.simulatedNodeIds.length > 0) {
     const nodes = [...options.simulatedNodeIds].sort();
-    const vms = (await options.inventory.listVms()).filter((vm) =>
+    const vms = (options.simulatedVms ?? (await options.inventory.listVms())).filter((vm) =>
       nodes.includes(vm.nodeId?.id ?? ""),
     );
     storage = createSimulatedStorage({
