@@ -37,6 +37,14 @@ export function vmState(state: VmState, style: Style): string {
 /** As the storage commands take them (`zfs:tank/vm-002-disk0`, `rbd:rbd/vm-001-disk0`). */
 const disks = (vm: VmInfo) => vm.disks.map(datasetText).join(",") || "-";
 
+/** The VM's node, and any other node reporting a stale copy of it (a conflict). */
+function nodeWithConflict(v: VmInfo): string {
+  const node = v.nodeId?.id || "-";
+  return v.staleCopyNodes.length === 0
+    ? node
+    : `${node} (conflict: stale copy on ${v.staleCopyNodes.join(", ")})`;
+}
+
 /** The columns of a VM table (`vm list`, and the VMs of `node get`). */
 export function vmColumns(style: Style): Column<VmInfo>[] {
   return [
@@ -44,7 +52,7 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "NAME", value: (v) => v.name || "-" },
     { header: "TENANT", value: (v) => v.tenant || "-" },
     { header: "STATE", value: (v) => vmState(v.state, style) },
-    { header: "NODE", value: (v) => v.nodeId?.id || "-" },
+    { header: "NODE", value: nodeWithConflict },
     { header: "VCPUS", value: (v) => String(v.vcpus) },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
@@ -109,6 +117,14 @@ export function vmCommand(cli: () => CliContext): Command {
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
+            ...(v.staleCopyNodes.length === 0
+              ? []
+              : [
+                  [
+                    "conflict",
+                    `stale copy on ${v.staleCopyNodes.join(", ")} (being removed)`,
+                  ] as const,
+                ]),
           ]),
         );
       }),

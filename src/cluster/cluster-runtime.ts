@@ -14,6 +14,7 @@ import { createMigrationEngine, type MigrationEngine } from "./migration-engine.
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { registerRunner } from "./runner-registry.js";
+import type { StaleCopyDecision } from "./stale-copies.js";
 
 /** Options of {@link startClusterRuntime}. */
 export interface ClusterRuntimeOptions {
@@ -37,6 +38,7 @@ export interface ClusterRuntimeOptions {
     readonly restartLimit: number;
     readonly restartWindowMs: number;
     readonly onDecision?: (d: FailoverDecision) => void;
+    readonly onStaleCopy?: (d: StaleCopyDecision) => void;
   };
 }
 

@@ -16,7 +16,7 @@ import {
   type NodeSummary,
   NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
-import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   decodeMessage,
@@ -28,6 +28,7 @@ import {
   type PrefixMirror,
 } from "../store/index.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
+import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
 
@@ -102,10 +103,12 @@ export interface Inventory {
   >;
   /**
    * Every VM the nodes last reported, sorted by id. A VM two nodes report
-   * (a stale heartbeat racing a migration) is listed once: the copy of the
-   * node that reported it last.
+   * is listed once: the copy of the node it is placed on (its record in the
+   * store), never the latest report; `stale_copy_nodes` names the others.
    */
   listVms(signal?: AbortSignal): Promise<VmInfo[]>;
+  /** VM records naming stale copies (conflicts: nodes reporting a VM placed elsewhere), by id. */
+  conflicts(signal?: AbortSignal): Promise<VmRecord[]>;
   /** One VM and the node that reports it, or undefined. */
   findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
   /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
@@ -154,6 +157,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     logger: options.logger,
   });
   const vmRecords = createVmRecords(store, options.logger);
+  const staleCopies = createStaleCopies(store, vmRecords);
   /** Records with the control plane's tenants applied, kept while nothing changes. */
   const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
   function withFacts(rec: NodeRecord, facts: VmFacts): NodeRecord {
@@ -335,7 +339,9 @@ export function createInventory(options: InventoryOptions): Inventory {
           ? mine.rec
           : other?.rec;
       };
-      return update(nodeId, signal, (current) => {
+      /** Copies of VMs placed on other nodes in this report: conflicts, recorded after it. */
+      let stale: VmInfo[] | undefined;
+      const fresh = await update(nodeId, signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         checkReporter(current, nodeId, reporter);
         const now = clock.now();
@@ -359,6 +365,7 @@ export function createInventory(options: InventoryOptions): Inventory {
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
+        stale = placed.stale;
         const vms = withTenants(placed.vms, facts);
         return {
           next: create(NodeRecordSchema, {
@@ -372,6 +379,14 @@ export function createInventory(options: InventoryOptions): Inventory {
           vms: placed.claims,
         };
       });
+      if (fresh && stale !== undefined)
+        await staleCopies.note(nodeId, stale, signal).catch((err: unknown) => {
+          options.logger?.warn(
+            { err, node: nodeId },
+            "stale copies not recorded; the next report will",
+          );
+        });
+      return fresh;
     },
     async listNodes(signal) {
       signal?.throwIfAborted();
@@ -405,11 +420,17 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async listVms(signal) {
       signal?.throwIfAborted();
-      return [...latestVms(await records()).values()].sort((a, b) => compareIds(a.id, b.id));
+      const facts = await vmRecords.all();
+      return [...placedVms(await records(), facts).values()].sort((a, b) => compareIds(a.id, b.id));
+    },
+    async conflicts(signal) {
+      signal?.throwIfAborted();
+      const out = (await vmRecords.withStaleCopies()).map((v) => v.rec);
+      return out.sort((a, b) => compareIds(a.id, b.id));
     },
     async findVm(vmId, signal) {
       signal?.throwIfAborted();
-      return latestVms(await records()).get(vmId);
+      return placedVms(await records(), await vmRecords.all()).get(vmId);
     },
     cordon(id, cordoned, signal) {
       return update(nodeKey(id), signal, (current) => {
@@ -485,7 +506,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     async assignTenant(vmId, tenant, by, signal) {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-        const reported = latestVms(await records()).get(vmId);
+        const reported = placedVms(await records(), await vmRecords.all()).get(vmId);
         if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
         const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
         const rec = vmRecord(vmId, prev, {
@@ -577,8 +598,10 @@ function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undef
 /**
  * The VMs of a node's report that the node may describe: those placed on it,
  * and those no node holds (whose placement it claims, at most MAX_CLAIMS
- * per report). A VM placed on another node is left out unless that node's
- * own last report no longer has it (it moved outside the control plane). A
+ * per report). A VM placed on another node is left out (a stale copy, a
+ * conflict) unless that node's own last report no longer has it (it moved
+ * outside the control plane) and this copy is not a known stale one that is
+ * stopped or being removed. A
  * report never changes a VM's tenant, whatever it claims.
  */
 function placeReported(
@@ -586,20 +609,30 @@ function placeReported(
   vms: VmInfo[],
   facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
-): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[] } {
+): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[]; stale: VmInfo[] } {
   const claims: { rec: VmRecord; rev: number }[] = [];
+  const stale: VmInfo[] = [];
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
     if (holder === nodeId) return true;
-    if (holder !== "" && stillHolds(nodes(holder), vm.id)) return false;
+    // A copy known to be stale, stopped or being removed, stays one, even while
+    // its placement's node does not report the VM (a running one that node
+    // no longer has may have moved outside the control plane).
+    const copy = fact?.rec.staleCopies.find((c) => c.nodeId === nodeId);
+    const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
+    if (holder !== "" && (known || stillHolds(nodes(holder), vm.id))) {
+      // A copy of a VM placed elsewhere: a conflict, never a placement.
+      stale.push(vm);
+      return false;
+    }
     if (claims.length >= MAX_CLAIMS) return false;
     // A new placement, found rather than decided: a new generation all the same.
     const generation = (fact?.rec.generation ?? 0n) + 1n;
     claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
     return true;
   });
-  return { vms: kept.length === vms.length ? vms : kept, claims };
+  return { vms: kept.length === vms.length ? vms : kept, claims, stale };
 }
 
 /** Whether a node's last report (or a pin on it) still has the VM. */
@@ -640,18 +673,24 @@ function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
   return create(NodeRecordSchema, { ...rec, health: { ...rec.health, vms } });
 }
 
-/** Each VM once: the copy from the node that reported most recently. */
-function latestVms(records: Map<string, NodeRecord>): Map<string, VmInfo> {
-  const best = new Map<string, { vm: VmInfo; at: bigint }>();
+/**
+ * Each VM once: the copy of the node it is placed on (its record in the
+ * store decides, never the latest report), else the copy from the node
+ * that reported most recently; with the nodes holding stale copies of it.
+ */
+function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string, VmInfo> {
+  const best = new Map<string, { vm: VmInfo; at: bigint; placed: boolean }>();
   for (const rec of records.values()) {
+    const node = idOf(rec);
     for (const vm of rec.health?.vms ?? []) {
       const prev = best.get(vm.id);
-      if (prev === undefined || prev.at < rec.receivedAtMs)
-        best.set(vm.id, { vm, at: rec.receivedAtMs });
+      const placed = facts.get(vm.id)?.rec.nodeId === node;
+      if (prev === undefined || (!prev.placed && (placed || prev.at < rec.receivedAtMs)))
+        best.set(vm.id, { vm, at: rec.receivedAtMs, placed });
     }
   }
   const out = new Map<string, VmInfo>();
-  for (const [id, v] of best) out.set(id, v.vm);
+  for (const [id, v] of best) out.set(id, withStaleCopyNodes(v.vm, facts.get(id)?.rec));
   return out;
 }
 

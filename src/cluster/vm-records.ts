@@ -33,6 +33,8 @@ export interface VersionedVm {
 export interface VmRecords {
   /** Every record, by VM id (a view: lookups see later changes too). */
   all(): Promise<VmFacts>;
+  /** Records that list a stale copy on `nodeId`, or any stale copy when omitted. */
+  withStaleCopies(nodeId?: string): Promise<VersionedVm[]>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
@@ -74,6 +76,19 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
         },
       };
+    },
+    async withStaleCopies(nodeId) {
+      const seen = (await follow()).values();
+      const out: VersionedVm[] = [];
+      for (const id of new Set([...seen.keys(), ...written.keys()])) {
+        const mine = written.get(id);
+        const other = seen.get(id);
+        const v =
+          mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+        if (v?.rec.staleCopies.some((c) => nodeId === undefined || c.nodeId === nodeId))
+          out.push(v);
+      }
+      return out;
     },
     version: () => version,
     write(rec, rev) {
