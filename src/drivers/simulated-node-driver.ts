@@ -44,6 +44,7 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
       vcpus: vm.info.vcpus,
       memoryBytes: vm.info.memoryBytes,
       persistent: true,
+      migrating: world.inflight.has(vm.info.id),
     };
   }
   function runningElsewhere(vmId: string): boolean {
