@@ -49,6 +49,8 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
   const written = new Map<string, VersionedVm>();
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
   let version = 0;
+  /** The records with stale copies, as of `version`. */
+  let stale: { version: number; list: VersionedVm[] } | undefined;
   const decode = (kv: KeyValue): VersionedVm => ({
     rec: decodeMessage(VmRecordSchema, kv),
     rev: kv.modRevision,
@@ -79,16 +81,21 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
     },
     async withStaleCopies(nodeId) {
       const seen = (await follow()).values();
-      const out: VersionedVm[] = [];
-      for (const id of new Set([...seen.keys(), ...written.keys()])) {
-        const mine = written.get(id);
-        const other = seen.get(id);
-        const v =
-          mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
-        if (v?.rec.staleCopies.some((c) => nodeId === undefined || c.nodeId === nodeId))
-          out.push(v);
+      // Heartbeats ask on every report: the scan is redone only after a change.
+      if (stale?.version !== version) {
+        const list: VersionedVm[] = [];
+        for (const id of new Set([...seen.keys(), ...written.keys()])) {
+          const mine = written.get(id);
+          const other = seen.get(id);
+          const v =
+            mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+          if (v !== undefined && v.rec.staleCopies.length > 0) list.push(v);
+        }
+        stale = { version, list };
       }
-      return out;
+      return stale.list.filter(
+        (v) => nodeId === undefined || v.rec.staleCopies.some((c) => c.nodeId === nodeId),
+      );
     },
     version: () => version,
     write(rec, rev) {
