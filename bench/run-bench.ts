@@ -6,6 +6,7 @@
 //   npm run bench -- --only reads,auth      (some scenarios)
 //   npm run bench -- --profile writes       (one scenario, servers under node --cpu-prof)
 //   node dist/bench/run-bench.js --rounds 1 --scale 0.2   (a quick look while developing)
+//   npm run bench -- --only agents --agents 1000,10000    (agent streams; needs etcd, not h2load)
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -17,6 +18,7 @@ import { renderReport, type ScenarioResult } from "./bench-report.js";
 import { haveH2load } from "./bench-support.js";
 import { type CpuProfile, hotFunctions } from "./cpu-profile.js";
 import type { Scenario, ScenarioContext } from "./scenario.js";
+import { agentsScenario } from "./scenario-agents.js";
 import { authScenario } from "./scenario-auth.js";
 import { handshakeScenario } from "./scenario-handshake.js";
 import { latencyScenario } from "./scenario-latency.js";
@@ -30,6 +32,7 @@ const SCENARIOS: readonly Scenario[] = [
   authScenario,
   handshakeScenario,
   writesScenario,
+  agentsScenario,
 ];
 
 const { values } = parseArgs({
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     only: { type: "string" },
     profile: { type: "string" },
     out: { type: "string", default: "bench/results" },
+    agents: { type: "string", default: "" },
   },
 });
 const started = performance.now();
@@ -55,7 +59,16 @@ if (unknown.length > 0 || selected.length === 0 || (values.profile ?? "").includ
 }
 const rounds = Math.min(20, Math.max(1, Math.floor(Number(values.rounds)) || 3));
 const scale = Math.min(10, Math.max(0.01, Number(values.scale) || 1));
-if (!(await haveH2load())) {
+const agents = (values.agents as string)
+  .split(",")
+  .filter((a) => a !== "")
+  .map((a) => Math.floor(Number(a)));
+if (agents.some((n) => !(n >= 1 && n <= 10_000))) {
+  console.error("--agents takes stream counts from 1 to 10000, e.g. --agents 1000,10000");
+  process.exit(2);
+}
+const needsH2load = selected.some((s) => s.id !== "agents");
+if (needsH2load && !(await haveH2load())) {
   console.error("h2load is not installed: sudo apt-get install nghttp2-client");
   process.exit(2);
 }
@@ -85,6 +98,7 @@ try {
       earlier,
       log,
       profileWritten: (file) => profiles.push(file),
+      agents,
     };
     try {
       const r = await scenario.run(ctx);
@@ -101,7 +115,9 @@ try {
 }
 
 const wallSeconds = (performance.now() - started) / 1000;
-const h2loadVersion = execFileSync("h2load", ["--version"], { timeout: 5000 }).toString().trim();
+const h2loadVersion = needsH2load
+  ? execFileSync("h2load", ["--version"], { timeout: 5000 }).toString().trim()
+  : "h2load not used";
 const machine = `${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? "unknown"}), Node ${process.versions.node}, ${h2loadVersion}`;
 const report = renderReport(
   results,

@@ -32,6 +32,8 @@ export interface ScenarioContext {
   log(line: string): void;
   /** Records a CPU profile a stopped server wrote. */
   profileWritten(file: string): void;
+  /** Stream counts for the agents scenario (`--agents 1000,10000`; empty: its default). */
+  readonly agents: readonly number[];
 }
 
 /** A scenario of the suite. */

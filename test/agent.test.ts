@@ -1,6 +1,5 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +24,7 @@ import {
   OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
   devDaemonArgs,
@@ -37,55 +37,8 @@ import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
 
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 hideIpSniWarning();
-
-/** A `debvisor-agent run` child process and its JSON log lines. */
-interface AgentProcess {
-  readonly proc: ChildProcess;
-  readonly logs: Record<string, unknown>[];
-  waitLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
-
-function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
-  const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-  });
-  const logs: Record<string, unknown>[] = [];
-  let buffered = "";
-  let stderr = "";
-  proc.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  proc.stdout?.on("data", (d: Buffer) => {
-    buffered += d.toString();
-    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        // not a log line
-      }
-    }
-  });
-  return {
-    proc,
-    logs,
-    async waitLog(msg, timeoutMs = 15_000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = logs.find((l) => l.msg === msg);
-        if (hit !== undefined) return hit;
-        if (Date.now() > until || proc.exitCode !== null)
-          throw new Error(`agent: no "${msg}" log line; stderr:\n${stderr}`);
-        await sleep(50);
-      }
-    },
-  };
-}
 
 /** The shared {@link eventually} on a probe that answers `undefined` until it holds. */
 function until<T>(
@@ -121,30 +74,8 @@ describe("node agents on their stream", async () => {
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
   /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
-  const enrollNode = async (node: string) => {
-    const t = await hvctl("-o", "json", "token", "create", node);
-    assert.equal(t.code, 0, t.stderr);
-    const { token, caFingerprint } = JSON.parse(t.stdout) as {
-      token: string;
-      caFingerprint: string;
-    };
-    const r = await runProcess(
-      process.execPath,
-      [
-        AGENT_BIN,
-        "enroll",
-        "--server",
-        daemon.grpcAddress,
-        "--ca-fingerprint",
-        caFingerprint,
-        "--dir",
-        join(dir, node),
-      ],
-      { env: { DEBVISOR_ENROLL_TOKEN: token } },
-    );
-    assert.equal(r.code, 0, r.stderr);
-    return join(dir, node);
-  };
+  /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
+  const enrollNode = (node: string) => enrollAgent(hvctl, daemon.grpcAddress, dir, node);
   const run = (node: string, ...extra: string[]) => {
     const a = startAgent([
       "--dir",

@@ -19,6 +19,7 @@ import {
   file_debvisor_v1_agent,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { AuditService, file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
+import { EventService, file_debvisor_v1_event } from "../src/gen/debvisor/v1/event_pb.js";
 import {
   file_debvisor_v1_migration,
   type Migration,
@@ -33,6 +34,7 @@ import {
   StorageService,
 } from "../src/gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm, type VmInfo, VmService } from "../src/gen/debvisor/v1/vm_pb.js";
+import { file_debvisor_v1_watch, WatchService } from "../src/gen/debvisor/v1/watch_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
@@ -65,6 +67,8 @@ const SERVICES = {
   AccessService,
   AuditService,
   EnrollmentService,
+  EventService,
+  WatchService,
 } as const;
 type ServiceName = keyof typeof SERVICES;
 
@@ -77,8 +81,12 @@ interface World {
   diskT: DatasetRef;
   diskU: DatasetRef;
   rbdT: DatasetRef;
+  rbdU: DatasetRef;
   migT: string;
   migU: string;
+  /** A lifecycle operation in each tenant (a VM created in it). */
+  opT: string;
+  opU: string;
   jobT: string;
   jobU: string;
   keyT: () => Promise<string>;
@@ -188,6 +196,108 @@ const ROWS: Row[] = [
     request: (w) => ({ vmId: w.vmU.id, tenant: w.U }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
   },
+  // Labels: a VM's tenant may label it (vm:label, operators); a bad value fails validation after.
+  {
+    service: "VmService",
+    method: "SetVmLabels",
+    variant: "own",
+    request: (w) => ({ vmId: w.vmT.id, set: { authz: "bad value!" } }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "VmService",
+    method: "SetVmLabels",
+    variant: "other",
+    request: (w) => ({ vmId: w.vmU.id, set: { authz: "bad value!" } }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+  },
+  // Watches: as their Lists; a tenant filter is for cluster-wide callers only.
+  {
+    service: "WatchService",
+    method: "WatchNodes",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchNodes",
+    variant: "tenant filter",
+    request: (w) => ({ list: { tenant: w.T } }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchVms",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchMigrations",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "WatchService",
+    method: "WatchReplicationJobs",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "ok"),
+  },
+  // VM lifecycle: a creation in the tenant it names; the rest on an existing VM or
+  // operation. Each request is invalid (refused by validation, after authorization).
+  {
+    service: "VmService",
+    method: "CreateVm",
+    variant: "own",
+    request: (w) => ({ vmId: "x-new", spec: { vcpus: 0, memoryBytes: 1n }, tenant: w.T }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "VmService",
+    method: "CreateVm",
+    variant: "other",
+    request: (w) => ({ vmId: "x-new", spec: { vcpus: 0, memoryBytes: 1n }, tenant: w.U }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "ok"),
+  },
+  ...(["StartVm", "StopVm", "RebootVm", "DeleteVm"] as const).flatMap((method): Row[] => [
+    {
+      service: "VmService",
+      method,
+      variant: "own",
+      request: (w) => ({ vmId: w.vmT.id, requestId: "!bad" }),
+      expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+    },
+    {
+      service: "VmService",
+      method,
+      variant: "other",
+      request: (w) => ({ vmId: w.vmU.id, requestId: "!bad" }),
+      expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+    },
+  ]),
+  // Which tenant a VM joins is the cluster's to say, as SetVmTenant.
+  {
+    service: "VmService",
+    method: "AdoptVm",
+    request: (w) => ({ vmId: w.vmT.id, tenant: "x".repeat(65) }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  ...(["GetOperation", "WatchOperation"] as const).flatMap((method): Row[] => [
+    {
+      service: "VmService",
+      method,
+      variant: "own",
+      request: (w) => ({ operationId: w.opT }),
+      expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+    },
+    {
+      service: "VmService",
+      method,
+      variant: "other",
+      request: (w) => ({ operationId: w.opU }),
+      expect: row("ok", "NF", "NF", "NF", "PD", "PD", "ok"),
+    },
+  ]),
   // MigrationService
   {
     service: "MigrationService",
@@ -419,6 +529,48 @@ const ROWS: Row[] = [
     request: () => ({}),
     expect: row("ok", "ok", "ok", "PD", "PD", "PD", "ok"),
   },
+  // Images: a VM's disk is never deleted (IMAGE_IN_USE) nor flattened (not a clone).
+  {
+    service: "StorageService",
+    method: "ListImages",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "StorageService",
+    method: "ListImages",
+    variant: "tenant filter",
+    request: (w) => ({ tenant: w.T }),
+    expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "DeleteImage",
+    variant: "own",
+    request: (w) => ({ image: w.rbdT }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "DeleteImage",
+    variant: "other",
+    request: (w) => ({ image: w.rbdU }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+  },
+  {
+    service: "StorageService",
+    method: "FlattenImage",
+    variant: "own",
+    request: (w) => ({ image: w.rbdT }),
+    expect: row("ok", "ok", "ok", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "StorageService",
+    method: "FlattenImage",
+    variant: "other",
+    request: (w) => ({ image: w.rbdU }),
+    expect: row("ok", "NF", "NF", "PD", "PD", "PD", "ok"),
+  },
   {
     service: "StorageService",
     method: "DeleteSnapshot",
@@ -578,6 +730,19 @@ const ROWS: Row[] = [
     method: "FollowAuditRecords",
     request: () => ({}),
     expect: row("ok", "ok", "PD", "PD", "PD", "PD", "PD"),
+  },
+  // EventService: viewer and up, anywhere; each caller sees its tenants' events only (events.test.ts).
+  {
+    service: "EventService",
+    method: "ListEvents",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
+  },
+  {
+    service: "EventService",
+    method: "WatchEvents",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "PD", "PD", "ok"),
   },
   // EnrollmentService: the cluster CA is cluster-scoped; Enroll is public (its token is the credential).
   {
@@ -761,6 +926,10 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       (v) => v.tenant === T && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
     ) as VmInfo;
     assert.ok(rbd, "tenant T has an RBD image");
+    const rbdU = vms.find(
+      (v) => v.tenant === U && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
+    ) as VmInfo;
+    assert.ok(rbdU, "tenant U has an RBD image");
     // Tenant principals: API keys confined to T; their roles come from bindings in T too.
     await access.setBinding({ principal: "t-admin", roles: ["admin", "operator"], tenant: T });
     const key = async (principal: string, roles: string[]) =>
@@ -815,6 +984,16 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       ) as VmInfo;
     const migT = await migrate(movable(T));
     const migU = await migrate(movable(U));
+    const createIn = async (tenant: string, vmId: string) =>
+      (
+        await asAdmin("VmService").createVm({
+          vmId,
+          spec: { vcpus: 1, memoryBytes: 1024n ** 3n },
+          tenant,
+        })
+      ).id;
+    const opT = await createIn(T, "table-t");
+    const opU = await createIn(U, "table-u");
     const storage = asAdmin("StorageService");
     const nodeOf = async (id: string) =>
       (await asAdmin("VmService").getVm({ vmId: id })).nodeId?.id ?? "";
@@ -862,8 +1041,11 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       diskT: vmT.disks[0] as DatasetRef,
       diskU: vmU.disks[0] as DatasetRef,
       rbdT: rbd.disks[0] as DatasetRef,
+      rbdU: rbdU.disks[0] as DatasetRef,
       migT,
       migU,
+      opT,
+      opU,
       jobT: "",
       jobU: "",
       keyT: async () =>
@@ -891,9 +1073,11 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_audit,
       file_debvisor_v1_pki,
       file_debvisor_v1_agent,
+      file_debvisor_v1_event,
+      file_debvisor_v1_watch,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 51);
+    assert.equal(rpcs.length, 69);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

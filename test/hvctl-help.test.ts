@@ -13,7 +13,12 @@ import {
   METHOD_PERMISSIONS,
   runCli,
 } from "../src/cli/index.js";
-import { createDomainServices, createInventory } from "../src/cluster/index.js";
+import {
+  createDomainServices,
+  createEventLog,
+  createEventService,
+  createInventory,
+} from "../src/cluster/index.js";
 import { silentLogger, systemClock } from "../src/core/index.js";
 import {
   createAccessPolicy,
@@ -97,6 +102,9 @@ describe("METHOD_PERMISSIONS", () => {
         rotationGraceMs: 0,
       }),
       createAuditService({ log: undefined as never, closing: new AbortController().signal }),
+      createEventService({
+        log: createEventLog({ store, clock: systemClock, maxCount: 100, maxAgeMs: 60_000 }),
+      }),
       createEnrollmentService({
         store,
         clock: systemClock,

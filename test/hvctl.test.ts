@@ -270,7 +270,7 @@ describe("hvctl against a dev daemon", () => {
       assert.match(table, /^memory:\s+[\d.]+ (MiB|GiB)$/m);
       assert.match(
         (await ok("vm", "list", "-o", "wide")).stdout,
-        /^ID\s+NAME\s+TENANT\s+STATE\s+NODE\s+VCPUS\s+MEMORY\s+HA\s+LIVE MIGRATION\s+CPU MODEL\s+DISKS$/m,
+        /^ID\s+NAME\s+TENANT\s+STATE\s+NODE\s+VCPUS\s+MEMORY\s+HA\s+LIVE MIGRATION\s+CPU MODEL\s+DISKS\s+LABELS$/m,
       );
     });
   });

@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DescFile } from "@bufbuild/protobuf";
 import { createAuditService } from "../src/audit/index.js";
-import { createDomainServices, createInventory } from "../src/cluster/index.js";
+import {
+  createDomainServices,
+  createEventLog,
+  createInventory,
+  NO_EVENTS,
+} from "../src/cluster/index.js";
 import { type MethodSpec, type Principal, silentLogger, systemClock } from "../src/core/index.js";
 import { file_debvisor_v1_access } from "../src/gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
@@ -13,6 +18,7 @@ import { file_debvisor_v1_migration } from "../src/gen/debvisor/v1/migration_pb.
 import { file_debvisor_v1_node } from "../src/gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_storage } from "../src/gen/debvisor/v1/storage_pb.js";
 import { file_debvisor_v1_vm } from "../src/gen/debvisor/v1/vm_pb.js";
+import { file_debvisor_v1_watch } from "../src/gen/debvisor/v1/watch_pb.js";
 import { createAccessPolicy, createAccessService, decide } from "../src/security/index.js";
 import { createSqliteStore } from "../src/store/index.js";
 
@@ -25,6 +31,10 @@ const services = createDomainServices({
   storage: { listSnapshots: async () => undefined },
   store,
   clock: systemClock,
+  events: {
+    log: createEventLog({ store, clock: systemClock, maxCount: 100, maxAgeMs: 60_000 }),
+    sink: NO_EVENTS,
+  },
 });
 const access = createAccessService({
   policy: () => createAccessPolicy({}),
@@ -52,24 +62,39 @@ const ALLOWED: Record<string, string[]> = {
     "GetNode",
     "ListVms",
     "GetVm",
+    "GetOperation",
+    "WatchOperation",
     "CreateSnapshot",
     "CreateRbdTemplateSnapshot",
     "ListSnapshots",
     "ListDatasets",
+    "ListImages",
     "CloneRbdFromTemplate",
+    "ListEvents",
+    "WatchEvents",
+    "WatchNodes",
+    "WatchVms",
   ],
-  monitor: ["ListNodes", "GetNode", "Heartbeat"],
+  monitor: ["ListNodes", "GetNode", "Heartbeat", "WatchNodes"],
   viewer: [
     "ListNodes",
     "GetNode",
     "ListVms",
     "GetVm",
+    "GetOperation",
+    "WatchOperation",
     "ListSnapshots",
     "ListDatasets",
+    "ListImages",
     "PrepareMigration",
     "ListMigrations",
     "GetMigration",
     "WatchMigration",
+    "ListEvents",
+    "WatchEvents",
+    "WatchNodes",
+    "WatchVms",
+    "WatchMigrations",
   ],
   admin: accessMethods,
   node: ["RegisterNode", "Heartbeat"],
@@ -99,6 +124,7 @@ describe("the permission map", () => {
       file_debvisor_v1_storage,
       file_debvisor_v1_access,
       file_debvisor_v1_audit,
+      file_debvisor_v1_watch,
     ];
     const served = new Map(methods.map((m) => [m.path, m]));
     for (const f of files) {

@@ -42,6 +42,18 @@ import { createTestPki, type TestPki } from "./helpers/pki.js";
 const LIST_NODES = "/debvisor.v1.NodeService/ListNodes";
 const MIB = 1024 * 1024;
 
+/** The lifecycle methods this test does not exercise. */
+const unimplementedLifecycle = {
+  createVm: notImplemented,
+  startVm: notImplemented,
+  stopVm: notImplemented,
+  rebootVm: notImplemented,
+  deleteVm: notImplemented,
+  adoptVm: notImplemented,
+  getOperation: notImplemented,
+  async *watchOperation() {},
+};
+
 /** A VmService whose handlers fail the ways real code fails, to see what clients get. */
 function faultyVmService(): ServiceBinding {
   return defineService(
@@ -50,8 +62,18 @@ function faultyVmService(): ServiceBinding {
       listVms: { permission: "vm:list", mutating: false },
       getVm: { permission: "vm:list", mutating: false },
       setVmTenant: { permission: "vm:assign", mutating: true },
+      setVmLabels: { permission: "vm:label", mutating: true },
+      createVm: { permission: "vm:create", mutating: true },
+      startVm: { permission: "vm:start", mutating: true },
+      stopVm: { permission: "vm:stop", mutating: true },
+      rebootVm: { permission: "vm:reboot", mutating: true },
+      deleteVm: { permission: "vm:delete", mutating: true },
+      adoptVm: { permission: "vm:adopt", mutating: true },
+      getOperation: { permission: "vm:list", mutating: false },
+      watchOperation: { permission: "vm:list", mutating: false },
     },
     {
+      ...unimplementedLifecycle,
       async listVms() {
         const err = new Error(
           "ENOENT: no such file or directory, open '/var/lib/debvisor/secret/state.db'",
@@ -63,6 +85,9 @@ function faultyVmService(): ServiceBinding {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
       async setVmTenant() {
+        throw new TypeError("Cannot read properties of undefined (reading 'id')");
+      },
+      async setVmLabels() {
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       },
     },

@@ -38,6 +38,12 @@ export const agentConfigSchema = z.strictObject({
       seed: int(0, 2 ** 31 - 1).default(1),
       /** How long a start or stop takes. */
       actionMs: int(0, 600_000).default(0),
+      /**
+       * The simulated cluster's shared storage directory (VM definitions and
+       * per-disk locks with fencing tokens), the same for every node's agent
+       * on this host. Unset: starts are not fenced and nothing can be recovered here.
+       */
+      sharedDir: z.string().min(1).max(4096).optional(),
     })
     .prefault({}),
   reconnect: z

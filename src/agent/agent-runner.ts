@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import pino from "pino";
 import {
   AgentError,
@@ -9,11 +10,16 @@ import {
   renew,
 } from "../client/index.js";
 import type { Logger } from "../core/index.js";
+import {
+  createOperationExecutor,
+  OPERATION_CAPABILITIES,
+  openOperationJournal,
+  openSimulatedWatchdog,
+} from "../drivers/index.js";
 import type { AgentConfig } from "./agent-config.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
-import { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
-import { openOperationJournal } from "./operation-journal.js";
+import { createSelfFence } from "./self-fence.js";
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {
@@ -58,7 +64,42 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     logger: log,
     signal: stop.signal,
   });
-  await executor.recover();
+  // VMs this node stopped on its own, told to the control plane once a stream is up.
+  const fencedVms: { vmId: string; at: number }[] = [];
+  const flushFenced = () => {
+    while (fencedVms.length > 0) {
+      const f = fencedVms[0] as { vmId: string; at: number };
+      const sent = send({
+        kind: {
+          case: "event",
+          value: {
+            kind: "self-fenced",
+            vmId: f.vmId,
+            message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+            at: { seconds: BigInt(Math.floor(f.at / 1000)), nanos: (f.at % 1000) * 1_000_000 },
+          },
+        },
+      });
+      if (!sent) return;
+      fencedVms.shift();
+    }
+  };
+  // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
+  const fence = createSelfFence({
+    driver: hv.driver,
+    isHa: (vmId) => hv.isHa(vmId),
+    watchdog:
+      config.driver.kind === "sim"
+        ? openSimulatedWatchdog(join(config.dir, "watchdog.json"))
+        : undefined,
+    logger: log,
+    onFenced: (vmId) => {
+      fencedVms.push({ vmId, at: Date.now() });
+      flushFenced();
+    },
+  });
+  stop.signal.addEventListener("abort", () => fence.close(), { once: true });
+  await fence.guard(() => executor.recover());
   const capabilities = [`driver:${hv.driver.kind}`, ...OPERATION_CAPABILITIES];
   const link = runAgentLink({
     files,
@@ -69,6 +110,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     logger: log,
     signal: stop.signal,
     async hello() {
+      await fence.guard(() => {
+        fence.newStream();
+        fence.sending(0n);
+      });
       const { health, datasets } = await hv.inventory(AbortSignal.timeout(30_000));
       const ms = Date.now();
       return {
@@ -86,6 +131,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
       };
     },
     async heartbeat(sequence) {
+      await fence.guard(() => fence.sending(sequence));
       const { health } = await hv.inventory(AbortSignal.timeout(30_000));
       return { kind: { case: "heartbeat", value: { health, sequence } } };
     },
@@ -98,10 +144,20 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         "connected to the control plane",
       );
       void notifier.status(`connected to ${server}`);
+      // The server recorded the Hello before it welcomed: that is the stream's first renewal.
+      void fence.guard(() => {
+        fence.configure(welcome.selfFenceWindowMs);
+        fence.renewed(0n);
+        flushFenced();
+      });
     },
     onMessage(m) {
-      if (m.kind.case === "dispatch") executor.dispatch(m.kind.value);
-      else if (m.kind.case === "cancel") executor.cancel(m.kind.value.operationId);
+      const k = m.kind;
+      void fence.guard(() => {
+        if (k.case === "dispatch") executor.dispatch(k.value);
+        else if (k.case === "cancel") executor.cancel(k.value.operationId);
+        else if (k.case === "leaseRenewed") fence.renewed(k.value.sequence);
+      });
     },
     onDown(reason) {
       void notifier.status(`reconnecting: ${reason}`);

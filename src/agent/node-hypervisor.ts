@@ -32,6 +32,8 @@ export interface NodeHypervisor {
   inventory(signal: AbortSignal): Promise<{ health: Health; datasets: DatasetRef[] }>;
   /** Domains as the hypervisor reports them, for `status`. */
   domains(signal: AbortSignal): Promise<DomainStatus[]>;
+  /** Whether a domain is highly available (self-fencing stops these); false when unknown. */
+  isHa(vmId: string): boolean;
 }
 
 /** The node id of an enrolled agent: its certificate's common name. */
@@ -43,14 +45,26 @@ export function enrolledNodeId(files: AgentFiles): string {
   return cn[1];
 }
 
-/** Opens the configured driver for this node: the simulation in the agent's directory, or libvirt. */
+/**
+ * Opens the configured driver for this node: the simulation in the agent's
+ * directory, or libvirt. `readOnly` (for `status` beside a running
+ * agent): the simulation reports what its watchdog and storage imply
+ * without acting on it.
+ */
 export function openNodeHypervisor(
   config: AgentConfig,
   nodeId: string,
   logger: Logger,
+  extras: { readOnly?: boolean } = {},
 ): NodeHypervisor {
   if (config.driver.kind === "sim") {
-    const sim = createLocalSimulation({ nodeId, dir: config.dir, ...config.sim, now: Date.now() });
+    const sim = createLocalSimulation({
+      nodeId,
+      dir: config.dir,
+      ...config.sim,
+      now: Date.now(),
+      readOnly: extras.readOnly,
+    });
     return build(nodeId, sim.driver, sim.node, (id) => sim.vmInfo(id));
   }
   const info = create(NodeInfoSchema, {
@@ -81,6 +95,7 @@ function build(
     driver,
     info,
     domains: (signal) => driver.list(signal),
+    isHa: (vmId) => known(vmId)?.ha === true,
     async inventory(signal) {
       const domains = await driver.list(signal);
       const vms = domains.map((d) =>

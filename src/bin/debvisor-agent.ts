@@ -80,6 +80,7 @@ interface AgentFlags {
   uri?: string;
   simVms?: string;
   simActionMs?: string;
+  simSharedDir?: string;
   logLevel?: string;
 }
 
@@ -93,7 +94,7 @@ function configFrom(opts: AgentFlags) {
       servers: opts.server,
       tlsServerName: opts.tlsServerName,
       driver: { kind: opts.driver, uri: opts.uri },
-      sim: { vms: num(opts.simVms), actionMs: num(opts.simActionMs) },
+      sim: { vms: num(opts.simVms), actionMs: num(opts.simActionMs), sharedDir: opts.simSharedDir },
       logLevel: opts.logLevel,
     },
   });
@@ -109,7 +110,11 @@ const withAgentFlags = (c: Command) =>
     .option("--driver <kind>", "the hypervisor: libvirt or sim")
     .option("--uri <uri>", "libvirt connection URI (default qemu:///system)")
     .option("--sim-vms <n>", "sim: domains generated on first start")
-    .option("--sim-action-ms <ms>", "sim: how long a start or stop takes");
+    .option("--sim-action-ms <ms>", "sim: how long a start or stop takes")
+    .option(
+      "--sim-shared-dir <dir>",
+      "sim: the cluster's shared storage (disk locks, definitions)",
+    );
 
 withAgentFlags(
   program
@@ -135,7 +140,7 @@ withAgentFlags(
 ).action(async (opts: AgentFlags & { output: string }) => {
   const config = configFrom(opts);
   const nodeId = enrolledNodeId(agentFiles(config.dir));
-  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"));
+  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { readOnly: true });
   const domains = await hv.domains(AbortSignal.timeout(30_000));
   if (opts.output === "json") {
     const out = {

@@ -133,7 +133,14 @@ const REASON_ADVICE: Record<string, string> = {
     "hvctl dataset list shows the datasets you may see, named as hvctl takes them (zfs:POOL/NAME, rbd:POOL/IMAGE)",
   SNAPSHOT_NOT_FOUND: "hvctl snapshot list DATASET shows its snapshots",
   SNAPSHOT_HELD: "release its ZFS hold (zfs release) first",
-  SNAPSHOT_HAS_CLONES: "delete or flatten the images cloned from it first",
+  SNAPSHOT_HAS_CLONES:
+    "flatten (hvctl image flatten rbd:POOL/CLONE) or delete (hvctl image delete rbd:POOL/CLONE) each image cloned from it first; hvctl image list shows them",
+  IMAGE_HAS_CLONES:
+    "flatten (hvctl image flatten rbd:POOL/CLONE) or delete each clone of its templates first; hvctl image list -o wide shows them",
+  IMAGE_IN_USE: "a VM uses it as a disk (hvctl dataset list shows which)",
+  IMAGE_NOT_A_CLONE:
+    "only a clone has a template to be flattened from (PARENT in hvctl image list)",
+  TENANT_FILTER_DENIED: "leave out --tenant: your credential already sees only its tenants",
   SNAPSHOT_IN_USE: "it goes once the job's next run replaces it, or when the job is deleted",
   SNAPSHOT_NOT_PROTECTED: "make a template with hvctl image template POOL/IMAGE",
   REPLICATION_JOB_NOT_FOUND: "hvctl replication list shows the jobs you may see",

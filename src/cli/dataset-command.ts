@@ -8,8 +8,8 @@ import {
 import type { CliContext } from "./cli-context.js";
 import { datasetText, snapshotText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
-import { type Column, formatBytes, messageJson, renderColumns, type Style } from "./output.js";
-import { allPages } from "./pages.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
+import { type Column, formatBytes, messageJson, type Style } from "./output.js";
 import { replicationState } from "./replication-command.js";
 
 const BACKENDS: Record<string, StorageBackend> = {
@@ -32,8 +32,16 @@ function datasetColumns(style: Style): Column<DatasetInfo>[] {
     { header: "NODE", value: (d) => d.nodeId?.id || "-" },
     { header: "TENANT", value: (d) => d.tenant || "-" },
     { header: "VM", value: (d) => d.vmId || "-" },
-    { header: "SIZE", value: (d) => (d.sizeBytes === 0n ? "-" : formatBytes(d.sizeBytes)) },
-    { header: "SNAPSHOTS", value: (d) => (d.snapshotCount < 0 ? "?" : String(d.snapshotCount)) },
+    {
+      header: "SIZE",
+      value: (d) => (d.sizeBytes === 0n ? "-" : formatBytes(d.sizeBytes)),
+      sort: (d) => d.sizeBytes,
+    },
+    {
+      header: "SNAPSHOTS",
+      value: (d) => (d.snapshotCount < 0 ? "?" : String(d.snapshotCount)),
+      sort: (d) => d.snapshotCount,
+    },
     { header: "REPLICATION", value: (d) => replications(d, style) },
     {
       header: "ORIGIN",
@@ -50,31 +58,38 @@ export function datasetCommand(cli: () => CliContext): Command {
   );
   withExamples(dataset, "hvctl dataset list", "hvctl dataset list --backend rbd -o json");
   withExamples(
-    dataset
-      .command("list")
-      .description("list datasets with node, tenant, size, snapshots and replication")
-      .addOption(
-        new Option("--backend <backend>", "only this storage").choices(Object.keys(BACKENDS)),
-      )
-      .option("--node <node>", "only ZFS datasets on or replicated to this node")
-      .action(async (opts: { backend?: string; node?: string }) => {
-        const ctx = cli();
-        const client = ctx.client(StorageService);
-        const datasets = await allPages((pageToken) =>
+    withListFlags(
+      dataset
+        .command("list")
+        .description("list datasets with node, tenant, size, snapshots and replication")
+        .addOption(
+          new Option("--backend <backend>", "only this storage").choices(Object.keys(BACKENDS)),
+        )
+        .option("--node <node>", "only ZFS datasets on or replicated to this node"),
+    ).action(async (opts: ListFlags & { backend?: string; node?: string }) => {
+      const ctx = cli();
+      const client = ctx.client(StorageService);
+      await showList(ctx, {
+        columns: datasetColumns(ctx.style),
+        flags: opts,
+        plural: "datasets",
+        name: "dataset",
+        json: (d) => messageJson(DatasetInfoSchema, d),
+        key: (d) => datasetText(d.dataset),
+        page: (pageToken) =>
           client
             .listDatasets({
               backend: BACKENDS[opts.backend ?? ""] ?? StorageBackend.BACKEND_UNKNOWN,
               nodeId: opts.node === undefined ? undefined : { id: opts.node },
+              tenant: opts.tenant ?? "",
               pageToken,
             })
             .then((r) => ({ items: r.datasets, next: r.nextPageToken })),
-        );
-        ctx.print({ datasets: datasets.map((d) => messageJson(DatasetInfoSchema, d)) }, () =>
-          renderColumns(datasetColumns(ctx.style), datasets, ctx.wide),
-        );
-      }),
+      });
+    }),
     "hvctl dataset list",
     "hvctl dataset list --backend zfs --node node-02 -o wide",
+    "hvctl dataset list --sort-by size --tenant acme",
     "hvctl snapshot list zfs:tank/vm-002-disk0   # a NAME from the list, as printed",
   );
   return dataset;

@@ -11,17 +11,16 @@ import {
 } from "../gen/debvisor/v1/migration_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { withExamples } from "./help-text.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
 import {
   type Column,
   formatBytes,
   messageJson,
-  renderColumns,
   renderFields,
   renderTable,
   type Style,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import type { ProgressUpdate } from "./progress.js";
 import { watchProgress } from "./progress.js";
 
@@ -60,7 +59,7 @@ export function migrationColumns(style: Style): Column<Migration>[] {
     { header: "KIND", value: kindName },
     { header: "STATE", value: (m) => migrationState(m.state, style) },
     { header: "PHASE", value: phaseName },
-    { header: "PROGRESS", value: (m) => `${m.progressPct}%` },
+    { header: "PROGRESS", value: (m) => `${m.progressPct}%`, sort: (m) => m.progressPct },
     { header: "STARTED", value: (m) => tableTime(m.created) },
     { header: "MODE", wide: true, value: (m) => (m.live ? "live" : "offline") },
     { header: "BY", wide: true, value: (m) => m.requestedBy || "-" },
@@ -257,30 +256,44 @@ export function migrationCommand(cli: () => CliContext): Command {
   );
 
   withExamples(
-    migration
-      .command("list")
-      .description("list migrations and failovers, newest first")
-      .option("--vm <id>", "only this VM's")
-      .addOption(new Option("--state <state>", "only in this state").choices(Object.keys(STATES)))
-      .action(async (opts: { vm?: string; state?: string }) => {
-        const ctx = cli();
-        const client = ctx.client(MigrationService);
-        const all = await allPages((pageToken) =>
+    withListFlags(
+      migration
+        .command("list")
+        .description("list migrations and failovers, newest first")
+        .option("--vm <id>", "only this VM's")
+        .addOption(
+          new Option("--state <state>", "only in this state").choices(Object.keys(STATES)),
+        ),
+      { watch: true },
+    ).action(async (opts: ListFlags & { vm?: string; state?: string }) => {
+      const ctx = cli();
+      const req = {
+        pageSize: 500,
+        ...(opts.vm === undefined ? {} : { vm: { vmId: opts.vm } }),
+        state: STATES[opts.state ?? ""] ?? MigrationState.UNSPECIFIED,
+        tenant: opts.tenant ?? "",
+      };
+      const client = ctx.client(MigrationService);
+      await showList(ctx, {
+        columns: migrationColumns(ctx.style),
+        flags: opts,
+        plural: "migrations",
+        name: "migration",
+        json: (m) => messageJson(MigrationSchema, m),
+        key: (m) => m.migrationId,
+        page: (pageToken) =>
           client
-            .listMigrations({
-              pageSize: 500,
-              pageToken,
-              ...(opts.vm === undefined ? {} : { vm: { vmId: opts.vm } }),
-              state: STATES[opts.state ?? ""] ?? MigrationState.UNSPECIFIED,
-            })
+            .listMigrations({ ...req, pageToken })
             .then((r) => ({ items: r.migrations, next: r.nextPageToken })),
-        );
-        ctx.print({ migrations: all.map((m) => messageJson(MigrationSchema, m)) }, () =>
-          renderColumns(migrationColumns(ctx.style), all, ctx.wide),
-        );
-      }),
+        watch: {
+          open: (watch, from) => watch().watchMigrations({ list: req, from }),
+          item: (e) => e.migration,
+        },
+      });
+    }),
     "hvctl migration list",
     "hvctl migration list --vm vm-001 --state failed -o wide",
+    "hvctl migration list --watch",
   );
 
   withExamples(

@@ -13,6 +13,7 @@ import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { parseBytes, parseLabels } from "./duration.js";
 import { withExamples } from "./help-text.js";
+import { type ListFlags, selectorText, showList, withListFlags } from "./list-flags.js";
 import { addMaintenanceCommands } from "./node-maintenance.js";
 import {
   type Column,
@@ -24,7 +25,6 @@ import {
   shortAge,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import { vmColumns } from "./vm-command.js";
 
 const READINESS: Record<string, NodeReadiness> = {
@@ -50,19 +50,42 @@ function nodeColumns(style: Style): Column<NodeSummary>[] {
     { header: "ZONE", value: (n) => n.info?.zone ?? "" },
     { header: "RACK", value: (n) => n.info?.rack ?? "" },
     { header: "STATUS", value: (n) => nodeStatus(n, style) },
-    { header: "LAST SEEN", value: lastSeen },
-    { header: "VMS", value: (n) => String(n.health?.vms.length ?? 0) },
+    {
+      header: "LAST SEEN",
+      value: lastSeen,
+      volatile: true,
+      sort: (n) =>
+        n.lastHeartbeat === undefined ? Number.MAX_SAFE_INTEGER : Number(n.heartbeatAgeMs),
+    },
+    {
+      header: "VMS",
+      value: (n) => String(n.health?.vms.length ?? 0),
+      sort: (n) => n.health?.vms.length ?? 0,
+    },
     {
       header: "CPU LOAD",
       value: (n) => (n.health === undefined ? "-" : n.health.cpuLoad.toFixed(2)),
+      sort: (n) => n.health?.cpuLoad ?? -1,
+      volatile: true,
     },
-    { header: "MEM", wide: true, value: (n) => pct(n.health?.memUsedPct) },
-    { header: "DISK", wide: true, value: (n) => pct(n.health?.diskUsedPct) },
+    {
+      header: "MEM",
+      wide: true,
+      value: (n) => pct(n.health?.memUsedPct),
+      sort: (n) => n.health?.memUsedPct ?? -1,
+    },
+    {
+      header: "DISK",
+      wide: true,
+      value: (n) => pct(n.health?.diskUsedPct),
+      sort: (n) => n.health?.diskUsedPct ?? -1,
+    },
     { header: "CORES", wide: true, value: (n) => String(n.info?.capacity?.cpuCores ?? "-") },
     {
       header: "MEMORY",
       wide: true,
       value: (n) => (n.info?.capacity ? formatBytes(n.info.capacity.memoryBytes) : "-"),
+      sort: (n) => n.info?.capacity?.memoryBytes ?? -1n,
     },
     { header: "VERSION", wide: true, value: (n) => n.info?.version || "-" },
     { header: "LABELS", wide: true, value: (n) => labels(n.info?.labels) },
@@ -80,41 +103,51 @@ export function nodeCommand(cli: () => CliContext): Command {
   withExamples(node, "hvctl node list", "hvctl node get node-01");
 
   withExamples(
-    node
-      .command("list")
-      .description("list nodes with their last-known state")
-      .option("--zone <zone>", "only nodes in this zone")
-      .option("--rack <rack>", "only nodes in this rack")
-      .option("-l, --selector <key=value...>", "only nodes with these labels")
-      .addOption(
-        new Option("--readiness <state>", "only ready or not-ready nodes").choices(
-          Object.keys(READINESS),
+    withListFlags(
+      node
+        .command("list")
+        .description("list nodes with their last-known state")
+        .option("--zone <zone>", "only nodes in this zone")
+        .option("--rack <rack>", "only nodes in this rack")
+        .addOption(
+          new Option("--readiness <state>", "only ready or not-ready nodes").choices(
+            Object.keys(READINESS),
+          ),
         ),
-      )
-      .action(
-        async (opts: { zone?: string; rack?: string; selector?: string[]; readiness?: string }) => {
-          const ctx = cli();
-          const client = ctx.client(NodeService);
-          const req: MessageInitShape<typeof ListNodesRequestSchema> = {
-            zone: opts.zone ?? "",
-            rack: opts.rack ?? "",
-            labelSelector: parseLabels("--selector", opts.selector),
-            readiness: READINESS[opts.readiness ?? ""] ?? NodeReadiness.UNSPECIFIED,
-            pageSize: 500,
-          };
-          const nodes = await allPages((pageToken) =>
-            client
-              .listNodes({ ...req, pageToken })
-              .then((r) => ({ items: r.nodes, next: r.nextPageToken })),
-          );
-          ctx.print({ nodes: nodes.map((n) => messageJson(NodeSummarySchema, n)) }, () =>
-            renderColumns(nodeColumns(ctx.style), nodes, ctx.wide),
-          );
+      { watch: true, selector: true },
+    ).action(async (opts: ListFlags & { zone?: string; rack?: string; readiness?: string }) => {
+      const ctx = cli();
+      const req: MessageInitShape<typeof ListNodesRequestSchema> = {
+        zone: opts.zone ?? "",
+        rack: opts.rack ?? "",
+        selector: selectorText(opts.selector),
+        tenant: opts.tenant ?? "",
+        readiness: READINESS[opts.readiness ?? ""] ?? NodeReadiness.UNSPECIFIED,
+        pageSize: 500,
+      };
+      const client = ctx.client(NodeService);
+      await showList(ctx, {
+        columns: nodeColumns(ctx.style),
+        flags: opts,
+        plural: "nodes",
+        name: "node",
+        json: (n) => messageJson(NodeSummarySchema, n),
+        key: (n) => n.info?.id?.id ?? "",
+        page: (pageToken) =>
+          client
+            .listNodes({ ...req, pageToken })
+            .then((r) => ({ items: r.nodes, next: r.nextPageToken })),
+        watch: {
+          open: (watch, from) => watch().watchNodes({ list: req, from }),
+          item: (e) => e.node,
         },
-      ),
+      });
+    }),
     "hvctl node list",
     "hvctl node list --zone zone-a --readiness ready -o wide",
-    "hvctl node list -l gpu=a100 -o json | jq -r '.nodes[].info.id.id'",
+    "hvctl node list -l gpu=a100,tier!=test -o json | jq -r '.nodes[].info.id.id'",
+    "hvctl node list --sort-by cpu-load",
+    "hvctl node list --watch",
   );
 
   withExamples(

@@ -104,6 +104,46 @@ export interface Column<T> {
   readonly header: string;
   readonly value: (row: T) => string;
   readonly wide?: boolean;
+  /** What `--sort-by` orders by, when not the shown text (sizes, ages). */
+  readonly sort?: (row: T) => number | bigint | string;
+  /** Changes all the time on its own (ages, load): a watch in a pipe does not print a row for it alone. */
+  readonly volatile?: boolean;
+}
+
+/** A column name as `--sort-by` takes it: the header in lower case, spaces as dashes. */
+export const sortName = (header: string) => header.toLowerCase().replace(/ /g, "-");
+
+/**
+ * The column `--sort-by NAME` names (any column, wide ones included), or
+ * undefined for an unknown name; `names` lists the valid ones for the error.
+ */
+export function sortColumn<T>(
+  columns: readonly Column<T>[],
+  by: string,
+): { column: Column<T> | undefined; names: string[] } {
+  const names = columns.map((c) => sortName(c.header));
+  const want = sortName(by.trim());
+  return { column: columns.find((c) => sortName(c.header) === want), names };
+}
+
+/** `rows` ordered by `column` (numbers as numbers, text naturally: node-2 before node-10), stable. */
+export function sortRows<T>(column: Column<T>, rows: readonly T[]): T[] {
+  const key = column.sort ?? column.value;
+  const text = new Intl.Collator("en", { numeric: true });
+  return rows
+    .map((row, i) => ({ row, i, k: key(row) }))
+    .sort((a, b) => {
+      const c =
+        typeof a.k === "string" || typeof b.k === "string"
+          ? text.compare(String(a.k), String(b.k))
+          : a.k < b.k
+            ? -1
+            : a.k > b.k
+              ? 1
+              : 0;
+      return c === 0 ? a.i - b.i : c;
+    })
+    .map((x) => x.row);
 }
 
 /** Renders `rows` with the columns the format asks for. */

@@ -78,6 +78,8 @@ const NOUN_LOADERS: Readonly<Record<string, () => Promise<Noun>>> = {
   cert: async () => (await import("./cert-command.js")).certCommand,
   ca: async () => (await import("./ca-command.js")).caCommand,
   audit: async () => (await import("./audit-command.js")).auditCommand,
+  describe: async () => (await import("./describe-command.js")).describeCommand,
+  events: async () => (await import("./events-command.js")).eventsCommand,
   config: async () => (await import("./config-command.js")).configCommand,
   completion: async () => (await import("./completion-command.js")).completionCommand,
   version: async () => (await import("./version-command.js")).versionCommand,

@@ -13,17 +13,16 @@ import { EXIT, UsageError } from "./cli-errors.js";
 import { DATASET_HELP, datasetText, noteImplicitZfs, parseDataset } from "./dataset-args.js";
 import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
+import { type ListFlags, showList, withListFlags } from "./list-flags.js";
 import {
   type Column,
   formatBytes,
   messageJson,
-  renderColumns,
   renderFields,
   type Style,
   shortAge,
   tableTime,
 } from "./output.js";
-import { allPages } from "./pages.js";
 import { formatEta, type ProgressUpdate, watchProgress } from "./progress.js";
 import { followReplication } from "./replication-follow.js";
 
@@ -74,11 +73,26 @@ function jobColumns(style: Style, now: number): Column<ReplicationJob>[] {
       header: "STATE",
       value: (j) => replicationState(st(j)?.state ?? ReplicationState.REPL_STATE_UNKNOWN, style),
     },
-    { header: "LAST SUCCESS", value: (j) => ago(st(j)?.lastSuccess, now) },
-    { header: "NEXT RUN", value: (j) => until(st(j)?.nextRun, now) },
+    {
+      header: "LAST SUCCESS",
+      value: (j) => ago(st(j)?.lastSuccess, now),
+      volatile: true,
+      sort: (j) => st(j)?.lastSuccess?.seconds ?? 0n,
+    },
+    {
+      header: "NEXT RUN",
+      value: (j) => until(st(j)?.nextRun, now),
+      volatile: true,
+      sort: (j) => st(j)?.nextRun?.seconds ?? 0n,
+    },
     { header: "POLICY", wide: true, value: (j) => j.plan?.policy || "default" },
     { header: "LAST SNAPSHOT", wide: true, value: (j) => st(j)?.lastSnapshotName || "-" },
-    { header: "SENT", wide: true, value: (j) => formatBytes(st(j)?.bytesTransferred ?? 0n) },
+    {
+      header: "SENT",
+      wide: true,
+      value: (j) => formatBytes(st(j)?.bytesTransferred ?? 0n),
+      sort: (j) => st(j)?.bytesTransferred ?? 0n,
+    },
     {
       header: "TOOK",
       wide: true,
@@ -339,27 +353,41 @@ export function replicationCommand(cli: () => CliContext): Command {
   );
 
   withExamples(
-    replication
-      .command("list")
-      .description("list replication jobs with their last and next run")
-      .action(async () => {
-        const ctx = cli();
-        const client = ctx.client(StorageService);
-        const jobs = await allPages((pageToken) =>
+    withListFlags(
+      replication.command("list").description("list replication jobs with their last and next run"),
+      { watch: true },
+    ).action(async (opts: ListFlags) => {
+      const ctx = cli();
+      const req = { pageSize: 500, tenant: opts.tenant ?? "" };
+      const client = ctx.client(StorageService);
+      // Ages and the next run as of each rendering (a watch redraws later).
+      const columns = jobColumns(ctx.style, Date.now()).map((c) => ({
+        ...c,
+        value: (j: ReplicationJob) =>
+          (jobColumns(ctx.style, Date.now()).find((d) => d.header === c.header) ?? c).value(j),
+      }));
+      await showList(ctx, {
+        columns,
+        flags: opts,
+        plural: "jobs",
+        name: "job",
+        json: (j) => messageJson(ReplicationJobSchema, j),
+        key: (j) => j.jobId,
+        page: (pageToken) =>
           client
-            .listReplicationJobs({ pageSize: 500, pageToken })
+            .listReplicationJobs({ ...req, pageToken })
             .then((r) => ({ items: r.jobs, next: r.nextPageToken })),
-        );
-        const now = Date.now();
-        ctx.print({ jobs: jobs.map((j) => messageJson(ReplicationJobSchema, j)) }, () =>
-          jobs.length === 0
-            ? "no replication jobs\n"
-            : renderColumns(jobColumns(ctx.style, now), jobs, ctx.wide),
-        );
-      }),
+        watch: {
+          open: (watch, from) => watch().watchReplicationJobs({ list: req, from }),
+          item: (e) => e.job,
+        },
+        empty: "no replication jobs\n",
+      });
+    }),
     "hvctl replication list",
-    "hvctl replication list -o wide",
+    "hvctl replication list -o wide --sort-by next-run",
     "hvctl replication list -o json | jq -r '.jobs[] | select(.status.state == \"REPL_STATE_FAILED\") | .jobId'",
+    "hvctl replication list --watch",
   );
 
   withExamples(

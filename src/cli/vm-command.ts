@@ -1,18 +1,19 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
-import { type VmInfo, VmInfoSchema, VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type ListVmsRequestSchema,
+  type VmInfo,
+  VmInfoSchema,
+  VmService,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
 import { datasetText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
-import {
-  type Column,
-  formatBytes,
-  messageJson,
-  renderColumns,
-  renderFields,
-  type Style,
-} from "./output.js";
-import { allPages } from "./pages.js";
+import { type ListFlags, selectorText, showList, withListFlags } from "./list-flags.js";
+import { type Column, formatBytes, messageJson, renderFields, type Style } from "./output.js";
+import { addVmLifecycleCommands } from "./vm-lifecycle-command.js";
 
 const STATES: Record<string, VmState> = {
   running: VmState.RUNNING,
@@ -44,6 +45,10 @@ function nodeWithConflict(v: VmInfo): string {
     ? node
     : `${node} (conflict: stale copy on ${v.staleCopyNodes.join(", ")})`;
 }
+const labelText = (l: Record<string, string>) =>
+  Object.entries(l)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",") || "-";
 
 /** The columns of a VM table (`vm list`, and the VMs of `node get`). */
 export function vmColumns(style: Style): Column<VmInfo>[] {
@@ -51,49 +56,74 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
     { header: "ID", value: (v) => v.id },
     { header: "NAME", value: (v) => v.name || "-" },
     { header: "TENANT", value: (v) => v.tenant || "-" },
-    { header: "STATE", value: (v) => vmState(v.state, style) },
+    {
+      header: "STATE",
+      // A VM the store does not manage says so where everyone looks (vm adopt takes it in).
+      value: (v) => `${vmState(v.state, style)}${v.managed ? "" : style.warn(" (unmanaged)")}`,
+    },
     { header: "NODE", value: nodeWithConflict },
-    { header: "VCPUS", value: (v) => String(v.vcpus) },
-    { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes) },
+    { header: "VCPUS", value: (v) => String(v.vcpus), sort: (v) => v.vcpus },
+    { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes), sort: (v) => v.memoryBytes },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
     { header: "LIVE MIGRATION", wide: true, value: (v) => (v.liveMigratable ? "yes" : "no") },
     { header: "CPU MODEL", wide: true, value: (v) => v.cpuModel || "-" },
     { header: "DISKS", wide: true, value: disks },
+    { header: "LABELS", wide: true, value: (v) => labelText(v.labels) },
   ];
 }
 
 /** `hvctl vm ...`: the VM inventory. */
 export function vmCommand(cli: () => CliContext): Command {
-  const vm = new Command("vm").description("virtual machines in the inventory");
-  withExamples(vm, "hvctl vm list", "hvctl vm get web-01");
+  const vm = new Command("vm").description("virtual machines: the inventory and their lifecycle");
+  withExamples(
+    vm,
+    "hvctl vm list",
+    "hvctl vm get web-01",
+    "hvctl vm create web-07 --cpu 2 --memory 4GiB --new-disk rbd:rbd/web-07-disk0=20GiB",
+    "hvctl vm stop web-07",
+  );
 
   withExamples(
-    vm
-      .command("list")
-      .description("list the VMs you may see")
-      .option("--node <id>", "only VMs on this node")
-      .addOption(
-        new Option("--state <state>", "only VMs in this state").choices(Object.keys(STATES)),
-      )
-      .action(async (opts: { node?: string; state?: string }) => {
-        const ctx = cli();
-        const client = ctx.client(VmService);
-        const vms = await allPages((pageToken) =>
+    withListFlags(
+      vm
+        .command("list")
+        .description("list the VMs you may see")
+        .option("--node <id>", "only VMs on this node")
+        .addOption(
+          new Option("--state <state>", "only VMs in this state").choices(Object.keys(STATES)),
+        ),
+      { watch: true, selector: true },
+    ).action(async (opts: ListFlags & { node?: string; state?: string }) => {
+      const ctx = cli();
+      const req: MessageInitShape<typeof ListVmsRequestSchema> = {
+        pageSize: 500,
+        ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
+        state: STATES[opts.state ?? ""] ?? VmState.UNSPECIFIED,
+        selector: selectorText(opts.selector),
+        tenant: opts.tenant ?? "",
+      };
+      const client = ctx.client(VmService);
+      await showList(ctx, {
+        columns: vmColumns(ctx.style),
+        flags: opts,
+        plural: "vms",
+        name: "vm",
+        json: (v) => messageJson(VmInfoSchema, v),
+        key: (v) => v.id,
+        page: (pageToken) =>
           client
-            .listVms({
-              pageSize: 500,
-              pageToken,
-              ...(opts.node === undefined ? {} : { nodeId: { id: opts.node } }),
-              state: STATES[opts.state ?? ""] ?? VmState.UNSPECIFIED,
-            })
+            .listVms({ ...req, pageToken })
             .then((r) => ({ items: r.vms, next: r.nextPageToken })),
-        );
-        ctx.print({ vms: vms.map((v) => messageJson(VmInfoSchema, v)) }, () =>
-          renderColumns(vmColumns(ctx.style), vms, ctx.wide),
-        );
-      }),
+        watch: {
+          open: (watch, from) => watch().watchVms({ list: req, from }),
+          item: (e) => e.vm,
+        },
+      });
+    }),
     "hvctl vm list",
     "hvctl vm list --node node-01 --state running -o wide",
+    "hvctl vm list --sort-by memory --tenant acme",
+    "hvctl vm list -l tier=web --watch",
   );
 
   withExamples(
@@ -114,6 +144,8 @@ export function vmCommand(cli: () => CliContext): Command {
             ["vcpus", String(v.vcpus)],
             ["memory", formatBytes(v.memoryBytes)],
             ["cpu model", v.cpuModel || "-"],
+            ["managed", v.managed ? "yes" : "no (adopt it with vm adopt)"],
+            ["desired state", v.managed ? vmState(v.desiredState, ctx.style) : "-"],
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
@@ -155,5 +187,35 @@ export function vmCommand(cli: () => CliContext): Command {
     "hvctl vm set-tenant web-01 acme",
     "hvctl vm set-tenant web-01 --none",
   );
+
+  withExamples(
+    vm
+      .command("label")
+      .description(
+        "set (key=value) or remove (key-) labels of a VM, which selectors (-l) match; the others stay",
+      )
+      .argument("<id>", "the VM id")
+      .argument("<labels...>", "key=value to set, key- to remove")
+      .action(async (id: string, labels: string[]) => {
+        const set: Record<string, string> = {};
+        const remove: string[] = [];
+        for (const l of labels) {
+          const eq = l.indexOf("=");
+          if (eq > 0) set[l.slice(0, eq)] = l.slice(eq + 1);
+          else if (l.endsWith("-") && l.length > 1) remove.push(l.slice(0, -1));
+          else throw new UsageError(`labels: expected key=value or key-, got "${l}"`);
+        }
+        const ctx = cli();
+        const v = await ctx.client(VmService).setVmLabels({ vmId: id, set, remove });
+        ctx.print(
+          messageJson(VmInfoSchema, v),
+          () => `vm ${v.id} labels: ${labelText(v.labels)}\n`,
+        );
+      }),
+    "hvctl vm label web-01 tier=web env=prod",
+    "hvctl vm label web-01 env-",
+    "hvctl vm list -l tier=web,env!=prod",
+  );
+  addVmLifecycleCommands(vm, cli);
   return vm;
 }

@@ -61,3 +61,19 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
   void follow();
   return { ready };
 }
+
+/**
+ * {@link watchOperations} for a consumer that must also see what was
+ * written while it was not watching: `sweep` runs once the watch is up and
+ * again after every resync; `ready` resolves after the first sweep.
+ */
+export function watchOperationsWithSweep(
+  options: Omit<OperationWatchOptions, "onResync"> & { sweep(): Promise<void> },
+): { ready: Promise<void> } {
+  const sweep = () =>
+    options.sweep().catch((err: unknown) => {
+      if (!options.signal.aborted) options.logger.warn({ err }, "operations sweep failed");
+    });
+  const watching = watchOperations({ ...options, onResync: () => void sweep() });
+  return { ready: watching.ready.then(sweep) };
+}

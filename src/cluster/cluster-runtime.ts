@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Clock, Logger } from "../core/index.js";
 import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import type { KvStore } from "../store/index.js";
+import { type EventSink, NO_EVENTS } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { FailoverDeps } from "./failover.js";
 import {
@@ -13,6 +14,7 @@ import type { Inventory } from "./inventory.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { startReadinessEvents } from "./readiness-events.js";
 import { registerRunner } from "./runner-registry.js";
 import type { StaleCopyDecision } from "./stale-copies.js";
 
@@ -32,6 +34,10 @@ export interface ClusterRuntimeOptions {
   readonly runnerLeaseMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
+  /** Where migrations, failovers and node readiness changes are told (default: nowhere). */
+  readonly events?: EventSink;
+  /** How often node readiness is looked at for its events (default 2000 ms). */
+  readonly readinessEventsMs?: number;
   /** The automatic failover controller; omit to run none. */
   readonly failover?: {
     readonly intervalMs: number;
@@ -83,6 +89,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     clock,
     logger,
     onSettled: options.onSettled,
+    events: options.events,
   });
   engineRef = engine;
   const failover: FailoverDeps = {
@@ -93,7 +100,16 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     store,
     logger,
     fenceDelayMs: options.fenceDelayMs,
+    events: options.events,
   };
+  const readiness = startReadinessEvents({
+    store,
+    inventory,
+    events: options.events ?? NO_EVENTS,
+    logger,
+    fenceDelayMs: options.fenceDelayMs,
+    intervalMs: options.readinessEventsMs,
+  });
   const reconcile = () =>
     engine
       .reconcile()
@@ -118,6 +134,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     controller,
     async close() {
       clearInterval(timer);
+      readiness.close();
       await controller?.close();
       await engine.close();
       await runners.close();

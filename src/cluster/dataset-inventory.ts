@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type CallContext, paginate } from "../core/index.js";
+import { type CallContext, paginate, scopeOf } from "../core/index.js";
 import { canSize, datasetKey, type StorageDriver } from "../drivers/index.js";
 import { DatasetRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import {
@@ -13,6 +13,7 @@ import { decodeMessage, type KvStore, rangeAll } from "../store/index.js";
 import { DATASETS_PREFIX } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import type { ReplicationJobs } from "./replication-jobs.js";
+import { filteredScope } from "./tenancy.js";
 
 /** Dependencies of {@link createDatasetInventory}. */
 export interface DatasetInventoryDeps {
@@ -29,49 +30,8 @@ export interface DatasetInventoryDeps {
  * joined entries, before anything else about them is looked up.
  */
 export function createDatasetInventory(deps: DatasetInventoryDeps) {
-  const { inventory, store, storage, jobs } = deps;
-
-  /** Every known dataset by key, joined from the VMs, the dataset records and the jobs. */
-  async function known(signal: AbortSignal): Promise<Map<string, DatasetInfo>> {
-    const out = new Map<string, DatasetInfo>();
-    const entry = (ref: DatasetInfo["dataset"]) => {
-      if (ref === undefined) return undefined;
-      const key = datasetKey(ref);
-      let e = out.get(key);
-      if (e === undefined) {
-        e = create(DatasetInfoSchema, { dataset: ref, snapshotCount: -1 });
-        out.set(key, e);
-      }
-      return e;
-    };
-    for (const vm of await inventory.listVms(signal))
-      for (const disk of vm.disks) {
-        const e = entry(disk);
-        if (e === undefined) continue;
-        e.vmId = vm.id;
-        e.tenant = vm.tenant;
-        if (disk.backend === StorageBackend.BACKEND_ZFS) e.nodeId = vm.nodeId;
-      }
-    for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
-      const rec = decodeMessage(DatasetRecordSchema, kv);
-      const e = entry(rec.dataset);
-      if (e === undefined) continue;
-      if (e.vmId === "") e.tenant = rec.tenant;
-      e.origin = rec.origin;
-    }
-    for (const j of await jobs.list(signal)) {
-      const e = entry(j.job.plan?.dataset);
-      e?.replications.push(
-        create(DatasetReplicationSchema, {
-          jobId: j.job.jobId,
-          source: j.job.plan?.source?.nodeId,
-          target: j.job.plan?.target?.nodeId,
-          state: j.status.state,
-        }),
-      );
-    }
-    return out;
-  }
+  const { storage } = deps;
+  const known = (signal: AbortSignal) => knownDatasets(deps, signal);
 
   const onNode = (d: DatasetInfo, node: string) =>
     d.nodeId?.id === node ||
@@ -80,11 +40,13 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
   return {
     async listDatasets(req: ListDatasetsRequest, ctx: CallContext) {
       const node = req.nodeId?.id ?? "";
+      filteredScope(scopeOf(ctx), req.tenant);
       const all = [...(await known(ctx.signal)).entries()]
         .filter(
           ([, d]) =>
             // Tenancy, decided here once: another tenant's dataset is not listed at all.
             (ctx.tenant === undefined || d.tenant === ctx.tenant) &&
+            (req.tenant === "" || d.tenant === req.tenant) &&
             (req.backend === StorageBackend.BACKEND_UNKNOWN ||
               d.dataset?.backend === req.backend) &&
             (node === "" || onNode(d, node)),
@@ -111,4 +73,50 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
       return { datasets, nextPageToken: page.nextPageToken };
     },
   };
+}
+
+/** Every known dataset by key, joined from the VMs, the dataset records and the jobs (sizes and snapshot counts not asked). */
+export async function knownDatasets(
+  deps: Omit<DatasetInventoryDeps, "storage">,
+  signal: AbortSignal,
+): Promise<Map<string, DatasetInfo>> {
+  const { inventory, store, jobs } = deps;
+  const out = new Map<string, DatasetInfo>();
+  const entry = (ref: DatasetInfo["dataset"]) => {
+    if (ref === undefined) return undefined;
+    const key = datasetKey(ref);
+    let e = out.get(key);
+    if (e === undefined) {
+      e = create(DatasetInfoSchema, { dataset: ref, snapshotCount: -1 });
+      out.set(key, e);
+    }
+    return e;
+  };
+  for (const vm of await inventory.listVms(signal))
+    for (const disk of vm.disks) {
+      const e = entry(disk);
+      if (e === undefined) continue;
+      e.vmId = vm.id;
+      e.tenant = vm.tenant;
+      if (disk.backend === StorageBackend.BACKEND_ZFS) e.nodeId = vm.nodeId;
+    }
+  for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
+    const rec = decodeMessage(DatasetRecordSchema, kv);
+    const e = entry(rec.dataset);
+    if (e === undefined) continue;
+    if (e.vmId === "") e.tenant = rec.tenant;
+    e.origin = rec.origin;
+  }
+  for (const j of await jobs.list(signal)) {
+    const e = entry(j.job.plan?.dataset);
+    e?.replications.push(
+      create(DatasetReplicationSchema, {
+        jobId: j.job.jobId,
+        source: j.job.plan?.source?.nodeId,
+        target: j.job.plan?.target?.nodeId,
+        state: j.status.state,
+      }),
+    );
+  }
+  return out;
 }

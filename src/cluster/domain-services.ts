@@ -2,12 +2,18 @@ import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
 import type { KvStore } from "../store/index.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
+import type { EventLog } from "./event-log.js";
+import type { EventSink } from "./event-recorder.js";
+import { createEventService } from "./event-service.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
+import { scopedJobId } from "./replication-handlers.js";
+import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
+import { createWatchService } from "./watch-service.js";
 
 /** Dependencies of the debvisor.v1 domain services. */
 export interface DomainServiceDeps {
@@ -28,8 +34,13 @@ export interface DomainServiceDeps {
    */
   readonly policyTenants?: () => Iterable<string>;
   readonly logger?: Logger;
+  /** Placement of new VMs (default 4 vCPUs per core, no memory overcommit). */
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
+  /** The cluster's events: EventService reads them, NodeService tells cordons, drains and removals. */
+  readonly events?: { readonly log: EventLog; readonly sink: EventSink };
 }
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
@@ -39,10 +50,15 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       inventory: deps.inventory,
       engine: deps.runtime?.engine,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      events: deps.events?.sink,
     }),
     createVmService({
       inventory: deps.inventory,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      store: deps.store,
+      clock: deps.clock,
+      cpuOvercommit: deps.cpuOvercommit,
+      memoryOvercommit: deps.memoryOvercommit,
     }),
     createMigrationService(
       deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock },
@@ -58,5 +74,22 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       logger: deps.logger,
       closing: deps.closing,
     }),
+    ...(deps.events === undefined
+      ? []
+      : [createEventService({ log: deps.events.log, jobIdIn: jobIdIn(deps.store) })]),
+    createWatchService({
+      inventory: deps.inventory,
+      store: deps.store,
+      fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
+      policyTenants: deps.policyTenants,
+      closing: deps.closing,
+    }),
   ];
+}
+
+/** A tenant's job id as stored: in its own space when it has a job so named, else as given. */
+function jobIdIn(store: KvStore) {
+  const jobs = createReplicationJobs(store);
+  return async (tenant: string, id: string, signal: AbortSignal) =>
+    (await jobs.get(scopedJobId(tenant, id), signal)) === undefined ? id : scopedJobId(tenant, id);
 }

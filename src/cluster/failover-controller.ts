@@ -4,14 +4,12 @@ import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
-import { type FailoverDeps, failoverVm } from "./failover.js";
+import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
 
 const LEADER_KEY = "controllers/failover";
 const RECORDS = FAILOVER_RECORDS;
-/** The principal the controller acts as, in migration records and the audit trail. */
-export const FAILOVER_PRINCIPAL = "system:failover-controller";
 
 /** One decision of the controller, for logs and the audit trail. */
 export interface FailoverDecision {
@@ -20,6 +18,8 @@ export interface FailoverDecision {
   readonly action: "restarted" | "skipped" | "failed";
   readonly detail: string;
   readonly migrationId?: string;
+  /** The VM's tenant, for its events. */
+  readonly tenant?: string;
 }
 
 /** Options of {@link startFailoverController}. */
@@ -112,6 +112,17 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     lastDecision.set(d.vmId, key);
     logger.info({ ...d }, "failover decision");
     options.onDecision?.(d);
+    // Restarts and failures are told by failoverVm itself, with the VM's tenant.
+    if (d.action === "skipped")
+      options.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        tenant: d.tenant,
+        type: "FailoverSkipped",
+        message: `${d.node} is down; not restarting: ${d.detail}`,
+        warning: true,
+        source: "failover-controller",
+      });
   }
 
   const ha = createHaRestore({
@@ -166,6 +177,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
           decide({
             vmId: vm.id,
             node: nodeId,
+            tenant: vm.tenant,
             action: "skipped",
             detail: `restart limit reached (${limit} in ${Math.round(windowMs / 60_000)} min)`,
           });

@@ -7,8 +7,9 @@ import {
   MigrationState,
 } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Compare, KvStore } from "../store/index.js";
+import type { EventSink } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
@@ -29,6 +30,8 @@ export interface FailoverDeps {
    * elsewhere: longer than the node's own watchdog takes to stop them.
    */
   readonly fenceDelayMs: number;
+  /** Where refusals, decisions and restarts are told (default: nowhere). */
+  readonly events?: EventSink;
 }
 
 /** Options of one failover. */
@@ -59,9 +62,54 @@ export async function failoverVm(
   signal: AbortSignal,
   options: FailoverOptions = {},
 ): Promise<Migration> {
-  const { engine, inventory, executors, records, logger, fenceDelayMs } = deps;
-  const vm = await inventory.findVm(vmId, signal);
+  const vm = await deps.inventory.findVm(vmId, signal);
   if (vm === undefined || !visibleTo(vm, tenant)) throw new RpcError("VM_NOT_FOUND");
+  const tell = (type: string, message: string, reason?: string, warning = false) =>
+    deps.events?.emit({
+      kind: "vm",
+      id: vm.id,
+      tenant: vm.tenant,
+      type,
+      reason,
+      message,
+      warning,
+      source: requestedBy === FAILOVER_PRINCIPAL ? "failover-controller" : "failover",
+    });
+  try {
+    const m = await failoverOnce(deps, vm, requestedBy, tenant, signal, options, (message) =>
+      tell("FailoverDecided", message),
+    );
+    tell("Restarted", `${m.message}; failover ${m.migrationId}`);
+    return m;
+  } catch (err) {
+    const rpc = toRpcError(err);
+    if (REFUSALS.has(rpc.reason)) tell("FailoverRefused", rpc.clientMessage, rpc.reason, true);
+    else tell("FailoverFailed", rpc.clientMessage, rpc.reason, true);
+    throw err;
+  }
+}
+
+/** The principal the failover controller acts as, in migration records and the audit trail. */
+export const FAILOVER_PRINCIPAL = "system:failover-controller";
+/** Reasons that mean "not now, and why", as opposed to a restart that went wrong. */
+const REFUSALS = new Set([
+  "FAILOVER_NOT_ALLOWED",
+  "NO_TARGET",
+  "MIGRATION_IN_PROGRESS",
+  "NODE_NOT_FOUND",
+]);
+
+async function failoverOnce(
+  deps: FailoverDeps,
+  vm: VmInfo,
+  requestedBy: string,
+  tenant: string | undefined,
+  signal: AbortSignal,
+  options: FailoverOptions,
+  decided: (message: string) => void,
+): Promise<Migration> {
+  const { engine, inventory, executors, records, logger, fenceDelayMs } = deps;
+  const vmId = vm.id;
   const source = vm.nodeId?.id ?? "";
   // From the store, not a cache: "down long enough" must not rest on a stale
   // view, and the record is written below only if this node record is unchanged.
@@ -92,6 +140,9 @@ export async function failoverVm(
       message: `no node can take this vm now: ${driver?.kind ?? "no driver"} on ${plan.target} cannot restart vms of failed nodes`,
     });
   }
+  decided(
+    `${source} has been not ready for ${Math.round(down / 1000)} s (fence delay ${Math.round(fenceDelayMs / 1000)} s): restarting on ${plan.target} (${plan.targetReason})`,
+  );
   const { internals } = engine;
   const record = internals.newRecord({
     id: internals.newId(),

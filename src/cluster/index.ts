@@ -19,15 +19,27 @@ export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
 export type { DriverReporter, ReportedNode } from "./driver-reporter.js";
 export { startDriverReporter } from "./driver-reporter.js";
+export type { EventFilter, EventLog, EventObjectKind, StoredEvent } from "./event-log.js";
+export { createEventLog, EVENTS_PREFIX } from "./event-log.js";
+export type {
+  ClusterEvent,
+  EventRecorder,
+  EventRecorderOptions,
+  EventSink,
+  EventStats,
+} from "./event-recorder.js";
+export { createEventRecorder, NO_EVENTS } from "./event-recorder.js";
+export { createEventService } from "./event-service.js";
 export type { Executors } from "./executors.js";
 export { createLocalExecutors } from "./executors.js";
 export type { FailoverDeps, FailoverOptions } from "./failover.js";
-export { failoverVm } from "./failover.js";
+export { FAILOVER_PRINCIPAL, failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";
-export { FAILOVER_PRINCIPAL } from "./failover-controller.js";
 export { fenceDelayAllows, fenceMarginMs, selfFenceWindowMs } from "./fence-timing.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
+export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";
+export { startLocalOperationRunner } from "./local-operation-runner.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
 export type { ReplicaLookup } from "./migration-planner.js";
 export { NO_REPLICAS } from "./migration-planner.js";
@@ -39,6 +51,8 @@ export { drainNode } from "./node-drain.js";
 export type { LivenessSource } from "./node-liveness.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
+export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events.js";
+export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
 export { createReplicaCatalog } from "./replica-catalog.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
@@ -62,9 +76,12 @@ export { planRetention } from "./retention.js";
 export type { StaleCopyDecision } from "./stale-copies.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
-export { createTargetResolvers } from "./tenancy.js";
+export { createEventTenants, createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
+export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
+export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";
 export { currentGeneration, placementChange, readPlacement } from "./vm-placement.js";
+export type { VmRecords } from "./vm-records.js";
 export type { VmServiceDeps } from "./vm-service.js";
 export { createVmService } from "./vm-service.js";

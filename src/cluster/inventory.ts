@@ -27,10 +27,18 @@ import {
   mirrorPrefix,
   type PrefixMirror,
 } from "../store/index.js";
+import type { EventSink } from "./event-recorder.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
-import { createVmRecords, type VmFacts, vmRecord, withTenants } from "./vm-records.js";
+import {
+  createVmRecords,
+  type VmFacts,
+  type VmRecords,
+  vmRecord,
+  withTenants,
+} from "./vm-records.js";
+import { specOfReported } from "./vm-spec.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -55,6 +63,8 @@ export interface InventoryOptions {
    */
   readonly liveness?: LivenessSource;
   readonly logger?: Logger;
+  /** Where VMs placed by a report, and reports that conflict with a placement, are told. */
+  readonly events?: EventSink;
 }
 
 /** Outcome of a registration. */
@@ -129,8 +139,24 @@ export interface Inventory {
    * for a VM neither reported nor recorded. Answers the VM as now listed.
    */
   assignTenant(vmId: string, tenant: string, by: string, signal?: AbortSignal): Promise<VmInfo>;
-  /** Gives each VM the tenant named unless one was ever assigned to it (dev mode's seeding). */
-  seedTenants(vms: readonly { id: string; tenant: string }[], by: string): Promise<void>;
+  /**
+   * Removes the `remove` labels of a VM, then sets `set` (the rest stay), kept in
+   * the store like its tenant; VM_NOT_FOUND as for assignTenant. Answers the VM as now listed.
+   */
+  setLabels(
+    vmId: string,
+    set: Readonly<Record<string, string>>,
+    remove: readonly string[],
+    signal?: AbortSignal,
+  ): Promise<VmInfo>;
+  /**
+   * Gives each VM the tenant named unless one was ever assigned to it (dev
+   * mode's seeding); a full VmInfo also becomes managed, its shape its spec,
+   * as if the control plane had created it.
+   */
+  seedTenants(vms: readonly ({ id: string; tenant: string } | VmInfo)[], by: string): Promise<void>;
+  /** The control plane's VM records (tenant, placement, spec), shared with the VM lifecycle. */
+  readonly vmRecords: VmRecords;
   /** Stops following the store. */
   close(): void;
 }
@@ -139,6 +165,8 @@ const PREFIX = "nodes/";
 const VMS = "vms/";
 /** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
 const MAX_CLAIMS = 50;
+/** Labels one VM may carry. */
+const MAX_LABELS = 64;
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
 const MAX_ATTEMPTS = 8;
 
@@ -292,6 +320,41 @@ export function createInventory(options: InventoryOptions): Inventory {
     throw new RpcError("CONFLICT");
   }
 
+  /**
+   * Changes what the control plane holds of a VM (tenant, labels) under
+   * compare-and-swap; VM_NOT_FOUND for a VM neither reported nor recorded.
+   * Answers the VM as now listed.
+   */
+  async function updateFacts(
+    vmId: string,
+    change: (prev: VmRecord | undefined) => Parameters<typeof vmRecord>[2],
+    signal: AbortSignal | undefined,
+  ): Promise<VmInfo> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+      const reported = placedVms(await records(), await vmRecords.all()).get(vmId);
+      if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
+      const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
+      const rec = vmRecord(vmId, prev, {
+        ...change(prev?.rec),
+        nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
+      });
+      const w = vmRecords.write(rec, prev?.rev ?? 0);
+      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+      if (txn.succeeded) {
+        vmRecords.remember(rec, txn.revision);
+        const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
+        if (reported !== undefined) return { ...reported, ...facts };
+        return create(VmInfoSchema, {
+          id: vmId,
+          ...facts,
+          nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
+        });
+      }
+    }
+    throw new RpcError("CONFLICT");
+  }
+
   return {
     register(info, owner, signal) {
       const id = nodeKey(info.id?.id ?? "");
@@ -339,9 +402,9 @@ export function createInventory(options: InventoryOptions): Inventory {
           ? mine.rec
           : other?.rec;
       };
-      /** Copies of VMs placed on other nodes in this report: conflicts, recorded after it. */
-      let stale: VmInfo[] | undefined;
-      const fresh = await update(nodeId, signal, (current) => {
+      let placement: Placement | undefined;
+      const recorded = await update(nodeId, signal, (current) => {
+        placement = undefined;
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         checkReporter(current, nodeId, reporter);
         const now = clock.now();
@@ -365,7 +428,7 @@ export function createInventory(options: InventoryOptions): Inventory {
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
-        stale = placed.stale;
+        placement = placed;
         const vms = withTenants(placed.vms, facts);
         return {
           next: create(NodeRecordSchema, {
@@ -379,14 +442,16 @@ export function createInventory(options: InventoryOptions): Inventory {
           vms: placed.claims,
         };
       });
-      if (fresh && stale !== undefined)
-        await staleCopies.note(nodeId, stale, signal).catch((err: unknown) => {
+      if (placement !== undefined && options.events !== undefined)
+        tellPlacement(options.events, nodeId, placement, facts);
+      if (recorded && placement !== undefined)
+        await staleCopies.note(nodeId, placement.stale, signal).catch((err: unknown) => {
           options.logger?.warn(
             { err, node: nodeId },
             "stale copies not recorded; the next report will",
           );
         });
-      return fresh;
+      return recorded;
     },
     async listNodes(signal) {
       signal?.throwIfAborted();
@@ -503,31 +568,28 @@ export function createInventory(options: InventoryOptions): Inventory {
       }
       throw new RpcError("CONFLICT");
     },
-    async assignTenant(vmId, tenant, by, signal) {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-        const reported = placedVms(await records(), await vmRecords.all()).get(vmId);
-        if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
-        const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
-        const rec = vmRecord(vmId, prev, {
-          tenant,
-          tenantSetBy: by,
-          tenantSetAtMs: BigInt(clock.now()),
-          nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
-        });
-        const w = vmRecords.write(rec, prev?.rev ?? 0);
-        const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
-        if (txn.succeeded) {
-          vmRecords.remember(rec, txn.revision);
-          if (reported !== undefined) return { ...reported, tenant };
-          return create(VmInfoSchema, {
-            id: vmId,
-            tenant,
-            nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
-          });
-        }
-      }
-      throw new RpcError("CONFLICT");
+    assignTenant(vmId, tenant, by, signal) {
+      return updateFacts(
+        vmId,
+        () => ({ tenant, tenantSetBy: by, tenantSetAtMs: BigInt(clock.now()) }),
+        signal,
+      );
+    },
+    setLabels(vmId, set, remove, signal) {
+      return updateFacts(
+        vmId,
+        (prev) => {
+          const labels = { ...(prev?.labels ?? {}) };
+          for (const key of remove) delete labels[key];
+          Object.assign(labels, set);
+          if (Object.keys(labels).length > MAX_LABELS)
+            throw new RpcError("INVALID_ARGUMENT", {
+              message: `labels: a VM has at most ${MAX_LABELS}`,
+            });
+          return { labels };
+        },
+        signal,
+      );
     },
     async seedTenants(vms, by) {
       const known = await vmRecords.all();
@@ -535,10 +597,20 @@ export function createInventory(options: InventoryOptions): Inventory {
         .filter((vm) => (known.get(vm.id)?.rec.tenantSetBy ?? "") === "")
         .map((vm) => {
           const prev = known.get(vm.id);
+          const full = "$typeName" in vm ? vm : undefined;
           const rec = vmRecord(vm.id, prev, {
             tenant: vm.tenant,
             tenantSetBy: by,
             tenantSetAtMs: BigInt(clock.now()),
+            ...(full === undefined
+              ? {}
+              : {
+                  managed: true,
+                  managedBy: by,
+                  managedAtMs: BigInt(clock.now()),
+                  spec: specOfReported(full),
+                  desiredState: full.state === VmState.RUNNING ? VmState.RUNNING : VmState.STOPPED,
+                }),
           });
           return { rec, rev: prev?.rev ?? 0 };
         });
@@ -568,6 +640,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       removed.set(id, txn.revision);
       return true;
     },
+    vmRecords,
     close() {
       void mirror?.then((m) => m.close());
       vmRecords.close();
@@ -609,8 +682,10 @@ function placeReported(
   vms: VmInfo[],
   facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
-): { vms: VmInfo[]; claims: { rec: VmRecord; rev: number }[]; stale: VmInfo[] } {
+): Placement {
   const claims: { rec: VmRecord; rev: number }[] = [];
+  const placed: { vmId: string; tenant: string; was: string }[] = [];
+  const refused: { vmId: string; holder: string }[] = [];
   const stale: VmInfo[] = [];
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
@@ -623,6 +698,7 @@ function placeReported(
     const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
     if (holder !== "" && (known || stillHolds(nodes(holder), vm.id))) {
       // A copy of a VM placed elsewhere: a conflict, never a placement.
+      refused.push({ vmId: vm.id, holder });
       stale.push(vm);
       return false;
     }
@@ -630,9 +706,48 @@ function placeReported(
     // A new placement, found rather than decided: a new generation all the same.
     const generation = (fact?.rec.generation ?? 0n) + 1n;
     claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
+    placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;
   });
-  return { vms: kept.length === vms.length ? vms : kept, claims, stale };
+  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
+}
+
+/** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
+interface Placement {
+  readonly vms: VmInfo[];
+  readonly claims: { rec: VmRecord; rev: number }[];
+  /** The claims' VMs, with the node that held each before ("" for none). */
+  readonly placed: { vmId: string; tenant: string; was: string }[];
+  readonly refused: { vmId: string; holder: string }[];
+  /** Copies of VMs placed elsewhere (conflicts), recorded on the VMs' records after the report. */
+  readonly stale: VmInfo[];
+}
+
+/** Events of a recorded report: each VM it placed, and each it claims that another node holds. */
+function tellPlacement(events: EventSink, nodeId: string, p: Placement, facts: VmFacts): void {
+  for (const { vmId, tenant, was } of p.placed) {
+    events.emit({
+      kind: "vm",
+      id: vmId,
+      tenant,
+      type: "Placed",
+      message:
+        was === ""
+          ? `first reported by ${nodeId}`
+          : `reported by ${nodeId}, no longer by ${was}: placed on ${nodeId}`,
+      source: "inventory",
+    });
+  }
+  for (const r of p.refused)
+    events.emit({
+      kind: "vm",
+      id: r.vmId,
+      tenant: facts.get(r.vmId)?.rec.tenant ?? "",
+      type: "Conflict",
+      message: `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
+      warning: true,
+      source: "inventory",
+    });
 }
 
 /** Whether a node's last report (or a pin on it) still has the VM. */

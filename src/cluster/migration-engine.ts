@@ -20,8 +20,10 @@ import {
   MigrationState,
 } from "../gen/debvisor/v1/migration_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { EventSink } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
+import { createMigrationEvents } from "./migration-events.js";
 import type { Plan, Planner } from "./migration-planner.js";
 import { isActive, type MigrationRecords } from "./migration-records.js";
 import type { RunnerRegistry } from "./runner-registry.js";
@@ -54,6 +56,8 @@ export interface MigrationEngineOptions {
   readonly progressSaveMs?: number;
   /** Told of each migration settled by reconciliation (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
+  /** Where each migration's start, phases and end are told (default: nowhere). */
+  readonly events?: EventSink;
 }
 
 /** Plans, runs, watches, cancels and reconciles migrations. */
@@ -138,6 +142,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
   const listeners = new Map<string, Set<(m: Migration) => void>>();
   const lastSaved = new Map<string, number>();
   let counter = 0;
+  const told = createMigrationEvents(options.events);
 
   const newId = () =>
     `m-${clock.now().toString(36).padStart(9, "0")}-${(counter++ % 1296).toString(36).padStart(2, "0")}${randomBytes(3).toString("hex")}`;
@@ -189,6 +194,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           }
         : undefined;
     const notify = () => {
+      told.changed(snap);
       for (const l of listeners.get(id) ?? []) l(snap.migration as Migration);
     };
     const prev = chains.get(id) ?? Promise.resolve();

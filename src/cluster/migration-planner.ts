@@ -71,24 +71,36 @@ export interface Planner {
 
 const GIB = 1024 ** 3;
 
+/**
+ * What a node can still take: its capacity times the overcommit ratios,
+ * minus what its VMs use and what in-flight migrations reserved on it.
+ */
+export function freeCapacity(
+  node: NodeSummary,
+  reserved: ReadonlyMap<string, Reserved>,
+  cpuOvercommit: number,
+  memOvercommit: number,
+): { vcpus: number; memory: bigint } {
+  const id = node.info?.id?.id ?? "";
+  const r = reserved.get(id);
+  const cores = node.info?.capacity?.cpuCores ?? 0;
+  const mem = node.info?.capacity?.memoryBytes ?? 0n;
+  return {
+    vcpus: Math.floor(cores * cpuOvercommit) - node.vcpusAllocated - (r?.vcpus ?? 0),
+    memory:
+      BigInt(Math.floor(Number(mem) * memOvercommit)) -
+      node.memoryAllocatedBytes -
+      (r?.memoryBytes ?? 0n),
+  };
+}
+
 /** Creates a {@link Planner}. */
 export function createPlanner(options: PlannerOptions): Planner {
   const cpuOvercommit = options.cpuOvercommit ?? 4;
   const memOvercommit = options.memoryOvercommit ?? 1;
 
-  function free(node: NodeSummary, reserved: ReadonlyMap<string, Reserved>) {
-    const id = node.info?.id?.id ?? "";
-    const r = reserved.get(id);
-    const cores = node.info?.capacity?.cpuCores ?? 0;
-    const mem = node.info?.capacity?.memoryBytes ?? 0n;
-    return {
-      vcpus: Math.floor(cores * cpuOvercommit) - node.vcpusAllocated - (r?.vcpus ?? 0),
-      memory:
-        BigInt(Math.floor(Number(mem) * memOvercommit)) -
-        node.memoryAllocatedBytes -
-        (r?.memoryBytes ?? 0n),
-    };
-  }
+  const free = (node: NodeSummary, reserved: ReadonlyMap<string, Reserved>) =>
+    freeCapacity(node, reserved, cpuOvercommit, memOvercommit);
 
   /** The checks of moving `vm` from `source` to `target`. */
   async function checkTarget(
@@ -385,6 +397,7 @@ async function storageCheck(
   };
 }
 
-function gib(bytes: bigint): string {
+/** Bytes as GiB with one decimal, for reasons and event messages. */
+export function gib(bytes: bigint): string {
   return `${(Number(bytes) / GIB).toFixed(1)} GiB`;
 }

@@ -12,6 +12,7 @@ import {
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
   type GetMigrationRequest,
+  type ListMigrationsRequest,
   type Migration,
   MigrationKind,
   MigrationService,
@@ -22,6 +23,7 @@ import {
 import { type FailoverDeps, failoverVm } from "./failover.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { type MigrateSpec, retriedMigration } from "./migration-retry.js";
+import { filteredScope } from "./tenancy.js";
 
 /** A request's VM, and a migration id: what each method acts on. */
 const vmOf = { kind: "vm", id: (req: VMMigrateSpec) => req.vm?.vmId ?? "" } as const;
@@ -161,11 +163,9 @@ export function createMigrationService(deps?: MigrationServiceDeps): ServiceBind
       };
     },
     async listMigrations(req, ctx) {
-      const vmId = req.vm?.vmId ?? "";
-      const all = (await engine.list(scopeOf(ctx).canSee, ctx.signal)).filter(
-        (m: Migration) =>
-          (vmId === "" || m.vm?.vmId === vmId) &&
-          (req.state === MigrationState.UNSPECIFIED || m.state === req.state),
+      const scope = filteredScope(scopeOf(ctx), req.tenant);
+      const all = (await engine.list(scope.canSee, ctx.signal)).filter((m) =>
+        migrationMatches(m, req),
       );
       // Ids sort by creation time; the page key keeps newest-first order stable.
       const page = paginate(all, (m) => invert(m.migrationId), req.pageSize, req.pageToken);
@@ -203,4 +203,13 @@ function invert(id: string): string {
   let out = "";
   for (const ch of id) out += String.fromCharCode(0x7e - (ch.charCodeAt(0) - 0x21));
   return out;
+}
+
+/** Whether a migration passes a ListMigrations filter (tenancy aside). */
+export function migrationMatches(m: Migration, req: ListMigrationsRequest): boolean {
+  const vmId = req.vm?.vmId ?? "";
+  return (
+    (vmId === "" || m.vm?.vmId === vmId) &&
+    (req.state === MigrationState.UNSPECIFIED || m.state === req.state)
+  );
 }

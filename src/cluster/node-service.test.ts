@@ -171,7 +171,8 @@ describe("ListNodes", () => {
               const got: string[] = [];
               let pageToken = "";
               for (let page = 0; page <= nodes.length; page++) {
-                const request = create(ListNodesRequestSchema, { ...l, pageToken });
+                // l.tenant is the caller's, not a tenant filter in the request.
+                const request = create(ListNodesRequestSchema, { ...l, tenant: "", pageToken });
                 const answer = await listNodes(request, l.tenant);
                 const message: NodeList = create(NodeListSchema, answer as never);
                 const bytes = preEncoded(answer, NodeListSchema);

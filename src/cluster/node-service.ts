@@ -1,6 +1,9 @@
 import {
   defineService,
+  type LabelSelector,
+  matchesLabels,
   paginate,
+  parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
@@ -15,12 +18,13 @@ import {
   NodeService,
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
+import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
 import { removeNode } from "./node-removal.js";
-import { scopeNode, visibleVms } from "./tenancy.js";
+import { filteredScope, scopeNode, visibleVms } from "./tenancy.js";
 import { observedVm } from "./vm-view.js";
 
 /** Dependencies of the NodeService handlers. */
@@ -30,11 +34,23 @@ export interface NodeServiceDeps {
   readonly engine?: MigrationEngine;
   /** How long a NOT_READY node takes to fence itself: GetNode then shows its VMs stopped. */
   readonly fenceDelayMs?: number;
+  /** Where cordons, drains and removals are told (default: nowhere). */
+  readonly events?: EventSink;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
 export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   const { inventory } = deps;
+  const tell = (id: string, type: string, message: string, warning = false) =>
+    deps.events?.emit({
+      kind: "node",
+      id,
+      tenant: "",
+      type,
+      message,
+      warning,
+      source: "node-service",
+    });
   /** ListNodes answers cluster-wide callers with bytes built from each node's kept encoding. */
   const encoder = createSummaryEncoder();
   return defineService(
@@ -52,7 +68,11 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         resource: (req: Health) => ({ nodeId: req.nodeId?.id ?? "" }),
         target: { kind: "cluster" },
       },
-      listNodes: { permission: "node:list", mutating: false },
+      listNodes: {
+        permission: "node:list",
+        mutating: false,
+        validate: (req: ListNodesRequest) => parseLabelSelector(req.selector),
+      },
       getNode: { permission: "node:list", mutating: false },
       // Node-wide operations act on every tenant's VMs: cluster-scoped.
       cordonNode: { permission: "node:cordon", mutating: true, target: { kind: "cluster" } },
@@ -75,10 +95,11 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async listNodes(req, ctx) {
+        const scope = filteredScope(scopeOf(ctx), req.tenant);
+        const selector = parseLabelSelector(req.selector);
         const all = await inventory.listNodes(ctx.signal);
-        const nodes = all.filter((n) => matches(n, req));
+        const nodes = all.filter((n) => nodeMatches(n, req, selector));
         const page = paginate(nodes, (n) => n.info?.id?.id ?? "", req.pageSize, req.pageToken);
-        const scope = scopeOf(ctx);
         const list = {
           nodes: page.items.map((n) => scopeNode(n, scope)),
           nextPageToken: page.nextPageToken,
@@ -99,14 +120,25 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async cordonNode(req, ctx) {
-        return inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+        const node = await inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(
+          id,
+          "Cordoned",
+          `${id} cordoned by ${principalOf(ctx).id}${req.reason === "" ? "" : `: ${req.reason}`}`,
+        );
+        return node;
       },
       async uncordonNode(req, ctx) {
-        return inventory.cordon(req.id?.id ?? "", false, ctx.signal);
+        const node = await inventory.cordon(req.id?.id ?? "", false, ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(id, "Uncordoned", `${id} uncordoned by ${principalOf(ctx).id}`);
+        return node;
       },
       async *drainNode(req, ctx) {
         if (deps.engine === undefined) throw new RpcError("NOT_IMPLEMENTED");
-        yield* drainNode(
+        const id = req.id?.id ?? "";
+        for await (const p of drainNode(
           { inventory, engine: deps.engine },
           {
             nodeId: req.id?.id ?? "",
@@ -115,17 +147,31 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
             requestedBy: principalOf(ctx).id,
           },
           ctx.signal,
-        );
+        )) {
+          if (p.done) tell(id, p.failed > 0 ? "DrainFailed" : "Drained", p.message, p.failed > 0);
+          else if (p.migration === undefined && p.message.startsWith("cordoned "))
+            tell(id, "DrainStarted", p.message);
+          yield p;
+        }
       },
       async removeNode(req, ctx) {
-        return removeNode(inventory, req.id?.id ?? "", ctx.signal);
+        const node = await removeNode(inventory, req.id?.id ?? "", ctx.signal);
+        const id = node.info?.id?.id ?? "";
+        tell(id, "Removed", `${id} removed by ${principalOf(ctx).id}`);
+        return node;
       },
     },
   );
 }
 
-function matches(node: NodeSummary, req: ListNodesRequest): boolean {
+/** Whether a node passes a ListNodes filter (`selector`: its `selector`, parsed). */
+export function nodeMatches(
+  node: NodeSummary,
+  req: ListNodesRequest,
+  selector: LabelSelector,
+): boolean {
   const info = node.info;
+  if (!matchesLabels(selector, info?.labels)) return false;
   if (req.zone !== "" && info?.zone !== req.zone) return false;
   if (req.rack !== "" && info?.rack !== req.rack) return false;
   if (req.readiness !== NodeReadiness.UNSPECIFIED && node.readiness !== req.readiness) return false;

@@ -31,6 +31,7 @@ import type { Inventory } from "./inventory.js";
 import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
 import { resolveReplicationPolicy } from "./replication-policy.js";
 import type { ReplicationRunner } from "./replication-runner.js";
+import { filteredScope } from "./tenancy.js";
 import { timestampFromMs } from "./timestamp.js";
 
 type Handlers = Pick<
@@ -77,14 +78,18 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
     throw new RpcError("REPLICATION_JOB_NOT_FOUND");
   };
   /** Whether the call's scope may see a dataset: one of its owners' tenants, or cluster-wide. */
-  const seenBy = async (dataset: DatasetRef, ctx: CallContext, signal: AbortSignal) => {
-    const scope = scopeOf(ctx);
+  const seenBy = async (
+    dataset: DatasetRef,
+    ctx: CallContext,
+    signal: AbortSignal,
+    scope = scopeOf(ctx),
+  ) => {
     return (
       scope.clusterWide || (await access.tenants(dataset, signal)).some((t) => scope.canSee(t))
     );
   };
   /** Visibility of many jobs, asking once per dataset. */
-  const visibilityOf = (ctx: CallContext) => {
+  const visibilityOf = (ctx: CallContext, scope = scopeOf(ctx)) => {
     const cache = new Map<string, Promise<boolean>>();
     return (job: StoredJob) => {
       const dataset = job.job.plan?.dataset;
@@ -92,7 +97,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       const key = datasetKey(dataset);
       let seen = cache.get(key);
       if (seen === undefined) {
-        seen = seenBy(dataset, ctx, ctx.signal);
+        seen = seenBy(dataset, ctx, ctx.signal, scope);
         cache.set(key, seen);
       }
       return seen;
@@ -153,7 +158,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
     },
 
     async listReplicationJobs(req, ctx) {
-      const visible = visibilityOf(ctx);
+      const visible = visibilityOf(ctx, filteredScope(scopeOf(ctx), req.tenant));
       const all = await jobs.list(ctx.signal);
       const shown: StoredJob[] = [];
       for (const j of all) if (await visible(j)) shown.push(j);

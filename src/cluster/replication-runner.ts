@@ -16,6 +16,8 @@ import {
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { type DatasetRef, ReplicationState } from "../gen/debvisor/v1/storage_pb.js";
 import { encodeMessage, type KvStore, type Lease } from "../store/index.js";
+import type { EventSink } from "./event-recorder.js";
+import { gib } from "./migration-planner.js";
 import { jobKeys, type ReplicationJobs, retiredKey, type StoredJob } from "./replication-jobs.js";
 
 /** Options of {@link createReplicationRunner}. */
@@ -43,6 +45,8 @@ export interface ReplicationRunnerOptions {
    * copy, and its target is where the VM now writes.
    */
   readonly ownerNode?: (dataset: DatasetRef, signal: AbortSignal) => Promise<string | undefined>;
+  /** Where each run's outcome, and a job following its VM, are told (default: nowhere). */
+  readonly events?: EventSink;
 }
 
 /** Runs replication jobs, at most one run per job across every daemon sharing the store. */
@@ -84,6 +88,17 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
   const retryMaxMs = options.retryMaxMs ?? 3_600_000;
   const progressIntervalMs = options.progressIntervalMs ?? 1000;
   const closing = options.closing ?? new AbortController().signal;
+  /** The job's tenant is left to the recorder: it knows datasets' owners. */
+  const tell = (jobId: string, type: string, message: string, reason?: string) =>
+    options.events?.emit({
+      kind: "replication",
+      id: jobId,
+      type,
+      message,
+      reason,
+      warning: type === "ReplicationFailed",
+      source: "replication",
+    });
 
   /** Takes the run lock and marks the job RUNNING in one txn; undefined when someone else has it. */
   async function acquire(
@@ -260,6 +275,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         outcome = await followVm(stored, signal)
           .then((followed) => {
             if (followed !== undefined) {
+              tell(jobId, "ReplicationFollowed", followed.note);
               job = followed.job;
               status = create(ReplicationStatusRecordSchema, {
                 ...status,
@@ -281,6 +297,11 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
                   durationMs: now - started,
                 },
                 "replication run succeeded",
+              );
+              tell(
+                jobId,
+                "ReplicationSucceeded",
+                `sent ${gib(BigInt(done.bytes))} (${done.base === undefined ? "full" : `incremental from ${done.base}`}) in ${Math.round((now - started) / 1000)} s; snapshot ${done.snapshot}`,
               );
               return create(ReplicationStatusRecordSchema, {
                 ...status,
@@ -311,6 +332,12 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
               log.warn(
                 { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
                 "replication run failed",
+              );
+              tell(
+                jobId,
+                "ReplicationFailed",
+                `${e.reason === "INTERNAL" ? "internal error" : e.clientMessage}; retry in ${Math.round(retryIn / 1000)} s (${failures} failure(s) in a row)`,
+                e.reason,
               );
               return create(ReplicationStatusRecordSchema, {
                 ...status,

@@ -8,7 +8,9 @@ import {
 import type { StorageDriver } from "../drivers/index.js";
 import {
   type DatasetRef,
+  type DeleteImageRequest,
   type DeleteSnapshotRequest,
+  type FlattenImageRequest,
   type JobRef,
   type ListSnapshotsRequest,
   type PruneRequest,
@@ -22,6 +24,7 @@ import {
 import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import { createDatasetInventory } from "./dataset-inventory.js";
+import { createImageHandlers } from "./image-handlers.js";
 import type { Inventory } from "./inventory.js";
 import { createReplicationHandlers } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
@@ -134,11 +137,23 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
         target: { ...job, id: (req: WatchReplicationRequest) => req.jobId, optional: true },
       },
       listDatasets: { permission: "storage:dataset:list", mutating: false },
+      listImages: { permission: "storage:dataset:list", mutating: false },
+      deleteImage: {
+        permission: "storage:image:delete",
+        mutating: true,
+        target: dataset((req: DeleteImageRequest) => req.image),
+      },
+      flattenImage: {
+        permission: "storage:image:flatten",
+        mutating: true,
+        target: dataset((req: FlattenImageRequest) => req.image),
+      },
     },
     {
       ...createSnapshotHandlers(shared),
       ...createReplicationHandlers(shared),
       ...createDatasetInventory(shared),
+      ...createImageHandlers(shared),
     },
   );
 }

@@ -1,4 +1,10 @@
-import type { CallScope, TargetKind, TargetResolver } from "../core/index.js";
+import {
+  type CallScope,
+  RpcError,
+  systemClock,
+  type TargetKind,
+  type TargetResolver,
+} from "../core/index.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
@@ -8,6 +14,7 @@ import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { scopedJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
+import { createVmOperations } from "./vm-operations.js";
 
 /** Whether a caller acting in `tenant` (undefined: cluster-wide) may see `vm`. */
 export function visibleTo(vm: VmInfo, tenant: string | undefined): boolean {
@@ -40,14 +47,27 @@ export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
   };
 }
 
+/**
+ * The scope a list or watch shows once its `tenant` filter applies: the
+ * call's own scope when `tenant` is empty; for a cluster-wide caller,
+ * exactly what a caller confined to that tenant would see; a caller that is
+ * not cluster-wide is refused (TENANT_FILTER_DENIED) whatever tenant it
+ * names, so the answer says nothing about other tenants.
+ */
+export function filteredScope(scope: CallScope, tenant: string): CallScope {
+  if (tenant === "") return scope;
+  if (!scope.clusterWide) throw new RpcError("TENANT_FILTER_DENIED");
+  return { tenant, clusterWide: false, canSee: (t) => t === tenant };
+}
+
 /** One tenant, or none (""), as a resolver answers it. */
 const owners = (tenant: string): string[] => (tenant === "" ? [] : [tenant]);
 
 /**
  * The authorization stage's resolvers for the cluster's targets: a VM's
  * tenant from the inventory, a dataset's from the VMs whose disk it is and
- * the record of a dataset the control plane created, a migration's and a
- * replication job's from their records. Each answers undefined for a
+ * the record of a dataset the control plane created, a migration's, a
+ * replication job's and a VM operation's from their records. Each answers undefined for a
  * target that does not exist (datasets never do: the backend knows).
  */
 export function createTargetResolvers(deps: {
@@ -67,11 +87,20 @@ export function createTargetResolvers(deps: {
         if (signal.aborted) throw err;
         return undefined;
       });
+  const operations = createVmOperations(deps.store, systemClock);
   const resolvers: Partial<Record<TargetKind, TargetResolver>> = {
     async vm(id, signal) {
       if (typeof id !== "string" || id === "") return undefined;
       const vm = await deps.inventory.findVm(id, signal);
-      return vm === undefined ? undefined : owners(vm.tenant);
+      if (vm !== undefined) return owners(vm.tenant);
+      // Created and not reported yet: the control plane's record says whose it is.
+      const rec = (await deps.inventory.vmRecords.all()).get(id)?.rec;
+      return rec?.managed === true ? owners(rec.tenant) : undefined;
+    },
+    async "vm-operation"(id, signal) {
+      if (typeof id !== "string" || id === "") return undefined;
+      const op = await operations.get(id, signal);
+      return op === undefined ? undefined : owners(op.index.tenant);
     },
     async dataset(ref, signal) {
       return isDataset(ref) ? datasets.tenants(ref, signal) : undefined;
@@ -93,4 +122,28 @@ export function createTargetResolvers(deps: {
   return Object.fromEntries(
     Object.entries(resolvers).map(([kind, r]) => [kind, safe(r as TargetResolver)]),
   );
+}
+
+/**
+ * The tenant of an event's object when the code that saw it did not know it
+ * (a replication run): a tenant's own job names it (`<tenant>:<id>`), else
+ * the single owner the target resolvers find; "" (cluster-wide callers
+ * only) when there is none or more than one.
+ */
+export function createEventTenants(deps: {
+  inventory: Inventory;
+  store: KvStore;
+}): (kind: string, id: string, signal: AbortSignal) => Promise<string> {
+  const resolvers = createTargetResolvers(deps);
+  const byKind: Record<string, TargetResolver | undefined> = {
+    vm: resolvers.vm,
+    migration: resolvers.migration,
+    replication: resolvers["replication-job"],
+  };
+  return async (kind, id, signal) => {
+    const at = id.lastIndexOf(":");
+    if (kind === "replication" && at > 0) return id.slice(0, at);
+    const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
+    return owners.length === 1 ? (owners[0] ?? "") : "";
+  };
 }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type Logger, silentLogger } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   decodeMessage,
@@ -41,6 +41,8 @@ export interface VmRecords {
   write(rec: VmRecord, rev: number): { compare: Compare; op: TxnOp };
   /** Notes a record this process wrote at `rev`. */
   remember(rec: VmRecord, rev: number): void;
+  /** Notes a record this process deleted (the watch confirms it). */
+  forget(id: string): void;
   close(): void;
 }
 
@@ -112,6 +114,9 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
         version++;
       }
     },
+    forget(id) {
+      if (written.delete(id)) version++;
+    },
     close() {
       void mirror?.then((m) => m.close());
     },
@@ -122,19 +127,41 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
 export function vmRecord(
   id: string,
   prev: VersionedVm | undefined,
-  change: Partial<
-    Pick<VmRecord, "tenant" | "nodeId" | "tenantSetBy" | "tenantSetAtMs" | "generation">
-  >,
+  change: Partial<Omit<VmRecord, "$typeName" | "$unknown" | "id">>,
 ): VmRecord {
   return create(VmRecordSchema, { ...(prev?.rec ?? { id }), id, ...change });
 }
 
 /**
- * The VMs with the tenant the control plane holds for each (none when it
- * holds none), whatever the report said: the same array when nothing differs.
+ * The VMs with the tenant, labels, managed flag and desired state the
+ * control plane holds for each (none when it holds none), whatever the
+ * report said: the same array when nothing differs.
  */
 export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
-  const tenantOf = (vm: VmInfo) => records.get(vm.id)?.rec.tenant ?? "";
-  if (vms.every((vm) => vm.tenant === tenantOf(vm))) return vms;
-  return vms.map((vm) => (vm.tenant === tenantOf(vm) ? vm : { ...vm, tenant: tenantOf(vm) }));
+  const facts = (vm: VmInfo) => {
+    const rec = records.get(vm.id)?.rec;
+    return {
+      tenant: rec?.tenant ?? "",
+      labels: rec?.labels ?? {},
+      managed: rec?.managed ?? false,
+      desiredState: rec?.managed === true ? rec.desiredState : VmState.UNSPECIFIED,
+    };
+  };
+  const same = (vm: VmInfo, f: ReturnType<typeof facts>) =>
+    vm.tenant === f.tenant &&
+    sameLabels(vm.labels, f.labels) &&
+    vm.managed === f.managed &&
+    vm.desiredState === f.desiredState;
+  if (vms.every((vm) => same(vm, facts(vm)))) return vms;
+  return vms.map((vm) => {
+    const f = facts(vm);
+    return same(vm, f) ? vm : { ...vm, ...f, labels: { ...f.labels } };
+  });
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return (
+    ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k])
+  );
 }

@@ -1,14 +1,30 @@
+import type { Clock } from "../core/index.js";
 import {
+  type CallScope,
   defineService,
+  invalid,
+  isLabelValue,
+  type LabelSelector,
+  matchesLabels,
   paginate,
+  parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
   scopeOf,
 } from "../core/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
-import { VmService, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  type ListVmsRequest,
+  type SetVmLabelsRequest,
+  type VmInfo,
+  VmService,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
+import type { KvStore } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
+import { filteredScope } from "./tenancy.js";
+import { createVmLifecycle, VM_LIFECYCLE_POLICIES } from "./vm-lifecycle.js";
 import { observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
@@ -16,9 +32,18 @@ export interface VmServiceDeps {
   readonly inventory: Inventory;
   /** How long a NOT_READY node takes to fence itself: its VMs then show as stopped (see observedVm). */
   readonly fenceDelayMs?: number;
+  /** Where VM records and lifecycle operations live (the inventory's store). */
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** Placement of new VMs, as migration planning counts capacity. */
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
 }
 
-/** VmService: the VM inventory as the nodes last reported it, with the tenants the control plane assigned. */
+/**
+ * VmService: the VM inventory as the nodes last reported it, with the
+ * tenants the control plane assigned, and the VMs' lifecycle (vm-lifecycle.ts).
+ */
 export function createVmService(deps: VmServiceDeps): ServiceBinding {
   const { inventory, fenceDelayMs } = deps;
   /** The VMs as the API shows them: a down node's as unknown, then stopped. */
@@ -27,24 +52,38 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
   return defineService(
     VmService,
     {
-      listVms: { permission: "vm:list", mutating: false },
+      listVms: {
+        permission: "vm:list",
+        mutating: false,
+        validate: (req: ListVmsRequest) => parseLabelSelector(req.selector),
+      },
       getVm: {
         permission: "vm:list",
         mutating: false,
         target: { kind: "vm", id: (req: VMRef) => req.vmId },
       },
       setVmTenant: { permission: "vm:assign", mutating: true, target: { kind: "cluster" } },
+      // A VM's labels are its tenant's to set (a vm target), never a report's.
+      setVmLabels: {
+        permission: "vm:label",
+        mutating: true,
+        target: { kind: "vm", id: (req: SetVmLabelsRequest) => req.vmId },
+        validate: (req: SetVmLabelsRequest) => {
+          for (const [k, v] of Object.entries(req.set))
+            if (!isLabelValue(v))
+              throw invalid(
+                `set["${k}"]: "${v}" is not a label value (up to 63 letters, digits, '-', '_' or '.', alphanumeric at both ends)`,
+              );
+        },
+      },
+      ...VM_LIFECYCLE_POLICIES,
     },
     {
+      ...createVmLifecycle(deps),
       async listVms(req, ctx) {
-        const nodeId = req.nodeId?.id ?? "";
-        const scope = scopeOf(ctx);
-        const vms = (await vmsNow(ctx.signal)).filter(
-          (vm) =>
-            scope.canSee(vm.tenant) &&
-            (nodeId === "" || vm.nodeId?.id === nodeId) &&
-            (req.state === VmState.UNSPECIFIED || vm.state === req.state),
-        );
+        const scope = filteredScope(scopeOf(ctx), req.tenant);
+        const selector = parseLabelSelector(req.selector);
+        const vms = (await vmsNow(ctx.signal)).filter((vm) => vmMatches(vm, req, scope, selector));
         const page = paginate(vms, (vm) => vm.id, req.pageSize, req.pageToken);
         return { vms: page.items, nextPageToken: page.nextPageToken };
       },
@@ -54,11 +93,32 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },
+      async setVmLabels(req, ctx) {
+        const updated = await inventory.setLabels(req.vmId, req.set, req.remove, ctx.signal);
+        // As listed (a down node's VM unknown or stopped); a VM only recorded, as recorded.
+        return (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId) ?? updated;
+      },
       async setVmTenant(req, ctx) {
         // Which tenant a VM belongs to is the cluster's to say (a cluster target: never a
         // tenant-confined caller's), never a report's.
         return inventory.assignTenant(req.vmId, req.tenant, principalOf(ctx).id, ctx.signal);
       },
     },
+  );
+}
+
+/** Whether a VM is in a ListVms answer: visible to `scope` and passing its filters. */
+export function vmMatches(
+  vm: VmInfo,
+  req: ListVmsRequest,
+  scope: CallScope,
+  selector: LabelSelector,
+): boolean {
+  const nodeId = req.nodeId?.id ?? "";
+  return (
+    scope.canSee(vm.tenant) &&
+    (nodeId === "" || vm.nodeId?.id === nodeId) &&
+    (req.state === VmState.UNSPECIFIED || vm.state === req.state) &&
+    matchesLabels(selector, vm.labels)
   );
 }

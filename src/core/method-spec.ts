@@ -24,7 +24,7 @@ export interface ResourceRef {
  *   only what `ctx.scope` can see.
  * - `tenant`: a creation in the tenant `id` names ("" : the caller's only
  *   tenant, or cluster-wide for a cluster-wide caller; several: INVALID_ARGUMENT).
- * - `vm`, `dataset`, `migration`, `replication-job`, `apikey`: an existing
+ * - `vm`, `dataset`, `migration`, `replication-job`, `apikey`, `vm-operation`: an existing
  *   resource; `id` extracts its name and a resolver finds its tenants. One the
  *   caller may not see answers exactly like a missing one (NOT_FOUND).
  */
@@ -36,7 +36,8 @@ export type TargetKind =
   | "dataset"
   | "migration"
   | "replication-job"
-  | "apikey";
+  | "apikey"
+  | "vm-operation";
 
 /** A method's target declaration: `{ kind: "vm", id: (req) => req.vmId }`. */
 export interface TargetDecl {

@@ -84,6 +84,23 @@ export const REASONS = {
     code: Code.FailedPrecondition,
     message: "snapshot is not a protected template",
   },
+  IMAGE_HAS_CLONES: {
+    code: Code.FailedPrecondition,
+    message: "image has clones; flatten or delete them first",
+  },
+  IMAGE_IN_USE: { code: Code.FailedPrecondition, message: "image is a vm's disk" },
+  IMAGE_NOT_A_CLONE: {
+    code: Code.FailedPrecondition,
+    message: "image is not a clone: it has no template to depend on",
+  },
+  WATCH_TOO_LARGE: {
+    code: Code.ResourceExhausted,
+    message: "the watched list is too large; narrow it with filters",
+  },
+  TENANT_FILTER_DENIED: {
+    code: Code.PermissionDenied,
+    message: "only cluster-wide callers may filter by tenant",
+  },
   REPLICATION_JOB_NOT_FOUND: { code: Code.NotFound, message: "replication job not found" },
   REPLICATION_JOB_EXISTS: {
     code: Code.AlreadyExists,
@@ -143,6 +160,25 @@ export const REASONS = {
   OPERATION_INTERRUPTED: {
     code: Code.Aborted,
     message: "operation interrupted; its effect is unknown",
+  },
+  STALE_GENERATION: {
+    code: Code.FailedPrecondition,
+    message: "vm placed elsewhere since the operation was issued; not started",
+  },
+  FENCED: {
+    code: Code.FailedPrecondition,
+    message: "this node is fenced from the vm's disks; not started",
+  },
+  OPERATION_NOT_FOUND: { code: Code.NotFound, message: "operation not found" },
+  VM_EXISTS: { code: Code.AlreadyExists, message: "a vm with this id already exists" },
+  VM_RUNNING: {
+    code: Code.FailedPrecondition,
+    message: "the vm is running; stop it first or force",
+  },
+  VM_MANAGED: { code: Code.FailedPrecondition, message: "the vm is already managed" },
+  DEFINE_UNSUPPORTED: {
+    code: Code.FailedPrecondition,
+    message: "this node's hypervisor cannot define or undefine vms",
   },
 } as const satisfies Record<string, ReasonSpec>;
 

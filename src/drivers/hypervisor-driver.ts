@@ -69,6 +69,19 @@ export interface DriverCapabilities {
   readonly offlineMigration: boolean;
 }
 
+/** Options of a start that may be fenced (start, recover, a migration's arrival). */
+export interface StartOptions {
+  /**
+   * The fencing token: the VM's placement generation the operation was
+   * issued under. A driver whose storage enforces it starts the VM only if
+   * no node took the VM's disks under a generation at least this high,
+   * checked in the same step that starts it (STALE_GENERATION, FENCED);
+   * others ignore it. 0 or absent: unfenced (refused only where another
+   * node holds the disks).
+   */
+  readonly generation?: bigint;
+}
+
 /** One node's hypervisor. */
 export interface HypervisorDriver {
   /** The backend's name for logs and errors: `simulation`, `libvirt`. */
@@ -80,7 +93,7 @@ export interface HypervisorDriver {
   /** One domain, or undefined when it is not defined on the node. */
   info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
   /** Starts a stopped domain; starting a running one is a no-op. */
-  start(vmId: string, signal: AbortSignal): Promise<void>;
+  start(vmId: string, signal: AbortSignal, options?: StartOptions): Promise<void>;
   /**
    * Stops a domain: a graceful shutdown unless `force` (power off). Stopping
    * a stopped one is a no-op.
@@ -104,10 +117,60 @@ export interface RecoveringDriver extends HypervisorDriver {
    * Defines and starts `vmId` here, taking it over from `fromNodeId`. The
    * caller guarantees the failed node has fenced itself.
    */
-  recover(vmId: string, fromNodeId: string, signal: AbortSignal): Promise<void>;
+  recover(
+    vmId: string,
+    fromNodeId: string,
+    signal: AbortSignal,
+    options?: StartOptions,
+  ): Promise<void>;
 }
 
 /** True when `driver` can recover VMs of failed nodes. */
 export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
   return typeof (driver as Partial<RecoveringDriver>).recover === "function";
+}
+
+/** One disk of a domain to define: an existing dataset, or a new one of `sizeBytes`. */
+export interface DomainDisk {
+  readonly backend: "zfs" | "rbd";
+  readonly pool: string;
+  readonly name: string;
+  /** 0: the dataset exists; otherwise it is created with the domain. */
+  readonly sizeBytes: bigint;
+}
+
+/** What a domain is made of, as the control plane's spec says. */
+export interface DomainSpec {
+  readonly id: string;
+  readonly name: string;
+  readonly vcpus: number;
+  readonly memoryBytes: bigint;
+  readonly disks: readonly DomainDisk[];
+  readonly ha: boolean;
+  /** A named CPU model, "host-model" or "host-passthrough" ("" : host-model). */
+  readonly cpuModel: string;
+}
+
+/**
+ * The optional ability to define and undefine domains (the VM lifecycle's
+ * create and delete). A driver without it can only start, stop and move
+ * what is already defined.
+ */
+export interface DefiningDriver extends HypervisorDriver {
+  /**
+   * Defines `spec` on this node, stopped, creating its new disks where the
+   * backend can. VM_EXISTS when a domain of that id is already defined.
+   */
+  define(spec: DomainSpec, signal: AbortSignal): Promise<void>;
+  /**
+   * Undefines a domain. VM_NOT_FOUND when it is not defined here; a running
+   * one is VM_RUNNING unless `force` (it is powered off first).
+   */
+  undefine(vmId: string, options: { force: boolean; signal: AbortSignal }): Promise<void>;
+}
+
+/** True when `driver` can define and undefine domains. */
+export function canDefine(driver: HypervisorDriver): driver is DefiningDriver {
+  const d = driver as Partial<DefiningDriver>;
+  return typeof d.define === "function" && typeof d.undefine === "function";
 }

@@ -9,9 +9,13 @@ export type {
   RunOptions,
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
 export { writeFileDurably } from "./durable-file.js";
 export type {
+  DefiningDriver,
+  DomainDisk,
+  DomainSpec,
   DomainState,
   DomainStatus,
   DriverCapabilities,
@@ -21,15 +25,31 @@ export type {
   MigrationPhase,
   MigrationProgress,
   RecoveringDriver,
+  StartOptions,
 } from "./hypervisor-driver.js";
-export { canRecover } from "./hypervisor-driver.js";
+export { canDefine, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";
+export type { OperationExecutor, Send as OperationSend } from "./operation-executor.js";
+export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
+export type { JournalEntry, OperationJournal } from "./operation-journal.js";
+export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { RbdFencing, RbdFencingOptions, RbdLocker } from "./rbd-fencing.js";
+export {
+  createRbdFencing,
+  parseRbdLockers,
+  parseRbdLockId,
+  parseRbdWatchers,
+  rbdLockId,
+} from "./rbd-fencing.js";
+export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
+export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {
   SimulatedDataset,
   SimulatedStorage,
@@ -38,6 +58,8 @@ export type {
   StorageOp,
 } from "./simulated-storage.js";
 export { createSimulatedStorage } from "./simulated-storage.js";
+export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
+export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type {
@@ -50,6 +72,7 @@ export type {
 export { createLocalRunner, runCommand as runStorageCommand } from "./storage-command.js";
 export type {
   RbdCloneDriver,
+  RbdImageDriver,
   SendOptions,
   SendResult,
   SnapshotDriver,
@@ -59,6 +82,7 @@ export type {
 } from "./storage-driver.js";
 export {
   canClone,
+  canManageImages,
   canReplicate,
   canSize,
   canSnapshot,

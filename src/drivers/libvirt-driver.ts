@@ -16,6 +16,10 @@
  * By default each call is its own virsh process (its own connection); pass a
  * `runner` from {@link createVirshSession} to keep one connection instead.
  */
+
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   abortError,
   checkString,
@@ -29,13 +33,15 @@ import {
 import { abortableSleep } from "./abortable-sleep.js";
 import { type CommandResult, type CommandRunner, runCommand } from "./command-runner.js";
 import type {
+  DefiningDriver,
+  DomainSpec,
   DomainState,
   DomainStatus,
   DriverCapabilities,
-  HypervisorDriver,
   MigrateOptions,
   MigrationDestination,
 } from "./hypervisor-driver.js";
+import { domainXml } from "./libvirt-domain-xml.js";
 import { checkLibvirtUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 import { createProgressReporter } from "./migration-progress.js";
 import { createVirshInvoker, isRace, VirshCommandError } from "./virsh-invoker.js";
@@ -114,7 +120,7 @@ function settle(options: LibvirtDriverOptions): Settings {
 }
 
 /** Creates the driver of one libvirt node. Throws TypeError on bad options. */
-export function createLibvirtDriver(options: LibvirtDriverOptions): HypervisorDriver {
+export function createLibvirtDriver(options: LibvirtDriverOptions): DefiningDriver {
   const s = settle(options);
   const log = s.logger.child({ driver: "libvirt", nodeId: s.nodeId });
   const { run: virsh, parsed } = createVirshInvoker(s);
@@ -319,6 +325,46 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): HypervisorDr
     progress.report("completed", 100, true);
   }
 
+  /**
+   * `virsh define --file` of the spec's domain XML, written to a private
+   * temporary file. libvirt here attaches existing datasets only: a new
+   * disk is DEFINE_UNSUPPORTED (create the dataset through storage first).
+   */
+  async function define(spec: DomainSpec, signal: AbortSignal): Promise<void> {
+    checkVmId(spec.id);
+    throwIfAborted(signal);
+    if (spec.disks.some((d) => d.sizeBytes > 0n))
+      throw new RpcError("DEFINE_UNSUPPORTED", {
+        message: "libvirt nodes attach existing datasets only; create the disk first",
+      });
+    if ((await info(spec.id, signal)) !== undefined) throw new RpcError("VM_EXISTS");
+    const dir = mkdtempSync(join(tmpdir(), "dv-define-"));
+    try {
+      const file = join(dir, "domain.xml");
+      writeFileSync(file, domainXml(spec, s.uri.startsWith("test:") ? "test" : "kvm"), {
+        mode: 0o600,
+      });
+      await virsh(["define", "--file", file], signal);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** `virsh undefine`; a running domain is refused unless forced (`destroy` first). */
+  async function undefine(
+    vmId: string,
+    options: { force: boolean; signal: AbortSignal },
+  ): Promise<void> {
+    checkVmId(vmId);
+    throwIfAborted(options.signal);
+    const state = await domstate(vmId, options.signal);
+    if (state !== "stopped") {
+      if (!options.force) throw new RpcError("VM_RUNNING");
+      await stop(vmId, { force: true, signal: options.signal });
+    }
+    await virsh(["undefine", "--domain", vmId], options.signal);
+  }
+
   return Object.freeze({
     kind: "libvirt",
     nodeId: s.nodeId,
@@ -328,5 +374,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): HypervisorDr
     start,
     stop,
     migrate,
+    define,
+    undefine,
   });
 }

@@ -15,7 +15,7 @@ import {
   createLocalRunner,
   runCommand,
 } from "./storage-command.js";
-import type { RbdCloneDriver, SnapshotTarget } from "./storage-driver.js";
+import type { RbdImageDriver, SnapshotTarget } from "./storage-driver.js";
 import { backendName, snapshotLabels, snapshotSpec } from "./storage-names.js";
 
 /** Options of {@link createRbdDriver}. */
@@ -34,6 +34,7 @@ export interface RbdDriverOptions {
 const ENOENT = 2;
 const EBUSY = 16;
 const EEXIST = 17;
+const EINVAL = 22;
 /** ctime(3) as rbd prints snapshot timestamps; the commands run with TZ=UTC. */
 const CTIME =
   /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/;
@@ -48,6 +49,11 @@ interface RbdSnap {
   timestamp: string;
 }
 
+/** What `rbd info --format json` says of an image's parent. */
+interface RbdInfo {
+  parent?: { pool?: string; pool_namespace?: string; image?: string; snapshot?: string };
+}
+
 /** One entry of `rbd children --all --format json`. */
 interface RbdChild {
   pool: string;
@@ -60,7 +66,7 @@ interface RbdChild {
  * argument arrays only, names checked first, a timeout on every command.
  * RBD errors arrive as an errno in the exit status and the message.
  */
-export function createRbdDriver(options: RbdDriverOptions = {}): RbdCloneDriver {
+export function createRbdDriver(options: RbdDriverOptions = {}): RbdImageDriver {
   const runner = options.runner ?? createLocalRunner();
   const file = options.command ?? "rbd";
   const timeoutMs = options.timeoutMs ?? 120_000;
@@ -104,6 +110,13 @@ export function createRbdDriver(options: RbdDriverOptions = {}): RbdCloneDriver 
     return snap;
   };
 
+  const clonesOf = async (target: SnapshotTarget, signal: AbortSignal) => {
+    const full = snapshotSpec(target.dataset, target.name);
+    const { spec, out } = await run(["children", "--all", "--format", "json", full], signal);
+    if (out.code !== 0) throw fail(spec, out, { [ENOENT]: "SNAPSHOT_NOT_FOUND" });
+    return parseRbdChildren(out.stdout, spec);
+  };
+
   return {
     listSnapshots: (dataset, signal) => list(dataset, signal),
     async createSnapshot(target, signal) {
@@ -138,11 +151,40 @@ export function createRbdDriver(options: RbdDriverOptions = {}): RbdCloneDriver 
       if (out.code !== 0 && errnoOf(out) !== EBUSY)
         throw fail(spec, out, { [ENOENT]: "SNAPSHOT_NOT_FOUND" });
     },
-    async listClones(target, signal) {
-      const full = snapshotSpec(target.dataset, target.name);
-      const { spec, out } = await run(["children", "--all", "--format", "json", full], signal);
-      if (out.code !== 0) throw fail(spec, out, { [ENOENT]: "SNAPSHOT_NOT_FOUND" });
-      return parseRbdChildren(out.stdout, spec);
+    listClones: clonesOf,
+    async imageParent(image, signal) {
+      const { spec, out } = await run(["info", "--format", "json", backendName(image)], signal);
+      if (out.code !== 0) throw fail(spec, out, { [ENOENT]: "DATASET_NOT_FOUND" });
+      return parseRbdParent(out.stdout, spec);
+    },
+    async deleteImage(image, signal) {
+      const name = backendName(image);
+      const snaps = await list(image, signal);
+      if (snaps === undefined) throw new RpcError("DATASET_NOT_FOUND");
+      const templates = snaps.filter((s) => s.protected);
+      for (const t of templates) {
+        const target = { dataset: image, name: t.ref?.snapshotName ?? "" };
+        if ((await clonesOf(target, signal)).length > 0) throw new RpcError("IMAGE_HAS_CLONES");
+      }
+      for (const t of templates) {
+        const full = snapshotSpec(image, t.ref?.snapshotName ?? "");
+        const { spec, out } = await run(["snap", "unprotect", full], signal);
+        // EBUSY: a clone appeared meanwhile.
+        if (out.code !== 0) throw fail(spec, out, { [EBUSY]: "IMAGE_HAS_CLONES" });
+      }
+      if (snaps.length > 0) {
+        const { spec, out } = await run(["snap", "purge", "--no-progress", name], signal);
+        if (out.code !== 0) throw fail(spec, out, { [ENOENT]: "DATASET_NOT_FOUND" });
+      }
+      const { spec, out } = await run(["rm", "--no-progress", name], signal);
+      // EBUSY: the image is open (watched) by a client, such as a running VM.
+      if (out.code !== 0)
+        throw fail(spec, out, { [ENOENT]: "DATASET_NOT_FOUND", [EBUSY]: "IMAGE_IN_USE" });
+    },
+    async flattenImage(image, signal) {
+      const { spec, out } = await run(["flatten", "--no-progress", backendName(image)], signal);
+      if (out.code !== 0)
+        throw fail(spec, out, { [ENOENT]: "DATASET_NOT_FOUND", [EINVAL]: "IMAGE_NOT_A_CLONE" });
     },
     async cloneSnapshot(target, image, signal) {
       const full = snapshotSpec(target.dataset, target.name);
@@ -215,6 +257,25 @@ export function parseRbdChildren(stdout: string, spec: CommandSpec): DatasetRef[
     const name = c.pool_namespace ? `${c.pool_namespace}/${c.image}` : c.image;
     return create(DatasetRefSchema, { backend: StorageBackend.BACKEND_RBD, pool: c.pool, name });
   });
+}
+
+/** Parses `rbd info --format json`: the snapshot the image was cloned from, if any. */
+export function parseRbdParent(stdout: string, spec: CommandSpec): SnapshotTarget | undefined {
+  let info: RbdInfo;
+  try {
+    info = JSON.parse(stdout) as RbdInfo;
+  } catch {
+    throw unexpected(spec, stdout);
+  }
+  const p = info?.parent;
+  if (p === undefined) return undefined;
+  if (typeof p.pool !== "string" || typeof p.image !== "string" || typeof p.snapshot !== "string")
+    throw unexpected(spec, stdout);
+  const name = p.pool_namespace ? `${p.pool_namespace}/${p.image}` : p.image;
+  return {
+    dataset: create(DatasetRefSchema, { backend: StorageBackend.BACKEND_RBD, pool: p.pool, name }),
+    name: p.snapshot,
+  };
 }
 
 /** A ctime(3) string in UTC (`Sun Nov 22 14:05:02 2026`) as epoch ms; 0 when empty or unknown. */

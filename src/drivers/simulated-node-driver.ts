@@ -1,11 +1,13 @@
 import { ID_PATTERN, RpcError, throwIfAborted } from "../core/index.js";
 import { abortableSleep } from "./abortable-sleep.js";
 import type {
+  DefiningDriver,
   DomainStatus,
   MigrateOptions,
   MigrationDestination,
   RecoveringDriver,
 } from "./hypervisor-driver.js";
+import { simulatedVmInfo } from "./simulated-definition.js";
 import type { SimVm, SimWorld } from "./simulated-world.js";
 
 /** What a simulated node driver shares with the rest of the simulation. */
@@ -22,7 +24,10 @@ export interface SimDriverContext {
 }
 
 /** A simulated node's hypervisor: acts on the shared world like libvirt acts on a host. */
-export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext): RecoveringDriver {
+export function createSimulatedNodeDriver(
+  nodeId: string,
+  ctx: SimDriverContext,
+): RecoveringDriver & DefiningDriver {
   const { world } = ctx;
 
   function node() {
@@ -101,6 +106,24 @@ export function createSimulatedNodeDriver(nodeId: string, ctx: SimDriverContext)
     },
     async migrate(vmId, to, options) {
       await migrate(vmId, to, options);
+    },
+    async define(spec, signal) {
+      await roundTrip(signal);
+      checkId(spec.id);
+      node();
+      // One world: a domain of that id anywhere, or a new disk another domain has, is taken.
+      if (world.vms.has(spec.id)) throw new RpcError("VM_EXISTS");
+      const info = simulatedVmInfo(spec, world.vms.values());
+      world.vms.set(spec.id, { info, node: nodeId, state: "stopped" });
+      ctx.persist();
+    },
+    async undefine(vmId, { force, signal }) {
+      await roundTrip(signal);
+      const vm = domain(vmId);
+      if (world.inflight.has(vmId)) throw new RpcError("MIGRATION_IN_PROGRESS");
+      if (vm.state === "running" && !force) throw new RpcError("VM_RUNNING");
+      world.vms.delete(vmId);
+      ctx.persist();
     },
   };
 

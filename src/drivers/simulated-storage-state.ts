@@ -17,7 +17,7 @@ export interface StoredCopy {
   sizeBytes: number;
   snapshots: StoredSnap[];
   /** The RBD snapshot this image was cloned from. */
-  readonly parent?: { readonly key: string; readonly snapshot: string };
+  parent?: { readonly key: string; readonly snapshot: string };
 }
 
 /** What the simulated storage keeps between runs. */

@@ -19,7 +19,7 @@ import {
 import {
   type DatasetSizeDriver,
   datasetKey,
-  type RbdCloneDriver,
+  type RbdImageDriver,
   type SendOptions,
   type SnapshotTarget,
   type ZfsReplicationDriver,
@@ -50,7 +50,9 @@ export type StorageOp =
   | "deleteSnapshot"
   | "send"
   | "protect"
-  | "clone";
+  | "clone"
+  | "deleteImage"
+  | "flatten";
 
 /** The next matching calls fail with STORAGE_UNAVAILABLE, as if a disk or link broke. */
 export interface StorageFault {
@@ -87,7 +89,7 @@ export interface SimulatedStorageOptions {
 }
 
 /** The in-process storage backend of dev mode and tests: ZFS datasets per node and RBD images. */
-export interface SimulatedStorage extends ZfsReplicationDriver, RbdCloneDriver, DatasetSizeDriver {
+export interface SimulatedStorage extends ZfsReplicationDriver, RbdImageDriver, DatasetSizeDriver {
   /** Makes the next matching calls fail. */
   injectFault(fault: StorageFault): void;
   /** Places or releases a ZFS hold on a snapshot (`zfs hold` / `zfs release`). */
@@ -275,6 +277,35 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
         snapshots: [],
         parent: { key: datasetKey(target.dataset), snapshot: target.name },
       });
+    },
+    async imageParent(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const parent = need(image).parent;
+      if (parent === undefined) return undefined;
+      const from = copies.get(parent.key);
+      return from === undefined ? undefined : { dataset: from.dataset, name: parent.snapshot };
+    },
+    async deleteImage(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      failIfFaulted("deleteImage", image);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const copy = need(image);
+      const key = datasetKey(image);
+      if (copy.snapshots.some((s) => clonesOf(copies, key, s.name).length > 0))
+        throw new RpcError("IMAGE_HAS_CLONES");
+      copies.delete(copyKey(image));
+    },
+    async flattenImage(image, signal) {
+      backendName(image);
+      throwIfAborted(signal);
+      failIfFaulted("flatten", image);
+      if (isZfs(image)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const copy = need(image);
+      if (copy.parent === undefined) throw new RpcError("IMAGE_NOT_A_CLONE");
+      copy.parent = undefined;
     },
     async sendSnapshot(send) {
       const { dataset, signal } = send;

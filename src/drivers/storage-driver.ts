@@ -83,6 +83,31 @@ export interface RbdCloneDriver extends SnapshotDriver {
   cloneSnapshot(target: SnapshotTarget, image: DatasetRef, signal: AbortSignal): Promise<void>;
 }
 
+/** RBD images as a whole: what they were cloned from, deleting and flattening them. */
+export interface RbdImageDriver extends RbdCloneDriver {
+  /** The snapshot an image was cloned from; undefined for one without a parent; DATASET_NOT_FOUND when missing. */
+  imageParent(image: DatasetRef, signal: AbortSignal): Promise<SnapshotTarget | undefined>;
+  /**
+   * Deletes an image with its snapshots: DATASET_NOT_FOUND when missing,
+   * IMAGE_HAS_CLONES while a snapshot of it has clones (a protected one
+   * without clones is unprotected and deleted).
+   */
+  deleteImage(image: DatasetRef, signal: AbortSignal): Promise<void>;
+  /** Copies a clone's data from its parent so it no longer depends on it; IMAGE_NOT_A_CLONE without a parent. */
+  flattenImage(image: DatasetRef, signal: AbortSignal): Promise<void>;
+}
+
+/** Whether the driver can delete and flatten RBD images. */
+export function canManageImages(driver: StorageDriver): driver is RbdImageDriver {
+  const d = driver as Partial<RbdImageDriver>;
+  return (
+    canClone(driver) &&
+    typeof d.imageParent === "function" &&
+    typeof d.deleteImage === "function" &&
+    typeof d.flattenImage === "function"
+  );
+}
+
 /** Reporting a dataset's size (an optional ability: listings show 0, unknown, without it). */
 export interface DatasetSizeDriver extends StorageDriver {
   /** Bytes the dataset's copy on `nodeId` holds (its volume size); undefined when it does not exist. */

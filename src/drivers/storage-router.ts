@@ -2,9 +2,10 @@ import { RpcError } from "../core/index.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import {
   canClone,
+  canManageImages,
   canReplicate,
   canSnapshot,
-  type RbdCloneDriver,
+  type RbdImageDriver,
   type StorageDriver,
   type ZfsReplicationDriver,
 } from "./storage-driver.js";
@@ -22,7 +23,7 @@ export interface StorageBackends {
  */
 export function createStorageRouter(
   backends: StorageBackends,
-): ZfsReplicationDriver & RbdCloneDriver {
+): ZfsReplicationDriver & RbdImageDriver {
   const route = (dataset: DatasetRef): StorageDriver | undefined =>
     dataset.backend === StorageBackend.BACKEND_ZFS
       ? backends.zfs
@@ -51,5 +52,8 @@ export function createStorageRouter(
     protectSnapshot: (t, signal) => able(t.dataset, canClone).protectSnapshot(t, signal),
     listClones: (t, signal) => able(t.dataset, canClone).listClones(t, signal),
     cloneSnapshot: (t, image, signal) => able(t.dataset, canClone).cloneSnapshot(t, image, signal),
+    imageParent: (image, signal) => able(image, canManageImages).imageParent(image, signal),
+    deleteImage: (image, signal) => able(image, canManageImages).deleteImage(image, signal),
+    flattenImage: (image, signal) => able(image, canManageImages).flattenImage(image, signal),
   };
 }

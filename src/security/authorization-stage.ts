@@ -26,6 +26,7 @@ const NOT_FOUND: Partial<Record<TargetKind, Reason>> = {
   migration: "MIGRATION_NOT_FOUND",
   "replication-job": "REPLICATION_JOB_NOT_FOUND",
   apikey: "APIKEY_NOT_FOUND",
+  "vm-operation": "OPERATION_NOT_FOUND",
 };
 
 /**

@@ -8,12 +8,12 @@ export interface Role {
 /**
  * The built-in roles. operator, developer, monitor and viewer are the
  * original design's, widened only by the read permissions of methods added
- * since (vm:list, migration:list). admin is security administration; node is
+ * since (vm:list, migration:list, event:list, event:watch). admin is security administration; node is
  * what an agent on a hypervisor needs, and only for its own node.
  */
 export const BUILT_IN_ROLES: readonly Role[] = Object.freeze(
   [
-    { name: "operator", grants: ["node:*", "vm:*", "migration:*", "storage:*"] },
+    { name: "operator", grants: ["node:*", "vm:*", "migration:*", "storage:*", "event:*"] },
     {
       name: "developer",
       grants: [
@@ -23,6 +23,8 @@ export const BUILT_IN_ROLES: readonly Role[] = Object.freeze(
         "storage:snapshot:list",
         "storage:dataset:list",
         "storage:clone:*",
+        "event:list",
+        "event:watch",
       ],
     },
     { name: "monitor", grants: ["node:list", "node:heartbeat"] },
@@ -35,6 +37,8 @@ export const BUILT_IN_ROLES: readonly Role[] = Object.freeze(
         "storage:dataset:list",
         "migration:plan",
         "migration:list",
+        "event:list",
+        "event:watch",
       ],
     },
     { name: "admin", grants: ["auth:*", "pki:*", "audit:*"] },

@@ -3,12 +3,15 @@ import {
   type ClusterRuntime,
   createInventory,
   createLocalExecutors,
+  type DriverReporter,
+  type Executors,
   type Inventory,
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
 import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
+import { type ClusterEvents, startClusterEvents } from "./cluster-events.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
@@ -36,6 +39,13 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly storage: StorageStack;
   readonly clusterMetrics: ClusterMetrics;
   readonly runtime: ClusterRuntime;
+  /** The event log EventService reads, and the recorder the cluster tells. */
+  readonly events: ClusterEvents;
+  /** Nodes this daemon drives with its own drivers (simulation, libvirt.nodes), and how. */
+  readonly localNodeIds: () => readonly string[];
+  readonly executors: Executors;
+  /** Reports one local node's state now (after an operation on it). */
+  report(nodeId: string): Promise<void>;
 }
 
 /**
@@ -45,17 +55,22 @@ export interface DaemonCluster extends DaemonSimulation {
  */
 export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> {
   const { config, store, clock, logger, closing, metrics, audit, resources } = setup;
+  const events = startClusterEvents({ config, store, clock, logger, registry: metrics.registry });
+  // Closed after everything that tells events (opened later, closed sooner), before the store.
+  resources.push("event recorder", () => events.recorder.close());
   const inventory = createInventory({
     store,
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    events: events.recorder,
     fenceDelayMs: config.cluster.fenceDelayMs,
     // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).
     livenessClock: clock === systemClock ? monotonicClock : clock,
   });
+  events.useInventory(inventory);
   resources.push("inventory", () => inventory.close());
-  const { sim, simNodeIds } = await startSimulation({
+  const { sim, simNodeIds, simBeat } = await startSimulation({
     config,
     inventory,
     clock,
@@ -70,6 +85,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     logger,
     closing,
     simulatedNodeIds: simNodeIds,
+    events: events.recorder,
   });
   resources.push("storage", () => storage.close());
   const libvirt = libvirtNodes(config, logger);
@@ -77,15 +93,17 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
     (id) => libvirt.get(id)?.uri ?? "",
   );
+  let reporter: DriverReporter | undefined;
   if (libvirt.size > 0) {
-    const reporter = await startDriverReporter({
+    reporter = await startDriverReporter({
       inventory,
       nodes: [...libvirt.values()],
       clock,
       logger,
       intervalMs: config.libvirt.reportIntervalMs,
     });
-    resources.push("libvirt reporter", () => reporter.close());
+    const started = reporter;
+    resources.push("libvirt reporter", () => started.close());
   }
   const clusterMetrics = createClusterMetrics({
     registry: metrics.registry,
@@ -106,6 +124,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    events: events.recorder,
     onSettled: (m) => {
       audit
         ?.append(settledAuditFields(m))
@@ -129,5 +148,19 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       : undefined,
   });
   resources.push("cluster runtime", () => runtime.close());
-  return { inventory, sim, simNodeIds, storage, clusterMetrics, runtime };
+  return {
+    inventory,
+    sim,
+    simNodeIds,
+    storage,
+    clusterMetrics,
+    runtime,
+    events,
+    executors,
+    localNodeIds: () => [...simNodeIds, ...libvirt.keys()],
+    async report(nodeId) {
+      if (simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
+      else await reporter?.report();
+    },
+  };
 }

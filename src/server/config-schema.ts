@@ -346,6 +346,18 @@ const sections = z.strictObject({
           restartWindowMs: int(60_000, 30 * 86_400_000).default(3_600_000),
         })
         .prefault({}),
+      events: z
+        .strictObject({
+          /** Events kept at most, cluster-wide; each write removes those past it, oldest first. */
+          maxCount: int(100, 1_000_000).default(10_000),
+          /** Events older than this are removed. */
+          maxAgeMs: int(60_000, 90 * 86_400_000).default(86_400_000),
+          /** Events waiting to be written at most; more are dropped and counted. */
+          queueMax: int(10, 100_000).default(1000),
+          /** The same event for the same object again within this is not written again. */
+          repeatWindowMs: int(0, 3_600_000).default(60_000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   libvirt: z

@@ -23,6 +23,7 @@ import { createDaemonServices } from "./services-setup.js";
 import { instrumentStore } from "./store-metrics.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
 import { createTlsFiles } from "./tls-setup.js";
+import { startVmLifecycle } from "./vm-lifecycle-setup.js";
 
 /** Options of {@link startDaemon}. */
 export interface DaemonOptions {
@@ -130,6 +131,18 @@ async function composeDaemon(
     auditStages,
     security,
     cluster,
+  });
+  await startVmLifecycle({
+    store,
+    clock,
+    logger,
+    closing: closing.signal,
+    audit,
+    vmRecords: cluster.inventory.vmRecords,
+    nodes: cluster.localNodeIds,
+    driver: (id) => cluster.executors.forNode(id),
+    servedByAgent: (id) => services.agentHub.connectedNodes().includes(id),
+    report: (id) => cluster.report(id),
   });
   const { health } = services;
   let phase: DaemonPhase = "starting";

@@ -1,6 +1,8 @@
 // The server layer: the debvisor-rpcd daemon. Configuration, the grpc-js
 // adapter, TLS, health and reflection, metrics, systemd and dev mode.
 
+export type { ClusterEvents } from "./cluster-events.js";
+export { startClusterEvents } from "./cluster-events.js";
 export { createClusterMetrics } from "./cluster-metrics.js";
 export type { ConfigSources } from "./config-loader.js";
 export {

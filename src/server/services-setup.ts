@@ -1,6 +1,6 @@
 import type { AuditLog, AuditStages } from "../audit/index.js";
 import { createAuditService } from "../audit/index.js";
-import { createDomainServices, createTargetResolvers } from "../cluster/index.js";
+import { type AgentHub, createDomainServices, createTargetResolvers } from "../cluster/index.js";
 import {
   type Clock,
   type Logger,
@@ -11,6 +11,7 @@ import {
 import { file_debvisor_v1_access } from "../gen/debvisor/v1/access_pb.js";
 import { file_debvisor_v1_agent } from "../gen/debvisor/v1/agent_pb.js";
 import { file_debvisor_v1_audit } from "../gen/debvisor/v1/audit_pb.js";
+import { file_debvisor_v1_event } from "../gen/debvisor/v1/event_pb.js";
 import { file_debvisor_v1_migration } from "../gen/debvisor/v1/migration_pb.js";
 import { file_debvisor_v1_node } from "../gen/debvisor/v1/node_pb.js";
 import { file_debvisor_v1_pki } from "../gen/debvisor/v1/pki_pb.js";
@@ -57,6 +58,8 @@ export interface DaemonServices {
   readonly healthService: ServiceBinding;
   readonly reflection: ServiceBinding[];
   readonly stages: Stage[];
+  /** The agents' streams on this process. */
+  readonly agentHub: AgentHub;
 }
 
 /** Binds the domain, access, audit, enrollment and agent services, health and reflection. */
@@ -66,6 +69,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
   const { apiKeys, storedBindings, revocations, lockout, rateLimits, policy } = security;
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
+  const agentHub = setUpAgentHub({ config, store, inventory, clock, logger, closing, audit });
   const domain: ServiceBinding[] = [
     ...createDomainServices({
       inventory,
@@ -79,6 +83,9 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       logger,
       closing,
       runtime,
+      events: { log: cluster.events.log, sink: cluster.events.recorder },
+      cpuOvercommit: config.cluster.cpuOvercommit,
+      memoryOvercommit: config.cluster.memoryOvercommit,
     }),
     createAccessService({
       policy,
@@ -102,7 +109,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),
-    setUpAgentHub({ config, store, inventory, clock, logger, closing, audit }).service,
+    agentHub.service,
   ];
   const health = createHealthState(domain.map((s) => s.desc.typeName));
   const healthService = createHealthService(health, closing);
@@ -119,6 +126,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       file_debvisor_v1_access,
       file_debvisor_v1_agent,
       file_debvisor_v1_audit,
+      file_debvisor_v1_event,
       file_debvisor_v1_pki,
       file_debvisor_v1_migration,
       file_debvisor_v1_storage,
@@ -157,5 +165,5 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
     validationStage,
     ...(auditStages === undefined ? [] : [auditStages.beforeAct]),
   ];
-  return { domain, health, healthService, reflection, stages };
+  return { domain, health, healthService, reflection, stages, agentHub };
 }

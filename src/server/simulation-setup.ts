@@ -18,6 +18,8 @@ export interface SimulationSetup {
 export interface DaemonSimulation {
   readonly sim: Simulation | undefined;
   readonly simNodeIds: string[];
+  /** Sends one simulated node's heartbeat now (after an operation changed it). */
+  readonly simBeat?: (nodeId: string) => Promise<void>;
 }
 
 /**
@@ -69,5 +71,5 @@ export async function startSimulation(setup: SimulationSetup): Promise<DaemonSim
     resources.push("simulated fault", () => clearTimeout(timer));
   }
   logger.info({ nodes: sim.nodes.length }, "simulated cluster running");
-  return { sim, simNodeIds };
+  return { sim, simNodeIds, simBeat: beatOne };
 }

@@ -6,6 +6,7 @@ import {
   createReplicationJobs,
   createReplicationRunner,
   createReplicationScheduler,
+  type EventSink,
   type Inventory,
   type ReplicaCatalog,
   type ReplicationJobs,
@@ -51,6 +52,8 @@ export interface StorageStackOptions {
   readonly closing: AbortSignal;
   /** Nodes of the in-process simulation; when any, storage is simulated from their VMs' disks. */
   readonly simulatedNodeIds: readonly string[];
+  /** Where replication runs are told. */
+  readonly events?: EventSink;
 }
 
 const GIB = 1024 ** 3;
@@ -119,6 +122,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     retryBaseMs: repl.retryBaseMs,
     retryMaxMs: repl.retryMaxMs,
     closing: options.closing,
+    events: options.events,
     ownerNode: async (dataset, signal) => {
       const key = datasetKey(dataset);
       const owner = (await options.inventory.listVms(signal)).find((vm) =>

@@ -22,15 +22,20 @@
  *   a call aborted while it runs rejects with CANCELLED and the driver keeps working;
  * - offline migration of a running VM is MIGRATION_NOT_ALLOWED and the VM stays
  *   (the VM must be stopped first; libvirt would otherwise leave it running here
- *   and defined there), live migration of a stopped VM likewise.
+ *   and defined there), live migration of a stopped VM likewise;
+ * - a driver that can define (canDefine): a defined spec is listed stopped with
+ *   its vCPUs and memory, a second define of the id is VM_EXISTS; undefining a
+ *   running VM is VM_RUNNING unless forced, an unknown one VM_NOT_FOUND.
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { RpcError } from "../../src/core/index.js";
-import type {
-  HypervisorDriver,
-  MigrationDestination,
-  MigrationProgress,
+import {
+  canDefine,
+  type DomainSpec,
+  type HypervisorDriver,
+  type MigrationDestination,
+  type MigrationProgress,
 } from "../../src/drivers/index.js";
 
 /** What `makeDriver` gives the suite; see the file's header for the contract. */
@@ -68,6 +73,47 @@ export function runHypervisorConformance(
     });
 
     const stateOf = async (id: string) => (await d.info(id, live()))?.state;
+
+    const SPEC: DomainSpec = {
+      id: "new-01",
+      name: "new one",
+      vcpus: 2,
+      memoryBytes: 512n * 1024n * 1024n,
+      disks: [{ backend: "rbd", pool: "rbd", name: "new-01-disk0", sizeBytes: 0n }],
+      ha: true,
+      cpuModel: "",
+    };
+
+    it("defines a spec stopped with its shape; defining the id again is VM_EXISTS", async (t) => {
+      if (!canDefine(d)) return t.skip("this driver cannot define");
+      await d.define(SPEC, live());
+      const info = await d.info(SPEC.id, live());
+      assert.equal(info?.state, "stopped");
+      assert.equal(info?.vcpus, 2);
+      assert.equal(info?.memoryBytes, SPEC.memoryBytes);
+      assert.ok((await d.list(live())).some((v) => v.id === SPEC.id));
+      await assert.rejects(d.define(SPEC, live()), isReason("VM_EXISTS"));
+      await assert.rejects(d.define({ ...SPEC, id: f.runningVmId }, live()), isReason("VM_EXISTS"));
+      await d.start(SPEC.id, live());
+      assert.equal(await stateOf(SPEC.id), "running");
+    });
+
+    it("undefines a stopped VM; a running one only with force; an unknown one is VM_NOT_FOUND", async (t) => {
+      if (!canDefine(d)) return t.skip("this driver cannot define");
+      await assert.rejects(
+        d.undefine(f.runningVmId, { force: false, signal: live() }),
+        isReason("VM_RUNNING"),
+      );
+      assert.equal(await stateOf(f.runningVmId), "running");
+      await d.undefine(f.stoppedVmId, { force: false, signal: live() });
+      assert.equal(await d.info(f.stoppedVmId, live()), undefined);
+      await d.undefine(f.runningVmId, { force: true, signal: live() });
+      assert.equal(await d.info(f.runningVmId, live()), undefined);
+      await assert.rejects(
+        d.undefine(GHOST, { force: true, signal: live() }),
+        isReason("VM_NOT_FOUND"),
+      );
+    });
 
     it("lists every VM once, sorted by id, each as info describes it", async () => {
       const list = await d.list(live());

@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError } from "../../src/core/index.js";
 import {
   canClone,
+  canManageImages,
   canReplicate,
   createSimulatedStorage,
   type SimulatedStorage,
@@ -308,6 +309,27 @@ export function describeStorageConformance(subject: ConformanceSubject): void {
         fails("SNAPSHOT_NOT_FOUND"),
       );
     });
+    scenario(
+      "images",
+      "tells a clone's parent, flattens it, and deletes images once no clone depends on them",
+      async (d) => {
+        assert.ok(canManageImages(d));
+        const base = create(DatasetRefSchema, { ...RBD_DISK, name: "acme-base" });
+        const parent = await d.imageParent(base, signal);
+        assert.equal(
+          `${parent?.dataset.pool}/${parent?.dataset.name}@${parent?.name}`,
+          `rbd/vm-200-disk0@${DAY2}`,
+        );
+        assert.equal(await d.imageParent(RBD_DISK, signal), undefined);
+        await assert.rejects(d.deleteImage(RBD_DISK, signal), fails("IMAGE_HAS_CLONES"));
+        await assert.rejects(d.flattenImage(RBD_DISK, signal), fails("IMAGE_NOT_A_CLONE"));
+        await d.flattenImage(base, signal);
+        assert.equal(await d.imageParent(base, signal), undefined);
+        await d.deleteImage(base, signal);
+        await d.deleteImage(RBD_DISK, signal);
+        assert.equal(await d.listSnapshots(RBD_DISK, signal), undefined);
+      },
+    );
     scenario(
       "names",
       "refuses names that could reach a command as an option or another image",

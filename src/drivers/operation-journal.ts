@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
-import { writeFileDurably } from "../drivers/index.js";
 import {
   type OperationDispatch,
   OperationDispatchSchema,
   type OperationResult,
   OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
+import { writeFileDurably } from "./durable-file.js";
 
 /** Finished operations remembered (oldest forgotten first); a redelivery older than that runs again. */
 const KEEP_DONE = 2000;
@@ -88,6 +88,28 @@ export function openOperationJournal(dir: string): OperationJournal {
       entries.delete(result.operationId);
       entries.set(result.operationId, { dispatch: e.dispatch, result });
       save();
+    },
+  };
+}
+
+/**
+ * A journal kept in memory, for a runner whose operations are durable
+ * elsewhere (the control plane's local runner: the store holds each
+ * operation's claim and result).
+ */
+export function createMemoryJournal(): OperationJournal {
+  const entries = new Map<string, JournalEntry>();
+  return {
+    get: (id) => entries.get(id),
+    unfinished: () => [...entries.values()].filter((e) => e.result === undefined),
+    begin(dispatch) {
+      entries.set(dispatch.operationId, { dispatch });
+    },
+    finish(result) {
+      const e = entries.get(result.operationId);
+      if (e === undefined) throw new TypeError(`journal: ${result.operationId} was never begun`);
+      // Only the claim in the store keeps it from running twice; nothing to remember here.
+      entries.delete(result.operationId);
     },
   };
 }

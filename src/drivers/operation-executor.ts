@@ -1,6 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
-import type { HypervisorDriver } from "../drivers/index.js";
 import {
   type AgentMessageSchema,
   type OperationDispatch,
@@ -10,6 +9,13 @@ import {
   OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
+import { canRecover, type HypervisorDriver } from "./hypervisor-driver.js";
+import {
+  type ActionProgress,
+  createDomain,
+  deleteDomain,
+  stopGracefully,
+} from "./lifecycle-actions.js";
 import type { OperationJournal } from "./operation-journal.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
@@ -35,7 +41,14 @@ export interface OperationExecutor {
 }
 
 /** The operation kinds this agent runs, as Hello capabilities. */
-export const OPERATION_CAPABILITIES = ["op:start-vm", "op:stop-vm", "op:reboot-vm"];
+export const OPERATION_CAPABILITIES = [
+  "op:start-vm",
+  "op:stop-vm",
+  "op:reboot-vm",
+  "op:create-vm",
+  "op:delete-vm",
+  "op:recover",
+];
 
 /** Creates the executor over a driver and a journal. */
 export function createOperationExecutor(options: {
@@ -71,16 +84,35 @@ export function createOperationExecutor(options: {
       replayed,
     });
 
-  async function act(d: OperationDispatch, signal: AbortSignal): Promise<void> {
-    const force = d.params.force === "true";
+  async function act(
+    d: OperationDispatch,
+    signal: AbortSignal,
+    progress: ActionProgress,
+  ): Promise<void> {
+    // The fencing token goes to the driver, which checks it as the VM starts.
+    const fence = { generation: d.generation };
     switch (d.kind) {
       case OperationKind.START_VM:
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
+      case OperationKind.RECOVER:
+        // Defined here (shared or replicated storage): start it; else from the shared storage.
+        if ((await driver.info(d.vmId, signal)) !== undefined)
+          return driver.start(d.vmId, signal, fence);
+        if (!canRecover(driver))
+          throw new RpcError("VM_NOT_FOUND", {
+            message: `vm ${d.vmId} is not defined on this node`,
+          });
+        return driver.recover(d.vmId, d.params.from ?? "", signal, fence);
       case OperationKind.STOP_VM:
-        return driver.stop(d.vmId, { force, signal });
+        return stopGracefully(driver, d.vmId, d.params, signal, progress);
       case OperationKind.REBOOT_VM:
-        await driver.stop(d.vmId, { force, signal });
-        return driver.start(d.vmId, signal);
+        await stopGracefully(driver, d.vmId, d.params, signal, progress);
+        progress(70, "starting");
+        return driver.start(d.vmId, signal, fence);
+      case OperationKind.CREATE_VM:
+        return createDomain(driver, d.vmId, d.params, signal, progress);
+      case OperationKind.DELETE_VM:
+        return deleteDomain(driver, d.vmId, d.params, signal, progress);
       default:
         throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
     }
@@ -92,8 +124,10 @@ export function createOperationExecutor(options: {
     const onStop = () => controller.abort();
     options.signal.addEventListener("abort", onStop, { once: true });
     inflight.set(id, controller);
-    send({ kind: { case: "progress", value: { operationId: id, percent: 0, phase: "started" } } });
-    act(d, controller.signal).then(
+    const progress: ActionProgress = (percent, phase) =>
+      send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
+    progress(0, "started");
+    act(d, controller.signal, progress).then(
       () => finish(d, result(id, OperationOutcome.SUCCEEDED)),
       (err: unknown) => {
         // Shutting down: the journal keeps it started; the next start settles it.
@@ -138,14 +172,24 @@ export function createOperationExecutor(options: {
           );
           continue;
         }
-        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
+        const goal = starts ? "running" : "stopped";
         let state: string | undefined;
+        let checked = false;
         try {
           state = (await driver.info(d.vmId, options.signal))?.state;
+          checked = true;
         } catch (err) {
           logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
         }
-        if (state === goal) {
+        // A create took effect once the domain is defined, a delete once it is gone.
+        const done =
+          d.kind === OperationKind.CREATE_VM
+            ? state !== undefined && (d.params.start !== "true" || state === "running")
+            : d.kind === OperationKind.DELETE_VM
+              ? checked && state === undefined
+              : state === goal;
+        if (done) {
           logger.info({ operation: d.operationId }, "interrupted operation had taken effect");
           journal.finish(result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true));
         } else {

@@ -1,0 +1,331 @@
+// Agents: N node agents hold AgentService.Connect streams to one daemon
+// (dev mode, etcd store), heartbeat every 10 s with 20 VMs each, while a
+// burst of 1,000 operations is written to the store (createAgentOperations,
+// as any control-plane replica would) and delivered by the daemon to the
+// agents. The agents live in one load client process (agent-load-client.ts).
+// Measured: the daemon's RSS growth per stream, its CPU time per heartbeat,
+// and dispatch latency from submit to the agent's receipt. Verified: every
+// stream welcomed, every operation received and its result recorded (DONE).
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createAgentOperations } from "../src/cluster/index.js";
+import { systemClock } from "../src/core/index.js";
+import { OperationPhase } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
+import { OperationKind } from "../src/gen/debvisor/v1/agent_pb.js";
+import { createEtcdStore } from "../src/store/index.js";
+import { devDaemonArgs, startDaemonProcess } from "../test/helpers/daemon-process.js";
+import { startEtcd } from "../test/helpers/etcd-server.js";
+import {
+  type AgentLoadReport,
+  type AgentLoadStart,
+  nodeName,
+  preciseNow,
+} from "./agent-load-client.js";
+import { row, type ScenarioResult, summarize, target } from "./bench-report.js";
+import { cpuSeconds, median, percentile, roundOrder } from "./bench-support.js";
+import type { Sample } from "./measure.js";
+import type { Scenario, ScenarioContext } from "./scenario.js";
+
+const LOAD_CLIENT = fileURLToPath(new URL("./agent-load-client.js", import.meta.url));
+const HEARTBEAT_MS = 10_000;
+const VMS_PER_NODE = 20;
+const OPERATIONS = 1000;
+/** Submits in flight at once during the burst. */
+const SUBMIT_CONCURRENCY = 100;
+const CONNECT_CONCURRENCY = 64;
+/** Heartbeat intervals measured in steady state. */
+const WINDOW_INTERVALS = 2;
+
+/** Resident set size of a process in KiB, from /proc. */
+function rssKib(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m === null ? Number.NaN : Number(m[1]);
+}
+
+/** The soft limit on open files of a process, from /proc. */
+function fdLimit(pid: number): number {
+  const m = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
+  return m === null ? Number.NaN : Number(m[1]);
+}
+
+/** One measurement at `agents` streams. */
+interface AgentsRun extends Sample {
+  readonly agents: number;
+  readonly rssPerStreamKib: number;
+  readonly cpuMsPerHeartbeat: number;
+  readonly connectSeconds: number;
+  readonly received: number;
+  readonly afterCommitP50Ms: number;
+  readonly afterCommitP99Ms: number;
+}
+
+/** Resolves with the first report the client sends that `pick` accepts, within `timeoutMs`. */
+function nextReport<T>(
+  client: ChildProcess,
+  timeoutMs: number,
+  pick: (m: AgentLoadReport) => T | undefined,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off("message", on);
+      reject(new Error(`load client: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const on = (m: AgentLoadReport) => {
+      const v = pick(m);
+      if (v === undefined) return;
+      clearTimeout(timer);
+      client.off("message", on);
+      resolve(v);
+    };
+    client.on("message", on);
+    client.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`load client exited (${code})`));
+    });
+  });
+}
+
+async function measureAgents(
+  ctx: ScenarioContext,
+  agents: number,
+  run: number,
+): Promise<AgentsRun> {
+  const etcd = await startEtcd();
+  if (etcd === undefined) throw new Error("etcd is not installed: apt-get install etcd-server");
+  const dir = join(ctx.scratch, `agents-${agents}-${run}`);
+  mkdirSync(dir, { recursive: true });
+  const prefix = "/bench-agents/";
+  const nodePrefix = "bn";
+  // Every stream is its own TLS connection from 127.0.0.1: the connection
+  // guard's defaults (4096 in all, 256 per address) are raised to fit N.
+  const configFile = join(dir, "rpcd.yaml");
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+      simulation: { enabled: false },
+      panel: { enabled: false },
+      cluster: { heartbeatIntervalMs: HEARTBEAT_MS },
+      limits: { maxConnections: agents + 256, maxConnectionsPerAddress: agents + 256 },
+      rbac: {
+        bindings: Array.from({ length: agents }, (_, i) => ({
+          principal: nodeName(nodePrefix, i),
+          roles: ["node"],
+        })),
+      },
+    }),
+  );
+  const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+  let client: ChildProcess | undefined;
+  const daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", configFile], {
+    timeoutMs: 60_000,
+  });
+  const pid = daemon.proc.pid as number;
+  try {
+    await new Promise((r) => setTimeout(r, 2000));
+    const rss0 = rssKib(pid);
+    client = fork(LOAD_CLIENT, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const stats = { heartbeats: 0, open: 0, ended: 0, firstError: undefined as string | undefined };
+    const receipts = new Map<string, number>();
+    client.on("message", (m: AgentLoadReport) => {
+      if (m.type === "stats") Object.assign(stats, m);
+      else if (m.type === "progress")
+        ctx.log(
+          `    ${(m.ms / 1000).toFixed(0)} s: ${m.streams} streams welcomed, ${m.failed} failed, ${m.heartbeats} heartbeats sent; daemon RSS ${(rssKib(pid) / 1024).toFixed(0)} MiB, CPU ${cpuSeconds(pid).toFixed(0)} s`,
+        );
+      else if (m.type === "receipts")
+        for (const [id, at] of Object.entries(m.at)) receipts.set(id, at);
+    });
+    const start: AgentLoadStart = {
+      type: "start",
+      address: daemon.grpcAddress,
+      caCertFile: join(dir, "pki", "ca.crt"),
+      caKeyFile: join(dir, "pki", "ca.key"),
+      agents,
+      prefix: nodePrefix,
+      heartbeatIntervalMs: HEARTBEAT_MS,
+      vmsPerNode: VMS_PER_NODE,
+      connectConcurrency: CONNECT_CONCURRENCY,
+    };
+    client.send(start);
+    const issued = await nextReport(client, 120_000, (m) => (m.type === "issued" ? m : undefined));
+    ctx.log(`  ${agents} node certificates issued in ${(issued.ms / 1000).toFixed(1)} s`);
+    const connected = await nextReport(client, 60_000 + agents * 50, (m) =>
+      m.type === "connected" ? m : undefined,
+    );
+    ctx.log(
+      `  ${connected.streams} streams welcomed in ${(connected.ms / 1000).toFixed(1)} s, ${connected.failed} failed${connected.firstError === undefined ? "" : ` (first: ${connected.firstError})`}; daemon fd limit ${fdLimit(pid)}, client fd limit ${fdLimit(client.pid as number)}`,
+    );
+    const problems: string[] = [];
+    if (connected.streams !== agents)
+      problems.push(
+        `${connected.streams} of ${agents} streams welcomed (first error: ${connected.firstError})`,
+      );
+    // Steady state: every agent has sent its first heartbeat, then a measured window.
+    await new Promise((r) => setTimeout(r, HEARTBEAT_MS + 2000));
+    const cpu0 = cpuSeconds(pid);
+    const beats0 = stats.heartbeats;
+    await new Promise((r) => setTimeout(r, WINDOW_INTERVALS * HEARTBEAT_MS));
+    const cpu1 = cpuSeconds(pid);
+    const beats = stats.heartbeats - beats0;
+    const rss1 = rssKib(pid);
+    if (stats.ended > 0) problems.push(`${stats.ended} streams ended (${stats.firstError})`);
+
+    // The burst: operations written to the store as any replica would.
+    const ops = createAgentOperations(store, systemClock);
+    const submittedAt = new Map<string, number>();
+    const committedAt = new Map<string, number>();
+    let next = 0;
+    const b0 = preciseNow();
+    const burstCpu0 = cpuSeconds(pid);
+    const submitter = async () => {
+      while (next < OPERATIONS) {
+        const i = next++;
+        const node = nodeName(nodePrefix, i % agents);
+        const id = `burst-${run}-${i}`;
+        submittedAt.set(id, preciseNow());
+        await ops.submit(
+          node,
+          {
+            operationId: id,
+            kind: OperationKind.START_VM,
+            vmId: `${node}-vm-01`,
+            params: {},
+            generation: 0n,
+          },
+          "bench",
+        );
+        committedAt.set(id, preciseNow());
+      }
+    };
+    await Promise.all(Array.from({ length: SUBMIT_CONCURRENCY }, submitter));
+    const deadline = Date.now() + 60_000;
+    while (receipts.size < OPERATIONS && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    const burstSeconds = (Math.max(...receipts.values(), b0) - b0) / 1000;
+    const burstCpu = cpuSeconds(pid) - burstCpu0;
+    const latencies = [...submittedAt]
+      .flatMap(([id, at]) => {
+        const got = receipts.get(id);
+        return got === undefined ? [] : [got - at];
+      })
+      .sort((a, b) => a - b);
+    // From the store's commit of the operation to its receipt: the daemon's share.
+    const afterCommit = [...committedAt]
+      .flatMap(([id, at]) => {
+        const got = receipts.get(id);
+        return got === undefined ? [] : [got - at];
+      })
+      .sort((a, b) => a - b);
+    if (latencies.length !== OPERATIONS)
+      problems.push(`${latencies.length} of ${OPERATIONS} operations reached their agent`);
+    // Every answer is recorded: each operation ends DONE in the store.
+    const doneBy = Date.now() + 30_000;
+    let notDone = [...submittedAt.keys()];
+    while (notDone.length > 0 && Date.now() < doneBy) {
+      const still: string[] = [];
+      for (const id of notDone) {
+        const i = Number(id.slice(id.lastIndexOf("-") + 1));
+        const r = await ops.get(nodeName(nodePrefix, i % agents), id);
+        if (r?.phase !== OperationPhase.DONE) still.push(id);
+      }
+      notDone = still;
+      if (notDone.length > 0) await new Promise((r) => setTimeout(r, 500));
+    }
+    if (notDone.length > 0) problems.push(`${notDone.length} operations not DONE in the store`);
+    const result: AgentsRun = {
+      agents,
+      reqPerSec: burstSeconds > 0 ? latencies.length / burstSeconds : 0,
+      p50Ms: percentile(latencies, 0.5),
+      p99Ms: percentile(latencies, 0.99),
+      cpuPer10k: beats > 0 ? ((cpu1 - cpu0) / beats) * 10_000 : 0,
+      cpuMsPerHeartbeat: beats > 0 ? ((cpu1 - cpu0) / beats) * 1000 : 0,
+      rssPerStreamKib: (rss1 - rss0) / agents,
+      connectSeconds: connected.ms / 1000,
+      received: latencies.length,
+      afterCommitP50Ms: percentile(afterCommit, 0.5),
+      afterCommitP99Ms: percentile(afterCommit, 0.99),
+      calls: OPERATIONS,
+      problems,
+    };
+    ctx.log(
+      `  round ${run + 1} ${String(agents).padStart(6)} streams: RSS ${result.rssPerStreamKib.toFixed(1)} KiB/stream (${(rss0 / 1024).toFixed(0)} -> ${(rss1 / 1024).toFixed(0)} MiB), CPU ${result.cpuMsPerHeartbeat.toFixed(3)} ms/heartbeat (${beats} heartbeats), dispatch p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms (after the store's commit: p50 ${result.afterCommitP50Ms.toFixed(1)} ms p99 ${result.afterCommitP99Ms.toFixed(1)} ms), burst ${burstSeconds.toFixed(1)} s with ${burstCpu.toFixed(1)} daemon CPU s${problems.length > 0 ? `  REJECTED: ${problems.join("; ")}` : ""}`,
+    );
+    return result;
+  } finally {
+    if (client !== undefined && client.exitCode === null) {
+      const exited = new Promise((r) => client?.once("exit", r));
+      client.send({ type: "stop" });
+      const timer = setTimeout(() => client?.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    daemon.kill();
+    await daemon.exited;
+    await store.close();
+    await etcd.stop();
+  }
+}
+
+/** The stream counts `--agents` asked for (default 100). */
+export function agentCounts(ctx: ScenarioContext): number[] {
+  return ctx.agents.length > 0 ? [...ctx.agents] : [100];
+}
+
+export const agentsScenario: Scenario = {
+  id: "agents",
+  about: `N agent streams (mTLS, own certificate each) heartbeating every ${HEARTBEAT_MS / 1000} s with ${VMS_PER_NODE} VMs, a burst of ${OPERATIONS} operations dispatched through the store`,
+  async run(ctx) {
+    const counts = agentCounts(ctx);
+    const all: Record<string, AgentsRun[]> = Object.fromEntries(
+      counts.map((n) => [`${n} streams`, []]),
+    );
+    for (let round = 0; round < ctx.rounds; round++)
+      for (const n of roundOrder(counts, round))
+        all[`${n} streams`]?.push(await measureAgents(ctx, n, round));
+    const medianOf = (runs: readonly AgentsRun[], f: (r: AgentsRun) => number) => {
+      const ok = runs.filter((r) => r.problems.length === 0);
+      return ok.length === 0 ? Number.NaN : median(ok.map(f));
+    };
+    const rows = counts.map((n) => {
+      const runs = all[`${n} streams`] ?? [];
+      return row(
+        "Agents",
+        `${n} streams, burst of ${OPERATIONS} operations`,
+        summarize(runs),
+        `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream; from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
+      );
+    });
+    const largest = Math.max(...counts);
+    const big = all[`${largest} streams`] ?? [];
+    const rss = medianOf(big, (r) => r.rssPerStreamKib);
+    const p99 = medianOf(big, (r) => r.p99Ms);
+    return {
+      id: this.id,
+      rows,
+      targets: [
+        target(
+          `RSS per stream at ${largest} streams`,
+          "under 100 KiB (goal at 10,000 streams)",
+          `${rss.toFixed(1)} KiB`,
+          rss,
+          (v) => v < 100,
+        ),
+        target(
+          `Dispatch p99 at ${largest} streams`,
+          "under 100 ms (goal at 10,000 streams)",
+          `${p99.toFixed(1)} ms`,
+          p99,
+          (v) => v < 100,
+        ),
+      ],
+      commands: [
+        `node bench/agent-load-client.ts (forked): N streams POST /debvisor.v1.AgentService/Connect over TLS 1.3, each with its own client certificate (CN = its node, issued from the daemon's dev CA), Hello then a Health with ${VMS_PER_NODE} VMs every ${HEARTBEAT_MS} ms; ${OPERATIONS} operations submitted with createAgentOperations on the daemon's etcd (${SUBMIT_CONCURRENCY} in flight); daemon limits.maxConnections and limits.maxConnectionsPerAddress = N + 256`,
+      ],
+      runs: all,
+      details: { heartbeatMs: HEARTBEAT_MS, vmsPerNode: VMS_PER_NODE, operations: OPERATIONS },
+    } satisfies ScenarioResult;
+  },
+};

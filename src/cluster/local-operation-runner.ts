@@ -1,0 +1,128 @@
+import { create } from "@bufbuild/protobuf";
+import type { Clock, Logger } from "../core/index.js";
+import {
+  createMemoryJournal,
+  createOperationExecutor,
+  type HypervisorDriver,
+  type OperationExecutor,
+} from "../drivers/index.js";
+import {
+  OperationPhase,
+  type OperationRecord,
+  OperationRecordSchema,
+} from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
+import { type KvStore, updateMessage } from "../store/index.js";
+import { watchOperationsWithSweep } from "./agent-operation-watch.js";
+import { createAgentOperations, operationKey } from "./agent-operations.js";
+
+/** Options of {@link startLocalOperationRunner}. */
+export interface LocalOperationRunnerOptions {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The nodes this process drives with its own drivers (simulation, libvirt.nodes). */
+  readonly nodes: () => readonly string[];
+  readonly driver: (nodeId: string) => HypervisorDriver | undefined;
+  /** True while an agent's stream on this process serves the node instead. */
+  readonly servedByAgent: (nodeId: string) => boolean;
+  /** This process, as recorded on the operations it claims. */
+  readonly runnerId: string;
+  /** Told after each operation a node finished (to report the node's new state at once). */
+  readonly onFinished?: (nodeId: string) => void;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Runs the operations of nodes this daemon drives itself, as an agent runs
+ * its node's: the same executor (drivers' operation-executor.ts), the
+ * same records. An operation is claimed by a compare-and-swap from PENDING
+ * to DELIVERED, so of several control-plane processes sharing a store only
+ * one runs it; progress and the result go into the record.
+ */
+export function startLocalOperationRunner(options: LocalOperationRunnerOptions): {
+  ready: Promise<void>;
+} {
+  const { store, clock, logger, signal } = options;
+  const operations = createAgentOperations(store, clock);
+  const executors = new Map<string, OperationExecutor>();
+
+  function executorFor(nodeId: string, driver: HypervisorDriver): OperationExecutor {
+    let ex = executors.get(nodeId);
+    if (ex === undefined) {
+      ex = createOperationExecutor({
+        driver,
+        journal: createMemoryJournal(),
+        logger: logger.child({ node: nodeId, runner: "local" }),
+        signal,
+        send: (m) => {
+          const kind = create(AgentMessageSchema, m).kind;
+          const write =
+            kind.case === "progress"
+              ? operations.progress(nodeId, kind.value)
+              : kind.case === "result"
+                ? operations.finish(nodeId, kind.value).then(() => options.onFinished?.(nodeId))
+                : Promise.resolve();
+          write.catch((err: unknown) =>
+            logger.warn({ err, node: nodeId }, "local operation not recorded"),
+          );
+        },
+      });
+      executors.set(nodeId, ex);
+    }
+    return ex;
+  }
+
+  /** Claims a pending operation for this process: true when this process is to run it. */
+  async function claim(record: OperationRecord): Promise<boolean> {
+    const id = record.dispatch?.operationId ?? "";
+    const { written } = await updateMessage(
+      store,
+      OperationRecordSchema,
+      operationKey(record.nodeId, id),
+      (current) => {
+        if (current === undefined || current.phase !== OperationPhase.PENDING) return undefined;
+        return create(OperationRecordSchema, {
+          ...current,
+          phase: OperationPhase.DELIVERED,
+          deliveries: current.deliveries + 1,
+          deliveredBy: options.runnerId,
+          updatedAtMs: BigInt(clock.now()),
+        });
+      },
+      { signal },
+    );
+    return written;
+  }
+
+  async function consider(record: OperationRecord): Promise<void> {
+    const node = record.nodeId;
+    const dispatch = record.dispatch;
+    if (dispatch === undefined || options.servedByAgent(node)) return;
+    const driver = options.driver(node);
+    if (driver === undefined) return;
+    if (record.phase === OperationPhase.PENDING) {
+      if (!(await claim(record))) return;
+      executorFor(node, driver).dispatch(dispatch);
+    } else if (record.cancelRequested && record.deliveredBy === options.runnerId) {
+      executors.get(node)?.cancel(dispatch.operationId);
+    }
+  }
+  const run = (record: OperationRecord) =>
+    consider(record).catch((err: unknown) => {
+      if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "local operation not started");
+    });
+  /** Operations written while the watch was not running. */
+  async function sweep(): Promise<void> {
+    for (const node of options.nodes())
+      for (const r of await operations.open(node, signal)) await run(r);
+  }
+
+  return watchOperationsWithSweep({
+    store,
+    signal,
+    logger,
+    onRecord: (r) => void run(r),
+    sweep,
+  });
+}

@@ -1,0 +1,297 @@
+import {
+  type CallContext,
+  type Clock,
+  type MethodPolicy,
+  principalOf,
+  RpcError,
+} from "../core/index.js";
+import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
+import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
+import {
+  type AdoptVmRequest,
+  type CreateVmRequest,
+  type DeleteVmRequest,
+  type GetOperationRequest,
+  type RebootVmRequest,
+  type StartVmRequest,
+  type StopVmRequest,
+  type VmInfo,
+  type VmOperation,
+  VmOperationKind,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
+import type { KvStore } from "../store/index.js";
+import { createDatasetAccess } from "./dataset-access.js";
+import type { Inventory } from "./inventory.js";
+import { createMigrationRecords } from "./migration-records.js";
+import { placeVm } from "./vm-create-placement.js";
+import {
+  createVmOperations,
+  type VmOperationRequest,
+  vmOperationId,
+  vmOperationOf,
+} from "./vm-operations.js";
+import { type VersionedVm, vmRecord } from "./vm-records.js";
+import { domainSpecOf, specOfReported } from "./vm-spec.js";
+
+/** Dependencies of the VM lifecycle. */
+export interface VmLifecycleDeps {
+  readonly inventory: Inventory;
+  readonly store: KvStore;
+  readonly clock: Clock;
+  /** vCPUs placeable per core and memory per byte, as migration planning uses them. */
+  readonly cpuOvercommit?: number;
+  readonly memoryOvercommit?: number;
+}
+
+const vmTarget = { kind: "vm" as const, id: (req: { vmId: string }) => req.vmId };
+const opTarget = {
+  kind: "vm-operation" as const,
+  id: (req: GetOperationRequest) => req.operationId,
+};
+
+/** The policies of the lifecycle methods of VmService. */
+export const VM_LIFECYCLE_POLICIES = {
+  createVm: {
+    permission: "vm:create",
+    mutating: true,
+    target: { kind: "tenant", id: (req: CreateVmRequest) => req.tenant },
+  },
+  startVm: { permission: "vm:start", mutating: true, target: vmTarget },
+  stopVm: { permission: "vm:stop", mutating: true, target: vmTarget },
+  rebootVm: { permission: "vm:reboot", mutating: true, target: vmTarget },
+  deleteVm: { permission: "vm:delete", mutating: true, target: vmTarget },
+  // Which tenant a VM belongs to is the cluster's to say (as SetVmTenant).
+  adoptVm: { permission: "vm:adopt", mutating: true, target: { kind: "cluster" } },
+  getOperation: { permission: "vm:list", mutating: false, target: opTarget },
+  watchOperation: { permission: "vm:list", mutating: false, target: opTarget },
+} satisfies Record<string, MethodPolicy>;
+
+/**
+ * The VM lifecycle: each call writes the VM's desired state and an
+ * operation in one store transaction and answers the operation at once;
+ * whoever serves the VM's node runs it (its agent, or this control plane's
+ * local operation runner). Authorization has already answered for VMs and
+ * operations the caller may not see, exactly like missing ones.
+ */
+export function createVmLifecycle(deps: VmLifecycleDeps) {
+  const { inventory, store, clock } = deps;
+  const ops = createVmOperations(store, clock);
+  const migrations = createMigrationRecords(store);
+  const datasets = createDatasetAccess({ inventory, store });
+
+  /** The VM's node and record: as reported, else as recorded (created, not yet reported). */
+  async function locate(vmId: string, signal: AbortSignal) {
+    const reported = await inventory.findVm(vmId, signal);
+    const prev = (await inventory.vmRecords.all()).get(vmId);
+    const nodeId = reported?.nodeId?.id || (prev?.rec.managed ? prev.rec.nodeId : "");
+    if (nodeId === "") throw new RpcError("VM_NOT_FOUND");
+    return { reported, prev, nodeId };
+  }
+
+  /** Writes the operation with the record change; the record is read again if it moved meanwhile. */
+  async function submit(
+    ctx: CallContext,
+    kind: VmOperationKind,
+    vmId: string,
+    requestId: string,
+    build: (
+      at: Awaited<ReturnType<typeof locate>>,
+      operationId: string,
+    ) => {
+      params: Record<string, string>;
+      vm: VmOperationRequest["vm"];
+      prev: VersionedVm | undefined;
+    },
+  ): Promise<VmOperation> {
+    const id = vmOperationId(vmId, requestId);
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const at = await locate(vmId, ctx.signal);
+      const b = build(at, id);
+      try {
+        return await written(
+          {
+            id,
+            kind,
+            vmId,
+            nodeId: at.nodeId,
+            tenant: at.prev?.rec.tenant ?? at.reported?.tenant ?? "",
+            params: b.params,
+            requestedBy: principalOf(ctx).id,
+            requestId,
+            vm: b.vm,
+            vmRevision: b.prev?.rev ?? 0,
+          },
+          ctx.signal,
+        );
+      } catch (err) {
+        if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
+      }
+    }
+    throw new RpcError("CONFLICT");
+  }
+
+  async function written(req: VmOperationRequest, signal: AbortSignal): Promise<VmOperation> {
+    const out = await ops.submit(req, signal);
+    if (out.written && req.vm !== undefined) inventory.vmRecords.remember(req.vm, out.revision);
+    return out.operation;
+  }
+
+  /** The record with a new desired state, for a managed VM (an unmanaged one has none to keep). */
+  const desired = (prev: VersionedVm | undefined, state: VmState, operationId: string) =>
+    prev?.rec.managed === true
+      ? vmRecord(prev.rec.id, prev, { desiredState: state, lastOperationId: operationId })
+      : undefined;
+  const stopParams = (req: { force: boolean; timeoutMs: number }) => ({
+    force: String(req.force),
+    timeout_ms: String(req.timeoutMs || DEFAULT_STOP_TIMEOUT_MS),
+  });
+
+  return {
+    async createVm(req: CreateVmRequest, ctx: CallContext): Promise<VmOperation> {
+      const spec = req.spec;
+      if (spec === undefined) throw new RpcError("INVALID_ARGUMENT", { message: "spec: required" });
+      const tenant = ctx.tenant ?? req.tenant;
+      await checkDisks(req, tenant, ctx.signal);
+      if ((await inventory.findVm(req.vmId, ctx.signal)) !== undefined)
+        throw new RpcError("VM_EXISTS");
+      const prev = (await inventory.vmRecords.all()).get(req.vmId);
+      if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
+      const placement = placeVm({
+        spec,
+        nodes: await inventory.listNodes(ctx.signal),
+        reserved: (await migrations.reserved(ctx.signal)).byNode,
+        pending: new Map(),
+        target: req.nodeId?.id ?? "",
+        cpuOvercommit: deps.cpuOvercommit ?? 4,
+        memoryOvercommit: deps.memoryOvercommit ?? 1,
+      });
+      ctx.log.info({ vm: req.vmId, node: placement.nodeId, why: placement.reason }, "vm placed");
+      const by = principalOf(ctx).id;
+      const now = BigInt(clock.now());
+      const id = vmOperationId(req.vmId, req.requestId);
+      const rec: VmRecord = vmRecord(req.vmId, prev, {
+        lastOperationId: id,
+        tenant,
+        tenantSetBy: by,
+        tenantSetAtMs: now,
+        nodeId: placement.nodeId,
+        // A creation is a change of placement: a new fencing generation.
+        generation: (prev?.rec.generation ?? 0n) + 1n,
+        spec,
+        managed: true,
+        managedBy: by,
+        managedAtMs: now,
+        desiredState: req.start ? VmState.RUNNING : VmState.STOPPED,
+      });
+      const params = {
+        ...domainSpecParams(domainSpecOf(req.vmId, spec)),
+        start: String(req.start),
+      };
+      return written(
+        {
+          id,
+          kind: VmOperationKind.CREATE,
+          vmId: req.vmId,
+          nodeId: placement.nodeId,
+          tenant,
+          params,
+          requestedBy: by,
+          requestId: req.requestId,
+          vm: rec,
+          vmRevision: prev?.rev ?? 0,
+        },
+        ctx.signal,
+      );
+    },
+    startVm: (req: StartVmRequest, ctx: CallContext) =>
+      submit(ctx, VmOperationKind.START, req.vmId, req.requestId, ({ prev }, id) => ({
+        params: {},
+        vm: desired(prev, VmState.RUNNING, id),
+        prev,
+      })),
+    stopVm: (req: StopVmRequest, ctx: CallContext) =>
+      submit(ctx, VmOperationKind.STOP, req.vmId, req.requestId, ({ prev }, id) => ({
+        params: stopParams(req),
+        vm: desired(prev, VmState.STOPPED, id),
+        prev,
+      })),
+    rebootVm: (req: RebootVmRequest, ctx: CallContext) =>
+      submit(ctx, VmOperationKind.REBOOT, req.vmId, req.requestId, ({ prev }, id) => ({
+        params: stopParams(req),
+        vm: desired(prev, VmState.RUNNING, id),
+        prev,
+      })),
+    deleteVm: (req: DeleteVmRequest, ctx: CallContext) =>
+      submit(ctx, VmOperationKind.DELETE, req.vmId, req.requestId, ({ reported, prev }) => {
+        // Refused here already, changing nothing; the node refuses it too (it may know better).
+        if (reported?.state === VmState.RUNNING && !req.force) throw new RpcError("VM_RUNNING");
+        // The record goes when the node has undefined it (see the operation settler).
+        return { params: { force: String(req.force) }, vm: undefined, prev };
+      }),
+    async adoptVm(req: AdoptVmRequest, ctx: CallContext): Promise<VmInfo> {
+      const reported = await inventory.findVm(req.vmId, ctx.signal);
+      if (reported === undefined) throw new RpcError("VM_NOT_FOUND");
+      const prev = (await inventory.vmRecords.all()).get(req.vmId);
+      if (prev?.rec.managed === true) throw new RpcError("VM_MANAGED");
+      const by = principalOf(ctx).id;
+      const now = BigInt(clock.now());
+      const rec = vmRecord(req.vmId, prev, {
+        tenant: req.tenant,
+        tenantSetBy: by,
+        tenantSetAtMs: now,
+        nodeId: prev?.rec.nodeId || (reported.nodeId?.id ?? ""),
+        spec: specOfReported(reported),
+        managed: true,
+        managedBy: by,
+        managedAtMs: now,
+        desiredState: reported.state === VmState.RUNNING ? VmState.RUNNING : VmState.STOPPED,
+      });
+      const w = inventory.vmRecords.write(rec, prev?.rev ?? 0);
+      const txn = await store.txn(
+        { compares: [w.compare], success: [w.op] },
+        { signal: ctx.signal },
+      );
+      if (!txn.succeeded) throw new RpcError("CONFLICT");
+      inventory.vmRecords.remember(rec, txn.revision);
+      return { ...reported, tenant: rec.tenant, managed: true, desiredState: rec.desiredState };
+    },
+    async getOperation(req: GetOperationRequest, ctx: CallContext): Promise<VmOperation> {
+      const op = await ops.get(req.operationId, ctx.signal);
+      if (op === undefined) throw new RpcError("OPERATION_NOT_FOUND");
+      return vmOperationOf(op.index, op.record);
+    },
+    watchOperation: (req: GetOperationRequest, ctx: CallContext) =>
+      ops.follow(req.operationId, ctx.signal),
+  };
+
+  /**
+   * Disks: an existing dataset must be one the VM's tenant may see; a new
+   * one must not be anybody's dataset already (DATASET_EXISTS).
+   */
+  async function checkDisks(req: CreateVmRequest, tenant: string, signal: AbortSignal) {
+    const seen = new Set<string>();
+    for (const [i, disk] of (req.spec?.disks ?? []).entries()) {
+      const d = disk.dataset;
+      if (
+        d === undefined ||
+        (d.backend !== StorageBackend.BACKEND_ZFS && d.backend !== StorageBackend.BACKEND_RBD)
+      )
+        throw new RpcError("INVALID_ARGUMENT", {
+          message: `spec.disks[${i}].dataset.backend: must be zfs or rbd`,
+        });
+      const key = `${d.backend}|${d.pool}/${d.name}`;
+      if (seen.has(key))
+        throw new RpcError("INVALID_ARGUMENT", { message: `spec.disks[${i}]: named twice` });
+      seen.add(key);
+      if (disk.sizeBytes > 0n && disk.sizeBytes < 1024n * 1024n)
+        throw new RpcError("INVALID_ARGUMENT", {
+          message: `spec.disks[${i}].size_bytes: at least 1 MiB for a new disk`,
+        });
+      if (disk.sizeBytes === 0n)
+        await datasets.resolve(d, tenant === "" ? undefined : tenant, signal);
+      else if ((await datasets.tenants(d, signal)).length > 0) throw new RpcError("DATASET_EXISTS");
+    }
+  }
+}

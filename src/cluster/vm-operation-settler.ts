@@ -1,0 +1,115 @@
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "../core/index.js";
+import {
+  OperationPhase,
+  type OperationRecord,
+  OperationRecordSchema,
+} from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { VmOperationIndexSchema } from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
+import { type VmOperation, VmOperationKind, VmOperationState } from "../gen/debvisor/v1/vm_pb.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  rangeAll,
+  type TxnOp,
+} from "../store/index.js";
+import { watchOperationsWithSweep } from "./agent-operation-watch.js";
+import { operationKey } from "./agent-operations.js";
+import { VM_OPERATIONS_PREFIX, vmOperationOf } from "./vm-operations.js";
+import type { VmRecords } from "./vm-records.js";
+
+/** Options of {@link startVmOperationSettler}. */
+export interface VmOperationSettlerOptions {
+  readonly store: KvStore;
+  readonly vmRecords: VmRecords;
+  readonly logger: Logger;
+  readonly signal: AbortSignal;
+  /** Told once per finished operation, cluster-wide (for the audit trail). */
+  readonly onSettled: (operation: VmOperation, tenant: string) => void;
+}
+
+/**
+ * Settles finished lifecycle operations exactly once across control-plane
+ * processes (a compare-and-swap marks the index entry settled): the outcome
+ * goes to `onSettled` (the audit trail), a successful delete removes the
+ * VM's record, and a failed create removes the record it had written, so
+ * the id is free again and nothing is shown that no node holds.
+ */
+export function startVmOperationSettler(options: VmOperationSettlerOptions): {
+  ready: Promise<void>;
+} {
+  const { store, logger, signal } = options;
+
+  async function settle(record: OperationRecord): Promise<void> {
+    const id = record.dispatch?.operationId ?? "";
+    if (record.phase !== OperationPhase.DONE || id === "") return;
+    const key = VM_OPERATIONS_PREFIX + id;
+    const got = await getMessage(store, VmOperationIndexSchema, key, { signal });
+    if (got === undefined || got.message.settled) return;
+    const index = got.message;
+    const op = vmOperationOf(index, record);
+    const vmKey = `vms/${index.vmId}`;
+    const vm = await getMessage(store, VmRecordSchema, vmKey, { signal });
+    const forget =
+      vm !== undefined &&
+      ((index.kind === VmOperationKind.DELETE && op.state === VmOperationState.SUCCEEDED) ||
+        (index.kind === VmOperationKind.CREATE &&
+          op.state !== VmOperationState.SUCCEEDED &&
+          vm.message.lastOperationId === id));
+    const ops: TxnOp[] = [
+      {
+        type: "put",
+        key,
+        value: encodeMessage(
+          VmOperationIndexSchema,
+          create(VmOperationIndexSchema, { ...index, settled: true }),
+        ),
+      },
+    ];
+    if (forget) ops.push({ type: "delete", key: vmKey });
+    const txn = await store.txn(
+      {
+        compares: [
+          { key, modRevision: got.modRevision },
+          ...(forget && vm !== undefined ? [{ key: vmKey, modRevision: vm.modRevision }] : []),
+        ],
+        success: ops,
+      },
+      { signal },
+    );
+    // Another process settled it, or the VM's record changed: the next event or sweep retries.
+    if (!txn.succeeded) return;
+    if (forget) options.vmRecords.forget(index.vmId);
+    options.onSettled(op, index.tenant);
+  }
+  const run = (record: OperationRecord) =>
+    settle(record).catch((err: unknown) => {
+      if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "vm operation not settled");
+    });
+
+  /** Finished operations not settled yet (this process was down when they finished). */
+  async function sweep(): Promise<void> {
+    for await (const kv of rangeAll(store, VM_OPERATIONS_PREFIX, { signal })) {
+      const index = decodeMessage(VmOperationIndexSchema, kv);
+      if (index.settled) continue;
+      const rec = await getMessage(
+        store,
+        OperationRecordSchema,
+        operationKey(index.nodeId, index.operationId),
+        { signal },
+      );
+      if (rec !== undefined) await run(rec.message);
+    }
+  }
+
+  return watchOperationsWithSweep({
+    store,
+    signal,
+    logger,
+    onRecord: (r) => void run(r),
+    sweep,
+  });
+}

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { HVCTL_BIN, runProcess } from "./daemon-process.js";
+
+/** The compiled debvisor-agent entry point. */
+export const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+
+/** A `debvisor-agent run` child process and its JSON log lines. */
+export interface AgentProcess {
+  readonly proc: ChildProcess;
+  readonly logs: Record<string, unknown>[];
+  waitLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** Starts `debvisor-agent run ARGS...` with its JSON log collected. */
+export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
+  const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  const logs: Record<string, unknown>[] = [];
+  let buffered = "";
+  let stderr = "";
+  proc.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  proc.stdout?.on("data", (d: Buffer) => {
+    buffered += d.toString();
+    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // not a log line
+      }
+    }
+  });
+  return {
+    proc,
+    logs,
+    async waitLog(msg, timeoutMs = 15_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = logs.find((l) => l.msg === msg);
+        if (hit !== undefined) return hit;
+        if (Date.now() > until || proc.exitCode !== null)
+          throw new Error(`agent: no "${msg}" log line; stderr:\n${stderr}`);
+        await sleep(50);
+      }
+    },
+  };
+}
+
+/**
+ * Enrolls `node` into `dir`/`node` against the daemon at `server`: a one-time
+ * token from `hvctl token create` (run by `hvctl`), then `debvisor-agent enroll`.
+ * Resolves with the agent's directory.
+ */
+export async function enrollAgent(
+  hvctl: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+  server: string,
+  dir: string,
+  node: string,
+): Promise<string> {
+  const t = await hvctl("-o", "json", "token", "create", node);
+  assert.equal(t.code, 0, t.stderr);
+  const { token, caFingerprint } = JSON.parse(t.stdout) as { token: string; caFingerprint: string };
+  const agentDir = join(dir, node);
+  const r = await runProcess(
+    process.execPath,
+    [AGENT_BIN, "enroll", "--server", server, "--ca-fingerprint", caFingerprint, "--dir", agentDir],
+    { env: { DEBVISOR_ENROLL_TOKEN: token } },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  return agentDir;
+}
