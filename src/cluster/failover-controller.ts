@@ -137,7 +137,8 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
 
   async function pass(signal: AbortSignal) {
     const now = clock.now();
-    // Conflicts first: a stale copy must never be what a restart below brings back.
+    // Conflicts first: a stale copy must never be what a restart below brings
+    // back. A failure here is logged and must not hold up failovers.
     await removeStaleCopies(
       {
         store,
@@ -150,7 +151,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         },
       },
       signal,
-    );
+    ).catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
     for (const node of await options.inventory.listNodes(signal)) {
       const nodeId = node.info?.id?.id ?? "";
       const ready = node.readiness === NodeReadiness.READY;
