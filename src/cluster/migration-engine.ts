@@ -361,9 +361,14 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     return rec;
   }
 
-  async function settle(record: MigrationRecord, signal?: AbortSignal): Promise<void> {
+  /**
+   * Settles an orphaned migration from what the hypervisors say; false (and
+   * nothing written: the lock and reservation stay) while either still runs
+   * a migration job of the VM, to be looked at again by a later pass.
+   */
+  async function settle(record: MigrationRecord, signal?: AbortSignal): Promise<boolean> {
     const m = record.migration;
-    if (m === undefined) return;
+    if (m === undefined) return true;
     const vmId = m.vm?.vmId ?? "";
     const source = m.source?.nodeId?.id ?? "";
     const target = m.target?.nodeId?.id ?? "";
@@ -384,6 +389,16 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         logger.warn({ err, node: source }, "source unreachable while settling");
         return onTarget === undefined ? UNREACHABLE : undefined;
       });
+    if (
+      onTarget?.migrating === true ||
+      (onSource !== UNREACHABLE && onSource?.migrating === true)
+    ) {
+      logger.info(
+        { migration: m.migrationId, vm: vmId },
+        "hypervisor job still running; settling later",
+      );
+      return false;
+    }
     const restart = async (node: string, state: DomainState | undefined) => {
       if (!record.restartAfter || state !== "stopped") return;
       await executors
@@ -423,6 +438,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       logger.error({ migration: m.migrationId, vm: vmId }, m.message);
     }
     await publish(record, { final: true });
+    return true;
   }
 
   return {
@@ -590,7 +606,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       const claimed = create(MigrationRecordSchema, { ...record, runner: runners.id });
       if (!(await records.claim(claimed, modRevision, signal))) continue;
       try {
-        await settle(claimed, signal);
+        if (!(await settle(claimed, signal))) continue;
         settled++;
         logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
         if (claimed.migration !== undefined) options.onSettled?.(claimed.migration);

@@ -22,6 +22,12 @@ export interface DomainStatus {
   readonly memoryBytes: bigint;
   /** False when the domain is transient (gone once it stops). */
   readonly persistent: boolean;
+  /**
+   * A migration job of the domain is running on this node (as its source):
+   * settling an orphaned migration waits for it to end. Undefined when the
+   * backend cannot tell.
+   */
+  readonly migrating?: boolean;
 }
 
 /** Phases of a migration as the control plane reports them. */

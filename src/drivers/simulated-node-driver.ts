@@ -50,6 +50,7 @@ export function createSimulatedNodeDriver(
       vcpus: vm.info.vcpus,
       memoryBytes: vm.info.memoryBytes,
       persistent: true,
+      migrating: world.inflight.has(vm.info.id),
     };
   }
   function runningElsewhere(vmId: string): boolean {

@@ -23,7 +23,7 @@ import type { Metrics } from "./metrics.js";
 import type { OpenedResources } from "./opened-resources.js";
 import { type DaemonSimulation, startSimulation } from "./simulation-setup.js";
 import { type StorageStack, startStorage } from "./storage-setup.js";
-import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
+import { failoverAuditFields, settledAuditFields, staleCopyAuditFields } from "./system-audit.js";
 
 /** What the cluster part needs from the daemon. */
 export interface ClusterSetup {
@@ -171,6 +171,11 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
             audit
               ?.append(failoverAuditFields(d))
               .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
+          },
+          onStaleCopy: (d) => {
+            audit
+              ?.append(staleCopyAuditFields(d))
+              .catch((err: unknown) => logger.error({ err }, "stale copy removal not audited"));
           },
         }
       : undefined,
