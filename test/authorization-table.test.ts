@@ -17,6 +17,7 @@ import {
   AgentMessageSchema,
   AgentService,
   file_debvisor_v1_agent,
+  TransferChunkSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { AuditService, file_debvisor_v1_audit } from "../src/gen/debvisor/v1/audit_pb.js";
 import { EventService, file_debvisor_v1_event } from "../src/gen/debvisor/v1/event_pb.js";
@@ -791,6 +792,20 @@ const ROWS: Row[] = [
     request: () => ({ hello: "node-01" }),
     expect: row("PD", "PD", "PD", "PD", "ok", "PD", "PD"),
   },
+  // A transfer needs node:connect and then a ticket issued to the caller's node:
+  // a made-up one is refused to everyone, the node included.
+  {
+    service: "AgentService",
+    method: "UploadTransfer",
+    request: () => ({ ticket: "made-up-ticket" }),
+    expect: row("PD", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
+  {
+    service: "AgentService",
+    method: "DownloadTransfer",
+    request: () => ({ ticket: "made-up-ticket" }),
+    expect: row("PD", "PD", "PD", "PD", "PD", "PD", "PD"),
+  },
 ];
 
 /** Codes that mean "authorization let it through". Anything else is a finding. */
@@ -841,7 +856,10 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
     );
     assert.ok(desc, `${service}/${method} exists`);
     const fn = client(who, service)[desc.localName] as (r: object, o: object) => unknown;
-    if (desc.methodKind === "bidi_streaming") return connect(who, request as { hello: string });
+    if (desc.methodKind === "bidi_streaming")
+      return desc.name === "Connect"
+        ? connect(who, request as { hello: string })
+        : upload(who, request as { ticket: string });
     try {
       if (desc.methodKind === "server_streaming") {
         const stop = new AbortController();
@@ -898,6 +916,25 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
           }),
         ),
       );
+    });
+
+  /** An upload: its first message (the ticket), then the code it ended with. */
+  const upload = (who: Who, req: { ticket: string }) =>
+    new Promise<grpc.status | undefined>((resolve) => {
+      const stream = open(ctxs[who]).makeBidiStreamRequest(
+        "/debvisor.v1.AgentService/UploadTransfer",
+        (b: Uint8Array) => Buffer.from(b),
+        (b: Buffer) => b,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+      );
+      stream.on("data", () => {});
+      stream.on("end", () => resolve(undefined));
+      stream.on("error", (e: grpc.ServiceError) =>
+        resolve(e.code === grpc.status.DEADLINE_EXCEEDED ? undefined : e.code),
+      );
+      stream.write(toBinary(TransferChunkSchema, create(TransferChunkSchema, req)));
+      stream.end();
     });
 
   before(async () => {
@@ -1077,7 +1114,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_watch,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 69);
+    assert.equal(rpcs.length, 71);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

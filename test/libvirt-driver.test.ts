@@ -9,6 +9,7 @@ import {
   type LibvirtDriverOptions,
   type MigrationProgress,
   VirshCommandError,
+  virshMigrateArgs,
 } from "../src/drivers/index.js";
 import {
   createReplayRunner,
@@ -366,6 +367,55 @@ describe("libvirt driver: migration (recorded and written output)", () => {
     for (const call of replay.calls.slice(2)) {
       assert.deepEqual(call.args, ["-c", QEMU, "domjobinfo", "--domain", "web-01"]);
     }
+  });
+
+  it("migrates peer to peer (--p2p) when the node's libvirtd reaches the destination itself, as in an agent", async () => {
+    const p2p = [
+      "-c",
+      QEMU,
+      "migrate",
+      "--live",
+      "--persistent",
+      "--undefinesource",
+      "--verbose",
+      "--abort-on-error",
+      "--p2p",
+      "--domain",
+      "web-01",
+      "--desturi",
+      "qemu+tls://hv02.example/system",
+    ];
+    const { driver, replay } = driverWith(
+      [
+        fixture("qemu-domstate-web-01-running"),
+        fixture("qemu-migrate-live-progress", { args: p2p }),
+        ...Array.from({ length: 6 }, () => fixture("qemu-domjobinfo-migrating")),
+      ],
+      { uri: QEMU, peerToPeer: true },
+    );
+    await driver.migrate(
+      "web-01",
+      { nodeId: "hv02", uri: "qemu+tls://hv02.example/system" },
+      { live: true, signal: live() },
+    );
+    assert.deepEqual(replay.calls[1]?.args, p2p);
+    assert.deepEqual(
+      virshMigrateArgs("db-01", "qemu+tls://hv02.example/system", {
+        live: false,
+        peerToPeer: true,
+      }),
+      [
+        "migrate",
+        "--offline",
+        "--persistent",
+        "--undefinesource",
+        "--p2p",
+        "--domain",
+        "db-01",
+        "--desturi",
+        "qemu+tls://hv02.example/system",
+      ],
+    );
   });
 
   it("migrates a stopped domain offline, without --live or --verbose", async () => {

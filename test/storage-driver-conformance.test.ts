@@ -18,6 +18,7 @@ for (const backend of ["zfs", "rbd"] as const) {
 describeStorageConformance({
   name: "zfs CLI, recorded output",
   backend: "zfs",
+  streamHalves: true,
   async setup(scenario) {
     const replay = createReplay(loadTranscript(new URL("zfs.txt", fixtures), scenario));
     return { driver: createZfsDriver({ runnerFor: replay.runnerFor }), done: replay.assertDone };

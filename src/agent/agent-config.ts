@@ -29,6 +29,11 @@ export const agentConfigSchema = z.strictObject({
       uri: z.string().min(1).max(1024).default("qemu:///system"),
       /** The virsh program. */
       virsh: z.string().min(1).max(4096).default("virsh"),
+      /**
+       * How other nodes' libvirtd reach this one for a migration (reported
+       * to the control plane). Default qemu+tls://<hostname>/system.
+       */
+      migrationUri: z.string().min(1).max(256).optional(),
     })
     .prefault({}),
   sim: z
@@ -38,6 +43,30 @@ export const agentConfigSchema = z.strictObject({
       seed: int(0, 2 ** 31 - 1).default(1),
       /** How long a start or stop takes. */
       actionMs: int(0, 600_000).default(0),
+      /** How long a migration from this node takes. */
+      migrationMs: int(0, 3_600_000).default(4000),
+      /**
+       * The simulated cluster's shared storage directory (VM definitions and
+       * per-disk locks with fencing tokens), the same for every node's agent
+       * on this host. Unset: starts are not fenced and nothing can be recovered here.
+       */
+      sharedDir: z.string().min(1).max(4096).optional(),
+    })
+    .prefault({}),
+  storage: z
+    .strictObject({
+      /**
+       * The node's storage: `none`; `sim`: simulated datasets (the disks of
+       * the simulated domains) kept in `dir`/sim-storage.json; `zfs` or
+       * `rbd`: the command line on this host. Env DEBVISOR_AGENT_STORAGE.
+       */
+      kind: z.enum(["none", "sim", "zfs", "rbd"]).default("none"),
+      /** sim: the size of each dataset created on first start (its full send moves this much). */
+      simDatasetBytes: int(0, 2 ** 40).default(64 * 1024 * 1024),
+      /** The zfs program. */
+      zfsCommand: z.string().min(1).max(4096).default("zfs"),
+      /** The rbd program. */
+      rbdCommand: z.string().min(1).max(4096).default("rbd"),
     })
     .prefault({}),
   reconnect: z
@@ -71,6 +100,7 @@ const ENV: Readonly<Record<string, (v: string) => Record<string, unknown>>> = {
   DEBVISOR_AGENT_TLS_SERVER_NAME: (v) => ({ tlsServerName: v }),
   DEBVISOR_AGENT_DRIVER: (v) => ({ driver: { kind: v } }),
   DEBVISOR_AGENT_LIBVIRT_URI: (v) => ({ driver: { uri: v } }),
+  DEBVISOR_AGENT_STORAGE: (v) => ({ storage: { kind: v } }),
   DEBVISOR_AGENT_LOG_LEVEL: (v) => ({ logLevel: v.toLowerCase() }),
 };
 

@@ -30,6 +30,8 @@ export interface AgentLinkOptions {
   onMessage(message: ControlMessage): void;
   /** The stream is down (it will be retried). */
   onDown(reason: string): void;
+  /** While true, no stream is opened (a partition injected as a fault). */
+  held?(): boolean;
 }
 
 /** The agent's end of its one stream. */
@@ -38,6 +40,8 @@ export interface AgentLink {
   send(message: MessageInitShape<typeof AgentMessageSchema>): boolean;
   /** The server holding the stream now, if any. */
   server(): string | undefined;
+  /** Ends the current stream at once, as a cut network would (it is retried unless held). */
+  interrupt(): void;
   /** Resolves when the loop has stopped (after the signal aborted). */
   readonly done: Promise<void>;
 }
@@ -90,6 +94,11 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
         };
         call.on("data", (m: ControlMessage) => {
           if (m.kind.case === "welcome") {
+            // Cut off while connecting: the partition applies to this stream too.
+            if (options.held?.() === true) {
+              call.cancel();
+              return;
+            }
             welcomed = true;
             current = call;
             currentServer = server;
@@ -127,6 +136,10 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
     let attempt = 0;
     let index = 0;
     while (!signal.aborted) {
+      if (options.held?.() === true) {
+        await sleep(100, undefined, { signal }).catch(() => undefined);
+        continue;
+      }
       const server = options.servers[index % options.servers.length] as string;
       index++;
       let outcome: { welcomed: boolean; reason: string };
@@ -153,6 +166,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
       return true;
     },
     server: () => currentServer,
+    interrupt: () => current?.cancel(),
     done,
   };
 }

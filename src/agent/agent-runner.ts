@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import pino from "pino";
 import {
   AgentError,
@@ -13,10 +14,17 @@ import {
   createOperationExecutor,
   OPERATION_CAPABILITIES,
   openOperationJournal,
+  openSimulatedWatchdog,
 } from "../drivers/index.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
+import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
+import { openNodeStorage } from "./node-storage.js";
+import { createSelfFence } from "./self-fence.js";
+import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
+import { createTransferClient } from "./transfer-client.js";
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {
@@ -45,7 +53,20 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   const log = createAgentLogger(config.logLevel);
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
-  const hv = openNodeHypervisor(config, nodeId, log);
+  // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.
+  let cut = () => {};
+  const faults = watchFaults(config.dir, (f) => {
+    log.warn({ node: nodeId, faults: f }, `faults now: ${describeFaults(f)}`);
+    if (f.partitioned) cut();
+  });
+  const now = () => Date.now() + faults.current().clockOffsetMs;
+  const hv = openNodeHypervisor(config, nodeId, log, {
+    now,
+    failMigrationAt: () => faults.current().failMigrationAt,
+  });
+  // So an operator or a test can signal this very process: kill -STOP $(cat DIR/agent.pid).
+  const pidFile = join(config.dir, "agent.pid");
+  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
   const stop = new AbortController();
@@ -54,15 +75,73 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.once("SIGINT", onSignal);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
+  // The simulated storage starts with the disks of the node's domains; nothing is asked without storage.
+  const storage = openNodeStorage(
+    config,
+    nodeId,
+    config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
+  );
+  const storageOps = createStorageOperations({
+    storage,
+    nodeId,
+    send: (m) => void send(m),
+    transfers: createTransferClient({
+      files,
+      server: () => link.server(),
+      tlsServerName: config.tlsServerName,
+    }),
+  });
   const executor = createOperationExecutor({
     driver: hv.driver,
+    define: hv.define,
+    now,
     journal,
     send: (m) => void send(m),
     logger: log,
     signal: stop.signal,
+    storage: (d, signal) => storageOps.run(d, signal),
   });
-  await executor.recover();
-  const capabilities = [`driver:${hv.driver.kind}`, ...OPERATION_CAPABILITIES];
+  // VMs this node stopped on its own, told to the control plane once a stream is up.
+  const fencedVms: { vmId: string; at: number }[] = [];
+  const flushFenced = () => {
+    while (fencedVms.length > 0) {
+      const f = fencedVms[0] as { vmId: string; at: number };
+      const sent = send({
+        kind: {
+          case: "event",
+          value: {
+            kind: "self-fenced",
+            vmId: f.vmId,
+            message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+            at: { seconds: BigInt(Math.floor(f.at / 1000)), nanos: (f.at % 1000) * 1_000_000 },
+          },
+        },
+      });
+      if (!sent) return;
+      fencedVms.shift();
+    }
+  };
+  // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
+  const fence = createSelfFence({
+    driver: hv.driver,
+    isHa: (vmId) => hv.isHa(vmId),
+    watchdog:
+      config.driver.kind === "sim"
+        ? openSimulatedWatchdog(join(config.dir, "watchdog.json"))
+        : undefined,
+    logger: log,
+    onFenced: (vmId) => {
+      fencedVms.push({ vmId, at: Date.now() });
+      flushFenced();
+    },
+  });
+  stop.signal.addEventListener("abort", () => fence.close(), { once: true });
+  await fence.guard(() => executor.recover());
+  const capabilities = [
+    `driver:${hv.driver.kind}`,
+    ...OPERATION_CAPABILITIES,
+    ...storageCapabilities(storage),
+  ];
   const link = runAgentLink({
     files,
     servers: config.servers,
@@ -71,9 +150,14 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     logger: log,
     signal: stop.signal,
+    held: () => faults.current().partitioned,
     async hello() {
+      await fence.guard(() => {
+        fence.newStream();
+        fence.sending(0n);
+      });
       const { health, datasets } = await hv.inventory(AbortSignal.timeout(30_000));
-      const ms = Date.now();
+      const ms = now();
       return {
         kind: {
           case: "hello",
@@ -82,13 +166,14 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
             agentVersion: packageVersion(),
             capabilities,
             health,
-            datasets,
+            datasets: withStorage(datasets, storage?.datasets() ?? []),
             sentAt: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
           },
         },
       };
     },
     async heartbeat(sequence) {
+      await fence.guard(() => fence.sending(sequence));
       const { health } = await hv.inventory(AbortSignal.timeout(30_000));
       return { kind: { case: "heartbeat", value: { health, sequence } } };
     },
@@ -101,16 +186,29 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         "connected to the control plane",
       );
       void notifier.status(`connected to ${server}`);
+      // The server recorded the Hello before it welcomed: that is the stream's first renewal.
+      void fence.guard(() => {
+        fence.configure(welcome.selfFenceWindowMs);
+        fence.renewed(0n);
+        flushFenced();
+      });
     },
     onMessage(m) {
-      if (m.kind.case === "dispatch") executor.dispatch(m.kind.value);
-      else if (m.kind.case === "cancel") executor.cancel(m.kind.value.operationId);
+      const k = m.kind;
+      void fence.guard(() => {
+        if (k.case === "dispatch") executor.dispatch(k.value);
+        else if (k.case === "cancel") executor.cancel(k.value.operationId);
+        else if (k.case === "leaseRenewed") fence.renewed(k.value.sequence);
+        else if (k.case === "transferTicket")
+          storageOps.ticket(k.value.operationId, k.value.ticket);
+      });
     },
     onDown(reason) {
       void notifier.status(`reconnecting: ${reason}`);
     },
   });
   send = (m) => link.send(m);
+  cut = () => link.interrupt();
   const renewal = scheduleRenewal(
     config,
     log,
@@ -120,6 +218,9 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   log.info({ node: nodeId, driver: hv.driver.kind, servers: config.servers }, "agent running");
   await notifier.ready(`node ${nodeId}: connecting`);
   await link.done;
+  faults.close();
+  hv.close();
+  rmSync(pidFile, { force: true });
   clearTimeout(renewal.timer);
   await notifier.stopping();
   notifier.close();
@@ -164,4 +265,11 @@ function scheduleRenewal(
   };
   plan();
   return state;
+}
+
+/** The VMs' disks and the storage's datasets, each once. */
+function withStorage(disks: DatasetRef[], held: DatasetRef[]): DatasetRef[] {
+  const seen = new Map<string, DatasetRef>();
+  for (const d of [...disks, ...held]) seen.set(`${d.backend}:${d.pool}/${d.name}`, d);
+  return [...seen.values()];
 }

@@ -9,6 +9,7 @@ import {
   createLocalSimulation,
   type DomainStatus,
   type HypervisorDriver,
+  MIGRATION_URI_LABEL,
   vmStateOf,
 } from "../drivers/index.js";
 import { NodeIdSchema, StatusCode } from "../gen/debvisor/v1/common_pb.js";
@@ -26,12 +27,31 @@ import type { AgentConfig } from "./agent-config.js";
 export interface NodeHypervisor {
   readonly nodeId: string;
   readonly driver: HypervisorDriver;
-  /** What the node registers as. */
+  /** What the node registers as (labels include {@link MIGRATION_URI_LABEL}). */
   readonly info: NodeInfo;
   /** The node's domains now, as a Health report (the content of Hello and heartbeats). */
   inventory(signal: AbortSignal): Promise<{ health: Health; datasets: DatasetRef[] }>;
   /** Domains as the hypervisor reports them, for `status`. */
   domains(signal: AbortSignal): Promise<DomainStatus[]>;
+  /** Whether a domain is highly available (self-fencing stops these); false when unknown. */
+  isHa(vmId: string): boolean;
+  /**
+   * Defines a VM here from the control plane's view (for a failover), when
+   * the backend can; undefined when it cannot (libvirt: the definition must
+   * already be here, on shared or replicated storage).
+   */
+  readonly define?: (info: VmInfo) => void;
+  close(): void;
+}
+
+/** What the running agent adds to the configured driver. */
+export interface HypervisorExtras {
+  /** The agent's clock for reports (a clock-offset fault shifts it). Default Date.now. */
+  readonly now?: () => number;
+  /** sim: the percent at which migrations fail now (fault injection). */
+  readonly failMigrationAt?: () => number | undefined;
+  /** Only look (status beside a running agent): write nothing. */
+  readonly readOnly?: boolean;
 }
 
 /** The node id of an enrolled agent: its certificate's common name. */
@@ -43,31 +63,58 @@ export function enrolledNodeId(files: AgentFiles): string {
   return cn[1];
 }
 
-/** Opens the configured driver for this node: the simulation in the agent's directory, or libvirt. */
+/**
+ * Opens the configured driver for this node: the simulation in the agent's
+ * directory, or libvirt. `readOnly` (for `status` beside a running
+ * agent): the simulation reports what its watchdog and storage imply
+ * without acting on it.
+ */
 export function openNodeHypervisor(
   config: AgentConfig,
   nodeId: string,
   logger: Logger,
+  extras: HypervisorExtras = {},
 ): NodeHypervisor {
+  const now = extras.now ?? Date.now;
   if (config.driver.kind === "sim") {
-    const sim = createLocalSimulation({ nodeId, dir: config.dir, ...config.sim, now: Date.now() });
-    return build(nodeId, sim.driver, sim.node, (id) => sim.vmInfo(id));
+    const sim = createLocalSimulation({
+      nodeId,
+      dir: config.dir,
+      ...config.sim,
+      failMigrationAt: extras.failMigrationAt,
+      readOnly: extras.readOnly,
+      now: Date.now(),
+    });
+    const info = create(NodeInfoSchema, {
+      ...sim.node,
+      labels: { ...sim.node.labels, [MIGRATION_URI_LABEL]: sim.migrationUri },
+    });
+    return build(nodeId, sim.driver, info, (id) => sim.vmInfo(id), now, {
+      define: (vm) => sim.define(vm),
+      close: () => sim.close(),
+    });
   }
+  const host = hostname()
+    .replace(/[^a-zA-Z0-9.-]/g, "-")
+    .slice(0, 253);
   const info = create(NodeInfoSchema, {
     id: { id: nodeId },
-    hostname: hostname()
-      .replace(/[^a-zA-Z0-9.-]/g, "-")
-      .slice(0, 253),
+    hostname: host,
     capacity: { cpuCores: cpus().length, memoryBytes: BigInt(totalmem()) },
-    labels: { "debvisor.io/driver": "libvirt" },
+    labels: {
+      "debvisor.io/driver": "libvirt",
+      [MIGRATION_URI_LABEL]: config.driver.migrationUri ?? `qemu+tls://${host}/system`,
+    },
   });
   const driver = createLibvirtDriver({
     nodeId,
     uri: config.driver.uri,
     virsh: config.driver.virsh,
+    // The agent's virsh speaks only to this node's libvirtd, which reaches the destination itself.
+    peerToPeer: true,
     logger,
   });
-  return build(nodeId, driver, info, () => undefined);
+  return build(nodeId, driver, info, () => undefined, now, { close: () => {} });
 }
 
 function build(
@@ -75,12 +122,16 @@ function build(
   driver: HypervisorDriver,
   info: NodeInfo,
   known: (vmId: string) => VmInfo | undefined,
+  now: () => number,
+  more: Pick<NodeHypervisor, "define" | "close">,
 ): NodeHypervisor {
   return {
     nodeId,
     driver,
     info,
+    ...more,
     domains: (signal) => driver.list(signal),
+    isHa: (vmId) => known(vmId)?.ha === true,
     async inventory(signal) {
       const domains = await driver.list(signal);
       const vms = domains.map((d) =>
@@ -92,7 +143,7 @@ function build(
           nodeId: create(NodeIdSchema, { id: nodeId }),
         }),
       );
-      const ms = Date.now();
+      const ms = now();
       const health = create(HealthSchema, {
         nodeId: { id: nodeId },
         overall: StatusCode.STATUS_OK,

@@ -3,13 +3,16 @@ import { Command } from "commander";
 import {
   AgentError,
   agentFiles,
+  applyFaultCommand,
   createAgentLogger,
+  describeFaults,
   enroll,
   enrolledNodeId,
   loadAgentConfig,
   openNodeHypervisor,
   renew,
   runAgent,
+  storageStatus,
 } from "../agent/index.js";
 import { hideIpSniWarning, packageVersion } from "../client/index.js";
 
@@ -80,6 +83,10 @@ interface AgentFlags {
   uri?: string;
   simVms?: string;
   simActionMs?: string;
+  simSharedDir?: string;
+  storage?: string;
+  simDatasetBytes?: string;
+  simMigrationMs?: string;
   logLevel?: string;
 }
 
@@ -93,7 +100,13 @@ function configFrom(opts: AgentFlags) {
       servers: opts.server,
       tlsServerName: opts.tlsServerName,
       driver: { kind: opts.driver, uri: opts.uri },
-      sim: { vms: num(opts.simVms), actionMs: num(opts.simActionMs) },
+      sim: {
+        vms: num(opts.simVms),
+        actionMs: num(opts.simActionMs),
+        migrationMs: num(opts.simMigrationMs),
+        sharedDir: opts.simSharedDir,
+      },
+      storage: { kind: opts.storage, simDatasetBytes: num(opts.simDatasetBytes) },
       logLevel: opts.logLevel,
     },
   });
@@ -109,7 +122,11 @@ const withAgentFlags = (c: Command) =>
     .option("--driver <kind>", "the hypervisor: libvirt or sim")
     .option("--uri <uri>", "libvirt connection URI (default qemu:///system)")
     .option("--sim-vms <n>", "sim: domains generated on first start")
-    .option("--sim-action-ms <ms>", "sim: how long a start or stop takes");
+    .option("--sim-action-ms <ms>", "sim: how long a start or stop takes")
+    .option("--sim-shared-dir <dir>", "sim: the cluster's shared storage (disk locks, definitions)")
+    .option("--storage <kind>", "the node's storage: none, sim, zfs or rbd (default none)")
+    .option("--sim-dataset-bytes <n>", "sim storage: size of each dataset made on first start")
+    .option("--sim-migration-ms <ms>", "sim: how long a migration from this node takes");
 
 withAgentFlags(
   program
@@ -122,9 +139,18 @@ withAgentFlags(
       "control-plane addresses, tried in turn (or $DEBVISOR_AGENT_SERVERS, comma-separated)",
     )
     .option("--tls-server-name <name>", "name to verify server certificates against")
-    .option("--log-level <level>", "trace, debug, info, warn, error"),
-).action(async (opts: AgentFlags) => {
+    .option("--log-level <level>", "trace, debug, info, warn, error")
+    .option(
+      "--exit-with-stdin",
+      "stop when stdin closes (a supervisor that dies takes its agents with it)",
+    ),
+).action(async (opts: AgentFlags & { exitWithStdin?: boolean }) => {
+  if (opts.exitWithStdin) {
+    process.stdin.resume();
+    process.stdin.once("end", () => process.kill(process.pid, "SIGTERM"));
+  }
   await runAgent(configFrom(opts), process.env);
+  process.stdin.destroy();
 });
 
 withAgentFlags(
@@ -135,19 +161,53 @@ withAgentFlags(
 ).action(async (opts: AgentFlags & { output: string }) => {
   const config = configFrom(opts);
   const nodeId = enrolledNodeId(agentFiles(config.dir));
-  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"));
+  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { readOnly: true });
   const domains = await hv.domains(AbortSignal.timeout(30_000));
+  const storage = await storageStatus(config, nodeId, hv);
+  hv.close();
   if (opts.output === "json") {
     const out = {
       node: nodeId,
       driver: hv.driver.kind,
       domains: domains.map((d) => ({ ...d, memoryBytes: String(d.memoryBytes) })),
+      ...(storage === undefined ? {} : { storage }),
     };
     process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   } else {
     for (const d of domains) process.stdout.write(`${d.id}\t${d.state}\t${d.vcpus} vcpu\n`);
+    for (const d of storage?.datasets ?? [])
+      process.stdout.write(`${d.dataset}\t${d.snapshots.length} snapshots\n`);
   }
 });
+
+program
+  .command("fault")
+  .description(
+    "inject a fault into the agent running in --dir, at once: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear; revive: dev mode's daemon restarts its dead agent",
+  )
+  .argument("<fault>", "partition | heal | fail-migration-at | clock-offset | clear | revive")
+  .argument("[value]", "PERCENT for fail-migration-at, MS for clock-offset")
+  .option("--dir <dir>", "the agent directory", DEFAULT_DIR)
+  .addHelpText(
+    "after",
+    `
+Examples:
+  debvisor-agent fault --dir .debvisor/nodes/node-03 partition       # cut its stream; heal to restore
+  debvisor-agent fault --dir .debvisor/nodes/node-01 fail-migration-at 40
+  debvisor-agent fault --dir .debvisor/nodes/node-02 clock-offset 5000   # reported timestamps +5 s
+  debvisor-agent fault --dir .debvisor/nodes/node-03 clear
+  kill -STOP $(cat .debvisor/nodes/node-03/agent.pid)                # pause it (kill -CONT resumes)
+  kill -9 $(cat .debvisor/nodes/node-03/agent.pid)                   # kill it; then, in dev mode:
+  debvisor-agent fault --dir .debvisor/nodes/node-03 revive          # the dev daemon starts it again`,
+  )
+  .action((fault: string, value: string | undefined, opts: { dir: string }) => {
+    const now = applyFaultCommand(opts.dir, fault, value);
+    process.stdout.write(
+      fault === "revive"
+        ? `${opts.dir}: revive asked (dev mode's daemon starts the agent again if it is dead)\n`
+        : `${opts.dir}: ${describeFaults(now)}\n`,
+    );
+  });
 
 hideIpSniWarning();
 

@@ -28,6 +28,7 @@ import {
 interface Flags {
   config?: string;
   dev?: boolean;
+  devAgents?: boolean;
   dataDir?: string;
   listen?: string;
   metricsListen?: string;
@@ -40,6 +41,10 @@ const program = new Command("debvisor-rpcd")
   .version(packageVersion())
   .option("--config <file>", "configuration file (YAML)", undefined)
   .option("--dev", "development mode: own CA and certificates, simulated cluster")
+  .option(
+    "--dev-agents",
+    "dev mode with each simulated node a debvisor-agent process (what npm start runs)",
+  )
   .option("--data-dir <dir>", "dev mode data directory (default ./.debvisor)")
   .option("--listen <host:port>", "gRPC listen address (default 127.0.0.1:7443)")
   .option(
@@ -77,6 +82,7 @@ const program = new Command("debvisor-rpcd")
         daemon.panelUrl === undefined
           ? undefined
           : { url: daemon.panelUrl, password: daemon.devPanelPassword },
+        daemon.devAgents?.nodes(),
       );
     const stop = (signal: string) => {
       daemon.shutdown(signal).then(
@@ -94,8 +100,12 @@ function configSources(flags: Flags): ConfigSources {
   const overrides: Record<string, unknown> = {
     listen: flags.listen,
     dev:
-      flags.dev || flags.dataDir !== undefined
-        ? { enabled: flags.dev ?? false, dataDir: flags.dataDir }
+      flags.dev || flags.dataDir !== undefined || flags.devAgents
+        ? {
+            enabled: (flags.dev ?? false) || (flags.devAgents ?? false),
+            dataDir: flags.dataDir,
+            agents: flags.devAgents ? { enabled: true } : undefined,
+          }
         : undefined,
     metrics: flags.metricsListen === undefined ? undefined : { listen: flags.metricsListen },
     log:
@@ -218,11 +228,17 @@ caCommand
     },
   );
 
+/** A path relative to the working directory when it is under it. */
+function relative(path: string): string {
+  return path.startsWith(`${process.cwd()}/`) ? path.slice(process.cwd().length + 1) : path;
+}
+
 function printDevBanner(
   grpcAddress: string,
   httpAddress: string | undefined,
   contextFile: string,
   panel?: { url: string; password: string | undefined },
+  agents?: { id: string; dir: string; pid: number }[],
 ): void {
   const rel = contextFile.startsWith(`${process.cwd()}/`)
     ? contextFile.slice(process.cwd().length + 1)
@@ -230,12 +246,17 @@ function printDevBanner(
   process.stderr.write(
     `${[
       "",
-      "DebVisor RPC dev cluster is up (simulated nodes, development CA).",
+      agents === undefined
+        ? "DebVisor RPC dev cluster is up (embedded simulation of its nodes, development CA)."
+        : `DebVisor RPC dev cluster is up: the daemon plus ${agents.length} debvisor-agent processes, each a simulated node (development CA).`,
       `  gRPC over TLS (mTLS):  ${grpcAddress}`,
       httpAddress === undefined
         ? ""
         : `  metrics and health:    http://${httpAddress}/metrics  /healthz  /readyz`,
       `  hvctl context:         ${rel}`,
+      ...(agents ?? []).map(
+        (a) => `  node ${a.id}:          agent pid ${a.pid}, directory ${relative(a.dir)}`,
+      ),
       panel === undefined ? "" : `  web panel:             ${panel.url}`,
       panel?.password === undefined
         ? ""
@@ -245,6 +266,14 @@ function printDevBanner(
       `  npm exec --no -- hvctl --config ${rel} node list`,
       `  npm exec --no -- hvctl --config ${rel} node list -o json`,
       httpAddress === undefined ? "" : `  curl -s http://${httpAddress}/readyz`,
+      ...(agents === undefined || agents[0] === undefined
+        ? []
+        : [
+            `  npm exec --no -- hvctl --config ${rel} migration run --vm vm-001 --target node-02`,
+            `  npm exec --no -- debvisor-agent status --dir ${relative(agents[0].dir)} --driver sim -o json`,
+            `  npm exec --no -- debvisor-agent fault --dir ${relative(agents[0].dir)} partition   # then: heal`,
+            `  kill -STOP $(cat ${relative(agents[0].dir)}/agent.pid)   # pause the node; kill -CONT resumes`,
+          ]),
       "",
     ]
       .filter((l, i, a) => l !== "" || a[i - 1] !== "")

@@ -38,6 +38,13 @@ export function vmState(state: VmState, style: Style): string {
 /** As the storage commands take them (`zfs:tank/vm-002-disk0`, `rbd:rbd/vm-001-disk0`). */
 const disks = (vm: VmInfo) => vm.disks.map(datasetText).join(",") || "-";
 
+/** The VM's node, and any other node reporting a stale copy of it (a conflict). */
+function nodeWithConflict(v: VmInfo): string {
+  const node = v.nodeId?.id || "-";
+  return v.staleCopyNodes.length === 0
+    ? node
+    : `${node} (conflict: stale copy on ${v.staleCopyNodes.join(", ")})`;
+}
 const labelText = (l: Record<string, string>) =>
   Object.entries(l)
     .map(([k, v]) => `${k}=${v}`)
@@ -54,7 +61,7 @@ export function vmColumns(style: Style): Column<VmInfo>[] {
       // A VM the store does not manage says so where everyone looks (vm adopt takes it in).
       value: (v) => `${vmState(v.state, style)}${v.managed ? "" : style.warn(" (unmanaged)")}`,
     },
-    { header: "NODE", value: (v) => v.nodeId?.id || "-" },
+    { header: "NODE", value: nodeWithConflict },
     { header: "VCPUS", value: (v) => String(v.vcpus), sort: (v) => v.vcpus },
     { header: "MEMORY", value: (v) => formatBytes(v.memoryBytes), sort: (v) => v.memoryBytes },
     { header: "HA", wide: true, value: (v) => (v.ha ? "yes" : "no") },
@@ -142,6 +149,14 @@ export function vmCommand(cli: () => CliContext): Command {
             ["ha", v.ha ? "yes" : "no"],
             ["live migration", v.liveMigratable ? "yes" : "no"],
             ["disks", disks(v)],
+            ...(v.staleCopyNodes.length === 0
+              ? []
+              : [
+                  [
+                    "conflict",
+                    `stale copy on ${v.staleCopyNodes.join(", ")} (being removed)`,
+                  ] as const,
+                ]),
           ]),
         );
       }),

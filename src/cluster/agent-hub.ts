@@ -23,9 +23,12 @@ import type { Health } from "../gen/debvisor/v1/node_pb.js";
 import type { KvStore } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
+import { type AgentRequests, createAgentRequests } from "./agent-requests.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
 import { timestampFromMs } from "./timestamp.js";
+import { createTransferHandlers } from "./transfer-handlers.js";
+import { createTransferRelay, type TransferRelay } from "./transfer-relay.js";
 
 type Outgoing = MessageInitShape<typeof ControlMessageSchema>;
 
@@ -68,6 +71,14 @@ export interface AgentHub {
   readonly operations: AgentOperations;
   /** Nodes with a stream on this process. */
   connectedNodes(): string[];
+  /** Waiters for answers of operations this process asked (storage operations). */
+  readonly requests: AgentRequests;
+  /** The relay of send streams between agents (UploadTransfer, DownloadTransfer). */
+  readonly relay: TransferRelay;
+  /** The capabilities the node's agent named in its Hello, when its stream is on this process. */
+  capabilitiesOf(nodeId: string): readonly string[] | undefined;
+  /** Queues a message on the node's stream (here); false when this process holds none. */
+  push(nodeId: string, message: Outgoing): boolean;
   close(): void;
 }
 
@@ -77,6 +88,7 @@ interface Session {
   /** Operation ids sent on this stream (a watch event repeats them). */
   readonly sent: Set<string>;
   readonly cancelled: Set<string>;
+  readonly capabilities: readonly string[];
 }
 
 /**
@@ -94,6 +106,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const operations = createAgentOperations(options.store, clock);
   const sessions = new Map<string, Session>();
   const stopping = new AbortController();
+  const requests = createAgentRequests();
+  const relay = createTransferRelay({ clock, logger: log });
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
   function offer(session: Session, record: OperationRecord): void {
@@ -244,8 +258,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
             { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
             "agent operation finished",
           );
+          requests.settle(node, m.kind.value);
           break;
         }
+        case "storageReport":
+          requests.report(node, m.kind.value);
+          break;
         case "event":
           log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
           break;
@@ -275,6 +293,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       queue: createSendQueue(options.sendQueueMax),
       sent: new Set(),
       cancelled: new Set(),
+      capabilities: [...hello.capabilities],
     };
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
@@ -325,13 +344,28 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // Authorized on the certificate identity in the handler's Hello check (see above).
       // Only cluster identities (nodes) hold streams: never a tenant-confined caller.
       connect: { permission: "node:connect", mutating: true, target: { kind: "cluster" } },
+      // A transfer's ticket names the node whose certificate may present it (transfer-handlers.ts).
+      uploadTransfer: {
+        permission: "node:connect",
+        mutating: true,
+        target: { kind: "cluster" },
+      },
+      downloadTransfer: {
+        permission: "node:connect",
+        mutating: false,
+        target: { kind: "cluster" },
+      },
     },
-    { connect },
+    { connect, ...createTransferHandlers(relay) },
   );
   return {
     service,
     operations,
     connectedNodes: () => [...sessions.keys()].sort(),
+    requests,
+    relay,
+    capabilitiesOf: (nodeId) => sessions.get(nodeId)?.capabilities,
+    push: (nodeId, message) => sessions.get(nodeId)?.queue.push(message) ?? false,
     close,
   };
 }

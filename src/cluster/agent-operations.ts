@@ -80,6 +80,12 @@ export interface AgentOperations {
    * operation is ignored (resolves false): the first one is the truth.
    */
   finish(nodeId: string, result: OperationResult, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Ends an operation no stream has taken yet (still PENDING) with `result`,
+   * so it is never delivered; false when it was delivered meanwhile (it
+   * runs, and its own result will come).
+   */
+  abandon(nodeId: string, result: OperationResult, signal?: AbortSignal): Promise<boolean>;
   /** Asks for cancellation; the holder of the node's stream sends it on. */
   requestCancel(nodeId: string, operationId: string, signal?: AbortSignal): Promise<void>;
 }
@@ -180,6 +186,20 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
         nodeId,
         result.operationId,
         (r) => {
+          r.phase = OperationPhase.DONE;
+          r.result = result;
+          return true;
+        },
+        signal,
+      );
+      return written;
+    },
+    async abandon(nodeId, result, signal) {
+      const { written } = await change(
+        nodeId,
+        result.operationId,
+        (r) => {
+          if (r.phase !== OperationPhase.PENDING) return false;
           r.phase = OperationPhase.DONE;
           r.result = result;
           return true;

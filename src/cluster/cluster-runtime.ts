@@ -16,6 +16,7 @@ import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
 import { registerRunner } from "./runner-registry.js";
+import type { StaleCopyDecision } from "./stale-copies.js";
 
 /** Options of {@link startClusterRuntime}. */
 export interface ClusterRuntimeOptions {
@@ -43,6 +44,7 @@ export interface ClusterRuntimeOptions {
     readonly restartLimit: number;
     readonly restartWindowMs: number;
     readonly onDecision?: (d: FailoverDecision) => void;
+    readonly onStaleCopy?: (d: StaleCopyDecision) => void;
   };
 }
 

@@ -6,6 +6,7 @@ import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
+import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
 
 const LEADER_KEY = "controllers/failover";
 const RECORDS = FAILOVER_RECORDS;
@@ -36,6 +37,8 @@ export interface FailoverControllerOptions extends FailoverDeps {
   /** TTL of the leadership lease (default 10 000 ms). */
   readonly leaseTtlMs?: number;
   readonly onDecision?: (decision: FailoverDecision) => void;
+  /** Told of each stale copy of a VM the controller had removed (for the audit trail). */
+  readonly onStaleCopy?: (decision: StaleCopyDecision) => void;
 }
 
 /** The automatic failover loop of the daemon. */
@@ -134,6 +137,21 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
 
   async function pass(signal: AbortSignal) {
     const now = clock.now();
+    // Conflicts first: a stale copy must never be what a restart below brings
+    // back. A failure here is logged and must not hold up failovers.
+    await removeStaleCopies(
+      {
+        store,
+        conflicts: (s) => options.inventory.conflicts(s),
+        executors: options.executors,
+        elected: { key: LEADER_KEY, modRevision: elected },
+        decide: (d) => {
+          logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
+          options.onStaleCopy?.(d);
+        },
+      },
+      signal,
+    ).catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
     for (const node of await options.inventory.listNodes(signal)) {
       const nodeId = node.info?.id?.id ?? "";
       const ready = node.readiness === NodeReadiness.READY;

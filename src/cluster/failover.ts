@@ -182,7 +182,7 @@ async function failoverOnce(
         { vm: vm.id, target: plan.target, generation: placed.generation },
         "failing over",
       );
-      await driver.recover(vm.id, source, signal);
+      await driver.recover(vm.id, source, signal, { generation: placed.generation });
       m.state = MigrationState.SUCCEEDED;
       m.phase = MigrationPhase.COMPLETED;
       m.progressPct = 100;

@@ -2,6 +2,8 @@
 // operations (snapshots, retention, replication jobs and their scheduler),
 // and the transport-neutral handlers of the debvisor.v1 services.
 
+export type { AgentExecutorsOptions } from "./agent-executors.js";
+export { createAgentExecutors, EXECUTOR_PRINCIPAL } from "./agent-executors.js";
 export type { AgentHub, AgentHubOptions, AgentRefusal } from "./agent-hub.js";
 export { createAgentHub } from "./agent-hub.js";
 export type { AgentOperations } from "./agent-operations.js";
@@ -11,6 +13,9 @@ export {
   operationKey,
   parseOperationKey,
 } from "./agent-operations.js";
+export type { AgentAnswer, AgentRequests } from "./agent-requests.js";
+export type { AgentStorageOptions } from "./agent-storage.js";
+export { createAgentStorage } from "./agent-storage.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";
@@ -73,10 +78,18 @@ export type {
 export { createReplicationScheduler } from "./replication-scheduler.js";
 export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retention.js";
 export { planRetention } from "./retention.js";
+export type { StaleCopyDecision } from "./stale-copies.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
 export { createEventTenants, createTargetResolvers } from "./tenancy.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
+export type {
+  IssuedTransfer,
+  TransferBinding,
+  TransferRelay,
+  TransferRelayOptions,
+} from "./transfer-relay.js";
+export { createTransferRelay } from "./transfer-relay.js";
 export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
 export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";

@@ -29,6 +29,7 @@ import {
 } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
+import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import {
   createVmRecords,
@@ -112,10 +113,12 @@ export interface Inventory {
   >;
   /**
    * Every VM the nodes last reported, sorted by id. A VM two nodes report
-   * (a stale heartbeat racing a migration) is listed once: the copy of the
-   * node that reported it last.
+   * is listed once: the copy of the node it is placed on (its record in the
+   * store), never the latest report; `stale_copy_nodes` names the others.
    */
   listVms(signal?: AbortSignal): Promise<VmInfo[]>;
+  /** VM records naming stale copies (conflicts: nodes reporting a VM placed elsewhere), by id. */
+  conflicts(signal?: AbortSignal): Promise<VmRecord[]>;
   /** One VM and the node that reports it, or undefined. */
   findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
   /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
@@ -182,6 +185,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     logger: options.logger,
   });
   const vmRecords = createVmRecords(store, options.logger);
+  const staleCopies = createStaleCopies(store, vmRecords);
   /** Records with the control plane's tenants applied, kept while nothing changes. */
   const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
   function withFacts(rec: NodeRecord, facts: VmFacts): NodeRecord {
@@ -328,7 +332,7 @@ export function createInventory(options: InventoryOptions): Inventory {
   ): Promise<VmInfo> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-      const reported = latestVms(await records()).get(vmId);
+      const reported = placedVms(await records(), await vmRecords.all()).get(vmId);
       if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
       const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
       const rec = vmRecord(vmId, prev, {
@@ -440,6 +444,13 @@ export function createInventory(options: InventoryOptions): Inventory {
       });
       if (placement !== undefined && options.events !== undefined)
         tellPlacement(options.events, nodeId, placement, facts);
+      if (recorded && placement !== undefined)
+        await staleCopies.note(nodeId, placement.stale, signal).catch((err: unknown) => {
+          options.logger?.warn(
+            { err, node: nodeId },
+            "stale copies not recorded; the next report will",
+          );
+        });
       return recorded;
     },
     async listNodes(signal) {
@@ -474,11 +485,17 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async listVms(signal) {
       signal?.throwIfAborted();
-      return [...latestVms(await records()).values()].sort((a, b) => compareIds(a.id, b.id));
+      const facts = await vmRecords.all();
+      return [...placedVms(await records(), facts).values()].sort((a, b) => compareIds(a.id, b.id));
+    },
+    async conflicts(signal) {
+      signal?.throwIfAborted();
+      const out = (await vmRecords.withStaleCopies()).map((v) => v.rec);
+      return out.sort((a, b) => compareIds(a.id, b.id));
     },
     async findVm(vmId, signal) {
       signal?.throwIfAborted();
-      return latestVms(await records()).get(vmId);
+      return placedVms(await records(), await vmRecords.all()).get(vmId);
     },
     cordon(id, cordoned, signal) {
       return update(nodeKey(id), signal, (current) => {
@@ -654,8 +671,10 @@ function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undef
 /**
  * The VMs of a node's report that the node may describe: those placed on it,
  * and those no node holds (whose placement it claims, at most MAX_CLAIMS
- * per report). A VM placed on another node is left out unless that node's
- * own last report no longer has it (it moved outside the control plane). A
+ * per report). A VM placed on another node is left out (a stale copy, a
+ * conflict) unless that node's own last report no longer has it (it moved
+ * outside the control plane) and this copy is not a known stale one that is
+ * stopped or being removed. A
  * report never changes a VM's tenant, whatever it claims.
  */
 function placeReported(
@@ -667,12 +686,20 @@ function placeReported(
   const claims: { rec: VmRecord; rev: number }[] = [];
   const placed: { vmId: string; tenant: string; was: string }[] = [];
   const refused: { vmId: string; holder: string }[] = [];
+  const stale: VmInfo[] = [];
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
     if (holder === nodeId) return true;
-    if (holder !== "" && stillHolds(nodes(holder), vm.id)) {
+    // A copy known to be stale, stopped or being removed, stays one, even while
+    // its placement's node does not report the VM (a running one that node
+    // no longer has may have moved outside the control plane).
+    const copy = fact?.rec.staleCopies.find((c) => c.nodeId === nodeId);
+    const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
+    if (holder !== "" && (known || stillHolds(nodes(holder), vm.id))) {
+      // A copy of a VM placed elsewhere: a conflict, never a placement.
       refused.push({ vmId: vm.id, holder });
+      stale.push(vm);
       return false;
     }
     if (claims.length >= MAX_CLAIMS) return false;
@@ -682,7 +709,7 @@ function placeReported(
     placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;
   });
-  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused };
+  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
 }
 
 /** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
@@ -692,6 +719,8 @@ interface Placement {
   /** The claims' VMs, with the node that held each before ("" for none). */
   readonly placed: { vmId: string; tenant: string; was: string }[];
   readonly refused: { vmId: string; holder: string }[];
+  /** Copies of VMs placed elsewhere (conflicts), recorded on the VMs' records after the report. */
+  readonly stale: VmInfo[];
 }
 
 /** Events of a recorded report: each VM it placed, and each it claims that another node holds. */
@@ -759,18 +788,24 @@ function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
   return create(NodeRecordSchema, { ...rec, health: { ...rec.health, vms } });
 }
 
-/** Each VM once: the copy from the node that reported most recently. */
-function latestVms(records: Map<string, NodeRecord>): Map<string, VmInfo> {
-  const best = new Map<string, { vm: VmInfo; at: bigint }>();
+/**
+ * Each VM once: the copy of the node it is placed on (its record in the
+ * store decides, never the latest report), else the copy from the node
+ * that reported most recently; with the nodes holding stale copies of it.
+ */
+function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string, VmInfo> {
+  const best = new Map<string, { vm: VmInfo; at: bigint; placed: boolean }>();
   for (const rec of records.values()) {
+    const node = idOf(rec);
     for (const vm of rec.health?.vms ?? []) {
       const prev = best.get(vm.id);
-      if (prev === undefined || prev.at < rec.receivedAtMs)
-        best.set(vm.id, { vm, at: rec.receivedAtMs });
+      const placed = facts.get(vm.id)?.rec.nodeId === node;
+      if (prev === undefined || (!prev.placed && (placed || prev.at < rec.receivedAtMs)))
+        best.set(vm.id, { vm, at: rec.receivedAtMs, placed });
     }
   }
   const out = new Map<string, VmInfo>();
-  for (const [id, v] of best) out.set(id, v.vm);
+  for (const [id, v] of best) out.set(id, withStaleCopyNodes(v.vm, facts.get(id)?.rec));
   return out;
 }
 

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { clone, create } from "@bufbuild/protobuf";
 import { abortError, type Clock, type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
+  canQuiesce,
   type DomainState,
   type DomainStatus,
   type MigrationProgress,
@@ -305,6 +306,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       m.message = m.live ? "migrated live" : "moved stopped";
     } catch (err) {
       const rpc = toRpcError(err);
+      if (rpc.reason === "SHUTTING_DOWN" && !moved) {
+        // The node's agent runs the move itself and this process is stopping: the record
+        // stays RUNNING, and whoever settles orphans asks the agents how it ended.
+        logger.info(
+          { migration: m.migrationId, vm: vm.id },
+          "left to the node's agent and a successor",
+        );
+        return;
+      }
       if (moved) {
         m.state = MigrationState.FAILED;
         m.phase = MigrationPhase.COMPLETED;
@@ -351,13 +361,23 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     return rec;
   }
 
-  async function settle(record: MigrationRecord, signal?: AbortSignal): Promise<void> {
+  /**
+   * Settles an orphaned migration from what the hypervisors say; false (and
+   * nothing written: the lock and reservation stay) while either still runs
+   * a migration job of the VM, to be looked at again by a later pass.
+   */
+  async function settle(record: MigrationRecord, signal?: AbortSignal): Promise<boolean> {
     const m = record.migration;
-    if (m === undefined) return;
+    if (m === undefined) return true;
     const vmId = m.vm?.vmId ?? "";
     const source = m.source?.nodeId?.id ?? "";
     const target = m.target?.nodeId?.id ?? "";
     const sig = signal ?? AbortSignal.timeout(60_000);
+    // A node that runs jobs itself (an agent) may still be moving the vm: its outcome decides.
+    for (const node of [source, target]) {
+      const driver = executors.forNode(node);
+      if (driver !== undefined && canQuiesce(driver)) await driver.quiesce(vmId, sig);
+    }
     const onTarget = await executors.forNode(target)?.info(vmId, sig);
     // A source that cannot be reached (its node died too) did not hand the VM
     // over: the target is the one that decides. Settling then releases the
@@ -369,6 +389,16 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         logger.warn({ err, node: source }, "source unreachable while settling");
         return onTarget === undefined ? UNREACHABLE : undefined;
       });
+    if (
+      onTarget?.migrating === true ||
+      (onSource !== UNREACHABLE && onSource?.migrating === true)
+    ) {
+      logger.info(
+        { migration: m.migrationId, vm: vmId },
+        "hypervisor job still running; settling later",
+      );
+      return false;
+    }
     const restart = async (node: string, state: DomainState | undefined) => {
       if (!record.restartAfter || state !== "stopped") return;
       await executors
@@ -408,6 +438,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       logger.error({ migration: m.migrationId, vm: vmId }, m.message);
     }
     await publish(record, { final: true });
+    return true;
   }
 
   return {
@@ -575,7 +606,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       const claimed = create(MigrationRecordSchema, { ...record, runner: runners.id });
       if (!(await records.claim(claimed, modRevision, signal))) continue;
       try {
-        await settle(claimed, signal);
+        if (!(await settle(claimed, signal))) continue;
         settled++;
         logger.info({ migration: m.migrationId, state: claimed.migration?.state }, "reconciled");
         if (claimed.migration !== undefined) options.onSettled?.(claimed.migration);

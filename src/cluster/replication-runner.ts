@@ -429,6 +429,7 @@ async function replicate(
       snapshot,
       base,
       bandwidthLimit: Number(job.bandwidthLimitBytesPerSecond),
+      jobId: job.jobId,
       signal,
       onProgress: (moved, expected) =>
         progress({ bytesTransferred: big(moved), bytesExpected: big(expected) }),

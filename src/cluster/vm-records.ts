@@ -33,6 +33,8 @@ export interface VersionedVm {
 export interface VmRecords {
   /** Every record, by VM id (a view: lookups see later changes too). */
   all(): Promise<VmFacts>;
+  /** Records that list a stale copy on `nodeId`, or any stale copy when omitted. */
+  withStaleCopies(nodeId?: string): Promise<VersionedVm[]>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
@@ -49,6 +51,8 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
   const written = new Map<string, VersionedVm>();
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
   let version = 0;
+  /** The records with stale copies, as of `version`. */
+  let stale: { version: number; list: VersionedVm[] } | undefined;
   const decode = (kv: KeyValue): VersionedVm => ({
     rec: decodeMessage(VmRecordSchema, kv),
     rev: kv.modRevision,
@@ -76,6 +80,24 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
         },
       };
+    },
+    async withStaleCopies(nodeId) {
+      const seen = (await follow()).values();
+      // Heartbeats ask on every report: the scan is redone only after a change.
+      if (stale?.version !== version) {
+        const list: VersionedVm[] = [];
+        for (const id of new Set([...seen.keys(), ...written.keys()])) {
+          const mine = written.get(id);
+          const other = seen.get(id);
+          const v =
+            mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+          if (v !== undefined && v.rec.staleCopies.length > 0) list.push(v);
+        }
+        stale = { version, list };
+      }
+      return stale.list.filter(
+        (v) => nodeId === undefined || v.rec.staleCopies.some((c) => c.nodeId === nodeId),
+      );
     },
     version: () => version,
     write(rec, rev) {

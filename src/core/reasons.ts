@@ -161,6 +161,14 @@ export const REASONS = {
     code: Code.Aborted,
     message: "operation interrupted; its effect is unknown",
   },
+  STALE_GENERATION: {
+    code: Code.FailedPrecondition,
+    message: "vm placed elsewhere since the operation was issued; not started",
+  },
+  FENCED: {
+    code: Code.FailedPrecondition,
+    message: "this node is fenced from the vm's disks; not started",
+  },
   OPERATION_NOT_FOUND: { code: Code.NotFound, message: "operation not found" },
   VM_EXISTS: { code: Code.AlreadyExists, message: "a vm with this id already exists" },
   VM_RUNNING: {
@@ -171,6 +179,14 @@ export const REASONS = {
   DEFINE_UNSUPPORTED: {
     code: Code.FailedPrecondition,
     message: "this node's hypervisor cannot define or undefine vms",
+  },
+  TRANSFER_TICKET_INVALID: {
+    code: Code.PermissionDenied,
+    message: "transfer ticket refused",
+  },
+  AGENT_NOT_CONNECTED: {
+    code: Code.Unavailable,
+    message: "node agent not connected to this control-plane process; retry later",
   },
 } as const satisfies Record<string, ReasonSpec>;
 

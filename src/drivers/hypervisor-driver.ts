@@ -22,6 +22,12 @@ export interface DomainStatus {
   readonly memoryBytes: bigint;
   /** False when the domain is transient (gone once it stops). */
   readonly persistent: boolean;
+  /**
+   * A migration job of the domain is running on this node (as its source):
+   * settling an orphaned migration waits for it to end. Undefined when the
+   * backend cannot tell.
+   */
+  readonly migrating?: boolean;
 }
 
 /** Phases of a migration as the control plane reports them. */
@@ -63,6 +69,19 @@ export interface DriverCapabilities {
   readonly offlineMigration: boolean;
 }
 
+/** Options of a start that may be fenced (start, recover, a migration's arrival). */
+export interface StartOptions {
+  /**
+   * The fencing token: the VM's placement generation the operation was
+   * issued under. A driver whose storage enforces it starts the VM only if
+   * no node took the VM's disks under a generation at least this high,
+   * checked in the same step that starts it (STALE_GENERATION, FENCED);
+   * others ignore it. 0 or absent: unfenced (refused only where another
+   * node holds the disks).
+   */
+  readonly generation?: bigint;
+}
+
 /** One node's hypervisor. */
 export interface HypervisorDriver {
   /** The backend's name for logs and errors: `simulation`, `libvirt`. */
@@ -74,7 +93,7 @@ export interface HypervisorDriver {
   /** One domain, or undefined when it is not defined on the node. */
   info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
   /** Starts a stopped domain; starting a running one is a no-op. */
-  start(vmId: string, signal: AbortSignal): Promise<void>;
+  start(vmId: string, signal: AbortSignal, options?: StartOptions): Promise<void>;
   /**
    * Stops a domain: a graceful shutdown unless `force` (power off). Stopping
    * a stopped one is a no-op.
@@ -98,7 +117,31 @@ export interface RecoveringDriver extends HypervisorDriver {
    * Defines and starts `vmId` here, taking it over from `fromNodeId`. The
    * caller guarantees the failed node has fenced itself.
    */
-  recover(vmId: string, fromNodeId: string, signal: AbortSignal): Promise<void>;
+  recover(
+    vmId: string,
+    fromNodeId: string,
+    signal: AbortSignal,
+    options?: StartOptions,
+  ): Promise<void>;
+}
+
+/** Options of {@link RecoveringDriver.recover}: those of a start (the fencing token). */
+export type RecoverOptions = StartOptions;
+
+/**
+ * The optional ability of a driver whose node runs jobs on its own (a node
+ * agent): waiting until no job on a VM runs there any more and the node
+ * has reported its domains since, so that what `info` answers next is the
+ * outcome, not a view from before. Settling a migration whose control
+ * plane died asks this first: the node may still be moving the VM.
+ */
+export interface QuiescingDriver extends HypervisorDriver {
+  quiesce(vmId: string, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` can wait for a node's own jobs on a VM. */
+export function canQuiesce(driver: HypervisorDriver): driver is QuiescingDriver {
+  return typeof (driver as Partial<QuiescingDriver>).quiesce === "function";
 }
 
 /** True when `driver` can recover VMs of failed nodes. */

@@ -11,7 +11,7 @@ export type {
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
 export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
-export { writeFileDurably } from "./durable-file.js";
+export { readFileIfPresent, writeFileDurably } from "./durable-file.js";
 export type {
   DefiningDriver,
   DomainDisk,
@@ -24,11 +24,14 @@ export type {
   MigrationDestination,
   MigrationPhase,
   MigrationProgress,
+  QuiescingDriver,
   RecoveringDriver,
+  RecoverOptions,
+  StartOptions,
 } from "./hypervisor-driver.js";
-export { canDefine, canRecover } from "./hypervisor-driver.js";
+export { canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
-export { createLibvirtDriver } from "./libvirt-driver.js";
+export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
@@ -37,8 +40,27 @@ export type { OperationExecutor, Send as OperationSend } from "./operation-execu
 export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
 export type { JournalEntry, OperationJournal } from "./operation-journal.js";
 export { createMemoryJournal, openOperationJournal } from "./operation-journal.js";
+export {
+  formatTransfer,
+  MIGRATION_URI_LABEL,
+  parseTransfer,
+  vmDefinitionParams,
+  vmFromDefinitionParams,
+} from "./operation-params.js";
 export type { RbdDriverOptions } from "./rbd-driver.js";
 export { createRbdDriver } from "./rbd-driver.js";
+export type { RbdFencing, RbdFencingOptions, RbdLocker } from "./rbd-fencing.js";
+export {
+  createRbdFencing,
+  parseRbdLockers,
+  parseRbdLockId,
+  parseRbdWatchers,
+  rbdLockId,
+} from "./rbd-fencing.js";
+export type { Handoff } from "./sim-handoff.js";
+export { seedNodeWorlds, simMigrationUri } from "./sim-handoff.js";
+export type { DiskBlock, DiskLock, SimulatedDiskLocks } from "./simulated-disk-locks.js";
+export { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 export type {
   SimulatedDataset,
   SimulatedStorage,
@@ -47,6 +69,8 @@ export type {
   StorageOp,
 } from "./simulated-storage.js";
 export { createSimulatedStorage } from "./simulated-storage.js";
+export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
+export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type {
@@ -63,8 +87,11 @@ export type {
   SendOptions,
   SendResult,
   SnapshotDriver,
+  SnapshotStream,
   SnapshotTarget,
   StorageDriver,
+  StreamReplicationDriver,
+  StreamSendOptions,
   ZfsReplicationDriver,
 } from "./storage-driver.js";
 export {
@@ -73,6 +100,7 @@ export {
   canReplicate,
   canSize,
   canSnapshot,
+  canStream,
   datasetKey,
 } from "./storage-driver.js";
 export {
@@ -83,8 +111,12 @@ export {
   snapshotSpec,
   stampedSnapshotName,
 } from "./storage-names.js";
+export type { StorageParams } from "./storage-params.js";
+export { decodeStorageParams, encodeStorageParams, isStorageOperation } from "./storage-params.js";
 export type { StorageBackends } from "./storage-router.js";
 export { createStorageRouter } from "./storage-router.js";
+export type { ThrottleOptions } from "./throttle-stream.js";
+export { createThrottle } from "./throttle-stream.js";
 export { VirshCommandError } from "./virsh-invoker.js";
 export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
 export { createVirshSession } from "./virsh-session.js";

@@ -76,6 +76,12 @@ export interface LibvirtDriverOptions {
    * test driver cannot migrate), live and offline migration otherwise.
    */
   readonly capabilities?: DriverCapabilities;
+  /**
+   * Migrate peer to peer (`--p2p`): this node's libvirtd connects to the
+   * destination itself. What a node agent does, since its virsh talks only
+   * to the local hypervisor (default false: the client connects to both).
+   */
+  readonly peerToPeer?: boolean;
   /** Runs virsh (default: a process per call); tests replay recorded output through it. */
   readonly runner?: CommandRunner;
   /** Where warnings go (domains whose names the driver cannot address). */
@@ -111,12 +117,33 @@ function settle(options: LibvirtDriverOptions): Settings {
     shutdownTimeoutMs: positive(options.shutdownTimeoutMs, 120_000, "shutdownTimeoutMs"),
     pollIntervalMs: positive(options.pollIntervalMs, 1000, "pollIntervalMs"),
     abortGraceMs: positive(options.abortGraceMs, 10_000, "abortGraceMs"),
+    peerToPeer: options.peerToPeer ?? false,
     capabilities: Object.freeze({
       ...(options.capabilities ?? { liveMigration: migrates, offlineMigration: migrates }),
     }),
     runner: options.runner ?? runCommand,
     logger: options.logger ?? silentLogger,
   });
+}
+
+/**
+ * The `virsh migrate` arguments of a migration: live (`--live`, verbose
+ * progress, aborted on an I/O error) or offline, always persistent on the
+ * destination and undefined here, peer to peer (`--p2p`) when this node's
+ * libvirtd is to reach the destination itself. The domain is named with
+ * `--domain`, never positionally; callers have checked both names.
+ */
+export function virshMigrateArgs(
+  vmId: string,
+  destUri: string,
+  options: { live: boolean; peerToPeer: boolean },
+): string[] {
+  const args = options.live
+    ? ["migrate", "--live", "--persistent", "--undefinesource", "--verbose", "--abort-on-error"]
+    : ["migrate", "--offline", "--persistent", "--undefinesource"];
+  if (options.peerToPeer) args.push("--p2p");
+  args.push("--domain", vmId, "--desturi", destUri);
+  return args;
 }
 
 /** Creates the driver of one libvirt node. Throws TypeError on bad options. */
@@ -268,10 +295,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): DefiningDriv
 
     const progress = createProgressReporter(onProgress);
     progress.report("preparing", 0);
-    const args = live
-      ? ["migrate", "--live", "--persistent", "--undefinesource", "--verbose", "--abort-on-error"]
-      : ["migrate", "--offline", "--persistent", "--undefinesource"];
-    args.push("--domain", vmId, "--desturi", to.uri);
+    const args = virshMigrateArgs(vmId, to.uri, { live, peerToPeer: s.peerToPeer });
 
     throwIfAborted(signal);
     const own = new AbortController();

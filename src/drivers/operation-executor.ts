@@ -9,7 +9,8 @@ import {
   OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
-import type { HypervisorDriver } from "./hypervisor-driver.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { canRecover, type HypervisorDriver, type MigrationProgress } from "./hypervisor-driver.js";
 import {
   type ActionProgress,
   createDomain,
@@ -17,6 +18,8 @@ import {
   stopGracefully,
 } from "./lifecycle-actions.js";
 import type { OperationJournal } from "./operation-journal.js";
+import { formatTransfer, vmFromDefinitionParams } from "./operation-params.js";
+import { isStorageOperation } from "./storage-params.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -33,7 +36,9 @@ export interface OperationExecutor {
    * After a restart: settles operations the journal says were started and
    * not finished, from what the hypervisor shows (a start whose VM runs is
    * done; a start whose VM does not run has not acted and runs now; a
-   * reboot cannot be told apart and is reported OPERATION_INTERRUPTED).
+   * reboot or a migration cannot be told apart: a migration whose VM is
+   * gone from here has finished, any other is reported OPERATION_INTERRUPTED;
+   * a recover whose VM runs here is done, else it runs again).
    */
   recover(): Promise<void>;
   /** Operations running now. */
@@ -47,22 +52,30 @@ export const OPERATION_CAPABILITIES = [
   "op:reboot-vm",
   "op:create-vm",
   "op:delete-vm",
+  "op:migrate-out",
+  "op:recover",
 ];
 
 /** Creates the executor over a driver and a journal. */
 export function createOperationExecutor(options: {
   driver: HypervisorDriver;
+  /** Defines a VM from the control plane's view, where the backend can (RECOVER). */
+  define?: (info: VmInfo) => void;
+  /** The clock results are stamped with (a clock-offset fault shifts it). Default Date.now. */
+  now?: () => number;
   journal: OperationJournal;
   send: Send;
   logger: Logger;
   /** Aborted at shutdown: running operations are left to recover() of the next start. */
   signal: AbortSignal;
+  /** Runs storage operations (OperationKind 20-29), when the agent has storage. */
+  storage?: (dispatch: OperationDispatch, signal: AbortSignal) => Promise<void>;
 }): OperationExecutor {
   const { driver, journal, send, logger } = options;
   const inflight = new Map<string, AbortController>();
 
   const stamp = () => {
-    const ms = Date.now();
+    const ms = (options.now ?? Date.now)();
     return create(TimestampSchema, {
       seconds: BigInt(Math.floor(ms / 1000)),
       nanos: (ms % 1000) * 1_000_000,
@@ -88,22 +101,89 @@ export function createOperationExecutor(options: {
     signal: AbortSignal,
     progress: ActionProgress,
   ): Promise<void> {
+    if (isStorageOperation(d.kind) && options.storage !== undefined)
+      return options.storage(d, signal);
+    // The fencing token goes to the driver, which checks it as the VM starts.
+    const fence = { generation: d.generation };
     switch (d.kind) {
       case OperationKind.START_VM:
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
       case OperationKind.STOP_VM:
         return stopGracefully(driver, d.vmId, d.params, signal, progress);
       case OperationKind.REBOOT_VM:
         await stopGracefully(driver, d.vmId, d.params, signal, progress);
         progress(70, "starting");
-        return driver.start(d.vmId, signal);
+        return driver.start(d.vmId, signal, fence);
       case OperationKind.CREATE_VM:
         return createDomain(driver, d.vmId, d.params, signal, progress);
       case OperationKind.DELETE_VM:
         return deleteDomain(driver, d.vmId, d.params, signal, progress);
+      case OperationKind.MIGRATE_OUT:
+        return driver.migrate(
+          d.vmId,
+          { nodeId: d.params.destination ?? "", uri: d.params.uri ?? "" },
+          {
+            live: d.params.live === "true",
+            signal,
+            onProgress: (p) => report(d.operationId, p),
+          },
+        );
+      case OperationKind.RECOVER:
+        return recoverHere(d, signal);
       default:
         throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
     }
+  }
+
+  /** Migration progress as operation progress; the figures ride in the message. */
+  function report(id: string, p: MigrationProgress): void {
+    send({
+      kind: {
+        case: "progress",
+        value: {
+          operationId: id,
+          percent: Math.max(0, Math.min(100, Math.round(p.percent))),
+          phase: p.phase,
+          message: formatTransfer(p),
+        },
+      },
+    });
+  }
+
+  /**
+   * Failover: starts here a VM of a failed node. Its definition is here
+   * already (shared or replicated storage), or defined from the control
+   * plane's view where the backend can. The generation it was decided
+   * under is in the journal with the dispatch (the fencing work checks it).
+   */
+  /**
+   * Brings up a failed node's VM here, under the operation's generation:
+   * started when defined here; else recovered from the shared storage's
+   * definition where the driver can; else defined from the control plane's
+   * description where the backend can, then started.
+   */
+  async function recoverHere(d: OperationDispatch, signal: AbortSignal): Promise<void> {
+    const fence = { generation: d.generation };
+    logger.info(
+      { vm: d.vmId, from: d.params.from, generation: String(d.generation) },
+      "recovering a vm of a failed node",
+    );
+    if ((await driver.info(d.vmId, signal)) !== undefined)
+      return driver.start(d.vmId, signal, fence);
+    const info = vmFromDefinitionParams(d.vmId, d.params);
+    if (canRecover(driver))
+      try {
+        return await driver.recover(d.vmId, d.params.from ?? "", signal, fence);
+      } catch (err) {
+        // No definition on the shared storage: defined from the control plane's view below.
+        if (info === undefined || toRpcError(err).reason !== "VM_NOT_FOUND") throw err;
+      }
+    if (info === undefined || options.define === undefined)
+      throw new RpcError("VM_NOT_FOUND", {
+        message: `vm ${d.vmId} is not defined on this node`,
+      });
+    options.define(info);
+    await driver.start(d.vmId, signal, fence);
   }
 
   function run(d: OperationDispatch): void {
@@ -154,13 +234,33 @@ export function createOperationExecutor(options: {
     },
     async recover() {
       for (const { dispatch: d } of journal.unfinished()) {
-        if (d.kind === OperationKind.REBOOT_VM) {
+        if (d.kind === OperationKind.MIGRATE_OUT) {
+          let here = true;
+          try {
+            here = (await driver.info(d.vmId, options.signal)) !== undefined;
+          } catch (err) {
+            logger.warn({ err, operation: d.operationId }, "cannot check an interrupted migration");
+          }
+          journal.finish(
+            here
+              ? result(
+                  d.operationId,
+                  OperationOutcome.FAILED,
+                  new RpcError("OPERATION_INTERRUPTED"),
+                )
+              : result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true),
+          );
+          continue;
+        }
+        // A storage operation cut short (a send, a snapshot) is not guessed at: the control plane runs it again.
+        if (d.kind === OperationKind.REBOOT_VM || isStorageOperation(d.kind)) {
           journal.finish(
             result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
           );
           continue;
         }
-        const goal = d.kind === OperationKind.START_VM ? "running" : "stopped";
+        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
+        const goal = starts ? "running" : "stopped";
         let state: string | undefined;
         let checked = false;
         try {

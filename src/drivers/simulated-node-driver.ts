@@ -5,6 +5,7 @@ import type {
   DomainStatus,
   MigrateOptions,
   MigrationDestination,
+  MigrationProgress,
   RecoveringDriver,
 } from "./hypervisor-driver.js";
 import { simulatedVmInfo } from "./simulated-definition.js";
@@ -49,6 +50,7 @@ export function createSimulatedNodeDriver(
       vcpus: vm.info.vcpus,
       memoryBytes: vm.info.memoryBytes,
       persistent: true,
+      migrating: world.inflight.has(vm.info.id),
     };
   }
   function runningElsewhere(vmId: string): boolean {
@@ -151,13 +153,7 @@ export function createSimulatedNodeDriver(
         const percent = Math.min(99, Math.round((i / steps) * 100));
         if (failAt !== undefined && percent >= failAt) throw new RpcError("BACKEND_FAILED");
         if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
-        onProgress?.({
-          phase: "transferring",
-          percent,
-          bytesTransferred: (total * BigInt(percent)) / 100n,
-          bytesTotal: total,
-          downtimeEstimateMs: live ? Math.max(5, 300 - percent * 3) : undefined,
-        });
+        onProgress?.(simulatedTransfer(total, percent, live));
       }
       await abortableSleep(ctx.migrationMs / (steps + 1), signal);
       onProgress?.({
@@ -177,6 +173,21 @@ export function createSimulatedNodeDriver(
     ctx.persist();
     onProgress?.({ phase: "completed", percent: 100, bytesTransferred: total, bytesTotal: total });
   }
+}
+
+/** A simulated migration's progress at `percent` of `total` bytes. */
+export function simulatedTransfer(
+  total: bigint,
+  percent: number,
+  live: boolean,
+): MigrationProgress {
+  return {
+    phase: "transferring",
+    percent,
+    bytesTransferred: (total * BigInt(percent)) / 100n,
+    bytesTotal: total,
+    downtimeEstimateMs: live ? Math.max(5, 300 - percent * 3) : undefined,
+  };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError, throwIfAborted } from "../core/index.js";
+import { type Clock, RpcError, throwIfAborted, toRpcError } from "../core/index.js";
 import {
   type DatasetRef,
   DatasetRefSchema,
@@ -8,6 +8,11 @@ import {
   StorageBackend,
 } from "../gen/debvisor/v1/storage_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
+import {
+  readSimulatedSendStream,
+  type SimulatedStreamHeader,
+  simulatedSendStream,
+} from "./simulated-send-stream.js";
 import {
   readStorageState,
   type StorageState,
@@ -22,6 +27,7 @@ import {
   type RbdImageDriver,
   type SendOptions,
   type SnapshotTarget,
+  type StreamReplicationDriver,
   type ZfsReplicationDriver,
 } from "./storage-driver.js";
 import { backendName, snapshotLabels, snapshotSpec } from "./storage-names.js";
@@ -89,13 +95,19 @@ export interface SimulatedStorageOptions {
 }
 
 /** The in-process storage backend of dev mode and tests: ZFS datasets per node and RBD images. */
-export interface SimulatedStorage extends ZfsReplicationDriver, RbdImageDriver, DatasetSizeDriver {
+export interface SimulatedStorage
+  extends ZfsReplicationDriver,
+    StreamReplicationDriver,
+    RbdImageDriver,
+    DatasetSizeDriver {
   /** Makes the next matching calls fail. */
   injectFault(fault: StorageFault): void;
   /** Places or releases a ZFS hold on a snapshot (`zfs hold` / `zfs release`). */
   setHold(target: SnapshotTarget, held: boolean): void;
   /** Adds a dataset, for example the disk of a VM created later. */
   addDataset(dataset: SimulatedDataset): void;
+  /** Every copy on `nodeId` (ZFS) and every RBD image, for a node's inventory. */
+  datasetsOn(nodeId: string): DatasetRef[];
 }
 
 type Snap = StoredSnap;
@@ -199,8 +211,56 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     for (const [k, v] of saved.homes) homes.set(k, v);
   }
 
+  /** The source side of a send: the snapshot and the bytes it moves. */
+  const planSend = (dataset: DatasetRef, node: string | undefined, name: string, base?: string) => {
+    snapshotSpec(dataset, name);
+    if (!isZfs(dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
+    const source = need(dataset, node);
+    const snapIndex = source.snapshots.findIndex((s) => s.name === name);
+    if (snapIndex < 0) throw new RpcError("SNAPSHOT_NOT_FOUND");
+    const baseIndex = base === undefined ? -1 : source.snapshots.findIndex((s) => s.name === base);
+    if (base !== undefined && (baseIndex < 0 || baseIndex >= snapIndex))
+      throw new RpcError("SNAPSHOT_NOT_FOUND", { message: "incremental base not found" });
+    const total =
+      base === undefined
+        ? source.sizeBytes
+        : source.snapshots.slice(baseIndex + 1, snapIndex + 1).reduce((n, s) => n + s.usedBytes, 0);
+    return { source, sent: source.snapshots[snapIndex] as Snap, total };
+  };
+  /** The target copy a send may land on: none for a full send, else one whose newest is the base. */
+  const receivable = (dataset: DatasetRef, node: string | undefined, base?: string) => {
+    const target = copyOf(dataset, node);
+    const targetNewest = target?.snapshots[target.snapshots.length - 1]?.name;
+    if (base === undefined ? target !== undefined : targetNewest !== base)
+      throw new RpcError("REPLICATION_DIVERGED");
+    return target;
+  };
+  const land = (
+    dataset: DatasetRef,
+    node: string | undefined,
+    target: Copy | undefined,
+    sent: Snap,
+    sizeBytes: number,
+  ) => {
+    const received: Snap = { ...sent, holds: 0, protected: false };
+    if (target === undefined)
+      copies.set(copyKey(dataset, node), {
+        dataset: create(DatasetRefSchema, dataset),
+        sizeBytes,
+        snapshots: [received],
+      });
+    else {
+      target.snapshots.push(received);
+      target.sizeBytes = sizeBytes;
+    }
+  };
+
   const driver: SimulatedStorage = {
     addDataset,
+    datasetsOn: (nodeId) =>
+      [...copies]
+        .filter(([key, c]) => !isZfs(c.dataset) || key.startsWith(`${nodeId}|`))
+        .map(([, c]) => c.dataset),
     injectFault(fault) {
       faults.push({ fault, left: fault.times ?? 1 });
     },
@@ -309,26 +369,9 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     },
     async sendSnapshot(send) {
       const { dataset, signal } = send;
-      snapshotSpec(dataset, send.snapshot);
-      if (!isZfs(dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
+      const { source, sent, total } = planSend(dataset, send.fromNode, send.snapshot, send.base);
       throwIfAborted(signal);
-      const source = need(dataset, send.fromNode);
-      const snapIndex = source.snapshots.findIndex((s) => s.name === send.snapshot);
-      if (snapIndex < 0) throw new RpcError("SNAPSHOT_NOT_FOUND");
-      const baseIndex =
-        send.base === undefined ? -1 : source.snapshots.findIndex((s) => s.name === send.base);
-      if (send.base !== undefined && (baseIndex < 0 || baseIndex >= snapIndex))
-        throw new RpcError("SNAPSHOT_NOT_FOUND", { message: "incremental base not found" });
-      const target = copyOf(dataset, send.toNode);
-      const targetNewest = target?.snapshots[target.snapshots.length - 1]?.name;
-      if (send.base === undefined ? target !== undefined : targetNewest !== send.base)
-        throw new RpcError("REPLICATION_DIVERGED");
-      const total =
-        send.base === undefined
-          ? source.sizeBytes
-          : source.snapshots
-              .slice(baseIndex + 1, snapIndex + 1)
-              .reduce((n, s) => n + s.usedBytes, 0);
+      const target = receivable(dataset, send.toNode, send.base);
       const fault = takeFault("send", dataset);
       options.onSend?.({ type: "start", options: send });
       try {
@@ -336,24 +379,54 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
       } finally {
         options.onSend?.({ type: "end", options: send });
       }
-      const sent = source.snapshots[snapIndex] as Snap;
-      const received: Snap = { ...sent, holds: 0, protected: false };
-      if (target === undefined)
-        copies.set(copyKey(dataset, send.toNode), {
-          dataset: source.dataset,
-          sizeBytes: source.sizeBytes,
-          snapshots: [received],
-        });
-      else {
-        target.snapshots.push(received);
-        target.sizeBytes = source.sizeBytes;
-      }
+      land(dataset, send.toNode, target, sent, source.sizeBytes);
       return { bytes: total };
+    },
+    async openSendStream(send) {
+      const { source, sent, total } = planSend(send.dataset, send.nodeId, send.snapshot, send.base);
+      throwIfAborted(send.signal);
+      if (takeFault("send", send.dataset) !== undefined)
+        throw new RpcError("STORAGE_UNAVAILABLE", { cause: new Error("injected send fault") });
+      const header: SimulatedStreamHeader = {
+        v: 1,
+        dataset: datasetKey(send.dataset),
+        base: send.base ?? null,
+        snapshot: { name: sent.name, createdMs: sent.createdMs, usedBytes: sent.usedBytes },
+        sizeBytes: source.sizeBytes,
+        payload: total,
+      };
+      const stream = simulatedSendStream(header, send.signal);
+      const done = new Promise<void>((resolve, reject) => {
+        stream.once("end", resolve);
+        stream.once("error", (err) => reject(toRpcError(err)));
+        stream.once("close", () => {
+          if (!stream.readableEnded) reject(new RpcError("CANCELLED"));
+        });
+      });
+      done.catch(() => {});
+      return { stream, done };
+    },
+    async receiveStream(receive) {
+      const { dataset } = receive;
+      backendName(dataset);
+      if (!isZfs(dataset)) throw new RpcError("STORAGE_UNSUPPORTED");
+      receivable(dataset, receive.nodeId, receive.base);
+      const { header, bytes } = await readSimulatedSendStream(receive.stream, receive.signal);
+      if (header.dataset !== datasetKey(dataset) || header.base !== (receive.base ?? null))
+        throw new RpcError("REPLICATION_DIVERGED", {
+          message: "the stream is of another dataset or base",
+        });
+      snapshotSpec(dataset, header.snapshot.name);
+      // Checked again: the copy may have changed while the bytes arrived.
+      const target = receivable(dataset, receive.nodeId, receive.base);
+      const sent: Snap = { ...header.snapshot, holds: 0, protected: false };
+      land(dataset, receive.nodeId, target, sent, header.sizeBytes);
+      return { bytes };
     },
   };
   return options.stateFile === undefined
     ? driver
-    : persisted(driver, options.stateFile, { copies, homes });
+    : persisted(driver, options.stateFile, { copies, homes }, saved === undefined);
 }
 
 /** Moves `total` bytes in simulated time, reporting progress; fails part way when a fault says so. */
@@ -400,9 +473,15 @@ function clonesOf(copies: ReadonlyMap<string, Copy>, key: string, snapshot: stri
 }
 
 /** Wraps every method so the state is written after a call that changed it. */
-function persisted(driver: SimulatedStorage, file: string, state: StorageState): SimulatedStorage {
+function persisted(
+  driver: SimulatedStorage,
+  file: string,
+  state: StorageState,
+  fresh: boolean,
+): SimulatedStorage {
   let last = storageStateText(state);
-  writeStorageState(file, last);
+  // Only a new state is written at once: a reader (`debvisor-agent status`) never rewrites the file.
+  if (fresh) writeStorageState(file, last);
   const save = () => {
     const text = storageStateText(state);
     if (text === last) return;

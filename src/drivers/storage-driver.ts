@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import {
   type DatasetRef,
   type SnapshotInfo,
@@ -53,6 +54,8 @@ export interface SendOptions {
   readonly base?: string;
   /** Bytes per second; undefined or 0 is unlimited. */
   readonly bandwidthLimit?: number;
+  /** The replication job sending it, when one is (binds an agents' transfer to it). */
+  readonly jobId?: string;
   /** Called as bytes move (at most a few times a second); `expected` is 0 when unknown. */
   readonly onProgress?: (bytes: number, expected: number) => void;
   readonly signal: AbortSignal;
@@ -71,6 +74,48 @@ export interface ZfsReplicationDriver extends SnapshotDriver {
    * stream (the dataset exists without the base as its newest snapshot).
    */
   sendSnapshot(options: SendOptions): Promise<SendResult>;
+}
+
+/** One side of a send split across two hosts (each node's agent holds one). */
+export interface StreamSendOptions {
+  readonly dataset: DatasetRef;
+  /** The copy to act on (default: where the backend keeps the dataset). */
+  readonly nodeId?: string;
+  /** Incremental from this snapshot, which both sides hold; full when undefined. */
+  readonly base?: string;
+  readonly signal: AbortSignal;
+}
+
+/** A send stream being produced. */
+export interface SnapshotStream {
+  /** The bytes of the send, to be fed to a receiveStream on another host. */
+  readonly stream: Readable;
+  /** Resolves once the sender ended cleanly; rejects with its coded error. */
+  readonly done: Promise<void>;
+}
+
+/** ZFS replication whose two halves run on different hosts (`zfs send` here, `zfs receive` there). */
+export interface StreamReplicationDriver extends SnapshotDriver {
+  /** Starts sending `snapshot` of the node's copy; SNAPSHOT_NOT_FOUND, DATASET_NOT_FOUND before any byte. */
+  openSendStream(
+    options: StreamSendOptions & { readonly snapshot: string },
+  ): Promise<SnapshotStream>;
+  /**
+   * Receives a send stream into the node's copy (creating it on a full
+   * send). Nothing changes unless the whole stream arrived intact;
+   * REPLICATION_DIVERGED when the copy does not end at `base`.
+   */
+  receiveStream(options: StreamSendOptions & { readonly stream: Readable }): Promise<SendResult>;
+}
+
+/** Whether the driver can send and receive on separate hosts. */
+export function canStream(driver: StorageDriver): driver is StreamReplicationDriver {
+  const d = driver as Partial<StreamReplicationDriver>;
+  return (
+    canSnapshot(driver) &&
+    typeof d.openSendStream === "function" &&
+    typeof d.receiveStream === "function"
+  );
 }
 
 /** RBD templates (protected snapshots) and their copy-on-write clones. */

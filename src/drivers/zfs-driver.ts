@@ -15,7 +15,12 @@ import {
   createLocalRunner,
   runCommand,
 } from "./storage-command.js";
-import type { SendOptions, SnapshotTarget, ZfsReplicationDriver } from "./storage-driver.js";
+import type {
+  SendOptions,
+  SnapshotTarget,
+  StreamReplicationDriver,
+  ZfsReplicationDriver,
+} from "./storage-driver.js";
 import { backendName, snapshotLabels, snapshotSpec } from "./storage-names.js";
 import { createThrottle } from "./throttle-stream.js";
 
@@ -64,7 +69,9 @@ const ZFS_ERRORS: readonly [RegExp, ConstructorParameters<typeof RpcError>[0]][]
  * `zfs receive -u` on the target, through a byte counter and an optional
  * bandwidth limit.
  */
-export function createZfsDriver(options: ZfsDriverOptions = {}): ZfsReplicationDriver {
+export function createZfsDriver(
+  options: ZfsDriverOptions = {},
+): ZfsReplicationDriver & StreamReplicationDriver {
   const local = createLocalRunner();
   const runnerFor =
     options.runnerFor ??
@@ -128,6 +135,49 @@ export function createZfsDriver(options: ZfsDriverOptions = {}): ZfsReplicationD
     },
     sendSnapshot: (send) =>
       sendSnapshot(send, runnerFor, (args, s) => spec(args, s, sendTimeoutMs)),
+    async openSendStream(send) {
+      const snapshot = snapshotSpec(send.dataset, send.snapshot);
+      const base =
+        send.base === undefined ? [] : ["-i", snapshotSpec(send.dataset, send.base, "base")];
+      const s = spec(["send", "-P", "-v", ...base, snapshot], send.signal, sendTimeoutMs);
+      const sender = runnerFor(send.nodeId).start(s);
+      sender.stdin.end();
+      const stderr = collect(sender.stderr, 1024 * 1024);
+      const done = sender.exit.then(async (exit) => {
+        if (exit.code !== 0) throw zfsError(s, { ...exit, stderr: await stderr });
+      });
+      done.catch(() => {});
+      return { stream: sender.stdout, done };
+    },
+    async receiveStream(receive) {
+      const dataset = backendName(receive.dataset);
+      const s = spec(
+        ["receive", "-u", ...(receive.base === undefined ? [] : ["-F"]), dataset],
+        receive.signal,
+        sendTimeoutMs,
+      );
+      const receiver = runnerFor(receive.nodeId).start(s);
+      const stderr = collect(receiver.stderr, 1024 * 1024);
+      let bytes = 0;
+      // A broken incoming stream kills the receiver: zfs discards a partial receive.
+      const broken = new AbortController();
+      receive.stream.on("data", (chunk: Buffer) => {
+        bytes += chunk.length;
+      });
+      receive.stream.once("error", () => {
+        broken.abort();
+        receiver.stdin.destroy();
+      });
+      receive.stream.pipe(receiver.stdin);
+      const exit = await receiver.exit;
+      if (exit.code !== 0 || broken.signal.aborted) {
+        if (receive.signal.aborted) throw new RpcError("CANCELLED");
+        if (broken.signal.aborted && exit.code === 0)
+          throw new RpcError("STORAGE_UNAVAILABLE", { message: "send stream interrupted" });
+        throw zfsError(s, { ...exit, stderr: await stderr });
+      }
+      return { bytes };
+    },
   };
 }
 

@@ -144,24 +144,33 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
 const REVOKED = Symbol("revoked");
 
 /** Passes a response stream through until the caller's certificate is revoked, then ends it with UNAUTHENTICATED. */
-async function* endOnRevocation(
+export async function* endOnRevocation(
   source: AsyncIterable<unknown>,
   isRevoked: () => boolean,
   onChange: (listener: () => void) => () => void,
 ): AsyncIterable<unknown> {
   const it = source[Symbol.asyncIterator]();
-  let wake: (v: typeof REVOKED) => void = () => {};
-  const revoked = new Promise<typeof REVOKED>((resolve) => {
-    wake = resolve;
-  });
+  let revoked = false;
+  // One promise per message, dropped once it settles: a race against one
+  // long-lived promise would add a reaction to it per message, keeping every
+  // response of the stream in memory until the stream ends.
+  let wake: (() => void) | undefined;
   const unsubscribe = onChange(() => {
-    if (isRevoked()) wake(REVOKED);
+    if (!isRevoked()) return;
+    revoked = true;
+    wake?.();
   });
   // A revocation that landed before the subscription would otherwise go unseen.
-  if (isRevoked()) wake(REVOKED);
+  if (isRevoked()) revoked = true;
   try {
     for (;;) {
-      const r = await Promise.race([it.next(), revoked]);
+      const r = revoked
+        ? REVOKED
+        : await new Promise<IteratorResult<unknown> | typeof REVOKED>((resolve, reject) => {
+            wake = () => resolve(REVOKED);
+            it.next().then(resolve, reject);
+          });
+      wake = undefined;
       if (r === REVOKED)
         throw new RpcError("UNAUTHENTICATED", {
           cause: new Error("client certificate revoked during the stream"),

@@ -100,6 +100,16 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
       for (const [state, n] of counts) this.set({ state }, n);
     },
   });
+  new client.Gauge({
+    name: "debvisor_vm_conflicts",
+    help: "Stale copies of VMs: copies reported by a node other than the one the VM is placed on (each is stopped and undefined once).",
+    registers: [registry],
+    async collect() {
+      let n = 0;
+      for (const rec of await inventory.conflicts(closing)) n += rec.staleCopies.length;
+      this.set(n);
+    },
+  });
   const statuses = async () => {
     const out: ReplicationStatusRecord[] = [];
     for await (const kv of rangeAll(store, "replication/status/", { signal: closing }))

@@ -1,6 +1,8 @@
 import type { AuditLog } from "../audit/index.js";
 import {
   type ClusterRuntime,
+  createAgentExecutors,
+  createAgentOperations,
   createInventory,
   createLocalExecutors,
   type DriverReporter,
@@ -14,12 +16,14 @@ import type { KvStore } from "../store/index.js";
 import { type ClusterEvents, startClusterEvents } from "./cluster-events.js";
 import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
+import { claimDevNodes, type DevAgentsPlan, planDevAgents } from "./dev-agents.js";
+import type { DevEnvironment } from "./dev-environment.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
 import type { Metrics } from "./metrics.js";
 import type { OpenedResources } from "./opened-resources.js";
 import { type DaemonSimulation, startSimulation } from "./simulation-setup.js";
 import { type StorageStack, startStorage } from "./storage-setup.js";
-import { failoverAuditFields, settledAuditFields } from "./system-audit.js";
+import { failoverAuditFields, settledAuditFields, staleCopyAuditFields } from "./system-audit.js";
 
 /** What the cluster part needs from the daemon. */
 export interface ClusterSetup {
@@ -31,6 +35,8 @@ export interface ClusterSetup {
   readonly metrics: Metrics;
   readonly audit: AuditLog | undefined;
   readonly resources: OpenedResources;
+  /** Dev mode's files, in dev mode. */
+  readonly dev?: DevEnvironment;
 }
 
 /** The running cluster: inventory, simulation, storage and the migration/failover runtime. */
@@ -46,6 +52,8 @@ export interface DaemonCluster extends DaemonSimulation {
   readonly executors: Executors;
   /** Reports one local node's state now (after an operation on it). */
   report(nodeId: string): Promise<void>;
+  /** Dev mode with dev.agents: the agent nodes to start once the server listens. */
+  readonly devAgentsPlan: DevAgentsPlan | undefined;
 }
 
 /**
@@ -70,13 +78,27 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
   });
   events.useInventory(inventory);
   resources.push("inventory", () => inventory.close());
-  const { sim, simNodeIds, simBeat } = await startSimulation({
+  const { dev } = setup;
+  const sim0 = await startSimulation({
     config,
     inventory,
     clock,
     logger,
     resources,
+    beforeRegister:
+      dev === undefined
+        ? undefined
+        : (ids) => claimDevNodes(store, inventory, ids, () => "simulation", logger),
   });
+  const { sim, simBeat } = sim0;
+  let simNodeIds = sim0.simNodeIds;
+  // Dev mode's nodes as agent processes: each its own simulated hypervisor and directory.
+  let devAgentsPlan: DevAgentsPlan | undefined;
+  if (dev !== undefined && config.dev.agents.enabled && sim === undefined) {
+    devAgentsPlan = await planDevAgents(config, dev, inventory, clock.now());
+    simNodeIds = [...devAgentsPlan.nodeIds];
+    await claimDevNodes(store, inventory, simNodeIds, (id) => id, logger);
+  }
   const storage = await startStorage({
     config,
     store,
@@ -86,13 +108,24 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     closing,
     simulatedNodeIds: simNodeIds,
     events: events.recorder,
+    simulatedVms: devAgentsPlan?.vms,
   });
   resources.push("storage", () => storage.close());
   const libvirt = libvirtNodes(config, logger);
-  const executors = createLocalExecutors(
-    (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
-    (id) => libvirt.get(id)?.uri ?? "",
-  );
+  // Nodes this process drives itself first; any other node through its agent.
+  const executors = createAgentExecutors({
+    store,
+    inventory,
+    operations: createAgentOperations(store, clock),
+    clock,
+    logger,
+    closing,
+    downGraceMs: config.cluster.fenceDelayMs,
+    local: createLocalExecutors(
+      (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
+      (id) => libvirt.get(id)?.uri ?? "",
+    ),
+  });
   let reporter: DriverReporter | undefined;
   if (libvirt.size > 0) {
     reporter = await startDriverReporter({
@@ -139,6 +172,11 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
               ?.append(failoverAuditFields(d))
               .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
           },
+          onStaleCopy: (d) => {
+            audit
+              ?.append(staleCopyAuditFields(d))
+              .catch((err: unknown) => logger.error({ err }, "stale copy removal not audited"));
+          },
         }
       : undefined,
   });
@@ -152,10 +190,12 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     runtime,
     events,
     executors,
-    localNodeIds: () => [...simNodeIds, ...libvirt.keys()],
+    // The embedded simulation's nodes, not dev agents' (those are driven through their agents).
+    localNodeIds: () => [...sim0.simNodeIds, ...libvirt.keys()],
     async report(nodeId) {
-      if (simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
+      if (sim0.simNodeIds.includes(nodeId)) await simBeat?.(nodeId);
       else await reporter?.report();
     },
+    devAgentsPlan,
   };
 }

@@ -483,11 +483,30 @@ const sections = z.strictObject({
       enabled: z.boolean().default(false),
       /** Where dev mode keeps its CA, certificates and hvctl.yaml. */
       dataDir: path.default("./.debvisor"),
+      /**
+       * The dev cluster's nodes as `debvisor-agent` processes (what `npm
+       * start` runs) instead of the embedded simulation: each node a
+       * simulated hypervisor in its own process and directory
+       * (`dataDir`/nodes/<id>), enrolled with the dev CA, stopped with the
+       * daemon. Flag `--dev-agents`.
+       */
+      agents: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          nodes: int(1, 16).default(3),
+          /** VMs each node starts with (first start only). */
+          vmsPerNode: int(0, 50).default(3),
+          /** How long a migration between two agents takes. */
+          migrationMs: int(0, 3_600_000).default(4000),
+          /** Log level of the agents (their lines are prefixed with the node). */
+          logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]).default("info"),
+        })
+        .prefault({}),
     })
     .prefault({}),
   simulation: z
     .strictObject({
-      /** Serve an in-process simulated cluster (on by default in dev mode). */
+      /** Serve an in-process simulated cluster (on by default in dev mode, unless dev.agents). */
       enabled: z.boolean().optional(),
       nodes: int(1, 2000).default(3),
       vmsPerNode: int(0, 50).default(3),

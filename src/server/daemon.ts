@@ -5,6 +5,7 @@ import { setUpAudit } from "./audit-setup.js";
 import { startCluster } from "./cluster-setup.js";
 import type { Config } from "./config-schema.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
+import { type DevAgents, startDevAgents } from "./dev-agents.js";
 import {
   type DevEnvironment,
   ensureDevOperatorKey,
@@ -47,6 +48,8 @@ export interface Daemon {
   readonly devPanelPassword: string | undefined;
   /** Dev-mode files, when in dev mode. */
   readonly dev: DevEnvironment | undefined;
+  /** Dev mode with dev.agents: the node agent processes. */
+  readonly devAgents: DevAgents | undefined;
   /** Re-reads configuration and TLS files; keeps the running ones when the new ones are wrong. */
   reload(): Promise<boolean>;
   /** Drains calls in flight (up to shutdown.drainTimeoutMs) and stops. Idempotent. */
@@ -120,6 +123,7 @@ async function composeDaemon(
     metrics,
     audit,
     resources,
+    dev,
   });
   const services = createDaemonServices({
     config,
@@ -140,7 +144,9 @@ async function composeDaemon(
     audit,
     vmRecords: cluster.inventory.vmRecords,
     nodes: cluster.localNodeIds,
-    driver: (id) => cluster.executors.forNode(id),
+    // Only nodes this process drives itself: an agent's node is its agent's to run.
+    driver: (id) =>
+      cluster.localNodeIds().includes(id) ? cluster.executors.forNode(id) : undefined,
     servedByAgent: (id) => services.agentHub.connectedNodes().includes(id),
     report: (id) => cluster.report(id),
   });
@@ -171,6 +177,11 @@ async function composeDaemon(
     );
   if (dev !== undefined && cluster.simNodeIds.length > 0)
     await enrollSimulatedNodes(dev, server.address, cluster.simNodeIds, logger);
+  const devAgents =
+    cluster.devAgentsPlan === undefined
+      ? undefined
+      : startDevAgents({ plan: cluster.devAgentsPlan, server: server.address, config, logger });
+  if (devAgents !== undefined) resources.push("dev agents", () => devAgents.stop());
   phase = "serving";
   health.setAll(
     readiness.reasons().length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
@@ -195,6 +206,7 @@ async function composeDaemon(
     panelUrl: panel?.url,
     devPanelPassword: panel?.devAdminPassword,
     dev,
+    devAgents,
     async reload() {
       await notifier.reloading();
       let ok = false;

@@ -3,6 +3,7 @@
 
 export type { ClusterEvents } from "./cluster-events.js";
 export { startClusterEvents } from "./cluster-events.js";
+export { createClusterMetrics } from "./cluster-metrics.js";
 export type { ConfigSources } from "./config-loader.js";
 export {
   ConfigError,

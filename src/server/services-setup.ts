@@ -70,6 +70,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
   const agentHub = setUpAgentHub({ config, store, inventory, clock, logger, closing, audit });
+  storage.useAgents(agentHub);
   const domain: ServiceBinding[] = [
     ...createDomainServices({
       inventory,

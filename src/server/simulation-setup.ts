@@ -12,6 +12,8 @@ export interface SimulationSetup {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly resources: OpenedResources;
+  /** Told the node ids before they are registered (dev mode frees ids another owner holds). */
+  readonly beforeRegister?: (nodeIds: readonly string[]) => Promise<void>;
 }
 
 /** The simulated cluster, when enabled: its driver and its node ids. */
@@ -23,13 +25,15 @@ export interface DaemonSimulation {
 }
 
 /**
- * Starts the simulated cluster when `simulation.enabled` (default: dev mode):
+ * Starts the simulated cluster when `simulation.enabled` (default: dev mode
+ * without dev.agents):
  * registers its nodes, beats their heartbeats every heartbeat interval and
  * schedules the configured faults.
  */
 export async function startSimulation(setup: SimulationSetup): Promise<DaemonSimulation> {
   const { config, inventory, clock, logger, resources } = setup;
-  if (!(config.simulation.enabled ?? config.dev.enabled)) return { sim: undefined, simNodeIds: [] };
+  if (!(config.simulation.enabled ?? (config.dev.enabled && !config.dev.agents.enabled)))
+    return { sim: undefined, simNodeIds: [] };
   const sim = createSimulation({
     ...config.simulation,
     clock,
@@ -41,6 +45,7 @@ export async function startSimulation(setup: SimulationSetup): Promise<DaemonSim
   });
   resources.push("simulation", () => sim.close());
   const simNodeIds = sim.nodes.map((n) => n.id?.id ?? "");
+  await setup.beforeRegister?.(simNodeIds);
   for (const node of sim.nodes) await inventory.register(node, "simulation");
   // The simulation's VMs belong to the tenants its world says, as if a cluster admin had
   // assigned them (first start only: an assignment made since stays). Reports never do.

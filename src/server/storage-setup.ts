@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import {
+  type AgentHub,
+  createAgentStorage,
   createReplicaCatalog,
   createReplicationJobs,
   createReplicationRunner,
@@ -39,6 +41,8 @@ export interface StorageStack {
   readonly replicas: ReplicaCatalog;
   /** Stops the scheduler; resolves when its runs have ended. */
   close(): Promise<void>;
+  /** From now on, storage of nodes whose agents run it goes through `hub` (sends relayed by it). */
+  useAgents(hub: AgentHub): void;
 }
 
 /** Options of {@link startStorage}. */
@@ -54,6 +58,8 @@ export interface StorageStackOptions {
   readonly simulatedNodeIds: readonly string[];
   /** Where replication runs are told. */
   readonly events?: EventSink;
+  /** The simulated nodes' VMs when the inventory does not hold them yet (dev mode's agents). */
+  readonly simulatedVms?: readonly VmInfo[];
 }
 
 const GIB = 1024 ** 3;
@@ -72,7 +78,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
   let seed: (() => Promise<void>) | undefined;
   if (options.simulatedNodeIds.length > 0) {
     const nodes = [...options.simulatedNodeIds].sort();
-    const vms = (await options.inventory.listVms()).filter((vm) =>
+    const vms = (options.simulatedVms ?? (await options.inventory.listVms())).filter((vm) =>
       nodes.includes(vm.nodeId?.id ?? ""),
     );
     storage = createSimulatedStorage({
@@ -111,6 +117,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
         : undefined,
     });
   }
+  // Calls for nodes whose agents run storage go to those agents once the hub is attached.
+  let agents: AgentHub | undefined;
+  storage = createAgentStorage({ local: storage, hub: () => agents, logger });
   const repl = config.storage.replication;
   const runner = createReplicationRunner({
     store,
@@ -149,6 +158,9 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     scheduler,
     replicas: createReplicaCatalog({ store }),
     close: async () => scheduler?.stop(),
+    useAgents: (hub) => {
+      agents = hub;
+    },
   };
 }
 

@@ -1,5 +1,10 @@
 import type { AuditFields } from "../audit/index.js";
-import { type AgentRefusal, FAILOVER_PRINCIPAL, type FailoverDecision } from "../cluster/index.js";
+import {
+  type AgentRefusal,
+  FAILOVER_PRINCIPAL,
+  type FailoverDecision,
+  type StaleCopyDecision,
+} from "../cluster/index.js";
 import { type Migration, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 
 /** The principal the daemon acts as when it settles migrations of a process that died. */
@@ -49,6 +54,22 @@ export function settledAuditFields(m: Migration): AuditFields {
     args: `vm_id=${m.vm?.vmId ?? ""} source=${m.source?.nodeId?.id ?? ""} target=${m.target?.nodeId?.id ?? ""}`,
     code: "OK",
     error: "",
+  };
+}
+
+/** An audit record of a stale copy of a VM (a conflict) the control plane had stopped and undefined. */
+export function staleCopyAuditFields(d: StaleCopyDecision): AuditFields {
+  const ok = d.action === "removed";
+  return {
+    ...systemFields(RECONCILER_PRINCIPAL, "StopVm", "vm:stop"),
+    service: "debvisor.v1.VmService",
+    event: "vm.stale-copy",
+    requestId: "",
+    decision: d.action,
+    reason: d.detail,
+    args: `vm_id=${d.vmId} node=${d.node} placed_on=${d.placedOn} generation=${d.generation}`,
+    code: ok ? "OK" : "FAILED_PRECONDITION",
+    error: ok ? "" : d.detail,
   };
 }
 

@@ -21,6 +21,7 @@ import {
   type RecoveringDriver,
   type Simulation,
 } from "../../src/drivers/index.js";
+import type { Health } from "../../src/gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore } from "../../src/store/index.js";
 
@@ -36,6 +37,8 @@ export interface ClusterHarness {
   maxConcurrentMigrations(): number;
   /** Every decision of the failover controller, in order. */
   readonly decisions: FailoverDecision[];
+  /** Every stop the control plane sent a node's hypervisor, as `node/vm`, in order. */
+  readonly stops: string[];
   /** Delivers one heartbeat from every node that can send one. */
   beat(): Promise<void>;
   close(): Promise<void>;
@@ -76,6 +79,8 @@ export async function startClusterHarness(options: {
   /** This "daemon's" clock (default: a manual clock at a fixed date). */
   clock?: ManualClock;
   dir?: string;
+  /** Rewrites a node's heartbeat before it is delivered (a report the simulation cannot make). */
+  report?: (nodeId: string, health: Health) => Health;
 }): Promise<ClusterHarness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
   const store =
@@ -104,7 +109,7 @@ export async function startClusterHarness(options: {
       const id = node.id?.id ?? "";
       const h = sim.heartbeat(id);
       if (h === undefined) continue;
-      await inventory.heartbeat(h);
+      await inventory.heartbeat(options.report?.(id, h) ?? h);
       sim.delivered(id);
     }
   };
@@ -113,11 +118,16 @@ export async function startClusterHarness(options: {
   // Migrations as the hypervisors see them, to check limits from their side.
   let migrating = 0;
   let maxMigrating = 0;
+  const stops: string[] = [];
   const counted = (driver: RecoveringDriver | undefined): RecoveringDriver | undefined =>
     driver === undefined
       ? undefined
       : {
           ...driver,
+          stop(vmId, o) {
+            stops.push(`${driver.nodeId}/${vmId}`);
+            return driver.stop(vmId, o);
+          },
           async migrate(vmId, to, options) {
             migrating++;
             maxMigrating = Math.max(maxMigrating, migrating);
@@ -154,6 +164,7 @@ export async function startClusterHarness(options: {
     runtime,
     dir,
     decisions,
+    stops,
     maxConcurrentMigrations: () => maxMigrating,
     beat,
     async close() {

@@ -16,6 +16,8 @@ export interface EtcdServer {
   stop(): Promise<void>;
   /** SIGKILL at once, for failure tests; `stop()` still cleans up afterwards. */
   kill(): void;
+  /** Sends a signal (SIGSTOP, SIGCONT: a store that stalls), for failure tests. */
+  signal(name: NodeJS.Signals): void;
 }
 
 const READY_TIMEOUT_MS = 15_000;
@@ -92,9 +94,13 @@ async function startOnce(bin: string): Promise<EtcdServer> {
     endpoint: client,
     dataDir,
     kill: () => killHard(proc),
+    signal: (name) => {
+      if (running(proc)) proc.kill(name);
+    },
     stop: () => {
       stopping ??= (async () => {
         if (running(proc)) {
+          proc.kill("SIGCONT");
           proc.kill("SIGTERM");
           const timer = setTimeout(() => killHard(proc), STOP_TIMEOUT_MS);
           await exited;
@@ -143,7 +149,7 @@ async function healthy(client: string): Promise<boolean> {
 }
 
 /** Ports the kernel hands out for 127.0.0.1, all held open together so they differ. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const servers = Array.from({ length: count }, () => createServer());
   try {
     return await Promise.all(
@@ -242,6 +248,9 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
       endpoint: client(i),
       dataDir,
       kill: () => killHard(proc),
+      signal: (name) => {
+        if (running(proc)) proc.kill(name);
+      },
       stop: () => {
         stopping ??= (async () => {
           killHard(proc);

@@ -6,6 +6,7 @@ import {
   canClone,
   canManageImages,
   canReplicate,
+  canStream,
   createSimulatedStorage,
   type SimulatedStorage,
   type StorageDriver,
@@ -91,6 +92,12 @@ export interface ConformanceSubject {
   readonly backend: "zfs" | "rbd";
   /** A driver holding the world above; recorded subjects replay the scenario's transcript. */
   setup(scenario: string): Promise<{ driver: StorageDriver; done(): void }>;
+  /**
+   * Also run the send scenarios split in two halves (`openSendStream` on the
+   * source, `receiveStream` on the target), as two agents run them. Off for
+   * the simulation's 8 GiB world: its stream really moves that many bytes.
+   */
+  readonly streamHalves?: boolean;
 }
 
 const signal = new AbortController().signal;
@@ -194,6 +201,55 @@ export function describeStorageConformance(subject: ConformanceSubject): void {
           assert.deepEqual(names(await d.listSnapshots(ZFS_DISK, signal, "node-02")), [a, b]);
         },
       );
+      if (subject.streamHalves === true) {
+        /** One send as two agents run it: the source's stream piped into the target's receive. */
+        const halves = async (d: StorageDriver, to: string, snapshot: string, base?: string) => {
+          assert.ok(canStream(d));
+          const sending = await d.openSendStream({
+            dataset: ZFS_DISK,
+            nodeId: "node-01",
+            snapshot,
+            base,
+            signal,
+          });
+          const received = await d.receiveStream({
+            dataset: ZFS_DISK,
+            nodeId: to,
+            base,
+            stream: sending.stream,
+            signal,
+          });
+          await sending.done;
+          return received;
+        };
+        scenario(
+          "send",
+          "sends in two halves (stream out on the source, in on the target), full then incremental",
+          async (d) => {
+            assert.ok(canStream(d));
+            const a = stampedSnapshotName("repl-j1", NOW);
+            const b = stampedSnapshotName("repl-j1", NOW + 900_000);
+            await d.createSnapshot({ ...on1, name: a }, signal);
+            const full = await halves(d, "node-02", a);
+            assert.ok(full.bytes > 0);
+            assert.deepEqual(names(await d.listSnapshots(ZFS_DISK, signal, "node-02")), [a]);
+            await d.createSnapshot({ ...on1, name: b }, signal);
+            const incremental = await halves(d, "node-02", b, a);
+            assert.ok(incremental.bytes > 0 && incremental.bytes < full.bytes);
+            assert.deepEqual(names(await d.listSnapshots(ZFS_DISK, signal, "node-02")), [a, b]);
+          },
+        );
+        scenario(
+          "diverged",
+          "in two halves, refuses a full stream onto a node that already holds the dataset",
+          async (d) => {
+            assert.ok(canStream(d));
+            const a = stampedSnapshotName("repl-j1", NOW);
+            await d.createSnapshot({ ...on1, name: a }, signal);
+            await assert.rejects(halves(d, "node-03", a), fails("REPLICATION_DIVERGED"));
+          },
+        );
+      }
       scenario(
         "diverged",
         "refuses a full send onto a node that already holds the dataset",

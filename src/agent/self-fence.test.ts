@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { silentLogger } from "../core/index.js";
+import { createLocalSimulation, monotonicNs, openSimulatedWatchdog } from "../drivers/index.js";
+import { createSelfFence, watchdogGraceMs } from "./self-fence.js";
+
+const MS = 1_000_000n;
+
+/** A node with three generated domains (the 1st and 3rd are HA) and a manual monotonic clock. */
+function node() {
+  const dir = mkdtempSync(join(tmpdir(), "dv-self-fence-"));
+  const sim = createLocalSimulation({ nodeId: "node-x", dir, vms: 3, now: 0 });
+  const watchdog = openSimulatedWatchdog(join(dir, "watchdog.json"));
+  // Starts at the host's monotonic time, so the simulated watchdog (real clock) agrees.
+  const clock = { ns: monotonicNs() };
+  const fence = createSelfFence({
+    driver: sim.driver,
+    isHa: (id) => sim.vmInfo(id)?.ha === true,
+    watchdog,
+    logger: silentLogger,
+    now: () => clock.ns,
+  });
+  const states = async () =>
+    Object.fromEntries(
+      (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => [d.id, d.state]),
+    );
+  const actions = () => readFileSync(join(dir, "sim-actions.log"), "utf8");
+  return { dir, sim, watchdog, clock, fence, states, actions };
+}
+
+describe("createSelfFence", () => {
+  it("keeps the VMs while renewals are confirmed within the window, measured from when each heartbeat was sent", async () => {
+    const n = node();
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      for (let seq = 1n; seq <= 5n; seq++) {
+        n.clock.ns += 800n * MS;
+        await n.fence.guard(() => n.fence.sending(seq));
+        await n.fence.guard(() => n.fence.renewed(seq));
+      }
+      assert.ok(Object.values(await n.states()).every((s) => s === "running"));
+    } finally {
+      n.fence.close();
+    }
+  });
+
+  it("after a pause longer than the window, hard-stops the HA VMs before it accepts the renewal that arrives first", async () => {
+    const n = node();
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      // Frozen for 5 s; on waking, a heartbeat goes out and its renewal comes back at once.
+      n.clock.ns += 5000n * MS;
+      n.fence.sending(1n);
+      await n.fence.guard(() => n.fence.renewed(1n));
+      assert.deepEqual(await n.states(), {
+        "node-x-vm-001": "stopped",
+        "node-x-vm-002": "running",
+        "node-x-vm-003": "stopped",
+      });
+      assert.match(n.actions(), /force-stop node-x-vm-001\n.*force-stop node-x-vm-003\n$/);
+    } finally {
+      n.fence.close();
+    }
+  });
+
+  it("past the deadline, stops an HA VM started again before any renewal came", async () => {
+    const n = node();
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      n.clock.ns += 2000n * MS;
+      await n.fence.guard(() => undefined);
+      assert.equal((await n.states())["node-x-vm-001"], "stopped");
+      await n.sim.driver.start("node-x-vm-001", AbortSignal.timeout(5000));
+      n.clock.ns += 100n * MS;
+      await n.fence.guard(() => undefined);
+      assert.equal((await n.states())["node-x-vm-001"], "stopped", "stopped again");
+    } finally {
+      n.fence.close();
+    }
+  });
+
+  it("pets the watchdog no later than the lease deadline plus a grace, and a restarted agent keeps that deadline", async () => {
+    const n = node();
+    try {
+      const start = n.clock.ns;
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      n.clock.ns += 600n * MS;
+      await n.fence.guard(() => undefined);
+      assert.equal(
+        n.watchdog.read()?.deadlineNs,
+        start + (1000n + BigInt(watchdogGraceMs(1000))) * MS,
+      );
+      // A new process on the same node, before any Welcome: the old deadline still holds.
+      const again = createSelfFence({
+        driver: n.sim.driver,
+        isHa: (id) => n.sim.vmInfo(id)?.ha === true,
+        watchdog: n.watchdog,
+        logger: silentLogger,
+        now: () => n.clock.ns,
+      });
+      try {
+        n.clock.ns = start + 1100n * MS;
+        await again.guard(() => undefined);
+        assert.equal(
+          (await n.states())["node-x-vm-001"],
+          "stopped",
+          "fenced on the inherited deadline",
+        );
+      } finally {
+        again.close();
+      }
+    } finally {
+      n.fence.close();
+    }
+  });
+});

@@ -1,0 +1,188 @@
+import { create } from "@bufbuild/protobuf";
+import { RpcError, toRpcError } from "../core/index.js";
+import {
+  type StaleCopy,
+  StaleCopySchema,
+  type VmRecord,
+  VmRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import type { Executors } from "./executors.js";
+import type { VmRecords } from "./vm-records.js";
+
+const VMS = "vms/";
+
+/**
+ * Conflicts: copies of a VM reported by a node it is not placed on. The
+ * placement (the VM record's node and generation) decides which copy is
+ * real; the others are kept on the record as stale copies, shown, counted,
+ * and removed from their nodes, never taken for a placement.
+ */
+export interface StaleCopies {
+  /** Records what `nodeId` reports now: these copies are stale; its others are gone. */
+  note(nodeId: string, stale: readonly VmInfo[], signal?: AbortSignal): Promise<void>;
+}
+
+/** Follows the records in `vmRecords` and writes stale copies to `store`. */
+export function createStaleCopies(store: KvStore, vmRecords: VmRecords): StaleCopies {
+  /** Rewrites one VM's record under compare-and-swap; `change` returns undefined for no write. */
+  async function change(
+    vmId: string,
+    edit: (rec: VmRecord) => VmRecord | undefined,
+    signal?: AbortSignal,
+  ) {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+      if (got === undefined) return;
+      const next = edit(got.message);
+      if (next === undefined) return;
+      const w = vmRecords.write(next, got.modRevision);
+      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+      if (txn.succeeded) {
+        vmRecords.remember(next, txn.revision);
+        return;
+      }
+    }
+  }
+  return {
+    async note(nodeId, stale, signal) {
+      const facts = await vmRecords.all();
+      const reported = new Set<string>();
+      for (const vm of stale) {
+        reported.add(vm.id);
+        const known = facts.get(vm.id)?.rec.staleCopies.find((c) => c.nodeId === nodeId);
+        if (known !== undefined && known.state === vm.state) continue;
+        await change(
+          vm.id,
+          (rec) => {
+            if (rec.nodeId === nodeId) return undefined;
+            const prev = rec.staleCopies.find((c) => c.nodeId === nodeId);
+            const copy = create(StaleCopySchema, {
+              nodeId,
+              generation: prev?.generation ?? rec.generation,
+              cleanupSent: prev?.cleanupSent ?? false,
+              state: vm.state,
+            });
+            const others = rec.staleCopies.filter((c) => c.nodeId !== nodeId);
+            return create(VmRecordSchema, { ...rec, staleCopies: [...others, copy] });
+          },
+          signal,
+        );
+      }
+      for (const v of await vmRecords.withStaleCopies(nodeId)) {
+        if (reported.has(v.rec.id)) continue;
+        // The node no longer reports it: the conflict is over.
+        await change(
+          v.rec.id,
+          (rec) =>
+            rec.staleCopies.some((c) => c.nodeId === nodeId)
+              ? create(VmRecordSchema, {
+                  ...rec,
+                  staleCopies: rec.staleCopies.filter((c) => c.nodeId !== nodeId),
+                })
+              : undefined,
+          signal,
+        );
+      }
+    },
+  };
+}
+
+/** The VM as listed, with the nodes its record names as holding stale copies. */
+export function withStaleCopyNodes(vm: VmInfo, rec: VmRecord | undefined): VmInfo {
+  const nodes = rec?.staleCopies.map((c) => c.nodeId) ?? [];
+  if (nodes.length === 0 && vm.staleCopyNodes.length === 0) return vm;
+  return { ...vm, staleCopyNodes: nodes };
+}
+
+/** One removal of a stale copy, for the audit trail (as system:reconciler). */
+export interface StaleCopyDecision {
+  readonly vmId: string;
+  /** The node holding the stale copy. */
+  readonly node: string;
+  /** The node the VM is placed on, and its generation. */
+  readonly placedOn: string;
+  readonly generation: bigint;
+  readonly action: "removed" | "failed";
+  readonly detail: string;
+}
+
+/** A driver that can also remove a domain's definition (optional capability). */
+interface Undefining {
+  undefine(vmId: string, signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * Sends each stale copy's node a forced stop and an undefine of the copy,
+ * exactly once per conflict: the copy is marked `cleanup_sent` first, in a
+ * transaction that holds only while `elected` (the controller's election)
+ * and the record as read hold, so two controllers never both send it.
+ */
+export async function removeStaleCopies(
+  deps: {
+    readonly store: KvStore;
+    readonly conflicts: (signal: AbortSignal) => Promise<VmRecord[]>;
+    readonly executors: Executors;
+    readonly elected: Compare;
+    readonly decide: (d: StaleCopyDecision) => void;
+  },
+  signal: AbortSignal,
+): Promise<void> {
+  for (const seen of await deps.conflicts(signal)) {
+    for (const copy of seen.staleCopies) {
+      if (copy.cleanupSent) continue;
+      const got = await getMessage(deps.store, VmRecordSchema, VMS + seen.id, { signal });
+      const rec = got?.message;
+      const now = rec?.staleCopies.find((c) => c.nodeId === copy.nodeId);
+      if (got === undefined || rec === undefined || now === undefined || now.cleanupSent) continue;
+      const marked: StaleCopy[] = rec.staleCopies.map((c) =>
+        c.nodeId === copy.nodeId ? create(StaleCopySchema, { ...c, cleanupSent: true }) : c,
+      );
+      const next = create(VmRecordSchema, { ...rec, staleCopies: marked });
+      const txn = await deps.store.txn(
+        {
+          compares: [deps.elected, { key: VMS + rec.id, modRevision: got.modRevision }],
+          success: [{ type: "put", key: VMS + rec.id, value: encodeMessage(VmRecordSchema, next) }],
+        },
+        { signal },
+      );
+      if (!txn.succeeded) continue;
+      const base = {
+        vmId: rec.id,
+        node: copy.nodeId,
+        placedOn: rec.nodeId,
+        generation: rec.generation,
+      };
+      try {
+        await stopAndUndefine(deps.executors, copy.nodeId, rec.id, signal);
+        deps.decide({
+          ...base,
+          action: "removed",
+          detail: `stale copy on ${copy.nodeId} stopped and undefined; the vm is placed on ${rec.nodeId} (generation ${rec.generation})`,
+        });
+      } catch (err) {
+        deps.decide({ ...base, action: "failed", detail: toRpcError(err).message });
+      }
+    }
+  }
+}
+
+/** Force-stops `vmId` on `nodeId` (a no-op when stopped), then undefines it where the driver can. */
+async function stopAndUndefine(
+  executors: Executors,
+  nodeId: string,
+  vmId: string,
+  signal: AbortSignal,
+): Promise<void> {
+  const driver = executors.forNode(nodeId);
+  if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
+  try {
+    await driver.stop(vmId, { force: true, signal });
+    const undefining = driver as Partial<Undefining>;
+    if (typeof undefining.undefine === "function") await undefining.undefine(vmId, signal);
+  } catch (err) {
+    // Already gone from that node: nothing left to remove.
+    if (toRpcError(err).reason !== "VM_NOT_FOUND") throw err;
+  }
+}

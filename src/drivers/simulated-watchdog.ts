@@ -1,0 +1,91 @@
+import { readFileSync } from "node:fs";
+import { readFileIfPresent, writeFileDurably } from "./durable-file.js";
+
+/** The host's monotonic clock in nanoseconds (CLOCK_MONOTONIC: shared by every process of this boot). */
+export const monotonicNs = (): bigint => process.hrtime.bigint();
+
+/** What a watchdog file says. */
+export interface WatchdogState {
+  /** The boot the deadline belongs to: a monotonic time means nothing after a reboot. */
+  readonly bootId: string;
+  /** When the node resets unless the agent pets again (monotonic ns). */
+  readonly deadlineNs: bigint;
+  /** The window the agent was given (ms), so a restarted agent knows it before its first Welcome. */
+  readonly windowMs: number;
+  /** The deadline whose reset has been carried out (so it happens once). */
+  readonly resetDeadlineNs?: bigint;
+}
+
+/**
+ * A simulated hardware watchdog, `watchdog.json` in the agent's directory:
+ * the agent pets it by writing a new deadline; once the host's monotonic
+ * clock passes the deadline the node counts as reset (every domain
+ * stopped), as a real watchdog device (softdog, iTCO) resets the machine
+ * when its daemon stops petting it. A process frozen by SIGSTOP cannot
+ * pet, so its node is reset on time even though it cannot act.
+ */
+export interface SimulatedWatchdog {
+  read(): WatchdogState | undefined;
+  pet(deadlineNs: bigint, windowMs: number): void;
+  /** True when the deadline has passed and its reset was not carried out yet. */
+  expired(nowNs?: bigint): boolean;
+  /** Records that the expired deadline's reset was carried out. */
+  resetDone(): void;
+}
+
+/** The current boot's id (Linux); a constant elsewhere. */
+export function bootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "unknown-boot";
+  }
+}
+
+interface WatchdogFile {
+  bootId: string;
+  deadlineNs: string;
+  windowMs: number;
+  resetDeadlineNs?: string;
+}
+
+/** Opens the watchdog kept in `file` (nothing is written until the first pet). */
+export function openSimulatedWatchdog(file: string): SimulatedWatchdog {
+  const boot = bootId();
+  const read = (): WatchdogState | undefined => {
+    const text = readFileIfPresent(file);
+    if (text === undefined) return undefined;
+    const f = JSON.parse(text) as WatchdogFile;
+    return {
+      bootId: f.bootId,
+      deadlineNs: BigInt(f.deadlineNs),
+      windowMs: f.windowMs,
+      resetDeadlineNs: f.resetDeadlineNs === undefined ? undefined : BigInt(f.resetDeadlineNs),
+    };
+  };
+  const write = (s: WatchdogState) =>
+    writeFileDurably(
+      file,
+      JSON.stringify({
+        bootId: s.bootId,
+        deadlineNs: String(s.deadlineNs),
+        windowMs: s.windowMs,
+        ...(s.resetDeadlineNs === undefined ? {} : { resetDeadlineNs: String(s.resetDeadlineNs) }),
+      } satisfies WatchdogFile),
+    );
+  return {
+    read,
+    pet: (deadlineNs, windowMs) => write({ bootId: boot, deadlineNs, windowMs }),
+    expired(nowNs = monotonicNs()) {
+      const s = read();
+      if (s === undefined) return false;
+      // Another boot: the machine went down since, and its domains with it.
+      if (s.bootId !== boot) return s.resetDeadlineNs !== s.deadlineNs;
+      return nowNs > s.deadlineNs && s.resetDeadlineNs !== s.deadlineNs;
+    },
+    resetDone() {
+      const s = read();
+      if (s !== undefined) write({ ...s, resetDeadlineNs: s.deadlineNs });
+    },
+  };
+}

@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
+import { MigrationService, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
+
+/**
+ * A migration between two agents is the source agent's job: it goes on
+ * while the control plane that started it is dead, and the control plane
+ * that comes back settles it from what the agents say once the job is over.
+ */
+describe("a migration between agents outlives a control-plane crash", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let address: string;
+  const agents: ChildProcess[] = [];
+  const start = async (listen: string) => {
+    const file = join(dir, "rpcd.yaml");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        simulation: { enabled: false },
+        cluster: {
+          heartbeatIntervalMs: 1000,
+          heartbeatMissedIntervals: 2,
+          runnerLeaseMs: 2000,
+          failover: { enabled: false },
+        },
+        storage: { replication: { scheduler: false } },
+        // A stopped agent's stream cannot end politely: do not wait long for it.
+        shutdown: { drainTimeoutMs: 1000 },
+        panel: { enabled: false },
+      }),
+    );
+    return startDaemonProcess([
+      "--dev",
+      "--data-dir",
+      dir,
+      "--listen",
+      listen,
+      "--metrics-listen",
+      "127.0.0.1:0",
+      "--config",
+      file,
+    ]);
+  };
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const clients = () => {
+    const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
+    return {
+      ch,
+      nodes: createServiceClient(NodeService, ch),
+      migrations: createServiceClient(MigrationService, ch),
+    };
+  };
+  const local = async (node: string) => {
+    const r = await runProcess(process.execPath, [
+      AGENT_BIN,
+      "status",
+      "--dir",
+      join(dir, node),
+      "--driver",
+      "sim",
+      "-o",
+      "json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { domains: { id: string }[] }).domains.map((d) => d.id);
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-agentcrash-"));
+    daemon = await start("127.0.0.1:0");
+    address = daemon.grpcAddress;
+    for (const node of ["node-a", "node-b"]) {
+      await enrollAgent(hvctl, address, dir, node);
+      agents.push(
+        spawn(
+          process.execPath,
+          [
+            AGENT_BIN,
+            "run",
+            "--dir",
+            join(dir, node),
+            "--server",
+            address,
+            "--driver",
+            "sim",
+            "--sim-vms",
+            "3",
+            "--sim-migration-ms",
+            "4000",
+          ],
+          { stdio: "ignore" },
+        ),
+      );
+    }
+    const { ch, nodes } = clients();
+    try {
+      await eventually(
+        async () => {
+          const list = await nodes.listNodes({});
+          assert.deepEqual(
+            list.nodes.map((n) => n.readiness),
+            [NodeReadiness.READY, NodeReadiness.READY],
+          );
+        },
+        { timeoutMs: 15_000, intervalMs: 200 },
+      );
+    } finally {
+      ch.close();
+    }
+  });
+  after(() => {
+    for (const a of agents) a.kill("SIGKILL");
+    daemon?.kill();
+  });
+
+  for (const [signal, vmId, how] of [
+    ["SIGKILL", "node-a-vm-001", "kill -9 of the daemon"],
+    ["SIGTERM", "node-a-vm-003", "the daemon stopping (SIGTERM: the agent's job is left to it)"],
+  ] as const)
+    it(`goes on after ${how} mid-transfer and is settled SUCCEEDED by its successor`, async () => {
+      let { ch, migrations } = clients();
+      const started = await migrations.startMigration({
+        vm: { vmId },
+        target: { nodeId: { id: "node-b" } },
+      });
+      await eventually(
+        async () => {
+          const m = await migrations.getMigration({ migrationId: started.migrationId });
+          assert.ok(m.progressPct > 0, "transferring");
+        },
+        { timeoutMs: 10_000, intervalMs: 100 },
+      );
+      ch.close();
+      // The source's agent is held still (SIGSTOP) so the successor surely finds the job
+      // unfinished, whatever the machine's load; it goes on once continued.
+      const source = agents[0] as ChildProcess;
+      source.kill("SIGSTOP");
+      daemon.proc.kill(signal);
+      await daemon.exited;
+      // The successor comes back on the same address while the agent still moves the vm.
+      daemon = await start(address);
+      assert.ok((await local("node-a")).includes(vmId), "still transferring");
+      source.kill("SIGCONT");
+      ({ ch, migrations } = clients());
+      try {
+        const m = await eventually(
+          async () => {
+            const m = await migrations.getMigration({ migrationId: started.migrationId });
+            assert.ok(m.state !== MigrationState.RUNNING && m.state !== MigrationState.PENDING);
+            return m;
+          },
+          { timeoutMs: 20_000, intervalMs: 200 },
+        );
+        assert.equal(m.state, MigrationState.SUCCEEDED, m.message);
+        assert.match(m.message, /finished while the control plane was down/);
+        const [a, b] = await Promise.all([local("node-a"), local("node-b")]);
+        assert.equal(a.includes(vmId), false, "gone from the source");
+        assert.ok(b.includes(vmId), "on the target");
+      } finally {
+        ch.close();
+      }
+    });
+});
