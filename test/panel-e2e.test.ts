@@ -196,6 +196,7 @@ describe("web panel in Chromium", {
     const rows = page.getByTestId("vms").locator("tbody tr");
     await rows.first().waitFor();
     assert.equal(watchesOpened, 2, "opened again after the failure");
+    assert.equal(await page.locator("#toast").textContent(), "", "the failure notice is gone");
     const before = await rows.count();
     await page.getByLabel("VM id").fill("panel-made");
     await page.getByLabel("vCPUs").fill("2");

@@ -163,7 +163,8 @@ export async function follow<T>(
  * changes): `draw` runs with the current objects after each SYNCED and each
  * change after it. Reconnects by itself (as `follow`), resuming from the last
  * SYNCED revision; a server that cannot resume sends the whole list again,
- * which then replaces the view.
+ * which then replaces the view. `onError` hears each failure, and "" once
+ * the list is back.
  */
 export function watchList<E extends { header?: WatchEventHeader }, T>(
   open: (sinceRevision: string, signal: AbortSignal) => AsyncIterable<E>,
@@ -177,6 +178,7 @@ export function watchList<E extends { header?: WatchEventHeader }, T>(
   let revision = "";
   // Changes since (re)connecting, held until SYNCED says whether they resume the view.
   let early: E[] | undefined;
+  let failed = false;
   const apply = (into: Map<string, T>, e: E) => {
     const o = object(e);
     if (o === undefined) return;
@@ -197,6 +199,8 @@ export function watchList<E extends { header?: WatchEventHeader }, T>(
         }
         early = undefined;
         draw([...current.values()]);
+        if (failed) onError("");
+        failed = false;
       } else if (early !== undefined) early.push(e);
       else {
         apply(current, e);
@@ -204,7 +208,10 @@ export function watchList<E extends { header?: WatchEventHeader }, T>(
       }
     },
     signal,
-    onError,
+    (m) => {
+      failed = true;
+      onError(m);
+    },
     true,
   );
 }

@@ -65,7 +65,7 @@ export async function overviewView(view: View): Promise<void> {
       );
     },
     view.signal,
-    (m) => toast(`nodes: ${m}`),
+    (m) => toast(m === "" ? "" : `nodes: ${m}`),
   );
   void watchList(
     (since, signal) =>
@@ -203,7 +203,7 @@ export async function vmsView(view: View): Promise<void> {
       draw();
     },
     view.signal,
-    (m) => toast(`VMs: ${m}`),
+    (m) => toast(m === "" ? "" : `VMs: ${m}`),
   );
 }
 
