@@ -296,6 +296,22 @@ describe("inventory and watch: hvctl and the API on the dev cluster", () => {
     const snapRefused = await hvctl("snapshot", "delete", `rbd:rbd/vm-001-disk0@${tpl}`);
     assert.equal(snapRefused.code, 1);
     assert.match(snapRefused.stderr, /snapshot has clones: flatten \(hvctl image flatten/);
+    // Another tenant's clone of acme's template: its list names no parent (acme's disk and
+    // template stay hidden), and the clone shows as its own image.
+    await ok(
+      "image",
+      "clone",
+      `rbd:rbd/vm-001-disk0@${tpl}`,
+      "--to",
+      "rbd:rbd/globex-probe",
+      "--tenant",
+      "globex",
+    );
+    const globexList = await hvctlWithToken(await tenantKey("globex", ["viewer"]), "image", "list");
+    assert.equal(globexList.code, 0, globexList.stderr);
+    assert.match(globexList.stdout, /^rbd:rbd\/globex-probe\s+globex\s+-\s+\S+ GiB\s+-\s/m);
+    assert.doesNotMatch(globexList.stdout, /vm-001|acme/);
+    await ok("image", "delete", "rbd:rbd/globex-probe");
     // Flatten what depends on a template; then the images and the template can go.
     await ok("image", "flatten", "rbd:rbd/acme-web-03");
     const notAClone = await hvctl("image", "flatten", "rbd:rbd/acme-web-03");

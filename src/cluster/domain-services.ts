@@ -13,6 +13,7 @@ import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
+import { createWatchQuota } from "./watch-quota.js";
 import { createWatchService } from "./watch-service.js";
 
 /** Dependencies of the debvisor.v1 domain services. */
@@ -45,6 +46,8 @@ export interface DomainServiceDeps {
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
+  // One bound on open watches for the list watches and the event watch together.
+  const quota = createWatchQuota();
   return [
     createNodeService({
       inventory: deps.inventory,
@@ -76,8 +79,9 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
     }),
     ...(deps.events === undefined
       ? []
-      : [createEventService({ log: deps.events.log, jobIdIn: jobIdIn(deps.store) })]),
+      : [createEventService({ log: deps.events.log, jobIdIn: jobIdIn(deps.store), quota })]),
     createWatchService({
+      quota,
       inventory: deps.inventory,
       store: deps.store,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,

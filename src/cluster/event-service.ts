@@ -19,6 +19,7 @@ import {
 import type { EventFilter, EventLog, EventObjectKind as Kind, StoredEvent } from "./event-log.js";
 import { shownJobId } from "./replication-handlers.js";
 import { timestampFromMs } from "./timestamp.js";
+import { createWatchQuota, type WatchQuota } from "./watch-quota.js";
 
 const KINDS: Readonly<Record<number, Kind | undefined>> = {
   [EventObjectKind.VM]: "vm",
@@ -78,8 +79,11 @@ export function createEventService(deps: {
   log: EventLog;
   /** A tenant's name for a replication job as stored (`<tenant>:<id>` when the tenant has one so named). */
   jobIdIn?: (tenant: string, id: string, signal: AbortSignal) => Promise<string>;
+  /** Open watches per caller and tenant, shared with the list watches. */
+  quota?: WatchQuota;
 }): ServiceBinding {
   const { log } = deps;
+  const quota = deps.quota ?? createWatchQuota();
   /** The request's filter as the caller means it: a tenant names its own jobs without the prefix. */
   const filterFor = async (
     req: { objectKind: EventObjectKind; objectId: string },
@@ -157,8 +161,13 @@ export function createEventService(deps: {
         const since = Number(req.sinceRevision);
         // From the revision after `since`, else only events recorded from now on.
         const from = since > 0 ? since + 1 : (await log.page(filter, { limit: 1 })).revision + 1;
-        for await (const e of log.watch(filter, from, ctx.signal)) {
-          if (visible(e, filter, scope, 0)) yield shown(e, ctx.tenant);
+        const release = quota.open(ctx);
+        try {
+          for await (const e of log.watch(filter, from, ctx.signal)) {
+            if (visible(e, filter, scope, 0)) yield shown(e, ctx.tenant);
+          }
+        } finally {
+          release();
         }
       },
     },

@@ -73,6 +73,11 @@ export function createImageHandlers(deps: ImageHandlerDeps): Handlers {
           () => d.origin,
         )
       : d.origin;
+    // A clone of another tenant's template names no parent: its dataset and snapshot are hidden.
+    const shownParent =
+      parent?.dataset !== undefined && !(await sees(scope, parent.dataset, signal))
+        ? undefined
+        : parent;
     const templates = [];
     for (const s of snaps ?? []) {
       if (!s.protected) continue;
@@ -95,7 +100,7 @@ export function createImageHandlers(deps: ImageHandlerDeps): Handlers {
       tenant: d.tenant,
       vmId: d.vmId,
       sizeBytes: BigInt(size ?? 0),
-      parent,
+      parent: shownParent,
       templates,
       snapshotCount: snaps === undefined ? -1 : snaps.length,
     });

@@ -43,10 +43,13 @@ import { createReplicationJobs } from "./replication-jobs.js";
 import { filteredScope, scopeNode } from "./tenancy.js";
 import { vmMatches } from "./vm-service.js";
 import { observedVms } from "./vm-view.js";
+import { createWatchQuota, type WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of {@link createWatchService}. */
 export interface WatchServiceDeps {
   readonly inventory: Inventory;
+  /** Open watches per caller and tenant, shared with the event watch. */
+  readonly quota?: WatchQuota;
   /** Where migrations, replication jobs and dataset records live. */
   readonly store: KvStore;
   /** As for VmService: a down node's VMs show unknown, then stopped. */
@@ -69,6 +72,7 @@ const bytes = <D extends DescMessage>(schema: D, m: MessageShape<D>) =>
  */
 export function createWatchService(deps: WatchServiceDeps): ServiceBinding {
   const { inventory, intervalMs } = deps;
+  const quota = deps.quota ?? createWatchQuota();
   const migrationRecords = createMigrationRecords(deps.store);
   const jobs = createReplicationJobs(deps.store);
   const access = createDatasetAccess({
@@ -136,17 +140,25 @@ export function createWatchService(deps: WatchServiceDeps): ServiceBinding {
   ): AsyncGenerator<E> {
     const signal =
       deps.closing === undefined ? ctx.signal : AbortSignal.any([ctx.signal, deps.closing]);
-    for await (const change of watch.watch(view, from?.sinceRevision ?? "", signal)) {
-      if (change.type === "synced")
-        yield event(
-          create(WatchEventHeaderSchema, {
-            type: WatchEventType.SYNCED,
-            revision: change.revision,
-            resumed: change.resumed,
-          }),
-          undefined,
-        );
-      else yield event(create(WatchEventHeaderSchema, { type: TYPES[change.type] }), change.item);
+    const release = quota.open(ctx);
+    try {
+      yield* changes();
+    } finally {
+      release();
+    }
+    async function* changes(): AsyncGenerator<E> {
+      for await (const change of watch.watch(view, from?.sinceRevision ?? "", signal)) {
+        if (change.type === "synced")
+          yield event(
+            create(WatchEventHeaderSchema, {
+              type: WatchEventType.SYNCED,
+              revision: change.revision,
+              resumed: change.resumed,
+            }),
+            undefined,
+          );
+        else yield event(create(WatchEventHeaderSchema, { type: TYPES[change.type] }), change.item);
+      }
     }
   }
 

@@ -97,6 +97,10 @@ export const REASONS = {
     code: Code.ResourceExhausted,
     message: "the watched list is too large; narrow it with filters",
   },
+  TOO_MANY_WATCHES: {
+    code: Code.ResourceExhausted,
+    message: "too many open watches; close some first",
+  },
   TENANT_FILTER_DENIED: {
     code: Code.PermissionDenied,
     message: "only cluster-wide callers may filter by tenant",
