@@ -98,7 +98,9 @@ export function startLocalOperationRunner(options: LocalOperationRunnerOptions):
   async function consider(record: OperationRecord): Promise<void> {
     const node = record.nodeId;
     const dispatch = record.dispatch;
-    if (dispatch === undefined || options.servedByAgent(node)) return;
+    // Only nodes this process drives itself: an agent's node is its agent's to run.
+    if (dispatch === undefined || !options.nodes().includes(node) || options.servedByAgent(node))
+      return;
     const driver = options.driver(node);
     if (driver === undefined) return;
     if (record.phase === OperationPhase.PENDING) {

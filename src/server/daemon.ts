@@ -144,9 +144,7 @@ async function composeDaemon(
     audit,
     vmRecords: cluster.inventory.vmRecords,
     nodes: cluster.localNodeIds,
-    // Only nodes this process drives itself: an agent's node is its agent's to run.
-    driver: (id) =>
-      cluster.localNodeIds().includes(id) ? cluster.executors.forNode(id) : undefined,
+    driver: (id) => cluster.executors.forNode(id),
     servedByAgent: (id) => services.agentHub.connectedNodes().includes(id),
     report: (id) => cluster.report(id),
   });
