@@ -104,6 +104,23 @@ describe("inventory", () => {
     assert.equal((await inv.getNode("b"))?.vms.length, 0);
   });
 
+  it("records every one of many moves finishing at once off one node (a drain of 32)", async () => {
+    const inv = inventory(createManualClock(1_000_000), 3000);
+    const targets = ["b", "c", "d", "e"];
+    for (const id of ["a", ...targets]) await inv.register(info(id), "x");
+    const vms = Array.from({ length: 32 }, (_, i) =>
+      create(VmInfoSchema, { id: `vm-${i}`, nodeId: { id: "a" } }),
+    );
+    await inv.heartbeat(
+      create(HealthSchema, { nodeId: { id: "a" }, timestamp: { seconds: 1n }, vms }),
+    );
+    for (const id of targets)
+      await inv.heartbeat(create(HealthSchema, { nodeId: { id }, timestamp: { seconds: 1n } }));
+    await Promise.all(vms.map((vm, i) => inv.moveVm(vm, "a", targets[i % 4] ?? "b")));
+    assert.equal((await inv.getNode("a"))?.vms.length, 0, "the drained node lists nothing");
+    for (const id of targets) assert.equal((await inv.getNode(id))?.vms.length, 8, id);
+  });
+
   it("reports READY while heartbeats are within the TTL and NOT_READY after", async () => {
     const clock = createManualClock(1_000_000);
     const inv = inventory(clock, 30_000);

@@ -355,6 +355,79 @@ export function createInventory(options: InventoryOptions): Inventory {
     throw new RpcError("CONFLICT");
   }
 
+  let moves: Promise<unknown> = Promise.resolve();
+
+  /** Moves a VM's placement and both nodes' lists in one transaction (see `moveVm`). */
+  async function moveOnce(
+    vm: VmInfo,
+    fromId: string,
+    toId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const from = nodeKey(fromId);
+    const to = nodeKey(toId);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
+      const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
+      if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
+      const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
+      const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
+      const placement = vmRecords.write(vmRecord(vm.id, prev, { nodeId: to }), prev?.rev ?? 0);
+      const moved = {
+        ...vm,
+        nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
+      };
+      const until = BigInt(clock.now() + ttl);
+      const nextDst = pinned(
+        withVms(dst.message, [
+          ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+          moved,
+        ]),
+        create(VmPinSchema, { vm: moved, present: true, untilMs: until }),
+      );
+      const nextSrc =
+        src === undefined
+          ? undefined
+          : pinned(
+              withVms(
+                src.message,
+                (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
+              ),
+              create(VmPinSchema, { vm, present: false, untilMs: until }),
+            );
+      const txn = await store.txn(
+        {
+          compares: [
+            placement.compare,
+            { key: PREFIX + to, modRevision: dst.modRevision },
+            ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
+          ],
+          success: [
+            placement.op,
+            { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
+            ...(nextSrc === undefined
+              ? []
+              : [
+                  {
+                    type: "put" as const,
+                    key: PREFIX + from,
+                    value: encodeMessage(NodeRecordSchema, nextSrc),
+                  },
+                ]),
+          ],
+        },
+        { signal },
+      );
+      if (txn.succeeded) {
+        remember(to, txn.revision, nextDst);
+        if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
+        vmRecords.remember(vmRecord(vm.id, prev, { nodeId: to }), txn.revision);
+        return;
+      }
+    }
+    throw new RpcError("CONFLICT");
+  }
+
   return {
     register(info, owner, signal) {
       const id = nodeKey(info.id?.id ?? "");
@@ -504,69 +577,14 @@ export function createInventory(options: InventoryOptions): Inventory {
         return { next, result: summarize(next, liveClock.now()) };
       });
     },
-    async moveVm(vm, fromId, toId, signal) {
-      const from = nodeKey(fromId);
-      const to = nodeKey(toId);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
-        const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
-        if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
-        const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
-        const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
-        const placement = vmRecords.write(vmRecord(vm.id, prev, { nodeId: to }), prev?.rev ?? 0);
-        const moved = {
-          ...vm,
-          nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
-        };
-        const until = BigInt(clock.now() + ttl);
-        const nextDst = pinned(
-          withVms(dst.message, [
-            ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
-            moved,
-          ]),
-          create(VmPinSchema, { vm: moved, present: true, untilMs: until }),
-        );
-        const nextSrc =
-          src === undefined
-            ? undefined
-            : pinned(
-                withVms(
-                  src.message,
-                  (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
-                ),
-                create(VmPinSchema, { vm, present: false, untilMs: until }),
-              );
-        const txn = await store.txn(
-          {
-            compares: [
-              placement.compare,
-              { key: PREFIX + to, modRevision: dst.modRevision },
-              ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
-            ],
-            success: [
-              placement.op,
-              { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
-              ...(nextSrc === undefined
-                ? []
-                : [
-                    {
-                      type: "put" as const,
-                      key: PREFIX + from,
-                      value: encodeMessage(NodeRecordSchema, nextSrc),
-                    },
-                  ]),
-            ],
-          },
-          { signal },
-        );
-        if (txn.succeeded) {
-          remember(to, txn.revision, nextDst);
-          if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
-          vmRecords.remember(vmRecord(vm.id, prev, { nodeId: to }), txn.revision);
-          return;
-        }
-      }
-      throw new RpcError("CONFLICT");
+    moveVm(vm, fromId, toId, signal) {
+      // This process's moves go one at a time: a drain finishes many at once
+      // off one node, and as rivals in the compare-and-swap below all but one
+      // would retry, the last of n after n attempts. Other processes' writes
+      // are still caught by the compare-and-swap.
+      const run = moves.then(() => moveOnce(vm, fromId, toId, signal));
+      moves = run.catch(() => {});
+      return run;
     },
     assignTenant(vmId, tenant, by, signal) {
       return updateFacts(
