@@ -5,6 +5,7 @@ import { accessView, auditView, enrollmentView, storageView } from "./admin-view
 import { api, authGet, authPost, setSignedOutHandler } from "./api.js";
 import { migrationsView, nodeView, overviewView, vmsView, vmView } from "./cluster-views.js";
 import { el, mount, toast } from "./dom.js";
+import { addOidcSignIn, signInErrorFromAddress } from "./sign-in-options.js";
 
 /** What a view gets: where to draw, a signal that aborts when the user leaves. */
 export interface View {
@@ -71,6 +72,8 @@ function loginView(main: HTMLElement, message = ""): void {
     error,
   );
   mount(main, form);
+  error.textContent ||= signInErrorFromAddress();
+  void addOidcSignIn(form);
   user.focus();
 }
 
