@@ -1,16 +1,24 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { chromium } from "playwright-core";
 import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { freePorts } from "./helpers/etcd-server.js";
 import { type Misbehaviour, startTestIssuer, type TestIssuer } from "./helpers/oidc-issuer.js";
 import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
+
+/** Debian's Chromium (as in panel-e2e.test.ts); under CI=true its absence fails the run. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI === "true")
+  throw new Error(`${CHROMIUM} not found: install Debian's chromium (.ci/run does)`);
+const SCREENSHOTS = join(process.cwd(), "test-results", "panel");
 
 /** One step of a browser's navigation: where it went and what came back. */
 interface Hop {
@@ -246,6 +254,58 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
       assert.ok(last?.reason.includes(check), last?.reason);
     });
   }
+
+  it("signs in with the issuer in Chromium and shows the nodes; a refused sign-in says why", {
+    skip: haveChromium ? false : `${CHROMIUM} not installed`,
+  }, async () => {
+    issuer.user = { sub: "alice" };
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox"],
+    });
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true });
+      const page = await context.newPage();
+      await page.goto(url);
+      const button = page.getByRole("link", { name: "Sign in with Test SSO" });
+      await button.click();
+      await page
+        .getByTestId("principal")
+        .filter({ hasText: principal("alice") })
+        .waitFor();
+      await page.getByTestId("nodes").locator("tbody tr").nth(2).waitFor();
+      assert.equal(await page.getByTestId("nodes").locator("tbody tr").count(), 3);
+      await page.screenshot({ path: join(SCREENSHOTS, "oidc-signed-in.png") });
+      // A refused sign-in in a fresh browser: the page names the reason, the address is clean.
+      const other = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+      issuer.misbehave = "wrong-nonce";
+      await other.goto(url);
+      await other.getByRole("link", { name: "Sign in with Test SSO" }).click();
+      const error = other.getByTestId("login-error");
+      await error.filter({ hasText: "failed verification" }).waitFor();
+      assert.match((await error.textContent()) ?? "", /OIDC_TOKEN_INVALID/);
+      assert.equal(new URL(other.url()).search, "");
+      assert.equal(
+        (await other.context().cookies()).filter((c) => c.name === "__Host-dv_access").length,
+        0,
+      );
+      await other.screenshot({ path: join(SCREENSHOTS, "oidc-refused.png") });
+      await other.evaluate(
+        readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"),
+      );
+      const axe = (await other.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
+        violations: { id: string; impact: string }[];
+      };
+      assert.deepEqual(
+        axe.violations.filter((v) => v.impact === "serious" || v.impact === "critical"),
+        [],
+      );
+    } finally {
+      await browser.close();
+    }
+  });
 
   it("rate-limits sign-ins per address like password sign-ins", async () => {
     const b = panelBrowser(url, ca);
