@@ -6,8 +6,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { chromium } from "playwright-core";
+import type { AuditFields } from "../src/audit/index.js";
+import { createManualClock, silentLogger } from "../src/core/index.js";
 import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { createLoginThrottle, createOidcSignIn, createPanelSessions } from "../src/panel/index.js";
+import { createAccessPolicy } from "../src/security/index.js";
+import { parseConfig } from "../src/server/index.js";
+import { createSqliteStore } from "../src/store/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { freePorts } from "./helpers/etcd-server.js";
 import { type Misbehaviour, startTestIssuer, type TestIssuer } from "./helpers/oidc-issuer.js";
@@ -323,5 +329,81 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
       password: "x".repeat(12),
     });
     assert.equal(r.status, 429);
+  });
+});
+
+describe("OpenID Connect sign-in: the issuer is reached over verified TLS only", () => {
+  let issuer: TestIssuer;
+  let dir: string;
+  before(async () => {
+    issuer = await startTestIssuer();
+    issuer.redirectUrl = "https://127.0.0.1:1/auth/oidc/callback";
+    dir = mkdtempSync(join(tmpdir(), "dv-oidc-tls-"));
+  });
+  after(async () => {
+    await issuer?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const relyingParty = async (caPem: string | undefined, audited: AuditFields[]) => {
+    const clock = createManualClock(Date.now());
+    const store = createSqliteStore({
+      path: join(dir, `${audited.length}-${Math.random()}.db`),
+      logger: silentLogger,
+      clock,
+    });
+    return createOidcSignIn({
+      issuer: issuer.url,
+      name: "Test SSO",
+      clientId: issuer.clientId,
+      clientSecret: issuer.clientSecret,
+      redirectUrl: issuer.redirectUrl,
+      scopes: ["openid"],
+      principalClaim: "sub",
+      caPem,
+      sessions: await createPanelSessions({ store, clock }),
+      throttle: createLoginThrottle({ clock }),
+      policy: () => createAccessPolicy({}),
+      audit: async (f) => {
+        audited.push(f);
+      },
+      logger: silentLogger,
+      now: () => clock.now(),
+    });
+  };
+
+  it("refuses an issuer whose certificate it cannot verify, and says so", async () => {
+    const audited: AuditFields[] = [];
+    const r = await (await relyingParty(undefined, audited)).start("10.0.0.9");
+    assert.equal(r.location, "/?signin_error=OIDC_ISSUER_UNAVAILABLE");
+    assert.match(audited[0]?.reason ?? "", /issuer unreachable: [A-Z_]*(VERIFY|CERT)/);
+    assert.ok(!JSON.stringify(audited).includes(issuer.clientSecret));
+    // With the issuer's CA it goes to the issuer's authorization endpoint.
+    const ok = await (await relyingParty(issuer.caPem, [])).start("10.0.0.9");
+    assert.ok(ok.location.startsWith(`${issuer.url}/authorize?`), ok.location);
+  });
+
+  it("refuses plain-HTTP issuers and redirect URLs in the configuration", () => {
+    const base = {
+      issuer: "https://idp.example",
+      clientId: "panel",
+      redirectUrl: "https://panel.example/auth/oidc/callback",
+    };
+    assert.doesNotThrow(() => parseConfig({ panel: { oidc: base } }));
+    assert.throws(
+      () => parseConfig({ panel: { oidc: { ...base, issuer: "http://idp.example" } } }),
+      /panel\.oidc\.issuer/,
+    );
+    assert.throws(
+      () =>
+        parseConfig({
+          panel: { oidc: { ...base, redirectUrl: "http://panel.example/auth/oidc/callback" } },
+        }),
+      /panel\.oidc\.redirectUrl/,
+    );
+    assert.throws(
+      () => parseConfig({ panel: { oidc: { ...base, scopes: ["profile"] } } }),
+      /panel\.oidc\.scopes/,
+    );
   });
 });
