@@ -28,11 +28,25 @@ export function createIssuerFetch(caPem: string | undefined): IssuerFetch {
         reject(new TypeError(`refusing to contact ${target.origin}: not https`));
         return;
       }
+      const raw = init.body;
+      const body =
+        raw === undefined || raw === null
+          ? undefined
+          : raw instanceof URLSearchParams
+            ? raw.toString()
+            : raw;
+      if (body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array)) {
+        reject(new TypeError("unsupported request body"));
+        return;
+      }
+      // A length, not chunked encoding, which some token endpoints refuse.
+      const length =
+        body === undefined ? {} : { "content-length": String(Buffer.byteLength(body)) };
       const req = request(
         target,
         {
           method: init.method,
-          headers: init.headers,
+          headers: { ...init.headers, ...length },
           ...(caPem === undefined ? {} : { ca: caPem }),
           signal: init.signal,
           timeout: 10_000,
@@ -60,13 +74,6 @@ export function createIssuerFetch(caPem: string | undefined): IssuerFetch {
       );
       req.on("timeout", () => req.destroy(new Error(`${target.origin}: no answer in 10 s`)));
       req.on("error", reject);
-      const body = init.body;
-      if (body === undefined || body === null) req.end();
-      else if (typeof body === "string" || body instanceof Uint8Array) req.end(body);
-      else if (body instanceof URLSearchParams) req.end(body.toString());
-      else {
-        req.destroy();
-        reject(new TypeError("unsupported request body"));
-      }
+      req.end(body);
     });
 }

@@ -72,7 +72,12 @@ export async function startTestIssuer(): Promise<TestIssuer> {
     get tokenRequests() {
       return tokenRequests;
     },
-    close: () => new Promise((r) => server.close(() => r())),
+    close: () =>
+      new Promise((r) => {
+        server.close(() => r());
+        // Idle keep-alive connections (clients' global agents) would hold close() up for seconds.
+        server.closeAllConnections();
+      }),
   };
 
   async function idToken(g: Grant): Promise<string> {
