@@ -86,6 +86,7 @@ const AUDIT_CODE: Partial<Record<Reason, string>> = {
   RATE_LIMITED: "RESOURCE_EXHAUSTED",
   OIDC_ISSUER_UNAVAILABLE: "UNAVAILABLE",
   OIDC_NO_ROLES: "PERMISSION_DENIED",
+  INTERNAL: "INTERNAL",
 };
 const printable = (s: unknown, max = 120) =>
   String(s)
@@ -259,7 +260,11 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           throw new SignInFailure("OIDC_TOKEN_INVALID", "principal longer than 256 characters");
         if (bindingsOf(o.policy(), principal).roles.length === 0)
           throw new SignInFailure("OIDC_NO_ROLES", "no role is bound to the principal", principal);
-        const t = await o.sessions.start(principal, source, principal);
+        const t = await o.sessions.start(principal, source, principal).catch((err: unknown) => {
+          // The store, not the issuer: say so, not "issuer unreachable".
+          o.logger.error({ err }, "panel session could not start");
+          throw new SignInFailure("INTERNAL", "session could not start");
+        });
         await audit({
           principal,
           peer: source,
