@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import { MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type ClusterHarness, pickVm, startClusterHarness } from "./helpers/cluster-harness.js";
@@ -23,25 +23,25 @@ describe("settling an orphaned migration from the truth", () => {
     // A runner that started the migration and then stalled: its record names
     // it, its runner key is gone (lease lost while paused), and the job it
     // started on the hypervisor goes on without it.
-    const { internals } = h.runtime.engine;
-    const record = internals.newRecord({
-      id: internals.newId(),
-      vm,
-      source,
-      target,
-      live: true,
-      allowDowntime: false,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "operator",
-    });
-    record.runner = "runner-paused";
-    const m = record.migration;
-    assert.ok(m);
-    m.state = MigrationState.RUNNING;
-    assert.ok(await h.runtime.failover.records.begin(record, 0, AbortSignal.timeout(5000)));
+    const { journal } = h.runtime.failover;
+    const orphan = {
+      ...journal.newJob({
+        vm,
+        source,
+        target,
+        live: true,
+        allowDowntime: false,
+        kind: "migrate",
+        requestedBy: "operator",
+      }),
+      runner: "runner-paused",
+      status: { state: "running", phase: "preparing" },
+    } as const;
+    assert.ok(await journal.begin(orphan, 0, AbortSignal.timeout(5000)));
+    journal.disown(orphan.id);
     const driver = h.sim.driver(source);
     assert.ok(driver);
-    const job = driver.migrate(
+    const hvJob = driver.migrate(
       vm.id,
       { nodeId: target, uri: "" },
       { live: true, signal: AbortSignal.timeout(30_000) },
@@ -49,14 +49,14 @@ describe("settling an orphaned migration from the truth", () => {
 
     // The other daemon reconciles while the job runs: nothing is settled.
     await h.runtime.engine.reconcile();
-    const during = await h.runtime.engine.get(m.migrationId, undefined);
+    const during = await h.runtime.engine.get(orphan.id, undefined);
     assert.equal(during.state, MigrationState.RUNNING, during.message);
     assert.equal(h.sim.locate(vm.id)?.nodeId, source, "the job is still running");
 
-    await job;
+    await hvJob;
     assert.equal(h.sim.locate(vm.id)?.nodeId, target);
     await h.runtime.engine.reconcile();
-    const after = await h.runtime.engine.get(m.migrationId, undefined);
+    const after = await h.runtime.engine.get(orphan.id, undefined);
     assert.equal(after.state, MigrationState.SUCCEEDED, after.message);
     // The lock is released: the vm can move again.
     const plan = await h.runtime.engine.plan(

@@ -12,6 +12,7 @@ import {
 } from "./failover-controller.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
+import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
@@ -80,23 +81,28 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     cpuOvercommit: options.cpuOvercommit,
     memoryOvercommit: options.memoryOvercommit,
   });
+  const journal = createMigrationJournal({
+    records,
+    runnerId: runners.id,
+    clock,
+    events: options.events,
+  });
   const engine = createMigrationEngine({
     inventory,
     executors,
     planner,
+    journal,
     records,
     runners,
-    clock,
     logger,
     onSettled: options.onSettled,
-    events: options.events,
   });
   engineRef = engine;
   const failover: FailoverDeps = {
     engine,
     inventory,
     executors,
-    records,
+    journal,
     store,
     logger,
     fenceDelayMs: options.fenceDelayMs,
