@@ -33,6 +33,8 @@ export interface ClusterRuntimeOptions {
   readonly memoryOvercommit?: number;
   /** TTL of this process's runner lease; orphaned migrations are settled after it (default 10 s). */
   readonly runnerLeaseMs?: number;
+  /** How long an orphaned migration's hypervisor job may go on before settling aborts it (default 30 min). */
+  readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
   /** Where migrations, failovers and node readiness changes are told (default: nowhere). */
@@ -94,7 +96,9 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     journal,
     records,
     runners,
+    clock,
     logger,
+    settleJobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: options.onSettled,
   });
   engineRef = engine;

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Logger, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
@@ -38,7 +38,10 @@ export interface MigrationEngineOptions {
   /** Locks and reservations, read to plan. */
   readonly records: MigrationRecords;
   readonly runners: RunnerRegistry;
+  readonly clock: Clock;
   readonly logger: Logger;
+  /** How long an orphan's hypervisor job may go on before settling aborts it (default 30 min). */
+  readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled by reconciliation (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
 }
@@ -91,7 +94,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     executors,
     journal,
     runners: options.runners,
+    clock: options.clock,
     logger,
+    jobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: (job) => options.onSettled?.(migrationOf(job)),
   });
   const follow = createMigrationWatch(journal, runner.runsHere);

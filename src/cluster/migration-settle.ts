@@ -1,8 +1,9 @@
-import type { Logger } from "../core/index.js";
-import { canQuiesce, type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
+import type { Clock, Logger } from "../core/index.js";
+import { type DomainState, vmStateOf } from "../drivers/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
+import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
@@ -12,7 +13,14 @@ export interface MigrationSettlerOptions {
   readonly executors: Executors;
   readonly journal: MigrationJournal;
   readonly runners: RunnerRegistry;
+  readonly clock: Clock;
   readonly logger: Logger;
+  /**
+   * How long an orphan's hypervisor job may go on, from when this process
+   * first tried to settle it, before it is aborted (default 30 min, as
+   * libvirt.migrateTimeoutMs).
+   */
+  readonly jobTimeoutMs?: number;
   /** Told of each job settled (for the audit trail). */
   readonly onSettled?: (job: MigrationJob) => void;
 }
@@ -26,24 +34,53 @@ export interface MigrationSettler {
   reconcile(signal?: AbortSignal): Promise<number>;
 }
 
-/** What settling assumes of a source it cannot reach while the target lacks the VM. */
-const UNREACHABLE: DomainStatus = {
-  id: "",
-  state: "stopped",
-  vcpus: 0,
-  memoryBytes: 0n,
-  persistent: true,
-};
+/** After asking for a job's abort, how long its end is awaited in one pass. */
+const ABORT_WAIT_MS = 10_000;
 
-/** Creates the {@link MigrationSettler}. */
+/**
+ * Creates the {@link MigrationSettler}. Settling decides from the truth: it
+ * first waits for any hypervisor job of the migration's VM to end (asking
+ * both nodes); a job still running `jobTimeoutMs` after the first try is
+ * aborted, and only once it has ended is the record decided and the lock
+ * and reservation released. Until then nothing is written.
+ */
 export function createMigrationSettler(options: MigrationSettlerOptions): MigrationSettler {
-  const { inventory, executors, journal, runners, logger } = options;
+  const { inventory, executors, journal, runners, clock, logger } = options;
+  const jobTimeoutMs = options.jobTimeoutMs ?? 1_800_000;
+  const probe = createJobProbe(executors, logger);
+  /** When this process first tried to settle each orphan (its own clock). */
+  const firstTried = new Map<string, number>();
   let reconciling: Promise<number> | undefined;
 
+  /** Where the VM is once the job ended (aborted when overdue), or undefined: settle later. */
+  async function truth(job: MigrationJob, sig: AbortSignal): Promise<JobOutcome | undefined> {
+    const since = firstTried.get(job.id) ?? clock.now();
+    firstTried.set(job.id, since);
+    const left = since + jobTimeoutMs - clock.now();
+    const seen = await probe.look(job, sig, AbortSignal.timeout(Math.max(0, left)));
+    if (seen !== "busy") return seen;
+    if (left > 0) {
+      logger.info(
+        { migration: job.id, vm: job.vmId },
+        "hypervisor job still running; settling later",
+      );
+      return undefined;
+    }
+    logger.warn(
+      { migration: job.id, vm: job.vmId, timeoutMs: jobTimeoutMs },
+      "hypervisor job of an orphaned migration did not end in time; aborting it",
+    );
+    await probe.abort(job, sig);
+    const after = await probe.awaitEnd(job, sig, ABORT_WAIT_MS);
+    if (after !== "busy") return after;
+    logger.warn({ migration: job.id, vm: job.vmId }, "abort not confirmed yet; settling later");
+    return undefined;
+  }
+
   /**
-   * Settles an orphaned migration from what the hypervisors say; false (and
-   * nothing written: the lock and reservation stay) while either still runs
-   * a migration job of the VM, to be looked at again by a later pass.
+   * Settles an orphaned migration from what the hypervisors say; undefined
+   * (and nothing written: the lock and reservation stay) while either still
+   * runs a migration job of the VM, to be looked at again by a later pass.
    */
   async function settle(
     job: MigrationJob,
@@ -51,29 +88,9 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
   ): Promise<MigrationJob | undefined> {
     const { vmId, source, target } = job;
     const sig = signal ?? AbortSignal.timeout(60_000);
-    // A node that runs jobs itself (an agent) may still be moving the vm: its outcome decides.
-    for (const node of [source, target]) {
-      const driver = executors.forNode(node);
-      if (driver !== undefined && canQuiesce(driver)) await driver.quiesce(vmId, sig);
-    }
-    const onTarget = await executors.forNode(target)?.info(vmId, sig);
-    // A source that cannot be reached (its node died too) did not hand the VM
-    // over: the target is the one that decides. Settling then releases the
-    // VM's lock, so failover can take it.
-    const onSource = await executors
-      .forNode(source)
-      ?.info(vmId, sig)
-      .catch((err: unknown) => {
-        logger.warn({ err, node: source }, "source unreachable while settling");
-        return onTarget === undefined ? UNREACHABLE : undefined;
-      });
-    if (
-      onTarget?.migrating === true ||
-      (onSource !== UNREACHABLE && onSource?.migrating === true)
-    ) {
-      logger.info({ migration: job.id, vm: vmId }, "hypervisor job still running; settling later");
-      return undefined;
-    }
+    const seen = await truth(job, sig);
+    if (seen === undefined) return undefined;
+    const { onSource, onTarget } = seen;
     const restart = async (node: string, state: DomainState | undefined) => {
       if (!job.restartAfter || state !== "stopped") return;
       await executors
@@ -118,12 +135,18 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       );
       logger.error({ migration: job.id, vm: vmId }, settled.message);
     }
-    return journal.publish(settled, { final: true });
+    const published = await journal.publish(settled, { final: true });
+    firstTried.delete(job.id);
+    return published;
   }
 
   async function reconcilePass(signal?: AbortSignal): Promise<number> {
     let count = 0;
-    for (const { job, modRevision } of await journal.list(signal)) {
+    const all = await journal.list(signal);
+    // Orphans settled elsewhere (or gone) are no longer timed here.
+    const active = new Set(all.filter(({ job }) => jobActive(job)).map(({ job }) => job.id));
+    for (const id of firstTried.keys()) if (!active.has(id)) firstTried.delete(id);
+    for (const { job, modRevision } of all) {
       if (!jobActive(job) || journal.owns(job.id)) continue;
       // Someone else's, and that process is alive: it is theirs to finish.
       if (job.runner !== journal.runnerId && (await runners.isAlive(job.runner, signal))) continue;
