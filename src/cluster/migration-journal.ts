@@ -115,7 +115,7 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
       .catch(() => undefined)
       .then(async () => {
         if (write !== undefined) await write();
-        told.changed(record);
+        told.changed(stamped);
         for (const l of listeners.get(id) ?? []) l(stamped);
       });
     chains.set(id, next);
