@@ -87,3 +87,10 @@ export function toast(text: string): void {
   const t = document.getElementById("toast");
   if (t !== null) t.textContent = text;
 }
+
+/** An event's (or any record's) time as "YYYY-MM-DD HH:MM:SS" in UTC; "" when unset. */
+export function eventTime(e: { time?: { seconds: bigint } }): string {
+  return e.time === undefined
+    ? ""
+    : new Date(Number(e.time.seconds) * 1000).toISOString().slice(0, 19).replace("T", " ");
+}
