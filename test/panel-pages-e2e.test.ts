@@ -214,7 +214,19 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     // The table is a keyboard press away.
     await cpu.getByRole("button", { name: "Show CPU load per node as a table" }).focus();
     await page.keyboard.press("Enter");
-    assert.ok((await cpu.locator("table tbody tr").count()) >= 3);
+    const rows = cpu.locator("table tbody tr");
+    assert.equal(await rows.count(), 3, "one row per node");
+    assert.match((await rows.first().textContent()) ?? "", /^node-01\d/);
+    // Heartbeats redraw the chart: the table stays open and the focus stays on its button.
+    const points = async () =>
+      Number(await cpu.locator("polyline").first().getAttribute("data-points"));
+    const seen = await points();
+    await eventually(async () => assert.ok((await points()) > seen), { timeoutMs: 5000 });
+    assert.equal(await rows.count(), 3);
+    assert.equal(
+      await page.evaluate("document.activeElement?.textContent"),
+      "Hide the table of CPU load per node",
+    );
     // A flat line has no height: attached, not "visible".
     await page.getByTestId("chart-mem").locator("polyline").first().waitFor({ state: "attached" });
     assert.deepEqual(await axe(page), [], "overview with charts");
@@ -255,6 +267,8 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
       .waitFor({ timeout: 10_000 });
     assert.deepEqual(await axe(page), [], "overview with alerts");
     await shot(page, "overview-alerts");
+    // The README's overview: alerts, nodes and the charts.
+    await shot(page, "overview-top", 900);
   });
 
   it("charts each migration's throughput", async () => {

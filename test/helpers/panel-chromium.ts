@@ -23,9 +23,13 @@ export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
 }
 
-/** Writes a full-page screenshot as test-results/panel/<name>.png. */
-export async function shot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+/** Writes a full-page screenshot as test-results/panel/<name>.png (with `height`, only the top that high). */
+export async function shot(page: Page, name: string, height?: number): Promise<void> {
+  await page.screenshot({
+    path: join(SCREENSHOTS, `${name}.png`),
+    fullPage: true,
+    clip: height === undefined ? undefined : { x: 0, y: 0, width: 1280, height },
+  });
 }
 
 /** The serious and critical axe-core violations of the page, as "rule (count)". */

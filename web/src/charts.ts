@@ -40,6 +40,8 @@ export interface ChartOptions {
 }
 
 const clock = (ms: number) => new Date(ms).toISOString().slice(11, 19);
+/** Charts (by title) whose table the user opened: kept open when the chart is drawn again. */
+const openTables = new Set<string>();
 
 /**
  * A figure with the chart, a caption, and a button that shows the same data
@@ -60,20 +62,24 @@ function figure(
   drawing.setAttribute("viewBox", `0 0 ${W} ${height}`);
   drawing.setAttribute("class", "chart");
   const data = table(o.title, head, rows);
-  data.hidden = true;
+  data.hidden = !openTables.has(o.title);
+  const show = `Show ${o.title} as a table`;
+  const hide = `Hide the table of ${o.title}`;
   const toggle = el(
     "button",
     {
       type: "button",
       class: "link",
-      "aria-expanded": "false",
+      "aria-expanded": String(!data.hidden),
       onclick: () => {
         data.hidden = !data.hidden;
+        if (data.hidden) openTables.delete(o.title);
+        else openTables.add(o.title);
         toggle.setAttribute("aria-expanded", String(!data.hidden));
-        toggle.textContent = data.hidden ? `Show ${o.title} as a table` : "Hide the table";
+        toggle.textContent = data.hidden ? show : hide;
       },
     },
-    `Show ${o.title} as a table`,
+    data.hidden ? show : hide,
   );
   return el(
     "figure",
@@ -86,8 +92,15 @@ function figure(
   );
 }
 
+/** The smallest of 1, 2, 5 times a power of ten at or above `max` (a round top for the axis). */
+function roundUp(max: number): number {
+  if (max <= 0) return 1;
+  const p = 10 ** Math.floor(Math.log10(max));
+  return ([1, 2, 5, 10].find((m) => m * p >= max) ?? 10) * p;
+}
+
 function yAxis(max: number, format: (y: number) => string): { scale: number; g: SVGElement } {
-  const top = max <= 0 ? 1 : max;
+  const top = roundUp(max);
   const g = svg("g", {});
   for (const f of [0, 0.5, 1]) {
     const y = PAD.t + (H - PAD.t - PAD.b) * (1 - f);
@@ -131,21 +144,36 @@ export function lineChart(series: readonly Series[], o: ChartOptions): HTMLEleme
             return `${s.name} ${l === undefined ? "no samples" : `now ${o.format(l)}`}`;
           })
           .join("; ");
-  // The table: one row per sample time, one column per series (the newest 60).
-  const times = [...new Set(all.map((p) => p[0]))].sort((a, b) => b - a).slice(0, 60);
-  const rows = times.map((t) => [
-    clock(t),
-    ...series.map((s) => {
-      const p = s.points.find((q) => q[0] === t);
-      return p === undefined ? "" : o.format(p[1]);
-    }),
-  ]);
+  // The table: each series summed up (samples of different series rarely share a time).
+  const rows = series.map((s) => {
+    const ys = s.points.map((p) => p[1]);
+    const f = (y: number | undefined) => (y === undefined ? "" : o.format(y));
+    return [
+      s.name,
+      f(ys.at(-1)),
+      f(ys.length === 0 ? undefined : Math.min(...ys)),
+      f(ys.length === 0 ? undefined : ys.reduce((a, b) => a + b, 0) / ys.length),
+      f(ys.length === 0 ? undefined : Math.max(...ys)),
+      String(ys.length),
+      s.points.length === 0
+        ? ""
+        : `${clock(s.points[0]?.[0] ?? 0)}–${clock(s.points.at(-1)?.[0] ?? 0)}`,
+    ];
+  });
   const legend = el(
     "ul",
     { class: "legend" },
     series.map((s, i) => el("li", { class: `s${i % 6}` }, s.name)),
   );
-  return figure(o, summary, drawing, H, legend, ["Time (UTC)", ...series.map((s) => s.name)], rows);
+  return figure(
+    o,
+    summary,
+    drawing,
+    H,
+    legend,
+    ["Series", "Now", "Lowest", "Average", "Highest", "Samples", "From–to (UTC)"],
+    rows,
+  );
 }
 
 /** A horizontal bar chart: one bar per item. */

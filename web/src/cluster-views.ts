@@ -3,7 +3,7 @@ import { NodeReadiness, type NodeSummary } from "../../src/gen/debvisor/v1/node_
 import { type VmInfo, type VmOperation, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow, watchList } from "./api.js";
 import { barChart } from "./charts.js";
-import { bytes, el, mount, progress, table, toast } from "./dom.js";
+import { bytes, el, mount, progress, remount, table, toast } from "./dom.js";
 import type { View } from "./main.js";
 import { createVmForm, vmLifecycle } from "./vm-views.js";
 
@@ -338,7 +338,7 @@ export async function migrationsView(view: View): Promise<void> {
     const sorted = [...byId.values()].sort((a, b) =>
       Number((b.created?.seconds ?? 0n) - (a.created?.seconds ?? 0n)),
     );
-    mount(
+    remount(
       chart,
       barChart(throughput(sorted).slice(0, 12), {
         title: "Migration throughput",
@@ -347,7 +347,7 @@ export async function migrationsView(view: View): Promise<void> {
         testId: "chart-throughput",
       }),
     );
-    mount(body, byId.size === 0 ? el("p", {}, "No migrations.") : migrationTable(sorted));
+    remount(body, byId.size === 0 ? el("p", {}, "No migrations.") : migrationTable(sorted));
   };
   const list = await api.migrations.listMigrations({ pageSize: 100 }, { signal: view.signal });
   for (const m of list.migrations) byId.set(m.migrationId, m);

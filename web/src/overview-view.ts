@@ -10,7 +10,7 @@ import { type VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow, watchList } from "./api.js";
 import { lineChart } from "./charts.js";
 import { migrationTable, NODE_HEAD, nodeRows, vmState } from "./cluster-views.js";
-import { el, eventTime, mount, table, toast } from "./dom.js";
+import { el, eventTime, mount, remount, table, toast } from "./dom.js";
 import type { View } from "./main.js";
 import { nodeSeries, recordingSince, recordNodes } from "./node-history.js";
 
@@ -89,15 +89,25 @@ export async function overviewView(view: View): Promise<void> {
   const hidden = el("p", { class: "hint" });
   const drawAlerts = () => {
     const list = alerts(seen, Date.now());
-    mount(
+    remount(
       alertBox,
       list.length === 0
         ? el("p", { class: "ok" }, "Nothing needs you now.")
         : table(`${list.length} to act on`, ["Alert", "What", "Why"], list, "alert-list"),
     );
   };
-  const drawCharts = () =>
-    mount(
+  // Drawn at most once a second: a large cluster's heartbeats arrive one node at a time.
+  let chartsDue = false;
+  const drawCharts = () => {
+    if (chartsDue) return;
+    chartsDue = true;
+    setTimeout(() => {
+      chartsDue = false;
+      if (!view.signal.aborted) drawChartsNow();
+    }, 500);
+  };
+  const drawChartsNow = () =>
+    remount(
       charts,
       [
         ["cpu", "CPU load", (y: number) => y.toFixed(2), undefined],
@@ -145,7 +155,7 @@ export async function overviewView(view: View): Promise<void> {
       seen.nodes = sorted;
       recordNodes(sorted);
       const ready = sorted.filter((n) => n.readiness === NodeReadiness.READY).length;
-      mount(
+      remount(
         nodes,
         el("p", { "data-testid": "node-count" }, `${sorted.length} nodes, ${ready} ready`),
         table("Nodes", NODE_HEAD, nodeRows(sorted), "nodes"),
@@ -165,7 +175,7 @@ export async function overviewView(view: View): Promise<void> {
       const conflicts = list.filter((v) => v.staleCopyNodes.length > 0);
       const haVms = list.filter((v) => v.ha);
       const down = haVms.filter(haDown);
-      mount(
+      remount(
         ha,
         el(
           "p",

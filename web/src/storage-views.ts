@@ -15,7 +15,7 @@ import {
 } from "../../src/gen/debvisor/v1/storage_pb.js";
 import { api, describe, watchList } from "./api.js";
 import { barChart } from "./charts.js";
-import { bytes, el, mount, table } from "./dom.js";
+import { bytes, el, mount, remount, table } from "./dom.js";
 import type { View } from "./main.js";
 import { objectEvents } from "./object-events.js";
 
@@ -90,7 +90,7 @@ export async function storageView(view: View): Promise<void> {
     if (list === undefined) return;
     const now = Date.now();
     const sorted = list.slice().sort((a, b) => a.jobId.localeCompare(b.jobId));
-    mount(
+    remount(
       jobs,
       sorted.length === 0
         ? el("p", {}, "No replication jobs.")
