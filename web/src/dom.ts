@@ -28,6 +28,25 @@ export function mount(parent: Element, ...children: (Child | Child[])[]): void {
       parent.append(typeof c === "object" ? c : String(c));
 }
 
+/** The name a control is found again by after a redraw: its accessible label or its text. */
+const nameOf = (e: Element) => `${e.tagName}:${e.getAttribute("aria-label") ?? e.textContent}`;
+
+/**
+ * Replaces the children of `parent` like {@link mount}, and when focus was
+ * inside it, moves focus to the control of the same name in the new content,
+ * so a list redrawn by its watch does not throw a keyboard user back to the top.
+ */
+export function remount(parent: Element, ...children: (Child | Child[])[]): void {
+  const active = document.activeElement;
+  const focused = active !== null && parent.contains(active) ? nameOf(active) : undefined;
+  mount(parent, ...children);
+  if (focused === undefined) return;
+  const again = [...parent.querySelectorAll("a, button, input, select, textarea")].find(
+    (e) => nameOf(e) === focused,
+  );
+  (again as HTMLElement | undefined)?.focus();
+}
+
 /** A table with a caption, column headings and rows. */
 export function table(
   caption: string,
