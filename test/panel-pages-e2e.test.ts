@@ -185,6 +185,9 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
       .filter({ hasText: /refused, your roles do not allow this.*PERMISSION_DENIED/ })
       .waitFor();
     await shot(page, "storage-tenant-refused");
+    // The overview says what it leaves out for this user, and why.
+    await page.goto(`${url}#/`);
+    await page.getByText(/Not shown, your roles do not allow it: replication jobs/).waitFor();
     const after = await admin.client(StorageService).listSnapshots({ dataset: zfs.dataset });
     assert.equal(after.snapshots.length, count, "nothing changed");
   });
@@ -231,6 +234,16 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     await page.getByTestId("chart-mem").locator("polyline").first().waitFor({ state: "attached" });
     assert.deepEqual(await axe(page), [], "overview with charts");
     await shot(page, "overview-charts");
+    // A node's page charts that node, from the same history.
+    await page.getByRole("link", { name: "node-02" }).click();
+    const lines = page.getByTestId("chart-cpu").locator("polyline");
+    await lines.first().waitFor({ state: "attached" });
+    assert.equal(await lines.count(), 1);
+    assert.ok(Number(await lines.first().getAttribute("data-points")) >= 3);
+    assert.match(
+      (await page.getByTestId("chart-cpu").locator("svg").getAttribute("aria-label")) ?? "",
+      /^CPU load of node-02 .*node-02 now/,
+    );
   });
 
   it("shows a conflict (a VM reported by a second node) among the alerts, live", async () => {
@@ -311,6 +324,10 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     await page.getByRole("button", { name: "Reboot" }).click();
     await state.filter({ hasText: "reboot succeeded" }).waitFor({ timeout: 15_000 });
     assert.equal((await vms.getVm({ vmId: "panel-doomed" })).state, VmState.RUNNING);
+    await page.getByRole("button", { name: "Force off" }).click();
+    await state.filter({ hasText: "stop succeeded" }).waitFor({ timeout: 15_000 });
+    await page.locator("dd", { hasText: /^stopped$/ }).waitFor();
+    assert.equal((await vms.getVm({ vmId: "panel-doomed" })).state, VmState.STOPPED);
     await page.getByRole("button", { name: "Delete" }).click();
     // Once deleted, the page goes back to the list, without the VM.
     await page.waitForURL(/#\/vms$/, { timeout: 15_000 });

@@ -5,6 +5,7 @@ import { api, describe, follow, watchList } from "./api.js";
 import { barChart } from "./charts.js";
 import { bytes, el, mount, progress, remount, table, toast } from "./dom.js";
 import type { View } from "./main.js";
+import { nodeCharts } from "./node-history.js";
 import { createVmForm, vmLifecycle } from "./vm-views.js";
 
 const readiness = (r: NodeReadiness) =>
@@ -86,6 +87,7 @@ export async function nodeView(view: View, id: string): Promise<void> {
     view.main,
     el("h1", {}, `Node ${id}`),
     s === undefined ? null : table("Node", NODE_HEAD, nodeRows([s])),
+    el("div", { class: "charts" }, nodeCharts(id)),
     el(
       "div",
       { class: "actions" },

@@ -6,7 +6,7 @@
 
 import type { NodeSummary } from "../../src/gen/debvisor/v1/node_pb.js";
 import { api, watchList } from "./api.js";
-import type { Series } from "./charts.js";
+import { lineChart, type Series } from "./charts.js";
 
 /** How far back the charts go. */
 export const HISTORY_MS = 3_600_000;
@@ -75,4 +75,28 @@ export function nodeSeries(what: "cpu" | "mem"): Series[] {
   return [...byNode.entries()]
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([name, list]) => ({ name, points: list.map((s) => [s.t, s[what]] as const) }));
+}
+
+const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
+
+/** The CPU and memory charts of every node, or of node `only`. */
+export function nodeCharts(only?: string): HTMLElement[] {
+  const which = only === undefined ? "per node" : `of ${only}`;
+  return (
+    [
+      ["cpu", "CPU load", (y: number) => y.toFixed(2), undefined],
+      ["mem", "Memory used", (y: number) => `${y.toFixed(0)} %`, 100],
+    ] as const
+  ).map(([what, title, format, yMax]) =>
+    lineChart(
+      nodeSeries(what).filter((s) => only === undefined || s.name === only),
+      {
+        title: `${title} ${which}`,
+        format,
+        yMax,
+        note: `up to an hour, recorded since the panel opened at ${hhmm(recordingSince)} UTC`,
+        testId: `chart-${what}`,
+      },
+    ),
+  );
 }

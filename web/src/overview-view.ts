@@ -8,17 +8,15 @@ import { NodeReadiness, type NodeSummary } from "../../src/gen/debvisor/v1/node_
 import { type ReplicationJob, ReplicationState } from "../../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow, watchList } from "./api.js";
-import { lineChart } from "./charts.js";
 import { migrationTable, NODE_HEAD, nodeRows, vmState } from "./cluster-views.js";
 import { el, eventTime, mount, remount, table, toast } from "./dom.js";
 import type { View } from "./main.js";
-import { nodeSeries, recordingSince, recordNodes } from "./node-history.js";
+import { nodeCharts, recordNodes } from "./node-history.js";
 
 /** Failed migrations older than this are history, not alerts. */
 const FAILED_MIGRATION_ALERT_MS = 24 * 3_600_000;
 const EVENTS_SHOWN = 15;
 
-const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 const vmLink = (id: string) => el("a", { href: `#/vms/${encodeURIComponent(id)}` }, id);
 const nodeLink = (id: string) => el("a", { href: `#/nodes/${encodeURIComponent(id)}` }, id);
 const haDown = (v: VmInfo) =>
@@ -106,22 +104,7 @@ export async function overviewView(view: View): Promise<void> {
       if (!view.signal.aborted) drawChartsNow();
     }, 500);
   };
-  const drawChartsNow = () =>
-    remount(
-      charts,
-      [
-        ["cpu", "CPU load", (y: number) => y.toFixed(2), undefined],
-        ["mem", "Memory used", (y: number) => `${y.toFixed(0)} %`, 100],
-      ].map(([what, title, format, yMax]) =>
-        lineChart(nodeSeries(what as "cpu" | "mem"), {
-          title: `${title} per node`,
-          format: format as (y: number) => string,
-          yMax: yMax as number | undefined,
-          note: `up to an hour, recorded since the panel opened at ${hhmm(recordingSince)} UTC`,
-          testId: `chart-${what}`,
-        }),
-      ),
-    );
+  const drawChartsNow = () => remount(charts, nodeCharts());
   mount(
     view.main,
     el("h1", {}, "Overview"),
