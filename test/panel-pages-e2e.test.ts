@@ -107,7 +107,16 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     await clone.filter({ hasText: "rbd:rbd/panel-clone" }).first().waitFor();
     assert.deepEqual(await axe(page), [], "storage");
     await shot(page, "storage");
-    // The clone's own row: delete it (the confirm dialog is accepted).
+    // The clone's own row: flatten it (it no longer depends on the template), then delete it.
+    await page.getByRole("button", { name: "Flatten rbd:rbd/panel-clone" }).click();
+    await page.getByText("rbd:rbd/panel-clone: flattened").waitFor();
+    const flat = (await storage.listImages({})).images.find((i) => i.image?.name === "panel-clone");
+    assert.equal(flat?.parent, undefined, "flattened: no parent");
+    assert.equal(
+      await page.getByRole("button", { name: "Flatten rbd:rbd/panel-clone" }).count(),
+      0,
+    );
+    // The confirm dialog is accepted.
     await page.getByRole("button", { name: "Delete rbd:rbd/panel-clone" }).click();
     await page.getByText("rbd:rbd/panel-clone: deleted").waitFor();
     assert.ok(
