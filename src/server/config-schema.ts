@@ -336,6 +336,12 @@ const sections = z.strictObject({
       memoryOvercommit: z.number().min(0.5).max(4).default(1),
       /** Lease of this process's runner key; migrations of a dead process are settled after it. */
       runnerLeaseMs: int(1000, 600_000).default(10_000),
+      /**
+       * Where node agents reach this process for replication transfers it
+       * relays (host:port, its certificate valid for the agents' server
+       * name). Default: the gRPC address it listens on, as bound.
+       */
+      advertiseAddress: hostPort.optional(),
       failover: z
         .strictObject({
           /** Restart HA VMs of failed nodes automatically. */
