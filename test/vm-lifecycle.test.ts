@@ -367,4 +367,55 @@ describe("VMs as desired state through hvctl", () => {
       ),
     );
   });
+
+  it("of many concurrent creates on a node with room for 3, accepts exactly 3; the rest are refused and write nothing", async () => {
+    const { vms, nodes } = root();
+    const node = (await nodes.getNode({ id: { id: "node-04" } })).summary;
+    const room = (node?.info?.capacity?.memoryBytes ?? 0n) - (node?.memoryAllocatedBytes ?? 0n);
+    const k = 3n;
+    const each = room / k;
+    assert.ok(each >= 64n * 1024n * 1024n, `node-04 has ${room} bytes free`);
+    const ids = Array.from({ length: 8 }, (_, i) => `race-${i}`);
+    const outcomes = await Promise.all(
+      ids.map((vmId) =>
+        callOutcome(
+          vms.createVm({
+            vmId,
+            nodeId: { id: "node-04" },
+            spec: { vcpus: 1, memoryBytes: each },
+          }),
+        ),
+      ),
+    );
+    const accepted = ids.filter((_, i) => outcomes[i]?.code === 0);
+    assert.equal(accepted.length, Number(k), JSON.stringify(outcomes));
+    for (const [i, o] of outcomes.entries())
+      if (o.code !== 0)
+        assert.deepEqual(o, { code: FAILED_PRECONDITION, reason: "NO_TARGET" }, ids[i]);
+    // The accepted ones are defined on the node; the refused ones exist nowhere.
+    await eventually(
+      async () => {
+        const held = await agentDomains();
+        assert.deepEqual(
+          ids.filter((id) => held.has(id)),
+          accepted,
+        );
+      },
+      { timeoutMs: 15_000 },
+    );
+    for (const id of ids.filter((id) => !accepted.includes(id)))
+      assert.equal((await hv("vm", "get", id)).code, NOT_FOUND, id);
+    // Once they are reported, their capacity is counted from the node: still no room for a fourth.
+    assert.deepEqual(
+      await callOutcome(
+        vms.createVm({
+          vmId: "race-late",
+          nodeId: { id: "node-04" },
+          spec: { vcpus: 1, memoryBytes: each },
+        }),
+      ),
+      { code: FAILED_PRECONDITION, reason: "NO_TARGET" },
+    );
+    for (const id of accepted) await ok("vm", "delete", id, "--force");
+  });
 });
