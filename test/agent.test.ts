@@ -543,6 +543,8 @@ function helloFor(node: string): Uint8Array {
         value: {
           info: { id: { id: node }, hostname: `${node}.example` },
           agentVersion: "test",
+          // What a simulated node's agent runs: the hub sends nothing else.
+          capabilities: ["driver:sim", "op:start-vm", "op:stop-vm"],
           health: {
             nodeId: { id: node },
             timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
