@@ -342,6 +342,11 @@ const sections = z.strictObject({
        * name). Default: the gRPC address it listens on, as bound.
        */
       advertiseAddress: hostPort.optional(),
+      /**
+       * How long a migration orphaned by a dead process may still have a
+       * hypervisor job running before settling aborts it (as libvirt.migrateTimeoutMs).
+       */
+      settleJobTimeoutMs: int(1000, 86_400_000).default(1_800_000),
       failover: z
         .strictObject({
           /** Restart HA VMs of failed nodes automatically. */
