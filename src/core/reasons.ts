@@ -212,6 +212,10 @@ export const REASONS = {
     code: Code.Unavailable,
     message: "node agent not connected to this control-plane process; retry later",
   },
+  AGENT_CAPABILITY_MISSING: {
+    code: Code.FailedPrecondition,
+    message: "the node's agent does not run this kind of operation",
+  },
 } as const satisfies Record<string, ReasonSpec>;
 
 /** A reason from the catalogue. */

@@ -337,6 +337,12 @@ const sections = z.strictObject({
       /** Lease of this process's runner key; migrations of a dead process are settled after it. */
       runnerLeaseMs: int(1000, 600_000).default(10_000),
       /**
+       * Where node agents reach this process for replication transfers it
+       * relays (host:port, its certificate valid for the agents' server
+       * name). Default: the gRPC address it listens on, as bound.
+       */
+      advertiseAddress: hostPort.optional(),
+      /**
        * How long a migration orphaned by a dead process may still have a
        * hypervisor job running before settling aborts it (as libvirt.migrateTimeoutMs).
        */
