@@ -16,7 +16,7 @@ import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
-import { registerRunner } from "./runner-registry.js";
+import { type RunnerRegistry, registerRunner } from "./runner-registry.js";
 import type { StaleCopyDecision } from "./stale-copies.js";
 
 /** Options of {@link startClusterRuntime}. */
@@ -56,6 +56,8 @@ export interface ClusterRuntime {
   readonly engine: MigrationEngine;
   readonly failover: FailoverDeps;
   readonly controller: FailoverController | undefined;
+  /** This process in the runner registry (also the claimer of the operations it runs itself). */
+  readonly runners: RunnerRegistry;
   /** Stops the loops, rolls back migrations this process runs, releases its leases. */
   close(): Promise<void>;
 }
@@ -142,6 +144,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     engine,
     failover,
     controller,
+    runners,
     async close() {
       clearInterval(timer);
       readiness.close();

@@ -147,6 +147,7 @@ async function composeDaemon(
     driver: (id) => cluster.executors.forNode(id),
     servedByAgent: (id) => services.agentHub.connectedNodes().includes(id),
     report: (id) => cluster.report(id),
+    runners: cluster.runtime.runners,
   });
   const { health } = services;
   let phase: DaemonPhase = "starting";

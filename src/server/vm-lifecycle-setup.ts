@@ -1,6 +1,6 @@
-import { hostname } from "node:os";
 import type { AuditFields, AuditLog } from "../audit/index.js";
 import {
+  type RunnerRegistry,
   startLocalOperationRunner,
   startVmOperationSettler,
   type VmRecords,
@@ -25,6 +25,8 @@ export interface VmLifecycleSetup {
   readonly servedByAgent: (nodeId: string) => boolean;
   /** Reports a node's new state at once after an operation on it finished. */
   readonly report: (nodeId: string) => Promise<void>;
+  /** This process in the runner registry: who claims operations, and who is alive. */
+  readonly runners: RunnerRegistry;
 }
 
 /** The principal of the audit records of finished lifecycle operations. */
@@ -44,7 +46,8 @@ export async function startVmLifecycle(setup: VmLifecycleSetup): Promise<void> {
     nodes: setup.nodes,
     driver: setup.driver,
     servedByAgent: setup.servedByAgent,
-    runnerId: `${hostname()}:${process.pid}`,
+    runnerId: setup.runners.id,
+    isRunnerAlive: (id, signal) => setup.runners.isAlive(id, signal),
     onFinished: (nodeId) => {
       setup.report(nodeId).catch((err: unknown) => logger.warn({ err, nodeId }, "report failed"));
     },
