@@ -129,6 +129,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     store,
     executors: options.executors,
     elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    leading: async () => {
+      leader = await lead();
+      return leader;
+    },
     restartLimit: limit,
     restartWindowMs: windowMs,
     logger,
