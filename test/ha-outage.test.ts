@@ -4,7 +4,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
-import { type FencingCluster, startFencingCluster } from "./helpers/fencing-cluster.js";
+import {
+  FAST_HA_CLUSTER,
+  FAST_WINDOW_MS,
+  type FencingCluster,
+  startFencingCluster,
+} from "./helpers/fencing-cluster.js";
 
 /**
  * V6 of issue 16, the control plane's side: the control plane away for
@@ -22,8 +27,8 @@ describe("V6: HA vms after a control-plane outage", async () => {
     console.log("!!! etcd is not installed: the control-plane outage tests are SKIPPED.");
     return;
   }
-  /** The agents' self-fence window; the fence delay exceeds it by the required margin. */
-  const WINDOW_MS = 3000;
+  /** The agents' self-fence window (the fence delay exceeds it by the required margin). */
+  const WINDOW_MS = FAST_WINDOW_MS;
   const NODES = ["node-a", "node-b", "node-c", "node-d"] as const;
   /** Generated domains: odd positions are HA. */
   const vmsOf = (node: string) => [1, 2, 3].map((i) => `${node}-vm-00${i}`);
@@ -115,14 +120,7 @@ describe("V6: HA vms after a control-plane outage", async () => {
     c = await startFencingCluster({
       etcd,
       nodes: NODES,
-      cluster: {
-        heartbeatIntervalMs: 1000,
-        heartbeatMissedIntervals: 2,
-        fenceDelayMs: WINDOW_MS + 1000,
-        selfFenceWindowMs: WINDOW_MS,
-        runnerLeaseMs: 3000,
-        failover: { enabled: true, intervalMs: 500 },
-      },
+      cluster: FAST_HA_CLUSTER,
     });
     for (const vm of STOPPED) {
       const node = vm.slice(0, 6);

@@ -13,6 +13,7 @@ import type { Logger } from "../core/index.js";
 import {
   createOperationExecutor,
   OPERATION_CAPABILITIES,
+  openCopyGenerations,
   openOperationJournal,
   openSimulatedWatchdog,
 } from "../drivers/index.js";
@@ -94,6 +95,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   const executor = createOperationExecutor({
     // An HA VM starts only under a confirmed lease (the fence below decides).
     driver: leasedStarts(hv.driver, (signal) => fence.leased(signal), hv.isHa),
+    copies: openCopyGenerations(config.dir),
     define: hv.define,
     now,
     journal,

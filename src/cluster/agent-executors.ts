@@ -8,6 +8,7 @@ import {
   parseTransfer,
   type QuiescingDriver,
   type RecoveringDriver,
+  type StaleCopyRemovingDriver,
   vmDefinitionParams,
 } from "../drivers/index.js";
 import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
@@ -66,10 +67,12 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     cancelGraceMs: options.cancelGraceMs ?? 10_000,
     closing: options.closing,
   });
-  const drivers = new Map<string, RecoveringDriver & QuiescingDriver>();
+  const drivers = new Map<string, RecoveringDriver & QuiescingDriver & StaleCopyRemovingDriver>();
   const downGraceMs = options.downGraceMs ?? 60_000;
 
-  function agentDriver(nodeId: string): RecoveringDriver & QuiescingDriver {
+  function agentDriver(
+    nodeId: string,
+  ): RecoveringDriver & QuiescingDriver & StaleCopyRemovingDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
       const node = await inventory.getNode(nodeId, signal);
       // A node that stopped reporting cannot be asked: its last report is no answer.
@@ -128,6 +131,9 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
           signal,
         });
       },
+      // Conflicts: the node removes its copy only if it is older than `generation` (the VM's current one).
+      removeStaleCopy: (vmId, generation, signal) =>
+        call({ nodeId, kind: OperationKind.REMOVE_STALE_COPY, vmId, generation, signal }),
       async quiesce(vmId, signal) {
         // Wait for the node's jobs on the vm to end, then for a report made after. A node
         // that is down with such a job answers nothing yet (the caller tries again), until

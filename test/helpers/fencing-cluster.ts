@@ -49,6 +49,22 @@ export interface FencingCluster {
   close(): Promise<void>;
 }
 
+/** A self-fence window of 3 s: short enough for a test, long enough for a loaded machine. */
+export const FAST_WINDOW_MS = 3000;
+
+/**
+ * Short timings with the failover controller on: NOT_READY after 2 s,
+ * self-fence after 3 s, restarts elsewhere after 4 s more, a pass every 500 ms.
+ */
+export const FAST_HA_CLUSTER = {
+  heartbeatIntervalMs: 1000,
+  heartbeatMissedIntervals: 2,
+  fenceDelayMs: FAST_WINDOW_MS + 1000,
+  selfFenceWindowMs: FAST_WINDOW_MS,
+  runnerLeaseMs: 3000,
+  failover: { enabled: true, intervalMs: 500 },
+};
+
 /** Options of {@link startFencingCluster}. */
 export interface FencingClusterOptions {
   readonly etcd: EtcdServer;
