@@ -3,6 +3,7 @@ import { type Clock, type Logger, RpcError, rethrowAborted } from "../core/index
 import {
   type DomainState,
   type DomainStatus,
+  type JobAbortingDriver,
   MIGRATION_URI_LABEL,
   type MigrationPhase,
   parseTransfer,
@@ -67,12 +68,14 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     cancelGraceMs: options.cancelGraceMs ?? 10_000,
     closing: options.closing,
   });
-  const drivers = new Map<string, RecoveringDriver & QuiescingDriver & StaleCopyRemovingDriver>();
+  type AgentDriver = RecoveringDriver &
+    QuiescingDriver &
+    JobAbortingDriver &
+    StaleCopyRemovingDriver;
+  const drivers = new Map<string, AgentDriver>();
   const downGraceMs = options.downGraceMs ?? 60_000;
 
-  function agentDriver(
-    nodeId: string,
-  ): RecoveringDriver & QuiescingDriver & StaleCopyRemovingDriver {
+  function agentDriver(nodeId: string): AgentDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
       const node = await inventory.getNode(nodeId, signal);
       // A node that stopped reporting cannot be asked: its last report is no answer.
@@ -134,6 +137,13 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
       // Conflicts: the node removes its copy only if it is older than `generation` (the VM's current one).
       removeStaleCopy: (vmId, generation, signal) =>
         call({ nodeId, kind: OperationKind.REMOVE_STALE_COPY, vmId, generation, signal }),
+      async abortJob(vmId, signal) {
+        // The node's migration of the vm is an operation: cancelling it aborts the hypervisor's
+        // job (rolled back before its switchover), whoever submitted it.
+        for (const r of await options.operations.open(nodeId, signal))
+          if (r.dispatch?.vmId === vmId && r.dispatch.kind === OperationKind.MIGRATE_OUT)
+            await options.operations.requestCancel(nodeId, r.dispatch.operationId, signal);
+      },
       async quiesce(vmId, signal) {
         // Wait for the node's jobs on the vm to end, then for a report made after. A node
         // that is down with such a job answers nothing yet (the caller tries again), until

@@ -46,6 +46,8 @@ export { createInventory } from "./inventory.js";
 export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";
 export { startLocalOperationRunner } from "./local-operation-runner.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
+export type { MigrationJob } from "./migration-job.js";
+export type { MigrationJournal } from "./migration-journal.js";
 export type { ReplicaLookup } from "./migration-planner.js";
 export { NO_REPLICAS } from "./migration-planner.js";
 export type { MigrationRecords } from "./migration-records.js";

@@ -15,6 +15,7 @@ import {
   type KvStore,
   rangeAll,
   type TxnOp,
+  updateMessage,
 } from "../store/index.js";
 import type { Reserved } from "./migration-planner.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
@@ -115,11 +116,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
   /** The stored record's revision, after checking `record`'s runner still owns it. */
   async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
     const got = await getMessage(store, MigrationRecordSchema, RECORDS + idOf(record), { signal });
-    if (got !== undefined && got.message.runner !== record.runner) {
-      throw new RpcError("CONFLICT", {
-        message: "migration is now owned by another control-plane process",
-      });
-    }
+    if (got !== undefined && got.message.runner !== record.runner) throw notOwned();
     return got?.modRevision ?? 0;
   }
 
@@ -167,18 +164,16 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       return txn.succeeded;
     },
     async save(record, signal) {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const current = await ownedBy(record, signal);
-        const txn = await store.txn(
-          {
-            compares: [{ key: RECORDS + idOf(record), modRevision: current }],
-            success: [{ type: "put", key: RECORDS + idOf(record), value: enc(record) }],
-          },
-          { signal },
-        );
-        if (txn.succeeded) return;
-      }
-      throw new RpcError("CONFLICT");
+      await updateMessage(
+        store,
+        MigrationRecordSchema,
+        RECORDS + idOf(record),
+        (current) => {
+          if (current !== undefined && current.runner !== record.runner) throw notOwned();
+          return record;
+        },
+        { signal },
+      );
     },
     async finish(record, signal) {
       const target = targetOf(record);
@@ -267,6 +262,9 @@ function movedBy(record: MigrationRecord): boolean {
     m.phase === MigrationPhase.COMPLETED
   );
 }
+
+const notOwned = () =>
+  new RpcError("CONFLICT", { message: "migration is now owned by another control-plane process" });
 
 /** True while a migration has not reached a final state. */
 export function isActive(state: MigrationState): boolean {

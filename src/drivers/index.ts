@@ -21,6 +21,7 @@ export type {
   DomainStatus,
   DriverCapabilities,
   HypervisorDriver,
+  JobAbortingDriver,
   MigrateOptions,
   MigrationDestination,
   MigrationPhase,
@@ -32,6 +33,7 @@ export type {
   StartOptions,
 } from "./hypervisor-driver.js";
 export {
+  canAbortJob,
   canDefine,
   canQuiesce,
   canRecover,

@@ -336,6 +336,11 @@ const sections = z.strictObject({
       memoryOvercommit: z.number().min(0.5).max(4).default(1),
       /** Lease of this process's runner key; migrations of a dead process are settled after it. */
       runnerLeaseMs: int(1000, 600_000).default(10_000),
+      /**
+       * How long a migration orphaned by a dead process may still have a
+       * hypervisor job running before settling aborts it (as libvirt.migrateTimeoutMs).
+       */
+      settleJobTimeoutMs: int(1000, 86_400_000).default(1_800_000),
       failover: z
         .strictObject({
           /** Restart HA VMs of failed nodes automatically. */
