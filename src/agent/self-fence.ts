@@ -231,15 +231,18 @@ export function leasedStarts(
   leased: SelfFence["leased"],
   isHa: (vmId: string) => boolean,
 ): HypervisorDriver {
-  const gated = Object.create(driver) as HypervisorDriver & Record<string, unknown>;
-  gated.start = async (vmId, signal, startOptions) => {
+  const start: HypervisorDriver["start"] = async (vmId, signal, startOptions) => {
     if (isHa(vmId)) await leased(signal);
     return driver.start(vmId, signal, startOptions);
   };
-  if (canRecover(driver))
-    gated.recover = async (...args: Parameters<typeof driver.recover>) => {
+  const own: PropertyDescriptorMap = { start: { value: start, enumerable: true } };
+  if (canRecover(driver)) {
+    const recover: typeof driver.recover = async (...args) => {
       await leased(args[2]);
       return driver.recover(...args);
     };
-  return gated;
+    own.recover = { value: recover, enumerable: true };
+  }
+  // Defined, not assigned: drivers are often frozen, and the rest is inherited as it is.
+  return Object.create(driver, own) as HypervisorDriver;
 }
