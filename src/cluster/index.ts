@@ -13,7 +13,6 @@ export {
   operationKey,
   parseOperationKey,
 } from "./agent-operations.js";
-export type { AgentAnswer, AgentRequests } from "./agent-requests.js";
 export type { AgentStorageOptions } from "./agent-storage.js";
 export { createAgentStorage } from "./agent-storage.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
