@@ -1,26 +1,13 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type AgentOperations, createAgentOperations } from "../src/cluster/index.js";
-import { systemClock } from "../src/core/index.js";
-import {
-  OperationPhase,
-  type OperationRecord,
-} from "../src/gen/debvisor/store/v1/agent_records_pb.js";
+import type { OperationRecord } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
-import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-} from "./helpers/daemon-process.js";
-import { type EtcdServer, freePorts, startEtcd } from "./helpers/etcd-server.js";
+import type { AgentProcess } from "./helpers/agent-process.js";
+import type { DaemonProcess } from "./helpers/daemon-process.js";
+import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { type FencingCluster, startFencingCluster } from "./helpers/fencing-cluster.js";
 
 /**
  * The node's side of fencing, with real processes: one control plane on
@@ -38,66 +25,13 @@ describe("fencing on the nodes", async () => {
   /** The agents' self-fence window; the fence delay is longer, as the config requires. */
   const WINDOW_MS = 10_000;
   const NODES = ["node-a", "node-b", "node-c"] as const;
-  let dir: string;
+  let c: FencingCluster;
   let daemon: DaemonProcess;
-  let daemonArgs: string[];
-  let store: KvStore;
-  let ops: AgentOperations;
-  const agents = new Map<string, AgentProcess>();
-  const prefix = `/fencing-${process.pid}/`;
-
-  const shared = () => join(dir, "shared-storage");
-  const run = (node: string) => {
-    // Reconnect quickly: the restart test measures the daemon's absence, not the backoff.
-    const config = join(dir, `${node}-agent.yaml`);
-    writeFileSync(config, JSON.stringify({ reconnect: { initialMs: 100, maxMs: 500 } }));
-    const a = startAgent([
-      "--config",
-      config,
-      "--dir",
-      join(dir, node),
-      "--server",
-      daemon.grpcAddress,
-      "--driver",
-      "sim",
-      "--sim-vms",
-      "3",
-      "--sim-shared-dir",
-      shared(),
-    ]);
-    agents.set(node, a);
-    return a;
-  };
-  /** A node's domains as its hypervisor reports them (`debvisor-agent status`, another process). */
-  const domains = async (node: string) => {
-    const r = await runProcess(process.execPath, [
-      AGENT_BIN,
-      "status",
-      "--dir",
-      join(dir, node),
-      "--driver",
-      "sim",
-      "--sim-shared-dir",
-      shared(),
-      "-o",
-      "json",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    const states: Record<string, string> = {};
-    for (const d of (JSON.parse(r.stdout) as { domains: { id: string; state: string }[] }).domains)
-      states[d.id] = d.state;
-    return states;
-  };
-  /** What each node's hypervisor really did: "action vm" lines. */
-  const actions = (node: string) => {
-    const f = join(dir, node, "sim-actions.log");
-    if (!existsSync(f)) return [];
-    return readFileSync(f, "utf8")
-      .trim()
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => l.split(" ").slice(1).join(" "));
-  };
+  /** The node's agent now (started again by a test: its latest process). */
+  const agents = { get: (node: string): AgentProcess | undefined => c.agents.get(node) };
+  const run = (node: string) => c.run(node);
+  const domains = (node: string) => c.domains(node);
+  const actions = (node: string) => c.actions(node);
   const submit = (
     node: string,
     id: string,
@@ -105,80 +39,36 @@ describe("fencing on the nodes", async () => {
     vmId: string,
     generation: bigint,
     params: Record<string, string> = {},
-  ): Promise<OperationRecord> =>
-    ops.submit(node, { operationId: id, kind, vmId, params, generation }, "test:stalled-leader");
-  const waitDone = (node: string, id: string, timeoutMs = 20_000) =>
-    eventually(
-      async () => {
-        const r = await ops.get(node, id);
-        assert.equal(r?.phase, OperationPhase.DONE, `${node}/${id} not done`);
-        return r as OperationRecord;
-      },
-      { timeoutMs, intervalMs: 100 },
-    );
+  ): Promise<OperationRecord> => c.submit(node, id, kind, vmId, generation, params);
+  const waitDone = (node: string, id: string) => c.waitDone(node, id);
   const connectedCount = (node: string) =>
     agents.get(node)?.logs.filter((l) => l.msg === "connected to the control plane").length ?? 0;
-  const stopDaemon = async () => {
-    daemon.proc.kill("SIGKILL");
-    await daemon.exited;
-  };
+  const stopDaemon = () => c.stopDaemon();
   const startDaemon = async () => {
-    daemon = await startDaemonProcess(daemonArgs);
+    await c.startDaemon();
+    daemon = c.daemon();
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "dv-fencing-"));
-    const [port] = await freePorts(1);
-    const config = join(dir, "rpcd.yaml");
-    writeFileSync(
-      config,
-      JSON.stringify({
-        simulation: { enabled: false },
-        store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
-        cluster: {
-          heartbeatIntervalMs: 1000,
-          fenceDelayMs: WINDOW_MS * 2,
-          selfFenceWindowMs: WINDOW_MS,
-          failover: { enabled: false },
-        },
-      }),
-    );
-    daemonArgs = [
-      "--dev",
-      "--data-dir",
-      dir,
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--metrics-listen",
-      "127.0.0.1:0",
-      "--config",
-      config,
-    ];
-    await startDaemon();
-    store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
-    ops = createAgentOperations(store, systemClock);
-    for (const node of NODES)
-      await enrollAgent(
-        (...args) =>
-          runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]),
-        daemon.grpcAddress,
-        dir,
-        node,
-      );
-    for (const node of NODES) run(node);
+    c = await startFencingCluster({
+      etcd,
+      nodes: NODES,
+      cluster: {
+        heartbeatIntervalMs: 1000,
+        fenceDelayMs: WINDOW_MS * 2,
+        selfFenceWindowMs: WINDOW_MS,
+        failover: { enabled: false },
+      },
+    });
+    daemon = c.daemon();
+    // The cluster's map: an agent started again replaces its entry.
     for (const node of NODES) {
-      const welcome = await agents.get(node)?.waitLog("self-fence window set");
+      const welcome = c.agents.get(node)?.logs.find((l) => l.msg === "self-fence window set");
       assert.equal(welcome?.windowMs, WINDOW_MS);
     }
   });
   after(async () => {
-    for (const a of agents.values()) {
-      a.proc.kill("SIGCONT");
-      a.proc.kill("SIGKILL");
-    }
-    daemon?.proc.kill("SIGCONT");
-    daemon?.kill();
-    await store?.close();
+    await c?.close();
     await etcd.stop();
   });
 

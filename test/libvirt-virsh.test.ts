@@ -16,12 +16,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { RpcError } from "../src/core/index.js";
+import { create } from "@bufbuild/protobuf";
+import { RpcError, silentLogger } from "../src/core/index.js";
 import {
   createLibvirtDriver,
+  createMemoryJournal,
+  createOperationExecutor,
   createVirshSession,
+  openCopyGenerations,
   VirshCommandError,
 } from "../src/drivers/index.js";
+import {
+  OperationDispatchSchema,
+  OperationKind,
+  OperationOutcome,
+  type OperationResult,
+} from "../src/gen/debvisor/v1/agent_pb.js";
+import { eventually } from "./helpers/eventually.js";
 import { runHypervisorConformance } from "./helpers/hypervisor-conformance.js";
 import { missingTool } from "./helpers/required-tools.js";
 
@@ -130,6 +141,65 @@ if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
         assert.equal((await driver.info("web-01", live()))?.state, "running");
         assert.equal((await driver.info("db-01", live()))?.state, "stopped");
       } finally {
+        cleanup();
+      }
+    });
+  });
+
+  describe("a stale copy removed by generation (REMOVE_STALE_COPY), over one virsh session", () => {
+    it("destroys and undefines a running copy older than the generation sent; a not-newer one is left as it is", async () => {
+      const { uri, cleanup } = nodeUri();
+      const session = createVirshSession({ uri });
+      try {
+        const driver = createLibvirtDriver({
+          nodeId: "hv01",
+          uri,
+          runner: session.run,
+          pollIntervalMs: 10,
+        });
+        const copies = openCopyGenerations();
+        const results = new Map<string, OperationResult>();
+        const executor = createOperationExecutor({
+          driver,
+          journal: createMemoryJournal(),
+          copies,
+          logger: silentLogger,
+          signal: live(),
+          send: (m) => {
+            if (m.kind?.case === "result") {
+              const r = m.kind.value as OperationResult;
+              results.set(r.operationId, r);
+            }
+          },
+        });
+        const remove = async (id: string, generation: bigint) => {
+          executor.dispatch(
+            create(OperationDispatchSchema, {
+              operationId: id,
+              kind: OperationKind.REMOVE_STALE_COPY,
+              vmId: "web-01",
+              generation,
+            }),
+          );
+          return eventually(() => results.get(id) ?? false);
+        };
+        // The copy here was started under generation 3.
+        copies.started("web-01", 3n);
+        for (const [id, g] of [
+          ["same", 3n],
+          ["older", 2n],
+        ] as const) {
+          const r = await remove(id, g);
+          assert.equal(r.outcome, OperationOutcome.FAILED);
+          assert.equal(r.reason, "COPY_NOT_STALE");
+          assert.equal((await driver.info("web-01", live()))?.state, "running");
+        }
+        const r = await remove("newer", 4n);
+        assert.equal(r.outcome, OperationOutcome.SUCCEEDED, r.message);
+        assert.equal(await driver.info("web-01", live()), undefined, "destroyed and undefined");
+        assert.equal(copies.of("web-01"), 0n);
+      } finally {
+        await session.close();
         cleanup();
       }
     });

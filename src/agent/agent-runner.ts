@@ -13,6 +13,7 @@ import type { Logger } from "../core/index.js";
 import {
   createOperationExecutor,
   OPERATION_CAPABILITIES,
+  openCopyGenerations,
   openOperationJournal,
   openSimulatedWatchdog,
 } from "../drivers/index.js";
@@ -22,7 +23,7 @@ import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
-import { createSelfFence } from "./self-fence.js";
+import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
 
@@ -93,7 +94,9 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     }),
   });
   const executor = createOperationExecutor({
-    driver: hv.driver,
+    // An HA VM starts only under a confirmed lease (the fence below decides).
+    driver: leasedStarts(hv.driver, (signal) => fence.leased(signal), hv.isHa),
+    copies: openCopyGenerations(config.dir),
     define: hv.define,
     now,
     journal,
@@ -102,25 +105,24 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     signal: stop.signal,
     storage: (d, signal) => storageOps.run(d, signal),
   });
-  // VMs this node stopped on its own, told to the control plane once a stream is up.
-  const fencedVms: { vmId: string; at: number }[] = [];
-  const flushFenced = () => {
-    while (fencedVms.length > 0) {
-      const f = fencedVms[0] as { vmId: string; at: number };
-      const sent = send({
-        kind: {
-          case: "event",
-          value: {
-            kind: "self-fenced",
-            vmId: f.vmId,
-            message: "hard-stopped: no confirmed lease renewal within the self-fence window",
-            at: { seconds: BigInt(Math.floor(f.at / 1000)), nanos: (f.at % 1000) * 1_000_000 },
-          },
+  // HA VMs this node stopped on its own: told to the control plane on every
+  // new stream until an operation on the VM (its restart, or an operator's
+  // call) shows the control plane has taken it over.
+  const fencedVms = new Map<string, number>();
+  const tellFenced = (vmId: string, at: number) =>
+    send({
+      kind: {
+        case: "event",
+        value: {
+          kind: "self-fenced",
+          vmId,
+          message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+          at: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
         },
-      });
-      if (!sent) return;
-      fencedVms.shift();
-    }
+      },
+    });
+  const flushFenced = () => {
+    for (const [vmId, at] of fencedVms) if (!tellFenced(vmId, at)) return;
   };
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
@@ -132,9 +134,11 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         : undefined,
     logger: log,
     onFenced: (vmId) => {
-      fencedVms.push({ vmId, at: Date.now() });
-      flushFenced();
+      fencedVms.set(vmId, Date.now());
+      tellFenced(vmId, Date.now());
     },
+    // Told again once the control plane is back: what was sent while it was away may be lost.
+    onRenewed: () => flushFenced(),
   });
   stop.signal.addEventListener("abort", () => fence.close(), { once: true });
   await fence.guard(() => executor.recover());
@@ -197,8 +201,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     onMessage(m) {
       const k = m.kind;
       void fence.guard(() => {
-        if (k.case === "dispatch") executor.dispatch(k.value);
-        else if (k.case === "cancel") executor.cancel(k.value.operationId);
+        if (k.case === "dispatch") {
+          fencedVms.delete(k.value.vmId);
+          executor.dispatch(k.value);
+        } else if (k.case === "cancel") executor.cancel(k.value.operationId);
         else if (k.case === "leaseRenewed") fence.renewed(k.value.sequence);
         else if (k.case === "transferTicket")
           storageOps.ticket(k.value.operationId, k.value.ticket);

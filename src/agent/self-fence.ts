@@ -1,5 +1,10 @@
-import type { Logger } from "../core/index.js";
-import { type HypervisorDriver, monotonicNs, type SimulatedWatchdog } from "../drivers/index.js";
+import { type Logger, RpcError } from "../core/index.js";
+import {
+  canRecover,
+  type HypervisorDriver,
+  monotonicNs,
+  type SimulatedWatchdog,
+} from "../drivers/index.js";
 
 const MS = 1_000_000n;
 /** Pet the watchdog with this deadline while self-fencing is off (window 0): far away, disarmed. */
@@ -17,6 +22,8 @@ export interface SelfFenceOptions {
   readonly now?: () => bigint;
   /** Told of each VM it hard-stopped, to report to the control plane. */
   readonly onFenced?: (vmId: string) => void;
+  /** Told when renewals are confirmed again after a fence (the control plane is back). */
+  readonly onRenewed?: () => void;
 }
 
 /**
@@ -43,6 +50,13 @@ export interface SelfFence {
   sending(sequence: bigint): void;
   /** The server renewed the node's liveness on heartbeat `sequence`. */
   renewed(sequence: bigint): void;
+  /**
+   * Resolves once the node holds a confirmed lease (at once, unless past
+   * the deadline): an HA VM started while the node is still fenced would be
+   * stopped again at the next tick. Rejects with FENCED when no renewal
+   * comes within the window.
+   */
+  leased(signal: AbortSignal): Promise<void>;
   /** Checks the clock and fences if the deadline passed, then runs `then`, in order with other calls. */
   guard<T>(then: () => T | Promise<T>): Promise<T>;
   close(): void;
@@ -65,6 +79,9 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
   let chain: Promise<unknown> = Promise.resolve();
   let lastTick = now();
   let tickMs = 1000;
+  /** Starts waiting for a confirmed renewal. */
+  const waiters = new Set<() => void>();
+  const leasedNow = () => !(windowMs > 0 && deadline !== undefined && now() > deadline);
 
   // A restart within the window keeps the deadline the previous run earned.
   const previous = watchdog?.read();
@@ -160,15 +177,72 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
       const next = at + BigInt(windowMs) * MS;
       if (deadline !== undefined && next <= deadline) return;
       deadline = next;
+      for (const wake of waiters) wake();
       if (fenced && next > now()) {
         fenced = false;
         log.info(
           { windowMs },
           "lease renewals confirmed again; stopped HA vms wait for the control plane",
         );
+        options.onRenewed?.();
       }
+    },
+    async leased(signal) {
+      if (leasedNow()) return;
+      log.info({ windowMs }, "an HA vm start waits for a confirmed lease renewal");
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: unknown) => {
+          clearTimeout(timeout);
+          waiters.delete(wake);
+          signal.removeEventListener("abort", aborted);
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const wake = () => {
+          if (leasedNow()) done();
+        };
+        const aborted = () => done(new RpcError("CANCELLED"));
+        const timeout = setTimeout(
+          () =>
+            done(
+              new RpcError("FENCED", {
+                message: "no confirmed lease renewal within the self-fence window; not started",
+              }),
+            ),
+          Math.max(1000, windowMs),
+        );
+        waiters.add(wake);
+        signal.addEventListener("abort", aborted, { once: true });
+      });
     },
     guard,
     close: () => clearInterval(timer),
   };
+}
+
+/**
+ * The driver operations run with: a start of an HA VM, and any recover,
+ * first waits for a confirmed lease ({@link SelfFence.leased}), so the
+ * control plane's restart after an outage is not undone by the node's own
+ * fence a tick later (the VM would start twice).
+ */
+export function leasedStarts(
+  driver: HypervisorDriver,
+  leased: SelfFence["leased"],
+  isHa: (vmId: string) => boolean,
+): HypervisorDriver {
+  const start: HypervisorDriver["start"] = async (vmId, signal, startOptions) => {
+    if (isHa(vmId)) await leased(signal);
+    return driver.start(vmId, signal, startOptions);
+  };
+  const own: PropertyDescriptorMap = { start: { value: start, enumerable: true } };
+  if (canRecover(driver)) {
+    const recover: typeof driver.recover = async (...args) => {
+      await leased(args[2]);
+      return driver.recover(...args);
+    };
+    own.recover = { value: recover, enumerable: true };
+  }
+  // Defined, not assigned: drivers are often frozen, and the rest is inherited as it is.
+  return Object.create(driver, own) as HypervisorDriver;
 }

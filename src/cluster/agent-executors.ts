@@ -9,6 +9,7 @@ import {
   parseTransfer,
   type QuiescingDriver,
   type RecoveringDriver,
+  type StaleCopyRemovingDriver,
   vmDefinitionParams,
 } from "../drivers/index.js";
 import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
@@ -67,10 +68,14 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     cancelGraceMs: options.cancelGraceMs ?? 10_000,
     closing: options.closing,
   });
-  const drivers = new Map<string, RecoveringDriver & QuiescingDriver & JobAbortingDriver>();
+  type AgentDriver = RecoveringDriver &
+    QuiescingDriver &
+    JobAbortingDriver &
+    StaleCopyRemovingDriver;
+  const drivers = new Map<string, AgentDriver>();
   const downGraceMs = options.downGraceMs ?? 60_000;
 
-  function agentDriver(nodeId: string): RecoveringDriver & QuiescingDriver & JobAbortingDriver {
+  function agentDriver(nodeId: string): AgentDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
       const node = await inventory.getNode(nodeId, signal);
       // A node that stopped reporting cannot be asked: its last report is no answer.
@@ -129,6 +134,9 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
           signal,
         });
       },
+      // Conflicts: the node removes its copy only if it is older than `generation` (the VM's current one).
+      removeStaleCopy: (vmId, generation, signal) =>
+        call({ nodeId, kind: OperationKind.REMOVE_STALE_COPY, vmId, generation, signal }),
       async abortJob(vmId, signal) {
         // The node's migration of the vm is an operation: cancelling it aborts the hypervisor's
         // job (rolled back before its switchover), whoever submitted it.

@@ -27,6 +27,7 @@ import type { KvStore } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
+import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
 import { timestampFromMs } from "./timestamp.js";
@@ -315,10 +316,22 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           break;
         case "event":
           log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
+          if (m.kind.value.kind === "self-fenced")
+            await selfFenced(node, m.kind.value.vmId, signal);
           break;
         default:
           throw new RpcError("INVALID_ARGUMENT", { message: "hello only once, first" });
       }
+    }
+  }
+
+  /** HA as desired state: a VM its node stopped on its own clock is to run again. */
+  async function selfFenced(node: string, vmId: string, signal: AbortSignal) {
+    try {
+      if (await noteSelfFenced(options.store, node, vmId, signal))
+        log.info({ node, vm: vmId }, "self-fenced HA vm marked to start again");
+    } catch (err) {
+      log.warn({ err, node, vm: vmId }, "self-fenced vm not marked to start again");
     }
   }
 

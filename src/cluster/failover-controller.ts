@@ -129,6 +129,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     store,
     executors: options.executors,
     elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    leading: async () => {
+      leader = await lead();
+      return leader;
+    },
     restartLimit: limit,
     restartWindowMs: windowMs,
     logger,
@@ -148,6 +152,14 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         decide: (d) => {
           logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
           options.onStaleCopy?.(d);
+          options.events?.emit({
+            kind: "vm",
+            id: d.vmId,
+            type: d.action === "removed" ? "StaleCopyRemoved" : "StaleCopyNotRemoved",
+            message: d.detail,
+            warning: d.action !== "removed",
+            source: "failover-controller",
+          });
         },
       },
       signal,

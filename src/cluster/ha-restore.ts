@@ -1,6 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { type Logger, RpcError, silentLogger, toRpcError } from "../core/index.js";
-import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type FailoverRecord,
+  FailoverRecordSchema,
+  VmRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
@@ -10,6 +14,7 @@ import {
   type KvStore,
   mirrorPrefix,
   type PrefixMirror,
+  updateMessage,
 } from "../store/index.js";
 import type { Executors } from "./executors.js";
 
@@ -22,6 +27,8 @@ export interface HaRestoreOptions {
   readonly executors: Executors;
   /** The controller's election key as it was when this process was elected. */
   readonly elected: () => Compare;
+  /** Keeps (or retakes) the election before a decision: a pass of many starts outlasts a short lease. */
+  readonly leading?: () => Promise<boolean>;
   readonly restartLimit: number;
   readonly restartWindowMs: number;
   readonly logger?: Logger;
@@ -48,6 +55,39 @@ export interface HaRestore {
   /** An HA VM of a READY node: starts it again if it was lost running and is stopped now. */
   restore(nodeId: string, vm: VmInfo, now: number, signal: AbortSignal): Promise<void>;
   close(): void;
+}
+
+/**
+ * A node's agent says it hard-stopped `vmId` on its own clock (self-fenced,
+ * its control plane away): marks the VM lost running, so the controller's
+ * leader starts it again (once, under its restart limit) when its node is
+ * READY with it stopped. Marked only while the VM is placed on that node
+ * (a copy elsewhere, or a node speaking for another's VM, marks nothing).
+ * This is what brings HA VMs back after a control-plane outage, when no
+ * controller ran to see their nodes go NOT_READY. Resolves with whether the
+ * VM is marked now.
+ */
+export async function noteSelfFenced(
+  store: KvStore,
+  nodeId: string,
+  vmId: string,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const placed = await getMessage(store, VmRecordSchema, `vms/${vmId}`, { signal });
+  if (placed?.message.nodeId !== nodeId) return false;
+  await updateMessage(
+    store,
+    FailoverRecordSchema,
+    FAILOVER_RECORDS + vmId,
+    (rec) => {
+      if (rec?.lostRunning === true) return undefined;
+      return rec === undefined
+        ? create(FailoverRecordSchema, { vmId, lostRunning: true })
+        : create(FailoverRecordSchema, { ...rec, lostRunning: true });
+    },
+    { signal },
+  );
+  return true;
 }
 
 /** Creates the {@link HaRestore} of the failover controller. */
@@ -116,6 +156,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         });
         return;
       }
+      if (options.leading !== undefined && !(await options.leading())) return;
       const detail = `started again on ${nodeId}, which had stopped it while cut off`;
       const next = create(FailoverRecordSchema, {
         vmId: vm.id,

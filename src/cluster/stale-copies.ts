@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { RpcError, toRpcError } from "../core/index.js";
+import { canRemoveStaleCopy } from "../drivers/index.js";
 import {
   type StaleCopy,
   StaleCopySchema,
@@ -110,7 +111,7 @@ export interface StaleCopyDecision {
 
 /** A driver that can also remove a domain's definition (optional capability). */
 interface Undefining {
-  undefine(vmId: string, signal: AbortSignal): Promise<void>;
+  undefine(vmId: string, options: { force: boolean; signal: AbortSignal }): Promise<void>;
 }
 
 /**
@@ -155,7 +156,7 @@ export async function removeStaleCopies(
         generation: rec.generation,
       };
       try {
-        await stopAndUndefine(deps.executors, copy.nodeId, rec.id, signal);
+        await stopAndUndefine(deps.executors, copy.nodeId, rec.id, rec.generation, signal);
         deps.decide({
           ...base,
           action: "removed",
@@ -168,19 +169,30 @@ export async function removeStaleCopies(
   }
 }
 
-/** Force-stops `vmId` on `nodeId` (a no-op when stopped), then undefines it where the driver can. */
+/**
+ * Removes `vmId`'s copy on `nodeId`: an agent's node is sent the VM's
+ * generation and removes the copy only if it is older; a driver this
+ * process runs is told to force-stop it (a no-op when stopped), then to
+ * undefine it where it can.
+ */
 async function stopAndUndefine(
   executors: Executors,
   nodeId: string,
   vmId: string,
+  generation: bigint,
   signal: AbortSignal,
 ): Promise<void> {
   const driver = executors.forNode(nodeId);
   if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
   try {
+    if (canRemoveStaleCopy(driver)) {
+      await driver.removeStaleCopy(vmId, generation, signal);
+      return;
+    }
     await driver.stop(vmId, { force: true, signal });
     const undefining = driver as Partial<Undefining>;
-    if (typeof undefining.undefine === "function") await undefining.undefine(vmId, signal);
+    if (typeof undefining.undefine === "function")
+      await undefining.undefine(vmId, { force: true, signal });
   } catch (err) {
     // Already gone from that node: nothing left to remove.
     if (toRpcError(err).reason !== "VM_NOT_FOUND") throw err;

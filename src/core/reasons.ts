@@ -193,6 +193,10 @@ export const REASONS = {
     code: Code.FailedPrecondition,
     message: "this node is fenced from the vm's disks; not started",
   },
+  COPY_NOT_STALE: {
+    code: Code.FailedPrecondition,
+    message: "the copy here is not older than the generation sent; not removed",
+  },
   OPERATION_NOT_FOUND: { code: Code.NotFound, message: "operation not found" },
   VM_EXISTS: { code: Code.AlreadyExists, message: "a vm with this id already exists" },
   VM_RUNNING: {

@@ -210,3 +210,17 @@ export function canDefine(driver: HypervisorDriver): driver is DefiningDriver {
   const d = driver as Partial<DefiningDriver>;
   return typeof d.define === "function" && typeof d.undefine === "function";
 }
+
+/**
+ * The optional ability of a node that removes a stale copy itself (an
+ * agent): only if its copy runs under a generation older than `generation`
+ * (the VM's current one); COPY_NOT_STALE otherwise, nothing changed.
+ */
+export interface StaleCopyRemovingDriver extends HypervisorDriver {
+  removeStaleCopy(vmId: string, generation: bigint, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` removes stale copies itself. */
+export function canRemoveStaleCopy(driver: HypervisorDriver): driver is StaleCopyRemovingDriver {
+  return typeof (driver as Partial<StaleCopyRemovingDriver>).removeStaleCopy === "function";
+}

@@ -9,6 +9,7 @@ export type {
   RunOptions,
 } from "./command-runner.js";
 export { CommandError, LineSplitter, runCommand } from "./command-runner.js";
+export { type CopyGenerations, openCopyGenerations } from "./copy-generations.js";
 export { domainSpecFromParams, domainSpecParams, MAX_DOMAIN_DISKS } from "./domain-spec-params.js";
 export { vmStateOf } from "./domain-state.js";
 export { readFileIfPresent, writeFileDurably } from "./durable-file.js";
@@ -28,9 +29,16 @@ export type {
   QuiescingDriver,
   RecoveringDriver,
   RecoverOptions,
+  StaleCopyRemovingDriver,
   StartOptions,
 } from "./hypervisor-driver.js";
-export { canAbortJob, canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
+export {
+  canAbortJob,
+  canDefine,
+  canQuiesce,
+  canRecover,
+  canRemoveStaleCopy,
+} from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";

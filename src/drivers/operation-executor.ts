@@ -10,7 +10,13 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import { canRecover, type HypervisorDriver, type MigrationProgress } from "./hypervisor-driver.js";
+import type { CopyGenerations } from "./copy-generations.js";
+import {
+  canDefine,
+  canRecover,
+  type HypervisorDriver,
+  type MigrationProgress,
+} from "./hypervisor-driver.js";
 import {
   type ActionProgress,
   createDomain,
@@ -54,6 +60,7 @@ export const OPERATION_CAPABILITIES = [
   "op:delete-vm",
   "op:migrate-out",
   "op:recover",
+  "op:remove-stale-copy",
 ];
 
 /** Creates the executor over a driver and a journal. */
@@ -68,6 +75,8 @@ export function createOperationExecutor(options: {
   logger: Logger;
   /** Aborted at shutdown: running operations are left to recover() of the next start. */
   signal: AbortSignal;
+  /** The generation each copy here was started under (REMOVE_STALE_COPY compares with it). */
+  copies?: CopyGenerations;
   /** Runs storage operations (OperationKind 20-29), when the agent has storage. */
   storage?: (dispatch: OperationDispatch, signal: AbortSignal) => Promise<void>;
 }): OperationExecutor {
@@ -130,6 +139,8 @@ export function createOperationExecutor(options: {
         );
       case OperationKind.RECOVER:
         return recoverHere(d, signal);
+      case OperationKind.REMOVE_STALE_COPY:
+        return removeStaleCopy(d, signal);
       default:
         throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
     }
@@ -186,6 +197,35 @@ export function createOperationExecutor(options: {
     await driver.start(d.vmId, signal, fence);
   }
 
+  /**
+   * Conflicts: stops (hard) and undefines this node's copy of a VM placed
+   * elsewhere, only if the copy runs under a generation older than the VM's
+   * current one, which the dispatch carries; the current copy, or one
+   * started after the removal was decided, is never touched.
+   */
+  async function removeStaleCopy(d: OperationDispatch, signal: AbortSignal): Promise<void> {
+    const mine = options.copies?.of(d.vmId) ?? 0n;
+    if (d.generation === 0n || mine >= d.generation)
+      throw new RpcError("COPY_NOT_STALE", {
+        message: `the copy here runs under generation ${mine}, not older than ${d.generation}; not removed`,
+      });
+    const here = await driver.info(d.vmId, signal);
+    if (here === undefined) return;
+    if (here.state !== "stopped") await driver.stop(d.vmId, { force: true, signal });
+    if (canDefine(driver)) await driver.undefine(d.vmId, { force: true, signal });
+    options.copies?.forget(d.vmId);
+    logger.info(
+      { vm: d.vmId, copyGeneration: String(mine), generation: String(d.generation) },
+      "stale copy removed",
+    );
+  }
+
+  /** Remembers the generation a copy was started under, once the start took effect. */
+  function noteStarted(d: OperationDispatch): void {
+    const starts = [OperationKind.START_VM, OperationKind.REBOOT_VM, OperationKind.RECOVER];
+    if (starts.includes(d.kind)) options.copies?.started(d.vmId, d.generation);
+  }
+
   function run(d: OperationDispatch): void {
     const id = d.operationId;
     const controller = new AbortController();
@@ -196,7 +236,10 @@ export function createOperationExecutor(options: {
       send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
     progress(0, "started");
     act(d, controller.signal, progress).then(
-      () => finish(d, result(id, OperationOutcome.SUCCEEDED)),
+      () => {
+        noteStarted(d);
+        finish(d, result(id, OperationOutcome.SUCCEEDED));
+      },
       (err: unknown) => {
         // Shutting down: the journal keeps it started; the next start settles it.
         if (options.signal.aborted) return;
