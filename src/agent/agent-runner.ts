@@ -22,7 +22,7 @@ import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
-import { createSelfFence } from "./self-fence.js";
+import { createSelfFence, refuseStartsWhileLapsed } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
 
@@ -91,8 +91,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
       tlsServerName: config.tlsServerName,
     }),
   });
+  // Set once the self-fence exists (below): starts of HA VMs wait for confirmed renewals.
+  let lapsed = () => false;
   const executor = createOperationExecutor({
-    driver: hv.driver,
+    driver: refuseStartsWhileLapsed(hv.driver, { lapsed: () => lapsed() }, (id) => hv.isHa(id)),
     define: hv.define,
     now,
     journal,
@@ -135,6 +137,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
       flushFenced();
     },
   });
+  lapsed = () => fence.lapsed();
   stop.signal.addEventListener("abort", () => fence.close(), { once: true });
   await fence.guard(() => executor.recover());
   const capabilities = [

@@ -1,5 +1,10 @@
-import type { Logger } from "../core/index.js";
-import { type HypervisorDriver, monotonicNs, type SimulatedWatchdog } from "../drivers/index.js";
+import { type Logger, RpcError } from "../core/index.js";
+import {
+  type HypervisorDriver,
+  monotonicNs,
+  type RecoveringDriver,
+  type SimulatedWatchdog,
+} from "../drivers/index.js";
 
 const MS = 1_000_000n;
 /** Pet the watchdog with this deadline while self-fencing is off (window 0): far away, disarmed. */
@@ -45,7 +50,40 @@ export interface SelfFence {
   renewed(sequence: bigint): void;
   /** Checks the clock and fences if the deadline passed, then runs `then`, in order with other calls. */
   guard<T>(then: () => T | Promise<T>): Promise<T>;
+  /**
+   * True while the deadline has passed and no renewal has moved it since:
+   * an HA VM started now would be hard-stopped at the next check.
+   */
+  lapsed(): boolean;
   close(): void;
+}
+
+/**
+ * `driver` refusing, while `fence` has lapsed, to start an HA VM or to
+ * recover any VM here (FENCED): the start would succeed and the next
+ * fencing check stop it again, so the operation would report a start that
+ * does not hold. Refused, it fails; the control plane tries again once the
+ * node's renewals are confirmed (seen in the chaos test: an agent woken
+ * from SIGSTOP ran the starts queued for it, reported them SUCCEEDED and
+ * hard-stopped the VMs 60 ms later).
+ */
+export function refuseStartsWhileLapsed<D extends HypervisorDriver>(
+  driver: D,
+  fence: Pick<SelfFence, "lapsed">,
+  isHa: (vmId: string) => boolean,
+): D {
+  const refused = () =>
+    new RpcError("FENCED", {
+      message:
+        "this node has had no confirmed lease renewal within its self-fence window; HA vms start once renewals are confirmed again",
+    });
+  const start: HypervisorDriver["start"] = (vmId, signal, options) =>
+    fence.lapsed() && isHa(vmId) ? Promise.reject(refused()) : driver.start(vmId, signal, options);
+  if (!("recover" in driver)) return { ...driver, start };
+  const inner = driver as unknown as RecoveringDriver;
+  const recover: RecoveringDriver["recover"] = (vmId, from, signal, options) =>
+    fence.lapsed() ? Promise.reject(refused()) : inner.recover(vmId, from, signal, options);
+  return { ...driver, start, recover };
 }
 
 /** The grace between the agent's deadline and the watchdog's: time to stop the HA VMs. */
@@ -169,6 +207,7 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
       }
     },
     guard,
+    lapsed: () => windowMs > 0 && deadline !== undefined && now() > deadline,
     close: () => clearInterval(timer),
   };
 }
