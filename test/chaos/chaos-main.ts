@@ -18,7 +18,6 @@ if (!Number.isInteger(seed) || !Number.isInteger(seconds) || seconds < 1) {
 }
 const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
 log(`chaos: seed ${seed}, ${seconds} s`);
-const result = await runChaos({ seed, seconds, log });
-if (!result.ok) console.log(result.report);
-log(result.summary);
-process.exit(result.ok ? 0 : 1);
+const [result] = await runChaos({ seeds: [seed], seconds, log });
+if (result !== undefined && !result.ok) console.log(result.report);
+process.exit(result?.ok ? 0 : 1);

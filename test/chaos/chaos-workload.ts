@@ -6,7 +6,7 @@ import type { ChaosRandom } from "./chaos-random.js";
 
 const MIB = 1024n * 1024n;
 /** VMs the workload creates at most (the cluster's four nodes hold them easily). */
-const MAX_VMS = 10;
+const MAX_VMS = 8;
 /** Calls in flight at most; a call that hangs on a frozen daemon is given up after CALL_MS. */
 const MAX_IN_FLIGHT = 4;
 const CALL_MS = 8000;
@@ -63,7 +63,7 @@ export function createWorkload(options: {
   };
 
   const create = async (d: ChaosDaemon, ha: boolean) => {
-    const vmId = `c-${++created}`;
+    const vmId = `s${history.seed}-${++created}`;
     const op = await call(`create ${vmId} ha=${ha}`, vmId, d, () =>
       d.clients.vms.createVm(
         {
