@@ -162,9 +162,10 @@ export function createOutcomes(options: {
 
   return {
     counts,
-    track(id: string, what: Tracked["what"], kind: string, vm: string) {
+    /** Follows `id`, asked for at history time `issuedAt` (when the call was made, not answered). */
+    track(id: string, what: Tracked["what"], kind: string, vm: string, issuedAt = history.now()) {
       if (id === "" || open.has(id)) return;
-      open.set(id, { id, what, kind, vm, issuedAt: history.now() });
+      open.set(id, { id, what, kind, vm, issuedAt });
     },
     issued(vm: string) {
       lastIssued.set(vm, history.now());

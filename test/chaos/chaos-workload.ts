@@ -64,6 +64,7 @@ export function createWorkload(options: {
 
   const create = async (d: ChaosDaemon, ha: boolean) => {
     const vmId = `s${history.seed}-${++created}`;
+    const at = history.now();
     const op = await call(`create ${vmId} ha=${ha}`, vmId, d, () =>
       d.clients.vms.createVm(
         {
@@ -93,7 +94,7 @@ export function createWorkload(options: {
     vms.push(vmId);
     if (op !== undefined) {
       history.add("reply", `create ${vmId}: ${op.id} on ${op.nodeId?.id}`);
-      outcomes.track(op.id, "operation", "create", vmId);
+      outcomes.track(op.id, "operation", "create", vmId, at);
     }
   };
 
@@ -103,27 +104,30 @@ export function createWorkload(options: {
     },
     async start(d) {
       const vmId = random.pick(vms);
+      const at = history.now();
       const op = await call(`start ${vmId}`, vmId, d, () =>
         d.clients.vms.startVm({ vmId }, { timeoutMs: CALL_MS }),
       );
       if (op !== undefined) {
         history.add("reply", `start ${vmId}: ${op.id}`);
-        outcomes.track(op.id, "operation", "start", vmId);
+        outcomes.track(op.id, "operation", "start", vmId, at);
       }
     },
     async stop(d) {
       const vmId = random.pick(vms);
+      const at = history.now();
       const op = await call(`stop ${vmId}`, vmId, d, () =>
         d.clients.vms.stopVm({ vmId, force: random.chance(0.5) }, { timeoutMs: CALL_MS }),
       );
       if (op !== undefined) {
         history.add("reply", `stop ${vmId}: ${op.id}`);
-        outcomes.track(op.id, "operation", "stop", vmId);
+        outcomes.track(op.id, "operation", "stop", vmId, at);
       }
     },
     async migrate(d) {
       const vmId = random.pick(vms);
       const target = random.chance(0.5) ? random.pick(nodes) : undefined;
+      const at = history.now();
       const m = await call(`migrate ${vmId} to ${target ?? "(planned)"}`, vmId, d, () =>
         d.clients.migrations.startMigration(
           {
@@ -136,7 +140,7 @@ export function createWorkload(options: {
       );
       if (m !== undefined) {
         history.add("reply", `migrate ${vmId}: ${m.migrationId} to ${m.target?.nodeId?.id}`);
-        outcomes.track(m.migrationId, "migration", "migrate", vmId);
+        outcomes.track(m.migrationId, "migration", "migrate", vmId, at);
       }
     },
     async cancel(d) {
