@@ -41,6 +41,7 @@ interface Session {
   readonly cluster: ChaosCluster;
   readonly store: KvStore;
   readonly observer: Observer;
+  readonly log: (line: string) => void;
 }
 
 /**
@@ -82,7 +83,7 @@ export async function runChaos(options: {
     log(`cluster up in ${dir} after ${Date.now() - t0} ms`);
     for (const seed of options.seeds) {
       const r = await runSeed(
-        { cluster, store, observer },
+        { cluster, store, observer, log },
         seed,
         options.seconds,
         options.startVms,
@@ -103,7 +104,7 @@ export async function runChaos(options: {
 }
 
 async function runSeed(
-  { cluster, store, observer }: Session,
+  { cluster, store, observer, log }: Session,
   seed: number,
   seconds: number,
   startVms = 4,
@@ -152,9 +153,16 @@ async function runSeed(
   );
   // The first fault comes after a quiet second; then one every 1 to 3 s.
   await sleep(1000);
+  let progressAt = Date.now() + 60_000;
   while (Date.now() < stopAt) {
     await faults.step();
     await sleep(faultRandom.int(1000, 3000));
+    if (Date.now() >= progressAt) {
+      progressAt += 60_000;
+      log(
+        `seed ${seed}: ${Math.round(history.now() / 1000)} s, ${workload.issued()} operations, ${history.entries.filter((e) => e.kind === "fault").length} fault lines, ${history.violations.length} violation(s)`,
+      );
+    }
   }
   running = false;
   await ops;
