@@ -7,6 +7,7 @@ import { migrationsView, nodeView, vmsView, vmView } from "./cluster-views.js";
 import { el, mount, toast } from "./dom.js";
 import { startRecording, stopRecording } from "./node-history.js";
 import { overviewView } from "./overview-view.js";
+import { addOidcSignIn, signInErrorFromAddress } from "./sign-in-options.js";
 import { datasetView, storageView } from "./storage-views.js";
 
 /** What a view gets: where to draw, a signal that aborts when the user leaves. */
@@ -74,6 +75,8 @@ function loginView(main: HTMLElement, message = ""): void {
     error,
   );
   mount(main, form);
+  error.textContent ||= signInErrorFromAddress();
+  void addOidcSignIn(form);
   user.focus();
 }
 
