@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { silentLogger } from "../core/index.js";
 import { createLocalSimulation, monotonicNs, openSimulatedWatchdog } from "../drivers/index.js";
-import { createSelfFence, watchdogGraceMs } from "./self-fence.js";
+import { createSelfFence, leasedStarts, watchdogGraceMs } from "./self-fence.js";
 
 const MS = 1_000_000n;
 
@@ -120,6 +120,50 @@ describe("createSelfFence", () => {
       } finally {
         again.close();
       }
+    } finally {
+      n.fence.close();
+    }
+  });
+
+  it("past the deadline, refuses (FENCED, after waiting the window for a renewal) to start an HA VM it would stop again, starts others, and starts it once a renewal came", async () => {
+    const n = node();
+    const driver = leasedStarts(
+      n.sim.driver,
+      (signal) => n.fence.leased(signal),
+      (id) => n.sim.vmInfo(id)?.ha === true,
+    );
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      // Woken after 2 s: the fence stops the HA VMs; a start queued meanwhile then arrives.
+      n.clock.ns += 2000n * MS;
+      await n.fence.guard(() => undefined);
+      await n.sim.driver.stop("node-x-vm-002", { force: false, signal: AbortSignal.timeout(5000) });
+      await assert.rejects(
+        n.fence.guard(() => driver.start("node-x-vm-001", AbortSignal.timeout(5000))),
+        (err: Error & { reason?: string }) => {
+          assert.match(err.message, /no confirmed lease renewal/);
+          return true;
+        },
+      );
+      await n.fence.guard(() => driver.start("node-x-vm-002", AbortSignal.timeout(5000)));
+      assert.deepEqual(await n.states(), {
+        "node-x-vm-001": "stopped",
+        "node-x-vm-002": "running",
+        "node-x-vm-003": "stopped",
+      });
+      assert.doesNotMatch(
+        n.actions(),
+        /start node-x-vm-001/,
+        "never started, so never stopped again",
+      );
+      // A heartbeat sent now is confirmed: the node may run its HA VMs again.
+      n.fence.sending(1n);
+      await n.fence.guard(() => n.fence.renewed(1n));
+      await n.fence.guard(() => driver.start("node-x-vm-001", AbortSignal.timeout(5000)));
+      await n.fence.guard(() => undefined);
+      assert.equal((await n.states())["node-x-vm-001"], "running");
     } finally {
       n.fence.close();
     }

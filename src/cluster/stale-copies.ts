@@ -13,6 +13,8 @@ import type { Executors } from "./executors.js";
 import type { VmRecords } from "./vm-records.js";
 
 const VMS = "vms/";
+/** The migration records' per-VM lock (migration-records.ts): held while a migration or failover of the VM runs. */
+const MIGRATION_LOCKS = "migration-locks/";
 
 /**
  * Conflicts: copies of a VM reported by a node it is not placed on. The
@@ -118,7 +120,9 @@ interface Undefining {
  * Sends each stale copy's node a forced stop and an undefine of the copy,
  * exactly once per conflict: the copy is marked `cleanup_sent` first, in a
  * transaction that holds only while `elected` (the controller's election)
- * and the record as read hold, so two controllers never both send it.
+ * and the record as read hold, so two controllers never both send it, and
+ * while no migration or failover of the VM holds its lock (a later pass
+ * looks again).
  */
 export async function removeStaleCopies(
   deps: {
@@ -143,7 +147,13 @@ export async function removeStaleCopies(
       const next = create(VmRecordSchema, { ...rec, staleCopies: marked });
       const txn = await deps.store.txn(
         {
-          compares: [deps.elected, { key: VMS + rec.id, modRevision: got.modRevision }],
+          // Not while a migration or failover of the VM is under way: the copy's node may be
+          // its target, and the stop would land on the VM arriving there (seen in the chaos test).
+          compares: [
+            deps.elected,
+            { key: VMS + rec.id, modRevision: got.modRevision },
+            { key: MIGRATION_LOCKS + rec.id, modRevision: 0 },
+          ],
           success: [{ type: "put", key: VMS + rec.id, value: encodeMessage(VmRecordSchema, next) }],
         },
         { signal },

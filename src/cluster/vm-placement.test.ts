@@ -17,6 +17,31 @@ describe("placementChange", () => {
     );
   });
 
+  it("drops a stale copy recorded on the node the vm moves to: it is the placement now, never cleaned up", () => {
+    // Seen in the chaos test: an orphaned migration's target reported the vm before the
+    // migration was settled (a stale copy then); the settle's commit placed it there, and the
+    // conflict cleanup force-stopped the vm on its own node.
+    const rec = create(VmRecordSchema, {
+      id: "vm-1",
+      nodeId: "n1",
+      generation: 2n,
+      staleCopies: [
+        { nodeId: "n2", generation: 2n },
+        { nodeId: "n3", generation: 1n },
+      ],
+    });
+    const c = placementChange("vm-1", { rec, rev: 9 }, "n2");
+    assert.deepEqual(
+      c.record.staleCopies.map((s) => s.nodeId),
+      ["n3"],
+    );
+    const stored = fromBinary(VmRecordSchema, c.op.type === "put" ? c.op.value : new Uint8Array());
+    assert.deepEqual(
+      stored.staleCopies.map((s) => s.nodeId),
+      ["n3"],
+    );
+  });
+
   it("ok-moves a placed vm one generation on, keeping what else its record says", () => {
     const rec = create(VmRecordSchema, {
       id: "vm-1",

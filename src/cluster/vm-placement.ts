@@ -41,7 +41,7 @@ export async function readPlacement(
  * The compare and put that move a VM to `nodeId` and bump its generation by
  * one, to be written in the same transaction as the decision that places it
  * (VM creation, migration commit, failover). Everything else the record
- * holds (tenant) is kept, with `fields` applied over it (a creation sets
+ * holds (tenant, stale copies on other nodes) is kept, with `fields` applied over it (a creation sets
  * its own: the one put of the VM's record in the txn must be this one). A
  * txn that fails on the compare must re-read and decide again: someone else
  * changed the VM's placement meanwhile. For a new VM, `read` is
@@ -54,12 +54,15 @@ export function placementChange(
   fields: Partial<Omit<VmRecord, "$typeName" | "$unknown" | "id" | "nodeId" | "generation">> = {},
 ): PlacementChange {
   const generation = (read.rec?.generation ?? 0n) + 1n;
+  const base = { ...(read.rec ?? { id: vmId }), ...fields };
   const record = create(VmRecordSchema, {
-    ...(read.rec ?? { id: vmId }),
-    ...fields,
+    ...base,
     id: vmId,
     nodeId,
     generation,
+    // A copy recorded as stale on the node the VM now moves to is the placement, not stale:
+    // left in, the conflict cleanup would stop the VM where it is placed.
+    staleCopies: (base.staleCopies ?? []).filter((c) => c.nodeId !== nodeId),
   });
   return {
     generation,

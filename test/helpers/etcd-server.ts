@@ -18,6 +18,11 @@ export interface EtcdServer {
   kill(): void;
   /** Sends a signal (SIGSTOP, SIGCONT: a store that stalls), for failure tests. */
   signal(name: NodeJS.Signals): void;
+  /**
+   * A member restart: SIGKILL, then the same etcd again on the same ports and
+   * data directory; resolves once it answers /health (single members only).
+   */
+  restart?(): Promise<void>;
 }
 
 const READY_TIMEOUT_MS = 15_000;
@@ -73,18 +78,22 @@ async function startOnce(bin: string): Promise<EtcdServer> {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([name]) => !name.startsWith("ETCD_")),
   );
-  const proc = spawn(bin, args, { cwd: dataDir, env, stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
-  proc.stderr?.on("data", (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
-  });
-  const exited = new Promise<void>((resolve) => {
-    proc.once("exit", () => resolve());
-    proc.once("error", (err) => {
-      stderr += `\nspawn failed: ${err.message}`;
-      resolve();
+  const launch = () => {
+    const p = spawn(bin, args, { cwd: dataDir, env, stdio: ["ignore", "ignore", "pipe"] });
+    p.stderr?.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
     });
-  });
+    const done = new Promise<void>((resolve) => {
+      p.once("exit", () => resolve());
+      p.once("error", (err) => {
+        stderr += `\nspawn failed: ${err.message}`;
+        resolve();
+      });
+    });
+    return { p, done };
+  };
+  let { p: proc, done: exited } = launch();
   // A crashed test run must not leave etcd behind.
   const killOnExit = () => killHard(proc);
   process.once("exit", killOnExit);
@@ -96,6 +105,16 @@ async function startOnce(bin: string): Promise<EtcdServer> {
     kill: () => killHard(proc),
     signal: (name) => {
       if (running(proc)) proc.kill(name);
+    },
+    restart: async () => {
+      killHard(proc);
+      await exited;
+      ({ p: proc, done: exited } = launch());
+      const until = Date.now() + READY_TIMEOUT_MS;
+      while (!(await healthy(client))) {
+        if (Date.now() > until) throw new Error(`etcd did not come back; stderr:\n${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     },
     stop: () => {
       stopping ??= (async () => {
