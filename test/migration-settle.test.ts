@@ -114,6 +114,62 @@ describe("settling an orphaned migration from the truth", () => {
  * names it, its runner key is gone (lease lost while paused), and the job
  * it started on the hypervisor (the caller's) goes on without it.
  */
+describe("settling an orphaned migration whose vm neither node shows", () => {
+  let h: ClusterHarness;
+  afterEach(() => h.close());
+
+  it("asks again while a hand-over may be in flight, settles SUCCEEDED once the target has it, and says 'found on neither' only after the wait", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4, migrationMs: 50 });
+    const { vm, source, target, orphan } = await orphanedMigration(h, "transferring");
+    const elsewhere = ["node-01", "node-02", "node-03"].find((n) => n !== source && n !== target);
+    assert.ok(elsewhere);
+    const move = (from: string, to: string) =>
+      h.sim
+        .driver(from)
+        ?.migrate(
+          vm.id,
+          { nodeId: to, uri: "" },
+          { live: true, signal: AbortSignal.timeout(10_000) },
+        );
+    // Out of sight of both nodes (as a simulated hand-over in flight is).
+    await move(source, elsewhere);
+    await h.runtime.engine.reconcile();
+    let now = await h.runtime.engine.get(orphan.id, undefined);
+    assert.equal(now.state, MigrationState.RUNNING, `not settled yet: ${now.message}`);
+    // The hand-over lands on the target: settled from that.
+    await move(elsewhere, target);
+    h.clock.advance(30_000);
+    await h.runtime.engine.reconcile();
+    now = await h.runtime.engine.get(orphan.id, undefined);
+    assert.equal(now.state, MigrationState.SUCCEEDED, now.message);
+    assert.equal(h.sim.locate(vm.id)?.nodeId, target);
+
+    // Another orphan whose vm stays out of sight: after the wait the record says so.
+    const second = await orphanedMigration(h, "transferring");
+    const away = ["node-01", "node-02", "node-03"].find(
+      (n) => n !== second.source && n !== second.target,
+    );
+    assert.ok(away);
+    await h.sim
+      .driver(second.source)
+      ?.migrate(
+        second.vm.id,
+        { nodeId: away, uri: "" },
+        { live: true, signal: AbortSignal.timeout(10_000) },
+      );
+    await h.runtime.engine.reconcile();
+    assert.equal(
+      (await h.runtime.engine.get(second.orphan.id, undefined)).state,
+      MigrationState.RUNNING,
+    );
+    h.clock.advance(61_000);
+    await h.runtime.engine.reconcile();
+    const last = await h.runtime.engine.get(second.orphan.id, undefined);
+    assert.equal(last.state, MigrationState.FAILED);
+    assert.match(last.message, /found on neither/);
+  });
+});
+
 async function orphanedMigration(h: ClusterHarness, phase: "preparing" | "transferring") {
   const vm = await pickVm(
     h.inventory,

@@ -149,6 +149,8 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         conflicts: (s) => options.inventory.conflicts(s),
         executors: options.executors,
         elected: { key: LEADER_KEY, modRevision: elected },
+        holds: async (nodeId, vmId, s) =>
+          (await options.inventory.getNode(nodeId, s))?.vms.some((v) => v.id === vmId) ?? false,
         decide: (d) => {
           logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
           options.onStaleCopy?.(d);

@@ -36,6 +36,8 @@ export interface MigrationSettler {
 
 /** After asking for a job's abort, how long its end is awaited in one pass. */
 const ABORT_WAIT_MS = 10_000;
+/** How long a VM found on neither node of an orphaned migration is looked for again before the record says so. */
+const NEITHER_WAIT_MS = 60_000;
 
 /**
  * Creates the {@link MigrationSettler}. Settling decides from the truth: it
@@ -91,6 +93,17 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     const seen = await truth(job, sig);
     if (seen === undefined) return undefined;
     const { onSource, onTarget } = seen;
+    // Found on neither node: a hand-over between them may be in flight (asked one after
+    // the other, each may have missed it). Asked again on later passes for a while.
+    const since = firstTried.get(job.id) ?? clock.now();
+    if (
+      onSource === undefined &&
+      onTarget === undefined &&
+      clock.now() - since < Math.min(jobTimeoutMs, NEITHER_WAIT_MS)
+    ) {
+      logger.info({ migration: job.id, vm: vmId }, "vm found on neither node; settling later");
+      return undefined;
+    }
     const restart = async (node: string, state: DomainState | undefined) => {
       if (!job.restartAfter || state !== "stopped") return;
       await executors

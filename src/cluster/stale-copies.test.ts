@@ -11,7 +11,7 @@ import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js"
 import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
 
 describe("removeStaleCopies", () => {
-  it("leaves a stale copy alone while a migration of the vm holds its lock, and removes it once the lock is gone", async () => {
+  it("leaves a stale copy alone while a migration of the vm holds its lock or its placed node does not hold it, and removes it once both are over", async () => {
     const store = createSqliteStore({
       path: join(mkdtempSync(join(tmpdir(), "dv-stale-")), "state.db"),
       logger: silentLogger,
@@ -34,6 +34,7 @@ describe("removeStaleCopies", () => {
         },
       } as unknown as HypervisorDriver;
       const decisions: StaleCopyDecision[] = [];
+      let placedHolds = true;
       const pass = async () => {
         const got = await getMessage(store, VmRecordSchema, "vms/vm-1");
         await removeStaleCopies(
@@ -47,6 +48,7 @@ describe("removeStaleCopies", () => {
               },
             },
             elected: { key: "controllers/failover", modRevision: 0 },
+            holds: async (nodeId, vmId) => nodeId === "node-c" && vmId === "vm-1" && placedHolds,
             decide: (d) => decisions.push(d),
           },
           AbortSignal.timeout(5000),
@@ -57,6 +59,11 @@ describe("removeStaleCopies", () => {
       const kept = await getMessage(store, VmRecordSchema, "vms/vm-1");
       assert.equal(kept?.message.staleCopies[0]?.cleanupSent, false, "to be looked at again");
       await store.delete("migration-locks/vm-1");
+      // node-c, where vm-1 is placed, does not report it: node-a's copy may be the only one.
+      placedHolds = false;
+      await pass();
+      assert.deepEqual(stops, [], "never the last copy");
+      placedHolds = true;
       await pass();
       assert.deepEqual(stops, ["vm-1"]);
       assert.equal(decisions[0]?.action, "removed");
