@@ -7,7 +7,8 @@
 // with SUCCEEDED, and tells the parent when each dispatch arrived.
 //
 // Raw node:http2 and protobuf-es, no grpc-js: the client's own cost per
-// stream stays small, so 10,000 streams fit in one process.
+// stream stays small. The suite runs several of these clients, each holding
+// a slice of the nodes, so the load does not queue behind one event loop.
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
@@ -32,7 +33,9 @@ export interface AgentLoadStart {
   readonly address: string;
   readonly caCertFile: string;
   readonly caKeyFile: string;
+  /** Agents this client holds: nodes `first` to `first + agents - 1`. */
   readonly agents: number;
+  readonly first: number;
   /** Node ids are PREFIX-00001 ... */
   readonly prefix: string;
   readonly heartbeatIntervalMs: number;
@@ -40,6 +43,11 @@ export interface AgentLoadStart {
   /** Handshakes and Hellos in flight at once while connecting. */
   readonly connectConcurrency: number;
 }
+
+/** Progress while connecting, every 10 s. */
+export type LoadProgress = Extract<AgentLoadReport, { type: "progress" }>;
+/** Counters after connecting, every second. */
+export type LoadStats = Extract<AgentLoadReport, { type: "stats" }>;
 
 /** What the client tells the parent. */
 export type AgentLoadReport =
@@ -125,7 +133,7 @@ async function run(o: AgentLoadStart): Promise<void> {
   const keyPem = keys.privateKey.export({ type: "pkcs8", format: "pem" }).toString();
   const spkiDer = keys.publicKey.export({ type: "spki", format: "der" });
   const certs: string[] = [];
-  for (let i = 0; i < o.agents; i++)
+  for (let i = o.first; i < o.first + o.agents; i++)
     certs.push(
       (
         await ca.issue({
@@ -159,7 +167,7 @@ async function run(o: AgentLoadStart): Promise<void> {
       const node = nodeName(o.prefix, i);
       const session = connect(`https://${o.address}`, {
         ca: caPem,
-        cert: certs[i],
+        cert: certs[i - o.first],
         key: keyPem,
         servername: "localhost",
         minVersion: "TLSv1.3",
@@ -255,10 +263,10 @@ async function run(o: AgentLoadStart): Promise<void> {
     });
 
   const c0 = performance.now();
-  let next = 0;
+  let next = o.first;
   let failed = 0;
   const worker = async () => {
-    while (next < o.agents) {
+    while (next < o.first + o.agents) {
       const i = next++;
       await open(i).catch(() => {
         failed++;
