@@ -56,6 +56,8 @@ export type AgentLoadReport =
       readonly type: "connected";
       readonly streams: number;
       readonly failed: number;
+      /** Attempts that failed and were tried again. */
+      readonly retried: number;
       readonly ms: number;
       readonly firstError?: string;
     }
@@ -80,6 +82,7 @@ export const preciseNow = () => performance.timeOrigin + performance.now();
 
 const CONNECT_PATH = "/debvisor.v1.AgentService/Connect";
 const WELCOME_TIMEOUT_MS = 30_000;
+const CONNECT_ATTEMPTS = 3;
 const send = (m: AgentLoadReport) => process.send?.(m);
 
 export function nodeName(prefix: string, i: number): string {
@@ -265,12 +268,25 @@ async function run(o: AgentLoadStart): Promise<void> {
   const c0 = performance.now();
   let next = o.first;
   let failed = 0;
+  let retried = 0;
+  // Like an agent, a stream that was not welcomed tries again after a pause
+  // (CONNECT_ATTEMPTS in all); it counts as failed only when every attempt failed.
   const worker = async () => {
     while (next < o.first + o.agents) {
       const i = next++;
-      await open(i).catch(() => {
-        failed++;
-      });
+      for (let attempt = 1; ; attempt++) {
+        const ok = await open(i).then(
+          () => true,
+          () => false,
+        );
+        if (ok) break;
+        if (attempt === CONNECT_ATTEMPTS) {
+          failed++;
+          break;
+        }
+        retried++;
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
     }
   };
   const progress = setInterval(
@@ -290,6 +306,7 @@ async function run(o: AgentLoadStart): Promise<void> {
     type: "connected",
     streams: agents.length,
     failed,
+    retried,
     ms: performance.now() - c0,
     firstError,
   });
