@@ -258,7 +258,7 @@ async function run(o: AgentLoadStart): Promise<void> {
               capacity: { cpuCores: 64, memoryBytes: 256n * 1024n ** 3n, storageBytes: 1n << 42n },
             },
             agentVersion: "bench",
-            capabilities: ["bench"],
+            capabilities: ["bench", "op:start-vm"],
             health: healthOf(node, o.vmsPerNode),
           },
         },

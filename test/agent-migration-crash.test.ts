@@ -5,7 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
-import { MigrationService, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import {
+  MigrationPhase,
+  MigrationService,
+  MigrationState,
+} from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
 import {
@@ -26,7 +30,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
   let daemon: DaemonProcess;
   let address: string;
   const agents: ChildProcess[] = [];
-  const start = async (listen: string) => {
+  const start = async (listen: string, settleJobTimeoutMs?: number) => {
     const file = join(dir, "rpcd.yaml");
     writeFileSync(
       file,
@@ -36,6 +40,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
           heartbeatIntervalMs: 1000,
           heartbeatMissedIntervals: 2,
           runnerLeaseMs: 2000,
+          ...(settleJobTimeoutMs === undefined ? {} : { settleJobTimeoutMs }),
           failover: { enabled: false },
         },
         storage: { replication: { scheduler: false } },
@@ -78,7 +83,18 @@ describe("a migration between agents outlives a control-plane crash", () => {
       "json",
     ]);
     assert.equal(r.code, 0, r.stderr);
-    return (JSON.parse(r.stdout) as { domains: { id: string }[] }).domains.map((d) => d.id);
+    return (JSON.parse(r.stdout) as { domains: { id: string; state: string }[] }).domains;
+  };
+  const ids = async (node: string) => (await local(node)).map((d) => d.id);
+  const fault = async (node: string, ...args: string[]) => {
+    const r = await runProcess(process.execPath, [
+      AGENT_BIN,
+      "fault",
+      "--dir",
+      join(dir, node),
+      ...args,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
   };
 
   before(async () => {
@@ -155,7 +171,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
       await daemon.exited;
       // The successor comes back on the same address while the agent still moves the vm.
       daemon = await start(address);
-      assert.ok((await local("node-a")).includes(vmId), "still transferring");
+      assert.ok((await ids("node-a")).includes(vmId), "still transferring");
       source.kill("SIGCONT");
       ({ ch, migrations } = clients());
       try {
@@ -169,11 +185,74 @@ describe("a migration between agents outlives a control-plane crash", () => {
         );
         assert.equal(m.state, MigrationState.SUCCEEDED, m.message);
         assert.match(m.message, /finished while the control plane was down/);
-        const [a, b] = await Promise.all([local("node-a"), local("node-b")]);
+        const [a, b] = await Promise.all([ids("node-a"), ids("node-b")]);
         assert.equal(a.includes(vmId), false, "gone from the source");
         assert.ok(b.includes(vmId), "on the target");
       } finally {
         ch.close();
       }
     });
+
+  it("a job that hangs past the settle bound after a kill -9 is aborted through the agent, then settled FAILED/ROLLED_BACK with the lock released", async () => {
+    // Same shape as node-a-vm-001 (same seed): on shared storage, migratable.
+    const vmId = "node-b-vm-001";
+    await fault("node-b", "hold-migration-at", "40");
+    let { ch, migrations } = clients();
+    let id = "";
+    try {
+      const started = await migrations.startMigration({
+        vm: { vmId },
+        target: { nodeId: { id: "node-a" } },
+        allowDowntime: true,
+      });
+      id = started.migrationId;
+      await eventually(
+        async () => {
+          const m = await migrations.getMigration({ migrationId: id });
+          // Progress within a phase is saved at most once a second: 30 % is the last one seen.
+          assert.ok(m.progressPct >= 30, `nearly held at 40 %, now ${m.progressPct}`);
+        },
+        { timeoutMs: 15_000, intervalMs: 100 },
+      );
+    } finally {
+      ch.close();
+    }
+    daemon.proc.kill("SIGKILL");
+    await daemon.exited;
+    // The successor gives an orphan's job 3 s to end; this one never would.
+    daemon = await start(address, 3000);
+    ({ ch, migrations } = clients());
+    try {
+      const m = await eventually(
+        async () => {
+          const m = await migrations.getMigration({ migrationId: id });
+          assert.ok(m.state !== MigrationState.RUNNING && m.state !== MigrationState.PENDING);
+          return m;
+        },
+        { timeoutMs: 30_000, intervalMs: 200 },
+      );
+      assert.equal(m.state, MigrationState.FAILED, m.message);
+      assert.equal(m.phase, MigrationPhase.ROLLED_BACK, m.message);
+      assert.match(m.message, /rolled back, the vm stays on node-b/);
+      const [a, b] = await Promise.all([local("node-a"), local("node-b")]);
+      assert.equal(b.find((d) => d.id === vmId)?.state, "running", "runs on its source");
+      assert.equal(
+        a.some((d) => d.id === vmId),
+        false,
+        "not on the target",
+      );
+      const plan = await migrations.prepareMigration({
+        vm: { vmId },
+        target: { nodeId: { id: "node-a" } },
+        allowDowntime: true,
+      });
+      assert.ok(
+        plan.checks.find((c) => c.name === "no_migration_in_flight")?.passed,
+        "lock released",
+      );
+    } finally {
+      ch.close();
+      await fault("node-b", "clear");
+    }
+  });
 });

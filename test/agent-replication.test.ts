@@ -5,19 +5,10 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { hideIpSniWarning, openChannel } from "../src/client/index.js";
-import {
-  AgentMessageSchema,
-  type ControlMessage,
-  ControlMessageSchema,
-  DownloadTransferRequestSchema,
-  OperationKind,
-  OperationOutcome,
-  TransferChunkSchema,
-} from "../src/gen/debvisor/v1/agent_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+import { hideIpSniWarning } from "../src/client/index.js";
+import { TransferChunkSchema } from "../src/gen/debvisor/v1/agent_pb.js";
 import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
@@ -25,7 +16,12 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
-import { eventually } from "./helpers/eventually.js";
+import {
+  downloadTransfer,
+  fakeTarget,
+  nodeChannelTo,
+  storageSnapshots,
+} from "./helpers/transfer-calls.js";
 
 const DATASET = "zfs:tank/node-a-vm-002-disk0";
 const MIB = 1024 * 1024;
@@ -39,15 +35,7 @@ describe("replication between two agents, relayed by the control plane", () => {
   const hvctl = (...args: string[]) =>
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const nodeDir = (node: string) => join(dir, node);
-  const channelOf = (node: string) =>
-    openChannel({
-      name: "test-node",
-      server: daemon.grpcAddress,
-      caPem: readFileSync(join(nodeDir(node), "ca.crt"), "utf8"),
-      certPem: readFileSync(join(nodeDir(node), "node.crt"), "utf8"),
-      keyPem: readFileSync(join(nodeDir(node), "node.key"), "utf8"),
-      tlsServerName: undefined,
-    });
+  const channelOf = (node: string) => nodeChannelTo(daemon.grpcAddress, nodeDir(node));
   const storageFlags = ["--driver", "sim", "--storage", "sim"];
 
   /** Starts `debvisor-agent run` for a node; resolves once it is connected. */
@@ -89,22 +77,7 @@ describe("replication between two agents, relayed by the control plane", () => {
   }
 
   /** The snapshots of the dataset on a node, as its agent's storage holds them. */
-  async function snapshotsOn(node: string): Promise<string[] | undefined> {
-    const r = await runProcess(process.execPath, [
-      AGENT_BIN,
-      "status",
-      "--dir",
-      nodeDir(node),
-      ...storageFlags,
-      "-o",
-      "json",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    const status = JSON.parse(r.stdout) as {
-      storage: { datasets: { dataset: string; snapshots: string[] }[] };
-    };
-    return status.storage.datasets.find((d) => d.dataset === DATASET)?.snapshots;
-  }
+  const snapshotsOn = (node: string) => storageSnapshots(nodeDir(node), DATASET);
 
   const jobStatus = async () => {
     const r = await hvctl("-o", "json", "replication", "status", "a-to-b");
@@ -209,7 +182,7 @@ describe("replication between two agents, relayed by the control plane", () => {
       "A's unsent snapshot is gone",
     );
     // The test speaks for node B on its stream: the control plane hands it the real ticket.
-    const fake = fakeTarget(kept ?? []);
+    const fake = fakeTarget(daemon.grpcAddress, nodeDir("node-b"), DATASET, kept ?? []);
     try {
       const run = hvctl("replication", "run", "a-to-b");
       const ticket = await fake.ticket;
@@ -248,25 +221,8 @@ describe("replication between two agents, relayed by the control plane", () => {
   });
 
   /** DownloadTransfer with a node's certificate; resolves with the bytes received. */
-  function download(node: string, ticket: string): Promise<number> {
-    const ch = channelOf(node);
-    const call = ch.makeServerStreamRequest(
-      "/debvisor.v1.AgentService/DownloadTransfer",
-      (m: Uint8Array) => Buffer.from(m),
-      (b: Buffer) => fromBinary(TransferChunkSchema, b),
-      toBinary(DownloadTransferRequestSchema, create(DownloadTransferRequestSchema, { ticket })),
-      new grpc.Metadata(),
-      { deadline: Date.now() + 20_000 },
-    );
-    let bytes = 0;
-    return new Promise<number>((resolve, reject) => {
-      call.on("data", (m: { data: Uint8Array }) => {
-        bytes += m.data.length;
-      });
-      call.on("error", reject);
-      call.on("end", () => resolve(bytes));
-    }).finally(() => ch.close());
-  }
+  const download = (node: string, ticket: string) =>
+    downloadTransfer(daemon.grpcAddress, nodeDir(node), ticket);
 
   /** UploadTransfer with a node's certificate; the status it ended with. */
   function upload(node: string, ticket: string, data: Buffer): Promise<grpc.ServiceError> {
@@ -287,87 +243,5 @@ describe("replication between two agents, relayed by the control plane", () => {
     call.write(toBinary(TransferChunkSchema, create(TransferChunkSchema, { data })));
     call.end();
     return ended.finally(() => ch.close());
-  }
-
-  /**
-   * A stream in node B's name that answers listing with `snapshots` and hands
-   * out the download ticket the control plane sends; its receive fails on `fail()`.
-   */
-  function fakeTarget(snapshots: string[]) {
-    const ch = channelOf("node-b");
-    const call = ch.makeBidiStreamRequest(
-      "/debvisor.v1.AgentService/Connect",
-      (m: Uint8Array) => Buffer.from(m),
-      (b: Buffer) => fromBinary(ControlMessageSchema, b),
-      new grpc.Metadata(),
-      {},
-    );
-    call.on("error", () => {});
-    const send = (m: Parameters<typeof create<typeof AgentMessageSchema>>[1]) =>
-      call.write(toBinary(AgentMessageSchema, create(AgentMessageSchema, m)));
-    const now = () => ({ seconds: BigInt(Math.floor(Date.now() / 1000)) });
-    const result = (operationId: string, ok: boolean) =>
-      send({
-        kind: {
-          case: "result",
-          value: {
-            operationId,
-            outcome: ok ? OperationOutcome.SUCCEEDED : OperationOutcome.FAILED,
-            reason: ok ? "" : "STORAGE_UNAVAILABLE",
-          },
-        },
-      });
-    let gotTicket: (t: string) => void = () => {};
-    const ticket = new Promise<string>((r) => {
-      gotTicket = r;
-    });
-    let receiving: string | undefined;
-    call.on("data", (m: ControlMessage) => {
-      if (m.kind.case === "transferTicket") gotTicket(m.kind.value.ticket);
-      if (m.kind.case !== "dispatch") return;
-      const d = m.kind.value;
-      if (d.kind === OperationKind.LIST_SNAPSHOTS) {
-        const [pool, name] = DATASET.slice(4).split("/");
-        send({
-          kind: {
-            case: "storageReport",
-            value: {
-              operationId: d.operationId,
-              found: true,
-              snapshots: snapshots.map((s) => ({
-                ref: {
-                  dataset: { backend: StorageBackend.BACKEND_ZFS, pool, name },
-                  snapshotName: s,
-                },
-              })),
-            },
-          },
-        });
-        result(d.operationId, true);
-      } else if (d.kind === OperationKind.RECEIVE_SNAPSHOT) receiving = d.operationId;
-    });
-    send({
-      kind: {
-        case: "hello",
-        value: {
-          info: { id: { id: "node-b" }, hostname: "node-b.example" },
-          agentVersion: "test",
-          capabilities: ["storage:sim", "op:receive-snapshot"],
-          health: { nodeId: { id: "node-b" }, timestamp: now() },
-        },
-      },
-    });
-    return {
-      ticket,
-      fail: () => {
-        void eventually(() => assert.ok(receiving !== undefined), { timeoutMs: 10_000 }).then(() =>
-          result(receiving as string, false),
-        );
-      },
-      close: () => {
-        call.cancel();
-        ch.close();
-      },
-    };
   }
 });

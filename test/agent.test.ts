@@ -10,7 +10,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning, openChannel } from "../src/client/index.js";
 import { type AgentOperations, createAgentOperations, operationKey } from "../src/cluster/index.js";
-import { systemClock } from "../src/core/index.js";
+import { type RpcError, systemClock } from "../src/core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -184,6 +184,32 @@ describe("node agents on their stream", async () => {
       actions("node-a").map((l) => l.split(" ").slice(1).join(" ")),
       ["stop node-a-vm-001"],
     );
+  });
+
+  it("refuses an operation of a kind its agent did not announce: at once when written, and never sends one written anyway", async () => {
+    // node-a's agent runs no storage: its Hello names no op:list-snapshots.
+    const params = { backend: "zfs", pool: "tank", dataset: "node-a-vm-001-disk0" };
+    await assert.rejects(
+      submit("node-a", "op-nostore-1", OperationKind.LIST_SNAPSHOTS, "", params),
+      (e: RpcError) => e.reason === "AGENT_CAPABILITY_MISSING",
+    );
+    assert.equal(await ops.get("node-a", "op-nostore-1"), undefined, "nothing was written");
+    // One written straight to the store (by a process that did not check) ends at the hub, unsent.
+    await store.put(
+      operationKey("node-a", "op-nostore-2"),
+      toBinary(
+        OperationRecordSchema,
+        create(OperationRecordSchema, {
+          dispatch: { operationId: "op-nostore-2", kind: OperationKind.LIST_SNAPSHOTS, params },
+          nodeId: "node-a",
+          phase: OperationPhase.PENDING,
+        }),
+      ),
+    );
+    const done = await waitDone("node-a", "op-nostore-2");
+    assert.equal(done.result?.outcome, OperationOutcome.FAILED);
+    assert.equal(done.result?.reason, "AGENT_CAPABILITY_MISSING");
+    assert.equal(done.deliveries, 0, "it was never sent to the agent");
   });
 
   it("answers a redelivered finished operation from its journal instead of running it again", async () => {
@@ -517,6 +543,8 @@ function helloFor(node: string): Uint8Array {
         value: {
           info: { id: { id: node }, hostname: `${node}.example` },
           agentVersion: "test",
+          // What a simulated node's agent runs: the hub sends nothing else.
+          capabilities: ["driver:sim", "op:start-vm", "op:stop-vm"],
           health: {
             nodeId: { id: node },
             timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },

@@ -538,6 +538,18 @@ describe("libvirt driver: migration (recorded and written output)", () => {
     assert.equal(phases.at(-1), "completed");
   });
 
+  it("abortJob (settling an orphan's job) runs domjobabort on the domain; no job is not an error", async () => {
+    const { driver, replay } = driverWith(
+      [fixture("qemu-domjobabort"), fixture("qemu-domjobabort-no-job")],
+      { uri: QEMU },
+    );
+    await driver.abortJob("web-01", live());
+    await driver.abortJob("web-01", live());
+    assert.deepEqual(replay.calls[0]?.args, ["-c", QEMU, "domjobabort", "--domain", "web-01"]);
+    assert.equal(replay.remaining(), 0);
+    await assert.rejects(driver.abortJob("bad name;", live()), isReason("INVALID_ARGUMENT"));
+  });
+
   it("aborts the job and rejects BACKEND_TIMEOUT past migrateTimeoutMs", async () => {
     const { driver, replay } = driverWith(
       [

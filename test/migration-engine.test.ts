@@ -212,9 +212,9 @@ describe("migrations on the simulated cluster", () => {
         { nodeId: plan.target, uri: "" },
         { live: true, signal: AbortSignal.timeout(5000) },
       );
-    const { record, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
+    const { id, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
     assert.equal(await h.runtime.engine.reconcile(), 1);
-    const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+    const m = await h.runtime.engine.get(id, undefined);
     assert.equal(m.state, MigrationState.SUCCEEDED);
     assert.match(m.message, /finished while the control plane was down/);
     assert.equal((await h.inventory.findVm(vm.id))?.nodeId?.id, plan.target);
@@ -232,9 +232,9 @@ describe("migrations on the simulated cluster", () => {
     });
     // The dead runner had stopped the vm for an offline move, then died.
     await h.sim.driver(source)?.stop(vm.id, { force: false, signal: AbortSignal.timeout(1000) });
-    const { record } = await orphan(h, vm, plan, { live: false, restartAfter: true });
+    const { id } = await orphan(h, vm, plan, { live: false, restartAfter: true });
     assert.equal(await h.runtime.engine.reconcile(), 1);
-    const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+    const m = await h.runtime.engine.get(id, undefined);
     assert.equal(m.state, MigrationState.FAILED);
     assert.equal(m.phase, MigrationPhase.ROLLED_BACK);
     assert.deepEqual(h.sim.locate(vm.id), { nodeId: source, state: "running" });
@@ -248,11 +248,11 @@ describe("migrations on the simulated cluster", () => {
       allowDowntime: false,
       tenant: undefined,
     });
-    const { record, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
+    const { id, records } = await orphan(h, vm, plan, { live: true, restartAfter: false });
     h.sim.faults.killNode(source);
     try {
       assert.equal(await h.runtime.engine.reconcile(), 1);
-      const m = await h.runtime.engine.get(record.migration?.migrationId ?? "", undefined);
+      const m = await h.runtime.engine.get(id, undefined);
       assert.equal(m.state, MigrationState.FAILED);
       assert.match(m.message, /unreachable; the vm never reached/);
       assert.equal(await records.locked(vm.id), false, "failover may take the vm");
@@ -289,19 +289,22 @@ async function orphan(
   opts: { live: boolean; restartAfter: boolean },
 ) {
   const records = createMigrationRecords(h.store);
-  const { internals } = h.runtime.engine;
-  const record = internals.newRecord({
-    id: internals.newId(),
-    vm,
-    source: vm.nodeId?.id ?? "",
-    target: plan.target,
-    live: opts.live,
-    allowDowntime: !opts.live,
-    kind: MigrationKind.MIGRATE,
-    requestedBy: "test-operator",
-  });
-  record.runner = "r-gone";
-  record.restartAfter = opts.restartAfter;
-  assert.ok(await records.begin(record, plan.revisions.get(plan.target) ?? 0));
-  return { record, records };
+  const { journal } = h.runtime.failover;
+  const job = {
+    ...journal.newJob({
+      vm,
+      source: vm.nodeId?.id ?? "",
+      target: plan.target,
+      live: opts.live,
+      allowDowntime: !opts.live,
+      kind: "migrate",
+      requestedBy: "test-operator",
+    }),
+    runner: "r-gone",
+    restartAfter: opts.restartAfter,
+  };
+  assert.ok(await journal.begin(job, plan.revisions.get(plan.target) ?? 0));
+  // Written as the dead process would have: not this process's to run.
+  journal.disown(job.id);
+  return { id: job.id, records };
 }

@@ -1,27 +1,26 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmOperationState, VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
-import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
+import {
+  axe,
+  chromiumSkip,
+  launchChromium,
+  panelAdmin,
+  shot,
+  signIn as signInAt,
+} from "./helpers/panel-chromium.js";
+import { type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
 
-/** Debian's Chromium; never downloaded. Under CI=true its absence fails the run. */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-/** Screenshots of every page, written by each run (gitignored). */
-export const SCREENSHOTS = join(process.cwd(), "test-results", "panel");
 const PASSWORD = "acme-ann-long-password";
-const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium && process.env.CI === "true")
-  throw new Error(`${CHROMIUM} not found: install Debian's chromium (.ci/run does)`);
 
-describe("web panel in Chromium", {
-  skip: haveChromium ? false : `${CHROMIUM} not installed`,
-}, () => {
+describe("web panel in Chromium", { skip: chromiumSkip() }, () => {
   let dir: string;
   let daemon: DaemonProcess;
   let url: string;
@@ -39,50 +38,18 @@ describe("web panel in Chromium", {
     contexts.push(context);
     return context.newPage();
   };
-  const signIn = async (page: Page, user: string, password: string) => {
-    await page.goto(url);
-    await page.getByLabel("User").fill(user);
-    await page.getByLabel("Password").fill(password);
-    await page.keyboard.press("Enter");
-    await page.getByTestId("principal").waitFor();
-  };
-  const shot = (page: Page, name: string) =>
-    page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
-  const axe = async (page: Page) => {
-    // Evaluated through the DevTools protocol: the page's CSP (no inline script) stays in force.
-    await page.evaluate(
-      readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"),
-    );
-    const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
-      violations: { id: string; impact: string; nodes: unknown[] }[];
-    };
-    return result.violations
-      .filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => `${v.id} (${v.nodes.length})`);
-  };
+  const signIn = (page: Page, user: string, password: string) =>
+    signInAt(page, url, user, password);
 
   before(async () => {
-    mkdirSync(SCREENSHOTS, { recursive: true });
     dir = mkdtempSync(join(tmpdir(), "dv-panel-e2e-"));
     daemon = await startDevDaemon(dir, {
       panel: { listen: "127.0.0.1:0" },
       simulation: { migrationMs: 3000 },
       rbac: { bindings: [{ principal: "user:acme-ann", roles: ["viewer"], tenant: "acme" }] },
     });
-    url = String(daemon.logs.find((l) => l.msg === "serving")?.panelUrl);
-    ca = devCa(dir);
-    adminPassword = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
-    admin = panelBrowser(url, ca);
-    assert.equal(
-      (await admin.auth("login", { user: "admin", password: adminPassword })).status,
-      200,
-    );
-    await admin.auth("users", { action: "set-password", user: "acme-ann", password: PASSWORD });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox"],
-    });
+    ({ url, ca, adminPassword, admin } = await panelAdmin(dir, daemon, "acme-ann", PASSWORD));
+    browser = await launchChromium();
   });
   after(async () => {
     for (const c of contexts) await c.close().catch(() => {});

@@ -62,12 +62,12 @@ describe("VMs as desired state through hvctl", () => {
       ).vms.map((v) => [v.info.id, { node: v.node, state: v.state }]),
     );
   /** What the agent's node really holds (debvisor-agent status). */
-  const agentDomains = async () => {
+  const agentDomains = async (node = "node-04") => {
     const r = await runProcess(process.execPath, [
       AGENT_BIN,
       "status",
       "--dir",
-      join(dir, "node-04"),
+      join(dir, node),
       "--driver",
       "sim",
       "-o",
@@ -366,5 +366,69 @@ describe("VMs as desired state through hvctl", () => {
         (r) => r.event === "rpc" && r.method === "CreateVm" && r.code === "INVALID_ARGUMENT",
       ),
     );
+  });
+
+  it("of many concurrent creates on a node with room for 3, accepts exactly 3; the rest are refused and write nothing", async (t) => {
+    // A node of its own, whose free memory is all its capacity does not use.
+    const hvctl = (...args: string[]) =>
+      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const other = startAgent([
+      ...["--dir", await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-05")],
+      ...["--server", daemon.grpcAddress, "--driver", "sim", "--sim-vms", "1"],
+    ]);
+    t.after(() => other.proc.kill("SIGKILL"));
+    await other.waitLog("connected to the control plane");
+    const { vms, nodes } = root();
+    const node = await eventually(async () => {
+      const got = (await nodes.getNode({ id: { id: "node-05" } })).summary;
+      assert.ok((got?.memoryAllocatedBytes ?? 0n) > 0n, "node-05 reports its VM");
+      return got;
+    });
+    const room = (node?.info?.capacity?.memoryBytes ?? 0n) - (node?.memoryAllocatedBytes ?? 0n);
+    const k = 3n;
+    const each = room / k;
+    assert.ok(each >= 64n * 1024n * 1024n, `node-05 has ${room} bytes free`);
+    const ids = Array.from({ length: 8 }, (_, i) => `race-${i}`);
+    const outcomes = await Promise.all(
+      ids.map((vmId) =>
+        callOutcome(
+          vms.createVm({
+            vmId,
+            nodeId: { id: "node-05" },
+            spec: { vcpus: 1, memoryBytes: each },
+          }),
+        ),
+      ),
+    );
+    const accepted = ids.filter((_, i) => outcomes[i]?.code === 0);
+    assert.equal(accepted.length, Number(k), JSON.stringify(outcomes));
+    for (const [i, o] of outcomes.entries())
+      if (o.code !== 0)
+        assert.deepEqual(o, { code: FAILED_PRECONDITION, reason: "NO_TARGET" }, ids[i]);
+    // The accepted ones are defined on the node; the refused ones exist nowhere.
+    await eventually(
+      async () => {
+        const held = await agentDomains("node-05");
+        assert.deepEqual(
+          ids.filter((id) => held.has(id)),
+          accepted,
+        );
+      },
+      { timeoutMs: 15_000 },
+    );
+    for (const id of ids.filter((id) => !accepted.includes(id)))
+      assert.equal((await hv("vm", "get", id)).code, NOT_FOUND, id);
+    // Once they are reported, their capacity is counted from the node: still no room for a fourth.
+    assert.deepEqual(
+      await callOutcome(
+        vms.createVm({
+          vmId: "race-late",
+          nodeId: { id: "node-05" },
+          spec: { vcpus: 1, memoryBytes: each },
+        }),
+      ),
+      { code: FAILED_PRECONDITION, reason: "NO_TARGET" },
+    );
+    for (const id of accepted) await ok("vm", "delete", id, "--force");
   });
 });

@@ -11,18 +11,21 @@ describe("applyFaultCommand", () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-faults-"));
     applyFaultCommand(dir, "partition");
     applyFaultCommand(dir, "fail-migration-at", "40");
+    applyFaultCommand(dir, "hold-migration-at", "30");
     assert.equal(
       describeFaults(applyFaultCommand(dir, "clock-offset", "-5000")),
-      "partitioned, migrations fail at 40 %, clock offset -5000 ms",
+      "partitioned, migrations fail at 40 %, migrations hold at 30 %, clock offset -5000 ms",
     );
     assert.deepEqual(applyFaultCommand(dir, "heal"), {
       partitioned: false,
       failMigrationAt: 40,
+      holdMigrationAt: 30,
       clockOffsetMs: -5000,
     });
     assert.deepEqual(readFaults(dir), {
       partitioned: false,
       failMigrationAt: 40,
+      holdMigrationAt: 30,
       clockOffsetMs: -5000,
     });
     assert.equal(describeFaults(applyFaultCommand(dir, "clear")), "no faults");
@@ -32,6 +35,7 @@ describe("applyFaultCommand", () => {
     ["fail-percent-over-100", "fail-migration-at", "101"],
     ["fail-percent-missing", "fail-migration-at", undefined],
     ["fail-percent-fraction", "fail-migration-at", "4.5"],
+    ["fail-hold-over-100", "hold-migration-at", "101"],
     ["fail-offset-word", "clock-offset", "soon"],
     ["fail-offset-over-a-day", "clock-offset", "86400001"],
     ["fail-unknown-fault", "melt", undefined],

@@ -15,6 +15,8 @@ export interface AgentFaults {
   readonly partitioned: boolean;
   /** Migrations from this node fail once they reach this percent (simulated hypervisor). */
   readonly failMigrationAt?: number;
+  /** Migrations from this node stop progressing at this percent until lifted or cancelled (simulated hypervisor). */
+  readonly holdMigrationAt?: number;
   /** Added to every timestamp the agent reports (heartbeats, Hello, results). */
   readonly clockOffsetMs: number;
 }
@@ -34,6 +36,7 @@ export function readFaults(dir: string): AgentFaults {
     return Object.freeze({
       partitioned: data.partitioned === true,
       failMigrationAt: typeof data.failMigrationAt === "number" ? data.failMigrationAt : undefined,
+      holdMigrationAt: typeof data.holdMigrationAt === "number" ? data.holdMigrationAt : undefined,
       clockOffsetMs: typeof data.clockOffsetMs === "number" ? data.clockOffsetMs : 0,
     });
   } catch {
@@ -44,6 +47,7 @@ export function readFaults(dir: string): AgentFaults {
 /**
  * Applies one `debvisor-agent fault` command to `dir`'s faults and returns
  * them: `partition`, `heal`, `fail-migration-at PERCENT` (0 to 100),
+ * `hold-migration-at PERCENT` (0 to 100; `clear` lifts it),
  * `clock-offset MS` (within a day either way), `clear`; and `revive`,
  * which asks the supervisor of a dead agent (dev mode's daemon) to start it
  * again: the marker file `revive` in `dir`. Bad input is an AgentError and
@@ -72,6 +76,9 @@ export function applyFaultCommand(dir: string, command: string, arg?: string): A
     case "fail-migration-at":
       next = { ...now, failMigrationAt: integer("PERCENT", 0, 100) };
       break;
+    case "hold-migration-at":
+      next = { ...now, holdMigrationAt: integer("PERCENT", 0, 100) };
+      break;
     case "clock-offset":
       next = { ...now, clockOffsetMs: integer("MS", -86_400_000, 86_400_000) };
       break;
@@ -80,7 +87,7 @@ export function applyFaultCommand(dir: string, command: string, arg?: string): A
       break;
     default:
       throw new AgentError(
-        `unknown fault ${command}: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear or revive`,
+        `unknown fault ${command}: partition, heal, fail-migration-at PERCENT, hold-migration-at PERCENT, clock-offset MS, clear or revive`,
       );
   }
   writeFileDurably(faultsFile(dir), `${JSON.stringify(next)}\n`);
@@ -92,6 +99,7 @@ export function describeFaults(f: AgentFaults): string {
   const parts = [
     f.partitioned ? "partitioned" : "",
     f.failMigrationAt === undefined ? "" : `migrations fail at ${f.failMigrationAt} %`,
+    f.holdMigrationAt === undefined ? "" : `migrations hold at ${f.holdMigrationAt} %`,
     f.clockOffsetMs === 0 ? "" : `clock offset ${f.clockOffsetMs} ms`,
   ].filter((p) => p !== "");
   return parts.length === 0 ? "no faults" : parts.join(", ");

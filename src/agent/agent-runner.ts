@@ -63,6 +63,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   const hv = openNodeHypervisor(config, nodeId, log, {
     now,
     failMigrationAt: () => faults.current().failMigrationAt,
+    holdMigrationAt: () => faults.current().holdMigrationAt,
   });
   // So an operator or a test can signal this very process: kill -STOP $(cat DIR/agent.pid).
   const pidFile = join(config.dir, "agent.pid");

@@ -50,6 +50,8 @@ export interface HypervisorExtras {
   readonly now?: () => number;
   /** sim: the percent at which migrations fail now (fault injection). */
   readonly failMigrationAt?: () => number | undefined;
+  /** sim: the percent at which migrations hold now (fault injection). */
+  readonly holdMigrationAt?: () => number | undefined;
   /** Only look (status beside a running agent): write nothing. */
   readonly readOnly?: boolean;
 }
@@ -82,6 +84,7 @@ export function openNodeHypervisor(
       dir: config.dir,
       ...config.sim,
       failMigrationAt: extras.failMigrationAt,
+      holdMigrationAt: extras.holdMigrationAt,
       readOnly: extras.readOnly,
       now: Date.now(),
     });

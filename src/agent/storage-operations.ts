@@ -20,7 +20,11 @@ export function storageCapabilities(storage: NodeStorage | undefined): string[] 
 /** A ticket is forgotten when its operation has not come this long after it. */
 const TICKET_KEEP_MS = 120_000;
 
-/** Runs storage operations; transfer tickets arrive separately on the stream and are held in memory only. */
+/**
+ * Runs storage operations. A transfer's ticket and relay come in its params
+ * (an older control plane pushes the ticket separately on the stream; that
+ * one is held in memory only).
+ */
 export interface StorageOperations {
   /** Keeps a transfer ticket for the operation it names (never written anywhere). */
   ticket(operationId: string, ticket: string): void;
@@ -37,7 +41,11 @@ export function createStorageOperations(options: {
 }): StorageOperations {
   const { nodeId, transfers, send } = options;
   const tickets = new Map<string, { ticket: string; at: number }>();
-  const take = (operationId: string): string => {
+  /** The operation's ticket: in its params, or (from an older control plane) pushed before it. */
+  const take = (d: OperationDispatch): string => {
+    const operationId = d.operationId;
+    const inline = d.params.ticket;
+    if (inline !== undefined && inline !== "") return inline;
     const now = Date.now();
     for (const [id, t] of tickets) if (now - t.at > TICKET_KEEP_MS) tickets.delete(id);
     const t = tickets.get(operationId);
@@ -85,7 +93,7 @@ export function createStorageOperations(options: {
           return;
         case OperationKind.SEND_SNAPSHOT: {
           const stream = needStream(storage);
-          const ticket = take(id);
+          const ticket = take(d);
           const stop = new AbortController();
           const both = AbortSignal.any([signal, stop.signal]);
           const sending = await stream.openSendStream({
@@ -99,7 +107,7 @@ export function createStorageOperations(options: {
           const throttled = sending.stream.pipe(createThrottle({ bytesPerSecond: p.bandwidth }));
           sending.stream.once("error", (err) => throttled.destroy(err));
           try {
-            const bytes = await transfers.upload(ticket, throttled, both);
+            const bytes = await transfers.upload(ticket, throttled, both, d.params.relay);
             await sending.done;
             report(id, { found: true, bytes: BigInt(bytes) });
           } finally {
@@ -109,12 +117,12 @@ export function createStorageOperations(options: {
         }
         case OperationKind.RECEIVE_SNAPSHOT: {
           const stream = needStream(storage);
-          const ticket = take(id);
+          const ticket = take(d);
           const { bytes } = await stream.receiveStream({
             dataset: p.dataset,
             nodeId,
             base: p.base,
-            stream: transfers.download(ticket, signal),
+            stream: transfers.download(ticket, signal, d.params.relay),
             signal,
           });
           report(id, { found: true, bytes: BigInt(bytes) });

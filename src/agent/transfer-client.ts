@@ -18,17 +18,24 @@ const DOWNLOAD = "/debvisor.v1.AgentService/DownloadTransfer";
 
 /** The agent's end of relayed transfers, over mTLS with its node certificate. */
 export interface TransferClient {
-  /** Uploads `bytes` under the upload ticket; resolves with the bytes the target took. */
-  upload(ticket: string, bytes: Readable, signal: AbortSignal): Promise<number>;
-  /** The stream uploaded under the transfer whose download ticket this is. */
-  download(ticket: string, signal: AbortSignal): Readable;
+  /**
+   * Uploads `bytes` under the upload ticket to the relay at `relay` (default:
+   * the process holding this node's stream); resolves with the bytes the target took.
+   */
+  upload(ticket: string, bytes: Readable, signal: AbortSignal, relay?: string): Promise<number>;
+  /** The stream uploaded under the transfer whose download ticket this is (relay as for upload). */
+  download(ticket: string, signal: AbortSignal, relay?: string): Readable;
 }
 
 /** Options of {@link createTransferClient}. */
 export interface TransferClientOptions {
   readonly files: AgentFiles;
-  /** The control-plane process holding this node's stream: it relays the transfer. */
+  /** The control-plane process holding this node's stream: it relays a transfer that names no relay. */
   readonly server: () => string | undefined;
+  /**
+   * The name every control-plane process's certificate is checked against
+   * (the stream's own setting), relays included; default the address's host.
+   */
   readonly tlsServerName?: string;
 }
 
@@ -43,10 +50,15 @@ function failed(err: grpc.ServiceError): RpcError {
   });
 }
 
-/** Creates a {@link TransferClient}; each call opens its own channel with the current certificate. */
+/**
+ * Creates a {@link TransferClient}; each call opens its own channel with the
+ * current certificate, checking the relay's certificate against the cluster
+ * CA like the stream's: an address in an operation can only lead the agent
+ * to a control-plane process.
+ */
 export function createTransferClient(options: TransferClientOptions): TransferClient {
-  const channel = () => {
-    const server = options.server();
+  const channel = (relay: string | undefined) => {
+    const server = relay !== undefined && relay !== "" ? relay : options.server();
     if (server === undefined)
       throw new RpcError("AGENT_NOT_CONNECTED", { message: "no control-plane stream" });
     return openChannel({
@@ -59,8 +71,8 @@ export function createTransferClient(options: TransferClientOptions): TransferCl
     });
   };
   return {
-    async upload(ticket, bytes, signal) {
-      const ch = channel();
+    async upload(ticket, bytes, signal, relay) {
+      const ch = channel(relay);
       const call = ch.makeBidiStreamRequest(
         UPLOAD,
         (m: TransferChunk) => Buffer.from(toBinary(TransferChunkSchema, m)),
@@ -94,8 +106,8 @@ export function createTransferClient(options: TransferClientOptions): TransferCl
         ch.close();
       }
     },
-    download(ticket, signal) {
-      const ch = channel();
+    download(ticket, signal, relay) {
+      const ch = channel(relay);
       const call = ch.makeServerStreamRequest(
         DOWNLOAD,
         (m: Uint8Array) => Buffer.from(m),

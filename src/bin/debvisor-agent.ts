@@ -183,10 +183,13 @@ withAgentFlags(
 program
   .command("fault")
   .description(
-    "inject a fault into the agent running in --dir, at once: partition, heal, fail-migration-at PERCENT, clock-offset MS, clear; revive: dev mode's daemon restarts its dead agent",
+    "inject a fault into the agent running in --dir, at once: partition, heal, fail-migration-at PERCENT, hold-migration-at PERCENT, clock-offset MS, clear; revive: dev mode's daemon restarts its dead agent",
   )
-  .argument("<fault>", "partition | heal | fail-migration-at | clock-offset | clear | revive")
-  .argument("[value]", "PERCENT for fail-migration-at, MS for clock-offset")
+  .argument(
+    "<fault>",
+    "partition | heal | fail-migration-at | hold-migration-at | clock-offset | clear | revive",
+  )
+  .argument("[value]", "PERCENT for fail-migration-at and hold-migration-at, MS for clock-offset")
   .option("--dir <dir>", "the agent directory", DEFAULT_DIR)
   .addHelpText(
     "after",

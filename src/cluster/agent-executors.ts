@@ -3,6 +3,7 @@ import { type Clock, type Logger, RpcError, rethrowAborted } from "../core/index
 import {
   type DomainState,
   type DomainStatus,
+  type JobAbortingDriver,
   MIGRATION_URI_LABEL,
   type MigrationPhase,
   parseTransfer,
@@ -66,10 +67,10 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     cancelGraceMs: options.cancelGraceMs ?? 10_000,
     closing: options.closing,
   });
-  const drivers = new Map<string, RecoveringDriver & QuiescingDriver>();
+  const drivers = new Map<string, RecoveringDriver & QuiescingDriver & JobAbortingDriver>();
   const downGraceMs = options.downGraceMs ?? 60_000;
 
-  function agentDriver(nodeId: string): RecoveringDriver & QuiescingDriver {
+  function agentDriver(nodeId: string): RecoveringDriver & QuiescingDriver & JobAbortingDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
       const node = await inventory.getNode(nodeId, signal);
       // A node that stopped reporting cannot be asked: its last report is no answer.
@@ -127,6 +128,13 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
           generation: recoverOptions?.generation ?? 0n,
           signal,
         });
+      },
+      async abortJob(vmId, signal) {
+        // The node's migration of the vm is an operation: cancelling it aborts the hypervisor's
+        // job (rolled back before its switchover), whoever submitted it.
+        for (const r of await options.operations.open(nodeId, signal))
+          if (r.dispatch?.vmId === vmId && r.dispatch.kind === OperationKind.MIGRATE_OUT)
+            await options.operations.requestCancel(nodeId, r.dispatch.operationId, signal);
       },
       async quiesce(vmId, signal) {
         // Wait for the node's jobs on the vm to end, then for a report made after. A node

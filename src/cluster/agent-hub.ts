@@ -1,4 +1,4 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallContext,
   type Clock,
@@ -11,6 +11,7 @@ import {
   throwIfAborted,
   validateMessage,
 } from "../core/index.js";
+import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import {
   type AgentMessage,
@@ -18,12 +19,14 @@ import {
   AgentService,
   type ControlMessageSchema,
   type Hello,
+  OperationOutcome,
+  type StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
 import type { Health } from "../gen/debvisor/v1/node_pb.js";
 import type { KvStore } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
-import { type AgentRequests, createAgentRequests } from "./agent-requests.js";
+import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
 import { timestampFromMs } from "./timestamp.js";
@@ -71,12 +74,18 @@ export interface AgentHub {
   readonly operations: AgentOperations;
   /** Nodes with a stream on this process. */
   connectedNodes(): string[];
-  /** Waiters for answers of operations this process asked (storage operations). */
-  readonly requests: AgentRequests;
   /** The relay of send streams between agents (UploadTransfer, DownloadTransfer). */
   readonly relay: TransferRelay;
+  /** This process's id (runner and relay id). */
+  readonly serverId: string;
+  /** Where agents reach this process for transfers it relays; undefined before {@link advertise}. */
+  relayAddress(): string | undefined;
+  /** Sets the address agents dial for transfers this process relays (host:port). */
+  advertise(address: string): void;
   /** The capabilities the node's agent named in its Hello, when its stream is on this process. */
   capabilitiesOf(nodeId: string): readonly string[] | undefined;
+  /** The same, wherever the stream is (read from the store); undefined when no agent is connected. */
+  agentCapabilities(nodeId: string, signal?: AbortSignal): Promise<readonly string[] | undefined>;
   /** Queues a message on the node's stream (here); false when this process holds none. */
   push(nodeId: string, message: Outgoing): boolean;
   close(): void;
@@ -89,6 +98,8 @@ interface Session {
   readonly sent: Set<string>;
   readonly cancelled: Set<string>;
   readonly capabilities: readonly string[];
+  /** StorageReports waiting for their operation's result, by operation id. */
+  readonly reports: Map<string, StorageReport>;
 }
 
 /**
@@ -106,8 +117,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const operations = createAgentOperations(options.store, clock);
   const sessions = new Map<string, Session>();
   const stopping = new AbortController();
-  const requests = createAgentRequests();
-  const relay = createTransferRelay({ clock, logger: log });
+  const presence = createAgentPresence(options.store);
+  const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
+  let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
   function offer(session: Session, record: OperationRecord): void {
@@ -116,6 +128,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
+      if (refuseUnannounced(session, dispatch.kind, id)) return;
       if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
       operations
         .delivered(session.nodeId, id, options.serverId, stopping.signal)
@@ -141,6 +154,39 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       for (const s of sessions.values()) void resync(s);
     },
   });
+
+  /**
+   * An operation of a kind the agent did not name in its Hello is never
+   * sent: it ends here, FAILED with AGENT_CAPABILITY_MISSING.
+   */
+  function refuseUnannounced(session: Session, kind: number, id: string): boolean {
+    try {
+      checkCapability(session.capabilities, kind, session.nodeId);
+      return false;
+    } catch (err) {
+      const refusal = err as RpcError;
+      log.warn({ node: session.nodeId, id, kind }, "operation the agent does not run refused");
+      operations
+        .finish(
+          session.nodeId,
+          {
+            $typeName: "debvisor.v1.OperationResult",
+            operationId: id,
+            outcome: OperationOutcome.FAILED,
+            reason: refusal.reason,
+            message: refusal.message,
+            finishedAt: timestampFromMs(clock.now()),
+            replayed: false,
+          },
+          undefined,
+          stopping.signal,
+        )
+        .catch((e: unknown) =>
+          log.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
+        );
+      return true;
+    }
+  }
 
   async function resync(session: Session): Promise<void> {
     try {
@@ -253,16 +299,19 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           await operations.progress(node, m.kind.value, signal);
           break;
         case "result": {
-          const recorded = await operations.finish(node, m.kind.value, signal);
+          const report = session.reports.get(m.kind.value.operationId);
+          session.reports.delete(m.kind.value.operationId);
+          const recorded = await operations.finish(node, m.kind.value, report, signal);
           log.info(
             { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
             "agent operation finished",
           );
-          requests.settle(node, m.kind.value);
           break;
         }
         case "storageReport":
-          requests.report(node, m.kind.value);
+          // Kept until its result, with which it is written; a bounded few per stream.
+          if (session.reports.size < 64)
+            session.reports.set(m.kind.value.operationId, m.kind.value);
           break;
         case "event":
           log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
@@ -294,7 +343,18 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       sent: new Set(),
       cancelled: new Set(),
       capabilities: [...hello.capabilities],
+      reports: new Map(),
     };
+    const presenceRevision = await presence.connected(
+      nodeId,
+      create(AgentPresenceRecordSchema, {
+        capabilities: [...session.capabilities],
+        serverId: options.serverId,
+        connectedAtMs: BigInt(clock.now()),
+        agentVersion: hello.agentVersion,
+      }),
+      ctx.signal,
+    );
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
     const stop = () => session.queue.close();
@@ -328,6 +388,10 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     } finally {
       ctx.signal.removeEventListener("abort", stop);
       if (sessions.get(nodeId) === session) sessions.delete(nodeId);
+      // Unless the agent has connected again meanwhile (here or elsewhere): that record stays.
+      await presence
+        .gone(nodeId, presenceRevision)
+        .catch((err: unknown) => log.warn({ err, node: nodeId }, "agent presence not removed"));
       log.info({ node: nodeId }, "agent disconnected");
     }
   }
@@ -362,9 +426,15 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     service,
     operations,
     connectedNodes: () => [...sessions.keys()].sort(),
-    requests,
     relay,
+    serverId: options.serverId,
+    relayAddress: () => relayAddress,
+    advertise: (address) => {
+      relayAddress = address;
+    },
     capabilitiesOf: (nodeId) => sessions.get(nodeId)?.capabilities,
+    agentCapabilities: async (nodeId, signal) =>
+      sessions.get(nodeId)?.capabilities ?? presence.capabilities(nodeId, signal),
     push: (nodeId, message) => sessions.get(nodeId)?.queue.push(message) ?? false,
     close,
   };

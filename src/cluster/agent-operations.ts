@@ -9,15 +9,18 @@ import type {
   OperationDispatch,
   OperationProgress,
   OperationResult,
+  StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
 import {
   decodeMessage,
   encodeMessage,
   getMessage,
   type KvStore,
+  keyValueOf,
   rangeAll,
   updateMessage,
 } from "../store/index.js";
+import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import { timestampFromMs } from "./timestamp.js";
 import { currentGeneration } from "./vm-placement.js";
 
@@ -51,7 +54,8 @@ export interface AgentOperations {
    * Writes a new PENDING operation (create-if-absent: an id already used
    * for the node answers the existing record, so submitting twice is safe).
    * An operation on a VM carries the VM's current generation (its fencing
-   * token) unless the caller gave one.
+   * token) unless the caller gave one. AGENT_CAPABILITY_MISSING, writing
+   * nothing, when the node's connected agent did not name the kind in its Hello.
    */
   submit(
     nodeId: string,
@@ -76,10 +80,18 @@ export interface AgentOperations {
   /** Records progress (DELIVERED becomes RUNNING); ignored once done. */
   progress(nodeId: string, progress: OperationProgress, signal?: AbortSignal): Promise<void>;
   /**
-   * Records the result once (phase DONE). A second result for the same
-   * operation is ignored (resolves false): the first one is the truth.
+   * Records the result once (phase DONE), with the StorageReport sent just
+   * before it; a transfer ticket in the params is forgotten. A second result
+   * for the same operation is ignored (resolves false): the first one is the truth.
    */
-  finish(nodeId: string, result: OperationResult, signal?: AbortSignal): Promise<boolean>;
+  finish(
+    nodeId: string,
+    result: OperationResult,
+    report?: StorageReport,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** The record once it is DONE, read from the store (whoever holds the stream); CANCELLED when aborted. */
+  finished(nodeId: string, operationId: string, signal: AbortSignal): Promise<OperationRecord>;
   /**
    * Ends an operation no stream has taken yet (still PENDING) with `result`,
    * so it is never delivered; false when it was delivered meanwhile (it
@@ -92,6 +104,7 @@ export interface AgentOperations {
 
 /** Creates the operations repository over `store`. */
 export function createAgentOperations(store: KvStore, clock: Clock): AgentOperations {
+  const presence = createAgentPresence(store);
   const change = (
     nodeId: string,
     operationId: string,
@@ -114,6 +127,8 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
 
   return {
     async submit(nodeId, dispatch, requestedBy, signal) {
+      const capabilities = await presence.capabilities(nodeId, signal);
+      if (capabilities !== undefined) checkCapability(capabilities, dispatch.kind, nodeId);
       const generation =
         dispatch.generation === 0n && dispatch.vmId !== ""
           ? await currentGeneration(store, dispatch.vmId, signal)
@@ -181,18 +196,40 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
         signal,
       );
     },
-    async finish(nodeId, result, signal) {
+    async finish(nodeId, result, report, signal) {
       const { written } = await change(
         nodeId,
         result.operationId,
         (r) => {
           r.phase = OperationPhase.DONE;
           r.result = result;
+          if (report !== undefined) r.storageReport = report;
+          // A used ticket is worth nothing, but it need not stay written either.
+          if (r.dispatch?.params.ticket !== undefined) delete r.dispatch.params.ticket;
           return true;
         },
         signal,
       );
       return written;
+    },
+    async finished(nodeId, operationId, signal) {
+      const key = operationKey(nodeId, operationId);
+      const from = await store.revision({ signal });
+      // Read after taking the revision, so no change falls between the read and the watch.
+      const now = await getMessage(store, OperationRecordSchema, key, { signal });
+      if (now === undefined) throw new RpcError("OPERATION_NOT_FOUND");
+      if (now.message.phase === OperationPhase.DONE) return now.message;
+      try {
+        for await (const e of store.watch(key, from + 1, { signal })) {
+          if (e.key !== key || e.type !== "put") continue;
+          const r = decodeMessage(OperationRecordSchema, keyValueOf(e));
+          if (r.phase === OperationPhase.DONE) return r;
+        }
+      } catch (err) {
+        if (signal.aborted) throw new RpcError("CANCELLED", { cause: err });
+        throw err;
+      }
+      throw new RpcError(signal.aborted ? "CANCELLED" : "STORAGE_UNAVAILABLE");
     },
     async abandon(nodeId, result, signal) {
       const { written } = await change(

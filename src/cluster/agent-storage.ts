@@ -6,12 +6,22 @@ import {
   encodeStorageParams,
   type SendOptions,
   type StorageDriver,
-  type StorageParams,
   type ZfsReplicationDriver,
 } from "../drivers/index.js";
-import { OperationKind, OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
+import {
+  OperationKind,
+  OperationOutcome,
+  type OperationResult,
+  type StorageReport,
+} from "../gen/debvisor/v1/agent_pb.js";
 import type { AgentHub } from "./agent-hub.js";
-import type { AgentAnswer } from "./agent-requests.js";
+
+/** What an agent answered to one operation. */
+interface AgentAnswer {
+  readonly result: OperationResult;
+  /** The StorageReport sent just before the result. */
+  readonly report?: StorageReport;
+}
 
 /** Options of {@link createAgentStorage}. */
 export interface AgentStorageOptions {
@@ -32,41 +42,43 @@ const REQUESTED_BY = "system:storage";
 
 /**
  * The daemon's storage driver when nodes run agents: a call naming a node
- * whose agent runs a storage driver (Hello capability `storage:<kind>`)
- * becomes an operation for that agent; anything else goes to the local
- * driver, as before. A send between two such nodes is relayed: the target
- * agent receives and the source agent sends, each with its own one-time
- * ticket pushed on its stream, the bytes through this process's relay.
- * Both streams must be on this process (AGENT_NOT_CONNECTED otherwise).
+ * whose agent runs a storage driver (Hello capability `storage:<kind>`,
+ * wherever its stream is) becomes an operation for that agent, written to
+ * the store and answered from it; anything else goes to the local driver,
+ * as before. A send between two such nodes is relayed by this process: the
+ * target agent receives and the source agent sends, each dialling this
+ * process (the operation names its address) with its own node certificate
+ * and one-time ticket, whichever control-plane process holds its stream.
  */
 export function createAgentStorage(options: AgentStorageOptions): StorageDriver {
   const { local } = options;
   const log = options.logger.child({ component: "agent-storage" });
   const timeoutMs = options.timeoutMs ?? 120_000;
 
-  const runsStorage = (nodeId: string | undefined): boolean =>
+  const runsStorage = async (nodeId: string | undefined, signal: AbortSignal) =>
     nodeId !== undefined &&
-    (options.hub()?.capabilitiesOf(nodeId) ?? []).some((c) => c.startsWith("storage:"));
+    ((await options.hub()?.agentCapabilities(nodeId, signal)) ?? []).some((c) =>
+      c.startsWith("storage:"),
+    );
 
-  const hubFor = (nodeId: string): AgentHub => {
+  const hubFor = async (nodeId: string, signal: AbortSignal): Promise<AgentHub> => {
     const hub = options.hub();
-    if (hub === undefined || !runsStorage(nodeId))
+    if (hub === undefined || !(await runsStorage(nodeId, signal)))
       throw new RpcError("AGENT_NOT_CONNECTED", {
-        cause: new Error(`no storage agent stream of ${nodeId} here`),
+        cause: new Error(`no storage agent of ${nodeId} connected`),
       });
     return hub;
   };
 
   /** Starts an operation on a node's agent; its answer, or its coded failure. */
-  function start(
+  async function start(
     nodeId: string,
     operationId: string,
     kind: OperationKind,
-    params: StorageParams,
+    params: Record<string, string>,
     signal: AbortSignal,
   ): Promise<AgentAnswer> {
-    const hub = hubFor(nodeId);
-    const answer = hub.requests.wait(nodeId, operationId, signal);
+    const hub = await hubFor(nodeId, signal);
     return hub.operations
       .submit(
         nodeId,
@@ -74,20 +86,20 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
           operationId,
           kind,
           vmId: "",
-          params: encodeStorageParams(params),
+          params,
           generation: 0n,
         },
         REQUESTED_BY,
         signal,
       )
-      .then(
-        () => answer,
-        (err: unknown) => {
-          answer.catch(() => {});
-          throw err;
-        },
-      )
-      .then((a) => {
+      .then(async () => {
+        const done = await hub.operations.finished(nodeId, operationId, signal);
+        return {
+          result: done.result ?? ({ outcome: OperationOutcome.FAILED } as OperationResult),
+          report: done.storageReport,
+        };
+      })
+      .then((a: AgentAnswer) => {
         if (a.result.outcome === OperationOutcome.SUCCEEDED) return a;
         const reason = (
           a.result.reason in REASONS ? a.result.reason : "STORAGE_UNAVAILABLE"
@@ -101,7 +113,12 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
       });
   }
 
-  const ask = (nodeId: string, kind: OperationKind, params: StorageParams, signal: AbortSignal) =>
+  const ask = (
+    nodeId: string,
+    kind: OperationKind,
+    params: Record<string, string>,
+    signal: AbortSignal,
+  ) =>
     start(
       nodeId,
       `st-${randomUUID()}`,
@@ -111,8 +128,11 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
     );
 
   async function relayedSend(send: SendOptions): Promise<{ bytes: number }> {
-    const hub = hubFor(send.fromNode);
-    hubFor(send.toNode);
+    const hub = await hubFor(send.fromNode, send.signal);
+    await hubFor(send.toNode, send.signal);
+    const relay = hub.relayAddress();
+    if (relay === undefined)
+      throw new RpcError("AGENT_NOT_CONNECTED", { message: "this process is not serving yet" });
     const transfer = hub.relay.issue(
       { jobId: send.jobId ?? "", source: send.fromNode, target: send.toNode },
       (bytes) => send.onProgress?.(bytes, 0),
@@ -120,32 +140,29 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
     const id = `xfer-${transfer.id}`;
     const stop = new AbortController();
     const signal = AbortSignal.any([send.signal, stop.signal]);
-    const pushed =
-      hub.push(send.toNode, {
-        kind: {
-          case: "transferTicket",
-          value: { operationId: `${id}-recv`, ticket: transfer.downloadTicket },
-        },
-      }) &&
-      hub.push(send.fromNode, {
-        kind: {
-          case: "transferTicket",
-          value: { operationId: `${id}-send`, ticket: transfer.uploadTicket },
-        },
-      });
-    if (!pushed) {
-      transfer.abort(new RpcError("AGENT_NOT_CONNECTED"));
-      throw new RpcError("AGENT_NOT_CONNECTED");
-    }
-    const params = {
+    const params = encodeStorageParams({
       dataset: send.dataset,
       snapshot: send.snapshot,
       base: send.base,
       bandwidth: send.bandwidthLimit,
-    };
+    });
+    // Each side's ticket rides in its operation (bound to its node's certificate, used once,
+    // forgotten with the result), with the address of this process, the relay both dial.
     const sides = [
-      start(send.toNode, `${id}-recv`, OperationKind.RECEIVE_SNAPSHOT, params, signal),
-      start(send.fromNode, `${id}-send`, OperationKind.SEND_SNAPSHOT, params, signal),
+      start(
+        send.toNode,
+        `${id}-recv`,
+        OperationKind.RECEIVE_SNAPSHOT,
+        { ...params, relay, ticket: transfer.downloadTicket },
+        signal,
+      ),
+      start(
+        send.fromNode,
+        `${id}-send`,
+        OperationKind.SEND_SNAPSHOT,
+        { ...params, relay, ticket: transfer.uploadTicket },
+        signal,
+      ),
     ];
     // The first side to fail ends the transfer, so the other side's call fails soon after.
     for (const side of sides)
@@ -177,19 +194,24 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
 
   const driver: ZfsReplicationDriver = {
     async listSnapshots(dataset, signal, nodeId) {
-      if (!runsStorage(nodeId)) return local.listSnapshots(dataset, signal, nodeId);
-      const a = await ask(nodeId as string, OperationKind.LIST_SNAPSHOTS, { dataset }, signal);
+      if (!(await runsStorage(nodeId, signal))) return local.listSnapshots(dataset, signal, nodeId);
+      const a = await ask(
+        nodeId as string,
+        OperationKind.LIST_SNAPSHOTS,
+        encodeStorageParams({ dataset }),
+        signal,
+      );
       return a.report?.found === true ? a.report.snapshots : undefined;
     },
     async createSnapshot(target, signal) {
-      if (!runsStorage(target.nodeId)) {
+      if (!(await runsStorage(target.nodeId, signal))) {
         if (!canSnapshot(local)) throw new RpcError("STORAGE_UNSUPPORTED");
         return local.createSnapshot(target, signal);
       }
       const a = await ask(
         target.nodeId as string,
         OperationKind.CREATE_SNAPSHOT,
-        { dataset: target.dataset, snapshot: target.name },
+        encodeStorageParams({ dataset: target.dataset, snapshot: target.name }),
         signal,
       );
       const made = a.report?.snapshots[0];
@@ -197,23 +219,25 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
       return made;
     },
     async deleteSnapshot(target, signal) {
-      if (!runsStorage(target.nodeId)) {
+      if (!(await runsStorage(target.nodeId, signal))) {
         if (!canSnapshot(local)) throw new RpcError("STORAGE_UNSUPPORTED");
         return local.deleteSnapshot(target, signal);
       }
       await ask(
         target.nodeId as string,
         OperationKind.DESTROY_SNAPSHOT,
-        { dataset: target.dataset, snapshot: target.name },
+        encodeStorageParams({ dataset: target.dataset, snapshot: target.name }),
         signal,
       );
     },
     async sendSnapshot(send) {
-      const agents = [send.fromNode, send.toNode].filter(runsStorage).length;
+      const agents = (
+        await Promise.all([send.fromNode, send.toNode].map((n) => runsStorage(n, send.signal)))
+      ).filter(Boolean).length;
       if (agents === 2) return relayedSend(send);
       if (agents === 1)
         throw new RpcError("AGENT_NOT_CONNECTED", {
-          message: "both nodes' agents must be connected to the process running the send",
+          message: "both nodes' agents must be connected for the send",
         });
       if (!canReplicate(local)) throw new RpcError("STORAGE_UNSUPPORTED");
       return local.sendSnapshot(send);

@@ -12,6 +12,7 @@ import {
 } from "./failover-controller.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
+import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
@@ -32,6 +33,8 @@ export interface ClusterRuntimeOptions {
   readonly memoryOvercommit?: number;
   /** TTL of this process's runner lease; orphaned migrations are settled after it (default 10 s). */
   readonly runnerLeaseMs?: number;
+  /** How long an orphaned migration's hypervisor job may go on before settling aborts it (default 30 min). */
+  readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
   /** Where migrations, failovers and node readiness changes are told (default: nowhere). */
@@ -80,23 +83,30 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     cpuOvercommit: options.cpuOvercommit,
     memoryOvercommit: options.memoryOvercommit,
   });
+  const journal = createMigrationJournal({
+    records,
+    runnerId: runners.id,
+    clock,
+    events: options.events,
+  });
   const engine = createMigrationEngine({
     inventory,
     executors,
     planner,
+    journal,
     records,
     runners,
     clock,
     logger,
+    settleJobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: options.onSettled,
-    events: options.events,
   });
   engineRef = engine;
   const failover: FailoverDeps = {
     engine,
     inventory,
     executors,
-    records,
+    journal,
     store,
     logger,
     fenceDelayMs: options.fenceDelayMs,

@@ -1,11 +1,6 @@
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
 import { canRecover } from "../drivers/index.js";
-import {
-  type Migration,
-  MigrationKind,
-  MigrationPhase,
-  MigrationState,
-} from "../gen/debvisor/v1/migration_pb.js";
+import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Compare, KvStore } from "../store/index.js";
@@ -13,7 +8,9 @@ import type { EventSink } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
-import type { MigrationRecords } from "./migration-records.js";
+import { jobFinished, jobRunning } from "./migration-job.js";
+import type { MigrationJournal } from "./migration-journal.js";
+import { migrationOf } from "./migration-wire.js";
 import { visibleTo } from "./tenancy.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
 
@@ -22,7 +19,8 @@ export interface FailoverDeps {
   readonly engine: MigrationEngine;
   readonly inventory: Inventory;
   readonly executors: Executors;
-  readonly records: MigrationRecords;
+  /** Where the failover's record is written, as a migration's (kind FAILOVER). */
+  readonly journal: MigrationJournal;
   readonly store: KvStore;
   readonly logger: Logger;
   /**
@@ -108,7 +106,7 @@ async function failoverOnce(
   options: FailoverOptions,
   decided: (message: string) => void,
 ): Promise<Migration> {
-  const { engine, inventory, executors, records, logger, fenceDelayMs } = deps;
+  const { engine, inventory, executors, journal, logger, fenceDelayMs } = deps;
   const vmId = vm.id;
   const source = vm.nodeId?.id ?? "";
   // From the store, not a cache: "down long enough" must not rest on a stale
@@ -143,19 +141,15 @@ async function failoverOnce(
   decided(
     `${source} has been not ready for ${Math.round(down / 1000)} s (fence delay ${Math.round(fenceDelayMs / 1000)} s): restarting on ${plan.target} (${plan.targetReason})`,
   );
-  const { internals } = engine;
-  const record = internals.newRecord({
-    id: internals.newId(),
+  let job = journal.newJob({
     vm,
     source,
     target: plan.target,
     live: false,
     allowDowntime: true,
-    kind: MigrationKind.FAILOVER,
+    kind: "failover",
     requestedBy,
   });
-  const m = record.migration as Migration;
-  internals.own(m.migrationId);
   try {
     const reserved = plan.revisions.get(plan.target) ?? 0;
     const placed = placementChange(
@@ -170,30 +164,32 @@ async function failoverOnce(
       placed.compare,
       ...(options.compares ?? []),
     ];
-    if (!(await records.begin(record, reserved, signal, compares, [placed.op])))
+    if (!(await journal.begin(job, reserved, signal, compares, [placed.op])))
       throw new RpcError("MIGRATION_IN_PROGRESS", {
         message: `${source} or the vm changed while failing over; look again`,
       });
     try {
-      m.state = MigrationState.RUNNING;
-      m.message = `restarting on ${plan.target}`;
-      await internals.publish(record, { force: true });
+      job = jobRunning(job, `restarting on ${plan.target}`);
+      await journal.publish(job, { force: true });
       logger.info(
         { vm: vm.id, target: plan.target, generation: placed.generation },
         "failing over",
       );
       await driver.recover(vm.id, source, signal, { generation: placed.generation });
-      m.state = MigrationState.SUCCEEDED;
-      m.phase = MigrationPhase.COMPLETED;
-      m.progressPct = 100;
-      m.message = `restarted on ${plan.target} (${plan.targetReason})`;
+      job = jobFinished(
+        job,
+        { state: "succeeded", phase: "completed" },
+        `restarted on ${plan.target} (${plan.targetReason})`,
+      );
     } catch (err) {
       const rpc = toRpcError(err);
-      m.state = MigrationState.FAILED;
-      m.phase = MigrationPhase.ROLLED_BACK;
-      m.message = `${rpc.message}; the vm was not restarted`;
+      job = jobFinished(
+        job,
+        { state: "failed", phase: "rolled-back" },
+        `${rpc.message}; the vm was not restarted`,
+      );
       logger.warn({ err, vm: vm.id }, "failover failed");
-      await internals.publish(record, { final: true });
+      await journal.publish(job, { final: true });
       throw rpc;
     }
     // The vm runs there now; the view follows, best effort (heartbeats correct it).
@@ -202,9 +198,8 @@ async function failoverOnce(
       .catch((err: unknown) =>
         logger.warn({ err, vm: vm.id }, "inventory not updated; heartbeats will"),
       );
-    await internals.publish(record, { final: true });
-    return m;
+    return migrationOf(await journal.publish(job, { final: true }));
   } finally {
-    internals.disown(m.migrationId);
+    journal.disown(job.id);
   }
 }

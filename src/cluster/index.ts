@@ -13,7 +13,6 @@ export {
   operationKey,
   parseOperationKey,
 } from "./agent-operations.js";
-export type { AgentAnswer, AgentRequests } from "./agent-requests.js";
 export type { AgentStorageOptions } from "./agent-storage.js";
 export { createAgentStorage } from "./agent-storage.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
@@ -46,6 +45,8 @@ export { createInventory } from "./inventory.js";
 export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";
 export { startLocalOperationRunner } from "./local-operation-runner.js";
 export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
+export type { MigrationJob } from "./migration-job.js";
+export type { MigrationJournal } from "./migration-journal.js";
 export type { ReplicaLookup } from "./migration-planner.js";
 export { NO_REPLICAS } from "./migration-planner.js";
 export type { MigrationRecords } from "./migration-records.js";

@@ -1,25 +1,15 @@
-import type { MigrationRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import {
-  type Migration,
-  MigrationKind,
-  MigrationPhase,
-  MigrationState,
-} from "../gen/debvisor/v1/migration_pb.js";
 import type { EventSink } from "./event-recorder.js";
-import { isActive } from "./migration-records.js";
+import { jobActive, type MigrationJob } from "./migration-job.js";
 
-/** Tells a migration's events as its record changes. */
+/** Tells a migration's events as its job changes. */
 export interface MigrationEvents {
-  /** A record was written (or a final one settled): tells what changed since the last one. */
-  changed(record: MigrationRecord): void;
+  /** A job was written (or a final one settled): tells what changed since the last one. */
+  changed(job: MigrationJob): void;
 }
-
-/** Lower-case name of an enum member (`TRANSFERRING` -> `transferring`). */
-const named = (names: Record<number, string>, v: number) => (names[v] ?? "unknown").toLowerCase();
 
 /**
  * Events of migrations this process writes: started, each new phase, and the
- * end (succeeded, failed or cancelled, with the record's message), on the
+ * end (succeeded, failed or cancelled, with the job's message), on the
  * migration; a VM moved by a migration also gets a Moved event (a failover's
  * VM gets Restarted from failover.ts). Progress within a phase is not an
  * event: WatchMigration streams it.
@@ -28,40 +18,36 @@ export function createMigrationEvents(sink: EventSink | undefined): MigrationEve
   /** The last state and phase told per migration in flight. */
   const last = new Map<string, string>();
   return {
-    changed(record) {
-      const m = record.migration;
-      if (sink === undefined || m === undefined) return;
-      const id = m.migrationId;
-      const now = `${m.state}:${m.phase}`;
+    changed(job) {
+      if (sink === undefined) return;
+      const { id, status } = job;
+      const now = `${status.state}:${status.phase}`;
       const before = last.get(id);
       if (before === now) return;
       const base = {
         kind: "migration" as const,
         id,
-        tenant: record.tenant,
+        tenant: job.tenant,
         source: "migration-engine",
       };
-      const vm = m.vm?.vmId ?? "";
-      const from = m.source?.nodeId?.id ?? "";
-      const to = m.target?.nodeId?.id ?? "";
-      if (isActive(m.state)) {
+      if (jobActive(job)) {
         last.set(id, now);
-        if (before === undefined && m.state === MigrationState.RUNNING)
+        if (before === undefined && status.state === "running")
           sink.emit({
             ...base,
             type: "MigrationStarted",
-            message: `${m.kind === MigrationKind.FAILOVER ? "failover" : m.live ? "live migration" : "offline move"} of ${vm} ${from} -> ${to}, requested by ${m.requestedBy}`,
+            message: `${job.kind === "failover" ? "failover" : job.live ? "live migration" : "offline move"} of ${job.vmId} ${job.source} -> ${job.target}, requested by ${job.requestedBy}`,
           });
-        else if (m.state === MigrationState.RUNNING)
+        else if (status.state === "running")
           sink.emit({
             ...base,
             type: "MigrationPhase",
-            message: `phase ${named(MigrationPhase, m.phase)}${m.message === "" ? "" : `: ${m.message}`}`,
+            message: `phase ${status.phase}${job.message === "" ? "" : `: ${job.message}`}`,
           });
         return;
       }
       last.delete(id);
-      finished(sink, base, m, vm, from, to);
+      finished(sink, base, job);
     },
   };
 }
@@ -69,29 +55,26 @@ export function createMigrationEvents(sink: EventSink | undefined): MigrationEve
 function finished(
   sink: EventSink,
   base: { kind: "migration"; id: string; tenant: string; source: string },
-  m: Migration,
-  vm: string,
-  from: string,
-  to: string,
+  job: MigrationJob,
 ): void {
-  const ok = m.state === MigrationState.SUCCEEDED;
+  const ok = job.status.state === "succeeded";
   sink.emit({
     ...base,
     type: ok
       ? "MigrationSucceeded"
-      : m.state === MigrationState.CANCELLED
+      : job.status.state === "cancelled"
         ? "MigrationCancelled"
         : "MigrationFailed",
-    message: m.message,
+    message: job.message,
     warning: !ok,
   });
-  if (ok && m.kind !== MigrationKind.FAILOVER)
+  if (ok && job.kind !== "failover")
     sink.emit({
       kind: "vm",
-      id: vm,
+      id: job.vmId,
       tenant: base.tenant,
       type: "Moved",
-      message: `moved ${from} -> ${to} by migration ${base.id} (${m.message})`,
+      message: `moved ${job.source} -> ${job.target} by migration ${base.id} (${job.message})`,
       source: "migration-engine",
     });
 }

@@ -15,6 +15,7 @@ import {
   type KvStore,
   rangeAll,
   type TxnOp,
+  updateMessage,
 } from "../store/index.js";
 import type { Reserved } from "./migration-planner.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
@@ -33,7 +34,8 @@ const PRUNE_EVERY = 50;
  * per VM (`migration-locks/<vm>`) so a VM has one operation at a time, and
  * the capacity each in-flight migration holds on its target
  * (`reservations/<node>`). Starting and finishing change all three in one
- * transaction.
+ * transaction. A VM's creation holds capacity in the same reservations
+ * (holder `create:<operation id>`, see {@link MigrationRecords.hold}).
  */
 export interface MigrationRecords {
   /**
@@ -73,9 +75,30 @@ export interface MigrationRecords {
   /** Whether a VM has an operation in flight. */
   locked(vmId: string, signal?: AbortSignal): Promise<boolean>;
   /** Capacity reserved per node, and the revision of one node's reservations (0: none). */
-  reserved(
+  reserved(signal?: AbortSignal): Promise<{
+    byNode: Map<string, Reserved>;
+    revisions: Map<string, number>;
+    /** The holders of each node's reservations (migration ids, `create:<operation id>`). */
+    holders: Map<string, Set<string>>;
+  }>;
+  /**
+   * The compare and write that add a holder's reservation to a node's, for
+   * the caller's own transaction (a VM's creation holds its capacity this
+   * way until its operation settles); undefined when the node's reservations
+   * are no longer at `revision` (place again).
+   */
+  hold(
+    node: string,
+    holder: { id: string; vcpus: number; memoryBytes: bigint },
+    revision: number,
     signal?: AbortSignal,
-  ): Promise<{ byNode: Map<string, Reserved>; revisions: Map<string, number> }>;
+  ): Promise<{ compare: Compare; op: TxnOp } | undefined>;
+  /** The compare and write that drop a holder's reservation; undefined when it holds none. */
+  release(
+    node: string,
+    holderId: string,
+    signal?: AbortSignal,
+  ): Promise<{ compare: Compare; op: TxnOp } | undefined>;
 }
 
 /** Creates the store-backed {@link MigrationRecords}. */
@@ -115,11 +138,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
   /** The stored record's revision, after checking `record`'s runner still owns it. */
   async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
     const got = await getMessage(store, MigrationRecordSchema, RECORDS + idOf(record), { signal });
-    if (got !== undefined && got.message.runner !== record.runner) {
-      throw new RpcError("CONFLICT", {
-        message: "migration is now owned by another control-plane process",
-      });
-    }
+    if (got !== undefined && got.message.runner !== record.runner) throw notOwned();
     return got?.modRevision ?? 0;
   }
 
@@ -167,18 +186,16 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       return txn.succeeded;
     },
     async save(record, signal) {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const current = await ownedBy(record, signal);
-        const txn = await store.txn(
-          {
-            compares: [{ key: RECORDS + idOf(record), modRevision: current }],
-            success: [{ type: "put", key: RECORDS + idOf(record), value: enc(record) }],
-          },
-          { signal },
-        );
-        if (txn.succeeded) return;
-      }
-      throw new RpcError("CONFLICT");
+      await updateMessage(
+        store,
+        MigrationRecordSchema,
+        RECORDS + idOf(record),
+        (current) => {
+          if (current !== undefined && current.runner !== record.runner) throw notOwned();
+          return record;
+        },
+        { signal },
+      );
     },
     async finish(record, signal) {
       const target = targetOf(record);
@@ -237,9 +254,35 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
     async locked(vmId, signal) {
       return (await store.get(LOCKS + vmId, { signal })) !== undefined;
     },
+    async hold(node, holder, revision, signal) {
+      const { rec, rev } = await readReservations(node, signal);
+      if (rev !== revision) return undefined;
+      const next = create(ReservationsRecordSchema, {
+        items: [
+          ...rec.items,
+          { migrationId: holder.id, vcpus: holder.vcpus, memoryBytes: holder.memoryBytes },
+        ],
+      });
+      return {
+        compare: { key: RESERVATIONS + node, modRevision: rev },
+        op: reservationOps(node, next),
+      };
+    },
+    async release(node, holderId, signal) {
+      const { rec, rev } = await readReservations(node, signal);
+      if (!rec.items.some((i) => i.migrationId === holderId)) return undefined;
+      const next = create(ReservationsRecordSchema, {
+        items: rec.items.filter((i) => i.migrationId !== holderId),
+      });
+      return {
+        compare: { key: RESERVATIONS + node, modRevision: rev },
+        op: reservationOps(node, next),
+      };
+    },
     async reserved(signal) {
       const byNode = new Map<string, Reserved>();
       const revisions = new Map<string, number>();
+      const holders = new Map<string, Set<string>>();
       for await (const kv of rangeAll(store, RESERVATIONS, { signal })) {
         const node = kv.key.slice(RESERVATIONS.length);
         const rec = decodeMessage(ReservationsRecordSchema, kv);
@@ -251,8 +294,9 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         }
         byNode.set(node, { vcpus, memoryBytes });
         revisions.set(node, kv.modRevision);
+        holders.set(node, new Set(rec.items.map((i) => i.migrationId)));
       }
-      return { byNode, revisions };
+      return { byNode, revisions, holders };
     },
   };
 }
@@ -267,6 +311,9 @@ function movedBy(record: MigrationRecord): boolean {
     m.phase === MigrationPhase.COMPLETED
   );
 }
+
+const notOwned = () =>
+  new RpcError("CONFLICT", { message: "migration is now owned by another control-plane process" });
 
 /** True while a migration has not reached a final state. */
 export function isActive(state: MigrationState): boolean {

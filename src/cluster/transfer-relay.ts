@@ -32,6 +32,12 @@ export interface TransferRelayOptions {
   /** Bytes held between the upload and the download before the upload waits (default 4 MiB). */
   readonly bufferBytes?: number;
   readonly logger?: Logger;
+  /**
+   * This process's id: its tickets start with a tag of it, so a ticket
+   * presented to another control-plane process is refused as minted
+   * elsewhere (the answer is the same as for any refused ticket).
+   */
+  readonly relayId?: string;
 }
 
 /**
@@ -83,6 +89,10 @@ export function createTransferRelay(options: TransferRelayOptions): TransferRela
   const ttlMs = options.ticketTtlMs ?? 60_000;
   const bufferBytes = options.bufferBytes ?? 4 * 1024 * 1024;
   const tickets = new Map<string, Ticket>();
+  const tag = `${createHash("sha256")
+    .update(options.relayId ?? randomBytes(16))
+    .digest("hex")
+    .slice(0, 8)}.`;
   const transfers = new Map<string, Transfer>();
 
   const sweep = () => {
@@ -96,7 +106,9 @@ export function createTransferRelay(options: TransferRelayOptions): TransferRela
     const t = tickets.get(hash);
     const why =
       t === undefined
-        ? "unknown or already used"
+        ? ticket.startsWith(tag)
+          ? "unknown or already used"
+          : "minted by another control-plane process"
         : t.expiresAt < clock.now()
           ? "expired"
           : t.direction !== direction
@@ -125,8 +137,8 @@ export function createTransferRelay(options: TransferRelayOptions): TransferRela
         pipe: createBoundedPipe(bufferBytes, onBytes),
       };
       const expiresAt = clock.now() + ttlMs;
-      const uploadTicket = randomBytes(32).toString("base64url");
-      const downloadTicket = randomBytes(32).toString("base64url");
+      const uploadTicket = tag + randomBytes(32).toString("base64url");
+      const downloadTicket = tag + randomBytes(32).toString("base64url");
       tickets.set(hashOf(uploadTicket), {
         transfer,
         direction: "upload",

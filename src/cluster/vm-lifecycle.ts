@@ -19,9 +19,11 @@ import {
   type VmInfo,
   type VmOperation,
   VmOperationKind,
+  type VmSpec,
   VmState,
 } from "../gen/debvisor/v1/vm_pb.js";
 import type { KvStore } from "../store/index.js";
+import { createHolder, unreportedCreates } from "./create-reservations.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
@@ -44,6 +46,9 @@ export interface VmLifecycleDeps {
   readonly cpuOvercommit?: number;
   readonly memoryOvercommit?: number;
 }
+
+/** Place-and-reserve rounds of one create before it gives up with CONFLICT (concurrent creates race for the same room). */
+const CREATE_ATTEMPTS = 32;
 
 const vmTarget = { kind: "vm" as const, id: (req: { vmId: string }) => req.vmId };
 const opTarget = {
@@ -138,6 +143,49 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     return out.operation;
   }
 
+  /** The create's operation, its VM's record and its capacity reservation, to write at once. */
+  function created(
+    req: CreateVmRequest,
+    ctx: CallContext,
+    tenant: string,
+    id: string,
+    prev: VersionedVm | undefined,
+    nodeId: string,
+    hold: VmOperationRequest["also"],
+  ): VmOperationRequest {
+    const spec = req.spec as VmSpec;
+    const by = principalOf(ctx).id;
+    const now = BigInt(clock.now());
+    const rec: VmRecord = vmRecord(req.vmId, prev, {
+      lastOperationId: id,
+      tenant,
+      tenantSetBy: by,
+      tenantSetAtMs: now,
+      nodeId,
+      // A creation is a change of placement: a new fencing generation.
+      generation: (prev?.rec.generation ?? 0n) + 1n,
+      spec,
+      managed: true,
+      managedBy: by,
+      managedAtMs: now,
+      desiredState: req.start ? VmState.RUNNING : VmState.STOPPED,
+    });
+    const params = { ...domainSpecParams(domainSpecOf(req.vmId, spec)), start: String(req.start) };
+    return {
+      id,
+      kind: VmOperationKind.CREATE,
+      vmId: req.vmId,
+      nodeId,
+      tenant,
+      params,
+      requestedBy: by,
+      requestId: req.requestId,
+      vm: rec,
+      vmRevision: prev?.rev ?? 0,
+      also: hold,
+    };
+  }
+
   /** The record with a new desired state, for a managed VM (an unmanaged one has none to keep). */
   const desired = (prev: VersionedVm | undefined, state: VmState, operationId: string) =>
     prev?.rec.managed === true
@@ -154,56 +202,45 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       if (spec === undefined) throw new RpcError("INVALID_ARGUMENT", { message: "spec: required" });
       const tenant = ctx.tenant ?? req.tenant;
       await checkDisks(req, tenant, ctx.signal);
-      if ((await inventory.findVm(req.vmId, ctx.signal)) !== undefined)
-        throw new RpcError("VM_EXISTS");
-      const prev = (await inventory.vmRecords.all()).get(req.vmId);
-      if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
-      const placement = placeVm({
-        spec,
-        nodes: await inventory.listNodes(ctx.signal),
-        reserved: (await migrations.reserved(ctx.signal)).byNode,
-        pending: new Map(),
-        target: req.nodeId?.id ?? "",
-        cpuOvercommit: deps.cpuOvercommit ?? 4,
-        memoryOvercommit: deps.memoryOvercommit ?? 1,
-      });
-      ctx.log.info({ vm: req.vmId, node: placement.nodeId, why: placement.reason }, "vm placed");
-      const by = principalOf(ctx).id;
-      const now = BigInt(clock.now());
       const id = vmOperationId(req.vmId, req.requestId);
-      const rec: VmRecord = vmRecord(req.vmId, prev, {
-        lastOperationId: id,
-        tenant,
-        tenantSetBy: by,
-        tenantSetAtMs: now,
-        nodeId: placement.nodeId,
-        // A creation is a change of placement: a new fencing generation.
-        generation: (prev?.rec.generation ?? 0n) + 1n,
-        spec,
-        managed: true,
-        managedBy: by,
-        managedAtMs: now,
-        desiredState: req.start ? VmState.RUNNING : VmState.STOPPED,
-      });
-      const params = {
-        ...domainSpecParams(domainSpecOf(req.vmId, spec)),
-        start: String(req.start),
-      };
-      return written(
-        {
-          id,
-          kind: VmOperationKind.CREATE,
-          vmId: req.vmId,
-          nodeId: placement.nodeId,
-          tenant,
-          params,
-          requestedBy: by,
-          requestId: req.requestId,
-          vm: rec,
-          vmRevision: prev?.rev ?? 0,
-        },
-        ctx.signal,
-      );
+      // Placement and the capacity it takes are one compare-and-swap on the node's
+      // reservations: of concurrent creates, only those that still fit are written.
+      for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
+        if ((await inventory.findVm(req.vmId, ctx.signal)) !== undefined)
+          throw new RpcError("VM_EXISTS");
+        const prev = (await inventory.vmRecords.all()).get(req.vmId);
+        if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
+        const reserved = await migrations.reserved(ctx.signal);
+        const nodes = await inventory.listNodes(ctx.signal);
+        const placement = placeVm({
+          spec,
+          nodes,
+          reserved: reserved.byNode,
+          pending: await unreportedCreates(store, inventory, reserved.holders, ctx.signal),
+          target: req.nodeId?.id ?? "",
+          cpuOvercommit: deps.cpuOvercommit ?? 4,
+          memoryOvercommit: deps.memoryOvercommit ?? 1,
+        });
+        const hold = await migrations.hold(
+          placement.nodeId,
+          { id: createHolder(id), vcpus: spec.vcpus, memoryBytes: spec.memoryBytes },
+          reserved.revisions.get(placement.nodeId) ?? 0,
+          ctx.signal,
+        );
+        if (hold === undefined) continue;
+        try {
+          const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold);
+          const op = await written(request, ctx.signal);
+          ctx.log.info(
+            { vm: req.vmId, node: placement.nodeId, why: placement.reason },
+            "vm placed",
+          );
+          return op;
+        } catch (err) {
+          if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
+        }
+      }
+      throw new RpcError("CONFLICT");
     },
     startVm: (req: StartVmRequest, ctx: CallContext) =>
       submit(ctx, VmOperationKind.START, req.vmId, req.requestId, ({ prev }, id) => ({

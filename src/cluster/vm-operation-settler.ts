@@ -18,6 +18,8 @@ import {
 } from "../store/index.js";
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
 import { operationKey } from "./agent-operations.js";
+import { createHolder } from "./create-reservations.js";
+import { createMigrationRecords } from "./migration-records.js";
 import { VM_OPERATIONS_PREFIX, vmOperationOf } from "./vm-operations.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -36,12 +38,14 @@ export interface VmOperationSettlerOptions {
  * processes (a compare-and-swap marks the index entry settled): the outcome
  * goes to `onSettled` (the audit trail), a successful delete removes the
  * VM's record, and a failed create removes the record it had written, so
- * the id is free again and nothing is shown that no node holds.
+ * the id is free again and nothing is shown that no node holds. A create
+ * releases the capacity it reserved on its node.
  */
 export function startVmOperationSettler(options: VmOperationSettlerOptions): {
   ready: Promise<void>;
 } {
   const { store, logger, signal } = options;
+  const migrations = createMigrationRecords(store);
 
   async function settle(record: OperationRecord): Promise<void> {
     const id = record.dispatch?.operationId ?? "";
@@ -70,11 +74,19 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       },
     ];
     if (forget) ops.push({ type: "delete", key: vmKey });
+    // A create's capacity reservation ends with it: a created VM is counted from its record
+    // until its node reports it (see unreportedCreates), a failed one not at all.
+    const release =
+      index.kind === VmOperationKind.CREATE
+        ? await migrations.release(index.nodeId, createHolder(id), signal)
+        : undefined;
+    if (release !== undefined) ops.push(release.op);
     const txn = await store.txn(
       {
         compares: [
           { key, modRevision: got.modRevision },
           ...(forget && vm !== undefined ? [{ key: vmKey, modRevision: vm.modRevision }] : []),
+          ...(release === undefined ? [] : [release.compare]),
         ],
         success: ops,
       },

@@ -68,6 +68,8 @@ export interface VmOperationRequest {
   /** The VM's record as it must be written with the operation, compared on `vmRevision`. */
   readonly vm: VmRecord | undefined;
   readonly vmRevision: number;
+  /** More to compare and write in the same transaction (a create's capacity reservation). */
+  readonly also?: { readonly compare: Compare; readonly op: TxnOp };
 }
 
 /** One lifecycle operation as stored: its index and the agent operation. */
@@ -150,6 +152,10 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
       if (req.vm !== undefined) {
         compares.push({ key: vmKey, modRevision: req.vmRevision });
         success.push({ type: "put", key: vmKey, value: encodeMessage(VmRecordSchema, req.vm) });
+      }
+      if (req.also !== undefined) {
+        compares.push(req.also.compare);
+        success.push(req.also.op);
       }
       const txn = await store.txn({ compares, success }, { signal });
       if (txn.succeeded)

@@ -153,6 +153,26 @@ export const REASONS = {
     code: Code.PermissionDenied,
     message: "request refused: not from the panel's own page",
   },
+  OIDC_SIGN_IN_EXPIRED: {
+    code: Code.Unauthenticated,
+    message: "sign-in expired or already used; sign in again",
+  },
+  OIDC_ISSUER_REFUSED: {
+    code: Code.Unauthenticated,
+    message: "the identity provider refused the sign-in",
+  },
+  OIDC_TOKEN_INVALID: {
+    code: Code.Unauthenticated,
+    message: "the identity provider's answer failed verification",
+  },
+  OIDC_ISSUER_UNAVAILABLE: {
+    code: Code.Unavailable,
+    message: "the identity provider could not be reached; retry later",
+  },
+  OIDC_NO_ROLES: {
+    code: Code.PermissionDenied,
+    message: "no role is bound to this account; ask an administrator",
+  },
   STREAM_STALLED: {
     code: Code.ResourceExhausted,
     message: "stream closed: the client stopped reading",
@@ -191,6 +211,10 @@ export const REASONS = {
   AGENT_NOT_CONNECTED: {
     code: Code.Unavailable,
     message: "node agent not connected to this control-plane process; retry later",
+  },
+  AGENT_CAPABILITY_MISSING: {
+    code: Code.FailedPrecondition,
+    message: "the node's agent does not run this kind of operation",
   },
 } as const satisfies Record<string, ReasonSpec>;
 

@@ -144,6 +144,23 @@ export function canQuiesce(driver: HypervisorDriver): driver is QuiescingDriver 
   return typeof (driver as Partial<QuiescingDriver>).quiesce === "function";
 }
 
+/**
+ * The optional ability to abort a VM's hypervisor job on this node (libvirt
+ * `virsh domjobabort`; a node agent cancels its migration operation): a
+ * migration aborted before its switchover is rolled back, the domain stays
+ * on the source. Settling a migration whose job does not end in time asks
+ * this, then waits for the job to end.
+ */
+export interface JobAbortingDriver extends HypervisorDriver {
+  /** Asks for the VM's running migration job here to be aborted; nothing when none runs here. Resolves once asked. */
+  abortJob(vmId: string, signal: AbortSignal): Promise<void>;
+}
+
+/** True when `driver` can abort a VM's hypervisor job. */
+export function canAbortJob(driver: HypervisorDriver): driver is JobAbortingDriver {
+  return typeof (driver as Partial<JobAbortingDriver>).abortJob === "function";
+}
+
 /** True when `driver` can recover VMs of failed nodes. */
 export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
   return typeof (driver as Partial<RecoveringDriver>).recover === "function";

@@ -20,6 +20,7 @@ export type {
   DomainStatus,
   DriverCapabilities,
   HypervisorDriver,
+  JobAbortingDriver,
   MigrateOptions,
   MigrationDestination,
   MigrationPhase,
@@ -29,7 +30,7 @@ export type {
   RecoverOptions,
   StartOptions,
 } from "./hypervisor-driver.js";
-export { canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
+export { canAbortJob, canDefine, canQuiesce, canRecover } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
 export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";

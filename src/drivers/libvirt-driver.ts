@@ -38,6 +38,7 @@ import type {
   DomainState,
   DomainStatus,
   DriverCapabilities,
+  JobAbortingDriver,
   MigrateOptions,
   MigrationDestination,
 } from "./hypervisor-driver.js";
@@ -147,7 +148,9 @@ export function virshMigrateArgs(
 }
 
 /** Creates the driver of one libvirt node. Throws TypeError on bad options. */
-export function createLibvirtDriver(options: LibvirtDriverOptions): DefiningDriver {
+export function createLibvirtDriver(
+  options: LibvirtDriverOptions,
+): DefiningDriver & JobAbortingDriver {
   const s = settle(options);
   const log = s.logger.child({ driver: "libvirt", nodeId: s.nodeId });
   const { run: virsh, parsed } = createVirshInvoker(s);
@@ -400,5 +403,10 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): DefiningDriv
     migrate,
     define,
     undefine,
+    async abortJob(vmId: string, signal: AbortSignal) {
+      checkVmId(vmId);
+      throwIfAborted(signal);
+      await abortJob(vmId);
+    },
   });
 }

@@ -37,6 +37,12 @@ export interface LocalSimulationOptions {
   /** Percent at which migrations from here fail (a fault injected at run time), asked at each step. */
   readonly failMigrationAt?: () => number | undefined;
   /**
+   * Percent at which migrations from here stop progressing (a fault injected
+   * at run time), asked at each step: held until the fault is lifted or the
+   * migration is cancelled.
+   */
+  readonly holdMigrationAt?: () => number | undefined;
+  /**
    * Only look: write nothing, adopt nothing (`debvisor-agent status` beside
    * a running agent); domains a watchdog reset or a storage fence stopped
    * show stopped.
@@ -109,6 +115,8 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     migrationMs: options.migrationMs ?? 4000,
     migrationSteps: 10,
     failAt: () => undefined,
+    holdAt: () => undefined,
+    jobs: new Map(),
   });
   const actionMs = options.actionMs ?? 0;
   const note = (action: string, vmId: string) => {
@@ -198,6 +206,11 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
         });
       if (world.vms.get(vmId)?.node !== nodeId) throw new RpcError("VM_NOT_FOUND");
       onProgress?.(simulatedTransfer(total, percent, live));
+      for (;;) {
+        const holdAt = options.holdMigrationAt?.();
+        if (holdAt === undefined || percent < holdAt) break;
+        await abortableSleep(100, signal);
+      }
     }
     await abortableSleep(stepMs, signal);
     onProgress?.({ phase: "switchover", percent: 99, bytesTransferred: total, bytesTotal: total });

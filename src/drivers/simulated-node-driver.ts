@@ -3,6 +3,7 @@ import { abortableSleep } from "./abortable-sleep.js";
 import type {
   DefiningDriver,
   DomainStatus,
+  JobAbortingDriver,
   MigrateOptions,
   MigrationDestination,
   MigrationProgress,
@@ -22,13 +23,17 @@ export interface SimDriverContext {
   readonly migrationSteps: number;
   /** Percent at which a migration of this VM is made to fail (fault injection), if any. */
   failAt(vmId: string): number | undefined;
+  /** Percent at which a migration of this VM stops progressing until aborted (fault injection), if any. */
+  holdAt(vmId: string): number | undefined;
+  /** Each running migration's job, by VM: aborting it aborts the migration wherever it was asked from. */
+  readonly jobs: Map<string, AbortController>;
 }
 
 /** A simulated node's hypervisor: acts on the shared world like libvirt acts on a host. */
 export function createSimulatedNodeDriver(
   nodeId: string,
   ctx: SimDriverContext,
-): RecoveringDriver & DefiningDriver {
+): RecoveringDriver & DefiningDriver & JobAbortingDriver {
   const { world } = ctx;
 
   function node() {
@@ -108,6 +113,12 @@ export function createSimulatedNodeDriver(
     async migrate(vmId, to, options) {
       await migrate(vmId, to, options);
     },
+    async abortJob(vmId, signal) {
+      await roundTrip(signal);
+      // Like `virsh domjobabort` on the source: only the node the job runs on can abort it.
+      if (world.inflight.has(vmId) && world.vms.get(vmId)?.node === nodeId)
+        ctx.jobs.get(vmId)?.abort(new RpcError("CANCELLED", { message: "migration job aborted" }));
+    },
     async define(spec, signal) {
       await roundTrip(signal);
       checkId(spec.id);
@@ -146,16 +157,23 @@ export function createSimulatedNodeDriver(
     const total = live ? vm.info.memoryBytes + vm.info.memoryBytes / 4n : vm.info.memoryBytes / 8n;
     const steps = Math.max(1, ctx.migrationSteps);
     const failAt = ctx.failAt(vmId);
+    const holdAt = ctx.holdAt(vmId);
+    // The hypervisor's job: the caller's signal or an abortJob ends it.
+    const job = new AbortController();
+    ctx.jobs.set(vmId, job);
+    const jobSignal = AbortSignal.any([signal, job.signal]);
     onProgress?.({ phase: "preparing", percent: 0, bytesTransferred: 0n, bytesTotal: total });
     try {
       for (let i = 1; i <= steps; i++) {
-        await abortableSleep(ctx.migrationMs / (steps + 1), signal);
+        await abortableSleep(ctx.migrationMs / (steps + 1), jobSignal);
         const percent = Math.min(99, Math.round((i / steps) * 100));
         if (failAt !== undefined && percent >= failAt) throw new RpcError("BACKEND_FAILED");
         if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
         onProgress?.(simulatedTransfer(total, percent, live));
+        // A held job makes no progress until it is aborted.
+        while (holdAt !== undefined && percent >= holdAt) await abortableSleep(50, jobSignal);
       }
-      await abortableSleep(ctx.migrationMs / (steps + 1), signal);
+      await abortableSleep(ctx.migrationMs / (steps + 1), jobSignal);
       onProgress?.({
         phase: "switchover",
         percent: 99,
@@ -165,10 +183,12 @@ export function createSimulatedNodeDriver(
     } catch (err) {
       // Roll back: the VM never left the source.
       world.inflight.delete(vmId);
+      ctx.jobs.delete(vmId);
       ctx.persist();
       throw err;
     }
     world.inflight.delete(vmId);
+    ctx.jobs.delete(vmId);
     vm.node = to.nodeId;
     ctx.persist();
     onProgress?.({ phase: "completed", percent: 100, bytesTransferred: total, bytesTotal: total });

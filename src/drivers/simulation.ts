@@ -4,7 +4,7 @@ import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import { type Health, HealthSchema, type NodeInfo } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { vmStateOf } from "./domain-state.js";
-import type { DomainState, RecoveringDriver } from "./hypervisor-driver.js";
+import type { DomainState, JobAbortingDriver, RecoveringDriver } from "./hypervisor-driver.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
 import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
 
@@ -37,6 +37,8 @@ export interface SimulationOptions {
 export interface SimulationFaults {
   /** The next migration of `vmId` fails when it reaches `percent`. */
   failMigration(vmId: string, percent: number): void;
+  /** The next migration of `vmId` stops progressing at `percent` until its job is aborted. */
+  holdMigration(vmId: string, percent: number): void;
   /** The node loses power: heartbeats stop, its VMs stop at once. */
   killNode(nodeId: string): void;
   /** The node's heartbeats stop reaching the control plane; it keeps running its VMs until it fences itself. */
@@ -50,7 +52,7 @@ export interface Simulation {
   /** What each simulated node registers with. */
   readonly nodes: readonly NodeInfo[];
   /** The hypervisor of one node. */
-  driver(nodeId: string): RecoveringDriver | undefined;
+  driver(nodeId: string): (RecoveringDriver & JobAbortingDriver) | undefined;
   /** A heartbeat of the node now, or undefined when none would reach the control plane. */
   heartbeat(nodeId: string): Health | undefined;
   /** Tells the node its last heartbeat was received (it then stays unfenced). */
@@ -80,7 +82,14 @@ export function createSimulation(options: SimulationOptions): Simulation {
   };
   persist();
   const failures = new Map<string, number>();
+  const holds = new Map<string, number>();
   const ctx = {
+    jobs: new Map<string, AbortController>(),
+    holdAt(vmId: string) {
+      const at = holds.get(vmId);
+      holds.delete(vmId);
+      return at;
+    },
     world,
     persist,
     migrationMs: options.migrationMs ?? 4000,
@@ -91,7 +100,7 @@ export function createSimulation(options: SimulationOptions): Simulation {
       return at;
     },
   };
-  const drivers = new Map<string, RecoveringDriver>();
+  const drivers = new Map<string, RecoveringDriver & JobAbortingDriver>();
   for (const id of world.nodes.keys()) drivers.set(id, createSimulatedNodeDriver(id, ctx));
 
   const stopVmsOf = (nodeId: string) => {
@@ -162,6 +171,9 @@ export function createSimulation(options: SimulationOptions): Simulation {
     faults: {
       failMigration(vmId, percent) {
         failures.set(vmId, percent);
+      },
+      holdMigration(vmId, percent) {
+        holds.set(vmId, percent);
       },
       killNode(nodeId) {
         const n = node(nodeId);

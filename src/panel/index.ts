@@ -5,11 +5,25 @@
 
 export type { LoginThrottle, LoginThrottleOptions } from "./login-throttle.js";
 export { createLoginThrottle } from "./login-throttle.js";
+export type { OidcRedirect, OidcSignIn, OidcSignInOptions } from "./oidc-sign-in.js";
+export { createOidcSignIn, oidcPrincipal } from "./oidc-sign-in.js";
 export type { AuthRequest, AuthResponse, PanelAuth, PanelAuthOptions } from "./panel-auth.js";
 export { createPanelAuth, MANAGE_USERS } from "./panel-auth.js";
-export { COOKIES, CSRF_HEADER, isPanelRequest, parseCookies, setCookie } from "./panel-cookies.js";
+export {
+  COOKIES,
+  CSRF_HEADER,
+  isPanelRequest,
+  parseCookies,
+  setCookie,
+  setLaxCookie,
+} from "./panel-cookies.js";
 export type { PanelSessions, PanelSessionsOptions, SessionTokens } from "./panel-sessions.js";
-export { createPanelSessions, PANEL_ISSUER, withPanelIssuer } from "./panel-sessions.js";
+export {
+  createPanelSessions,
+  PANEL_ISSUER,
+  sessionPrincipal,
+  withPanelIssuer,
+} from "./panel-sessions.js";
 export type { PanelUsers } from "./panel-users.js";
 export { checkCredentials, createPanelUsers, userPrincipal } from "./panel-users.js";
 export { hashPassword, verifyPassword } from "./password-hashing.js";

@@ -22,6 +22,12 @@ export interface LoginThrottle {
   check(address: string, account: string, deviceToken: string | undefined): ThrottleVerdict;
   /** After a right password: a device token marking this browser as known for the account. */
   deviceTokenFor(account: string): string;
+  /**
+   * A sign-in attempt that names no account yet (an OpenID Connect start or
+   * callback): spends from its address's bucket only, the one password
+   * attempts spend from.
+   */
+  checkAddress(address: string): ThrottleVerdict;
 }
 
 /**
@@ -54,5 +60,11 @@ export function createLoginThrottle(options: LoginThrottleOptions): LoginThrottl
       return { allowed: true };
     },
     deviceTokenFor: mac,
+    checkAddress(address) {
+      const a = addresses.take(address, 1, perAddress);
+      return a.allowed
+        ? { allowed: true }
+        : { allowed: false, retryAfterMs: a.retryAfterMs, scope: "address" };
+    },
   };
 }

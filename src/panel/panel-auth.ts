@@ -41,6 +41,8 @@ export interface PanelAuthOptions {
   readonly audit: ((fields: AuditFields) => Promise<void>) | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** The OpenID Connect issuer's name for the sign-in page, when one is configured. */
+  readonly oidcName?: string;
   /** Resolves the principal of a live access token (the authentication stage's own verifier). */
   readonly principalOf: (accessToken: string) => Promise<Principal | undefined>;
 }
@@ -172,7 +174,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     if ("failure" in r) {
       await audit({
         method: "Refresh",
-        principal: r.user === undefined ? "" : userPrincipal(r.user),
+        principal: r.principal ?? "",
         peer: req.source,
         code: "UNAUTHENTICATED",
         decision: "unauthenticated",
@@ -189,7 +191,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     }
     await audit({
       method: "Refresh",
-      principal: userPrincipal(r.user),
+      principal: r.principal,
       peer: req.source,
       code: "OK",
       decision: "allow",
@@ -299,6 +301,8 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
         if (req.method === "POST" && req.path === "login") return await login(req, cookies);
         if (req.method === "POST" && req.path === "refresh") return await refresh(req, cookies);
         if (req.method === "POST" && req.path === "logout") return await logout(req, cookies);
+        if (req.method === "GET" && req.path === "providers")
+          return { status: 200, json: { oidc: o.oidcName ?? null }, cookies: [] };
         const principal = await o.principalOf(cookies.get(COOKIES.access) ?? "");
         if (principal === undefined) return fail("UNAUTHENTICATED");
         if (req.method === "GET" && req.path === "me") {

@@ -3,6 +3,8 @@ export const COOKIES = {
   access: "__Host-dv_access",
   refresh: "__Host-dv_refresh",
   device: "__Host-dv_device",
+  /** The OpenID Connect sign-in in progress in this browser (SameSite=Lax: the issuer redirects back). */
+  oidc: "__Host-dv_oidc",
 } as const;
 
 /** The header every panel call carries; a cross-site form or image cannot set it. */
@@ -25,6 +27,15 @@ export function parseCookies(header: string | undefined): Map<string, string> {
 export function setCookie(name: string, value: string, maxAgeMs: number): string {
   const maxAge = Math.max(0, Math.floor(maxAgeMs / 1000));
   return `${name}=${value}; Path=/; Max-Age=${maxAge}; HttpOnly; Secure; SameSite=Strict`;
+}
+
+/**
+ * A Set-Cookie value like {@link setCookie}'s but SameSite=Lax, so that the
+ * browser sends it on the issuer's redirect back (a cross-site top-level
+ * GET). Only for the OpenID Connect flow cookie, which grants nothing alone.
+ */
+export function setLaxCookie(name: string, value: string, maxAgeMs: number): string {
+  return setCookie(name, value, maxAgeMs).replace("SameSite=Strict", "SameSite=Lax");
 }
 
 /**

@@ -54,6 +54,7 @@ describe("createPanelSessions", () => {
       failure: "expired",
       sessionId: t.sessionId,
       user: "dave",
+      principal: "user:dave",
     });
     assert.equal(await sessions.isLive(t.sessionId), false);
     assert.ok((await sessions.sweep()) >= 1);
@@ -67,5 +68,18 @@ describe("createPanelSessions", () => {
     const r = await sessions.refresh(mixed);
     assert.ok("failure" in r && r.failure === "unknown-token");
     assert.equal(await sessions.isLive(b.sessionId), true, "a guess does not end the session");
+  });
+
+  it("acts as the principal it was started for (an OpenID Connect person), refreshes included", async () => {
+    const who = "oidc:https://idp.example#frank";
+    const t = await sessions.start(who, "10.0.0.4", who);
+    const ok = await sessions.verifier.verify(t.accessToken);
+    assert.ok("identity" in ok && ok.identity.subject === who);
+    const r = await sessions.refresh(t.refreshToken);
+    assert.ok("tokens" in r && r.principal === who);
+    const again = await sessions.verifier.verify(r.tokens.accessToken);
+    assert.ok("identity" in again && again.identity.subject === who);
+    assert.equal(await sessions.endAllOf(who, "admin"), 1);
+    assert.equal(await sessions.isLive(t.sessionId), false);
   });
 });

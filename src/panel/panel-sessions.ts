@@ -54,7 +54,12 @@ export type RefreshFailure =
 export interface PanelSessions {
   /** Verifies access tokens: signature, expiry, and that the session is still live. */
   readonly verifier: JwtVerifier;
-  start(user: string, source: string): Promise<SessionTokens>;
+  /**
+   * Starts a session of `user`, acting as `user:<user>`, or as `principal`
+   * when given (a person signed in through OpenID Connect; `user` is then the
+   * principal too, so admin revocation finds the session by it).
+   */
+  start(user: string, source: string, principal?: string): Promise<SessionTokens>;
   /**
    * Exchanges a refresh token for new tokens. Presenting a refresh token
    * that was already rotated away ends the whole session (`reused`).
@@ -62,8 +67,8 @@ export interface PanelSessions {
   refresh(
     token: string,
   ): Promise<
-    | { tokens: SessionTokens; user: string }
-    | { failure: RefreshFailure; sessionId?: string; user?: string }
+    | { tokens: SessionTokens; user: string; principal: string }
+    | { failure: RefreshFailure; sessionId?: string; user?: string; principal?: string }
   >;
   /** Ends a session now; its open streams end too. False if it was not live. */
   end(sessionId: string, reason: string): Promise<boolean>;
@@ -102,6 +107,11 @@ export function withPanelIssuer(panel: JwtVerifier, other: JwtVerifier | undefin
         : other.verify(token);
     },
   };
+}
+
+/** The principal a session acts as. */
+export function sessionPrincipal(r: { user: string; principal: string }): string {
+  return r.principal === "" ? userPrincipal(r.user) : r.principal;
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -154,7 +164,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
       .setProtectedHeader({ alg: "ES256" })
       .setIssuer(PANEL_ISSUER)
       .setAudience(AUDIENCE)
-      .setSubject(userPrincipal(record.user))
+      .setSubject(sessionPrincipal(record))
       .setIssuedAt(Math.floor(now / 1000))
       .setExpirationTime(Math.floor(accessExpiresAtMs / 1000))
       .sign(signingKey);
@@ -219,7 +229,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         return { identity: { ...r.identity, principal: r.identity.subject } };
       },
     },
-    async start(user, source) {
+    async start(user, source, principal = "") {
       const now = clock.now();
       const record = {
         sessionId: randomBytes(16).toString("base64url"),
@@ -232,6 +242,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         revoked: false,
         revokedReason: "",
         source,
+        principal,
       } as unknown as PanelSessionRecord;
       const { tokens, refreshHash } = await issue(record);
       const r = await store.txn({
@@ -255,16 +266,15 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         const cur = await read(sid);
         if (cur === undefined) return { failure: "unknown-session" };
         const s = cur.message;
-        if (s.revoked) return { failure: "ended", sessionId: sid, user: s.user };
-        if (Number(s.expiresAtMs) <= clock.now())
-          return { failure: "expired", sessionId: sid, user: s.user };
+        const who = { sessionId: sid, user: s.user, principal: sessionPrincipal(s) };
+        if (s.revoked) return { failure: "ended", ...who };
+        if (Number(s.expiresAtMs) <= clock.now()) return { failure: "expired", ...who };
         if (s.spentRefreshHashes.includes(hash)) {
           // A rotated token came back: someone holds a copy. End the session for both holders.
           await end(sid, "refresh token reused");
-          return { failure: "reused", sessionId: sid, user: s.user };
+          return { failure: "reused", ...who };
         }
-        if (s.refreshHash !== hash)
-          return { failure: "unknown-token", sessionId: sid, user: s.user };
+        if (s.refreshHash !== hash) return { failure: "unknown-token", ...who };
         const { tokens, refreshHash } = await issue(s);
         const next = {
           ...s,
@@ -279,7 +289,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
           ],
         });
         // Lost a race: read again; if the other writer rotated this very token, this is reuse.
-        if (r.succeeded) return { tokens, user: s.user };
+        if (r.succeeded) return { tokens, user: s.user, principal: who.principal };
       }
       throw new Error(`session ${sid}: could not refresh after repeated conflicts`);
     },

@@ -158,6 +158,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
     onSettled: (m) => {
       audit

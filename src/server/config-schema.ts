@@ -343,6 +343,17 @@ const sections = z.strictObject({
       memoryOvercommit: z.number().min(0.5).max(4).default(1),
       /** Lease of this process's runner key; migrations of a dead process are settled after it. */
       runnerLeaseMs: int(1000, 600_000).default(10_000),
+      /**
+       * Where node agents reach this process for replication transfers it
+       * relays (host:port, its certificate valid for the agents' server
+       * name). Default: the gRPC address it listens on, as bound.
+       */
+      advertiseAddress: hostPort.optional(),
+      /**
+       * How long a migration orphaned by a dead process may still have a
+       * hypervisor job running before settling aborts it (as libvirt.migrateTimeoutMs).
+       */
+      settleJobTimeoutMs: int(1000, 86_400_000).default(1_800_000),
       failover: z
         .strictObject({
           /** Restart HA VMs of failed nodes automatically. */
@@ -579,6 +590,43 @@ const sections = z.strictObject({
       loginPerAddress: bucket.default({ ratePerSecond: 1 / 6, burst: 10 }),
       /** Sign-in attempts at one account from browsers that never signed in to it. */
       loginPerAccount: bucket.default({ ratePerSecond: 1 / 60, burst: 5 }),
+      /**
+       * Sign-in with an OpenID Connect issuer (authorization code with PKCE).
+       * A person acts as `oidc:<issuer>#<principalClaim>`; bindings give roles and tenants.
+       */
+      oidc: z
+        .strictObject({
+          /** The issuer (https), exactly as its ID tokens' `iss`; discovered at /.well-known/openid-configuration. */
+          issuer: z
+            .string()
+            .max(200)
+            .regex(/^https:\/\/[^\s#?]+$/, "must be an https:// URL without query or fragment"),
+          /** Shown on the sign-in page as "Sign in with <name>". */
+          name: z.string().min(1).max(64).default("single sign-on"),
+          /** The client id registered at the issuer. */
+          clientId: z.string().min(1).max(256),
+          /** File holding the client secret; omitted: a public client (PKCE alone). Never logged. */
+          clientSecretFile: path.optional(),
+          /** This panel's callback as registered at the issuer: https://HOST[:PORT]/auth/oidc/callback. */
+          redirectUrl: z
+            .string()
+            .max(512)
+            .regex(
+              /^https:\/\/[^/\s?#]+\/auth\/oidc\/callback$/,
+              "must be https://HOST[:PORT]/auth/oidc/callback",
+            ),
+          /** Scopes asked for; must include openid. */
+          scopes: z
+            .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/))
+            .max(16)
+            .default(["openid", "profile", "email"])
+            .refine((s) => s.includes("openid"), { message: "must include openid" }),
+          /** ID token claim naming the person: the principal is oidc:<issuer>#<its value>. */
+          principalClaim: z.string().min(1).max(64).default("sub"),
+          /** CA bundle (PEM) trusted for the issuer's TLS, for a private issuer; omitted: the system's. */
+          caFile: path.optional(),
+        })
+        .optional(),
     })
     .prefault({}),
   /**

@@ -166,6 +166,7 @@ async function composeDaemon(
     resources,
   });
   const { server, panel, httpAddress, readiness } = servers;
+  services.agentHub.advertise(config.cluster.advertiseAddress ?? server.address);
   if (dev !== undefined)
     writeDevContext(
       dev,

@@ -20,6 +20,7 @@ import type {
 import {
   COOKIES,
   createLoginThrottle,
+  createOidcSignIn,
   createPanelAuth,
   createPanelUsers,
   isPanelRequest,
@@ -29,6 +30,7 @@ import {
 import type { AccessPolicy } from "../security/index.js";
 import { sourceOf } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
+import { ConfigError } from "./config-loader.js";
 import type { Config } from "./config-schema.js";
 import { createConnectAdapter } from "./connect-adapter.js";
 import type { TlsMaterial } from "./tls-material.js";
@@ -159,7 +161,9 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
       return typeof v === "string" ? v : undefined;
     },
   });
+  const oidc = startOidc(o, throttle);
   const auth = createPanelAuth({
+    oidcName: oidc?.name,
     users,
     sessions: o.sessions,
     throttle,
@@ -190,6 +194,25 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     res.end(JSON.stringify(r.json));
   }
 
+  // Top-level navigations (a link, the issuer's redirect back): no custom
+  // header can ride on them; the flow cookie and its state guard the callback.
+  async function onOidc(req: Http2ServerRequest, res: Http2ServerResponse, path: string) {
+    const headers = { ...SECURITY_HEADERS, "cache-control": "no-store" };
+    if (oidc === undefined || req.method !== "GET") {
+      res.writeHead(oidc === undefined ? 404 : 405, { ...headers, "content-type": "text/plain" });
+      res.end(oidc === undefined ? "OpenID Connect sign-in is not configured" : "");
+      return;
+    }
+    const source = sourceOf(`${req.socket.remoteAddress ?? ""}:0`);
+    const query = (req.url ?? "").split("?")[1] ?? "";
+    const cookies = parseCookies(headersOf(req).get("cookie"));
+    const r = path.endsWith("/start")
+      ? await oidc.start(source)
+      : await oidc.callback(query.slice(0, 8192), source, cookies);
+    res.writeHead(303, { ...headers, location: r.location, "set-cookie": [...r.cookies] });
+    res.end();
+  }
+
   const server: Http2SecureServer = createSecureServer(
     {
       cert: o.tls.certPem,
@@ -214,6 +237,14 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
           return;
         }
         void adapter.handle(req, res);
+        return;
+      }
+      if (path === "/auth/oidc/start" || path === "/auth/oidc/callback") {
+        onOidc(req, res, path).catch((err: unknown) => {
+          o.logger.error({ err }, "panel sign-in request failed");
+          if (!res.headersSent) res.writeHead(500);
+          res.end();
+        });
         return;
       }
       if (path.startsWith("/auth/")) {
@@ -313,5 +344,33 @@ function readJson(req: Http2ServerRequest, max: number): Promise<unknown> {
       }
     });
     req.on("error", () => resolve(undefined));
+  });
+}
+
+/** The OpenID Connect relying party, when `panel.oidc` is configured; reads its secret and CA files. */
+function startOidc(o: PanelServerOptions, throttle: ReturnType<typeof createLoginThrottle>) {
+  const c = o.config.oidc;
+  if (c === undefined) return undefined;
+  const read = (key: "clientSecretFile" | "caFile") => {
+    const file = c[key];
+    if (file === undefined) return undefined;
+    if (!existsSync(file)) throw new ConfigError(`panel.oidc.${key}: file not found: ${file}`);
+    return readFileSync(file, "utf8");
+  };
+  return createOidcSignIn({
+    issuer: c.issuer,
+    name: c.name,
+    clientId: c.clientId,
+    clientSecret: read("clientSecretFile")?.trim(),
+    redirectUrl: c.redirectUrl,
+    scopes: c.scopes,
+    principalClaim: c.principalClaim,
+    caPem: read("caFile"),
+    sessions: o.sessions,
+    throttle,
+    policy: o.policy,
+    audit: o.audit,
+    logger: o.logger,
+    now: () => o.clock.now(),
   });
 }

@@ -79,6 +79,8 @@ export async function startClusterHarness(options: {
   /** This "daemon's" clock (default: a manual clock at a fixed date). */
   clock?: ManualClock;
   dir?: string;
+  /** How long an orphan's hypervisor job may go on before settling aborts it (default 30 min). */
+  settleJobTimeoutMs?: number;
   /** Rewrites a node's heartbeat before it is delivered (a report the simulation cannot make). */
   report?: (nodeId: string, health: Health) => Health;
 }): Promise<ClusterHarness> {
@@ -147,6 +149,7 @@ export async function startClusterHarness(options: {
     logger: process.env.DV_TEST_LOG ? consoleLogger : silentLogger,
     fenceDelayMs: HARNESS_FENCE_MS,
     runnerLeaseMs: 2000,
+    settleJobTimeoutMs: options.settleJobTimeoutMs,
     failover: options.failover
       ? {
           intervalMs: 3_600_000,

@@ -264,33 +264,6 @@ export async function auditView(view: View): Promise<void> {
   );
 }
 
-/** Storage: replication jobs with their state. */
-export async function storageView(view: View): Promise<void> {
-  const body = el("div");
-  mount(view.main, el("h1", {}, "Storage"), el("h2", {}, "Replication jobs"), body);
-  try {
-    const r = await api.storage.listReplicationJobs({}, { signal: view.signal });
-    mount(
-      body,
-      r.jobs.length === 0
-        ? el("p", {}, "No replication jobs.")
-        : table(
-            "Replication jobs",
-            ["Job", "Created by", "State", "Last snapshot", "Bytes"],
-            r.jobs.map((j) => [
-              j.jobId,
-              j.createdBy,
-              String(j.status?.state ?? ""),
-              j.status?.lastSnapshotName ?? "",
-              String(j.status?.bytesTransferred ?? 0n),
-            ]),
-          ),
-    );
-  } catch (err) {
-    mount(body, el("p", {}, describe(err)));
-  }
-}
-
 /** Enrollment: a one-time token for a new node, with the CA fingerprint to pin. */
 export async function enrollmentView(view: View): Promise<void> {
   const name = field("node-name", "Node name", {

@@ -2,8 +2,10 @@ import { type Migration, MigrationState } from "../../src/gen/debvisor/v1/migrat
 import { NodeReadiness, type NodeSummary } from "../../src/gen/debvisor/v1/node_pb.js";
 import { type VmInfo, type VmOperation, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow, watchList } from "./api.js";
-import { bytes, el, mount, progress, table, toast } from "./dom.js";
+import { barChart } from "./charts.js";
+import { bytes, el, mount, progress, remount, table, toast } from "./dom.js";
 import type { View } from "./main.js";
+import { nodeCharts } from "./node-history.js";
 import { createVmForm, vmLifecycle } from "./vm-views.js";
 
 const readiness = (r: NodeReadiness) =>
@@ -13,7 +15,8 @@ const migState = (s: MigrationState) => MigrationState[s]?.toLowerCase() ?? Stri
 const pct = (used: number, total: number) =>
   total === 0 ? "–" : `${Math.round((used / total) * 100)} %`;
 
-function nodeRows(nodes: NodeSummary[]) {
+/** A node table's cells: readiness, scheduling, capacity, load and VMs. */
+export function nodeRows(nodes: NodeSummary[]) {
   return nodes.map((n) => {
     const id = n.info?.id?.id ?? "";
     const cap = n.info?.capacity;
@@ -33,7 +36,8 @@ function nodeRows(nodes: NodeSummary[]) {
     ];
   });
 }
-const NODE_HEAD = [
+/** The headings of {@link nodeRows}. */
+export const NODE_HEAD = [
   "Node",
   "Readiness",
   "Scheduling",
@@ -43,43 +47,6 @@ const NODE_HEAD = [
   "Memory used",
   "VMs",
 ];
-
-/** Overview: nodes with readiness and capacity, migrations in flight, all live. */
-export async function overviewView(view: View): Promise<void> {
-  const nodes = el("div", {}, el("p", {}, "Loading…"));
-  const migs = el("div");
-  mount(view.main, el("h1", {}, "Overview"), nodes, el("h2", {}, "Migrations in progress"), migs);
-  void watchList(
-    (since, signal) => api.watch.watchNodes({ from: { sinceRevision: since } }, { signal }),
-    (e) => e.node,
-    (n) => n.info?.id?.id ?? "",
-    (list) => {
-      const sorted = list.sort((a, b) =>
-        (a.info?.id?.id ?? "").localeCompare(b.info?.id?.id ?? ""),
-      );
-      const ready = sorted.filter((n) => n.readiness === NodeReadiness.READY).length;
-      mount(
-        nodes,
-        el("p", { "data-testid": "node-count" }, `${sorted.length} nodes, ${ready} ready`),
-        table("Nodes", NODE_HEAD, nodeRows(sorted), "nodes"),
-      );
-    },
-    view.signal,
-    (m) => toast(m === "" ? "" : `nodes: ${m}`),
-  );
-  void watchList(
-    (since, signal) =>
-      api.watch.watchMigrations(
-        { list: { state: MigrationState.RUNNING }, from: { sinceRevision: since } },
-        { signal },
-      ),
-    (e) => e.migration,
-    (m) => m.migrationId,
-    (list) => mount(migs, list.length === 0 ? el("p", {}, "None.") : migrationTable(list)),
-    view.signal,
-    (m) => mount(migs, el("p", {}, m)),
-  );
-}
 
 /** One node: detail, cordon, drain with live progress. */
 export async function nodeView(view: View, id: string): Promise<void> {
@@ -120,6 +87,7 @@ export async function nodeView(view: View, id: string): Promise<void> {
     view.main,
     el("h1", {}, `Node ${id}`),
     s === undefined ? null : table("Node", NODE_HEAD, nodeRows([s])),
+    el("div", { class: "charts" }, nodeCharts(id)),
     el(
       "div",
       { class: "actions" },
@@ -207,7 +175,8 @@ export async function vmsView(view: View): Promise<void> {
   );
 }
 
-function migrationTable(ms: Migration[]): HTMLElement {
+/** Migrations with their progress. */
+export function migrationTable(ms: Migration[]): HTMLElement {
   return table(
     "Migrations",
     ["Migration", "VM", "From", "To", "State", "Progress", "Message"],
@@ -344,22 +313,44 @@ export async function vmView(view: View, id: string, last?: VmOperation): Promis
   );
 }
 
-/** Migrations, with the running ones followed live. */
+const tsMs = (t: { seconds: bigint; nanos: number } | undefined) =>
+  t === undefined ? 0 : Number(t.seconds) * 1000 + t.nanos / 1e6;
+
+/** Throughput of each migration that moved bytes: bytes over the time from its start to its end (or now). */
+export function throughput(ms: readonly Migration[], now = Date.now()) {
+  return ms
+    .filter((m) => m.bytesTransferred > 0n && m.created !== undefined)
+    .map((m) => {
+      const end = m.finished === undefined ? now : tsMs(m.finished);
+      const secs = Math.max(0.001, (end - tsMs(m.created)) / 1000);
+      return {
+        name: `${m.vm?.vmId ?? "?"} ${m.migrationId.slice(0, 8)}`,
+        value: Number(m.bytesTransferred) / secs,
+      };
+    });
+}
+
+/** Migrations, with the running ones followed live, and their throughput as a chart. */
 export async function migrationsView(view: View): Promise<void> {
   const body = el("div");
-  mount(view.main, el("h1", {}, "Migrations"), body);
+  const chart = el("div");
+  mount(view.main, el("h1", {}, "Migrations"), chart, body);
   const byId = new Map<string, Migration>();
-  const draw = () =>
-    mount(
-      body,
-      byId.size === 0
-        ? el("p", {}, "No migrations.")
-        : migrationTable(
-            [...byId.values()].sort((a, b) =>
-              Number((b.created?.seconds ?? 0n) - (a.created?.seconds ?? 0n)),
-            ),
-          ),
+  const draw = () => {
+    const sorted = [...byId.values()].sort((a, b) =>
+      Number((b.created?.seconds ?? 0n) - (a.created?.seconds ?? 0n)),
     );
+    remount(
+      chart,
+      barChart(throughput(sorted).slice(0, 12), {
+        title: "Migration throughput",
+        format: (v) => `${bytes(v)}/s`,
+        note: "newest 12 that moved data",
+        testId: "chart-throughput",
+      }),
+    );
+    remount(body, byId.size === 0 ? el("p", {}, "No migrations.") : migrationTable(sorted));
+  };
   const list = await api.migrations.listMigrations({ pageSize: 100 }, { signal: view.signal });
   for (const m of list.migrations) byId.set(m.migrationId, m);
   draw();

@@ -28,6 +28,25 @@ export function mount(parent: Element, ...children: (Child | Child[])[]): void {
       parent.append(typeof c === "object" ? c : String(c));
 }
 
+/** The name a control is found again by after a redraw: its accessible label or its text. */
+const nameOf = (e: Element) => `${e.tagName}:${e.getAttribute("aria-label") ?? e.textContent}`;
+
+/**
+ * Replaces the children of `parent` like {@link mount}, and when focus was
+ * inside it, moves focus to the control of the same name in the new content,
+ * so a list redrawn by its watch does not throw a keyboard user back to the top.
+ */
+export function remount(parent: Element, ...children: (Child | Child[])[]): void {
+  const active = document.activeElement;
+  const focused = active !== null && parent.contains(active) ? nameOf(active) : undefined;
+  mount(parent, ...children);
+  if (focused === undefined) return;
+  const again = [...parent.querySelectorAll("a, button, input, select, textarea")].find(
+    (e) => nameOf(e) === focused,
+  );
+  (again as HTMLElement | undefined)?.focus();
+}
+
 /** A table with a caption, column headings and rows. */
 export function table(
   caption: string,
@@ -86,4 +105,11 @@ export function bytes(n: bigint | number): string {
 export function toast(text: string): void {
   const t = document.getElementById("toast");
   if (t !== null) t.textContent = text;
+}
+
+/** An event's (or any record's) time as "YYYY-MM-DD HH:MM:SS" in UTC; "" when unset. */
+export function eventTime(e: { time?: { seconds: bigint } }): string {
+  return e.time === undefined
+    ? ""
+    : new Date(Number(e.time.seconds) * 1000).toISOString().slice(0, 19).replace("T", " ");
 }

@@ -1,10 +1,14 @@
 // The panel's page: a hash router over a few views, each a function that
 // renders into <main> and stops its streams when the view changes.
 
-import { accessView, auditView, enrollmentView, storageView } from "./admin-views.js";
+import { accessView, auditView, enrollmentView } from "./admin-views.js";
 import { api, authGet, authPost, setSignedOutHandler } from "./api.js";
-import { migrationsView, nodeView, overviewView, vmsView, vmView } from "./cluster-views.js";
+import { migrationsView, nodeView, vmsView, vmView } from "./cluster-views.js";
 import { el, mount, toast } from "./dom.js";
+import { startRecording, stopRecording } from "./node-history.js";
+import { overviewView } from "./overview-view.js";
+import { addOidcSignIn, signInErrorFromAddress } from "./sign-in-options.js";
+import { datasetView, storageView } from "./storage-views.js";
 
 /** What a view gets: where to draw, a signal that aborts when the user leaves. */
 export interface View {
@@ -71,6 +75,8 @@ function loginView(main: HTMLElement, message = ""): void {
     error,
   );
   mount(main, form);
+  error.textContent ||= signInErrorFromAddress();
+  void addOidcSignIn(form);
   user.focus();
 }
 
@@ -80,6 +86,7 @@ async function route(): Promise<void> {
   const main = document.getElementById("main") as HTMLElement;
   me ??= (await authGet("me")) as typeof me;
   if (me === undefined) return loginView(main, "");
+  startRecording();
   const nav = document.getElementById("nav") as HTMLElement;
   nav.removeAttribute("hidden");
   const hash = location.hash === "" ? "#/" : location.hash;
@@ -125,6 +132,7 @@ async function route(): Promise<void> {
     else if (page === "vms" && target !== "") await vmView(view, target);
     else if (page === "vms") await vmsView(view);
     else if (page === "migrations") await migrationsView(view);
+    else if (page === "storage" && target !== "") await datasetView(view, target);
     else if (page === "storage") await storageView(view);
     else if (page === "access") await accessView(view);
     else if (page === "audit") await auditView(view);
@@ -146,12 +154,14 @@ async function signOut(): Promise<void> {
   await authPost("logout", {});
   me = undefined;
   current.abort();
+  stopRecording();
   loginView(document.getElementById("main") as HTMLElement, "Signed out.");
 }
 
 setSignedOutHandler((why) => {
   me = undefined;
   current.abort();
+  stopRecording();
   loginView(document.getElementById("main") as HTMLElement, why);
 });
 window.addEventListener("hashchange", () => void route());

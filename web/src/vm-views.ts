@@ -11,8 +11,9 @@ import {
   VmState,
 } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { api, describe, follow } from "./api.js";
-import { el, mount, progress, table } from "./dom.js";
+import { el, mount, progress } from "./dom.js";
 import type { View } from "./main.js";
+import { objectEvents } from "./object-events.js";
 
 /** A graceful stop waits this long before the VM is forced off. */
 const STOP_TIMEOUT_MS = 30_000;
@@ -118,38 +119,11 @@ export async function vmLifecycle(
   };
   const id = vm.id;
   const running = vm.state === VmState.RUNNING || vm.state === VmState.PAUSED;
-  const events = el("div", { "data-testid": "vm-events" });
-  try {
-    const list = await api.events.listEvents(
-      { objectKind: EventObjectKind.VM, objectId: id, tail: 20 },
-      { signal: view.signal },
-    );
-    mount(
-      events,
-      list.events.length === 0
-        ? el("p", {}, "No events.")
-        : table(
-            "Recent events",
-            ["Time", "Type", "Reason", "Message"],
-            list.events
-              .slice()
-              .reverse()
-              .map((e) => [
-                e.time === undefined
-                  ? ""
-                  : new Date(Number(e.time.seconds) * 1000)
-                      .toISOString()
-                      .slice(0, 19)
-                      .replace("T", " "),
-                e.type,
-                e.reason,
-                e.message,
-              ]),
-          ),
-    );
-  } catch (err) {
-    mount(events, el("p", {}, describe(err)));
-  }
+  const events = el(
+    "div",
+    { "data-testid": "vm-events" },
+    await objectEvents(EventObjectKind.VM, id, "Recent events", view.signal),
+  );
   return el(
     "section",
     { "aria-labelledby": "lifecycle-h" },

@@ -1,0 +1,94 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Logger, rethrowAborted } from "../core/index.js";
+import { canAbortJob, canQuiesce, type DomainStatus } from "../drivers/index.js";
+import type { Executors } from "./executors.js";
+import type { MigrationJob } from "./migration-job.js";
+
+/** Where the hypervisors have a migration's VM once no job of it runs. */
+export interface JobOutcome {
+  /** On the source; {@link UNREACHABLE} when the source cannot be asked and the target lacks it. */
+  readonly onSource: DomainStatus | undefined;
+  readonly onTarget: DomainStatus | undefined;
+}
+
+/** What settling assumes of a source it cannot reach while the target lacks the VM. */
+export const UNREACHABLE: DomainStatus = Object.freeze({
+  id: "",
+  state: "stopped",
+  vcpus: 0,
+  memoryBytes: 0n,
+  persistent: true,
+});
+
+/** Asks a migration's two hypervisors about its job. */
+export interface JobProbe {
+  /**
+   * Where the VM is once no job of it runs on either node; "busy" while one
+   * still does (a node's agent still has it, or a hypervisor reports it
+   * migrating), including when `wait` aborts before an agent's job ended.
+   */
+  look(job: MigrationJob, signal: AbortSignal, wait: AbortSignal): Promise<JobOutcome | "busy">;
+  /** Asks both nodes to abort any job of the VM (a no-op where none runs or the driver cannot). */
+  abort(job: MigrationJob, signal: AbortSignal): Promise<void>;
+  /** `look` again every 100 ms until the job has ended or `ms` passed ("busy"). */
+  awaitEnd(job: MigrationJob, signal: AbortSignal, ms: number): Promise<JobOutcome | "busy">;
+}
+
+/** Creates the {@link JobProbe} over the executors. */
+export function createJobProbe(executors: Executors, logger: Logger): JobProbe {
+  async function look(
+    job: MigrationJob,
+    signal: AbortSignal,
+    wait: AbortSignal,
+  ): Promise<JobOutcome | "busy"> {
+    const { vmId, source, target } = job;
+    // A node that runs jobs itself (an agent) may still be moving the vm: its outcome decides.
+    for (const node of [source, target]) {
+      const driver = executors.forNode(node);
+      if (driver === undefined || !canQuiesce(driver)) continue;
+      try {
+        await driver.quiesce(vmId, AbortSignal.any([signal, wait]));
+      } catch (err) {
+        if (wait.aborted && !signal.aborted) return "busy";
+        throw err;
+      }
+    }
+    const onTarget = await executors.forNode(target)?.info(vmId, signal);
+    // A source that cannot be reached (its node died too) did not hand the VM
+    // over: the target is the one that decides. Settling then releases the
+    // VM's lock, so failover can take it.
+    const onSource = await executors
+      .forNode(source)
+      ?.info(vmId, signal)
+      .catch((err: unknown) => {
+        logger.warn({ err, node: source }, "source unreachable while settling");
+        return onTarget === undefined ? UNREACHABLE : undefined;
+      });
+    if (onTarget?.migrating === true || (onSource !== UNREACHABLE && onSource?.migrating === true))
+      return "busy";
+    return { onSource, onTarget };
+  }
+
+  return {
+    look,
+    async abort(job, signal) {
+      for (const node of [job.source, job.target]) {
+        const driver = executors.forNode(node);
+        if (driver === undefined || !canAbortJob(driver)) continue;
+        await driver
+          .abortJob(job.vmId, signal)
+          .catch((err: unknown) =>
+            logger.warn({ err, node, vm: job.vmId }, "could not ask to abort the job"),
+          );
+      }
+    },
+    async awaitEnd(job, signal, ms) {
+      const until = AbortSignal.timeout(ms);
+      for (;;) {
+        const seen = await look(job, signal, until);
+        if (seen !== "busy" || until.aborted) return seen;
+        await sleep(100, undefined, { signal }).catch(rethrowAborted(signal));
+      }
+    },
+  };
+}

@@ -1,0 +1,177 @@
+import type { Clock, Logger } from "../core/index.js";
+import { type DomainState, vmStateOf } from "../drivers/index.js";
+import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
+import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
+import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
+import type { MigrationJournal } from "./migration-journal.js";
+import type { RunnerRegistry } from "./runner-registry.js";
+
+/** Options of {@link createMigrationSettler}. */
+export interface MigrationSettlerOptions {
+  readonly inventory: Inventory;
+  readonly executors: Executors;
+  readonly journal: MigrationJournal;
+  readonly runners: RunnerRegistry;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /**
+   * How long an orphan's hypervisor job may go on, from when this process
+   * first tried to settle it, before it is aborted (default 30 min, as
+   * libvirt.migrateTimeoutMs).
+   */
+  readonly jobTimeoutMs?: number;
+  /** Told of each job settled (for the audit trail). */
+  readonly onSettled?: (job: MigrationJob) => void;
+}
+
+/** Settles migrations whose runner is gone. */
+export interface MigrationSettler {
+  /**
+   * Finishes or rolls back migrations whose runner is gone, from what the
+   * hypervisors report. Returns how many it settled. One pass at a time.
+   */
+  reconcile(signal?: AbortSignal): Promise<number>;
+}
+
+/** After asking for a job's abort, how long its end is awaited in one pass. */
+const ABORT_WAIT_MS = 10_000;
+
+/**
+ * Creates the {@link MigrationSettler}. Settling decides from the truth: it
+ * first waits for any hypervisor job of the migration's VM to end (asking
+ * both nodes); a job still running `jobTimeoutMs` after the first try is
+ * aborted, and only once it has ended is the record decided and the lock
+ * and reservation released. Until then nothing is written.
+ */
+export function createMigrationSettler(options: MigrationSettlerOptions): MigrationSettler {
+  const { inventory, executors, journal, runners, clock, logger } = options;
+  const jobTimeoutMs = options.jobTimeoutMs ?? 1_800_000;
+  const probe = createJobProbe(executors, logger);
+  /** When this process first tried to settle each orphan (its own clock). */
+  const firstTried = new Map<string, number>();
+  let reconciling: Promise<number> | undefined;
+
+  /** Where the VM is once the job ended (aborted when overdue), or undefined: settle later. */
+  async function truth(job: MigrationJob, sig: AbortSignal): Promise<JobOutcome | undefined> {
+    const since = firstTried.get(job.id) ?? clock.now();
+    firstTried.set(job.id, since);
+    const left = since + jobTimeoutMs - clock.now();
+    const seen = await probe.look(job, sig, AbortSignal.timeout(Math.max(0, left)));
+    if (seen !== "busy") return seen;
+    if (left > 0) {
+      logger.info(
+        { migration: job.id, vm: job.vmId },
+        "hypervisor job still running; settling later",
+      );
+      return undefined;
+    }
+    logger.warn(
+      { migration: job.id, vm: job.vmId, timeoutMs: jobTimeoutMs },
+      "hypervisor job of an orphaned migration did not end in time; aborting it",
+    );
+    await probe.abort(job, sig);
+    const after = await probe.awaitEnd(job, sig, ABORT_WAIT_MS);
+    if (after !== "busy") return after;
+    logger.warn({ migration: job.id, vm: job.vmId }, "abort not confirmed yet; settling later");
+    return undefined;
+  }
+
+  /**
+   * Settles an orphaned migration from what the hypervisors say; undefined
+   * (and nothing written: the lock and reservation stay) while either still
+   * runs a migration job of the VM, to be looked at again by a later pass.
+   */
+  async function settle(
+    job: MigrationJob,
+    signal?: AbortSignal,
+  ): Promise<MigrationJob | undefined> {
+    const { vmId, source, target } = job;
+    const sig = signal ?? AbortSignal.timeout(60_000);
+    const seen = await truth(job, sig);
+    if (seen === undefined) return undefined;
+    const { onSource, onTarget } = seen;
+    const restart = async (node: string, state: DomainState | undefined) => {
+      if (!job.restartAfter || state !== "stopped") return;
+      await executors
+        .forNode(node)
+        ?.start(vmId, sig)
+        .catch((err: unknown) =>
+          logger.error({ err, vm: vmId, node }, "restart after settling failed"),
+        );
+    };
+    let settled: MigrationJob;
+    if (job.kind === "failover" && onTarget === undefined) {
+      settled = jobFinished(
+        job,
+        { state: "failed", phase: "rolled-back" },
+        "control plane stopped mid-failover; the vm was not restarted",
+      );
+    } else if (onTarget !== undefined && onSource === undefined) {
+      await restart(target, onTarget.state);
+      settled = jobFinished(
+        job,
+        { state: "succeeded", phase: "completed" },
+        `finished while the control plane was down; the vm is on ${target}`,
+      );
+      const vm = await inventory.findVm(vmId, signal);
+      if (vm !== undefined)
+        await inventory.moveVm({ ...vm, state: vmStateOf(onTarget.state) }, source, target, signal);
+    } else if (onSource !== undefined && onTarget === undefined) {
+      if (onSource !== UNREACHABLE) await restart(source, onSource.state);
+      settled = jobFinished(
+        job,
+        { state: "failed", phase: "rolled-back" },
+        onSource === UNREACHABLE
+          ? `control plane stopped mid-migration and ${source} is unreachable; the vm never reached ${target}`
+          : `control plane stopped mid-migration; rolled back, the vm stays on ${source}`,
+      );
+    } else {
+      settled = jobUnresolved(
+        job,
+        onSource === undefined
+          ? `vm found on neither ${source} nor ${target}; operator action needed`
+          : `vm defined on both ${source} and ${target}; operator action needed`,
+      );
+      logger.error({ migration: job.id, vm: vmId }, settled.message);
+    }
+    const published = await journal.publish(settled, { final: true });
+    firstTried.delete(job.id);
+    return published;
+  }
+
+  async function reconcilePass(signal?: AbortSignal): Promise<number> {
+    let count = 0;
+    const all = await journal.list(signal);
+    // Orphans settled elsewhere (or gone) are no longer timed here.
+    const active = new Set(all.filter(({ job }) => jobActive(job)).map(({ job }) => job.id));
+    for (const id of firstTried.keys()) if (!active.has(id)) firstTried.delete(id);
+    for (const { job, modRevision } of all) {
+      if (!jobActive(job) || journal.owns(job.id)) continue;
+      // Someone else's, and that process is alive: it is theirs to finish.
+      if (job.runner !== journal.runnerId && (await runners.isAlive(job.runner, signal))) continue;
+      const claimed = await journal.claim(job, modRevision, signal);
+      if (claimed === undefined) continue;
+      try {
+        const settled = await settle(claimed, signal);
+        if (settled === undefined) continue;
+        count++;
+        logger.info({ migration: job.id, state: settled.status.state }, "reconciled");
+        options.onSettled?.(settled);
+      } catch (err) {
+        logger.warn({ err, migration: job.id }, "reconcile failed; will retry");
+      }
+    }
+    return count;
+  }
+
+  return {
+    reconcile(signal) {
+      // One pass at a time: a slow settle must not be claimed again by the next pass.
+      reconciling ??= reconcilePass(signal).finally(() => {
+        reconciling = undefined;
+      });
+      return reconciling;
+    },
+  };
+}

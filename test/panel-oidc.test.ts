@@ -1,0 +1,409 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { chromium } from "playwright-core";
+import type { AuditFields } from "../src/audit/index.js";
+import { createManualClock, silentLogger } from "../src/core/index.js";
+import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
+import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
+import { createLoginThrottle, createOidcSignIn, createPanelSessions } from "../src/panel/index.js";
+import { createAccessPolicy } from "../src/security/index.js";
+import { parseConfig } from "../src/server/index.js";
+import { createSqliteStore } from "../src/store/index.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { freePorts } from "./helpers/etcd-server.js";
+import { type Misbehaviour, startTestIssuer, type TestIssuer } from "./helpers/oidc-issuer.js";
+import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
+
+/** Debian's Chromium (as in panel-e2e.test.ts); under CI=true its absence fails the run. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI === "true")
+  throw new Error(`${CHROMIUM} not found: install Debian's chromium (.ci/run does)`);
+const SCREENSHOTS = join(process.cwd(), "test-results", "panel");
+
+/** One step of a browser's navigation: where it went and what came back. */
+interface Hop {
+  readonly url: URL;
+  readonly status: number;
+  readonly location: string | undefined;
+}
+
+describe("web panel: sign-in with an OpenID Connect issuer", () => {
+  let dir: string;
+  let issuer: TestIssuer;
+  let daemon: DaemonProcess;
+  let url: string;
+  let ca: string;
+  let admin: PanelBrowser;
+  const principal = (sub: string) => `oidc:${issuer.url}#${sub}`;
+
+  /**
+   * Follows redirects like a browser would, across the panel and the issuer,
+   * keeping the panel's cookies in `b` (the issuer sets none). `stopAt`:
+   * return before requesting a URL whose path it names.
+   */
+  const navigate = async (b: PanelBrowser, start: string, stopAt?: string) => {
+    const hops: Hop[] = [];
+    let next = new URL(start, url);
+    for (let i = 0; i < 10; i++) {
+      if (next.pathname === stopAt) return { hops, stopped: next };
+      const panel = next.origin === new URL(url).origin;
+      const hop = await new Promise<Hop>((resolve, reject) => {
+        const req = request(
+          next,
+          {
+            ca: panel ? ca : issuer.caPem,
+            servername: panel ? "localhost" : undefined,
+            headers: panel
+              ? { cookie: [...b.cookies].map(([k, v]) => `${k}=${v}`).join("; ") }
+              : {},
+          },
+          (res) => {
+            for (const c of res.headers["set-cookie"] ?? []) {
+              const [pair = ""] = c.split(";");
+              const name = pair.slice(0, pair.indexOf("="));
+              if (/Max-Age=0\b/.test(c)) b.cookies.delete(name);
+              else b.cookies.set(name, pair.slice(name.length + 1));
+            }
+            res.resume();
+            res.on("end", () =>
+              resolve({ url: next, status: res.statusCode ?? 0, location: res.headers.location }),
+            );
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+      hops.push(hop);
+      if (hop.location === undefined) return { hops, stopped: undefined };
+      next = new URL(hop.location, next);
+    }
+    throw new Error("redirect loop");
+  };
+  /** Signs in through the issuer from a fresh browser; returns it and where it landed. */
+  const signIn = async (b = panelBrowser(url, ca)) => {
+    const { hops } = await navigate(b, "/auth/oidc/start");
+    const last = hops.at(-1) as Hop;
+    return { b, landed: last.url, hops };
+  };
+  const errorOf = (landed: URL) => landed.searchParams.get("signin_error") ?? "none";
+  /** The daemon's last log line about a refused sign-in, for assertion messages. */
+  const lastRefusal = () =>
+    JSON.stringify(daemon.logs.filter((l) => l.msg === "panel sign-in refused").at(-1));
+  const oidcAudit = async () =>
+    (await admin.client(AuditService).listAuditRecords({ pageSize: 500 })).records.filter(
+      (r) => r.event === "panel.auth" && r.authMethod === "oidc",
+    );
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-panel-oidc-"));
+    issuer = await startTestIssuer();
+    const [port] = await freePorts(1);
+    issuer.redirectUrl = `https://127.0.0.1:${port}/auth/oidc/callback`;
+    writeFileSync(join(dir, "issuer-ca.pem"), issuer.caPem);
+    writeFileSync(join(dir, "client-secret"), `${issuer.clientSecret}\n`, { mode: 0o600 });
+    daemon = await startDevDaemon(dir, {
+      panel: {
+        listen: `127.0.0.1:${port}`,
+        // Generous for the cases here; the last case spends the rest.
+        loginPerAddress: { ratePerSecond: 0.001, burst: 60 },
+        oidc: {
+          issuer: issuer.url,
+          name: "Test SSO",
+          clientId: issuer.clientId,
+          clientSecretFile: join(dir, "client-secret"),
+          redirectUrl: issuer.redirectUrl,
+          caFile: join(dir, "issuer-ca.pem"),
+        },
+      },
+      rbac: { bindings: [{ principal: `oidc:${issuer.url}#alice`, roles: ["viewer"] }] },
+    });
+    url = `https://127.0.0.1:${port}/`;
+    ca = devCa(dir);
+    admin = panelBrowser(url, ca);
+    const password = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
+    assert.equal((await admin.auth("login", { user: "admin", password })).status, 200);
+  });
+  after(async () => {
+    daemon?.kill();
+    await issuer?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("signs a person in through the issuer into the same kind of session a password makes", async () => {
+    issuer.user = { sub: "alice", email: "alice@example.test" };
+    assert.deepEqual((await admin.auth("providers")).json, { oidc: "Test SSO" });
+    const { b, landed, hops } = await signIn();
+    // start -> issuer's /authorize (PKCE S256) -> callback -> the panel's page.
+    const authorize = hops[1]?.url as URL;
+    assert.equal(authorize.origin, issuer.url);
+    assert.equal(authorize.searchParams.get("code_challenge_method"), "S256");
+    assert.ok(authorize.searchParams.get("nonce"));
+    assert.equal(landed.pathname, "/");
+    assert.equal(errorOf(landed), "none", lastRefusal());
+    assert.ok(b.cookies.has("__Host-dv_access") && b.cookies.has("__Host-dv_refresh"));
+    assert.ok(!b.cookies.has("__Host-dv_oidc"), "the flow cookie is cleared");
+    assert.equal((await b.auth("me")).json.principal, principal("alice"));
+    // Roles come from the binding of oidc:<issuer>#alice: viewer reads, may not cordon.
+    const nodes = b.client(NodeService);
+    assert.equal((await nodes.listNodes({})).nodes.length, 3);
+    await assert.rejects(
+      nodes.cordonNode({ id: { id: "node-01" }, reason: "no" }),
+      (e: unknown) => e instanceof ConnectError && e.code === Code.PermissionDenied,
+    );
+    // The same refresh rotation: the rotated-away token ends the session when reused.
+    const oldRefresh = b.cookies.get("__Host-dv_refresh") as string;
+    assert.equal((await b.auth("refresh", {})).status, 200);
+    const thief = panelBrowser(url, ca);
+    thief.cookies.set("__Host-dv_refresh", oldRefresh);
+    assert.equal((await thief.auth("refresh", {})).status, 401);
+    assert.equal((await b.auth("me")).status, 401, "reuse ended the whole session");
+    const records = await oidcAudit();
+    const ok = records.find((r) => r.code === "OK" && r.principal === principal("alice"));
+    assert.ok(ok, JSON.stringify(records.map((r) => [r.code, r.principal, r.reason])));
+    assert.equal(ok.method, "Login");
+    const text = JSON.stringify(records, (_k, v) => (typeof v === "bigint" ? String(v) : v));
+    assert.ok(!text.includes(oldRefresh) && !text.includes(issuer.clientSecret));
+  });
+
+  it("lets an admin end an OpenID Connect person's sessions at once", async () => {
+    issuer.user = { sub: "alice" };
+    const { b } = await signIn();
+    assert.equal((await b.auth("me")).status, 200);
+    const r = await admin.auth("users", { action: "end-sessions", user: principal("alice") });
+    assert.equal(r.json.sessionsEnded, 1, JSON.stringify(r.json));
+    assert.equal((await b.auth("me")).status, 401);
+  });
+
+  it("refuses a person no binding gives a role, and names the principal to bind", async () => {
+    issuer.user = { sub: "mallory" };
+    const { b, landed } = await signIn();
+    assert.equal(errorOf(landed), "OIDC_NO_ROLES");
+    assert.equal(landed.searchParams.get("principal"), principal("mallory"));
+    assert.ok(!b.cookies.has("__Host-dv_access"));
+    const records = await oidcAudit();
+    assert.ok(
+      records.some((r) => r.principal === principal("mallory") && r.decision === "deny"),
+      JSON.stringify(records.map((r) => [r.code, r.principal, r.reason])),
+    );
+  });
+
+  it("refuses a callback with no, a wrong, or another browser's state, and keeps the session it has", async () => {
+    issuer.user = { sub: "alice" };
+    const { b } = await signIn();
+    const session = b.cookies.get("__Host-dv_access");
+    const before = issuer.tokenRequests;
+    // A forged callback (login CSRF): this browser started no sign-in.
+    const forged = await navigate(b, "/auth/oidc/callback?code=stolen&state=guess");
+    assert.equal(errorOf(forged.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
+    // Its own sign-in, but the callback's state is not the one it sent.
+    const started = await navigate(b, "/auth/oidc/start", "/auth/oidc/callback");
+    const cb = started.stopped as URL;
+    cb.searchParams.set("state", "x".repeat(43));
+    const wrong = await navigate(b, cb.pathname + cb.search);
+    assert.equal(errorOf(wrong.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
+    // Without state at all.
+    const again = (await navigate(b, "/auth/oidc/start", "/auth/oidc/callback")).stopped as URL;
+    again.searchParams.delete("state");
+    const none = await navigate(b, again.pathname + again.search);
+    assert.equal(errorOf(none.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
+    assert.equal(issuer.tokenRequests, before, "no code was redeemed");
+    assert.equal(b.cookies.get("__Host-dv_access"), session, "the session it had is untouched");
+    assert.equal((await b.auth("me")).json.principal, principal("alice"));
+  });
+
+  it("refuses a replayed callback and a replayed code", async () => {
+    issuer.user = { sub: "alice" };
+    const b = panelBrowser(url, ca);
+    const cb = (await navigate(b, "/auth/oidc/start", "/auth/oidc/callback")).stopped as URL;
+    const flowCookie = b.cookies.get("__Host-dv_oidc") as string;
+    const first = await navigate(b, cb.pathname + cb.search);
+    assert.equal(errorOf(first.hops.at(-1)?.url as URL), "none");
+    // The same callback again, flow cookie and all (a copy of the browser's request).
+    const copy = panelBrowser(url, ca);
+    copy.cookies.set("__Host-dv_oidc", flowCookie);
+    const replay = await navigate(copy, cb.pathname + cb.search);
+    assert.equal(errorOf(replay.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
+    // The old code inside a new sign-in of its own: the issuer refuses the code.
+    const fresh = (await navigate(copy, "/auth/oidc/start", "/auth/oidc/callback")).stopped as URL;
+    fresh.searchParams.set("code", cb.searchParams.get("code") as string);
+    const reused = await navigate(copy, fresh.pathname + fresh.search);
+    assert.equal(errorOf(reused.hops.at(-1)?.url as URL), "OIDC_ISSUER_REFUSED");
+    assert.ok(!copy.cookies.has("__Host-dv_access"));
+  });
+
+  // The audit record says which check failed (and so that each check runs).
+  for (const [bad, reason, check] of [
+    ["error", "OIDC_ISSUER_REFUSED", "error=access_denied"],
+    ["wrong-nonce", "OIDC_TOKEN_INVALID", '"nonce"'],
+    ["wrong-audience", "OIDC_TOKEN_INVALID", '"aud"'],
+    ["wrong-issuer", "OIDC_TOKEN_INVALID", '"iss"'],
+    ["bad-signature", "OIDC_TOKEN_INVALID", "signature verification failed"],
+    ["expired", "OIDC_TOKEN_INVALID", '"exp"'],
+  ] as [Misbehaviour, string, string][]) {
+    it(`fail-${bad}: no session, ${reason} in the page, an audit record`, async () => {
+      issuer.user = { sub: "alice" };
+      issuer.misbehave = bad;
+      const { b, landed } = await signIn();
+      assert.equal(errorOf(landed), reason, lastRefusal());
+      assert.equal(landed.pathname, "/");
+      assert.ok(!b.cookies.has("__Host-dv_access") && !b.cookies.has("__Host-dv_refresh"));
+      const records = await oidcAudit();
+      const last = records.at(-1);
+      assert.equal(last?.error, reason, `${last?.reason} ${records.map((r) => r.error)}`);
+      assert.notEqual(last?.code, "OK");
+      assert.ok(last?.reason.includes(check), last?.reason);
+    });
+  }
+
+  it("signs in with the issuer in Chromium and shows the nodes; a refused sign-in says why", {
+    skip: haveChromium ? false : `${CHROMIUM} not installed`,
+  }, async () => {
+    issuer.user = { sub: "alice" };
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox"],
+    });
+    try {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true });
+      const page = await context.newPage();
+      await page.goto(url);
+      const button = page.getByRole("link", { name: "Sign in with Test SSO" });
+      await button.click();
+      await page
+        .getByTestId("principal")
+        .filter({ hasText: principal("alice") })
+        .waitFor();
+      await page.getByTestId("nodes").locator("tbody tr").nth(2).waitFor();
+      assert.equal(await page.getByTestId("nodes").locator("tbody tr").count(), 3);
+      await page.screenshot({ path: join(SCREENSHOTS, "oidc-signed-in.png") });
+      // A refused sign-in in a fresh browser: the page names the reason, the address is clean.
+      const other = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+      issuer.misbehave = "wrong-nonce";
+      await other.goto(url);
+      await other.getByRole("link", { name: "Sign in with Test SSO" }).click();
+      const error = other.getByTestId("login-error");
+      await error.filter({ hasText: "failed verification" }).waitFor();
+      assert.match((await error.textContent()) ?? "", /OIDC_TOKEN_INVALID/);
+      assert.equal(new URL(other.url()).search, "");
+      assert.equal(
+        (await other.context().cookies()).filter((c) => c.name === "__Host-dv_access").length,
+        0,
+      );
+      await other.screenshot({ path: join(SCREENSHOTS, "oidc-refused.png") });
+      await other.evaluate(
+        readFileSync(join(process.cwd(), "node_modules", "axe-core", "axe.min.js"), "utf8"),
+      );
+      const axe = (await other.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
+        violations: { id: string; impact: string }[];
+      };
+      assert.deepEqual(
+        axe.violations.filter((v) => v.impact === "serious" || v.impact === "critical"),
+        [],
+      );
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("rate-limits sign-ins per address like password sign-ins", async () => {
+    const b = panelBrowser(url, ca);
+    let limited: URL | undefined;
+    for (let i = 0; i < 80 && limited === undefined; i++) {
+      const { hops } = await navigate(b, "/auth/oidc/callback?code=x&state=y");
+      const landed = hops.at(-1)?.url as URL;
+      if (errorOf(landed) === "RATE_LIMITED") limited = landed;
+      else assert.equal(errorOf(landed), "OIDC_SIGN_IN_EXPIRED");
+    }
+    assert.ok(limited, "the address bucket ran out");
+    // And password sign-ins from the same address share the bucket.
+    const r = await panelBrowser(url, ca).auth("login", {
+      user: "admin",
+      password: "x".repeat(12),
+    });
+    assert.equal(r.status, 429);
+  });
+});
+
+describe("OpenID Connect sign-in: the issuer is reached over verified TLS only", () => {
+  let issuer: TestIssuer;
+  let dir: string;
+  before(async () => {
+    issuer = await startTestIssuer();
+    issuer.redirectUrl = "https://127.0.0.1:1/auth/oidc/callback";
+    dir = mkdtempSync(join(tmpdir(), "dv-oidc-tls-"));
+  });
+  after(async () => {
+    await issuer?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const relyingParty = async (caPem: string | undefined, audited: AuditFields[]) => {
+    const clock = createManualClock(Date.now());
+    const store = createSqliteStore({
+      path: join(dir, `${audited.length}-${Math.random()}.db`),
+      logger: silentLogger,
+      clock,
+    });
+    return createOidcSignIn({
+      issuer: issuer.url,
+      name: "Test SSO",
+      clientId: issuer.clientId,
+      clientSecret: issuer.clientSecret,
+      redirectUrl: issuer.redirectUrl,
+      scopes: ["openid"],
+      principalClaim: "sub",
+      caPem,
+      sessions: await createPanelSessions({ store, clock }),
+      throttle: createLoginThrottle({ clock }),
+      policy: () => createAccessPolicy({}),
+      audit: async (f) => {
+        audited.push(f);
+      },
+      logger: silentLogger,
+      now: () => clock.now(),
+    });
+  };
+
+  it("refuses an issuer whose certificate it cannot verify, and says so", async () => {
+    const audited: AuditFields[] = [];
+    const r = await (await relyingParty(undefined, audited)).start("10.0.0.9");
+    assert.equal(r.location, "/?signin_error=OIDC_ISSUER_UNAVAILABLE");
+    assert.match(audited[0]?.reason ?? "", /issuer unreachable: [A-Z_]*(VERIFY|CERT)/);
+    assert.ok(!JSON.stringify(audited).includes(issuer.clientSecret));
+    // With the issuer's CA it goes to the issuer's authorization endpoint.
+    const ok = await (await relyingParty(issuer.caPem, [])).start("10.0.0.9");
+    assert.ok(ok.location.startsWith(`${issuer.url}/authorize?`), ok.location);
+  });
+
+  it("refuses plain-HTTP issuers and redirect URLs in the configuration", () => {
+    const base = {
+      issuer: "https://idp.example",
+      clientId: "panel",
+      redirectUrl: "https://panel.example/auth/oidc/callback",
+    };
+    assert.doesNotThrow(() => parseConfig({ panel: { oidc: base } }));
+    assert.throws(
+      () => parseConfig({ panel: { oidc: { ...base, issuer: "http://idp.example" } } }),
+      /panel\.oidc\.issuer/,
+    );
+    assert.throws(
+      () =>
+        parseConfig({
+          panel: { oidc: { ...base, redirectUrl: "http://panel.example/auth/oidc/callback" } },
+        }),
+      /panel\.oidc\.redirectUrl/,
+    );
+    assert.throws(
+      () => parseConfig({ panel: { oidc: { ...base, scopes: ["profile"] } } }),
+      /panel\.oidc\.scopes/,
+    );
+  });
+});
