@@ -356,6 +356,27 @@ async function measureAgents(
   }
 }
 
+/** A run that ended before it measured anything. */
+function failedRun(agents: number, why: string): AgentsRun {
+  const none = Number.NaN;
+  return {
+    agents,
+    reqPerSec: 0,
+    p50Ms: none,
+    p99Ms: none,
+    cpuPer10k: none,
+    cpuMsPerHeartbeat: none,
+    rssPerStreamKib: none,
+    heapPerStreamKib: none,
+    connectSeconds: none,
+    received: 0,
+    afterCommitP50Ms: none,
+    afterCommitP99Ms: none,
+    calls: OPERATIONS,
+    problems: [why],
+  };
+}
+
 /** The stream counts `--agents` asked for (default 100). */
 export function agentCounts(ctx: ScenarioContext): number[] {
   return ctx.agents.length > 0 ? [...ctx.agents] : [100];
@@ -371,7 +392,14 @@ export const agentsScenario: Scenario = {
     );
     for (let round = 0; round < ctx.rounds; round++)
       for (const n of roundOrder(counts, round))
-        all[`${n} streams`]?.push(await measureAgents(ctx, n, round));
+        all[`${n} streams`]?.push(
+          // A run that could not finish (e.g. streams never all connected) is
+          // rejected with why; the other counts' runs still count.
+          await measureAgents(ctx, n, round).catch((err: unknown) => {
+            ctx.log(`  round ${round + 1} ${n} streams REJECTED: ${String(err)}`);
+            return failedRun(n, String(err));
+          }),
+        );
     const medianOf = (runs: readonly AgentsRun[], f: (r: AgentsRun) => number) => {
       const ok = runs.filter((r) => r.problems.length === 0);
       return ok.length === 0 ? Number.NaN : median(ok.map(f));
