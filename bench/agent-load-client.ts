@@ -7,7 +7,8 @@
 // with SUCCEEDED, and tells the parent when each dispatch arrived.
 //
 // Raw node:http2 and protobuf-es, no grpc-js: the client's own cost per
-// stream stays small, so 10,000 streams fit in one process.
+// stream stays small. The suite runs several of these clients, each holding
+// a slice of the nodes, so the load does not queue behind one event loop.
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
@@ -32,7 +33,9 @@ export interface AgentLoadStart {
   readonly address: string;
   readonly caCertFile: string;
   readonly caKeyFile: string;
+  /** Agents this client holds: nodes `first` to `first + agents - 1`. */
   readonly agents: number;
+  readonly first: number;
   /** Node ids are PREFIX-00001 ... */
   readonly prefix: string;
   readonly heartbeatIntervalMs: number;
@@ -41,6 +44,11 @@ export interface AgentLoadStart {
   readonly connectConcurrency: number;
 }
 
+/** Progress while connecting, every 10 s. */
+export type LoadProgress = Extract<AgentLoadReport, { type: "progress" }>;
+/** Counters after connecting, every second. */
+export type LoadStats = Extract<AgentLoadReport, { type: "stats" }>;
+
 /** What the client tells the parent. */
 export type AgentLoadReport =
   | { readonly type: "issued"; readonly ms: number }
@@ -48,6 +56,8 @@ export type AgentLoadReport =
       readonly type: "connected";
       readonly streams: number;
       readonly failed: number;
+      /** Attempts that failed and were tried again. */
+      readonly retried: number;
       readonly ms: number;
       readonly firstError?: string;
     }
@@ -72,6 +82,7 @@ export const preciseNow = () => performance.timeOrigin + performance.now();
 
 const CONNECT_PATH = "/debvisor.v1.AgentService/Connect";
 const WELCOME_TIMEOUT_MS = 30_000;
+const CONNECT_ATTEMPTS = 3;
 const send = (m: AgentLoadReport) => process.send?.(m);
 
 export function nodeName(prefix: string, i: number): string {
@@ -125,7 +136,7 @@ async function run(o: AgentLoadStart): Promise<void> {
   const keyPem = keys.privateKey.export({ type: "pkcs8", format: "pem" }).toString();
   const spkiDer = keys.publicKey.export({ type: "spki", format: "der" });
   const certs: string[] = [];
-  for (let i = 0; i < o.agents; i++)
+  for (let i = o.first; i < o.first + o.agents; i++)
     certs.push(
       (
         await ca.issue({
@@ -159,7 +170,7 @@ async function run(o: AgentLoadStart): Promise<void> {
       const node = nodeName(o.prefix, i);
       const session = connect(`https://${o.address}`, {
         ca: caPem,
-        cert: certs[i],
+        cert: certs[i - o.first],
         key: keyPem,
         servername: "localhost",
         minVersion: "TLSv1.3",
@@ -255,14 +266,27 @@ async function run(o: AgentLoadStart): Promise<void> {
     });
 
   const c0 = performance.now();
-  let next = 0;
+  let next = o.first;
   let failed = 0;
+  let retried = 0;
+  // Like an agent, a stream that was not welcomed tries again after a pause
+  // (CONNECT_ATTEMPTS in all); it counts as failed only when every attempt failed.
   const worker = async () => {
-    while (next < o.agents) {
+    while (next < o.first + o.agents) {
       const i = next++;
-      await open(i).catch(() => {
-        failed++;
-      });
+      for (let attempt = 1; ; attempt++) {
+        const ok = await open(i).then(
+          () => true,
+          () => false,
+        );
+        if (ok) break;
+        if (attempt === CONNECT_ATTEMPTS) {
+          failed++;
+          break;
+        }
+        retried++;
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
     }
   };
   const progress = setInterval(
@@ -282,6 +306,7 @@ async function run(o: AgentLoadStart): Promise<void> {
     type: "connected",
     streams: agents.length,
     failed,
+    retried,
     ms: performance.now() - c0,
     firstError,
   });

@@ -29,7 +29,7 @@ export interface BenchServer {
 /** Where to write CPU profiles; undefined: no profiling. */
 export type ProfileDir = string | undefined;
 
-function profileArgs(name: string, profileDir: ProfileDir): string[] {
+export function profileArgs(name: string, profileDir: ProfileDir): string[] {
   return profileDir === undefined
     ? []
     : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.cpuprofile`];

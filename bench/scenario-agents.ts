@@ -7,8 +7,9 @@
 // and dispatch latency from submit to the agent's receipt. Verified: every
 // stream welcomed, every operation received and its result recorded (DONE).
 import { type ChildProcess, fork } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createAgentOperations } from "../src/cluster/index.js";
 import { systemClock } from "../src/core/index.js";
@@ -20,10 +21,13 @@ import { startEtcd } from "../test/helpers/etcd-server.js";
 import {
   type AgentLoadReport,
   type AgentLoadStart,
+  type LoadProgress,
+  type LoadStats,
   nodeName,
   preciseNow,
 } from "./agent-load-client.js";
 import { row, type ScenarioResult, summarize, target } from "./bench-report.js";
+import { profileArgs } from "./bench-servers.js";
 import { cpuSeconds, median, percentile, roundOrder } from "./bench-support.js";
 import type { Sample } from "./measure.js";
 import type { Scenario, ScenarioContext } from "./scenario.js";
@@ -31,10 +35,20 @@ import type { Scenario, ScenarioContext } from "./scenario.js";
 const LOAD_CLIENT = fileURLToPath(new URL("./agent-load-client.js", import.meta.url));
 const HEARTBEAT_MS = 10_000;
 const VMS_PER_NODE = 20;
+/**
+ * cluster.reportRefreshMs of the daemon: a repeated report is rewritten every
+ * 60 s instead of every heartbeat (10,000 nodes at 10 s are 1,000 store writes
+ * per second, several times what etcd takes on a 2-core VM).
+ */
+const REPORT_REFRESH_MS = 60_000;
 const OPERATIONS = 1000;
 /** Submits in flight at once during the burst. */
 const SUBMIT_CONCURRENCY = 100;
 const CONNECT_CONCURRENCY = 64;
+/** Streams one load client process holds at most; N above it is split over several. */
+const STREAMS_PER_CLIENT = 2500;
+/** Every stream must be welcomed by then (the run fails otherwise): 2 min + 60 ms a stream. */
+const connectTimeoutMs = (agents: number) => 120_000 + 60 * agents;
 /** Heartbeat intervals measured in steady state. */
 const WINDOW_INTERVALS = 2;
 
@@ -42,6 +56,13 @@ const WINDOW_INTERVALS = 2;
 function rssKib(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m === null ? Number.NaN : Number(m[1]);
+}
+
+/** The daemon's V8 heap in use in KiB, from its /metrics (prom-client's default metrics). */
+async function heapKib(httpAddress: string): Promise<number> {
+  const res = await fetch(`http://${httpAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const m = /^debvisor_rpcd_nodejs_heap_size_used_bytes (\S+)/m.exec(await res.text());
+  return m === null ? Number.NaN : Number(m[1]) / 1024;
 }
 
 /** The soft limit on open files of a process, from /proc. */
@@ -54,6 +75,8 @@ function fdLimit(pid: number): number {
 interface AgentsRun extends Sample {
   readonly agents: number;
   readonly rssPerStreamKib: number;
+  /** Of which the V8 heap in use (the rest: native TLS and HTTP/2 state, heap slack, allocator). */
+  readonly heapPerStreamKib: number;
   readonly cpuMsPerHeartbeat: number;
   readonly connectSeconds: number;
   readonly received: number;
@@ -107,7 +130,7 @@ async function measureAgents(
       store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
       simulation: { enabled: false },
       panel: { enabled: false },
-      cluster: { heartbeatIntervalMs: HEARTBEAT_MS },
+      cluster: { heartbeatIntervalMs: HEARTBEAT_MS, reportRefreshMs: REPORT_REFRESH_MS },
       limits: { maxConnections: agents + 256, maxConnectionsPerAddress: agents + 256 },
       rbac: {
         bindings: Array.from({ length: agents }, (_, i) => ({
@@ -118,45 +141,89 @@ async function measureAgents(
     }),
   );
   const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
-  let client: ChildProcess | undefined;
+  const clients: ChildProcess[] = [];
+  const profileName = `rpcd-agents-${agents}-${run}`;
+  if (ctx.profileDir !== undefined) mkdirSync(ctx.profileDir, { recursive: true });
   const daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", configFile], {
     timeoutMs: 60_000,
+    // Profiled: a CPU profile at exit, and a heap snapshot after the measured window.
+    nodeArgs: [
+      ...profileArgs(profileName, ctx.profileDir),
+      ...(ctx.profileDir === undefined
+        ? []
+        : ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${ctx.profileDir}`]),
+    ],
   });
   const pid = daemon.proc.pid as number;
   try {
     await new Promise((r) => setTimeout(r, 2000));
     const rss0 = rssKib(pid);
-    client = fork(LOAD_CLIENT, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    const stats = { heartbeats: 0, open: 0, ended: 0, firstError: undefined as string | undefined };
+    const heap0 = await heapKib(daemon.httpAddress);
+    // Several load clients, each holding a slice of the nodes on its own event loop.
+    const count = Math.ceil(agents / STREAMS_PER_CLIENT);
+    const latest = new Map<ChildProcess, { stats?: LoadStats; progress?: LoadProgress }>();
     const receipts = new Map<string, number>();
-    client.on("message", (m: AgentLoadReport) => {
-      if (m.type === "stats") Object.assign(stats, m);
-      else if (m.type === "progress")
-        ctx.log(
-          `    ${(m.ms / 1000).toFixed(0)} s: ${m.streams} streams welcomed, ${m.failed} failed, ${m.heartbeats} heartbeats sent; daemon RSS ${(rssKib(pid) / 1024).toFixed(0)} MiB, CPU ${cpuSeconds(pid).toFixed(0)} s`,
-        );
-      else if (m.type === "receipts")
-        for (const [id, at] of Object.entries(m.at)) receipts.set(id, at);
+    for (let c = 0; c < count; c++) {
+      const first = Math.floor((agents * c) / count);
+      const child = fork(LOAD_CLIENT, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+      clients.push(child);
+      latest.set(child, {});
+      child.on("message", (m: AgentLoadReport) => {
+        const mine = latest.get(child) ?? {};
+        if (m.type === "stats") mine.stats = m;
+        else if (m.type === "progress") mine.progress = m;
+        else if (m.type === "receipts")
+          for (const [id, at] of Object.entries(m.at)) receipts.set(id, at);
+      });
+      const start: AgentLoadStart = {
+        type: "start",
+        address: daemon.grpcAddress,
+        caCertFile: join(dir, "pki", "ca.crt"),
+        caKeyFile: join(dir, "pki", "ca.key"),
+        agents: Math.floor((agents * (c + 1)) / count) - first,
+        first,
+        prefix: nodePrefix,
+        heartbeatIntervalMs: HEARTBEAT_MS,
+        vmsPerNode: VMS_PER_NODE,
+        connectConcurrency: Math.ceil(CONNECT_CONCURRENCY / count),
+      };
+      child.send(start);
+    }
+    const sum = (f: (s: LoadStats) => number) =>
+      [...latest.values()].reduce((t, l) => t + (l.stats === undefined ? 0 : f(l.stats)), 0);
+    const stats = () => ({
+      heartbeats: sum((x) => x.heartbeats),
+      ended: sum((x) => x.ended),
+      firstError: [...latest.values()].find((l) => l.stats?.firstError !== undefined)?.stats
+        ?.firstError,
     });
-    const start: AgentLoadStart = {
-      type: "start",
-      address: daemon.grpcAddress,
-      caCertFile: join(dir, "pki", "ca.crt"),
-      caKeyFile: join(dir, "pki", "ca.key"),
-      agents,
-      prefix: nodePrefix,
-      heartbeatIntervalMs: HEARTBEAT_MS,
-      vmsPerNode: VMS_PER_NODE,
-      connectConcurrency: CONNECT_CONCURRENCY,
-    };
-    client.send(start);
-    const issued = await nextReport(client, 120_000, (m) => (m.type === "issued" ? m : undefined));
-    ctx.log(`  ${agents} node certificates issued in ${(issued.ms / 1000).toFixed(1)} s`);
-    const connected = await nextReport(client, 60_000 + agents * 50, (m) =>
-      m.type === "connected" ? m : undefined,
-    );
+    const all = <T>(timeoutMs: number, pick: (m: AgentLoadReport) => T | undefined) =>
+      Promise.all(clients.map((c) => nextReport(c, timeoutMs, pick)));
+    const issued = await all(120_000, (m) => (m.type === "issued" ? m : undefined));
     ctx.log(
-      `  ${connected.streams} streams welcomed in ${(connected.ms / 1000).toFixed(1)} s, ${connected.failed} failed${connected.firstError === undefined ? "" : ` (first: ${connected.firstError})`}; daemon fd limit ${fdLimit(pid)}, client fd limit ${fdLimit(client.pid as number)}`,
+      `  ${agents} node certificates issued in ${(Math.max(...issued.map((i) => i.ms)) / 1000).toFixed(1)} s by ${count} load client(s)`,
+    );
+    const t0 = performance.now();
+    const progress = setInterval(() => {
+      const p = [...latest.values()].map((l) => l.progress);
+      const total = (f: (x: LoadProgress) => number) =>
+        p.reduce((t, x) => t + (x === undefined ? 0 : f(x)), 0);
+      ctx.log(
+        `    ${((performance.now() - t0) / 1000).toFixed(0)} s: ${total((x) => x.streams)} streams welcomed, ${total((x) => x.failed)} failed, ${total((x) => x.heartbeats)} heartbeats sent; daemon RSS ${(rssKib(pid) / 1024).toFixed(0)} MiB, CPU ${cpuSeconds(pid).toFixed(0)} s`,
+      );
+    }, 10_000);
+    const parts = await all(connectTimeoutMs(agents), (m) =>
+      m.type === "connected" ? m : undefined,
+    ).finally(() => clearInterval(progress));
+    const connected = {
+      streams: parts.reduce((t, x) => t + x.streams, 0),
+      failed: parts.reduce((t, x) => t + x.failed, 0),
+      retried: parts.reduce((t, x) => t + x.retried, 0),
+      ms: Math.max(...parts.map((x) => x.ms)),
+      firstError: parts.find((x) => x.firstError !== undefined)?.firstError,
+    };
+    ctx.log(
+      `  ${connected.streams} streams welcomed in ${(connected.ms / 1000).toFixed(1)} s, ${connected.failed} failed (${connected.retried} attempts tried again)${connected.firstError === undefined ? "" : ` (first: ${connected.firstError})`}; daemon fd limit ${fdLimit(pid)}, client fd limit ${fdLimit(clients[0]?.pid as number)}`,
     );
     const problems: string[] = [];
     if (connected.streams !== agents)
@@ -166,12 +233,17 @@ async function measureAgents(
     // Steady state: every agent has sent its first heartbeat, then a measured window.
     await new Promise((r) => setTimeout(r, HEARTBEAT_MS + 2000));
     const cpu0 = cpuSeconds(pid);
-    const beats0 = stats.heartbeats;
+    const beats0 = stats().heartbeats;
     await new Promise((r) => setTimeout(r, WINDOW_INTERVALS * HEARTBEAT_MS));
     const cpu1 = cpuSeconds(pid);
-    const beats = stats.heartbeats - beats0;
+    const beats = stats().heartbeats - beats0;
     const rss1 = rssKib(pid);
-    if (stats.ended > 0) problems.push(`${stats.ended} streams ended (${stats.firstError})`);
+    const heap1 = await heapKib(daemon.httpAddress);
+    if (ctx.profileDir !== undefined) {
+      daemon.proc.kill("SIGUSR2");
+      ctx.log(`  heap snapshot asked of the daemon (written to ${ctx.profileDir})`);
+    }
+    if (stats().ended > 0) problems.push(`${stats().ended} streams ended (${stats().firstError})`);
 
     // The burst: operations written to the store as any replica would.
     const ops = createAgentOperations(store, systemClock);
@@ -243,6 +315,7 @@ async function measureAgents(
       cpuPer10k: beats > 0 ? ((cpu1 - cpu0) / beats) * 10_000 : 0,
       cpuMsPerHeartbeat: beats > 0 ? ((cpu1 - cpu0) / beats) * 1000 : 0,
       rssPerStreamKib: (rss1 - rss0) / agents,
+      heapPerStreamKib: (heap1 - heap0) / agents,
       connectSeconds: connected.ms / 1000,
       received: latencies.length,
       afterCommitP50Ms: percentile(afterCommit, 0.5),
@@ -251,22 +324,57 @@ async function measureAgents(
       problems,
     };
     ctx.log(
-      `  round ${run + 1} ${String(agents).padStart(6)} streams: RSS ${result.rssPerStreamKib.toFixed(1)} KiB/stream (${(rss0 / 1024).toFixed(0)} -> ${(rss1 / 1024).toFixed(0)} MiB), CPU ${result.cpuMsPerHeartbeat.toFixed(3)} ms/heartbeat (${beats} heartbeats), dispatch p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms (after the store's commit: p50 ${result.afterCommitP50Ms.toFixed(1)} ms p99 ${result.afterCommitP99Ms.toFixed(1)} ms), burst ${burstSeconds.toFixed(1)} s with ${burstCpu.toFixed(1)} daemon CPU s${problems.length > 0 ? `  REJECTED: ${problems.join("; ")}` : ""}`,
+      `  round ${run + 1} ${String(agents).padStart(6)} streams: RSS ${result.rssPerStreamKib.toFixed(1)} KiB/stream (${(rss0 / 1024).toFixed(0)} -> ${(rss1 / 1024).toFixed(0)} MiB; V8 heap in use ${result.heapPerStreamKib.toFixed(1)} KiB/stream), CPU ${result.cpuMsPerHeartbeat.toFixed(3)} ms/heartbeat (${beats} heartbeats), dispatch p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms (after the store's commit: p50 ${result.afterCommitP50Ms.toFixed(1)} ms p99 ${result.afterCommitP99Ms.toFixed(1)} ms), burst ${burstSeconds.toFixed(1)} s with ${burstCpu.toFixed(1)} daemon CPU s${problems.length > 0 ? `  REJECTED: ${problems.join("; ")}` : ""}`,
     );
     return result;
   } finally {
-    if (client !== undefined && client.exitCode === null) {
-      const exited = new Promise((r) => client?.once("exit", r));
-      client.send({ type: "stop" });
-      const timer = setTimeout(() => client?.kill("SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    daemon.kill();
+    await Promise.all(
+      clients
+        .filter((c) => c.exitCode === null)
+        .map(async (c) => {
+          const exited = new Promise((r) => c.once("exit", r));
+          c.send({ type: "stop" });
+          const timer = setTimeout(() => c.kill("SIGKILL"), 10_000);
+          await exited;
+          clearTimeout(timer);
+        }),
+    );
+    if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null)
+      ctx.log(
+        `  the daemon exited early (${daemon.proc.exitCode ?? daemon.proc.signalCode}); its stderr ends: ${daemon.stderr().slice(-2000)}; its last log line: ${JSON.stringify(daemon.logs.at(-1))}`,
+      );
+    // SIGTERM, so that a profiled daemon writes its profile; SIGKILL if it lingers.
+    daemon.proc.kill("SIGTERM");
+    const lingering = setTimeout(() => daemon.kill(), 30_000);
     await daemon.exited;
+    clearTimeout(lingering);
+    const profile =
+      ctx.profileDir === undefined ? undefined : join(ctx.profileDir, `${profileName}.cpuprofile`);
+    if (profile !== undefined && existsSync(profile)) ctx.profileWritten(profile);
     await store.close();
     await etcd.stop();
   }
+}
+
+/** A run that ended before it measured anything. */
+function failedRun(agents: number, why: string): AgentsRun {
+  const none = Number.NaN;
+  return {
+    agents,
+    reqPerSec: 0,
+    p50Ms: none,
+    p99Ms: none,
+    cpuPer10k: none,
+    cpuMsPerHeartbeat: none,
+    rssPerStreamKib: none,
+    heapPerStreamKib: none,
+    connectSeconds: none,
+    received: 0,
+    afterCommitP50Ms: none,
+    afterCommitP99Ms: none,
+    calls: OPERATIONS,
+    problems: [why],
+  };
 }
 
 /** The stream counts `--agents` asked for (default 100). */
@@ -284,7 +392,14 @@ export const agentsScenario: Scenario = {
     );
     for (let round = 0; round < ctx.rounds; round++)
       for (const n of roundOrder(counts, round))
-        all[`${n} streams`]?.push(await measureAgents(ctx, n, round));
+        all[`${n} streams`]?.push(
+          // A run that could not finish (e.g. streams never all connected) is
+          // rejected with why; the other counts' runs still count.
+          await measureAgents(ctx, n, round).catch((err: unknown) => {
+            ctx.log(`  round ${round + 1} ${n} streams REJECTED: ${String(err)}`);
+            return failedRun(n, String(err));
+          }),
+        );
     const medianOf = (runs: readonly AgentsRun[], f: (r: AgentsRun) => number) => {
       const ok = runs.filter((r) => r.problems.length === 0);
       return ok.length === 0 ? Number.NaN : median(ok.map(f));
@@ -295,7 +410,7 @@ export const agentsScenario: Scenario = {
         "Agents",
         `${n} streams, burst of ${OPERATIONS} operations`,
         summarize(runs),
-        `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream; from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
+        `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream (V8 heap in use ${medianOf(runs, (r) => r.heapPerStreamKib).toFixed(1)} KiB); from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
       );
     });
     const largest = Math.max(...counts);

@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
-import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createInventory } from "./inventory.js";
 import { currentGeneration } from "./vm-placement.js";
@@ -64,6 +64,43 @@ describe("inventory", () => {
     assert.equal(await inv.heartbeat(beat("n1", 200, 5)), true);
     assert.equal(await inv.heartbeat(beat("n1", 100, 9)), false);
     assert.equal((await inv.listNodes())[0]?.health?.cpuLoad, 5);
+  });
+
+  it("with a report refresh, writes a repeated report only once the refresh is due, and a changed VM at once", async () => {
+    const clock = createManualClock(1_000_000);
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({ store, clock, liveness: "lease", reportRefreshMs: 60_000 });
+    const report = (at: number, cpuLoad: number, state: VmState) =>
+      create(HealthSchema, {
+        nodeId: { id: "n1" },
+        cpuLoad,
+        timestamp: { seconds: BigInt(at), nanos: 0 },
+        vms: [{ id: "vm-a", state, nodeId: { id: "n1" } }],
+      });
+    const shown = async () => (await inv.listNodes())[0];
+    const revision = async () => (await store.get("nodes/n1"))?.modRevision ?? 0;
+    await inv.register(info("n1"), "a");
+    assert.equal(await inv.heartbeat(report(1000, 1, VmState.RUNNING)), true);
+    const written = await revision();
+    clock.advance(10_000);
+    assert.equal(await inv.heartbeat(report(1010, 2, VmState.RUNNING)), true);
+    assert.equal(await revision(), written, "a repeated report is not written");
+    assert.equal((await shown())?.health?.cpuLoad, 1, "its load figure waits for the refresh");
+    assert.equal((await shown())?.readiness, NodeReadiness.READY, "its lease was renewed");
+    clock.advance(10_000);
+    await inv.heartbeat(report(1020, 3, VmState.STOPPED));
+    assert.ok((await revision()) > written, "a VM's new state is written at once");
+    assert.equal((await shown())?.health?.vms[0]?.state, VmState.STOPPED);
+    const changed = await revision();
+    clock.advance(61_000);
+    await inv.heartbeat(report(1081, 4, VmState.STOPPED));
+    assert.ok((await revision()) > changed, "the refresh is due");
+    assert.equal((await shown())?.health?.cpuLoad, 4);
+    inv.close();
+    await store.close();
   });
 
   it("keeps a node whose clock went back READY: its heartbeats still prove it is alive", async () => {

@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, equals } from "@bufbuild/protobuf";
 import { type Clock, type Logger, nodeKey, RpcError, silentLogger } from "../core/index.js";
 import {
   type NodeRecord,
@@ -48,6 +48,13 @@ export interface InventoryOptions {
   readonly heartbeatTtlMs?: number;
   /** How far a report's timestamp may be ahead of the server's clock (default 5 s); later ones are refused. */
   readonly reportClockSkewMs?: number;
+  /**
+   * With liveness from store leases: a heartbeat whose report repeats the
+   * stored one but for its time, load figures and skew renews the node's
+   * lease and is written only once this long has passed since the record's
+   * last write (default 0: every heartbeat is written). See {@link repeatsStored}.
+   */
+  readonly reportRefreshMs?: number;
   /**
    * The clock liveness is measured on (arrival of heartbeats, readiness):
    * a monotonic one in the daemon, so a wall-clock step never makes nodes
@@ -174,6 +181,7 @@ const MAX_ATTEMPTS = 8;
 export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
   const skew = options.reportClockSkewMs ?? 5_000;
+  const refreshMs = options.reportRefreshMs ?? 0;
   const { clock, store } = options;
   const liveClock = options.livenessClock ?? clock;
   const liveness = createNodeLiveness({
@@ -503,17 +511,22 @@ export function createInventory(options: InventoryOptions): Inventory {
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
         placement = placed;
         const vms = withTenants(placed.vms, facts);
-        return {
-          next: create(NodeRecordSchema, {
-            ...current,
-            health: vms === health.vms ? health : { ...health, vms },
-            receivedAtMs: heardAt,
-            reportSkewMs: skewMs,
-            pins,
-          }),
-          result: true,
-          vms: placed.claims,
-        };
+        const next = create(NodeRecordSchema, {
+          ...current,
+          health: vms === health.vms ? health : { ...health, vms },
+          receivedAtMs: heardAt,
+          reportSkewMs: skewMs,
+          pins,
+        });
+        // The lease was renewed above: a report that repeats the stored one waits for the refresh.
+        if (
+          placed.claims.length === 0 &&
+          liveness.source === "lease" &&
+          heardAt - current.receivedAtMs < BigInt(refreshMs) &&
+          repeatsStored(current, next)
+        )
+          return { next: undefined, result: true };
+        return { next, result: true, vms: placed.claims };
       });
       if (placement !== undefined && options.events !== undefined)
         tellPlacement(options.events, nodeId, placement, facts);
@@ -829,4 +842,29 @@ function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string
 
 function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A record with what {@link repeatsStored} ignores cleared. */
+function withoutFigures(rec: NodeRecord): NodeRecord {
+  const h = rec.health;
+  return create(NodeRecordSchema, {
+    ...rec,
+    receivedAtMs: 0n,
+    reportSkewMs: 0n,
+    health:
+      h === undefined
+        ? undefined
+        : { ...h, timestamp: undefined, cpuLoad: 0, memUsedPct: 0, diskUsedPct: 0, netRttMs: 0 },
+  });
+}
+
+/**
+ * Whether `next` differs from the stored `current` only in what a heartbeat
+ * always changes: its time, when it arrived, the clock skew and the load
+ * figures (CPU, memory, disk, round trip). Its VMs, their states and
+ * placements, the overall status, pins and everything else must be equal:
+ * any change there is written at once.
+ */
+function repeatsStored(current: NodeRecord, next: NodeRecord): boolean {
+  return equals(NodeRecordSchema, withoutFigures(current), withoutFigures(next));
 }

@@ -139,11 +139,17 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
           startedAt = clock.now();
           loaded = ms;
           let present = new Set(ms[0].values().keys());
-          ms[0].onChange(() => {
-            const now = new Set(ms[0].values().keys());
-            for (const id of present)
-              if (!now.has(id) && !lostAt.has(id)) lostAt.set(id, clock.now());
-            present = now;
+          // One key changed (a lease attached or expired), or after a reload any of them.
+          ms[0].onChange((id) => {
+            const now = ms[0].values();
+            if (id !== undefined) {
+              if (now.has(id)) present.add(id);
+              else if (present.delete(id) && !lostAt.has(id)) lostAt.set(id, clock.now());
+              return;
+            }
+            for (const gone of present)
+              if (!now.has(gone) && !lostAt.has(gone)) lostAt.set(gone, clock.now());
+            present = new Set(now.keys());
           });
         },
         () => {

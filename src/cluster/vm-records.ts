@@ -50,19 +50,46 @@ export interface VmRecords {
 export function createVmRecords(store: KvStore, logger: Logger = silentLogger): VmRecords {
   const written = new Map<string, VersionedVm>();
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
+  let loaded: PrefixMirror<VersionedVm> | undefined;
   let version = 0;
-  /** The records with stale copies, as of `version`. */
-  let stale: { version: number; list: VersionedVm[] } | undefined;
+  /**
+   * Ids whose current record lists stale copies, kept as each record changes:
+   * heartbeats ask on every report, and a scan of every record per report
+   * cost O(VMs) each while placements were being claimed.
+   */
+  const staleIds = new Set<string>();
   const decode = (kv: KeyValue): VersionedVm => ({
     rec: decodeMessage(VmRecordSchema, kv),
     rev: kv.modRevision,
   });
+  const current = (id: string): VersionedVm | undefined => {
+    const mine = written.get(id);
+    const other = loaded?.values().get(id);
+    return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
+  };
+  const reindex = (id: string) => {
+    if ((current(id)?.rec.staleCopies.length ?? 0) > 0) staleIds.add(id);
+    else staleIds.delete(id);
+  };
+  const reindexAll = () => {
+    staleIds.clear();
+    for (const id of loaded?.values().keys() ?? []) reindex(id);
+    for (const id of written.keys()) reindex(id);
+  };
   function follow(): Promise<PrefixMirror<VersionedVm>> {
     if (mirror === undefined) {
       const loading = mirrorPrefix(store, PREFIX, decode, logger);
       mirror = loading;
       loading.then(
-        (m) => m.onChange(() => version++),
+        (m) => {
+          loaded = m;
+          reindexAll();
+          m.onChange((id) => {
+            version++;
+            if (id === undefined) reindexAll();
+            else reindex(id);
+          });
+        },
         () => {
           if (mirror === loading) mirror = undefined;
         },
@@ -72,32 +99,21 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
   }
   return {
     async all() {
-      const seen = (await follow()).values();
-      return {
-        get(id: string) {
-          const mine = written.get(id);
-          const other = seen.get(id);
-          return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
-        },
-      };
+      await follow();
+      return { get: current };
     },
     async withStaleCopies(nodeId) {
-      const seen = (await follow()).values();
-      // Heartbeats ask on every report: the scan is redone only after a change.
-      if (stale?.version !== version) {
-        const list: VersionedVm[] = [];
-        for (const id of new Set([...seen.keys(), ...written.keys()])) {
-          const mine = written.get(id);
-          const other = seen.get(id);
-          const v =
-            mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
-          if (v !== undefined && v.rec.staleCopies.length > 0) list.push(v);
-        }
-        stale = { version, list };
+      await follow();
+      const list: VersionedVm[] = [];
+      for (const id of staleIds) {
+        const v = current(id);
+        if (
+          v !== undefined &&
+          (nodeId === undefined || v.rec.staleCopies.some((c) => c.nodeId === nodeId))
+        )
+          list.push(v);
       }
-      return stale.list.filter(
-        (v) => nodeId === undefined || v.rec.staleCopies.some((c) => c.nodeId === nodeId),
-      );
+      return list;
     },
     version: () => version,
     write(rec, rev) {
@@ -111,11 +127,15 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       const prev = written.get(rec.id);
       if (prev === undefined || prev.rev < rev) {
         written.set(rec.id, { rec, rev });
+        reindex(rec.id);
         version++;
       }
     },
     forget(id) {
-      if (written.delete(id)) version++;
+      if (written.delete(id)) {
+        reindex(id);
+        version++;
+      }
     },
     close() {
       void mirror?.then((m) => m.close());

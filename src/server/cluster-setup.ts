@@ -71,6 +71,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     clock,
     heartbeatTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     reportClockSkewMs: config.cluster.reportClockSkewMs,
+    reportRefreshMs: config.cluster.reportRefreshMs,
     events: events.recorder,
     fenceDelayMs: config.cluster.fenceDelayMs,
     // Liveness on one clock that never steps (SQLite: this daemon's; etcd: the store's TTLs).

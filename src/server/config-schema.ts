@@ -319,6 +319,13 @@ const sections = z.strictObject({
       /** How far ahead of the server's clock a report's timestamp may be; later ones are refused. */
       reportClockSkewMs: int(0, 300_000).default(5_000),
       /**
+       * With liveness from store leases (etcd): a heartbeat that repeats the
+       * node's stored report but for its time and load figures renews the
+       * lease and rewrites the record only this long after its last write.
+       * 0: every heartbeat is written.
+       */
+      reportRefreshMs: int(0, 3_600_000).default(0),
+      /**
        * How long a node must have been NOT_READY before its VMs may restart
        * elsewhere. Must exceed the time a cut-off node's watchdog takes to
        * stop its VMs, or a VM could run twice.

@@ -12,8 +12,12 @@ export interface PrefixMirror<T> {
    * watch ended and no reload has succeeded since. Undefined while following.
    */
   staleSince(): number | undefined;
-  /** Called after every change; returns the function that stops it. */
-  onChange(listener: () => void): () => void;
+  /**
+   * Called after every change, with the key that changed (without the
+   * prefix), or undefined after a reload (anything may have changed);
+   * returns the function that stops it.
+   */
+  onChange(listener: (key: string | undefined) => void): () => void;
   close(): void;
 }
 
@@ -30,11 +34,11 @@ export async function mirrorPrefix<T>(
   logger: Logger,
 ): Promise<PrefixMirror<T>> {
   const values = new Map<string, T>();
-  const listeners: (() => void)[] = [];
+  const listeners: ((key: string | undefined) => void)[] = [];
   const stop = new AbortController();
   let staleSince: number | undefined;
-  const changed = () => {
-    for (const l of listeners) l();
+  const changed = (key?: string) => {
+    for (const l of listeners) l(key);
   };
   const load = async () => {
     const revision = await store.revision();
@@ -54,7 +58,7 @@ export async function mirrorPrefix<T>(
           if (e.type === "delete") values.delete(key);
           else values.set(key, decode(keyValueOf(e)));
           next = e.revision + 1;
-          changed();
+          changed(key);
         }
       } catch (err) {
         if (stop.signal.aborted) return;
