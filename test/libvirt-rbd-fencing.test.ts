@@ -9,16 +9,18 @@ import { spawnSync } from "node:child_process";
 import {
   appendFileSync,
   chmodSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
+import { agentConfigSchema, openNodeHypervisor } from "../src/agent/index.js";
 import { silentLogger } from "../src/core/index.js";
 import {
   type CommandRunner,
@@ -27,6 +29,7 @@ import {
   createOperationExecutor,
   createRbdFencing,
   createVirshSession,
+  type HypervisorDriver,
 } from "../src/drivers/index.js";
 import {
   OperationDispatchSchema,
@@ -35,7 +38,7 @@ import {
   type OperationResult,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { eventually } from "./helpers/eventually.js";
-import { missingTool } from "./helpers/required-tools.js";
+import { findOnPath, missingTool } from "./helpers/required-tools.js";
 
 const FAKE = fileURLToPath(
   new URL("../../test/fixtures/storage/fake-ceph-cli.mjs", import.meta.url),
@@ -59,9 +62,15 @@ const NODE_XML = `<node>
   </domain>
 </node>`;
 
-/** A node hv01 whose rbd image `rbd/vm-7-disk0` is locked by `lockId`, its old qemu still watching. */
+/**
+ * A node hv01 whose rbd image `rbd/vm-7-disk0` is locked by `lockId`, its old
+ * qemu still watching. `session`: the driver over one virsh session, given the
+ * fake programs' paths; `agent`: the agent's own driver (openNodeHypervisor),
+ * a virsh process per call, finding `rbd` and `ceph` on PATH.
+ */
 async function withNode(
   lockId: string,
+  how: "session" | "agent",
   body: (n: {
     start: (vmId: string, generation: bigint) => Promise<OperationResult>;
     calls: () => string[];
@@ -87,31 +96,41 @@ async function withNode(
     }),
   );
   writeFileSync(log, "");
-  const program = (name: string) => {
-    const file = join(dir, name);
-    writeFileSync(
-      file,
-      `#!/bin/sh\nexec "${process.execPath}" "${FAKE}" ${name} "${stateFile}" "$@"\n`,
-    );
-    chmodSync(file, 0o755);
-    return file;
+  const bin = join(dir, "bin");
+  mkdirSync(bin);
+  const program = (name: string, text: string) => {
+    writeFileSync(join(bin, name), `#!/bin/sh\n${text}\n`);
+    chmodSync(join(bin, name), 0o755);
+    return join(bin, name);
   };
+  for (const name of ["rbd", "ceph"])
+    program(name, `exec "${process.execPath}" "${FAKE}" ${name} "${stateFile}" "$@"`);
   const uri = `test://${dir}/node.xml`;
   const session = createVirshSession({ uri });
-  // virsh's calls go into the same log, so the order across the programs shows.
-  const run: CommandRunner = (file, args, options) => {
-    appendFileSync(
-      log,
-      `${JSON.stringify(["virsh", ...args.filter((a) => a !== "-c" && a !== uri)])}\n`,
+  const path = process.env.PATH;
+  let driver: HypervisorDriver;
+  if (how === "session") {
+    // virsh's calls go into the same log, so the order across the programs shows.
+    const run: CommandRunner = (file, args, options) => {
+      const shown = args.filter((a) => a !== "-c" && a !== uri);
+      appendFileSync(log, `${JSON.stringify(["virsh", ...shown])}\n`);
+      return session.run(file, args, options);
+    };
+    const rbdFencing = createRbdFencing({
+      rbd: join(bin, "rbd"),
+      ceph: join(bin, "ceph"),
+      timeoutMs: 5000,
+    });
+    driver = createLibvirtDriver({ nodeId: "hv01", uri, runner: run, rbdFencing });
+  } else {
+    const virsh = program(
+      "virsh-logged",
+      `shift 2; printf '["virsh"' >>"${log}"; for a in "$@"; do printf ',"%s"' "$a" >>"${log}"; done; echo ']' >>"${log}"; exec "${findOnPath("virsh")}" -c "${uri}" "$@"`,
     );
-    return session.run(file, args, options);
-  };
-  const driver = createLibvirtDriver({
-    nodeId: "hv01",
-    uri,
-    runner: run,
-    rbdFencing: createRbdFencing({ rbd: program("rbd"), ceph: program("ceph"), timeoutMs: 5000 }),
-  });
+    process.env.PATH = `${bin}${delimiter}${path ?? ""}`;
+    const config = agentConfigSchema.parse({ dir, driver: { kind: "libvirt", uri, virsh } });
+    driver = openNodeHypervisor(config, "hv01", silentLogger).driver;
+  }
   const results = new Map<string, OperationResult>();
   const executor = createOperationExecutor({
     driver,
@@ -149,6 +168,7 @@ async function withNode(
       domstate: async (vmId) => (await driver.info(vmId, new AbortController().signal))?.state,
     });
   } finally {
+    process.env.PATH = path;
     await session.close();
     rmSync(dir, { recursive: true });
   }
@@ -163,7 +183,7 @@ const changes = (calls: string[]) =>
 if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
   describe("libvirt start with RBD disks: the image lock carries the generation", () => {
     it("takes over from an older generation: blocklists the old client, moves the lock, then starts", async () => {
-      await withNode("debvisor-g3-hv02", async (n) => {
+      await withNode("debvisor-g3-hv02", "session", async (n) => {
         const r = await n.start("vm-7", 4n);
         assert.equal(r.outcome, OperationOutcome.SUCCEEDED, r.message);
         assert.deepEqual(changes(n.calls()), [
@@ -182,7 +202,7 @@ if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
     });
 
     it("refuses a start older than the lock's generation: STALE_GENERATION, nothing blocklisted, not started", async () => {
-      await withNode("debvisor-g5-hv02", async (n) => {
+      await withNode("debvisor-g5-hv02", "session", async (n) => {
         const r = await n.start("vm-7", 4n);
         assert.equal(r.outcome, OperationOutcome.FAILED);
         assert.equal(r.reason, "STALE_GENERATION");
@@ -197,7 +217,7 @@ if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
     });
 
     it("runs no rbd or ceph command for a domain whose disks are not RBD", async () => {
-      await withNode("debvisor-g3-hv02", async (n) => {
+      await withNode("debvisor-g3-hv02", "session", async (n) => {
         const r = await n.start("vm-8", 4n);
         assert.equal(r.outcome, OperationOutcome.SUCCEEDED, r.message);
         assert.deepEqual(
@@ -206,6 +226,19 @@ if (!missingTool("virsh", hasVirsh, "apt-get install libvirt-clients")) {
         );
         assert.ok(n.calls().includes("virsh start --domain vm-8"), n.calls().join("\n"));
         assert.equal(await n.domstate("vm-8"), "running");
+      });
+    });
+
+    it("the agent's libvirt node does the same with the rbd and ceph found on its PATH", async () => {
+      await withNode("debvisor-g3-hv02", "agent", async (n) => {
+        const r = await n.start("vm-7", 4n);
+        assert.equal(r.outcome, OperationOutcome.SUCCEEDED, r.message);
+        assert.deepEqual(changes(n.calls()), [
+          `ceph osd blocklist add ${OLD_QEMU}`,
+          "rbd lock remove rbd/vm-7-disk0 debvisor-g3-hv02 client.4123",
+          "rbd lock add rbd/vm-7-disk0 debvisor-g4-hv01",
+          "virsh start --domain vm-7",
+        ]);
       });
     });
   });
