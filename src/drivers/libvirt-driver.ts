@@ -13,6 +13,10 @@
  * aborts the job itself, SIGKILL after a grace) and runs `virsh domjobabort`,
  * so libvirt rolls back and the domain keeps running on this node.
  *
+ * With `rbdFencing`, a cold start under a placement generation first takes
+ * the lock of each RBD disk in the domain's XML for that generation
+ * (STALE_GENERATION, nothing started, when a newer one holds it).
+ *
  * By default each call is its own virsh process (its own connection); pass a
  * `runner` from {@link createVirshSession} to keep one connection instead.
  */
