@@ -51,7 +51,8 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
     dir = mkdtempSync(join(tmpdir(), "dv-hvctl-cluster-"));
     daemon = await startDevDaemon(dir, {
       simulation: {
-        migrationMs: 1200,
+        // Long enough that a detached migration is still running when the next hvctl starts, even on a loaded machine.
+        migrationMs: 3000,
         faults: [{ kind: "partition", node: "node-03", afterMs: 0 }],
       },
       cluster: {
