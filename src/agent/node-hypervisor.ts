@@ -7,6 +7,7 @@ import type { Logger } from "../core/index.js";
 import {
   createLibvirtDriver,
   createLocalSimulation,
+  createRbdFencing,
   type DomainStatus,
   type HypervisorDriver,
   MIGRATION_URI_LABEL,
@@ -116,6 +117,8 @@ export function openNodeHypervisor(
     // The agent's virsh speaks only to this node's libvirtd, which reaches the destination itself.
     peerToPeer: true,
     logger,
+    // A start under a generation takes its RBD disks' locks first (no rbd command without RBD disks).
+    rbdFencing: createRbdFencing({ rbd: config.storage.rbdCommand }),
   });
   return build(nodeId, driver, info, () => undefined, now, { close: () => {} });
 }

@@ -13,6 +13,10 @@
  * aborts the job itself, SIGKILL after a grace) and runs `virsh domjobabort`,
  * so libvirt rolls back and the domain keeps running on this node.
  *
+ * With `rbdFencing`, a cold start under a placement generation first takes
+ * the lock of each RBD disk in the domain's XML for that generation
+ * (STALE_GENERATION, nothing started, when a newer one holds it).
+ *
  * By default each call is its own virsh process (its own connection); pass a
  * `runner` from {@link createVirshSession} to keep one connection instead.
  */
@@ -20,6 +24,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import {
   abortError,
   checkString,
@@ -30,6 +35,7 @@ import {
   silentLogger,
   throwIfAborted,
 } from "../core/index.js";
+import { DatasetRefSchema, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
 import { type CommandResult, type CommandRunner, runCommand } from "./command-runner.js";
 import type {
@@ -41,10 +47,12 @@ import type {
   JobAbortingDriver,
   MigrateOptions,
   MigrationDestination,
+  StartOptions,
 } from "./hypervisor-driver.js";
 import { domainXml } from "./libvirt-domain-xml.js";
 import { checkLibvirtUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 import { createProgressReporter } from "./migration-progress.js";
+import type { RbdFencing } from "./rbd-fencing.js";
 import { createVirshInvoker, isRace, VirshCommandError } from "./virsh-invoker.js";
 import {
   parseDominfo,
@@ -52,6 +60,7 @@ import {
   parseDomstate,
   parseMigrationProgress,
   parseNameList,
+  parseRbdDiskSources,
 } from "./virsh-parse.js";
 
 /** Options of {@link createLibvirtDriver}. */
@@ -87,9 +96,15 @@ export interface LibvirtDriverOptions {
   readonly runner?: CommandRunner;
   /** Where warnings go (domains whose names the driver cannot address). */
   readonly logger?: Logger;
+  /**
+   * Storage fencing of the domains' RBD disks: a start under a placement
+   * generation first takes each RBD image's lock for that generation
+   * ({@link RbdFencing.takeOver}). Absent: RBD disks are not fenced.
+   */
+  readonly rbdFencing?: RbdFencing;
 }
 
-type Settings = Required<Omit<LibvirtDriverOptions, "capabilities">> & {
+type Settings = Required<Omit<LibvirtDriverOptions, "capabilities" | "rbdFencing">> & {
   readonly capabilities: DriverCapabilities;
 };
 
@@ -202,11 +217,35 @@ export function createLibvirtDriver(
     return out;
   }
 
-  async function start(vmId: string, signal: AbortSignal): Promise<void> {
+  /**
+   * Takes the lock of each RBD disk of `vmId` for `generation` (blocklisting
+   * the clients of an older holder first); STALE_GENERATION when a disk is
+   * held under this generation or a newer one elsewhere. Runs no rbd
+   * command for a domain without RBD disks.
+   */
+  async function fenceRbdDisks(vmId: string, generation: bigint, signal: AbortSignal) {
+    const fencing = options.rbdFencing;
+    if (fencing === undefined || generation <= 0n) return;
+    const args = ["dumpxml", "--domain", vmId];
+    const disks = parsed(args, await virsh(args, signal), parseRbdDiskSources);
+    for (const d of disks) {
+      const image = create(DatasetRefSchema, { backend: StorageBackend.BACKEND_RBD, ...d });
+      const { blocklisted } = await fencing.takeOver(image, s.nodeId, generation, signal);
+      if (blocklisted.length > 0)
+        log.warn(
+          { vm: vmId, image: `${d.pool}/${d.name}`, generation: String(generation), blocklisted },
+          "blocklisted the previous clients of an rbd disk before starting",
+        );
+    }
+  }
+
+  async function start(vmId: string, signal: AbortSignal, opts?: StartOptions): Promise<void> {
     checkVmId(vmId);
     throwIfAborted(signal);
     const state = await domstate(vmId, signal);
     if (state === "running") return;
+    // A paused domain here already has its disks open: only a cold start takes them over.
+    if (state === "stopped") await fenceRbdDisks(vmId, opts?.generation ?? 0n, signal);
     try {
       await virsh([state === "paused" ? "resume" : "start", "--domain", vmId], signal);
     } catch (e) {

@@ -194,3 +194,20 @@ export function classifyVirshError(stderr: string): VirshFailure {
   }
   return "other";
 }
+
+/**
+ * The RBD images among a domain's disks, from `virsh dumpxml`: each
+ * `<source protocol='rbd' name='pool/image'/>` (libvirt writes `protocol`
+ * before `name`), as pool and image name.
+ */
+export function parseRbdDiskSources(xml: string): { pool: string; name: string }[] {
+  const out: { pool: string; name: string }[] = [];
+  for (const m of xml.matchAll(/<source\s+protocol=['"]rbd['"]\s+name=['"]([^'"]+)['"]/g)) {
+    const full = m[1] as string;
+    const slash = full.indexOf("/");
+    if (slash <= 0 || slash === full.length - 1)
+      throw new Error(`unexpected rbd disk source: ${full.slice(0, 200)}`);
+    out.push({ pool: full.slice(0, slash), name: full.slice(slash + 1) });
+  }
+  return out;
+}
