@@ -32,6 +32,11 @@ export interface AgentLinkOptions {
   onDown(reason: string): void;
   /** While true, no stream is opened (a partition injected as a fault). */
   held?(): boolean;
+  /**
+   * A tighter cap on the wait before the next attempt, asked each time
+   * (the self-fence: an agent must be back well inside its window).
+   */
+  maxRetryMs?(): number;
 }
 
 /** The agent's end of its one stream. */
@@ -151,7 +156,11 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
       if (signal.aborted) break;
       if (outcome.welcomed) attempt = 0;
       options.onDown(outcome.reason);
-      const cap = Math.min(options.reconnect.maxMs, options.reconnect.initialMs * 2 ** attempt);
+      const cap = Math.min(
+        options.reconnect.maxMs,
+        options.maxRetryMs?.() ?? Number.POSITIVE_INFINITY,
+        options.reconnect.initialMs * 2 ** attempt,
+      );
       attempt = Math.min(attempt + 1, 30);
       const wait = Math.round(Math.random() * cap);
       log.warn({ server, reason: outcome.reason, retryInMs: wait }, "control-plane stream lost");

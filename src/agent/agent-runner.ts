@@ -156,6 +156,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     logger: log,
     signal: stop.signal,
     held: () => faults.current().partitioned,
+    // Armed, an agent retries within an eighth of its window (at least every 250 ms), so a
+    // short control-plane restart costs the backoff little of the window.
+    maxRetryMs: () =>
+      fence.window() > 0 ? Math.max(250, Math.floor(fence.window() / 8)) : Infinity,
     async hello() {
       await fence.guard(() => {
         fence.newStream();

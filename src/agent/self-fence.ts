@@ -44,6 +44,8 @@ export interface SelfFenceOptions {
 export interface SelfFence {
   /** The window of the server's Welcome (0: self-fencing off). */
   configure(windowMs: number): void;
+  /** The self-fence window the control plane set (0: none yet, or disarmed). */
+  window(): number;
   /** A new stream: heartbeat sequences start again. */
   newStream(): void;
   /** Heartbeat `sequence` (0: the Hello) is being sent now. */
@@ -216,6 +218,7 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
       });
     },
     guard,
+    window: () => windowMs,
     close: () => clearInterval(timer),
   };
 }

@@ -75,6 +75,9 @@ export async function noteSelfFenced(
 ): Promise<boolean> {
   const placed = await getMessage(store, VmRecordSchema, `vms/${vmId}`, { signal });
   if (placed?.message.nodeId !== nodeId) return false;
+  // A VM someone asked to stop stays stopped, whatever a node says (a stolen node
+  // certificate must not restart what a tenant stopped).
+  if (placed.message.managed && placed.message.desiredState === VmState.STOPPED) return false;
   await updateMessage(
     store,
     FailoverRecordSchema,
