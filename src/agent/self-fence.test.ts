@@ -10,14 +10,23 @@ import { createSelfFence, leasedStarts, watchdogGraceMs } from "./self-fence.js"
 const MS = 1_000_000n;
 
 /** A node with three generated domains (the 1st and 3rd are HA) and a manual monotonic clock. */
-function node() {
+function node(paused: readonly string[] = []) {
   const dir = mkdtempSync(join(tmpdir(), "dv-self-fence-"));
   const sim = createLocalSimulation({ nodeId: "node-x", dir, vms: 3, now: 0 });
   const watchdog = openSimulatedWatchdog(join(dir, "watchdog.json"));
   // Starts at the host's monotonic time, so the simulated watchdog (real clock) agrees.
   const clock = { ns: monotonicNs() };
+  // The simulation cannot pause a domain: these running ones are listed as paused.
+  const driver = Object.create(sim.driver, {
+    list: {
+      value: async (signal: AbortSignal) =>
+        (await sim.driver.list(signal)).map((d) =>
+          paused.includes(d.id) && d.state === "running" ? { ...d, state: "paused" } : d,
+        ),
+    },
+  }) as typeof sim.driver;
   const fence = createSelfFence({
-    driver: sim.driver,
+    driver,
     isHa: (id) => sim.vmInfo(id)?.ha === true,
     watchdog,
     logger: silentLogger,
@@ -32,6 +41,21 @@ function node() {
 }
 
 describe("createSelfFence", () => {
+  it("hard-stops a paused HA VM too when the window lapses (resumed later, it would run twice)", async () => {
+    const n = node(["node-x-vm-001"]);
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      n.clock.ns += 2000n * MS;
+      await n.fence.guard(() => undefined);
+      assert.match(n.actions(), /force-stop node-x-vm-001/);
+      assert.equal((await n.states())["node-x-vm-001"], "stopped");
+    } finally {
+      n.fence.close();
+    }
+  });
+
   it("keeps the VMs while renewals are confirmed within the window, measured from when each heartbeat was sent", async () => {
     const n = node();
     try {

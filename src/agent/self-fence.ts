@@ -103,8 +103,11 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
     if (!expired && watchdog === undefined) return;
     const domains = await driver.list(AbortSignal.timeout(30_000));
     if (!expired || deadline === undefined) return;
-    // Past the deadline no HA VM may run, including one started since the fence.
-    const ha = domains.filter((d) => d.state === "running" && options.isHa(d.id));
+    // Past the deadline no HA VM may run, including one started since the fence; a paused
+    // one holds its disks open and could be resumed, so it is stopped too.
+    const ha = domains.filter(
+      (d) => (d.state === "running" || d.state === "paused") && options.isHa(d.id),
+    );
     if (ha.length > 0)
       log.error(
         {
