@@ -144,6 +144,24 @@ describe("settling an orphaned migration whose vm neither node shows", () => {
     assert.equal(now.state, MigrationState.SUCCEEDED, now.message);
     assert.equal(h.sim.locate(vm.id)?.nodeId, target);
 
+    // A live migration whose vm arrived stopped (its source fenced it mid-transfer) is
+    // settled with the vm started on the target: a live migration promised a running vm.
+    const third = await orphanedMigration(h, "transferring");
+    await h.sim
+      .driver(third.source)
+      ?.migrate(
+        third.vm.id,
+        { nodeId: third.target, uri: "" },
+        { live: true, signal: AbortSignal.timeout(10_000) },
+      );
+    await h.sim
+      .driver(third.target)
+      ?.stop(third.vm.id, { force: true, signal: AbortSignal.timeout(5000) });
+    await h.runtime.engine.reconcile();
+    const settledThird = await h.runtime.engine.get(third.orphan.id, undefined);
+    assert.equal(settledThird.state, MigrationState.SUCCEEDED, settledThird.message);
+    assert.deepEqual(h.sim.locate(third.vm.id), { nodeId: third.target, state: "running" });
+
     // Another orphan whose vm stays out of sight: after the wait the record says so.
     const second = await orphanedMigration(h, "transferring");
     const away = ["node-01", "node-02", "node-03"].find(

@@ -105,7 +105,9 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       return undefined;
     }
     const restart = async (node: string, state: DomainState | undefined) => {
-      if (!job.restartAfter || state !== "stopped") return;
+      // A live migration promised a running VM: one that arrived stopped (its source
+      // self-fenced mid-transfer, say) is started, like one moved with a restart.
+      if (!(job.restartAfter || job.live) || state !== "stopped") return;
       await executors
         .forNode(node)
         ?.start(vmId, sig)
