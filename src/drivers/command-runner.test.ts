@@ -156,11 +156,16 @@ describe("createLocalRunner (the storage drivers' runner, on the same startComma
         "-e",
         "const c = require('child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' }); process.stdout.write(c.pid + '\\n'); setInterval(() => {}, 1000)",
       ],
-      timeoutMs: 500,
+      // Long enough for a node child to start and print on a loaded machine (at 500 ms a
+      // CI run saw the command killed before it had written anything).
+      timeoutMs: 3000,
     });
-    const helper = await new Promise<number>((resolve) =>
-      cmd.stdout.once("data", (d: Buffer) => resolve(Number.parseInt(d.toString(), 10))),
-    );
+    const helper = await new Promise<number>((resolve, reject) => {
+      cmd.stdout.once("data", (d: Buffer) => resolve(Number.parseInt(d.toString(), 10)));
+      cmd.stdout.once("end", () =>
+        reject(new Error("the command ended before printing its helper")),
+      );
+    });
     cmd.stdout.resume();
     assert.equal(ended(helper), false);
     const exit = await cmd.exit;
