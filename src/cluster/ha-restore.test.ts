@@ -4,11 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { silentLogger } from "../core/index.js";
+import { RpcError, silentLogger } from "../core/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage } from "../store/index.js";
-import { noteSelfFenced } from "./ha-restore.js";
+import { createHaRestore, noteSelfFenced } from "./ha-restore.js";
 
 describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () => {
   it("marks only a vm placed on that node that nobody asked to stop", async () => {
@@ -33,6 +33,52 @@ describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () =>
       assert.equal(await noteSelfFenced(store, "node-a", "vm-stopped"), false);
       assert.equal(await noteSelfFenced(store, "node-a", "vm-elsewhere"), false);
       assert.equal(await store.get("failover/vm-stopped"), undefined);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe("HA restore's restart limit", () => {
+  it("does not count a start its node refused before anything ran (not leased again yet): the vm comes back once the node is", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+      );
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1"), true);
+      let refusals = 3;
+      let starts = 0;
+      const decisions: string[] = [];
+      const ha = createHaRestore({
+        store,
+        executors: {
+          forNode: () =>
+            ({
+              start: async () => {
+                if (refusals-- > 0) throw new RpcError("FENCED");
+                starts++;
+              },
+            }) as never,
+          destination: () => {
+            throw new Error("not used");
+          },
+        },
+        elected: () => ({ key: "controllers/failover", modRevision: 0 }),
+        restartLimit: 2,
+        restartWindowMs: 3_600_000,
+        decide: (d) => decisions.push(d.action),
+      });
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      for (let pass = 0; pass < 6 && starts === 0; pass++)
+        await ha.restore("node-a", vm, 1_000 + pass, AbortSignal.timeout(5000));
+      ha.close();
+      assert.equal(starts, 1, `decisions: ${decisions.join(", ")}`);
+      assert.deepEqual(decisions, ["failed", "failed", "failed", "restarted"]);
     } finally {
       await store.close();
     }

@@ -177,8 +177,20 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         await driver.start(vm.id, signal);
         options.decide({ vmId: vm.id, node: nodeId, action: "restarted", detail });
       } catch (err) {
-        // Not started: look again on a later pass (each attempt counts against the limit).
-        await write(create(FailoverRecordSchema, { ...next, lostRunning: true }), written, signal);
+        // Not started: look again on a later pass. An attempt counts against the limit
+        // (which stops crash loops), except a refusal before anything started: the node not
+        // leased again yet (FENCED) or its agent not connected. Counted, a slow node's
+        // refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
+        const refused = ["FENCED", "BACKEND_UNAVAILABLE"].includes(toRpcError(err).reason ?? "");
+        await write(
+          create(FailoverRecordSchema, {
+            ...next,
+            restarts: refused ? recent : next.restarts,
+            lostRunning: true,
+          }),
+          written,
+          signal,
+        );
         options.decide({
           vmId: vm.id,
           node: nodeId,
