@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import type { Clock, Logger } from "../core/index.js";
 import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import type { KvStore } from "../store/index.js";
@@ -16,7 +15,7 @@ import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
-import { type RunnerRegistry, registerRunner } from "./runner-registry.js";
+import { newRunnerId, type RunnerRegistry, registerRunner } from "./runner-registry.js";
 import type { StaleCopyDecision } from "./stale-copies.js";
 
 /** Options of {@link startClusterRuntime}. */
@@ -71,12 +70,8 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
   const { store, inventory, executors, clock, logger } = options;
   const leaseMs = options.runnerLeaseMs ?? 10_000;
   let engineRef: MigrationEngine | undefined;
-  const runners = await registerRunner(
-    store,
-    `r-${randomBytes(6).toString("hex")}`,
-    leaseMs,
-    logger,
-    () => engineRef?.abortAll("runner lease lost"),
+  const runners = await registerRunner(store, newRunnerId(), leaseMs, logger, () =>
+    engineRef?.abortAll("runner lease lost"),
   );
   const records = createMigrationRecords(store);
   const planner = createPlanner({

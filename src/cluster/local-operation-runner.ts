@@ -16,6 +16,7 @@ import { type AgentMessage, AgentMessageSchema } from "../gen/debvisor/v1/agent_
 import { type KvStore, updateMessage } from "../store/index.js";
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
 import { createAgentOperations, operationKey } from "./agent-operations.js";
+import { isRunnerId } from "./runner-registry.js";
 
 /** Options of {@link startLocalOperationRunner}. */
 export interface LocalOperationRunnerOptions {
@@ -144,7 +145,7 @@ export function startLocalOperationRunner(options: LocalOperationRunnerOptions):
     const node = record.nodeId;
     const dispatch = record.dispatch;
     const by = record.deliveredBy;
-    if (dispatch === undefined || by === options.runnerId || !by.startsWith("r-")) return;
+    if (dispatch === undefined || by === options.runnerId || !isRunnerId(by)) return;
     if (record.phase !== OperationPhase.DELIVERED && record.phase !== OperationPhase.RUNNING)
       return;
     if (!options.nodes().includes(node) || options.servedByAgent(node)) return;

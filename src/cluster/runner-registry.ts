@@ -1,7 +1,20 @@
+import { randomBytes } from "node:crypto";
 import type { Logger } from "../core/index.js";
 import type { KvStore, Lease } from "../store/index.js";
 
 const PREFIX = "runners/";
+/** How every runner id starts (claims by older daemons, `host:pid`, do not). */
+const ID_PREFIX = "r-";
+
+/** A new runner id for this process. */
+export function newRunnerId(): string {
+  return `${ID_PREFIX}${randomBytes(6).toString("hex")}`;
+}
+
+/** Whether `id` names a runner of the registry, whose liveness it can tell. */
+export function isRunnerId(id: string): boolean {
+  return id.startsWith(ID_PREFIX);
+}
 
 /**
  * Which control-plane processes are alive. Each process registers a key
