@@ -204,16 +204,28 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
     // Its own sign-in, but the callback's state is not the one it sent.
     const started = await navigate(b, "/auth/oidc/start", "/auth/oidc/callback");
     const cb = started.stopped as URL;
+    const realState = cb.searchParams.get("state") as string;
     cb.searchParams.set("state", "x".repeat(43));
     const wrong = await navigate(b, cb.pathname + cb.search);
     assert.equal(errorOf(wrong.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
+    // That did not cancel the sign-in in progress (a cross-site link could send it): the real
+    // callback still completes it.
+    cb.searchParams.set("state", realState);
+    const completed = await navigate(b, cb.pathname + cb.search);
+    assert.equal(errorOf(completed.hops.at(-1)?.url as URL), "none");
+    const completedSession = b.cookies.get("__Host-dv_access");
     // Without state at all.
     const again = (await navigate(b, "/auth/oidc/start", "/auth/oidc/callback")).stopped as URL;
     again.searchParams.delete("state");
     const none = await navigate(b, again.pathname + again.search);
     assert.equal(errorOf(none.hops.at(-1)?.url as URL), "OIDC_SIGN_IN_EXPIRED");
-    assert.equal(issuer.tokenRequests, before, "no code was redeemed");
-    assert.equal(b.cookies.get("__Host-dv_access"), session, "the session it had is untouched");
+    assert.equal(issuer.tokenRequests, before + 1, "only the real callback's code was redeemed");
+    assert.notEqual(completedSession, session);
+    assert.equal(
+      b.cookies.get("__Host-dv_access"),
+      completedSession,
+      "the session it had is untouched",
+    );
     assert.equal((await b.auth("me")).json.principal, principal("alice"));
   });
 

@@ -48,7 +48,11 @@ export function createIssuerFetch(caPem: string | undefined): IssuerFetch {
           method: init.method,
           headers: { ...init.headers, ...length },
           ...(caPem === undefined ? {} : { ca: caPem }),
-          signal: init.signal,
+          // `timeout` only measures silence; the whole exchange is bounded too.
+          signal: AbortSignal.any([
+            AbortSignal.timeout(10_000),
+            ...(init.signal ? [init.signal] : []),
+          ]),
           timeout: 10_000,
         },
         (res) => {

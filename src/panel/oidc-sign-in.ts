@@ -69,6 +69,8 @@ class SignInFailure extends Error {
     readonly reason: Reason,
     readonly detail: string,
     readonly principal = "",
+    /** The sign-in in progress stays usable (its flow cookie is not cleared). */
+    readonly keepsFlow = false,
   ) {
     super(detail);
   }
@@ -182,7 +184,7 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
     o.logger.info({ reason: f.reason, detail: f.detail, peer: source }, "panel sign-in refused");
     const q = new URLSearchParams({ signin_error: f.reason });
     if (f.principal !== "") q.set("principal", f.principal);
-    return { location: `/?${q}`, cookies: [clearFlow] };
+    return { location: `/?${q}`, cookies: f.keepsFlow ? [] : [clearFlow] };
   };
   const throttled = (source: string) => {
     const v = o.throttle.checkAddress(source);
@@ -230,19 +232,28 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
         throttled(source);
         const id = cookies.get(COOKIES.oidc) ?? "";
         const flow = flows.get(id);
-        // Used once, whatever happens next: a replayed callback finds nothing.
-        flows.delete(id);
-        if (flow === undefined || flow.expiresAtMs <= o.now())
+        if (flow === undefined || flow.expiresAtMs <= o.now()) {
+          flows.delete(id);
           throw new SignInFailure(
             "OIDC_SIGN_IN_EXPIRED",
             flow === undefined ? "no sign-in in progress in this browser" : "sign-in expired",
           );
+        }
         const url = new URL(o.redirectUrl);
         url.search = query;
         const state = Buffer.from(url.searchParams.get("state") ?? "");
         const want = Buffer.from(flow.state);
+        // A wrong state leaves the flow alone: a link from another site (the flow cookie is
+        // SameSite=Lax) must not cancel the sign-in this browser has in progress.
         if (state.length !== want.length || !timingSafeEqual(state, want))
-          throw new SignInFailure("OIDC_SIGN_IN_EXPIRED", "state is not this browser's sign-in");
+          throw new SignInFailure(
+            "OIDC_SIGN_IN_EXPIRED",
+            "state is not this browser's sign-in",
+            "",
+            true,
+          );
+        // Used once from here, whatever happens next: a replayed callback finds nothing.
+        flows.delete(id);
         const tokens = await client.authorizationCodeGrant(await configuration(), url, {
           pkceCodeVerifier: flow.verifier,
           expectedState: flow.state,
