@@ -216,6 +216,15 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           nonce: client.randomNonce(),
           verifier,
         };
+        const url = client.buildAuthorizationUrl(config, {
+          redirect_uri: o.redirectUrl,
+          scope: o.scopes.join(" "),
+          state: flow.state,
+          nonce: flow.nonce,
+          code_challenge: await client.calculatePKCECodeChallenge(verifier),
+          code_challenge_method: "S256",
+        });
+        // Kept last, with nothing awaited after: a failed start holds no place.
         const kept = flows.add(source, flow);
         // Refused, the browser's sign-in in progress (if any) stays usable.
         if ("refused" in kept)
@@ -227,18 +236,9 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
             "",
             true,
           );
-        const id = kept.id;
-        const url = client.buildAuthorizationUrl(config, {
-          redirect_uri: o.redirectUrl,
-          scope: o.scopes.join(" "),
-          state: flow.state,
-          nonce: flow.nonce,
-          code_challenge: await client.calculatePKCECodeChallenge(verifier),
-          code_challenge_method: "S256",
-        });
         return {
           location: url.href,
-          cookies: [setLaxCookie(COOKIES.oidc, id, FLOW_TTL_MS)],
+          cookies: [setLaxCookie(COOKIES.oidc, kept.id, FLOW_TTL_MS)],
         };
       } catch (err) {
         return refuse(classify(err), source);
