@@ -39,11 +39,7 @@ describe("VM lanes", () => {
       log.push("no vm");
     });
     await Promise.all([b1, none]);
-    assert.deepEqual(
-      log,
-      ["a1 start", "b1", "no vm"],
-      "b and no-vm went at once",
-    );
+    assert.deepEqual(log, ["a1 start", "b1", "no vm"], "b and no-vm went at once");
     first.open();
     await a1;
     await tick();
