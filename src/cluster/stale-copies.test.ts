@@ -71,4 +71,73 @@ describe("removeStaleCopies", () => {
       await store.close();
     }
   });
+
+  it("does not wait for a removal that hangs (an operation ahead of it on the node, a dead agent) past its bound: told as failed, the pass goes on", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-stale-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      for (const id of ["vm-1", "vm-2"])
+        await store.put(
+          `vms/${id}`,
+          encodeMessage(
+            VmRecordSchema,
+            create(VmRecordSchema, {
+              id,
+              nodeId: "node-c",
+              generation: 2n,
+              staleCopies: [{ nodeId: "node-a", generation: 1n }],
+            }),
+          ),
+        );
+      const asked: string[] = [];
+      // node-a's stops never answer; they end only when their signal does.
+      const driver = {
+        stop: (vmId: string, o: { signal: AbortSignal }) => {
+          asked.push(vmId);
+          return new Promise((_, reject) =>
+            o.signal.addEventListener("abort", () => reject(o.signal.reason)),
+          );
+        },
+      } as unknown as HypervisorDriver;
+      const decisions: StaleCopyDecision[] = [];
+      const t0 = Date.now();
+      // AbortSignal.timeout does not keep a process alive; a daemon has its server for that.
+      const alive = setInterval(() => {}, 50);
+      await removeStaleCopies(
+        {
+          store,
+          conflicts: async () =>
+            (
+              await Promise.all(
+                ["vm-1", "vm-2"].map((id) => getMessage(store, VmRecordSchema, `vms/${id}`)),
+              )
+            ).flatMap((g) => (g === undefined ? [] : [g.message])),
+          executors: {
+            forNode: (id) => (id === "node-a" ? driver : undefined),
+            destination: () => {
+              throw new Error("not used");
+            },
+          },
+          elected: { key: "controllers/failover", modRevision: 0 },
+          holds: async () => true,
+          decide: (d) => decisions.push(d),
+          removalTimeoutMs: 200,
+        },
+        AbortSignal.timeout(20_000),
+      ).finally(() => clearInterval(alive));
+      assert.deepEqual(asked, ["vm-1", "vm-2"], "the second was asked after the first gave up");
+      assert.deepEqual(
+        decisions.map((d) => [d.vmId, d.action]),
+        [
+          ["vm-1", "failed"],
+          ["vm-2", "failed"],
+        ],
+      );
+      assert.ok(Date.now() - t0 < 15_000, "well before the pass's own signal");
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -14,6 +14,8 @@ import { MIGRATION_LOCKS } from "./migration-records.js";
 import type { VmRecords } from "./vm-records.js";
 
 const VMS = "vms/";
+/** How long the controller waits for one stale copy's removal before it goes on (told as failed). */
+const REMOVAL_TIMEOUT_MS = 30_000;
 
 /**
  * Conflicts: copies of a VM reported by a node it is not placed on. The
@@ -132,6 +134,8 @@ export async function removeStaleCopies(
     /** Whether `nodeId`'s latest report (or a confirmed move) has the VM. */
     readonly holds: (nodeId: string, vmId: string, signal: AbortSignal) => Promise<boolean>;
     readonly decide: (d: StaleCopyDecision) => void;
+    /** How long one removal is waited for before the pass goes on, told as failed (default 30 s). */
+    readonly removalTimeoutMs?: number;
   },
   signal: AbortSignal,
 ): Promise<void> {
@@ -171,7 +175,13 @@ export async function removeStaleCopies(
         generation: rec.generation,
       };
       try {
-        await stopAndUndefine(deps.executors, copy.nodeId, rec.id, rec.generation, signal);
+        // Bounded: a removal stuck behind a long operation of the VM on that node (its lane),
+        // or sent to an agent that died, must not hold up the controller's failovers.
+        const bounded = AbortSignal.any([
+          signal,
+          AbortSignal.timeout(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS),
+        ]);
+        await stopAndUndefine(deps.executors, copy.nodeId, rec.id, rec.generation, bounded);
         deps.decide({
           ...base,
           action: "removed",
