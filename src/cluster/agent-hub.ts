@@ -101,6 +101,12 @@ interface Session {
   readonly capabilities: readonly string[];
   /** StorageReports waiting for their operation's result, by operation id. */
   readonly reports: Map<string, StorageReport>;
+  /**
+   * While the node's open operations are read (a resync), the watch's
+   * records for it wait here, offered after those read: an operation
+   * submitted during the read never overtakes an older one.
+   */
+  held?: OperationRecord[];
 }
 
 /**
@@ -149,7 +155,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     logger: log,
     onRecord: (record) => {
       const s = sessions.get(record.nodeId);
-      if (s !== undefined) offer(s, record);
+      if (s?.held !== undefined) s.held.push(record);
+      else if (s !== undefined) offer(s, record);
     },
     onResync: () => {
       for (const s of sessions.values()) void resync(s);
@@ -190,10 +197,17 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   }
 
   async function resync(session: Session): Promise<void> {
+    const held = session.held ?? [];
+    session.held = held;
     try {
       for (const r of await operations.open(session.nodeId, stopping.signal)) offer(session, r);
     } catch (err) {
       log.warn({ err, node: session.nodeId }, "pending operations not read");
+    } finally {
+      if (session.held === held) {
+        session.held = undefined;
+        for (const r of held) offer(session, r);
+      }
     }
   }
 
@@ -357,6 +371,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       cancelled: new Set(),
       capabilities: [...hello.capabilities],
       reports: new Map(),
+      // Held from the start: nothing is sent before the open operations are read.
+      held: [],
     };
     const presenceRevision = await presence.connected(
       nodeId,
