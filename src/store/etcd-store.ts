@@ -6,7 +6,7 @@ import {
   type IKeyValue,
   type IRequestOp,
 } from "etcd3";
-import { abortError, RpcError, rethrowAborted } from "../core/index.js";
+import { RpcError, rethrowAborted } from "../core/index.js";
 import {
   abortable,
   closedError,
@@ -17,6 +17,7 @@ import {
   toBuffer,
   toRpcError,
 } from "./etcd-calls.js";
+import { createKeepAlives } from "./etcd-keepalive.js";
 import { type EtcdStoreOptions, resolveOptions } from "./etcd-options.js";
 import { createEtcdWatch } from "./etcd-watch.js";
 import type {
@@ -157,33 +158,10 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
     }
   };
 
-  /** One keepalive on its own short stream, cancelled if the caller aborts. */
-  const keepAliveOnce = async (
-    id: string,
-    callOptions: { deadline: number },
-    signal: AbortSignal | undefined,
-  ): Promise<number> => {
-    const stream = await client.leaseClient.leaseKeepAlive(callOptions);
-    return new Promise<number>((resolve, reject) => {
-      let done = false;
-      const finish = (settle: () => void, cancel: boolean) => {
-        if (done) return;
-        done = true;
-        signal?.removeEventListener("abort", onAbort);
-        stream.end();
-        if (cancel) stream.cancel();
-        settle();
-      };
-      const onAbort = () => finish(() => reject(abortError(signal)), true);
-      signal?.addEventListener("abort", onAbort);
-      stream.on("data", (res) => finish(() => resolve(Number(res.TTL)), false));
-      stream.on("error", (err) => finish(() => reject(castGrpcError(err)), true));
-      stream.on("end", () =>
-        finish(() => reject(new Error("etcd ended the keepalive stream without an answer")), true),
-      );
-      stream.write({ ID: id });
-    });
-  };
+  const keepAlives = createKeepAlives(
+    () => client.leaseClient.leaseKeepAlive(),
+    (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
+  );
 
   const makeLease = (id: string, ttlMs: number): Lease =>
     Object.freeze({
@@ -191,7 +169,9 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       ttlMs,
       async keepAlive(opts?: StoreCallOptions) {
         // Renewing twice is harmless, so a keepalive is retried like a read.
-        const ttl = await call("read", opts, (o, signal) => keepAliveOnce(id, o, signal));
+        const ttl = await call("read", opts, (o, signal) =>
+          keepAlives.keepAlive(id, o.deadline, signal),
+        );
         if (!(ttl > 0)) throw new RpcError("LEASE_NOT_FOUND");
       },
       async revoke(opts?: StoreCallOptions) {
@@ -310,6 +290,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       closing ??= (async () => {
         const err = closedError();
         watch.failAll(err);
+        keepAlives.close(err);
         await Promise.allSettled([...inflight]);
         client.close();
       })();
