@@ -91,6 +91,20 @@ function perUnit(before: Map<string, number>, after: Map<string, number>, units:
     .join(", ");
 }
 
+/**
+ * The daemon's event-loop delay (p99 and max, ms) since the previous scrape of
+ * its /metrics: prom-client resets its histogram at each scrape.
+ */
+async function loopLagMs(httpAddress: string): Promise<{ p99: number; max: number }> {
+  const res = await fetch(`http://${httpAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  const of = (name: string) =>
+    Number(
+      new RegExp(`^debvisor_rpcd_nodejs_eventloop_lag_${name}_seconds (\\S+)`, "m").exec(text)?.[1],
+    ) * 1000;
+  return { p99: of("p99"), max: of("max") };
+}
+
 /** The soft limit on open files of a process, from /proc. */
 function fdLimit(pid: number): number {
   const m = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
@@ -274,6 +288,7 @@ async function measureAgents(
     if (stats().ended > 0) problems.push(`${stats().ended} streams ended (${stats().firstError})`);
 
     // The burst: operations written to the store as any replica would.
+    await loopLagMs(daemon.httpAddress);
     const ops = createAgentOperations(store, systemClock);
     const submittedAt = new Map<string, number>();
     const committedAt = new Map<string, number>();
@@ -305,6 +320,10 @@ async function measureAgents(
     while (receipts.size < OPERATIONS && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     const burstSeconds = (Math.max(...receipts.values(), b0) - b0) / 1000;
+    const lag = await loopLagMs(daemon.httpAddress);
+    ctx.log(
+      `  daemon event-loop delay during the burst: p99 ${lag.p99.toFixed(0)} ms, max ${lag.max.toFixed(0)} ms`,
+    );
     // The submits' own calls included (2 reads and a txn each); results still arriving are not.
     ctx.log(
       `  etcd calls per operation in the burst: ${perUnit(etcd3, await etcdCounters(etcd.endpoint), OPERATIONS)}`,
