@@ -23,8 +23,9 @@ export interface KeepAlives {
 }
 
 /**
- * Every lease keepalive of a store on one long-lived LeaseKeepAlive stream,
- * instead of a stream opened and closed per keepalive: with thousands of
+ * Lease keepalives on one long-lived LeaseKeepAlive stream (a store spreads
+ * its leases over a few of these), instead of a stream opened and closed per
+ * keepalive: with thousands of
  * nodes heartbeating, opening a gRPC stream per renewal was a large share of
  * the daemon's CPU per heartbeat. etcd answers the requests of one stream one
  * by one, in order, each with its lease's id and remaining TTL, so answers
