@@ -395,6 +395,15 @@ async function measureAgents(
           clearTimeout(timer);
         }),
     );
+    // The daemon's warnings and errors of the run, counted by message, for a run that went wrong.
+    const troubles = new Map<string, number>();
+    for (const l of daemon.logs)
+      if (l.level === "warn" || l.level === "error" || l.level === "fatal") {
+        const key = `${String(l.msg)}${l.err === undefined ? "" : `: ${String((l.err as { message?: string }).message ?? "").slice(0, 160)}`}`;
+        troubles.set(key, (troubles.get(key) ?? 0) + 1);
+      }
+    for (const [msg, n] of [...troubles].sort((a, b) => b[1] - a[1]).slice(0, 8))
+      ctx.log(`  daemon warned ${n} times: ${msg}`);
     if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null)
       ctx.log(
         `  the daemon exited early (${daemon.proc.exitCode ?? daemon.proc.signalCode}); its stderr ends: ${daemon.stderr().slice(-2000)}; its last log line: ${JSON.stringify(daemon.logs.at(-1))}`,
