@@ -10,7 +10,14 @@ import type { AuditFields } from "../src/audit/index.js";
 import { createManualClock, silentLogger } from "../src/core/index.js";
 import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { createLoginThrottle, createOidcSignIn, createPanelSessions } from "../src/panel/index.js";
+import {
+  createLoginThrottle,
+  createOidcSignIn,
+  createPanelAuth,
+  createPanelSessions,
+  createPanelUsers,
+  type OidcRedirect,
+} from "../src/panel/index.js";
 import { createAccessPolicy } from "../src/security/index.js";
 import { parseConfig } from "../src/server/index.js";
 import { createSqliteStore } from "../src/store/index.js";
@@ -110,8 +117,8 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
     daemon = await startDevDaemon(dir, {
       panel: {
         listen: `127.0.0.1:${port}`,
-        // Generous for the cases here; the last case spends the rest.
-        loginPerAddress: { ratePerSecond: 0.001, burst: 60 },
+        // Generous for the cases here (about 100 attempts); the last case spends the rest.
+        loginPerAddress: { ratePerSecond: 0.001, burst: 150 },
         oidc: {
           issuer: issuer.url,
           name: "Test SSO",
@@ -325,10 +332,41 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
     }
   });
 
+  it("refuses a 33rd sign-in in progress from one address; the browser's own still completes", async () => {
+    issuer.user = { sub: "alice" };
+    const b = panelBrowser(url, ca);
+    const mine = (await navigate(b, "/auth/oidc/start", "/auth/oidc/callback")).stopped as URL;
+    // Browsers that go to the issuer and never come back, all from 127.0.0.1.
+    let started = 1;
+    let refused: URL | undefined;
+    for (let i = 0; i < 40 && refused === undefined; i++) {
+      const { hops, stopped } = await navigate(
+        panelBrowser(url, ca),
+        "/auth/oidc/start",
+        "/authorize",
+      );
+      if (stopped !== undefined) started++;
+      else refused = hops.at(-1)?.url;
+    }
+    assert.ok(refused, `${started} sign-ins in progress and no refusal`);
+    assert.equal(errorOf(refused), "OIDC_TOO_MANY_SIGN_INS", lastRefusal());
+    // 32 in progress at most (earlier cases may have left one or two behind).
+    assert.ok(started <= 32 && started >= 29, `${started} started`);
+    const audited = (await oidcAudit()).at(-1);
+    assert.equal(audited?.error, "OIDC_TOO_MANY_SIGN_INS");
+    assert.equal(audited?.reason, "32 sign-ins in progress from 127.0.0.1");
+    // The refusal cancelled nothing: this browser's sign-in completes, and frees a place.
+    const done = await navigate(b, mine.pathname + mine.search);
+    assert.equal(errorOf(done.hops.at(-1)?.url as URL), "none", lastRefusal());
+    assert.equal((await b.auth("me")).json.principal, principal("alice"));
+    const again = await navigate(panelBrowser(url, ca), "/auth/oidc/start", "/authorize");
+    assert.ok(again.stopped, "a place came free");
+  });
+
   it("rate-limits sign-ins per address like password sign-ins", async () => {
     const b = panelBrowser(url, ca);
     let limited: URL | undefined;
-    for (let i = 0; i < 80 && limited === undefined; i++) {
+    for (let i = 0; i < 160 && limited === undefined; i++) {
       const { hops } = await navigate(b, "/auth/oidc/callback?code=x&state=y");
       const landed = hops.at(-1)?.url as URL;
       if (errorOf(landed) === "RATE_LIMITED") limited = landed;
@@ -342,6 +380,17 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
     });
     assert.equal(r.status, 429);
   });
+});
+
+/** The relying party's settings for the test issuer, for a panel built in this process. */
+const relyingPartyOf = (issuer: TestIssuer) => ({
+  issuer: issuer.url,
+  name: "Test SSO",
+  clientId: issuer.clientId,
+  clientSecret: issuer.clientSecret,
+  redirectUrl: issuer.redirectUrl,
+  scopes: ["openid"],
+  principalClaim: "sub",
 });
 
 describe("OpenID Connect sign-in: the issuer is reached over verified TLS only", () => {
@@ -365,13 +414,7 @@ describe("OpenID Connect sign-in: the issuer is reached over verified TLS only",
       clock,
     });
     return createOidcSignIn({
-      issuer: issuer.url,
-      name: "Test SSO",
-      clientId: issuer.clientId,
-      clientSecret: issuer.clientSecret,
-      redirectUrl: issuer.redirectUrl,
-      scopes: ["openid"],
-      principalClaim: "sub",
+      ...relyingPartyOf(issuer),
       caPem,
       sessions: await createPanelSessions({ store, clock }),
       throttle: createLoginThrottle({ clock }),
@@ -417,5 +460,157 @@ describe("OpenID Connect sign-in: the issuer is reached over verified TLS only",
       () => parseConfig({ panel: { oidc: { ...base, scopes: ["profile"] } } }),
       /panel\.oidc\.scopes/,
     );
+  });
+});
+
+describe("OpenID Connect sign-in: a source is an IPv4 address or an IPv6 /64", () => {
+  let issuer: TestIssuer;
+  let dir: string;
+  const ORIGIN = "https://panel.example";
+  before(async () => {
+    issuer = await startTestIssuer();
+    issuer.redirectUrl = `${ORIGIN}/auth/oidc/callback`;
+    issuer.user = { sub: "alice" };
+    dir = mkdtempSync(join(tmpdir(), "dv-oidc-sources-"));
+  });
+  after(async () => {
+    await issuer?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * The panel's sign-in parts wired as the panel server wires them (one
+   * throttle for password and OpenID Connect), called with the source
+   * address the server would hand over: a test cannot send from many IPv6
+   * addresses over loopback.
+   */
+  const panelParts = async (o: { burst: number; perSource?: number; total?: number }) => {
+    const clock = createManualClock(Date.now());
+    const store = createSqliteStore({
+      path: join(dir, `${Math.random()}.db`),
+      logger: silentLogger,
+      clock,
+    });
+    const sessions = await createPanelSessions({ store, clock });
+    const throttle = createLoginThrottle({
+      clock,
+      perAddress: { ratePerSecond: 1 / 6, burst: o.burst },
+    });
+    const audited: AuditFields[] = [];
+    const oidc = createOidcSignIn({
+      ...relyingPartyOf(issuer),
+      caPem: issuer.caPem,
+      sessions,
+      throttle,
+      policy: () => createAccessPolicy({}),
+      audit: async (f) => {
+        audited.push(f);
+      },
+      logger: silentLogger,
+      now: () => clock.now(),
+      pendingPerSource: o.perSource,
+      pendingTotal: o.total,
+    });
+    const auth = createPanelAuth({
+      users: createPanelUsers(store, clock),
+      sessions,
+      throttle,
+      policy: () => createAccessPolicy({}),
+      audit: undefined,
+      clock,
+      logger: silentLogger,
+      principalOf: async () => undefined,
+    });
+    const headers: Record<string, string> = { origin: ORIGIN, "x-debvisor-csrf": "1" };
+    /** A password sign-in's HTTP status (401: wrong password, 429: rate-limited). */
+    const login = async (source: string) =>
+      (
+        await auth.handle({
+          method: "POST",
+          path: "login",
+          headers: { get: (n) => headers[n] },
+          origins: [ORIGIN],
+          source,
+          body: { user: "admin", password: "x".repeat(12) },
+        })
+      ).status;
+    return { clock, oidc, login, audited };
+  };
+  /** "started" when the browser is sent to the issuer, else the reason it is sent back with. */
+  const outcome = (r: OidcRedirect) =>
+    r.location.startsWith(`${issuer.url}/authorize?`)
+      ? "started"
+      : (new URL(r.location, ORIGIN).searchParams.get("signin_error") ?? r.location);
+
+  it("rate-limits a whole IPv6 /64 as one source, for OpenID Connect and password sign-ins alike", async () => {
+    const { clock, oidc, login } = await panelParts({ burst: 4 });
+    // Four attempts from four addresses of one /64, spelled every way.
+    assert.equal(outcome(await oidc.start("2001:db8:a:1::1")), "started");
+    const cb = await oidc.callback("code=x&state=y", "2001:db8:a:1::2", new Map());
+    assert.equal(outcome(cb), "OIDC_SIGN_IN_EXPIRED");
+    assert.equal(await login("2001:db8:a:1:ffff:ffff:ffff:ffff"), 401);
+    assert.equal(outcome(await oidc.start("2001:0DB8:000A:0001:0:0:0:4")), "started");
+    // A fifth address of that /64 finds the bucket empty, on every path.
+    assert.equal(outcome(await oidc.start("2001:db8:a:1::5")), "RATE_LIMITED");
+    assert.equal(
+      outcome(await oidc.callback("code=x&state=y", "2001:db8:a:1::6", new Map())),
+      "RATE_LIMITED",
+    );
+    assert.equal(await login("2001:db8:a:1:8000::7"), 429);
+    // The /64s next to it are other sources.
+    assert.equal(outcome(await oidc.start("2001:db8:a:2::1")), "started");
+    assert.equal(outcome(await oidc.start("2001:db8:a::1")), "started");
+    // An IPv4 client is one source whether its socket reports it mapped or not.
+    for (const a of ["192.0.2.1", "::ffff:192.0.2.1", "::ffff:c000:201"])
+      assert.equal(outcome(await oidc.start(a)), "started", a);
+    assert.equal(await login("192.0.2.1"), 401);
+    assert.equal(outcome(await oidc.start("::ffff:192.0.2.1")), "RATE_LIMITED");
+    assert.equal(await login("192.0.2.1"), 429);
+    assert.equal(outcome(await oidc.start("192.0.2.2")), "started");
+    clock.advance(6000);
+    assert.equal(outcome(await oidc.start("2001:db8:a:1:abcd::1")), "started", "one token back");
+  });
+
+  it("bounds the sign-ins in progress per source group and in all; a used or expired one frees its place", async () => {
+    const { clock, oidc, audited } = await panelParts({ burst: 100, perSource: 3, total: 5 });
+    const first = await oidc.start("2001:db8:b:1::1");
+    assert.equal(outcome(first), "started");
+    for (const a of ["2001:db8:b:1::2", "2001:db8:b:1:ffff::3"])
+      assert.equal(outcome(await oidc.start(a)), "started", a);
+    // The fourth from that /64, from a fresh address: refused, and no flow cookie touched.
+    const fourth = await oidc.start("2001:db8:b:1::4");
+    assert.equal(outcome(fourth), "OIDC_TOO_MANY_SIGN_INS");
+    assert.deepEqual(fourth.cookies, [], "a browser's sign-in in progress stays usable");
+    const refusal = audited.at(-1);
+    assert.equal(refusal?.code, "RESOURCE_EXHAUSTED");
+    assert.equal(refusal?.reason, "3 sign-ins in progress from 2001:db8:b:1::/64");
+    // Another /64 has its own share, until the table (5) is full for everyone.
+    for (const a of ["2001:db8:b:2::1", "2001:db8:b:2::2"])
+      assert.equal(outcome(await oidc.start(a)), "started", a);
+    assert.equal(outcome(await oidc.start("192.0.2.50")), "OIDC_TOO_MANY_SIGN_INS");
+    assert.equal(audited.at(-1)?.reason, "5 sign-ins in progress in all");
+    clock.advance(540_000);
+    assert.equal(outcome(await oidc.start("192.0.2.50")), "OIDC_TOO_MANY_SIGN_INS", "9 min on");
+    // A used flow (here its code is refused by the issuer) is gone, and its place with it.
+    const id = /__Host-dv_oidc=([^;]+)/.exec(first.cookies[0] ?? "")?.[1] ?? "";
+    const state = new URL(first.location).searchParams.get("state");
+    const used = await oidc.callback(
+      `code=bogus&state=${state}&iss=${encodeURIComponent(issuer.url)}`,
+      "2001:db8:b:1::1",
+      new Map([["__Host-dv_oidc", id]]),
+    );
+    assert.equal(outcome(used), "OIDC_ISSUER_REFUSED");
+    assert.equal(outcome(await oidc.start("2001:db8:b:1::9")), "started");
+    assert.equal(outcome(await oidc.start("192.0.2.50")), "OIDC_TOO_MANY_SIGN_INS");
+    // 10 minutes after they started, the first five expire (oldest first): room again.
+    clock.advance(60_000);
+    for (const a of ["2001:db8:b:1::a", "2001:db8:b:1::b"])
+      assert.equal(outcome(await oidc.start(a)), "started", a);
+    assert.equal(
+      outcome(await oidc.start("2001:db8:b:1::c")),
+      "OIDC_TOO_MANY_SIGN_INS",
+      "the one started at 9 min still counts",
+    );
+    assert.equal(outcome(await oidc.start("192.0.2.50")), "started");
   });
 });

@@ -34,6 +34,7 @@ interface Flags {
   metricsListen?: string;
   logLevel?: string;
   logFormat?: string;
+  exitWithStdin?: boolean;
 }
 
 const program = new Command("debvisor-rpcd")
@@ -55,6 +56,10 @@ const program = new Command("debvisor-rpcd")
   .option(
     "--log-format <format>",
     "json, pretty, or auto: pretty on a terminal, JSON otherwise (default auto)",
+  )
+  .option(
+    "--exit-with-stdin",
+    "shut down when stdin closes (a supervisor or test that dies takes the daemon with it)",
   )
   .action(async (flags: Flags) => {
     const sources = configSources(flags);
@@ -92,6 +97,10 @@ const program = new Command("debvisor-rpcd")
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
+    if (flags.exitWithStdin === true) {
+      process.stdin.resume();
+      process.stdin.once("end", () => stop("stdin closed"));
+    }
     process.on("SIGHUP", () => void daemon.reload());
   });
 

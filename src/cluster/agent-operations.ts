@@ -68,7 +68,7 @@ export interface AgentOperations {
     operationId: string,
     signal?: AbortSignal,
   ): Promise<OperationRecord | undefined>;
-  /** The node's operations not DONE, in id order. */
+  /** The node's operations not DONE, in the order they were submitted (the store's revisions). */
   open(nodeId: string, signal?: AbortSignal): Promise<OperationRecord[]>;
   /** Notes a delivery by `by` (PENDING becomes DELIVERED); false when the record is gone or done. */
   delivered(
@@ -165,12 +165,14 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
       )?.message;
     },
     async open(nodeId, signal) {
-      const out: OperationRecord[] = [];
+      const out: { r: OperationRecord; created: number }[] = [];
       for await (const kv of rangeAll(store, `${OPERATIONS_PREFIX}${nodeId}/`, { signal })) {
         const r = decodeMessage(OperationRecordSchema, kv);
-        if (r.phase !== OperationPhase.DONE) out.push(r);
+        if (r.phase !== OperationPhase.DONE) out.push({ r, created: kv.createRevision });
       }
-      return out;
+      // In the order they were submitted (the store's), not by id: a start and a stop of
+      // one VM delivered together take effect in that order on the agent.
+      return out.sort((a, b) => a.created - b.created).map((o) => o.r);
     },
     async delivered(nodeId, operationId, by, signal) {
       const { message } = await change(

@@ -83,4 +83,78 @@ describe("HA restore's restart limit", () => {
       await store.close();
     }
   });
+
+  it("never undoes an acknowledged stop: a vm asked to stop after it was marked, even between its read and the decision, is not started", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      const put = (id: string, desiredState: VmState) =>
+        store.put(
+          `vms/${id}`,
+          encodeMessage(
+            VmRecordSchema,
+            create(VmRecordSchema, { id, nodeId: "node-a", managed: true, desiredState }),
+          ),
+        );
+      for (const id of ["vm-1", "vm-2"]) {
+        await put(id, VmState.RUNNING);
+        assert.equal(await noteSelfFenced(store, "node-a", id), true);
+      }
+      // vm-1: stopped by its tenant before the pass. vm-2: stopped while the pass decides
+      // (the stop's write lands just before the controller's transaction).
+      await put("vm-1", VmState.STOPPED);
+      let racing = true;
+      const racingStore: typeof store = Object.create(store, {
+        txn: {
+          value: async (...args: Parameters<typeof store.txn>) => {
+            if (racing) {
+              racing = false;
+              await put("vm-2", VmState.STOPPED);
+            }
+            return store.txn(...args);
+          },
+        },
+      });
+      const started: string[] = [];
+      const ha = createHaRestore({
+        store: racingStore,
+        executors: {
+          forNode: () =>
+            ({
+              start: async (vmId: string) => {
+                started.push(vmId);
+              },
+            }) as never,
+          destination: () => {
+            throw new Error("not used");
+          },
+        },
+        elected: () => ({ key: "controllers/failover", modRevision: 0 }),
+        restartLimit: 3,
+        restartWindowMs: 3_600_000,
+        decide: () => {},
+      });
+      for (let pass = 0; pass < 3; pass++) {
+        await ha.restore(
+          "node-a",
+          create(VmInfoSchema, { id: "vm-2", state: VmState.STOPPED }),
+          1_000,
+          AbortSignal.timeout(5000),
+        );
+        await ha.restore(
+          "node-a",
+          create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED }),
+          1_000,
+          AbortSignal.timeout(5000),
+        );
+      }
+      ha.close();
+      assert.deepEqual(started, []);
+      assert.equal(racing, false, "the racing stop was written");
+    } finally {
+      await store.close();
+    }
+  });
 });

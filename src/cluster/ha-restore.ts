@@ -120,12 +120,20 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       rev: got?.modRevision ?? 0,
     };
   }
-  /** Writes `next` while the election and the record as read hold; the new revision, or 0. */
-  async function write(next: FailoverRecord, rev: number, signal: AbortSignal): Promise<number> {
+  /**
+   * Writes `next` while the election and the record as read hold (and
+   * `also`); the new revision, or 0.
+   */
+  async function write(
+    next: FailoverRecord,
+    rev: number,
+    signal: AbortSignal,
+    also: Compare[] = [],
+  ): Promise<number> {
     const key = FAILOVER_RECORDS + next.vmId;
     const txn = await store.txn(
       {
-        compares: [options.elected(), { key, modRevision: rev }],
+        compares: [options.elected(), { key, modRevision: rev }, ...also],
         success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
       },
       { signal },
@@ -149,6 +157,15 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         return;
       }
       if (vm.state !== VmState.STOPPED && vm.state !== VmState.CRASHED) return;
+      // Someone asked it to stop since it was lost (an acknowledged stop is never undone),
+      // and it is still placed here: decided on the VM's record as read, in the txn below.
+      const placed = await getMessage(store, VmRecordSchema, `vms/${vm.id}`, { signal });
+      if (placed !== undefined && placed.message.nodeId !== nodeId) return;
+      if (placed?.message.managed === true && placed.message.desiredState === VmState.STOPPED) {
+        await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
+        return;
+      }
+      const unchanged: Compare = { key: `vms/${vm.id}`, modRevision: placed?.modRevision ?? 0 };
       const recent = now - Number(rec.lastRestartMs) < options.restartWindowMs ? rec.restarts : 0;
       if (recent >= options.restartLimit) {
         options.decide({
@@ -169,7 +186,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         lostRunning: false,
       });
       // Counted and cleared first: whatever happens next, this decision is taken once.
-      const written = await write(next, rev, signal);
+      const written = await write(next, rev, signal, [unchanged]);
       if (written === 0) return;
       try {
         const driver = options.executors.forNode(nodeId);

@@ -21,7 +21,8 @@ import type { Reserved } from "./migration-planner.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
 
 const RECORDS = "migrations/";
-const LOCKS = "migration-locks/";
+/** Key family of the per-VM migration locks: held while a migration or failover of the VM runs. */
+export const MIGRATION_LOCKS = "migration-locks/";
 const RESERVATIONS = "reservations/";
 const MAX_ATTEMPTS = 8;
 /** Finished migrations kept for ListMigrations; older ones are deleted. */
@@ -166,7 +167,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       const txn = await store.txn(
         {
           compares: [
-            { key: LOCKS + vmOf(record), modRevision: 0 },
+            { key: MIGRATION_LOCKS + vmOf(record), modRevision: 0 },
             { key: RESERVATIONS + target, modRevision: reservedRevision },
             ...extraCompares,
           ],
@@ -174,7 +175,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
             { type: "put", key: RECORDS + idOf(record), value: enc(record) },
             {
               type: "put",
-              key: LOCKS + vmOf(record),
+              key: MIGRATION_LOCKS + vmOf(record),
               value: new TextEncoder().encode(idOf(record)),
             },
             reservationOps(target, next),
@@ -202,7 +203,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const current = await ownedBy(record, signal);
         const { rec, rev } = await readReservations(target, signal);
-        const lock = await store.get(LOCKS + vmOf(record), { signal });
+        const lock = await store.get(MIGRATION_LOCKS + vmOf(record), { signal });
         const ownsLock =
           lock !== undefined && new TextDecoder().decode(lock.value) === idOf(record);
         const next = create(ReservationsRecordSchema, {
@@ -219,11 +220,13 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
               { key: RESERVATIONS + target, modRevision: rev },
               ...(lock === undefined
                 ? []
-                : [{ key: LOCKS + vmOf(record), modRevision: lock.modRevision }]),
+                : [{ key: MIGRATION_LOCKS + vmOf(record), modRevision: lock.modRevision }]),
             ],
             success: [
               { type: "put", key: RECORDS + idOf(record), value: enc(record) },
-              ...(ownsLock ? [{ type: "delete" as const, key: LOCKS + vmOf(record) }] : []),
+              ...(ownsLock
+                ? [{ type: "delete" as const, key: MIGRATION_LOCKS + vmOf(record) }]
+                : []),
               ...(rev === 0 && next.items.length === 0 ? [] : [reservationOps(target, next)]),
               ...(moved === undefined ? [] : [moved.op]),
             ],
@@ -252,7 +255,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
     },
     list,
     async locked(vmId, signal) {
-      return (await store.get(LOCKS + vmId, { signal })) !== undefined;
+      return (await store.get(MIGRATION_LOCKS + vmId, { signal })) !== undefined;
     },
     async hold(node, holder, revision, signal) {
       const { rec, rev } = await readReservations(node, signal);

@@ -10,11 +10,10 @@ import {
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import { MIGRATION_LOCKS } from "./migration-records.js";
 import type { VmRecords } from "./vm-records.js";
 
 const VMS = "vms/";
-/** The migration records' per-VM lock (migration-records.ts): held while a migration or failover of the VM runs. */
-const MIGRATION_LOCKS = "migration-locks/";
 
 /**
  * Conflicts: copies of a VM reported by a node it is not placed on. The

@@ -173,6 +173,10 @@ export const REASONS = {
     code: Code.PermissionDenied,
     message: "no role is bound to this account; ask an administrator",
   },
+  OIDC_TOO_MANY_SIGN_INS: {
+    code: Code.ResourceExhausted,
+    message: "too many sign-ins in progress; finish one or retry in a few minutes",
+  },
   STREAM_STALLED: {
     code: Code.ResourceExhausted,
     message: "stream closed: the client stopped reading",

@@ -26,6 +26,7 @@ import {
 import type { OperationJournal } from "./operation-journal.js";
 import { formatTransfer, vmFromDefinitionParams } from "./operation-params.js";
 import { isStorageOperation } from "./storage-params.js";
+import { createVmLanes } from "./vm-lanes.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -82,6 +83,7 @@ export function createOperationExecutor(options: {
 }): OperationExecutor {
   const { driver, journal, send, logger } = options;
   const inflight = new Map<string, AbortController>();
+  const lanes = createVmLanes();
 
   const stamp = () => {
     const ms = (options.now ?? Date.now)();
@@ -235,20 +237,32 @@ export function createOperationExecutor(options: {
     const progress: ActionProgress = (percent, phase) =>
       send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
     progress(0, "started");
-    act(d, controller.signal, progress).then(
-      () => {
-        noteStarted(d);
-        finish(d, result(id, OperationOutcome.SUCCEEDED));
-      },
-      (err: unknown) => {
-        // Shutting down: the journal keeps it started; the next start settles it.
-        if (options.signal.aborted) return;
-        const e = toRpcError(err);
-        const outcome =
-          e.reason === "CANCELLED" ? OperationOutcome.CANCELLED : OperationOutcome.FAILED;
-        finish(d, result(id, outcome, e));
-      },
-    );
+    // One at a time per VM, in the order dispatched; a forced stop goes at once.
+    const lane = isStorageOperation(d.kind) ? "" : d.vmId;
+    const forced = d.kind === OperationKind.STOP_VM && d.params.force === "true";
+    lanes
+      .run(
+        lane,
+        async () => {
+          if (controller.signal.aborted) throw new RpcError("CANCELLED");
+          return act(d, controller.signal, progress);
+        },
+        forced,
+      )
+      .then(
+        () => {
+          noteStarted(d);
+          finish(d, result(id, OperationOutcome.SUCCEEDED));
+        },
+        (err: unknown) => {
+          // Shutting down: the journal keeps it started; the next start settles it.
+          if (options.signal.aborted) return;
+          const e = toRpcError(err);
+          const outcome =
+            e.reason === "CANCELLED" ? OperationOutcome.CANCELLED : OperationOutcome.FAILED;
+          finish(d, result(id, outcome, e));
+        },
+      );
     function finish(dd: OperationDispatch, r: OperationResult) {
       options.signal.removeEventListener("abort", onStop);
       inflight.delete(dd.operationId);

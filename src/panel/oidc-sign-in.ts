@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import * as client from "openid-client";
 import type { AuditFields } from "../audit/index.js";
 import type { Logger, Reason } from "../core/index.js";
@@ -7,10 +7,13 @@ import { createIssuerFetch } from "./issuer-fetch.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import { COOKIES, setCookie, setLaxCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
+import { createPendingFlows } from "./pending-flows.js";
 
 /** How long a started sign-in may take at the issuer before its callback is refused. */
 const FLOW_TTL_MS = 600_000;
-/** Sign-ins in progress kept at once; past this the oldest are forgotten. */
+/** Sign-ins in progress at once from one source group (an IPv4 address, an IPv6 /64). */
+const FLOWS_PER_SOURCE = 32;
+/** Sign-ins in progress at once in all. */
 const MAX_FLOWS = 10_000;
 
 /** Options of {@link createOidcSignIn}: `panel.oidc` with the secret read, plus the panel's parts. */
@@ -35,6 +38,10 @@ export interface OidcSignInOptions {
   readonly audit: ((fields: AuditFields) => Promise<void>) | undefined;
   readonly logger: Logger;
   readonly now: () => number;
+  /** Sign-ins in progress per source group (default 32); the next start is refused. */
+  readonly pendingPerSource?: number;
+  /** Sign-ins in progress in all (default 10,000); the next start is refused. */
+  readonly pendingTotal?: number;
 }
 
 /** Where to send the browser next, and the cookies to set on the way. */
@@ -61,7 +68,6 @@ interface Flow {
   readonly state: string;
   readonly nonce: string;
   readonly verifier: string;
-  readonly expiresAtMs: number;
 }
 
 class SignInFailure extends Error {
@@ -86,6 +92,7 @@ const TOKEN_CHECKS = new Set<string>([
 ]);
 const AUDIT_CODE: Partial<Record<Reason, string>> = {
   RATE_LIMITED: "RESOURCE_EXHAUSTED",
+  OIDC_TOO_MANY_SIGN_INS: "RESOURCE_EXHAUSTED",
   OIDC_ISSUER_UNAVAILABLE: "UNAVAILABLE",
   OIDC_NO_ROLES: "PERMISSION_DENIED",
   INTERNAL: "INTERNAL",
@@ -130,11 +137,16 @@ function classify(err: unknown): SignInFailure {
  * The issuer is discovered on first use (and again after a failure), so a
  * daemon starts while its issuer is down. Each sign-in's state, nonce and
  * PKCE verifier stay in this process, found by a random id in a short-lived
- * httpOnly cookie of the browser that started it, and are used once.
+ * httpOnly cookie of the browser that started it, and are used once; each
+ * source group has a bounded share of them.
  */
 export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
   const fetch = createIssuerFetch(o.caPem);
-  const flows = new Map<string, Flow>();
+  const flows = createPendingFlows<Flow>(o.now, {
+    ttlMs: FLOW_TTL_MS,
+    perSource: o.pendingPerSource ?? FLOWS_PER_SOURCE,
+    total: o.pendingTotal ?? MAX_FLOWS,
+  });
   let discovered: Promise<client.Configuration> | undefined;
   const configuration = () => {
     discovered ??= client
@@ -203,13 +215,7 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           state: client.randomState(),
           nonce: client.randomNonce(),
           verifier,
-          expiresAtMs: o.now() + FLOW_TTL_MS,
         };
-        for (const [id, f] of flows)
-          if (f.expiresAtMs <= o.now() || flows.size >= MAX_FLOWS) flows.delete(id);
-          else break;
-        const id = randomBytes(16).toString("base64url");
-        flows.set(id, flow);
         const url = client.buildAuthorizationUrl(config, {
           redirect_uri: o.redirectUrl,
           scope: o.scopes.join(" "),
@@ -218,9 +224,21 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           code_challenge: await client.calculatePKCECodeChallenge(verifier),
           code_challenge_method: "S256",
         });
+        // Kept last, with nothing awaited after: a failed start holds no place.
+        const kept = flows.add(source, flow);
+        // Refused, the browser's sign-in in progress (if any) stays usable.
+        if ("refused" in kept)
+          throw new SignInFailure(
+            "OIDC_TOO_MANY_SIGN_INS",
+            kept.refused === "source"
+              ? `${kept.pending} sign-ins in progress from ${kept.group}`
+              : `${kept.pending} sign-ins in progress in all`,
+            "",
+            true,
+          );
         return {
           location: url.href,
-          cookies: [setLaxCookie(COOKIES.oidc, id, FLOW_TTL_MS)],
+          cookies: [setLaxCookie(COOKIES.oidc, kept.id, FLOW_TTL_MS)],
         };
       } catch (err) {
         return refuse(classify(err), source);
@@ -231,14 +249,15 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
       try {
         throttled(source);
         const id = cookies.get(COOKIES.oidc) ?? "";
-        const flow = flows.get(id);
-        if (flow === undefined || flow.expiresAtMs <= o.now()) {
+        const pending = flows.get(id);
+        if (pending === undefined || pending.expiresAtMs <= o.now()) {
           flows.delete(id);
           throw new SignInFailure(
             "OIDC_SIGN_IN_EXPIRED",
-            flow === undefined ? "no sign-in in progress in this browser" : "sign-in expired",
+            pending === undefined ? "no sign-in in progress in this browser" : "sign-in expired",
           );
         }
+        const flow = pending.value;
         const url = new URL(o.redirectUrl);
         url.search = query;
         const state = Buffer.from(url.searchParams.get("state") ?? "");

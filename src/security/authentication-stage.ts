@@ -12,6 +12,7 @@ import type { JwtVerifier } from "./jwt-verifier.js";
 import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
 import { jwtPrincipal } from "./principal-names.js";
+import { sourceGroupOf } from "./source-group.js";
 
 /** Options of {@link createAuthenticationStage}. */
 export interface AuthenticationOptions {
@@ -50,7 +51,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
   return async (invocation, next) => {
     const { ctx } = invocation;
     if (ctx.method.access === "public") return next(invocation);
-    const source = sourceOf(ctx.peer.address);
+    const source = sourceGroupOf(sourceOf(ctx.peer.address));
     const lockedOut = (credential: string, until: number, why: string): RpcError => {
       ctx.notes.decision = "unauthenticated";
       ctx.notes.reason = why;

@@ -28,6 +28,7 @@ import { createCertificateLedger } from "./certificate-ledger.js";
 import type { Lockout } from "./lockout.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
 import { normalizeSerial, type Revocations } from "./revocations.js";
+import { sourceGroupOf } from "./source-group.js";
 import type { StoredBindings } from "./stored-bindings.js";
 
 /** Dependencies of the EnrollmentService handlers. */
@@ -254,7 +255,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       },
       async enroll(req, ctx) {
         requireCa();
-        const source = sourceOf(ctx.peer.address);
+        const source = sourceGroupOf(sourceOf(ctx.peer.address));
         // Only guessing counts toward the lockout: the right secret for a spent
         // or expired token (a retry, a race) is no attack on the secret.
         // Counted per token id, so a flood from a shared address locks out no good token.

@@ -40,6 +40,7 @@ export type { Revocations } from "./revocations.js";
 export { loadRevocations, normalizeSerial } from "./revocations.js";
 export type { Role } from "./roles.js";
 export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";
+export { sourceGroupOf } from "./source-group.js";
 export type { StoredBindings } from "./stored-bindings.js";
 export { loadStoredBindings } from "./stored-bindings.js";
 export type { StoredRoles } from "./stored-roles.js";

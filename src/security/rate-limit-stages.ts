@@ -1,6 +1,7 @@
 import { type Clock, principalOf, RpcError, type Stage, sourceOf } from "../core/index.js";
 import { type AccessPolicy, rolesOf } from "./access-evaluator.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
+import { sourceGroupOf } from "./source-group.js";
 
 /** Rate limit settings. */
 export interface RateLimitOptions {
@@ -34,7 +35,7 @@ export function createRateLimitStages(options: RateLimitOptions): {
   return {
     perSource: async (invocation, next) => {
       if (invocation.ctx.method.access !== "public") {
-        const source = sourceOf(invocation.ctx.peer.address);
+        const source = sourceGroupOf(sourceOf(invocation.ctx.peer.address));
         const t = sources.take(source, 1, options.perSource);
         if (!t.allowed) refuse(t.retryAfterMs, `source ${source}`);
       }

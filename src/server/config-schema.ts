@@ -586,7 +586,7 @@ const sections = z.strictObject({
       accessTtlMs: int(10_000, 3_600_000).default(300_000),
       /** Absolute lifetime of a sign-in session. */
       sessionTtlMs: int(60_000, 30 * 86_400_000).default(43_200_000),
-      /** Sign-in attempts per source address. */
+      /** Sign-in attempts (password and OpenID Connect) per source: an IPv4 address, an IPv6 /64. */
       loginPerAddress: bucket.default({ ratePerSecond: 1 / 6, burst: 10 }),
       /** Sign-in attempts at one account from browsers that never signed in to it. */
       loginPerAccount: bucket.default({ ratePerSecond: 1 / 60, burst: 5 }),

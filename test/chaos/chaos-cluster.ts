@@ -162,6 +162,8 @@ export async function startChaosCluster(
       [
         AGENT_BIN,
         "run",
+        // Dies with this process, whatever ends it.
+        "--exit-with-stdin",
         "--config",
         join(a.dir, "agent.yaml"),
         "--dir",
@@ -179,7 +181,7 @@ export async function startChaosCluster(
         "--log-level",
         "warn",
       ],
-      { stdio: ["ignore", out, out] },
+      { stdio: ["pipe", out, out] },
     );
     a.state = "up";
   };

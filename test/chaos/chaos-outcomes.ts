@@ -109,7 +109,16 @@ export function createOutcomes(options: {
     const running = o.running.get(t.vm) ?? [];
     if (t.kind === "start") {
       counts.checked++;
-      if (running.length === 0)
+      // A migration's hand-over may be in flight (the source has let the domain go, the
+      // target's agent has not adopted it from its inbox yet): looked at again once it has.
+      const handedOver = [...cluster.agents.keys()].some((n) => inInbox(n, t.vm));
+      const after =
+        running.length > 0 || !handedOver
+          ? running
+          : await new Promise((r) => setTimeout(r, 300)).then(
+              () => checker.sample().running.get(t.vm) ?? [],
+            );
+      if (after.length === 0)
         history.violation(
           "acknowledged outcome",
           `start ${t.id} of ${t.vm} SUCCEEDED but no hypervisor runs it (store: ${rec.node})`,

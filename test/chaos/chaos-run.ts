@@ -154,6 +154,7 @@ async function runSeed(
   // The first fault comes after a quiet second; then one every 1 to 3 s.
   await sleep(1000);
   let progressAt = Date.now() + 60_000;
+  let told = 0;
   while (Date.now() < stopAt) {
     await faults.step();
     await sleep(faultRandom.int(1000, 3000));
@@ -162,6 +163,10 @@ async function runSeed(
       log(
         `seed ${seed}: ${Math.round(history.now() / 1000)} s, ${workload.issued()} operations, ${history.entries.filter((e) => e.kind === "fault").length} fault lines, ${history.violations.length} violation(s)`,
       );
+      // New violations as they come: a long run is read while it runs.
+      for (const v of history.violations.slice(told))
+        log(`  violation at ${(v.t / 1000).toFixed(1)} s: ${v.property}: ${v.text}`);
+      told = history.violations.length;
     }
   }
   running = false;

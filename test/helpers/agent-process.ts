@@ -16,8 +16,9 @@ export interface AgentProcess {
 
 /** Starts `debvisor-agent run ARGS...` with its JSON log collected. */
 export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
-  const proc = spawn(process.execPath, [AGENT_BIN, "run", ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
+  // --exit-with-stdin: a test process that dies (a file's timeout) takes its agents with it.
+  const proc = spawn(process.execPath, [AGENT_BIN, "run", "--exit-with-stdin", ...args], {
+    stdio: ["pipe", "pipe", "pipe"],
     env: { ...process.env, ...env },
   });
   const logs: Record<string, unknown>[] = [];

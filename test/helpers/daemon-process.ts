@@ -54,11 +54,18 @@ export function startDaemonProcess(
   } = {},
 ): Promise<DaemonProcess> {
   const [file, ...pre] = [...(options.wrapper ?? []), process.execPath];
-  const proc = spawn(file as string, [...pre, ...(options.nodeArgs ?? []), DAEMON_BIN, ...args], {
-    cwd: options.cwd,
-    env: { ...process.env, ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  // A daemon (not a subcommand) dies with this process, whatever ends it (a file's timeout).
+  const serving = args[0]?.startsWith("--") ?? true;
+  const own = serving ? ["--exit-with-stdin"] : [];
+  const proc = spawn(
+    file as string,
+    [...pre, ...(options.nodeArgs ?? []), DAEMON_BIN, ...own, ...args],
+    {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: [serving ? "pipe" : "ignore", "pipe", "pipe"],
+    },
+  );
   const logs: Record<string, unknown>[] = [];
   let err = "";
   let buffered = "";

@@ -13,6 +13,8 @@ const MESSAGES: Record<string, string> = {
   OIDC_ISSUER_UNAVAILABLE: "The identity provider could not be reached; try again later.",
   OIDC_NO_ROLES:
     "You signed in at the identity provider, but no role is bound to your account here.",
+  OIDC_TOO_MANY_SIGN_INS:
+    "Too many sign-ins are in progress from your network; finish one or try again in a few minutes.",
   RATE_LIMITED: "Too many sign-in attempts; wait a minute and try again.",
 };
 

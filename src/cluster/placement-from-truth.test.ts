@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { createManualClock, silentLogger } from "../core/index.js";
+import {
+  FailoverRecordSchema,
+  StaleCopySchema,
+  VmRecordSchema,
+} from "../gen/debvisor/store/v1/records_pb.js";
+import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
+import { FAILOVER_RECORDS } from "./ha-restore.js";
+import { createInventory } from "./inventory.js";
+import { type AdoptedPlacement, adoptOnlyCopies } from "./placement-from-truth.js";
+
+const ELECTION = "controllers/failover";
+
+/**
+ * The guards of placement from the truth, on a real store and inventory:
+ * vm-1 is placed on node-b (generation 5) and node-a reported a stopped copy
+ * of it, a known stale one.
+ */
+describe("adoptOnlyCopies", () => {
+  async function setup() {
+    const clock = createManualClock(1_000_000);
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-adopt-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inventory = createInventory({ store, clock, heartbeatTtlMs: 10_000 });
+    let second = 1;
+    const report = async (node: string, vms: { id: string; state: VmState }[] = []) => {
+      second++;
+      await inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: node },
+          timestamp: { seconds: BigInt(second), nanos: 0 },
+          vms: vms.map((v) =>
+            create(VmInfoSchema, { id: v.id, name: v.id, state: v.state, ha: true }),
+          ),
+        }),
+      );
+    };
+    for (const n of ["node-a", "node-b", "node-c"])
+      await inventory.register(create(NodeInfoSchema, { id: { id: n }, hostname: n }), "admin");
+    const election = await store.put(ELECTION, new TextEncoder().encode("me"));
+    /** Writes vm-1's record, then waits until the inventory's view (a watched copy) has it. */
+    const misplace = async (staleCopies: { nodeId: string; state: VmState }[]) => {
+      const rev = await store.put(
+        "vms/vm-1",
+        encodeMessage(
+          VmRecordSchema,
+          create(VmRecordSchema, {
+            id: "vm-1",
+            nodeId: "node-b",
+            generation: 5n,
+            staleCopies: staleCopies.map((c) => create(StaleCopySchema, { ...c, generation: 4n })),
+          }),
+        ),
+      );
+      for (let i = 0; i < 200; i++) {
+        const seen = (await inventory.conflicts()).find((r) => r.id === "vm-1");
+        if (seen !== undefined && seen.staleCopies.length === staleCopies.length) return rev;
+        await sleep(10);
+      }
+      throw new Error("the inventory never saw vm-1's record");
+    };
+    const decisions: AdoptedPlacement[] = [];
+    const pass = () =>
+      adoptOnlyCopies(
+        {
+          store,
+          inventory,
+          elected: { key: ELECTION, modRevision: election },
+          fenceDelayMs: 60_000,
+          decide: (d) => decisions.push(d),
+        },
+        AbortSignal.timeout(5000),
+      );
+    const placed = async () => (await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message;
+    return { store, clock, report, misplace, pass, placed, decisions };
+  }
+
+  it("waits for a report of the placed node written after the record, then adopts the only copy under a new generation and marks it to start", async () => {
+    const t = await setup();
+    try {
+      await t.report("node-b");
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
+      // node-b's last report was written before the record: it may predate a start there.
+      await t.pass();
+      assert.equal((await t.placed())?.nodeId, "node-b", "not on a report older than the record");
+      await t.report("node-b");
+      await t.pass();
+      const rec = await t.placed();
+      assert.equal(rec?.nodeId, "node-a");
+      assert.equal(rec?.generation, 6n);
+      assert.deepEqual(rec?.staleCopies, []);
+      const mark = await getMessage(t.store, FailoverRecordSchema, `${FAILOVER_RECORDS}vm-1`);
+      assert.equal(mark?.message.lostRunning, true, "to be started by the HA restart");
+      assert.deepEqual(
+        t.decisions.map((d) => [d.from, d.to, d.generation, d.marked]),
+        [["node-b", "node-a", 6n, true]],
+      );
+    } finally {
+      await t.store.close();
+    }
+  });
+
+  it("leaves the placement alone while the placed node holds the VM, two nodes hold copies, a migration holds its lock, the election changed, or the holder is not ready", async () => {
+    const t = await setup();
+    try {
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      // The placed node reports the VM.
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
+      await t.report("node-b", [{ id: "vm-1", state: VmState.RUNNING }]);
+      await t.pass();
+      assert.equal((await t.placed())?.generation, 5n, "placed node holds it");
+      // Two other nodes hold copies: which is real is not for this to guess.
+      await t.misplace([
+        { nodeId: "node-a", state: VmState.STOPPED },
+        { nodeId: "node-c", state: VmState.STOPPED },
+      ]);
+      await t.report("node-b");
+      await t.pass();
+      assert.equal((await t.placed())?.generation, 5n, "two copies");
+      // A migration or failover of the VM holds its lock.
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
+      await t.report("node-b");
+      await t.store.put("migration-locks/vm-1", new TextEncoder().encode("m-1"));
+      await t.pass();
+      assert.equal((await t.placed())?.generation, 5n, "migration lock");
+      await t.store.delete("migration-locks/vm-1");
+      // Another process won the election meanwhile.
+      await t.store.put(ELECTION, new TextEncoder().encode("other"));
+      await t.pass();
+      assert.equal((await t.placed())?.generation, 5n, "election changed");
+      assert.deepEqual(t.decisions, []);
+    } finally {
+      await t.store.close();
+    }
+  });
+
+  it("a placed node down but not yet past the fence delay: left alone; past it (fenced), adopted", async () => {
+    const t = await setup();
+    try {
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
+      await t.report("node-b");
+      // node-b goes silent; node-a keeps reporting.
+      t.clock.advance(20_000);
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      await t.pass();
+      assert.equal((await t.placed())?.nodeId, "node-b", "not ready, not fenced yet");
+      t.clock.advance(60_000);
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      await t.pass();
+      assert.equal((await t.placed())?.nodeId, "node-a", "fenced: adopted");
+    } finally {
+      await t.store.close();
+    }
+  });
+});
