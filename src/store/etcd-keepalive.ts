@@ -8,6 +8,9 @@ import { abortError } from "../core/index.js";
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
+/** A stream that has answered nothing for this long, with keepalives waiting, is given up. */
+const STUCK_MS = 10_000;
+
 /** One keepalive sent and not yet answered; `done` once its caller has its answer or gave up. */
 interface Slot {
   done: boolean;
@@ -39,7 +42,9 @@ export function createKeepAlives(
   open: () => Promise<KeepAliveStream>,
   toError: (err: unknown) => Error,
 ): KeepAlives {
-  let current: { stream: Promise<KeepAliveStream>; waiting: Map<string, Slot[]> } | undefined;
+  let current:
+    | { stream: Promise<KeepAliveStream>; waiting: Map<string, Slot[]>; answeredAt: number }
+    | undefined;
 
   const fail = (of: NonNullable<typeof current>, err: Error) => {
     if (current === of) current = undefined;
@@ -57,11 +62,12 @@ export function createKeepAlives(
   const connect = () => {
     const waiting = new Map<string, Slot[]>();
     const stream = open();
-    const entry = { stream, waiting };
+    const entry = { stream, waiting, answeredAt: Date.now() };
     current = entry;
     stream.then(
       (s) => {
         s.on("data", (res: ILeaseKeepAliveResponse) => {
+          entry.answeredAt = Date.now();
           const id = String(res.ID);
           const slots = waiting.get(id);
           const slot = slots?.shift();
@@ -94,12 +100,22 @@ export function createKeepAlives(
           },
         };
         const onAbort = () => slot.settle(abortError(signal));
-        // An answer this late means a stuck stream: every keepalive on it starts over.
+        // Past its deadline a keepalive fails alone, keeping its place for its late
+        // answer. Only a stream that has answered nothing for STUCK_MS is
+        // stuck: then every keepalive on it starts over on a new one. (Failing
+        // them all at the first late answer turned a loaded host's queue into
+        // a storm of retries.)
         const timer = setTimeout(
-          () => fail(entry, new GRPCDeadlineExceededError("etcd keepalive: deadline exceeded")),
+          () => {
+            const err = new GRPCDeadlineExceededError("etcd keepalive: deadline exceeded");
+            if (Date.now() - entry.answeredAt >= STUCK_MS) fail(entry, err);
+            else slot.settle(err);
+          },
           Math.max(0, deadline - Date.now()),
         );
         signal?.addEventListener("abort", onAbort, { once: true });
+        // Nothing outstanding until now: the stream's silence counts from here.
+        if (entry.waiting.size === 0) entry.answeredAt = Date.now();
         const slots = entry.waiting.get(id);
         if (slots === undefined) entry.waiting.set(id, [slot]);
         else slots.push(slot);
