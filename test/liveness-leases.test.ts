@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { createNodeLiveness } from "../src/cluster/node-liveness.js";
+import { createNodeLiveness } from "../src/cluster/index.js";
 import { silentLogger, systemClock } from "../src/core/index.js";
 import { NodeRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
