@@ -81,30 +81,15 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
       // A node that stopped reporting cannot be asked: its last report is no answer.
       if (node === undefined || node.summary.readiness !== NodeReadiness.READY)
         throw new RpcError("BACKEND_UNAVAILABLE", { message: `${nodeId} is not reporting` });
-      const out = node.vms.map((vm) => ({
-        id: vm.id,
-        state: domainState(vm.state),
-        vcpus: vm.vcpus,
-        memoryBytes: vm.memoryBytes,
-        persistent: true,
-      }));
-      // Its copies of VMs placed elsewhere are kept out of the node's VMs (conflicts) but
-      // are on its hypervisor all the same: a settle asking the target of an orphaned
-      // migration must see the VM that arrived there while the record still names the
-      // source (seen in a chaos run: "never reached node-b" while node-b had it).
-      for (const rec of await inventory.conflicts(signal)) {
-        const copy = rec.staleCopies.find((c) => c.nodeId === nodeId);
-        if (copy === undefined || out.some((d) => d.id === rec.id)) continue;
-        const spec = rec.spec;
-        out.push({
-          id: rec.id,
-          state: domainState(copy.state),
-          vcpus: spec?.vcpus ?? 0,
-          memoryBytes: spec?.memoryBytes ?? 0n,
+      return node.vms
+        .map((vm) => ({
+          id: vm.id,
+          state: domainState(vm.state),
+          vcpus: vm.vcpus,
+          memoryBytes: vm.memoryBytes,
           persistent: true,
-        });
-      }
-      return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+        }))
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     };
     return {
       kind: "agent",

@@ -6,7 +6,7 @@ import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
-import { adoptOnlyCopies } from "./placement-from-truth.js";
+import { createPlacementReconciler } from "./placement-from-truth.js";
 import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
 
 const LEADER_KEY = "controllers/failover";
@@ -141,6 +141,25 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     decide,
   });
 
+  const placements = createPlacementReconciler({
+    store,
+    inventory: options.inventory,
+    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    decide: (d) => {
+      const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;
+      decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
+      options.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        tenant: d.tenant,
+        type: "PlacementAdopted",
+        message: detail,
+        warning: true,
+        source: "failover-controller",
+      });
+    },
+  });
+
   async function pass(signal: AbortSignal) {
     const now = clock.now();
     // Conflicts first: a stale copy must never be what a restart below brings
@@ -169,28 +188,9 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
       signal,
     ).catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
     // Then placements naming a node that no longer holds the VM, moved to its only copy.
-    await adoptOnlyCopies(
-      {
-        store,
-        inventory: options.inventory,
-        elected: { key: LEADER_KEY, modRevision: elected },
-        fenceDelayMs: options.fenceDelayMs,
-        decide: (d) => {
-          const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;
-          decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
-          options.events?.emit({
-            kind: "vm",
-            id: d.vmId,
-            tenant: d.tenant,
-            type: "PlacementAdopted",
-            message: detail,
-            warning: true,
-            source: "failover-controller",
-          });
-        },
-      },
-      signal,
-    ).catch((err: unknown) => logger.warn({ err }, "placements not reconciled; next pass"));
+    await placements
+      .pass(signal)
+      .catch((err: unknown) => logger.warn({ err }, "placements not reconciled; next pass"));
     for (const node of await options.inventory.listNodes(signal)) {
       const nodeId = node.info?.id?.id ?? "";
       const ready = node.readiness === NodeReadiness.READY;

@@ -16,7 +16,7 @@ import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
 import { FAILOVER_RECORDS } from "./ha-restore.js";
 import { createInventory } from "./inventory.js";
-import { type AdoptedPlacement, adoptOnlyCopies } from "./placement-from-truth.js";
+import { type AdoptedPlacement, createPlacementReconciler } from "./placement-from-truth.js";
 
 const ELECTION = "controllers/failover";
 
@@ -50,7 +50,9 @@ describe("adoptOnlyCopies", () => {
       await inventory.register(create(NodeInfoSchema, { id: { id: n }, hostname: n }), "admin");
     const election = await store.put(ELECTION, new TextEncoder().encode("me"));
     /** Writes vm-1's record, then waits until the inventory's view (a watched copy) has it. */
-    const misplace = async (staleCopies: { nodeId: string; state: VmState }[]) => {
+    const misplace = async (
+      staleCopies: { nodeId: string; state: VmState; cleanupSent?: boolean }[],
+    ) => {
       const rev = await store.put(
         "vms/vm-1",
         encodeMessage(
@@ -71,30 +73,49 @@ describe("adoptOnlyCopies", () => {
       throw new Error("the inventory never saw vm-1's record");
     };
     const decisions: AdoptedPlacement[] = [];
-    const pass = () =>
-      adoptOnlyCopies(
-        {
-          store,
-          inventory,
-          elected: { key: ELECTION, modRevision: election },
-          fenceDelayMs: 60_000,
-          decide: (d) => decisions.push(d),
-        },
-        AbortSignal.timeout(5000),
-      );
+    const reconciler = createPlacementReconciler({
+      store,
+      inventory,
+      elected: () => ({ key: ELECTION, modRevision: election }),
+      decide: (d) => decisions.push(d),
+    });
+    const pass = () => reconciler.pass(AbortSignal.timeout(5000));
     const placed = async () => (await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message;
-    return { store, clock, report, misplace, pass, placed, decisions };
+    /** vm-1's placement moved as a pass would move it after a newer report of node-b with `bVms`. */
+    const passTwice = async (bVms: { id: string; state: VmState }[] = []) => {
+      await pass();
+      await report("node-b", bVms);
+      await pass();
+    };
+    return { store, clock, inventory, report, misplace, pass, passTwice, placed, decisions };
   }
 
-  it("waits for a report of the placed node written after the record, then adopts the only copy under a new generation and marks it to start", async () => {
+  it("waits for a report of the placed node newer than the one it had when first seen, then adopts the only copy under a new generation and marks it to start", async () => {
     const t = await setup();
     try {
       await t.report("node-b");
       await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
-      // node-b's last report was written before the record: it may predate a start there.
+      // node-b's last report may predate a start there: first seen, nothing moves.
       await t.pass();
-      assert.equal((await t.placed())?.nodeId, "node-b", "not on a report older than the record");
+      assert.equal((await t.placed())?.nodeId, "node-b", "not on the report it had");
+      // Its record bumped without a newer report (a cordon, a re-registration, a report
+      // refused as from the future): no evidence either.
+      await t.inventory.cordon("node-b", true);
+      await t.inventory.register(
+        create(NodeInfoSchema, { id: { id: "node-b" }, hostname: "node-b" }),
+        "admin",
+      );
+      await t.inventory
+        .heartbeat(
+          create(HealthSchema, {
+            nodeId: { id: "node-b" },
+            timestamp: { seconds: 10_000_000n, nanos: 0 },
+          }),
+        )
+        .catch(() => undefined);
+      await t.pass();
+      assert.equal((await t.placed())?.nodeId, "node-b", "a record bumped is no newer report");
       await t.report("node-b");
       await t.pass();
       const rec = await t.placed();
@@ -112,33 +133,34 @@ describe("adoptOnlyCopies", () => {
     }
   });
 
-  it("leaves the placement alone while the placed node holds the VM, two nodes hold copies, a migration holds its lock, the election changed, or the holder is not ready", async () => {
+  it("leaves the placement alone while the placed node holds the VM, two nodes hold copies, the copy is being removed, a migration holds its lock, or the election changed", async () => {
     const t = await setup();
     try {
       await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
       // The placed node reports the VM.
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
-      await t.report("node-b", [{ id: "vm-1", state: VmState.RUNNING }]);
-      await t.pass();
+      await t.passTwice([{ id: "vm-1", state: VmState.RUNNING }]);
       assert.equal((await t.placed())?.generation, 5n, "placed node holds it");
       // Two other nodes hold copies: which is real is not for this to guess.
       await t.misplace([
         { nodeId: "node-a", state: VmState.STOPPED },
         { nodeId: "node-c", state: VmState.STOPPED },
       ]);
-      await t.report("node-b");
-      await t.pass();
+      await t.passTwice();
       assert.equal((await t.placed())?.generation, 5n, "two copies");
+      // The copy's removal was sent.
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED, cleanupSent: true }]);
+      await t.passTwice();
+      assert.equal((await t.placed())?.generation, 5n, "copy being removed");
       // A migration or failover of the VM holds its lock.
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }]);
-      await t.report("node-b");
       await t.store.put("migration-locks/vm-1", new TextEncoder().encode("m-1"));
-      await t.pass();
+      await t.passTwice();
       assert.equal((await t.placed())?.generation, 5n, "migration lock");
       await t.store.delete("migration-locks/vm-1");
       // Another process won the election meanwhile.
       await t.store.put(ELECTION, new TextEncoder().encode("other"));
-      await t.pass();
+      await t.passTwice();
       assert.equal((await t.placed())?.generation, 5n, "election changed");
       assert.deepEqual(t.decisions, []);
     } finally {

@@ -228,7 +228,31 @@ export function createOperationExecutor(options: {
     if (starts.includes(d.kind)) options.copies?.started(d.vmId, d.generation);
   }
 
-  function run(d: OperationDispatch): void {
+  /** Whether an operation a previous run of the agent started had taken effect, from the hypervisor. */
+  async function tookEffect(d: OperationDispatch): Promise<boolean> {
+    const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
+    let state: string | undefined;
+    let checked = false;
+    try {
+      state = (await driver.info(d.vmId, options.signal))?.state;
+      checked = true;
+    } catch (err) {
+      logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
+    }
+    // A create took effect once the domain is defined, a delete once it is gone.
+    if (d.kind === OperationKind.CREATE_VM)
+      return state !== undefined && (d.params.start !== "true" || state === "running");
+    if (d.kind === OperationKind.DELETE_VM) return checked && state === undefined;
+    return state === (starts ? "running" : "stopped");
+  }
+
+  /**
+   * Runs `d` in its VM's lane (one at a time per VM, in the order
+   * dispatched). With `tookEffect` (an operation a previous run of the agent
+   * started), that is asked first, in the lane: after the operations ahead
+   * of it have run, not before.
+   */
+  function run(d: OperationDispatch, tookEffect?: () => Promise<boolean>): void {
     const id = d.operationId;
     const controller = new AbortController();
     const onStop = () => controller.abort();
@@ -237,22 +261,23 @@ export function createOperationExecutor(options: {
     const progress: ActionProgress = (percent, phase) =>
       send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
     progress(0, "started");
-    // One at a time per VM, in the order dispatched; a forced stop goes at once.
     const lane = isStorageOperation(d.kind) ? "" : d.vmId;
-    const forced = d.kind === OperationKind.STOP_VM && d.params.force === "true";
     lanes
-      .run(
-        lane,
-        async () => {
-          if (controller.signal.aborted) throw new RpcError("CANCELLED");
-          return act(d, controller.signal, progress);
-        },
-        forced,
-      )
+      .run(lane, async () => {
+        if (controller.signal.aborted) throw new RpcError("CANCELLED");
+        if (tookEffect !== undefined && (await tookEffect())) {
+          logger.info({ operation: id }, "interrupted operation had taken effect");
+          return true;
+        }
+        if (tookEffect !== undefined)
+          logger.info({ operation: id }, "interrupted operation had not acted; running it");
+        await act(d, controller.signal, progress);
+        return false;
+      })
       .then(
-        () => {
-          noteStarted(d);
-          finish(d, result(id, OperationOutcome.SUCCEEDED));
+        (replayed) => {
+          if (!replayed) noteStarted(d);
+          finish(d, result(id, OperationOutcome.SUCCEEDED, undefined, replayed));
         },
         (err: unknown) => {
           // Shutting down: the journal keeps it started; the next start settles it.
@@ -316,33 +341,7 @@ export function createOperationExecutor(options: {
           );
           continue;
         }
-        const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
-        const goal = starts ? "running" : "stopped";
-        let state: string | undefined;
-        let checked = false;
-        try {
-          state = (await driver.info(d.vmId, options.signal))?.state;
-          checked = true;
-        } catch (err) {
-          logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
-        }
-        // A create took effect once the domain is defined, a delete once it is gone.
-        const done =
-          d.kind === OperationKind.CREATE_VM
-            ? state !== undefined && (d.params.start !== "true" || state === "running")
-            : d.kind === OperationKind.DELETE_VM
-              ? checked && state === undefined
-              : state === goal;
-        if (done) {
-          logger.info({ operation: d.operationId }, "interrupted operation had taken effect");
-          journal.finish(result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true));
-        } else {
-          logger.info(
-            { operation: d.operationId },
-            "interrupted operation had not acted; running it",
-          );
-          run(d);
-        }
+        run(d, () => tookEffect(d));
       }
     },
     running: () => inflight.size,

@@ -24,7 +24,7 @@ import { createMemoryJournal } from "./operation-journal.js";
  * starts and stops take 150 ms each.
  */
 describe("operation order on one VM", () => {
-  async function node() {
+  async function node(journal = createMemoryJournal()) {
     const sim = createLocalSimulation({
       nodeId: "node-a",
       dir: mkdtempSync(join(tmpdir(), "dv-order-")),
@@ -36,7 +36,7 @@ describe("operation order on one VM", () => {
     const results = new Map<string, OperationResult>();
     const executor = createOperationExecutor({
       driver: sim.driver,
-      journal: createMemoryJournal(),
+      journal,
       logger: silentLogger,
       signal: new AbortController().signal,
       send: (m) => {
@@ -60,7 +60,7 @@ describe("operation order on one VM", () => {
     };
     const state = async (vmId: string) =>
       (await sim.driver.info(vmId, AbortSignal.timeout(5000)))?.state;
-    return { sim, op, done, state, vms };
+    return { sim, op, done, state, vms, executor };
   }
 
   it("a reboot then a stop dispatched together: the stop holds; a stop then a start: the start holds", async () => {
@@ -81,6 +81,43 @@ describe("operation order on one VM", () => {
       n.op("start-2", OperationKind.START_VM, vm);
       await n.done("stop-2", "start-2");
       assert.equal(await n.state(vm), "running", "the later start holds");
+    } finally {
+      n.sim.close();
+    }
+  });
+
+  it("a forced stop waits its turn too: a reboot then a forced stop leaves the VM stopped", async () => {
+    const n = await node();
+    try {
+      const [vm = ""] = n.vms;
+      n.op("reboot-1", OperationKind.REBOOT_VM, vm);
+      n.op("kill-1", OperationKind.STOP_VM, vm, { force: "true" });
+      await n.done("reboot-1", "kill-1");
+      assert.equal(await n.state(vm), "stopped");
+    } finally {
+      n.sim.close();
+    }
+  });
+
+  it("after an agent restart, operations it had begun are settled in order: each is checked only once those ahead of it ran", async () => {
+    const journal = createMemoryJournal();
+    const n = await node(journal);
+    try {
+      const [vm = ""] = n.vms;
+      n.op("stop-0", OperationKind.STOP_VM, vm, { force: "true" });
+      await n.done("stop-0");
+      // The agent had begun a start then a stop of the stopped VM when it was killed.
+      for (const [id, kind] of [
+        ["start-1", OperationKind.START_VM],
+        ["stop-1", OperationKind.STOP_VM],
+      ] as const)
+        journal.begin(create(OperationDispatchSchema, { operationId: id, kind, vmId: vm }));
+      await n.executor.recover();
+      assert.deepEqual(await n.done("start-1", "stop-1"), [
+        OperationOutcome.SUCCEEDED,
+        OperationOutcome.SUCCEEDED,
+      ]);
+      assert.equal(await n.state(vm), "stopped", "the later stop holds");
     } finally {
       n.sim.close();
     }

@@ -15,7 +15,7 @@ function gate() {
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe("VM lanes", () => {
-  it("one VM's tasks run one at a time in order, whether earlier ones succeed or fail; other VMs and forced tasks do not wait", async () => {
+  it("one VM's tasks run one at a time in order, whether earlier ones succeed or fail; other VMs do not wait", async () => {
     const lanes = createVmLanes();
     const log: string[] = [];
     const first = gate();
@@ -35,31 +35,19 @@ describe("VM lanes", () => {
     const b1 = lanes.run("b", async () => {
       log.push("b1");
     });
-    const forced = lanes.run(
-      "a",
-      async () => {
-        log.push("a-forced");
-      },
-      true,
-    );
     const none = lanes.run("", async () => {
       log.push("no vm");
     });
-    await Promise.all([b1, forced, none]);
-    assert.deepEqual(
-      log,
-      ["a1 start", "b1", "a-forced", "no vm"],
-      "b, the forced one and no-vm went at once",
-    );
+    await Promise.all([b1, none]);
+    assert.deepEqual(log, ["a1 start", "b1", "no vm"], "b and no-vm went at once");
     first.open();
     await a1;
     await tick();
-    assert.deepEqual(log.slice(4), ["a1 end", "a2 start"], "a2 after a1, a3 not yet");
+    assert.deepEqual(log.slice(3), ["a1 end", "a2 start"], "a2 after a1, a3 not yet");
     second.fail(new Error("a2 failed"));
     await assert.rejects(a2, /a2 failed/);
     await a3;
     assert.equal(log.at(-1), "a3", "a3 after a2 failed");
-    // A task after the forced one waits for it too (it ended long ago: runs now).
     await lanes.run("a", async () => log.push("a4"));
     assert.equal(log.at(-1), "a4");
   });

@@ -7,18 +7,18 @@
 export interface VmLanes {
   /**
    * Runs `task` once every earlier task of `vmId`'s lane has ended (at once
-   * for "" or with `now`: a forced stop must not wait behind a graceful
-   * shutdown that hangs); later tasks of the lane wait for it either way.
+   * for ""). A forced stop waits too: jumping the queue, it let an earlier
+   * start or reboot win; a graceful stop ahead of it ends by its timeout.
    */
-  run<T>(vmId: string, task: () => Promise<T>, now?: boolean): Promise<T>;
+  run<T>(vmId: string, task: () => Promise<T>): Promise<T>;
 }
 
 /** Creates the lanes of one executor. */
 export function createVmLanes(): VmLanes {
   const tails = new Map<string, Promise<unknown>>();
   return {
-    run(vmId, task, now = false) {
-      const before = vmId === "" || now ? undefined : tails.get(vmId);
+    run(vmId, task) {
+      const before = vmId === "" ? undefined : tails.get(vmId);
       const ran = (before ?? Promise.resolve()).then(task);
       if (vmId !== "") {
         // Later tasks wait for this one and every one before it, however each ended.
