@@ -65,6 +65,46 @@ async function heapKib(httpAddress: string): Promise<number> {
   return m === null ? Number.NaN : Number(m[1]) / 1024;
 }
 
+/** etcd's own counters: calls received by method (a keepalive message counts one) and raft proposals committed. */
+async function etcdCounters(endpoint: string): Promise<Map<string, number>> {
+  const res = await fetch(`${endpoint}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const out = new Map<string, number>();
+  for (const line of (await res.text()).split("\n")) {
+    const call =
+      /^grpc_server_msg_received_total\{grpc_method="(\w+)",grpc_service="etcdserverpb\.\w+".*\} (\S+)$/.exec(
+        line,
+      );
+    if (call !== null && Number(call[2]) > 0) out.set(call[1] as string, Number(call[2]));
+    const committed = /^etcd_server_proposals_committed_total (\S+)$/.exec(line);
+    if (committed !== null) out.set("proposals", Number(committed[1]));
+  }
+  return out;
+}
+
+/** What etcd counted between two {@link etcdCounters}, per unit (e.g. per stream), as "Txn 3.0, Range 1.0". */
+function perUnit(before: Map<string, number>, after: Map<string, number>, units: number): string {
+  return [...after]
+    .map(([k, v]) => [k, (v - (before.get(k) ?? 0)) / Math.max(1, units)] as const)
+    .filter(([, v]) => v >= 0.005)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+    .join(", ");
+}
+
+/**
+ * The daemon's event-loop delay (p99 and max, ms) since the previous scrape of
+ * its /metrics: prom-client resets its histogram at each scrape.
+ */
+async function loopLagMs(httpAddress: string): Promise<{ p99: number; max: number }> {
+  const res = await fetch(`http://${httpAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  const of = (name: string) =>
+    Number(
+      new RegExp(`^debvisor_rpcd_nodejs_eventloop_lag_${name}_seconds (\\S+)`, "m").exec(text)?.[1],
+    ) * 1000;
+  return { p99: of("p99"), max: of("max") };
+}
+
 /** The soft limit on open files of a process, from /proc. */
 function fdLimit(pid: number): number {
   const m = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
@@ -146,7 +186,7 @@ async function measureAgents(
   if (ctx.profileDir !== undefined) mkdirSync(ctx.profileDir, { recursive: true });
   const daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", configFile], {
     timeoutMs: 60_000,
-    // Profiled: a CPU profile at exit, and a heap snapshot after the measured window.
+    // Profiled: a CPU profile at exit, and a heap snapshot after the burst.
     nodeArgs: [
       ...profileArgs(profileName, ctx.profileDir),
       ...(ctx.profileDir === undefined
@@ -159,6 +199,7 @@ async function measureAgents(
     await new Promise((r) => setTimeout(r, 2000));
     const rss0 = rssKib(pid);
     const heap0 = await heapKib(daemon.httpAddress);
+    const etcd0 = await etcdCounters(etcd.endpoint);
     // Several load clients, each holding a slice of the nodes on its own event loop.
     const count = Math.ceil(agents / STREAMS_PER_CLIENT);
     const latest = new Map<ChildProcess, { stats?: LoadStats; progress?: LoadProgress }>();
@@ -225,6 +266,8 @@ async function measureAgents(
     ctx.log(
       `  ${connected.streams} streams welcomed in ${(connected.ms / 1000).toFixed(1)} s, ${connected.failed} failed (${connected.retried} attempts tried again)${connected.firstError === undefined ? "" : ` (first: ${connected.firstError})`}; daemon fd limit ${fdLimit(pid)}, client fd limit ${fdLimit(clients[0]?.pid as number)}`,
     );
+    const etcd1 = await etcdCounters(etcd.endpoint);
+    ctx.log(`  etcd calls per stream welcomed: ${perUnit(etcd0, etcd1, connected.streams)}`);
     const problems: string[] = [];
     if (connected.streams !== agents)
       problems.push(
@@ -234,18 +277,18 @@ async function measureAgents(
     await new Promise((r) => setTimeout(r, HEARTBEAT_MS + 2000));
     const cpu0 = cpuSeconds(pid);
     const beats0 = stats().heartbeats;
+    const etcd2 = await etcdCounters(etcd.endpoint);
     await new Promise((r) => setTimeout(r, WINDOW_INTERVALS * HEARTBEAT_MS));
     const cpu1 = cpuSeconds(pid);
     const beats = stats().heartbeats - beats0;
+    const etcd3 = await etcdCounters(etcd.endpoint);
+    ctx.log(`  etcd calls per heartbeat in the window: ${perUnit(etcd2, etcd3, beats)}`);
     const rss1 = rssKib(pid);
     const heap1 = await heapKib(daemon.httpAddress);
-    if (ctx.profileDir !== undefined) {
-      daemon.proc.kill("SIGUSR2");
-      ctx.log(`  heap snapshot asked of the daemon (written to ${ctx.profileDir})`);
-    }
     if (stats().ended > 0) problems.push(`${stats().ended} streams ended (${stats().firstError})`);
 
     // The burst: operations written to the store as any replica would.
+    await loopLagMs(daemon.httpAddress);
     const ops = createAgentOperations(store, systemClock);
     const submittedAt = new Map<string, number>();
     const committedAt = new Map<string, number>();
@@ -277,6 +320,14 @@ async function measureAgents(
     while (receipts.size < OPERATIONS && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     const burstSeconds = (Math.max(...receipts.values(), b0) - b0) / 1000;
+    const lag = await loopLagMs(daemon.httpAddress);
+    ctx.log(
+      `  daemon event-loop delay during the burst: p99 ${lag.p99.toFixed(0)} ms, max ${lag.max.toFixed(0)} ms`,
+    );
+    // The submits' own calls included (2 reads and a txn each); results still arriving are not.
+    ctx.log(
+      `  etcd calls per operation in the burst: ${perUnit(etcd3, await etcdCounters(etcd.endpoint), OPERATIONS)}`,
+    );
     const burstCpu = cpuSeconds(pid) - burstCpu0;
     const latencies = [...submittedAt]
       .flatMap(([id, at]) => {
@@ -307,6 +358,11 @@ async function measureAgents(
       if (notDone.length > 0) await new Promise((r) => setTimeout(r, 500));
     }
     if (notDone.length > 0) problems.push(`${notDone.length} operations not DONE in the store`);
+    // After the burst, so that writing it (seconds of a busy daemon) falls in neither measurement.
+    if (ctx.profileDir !== undefined) {
+      daemon.proc.kill("SIGUSR2");
+      ctx.log(`  heap snapshot asked of the daemon (written to ${ctx.profileDir})`);
+    }
     const result: AgentsRun = {
       agents,
       reqPerSec: burstSeconds > 0 ? latencies.length / burstSeconds : 0,
@@ -339,6 +395,15 @@ async function measureAgents(
           clearTimeout(timer);
         }),
     );
+    // The daemon's warnings and errors of the run, counted by message, for a run that went wrong.
+    const troubles = new Map<string, number>();
+    for (const l of daemon.logs)
+      if (l.level === "warn" || l.level === "error" || l.level === "fatal") {
+        const key = `${String(l.msg)}${l.err === undefined ? "" : `: ${String((l.err as { message?: string }).message ?? "").slice(0, 160)}`}`;
+        troubles.set(key, (troubles.get(key) ?? 0) + 1);
+      }
+    for (const [msg, n] of [...troubles].sort((a, b) => b[1] - a[1]).slice(0, 8))
+      ctx.log(`  daemon warned ${n} times: ${msg}`);
     if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null)
       ctx.log(
         `  the daemon exited early (${daemon.proc.exitCode ?? daemon.proc.signalCode}); its stderr ends: ${daemon.stderr().slice(-2000)}; its last log line: ${JSON.stringify(daemon.logs.at(-1))}`,

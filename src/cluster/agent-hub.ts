@@ -359,11 +359,6 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     const nodeId = authorize(hello, ctx);
     if (hello.info === undefined) throw new RpcError("INVALID_ARGUMENT");
     await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
-    // A Hello stamped in the future renews the node's lease; its report is refused, the stream stays.
-    await inventory.heartbeat(own(hello.health, nodeId), ctx.signal).catch((err: unknown) => {
-      if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
-      log.warn({ node: nodeId }, "agent hello from the future: its report is refused");
-    });
     const session: Session = {
       nodeId,
       queue: createSendQueue(options.sendQueueMax),
@@ -374,16 +369,36 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // Held from the start: nothing is sent before the open operations are read.
       held: [],
     };
-    const presenceRevision = await presence.connected(
-      nodeId,
-      create(AgentPresenceRecordSchema, {
-        capabilities: [...session.capabilities],
-        serverId: options.serverId,
-        connectedAtMs: BigInt(clock.now()),
-        agentVersion: hello.agentVersion,
+    // The Hello's report and the agent's presence are written at once: a
+    // Hello waits for the slower of the two, not for both in turn.
+    const [reported, present] = await Promise.allSettled([
+      // A Hello stamped in the future renews the node's lease; its report is refused, the stream stays.
+      inventory.heartbeat(own(hello.health, nodeId), ctx.signal).catch((err: unknown) => {
+        if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
+        log.warn({ node: nodeId }, "agent hello from the future: its report is refused");
       }),
-      ctx.signal,
-    );
+      presence.connected(
+        nodeId,
+        create(AgentPresenceRecordSchema, {
+          capabilities: [...session.capabilities],
+          serverId: options.serverId,
+          connectedAtMs: BigInt(clock.now()),
+          agentVersion: hello.agentVersion,
+        }),
+        ctx.signal,
+      ),
+    ]);
+    if (reported.status === "rejected" || present.status === "rejected") {
+      // No stream: a presence written for it goes again (unless the agent has connected since).
+      if (present.status === "fulfilled")
+        await presence.gone(nodeId, present.value).catch((err: unknown) => {
+          log.warn({ err, node: nodeId }, "agent presence not removed");
+        });
+      throw reported.status === "rejected"
+        ? reported.reason
+        : (present as PromiseRejectedResult).reason;
+    }
+    const presenceRevision = present.value;
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
     const stop = () => session.queue.close();
@@ -404,8 +419,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           },
         },
       });
-      await watching.ready;
-      await resync(session);
+      // The welcome goes out at once; the node's pending operations follow it
+      // once read (the watch is up first, so none falls in between).
+      void watching.ready.then(() => resync(session));
       read(session, it, ctx.signal).then(
         () => session.queue.close(),
         (err: unknown) => session.queue.close(err instanceof Error ? err : new Error(String(err))),

@@ -127,12 +127,14 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
 
   return {
     async submit(nodeId, dispatch, requestedBy, signal) {
-      const capabilities = await presence.capabilities(nodeId, signal);
-      if (capabilities !== undefined) checkCapability(capabilities, dispatch.kind, nodeId);
-      const generation =
+      // Both reads at once: a submit waits one store round trip for them, not two.
+      const [capabilities, generation] = await Promise.all([
+        presence.capabilities(nodeId, signal),
         dispatch.generation === 0n && dispatch.vmId !== ""
-          ? await currentGeneration(store, dispatch.vmId, signal)
-          : dispatch.generation;
+          ? currentGeneration(store, dispatch.vmId, signal)
+          : dispatch.generation,
+      ]);
+      if (capabilities !== undefined) checkCapability(capabilities, dispatch.kind, nodeId);
       const now = clock.now();
       const record = create(OperationRecordSchema, {
         dispatch: { ...dispatch, generation, createdAt: timestampFromMs(now) },

@@ -54,7 +54,7 @@ export { createMigrationRecords } from "./migration-records.js";
 export { createMigrationService } from "./migration-service.js";
 export type { DrainRequest } from "./node-drain.js";
 export { drainNode } from "./node-drain.js";
-export type { LivenessSource } from "./node-liveness.js";
+export { createNodeLiveness, type LivenessSource } from "./node-liveness.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
 export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events.js";

@@ -160,14 +160,35 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
     return mirrors;
   }
 
-  /** Renews the lease behind `key`, or attaches the key to a new one when it has none alive. */
+  /**
+   * The keys this process attached to a lease, until the watch's copy shows a
+   * later write: a renewal right after an attachment, before its watch event
+   * is in, keeps that lease alive instead of granting another.
+   */
+  const attached = new Map<string, HeldKey>();
+  /** What is known of `key`: the watch's copy or this process's own later write. */
+  function held(key: string, seen: HeldKey | undefined): HeldKey | undefined {
+    const mine = attached.get(key);
+    if (mine === undefined) return seen;
+    if (seen !== undefined && (seen.rev > mine.rev || (seen.rev === mine.rev && seen.lease))) {
+      attached.delete(key);
+      return seen;
+    }
+    return mine;
+  }
+
+  /**
+   * Renews the lease behind `key` with one keepalive, or attaches the key to
+   * a new lease when it has none alive (a grant and a txn: raft proposals,
+   * which a keepalive is not).
+   */
   async function renewKey(
     key: string,
     ttl: number,
     cached: HeldKey | undefined,
     signal?: AbortSignal,
   ) {
-    let known = cached;
+    let known = held(key, cached);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
       if (known?.lease !== undefined) {
         try {
@@ -175,6 +196,7 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
           return;
         } catch (err) {
           if (!(err instanceof RpcError) || err.reason !== "LEASE_NOT_FOUND") throw err;
+          attached.delete(key);
         }
       }
       const lease = await store.grantLease(ttl, { signal });
@@ -185,7 +207,10 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
         },
         { signal },
       );
-      if (txn.succeeded) return;
+      if (txn.succeeded) {
+        attached.set(key, { lease: lease.id, rev: txn.revision });
+        return;
+      }
       // Someone else attached it meanwhile (or the copy was behind): renew theirs.
       await lease.revoke({ signal }).catch(() => undefined);
       const got = await store.get(key, { signal });

@@ -87,7 +87,14 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           m.onChange((id) => {
             version++;
             if (id === undefined) reindexAll();
-            else reindex(id);
+            else {
+              // The watch brought this process's write (or a later one): one copy is enough.
+              const mine = written.get(id);
+              const seen = m.values().get(id);
+              if (mine !== undefined && seen !== undefined && seen.rev >= mine.rev)
+                written.delete(id);
+              reindex(id);
+            }
           });
         },
         () => {
@@ -125,7 +132,9 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
     },
     remember(rec, rev) {
       const prev = written.get(rec.id);
-      if (prev === undefined || prev.rev < rev) {
+      // Unless the watch has brought this write (or a later one) already.
+      const seen = loaded?.values().get(rec.id);
+      if ((prev === undefined || prev.rev < rev) && (seen === undefined || seen.rev < rev)) {
         written.set(rec.id, { rec, rev });
         reindex(rec.id);
         version++;

@@ -6,7 +6,7 @@ import {
   type IKeyValue,
   type IRequestOp,
 } from "etcd3";
-import { abortError, RpcError, rethrowAborted } from "../core/index.js";
+import { RpcError, rethrowAborted } from "../core/index.js";
 import {
   abortable,
   closedError,
@@ -17,6 +17,7 @@ import {
   toBuffer,
   toRpcError,
 } from "./etcd-calls.js";
+import { createKeepAlives, type KeepAlives } from "./etcd-keepalive.js";
 import { type EtcdStoreOptions, resolveOptions } from "./etcd-options.js";
 import { createEtcdWatch } from "./etcd-watch.js";
 import type {
@@ -51,6 +52,8 @@ const READ_ATTEMPTS = 4;
 const UNSENT_ATTEMPTS = 12;
 const READ_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 500;
+/** LeaseKeepAlive streams a store spreads its leases over (each opened on first use). */
+const KEEPALIVE_STREAMS = 16;
 /** One read attempt's deadline, so a member that stopped answering costs a retry, not the call. */
 const READ_ATTEMPT_MS = 2000;
 
@@ -157,33 +160,18 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
     }
   };
 
-  /** One keepalive on its own short stream, cancelled if the caller aborts. */
-  const keepAliveOnce = async (
-    id: string,
-    callOptions: { deadline: number },
-    signal: AbortSignal | undefined,
-  ): Promise<number> => {
-    const stream = await client.leaseClient.leaseKeepAlive(callOptions);
-    return new Promise<number>((resolve, reject) => {
-      let done = false;
-      const finish = (settle: () => void, cancel: boolean) => {
-        if (done) return;
-        done = true;
-        signal?.removeEventListener("abort", onAbort);
-        stream.end();
-        if (cancel) stream.cancel();
-        settle();
-      };
-      const onAbort = () => finish(() => reject(abortError(signal)), true);
-      signal?.addEventListener("abort", onAbort);
-      stream.on("data", (res) => finish(() => resolve(Number(res.TTL)), false));
-      stream.on("error", (err) => finish(() => reject(castGrpcError(err)), true));
-      stream.on("end", () =>
-        finish(() => reject(new Error("etcd ended the keepalive stream without an answer")), true),
-      );
-      stream.write({ ID: id });
-    });
-  };
+  // A lease's keepalives always ride the same stream of a few: etcd answers one
+  // stream's keepalives one by one, so one stream for thousands of nodes queued
+  // them past their deadline on a loaded host (and a missed deadline fails every
+  // keepalive waiting on that stream); several are answered side by side.
+  const keepAliveStreams = Array.from({ length: KEEPALIVE_STREAMS }, () =>
+    createKeepAlives(
+      () => client.leaseClient.leaseKeepAlive(),
+      (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
+    ),
+  );
+  const keepAlivesOf = (id: string) =>
+    keepAliveStreams[(Number(id.slice(-6)) || 0) % KEEPALIVE_STREAMS] as KeepAlives;
 
   const makeLease = (id: string, ttlMs: number): Lease =>
     Object.freeze({
@@ -191,7 +179,9 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       ttlMs,
       async keepAlive(opts?: StoreCallOptions) {
         // Renewing twice is harmless, so a keepalive is retried like a read.
-        const ttl = await call("read", opts, (o, signal) => keepAliveOnce(id, o, signal));
+        const ttl = await call("read", opts, (o, signal) =>
+          keepAlivesOf(id).keepAlive(id, o.deadline, signal),
+        );
         if (!(ttl > 0)) throw new RpcError("LEASE_NOT_FOUND");
       },
       async revoke(opts?: StoreCallOptions) {
@@ -310,6 +300,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       closing ??= (async () => {
         const err = closedError();
         watch.failAll(err);
+        for (const k of keepAliveStreams) k.close(err);
         await Promise.allSettled([...inflight]);
         client.close();
       })();

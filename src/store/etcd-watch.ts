@@ -234,6 +234,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       key: stripKey(ev.kv.key),
       value: put ? new Uint8Array(ev.kv.value) : EMPTY,
       revision: Number(ev.kv.mod_revision),
+      ...(put && ev.kv.lease !== "0" && ev.kv.lease !== "" && { lease: String(ev.kv.lease) }),
     };
   };
 

@@ -103,6 +103,8 @@ export interface WatchEvent {
   readonly value: Uint8Array;
   /** Revision of the write. */
   readonly revision: number;
+  /** After a put, the lease the key is attached to: etcd tells it; the SQLite store leaves it undefined. */
+  readonly lease?: string;
 }
 
 /** A lease: keys attached to it are deleted when it is not kept alive for its TTL. */

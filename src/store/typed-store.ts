@@ -104,6 +104,6 @@ export function keyValueOf(event: WatchEvent): KeyValue {
     createRevision: 0,
     modRevision: event.revision,
     version: 0,
-    lease: undefined,
+    lease: event.lease,
   };
 }
