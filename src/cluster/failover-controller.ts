@@ -7,7 +7,7 @@ import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/in
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
-import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
+import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
 
 const LEADER_KEY = "controllers/failover";
 const RECORDS = FAILOVER_RECORDS;
@@ -170,8 +170,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         conflicts: (s) => options.inventory.conflicts(s),
         executors: options.executors,
         elected: { key: LEADER_KEY, modRevision: elected },
-        holds: async (nodeId, vmId, s) =>
-          (await options.inventory.getNode(nodeId, s))?.vms.some((v) => v.id === vmId) ?? false,
+        holds: reportedHolding(options.inventory),
         decide: (d) => {
           logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
           options.onStaleCopy?.(d);

@@ -4,11 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { silentLogger } from "../core/index.js";
+import { createManualClock, silentLogger } from "../core/index.js";
 import type { HypervisorDriver } from "../drivers/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
-import { removeStaleCopies, type StaleCopyDecision } from "./stale-copies.js";
+import { createInventory } from "./inventory.js";
+import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
 
 describe("removeStaleCopies", () => {
   it("leaves a stale copy alone while a migration of the vm holds its lock or its placed node does not hold it, and removes it once both are over", async () => {
@@ -136,6 +139,36 @@ describe("removeStaleCopies", () => {
         ],
       );
       assert.ok(Date.now() - t0 < 15_000, "well before the pass's own signal");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("takes a node's report as evidence that it holds a vm only while the node is READY", async () => {
+    const clock = createManualClock(1_000_000);
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-stale-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      const inventory = createInventory({ store, clock, heartbeatTtlMs: 10_000 });
+      await inventory.register(
+        create(NodeInfoSchema, { id: { id: "node-d" }, hostname: "d" }),
+        "a",
+      );
+      await inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: "node-d" },
+          timestamp: { seconds: 1n, nanos: 0 },
+          vms: [create(VmInfoSchema, { id: "vm-1", name: "vm-1", state: VmState.RUNNING })],
+        }),
+      );
+      const holds = reportedHolding(inventory);
+      assert.equal(await holds("node-d", "vm-1", AbortSignal.timeout(5000)), true);
+      assert.equal(await holds("node-d", "vm-2", AbortSignal.timeout(5000)), false);
+      // node-d goes silent: its last report still lists vm-1, which may have left it since.
+      clock.advance(11_000);
+      assert.equal(await holds("node-d", "vm-1", AbortSignal.timeout(5000)), false);
     } finally {
       await store.close();
     }

@@ -7,9 +7,11 @@ import {
   type VmRecord,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -98,6 +100,20 @@ export function withStaleCopyNodes(vm: VmInfo, rec: VmRecord | undefined): VmInf
   const nodes = rec?.staleCopies.map((c) => c.nodeId) ?? [];
   if (nodes.length === 0 && vm.staleCopyNodes.length === 0) return vm;
   return { ...vm, staleCopyNodes: nodes };
+}
+
+/**
+ * Whether a node holds a VM, as removeStaleCopies asks it: only a READY
+ * node's report is evidence; a silent node's last one may list a VM that has
+ * left it since (a 30-minute chaos run removed a VM's only copy that way).
+ */
+export function reportedHolding(
+  inventory: Pick<Inventory, "getNode">,
+): (nodeId: string, vmId: string, signal: AbortSignal) => Promise<boolean> {
+  return async (nodeId, vmId, signal) => {
+    const node = await inventory.getNode(nodeId, signal);
+    return node?.summary.readiness === NodeReadiness.READY && node.vms.some((v) => v.id === vmId);
+  };
 }
 
 /** One removal of a stale copy, for the audit trail (as system:reconciler). */

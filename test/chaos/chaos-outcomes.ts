@@ -58,6 +58,9 @@ export function createOutcomes(options: {
   const open = new Map<string, Tracked>();
   /** VM id to when the workload last issued anything for it. */
   const lastIssued = new Map<string, number>();
+  /** Calls about each VM made and not answered yet, and when one was last made while another was. */
+  const unanswered = new Map<string, number>();
+  const racedAt = new Map<string, number>();
   const counts = { succeeded: 0, failed: 0, cancelled: 0, checked: 0 };
 
   const upDaemons = (): ChaosDaemon[] => cluster.daemons.filter((d) => d.state === "up");
@@ -75,6 +78,7 @@ export function createOutcomes(options: {
     // Nothing else was asked of the VM since, or is still under way (a migration), and no fault came.
     const quiet =
       (lastIssued.get(t.vm) ?? 0) <= t.issuedAt &&
+      (racedAt.get(t.vm) ?? -1) < t.issuedAt &&
       ![...open.values()].some((x) => x.vm === t.vm) &&
       options.lastFaultAt() < t.issuedAt;
     if ((t.kind === "migrate" || t.kind === "failover") && detail.target !== undefined) {
@@ -184,8 +188,19 @@ export function createOutcomes(options: {
       if (id === "" || open.has(id)) return;
       open.set(id, { id, what, kind, vm, issuedAt });
     },
-    issued(vm: string) {
-      lastIssued.set(vm, history.now());
+    /**
+     * A call about `vm` was made; the returned function is called once it is
+     * answered. A call made while another about the same VM is unanswered
+     * races it (two daemons may write them to the store in either order):
+     * neither outcome is checked against the other.
+     */
+    issued(vm: string): () => void {
+      const now = history.now();
+      lastIssued.set(vm, now);
+      const n = unanswered.get(vm) ?? 0;
+      if (n > 0) racedAt.set(vm, now);
+      unanswered.set(vm, n + 1);
+      return () => unanswered.set(vm, (unanswered.get(vm) ?? 1) - 1);
     },
     /** Polls every open operation and migration once. */
     async pollAll() {

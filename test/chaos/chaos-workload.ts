@@ -52,13 +52,15 @@ export function createWorkload(options: {
     run: () => Promise<T>,
   ): Promise<T | undefined> => {
     issued++;
-    outcomes.issued(vm);
+    const answered = outcomes.issued(vm);
     history.add("op", `${what} via ${d.name}`);
     try {
       return await run();
     } catch (err) {
       history.add("reply", `${what}: ${errorText(err)}`);
       return undefined;
+    } finally {
+      answered();
     }
   };
 
