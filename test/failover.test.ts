@@ -130,6 +130,8 @@ describe("failover", () => {
       /backend unavailable/,
     );
     await pass(h, HARNESS_TTL_MS + HARNESS_FENCE_MS + 500);
+    // The operator says the node is off (a VM without HA is not stopped by a node cut off).
+    await h.inventory.cordon("node-02", true, undefined, true);
     const m = await failoverVm(
       h.runtime.failover,
       vm.id,
@@ -137,6 +139,41 @@ describe("failover", () => {
       undefined,
       AbortSignal.timeout(5000),
     );
+    assert.equal(m.state, MigrationState.SUCCEEDED);
+    assert.equal(h.sim.locate(vm.id)?.state, "running");
+    assert.deepEqual(h.sim.violations(), []);
+  });
+
+  it("a VM without HA is not failed over from a node cut off past its fence delay (an agent there stops only HA VMs): only once the operator says the node is off", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    const vm = (await h.inventory.getNode("node-01"))?.vms.find(
+      (v) => !v.ha && onRbd(v) && v.state === VmState.RUNNING,
+    );
+    assert.ok(vm);
+    const attempt = () =>
+      failoverVm(h.runtime.failover, vm.id, "operator", undefined, AbortSignal.timeout(5000));
+    h.sim.faults.partitionNode("node-01");
+    await pass(h, HARNESS_TTL_MS + HARNESS_FENCE_MS + 1500);
+    // Past the fence delay. An agent's node stops only its HA VMs when cut off (this
+    // embedded simulation stops them all); the control plane cannot tell which it is.
+    await assert.rejects(attempt(), (err: RpcError) => {
+      assert.equal(err.reason, "FAILOVER_NOT_ALLOWED");
+      assert.match(err.message, /has no HA, so node-01 does not stop it .*--out-of-service/);
+      return true;
+    });
+    assert.deepEqual(h.sim.violations(), []);
+    // A plain cordon is no such word; an uncordon takes the word back.
+    await h.inventory.cordon("node-01", true);
+    await assert.rejects(attempt(), /has no HA/);
+    await h.inventory.cordon("node-01", true, undefined, true);
+    assert.equal((await h.inventory.getNode("node-01"))?.summary.outOfService, true);
+    await h.inventory.cordon("node-01", false);
+    assert.equal((await h.inventory.getNode("node-01"))?.summary.outOfService, false);
+    await assert.rejects(attempt(), /has no HA/);
+    // The operator powers the node off and says so.
+    h.sim.faults.killNode("node-01");
+    await h.inventory.cordon("node-01", true, undefined, true);
+    const m = await attempt();
     assert.equal(m.state, MigrationState.SUCCEEDED);
     assert.equal(h.sim.locate(vm.id)?.state, "running");
     assert.deepEqual(h.sim.violations(), []);

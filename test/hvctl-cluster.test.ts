@@ -274,6 +274,19 @@ describe("hvctl: migration, drain and failover on the dev cluster", () => {
       /node-03 cannot be removed: it is not cordoned .*; it still reports 1 vm/,
     );
     await ok("node", "cordon", "node-03");
+    // vm-008 has no HA: node-03 would not stop it if it were only cut off.
+    const unsure = await hvctl("failover", "vm-008");
+    assert.notEqual(unsure.code, 0);
+    assert.match(unsure.stderr, /has no HA.*hvctl node cordon node-03 --out-of-service/);
+    const off = await ok(
+      "node",
+      "cordon",
+      "node-03",
+      "--out-of-service",
+      "--reason",
+      "powered off",
+    );
+    assert.equal(off.stdout, "node node-03 cordoned (out of service)\n");
     await ok("failover", "vm-008"); // its ZFS disk has a replica on node-01
     const removed = await ok("node", "remove", "node-03");
     assert.equal(removed.stdout, "node node-03 removed\n");

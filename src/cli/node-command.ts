@@ -32,9 +32,10 @@ const READINESS: Record<string, NodeReadiness> = {
   "not-ready": NodeReadiness.NOT_READY,
 };
 
-/** Ready / NotReady (,Cordoned), coloured for people on a terminal. */
+/** Ready / NotReady (,Cordoned or ,OutOfService), coloured for people on a terminal. */
 export function nodeStatus(n: NodeSummary, style: Style): string {
   const ready = n.readiness === NodeReadiness.READY ? style.good("Ready") : style.bad("NotReady");
+  if (n.outOfService) return `${ready},${style.warn("OutOfService")}`;
   return n.cordoned ? `${ready},${style.warn("Cordoned")}` : ready;
 }
 

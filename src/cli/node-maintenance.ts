@@ -33,27 +33,43 @@ export function addMaintenanceCommands(node: Command, cli: () => CliContext): vo
     ["cordon", true],
     ["uncordon", false],
   ] as const) {
+    const cmd = node
+      .command(verb)
+      .description(
+        cordoned
+          ? "stop new VMs, migrations and failovers landing on a node (its VMs keep running)"
+          : "let VMs land on a cordoned node again",
+      )
+      .argument("<id>", "the node id")
+      .option("--reason <text>", "why, for the audit trail");
+    if (cordoned)
+      cmd.option(
+        "--out-of-service",
+        "say the node is off (powered down or isolated): its VMs without HA may then be failed over",
+      );
+    cmd.action(async (id: string, opts: { reason?: string; outOfService?: boolean }) => {
+      const ctx = cli();
+      const client = ctx.client(NodeService);
+      const req = {
+        id: { id },
+        reason: opts.reason ?? "",
+        outOfService: opts.outOfService ?? false,
+      };
+      const n = cordoned ? await client.cordonNode(req) : await client.uncordonNode(req);
+      ctx.print(
+        messageJson(NodeSummarySchema, n),
+        () =>
+          `node ${id} ${n.cordoned ? "cordoned" : "uncordoned"}${n.outOfService ? " (out of service)" : ""}\n`,
+      );
+    });
     withExamples(
-      node
-        .command(verb)
-        .description(
-          cordoned
-            ? "stop new VMs, migrations and failovers landing on a node (its VMs keep running)"
-            : "let VMs land on a cordoned node again",
-        )
-        .argument("<id>", "the node id")
-        .option("--reason <text>", "why, for the audit trail")
-        .action(async (id: string, opts: { reason?: string }) => {
-          const ctx = cli();
-          const client = ctx.client(NodeService);
-          const req = { id: { id }, reason: opts.reason ?? "" };
-          const n = cordoned ? await client.cordonNode(req) : await client.uncordonNode(req);
-          ctx.print(
-            messageJson(NodeSummarySchema, n),
-            () => `node ${id} ${n.cordoned ? "cordoned" : "uncordoned"}\n`,
-          );
-        }),
-      `hvctl node ${verb} node-02${cordoned ? ' --reason "firmware update"' : ""}`,
+      cmd,
+      ...(cordoned
+        ? [
+            'hvctl node cordon node-02 --reason "firmware update"',
+            'hvctl node cordon node-03 --out-of-service --reason "powered off"',
+          ]
+        : ["hvctl node uncordon node-02"]),
     );
   }
 

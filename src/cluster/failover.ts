@@ -122,6 +122,12 @@ async function failoverOnce(
           : `failover not allowed: ${source} has been not ready for ${Math.round(down / 1000)} s; the fence delay is ${Math.round(fenceDelayMs / 1000)} s`,
     });
   }
+  // A node cut off stops its HA VMs itself (self-fencing), not the others: one without HA
+  // may still run there until the operator says the node is off.
+  if (!vm.ha && !node.summary.outOfService)
+    throw new RpcError("FAILOVER_NOT_ALLOWED", {
+      message: `failover not allowed: ${vmId} has no HA, so ${source} does not stop it when cut off and may still run it; once ${source} is off, say so: hvctl node cordon ${source} --out-of-service`,
+    });
   const plan = await engine.plan({ vmId, tenant, allowDowntime: true, target: undefined }, signal, {
     failover: true,
   });

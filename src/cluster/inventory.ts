@@ -128,8 +128,17 @@ export interface Inventory {
   conflicts(signal?: AbortSignal): Promise<VmRecord[]>;
   /** One VM and the node that reports it, or undefined. */
   findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
-  /** Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. */
-  cordon(id: string, cordoned: boolean, signal?: AbortSignal): Promise<NodeSummary>;
+  /**
+   * Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. With
+   * `outOfService` (cordon only) the operator says the node is off; an
+   * uncordon clears it.
+   */
+  cordon(
+    id: string,
+    cordoned: boolean,
+    signal?: AbortSignal,
+    outOfService?: boolean,
+  ): Promise<NodeSummary>;
   /**
    * Deletes a node's record while `unchanged` (from readNode) still holds;
    * false when the record changed meanwhile. Reads stop showing it at once.
@@ -297,6 +306,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       lastHeartbeat: heard ? timestampFromMs(Number(rec.receivedAtMs)) : undefined,
       heartbeatAgeMs: BigInt(age ?? 0),
       cordoned: rec.cordoned,
+      outOfService: rec.outOfService,
       vmCount: vms.length,
       vcpusAllocated: vcpus,
       memoryAllocatedBytes: memory,
@@ -602,10 +612,14 @@ export function createInventory(options: InventoryOptions): Inventory {
       signal?.throwIfAborted();
       return placedVms(await records(), await vmRecords.all()).get(vmId);
     },
-    cordon(id, cordoned, signal) {
+    cordon(id, cordoned, signal, outOfService = false) {
       return update(nodeKey(id), signal, (current) => {
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-        const next = create(NodeRecordSchema, { ...current, cordoned });
+        const next = create(NodeRecordSchema, {
+          ...current,
+          cordoned,
+          outOfService: cordoned && outOfService,
+        });
         return { next, result: summarize(next, liveClock.now()) };
       });
     },

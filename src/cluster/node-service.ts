@@ -120,12 +120,13 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         };
       },
       async cordonNode(req, ctx) {
-        const node = await inventory.cordon(req.id?.id ?? "", true, ctx.signal);
+        const node = await inventory.cordon(req.id?.id ?? "", true, ctx.signal, req.outOfService);
         const id = node.info?.id?.id ?? "";
+        const off = req.outOfService ? " (out of service: said to be off)" : "";
         tell(
           id,
           "Cordoned",
-          `${id} cordoned by ${principalOf(ctx).id}${req.reason === "" ? "" : `: ${req.reason}`}`,
+          `${id} cordoned${off} by ${principalOf(ctx).id}${req.reason === "" ? "" : `: ${req.reason}`}`,
         );
         return node;
       },
