@@ -2,6 +2,7 @@ import type { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { DescService } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
@@ -208,6 +209,21 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
  * Wraps a service client so unary calls carry the default timeout and every
  * failure is a CallError naming its method (for "you need <permission>").
  */
+/** Tries of a call refused by a rate limit (refused before it ran, so any call may be retried). */
+const RATE_LIMIT_ATTEMPTS = 5;
+
+/**
+ * How long to wait before trying a call again that a rate limit refused:
+ * the server's retry-after plus a little jitter, if it is short (at most
+ * 2 s); undefined for any other error.
+ */
+function rateLimitWait(err: CallError): number | undefined {
+  if (err.trailer("debvisor-error-reason") !== "RATE_LIMITED") return undefined;
+  const after = Number(err.trailer("retry-after-ms"));
+  if (!Number.isFinite(after) || after < 0 || after > 2000) return undefined;
+  return after + Math.floor(Math.random() * 50);
+}
+
 function annotate<S extends GenService<GenServiceMethods>>(
   service: S,
   client: ServiceClient<S>,
@@ -221,10 +237,18 @@ function annotate<S extends GenService<GenServiceMethods>>(
     const fn = raw[m.localName];
     if (fn === undefined) continue;
     if (m.methodKind === "unary") {
-      out[m.localName] = (req: unknown, o: CallOptions = {}) =>
-        (fn(req, { timeoutMs, ...o }) as Promise<unknown>).catch((e: unknown) => {
-          throw new CallError(path, e as grpc.ServiceError);
-        });
+      out[m.localName] = async (req: unknown, o: CallOptions = {}) => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await (fn(req, { timeoutMs, ...o }) as Promise<unknown>);
+          } catch (e) {
+            const err = new CallError(path, e as grpc.ServiceError);
+            const wait = rateLimitWait(err);
+            if (wait === undefined || attempt >= RATE_LIMIT_ATTEMPTS) throw err;
+            await sleep(wait);
+          }
+        }
+      };
     } else {
       out[m.localName] = (req: unknown, o: CallOptions = {}) =>
         rethrowing(fn(req, o) as AsyncIterable<unknown>, path);
