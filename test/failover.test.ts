@@ -167,6 +167,8 @@ describe("failover", () => {
     await assert.rejects(attempt(), /has no HA/);
     await h.inventory.cordon("node-01", true, undefined, true);
     assert.equal((await h.inventory.getNode("node-01"))?.summary.outOfService, true);
+    await h.inventory.cordon("node-01", true);
+    assert.equal((await h.inventory.getNode("node-01"))?.summary.outOfService, true, "kept");
     await h.inventory.cordon("node-01", false);
     assert.equal((await h.inventory.getNode("node-01"))?.summary.outOfService, false);
     await assert.rejects(attempt(), /has no HA/);

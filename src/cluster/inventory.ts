@@ -130,8 +130,8 @@ export interface Inventory {
   findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
   /**
    * Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. With
-   * `outOfService` (cordon only) the operator says the node is off; an
-   * uncordon clears it.
+   * `outOfService` (cordon only) the operator says the node is off; a later
+   * cordon keeps that, an uncordon clears it.
    */
   cordon(
     id: string,
@@ -618,7 +618,8 @@ export function createInventory(options: InventoryOptions): Inventory {
         const next = create(NodeRecordSchema, {
           ...current,
           cordoned,
-          outOfService: cordoned && outOfService,
+          // A cordon keeps the operator's word; only an uncordon takes it back.
+          outOfService: cordoned && (outOfService || current.outOfService),
         });
         return { next, result: summarize(next, liveClock.now()) };
       });
