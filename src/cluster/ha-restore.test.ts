@@ -157,4 +157,55 @@ describe("HA restore's restart limit", () => {
       await store.close();
     }
   });
+
+  it("gives up on a start its node never answers within the bound, without counting it, and starts it on a later pass", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    // AbortSignal.timeout does not keep a process alive; a daemon has its server for that.
+    const alive = setInterval(() => {}, 50);
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+      );
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1"), true);
+      let answers = false;
+      const decisions: string[] = [];
+      const ha = createHaRestore({
+        store,
+        executors: {
+          forNode: () =>
+            ({
+              start: (_: string, signal: AbortSignal) =>
+                answers
+                  ? Promise.resolve()
+                  : new Promise((_r, reject) =>
+                      signal.addEventListener("abort", () => reject(signal.reason)),
+                    ),
+            }) as never,
+          destination: () => {
+            throw new Error("not used");
+          },
+        },
+        elected: () => ({ key: "controllers/failover", modRevision: 0 }),
+        restartLimit: 1,
+        restartWindowMs: 3_600_000,
+        startTimeoutMs: 200,
+        decide: (d) => decisions.push(`${d.action}: ${d.detail}`),
+      });
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore("node-a", vm, 1_000, AbortSignal.timeout(10_000));
+      assert.match(decisions[0] ?? "", /^failed: node-a did not start vm-1 within 0 s/);
+      // Not counted: with a limit of 1, the next pass still starts it.
+      answers = true;
+      await ha.restore("node-a", vm, 2_000, AbortSignal.timeout(10_000));
+      ha.close();
+      assert.match(decisions[1] ?? "", /^restarted/);
+    } finally {
+      clearInterval(alive);
+      await store.close();
+    }
+  });
 });

@@ -18,6 +18,9 @@ import {
 } from "../store/index.js";
 import type { Executors } from "./executors.js";
 
+/** How long the controller waits for one HA VM's start before it goes on. */
+const START_TIMEOUT_MS = 15_000;
+
 /** Key family of the controller's per-VM records: failover/<vm>. */
 export const FAILOVER_RECORDS = "failover/";
 
@@ -31,6 +34,8 @@ export interface HaRestoreOptions {
   readonly leading?: () => Promise<boolean>;
   readonly restartLimit: number;
   readonly restartWindowMs: number;
+  /** How long one start is waited for before the pass goes on (default 15 s; not counted). */
+  readonly startTimeoutMs?: number;
   readonly logger?: Logger;
   readonly decide: (d: {
     vmId: string;
@@ -191,7 +196,16 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       try {
         const driver = options.executors.forNode(nodeId);
         if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
-        await driver.start(vm.id, signal);
+        // Bounded: a start its node takes and never answers must not hold up the HA VMs of
+        // the nodes after it in the pass (given up, it is tried again on a later pass).
+        const bound = AbortSignal.timeout(options.startTimeoutMs ?? START_TIMEOUT_MS);
+        await driver.start(vm.id, AbortSignal.any([signal, bound])).catch((err: unknown) => {
+          if (bound.aborted && !signal.aborted)
+            throw new RpcError("BACKEND_UNAVAILABLE", {
+              message: `${nodeId} did not start ${vm.id} within ${Math.round((options.startTimeoutMs ?? START_TIMEOUT_MS) / 1000)} s`,
+            });
+          throw err;
+        });
         options.decide({ vmId: vm.id, node: nodeId, action: "restarted", detail });
       } catch (err) {
         // Not started: look again on a later pass. An attempt counts against the limit
