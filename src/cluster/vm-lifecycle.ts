@@ -127,6 +127,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             requestId,
             vm: b.vm,
             vmRevision: b.prev?.rev ?? 0,
+            // Compared with the record in the same transaction when the record is written.
+            generation: at.prev?.rec.nodeId === at.nodeId ? at.prev.rec.generation : 0n,
           },
           ctx.signal,
         );
@@ -182,6 +184,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       requestId: req.requestId,
       vm: rec,
       vmRevision: prev?.rev ?? 0,
+      generation: rec.generation,
       also: hold,
     };
   }

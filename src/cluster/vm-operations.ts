@@ -68,6 +68,12 @@ export interface VmOperationRequest {
   /** The VM's record as it must be written with the operation, compared on `vmRevision`. */
   readonly vm: VmRecord | undefined;
   readonly vmRevision: number;
+  /**
+   * The fencing token the operation carries: the VM's placement generation
+   * when the operation goes to the node the VM is placed on, else 0 (a start
+   * elsewhere is unfenced, and refused where another node holds the disks).
+   */
+  readonly generation: bigint;
   /** More to compare and write in the same transaction (a create's capacity reservation). */
   readonly also?: { readonly compare: Compare; readonly op: TxnOp };
 }
@@ -128,6 +134,7 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
           kind: AGENT_KIND[req.kind],
           vmId: req.vmId,
           params: req.params,
+          generation: req.generation,
           createdAt: timestampFromMs(now),
         },
         nodeId: req.nodeId,

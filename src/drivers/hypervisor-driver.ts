@@ -202,7 +202,18 @@ export interface DefiningDriver extends HypervisorDriver {
    * Undefines a domain. VM_NOT_FOUND when it is not defined here; a running
    * one is VM_RUNNING unless `force` (it is powered off first).
    */
-  undefine(vmId: string, options: { force: boolean; signal: AbortSignal }): Promise<void>;
+  undefine(
+    vmId: string,
+    options: {
+      force: boolean;
+      signal: AbortSignal;
+      /**
+       * Where the backend holds disk locks, this node's locks of the VM's
+       * disks are released, no lower than this generation (0: as held).
+       */
+      generation?: bigint;
+    },
+  ): Promise<void>;
 }
 
 /** True when `driver` can define and undefine domains. */

@@ -59,6 +59,7 @@ export async function createDomain(
   params: Readonly<Record<string, string>>,
   signal: AbortSignal,
   progress: ActionProgress,
+  fence?: { generation: bigint },
 ): Promise<void> {
   if (!canDefine(driver)) throw new RpcError("DEFINE_UNSUPPORTED");
   const spec = domainSpecFromParams(vmId, params);
@@ -66,7 +67,7 @@ export async function createDomain(
   await driver.define(spec, signal);
   if (params.start === "true") {
     progress(60, "starting");
-    await driver.start(vmId, signal);
+    await driver.start(vmId, signal, fence);
   }
 }
 

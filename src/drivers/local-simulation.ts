@@ -282,7 +282,11 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     undefine: withAdopt(
       async (vmId: string, undefineOptions: Parameters<DefiningDriver["undefine"]>[1]) => {
         if (actionMs > 0) await abortableSleep(actionMs, undefineOptions.signal);
+        const info = world.vms.get(vmId)?.info;
         await inner.undefine(vmId, undefineOptions);
+        // Its copy gone, the node writes nothing: its locks of the disks are free.
+        if (info !== undefined)
+          locks?.release(lockNamesOf(info), nodeId, undefineOptions.generation ?? 0n);
         note(undefineOptions.force ? "force-undefine" : "undefine", vmId);
       },
     ),

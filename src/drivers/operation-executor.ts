@@ -126,7 +126,7 @@ export function createOperationExecutor(options: {
         progress(70, "starting");
         return driver.start(d.vmId, signal, fence);
       case OperationKind.CREATE_VM:
-        return createDomain(driver, d.vmId, d.params, signal, progress);
+        return createDomain(driver, d.vmId, d.params, signal, progress, fence);
       case OperationKind.DELETE_VM:
         return deleteDomain(driver, d.vmId, d.params, signal, progress);
       case OperationKind.MIGRATE_OUT:
@@ -214,7 +214,8 @@ export function createOperationExecutor(options: {
     const here = await driver.info(d.vmId, signal);
     if (here === undefined) return;
     if (here.state !== "stopped") await driver.stop(d.vmId, { force: true, signal });
-    if (canDefine(driver)) await driver.undefine(d.vmId, { force: true, signal });
+    if (canDefine(driver))
+      await driver.undefine(d.vmId, { force: true, signal, generation: d.generation });
     options.copies?.forget(d.vmId);
     logger.info(
       { vm: d.vmId, copyGeneration: String(mine), generation: String(d.generation) },
@@ -225,7 +226,8 @@ export function createOperationExecutor(options: {
   /** Remembers the generation a copy was started under, once the start took effect. */
   function noteStarted(d: OperationDispatch): void {
     const starts = [OperationKind.START_VM, OperationKind.REBOOT_VM, OperationKind.RECOVER];
-    if (starts.includes(d.kind)) options.copies?.started(d.vmId, d.generation);
+    const createdRunning = d.kind === OperationKind.CREATE_VM && d.params.start === "true";
+    if (starts.includes(d.kind) || createdRunning) options.copies?.started(d.vmId, d.generation);
   }
 
   /** Whether an operation a previous run of the agent started had taken effect, from the hypervisor. */

@@ -258,4 +258,97 @@ describe("createLocalSimulation with shared storage", () => {
     assert.equal(await slow.driver.info(vmId, sig), undefined);
     assert.equal((await fast.driver.info(vmId, sig))?.state, "running");
   });
+
+  it("a removed copy frees its node's locks, keeping the generation: the placement's start takes them without blocklisting, a late older start is refused", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-locks-release-"));
+    const locks = openSimulatedDiskLocks(dir);
+    try {
+      const disk = "rbd:rbd/vm-1-disk0";
+      locks.define(
+        create(VmInfoSchema, {
+          id: "vm-1",
+          disks: [{ backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "vm-1-disk0" }],
+        }),
+        "node-a",
+      );
+      locks.acquire([disk], "node-b", 10n, () => {});
+      locks.release([disk], "node-c", 11n);
+      assert.equal(locks.lock(disk)?.owner, "node-b", "another node's lock is not touched");
+      locks.release([disk], "node-b", 11n);
+      assert.deepEqual(locks.lock(disk), { disk, owner: "", generation: 11n });
+      assert.deepEqual(locks.lost([disk], "node-c"), [], "a free lock fences nobody");
+      const blocked = locks.blocklist().length;
+      const cases: [string, string, bigint, string][] = [
+        ["fail-late-older", "node-b", 10n, "STALE_GENERATION"],
+        ["ok-current", "node-c", 11n, "ok"],
+      ];
+      for (const [name, node, generation, want] of cases)
+        assert.equal(
+          reasonOf(() => locks.acquire([disk], node, generation, () => {})),
+          want,
+          name,
+        );
+      assert.deepEqual(locks.lock(disk), { disk, owner: "node-c", generation: 11n });
+      assert.equal(locks.blocklist().length, blocked, "nobody blocklisted for a free lock");
+      // An unfenced start finds a free lock free; a migration hands a free lock over.
+      locks.release([disk], "node-c", 0n);
+      assert.equal(
+        reasonOf(() => locks.acquire([disk], "node-d", 0n, () => {})),
+        "ok",
+      );
+      assert.deepEqual(locks.lock(disk), { disk, owner: "node-d", generation: 11n });
+      locks.release([disk], "node-d", 0n);
+      locks.handOver([disk], "node-d", "node-a", 0n, () => {});
+      assert.deepEqual(locks.lock(disk), { disk, owner: "node-a", generation: 11n });
+    } finally {
+      locks.close();
+    }
+  });
+
+  it("a stale holder's locks: a start under the placement's newer generation takes them, an unfenced one is refused; undefining the copy frees them", async () => {
+    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
+    const shared = join(root, "shared-storage");
+    const sig = AbortSignal.timeout(10_000);
+    const open = (nodeId: string, vms: number) =>
+      createLocalSimulation({ nodeId, dir: join(root, nodeId), vms, now: 0, sharedDir: shared });
+    const a = open("node-a", 1);
+    const b = open("node-b", 0);
+    const c = open("node-c", 0);
+    const vmId = (await a.driver.list(sig))[0]?.id ?? "";
+    type Recovering = {
+      recover(v: string, f: string, s: AbortSignal, o: { generation: bigint }): Promise<void>;
+    };
+    // node-b recovered it under 10, then node-c under 11 (node-b fenced from its disks).
+    await (b.driver as unknown as Recovering).recover(vmId, "node-a", sig, { generation: 10n });
+    await (c.driver as unknown as Recovering).recover(vmId, "node-a", sig, { generation: 11n });
+    await c.driver.stop(vmId, { force: true, signal: sig });
+    // The VM's record now places it on node-b under 12, stopped; node-c holds the locks (11).
+    await b.driver.stop(vmId, { force: true, signal: sig });
+    await assert.rejects(b.driver.start(vmId, sig), (e: RpcError) => e.reason === "FENCED");
+    await b.driver.start(vmId, sig, { generation: 12n });
+    assert.equal((await b.driver.info(vmId, sig))?.state, "running");
+    await b.driver.stop(vmId, { force: true, signal: sig });
+    // node-c's copy is removed as stale under 13 (its locks are node-b's now: untouched).
+    const undefine = (sim: typeof a, generation: bigint) => {
+      const d = sim.driver as typeof sim.driver & {
+        undefine(
+          v: string,
+          o: { force: boolean; signal: AbortSignal; generation?: bigint },
+        ): Promise<void>;
+      };
+      return d.undefine(vmId, { force: true, signal: sig, generation });
+    };
+    await undefine(c, 13n);
+    const locks = openSimulatedDiskLocks(shared);
+    try {
+      const [disk] = locks.blocklist().map((x) => x.disk);
+      assert.ok(disk !== undefined, "node-c was blocklisted from the disk");
+      assert.equal(locks.lock(disk)?.owner, "node-b", "node-c's removal left node-b's lock");
+      // node-b's copy is removed under 14: its lock is free, at 14.
+      await undefine(b, 14n);
+      assert.deepEqual(locks.lock(disk), { disk, owner: "", generation: 14n });
+    } finally {
+      locks.close();
+    }
+  });
 });

@@ -64,6 +64,15 @@ export interface SimulatedDiskLocks {
     generation: bigint,
     commit: () => void,
   ): void;
+  /**
+   * Gives up `node`'s locks of `disks` (its copy was undefined: it writes
+   * nothing any more). The lock stays free, not gone: it keeps the highest
+   * of its generation and `generation` (the one the removal was decided
+   * under), so a late start under an older generation is still refused,
+   * and another node's start under the current one takes it without
+   * blocklisting anyone. Locks another node holds are not touched.
+   */
+  release(disks: readonly string[], node: string, generation: bigint): void;
   /** The disks among `disks` whose lock another node holds: `node` is fenced from them. */
   lost(disks: readonly string[], node: string): string[];
   lock(disk: string): DiskLock | undefined;
@@ -86,6 +95,9 @@ CREATE TABLE IF NOT EXISTS locks (disk TEXT PRIMARY KEY, owner TEXT NOT NULL, ge
 CREATE TABLE IF NOT EXISTS blocklist (disk TEXT NOT NULL, node TEXT NOT NULL, by_node TEXT NOT NULL, generation INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (disk, node));
 CREATE TABLE IF NOT EXISTS definitions (vm TEXT PRIMARY KEY, info TEXT NOT NULL);
 `;
+
+/** The owner of a lock nobody holds (released by its last owner; its generation kept). */
+const FREE = "";
 
 interface LockRow {
   disk: string;
@@ -126,7 +138,12 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     const now = Date.now();
     for (const disk of disks) {
       const row = getLock.get(disk) as LockRow | undefined;
-      if (row !== undefined && row.owner !== node) {
+      if (row !== undefined && row.owner === FREE) {
+        if (generation > 0n && generation < row.generation)
+          throw new RpcError("STALE_GENERATION", {
+            cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
+          });
+      } else if (row !== undefined && row.owner !== node) {
         if (generation === 0n)
           throw new RpcError("FENCED", {
             cause: new Error(`${disk}: locked by ${row.owner} (generation ${row.generation})`),
@@ -142,7 +159,7 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
         throw new RpcError("STALE_GENERATION", {
           cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
         });
-      if (row !== undefined && row.owner !== node)
+      if (row !== undefined && row.owner !== node && row.owner !== FREE)
         block.run(disk, row.owner, node, generation, now);
       unblock.run(disk, node);
       const keep = row !== undefined && row.generation > generation ? row.generation : generation;
@@ -162,7 +179,7 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
         const now = Date.now();
         for (const disk of disks) {
           const row = getLock.get(disk) as LockRow | undefined;
-          if (row !== undefined && row.owner !== from)
+          if (row !== undefined && row.owner !== from && row.owner !== FREE)
             throw new RpcError("FENCED", {
               cause: new Error(`${disk}: locked by ${row.owner}, not ${from}`),
             });
@@ -178,10 +195,21 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
         commit();
       }).immediate();
     },
+    release(disks, node, generation) {
+      db.transaction(() => {
+        const now = Date.now();
+        for (const disk of disks) {
+          const row = getLock.get(disk) as LockRow | undefined;
+          if (row === undefined || row.owner !== node) continue;
+          // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.max does not take
+          putLock.run(disk, FREE, row.generation > generation ? row.generation : generation, now);
+        }
+      }).immediate();
+    },
     lost(disks, node) {
       return disks.filter((disk) => {
         const row = getLock.get(disk) as LockRow | undefined;
-        return row !== undefined && row.owner !== node;
+        return row !== undefined && row.owner !== node && row.owner !== FREE;
       });
     },
     lock(disk) {
