@@ -10,7 +10,7 @@ import { RpcError } from "../core/index.js";
 import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { createLocalSimulation } from "./local-simulation.js";
-import { openSimulatedDiskLocks } from "./simulated-disk-locks.js";
+import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 
 const reasonOf = (fn: () => unknown) => {
   try {
@@ -300,6 +300,55 @@ describe("createLocalSimulation with shared storage", () => {
       locks.release([disk], "node-d", 0n);
       locks.handOver([disk], "node-d", "node-a", 0n, () => {});
       assert.deepEqual(locks.lock(disk), { disk, owner: "node-a", generation: 11n });
+    } finally {
+      locks.close();
+    }
+  });
+
+  it("a node fenced from the disks stays fenced when their later holder frees them: its copy does not come back running", async () => {
+    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
+    const shared = join(root, "shared-storage");
+    const sig = AbortSignal.timeout(10_000);
+    const open = (nodeId: string, vms: number) =>
+      createLocalSimulation({ nodeId, dir: join(root, nodeId), vms, now: 0, sharedDir: shared });
+    const a = open("node-a", 1);
+    const b = open("node-b", 0);
+    const c = open("node-c", 0);
+    const vmId = (await a.driver.list(sig))[0]?.id ?? "";
+    type Recovering = {
+      recover(v: string, f: string, s: AbortSignal, o: { generation: bigint }): Promise<void>;
+    };
+    // node-a's agent is paused with the VM running (no call); node-b recovers it under 10.
+    await (b.driver as unknown as Recovering).recover(vmId, "node-a", sig, { generation: 10n });
+    // node-b's copy is removed as stale under 11: it frees its locks.
+    const undefineB = b.driver as typeof b.driver & {
+      undefine(
+        v: string,
+        o: { force: boolean; signal: AbortSignal; generation?: bigint },
+      ): Promise<void>;
+    };
+    await undefineB.undefine(vmId, { force: true, signal: sig, generation: 11n });
+    const locks = openSimulatedDiskLocks(shared);
+    try {
+      const disks = lockNamesOf(locks.definition(vmId) ?? assert.fail("no definition"));
+      // node-a resumes: its copy lost its storage when node-b took the disks; it stays stopped.
+      assert.equal((await a.driver.info(vmId, sig))?.state, "stopped");
+      await assert.rejects(a.driver.start(vmId, sig), (e: RpcError) => e.reason === "FENCED");
+      assert.deepEqual(
+        locks.lost(disks, "node-a"),
+        disks,
+        "a blocklisted node is fenced from a free lock",
+      );
+      assert.deepEqual(locks.lost(disks, "node-b"), [], "node-b freed its locks: not fenced");
+      assert.equal(
+        reasonOf(() => locks.handOver(disks, "node-a", "node-d", 0n, () => {})),
+        "FENCED",
+        "a blocklisted node hands over nothing",
+      );
+      // The placement's start under 11 takes the free locks.
+      await (c.driver as unknown as Recovering).recover(vmId, "node-a", sig, { generation: 11n });
+      assert.equal((await c.driver.info(vmId, sig))?.state, "running");
+      assert.equal((await a.driver.info(vmId, sig))?.state, "stopped");
     } finally {
       locks.close();
     }

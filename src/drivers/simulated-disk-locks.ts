@@ -125,6 +125,14 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     "INSERT OR REPLACE INTO blocklist (disk, node, by_node, generation, at_ms) VALUES (?, ?, ?, ?, ?)",
   );
   const unblock = db.prepare("DELETE FROM blocklist WHERE disk = ? AND node = ?");
+  const blocked = db.prepare("SELECT 1 FROM blocklist WHERE disk = ? AND node = ?");
+  /**
+   * Whether `node` may not write `disk`: another node holds its lock, or
+   * the node was blocklisted from it and has not taken it since (a free lock
+   * does not lift a blocklisting: a fenced copy never runs again unstarted).
+   */
+  const fenced = (disk: string, node: string, row: LockRow) =>
+    row.owner !== node && (row.owner !== FREE || blocked.get(disk, node) !== undefined);
   const blocks = db.prepare(
     "SELECT disk, node, by_node AS byNode, generation, at_ms AS atMs FROM blocklist ORDER BY at_ms DESC, disk",
   );
@@ -139,6 +147,11 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     for (const disk of disks) {
       const row = getLock.get(disk) as LockRow | undefined;
       if (row !== undefined && row.owner === FREE) {
+        // Only a start under a generation lifts the node's blocklisting.
+        if (generation === 0n && fenced(disk, node, row))
+          throw new RpcError("FENCED", {
+            cause: new Error(`${disk}: ${node} is blocklisted (generation ${row.generation})`),
+          });
         if (generation > 0n && generation < row.generation)
           throw new RpcError("STALE_GENERATION", {
             cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
@@ -179,9 +192,9 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
         const now = Date.now();
         for (const disk of disks) {
           const row = getLock.get(disk) as LockRow | undefined;
-          if (row !== undefined && row.owner !== from && row.owner !== FREE)
+          if (row !== undefined && fenced(disk, from, row))
             throw new RpcError("FENCED", {
-              cause: new Error(`${disk}: locked by ${row.owner}, not ${from}`),
+              cause: new Error(`${disk}: locked by ${row.owner || "nobody"}, not ${from}`),
             });
           if (row !== undefined && generation > 0n && generation < row.generation)
             throw new RpcError("STALE_GENERATION", {
@@ -209,7 +222,7 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     lost(disks, node) {
       return disks.filter((disk) => {
         const row = getLock.get(disk) as LockRow | undefined;
-        return row !== undefined && row.owner !== node && row.owner !== FREE;
+        return row !== undefined && fenced(disk, node, row);
       });
     },
     lock(disk) {
