@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { currentGeneration } from "../src/cluster/index.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "../src/drivers/index.js";
+import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import {
@@ -89,5 +90,48 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     } finally {
       locks.close();
     }
+  });
+
+  it("a VM deleted and created again with the same id starts, under a generation above every one of its old copy's: a late start of the old one is refused", async () => {
+    const id = "again-vm";
+    const create = () =>
+      c.hvctl(
+        ...["vm", "create", id, "--cpu", "1", "--memory", "256MiB", "--node", "node-a"],
+        "--start",
+      );
+    const first = await create();
+    assert.equal(first.code, 0, `${first.stdout}${first.stderr}`);
+    // Once reported, it moves to node-b and back: each commit is a new generation.
+    for (const target of ["node-b", "node-a"])
+      await eventually(
+        async () => {
+          const moved = await c.hvctl("migration", "run", "--vm", id, "--target", target);
+          assert.equal(moved.code, 0, `${moved.stdout}${moved.stderr}`);
+        },
+        { timeoutMs: 20_000, intervalMs: 500 },
+      );
+    const old = await currentGeneration(c.store, id);
+    const deleted = await c.hvctl("vm", "delete", id, "--force");
+    assert.equal(deleted.code, 0, `${deleted.stdout}${deleted.stderr}`);
+    await eventually(async () => assert.equal((await c.hvctl("vm", "get", id)).code, 5));
+    // The deleted VM's recover on node-b, under its last generation, lands late: the
+    // shared storage still has its definition, but it starts nothing.
+    await c.submit("node-b", "late-recover-1", OperationKind.RECOVER, id, old, { from: "node-a" });
+    const ghost = await c.waitDone("node-b", "late-recover-1");
+    assert.notEqual((await c.domains("node-b"))[id], "running", "the deleted VM started again");
+    assert.equal(ghost.result?.reason, "STALE_GENERATION");
+    const again = await create();
+    const generation = await currentGeneration(c.store, id);
+    assert.equal(again.code, 0, `${again.stdout}${again.stderr} (generation ${generation})`);
+    assert.equal((await c.domains("node-a"))[id], "running");
+    // The old VM's recover on node-b, under its last generation, lands late: it starts
+    // nothing, and the new VM keeps its disks.
+    await c.submit("node-b", "late-recover-2", OperationKind.RECOVER, id, old, { from: "node-a" });
+    const late = await c.waitDone("node-b", "late-recover-2");
+    assert.notEqual((await c.domains("node-b"))[id], "running", "the late recover started it");
+    assert.equal(late.result?.outcome, OperationOutcome.FAILED);
+    assert.equal(late.result?.reason, "STALE_GENERATION");
+    assert.equal((await c.domains("node-a"))[id], "running");
+    assert.ok(generation > old, `generation ${generation} after ${old}`);
   });
 });

@@ -31,6 +31,7 @@ import type { EventSink } from "./event-recorder.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
+import { firstGeneration } from "./vm-placement.js";
 import {
   createVmRecords,
   type VmFacts,
@@ -512,6 +513,10 @@ export function createInventory(options: InventoryOptions): Inventory {
           ? mine.rec
           : other?.rec;
       };
+      // A VM no record holds is claimed under a first generation: read the revision for it.
+      const revision = health.vms.some((vm) => facts.get(vm.id) === undefined)
+        ? await store.revision({ signal })
+        : 0;
       let placement: Placement | undefined;
       const recorded = await update(nodeId, signal, (current) => {
         placement = undefined;
@@ -537,7 +542,7 @@ export function createInventory(options: InventoryOptions): Inventory {
           };
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
-        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes);
+        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, revision);
         placement = placed;
         const vms = withTenants(placed.vms, facts);
         const next = create(NodeRecordSchema, {
@@ -747,6 +752,8 @@ function placeReported(
   vms: VmInfo[],
   facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
+  /** The store's revision, read before the report is written (for a VM no record holds). */
+  revision: number,
 ): Placement {
   const claims: { rec: VmRecord; rev: number }[] = [];
   const placed: { vmId: string; tenant: string; was: string }[] = [];
@@ -768,8 +775,9 @@ function placeReported(
       return false;
     }
     if (claims.length >= MAX_CLAIMS) return false;
-    // A new placement, found rather than decided: a new generation all the same.
-    const generation = (fact?.rec.generation ?? 0n) + 1n;
+    // A new placement, found rather than decided: a new generation all the same
+    // (for a VM no record holds, above any its id had: a deleted VM's own report comes late).
+    const generation = fact === undefined ? firstGeneration(revision) : fact.rec.generation + 1n;
     claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
     placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;

@@ -34,6 +34,7 @@ import {
   vmOperationId,
   vmOperationOf,
 } from "./vm-operations.js";
+import { firstGeneration } from "./vm-placement.js";
 import { type VersionedVm, vmRecord } from "./vm-records.js";
 import { domainSpecOf, specOfReported } from "./vm-spec.js";
 
@@ -154,6 +155,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     prev: VersionedVm | undefined,
     nodeId: string,
     hold: VmOperationRequest["also"],
+    revision: number,
   ): VmOperationRequest {
     const spec = req.spec as VmSpec;
     const by = principalOf(ctx).id;
@@ -164,8 +166,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       tenantSetBy: by,
       tenantSetAtMs: now,
       nodeId,
-      // A creation is a change of placement: a new fencing generation.
-      generation: (prev?.rec.generation ?? 0n) + 1n,
+      // A creation is a change of placement: a new fencing generation, above any the id had.
+      generation: firstGeneration(revision, prev?.rec),
       spec,
       managed: true,
       managedBy: by,
@@ -232,7 +234,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         );
         if (hold === undefined) continue;
         try {
-          const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold);
+          const revision = await store.revision({ signal: ctx.signal });
+          const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold, revision);
           const op = await written(request, ctx.signal);
           ctx.log.info(
             { vm: req.vmId, node: placement.nodeId, why: placement.reason },

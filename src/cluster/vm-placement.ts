@@ -73,6 +73,20 @@ export function placementChange(
 }
 
 /**
+ * The generation of a VM record written where none is stored (a creation, a
+ * report claiming an unknown VM), from the store's revision read before the
+ * write: above every generation the id ever had, so a deleted VM's late
+ * start, or its disks' locks freed under its last generation, never outrank
+ * the new VM's. Every generation is at most the revision it was first
+ * written at (a new one is this, a change of placement adds one per write).
+ */
+export function firstGeneration(revision: number, prev?: VmRecord): bigint {
+  const next = (prev?.generation ?? 0n) + 1n;
+  const floor = BigInt(revision) + 1n;
+  return next > floor ? next : floor;
+}
+
+/**
  * The VM's current generation, read from the store: what an operation that
  * starts the VM on a node carries (OperationDispatch.generation). 0 for a VM
  * the control plane never placed.

@@ -78,8 +78,12 @@ export async function deleteDomain(
   params: Readonly<Record<string, string>>,
   signal: AbortSignal,
   progress: ActionProgress,
+  fence?: { generation: bigint },
 ): Promise<void> {
   if (!canDefine(driver)) throw new RpcError("DEFINE_UNSUPPORTED");
   progress(10, "undefining");
-  await driver.undefine(vmId, { force: params.force === "true", signal });
+  // The VM is gone: its disks' locks, freed, keep a generation above the delete's, so no
+  // late start of it (a recover under its last generation included) takes them again.
+  const generation = fence !== undefined && fence.generation > 0n ? fence.generation + 1n : 0n;
+  await driver.undefine(vmId, { force: params.force === "true", signal, generation });
 }

@@ -128,7 +128,7 @@ export function createOperationExecutor(options: {
       case OperationKind.CREATE_VM:
         return createDomain(driver, d.vmId, d.params, signal, progress, fence);
       case OperationKind.DELETE_VM:
-        return deleteDomain(driver, d.vmId, d.params, signal, progress);
+        return deleteDomain(driver, d.vmId, d.params, signal, progress, fence);
       case OperationKind.MIGRATE_OUT:
         return driver.migrate(
           d.vmId,
