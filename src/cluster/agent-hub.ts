@@ -270,7 +270,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   /**
    * Records a heartbeat and confirms the lease renewal to the agent. A report
    * from the future renewed the lease all the same (its content is refused):
-   * confirmed, and the stream stays.
+   * confirmed, and the stream stays. A heartbeat the store did not take (down,
+   * or too slow to answer) is not confirmed, and the stream stays too: the
+   * next heartbeat tries again, and the agent, counting only confirmed
+   * renewals, fences itself if none comes within its window. Closing the
+   * stream instead sent every node of an overloaded store to reconnect at
+   * once (10,000 streams in the agents benchmark), which loaded it further.
    */
   async function heartbeat(
     session: Session,
@@ -281,7 +286,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     try {
       await inventory.heartbeat(own(health, session.nodeId), signal);
     } catch (err) {
-      if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
+      const reason = err instanceof RpcError ? err.reason : undefined;
+      if (reason === "STORE_UNAVAILABLE" && !signal.aborted) {
+        log.warn({ node: session.nodeId, err }, "agent heartbeat not recorded; not confirmed");
+        return;
+      }
+      if (reason !== "REPORT_FROM_FUTURE") throw err;
       log.warn(
         { node: session.nodeId },
         "agent report from the future refused; its clock is ahead",
