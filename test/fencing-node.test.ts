@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { currentGeneration } from "../src/cluster/index.js";
 import type { OperationRecord } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import type { AgentProcess } from "./helpers/agent-process.js";
@@ -159,13 +160,15 @@ describe("fencing on the nodes", async () => {
     a?.proc.kill("SIGKILL");
     if (a !== undefined && a.proc.exitCode === null)
       await new Promise((r) => a.proc.once("exit", r));
-    // The newer leader recovered it on node-b under generation 2...
-    await submit("node-b", "recover-g2", OperationKind.RECOVER, vm, 2n, { from: "node-a" });
+    // Generations relative to the VM's (a first one starts above the store's revision).
+    const g = await currentGeneration(c.store, vm);
+    // The newer leader recovered it on node-b under generation g + 1...
+    await submit("node-b", "recover-g2", OperationKind.RECOVER, vm, g + 1n, { from: "node-a" });
     const recovered = await waitDone("node-b", "recover-g2");
     assert.equal(recovered.result?.outcome, OperationOutcome.SUCCEEDED, recovered.result?.message);
     assert.equal((await domains("node-b"))[vm], "running");
-    // ...then the stalled leader's recover, issued under generation 1, reaches node-c.
-    await submit("node-c", "recover-g1", OperationKind.RECOVER, vm, 1n, { from: "node-a" });
+    // ...then the stalled leader's recover, issued under generation g, reaches node-c.
+    await submit("node-c", "recover-g1", OperationKind.RECOVER, vm, g, { from: "node-a" });
     const late = await waitDone("node-c", "recover-g1");
     assert.equal(late.result?.outcome, OperationOutcome.FAILED);
     assert.equal(late.result?.reason, "STALE_GENERATION");
@@ -184,7 +187,8 @@ describe("fencing on the nodes", async () => {
   it("a live node whose disks another node took under a newer generation stops its copy by itself at its next fencing tick (a second)", async () => {
     const vm = "node-a-vm-001";
     assert.equal((await domains("node-b"))[vm], "running");
-    await submit("node-c", "recover-g3", OperationKind.RECOVER, vm, 3n, { from: "node-b" });
+    const g = await currentGeneration(c.store, vm);
+    await submit("node-c", "recover-g3", OperationKind.RECOVER, vm, g + 2n, { from: "node-b" });
     const done = await waitDone("node-c", "recover-g3");
     assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
     const t0 = Date.now();
