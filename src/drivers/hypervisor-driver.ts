@@ -161,6 +161,21 @@ export function canAbortJob(driver: HypervisorDriver): driver is JobAbortingDriv
   return typeof (driver as Partial<JobAbortingDriver>).abortJob === "function";
 }
 
+/**
+ * The optional ability of a node whose storage records who holds each disk
+ * (the simulation's shared storage): whether this node holds every disk
+ * lock of its copy of the VM. A copy that holds them is where the disks
+ * are: any start elsewhere would have taken them.
+ */
+export interface DiskHoldingDriver extends HypervisorDriver {
+  holdsDisks(vmId: string, signal: AbortSignal): Promise<boolean>;
+}
+
+/** True when `driver` can tell whether its node holds a VM's disks. */
+export function canTellDiskHolder(driver: HypervisorDriver): driver is DiskHoldingDriver {
+  return typeof (driver as Partial<DiskHoldingDriver>).holdsDisks === "function";
+}
+
 /** True when `driver` can recover VMs of failed nodes. */
 export function canRecover(driver: HypervisorDriver): driver is RecoveringDriver {
   return typeof (driver as Partial<RecoveringDriver>).recover === "function";

@@ -9,6 +9,7 @@ import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { abortableSleep } from "./abortable-sleep.js";
 import type {
   DefiningDriver,
+  DiskHoldingDriver,
   DomainStatus,
   MigrateOptions,
   RecoveringDriver,
@@ -307,7 +308,17 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     });
     note(`recover-from-${fromNodeId}`, vmId);
   };
-  const recovering: DefiningDriver & RecoveringDriver = { ...base, recover };
+  /** Whether this node holds every lock of its copy's disks (none held elsewhere, none free). */
+  const holdsDisks: DiskHoldingDriver["holdsDisks"] = async (vmId) => {
+    const vm = world.vms.get(vmId);
+    if (locks === undefined || vm === undefined || vm.node !== nodeId) return false;
+    return lockNamesOf(vm.info).every((disk) => locks.lock(disk)?.owner === nodeId);
+  };
+  const recovering: DefiningDriver & RecoveringDriver & DiskHoldingDriver = {
+    ...base,
+    recover,
+    holdsDisks,
+  };
   const driver: DefiningDriver = locks === undefined ? base : recovering;
   const node = world.nodes.get(nodeId)?.info;
   if (node === undefined) throw new Error(`${file}: holds no node ${nodeId}`);

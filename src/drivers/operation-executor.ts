@@ -14,6 +14,7 @@ import type { CopyGenerations } from "./copy-generations.js";
 import {
   canDefine,
   canRecover,
+  canTellDiskHolder,
   type HypervisorDriver,
   type MigrationProgress,
 } from "./hypervisor-driver.js";
@@ -213,6 +214,18 @@ export function createOperationExecutor(options: {
       });
     const here = await driver.info(d.vmId, signal);
     if (here === undefined) return;
+    // A copy that holds its disks is where the VM is, if no start elsewhere took them since:
+    // kept when it runs, or when no generation is recorded for it here (it migrated in, and
+    // a removal decided before the migration landed after it). A stopped copy started here
+    // under an older generation goes, freeing the disks for the placement.
+    if (
+      (here.state !== "stopped" || mine === 0n) &&
+      canTellDiskHolder(driver) &&
+      (await driver.holdsDisks(d.vmId, signal))
+    )
+      throw new RpcError("COPY_NOT_STALE", {
+        message: "the copy here holds its disks' locks; not removed",
+      });
     if (here.state !== "stopped") await driver.stop(d.vmId, { force: true, signal });
     if (canDefine(driver))
       await driver.undefine(d.vmId, { force: true, signal, generation: d.generation });

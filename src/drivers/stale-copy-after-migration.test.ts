@@ -16,20 +16,19 @@ import { openCopyGenerations } from "./copy-generations.js";
 import { createLocalSimulation } from "./local-simulation.js";
 import { createOperationExecutor } from "./operation-executor.js";
 import { createMemoryJournal } from "./operation-journal.js";
+import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 
 /**
  * A stale-copy removal decided while node-x held a stale copy (the VM placed
  * on node-p under generation 5) reaches node-x late: meanwhile the VM was
  * migrated from node-p to node-x (its record now at 6, placed on node-x).
- * node-x's agent never recorded a generation for the copy that migrated in
- * (no operation runs there for a migrate-in), so it takes the removal's 5
- * as newer than its copy's 0, and stops and undefines the VM at its
- * placement (and frees its disks' locks).
+ * node-x's agent has no generation recorded for the copy that migrated in
+ * (no operation runs there for a migrate-in), so by the numbers the
+ * removal's 5 is newer than its copy's 0; but the copy runs and holds its
+ * disks, so no start elsewhere took them: it is the VM, and stays.
  */
 describe("a stale-copy removal that lands after the VM migrated in", () => {
-  it("leaves the copy that migrated in running", {
-    todo: "a migrated-in copy has no recorded generation: the late removal removes the current copy",
-  }, async () => {
+  it("leaves the copy that migrated in running: it holds its disks", async () => {
     const root = mkdtempSync(join(tmpdir(), "dv-stale-migrate-"));
     const shared = join(root, "shared-storage");
     const sig = AbortSignal.timeout(20_000);
@@ -46,12 +45,13 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
     const x = open("node-x", 0);
     try {
       const results = new Map<string, OperationResult>();
+      const copies = openCopyGenerations(join(root, "node-x"));
       const executor = createOperationExecutor({
         driver: x.driver,
         journal: createMemoryJournal(),
         logger: silentLogger,
         signal: new AbortController().signal,
-        copies: openCopyGenerations(join(root, "node-x")),
+        copies,
         send: (m) => {
           if (m.kind?.case === "result") {
             const r = m.kind.value as OperationResult;
@@ -74,9 +74,38 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
           generation: 5n,
         }),
       );
+      const removal = async (id: string) => {
+        executor.dispatch(
+          create(OperationDispatchSchema, {
+            operationId: id,
+            kind: OperationKind.REMOVE_STALE_COPY,
+            vmId,
+            generation: 5n,
+          }),
+        );
+        for (let i = 0; i < 200 && !results.has(id); i++) await sleep(20);
+        return results.get(id);
+      };
       for (let i = 0; i < 200 && !results.has("late-removal"); i++) await sleep(20);
       assert.equal(results.get("late-removal")?.outcome, OperationOutcome.FAILED);
+      assert.equal(results.get("late-removal")?.reason, "COPY_NOT_STALE");
       assert.equal((await x.driver.info(vmId, sig))?.state, "running");
+      // Stopped at its placement since: still no generation here, still holding its disks: kept.
+      await x.driver.stop(vmId, { force: true, signal: sig });
+      assert.equal((await removal("late-removal-2"))?.reason, "COPY_NOT_STALE");
+      assert.equal((await x.driver.info(vmId, sig))?.state, "stopped");
+      // A stopped copy started here under an older generation (4) goes, and frees the disks.
+      copies.started(vmId, 4n);
+      assert.equal((await removal("removal-3"))?.outcome, OperationOutcome.SUCCEEDED);
+      assert.equal(await x.driver.info(vmId, sig), undefined);
+      const locks = openSimulatedDiskLocks(shared);
+      try {
+        const disks = lockNamesOf(locks.definition(vmId) ?? assert.fail("no definition"));
+        for (const disk of disks)
+          assert.deepEqual(locks.lock(disk), { disk, owner: "", generation: 5n });
+      } finally {
+        locks.close();
+      }
     } finally {
       p.close();
       x.close();
