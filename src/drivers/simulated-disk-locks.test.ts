@@ -290,10 +290,15 @@ describe("createLocalSimulation with shared storage", () => {
         );
       assert.deepEqual(locks.lock(disk), { disk, owner: "node-c", generation: 11n });
       assert.equal(locks.blocklist().length, blocked, "nobody blocklisted for a free lock");
-      // An unfenced start finds a free lock free; a migration hands a free lock over.
+      // An unfenced start does not take a lock freed under a generation (a copy the record
+      // does not place); a start under it does; a migration hands a free lock over.
       locks.release([disk], "node-c", 0n);
       assert.equal(
         reasonOf(() => locks.acquire([disk], "node-d", 0n, () => {})),
+        "FENCED",
+      );
+      assert.equal(
+        reasonOf(() => locks.acquire([disk], "node-d", 11n, () => {})),
         "ok",
       );
       assert.deepEqual(locks.lock(disk), { disk, owner: "node-d", generation: 11n });

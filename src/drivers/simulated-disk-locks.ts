@@ -44,7 +44,7 @@ export interface SimulatedDiskLocks {
    * nothing, with STALE_GENERATION when a disk's lock was taken under a
    * generation at least as high by another node (or higher by any), and
    * with FENCED when generation is 0 (an unfenced start) and another node
-   * holds a lock. A higher generation takes the lock and blocklists the
+   * holds a lock, or the lock was freed under a generation. A higher generation takes the lock and blocklists the
    * previous owner for that disk.
    */
   acquire(disks: readonly string[], node: string, generation: bigint, commit: () => void): void;
@@ -147,10 +147,14 @@ export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
     for (const disk of disks) {
       const row = getLock.get(disk) as LockRow | undefined;
       if (row !== undefined && row.owner === FREE) {
-        // Only a start under a generation lifts the node's blocklisting.
-        if (generation === 0n && fenced(disk, node, row))
+        // Only a start under a generation lifts the node's blocklisting, or takes a lock
+        // freed under one: an unfenced start (a copy the VM's record does not place here)
+        // would otherwise take the disks the placement's start is about to.
+        if (generation === 0n && (row.generation > 0n || fenced(disk, node, row)))
           throw new RpcError("FENCED", {
-            cause: new Error(`${disk}: ${node} is blocklisted (generation ${row.generation})`),
+            cause: new Error(
+              `${disk}: freed under generation ${row.generation}; a start needs one`,
+            ),
           });
         if (generation > 0n && generation < row.generation)
           throw new RpcError("STALE_GENERATION", {
