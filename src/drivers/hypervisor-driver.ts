@@ -164,16 +164,17 @@ export function canAbortJob(driver: HypervisorDriver): driver is JobAbortingDriv
 /**
  * The optional ability of a node whose storage records who holds each disk
  * (the simulation's shared storage): whether this node holds every disk
- * lock of its copy of the VM. A copy that holds them is where the disks
- * are: any start elsewhere would have taken them.
+ * lock of its copy of the VM, and under which generation (the highest of
+ * its locks'), undefined when it does not hold them all. A copy that holds
+ * them is where the disks are: any start elsewhere would have taken them.
  */
 export interface DiskHoldingDriver extends HypervisorDriver {
-  holdsDisks(vmId: string, signal: AbortSignal): Promise<boolean>;
+  heldDisks(vmId: string, signal: AbortSignal): Promise<{ generation: bigint } | undefined>;
 }
 
 /** True when `driver` can tell whether its node holds a VM's disks. */
 export function canTellDiskHolder(driver: HypervisorDriver): driver is DiskHoldingDriver {
-  return typeof (driver as Partial<DiskHoldingDriver>).holdsDisks === "function";
+  return typeof (driver as Partial<DiskHoldingDriver>).heldDisks === "function";
 }
 
 /** True when `driver` can recover VMs of failed nodes. */

@@ -308,16 +308,22 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     });
     note(`recover-from-${fromNodeId}`, vmId);
   };
-  /** Whether this node holds every lock of its copy's disks (none held elsewhere, none free). */
-  const holdsDisks: DiskHoldingDriver["holdsDisks"] = async (vmId) => {
+  /** Whether this node holds every lock of its copy's disks (none held elsewhere, none free), and under which generation. */
+  const heldDisks: DiskHoldingDriver["heldDisks"] = async (vmId) => {
     const vm = world.vms.get(vmId);
-    if (locks === undefined || vm === undefined || vm.node !== nodeId) return false;
-    return lockNamesOf(vm.info).every((disk) => locks.lock(disk)?.owner === nodeId);
+    if (locks === undefined || vm === undefined || vm.node !== nodeId) return undefined;
+    let generation = 0n;
+    for (const disk of lockNamesOf(vm.info)) {
+      const lock = locks.lock(disk);
+      if (lock?.owner !== nodeId) return undefined;
+      if (lock.generation > generation) generation = lock.generation;
+    }
+    return { generation };
   };
   const recovering: DefiningDriver & RecoveringDriver & DiskHoldingDriver = {
     ...base,
     recover,
-    holdsDisks,
+    heldDisks,
   };
   const driver: DefiningDriver = locks === undefined ? base : recovering;
   const node = world.nodes.get(nodeId)?.info;

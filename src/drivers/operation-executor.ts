@@ -215,14 +215,12 @@ export function createOperationExecutor(options: {
     const here = await driver.info(d.vmId, signal);
     if (here === undefined) return;
     // A copy that holds its disks is where the VM is, if no start elsewhere took them since:
-    // kept when it runs, or when no generation is recorded for it here (it migrated in, and
-    // a removal decided before the migration landed after it). A stopped copy started here
-    // under an older generation goes, freeing the disks for the placement.
-    if (
-      (here.state !== "stopped" || mine === 0n) &&
-      canTellDiskHolder(driver) &&
-      (await driver.holdsDisks(d.vmId, signal))
-    )
+    // kept when it runs, or when it is not the copy started here (no generation recorded
+    // here, or its locks taken under a newer one than recorded: it migrated in, maybe onto
+    // an older copy of its own, and a removal decided before the migration landed after
+    // it). A stopped copy started here under an older generation goes, freeing the disks.
+    const held = canTellDiskHolder(driver) ? await driver.heldDisks(d.vmId, signal) : undefined;
+    if (held !== undefined && (here.state !== "stopped" || mine === 0n || held.generation > mine))
       throw new RpcError("COPY_NOT_STALE", {
         message: "the copy here holds its disks' locks; not removed",
       });

@@ -112,3 +112,89 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
     }
   });
 });
+
+/**
+ * The same late removal when node-x had a generation recorded for the VM
+ * from before: it ran there under 4, was failed over to node-p under 5
+ * (node-x's copy fenced, a removal under 5 decided and held on its way),
+ * then moved back to node-x stopped (an offline migration, its record now
+ * at 6, placed on node-x). The copy that migrated in holds its disks under
+ * 5, taken by node-p's start, not under the 4 recorded here: it is not a
+ * copy started here under an older generation, it is the VM.
+ */
+describe("a stale-copy removal that lands after the VM moved back in stopped", () => {
+  it("leaves the copy that migrated in: its disks' locks are newer than the generation recorded here", async () => {
+    const root = mkdtempSync(join(tmpdir(), "dv-stale-back-"));
+    const shared = join(root, "shared-storage");
+    const sig = AbortSignal.timeout(20_000);
+    const open = (nodeId: string, vms: number) =>
+      createLocalSimulation({
+        nodeId,
+        dir: join(root, nodeId),
+        vms,
+        now: 0,
+        sharedDir: shared,
+        migrationMs: 100,
+      });
+    const x = open("node-x", 1);
+    const p = open("node-p", 0);
+    try {
+      const results = new Map<string, OperationResult>();
+      const executor = createOperationExecutor({
+        driver: x.driver,
+        journal: createMemoryJournal(),
+        logger: silentLogger,
+        signal: new AbortController().signal,
+        copies: openCopyGenerations(join(root, "node-x")),
+        send: (m) => {
+          if (m.kind?.case === "result") {
+            const r = m.kind.value as OperationResult;
+            results.set(r.operationId, r);
+          }
+        },
+      });
+      const run = async (id: string, kind: OperationKind, generation: bigint) => {
+        executor.dispatch(
+          create(OperationDispatchSchema, { operationId: id, kind, vmId, generation }),
+        );
+        for (let i = 0; i < 200 && !results.has(id); i++) await sleep(20);
+        return results.get(id);
+      };
+      const vmId = (await x.driver.list(sig))[0]?.id ?? "";
+      await x.driver.stop(vmId, { force: true, signal: sig });
+      // Started on node-x under 4: recorded there.
+      assert.equal(
+        (await run("start", OperationKind.START_VM, 4n))?.outcome,
+        OperationOutcome.SUCCEEDED,
+      );
+      // Failed over to node-p under 5: node-x's copy loses its disks and stops.
+      type Recovering = {
+        recover(v: string, f: string, s: AbortSignal, o: { generation: bigint }): Promise<void>;
+      };
+      await (p.driver as unknown as Recovering).recover(vmId, "node-x", sig, { generation: 5n });
+      assert.equal((await x.driver.info(vmId, sig))?.state, "stopped");
+      // Stopped at node-p and moved back to node-x offline (placed there under 6).
+      await p.driver.stop(vmId, { force: true, signal: sig });
+      await p.driver.migrate(
+        vmId,
+        { nodeId: "node-x", uri: x.migrationUri },
+        { live: false, signal: sig },
+      );
+      assert.equal(await p.driver.info(vmId, sig), undefined);
+      assert.equal((await x.driver.info(vmId, sig))?.state, "stopped");
+      // The removal decided under 5, while node-x's copy was stale, lands now.
+      const late = await run("late-removal", OperationKind.REMOVE_STALE_COPY, 5n);
+      assert.equal(late?.reason, "COPY_NOT_STALE", "the VM at its placement is not removed");
+      assert.equal((await x.driver.info(vmId, sig))?.state, "stopped");
+      // And it starts there under its generation.
+      assert.equal(
+        (await run("start-6", OperationKind.START_VM, 6n))?.outcome,
+        OperationOutcome.SUCCEEDED,
+      );
+      assert.equal((await x.driver.info(vmId, sig))?.state, "running");
+    } finally {
+      p.close();
+      x.close();
+    }
+  });
+});
