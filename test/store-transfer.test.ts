@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { GENERATION_FLOOR_KEY } from "../src/cluster/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { createEtcdStore, createSqliteStore, type KvStore, rangeAll } from "../src/store/index.js";
 import { HVCTL_BIN, runProcess } from "./helpers/daemon-process.js";
@@ -16,6 +17,16 @@ async function dump(store: KvStore): Promise<[string, string][]> {
   for await (const kv of rangeAll(store, ""))
     out.push([kv.key, Buffer.from(kv.value).toString("hex")]);
   return out;
+}
+
+/** An import's keys besides the generation floor it adds (src/server/store-transfer-generation.test.ts). */
+async function imported(store: KvStore): Promise<[string, string][]> {
+  const all = await dump(store);
+  assert.ok(
+    all.some(([k]) => k === GENERATION_FLOOR_KEY),
+    "the import keeps the source's revision as the generation floor",
+  );
+  return all.filter(([k]) => k !== GENERATION_FLOOR_KEY);
 }
 
 describe("debvisor-rpcd store export / import", () => {
@@ -73,7 +84,7 @@ describe("debvisor-rpcd store export / import", () => {
     ]);
     assert.equal(imp.code, 0, imp.stderr);
     const b = createSqliteStore({ path: target, logger: silentLogger });
-    assert.deepEqual(await dump(b), expected);
+    assert.deepEqual(await imported(b), expected);
     await b.close();
   });
 
@@ -139,7 +150,7 @@ describe("debvisor-rpcd store export / import", () => {
     ]);
     assert.equal(imp.code, 0, imp.stderr);
     const e = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
-    assert.deepEqual(await dump(e), expected);
+    assert.deepEqual(await imported(e), expected);
     await e.close();
   });
 });

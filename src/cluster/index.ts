@@ -95,7 +95,13 @@ export { createTransferRelay } from "./transfer-relay.js";
 export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
 export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";
-export { currentGeneration, placementChange, readPlacement } from "./vm-placement.js";
+export {
+  currentGeneration,
+  GENERATION_FLOOR_KEY,
+  generationFloor,
+  placementChange,
+  readPlacement,
+} from "./vm-placement.js";
 export type { VmRecords } from "./vm-records.js";
 export type { VmServiceDeps } from "./vm-service.js";
 export { createVmService } from "./vm-service.js";

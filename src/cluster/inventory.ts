@@ -31,7 +31,7 @@ import type { EventSink } from "./event-recorder.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
-import { firstGeneration } from "./vm-placement.js";
+import { firstGeneration, generationFloor } from "./vm-placement.js";
 import {
   createVmRecords,
   type VmFacts,
@@ -515,7 +515,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       };
       // A VM no record holds is claimed under a first generation: read the revision for it.
       const revision = health.vms.some((vm) => facts.get(vm.id) === undefined)
-        ? await store.revision({ signal })
+        ? await generationFloor(store, signal)
         : 0;
       let placement: Placement | undefined;
       const recorded = await update(nodeId, signal, (current) => {

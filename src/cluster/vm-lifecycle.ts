@@ -34,7 +34,7 @@ import {
   vmOperationId,
   vmOperationOf,
 } from "./vm-operations.js";
-import { firstGeneration } from "./vm-placement.js";
+import { firstGeneration, generationFloor } from "./vm-placement.js";
 import { type VersionedVm, vmRecord } from "./vm-records.js";
 import { domainSpecOf, specOfReported } from "./vm-spec.js";
 
@@ -234,7 +234,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         );
         if (hold === undefined) continue;
         try {
-          const revision = await store.revision({ signal: ctx.signal });
+          const revision = await generationFloor(store, ctx.signal);
           const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold, revision);
           const op = await written(request, ctx.signal);
           ctx.log.info(

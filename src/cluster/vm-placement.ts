@@ -73,12 +73,34 @@ export function placementChange(
 }
 
 /**
+ * A store key holding how many revisions (decimal text) the stores this one
+ * was imported from had reached (`debvisor-rpcd store import` writes it):
+ * this store's revisions start again from 1, while the VMs' generations,
+ * and their disks' locks, went up to those stores' revisions.
+ */
+export const GENERATION_FLOOR_KEY = "generation-floor";
+
+/**
+ * What {@link firstGeneration} is to stay above: the store's revision, plus
+ * the revisions of the stores it was imported from. Read before the write
+ * it is for.
+ */
+export async function generationFloor(store: KvStore, signal?: AbortSignal): Promise<number> {
+  const floor = await store.get(GENERATION_FLOOR_KEY, { signal });
+  const revision = await store.revision({ signal });
+  const imported = floor === undefined ? 0 : Number(new TextDecoder().decode(floor.value));
+  return Number.isSafeInteger(imported) && imported > 0 ? imported + revision : revision;
+}
+
+/**
  * The generation of a VM record written where none is stored (a creation, a
  * report claiming an unknown VM), from the store's revision read before the
  * write: above every generation the id ever had, so a deleted VM's late
  * start, or its disks' locks freed under its last generation, never outrank
  * the new VM's. Every generation is at most the revision it was first
- * written at (a new one is this, a change of placement adds one per write).
+ * written at, plus the revisions of the stores this one was imported from
+ * (a new one is this, a change of placement adds one per write): `revision`
+ * is {@link generationFloor}.
  */
 export function firstGeneration(revision: number, prev?: VmRecord): bigint {
   const next = (prev?.generation ?? 0n) + 1n;

@@ -1,3 +1,4 @@
+import { GENERATION_FLOOR_KEY } from "../cluster/index.js";
 import {
   type KvStore,
   MAX_KEY_LENGTH,
@@ -57,7 +58,9 @@ export async function exportStore(
 /**
  * Reads an export into an empty store, in transactions of up to 100 keys.
  * Refuses a store that already holds keys unless `overwrite`; refuses a
- * malformed line, naming it, before writing anything after it.
+ * malformed line, naming it, before writing anything after it. Then writes
+ * the generation floor (the source's revision plus the floor it had): VMs
+ * created here take generations above it plus this store's revision.
  */
 export async function importStore(
   store: KvStore,
@@ -77,6 +80,10 @@ export async function importStore(
   }
   let lineNo = 0;
   let records = 0;
+  // VM generations went up to the source's revision plus its own imports' (its floor); this
+  // store's revisions start again, so they are added to its floor (see generationFloor).
+  let revision = 0;
+  let floor = 0;
   let batch: { key: string; value: Uint8Array }[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
@@ -97,6 +104,7 @@ export async function importStore(
       if (header.format !== "debvisor-store-export" || header.version !== 1) {
         throw new TransferError("line 1: not a debvisor store export (version 1)");
       }
+      if (Number.isSafeInteger(header.revision)) revision = header.revision ?? 0;
       continue;
     }
     if (line.trim() === "") continue;
@@ -108,11 +116,21 @@ export async function importStore(
     ) {
       throw new TransferError(`line ${lineNo}: expected {"key": string, "value": base64}`);
     }
-    batch.push({ key: rec.key, value: new Uint8Array(Buffer.from(rec.value, "base64")) });
+    const value = new Uint8Array(Buffer.from(rec.value, "base64"));
+    if (rec.key === GENERATION_FLOOR_KEY) {
+      const imported = Number(new TextDecoder().decode(value));
+      if (Number.isSafeInteger(imported)) floor = imported;
+      continue;
+    }
+    batch.push({ key: rec.key, value });
     if (batch.length >= Math.min(100, MAX_TXN_OPS)) await flush();
   }
   if (lineNo === 0) throw new TransferError("empty input");
   await flush();
+  if (floor + revision > 0)
+    await store.put(GENERATION_FLOOR_KEY, new TextEncoder().encode(`${floor + revision}`), {
+      signal: options.signal,
+    });
   return { records };
 }
 
