@@ -97,6 +97,7 @@ export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";
 export {
   currentGeneration,
+  firstGeneration,
   GENERATION_FLOOR_KEY,
   generationFloor,
   placementChange,

@@ -3,9 +3,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { firstGeneration, generationFloor } from "../cluster/vm-placement.js";
+import { firstGeneration, generationFloor } from "../cluster/index.js";
 import { silentLogger } from "../core/index.js";
-import { openSimulatedDiskLocks } from "../drivers/simulated-disk-locks.js";
+import { openSimulatedDiskLocks } from "../drivers/index.js";
 import { createSqliteStore } from "../store/index.js";
 import { exportStore, importStore } from "./store-transfer.js";
 
