@@ -97,7 +97,15 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
       capabilities: { liveMigration: true, offlineMigration: true },
       list: reported,
       info: async (vmId, signal) => (await reported(signal)).find((d) => d.id === vmId),
-      start: (vmId, signal) => call({ nodeId, kind: OperationKind.START_VM, vmId, signal }),
+      // Under the generation the caller decided under, if it says (else the current one).
+      start: (vmId, signal, startOptions) =>
+        call({
+          nodeId,
+          kind: OperationKind.START_VM,
+          vmId,
+          generation: startOptions?.generation ?? 0n,
+          signal,
+        }),
       stop: (vmId, { force, signal }) =>
         call({
           nodeId,

@@ -209,3 +209,54 @@ describe("HA restore's restart limit", () => {
     }
   });
 });
+
+describe("HA restore's start", () => {
+  it("carries the generation it was decided under, not the one current when it is sent", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      const place = (nodeId: string, generation: bigint) =>
+        store.put(
+          "vms/vm-1",
+          encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId, generation })),
+        );
+      await place("node-a", 7n);
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1"), true);
+      const sent: (bigint | undefined)[] = [];
+      const ha = createHaRestore({
+        store,
+        executors: {
+          forNode: () =>
+            ({
+              start: async (_vmId: string, _signal: AbortSignal, o?: { generation?: bigint }) => {
+                sent.push(o?.generation);
+              },
+            }) as never,
+          destination: () => {
+            throw new Error("not used");
+          },
+        },
+        elected: () => ({ key: "controllers/failover", modRevision: 0 }),
+        restartLimit: 3,
+        restartWindowMs: 3_600_000,
+        decide: () => {},
+      });
+      // Sent without one, an agent's start goes under the generation current when it is
+      // submitted: had the controller stalled after its decision while the VM was failed
+      // over to node-b under 8, node-a's start would take the disks under node-b's token,
+      // and node-b's recover would be refused.
+      await ha.restore(
+        "node-a",
+        create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED }),
+        1_000,
+        AbortSignal.timeout(5000),
+      );
+      ha.close();
+      assert.deepEqual(sent, [7n]);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -199,7 +199,10 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         // Bounded: a start its node takes and never answers must not hold up the HA VMs of
         // the nodes after it in the pass (given up, it is tried again on a later pass).
         const bound = AbortSignal.timeout(options.startTimeoutMs ?? START_TIMEOUT_MS);
-        await driver.start(vm.id, AbortSignal.any([signal, bound])).catch((err: unknown) => {
+        // Under the generation it was decided under: a start that lands after the VM was
+        // placed elsewhere must not carry the new placement's token.
+        const fence = { generation: placed?.message.generation ?? 0n };
+        await driver.start(vm.id, AbortSignal.any([signal, bound]), fence).catch((err: unknown) => {
           if (bound.aborted && !signal.aborted)
             throw new RpcError("BACKEND_UNAVAILABLE", {
               message: `${nodeId} did not start ${vm.id} within ${Math.round((options.startTimeoutMs ?? START_TIMEOUT_MS) / 1000)} s`,
