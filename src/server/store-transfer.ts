@@ -127,8 +127,12 @@ export async function importStore(
   }
   if (lineNo === 0) throw new TransferError("empty input");
   await flush();
-  if (floor + revision > 0)
-    await store.put(GENERATION_FLOOR_KEY, new TextEncoder().encode(`${floor + revision}`), {
+  // Written over (--overwrite), a store keeps a floor of its own if that is higher.
+  const own = await store.get(GENERATION_FLOOR_KEY, { signal: options.signal });
+  const kept = own === undefined ? 0 : Number(new TextDecoder().decode(own.value));
+  const next = Math.max(floor + revision, Number.isSafeInteger(kept) ? kept : 0);
+  if (next > 0)
+    await store.put(GENERATION_FLOOR_KEY, new TextEncoder().encode(`${next}`), {
       signal: options.signal,
     });
   return { records };
