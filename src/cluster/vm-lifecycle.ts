@@ -4,6 +4,7 @@ import {
   type MethodPolicy,
   principalOf,
   RpcError,
+  sameNode,
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
@@ -129,7 +130,10 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             vm: b.vm,
             vmRevision: b.prev?.rev ?? 0,
             // Compared with the record in the same transaction when the record is written.
-            generation: at.prev?.rec.nodeId === at.nodeId ? at.prev.rec.generation : 0n,
+            generation:
+              at.prev !== undefined && sameNode(at.prev.rec.nodeId, at.nodeId)
+                ? at.prev.rec.generation
+                : 0n,
           },
           ctx.signal,
         );
