@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { Logger } from "../core/index.js";
+import { type Logger, sameNode } from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -57,9 +57,17 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
     const op = vmOperationOf(index, record);
     const vmKey = `vms/${index.vmId}`;
     const vm = await getMessage(store, VmRecordSchema, vmKey, { signal });
+    // A delete removes the record only while it still places the VM on the node the delete
+    // ran on: one that ran on a node the VM has left since (failed over, migrated) removed a
+    // stale copy there, not the VM. A record placing it nowhere (a tenant assigned to a
+    // reported VM) goes as before.
+    const deletedThere =
+      vm !== undefined && (vm.message.nodeId === "" || sameNode(vm.message.nodeId, index.nodeId));
     const forget =
       vm !== undefined &&
-      ((index.kind === VmOperationKind.DELETE && op.state === VmOperationState.SUCCEEDED) ||
+      ((index.kind === VmOperationKind.DELETE &&
+        op.state === VmOperationState.SUCCEEDED &&
+        deletedThere) ||
         (index.kind === VmOperationKind.CREATE &&
           op.state !== VmOperationState.SUCCEEDED &&
           vm.message.lastOperationId === id));

@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { silentLogger, systemClock } from "../core/index.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { VmOperationIndexSchema } from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
+import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
+import { VmOperationKind } from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
+import { createAgentOperations } from "./agent-operations.js";
+import { startVmOperationSettler } from "./vm-operation-settler.js";
+import { createVmOperations, VM_OPERATIONS_PREFIX } from "./vm-operations.js";
+import { placementChange, readPlacement } from "./vm-placement.js";
+import type { VmRecords } from "./vm-records.js";
+
+/**
+ * `hvctl vm delete --force` of an HA VM running on node-a under 7: the
+ * delete goes to node-a carrying 7 (no compare on the VM's record: a delete
+ * writes none). node-a is paused (SIGSTOP) or cut off before it runs it;
+ * past the fence delay the failover controller restarts the VM on node-b
+ * under 8 (node-b's recover takes the disks). node-a comes back, fences its
+ * copy and runs the delete: it undefines its stopped stale copy, SUCCEEDED.
+ * The settler then removed `vms/vm-1`: the VM runs on node-b with no record
+ * (its tenant, spec, HA flag and desired state gone), and the operator was
+ * told the VM is deleted.
+ */
+describe("a delete that lands on a node the VM was failed over from", () => {
+  it("does not remove the record of the VM now placed on another node", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-del-fo-")), "state.db"),
+      logger: silentLogger,
+    });
+    const stop = new AbortController();
+    try {
+      const vmKey = "vms/vm-1";
+      await store.put(
+        vmKey,
+        encodeMessage(
+          VmRecordSchema,
+          create(VmRecordSchema, {
+            id: "vm-1",
+            nodeId: "node-a",
+            generation: 7n,
+            managed: true,
+            tenant: "t1",
+          }),
+        ),
+      );
+      // The delete, as vm-lifecycle writes it: to node-a under 7, the record not rewritten.
+      const ops = createVmOperations(store, systemClock);
+      await ops.submit({
+        id: "op-delete",
+        kind: VmOperationKind.DELETE,
+        vmId: "vm-1",
+        nodeId: "node-a",
+        tenant: "t1",
+        params: { force: "true" },
+        requestedBy: "admin",
+        requestId: "",
+        vm: undefined,
+        vmRevision: 0,
+        generation: 7n,
+      });
+      // The failover to node-b under 8, before node-a ran the delete.
+      const moved = placementChange("vm-1", await readPlacement(store, "vm-1"), "node-b");
+      assert.equal(moved.generation, 8n);
+      assert.ok((await store.txn({ compares: [moved.compare], success: [moved.op] })).succeeded);
+      // node-a, back, undefines its stale copy: the delete succeeded there.
+      const agentOps = createAgentOperations(store, systemClock);
+      assert.ok(
+        await agentOps.finish(
+          "node-a",
+          create(OperationResultSchema, {
+            operationId: "op-delete",
+            outcome: OperationOutcome.SUCCEEDED,
+          }),
+        ),
+      );
+      const settler = startVmOperationSettler({
+        store,
+        vmRecords: { forget: () => {} } as unknown as VmRecords,
+        logger: silentLogger,
+        signal: stop.signal,
+        onSettled: () => {},
+      });
+      await settler.ready;
+      for (let i = 0; i < 100; i++) {
+        const index = await getMessage(
+          store,
+          VmOperationIndexSchema,
+          `${VM_OPERATIONS_PREFIX}op-delete`,
+        );
+        if (index?.message.settled) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(
+        (await getMessage(store, VmOperationIndexSchema, `${VM_OPERATIONS_PREFIX}op-delete`))
+          ?.message.settled,
+        true,
+        "the delete is settled",
+      );
+      const rec = await getMessage(store, VmRecordSchema, vmKey);
+      assert.ok(rec !== undefined, "the record of the VM running on node-b is kept");
+      assert.equal(rec.message.nodeId, "node-b");
+      assert.equal(rec.message.generation, 8n);
+    } finally {
+      stop.abort();
+      await store.close();
+    }
+  });
+});
