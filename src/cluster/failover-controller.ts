@@ -8,6 +8,7 @@ import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
+import { readPlacement } from "./vm-placement.js";
 
 const LEADER_KEY = "controllers/failover";
 const RECORDS = FAILOVER_RECORDS;
@@ -203,6 +204,9 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         if (vm.state === VmState.STOPPED) continue;
         await ha.noteLost(vm, signal);
         if (!past) continue;
+        // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
+        const placed = await readPlacement(store, vm.id, signal);
+        if (placed.rec?.managed === true && placed.rec.desiredState === VmState.STOPPED) continue;
         const key = RECORDS + vm.id;
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });

@@ -158,11 +158,18 @@ async function failoverOnce(
   });
   try {
     const reserved = plan.revisions.get(plan.target) ?? 0;
-    const placed = placementChange(
-      vm.id,
-      await readPlacement(deps.store, vm.id, signal),
-      plan.target,
-    );
+    const read = await readPlacement(deps.store, vm.id, signal);
+    // The controller restarts what should run: a VM asked to stop stays stopped (read in the
+    // record the transaction below compares, so a stop written meanwhile fails it).
+    if (
+      requestedBy === FAILOVER_PRINCIPAL &&
+      read.rec?.managed === true &&
+      read.rec.desiredState === VmState.STOPPED
+    )
+      throw new RpcError("FAILOVER_NOT_ALLOWED", {
+        message: `failover not allowed: ${vmId} was asked to stop`,
+      });
+    const placed = placementChange(vm.id, read, plan.target);
     // With the node's compares: a heartbeat since it was read means no failover.
     const compares = [
       node.unchanged,
