@@ -205,8 +205,11 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         await ha.noteLost(vm, signal);
         if (!past) continue;
         // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
+        // Nor one the store holds no record of: deleted, the dead node's last report not yet
+        // without it.
         const placed = await readPlacement(store, vm.id, signal);
-        if (placed.rec?.managed === true && placed.rec.desiredState === VmState.STOPPED) continue;
+        if (placed.rec === undefined) continue;
+        if (placed.rec.managed && placed.rec.desiredState === VmState.STOPPED) continue;
         const key = RECORDS + vm.id;
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });

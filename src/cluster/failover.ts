@@ -159,6 +159,9 @@ async function failoverOnce(
   try {
     const reserved = plan.revisions.get(plan.target) ?? 0;
     const read = await readPlacement(deps.store, vm.id, signal);
+    // No record: the VM was deleted (its node's last report still lists it). A failover
+    // would bring it back to life, or leave a record placing it where nothing runs it.
+    if (read.rec === undefined) throw new RpcError("VM_NOT_FOUND");
     // The controller restarts what should run: a VM asked to stop stays stopped (read in the
     // record the transaction below compares, so a stop written meanwhile fails it).
     if (
