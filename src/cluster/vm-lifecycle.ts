@@ -92,7 +92,17 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
   async function locate(vmId: string, signal: AbortSignal) {
     const reported = await inventory.findVm(vmId, signal);
     const prev = (await inventory.vmRecords.all()).get(vmId);
-    const nodeId = reported?.nodeId?.id || (prev?.rec.managed ? prev.rec.nodeId : "");
+    const reportedAt = reported?.nodeId?.id ?? "";
+    const placedAt = prev?.rec.nodeId ?? "";
+    // The record's placement, where it has one: the node reporting the VM may hold a stale
+    // copy (a failover committed, the new node's recover not yet run), which a start sent
+    // there, unfenced, would run beside the recovered VM. Named as the node names itself.
+    // A record without a report is a VM only once managed (created, not yet reported).
+    const placed = placedAt !== "" && (reportedAt !== "" || prev?.rec.managed === true);
+    const nodeId =
+      !placed || sameNode(placedAt, reportedAt)
+        ? reportedAt
+        : ((await inventory.getNode(placedAt, signal))?.summary.info?.id?.id ?? placedAt);
     if (nodeId === "") throw new RpcError("VM_NOT_FOUND");
     return { reported, prev, nodeId };
   }
