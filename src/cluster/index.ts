@@ -92,6 +92,7 @@ export type {
   TransferRelayOptions,
 } from "./transfer-relay.js";
 export { createTransferRelay } from "./transfer-relay.js";
+export { createVmLifecycle } from "./vm-lifecycle.js";
 export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
 export { startVmOperationSettler } from "./vm-operation-settler.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";

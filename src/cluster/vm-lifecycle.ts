@@ -281,11 +281,17 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         prev,
       })),
     deleteVm: (req: DeleteVmRequest, ctx: CallContext) =>
-      submit(ctx, VmOperationKind.DELETE, req.vmId, req.requestId, ({ reported, prev }) => {
+      submit(ctx, VmOperationKind.DELETE, req.vmId, req.requestId, ({ reported, prev }, id) => {
         // Refused here already, changing nothing; the node refuses it too (it may know better).
         if (reported?.state === VmState.RUNNING && !req.force) throw new RpcError("VM_RUNNING");
-        // The record goes when the node has undefined it (see the operation settler).
-        return { params: { force: String(req.force) }, vm: undefined, prev };
+        // The record goes when the node has undefined it (see the operation settler). Until
+        // then a VM asked to go away should not run: desired STOPPED, so a failover or HA
+        // restore does not bring it back elsewhere while the delete waits on a cut-off node.
+        return {
+          params: { force: String(req.force) },
+          vm: desired(prev, VmState.STOPPED, id),
+          prev,
+        };
       }),
     async adoptVm(req: AdoptVmRequest, ctx: CallContext): Promise<VmInfo> {
       const reported = await inventory.findVm(req.vmId, ctx.signal);
