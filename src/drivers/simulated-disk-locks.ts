@@ -105,14 +105,41 @@ interface LockRow {
   generation: bigint;
 }
 
+/** Opens before giving up when the file stays busy (each try waits up to the busy timeout anyway). */
+const OPEN_ATTEMPTS = 20;
+
+/**
+ * Opens the shared file, WAL, with a busy timeout and the schema. Nodes
+ * starting together all open a new file at once: turning it to WAL or
+ * creating its tables can answer SQLITE_BUSY at once, without waiting for
+ * the busy timeout (SQLite does not wait where waiting could deadlock), and
+ * an agent then failed to start ("database is locked", seen once in CI). The
+ * whole sequence is tried again after a short pause; the schema is created
+ * in an immediate transaction, which takes the write lock before reading.
+ */
+function openShared(file: string): Database.Database {
+  for (let attempt = 1; ; attempt++) {
+    const db = new Database(file);
+    try {
+      db.pragma("busy_timeout = 10000");
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = FULL");
+      db.transaction(() => db.exec(SCHEMA)).immediate();
+      return db;
+    } catch (err) {
+      db.close();
+      const busy = String((err as { code?: unknown }).code ?? "").startsWith("SQLITE_BUSY");
+      if (!busy || attempt >= OPEN_ATTEMPTS) throw err;
+      // Synchronous like the rest of this store (the callers open it before serving).
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20 * attempt);
+    }
+  }
+}
+
 /** Opens (creating if needed) the shared storage in `dir`. */
 export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const db = new Database(join(dir, "disk-locks.sqlite"));
-  db.pragma("busy_timeout = 10000");
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  db.exec(SCHEMA);
+  const db = openShared(join(dir, "disk-locks.sqlite"));
   const getLock = db.prepare("SELECT disk, owner, generation FROM locks WHERE disk = ?");
   getLock.safeIntegers(true);
   const putLock = db.prepare(
