@@ -9,6 +9,7 @@ import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
 import { readPlacement } from "./vm-placement.js";
+import { askedToStop } from "./vm-records.js";
 
 const LEADER_KEY = "controllers/failover";
 const RECORDS = FAILOVER_RECORDS;
@@ -209,7 +210,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         // without it.
         const placed = await readPlacement(store, vm.id, signal);
         if (placed.rec === undefined) continue;
-        if (placed.rec.managed && placed.rec.desiredState === VmState.STOPPED) continue;
+        if (askedToStop(placed.rec)) continue;
         const key = RECORDS + vm.id;
         const got = await getMessage(store, FailoverRecordSchema, key, { signal });
         const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });

@@ -13,6 +13,7 @@ import type { MigrationJournal } from "./migration-journal.js";
 import { migrationOf } from "./migration-wire.js";
 import { visibleTo } from "./tenancy.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
+import { askedToStop } from "./vm-records.js";
 
 /** What a failover needs. */
 export interface FailoverDeps {
@@ -164,11 +165,7 @@ async function failoverOnce(
     if (read.rec === undefined) throw new RpcError("VM_NOT_FOUND");
     // The controller restarts what should run: a VM asked to stop stays stopped (read in the
     // record the transaction below compares, so a stop written meanwhile fails it).
-    if (
-      requestedBy === FAILOVER_PRINCIPAL &&
-      read.rec?.managed === true &&
-      read.rec.desiredState === VmState.STOPPED
-    )
+    if (requestedBy === FAILOVER_PRINCIPAL && askedToStop(read.rec))
       throw new RpcError("FAILOVER_NOT_ALLOWED", {
         message: `failover not allowed: ${vmId} was asked to stop`,
       });

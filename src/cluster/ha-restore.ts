@@ -17,6 +17,7 @@ import {
   updateMessage,
 } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
 const START_TIMEOUT_MS = 15_000;
@@ -82,7 +83,7 @@ export async function noteSelfFenced(
   if (placed?.message.nodeId !== nodeId) return false;
   // A VM someone asked to stop stays stopped, whatever a node says (a stolen node
   // certificate must not restart what a tenant stopped).
-  if (placed.message.managed && placed.message.desiredState === VmState.STOPPED) return false;
+  if (askedToStop(placed.message)) return false;
   await updateMessage(
     store,
     FailoverRecordSchema,
@@ -166,7 +167,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       // and it is still placed here: decided on the VM's record as read, in the txn below.
       const placed = await getMessage(store, VmRecordSchema, `vms/${vm.id}`, { signal });
       if (placed !== undefined && placed.message.nodeId !== nodeId) return;
-      if (placed?.message.managed === true && placed.message.desiredState === VmState.STOPPED) {
+      if (askedToStop(placed?.message)) {
         await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
         return;
       }

@@ -14,6 +14,7 @@ import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
 import { msFromTimestamp } from "./timestamp.js";
 import { placementChange } from "./vm-placement.js";
+import { askedToStop } from "./vm-records.js";
 
 const VMS = "vms/";
 
@@ -113,8 +114,7 @@ async function adoptOne(
     if (reportMs <= first.reportMs) return false;
   }
   const change = placementChange(rec.id, { rec, rev: got.modRevision }, copy.nodeId);
-  const marked =
-    copy.state !== VmState.RUNNING && !(rec.managed && rec.desiredState === VmState.STOPPED);
+  const marked = copy.state !== VmState.RUNNING && !askedToStop(rec);
   const compares: Compare[] = [
     deps.elected(),
     change.compare,

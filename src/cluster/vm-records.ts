@@ -162,6 +162,16 @@ export function vmRecord(
 }
 
 /**
+ * Whether the control plane was asked for this VM not to run (a stop, or a
+ * delete still waiting on its node): a managed VM whose desired state is
+ * stopped. Nothing restarts such a VM (HA restore, failover, the placement
+ * from the truth), whatever a node reports.
+ */
+export function askedToStop(rec: VmRecord | undefined): boolean {
+  return rec?.managed === true && rec.desiredState === VmState.STOPPED;
+}
+
+/**
  * The VMs with the tenant, labels, managed flag and desired state the
  * control plane holds for each (none when it holds none), whatever the
  * report said: the same array when nothing differs.
