@@ -10,17 +10,15 @@ import { createVmLifecycle, readPlacement } from "../src/cluster/index.js";
 import type { CallContext } from "../src/core/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { VmRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { encodeMessage } from "../src/store/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  onRbd,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
-
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 describe("the failover controller leaves down what should not run", () => {
   let h: ClusterHarness;

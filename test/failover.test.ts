@@ -4,13 +4,13 @@ import { failoverVm } from "../src/cluster/index.js";
 import type { RpcError } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  onRbd,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
@@ -59,8 +59,6 @@ async function twoControllersOneRestart(h: ClusterHarness, store: KvStore, realT
     await other.close();
   }
 }
-
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 /** Advances the manual clock in steps, heartbeating the nodes that still can, like real time passing. */
 async function pass(h: ClusterHarness, ms: number, step = 500) {

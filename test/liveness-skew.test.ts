@@ -3,13 +3,12 @@ import { after, describe, it } from "node:test";
 import type { ManualClock } from "../src/core/index.js";
 import { MigrationKind } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import type { VmInfo } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  onRbd,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
@@ -34,7 +33,6 @@ function offsetClock(offsetMs: number): ManualClock {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 /**
  * Two control-plane "daemons" on one etcd, over the same simulated

@@ -3,11 +3,13 @@ import { afterEach, describe, it } from "node:test";
 import { createMigrationRecords } from "../src/cluster/index.js";
 import { toRpcError } from "../src/core/index.js";
 import { MigrationPhase, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { type ClusterHarness, pickVm, startClusterHarness } from "./helpers/cluster-harness.js";
-
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import {
+  type ClusterHarness,
+  onRbd,
+  pickVm,
+  startClusterHarness,
+} from "./helpers/cluster-harness.js";
 
 describe("settling an orphaned migration from the truth", () => {
   let h: ClusterHarness;

@@ -4,17 +4,15 @@ import { createAgentOperations, currentGeneration, failoverVm } from "../src/clu
 import type { RpcError } from "../src/core/index.js";
 import { OperationKind } from "../src/gen/debvisor/v1/agent_pb.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  onRbd,
   pickVm,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
-
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 /** Advances the manual clock in steps, heartbeating the nodes that still can. */
 async function pass(h: ClusterHarness, ms: number, step = 500) {

@@ -6,17 +6,15 @@ import { currentGeneration } from "../src/cluster/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { HealthSchema } from "../src/gen/debvisor/v1/node_pb.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createClusterMetrics } from "../src/server/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  onRbd,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
-
-const onRbd = (vm: VmInfo) => vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 describe("a vm reported by two nodes (a conflict)", () => {
   let h: ClusterHarness;

@@ -22,6 +22,7 @@ import {
   type Simulation,
 } from "../../src/drivers/index.js";
 import type { Health } from "../../src/gen/debvisor/v1/node_pb.js";
+import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
 import type { VmInfo } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore } from "../../src/store/index.js";
 
@@ -50,6 +51,10 @@ const consoleLogger = {
   warn: (o: object, m: string) => console.error("WARN", m, o),
   error: (o: object, m: string) => console.error("ERROR", m, o),
 } as unknown as Logger;
+
+/** Whether every disk of the VM is on RBD (the backend that fences: exclusive lock, blocklist). */
+export const onRbd = (vm: VmInfo) =>
+  vm.disks.every((d) => d.backend === StorageBackend.BACKEND_RBD);
 
 export const HARNESS_TTL_MS = 3000;
 export const HARNESS_FENCE_MS = 5000;
