@@ -23,7 +23,7 @@ import {
   type StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
 import type { Health } from "../gen/debvisor/v1/node_pb.js";
-import type { KvStore } from "../store/index.js";
+import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
@@ -95,8 +95,14 @@ export interface AgentHub {
 interface Session {
   readonly nodeId: string;
   readonly queue: SendQueue<Outgoing>;
-  /** Operation ids sent on this stream (a watch event repeats them). */
+  /** Operation ids sent on this stream and not done (a watch event repeats them). */
   readonly sent: Set<string>;
+  /**
+   * The node's open operations as the watch last showed them, with their
+   * revisions: its delivery, progress and result are written on them without
+   * a read first (a stale one costs the read). Dropped when done.
+   */
+  readonly known: Map<string, Versioned<OperationRecord>>;
   readonly cancelled: Set<string>;
   readonly capabilities: readonly string[];
   /** StorageReports waiting for their operation's result, by operation id. */
@@ -129,6 +135,20 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
+  /** Notes the latest version of an operation of the session's node the watch has shown. */
+  function note(session: Session, record: OperationRecord, modRevision: number): void {
+    const id = record.dispatch?.operationId ?? "";
+    if (id === "") return;
+    if (record.phase === OperationPhase.DONE) {
+      session.known.delete(id);
+      session.sent.delete(id);
+      session.cancelled.delete(id);
+      return;
+    }
+    if ((session.known.get(id)?.modRevision ?? 0) < modRevision)
+      session.known.set(id, { message: record, modRevision });
+  }
+
   function offer(session: Session, record: OperationRecord): void {
     const dispatch = record.dispatch;
     const id = dispatch?.operationId ?? "";
@@ -138,7 +158,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       if (refuseUnannounced(session, dispatch.kind, id)) return;
       if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
       operations
-        .delivered(session.nodeId, id, options.serverId, stopping.signal)
+        .delivered(session.nodeId, id, options.serverId, stopping.signal, session.known.get(id))
+        // Its result, often back before the watch shows this write, is written on it.
+        .then((w) => w !== undefined && note(session, w.message, w.modRevision))
         .catch((err: unknown) =>
           log.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
         );
@@ -153,8 +175,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     store: options.store,
     signal: stopping.signal,
     logger: log,
-    onRecord: (record) => {
+    onRecord: (record, modRevision) => {
       const s = sessions.get(record.nodeId);
+      if (s !== undefined) note(s, record, modRevision);
       if (s?.held !== undefined) s.held.push(record);
       else if (s !== undefined) offer(s, record);
     },
@@ -320,13 +343,18 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         case "heartbeat":
           await heartbeat(session, m.kind.value.health, m.kind.value.sequence, signal);
           break;
-        case "progress":
-          await operations.progress(node, m.kind.value, signal);
+        case "progress": {
+          const known = session.known.get(m.kind.value.operationId);
+          const w = await operations.progress(node, m.kind.value, signal, known);
+          if (w !== undefined) note(session, w.message, w.modRevision);
           break;
+        }
         case "result": {
-          const report = session.reports.get(m.kind.value.operationId);
-          session.reports.delete(m.kind.value.operationId);
-          const recorded = await operations.finish(node, m.kind.value, report, signal);
+          const id = m.kind.value.operationId;
+          const report = session.reports.get(id);
+          session.reports.delete(id);
+          const known = session.known.get(id);
+          const recorded = await operations.finish(node, m.kind.value, report, signal, known);
           log.info(
             { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
             "agent operation finished",
@@ -373,6 +401,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       nodeId,
       queue: createSendQueue(options.sendQueueMax),
       sent: new Set(),
+      known: new Map(),
       cancelled: new Set(),
       capabilities: [...hello.capabilities],
       reports: new Map(),

@@ -12,8 +12,8 @@ export interface OperationWatchOptions {
   readonly store: KvStore;
   readonly signal: AbortSignal;
   readonly logger: Logger;
-  /** Every operation record written from the start on (new, delivered, progress, done). */
-  onRecord(record: OperationRecord): void;
+  /** Every operation record written from the start on (new, delivered, progress, done), with its revision. */
+  onRecord(record: OperationRecord, modRevision: number): void;
   /** The watch was lost and resumed from now: re-read what the streams need. */
   onResync(): void;
 }
@@ -48,7 +48,7 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
             logger.error({ err, key: e.key }, "undecodable operation record skipped");
             continue;
           }
-          options.onRecord(record);
+          options.onRecord(record, e.revision);
         }
       } catch (err) {
         if (signal.aborted) break;

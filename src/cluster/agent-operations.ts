@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { type Clock, RpcError } from "../core/index.js";
 import {
   OperationPhase,
@@ -19,6 +19,7 @@ import {
   keyValueOf,
   rangeAll,
   updateMessage,
+  type Versioned,
 } from "../store/index.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import { timestampFromMs } from "./timestamp.js";
@@ -70,15 +71,25 @@ export interface AgentOperations {
   ): Promise<OperationRecord | undefined>;
   /** The node's operations not DONE, in the order they were submitted (the store's revisions). */
   open(nodeId: string, signal?: AbortSignal): Promise<OperationRecord[]>;
-  /** Notes a delivery by `by` (PENDING becomes DELIVERED); false when the record is gone or done. */
+  /**
+   * Notes a delivery by `by` (PENDING becomes DELIVERED): the record as written, undefined
+   * when it is gone or done. `known` (here and below): the record as last seen with its
+   * revision, tried before a read.
+   */
   delivered(
     nodeId: string,
     operationId: string,
     by: string,
     signal?: AbortSignal,
-  ): Promise<boolean>;
-  /** Records progress (DELIVERED becomes RUNNING); ignored once done. */
-  progress(nodeId: string, progress: OperationProgress, signal?: AbortSignal): Promise<void>;
+    known?: Versioned<OperationRecord>,
+  ): Promise<Versioned<OperationRecord> | undefined>;
+  /** Records progress (DELIVERED becomes RUNNING): the record as written; ignored once done. */
+  progress(
+    nodeId: string,
+    progress: OperationProgress,
+    signal?: AbortSignal,
+    known?: Versioned<OperationRecord>,
+  ): Promise<Versioned<OperationRecord> | undefined>;
   /**
    * Records the result once (phase DONE), with the StorageReport sent just
    * before it; a transfer ticket in the params is forgotten. A second result
@@ -89,6 +100,7 @@ export interface AgentOperations {
     result: OperationResult,
     report?: StorageReport,
     signal?: AbortSignal,
+    known?: Versioned<OperationRecord>,
   ): Promise<boolean>;
   /** The record once it is DONE, read from the store (whoever holds the stream); CANCELLED when aborted. */
   finished(nodeId: string, operationId: string, signal: AbortSignal): Promise<OperationRecord>;
@@ -110,19 +122,22 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
     operationId: string,
     edit: (r: OperationRecord) => boolean,
     signal?: AbortSignal,
+    known?: Versioned<OperationRecord>,
   ) =>
     updateMessage(
       store,
       OperationRecordSchema,
       operationKey(nodeId, operationId),
       (current) => {
+        // Declined only when DONE, which no later version undoes: a `known` record may be used.
         if (current === undefined || current.phase === OperationPhase.DONE) return undefined;
-        const next = create(OperationRecordSchema, current);
+        // A copy: `known` is shared with its watcher (whose dispatch may still be on its way).
+        const next = clone(OperationRecordSchema, current);
         if (!edit(next)) return undefined;
         next.updatedAtMs = BigInt(clock.now());
         return next;
       },
-      { signal },
+      { signal, known },
     );
 
   return {
@@ -174,33 +189,38 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
       // one VM delivered together take effect in that order on the agent.
       return out.sort((a, b) => a.created - b.created).map((o) => o.r);
     },
-    async delivered(nodeId, operationId, by, signal) {
-      const { message } = await change(
-        nodeId,
-        operationId,
-        (r) => {
-          if (r.phase === OperationPhase.PENDING) r.phase = OperationPhase.DELIVERED;
-          r.deliveries += 1;
-          r.deliveredBy = by;
-          return true;
-        },
-        signal,
-      );
-      return message !== undefined && message.phase !== OperationPhase.DONE;
-    },
-    async progress(nodeId, progress, signal) {
-      await change(
-        nodeId,
-        progress.operationId,
-        (r) => {
-          r.phase = OperationPhase.RUNNING;
-          r.progress = progress;
-          return true;
-        },
-        signal,
+    async delivered(nodeId, operationId, by, signal, known) {
+      return writtenOf(
+        await change(
+          nodeId,
+          operationId,
+          (r) => {
+            if (r.phase === OperationPhase.PENDING) r.phase = OperationPhase.DELIVERED;
+            r.deliveries += 1;
+            r.deliveredBy = by;
+            return true;
+          },
+          signal,
+          known,
+        ),
       );
     },
-    async finish(nodeId, result, report, signal) {
+    async progress(nodeId, progress, signal, known) {
+      return writtenOf(
+        await change(
+          nodeId,
+          progress.operationId,
+          (r) => {
+            r.phase = OperationPhase.RUNNING;
+            r.progress = progress;
+            return true;
+          },
+          signal,
+          known,
+        ),
+      );
+    },
+    async finish(nodeId, result, report, signal, known) {
       const { written } = await change(
         nodeId,
         result.operationId,
@@ -213,6 +233,7 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
           return true;
         },
         signal,
+        known,
       );
       return written;
     },
@@ -262,4 +283,15 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
       );
     },
   };
+}
+
+/** What a change wrote, with its revision; undefined when it wrote nothing. */
+function writtenOf(change: {
+  message: OperationRecord | undefined;
+  written: boolean;
+  modRevision: number;
+}): Versioned<OperationRecord> | undefined {
+  return change.written && change.message !== undefined
+    ? { message: change.message, modRevision: change.modRevision }
+    : undefined;
 }
