@@ -12,6 +12,7 @@ import type {
   StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
 import {
+  createCasBatch,
   decodeMessage,
   encodeMessage,
   getMessage,
@@ -117,28 +118,29 @@ export interface AgentOperations {
 /** Creates the operations repository over `store`. */
 export function createAgentOperations(store: KvStore, clock: Clock): AgentOperations {
   const presence = createAgentPresence(store);
+  // Deliveries and results of many operations at once (a burst) share a txn.
+  const batch = createCasBatch(store);
   const change = (
     nodeId: string,
     operationId: string,
     edit: (r: OperationRecord) => boolean,
     signal?: AbortSignal,
     known?: Versioned<OperationRecord>,
-  ) =>
-    updateMessage(
-      store,
-      OperationRecordSchema,
-      operationKey(nodeId, operationId),
-      (current) => {
-        // Declined only when DONE, which no later version undoes: a `known` record may be used.
-        if (current === undefined || current.phase === OperationPhase.DONE) return undefined;
-        // A copy: `known` is shared with its watcher (whose dispatch may still be on its way).
-        const next = clone(OperationRecordSchema, current);
-        if (!edit(next)) return undefined;
-        next.updatedAtMs = BigInt(clock.now());
-        return next;
-      },
-      { signal, known },
-    );
+  ) => {
+    const key = operationKey(nodeId, operationId);
+    const next = (current: OperationRecord | undefined) => {
+      // Declined only when DONE, which no later version undoes: a `known` record may be used.
+      if (current === undefined || current.phase === OperationPhase.DONE) return undefined;
+      // A copy: `known` is shared with its watcher (whose dispatch may still be on its way).
+      const copy = clone(OperationRecordSchema, current);
+      if (!edit(copy)) return undefined;
+      copy.updatedAtMs = BigInt(clock.now());
+      return copy;
+    };
+    return known === undefined
+      ? updateMessage(store, OperationRecordSchema, key, next, { signal })
+      : batch.update(OperationRecordSchema, key, known, next, { signal });
+  };
 
   return {
     async submit(nodeId, dispatch, requestedBy, signal) {

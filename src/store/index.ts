@@ -1,6 +1,8 @@
 // The store layer: one key-value contract (etcd's model) with an embedded
 // SQLite backend and an etcd backend, plus typed protobuf helpers.
 
+export type { BatchedUpdate, CasBatch } from "./cas-batch.js";
+export { createCasBatch } from "./cas-batch.js";
 export type { EtcdStoreOptions } from "./etcd-store.js";
 export { createEtcdStore } from "./etcd-store.js";
 export type {

@@ -72,26 +72,17 @@ export async function* rangeAll(
  * after that. `change` sees the current message (undefined when absent) and
  * returns the next one, or undefined to write nothing. Resolves with what
  * was written (or left), its revision (0: absent) and whether a write happened.
- *
- * `known`, a version of the message already in hand (e.g. from a watch
- * event), is tried first instead of a read: when it is still the stored one
- * the update costs one round trip, when it is not the compare fails and the
- * next attempt reads. `change` must then decline only what it would also
- * decline on any later version (a stale `known` that it declines writes
- * nothing and is not re-read).
+ * With a version already in hand (from a watch), see `createCasBatch`.
  */
 export async function updateMessage<D extends DescMessage>(
   store: KvStore,
   schema: D,
   key: string,
   change: (current: MessageShape<D> | undefined) => MessageShape<D> | undefined,
-  options?: StoreCallOptions & { attempts?: number; known?: Versioned<MessageShape<D>> },
+  options?: StoreCallOptions & { attempts?: number },
 ): Promise<{ message: MessageShape<D> | undefined; written: boolean; modRevision: number }> {
   for (let attempt = 0; attempt < (options?.attempts ?? 8); attempt++) {
-    const current =
-      attempt === 0 && options?.known !== undefined
-        ? options.known
-        : await getMessage(store, schema, key, options);
+    const current = await getMessage(store, schema, key, options);
     const next = change(current?.message);
     if (next === undefined)
       return { message: current?.message, written: false, modRevision: current?.modRevision ?? 0 };
