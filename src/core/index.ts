@@ -51,6 +51,7 @@ export type { FieldViolation } from "./request-validator.js";
 export { validateMessage } from "./request-validator.js";
 export type { RpcErrorOptions } from "./rpc-error.js";
 export { isRpcErrorWithCode, notImplemented, RpcError, toRpcError } from "./rpc-error.js";
+export { sameFieldsExcept, sameValue } from "./same-value.js";
 export type {
   AnyHandler,
   BidiStreamHandler,
