@@ -113,6 +113,11 @@ interface Session {
    * submitted during the read never overtakes an older one.
    */
   held?: OperationRecord[];
+  /**
+   * Operations seen DONE while records were held: forgotten only once those
+   * are offered, or a held earlier record of one would be sent again.
+   */
+  readonly doneWhileHeld: string[];
 }
 
 /**
@@ -141,12 +146,26 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     if (id === "") return;
     if (record.phase === OperationPhase.DONE) {
       session.known.delete(id);
-      session.sent.delete(id);
-      session.cancelled.delete(id);
+      if (session.held !== undefined) session.doneWhileHeld.push(id);
+      else forget(session, id);
       return;
     }
     if ((session.known.get(id)?.modRevision ?? 0) < modRevision)
       session.known.set(id, { message: record, modRevision });
+  }
+
+  /** Notes this process's own write of an operation still open on the stream (not one done since). */
+  function noteOwn(session: Session, written: Versioned<OperationRecord> | undefined): void {
+    const id = written?.message.dispatch?.operationId ?? "";
+    if (written !== undefined && session.sent.has(id))
+      note(session, written.message, written.modRevision);
+  }
+
+  /** A finished operation leaves the stream's sets (they would grow for the stream's life). */
+  function forget(session: Session, id: string): void {
+    session.known.delete(id);
+    session.sent.delete(id);
+    session.cancelled.delete(id);
   }
 
   function offer(session: Session, record: OperationRecord): void {
@@ -160,7 +179,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       operations
         .delivered(session.nodeId, id, options.serverId, stopping.signal, session.known.get(id))
         // Its result, often back before the watch shows this write, is written on it.
-        .then((w) => w !== undefined && note(session, w.message, w.modRevision))
+        .then((w) => noteOwn(session, w))
         .catch((err: unknown) =>
           log.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
         );
@@ -230,6 +249,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       if (session.held === held) {
         session.held = undefined;
         for (const r of held) offer(session, r);
+        for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
       }
     }
   }
@@ -345,8 +365,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           break;
         case "progress": {
           const known = session.known.get(m.kind.value.operationId);
-          const w = await operations.progress(node, m.kind.value, signal, known);
-          if (w !== undefined) note(session, w.message, w.modRevision);
+          noteOwn(session, await operations.progress(node, m.kind.value, signal, known));
           break;
         }
         case "result": {
@@ -402,6 +421,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       queue: createSendQueue(options.sendQueueMax),
       sent: new Set(),
       known: new Map(),
+      doneWhileHeld: [],
       cancelled: new Set(),
       capabilities: [...hello.capabilities],
       reports: new Map(),

@@ -1,0 +1,91 @@
+// An agent's stream driven in-process against the real AgentService.Connect
+// handler (no transport): what it sends is pushed, what the hub answers is
+// collected. Used where a test must act between two messages of one stream.
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { AgentHub } from "../../src/cluster/index.js";
+import { type CallContext, silentLogger } from "../../src/core/index.js";
+import {
+  type AgentMessage,
+  AgentMessageSchema,
+  type ControlMessage,
+  ControlMessageSchema,
+} from "../../src/gen/debvisor/v1/agent_pb.js";
+
+type AgentInit = MessageInitShape<typeof AgentMessageSchema>;
+
+/** One agent stream, its Hello sent. */
+export interface InProcessAgent {
+  /** What the hub sent, in order. */
+  readonly received: ControlMessage[];
+  send(message: AgentInit): void;
+  close(): Promise<void>;
+}
+
+/** Opens `nodeId`'s stream on `hub` as its node certificate would (mTLS, CN = node). */
+export function connectInProcess(
+  hub: AgentHub,
+  nodeId: string,
+  capabilities: readonly string[],
+): InProcessAgent {
+  const method = hub.service.methods.find((m) => m.spec.name === "Connect");
+  if (method === undefined) throw new Error("AgentService has no Connect");
+  const ac = new AbortController();
+  const ctx = {
+    requestId: `test-${nodeId}`,
+    method: method.spec,
+    peer: { address: "127.0.0.1:1", certificate: { commonName: nodeId } },
+    headers: { get: () => undefined },
+    signal: ac.signal,
+    startedAt: Date.now(),
+    principal: { id: nodeId, method: "mtls", roles: [] },
+    log: silentLogger,
+    notes: {},
+  } as unknown as CallContext;
+  const inbox: AgentMessage[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  const requests = (async function* () {
+    for (;;) {
+      const next = inbox.shift();
+      if (next !== undefined) yield next;
+      else if (ended) return;
+      else await new Promise<void>((r) => (wake = r));
+    }
+  })();
+  const send = (m: AgentInit) => {
+    inbox.push(create(AgentMessageSchema, m));
+    wake?.();
+  };
+  send({
+    kind: {
+      case: "hello",
+      value: {
+        info: { id: { id: nodeId }, hostname: `${nodeId}.test` },
+        agentVersion: "test",
+        capabilities: [...capabilities],
+        health: {
+          nodeId: { id: nodeId },
+          timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+        },
+      },
+    },
+  });
+  const received: ControlMessage[] = [];
+  const handler = method.handler as unknown as (
+    req: AsyncIterable<AgentMessage>,
+    ctx: CallContext,
+  ) => AsyncIterable<MessageInitShape<typeof ControlMessageSchema>>;
+  const running = (async () => {
+    for await (const m of handler(requests, ctx)) received.push(create(ControlMessageSchema, m));
+  })().catch(() => {});
+  return {
+    received,
+    send,
+    async close() {
+      ended = true;
+      wake?.();
+      ac.abort();
+      await running;
+    },
+  };
+}
