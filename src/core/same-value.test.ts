@@ -44,6 +44,9 @@ describe("sameValue", () => {
     assert.equal(sameValue([1, 2], { 0: 1, 1: 2, length: 2 }), false);
     assert.equal(sameValue(Number.NaN, Number.NaN), false, "NaN: different (written again)");
     assert.equal(sameValue(1n, 1), false);
+    // Keys named like what every object inherits are fields like any other.
+    for (const k of ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__"])
+      assert.equal(sameValue({ labels: {} }, { labels: JSON.parse(`{"${k}":"gpu"}`) }), false, k);
   });
 
   it("leaves out the fields it is told to", () => {

@@ -36,6 +36,8 @@ export function sameFieldsExcept(
   const x = a as Record<string, unknown>;
   const y = b as Record<string, unknown>;
   for (const k in x) if (!skip.has(k) && !sameValue(x[k], y[k])) return false;
-  for (const k in y) if (!skip.has(k) && !(k in x) && y[k] !== undefined) return false;
+  // Own fields only: `in` would find "constructor" or "toString" on any object, and call a
+  // label newly named so no change.
+  for (const k in y) if (!skip.has(k) && !Object.hasOwn(x, k) && y[k] !== undefined) return false;
   return true;
 }
