@@ -78,17 +78,18 @@ export function createCasBatch(store: KvStore): CasBatch {
     }
     if (live.length === 1) {
       const [stale] = live as [Queued];
-      stale.alone().then(stale.resolve, stale.reject);
+      await stale.alone().then(stale.resolve, stale.reject);
       return;
     }
     const half = Math.ceil(live.length / 2);
     await Promise.all([write(live.slice(0, half)), write(live.slice(half))]);
   }
 
-  function flush(): void {
+  async function flush(): Promise<void> {
     const items = queue;
     queue = [];
-    // One txn per key (a key queued twice goes in its own txn, after), bounded in size.
+    // One txn per key (a key queued twice goes in a later txn), bounded in size; the txns
+    // go one after the other, so a key's updates land in the order they were asked.
     let chunk: Queued[] = [];
     let keys = new Set<string>();
     let bytes = 0;
@@ -108,7 +109,10 @@ export function createCasBatch(store: KvStore): CasBatch {
       bytes += i.value.byteLength;
     }
     if (chunk.length > 0) chunks.push(chunk);
-    for (const c of chunks) void write(c);
+    for (const c of chunks)
+      await write(c).catch((err: unknown) => {
+        for (const i of c) i.reject(err);
+      });
   }
 
   return {
@@ -122,7 +126,7 @@ export function createCasBatch(store: KvStore): CasBatch {
           modRevision: known.modRevision,
         });
       return new Promise((resolve, reject) => {
-        if (queue.length === 0) setImmediate(flush);
+        if (queue.length === 0) setImmediate(() => void flush());
         queue.push({
           key,
           modRevision: known.modRevision,
