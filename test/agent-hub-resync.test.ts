@@ -10,12 +10,11 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { createAgentHub, createInventory } from "../src/cluster/index.js";
-import { createManualClock, silentLogger } from "../src/core/index.js";
+import { silentLogger } from "../src/core/index.js";
 import { OperationPhase } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
-import { connectInProcess } from "./helpers/agent-stream.js";
+import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
 import { eventually } from "./helpers/eventually.js";
 
 /** A SQLite store whose operations watch the test can break, and whose read of open operations it can hold. */
@@ -67,20 +66,9 @@ function controlledStore() {
 
 describe("agent stream resync", () => {
   const { store, state, breakWatches } = controlledStore();
-  const clock = createManualClock(Date.now());
-  const inventory = createInventory({ store, clock });
-  const hub = createAgentHub({
-    store,
-    inventory,
-    clock,
-    serverId: "rpcd-1",
-    heartbeatIntervalMs: 1000,
-    helloTimeoutMs: 5000,
-    sendQueueMax: 1000,
-  });
+  const { hub, ...hubs } = hubOn(store);
   after(async () => {
-    hub.close();
-    inventory.close();
+    hubs.close();
     await store.close();
   });
 

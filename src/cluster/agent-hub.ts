@@ -30,7 +30,7 @@ import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
-import { timestampFromMs } from "./timestamp.js";
+import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import { createTransferHandlers } from "./transfer-handlers.js";
 import { createTransferRelay, type TransferRelay } from "./transfer-relay.js";
 
@@ -399,7 +399,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   /** HA as desired state: a VM its node stopped on its own clock is to run again. */
   async function selfFenced(node: string, vmId: string, signal: AbortSignal) {
     try {
-      if (await noteSelfFenced(options.store, node, vmId, signal))
+      // The stream is read in order: the report stored now is the last one the node sent
+      // before the event, made before (or at) the fence. Only a later one says whether
+      // the VM runs.
+      const stored = await inventory.readNode(node, signal);
+      const reportMs = msFromTimestamp(stored?.summary.health?.timestamp);
+      if (await noteSelfFenced(options.store, node, vmId, reportMs, signal))
         log.info({ node, vm: vmId }, "self-fenced HA vm marked to start again");
     } catch (err) {
       log.warn({ err, node, vm: vmId }, "self-fenced vm not marked to start again");

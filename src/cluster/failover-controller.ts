@@ -8,6 +8,7 @@ import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js
 import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
+import { msFromTimestamp } from "./timestamp.js";
 import { readPlacement } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
 
@@ -196,14 +197,15 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
       const nodeId = node.info?.id?.id ?? "";
       const ready = node.readiness === NodeReadiness.READY;
       const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
+      const report = { nodeId, reportMs: msFromTimestamp(node.health?.timestamp) };
       for (const vm of node.health?.vms ?? []) {
         if (!vm.ha) continue;
         if (ready) {
-          await ha.restore(nodeId, vm, now, signal);
+          await ha.restore(report, vm, now, signal);
           continue;
         }
         if (vm.state === VmState.STOPPED) continue;
-        await ha.noteLost(vm, signal);
+        await ha.noteLost(report, vm, signal);
         if (!past) continue;
         // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
         // Nor one the store holds no record of: deleted, the dead node's last report not yet

@@ -47,6 +47,15 @@ export interface HaRestoreOptions {
 }
 
 /**
+ * A node's report as the controller's pass sees it: which node, and its
+ * report's stamp (the node's own clock).
+ */
+export interface NodeReport {
+  readonly nodeId: string;
+  readonly reportMs: number;
+}
+
+/**
  * HA as desired state, for VMs whose node comes back: an HA VM reported
  * running when its node went NOT_READY is remembered (`lost_running`); if
  * the node is READY again with the VM stopped (it fenced itself and came
@@ -56,10 +65,16 @@ export interface HaRestoreOptions {
  * two controllers, or a deposed one, never start it twice.
  */
 export interface HaRestore {
-  /** Notes an HA VM of a NOT_READY node that was running when last reported. */
-  noteLost(vm: VmInfo, signal: AbortSignal): Promise<void>;
-  /** An HA VM of a READY node: starts it again if it was lost running and is stopped now. */
-  restore(nodeId: string, vm: VmInfo, now: number, signal: AbortSignal): Promise<void>;
+  /** Notes an HA VM of a NOT_READY node that was running in its last report (`report`). */
+  noteLost(report: NodeReport, vm: VmInfo, signal: AbortSignal): Promise<void>;
+  /**
+   * An HA VM of a READY node: starts it again if it was lost running and is
+   * stopped in a report made after the loss was noted. A report no later than
+   * that (the node READY again before its new report is stored) decides
+   * nothing: seen running in it, the VM was taken for a survivor and never
+   * started again (seen in the V6 test).
+   */
+  restore(report: NodeReport, vm: VmInfo, now: number, signal: AbortSignal): Promise<void>;
   close(): void;
 }
 
@@ -72,11 +87,17 @@ export interface HaRestore {
  * This is what brings HA VMs back after a control-plane outage, when no
  * controller ran to see their nodes go NOT_READY. Resolves with whether the
  * VM is marked now.
+ *
+ * `reportMs` is the stamp of the node's report stored when the event is
+ * handled (the node's stream is read in order, so every report it sent
+ * before the event is in): those reports predate the fence, and only a
+ * later one says whether the VM runs.
  */
 export async function noteSelfFenced(
   store: KvStore,
   nodeId: string,
   vmId: string,
+  reportMs: number,
   signal?: AbortSignal,
 ): Promise<boolean> {
   const placed = await getMessage(store, VmRecordSchema, `vms/${vmId}`, { signal });
@@ -89,14 +110,23 @@ export async function noteSelfFenced(
     FailoverRecordSchema,
     FAILOVER_RECORDS + vmId,
     (rec) => {
-      if (rec?.lostRunning === true) return undefined;
-      return rec === undefined
-        ? create(FailoverRecordSchema, { vmId, lostRunning: true })
-        : create(FailoverRecordSchema, { ...rec, lostRunning: true });
+      const stamp = lostStamp(nodeId, reportMs);
+      if (
+        rec?.lostRunning === true &&
+        rec.lostReportNode === nodeId &&
+        rec.lostReportMs >= stamp.lostReportMs
+      )
+        return undefined;
+      return create(FailoverRecordSchema, { ...(rec ?? { vmId }), lostRunning: true, ...stamp });
     },
     { signal },
   );
   return true;
+}
+
+/** The fields of a failover record that say which of a node's reports predate its loss. */
+function lostStamp(nodeId: string, reportMs: number) {
+  return { lostReportNode: nodeId, lostReportMs: BigInt(reportMs) };
 }
 
 /** Creates the {@link HaRestore} of the failover controller. */
@@ -147,16 +177,25 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     return txn.succeeded ? txn.revision : 0;
   }
   return {
-    async noteLost(vm, signal) {
+    async noteLost(report, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
       const { rec, rev } = await read(vm.id, signal);
-      if (!rec.lostRunning)
-        await write(create(FailoverRecordSchema, { ...rec, lostRunning: true }), rev, signal);
+      if (!rec.lostRunning) {
+        const stamp = lostStamp(report.nodeId, report.reportMs);
+        await write(
+          create(FailoverRecordSchema, { ...rec, lostRunning: true, ...stamp }),
+          rev,
+          signal,
+        );
+      }
     },
-    async restore(nodeId, vm, now, signal) {
+    async restore(report, vm, now, signal) {
+      const { nodeId } = report;
       if (!(await marked(vm.id))) return;
       const { rec, rev } = await read(vm.id, signal);
       if (!rec.lostRunning) return;
+      // Made before the loss was noted: wait for the node's next report.
+      if (rec.lostReportNode === nodeId && BigInt(report.reportMs) <= rec.lostReportMs) return;
       if (vm.state === VmState.RUNNING || vm.state === VmState.MIGRATING) {
         // It survived (a control-plane outage, a short cut): nothing to do.
         await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);

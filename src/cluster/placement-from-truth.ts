@@ -157,7 +157,13 @@ async function markLost(
       key,
       value: encodeMessage(
         FailoverRecordSchema,
-        create(FailoverRecordSchema, { ...rec, lostRunning: true }),
+        // The holder's report that shows it stopped is the evidence: no stamp to wait past.
+        create(FailoverRecordSchema, {
+          ...rec,
+          lostRunning: true,
+          lostReportNode: "",
+          lostReportMs: 0n,
+        }),
       ),
     },
   };

@@ -2,14 +2,25 @@
 // handler (no transport): what it sends is pushed, what the hub answers is
 // collected. Used where a test must act between two messages of one stream.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { AgentHub } from "../../src/cluster/index.js";
-import { type CallContext, silentLogger } from "../../src/core/index.js";
+import {
+  type AgentHub,
+  createAgentHub,
+  createInventory,
+  type Inventory,
+} from "../../src/cluster/index.js";
+import {
+  type CallContext,
+  createManualClock,
+  type ManualClock,
+  silentLogger,
+} from "../../src/core/index.js";
 import {
   type AgentMessage,
   AgentMessageSchema,
   type ControlMessage,
   ControlMessageSchema,
 } from "../../src/gen/debvisor/v1/agent_pb.js";
+import type { KvStore } from "../../src/store/index.js";
 
 type AgentInit = MessageInitShape<typeof AgentMessageSchema>;
 
@@ -86,6 +97,35 @@ export function connectInProcess(
       wake?.();
       ac.abort();
       await running;
+    },
+  };
+}
+
+/** An agent hub and its inventory on `store`, on a manual clock, for in-process streams. */
+export function hubOn(store: KvStore): {
+  hub: AgentHub;
+  inventory: Inventory;
+  clock: ManualClock;
+  close(): void;
+} {
+  const clock = createManualClock(Date.now());
+  const inventory = createInventory({ store, clock });
+  const hub = createAgentHub({
+    store,
+    inventory,
+    clock,
+    serverId: "rpcd-1",
+    heartbeatIntervalMs: 1000,
+    helloTimeoutMs: 5000,
+    sendQueueMax: 1000,
+  });
+  return {
+    hub,
+    inventory,
+    clock,
+    close() {
+      hub.close();
+      inventory.close();
     },
   };
 }
