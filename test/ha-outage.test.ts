@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { FailoverRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
+import { decodeMessage } from "../src/store/index.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import {
@@ -76,7 +78,7 @@ describe("V6: HA vms after a control-plane outage", async () => {
         assert.deepEqual(missing, [], "every HA VM runs again");
       },
       { timeoutMs: 40_000, intervalMs: 250 },
-    ).catch((err: unknown) => {
+    ).catch(async (err: unknown) => {
       // What the control plane decided, for the failure's reader.
       const told = c
         .daemon()
@@ -84,6 +86,21 @@ describe("V6: HA vms after a control-plane outage", async () => {
         .filter((l) => /agent event|self-fenced|failover/.test(String(l.msg)))
         .map((l) => `${l.msg} ${l.node ?? ""} ${l.vm ?? l.vmId ?? ""} ${l.detail ?? ""}`);
       console.log(told.join("\n"));
+      // And what it sees now: each node's readiness and report, and the HA marks.
+      const nodes = await c.hvctl("-o", "json", "node", "list");
+      type Listed = {
+        info?: { id?: { id?: string } };
+        readiness?: string;
+        health?: { timestamp?: unknown; vms?: { id: string; state?: string }[] };
+      };
+      for (const n of (JSON.parse(nodes.stdout || "{}") as { nodes?: Listed[] }).nodes ?? [])
+        console.log(
+          `${n.info?.id?.id} ${n.readiness} report ${JSON.stringify(n.health?.timestamp)}: ${(n.health?.vms ?? []).map((v) => `${v.id}=${v.state}`).join(" ")}`,
+        );
+      for (const kv of (await c.store.range("failover/")).kvs)
+        console.log(
+          `${kv.key}: ${JSON.stringify(decodeMessage(FailoverRecordSchema, kv), (_k, v) => (typeof v === "bigint" ? String(v) : v))}`,
+        );
       throw err;
     });
     // A fixed span on purpose: several controller passes that must start nothing more.
