@@ -69,10 +69,14 @@ export interface HaRestore {
   noteLost(report: NodeReport, vm: VmInfo, signal: AbortSignal): Promise<void>;
   /**
    * An HA VM of a READY node: starts it again if it was lost running and is
-   * stopped in a report made after the loss was noted. A report no later than
-   * that (the node READY again before its new report is stored) decides
-   * nothing: seen running in it, the VM was taken for a survivor and never
-   * started again (seen in the V6 test).
+   * reported stopped. It survived (the mark is cleared) only if it runs in a
+   * report made after the loss was noted: the node is READY again before its
+   * new report is stored, and running in the old one, the VM was taken for a
+   * survivor and never started again (seen in the V6 test). A stopped VM
+   * needs no newer report: a fenced node starts none by itself, so stopped
+   * then is stopped now, and waiting for a newer one would hold HA restarts
+   * up to the report refresh (cluster.reportRefreshMs) where repeated
+   * reports are not stored.
    */
   restore(report: NodeReport, vm: VmInfo, now: number, signal: AbortSignal): Promise<void>;
   close(): void;
@@ -194,9 +198,9 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       if (!(await marked(vm.id))) return;
       const { rec, rev } = await read(vm.id, signal);
       if (!rec.lostRunning) return;
-      // Made before the loss was noted: wait for the node's next report.
-      if (rec.lostReportNode === nodeId && BigInt(report.reportMs) <= rec.lostReportMs) return;
       if (vm.state === VmState.RUNNING || vm.state === VmState.MIGRATING) {
+        // Running in a report made before the loss was noted says nothing: wait for the next.
+        if (rec.lostReportNode === nodeId && BigInt(report.reportMs) <= rec.lostReportMs) return;
         // It survived (a control-plane outage, a short cut): nothing to do.
         await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
         return;
