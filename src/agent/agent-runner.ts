@@ -134,8 +134,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         : undefined,
     logger: log,
     onFenced: (vmId) => {
-      fencedVms.set(vmId, Date.now());
-      tellFenced(vmId, Date.now());
+      // On the clock its reports are stamped with (a fault may offset it).
+      const at = now();
+      fencedVms.set(vmId, at);
+      tellFenced(vmId, at);
     },
     // Told again once the control plane is back: what was sent while it was away may be lost.
     onRenewed: () => flushFenced(),
