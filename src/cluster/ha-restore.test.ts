@@ -6,12 +6,14 @@ import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { connectInProcess, hubOn } from "../../test/helpers/agent-stream.js";
 import { eventually } from "../../test/helpers/eventually.js";
-import { RpcError, silentLogger } from "../core/index.js";
+import { RpcError, silentLogger, systemClock } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
 import { createHaRestore, type HaRestoreOptions, noteSelfFenced } from "./ha-restore.js";
-import { msFromTimestamp } from "./timestamp.js";
+import { createInventory } from "./inventory.js";
+import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /** An HA restore on `store` whose nodes' starts run `start`; restart limit 3 in 1 h. */
 function restoreOn(
@@ -363,5 +365,119 @@ describe("HA restore after a self-fence, looked at before the node's next report
     );
     assert.equal(await noteSelfFenced(store, "n2", "vm-2", 300), true);
     assert.deepEqual([(await rec())?.lostReportNode, (await rec())?.lostReportMs], ["n2", 300n]);
+  });
+});
+
+// Found by an adversarial review of the report stamps.
+describe("HA restore's report stamps, kept and renewed", () => {
+  const place = (store: KvStore, vmId: string, nodeId: string) =>
+    store.put(
+      `vms/${vmId}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, {
+          id: vmId,
+          nodeId,
+          managed: true,
+          desiredState: VmState.RUNNING,
+          generation: 1n,
+        }),
+      ),
+    );
+  const record = async (store: KvStore, vmId: string) =>
+    (await getMessage(store, FailoverRecordSchema, `failover/${vmId}`))?.message;
+
+  it("keeps the stamp through a refused start: a report from before the fence still decides nothing", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      await place(store, "vm-1", "n1");
+      assert.equal(await noteSelfFenced(store, "n1", "vm-1", 5000), true);
+      let refuse = true;
+      const started: string[] = [];
+      const ha = restoreOn(store, async (vmId) => {
+        if (refuse) throw new RpcError("FENCED");
+        started.push(vmId);
+      });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      const running = create(VmInfoSchema, { id: "vm-1", state: VmState.RUNNING });
+      // Refused (not leased again yet): the mark is put back, to be tried on a later pass.
+      await ha.restore({ nodeId: "n1", reportMs: 6000 }, stopped, 1000, AbortSignal.timeout(5000));
+      const kept = await record(store, "vm-1");
+      assert.deepEqual(
+        [kept?.lostRunning, kept?.lostReportNode, kept?.lostReportMs],
+        [true, "n1", 5000n],
+      );
+      // A pass whose copy of n1 lags at the report from before the fence (a new leader, say).
+      await ha.restore({ nodeId: "n1", reportMs: 5000 }, running, 2000, AbortSignal.timeout(5000));
+      assert.equal((await record(store, "vm-1"))?.lostRunning, true);
+      refuse = false;
+      await ha.restore({ nodeId: "n1", reportMs: 7000 }, stopped, 3000, AbortSignal.timeout(5000));
+      ha.close();
+      assert.deepEqual(started, ["vm-1"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("stores a node's first report after a lapse even if it repeats the last (cluster.reportRefreshMs): a VM that survived is not restarted when its guest stops later", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inventory = createInventory({
+      store,
+      clock: systemClock,
+      liveness: "lease",
+      heartbeatTtlMs: 300,
+      fenceDelayMs: 60_000,
+      reportRefreshMs: 60_000,
+    });
+    const started: string[] = [];
+    const ha = restoreOn(store, async (vmId) => {
+      started.push(vmId);
+    });
+    try {
+      await place(store, "vm-1", "n1");
+      await inventory.register(create(NodeInfoSchema, { id: { id: "n1" }, hostname: "n1" }), "n1");
+      const report = (state: VmState) =>
+        inventory.heartbeat(
+          create(HealthSchema, {
+            nodeId: { id: "n1" },
+            timestamp: timestampFromMs(Date.now()),
+            vms: [{ id: "vm-1", name: "vm-1", state, ha: true, nodeId: { id: "n1" } }],
+          }),
+        );
+      /** One controller pass over n1, once its readiness is `readiness`. */
+      const pass = (readiness: NodeReadiness) =>
+        eventually(async () => {
+          const node = (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1");
+          assert.equal(node?.readiness, readiness);
+          const vm = node?.health?.vms.find((v) => v.id === "vm-1");
+          assert.ok(node !== undefined && vm !== undefined);
+          const at = { nodeId: "n1", reportMs: msFromTimestamp(node.health?.timestamp) };
+          const signal = AbortSignal.timeout(5000);
+          if (readiness === NodeReadiness.READY) await ha.restore(at, vm, Date.now(), signal);
+          else await ha.noteLost(at, vm, signal);
+        });
+      await report(VmState.RUNNING);
+      // Cut off past its lease: the controller notes its running HA VM lost.
+      await pass(NodeReadiness.NOT_READY);
+      assert.equal((await record(store, "vm-1"))?.lostRunning, true);
+      // Back, the VM still running: the same report as before the cut, but made since.
+      await report(VmState.RUNNING);
+      await pass(NodeReadiness.READY);
+      assert.equal((await record(store, "vm-1"))?.lostRunning, false, "it survived");
+      // Later its guest powers off, nobody having asked the control plane: not a loss.
+      await report(VmState.STOPPED);
+      await pass(NodeReadiness.READY);
+      assert.deepEqual(started, []);
+    } finally {
+      ha.close();
+      inventory.close();
+      await store.close();
+    }
   });
 });

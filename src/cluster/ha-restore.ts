@@ -233,6 +233,10 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         lastRestartMs: BigInt(now),
         lastDecision: detail,
         lostRunning: false,
+        // Kept for the mark put back if the start fails: without it, a report from before
+        // the loss would again count as "it survived".
+        lostReportNode: rec.lostReportNode,
+        lostReportMs: rec.lostReportMs,
       });
       // Counted and cleared first: whatever happens next, this decision is taken once.
       const written = await write(next, rev, signal, [unchanged]);

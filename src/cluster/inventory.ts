@@ -494,7 +494,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (known === undefined) throw new RpcError("NODE_NOT_FOUND");
       checkReporter(known.message, nodeId, reporter);
       // The node was heard from: that is liveness, whatever the report's stamp says.
-      await liveness.renew(nodeId, signal);
+      const anew = await liveness.renew(nodeId, signal);
       const skewMs = BigInt(msFromTimestamp(health.timestamp) - clock.now());
       // A report from the future would make every genuine one look older: its
       // content is refused, not stored; how far ahead it was is kept, to be shown.
@@ -559,8 +559,11 @@ export function createInventory(options: InventoryOptions): Inventory {
           reportSkewMs: skewMs,
           pins,
         });
-        // The lease was renewed above: a report that repeats the stored one waits for the refresh.
+        // The lease was renewed above: a report that repeats the stored one waits for the
+        // refresh. Not the first one after a lapse: the stored report predates the node's
+        // absence, and HA decides on a report made since (ha-restore.ts).
         if (
+          !anew &&
           placed.claims.length === 0 &&
           liveness.source === "lease" &&
           heardAt - current.receivedAtMs < BigInt(refreshMs) &&

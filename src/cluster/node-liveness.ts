@@ -35,8 +35,12 @@ export type LivenessSource = "lease" | "clock";
 /** Node liveness: renewed by heartbeats, read for readiness and failover. */
 export interface NodeLiveness {
   readonly source: LivenessSource;
-  /** The node was heard from now; resolves once the store holds the renewal. */
-  renew(nodeId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * The node was heard from now; resolves once the store holds the renewal,
+   * with true when its READY key was attached anew rather than kept alive
+   * (it had lapsed: the node was NOT_READY; or another process held it).
+   */
+  renew(nodeId: string, signal?: AbortSignal): Promise<boolean>;
   /** Resolves once views are current (the lease source loads its copy first). */
   ready(): Promise<void>;
   /** The node's liveness now, from this process's copy. */
@@ -84,7 +88,7 @@ function clockLiveness(options: NodeLivenessOptions): NodeLiveness {
   };
   return {
     source: "clock",
-    renew: async () => {},
+    renew: async () => false,
     ready: async () => {},
     view,
     check: async (id, rec, now) => ({ ...view(id, rec, now), compares: [] }),
@@ -180,20 +184,20 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   /**
    * Renews the lease behind `key` with one keepalive, or attaches the key to
    * a new lease when it has none alive (a grant and a txn: raft proposals,
-   * which a keepalive is not).
+   * which a keepalive is not). True when it was attached anew.
    */
   async function renewKey(
     key: string,
     ttl: number,
     cached: HeldKey | undefined,
     signal?: AbortSignal,
-  ) {
+  ): Promise<boolean> {
     let known = held(key, cached);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
       if (known?.lease !== undefined) {
         try {
           await store.lease(known.lease, ttl).keepAlive({ signal });
-          return;
+          return false;
         } catch (err) {
           if (!(err instanceof RpcError) || err.reason !== "LEASE_NOT_FOUND") throw err;
           attached.delete(key);
@@ -209,7 +213,7 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
       );
       if (txn.succeeded) {
         attached.set(key, { lease: lease.id, rev: txn.revision });
-        return;
+        return true;
       }
       // Someone else attached it meanwhile (or the copy was behind): renew theirs.
       await lease.revoke({ signal }).catch(() => undefined);
@@ -252,11 +256,12 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
       const fenceKey = fenceKeys.values().get(nodeId);
       const last = fenceRenewed.get(nodeId);
       const fenceDue = fenceKey === undefined || last === undefined || now - last >= fenceEveryMs;
-      await Promise.all([
+      const [anew] = await Promise.all([
         renewKey(READY_PREFIX + nodeId, ttlMs, readyKeys.values().get(nodeId), signal),
         fenceDue ? renewKey(FENCE_PREFIX + nodeId, fenceTtlMs, fenceKey, signal) : undefined,
       ]);
       if (fenceDue) fenceRenewed.set(nodeId, now);
+      return anew;
     },
     async ready() {
       await follow();
