@@ -411,12 +411,15 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     }
   }
 
-  async function* connect(
-    requests: AsyncIterable<AgentMessage>,
+  /**
+   * Reads and records a stream's Hello: the node registered, its report and
+   * presence written. Apart from connect so that the decoded Hello (the
+   * node's whole inventory) is not held for the stream's life by its frame.
+   */
+  async function open(
+    it: AsyncIterator<AgentMessage>,
     ctx: CallContext,
-  ): AsyncIterable<Outgoing> {
-    if (stopping.signal.aborted) throw new RpcError("SHUTTING_DOWN");
-    const it = requests[Symbol.asyncIterator]();
+  ): Promise<{ session: Session; presenceRevision: number; version: string }> {
     const hello = await readHello(it, ctx.signal);
     const nodeId = authorize(hello, ctx);
     if (hello.info === undefined) throw new RpcError("INVALID_ARGUMENT");
@@ -462,15 +465,22 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         ? reported.reason
         : (present as PromiseRejectedResult).reason;
     }
-    const presenceRevision = present.value;
+    return { session, presenceRevision: present.value, version: hello.agentVersion };
+  }
+
+  async function* connect(
+    requests: AsyncIterable<AgentMessage>,
+    ctx: CallContext,
+  ): AsyncIterable<Outgoing> {
+    if (stopping.signal.aborted) throw new RpcError("SHUTTING_DOWN");
+    const it = requests[Symbol.asyncIterator]();
+    const { session, presenceRevision, version } = await open(it, ctx);
+    const { nodeId } = session;
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
     const stop = () => session.queue.close();
     ctx.signal.addEventListener("abort", stop, { once: true });
-    log.info(
-      { node: nodeId, version: hello.agentVersion, peer: ctx.peer.address },
-      "agent connected",
-    );
+    log.info({ node: nodeId, version, peer: ctx.peer.address }, "agent connected");
     try {
       session.queue.push({
         kind: {
