@@ -5,7 +5,7 @@ import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
-import { createHaRestore, FAILOVER_RECORDS } from "./ha-restore.js";
+import { createHaRestore, FAILOVER_RECORDS, lostReportOf } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
 import { msFromTimestamp } from "./timestamp.js";
@@ -198,6 +198,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
       const ready = node.readiness === NodeReadiness.READY;
       const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
       const report = { nodeId, reportMs: msFromTimestamp(node.health?.timestamp) };
+      const confirmLost = lostReportOf(options.inventory, nodeId, signal);
       for (const vm of node.health?.vms ?? []) {
         if (!vm.ha) continue;
         if (ready) {
@@ -205,7 +206,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
           continue;
         }
         if (vm.state === VmState.STOPPED) continue;
-        await ha.noteLost(report, vm, signal);
+        await ha.noteLost(confirmLost, vm, signal);
         if (!past) continue;
         // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
         // Nor one the store holds no record of: deleted, the dead node's last report not yet

@@ -11,7 +11,12 @@ import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/r
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
-import { createHaRestore, type HaRestoreOptions, noteSelfFenced } from "./ha-restore.js";
+import {
+  createHaRestore,
+  type HaRestoreOptions,
+  lostReportOf,
+  noteSelfFenced,
+} from "./ha-restore.js";
 import { createInventory } from "./inventory.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
@@ -422,11 +427,36 @@ describe("HA restore's report stamps, kept and renewed", () => {
     }
   });
 
-  it("stores a node's first report after a lapse even if it repeats the last (cluster.reportRefreshMs): a VM that survived is not restarted when its guest stops later", async () => {
-    const store = createSqliteStore({
+  /**
+   * n1 on a SQLite store with a 300 ms lease and repeats stored only every
+   * minute, with the failover controller's pass over it. The store's next
+   * write of n1's record can be made to fail once, and its liveness watch to
+   * lag.
+   */
+  function survivor() {
+    const raw = createSqliteStore({
       path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
       logger: silentLogger,
     });
+    const faults = { failNodeWrite: false, holdLiveness: undefined as Promise<void> | undefined };
+    const store: KvStore = Object.create(raw);
+    store.txn = async (req, o) => {
+      if (faults.failNodeWrite && req.success.some((op) => op.key === "nodes/n1")) {
+        faults.failNodeWrite = false;
+        throw new RpcError("STORE_UNAVAILABLE");
+      }
+      return raw.txn(req, o);
+    };
+    store.watch = (prefix, from, o) => {
+      const events = raw.watch(prefix, from, o);
+      if (prefix !== "liveness/") return events;
+      return (async function* () {
+        for await (const e of events) {
+          if (e.type === "put") await faults.holdLiveness;
+          yield e;
+        }
+      })();
+    };
     const inventory = createInventory({
       store,
       clock: systemClock,
@@ -439,45 +469,112 @@ describe("HA restore's report stamps, kept and renewed", () => {
     const ha = restoreOn(store, async (vmId) => {
       started.push(vmId);
     });
-    try {
-      await place(store, "vm-1", "n1");
-      await inventory.register(create(NodeInfoSchema, { id: { id: "n1" }, hostname: "n1" }), "n1");
-      const report = (state: VmState) =>
-        inventory.heartbeat(
-          create(HealthSchema, {
-            nodeId: { id: "n1" },
-            timestamp: timestampFromMs(Date.now()),
-            vms: [{ id: "vm-1", name: "vm-1", state, ha: true, nodeId: { id: "n1" } }],
-          }),
-        );
-      /** One controller pass over n1, once its readiness is `readiness`. */
-      const pass = (readiness: NodeReadiness) =>
-        eventually(async () => {
-          const node = (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1");
-          assert.equal(node?.readiness, readiness);
-          const vm = node?.health?.vms.find((v) => v.id === "vm-1");
-          assert.ok(node !== undefined && vm !== undefined);
+    const report = (state: VmState) =>
+      inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: "n1" },
+          timestamp: timestampFromMs(Date.now()),
+          vms: [{ id: "vm-1", name: "vm-1", state, ha: true, nodeId: { id: "n1" } }],
+        }),
+      );
+    /** One controller pass over n1 (as failover-controller.ts makes it), once its readiness is `readiness`. */
+    const pass = (readiness: NodeReadiness) =>
+      eventually(async () => {
+        const node = (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1");
+        assert.equal(node?.readiness, readiness);
+        const vm = node?.health?.vms.find((v) => v.id === "vm-1");
+        assert.ok(node !== undefined && vm !== undefined);
+        const signal = AbortSignal.timeout(5000);
+        if (readiness === NodeReadiness.READY) {
           const at = { nodeId: "n1", reportMs: msFromTimestamp(node.health?.timestamp) };
-          const signal = AbortSignal.timeout(5000);
-          if (readiness === NodeReadiness.READY) await ha.restore(at, vm, Date.now(), signal);
-          else await ha.noteLost(at, vm, signal);
-        });
-      await report(VmState.RUNNING);
+          await ha.restore(at, vm, Date.now(), signal);
+        } else await ha.noteLost(lostReportOf(inventory, "n1", signal), vm, signal);
+      });
+    return {
+      faults,
+      started,
+      readiness: async () =>
+        (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1")?.readiness,
+      report,
+      pass,
+      marked: async () => (await record(store, "vm-1"))?.lostRunning === true,
+      async start() {
+        await place(store, "vm-1", "n1");
+        await inventory.register(
+          create(NodeInfoSchema, { id: { id: "n1" }, hostname: "n1" }),
+          "n1",
+        );
+        await report(VmState.RUNNING);
+      },
+      /** Back, still running; then the guest powers off, nobody having asked the control plane. */
+      async survivesThenStops() {
+        await report(VmState.RUNNING);
+        await pass(NodeReadiness.READY);
+        assert.equal(await this.marked(), false, "it survived");
+        await report(VmState.STOPPED);
+        await pass(NodeReadiness.READY);
+        assert.deepEqual(
+          started,
+          [],
+          "a VM that survived was started again when its guest stopped",
+        );
+      },
+      async close() {
+        ha.close();
+        inventory.close();
+        await raw.close();
+      },
+    };
+  }
+
+  it("stores a node's first report after a lapse even if it repeats the last (cluster.reportRefreshMs): a VM that survived is not restarted when its guest stops later", async () => {
+    const n1 = survivor();
+    try {
+      await n1.start();
       // Cut off past its lease: the controller notes its running HA VM lost.
-      await pass(NodeReadiness.NOT_READY);
-      assert.equal((await record(store, "vm-1"))?.lostRunning, true);
-      // Back, the VM still running: the same report as before the cut, but made since.
-      await report(VmState.RUNNING);
-      await pass(NodeReadiness.READY);
-      assert.equal((await record(store, "vm-1"))?.lostRunning, false, "it survived");
-      // Later its guest powers off, nobody having asked the control plane: not a loss.
-      await report(VmState.STOPPED);
-      await pass(NodeReadiness.READY);
-      assert.deepEqual(started, []);
+      await n1.pass(NodeReadiness.NOT_READY);
+      assert.equal(await n1.marked(), true);
+      await n1.survivesThenStops();
     } finally {
-      ha.close();
-      inventory.close();
-      await store.close();
+      await n1.close();
+    }
+  });
+
+  it("stores it even when the heartbeat that renewed the lease failed to write it", async () => {
+    const n1 = survivor();
+    try {
+      await n1.start();
+      await n1.pass(NodeReadiness.NOT_READY);
+      // Back: the lease is attached anew, but the report's write fails (tolerated by the hub).
+      n1.faults.failNodeWrite = true;
+      await assert.rejects(
+        n1.report(VmState.RUNNING),
+        (err: unknown) => err instanceof RpcError && err.reason === "STORE_UNAVAILABLE",
+      );
+      await n1.survivesThenStops();
+    } finally {
+      await n1.close();
+    }
+  });
+
+  it("marks with the report the store holds while the node is NOT_READY there, not with the first one since its return", async () => {
+    const n1 = survivor();
+    let release = () => {};
+    try {
+      await n1.start();
+      // The lease lapses; no pass runs during the cut.
+      await eventually(async () => assert.equal(await n1.readiness(), NodeReadiness.NOT_READY));
+      n1.faults.holdLiveness = new Promise<void>((r) => {
+        release = r;
+      });
+      // Back, its report stored; the pass's copy of liveness has not seen it yet.
+      await n1.report(VmState.RUNNING);
+      await n1.pass(NodeReadiness.NOT_READY);
+      release();
+      await n1.survivesThenStops();
+    } finally {
+      release();
+      await n1.close();
     }
   });
 });

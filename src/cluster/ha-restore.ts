@@ -5,6 +5,7 @@ import {
   FailoverRecordSchema,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
@@ -17,6 +18,8 @@ import {
   updateMessage,
 } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
+import { msFromTimestamp } from "./timestamp.js";
 import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
@@ -65,8 +68,19 @@ export interface NodeReport {
  * two controllers, or a deposed one, never start it twice.
  */
 export interface HaRestore {
-  /** Notes an HA VM of a NOT_READY node that was running in its last report (`report`). */
-  noteLost(report: NodeReport, vm: VmInfo, signal: AbortSignal): Promise<void>;
+  /**
+   * Notes an HA VM of a NOT_READY node that was running in its last report.
+   * `confirm` is asked only when the VM is not marked yet: the node's report
+   * as the store holds it while the node is still NOT_READY there, or
+   * undefined if it is READY again. The view the pass looked at may pair a
+   * lagging NOT_READY with the node's first report since its return; stamped
+   * with that report, the mark could never see the VM survive.
+   */
+  noteLost(
+    confirm: () => Promise<NodeReport | undefined>,
+    vm: VmInfo,
+    signal: AbortSignal,
+  ): Promise<void>;
   /**
    * An HA VM of a READY node: starts it again if it was lost running and is
    * reported stopped. It survived (the mark is cleared) only if it runs in a
@@ -128,6 +142,29 @@ export async function noteSelfFenced(
   return true;
 }
 
+/**
+ * The `confirm` of {@link HaRestore.noteLost} for `nodeId`: its report as
+ * the store holds it while it is NOT_READY there (undefined once READY
+ * again), read at most once.
+ */
+export function lostReportOf(
+  inventory: Pick<Inventory, "readNode">,
+  nodeId: string,
+  signal: AbortSignal,
+): () => Promise<NodeReport | undefined> {
+  let read: Promise<NodeReport | undefined> | undefined;
+  return () => {
+    read ??= inventory
+      .readNode(nodeId, signal)
+      .then((got) =>
+        got === undefined || got.summary.readiness === NodeReadiness.READY
+          ? undefined
+          : { nodeId, reportMs: msFromTimestamp(got.summary.health?.timestamp) },
+      );
+    return read;
+  };
+}
+
 /** The fields of a failover record that say which of a node's reports predate its loss. */
 function lostStamp(nodeId: string, reportMs: number) {
   return { lostReportNode: nodeId, lostReportMs: BigInt(reportMs) };
@@ -181,10 +218,12 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     return txn.succeeded ? txn.revision : 0;
   }
   return {
-    async noteLost(report, vm, signal) {
+    async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
       const { rec, rev } = await read(vm.id, signal);
       if (!rec.lostRunning) {
+        const report = await confirm();
+        if (report === undefined) return;
         const stamp = lostStamp(report.nodeId, report.reportMs);
         await write(
           create(FailoverRecordSchema, { ...rec, lostRunning: true, ...stamp }),

@@ -199,6 +199,12 @@ export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
   const skew = options.reportClockSkewMs ?? 5_000;
   const refreshMs = options.reportRefreshMs ?? 0;
+  /**
+   * Nodes back after a lapse whose first report is not stored yet: it is
+   * stored even if it repeats the last (the heartbeat that renewed the lease
+   * anew may have failed to write it). Bounded by the nodes.
+   */
+  const backFromLapse = new Set<string>();
   const { clock, store } = options;
   const liveClock = options.livenessClock ?? clock;
   const liveness = createNodeLiveness({
@@ -494,7 +500,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (known === undefined) throw new RpcError("NODE_NOT_FOUND");
       checkReporter(known.message, nodeId, reporter);
       // The node was heard from: that is liveness, whatever the report's stamp says.
-      const anew = await liveness.renew(nodeId, signal);
+      if (await liveness.renew(nodeId, signal)) backFromLapse.add(nodeId);
       const skewMs = BigInt(msFromTimestamp(health.timestamp) - clock.now());
       // A report from the future would make every genuine one look older: its
       // content is refused, not stored; how far ahead it was is kept, to be shown.
@@ -525,8 +531,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         ? await generationFloor(store, signal)
         : 0;
       let placement: Placement | undefined;
+      let stored = false;
       const recorded = await update(nodeId, signal, (current) => {
         placement = undefined;
+        stored = false;
         if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
         checkReporter(current, nodeId, reporter);
         const now = clock.now();
@@ -563,15 +571,17 @@ export function createInventory(options: InventoryOptions): Inventory {
         // refresh. Not the first one after a lapse: the stored report predates the node's
         // absence, and HA decides on a report made since (ha-restore.ts).
         if (
-          !anew &&
+          !backFromLapse.has(nodeId) &&
           placed.claims.length === 0 &&
           liveness.source === "lease" &&
           heardAt - current.receivedAtMs < BigInt(refreshMs) &&
           repeatsStored(current, next)
         )
           return { next: undefined, result: true };
+        stored = true;
         return { next, result: true, vms: placed.claims };
       });
+      if (stored) backFromLapse.delete(nodeId);
       if (placement !== undefined && options.events !== undefined)
         tellPlacement(options.events, nodeId, placement, facts);
       if (recorded && placement !== undefined)
@@ -717,6 +727,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       );
       if (!txn.succeeded) return false;
       written.delete(id);
+      backFromLapse.delete(id);
       removed.set(id, txn.revision);
       return true;
     },

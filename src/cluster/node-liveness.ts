@@ -37,8 +37,9 @@ export interface NodeLiveness {
   readonly source: LivenessSource;
   /**
    * The node was heard from now; resolves once the store holds the renewal,
-   * with true when its READY key was attached anew rather than kept alive
-   * (it had lapsed: the node was NOT_READY; or another process held it).
+   * with true when its READY key was attached to a new lease rather than
+   * kept alive: it had lapsed (the node was NOT_READY), or its lease was
+   * revoked. A live lease of another process is kept alive: false.
    */
   renew(nodeId: string, signal?: AbortSignal): Promise<boolean>;
   /** Resolves once views are current (the lease source loads its copy first). */
