@@ -1,6 +1,7 @@
 // The servers under test, each its own process on loopback: the built
-// daemon (dist/src/bin/debvisor-rpcd.js) with a benchmark configuration, and
-// the two ceilings (ceiling-servers.ts). Each can be started with
+// daemon (dist/src/bin/debvisor-rpcd.js) with a benchmark configuration, the
+// two ceilings of the request path (ceiling-servers.ts) and the two of agent
+// streams (agent-ceiling-server.ts). Each can be started with
 // node --cpu-prof, and is stopped with SIGTERM so the profile is written.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -10,10 +11,13 @@ import { startDaemonProcess } from "../test/helpers/daemon-process.js";
 import { cpuSeconds } from "./bench-support.js";
 
 const CEILING_BIN = fileURLToPath(new URL("./ceiling-servers.js", import.meta.url));
+const AGENT_CEILING_BIN = fileURLToPath(new URL("./agent-ceiling-server.js", import.meta.url));
 
 /** A running server under test. */
 export interface BenchServer {
   readonly name: string;
+  /** Its process id (for /proc). */
+  readonly pid: number;
   /** gRPC HOST:PORT (TLS). */
   readonly address: string;
   /** HOST:PORT of its /metrics. */
@@ -46,6 +50,7 @@ function serverOf(
   const pid = proc.pid as number;
   return {
     name,
+    pid,
     address,
     metricsAddress,
     async metrics() {
@@ -96,24 +101,49 @@ export function startCeilingServer(
   files: CeilingFiles,
   profileDir: ProfileDir,
 ): Promise<BenchServer> {
-  const proc = spawn(
-    process.execPath,
-    [
-      ...profileArgs(name, profileDir),
-      CEILING_BIN,
-      "--kind",
-      kind,
-      "--cert",
-      files.cert,
-      "--key",
-      files.key,
-      "--ca",
-      files.ca,
-      "--response",
-      files.response,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  return startListening(name, CEILING_BIN, profileDir, [
+    "--kind",
+    kind,
+    "--cert",
+    files.cert,
+    "--key",
+    files.key,
+    "--ca",
+    files.ca,
+    "--response",
+    files.response,
+  ]);
+}
+
+/** Starts an agent-stream ceiling server (agent-ceiling-server.ts) and waits until it listens. */
+export function startAgentCeilingServer(
+  name: string,
+  kind: "http2" | "grpc-js",
+  files: Omit<CeilingFiles, "response">,
+  profileDir: ProfileDir,
+): Promise<BenchServer> {
+  return startListening(name, AGENT_CEILING_BIN, profileDir, [
+    "--kind",
+    kind,
+    "--cert",
+    files.cert,
+    "--key",
+    files.key,
+    "--ca",
+    files.ca,
+  ]);
+}
+
+/** Runs `bin` with `args` until it prints {"address","metricsAddress"} as its first line. */
+function startListening(
+  name: string,
+  bin: string,
+  profileDir: ProfileDir,
+  args: readonly string[],
+): Promise<BenchServer> {
+  const proc = spawn(process.execPath, [...profileArgs(name, profileDir), bin, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const exited = new Promise((resolve) => proc.once("exit", resolve));
   return new Promise((resolve, reject) => {
     let out = "";

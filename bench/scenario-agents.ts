@@ -6,11 +6,8 @@
 // Measured: the daemon's RSS growth per stream, its CPU time per heartbeat,
 // and dispatch latency from submit to the agent's receipt. Verified: every
 // stream welcomed, every operation received and its result recorded (DONE).
-import { type ChildProcess, fork } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import { createAgentOperations } from "../src/cluster/index.js";
 import { systemClock } from "../src/core/index.js";
 import { OperationPhase } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
@@ -18,21 +15,15 @@ import { OperationKind } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore } from "../src/store/index.js";
 import { devDaemonArgs, startDaemonProcess } from "../test/helpers/daemon-process.js";
 import { startEtcd } from "../test/helpers/etcd-server.js";
-import {
-  type AgentLoadReport,
-  type AgentLoadStart,
-  type LoadProgress,
-  type LoadStats,
-  nodeName,
-  preciseNow,
-} from "./agent-load-client.js";
+import { type CeilingRun, failedCeilingRun, measureAgentCeiling } from "./agent-ceiling.js";
+import { type AgentLoad, heapKib, rssKib, startAgentLoad } from "./agent-load.js";
+import { nodeName, preciseNow } from "./agent-load-client.js";
 import { row, type ScenarioResult, summarize, target } from "./bench-report.js";
 import { profileArgs } from "./bench-servers.js";
 import { cpuSeconds, median, percentile, roundOrder } from "./bench-support.js";
 import type { Sample } from "./measure.js";
 import type { Scenario, ScenarioContext } from "./scenario.js";
 
-const LOAD_CLIENT = fileURLToPath(new URL("./agent-load-client.js", import.meta.url));
 const HEARTBEAT_MS = 10_000;
 const VMS_PER_NODE = 20;
 /**
@@ -44,26 +35,10 @@ const REPORT_REFRESH_MS = 60_000;
 const OPERATIONS = 1000;
 /** Submits in flight at once during the burst. */
 const SUBMIT_CONCURRENCY = 100;
-const CONNECT_CONCURRENCY = 64;
-/** Streams one load client process holds at most; N above it is split over several. */
-const STREAMS_PER_CLIENT = 2500;
-/** Every stream must be welcomed by then (the run fails otherwise): 2 min + 60 ms a stream. */
-const connectTimeoutMs = (agents: number) => 120_000 + 60 * agents;
 /** Heartbeat intervals measured in steady state. */
 const WINDOW_INTERVALS = 2;
-
-/** Resident set size of a process in KiB, from /proc. */
-function rssKib(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m === null ? Number.NaN : Number(m[1]);
-}
-
-/** The daemon's V8 heap in use in KiB, from its /metrics (prom-client's default metrics). */
-async function heapKib(httpAddress: string): Promise<number> {
-  const res = await fetch(`http://${httpAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
-  const m = /^debvisor_rpcd_nodejs_heap_size_used_bytes (\S+)/m.exec(await res.text());
-  return m === null ? Number.NaN : Number(m[1]) / 1024;
-}
+/** The ceilings measured beside the daemon at each count (agent-ceiling-server.ts). */
+const CEILINGS = ["grpc-js", "http2"] as const;
 
 /** etcd's own counters: calls received by method (a keepalive message counts one) and raft proposals committed. */
 async function etcdCounters(endpoint: string): Promise<Map<string, number>> {
@@ -105,12 +80,6 @@ async function loopLagMs(httpAddress: string): Promise<{ p99: number; max: numbe
   return { p99: of("p99"), max: of("max") };
 }
 
-/** The soft limit on open files of a process, from /proc. */
-function fdLimit(pid: number): number {
-  const m = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
-  return m === null ? Number.NaN : Number(m[1]);
-}
-
 /** One measurement at `agents` streams. */
 interface AgentsRun extends Sample {
   readonly agents: number;
@@ -122,32 +91,6 @@ interface AgentsRun extends Sample {
   readonly received: number;
   readonly afterCommitP50Ms: number;
   readonly afterCommitP99Ms: number;
-}
-
-/** Resolves with the first report the client sends that `pick` accepts, within `timeoutMs`. */
-function nextReport<T>(
-  client: ChildProcess,
-  timeoutMs: number,
-  pick: (m: AgentLoadReport) => T | undefined,
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      client.off("message", on);
-      reject(new Error(`load client: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const on = (m: AgentLoadReport) => {
-      const v = pick(m);
-      if (v === undefined) return;
-      clearTimeout(timer);
-      client.off("message", on);
-      resolve(v);
-    };
-    client.on("message", on);
-    client.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`load client exited (${code})`));
-    });
-  });
 }
 
 async function measureAgents(
@@ -181,7 +124,7 @@ async function measureAgents(
     }),
   );
   const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
-  const clients: ChildProcess[] = [];
+  let load: AgentLoad | undefined;
   const profileName = `rpcd-agents-${agents}-${run}`;
   if (ctx.profileDir !== undefined) mkdirSync(ctx.profileDir, { recursive: true });
   const daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", configFile], {
@@ -200,72 +143,19 @@ async function measureAgents(
     const rss0 = rssKib(pid);
     const heap0 = await heapKib(daemon.httpAddress);
     const etcd0 = await etcdCounters(etcd.endpoint);
-    // Several load clients, each holding a slice of the nodes on its own event loop.
-    const count = Math.ceil(agents / STREAMS_PER_CLIENT);
-    const latest = new Map<ChildProcess, { stats?: LoadStats; progress?: LoadProgress }>();
-    const receipts = new Map<string, number>();
-    for (let c = 0; c < count; c++) {
-      const first = Math.floor((agents * c) / count);
-      const child = fork(LOAD_CLIENT, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-      clients.push(child);
-      latest.set(child, {});
-      child.on("message", (m: AgentLoadReport) => {
-        const mine = latest.get(child) ?? {};
-        if (m.type === "stats") mine.stats = m;
-        else if (m.type === "progress") mine.progress = m;
-        else if (m.type === "receipts")
-          for (const [id, at] of Object.entries(m.at)) receipts.set(id, at);
-      });
-      const start: AgentLoadStart = {
-        type: "start",
-        address: daemon.grpcAddress,
-        caCertFile: join(dir, "pki", "ca.crt"),
-        caKeyFile: join(dir, "pki", "ca.key"),
-        agents: Math.floor((agents * (c + 1)) / count) - first,
-        first,
-        prefix: nodePrefix,
-        heartbeatIntervalMs: HEARTBEAT_MS,
-        vmsPerNode: VMS_PER_NODE,
-        connectConcurrency: Math.ceil(CONNECT_CONCURRENCY / count),
-      };
-      child.send(start);
-    }
-    const sum = (f: (s: LoadStats) => number) =>
-      [...latest.values()].reduce((t, l) => t + (l.stats === undefined ? 0 : f(l.stats)), 0);
-    const stats = () => ({
-      heartbeats: sum((x) => x.heartbeats),
-      ended: sum((x) => x.ended),
-      firstError: [...latest.values()].find((l) => l.stats?.firstError !== undefined)?.stats
-        ?.firstError,
+    load = await startAgentLoad({
+      address: daemon.grpcAddress,
+      caCertFile: join(dir, "pki", "ca.crt"),
+      caKeyFile: join(dir, "pki", "ca.key"),
+      agents,
+      nodePrefix,
+      heartbeatIntervalMs: HEARTBEAT_MS,
+      vmsPerNode: VMS_PER_NODE,
+      serverPid: pid,
+      log: ctx.log,
     });
-    const all = <T>(timeoutMs: number, pick: (m: AgentLoadReport) => T | undefined) =>
-      Promise.all(clients.map((c) => nextReport(c, timeoutMs, pick)));
-    const issued = await all(120_000, (m) => (m.type === "issued" ? m : undefined));
-    ctx.log(
-      `  ${agents} node certificates issued in ${(Math.max(...issued.map((i) => i.ms)) / 1000).toFixed(1)} s by ${count} load client(s)`,
-    );
-    const t0 = performance.now();
-    const progress = setInterval(() => {
-      const p = [...latest.values()].map((l) => l.progress);
-      const total = (f: (x: LoadProgress) => number) =>
-        p.reduce((t, x) => t + (x === undefined ? 0 : f(x)), 0);
-      ctx.log(
-        `    ${((performance.now() - t0) / 1000).toFixed(0)} s: ${total((x) => x.streams)} streams welcomed, ${total((x) => x.failed)} failed, ${total((x) => x.heartbeats)} heartbeats sent; daemon RSS ${(rssKib(pid) / 1024).toFixed(0)} MiB, CPU ${cpuSeconds(pid).toFixed(0)} s`,
-      );
-    }, 10_000);
-    const parts = await all(connectTimeoutMs(agents), (m) =>
-      m.type === "connected" ? m : undefined,
-    ).finally(() => clearInterval(progress));
-    const connected = {
-      streams: parts.reduce((t, x) => t + x.streams, 0),
-      failed: parts.reduce((t, x) => t + x.failed, 0),
-      retried: parts.reduce((t, x) => t + x.retried, 0),
-      ms: Math.max(...parts.map((x) => x.ms)),
-      firstError: parts.find((x) => x.firstError !== undefined)?.firstError,
-    };
-    ctx.log(
-      `  ${connected.streams} streams welcomed in ${(connected.ms / 1000).toFixed(1)} s, ${connected.failed} failed (${connected.retried} attempts tried again)${connected.firstError === undefined ? "" : ` (first: ${connected.firstError})`}; daemon fd limit ${fdLimit(pid)}, client fd limit ${fdLimit(clients[0]?.pid as number)}`,
-    );
+    const connected = await load.connected;
+    const receipts = load.receipts;
     const etcd1 = await etcdCounters(etcd.endpoint);
     ctx.log(`  etcd calls per stream welcomed: ${perUnit(etcd0, etcd1, connected.streams)}`);
     const problems: string[] = [];
@@ -276,16 +166,17 @@ async function measureAgents(
     // Steady state: every agent has sent its first heartbeat, then a measured window.
     await new Promise((r) => setTimeout(r, HEARTBEAT_MS + 2000));
     const cpu0 = cpuSeconds(pid);
-    const beats0 = stats().heartbeats;
+    const beats0 = load.heartbeats();
     const etcd2 = await etcdCounters(etcd.endpoint);
     await new Promise((r) => setTimeout(r, WINDOW_INTERVALS * HEARTBEAT_MS));
     const cpu1 = cpuSeconds(pid);
-    const beats = stats().heartbeats - beats0;
+    const beats = load.heartbeats() - beats0;
     const etcd3 = await etcdCounters(etcd.endpoint);
     ctx.log(`  etcd calls per heartbeat in the window: ${perUnit(etcd2, etcd3, beats)}`);
     const rss1 = rssKib(pid);
     const heap1 = await heapKib(daemon.httpAddress);
-    if (stats().ended > 0) problems.push(`${stats().ended} streams ended (${stats().firstError})`);
+    const ended = load.ended();
+    if (ended.count > 0) problems.push(`${ended.count} streams ended (${ended.firstError})`);
 
     // The burst: operations written to the store as any replica would.
     await loopLagMs(daemon.httpAddress);
@@ -384,17 +275,7 @@ async function measureAgents(
     );
     return result;
   } finally {
-    await Promise.all(
-      clients
-        .filter((c) => c.exitCode === null)
-        .map(async (c) => {
-          const exited = new Promise((r) => c.once("exit", r));
-          c.send({ type: "stop" });
-          const timer = setTimeout(() => c.kill("SIGKILL"), 10_000);
-          await exited;
-          clearTimeout(timer);
-        }),
-    );
+    await load?.stop();
     // The daemon's warnings and errors of the run, counted by message, for a run that went wrong.
     const troubles = new Map<string, number>();
     for (const l of daemon.logs)
@@ -455,28 +336,63 @@ export const agentsScenario: Scenario = {
     const all: Record<string, AgentsRun[]> = Object.fromEntries(
       counts.map((n) => [`${n} streams`, []]),
     );
+    const ceilings: Record<string, CeilingRun[]> = Object.fromEntries(
+      counts.flatMap((n) => CEILINGS.map((k) => [`${n} ${k}`, []])),
+    );
+    // Each round measures the daemon and its ceilings at each count, in rotated order.
     for (let round = 0; round < ctx.rounds; round++)
       for (const n of roundOrder(counts, round))
-        all[`${n} streams`]?.push(
-          // A run that could not finish (e.g. streams never all connected) is
-          // rejected with why; the other counts' runs still count.
-          await measureAgents(ctx, n, round).catch((err: unknown) => {
-            ctx.log(`  round ${round + 1} ${n} streams REJECTED: ${String(err)}`);
-            return failedRun(n, String(err));
-          }),
-        );
-    const medianOf = (runs: readonly AgentsRun[], f: (r: AgentsRun) => number) => {
+        for (const v of roundOrder(["daemon", ...CEILINGS] as const, round)) {
+          if (v === "daemon") {
+            all[`${n} streams`]?.push(
+              // A run that could not finish (e.g. streams never all connected) is
+              // rejected with why; the other counts' runs still count.
+              await measureAgents(ctx, n, round).catch((err: unknown) => {
+                ctx.log(`  round ${round + 1} ${n} streams REJECTED: ${String(err)}`);
+                return failedRun(n, String(err));
+              }),
+            );
+            continue;
+          }
+          const load = {
+            agents: n,
+            heartbeatIntervalMs: HEARTBEAT_MS,
+            vmsPerNode: VMS_PER_NODE,
+            windowIntervals: WINDOW_INTERVALS,
+          };
+          const dir = join(ctx.scratch, `agents-ceiling-${v}-${n}-${round}`);
+          ceilings[`${n} ${v}`]?.push(
+            await measureAgentCeiling(v, load, dir, ctx.profileDir, ctx.log).catch(
+              (err: unknown) => {
+                ctx.log(`  round ${round + 1} ceiling ${v} ${n} streams REJECTED: ${String(err)}`);
+                return failedCeilingRun(String(err));
+              },
+            ),
+          );
+        }
+    const medianOf = <R extends Sample>(runs: readonly R[], f: (r: R) => number) => {
       const ok = runs.filter((r) => r.problems.length === 0);
       return ok.length === 0 ? Number.NaN : median(ok.map(f));
     };
-    const rows = counts.map((n) => {
+    const rows = counts.flatMap((n) => {
       const runs = all[`${n} streams`] ?? [];
-      return row(
-        "Agents",
-        `${n} streams, burst of ${OPERATIONS} operations`,
-        summarize(runs),
-        `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream (V8 heap in use ${medianOf(runs, (r) => r.heapPerStreamKib).toFixed(1)} KiB); from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
-      );
+      return [
+        row(
+          "Agents",
+          `${n} streams, burst of ${OPERATIONS} operations`,
+          summarize(runs),
+          `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream (V8 heap in use ${medianOf(runs, (r) => r.heapPerStreamKib).toFixed(1)} KiB); from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
+        ),
+        ...CEILINGS.map((k) => {
+          const c = ceilings[`${n} ${k}`] ?? [];
+          return row(
+            "Agents",
+            `${n} streams, ceiling: bare ${k}`,
+            summarize(c),
+            `the same load on a bare ${k} server that decodes every message and keeps nothing (agent-ceiling-server.ts); throughput: heartbeats received per second; CPU column: server CPU s per 10k heartbeats (${medianOf(c, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(c, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream (V8 heap in use ${medianOf(c, (r) => r.heapPerStreamKib).toFixed(1)} KiB)`,
+          );
+        }),
+      ];
     });
     const largest = Math.max(...counts);
     const big = all[`${largest} streams`] ?? [];
@@ -504,7 +420,10 @@ export const agentsScenario: Scenario = {
       commands: [
         `node bench/agent-load-client.ts (forked): N streams POST /debvisor.v1.AgentService/Connect over TLS 1.3, each with its own client certificate (CN = its node, issued from the daemon's dev CA), Hello then a Health with ${VMS_PER_NODE} VMs every ${HEARTBEAT_MS} ms; ${OPERATIONS} operations submitted with createAgentOperations on the daemon's etcd (${SUBMIT_CONCURRENCY} in flight); daemon limits.maxConnections and limits.maxConnectionsPerAddress = N + 256`,
       ],
-      runs: all,
+      runs: {
+        ...all,
+        ...Object.fromEntries(Object.entries(ceilings).map(([k, v]) => [`${k} ceiling`, v])),
+      },
       details: { heartbeatMs: HEARTBEAT_MS, vmsPerNode: VMS_PER_NODE, operations: OPERATIONS },
     } satisfies ScenarioResult;
   },
