@@ -348,51 +348,67 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     });
   }
 
+  /**
+   * Handles a stream's messages in order. Each is read and handled by a call
+   * of its own, so that nothing here holds the last message while waiting
+   * for the next: a heartbeat carries the node's whole report.
+   */
   async function read(
     session: Session,
     it: AsyncIterator<AgentMessage>,
     signal: AbortSignal,
   ): Promise<void> {
+    while (await readOne(session, it, signal)) {
+      // Each turn reads and handles one message.
+    }
+  }
+
+  /** Reads one message of the stream and handles it; false once the stream has ended. */
+  async function readOne(
+    session: Session,
+    it: AsyncIterator<AgentMessage>,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const next = await it.next();
+    if (next.done === true || signal.aborted) return false;
+    await handle(session, next.value, signal);
+    return true;
+  }
+
+  async function handle(session: Session, m: AgentMessage, signal: AbortSignal): Promise<void> {
     const node = session.nodeId;
-    for (;;) {
-      const next = await it.next();
-      if (next.done === true || signal.aborted) return;
-      const m = next.value;
-      checkMessage(m);
-      switch (m.kind.case) {
-        case "heartbeat":
-          await heartbeat(session, m.kind.value.health, m.kind.value.sequence, signal);
-          break;
-        case "progress": {
-          const known = session.known.get(m.kind.value.operationId);
-          noteOwn(session, await operations.progress(node, m.kind.value, signal, known));
-          break;
-        }
-        case "result": {
-          const id = m.kind.value.operationId;
-          const report = session.reports.get(id);
-          session.reports.delete(id);
-          const known = session.known.get(id);
-          const recorded = await operations.finish(node, m.kind.value, report, signal, known);
-          log.info(
-            { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
-            "agent operation finished",
-          );
-          break;
-        }
-        case "storageReport":
-          // Kept until its result, with which it is written; a bounded few per stream.
-          if (session.reports.size < 64)
-            session.reports.set(m.kind.value.operationId, m.kind.value);
-          break;
-        case "event":
-          log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
-          if (m.kind.value.kind === "self-fenced")
-            await selfFenced(node, m.kind.value.vmId, signal);
-          break;
-        default:
-          throw new RpcError("INVALID_ARGUMENT", { message: "hello only once, first" });
+    checkMessage(m);
+    switch (m.kind.case) {
+      case "heartbeat":
+        await heartbeat(session, m.kind.value.health, m.kind.value.sequence, signal);
+        break;
+      case "progress": {
+        const known = session.known.get(m.kind.value.operationId);
+        noteOwn(session, await operations.progress(node, m.kind.value, signal, known));
+        break;
       }
+      case "result": {
+        const id = m.kind.value.operationId;
+        const report = session.reports.get(id);
+        session.reports.delete(id);
+        const known = session.known.get(id);
+        const recorded = await operations.finish(node, m.kind.value, report, signal, known);
+        log.info(
+          { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
+          "agent operation finished",
+        );
+        break;
+      }
+      case "storageReport":
+        // Kept until its result, with which it is written; a bounded few per stream.
+        if (session.reports.size < 64) session.reports.set(m.kind.value.operationId, m.kind.value);
+        break;
+      case "event":
+        log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
+        if (m.kind.value.kind === "self-fenced") await selfFenced(node, m.kind.value.vmId, signal);
+        break;
+      default:
+        throw new RpcError("INVALID_ARGUMENT", { message: "hello only once, first" });
     }
   }
 

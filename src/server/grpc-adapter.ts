@@ -260,7 +260,13 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     };
   }
 
-  async function* decodeStream(
+  /**
+   * A stream's requests, decoded one by one. Not an async generator: a
+   * suspended generator keeps the last message it yielded in its frame until
+   * the next one arrives, and an agent's last heartbeat (its whole report)
+   * would then stay in memory per stream for the stream's life.
+   */
+  function decodeStream(
     schema: DescMessage,
     call: grpc.ServerDuplexStream<Buffer, Buffer>,
     ctx: CallContext,
@@ -269,12 +275,22 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     // kills the write side before the responses and status are sent.
     const reads = (call as unknown as Readable).iterator({
       destroyOnReturn: false,
-    }) as AsyncIterable<Buffer>;
-    for await (const chunk of reads) {
-      const message = decode(schema, chunk);
-      options.observer.onMessage?.(ctx, "received");
-      yield message;
-    }
+    }) as AsyncIterableIterator<Buffer>;
+    const iterator: AsyncIterableIterator<unknown> = {
+      async next() {
+        const read = await reads.next();
+        if (read.done === true) return { done: true, value: undefined };
+        const message = decode(schema, read.value);
+        options.observer.onMessage?.(ctx, "received");
+        return { done: false, value: message };
+      },
+      async return() {
+        await reads.return?.();
+        return { done: true, value: undefined };
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   return {

@@ -28,7 +28,8 @@ type AgentInit = MessageInitShape<typeof AgentMessageSchema>;
 export interface InProcessAgent {
   /** What the hub sent, in order. */
   readonly received: ControlMessage[];
-  send(message: AgentInit): void;
+  /** Sends `message`; the reference lets a test see when nothing holds it any more. */
+  send(message: AgentInit): WeakRef<AgentMessage>;
   close(): Promise<void>;
 }
 
@@ -55,17 +56,24 @@ export function connectInProcess(
   const inbox: AgentMessage[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
-  const requests = (async function* () {
-    for (;;) {
-      const next = inbox.shift();
-      if (next !== undefined) yield next;
-      else if (ended) return;
-      else await new Promise<void>((r) => (wake = r));
-    }
-  })();
+  // Not a generator: a suspended generator would keep the last message it
+  // gave in its frame, and a test could not see whether the hub keeps it.
+  const requests: AsyncIterableIterator<AgentMessage> = {
+    async next() {
+      for (;;) {
+        const message = inbox.shift();
+        if (message !== undefined) return { done: false, value: message };
+        if (ended) return { done: true, value: undefined };
+        await new Promise<void>((r) => (wake = r));
+      }
+    },
+    [Symbol.asyncIterator]: () => requests,
+  };
   const send = (m: AgentInit) => {
-    inbox.push(create(AgentMessageSchema, m));
+    const message = create(AgentMessageSchema, m);
+    inbox.push(message);
     wake?.();
+    return new WeakRef(message);
   };
   send({
     kind: {

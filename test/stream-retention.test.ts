@@ -1,0 +1,192 @@
+// What a long-lived stream keeps in memory between two messages. An agent's
+// heartbeat carries the node's whole report (a Health of every VM); a stream
+// lives for hours and a daemon holds thousands, so a message handled must
+// not stay reachable until the next one arrives.
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { defineService, silentLogger, validationStage } from "../src/core/index.js";
+import {
+  type AgentMessage,
+  AgentMessageSchema,
+  AgentService,
+  ControlMessageSchema,
+} from "../src/gen/debvisor/v1/agent_pb.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createMtlsAuthenticationStage } from "../src/security/index.js";
+import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import { createSqliteStore } from "../src/store/index.js";
+import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
+import { eventually } from "./helpers/eventually.js";
+import { testChannel } from "./helpers/grpc-client.js";
+import { createTestPki, type TestPki } from "./helpers/pki.js";
+
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+
+/** True once nothing but `ref` reaches its object: collected after the current job. */
+async function collected(ref: WeakRef<object>): Promise<boolean> {
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setImmediate(r));
+    gc();
+  }
+  return ref.deref() === undefined;
+}
+
+/** A heartbeat with a report of `vms` VMs, as an agent sends it. */
+function heartbeat(node: string, vms: number, sequence: number) {
+  return {
+    kind: {
+      case: "heartbeat" as const,
+      value: {
+        sequence: BigInt(sequence),
+        health: {
+          nodeId: { id: node },
+          timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) + BigInt(sequence) },
+          vms: Array.from({ length: vms }, (_, v) => ({
+            id: `${node}-vm-${v}`,
+            name: `vm ${v}`,
+            state: VmState.RUNNING,
+            vcpus: 2,
+            memoryBytes: 2n ** 31n,
+            nodeId: { id: node },
+          })),
+        },
+      },
+    },
+  };
+}
+
+describe("a long-lived stream between two messages", () => {
+  let pki: TestPki;
+  let server: RpcServer;
+  /** The messages the server's handler was given, weakly. */
+  const given: WeakRef<AgentMessage>[] = [];
+
+  before(async () => {
+    pki = await createTestPki();
+    const config = parseConfig({});
+    // Reads each message in a call of its own (as the agent hub does), so that
+    // only the transport could still hold a message once it is handled.
+    const take = async (it: AsyncIterator<AgentMessage>) => {
+      const next = await it.next();
+      if (next.done === true) return false;
+      given.push(new WeakRef(next.value));
+      return true;
+    };
+    const service = defineService(
+      AgentService,
+      {
+        connect: { permission: "node:connect", mutating: false, target: { kind: "cluster" } },
+        uploadTransfer: { permission: "node:connect", mutating: true },
+        downloadTransfer: { permission: "node:connect", mutating: false },
+      },
+      {
+        async *connect(requests: AsyncIterable<AgentMessage>) {
+          const it = requests[Symbol.asyncIterator]();
+          while (await take(it))
+            yield create(ControlMessageSchema, {
+              kind: { case: "welcome", value: { serverId: String(given.length) } },
+            });
+        },
+        async *uploadTransfer() {},
+        async *downloadTransfer() {},
+      },
+    );
+    server = await startRpcServer({
+      listen: "127.0.0.1:0",
+      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
+      tlsOptions: config.tls,
+      limits: config.limits,
+      services: [service],
+      stages: [createMtlsAuthenticationStage(), validationStage],
+      observer: { onStart() {}, onEnd() {} },
+      logger: silentLogger,
+    });
+  });
+  after(async () => {
+    await server.shutdown(1000);
+  });
+
+  it("the gRPC transport keeps no decoded message once the handler has it", async () => {
+    const channel = testChannel(server.address, {
+      caPem: pki.ca.certPem,
+      certPem: pki.client.certPem,
+      keyPem: pki.client.keyPem,
+    });
+    const call = channel.makeBidiStreamRequest(
+      "/debvisor.v1.AgentService/Connect",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+    );
+    const answers: string[] = [];
+    let answered: (() => void) | undefined;
+    call.on("data", (b: Buffer) => {
+      const m = fromBinary(ControlMessageSchema, b);
+      if (m.kind.case === "welcome") answers.push(m.kind.value.serverId);
+      answered?.();
+    });
+    call.on("error", () => {});
+    const exchange = async (sequence: number) => {
+      const got = new Promise<void>((r) => (answered = r));
+      call.write(
+        Buffer.from(
+          toBinary(AgentMessageSchema, create(AgentMessageSchema, heartbeat("n1", 20, sequence))),
+        ),
+      );
+      await got;
+    };
+    try {
+      for (let sequence = 1; sequence <= 3; sequence++) {
+        await exchange(sequence);
+        assert.equal(answers.length, sequence, "each message answered");
+        const last = given[sequence - 1];
+        assert.ok(last !== undefined);
+        assert.ok(
+          await collected(last),
+          `message ${sequence} is still reachable while the stream waits for the next`,
+        );
+      }
+    } finally {
+      call.end();
+      channel.close();
+    }
+  });
+
+  it("the agent hub keeps no heartbeat message once it is handled", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-retention-")), "state.db"),
+      logger: silentLogger,
+    });
+    const { hub, inventory, close } = hubOn(store);
+    const agent = connectInProcess(hub, "n1", []);
+    try {
+      await eventually(() => assert.ok(agent.received.some((m) => m.kind.case === "welcome")));
+      for (let sequence = 1; sequence <= 3; sequence++) {
+        const ref = agent.send(heartbeat("n1", 20, sequence));
+        // Handled: the hub confirms each heartbeat it has taken (LeaseRenewed).
+        await eventually(() =>
+          assert.ok(
+            agent.received.some(
+              (m) => m.kind.case === "leaseRenewed" && m.kind.value.sequence === BigInt(sequence),
+            ),
+          ),
+        );
+        assert.equal((await inventory.readNode("n1"))?.summary.health?.vms.length, 20);
+        assert.ok(
+          await collected(ref),
+          `heartbeat ${sequence} is still reachable while the stream waits for the next`,
+        );
+      }
+    } finally {
+      await agent.close();
+      close();
+      await store.close();
+    }
+  });
+});
