@@ -16,11 +16,8 @@
 //   node dist/bench/agent-ceiling-server.js --kind grpc-js|http2 --cert F --key F --ca F
 //
 // prints {"address","metricsAddress"} as one JSON line once listening.
-import { readFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { createSecureServer } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { parseArgs } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -30,6 +27,12 @@ import {
   ControlMessageSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { grpcFrame } from "./bench-support.js";
+import {
+  type CeilingListening,
+  listenGrpc,
+  readCeilingArgs,
+  runCeilingProcess,
+} from "./ceiling-process.js";
 
 const PATH = "/debvisor.v1.AgentService/Connect";
 /** The daemon's defaults (limits.*) that shape an idle connection. */
@@ -40,20 +43,7 @@ const DAEMON_LIMITS = {
   keepaliveTimeoutMs: 20_000,
 };
 
-const { values } = parseArgs({
-  options: {
-    kind: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    ca: { type: "string" },
-  },
-});
-const read = (name: "cert" | "key" | "ca") => {
-  const file = values[name];
-  if (file === undefined) throw new Error(`--${name} is required`);
-  return readFileSync(file);
-};
-const tls = { cert: read("cert"), key: read("key"), ca: read("ca") };
+const { kind, tls } = readCeilingArgs([]);
 const welcome = (): ControlMessage =>
   create(ControlMessageSchema, {
     kind: { case: "welcome", value: { heartbeatIntervalMs: 10_000, serverId: "ceiling" } },
@@ -65,7 +55,7 @@ const take = (m: AgentMessage) => {
   return m.kind.case === "hello";
 };
 
-async function startGrpcJs(): Promise<() => Promise<void>> {
+async function startGrpcJs(): Promise<CeilingListening> {
   const server = new grpc.Server({
     "grpc.max_concurrent_streams": DAEMON_LIMITS.maxConcurrentStreams,
     "grpc-node.max_session_memory": DAEMON_LIMITS.maxSessionMemoryMib,
@@ -96,19 +86,10 @@ async function startGrpcJs(): Promise<() => Promise<void>> {
       },
     },
   );
-  const credentials = grpc.ServerCredentials.createSsl(
-    tls.ca,
-    [{ cert_chain: tls.cert, private_key: tls.key }],
-    true,
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  print(port);
-  return () => new Promise((resolve) => server.tryShutdown(() => resolve()));
+  return listenGrpc(server, tls, true);
 }
 
-async function startHttp2(): Promise<() => Promise<void>> {
+async function startHttp2(): Promise<CeilingListening> {
   const frame = grpcFrame(toBinary(ControlMessageSchema, welcome()));
   const server = createSecureServer({
     ...tls,
@@ -141,43 +122,17 @@ async function startHttp2(): Promise<() => Promise<void>> {
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  print((server.address() as AddressInfo).port);
-  return () => new Promise((resolve) => server.close(() => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
 
-let metricsPort = 0;
-function print(port: number): void {
-  process.stdout.write(
-    `${JSON.stringify({ address: `127.0.0.1:${port}`, metricsAddress: `127.0.0.1:${metricsPort}` })}\n`,
-  );
-}
-
-const metrics = createServer((_req, res) => {
-  res
-    .writeHead(200, { "content-type": "text/plain" })
-    .end(
-      `debvisor_rpcd_nodejs_heap_size_used_bytes ${process.memoryUsage().heapUsed}\n` +
-        `bench_agent_streams_total ${counted.streams}\n` +
-        `bench_agent_heartbeats_total ${counted.heartbeats}\n`,
-    );
-});
-await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
-metricsPort = (metrics.address() as AddressInfo).port;
-
-const close =
-  values.kind === "grpc-js"
-    ? await startGrpcJs()
-    : values.kind === "http2"
-      ? await startHttp2()
-      : (() => {
-          throw new Error("--kind must be grpc-js or http2");
-        })();
-process.once("SIGTERM", () => {
-  // Exit normally (not by the signal) so --cpu-prof writes its profile.
-  const timer = setTimeout(() => process.exit(0), 5000);
-  void close().finally(() => {
-    clearTimeout(timer);
-    metrics.close();
-    process.exit(0);
-  });
-});
+await runCeilingProcess(
+  { "grpc-js": startGrpcJs, http2: startHttp2 },
+  kind,
+  () =>
+    `debvisor_rpcd_nodejs_heap_size_used_bytes ${process.memoryUsage().heapUsed}\n` +
+    `bench_agent_streams_total ${counted.streams}\n` +
+    `bench_agent_heartbeats_total ${counted.heartbeats}\n`,
+);

@@ -102,14 +102,7 @@ export function startCeilingServer(
   profileDir: ProfileDir,
 ): Promise<BenchServer> {
   return startListening(name, CEILING_BIN, profileDir, [
-    "--kind",
-    kind,
-    "--cert",
-    files.cert,
-    "--key",
-    files.key,
-    "--ca",
-    files.ca,
+    ...tlsArgs(kind, files),
     "--response",
     files.response,
   ]);
@@ -122,16 +115,12 @@ export function startAgentCeilingServer(
   files: Omit<CeilingFiles, "response">,
   profileDir: ProfileDir,
 ): Promise<BenchServer> {
-  return startListening(name, AGENT_CEILING_BIN, profileDir, [
-    "--kind",
-    kind,
-    "--cert",
-    files.cert,
-    "--key",
-    files.key,
-    "--ca",
-    files.ca,
-  ]);
+  return startListening(name, AGENT_CEILING_BIN, profileDir, tlsArgs(kind, files));
+}
+
+/** The arguments every ceiling server takes: its kind and its TLS material. */
+function tlsArgs(kind: string, files: Omit<CeilingFiles, "response">): string[] {
+  return ["--kind", kind, "--cert", files.cert, "--key", files.key, "--ca", files.ca];
 }
 
 /** Runs `bin` with `args` until it prints {"address","metricsAddress"} as its first line. */

@@ -14,40 +14,29 @@
 //   node dist/bench/ceiling-servers.js --kind http2|grpc-js --cert F --key F --ca F --response F
 //
 // prints {"address","metricsAddress"} as one JSON line once listening.
-import { readFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { createSecureServer } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { parseArgs } from "node:util";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ListNodesRequestSchema, NodeListSchema } from "../src/gen/debvisor/v1/node_pb.js";
 import { grpcFrame } from "./bench-support.js";
+import {
+  type CeilingListening,
+  listenGrpc,
+  readCeilingArgs,
+  runCeilingProcess,
+} from "./ceiling-process.js";
 
 const SERVICE = "debvisor.v1.NodeService";
 const PATH = `/${SERVICE}/ListNodes`;
 /** The daemon's default; enough for h2load's -m 10. */
 const MAX_STREAMS = 100;
 
-const { values } = parseArgs({
-  options: {
-    kind: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
-    ca: { type: "string" },
-    response: { type: "string" },
-  },
-});
-const read = (name: "cert" | "key" | "ca" | "response") => {
-  const file = values[name];
-  if (file === undefined) throw new Error(`--${name} is required`);
-  return readFileSync(file);
-};
-const tls = { cert: read("cert"), key: read("key"), ca: read("ca") };
-const responseBytes = read("response");
+const { kind, tls, files } = readCeilingArgs(["response"]);
+const responseBytes = files.response;
 const counted = { ok: 0, other: 0 };
 
-async function startHttp2(): Promise<() => Promise<void>> {
+async function startHttp2(): Promise<CeilingListening> {
   const frame = grpcFrame(responseBytes);
   const server = createSecureServer({
     ...tls,
@@ -79,11 +68,13 @@ async function startHttp2(): Promise<() => Promise<void>> {
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  print((server.address() as AddressInfo).port);
-  return () => new Promise((resolve) => server.close(() => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
 
-async function startGrpcJs(): Promise<() => Promise<void>> {
+async function startGrpcJs(): Promise<CeilingListening> {
   const response = fromBinary(NodeListSchema, responseBytes);
   const server = new grpc.Server({
     "grpc.max_concurrent_streams": MAX_STREAMS,
@@ -108,49 +99,13 @@ async function startGrpcJs(): Promise<() => Promise<void>> {
       },
     },
   );
-  const credentials = grpc.ServerCredentials.createSsl(
-    tls.ca,
-    [{ cert_chain: tls.cert, private_key: tls.key }],
-    false,
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  print(port);
-  return () => new Promise((resolve) => server.tryShutdown(() => resolve()));
+  return listenGrpc(server, tls, false);
 }
 
-let metricsPort = 0;
-function print(port: number): void {
-  process.stdout.write(
-    `${JSON.stringify({ address: `127.0.0.1:${port}`, metricsAddress: `127.0.0.1:${metricsPort}` })}\n`,
-  );
-}
-
-const metrics = createServer((_req, res) => {
-  const line = (code: string, n: number) =>
-    `debvisor_rpc_calls_total{service="${SERVICE}",method="ListNodes",code="${code}"} ${n}\n`;
-  res
-    .writeHead(200, { "content-type": "text/plain" })
-    .end(line("OK", counted.ok) + line("UNIMPLEMENTED", counted.other));
-});
-await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
-metricsPort = (metrics.address() as AddressInfo).port;
-
-const close =
-  values.kind === "http2"
-    ? await startHttp2()
-    : values.kind === "grpc-js"
-      ? await startGrpcJs()
-      : (() => {
-          throw new Error("--kind must be http2 or grpc-js");
-        })();
-process.once("SIGTERM", () => {
-  // Exit normally (not by the signal) so --cpu-prof writes its profile.
-  const timer = setTimeout(() => process.exit(0), 5000);
-  void close().finally(() => {
-    clearTimeout(timer);
-    metrics.close();
-    process.exit(0);
-  });
-});
+const line = (code: string, n: number) =>
+  `debvisor_rpc_calls_total{service="${SERVICE}",method="ListNodes",code="${code}"} ${n}\n`;
+await runCeilingProcess(
+  { http2: startHttp2, "grpc-js": startGrpcJs },
+  kind,
+  () => line("OK", counted.ok) + line("UNIMPLEMENTED", counted.other),
+);
