@@ -15,6 +15,7 @@ import {
   type AgentMessage,
   AgentMessageSchema,
   AgentService,
+  type ControlMessage,
   ControlMessageSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
@@ -67,6 +68,12 @@ describe("a long-lived stream between two messages", () => {
   let server: RpcServer;
   /** The messages the server's handler was given, weakly. */
   const given: WeakRef<AgentMessage>[] = [];
+  /** Messages the transport counted as received (its observer). */
+  let received = 0;
+  type Serve = (requests: AsyncIterable<AgentMessage>) => AsyncIterable<ControlMessage>;
+  let keepNothing: Serve;
+  /** The Connect handler of the test at hand. */
+  let serve: Serve;
 
   before(async () => {
     pki = await createTestPki();
@@ -79,6 +86,14 @@ describe("a long-lived stream between two messages", () => {
       given.push(new WeakRef(next.value));
       return true;
     };
+    keepNothing = async function* (requests) {
+      const it = requests[Symbol.asyncIterator]();
+      while (await take(it))
+        yield create(ControlMessageSchema, {
+          kind: { case: "welcome", value: { serverId: String(given.length) } },
+        });
+    };
+    serve = keepNothing;
     const service = defineService(
       AgentService,
       {
@@ -87,13 +102,7 @@ describe("a long-lived stream between two messages", () => {
         downloadTransfer: { permission: "node:connect", mutating: false },
       },
       {
-        async *connect(requests: AsyncIterable<AgentMessage>) {
-          const it = requests[Symbol.asyncIterator]();
-          while (await take(it))
-            yield create(ControlMessageSchema, {
-              kind: { case: "welcome", value: { serverId: String(given.length) } },
-            });
-        },
+        connect: (requests: AsyncIterable<AgentMessage>) => serve(requests),
         async *uploadTransfer() {},
         async *downloadTransfer() {},
       },
@@ -105,7 +114,13 @@ describe("a long-lived stream between two messages", () => {
       limits: config.limits,
       services: [service],
       stages: [createMtlsAuthenticationStage(), validationStage],
-      observer: { onStart() {}, onEnd() {} },
+      observer: {
+        onStart() {},
+        onEnd() {},
+        onMessage(_ctx, direction) {
+          if (direction === "received") received++;
+        },
+      },
       logger: silentLogger,
     });
   });
@@ -154,6 +169,56 @@ describe("a long-lived stream between two messages", () => {
       }
     } finally {
       call.end();
+      channel.close();
+    }
+  });
+
+  it("after a message that does not decode, the stream's requests end there", async () => {
+    // The handler goes on reading after the error, to see what a later read gives.
+    const seen: string[] = [];
+    serve = async function* (requests) {
+      const it = requests[Symbol.asyncIterator]();
+      for (let i = 0; i < 3; i++) {
+        try {
+          const next = await it.next();
+          seen.push(next.done === true ? "done" : String(next.value.kind.case));
+        } catch (err) {
+          seen.push(`error ${(err as { reason?: string }).reason}`);
+        }
+        yield create(ControlMessageSchema, {
+          kind: { case: "welcome", value: { serverId: String(i) } },
+        });
+      }
+    };
+    received = 0;
+    const channel = testChannel(server.address, {
+      caPem: pki.ca.certPem,
+      certPem: pki.client.certPem,
+      keyPem: pki.client.keyPem,
+    });
+    const call = channel.makeBidiStreamRequest(
+      "/debvisor.v1.AgentService/Connect",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+    );
+    call.on("data", () => {});
+    call.on("error", () => {});
+    const ended = new Promise((r) => call.on("status", r));
+    const message = (sequence: number) =>
+      Buffer.from(
+        toBinary(AgentMessageSchema, create(AgentMessageSchema, heartbeat("n1", 1, sequence))),
+      );
+    try {
+      call.write(message(1));
+      // Field 1 with wire type 7, which does not exist: not a message.
+      call.write(Buffer.from([0x0f, 0x01]));
+      call.write(message(3));
+      call.end();
+      await ended;
+      assert.deepEqual(seen, ["heartbeat", "error REQUEST_MALFORMED", "done"]);
+      assert.equal(received, 1, "only the message before the bad one counts as received");
+    } finally {
+      serve = keepNothing;
       channel.close();
     }
   });

@@ -276,15 +276,30 @@ export function createGrpcAdapter(options: GrpcAdapterOptions): GrpcAdapter {
     const reads = (call as unknown as Readable).iterator({
       destroyOnReturn: false,
     }) as AsyncIterableIterator<Buffer>;
+    // Like a generator, it is finished by its end, by return() and by a
+    // message that does not decode: nothing after that is read or counted.
+    let finished = false;
     const iterator: AsyncIterableIterator<unknown> = {
       async next() {
+        if (finished) return { done: true, value: undefined };
         const read = await reads.next();
-        if (read.done === true) return { done: true, value: undefined };
-        const message = decode(schema, read.value);
+        if (read.done === true) {
+          finished = true;
+          return { done: true, value: undefined };
+        }
+        let message: unknown;
+        try {
+          message = decode(schema, read.value);
+        } catch (err) {
+          finished = true;
+          void reads.return?.();
+          throw err;
+        }
         options.observer.onMessage?.(ctx, "received");
         return { done: false, value: message };
       },
       async return() {
+        finished = true;
         await reads.return?.();
         return { done: true, value: undefined };
       },

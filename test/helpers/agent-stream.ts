@@ -56,8 +56,8 @@ export function connectInProcess(
   const inbox: AgentMessage[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
-  // Not a generator: a suspended generator would keep the last message it
-  // gave in its frame, and a test could not see whether the hub keeps it.
+  // A plain iterator that keeps nothing it has given: what keeps a sent
+  // message (see send's WeakRef) is then the hub.
   const requests: AsyncIterableIterator<AgentMessage> = {
     async next() {
       for (;;) {
