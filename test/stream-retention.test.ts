@@ -128,7 +128,8 @@ describe("a long-lived stream between two messages", () => {
     await server.shutdown(1000);
   });
 
-  it("the gRPC transport keeps no decoded message once the handler has it", async () => {
+  /** A Connect stream of raw frames from the test client's certificate. */
+  const openConnect = () => {
     const channel = testChannel(server.address, {
       caPem: pki.ca.certPem,
       certPem: pki.client.certPem,
@@ -139,6 +140,11 @@ describe("a long-lived stream between two messages", () => {
       (b: Buffer) => b,
       (b: Buffer) => b,
     );
+    return { channel, call };
+  };
+
+  it("the gRPC transport keeps no decoded message once the handler has it", async () => {
+    const { channel, call } = openConnect();
     const answers: string[] = [];
     let answered: (() => void) | undefined;
     call.on("data", (b: Buffer) => {
@@ -191,16 +197,7 @@ describe("a long-lived stream between two messages", () => {
       }
     };
     received = 0;
-    const channel = testChannel(server.address, {
-      caPem: pki.ca.certPem,
-      certPem: pki.client.certPem,
-      keyPem: pki.client.keyPem,
-    });
-    const call = channel.makeBidiStreamRequest(
-      "/debvisor.v1.AgentService/Connect",
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-    );
+    const { channel, call } = openConnect();
     call.on("data", () => {});
     call.on("error", () => {});
     const ended = new Promise((r) => call.on("status", r));
