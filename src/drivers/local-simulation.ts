@@ -17,7 +17,11 @@ import type {
 import { createSimFencing } from "./local-simulation-fencing.js";
 import { readHandoffs, sendHandoff, simMigrationUri, simNodeDir } from "./sim-handoff.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
-import { createSimulatedNodeDriver, simulatedTransfer } from "./simulated-node-driver.js";
+import {
+  checkMigratingState,
+  createSimulatedNodeDriver,
+  simulatedTransfer,
+} from "./simulated-node-driver.js";
 import { openSimulatedWatchdog } from "./simulated-watchdog.js";
 import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
 
@@ -206,6 +210,8 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
           message: `migration failed at ${percent} % (injected fault)`,
         });
       if (world.vms.get(vmId)?.node !== nodeId) throw new RpcError("VM_NOT_FOUND");
+      fencing.check();
+      checkMigratingState(vm.state, live);
       onProgress?.(simulatedTransfer(total, percent, live));
       for (;;) {
         const holdAt = options.holdMigrationAt?.();
@@ -214,6 +220,9 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
       }
     }
     await abortableSleep(stepMs, signal);
+    // What the watchdog or the storage did meanwhile applies before the switchover.
+    fencing.check();
+    checkMigratingState(vm.state, live);
     onProgress?.({ phase: "switchover", percent: 99, bytesTransferred: total, bytesTotal: total });
     // Past this point the domain is the destination's: no abort applies.
     // The disks' locks move with the domain, in the same step (generation kept).

@@ -2,6 +2,7 @@ import { ID_PATTERN, RpcError, throwIfAborted } from "../core/index.js";
 import { abortableSleep } from "./abortable-sleep.js";
 import type {
   DefiningDriver,
+  DomainState,
   DomainStatus,
   JobAbortingDriver,
   MigrateOptions,
@@ -169,11 +170,13 @@ export function createSimulatedNodeDriver(
         const percent = Math.min(99, Math.round((i / steps) * 100));
         if (failAt !== undefined && percent >= failAt) throw new RpcError("BACKEND_FAILED");
         if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
+        checkMigratingState(vm.state, live);
         onProgress?.(simulatedTransfer(total, percent, live));
         // A held job makes no progress until it is aborted.
         while (holdAt !== undefined && percent >= holdAt) await abortableSleep(50, jobSignal);
       }
       await abortableSleep(ctx.migrationMs / (steps + 1), jobSignal);
+      checkMigratingState(vm.state, live);
       onProgress?.({
         phase: "switchover",
         percent: 99,
@@ -208,6 +211,21 @@ export function simulatedTransfer(
     bytesTotal: total,
     downtimeEstimateMs: live ? Math.max(5, 300 - percent * 3) : undefined,
   };
+}
+
+/**
+ * Fails a migration whose domain changed state under it, as libvirt fails
+ * the job when the domain is destroyed (a self-fence, a watchdog reset, a
+ * lost disk lock) or started meanwhile: handing it over would report a
+ * live migration that SUCCEEDED with the VM stopped on its target.
+ */
+export function checkMigratingState(state: DomainState, live: boolean): void {
+  if (live === (state === "running")) return;
+  throw new RpcError("BACKEND_FAILED", {
+    message: live
+      ? "the domain stopped during the migration"
+      : "the domain was started during the migration",
+  });
 }
 
 /**

@@ -25,7 +25,10 @@
  *   and defined there), live migration of a stopped VM likewise;
  * - a driver that can define (canDefine): a defined spec is listed stopped with
  *   its vCPUs and memory, a second define of the id is VM_EXISTS; undefining a
- *   running VM is VM_RUNNING unless forced, an unknown one VM_NOT_FOUND.
+ *   running VM is VM_RUNNING unless forced, an unknown one VM_NOT_FOUND;
+ * - a live migration whose VM is powered off midway fails: the VM stays here,
+ *   stopped, and never arrives (a stopped VM handed over would be a live
+ *   migration that succeeded with the VM down).
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -276,6 +279,26 @@ export function runHypervisorConformance(
       });
       await assert.rejects(run, isReason("CANCELLED"));
       assert.equal(await stateOf(f.runningVmId), "running");
+      assert.ok(!(await f.destinationVmIds?.())?.includes(f.runningVmId), "not on the destination");
+    });
+
+    it("fails a live migration whose VM is powered off midway: it stays here, stopped", async (t) => {
+      if (!d.capabilities.liveMigration) {
+        t.skip("the backend cannot migrate live");
+        return;
+      }
+      let stopped: Promise<void> | undefined;
+      const run = d.migrate(f.runningVmId, f.destination, {
+        live: true,
+        signal: live(),
+        onProgress: (p) => {
+          if (p.phase === "transferring")
+            stopped ??= d.stop(f.runningVmId, { force: true, signal: live() });
+        },
+      });
+      await assert.rejects(run, isReason("BACKEND_FAILED"));
+      await stopped;
+      assert.equal(await stateOf(f.runningVmId), "stopped");
       assert.ok(!(await f.destinationVmIds?.())?.includes(f.runningVmId), "not on the destination");
     });
   });
