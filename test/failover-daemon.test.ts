@@ -88,4 +88,11 @@ describe("automatic failover in the built daemon (dev mode, a simulated node cut
       ch.close();
     }
   });
+
+  it("warns at start that 1 s heartbeats in a 1.33 s self-fence window leave a late renewal 0.33 s", () => {
+    const warning = daemon.logs.find((l) => String(l.msg).startsWith("the self-fence window"));
+    assert.equal(warning?.level, "warn");
+    assert.equal(warning?.selfFenceWindowMs, 1333);
+    assert.equal(warning?.slackMs, 333);
+  });
 });

@@ -32,3 +32,14 @@ export function selfFenceWindowMs(fenceDelayMs: number, configured?: number): nu
 export function fenceDelayAllows(fenceDelayMs: number, windowMs: number): boolean {
   return fenceDelayMs >= windowMs + fenceMarginMs(windowMs);
 }
+
+/**
+ * How late a lease renewal may come before an agent fences itself: the
+ * window less the heartbeat interval (the renewal of the heartbeat before
+ * must still be in force when the next one is sent). Under one interval,
+ * a single slow renewal (a busy control plane, a stalled store) makes
+ * healthy nodes stop their HA VMs.
+ */
+export function renewalSlackMs(windowMs: number, heartbeatIntervalMs: number): number {
+  return windowMs - heartbeatIntervalMs;
+}

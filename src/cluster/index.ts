@@ -39,7 +39,12 @@ export { createLocalExecutors } from "./executors.js";
 export type { FailoverDeps, FailoverOptions } from "./failover.js";
 export { FAILOVER_PRINCIPAL, failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";
-export { fenceDelayAllows, fenceMarginMs, selfFenceWindowMs } from "./fence-timing.js";
+export {
+  fenceDelayAllows,
+  fenceMarginMs,
+  renewalSlackMs,
+  selfFenceWindowMs,
+} from "./fence-timing.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
 export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";

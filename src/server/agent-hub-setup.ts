@@ -4,6 +4,7 @@ import {
   type AgentHub,
   createAgentHub,
   type Inventory,
+  renewalSlackMs,
   selfFenceWindowMs,
 } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
@@ -29,16 +30,21 @@ export interface AgentHubSetup {
  */
 export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
   const { config, logger, audit } = setup;
+  const windowMs = selfFenceWindowMs(config.cluster.fenceDelayMs, config.cluster.selfFenceWindowMs);
+  const heartbeatIntervalMs = config.cluster.heartbeatIntervalMs;
+  const slackMs = renewalSlackMs(windowMs, heartbeatIntervalMs);
+  if (slackMs < heartbeatIntervalMs)
+    logger.warn(
+      { selfFenceWindowMs: windowMs, heartbeatIntervalMs, slackMs },
+      "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.fenceDelayMs",
+    );
   return createAgentHub({
     store: setup.store,
     inventory: setup.inventory,
     clock: setup.clock,
     serverId: `${hostname()}:${process.pid}`,
-    heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
-    selfFenceWindowMs: selfFenceWindowMs(
-      config.cluster.fenceDelayMs,
-      config.cluster.selfFenceWindowMs,
-    ),
+    heartbeatIntervalMs,
+    selfFenceWindowMs: windowMs,
     livenessTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
