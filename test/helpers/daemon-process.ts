@@ -30,6 +30,8 @@ export interface DaemonProcess {
   readonly httpAddress: string;
   /** Every JSON log line so far. */
   readonly logs: Record<string, unknown>[];
+  /** Every other line of its stdout so far (e.g. a dev agent's, prefixed `[node-01] `). */
+  readonly lines: string[];
   stderr(): string;
   /** Resolves with the exit code (or signal name) when the process ends. */
   readonly exited: Promise<number | string>;
@@ -67,6 +69,7 @@ export function startDaemonProcess(
     },
   );
   const logs: Record<string, unknown>[] = [];
+  const lines: string[] = [];
   let err = "";
   let buffered = "";
   const exited = new Promise<number | string>((resolve) => {
@@ -91,6 +94,7 @@ export function startDaemonProcess(
         try {
           entry = JSON.parse(line) as Record<string, unknown>;
         } catch {
+          if (lines.length < 10_000) lines.push(line);
           continue;
         }
         logs.push(entry);
@@ -101,6 +105,7 @@ export function startDaemonProcess(
             grpcAddress: String(entry.address),
             httpAddress: String(entry.httpAddress),
             logs,
+            lines,
             stderr: () => err,
             exited,
             kill: () => {
