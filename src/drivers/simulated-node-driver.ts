@@ -176,6 +176,7 @@ export function createSimulatedNodeDriver(
         while (holdAt !== undefined && percent >= holdAt) await abortableSleep(50, jobSignal);
       }
       await abortableSleep(ctx.migrationMs / (steps + 1), jobSignal);
+      if (!target.alive || !node().alive) throw new RpcError("BACKEND_UNAVAILABLE");
       checkMigratingState(vm.state, live);
       onProgress?.({
         phase: "switchover",
