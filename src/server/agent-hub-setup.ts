@@ -36,7 +36,9 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
   if (slackMs < heartbeatIntervalMs)
     logger.warn(
       { selfFenceWindowMs: windowMs, heartbeatIntervalMs, slackMs },
-      "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.fenceDelayMs",
+      config.cluster.selfFenceWindowMs === undefined
+        ? "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.fenceDelayMs (the window is two thirds of it) or lower cluster.heartbeatIntervalMs"
+        : "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.selfFenceWindowMs (and cluster.fenceDelayMs with it) or lower cluster.heartbeatIntervalMs",
     );
   return createAgentHub({
     store: setup.store,
