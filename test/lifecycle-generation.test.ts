@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { currentGeneration, placementChange, readPlacement } from "../src/cluster/index.js";
+import {
+  currentGeneration,
+  MIGRATION_LOCKS,
+  placementChange,
+  readPlacement,
+} from "../src/cluster/index.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "../src/drivers/index.js";
 import { StaleCopySchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
@@ -107,9 +112,13 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     });
     const stopped = await c.hvctl("vm", "stop", id, "--force");
     assert.equal(stopped.code, 0, `${stopped.stdout}${stopped.stderr}`);
-    // What a failover to node-b commits (the copy left on node-a known stale), before
-    // node-b's recover has run. node-a is paused meanwhile, so the report the inventory
-    // holds of it still lists its stopped copy (its next report would leave the copy out).
+    // What a failover to node-b commits (the copy left on node-a known stale, the VM's
+    // migration lock held until its recover finishes), before node-b's recover has run.
+    // Without the lock, the placement reconciler would rightly give the placement back to
+    // the only node holding a copy once node-b reports again without it: on a loaded
+    // machine that came before the start did. node-a is paused meanwhile, so the report
+    // the inventory holds of it still lists its stopped copy (its next report would leave
+    // the copy out).
     const nodeA = c.agents.get("node-a")?.proc ?? assert.fail("no node-a agent");
     nodeA.kill("SIGSTOP");
     let started: Awaited<ReturnType<typeof c.hvctl>>;
@@ -125,7 +134,11 @@ describe("lifecycle operations carry the placement generation (agents)", async (
           }),
         ],
       });
-      const txn = await c.store.txn({ compares: [moved.compare], success: [moved.op] });
+      const lock = { key: MIGRATION_LOCKS + id, value: new TextEncoder().encode("failover-1") };
+      const txn = await c.store.txn({
+        compares: [moved.compare, { key: lock.key, modRevision: 0 }],
+        success: [moved.op, { type: "put", ...lock }],
+      });
       assert.ok(txn.succeeded);
       const starting = c.hvctl("vm", "start", id);
       await new Promise((r) => setTimeout(r, 500));
@@ -138,6 +151,7 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     // yet: refused there. Sent to node-a unfenced, it ran the stale copy, which node-b's
     // recover would then run a second time until node-a's next fencing tick.
     assert.notEqual(started.code, 0, `${started.stdout}${started.stderr}`);
+    assert.match(`${started.stdout}${started.stderr}`, /on node-b/, "sent where it is placed");
     assert.notEqual((await c.domains("node-a"))[id], "running", "the stale copy was started");
     await c.submit("node-b", "moved-recover", OperationKind.RECOVER, id, moved.generation, {
       from: "node-a",
@@ -146,6 +160,7 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     assert.equal(recovered.result?.outcome, OperationOutcome.SUCCEEDED, recovered.result?.message);
     assert.equal((await c.domains("node-b"))[id], "running");
     assert.notEqual((await c.domains("node-a"))[id], "running");
+    await c.store.txn({ compares: [], success: [{ type: "delete", key: MIGRATION_LOCKS + id }] });
   });
 
   it("a VM deleted and created again with the same id starts, under a generation above every one of its old copy's: a late start of the old one is refused", async () => {

@@ -55,7 +55,7 @@ export type { MigrationJournal } from "./migration-journal.js";
 export type { ReplicaLookup } from "./migration-planner.js";
 export { NO_REPLICAS } from "./migration-planner.js";
 export type { MigrationRecords } from "./migration-records.js";
-export { createMigrationRecords } from "./migration-records.js";
+export { createMigrationRecords, MIGRATION_LOCKS } from "./migration-records.js";
 export { createMigrationService } from "./migration-service.js";
 export type { DrainRequest } from "./node-drain.js";
 export { drainNode } from "./node-drain.js";
