@@ -21,7 +21,7 @@ function find(dir) {
 // loses that ordering.
 const SLOW_FIRST = [
   "fencing-node",
-  "audit",
+  "audit-kill9",
   "ha-outage",
   "liveness-skew",
   "chaos",
