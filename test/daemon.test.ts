@@ -21,6 +21,7 @@ import {
 import { loadCertificateAuthority } from "../src/pki/index.js";
 import {
   type DaemonProcess,
+  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
   startDaemonProcess,
@@ -31,15 +32,7 @@ import { type NotifySocket, startNotifySocket } from "./helpers/notify-socket.js
 
 const MIB = 1024 * 1024;
 const LIST_NODES = "/debvisor.v1.NodeService/ListNodes";
-const devArgs = (dir: string) => [
-  "--dev",
-  "--data-dir",
-  dir,
-  "--listen",
-  "127.0.0.1:0",
-  "--metrics-listen",
-  "127.0.0.1:0",
-];
+const devArgs = devDaemonArgs;
 
 /** Peak resident memory of a process, in bytes. */
 function peakRss(pid: number): number {

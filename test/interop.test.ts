@@ -23,7 +23,12 @@ import {
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../src/gen/grpc/health/v1/health_pb.js";
-import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
+import {
+  type DaemonProcess,
+  devDaemonArgs,
+  runProcess,
+  startDaemonProcess,
+} from "./helpers/daemon-process.js";
 import { missingTool, runsOk } from "./helpers/required-tools.js";
 
 // Debian's interpreter, where python3-grpcio is installed (.ci/run installs it).
@@ -36,15 +41,7 @@ describe("an independent gRPC client (Python grpcio) against debvisor-rpcd", () 
   let dir: string;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-interop-"));
-    daemon = await startDaemonProcess([
-      "--dev",
-      "--data-dir",
-      dir,
-      "--listen",
-      "127.0.0.1:0",
-      "--metrics-listen",
-      "127.0.0.1:0",
-    ]);
+    daemon = await startDaemonProcess(devDaemonArgs(dir));
   });
   after(() => daemon?.kill());
 

@@ -8,7 +8,7 @@ import { connect } from "node:tls";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { loadCertificateAuthority } from "../src/pki/index.js";
-import { startDaemonProcess } from "./helpers/daemon-process.js";
+import { devDaemonArgs, startDaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 
 const DAY = 86_400_000;
@@ -36,15 +36,7 @@ function servedSerial(address: string, caPem: string): Promise<string> {
 describe("server certificate rotation", () => {
   it("renews itself two thirds into its life and picks up replaced files, with zero failed calls under load", async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "dv-rotate-"));
-    const args = [
-      "--dev",
-      "--data-dir",
-      dir,
-      "--listen",
-      "127.0.0.1:0",
-      "--metrics-listen",
-      "127.0.0.1:0",
-    ];
+    const args = devDaemonArgs(dir);
     const first = await startDaemonProcess(args);
     first.proc.kill("SIGTERM");
     await first.exited;

@@ -4,6 +4,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { openChannel, resolveContext } from "../../src/client/index.js";
 import { NodeInfoSchema } from "../../src/gen/debvisor/v1/node_pb.js";
+import { devDaemonArgs } from "./daemon-process.js";
 
 /** What the audit tests call and how they start and read a dev daemon's trail. */
 export const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
@@ -11,16 +12,7 @@ export const GET_NODE = "/debvisor.v1.NodeService/GetNode";
 export const DRAIN = "/debvisor.v1.NodeService/DrainNode";
 
 /** A dev daemon's arguments on free loopback ports, with `extra`. */
-export const devArgs = (dir: string, ...extra: string[]) => [
-  "--dev",
-  "--data-dir",
-  dir,
-  "--listen",
-  "127.0.0.1:0",
-  "--metrics-listen",
-  "127.0.0.1:0",
-  ...extra,
-];
+export const devArgs = (dir: string, ...extra: string[]) => [...devDaemonArgs(dir), ...extra];
 
 /** A RegisterNode request for node `id`, encoded. */
 export const register = (id: string) =>
