@@ -33,13 +33,16 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
   const windowMs = selfFenceWindowMs(config.cluster.fenceDelayMs, config.cluster.selfFenceWindowMs);
   const heartbeatIntervalMs = config.cluster.heartbeatIntervalMs;
   const slackMs = renewalSlackMs(windowMs, heartbeatIntervalMs);
-  if (slackMs < heartbeatIntervalMs)
+  if (slackMs < heartbeatIntervalMs) {
+    const raise =
+      config.cluster.selfFenceWindowMs === undefined
+        ? "cluster.fenceDelayMs (the window is two thirds of it)"
+        : "cluster.selfFenceWindowMs (and cluster.fenceDelayMs with it)";
     logger.warn(
       { selfFenceWindowMs: windowMs, heartbeatIntervalMs, slackMs },
-      config.cluster.selfFenceWindowMs === undefined
-        ? "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.fenceDelayMs (the window is two thirds of it) or lower cluster.heartbeatIntervalMs"
-        : "the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise cluster.selfFenceWindowMs (and cluster.fenceDelayMs with it) or lower cluster.heartbeatIntervalMs",
+      `the self-fence window leaves less than one heartbeat interval for a late lease renewal: a slow control plane makes agents stop their HA vms; raise ${raise} or lower cluster.heartbeatIntervalMs`,
     );
+  }
   return createAgentHub({
     store: setup.store,
     inventory: setup.inventory,
@@ -47,7 +50,7 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     serverId: `${hostname()}:${process.pid}`,
     heartbeatIntervalMs,
     selfFenceWindowMs: windowMs,
-    livenessTtlMs: config.cluster.heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
+    livenessTtlMs: heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
     logger,
