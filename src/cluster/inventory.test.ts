@@ -3,11 +3,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
+import { NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { createSqliteStore } from "../store/index.js";
+import { createSqliteStore, encodeMessage } from "../store/index.js";
 import { createInventory } from "./inventory.js";
 import { currentGeneration } from "./vm-placement.js";
 
@@ -99,6 +101,34 @@ describe("inventory", () => {
     await inv.heartbeat(report(1081, 4, VmState.STOPPED));
     assert.ok((await revision()) > changed, "the refresh is due");
     assert.equal((await shown())?.health?.cpuLoad, 4);
+    inv.close();
+    await store.close();
+  });
+
+  it("keeps one copy of a report it wrote: its watch brings the write back as the objects written", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
+      logger: silentLogger,
+    });
+    const inv = createInventory({ store, clock: createManualClock(1_000_000) });
+    await inv.register(info("n1"), "a");
+    const report = create(HealthSchema, {
+      nodeId: { id: "n1" },
+      timestamp: { seconds: 1000n, nanos: 0 },
+      vms: [{ id: "vm-a", state: VmState.RUNNING, nodeId: { id: "n1" } }],
+    });
+    await inv.listNodes(); // the watch is followed from here
+    assert.equal(await inv.heartbeat(report), true);
+    // Another process's write after it: once the watch shows that one, it has brought ours.
+    await store.put(
+      "nodes/n2",
+      encodeMessage(NodeRecordSchema, create(NodeRecordSchema, { info: info("n2") })),
+    );
+    for (let i = 0; i < 200 && (await inv.listNodes()).length < 2; i++) await sleep(10);
+    assert.equal((await inv.listNodes()).length, 2);
+    const shown = (await inv.getNode("n1"))?.vms[0];
+    assert.equal(shown?.id, "vm-a");
+    assert.equal(shown, report.vms[0], "not a decoded second copy");
     inv.close();
     await store.close();
   });

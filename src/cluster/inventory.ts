@@ -236,10 +236,16 @@ export function createInventory(options: InventoryOptions): Inventory {
   const written = new Map<string, Versioned>();
   let mirror: Promise<PrefixMirror<Versioned>> | undefined;
   let followed: PrefixMirror<Versioned> | undefined;
-  const decodeVersioned = (kv: KeyValue): Versioned => ({
-    rev: kv.modRevision,
-    rec: decodeMessage(NodeRecordSchema, kv),
-  });
+  /**
+   * A record as the watch brings it. This process's own write comes back
+   * as the copy it wrote, not decoded again: one copy, shared with the
+   * stream that reported it (agent-hub.ts), and no decoding.
+   */
+  const decodeVersioned = (kv: KeyValue): Versioned => {
+    const mine = written.get(kv.key.slice(PREFIX.length));
+    if (mine !== undefined && mine.rev === kv.modRevision) return mine;
+    return { rev: kv.modRevision, rec: decodeMessage(NodeRecordSchema, kv) };
+  };
   /** The mirror, loaded on first use; a failed load is retried by the next read. */
   function follow(): Promise<PrefixMirror<Versioned>> {
     if (mirror === undefined) {
