@@ -46,7 +46,11 @@ const DAEMON_LIMITS = {
 const { kind, tls } = readCeilingArgs([]);
 const welcome = (): ControlMessage =>
   create(ControlMessageSchema, {
-    kind: { case: "welcome", value: { heartbeatIntervalMs: 10_000, serverId: "ceiling" } },
+    // Takes heartbeats with vms_unchanged, as the daemon does: the same messages reach both.
+    kind: {
+      case: "welcome",
+      value: { heartbeatIntervalMs: 10_000, serverId: "ceiling", acceptsUnchangedVms: true },
+    },
   });
 const counted = { streams: 0, heartbeats: 0 };
 /** Counts a decoded message; true for the stream's Hello. */

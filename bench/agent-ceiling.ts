@@ -40,6 +40,8 @@ export interface CeilingLoad {
   readonly agents: number;
   readonly heartbeatIntervalMs: number;
   readonly vmsPerNode: number;
+  /** Every heartbeat lists the VMs (the daemon run's `--full-reports`). */
+  readonly fullReports?: boolean;
   /** Heartbeat intervals measured in steady state. */
   readonly windowIntervals: number;
 }
@@ -89,6 +91,7 @@ export async function measureAgentCeiling(
       nodePrefix: "cn",
       heartbeatIntervalMs: load.heartbeatIntervalMs,
       vmsPerNode: load.vmsPerNode,
+      fullReports: load.fullReports,
       serverPid: server.pid,
       log,
     });

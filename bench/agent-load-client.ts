@@ -14,6 +14,7 @@ import { readFileSync } from "node:fs";
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
 import { performance } from "node:perf_hooks";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { createReportDedupe } from "../src/agent/index.js";
 import {
   AgentMessageSchema,
   type ControlMessage,
@@ -40,6 +41,12 @@ export interface AgentLoadStart {
   readonly prefix: string;
   readonly heartbeatIntervalMs: number;
   readonly vmsPerNode: number;
+  /**
+   * Every heartbeat lists the node's VMs, as an agent does for a server
+   * that does not take vms_unchanged (or whose VMs change every time).
+   * Otherwise the agents send heartbeats as debvisor-agent does.
+   */
+  readonly fullReports: boolean;
   /** Handshakes and Hellos in flight at once while connecting. */
   readonly connectConcurrency: number;
 }
@@ -194,8 +201,12 @@ async function run(o: AgentLoadStart): Promise<void> {
         "content-type": "application/grpc",
         te: "trailers",
       });
+      // The VMs sent as debvisor-agent sends them (its own code).
+      const report = createReportDedupe();
       const write = (m: Parameters<typeof create<typeof AgentMessageSchema>>[1]) =>
-        stream.write(grpcFrame(toBinary(AgentMessageSchema, create(AgentMessageSchema, m))));
+        stream.write(
+          grpcFrame(toBinary(AgentMessageSchema, report.outgoing(create(AgentMessageSchema, m)))),
+        );
       stream.on(
         "data",
         frameReader((bytes) => {
@@ -203,6 +214,7 @@ async function run(o: AgentLoadStart): Promise<void> {
           if (m.kind.case === "welcome" && !welcomed) {
             welcomed = true;
             clearTimeout(noWelcome);
+            report.accepted(!o.fullReports && m.kind.value.acceptsUnchangedVms);
             const agent = { session, stream } as (typeof agents)[number];
             agents.push(agent);
             // Heartbeats at the interval, each agent at its own phase of it.

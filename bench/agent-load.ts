@@ -99,6 +99,8 @@ export interface AgentLoadOptions {
   readonly nodePrefix: string;
   readonly heartbeatIntervalMs: number;
   readonly vmsPerNode: number;
+  /** Every heartbeat lists the VMs (see AgentLoadStart). */
+  readonly fullReports?: boolean;
   /** The server process, for the progress lines (RSS, CPU, fd limit). */
   readonly serverPid: number;
   log(line: string): void;
@@ -145,6 +147,7 @@ export async function startAgentLoad(o: AgentLoadOptions): Promise<AgentLoad> {
       prefix: o.nodePrefix,
       heartbeatIntervalMs: o.heartbeatIntervalMs,
       vmsPerNode: o.vmsPerNode,
+      fullReports: o.fullReports ?? false,
       connectConcurrency: Math.ceil(CONNECT_CONCURRENCY / count),
     };
     child.send(start);

@@ -7,6 +7,7 @@
 //   npm run bench -- --profile writes       (one scenario, servers under node --cpu-prof)
 //   node dist/bench/run-bench.js --rounds 1 --scale 0.2   (a quick look while developing)
 //   npm run bench -- --only agents --agents 1000,10000    (agent streams; needs etcd, not h2load)
+//   npm run bench -- --only agents --full-reports         (every heartbeat lists its VMs, as older agents do)
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     profile: { type: "string" },
     out: { type: "string", default: "bench/results" },
     agents: { type: "string", default: "" },
+    "full-reports": { type: "boolean", default: false },
   },
 });
 const started = performance.now();
@@ -99,6 +101,7 @@ try {
       log,
       profileWritten: (file) => profiles.push(file),
       agents,
+      fullReports: values["full-reports"] === true,
     };
     try {
       const r = await scenario.run(ctx);

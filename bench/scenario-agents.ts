@@ -151,6 +151,7 @@ async function measureAgents(
       nodePrefix,
       heartbeatIntervalMs: HEARTBEAT_MS,
       vmsPerNode: VMS_PER_NODE,
+      fullReports: ctx.fullReports,
       serverPid: pid,
       log: ctx.log,
     });
@@ -358,6 +359,7 @@ export const agentsScenario: Scenario = {
             agents: n,
             heartbeatIntervalMs: HEARTBEAT_MS,
             vmsPerNode: VMS_PER_NODE,
+            fullReports: ctx.fullReports,
             windowIntervals: WINDOW_INTERVALS,
           };
           const dir = join(ctx.scratch, `agents-ceiling-${v}-${n}-${round}`);
@@ -424,7 +426,12 @@ export const agentsScenario: Scenario = {
         ...all,
         ...Object.fromEntries(Object.entries(ceilings).map(([k, v]) => [`${k} ceiling`, v])),
       },
-      details: { heartbeatMs: HEARTBEAT_MS, vmsPerNode: VMS_PER_NODE, operations: OPERATIONS },
+      details: {
+        heartbeatMs: HEARTBEAT_MS,
+        vmsPerNode: VMS_PER_NODE,
+        operations: OPERATIONS,
+        fullReports: ctx.fullReports === true,
+      },
     } satisfies ScenarioResult;
   },
 };

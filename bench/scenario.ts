@@ -34,6 +34,8 @@ export interface ScenarioContext {
   profileWritten(file: string): void;
   /** Stream counts for the agents scenario (`--agents 1000,10000`; empty: its default). */
   readonly agents: readonly number[];
+  /** Agents scenario: every heartbeat lists the node's VMs (`--full-reports`), as older agents send them. */
+  readonly fullReports?: boolean;
 }
 
 /** A scenario of the suite. */

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning, openChannel } from "../src/client/index.js";
 import { type AgentOperations, createAgentOperations, operationKey } from "../src/cluster/index.js";
@@ -23,6 +23,7 @@ import {
   OperationKind,
   OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
+import { type VmInfoSchema, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import {
@@ -484,6 +485,82 @@ describe("node agents on their stream", async () => {
     ch.close();
   });
 
+  it("takes a heartbeat with vms_unchanged as the stream's last list of VMs, and refuses one that lists VMs too", async () => {
+    await enrollNode("node-u");
+    const ch = nodeChannel(join(dir, "node-u"));
+    const call = openStream(ch);
+    const got: ControlMessage[] = [];
+    let failed: grpc.ServiceError | undefined;
+    call.on("data", (m: ControlMessage) => got.push(m));
+    call.on("error", (err: grpc.ServiceError) => {
+      failed = err;
+    });
+    const vm = (id: string, state: VmState) => ({
+      id,
+      name: id,
+      state,
+      vcpus: 1,
+      memoryBytes: 1n << 30n,
+    });
+    call.write(helloFor("node-u", [vm("u-1", VmState.RUNNING), vm("u-2", VmState.RUNNING)]));
+    const welcome = await until("the welcome", async () => {
+      const m = got.find((x) => x.kind.case === "welcome")?.kind;
+      return m?.case === "welcome" ? m.value : undefined;
+    });
+    assert.equal(welcome.acceptsUnchangedVms, true);
+    let sequence = 0n;
+    const beat = (vms: ReturnType<typeof vm>[], vmsUnchanged: boolean) => {
+      sequence++;
+      call.write(
+        toBinary(
+          AgentMessageSchema,
+          create(AgentMessageSchema, {
+            kind: {
+              case: "heartbeat",
+              value: {
+                sequence,
+                vmsUnchanged,
+                health: {
+                  nodeId: { id: "node-u" },
+                  timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+                  vms,
+                },
+              },
+            },
+          }),
+        ),
+      );
+      return sequence;
+    };
+    const confirmed = (n: bigint) =>
+      until(`renewal ${n}`, async () =>
+        got.some((m) => m.kind.case === "leaseRenewed" && m.kind.value.sequence === n)
+          ? true
+          : undefined,
+      );
+    /** The node's VMs as hvctl shows them: "id state", sorted. */
+    const shown = async () => {
+      const r = await hvctl("-o", "json", "node", "get", "node-u");
+      assert.equal(r.code, 0, r.stderr);
+      const d = JSON.parse(r.stdout) as { vms?: { id: string; state: string }[] };
+      return (d.vms ?? []).map((v) => `${v.id} ${v.state}`).sort();
+    };
+    await confirmed(beat([], true));
+    assert.deepEqual(await shown(), ["u-1 VM_STATE_RUNNING", "u-2 VM_STATE_RUNNING"]);
+    // u-2 stopped and u-1 gone: listed in full, and the next unchanged heartbeats keep that list.
+    await confirmed(beat([vm("u-2", VmState.STOPPED)], false));
+    await confirmed(beat([], true));
+    await confirmed(beat([], true));
+    assert.deepEqual(await shown(), ["u-2 VM_STATE_STOPPED"]);
+    // vms_unchanged with VMs listed is not a report: refused, and it changes nothing.
+    beat([vm("u-3", VmState.RUNNING)], true);
+    await until("the stream closed", async () => failed);
+    assert.equal(failed?.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(failed?.details ?? "", /vms_unchanged/);
+    assert.deepEqual(await shown(), ["u-2 VM_STATE_STOPPED"]);
+    ch.close();
+  });
+
   async function submit(
     node: string,
     id: string,
@@ -534,7 +611,7 @@ function openStream(ch: grpc.Client): grpc.ClientDuplexStream<Uint8Array, Contro
   );
 }
 
-function helloFor(node: string): Uint8Array {
+function helloFor(node: string, vms: MessageInitShape<typeof VmInfoSchema>[] = []): Uint8Array {
   return toBinary(
     AgentMessageSchema,
     create(AgentMessageSchema, {
@@ -548,6 +625,7 @@ function helloFor(node: string): Uint8Array {
           health: {
             nodeId: { id: node },
             timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+            vms,
           },
         },
       },

@@ -10,6 +10,7 @@ import {
   ControlMessageSchema,
   type Welcome,
 } from "../gen/debvisor/v1/agent_pb.js";
+import { createReportDedupe } from "./report-dedupe.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 
@@ -82,8 +83,9 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
     );
     let welcomed = false;
     let timer: NodeJS.Timeout | undefined;
+    const report = createReportDedupe();
     const write = (m: MessageInitShape<typeof AgentMessageSchema>) =>
-      call.write(toBinary(AgentMessageSchema, create(AgentMessageSchema, m)));
+      call.write(toBinary(AgentMessageSchema, report.outgoing(create(AgentMessageSchema, m))));
     const onAbort = () => call.cancel();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
@@ -105,6 +107,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
               return;
             }
             welcomed = true;
+            report.accepted(m.kind.value.acceptsUnchangedVms);
             current = call;
             currentServer = server;
             const every = m.kind.value.heartbeatIntervalMs || options.heartbeatIntervalMs;

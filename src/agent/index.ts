@@ -15,3 +15,5 @@ export type { NodeHypervisor } from "./node-hypervisor.js";
 export { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 export type { NodeStorage, NodeStorageStatus } from "./node-storage.js";
 export { openNodeStorage, storageStatus } from "./node-storage.js";
+export type { ReportDedupe } from "./report-dedupe.js";
+export { createReportDedupe } from "./report-dedupe.js";

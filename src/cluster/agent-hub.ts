@@ -14,6 +14,7 @@ import {
 import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import {
+  type AgentHeartbeat,
   type AgentMessage,
   AgentMessageSchema,
   AgentService,
@@ -23,6 +24,7 @@ import {
   type StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
 import type { Health } from "../gen/debvisor/v1/node_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
@@ -107,6 +109,12 @@ interface Session {
   readonly capabilities: readonly string[];
   /** StorageReports waiting for their operation's result, by operation id. */
   readonly reports: Map<string, StorageReport>;
+  /**
+   * The VMs of the stream's last report that listed them (its Hello or a
+   * heartbeat): what a heartbeat with vms_unchanged reports. The same array
+   * the inventory stores while they do not change, so not a second copy.
+   */
+  vms: VmInfo[];
   /**
    * While the node's open operations are read (a resync), the watch's
    * records for it wait here, offered after those read: an operation
@@ -322,10 +330,10 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
    */
   async function heartbeat(
     session: Session,
-    health: Health | undefined,
-    sequence: bigint,
+    beat: AgentHeartbeat,
     signal: AbortSignal,
   ): Promise<void> {
+    const health = withVms(session, beat);
     try {
       await inventory.heartbeat(own(health, session.nodeId), signal);
     } catch (err) {
@@ -343,7 +351,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     session.queue.push({
       kind: {
         case: "leaseRenewed",
-        value: { sequence, ttlMs: options.livenessTtlMs ?? 0 },
+        value: { sequence: beat.sequence, ttlMs: options.livenessTtlMs ?? 0 },
       },
     });
   }
@@ -380,7 +388,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     checkMessage(m);
     switch (m.kind.case) {
       case "heartbeat":
-        await heartbeat(session, m.kind.value.health, m.kind.value.sequence, signal);
+        await heartbeat(session, m.kind.value, signal);
         break;
       case "progress": {
         const known = session.known.get(m.kind.value.operationId);
@@ -449,6 +457,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       cancelled: new Set(),
       capabilities: [...hello.capabilities],
       reports: new Map(),
+      vms: hello.health?.vms ?? [],
       // Held from the start: nothing is sent before the open operations are read.
       held: [],
     };
@@ -506,6 +515,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
             serverTime: timestampFromMs(clock.now()),
             selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
+            acceptsUnchangedVms: true,
           },
         },
       });
@@ -573,6 +583,26 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     push: (nodeId, message) => sessions.get(nodeId)?.queue.push(message) ?? false,
     close,
   };
+}
+
+/**
+ * A heartbeat's report with its VMs: those it lists (then the stream's new
+ * last list), or with vms_unchanged those of the stream's last list. An
+ * agent that repeats its VMs on every heartbeat costs the daemon their
+ * decoding, checking and comparing each time; with vms_unchanged it sends
+ * them when they change.
+ */
+function withVms(session: Session, beat: AgentHeartbeat): Health | undefined {
+  const { health } = beat;
+  if (!beat.vmsUnchanged || health === undefined) {
+    if (health !== undefined) session.vms = health.vms;
+    return health;
+  }
+  if (health.vms.length > 0)
+    throw new RpcError("INVALID_ARGUMENT", {
+      message: "heartbeat.health.vms: must be empty when vms_unchanged is set",
+    });
+  return { ...health, vms: session.vms };
 }
 
 /** Checks an agent's message against the rules declared in the protos. */
