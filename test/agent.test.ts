@@ -447,21 +447,7 @@ describe("node agents on their stream", async () => {
     // Two thirds of the default fence delay (60 s): the fence delay exceeds it by a margin.
     assert.equal(welcome.selfFenceWindowMs, 40_000);
     const beat = (sequence: bigint, aheadMs: number) =>
-      toBinary(
-        AgentMessageSchema,
-        create(AgentMessageSchema, {
-          kind: {
-            case: "heartbeat",
-            value: {
-              sequence,
-              health: {
-                nodeId: { id: "node-f" },
-                timestamp: { seconds: BigInt(Math.floor((Date.now() + aheadMs) / 1000)) },
-              },
-            },
-          },
-        }),
-      );
+      heartbeatFor("node-f", sequence, { aheadMs });
     call.write(beat(1n, 0));
     // A minute ahead: its report is refused, but the node was heard from.
     call.write(beat(2n, 60_000));
@@ -511,25 +497,7 @@ describe("node agents on their stream", async () => {
     let sequence = 0n;
     const beat = (vms: ReturnType<typeof vm>[], vmsUnchanged: boolean) => {
       sequence++;
-      call.write(
-        toBinary(
-          AgentMessageSchema,
-          create(AgentMessageSchema, {
-            kind: {
-              case: "heartbeat",
-              value: {
-                sequence,
-                vmsUnchanged,
-                health: {
-                  nodeId: { id: "node-u" },
-                  timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
-                  vms,
-                },
-              },
-            },
-          }),
-        ),
-      );
+      call.write(heartbeatFor("node-u", sequence, { vms, vmsUnchanged }));
       return sequence;
     };
     const confirmed = (n: bigint) =>
@@ -626,6 +594,30 @@ function helloFor(node: string, vms: MessageInitShape<typeof VmInfoSchema>[] = [
             nodeId: { id: node },
             timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
             vms,
+          },
+        },
+      },
+    }),
+  );
+}
+
+function heartbeatFor(
+  node: string,
+  sequence: bigint,
+  o: { aheadMs?: number; vms?: MessageInitShape<typeof VmInfoSchema>[]; vmsUnchanged?: boolean },
+): Uint8Array {
+  return toBinary(
+    AgentMessageSchema,
+    create(AgentMessageSchema, {
+      kind: {
+        case: "heartbeat",
+        value: {
+          sequence,
+          vmsUnchanged: o.vmsUnchanged ?? false,
+          health: {
+            nodeId: { id: node },
+            timestamp: { seconds: BigInt(Math.floor((Date.now() + (o.aheadMs ?? 0)) / 1000)) },
+            vms: o.vms ?? [],
           },
         },
       },

@@ -22,11 +22,14 @@ const beat = (id: string, atSeconds: number, cpuLoad = 1) =>
     timestamp: { seconds: BigInt(atSeconds), nanos: 0 },
   });
 
-function inventory(clock: Clock = createManualClock(0), heartbeatTtlMs?: number) {
-  const store = createSqliteStore({
+const sqliteStore = () =>
+  createSqliteStore({
     path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
     logger: silentLogger,
   });
+
+function inventory(clock: Clock = createManualClock(0), heartbeatTtlMs?: number) {
+  const store = sqliteStore();
   return createInventory({ store, clock, heartbeatTtlMs });
 }
 
@@ -70,10 +73,7 @@ describe("inventory", () => {
 
   it("with a report refresh, writes a repeated report only once the refresh is due, and a changed VM at once", async () => {
     const clock = createManualClock(1_000_000);
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = sqliteStore();
     const inv = createInventory({ store, clock, liveness: "lease", reportRefreshMs: 60_000 });
     const report = (at: number, cpuLoad: number, state: VmState) =>
       create(HealthSchema, {
@@ -106,10 +106,7 @@ describe("inventory", () => {
   });
 
   it("keeps one copy of a report it wrote: its watch brings the write back as the objects written", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = sqliteStore();
     const inv = createInventory({ store, clock: createManualClock(1_000_000) });
     await inv.register(info("n1"), "a");
     const report = create(HealthSchema, {
@@ -227,10 +224,7 @@ describe("inventory", () => {
   it("measures liveness on its own clock: a step of the wall clock makes no node NOT_READY", async () => {
     const wall = createManualClock(1_000_000);
     const steady = createManualClock(5_000);
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = sqliteStore();
     const inv = createInventory({
       store,
       clock: wall,
@@ -248,10 +242,7 @@ describe("inventory", () => {
   });
 
   it("gives a vm a new generation whenever a report places it on another node", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-inv-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = sqliteStore();
     const inv = createInventory({ store, clock: createManualClock(1_000_000) });
     await inv.register(info("n1"), "a");
     await inv.register(info("n2"), "a");
