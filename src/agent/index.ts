@@ -10,6 +10,8 @@ export type { AgentConfig } from "./agent-config.js";
 export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agent-config.js";
 export type { AgentFaults } from "./agent-faults.js";
 export { applyFaultCommand, describeFaults, readFaults } from "./agent-faults.js";
+export type { AgentLink, AgentLinkOptions } from "./agent-link.js";
+export { runAgentLink } from "./agent-link.js";
 export { createAgentLogger, runAgent } from "./agent-runner.js";
 export type { NodeHypervisor } from "./node-hypervisor.js";
 export { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { type AgentMessage, AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createReportDedupe } from "./report-dedupe.js";
 
 const vm = (id: string, state = VmState.RUNNING) => ({
@@ -59,5 +59,15 @@ describe("heartbeats without repeated VM lists", () => {
     d.accepted(true);
     assert.equal(sent(d.outgoing(beat([vm("a")], 1n))), "a:1");
     assert.equal(sent(d.outgoing(beat([vm("a")], 2n))), "unchanged");
+  });
+
+  it("lists a VM changed in place since it was sent: what was sent is compared, not the driver's objects", () => {
+    const d = createReportDedupe();
+    const kept = [create(VmInfoSchema, vm("a"))];
+    d.outgoing(hello(kept));
+    d.accepted(true);
+    (kept[0] as { state: VmState }).state = VmState.STOPPED;
+    assert.equal(sent(d.outgoing(beat(kept, 1n))), "a:2");
+    assert.equal(sent(d.outgoing(beat(kept, 2n))), "unchanged");
   });
 });

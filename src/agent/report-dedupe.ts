@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { sameValue } from "../core/index.js";
 import { type AgentMessage, AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
-import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 
 /** What {@link createReportDedupe} returns: one per stream. */
 export interface ReportDedupe {
@@ -26,11 +26,11 @@ export function createReportDedupe(): ReportDedupe {
     },
     outgoing(m: AgentMessage): AgentMessage {
       const k = m.kind;
-      if (k.case === "hello") listed = k.value.health?.vms;
+      if (k.case === "hello") listed = snapshot(k.value.health?.vms);
       if (k.case !== "heartbeat" || k.value.health === undefined) return m;
       const { health } = k.value;
       if (!accepts || listed === undefined || !sameValue(health.vms, listed)) {
-        listed = health.vms;
+        listed = snapshot(health.vms);
         return m;
       }
       // New objects: the report's may be shared with whoever built it.
@@ -42,4 +42,13 @@ export function createReportDedupe(): ReportDedupe {
       });
     },
   };
+}
+
+/**
+ * A copy of the VMs as sent: the report's objects may be a driver's own,
+ * which it could change in place later; compared with those, a changed VM
+ * would equal "the last list" and never be sent again.
+ */
+function snapshot(vms: VmInfo[] | undefined): VmInfo[] | undefined {
+  return vms?.map((vm) => clone(VmInfoSchema, vm));
 }

@@ -111,8 +111,11 @@ interface Session {
   readonly reports: Map<string, StorageReport>;
   /**
    * The VMs of the stream's last report that listed them (its Hello or a
-   * heartbeat): what a heartbeat with vms_unchanged reports. The same array
-   * the inventory stores while they do not change, so not a second copy.
+   * heartbeat): what a heartbeat with vms_unchanged reports. The array the
+   * inventory stores only while the report is stored as sent: where the
+   * control plane's facts (tenant, labels, managed) differ from the node's
+   * report, or a VM is left out, the inventory stores a copy and this list
+   * is a second one (one list per stream).
    */
   vms: VmInfo[];
   /**

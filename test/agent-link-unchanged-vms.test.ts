@@ -1,0 +1,152 @@
+// The agent's link lists its VMs in every heartbeat to a server whose
+// Welcome does not say it takes vms_unchanged (an older daemon), and leaves
+// out a repeated list otherwise. Found by an adversarial review: no test
+// failed when the link ignored the Welcome's accepts_unchanged_vms.
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { runAgentLink } from "../src/agent/index.js";
+import { defineService, silentLogger, validationStage } from "../src/core/index.js";
+import {
+  type AgentMessage,
+  AgentService,
+  type ControlMessage,
+  ControlMessageSchema,
+} from "../src/gen/debvisor/v1/agent_pb.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createMtlsAuthenticationStage } from "../src/security/index.js";
+import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import { eventually } from "./helpers/eventually.js";
+import { createTestPki, type TestPki } from "./helpers/pki.js";
+
+describe("the agent link and servers old and new", () => {
+  let pki: TestPki;
+  let server: RpcServer;
+  let accepts = false;
+  const got: AgentMessage[] = [];
+  let dir: string;
+
+  before(async () => {
+    pki = await createTestPki();
+    dir = mkdtempSync(join(tmpdir(), "dv-link-unchanged-"));
+    writeFileSync(join(dir, "ca.pem"), pki.ca.certPem);
+    writeFileSync(join(dir, "cert.pem"), pki.client.certPem);
+    writeFileSync(join(dir, "key.pem"), pki.client.keyPem);
+    const config = parseConfig({});
+    const service = defineService(
+      AgentService,
+      {
+        connect: { permission: "node:connect", mutating: false, target: { kind: "cluster" } },
+        uploadTransfer: { permission: "node:connect", mutating: true },
+        downloadTransfer: { permission: "node:connect", mutating: false },
+      },
+      {
+        async *connect(requests: AsyncIterable<AgentMessage>): AsyncIterable<ControlMessage> {
+          const it = requests[Symbol.asyncIterator]();
+          const first = await it.next();
+          if (first.done === true) return;
+          got.push(first.value);
+          yield create(ControlMessageSchema, {
+            kind: {
+              case: "welcome",
+              value: {
+                heartbeatIntervalMs: 30,
+                serverId: "old-or-new",
+                acceptsUnchangedVms: accepts,
+              },
+            },
+          });
+          for (;;) {
+            const next = await it.next();
+            if (next.done === true) return;
+            got.push(next.value);
+          }
+        },
+        async *uploadTransfer() {},
+        async *downloadTransfer() {},
+      },
+    );
+    server = await startRpcServer({
+      listen: "127.0.0.1:0",
+      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
+      tlsOptions: config.tls,
+      limits: config.limits,
+      services: [service],
+      stages: [createMtlsAuthenticationStage(), validationStage],
+      observer: { onStart() {}, onEnd() {}, onMessage() {} },
+      logger: silentLogger,
+    });
+  });
+  after(async () => {
+    await server.shutdown(1000);
+  });
+
+  const health = () => ({
+    nodeId: { id: "admin" },
+    timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+    vms: [
+      { id: "a", state: VmState.RUNNING, vcpus: 1, memoryBytes: 1n << 30n },
+      { id: "b", state: VmState.STOPPED, vcpus: 1, memoryBytes: 1n << 30n },
+    ],
+  });
+
+  async function heartbeatsFrom(acceptsUnchanged: boolean) {
+    accepts = acceptsUnchanged;
+    got.length = 0;
+    const stop = new AbortController();
+    const link = runAgentLink({
+      files: {
+        dir,
+        ca: join(dir, "ca.pem"),
+        cert: join(dir, "cert.pem"),
+        key: join(dir, "key.pem"),
+      },
+      servers: [server.address],
+      tlsServerName: "localhost",
+      reconnect: { initialMs: 50, maxMs: 200 },
+      heartbeatIntervalMs: 30,
+      logger: silentLogger,
+      signal: stop.signal,
+      hello: async () => ({
+        kind: { case: "hello", value: { info: { id: { id: "admin" } }, health: health() } },
+      }),
+      heartbeat: async (sequence) => ({
+        kind: { case: "heartbeat", value: { sequence, health: health() } },
+      }),
+      onWelcome: () => {},
+      onMessage: () => {},
+      onDown: () => {},
+    });
+    await eventually(() => got.filter((m) => m.kind.case === "heartbeat").length >= 4);
+    stop.abort();
+    await link.done;
+    return got.flatMap((m) =>
+      m.kind.case === "heartbeat"
+        ? [
+            m.kind.value.vmsUnchanged
+              ? "unchanged"
+              : m.kind.value.health?.vms.map((v) => v.id).join(","),
+          ]
+        : [],
+    );
+  }
+
+  it("an older server (no accepts_unchanged_vms): every heartbeat lists the VMs", async () => {
+    const beats = await heartbeatsFrom(false);
+    assert.ok(
+      beats.every((b) => b === "a,b"),
+      beats.join(" "),
+    );
+  });
+
+  it("a server that takes them: heartbeats repeating the Hello's VMs leave them out", async () => {
+    const beats = await heartbeatsFrom(true);
+    assert.ok(
+      beats.every((b) => b === "unchanged"),
+      beats.join(" "),
+    );
+  });
+});

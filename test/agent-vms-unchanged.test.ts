@@ -1,0 +1,167 @@
+// A heartbeat with vms_unchanged stands for the agent's last list of VMs,
+// whatever became of the heartbeat that listed it: refused (from the future,
+// store unavailable), ignored (older), partly claimed (MAX_CLAIMS), or left
+// out as a VM placed on another node. Found by an adversarial review: no
+// test failed when the hub kept a list only once the inventory had taken it.
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { RpcError, silentLogger } from "../src/core/index.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, type KvStore } from "../src/store/index.js";
+import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
+import { eventually } from "./helpers/eventually.js";
+
+function failingStore() {
+  const inner = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-vms-unchanged-")), "state.db"),
+    logger: silentLogger,
+  });
+  const state = { failTxn: false };
+  const store: KvStore = Object.create(inner);
+  store.txn = async (t, o) => {
+    if (state.failTxn) throw new RpcError("STORE_UNAVAILABLE");
+    return inner.txn(t, o);
+  };
+  return { store, state, inner };
+}
+
+const vm = (id: string, node: string) => ({
+  id,
+  name: id,
+  state: VmState.RUNNING,
+  vcpus: 1,
+  memoryBytes: 1n << 30n,
+  nodeId: { id: node },
+});
+
+function setup() {
+  const { store, state, inner } = failingStore();
+  const h = hubOn(store);
+  let seq = 0n;
+  const open = async (node: string) => {
+    const a = connectInProcess(h.hub, node, []);
+    await eventually(() => assert.ok(a.received.some((m) => m.kind.case === "welcome")));
+    const beat = async (
+      vms: ReturnType<typeof vm>[] | "unchanged",
+      opts: { tsMs?: number; confirm?: boolean } = {},
+    ) => {
+      const sequence = ++seq;
+      const ms = opts.tsMs ?? h.clock.now();
+      a.send({
+        kind: {
+          case: "heartbeat",
+          value: {
+            sequence,
+            vmsUnchanged: vms === "unchanged",
+            health: {
+              nodeId: { id: node },
+              timestamp: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 },
+              vms: vms === "unchanged" ? [] : vms,
+            },
+          },
+        },
+      });
+      if (opts.confirm === false) {
+        // Not confirmed: wait until the hub has handled it (the store was asked).
+        await new Promise((r) => setTimeout(r, 200));
+        return;
+      }
+      await eventually(() =>
+        assert.ok(
+          a.received.some(
+            (m) => m.kind.case === "leaseRenewed" && m.kind.value.sequence === sequence,
+          ),
+        ),
+      );
+    };
+    return { a, beat };
+  };
+  const shown = async (node: string) =>
+    ((await h.inventory.getNode(node))?.vms ?? []).map((v) => v.id).sort();
+  return {
+    ...h,
+    state,
+    open,
+    shown,
+    async done(...agents: { close(): Promise<void> }[]) {
+      for (const a of agents) await a.close();
+      h.close();
+      await inner.close();
+    },
+  };
+}
+
+describe("vms_unchanged after a heartbeat whose list was not stored", () => {
+  it("a refused report from the future: the next unchanged heartbeat stands for its list", async () => {
+    const s = setup();
+    const { a, beat } = await s.open("n1");
+    await beat([vm("a", "n1")]);
+    assert.deepEqual(await s.shown("n1"), ["a"]);
+    s.clock.advance(1000);
+    await beat([vm("a", "n1"), vm("b", "n1")], { tsMs: s.clock.now() + 60_000 });
+    assert.deepEqual(await s.shown("n1"), ["a"], "the future report's content is refused");
+    s.clock.advance(1000);
+    await beat("unchanged");
+    assert.deepEqual(await s.shown("n1"), ["a", "b"]);
+    await s.done(a);
+  });
+
+  it("a heartbeat the store did not take: the next unchanged heartbeat stands for its list", async () => {
+    const s = setup();
+    const { a, beat } = await s.open("n1");
+    await beat([vm("a", "n1")]);
+    s.clock.advance(1000);
+    s.state.failTxn = true;
+    await beat([vm("c", "n1")], { confirm: false });
+    s.state.failTxn = false;
+    s.clock.advance(1000);
+    await beat("unchanged");
+    assert.deepEqual(await s.shown("n1"), ["c"]);
+    await s.done(a);
+  });
+
+  it("a report older than the stored one (ignored): the next unchanged heartbeat stands for its list", async () => {
+    const s = setup();
+    const { a, beat } = await s.open("n1");
+    await beat([vm("a", "n1")]);
+    await beat([vm("d", "n1")], { tsMs: s.clock.now() - 10_000 });
+    assert.deepEqual(await s.shown("n1"), ["a"]);
+    s.clock.advance(1000);
+    await beat("unchanged");
+    assert.deepEqual(await s.shown("n1"), ["d"]);
+    await s.done(a);
+  });
+
+  it("more placements than one report claims: unchanged heartbeats claim the rest", async () => {
+    const s = setup();
+    const { a, beat } = await s.open("n1");
+    const many = Array.from({ length: 120 }, (_, i) => vm(`m-${String(i).padStart(3, "0")}`, "n1"));
+    await beat(many);
+    assert.equal((await s.shown("n1")).length, 50);
+    for (let i = 0; i < 2; i++) {
+      s.clock.advance(1000);
+      await beat("unchanged");
+    }
+    assert.equal((await s.shown("n1")).length, 120);
+    await s.done(a);
+  });
+
+  it("a VM placed on another node: an unchanged heartbeat claims it once that node no longer has it", async () => {
+    const s = setup();
+    const n2 = await s.open("n2");
+    await n2.beat([vm("x", "n2")]);
+    const n1 = await s.open("n1");
+    await n1.beat([vm("x", "n1")]);
+    assert.deepEqual(await s.shown("n1"), [], "a conflict: left out");
+    s.clock.advance(1000);
+    await n2.beat([]);
+    s.clock.advance(1000);
+    await n1.beat("unchanged");
+    assert.deepEqual(await s.shown("n1"), ["x"]);
+    assert.equal((await s.inventory.findVm("x"))?.nodeId?.id, "n1");
+    await s.done(n1.a, n2.a);
+  });
+});
