@@ -9,16 +9,11 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { runAgentLink } from "../src/agent/index.js";
-import { defineService, silentLogger, validationStage } from "../src/core/index.js";
-import {
-  type AgentMessage,
-  AgentService,
-  type ControlMessage,
-  ControlMessageSchema,
-} from "../src/gen/debvisor/v1/agent_pb.js";
+import { silentLogger } from "../src/core/index.js";
+import { type AgentMessage, ControlMessageSchema } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { createMtlsAuthenticationStage } from "../src/security/index.js";
-import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import type { RpcServer } from "../src/server/index.js";
+import { startAgentServiceServer } from "./helpers/agent-service-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { createTestPki, type TestPki } from "./helpers/pki.js";
 
@@ -35,49 +30,22 @@ describe("the agent link and servers old and new", () => {
     writeFileSync(join(dir, "ca.pem"), pki.ca.certPem);
     writeFileSync(join(dir, "cert.pem"), pki.client.certPem);
     writeFileSync(join(dir, "key.pem"), pki.client.keyPem);
-    const config = parseConfig({});
-    const service = defineService(
-      AgentService,
-      {
-        connect: { permission: "node:connect", mutating: false, target: { kind: "cluster" } },
-        uploadTransfer: { permission: "node:connect", mutating: true },
-        downloadTransfer: { permission: "node:connect", mutating: false },
-      },
-      {
-        async *connect(requests: AsyncIterable<AgentMessage>): AsyncIterable<ControlMessage> {
-          const it = requests[Symbol.asyncIterator]();
-          const first = await it.next();
-          if (first.done === true) return;
-          got.push(first.value);
-          yield create(ControlMessageSchema, {
-            kind: {
-              case: "welcome",
-              value: {
-                heartbeatIntervalMs: 30,
-                serverId: "old-or-new",
-                acceptsUnchangedVms: accepts,
-              },
-            },
-          });
-          for (;;) {
-            const next = await it.next();
-            if (next.done === true) return;
-            got.push(next.value);
-          }
+    server = await startAgentServiceServer(pki, async function* (requests) {
+      const it = requests[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done === true) return;
+      got.push(first.value);
+      yield create(ControlMessageSchema, {
+        kind: {
+          case: "welcome",
+          value: { heartbeatIntervalMs: 30, serverId: "old-or-new", acceptsUnchangedVms: accepts },
         },
-        async *uploadTransfer() {},
-        async *downloadTransfer() {},
-      },
-    );
-    server = await startRpcServer({
-      listen: "127.0.0.1:0",
-      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
-      tlsOptions: config.tls,
-      limits: config.limits,
-      services: [service],
-      stages: [createMtlsAuthenticationStage(), validationStage],
-      observer: { onStart() {}, onEnd() {}, onMessage() {} },
-      logger: silentLogger,
+      });
+      for (;;) {
+        const next = await it.next();
+        if (next.done === true) return;
+        got.push(next.value);
+      }
     });
   });
   after(async () => {

@@ -10,18 +10,17 @@ import { after, before, describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { defineService, silentLogger, validationStage } from "../src/core/index.js";
+import { silentLogger } from "../src/core/index.js";
 import {
   type AgentMessage,
   AgentMessageSchema,
-  AgentService,
   type ControlMessage,
   ControlMessageSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { createMtlsAuthenticationStage } from "../src/security/index.js";
-import { parseConfig, type RpcServer, startRpcServer } from "../src/server/index.js";
+import type { RpcServer } from "../src/server/index.js";
 import { createSqliteStore } from "../src/store/index.js";
+import { startAgentServiceServer } from "./helpers/agent-service-server.js";
 import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
 import { eventually } from "./helpers/eventually.js";
 import { testChannel } from "./helpers/grpc-client.js";
@@ -77,7 +76,6 @@ describe("a long-lived stream between two messages", () => {
 
   before(async () => {
     pki = await createTestPki();
-    const config = parseConfig({});
     // Reads each message in a call of its own (as the agent hub does), so that
     // only the transport could still hold a message once it is handled.
     const take = async (it: AsyncIterator<AgentMessage>) => {
@@ -94,35 +92,13 @@ describe("a long-lived stream between two messages", () => {
         });
     };
     serve = keepNothing;
-    const service = defineService(
-      AgentService,
-      {
-        connect: { permission: "node:connect", mutating: false, target: { kind: "cluster" } },
-        uploadTransfer: { permission: "node:connect", mutating: true },
-        downloadTransfer: { permission: "node:connect", mutating: false },
-      },
-      {
-        connect: (requests: AsyncIterable<AgentMessage>) => serve(requests),
-        async *uploadTransfer() {},
-        async *downloadTransfer() {},
+    server = await startAgentServiceServer(
+      pki,
+      (requests) => serve(requests),
+      () => {
+        received++;
       },
     );
-    server = await startRpcServer({
-      listen: "127.0.0.1:0",
-      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem, clientCaPem: pki.ca.certPem },
-      tlsOptions: config.tls,
-      limits: config.limits,
-      services: [service],
-      stages: [createMtlsAuthenticationStage(), validationStage],
-      observer: {
-        onStart() {},
-        onEnd() {},
-        onMessage(_ctx, direction) {
-          if (direction === "received") received++;
-        },
-      },
-      logger: silentLogger,
-    });
   });
   after(async () => {
     await server.shutdown(1000);

@@ -105,7 +105,9 @@ export interface Inventory {
    * recorded to be shown). With `reporter`
    * (a caller's principal), only the node itself or the identity that
    * registered it may report (PERMISSION_DENIED). A report's VM tenants are
-   * ignored, and VMs placed on another node are left out of it.
+   * ignored, and VMs placed on another node are left out of it. The record
+   * stored keeps the report's objects (its VMs where nothing rewrote them):
+   * a caller must not change them afterwards.
    */
   heartbeat(health: Health, signal?: AbortSignal, reporter?: string): Promise<boolean>;
   /** Every node with readiness computed now, sorted by id. */
