@@ -7,7 +7,10 @@
 //     of the 999 other nodes checked), p50 and p99;
 //   - the time to list every VM (Inventory.listVms: each node's report
 //     merged, each VM once), which every /metrics scrape pays for the
-//     debvisor_vms gauge, median of 15 calls.
+//     debvisor_vms gauge, median of 15 calls;
+//   - the time to list every node with its readiness (Inventory.listNodes),
+//     which the readiness events and the failover controller each do every
+//     2 s, median of 15 calls.
 // Runs in this process on compiled JS; bounded in count and time.
 //
 //   npm run bench:cluster
@@ -106,12 +109,12 @@ async function planning(vmIds: string[]): Promise<{ p50: number; p99: number; al
   return { p50: percentile(times, 50), p99: percentile(times, 99), allowed };
 }
 
-/** Median time of 15 listings of every VM. */
-async function listing(): Promise<number> {
+/** Median time of 15 calls of `list`. */
+async function listing(list: () => Promise<unknown>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 15; i++) {
     const start = performance.now();
-    await inventory.listVms();
+    await list();
     times.push(performance.now() - start);
   }
   return median(times);
@@ -120,6 +123,7 @@ async function listing(): Promise<number> {
 const allVms = (await inventory.listVms()).map((v) => v.id);
 const hb: number[] = [];
 const lists: number[] = [];
+const nodeLists: number[] = [];
 const p50s: number[] = [];
 const p99s: number[] = [];
 let allowedTotal = 0;
@@ -130,14 +134,16 @@ for (let round = 0; round < ROUNDS; round++) {
     (_, i) => allVms[(i * 7919 + round * 104_729) % allVms.length] ?? "",
   );
   const p = await planning(pick);
-  const l = await listing();
+  const l = await listing(() => inventory.listVms());
+  const n = await listing(() => inventory.listNodes());
   lists.push(l);
+  nodeLists.push(n);
   hb.push(h.perSec);
   p50s.push(p.p50);
   p99s.push(p.p99);
   allowedTotal += p.allowed;
   console.error(
-    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms`,
+    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms, every node in ${n.toFixed(2)} ms`,
   );
 }
 if (allowedTotal === 0)
@@ -156,11 +162,13 @@ const result = {
   planP50MsMedian: Number(median(p50s).toFixed(2)),
   planP99MsMedian: Number(median(p99s).toFixed(2)),
   listVmsMsMedian: Number(median(lists).toFixed(1)),
+  listNodesMsMedian: Number(median(nodeLists).toFixed(2)),
   perRound: {
     heartbeatsPerSec: hb.map(Math.round),
     planP50Ms: p50s,
     planP99Ms: p99s,
     listVmsMs: lists,
+    listNodesMs: nodeLists,
   },
 };
 console.log("| measure | median of rounds |");
@@ -172,6 +180,9 @@ console.log(`| PrepareMigration, no target (999 candidates), p50 | ${result.plan
 console.log(`| PrepareMigration, no target (999 candidates), p99 | ${result.planP99MsMedian} ms |`);
 console.log(
   `| every VM listed (20,000; each /metrics scrape does this once) | ${result.listVmsMsMedian} ms |`,
+);
+console.log(
+  `| every node listed (1,000; the readiness and failover passes do this every 2 s each) | ${result.listNodesMsMedian} ms |`,
 );
 mkdirSync(values.out, { recursive: true });
 const file = join(values.out, `cluster-${result.date.replace(/[:.]/g, "").slice(0, 17)}.json`);
