@@ -21,7 +21,8 @@ describe("the agent link and servers old and new", () => {
   let pki: TestPki;
   let server: RpcServer;
   let accepts = false;
-  const got: AgentMessage[] = [];
+  /** What the streams of the test at hand sent (a stream of an earlier test may still be read). */
+  let got: AgentMessage[] = [];
   let dir: string;
 
   before(async () => {
@@ -34,7 +35,8 @@ describe("the agent link and servers old and new", () => {
       const it = requests[Symbol.asyncIterator]();
       const first = await it.next();
       if (first.done === true) return;
-      got.push(first.value);
+      const sink = got;
+      sink.push(first.value);
       yield create(ControlMessageSchema, {
         kind: {
           case: "welcome",
@@ -44,7 +46,7 @@ describe("the agent link and servers old and new", () => {
       for (;;) {
         const next = await it.next();
         if (next.done === true) return;
-        got.push(next.value);
+        sink.push(next.value);
       }
     });
   });
@@ -63,7 +65,7 @@ describe("the agent link and servers old and new", () => {
 
   async function heartbeatsFrom(acceptsUnchanged: boolean) {
     accepts = acceptsUnchanged;
-    got.length = 0;
+    got = [];
     const stop = new AbortController();
     const link = runAgentLink({
       files: {
