@@ -130,6 +130,34 @@ describe("inventory", () => {
     await store.close();
   });
 
+  it("sums a node's VMs in its summary anew after each report that changes them", async () => {
+    const clock = createManualClock(1_000_000);
+    const inv = inventory(clock);
+    await inv.register(info("n1"), "a");
+    const report = (at: number, vms: { id: string; vcpus: number; gib: bigint }[]) =>
+      create(HealthSchema, {
+        nodeId: { id: "n1" },
+        timestamp: { seconds: BigInt(at), nanos: 0 },
+        vms: vms.map((v) => ({ id: v.id, vcpus: v.vcpus, memoryBytes: v.gib << 30n })),
+      });
+    const summary = async () => {
+      const n = (await inv.listNodes())[0];
+      return [n?.vmCount, n?.vcpusAllocated, n?.memoryAllocatedBytes, n?.lastHeartbeat?.seconds];
+    };
+    await inv.heartbeat(
+      report(1000, [
+        { id: "vm-a", vcpus: 2, gib: 4n },
+        { id: "vm-b", vcpus: 4, gib: 8n },
+      ]),
+    );
+    assert.deepEqual(await summary(), [2, 6, 12n << 30n, 1000n]);
+    assert.deepEqual(await summary(), [2, 6, 12n << 30n, 1000n], "the same again");
+    clock.advance(10_000);
+    await inv.heartbeat(report(1010, [{ id: "vm-b", vcpus: 4, gib: 8n }]));
+    assert.deepEqual(await summary(), [1, 4, 8n << 30n, 1010n]);
+    inv.close();
+  });
+
   it("keeps a node whose clock went back READY: its heartbeats still prove it is alive", async () => {
     const clock = createManualClock(1_000_000);
     const inv = inventory(clock, 3000);
