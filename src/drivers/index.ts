@@ -80,6 +80,7 @@ export type {
 export { createSimulatedStorage } from "./simulated-storage.js";
 export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
 export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
+export { saveWorld } from "./simulated-world.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";
 export type {
