@@ -1,3 +1,4 @@
+import { FENCE_CYCLE_MS } from "./chaos-bounds.js";
 import type { ChaosCluster } from "./chaos-cluster.js";
 import type { ChaosHistory } from "./chaos-history.js";
 import type { ChaosRandom } from "./chaos-random.js";
@@ -42,6 +43,7 @@ export function createFaults(options: {
   const { cluster, random, history, nodes } = options;
   const active: Active[] = [];
   let lastAt = 0;
+  let first = true;
   const mark = (kind: string, text: string) => {
     lastAt = history.now();
     history.add("fault", `${kind} ${text}`);
@@ -100,7 +102,13 @@ export function createFaults(options: {
         return {
           kind,
           target: node,
-          until: span(1000, 10_000),
+          // The run's first and 40% of the others outlast a fence cycle: the node's HA VMs
+          // are restarted elsewhere while it is cut off but alive, the case fencing is for
+          // (shorter ones heal before any failover, so alone they never reach it).
+          until:
+            first || random.chance(0.4)
+              ? span(FENCE_CYCLE_MS + 2000, FENCE_CYCLE_MS + 10_000)
+              : span(1000, 9000),
           heal: async () => {
             mark("heal", node);
             await cluster.fault(node, "heal");
@@ -170,7 +178,10 @@ export function createFaults(options: {
         active.splice(active.indexOf(a), 1);
         await a.heal();
       }
-      const f = await inject(random.pick(FAULT_KINDS));
+      // Every run starts with a partition that outlasts a fence cycle (see inject): even a
+      // short run sees a failover away from a node that is cut off but alive.
+      const f = await inject(first ? "partition" : random.pick(FAULT_KINDS));
+      first = false;
       if (f !== undefined) active.push(f);
     },
     /** Heals every fault in force: the end of the chaos. */
