@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -42,7 +42,10 @@ describe("chaos checker", () => {
     store = createSqliteStore({ path: join(root, "state.db"), logger: silentLogger });
     agent = { "node-a": "up", "node-b": "up" };
   });
-  afterEach(() => store.close());
+  afterEach(async () => {
+    await store.close();
+    rmSync(root, { recursive: true, force: true });
+  });
 
   /** Node `node`'s hypervisor holds VM in `state` (or nothing), as its agent would write it. */
   function hypervisor(node: string, state: DomainState | undefined): void {

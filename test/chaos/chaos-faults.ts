@@ -39,6 +39,8 @@ export function createFaults(options: {
   readonly random: ChaosRandom;
   readonly history: ChaosHistory;
   readonly nodes: readonly string[];
+  /** The nodes running an HA VM that should run: the run's first partition cuts one of them off. */
+  readonly haNodes?: () => Promise<readonly string[]>;
 }) {
   const { cluster, random, history, nodes } = options;
   const active: Active[] = [];
@@ -94,7 +96,11 @@ export function createFaults(options: {
     }
     const free = nodes.filter((n) => !busy(n));
     if (free.length === 0 || agentFaults() >= 2) return undefined;
-    const node = random.pick(free);
+    // The first partition must end in a failover: it cuts off a node with an HA VM to move.
+    const ha =
+      kind === "partition" && first ? ((await options.haNodes?.().catch(() => [])) ?? []) : [];
+    const aimed = free.filter((n) => ha.includes(n));
+    const node = random.pick(aimed.length > 0 ? aimed : free);
     switch (kind) {
       case "partition":
         mark(kind, node);

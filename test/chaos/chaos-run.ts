@@ -14,6 +14,7 @@ import { createHistory } from "./chaos-history.js";
 import { createObserver, type Observer } from "./chaos-observer.js";
 import { createOutcomes } from "./chaos-outcomes.js";
 import { createRandom } from "./chaos-random.js";
+import { readStoreView } from "./chaos-store-view.js";
 import { createWorkload } from "./chaos-workload.js";
 
 /** What one chaos run did and found. */
@@ -119,7 +120,17 @@ async function runSeed(
     history,
     agent: (node) => cluster.agents.get(node)?.state ?? "dead",
   });
-  const faults = createFaults({ cluster, random: faultRandom, history, nodes: NODES });
+  const haNodes = async () => {
+    const o = observer.observe();
+    const s = await readStoreView(store, AbortSignal.timeout(5000));
+    return NODES.filter((n) =>
+      [...s.vms].some(
+        ([vm, r]) =>
+          r.ha && r.desiredRunning && r.node === n && (o.running.get(vm) ?? []).includes(n),
+      ),
+    );
+  };
+  const faults = createFaults({ cluster, random: faultRandom, history, nodes: NODES, haNodes });
   const outcomes = createOutcomes({ cluster, store, checker, history, lastFaultAt: faults.lastAt });
   const workload = createWorkload({ cluster, random: opsRandom, history, outcomes, nodes: NODES });
   await workload.seed(startVms);
