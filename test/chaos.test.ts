@@ -40,6 +40,11 @@ describe("chaos: two daemons, four agents, random operations and faults", async 
     });
     for (const r of results) assert.ok(r.ok, `${r.summary}\n${r.report}`);
     assert.equal(results.length, SEEDS.length);
+    // The case fencing is for happened: an HA VM failed over away from a node cut off but alive.
+    assert.ok(
+      results.some((r) => r.cutOffFailovers > 0),
+      `no vm was failed over away from a cut-off node: ${results.map((r) => r.summary).join("\n")}`,
+    );
     for (const r of results) {
       assert.ok(r.operations > 10, `seed ${r.seed}: only ${r.operations} operations`);
       assert.ok(

@@ -177,6 +177,8 @@ export function createFaults(options: {
 
   return {
     lastAt: () => lastAt,
+    /** The nodes partitioned now. */
+    cutOff: () => active.filter((a) => a.kind === "partition").map((a) => a.target),
     /** Injects one random fault (if the limits allow) and heals those whose time is up. */
     async step() {
       const now = history.now();

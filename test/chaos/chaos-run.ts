@@ -9,6 +9,7 @@ import { eventually } from "../helpers/eventually.js";
 import { CHAOS_BOUNDS } from "./chaos-bounds.js";
 import { createChecker } from "./chaos-checker.js";
 import { type ChaosCluster, startChaosCluster } from "./chaos-cluster.js";
+import { createCutOffWatch } from "./chaos-cutoff.js";
 import { createFaults } from "./chaos-faults.js";
 import { createHistory } from "./chaos-history.js";
 import { createObserver, type Observer } from "./chaos-observer.js";
@@ -28,6 +29,8 @@ export interface ChaosResult {
   /** Faults injected and healed, by kind. */
   readonly faults: Record<string, number>;
   readonly samples: number;
+  /** VMs seen running elsewhere while the node they ran on was cut off (see chaos-cutoff.ts). */
+  readonly cutOffFailovers: number;
   /** How long after the heal everything had settled. */
   readonly settleMs: number;
   /** One line per violation, then the history; empty when ok. */
@@ -131,6 +134,7 @@ async function runSeed(
     );
   };
   const faults = createFaults({ cluster, random: faultRandom, history, nodes: NODES, haNodes });
+  const cutOff = createCutOffWatch(faults.cutOff, history);
   const outcomes = createOutcomes({ cluster, store, checker, history, lastFaultAt: faults.lastAt });
   const workload = createWorkload({ cluster, random: opsRandom, history, outcomes, nodes: NODES });
   await workload.seed(startVms);
@@ -152,7 +156,7 @@ async function runSeed(
   };
   const sampler = loop(
     () => CHAOS_BOUNDS.sampleMs,
-    () => checker.sample(),
+    () => cutOff.sample(checker.sample()),
   );
   const poller = loop(
     () => 500,
@@ -198,7 +202,7 @@ async function runSeed(
   const ok = history.violations.length === 0;
   const faultCounts = Object.fromEntries(history.counts("fault"));
   const c = outcomes.counts;
-  const summary = `seed ${seed}, ${seconds} s: ${ok ? "ok" : `${history.violations.length} violation(s)`}; ${workload.issued()} operations issued (${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled; ${c.checked} outcomes checked against the hypervisors); faults ${JSON.stringify(faultCounts)}; ${checker.samples()} samples; settled ${settleMs} ms after the heal`;
+  const summary = `seed ${seed}, ${seconds} s: ${ok ? "ok" : `${history.violations.length} violation(s)`}; ${workload.issued()} operations issued (${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled; ${c.checked} outcomes checked against the hypervisors); faults ${JSON.stringify(faultCounts)}; ${cutOff.count()} vm(s) failed over away from a cut-off node; ${checker.samples()} samples; settled ${settleMs} ms after the heal`;
   return {
     seed,
     seconds,
@@ -207,6 +211,7 @@ async function runSeed(
     outcomes: { ...c },
     faults: faultCounts,
     samples: checker.samples(),
+    cutOffFailovers: cutOff.count(),
     settleMs,
     report: ok ? "" : history.render(join(tmpdir(), `dv-chaos-history-${seed}.log`)),
     summary,
