@@ -110,7 +110,7 @@ export function createFaults(options: {
           target: node,
           // The run's first and 40% of the others outlast a fence cycle: the node's HA VMs
           // are restarted elsewhere while it is cut off but alive, the case fencing is for
-          // (shorter ones heal before any failover, so alone they never reach it).
+          // (shorter ones almost always heal before a failover's copy could be seen).
           until:
             first || random.chance(0.4)
               ? span(FENCE_CYCLE_MS + 2000, FENCE_CYCLE_MS + 10_000)
