@@ -10,7 +10,9 @@
 //     debvisor_vms gauge, median of 15 calls;
 //   - the time to list every node with its readiness (Inventory.listNodes),
 //     which the readiness events and the failover controller each do every
-//     2 s, median of 15 calls.
+//     2 s, median of 15 calls;
+//   - the time to find one VM (Inventory.findVm), which every VM call pays
+//     (tenancy, planning, failover, lifecycle), median of 15 calls.
 // Runs in this process on compiled JS; bounded in count and time.
 //
 //   npm run bench:cluster
@@ -124,6 +126,7 @@ const allVms = (await inventory.listVms()).map((v) => v.id);
 const hb: number[] = [];
 const lists: number[] = [];
 const nodeLists: number[] = [];
+const finds: number[] = [];
 const p50s: number[] = [];
 const p99s: number[] = [];
 let allowedTotal = 0;
@@ -136,14 +139,16 @@ for (let round = 0; round < ROUNDS; round++) {
   const p = await planning(pick);
   const l = await listing(() => inventory.listVms());
   const n = await listing(() => inventory.listNodes());
+  const f = await listing(() => inventory.findVm(pick[0] ?? ""));
   lists.push(l);
+  finds.push(f);
   nodeLists.push(n);
   hb.push(h.perSec);
   p50s.push(p.p50);
   p99s.push(p.p99);
   allowedTotal += p.allowed;
   console.error(
-    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms, every node in ${n.toFixed(2)} ms`,
+    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms, every node in ${n.toFixed(2)} ms, one VM found in ${f.toFixed(2)} ms`,
   );
 }
 if (allowedTotal === 0)
@@ -163,12 +168,14 @@ const result = {
   planP99MsMedian: Number(median(p99s).toFixed(2)),
   listVmsMsMedian: Number(median(lists).toFixed(1)),
   listNodesMsMedian: Number(median(nodeLists).toFixed(2)),
+  findVmMsMedian: Number(median(finds).toFixed(2)),
   perRound: {
     heartbeatsPerSec: hb.map(Math.round),
     planP50Ms: p50s,
     planP99Ms: p99s,
     listVmsMs: lists,
     listNodesMs: nodeLists,
+    findVmMs: finds,
   },
 };
 console.log("| measure | median of rounds |");
@@ -183,6 +190,9 @@ console.log(
 );
 console.log(
   `| every node listed (1,000; the readiness and failover passes do this every 2 s each) | ${result.listNodesMsMedian} ms |`,
+);
+console.log(
+  `| one VM found (every VM call does this at least once) | ${result.findVmMsMedian} ms |`,
 );
 mkdirSync(values.out, { recursive: true });
 const file = join(values.out, `cluster-${result.date.replace(/[:.]/g, "").slice(0, 17)}.json`);
