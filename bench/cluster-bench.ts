@@ -12,7 +12,9 @@
 //     which the readiness events and the failover controller each do every
 //     2 s, median of 15 calls;
 //   - the time to find one VM (Inventory.findVm), which every VM call pays
-//     (tenancy, planning, failover, lifecycle), median of 15 calls.
+//     (tenancy, planning, failover, lifecycle), and VmService.GetVm's
+//     handler (the VM as the API shows it, its node's readiness applied),
+//     median of 15 calls each.
 // Runs in this process on compiled JS; bounded in count and time.
 //
 //   npm run bench:cluster
@@ -22,12 +24,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
+import { create } from "@bufbuild/protobuf";
 import {
   createInventory,
   createLocalExecutors,
+  createVmService,
   startClusterRuntime,
 } from "../src/cluster/index.js";
-import { silentLogger, systemClock } from "../src/core/index.js";
+import { type CallContext, silentLogger, systemClock } from "../src/core/index.js";
+import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import { createSimulation } from "../src/drivers/index.js";
 import { createSqliteStore } from "../src/store/index.js";
 import { median } from "./bench-support.js";
@@ -80,6 +85,33 @@ const runtime = await startClusterRuntime({
   fenceDelayMs: 3_600_000,
 });
 
+/** VmService.GetVm's handler, called as the transport calls it for a cluster-wide caller. */
+const getVm = (() => {
+  const binding = createVmService({
+    inventory,
+    store,
+    clock: systemClock,
+    fenceDelayMs: 3_600_000,
+  });
+  const method = binding.methods.find((m) => m.spec.name === "GetVm");
+  if (method === undefined) throw new Error("no GetVm");
+  const handler = method.handler as (req: object, ctx: CallContext) => Promise<unknown>;
+  return (vmId: string) =>
+    handler(create(VMRefSchema, { vmId }), {
+      requestId: "bench",
+      method: method.spec,
+      peer: { address: "127.0.0.1:1" },
+      headers: { get: () => undefined },
+      deadline: undefined,
+      signal: AbortSignal.timeout(10_000),
+      startedAt: 0,
+      tenant: undefined,
+      scope: undefined,
+      log: silentLogger,
+      notes: {},
+    });
+})();
+
 async function heartbeats(): Promise<{ perSec: number; count: number }> {
   let next = 0;
   let count = 0;
@@ -127,6 +159,7 @@ const hb: number[] = [];
 const lists: number[] = [];
 const nodeLists: number[] = [];
 const finds: number[] = [];
+const gets: number[] = [];
 const p50s: number[] = [];
 const p99s: number[] = [];
 let allowedTotal = 0;
@@ -140,15 +173,17 @@ for (let round = 0; round < ROUNDS; round++) {
   const l = await listing(() => inventory.listVms());
   const n = await listing(() => inventory.listNodes());
   const f = await listing(() => inventory.findVm(pick[0] ?? ""));
+  const g = await listing(() => getVm(pick[1] ?? ""));
   lists.push(l);
   finds.push(f);
+  gets.push(g);
   nodeLists.push(n);
   hb.push(h.perSec);
   p50s.push(p.p50);
   p99s.push(p.p99);
   allowedTotal += p.allowed;
   console.error(
-    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms, every node in ${n.toFixed(2)} ms, one VM found in ${f.toFixed(2)} ms`,
+    `round ${round + 1}: ${h.perSec.toFixed(0)} heartbeats/s (${h.count}), plan p50 ${p.p50.toFixed(2)} ms p99 ${p.p99.toFixed(2)} ms, ${p.allowed}/${PLANS} allowed, every VM listed in ${l.toFixed(1)} ms, every node in ${n.toFixed(2)} ms, one VM found in ${f.toFixed(2)} ms, GetVm ${g.toFixed(2)} ms`,
   );
 }
 if (allowedTotal === 0)
@@ -169,6 +204,7 @@ const result = {
   listVmsMsMedian: Number(median(lists).toFixed(1)),
   listNodesMsMedian: Number(median(nodeLists).toFixed(2)),
   findVmMsMedian: Number(median(finds).toFixed(2)),
+  getVmMsMedian: Number(median(gets).toFixed(2)),
   perRound: {
     heartbeatsPerSec: hb.map(Math.round),
     planP50Ms: p50s,
@@ -176,6 +212,7 @@ const result = {
     listVmsMs: lists,
     listNodesMs: nodeLists,
     findVmMs: finds,
+    getVmMs: gets,
   },
 };
 console.log("| measure | median of rounds |");
@@ -194,6 +231,7 @@ console.log(
 console.log(
   `| one VM found (every VM call does this at least once) | ${result.findVmMsMedian} ms |`,
 );
+console.log(`| VmService.GetVm's handler | ${result.getVmMsMedian} ms |`);
 mkdirSync(values.out, { recursive: true });
 const file = join(values.out, `cluster-${result.date.replace(/[:.]/g, "").slice(0, 17)}.json`);
 writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
