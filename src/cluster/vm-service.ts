@@ -25,7 +25,7 @@ import type { KvStore } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { filteredScope } from "./tenancy.js";
 import { createVmLifecycle, VM_LIFECYCLE_POLICIES } from "./vm-lifecycle.js";
-import { observedVms } from "./vm-view.js";
+import { observedVm, observedVms } from "./vm-view.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
@@ -49,6 +49,14 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
   /** The VMs as the API shows them: a down node's as unknown, then stopped. */
   const vmsNow = async (signal: AbortSignal) =>
     observedVms(await inventory.listVms(signal), await inventory.listNodes(signal), fenceDelayMs);
+  /** One VM as {@link vmsNow} shows it, looking at no other VM or node. */
+  const vmNow = async (vmId: string, signal: AbortSignal) => {
+    const vm = await inventory.findVm(vmId, signal);
+    if (vm === undefined) return undefined;
+    const nodeId = vm.nodeId?.id ?? "";
+    const node = nodeId === "" ? undefined : await inventory.getNode(nodeId, signal);
+    return observedVm(vm, node?.summary, fenceDelayMs);
+  };
   return defineService(
     VmService,
     {
@@ -89,14 +97,14 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
       },
       async getVm(req, ctx) {
         // Authorization already answered for a VM the caller may not see (like a missing one).
-        const vm = (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId);
+        const vm = await vmNow(req.vmId, ctx.signal);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         return vm;
       },
       async setVmLabels(req, ctx) {
         const updated = await inventory.setLabels(req.vmId, req.set, req.remove, ctx.signal);
         // As listed (a down node's VM unknown or stopped); a VM only recorded, as recorded.
-        return (await vmsNow(ctx.signal)).find((v) => v.id === req.vmId) ?? updated;
+        return (await vmNow(req.vmId, ctx.signal)) ?? updated;
       },
       async setVmTenant(req, ctx) {
         // Which tenant a VM belongs to is the cluster's to say (a cluster target: never a

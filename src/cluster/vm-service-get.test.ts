@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import {
+  type CallContext,
+  createManualClock,
+  RpcError,
+  type ServiceBinding,
+  silentLogger,
+} from "../core/index.js";
+import { VMRefSchema } from "../gen/debvisor/v1/migration_pb.js";
+import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import {
+  ListVmsRequestSchema,
+  type VmInfo,
+  type VmList,
+  VmState,
+} from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore } from "../store/index.js";
+import { createInventory } from "./inventory.js";
+import { createVmService } from "./vm-service.js";
+
+const TTL_MS = 30_000;
+const FENCE_MS = 60_000;
+
+/** A handler of `binding` as the transport calls it, for a cluster-wide caller. */
+function handlerOf<Res>(binding: ServiceBinding, name: string) {
+  const method = binding.methods.find((m) => m.spec.name === name);
+  if (method === undefined) throw new Error(`no ${name}`);
+  const handler = method.handler as (req: object, ctx: CallContext) => Promise<Res>;
+  return (req: object) =>
+    handler(req, {
+      requestId: "r1",
+      method: method.spec,
+      peer: { address: "127.0.0.1:1" },
+      headers: { get: () => undefined },
+      deadline: undefined,
+      signal: AbortSignal.timeout(10_000),
+      startedAt: 0,
+      tenant: undefined,
+      scope: undefined,
+      log: silentLogger,
+      notes: {},
+    });
+}
+
+describe("VmService.GetVm", () => {
+  it("shows a VM as ListVms does: as reported, unknown once its node is not ready, stopped past the fence delay", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-getvm-"));
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const clock = createManualClock(1_000_000);
+    const inventory = createInventory({
+      store,
+      clock,
+      heartbeatTtlMs: TTL_MS,
+      fenceDelayMs: FENCE_MS,
+    });
+    const binding = createVmService({ inventory, store, clock, fenceDelayMs: FENCE_MS });
+    const getVm = handlerOf<VmInfo>(binding, "GetVm");
+    const listVms = handlerOf<VmList>(binding, "ListVms");
+    const beat = (node: string, vms: { id: string; state: VmState }[]) =>
+      inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: node },
+          timestamp: { seconds: BigInt(clock.now() / 1000) },
+          vms: vms.map((v) => ({ ...v, nodeId: { id: node } })),
+        }),
+      );
+    try {
+      for (const id of ["n1", "n2"])
+        await inventory.register(create(NodeInfoSchema, { id: { id } }), "ops");
+      await beat("n1", [
+        { id: "vm-a", state: VmState.RUNNING },
+        { id: "vm-b", state: VmState.STOPPED },
+      ]);
+      const states = async () => {
+        const listed = (await listVms(create(ListVmsRequestSchema, {}))).vms;
+        const out: Record<string, VmState> = {};
+        for (const want of listed) {
+          const got = await getVm(create(VMRefSchema, { vmId: want.id }));
+          assert.deepEqual(got, want, `GetVm ${want.id} answers what ListVms lists`);
+          out[want.id] = got.state;
+        }
+        return out;
+      };
+      assert.deepEqual(await states(), { "vm-a": VmState.RUNNING, "vm-b": VmState.STOPPED });
+      // n1 falls silent while n2 keeps reporting.
+      clock.advance(TTL_MS + 1_000);
+      await beat("n2", [{ id: "vm-c", state: VmState.RUNNING }]);
+      assert.deepEqual(await states(), {
+        "vm-a": VmState.UNKNOWN,
+        "vm-b": VmState.STOPPED,
+        "vm-c": VmState.RUNNING,
+      });
+      clock.advance(FENCE_MS);
+      await beat("n2", [{ id: "vm-c", state: VmState.RUNNING }]);
+      assert.deepEqual(await states(), {
+        "vm-a": VmState.STOPPED,
+        "vm-b": VmState.STOPPED,
+        "vm-c": VmState.RUNNING,
+      });
+      await assert.rejects(
+        getVm(create(VMRefSchema, { vmId: "vm-none" })),
+        (e) => e instanceof RpcError && e.reason === "VM_NOT_FOUND",
+      );
+    } finally {
+      inventory.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
