@@ -292,14 +292,12 @@ export function createInventory(options: InventoryOptions): Inventory {
     seen: ReadonlyMap<string, Versioned>,
     each: (id: string, rec: NodeRecord) => void,
   ): void {
-    for (const id of seen.keys()) {
-      const rec = current(seen, id);
-      if (rec !== undefined) each(id, rec);
+    for (const [id, v] of seen) {
+      if (gone(id, v.rev)) continue;
+      const mine = written.get(id);
+      each(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
     }
-    for (const id of written.keys()) {
-      const rec = seen.has(id) ? undefined : current(seen, id);
-      if (rec !== undefined) each(id, rec);
-    }
+    for (const [id, v] of written) if (!seen.has(id) && !gone(id, v.rev)) each(id, v.rec);
   }
   /** Every node record as stored, VM tenants replaced by the control plane's. */
   async function records(): Promise<Map<string, NodeRecord>> {
@@ -318,13 +316,14 @@ export function createInventory(options: InventoryOptions): Inventory {
     const seen = (await follow()).values();
     const facts = await vmRecords.all();
     const placedOn = facts.get(vmId)?.rec.nodeId;
-    let best: { rec: NodeRecord; index: number; pick: CopyWeight } | undefined;
+    let best: (CopyWeight & { rec: NodeRecord; index: number }) | undefined;
     forStored(seen, (_, rec) => {
       const vms = rec.health?.vms ?? [];
       for (let index = 0; index < vms.length; index++) {
         if (vms[index]?.id !== vmId) continue;
-        const pick = { at: rec.receivedAtMs, placed: placedOn === idOf(rec) };
-        if (best === undefined || preferred(best.pick, pick)) best = { rec, index, pick };
+        const at = rec.receivedAtMs;
+        const placed = placedOn === idOf(rec);
+        if (best === undefined || preferred(best, at, placed)) best = { rec, index, at, placed };
       }
     });
     if (best === undefined) return undefined;
@@ -961,9 +960,9 @@ interface CopyWeight {
   readonly placed: boolean;
 }
 
-/** Whether `next` replaces `prev`: the placed copy stays; else the newer report wins. */
-function preferred(prev: CopyWeight, next: CopyWeight): boolean {
-  return !prev.placed && (next.placed || prev.at < next.at);
+/** Whether a copy reported `at`, `placed` or not, replaces `prev`: the placed copy stays; else the newer report wins. */
+function preferred(prev: CopyWeight, at: bigint, placed: boolean): boolean {
+  return !prev.placed && (placed || prev.at < at);
 }
 
 /**
@@ -975,10 +974,11 @@ function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string
   const best = new Map<string, CopyWeight & { vm: VmInfo }>();
   for (const rec of records.values()) {
     const node = idOf(rec);
+    const at = rec.receivedAtMs;
     for (const vm of rec.health?.vms ?? []) {
       const prev = best.get(vm.id);
-      const pick = { at: rec.receivedAtMs, placed: facts.get(vm.id)?.rec.nodeId === node };
-      if (prev === undefined || preferred(prev, pick)) best.set(vm.id, { vm, ...pick });
+      const placed = facts.get(vm.id)?.rec.nodeId === node;
+      if (prev === undefined || preferred(prev, at, placed)) best.set(vm.id, { vm, at, placed });
     }
   }
   const out = new Map<string, VmInfo>();
