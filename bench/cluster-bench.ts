@@ -32,8 +32,8 @@ import {
   startClusterRuntime,
 } from "../src/cluster/index.js";
 import { type CallContext, silentLogger, systemClock } from "../src/core/index.js";
-import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import { createSimulation } from "../src/drivers/index.js";
+import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import { createSqliteStore } from "../src/store/index.js";
 import { median } from "./bench-support.js";
 
