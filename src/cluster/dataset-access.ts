@@ -67,9 +67,7 @@ export function createDatasetAccess(deps: {
   /** The VMs naming the dataset as a disk, and the tenants claiming it (theirs and the record's; "" left out). */
   async function claims(dataset: DatasetRef, signal?: AbortSignal) {
     const key = datasetKey(dataset);
-    const owners = (await inventory.listVms(signal)).filter((vm) =>
-      vm.disks.some((d) => datasetKey(d) === key),
-    );
+    const owners = await inventory.vmsWithDisk((d) => datasetKey(d) === key, signal);
     const tenants = new Set(owners.map((vm) => vm.tenant));
     const rec = await getMessage(store, DatasetRecordSchema, DATASETS_PREFIX + key, { signal });
     if (rec !== undefined) tenants.add(rec.message.tenant);

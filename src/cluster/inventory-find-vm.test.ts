@@ -7,12 +7,14 @@ import { create } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { NodeRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage } from "../store/index.js";
 import { createInventory } from "./inventory.js";
 
 const NODES = ["n1", "n2", "n3", "n4"];
 const VMS = ["vm-a", "vm-b", "vm-c"];
+const DISKS = ["disk-1", "disk-2", "disk-3"];
 
 /** What the store may hold: node reports (several may list one VM) and the control plane's VM records. */
 const world = fc.record({
@@ -26,6 +28,7 @@ const world = fc.record({
           id: fc.constantFrom(...VMS),
           state: fc.constantFrom(VmState.RUNNING, VmState.STOPPED),
           tenant: fc.constantFrom("", "evil"),
+          disks: fc.subarray(DISKS, { maxLength: 2 }),
         }),
         { maxLength: 4 },
       ),
@@ -43,8 +46,8 @@ const world = fc.record({
   ),
 });
 
-describe("inventory: finding one VM or one node", () => {
-  it("answers exactly what listing every VM or node shows, or none when it lists none", async () => {
+describe("inventory: finding one VM, the VMs with a disk, or one node", () => {
+  it("answers exactly what listing every VM or node shows (filtered), or none when it lists none", async () => {
     await fc.assert(
       fc.asyncProperty(world, async ({ reports, facts }) => {
         const dir = mkdtempSync(join(tmpdir(), "dv-inv-find-"));
@@ -56,7 +59,16 @@ describe("inventory: finding one VM or one node", () => {
               receivedAtMs: BigInt(r.receivedAtMs),
               health: {
                 nodeId: { id: r.node },
-                vms: r.vms.map((v) => ({ ...v, name: v.id, nodeId: { id: r.node } })),
+                vms: r.vms.map((v) => ({
+                  ...v,
+                  name: v.id,
+                  nodeId: { id: r.node },
+                  disks: v.disks.map((name) => ({
+                    backend: StorageBackend.BACKEND_ZFS,
+                    pool: "tank",
+                    name,
+                  })),
+                })),
               },
             });
             await store.put(`nodes/${r.node}`, encodeMessage(NodeRecordSchema, rec));
@@ -79,6 +91,14 @@ describe("inventory: finding one VM or one node", () => {
                 listed.find((v) => v.id === id),
                 id,
               );
+            for (const disk of [...DISKS, "disk-none"]) {
+              const has = (v: VmInfo) => v.disks.some((d) => d.name === disk);
+              assert.deepEqual(
+                await inv.vmsWithDisk((d) => d.name === disk),
+                listed.filter(has),
+                disk,
+              );
+            }
             const nodes = await inv.listNodes();
             for (const id of [...NODES, "n-none"]) {
               const one = await inv.getNode(id);

@@ -23,6 +23,7 @@ import {
   type NodeSummary,
   NodeSummarySchema,
 } from "../gen/debvisor/v1/node_pb.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
@@ -138,6 +139,11 @@ export interface Inventory {
   conflicts(signal?: AbortSignal): Promise<VmRecord[]>;
   /** One VM and the node that reports it, or undefined. */
   findVm(vmId: string, signal?: AbortSignal): Promise<VmInfo | undefined>;
+  /**
+   * The VMs {@link listVms} lists with a disk `matches` accepts, without
+   * merging the others (a dataset's owners, asked by every storage call).
+   */
+  vmsWithDisk(matches: (disk: DatasetRef) => boolean, signal?: AbortSignal): Promise<VmInfo[]>;
   /**
    * Marks a node (un)schedulable; NODE_NOT_FOUND when unknown. With
    * `outOfService` (cordon only) the operator says the node is off; a later
@@ -676,6 +682,21 @@ export function createInventory(options: InventoryOptions): Inventory {
     async findVm(vmId, signal) {
       signal?.throwIfAborted();
       return placedVm(vmId);
+    },
+    async vmsWithDisk(matches, signal) {
+      signal?.throwIfAborted();
+      // Disks are the nodes' to report (the control plane's facts never change them):
+      // a VM is listed with such a disk only if one of its reported copies has one.
+      const ids = new Set<string>();
+      forStored((await follow()).values(), (_, rec) => {
+        for (const vm of rec.health?.vms ?? []) if (vm.disks.some(matches)) ids.add(vm.id);
+      });
+      const out: VmInfo[] = [];
+      for (const id of [...ids].sort(compareIds)) {
+        const vm = await placedVm(id);
+        if (vm?.disks.some(matches)) out.push(vm);
+      }
+      return out;
     },
     cordon(id, cordoned, signal, outOfService = false) {
       return update(nodeKey(id), signal, (current) => {

@@ -134,9 +134,7 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     events: options.events,
     ownerNode: async (dataset, signal) => {
       const key = datasetKey(dataset);
-      const owner = (await options.inventory.listVms(signal)).find((vm) =>
-        vm.disks.some((d) => datasetKey(d) === key),
-      );
+      const [owner] = await options.inventory.vmsWithDisk((d) => datasetKey(d) === key, signal);
       return owner?.nodeId?.id;
     },
   });
