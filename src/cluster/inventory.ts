@@ -319,23 +319,35 @@ export function createInventory(options: InventoryOptions): Inventory {
    * it cost as much as listing them all (20 ms at 1,000 nodes of 20 VMs).
    */
   async function placedVm(vmId: string): Promise<VmInfo | undefined> {
-    const seen = (await follow()).values();
-    const facts = await vmRecords.all();
-    const placedOn = facts.get(vmId)?.rec.nodeId;
-    let best: (CopyWeight & { rec: NodeRecord; index: number }) | undefined;
+    return placedAmong((await follow()).values(), await vmRecords.all(), new Set([vmId])).get(vmId);
+  }
+  /** The VMs `ids` as {@link placedVms} lists them, from the records `seen` with `facts`: one pass over the reports. */
+  function placedAmong(
+    seen: ReadonlyMap<string, Versioned>,
+    facts: VmFacts,
+    ids: ReadonlySet<string>,
+  ): Map<string, VmInfo> {
+    const best = new Map<string, CopyWeight & { rec: NodeRecord; index: number }>();
     forStored(seen, (_, rec) => {
       const vms = rec.health?.vms ?? [];
+      const at = rec.receivedAtMs;
       for (let index = 0; index < vms.length; index++) {
-        if (vms[index]?.id !== vmId) continue;
-        const at = rec.receivedAtMs;
-        const placed = placedOn === idOf(rec);
-        if (best === undefined || preferred(best, at, placed)) best = { rec, index, at, placed };
+        const id = vms[index]?.id ?? "";
+        if (!ids.has(id)) continue;
+        const prev = best.get(id);
+        const placed = facts.get(id)?.rec.nodeId === idOf(rec);
+        if (prev === undefined || preferred(prev, at, placed))
+          best.set(id, { rec, index, at, placed });
       }
     });
-    if (best === undefined) return undefined;
-    const vm = withFacts(best.rec, facts).health?.vms[best.index];
-    return vm === undefined ? undefined : withStaleCopyNodes(vm, facts.get(vmId)?.rec);
+    const out = new Map<string, VmInfo>();
+    for (const [id, b] of best) {
+      const vm = withFacts(b.rec, facts).health?.vms[b.index];
+      if (vm !== undefined) out.set(id, withStaleCopyNodes(vm, facts.get(id)?.rec));
+    }
+    return out;
   }
+
   async function cachedVersion(id: string) {
     const seen = (await follow()).values().get(id);
     const mine = written.get(id);
@@ -687,16 +699,16 @@ export function createInventory(options: InventoryOptions): Inventory {
       signal?.throwIfAborted();
       // Disks are the nodes' to report (the control plane's facts never change them):
       // a VM is listed with such a disk only if one of its reported copies has one.
+      const seen = (await follow()).values();
+      const facts = await vmRecords.all();
       const ids = new Set<string>();
-      forStored((await follow()).values(), (_, rec) => {
+      forStored(seen, (_, rec) => {
         for (const vm of rec.health?.vms ?? []) if (vm.disks.some(matches)) ids.add(vm.id);
       });
-      const out: VmInfo[] = [];
-      for (const id of [...ids].sort(compareIds)) {
-        const vm = await placedVm(id);
-        if (vm?.disks.some(matches)) out.push(vm);
-      }
-      return out;
+      const out = [...placedAmong(seen, facts, ids).values()].filter((vm) =>
+        vm.disks.some(matches),
+      );
+      return out.sort((a, b) => compareIds(a.id, b.id));
     },
     cordon(id, cordoned, signal, outOfService = false) {
       return update(nodeKey(id), signal, (current) => {
