@@ -10,6 +10,7 @@ import { OPERATIONS_PREFIX } from "./agent-operations.js";
 /** Options of {@link watchOperations}. */
 export interface OperationWatchOptions {
   readonly store: KvStore;
+  /** Aborted: this consumer stops following (the watch ends with its last consumer). */
   readonly signal: AbortSignal;
   readonly logger: Logger;
   /** Every operation record written from the start on (new, delivered, progress, done), with its revision. */
@@ -18,26 +19,81 @@ export interface OperationWatchOptions {
   onResync(): void;
 }
 
+type Consumer = Pick<OperationWatchOptions, "onRecord" | "onResync" | "logger">;
+
+/** One watch of a store's operations and the consumers it feeds. */
+interface Feed {
+  readonly consumers: Set<Consumer>;
+  readonly ready: Promise<void>;
+  readonly stop: AbortController;
+}
+
+/** The running feed of each store: one watch per store and process, whoever follows it. */
+const feeds = new WeakMap<KvStore, Feed>();
+
 /**
- * One watch on the operations key family for the whole process, so a
- * thousand streams cost one watch, not a thousand. Records are not kept in
- * memory: each event is routed and dropped. When the watch fails (store
+ * Follows every operation record written to `options.store` from now on.
+ * Every consumer in the process shares one watch of the store (the agent
+ * hub delivering to a thousand streams, the lifecycle settler, the local
+ * runner): each record is fetched and decoded once, and routed to each of
+ * them. Records are not kept in memory. When the watch fails (store
  * restarted, history compacted) it starts again from the current revision
- * and asks for a resync, since events may have been missed meanwhile.
+ * and every consumer is asked to resync, since events may have been missed
+ * meanwhile. `ready` resolves once the watch is up.
  */
 export function watchOperations(options: OperationWatchOptions): { ready: Promise<void> } {
-  const { store, signal, logger } = options;
+  const { store, signal } = options;
+  if (signal.aborted) return { ready: Promise.resolve() };
+  let feed = feeds.get(store);
+  if (feed === undefined || feed.stop.signal.aborted) {
+    feed = startFeed(store, options.logger);
+    feeds.set(store, feed);
+  }
+  const consumer: Consumer = {
+    onRecord: options.onRecord,
+    onResync: options.onResync,
+    logger: options.logger,
+  };
+  const joined = feed;
+  joined.consumers.add(consumer);
+  signal.addEventListener(
+    "abort",
+    () => {
+      joined.consumers.delete(consumer);
+      if (joined.consumers.size > 0) return;
+      joined.stop.abort();
+      if (feeds.get(store) === joined) feeds.delete(store);
+    },
+    { once: true },
+  );
+  return { ready: joined.ready };
+}
+
+function startFeed(store: KvStore, logger: Logger): Feed {
+  const stop = new AbortController();
+  const consumers = new Set<Consumer>();
   let started: () => void = () => {};
   const ready = new Promise<void>((resolve) => {
     started = resolve;
   });
+  /** Each consumer is told apart: one that throws neither stops the watch nor the others. */
+  const tell = (what: string, call: (c: Consumer) => void) => {
+    for (const c of [...consumers]) {
+      try {
+        call(c);
+      } catch (err) {
+        c.logger.error({ err }, `operations consumer failed on ${what}`);
+      }
+    }
+  };
   const follow = async () => {
+    const { signal } = stop;
     let first = true;
     while (!signal.aborted) {
       try {
         const from = (await store.revision({ signal })) + 1;
         if (first) started();
-        else options.onResync();
+        else tell("resync", (c) => c.onResync());
         first = false;
         for await (const e of store.watch(OPERATIONS_PREFIX, from, { signal })) {
           if (e.type !== "put") continue;
@@ -48,7 +104,7 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
             logger.error({ err, key: e.key }, "undecodable operation record skipped");
             continue;
           }
-          options.onRecord(record, e.revision);
+          tell("a record", (c) => c.onRecord(record, e.revision));
         }
       } catch (err) {
         if (signal.aborted) break;
@@ -59,7 +115,7 @@ export function watchOperations(options: OperationWatchOptions): { ready: Promis
     started();
   };
   void follow();
-  return { ready };
+  return { consumers, ready, stop };
 }
 
 /**

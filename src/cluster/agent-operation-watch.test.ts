@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { silentLogger } from "../core/index.js";
+import { OperationRecordSchema } from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { createSqliteStore, encodeMessage, type KvStore } from "../store/index.js";
+import { watchOperations } from "./agent-operation-watch.js";
+import { OPERATIONS_PREFIX, operationKey } from "./agent-operations.js";
+
+/** The store, with the watches of the operations key family counted where they are opened and while open. */
+function countingStore(store: KvStore) {
+  const count = { opened: 0, open: 0, failNext: false };
+  const counted: KvStore = Object.create(store);
+  counted.watch = (prefix, from, opts) => {
+    const inner = store.watch(prefix, from, opts);
+    if (prefix !== OPERATIONS_PREFIX) return inner;
+    count.opened++;
+    count.open++;
+    return (async function* () {
+      try {
+        for await (const e of inner) {
+          if (count.failNext) {
+            count.failNext = false;
+            throw new Error("watch lost");
+          }
+          yield e;
+        }
+      } finally {
+        count.open--;
+      }
+    })();
+  };
+  return { store: counted, count };
+}
+
+const put = (store: KvStore, node: string, id: string) =>
+  store.put(
+    operationKey(node, id),
+    encodeMessage(OperationRecordSchema, create(OperationRecordSchema, { nodeId: node })),
+  );
+
+async function until(what: string, done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await sleep(10);
+  assert.ok(done(), what);
+}
+
+describe("operations watch", () => {
+  it("feeds every consumer of a store from one watch, isolates a failing one, and ends with the last", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-opwatch-"));
+    const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const { store, count } = countingStore(real);
+    try {
+      const seen = [[], [], []] as string[][];
+      const resyncs = [0, 0, 0];
+      const stops = seen.map(() => new AbortController());
+      const consumers = seen.map((got, i) =>
+        watchOperations({
+          store,
+          signal: stops[i]?.signal ?? AbortSignal.abort(),
+          logger: silentLogger,
+          onRecord: (r) => {
+            got.push(r.nodeId);
+            if (i === 0) throw new Error("a consumer that fails");
+          },
+          onResync: () => {
+            resyncs[i] = (resyncs[i] ?? 0) + 1;
+          },
+        }),
+      );
+      await Promise.all(consumers.map((c) => c.ready));
+      assert.equal(count.opened, 1, "three consumers, one watch");
+      await put(store, "n1", "op-1");
+      await until("every consumer sees the record", () => seen.every((s) => s.length === 1));
+      assert.deepEqual(seen, [["n1"], ["n1"], ["n1"]]);
+
+      // The watch is lost: it resumes once and every consumer is asked to resync.
+      count.failNext = true;
+      await put(store, "n2", "op-2");
+      await until("every consumer resyncs", () => resyncs.every((n) => n === 1));
+      assert.equal(count.opened, 2, "resumed once, still one watch");
+      await put(store, "n3", "op-3");
+      await until("records flow again", () => seen.every((s) => s.at(-1) === "n3"));
+
+      stops[0]?.abort();
+      stops[1]?.abort();
+      await put(store, "n4", "op-4");
+      await until("the last consumer still follows", () => seen[2]?.at(-1) === "n4");
+      assert.equal(seen[0]?.includes("n4"), false, "a consumer that left is not told");
+      assert.equal(count.open, 1);
+      stops[2]?.abort();
+      await until("the watch ends with its last consumer", () => count.open === 0);
+
+      // A consumer coming later starts a watch of its own.
+      const late = new AbortController();
+      const lateSeen: string[] = [];
+      await watchOperations({
+        store,
+        signal: late.signal,
+        logger: silentLogger,
+        onRecord: (r) => lateSeen.push(r.nodeId),
+        onResync: () => {},
+      }).ready;
+      assert.equal(count.opened, 3);
+      await put(store, "n5", "op-5");
+      await until("the new watch feeds it", () => lateSeen.includes("n5"));
+      late.abort();
+      await until("and ends with it", () => count.open === 0);
+    } finally {
+      await real.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
