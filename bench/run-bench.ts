@@ -8,6 +8,7 @@
 //   node dist/bench/run-bench.js --rounds 1 --scale 0.2   (a quick look while developing)
 //   npm run bench -- --only agents --agents 1000,10000    (agent streams; needs etcd, not h2load)
 //   npm run bench -- --only agents --full-reports         (every heartbeat lists its VMs, as older agents do)
+//   npm run bench -- --only agents --skip-ceilings        (the daemon alone, not its transport ceilings)
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -45,6 +46,7 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/results" },
     agents: { type: "string", default: "" },
     "full-reports": { type: "boolean", default: false },
+    "skip-ceilings": { type: "boolean", default: false },
   },
 });
 const started = performance.now();
@@ -102,6 +104,7 @@ try {
       profileWritten: (file) => profiles.push(file),
       agents,
       fullReports: values["full-reports"] === true,
+      skipCeilings: values["skip-ceilings"] === true,
     };
     try {
       const r = await scenario.run(ctx);

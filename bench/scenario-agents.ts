@@ -343,7 +343,10 @@ export const agentsScenario: Scenario = {
     // Each round measures the daemon and its ceilings at each count, in rotated order.
     for (let round = 0; round < ctx.rounds; round++)
       for (const n of roundOrder(counts, round))
-        for (const v of roundOrder(["daemon", ...CEILINGS] as const, round)) {
+        for (const v of roundOrder(
+          ctx.skipCeilings ? (["daemon"] as const) : (["daemon", ...CEILINGS] as const),
+          round,
+        )) {
           if (v === "daemon") {
             all[`${n} streams`]?.push(
               // A run that could not finish (e.g. streams never all connected) is
@@ -385,7 +388,7 @@ export const agentsScenario: Scenario = {
           summarize(runs),
           `dispatch/s is the burst's delivery rate; CPU column: daemon CPU s per 10k heartbeats (${medianOf(runs, (r) => r.cpuMsPerHeartbeat).toFixed(3)} ms per heartbeat); RSS ${medianOf(runs, (r) => r.rssPerStreamKib).toFixed(1)} KiB per stream (V8 heap in use ${medianOf(runs, (r) => r.heapPerStreamKib).toFixed(1)} KiB); from the store's commit to receipt p50 ${medianOf(runs, (r) => r.afterCommitP50Ms).toFixed(1)} ms, p99 ${medianOf(runs, (r) => r.afterCommitP99Ms).toFixed(1)} ms; streams connected in ${medianOf(runs, (r) => r.connectSeconds).toFixed(0)} s`,
         ),
-        ...CEILINGS.map((k) => {
+        ...(ctx.skipCeilings ? ([] as const) : CEILINGS).map((k) => {
           const c = ceilings[`${n} ${k}`] ?? [];
           return row(
             "Agents",

@@ -36,6 +36,8 @@ export interface ScenarioContext {
   readonly agents: readonly number[];
   /** Agents scenario: every heartbeat lists the node's VMs (`--full-reports`), as older agents send them. */
   readonly fullReports?: boolean;
+  /** Agents scenario: the daemon alone, without its two transport ceilings (`--skip-ceilings`). */
+  readonly skipCeilings?: boolean;
 }
 
 /** A scenario of the suite. */
