@@ -61,12 +61,12 @@ describe("VmService.GetVm", () => {
     const binding = createVmService({ inventory, store, clock, fenceDelayMs: FENCE_MS });
     const getVm = handlerOf<VmInfo>(binding, "GetVm");
     const listVms = handlerOf<VmList>(binding, "ListVms");
-    const beat = (node: string, vms: { id: string; state: VmState }[]) =>
+    const beat = (node: string, vms: { id: string; state: VmState; on?: string }[]) =>
       inventory.heartbeat(
         create(HealthSchema, {
           nodeId: { id: node },
           timestamp: { seconds: BigInt(clock.now() / 1000) },
-          vms: vms.map((v) => ({ ...v, nodeId: { id: node } })),
+          vms: vms.map(({ id, state, on }) => ({ id, state, nodeId: { id: on ?? node } })),
         }),
       );
     try {
@@ -75,6 +75,8 @@ describe("VmService.GetVm", () => {
       await beat("n1", [
         { id: "vm-a", state: VmState.RUNNING },
         { id: "vm-b", state: VmState.STOPPED },
+        // Node ids ignore case: a VM naming its node otherwise is still that node's.
+        { id: "vm-d", state: VmState.RUNNING, on: "N1" },
       ]);
       const states = async () => {
         const listed = (await listVms(create(ListVmsRequestSchema, {}))).vms;
@@ -86,7 +88,11 @@ describe("VmService.GetVm", () => {
         }
         return out;
       };
-      assert.deepEqual(await states(), { "vm-a": VmState.RUNNING, "vm-b": VmState.STOPPED });
+      assert.deepEqual(await states(), {
+        "vm-a": VmState.RUNNING,
+        "vm-b": VmState.STOPPED,
+        "vm-d": VmState.RUNNING,
+      });
       // n1 falls silent while n2 keeps reporting.
       clock.advance(TTL_MS + 1_000);
       await beat("n2", [{ id: "vm-c", state: VmState.RUNNING }]);
@@ -94,6 +100,7 @@ describe("VmService.GetVm", () => {
         "vm-a": VmState.UNKNOWN,
         "vm-b": VmState.STOPPED,
         "vm-c": VmState.RUNNING,
+        "vm-d": VmState.UNKNOWN,
       });
       clock.advance(FENCE_MS);
       await beat("n2", [{ id: "vm-c", state: VmState.RUNNING }]);
@@ -101,6 +108,7 @@ describe("VmService.GetVm", () => {
         "vm-a": VmState.STOPPED,
         "vm-b": VmState.STOPPED,
         "vm-c": VmState.RUNNING,
+        "vm-d": VmState.STOPPED,
       });
       await assert.rejects(
         getVm(create(VMRefSchema, { vmId: "vm-none" })),

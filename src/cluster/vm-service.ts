@@ -53,8 +53,7 @@ export function createVmService(deps: VmServiceDeps): ServiceBinding {
   const vmNow = async (vmId: string, signal: AbortSignal) => {
     const vm = await inventory.findVm(vmId, signal);
     if (vm === undefined) return undefined;
-    const nodeId = vm.nodeId?.id ?? "";
-    const node = nodeId === "" ? undefined : await inventory.getNode(nodeId, signal);
+    const node = await inventory.getNode(vm.nodeId?.id ?? "", signal);
     return observedVm(vm, node?.summary, fenceDelayMs);
   };
   return defineService(

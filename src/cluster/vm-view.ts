@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { nodeKey } from "../core/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 
@@ -27,6 +28,7 @@ export function observedVms(
   nodes: readonly NodeSummary[],
   fenceDelayMs: number | undefined,
 ): VmInfo[] {
-  const byId = new Map(nodes.map((n) => [n.info?.id?.id ?? "", n]));
-  return vms.map((vm) => observedVm(vm, byId.get(vm.nodeId?.id ?? ""), fenceDelayMs));
+  // Node ids ignore case, as the inventory's own lookups do.
+  const byId = new Map(nodes.map((n) => [nodeKey(n.info?.id?.id ?? ""), n]));
+  return vms.map((vm) => observedVm(vm, byId.get(nodeKey(vm.nodeId?.id ?? "")), fenceDelayMs));
 }
