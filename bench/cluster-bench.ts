@@ -31,7 +31,7 @@ import {
   createVmService,
   startClusterRuntime,
 } from "../src/cluster/index.js";
-import { type CallContext, silentLogger, systemClock } from "../src/core/index.js";
+import { handlerCall, silentLogger, systemClock } from "../src/core/index.js";
 import { createSimulation } from "../src/drivers/index.js";
 import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
 import { createSqliteStore } from "../src/store/index.js";
@@ -86,31 +86,11 @@ const runtime = await startClusterRuntime({
 });
 
 /** VmService.GetVm's handler, called as the transport calls it for a cluster-wide caller. */
-const getVm = (() => {
-  const binding = createVmService({
-    inventory,
-    store,
-    clock: systemClock,
-    fenceDelayMs: 3_600_000,
-  });
-  const method = binding.methods.find((m) => m.spec.name === "GetVm");
-  if (method === undefined) throw new Error("no GetVm");
-  const handler = method.handler as (req: object, ctx: CallContext) => Promise<unknown>;
-  return (vmId: string) =>
-    handler(create(VMRefSchema, { vmId }), {
-      requestId: "bench",
-      method: method.spec,
-      peer: { address: "127.0.0.1:1" },
-      headers: { get: () => undefined },
-      deadline: undefined,
-      signal: AbortSignal.timeout(10_000),
-      startedAt: 0,
-      tenant: undefined,
-      scope: undefined,
-      log: silentLogger,
-      notes: {},
-    });
-})();
+const getVmCall = handlerCall(
+  createVmService({ inventory, store, clock: systemClock, fenceDelayMs: 3_600_000 }),
+  "GetVm",
+);
+const getVm = (vmId: string) => getVmCall(create(VMRefSchema, { vmId }));
 
 async function heartbeats(): Promise<{ perSec: number; count: number }> {
   let next = 0;

@@ -6,8 +6,8 @@ import { describe, it } from "node:test";
 import { create, equals, fromBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import {
-  type CallContext,
   createManualClock,
+  handlerCall,
   preEncoded,
   type ServiceBinding,
   silentLogger,
@@ -30,29 +30,11 @@ const TENANTS = ["acme", "globex"] as const;
 const TTL_MS = 30_000;
 
 /** The ListNodes handler as the transport calls it, for a caller in `tenant` (undefined: cluster-wide). */
-function listNodesOf(binding: ServiceBinding) {
-  const method = binding.methods.find((m) => m.spec.name === "ListNodes");
-  if (method === undefined) throw new Error("no ListNodes");
-  const handler = method.handler as (req: ListNodesRequest, ctx: CallContext) => Promise<object>;
-  return (req: ListNodesRequest, tenant: string | undefined) =>
-    handler(req, {
-      requestId: "r1",
-      method: method.spec,
-      peer: { address: "127.0.0.1:1" },
-      headers: { get: () => undefined },
-      deadline: undefined,
-      signal: AbortSignal.timeout(10_000),
-      startedAt: 0,
-      tenant,
-      // What the authorization stage gives a caller confined to one tenant.
-      scope:
-        tenant === undefined
-          ? undefined
-          : { tenant, clusterWide: false, canSee: (t: string) => t === tenant },
-      log: silentLogger,
-      notes: {},
-    });
-}
+const listNodesOf = (binding: ServiceBinding) =>
+  handlerCall<object>(binding, "ListNodes") as (
+    req: ListNodesRequest,
+    tenant: string | undefined,
+  ) => Promise<object>;
 
 const labels = fc.record(
   { env: fc.constantFrom("prod", "dev"), tier: fc.constantFrom("a", "b") },

@@ -4,13 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import {
-  type CallContext,
-  createManualClock,
-  RpcError,
-  type ServiceBinding,
-  silentLogger,
-} from "../core/index.js";
+import { createManualClock, handlerCall, RpcError, silentLogger } from "../core/index.js";
 import { VMRefSchema } from "../gen/debvisor/v1/migration_pb.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import {
@@ -26,27 +20,6 @@ import { createVmService } from "./vm-service.js";
 const TTL_MS = 30_000;
 const FENCE_MS = 60_000;
 
-/** A handler of `binding` as the transport calls it, for a cluster-wide caller. */
-function handlerOf<Res>(binding: ServiceBinding, name: string) {
-  const method = binding.methods.find((m) => m.spec.name === name);
-  if (method === undefined) throw new Error(`no ${name}`);
-  const handler = method.handler as (req: object, ctx: CallContext) => Promise<Res>;
-  return (req: object) =>
-    handler(req, {
-      requestId: "r1",
-      method: method.spec,
-      peer: { address: "127.0.0.1:1" },
-      headers: { get: () => undefined },
-      deadline: undefined,
-      signal: AbortSignal.timeout(10_000),
-      startedAt: 0,
-      tenant: undefined,
-      scope: undefined,
-      log: silentLogger,
-      notes: {},
-    });
-}
-
 describe("VmService.GetVm", () => {
   it("shows a VM as ListVms does: as reported, unknown once its node is not ready, stopped past the fence delay", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-getvm-"));
@@ -59,8 +32,8 @@ describe("VmService.GetVm", () => {
       fenceDelayMs: FENCE_MS,
     });
     const binding = createVmService({ inventory, store, clock, fenceDelayMs: FENCE_MS });
-    const getVm = handlerOf<VmInfo>(binding, "GetVm");
-    const listVms = handlerOf<VmList>(binding, "ListVms");
+    const getVm = handlerCall<VmInfo>(binding, "GetVm");
+    const listVms = handlerCall<VmList>(binding, "ListVms");
     const beat = (node: string, vms: { id: string; state: VmState; on?: string }[]) =>
       inventory.heartbeat(
         create(HealthSchema, {
