@@ -15,6 +15,21 @@ import { OPERATIONS_PREFIX, operationKey } from "./agent-operations.js";
 function countingStore(store: KvStore) {
   const count = { opened: 0, open: 0, failNext: false };
   const counted: KvStore = Object.create(store);
+  /** While held, reading the store's revision (the watch's first step) waits. */
+  let revisionOpen: Promise<void> = Promise.resolve();
+  let openRevision = () => {};
+  const revision = {
+    hold() {
+      revisionOpen = new Promise((resolve) => {
+        openRevision = resolve;
+      });
+    },
+    release: () => openRevision(),
+  };
+  counted.revision = async (opts) => {
+    await revisionOpen;
+    return store.revision(opts);
+  };
   counted.watch = (prefix, from, opts) => {
     const inner = store.watch(prefix, from, opts);
     if (prefix !== OPERATIONS_PREFIX) return inner;
@@ -34,7 +49,7 @@ function countingStore(store: KvStore) {
       }
     })();
   };
-  return { store: counted, count };
+  return { store: counted, count, revision };
 }
 
 const put = (store: KvStore, node: string, id: string) =>
@@ -110,6 +125,58 @@ describe("operations watch", () => {
       late.abort();
       await until("and ends with it", () => count.open === 0);
     } finally {
+      await real.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("lets a consumer be ready only once the watch is up, and starts none for a consumer already gone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-opwatch-"));
+    const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const { store, count, revision } = countingStore(real);
+    const follow = (signal: AbortSignal, got: string[] = []) =>
+      watchOperations({
+        store,
+        signal,
+        logger: silentLogger,
+        onRecord: (r) => got.push(r.nodeId),
+        onResync: () => {},
+      });
+    const settled = async (p: Promise<void>) =>
+      Promise.race([p.then(() => true), sleep(100).then(() => false)]);
+    try {
+      // Gone before it came: no watch, and none kept alive by it.
+      await follow(AbortSignal.abort()).ready;
+      await put(store, "n0", "op-0");
+      await sleep(50);
+      assert.equal(count.opened, 0, "no watch for a consumer already gone");
+
+      // A consumer joining while the watch is starting is ready with it, not before.
+      revision.hold();
+      const first = new AbortController();
+      const second = new AbortController();
+      const got: string[] = [];
+      const a = follow(first.signal).ready;
+      const b = follow(second.signal, got).ready;
+      assert.equal(await settled(b), false, "not ready while the watch is not up");
+      revision.release();
+      await Promise.all([a, b]);
+      await put(store, "n1", "op-1");
+      await until("the second consumer is fed", () => got.includes("n1"));
+      assert.equal(count.opened, 1);
+      first.abort();
+      second.abort();
+      await until("the watch ends", () => count.open === 0);
+
+      // A watch stopped before it was up still lets its consumer's start-up go on.
+      revision.hold();
+      const brief = new AbortController();
+      const ready = follow(brief.signal).ready;
+      brief.abort();
+      revision.release();
+      assert.equal(await settled(ready), true, "ready once the watch has stopped");
+    } finally {
+      revision.release();
       await real.close();
       rmSync(dir, { recursive: true, force: true });
     }
