@@ -64,7 +64,7 @@ async function until(what: string, done: () => boolean): Promise<void> {
 }
 
 describe("operations watch", () => {
-  it("feeds every consumer of a store from one watch, isolates a failing one, and ends with the last", async () => {
+  it("feeds every consumer of a store from one watch, resyncs one that fails on a record, and ends with the last", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-opwatch-"));
     const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
     const { store, count } = countingStore(real);
@@ -79,7 +79,7 @@ describe("operations watch", () => {
           logger: silentLogger,
           onRecord: (r) => {
             got.push(r.nodeId);
-            if (i === 0) throw new Error("a consumer that fails");
+            if (i === 0 && got.length <= 2) throw new Error("a consumer that fails");
           },
           onResync: () => {
             resyncs[i] = (resyncs[i] ?? 0) + 1;
@@ -88,14 +88,34 @@ describe("operations watch", () => {
       );
       await Promise.all(consumers.map((c) => c.ready));
       assert.equal(count.opened, 1, "three consumers, one watch");
-      await put(store, "n1", "op-1");
-      await until("every consumer sees the record", () => seen.every((s) => s.length === 1));
-      assert.deepEqual(seen, [["n1"], ["n1"], ["n1"]]);
+      // Two records in one write: the first consumer throws on both.
+      const record = encodeMessage(
+        OperationRecordSchema,
+        create(OperationRecordSchema, { nodeId: "n1" }),
+      );
+      await store.txn({
+        compares: [],
+        success: ["op-1", "op-1b"].map((id) => ({
+          type: "put",
+          key: operationKey("n1", id),
+          value: record,
+        })),
+      });
+      await until("every consumer sees both", () => seen.every((s) => s.length === 2));
+      // It missed them: it alone is asked to resync, once for both.
+      await until("the failing consumer resyncs", () => resyncs[0] === 1);
+      await sleep(1200);
+      assert.deepEqual(resyncs, [1, 0, 0]);
+      assert.deepEqual(seen, [
+        ["n1", "n1"],
+        ["n1", "n1"],
+        ["n1", "n1"],
+      ]);
 
       // The watch is lost: it resumes once and every consumer is asked to resync.
       count.failNext = true;
       await put(store, "n2", "op-2");
-      await until("every consumer resyncs", () => resyncs.every((n) => n === 1));
+      await until("every consumer resyncs", () => resyncs.join() === "2,1,1");
       assert.equal(count.opened, 2, "resumed once, still one watch");
       await put(store, "n3", "op-3");
       await until("records flow again", () => seen.every((s) => s.at(-1) === "n3"));

@@ -28,6 +28,9 @@ interface Feed {
   readonly stop: AbortController;
 }
 
+/** The pause before a lost watch resumes, and before a consumer that failed on a record resyncs. */
+const RESUME_PAUSE_MS = 1000;
+
 /** The running feed of each store: one watch per store and process, whoever follows it. */
 const feeds = new WeakMap<KvStore, Feed>();
 
@@ -39,7 +42,8 @@ const feeds = new WeakMap<KvStore, Feed>();
  * them. Records are not kept in memory. When the watch fails (store
  * restarted, history compacted) it starts again from the current revision
  * and every consumer is asked to resync, since events may have been missed
- * meanwhile. `ready` resolves once the watch is up.
+ * meanwhile; a consumer that throws on a record is asked to resync alone.
+ * `ready` resolves once the watch is up.
  */
 export function watchOperations(options: OperationWatchOptions): { ready: Promise<void> } {
   const { store, signal } = options;
@@ -76,13 +80,34 @@ function startFeed(store: KvStore, logger: Logger): Feed {
   const ready = new Promise<void>((resolve) => {
     started = resolve;
   });
-  /** Each consumer is told apart: one that throws neither stops the watch nor the others. */
-  const tell = (what: string, call: (c: Consumer) => void) => {
+  /** Asks `c` to re-read what it follows; one that throws is logged, and neither stops the watch nor the others. */
+  const resync = (c: Consumer) => {
+    try {
+      c.onResync();
+    } catch (err) {
+      c.logger.error({ err }, "operations consumer failed to resync");
+    }
+  };
+  /** Consumers owed a resync for a record they failed on. */
+  const owed = new Set<Consumer>();
+  /**
+   * Gives a record to each consumer apart. One that throws has missed it, so
+   * it is asked to resync, as when the watch is lost: after the same pause,
+   * once for all it failed on meanwhile (a resync can read the store once
+   * per stream; one that fails on every record must not do that per record).
+   */
+  const route = (record: OperationRecord, revision: number) => {
     for (const c of [...consumers]) {
       try {
-        call(c);
+        c.onRecord(record, revision);
       } catch (err) {
-        c.logger.error({ err }, `operations consumer failed on ${what}`);
+        c.logger.error({ err }, "operations consumer failed on a record; it will resync");
+        if (owed.has(c)) continue;
+        owed.add(c);
+        setTimeout(() => {
+          owed.delete(c);
+          if (!stop.signal.aborted && consumers.has(c)) resync(c);
+        }, RESUME_PAUSE_MS).unref();
       }
     }
   };
@@ -93,7 +118,7 @@ function startFeed(store: KvStore, logger: Logger): Feed {
       try {
         const from = (await store.revision({ signal })) + 1;
         if (first) started();
-        else tell("resync", (c) => c.onResync());
+        else for (const c of [...consumers]) resync(c);
         first = false;
         for await (const e of store.watch(OPERATIONS_PREFIX, from, { signal })) {
           if (e.type !== "put") continue;
@@ -104,12 +129,12 @@ function startFeed(store: KvStore, logger: Logger): Feed {
             logger.error({ err, key: e.key }, "undecodable operation record skipped");
             continue;
           }
-          tell("a record", (c) => c.onRecord(record, e.revision));
+          route(record, e.revision);
         }
       } catch (err) {
         if (signal.aborted) break;
         logger.warn({ err }, "operations watch ended; resuming");
-        await sleep(1000, undefined, { signal, ref: false }).catch(() => {});
+        await sleep(RESUME_PAUSE_MS, undefined, { signal, ref: false }).catch(() => {});
       }
     }
     started();
