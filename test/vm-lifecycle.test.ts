@@ -368,6 +368,58 @@ describe("VMs as desired state through hvctl", () => {
     );
   });
 
+  it("gives a disk to one VM: a create naming another VM's disk is refused DISK_IN_USE and writes nothing", async () => {
+    await ok(
+      ...["vm", "create", "disk-a", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
+      ...["--new-disk", "rbd:rbd/disk-a-d0=1GiB", "--start"],
+    );
+    assert.deepEqual(simWorld().get("disk-a"), { node: "node-01", state: "running" });
+    const vms = root().vms;
+    // Reported by its node, running or not: its disk is its own.
+    await eventually(async () => {
+      const got = await vms.getVm({ vmId: "disk-a" });
+      assert.equal(got.disks.length, 1);
+    });
+    const worldBefore = JSON.stringify([...simWorld()]);
+    const opsBefore = audit().filter((r) => r.event === "vm.operation").length;
+    const second = await hv(
+      ...["vm", "create", "disk-b", "--cpu", "1", "--memory", "1GiB", "--node", "node-02"],
+      ...["--disk", "rbd:rbd/disk-a-d0", "--start"],
+    );
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, /rbd\/disk-a-d0 is already the disk of vm disk-a/);
+    assert.match(second.stderr, /FAILED_PRECONDITION/);
+    assert.deepEqual(
+      await callOutcome(
+        vms.createVm({
+          vmId: "disk-c",
+          nodeId: { id: "node-03" },
+          start: true,
+          spec: {
+            vcpus: 1,
+            memoryBytes: GIB,
+            disks: [
+              { dataset: { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "disk-a-d0" } },
+            ],
+          },
+        }),
+      ),
+      { code: FAILED_PRECONDITION, reason: "DISK_IN_USE" },
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(JSON.stringify([...simWorld()]), worldBefore, "nothing defined, nothing started");
+    assert.equal(audit().filter((r) => r.event === "vm.operation").length, opsBefore);
+    assert.equal((await callOutcome(vms.getVm({ vmId: "disk-b" }))).reason, "VM_NOT_FOUND");
+    // Once its VM is deleted, the disk may be another VM's.
+    await ok("vm", "delete", "disk-a", "--force");
+    await eventually(async () => assert.equal((await hv("vm", "get", "disk-a")).code, NOT_FOUND));
+    await ok(
+      ...["vm", "create", "disk-b", "--cpu", "1", "--memory", "1GiB", "--node", "node-02"],
+      ...["--disk", "rbd:rbd/disk-a-d0"],
+    );
+    assert.deepEqual(simWorld().get("disk-b"), { node: "node-02", state: "stopped" });
+  });
+
   it("of many concurrent creates on a node with room for 3, accepts exactly 3; the rest are refused and write nothing", async (t) => {
     // A node of its own, whose free memory is all its capacity does not use.
     const hvctl = (...args: string[]) =>

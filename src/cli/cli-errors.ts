@@ -138,6 +138,8 @@ const REASON_ADVICE: Record<string, string> = {
   IMAGE_HAS_CLONES:
     "flatten (hvctl image flatten rbd:POOL/CLONE) or delete each clone of its templates first; hvctl image list -o wide shows them",
   IMAGE_IN_USE: "a VM uses it as a disk (hvctl dataset list shows which)",
+  DISK_IN_USE:
+    "a disk belongs to one VM: delete that VM first, or give this one a clone (hvctl image template, then hvctl image clone)",
   IMAGE_NOT_A_CLONE:
     "only a clone has a template to be flattened from (PARENT in hvctl image list)",
   TENANT_FILTER_DENIED: "leave out --tenant: your credential already sees only its tenants",

@@ -8,7 +8,6 @@ import {
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import {
   type AdoptVmRequest,
   type CreateVmRequest,
@@ -29,6 +28,7 @@ import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { placeVm } from "./vm-create-placement.js";
+import { createVmDiskCheck } from "./vm-disk-check.js";
 import {
   createVmOperations,
   type VmOperationRequest,
@@ -86,7 +86,10 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
   const { inventory, store, clock } = deps;
   const ops = createVmOperations(store, clock);
   const migrations = createMigrationRecords(store);
-  const datasets = createDatasetAccess({ inventory, store });
+  const checkDisks = createVmDiskCheck({
+    inventory,
+    datasets: createDatasetAccess({ inventory, store }),
+  });
 
   /** The VM's node and record: as reported, else as recorded (created, not yet reported). */
   async function locate(vmId: string, signal: AbortSignal) {
@@ -220,7 +223,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       const spec = req.spec;
       if (spec === undefined) throw new RpcError("INVALID_ARGUMENT", { message: "spec: required" });
       const tenant = ctx.tenant ?? req.tenant;
-      await checkDisks(req, tenant, ctx.signal);
+      await checkDisks(req, tenant, ctx.tenant !== undefined, ctx.signal);
       const id = vmOperationId(req.vmId, req.requestId);
       // Placement and the capacity it takes are one compare-and-swap on the node's
       // reservations: of concurrent creates, only those that still fit are written.
@@ -328,33 +331,4 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     watchOperation: (req: GetOperationRequest, ctx: CallContext) =>
       ops.follow(req.operationId, ctx.signal),
   };
-
-  /**
-   * Disks: an existing dataset must be one the VM's tenant may see; a new
-   * one must not be anybody's dataset already (DATASET_EXISTS).
-   */
-  async function checkDisks(req: CreateVmRequest, tenant: string, signal: AbortSignal) {
-    const seen = new Set<string>();
-    for (const [i, disk] of (req.spec?.disks ?? []).entries()) {
-      const d = disk.dataset;
-      if (
-        d === undefined ||
-        (d.backend !== StorageBackend.BACKEND_ZFS && d.backend !== StorageBackend.BACKEND_RBD)
-      )
-        throw new RpcError("INVALID_ARGUMENT", {
-          message: `spec.disks[${i}].dataset.backend: must be zfs or rbd`,
-        });
-      const key = `${d.backend}|${d.pool}/${d.name}`;
-      if (seen.has(key))
-        throw new RpcError("INVALID_ARGUMENT", { message: `spec.disks[${i}]: named twice` });
-      seen.add(key);
-      if (disk.sizeBytes > 0n && disk.sizeBytes < 1024n * 1024n)
-        throw new RpcError("INVALID_ARGUMENT", {
-          message: `spec.disks[${i}].size_bytes: at least 1 MiB for a new disk`,
-        });
-      if (disk.sizeBytes === 0n)
-        await datasets.resolve(d, tenant === "" ? undefined : tenant, signal);
-      else if ((await datasets.tenants(d, signal)).length > 0) throw new RpcError("DATASET_EXISTS");
-    }
-  }
 }

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type Logger, silentLogger } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
@@ -35,6 +36,8 @@ export interface VmRecords {
   all(): Promise<VmFacts>;
   /** Records that list a stale copy on `nodeId`, or any stale copy when omitted. */
   withStaleCopies(nodeId?: string): Promise<VersionedVm[]>;
+  /** Records whose spec names a disk `matches` accepts: one pass over every record. */
+  withSpecDisk(matches: (disk: DatasetRef) => boolean): Promise<VersionedVm[]>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
@@ -121,6 +124,16 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           list.push(v);
       }
       return list;
+    },
+    async withSpecDisk(matches) {
+      const m = await follow();
+      const out: VersionedVm[] = [];
+      for (const id of new Set([...m.values().keys(), ...written.keys()])) {
+        const v = current(id);
+        if (v?.rec.spec?.disks.some((d) => d.dataset !== undefined && matches(d.dataset)))
+          out.push(v);
+      }
+      return out;
     },
     version: () => version,
     write(rec, rev) {

@@ -89,6 +89,7 @@ export const REASONS = {
     message: "image has clones; flatten or delete them first",
   },
   IMAGE_IN_USE: { code: Code.FailedPrecondition, message: "image is a vm's disk" },
+  DISK_IN_USE: { code: Code.FailedPrecondition, message: "dataset is already another vm's disk" },
   IMAGE_NOT_A_CLONE: {
     code: Code.FailedPrecondition,
     message: "image is not a clone: it has no template to depend on",

@@ -1,0 +1,85 @@
+import { RpcError } from "../core/index.js";
+import { datasetKey } from "../drivers/index.js";
+import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
+import type { CreateVmRequest } from "../gen/debvisor/v1/vm_pb.js";
+import type { DatasetAccess } from "./dataset-access.js";
+import type { Inventory } from "./inventory.js";
+
+/** Smallest new disk (1 MiB). */
+const MIN_NEW_DISK_BYTES = 1024n * 1024n;
+
+/**
+ * The checks of a CreateVm's disks, before anything is written: each names
+ * a ZFS or RBD dataset once; an existing one (size 0) must be one the VM's
+ * tenant may see and no other VM's disk; a new one must be nobody's dataset
+ * (DATASET_EXISTS).
+ *
+ * A disk is one VM's: two VMs writing one image corrupt it, and on shared
+ * storage the second VM's start takes the disk's lock and fences the first.
+ * "Another VM's disk" is one a node reports as a VM's disk (running or not),
+ * or one a managed VM's record names (created and not reported yet, or on a
+ * node that is down): DISK_IN_USE, naming that VM only to a caller that may
+ * see it. Two creates naming the same existing disk at the same moment can
+ * both pass (the check is not in the create's transaction); the disk lock
+ * still lets only one of them write.
+ */
+export function createVmDiskCheck(deps: { inventory: Inventory; datasets: DatasetAccess }) {
+  const { inventory, datasets } = deps;
+
+  /** The VM other than `vmId` using `d` as a disk, if any, and its tenant. */
+  async function user(
+    d: DatasetRef,
+    vmId: string,
+    signal: AbortSignal,
+  ): Promise<{ id: string; tenant: string } | undefined> {
+    const key = datasetKey(d);
+    const same = (x: DatasetRef) => datasetKey(x) === key;
+    const reported = (await inventory.vmsWithDisk(same, signal)).find((vm) => vm.id !== vmId);
+    if (reported !== undefined) return { id: reported.id, tenant: reported.tenant };
+    const recorded = (await inventory.vmRecords.withSpecDisk(same)).find(
+      (v) => v.rec.managed && v.rec.id !== vmId,
+    );
+    return recorded === undefined
+      ? undefined
+      : { id: recorded.rec.id, tenant: recorded.rec.tenant };
+  }
+
+  return async function checkDisks(
+    req: CreateVmRequest,
+    tenant: string,
+    confined: boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const seen = new Set<string>();
+    for (const [i, disk] of (req.spec?.disks ?? []).entries()) {
+      const d = disk.dataset;
+      if (
+        d === undefined ||
+        (d.backend !== StorageBackend.BACKEND_ZFS && d.backend !== StorageBackend.BACKEND_RBD)
+      )
+        throw new RpcError("INVALID_ARGUMENT", {
+          message: `spec.disks[${i}].dataset.backend: must be zfs or rbd`,
+        });
+      const key = datasetKey(d);
+      if (seen.has(key))
+        throw new RpcError("INVALID_ARGUMENT", { message: `spec.disks[${i}]: named twice` });
+      seen.add(key);
+      if (disk.sizeBytes > 0n && disk.sizeBytes < MIN_NEW_DISK_BYTES)
+        throw new RpcError("INVALID_ARGUMENT", {
+          message: `spec.disks[${i}].size_bytes: at least 1 MiB for a new disk`,
+        });
+      if (disk.sizeBytes > 0n) {
+        if ((await datasets.tenants(d, signal)).length > 0) throw new RpcError("DATASET_EXISTS");
+        continue;
+      }
+      await datasets.resolve(d, tenant === "" ? undefined : tenant, signal);
+      const other = await user(d, req.vmId, signal);
+      if (other !== undefined) {
+        const named = !confined || other.tenant === tenant ? ` of vm ${other.id}` : "";
+        throw new RpcError("DISK_IN_USE", {
+          message: `spec.disks[${i}]: ${d.pool}/${d.name} is already the disk${named}`,
+        });
+      }
+    }
+  };
+}
