@@ -43,6 +43,7 @@ describe("a VM's disks at creation", () => {
       const reported = [
         { id: "a", tenant: "acme", disk: "a-d0" },
         { id: "u", tenant: "", disk: "u-d0" },
+        { id: "t", tenant: "", disk: "t-d0" },
       ];
       await inventory.heartbeat(
         create(HealthSchema, {
@@ -81,10 +82,14 @@ describe("a VM's disks at creation", () => {
       );
 
       /** The refusal `vmId` naming `disks` (existing ones) meets, for `tenant` (undefined: cluster-wide). */
-      const refusal = async (vmId: string, disks: string[], tenant?: string) => {
+      const refusal = async (vmId: string, disks: string[], tenant?: string, sizeBytes = 0n) => {
         const req = create(CreateVmRequestSchema, {
           vmId,
-          spec: { vcpus: 1, memoryBytes: GIB, disks: disks.map((d) => ({ dataset: rbd(d) })) },
+          spec: {
+            vcpus: 1,
+            memoryBytes: GIB,
+            disks: disks.map((d) => ({ dataset: rbd(d), sizeBytes })),
+          },
         });
         try {
           await check(req, tenant ?? "", tenant !== undefined, AbortSignal.timeout(10_000));
@@ -117,6 +122,12 @@ describe("a VM's disks at creation", () => {
       );
       // The second disk too, not only the first.
       assert.match(await refusal("b", ["free-d0", "a-d0"]), /^DISK_IN_USE: spec\.disks\[1\]/);
+      // A new disk must be nobody's: not even a disk of a VM of no tenant, with no dataset record.
+      assert.equal(
+        await refusal("b", ["t-d0"], undefined, GIB),
+        "DATASET_EXISTS: dataset already exists",
+      );
+      assert.equal(await refusal("b", ["new-d0"], undefined, GIB), "accepted");
       // A VM's own disks, and a disk nobody uses, pass.
       assert.equal(await refusal("a", ["a-d0"]), "accepted");
       assert.equal(await refusal("c", ["c-d0"]), "accepted");

@@ -12,7 +12,7 @@ const MIN_NEW_DISK_BYTES = 1024n * 1024n;
  * The checks of a CreateVm's disks, before anything is written: each names
  * a ZFS or RBD dataset once; an existing one (size 0) must be one the VM's
  * tenant may see and no other VM's disk; a new one must be nobody's dataset
- * (DATASET_EXISTS).
+ * and no VM's disk (DATASET_EXISTS).
  *
  * A disk is one VM's: two VMs writing one image corrupt it, and on shared
  * storage the second VM's start takes the disk's lock and fences the first.
@@ -36,8 +36,11 @@ export function createVmDiskCheck(deps: { inventory: Inventory; datasets: Datase
     const same = (x: DatasetRef) => datasetKey(x) === key;
     const reported = (await inventory.vmsWithDisk(same, signal)).find((vm) => vm.id !== vmId);
     if (reported !== undefined) return { id: reported.id, tenant: reported.tenant };
-    const recorded = (await inventory.vmRecords.withSpecDisk(same)).find(
-      (v) => v.rec.managed && v.rec.id !== vmId,
+    const [recorded] = await inventory.vmRecords.where(
+      (rec) =>
+        rec.managed &&
+        rec.id !== vmId &&
+        (rec.spec?.disks.some((x) => x.dataset !== undefined && same(x.dataset)) ?? false),
     );
     return recorded === undefined
       ? undefined
@@ -69,7 +72,12 @@ export function createVmDiskCheck(deps: { inventory: Inventory; datasets: Datase
           message: `spec.disks[${i}].size_bytes: at least 1 MiB for a new disk`,
         });
       if (disk.sizeBytes > 0n) {
-        if ((await datasets.tenants(d, signal)).length > 0) throw new RpcError("DATASET_EXISTS");
+        // Somebody's dataset, or a disk a node reports (a VM of no tenant yet included).
+        if (
+          (await datasets.tenants(d, signal)).length > 0 ||
+          (await user(d, "", signal)) !== undefined
+        )
+          throw new RpcError("DATASET_EXISTS");
         continue;
       }
       await datasets.resolve(d, tenant === "" ? undefined : tenant, signal);

@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type Logger, silentLogger } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
@@ -36,8 +35,8 @@ export interface VmRecords {
   all(): Promise<VmFacts>;
   /** Records that list a stale copy on `nodeId`, or any stale copy when omitted. */
   withStaleCopies(nodeId?: string): Promise<VersionedVm[]>;
-  /** Records whose spec names a disk `matches` accepts: one pass over every record. */
-  withSpecDisk(matches: (disk: DatasetRef) => boolean): Promise<VersionedVm[]>;
+  /** The records `matches` accepts, by id: one pass over every record. */
+  where(matches: (rec: VmRecord) => boolean): Promise<VersionedVm[]>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
@@ -125,15 +124,14 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       }
       return list;
     },
-    async withSpecDisk(matches) {
+    async where(matches) {
       const m = await follow();
       const out: VersionedVm[] = [];
       for (const id of new Set([...m.values().keys(), ...written.keys()])) {
         const v = current(id);
-        if (v?.rec.spec?.disks.some((d) => d.dataset !== undefined && matches(d.dataset)))
-          out.push(v);
+        if (v !== undefined && matches(v.rec)) out.push(v);
       }
-      return out;
+      return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
     version: () => version,
     write(rec, rev) {
