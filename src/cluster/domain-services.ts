@@ -1,6 +1,7 @@
 import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
 import type { KvStore } from "../store/index.js";
+import { createAgentOperations } from "./agent-operations.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import type { EventLog } from "./event-log.js";
 import type { EventSink } from "./event-recorder.js";
@@ -54,6 +55,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       engine: deps.runtime?.engine,
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
       events: deps.events?.sink,
+      operations: { ops: createAgentOperations(deps.store, deps.clock), clock: deps.clock },
     }),
     createVmService({
       inventory: deps.inventory,

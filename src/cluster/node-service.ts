@@ -1,4 +1,5 @@
 import {
+  type Clock,
   defineService,
   type LabelSelector,
   matchesLabels,
@@ -18,12 +19,14 @@ import {
   NodeService,
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
+import type { AgentOperations } from "./agent-operations.js";
 import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { drainNode } from "./node-drain.js";
 import { attachNodeListEncoding, createSummaryEncoder } from "./node-list-encoding.js";
 import { removeNode } from "./node-removal.js";
+import { endLeftOperations } from "./operations-left.js";
 import { filteredScope, scopeNode, visibleVms } from "./tenancy.js";
 import { observedVm } from "./vm-view.js";
 
@@ -36,6 +39,8 @@ export interface NodeServiceDeps {
   readonly fenceDelayMs?: number;
   /** Where cordons, drains and removals are told (default: nowhere). */
   readonly events?: EventSink;
+  /** A removed node's operations still open are ended (default: left as they are). */
+  readonly operations?: { readonly ops: AgentOperations; readonly clock: Clock };
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
@@ -159,6 +164,17 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
         const node = await removeNode(inventory, req.id?.id ?? "", ctx.signal);
         const id = node.info?.id?.id ?? "";
         tell(id, "Removed", `${id} removed by ${principalOf(ctx).id}`);
+        // Nobody will run them now: each would wait for good.
+        if (deps.operations !== undefined)
+          await endLeftOperations({
+            operations: deps.operations.ops,
+            nodeId: id,
+            matches: () => true,
+            message: `${id} was removed`,
+            clock: deps.operations.clock,
+            logger: ctx.log,
+            signal: ctx.signal,
+          });
         return node;
       },
     },

@@ -8,6 +8,7 @@ import {
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import {
   type AdoptVmRequest,
   type CreateVmRequest,
@@ -19,14 +20,17 @@ import {
   type VmInfo,
   type VmOperation,
   VmOperationKind,
+  VmOperationState,
   type VmSpec,
   VmState,
 } from "../gen/debvisor/v1/vm_pb.js";
 import type { KvStore } from "../store/index.js";
+import { createAgentOperations } from "./agent-operations.js";
 import { createHolder, unreportedCreates } from "./create-reservations.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { endLeftOperations } from "./operations-left.js";
 import { placeVm } from "./vm-create-placement.js";
 import { createVmDiskCheck } from "./vm-disk-check.js";
 import {
@@ -85,6 +89,7 @@ export const VM_LIFECYCLE_POLICIES = {
 export function createVmLifecycle(deps: VmLifecycleDeps) {
   const { inventory, store, clock } = deps;
   const ops = createVmOperations(store, clock);
+  const agentOps = createAgentOperations(store, clock);
   const migrations = createMigrationRecords(store);
   const checkDisks = createVmDiskCheck({
     inventory,
@@ -107,7 +112,13 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         ? reportedAt
         : ((await inventory.getNode(placedAt, signal))?.summary.info?.id?.id ?? placedAt);
     if (nodeId === "") throw new RpcError("VM_NOT_FOUND");
-    return { reported, prev, nodeId };
+    // Nobody will run an operation there: the node was removed, or it is down and the
+    // operator has said it is off (cordoned out of service).
+    const node = await inventory.getNode(nodeId, signal);
+    const nodeOff =
+      node === undefined ||
+      (node.summary.outOfService && node.summary.readiness !== NodeReadiness.READY);
+    return { reported, prev, nodeId, nodeOff };
   }
 
   /** Writes the operation with the record change; the record is read again if it moved meanwhile. */
@@ -123,6 +134,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       params: Record<string, string>;
       vm: VmOperationRequest["vm"];
       prev: VersionedVm | undefined;
+      decided?: VmOperationRequest["decided"];
     },
   ): Promise<VmOperation> {
     const id = vmOperationId(vmId, requestId);
@@ -142,6 +154,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             requestId,
             vm: b.vm,
             vmRevision: b.prev?.rev ?? 0,
+            decided: b.decided,
             // Compared with the record in the same transaction when the record is written.
             generation:
               at.prev !== undefined && sameNode(at.prev.rec.nodeId, at.nodeId)
@@ -283,19 +296,48 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         vm: desired(prev, VmState.RUNNING, id),
         prev,
       })),
-    deleteVm: (req: DeleteVmRequest, ctx: CallContext) =>
-      submit(ctx, VmOperationKind.DELETE, req.vmId, req.requestId, ({ reported, prev }, id) => {
-        // Refused here already, changing nothing; the node refuses it too (it may know better).
-        if (reported?.state === VmState.RUNNING && !req.force) throw new RpcError("VM_RUNNING");
-        // The record goes when the node has undefined it (see the operation settler). Until
-        // then a VM asked to go away should not run: desired STOPPED, so a failover or HA
-        // restore does not bring it back elsewhere while the delete waits on a cut-off node.
-        return {
-          params: { force: String(req.force) },
-          vm: desired(prev, VmState.STOPPED, id),
-          prev,
-        };
-      }),
+    async deleteVm(req: DeleteVmRequest, ctx: CallContext): Promise<VmOperation> {
+      const op = await submit(
+        ctx,
+        VmOperationKind.DELETE,
+        req.vmId,
+        req.requestId,
+        ({ reported, prev, nodeId, nodeOff }, id) => {
+          // Refused here already, changing nothing; the node refuses it too (it may know better).
+          if (reported?.state === VmState.RUNNING && !req.force) throw new RpcError("VM_RUNNING");
+          // The record goes when the node has undefined it (see the operation settler). Until
+          // then a VM asked to go away should not run: desired STOPPED, so a failover or HA
+          // restore does not bring it back elsewhere while the delete waits on a cut-off node.
+          // A node said to be off (or gone) would keep it waiting for good: the delete is
+          // decided here, nothing is sent, the record goes, and a copy the node still
+          // holds shows as unmanaged should it come back (the operator said it was off;
+          // Kubernetes' out-of-service taint deletes a node's pods the same way).
+          return {
+            params: { force: String(req.force) },
+            vm: desired(prev, VmState.STOPPED, id),
+            prev,
+            decided: nodeOff
+              ? {
+                  message: `${nodeId} is out of service: nothing was sent to it; the vm's record is removed, and a copy still on ${nodeId} shows as unmanaged if the node comes back`,
+                }
+              : undefined,
+          };
+        },
+      );
+      // Decided here (its node is off): what else waits there for the VM never runs.
+      const nodeId = op.nodeId?.id ?? "";
+      if (op.state === VmOperationState.SUCCEEDED && nodeId !== "")
+        await endLeftOperations({
+          operations: agentOps,
+          nodeId,
+          matches: (r) => r.dispatch?.vmId === req.vmId && r.dispatch.operationId !== op.id,
+          message: `${req.vmId} was deleted while ${nodeId} was out of service`,
+          clock,
+          logger: ctx.log,
+          signal: ctx.signal,
+        });
+      return op;
+    },
     async adoptVm(req: AdoptVmRequest, ctx: CallContext): Promise<VmInfo> {
       const reported = await inventory.findVm(req.vmId, ctx.signal);
       if (reported === undefined) throw new RpcError("VM_NOT_FOUND");

@@ -36,9 +36,10 @@ export interface VmOperationSettlerOptions {
 /**
  * Settles finished lifecycle operations exactly once across control-plane
  * processes (a compare-and-swap marks the index entry settled): the outcome
- * goes to `onSettled` (the audit trail), a successful delete removes the
- * VM's record, and a failed create removes the record it had written, so
- * the id is free again and nothing is shown that no node holds. A create
+ * goes to `onSettled` (the audit trail), a successful delete (or one its
+ * node answers VM_NOT_FOUND) removes the VM's record, and a failed create
+ * removes the record it had written, so the id is free again and nothing is
+ * shown that no node holds. A create
  * releases the capacity it reserved on its node.
  */
 export function startVmOperationSettler(options: VmOperationSettlerOptions): {
@@ -63,14 +64,24 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
     // reported VM) goes as before.
     const deletedThere =
       vm !== undefined && (vm.message.nodeId === "" || sameNode(vm.message.nodeId, index.nodeId));
+    // A node answering a delete with VM_NOT_FOUND holds nothing to delete: the VM went
+    // behind the control plane's back (host reinstalled, undefined by hand), and keeping
+    // the record would keep its id taken for good with nothing able to remove it.
+    const deleted =
+      op.state === VmOperationState.SUCCEEDED ||
+      (op.state === VmOperationState.FAILED && op.reason === "VM_NOT_FOUND");
+    // A failed create made nothing: its record goes, unless the VM was placed anew since
+    // (a failover or migration bumps the generation). Operations accepted after it (a
+    // start) do not keep it: they fail on a VM no node has.
+    const createdNothing =
+      op.state !== VmOperationState.SUCCEEDED &&
+      (vm?.message.lastOperationId === id ||
+        ((record.dispatch?.generation ?? 0n) > 0n &&
+          vm?.message.generation === record.dispatch?.generation));
     const forget =
       vm !== undefined &&
-      ((index.kind === VmOperationKind.DELETE &&
-        op.state === VmOperationState.SUCCEEDED &&
-        deletedThere) ||
-        (index.kind === VmOperationKind.CREATE &&
-          op.state !== VmOperationState.SUCCEEDED &&
-          vm.message.lastOperationId === id));
+      ((index.kind === VmOperationKind.DELETE && deleted && deletedThere) ||
+        (index.kind === VmOperationKind.CREATE && createdNothing));
     const ops: TxnOp[] = [
       {
         type: "put",

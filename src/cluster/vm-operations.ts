@@ -76,6 +76,12 @@ export interface VmOperationRequest {
   readonly generation: bigint;
   /** More to compare and write in the same transaction (a create's capacity reservation). */
   readonly also?: { readonly compare: Compare; readonly op: TxnOp };
+  /**
+   * Set: the control plane decides the operation as it writes it (DONE,
+   * SUCCEEDED, with this message) and no node is asked: a delete of a VM
+   * whose node the operator has said is off, or that is gone.
+   */
+  readonly decided?: { readonly message: string };
 }
 
 /** One lifecycle operation as stored: its index and the agent operation. */
@@ -138,7 +144,16 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
           createdAt: timestampFromMs(now),
         },
         nodeId: req.nodeId,
-        phase: OperationPhase.PENDING,
+        phase: req.decided === undefined ? OperationPhase.PENDING : OperationPhase.DONE,
+        result:
+          req.decided === undefined
+            ? undefined
+            : {
+                operationId: id,
+                outcome: OperationOutcome.SUCCEEDED,
+                message: req.decided.message,
+                finishedAt: timestampFromMs(now),
+              },
         requestedBy: req.requestedBy,
         createdAtMs: BigInt(now),
         updatedAtMs: BigInt(now),
