@@ -195,6 +195,31 @@ describe("migrations on the simulated cluster", () => {
     await h.runtime.engine.wait(started.migrationId, AbortSignal.timeout(10_000));
   });
 
+  it("plans for a tenant-confined caller, and for failovers, without the free figures other tenants' VMs leave", async () => {
+    const vm = await h.inventory.assignTenant(
+      (await pickVm(h.inventory, movable)).id,
+      "acme",
+      "test-operator",
+    );
+    const target = (await h.inventory.listNodes()).find((n) => n.info?.id?.id !== vm.nodeId?.id);
+    const targetId = target?.info?.id?.id ?? "";
+    const plan = (tenant: string | undefined, failover = false) =>
+      h.runtime.engine.plan(
+        { vmId: vm.id, target: targetId, allowDowntime: false, tenant },
+        undefined,
+        { failover },
+      );
+    const memory = async (p: ReturnType<typeof plan>) =>
+      (await p).checks.find((c) => c.name === "target_memory")?.reason ?? "";
+    assert.match(await memory(plan(undefined)), /has [\d.]+ GiB free after reservations/);
+    for (const [name, reason] of [
+      ["confined", await memory(plan(vm.tenant))],
+      ["failover", await memory(plan(undefined, true))],
+    ] as const) {
+      assert.equal(reason, `${targetId} has enough free memory for the vm`, name);
+    }
+  });
+
   it("settles a migration whose runner died after the switchover as succeeded", async () => {
     const vm = await pickVm(h.inventory, movable);
     const source = vm.nodeId?.id ?? "";

@@ -137,6 +137,8 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         target: req.target,
         allowDowntime: req.allowDowntime,
         failover,
+        // A failover's reasons go to the VM's events and record, which its tenant reads.
+        confined: req.tenant !== undefined || failover,
       },
       signal,
     );

@@ -253,6 +253,37 @@ describe("migration planning", () => {
     );
   });
 
+  it("tells a tenant-confined caller in words whether a node has room, never its free figures", async () => {
+    const figures = /\d\s*(GiB|vCPUs)/;
+    const confined = { confined: true };
+    assert.equal(
+      await refusal({ ...confined, nodes: [node("a"), node("b", { mem: 60n * GIB })] }),
+      "target_memory: b has not enough free memory for the vm",
+    );
+    assert.equal(
+      await refusal({ ...confined, nodes: [node("a"), node("b", { vcpus: 30 })] }),
+      "target_cpu: b has not enough free vCPUs for the vm",
+    );
+    const picked = await planner().plan(
+      input({ ...confined, target: undefined, nodes: [node("a"), node("b"), node("c")] }),
+    );
+    assert.ok(picked.allowed);
+    assert.doesNotMatch(picked.targetReason, figures, picked.targetReason);
+    assert.match(picked.targetReason, /^most free memory after reservations of 2 nodes/);
+    const refused = await planner().plan(
+      input({
+        ...confined,
+        target: undefined,
+        nodes: [node("a"), node("b", { mem: 60n * GIB }), node("c", { vcpus: 30 })],
+      }),
+    );
+    assert.equal(refused.allowed, false);
+    const reasons = [...picked.checks, ...refused.checks].map((c) => c.reason);
+    for (const reason of reasons) assert.doesNotMatch(reason, figures, reason);
+    assert.ok(reasons.includes("b has enough free memory for the vm"), reasons.join("\n"));
+    assert.match(reasons.join("\n"), /b: b has not enough free memory for the vm; c: c has not/);
+  });
+
   it("picks the node with the most free memory when no target is given, and says why", async () => {
     const plan = await planner().plan(
       input({

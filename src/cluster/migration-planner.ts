@@ -41,6 +41,12 @@ export interface PlanInput {
   readonly allowDowntime: boolean;
   /** Failover: the source is down, the VM is restarted, not migrated. */
   readonly failover?: boolean;
+  /**
+   * The reasons go to a caller confined to a tenant (default false): they say
+   * in words whether a node has room, never its free vCPUs or memory, which
+   * are what every tenant's VMs leave.
+   */
+  readonly confined?: boolean;
 }
 
 /** The outcome of planning. */
@@ -137,15 +143,21 @@ export function createPlanner(options: PlannerOptions): Planner {
       target.cordoned ? `${targetId} is cordoned` : `${targetId} is not cordoned`,
     );
     const room = free(target, input.reserved);
+    const cpuFits = room.vcpus >= vm.vcpus;
     add(
       "target_cpu",
-      room.vcpus >= vm.vcpus,
-      `${targetId} has ${Math.max(0, room.vcpus)} vCPUs free after reservations; vm needs ${vm.vcpus}`,
+      cpuFits,
+      input.confined
+        ? `${targetId} has ${cpuFits ? "enough" : "not enough"} free vCPUs for the vm`
+        : `${targetId} has ${Math.max(0, room.vcpus)} vCPUs free after reservations; vm needs ${vm.vcpus}`,
     );
+    const memoryFits = room.memory >= vm.memoryBytes;
     add(
       "target_memory",
-      room.memory >= vm.memoryBytes,
-      `${targetId} has ${gib(room.memory)} free after reservations; vm needs ${gib(vm.memoryBytes)}`,
+      memoryFits,
+      input.confined
+        ? `${targetId} has ${memoryFits ? "enough" : "not enough"} free memory for the vm`
+        : `${targetId} has ${gib(room.memory)} free after reservations; vm needs ${gib(vm.memoryBytes)}`,
     );
     checks.push(cpuCheck(vm, source, target));
     checks.push(await storageCheck(vm, sourceId, target, replicaOf));
@@ -275,7 +287,7 @@ export function createPlanner(options: PlannerOptions): Planner {
         checks: all,
         source: sourceId,
         target: best.id,
-        targetReason: `most free memory after reservations (${gib(best.mem)}, ${best.cpu} vCPUs free) of ${passing.length} nodes that pass every check`,
+        targetReason: `most free memory after reservations${input.confined ? "" : ` (${gib(best.mem)}, ${best.cpu} vCPUs free)`} of ${passing.length} nodes that pass every check`,
         live: best.live,
       };
 

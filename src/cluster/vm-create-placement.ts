@@ -16,6 +16,12 @@ export interface PlacementInput {
   readonly target: string;
   readonly cpuOvercommit: number;
   readonly memoryOvercommit: number;
+  /**
+   * The caller is confined to a tenant: refusals say in words which check a
+   * node failed, never its free vCPUs or memory, which are what every
+   * tenant's VMs leave (its node list shows only its own use).
+   */
+  readonly confined: boolean;
 }
 
 /** Where a new VM goes, and why. */
@@ -31,7 +37,8 @@ const gib = (b: bigint) => `${(Number(b) / GIB).toFixed(1)} GiB`;
  * The first check a node fails for the spec, or undefined when it passes
  * all: the checks of migration planning that apply to a VM that does not
  * exist yet (ready, not cordoned, free vCPUs and memory after reservations,
- * the CPU model offered, RBD pools reachable).
+ * the CPU model offered, RBD pools reachable); free figures only for a
+ * caller that is not confined.
  */
 function refusal(node: NodeSummary, input: PlacementInput): string | undefined {
   const id = node.info?.id?.id ?? "";
@@ -43,9 +50,13 @@ function refusal(node: NodeSummary, input: PlacementInput): string | undefined {
   const vcpus = room.vcpus - (pending?.vcpus ?? 0);
   const memory = room.memory - (pending?.memoryBytes ?? 0n);
   if (vcpus < spec.vcpus)
-    return `${id} has ${Math.max(0, vcpus)} vCPUs free after reservations; vm needs ${spec.vcpus}`;
+    return input.confined
+      ? `${id} has not enough free vCPUs for the vm`
+      : `${id} has ${Math.max(0, vcpus)} vCPUs free after reservations; vm needs ${spec.vcpus}`;
   if (memory < spec.memoryBytes)
-    return `${id} has ${gib(memory < 0n ? 0n : memory)} free after reservations; vm needs ${gib(spec.memoryBytes)}`;
+    return input.confined
+      ? `${id} has not enough free memory for the vm`
+      : `${id} has ${gib(memory < 0n ? 0n : memory)} free after reservations; vm needs ${gib(spec.memoryBytes)}`;
   const model = spec.cpuModel;
   if (
     model !== "" &&

@@ -5,6 +5,7 @@ import {
   principalOf,
   RpcError,
   sameNode,
+  scopeOf,
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
@@ -255,6 +256,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
           target: req.nodeId?.id ?? "",
           cpuOvercommit: deps.cpuOvercommit ?? 4,
           memoryOvercommit: deps.memoryOvercommit ?? 1,
+          confined: !scopeOf(ctx).clusterWide,
         });
         const hold = await migrations.hold(
           placement.nodeId,
