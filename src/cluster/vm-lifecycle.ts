@@ -138,7 +138,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       decided?: VmOperationRequest["decided"];
     },
   ): Promise<VmOperation> {
-    const id = vmOperationId(vmId, requestId);
+    // Scoped: a key another tenant's caller picked never names this caller's operation.
+    const id = vmOperationId(vmId, requestId, ctx.tenant);
     for (let attempt = 0; attempt < 4; attempt++) {
       const at = await locate(vmId, ctx.signal);
       const b = build(at, id);
@@ -238,7 +239,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       if (spec === undefined) throw new RpcError("INVALID_ARGUMENT", { message: "spec: required" });
       const tenant = ctx.tenant ?? req.tenant;
       await checkDisks(req, tenant, ctx.tenant !== undefined, ctx.signal);
-      const id = vmOperationId(req.vmId, req.requestId);
+      const id = vmOperationId(req.vmId, req.requestId, ctx.tenant); // scoped, as in submit()
       // Placement and the capacity it takes are one compare-and-swap on the node's
       // reservations: of concurrent creates, only those that still fit are written.
       for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {

@@ -45,12 +45,49 @@ const AGENT_KIND: Record<VmOperationKind, OperationKind> = {
 
 /**
  * A new operation's id: random, or (with the client's idempotency key)
- * derived from the VM and the key, so a retried call names the same operation.
+ * derived from the key, the VM and the caller's tenant scope, so a retried
+ * call names the same operation and callers of different scopes never do.
+ * `scope` is the tenant a tenant-confined caller acts in (`ctx.tenant`),
+ * undefined for a cluster-wide caller, whose ids are derived exactly as
+ * before scopes counted (a retry across an upgrade still matches).
  */
-export function vmOperationId(vmId: string, requestId: string): string {
-  return requestId === ""
-    ? `op-${randomBytes(8).toString("hex")}`
-    : `rq-${createHash("sha256").update(`${vmId}\0${requestId}`).digest("hex").slice(0, 24)}`;
+export function vmOperationId(vmId: string, requestId: string, scope: string | undefined): string {
+  if (requestId === "") return `op-${randomBytes(8).toString("hex")}`;
+  // JSON escapes NUL, and neither a VM id nor a key holds one: a scoped input never equals
+  // a cluster-wide one (which always holds a NUL), nor another scope's.
+  const input =
+    scope === undefined ? `${vmId}\0${requestId}` : JSON.stringify([scope, vmId, requestId]);
+  return `rq-${createHash("sha256").update(input).digest("hex").slice(0, 24)}`;
+}
+
+/**
+ * Why a request cannot be answered with the operation its idempotency key
+ * already names, or undefined for a true retry. A retry is the same kind of
+ * operation on the same VM with the same parameters: those the operation
+ * was dispatched with (a create's spec and start flag, a stop's or reboot's
+ * force and timeout after its default, a delete's force) and, for a create,
+ * the same tenant. Not compared: the node (a retried create is placed
+ * again, maybe elsewhere) and who asks (anyone in the scope may retry).
+ * The scope itself is part of the id ({@link vmOperationId}). An operation
+ * whose record is gone is compared on its kind, VM and tenant only.
+ */
+export function keyReuse(existing: StoredVmOperation, req: VmOperationRequest): string | undefined {
+  const { index, record } = existing;
+  const used = `request_id "${req.requestId}" was already used for`;
+  if (index.vmId !== req.vmId) return `${used} another VM`;
+  const kind = (k: VmOperationKind) => VmOperationKind[k].toLowerCase();
+  if (index.kind !== req.kind) return `${used} a ${kind(index.kind)} of ${index.vmId}`;
+  const before = record?.dispatch?.params;
+  const differ =
+    before === undefined
+      ? []
+      : [...new Set([...Object.keys(before), ...Object.keys(req.params)])].filter(
+          (k) => before[k] !== req.params[k],
+        );
+  if (req.kind === VmOperationKind.CREATE && index.tenant !== req.tenant) differ.push("tenant");
+  return differ.length === 0
+    ? undefined
+    : `${used} a ${kind(index.kind)} of ${index.vmId} with other parameters (${differ.sort().join(", ")})`;
 }
 
 /** A lifecycle operation to write. */
@@ -63,7 +100,7 @@ export interface VmOperationRequest {
   readonly tenant: string;
   readonly params: Record<string, string>;
   readonly requestedBy: string;
-  /** The client's idempotency key ("" none): the same key for the same VM is the same operation. */
+  /** The client's idempotency key ("" none): see {@link vmOperationId} and {@link keyReuse}. */
   readonly requestId: string;
   /** The VM's record as it must be written with the operation, compared on `vmRevision`. */
   readonly vm: VmRecord | undefined;
@@ -99,7 +136,9 @@ export interface StoredVmOperation {
 export interface VmOperations {
   /**
    * Writes the operation; CONFLICT when the VM's record changed meanwhile
-   * (the caller reads again). A request id already used answers that operation.
+   * (the caller reads again). A request id already used answers that operation
+   * for a true retry; any other request reusing it is refused INVALID_ARGUMENT,
+   * nothing written ({@link keyReuse}).
    */
   submit(
     req: VmOperationRequest,
@@ -183,12 +222,15 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
       if (txn.succeeded)
         return { operation: vmOperationOf(index, record), revision: txn.revision, written: true };
       const existing = await get(id, signal);
-      if (existing !== undefined && req.requestId !== "")
+      if (existing !== undefined && req.requestId !== "") {
+        const reuse = keyReuse(existing, req);
+        if (reuse !== undefined) throw new RpcError("INVALID_ARGUMENT", { message: reuse });
         return {
           operation: vmOperationOf(existing.index, existing.record),
           revision: txn.revision,
           written: false,
         };
+      }
       throw new RpcError("CONFLICT");
     },
     async *follow(id, signal) {
