@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { type CallContext, createManualClock, RpcError, silentLogger } from "../core/index.js";
+import { createManualClock, handlerCall, RpcError, silentLogger } from "../core/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
@@ -41,29 +41,8 @@ async function cluster() {
    * Calls `name` as `who`: confined to `tenant` (the scope authorization
    * gives a tenant's caller), or cluster-wide when `tenant` is undefined.
    */
-  const call = (name: string, request: object, who: string, tenant?: string) => {
-    const method = binding.methods.find((m) => m.spec.name === name);
-    assert.ok(method !== undefined, name);
-    const ctx: CallContext = {
-      requestId: "direct",
-      method: method.spec,
-      peer: { address: "127.0.0.1:1" },
-      headers: { get: () => undefined },
-      deadline: undefined,
-      signal: AbortSignal.timeout(10_000),
-      startedAt: 0,
-      principal: { id: who, method: "apikey", roles: [], ...(tenant && { tenant }) },
-      tenant,
-      scope:
-        tenant === undefined
-          ? undefined
-          : { tenant, clusterWide: false, canSee: (t: string) => t === tenant },
-      log: silentLogger,
-      notes: {},
-    };
-    const handler = method.handler as (r: object, c: CallContext) => Promise<VmOperation>;
-    return handler(create(method.spec.desc.input, request as never), ctx);
-  };
+  const call = (name: string, request: object, who: string, tenant?: string) =>
+    handlerCall<VmOperation>(binding, name)(request, tenant, who);
   const record = async (vmId: string) =>
     (await getMessage(store, VmRecordSchema, `vms/${vmId}`))?.message;
   const operationCount = async () => {

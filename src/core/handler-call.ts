@@ -1,3 +1,4 @@
+import { create } from "@bufbuild/protobuf";
 import type { CallContext } from "./call-context.js";
 import { silentLogger } from "./logger.js";
 import type { ServiceBinding } from "./service-binding.js";
@@ -5,19 +6,20 @@ import type { ServiceBinding } from "./service-binding.js";
 /**
  * A unary method's handler of `binding`, called as the transport calls it
  * once the pipeline has let the call through: for a cluster-wide caller, or
- * one confined to `tenant` (the scope the authorization stage gives it).
+ * one confined to `tenant` (the scope the authorization stage gives it);
+ * with `principal`, as that identity (an API key's, confined like the call).
  * Nothing else of the pipeline runs (no authentication, authorization,
  * validation or audit): for tests and benchmarks of a handler alone.
  */
 export function handlerCall<Res>(
   binding: ServiceBinding,
   name: string,
-): (request: object, tenant?: string) => Promise<Res> {
+): (request: object, tenant?: string, principal?: string) => Promise<Res> {
   const method = binding.methods.find((m) => m.spec.name === name);
   if (method === undefined) throw new Error(`${binding.desc.typeName} has no method ${name}`);
   const handler = method.handler as (request: object, ctx: CallContext) => Promise<Res>;
-  return (request, tenant) =>
-    handler(request, {
+  return (request, tenant, principal) =>
+    handler(create(method.spec.desc.input, request as never), {
       requestId: "direct",
       method: method.spec,
       peer: { address: "127.0.0.1:1" },
@@ -25,6 +27,9 @@ export function handlerCall<Res>(
       deadline: undefined,
       signal: AbortSignal.timeout(10_000),
       startedAt: 0,
+      ...(principal !== undefined && {
+        principal: { id: principal, method: "apikey", roles: [], ...(tenant && { tenant }) },
+      }),
       tenant,
       scope:
         tenant === undefined
