@@ -380,6 +380,27 @@ describe("VMs as desired state through hvctl", () => {
       const got = await vms.getVm({ vmId: "disk-a" });
       assert.equal(got.disks.length, 1);
     });
+    // Its own create retried hears that the VM exists, not that its new disk does.
+    assert.deepEqual(
+      await callOutcome(
+        vms.createVm({
+          vmId: "disk-a",
+          nodeId: { id: "node-01" },
+          start: true,
+          spec: {
+            vcpus: 1,
+            memoryBytes: GIB,
+            disks: [
+              {
+                dataset: { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "disk-a-d0" },
+                sizeBytes: GIB,
+              },
+            ],
+          },
+        }),
+      ),
+      { code: 6, reason: "VM_EXISTS" },
+    );
     const worldBefore = JSON.stringify([...simWorld()]);
     const opsBefore = audit().filter((r) => r.event === "vm.operation").length;
     const second = await hv(

@@ -22,6 +22,7 @@ import { callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 
 const GIB = 1024n ** 3n;
+const FENCE_MS = 4000;
 
 describe("a VM whose node is gone, or that no node holds", () => {
   let dir: string;
@@ -50,7 +51,9 @@ describe("a VM whose node is gone, or that no node holds", () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-lostnode-"));
-    daemon = await startDevDaemon(dir, { cluster: { heartbeatIntervalMs: 1000 } });
+    daemon = await startDevDaemon(dir, {
+      cluster: { heartbeatIntervalMs: 1000, heartbeatMissedIntervals: 2, fenceDelayMs: FENCE_MS },
+    });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
     await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-04");
     agent = startAgent(agentArgs());
@@ -97,9 +100,36 @@ describe("a VM whose node is gone, or that no node holds", () => {
     assert.equal(gone.code, 0, gone.stderr);
   });
 
-  it("deletes a VM created on a node that died before running it, then removes the node", async () => {
+  it("ends nothing when a delete is retried after its VM was created again", async () => {
     const { vms } = clients();
-    await eventually(async () => assert.equal(await readiness("node-04"), NodeReadiness.READY));
+    const spec = { vcpus: 1, memoryBytes: GIB };
+    const c1 = await vms.createVm({ vmId: "x", nodeId: { id: "node-04" }, spec });
+    assert.equal((await finished(c1.id)).state, VmOperationState.SUCCEEDED);
+    const d1 = await vms.deleteVm({ vmId: "x", force: true, requestId: "del-k" });
+    assert.equal((await finished(d1.id)).state, VmOperationState.SUCCEEDED);
+    await eventually(async () =>
+      assert.equal((await callOutcome(vms.getVm({ vmId: "x" }))).reason, "VM_NOT_FOUND"),
+    );
+    // The agent is slow for a moment: the new create waits while the client retries its delete.
+    agent?.proc.kill("SIGSTOP");
+    const c2 = await vms.createVm({ vmId: "x", nodeId: { id: "node-04" }, spec });
+    const retried = await vms.deleteVm({ vmId: "x", force: true, requestId: "del-k" });
+    agent?.proc.kill("SIGCONT");
+    assert.equal(retried.id, d1.id, "the retry answers the first delete");
+    assert.equal((await finished(c2.id)).state, VmOperationState.SUCCEEDED);
+    await eventually(async () => assert.equal((await vms.getVm({ vmId: "x" })).managed, true));
+    const gone = await hvctl("vm", "delete", "x");
+    assert.equal(gone.code, 0, gone.stderr);
+  });
+
+  it("deletes a VM created on a node that died before running it, then removes the node", async () => {
+    const { vms, nodes } = clients();
+    // node-04 is up and reports no VM any more (the last case's is deleted).
+    await eventually(async () => {
+      const n = await nodes.getNode({ id: { id: "node-04" } });
+      assert.equal(n.summary?.readiness, NodeReadiness.READY);
+      assert.deepEqual(n.vms, []);
+    });
     // The node's agent freezes (its host hangs) just as a VM is created on it, then dies.
     agent?.proc.kill("SIGSTOP");
     const created = await vms.createVm({
@@ -120,21 +150,31 @@ describe("a VM whose node is gone, or that no node holds", () => {
     assert.equal(refused.code, 1);
     assert.match(
       refused.stderr,
-      /node-04 cannot be removed: vm\(s\) orphan are placed on it \(fail them over or delete them first\)/,
+      /node-04 cannot be removed: .*vm\(s\) orphan are placed on it \(fail them over or delete them first\)/,
     );
     // Cordoned only, the node may come back: a delete waits for it.
     const waiting = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-1" });
     assert.equal(waiting.state, VmOperationState.PENDING);
-    // The operator says the node is off: a delete is decided at once, nothing sent to it.
+    // Said to be off, but not yet past its fence delay (it may be only paused): still waits.
     assert.equal((await hvctl("node", "cordon", "node-04", "--out-of-service")).code, 0);
+    const early = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-2" });
+    assert.equal(early.state, VmOperationState.PENDING);
+    // Past it, a delete is decided at once, nothing sent to the node.
+    await eventually(
+      async () => {
+        const n = (await nodes.getNode({ id: { id: "node-04" } })).summary;
+        assert.ok(Number(n?.notReadyForMs ?? 0) > FENCE_MS, `not ready for ${n?.notReadyForMs} ms`);
+      },
+      { timeoutMs: 30_000 },
+    );
     const deleted = await hvctl("vm", "delete", "orphan", "--force");
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.match(deleted.stdout, /^delete orphan on node-04: succeeded\n$/);
     await eventually(async () =>
       assert.equal((await callOutcome(vms.getVm({ vmId: "orphan" }))).reason, "VM_NOT_FOUND"),
     );
-    // What else waited there for it ended: the create (its capacity freed) and the first delete.
-    for (const id of [created.id, waiting.id]) {
+    // What else waited there for it ended: the create (its capacity freed) and the deletes.
+    for (const id of [created.id, waiting.id, early.id]) {
       const op = await finished(id);
       assert.equal(op.state, VmOperationState.CANCELLED, id);
       assert.match(op.message, /orphan was deleted while node-04 was out of service/);

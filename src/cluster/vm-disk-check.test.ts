@@ -128,6 +128,13 @@ describe("a VM's disks at creation", () => {
         "DATASET_EXISTS: dataset already exists",
       );
       assert.equal(await refusal("b", ["new-d0"], undefined, GIB), "accepted");
+      // Another spelling of a's disk (the host resolves it to the same volume) is refused.
+      for (const name of ["a-d0/", "./a-d0", "x//a-d0", "x/../a-d0"])
+        assert.match(
+          await refusal("b", [name]),
+          /^INVALID_ARGUMENT: spec\.disks\[0\]\.dataset: pool and name must be plain paths/,
+          name,
+        );
       // A VM's own disks, and a disk nobody uses, pass.
       assert.equal(await refusal("a", ["a-d0"]), "accepted");
       assert.equal(await refusal("c", ["c-d0"]), "accepted");

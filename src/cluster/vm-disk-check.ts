@@ -5,6 +5,11 @@ import type { CreateVmRequest } from "../gen/debvisor/v1/vm_pb.js";
 import type { DatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 
+/** Whether every part of a slash-separated path is a name: none empty, "." or "..". */
+function plainPath(path: string): boolean {
+  return path.split("/").every((part) => part !== "" && part !== "." && part !== "..");
+}
+
 /** Smallest new disk (1 MiB). */
 const MIN_NEW_DISK_BYTES = 1024n * 1024n;
 
@@ -62,6 +67,12 @@ export function createVmDiskCheck(deps: { inventory: Inventory; datasets: Datase
       )
         throw new RpcError("INVALID_ARGUMENT", {
           message: `spec.disks[${i}].dataset.backend: must be zfs or rbd`,
+        });
+      // One dataset, one spelling: "tank/" + "x", "tank/." + "x" and "tank" + "x/" name the
+      // same zvol on the host, and would each pass as another disk.
+      if (!plainPath(d.pool) || !plainPath(d.name))
+        throw new RpcError("INVALID_ARGUMENT", {
+          message: `spec.disks[${i}].dataset: pool and name must be plain paths (no empty, "." or ".." part)`,
         });
       const key = datasetKey(d);
       if (seen.has(key))

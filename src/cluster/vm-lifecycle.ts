@@ -9,7 +9,6 @@ import {
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import {
   type AdoptVmRequest,
   type CreateVmRequest,
@@ -21,7 +20,6 @@ import {
   type VmInfo,
   type VmOperation,
   VmOperationKind,
-  VmOperationState,
   type VmSpec,
   VmState,
 } from "../gen/debvisor/v1/vm_pb.js";
@@ -98,7 +96,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
   });
 
   /** The VM's node and record: as reported, else as recorded (created, not yet reported). */
-  async function locate(vmId: string, signal: AbortSignal) {
+  async function locate(vmId: string, signal: AbortSignal, askOff = false) {
     const reported = await inventory.findVm(vmId, signal);
     const prev = (await inventory.vmRecords.all()).get(vmId);
     const reportedAt = reported?.nodeId?.id ?? "";
@@ -113,13 +111,29 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         ? reportedAt
         : ((await inventory.getNode(placedAt, signal))?.summary.info?.id?.id ?? placedAt);
     if (nodeId === "") throw new RpcError("VM_NOT_FOUND");
-    // Nobody will run an operation there: the node was removed, or it is down and the
-    // operator has said it is off (cordoned out of service).
-    const node = await inventory.getNode(nodeId, signal);
-    const nodeOff =
-      node === undefined ||
-      (node.summary.outOfService && node.summary.readiness !== NodeReadiness.READY);
-    return { reported, prev, nodeId, nodeOff };
+    return { reported, prev, nodeId, off: askOff ? await nodeOff(nodeId, signal) : undefined };
+  }
+
+  /**
+   * Whether nobody will run an operation on `nodeId`, with what to compare
+   * in the operation's transaction while that holds: the node was removed,
+   * or the operator has said it is off (cordoned out of service) and it has
+   * been NOT_READY past the fence delay, as a failover asks. A node that
+   * comes back (a heartbeat, an uncordon) fails the compares.
+   */
+  async function nodeOff(nodeId: string, signal: AbortSignal) {
+    const node = await inventory.readNode(nodeId, signal);
+    if (node === undefined) return { compares: [] };
+    if (!node.summary.outOfService || !node.liveness.pastFenceDelay) return undefined;
+    return { compares: [node.unchanged, ...node.liveness.compares] };
+  }
+
+  /** VM_EXISTS for a VM a node reports or a managed record holds; else its record, if any. */
+  async function refuseExisting(vmId: string, signal: AbortSignal) {
+    if ((await inventory.findVm(vmId, signal)) !== undefined) throw new RpcError("VM_EXISTS");
+    const prev = (await inventory.vmRecords.all()).get(vmId);
+    if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
+    return prev;
   }
 
   /** Writes the operation with the record change; the record is read again if it moved meanwhile. */
@@ -141,10 +155,10 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     // Scoped: a key another tenant's caller picked never names this caller's operation.
     const id = vmOperationId(vmId, requestId, ctx.tenant);
     for (let attempt = 0; attempt < 4; attempt++) {
-      const at = await locate(vmId, ctx.signal);
+      const at = await locate(vmId, ctx.signal, kind === VmOperationKind.DELETE);
       const b = build(at, id);
       try {
-        return await written(
+        const out = await written(
           {
             id,
             kind,
@@ -157,6 +171,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             vm: b.vm,
             vmRevision: b.prev?.rev ?? 0,
             decided: b.decided,
+            compares: b.decided === undefined ? undefined : at.off?.compares,
             // Compared with the record in the same transaction when the record is written.
             generation:
               at.prev !== undefined && sameNode(at.prev.rec.nodeId, at.nodeId)
@@ -165,6 +180,23 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
           },
           ctx.signal,
         );
+        // Decided by this very call (not a retry answered with an earlier one): what else
+        // waits on that node for the VM, written before it, never runs.
+        const writtenAt = BigInt(clock.now());
+        if (out.written && b.decided !== undefined)
+          await endLeftOperations({
+            operations: agentOps,
+            nodeId: at.nodeId,
+            matches: (r) =>
+              r.dispatch?.vmId === vmId &&
+              r.dispatch.operationId !== id &&
+              r.createdAtMs <= writtenAt,
+            message: `${vmId} was deleted while ${at.nodeId} was out of service`,
+            clock,
+            logger: ctx.log,
+            signal: ctx.signal,
+          });
+        return out.operation;
       } catch (err) {
         if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
       }
@@ -172,10 +204,10 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     throw new RpcError("CONFLICT");
   }
 
-  async function written(req: VmOperationRequest, signal: AbortSignal): Promise<VmOperation> {
+  async function written(req: VmOperationRequest, signal: AbortSignal) {
     const out = await ops.submit(req, signal);
     if (out.written && req.vm !== undefined) inventory.vmRecords.remember(req.vm, out.revision);
-    return out.operation;
+    return out;
   }
 
   /** The create's operation, its VM's record and its capacity reservation, to write at once. */
@@ -238,15 +270,15 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       const spec = req.spec;
       if (spec === undefined) throw new RpcError("INVALID_ARGUMENT", { message: "spec: required" });
       const tenant = ctx.tenant ?? req.tenant;
+      // First, so that a client retrying its create hears VM_EXISTS, not that its own new
+      // disk exists (checked again below, in the loop that writes).
+      await refuseExisting(req.vmId, ctx.signal);
       await checkDisks(req, tenant, ctx.tenant !== undefined, ctx.signal);
       const id = vmOperationId(req.vmId, req.requestId, ctx.tenant); // scoped, as in submit()
       // Placement and the capacity it takes are one compare-and-swap on the node's
       // reservations: of concurrent creates, only those that still fit are written.
       for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
-        if ((await inventory.findVm(req.vmId, ctx.signal)) !== undefined)
-          throw new RpcError("VM_EXISTS");
-        const prev = (await inventory.vmRecords.all()).get(req.vmId);
-        if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
+        const prev = await refuseExisting(req.vmId, ctx.signal);
         const reserved = await migrations.reserved(ctx.signal);
         const nodes = await inventory.listNodes(ctx.signal);
         const placement = placeVm({
@@ -269,7 +301,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         try {
           const revision = await generationFloor(store, ctx.signal);
           const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold, revision);
-          const op = await written(request, ctx.signal);
+          const op = (await written(request, ctx.signal)).operation;
           ctx.log.info(
             { vm: req.vmId, node: placement.nodeId, why: placement.reason },
             "vm placed",
@@ -299,13 +331,13 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         vm: desired(prev, VmState.RUNNING, id),
         prev,
       })),
-    async deleteVm(req: DeleteVmRequest, ctx: CallContext): Promise<VmOperation> {
-      const op = await submit(
+    deleteVm: (req: DeleteVmRequest, ctx: CallContext) =>
+      submit(
         ctx,
         VmOperationKind.DELETE,
         req.vmId,
         req.requestId,
-        ({ reported, prev, nodeId, nodeOff }, id) => {
+        ({ reported, prev, nodeId, off }, id) => {
           // Refused here already, changing nothing; the node refuses it too (it may know better).
           if (reported?.state === VmState.RUNNING && !req.force) throw new RpcError("VM_RUNNING");
           // The record goes when the node has undefined it (see the operation settler). Until
@@ -319,28 +351,15 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             params: { force: String(req.force) },
             vm: desired(prev, VmState.STOPPED, id),
             prev,
-            decided: nodeOff
-              ? {
-                  message: `${nodeId} is out of service: nothing was sent to it; the vm's record is removed, and a copy still on ${nodeId} shows as unmanaged if the node comes back`,
-                }
-              : undefined,
+            decided:
+              off !== undefined
+                ? {
+                    message: `${nodeId} is out of service: nothing was sent to it; the vm's record is removed, and a copy still on ${nodeId} shows as unmanaged if the node comes back`,
+                  }
+                : undefined,
           };
         },
-      );
-      // Decided here (its node is off): what else waits there for the VM never runs.
-      const nodeId = op.nodeId?.id ?? "";
-      if (op.state === VmOperationState.SUCCEEDED && nodeId !== "")
-        await endLeftOperations({
-          operations: agentOps,
-          nodeId,
-          matches: (r) => r.dispatch?.vmId === req.vmId && r.dispatch.operationId !== op.id,
-          message: `${req.vmId} was deleted while ${nodeId} was out of service`,
-          clock,
-          logger: ctx.log,
-          signal: ctx.signal,
-        });
-      return op;
-    },
+      ),
     async adoptVm(req: AdoptVmRequest, ctx: CallContext): Promise<VmInfo> {
       const reported = await inventory.findVm(req.vmId, ctx.signal);
       if (reported === undefined) throw new RpcError("VM_NOT_FOUND");

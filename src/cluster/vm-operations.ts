@@ -119,6 +119,8 @@ export interface VmOperationRequest {
    * whose node the operator has said is off, or that is gone.
    */
   readonly decided?: { readonly message: string };
+  /** More to compare in the same transaction (that a decided delete's node is still off). */
+  readonly compares?: readonly Compare[];
 }
 
 /** One lifecycle operation as stored: its index and the agent operation. */
@@ -214,6 +216,7 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
         compares.push({ key: vmKey, modRevision: req.vmRevision });
         success.push({ type: "put", key: vmKey, value: encodeMessage(VmRecordSchema, req.vm) });
       }
+      compares.push(...(req.compares ?? []));
       if (req.also !== undefined) {
         compares.push(req.also.compare);
         success.push(req.also.op);
