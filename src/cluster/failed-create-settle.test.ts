@@ -24,7 +24,7 @@ import type { VmRecords } from "./vm-records.js";
  * VM existed nowhere, yet its id stayed taken (VM_EXISTS) for good.
  */
 describe("a create that failed after another call on its VM", () => {
-  async function run(placedAgain: boolean): Promise<boolean> {
+  async function run(placedAgain: boolean, started = true): Promise<boolean> {
     const store = createSqliteStore({
       path: join(mkdtempSync(join(tmpdir(), "dv-failed-create-")), "state.db"),
       logger: silentLogger,
@@ -57,12 +57,13 @@ describe("a create that failed after another call on its VM", () => {
         rec("op-create", VmState.STOPPED),
         0,
       );
-      await write(
-        "op-start",
-        VmOperationKind.START,
-        rec("op-start", VmState.RUNNING),
-        created.revision,
-      );
+      if (started)
+        await write(
+          "op-start",
+          VmOperationKind.START,
+          rec("op-start", VmState.RUNNING),
+          created.revision,
+        );
       if (placedAgain) {
         const moved = placementChange("cf", await readPlacement(store, "cf"), "n2");
         assert.ok((await store.txn({ compares: [moved.compare], success: [moved.op] })).succeeded);
@@ -98,6 +99,10 @@ describe("a create that failed after another call on its VM", () => {
 
   it("keeps it when the VM was placed anew since (a failover or migration)", async () => {
     assert.equal(await run(true), true);
+  });
+
+  it("keeps it when placed anew even if the create wrote it last (ended by a node's removal)", async () => {
+    assert.equal(await run(true, false), true);
   });
 });
 

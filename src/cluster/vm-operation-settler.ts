@@ -71,13 +71,15 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       op.state === VmOperationState.SUCCEEDED ||
       (op.state === VmOperationState.FAILED && op.reason === "VM_NOT_FOUND");
     // A failed create made nothing: its record goes, unless the VM was placed anew since
-    // (a failover or migration bumps the generation). Operations accepted after it (a
-    // start) do not keep it: they fail on a VM no node has.
+    // (a failover or migration bumps the generation: a create ended by a node's removal
+    // after its VM was failed over elsewhere must not take the moved VM's record).
+    // Operations accepted after it (a start) do not keep it: they fail on a VM no node
+    // has. A create of before generations (0) goes only while it wrote the record last.
+    const generation = record.dispatch?.generation ?? 0n;
     const createdNothing =
       op.state !== VmOperationState.SUCCEEDED &&
-      (vm?.message.lastOperationId === id ||
-        ((record.dispatch?.generation ?? 0n) > 0n &&
-          vm?.message.generation === record.dispatch?.generation));
+      vm?.message.generation === generation &&
+      (generation > 0n || vm.message.lastOperationId === id);
     const forget =
       vm !== undefined &&
       ((index.kind === VmOperationKind.DELETE && deleted && deletedThere) ||
