@@ -1,11 +1,39 @@
-import type { Clock, Logger } from "../core/index.js";
-import { type DomainState, vmStateOf } from "../drivers/index.js";
+import { type Clock, type Logger, sameNode } from "../core/index.js";
+import { type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
 import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { RunnerRegistry } from "./runner-registry.js";
+
+/**
+ * The VM as its migration's target reported it, when that report left it
+ * out: the runner died after the hand-over and before it committed the
+ * placement, so the target reported a VM still placed on the source, and
+ * the inventory kept that copy out of the target's report as a conflict (a
+ * stale copy; a stopped one stays one, see placeReported). The VM's record
+ * still names the copy, with its state; it is the only trace of the VM, and
+ * settling would otherwise find it on neither node. A copy being removed
+ * (cleanup sent) is not taken.
+ */
+async function arrivedUnseen(
+  inventory: Inventory,
+  vmId: string,
+  target: string,
+): Promise<DomainStatus | undefined> {
+  const rec = (await inventory.vmRecords.all()).get(vmId)?.rec;
+  const copy = rec?.staleCopies.find((c) => sameNode(c.nodeId, target) && !c.cleanupSent);
+  if (rec === undefined || copy === undefined) return undefined;
+  return {
+    id: vmId,
+    state: copy.state === VmState.RUNNING ? "running" : "stopped",
+    vcpus: rec.spec?.vcpus ?? 0,
+    memoryBytes: rec.spec?.memoryBytes ?? 0n,
+    persistent: true,
+  };
+}
 
 /** Options of {@link createMigrationSettler}. */
 export interface MigrationSettlerOptions {
@@ -92,7 +120,16 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     const sig = signal ?? AbortSignal.timeout(60_000);
     const seen = await truth(job, sig);
     if (seen === undefined) return undefined;
-    const { onSource, onTarget } = seen;
+    let { onSource, onTarget } = seen;
+    // Not in the target's report, but the target reported it: it is the VM, arrived.
+    const arrived =
+      onTarget === undefined && (onSource === undefined || onSource === UNREACHABLE)
+        ? await arrivedUnseen(inventory, vmId, target)
+        : undefined;
+    if (arrived !== undefined) {
+      onTarget = arrived;
+      onSource = undefined;
+    }
     // Found on neither node: a hand-over between them may be in flight (asked one after
     // the other, each may have missed it). Asked again on later passes for a while.
     const since = firstTried.get(job.id) ?? clock.now();
