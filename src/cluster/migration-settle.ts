@@ -120,16 +120,16 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     const sig = signal ?? AbortSignal.timeout(60_000);
     const seen = await truth(job, sig);
     if (seen === undefined) return undefined;
-    let { onSource, onTarget } = seen;
-    // Not in the target's report, but the target reported it: it is the VM, arrived.
+    const { onSource } = seen;
+    let { onTarget } = seen;
+    // Not in the target's report, but the target reported it: it is the VM, arrived. Only
+    // when the source answered without it: a source that cannot be asked may still run the
+    // VM, and a stale copy on the target may be an old one (an earlier failover's).
     const arrived =
-      onTarget === undefined && (onSource === undefined || onSource === UNREACHABLE)
+      onTarget === undefined && onSource === undefined
         ? await arrivedUnseen(inventory, vmId, target)
         : undefined;
-    if (arrived !== undefined) {
-      onTarget = arrived;
-      onSource = undefined;
-    }
+    if (arrived !== undefined) onTarget = arrived;
     // Found on neither node: a hand-over between them may be in flight (asked one after
     // the other, each may have missed it). Asked again on later passes for a while.
     const since = firstTried.get(job.id) ?? clock.now();
