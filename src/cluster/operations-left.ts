@@ -12,7 +12,9 @@ import { timestampFromMs } from "./timestamp.js";
  * good, holding what it reserved (a create's capacity) and keeping anyone
  * following it waiting. Should the node come back with one of them in its
  * journal, its late result is ignored: the first result is the truth.
- * Each is ended apart; one that fails is logged. Answers how many ended.
+ * Best effort, after the change that left them is written: each is ended
+ * apart, and a failure (of one, or of reading them) is logged, never
+ * thrown to a caller whose own change succeeded. Answers how many ended.
  */
 export async function endLeftOperations(o: {
   readonly operations: AgentOperations;
@@ -24,7 +26,14 @@ export async function endLeftOperations(o: {
   readonly signal?: AbortSignal;
 }): Promise<number> {
   let ended = 0;
-  for (const record of await o.operations.open(o.nodeId, o.signal)) {
+  let open: OperationRecord[];
+  try {
+    open = await o.operations.open(o.nodeId, o.signal);
+  } catch (err) {
+    o.logger.warn({ err, node: o.nodeId }, "operations left open");
+    return 0;
+  }
+  for (const record of open) {
     const operationId = record.dispatch?.operationId ?? "";
     if (operationId === "" || !o.matches(record)) continue;
     const result = create(OperationResultSchema, {

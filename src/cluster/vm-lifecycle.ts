@@ -182,8 +182,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         );
         // Decided by this very call (not a retry answered with an earlier one): what else
         // waits on that node for the VM, written before it, never runs.
-        const writtenAt = BigInt(clock.now());
-        if (out.written && b.decided !== undefined)
+        if (out.written && b.decided !== undefined) {
+          const writtenAt = BigInt(clock.now());
           await endLeftOperations({
             operations: agentOps,
             nodeId: at.nodeId,
@@ -196,6 +196,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             logger: ctx.log,
             signal: ctx.signal,
           });
+        }
         return out.operation;
       } catch (err) {
         if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
