@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError, sameNode } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
@@ -173,7 +173,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           kind: jobKindOf(req.kind),
           requestedBy: req.requestedBy,
         });
-        if (await journal.begin(job, revisions.get(plan.target) ?? 0, signal))
+        // The planner read the VM's stale copies from a view; its record's revision, compared
+        // in begin's txn, makes sure none was noted on the target since.
+        const placed = (await inventory.vmRecords.all()).get(vm.id);
+        if (
+          !placed?.rec.staleCopies.some((c) => sameNode(c.nodeId, plan.target)) &&
+          (await journal.begin(job, revisions.get(plan.target) ?? 0, signal, [
+            inventory.vmRecords.unchanged(vm.id, placed?.rev ?? 0),
+          ]))
+        )
           return migrationOf(runner.launch(job, vm));
         // Another start took the room or the vm first: plan again, after a moment.
         await sleep(Math.random() * 10 * (attempt + 1));

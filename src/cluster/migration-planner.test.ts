@@ -116,6 +116,7 @@ describe("migration planning", () => {
         "target_memory",
         "cpu_compatible",
         "storage_reachable",
+        "target_holds_no_copy",
         "live_or_downtime",
         "executors",
       ],

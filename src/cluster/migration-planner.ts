@@ -162,6 +162,16 @@ export function createPlanner(options: PlannerOptions): Planner {
     checks.push(cpuCheck(vm, source, target));
     checks.push(await storageCheck(vm, sourceId, target, replicaOf));
     if (input.failover) return { checks, live: false };
+    // A stale copy there (an earlier failover's, say) would pass for the VM arrived if this
+    // migration's runner died: settling could then take an old copy for the moved VM.
+    const copyThere = vm.staleCopyNodes.some((n) => sameNode(n, targetId));
+    add(
+      "target_holds_no_copy",
+      !copyThere,
+      copyThere
+        ? `${targetId} holds a stale copy of the vm, being removed; try again once it is gone`
+        : `${targetId} holds no other copy of the vm`,
+    );
 
     const running = vm.state === VmState.RUNNING;
     const srcDriver = options.executors.forNode(sourceId);

@@ -41,6 +41,8 @@ export interface VmRecords {
   version(): number;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
   write(rec: VmRecord, rev: number): { compare: Compare; op: TxnOp };
+  /** The compare that holds only while VM `id`'s record is still at `rev` (0: still absent). */
+  unchanged(id: string, rev: number): Compare;
   /** Notes a record this process wrote at `rev`. */
   remember(rec: VmRecord, rev: number): void;
   /** Notes a record this process deleted (the watch confirms it). */
@@ -134,6 +136,7 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
     version: () => version,
+    unchanged: (id, rev) => ({ key: PREFIX + id, modRevision: rev }),
     write(rec, rev) {
       const key = PREFIX + rec.id;
       return {
