@@ -2,8 +2,10 @@ import { RpcError } from "../core/index.js";
 import { datasetKey } from "../drivers/index.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import type { CreateVmRequest } from "../gen/debvisor/v1/vm_pb.js";
+import type { Compare, KvStore, TxnOp } from "../store/index.js";
 import type { DatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
+import { readPlacement } from "./vm-placement.js";
 
 /** Whether every part of a slash-separated path is a name: none empty, "." or "..". */
 function plainPath(path: string): boolean {
@@ -24,9 +26,9 @@ const MIN_NEW_DISK_BYTES = 1024n * 1024n;
  * "Another VM's disk" is one a node reports as a VM's disk (running or not),
  * or one a managed VM's record names (created and not reported yet, or on a
  * node that is down): DISK_IN_USE, naming that VM only to a caller that may
- * see it. Two creates naming the same existing disk at the same moment can
- * both pass (the check is not in the create's transaction); the disk lock
- * still lets only one of them write.
+ * see it. This check reads views that can lag the store: two creates naming
+ * one disk at the same moment are told apart by {@link claimDisks}, in the
+ * create's transaction.
  */
 export function createVmDiskCheck(deps: { inventory: Inventory; datasets: DatasetAccess }) {
   const { inventory, datasets } = deps;
@@ -93,12 +95,65 @@ export function createVmDiskCheck(deps: { inventory: Inventory; datasets: Datase
       }
       await datasets.resolve(d, tenant === "" ? undefined : tenant, signal);
       const other = await user(d, req.vmId, signal);
-      if (other !== undefined) {
-        const named = !confined || other.tenant === tenant ? ` of vm ${other.id}` : "";
-        throw new RpcError("DISK_IN_USE", {
-          message: `spec.disks[${i}]: ${d.pool}/${d.name} is already the disk${named}`,
-        });
-      }
+      if (other !== undefined) throw inUse(i, d, other, tenant, confined);
     }
   };
+}
+
+/** DISK_IN_USE for disk `i`, naming the other VM only to a caller who may see it. */
+function inUse(
+  i: number,
+  d: DatasetRef,
+  other: { id: string; tenant: string },
+  tenant: string,
+  confined: boolean,
+): RpcError {
+  const named = !confined || other.tenant === tenant ? ` of vm ${other.id}` : "";
+  return new RpcError("DISK_IN_USE", {
+    message: `spec.disks[${i}]: ${d.pool}/${d.name} is already the disk${named}`,
+  });
+}
+
+/** Key family of disk claims: `disk-claims/<dataset key>` holds the id of the VM created with it last. */
+const CLAIMS = "disk-claims/";
+
+/**
+ * The compares and writes that claim a create's disks in its transaction,
+ * read from the store itself, not a view: each disk's claim names the VM
+ * created with it last, and the create compares the claim as read and
+ * writes its own VM's id. Of creates naming one disk at once, the first
+ * transaction wins and the others fail on the compare, plan again, and
+ * here find the claim of a VM whose record (written in the same
+ * transaction) still names the disk: DISK_IN_USE. A claim whose VM is gone
+ * or no longer names the disk (deleted, a failed create) is taken over.
+ * Claims are not deleted: one small key per disk ever named.
+ */
+export async function claimDisks(
+  store: KvStore,
+  req: CreateVmRequest,
+  tenant: string,
+  confined: boolean,
+  signal: AbortSignal,
+): Promise<{ compare: Compare; op: TxnOp }[]> {
+  const out: { compare: Compare; op: TxnOp }[] = [];
+  for (const [i, disk] of (req.spec?.disks ?? []).entries()) {
+    const d = disk.dataset;
+    if (d === undefined) continue;
+    const key = CLAIMS + datasetKey(d);
+    const claim = await store.get(key, { signal });
+    const holder = claim === undefined ? "" : new TextDecoder().decode(claim.value);
+    if (holder !== "" && holder !== req.vmId) {
+      const { rec } = await readPlacement(store, holder, signal);
+      const names = rec?.spec?.disks.some(
+        (x) => x.dataset !== undefined && datasetKey(x.dataset) === datasetKey(d),
+      );
+      if (rec?.managed === true && names === true)
+        throw inUse(i, d, { id: holder, tenant: rec.tenant }, tenant, confined);
+    }
+    out.push({
+      compare: { key, modRevision: claim?.modRevision ?? 0 },
+      op: { type: "put", key, value: new TextEncoder().encode(req.vmId) },
+    });
+  }
+  return out;
 }

@@ -31,7 +31,7 @@ import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { endLeftOperations } from "./operations-left.js";
 import { placeVm } from "./vm-create-placement.js";
-import { createVmDiskCheck } from "./vm-disk-check.js";
+import { claimDisks, createVmDiskCheck } from "./vm-disk-check.js";
 import {
   createVmOperations,
   type VmOperationRequest,
@@ -219,7 +219,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     id: string,
     prev: VersionedVm | undefined,
     nodeId: string,
-    hold: VmOperationRequest["also"],
+    also: VmOperationRequest["also"],
     revision: number,
   ): VmOperationRequest {
     const spec = req.spec as VmSpec;
@@ -252,7 +252,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       vm: rec,
       vmRevision: prev?.rev ?? 0,
       generation: rec.generation,
-      also: hold,
+      also,
     };
   }
 
@@ -301,7 +301,9 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         if (hold === undefined) continue;
         try {
           const revision = await generationFloor(store, ctx.signal);
-          const request = created(req, ctx, tenant, id, prev, placement.nodeId, hold, revision);
+          const claims = await claimDisks(store, req, tenant, ctx.tenant !== undefined, ctx.signal);
+          const also = [hold, ...claims];
+          const request = created(req, ctx, tenant, id, prev, placement.nodeId, also, revision);
           const op = (await written(request, ctx.signal)).operation;
           ctx.log.info(
             { vm: req.vmId, node: placement.nodeId, why: placement.reason },

@@ -111,8 +111,8 @@ export interface VmOperationRequest {
    * elsewhere is unfenced, and refused where another node holds the disks).
    */
   readonly generation: bigint;
-  /** More to compare and write in the same transaction (a create's capacity reservation). */
-  readonly also?: { readonly compare: Compare; readonly op: TxnOp };
+  /** More to compare and write in the same transaction (a create's capacity reservation and disk claims). */
+  readonly also?: readonly { readonly compare: Compare; readonly op: TxnOp }[];
   /**
    * Set: the control plane decides the operation as it writes it (DONE,
    * SUCCEEDED, with this message) and no node is asked: a delete of a VM
@@ -217,9 +217,9 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
         success.push({ type: "put", key: vmKey, value: encodeMessage(VmRecordSchema, req.vm) });
       }
       compares.push(...(req.compares ?? []));
-      if (req.also !== undefined) {
-        compares.push(req.also.compare);
-        success.push(req.also.op);
+      for (const more of req.also ?? []) {
+        compares.push(more.compare);
+        success.push(more.op);
       }
       const txn = await store.txn({ compares, success }, { signal });
       if (txn.succeeded)
