@@ -124,7 +124,8 @@ const CLAIMS = "disk-claims/";
  * writes its own VM's id. Of creates naming one disk at once, the first
  * transaction wins and the others fail on the compare, plan again, and
  * here find the claim of a VM whose record (written in the same
- * transaction) still names the disk: DISK_IN_USE. A claim whose VM is gone
+ * transaction) still names the disk: DISK_IN_USE (DATASET_EXISTS for a
+ * disk to be made new). A claim whose VM is gone
  * or no longer names the disk (deleted, a failed create) is taken over.
  * Claims are not deleted: one small key per disk ever named.
  */
@@ -148,7 +149,9 @@ export async function claimDisks(
         (x) => x.dataset !== undefined && datasetKey(x.dataset) === datasetKey(d),
       );
       if (rec?.managed === true && names === true)
-        throw inUse(i, d, { id: holder, tenant: rec.tenant }, tenant, confined);
+        throw disk.sizeBytes > 0n
+          ? new RpcError("DATASET_EXISTS")
+          : inUse(i, d, { id: holder, tenant: rec.tenant }, tenant, confined);
     }
     out.push({
       compare: { key, modRevision: claim?.modRevision ?? 0 },

@@ -92,6 +92,28 @@ describe("creates racing for one existing disk", () => {
         "ops",
       );
       assert.equal(next.vmId, "e");
+
+      // A new disk named by two creates at once: one is written, the other hears DATASET_EXISTS.
+      const fresh = create(DatasetRefSchema, { ...shared, name: "fresh" });
+      const both = await Promise.allSettled(
+        ["f", "g"].map((vmId) =>
+          createVm(
+            create(CreateVmRequestSchema, {
+              vmId,
+              requestId: `rq-${vmId}`,
+              spec: { vcpus: 1, memoryBytes: GIB, disks: [{ dataset: fresh, sizeBytes: GIB }] },
+            }),
+            undefined,
+            "ops",
+          ),
+        ),
+      );
+      assert.deepEqual(
+        both
+          .map((o) => (o.status === "fulfilled" ? "written" : (o.reason as RpcError).reason))
+          .sort(),
+        ["DATASET_EXISTS", "written"],
+      );
     } finally {
       inventory.close();
       await store.close();
