@@ -171,11 +171,21 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
           if (!busy) break;
           await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
+        // Made after: received after now, and its content newer than the report stored now.
+        // A report stamped before the stored one (the node's clock stepped back) renews the
+        // node but its content is ignored: the stored list, from before the job, stays.
         const since = clock.now();
+        const stamp = msFromTimestamp(
+          (await inventory.getNode(nodeId, signal))?.summary.health?.timestamp,
+        );
         for (;;) {
           const node = await inventory.getNode(nodeId, signal);
           if (node === undefined || node.summary.readiness !== NodeReadiness.READY) return;
-          if (msFromTimestamp(node.summary.lastHeartbeat) > since) return;
+          if (
+            msFromTimestamp(node.summary.lastHeartbeat) > since &&
+            msFromTimestamp(node.summary.health?.timestamp) > stamp
+          )
+            return;
           await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
       },
