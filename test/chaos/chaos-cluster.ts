@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { cpSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type * as grpc from "@grpc/grpc-js";
 import { createServiceClient, openChannel, resolveContext } from "../../src/client/index.js";
@@ -191,6 +191,15 @@ export async function startChaosCluster(
     p.kill("SIGCONT");
     p.kill("SIGKILL");
   };
+  /** A daemon's log so far, appended to logs/<name>.log: kept with the run's directory when it fails. */
+  const keepLog = (d: ChaosDaemon) => {
+    const lines = d.process?.logs.splice(0) ?? [];
+    if (lines.length > 0)
+      appendFileSync(
+        join(logs, `${d.name}.log`),
+        lines.map((l) => `${JSON.stringify(l)}\n`).join(""),
+      );
+  };
   const daemonAt = (i: number) => {
     const d = daemons[i];
     if (d === undefined) throw new Error(`no daemon ${i}`);
@@ -220,6 +229,7 @@ export async function startChaosCluster(
       const p = d.process;
       kill(p?.proc);
       await p?.exited;
+      keepLog(d);
       d.state = "dead";
       d.process = undefined;
     },
@@ -244,6 +254,7 @@ export async function startChaosCluster(
       for (const a of agents.values()) kill(a.proc);
       for (const d of daemons) kill(d.process?.proc);
       await Promise.all(daemons.map((d) => d.process?.exited));
+      for (const d of daemons) keepLog(d);
       for (const ch of channels) ch.close();
     },
   };
