@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Clock, type Logger, RpcError, sameNode } from "../core/index.js";
+import { type Clock, type Logger, nodeKey, RpcError } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
@@ -9,7 +9,7 @@ import type { MigrationJournal } from "./migration-journal.js";
 import type { Plan, Planner } from "./migration-planner.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { createMigrationRunner } from "./migration-runner.js";
-import { createMigrationSettler } from "./migration-settle.js";
+import { copyTaken, createMigrationSettler } from "./migration-settle.js";
 import { createMigrationWatch } from "./migration-watch.js";
 import { jobKindOf, migrationOf } from "./migration-wire.js";
 import type { RunnerRegistry } from "./runner-registry.js";
@@ -120,13 +120,16 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         } satisfies Plan,
         vm: undefined,
         revisions: new Map<string, number>(),
+        recordRevision: 0,
       };
     }
-    const [nodes, reserved, inFlight] = await Promise.all([
+    const [nodes, reserved, inFlight, facts] = await Promise.all([
       inventory.listNodes(signal),
       records.reserved(signal),
       records.locked(vm.id, signal),
+      inventory.vmRecords.all(),
     ]);
+    const record = facts.get(vm.id);
     const plan = await planner.plan(
       {
         vm,
@@ -137,12 +140,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         target: req.target,
         allowDowntime: req.allowDowntime,
         failover,
+        takenCopies: new Set(
+          (record?.rec.staleCopies ?? []).filter(copyTaken).map((c) => nodeKey(c.nodeId)),
+        ),
         // A failover's reasons go to the VM's events and record, which its tenant reads.
         confined: req.tenant !== undefined || failover,
       },
       signal,
     );
-    return { plan, vm, revisions: reserved.revisions };
+    return { plan, vm, revisions: reserved.revisions, recordRevision: record?.rev ?? 0 };
   }
 
   return {
@@ -152,7 +158,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     },
     async start(req, signal) {
       for (let attempt = 0; attempt < MAX_BEGIN_ATTEMPTS; attempt++) {
-        const { plan, vm, revisions } = await planFor(req, signal);
+        const { plan, vm, revisions, recordRevision } = await planFor(req, signal);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         if (!plan.allowed) {
           const inFlight = plan.checks.find((c) => c.name === "no_migration_in_flight");
@@ -175,12 +181,10 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         });
         // The planner read the VM's stale copies from a view; its record's revision, compared
         // in begin's txn, makes sure none was noted on the target since.
-        const placed = (await inventory.vmRecords.all()).get(vm.id);
         if (
-          !placed?.rec.staleCopies.some((c) => sameNode(c.nodeId, plan.target)) &&
-          (await journal.begin(job, revisions.get(plan.target) ?? 0, signal, [
-            inventory.vmRecords.unchanged(vm.id, placed?.rev ?? 0),
-          ]))
+          await journal.begin(job, revisions.get(plan.target) ?? 0, signal, [
+            inventory.vmRecords.unchanged(vm.id, recordRevision),
+          ])
         )
           return migrationOf(runner.launch(job, vm));
         // Another start took the room or the vm first: plan again, after a moment.

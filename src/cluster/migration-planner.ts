@@ -42,6 +42,11 @@ export interface PlanInput {
   /** Failover: the source is down, the VM is restarted, not migrated. */
   readonly failover?: boolean;
   /**
+   * Nodes (keys) holding a stale copy of the VM that settling would take for
+   * the VM arrived (recorded, no removal sent yet): not a migration's target.
+   */
+  readonly takenCopies?: ReadonlySet<string>;
+  /**
    * The reasons go to a caller confined to a tenant (default false): they say
    * in words whether a node has room, never its free vCPUs or memory, which
    * are what every tenant's VMs leave.
@@ -164,13 +169,13 @@ export function createPlanner(options: PlannerOptions): Planner {
     if (input.failover) return { checks, live: false };
     // A stale copy there (an earlier failover's, say) would pass for the VM arrived if this
     // migration's runner died: settling could then take an old copy for the moved VM.
-    const copyThere = vm.staleCopyNodes.some((n) => sameNode(n, targetId));
+    const copyThere = input.takenCopies?.has(nodeKey(targetId)) ?? false;
     add(
       "target_holds_no_copy",
       !copyThere,
       copyThere
-        ? `${targetId} holds a stale copy of the vm, being removed; try again once it is gone`
-        : `${targetId} holds no other copy of the vm`,
+        ? `${targetId} holds a stale copy of the vm that has not been removed yet`
+        : `${targetId} holds no copy of the vm that could be taken for it`,
     );
 
     const running = vm.state === VmState.RUNNING;

@@ -4,14 +4,17 @@ import { create } from "@bufbuild/protobuf";
 import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
 import { eventually } from "../../test/helpers/eventually.js";
 import { RpcError, silentLogger } from "../core/index.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { HealthSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { encodeMessage } from "../store/index.js";
 import { createLocalExecutors } from "./executors.js";
 import { createMigrationEngine } from "./migration-engine.js";
 import { createMigrationJournal, type MigrationJournal } from "./migration-journal.js";
 import { createPlanner } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { readPlacement } from "./vm-placement.js";
 
 const request = (vmId: string, target?: string) => ({
   vmId,
@@ -80,6 +83,21 @@ describe("a migration onto a node holding a stale copy of its vm", () => {
       return true;
     });
     assert.equal(h.sim.locate(vm.id)?.nodeId, "node-01", "nothing moved");
+
+    // Once its removal was sent, settling would not take the copy for the VM: no obstacle
+    // (a removal that failed would otherwise keep the node refused for good).
+    const placed = await readPlacement(h.store, vm.id);
+    assert.ok(placed.rec);
+    const marked = create(VmRecordSchema, {
+      ...placed.rec,
+      staleCopies: placed.rec.staleCopies.map((c) => ({ ...c, cleanupSent: true })),
+    });
+    await h.store.put(`vms/${vm.id}`, encodeMessage(VmRecordSchema, marked));
+    await eventually(async () => {
+      const plan = await h.runtime.engine.plan({ ...request(vm.id, "node-02") });
+      const check = plan.checks.find((c) => c.name === "target_holds_no_copy");
+      assert.equal(check?.passed, true, check?.reason);
+    });
 
     copy = undefined;
     await h.beat();
