@@ -96,7 +96,9 @@ async function adoptOne(
   const rec = got?.message;
   if (got === undefined || rec === undefined || rec.staleCopies.length !== 1) return false;
   const copy = rec.staleCopies[0];
-  if (copy === undefined || copy.nodeId === rec.nodeId || copy.cleanupSent) return false;
+  // A copy being removed is going; one whose node refused its removal is not.
+  if (copy === undefined || copy.nodeId === rec.nodeId) return false;
+  if (copy.cleanupSent && !copy.removalRefused) return false;
   const placed = await deps.inventory.readNode(rec.nodeId, signal);
   if (placed === undefined || placed.vms.some((v) => v.id === rec.id)) return false;
   const ready = placed.summary.readiness === NodeReadiness.READY;

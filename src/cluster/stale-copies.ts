@@ -9,7 +9,13 @@ import {
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import {
+  type Compare,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  updateMessage,
+} from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
@@ -68,6 +74,7 @@ export function createStaleCopies(store: KvStore, vmRecords: VmRecords): StaleCo
               nodeId,
               generation: prev?.generation ?? rec.generation,
               cleanupSent: prev?.cleanupSent ?? false,
+              removalRefused: prev?.removalRefused ?? false,
               state: vm.state,
             });
             const others = rec.staleCopies.filter((c) => c.nodeId !== nodeId);
@@ -204,10 +211,40 @@ export async function removeStaleCopies(
           detail: `stale copy on ${copy.nodeId} stopped and undefined; the vm is placed on ${rec.nodeId} (generation ${rec.generation})`,
         });
       } catch (err) {
-        deps.decide({ ...base, action: "failed", detail: toRpcError(err).message });
+        const e = toRpcError(err);
+        // The node says its copy is not stale: no removal is on its way, and the placement
+        // from the truth may take the copy (else a refused removal left the conflict for good).
+        if (e.reason === "COPY_NOT_STALE")
+          await markRefused(deps.store, deps.elected, rec.id, copy.nodeId, signal).catch(() => {});
+        deps.decide({ ...base, action: "failed", detail: e.message });
       }
     }
   }
+}
+
+/** Marks `vmId`'s copy on `nodeId` as one whose removal its node refused (while elected). */
+async function markRefused(
+  store: KvStore,
+  elected: Compare,
+  vmId: string,
+  nodeId: string,
+  signal: AbortSignal,
+): Promise<void> {
+  await updateMessage(
+    store,
+    VmRecordSchema,
+    VMS + vmId,
+    (rec) =>
+      rec?.staleCopies.some((c) => c.nodeId === nodeId && c.cleanupSent && !c.removalRefused)
+        ? create(VmRecordSchema, {
+            ...rec,
+            staleCopies: rec.staleCopies.map((c) =>
+              c.nodeId === nodeId ? create(StaleCopySchema, { ...c, removalRefused: true }) : c,
+            ),
+          })
+        : undefined,
+    { signal, compares: [elected] },
+  );
 }
 
 /**

@@ -7,7 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
-import type { KeyValue, KvStore, StoreCallOptions, WatchEvent } from "./kv-store.js";
+import type { Compare, KeyValue, KvStore, StoreCallOptions, WatchEvent } from "./kv-store.js";
 
 /** A decoded message with the revision it was last written at (for compare-and-swap). */
 export interface Versioned<T> {
@@ -73,13 +73,15 @@ export async function* rangeAll(
  * returns the next one, or undefined to write nothing. Resolves with what
  * was written (or left), its revision (0: absent) and whether a write happened.
  * With a version already in hand (from a watch), see `createCasBatch`.
+ * `compares` are added to each attempt's transaction (an election that
+ * must still hold): one that fails makes every attempt fail, so CONFLICT.
  */
 export async function updateMessage<D extends DescMessage>(
   store: KvStore,
   schema: D,
   key: string,
   change: (current: MessageShape<D> | undefined) => MessageShape<D> | undefined,
-  options?: StoreCallOptions & { attempts?: number },
+  options?: StoreCallOptions & { attempts?: number; compares?: readonly Compare[] },
 ): Promise<{ message: MessageShape<D> | undefined; written: boolean; modRevision: number }> {
   for (let attempt = 0; attempt < (options?.attempts ?? 8); attempt++) {
     const current = await getMessage(store, schema, key, options);
@@ -88,7 +90,7 @@ export async function updateMessage<D extends DescMessage>(
       return { message: current?.message, written: false, modRevision: current?.modRevision ?? 0 };
     const txn = await store.txn(
       {
-        compares: [{ key, modRevision: current?.modRevision ?? 0 }],
+        compares: [{ key, modRevision: current?.modRevision ?? 0 }, ...(options?.compares ?? [])],
         success: [{ type: "put", key, value: toBinary(schema, next) }],
       },
       options,
