@@ -40,6 +40,13 @@ export interface AgentExecutorsOptions {
    * presumes it dead, job and all (default 60 s; the daemon uses the fence delay).
    */
   readonly downGraceMs?: number;
+  /**
+   * How long `quiesce` waits for a report made after a node's job (received
+   * since, its content newer) before it fails BACKEND_UNAVAILABLE for the
+   * caller to look again later (default 30 s; the daemon uses two heartbeat
+   * intervals plus the report refresh).
+   */
+  readonly reportWaitMs?: number;
   /** The process is stopping: operations under way are left to the agents (SHUTTING_DOWN). */
   readonly closing?: AbortSignal;
 }
@@ -74,6 +81,7 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     StaleCopyRemovingDriver;
   const drivers = new Map<string, AgentDriver>();
   const downGraceMs = options.downGraceMs ?? 60_000;
+  const reportWaitMs = options.reportWaitMs ?? 30_000;
 
   function agentDriver(nodeId: string): AgentDriver {
     const reported = async (signal: AbortSignal): Promise<DomainStatus[]> => {
@@ -178,6 +186,9 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
         const stamp = msFromTimestamp(
           (await inventory.getNode(nodeId, signal))?.summary.health?.timestamp,
         );
+        // Bounded: a node whose clock stays ahead has every report refused, and one whose
+        // clock went back has them ignored until its stamps pass the stored one; its list
+        // is no answer meanwhile, and the caller (settling) looks again on a later pass.
         for (;;) {
           const node = await inventory.getNode(nodeId, signal);
           if (node === undefined || node.summary.readiness !== NodeReadiness.READY) return;
@@ -186,6 +197,10 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
             msFromTimestamp(node.summary.health?.timestamp) > stamp
           )
             return;
+          if (clock.now() - since > reportWaitMs)
+            throw new RpcError("BACKEND_UNAVAILABLE", {
+              message: `${nodeId} has sent no report whose content is newer than its job on ${vmId}`,
+            });
           await sleep(250, undefined, { signal }).catch(rethrowAborted(signal));
         }
       },

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Logger, rethrowAborted } from "../core/index.js";
+import { type Logger, RpcError, rethrowAborted } from "../core/index.js";
 import { canAbortJob, canQuiesce, type DomainStatus } from "../drivers/index.js";
 import type { Executors } from "./executors.js";
 import type { MigrationJob } from "./migration-job.js";
@@ -50,6 +50,12 @@ export function createJobProbe(executors: Executors, logger: Logger): JobProbe {
         await driver.quiesce(vmId, AbortSignal.any([signal, wait]));
       } catch (err) {
         if (wait.aborted && !signal.aborted) return "busy";
+        // The node cannot say yet how its job ended (down with it, or no report made since):
+        // settled on a later pass, like a job still running.
+        if (err instanceof RpcError && err.reason === "BACKEND_UNAVAILABLE") {
+          logger.info({ node, vm: vmId, why: err.message }, "no answer yet; settling later");
+          return "busy";
+        }
         throw err;
       }
     }

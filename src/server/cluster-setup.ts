@@ -122,6 +122,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     logger,
     closing,
     downGraceMs: config.cluster.fenceDelayMs,
+    reportWaitMs: 2 * config.cluster.heartbeatIntervalMs + config.cluster.reportRefreshMs,
     local: createLocalExecutors(
       (id) => sim?.driver(id) ?? libvirt.get(id)?.driver,
       (id) => libvirt.get(id)?.uri ?? "",
