@@ -9,7 +9,7 @@ import type { MigrationJournal } from "./migration-journal.js";
 import type { Plan, Planner } from "./migration-planner.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { createMigrationRunner } from "./migration-runner.js";
-import { copyTaken, createMigrationSettler } from "./migration-settle.js";
+import { createMigrationSettler } from "./migration-settle.js";
 import { createMigrationWatch } from "./migration-watch.js";
 import { jobKindOf, migrationOf } from "./migration-wire.js";
 import type { RunnerRegistry } from "./runner-registry.js";
@@ -140,9 +140,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         target: req.target,
         allowDowntime: req.allowDowntime,
         failover,
-        takenCopies: new Set(
-          (record?.rec.staleCopies ?? []).filter(copyTaken).map((c) => nodeKey(c.nodeId)),
-        ),
+        copyNodes: new Set((record?.rec.staleCopies ?? []).map((c) => nodeKey(c.nodeId))),
         // A failover's reasons go to the VM's events and record, which its tenant reads.
         confined: req.tenant !== undefined || failover,
       },

@@ -41,11 +41,8 @@ export interface PlanInput {
   readonly allowDowntime: boolean;
   /** Failover: the source is down, the VM is restarted, not migrated. */
   readonly failover?: boolean;
-  /**
-   * Nodes (keys) holding a stale copy of the VM that settling would take for
-   * the VM arrived (recorded, no removal sent yet): not a migration's target.
-   */
-  readonly takenCopies?: ReadonlySet<string>;
+  /** Nodes (keys) the VM's record names as holding a stale copy: never a migration's target. */
+  readonly copyNodes?: ReadonlySet<string>;
   /**
    * The reasons go to a caller confined to a tenant (default false): they say
    * in words whether a node has room, never its free vCPUs or memory, which
@@ -167,15 +164,16 @@ export function createPlanner(options: PlannerOptions): Planner {
     checks.push(cpuCheck(vm, source, target));
     checks.push(await storageCheck(vm, sourceId, target, replicaOf));
     if (input.failover) return { checks, live: false };
-    // A stale copy there (an earlier failover's, say) would pass for the VM arrived if this
-    // migration's runner died: settling could then take an old copy for the moved VM.
-    const copyThere = input.takenCopies?.has(nodeKey(targetId)) ?? false;
+    // A stale copy there muddles the truth a dead runner's migration is settled from: one
+    // with no removal sent would pass for the VM arrived (an old copy taken for the moved
+    // VM), and one whose removal was sent keeps the arrived VM out of the target's report.
+    const copyThere = input.copyNodes?.has(nodeKey(targetId)) ?? false;
     add(
       "target_holds_no_copy",
       !copyThere,
       copyThere
-        ? `${targetId} holds a stale copy of the vm that has not been removed yet`
-        : `${targetId} holds no copy of the vm that could be taken for it`,
+        ? `${targetId} holds a stale copy of the vm; it can be the target once the copy is gone`
+        : `${targetId} holds no other copy of the vm`,
     );
 
     const running = vm.state === VmState.RUNNING;

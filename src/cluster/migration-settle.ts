@@ -14,7 +14,7 @@ import type { RunnerRegistry } from "./runner-registry.js";
  * target, for the VM arrived: a copy no removal was sent to (one being
  * removed is not the VM's).
  */
-export const copyTaken = (copy: StaleCopy): boolean => !copy.cleanupSent;
+const copyTaken = (copy: StaleCopy): boolean => !copy.cleanupSent;
 
 /**
  * The VM as its migration's target reported it, when that report left it
