@@ -262,7 +262,10 @@ export function createInventory(options: InventoryOptions): Inventory {
       loading.then(
         (m) => {
           followed = m;
-          m.onChange((id) => (id === undefined ? undefined : caughtUp(m, id)));
+          m.onChange((id) => {
+            if (id !== undefined) caughtUp(m, id);
+            else for (const k of [...written.keys()]) caughtUp(m, k);
+          });
         },
         () => {
           if (mirror === loading) mirror = undefined;
@@ -280,7 +283,13 @@ export function createInventory(options: InventoryOptions): Inventory {
   function caughtUp(m: PrefixMirror<Versioned>, id: string): void {
     const mine = written.get(id);
     const seen = m.values().get(id);
-    if (mine !== undefined && seen !== undefined && seen.rev >= mine.rev) written.delete(id);
+    // Gone past it (a reload, a later event): the copy holds it or something later, a
+    // delete by another process included.
+    if (
+      mine !== undefined &&
+      ((seen !== undefined && seen.rev >= mine.rev) || mine.rev <= m.revision())
+    )
+      written.delete(id);
   }
   /** Nodes this daemon removed, with the revision of the delete: older copies are not shown. */
   const removed = new Map<string, number>();
@@ -361,7 +370,9 @@ export function createInventory(options: InventoryOptions): Inventory {
   }
   function remember(id: string, rev: number, rec: NodeRecord) {
     const prev = written.get(id);
-    if (prev === undefined || prev.rev < rev) written.set(id, { rev, rec });
+    // A write the copy has gone past is in it, or something later is: not noted again.
+    const past = followed !== undefined && rev <= followed.revision();
+    if (!past && (prev === undefined || prev.rev < rev)) written.set(id, { rev, rec });
     if (followed !== undefined) caughtUp(followed, id);
   }
 

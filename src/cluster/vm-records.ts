@@ -90,8 +90,12 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           reindexAll();
           m.onChange((id) => {
             version++;
-            if (id === undefined) reindexAll();
-            else {
+            if (id === undefined) {
+              // Reloaded: this process's writes up to the copy's revision are in it, or
+              // something later is (a delete the reload found).
+              for (const [k, mine] of written) if (mine.rev <= m.revision()) written.delete(k);
+              reindexAll();
+            } else {
               // The watch brought this process's write (or a later one): one copy is enough.
               const mine = written.get(id);
               const seen = m.values().get(id);
@@ -148,7 +152,14 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       const prev = written.get(rec.id);
       // Unless the watch has brought this write (or a later one) already.
       const seen = loaded?.values().get(rec.id);
-      if ((prev === undefined || prev.rev < rev) && (seen === undefined || seen.rev < rev)) {
+      // A write the copy has gone past is in it, or something later is (another process's
+      // delete, say): noted, it would stand over that for good.
+      const past = loaded !== undefined && rev <= loaded.revision();
+      if (
+        !past &&
+        (prev === undefined || prev.rev < rev) &&
+        (seen === undefined || seen.rev < rev)
+      ) {
         written.set(rec.id, { rec, rev });
         reindex(rec.id);
         version++;

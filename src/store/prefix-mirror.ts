@@ -13,6 +13,12 @@ export interface PrefixMirror<T> {
    */
   staleSince(): number | undefined;
   /**
+   * A store revision every change up to which is in the copy (the revision
+   * it was loaded at, or one below the newest event applied: a
+   * transaction's events come one by one).
+   */
+  revision(): number;
+  /**
    * Called after every change, with the key that changed (without the
    * prefix), or undefined after a reload (anything may have changed);
    * returns the function that stops it.
@@ -37,6 +43,7 @@ export async function mirrorPrefix<T>(
   const listeners: ((key: string | undefined) => void)[] = [];
   const stop = new AbortController();
   let staleSince: number | undefined;
+  let upTo = 0;
   const changed = (key?: string) => {
     for (const l of listeners) l(key);
   };
@@ -47,6 +54,7 @@ export async function mirrorPrefix<T>(
       fresh.set(kv.key.slice(prefix.length), decode(kv));
     values.clear();
     for (const [k, v] of fresh) values.set(k, v);
+    upTo = revision;
     return revision;
   };
   const follow = async (from: number) => {
@@ -58,6 +66,7 @@ export async function mirrorPrefix<T>(
           if (e.type === "delete") values.delete(key);
           else values.set(key, decode(keyValueOf(e)));
           next = e.revision + 1;
+          upTo = Math.max(upTo, e.revision - 1);
           changed(key);
         }
       } catch (err) {
@@ -79,6 +88,7 @@ export async function mirrorPrefix<T>(
   return {
     values: () => values,
     staleSince: () => staleSince,
+    revision: () => upTo,
     onChange(listener) {
       listeners.push(listener);
       return () => {
