@@ -44,7 +44,9 @@ export interface AgentExecutorsOptions {
    * How long `quiesce` waits for a report made after a node's job (received
    * since, its content newer) before it fails BACKEND_UNAVAILABLE for the
    * caller to look again later (default 30 s; the daemon uses two heartbeat
-   * intervals plus the report refresh).
+   * intervals, at most 30 s: under settling's 60 s bound on a pass). A job
+   * that moved a VM changes the node's list, which is stored from the next
+   * report whatever `cluster.reportRefreshMs` says.
    */
   readonly reportWaitMs?: number;
   /** The process is stopping: operations under way are left to the agents (SHUTTING_DOWN). */

@@ -20,6 +20,18 @@ export const UNREACHABLE: DomainStatus = Object.freeze({
   persistent: true,
 });
 
+/**
+ * The VM on a target that cannot be asked while its source answered without
+ * it: taken to have arrived (running: nothing is sent to start it there).
+ */
+const PRESUMED_ARRIVED: DomainStatus = Object.freeze({
+  id: "",
+  state: "running",
+  vcpus: 0,
+  memoryBytes: 0n,
+  persistent: true,
+});
+
 /** Asks a migration's two hypervisors about its job. */
 export interface JobProbe {
   /**
@@ -59,17 +71,43 @@ export function createJobProbe(executors: Executors, logger: Logger): JobProbe {
         throw err;
       }
     }
-    const onTarget = await executors.forNode(target)?.info(vmId, signal);
+    // The source, as before: any failure to answer is "cannot be asked". The target only
+    // when its node says so (not reporting, down): it may then be taken to hold the VM.
+    const unreachable = (node: string, any: boolean) => (err: unknown) => {
+      if (!any && !(err instanceof RpcError && err.reason === "BACKEND_UNAVAILABLE")) throw err;
+      logger.warn({ err, node, vm: vmId }, "node unreachable while settling");
+      return UNREACHABLE;
+    };
+    const askedTarget = await executors
+      .forNode(target)
+      ?.info(vmId, signal)
+      .catch(unreachable(target, false));
+    const askedSource = await executors
+      .forNode(source)
+      ?.info(vmId, signal)
+      .catch(unreachable(source, true));
+    // Neither can be asked: nothing to decide from yet.
+    if (askedTarget === UNREACHABLE && askedSource === UNREACHABLE) return "busy";
+    if (askedTarget === UNREACHABLE) {
+      // A target that cannot be asked (its node died after the hand-over, say): the source
+      // decides. Without the VM there, the VM went over: placed on the target, which
+      // failover then follows (before, the lock was held for good and the record named a
+      // source without the VM).
+      if (askedSource?.migrating === true) return "busy";
+      return askedSource !== undefined
+        ? { onSource: askedSource, onTarget: undefined }
+        : { onSource: undefined, onTarget: { ...PRESUMED_ARRIVED, id: vmId } };
+    }
+    const onTarget = askedTarget;
     // A source that cannot be reached (its node died too) did not hand the VM
     // over: the target is the one that decides. Settling then releases the
     // VM's lock, so failover can take it.
-    const onSource = await executors
-      .forNode(source)
-      ?.info(vmId, signal)
-      .catch((err: unknown) => {
-        logger.warn({ err, node: source }, "source unreachable while settling");
-        return onTarget === undefined ? UNREACHABLE : undefined;
-      });
+    const onSource =
+      askedSource === UNREACHABLE
+        ? onTarget === undefined
+          ? UNREACHABLE
+          : undefined
+        : askedSource;
     if (onTarget?.migrating === true || (onSource !== UNREACHABLE && onSource?.migrating === true))
       return "busy";
     return { onSource, onTarget };
