@@ -1,6 +1,5 @@
 import { type Clock, type Logger, sameNode } from "../core/index.js";
 import { type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
-import type { StaleCopy } from "../gen/debvisor/store/v1/records_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
@@ -8,13 +7,6 @@ import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migr
 import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { RunnerRegistry } from "./runner-registry.js";
-
-/**
- * Whether settling would take this stale copy, on an orphaned migration's
- * target, for the VM arrived: a copy no removal was sent to (one being
- * removed is not the VM's).
- */
-const copyTaken = (copy: StaleCopy): boolean => !copy.cleanupSent;
 
 /**
  * The VM as its migration's target reported it, when that report left it
@@ -32,7 +24,7 @@ async function arrivedUnseen(
   target: string,
 ): Promise<DomainStatus | undefined> {
   const rec = (await inventory.vmRecords.all()).get(vmId)?.rec;
-  const copy = rec?.staleCopies.find((c) => sameNode(c.nodeId, target) && copyTaken(c));
+  const copy = rec?.staleCopies.find((c) => sameNode(c.nodeId, target) && !c.cleanupSent);
   if (rec === undefined || copy === undefined) return undefined;
   return {
     id: vmId,

@@ -99,7 +99,10 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
               // The watch brought this process's write (or a later one): one copy is enough.
               const mine = written.get(id);
               const seen = m.values().get(id);
-              if (mine !== undefined && seen !== undefined && seen.rev >= mine.rev)
+              if (
+                mine !== undefined &&
+                ((seen !== undefined && seen.rev >= mine.rev) || mine.rev <= m.revision())
+              )
                 written.delete(id);
               reindex(id);
             }
