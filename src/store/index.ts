@@ -21,7 +21,7 @@ export type {
   WatchEvent,
 } from "./kv-store.js";
 export { MAX_KEY_LENGTH, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES } from "./kv-store.js";
-export type { PrefixMirror } from "./prefix-mirror.js";
+export type { MirrorOptions, PrefixMirror } from "./prefix-mirror.js";
 export { mirrorPrefix } from "./prefix-mirror.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { createSqliteStore } from "./sqlite-store.js";

@@ -24,7 +24,23 @@ export interface PrefixMirror<T> {
    * returns the function that stops it.
    */
   onChange(listener: (key: string | undefined) => void): () => void;
+  /**
+   * Notes this process's own write of `key` at store revision `rev`
+   * (`value` undefined: a delete), so the copy shows it before the watch
+   * brings it; changes are then listened to as any other. The watch's event
+   * of that write is not decoded again, and events older than it are not
+   * applied over it. A write the watch has brought already is replaced by
+   * `value` (one copy in memory, the caller's). Ignored when the copy holds
+   * that key at a later revision. Needs `revisionOf`.
+   */
+  wrote(key: string, rev: number, value: T | undefined): void;
   close(): void;
+}
+
+/** Options of {@link mirrorPrefix}. */
+export interface MirrorOptions<T> {
+  /** The store revision a value was written at: needed by {@link PrefixMirror.wrote}. */
+  readonly revisionOf?: (value: T) => number;
 }
 
 /**
@@ -38,8 +54,15 @@ export async function mirrorPrefix<T>(
   prefix: string,
   decode: (kv: KeyValue) => T,
   logger: Logger,
+  options: MirrorOptions<T> = {},
 ): Promise<PrefixMirror<T>> {
   const values = new Map<string, T>();
+  /** This process's own writes the watch has not brought yet, by key. */
+  const ahead = new Map<string, { rev: number; value: T | undefined }>();
+  const show = (key: string, value: T | undefined) => {
+    if (value === undefined) values.delete(key);
+    else values.set(key, value);
+  };
   const listeners: ((key: string | undefined) => void)[] = [];
   const stop = new AbortController();
   let staleSince: number | undefined;
@@ -54,6 +77,10 @@ export async function mirrorPrefix<T>(
       fresh.set(kv.key.slice(prefix.length), decode(kv));
     values.clear();
     for (const [k, v] of fresh) values.set(k, v);
+    // Own writes after the load's revision stay shown; the watch from it brings them.
+    for (const [k, p] of ahead)
+      if (p.rev <= revision) ahead.delete(k);
+      else show(k, p.value);
     upTo = revision;
     return revision;
   };
@@ -63,10 +90,16 @@ export async function mirrorPrefix<T>(
       try {
         for await (const e of store.watch(prefix, next, { signal: stop.signal })) {
           const key = e.key.slice(prefix.length);
-          if (e.type === "delete") values.delete(key);
-          else values.set(key, decode(keyValueOf(e)));
           next = e.revision + 1;
           upTo = Math.max(upTo, e.revision - 1);
+          const mine = ahead.get(key);
+          // This process's own write (shown already), or an older one it went past.
+          if (mine !== undefined && e.revision <= mine.rev) {
+            if (e.revision === mine.rev) ahead.delete(key);
+            continue;
+          }
+          ahead.delete(key);
+          show(key, e.type === "delete" ? undefined : decode(keyValueOf(e)));
           changed(key);
         }
       } catch (err) {
@@ -95,6 +128,26 @@ export async function mirrorPrefix<T>(
         const i = listeners.indexOf(listener);
         if (i >= 0) listeners.splice(i, 1);
       };
+    },
+    wrote(key, rev, value) {
+      const { revisionOf } = options;
+      if (revisionOf === undefined)
+        throw new Error(`mirror of ${prefix}: wrote() needs revisionOf`);
+      const pending = ahead.get(key);
+      if (pending !== undefined && pending.rev >= rev) return;
+      const cur = values.get(key);
+      const curRev = pending?.rev ?? (cur === undefined ? undefined : revisionOf(cur));
+      if (curRev !== undefined && curRev > rev) return;
+      if (curRev === rev) {
+        // The watch brought this very write first: the caller's copy replaces the decoded one.
+        if (value !== undefined && cur !== undefined) values.set(key, value);
+        return;
+      }
+      // Everything up to upTo is in the copy: this write, or something later (a delete).
+      if (rev <= upTo) return;
+      ahead.set(key, { rev, value });
+      show(key, value);
+      changed(key);
     },
     close: () => stop.abort(),
   };
