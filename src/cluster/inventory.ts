@@ -239,33 +239,28 @@ export function createInventory(options: InventoryOptions): Inventory {
   }
   /**
    * Reads are served from memory: a mirror of nodes/ kept by watch (other
-   * daemons' writes) and this daemon's own writes, newest revision wins.
+   * daemons' writes) that shows this daemon's own writes at once, newest
+   * revision wins. An own write is kept as the copy written, never decoded
+   * again: one copy, shared with the stream that reported it (agent-hub.ts).
+   * With thousands of nodes of 20 VMs each, a second copy was a third of the
+   * heap per agent stream.
    */
-  const written = new Map<string, Versioned>();
   let mirror: Promise<PrefixMirror<Versioned>> | undefined;
   let followed: PrefixMirror<Versioned> | undefined;
-  /**
-   * A record as the watch brings it. This process's own write comes back
-   * as the copy it wrote, not decoded again: one copy, shared with the
-   * stream that reported it (agent-hub.ts), and no decoding.
-   */
-  const decodeVersioned = (kv: KeyValue): Versioned => {
-    const mine = written.get(kv.key.slice(PREFIX.length));
-    if (mine !== undefined && mine.rev === kv.modRevision) return mine;
-    return { rev: kv.modRevision, rec: decodeMessage(NodeRecordSchema, kv) };
-  };
+  const decodeVersioned = (kv: KeyValue): Versioned => ({
+    rev: kv.modRevision,
+    rec: decodeMessage(NodeRecordSchema, kv),
+  });
   /** The mirror, loaded on first use; a failed load is retried by the next read. */
   function follow(): Promise<PrefixMirror<Versioned>> {
     if (mirror === undefined) {
-      const loading = mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger);
+      const loading = mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger, {
+        revisionOf: (v) => v.rev,
+      });
       mirror = loading;
       loading.then(
         (m) => {
           followed = m;
-          m.onChange((id) => {
-            if (id !== undefined) caughtUp(m, id);
-            else for (const k of [...written.keys()]) caughtUp(m, k);
-          });
         },
         () => {
           if (mirror === loading) mirror = undefined;
@@ -274,49 +269,14 @@ export function createInventory(options: InventoryOptions): Inventory {
     }
     return mirror;
   }
-  /**
-   * Forgets this process's own copy of a node once the watch has brought
-   * that write (or a later one): one copy of each record stays in memory,
-   * not two (with thousands of nodes of 20 VMs each, that was a third of the
-   * heap per agent stream).
-   */
-  function caughtUp(m: PrefixMirror<Versioned>, id: string): void {
-    const mine = written.get(id);
-    const seen = m.values().get(id);
-    // Gone past it (a reload, a later event): the copy holds it or something later, a
-    // delete by another process included.
-    if (
-      mine !== undefined &&
-      ((seen !== undefined && seen.rev >= mine.rev) || mine.rev <= m.revision())
-    )
-      written.delete(id);
-  }
-  /** Nodes this daemon removed, with the revision of the delete: older copies are not shown. */
-  const removed = new Map<string, number>();
-  const gone = (id: string, rev: number) => (removed.get(id) ?? 0) > rev;
-  /** A node's record as stored: the newest of the watch's and this process's own; none once removed. */
-  function current(seen: ReadonlyMap<string, Versioned>, id: string): NodeRecord | undefined {
-    const v = seen.get(id);
-    const mine = written.get(id);
-    if (v !== undefined && !gone(id, v.rev))
-      return mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec;
-    // Unseen, or seen before this process removed it: its own later write, if any, shows.
-    return mine === undefined || gone(id, mine.rev) ? undefined : mine.rec;
-  }
-  /** Calls `each` with every node record as stored ({@link current}), in the watch's order. */
+  /** A node's record as stored (newest of the watch's and this process's own), or none. */
+  const current = (seen: ReadonlyMap<string, Versioned>, id: string) => seen.get(id)?.rec;
+  /** Calls `each` with every node record as stored, in the watch's order. */
   function forStored(
     seen: ReadonlyMap<string, Versioned>,
     each: (id: string, rec: NodeRecord) => void,
   ): void {
-    for (const [id, v] of seen) {
-      if (gone(id, v.rev)) continue;
-      const mine = written.get(id);
-      each(id, mine !== undefined && mine.rev > v.rev ? mine.rec : v.rec);
-    }
-    for (const [id, v] of written) {
-      const other = seen.get(id);
-      if ((other === undefined || gone(id, other.rev)) && !gone(id, v.rev)) each(id, v.rec);
-    }
+    for (const [id, v] of seen) each(id, v.rec);
   }
   /** Every node record as stored, VM tenants replaced by the control plane's. */
   async function records(): Promise<Map<string, NodeRecord>> {
@@ -363,17 +323,18 @@ export function createInventory(options: InventoryOptions): Inventory {
   }
 
   async function cachedVersion(id: string) {
-    const seen = (await follow()).values().get(id);
-    const mine = written.get(id);
-    const best = mine !== undefined && (seen === undefined || mine.rev > seen.rev) ? mine : seen;
+    const best = (await follow()).values().get(id);
     return best === undefined ? undefined : { message: best.rec, modRevision: best.rev };
   }
-  function remember(id: string, rev: number, rec: NodeRecord) {
-    const prev = written.get(id);
-    // A write the copy has gone past is in it, or something later is: not noted again.
-    const past = followed !== undefined && rev <= followed.revision();
-    if (!past && (prev === undefined || prev.rev < rev)) written.set(id, { rev, rec });
-    if (followed !== undefined) caughtUp(followed, id);
+  /** Notes a write (`rec` undefined: a delete) of this process at `rev`, shown at once. */
+  function remember(id: string, rev: number, rec: NodeRecord | undefined) {
+    const value = rec === undefined ? undefined : { rev, rec };
+    if (followed !== undefined) followed.wrote(id, rev, value);
+    else
+      follow().then(
+        (m) => m.wrote(id, rev, value),
+        () => undefined,
+      );
   }
 
   function summarize(rec: NodeRecord, now: number, live = liveness.view(idOf(rec), rec, now)) {
@@ -592,13 +553,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       const facts = await vmRecords.all();
       const seen = (await follow()).values();
       /** A node's record as last known here (its report decides whether it still holds a VM). */
-      const nodes = (id: string) => {
-        const mine = written.get(id);
-        const other = seen.get(id);
-        return mine !== undefined && (other === undefined || mine.rev > other.rev)
-          ? mine.rec
-          : other?.rec;
-      };
+      const nodes = (id: string) => seen.get(id)?.rec;
       // A VM no record holds is claimed under a first generation: read the revision for it.
       const revision = health.vms.some((vm) => facts.get(vm.id) === undefined)
         ? await generationFloor(store, signal)
@@ -815,9 +770,8 @@ export function createInventory(options: InventoryOptions): Inventory {
         { signal },
       );
       if (!txn.succeeded) return false;
-      written.delete(id);
+      remember(id, txn.revision, undefined);
       backFromLapse.delete(id);
-      removed.set(id, txn.revision);
       return true;
     },
     vmRecords,

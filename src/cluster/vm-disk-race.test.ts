@@ -80,8 +80,8 @@ describe("creates racing for one existing disk", () => {
       // The winner deleted (its record removed, as the delete's settling does): the disk's
       // claim names a VM that is gone, and the next create takes it over.
       const winner = recorded[0]?.rec.id ?? "";
-      await store.delete(`vms/${winner}`);
-      inventory.vmRecords.forget(winner);
+      const gone = await store.delete(`vms/${winner}`);
+      inventory.vmRecords.forget(winner, gone.revision);
       const next = await createVm(
         create(CreateVmRequestSchema, {
           vmId: "e",

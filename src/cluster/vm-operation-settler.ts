@@ -115,7 +115,7 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
     );
     // Another process settled it, or the VM's record changed: the next event or sweep retries.
     if (!txn.succeeded) return;
-    if (forget) options.vmRecords.forget(index.vmId);
+    if (forget) options.vmRecords.forget(index.vmId, txn.revision);
     options.onSettled(op, index.tenant);
   }
   const run = (record: OperationRecord) =>

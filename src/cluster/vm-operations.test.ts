@@ -180,8 +180,8 @@ describe("request_id, the lifecycle's idempotency key", () => {
       const req = { vmId: "web-1", spec: spec(1), requestId: "deploy-1" };
       const created = await c.call("CreateVm", req, "acme-ops", "acme");
       // What a retry finds once the VM's record is gone (deleted, or its create failed).
-      await c.store.delete("vms/web-1");
-      c.inventory.vmRecords.forget("web-1");
+      const gone = await c.store.delete("vms/web-1");
+      c.inventory.vmRecords.forget("web-1", gone.revision);
       await refused(
         c.call("CreateVm", { ...req, spec: spec(2) }, "acme-ops", "acme"),
         /^request_id "deploy-1" was already used for a create of web-1 with other parameters \(vcpus\)$/,

@@ -28,7 +28,8 @@ export interface VersionedVm {
 
 /**
  * The control plane's facts about VMs (tenant, placement), under vms/<id>:
- * a watch-fed copy plus this process's own writes, newest revision wins.
+ * a watch-fed copy that shows this process's own writes at once, newest
+ * revision wins.
  */
 export interface VmRecords {
   /** Every record, by VM id (a view: lookups see later changes too). */
@@ -45,14 +46,13 @@ export interface VmRecords {
   unchanged(id: string, rev: number): Compare;
   /** Notes a record this process wrote at `rev`. */
   remember(rec: VmRecord, rev: number): void;
-  /** Notes a record this process deleted (the watch confirms it). */
-  forget(id: string): void;
+  /** Notes a record this process deleted at `rev`. */
+  forget(id: string, rev: number): void;
   close(): void;
 }
 
 /** Follows vms/ in `store`. */
 export function createVmRecords(store: KvStore, logger: Logger = silentLogger): VmRecords {
-  const written = new Map<string, VersionedVm>();
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
   let loaded: PrefixMirror<VersionedVm> | undefined;
   let version = 0;
@@ -66,45 +66,26 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
     rec: decodeMessage(VmRecordSchema, kv),
     rev: kv.modRevision,
   });
-  const current = (id: string): VersionedVm | undefined => {
-    const mine = written.get(id);
-    const other = loaded?.values().get(id);
-    return mine !== undefined && (other === undefined || mine.rev > other.rev) ? mine : other;
-  };
+  const current = (id: string): VersionedVm | undefined => loaded?.values().get(id);
   const reindex = (id: string) => {
     if ((current(id)?.rec.staleCopies.length ?? 0) > 0) staleIds.add(id);
     else staleIds.delete(id);
   };
-  const reindexAll = () => {
-    staleIds.clear();
-    for (const id of loaded?.values().keys() ?? []) reindex(id);
-    for (const id of written.keys()) reindex(id);
-  };
   function follow(): Promise<PrefixMirror<VersionedVm>> {
     if (mirror === undefined) {
-      const loading = mirrorPrefix(store, PREFIX, decode, logger);
+      // The mirror shows this process's own writes at once (wrote), newest revision wins.
+      const loading = mirrorPrefix(store, PREFIX, decode, logger, { revisionOf: (v) => v.rev });
       mirror = loading;
       loading.then(
         (m) => {
           loaded = m;
-          reindexAll();
+          for (const id of m.values().keys()) reindex(id);
           m.onChange((id) => {
             version++;
-            if (id === undefined) {
-              // Reloaded: this process's writes up to the copy's revision are in it, or
-              // something later is (a delete the reload found).
-              for (const [k, mine] of written) if (mine.rev <= m.revision()) written.delete(k);
-              reindexAll();
-            } else {
-              // The watch brought this process's write (or a later one): one copy is enough.
-              const mine = written.get(id);
-              const seen = m.values().get(id);
-              if (
-                mine !== undefined &&
-                ((seen !== undefined && seen.rev >= mine.rev) || mine.rev <= m.revision())
-              )
-                written.delete(id);
-              reindex(id);
+            if (id !== undefined) reindex(id);
+            else {
+              staleIds.clear();
+              for (const k of m.values().keys()) reindex(k);
             }
           });
         },
@@ -115,6 +96,15 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
     }
     return mirror;
   }
+  /** Notes a write of this process: at once when the copy is loaded, else once it is (reads wait for it too). */
+  const wrote = (id: string, rev: number, value: VersionedVm | undefined) => {
+    if (loaded !== undefined) loaded.wrote(id, rev, value);
+    else
+      follow().then(
+        (m) => m.wrote(id, rev, value),
+        () => undefined,
+      );
+  };
   return {
     async all() {
       await follow();
@@ -136,10 +126,7 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
     async where(matches) {
       const m = await follow();
       const out: VersionedVm[] = [];
-      for (const id of new Set([...m.values().keys(), ...written.keys()])) {
-        const v = current(id);
-        if (v !== undefined && matches(v.rec)) out.push(v);
-      }
+      for (const v of m.values().values()) if (matches(v.rec)) out.push(v);
       return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
     version: () => version,
@@ -151,29 +138,8 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
         op: { type: "put", key, value: encodeMessage(VmRecordSchema, rec) },
       };
     },
-    remember(rec, rev) {
-      const prev = written.get(rec.id);
-      // Unless the watch has brought this write (or a later one) already.
-      const seen = loaded?.values().get(rec.id);
-      // A write the copy has gone past is in it, or something later is (another process's
-      // delete, say): noted, it would stand over that for good.
-      const past = loaded !== undefined && rev <= loaded.revision();
-      if (
-        !past &&
-        (prev === undefined || prev.rev < rev) &&
-        (seen === undefined || seen.rev < rev)
-      ) {
-        written.set(rec.id, { rec, rev });
-        reindex(rec.id);
-        version++;
-      }
-    },
-    forget(id) {
-      if (written.delete(id)) {
-        reindex(id);
-        version++;
-      }
-    },
+    remember: (rec, rev) => wrote(rec.id, rev, { rec, rev }),
+    forget: (id, rev) => wrote(id, rev, undefined),
     close() {
       void mirror?.then((m) => m.close());
     },
