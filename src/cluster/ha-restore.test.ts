@@ -457,14 +457,19 @@ describe("HA restore's report stamps, kept and renewed", () => {
         }
       })();
     };
-    const inventory = createInventory({
+    const options = {
       store,
       clock: systemClock,
-      liveness: "lease",
+      liveness: "lease" as const,
       heartbeatTtlMs: 300,
       fenceDelayMs: 60_000,
       reportRefreshMs: 60_000,
-    });
+    };
+    // The daemon that takes the node's heartbeats, and the one whose controller passes over
+    // it (the same, or another on the store): its copy of liveness can lag, while the
+    // daemon that renewed a lease sees its own renewal at once.
+    const inventory = createInventory(options);
+    const observer = createInventory(options);
     const started: string[] = [];
     const ha = restoreOn(store, async (vmId) => {
       started.push(vmId);
@@ -480,7 +485,7 @@ describe("HA restore's report stamps, kept and renewed", () => {
     /** One controller pass over n1 (as failover-controller.ts makes it), once its readiness is `readiness`. */
     const pass = (readiness: NodeReadiness) =>
       eventually(async () => {
-        const node = (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1");
+        const node = (await observer.listNodes()).find((n) => n.info?.id?.id === "n1");
         assert.equal(node?.readiness, readiness);
         const vm = node?.health?.vms.find((v) => v.id === "vm-1");
         assert.ok(node !== undefined && vm !== undefined);
@@ -488,13 +493,13 @@ describe("HA restore's report stamps, kept and renewed", () => {
         if (readiness === NodeReadiness.READY) {
           const at = { nodeId: "n1", reportMs: msFromTimestamp(node.health?.timestamp) };
           await ha.restore(at, vm, Date.now(), signal);
-        } else await ha.noteLost(lostReportOf(inventory, "n1", signal), vm, signal);
+        } else await ha.noteLost(lostReportOf(observer, "n1", signal), vm, signal);
       });
     return {
       faults,
       started,
       readiness: async () =>
-        (await inventory.listNodes()).find((n) => n.info?.id?.id === "n1")?.readiness,
+        (await observer.listNodes()).find((n) => n.info?.id?.id === "n1")?.readiness,
       report,
       pass,
       marked: async () => (await record(store, "vm-1"))?.lostRunning === true,
@@ -522,6 +527,7 @@ describe("HA restore's report stamps, kept and renewed", () => {
       async close() {
         ha.close();
         inventory.close();
+        observer.close();
         await raw.close();
       },
     };

@@ -135,8 +135,8 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   function follow() {
     if (mirrors === undefined) {
       const loading = Promise.all([
-        mirrorPrefix(store, READY_PREFIX, decode, logger),
-        mirrorPrefix(store, FENCE_PREFIX, decode, logger),
+        mirrorPrefix(store, READY_PREFIX, decode, logger, { revisionOf: (k) => k.rev }),
+        mirrorPrefix(store, FENCE_PREFIX, decode, logger, { revisionOf: (k) => k.rev }),
       ]);
       mirrors = loading;
       loading.then(
@@ -166,34 +166,22 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   }
 
   /**
-   * The keys this process attached to a lease, until the watch's copy shows a
-   * later write: a renewal right after an attachment, before its watch event
-   * is in, keeps that lease alive instead of granting another.
-   */
-  const attached = new Map<string, HeldKey>();
-  /** What is known of `key`: the watch's copy or this process's own later write. */
-  function held(key: string, seen: HeldKey | undefined): HeldKey | undefined {
-    const mine = attached.get(key);
-    if (mine === undefined) return seen;
-    if (seen !== undefined && (seen.rev > mine.rev || (seen.rev === mine.rev && seen.lease))) {
-      attached.delete(key);
-      return seen;
-    }
-    return mine;
-  }
-
-  /**
-   * Renews the lease behind `key` with one keepalive, or attaches the key to
-   * a new lease when it has none alive (a grant and a txn: raft proposals,
-   * which a keepalive is not). True when it was attached anew.
+   * Renews the lease behind node `id`'s key in `keys` with one keepalive, or
+   * attaches the key to a new lease when it has none alive (a grant and a
+   * txn: raft proposals, which a keepalive is not). True when it was
+   * attached anew. An attachment shows in `keys` at once (`wrote`): a
+   * renewal right after it, before its watch event is in, keeps that lease
+   * alive instead of granting another.
    */
   async function renewKey(
-    key: string,
+    keys: PrefixMirror<HeldKey>,
+    prefix: string,
+    id: string,
     ttl: number,
-    cached: HeldKey | undefined,
     signal?: AbortSignal,
   ): Promise<boolean> {
-    let known = held(key, cached);
+    const key = prefix + id;
+    let known = keys.values().get(id);
     for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
       if (known?.lease !== undefined) {
         try {
@@ -201,7 +189,6 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
           return false;
         } catch (err) {
           if (!(err instanceof RpcError) || err.reason !== "LEASE_NOT_FOUND") throw err;
-          attached.delete(key);
         }
       }
       const lease = await store.grantLease(ttl, { signal });
@@ -213,7 +200,7 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
         { signal },
       );
       if (txn.succeeded) {
-        attached.set(key, { lease: lease.id, rev: txn.revision });
+        keys.wrote(id, txn.revision, { lease: lease.id, rev: txn.revision });
         return true;
       }
       // Someone else attached it meanwhile (or the copy was behind): renew theirs.
@@ -258,8 +245,8 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
       const last = fenceRenewed.get(nodeId);
       const fenceDue = fenceKey === undefined || last === undefined || now - last >= fenceEveryMs;
       const [anew] = await Promise.all([
-        renewKey(READY_PREFIX + nodeId, ttlMs, readyKeys.values().get(nodeId), signal),
-        fenceDue ? renewKey(FENCE_PREFIX + nodeId, fenceTtlMs, fenceKey, signal) : undefined,
+        renewKey(readyKeys, READY_PREFIX, nodeId, ttlMs, signal),
+        fenceDue ? renewKey(fenceKeys, FENCE_PREFIX, nodeId, fenceTtlMs, signal) : undefined,
       ]);
       if (fenceDue) fenceRenewed.set(nodeId, now);
       return anew;
