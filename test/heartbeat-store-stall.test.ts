@@ -45,7 +45,18 @@ describe("heartbeats while the store stalls (agents, etcd)", async () => {
     await etcd.stop();
   });
 
+  /** debvisor_agent_heartbeats_total{outcome} on the daemon's /metrics. */
+  const heartbeats = async (outcome: string) => {
+    const text = await (await fetch(`http://${c.daemon().httpAddress}/metrics`)).text();
+    const m = text.match(
+      new RegExp(`^debvisor_agent_heartbeats_total\\{outcome="${outcome}"\\} (\\d+)$`, "m"),
+    );
+    assert.ok(m, `debvisor_agent_heartbeats_total{outcome="${outcome}"} exported`);
+    return Number(m[1]);
+  };
+
   it("a heartbeat the store does not take is not confirmed and the stream stays; renewals are confirmed again after", async () => {
+    const unconfirmedBefore = await heartbeats("unconfirmed");
     const connected = new Map(NODES.map((n) => [n, count(n, "connected to the control plane")]));
     const seen = new Map(NODES.map((n) => [n, c.actions(n).length]));
     etcd.signal("SIGSTOP");
@@ -80,5 +91,18 @@ describe("heartbeats while the store stalls (agents, etcd)", async () => {
     const refused = () =>
       c.daemon().logs.filter((l) => l.msg === "agent heartbeat not recorded; not confirmed");
     assert.ok(refused().length > 0, "the daemon failed heartbeats, and said so");
+    // Counted each time, said at most once per 10 s (with a count): the two nodes'
+    // heartbeats fail together when the store's deadline passes.
+    const unconfirmed = (await heartbeats("unconfirmed")) - unconfirmedBefore;
+    assert.ok(unconfirmed >= 2, `${unconfirmed} heartbeats counted as unconfirmed`);
+    assert.ok(
+      refused().length < unconfirmed,
+      `said ${refused().length} times for ${unconfirmed}: not once per heartbeat`,
+    );
+    const confirmed = await heartbeats("confirmed");
+    await eventually(
+      async () => assert.ok((await heartbeats("confirmed")) >= confirmed + 2, "confirmed again"),
+      { timeoutMs: 10_000, intervalMs: 500 },
+    );
   });
 });

@@ -6,6 +6,7 @@ import {
   type Logger,
   principalOf,
   RpcError,
+  repeatLimitedLogger,
   type ServiceBinding,
   silentLogger,
   throwIfAborted,
@@ -38,6 +39,9 @@ import { createTransferRelay, type TransferRelay } from "./transfer-relay.js";
 
 type Outgoing = MessageInitShape<typeof ControlMessageSchema>;
 
+/** A warning that comes with the traffic is written at most this often (with a count). */
+const REPEATS_MS = 10_000;
+
 /** A stream refused because its identity is not the node it claims (for the audit trail). */
 export interface AgentRefusal {
   readonly requestId: string;
@@ -68,7 +72,16 @@ export interface AgentHubOptions {
   readonly closing?: AbortSignal;
   /** Told of every refused stream, so the daemon can audit it. */
   readonly onRefused?: (refusal: AgentRefusal) => void;
+  /** Told of every heartbeat's outcome, for a metric (the log tells only some). */
+  readonly onHeartbeat?: (outcome: HeartbeatOutcome) => void;
 }
+
+/**
+ * A heartbeat confirmed to its agent, not confirmed (the store did not take
+ * it in time: the agent counts toward fencing itself), or confirmed with its
+ * report refused as from the future.
+ */
+export type HeartbeatOutcome = "confirmed" | "unconfirmed" | "from_future";
 
 /** The control plane's end of the agents' streams. */
 export interface AgentHub {
@@ -143,6 +156,8 @@ interface Session {
 export function createAgentHub(options: AgentHubOptions): AgentHub {
   const { inventory, clock } = options;
   const log = options.logger ?? silentLogger;
+  /** For lines that come with the traffic (per heartbeat, operation or stream): see repeatLimitedLogger. */
+  const quiet = repeatLimitedLogger(log, REPEATS_MS);
   const operations = createAgentOperations(options.store, clock);
   const sessions = new Map<string, Session>();
   const stopping = new AbortController();
@@ -192,7 +207,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         // Its result, often back before the watch shows this write, is written on it.
         .then((w) => noteOwn(session, w))
         .catch((err: unknown) =>
-          log.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
+          quiet.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
         );
     }
     if (record.cancelRequested && !session.cancelled.has(id)) {
@@ -243,7 +258,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
           stopping.signal,
         )
         .catch((e: unknown) =>
-          log.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
+          quiet.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
         );
       return true;
     }
@@ -255,7 +270,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     try {
       for (const r of await operations.open(session.nodeId, stopping.signal)) offer(session, r);
     } catch (err) {
-      log.warn({ err, node: session.nodeId }, "pending operations not read");
+      quiet.warn({ err, node: session.nodeId }, "pending operations not read");
     } finally {
       if (session.held === held) {
         session.held = undefined;
@@ -299,7 +314,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         : `certificate ${cn} may not speak for node ${claimed}`;
     ctx.notes.decision = "deny";
     ctx.notes.reason = detail;
-    log.warn(
+    quiet.warn(
       { requestId: ctx.requestId, principal: principal.id, claimed },
       "agent stream refused",
     );
@@ -337,20 +352,24 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     signal: AbortSignal,
   ): Promise<void> {
     const health = withVms(session, beat);
+    let outcome: HeartbeatOutcome = "confirmed";
     try {
       await inventory.heartbeat(own(health, session.nodeId), signal);
     } catch (err) {
       const reason = err instanceof RpcError ? err.reason : undefined;
       if (reason === "STORE_UNAVAILABLE" && !signal.aborted) {
-        log.warn({ node: session.nodeId, err }, "agent heartbeat not recorded; not confirmed");
+        options.onHeartbeat?.("unconfirmed");
+        quiet.warn({ node: session.nodeId, err }, "agent heartbeat not recorded; not confirmed");
         return;
       }
       if (reason !== "REPORT_FROM_FUTURE") throw err;
-      log.warn(
+      outcome = "from_future";
+      quiet.warn(
         { node: session.nodeId },
         "agent report from the future refused; its clock is ahead",
       );
     }
+    options.onHeartbeat?.(outcome);
     session.queue.push({
       kind: {
         case: "leaseRenewed",
@@ -470,7 +489,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // A Hello stamped in the future renews the node's lease; its report is refused, the stream stays.
       inventory.heartbeat(own(hello.health, nodeId), ctx.signal).catch((err: unknown) => {
         if (!(err instanceof RpcError) || err.reason !== "REPORT_FROM_FUTURE") throw err;
-        log.warn({ node: nodeId }, "agent hello from the future: its report is refused");
+        quiet.warn({ node: nodeId }, "agent hello from the future: its report is refused");
       }),
       presence.connected(
         nodeId,
@@ -487,7 +506,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // No stream: a presence written for it goes again (unless the agent has connected since).
       if (present.status === "fulfilled")
         await presence.gone(nodeId, present.value).catch((err: unknown) => {
-          log.warn({ err, node: nodeId }, "agent presence not removed");
+          quiet.warn({ err, node: nodeId }, "agent presence not removed");
         });
       throw reported.status === "rejected"
         ? reported.reason
@@ -531,7 +550,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       );
       yield* session.queue;
     } catch (err) {
-      log.warn({ node: nodeId, err }, "agent stream closed with an error");
+      quiet.warn({ node: nodeId, err }, "agent stream closed with an error");
       throw err;
     } finally {
       ctx.signal.removeEventListener("abort", stop);
@@ -539,7 +558,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // Unless the agent has connected again meanwhile (here or elsewhere): that record stays.
       await presence
         .gone(nodeId, presenceRevision)
-        .catch((err: unknown) => log.warn({ err, node: nodeId }, "agent presence not removed"));
+        .catch((err: unknown) => quiet.warn({ err, node: nodeId }, "agent presence not removed"));
       log.info({ node: nodeId }, "agent disconnected");
     }
   }

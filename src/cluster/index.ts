@@ -4,7 +4,7 @@
 
 export type { AgentExecutorsOptions } from "./agent-executors.js";
 export { createAgentExecutors, EXECUTOR_PRINCIPAL } from "./agent-executors.js";
-export type { AgentHub, AgentHubOptions, AgentRefusal } from "./agent-hub.js";
+export type { AgentHub, AgentHubOptions, AgentRefusal, HeartbeatOutcome } from "./agent-hub.js";
 export { createAgentHub } from "./agent-hub.js";
 export type { AgentOperations } from "./agent-operations.js";
 export {

@@ -9,6 +9,7 @@ import {
 } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
+import type { ClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
 import { agentRefusedAuditFields } from "./system-audit.js";
 
@@ -22,6 +23,7 @@ export interface AgentHubSetup {
   /** The daemon's shutdown: agents' streams end and they reconnect elsewhere. */
   readonly closing: AbortSignal;
   readonly audit: AuditLog | undefined;
+  readonly metrics: Pick<ClusterMetrics, "agentHeartbeat">;
 }
 
 /**
@@ -60,5 +62,6 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
         ?.append(agentRefusedAuditFields(refusal))
         .catch((err: unknown) => logger.error({ err }, "refused agent stream not audited"));
     },
+    onHeartbeat: (outcome) => setup.metrics.agentHeartbeat(outcome),
   });
 }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { fromBinary } from "@bufbuild/protobuf";
 import client from "prom-client";
-import type { FailoverDecision, Inventory } from "../cluster/index.js";
+import type { FailoverDecision, HeartbeatOutcome, Inventory } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import { MigrationRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
@@ -28,6 +28,8 @@ export interface ClusterMetricsOptions {
 export interface ClusterMetrics {
   /** Counts a failover controller decision (restarted, skipped, failed). */
   failoverDecision(decision: FailoverDecision): void;
+  /** Counts one agent heartbeat received by this daemon, by outcome. */
+  agentHeartbeat(outcome: HeartbeatOutcome): void;
 }
 
 const TERMINAL = new Set([
@@ -161,6 +163,13 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
     registers: [registry],
   });
   for (const action of ["restarted", "skipped", "failed"]) failovers.inc({ action }, 0);
+  const heartbeats = new client.Counter({
+    name: "debvisor_agent_heartbeats_total",
+    help: "Agent heartbeats received on this daemon's streams, by outcome: confirmed, unconfirmed (the store did not take it in time; the agent counts toward fencing itself), from_future (confirmed, report refused).",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  for (const outcome of ["confirmed", "unconfirmed", "from_future"]) heartbeats.inc({ outcome }, 0);
   void watchFinished(store, closing, logger, (key, value) => {
     if (key.startsWith("migrations/")) {
       const m = fromBinary(MigrationRecordSchema, value).migration;
@@ -182,6 +191,9 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
   return {
     failoverDecision(d) {
       failovers.inc({ action: d.action });
+    },
+    agentHeartbeat(outcome) {
+      heartbeats.inc({ outcome });
     },
   };
 }

@@ -69,7 +69,16 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
   const { apiKeys, storedBindings, revocations, lockout, rateLimits, policy } = security;
   const isNode = async (name: string, signal: AbortSignal) =>
     (await inventory.getNode(name, signal)) !== undefined;
-  const agentHub = setUpAgentHub({ config, store, inventory, clock, logger, closing, audit });
+  const agentHub = setUpAgentHub({
+    config,
+    store,
+    inventory,
+    clock,
+    logger,
+    closing,
+    audit,
+    metrics: cluster.clusterMetrics,
+  });
   storage.useAgents(agentHub);
   const domain: ServiceBinding[] = [
     ...createDomainServices({

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Logger } from "./logger.js";
+import { repeatLimitedLogger } from "./repeat-limited-log.js";
+
+function recorder() {
+  const lines: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
+  const at =
+    (level: string) =>
+    (obj: object, msg = "") =>
+      lines.push({ level, obj: obj as Record<string, unknown>, msg });
+  const log: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => log,
+  };
+  return { log, lines };
+}
+
+describe("repeatLimitedLogger", () => {
+  it("writes a message once per interval, and how many were left out", async () => {
+    const { log, lines } = recorder();
+    let t = 0;
+    const quiet = repeatLimitedLogger(log, 40, () => t);
+    for (let i = 0; i < 100; i++) quiet.warn({ node: `n${i}` }, "heartbeat not recorded");
+    quiet.warn({ id: 1 }, "delivery not recorded");
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg, l.obj]),
+      [
+        ["warn", "heartbeat not recorded", { node: "n0" }],
+        ["warn", "delivery not recorded", { id: 1 }],
+      ],
+      "the first of each at once, the repeats held",
+    );
+    // Past the interval, the next one says how many were left out before it.
+    t = 50;
+    quiet.warn({ node: "n100" }, "heartbeat not recorded");
+    assert.deepEqual(lines[2]?.obj, { node: "n100", repeated: 99 });
+    // Repeats with nothing after them are told at the end of the interval.
+    for (let i = 0; i < 5; i++) quiet.warn({ node: "x" }, "heartbeat not recorded");
+    await new Promise((r) => setTimeout(r, 120));
+    const told = lines.find((l) => l.msg === "heartbeat not recorded (repeated)");
+    assert.deepEqual(told?.obj, { repeated: 5, withinMs: 40 });
+    assert.equal(told?.level, "warn");
+    assert.equal(lines.filter((l) => l.msg.startsWith("delivery")).length, 1, "nothing to tell");
+  });
+});
