@@ -10,6 +10,7 @@ import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { jobFinished, jobRunning } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
+import { movePlacement } from "./migration-move.js";
 import { migrationOf } from "./migration-wire.js";
 import { visibleTo } from "./tenancy.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
@@ -206,11 +207,14 @@ async function failoverOnce(
       throw rpc;
     }
     // The vm runs there now; the view follows, best effort (heartbeats correct it).
-    await inventory
-      .moveVm({ ...vm, state: VmState.RUNNING }, source, plan.target, AbortSignal.timeout(30_000))
-      .catch((err: unknown) =>
-        logger.warn({ err, vm: vm.id }, "inventory not updated; heartbeats will"),
-      );
+    await movePlacement(
+      inventory,
+      journal,
+      job,
+      { ...vm, state: VmState.RUNNING },
+      logger,
+      AbortSignal.timeout(30_000),
+    );
     return migrationOf(await journal.publish(job, { final: true }));
   } finally {
     journal.disown(job.id);

@@ -163,9 +163,17 @@ export interface Inventory {
   /**
    * Moves a VM's entry from one node's last report to another's in one
    * transaction, so the view never shows it twice or nowhere after a
-   * migration or failover; the nodes' next heartbeats confirm it.
+   * migration or failover; the nodes' next heartbeats confirm it. Written
+   * only while every one of `guards` holds (the caller still owns the
+   * migration that moved it): CONFLICT otherwise, and nothing written.
    */
-  moveVm(vm: VmInfo, from: string, to: string, signal?: AbortSignal): Promise<void>;
+  moveVm(
+    vm: VmInfo,
+    from: string,
+    to: string,
+    signal?: AbortSignal,
+    guards?: readonly Compare[],
+  ): Promise<void>;
   /**
    * Assigns a VM to a tenant ("" for none), kept in the store; VM_NOT_FOUND
    * for a VM neither reported nor recorded. Answers the VM as now listed.
@@ -448,6 +456,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     fromId: string,
     toId: string,
     signal: AbortSignal | undefined,
+    guards: readonly Compare[],
   ): Promise<void> {
     const from = nodeKey(fromId);
     const to = nodeKey(toId);
@@ -483,6 +492,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       const txn = await store.txn(
         {
           compares: [
+            ...guards,
             placement.compare,
             { key: PREFIX + to, modRevision: dst.modRevision },
             ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
@@ -693,12 +703,12 @@ export function createInventory(options: InventoryOptions): Inventory {
         return { next, result: summarize(next, liveClock.now()) };
       });
     },
-    moveVm(vm, fromId, toId, signal) {
+    moveVm(vm, fromId, toId, signal, guards = []) {
       // This process's moves go one at a time: a drain finishes many at once
       // off one node, and as rivals in the compare-and-swap below all but one
       // would retry, the last of n after n attempts. Other processes' writes
       // are still caught by the compare-and-swap.
-      const run = moves.then(() => moveOnce(vm, fromId, toId, signal));
+      const run = moves.then(() => moveOnce(vm, fromId, toId, signal, guards));
       moves = run.catch(() => {});
       return run;
     },

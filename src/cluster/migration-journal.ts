@@ -67,6 +67,13 @@ export interface MigrationJournal {
     modRevision: number,
     signal?: AbortSignal,
   ): Promise<MigrationJob | undefined>;
+  /**
+   * The compare that holds while the job's stored record is still this
+   * process's (see `MigrationRecords.ownership`), read once this process's
+   * writes of it published so far have landed; the caller publishes nothing
+   * more of the job until it has used it.
+   */
+  ownership(job: MigrationJob, signal?: AbortSignal): Promise<Compare | undefined>;
   /** Marks a job as this process's until `disown`: reconciliation leaves it alone. */
   own(id: string): void;
   disown(id: string): void;
@@ -172,6 +179,11 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
       return begun;
     },
     publish,
+    async ownership(job, signal) {
+      // After this process's own writes of the job still on their way: they change the record.
+      await chains.get(job.id)?.catch(() => undefined);
+      return records.ownership(recordOf(job), signal);
+    },
     async claim(job, modRevision, signal) {
       const claimed = { ...job, runner: runnerId };
       return (await records.claim(recordOf(claimed), modRevision, signal)) ? claimed : undefined;

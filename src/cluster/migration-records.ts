@@ -70,6 +70,13 @@ export interface MigrationRecords {
    * changed it since it was read at `modRevision`.
    */
   claim(record: MigrationRecord, modRevision: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * The compare that holds while `record`'s runner still owns its stored
+   * record as read now; undefined when another process has taken it over
+   * (or it is gone). For writes a runner makes outside the record (the VM's
+   * placement), which must not land once another process settled it.
+   */
+  ownership(record: MigrationRecord, signal?: AbortSignal): Promise<Compare | undefined>;
   get(id: string, signal?: AbortSignal): Promise<MigrationRecord | undefined>;
   /** Every record with its revision, oldest first. */
   list(signal?: AbortSignal): Promise<{ record: MigrationRecord; modRevision: number }[]>;
@@ -249,6 +256,13 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         { signal },
       );
       return txn.succeeded;
+    },
+    async ownership(record, signal) {
+      const key = RECORDS + idOf(record);
+      const got = await getMessage(store, MigrationRecordSchema, key, { signal });
+      return got === undefined || got.message.runner !== record.runner
+        ? undefined
+        : { key, modRevision: got.modRevision };
     },
     async get(id, signal) {
       return (await getMessage(store, MigrationRecordSchema, RECORDS + id, { signal }))?.message;

@@ -4,6 +4,7 @@ import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { jobAdvanced, jobFinished, jobRunning, type MigrationJob } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
+import { movePlacement } from "./migration-move.js";
 
 /** Options of {@link createMigrationRunner}. */
 export interface MigrationRunnerOptions {
@@ -115,9 +116,7 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
     }
     if (moved) {
       const state = job.live || restartOnTarget ? VmState.RUNNING : vm.state;
-      await inventory
-        .moveVm({ ...vm, state }, source, target)
-        .catch((err: unknown) => logger.warn({ err }, "inventory not updated; heartbeats will"));
+      await movePlacement(inventory, journal, job, { ...vm, state }, logger);
     }
     await journal.publish(job, { final: true });
   }

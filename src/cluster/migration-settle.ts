@@ -6,6 +6,7 @@ import type { Inventory } from "./inventory.js";
 import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
 import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
+import { movePlacement } from "./migration-move.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
 /**
@@ -168,7 +169,14 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       );
       const vm = await inventory.findVm(vmId, signal);
       if (vm !== undefined)
-        await inventory.moveVm({ ...vm, state: vmStateOf(onTarget.state) }, source, target, signal);
+        await movePlacement(
+          inventory,
+          journal,
+          job,
+          { ...vm, state: vmStateOf(onTarget.state) },
+          logger,
+          signal,
+        );
     } else if (onSource !== undefined && onTarget === undefined) {
       if (onSource !== UNREACHABLE) await restart(source, onSource.state);
       settled = jobFinished(

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
+import { silentLogger } from "../core/index.js";
+import type { HypervisorDriver } from "../drivers/index.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
+import { encodeMessage } from "../store/index.js";
+import { createLocalExecutors } from "./executors.js";
+import { createMigrationEngine } from "./migration-engine.js";
+import { createMigrationJournal } from "./migration-journal.js";
+import { createPlanner } from "./migration-planner.js";
+import { createMigrationRecords } from "./migration-records.js";
+import { readPlacement } from "./vm-placement.js";
+
+/**
+ * A runner that stalls right after the hand-over (paused, its lease lost)
+ * while another process settles its migration and the VM is placed elsewhere
+ * (a failover) must not move the placement when it resumes. The chaos test
+ * (seed 42) saw it: the VM then ran on the failover's node while placed on
+ * the migration's target, whose copy had been removed.
+ */
+describe("a migration runner that resumes after its migration was taken over", () => {
+  let h: ClusterHarness;
+  afterEach(() => h.close());
+
+  it("leaves the placement the successor made", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 2, migrationMs: 300 });
+    const vm = (await h.inventory.getNode("node-01"))?.vms[0];
+    assert.ok(vm);
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => {
+      resume = r;
+    });
+    let handedOver!: () => void;
+    const handOver = new Promise<void>((r) => {
+      handedOver = r;
+    });
+    // node-01's driver: the move completes on the hypervisors, then the runner stalls.
+    const stalling = (id: string): HypervisorDriver | undefined => {
+      const d = h.sim.driver(id);
+      if (d === undefined || id !== "node-01") return d;
+      return Object.assign(Object.create(d) as HypervisorDriver, {
+        async migrate(...args: Parameters<HypervisorDriver["migrate"]>) {
+          await d.migrate(...args);
+          handedOver();
+          await resumed;
+        },
+      });
+    };
+    const records = createMigrationRecords(h.store);
+    const journal = createMigrationJournal({ records, runnerId: "stalled", clock: h.clock });
+    const executors = createLocalExecutors(stalling);
+    const engine = createMigrationEngine({
+      inventory: h.inventory,
+      executors,
+      planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
+      journal,
+      records,
+      runners: { id: "stalled", isAlive: async () => true, close: async () => {} },
+      clock: h.clock,
+      logger: silentLogger,
+    });
+    try {
+      const started = await engine.start({
+        vmId: vm.id,
+        target: "node-02",
+        allowDowntime: true,
+        kind: MigrationKind.MIGRATE,
+        requestedBy: "test-operator",
+        tenant: undefined,
+      });
+      await handOver;
+      assert.equal(h.sim.locate(vm.id)?.nodeId, "node-02", "the vm went over");
+
+      // Meanwhile another process claims the migration, and the vm is placed on node-03.
+      let claimed = false;
+      for (let i = 0; i < 20 && !claimed; i++) {
+        // The runner's last progress write may still land: read again until the claim holds.
+        const stored = (await records.list()).find(
+          (r) => r.record.migration?.migrationId === started.migrationId,
+        );
+        assert.ok(stored);
+        claimed = await records.claim(
+          { ...stored.record, runner: "successor" },
+          stored.modRevision,
+          AbortSignal.timeout(5000),
+        );
+      }
+      assert.ok(claimed, "claimed by the successor");
+      const placed = await readPlacement(h.store, vm.id);
+      assert.ok(placed.rec);
+      const failedOver = create(VmRecordSchema, {
+        ...placed.rec,
+        nodeId: "node-03",
+        generation: placed.rec.generation + 1n,
+      });
+      await h.store.put(`vms/${vm.id}`, encodeMessage(VmRecordSchema, failedOver));
+
+      resume();
+      await engine.close(); // waits for the runner's end
+      const after = await readPlacement(h.store, vm.id);
+      assert.equal(after.rec?.nodeId, "node-03", "the successor's placement stands");
+      assert.equal(after.rec?.generation, failedOver.generation);
+    } finally {
+      resume();
+      await engine.close();
+    }
+  });
+});

@@ -1,0 +1,36 @@
+import type { Logger } from "../core/index.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import type { Inventory } from "./inventory.js";
+import type { MigrationJob } from "./migration-job.js";
+import type { MigrationJournal } from "./migration-journal.js";
+
+/**
+ * Moves the VM's placement and the nodes' lists to the job's target, only
+ * while the job's record is still this process's: a runner that stalled
+ * after the hand-over (its lease lost, its migration settled by another
+ * process, the VM failed over since) must not move the placement back onto
+ * a copy that is being removed (seen in the chaos test: the VM then ran on
+ * one node while placed on another, for good).
+ */
+export async function movePlacement(
+  inventory: Pick<Inventory, "moveVm">,
+  journal: Pick<MigrationJournal, "ownership">,
+  job: MigrationJob,
+  vm: VmInfo,
+  logger: Logger,
+  signal?: AbortSignal,
+): Promise<void> {
+  try {
+    const owned = await journal.ownership(job, signal);
+    if (owned === undefined) {
+      logger.warn(
+        { migration: job.id, vm: vm.id },
+        "migration taken over by another control-plane process; placement left to it",
+      );
+      return;
+    }
+    await inventory.moveVm(vm, job.source, job.target, signal, [owned]);
+  } catch (err) {
+    logger.warn({ err, migration: job.id, vm: vm.id }, "inventory not updated; heartbeats will");
+  }
+}
