@@ -80,6 +80,15 @@ async function loopLagMs(httpAddress: string): Promise<{ p99: number; max: numbe
   return { p99: of("p99"), max: of("max") };
 }
 
+/** The daemon's heartbeats by outcome over its whole run (debvisor_agent_heartbeats_total). */
+async function heartbeatOutcomes(httpAddress: string): Promise<string> {
+  const res = await fetch(`http://${httpAddress}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  return [...text.matchAll(/^debvisor_agent_heartbeats_total\{outcome="(\w+)"\} (\S+)$/gm)]
+    .map((m) => `${m[1]} ${m[2]}`)
+    .join(", ");
+}
+
 /** One measurement at `agents` streams. */
 interface AgentsRun extends Sample {
   readonly agents: number;
@@ -127,14 +136,21 @@ async function measureAgents(
   let load: AgentLoad | undefined;
   const profileName = `rpcd-agents-${agents}-${run}`;
   if (ctx.profileDir !== undefined) mkdirSync(ctx.profileDir, { recursive: true });
+  /**
+   * Profiled: a CPU profile at exit, and a heap snapshot after the burst up to
+   * 2,000 streams (at 10,000 the snapshot of a 3 GiB heap outlasted the
+   * daemon's time to exit, and the CPU profile was lost with it).
+   */
+  const snapshot = ctx.profileDir !== undefined && agents <= 2000;
+  // Node's own flags for the daemon alone (V8's heap sizing, say), to compare with none.
+  const extra = (process.env.BENCH_DAEMON_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+  if (extra.length > 0) ctx.log(`  daemon node flags: ${extra.join(" ")}`);
   const daemon = await startDaemonProcess([...devDaemonArgs(dir), "--config", configFile], {
     timeoutMs: 60_000,
-    // Profiled: a CPU profile at exit, and a heap snapshot after the burst.
     nodeArgs: [
+      ...extra,
       ...profileArgs(profileName, ctx.profileDir),
-      ...(ctx.profileDir === undefined
-        ? []
-        : ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${ctx.profileDir}`]),
+      ...(snapshot ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${ctx.profileDir}`] : []),
     ],
   });
   const pid = daemon.proc.pid as number;
@@ -251,7 +267,7 @@ async function measureAgents(
     }
     if (notDone.length > 0) problems.push(`${notDone.length} operations not DONE in the store`);
     // After the burst, so that writing it (seconds of a busy daemon) falls in neither measurement.
-    if (ctx.profileDir !== undefined) {
+    if (snapshot) {
       daemon.proc.kill("SIGUSR2");
       ctx.log(`  heap snapshot asked of the daemon (written to ${ctx.profileDir})`);
     }
@@ -274,6 +290,9 @@ async function measureAgents(
     ctx.log(
       `  round ${run + 1} ${String(agents).padStart(6)} streams: RSS ${result.rssPerStreamKib.toFixed(1)} KiB/stream (${(rss0 / 1024).toFixed(0)} -> ${(rss1 / 1024).toFixed(0)} MiB; V8 heap in use ${result.heapPerStreamKib.toFixed(1)} KiB/stream), CPU ${result.cpuMsPerHeartbeat.toFixed(3)} ms/heartbeat (${beats} heartbeats), dispatch p50 ${result.p50Ms.toFixed(1)} ms p99 ${result.p99Ms.toFixed(1)} ms (after the store's commit: p50 ${result.afterCommitP50Ms.toFixed(1)} ms p99 ${result.afterCommitP99Ms.toFixed(1)} ms), burst ${burstSeconds.toFixed(1)} s with ${burstCpu.toFixed(1)} daemon CPU s${problems.length > 0 ? `  REJECTED: ${problems.join("; ")}` : ""}`,
     );
+    ctx.log(
+      `  heartbeats the daemon took (whole run, by outcome): ${await heartbeatOutcomes(daemon.httpAddress).catch((err: unknown) => String(err))}`,
+    );
     return result;
   } finally {
     await load?.stop();
@@ -290,11 +309,21 @@ async function measureAgents(
       ctx.log(
         `  the daemon exited early (${daemon.proc.exitCode ?? daemon.proc.signalCode}); its stderr ends: ${daemon.stderr().slice(-2000)}; its last log line: ${JSON.stringify(daemon.logs.at(-1))}`,
       );
-    // SIGTERM, so that a profiled daemon writes its profile; SIGKILL if it lingers.
+    // SIGTERM, so that a profiled daemon writes its profile; SIGKILL if it lingers (a
+    // profiled daemon at 10,000 streams took longer than 30 s, and its profile was lost).
+    const stopping = Date.now();
     daemon.proc.kill("SIGTERM");
-    const lingering = setTimeout(() => daemon.kill(), 30_000);
+    const lingering = setTimeout(
+      () => {
+        ctx.log(`  the daemon did not exit in time after SIGTERM: killed`);
+        daemon.kill();
+      },
+      ctx.profileDir === undefined ? 30_000 : 180_000,
+    );
     await daemon.exited;
     clearTimeout(lingering);
+    if (ctx.profileDir !== undefined)
+      ctx.log(`  the daemon exited ${((Date.now() - stopping) / 1000).toFixed(1)} s after SIGTERM`);
     const profile =
       ctx.profileDir === undefined ? undefined : join(ctx.profileDir, `${profileName}.cpuprofile`);
     if (profile !== undefined && existsSync(profile)) ctx.profileWritten(profile);
