@@ -123,14 +123,10 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
 
   /**
    * Runs one etcd call under the store's deadline and the caller's signal.
-   * Reads are retried on transient errors; writes never are. A renewal
-   * (a lease keepalive) is retried like a read, but not for being slow: it
-   * waits on its lease's stream, where etcd answers in order, so a second
-   * keepalive would only queue behind the first (under load, each slow one
-   * sent up to four, loading etcd and the daemon further).
+   * Reads are retried on transient errors; writes never are.
    */
   const call = async <T>(
-    kind: "read" | "renew" | "write",
+    kind: "read" | "write",
     opts: StoreCallOptions | undefined,
     op: (callOptions: { deadline: number }, signal: AbortSignal | undefined) => Promise<T>,
   ): Promise<T> => {
@@ -154,11 +150,10 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         const unsent = isUnsent(err);
         const again =
           Date.now() + backoff < deadline &&
-          (kind === "write"
-            ? unsent && attempt < UNSENT_ATTEMPTS
-            : (attempt < READ_ATTEMPTS &&
-                (isTransient(err) || (kind === "read" && attemptTimedOut(err)))) ||
-              (unsent && attempt < UNSENT_ATTEMPTS));
+          (kind === "read"
+            ? (attempt < READ_ATTEMPTS && (isTransient(err) || attemptTimedOut(err))) ||
+              (unsent && attempt < UNSENT_ATTEMPTS)
+            : unsent && attempt < UNSENT_ATTEMPTS);
         if (!again) throw toRpcError(err);
         await sleep(backoff, undefined, { signal }).catch(rethrowAborted(signal));
       }
@@ -183,8 +178,8 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       id,
       ttlMs,
       async keepAlive(opts?: StoreCallOptions) {
-        // Renewing twice is harmless, so a keepalive is retried like a read (not when slow).
-        const ttl = await call("renew", opts, (o, signal) =>
+        // Renewing twice is harmless, so a keepalive is retried like a read.
+        const ttl = await call("read", opts, (o, signal) =>
           keepAlivesOf(id).keepAlive(id, o.deadline, signal),
         );
         if (!(ttl > 0)) throw new RpcError("LEASE_NOT_FOUND");
