@@ -78,10 +78,10 @@ export interface AgentHubOptions {
 
 /**
  * A heartbeat confirmed to its agent, not confirmed (the store did not take
- * it in time: the agent counts toward fencing itself), or confirmed with its
- * report refused as from the future.
+ * it in time: the agent counts toward fencing itself), confirmed with its
+ * report refused as from the future, or failed otherwise (the stream ends).
  */
-export type HeartbeatOutcome = "confirmed" | "unconfirmed" | "from_future";
+export type HeartbeatOutcome = "confirmed" | "unconfirmed" | "from_future" | "failed";
 
 /** The control plane's end of the agents' streams. */
 export interface AgentHub {
@@ -362,7 +362,10 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         quiet.warn({ node: session.nodeId, err }, "agent heartbeat not recorded; not confirmed");
         return;
       }
-      if (reason !== "REPORT_FROM_FUTURE") throw err;
+      if (reason !== "REPORT_FROM_FUTURE") {
+        options.onHeartbeat?.("failed");
+        throw err;
+      }
       outcome = "from_future";
       quiet.warn(
         { node: session.nodeId },

@@ -165,11 +165,12 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
   for (const action of ["restarted", "skipped", "failed"]) failovers.inc({ action }, 0);
   const heartbeats = new client.Counter({
     name: "debvisor_agent_heartbeats_total",
-    help: "Agent heartbeats received on this daemon's streams, by outcome: confirmed, unconfirmed (the store did not take it in time; the agent counts toward fencing itself), from_future (confirmed, report refused).",
+    help: "Agent heartbeats received on this daemon's streams, by outcome: confirmed, unconfirmed (the store did not take it in time; the agent counts toward fencing itself), from_future (confirmed, report refused), failed (any other error; the stream ends).",
     labelNames: ["outcome"] as const,
     registers: [registry],
   });
-  for (const outcome of ["confirmed", "unconfirmed", "from_future"]) heartbeats.inc({ outcome }, 0);
+  for (const outcome of ["confirmed", "unconfirmed", "from_future", "failed"])
+    heartbeats.inc({ outcome }, 0);
   void watchFinished(store, closing, logger, (key, value) => {
     if (key.startsWith("migrations/")) {
       const m = fromBinary(MigrationRecordSchema, value).migration;
