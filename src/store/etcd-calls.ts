@@ -1,51 +1,10 @@
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError } from "cockatiel";
-import {
-  EtcdLeaseInvalidError,
-  GRPCDeadlineExceededError,
-  type IOptions,
-  isRecoverableError,
-} from "etcd3";
+import { isBrokenCircuitError } from "cockatiel";
+import { EtcdLeaseInvalidError, GRPCDeadlineExceededError, isRecoverableError } from "etcd3";
 import { abortError, RpcError } from "../core/index.js";
 
 /** etcd lease ids are positive int64s in decimal. */
 const LEASE_ID = /^[1-9][0-9]{0,18}$/;
 const MAX_LEASE_ID = 2n ** 63n - 1n;
-
-type FaultPolicy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
-
-/**
- * etcd3's default policies retry every call (a write could apply twice) and
- * trip a circuit breaker that keeps failing calls for 5 s after etcd is back.
- * The store decides retries itself, so the client only passes calls through.
- */
-const passThrough: Pick<FaultPolicy, "execute"> = {
-  execute: (fn) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
-};
-
-/** How long a member that refused a connection is left out before one call tries it again. */
-export const HOST_DOWN_MS = 1000;
-
-/**
- * etcd3 fault handling for a store of `hosts` endpoints. The client itself
- * never retries (the store decides, knowing reads from writes). With several
- * members, each has a circuit breaker (cockatiel, as etcd3's default) that
- * opens on the first call that could not even be sent to it (connection
- * refused, no leader there): etcd3's pool then skips that member and picks
- * another, and after HOST_DOWN_MS lets one call try it again. Errors after a
- * call was sent never open it. One member alone is never skipped.
- */
-export function storeFaultHandling(hosts: number): NonNullable<IOptions["faultHandling"]> {
-  return {
-    host: () =>
-      hosts === 1
-        ? (passThrough as FaultPolicy)
-        : circuitBreaker(handleWhen(isUnsent), {
-            halfOpenAfter: HOST_DOWN_MS,
-            breaker: new ConsecutiveBreaker(1),
-          }),
-    global: passThrough as FaultPolicy,
-  };
-}
 
 /**
  * The call never reached an etcd member that could act on it: no connection

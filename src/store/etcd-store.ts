@@ -13,10 +13,10 @@ import {
   isTransient,
   isUnsent,
   leaseId,
-  storeFaultHandling,
   toBuffer,
   toRpcError,
 } from "./etcd-calls.js";
+import { createEtcdHosts } from "./etcd-hosts.js";
 import { createKeepAlives, type KeepAlives } from "./etcd-keepalive.js";
 import { type EtcdStoreOptions, resolveOptions } from "./etcd-options.js";
 import { createEtcdWatch } from "./etcd-watch.js";
@@ -56,6 +56,12 @@ const MAX_BACKOFF_MS = 500;
 const KEEPALIVE_STREAMS = 16;
 /** One read attempt's deadline, so a member that stopped answering costs a retry, not the call. */
 const READ_ATTEMPT_MS = 2000;
+/**
+ * A keepalive stream silent this long with keepalives waiting is given up
+ * and its keepalives sent again on a new one (at most a third of the call's
+ * deadline, so a renewal can try three members).
+ */
+const KEEPALIVE_SILENT_MS = 3000;
 
 /**
  * The etcd backend. Keys live under `prefix`; revisions are etcd's own, so
@@ -63,13 +69,17 @@ const READ_ATTEMPT_MS = 2000;
  * linearizable and retried on transient failures within `callTimeoutMs`,
  * each attempt bounded by READ_ATTEMPT_MS; writes are re-sent only when they
  * never reached a member (one that may have applied is never re-sent), else
- * fail with STORE_UNAVAILABLE. With several endpoints, a member that refuses
- * connections is skipped for a while (see storeFaultHandling). Watches use their own etcd stream and resume after
- * a disconnect from the last event they delivered, without loss or repeats.
+ * fail with STORE_UNAVAILABLE. Lease keepalives are sent again only when
+ * their stream failed or went silent (see createKeepAlives). With several
+ * endpoints, a member that refuses connections, or whose keepalive stream
+ * went silent, is skipped for a while (see createEtcdHosts). Watches use
+ * their own etcd stream and resume after a disconnect from the last event
+ * they delivered, without loss or repeats.
  */
 export function createEtcdStore(options: EtcdStoreOptions): KvStore {
   const config = resolveOptions(options);
   const base = config.prefix;
+  const hosts = createEtcdHosts(config.endpoints.length);
   const client = new Etcd3({
     hosts: [...config.endpoints],
     ...(config.tls && {
@@ -91,7 +101,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2000,
     },
-    faultHandling: storeFaultHandling(config.endpoints.length),
+    faultHandling: hosts.faultHandling,
   });
   const inflight = new Set<Promise<unknown>>();
   let closing: Promise<void> | undefined;
@@ -123,10 +133,13 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
 
   /**
    * Runs one etcd call under the store's deadline and the caller's signal.
-   * Reads are retried on transient errors; writes never are.
+   * Reads are retried on transient errors, or when an attempt ran out of
+   * READ_ATTEMPT_MS; a renewal (a lease keepalive) only on transient errors,
+   * its stream having failed or gone silent: a slow one waits on its stream
+   * for the whole deadline. Writes are sent again only when they were never sent.
    */
   const call = async <T>(
-    kind: "read" | "write",
+    kind: "read" | "renew" | "write",
     opts: StoreCallOptions | undefined,
     op: (callOptions: { deadline: number }, signal: AbortSignal | undefined) => Promise<T>,
   ): Promise<T> => {
@@ -150,10 +163,11 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         const unsent = isUnsent(err);
         const again =
           Date.now() + backoff < deadline &&
-          (kind === "read"
-            ? (attempt < READ_ATTEMPTS && (isTransient(err) || attemptTimedOut(err))) ||
-              (unsent && attempt < UNSENT_ATTEMPTS)
-            : unsent && attempt < UNSENT_ATTEMPTS);
+          (kind === "write"
+            ? unsent && attempt < UNSENT_ATTEMPTS
+            : (attempt < READ_ATTEMPTS &&
+                (isTransient(err) || (kind === "read" && attemptTimedOut(err)))) ||
+              (unsent && attempt < UNSENT_ATTEMPTS));
         if (!again) throw toRpcError(err);
         await sleep(backoff, undefined, { signal }).catch(rethrowAborted(signal));
       }
@@ -165,10 +179,12 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
   // them past their deadline on a loaded host (and a missed deadline fails every
   // keepalive waiting on that stream); several are answered side by side.
   const keepAliveStreams = Array.from({ length: KEEPALIVE_STREAMS }, () =>
-    createKeepAlives(
-      () => client.leaseClient.leaseKeepAlive(),
-      (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
-    ),
+    createKeepAlives({
+      open: () => client.leaseClient.leaseKeepAlive(),
+      toError: (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
+      silentMs: Math.min(KEEPALIVE_SILENT_MS, Math.floor(config.callTimeoutMs / 3)),
+      onSilent: (stream) => hosts.setAside(stream),
+    }),
   );
   const keepAlivesOf = (id: string) =>
     keepAliveStreams[(Number(id.slice(-6)) || 0) % KEEPALIVE_STREAMS] as KeepAlives;
@@ -178,8 +194,8 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       id,
       ttlMs,
       async keepAlive(opts?: StoreCallOptions) {
-        // Renewing twice is harmless, so a keepalive is retried like a read.
-        const ttl = await call("read", opts, (o, signal) =>
+        // Renewing twice is harmless: sent again on a new stream when its own failed.
+        const ttl = await call("renew", opts, (o, signal) =>
           keepAlivesOf(id).keepAlive(id, o.deadline, signal),
         );
         if (!(ttl > 0)) throw new RpcError("LEASE_NOT_FOUND");
@@ -301,6 +317,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         const err = closedError();
         watch.failAll(err);
         for (const k of keepAliveStreams) k.close(err);
+        hosts.close();
         await Promise.allSettled([...inflight]);
         client.close();
       })();

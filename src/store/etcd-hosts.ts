@@ -1,0 +1,95 @@
+import { ConsecutiveBreaker, circuitBreaker, handleWhen } from "cockatiel";
+import type { IOptions } from "etcd3";
+import { isUnsent } from "./etcd-calls.js";
+
+type FaultPolicy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
+/**
+ * etcd3's default policies retry every call (a write could apply twice) and
+ * trip a circuit breaker that keeps failing calls for 5 s after etcd is back.
+ * The store decides retries itself, so the client only passes calls through.
+ */
+const passThrough: Pick<FaultPolicy, "execute"> = {
+  execute: (fn) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+};
+
+/** How long a member that refused a connection is left out before one call tries it again. */
+export const HOST_DOWN_MS = 1000;
+/** How long a member whose keepalive stream went silent is left out of new calls and streams. */
+export const HOST_SILENT_MS = 10_000;
+
+/** The health of a store's etcd members, as etcd3's fault handling sees it. */
+export interface EtcdHosts {
+  /** etcd3's `faultHandling` option. */
+  readonly faultHandling: NonNullable<IOptions["faultHandling"]>;
+  /**
+   * Leaves the member that `stream` was opened on out of new calls and
+   * streams for HOST_SILENT_MS: it holds connections open but answers
+   * nothing (a stopped process, a partition that drops packets). One
+   * member is never left out, nor the last one still in.
+   */
+  setAside(stream: object): void;
+  /** Ends every setting-aside early (the store is closing). */
+  close(): void;
+}
+
+/**
+ * etcd3 fault handling for a store of `hosts` endpoints. The client itself
+ * never retries (the store decides, knowing reads from writes). With several
+ * members, each has a circuit breaker (cockatiel, as etcd3's default) that
+ * opens on the first call that could not even be sent to it (connection
+ * refused, no leader there): etcd3's pool then skips that member and picks
+ * another, and after HOST_DOWN_MS lets one call try it again. Errors after a
+ * call was sent never open it; a member found silent is set aside on
+ * purpose ({@link EtcdHosts.setAside}), by holding its breaker open.
+ */
+export function createEtcdHosts(hosts: number): EtcdHosts {
+  /** The breaker of the member each stream was opened on. */
+  const breakerOf = new WeakMap<object, ReturnType<typeof circuitBreaker>>();
+  const aside = new Map<ReturnType<typeof circuitBreaker>, NodeJS.Timeout>();
+  const handles = new Map<ReturnType<typeof circuitBreaker>, { dispose(): void }>();
+
+  const hostPolicy = (): FaultPolicy => {
+    const breaker = circuitBreaker(handleWhen(isUnsent), {
+      halfOpenAfter: HOST_DOWN_MS,
+      breaker: new ConsecutiveBreaker(1),
+    });
+    const policy: Pick<FaultPolicy, "execute"> = {
+      execute: (fn, signal) =>
+        breaker.execute((ctx) => {
+          const made = fn(ctx);
+          // A stream is returned as is (a unary call returns a promise).
+          if (typeof made === "object" && made !== null && !("then" in made)) {
+            breakerOf.set(made, breaker);
+          }
+          return made;
+        }, signal),
+    };
+    return policy as FaultPolicy;
+  };
+
+  const release = (breaker: ReturnType<typeof circuitBreaker>) => {
+    clearTimeout(aside.get(breaker));
+    aside.delete(breaker);
+    handles.get(breaker)?.dispose();
+    handles.delete(breaker);
+  };
+
+  return {
+    faultHandling: {
+      host: () => (hosts === 1 ? (passThrough as FaultPolicy) : hostPolicy()),
+      global: passThrough as FaultPolicy,
+    },
+    setAside(stream) {
+      const breaker = breakerOf.get(stream);
+      if (breaker === undefined || aside.has(breaker) || aside.size + 1 >= hosts) return;
+      handles.set(breaker, breaker.isolate());
+      const timer = setTimeout(() => release(breaker), HOST_SILENT_MS);
+      timer.unref();
+      aside.set(breaker, timer);
+    },
+    close() {
+      for (const breaker of [...aside.keys()]) release(breaker);
+    },
+  };
+}

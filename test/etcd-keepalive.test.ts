@@ -1,0 +1,165 @@
+import assert from "node:assert/strict";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
+
+const TTL_MS = 30_000;
+
+/** LeaseKeepAlive messages an etcd member has received (its own counter). */
+async function keepalivesReceived(endpoint: string): Promise<number> {
+  const text = await (await fetch(`${endpoint}/metrics`)).text();
+  const m =
+    /^grpc_server_msg_received_total\{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb\.Lease",grpc_type="bidi_stream"\} (\d+)$/m.exec(
+      text,
+    );
+  return Number(m?.[1] ?? 0);
+}
+
+/**
+ * Renews each lease every `everyMs` until `stop`, one renewal at a time per
+ * lease, and records when each renewal succeeded.
+ */
+function renewing(store: KvStore, ids: readonly string[], everyMs: number) {
+  const renewedAt = new Map<string, number[]>(ids.map((id) => [id, [Date.now()]]));
+  const failures: string[] = [];
+  let renewals = 0;
+  let stopped = false;
+  const loops = ids.map(async (id) => {
+    while (!stopped) {
+      const started = Date.now();
+      renewals++;
+      try {
+        await store.lease(id, TTL_MS).keepAlive();
+        renewedAt.get(id)?.push(Date.now());
+      } catch (err) {
+        failures.push(`${id}: ${String(err)}`);
+      }
+      await sleep(Math.max(0, everyMs - (Date.now() - started)));
+    }
+  });
+  return {
+    renewedAt,
+    failures,
+    renewals: () => renewals,
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+    /** The longest time any lease went without a renewal between `from` and now. */
+    longestGap(from: number): number {
+      let longest = 0;
+      for (const times of renewedAt.values()) {
+        const at = [...times.filter((t) => t >= from), Date.now()];
+        let last = Math.max(...times.filter((t) => t < from), from);
+        for (const t of at) {
+          longest = Math.max(longest, t - last);
+          last = t;
+        }
+      }
+      return longest;
+    },
+  };
+}
+
+/** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs`. */
+async function slowAnswers(
+  port: number,
+  delayMs: number,
+): Promise<{ port: number; server: Server }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: "127.0.0.1", port });
+    sockets.add(client).add(upstream);
+    client.pipe(upstream);
+    upstream.on("data", (chunk: Buffer) => {
+      setTimeout(() => client.writable && client.write(chunk), delayMs);
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", close).on("close", close);
+    upstream.on("error", close).on("close", close);
+  });
+  server.on("close", () => {
+    for (const s of sockets) s.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === "object");
+  return { port: address.port, server };
+}
+
+describe("lease keepalives", () => {
+  it("keep every lease renewed while an etcd member is stopped with its connections open", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) {
+      assert.notEqual(process.env.CI, "true", "etcd is required under CI");
+      t.skip("etcd is not installed (apt-get install etcd-server)");
+      return;
+    }
+    const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/ka-frozen/" });
+    let frozen: EtcdServer | undefined;
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 32; i++) ids.push((await store.grantLease(TTL_MS)).id);
+      const load = renewing(store, ids, 2000);
+      await sleep(3000);
+      const leader = await cluster.leader();
+      frozen = cluster.members[(leader + 1) % 3];
+      frozen?.signal("SIGSTOP");
+      const frozenAt = Date.now();
+      await sleep(16_000);
+      frozen?.signal("SIGCONT");
+      frozen = undefined;
+      await sleep(2000);
+      await load.stop();
+      const gap = load.longestGap(frozenAt);
+      t.diagnostic(
+        `longest time a lease went unrenewed: ${gap} ms; failed renewals: ${load.failures.length}`,
+      );
+      assert.deepEqual(load.failures, [], "no renewal failed");
+      // Renewed every 2 s; a stream to the stopped member is given up after 3 s of silence.
+      assert.ok(gap < 9000, `a lease went ${gap} ms without a renewal (TTL ${TTL_MS} ms)`);
+    } finally {
+      frozen?.signal("SIGCONT");
+      await store.close();
+      await cluster.stop();
+    }
+  });
+
+  describe("on a slow etcd", async () => {
+    const etcd = await startEtcd();
+    if (etcd === undefined) return; // under CI=true startEtcd throws instead
+    const proxy = await slowAnswers(Number(new URL(etcd.endpoint).port), 2500);
+    const direct = createEtcdStore({ endpoints: [etcd.endpoint], prefix: "/ka-slow/" });
+    const slow = createEtcdStore({
+      endpoints: [`http://127.0.0.1:${proxy.port}`],
+      prefix: "/ka-slow/",
+    });
+    after(async () => {
+      await slow.close();
+      await direct.close();
+      proxy.server.close();
+      await etcd.stop();
+    });
+
+    it("sends each keepalive once while its answer takes 2.5 s, and renews", async (t) => {
+      const ids: string[] = [];
+      for (let i = 0; i < 16; i++) ids.push((await direct.grantLease(TTL_MS)).id);
+      // Opens the slow store's connection and streams before counting.
+      await Promise.all(ids.map((id) => slow.lease(id, TTL_MS).keepAlive()));
+      const before = await keepalivesReceived(etcd.endpoint);
+      const load = renewing(slow, ids, 1000);
+      await sleep(10_000);
+      await load.stop();
+      const sent = (await keepalivesReceived(etcd.endpoint)) - before;
+      t.diagnostic(`${load.renewals()} renewals sent ${sent} keepalives`);
+      assert.deepEqual(load.failures, [], "no renewal failed");
+      assert.ok(load.renewals() >= 32, `only ${load.renewals()} renewals`);
+      assert.equal(sent, load.renewals(), "one keepalive per renewal");
+    });
+  });
+});
