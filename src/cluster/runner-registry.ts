@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { Logger } from "../core/index.js";
+import { type Logger, RpcError } from "../core/index.js";
 import type { KvStore, Lease } from "../store/index.js";
 
 const PREFIX = "runners/";
@@ -29,7 +29,16 @@ export interface RunnerRegistry {
   close(): Promise<void>;
 }
 
-/** Registers this process as a runner and keeps its lease alive. */
+/** Share of the TTL a lease may go unrenewed before this process takes it as lost. */
+const LOST_AFTER = 0.8;
+
+/**
+ * Registers this process as a runner and keeps its lease alive, one renewal
+ * at a time. A renewal that fails is tried again at the next tick while the
+ * lease is surely alive; the lease is taken as lost (`onLost`, then a new
+ * registration) when etcd says it expired, or when LOST_AFTER of its TTL
+ * passed without a renewal, as another process may then take it for dead.
+ */
 export async function registerRunner(
   store: KvStore,
   id: string,
@@ -42,27 +51,49 @@ export async function registerRunner(
    */
   onLost: () => void = () => {},
 ): Promise<RunnerRegistry> {
-  let lease: Lease = await store.grantLease(ttlMs);
-  await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
+  const register = async () => {
+    const granted = await store.grantLease(ttlMs);
+    await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: granted.id });
+    return granted;
+  };
+  let lease: Lease = await register();
+  let renewedAt = performance.now();
+  let renewing = false;
   const renew = async () => {
+    const left = renewedAt + ttlMs * LOST_AFTER - performance.now();
     try {
-      await lease.keepAlive();
+      if (left <= 0) throw new RpcError("DEADLINE_EXCEEDED");
+      await lease.keepAlive({ signal: AbortSignal.timeout(Math.ceil(left)) });
+      renewedAt = performance.now();
+      return;
     } catch (err) {
-      // Expired (the process stalled past its TTL): our migrations may
-      // meanwhile have been claimed by someone else; the runner field of
-      // each record says who owns it now, and our writes check it.
+      const expired = err instanceof RpcError && err.reason === "LEASE_NOT_FOUND";
+      if (!expired && performance.now() < renewedAt + ttlMs * LOST_AFTER) {
+        logger.warn({ err }, "runner lease renewal failed; trying again");
+        return;
+      }
+      // Our migrations may meanwhile have been claimed by someone else; the
+      // runner field of each record says who owns it now, and our writes check it.
       logger.warn(
         { err },
         "runner lease lost; stopping this process's migrations, registering again",
       );
       onLost();
-      lease = await store.grantLease(ttlMs);
-      await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: lease.id });
     }
+    const old = lease;
+    lease = await register();
+    renewedAt = performance.now();
+    await old.revoke().catch(() => undefined);
   };
   const timer = setInterval(
     () => {
-      renew().catch((err: unknown) => logger.error({ err }, "runner lease renewal failed"));
+      if (renewing) return;
+      renewing = true;
+      renew()
+        .catch((err: unknown) => logger.error({ err }, "runner lease renewal failed"))
+        .finally(() => {
+          renewing = false;
+        });
     },
     Math.max(100, Math.floor(ttlMs / 3)),
   );

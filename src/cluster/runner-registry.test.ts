@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { RpcError, silentLogger } from "../core/index.js";
+import { createSqliteStore, type KvStore, type Lease } from "../store/index.js";
+import { registerRunner } from "./runner-registry.js";
+
+const TTL_MS = 3000;
+
+/**
+ * The real SQLite store, whose keepalives of the leases in `failing` fail as
+ * an unreachable etcd's do (STORE_UNAVAILABLE) without reaching the store.
+ */
+function storeWithFailingRenewals(store: KvStore) {
+  const failing = new Set<string>();
+  const wrap = (lease: Lease): Lease => ({
+    id: lease.id,
+    ttlMs: lease.ttlMs,
+    keepAlive: async (opts) => {
+      if (failing.has(lease.id)) throw new RpcError("STORE_UNAVAILABLE");
+      await lease.keepAlive(opts);
+    },
+    revoke: (opts) => lease.revoke(opts),
+  });
+  const wrapped: KvStore = {
+    ...store,
+    grantLease: async (ttlMs, opts) => wrap(await store.grantLease(ttlMs, opts)),
+    lease: (id, ttlMs) => wrap(store.lease(id, ttlMs)),
+  };
+  return { store: wrapped, failing };
+}
+
+describe("the runner registry's lease", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-runners-"));
+  const sqlite = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+  after(() => sqlite.close());
+  const { store, failing } = storeWithFailingRenewals(sqlite);
+  const leaseOf = async (id: string) => (await sqlite.get(`runners/${id}`))?.lease;
+
+  it("outlives a renewal that failed while the lease was surely alive", async (t) => {
+    let lost = 0;
+    const runner = await registerRunner(store, "r-transient", TTL_MS, silentLogger, () => lost++);
+    t.after(() => runner.close());
+    const lease = await leaseOf(runner.id);
+    assert.ok(lease);
+    failing.add(lease);
+    await sleep(TTL_MS * 0.5); // one renewal fails
+    failing.delete(lease);
+    await sleep(TTL_MS);
+    assert.equal(lost, 0, "the process's migrations were not stopped");
+    assert.equal(await leaseOf(runner.id), lease, "still registered on the same lease");
+  });
+
+  it("is taken as lost once most of its TTL passed without a renewal, and registered again", async (t) => {
+    let lost = 0;
+    const runner = await registerRunner(store, "r-unrenewed", TTL_MS, silentLogger, () => lost++);
+    t.after(() => runner.close());
+    const lease = await leaseOf(runner.id);
+    assert.ok(lease);
+    failing.add(lease);
+    await sleep(TTL_MS * 1.5);
+    assert.equal(lost, 1, "stopped once");
+    const now = await leaseOf(runner.id);
+    assert.ok(now !== undefined && now !== lease, "registered on a new lease");
+    assert.equal(await runner.isAlive(runner.id), true);
+  });
+
+  it("is taken as lost at once when its lease expired", async (t) => {
+    let lost = 0;
+    const runner = await registerRunner(store, "r-expired", TTL_MS, silentLogger, () => lost++);
+    t.after(() => runner.close());
+    const lease = await leaseOf(runner.id);
+    assert.ok(lease);
+    await sqlite.lease(lease, TTL_MS).revoke();
+    await sleep(TTL_MS / 3 + 500);
+    assert.equal(lost, 1, "stopped at the next renewal");
+    assert.equal(await runner.isAlive(runner.id), true, "registered again");
+  });
+});
