@@ -55,7 +55,8 @@ export interface MigrationRecords {
   /**
    * Writes a running migration's new state. Only its runner may: when the
    * stored record names another runner (this process lost its lease and
-   * another settled it) it throws CONFLICT and writes nothing.
+   * another settled it), or is gone (settled and pruned), it throws
+   * CONFLICT and writes nothing.
    */
   save(record: MigrationRecord, signal?: AbortSignal): Promise<void>;
   /**
@@ -143,11 +144,15 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       await store.delete(RECORDS + idOf(old.record), { signal });
   }
 
-  /** The stored record's revision, after checking `record`'s runner still owns it. */
+  /**
+   * The stored record's revision, after checking `record`'s runner still
+   * owns it. A record that is gone was settled and pruned by another
+   * process: written back, it would undo that settling.
+   */
   async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
     const got = await getMessage(store, MigrationRecordSchema, RECORDS + idOf(record), { signal });
-    if (got !== undefined && got.message.runner !== record.runner) throw notOwned();
-    return got?.modRevision ?? 0;
+    if (got === undefined || got.message.runner !== record.runner) throw notOwned();
+    return got.modRevision;
   }
 
   async function list(signal?: AbortSignal) {
@@ -199,7 +204,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         MigrationRecordSchema,
         RECORDS + idOf(record),
         (current) => {
-          if (current !== undefined && current.runner !== record.runner) throw notOwned();
+          if (current === undefined || current.runner !== record.runner) throw notOwned();
           return record;
         },
         { signal },
