@@ -521,13 +521,26 @@ describe("node agents on their stream", async () => {
     await confirmed(beat([], true));
     assert.deepEqual(await shown(), ["u-2 VM_STATE_STOPPED"]);
     // vms_unchanged with VMs listed is not a report: refused, and it changes nothing.
+    const failedBefore = await heartbeatsCounted("failed");
     beat([vm("u-3", VmState.RUNNING)], true);
     await until("the stream closed", async () => failed);
     assert.equal(failed?.code, grpc.status.INVALID_ARGUMENT);
     assert.match(failed?.details ?? "", /vms_unchanged/);
     assert.deepEqual(await shown(), ["u-2 VM_STATE_STOPPED"]);
+    assert.equal(await heartbeatsCounted("failed"), failedBefore + 1, "counted as failed");
     ch.close();
   });
+
+  /** debvisor_agent_heartbeats_total{outcome} on the daemon's /metrics. */
+  async function heartbeatsCounted(outcome: string): Promise<number> {
+    const text = await (await fetch(`http://${daemon.httpAddress}/metrics`)).text();
+    const m = new RegExp(
+      `^debvisor_agent_heartbeats_total\\{outcome="${outcome}"\\} (\\d+)$`,
+      "m",
+    ).exec(text);
+    assert.ok(m, `debvisor_agent_heartbeats_total{outcome="${outcome}"} exported`);
+    return Number(m[1]);
+  }
 
   async function submit(
     node: string,

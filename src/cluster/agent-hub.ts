@@ -351,10 +351,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     beat: AgentHeartbeat,
     signal: AbortSignal,
   ): Promise<void> {
-    const health = withVms(session, beat);
     let outcome: HeartbeatOutcome = "confirmed";
     try {
-      await inventory.heartbeat(own(health, session.nodeId), signal);
+      await inventory.heartbeat(own(withVms(session, beat), session.nodeId), signal);
     } catch (err) {
       const reason = err instanceof RpcError ? err.reason : undefined;
       if (reason === "STORE_UNAVAILABLE" && !signal.aborted) {
