@@ -12,32 +12,46 @@ const TTL_MS = 3000;
 
 /**
  * The real SQLite store, whose keepalives of the leases in `failing` fail as
- * an unreachable etcd's do (STORE_UNAVAILABLE) without reaching the store.
+ * an unreachable etcd's do (STORE_UNAVAILABLE) without reaching the store;
+ * with `answerDelayMs`, a keepalive is applied at once and answered that
+ * late (a loaded etcd); with `frozen`, no call is answered at all.
  */
 function storeWithFailingRenewals(store: KvStore) {
   const failing = new Set<string>();
+  const ctl = { answerDelayMs: 0, frozen: false };
+  const hang = (signal?: AbortSignal) =>
+    new Promise<never>((_, reject) => {
+      signal?.addEventListener("abort", () => reject(new RpcError("DEADLINE_EXCEEDED")), {
+        once: true,
+      });
+    });
   const wrap = (lease: Lease): Lease => ({
     id: lease.id,
     ttlMs: lease.ttlMs,
     keepAlive: async (opts) => {
+      if (ctl.frozen) return hang(opts?.signal);
       if (failing.has(lease.id)) throw new RpcError("STORE_UNAVAILABLE");
       await lease.keepAlive(opts);
+      if (ctl.answerDelayMs > 0) await Promise.race([sleep(ctl.answerDelayMs), hang(opts?.signal)]);
     },
     revoke: (opts) => lease.revoke(opts),
   });
   const wrapped: KvStore = {
     ...store,
-    grantLease: async (ttlMs, opts) => wrap(await store.grantLease(ttlMs, opts)),
+    grantLease: async (ttlMs, opts) => {
+      if (ctl.frozen) throw new RpcError("STORE_UNAVAILABLE");
+      return wrap(await store.grantLease(ttlMs, opts));
+    },
     lease: (id, ttlMs) => wrap(store.lease(id, ttlMs)),
   };
-  return { store: wrapped, failing };
+  return { store: wrapped, failing, ctl };
 }
 
 describe("the runner registry's lease", () => {
   const dir = mkdtempSync(join(tmpdir(), "dv-runners-"));
   const sqlite = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
   after(() => sqlite.close());
-  const { store, failing } = storeWithFailingRenewals(sqlite);
+  const { store, failing, ctl } = storeWithFailingRenewals(sqlite);
   const leaseOf = async (id: string) => (await sqlite.get(`runners/${id}`))?.lease;
 
   it("outlives a renewal that failed while the lease was surely alive", async (t) => {
@@ -78,5 +92,57 @@ describe("the runner registry's lease", () => {
     await sleep(TTL_MS / 3 + 500);
     assert.equal(lost, 1, "stopped at the next renewal");
     assert.equal(await runner.isAlive(runner.id), true, "registered again");
+  });
+  it("is taken as lost before its lease can expire, however late renewals are answered", async (t) => {
+    let lostAt: number | undefined;
+    const runner = await registerRunner(store, "r-late", TTL_MS, silentLogger, () => {
+      lostAt ??= performance.now();
+    });
+    t.after(() => {
+      ctl.answerDelayMs = 0;
+      ctl.frozen = false;
+      return runner.close();
+    });
+    const lease = await leaseOf(runner.id);
+    ctl.answerDelayMs = 1000; // etcd renews on receipt; the answer comes 1 s later
+    await sleep(2500);
+    ctl.frozen = true;
+    let goneAt: number | undefined;
+    for (let i = 0; i < 200 && lostAt === undefined; i++) {
+      if ((await leaseOf(runner.id)) !== lease) goneAt ??= performance.now();
+      await sleep(20);
+    }
+    assert.ok(lostAt !== undefined, "taken as lost");
+    assert.equal(goneAt, undefined, "its lease expired before this process took it as lost");
+  });
+
+  it("stops the migrations once for one loss, however long registering again fails", async (t) => {
+    let lost = 0;
+    const runner = await registerRunner(store, "r-down", TTL_MS, silentLogger, () => lost++);
+    t.after(() => {
+      ctl.frozen = false;
+      return runner.close();
+    });
+    ctl.frozen = true;
+    await sleep(TTL_MS * 3);
+    ctl.frozen = false;
+    await sleep(TTL_MS);
+    assert.equal(lost, 1);
+    assert.equal(await runner.isAlive(runner.id), true, "registered again after the outage");
+  });
+
+  it("leaves no registration behind when closed during a renewal", async () => {
+    let lost = 0;
+    const runner = await registerRunner(store, "r-close", TTL_MS, silentLogger, () => lost++);
+    ctl.answerDelayMs = 5000; // the next renewal hangs
+    try {
+      await sleep(TTL_MS / 3 + 200);
+      await runner.close();
+    } finally {
+      ctl.answerDelayMs = 0;
+    }
+    await sleep(TTL_MS);
+    assert.equal(await leaseOf(runner.id), undefined, "unregistered");
+    assert.equal(lost, 0);
   });
 });

@@ -35,9 +35,11 @@ const LOST_AFTER = 0.8;
 /**
  * Registers this process as a runner and keeps its lease alive, one renewal
  * at a time. A renewal that fails is tried again at the next tick while the
- * lease is surely alive; the lease is taken as lost (`onLost`, then a new
- * registration) when etcd says it expired, or when LOST_AFTER of its TTL
- * passed without a renewal, as another process may then take it for dead.
+ * lease is surely alive; the lease is taken as lost (`onLost`, once per
+ * loss, then a new registration) when etcd says it expired, or when
+ * LOST_AFTER of its TTL passed since the last renewal that succeeded was
+ * sent (etcd renews on receipt: a slow answer must not stretch the margin),
+ * as another process may then take it for dead.
  */
 export async function registerRunner(
   store: KvStore,
@@ -51,48 +53,69 @@ export async function registerRunner(
    */
   onLost: () => void = () => {},
 ): Promise<RunnerRegistry> {
+  const closing = new AbortController();
+  /** Registers on a new lease; resolves with it and when it was granted. */
   const register = async () => {
-    const granted = await store.grantLease(ttlMs);
-    await store.put(PREFIX + id, new TextEncoder().encode(id), { lease: granted.id });
-    return granted;
+    const sentAt = performance.now();
+    const granted = await store.grantLease(ttlMs, { signal: closing.signal });
+    await store.put(PREFIX + id, new TextEncoder().encode(id), {
+      lease: granted.id,
+      signal: closing.signal,
+    });
+    return { granted, sentAt };
   };
-  let lease: Lease = await register();
-  let renewedAt = performance.now();
-  let renewing = false;
+  const first = await register();
+  let lease: Lease = first.granted;
+  let renewedAt = first.sentAt;
+  let lost = false;
   const renew = async () => {
-    const left = renewedAt + ttlMs * LOST_AFTER - performance.now();
-    try {
-      if (left <= 0) throw new RpcError("DEADLINE_EXCEEDED");
-      await lease.keepAlive({ signal: AbortSignal.timeout(Math.ceil(left)) });
-      renewedAt = performance.now();
-      return;
-    } catch (err) {
-      const expired = err instanceof RpcError && err.reason === "LEASE_NOT_FOUND";
-      if (!expired && performance.now() < renewedAt + ttlMs * LOST_AFTER) {
-        logger.warn({ err }, "runner lease renewal failed; trying again");
+    if (!lost) {
+      const left = renewedAt + ttlMs * LOST_AFTER - performance.now();
+      const sentAt = performance.now();
+      try {
+        if (left <= 0) throw new RpcError("DEADLINE_EXCEEDED");
+        await lease.keepAlive({
+          signal: AbortSignal.any([closing.signal, AbortSignal.timeout(Math.ceil(left))]),
+        });
+        renewedAt = sentAt;
         return;
+      } catch (err) {
+        if (closing.signal.aborted) return;
+        const expired = err instanceof RpcError && err.reason === "LEASE_NOT_FOUND";
+        if (!expired && performance.now() < renewedAt + ttlMs * LOST_AFTER) {
+          logger.warn({ err }, "runner lease renewal failed; trying again");
+          return;
+        }
+        // Our migrations may meanwhile have been claimed by someone else; the
+        // runner field of each record says who owns it now, and our writes check it.
+        logger.warn(
+          { err },
+          "runner lease lost; stopping this process's migrations, registering again",
+        );
+        lost = true;
+        onLost();
       }
-      // Our migrations may meanwhile have been claimed by someone else; the
-      // runner field of each record says who owns it now, and our writes check it.
-      logger.warn(
-        { err },
-        "runner lease lost; stopping this process's migrations, registering again",
-      );
-      onLost();
     }
     const old = lease;
-    lease = await register();
-    renewedAt = performance.now();
+    const next = await register();
+    if (closing.signal.aborted) {
+      await next.granted.revoke().catch(() => undefined);
+      return;
+    }
+    lease = next.granted;
+    renewedAt = next.sentAt;
+    lost = false;
     await old.revoke().catch(() => undefined);
   };
+  let renewing: Promise<void> | undefined;
   const timer = setInterval(
     () => {
-      if (renewing) return;
-      renewing = true;
-      renew()
-        .catch((err: unknown) => logger.error({ err }, "runner lease renewal failed"))
+      renewing ??= renew()
+        .catch((err: unknown) => {
+          if (!closing.signal.aborted) logger.error({ err }, "runner lease renewal failed");
+        })
         .finally(() => {
-          renewing = false;
+          renewing = undefined;
         });
     },
     Math.max(100, Math.floor(ttlMs / 3)),
@@ -105,6 +128,8 @@ export async function registerRunner(
     },
     async close() {
       clearInterval(timer);
+      closing.abort();
+      await renewing;
       await lease.revoke().catch(() => undefined);
     },
   };
