@@ -25,13 +25,18 @@ export interface EtcdHosts {
   /**
    * Leaves the member that `stream` was opened on out of new calls and
    * streams for HOST_SILENT_MS: it holds connections open but answers
-   * nothing (a stopped process, a partition that drops packets). One
-   * member is never left out, nor the last one still in.
+   * nothing (a stopped process, a partition that drops packets). At most a
+   * minority of the members is left out at a time (one of three): a
+   * majority must be up for etcd to work at all.
    */
   setAside(stream: object): void;
+  /** Opens a call or stream elsewhere than on the member `stream` was opened on, when another is in. */
+  openAvoiding<T>(stream: object | undefined, open: () => Promise<T>): Promise<T>;
   /** Ends every setting-aside early (the store is closing). */
   close(): void;
 }
+
+type Breaker = ReturnType<typeof circuitBreaker>;
 
 /**
  * etcd3 fault handling for a store of `hosts` endpoints. The client itself
@@ -40,14 +45,15 @@ export interface EtcdHosts {
  * opens on the first call that could not even be sent to it (connection
  * refused, no leader there): etcd3's pool then skips that member and picks
  * another, and after HOST_DOWN_MS lets one call try it again. Errors after a
- * call was sent never open it; a member found silent is set aside on
- * purpose ({@link EtcdHosts.setAside}), by holding its breaker open.
+ * call was sent never open it; a member is left out on purpose by holding
+ * its breaker open (cockatiel's isolate).
  */
 export function createEtcdHosts(hosts: number): EtcdHosts {
   /** The breaker of the member each stream was opened on. */
-  const breakerOf = new WeakMap<object, ReturnType<typeof circuitBreaker>>();
-  const aside = new Map<ReturnType<typeof circuitBreaker>, NodeJS.Timeout>();
-  const handles = new Map<ReturnType<typeof circuitBreaker>, { dispose(): void }>();
+  const breakerOf = new WeakMap<object, Breaker>();
+  /** Breakers held open, with how many hold each. */
+  const held = new Map<Breaker, { handle: { dispose(): void }; holds: number }>();
+  const aside = new Map<Breaker, NodeJS.Timeout>();
 
   const hostPolicy = (): FaultPolicy => {
     const breaker = circuitBreaker(handleWhen(isUnsent), {
@@ -68,11 +74,22 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
     return policy as FaultPolicy;
   };
 
-  const release = (breaker: ReturnType<typeof circuitBreaker>) => {
-    clearTimeout(aside.get(breaker));
-    aside.delete(breaker);
-    handles.get(breaker)?.dispose();
-    handles.delete(breaker);
+  /** Holds `breaker` open until the returned release runs; never the last member in. */
+  const hold = (breaker: Breaker | undefined): (() => void) | undefined => {
+    if (breaker === undefined) return undefined;
+    const h = held.get(breaker);
+    if (h !== undefined) h.holds++;
+    else if (held.size + 1 < hosts) held.set(breaker, { handle: breaker.isolate(), holds: 1 });
+    else return undefined;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const now = held.get(breaker);
+      if (now === undefined || --now.holds > 0) return;
+      held.delete(breaker);
+      now.handle.dispose();
+    };
   };
 
   return {
@@ -82,14 +99,28 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
     },
     setAside(stream) {
       const breaker = breakerOf.get(stream);
-      if (breaker === undefined || aside.has(breaker) || aside.size + 1 >= hosts) return;
-      handles.set(breaker, breaker.isolate());
-      const timer = setTimeout(() => release(breaker), HOST_SILENT_MS);
+      if (breaker === undefined || aside.has(breaker)) return;
+      if (aside.size + 1 > Math.floor((hosts - 1) / 2)) return;
+      const release = hold(breaker);
+      if (release === undefined) return;
+      const timer = setTimeout(() => {
+        aside.delete(breaker);
+        release();
+      }, HOST_SILENT_MS);
       timer.unref();
       aside.set(breaker, timer);
     },
+    openAvoiding(stream, open) {
+      const release = hold(stream === undefined ? undefined : breakerOf.get(stream));
+      const opened = open();
+      if (release !== undefined) opened.then(release, release);
+      return opened;
+    },
     close() {
-      for (const breaker of [...aside.keys()]) release(breaker);
+      for (const timer of aside.values()) clearTimeout(timer);
+      aside.clear();
+      for (const { handle } of held.values()) handle.dispose();
+      held.clear();
     },
   };
 }

@@ -57,9 +57,9 @@ const KEEPALIVE_STREAMS = 16;
 /** One read attempt's deadline, so a member that stopped answering costs a retry, not the call. */
 const READ_ATTEMPT_MS = 2000;
 /**
- * A keepalive stream silent this long with keepalives waiting is given up
- * and its keepalives sent again on a new one (at most a third of the call's
- * deadline, so a renewal can try three members).
+ * A keepalive stream silent this long with keepalives waiting has them sent
+ * again on a new stream (at most a third of the call's deadline, so a
+ * renewal can try three members).
  */
 const KEEPALIVE_SILENT_MS = 3000;
 
@@ -72,7 +72,7 @@ const KEEPALIVE_SILENT_MS = 3000;
  * fail with STORE_UNAVAILABLE. Lease keepalives are sent again only when
  * their stream failed or went silent (see createKeepAlives). With several
  * endpoints, a member that refuses connections, or whose keepalive stream
- * went silent, is skipped for a while (see createEtcdHosts). Watches use
+ * alone went silent, is skipped for a while (see createEtcdHosts). Watches use
  * their own etcd stream and resume after a disconnect from the last event
  * they delivered, without loss or repeats.
  */
@@ -135,8 +135,8 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
    * Runs one etcd call under the store's deadline and the caller's signal.
    * Reads are retried on transient errors, or when an attempt ran out of
    * READ_ATTEMPT_MS; a renewal (a lease keepalive) only on transient errors,
-   * its stream having failed or gone silent: a slow one waits on its stream
-   * for the whole deadline. Writes are sent again only when they were never sent.
+   * its stream having failed (createKeepAlives sends copies itself when a
+   * stream goes silent). Writes are sent again only when they were never sent.
    */
   const call = async <T>(
     kind: "read" | "renew" | "write",
@@ -180,7 +180,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
   // keepalive waiting on that stream); several are answered side by side.
   const keepAliveStreams = Array.from({ length: KEEPALIVE_STREAMS }, () =>
     createKeepAlives({
-      open: () => client.leaseClient.leaseKeepAlive(),
+      open: (avoid) => hosts.openAvoiding(avoid, () => client.leaseClient.leaseKeepAlive()),
       toError: (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
       silentMs: Math.min(KEEPALIVE_SILENT_MS, Math.floor(config.callTimeoutMs / 3)),
       onSilent: (stream) => hosts.setAside(stream),
