@@ -528,6 +528,19 @@ describe("node agents on their stream", async () => {
     assert.match(failed?.details ?? "", /vms_unchanged/);
     assert.deepEqual(await shown(), ["u-2 VM_STATE_STOPPED"]);
     assert.equal(await heartbeatsCounted("failed"), failedBefore + 1, "counted as failed");
+    // A heartbeat without its required health is refused before it is read: counted all the same.
+    const again = openStream(ch);
+    let refused: grpc.ServiceError | undefined;
+    again.on("data", () => {});
+    again.on("error", (err: grpc.ServiceError) => {
+      refused = err;
+    });
+    again.write(helloFor("node-u"));
+    again.write(heartbeatFor("node-u", 1n, { noHealth: true }));
+    await until("the second stream closed", async () => refused);
+    assert.equal(refused?.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(refused?.details ?? "", /health/);
+    assert.equal(await heartbeatsCounted("failed"), failedBefore + 2, "counted as failed");
     ch.close();
   });
 
@@ -617,7 +630,12 @@ function helloFor(node: string, vms: MessageInitShape<typeof VmInfoSchema>[] = [
 function heartbeatFor(
   node: string,
   sequence: bigint,
-  o: { aheadMs?: number; vms?: MessageInitShape<typeof VmInfoSchema>[]; vmsUnchanged?: boolean },
+  o: {
+    aheadMs?: number;
+    vms?: MessageInitShape<typeof VmInfoSchema>[];
+    vmsUnchanged?: boolean;
+    noHealth?: boolean;
+  },
 ): Uint8Array {
   return toBinary(
     AgentMessageSchema,
@@ -627,11 +645,15 @@ function heartbeatFor(
         value: {
           sequence,
           vmsUnchanged: o.vmsUnchanged ?? false,
-          health: {
-            nodeId: { id: node },
-            timestamp: { seconds: BigInt(Math.floor((Date.now() + (o.aheadMs ?? 0)) / 1000)) },
-            vms: o.vms ?? [],
-          },
+          health: o.noHealth
+            ? undefined
+            : {
+                nodeId: { id: node },
+                timestamp: {
+                  seconds: BigInt(Math.floor((Date.now() + (o.aheadMs ?? 0)) / 1000)),
+                },
+                vms: o.vms ?? [],
+              },
         },
       },
     }),

@@ -409,7 +409,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
 
   async function handle(session: Session, m: AgentMessage, signal: AbortSignal): Promise<void> {
     const node = session.nodeId;
-    checkMessage(m);
+    try {
+      checkMessage(m);
+    } catch (err) {
+      if (m.kind.case === "heartbeat") options.onHeartbeat?.("failed");
+      throw err;
+    }
     switch (m.kind.case) {
       case "heartbeat":
         await heartbeat(session, m.kind.value, signal);
