@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { type Logger, REASONS, type Reason, RpcError } from "../core/index.js";
+import { type Logger, REASONS, type Reason, RpcError, timeoutSignal } from "../core/index.js";
 import {
   canReplicate,
   canSnapshot,
@@ -118,14 +118,7 @@ export function createAgentStorage(options: AgentStorageOptions): StorageDriver 
     kind: OperationKind,
     params: Record<string, string>,
     signal: AbortSignal,
-  ) =>
-    start(
-      nodeId,
-      `st-${randomUUID()}`,
-      kind,
-      params,
-      AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
-    );
+  ) => start(nodeId, `st-${randomUUID()}`, kind, params, timeoutSignal(timeoutMs, signal));
 
   async function relayedSend(send: SendOptions): Promise<{ bytes: number }> {
     const hub = await hubFor(send.fromNode, send.signal);

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, timeoutSignal } from "../core/index.js";
 import { EventRecordSchema } from "../gen/debvisor/store/v1/event_records_pb.js";
 import { type EventLog, type EventObjectKind, MAX_EVENT_BATCH } from "./event-log.js";
 
@@ -102,13 +102,7 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
   async function tenantOf(e: ClusterEvent): Promise<string> {
     if (e.tenant !== undefined || e.kind === "node") return e.tenant ?? "";
     try {
-      return (
-        (await options.resolveTenant?.(
-          e.kind,
-          e.id,
-          AbortSignal.any([stop.signal, AbortSignal.timeout(5000)]),
-        )) ?? ""
-      );
+      return (await options.resolveTenant?.(e.kind, e.id, timeoutSignal(5000, stop.signal))) ?? "";
     } catch {
       return "";
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type Logger, RpcError } from "../core/index.js";
+import { type Logger, RpcError, timeoutSignal } from "../core/index.js";
 import type { KvStore, Lease } from "../store/index.js";
 
 const PREFIX = "runners/";
@@ -75,7 +75,7 @@ export async function registerRunner(
       try {
         if (left <= 0) throw new RpcError("DEADLINE_EXCEEDED");
         await lease.keepAlive({
-          signal: AbortSignal.any([closing.signal, AbortSignal.timeout(Math.ceil(left))]),
+          signal: timeoutSignal(Math.ceil(left), closing.signal),
         });
         renewedAt = sentAt;
         return;

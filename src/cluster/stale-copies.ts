@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { RpcError, toRpcError } from "../core/index.js";
+import { RpcError, timeoutSignal, toRpcError } from "../core/index.js";
 import { canRemoveStaleCopy } from "../drivers/index.js";
 import {
   type StaleCopy,
@@ -200,10 +200,7 @@ export async function removeStaleCopies(
       try {
         // Bounded: a removal stuck behind a long operation of the VM on that node (its lane),
         // or sent to an agent that died, must not hold up the controller's failovers.
-        const bounded = AbortSignal.any([
-          signal,
-          AbortSignal.timeout(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS),
-        ]);
+        const bounded = timeoutSignal(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS, signal);
         await stopAndUndefine(deps.executors, copy.nodeId, rec.id, rec.generation, bounded);
         deps.decide({
           ...base,

@@ -65,5 +65,6 @@ export type {
   UnaryHandler,
 } from "./service-binding.js";
 export { defineService } from "./service-binding.js";
+export { timeoutSignal } from "./timeout-signal.js";
 export type { StringRule } from "./validate.js";
 export { checkNumber, checkString, ID_HINT, ID_PATTERN, invalid } from "./validate.js";

@@ -1,4 +1,5 @@
 import { request } from "node:https";
+import { timeoutSignal } from "../core/index.js";
 
 /** Largest answer read from an issuer (discovery, JWKS, token endpoint). */
 const MAX_BODY_BYTES = 1 << 20;
@@ -49,10 +50,7 @@ export function createIssuerFetch(caPem: string | undefined): IssuerFetch {
           headers: { ...init.headers, ...length },
           ...(caPem === undefined ? {} : { ca: caPem }),
           // `timeout` only measures silence; the whole exchange is bounded too.
-          signal: AbortSignal.any([
-            AbortSignal.timeout(10_000),
-            ...(init.signal ? [init.signal] : []),
-          ]),
+          signal: timeoutSignal(10_000, init.signal ?? undefined),
           timeout: 10_000,
         },
         (res) => {
