@@ -83,6 +83,8 @@ export interface LocalSimulation {
 
 /** Interval of the background look into the inbox for handed-over domains. */
 const ADOPT_EVERY_MS = 200;
+/** How long a handed-over running domain waits for its disks' locks to move here. */
+const HANDOFF_LOCK_WAIT_MS = 2000;
 
 /**
  * A simulated hypervisor for one node that owns its own domain list,
@@ -163,10 +165,22 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
     let changed = false;
     readHandoffs(
       dir,
-      (h) => {
+      (h, ageMs) => {
+        // The source moves the disks' locks and writes the handoff in one step,
+        // but the file shows a moment before the locks' move commits: adopted
+        // then, a running domain would be fenced (its locks still the source's).
+        // It waits for the move, for a while.
+        if (
+          locks !== undefined &&
+          h.state === "running" &&
+          ageMs < HANDOFF_LOCK_WAIT_MS &&
+          locks.lost(lockNamesOf(h.info), nodeId).length > 0
+        )
+          return false;
         world.vms.set(h.info.id, { info: h.info, node: nodeId, state: h.state });
         changed = true;
         if (!readOnly) note(`adopt-from-${h.from}`, h.info.id);
+        return true;
       },
       !readOnly,
     );

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, type Stats, statSync } from "node:fs";
 import { join } from "node:path";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
@@ -48,6 +48,14 @@ export function simNodeDir(uri: string): string {
 
 const inbox = (dir: string) => join(dir, "sim-inbox");
 
+const statIfPresent = (file: string): Stats | undefined => {
+  try {
+    return statSync(file);
+  } catch {
+    return undefined;
+  }
+};
+
 /** Writes a domain into the destination's inbox, durably. */
 export function sendHandoff(destDir: string, handoff: Handoff): void {
   mkdirSync(inbox(destDir), { recursive: true, mode: 0o700 });
@@ -60,8 +68,16 @@ export function sendHandoff(destDir: string, handoff: Handoff): void {
   writeFileDurably(join(inbox(destDir), `${handoff.info.id}.json`), JSON.stringify(data));
 }
 
-/** Domains waiting in `dir`'s inbox, oldest name first; with `take`, each is removed once read. */
-export function readHandoffs(dir: string, take: (h: Handoff) => void, remove: boolean): void {
+/**
+ * Domains waiting in `dir`'s inbox, oldest name first, each with how long
+ * ago it was written. With `remove`, each that `take` took (did not answer
+ * false for) is removed once read; one left is offered again next time.
+ */
+export function readHandoffs(
+  dir: string,
+  take: (h: Handoff, ageMs: number) => boolean,
+  remove: boolean,
+): void {
   let names: string[];
   try {
     names = readdirSync(inbox(dir)).filter((n) => n.endsWith(".json"));
@@ -73,8 +89,9 @@ export function readHandoffs(dir: string, take: (h: Handoff) => void, remove: bo
     const text = readFileIfPresent(file);
     if (text === undefined) continue;
     const data = JSON.parse(text) as HandoffFile;
-    take({ info: fromJson(VmInfoSchema, data.info), state: data.state, from: data.from });
-    if (remove) rmSync(file, { force: true });
+    const ageMs = Date.now() - (statIfPresent(file)?.mtimeMs ?? Date.now());
+    const h = { info: fromJson(VmInfoSchema, data.info), state: data.state, from: data.from };
+    if (take(h, ageMs) && remove) rmSync(file, { force: true });
   }
 }
 
