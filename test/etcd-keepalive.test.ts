@@ -108,16 +108,17 @@ describe("lease keepalives", () => {
     if (cluster === undefined) return t.skip("etcd is not installed");
     const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/ka-frozen/" });
     let frozen: EtcdServer | undefined;
+    let load: ReturnType<typeof renewing> | undefined;
     try {
       const ids: string[] = [];
       for (let i = 0; i < 32; i++) ids.push((await store.grantLease(TTL_MS)).id);
-      const load = renewing(store, ids, 2000);
+      load = renewing(store, ids, 2000);
       await sleep(3000);
       const leader = await cluster.leader();
       frozen = cluster.members[(leader + 1) % 3];
       frozen?.signal("SIGSTOP");
       const frozenAt = Date.now();
-      await sleep(8000);
+      await sleep(13_000);
       // By now the stopped member is set aside: no read waits on it (a read attempt there takes 2 s).
       let slowest = 0;
       for (let i = 0; i < 15; i++) {
@@ -125,7 +126,7 @@ describe("lease keepalives", () => {
         await store.get("probe");
         slowest = Math.max(slowest, Date.now() - started);
       }
-      await sleep(Math.max(0, frozenAt + 16_000 - Date.now()));
+      await sleep(Math.max(0, frozenAt + 18_000 - Date.now()));
       frozen?.signal("SIGCONT");
       frozen = undefined;
       await sleep(2000);
@@ -140,6 +141,67 @@ describe("lease keepalives", () => {
       assert.ok(gap < 9000, `a lease went ${gap} ms without a renewal (TTL ${TTL_MS} ms)`);
     } finally {
       frozen?.signal("SIGCONT");
+      await load?.stop();
+      await store.close();
+      await cluster.stop();
+    }
+  });
+
+  it("sets the stopped leader aside, not a follower that waited on it", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) return t.skip("etcd is not installed");
+    const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/ka-leader/" });
+    let frozen: EtcdServer | undefined;
+    let load: ReturnType<typeof renewing> | undefined;
+    try {
+      // A follower's streams forwarding to the stopped leader stay silent until etcd's ~7 s timeout.
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const batch = await Promise.all(
+          Array.from({ length: 100 }, () => store.grantLease(TTL_MS)),
+        );
+        ids.push(...batch.map((l) => l.id));
+      }
+      load = renewing(store, ids, 3000);
+      await sleep(3000);
+      const leader = await cluster.leader();
+      frozen = cluster.members[leader];
+      frozen?.signal("SIGSTOP");
+      const frozenAt = Date.now();
+      const live = cluster.endpoints.filter((_, i) => i !== leader);
+      /** Reads served by each live member, and the slowest, over 30 reads. */
+      const probe = async () => {
+        const before = await Promise.all(live.map(rangesServed));
+        let slowest = 0;
+        for (let i = 0; i < 30; i++) {
+          const started = Date.now();
+          await store.get("probe");
+          slowest = Math.max(slowest, Date.now() - started);
+        }
+        const after = await Promise.all(live.map(rangesServed));
+        return { served: after.map((n, i) => n - (before[i] ?? 0)), slowest };
+      };
+      await sleep(7000);
+      const early = await probe(); // the followers' forwarded renewals time out about now
+      await sleep(Math.max(0, frozenAt + 15_000 - Date.now()));
+      const late = await probe(); // the leader set aside by now
+      frozen?.signal("SIGCONT");
+      frozen = undefined;
+      await load.stop();
+      const gap = load.longestGap(frozenAt);
+      t.diagnostic(
+        `reads served by the live members at 7 s: ${early.served}; at 15 s: ${late.served}, slowest ${late.slowest} ms; longest unrenewed ${gap} ms; failed renewals ${load.failures.length}`,
+      );
+      for (const { served } of [early, late])
+        assert.ok(
+          served.every((n) => n > 0),
+          `a live member was left out: ${served.join(", ")}`,
+        );
+      assert.ok(late.slowest < 1000, `a read took ${late.slowest} ms: the leader not set aside`);
+      assert.deepEqual(load.failures, [], "no renewal failed");
+    } finally {
+      frozen?.signal("SIGCONT");
+      await load?.stop();
       await store.close();
       await cluster.stop();
     }

@@ -54,6 +54,7 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
   /** Breakers held open, with how many hold each. */
   const held = new Map<Breaker, { handle: { dispose(): void }; holds: number }>();
   const aside = new Map<Breaker, NodeJS.Timeout>();
+  let closed = false;
 
   const hostPolicy = (): FaultPolicy => {
     const breaker = circuitBreaker(handleWhen(isUnsent), {
@@ -98,6 +99,7 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
       global: passThrough as FaultPolicy,
     },
     setAside(stream) {
+      if (closed) return;
       const breaker = breakerOf.get(stream);
       if (breaker === undefined || aside.has(breaker)) return;
       if (aside.size + 1 > Math.floor((hosts - 1) / 2)) return;
@@ -117,6 +119,7 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
       return opened;
     },
     close() {
+      closed = true;
       for (const timer of aside.values()) clearTimeout(timer);
       aside.clear();
       for (const { handle } of held.values()) handle.dispose();

@@ -13,18 +13,19 @@ type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResp
 const MAX_COPIES = 3;
 /**
  * How long a silent stream must stay silent after another answered one of
- * its keepalives for its member to be reported: a follower forwards
- * renewals to the leader, so a healthy one's answers can come a little
- * after the leader's.
+ * its keepalives for its member to be reported. A healthy follower forwards
+ * renewals to the leader: when the leader stops, the follower's streams
+ * answer nothing until etcd's request timeout (5 s + 2 election timeouts,
+ * 7 s by default) fails them, while a copy on the new leader is answered
+ * at once. Longer than that, so only a member that says nothing at all is
+ * reported.
  */
-const REPORT_AFTER_MS = 1000;
+const REPORT_AFTER_MS = 8000;
 
 /** One caller's keepalive: settled once, by its first copy answered, its deadline or its abort. */
 interface Renewal {
   readonly deadline: number;
   done: boolean;
-  /** Copies sent and neither answered nor failed with their stream. */
-  copies: number;
   /** The streams it was sent on, first one first. */
   readonly sentOn: Entry[];
   settle(ttl: number | Error): void;
@@ -64,8 +65,9 @@ export interface KeepAliveStreamOptions {
   silentMs: number;
   /**
    * Told of a silent stream whose keepalives were answered on another
-   * stream first, and which stayed silent a second more: its member, not
-   * etcd as a whole nor this process, stopped.
+   * stream first, and which stayed silent 8 s more: its member, not etcd
+   * as a whole, this process, nor a follower waiting on a lost leader,
+   * stopped.
    */
   onSilent(stream: KeepAliveStream): void;
 }
@@ -106,7 +108,6 @@ function newRenewal(
   const r: Renewal = {
     deadline,
     done: false,
-    copies: 0,
     sentOn: [],
     settle(ttl) {
       if (r.done) return;
@@ -145,8 +146,9 @@ function newRenewal(
  * on a new stream, kept off that member while it opens, and new ones go
  * there; the first copy answered settles each. Nothing fails for being
  * slow. A silent stream's member is set aside (`onSilent`) only when the new
- * stream answered one of its keepalives and it still answered nothing a
- * second later, and the stream is closed once nobody waits on it. A stream that fails or ends
+ * stream answered one of its keepalives and it still said nothing (no
+ * answer, no error) 8 s later, and the stream is closed once nobody waits
+ * on it. A stream that fails or ends
  * fails the keepalives that have no other copy waiting (the store sends
  * them again).
  */
@@ -154,6 +156,7 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
   const { silentMs } = options;
   const live = new Set<Entry>();
   let current: Entry | undefined;
+  let closed = false;
 
   /** Ends a stream; its keepalives without another copy waiting fail with `err`. */
   const end = (entry: Entry, err: Error | undefined) => {
@@ -163,7 +166,11 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
     if (current === entry) current = undefined;
     clearTimeout(entry.timer);
     for (const renewals of entry.waiting.values())
-      for (const r of renewals) if (--r.copies === 0 && err !== undefined) r.settle(err);
+      for (const r of renewals) {
+        // Failed here, and waiting elsewhere only on silent streams: sent again by the store.
+        if (err !== undefined && !r.sentOn.some((e) => !e.ended && e.silentAt === undefined))
+          r.settle(err);
+      }
     entry.waiting.clear();
     void entry.stream.then(
       (s) => {
@@ -181,7 +188,6 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
     const r = renewals?.shift();
     if (renewals?.length === 0) entry.waiting.delete(id);
     if (r !== undefined) {
-      r.copies--;
       if (!r.done) {
         // Answered here first: a silent stream it was sent on before that still
         // answers nothing a while later is on a member that stopped.
@@ -191,7 +197,7 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
           before.suspected = true;
           const silentAt = before.silentAt;
           setTimeout(() => {
-            if (before.answeredAt < silentAt)
+            if (!closed && before.answeredAt < silentAt)
               void before.stream.then(options.onSilent, () => undefined);
           }, REPORT_AFTER_MS).unref();
         }
@@ -220,8 +226,15 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
     entry.stream.then(
       (s) => {
         s.on("data", (res: ILeaseKeepAliveResponse) => answered(entry, res));
-        s.on("error", (err: unknown) => end(entry, options.toError(err)));
-        s.on("end", () => end(entry, new GRPCUnavailableError("etcd ended the keepalive stream")));
+        // An error or end from the member says it is alive, if not well.
+        s.on("error", (err: unknown) => {
+          if (!entry.ended) entry.answeredAt = Date.now();
+          end(entry, options.toError(err));
+        });
+        s.on("end", () => {
+          if (!entry.ended) entry.answeredAt = Date.now();
+          end(entry, new GRPCUnavailableError("etcd ended the keepalive stream"));
+        });
       },
       (err: unknown) => end(entry, options.toError(err)),
     );
@@ -235,7 +248,6 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
     const renewals = entry.waiting.get(id);
     if (renewals === undefined) entry.waiting.set(id, [r]);
     else renewals.push(r);
-    r.copies++;
     r.sentOn.push(entry);
     entry.horizon = Math.max(entry.horizon, r.deadline);
     watchSilence(entry, silentMs, silent);
@@ -248,7 +260,6 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
           const at = mine?.indexOf(r) ?? -1;
           if (at >= 0) mine?.splice(at, 1);
           if (mine?.length === 0) entry.waiting.delete(id);
-          r.copies--;
         }
       },
       () => undefined,
@@ -277,6 +288,7 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
       });
     },
     close(err) {
+      closed = true;
       for (const entry of [...live]) end(entry, err);
     },
   };
