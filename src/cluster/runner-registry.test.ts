@@ -18,7 +18,7 @@ const TTL_MS = 3000;
  */
 function storeWithFailingRenewals(store: KvStore) {
   const failing = new Set<string>();
-  const ctl = { answerDelayMs: 0, frozen: false };
+  const ctl = { answerDelayMs: 0, frozen: false, putDelayMs: 0 };
   const hang = (signal?: AbortSignal) =>
     new Promise<never>((_, reject) => {
       signal?.addEventListener("abort", () => reject(new RpcError("DEADLINE_EXCEEDED")), {
@@ -43,6 +43,11 @@ function storeWithFailingRenewals(store: KvStore) {
       return wrap(await store.grantLease(ttlMs, opts));
     },
     lease: (id, ttlMs) => wrap(store.lease(id, ttlMs)),
+    put: async (key, value, opts) => {
+      const revision = await store.put(key, value, opts);
+      if (ctl.putDelayMs > 0) await Promise.race([sleep(ctl.putDelayMs), hang(opts?.signal)]);
+      return revision;
+    },
   };
   return { store: wrapped, failing, ctl };
 }
@@ -144,5 +149,20 @@ describe("the runner registry's lease", () => {
     await sleep(TTL_MS);
     assert.equal(await leaseOf(runner.id), undefined, "unregistered");
     assert.equal(lost, 0);
+  });
+  it("leaves no registration behind when closed while registering again", async () => {
+    const runner = await registerRunner(store, "r-close-reg", TTL_MS, silentLogger);
+    const lease = await leaseOf(runner.id);
+    assert.ok(lease);
+    ctl.putDelayMs = 5000; // the new registration's put applies at once and is answered late
+    try {
+      await sqlite.lease(lease, TTL_MS).revoke(); // lost: the next tick registers again
+      for (let i = 0; i < 100 && (await leaseOf(runner.id)) === undefined; i++) await sleep(20);
+      assert.ok(await leaseOf(runner.id), "registering again");
+      await runner.close();
+    } finally {
+      ctl.putDelayMs = 0;
+    }
+    assert.equal(await leaseOf(runner.id), undefined, "unregistered at close");
   });
 });

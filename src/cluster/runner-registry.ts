@@ -58,10 +58,16 @@ export async function registerRunner(
   const register = async () => {
     const sentAt = performance.now();
     const granted = await store.grantLease(ttlMs, { signal: closing.signal });
-    await store.put(PREFIX + id, new TextEncoder().encode(id), {
-      lease: granted.id,
-      signal: closing.signal,
-    });
+    try {
+      await store.put(PREFIX + id, new TextEncoder().encode(id), {
+        lease: granted.id,
+        signal: closing.signal,
+      });
+    } catch (err) {
+      // Given up (closing) or failed, the put may still have applied: nothing keeps it.
+      await granted.revoke().catch(() => undefined);
+      throw err;
+    }
     return { granted, sentAt };
   };
   const first = await register();
