@@ -16,7 +16,7 @@ import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
 import { newRunnerId, type RunnerRegistry, registerRunner } from "./runner-registry.js";
-import type { StaleCopyDecision } from "./stale-copies.js";
+import type { StaleCopyDecision } from "./stale-copy-removal.js";
 
 /** Options of {@link startClusterRuntime}. */
 export interface ClusterRuntimeOptions {

@@ -7,7 +7,8 @@ import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/in
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import { createHaRestore, FAILOVER_RECORDS, lostReportOf } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
-import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
+import { reportedHolding, reportedReady } from "./stale-copies.js";
+import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-removal.js";
 import { msFromTimestamp } from "./timestamp.js";
 import { readPlacement } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
@@ -144,6 +145,28 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     decide,
   });
 
+  const staleCopies = createStaleCopyRemover({
+    store,
+    clock,
+    conflicts: (s) => options.inventory.conflicts(s),
+    executors: options.executors,
+    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    holds: reportedHolding(options.inventory),
+    ready: reportedReady(options.inventory),
+    decide: (d) => {
+      logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
+      options.onStaleCopy?.(d);
+      options.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        type: d.action === "removed" ? "StaleCopyRemoved" : "StaleCopyNotRemoved",
+        message: d.detail,
+        warning: d.action !== "removed",
+        source: "failover-controller",
+      });
+    },
+  });
+
   const placements = createPlacementReconciler({
     store,
     inventory: options.inventory,
@@ -167,28 +190,9 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     const now = clock.now();
     // Conflicts first: a stale copy must never be what a restart below brings
     // back. A failure here is logged and must not hold up failovers.
-    await removeStaleCopies(
-      {
-        store,
-        conflicts: (s) => options.inventory.conflicts(s),
-        executors: options.executors,
-        elected: { key: LEADER_KEY, modRevision: elected },
-        holds: reportedHolding(options.inventory),
-        decide: (d) => {
-          logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
-          options.onStaleCopy?.(d);
-          options.events?.emit({
-            kind: "vm",
-            id: d.vmId,
-            type: d.action === "removed" ? "StaleCopyRemoved" : "StaleCopyNotRemoved",
-            message: d.detail,
-            warning: d.action !== "removed",
-            source: "failover-controller",
-          });
-        },
-      },
-      signal,
-    ).catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
+    await staleCopies
+      .pass(signal)
+      .catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
     // Then placements naming a node that no longer holds the VM, moved to its only copy.
     await placements
       .pass(signal)

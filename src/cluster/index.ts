@@ -85,7 +85,7 @@ export { createReplicationScheduler } from "./replication-scheduler.js";
 export type { RetentionCandidate, RetentionPlan, RetentionRule } from "./retention.js";
 export { planRetention } from "./retention.js";
 export type { RunnerRegistry } from "./runner-registry.js";
-export type { StaleCopyDecision } from "./stale-copies.js";
+export type { StaleCopyDecision } from "./stale-copy-removal.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
 export { createEventTenants, createTargetResolvers } from "./tenancy.js";

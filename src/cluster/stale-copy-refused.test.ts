@@ -7,7 +7,8 @@ import type { HypervisorDriver } from "../drivers/index.js";
 import { HealthSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { type AdoptedPlacement, createPlacementReconciler } from "./placement-from-truth.js";
-import { removeStaleCopies, reportedHolding, type StaleCopyDecision } from "./stale-copies.js";
+import { reportedHolding, reportedReady } from "./stale-copies.js";
+import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-removal.js";
 
 const ELECTED = { key: "controllers/failover", modRevision: 0 };
 
@@ -79,17 +80,16 @@ describe("a stale copy whose node refused its removal", () => {
         throw new Error("unused");
       },
     };
-    await removeStaleCopies(
-      {
-        store: h.store,
-        conflicts: (s) => h.inventory.conflicts(s),
-        executors: refusing,
-        elected: ELECTED,
-        holds: reportedHolding(h.inventory),
-        decide: (d) => decisions.push(d),
-      },
-      AbortSignal.timeout(5000),
-    );
+    await createStaleCopyRemover({
+      store: h.store,
+      clock: h.clock,
+      conflicts: (s) => h.inventory.conflicts(s),
+      executors: refusing,
+      elected: () => ELECTED,
+      holds: reportedHolding(h.inventory),
+      ready: reportedReady(h.inventory),
+      decide: (d) => decisions.push(d),
+    }).pass(AbortSignal.timeout(5000));
     assert.deepEqual(
       decisions.map((d) => d.action),
       ["failed"],

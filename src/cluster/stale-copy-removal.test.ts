@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
+import type { HypervisorDriver } from "../drivers/index.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import {
+  createStaleCopyRemover,
+  type StaleCopyDecision,
+  type StaleCopyRemoverDeps,
+} from "./stale-copy-removal.js";
+
+const ELECTED = { key: "controllers/failover", modRevision: 0 };
+
+/** A store holding `ids`, each placed on node-c (generation 2) with a stale copy on node-a. */
+async function storeWithCopies(ids: readonly string[]): Promise<KvStore> {
+  const store = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-stale-")), "state.db"),
+    logger: silentLogger,
+  });
+  for (const id of ids)
+    await store.put(
+      `vms/${id}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, {
+          id,
+          nodeId: "node-c",
+          generation: 2n,
+          staleCopies: [{ nodeId: "node-a", generation: 1n }],
+        }),
+      ),
+    );
+  return store;
+}
+
+/** A remover over `store`'s records of `ids`, with node-a's driver `driver`. */
+function remover(
+  store: KvStore,
+  ids: readonly string[],
+  driver: object,
+  more: Partial<StaleCopyRemoverDeps> & { clock?: Clock },
+) {
+  const decisions: StaleCopyDecision[] = [];
+  const r = createStaleCopyRemover({
+    store,
+    clock: more.clock ?? createManualClock(1_000_000),
+    conflicts: async () =>
+      (await Promise.all(ids.map((id) => getMessage(store, VmRecordSchema, `vms/${id}`)))).flatMap(
+        (g) => (g === undefined ? [] : [g.message]),
+      ),
+    executors: {
+      forNode: (id) => (id === "node-a" ? (driver as HypervisorDriver) : undefined),
+      destination: () => {
+        throw new Error("not used");
+      },
+    },
+    elected: () => ELECTED,
+    holds: async () => true,
+    ready: async () => true,
+    decide: (d) => decisions.push(d),
+    ...more,
+  });
+  return { pass: () => r.pass(AbortSignal.timeout(20_000)), decisions };
+}
+
+describe("stale copy removal", () => {
+  it("leaves a stale copy alone while a migration of the vm holds its lock or its placed node does not hold it, and removes it once both are over", async () => {
+    const store = await storeWithCopies(["vm-1"]);
+    try {
+      // A migration of vm-1 from node-c to node-a is under way: the copy's node is its target.
+      await store.put("migration-locks/vm-1", new TextEncoder().encode("m-1"));
+      const stops: string[] = [];
+      let placedHolds = true;
+      const r = remover(
+        store,
+        ["vm-1"],
+        {
+          stop: async (vmId: string) => {
+            stops.push(vmId);
+          },
+        },
+        { holds: async (nodeId, vmId) => nodeId === "node-c" && vmId === "vm-1" && placedHolds },
+      );
+      await r.pass();
+      assert.deepEqual(stops, [], "no stop sent to the migration's target");
+      const kept = await getMessage(store, VmRecordSchema, "vms/vm-1");
+      assert.equal(kept?.message.staleCopies[0]?.cleanupSent, false, "to be looked at again");
+      await store.delete("migration-locks/vm-1");
+      // node-c, where vm-1 is placed, does not report it: node-a's copy may be the only one.
+      placedHolds = false;
+      await r.pass();
+      assert.deepEqual(stops, [], "never the last copy");
+      placedHolds = true;
+      await r.pass();
+      assert.deepEqual(stops, ["vm-1"]);
+      assert.equal(r.decisions[0]?.action, "removed");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("does not wait for a removal that hangs (an operation ahead of it on the node, a dead agent) past its bound: told as failed, the pass goes on", async () => {
+    const store = await storeWithCopies(["vm-1", "vm-2"]);
+    try {
+      const asked: string[] = [];
+      // node-a's stops never answer; they end only when their signal does.
+      const driver = {
+        stop: (vmId: string, o: { signal: AbortSignal }) => {
+          asked.push(vmId);
+          return new Promise<void>((_, reject) =>
+            o.signal.addEventListener("abort", () => reject(o.signal.reason)),
+          );
+        },
+      };
+      const r = remover(store, ["vm-1", "vm-2"], driver, { removalTimeoutMs: 200 });
+      const t0 = Date.now();
+      // AbortSignal.timeout does not keep a process alive; a daemon has its server for that.
+      const alive = setInterval(() => {}, 50);
+      await r.pass().finally(() => clearInterval(alive));
+      assert.deepEqual(asked, ["vm-1", "vm-2"], "the second was asked after the first gave up");
+      assert.deepEqual(
+        r.decisions.map((d) => [d.vmId, d.action]),
+        [
+          ["vm-1", "failed"],
+          ["vm-2", "failed"],
+        ],
+      );
+      assert.ok(Date.now() - t0 < 15_000, "well before the pass's own signal");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("sends a copy still listed another removal after 60 s, then at doubling intervals, only to a READY node and only while elected", async () => {
+    const store = await storeWithCopies(["vm-1"]);
+    try {
+      const clock = createManualClock(1_000_000);
+      let ready = false;
+      /** What node-a is asked, in order; the first removal fails as a lost agent's would. */
+      const asked: string[] = [];
+      let fail: RpcError | undefined = new RpcError("BACKEND_UNAVAILABLE");
+      const driver = {
+        removeStaleCopy: async (vmId: string, generation: bigint) => {
+          asked.push(`${vmId}@${generation}`);
+          const e = fail;
+          fail = undefined;
+          if (e !== undefined) throw e;
+        },
+      };
+      const r = remover(store, ["vm-1"], driver, { clock, ready: async () => ready });
+      await r.pass();
+      assert.deepEqual(asked, [], "node-a is not READY: nothing sent, nothing marked");
+      const unmarked = await getMessage(store, VmRecordSchema, "vms/vm-1");
+      assert.equal(unmarked?.message.staleCopies[0]?.cleanupSent, false);
+      ready = true;
+      await r.pass();
+      assert.deepEqual(asked, ["vm-1@2"]);
+      assert.deepEqual(
+        r.decisions.map((d) => d.action),
+        ["failed"],
+      );
+      const marked = await getMessage(store, VmRecordSchema, "vms/vm-1");
+      assert.equal(marked?.message.staleCopies[0]?.cleanupSent, true);
+      // The copy is still listed (node-a still reports it): sent again only after 60 s.
+      await r.pass();
+      clock.advance(59_000);
+      await r.pass();
+      assert.equal(asked.length, 1, "not before 60 s");
+      clock.advance(2_000);
+      ready = false;
+      await r.pass();
+      assert.equal(asked.length, 1, "not to a node that is not READY");
+      ready = true;
+      await r.pass();
+      assert.deepEqual(asked, ["vm-1@2", "vm-1@2"]);
+      assert.deepEqual(
+        r.decisions.map((d) => d.action),
+        ["failed", "removed"],
+      );
+      // Still listed after a removal that succeeded: the next one waits twice as long.
+      clock.advance(61_000);
+      await r.pass();
+      assert.equal(asked.length, 2, "120 s after the second");
+      clock.advance(60_000);
+      await r.pass();
+      assert.equal(asked.length, 3);
+
+      // Another controller elected: it first waits, for a removal its predecessor may have under way.
+      const next = remover(store, ["vm-1"], driver, { clock });
+      await next.pass();
+      assert.equal(asked.length, 3);
+      clock.advance(61_000);
+      // Not while another process holds the election.
+      await store.put(ELECTED.key, new TextEncoder().encode("another"));
+      await next.pass();
+      assert.equal(asked.length, 3, "not while another process is elected");
+      await store.delete(ELECTED.key);
+      await next.pass();
+      assert.equal(asked.length, 4);
+
+      // A node that refuses (its copy is not stale) is never asked again.
+      fail = new RpcError("COPY_NOT_STALE");
+      clock.advance(61_000);
+      await next.pass();
+      assert.equal(asked.length, 5);
+      const refused = await getMessage(store, VmRecordSchema, "vms/vm-1");
+      assert.equal(refused?.message.staleCopies[0]?.removalRefused, true);
+      clock.advance(3_600_000);
+      await next.pass();
+      assert.equal(asked.length, 5);
+    } finally {
+      await store.close();
+    }
+  });
+});
