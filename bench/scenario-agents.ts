@@ -195,8 +195,11 @@ async function measureAgents(
     const ended = load.ended();
     if (ended.count > 0) problems.push(`${ended.count} streams ended (${ended.firstError})`);
 
-    // The burst: operations written to the store as any replica would.
+    // The burst: operations written to the store as any replica would. The scrape before it
+    // resets the event-loop histogram; its time is what a Prometheus scrape costs at this scale.
+    const scrape0 = preciseNow();
     await loopLagMs(daemon.httpAddress);
+    ctx.log(`  a /metrics scrape took ${(preciseNow() - scrape0).toFixed(0)} ms`);
     const ops = createAgentOperations(store, systemClock);
     const submittedAt = new Map<string, number>();
     const committedAt = new Map<string, number>();

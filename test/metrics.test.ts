@@ -13,6 +13,7 @@ import {
   VMMigrateSpecSchema,
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { HealthSchema, NodeInfoSchema } from "../src/gen/debvisor/v1/node_pb.js";
+import { VmListSchema, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
@@ -150,7 +151,20 @@ describe("/metrics of a live daemon", () => {
       );
     });
     assert.equal(sample(text, "debvisor_nodes", { readiness: "ready" }), 3);
-    assert.ok((sample(text, "debvisor_vms", { state: "running" }) ?? 0) > 0);
+    // VMs by state: what ListVms shows, counted (dev mode's VMs stand still meanwhile).
+    const now = await scrape();
+    const listed = fromBinary(
+      VmListSchema,
+      (await rawUnary(ch, "/debvisor.v1.VmService/ListVms", Buffer.alloc(0))).response ??
+        Buffer.alloc(0),
+    ).vms;
+    const running = listed.filter((v) => v.state === VmState.RUNNING).length;
+    assert.ok(running > 0);
+    assert.equal(sample(now, "debvisor_vms", { state: "running" }), running);
+    assert.equal(
+      sample(now, "debvisor_vms", { state: "stopped" }),
+      listed.filter((v) => v.state === VmState.STOPPED).length,
+    );
     assert.ok(
       (sample(text, "debvisor_store_request_duration_seconds_count", { op: "txn" }) ?? 0) > 0,
     );

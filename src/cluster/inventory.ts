@@ -48,6 +48,7 @@ import {
   withTenants,
 } from "./vm-records.js";
 import { specOfReported } from "./vm-spec.js";
+import { createVmStateCounts } from "./vm-state-counts.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -135,6 +136,12 @@ export interface Inventory {
    * store), never the latest report; `stale_copy_nodes` names the others.
    */
   listVms(signal?: AbortSignal): Promise<VmInfo[]>;
+  /**
+   * How many VMs the nodes' stored reports hold, by state (states with none
+   * left out): what counting {@link listVms} by state gives, kept as
+   * reports are stored, so it costs nothing to read (the /metrics scrape).
+   */
+  vmsByState(signal?: AbortSignal): Promise<ReadonlyMap<VmState, number>>;
   /** VM records naming stale copies (conflicts: nodes reporting a VM placed elsewhere), by id. */
   conflicts(signal?: AbortSignal): Promise<VmRecord[]>;
   /** One VM and the node that reports it, or undefined. */
@@ -255,6 +262,8 @@ export function createInventory(options: InventoryOptions): Inventory {
    */
   let mirror: Promise<PrefixMirror<Versioned>> | undefined;
   let followed: PrefixMirror<Versioned> | undefined;
+  /** VMs by state over the records in the mirror, kept as it changes. */
+  const byState = createVmStateCounts();
   const decodeVersioned = (kv: KeyValue): Versioned => ({
     rev: kv.modRevision,
     rec: decodeMessage(NodeRecordSchema, kv),
@@ -269,6 +278,15 @@ export function createInventory(options: InventoryOptions): Inventory {
       loading.then(
         (m) => {
           followed = m;
+          const note = (id: string) => byState.set(id, m.values().get(id)?.rec);
+          for (const id of m.values().keys()) note(id);
+          m.onChange((id) => {
+            if (id !== undefined) note(id);
+            else {
+              byState.clear();
+              for (const k of m.values().keys()) note(k);
+            }
+          });
         },
         () => {
           if (mirror === loading) mirror = undefined;
@@ -666,6 +684,11 @@ export function createInventory(options: InventoryOptions): Inventory {
       signal?.throwIfAborted();
       const facts = await vmRecords.all();
       return [...placedVms(await records(), facts).values()].sort((a, b) => compareIds(a.id, b.id));
+    },
+    async vmsByState(signal) {
+      signal?.throwIfAborted();
+      await follow();
+      return byState.totals();
     },
     async conflicts(signal) {
       signal?.throwIfAborted();

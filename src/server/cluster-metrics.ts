@@ -55,6 +55,18 @@ function label(names: Record<number, string>, value: number): string {
  */
 export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMetrics {
   const { registry, store, inventory, clock, logger, closing } = options;
+  /**
+   * One listing of the nodes, shared by the gauges of one scrape: prom-client
+   * collects them all at once, and each listing costs tens of milliseconds
+   * of event loop at 10,000 nodes.
+   */
+  let listing: ReturnType<Inventory["listNodes"]> | undefined;
+  const nodes = () => {
+    listing ??= inventory.listNodes(closing).finally(() => {
+      listing = undefined;
+    });
+    return listing;
+  };
   new client.Gauge({
     name: "debvisor_nodes",
     help: "Nodes known to the inventory, by readiness.",
@@ -65,7 +77,7 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
         ["ready", 0],
         ["not_ready", 0],
       ]);
-      for (const n of await inventory.listNodes(closing)) {
+      for (const n of await nodes()) {
         const r = label(NodeReadiness, n.readiness);
         counts.set(r, (counts.get(r) ?? 0) + 1);
       }
@@ -79,9 +91,9 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
     labelNames: ["node"] as const,
     registers: [registry],
     async collect() {
-      const nodes = await inventory.listNodes(closing);
+      const listed = await nodes();
       this.reset();
-      for (const n of nodes)
+      for (const n of listed)
         this.set({ node: n.info?.id?.id ?? "" }, Number(n.reportSkewMs) / 1000);
     },
   });
@@ -94,9 +106,9 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
       const counts = new Map<string, number>();
       for (const s of [VmState.RUNNING, VmState.STOPPED, VmState.CRASHED])
         counts.set(label(VmState, s), 0);
-      for (const vm of await inventory.listVms(closing)) {
-        const s = label(VmState, vm.state);
-        counts.set(s, (counts.get(s) ?? 0) + 1);
+      for (const [state, n] of await inventory.vmsByState(closing)) {
+        const s = label(VmState, state);
+        counts.set(s, (counts.get(s) ?? 0) + n);
       }
       this.reset();
       for (const [state, n] of counts) this.set({ state }, n);

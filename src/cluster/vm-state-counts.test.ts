@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { createManualClock, silentLogger } from "../core/index.js";
+import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore } from "../store/index.js";
+import { createInventory, type Inventory } from "./inventory.js";
+
+const NODES = ["node-a", "node-b", "node-c"];
+const VMS = ["vm-1", "vm-2", "vm-3", "vm-4", "vm-5"];
+const STATES = [VmState.RUNNING, VmState.STOPPED, VmState.PAUSED, VmState.CRASHED];
+
+/** A step: a node reports these VMs, or its record is removed. */
+const step = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      node: fc.constantFrom(...NODES),
+      vms: fc.uniqueArray(
+        fc.record({ id: fc.constantFrom(...VMS), state: fc.constantFrom(...STATES) }),
+        { selector: (v) => v.id, maxLength: 4 },
+      ),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ remove: fc.constantFrom(...NODES) }) },
+);
+
+/** Counting listVms by state: what the counts must always equal. */
+async function listed(inv: Inventory): Promise<Map<VmState, number>> {
+  const out = new Map<VmState, number>();
+  for (const vm of await inv.listVms()) out.set(vm.state, (out.get(vm.state) ?? 0) + 1);
+  return out;
+}
+
+const sorted = (m: ReadonlyMap<VmState, number>) => [...m].sort((a, b) => a[0] - b[0]);
+
+describe("vmsByState", () => {
+  it("equals listVms counted by state after every report and removal: in the process that wrote, one started later, and one following the store", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), async (steps) => {
+        const dir = mkdtempSync(join(tmpdir(), "dv-vm-states-"));
+        const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+        const clock = createManualClock(1_000_000);
+        const inv = createInventory({ store, clock });
+        const other = createInventory({ store, clock });
+        try {
+          await other.vmsByState();
+          let seconds = 1n;
+          for (const s of steps) {
+            if ("remove" in s) {
+              const got = await inv.readNode(s.remove);
+              if (got !== undefined) await inv.remove(s.remove, got.unchanged);
+            } else {
+              await inv.register(create(NodeInfoSchema, { id: { id: s.node } }), "owner");
+              await inv.heartbeat(
+                create(HealthSchema, {
+                  nodeId: { id: s.node },
+                  timestamp: { seconds: seconds++, nanos: 0 },
+                  vms: s.vms.map((v) =>
+                    create(VmInfoSchema, { id: v.id, name: v.id, state: v.state }),
+                  ),
+                }),
+              );
+            }
+            clock.advance(1000);
+            assert.deepEqual(sorted(await inv.vmsByState()), sorted(await listed(inv)));
+          }
+          // A process started now loads the same; another running all along sees it through the watch.
+          const want = sorted(await listed(inv));
+          const late = createInventory({ store, clock });
+          assert.deepEqual(sorted(await late.vmsByState()), want);
+          late.close();
+          for (let i = 0; ; i++) {
+            const got = sorted(await other.vmsByState());
+            if (JSON.stringify(got) === JSON.stringify(want)) break;
+            assert.ok(
+              i < 100,
+              `the other process's counts ${JSON.stringify(got)} never became ${JSON.stringify(want)}`,
+            );
+            await sleep(20);
+          }
+        } finally {
+          inv.close();
+          other.close();
+          await store.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
