@@ -157,7 +157,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const { inventory, clock } = options;
   const log = options.logger ?? silentLogger;
   /** For lines that come with the traffic (per heartbeat, operation or stream): see repeatLimitedLogger. */
-  const quiet = repeatLimitedLogger(log, REPEATS_MS);
+  const quiet = repeatLimitedLogger(log, { intervalMs: REPEATS_MS, collect: "node" });
   const operations = createAgentOperations(options.store, clock);
   const sessions = new Map<string, Session>();
   const stopping = new AbortController();

@@ -23,7 +23,7 @@ describe("repeatLimitedLogger", () => {
   it("writes a message once per interval, and how many were left out", async () => {
     const { log, lines } = recorder();
     let t = 0;
-    const quiet = repeatLimitedLogger(log, 40, () => t);
+    const quiet = repeatLimitedLogger(log, { intervalMs: 40, now: () => t });
     for (let i = 0; i < 100; i++) quiet.warn({ node: `n${i}` }, "heartbeat not recorded");
     quiet.warn({ id: 1 }, "delivery not recorded");
     assert.deepEqual(
@@ -45,5 +45,28 @@ describe("repeatLimitedLogger", () => {
     assert.deepEqual(told?.obj, { repeated: 5, withinMs: 40 });
     assert.equal(told?.level, "warn");
     assert.equal(lines.filter((l) => l.msg.startsWith("delivery")).length, 1, "nothing to tell");
+  });
+
+  it("names the nodes whose lines were left out, at most 20", async () => {
+    const { log, lines } = recorder();
+    let t = 0;
+    const quiet = repeatLimitedLogger(log, { intervalMs: 40, now: () => t, collect: "node" });
+    quiet.warn({ node: "n0" }, "heartbeat not recorded");
+    // n0's line hides n1's and n2's, each twice: the next line names them once each.
+    for (const n of ["n1", "n2", "n1", "n2"]) quiet.warn({ node: n }, "heartbeat not recorded");
+    quiet.warn({ id: 7 }, "heartbeat not recorded");
+    t = 50;
+    quiet.warn({ node: "n3" }, "heartbeat not recorded");
+    assert.deepEqual(lines[1]?.obj, { node: "n3", repeated: 5, repeatedFor: ["n1", "n2"] });
+    // More than 20 nodes: the first 20, and a mark that there were more.
+    for (let i = 0; i < 30; i++) quiet.warn({ node: `m${i}` }, "heartbeat not recorded");
+    await new Promise((r) => setTimeout(r, 120));
+    const told = lines.find((l) => l.msg === "heartbeat not recorded (repeated)");
+    assert.deepEqual(told?.obj, {
+      repeated: 30,
+      repeatedFor: Array.from({ length: 20 }, (_, i) => `m${i}`),
+      repeatedForTruncated: true,
+      withinMs: 40,
+    });
   });
 });

@@ -2,6 +2,32 @@ import type { Logger } from "./logger.js";
 
 type Level = "debug" | "info" | "warn" | "error";
 
+/** Distinct values of the collected field written with a count of lines left out, at most. */
+const MAX_COLLECTED = 20;
+
+/** Options of {@link repeatLimitedLogger}. */
+export interface RepeatLimits {
+  /** Each message is written at most once per this many milliseconds. */
+  readonly intervalMs: number;
+  readonly now?: () => number;
+  /**
+   * A field of the lines (e.g. `node`) whose distinct values among the
+   * lines left out are written with their count, as `repeatedFor` (at most
+   * 20; `repeatedForTruncated` when there were more): one node's warning
+   * must not hide that another node had the same trouble.
+   */
+  readonly collect?: string;
+}
+
+/** What was left out of one message since it was last written. */
+interface Held {
+  at: number;
+  left: number;
+  level: Level;
+  values: Set<string>;
+  truncated: boolean;
+}
+
 /**
  * A logger for lines that can repeat at the rate of the traffic (one per
  * heartbeat of thousands of agents while the store is slow): each message
@@ -12,34 +38,56 @@ type Level = "debug" | "info" | "warn" | "error";
  * heartbeat itself, and a journal that falls behind blocks the writer.
  * Messages are the code's constant strings: one entry per message.
  */
-export function repeatLimitedLogger(
-  log: Logger,
-  intervalMs: number,
-  now: () => number = Date.now,
-): Logger {
-  const last = new Map<string, { at: number; left: number; level: Level }>();
+export function repeatLimitedLogger(log: Logger, limits: RepeatLimits): Logger {
+  const { intervalMs, collect } = limits;
+  const now = limits.now ?? Date.now;
+  const last = new Map<string, Held>();
+  const fresh = (level: Level): Held => ({
+    at: now(),
+    left: 0,
+    level,
+    values: new Set(),
+    truncated: false,
+  });
+  /** The fields telling what was left out of `held`. */
+  const told = (held: Held): Record<string, unknown> => {
+    if (held.left === 0) return {};
+    const out: Record<string, unknown> = { repeated: held.left };
+    if (held.values.size > 0) out.repeatedFor = [...held.values];
+    if (held.truncated) out.repeatedForTruncated = true;
+    return out;
+  };
   const flush = (msg: string) => {
     const seen = last.get(msg);
     if (seen === undefined || seen.left === 0) {
       last.delete(msg);
       return;
     }
-    log[seen.level]({ repeated: seen.left, withinMs: intervalMs }, `${msg} (repeated)`);
-    last.set(msg, { at: now(), left: 0, level: seen.level });
+    log[seen.level]({ ...told(seen), withinMs: intervalMs }, `${msg} (repeated)`);
+    last.set(msg, fresh(seen.level));
     later(msg);
   };
   const later = (msg: string) => setTimeout(() => flush(msg), intervalMs).unref();
+  /** Notes a line left out. */
+  const hold = (seen: Held, obj: object) => {
+    seen.left++;
+    if (collect === undefined) return;
+    const value = (obj as Record<string, unknown>)[collect];
+    if (typeof value !== "string" || seen.values.has(value)) return;
+    if (seen.values.size < MAX_COLLECTED) seen.values.add(value);
+    else seen.truncated = true;
+  };
   const write =
     (level: Level) =>
     (obj: object, msg = "") => {
       const seen = last.get(msg);
       if (seen !== undefined && now() - seen.at < intervalMs) {
-        seen.left++;
+        hold(seen, obj);
         return;
       }
-      const left = seen?.left ?? 0;
-      log[level](left > 0 ? { ...obj, repeated: left } : obj, msg);
-      last.set(msg, { at: now(), left: 0, level });
+      const extra = seen === undefined ? {} : told(seen);
+      log[level](Object.keys(extra).length > 0 ? { ...obj, ...extra } : obj, msg);
+      last.set(msg, fresh(level));
       if (seen === undefined) later(msg);
     };
   return {
@@ -47,6 +95,6 @@ export function repeatLimitedLogger(
     info: write("info"),
     warn: write("warn"),
     error: write("error"),
-    child: (bindings) => repeatLimitedLogger(log.child(bindings), intervalMs, now),
+    child: (bindings) => repeatLimitedLogger(log.child(bindings), limits),
   };
 }
