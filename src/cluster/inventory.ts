@@ -48,7 +48,12 @@ import {
   withTenants,
 } from "./vm-records.js";
 import { specOfReported } from "./vm-spec.js";
-import { createVmStateCounts } from "./vm-state-counts.js";
+import {
+  type CopyWeight,
+  createVmStateCounts,
+  preferred,
+  type VmStateCounts,
+} from "./vm-state-counts.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -137,9 +142,9 @@ export interface Inventory {
    */
   listVms(signal?: AbortSignal): Promise<VmInfo[]>;
   /**
-   * How many VMs the nodes' stored reports hold, by state (states with none
-   * left out): what counting {@link listVms} by state gives, kept as
-   * reports are stored, so it costs nothing to read (the /metrics scrape).
+   * VMs by state (states with none left out): what counting {@link listVms}
+   * by state gives, kept as reports are stored and placements change once
+   * first asked for, so it costs nothing to read (the /metrics scrape).
    */
   vmsByState(signal?: AbortSignal): Promise<ReadonlyMap<VmState, number>>;
   /** VM records naming stale copies (conflicts: nodes reporting a VM placed elsewhere), by id. */
@@ -262,8 +267,8 @@ export function createInventory(options: InventoryOptions): Inventory {
    */
   let mirror: Promise<PrefixMirror<Versioned>> | undefined;
   let followed: PrefixMirror<Versioned> | undefined;
-  /** VMs by state over the records in the mirror, kept as it changes. */
-  const byState = createVmStateCounts();
+  /** VMs by state, kept as node records and placements change once first asked for. */
+  let byState: VmStateCounts | undefined;
   const decodeVersioned = (kv: KeyValue): Versioned => ({
     rev: kv.modRevision,
     rec: decodeMessage(NodeRecordSchema, kv),
@@ -278,15 +283,6 @@ export function createInventory(options: InventoryOptions): Inventory {
       loading.then(
         (m) => {
           followed = m;
-          const note = (id: string) => byState.set(id, m.values().get(id)?.rec);
-          for (const id of m.values().keys()) note(id);
-          m.onChange((id) => {
-            if (id !== undefined) note(id);
-            else {
-              byState.clear();
-              for (const k of m.values().keys()) note(k);
-            }
-          });
         },
         () => {
           if (mirror === loading) mirror = undefined;
@@ -687,7 +683,22 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async vmsByState(signal) {
       signal?.throwIfAborted();
-      await follow();
+      const m = await follow();
+      const facts = await vmRecords.all();
+      if (byState === undefined) {
+        const counts = createVmStateCounts({
+          record: (key) => m.values().get(key)?.rec,
+          placed: (vmId, rec) => facts.get(vmId)?.rec.nodeId === idOf(rec),
+        });
+        counts.reset(m.values().keys());
+        m.onChange((key) =>
+          key === undefined ? counts.reset(m.values().keys()) : counts.nodeChanged(key),
+        );
+        vmRecords.onChange((id) =>
+          id === undefined ? counts.reset(m.values().keys()) : counts.placementChanged(id),
+        );
+        byState = counts;
+      }
       return byState.totals();
     },
     async conflicts(signal) {
@@ -988,17 +999,6 @@ function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
 function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
   if (rec.health === undefined) return rec;
   return create(NodeRecordSchema, { ...rec, health: { ...rec.health, vms } });
-}
-
-/** A node's copy of a VM, as the merge weighs it: when reported, and whether the VM is placed there. */
-interface CopyWeight {
-  readonly at: bigint;
-  readonly placed: boolean;
-}
-
-/** Whether a copy reported `at`, `placed` or not, replaces `prev`: the placed copy stays; else the newer report wins. */
-function preferred(prev: CopyWeight, at: bigint, placed: boolean): boolean {
-  return !prev.placed && (placed || prev.at < at);
 }
 
 /**

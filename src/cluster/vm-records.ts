@@ -40,6 +40,11 @@ export interface VmRecords {
   where(matches: (rec: VmRecord) => boolean): Promise<VersionedVm[]>;
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
+  /**
+   * Calls `listener` after a record changes, with its VM id (undefined after
+   * a reload: any may have changed), once the records are loaded.
+   */
+  onChange(listener: (id: string | undefined) => void): void;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
   write(rec: VmRecord, rev: number): { compare: Compare; op: TxnOp };
   /** The compare that holds only while VM `id`'s record is still at `rev` (0: still absent). */
@@ -56,6 +61,7 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
   let loaded: PrefixMirror<VersionedVm> | undefined;
   let version = 0;
+  const listeners: ((id: string | undefined) => void)[] = [];
   /**
    * Ids whose current record lists stale copies, kept as each record changes:
    * heartbeats ask on every report, and a scan of every record per report
@@ -87,6 +93,7 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
               staleIds.clear();
               for (const k of m.values().keys()) reindex(k);
             }
+            for (const listener of listeners) listener(id);
           });
         },
         () => {
@@ -130,6 +137,9 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
     version: () => version,
+    onChange: (listener) => {
+      listeners.push(listener);
+    },
     unchanged: (id, rev) => ({ key: PREFIX + id, modRevision: rev }),
     write(rec, rev) {
       const key = PREFIX + rec.id;

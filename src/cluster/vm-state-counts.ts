@@ -1,53 +1,117 @@
 import type { NodeRecord } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmState } from "../gen/debvisor/v1/vm_pb.js";
 
-/**
- * VMs by state over every node's stored report, kept as each record
- * changes, so reading them costs nothing however many VMs there are (the
- * /metrics scrape read them by listing every VM: 0.5 s of a blocked event
- * loop at 10,000 nodes of 20 VMs). A VM is in one node's stored report at a
- * time: copies of a VM placed elsewhere are kept out of reports as stale
- * copies, and a move rewrites both reports in one transaction.
- */
-export interface VmStateCounts {
-  /** Notes node `id`'s record as it is now (undefined: gone). */
-  set(id: string, rec: NodeRecord | undefined): void;
-  /** Forgets everything: the records are noted again after a reload. */
-  clear(): void;
-  /** VMs by state, states with none left out. */
-  totals(): ReadonlyMap<VmState, number>;
+/** A node's copy of a VM, as listing every VM weighs it: when reported, and whether the VM is placed there. */
+export interface CopyWeight {
+  readonly at: bigint;
+  readonly placed: boolean;
 }
 
-/** An empty {@link VmStateCounts}. */
-export function createVmStateCounts(): VmStateCounts {
-  /** Each node's contribution, by state, as last noted. */
-  const byNode = new Map<string, Map<VmState, number>>();
+/** Whether a copy reported `at`, `placed` or not, replaces `prev`: the placed copy stays; else the newer report wins. */
+export function preferred(prev: CopyWeight, at: bigint, placed: boolean): boolean {
+  return !prev.placed && (placed || prev.at < at);
+}
+
+/** What {@link createVmStateCounts} reads. */
+export interface VmStateSources {
+  /** Node `key`'s record as stored now. */
+  record(key: string): NodeRecord | undefined;
+  /** Whether VM `vmId` is placed on the node of `rec`. */
+  placed(vmId: string, rec: NodeRecord): boolean;
+}
+
+/**
+ * VMs by state, each VM once, from the copy listing every VM shows (the
+ * copy of the node it is placed on, else the newest report's): kept as
+ * node records and placements change, so reading them costs nothing however
+ * many VMs there are. The /metrics scrape counted them by listing every VM:
+ * 0.5 s of blocked event loop at 10,000 nodes of 20 VMs.
+ */
+export interface VmStateCounts {
+  /** Node `key`'s record changed (or is gone). */
+  nodeChanged(key: string): void;
+  /** VM `vmId`'s placement may have changed. */
+  placementChanged(vmId: string): void;
+  /** Counts every VM anew from these nodes' records (after a reload). */
+  reset(keys: Iterable<string>): void;
+  /** VMs by state, states with none left out (a copy). */
+  totals(): Map<VmState, number>;
+}
+
+/** Where one VM is reported, and the state it is counted in. */
+interface Entry {
+  /** Keys of the nodes whose records list it, in the order they first did. */
+  readonly nodes: string[];
+  counted: VmState | undefined;
+}
+
+/** Empty counts over `sources`: call {@link VmStateCounts.reset} to load them. */
+export function createVmStateCounts(sources: VmStateSources): VmStateCounts {
+  const byVm = new Map<string, Entry>();
+  /** The VM ids each node's record listed when last noted (each once). */
+  const listed = new Map<string, readonly string[]>();
   const totals = new Map<VmState, number>();
-  const add = (counts: ReadonlyMap<VmState, number>, sign: 1 | -1) => {
-    for (const [state, n] of counts) {
-      const left = (totals.get(state) ?? 0) + sign * n;
-      if (left === 0) totals.delete(state);
-      else totals.set(state, left);
-    }
+  const add = (state: VmState | undefined, n: 1 | -1) => {
+    if (state === undefined) return;
+    const left = (totals.get(state) ?? 0) + n;
+    if (left === 0) totals.delete(state);
+    else totals.set(state, left);
   };
-  return {
-    set(id, rec) {
-      const before = byNode.get(id);
-      if (before !== undefined) add(before, -1);
-      const vms = rec?.health?.vms ?? [];
-      if (rec === undefined) {
-        byNode.delete(id);
-        return;
+  /** The state of the copy listing every VM shows for `vmId`, from `nodes`. */
+  function chosen(vmId: string, nodes: readonly string[]): VmState | undefined {
+    let best: (CopyWeight & { state: VmState }) | undefined;
+    for (const key of nodes) {
+      const rec = sources.record(key);
+      const vm = rec?.health?.vms.find((v) => v.id === vmId);
+      if (rec === undefined || vm === undefined) continue;
+      const placed = sources.placed(vmId, rec);
+      if (best === undefined || preferred(best, rec.receivedAtMs, placed))
+        best = { at: rec.receivedAtMs, placed, state: vm.state };
+    }
+    return best?.state;
+  }
+  function recount(vmId: string) {
+    const e = byVm.get(vmId);
+    if (e === undefined) return;
+    add(e.counted, -1);
+    e.counted = chosen(vmId, e.nodes);
+    add(e.counted, 1);
+    if (e.nodes.length === 0) byVm.delete(vmId);
+  }
+  function nodeChanged(key: string) {
+    const before = listed.get(key) ?? [];
+    const now = [...new Set(sources.record(key)?.health?.vms.map((v) => v.id) ?? [])];
+    const kept = new Set(now);
+    for (const id of before) {
+      if (kept.has(id)) continue;
+      const e = byVm.get(id);
+      const at = e?.nodes.indexOf(key) ?? -1;
+      if (e !== undefined && at >= 0) e.nodes.splice(at, 1);
+    }
+    const had = new Set(before);
+    for (const id of now) {
+      if (had.has(id)) continue;
+      let e = byVm.get(id);
+      if (e === undefined) {
+        e = { nodes: [], counted: undefined };
+        byVm.set(id, e);
       }
-      const now = new Map<VmState, number>();
-      for (const vm of vms) now.set(vm.state, (now.get(vm.state) ?? 0) + 1);
-      byNode.set(id, now);
-      add(now, 1);
-    },
-    clear() {
-      byNode.clear();
+      e.nodes.push(key);
+    }
+    if (now.length === 0) listed.delete(key);
+    else listed.set(key, now);
+    for (const id of before) recount(id);
+    for (const id of now) if (!had.has(id)) recount(id);
+  }
+  return {
+    nodeChanged,
+    placementChanged: recount,
+    reset(keys) {
+      byVm.clear();
+      listed.clear();
       totals.clear();
+      for (const key of keys) nodeChanged(key);
     },
-    totals: () => totals,
+    totals: () => new Map(totals),
   };
 }
