@@ -157,9 +157,15 @@ export function createAgentOperationCaller(o: AgentOperationCallerOptions): Agen
   };
 }
 
-/** Reasons an agent's failure keeps; any other is BACKEND_FAILED. */
+/**
+ * Reasons an agent's failure keeps; any other is BACKEND_FAILED.
+ * COPY_NOT_STALE is the refusal of a stale copy's removal, which the
+ * failover controller records (stale-copy-removal.ts): without it here the
+ * refusal was never recognised on agent nodes.
+ */
 const KNOWN = [
   "VM_NOT_FOUND",
+  "COPY_NOT_STALE",
   "MIGRATION_NOT_ALLOWED",
   "MIGRATION_IN_PROGRESS",
   "BACKEND_UNAVAILABLE",

@@ -153,6 +153,9 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     elected: () => ({ key: LEADER_KEY, modRevision: elected }),
     holds: reportedHolding(options.inventory),
     ready: reportedReady(options.inventory),
+    // A removal can outlast the lease: keep it while one is under way.
+    renew: async () => (leader ? lead() : false),
+    renewEveryMs: Math.max(100, Math.floor(ttl / 3)),
     decide: (d) => {
       logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
       options.onStaleCopy?.(d);
@@ -263,6 +266,10 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
         }
       }
     }
+    // Last: another removal for one stale copy still listed, after the failovers.
+    await staleCopies
+      .retry(signal)
+      .catch((err: unknown) => logger.warn({ err }, "stale copy not removed again; next pass"));
   }
 
   async function tick() {

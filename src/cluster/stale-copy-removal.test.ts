@@ -6,8 +6,23 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
 import type { HypervisorDriver } from "../drivers/index.js";
+import {
+  OperationPhase,
+  OperationRecordSchema,
+} from "../gen/debvisor/store/v1/agent_records_pb.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
+import {
+  createSqliteStore,
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  keyValueOf,
+} from "../store/index.js";
+import { createAgentExecutors } from "./agent-executors.js";
+import { createAgentOperations } from "./agent-operations.js";
+import type { Inventory } from "./inventory.js";
 import {
   createStaleCopyRemover,
   type StaleCopyDecision,
@@ -65,7 +80,12 @@ function remover(
     decide: (d) => decisions.push(d),
     ...more,
   });
-  return { pass: () => r.pass(AbortSignal.timeout(20_000)), decisions };
+  // As the controller does: new copies first, another removal for one copy at the end.
+  const pass = async () => {
+    await r.pass(AbortSignal.timeout(20_000));
+    await r.retry(AbortSignal.timeout(20_000));
+  };
+  return { pass, decisions };
 }
 
 describe("stale copy removal", () => {
@@ -214,6 +234,58 @@ describe("stale copy removal", () => {
       await next.pass();
       assert.equal(asked.length, 5);
     } finally {
+      await store.close();
+    }
+  });
+  it("takes an agent's refusal, through the agent executors, as refused: marked, and never sent again", async () => {
+    const store = await storeWithCopies(["vm-1"]);
+    const clock = createManualClock(1_000_000);
+    const operations = createAgentOperations(store, clock);
+    const executors = createAgentExecutors({
+      store,
+      inventory: {} as Inventory, // a removal reads nothing of it
+      operations,
+      clock,
+      logger: silentLogger,
+      deliveryTimeoutMs: 5_000,
+    });
+    // node-a's agent refuses every removal, as operation-executor.ts does for a copy not older.
+    const stop = new AbortController();
+    let sent = 0;
+    const agent = (async () => {
+      for await (const e of store.watch("operations/node-a/", 1, { signal: stop.signal })) {
+        if (e.type !== "put") continue;
+        const rec = decodeMessage(OperationRecordSchema, keyValueOf(e));
+        if (rec.phase !== OperationPhase.PENDING) continue;
+        sent++;
+        await operations.finish(
+          "node-a",
+          create(OperationResultSchema, {
+            operationId: rec.dispatch?.operationId ?? "",
+            outcome: OperationOutcome.FAILED,
+            reason: "COPY_NOT_STALE",
+            message: "the copy here runs under generation 2, not older than 2; not removed",
+          }),
+        );
+      }
+    })().catch(() => {});
+    const r = remover(store, ["vm-1"], {}, { clock, executors });
+    try {
+      await r.pass();
+      for (let i = 0; i < 3; i++) {
+        clock.advance(16 * 60_000);
+        await r.pass();
+      }
+      const rec = await getMessage(store, VmRecordSchema, "vms/vm-1");
+      assert.equal(rec?.message.staleCopies[0]?.removalRefused, true, "the refusal is recorded");
+      assert.equal(sent, 1, "one removal sent to the node that refused");
+      assert.deepEqual(
+        r.decisions.map((d) => d.action),
+        ["failed"],
+      );
+    } finally {
+      stop.abort();
+      await agent;
       await store.close();
     }
   });

@@ -54,11 +54,26 @@ export interface StaleCopyRemoverDeps {
   readonly removalTimeoutMs?: number;
   /** How long after a removal a copy still listed is sent one again (default 60 s, doubled each time, at most 15 min). */
   readonly retryBaseMs?: number;
+  /**
+   * Renews the election, called every `renewEveryMs` while a removal is
+   * under way: one can take longer (30 s, and an agent's grace) than the
+   * election's lease, and a controller that lost it skipped its failovers.
+   * Removals are bounded, so this holds the election for a bounded time.
+   */
+  readonly renew?: () => Promise<unknown>;
+  readonly renewEveryMs?: number;
 }
 
-/** Removes stale copies, one pass at a time (the failover controller's). */
+/** Removes stale copies, a pass at a time (the failover controller's). */
 export interface StaleCopyRemover {
+  /** Sends a removal to each new stale copy it may (before failovers: a restart must never bring one back). */
   pass(signal: AbortSignal): Promise<void>;
+  /**
+   * Sends another removal to one copy the last pass found still listed and
+   * due (after failovers: a copy already marked is never taken for a
+   * placement, and a slow node must not hold up failovers more than once a pass).
+   */
+  retry(signal: AbortSignal): Promise<void>;
 }
 
 /**
@@ -70,7 +85,8 @@ export interface StaleCopyRemover {
  * later pass looks again). A copy still listed after its removal (the
  * removal failed, timed out, or was lost with a controller that stopped) is
  * sent another one, under the same conditions, 60 s after the last one this
- * process sent and then at doubling intervals up to 15 min; a controller
+ * process sent and then at doubling intervals up to 15 min, one a pass
+ * (`retry`); a controller
  * newly elected waits that long once first, for a removal its predecessor
  * may still have under way. A node that refused the removal (its copy is not
  * stale) is not asked again. Removals are idempotent on the node: it removes
@@ -145,6 +161,11 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
   async function send(rec: VmRecord, nodeId: string, sends: number, signal: AbortSignal) {
     const told = { vmId: rec.id, node: nodeId, placedOn: rec.nodeId, generation: rec.generation };
     const nth = sends > 1 ? ` (removal ${sends} from this controller)` : "";
+    const renew = deps.renew;
+    const renewing =
+      renew === undefined
+        ? undefined
+        : setInterval(() => void renew().catch(() => {}), deps.renewEveryMs ?? 3000);
     try {
       // Bounded: a removal stuck behind a long operation of the VM on that node (its lane),
       // or sent to an agent that died, must not hold up the controller's failovers.
@@ -162,12 +183,19 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       if (e.reason === "COPY_NOT_STALE")
         await markRefused(deps.store, deps.elected(), rec.id, nodeId, signal).catch(() => {});
       deps.decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
+    } finally {
+      clearInterval(renewing);
     }
   }
+
+  /** Copies the last pass found marked and due for another removal, VM and node. */
+  let due: { vmId: string; nodeId: string }[] = [];
 
   return {
     async pass(signal) {
       const listed = new Set<string>();
+      const found: typeof due = [];
+      const now = deps.clock.now();
       for (const seen of await deps.conflicts(signal)) {
         for (const copy of seen.staleCopies) {
           if (copy.removalRefused) continue;
@@ -177,12 +205,18 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
           else {
             // Sent before this process saw it (another controller, or before a restart):
             // that removal may still be under way; it is given the first wait too.
-            if (!sent.has(key)) sent.set(key, { sends: 0, notBefore: later(1) });
-            await again(seen.id, copy.nodeId, signal);
+            const state = sent.get(key) ?? { sends: 0, notBefore: later(1) };
+            sent.set(key, state);
+            if (now >= state.notBefore) found.push({ vmId: seen.id, nodeId: copy.nodeId });
           }
         }
       }
       for (const key of sent.keys()) if (!listed.has(key)) sent.delete(key);
+      due = found;
+    },
+    async retry(signal) {
+      const next = due.shift();
+      if (next !== undefined) await again(next.vmId, next.nodeId, signal);
     },
   };
 }

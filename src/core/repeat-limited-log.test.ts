@@ -62,6 +62,17 @@ describe("repeatLimitedLogger", () => {
     for (let i = 0; i < 30; i++) quiet.warn({ node: `m${i}` }, "heartbeat not recorded");
     await new Promise((r) => setTimeout(r, 120));
     const told = lines.find((l) => l.msg === "heartbeat not recorded (repeated)");
+    // A long value is kept to its first 256 characters.
+    t = 200;
+    quiet.warn({ node: "first" }, "long");
+    quiet.warn({ node: "x".repeat(100_000) }, "long");
+    t = 250;
+    quiet.warn({ node: "last" }, "long");
+    assert.deepEqual(lines.at(-1)?.obj, {
+      node: "last",
+      repeated: 1,
+      repeatedFor: ["x".repeat(256)],
+    });
     assert.deepEqual(told?.obj, {
       repeated: 30,
       repeatedFor: Array.from({ length: 20 }, (_, i) => `m${i}`),

@@ -4,6 +4,8 @@ type Level = "debug" | "info" | "warn" | "error";
 
 /** Distinct values of the collected field written with a count of lines left out, at most. */
 const MAX_COLLECTED = 20;
+/** Characters of one collected value kept, at most. */
+const MAX_VALUE_LENGTH = 256;
 
 /** Options of {@link repeatLimitedLogger}. */
 export interface RepeatLimits {
@@ -13,7 +15,8 @@ export interface RepeatLimits {
   /**
    * A field of the lines (e.g. `node`) whose distinct values among the
    * lines left out are written with their count, as `repeatedFor` (at most
-   * 20; `repeatedForTruncated` when there were more): one node's warning
+   * 20, of at most 256 characters each; `repeatedForTruncated` when there
+   * were more): one node's warning
    * must not hide that another node had the same trouble.
    */
   readonly collect?: string;
@@ -72,8 +75,10 @@ export function repeatLimitedLogger(log: Logger, limits: RepeatLimits): Logger {
   const hold = (seen: Held, obj: object) => {
     seen.left++;
     if (collect === undefined) return;
-    const value = (obj as Record<string, unknown>)[collect];
-    if (typeof value !== "string" || seen.values.has(value)) return;
+    const field = (obj as Record<string, unknown>)[collect];
+    if (typeof field !== "string") return;
+    const value = field.length > MAX_VALUE_LENGTH ? field.slice(0, MAX_VALUE_LENGTH) : field;
+    if (seen.values.has(value)) return;
     if (seen.values.size < MAX_COLLECTED) seen.values.add(value);
     else seen.truncated = true;
   };
