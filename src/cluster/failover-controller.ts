@@ -153,8 +153,13 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     elected: () => ({ key: LEADER_KEY, modRevision: elected }),
     holds: reportedHolding(options.inventory),
     ready: reportedReady(options.inventory),
-    // A removal can outlast the lease: keep it while one is under way.
-    renew: async () => (leader ? lead() : false),
+    // A removal can outlast the lease: keep it while one is under way. Only the lease
+    // the election was won on, and never taking the election (a failure is the next
+    // lead()'s to find): a renewal that took it mid-pass would move `elected` under the pass.
+    renew: async () => {
+      const held = lease;
+      if (leader && held !== undefined) await held.keepAlive({ signal: stop.signal });
+    },
     renewEveryMs: Math.max(100, Math.floor(ttl / 3)),
     decide: (d) => {
       logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");

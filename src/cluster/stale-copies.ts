@@ -62,6 +62,7 @@ export function createStaleCopies(store: KvStore, vmRecords: VmRecords): StaleCo
               generation: prev?.generation ?? rec.generation,
               cleanupSent: prev?.cleanupSent ?? false,
               removalRefused: prev?.removalRefused ?? false,
+              refusedGeneration: prev?.refusedGeneration ?? 0n,
               state: vm.state,
             });
             const others = rec.staleCopies.filter((c) => c.nodeId !== nodeId);

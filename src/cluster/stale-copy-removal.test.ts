@@ -28,6 +28,7 @@ import {
   type StaleCopyDecision,
   type StaleCopyRemoverDeps,
 } from "./stale-copy-removal.js";
+import { placementChange, readPlacement } from "./vm-placement.js";
 
 const ELECTED = { key: "controllers/failover", modRevision: 0 };
 
@@ -286,6 +287,91 @@ describe("stale copy removal", () => {
     } finally {
       stop.abort();
       await agent;
+      await store.close();
+    }
+  });
+  it("does not let a due copy that may not be sent one (its node down) hold up another's, pass after pass", async () => {
+    const store = await storeWithCopies([]);
+    try {
+      // Both copies were sent a removal before this process started; vm-1's node is down.
+      for (const [id, node] of [
+        ["vm-1", "node-b"],
+        ["vm-2", "node-a"],
+      ] as const)
+        await store.put(
+          `vms/${id}`,
+          encodeMessage(
+            VmRecordSchema,
+            create(VmRecordSchema, {
+              id,
+              nodeId: "node-c",
+              generation: 2n,
+              staleCopies: [{ nodeId: node, generation: 1n, cleanupSent: true }],
+            }),
+          ),
+        );
+      const clock = createManualClock(1_000_000);
+      const asked: string[] = [];
+      const driver = {
+        removeStaleCopy: async (id: string) => {
+          asked.push(id);
+          throw new RpcError("BACKEND_TIMEOUT");
+        },
+      };
+      const r = remover(store, ["vm-1", "vm-2"], driver, {
+        clock,
+        executors: {
+          forNode: () => driver as unknown as HypervisorDriver,
+          destination: () => {
+            throw new Error("not used");
+          },
+        },
+        ready: async (node) => node !== "node-b",
+      });
+      for (let i = 0; i < 35; i++) {
+        clock.advance(2_000);
+        await r.pass();
+      }
+      assert.deepEqual(asked, ["vm-2"], "vm-2's copy, on a READY node, is sent its removal");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("takes a refusal as the answer for the generation its removal carried only: once the VM moved on, the copy is sent one carrying the new generation", async () => {
+    const store = await storeWithCopies(["vm-1"]);
+    try {
+      const clock = createManualClock(1_000_000);
+      // node-a's copy runs under generation 2: it refuses a removal carrying 2, takes one carrying 3.
+      const carried: bigint[] = [];
+      const driver = {
+        removeStaleCopy: async (_id: string, generation: bigint) => {
+          carried.push(generation);
+          if (generation <= 2n) throw new RpcError("COPY_NOT_STALE");
+        },
+      };
+      const r = remover(store, ["vm-1"], driver, { clock });
+      await r.pass();
+      const copy = async () => (await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message;
+      assert.deepEqual(carried, [2n]);
+      assert.equal((await copy())?.staleCopies[0]?.refusedGeneration, 2n);
+      clock.advance(16 * 60_000);
+      await r.pass();
+      assert.deepEqual(carried, [2n], "not asked again at generation 2");
+      // A failover moves vm-1 to node-d: generation 3, and node-a's copy is older than the VM.
+      const moved = placementChange("vm-1", await readPlacement(store, "vm-1"), "node-d");
+      await store.txn({ compares: [moved.compare], success: [moved.op] });
+      await r.pass();
+      assert.deepEqual(carried, [2n], "first the wait, as for any copy marked before");
+      clock.advance(61_000);
+      await r.pass();
+      assert.deepEqual(carried, [2n, 3n]);
+      assert.equal((await copy())?.staleCopies[0]?.removalRefused, false, "under way again");
+      assert.deepEqual(
+        r.decisions.map((d) => d.action),
+        ["failed", "removed"],
+      );
+    } finally {
       await store.close();
     }
   });

@@ -89,7 +89,8 @@ export interface StaleCopyRemover {
  * (`retry`); a controller
  * newly elected waits that long once first, for a removal its predecessor
  * may still have under way. A node that refused the removal (its copy is not
- * stale) is not asked again. Removals are idempotent on the node: it removes
+ * stale) is not asked again while the VM's generation is the one the refused
+ * removal carried. Removals are idempotent on the node: it removes
  * a copy only if it is older than the VM's generation.
  */
 export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRemover {
@@ -104,7 +105,8 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
   async function removable(vmId: string, nodeId: string, signal: AbortSignal) {
     const got = await getMessage(deps.store, VmRecordSchema, VMS + vmId, { signal });
     const copy = got?.message.staleCopies.find((c) => c.nodeId === nodeId);
-    if (got === undefined || copy === undefined || copy.removalRefused) return undefined;
+    if (got === undefined || copy === undefined || refusalHolds(copy, got.message))
+      return undefined;
     const rec = got.message;
     if (rec.nodeId === nodeId) return undefined;
     // Never the last copy: while the node the VM is placed on does not hold it, the "stale"
@@ -145,17 +147,39 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
     await send(rec, nodeId, 1, signal);
   }
 
-  async function again(vmId: string, nodeId: string, signal: AbortSignal): Promise<void> {
+  /** Sends `vmId`'s copy on `nodeId` another removal if it may and is due: true when it did. */
+  async function again(vmId: string, nodeId: string, signal: AbortSignal): Promise<boolean> {
     const now = await removable(vmId, nodeId, signal);
-    if (now === undefined || !now.copy.cleanupSent) return;
-    const { rec, rev } = now;
+    if (now === undefined || !now.copy.cleanupSent) return false;
+    const { rec, rev, copy } = now;
     const state = sent.get(keyOf(rec, nodeId));
-    if (state === undefined || deps.clock.now() < state.notBefore) return;
-    const txn = await deps.store.txn({ compares: sendable(vmId, rev), success: [] }, { signal });
-    if (!txn.succeeded) return;
+    if (state === undefined || deps.clock.now() < state.notBefore) return false;
+    // A refusal of an older generation's removal no longer holds: this removal is under way.
+    const cleared = copy.removalRefused
+      ? create(VmRecordSchema, {
+          ...rec,
+          staleCopies: rec.staleCopies.map((c) =>
+            c.nodeId === nodeId
+              ? create(StaleCopySchema, { ...c, removalRefused: false, refusedGeneration: 0n })
+              : c,
+          ),
+        })
+      : undefined;
+    const txn = await deps.store.txn(
+      {
+        compares: sendable(vmId, rev),
+        success:
+          cleared === undefined
+            ? []
+            : [{ type: "put", key: VMS + vmId, value: encodeMessage(VmRecordSchema, cleared) }],
+      },
+      { signal },
+    );
+    if (!txn.succeeded) return false;
     state.sends++;
     state.notBefore = later(state.sends);
     await send(rec, nodeId, state.sends, signal);
+    return true;
   }
 
   async function send(rec: VmRecord, nodeId: string, sends: number, signal: AbortSignal) {
@@ -181,7 +205,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       // The node says its copy is not stale: no removal is on its way, and the placement
       // from the truth may take the copy (else a refused removal left the conflict for good).
       if (e.reason === "COPY_NOT_STALE")
-        await markRefused(deps.store, deps.elected(), rec.id, nodeId, signal).catch(() => {});
+        await markRefused(deps.store, deps.elected(), rec, nodeId, signal).catch(() => {});
       deps.decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
     } finally {
       clearInterval(renewing);
@@ -198,7 +222,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       const now = deps.clock.now();
       for (const seen of await deps.conflicts(signal)) {
         for (const copy of seen.staleCopies) {
-          if (copy.removalRefused) continue;
+          if (refusalHolds(copy, seen)) continue;
           const key = keyOf(seen, copy.nodeId);
           listed.add(key);
           if (!copy.cleanupSent) await first(seen.id, copy.nodeId, signal);
@@ -215,30 +239,53 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       due = found;
     },
     async retry(signal) {
-      const next = due.shift();
-      if (next !== undefined) await again(next.vmId, next.nodeId, signal);
+      // The first due copy that may be sent one: a copy that may not (its node down, a
+      // migration under way) must not hold up the others, pass after pass.
+      for (let next = due.shift(); next !== undefined; next = due.shift())
+        if (await again(next.vmId, next.nodeId, signal)) return;
     },
   };
 }
 
-/** Marks `vmId`'s copy on `nodeId` as one whose removal its node refused (while elected). */
+/**
+ * Whether `copy`'s node refused a removal carrying `rec`'s generation (or a
+ * later one): a refusal answers that generation only, and a copy whose VM
+ * has moved on since is sent a removal carrying the new one.
+ */
+export function refusalHolds(copy: StaleCopy, rec: VmRecord): boolean {
+  return copy.removalRefused && copy.refusedGeneration >= rec.generation;
+}
+
+/** Marks the copy on `nodeId` of `sent`'s VM as one whose removal, carrying `sent`'s generation, its node refused (while elected). */
 async function markRefused(
   store: KvStore,
   elected: Compare,
-  vmId: string,
+  sent: VmRecord,
   nodeId: string,
   signal: AbortSignal,
 ): Promise<void> {
+  const generation = sent.generation;
   await updateMessage(
     store,
     VmRecordSchema,
-    VMS + vmId,
+    VMS + sent.id,
     (rec) =>
-      rec?.staleCopies.some((c) => c.nodeId === nodeId && c.cleanupSent && !c.removalRefused)
+      rec?.staleCopies.some(
+        (c) =>
+          c.nodeId === nodeId &&
+          c.cleanupSent &&
+          !(c.removalRefused && c.refusedGeneration >= generation),
+      )
         ? create(VmRecordSchema, {
             ...rec,
             staleCopies: rec.staleCopies.map((c) =>
-              c.nodeId === nodeId ? create(StaleCopySchema, { ...c, removalRefused: true }) : c,
+              c.nodeId === nodeId
+                ? create(StaleCopySchema, {
+                    ...c,
+                    removalRefused: true,
+                    refusedGeneration: generation,
+                  })
+                : c,
             ),
           })
         : undefined,
