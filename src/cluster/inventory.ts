@@ -331,9 +331,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         const id = vms[index]?.id ?? "";
         if (!ids.has(id)) continue;
         const prev = best.get(id);
-        const placed = facts.get(id)?.rec.nodeId === idOf(rec);
-        if (prev === undefined || preferred(prev, at, placed))
-          best.set(id, { rec, index, at, placed });
+        const node = idOf(rec);
+        const placed = facts.get(id)?.rec.nodeId === node;
+        if (prev === undefined || preferred(prev, at, placed, node))
+          best.set(id, { rec, index, at, placed, node });
       }
     });
     const out = new Map<string, VmInfo>();
@@ -1014,7 +1015,8 @@ function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string
     for (const vm of rec.health?.vms ?? []) {
       const prev = best.get(vm.id);
       const placed = facts.get(vm.id)?.rec.nodeId === node;
-      if (prev === undefined || preferred(prev, at, placed)) best.set(vm.id, { vm, at, placed });
+      if (prev === undefined || preferred(prev, at, placed, node))
+        best.set(vm.id, { vm, at, placed, node });
     }
   }
   const out = new Map<string, VmInfo>();

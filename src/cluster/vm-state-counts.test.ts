@@ -28,6 +28,8 @@ const step = fc.oneof(
     weight: 5,
     arbitrary: fc.record({
       node: fc.constantFrom(...NODES),
+      /** Received in the same millisecond as the report before. */
+      tie: fc.boolean(),
       vms: fc.array(fc.record({ id: fc.constantFrom(...VMS), state: fc.constantFrom(...STATES) }), {
         maxLength: 4,
       }),
@@ -84,6 +86,8 @@ describe("vmsByState", () => {
                 );
               }
             } else {
+              // Each report a second after the one before, unless it ties with it.
+              if (!s.tie) clock.advance(1000);
               await inv.register(create(NodeInfoSchema, { id: { id: s.node } }), "owner");
               await inv.heartbeat(
                 create(HealthSchema, {
@@ -95,7 +99,6 @@ describe("vmsByState", () => {
                 }),
               );
             }
-            clock.advance(1000);
             assert.deepEqual(sorted(await inv.vmsByState()), sorted(await listed(inv)));
           }
           // A process started now loads the same; another running all along sees it through the watch.
@@ -125,18 +128,29 @@ describe("vmsByState", () => {
           // A failover from a node that never reports again: its last report still lists the VM.
           [
             [
-              { node: "node-a", vms: [{ id: "vm-1", state: VmState.RUNNING }] },
+              { node: "node-a", tie: false, vms: [{ id: "vm-1", state: VmState.RUNNING }] },
               { place: "vm-1", on: "node-b" },
-              { node: "node-b", vms: [{ id: "vm-1", state: VmState.RUNNING }] },
+              { node: "node-b", tie: false, vms: [{ id: "vm-1", state: VmState.RUNNING }] },
             ],
           ],
           // The placement moves back with no report after it: the count follows the placement.
           [
             [
-              { node: "node-a", vms: [{ id: "vm-1", state: VmState.RUNNING }] },
+              { node: "node-a", tie: false, vms: [{ id: "vm-1", state: VmState.RUNNING }] },
               { place: "vm-1", on: "node-b" },
-              { node: "node-b", vms: [{ id: "vm-1", state: VmState.STOPPED }] },
+              { node: "node-b", tie: false, vms: [{ id: "vm-1", state: VmState.STOPPED }] },
               { place: "vm-1", on: "node-a" },
+            ],
+          ],
+          // Two copies received in the same millisecond, their nodes registered in the other
+          // order, then placed on a node that lists neither (found by the second review).
+          [
+            [
+              { node: "node-b", tie: false, vms: [] },
+              { node: "node-a", tie: true, vms: [{ id: "vm-1", state: VmState.RUNNING }] },
+              { place: "vm-1", on: "node-b" },
+              { node: "node-b", tie: true, vms: [{ id: "vm-1", state: VmState.STOPPED }] },
+              { place: "vm-1", on: "node-c" },
             ],
           ],
           // One report naming a VM twice.
@@ -144,6 +158,7 @@ describe("vmsByState", () => {
             [
               {
                 node: "node-a",
+                tie: false,
                 vms: [
                   { id: "vm-1", state: VmState.RUNNING },
                   { id: "vm-1", state: VmState.STOPPED },

@@ -1,15 +1,21 @@
 import type { NodeRecord } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmState } from "../gen/debvisor/v1/vm_pb.js";
 
-/** A node's copy of a VM, as listing every VM weighs it: when reported, and whether the VM is placed there. */
+/** A node's copy of a VM, as listing every VM weighs it: when reported, whether the VM is placed there, and the node. */
 export interface CopyWeight {
   readonly at: bigint;
   readonly placed: boolean;
+  readonly node: string;
 }
 
-/** Whether a copy reported `at`, `placed` or not, replaces `prev`: the placed copy stays; else the newer report wins. */
-export function preferred(prev: CopyWeight, at: bigint, placed: boolean): boolean {
-  return !prev.placed && (placed || prev.at < at);
+/**
+ * Whether a copy reported `at` by `node`, `placed` or not, replaces `prev`:
+ * the placed copy stays; else the newer report wins, and of two reports
+ * received in the same millisecond the lower node key (never the order the
+ * records happen to be in, which differs between processes).
+ */
+export function preferred(prev: CopyWeight, at: bigint, placed: boolean, node: string): boolean {
+  return !prev.placed && (placed || prev.at < at || (prev.at === at && node < prev.node));
 }
 
 /** What {@link createVmStateCounts} reads. */
@@ -65,8 +71,8 @@ export function createVmStateCounts(sources: VmStateSources): VmStateCounts {
       const vm = rec?.health?.vms.find((v) => v.id === vmId);
       if (rec === undefined || vm === undefined) continue;
       const placed = sources.placed(vmId, rec);
-      if (best === undefined || preferred(best, rec.receivedAtMs, placed))
-        best = { at: rec.receivedAtMs, placed, state: vm.state };
+      if (best === undefined || preferred(best, rec.receivedAtMs, placed, key))
+        best = { at: rec.receivedAtMs, placed, node: key, state: vm.state };
     }
     return best?.state;
   }
