@@ -5,13 +5,40 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { createManualClock, RpcError, silentLogger } from "../core/index.js";
+import { type Clock, createManualClock, RpcError, silentLogger } from "../core/index.js";
 import type { HypervisorDriver } from "../drivers/index.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore, type Lease } from "../store/index.js";
 import { startFailoverController } from "./failover-controller.js";
 import { createInventory, type Inventory } from "./inventory.js";
+
+/** A failover controller on `store` with a 1 s lease, ticked by the test; node-a's driver is `slow`. */
+function controllerWith(
+  store: KvStore,
+  inventory: Inventory,
+  clock: Clock,
+  slow: HypervisorDriver,
+) {
+  return startFailoverController({
+    store,
+    clock,
+    logger: silentLogger,
+    runnerId: "r1",
+    intervalMs: 3_600_000,
+    leaseTtlMs: 1_000,
+    inventory,
+    executors: {
+      forNode: (id) => (id === "node-a" ? slow : undefined),
+      destination: () => {
+        throw new Error("unused");
+      },
+    },
+    engine: {} as never,
+    journal: {} as never,
+    fenceDelayMs: 1_000,
+  });
+}
 
 describe("failover controller and stale copies", () => {
   it("keeps its election through removals longer than its lease, and sends another removal to one copy a pass, after its failovers", async () => {
@@ -59,24 +86,7 @@ describe("failover controller and stale copies", () => {
         return inventory.listNodes(signal);
       },
     };
-    const controller = startFailoverController({
-      store,
-      clock,
-      logger: silentLogger,
-      runnerId: "r1",
-      intervalMs: 3_600_000,
-      leaseTtlMs: 1_000,
-      inventory: counted,
-      executors: {
-        forNode: (id) => (id === "node-a" ? slow : undefined),
-        destination: () => {
-          throw new Error("unused");
-        },
-      },
-      engine: {} as never,
-      journal: {} as never,
-      fenceDelayMs: 1_000,
-    });
+    const controller = controllerWith(store, counted, clock, slow);
     const elected = async () => (await store.get("controllers/failover"))?.modRevision;
     /** One tick, node-a and node-c reporting, node-d silent. */
     const tick = async (advanceMs: number) => {
@@ -156,24 +166,7 @@ describe("failover controller and stale copies", () => {
         await sleep(1500);
       },
     } as unknown as HypervisorDriver;
-    const controller = startFailoverController({
-      store,
-      clock,
-      logger: silentLogger,
-      runnerId: "r1",
-      intervalMs: 3_600_000,
-      leaseTtlMs: 1_000,
-      inventory,
-      executors: {
-        forNode: (id) => (id === "node-a" ? slow : undefined),
-        destination: () => {
-          throw new Error("unused");
-        },
-      },
-      engine: {} as never,
-      journal: {} as never,
-      fenceDelayMs: 1_000,
-    });
+    const controller = controllerWith(store, inventory, clock, slow);
     const holder = async () => {
       const kv = await real.get("controllers/failover");
       return kv === undefined ? undefined : { rev: kv.modRevision, lease: kv.lease };
