@@ -375,4 +375,42 @@ describe("stale copy removal", () => {
       await store.close();
     }
   });
+
+  it("keeps a refusal recorded before refused_generation existed", async () => {
+    const store = await storeWithCopies([]);
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(
+          VmRecordSchema,
+          create(VmRecordSchema, {
+            id: "vm-1",
+            nodeId: "node-c",
+            generation: 2n,
+            staleCopies: [
+              { nodeId: "node-a", generation: 1n, cleanupSent: true, removalRefused: true },
+            ],
+          }),
+        ),
+      );
+      const clock = createManualClock(1_000_000);
+      let asked = 0;
+      const driver = {
+        removeStaleCopy: async () => {
+          asked++;
+          throw new RpcError("BACKEND_TIMEOUT");
+        },
+      };
+      const r = remover(store, ["vm-1"], driver, { clock });
+      for (let i = 0; i < 3; i++) {
+        await r.pass();
+        clock.advance(61_000);
+      }
+      assert.equal(asked, 0);
+      const copy = (await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message.staleCopies[0];
+      assert.equal(copy?.removalRefused, true, "still adoptable by the placement from the truth");
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -250,10 +250,15 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
 /**
  * Whether `copy`'s node refused a removal carrying `rec`'s generation (or a
  * later one): a refusal answers that generation only, and a copy whose VM
- * has moved on since is sent a removal carrying the new one.
+ * has moved on since is sent a removal carrying the new one. A refusal
+ * recorded before its generation was (0: generations start above it) holds
+ * as it did then.
  */
 export function refusalHolds(copy: StaleCopy, rec: VmRecord): boolean {
-  return copy.removalRefused && copy.refusedGeneration >= rec.generation;
+  return (
+    copy.removalRefused &&
+    (copy.refusedGeneration === 0n || copy.refusedGeneration >= rec.generation)
+  );
 }
 
 /** Marks the copy on `nodeId` of `sent`'s VM as one whose removal, carrying `sent`'s generation, its node refused (while elected). */
