@@ -32,8 +32,18 @@ import { placementChange, readPlacement } from "./vm-placement.js";
 
 const ELECTED = { key: "controllers/failover", modRevision: 0 };
 
-/** A store holding `ids`, each placed on node-c (generation 2) with a stale copy on node-a. */
-async function storeWithCopies(ids: readonly string[]): Promise<KvStore> {
+/** A stale copy as a test writes it (generation 1, older than the VM's). */
+interface CopyFields {
+  readonly nodeId: string;
+  readonly cleanupSent?: boolean;
+  readonly removalRefused?: boolean;
+}
+
+/** A store holding `ids`, each placed on node-c (generation 2) with a stale copy (`copy`; default on node-a). */
+async function storeWithCopies(
+  ids: readonly string[],
+  copy: (id: string) => CopyFields = () => ({ nodeId: "node-a" }),
+): Promise<KvStore> {
   const store = createSqliteStore({
     path: join(mkdtempSync(join(tmpdir(), "dv-stale-")), "state.db"),
     logger: silentLogger,
@@ -47,7 +57,7 @@ async function storeWithCopies(ids: readonly string[]): Promise<KvStore> {
           id,
           nodeId: "node-c",
           generation: 2n,
-          staleCopies: [{ nodeId: "node-a", generation: 1n }],
+          staleCopies: [{ ...copy(id), generation: 1n }],
         }),
       ),
     );
@@ -291,25 +301,12 @@ describe("stale copy removal", () => {
     }
   });
   it("does not let a due copy that may not be sent one (its node down) hold up another's, pass after pass", async () => {
-    const store = await storeWithCopies([]);
+    // Both copies were sent a removal before this process started; vm-1's node is down.
+    const store = await storeWithCopies(["vm-1", "vm-2"], (id) => ({
+      nodeId: id === "vm-1" ? "node-b" : "node-a",
+      cleanupSent: true,
+    }));
     try {
-      // Both copies were sent a removal before this process started; vm-1's node is down.
-      for (const [id, node] of [
-        ["vm-1", "node-b"],
-        ["vm-2", "node-a"],
-      ] as const)
-        await store.put(
-          `vms/${id}`,
-          encodeMessage(
-            VmRecordSchema,
-            create(VmRecordSchema, {
-              id,
-              nodeId: "node-c",
-              generation: 2n,
-              staleCopies: [{ nodeId: node, generation: 1n, cleanupSent: true }],
-            }),
-          ),
-        );
       const clock = createManualClock(1_000_000);
       const asked: string[] = [];
       const driver = {
@@ -377,22 +374,12 @@ describe("stale copy removal", () => {
   });
 
   it("keeps a refusal recorded before refused_generation existed", async () => {
-    const store = await storeWithCopies([]);
+    const store = await storeWithCopies(["vm-1"], () => ({
+      nodeId: "node-a",
+      cleanupSent: true,
+      removalRefused: true,
+    }));
     try {
-      await store.put(
-        "vms/vm-1",
-        encodeMessage(
-          VmRecordSchema,
-          create(VmRecordSchema, {
-            id: "vm-1",
-            nodeId: "node-c",
-            generation: 2n,
-            staleCopies: [
-              { nodeId: "node-a", generation: 1n, cleanupSent: true, removalRefused: true },
-            ],
-          }),
-        ),
-      );
       const clock = createManualClock(1_000_000);
       let asked = 0;
       const driver = {

@@ -144,7 +144,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
     );
     if (!txn.succeeded) return;
     sent.set(keyOf(rec, nodeId), { sends: 1, notBefore: later(1) });
-    await send(rec, nodeId, 1, signal);
+    await send(deps, rec, nodeId, 1, signal);
   }
 
   /** Sends `vmId`'s copy on `nodeId` another removal if it may and is due: true when it did. */
@@ -178,38 +178,8 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
     if (!txn.succeeded) return false;
     state.sends++;
     state.notBefore = later(state.sends);
-    await send(rec, nodeId, state.sends, signal);
+    await send(deps, rec, nodeId, state.sends, signal);
     return true;
-  }
-
-  async function send(rec: VmRecord, nodeId: string, sends: number, signal: AbortSignal) {
-    const told = { vmId: rec.id, node: nodeId, placedOn: rec.nodeId, generation: rec.generation };
-    const nth = sends > 1 ? ` (removal ${sends} from this controller)` : "";
-    const renew = deps.renew;
-    const renewing =
-      renew === undefined
-        ? undefined
-        : setInterval(() => void renew().catch(() => {}), deps.renewEveryMs ?? 3000);
-    try {
-      // Bounded: a removal stuck behind a long operation of the VM on that node (its lane),
-      // or sent to an agent that died, must not hold up the controller's failovers.
-      const bounded = timeoutSignal(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS, signal);
-      await stopAndUndefine(deps.executors, nodeId, rec.id, rec.generation, bounded);
-      deps.decide({
-        ...told,
-        action: "removed",
-        detail: `stale copy on ${nodeId} stopped and undefined; the vm is placed on ${rec.nodeId} (generation ${rec.generation})${nth}`,
-      });
-    } catch (err) {
-      const e = toRpcError(err);
-      // The node says its copy is not stale: no removal is on its way, and the placement
-      // from the truth may take the copy (else a refused removal left the conflict for good).
-      if (e.reason === "COPY_NOT_STALE")
-        await markRefused(deps.store, deps.elected(), rec, nodeId, signal).catch(() => {});
-      deps.decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
-    } finally {
-      clearInterval(renewing);
-    }
   }
 
   /** Copies the last pass found marked and due for another removal, VM and node. */
@@ -245,6 +215,43 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
         if (await again(next.vmId, next.nodeId, signal)) return;
     },
   };
+}
+
+/** Sends `rec`'s copy on `nodeId` its removal (this process's `sends`-th), renewing the election meanwhile, and tells the outcome. */
+async function send(
+  deps: StaleCopyRemoverDeps,
+  rec: VmRecord,
+  nodeId: string,
+  sends: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const told = { vmId: rec.id, node: nodeId, placedOn: rec.nodeId, generation: rec.generation };
+  const nth = sends > 1 ? ` (removal ${sends} from this controller)` : "";
+  const renew = deps.renew;
+  const renewing =
+    renew === undefined
+      ? undefined
+      : setInterval(() => void renew().catch(() => {}), deps.renewEveryMs ?? 3000);
+  try {
+    // Bounded: a removal stuck behind a long operation of the VM on that node (its lane),
+    // or sent to an agent that died, must not hold up the controller's failovers.
+    const bounded = timeoutSignal(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS, signal);
+    await stopAndUndefine(deps.executors, nodeId, rec.id, rec.generation, bounded);
+    deps.decide({
+      ...told,
+      action: "removed",
+      detail: `stale copy on ${nodeId} stopped and undefined; the vm is placed on ${rec.nodeId} (generation ${rec.generation})${nth}`,
+    });
+  } catch (err) {
+    const e = toRpcError(err);
+    // The node says its copy is not stale: no removal is on its way, and the placement
+    // from the truth may take the copy (else a refused removal left the conflict for good).
+    if (e.reason === "COPY_NOT_STALE")
+      await markRefused(deps.store, deps.elected(), rec, nodeId, signal).catch(() => {});
+    deps.decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
+  } finally {
+    clearInterval(renewing);
+  }
 }
 
 /**
