@@ -228,6 +228,22 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
   const bin = await findOnPath("etcd");
   if (missingTool("etcd", bin !== undefined, "apt-get install etcd-server")) return undefined;
   if (bin === undefined) return undefined;
+  // Free ports are released before the members bind them, and other test
+  // files (and the members' own outgoing connections) take ports meanwhile;
+  // a member that loses that race exits, and the whole cluster is started
+  // again on fresh ports. Every attempt's reason is kept for the error.
+  const failures: string[] = [];
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    try {
+      return await startClusterOnce(bin, size);
+    } catch (err) {
+      failures.push(`attempt ${attempt}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`etcd cluster not ready in time\n${failures.join("\n")}`);
+}
+
+async function startClusterOnce(bin: string, size: number): Promise<EtcdCluster> {
   const ports = await freePorts(size * 2);
   const names = Array.from({ length: size }, (_, i) => `m${i}`);
   const peer = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
@@ -235,6 +251,8 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
   const initial = names.map((n, i) => `${n}=${peer(i)}`).join(",");
   const members: EtcdServer[] = [];
   const procs: ChildProcess[] = [];
+  const stderr: string[] = names.map(() => "");
+  let exitedEarly: number | undefined;
   for (let i = 0; i < size; i++) {
     const dataDir = await mkdtemp(join(tmpdir(), "dv-etcd-cluster-"));
     const env = Object.fromEntries(
@@ -258,10 +276,22 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
         "--log-outputs=stderr",
         "--log-level=error",
       ],
-      { cwd: dataDir, env, stdio: ["ignore", "ignore", "ignore"] },
+      { cwd: dataDir, env, stdio: ["ignore", "ignore", "pipe"] },
     );
+    proc.stderr?.on("data", (chunk: Buffer) => {
+      stderr[i] = (stderr[i] + chunk.toString()).slice(-STDERR_KEEP);
+    });
     procs.push(proc);
-    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    const exited = new Promise<void>((resolve) => {
+      proc.once("exit", () => resolve());
+      proc.once("error", (err) => {
+        stderr[i] += `\nspawn failed: ${err.message}`;
+        resolve();
+      });
+    });
+    void exited.then(() => {
+      exitedEarly ??= i;
+    });
     const killOnExit = () => killHard(proc);
     process.once("exit", killOnExit);
     let stopping: Promise<void> | undefined;
@@ -308,11 +338,19 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster | undefine
     },
   };
   const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const ok = await Promise.all(members.map((m) => healthy(m.endpoint)));
+  let ok: boolean[] = [];
+  while (exitedEarly === undefined && Date.now() < deadline) {
+    ok = await Promise.all(members.map((m) => healthy(m.endpoint)));
     if (ok.every(Boolean) && (await cluster.leader()) >= 0) return cluster;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  // Stopped first, so the exit codes below are final for a member that died.
+  const early = exitedEarly;
   await cluster.stop();
-  throw new Error("etcd cluster not ready in time");
+  const why =
+    early !== undefined
+      ? `member ${names[early]} exited (${procs[early]?.exitCode ?? procs[early]?.signalCode})`
+      : `not ready in ${READY_TIMEOUT_MS} ms (healthy: ${ok.map((h, i) => `${names[i]}=${h}`).join(" ")})`;
+  const tails = stderr.map((e, i) => `${names[i]} stderr: ${e.trim().slice(-2000) || "(empty)"}`);
+  throw new Error(`${why}\n${tails.join("\n")}`);
 }
