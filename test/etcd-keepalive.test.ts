@@ -73,6 +73,33 @@ function renewing(store: KvStore, ids: readonly string[], everyMs: number) {
   };
 }
 
+/**
+ * `count` watches of `prefix` on `store`, each opened on a member picked at
+ * random: when each first saw each key, and the errors that ended any.
+ */
+function watching(store: KvStore, prefix: string, count: number) {
+  const stop = new AbortController();
+  const seen = Array.from({ length: count }, () => new Map<string, number>());
+  const ended: string[] = [];
+  const loops = seen.map(async (at) => {
+    try {
+      for await (const ev of store.watch(prefix, 0, { signal: stop.signal })) {
+        if (!at.has(ev.key)) at.set(ev.key, Date.now());
+      }
+    } catch (err) {
+      ended.push(String(err));
+    }
+  });
+  return {
+    seen,
+    ended,
+    async stop() {
+      stop.abort();
+      await Promise.all(loops);
+    },
+  };
+}
+
 /** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs`. */
 async function slowAnswers(
   port: number,
@@ -109,15 +136,25 @@ describe("lease keepalives", () => {
     const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/ka-frozen/" });
     let frozen: EtcdServer | undefined;
     let load: ReturnType<typeof renewing> | undefined;
+    let writer: KvStore | undefined;
+    // 30 watches, each on one of the three members: some are on the stopped one.
+    const watches = watching(store, "w/", 30);
     try {
       const ids: string[] = [];
       for (let i = 0; i < 32; i++) ids.push((await store.grantLease(TTL_MS)).id);
       load = renewing(store, ids, 2000);
       await sleep(3000);
       const leader = await cluster.leader();
-      frozen = cluster.members[(leader + 1) % 3];
+      const stopping = (leader + 1) % 3;
+      frozen = cluster.members[stopping];
+      writer = createEtcdStore({
+        endpoints: cluster.endpoints.filter((_, i) => i !== stopping),
+        prefix: "/ka-frozen/",
+      });
       frozen?.signal("SIGSTOP");
       const frozenAt = Date.now();
+      const written = await writer.put("w/after-stop", new Uint8Array([1]));
+      assert.ok(written > 0);
       await sleep(13_000);
       // By now the stopped member is set aside: no read waits on it (a read attempt there takes 2 s).
       let slowest = 0;
@@ -127,14 +164,28 @@ describe("lease keepalives", () => {
         slowest = Math.max(slowest, Date.now() - started);
       }
       await sleep(Math.max(0, frozenAt + 18_000 - Date.now()));
+      // Seen before the member is back: a watch that waited on it is seen late.
+      const late = watches.seen.map((at) => (at.get("w/after-stop") ?? Date.now()) - frozenAt);
       frozen?.signal("SIGCONT");
       frozen = undefined;
       await sleep(2000);
       await load.stop();
       const gap = load.longestGap(frozenAt);
       t.diagnostic(
-        `longest time a lease went unrenewed: ${gap} ms; failed renewals: ${load.failures.length}; slowest read once set aside: ${slowest} ms`,
+        `longest time a lease went unrenewed: ${gap} ms; failed renewals: ${load.failures.length}; slowest read once set aside: ${slowest} ms; a write after the stop seen by the watches after (ms): ${late.join(",")}`,
       );
+      // Watches on the stopped member are moved when it is set aside (about
+      // 11 s); left there, gRPC's keepalive gives up on the connection only
+      // about 37 s after this stop (its ping timer started with the store).
+      assert.ok(
+        late.some((ms) => ms > 2000),
+        "no watch was on the stopped member: the test saw nothing",
+      );
+      assert.ok(
+        late.every((ms) => ms < 16_000),
+        `a watch saw the write ${Math.max(...late)} ms after the stop`,
+      );
+      assert.deepEqual(watches.ended, [], "no watch ended");
       assert.deepEqual(load.failures, [], "no renewal failed");
       assert.ok(slowest < 1000, `a read took ${slowest} ms: the stopped member was not set aside`);
       // Renewed every 2 s; a stream to the stopped member is given up after 3 s of silence.
@@ -142,6 +193,8 @@ describe("lease keepalives", () => {
     } finally {
       frozen?.signal("SIGCONT");
       await load?.stop();
+      await watches.stop();
+      await writer?.close();
       await store.close();
       await cluster.stop();
     }

@@ -14,8 +14,11 @@ type WatchStream = Awaited<ReturnType<Etcd3["watchClient"]["watch"]>>;
 
 /** What the watches of one etcd store need from it; all required, nothing is validated. */
 export interface EtcdWatchOptions {
-  /** The store's client; every watch opens its own watch stream on it. */
-  readonly client: Etcd3;
+  /**
+   * Opens a watch stream (every watch has its own), on another member than
+   * `avoid` was opened on when one is in.
+   */
+  readonly open: (avoid: object | undefined) => Promise<WatchStream>;
   /** The store's resolved config: `prefix` is the key namespace, `dialTimeoutMs` the reconnect budget. */
   readonly config: EtcdStoreConfig;
   /** The first etcd key of a range starting at `key` (etcd refuses an empty key). */
@@ -38,6 +41,14 @@ export interface EtcdWatch {
   ): AsyncGenerator<WatchEvent, void, undefined>;
   /** Ends every open watch with `err`, after the events it already queued. */
   failAll(err: RpcError): void;
+  /**
+   * Reopens elsewhere every watch whose stream `onMember` picks (streams of a
+   * member set aside as silent: a stopped process keeps its connections
+   * open, and a watch there would wait for gRPC's keepalive to give up on
+   * the connection, about 40 s). Each resumes after the last event it
+   * queued, within the same reconnect budget. Returns how many moved.
+   */
+  moveOff(onMember: (stream: object) => boolean): number;
 }
 
 /**
@@ -46,9 +57,12 @@ export interface EtcdWatch {
  * or repeats, until it stays disconnected for `dialTimeoutMs`.
  */
 export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
-  const { client, config, rangeStart, stripKey, isClosing, revision } = options;
+  const { open, config, rangeStart, stripKey, isClosing, revision } = options;
   const base = config.prefix;
-  const watches = new Set<(err: RpcError) => void>();
+  const watches = new Set<{
+    fail(err: RpcError): void;
+    moveOff(onMember: (stream: object) => boolean): boolean;
+  }>();
 
   async function* events(
     prefix: string,
@@ -163,7 +177,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       }
       notify();
     };
-    const connect = () => {
+    const connect = (avoid?: object) => {
       state.timer = undefined;
       if (state.stopped || state.failure) return;
       const generation = ++state.generation;
@@ -171,7 +185,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       // Resume at the last queued revision when only part of it may have arrived.
       const resumeFrom = state.acceptedCount > 0 ? state.acceptedRev : state.acceptedRev + 1;
       const position = { rev: 0, index: 0 };
-      client.watchClient.watch().then(
+      open(avoid).then(
         (stream) => {
           if (!current()) {
             stream.end();
@@ -195,9 +209,20 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       );
     };
 
+    const handle = {
+      fail,
+      moveOff(onMember: (stream: object) => boolean) {
+        const on = state.stream;
+        if (state.stopped || state.failure || on === undefined || !onMember(on)) return false;
+        dropStream();
+        state.outageSince ??= Date.now();
+        connect(on);
+        return true;
+      },
+    };
     const onAbort = () => notify();
     signal.addEventListener("abort", onAbort);
-    watches.add(fail);
+    watches.add(handle);
     connect();
     try {
       for (;;) {
@@ -221,7 +246,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       }
     } finally {
       state.stopped = true;
-      watches.delete(fail);
+      watches.delete(handle);
       signal.removeEventListener("abort", onAbort);
       dropStream();
     }
@@ -241,7 +266,12 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
   return {
     events,
     failAll(err) {
-      for (const stop of [...watches]) stop(err);
+      for (const w of [...watches]) w.fail(err);
+    },
+    moveOff(onMember) {
+      let moved = 0;
+      for (const w of [...watches]) if (w.moveOff(onMember)) moved++;
+      return moved;
     },
   };
 }
