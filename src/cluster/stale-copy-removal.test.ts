@@ -248,6 +248,34 @@ describe("stale copy removal", () => {
       await store.close();
     }
   });
+  it("waits the first 60 s again once elected again: another process may have sent a removal meanwhile", async () => {
+    const store = await storeWithCopies(["vm-1"]);
+    try {
+      const clock = createManualClock(1_000_000);
+      const asked: number[] = [];
+      const driver = {
+        removeStaleCopy: async () => {
+          asked.push(clock.now());
+        },
+      };
+      let term = ELECTED;
+      const r = remover(store, ["vm-1"], driver, { clock, elected: () => term });
+      await r.pass();
+      assert.equal(asked.length, 1);
+      // Another process led for a while (and may have sent one just now); this one leads again.
+      clock.advance(300_000);
+      const rev = await store.put(ELECTED.key, new TextEncoder().encode("this one again"));
+      term = { key: ELECTED.key, modRevision: rev };
+      await r.pass();
+      assert.equal(asked.length, 1, "not at once: the removal sent meanwhile may be under way");
+      clock.advance(61_000);
+      await r.pass();
+      assert.deepEqual(asked, [1_000_000, 1_361_000]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("takes an agent's refusal, through the agent executors, as refused: marked, and never sent again", async () => {
     const store = await storeWithCopies(["vm-1"]);
     const clock = createManualClock(1_000_000);

@@ -87,8 +87,8 @@ export interface StaleCopyRemover {
  * sent another one, under the same conditions, 60 s after the last one this
  * process sent and then at doubling intervals up to 15 min, one a pass
  * (`retry`); a controller
- * newly elected waits that long once first, for a removal its predecessor
- * may still have under way. A node that refused the removal (its copy is not
+ * newly elected (this process too, elected again) waits that long once
+ * first, for a removal its predecessor may still have under way. A node that refused the removal (its copy is not
  * stale) is not asked again while the VM's generation is the one the refused
  * removal carried. Removals are idempotent on the node: it removes
  * a copy only if it is older than the VM's generation.
@@ -97,6 +97,8 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
   const base = deps.retryBaseMs ?? RETRY_BASE_MS;
   /** Copies marked sent, by VM, node and generation: removals this process sent, and when the next may go. */
   const sent = new Map<string, { sends: number; notBefore: number }>();
+  /** The election revision `sent` was kept under: elected again, another process may have sent removals since. */
+  let term: number | undefined;
   const keyOf = (rec: VmRecord, nodeId: string) => `${rec.id}\0${nodeId}\0${rec.generation}`;
   const later = (sends: number) =>
     deps.clock.now() + Math.min(RETRY_MAX_MS, base * 2 ** (sends - 1));
@@ -187,6 +189,9 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
 
   return {
     async pass(signal) {
+      const elected = deps.elected().modRevision;
+      if (elected !== term) sent.clear();
+      term = elected;
       const listed = new Set<string>();
       const found: typeof due = [];
       const now = deps.clock.now();
