@@ -27,12 +27,9 @@ export interface EtcdHosts {
    * streams for HOST_SILENT_MS: it holds connections open but answers
    * nothing (a stopped process, a partition that drops packets). At most a
    * minority of the members is left out at a time (one of three): a
-   * majority must be up for etcd to work at all. True when this call set
-   * the member aside (false: already aside, unknown, or the last members in).
+   * majority must be up for etcd to work at all.
    */
-  setAside(stream: object): boolean;
-  /** Whether two calls or streams were opened on the same member (false when either is unknown). */
-  sameMember(a: object, b: object): boolean;
+  setAside(stream: object): void;
   /** Opens a call or stream elsewhere than on the member `stream` was opened on, when another is in. */
   openAvoiding<T>(stream: object | undefined, open: () => Promise<T>): Promise<T>;
   /** Ends every setting-aside early (the store is closing). */
@@ -102,23 +99,18 @@ export function createEtcdHosts(hosts: number): EtcdHosts {
       global: passThrough as FaultPolicy,
     },
     setAside(stream) {
-      if (closed) return false;
+      if (closed) return;
       const breaker = breakerOf.get(stream);
-      if (breaker === undefined || aside.has(breaker)) return false;
-      if (aside.size + 1 > Math.floor((hosts - 1) / 2)) return false;
+      if (breaker === undefined || aside.has(breaker)) return;
+      if (aside.size + 1 > Math.floor((hosts - 1) / 2)) return;
       const release = hold(breaker);
-      if (release === undefined) return false;
+      if (release === undefined) return;
       const timer = setTimeout(() => {
         aside.delete(breaker);
         release();
       }, HOST_SILENT_MS);
       timer.unref();
       aside.set(breaker, timer);
-      return true;
-    },
-    sameMember(a, b) {
-      const of = breakerOf.get(a);
-      return of !== undefined && of === breakerOf.get(b);
     },
     openAvoiding(stream, open) {
       const release = hold(stream === undefined ? undefined : breakerOf.get(stream));

@@ -174,15 +174,6 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
     }
   };
 
-  const watch = createEtcdWatch({
-    open: (avoid) => hosts.openAvoiding(avoid, () => client.watchClient.watch()),
-    config,
-    rangeStart,
-    stripKey,
-    isClosing: () => closing !== undefined,
-    revision: (opts) => store.revision(opts),
-  });
-
   // A lease's keepalives always ride the same stream of a few: etcd answers one
   // stream's keepalives one by one, so one stream for thousands of nodes queued
   // them past their deadline on a loaded host (and a missed deadline fails every
@@ -192,10 +183,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
       open: (avoid) => hosts.openAvoiding(avoid, () => client.leaseClient.leaseKeepAlive()),
       toError: (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
       silentMs: Math.min(KEEPALIVE_SILENT_MS, Math.floor(config.callTimeoutMs / 3)),
-      // Watches there wait on it too: moved with the calls.
-      onSilent: (stream) => {
-        if (hosts.setAside(stream)) watch.moveOff((s) => hosts.sameMember(s, stream));
-      },
+      onSilent: (stream) => hosts.setAside(stream),
     }),
   );
   const keepAlivesOf = (id: string) =>
@@ -216,6 +204,15 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
         await call("write", opts, (o) => client.leaseClient.leaseRevoke({ ID: id }, o));
       },
     });
+
+  const watch = createEtcdWatch({
+    open: (avoid) => hosts.openAvoiding(avoid, () => client.watchClient.watch()),
+    config,
+    rangeStart,
+    stripKey,
+    isClosing: () => closing !== undefined,
+    revision: (opts) => store.revision(opts),
+  });
 
   const store: KvStore = {
     backend: "etcd",

@@ -4,10 +4,22 @@ import { closedError } from "./etcd-calls.js";
 import type { EtcdStoreConfig } from "./etcd-options.js";
 import type { StoreCallOptions, WatchEvent } from "./kv-store.js";
 import { prefixEnd } from "./store-checks.js";
+import { createStreamSilence } from "./stream-silence.js";
 
 /** A watcher further behind than this many events is ended instead of buffering without bound. */
 const MAX_WATCH_BACKLOG = 100_000;
 const WATCH_BACKOFF_MS = { first: 100, max: 2000 };
+/**
+ * A watch stream that said nothing for WATCH_QUIET_MS is asked for its
+ * progress; one that does not answer within WATCH_SILENT_MS is reopened on
+ * another member (a stopped member holds its streams open and says nothing).
+ * Checked every WATCH_CHECK_MS.
+ */
+const WATCH_QUIET_MS = 3000;
+const WATCH_SILENT_MS = 5000;
+const WATCH_CHECK_MS = 1000;
+/** How long one attempt waits for etcd to confirm a watch before trying another member (within the reconnect budget). */
+const WATCH_CONFIRM_MS = 2500;
 const EMPTY = new Uint8Array(0);
 
 type WatchStream = Awaited<ReturnType<Etcd3["watchClient"]["watch"]>>;
@@ -41,14 +53,6 @@ export interface EtcdWatch {
   ): AsyncGenerator<WatchEvent, void, undefined>;
   /** Ends every open watch with `err`, after the events it already queued. */
   failAll(err: RpcError): void;
-  /**
-   * Reopens elsewhere every watch whose stream `onMember` picks (streams of a
-   * member set aside as silent: a stopped process keeps its connections
-   * open, and a watch there would wait for gRPC's keepalive to give up on
-   * the connection, about 40 s). Each resumes after the last event it
-   * queued, within the same reconnect budget. Returns how many moved.
-   */
-  moveOff(onMember: (stream: object) => boolean): number;
 }
 
 /**
@@ -61,8 +65,17 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
   const base = config.prefix;
   const watches = new Set<{
     fail(err: RpcError): void;
-    moveOff(onMember: (stream: object) => boolean): boolean;
+    check(): void;
   }>();
+  /** Asks every watch whether its stream went silent; runs while any watch is open. */
+  let checking: NodeJS.Timeout | undefined;
+  const checkAll = () => {
+    for (const w of watches) w.check();
+    if (watches.size === 0) {
+      clearInterval(checking);
+      checking = undefined;
+    }
+  };
 
   async function* events(
     prefix: string,
@@ -92,6 +105,8 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       acceptedRev: start - 1,
       acceptedCount: 0,
       stream: undefined as WatchStream | undefined,
+      /** etcd confirmed the current stream's watch. */
+      created: false,
       generation: 0,
       timer: undefined as NodeJS.Timeout | undefined,
       outageSince: Date.now() as number | undefined,
@@ -122,7 +137,8 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       dropStream();
       notify();
     };
-    const retry = (cause: unknown) => {
+    /** Connects again after a backoff, on another member than `avoid`'s when given. */
+    const retry = (cause: unknown, avoid?: object) => {
       if (state.stopped || state.failure) return;
       dropStream();
       state.outageSince ??= Date.now();
@@ -130,8 +146,22 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       if (left <= 0) return fail(new RpcError("STORE_UNAVAILABLE", { cause }));
       const wait = Math.min(state.backoffMs, left);
       state.backoffMs = Math.min(state.backoffMs * 2, WATCH_BACKOFF_MS.max);
-      state.timer = setTimeout(connect, wait);
+      state.timer = setTimeout(() => connect(avoid), wait);
     };
+    /** Reopens the watch at once on another member than its stream's. */
+    const move = () => {
+      const on = state.stream;
+      if (state.stopped || state.failure || on === undefined) return;
+      dropStream();
+      state.outageSince ??= Date.now();
+      connect(on);
+    };
+    const silence = createStreamSilence({
+      quietMs: WATCH_QUIET_MS,
+      silentMs: WATCH_SILENT_MS,
+      ask: () => state.stream?.write({ progress_request: {} }),
+      silent: move,
+    });
     const onResponse = (res: IWatchResponse, position: { rev: number; index: number }) => {
       if (res.canceled) {
         const compacted = Number(res.compact_revision);
@@ -146,6 +176,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
         );
       }
       if (res.created) {
+        state.created = true;
         clearTimeout(state.timer);
         state.timer = undefined;
         state.outageSince = undefined;
@@ -193,16 +224,23 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
             return;
           }
           state.stream = stream;
-          stream.on("data", (res) => current() && onResponse(res, position));
+          state.created = false;
+          silence.heard();
+          stream.on("data", (res) => {
+            if (!current()) return;
+            silence.heard();
+            onResponse(res, position);
+          });
           stream.on("error", (err) => current() && retry(castGrpcError(err)));
           stream.on("end", () => current() && retry(new Error("etcd ended the watch stream")));
           stream.write({
             create_request: { ...range, start_revision: resumeFrom, progress_notify: false },
           });
+          // Not the whole budget on one member: a stopped one never confirms.
           const left = (state.outageSince ?? Date.now()) + config.dialTimeoutMs - Date.now();
           state.timer = setTimeout(
-            () => current() && retry(new Error("etcd did not confirm the watch in time")),
-            Math.max(left, 1),
+            () => current() && retry(new Error("etcd did not confirm the watch in time"), stream),
+            Math.max(Math.min(left, WATCH_CONFIRM_MS), 1),
           );
         },
         (err: unknown) => current() && retry(err),
@@ -211,18 +249,17 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
 
     const handle = {
       fail,
-      moveOff(onMember: (stream: object) => boolean) {
-        const on = state.stream;
-        if (state.stopped || state.failure || on === undefined || !onMember(on)) return false;
-        dropStream();
-        state.outageSince ??= Date.now();
-        connect(on);
-        return true;
+      check() {
+        if (state.stream !== undefined && state.created && !state.stopped) silence.check();
       },
     };
     const onAbort = () => notify();
     signal.addEventListener("abort", onAbort);
     watches.add(handle);
+    if (checking === undefined) {
+      checking = setInterval(checkAll, WATCH_CHECK_MS);
+      checking.unref();
+    }
     connect();
     try {
       for (;;) {
@@ -267,11 +304,6 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
     events,
     failAll(err) {
       for (const w of [...watches]) w.fail(err);
-    },
-    moveOff(onMember) {
-      let moved = 0;
-      for (const w of [...watches]) if (w.moveOff(onMember)) moved++;
-      return moved;
     },
   };
 }

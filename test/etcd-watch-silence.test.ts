@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { type EtcdServer, startEtcdCluster } from "./helpers/etcd-server.js";
+
+/** Watches of `prefix` on `store` from `fromRevision`: when each first saw each key, and the errors that ended any. */
+function watches(store: KvStore, prefix: string, stop: AbortSignal) {
+  const seen: Map<string, number>[] = [];
+  const ended: string[] = [];
+  const loops: Promise<void>[] = [];
+  return {
+    seen,
+    ended,
+    open(count: number, fromRevision: number) {
+      for (let i = 0; i < count; i++) {
+        const at = new Map<string, number>();
+        seen.push(at);
+        loops.push(
+          (async () => {
+            try {
+              for await (const ev of store.watch(prefix, fromRevision, { signal: stop })) {
+                if (!at.has(ev.key)) at.set(ev.key, Date.now());
+              }
+            } catch (err) {
+              ended.push(String(err));
+            }
+          })(),
+        );
+      }
+    },
+    done: () => Promise.all(loops),
+  };
+}
+
+describe("watches on a stopped etcd member", () => {
+  it("are reopened on another member, whether opened before the stop or after, with no lease renewals to notice it", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) return t.skip("etcd is not installed");
+    // Watches only: no keepalive stream of this store ever meets the stopped member.
+    const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/silence/" });
+    const stop = new AbortController();
+    const w = watches(store, "w/", stop.signal);
+    let frozen: EtcdServer | undefined;
+    let writer: KvStore | undefined;
+    try {
+      // Each opened on one of the three members at random: some on the one stopped below.
+      w.open(30, 0);
+      await sleep(2000);
+      const stopping = ((await cluster.leader()) + 1) % 3;
+      writer = createEtcdStore({
+        endpoints: cluster.endpoints.filter((_, i) => i !== stopping),
+        prefix: "/silence/",
+      });
+      await writer.put("w/before", new Uint8Array([1]));
+      frozen = cluster.members[stopping];
+      frozen?.signal("SIGSTOP");
+      const frozenAt = Date.now();
+      await sleep(1000);
+      // Opened after the stop: a first stream on the stopped member is never confirmed.
+      const mark = await writer.put("w/mark", new Uint8Array([1]));
+      w.open(30, mark);
+      await sleep(500);
+      await writer.put("w/after-stop", new Uint8Array([1]));
+      await sleep(Math.max(0, frozenAt + 16_000 - Date.now()));
+      const late = w.seen.map((at) => (at.get("w/after-stop") ?? Date.now()) - frozenAt);
+      frozen?.signal("SIGCONT");
+      frozen = undefined;
+      t.diagnostic(
+        `the write 1.5 s after the stop, seen (ms after the stop) by the watches opened before: ${late.slice(0, 30).join(",")}; after: ${late.slice(30).join(",")}`,
+      );
+      assert.ok(
+        late.slice(0, 30).some((ms) => ms > 3000),
+        "no watch was on the stopped member: the test saw nothing",
+      );
+      // Asked after 3 s without a word, given up on 5 s later: about 9 s at most.
+      assert.ok(
+        late.every((ms) => ms < 13_000),
+        `a watch saw the write ${Math.max(...late)} ms after the stop`,
+      );
+      assert.deepEqual(w.ended, [], "no watch ended");
+    } finally {
+      frozen?.signal("SIGCONT");
+      stop.abort();
+      await w.done();
+      await writer?.close();
+      await store.close();
+      await cluster.stop();
+    }
+  });
+});
