@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { type EtcdServer, startEtcdCluster } from "./helpers/etcd-server.js";
+import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
 
 /** Watches of `prefix` on `store` from `fromRevision`: when each first saw each key, and the errors that ended any. */
 function watches(store: KvStore, prefix: string, stop: AbortSignal) {
@@ -86,6 +86,37 @@ describe("watches on a stopped etcd member", () => {
       await writer?.close();
       await store.close();
       await cluster.stop();
+    }
+  });
+
+  it("are kept, not reopened against the budget, when the store's only etcd is paused for 20 s", async (t) => {
+    const etcd = await startEtcd();
+    if (etcd === undefined) return t.skip("etcd is not installed");
+    const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix: "/silence-one/" });
+    const stop = new AbortController();
+    const w = watches(store, "w/", stop.signal);
+    let paused = false;
+    try {
+      w.open(10, 0);
+      await sleep(1000);
+      etcd.signal("SIGSTOP");
+      paused = true;
+      // Longer than the quiet time, the wait for an answer, a cut attempt and the 5 s
+      // reconnect budget together (about 17 s): reopened on the same etcd, every watch ended.
+      await sleep(20_000);
+      etcd.signal("SIGCONT");
+      paused = false;
+      await store.put("w/after-pause", new Uint8Array([1]));
+      await sleep(2000);
+      const saw = w.seen.filter((at) => at.has("w/after-pause")).length;
+      assert.deepEqual(w.ended, [], "no watch ended");
+      assert.equal(saw, 10, "every watch saw the write after the pause");
+    } finally {
+      if (paused) etcd.signal("SIGCONT");
+      stop.abort();
+      await w.done();
+      await store.close();
+      await etcd.stop();
     }
   });
 });

@@ -207,6 +207,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
 
   const watch = createEtcdWatch({
     open: (avoid) => hosts.openAvoiding(avoid, () => client.watchClient.watch()),
+    elsewhere: config.endpoints.length > 1,
     config,
     rangeStart,
     stripKey,

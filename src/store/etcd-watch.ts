@@ -20,6 +20,9 @@ const WATCH_SILENT_MS = 5000;
 const WATCH_CHECK_MS = 1000;
 /** How long one attempt waits for etcd to confirm a watch before trying another member (within the reconnect budget). */
 const WATCH_CONFIRM_MS = 2500;
+// An attempt cut short there does not count against the budget: the next
+// one, on another member, gets all of it (an etcd slow everywhere, answering
+// in 3.5 s, still confirms then).
 const EMPTY = new Uint8Array(0);
 
 type WatchStream = Awaited<ReturnType<Etcd3["watchClient"]["watch"]>>;
@@ -31,6 +34,12 @@ export interface EtcdWatchOptions {
    * `avoid` was opened on when one is in.
    */
   readonly open: (avoid: object | undefined) => Promise<WatchStream>;
+  /**
+   * Whether the store has other members to move a watch to. Without, a
+   * stream is never given up for silence or a late confirmation: it would
+   * only be opened again on the same etcd, against the reconnect budget.
+   */
+  readonly elsewhere: boolean;
   /** The store's resolved config: `prefix` is the key namespace, `dialTimeoutMs` the reconnect budget. */
   readonly config: EtcdStoreConfig;
   /** The first etcd key of a range starting at `key` (etcd refuses an empty key). */
@@ -61,7 +70,7 @@ export interface EtcdWatch {
  * or repeats, until it stays disconnected for `dialTimeoutMs`.
  */
 export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
-  const { open, config, rangeStart, stripKey, isClosing, revision } = options;
+  const { open, elsewhere, config, rangeStart, stripKey, isClosing, revision } = options;
   const base = config.prefix;
   const watches = new Set<{
     fail(err: RpcError): void;
@@ -107,6 +116,8 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       stream: undefined as WatchStream | undefined,
       /** etcd confirmed the current stream's watch. */
       created: false,
+      /** An attempt of this outage was cut short for a late confirmation (the next gets the whole budget). */
+      cut: false,
       generation: 0,
       timer: undefined as NodeJS.Timeout | undefined,
       outageSince: Date.now() as number | undefined,
@@ -177,6 +188,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       }
       if (res.created) {
         state.created = true;
+        state.cut = false;
         clearTimeout(state.timer);
         state.timer = undefined;
         state.outageSince = undefined;
@@ -236,11 +248,19 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
           stream.write({
             create_request: { ...range, start_revision: resumeFrom, progress_notify: false },
           });
-          // Not the whole budget on one member: a stopped one never confirms.
+          // Not the whole budget on one member, once an outage: a stopped one never confirms.
           const left = (state.outageSince ?? Date.now()) + config.dialTimeoutMs - Date.now();
+          const cut = elsewhere && !state.cut && left > WATCH_CONFIRM_MS;
           state.timer = setTimeout(
-            () => current() && retry(new Error("etcd did not confirm the watch in time"), stream),
-            Math.max(Math.min(left, WATCH_CONFIRM_MS), 1),
+            () => {
+              if (!current()) return;
+              if (cut) {
+                state.cut = true;
+                state.outageSince = Date.now();
+              }
+              retry(new Error("etcd did not confirm the watch in time"), stream);
+            },
+            cut ? WATCH_CONFIRM_MS : Math.max(left, 1),
           );
         },
         (err: unknown) => current() && retry(err),
@@ -250,7 +270,8 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
     const handle = {
       fail,
       check() {
-        if (state.stream !== undefined && state.created && !state.stopped) silence.check();
+        if (elsewhere && state.stream !== undefined && state.created && !state.stopped)
+          silence.check();
       },
     };
     const onAbort = () => notify();

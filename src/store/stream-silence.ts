@@ -2,7 +2,11 @@
 export interface StreamSilenceOptions {
   /** How long the stream may say nothing before it is asked (`ask`). */
   readonly quietMs: number;
-  /** How long after asking, still without a word, the stream is taken as silent. */
+  /**
+   * How long, still without a word, the stream is taken as silent: counted
+   * from the first check after asking (a question written in a turn that
+   * then blocked goes out late; its wait is not held against the stream).
+   */
   readonly silentMs: number;
   /** Asks the stream for an answer (for a watch: a progress request). */
   readonly ask: () => void;
@@ -26,33 +30,41 @@ export interface StreamSilence {
 
 /**
  * A {@link StreamSilence}: after `quietMs` without a word `ask` is called
- * once, and if nothing was heard `silentMs` later, `silent` (once per
- * question). The verdict is taken after the I/O already received has been
- * read (setImmediate): a process too busy to read an answer in time does not
- * take its own delay for the stream's.
+ * once, and if nothing was heard for `silentMs` from the next check on,
+ * `silent` (once per question). The verdict is taken after the I/O already
+ * received has been read (setImmediate): an answer that arrived while the
+ * process was blocked counts.
  */
 export function createStreamSilence(options: StreamSilenceOptions): StreamSilence {
   const now = options.now ?? Date.now;
   let heardAt = now();
-  let askedAt: number | undefined;
+  let asked = false;
+  /** The first check after asking; the wait for an answer counts from here. */
+  let waitingSince: number | undefined;
   return {
     heard() {
       heardAt = now();
-      askedAt = undefined;
+      asked = false;
+      waitingSince = undefined;
     },
     check() {
       const at = now();
-      if (askedAt === undefined) {
+      if (!asked) {
         if (at - heardAt < options.quietMs) return;
-        askedAt = at;
+        asked = true;
         options.ask();
         return;
       }
-      if (at - askedAt < options.silentMs) return;
-      const asked = askedAt;
+      if (waitingSince === undefined) {
+        waitingSince = at;
+        return;
+      }
+      if (at - waitingSince < options.silentMs) return;
+      const since = waitingSince;
       setImmediate(() => {
-        if (askedAt !== asked) return;
-        askedAt = undefined;
+        if (waitingSince !== since) return;
+        asked = false;
+        waitingSince = undefined;
         heardAt = now();
         options.silent();
       });
