@@ -553,10 +553,15 @@ describe("hvctl against a dev daemon", () => {
       const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
       try {
         const vm = (await json<{ vms: { id: string }[] }>("vm", "list")).vms[0]?.id ?? "";
-        await eventually(async () => {
-          await ok("vm", "get", vm);
-          assert.ok(out.includes(" GetVm "), "the tail shows the GetVm call");
-        });
+        // The tail is a child process: its start (node, TLS, the watch) took more
+        // than 10 s once in CI, with the chaos test's processes on the same 2 cores.
+        await eventually(
+          async () => {
+            await ok("vm", "get", vm);
+            assert.ok(out.includes(" GetVm "), "the tail shows the GetVm call");
+          },
+          { timeoutMs: 30_000, intervalMs: 200 },
+        );
         assert.match(out, /^TIME\s+SEQ\s+PRINCIPAL\s+METHOD.*\n.*\sadmin\s+GetVm\s+allow\s+OK\s/);
         proc.kill("SIGINT");
         assert.equal(await exited, 0);
