@@ -33,6 +33,20 @@ function watches(store: KvStore, prefix: string, stop: AbortSignal) {
   };
 }
 
+/** Writes `key` once etcd takes writes again (an election may follow a pause). */
+async function eventuallyWritten(store: KvStore, key: string): Promise<void> {
+  const until = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await store.put(key, new Uint8Array([1]));
+      return;
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await sleep(200);
+    }
+  }
+}
+
 describe("watches on a stopped etcd member", () => {
   it("are reopened on another member, whether opened before the stop or after, with no lease renewals to notice it", async (t) => {
     const cluster = await startEtcdCluster(3);
@@ -84,6 +98,36 @@ describe("watches on a stopped etcd member", () => {
       stop.abort();
       await w.done();
       await writer?.close();
+      await store.close();
+      await cluster.stop();
+    }
+  });
+
+  it("are kept when every member is paused for 20 s, and see the next write once they are back", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) return t.skip("etcd is not installed");
+    const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/silence-all/" });
+    const stop = new AbortController();
+    const w = watches(store, "w/", stop.signal);
+    let paused = false;
+    try {
+      w.open(10, 0);
+      await sleep(1000);
+      for (const m of cluster.members) m.signal("SIGSTOP");
+      paused = true;
+      // Silent, moved, cut once: then the watch waits for etcd, however long.
+      await sleep(20_000);
+      for (const m of cluster.members) m.signal("SIGCONT");
+      paused = false;
+      await eventuallyWritten(store, "w/after-pause");
+      await sleep(2000);
+      assert.deepEqual(w.ended, [], "no watch ended");
+      const saw = w.seen.filter((at) => at.has("w/after-pause")).length;
+      assert.equal(saw, 10, "every watch saw the write after the pause");
+    } finally {
+      if (paused) for (const m of cluster.members) m.signal("SIGCONT");
+      stop.abort();
+      await w.done();
       await store.close();
       await cluster.stop();
     }

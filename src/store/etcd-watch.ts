@@ -118,6 +118,14 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       created: false,
       /** An attempt of this outage was cut short for a late confirmation (the next gets the whole budget). */
       cut: false,
+      /** The stream whose member this outage's attempts keep off, until one is confirmed. */
+      avoid: undefined as object | undefined,
+      /**
+       * This outage began with a silent stream, not an error: once its cut
+       * attempt is spent, the next waits for etcd as long as it takes (every
+       * member may be paused), as a watch on a silent stream always did.
+       */
+      patient: false,
       generation: 0,
       timer: undefined as NodeJS.Timeout | undefined,
       outageSince: Date.now() as number | undefined,
@@ -157,7 +165,13 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       if (left <= 0) return fail(new RpcError("STORE_UNAVAILABLE", { cause }));
       const wait = Math.min(state.backoffMs, left);
       state.backoffMs = Math.min(state.backoffMs * 2, WATCH_BACKOFF_MS.max);
-      state.timer = setTimeout(() => connect(avoid), wait);
+      if (avoid !== undefined) state.avoid = avoid;
+      state.timer = setTimeout(connect, wait);
+    };
+    /** The stream failed: a real disconnect, which the reconnect budget bounds. */
+    const broken = (cause: unknown) => {
+      state.patient = false;
+      retry(cause);
     };
     /** Reopens the watch at once on another member than its stream's. */
     const move = () => {
@@ -165,7 +179,9 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       if (state.stopped || state.failure || on === undefined) return;
       dropStream();
       state.outageSince ??= Date.now();
-      connect(on);
+      state.avoid = on;
+      state.patient = true;
+      connect();
     };
     const silence = createStreamSilence({
       quietMs: WATCH_QUIET_MS,
@@ -189,6 +205,8 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       if (res.created) {
         state.created = true;
         state.cut = false;
+        state.avoid = undefined;
+        state.patient = false;
         clearTimeout(state.timer);
         state.timer = undefined;
         state.outageSince = undefined;
@@ -220,7 +238,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       }
       notify();
     };
-    const connect = (avoid?: object) => {
+    const connect = () => {
       state.timer = undefined;
       if (state.stopped || state.failure) return;
       const generation = ++state.generation;
@@ -228,7 +246,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
       // Resume at the last queued revision when only part of it may have arrived.
       const resumeFrom = state.acceptedCount > 0 ? state.acceptedRev : state.acceptedRev + 1;
       const position = { rev: 0, index: 0 };
-      open(avoid).then(
+      open(state.avoid).then(
         (stream) => {
           if (!current()) {
             stream.end();
@@ -243,14 +261,19 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
             silence.heard();
             onResponse(res, position);
           });
-          stream.on("error", (err) => current() && retry(castGrpcError(err)));
-          stream.on("end", () => current() && retry(new Error("etcd ended the watch stream")));
+          stream.on("error", (err) => current() && broken(castGrpcError(err)));
+          stream.on("end", () => current() && broken(new Error("etcd ended the watch stream")));
           stream.write({
             create_request: { ...range, start_revision: resumeFrom, progress_notify: false },
           });
           // Not the whole budget on one member, once an outage: a stopped one never confirms.
           const left = (state.outageSince ?? Date.now()) + config.dialTimeoutMs - Date.now();
           const cut = elsewhere && !state.cut && left > WATCH_CONFIRM_MS;
+          if (!cut && state.patient) {
+            // Waits for the confirmation or an error; an error starts a new budget.
+            state.outageSince = undefined;
+            return;
+          }
           state.timer = setTimeout(
             () => {
               if (!current()) return;
@@ -263,7 +286,7 @@ export function createEtcdWatch(options: EtcdWatchOptions): EtcdWatch {
             cut ? WATCH_CONFIRM_MS : Math.max(left, 1),
           );
         },
-        (err: unknown) => current() && retry(err),
+        (err: unknown) => current() && broken(err),
       );
     };
 

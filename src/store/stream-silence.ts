@@ -36,7 +36,8 @@ export interface StreamSilence {
  * process was blocked counts.
  */
 export function createStreamSilence(options: StreamSilenceOptions): StreamSilence {
-  const now = options.now ?? Date.now;
+  // Monotonic: a wall-clock step back must not stop the questions.
+  const now = options.now ?? (() => performance.now());
   let heardAt = now();
   let asked = false;
   /** The first check after asking; the wait for an answer counts from here. */
