@@ -47,6 +47,41 @@ async function eventuallyWritten(store: KvStore, key: string): Promise<void> {
   }
 }
 
+/**
+ * Opens 10 watches on a store of `endpoints`, pauses etcd for 20 s with
+ * `signal` (SIGSTOP, then SIGCONT), writes, and checks that no watch ended
+ * and every one saw the write.
+ */
+async function keptThroughPause(
+  endpoints: readonly string[],
+  prefix: string,
+  signal: (name: NodeJS.Signals) => void,
+): Promise<void> {
+  const store = createEtcdStore({ endpoints, prefix });
+  const stop = new AbortController();
+  const w = watches(store, "w/", stop.signal);
+  let paused = false;
+  try {
+    w.open(10, 0);
+    await sleep(1000);
+    signal("SIGSTOP");
+    paused = true;
+    await sleep(20_000);
+    signal("SIGCONT");
+    paused = false;
+    await eventuallyWritten(store, "w/after-pause");
+    await sleep(2000);
+    assert.deepEqual(w.ended, [], "no watch ended");
+    const saw = w.seen.filter((at) => at.has("w/after-pause")).length;
+    assert.equal(saw, 10, "every watch saw the write after the pause");
+  } finally {
+    if (paused) signal("SIGCONT");
+    stop.abort();
+    await w.done();
+    await store.close();
+  }
+}
+
 describe("watches on a stopped etcd member", () => {
   it("are reopened on another member, whether opened before the stop or after, with no lease renewals to notice it", async (t) => {
     const cluster = await startEtcdCluster(3);
@@ -106,61 +141,20 @@ describe("watches on a stopped etcd member", () => {
   it("are kept when every member is paused for 20 s, and see the next write once they are back", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");
-    const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/silence-all/" });
-    const stop = new AbortController();
-    const w = watches(store, "w/", stop.signal);
-    let paused = false;
-    try {
-      w.open(10, 0);
-      await sleep(1000);
-      for (const m of cluster.members) m.signal("SIGSTOP");
-      paused = true;
-      // Silent, moved, cut once: then the watch waits for etcd, however long.
-      await sleep(20_000);
-      for (const m of cluster.members) m.signal("SIGCONT");
-      paused = false;
-      await eventuallyWritten(store, "w/after-pause");
-      await sleep(2000);
-      assert.deepEqual(w.ended, [], "no watch ended");
-      const saw = w.seen.filter((at) => at.has("w/after-pause")).length;
-      assert.equal(saw, 10, "every watch saw the write after the pause");
-    } finally {
-      if (paused) for (const m of cluster.members) m.signal("SIGCONT");
-      stop.abort();
-      await w.done();
-      await store.close();
-      await cluster.stop();
-    }
+    // Silent, moved, cut once: then the watch waits for etcd, however long.
+    await keptThroughPause(cluster.endpoints, "/silence-all/", (name) => {
+      for (const m of cluster.members) m.signal(name);
+    }).finally(() => cluster.stop());
   });
 
-  it("are kept, not reopened against the budget, when the store's only etcd is paused for 20 s", async (t) => {
+  it("are kept when the store's only etcd is paused for 20 s", async (t) => {
     const etcd = await startEtcd();
     if (etcd === undefined) return t.skip("etcd is not installed");
-    const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix: "/silence-one/" });
-    const stop = new AbortController();
-    const w = watches(store, "w/", stop.signal);
-    let paused = false;
-    try {
-      w.open(10, 0);
-      await sleep(1000);
-      etcd.signal("SIGSTOP");
-      paused = true;
-      // Longer than the quiet time, the wait for an answer, a cut attempt and the 5 s
-      // reconnect budget together (about 17 s): reopened on the same etcd, every watch ended.
-      await sleep(20_000);
-      etcd.signal("SIGCONT");
-      paused = false;
-      await store.put("w/after-pause", new Uint8Array([1]));
-      await sleep(2000);
-      const saw = w.seen.filter((at) => at.has("w/after-pause")).length;
-      assert.deepEqual(w.ended, [], "no watch ended");
-      assert.equal(saw, 10, "every watch saw the write after the pause");
-    } finally {
-      if (paused) etcd.signal("SIGCONT");
-      stop.abort();
-      await w.done();
-      await store.close();
-      await etcd.stop();
-    }
+    // Longer than the quiet time, the wait for an answer, a cut attempt and the 5 s
+    // reconnect budget together (about 17 s): aab3ac8 reopened every watch on the same
+    // etcd against that budget, and every one ended. (One endpoint is never probed now.)
+    await keptThroughPause([etcd.endpoint], "/silence-one/", (name) => etcd.signal(name)).finally(
+      () => etcd.stop(),
+    );
   });
 });
