@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { createNodeLiveness } from "../src/cluster/index.js";
-import { silentLogger, systemClock } from "../src/core/index.js";
+import { createManualClock, silentLogger, systemClock } from "../src/core/index.js";
 import { NodeRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
@@ -73,6 +73,76 @@ describe("node liveness leases on etcd", async () => {
       la.close();
       lb.close();
       await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  it("renews the fence lease on every other heartbeat, and it still outlasts TTL + fence delay after each one", async () => {
+    const store = createEtcdStore({
+      endpoints: [etcd.endpoint],
+      prefix: `/fence-every-${Date.now()}/`,
+    });
+    const ttlMs = 30_000;
+    const fenceDelayMs = 60_000;
+    /** The TTL each lease was granted with, and the heartbeat times each was renewed at. */
+    const granted = new Map<string, number>();
+    const renewals = new Map<string, number[]>();
+    const clock = createManualClock(1_000_000);
+    const counting: KvStore = {
+      ...store,
+      grantLease: async (ttl, opts) => {
+        const lease = await store.grantLease(ttl, opts);
+        granted.set(lease.id, ttl);
+        renewals.set(lease.id, [clock.now()]);
+        return lease;
+      },
+      lease: (id, ttl) => {
+        const lease = store.lease(id, ttl);
+        return {
+          ...lease,
+          keepAlive: (opts) => {
+            renewals.get(id)?.push(clock.now());
+            return lease.keepAlive(opts);
+          },
+        };
+      },
+    };
+    const liveness = createNodeLiveness({
+      source: "lease",
+      store: counting,
+      clock,
+      ttlMs,
+      fenceDelayMs,
+      logger: silentLogger,
+    });
+    try {
+      // Heartbeats every 10 s (a third of the TTL), each a little late, as a loaded agent's are.
+      const beats: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        beats.push(clock.now());
+        await liveness.renew("n1");
+        clock.advance(10_000 + 40);
+      }
+      assert.equal(granted.size, 2, "one READY and one fence lease");
+      const [ready, fence] = [...granted].sort((a, b) => a[1] - b[1]);
+      if (ready === undefined || fence === undefined) throw new Error("two leases");
+      assert.equal(renewals.get(ready[0])?.length, 12, "the READY lease: every heartbeat");
+      const fenced = renewals.get(fence[0]) ?? [];
+      assert.equal(
+        fenced.length,
+        6,
+        `the fence lease: every other heartbeat (${fenced.join(", ")})`,
+      );
+      // Safety: after every heartbeat, the fence lease as last renewed lasts TTL + fence delay longer.
+      for (const beat of beats) {
+        const last = fenced.filter((t) => t <= beat).at(-1) ?? Number.NaN;
+        assert.ok(
+          last + fence[1] >= beat + ttlMs + fenceDelayMs,
+          `after the heartbeat at ${beat}, the fence lease renewed at ${last} expires too soon`,
+        );
+      }
+    } finally {
+      liveness.close();
+      await store.close();
     }
   });
 });

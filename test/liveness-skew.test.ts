@@ -188,7 +188,7 @@ describe("liveness from one clock (two daemons on one etcd)", async () => {
       const lastRenewal = d.stopBeating("node-01");
       await d.killA();
       const seen: { at: number; ready: boolean; fenced: boolean }[] = [];
-      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + HARNESS_TTL_MS / 3 + 3000; t += 200) {
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + HARNESS_TTL_MS / 2 + 3000; t += 200) {
         await d.beat();
         const n = await d.b.inventory.readNode("node-01");
         seen.push({

@@ -118,10 +118,13 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   const logger = options.logger ?? silentLogger;
   /**
    * The fence lease is renewed at most once per `fenceEveryMs` by this
-   * process (half the keepalives), so its TTL is that much longer: it still
-   * never expires sooner than TTL + fence delay after the last heartbeat.
+   * process, so its TTL is that much longer: it still never expires sooner
+   * than TTL + fence delay after the last heartbeat, and at most
+   * `fenceEveryMs` later. Half the TTL: with the default 3 heartbeats per
+   * TTL, every other heartbeat (a third of the TTL was one heartbeat
+   * interval, and heartbeats a few milliseconds late renewed it every time).
    */
-  const fenceEveryMs = Math.floor(ttlMs / 3);
+  const fenceEveryMs = Math.floor(ttlMs / 2);
   const fenceTtlMs = ttlMs + fenceDelayMs + fenceEveryMs;
   /** When this process last renewed each node's fence lease (its own clock). */
   const fenceRenewed = new Map<string, number>();

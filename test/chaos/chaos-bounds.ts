@@ -28,7 +28,7 @@ export const LOAD_SLACK_MS = 10_000;
  * delay: TTL + fence delay + TTL/3 (the fence key's lease), plus a second
  * for etcd rounding leases up to whole seconds.
  */
-export const FENCE_CYCLE_MS = TTL_MS + T.fenceDelayMs + Math.ceil(TTL_MS / 3) + 1000;
+export const FENCE_CYCLE_MS = TTL_MS + T.fenceDelayMs + Math.ceil(TTL_MS / 2) + 1000;
 
 export const CHAOS_BOUNDS = {
   /**
