@@ -320,6 +320,38 @@ describe("inventory", () => {
     assert.equal((await inv.findVm("vm-1"))?.tenant, "acme");
   });
 
+  it("shows a VM's new tenant on its node's listing at once, and keeps the other nodes' listings as built", async () => {
+    const inv = inventory(createManualClock(1_000_000));
+    for (const n of ["n1", "n2"]) {
+      await inv.register(info(n), "a");
+      await inv.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: n },
+          timestamp: { seconds: 1n },
+          vms: [
+            { id: `${n}-vm`, nodeId: { id: n } },
+            { id: `${n}-other`, nodeId: { id: n } },
+          ],
+        }),
+      );
+    }
+    await inv.assignTenant("n2-vm", "globex", "admin");
+    const before = await inv.listNodes();
+    await inv.assignTenant("n1-vm", "acme", "admin");
+    await inv.setLabels("n1-other", { tier: "gold" }, []);
+    const after = await inv.listNodes();
+    const vms = (i: number) => after[i]?.health?.vms ?? [];
+    assert.equal(vms(0).find((v) => v.id === "n1-vm")?.tenant, "acme", "no heartbeat since");
+    assert.deepEqual(vms(0).find((v) => v.id === "n1-other")?.labels, { tier: "gold" });
+    assert.equal(vms(1).find((v) => v.id === "n2-vm")?.tenant, "globex");
+    assert.equal(after[1]?.health, before[1]?.health, "n2's VMs were not rebuilt");
+    assert.notEqual(after[0]?.health, before[0]?.health);
+    // And back: a tenant taken away shows as well.
+    await inv.assignTenant("n1-vm", "", "admin");
+    const again = await inv.listNodes();
+    assert.equal(again[0]?.health?.vms.find((v) => v.id === "n1-vm")?.tenant, "");
+  });
+
   it("lets a node's report neither move nor relabel a VM placed on another node", async () => {
     const inv = inventory(createManualClock(1_000_000));
     for (const id of ["a", "b"]) await inv.register(info(id), id);

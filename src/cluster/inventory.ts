@@ -36,6 +36,7 @@ import {
   type PrefixMirror,
 } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
+import { createFacedRecords, withVms } from "./faced-records.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
@@ -245,18 +246,8 @@ export function createInventory(options: InventoryOptions): Inventory {
   });
   const vmRecords = createVmRecords(store, options.logger);
   const staleCopies = createStaleCopies(store, vmRecords);
-  /** Records with the control plane's tenants applied, kept while nothing changes. */
-  const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
-  function withFacts(rec: NodeRecord, facts: VmFacts): NodeRecord {
-    const version = vmRecords.version();
-    const hit = faced.get(rec);
-    if (hit !== undefined && hit.version === version) return hit.rec;
-    const vms = rec.health?.vms ?? [];
-    const fixed = withTenants(vms, facts);
-    const out = fixed === vms ? rec : withVms(rec, fixed);
-    faced.set(rec, { version, rec: out });
-    return out;
-  }
+  /** Records with the control plane's tenants applied, kept while their VMs' records are unchanged. */
+  const { withFacts } = createFacedRecords(vmRecords);
   /**
    * Reads are served from memory: a mirror of nodes/ kept by watch (other
    * daemons' writes) that shows this daemon's own writes at once, newest
@@ -995,11 +986,6 @@ function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
     else if (!pin.present && has) out = out.filter((v) => v.id !== id);
   }
   return out;
-}
-
-function withVms(rec: NodeRecord, vms: VmInfo[]): NodeRecord {
-  if (rec.health === undefined) return rec;
-  return create(NodeRecordSchema, { ...rec, health: { ...rec.health, vms } });
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   type PrefixMirror,
   type TxnOp,
 } from "../store/index.js";
+import { createChangeLog } from "./change-log.js";
 
 const PREFIX = "vms/";
 
@@ -41,6 +42,12 @@ export interface VmRecords {
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /**
+   * The VM ids whose records changed after `version`, or undefined when
+   * that is no longer known (a reload since, or too many changes): a cache
+   * built at `version` is still good for VMs outside it.
+   */
+  changedSince(version: number): ReadonlySet<string> | undefined;
+  /**
    * Calls `listener` after a record changes, with its VM id (undefined after
    * a reload: any may have changed), once the records are loaded.
    */
@@ -60,7 +67,7 @@ export interface VmRecords {
 export function createVmRecords(store: KvStore, logger: Logger = silentLogger): VmRecords {
   let mirror: Promise<PrefixMirror<VersionedVm>> | undefined;
   let loaded: PrefixMirror<VersionedVm> | undefined;
-  let version = 0;
+  const changes = createChangeLog();
   const listeners: ((id: string | undefined) => void)[] = [];
   /**
    * Ids whose current record lists stale copies, kept as each record changes:
@@ -87,9 +94,11 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
           loaded = m;
           for (const id of m.values().keys()) reindex(id);
           m.onChange((id) => {
-            version++;
-            if (id !== undefined) reindex(id);
-            else {
+            if (id !== undefined) {
+              changes.note(id);
+              reindex(id);
+            } else {
+              changes.reset();
               staleIds.clear();
               for (const k of m.values().keys()) reindex(k);
             }
@@ -136,7 +145,8 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       for (const v of m.values().values()) if (matches(v.rec)) out.push(v);
       return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
-    version: () => version,
+    version: () => changes.version(),
+    changedSince: (version) => changes.since(version),
     onChange: (listener) => {
       listeners.push(listener);
     },
