@@ -4,6 +4,7 @@ import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
+import { recordWatches } from "./helpers/watch-recorder.js";
 
 const TTL_MS = 30_000;
 
@@ -73,33 +74,6 @@ function renewing(store: KvStore, ids: readonly string[], everyMs: number) {
   };
 }
 
-/**
- * `count` watches of `prefix` on `store`, each opened on a member picked at
- * random: when each first saw each key, and the errors that ended any.
- */
-function watching(store: KvStore, prefix: string, count: number) {
-  const stop = new AbortController();
-  const seen = Array.from({ length: count }, () => new Map<string, number>());
-  const ended: string[] = [];
-  const loops = seen.map(async (at) => {
-    try {
-      for await (const ev of store.watch(prefix, 0, { signal: stop.signal })) {
-        if (!at.has(ev.key)) at.set(ev.key, Date.now());
-      }
-    } catch (err) {
-      ended.push(String(err));
-    }
-  });
-  return {
-    seen,
-    ended,
-    async stop() {
-      stop.abort();
-      await Promise.all(loops);
-    },
-  };
-}
-
 /** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs`. */
 async function slowAnswers(
   port: number,
@@ -138,7 +112,9 @@ describe("lease keepalives", () => {
     let load: ReturnType<typeof renewing> | undefined;
     let writer: KvStore | undefined;
     // 30 watches, each on one of the three members: some are on the stopped one.
-    const watches = watching(store, "w/", 30);
+    const stopWatches = new AbortController();
+    const watches = recordWatches(store, "w/", stopWatches.signal);
+    watches.open(30, 0);
     try {
       const ids: string[] = [];
       for (let i = 0; i < 32; i++) ids.push((await store.grantLease(TTL_MS)).id);
@@ -193,7 +169,8 @@ describe("lease keepalives", () => {
     } finally {
       frozen?.signal("SIGCONT");
       await load?.stop();
-      await watches.stop();
+      stopWatches.abort();
+      await watches.done();
       await writer?.close();
       await store.close();
       await cluster.stop();

@@ -3,35 +3,7 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
-
-/** Watches of `prefix` on `store` from `fromRevision`: when each first saw each key, and the errors that ended any. */
-function watches(store: KvStore, prefix: string, stop: AbortSignal) {
-  const seen: Map<string, number>[] = [];
-  const ended: string[] = [];
-  const loops: Promise<void>[] = [];
-  return {
-    seen,
-    ended,
-    open(count: number, fromRevision: number) {
-      for (let i = 0; i < count; i++) {
-        const at = new Map<string, number>();
-        seen.push(at);
-        loops.push(
-          (async () => {
-            try {
-              for await (const ev of store.watch(prefix, fromRevision, { signal: stop })) {
-                if (!at.has(ev.key)) at.set(ev.key, Date.now());
-              }
-            } catch (err) {
-              ended.push(String(err));
-            }
-          })(),
-        );
-      }
-    },
-    done: () => Promise.all(loops),
-  };
-}
+import { recordWatches } from "./helpers/watch-recorder.js";
 
 /** Writes `key` once etcd takes writes again (an election may follow a pause). */
 async function eventuallyWritten(store: KvStore, key: string): Promise<void> {
@@ -59,7 +31,7 @@ async function keptThroughPause(
 ): Promise<void> {
   const store = createEtcdStore({ endpoints, prefix });
   const stop = new AbortController();
-  const w = watches(store, "w/", stop.signal);
+  const w = recordWatches(store, "w/", stop.signal);
   let paused = false;
   try {
     w.open(10, 0);
@@ -89,7 +61,7 @@ describe("watches on a stopped etcd member", () => {
     // Watches only: no keepalive stream of this store ever meets the stopped member.
     const store = createEtcdStore({ endpoints: cluster.endpoints, prefix: "/silence/" });
     const stop = new AbortController();
-    const w = watches(store, "w/", stop.signal);
+    const w = recordWatches(store, "w/", stop.signal);
     let frozen: EtcdServer | undefined;
     let writer: KvStore | undefined;
     try {
