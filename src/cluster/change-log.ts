@@ -1,7 +1,8 @@
 /**
- * The keys changed since a version, for caches that would otherwise throw
- * everything away on any change: a cache notes the version it was built at
- * and, when that is no longer current, asks which keys changed since.
+ * When each key last changed, for caches that would otherwise throw
+ * everything away on any change: a cache notes the version it was built
+ * at and, when that is no longer current, is still good for every key
+ * whose last change is not later.
  */
 export interface ChangeLog {
   /** The current version: bumped by every {@link ChangeLog.note} and {@link ChangeLog.reset}. */
@@ -11,46 +12,39 @@ export interface ChangeLog {
   /** Anything may have changed (a reload): a new version, and nothing before it can be answered. */
   reset(): void;
   /**
-   * The keys changed after `version` up to now, or undefined when that is
-   * not known any more (a reset since, or more changes than the log keeps).
-   * Asked for the same version again, the same set is answered until the
-   * next change: a listing asks once per cached entry.
+   * The oldest version the log answers for: a cache built at an older one
+   * cannot tell what changed since (a reset, or the log's bound was reached).
    */
-  since(version: number): ReadonlySet<string> | undefined;
+  knownFrom(): number;
+  /** The version of `key`'s last change, or 0 when it has not changed since {@link ChangeLog.knownFrom}. */
+  lastChange(key: string): number;
 }
 
-/** Changes kept by default: past this many, older versions read as unknown. */
-const DEFAULT_LIMIT = 4096;
+/** Keys kept by default: past this many, the log starts again from the current version. */
+const DEFAULT_LIMIT = 16_384;
 
-/** Creates a {@link ChangeLog} that keeps the last `limit` changes. */
+/** Creates a {@link ChangeLog} that keeps the last change of at most `limit` keys. */
 export function createChangeLog(limit = DEFAULT_LIMIT): ChangeLog {
   let version = 0;
-  /** The version up to which nothing is known (keys[0] is the change to base + 1). */
-  let base = 0;
-  let keys: string[] = [];
-  let answered: { from: number; to: number; set: ReadonlySet<string> } | undefined;
+  let knownFrom = 0;
+  const last = new Map<string, number>();
   return {
     version: () => version,
     note(key) {
       version++;
-      keys.push(key);
-      if (keys.length > limit) {
-        const drop = keys.length - Math.ceil(limit / 2);
-        keys = keys.slice(drop);
-        base += drop;
+      if (last.size >= limit && !last.has(key)) {
+        // Everything older than this change is forgotten at once: one rebuild, then cheap again.
+        last.clear();
+        knownFrom = version - 1;
       }
+      last.set(key, version);
     },
     reset() {
       version++;
-      base = version;
-      keys = [];
+      knownFrom = version;
+      last.clear();
     },
-    since(from) {
-      if (from < base || from > version) return undefined;
-      if (answered?.from === from && answered.to === version) return answered.set;
-      const set = new Set(keys.slice(from - base));
-      answered = { from, to: version, set };
-      return set;
-    },
+    knownFrom: () => knownFrom,
+    lastChange: (key) => last.get(key) ?? 0,
   };
 }

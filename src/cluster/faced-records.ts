@@ -20,12 +20,11 @@ export interface FacedRecords {
 /** Creates a {@link FacedRecords} over `vmRecords`. */
 export function createFacedRecords(vmRecords: VmRecords): FacedRecords {
   const faced = new WeakMap<NodeRecord, { version: number; rec: NodeRecord }>();
-  /** Whether none of `rec`'s reported VMs has a record changed since `version`. */
+  const { changes } = vmRecords;
+  /** Whether none of `rec`'s reported VMs has a record changed after `version`. */
   function untouched(rec: NodeRecord, version: number): boolean {
-    const changed = vmRecords.changedSince(version);
-    if (changed === undefined) return false;
-    if (changed.size === 0) return true;
-    for (const vm of rec.health?.vms ?? []) if (changed.has(vm.id)) return false;
+    if (version < changes.knownFrom()) return false;
+    for (const vm of rec.health?.vms ?? []) if (changes.lastChange(vm.id) > version) return false;
     return true;
   }
   return {

@@ -12,7 +12,7 @@ import {
   type PrefixMirror,
   type TxnOp,
 } from "../store/index.js";
-import { createChangeLog } from "./change-log.js";
+import { type ChangeLog, createChangeLog } from "./change-log.js";
 
 const PREFIX = "vms/";
 
@@ -42,11 +42,11 @@ export interface VmRecords {
   /** Bumped whenever a record changes, for callers that cache what they derived. */
   version(): number;
   /**
-   * The VM ids whose records changed after `version`, or undefined when
-   * that is no longer known (a reload since, or too many changes): a cache
-   * built at `version` is still good for VMs outside it.
+   * When records last changed, by version: a cache built at a version at
+   * least `knownFrom()` is still good for every VM whose `lastChange` is
+   * not later (see change-log.ts).
    */
-  changedSince(version: number): ReadonlySet<string> | undefined;
+  readonly changes: Pick<ChangeLog, "knownFrom" | "lastChange">;
   /**
    * Calls `listener` after a record changes, with its VM id (undefined after
    * a reload: any may have changed), once the records are loaded.
@@ -146,7 +146,7 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       return out.sort((a, b) => (a.rec.id < b.rec.id ? -1 : a.rec.id > b.rec.id ? 1 : 0));
     },
     version: () => changes.version(),
-    changedSince: (version) => changes.since(version),
+    changes,
     onChange: (listener) => {
       listeners.push(listener);
     },
