@@ -21,8 +21,7 @@ import {
 import { createAccessPolicy } from "../src/security/index.js";
 import { parseConfig } from "../src/server/index.js";
 import { createSqliteStore } from "../src/store/index.js";
-import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
-import { freePorts } from "./helpers/etcd-server.js";
+import { type DaemonProcess, onFreePort, startDevDaemon } from "./helpers/daemon-process.js";
 import { type Misbehaviour, startTestIssuer, type TestIssuer } from "./helpers/oidc-issuer.js";
 import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
 
@@ -110,25 +109,37 @@ describe("web panel: sign-in with an OpenID Connect issuer", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-panel-oidc-"));
     issuer = await startTestIssuer();
-    const [port] = await freePorts(1);
-    issuer.redirectUrl = `https://127.0.0.1:${port}/auth/oidc/callback`;
-    writeFileSync(join(dir, "issuer-ca.pem"), issuer.caPem);
-    writeFileSync(join(dir, "client-secret"), `${issuer.clientSecret}\n`, { mode: 0o600 });
-    daemon = await startDevDaemon(dir, {
-      panel: {
-        listen: `127.0.0.1:${port}`,
-        // Generous for the cases here (about 100 attempts); the last case spends the rest.
-        loginPerAddress: { ratePerSecond: 0.001, burst: 150 },
-        oidc: {
-          issuer: issuer.url,
-          name: "Test SSO",
-          clientId: issuer.clientId,
-          clientSecretFile: join(dir, "client-secret"),
-          redirectUrl: issuer.redirectUrl,
-          caFile: join(dir, "issuer-ca.pem"),
+    // The panel's port, found free, and another when it was taken in between.
+    const port = await onFreePort(async (port) => {
+      issuer.redirectUrl = `https://127.0.0.1:${port}/auth/oidc/callback`;
+      writeFileSync(join(dir, "issuer-ca.pem"), issuer.caPem);
+      writeFileSync(join(dir, "client-secret"), `${issuer.clientSecret}\n`, { mode: 0o600 });
+      daemon = await startDevDaemon(dir, {
+        panel: {
+          listen: `127.0.0.1:${port}`,
+          // Generous for the cases here (about 100 attempts); the last case spends the rest.
+          loginPerAddress: { ratePerSecond: 0.001, burst: 150 },
+          oidc: {
+            issuer: issuer.url,
+            name: "Test SSO",
+            clientId: issuer.clientId,
+            clientSecretFile: join(dir, "client-secret"),
+            redirectUrl: issuer.redirectUrl,
+            caFile: join(dir, "issuer-ca.pem"),
+          },
         },
-      },
-      rbac: { bindings: [{ principal: `oidc:${issuer.url}#alice`, roles: ["viewer"] }] },
+        rbac: { bindings: [{ principal: `oidc:${issuer.url}#alice`, roles: ["viewer"] }] },
+      });
+      // Dev mode moves a panel whose port is taken (the redirect URL would be wrong): again.
+      const serving = daemon.logs.find((l) => l.msg === "serving");
+      if (serving?.panelUrl !== `https://127.0.0.1:${port}/`) {
+        daemon.kill();
+        await daemon.exited;
+        throw new Error(
+          `panel port ${port}: address already in use (served at ${serving?.panelUrl})`,
+        );
+      }
+      return port;
     });
     url = `https://127.0.0.1:${port}/`;
     ca = devCa(dir);

@@ -10,10 +10,11 @@ import { AGENT_BIN, enrollAgent } from "../helpers/agent-process.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
+  onFreePort,
   runProcess,
   startDaemonProcess,
 } from "../helpers/daemon-process.js";
-import { type EtcdServer, freePorts } from "../helpers/etcd-server.js";
+import type { EtcdServer } from "../helpers/etcd-server.js";
 import { CHAOS_TIMING } from "./chaos-bounds.js";
 
 /** Typed clients of one daemon. */
@@ -67,7 +68,8 @@ export async function startChaosCluster(
 ): Promise<ChaosCluster> {
   const prefix = `/chaos-${process.pid}-${Date.now()}/`;
   const sharedDir = join(dir, "shared-storage");
-  const ports = await freePorts(2);
+  /** Each daemon's port, found free at its first start; restarts keep it (the agents dial it). */
+  const ports: number[] = [];
   const daemonDirs = [join(dir, "rpcd-a"), join(dir, "rpcd-b")];
   const logs = join(dir, "logs");
   mkdirSync(logs, { recursive: true });
@@ -109,13 +111,19 @@ export async function startChaosCluster(
     ];
   };
   mkdirSync(daemonDirs[0] as string, { recursive: true });
-  const first = await startDaemonProcess(argsOf(0));
+  const first = await onFreePort((port) => {
+    ports[0] = port;
+    return startDaemonProcess(argsOf(0));
+  });
   // The second daemon shares the first's cluster CA (one cluster), in a data directory of its own.
   mkdirSync(daemonDirs[1] as string, { recursive: true });
   cpSync(join(daemonDirs[0] as string, "pki"), join(daemonDirs[1] as string, "pki"), {
     recursive: true,
   });
-  const second = await startDaemonProcess(argsOf(1));
+  const second = await onFreePort((port) => {
+    ports[1] = port;
+    return startDaemonProcess(argsOf(1));
+  });
   const channels: grpc.Client[] = [];
   const daemons: ChaosDaemon[] = [first, second].map((p, i) => {
     const ctx = resolveContext(join(daemonDirs[i] as string, "hvctl.yaml"));

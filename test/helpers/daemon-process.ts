@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePorts } from "./etcd-server.js";
 
 /** The compiled daemon entry point. */
 export const DAEMON_BIN = fileURLToPath(new URL("../../src/bin/debvisor-rpcd.js", import.meta.url));
@@ -120,6 +121,28 @@ export function startDaemonProcess(
       reject(new Error(`daemon exited (${code}) before serving; stderr:\n${err}`));
     });
   });
+}
+
+/** Attempts of {@link onFreePort}. */
+const PORT_ATTEMPTS = 3;
+
+/**
+ * Runs `start` with a port of 127.0.0.1 found free, and again with a new
+ * one when another process took it in between and `start` failed with
+ * "address already in use" (other test files run at once, and any outgoing
+ * connection may get the port): up to 3 attempts. For a daemon listening
+ * there: `onFreePort((port) => startDaemonProcess([... port ...]))`.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const [port] = await freePorts(1);
+    if (port === undefined) throw new Error("no free port");
+    try {
+      return await start(port);
+    } catch (err) {
+      if (attempt >= PORT_ATTEMPTS || !/address already in use/.test(String(err))) throw err;
+    }
+  }
 }
 
 /** Runs a command to completion (bounded by `timeoutMs`), with `input` on its stdin, and returns its output. */

@@ -11,8 +11,14 @@ import {
 import type { OperationKind } from "../../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../../src/store/index.js";
 import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./agent-process.js";
-import { type DaemonProcess, HVCTL_BIN, runProcess, startDaemonProcess } from "./daemon-process.js";
-import { type EtcdServer, freePorts } from "./etcd-server.js";
+import {
+  type DaemonProcess,
+  HVCTL_BIN,
+  onFreePort,
+  runProcess,
+  startDaemonProcess,
+} from "./daemon-process.js";
+import type { EtcdServer } from "./etcd-server.js";
 import { eventually } from "./eventually.js";
 
 /**
@@ -80,7 +86,6 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
   const { etcd } = options;
   const dir = mkdtempSync(join(tmpdir(), "dv-fencing-"));
   const prefix = `/fencing-${process.pid}-${Math.random().toString(36).slice(2, 8)}/`;
-  const [port] = await freePorts(1);
   const config = join(dir, "rpcd.yaml");
   writeFileSync(
     config,
@@ -90,7 +95,7 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
       cluster: options.cluster,
     }),
   );
-  const daemonArgs = [
+  const argsOn = (port: number) => [
     "--dev",
     "--data-dir",
     dir,
@@ -101,7 +106,12 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
     "--config",
     config,
   ];
-  let daemon = await startDaemonProcess(daemonArgs);
+  // Restarts keep the first start's port: the agents dial it.
+  let daemonArgs: string[] = [];
+  let daemon = await onFreePort((port) => {
+    daemonArgs = argsOn(port);
+    return startDaemonProcess(daemonArgs);
+  });
   const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
   const ops = createAgentOperations(store, systemClock);
   const agents = new Map<string, AgentProcess>();
