@@ -171,6 +171,12 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
       );
     }
     if (res.created) confirmed();
+    // etcd's periodic progress (progress_notify), sent only to a watch that has been
+    // brought up to date: every event up to its revision was sent. Not the answer to a
+    // progress request (watch id -1): etcd 3.4 gives it the store's revision even while
+    // the watch is still catching up, and events below it would then be skipped.
+    else if (res.events.length === 0 && String(res.watch_id) !== "-1")
+      queue.progressed(Number(res.header?.revision ?? 0));
     if (!queue.accept(res.events)) {
       return fail(
         new RpcError("STORE_UNAVAILABLE", { message: "watcher fell too far behind; watch again" }),
@@ -225,7 +231,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
         stream.on("error", (err) => current() && broken(castGrpcError(err)));
         stream.on("end", () => current() && broken(new Error("etcd ended the watch stream")));
         stream.write({
-          create_request: { ...range, start_revision: resumeFrom, progress_notify: false },
+          create_request: { ...range, start_revision: resumeFrom, progress_notify: true },
         });
         awaitConfirmation(stream, current);
       },

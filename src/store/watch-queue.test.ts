@@ -32,6 +32,22 @@ describe("a watch's queue", () => {
     assert.deepEqual(drain(q), ["a@5", "b@5", "c@6"]);
   });
 
+  it("resumes after the revision etcd's progress vouched for, and never goes back", () => {
+    const q = createWatchQueue(5, convert);
+    assert.ok(q.accept([event("a", 5)]));
+    q.progressed(40);
+    assert.equal(
+      q.resumeFrom(),
+      41,
+      "nothing for this watch up to 40: the next stream starts at 41",
+    );
+    q.progressed(30);
+    assert.equal(q.resumeFrom(), 41);
+    q.restart();
+    assert.ok(q.accept([event("b", 41)]));
+    assert.deepEqual(drain(q), ["a@5", "b@41"]);
+  });
+
   it("says when more events wait than the backlog allows", () => {
     const q = createWatchQueue(1, convert);
     const many = Array.from({ length: MAX_WATCH_BACKLOG }, (_, i) => event(`k${i}`, i + 1));

@@ -16,6 +16,13 @@ export interface WatchQueue {
   restart(): void;
   /** Queues the events not queued yet; false when more than MAX_WATCH_BACKLOG are waiting. */
   accept(events: readonly IEvent[]): boolean;
+  /**
+   * etcd says every event up to `revision` was sent (a progress response):
+   * a new stream starts after it. A watch of a quiet prefix then survives a
+   * compaction past its last event: resumed from that event, etcd would
+   * refuse it as compacted though nothing was missed.
+   */
+  progressed(revision: number): void;
   /** The next queued event, or undefined when none is. */
   take(): WatchEvent | undefined;
 }
@@ -52,6 +59,11 @@ export function createWatchQueue(
         queue.push(toWatchEvent(ev));
       }
       return queue.length - head <= MAX_WATCH_BACKLOG;
+    },
+    progressed(revision) {
+      if (revision <= acceptedRev) return;
+      acceptedRev = revision;
+      acceptedCount = 0;
     },
     take() {
       if (head >= queue.length) return undefined;

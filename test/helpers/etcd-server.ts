@@ -37,7 +37,10 @@ const STDERR_KEEP = 64 * 1024;
  * is not installed (callers skip; under CI=true it throws instead); rejects with etcd's stderr if
  * it does not come up within 15 s.
  */
-export async function startEtcd(): Promise<EtcdServer | undefined> {
+export async function startEtcd(
+  /** More etcd flags, e.g. `--experimental-watch-progress-notify-interval=1s`. */
+  flags: readonly string[] = [],
+): Promise<EtcdServer | undefined> {
   const bin = await findOnPath("etcd");
   if (missingTool("etcd", bin !== undefined, "apt-get install etcd-server")) return undefined;
   if (bin === undefined) return undefined;
@@ -46,7 +49,7 @@ export async function startEtcd(): Promise<EtcdServer | undefined> {
   // take one in between, so a start that loses that race is tried again.
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     try {
-      return await startOnce(bin);
+      return await startOnce(bin, flags);
     } catch (err) {
       lastError = err;
       if (!String((err as Error).message).includes("address already in use")) throw err;
@@ -55,7 +58,7 @@ export async function startEtcd(): Promise<EtcdServer | undefined> {
   throw lastError;
 }
 
-async function startOnce(bin: string): Promise<EtcdServer> {
+async function startOnce(bin: string, flags: readonly string[]): Promise<EtcdServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "dv-etcd-"));
   const [clientPort, peerPort] = await freePorts(2);
   const client = `http://127.0.0.1:${clientPort}`;
@@ -73,6 +76,7 @@ async function startOnce(bin: string): Promise<EtcdServer> {
     "--logger=zap",
     "--log-outputs=stderr",
     "--log-level=error",
+    ...flags,
   ];
   // ETCD_* variables are flags too; one left in the environment would change this server.
   const env = Object.fromEntries(
