@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
+import { slowAnswers } from "./helpers/slow-answers.js";
 import { recordWatches } from "./helpers/watch-recorder.js";
 
 const TTL_MS = 30_000;
@@ -72,35 +72,6 @@ function renewing(store: KvStore, ids: readonly string[], everyMs: number) {
       return longest;
     },
   };
-}
-
-/** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs`. */
-async function slowAnswers(
-  port: number,
-  delayMs: number,
-): Promise<{ port: number; server: Server }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = createConnection({ host: "127.0.0.1", port });
-    sockets.add(client).add(upstream);
-    client.pipe(upstream);
-    upstream.on("data", (chunk: Buffer) => {
-      setTimeout(() => client.writable && client.write(chunk), delayMs);
-    });
-    const close = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", close).on("close", close);
-    upstream.on("error", close).on("close", close);
-  });
-  server.on("close", () => {
-    for (const s of sockets) s.destroy();
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  return { port: address.port, server };
 }
 
 describe("lease keepalives", () => {

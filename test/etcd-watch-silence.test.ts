@@ -3,7 +3,21 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { type EtcdServer, startEtcd, startEtcdCluster } from "./helpers/etcd-server.js";
+import { slowAnswers } from "./helpers/slow-answers.js";
 import { recordWatches } from "./helpers/watch-recorder.js";
+
+/** Resolves once every watch of `seen` has seen `key`; rejects after `withinMs`. */
+async function eventuallySeen(
+  seen: readonly Map<string, number>[],
+  key: string,
+  withinMs: number,
+): Promise<void> {
+  const until = Date.now() + withinMs;
+  while (!seen.every((at) => at.has(key))) {
+    if (Date.now() > until) throw new Error(`${key} not seen by every watch in ${withinMs} ms`);
+    await sleep(100);
+  }
+}
 
 /** Writes `key` once etcd takes writes again (an election may follow a pause). */
 async function eventuallyWritten(store: KvStore, key: string): Promise<void> {
@@ -106,6 +120,55 @@ describe("watches on a stopped etcd member", () => {
       await w.done();
       await writer?.close();
       await store.close();
+      await cluster.stop();
+    }
+  });
+
+  it("leave the stopped member again when the only other one answers too slowly, instead of waiting there for it", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) return t.skip("etcd is not installed");
+    const leader = await cluster.leader();
+    const [stopping, slow, other] = [(leader + 1) % 3, (leader + 2) % 3, leader];
+    // The store knows two members: one to be stopped, one whose answers come 2.7 s late,
+    // more than the 2.5 s a moved watch waits for a confirmation before trying elsewhere.
+    const proxy = await slowAnswers(Number(new URL(cluster.endpoints[slow] ?? "").port), 2700);
+    const store = createEtcdStore({
+      endpoints: [cluster.endpoints[stopping] ?? "", `http://127.0.0.1:${proxy.port}`],
+      prefix: "/slow-other/",
+    });
+    const writer = createEtcdStore({
+      endpoints: [cluster.endpoints[other] ?? ""],
+      prefix: "/slow-other/",
+    });
+    const stop = new AbortController();
+    const w = recordWatches(store, "w/", stop.signal);
+    let frozen: EtcdServer | undefined;
+    try {
+      w.open(10, await writer.put("w/before", new Uint8Array([1])));
+      await eventuallySeen(w.seen, "w/before", 20_000);
+      frozen = cluster.members[stopping];
+      frozen?.signal("SIGSTOP");
+      const frozenAt = Date.now();
+      await writer.put("w/after-stop", new Uint8Array([1]));
+      // Moved to the slow member and cut there at 2.5 s, a watch must not then wait on the
+      // stopped one, unconfirmed and never asked, until it is back (after this wait).
+      await eventuallySeen(w.seen, "w/after-stop", 38_000).catch(() => undefined);
+      const late = w.seen.map((at) => (at.get("w/after-stop") ?? Date.now()) - frozenAt);
+      frozen?.signal("SIGCONT");
+      frozen = undefined;
+      t.diagnostic(`the write after the stop, seen (ms after the stop): ${late.join(",")}`);
+      assert.ok(
+        late.every((ms) => ms < 38_000),
+        `a watch saw the write ${Math.max(...late)} ms after the stop`,
+      );
+      assert.deepEqual(w.ended, [], "no watch ended");
+    } finally {
+      frozen?.signal("SIGCONT");
+      stop.abort();
+      await w.done();
+      await writer.close();
+      await store.close();
+      proxy.server.close();
       await cluster.stop();
     }
   });

@@ -249,7 +249,15 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     wake: notify,
     fail,
     check() {
-      if (elsewhere && state.stream !== undefined && state.created && !state.stopped)
+      // A patient stream is watched before it is confirmed too: cut short on a slow member,
+      // an outage's next attempt may be on the silent member it left, and would wait
+      // there, never confirmed, until that member is back.
+      if (
+        elsewhere &&
+        state.stream !== undefined &&
+        (state.created || state.patient) &&
+        !state.stopped
+      )
         silence.check();
     },
     stop() {
