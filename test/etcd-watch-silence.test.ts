@@ -173,6 +173,47 @@ describe("watches on a stopped etcd member", () => {
     }
   });
 
+  it("are confirmed at last when every member answers 10 s late, not moved on every 9 s for good", async (t) => {
+    const cluster = await startEtcdCluster(3);
+    if (cluster === undefined) return t.skip("etcd is not installed");
+    let late = 0;
+    const proxies = await Promise.all(
+      cluster.endpoints.map((e) => slowAnswers(Number(new URL(e).port), () => late)),
+    );
+    const store = createEtcdStore({
+      endpoints: proxies.map((p) => `http://127.0.0.1:${p.port}`),
+      prefix: "/slow-all/",
+    });
+    const writer = createEtcdStore({ endpoints: [...cluster.endpoints], prefix: "/slow-all/" });
+    const stop = new AbortController();
+    const w = recordWatches(store, "w/", stop.signal);
+    try {
+      w.open(3, await writer.put("w/before", new Uint8Array([1])));
+      await eventuallySeen(w.seen, "w/before", 20_000);
+      late = 10_000;
+      const slowAt = Date.now();
+      await writer.put("w/during", new Uint8Array([1]));
+      // Moved after about 9 s of silence, then again, each further stream left longer
+      // before it is asked: one is confirmed 10 s after it opened and brings the write.
+      await eventuallySeen(w.seen, "w/during", 55_000).catch(() => undefined);
+      const seenAt = w.seen.map((at) => (at.get("w/during") ?? Date.now()) - slowAt);
+      t.diagnostic(`the write, seen (ms after every answer became 10 s late): ${seenAt.join(",")}`);
+      assert.ok(
+        seenAt.every((ms) => ms < 55_000),
+        `a watch saw the write ${Math.max(...seenAt)} ms after the slowdown`,
+      );
+      assert.deepEqual(w.ended, [], "no watch ended");
+    } finally {
+      late = 0;
+      stop.abort();
+      await w.done();
+      await writer.close();
+      await store.close();
+      for (const p of proxies) p.server.close();
+      await cluster.stop();
+    }
+  });
+
   it("are kept when every member is paused for 20 s, and see the next write once they are back", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");

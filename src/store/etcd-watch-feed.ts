@@ -60,6 +60,11 @@ export interface WatchFeed {
   stop(): void;
 }
 
+/** How long an unconfirmed patient stream is left before it may be asked, after `moves` moves in its outage. */
+function patientGraceMs(moves: number): number {
+  return moves <= 1 ? 0 : Math.min(60_000, 8000 * 2 ** (moves - 2));
+}
+
 /** Durations of the reconnect budget: monotonic, so a wall-clock step neither stretches nor cuts it. */
 const now = () => performance.now();
 
@@ -83,6 +88,10 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
      * member may be paused), as a watch on a silent stream always did.
      */
     patient: false,
+    /** Moves for silence in this outage; each unconfirmed stream after the first is given longer. */
+    moves: 0,
+    /** When the current stream was opened (monotonic). */
+    openedAt: 0,
     generation: 0,
     timer: undefined as NodeJS.Timeout | undefined,
     outageSince: now() as number | undefined,
@@ -138,6 +147,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     state.outageSince ??= now();
     state.avoid = on;
     state.patient = true;
+    state.moves++;
     connect();
   };
   const silence = createStreamSilence({
@@ -148,6 +158,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
   });
   /** etcd confirmed the watch: the outage is over. */
   const confirmed = () => {
+    state.moves = 0;
     state.created = true;
     state.cut = false;
     state.avoid = undefined;
@@ -222,6 +233,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
         }
         state.stream = stream;
         state.created = false;
+        state.openedAt = now();
         silence.heard();
         stream.on("data", (res) => {
           if (!current()) return;
@@ -249,16 +261,14 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     wake: notify,
     fail,
     check() {
+      if (!elsewhere || state.stream === undefined || state.stopped) return;
+      if (state.created) return silence.check();
       // A patient stream is watched before it is confirmed too: cut short on a slow member,
       // an outage's next attempt may be on the silent member it left, and would wait
-      // there, never confirmed, until that member is back.
-      if (
-        elsewhere &&
-        state.stream !== undefined &&
-        (state.created || state.patient) &&
-        !state.stopped
-      )
-        silence.check();
+      // there, never confirmed, until that member is back. Each one after the first in
+      // an outage is given longer (8, 16, 32, then 60 s) before it is asked: with every
+      // member answering late, a stream moved every 9 s would never be confirmed.
+      if (state.patient && now() - state.openedAt >= patientGraceMs(state.moves)) silence.check();
     },
     stop() {
       state.stopped = true;

@@ -1,18 +1,19 @@
 import assert from "node:assert/strict";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 
-/** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs`. */
+/** A TCP proxy to `port` that holds every byte etcd sends back for `delayMs` (a number, or read at each chunk). */
 export async function slowAnswers(
   port: number,
-  delayMs: number,
+  delayMs: number | (() => number),
 ): Promise<{ port: number; server: Server }> {
+  const delay = typeof delayMs === "number" ? () => delayMs : delayMs;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = createConnection({ host: "127.0.0.1", port });
     sockets.add(client).add(upstream);
     client.pipe(upstream);
     upstream.on("data", (chunk: Buffer) => {
-      setTimeout(() => client.writable && client.write(chunk), delayMs);
+      setTimeout(() => client.writable && client.write(chunk), delay());
     });
     const close = () => {
       client.destroy();
