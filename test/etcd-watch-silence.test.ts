@@ -19,6 +19,29 @@ async function eventuallySeen(
   }
 }
 
+/**
+ * Waits (at most `boundMs`) for every watch of `w` to see `key`, then checks
+ * that each did within `boundMs` of `since` and that none ended; `report`
+ * names what the times are, for the test's diagnostics.
+ */
+async function seenWithin(
+  t: { diagnostic(message: string): void },
+  w: { seen: readonly Map<string, number>[]; ended: readonly string[] },
+  key: string,
+  since: number,
+  boundMs: number,
+  report: string,
+): Promise<void> {
+  await eventuallySeen(w.seen, key, boundMs - (Date.now() - since)).catch(() => undefined);
+  const late = w.seen.map((at) => (at.get(key) ?? Date.now()) - since);
+  t.diagnostic(`${report}: ${late.join(",")}`);
+  assert.ok(
+    late.every((ms) => ms < boundMs),
+    `a watch saw ${key} ${Math.max(...late)} ms late`,
+  );
+  assert.deepEqual(w.ended, [], "no watch ended");
+}
+
 /** Writes `key` once etcd takes writes again (an election may follow a pause). */
 async function eventuallyWritten(store: KvStore, key: string): Promise<void> {
   const until = Date.now() + 15_000;
@@ -152,16 +175,7 @@ describe("watches on a stopped etcd member", () => {
       await writer.put("w/after-stop", new Uint8Array([1]));
       // Moved to the slow member and cut there at 2.5 s, a watch must not then wait on the
       // stopped one, unconfirmed and never asked, until it is back (after this wait).
-      await eventuallySeen(w.seen, "w/after-stop", 38_000).catch(() => undefined);
-      const late = w.seen.map((at) => (at.get("w/after-stop") ?? Date.now()) - frozenAt);
-      frozen?.signal("SIGCONT");
-      frozen = undefined;
-      t.diagnostic(`the write after the stop, seen (ms after the stop): ${late.join(",")}`);
-      assert.ok(
-        late.every((ms) => ms < 38_000),
-        `a watch saw the write ${Math.max(...late)} ms after the stop`,
-      );
-      assert.deepEqual(w.ended, [], "no watch ended");
+      await seenWithin(t, w, "w/after-stop", frozenAt, 38_000, "seen, ms after the stop");
     } finally {
       frozen?.signal("SIGCONT");
       stop.abort();
@@ -195,14 +209,7 @@ describe("watches on a stopped etcd member", () => {
       await writer.put("w/during", new Uint8Array([1]));
       // Moved after about 9 s of silence, then again, each further stream left longer
       // before it is asked: one is confirmed 10 s after it opened and brings the write.
-      await eventuallySeen(w.seen, "w/during", 55_000).catch(() => undefined);
-      const seenAt = w.seen.map((at) => (at.get("w/during") ?? Date.now()) - slowAt);
-      t.diagnostic(`the write, seen (ms after every answer became 10 s late): ${seenAt.join(",")}`);
-      assert.ok(
-        seenAt.every((ms) => ms < 55_000),
-        `a watch saw the write ${Math.max(...seenAt)} ms after the slowdown`,
-      );
-      assert.deepEqual(w.ended, [], "no watch ended");
+      await seenWithin(t, w, "w/during", slowAt, 55_000, "seen, ms after answers became 10 s late");
     } finally {
       late = 0;
       stop.abort();
