@@ -100,7 +100,7 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     }
   });
 
-  it("a start goes where the record places the VM, never to a stale copy's node: a failover recorded, its recover not yet run", async () => {
+  it("a start while a failover is recorded and its recover not yet run is refused, and never reaches the stale copy's node", async () => {
     const id = "moved-vm";
     const created = await c.hvctl(
       ...["vm", "create", id, "--cpu", "1", "--memory", "256MiB", "--node", "node-a", "--start"],
@@ -147,11 +147,11 @@ describe("lifecycle operations carry the placement generation (agents)", async (
     } finally {
       nodeA.kill("SIGCONT");
     }
-    // The start runs under the new placement's generation, on node-b, where the VM is not
-    // yet: refused there. Sent to node-a unfenced, it ran the stale copy, which node-b's
-    // recover would then run a second time until node-a's next fencing tick.
+    // Refused while the failover holds the VM's lock: no change of a VM during its move.
+    // Sent to node-a unfenced, it ran the stale copy, which node-b's recover would then run
+    // a second time until node-a's next fencing tick.
     assert.notEqual(started.code, 0, `${started.stdout}${started.stderr}`);
-    assert.match(`${started.stdout}${started.stderr}`, /on node-b/, "sent where it is placed");
+    assert.match(`${started.stdout}${started.stderr}`, /in flight/, "refused during the move");
     assert.notEqual((await c.domains("node-a"))[id], "running", "the stale copy was started");
     await c.submit("node-b", "moved-recover", OperationKind.RECOVER, id, moved.generation, {
       from: "node-a",

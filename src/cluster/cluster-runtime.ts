@@ -17,6 +17,7 @@ import { createMigrationRecords } from "./migration-records.js";
 import { startReadinessEvents } from "./readiness-events.js";
 import { newRunnerId, type RunnerRegistry, registerRunner } from "./runner-registry.js";
 import type { StaleCopyDecision } from "./stale-copy-removal.js";
+import { createVmOperations } from "./vm-operations.js";
 
 /** Options of {@link startClusterRuntime}. */
 export interface ClusterRuntimeOptions {
@@ -92,6 +93,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     planner,
     journal,
     records,
+    operations: createVmOperations(store, clock),
     runners,
     clock,
     logger,

@@ -12,6 +12,7 @@ import { createMigrationEngine } from "./migration-engine.js";
 import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { createVmOperations } from "./vm-operations.js";
 import { readPlacement } from "./vm-placement.js";
 
 /**
@@ -54,6 +55,7 @@ async function stalledMigration(h: ClusterHarness) {
     planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
     journal,
     records,
+    operations: createVmOperations(h.store, h.clock),
     runners: { id: "stalled", isAlive: async () => true, close: async () => {} },
     clock: h.clock,
     logger: silentLogger,

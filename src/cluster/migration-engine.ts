@@ -14,6 +14,7 @@ import { createMigrationWatch } from "./migration-watch.js";
 import { jobKindOf, migrationOf } from "./migration-wire.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 import { visibleTo } from "./tenancy.js";
+import type { VmOperations } from "./vm-operations.js";
 
 /** What to migrate. */
 export interface MigrationRequest {
@@ -37,6 +38,8 @@ export interface MigrationEngineOptions {
   readonly journal: MigrationJournal;
   /** Locks and reservations, read to plan. */
   readonly records: MigrationRecords;
+  /** Lifecycle operations: a migration waits for the VM's last one to have its outcome. */
+  readonly operations: Pick<VmOperations, "inFlight">;
   readonly runners: RunnerRegistry;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -130,12 +133,17 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       inventory.vmRecords.all(),
     ]);
     const record = facts.get(vm.id);
+    const lastOperation = failover ? "" : (record?.rec.lastOperationId ?? "");
+    const pending = (await options.operations.inFlight(lastOperation, signal))
+      ? lastOperation
+      : undefined;
     const plan = await planner.plan(
       {
         vm,
         nodes,
         reserved: reserved.byNode,
         inFlight,
+        pendingOperation: pending,
         source: req.source,
         target: req.target,
         allowDowntime: req.allowDowntime,
@@ -162,6 +170,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           const inFlight = plan.checks.find((c) => c.name === "no_migration_in_flight");
           if (inFlight !== undefined && !inFlight.passed)
             throw new RpcError("MIGRATION_IN_PROGRESS");
+          const operation = plan.checks.find((c) => c.name === "no_operation_in_flight");
+          if (operation !== undefined && !operation.passed)
+            throw new RpcError("MIGRATION_IN_PROGRESS", { message: operation.reason });
           const failed = plan.checks.find((c) => !c.passed);
           const noTarget = plan.target === "" && (req.target ?? "") === "";
           throw new RpcError(noTarget ? "NO_TARGET" : "MIGRATION_NOT_ALLOWED", {

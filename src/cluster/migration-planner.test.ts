@@ -108,6 +108,7 @@ describe("migration planning", () => {
         "source",
         "source_ready",
         "no_migration_in_flight",
+        "no_operation_in_flight",
         "target_exists",
         "target_differs",
         "target_ready",
@@ -153,6 +154,10 @@ describe("migration planning", () => {
   it("refuses each failed check with its reason", async () => {
     assert.match(await refusal({ source: "c" }), /^source: vm runs on a, not c/);
     assert.match(await refusal({ inFlight: true }), /^no_migration_in_flight/);
+    assert.equal(
+      await refusal({ pendingOperation: "op-1" }),
+      "no_operation_in_flight: operation op-1 on this vm has no outcome yet: wait for it",
+    );
     assert.match(await refusal({ target: "zz" }), /^target_exists: node zz is not registered/);
     assert.match(await refusal({ target: "a" }), /^target_differs/);
     assert.match(
@@ -322,8 +327,14 @@ describe("migration planning", () => {
     const p = planner();
     const up = await p.plan(input({ failover: true, target: undefined }));
     assert.match(up.checks.find((c) => !c.passed)?.name ?? "", /source_down/);
+    // An operation waiting on the down node does not hold the failover up: the fence refuses it there.
     const down = await p.plan(
-      input({ failover: true, target: undefined, nodes: [node("a", { ready: false }), node("b")] }),
+      input({
+        failover: true,
+        target: undefined,
+        nodes: [node("a", { ready: false }), node("b")],
+        pendingOperation: "op-1",
+      }),
     );
     assert.ok(down.allowed);
     assert.equal(down.target, "b");

@@ -34,6 +34,15 @@ export interface PlanInput {
   readonly reserved: ReadonlyMap<string, Reserved>;
   /** True when another migration or failover of the VM holds its lock. */
   readonly inFlight: boolean;
+  /**
+   * A lifecycle operation on the VM (start, stop, reboot, delete) that has
+   * no outcome yet, by id: a migration is refused until it has one (a
+   * failover is not: its node is down, and the fence refuses the operation
+   * there). Moved meanwhile, the VM would leave the node the operation is
+   * sent to: a start would fail there, the VM arriving stopped with its
+   * desired state RUNNING.
+   */
+  readonly pendingOperation?: string;
   /** Source the caller expects, if any. */
   readonly source?: string;
   /** Target the caller asked for; empty or undefined: pick one. */
@@ -255,8 +264,19 @@ export function createPlanner(options: PlannerOptions): Planner {
         passed: !input.inFlight,
         reason: input.inFlight
           ? "another migration or failover of this vm is in flight"
-          : "no other operation on this vm",
+          : "no other migration or failover of this vm",
       });
+      if (!input.failover) {
+        const op = input.pendingOperation;
+        head.push({
+          name: "no_operation_in_flight",
+          passed: op === undefined,
+          reason:
+            op === undefined
+              ? "no operation on this vm waits for its outcome"
+              : `operation ${op} on this vm has no outcome yet: wait for it`,
+        });
+      }
 
       if (input.target !== undefined && input.target !== "") {
         // The registered node's own spelling from here on: `Node-02` is `node-02`.

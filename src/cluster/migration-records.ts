@@ -81,8 +81,10 @@ export interface MigrationRecords {
   get(id: string, signal?: AbortSignal): Promise<MigrationRecord | undefined>;
   /** Every record with its revision, oldest first. */
   list(signal?: AbortSignal): Promise<{ record: MigrationRecord; modRevision: number }[]>;
-  /** Whether a VM has an operation in flight. */
+  /** Whether a migration or failover of the VM is in flight (holds its lock). */
   locked(vmId: string, signal?: AbortSignal): Promise<boolean>;
+  /** To compare in a transaction: no migration or failover of the VM holds its lock. */
+  unlocked(vmId: string): Compare;
   /** Capacity reserved per node, and the revision of one node's reservations (0: none). */
   reserved(signal?: AbortSignal): Promise<{
     byNode: Map<string, Reserved>;
@@ -276,6 +278,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
     async locked(vmId, signal) {
       return (await store.get(MIGRATION_LOCKS + vmId, { signal })) !== undefined;
     },
+    unlocked: (vmId) => ({ key: MIGRATION_LOCKS + vmId, modRevision: 0 }),
     async hold(node, holder, revision, signal) {
       const { rec, rev } = await readReservations(node, signal);
       if (rev !== revision) return undefined;

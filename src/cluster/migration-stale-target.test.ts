@@ -14,6 +14,7 @@ import { createMigrationEngine } from "./migration-engine.js";
 import { createMigrationJournal, type MigrationJournal } from "./migration-journal.js";
 import { createPlanner } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
+import { createVmOperations } from "./vm-operations.js";
 import { readPlacement } from "./vm-placement.js";
 
 const request = (vmId: string, target?: string) => ({
@@ -140,6 +141,7 @@ describe("a migration onto a node holding a stale copy of its vm", () => {
       planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
       journal,
       records,
+      operations: createVmOperations(h.store, h.clock),
       runners: { id: "me", isAlive: async () => true, close: async () => {} },
       clock: h.clock,
       logger: silentLogger,

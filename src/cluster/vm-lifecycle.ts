@@ -171,7 +171,13 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
             vm: b.vm,
             vmRevision: b.prev?.rev ?? 0,
             decided: b.decided,
-            compares: b.decided === undefined ? undefined : at.off?.compares,
+            // One change of a VM at a time: none while a migration or failover of it is in
+            // flight (a start sent to the node it is leaving would fail there, the VM
+            // arriving stopped with its desired state RUNNING, and nothing would start it).
+            compares: [
+              migrations.unlocked(vmId),
+              ...(b.decided === undefined ? [] : (at.off?.compares ?? [])),
+            ],
             // Compared with the record in the same transaction when the record is written.
             generation:
               at.prev !== undefined && sameNode(at.prev.rec.nodeId, at.nodeId)
@@ -200,6 +206,11 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
         return out.operation;
       } catch (err) {
         if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
+        // Asked after the write failed: a true retry of an accepted call is answered above.
+        if (await migrations.locked(vmId, ctx.signal))
+          throw new RpcError("MIGRATION_IN_PROGRESS", {
+            message: "a migration or failover of this vm is in flight: wait for it or cancel it",
+          });
       }
     }
     throw new RpcError("CONFLICT");

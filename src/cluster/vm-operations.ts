@@ -119,7 +119,10 @@ export interface VmOperationRequest {
    * whose node the operator has said is off, or that is gone.
    */
   readonly decided?: { readonly message: string };
-  /** More to compare in the same transaction (that a decided delete's node is still off). */
+  /**
+   * More to compare in the same transaction: that no migration or failover
+   * of the VM holds its lock, and that a decided delete's node is still off.
+   */
   readonly compares?: readonly Compare[];
 }
 
@@ -147,6 +150,11 @@ export interface VmOperations {
     signal?: AbortSignal,
   ): Promise<{ operation: VmOperation; revision: number; written: boolean }>;
   get(operationId: string, signal?: AbortSignal): Promise<StoredVmOperation | undefined>;
+  /**
+   * Whether the operation waits for its node or runs there: it has no
+   * outcome yet. An id the store does not hold (none, or "") is not in flight.
+   */
+  inFlight(operationId: string, signal?: AbortSignal): Promise<boolean>;
   /** The operation now, then at each change until it is done. */
   follow(operationId: string, signal: AbortSignal): AsyncIterable<VmOperation>;
 }
@@ -165,6 +173,11 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
   };
   return {
     get,
+    async inFlight(id, signal) {
+      if (id === "") return false;
+      const got = await get(id, signal);
+      return got?.record !== undefined && got.record.phase !== OperationPhase.DONE;
+    },
     async submit(req, signal) {
       const { id } = req;
       const now = clock.now();
