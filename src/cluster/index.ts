@@ -62,6 +62,7 @@ export { drainNode } from "./node-drain.js";
 export { createNodeLiveness, type LivenessSource } from "./node-liveness.js";
 export type { NodeServiceDeps } from "./node-service.js";
 export { createNodeService } from "./node-service.js";
+export { pruneOperations, startOperationRetention } from "./operation-retention.js";
 export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events.js";
 export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";

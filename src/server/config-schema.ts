@@ -354,6 +354,12 @@ const sections = z.strictObject({
        * hypervisor job running before settling aborts it (as libvirt.migrateTimeoutMs).
        */
       settleJobTimeoutMs: int(1000, 86_400_000).default(1_800_000),
+      /**
+       * How long a finished operation is kept after it ended: its record,
+       * GetOperation of it, and a retry naming its request_id (after that,
+       * the same request_id starts a new operation). At least an hour.
+       */
+      operationRetentionMs: int(3_600_000, 31_536_000_000).default(86_400_000),
       failover: z
         .strictObject({
           /** Restart HA VMs of failed nodes automatically. */

@@ -148,6 +148,7 @@ async function composeDaemon(
     servedByAgent: (id) => services.agentHub.connectedNodes().includes(id),
     report: (id) => cluster.report(id),
     runners: cluster.runtime.runners,
+    operationRetentionMs: config.cluster.operationRetentionMs,
   });
   const { health } = services;
   let phase: DaemonPhase = "starting";

@@ -2,6 +2,7 @@ import type { AuditFields, AuditLog } from "../audit/index.js";
 import {
   type RunnerRegistry,
   startLocalOperationRunner,
+  startOperationRetention,
   startVmOperationSettler,
   type VmRecords,
 } from "../cluster/index.js";
@@ -27,6 +28,8 @@ export interface VmLifecycleSetup {
   readonly report: (nodeId: string) => Promise<void>;
   /** This process in the runner registry: who claims operations, and who is alive. */
   readonly runners: RunnerRegistry;
+  /** How long finished operations are kept (cluster.operationRetentionMs). */
+  readonly operationRetentionMs: number;
 }
 
 /** The principal of the audit records of finished lifecycle operations. */
@@ -34,8 +37,9 @@ export const VM_LIFECYCLE_PRINCIPAL = "system:vm-lifecycle";
 
 /**
  * Starts the local operation runner (operations of nodes this daemon
- * drives) and the settler (each finished operation audited once as
- * `vm.operation`, deletes and failed creates reflected in the VM records).
+ * drives), the settler (each finished operation audited once as
+ * `vm.operation`, deletes and failed creates reflected in the VM records)
+ * and the removal of finished operations past their retention.
  */
 export async function startVmLifecycle(setup: VmLifecycleSetup): Promise<void> {
   const { logger, audit } = setup;
@@ -69,6 +73,13 @@ export async function startVmLifecycle(setup: VmLifecycleSetup): Promise<void> {
     },
   });
   await Promise.all([runner.ready, settler.ready]);
+  startOperationRetention({
+    store: setup.store,
+    clock: setup.clock,
+    logger,
+    retentionMs: setup.operationRetentionMs,
+    signal: setup.closing,
+  });
 }
 
 const METHODS: Record<VmOperationKind, string> = {

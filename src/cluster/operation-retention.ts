@@ -1,0 +1,128 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Clock, Logger } from "../core/index.js";
+import {
+  OperationPhase,
+  OperationRecordSchema,
+} from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { VmOperationIndexSchema } from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
+import {
+  type Compare,
+  decodeMessage,
+  getMessage,
+  type KvStore,
+  MAX_TXN_OPS,
+  rangeAll,
+} from "../store/index.js";
+import { OPERATIONS_PREFIX, parseOperationKey } from "./agent-operations.js";
+import { VM_OPERATIONS_PREFIX } from "./vm-operations.js";
+
+/** One finished operation to remove: its keys, each as it was read. */
+interface Removal {
+  readonly compares: Compare[];
+  readonly keys: string[];
+}
+
+/** Operations removed in one transaction at most (two compares and two deletes each). */
+const PER_TXN = Math.max(1, Math.floor(MAX_TXN_OPS / 4));
+
+/**
+ * Removes operations that ended more than `retentionMs` ago by this
+ * control plane's clock (`updated_at_ms`, written with the result): the
+ * record under `operations/<node>/<id>` and, for a lifecycle operation, its
+ * index `vm-operations/<id>` once the settler has audited it (an unsettled
+ * one is kept: its outcome is not audited yet). Every delete is compared
+ * with the version read, so a record changed meanwhile stays; other
+ * processes may sweep at the same time. An operation without an outcome is
+ * never removed. Resolves with how many were removed.
+ */
+export async function pruneOperations(options: {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly retentionMs: number;
+  readonly signal?: AbortSignal;
+}): Promise<number> {
+  const { store, signal } = options;
+  const before = options.clock.now() - options.retentionMs;
+  const removals: Removal[] = [];
+  for await (const kv of rangeAll(store, OPERATIONS_PREFIX, { signal })) {
+    const parsed = parseOperationKey(kv.key);
+    if (parsed === undefined) continue;
+    let ended: boolean;
+    try {
+      const rec = decodeMessage(OperationRecordSchema, kv);
+      ended = rec.phase === OperationPhase.DONE && Number(rec.updatedAtMs) <= before;
+    } catch {
+      continue; // undecodable: left for an operator to look at
+    }
+    if (!ended) continue;
+    const removal: Removal = {
+      compares: [{ key: kv.key, modRevision: kv.modRevision }],
+      keys: [kv.key],
+    };
+    const indexKey = VM_OPERATIONS_PREFIX + parsed.operationId;
+    const index = await getMessage(store, VmOperationIndexSchema, indexKey, { signal });
+    if (index !== undefined) {
+      if (!index.message.settled || index.message.nodeId !== parsed.nodeId) continue;
+      removal.compares.push({ key: indexKey, modRevision: index.modRevision });
+      removal.keys.push(indexKey);
+    }
+    removals.push(removal);
+  }
+  let removed = 0;
+  for (let i = 0; i < removals.length; i += PER_TXN)
+    removed += await removeAll(store, removals.slice(i, i + PER_TXN), signal);
+  return removed;
+}
+
+/** Removes `batch` in one transaction; when a compare fails, halves it until the changed one is alone (kept). */
+async function removeAll(
+  store: KvStore,
+  batch: readonly Removal[],
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  if (batch.length === 0) return 0;
+  const txn = await store.txn(
+    {
+      compares: batch.flatMap((r) => r.compares),
+      success: batch.flatMap((r) => r.keys.map((key) => ({ type: "delete" as const, key }))),
+    },
+    { signal },
+  );
+  if (txn.succeeded) return batch.length;
+  if (batch.length === 1) return 0;
+  const half = Math.ceil(batch.length / 2);
+  return (
+    (await removeAll(store, batch.slice(0, half), signal)) +
+    (await removeAll(store, batch.slice(half), signal))
+  );
+}
+
+/**
+ * Runs {@link pruneOperations} now and every `intervalMs` (default: a
+ * quarter of the retention, at most an hour) until `signal` aborts; a
+ * failed sweep is logged and tried again at the next.
+ */
+export function startOperationRetention(options: {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly retentionMs: number;
+  readonly intervalMs?: number;
+  readonly signal: AbortSignal;
+}): void {
+  const { logger, signal } = options;
+  const intervalMs = options.intervalMs ?? Math.min(3_600_000, Math.floor(options.retentionMs / 4));
+  const loop = async () => {
+    while (!signal.aborted) {
+      try {
+        const removed = await pruneOperations(options);
+        if (removed > 0)
+          logger.info({ removed }, "finished operations past their retention removed");
+      } catch (err) {
+        if (!signal.aborted) logger.warn({ err }, "finished operations not pruned; next sweep");
+      }
+      await sleep(intervalMs, undefined, { signal, ref: false }).catch(() => {});
+    }
+  };
+  void loop();
+}
