@@ -9,6 +9,7 @@ import {
   type FailoverDecision,
   startFailoverController,
 } from "./failover-controller.js";
+import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
 import { createMigrationJournal } from "./migration-journal.js";
@@ -94,6 +95,8 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     journal,
     records,
     operations: createVmOperations(store, clock),
+    // Stamped 0: any later report of it running says it survived (restore clears the mark).
+    markLostRunning: (nodeId, vmId) => noteSelfFenced(store, nodeId, vmId, 0),
     runners,
     clock,
     logger,

@@ -47,6 +47,8 @@ export interface MigrationEngineOptions {
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled by reconciliation (for the audit trail). */
   readonly onSettled?: (migration: Migration) => void;
+  /** Leaves an HA VM a migration could not start again to HA restore (see the runner's). */
+  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
 }
 
 /** Plans, runs, watches, cancels and reconciles migrations. */
@@ -91,7 +93,8 @@ const MAX_BEGIN_ATTEMPTS = 25;
  */
 export function createMigrationEngine(options: MigrationEngineOptions): MigrationEngine {
   const { inventory, executors, planner, journal, records, logger } = options;
-  const runner = createMigrationRunner({ inventory, executors, journal, logger });
+  const { markLostRunning } = options;
+  const runner = createMigrationRunner({ inventory, executors, journal, logger, markLostRunning });
   const settler = createMigrationSettler({
     inventory,
     executors,
@@ -133,8 +136,11 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       inventory.vmRecords.all(),
     ]);
     const record = facts.get(vm.id);
+    // Only one sent to where the VM is: one stranded on a node it was failed over from never
+    // runs there (its generation is stale), and must not hold up every later migration.
     const lastOperation = failover ? "" : (record?.rec.lastOperationId ?? "");
-    const pending = (await options.operations.inFlight(lastOperation, signal))
+    const placed = record?.rec.nodeId || (vm.nodeId?.id ?? "");
+    const pending = (await options.operations.inFlight(lastOperation, placed, signal))
       ? lastOperation
       : undefined;
     const plan = await planner.plan(

@@ -12,6 +12,12 @@ export interface MigrationRunnerOptions {
   readonly executors: Executors;
   readonly journal: MigrationJournal;
   readonly logger: Logger;
+  /**
+   * Marks an HA VM lost running on `nodeId` (see noteSelfFenced), so that
+   * HA restore starts it there: an offline move that stopped it and moved
+   * it, and then could not start it on the target.
+   */
+  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
 }
 
 /** Runs this process's migrations, each in the background until it ends. */
@@ -117,6 +123,15 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
     if (moved) {
       const state = job.live || restartOnTarget ? VmState.RUNNING : vm.state;
       await movePlacement(inventory, journal, job, { ...vm, state }, logger);
+      // Stopped for the move and not started again: an HA VM is left to HA restore, which
+      // starts it on the target under its restart limit (nothing else acts on its desired
+      // state RUNNING). A plain VM stays stopped; the migration's outcome says so.
+      if (restartOnTarget && job.status.state === "failed" && vm.ha)
+        await options
+          .markLostRunning?.(target, vm.id)
+          .catch((err: unknown) =>
+            logger.error({ err, vm: vm.id, node: target }, "vm not marked for HA restore"),
+          );
     }
     await journal.publish(job, { final: true });
   }

@@ -119,8 +119,8 @@ describe("finished operations past their retention", () => {
       ]);
       // Gone for GetOperation, and not in flight for a migration of its VM.
       assert.equal(await o.vmOps.get("old-start"), undefined);
-      assert.equal(await o.vmOps.inFlight("old-start"), false);
-      assert.equal(await o.vmOps.inFlight("old-open-start"), true);
+      assert.equal(await o.vmOps.inFlight("old-start", "node-a"), false);
+      assert.equal(await o.vmOps.inFlight("old-open-start", "node-a"), true);
       // A second sweep finds nothing more until time passes.
       assert.equal(await pruneOperations({ store, clock, retentionMs: DAY }), 0);
       clock.advance(DAY);

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
+import {
+  type ClusterHarness,
+  HARNESS_FENCE_MS,
+  HARNESS_TTL_MS,
+  onRbd,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import { type CallContext, type RpcError, silentLogger } from "../core/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
@@ -9,6 +15,7 @@ import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.j
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage } from "../store/index.js";
 import { createAgentOperations } from "./agent-operations.js";
+import { failoverVm } from "./failover.js";
 import { createVmLifecycle } from "./vm-lifecycle.js";
 import { readPlacement } from "./vm-placement.js";
 
@@ -29,10 +36,10 @@ describe("a VM's lifecycle operations and its migrations", () => {
     signal: new AbortController().signal,
     log: silentLogger,
   } as unknown as CallContext;
-  const migrate = (vmId: string) =>
+  const migrate = (vmId: string, target = "node-02") =>
     h.runtime.engine.start({
       vmId,
-      target: "node-02",
+      target,
       allowDowntime: true,
       kind: MigrationKind.MIGRATE,
       requestedBy: "test-operator",
@@ -105,6 +112,52 @@ describe("a VM's lifecycle operations and its migrations", () => {
       create(OperationResultSchema, { operationId: op.id, outcome: OperationOutcome.FAILED }),
     );
     const started = await migrate(vm.id);
+    const done = await h.runtime.engine.wait(started.migrationId, AbortSignal.timeout(15_000));
+    assert.equal(done.state, MigrationState.SUCCEEDED, done.message);
+  });
+
+  it("does not let an operation left on a node the VM was failed over from hold up its migrations", async () => {
+    // Found by review: a reboot waiting on node-01 when it died named the VM's last operation
+    // for good, and every migration of the failed-over VM was refused.
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    const vm = (await h.inventory.getNode("node-01"))?.vms.find(
+      (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
+    );
+    assert.ok(vm);
+    const read = await readPlacement(h.store, vm.id);
+    await h.store.put(
+      `vms/${vm.id}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, {
+          ...(read.rec ?? { id: vm.id }),
+          id: vm.id,
+          nodeId: read.rec?.nodeId || "node-01",
+          managed: true,
+          desiredState: VmState.RUNNING,
+        }),
+      ),
+    );
+    const lifecycle = createVmLifecycle({ inventory: h.inventory, store: h.store, clock: h.clock });
+    const op = await lifecycle.rebootVm({ vmId: vm.id, requestId: "r-1" } as never, ctx);
+    assert.equal(op.nodeId?.id, "node-01");
+    h.sim.faults.partitionNode("node-01");
+    for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 1500; t += 500) {
+      h.clock.advance(500);
+      await h.beat();
+    }
+    const failedOver = await failoverVm(
+      h.runtime.failover,
+      vm.id,
+      "operator",
+      undefined,
+      AbortSignal.timeout(5000),
+    );
+    assert.equal(failedOver.state, MigrationState.SUCCEEDED, failedOver.message);
+    const at = h.sim.locate(vm.id);
+    assert.equal(at?.state, "running");
+    const other = at?.nodeId === "node-02" ? "node-03" : "node-02";
+    const started = await migrate(vm.id, other);
     const done = await h.runtime.engine.wait(started.migrationId, AbortSignal.timeout(15_000));
     assert.equal(done.state, MigrationState.SUCCEEDED, done.message);
   });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import { type Clock, RpcError, sameNode } from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -151,10 +151,13 @@ export interface VmOperations {
   ): Promise<{ operation: VmOperation; revision: number; written: boolean }>;
   get(operationId: string, signal?: AbortSignal): Promise<StoredVmOperation | undefined>;
   /**
-   * Whether the operation waits for its node or runs there: it has no
-   * outcome yet. An id the store does not hold (none, or "") is not in flight.
+   * Whether the operation waits for `nodeId` or runs there: it has no
+   * outcome yet and was written for that node. An id the store does not
+   * hold (none, "", removed after its retention) is not in flight, nor one
+   * left on a node the VM was failed over from (its generation is stale
+   * there: the node refuses it when it is back).
    */
-  inFlight(operationId: string, signal?: AbortSignal): Promise<boolean>;
+  inFlight(operationId: string, nodeId: string, signal?: AbortSignal): Promise<boolean>;
   /** The operation now, then at each change until it is done. */
   follow(operationId: string, signal: AbortSignal): AsyncIterable<VmOperation>;
 }
@@ -173,10 +176,14 @@ export function createVmOperations(store: KvStore, clock: Clock): VmOperations {
   };
   return {
     get,
-    async inFlight(id, signal) {
+    async inFlight(id, nodeId, signal) {
       if (id === "") return false;
       const got = await get(id, signal);
-      return got?.record !== undefined && got.record.phase !== OperationPhase.DONE;
+      return (
+        got?.record !== undefined &&
+        got.record.phase !== OperationPhase.DONE &&
+        sameNode(got.index.nodeId, nodeId)
+      );
     },
     async submit(req, signal) {
       const { id } = req;
