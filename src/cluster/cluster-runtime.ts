@@ -11,6 +11,7 @@ import {
 } from "./failover-controller.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
+import { createCancelRequests } from "./migration-cancel-requests.js";
 import { createMigrationEngine, type MigrationEngine } from "./migration-engine.js";
 import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner, type ReplicaLookup } from "./migration-planner.js";
@@ -97,6 +98,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     operations: createVmOperations(store, clock),
     // Stamped 0: any later report of it running says it survived (restore clears the mark).
     markLostRunning: (nodeId, vmId) => noteSelfFenced(store, nodeId, vmId, 0),
+    cancels: createCancelRequests(store),
     runners,
     clock,
     logger,

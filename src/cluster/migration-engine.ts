@@ -4,6 +4,7 @@ import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.j
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
+import type { CancelRequests } from "./migration-cancel-requests.js";
 import { jobActive } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { Plan, Planner } from "./migration-planner.js";
@@ -49,7 +50,12 @@ export interface MigrationEngineOptions {
   readonly onSettled?: (migration: Migration) => void;
   /** Leaves an HA VM a migration could not start again to HA restore (see the runner's). */
   readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+  /** Cancels asked of a process that does not run the migration; without it, those are refused. */
+  readonly cancels?: CancelRequests;
 }
+
+/** How long a cancel asked through another process is waited for before it answers the state then. */
+const REMOTE_CANCEL_WAIT_MS = 30_000;
 
 /** Plans, runs, watches, cancels and reconciles migrations. */
 export interface MigrationEngine {
@@ -93,8 +99,15 @@ const MAX_BEGIN_ATTEMPTS = 25;
  */
 export function createMigrationEngine(options: MigrationEngineOptions): MigrationEngine {
   const { inventory, executors, planner, journal, records, logger } = options;
-  const { markLostRunning } = options;
-  const runner = createMigrationRunner({ inventory, executors, journal, logger, markLostRunning });
+  const { markLostRunning, cancels } = options;
+  const runner = createMigrationRunner({
+    inventory,
+    executors,
+    journal,
+    logger,
+    markLostRunning,
+    cancelRequested: cancels?.requested,
+  });
   const settler = createMigrationSettler({
     inventory,
     executors,
@@ -212,9 +225,18 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     async cancel(id, tenant, signal) {
       const job = await follow.load(id, tenant, signal);
       if (!jobActive(job)) throw new RpcError("MIGRATION_FINISHED");
-      if (!(await runner.cancel(id)))
+      if (await runner.cancel(id)) return migrationOf(await follow.load(id, tenant, signal));
+      if (cancels === undefined)
         throw new RpcError("MIGRATION_IN_PROGRESS", {
           message: "this migration is run by another control-plane process; cancel it there",
+        });
+      // Run by another process: asked through its record, then waited for a while.
+      if (!(await cancels.request(id, signal))) throw new RpcError("MIGRATION_FINISHED");
+      const bound = AbortSignal.timeout(REMOTE_CANCEL_WAIT_MS);
+      await follow
+        .wait(id, signal === undefined ? bound : AbortSignal.any([signal, bound]))
+        .catch((err: unknown) => {
+          if (!bound.aborted) throw err;
         });
       return migrationOf(await follow.load(id, tenant, signal));
     },

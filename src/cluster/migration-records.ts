@@ -20,7 +20,7 @@ import {
 import type { Reserved } from "./migration-planner.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
 
-const RECORDS = "migrations/";
+export const MIGRATION_RECORDS = "migrations/";
 /** Key family of the per-VM migration locks: held while a migration or failover of the VM runs. */
 export const MIGRATION_LOCKS = "migration-locks/";
 const RESERVATIONS = "reservations/";
@@ -143,7 +143,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       (r) => !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED),
     );
     for (const old of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED)))
-      await store.delete(RECORDS + idOf(old.record), { signal });
+      await store.delete(MIGRATION_RECORDS + idOf(old.record), { signal });
   }
 
   /**
@@ -152,14 +152,16 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
    * process: written back, it would undo that settling.
    */
   async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
-    const got = await getMessage(store, MigrationRecordSchema, RECORDS + idOf(record), { signal });
+    const got = await getMessage(store, MigrationRecordSchema, MIGRATION_RECORDS + idOf(record), {
+      signal,
+    });
     if (got === undefined || got.message.runner !== record.runner) throw notOwned();
     return got.modRevision;
   }
 
   async function list(signal?: AbortSignal) {
     const out: { record: MigrationRecord; modRevision: number }[] = [];
-    for await (const kv of rangeAll(store, RECORDS, { signal }))
+    for await (const kv of rangeAll(store, MIGRATION_RECORDS, { signal }))
       out.push({ record: decodeMessage(MigrationRecordSchema, kv), modRevision: kv.modRevision });
     return out;
   }
@@ -186,7 +188,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
             ...extraCompares,
           ],
           success: [
-            { type: "put", key: RECORDS + idOf(record), value: enc(record) },
+            { type: "put", key: MIGRATION_RECORDS + idOf(record), value: enc(record) },
             {
               type: "put",
               key: MIGRATION_LOCKS + vmOf(record),
@@ -204,10 +206,13 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       await updateMessage(
         store,
         MigrationRecordSchema,
-        RECORDS + idOf(record),
+        MIGRATION_RECORDS + idOf(record),
         (current) => {
           if (current === undefined || current.runner !== record.runner) throw notOwned();
-          return record;
+          // A cancel asked through another process stays asked (see migration-cancel-requests).
+          return current.cancelRequested
+            ? create(MigrationRecordSchema, { ...record, cancelRequested: true })
+            : record;
         },
         { signal },
       );
@@ -230,14 +235,14 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
           {
             compares: [
               ...(moved === undefined ? [] : [moved.compare]),
-              { key: RECORDS + idOf(record), modRevision: current },
+              { key: MIGRATION_RECORDS + idOf(record), modRevision: current },
               { key: RESERVATIONS + target, modRevision: rev },
               ...(lock === undefined
                 ? []
                 : [{ key: MIGRATION_LOCKS + vmOf(record), modRevision: lock.modRevision }]),
             ],
             success: [
-              { type: "put", key: RECORDS + idOf(record), value: enc(record) },
+              { type: "put", key: MIGRATION_RECORDS + idOf(record), value: enc(record) },
               ...(ownsLock
                 ? [{ type: "delete" as const, key: MIGRATION_LOCKS + vmOf(record) }]
                 : []),
@@ -257,22 +262,23 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
     async claim(record, modRevision, signal) {
       const txn = await store.txn(
         {
-          compares: [{ key: RECORDS + idOf(record), modRevision }],
-          success: [{ type: "put", key: RECORDS + idOf(record), value: enc(record) }],
+          compares: [{ key: MIGRATION_RECORDS + idOf(record), modRevision }],
+          success: [{ type: "put", key: MIGRATION_RECORDS + idOf(record), value: enc(record) }],
         },
         { signal },
       );
       return txn.succeeded;
     },
     async ownership(record, signal) {
-      const key = RECORDS + idOf(record);
+      const key = MIGRATION_RECORDS + idOf(record);
       const got = await getMessage(store, MigrationRecordSchema, key, { signal });
       return got === undefined || got.message.runner !== record.runner
         ? undefined
         : { key, modRevision: got.modRevision };
     },
     async get(id, signal) {
-      return (await getMessage(store, MigrationRecordSchema, RECORDS + id, { signal }))?.message;
+      return (await getMessage(store, MigrationRecordSchema, MIGRATION_RECORDS + id, { signal }))
+        ?.message;
     },
     list,
     async locked(vmId, signal) {

@@ -18,6 +18,8 @@ export interface MigrationRunnerOptions {
    * it, and then could not start it on the target.
    */
   readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+  /** Resolves once another process asks for the migration's cancellation (see CancelRequests). */
+  readonly cancelRequested?: (id: string, signal: AbortSignal) => Promise<void>;
 }
 
 /** Runs this process's migrations, each in the background until it ends. */
@@ -140,11 +142,21 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
     launch(job, vm) {
       const started = jobRunning(job);
       const abort = new AbortController();
+      // Watched while it runs: a cancel asked through another process is done here.
+      const watching = new AbortController();
+      options.cancelRequested?.(job.id, watching.signal).then(
+        () => {
+          logger.info({ migration: job.id }, "cancel asked through another process");
+          abort.abort();
+        },
+        () => {},
+      );
       const done = run(started, vm, abort.signal)
         .catch((err: unknown) =>
           logger.error({ err, migration: job.id }, "migration runner failed"),
         )
         .finally(() => {
+          watching.abort();
           running.delete(job.id);
           journal.disown(job.id);
         });

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
+import { type CallContext, silentLogger } from "../core/index.js";
+import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { encodeMessage } from "../store/index.js";
+import { createMigrationRecords } from "./migration-records.js";
+import { createVmLifecycle } from "./vm-lifecycle.js";
+import { readPlacement } from "./vm-placement.js";
+
+/**
+ * Two control-plane processes on one store and one set of nodes. A client
+ * behind a load balancer cannot pick the process that runs a migration, and
+ * while it runs the VM takes no start, stop or delete: found by review, a
+ * live migration that did not converge could be neither cancelled nor
+ * stopped through the other process until its hypervisor job timed out
+ * (30 min by default).
+ */
+describe("a migration cancelled through a process that does not run it", () => {
+  let a: ClusterHarness;
+  let b: ClusterHarness | undefined;
+  afterEach(async () => {
+    await b?.close();
+    await a.close();
+  });
+
+  it("is cancelled by its runner, rolls back, and the VM takes a stop again", async () => {
+    a = await startClusterHarness({ nodes: 2, vmsPerNode: 2, migrationMs: 2000 });
+    b = await startClusterHarness({ nodes: 2, vmsPerNode: 2, store: a.store, sim: a.sim });
+    const vm = (await a.inventory.getNode("node-01"))?.vms.find((v) => v.state === VmState.RUNNING);
+    assert.ok(vm);
+    const read = await readPlacement(a.store, vm.id);
+    await a.store.put(
+      `vms/${vm.id}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, {
+          ...(read.rec ?? { id: vm.id }),
+          id: vm.id,
+          nodeId: read.rec?.nodeId || "node-01",
+          managed: true,
+          desiredState: VmState.RUNNING,
+        }),
+      ),
+    );
+    // A live migration by process a that stops progressing at 50% (a hung hypervisor job).
+    a.sim.faults.holdMigration(vm.id, 50);
+    const started = await a.runtime.engine.start({
+      vmId: vm.id,
+      target: "node-02",
+      allowDowntime: false,
+      kind: MigrationKind.MIGRATE,
+      requestedBy: "test-operator",
+      tenant: undefined,
+    });
+    const ctx = {
+      principal: { id: "admin" },
+      signal: new AbortController().signal,
+      log: silentLogger,
+    } as unknown as CallContext;
+    const lifecycle = createVmLifecycle({ inventory: b.inventory, store: a.store, clock: b.clock });
+    const stop = () =>
+      lifecycle.stopVm({ vmId: vm.id, requestId: "", force: true, timeoutMs: 0 } as never, ctx);
+    await assert.rejects(stop(), { reason: "MIGRATION_IN_PROGRESS" });
+
+    const cancelled = await b.runtime.engine.cancel(started.migrationId, undefined);
+    assert.equal(cancelled.state, MigrationState.CANCELLED, cancelled.message);
+    assert.deepEqual(
+      [a.sim.locate(vm.id)?.nodeId, a.sim.locate(vm.id)?.state],
+      ["node-01", "running"],
+      "rolled back: still running on its source",
+    );
+    assert.equal(await createMigrationRecords(a.store).locked(vm.id), false, "lock released");
+    const op = await stop();
+    assert.equal(op.nodeId?.id, "node-01");
+    // Cancelling it again, through either process, says it is over.
+    await assert.rejects(b.runtime.engine.cancel(started.migrationId, undefined), {
+      reason: "MIGRATION_FINISHED",
+    });
+  });
+});
