@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
-import { type CallContext, silentLogger } from "../core/index.js";
-import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  adminContext,
+  type ClusterHarness,
+  manageVm,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { encodeMessage } from "../store/index.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { createVmLifecycle } from "./vm-lifecycle.js";
-import { readPlacement } from "./vm-placement.js";
 
 /**
  * Two control-plane processes on one store and one set of nodes. A client
@@ -32,20 +32,7 @@ describe("a migration cancelled through a process that does not run it", () => {
     b = await startClusterHarness({ nodes: 2, vmsPerNode: 2, store: a.store, sim: a.sim });
     const vm = (await a.inventory.getNode("node-01"))?.vms.find((v) => v.state === VmState.RUNNING);
     assert.ok(vm);
-    const read = await readPlacement(a.store, vm.id);
-    await a.store.put(
-      `vms/${vm.id}`,
-      encodeMessage(
-        VmRecordSchema,
-        create(VmRecordSchema, {
-          ...(read.rec ?? { id: vm.id }),
-          id: vm.id,
-          nodeId: read.rec?.nodeId || "node-01",
-          managed: true,
-          desiredState: VmState.RUNNING,
-        }),
-      ),
-    );
+    await manageVm(a.store, vm, VmState.RUNNING);
     // A live migration by process a that stops progressing at 50% (a hung hypervisor job).
     a.sim.faults.holdMigration(vm.id, 50);
     const started = await a.runtime.engine.start({
@@ -56,11 +43,7 @@ describe("a migration cancelled through a process that does not run it", () => {
       requestedBy: "test-operator",
       tenant: undefined,
     });
-    const ctx = {
-      principal: { id: "admin" },
-      signal: new AbortController().signal,
-      log: silentLogger,
-    } as unknown as CallContext;
+    const ctx = adminContext();
     const lifecycle = createVmLifecycle({ inventory: b.inventory, store: a.store, clock: b.clock });
     const stop = () =>
       lifecycle.stopVm({ vmId: vm.id, requestId: "", force: true, timeoutMs: 0 } as never, ctx);

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { create } from "@bufbuild/protobuf";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
+import {
+  type ClusterHarness,
+  manageVm,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import { RpcError, silentLogger } from "../core/index.js";
 import type { HypervisorDriver } from "../drivers/index.js";
-import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { encodeMessage } from "../store/index.js";
 import { createLocalExecutors } from "./executors.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import { createMigrationEngine } from "./migration-engine.js";
@@ -15,7 +16,6 @@ import { createMigrationJournal } from "./migration-journal.js";
 import { createPlanner } from "./migration-planner.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { createVmOperations } from "./vm-operations.js";
-import { readPlacement } from "./vm-placement.js";
 
 /**
  * An offline move (a drain of a VM that cannot move live) stops the VM,
@@ -34,20 +34,7 @@ describe("an offline move whose start on the target fails", () => {
       (v) => v.ha && v.state === VmState.RUNNING,
     );
     assert.ok(vm);
-    const read = await readPlacement(h.store, vm.id);
-    await h.store.put(
-      `vms/${vm.id}`,
-      encodeMessage(
-        VmRecordSchema,
-        create(VmRecordSchema, {
-          ...(read.rec ?? { id: vm.id }),
-          id: vm.id,
-          nodeId: read.rec?.nodeId || "node-01",
-          managed: true,
-          desiredState: VmState.RUNNING,
-        }),
-      ),
-    );
+    await manageVm(h.store, vm, VmState.RUNNING);
     await h.beat();
     // No live migration, and node-02's first start times out.
     let failStart = true;

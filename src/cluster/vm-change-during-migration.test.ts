@@ -2,22 +2,23 @@ import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import {
+  adminContext,
   type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
+  manageVm,
   onRbd,
   startClusterHarness,
 } from "../../test/helpers/cluster-harness.js";
-import { type CallContext, type RpcError, silentLogger } from "../core/index.js";
+import type { RpcError } from "../core/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { encodeMessage, getMessage } from "../store/index.js";
+import { getMessage } from "../store/index.js";
 import { createAgentOperations } from "./agent-operations.js";
 import { failoverVm } from "./failover.js";
 import { createVmLifecycle } from "./vm-lifecycle.js";
-import { readPlacement } from "./vm-placement.js";
 
 /**
  * One change of a VM at a time. The chaos test (seed 42) saw a start
@@ -31,11 +32,7 @@ describe("a VM's lifecycle operations and its migrations", () => {
   let h: ClusterHarness;
   afterEach(() => h.close());
 
-  const ctx = {
-    principal: { id: "admin" },
-    signal: new AbortController().signal,
-    log: silentLogger,
-  } as unknown as CallContext;
+  const ctx = adminContext();
   const migrate = (vmId: string, target = "node-02") =>
     h.runtime.engine.start({
       vmId,
@@ -52,15 +49,7 @@ describe("a VM's lifecycle operations and its migrations", () => {
     const vm = (await h.inventory.getNode("node-01"))?.vms[0];
     assert.ok(vm);
     await h.sim.driver("node-01")?.stop(vm.id, { force: true, signal: AbortSignal.timeout(5000) });
-    const read = await readPlacement(h.store, vm.id);
-    const rec = create(VmRecordSchema, {
-      ...(read.rec ?? { id: vm.id }),
-      id: vm.id,
-      nodeId: read.rec?.nodeId || "node-01",
-      managed: true,
-      desiredState: VmState.STOPPED,
-    });
-    await h.store.put(`vms/${vm.id}`, encodeMessage(VmRecordSchema, rec));
+    await manageVm(h.store, vm, VmState.STOPPED);
     await h.beat();
     return vm;
   }
@@ -124,20 +113,7 @@ describe("a VM's lifecycle operations and its migrations", () => {
       (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
     );
     assert.ok(vm);
-    const read = await readPlacement(h.store, vm.id);
-    await h.store.put(
-      `vms/${vm.id}`,
-      encodeMessage(
-        VmRecordSchema,
-        create(VmRecordSchema, {
-          ...(read.rec ?? { id: vm.id }),
-          id: vm.id,
-          nodeId: read.rec?.nodeId || "node-01",
-          managed: true,
-          desiredState: VmState.RUNNING,
-        }),
-      ),
-    );
+    await manageVm(h.store, vm, VmState.RUNNING);
     const lifecycle = createVmLifecycle({ inventory: h.inventory, store: h.store, clock: h.clock });
     const op = await lifecycle.rebootVm({ vmId: vm.id, requestId: "r-1" } as never, ctx);
     assert.equal(op.nodeId?.id, "node-01");

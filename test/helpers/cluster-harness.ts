@@ -1,6 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import {
   type ClusterRuntime,
   createInventory,
@@ -8,9 +9,11 @@ import {
   type FailoverDecision,
   type Inventory,
   type ReplicaLookup,
+  readPlacement,
   startClusterRuntime,
 } from "../../src/cluster/index.js";
 import {
+  type CallContext,
   createManualClock,
   type Logger,
   type ManualClock,
@@ -21,10 +24,11 @@ import {
   type RecoveringDriver,
   type Simulation,
 } from "../../src/drivers/index.js";
+import { VmRecordSchema } from "../../src/gen/debvisor/store/v1/records_pb.js";
 import type { Health } from "../../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
-import type { VmInfo } from "../../src/gen/debvisor/v1/vm_pb.js";
-import { createSqliteStore, type KvStore } from "../../src/store/index.js";
+import type { VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, encodeMessage, type KvStore } from "../../src/store/index.js";
 
 /** A control plane over a simulated cluster in this process: real SQLite store, real timers for migrations, a manual clock for liveness. */
 export interface ClusterHarness {
@@ -182,4 +186,26 @@ export async function startClusterHarness(options: {
       if (options.store === undefined) await store.close();
     },
   };
+}
+
+/** Makes a VM managed with `desiredState`, as its record places it (else on the node reporting it). */
+export async function manageVm(store: KvStore, vm: VmInfo, desiredState: VmState): Promise<void> {
+  const read = await readPlacement(store, vm.id);
+  const rec = create(VmRecordSchema, {
+    ...(read.rec ?? { id: vm.id }),
+    id: vm.id,
+    nodeId: read.rec?.nodeId || (vm.nodeId?.id ?? ""),
+    managed: true,
+    desiredState,
+  });
+  await store.put(`vms/${vm.id}`, encodeMessage(VmRecordSchema, rec));
+}
+
+/** The context of a cluster-wide caller, for calling the VM lifecycle directly. */
+export function adminContext(): CallContext {
+  return {
+    principal: { id: "admin" },
+    signal: new AbortController().signal,
+    log: silentLogger,
+  } as unknown as CallContext;
 }
