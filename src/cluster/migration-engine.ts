@@ -117,6 +117,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     logger,
     jobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: (job) => options.onSettled?.(migrationOf(job)),
+    markLostRunning,
   });
   const follow = createMigrationWatch(journal, runner.runsHere);
 

@@ -52,6 +52,8 @@ export interface MigrationSettlerOptions {
   readonly jobTimeoutMs?: number;
   /** Told of each job settled (for the audit trail). */
   readonly onSettled?: (job: MigrationJob) => void;
+  /** As the runner's: an HA VM that could not be started again is left to HA restore. */
+  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
 }
 
 /** Settles migrations whose runner is gone. */
@@ -142,15 +144,26 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       logger.info({ migration: job.id, vm: vmId }, "vm found on neither node; settling later");
       return undefined;
     }
+    /** Starts the VM on `node` if it is to run; true when that failed. */
     const restart = async (node: string, state: DomainState | undefined) => {
       // A live migration promised a running VM: one that arrived stopped (its source
       // self-fenced mid-transfer, say) is started, like one moved with a restart.
-      if (!(job.restartAfter || job.live) || state !== "stopped") return;
-      await executors
-        .forNode(node)
-        ?.start(vmId, sig)
+      if (!(job.restartAfter || job.live) || state !== "stopped") return false;
+      try {
+        await executors.forNode(node)?.start(vmId, sig);
+        return false;
+      } catch (err) {
+        logger.error({ err, vm: vmId, node }, "restart after settling failed");
+        return true;
+      }
+    };
+    /** An HA VM not started again on `node`, where it is placed now, is left to HA restore. */
+    const leaveToHaRestore = async (node: string) => {
+      if ((await inventory.findVm(vmId, signal))?.ha !== true) return;
+      await options
+        .markLostRunning?.(node, vmId)
         .catch((err: unknown) =>
-          logger.error({ err, vm: vmId, node }, "restart after settling failed"),
+          logger.error({ err, vm: vmId, node }, "vm not marked for HA restore"),
         );
     };
     let settled: MigrationJob;
@@ -161,7 +174,7 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
         "control plane stopped mid-failover; the vm was not restarted",
       );
     } else if (onTarget !== undefined && onSource === undefined) {
-      await restart(target, onTarget.state);
+      const notStarted = await restart(target, onTarget.state);
       settled = jobFinished(
         job,
         { state: "succeeded", phase: "completed" },
@@ -177,8 +190,10 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
           logger,
           signal,
         );
+      if (notStarted) await leaveToHaRestore(target);
     } else if (onSource !== undefined && onTarget === undefined) {
-      if (onSource !== UNREACHABLE) await restart(source, onSource.state);
+      if (onSource !== UNREACHABLE && (await restart(source, onSource.state)))
+        await leaveToHaRestore(source);
       settled = jobFinished(
         job,
         { state: "failed", phase: "rolled-back" },
