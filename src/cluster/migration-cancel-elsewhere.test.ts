@@ -64,4 +64,42 @@ describe("a migration cancelled through a process that does not run it", () => {
       reason: "MIGRATION_FINISHED",
     });
   });
+
+  it("is refused at once when nothing would act on the request: a failover, or a migration whose process is gone", async () => {
+    a = await startClusterHarness({ nodes: 3, vmsPerNode: 2 });
+    b = undefined;
+    const vm = (await a.inventory.getNode("node-01"))?.vms[0];
+    assert.ok(vm);
+    // A failover run by a live process (a runner key, as registered), a migration by a dead one.
+    await a.store.put("runners/runner-alive", new TextEncoder().encode("x"));
+    const { journal } = a.runtime.failover;
+    const orphan = async (kind: "failover" | "migrate", vmId: string) => {
+      const job = {
+        ...journal.newJob({
+          vm: { ...vm, id: vmId },
+          source: "node-01",
+          target: kind === "failover" ? "node-02" : "node-03",
+          live: false,
+          allowDowntime: true,
+          kind,
+          requestedBy: "operator",
+        }),
+        runner: kind === "failover" ? "runner-alive" : "runner-gone",
+        status: { state: "running", phase: "transferring" },
+      } as const;
+      assert.ok(await journal.begin(job, 0, AbortSignal.timeout(5000)));
+      journal.disown(job.id);
+      return job.id;
+    };
+    const started = Date.now();
+    await assert.rejects(a.runtime.engine.cancel(await orphan("failover", "vm-x"), undefined), {
+      reason: "MIGRATION_IN_PROGRESS",
+      message: "a failover cannot be cancelled",
+    });
+    await assert.rejects(a.runtime.engine.cancel(await orphan("migrate", "vm-y"), undefined), {
+      reason: "MIGRATION_IN_PROGRESS",
+      message: /process that ran this migration is gone/,
+    });
+    assert.ok(Date.now() - started < 5000, "answered at once, not after the 30 s wait");
+  });
 });

@@ -227,9 +227,18 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       const job = await follow.load(id, tenant, signal);
       if (!jobActive(job)) throw new RpcError("MIGRATION_FINISHED");
       if (await runner.cancel(id)) return migrationOf(await follow.load(id, tenant, signal));
+      // Refused at once where nothing would act on a request: a failover (not run by a
+      // migration runner), one whose process is gone (settled from the hypervisors instead).
+      if (job.kind === "failover")
+        throw new RpcError("MIGRATION_IN_PROGRESS", { message: "a failover cannot be cancelled" });
       if (cancels === undefined)
         throw new RpcError("MIGRATION_IN_PROGRESS", {
           message: "this migration is run by another control-plane process; cancel it there",
+        });
+      if (job.runner === journal.runnerId || !(await options.runners.isAlive(job.runner, signal)))
+        throw new RpcError("MIGRATION_IN_PROGRESS", {
+          message:
+            "the control-plane process that ran this migration is gone; it is being settled from what the nodes say",
         });
       // Run by another process: asked through its record, then waited for a while.
       if (!(await cancels.request(id, signal))) throw new RpcError("MIGRATION_FINISHED");

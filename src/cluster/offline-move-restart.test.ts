@@ -86,6 +86,9 @@ describe("a move that cannot start its VM on the target", () => {
         [h.sim.locate(vm.id)?.nodeId, h.sim.locate(vm.id)?.state],
         ["node-02", "stopped"],
       );
+      // A controller pass before node-02's next report: the placement's list must not show
+      // the VM running there, or the pass takes it for a survivor and clears its mark.
+      await h.runtime.controller?.tick();
       for (let i = 0; i < 10 && h.sim.locate(vm.id)?.state !== "running"; i++) {
         h.clock.advance(1000);
         await h.beat();
@@ -181,6 +184,7 @@ describe("a move that cannot start its VM on the target", () => {
       [where, "stopped"],
       "its start there failed",
     );
+    await h.runtime.controller?.tick();
     for (let i = 0; i < 10 && sim.locate(vm.id)?.state !== "running"; i++) {
       h.clock.advance(1000);
       await h.beat();
