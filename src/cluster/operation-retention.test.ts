@@ -163,4 +163,43 @@ describe("finished operations past their retention", () => {
       await store.close();
     }
   });
+
+  it("leaves one whose index cannot be decoded for an operator, and removes the others", async () => {
+    const store = testStore();
+    const clock = createManualClock(1_000_000);
+    try {
+      const o = operations(store, clock);
+      for (const id of ["a-1", "b-2", "c-3"]) await o.agentOp(id);
+      await store.put(`${VM_OPERATIONS_PREFIX}b-2`, new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+      clock.advance(DAY);
+      assert.equal(await pruneOperations({ store, clock, retentionMs: DAY }), 2);
+      assert.deepEqual(await keys(store, OPERATIONS_PREFIX), ["node-a/b-2"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("lets the event loop go between pages, and removes every page", async () => {
+    const store = testStore();
+    const clock = createManualClock(1_000_000);
+    try {
+      const o = operations(store, clock);
+      for (let i = 0; i < 2000; i++) await o.agentOp(`op-${String(i).padStart(4, "0")}`);
+      // None has expired yet (the steady state): SQLite answers synchronously, so without a
+      // pause between pages no timer runs until the whole range is read.
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 1);
+      try {
+        assert.equal(await pruneOperations({ store, clock, retentionMs: DAY }), 0);
+      } finally {
+        clearInterval(timer);
+      }
+      assert.ok(ticks >= 2, `the event loop ran timers ${ticks} times during the sweep`);
+      clock.advance(DAY);
+      assert.equal(await pruneOperations({ store, clock, retentionMs: DAY }), 2000);
+      assert.deepEqual(await keys(store, OPERATIONS_PREFIX), []);
+    } finally {
+      await store.close();
+    }
+  });
 });

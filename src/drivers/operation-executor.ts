@@ -315,12 +315,17 @@ export function createOperationExecutor(options: {
 
   return {
     dispatch(d) {
+      // A redelivery of an operation carries the dispatch as it was written. Another one
+      // under a known id is a new operation: the control plane removes finished ones after
+      // their retention, and a client's request_id then names a new operation by the same
+      // id. Answered from the journal, it would report the old outcome with nothing done.
       const known = journal.get(d.operationId);
-      if (known?.result !== undefined) {
+      const same = known !== undefined && sameDispatch(known.dispatch, d);
+      if (same && known.result !== undefined) {
         send({ kind: { case: "result", value: { ...known.result, replayed: true } } });
         return;
       }
-      if (inflight.has(d.operationId) || known !== undefined) return;
+      if (inflight.has(d.operationId) || same) return;
       journal.begin(d);
       run(d);
     },
@@ -359,4 +364,19 @@ export function createOperationExecutor(options: {
     },
     running: () => inflight.size,
   };
+}
+
+/**
+ * Whether two dispatches are one operation delivered twice: written once,
+ * with its time of writing. A journal entry from before dispatches carried
+ * it is taken as the same.
+ */
+function sameDispatch(a: OperationDispatch, b: OperationDispatch): boolean {
+  if (a.createdAt === undefined || b.createdAt === undefined) return true;
+  return (
+    a.kind === b.kind &&
+    a.vmId === b.vmId &&
+    a.createdAt.seconds === b.createdAt.seconds &&
+    a.createdAt.nanos === b.createdAt.nanos
+  );
 }

@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { createAgentOperations, pruneOperations } from "../src/cluster/index.js";
+import {
+  createVmOperations,
+  VM_OPERATIONS_PREFIX,
+  vmOperationId,
+} from "../src/cluster/vm-operations.js";
+import { createManualClock, silentLogger } from "../src/core/index.js";
+import {
+  createLocalSimulation,
+  createOperationExecutor,
+  openOperationJournal,
+} from "../src/drivers/index.js";
+import { VmOperationIndexSchema } from "../src/gen/debvisor/store/v1/vm_operation_records_pb.js";
+import type { OperationResult } from "../src/gen/debvisor/v1/agent_pb.js";
+import { VmOperationKind } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, encodeMessage, getMessage } from "../src/store/index.js";
+
+const HOUR = 3_600_000;
+
+/**
+ * A client's request_id names the same lifecycle operation (its id is
+ * derived from it) until the operation is removed after its retention;
+ * then the same key starts a new operation under the same id. Found by
+ * review: the node's agent answered it from its journal of finished
+ * operations, reporting the old stop's success while the VM ran on.
+ */
+describe("a request_id used again after its operation's retention", () => {
+  it("starts a new operation that the node actually runs (documented), not a replay of the old result", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "rev3-replay-"));
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const clock = createManualClock(Date.now());
+    const vmOps = createVmOperations(store, clock);
+    const agentOps = createAgentOperations(store, clock);
+    // The node's agent: the real executor over its durable journal (as agent-runner.ts).
+    const sim = createLocalSimulation({
+      nodeId: "node-a",
+      dir: join(dir, "sim"),
+      vms: 1,
+      actionMs: 10,
+      migrationMs: 50,
+      now: Date.now(),
+    });
+    const results: OperationResult[] = [];
+    const executor = createOperationExecutor({
+      driver: sim.driver,
+      journal: openOperationJournal(dir),
+      logger: silentLogger,
+      signal: new AbortController().signal,
+      send: (m) => {
+        if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
+      },
+    });
+    const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
+    const state = async () => (await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state;
+    // What the hub does: deliver the dispatch, write the agent's result.
+    const run = async (id: string) => {
+      const rec = await agentOps.get("node-a", id);
+      assert.ok(rec?.dispatch);
+      const seen = results.length;
+      executor.dispatch(rec.dispatch);
+      const answered = () => results.slice(seen).find((r) => r.operationId === id);
+      for (let i = 0; i < 200 && answered() === undefined; i++) await sleep(10);
+      const r = answered();
+      assert.ok(r, `no result for ${id}`);
+      await agentOps.finish("node-a", r);
+      return r;
+    };
+    const stop = () =>
+      vmOps.submit({
+        id: vmOperationId(vm, "stop-nightly", undefined),
+        kind: VmOperationKind.STOP,
+        vmId: vm,
+        nodeId: "node-a",
+        tenant: "",
+        params: { force: "false", timeout_ms: "1000" },
+        requestedBy: "t",
+        requestId: "stop-nightly",
+        vm: undefined,
+        vmRevision: 0,
+        generation: 0n,
+      });
+    const settle = async (id: string) => {
+      const got = await getMessage(store, VmOperationIndexSchema, VM_OPERATIONS_PREFIX + id);
+      assert.ok(got);
+      await store.put(
+        VM_OPERATIONS_PREFIX + id,
+        encodeMessage(
+          VmOperationIndexSchema,
+          create(VmOperationIndexSchema, { ...got.message, settled: true }),
+        ),
+      );
+    };
+
+    assert.equal(await state(), "running");
+    const first = await stop();
+    await run(first.operation.id);
+    await settle(first.operation.id);
+    assert.equal(await state(), "stopped");
+
+    // Later the VM is started again (another call), and the retention passes.
+    await sim.driver.start(vm, AbortSignal.timeout(5000), { generation: 0n });
+    assert.equal(await state(), "running");
+    clock.advance(25 * HOUR);
+    assert.equal(await pruneOperations({ store, clock, retentionMs: 24 * HOUR }), 1);
+
+    // The same request_id now "starts a new operation" (docs/cluster.md) ...
+    const second = await stop();
+    assert.equal(second.written, true, "a new operation was written");
+    assert.equal(second.operation.id, first.operation.id, "under the very same id");
+    const r = await run(second.operation.id);
+    // ... which the node runs: not answered from its journal (SUCCEEDED, the VM still running).
+    assert.equal(r.replayed, false, "the node ran the new stop rather than replaying the old one");
+    assert.equal(await state(), "stopped");
+    // A redelivery of that operation (a reconnect) is still answered from the journal.
+    const again = await agentOps.get("node-a", second.operation.id);
+    assert.ok(again?.dispatch);
+    const before = results.length;
+    executor.dispatch(again.dispatch);
+    assert.equal(results.length, before + 1);
+    assert.equal(results.at(-1)?.replayed, true);
+    await store.close();
+  });
+});
