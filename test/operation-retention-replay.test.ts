@@ -5,12 +5,14 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { createAgentOperations, pruneOperations } from "../src/cluster/index.js";
 import {
+  createAgentOperations,
   createVmOperations,
+  pruneOperations,
+  timestampFromMs,
   VM_OPERATIONS_PREFIX,
   vmOperationId,
-} from "../src/cluster/vm-operations.js";
+} from "../src/cluster/index.js";
 import { createManualClock, silentLogger } from "../src/core/index.js";
 import {
   createLocalSimulation,
@@ -18,7 +20,12 @@ import {
   openOperationJournal,
 } from "../src/drivers/index.js";
 import { VmOperationIndexSchema } from "../src/gen/debvisor/store/v1/vm_operation_records_pb.js";
-import type { OperationResult } from "../src/gen/debvisor/v1/agent_pb.js";
+import {
+  OperationDispatchSchema,
+  OperationKind,
+  OperationOutcome,
+  type OperationResult,
+} from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmOperationKind } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../src/store/index.js";
 
@@ -126,5 +133,47 @@ describe("a request_id used again after its operation's retention", () => {
     assert.equal(results.length, before + 1);
     assert.equal(results.at(-1)?.replayed, true);
     await store.close();
+  });
+
+  it("refuses a new operation under an id whose earlier operation still runs on the node, rather than answering with its outcome", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-retention-inflight-"));
+    const sim = createLocalSimulation({
+      nodeId: "node-a",
+      dir: join(dir, "sim"),
+      vms: 1,
+      actionMs: 300,
+      migrationMs: 50,
+      now: Date.now(),
+    });
+    const results: OperationResult[] = [];
+    const executor = createOperationExecutor({
+      driver: sim.driver,
+      journal: openOperationJournal(dir),
+      logger: silentLogger,
+      signal: new AbortController().signal,
+      send: (m) => {
+        if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
+      },
+    });
+    const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
+    const dispatch = (kind: OperationKind, ms: number) =>
+      create(OperationDispatchSchema, {
+        operationId: "rq-same",
+        kind,
+        vmId: vm,
+        params: { force: "true", timeout_ms: "1000" },
+        createdAt: timestampFromMs(ms),
+      });
+    executor.dispatch(dispatch(OperationKind.STOP_VM, 1_000_000)); // still running here
+    executor.dispatch(dispatch(OperationKind.START_VM, 9_000_000)); // a new one, same id
+    for (let i = 0; i < 100 && results.length < 2; i++) await sleep(20);
+    assert.deepEqual(
+      results.map((r) => [OperationOutcome[r.outcome], r.reason]),
+      [
+        ["FAILED", "CONFLICT"],
+        ["SUCCEEDED", ""],
+      ],
+    );
+    assert.equal((await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state, "stopped");
   });
 });

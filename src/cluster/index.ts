@@ -101,6 +101,7 @@ export { createTransferRelay } from "./transfer-relay.js";
 export { createVmLifecycle } from "./vm-lifecycle.js";
 export type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
 export { startVmOperationSettler } from "./vm-operation-settler.js";
+export { createVmOperations, VM_OPERATIONS_PREFIX, vmOperationId } from "./vm-operations.js";
 export type { PlacementChange, ReadPlacement } from "./vm-placement.js";
 export {
   currentGeneration,

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, it } from "node:test";
 import {
   adminContext,
@@ -6,8 +9,11 @@ import {
   manageVm,
   startClusterHarness,
 } from "../../test/helpers/cluster-harness.js";
+import { silentLogger } from "../core/index.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, type KvStore } from "../store/index.js";
+import { createCancelRequests } from "./migration-cancel-requests.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { createVmLifecycle } from "./vm-lifecycle.js";
 
@@ -22,9 +28,13 @@ import { createVmLifecycle } from "./vm-lifecycle.js";
 describe("a migration cancelled through a process that does not run it", () => {
   let a: ClusterHarness;
   let b: ClusterHarness | undefined;
+  /** Closed after the harnesses (a store the test made itself). */
+  let after: (() => Promise<void>) | undefined;
   afterEach(async () => {
     await b?.close();
     await a.close();
+    await after?.();
+    after = undefined;
   });
 
   it("is cancelled by its runner, rolls back, and the VM takes a stop again", async () => {
@@ -101,5 +111,48 @@ describe("a migration cancelled through a process that does not run it", () => {
       message: /process that ran this migration is gone/,
     });
     assert.ok(Date.now() - started < 5000, "answered at once, not after the 30 s wait");
+  });
+
+  it("does not keep a runner's inventory move from happening when it lands just after the hand-over", async () => {
+    // Found by review: the flag changed the record's revision, which the runner's move of the
+    // nodes' lists compares as its ownership; every attempt failed, and the lists stayed on
+    // the source until the next heartbeat.
+    const dir = mkdtempSync(join(tmpdir(), "dv-cancel-move-"));
+    const raw = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const cancels = createCancelRequests(raw);
+    let migrationId = "";
+    let injected = 0;
+    const store: KvStore = Object.assign(Object.create(raw) as KvStore, {
+      txn: async (...args: Parameters<KvStore["txn"]>) => {
+        const [req] = args;
+        const moves = req.success.some((op) => op.type === "put" && op.key.startsWith("vms/"));
+        const guarded = req.compares.some((c) => c.key === `migrations/${migrationId}`);
+        if (migrationId !== "" && moves && guarded && injected === 0) {
+          injected++;
+          assert.equal(await cancels.request(migrationId), true);
+        }
+        return raw.txn(...args);
+      },
+    });
+    after = () => raw.close();
+    a = await startClusterHarness({ nodes: 2, vmsPerNode: 2, store, dir });
+    b = undefined;
+    const vm = (await a.inventory.getNode("node-01"))?.vms.find((v) => v.state === VmState.RUNNING);
+    assert.ok(vm);
+    const started = await a.runtime.engine.start({
+      vmId: vm.id,
+      target: "node-02",
+      allowDowntime: false,
+      kind: MigrationKind.MIGRATE,
+      requestedBy: "test-operator",
+      tenant: undefined,
+    });
+    migrationId = started.migrationId;
+    const done = await a.runtime.engine.wait(migrationId, AbortSignal.timeout(10_000));
+    assert.equal(injected, 1, "the cancel landed between the hand-over and the move");
+    assert.equal(done.state, MigrationState.SUCCEEDED, "past the hand-over, it finishes");
+    const lists = async (node: string) =>
+      (await a.inventory.getNode(node))?.vms.some((v) => v.id === vm.id);
+    assert.deepEqual([await lists("node-01"), await lists("node-02")], [false, true]);
   });
 });

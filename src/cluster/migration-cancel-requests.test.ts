@@ -55,7 +55,7 @@ describe("cancel requests on migration records", () => {
       assert.equal(await cancels.request("m-gone"), false);
       // A record removed while watched (pruned) ends the watch.
       const gone = cancels.requested("m-done", AbortSignal.timeout(5000));
-      await store.delete(MIGRATION_RECORDS + "m-done");
+      await store.delete(`${MIGRATION_RECORDS}m-done`);
       await gone;
       stop.abort();
     } finally {

@@ -227,6 +227,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       const job = await follow.load(id, tenant, signal);
       if (!jobActive(job)) throw new RpcError("MIGRATION_FINISHED");
       if (await runner.cancel(id)) return migrationOf(await follow.load(id, tenant, signal));
+      // Ended here meanwhile (not running here any more): over, not refused.
+      if (job.runner === journal.runnerId && !jobActive(await follow.load(id, tenant, signal)))
+        throw new RpcError("MIGRATION_FINISHED");
       // Refused at once where nothing would act on a request: a failover (not run by a
       // migration runner), one whose process is gone (settled from the hypervisors instead).
       if (job.kind === "failover")

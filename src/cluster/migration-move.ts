@@ -1,4 +1,4 @@
-import type { Logger } from "../core/index.js";
+import { type Logger, RpcError } from "../core/index.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationJob } from "./migration-job.js";
@@ -21,16 +21,29 @@ export async function movePlacement(
   signal?: AbortSignal,
 ): Promise<void> {
   try {
-    const owned = await journal.ownership(job, signal);
-    if (owned === undefined) {
-      logger.warn(
-        { migration: job.id, vm: vm.id },
-        "migration taken over by another control-plane process; placement left to it",
-      );
-      return;
+    for (let attempt = 1; ; attempt++) {
+      const owned = await journal.ownership(job, signal);
+      if (owned === undefined) {
+        logger.warn(
+          { migration: job.id, vm: vm.id },
+          "migration taken over by another control-plane process; placement left to it",
+        );
+        return;
+      }
+      try {
+        await inventory.moveVm(vm, job.source, job.target, signal, [owned]);
+        return;
+      } catch (err) {
+        // The record changed without changing hands (a cancel asked through another process
+        // flags it): its ownership is read again. Seen by review.
+        if (!(err instanceof RpcError && err.reason === "CONFLICT") || attempt >= MOVE_ATTEMPTS)
+          throw err;
+      }
     }
-    await inventory.moveVm(vm, job.source, job.target, signal, [owned]);
   } catch (err) {
     logger.warn({ err, migration: job.id, vm: vm.id }, "inventory not updated; heartbeats will");
   }
 }
+
+/** Reads of the record's ownership before the move gives up (each change of it costs one). */
+const MOVE_ATTEMPTS = 3;

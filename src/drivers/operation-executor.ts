@@ -325,7 +325,24 @@ export function createOperationExecutor(options: {
         send({ kind: { case: "result", value: { ...known.result, replayed: true } } });
         return;
       }
-      if (inflight.has(d.operationId) || same) return;
+      if (same) return;
+      if (inflight.has(d.operationId)) {
+        // Another operation under this id still runs here (its record ended and was removed
+        // meanwhile): this one is refused rather than answered with that one's outcome.
+        send({
+          kind: {
+            case: "result",
+            value: result(
+              d.operationId,
+              OperationOutcome.FAILED,
+              new RpcError("CONFLICT", {
+                message: `an earlier operation ${d.operationId} still runs on this node; use another request id`,
+              }),
+            ),
+          },
+        });
+        return;
+      }
       journal.begin(d);
       run(d);
     },
