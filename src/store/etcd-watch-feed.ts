@@ -2,9 +2,9 @@ import { castGrpcError, type Etcd3, type IEvent, type IWatchResponse } from "etc
 import { RpcError } from "../core/index.js";
 import type { WatchEvent } from "./kv-store.js";
 import { createStreamSilence } from "./stream-silence.js";
+import { createWatchOutage } from "./watch-outage.js";
 import { createWatchQueue } from "./watch-queue.js";
 
-const WATCH_BACKOFF_MS = { first: 100, max: 2000 };
 /**
  * A watch stream that said nothing for WATCH_QUIET_MS is asked for its
  * progress; one that does not answer within WATCH_SILENT_MS is reopened on
@@ -12,11 +12,6 @@ const WATCH_BACKOFF_MS = { first: 100, max: 2000 };
  */
 const WATCH_QUIET_MS = 3000;
 const WATCH_SILENT_MS = 5000;
-/** How long one attempt waits for etcd to confirm a watch before trying another member (within the reconnect budget). */
-const WATCH_CONFIRM_MS = 2500;
-// An attempt cut short there does not count against the budget: the next
-// one, on another member, gets all of it (an etcd slow everywhere, answering
-// in 3.5 s, still confirms then).
 
 /** One etcd watch stream, as the etcd3 client opens it. */
 export type WatchStream = Awaited<ReturnType<Etcd3["watchClient"]["watch"]>>;
@@ -60,42 +55,19 @@ export interface WatchFeed {
   stop(): void;
 }
 
-/** How long an unconfirmed patient stream is left before it may be asked, after `moves` moves in its outage. */
-function patientGraceMs(moves: number): number {
-  return moves <= 1 ? 0 : Math.min(60_000, 8000 * 2 ** (moves - 2));
-}
-
-/** Durations of the reconnect budget: monotonic, so a wall-clock step neither stretches nor cuts it. */
-const now = () => performance.now();
-
 /** Opens a {@link WatchFeed}: the stream is opened at once. */
 export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
   const { open, elsewhere, budgetMs, range, toWatchEvent } = options;
   const queue = createWatchQueue(options.fromRevision, toWatchEvent);
+  const outage = createWatchOutage({ elsewhere, budgetMs });
   const state = {
     failure: undefined as RpcError | undefined,
     wake: undefined as (() => void) | undefined,
     stream: undefined as WatchStream | undefined,
     /** etcd confirmed the current stream's watch. */
     created: false,
-    /** An attempt of this outage was cut short for a late confirmation (the next gets the whole budget). */
-    cut: false,
-    /** The stream whose member this outage's attempts keep off, until one is confirmed. */
-    avoid: undefined as object | undefined,
-    /**
-     * This outage began with a silent stream, not an error: once its cut
-     * attempt is spent, the next waits for etcd as long as it takes (every
-     * member may be paused), as a watch on a silent stream always did.
-     */
-    patient: false,
-    /** Moves for silence in this outage; each unconfirmed stream after the first is given longer. */
-    moves: 0,
-    /** When the current stream was opened (monotonic). */
-    openedAt: 0,
     generation: 0,
     timer: undefined as NodeJS.Timeout | undefined,
-    outageSince: now() as number | undefined,
-    backoffMs: WATCH_BACKOFF_MS.first,
     stopped: false,
   };
   const notify = () => {
@@ -126,17 +98,13 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
   const retry = (cause: unknown, avoid?: object) => {
     if (state.stopped || state.failure) return;
     dropStream();
-    state.outageSince ??= now();
-    const left = state.outageSince + budgetMs - now();
-    if (left <= 0) return fail(new RpcError("STORE_UNAVAILABLE", { cause }));
-    const wait = Math.min(state.backoffMs, left);
-    state.backoffMs = Math.min(state.backoffMs * 2, WATCH_BACKOFF_MS.max);
-    if (avoid !== undefined) state.avoid = avoid;
+    const wait = outage.retryIn(avoid);
+    if (wait === undefined) return fail(new RpcError("STORE_UNAVAILABLE", { cause }));
     state.timer = setTimeout(connect, wait);
   };
   /** The stream failed: a real disconnect, which the reconnect budget bounds. */
   const broken = (cause: unknown) => {
-    state.patient = false;
+    outage.broken();
     retry(cause);
   };
   /** Reopens the watch at once on another member than its stream's. */
@@ -144,10 +112,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     const on = state.stream;
     if (state.stopped || state.failure || on === undefined) return;
     dropStream();
-    state.outageSince ??= now();
-    state.avoid = on;
-    state.patient = true;
-    state.moves++;
+    outage.moved(on);
     connect();
   };
   const silence = createStreamSilence({
@@ -158,15 +123,10 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
   });
   /** etcd confirmed the watch: the outage is over. */
   const confirmed = () => {
-    state.moves = 0;
+    outage.confirmed();
     state.created = true;
-    state.cut = false;
-    state.avoid = undefined;
-    state.patient = false;
     clearTimeout(state.timer);
     state.timer = undefined;
-    state.outageSince = undefined;
-    state.backoffMs = WATCH_BACKOFF_MS.first;
   };
   const onResponse = (res: IWatchResponse) => {
     if (res.canceled) {
@@ -195,27 +155,15 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     }
     notify();
   };
-  /** Waits for the new stream's confirmation: a part of the budget, or all of it (see WATCH_CONFIRM_MS). */
+  /** Waits for the new stream's confirmation as long as the outage's rules say. */
   const awaitConfirmation = (stream: WatchStream, current: () => boolean) => {
-    // Not the whole budget on one member, once an outage: a stopped one never confirms.
-    const left = (state.outageSince ?? now()) + budgetMs - now();
-    const cut = elsewhere && !state.cut && left > WATCH_CONFIRM_MS;
-    if (!cut && state.patient) {
-      // Waits for the confirmation or an error; an error starts a new budget.
-      state.outageSince = undefined;
-      return;
-    }
-    state.timer = setTimeout(
-      () => {
-        if (!current()) return;
-        if (cut) {
-          state.cut = true;
-          state.outageSince = now();
-        }
-        retry(new Error("etcd did not confirm the watch in time"), stream);
-      },
-      cut ? WATCH_CONFIRM_MS : Math.max(left, 1),
-    );
+    const wait = outage.confirmation();
+    if (wait === undefined) return;
+    state.timer = setTimeout(() => {
+      if (!current()) return;
+      outage.unconfirmed(wait.cut);
+      retry(new Error("etcd did not confirm the watch in time"), stream);
+    }, wait.waitMs);
   };
   const connect = () => {
     state.timer = undefined;
@@ -224,7 +172,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     const current = () => generation === state.generation;
     const resumeFrom = queue.resumeFrom();
     queue.restart();
-    open(state.avoid).then(
+    open(outage.avoid).then(
       (stream) => {
         if (!current()) {
           stream.end();
@@ -233,7 +181,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
         }
         state.stream = stream;
         state.created = false;
-        state.openedAt = now();
+        outage.opened();
         silence.heard();
         stream.on("data", (res) => {
           if (!current()) return;
@@ -263,12 +211,8 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     check() {
       if (!elsewhere || state.stream === undefined || state.stopped) return;
       if (state.created) return silence.check();
-      // A patient stream is watched before it is confirmed too: cut short on a slow member,
-      // an outage's next attempt may be on the silent member it left, and would wait
-      // there, never confirmed, until that member is back. Each one after the first in
-      // an outage is given longer (8, 16, 32, then 60 s) before it is asked: with every
-      // member answering late, a stream moved every 9 s would never be confirmed.
-      if (state.patient && now() - state.openedAt >= patientGraceMs(state.moves)) silence.check();
+      // An unconfirmed stream is asked too, when the outage's rules allow (see WatchOutage).
+      if (outage.mayAskUnconfirmed()) silence.check();
     },
     stop() {
       state.stopped = true;
