@@ -19,12 +19,14 @@ import {
   createOperationExecutor,
   openOperationJournal,
 } from "../src/drivers/index.js";
+import { OperationPhase } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { VmOperationIndexSchema } from "../src/gen/debvisor/store/v1/vm_operation_records_pb.js";
 import {
   OperationDispatchSchema,
   OperationKind,
   OperationOutcome,
   type OperationResult,
+  OperationResultSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmOperationKind } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../src/store/index.js";
@@ -175,5 +177,76 @@ describe("a request_id used again after its operation's retention", () => {
       ],
     );
     assert.equal((await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state, "stopped");
+  });
+
+  it("does not write an earlier operation's result, arriving late, to a new operation under its id", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-retention-late-"));
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    try {
+      const clock = createManualClock(Date.now());
+      const ops = createAgentOperations(store, clock);
+      const sim = createLocalSimulation({
+        nodeId: "node-a",
+        dir: join(dir, "sim"),
+        vms: 1,
+        actionMs: 400,
+        migrationMs: 50,
+        now: Date.now(),
+      });
+      const results: OperationResult[] = [];
+      const written: Promise<boolean>[] = [];
+      const executor = createOperationExecutor({
+        driver: sim.driver,
+        journal: openOperationJournal(dir),
+        logger: silentLogger,
+        signal: new AbortController().signal,
+        // As the hub does with every result on the stream: written by its operation id.
+        send: (m) => {
+          if (m.kind?.case !== "result") return;
+          results.push(m.kind.value as OperationResult);
+          written.push(ops.finish("node-a", m.kind.value as OperationResult));
+        },
+      });
+      const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
+      // A stop, delivered, still running on the node when the control plane ends its record
+      // (as for a node removed) and the retention removes it.
+      const old = await ops.submit(
+        "node-a",
+        {
+          operationId: "rq-1",
+          kind: OperationKind.STOP_VM,
+          vmId: vm,
+          params: { force: "false", timeout_ms: "5000" },
+          generation: 0n,
+        },
+        "test",
+      );
+      assert.ok(old.dispatch);
+      executor.dispatch(old.dispatch);
+      await ops.finish(
+        "node-a",
+        create(OperationResultSchema, {
+          operationId: "rq-1",
+          outcome: OperationOutcome.FAILED,
+          reason: "OPERATION_INTERRUPTED",
+        }),
+      );
+      clock.advance(25 * HOUR);
+      assert.equal(await pruneOperations({ store, clock, retentionMs: 24 * HOUR }), 1);
+      // A start under the same id, written, not delivered yet; the stop then finishes.
+      await ops.submit(
+        "node-a",
+        { operationId: "rq-1", kind: OperationKind.START_VM, vmId: vm, params: {}, generation: 0n },
+        "test",
+      );
+      for (let i = 0; i < 100 && results.length === 0; i++) await sleep(20);
+      assert.equal(results.length, 1, "the stop finished on the node");
+      assert.deepEqual(await Promise.all(written), [false], "its result was not written");
+      const rec = await ops.get("node-a", "rq-1");
+      assert.equal(rec?.dispatch?.kind, OperationKind.START_VM);
+      assert.equal(rec?.phase, OperationPhase.PENDING, "the start waits for its delivery");
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -227,6 +227,9 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
         nodeId,
         result.operationId,
         (r) => {
+          // Another operation's result under the same id (an earlier one, still running on
+          // the node when its record was ended and removed): not this one's.
+          if (!answers(r.dispatch, result)) return false;
           r.phase = OperationPhase.DONE;
           r.result = result;
           if (report !== undefined) r.storageReport = report;
@@ -296,4 +299,14 @@ function writtenOf(change: {
   return change.written && change.message !== undefined
     ? { message: change.message, modRevision: change.modRevision }
     : undefined;
+}
+
+/**
+ * Whether `result` answers the operation `dispatch` was written for: the
+ * same time of writing, where the agent said which (older agents do not).
+ */
+function answers(dispatch: OperationDispatch | undefined, result: OperationResult): boolean {
+  const a = dispatch?.createdAt;
+  const b = result.dispatchCreatedAt;
+  return a === undefined || b === undefined || (a.seconds === b.seconds && a.nanos === b.nanos);
 }

@@ -93,14 +93,16 @@ export function createOperationExecutor(options: {
       nanos: (ms % 1000) * 1_000_000,
     });
   };
+  /** The result answering `d` (named by its id and its time of writing). */
   const result = (
-    id: string,
+    d: OperationDispatch,
     outcome: OperationOutcome,
     err?: RpcError,
     replayed = false,
   ): OperationResult =>
     create(OperationResultSchema, {
-      operationId: id,
+      operationId: d.operationId,
+      dispatchCreatedAt: d.createdAt,
       outcome,
       reason: err?.reason ?? "",
       message: err?.clientMessage ?? "",
@@ -290,7 +292,7 @@ export function createOperationExecutor(options: {
       .then(
         (replayed) => {
           if (!replayed) noteStarted(d);
-          finish(d, result(id, OperationOutcome.SUCCEEDED, undefined, replayed));
+          finish(d, result(d, OperationOutcome.SUCCEEDED, undefined, replayed));
         },
         (err: unknown) => {
           // Shutting down: the journal keeps it started; the next start settles it.
@@ -298,7 +300,7 @@ export function createOperationExecutor(options: {
           const e = toRpcError(err);
           const outcome =
             e.reason === "CANCELLED" ? OperationOutcome.CANCELLED : OperationOutcome.FAILED;
-          finish(d, result(id, outcome, e));
+          finish(d, result(d, outcome, e));
         },
       );
     function finish(dd: OperationDispatch, r: OperationResult) {
@@ -333,7 +335,7 @@ export function createOperationExecutor(options: {
           kind: {
             case: "result",
             value: result(
-              d.operationId,
+              d,
               OperationOutcome.FAILED,
               new RpcError("CONFLICT", {
                 message: `an earlier operation ${d.operationId} still runs on this node; use another request id`,
@@ -360,20 +362,14 @@ export function createOperationExecutor(options: {
           }
           journal.finish(
             here
-              ? result(
-                  d.operationId,
-                  OperationOutcome.FAILED,
-                  new RpcError("OPERATION_INTERRUPTED"),
-                )
-              : result(d.operationId, OperationOutcome.SUCCEEDED, undefined, true),
+              ? result(d, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED"))
+              : result(d, OperationOutcome.SUCCEEDED, undefined, true),
           );
           continue;
         }
         // A storage operation cut short (a send, a snapshot) is not guessed at: the control plane runs it again.
         if (d.kind === OperationKind.REBOOT_VM || isStorageOperation(d.kind)) {
-          journal.finish(
-            result(d.operationId, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")),
-          );
+          journal.finish(result(d, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")));
           continue;
         }
         run(d, () => tookEffect(d));
