@@ -9,6 +9,7 @@ import {
   createAgentOperations,
   createVmOperations,
   pruneOperations,
+  startLocalOperationRunner,
   timestampFromMs,
   VM_OPERATIONS_PREFIX,
   vmOperationId,
@@ -25,6 +26,7 @@ import {
   OperationDispatchSchema,
   OperationKind,
   OperationOutcome,
+  OperationProgressSchema,
   type OperationResult,
   OperationResultSchema,
 } from "../src/gen/debvisor/v1/agent_pb.js";
@@ -179,9 +181,10 @@ describe("a request_id used again after its operation's retention", () => {
     assert.equal((await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state, "stopped");
   });
 
-  it("does not write an earlier operation's result, arriving late, to a new operation under its id", async () => {
+  it("does not write an earlier operation's progress or result, arriving late, to a new operation under its id, which then runs", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-retention-late-"));
     const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const stop = new AbortController();
     try {
       const clock = createManualClock(Date.now());
       const ops = createAgentOperations(store, clock);
@@ -200,21 +203,25 @@ describe("a request_id used again after its operation's retention", () => {
         journal: openOperationJournal(dir),
         logger: silentLogger,
         signal: new AbortController().signal,
-        // As the hub does with every result on the stream: written by its operation id.
+        // As the hub does with what the stream brings: written by the operation's id.
         send: (m) => {
-          if (m.kind?.case !== "result") return;
-          results.push(m.kind.value as OperationResult);
-          written.push(ops.finish("node-a", m.kind.value as OperationResult));
+          const kind = m.kind;
+          if (kind?.case === "progress")
+            void ops.progress("node-a", create(OperationProgressSchema, kind.value));
+          if (kind?.case !== "result") return;
+          const r = create(OperationResultSchema, kind.value);
+          results.push(r);
+          written.push(ops.finish("node-a", r));
         },
       });
       const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
-      // A stop, delivered, still running on the node when the control plane ends its record
-      // (as for a node removed) and the retention removes it.
+      // A reboot (its progress comes midway too), delivered, still running on the node when
+      // the control plane ends its record (as for a node removed) and the retention removes it.
       const old = await ops.submit(
         "node-a",
         {
           operationId: "rq-1",
-          kind: OperationKind.STOP_VM,
+          kind: OperationKind.REBOOT_VM,
           vmId: vm,
           params: { force: "false", timeout_ms: "5000" },
           generation: 0n,
@@ -223,6 +230,7 @@ describe("a request_id used again after its operation's retention", () => {
       );
       assert.ok(old.dispatch);
       executor.dispatch(old.dispatch);
+      await sleep(50);
       await ops.finish(
         "node-a",
         create(OperationResultSchema, {
@@ -233,19 +241,40 @@ describe("a request_id used again after its operation's retention", () => {
       );
       clock.advance(25 * HOUR);
       assert.equal(await pruneOperations({ store, clock, retentionMs: 24 * HOUR }), 1);
-      // A start under the same id, written, not delivered yet; the stop then finishes.
+      // A start under the same id, written, not delivered yet; the reboot then goes on and ends.
       await ops.submit(
         "node-a",
         { operationId: "rq-1", kind: OperationKind.START_VM, vmId: vm, params: {}, generation: 0n },
         "test",
       );
-      for (let i = 0; i < 100 && results.length === 0; i++) await sleep(20);
-      assert.equal(results.length, 1, "the stop finished on the node");
+      for (let i = 0; i < 200 && results.length === 0; i++) await sleep(20);
+      assert.equal(results.length, 1, "the reboot finished on the node");
       assert.deepEqual(await Promise.all(written), [false], "its result was not written");
       const rec = await ops.get("node-a", "rq-1");
       assert.equal(rec?.dispatch?.kind, OperationKind.START_VM);
-      assert.equal(rec?.phase, OperationPhase.PENDING, "the start waits for its delivery");
+      assert.equal(rec?.phase, OperationPhase.PENDING, "no progress of the reboot written to it");
+      // The node's runner then takes the start, and it ends.
+      startLocalOperationRunner({
+        store,
+        clock,
+        logger: silentLogger,
+        nodes: () => ["node-a"],
+        driver: () => sim.driver,
+        servedByAgent: () => false,
+        runnerId: "runner-test",
+        isRunnerAlive: async () => false,
+        adoptEveryMs: 50,
+        signal: stop.signal,
+      });
+      let ended: typeof rec | undefined = rec;
+      for (let i = 0; i < 100 && ended?.phase !== OperationPhase.DONE; i++) {
+        await sleep(20);
+        ended = await ops.get("node-a", "rq-1");
+      }
+      assert.equal(ended?.phase, OperationPhase.DONE, "the start ran");
+      assert.equal(ended?.dispatch?.kind, OperationKind.START_VM);
     } finally {
+      stop.abort();
       await store.close();
     }
   });

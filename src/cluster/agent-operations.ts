@@ -213,6 +213,8 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
           nodeId,
           progress.operationId,
           (r) => {
+            // Another operation's progress under the same id (see finish): not this one's.
+            if (!answers(r.dispatch, progress)) return false;
             r.phase = OperationPhase.RUNNING;
             r.progress = progress;
             return true;
@@ -302,11 +304,15 @@ function writtenOf(change: {
 }
 
 /**
- * Whether `result` answers the operation `dispatch` was written for: the
- * same time of writing, where the agent said which (older agents do not).
+ * Whether a result or progress is of the operation `dispatch` was written
+ * for: the same time of writing, where the agent said which (older agents
+ * do not).
  */
-function answers(dispatch: OperationDispatch | undefined, result: OperationResult): boolean {
+function answers(
+  dispatch: OperationDispatch | undefined,
+  from: OperationResult | OperationProgress,
+): boolean {
   const a = dispatch?.createdAt;
-  const b = result.dispatchCreatedAt;
+  const b = from.dispatchCreatedAt;
   return a === undefined || b === undefined || (a.seconds === b.seconds && a.nanos === b.nanos);
 }

@@ -139,7 +139,7 @@ export function createOperationExecutor(options: {
           {
             live: d.params.live === "true",
             signal,
-            onProgress: (p) => report(d.operationId, p),
+            onProgress: (p) => report(d, p),
           },
         );
       case OperationKind.RECOVER:
@@ -152,12 +152,13 @@ export function createOperationExecutor(options: {
   }
 
   /** Migration progress as operation progress; the figures ride in the message. */
-  function report(id: string, p: MigrationProgress): void {
+  function report(d: OperationDispatch, p: MigrationProgress): void {
     send({
       kind: {
         case: "progress",
         value: {
-          operationId: id,
+          operationId: d.operationId,
+          dispatchCreatedAt: d.createdAt,
           percent: Math.max(0, Math.min(100, Math.round(p.percent))),
           phase: p.phase,
           message: formatTransfer(p),
@@ -274,7 +275,12 @@ export function createOperationExecutor(options: {
     options.signal.addEventListener("abort", onStop, { once: true });
     inflight.set(id, controller);
     const progress: ActionProgress = (percent, phase) =>
-      send({ kind: { case: "progress", value: { operationId: id, percent, phase } } });
+      send({
+        kind: {
+          case: "progress",
+          value: { operationId: id, dispatchCreatedAt: d.createdAt, percent, phase },
+        },
+      });
     progress(0, "started");
     const lane = isStorageOperation(d.kind) ? "" : d.vmId;
     lanes
