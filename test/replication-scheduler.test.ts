@@ -128,6 +128,38 @@ async function jobWithVm() {
 }
 
 describe("the replication scheduler", () => {
+  it("runs a job twice within one second: the second snapshot takes the next second's name", async () => {
+    // Snapshot names go to the second. A second run in the same second (a manual run just after
+    // a scheduled one) failed SNAPSHOT_EXISTS; sends here take no clock time at all.
+    const store = sqlite();
+    const clock = createManualClock(START);
+    const sim = createSimulatedStorage({
+      clock,
+      sleep: async () => {},
+      datasets: [{ dataset: zfs("vm-1-disk0"), nodeId: "n1", sizeBytes: 2 * GIB }],
+    });
+    const jobs = createReplicationJobs(store);
+    await planJob(jobs, "vm-1-disk0", clock.now());
+    const runner = createReplicationRunner({
+      store,
+      jobs,
+      storage: sim,
+      clock,
+      logger: silentLogger,
+    });
+    const first = await runner.run("vm-1-disk0-to-n2");
+    const second = await runner.run("vm-1-disk0-to-n2");
+    assert.equal(first?.state, ReplicationState.REPL_STATE_SUCCESS, first?.lastError);
+    assert.equal(second?.state, ReplicationState.REPL_STATE_SUCCESS, second?.lastError);
+    assert.equal(second?.incremental, true);
+    const names = (await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2"))?.map(
+      (x) => x.ref?.snapshotName,
+    );
+    assert.equal(names?.length, 2);
+    assert.notEqual(names?.[0], names?.[1]);
+    assert.ok((names?.[0] ?? "") < (names?.[1] ?? ""), `in order: ${names}`);
+  });
+
   it("follows its vm to the job's target: the job reverses and the next run is incremental", async () => {
     const { clock, sim, jobs, scheduler, vm } = await jobWithVm();
     const first = (await jobs.get("vm-1-disk0-to-n2"))?.status;

@@ -409,7 +409,15 @@ async function replicate(
         "the target node holds the dataset with no snapshot in common; remove it there first",
     });
   const label = replicationLabel(job.jobId);
-  const snapshot = stampedSnapshotName(label, clock.now());
+  // Names go to the second: a run within the same second as the last one (a manual run just
+  // after a scheduled one) takes the next second's name rather than failing SNAPSHOT_EXISTS.
+  const taken = new Set(onSource.map((s) => s.ref?.snapshotName));
+  let stampMs = clock.now();
+  let snapshot = stampedSnapshotName(label, stampMs);
+  while (taken.has(snapshot)) {
+    stampMs += 1000;
+    snapshot = stampedSnapshotName(label, stampMs);
+  }
   // Recorded before it exists, so no prune or delete can take it mid-send.
   await progress(
     {
