@@ -42,6 +42,36 @@ const HOUR = 3_600_000;
  * review: the node's agent answered it from its journal of finished
  * operations, reporting the old stop's success while the VM ran on.
  */
+/**
+ * node-a as its agent runs it: a simulated hypervisor with one VM and the
+ * real executor over its durable journal (as agent-runner.ts); `send` gets
+ * what the agent would put on its stream.
+ */
+async function agentNode(
+  dir: string,
+  actionMs: number,
+  send: Parameters<typeof createOperationExecutor>[0]["send"],
+) {
+  const sim = createLocalSimulation({
+    nodeId: "node-a",
+    dir: join(dir, "sim"),
+    vms: 1,
+    actionMs,
+    migrationMs: 50,
+    now: Date.now(),
+  });
+  const executor = createOperationExecutor({
+    driver: sim.driver,
+    journal: openOperationJournal(dir),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    send,
+  });
+  const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
+  const state = async () => (await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state;
+  return { sim, executor, vm, state };
+}
+
 describe("a request_id used again after its operation's retention", () => {
   it("starts a new operation that the node actually runs (documented), not a replay of the old result", async () => {
     const dir = mkdtempSync(join(tmpdir(), "rev3-replay-"));
@@ -49,27 +79,10 @@ describe("a request_id used again after its operation's retention", () => {
     const clock = createManualClock(Date.now());
     const vmOps = createVmOperations(store, clock);
     const agentOps = createAgentOperations(store, clock);
-    // The node's agent: the real executor over its durable journal (as agent-runner.ts).
-    const sim = createLocalSimulation({
-      nodeId: "node-a",
-      dir: join(dir, "sim"),
-      vms: 1,
-      actionMs: 10,
-      migrationMs: 50,
-      now: Date.now(),
-    });
     const results: OperationResult[] = [];
-    const executor = createOperationExecutor({
-      driver: sim.driver,
-      journal: openOperationJournal(dir),
-      logger: silentLogger,
-      signal: new AbortController().signal,
-      send: (m) => {
-        if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
-      },
+    const { sim, executor, vm, state } = await agentNode(dir, 10, (m) => {
+      if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
     });
-    const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
-    const state = async () => (await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state;
     // What the hub does: deliver the dispatch, write the agent's result.
     const run = async (id: string) => {
       const rec = await agentOps.get("node-a", id);
@@ -141,25 +154,10 @@ describe("a request_id used again after its operation's retention", () => {
 
   it("refuses a new operation under an id whose earlier operation still runs on the node, rather than answering with its outcome", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-retention-inflight-"));
-    const sim = createLocalSimulation({
-      nodeId: "node-a",
-      dir: join(dir, "sim"),
-      vms: 1,
-      actionMs: 300,
-      migrationMs: 50,
-      now: Date.now(),
-    });
     const results: OperationResult[] = [];
-    const executor = createOperationExecutor({
-      driver: sim.driver,
-      journal: openOperationJournal(dir),
-      logger: silentLogger,
-      signal: new AbortController().signal,
-      send: (m) => {
-        if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
-      },
+    const { executor, vm, state } = await agentNode(dir, 300, (m) => {
+      if (m.kind?.case === "result") results.push(m.kind.value as OperationResult);
     });
-    const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
     const dispatch = (kind: OperationKind, ms: number) =>
       create(OperationDispatchSchema, {
         operationId: "rq-same",
@@ -178,7 +176,7 @@ describe("a request_id used again after its operation's retention", () => {
         ["SUCCEEDED", ""],
       ],
     );
-    assert.equal((await sim.driver.info(vm, AbortSignal.timeout(5000)))?.state, "stopped");
+    assert.equal(await state(), "stopped");
   });
 
   it("does not write an earlier operation's progress or result, arriving late, to a new operation under its id, which then runs", async () => {
@@ -188,33 +186,18 @@ describe("a request_id used again after its operation's retention", () => {
     try {
       const clock = createManualClock(Date.now());
       const ops = createAgentOperations(store, clock);
-      const sim = createLocalSimulation({
-        nodeId: "node-a",
-        dir: join(dir, "sim"),
-        vms: 1,
-        actionMs: 400,
-        migrationMs: 50,
-        now: Date.now(),
-      });
       const results: OperationResult[] = [];
       const written: Promise<boolean>[] = [];
-      const executor = createOperationExecutor({
-        driver: sim.driver,
-        journal: openOperationJournal(dir),
-        logger: silentLogger,
-        signal: new AbortController().signal,
-        // As the hub does with what the stream brings: written by the operation's id.
-        send: (m) => {
-          const kind = m.kind;
-          if (kind?.case === "progress")
-            void ops.progress("node-a", create(OperationProgressSchema, kind.value));
-          if (kind?.case !== "result") return;
-          const r = create(OperationResultSchema, kind.value);
-          results.push(r);
-          written.push(ops.finish("node-a", r));
-        },
+      // As the hub does with what the stream brings: written by the operation's id.
+      const { sim, executor, vm } = await agentNode(dir, 400, (m) => {
+        const kind = m.kind;
+        if (kind?.case === "progress")
+          void ops.progress("node-a", create(OperationProgressSchema, kind.value));
+        if (kind?.case !== "result") return;
+        const r = create(OperationResultSchema, kind.value);
+        results.push(r);
+        written.push(ops.finish("node-a", r));
       });
-      const [vm = ""] = (await sim.driver.list(AbortSignal.timeout(5000))).map((d) => d.id);
       // A reboot (its progress comes midway too), delivered, still running on the node when
       // the control plane ends its record (as for a node removed) and the retention removes it.
       const old = await ops.submit(

@@ -97,6 +97,7 @@ async function oneJob(
   });
   return {
     jobs,
+    runner,
     scheduler: createReplicationScheduler({ jobs, runner, clock, logger: silentLogger }),
   };
 }
@@ -138,15 +139,7 @@ describe("the replication scheduler", () => {
       sleep: async () => {},
       datasets: [{ dataset: zfs("vm-1-disk0"), nodeId: "n1", sizeBytes: 2 * GIB }],
     });
-    const jobs = createReplicationJobs(store);
-    await planJob(jobs, "vm-1-disk0", clock.now());
-    const runner = createReplicationRunner({
-      store,
-      jobs,
-      storage: sim,
-      clock,
-      logger: silentLogger,
-    });
+    const { runner } = await oneJob(store, sim, clock, {});
     const first = await runner.run("vm-1-disk0-to-n2");
     const second = await runner.run("vm-1-disk0-to-n2");
     assert.equal(first?.state, ReplicationState.REPL_STATE_SUCCESS, first?.lastError);

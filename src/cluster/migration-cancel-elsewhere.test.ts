@@ -25,6 +25,17 @@ import { createVmLifecycle } from "./vm-lifecycle.js";
  * stopped through the other process until its hypervisor job timed out
  * (30 min by default).
  */
+/** A live migration of `vmId` to node-02, begun by `h`'s process. */
+const liveToNode02 = (h: ClusterHarness, vmId: string) =>
+  h.runtime.engine.start({
+    vmId,
+    target: "node-02",
+    allowDowntime: false,
+    kind: MigrationKind.MIGRATE,
+    requestedBy: "test-operator",
+    tenant: undefined,
+  });
+
 describe("a migration cancelled through a process that does not run it", () => {
   let a: ClusterHarness;
   let b: ClusterHarness | undefined;
@@ -45,14 +56,7 @@ describe("a migration cancelled through a process that does not run it", () => {
     await manageVm(a.store, vm, VmState.RUNNING);
     // A live migration by process a that stops progressing at 50% (a hung hypervisor job).
     a.sim.faults.holdMigration(vm.id, 50);
-    const started = await a.runtime.engine.start({
-      vmId: vm.id,
-      target: "node-02",
-      allowDowntime: false,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "test-operator",
-      tenant: undefined,
-    });
+    const started = await liveToNode02(a, vm.id);
     const ctx = adminContext();
     const lifecycle = createVmLifecycle({ inventory: b.inventory, store: a.store, clock: b.clock });
     const stop = () =>
@@ -139,14 +143,7 @@ describe("a migration cancelled through a process that does not run it", () => {
     b = undefined;
     const vm = (await a.inventory.getNode("node-01"))?.vms.find((v) => v.state === VmState.RUNNING);
     assert.ok(vm);
-    const started = await a.runtime.engine.start({
-      vmId: vm.id,
-      target: "node-02",
-      allowDowntime: false,
-      kind: MigrationKind.MIGRATE,
-      requestedBy: "test-operator",
-      tenant: undefined,
-    });
+    const started = await liveToNode02(a, vm.id);
     migrationId = started.migrationId;
     const done = await a.runtime.engine.wait(migrationId, AbortSignal.timeout(10_000));
     assert.equal(injected, 1, "the cancel landed between the hand-over and the move");
