@@ -1,4 +1,4 @@
-import { clone, create } from "@bufbuild/protobuf";
+import { clone, create, equals } from "@bufbuild/protobuf";
 import { type Clock, RpcError } from "../core/index.js";
 import {
   OperationPhase,
@@ -11,6 +11,7 @@ import type {
   OperationResult,
   StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
+import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import {
   createCasBatch,
   decodeMessage,
@@ -314,5 +315,5 @@ function answers(
 ): boolean {
   const a = dispatch?.createdAt;
   const b = from.dispatchCreatedAt;
-  return a === undefined || b === undefined || (a.seconds === b.seconds && a.nanos === b.nanos);
+  return a === undefined || b === undefined || equals(TimestampSchema, a, b);
 }

@@ -126,14 +126,8 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
       // Placed as it is now: an offline move's VM that did not start again is stopped there.
       // Placed RUNNING, a controller pass before the target's next report would take the
       // mark below for a VM that survived, and clear it (seen by review).
-      const started = job.status.state === "succeeded";
-      const state = job.live
-        ? VmState.RUNNING
-        : restartOnTarget
-          ? started
-            ? VmState.RUNNING
-            : VmState.STOPPED
-          : vm.state;
+      const runs = job.live || (restartOnTarget && job.status.state === "succeeded");
+      const state = runs ? VmState.RUNNING : restartOnTarget ? VmState.STOPPED : vm.state;
       await movePlacement(inventory, journal, job, { ...vm, state }, logger);
       // Stopped for the move and not started again: an HA VM is left to HA restore, which
       // starts it on the target under its restart limit (nothing else acts on its desired

@@ -1,4 +1,4 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
 import {
   type AgentMessageSchema,
@@ -393,9 +393,6 @@ export function createOperationExecutor(options: {
 function sameDispatch(a: OperationDispatch, b: OperationDispatch): boolean {
   if (a.createdAt === undefined || b.createdAt === undefined) return true;
   return (
-    a.kind === b.kind &&
-    a.vmId === b.vmId &&
-    a.createdAt.seconds === b.createdAt.seconds &&
-    a.createdAt.nanos === b.createdAt.nanos
+    a.kind === b.kind && a.vmId === b.vmId && equals(TimestampSchema, a.createdAt, b.createdAt)
   );
 }
