@@ -48,6 +48,12 @@ export interface AgentLink {
   server(): string | undefined;
   /** Ends the current stream at once, as a cut network would (it is retried unless held). */
   interrupt(): void;
+  /**
+   * Sends a heartbeat now, out of turn, with the node's report as it is
+   * (the next sequence number): resolves once it is written, or at once
+   * when no stream is up or the report cannot be built.
+   */
+  beat(): Promise<void>;
   /** Resolves when the loop has stopped (after the signal aborted). */
   readonly done: Promise<void>;
 }
@@ -64,6 +70,8 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
   const { logger: log, signal } = options;
   let current: grpc.ClientDuplexStream<Uint8Array, ControlMessage> | undefined;
   let currentServer: string | undefined;
+  /** The current stream's heartbeat, once it is welcomed. */
+  let beatNow: (() => Promise<void>) | undefined;
 
   async function once(server: string): Promise<{ welcomed: boolean; reason: string }> {
     const channel = openChannel({
@@ -91,14 +99,13 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
     try {
       return await new Promise((resolve) => {
         let sequence = 0n;
-        const beat = () => {
+        const beat = () =>
           options
             .heartbeat(++sequence)
             .then((m) => {
               if (current === call) write(m);
             })
             .catch((err: unknown) => log.warn({ err }, "heartbeat not built"));
-        };
         call.on("data", (m: ControlMessage) => {
           if (m.kind.case === "welcome") {
             // Cut off while connecting: the partition applies to this stream too.
@@ -110,6 +117,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
             report.accepted(m.kind.value.acceptsUnchangedVms);
             current = call;
             currentServer = server;
+            beatNow = beat;
             const every = m.kind.value.heartbeatIntervalMs || options.heartbeatIntervalMs;
             clearInterval(timer);
             timer = setInterval(beat, every);
@@ -134,6 +142,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
       if (current === call) {
         current = undefined;
         currentServer = undefined;
+        beatNow = undefined;
       }
       call.removeAllListeners("data");
       channel.close();
@@ -179,6 +188,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
     },
     server: () => currentServer,
     interrupt: () => current?.cancel(),
+    beat: () => beatNow?.() ?? Promise.resolve(),
     done,
   };
 }

@@ -1,6 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
 import {
   AgentError,
@@ -26,6 +27,9 @@ import { openNodeStorage } from "./node-storage.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
+
+/** How long a VM operation's result waits at most for the report sent before it. */
+const REPORT_BEFORE_RESULT_MS = 5_000;
 
 /** The agent's JSON logger on stdout. */
 export function createAgentLogger(level: string): Logger {
@@ -77,6 +81,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.once("SIGINT", onSignal);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
+  let beat: () => Promise<void> = () => Promise.resolve();
   // The simulated storage starts with the disks of the node's domains; nothing is asked without storage.
   const storage = openNodeStorage(
     config,
@@ -104,6 +109,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     logger: log,
     signal: stop.signal,
     storage: (d, signal) => storageOps.run(d, signal),
+    // A report first, so the control plane shows the VM as the operation left it when it
+    // answers (the next heartbeat could be its whole interval away); not waited for long.
+    beforeResult: () =>
+      Promise.race([beat(), sleep(REPORT_BEFORE_RESULT_MS, undefined, { ref: false })]),
   });
   // HA VMs this node stopped on its own: told to the control plane on every
   // new stream until an operation on the VM (its restart, or an operator's
@@ -221,6 +230,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     },
   });
   send = (m) => link.send(m);
+  beat = () => link.beat();
   cut = () => link.interrupt();
   const renewal = scheduleRenewal(
     config,

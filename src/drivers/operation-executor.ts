@@ -81,6 +81,12 @@ export function createOperationExecutor(options: {
   copies?: CopyGenerations;
   /** Runs storage operations (OperationKind 20-29), when the agent has storage. */
   storage?: (dispatch: OperationDispatch, signal: AbortSignal) => Promise<void>;
+  /**
+   * Awaited before a VM operation's result is sent: the agent reports its
+   * domains first, so that when the control plane answers the operation's
+   * caller, what it shows of the VM is already what the operation did.
+   */
+  beforeResult?: () => Promise<void>;
 }): OperationExecutor {
   const { driver, journal, send, logger } = options;
   const inflight = new Map<string, AbortController>();
@@ -317,7 +323,9 @@ export function createOperationExecutor(options: {
         { operation: dd.operationId, vm: dd.vmId, outcome: OperationOutcome[r.outcome] },
         "operation finished",
       );
-      send({ kind: { case: "result", value: r } });
+      const told = () => send({ kind: { case: "result", value: r } });
+      if (options.beforeResult === undefined || isStorageOperation(dd.kind)) told();
+      else void options.beforeResult().then(told, told);
     }
   }
 
