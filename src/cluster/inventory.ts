@@ -40,7 +40,12 @@ import { createFacedRecords, withVms } from "./faced-records.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
 import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
-import { firstGeneration, generationFloor } from "./vm-placement.js";
+import {
+  confirmsPlacement,
+  firstGeneration,
+  generationFloor,
+  mayTakePlacement,
+} from "./vm-placement.js";
 import {
   createVmRecords,
   type VmFacts,
@@ -576,6 +581,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         : 0;
       let placement: Placement | undefined;
       let stored = false;
+      // Placements its node confirms are written on the first try only: a try that failed may
+      // have met a VM record newer than this process had seen, and the report must not fail
+      // for them (the next one writes them).
+      let confirm = true;
       const recorded = await update(nodeId, signal, (current) => {
         placement = undefined;
         stored = false;
@@ -601,7 +610,11 @@ export function createInventory(options: InventoryOptions): Inventory {
           };
         }
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
-        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, revision);
+        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, {
+          revision,
+          confirm,
+        });
+        confirm = false;
         placement = placed;
         const vms = withTenants(placed.vms, facts);
         const next = create(NodeRecordSchema, {
@@ -884,9 +897,14 @@ function placeReported(
   vms: VmInfo[],
   facts: VmFacts,
   nodes: (id: string) => NodeRecord | undefined,
-  /** The store's revision, read before the report is written (for a VM no record holds). */
-  revision: number,
+  options: {
+    /** The store's revision, read before the report is written (for a VM no record holds). */
+    revision: number;
+    /** Whether the VMs placed on the node that it reports for the first time are written as confirmed. */
+    confirm: boolean;
+  },
 ): Placement {
+  const { revision } = options;
   const claims: { rec: VmRecord; rev: number }[] = [];
   const placed: { vmId: string; tenant: string; was: string }[] = [];
   const refused: { vmId: string; holder: string }[] = [];
@@ -894,13 +912,29 @@ function placeReported(
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
-    if (holder === nodeId) return true;
+    if (holder === nodeId) {
+      // Its node has it under this placement: written with the report, once per placement
+      // (within the bound of records one report writes; the next report writes the rest).
+      if (
+        options.confirm &&
+        fact !== undefined &&
+        claims.length < MAX_CLAIMS &&
+        confirmsPlacement(fact.rec, nodeId)
+      )
+        claims.push({ rec: confirmed(fact.rec, nodeId, fact.rec.generation), rev: fact.rev });
+      return true;
+    }
     // A copy known to be stale, stopped or being removed, stays one, even while
     // its placement's node does not report the VM (a running one that node
-    // no longer has may have moved outside the control plane).
+    // no longer has may have moved outside the control plane, unless it never
+    // had it: a create that has not run there yet is no VM for another node to take).
     const copy = fact?.rec.staleCopies.find((c) => c.nodeId === nodeId);
     const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
-    if (holder !== "" && (known || stillHolds(nodes(holder), vm.id))) {
+    if (
+      fact !== undefined &&
+      holder !== "" &&
+      (known || stillHolds(nodes(holder), vm.id) || !mayTakePlacement(fact.rec, nodeId))
+    ) {
       // A copy of a VM placed elsewhere: a conflict, never a placement.
       refused.push({ vmId: vm.id, holder });
       stale.push(vm);
@@ -910,11 +944,19 @@ function placeReported(
     // A new placement, found rather than decided: a new generation all the same
     // (for a VM no record holds, above any its id had: a deleted VM's own report comes late).
     const generation = fact === undefined ? firstGeneration(revision) : fact.rec.generation + 1n;
-    claims.push({ rec: vmRecord(vm.id, fact, { nodeId, generation }), rev: fact?.rev ?? 0 });
+    claims.push({
+      rec: confirmed(vmRecord(vm.id, fact, { nodeId, generation }), nodeId, generation),
+      rev: fact?.rev ?? 0,
+    });
     placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;
   });
   return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
+}
+
+/** `rec` as reported by `node` under `generation`. */
+function confirmed(rec: VmRecord, node: string, generation: bigint): VmRecord {
+  return create(VmRecordSchema, { ...rec, confirmedNode: node, confirmedGeneration: generation });
 }
 
 /** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */

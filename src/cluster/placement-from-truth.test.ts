@@ -52,6 +52,8 @@ describe("adoptOnlyCopies", () => {
     /** Writes vm-1's record, then waits until the inventory's view (a watched copy) has it. */
     const misplace = async (
       staleCopies: { nodeId: string; state: VmState; cleanupSent?: boolean }[],
+      /** Where and under which generation vm-1 was last reported where placed (node-b had it). */
+      confirmed = { confirmedNode: "node-b", confirmedGeneration: 5n },
     ) => {
       const rev = await store.put(
         "vms/vm-1",
@@ -61,6 +63,7 @@ describe("adoptOnlyCopies", () => {
             id: "vm-1",
             nodeId: "node-b",
             generation: 5n,
+            ...confirmed,
             staleCopies: staleCopies.map((c) => create(StaleCopySchema, { ...c, generation: 4n })),
           }),
         ),
@@ -163,6 +166,39 @@ describe("adoptOnlyCopies", () => {
       await t.passTwice();
       assert.equal((await t.placed())?.generation, 5n, "election changed");
       assert.deepEqual(t.decisions, []);
+    } finally {
+      await t.store.close();
+    }
+  });
+
+  it("leaves a placement its node never reported to it (a create not run yet): a copy elsewhere is taken only by the node the VM was last reported on", async () => {
+    const t = await setup();
+    try {
+      await t.report("node-b");
+      await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
+      // Placed on node-b and never reported there; node-a's copy, say a stolen certificate's.
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
+        confirmedNode: "",
+        confirmedGeneration: 0n,
+      });
+      await t.passTwice();
+      await t.passTwice();
+      assert.equal((await t.placed())?.nodeId, "node-b", "never reported: not adopted");
+      // Last reported on node-c under an earlier placement: node-a is still not it.
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
+        confirmedNode: "node-c",
+        confirmedGeneration: 4n,
+      });
+      await t.passTwice();
+      await t.passTwice();
+      assert.equal((await t.placed())?.nodeId, "node-b", "another node's copy: not adopted");
+      // Last reported on node-a itself (a failover to node-b whose restart never happened).
+      await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
+        confirmedNode: "node-a",
+        confirmedGeneration: 4n,
+      });
+      await t.passTwice();
+      assert.equal((await t.placed())?.nodeId, "node-a", "where it last was: adopted");
     } finally {
       await t.store.close();
     }

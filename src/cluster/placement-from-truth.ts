@@ -13,7 +13,7 @@ import { FAILOVER_RECORDS } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
 import { msFromTimestamp } from "./timestamp.js";
-import { placementChange } from "./vm-placement.js";
+import { mayTakePlacement, placementChange } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
 
 const VMS = "vms/";
@@ -99,6 +99,9 @@ async function adoptOne(
   // A copy being removed is going; one whose node refused its removal is not.
   if (copy === undefined || copy.nodeId === rec.nodeId) return false;
   if (copy.cleanupSent && !copy.removalRefused) return false;
+  // A placement its node never reported (a create that has not run there) is no VM lost
+  // there: a copy elsewhere is not taken for it (a stolen node certificate could report one).
+  if (!mayTakePlacement(rec, copy.nodeId)) return false;
   const placed = await deps.inventory.readNode(rec.nodeId, signal);
   if (placed === undefined || placed.vms.some((v) => v.id === rec.id)) return false;
   const ready = placed.summary.readiness === NodeReadiness.READY;

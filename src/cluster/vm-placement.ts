@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { sameNode } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   type Compare,
@@ -25,6 +26,33 @@ export interface PlacementChange {
   /** Holds only while the record is still as read (another placement change meanwhile fails the txn). */
   readonly compare: Compare;
   readonly op: TxnOp;
+}
+
+/**
+ * Whether a copy of the VM on `node` may take its placement from the node
+ * it is placed on, that node no longer having it: only when that node
+ * reported the VM under its current placement (the VM then left it outside
+ * the control plane), or when `node` is where the VM was last reported (a
+ * placement decided since, a failover say, never reached its node). A VM
+ * placed by a create that has not run is taken by no other node's copy: a
+ * stolen node certificate reporting it would otherwise take it over.
+ * Records of before generations (0) keep the old rule.
+ */
+export function mayTakePlacement(rec: VmRecord, node: string): boolean {
+  if (rec.generation === 0n) return true;
+  if (rec.confirmedNode === "") return false;
+  if (sameNode(rec.confirmedNode, rec.nodeId) && rec.confirmedGeneration === rec.generation)
+    return true;
+  return sameNode(rec.confirmedNode, node);
+}
+
+/** Whether `node`'s report of the VM is news for its record: placed there, not yet reported there under this generation. */
+export function confirmsPlacement(rec: VmRecord, node: string): boolean {
+  return (
+    rec.generation > 0n &&
+    sameNode(rec.nodeId, node) &&
+    (!sameNode(rec.confirmedNode, node) || rec.confirmedGeneration !== rec.generation)
+  );
 }
 
 /** Reads a VM's record from the store (not a cache), for a placement change. */
