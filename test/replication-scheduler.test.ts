@@ -129,9 +129,10 @@ async function jobWithVm() {
 }
 
 describe("the replication scheduler", () => {
-  it("runs a job twice within one second: the second snapshot takes the next second's name", async () => {
+  it("runs a job again within one second, and after the clock stepped back: each snapshot is named after the job's newest, never a name pruning freed", async () => {
     // Snapshot names go to the second. A second run in the same second (a manual run just after
-    // a scheduled one) failed SNAPSHOT_EXISTS; sends here take no clock time at all.
+    // a scheduled one) failed SNAPSHOT_EXISTS; sends here take no clock time at all. The job
+    // keeps 2 snapshots, so pruning frees names a run in that second could take again.
     const store = sqlite();
     const clock = createManualClock(START);
     const sim = createSimulatedStorage({
@@ -140,17 +141,26 @@ describe("the replication scheduler", () => {
       datasets: [{ dataset: zfs("vm-1-disk0"), nodeId: "n1", sizeBytes: 2 * GIB }],
     });
     const { runner } = await oneJob(store, sim, clock, {});
-    const first = await runner.run("vm-1-disk0-to-n2");
-    const second = await runner.run("vm-1-disk0-to-n2");
-    assert.equal(first?.state, ReplicationState.REPL_STATE_SUCCESS, first?.lastError);
-    assert.equal(second?.state, ReplicationState.REPL_STATE_SUCCESS, second?.lastError);
-    assert.equal(second?.incremental, true);
-    const names = (await sim.listSnapshots(zfs("vm-1-disk0"), signal, "n2"))?.map(
-      (x) => x.ref?.snapshotName,
-    );
-    assert.equal(names?.length, 2);
-    assert.notEqual(names?.[0], names?.[1]);
-    assert.ok((names?.[0] ?? "") < (names?.[1] ?? ""), `in order: ${names}`);
+    const taken: string[] = [];
+    const run = async () => {
+      const s = await runner.run("vm-1-disk0-to-n2");
+      assert.equal(s?.state, ReplicationState.REPL_STATE_SUCCESS, s?.lastError);
+      taken.push(s?.lastSnapshotName ?? "");
+      return s;
+    };
+    await run();
+    for (let i = 0; i < 3; i++) assert.equal((await run())?.incremental, true);
+    clock.advance(-10_000);
+    await run();
+    const sorted = [...taken].sort();
+    assert.deepEqual(taken, sorted, "named in the order taken");
+    assert.equal(new Set(taken).size, taken.length, "no name taken twice");
+    for (const node of ["n1", "n2"]) {
+      const names = (await sim.listSnapshots(zfs("vm-1-disk0"), signal, node))?.map(
+        (x) => x.ref?.snapshotName,
+      );
+      assert.deepEqual(names, taken.slice(-2), `${node} keeps the newest two`);
+    }
   });
 
   it("follows its vm to the job's target: the job reverses and the next run is incremental", async () => {

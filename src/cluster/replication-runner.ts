@@ -4,8 +4,8 @@ import { type Clock, type Logger, RpcError, throwIfAborted, toRpcError } from ".
 import {
   canReplicate,
   labelOf,
+  nextStampedName,
   type StorageDriver,
-  stampedSnapshotName,
   type ZfsReplicationDriver,
 } from "../drivers/index.js";
 import {
@@ -410,14 +410,13 @@ async function replicate(
     });
   const label = replicationLabel(job.jobId);
   // Names go to the second: a run within the same second as the last one (a manual run just
-  // after a scheduled one) takes the next second's name rather than failing SNAPSHOT_EXISTS.
-  const taken = new Set(onSource.map((s) => s.ref?.snapshotName));
-  let stampMs = clock.now();
-  let snapshot = stampedSnapshotName(label, stampMs);
-  while (taken.has(snapshot)) {
-    stampMs += 1000;
-    snapshot = stampedSnapshotName(label, stampMs);
-  }
+  // after a scheduled one) takes the next second's name rather than failing SNAPSHOT_EXISTS,
+  // after every name of the job on either node (one pruning freed is not taken again).
+  const snapshot = nextStampedName(
+    label,
+    clock.now(),
+    [...onSource, ...(onTarget ?? [])].map((s) => s.ref?.snapshotName ?? ""),
+  );
   // Recorded before it exists, so no prune or delete can take it mid-send.
   await progress(
     {

@@ -117,6 +117,7 @@ export {
   backendName,
   checkLabel,
   labelOf,
+  nextStampedName,
   snapshotLabels,
   snapshotSpec,
   stampedSnapshotName,

@@ -83,6 +83,38 @@ export function stampedSnapshotName(label: string, ms: number): string {
   return `${label}-${stamp}`;
 }
 
+/**
+ * The name of the next snapshot of `label` among `existing` names: stamped
+ * `ms`, or one second after the label's newest stamp when that is not
+ * earlier (a second run within one second, a clock that stepped back). So
+ * the label's names sort in the order they were taken, and a name that
+ * pruning freed is never taken again for other data.
+ */
+export function nextStampedName(label: string, ms: number, existing: Iterable<string>): string {
+  let newest = Number.NEGATIVE_INFINITY;
+  for (const name of existing) {
+    const m = STAMPED.exec(name);
+    const at = m?.[1] === label ? stampMs(m[2] ?? "") : Number.NaN;
+    if (!Number.isNaN(at)) newest = Math.max(newest, at);
+  }
+  return stampedSnapshotName(label, Math.max(ms, newest + 1000));
+}
+
+/** The time of a stamp made by {@link stampedSnapshotName} (YYYYMMDDTHHMMSSZ), in epoch ms. */
+function stampMs(stamp: string): number {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(stamp);
+  if (m === null) return Number.NaN;
+  const [y, mo, d, h, mi, sec] = m.slice(1).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  return Date.UTC(y, mo - 1, d, h, mi, sec);
+}
+
 /** The label of a name made by {@link stampedSnapshotName}, or undefined for other names. */
 export function labelOf(snapshotName: string): string | undefined {
   return STAMPED.exec(snapshotName)?.[1];
