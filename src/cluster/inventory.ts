@@ -5,6 +5,7 @@ import {
   nodeKey,
   RpcError,
   sameFieldsExcept,
+  sameNode,
   silentLogger,
 } from "../core/index.js";
 import {
@@ -477,7 +478,8 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
       const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
       const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
-      const placement = vmRecords.write(vmRecord(vm.id, prev, { nodeId: to }), prev?.rev ?? 0);
+      const record = vmRecord(vm.id, prev, { nodeId: to, awaitingReport: true });
+      const placement = vmRecords.write(record, prev?.rev ?? 0);
       const moved = {
         ...vm,
         nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
@@ -527,7 +529,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       if (txn.succeeded) {
         remember(to, txn.revision, nextDst);
         if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
-        vmRecords.remember(vmRecord(vm.id, prev, { nodeId: to }), txn.revision);
+        vmRecords.remember(record, txn.revision);
         return;
       }
     }
@@ -581,10 +583,10 @@ export function createInventory(options: InventoryOptions): Inventory {
         : 0;
       let placement: Placement | undefined;
       let stored = false;
-      // Placements its node confirms are written on the first try only: a try that failed may
-      // have met a VM record newer than this process had seen, and the report must not fail
-      // for them (the next one writes them).
-      let confirm = true;
+      // Placements its node confirms (from the report itself, not from pins) are written on
+      // the first try only: a try that failed may have met a VM record newer than this
+      // process had seen, and the report must not fail for them (the next one writes them).
+      let confirmFrom: readonly VmInfo[] | undefined = health.vms;
       const recorded = await update(nodeId, signal, (current) => {
         placement = undefined;
         stored = false;
@@ -612,9 +614,9 @@ export function createInventory(options: InventoryOptions): Inventory {
         const pins = current.pins.filter((p) => Number(p.untilMs) > now);
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, {
           revision,
-          confirm,
+          confirmFrom,
         });
-        confirm = false;
+        confirmFrom = undefined;
         placement = placed;
         const vms = withTenants(placed.vms, facts);
         const next = create(NodeRecordSchema, {
@@ -900,8 +902,8 @@ function placeReported(
   options: {
     /** The store's revision, read before the report is written (for a VM no record holds). */
     revision: number;
-    /** Whether the VMs placed on the node that it reports for the first time are written as confirmed. */
-    confirm: boolean;
+    /** The report's own VMs, whose placements on the node are written as confirmed; undefined: none. */
+    confirmFrom: readonly VmInfo[] | undefined;
   },
 ): Placement {
   const { revision } = options;
@@ -912,14 +914,14 @@ function placeReported(
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
-    if (holder === nodeId) {
+    if (holder !== "" && sameNode(holder, nodeId)) {
       // Its node has it under this placement: written with the report, once per placement
       // (within the bound of records one report writes; the next report writes the rest).
       if (
-        options.confirm &&
         fact !== undefined &&
         claims.length < MAX_CLAIMS &&
-        confirmsPlacement(fact.rec, nodeId)
+        confirmsPlacement(fact.rec, nodeId) &&
+        options.confirmFrom?.some((v) => v.id === vm.id) === true
       )
         claims.push({ rec: confirmed(fact.rec, nodeId, fact.rec.generation), rev: fact.rev });
       return true;
@@ -928,12 +930,12 @@ function placeReported(
     // its placement's node does not report the VM (a running one that node
     // no longer has may have moved outside the control plane, unless it never
     // had it: a create that has not run there yet is no VM for another node to take).
-    const copy = fact?.rec.staleCopies.find((c) => c.nodeId === nodeId);
+    const copy = fact?.rec.staleCopies.find((c) => sameNode(c.nodeId, nodeId));
     const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
     if (
       fact !== undefined &&
       holder !== "" &&
-      (known || stillHolds(nodes(holder), vm.id) || !mayTakePlacement(fact.rec, nodeId))
+      (known || stillHolds(nodes(nodeKey(holder)), vm.id) || !mayTakePlacement(fact.rec, nodeId))
     ) {
       // A copy of a VM placed elsewhere: a conflict, never a placement.
       refused.push({ vmId: vm.id, holder });
@@ -954,9 +956,14 @@ function placeReported(
   return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
 }
 
-/** `rec` as reported by `node` under `generation`. */
+/** `rec` as reported by `node` where it is placed, under `generation`. */
 function confirmed(rec: VmRecord, node: string, generation: bigint): VmRecord {
-  return create(VmRecordSchema, { ...rec, confirmedNode: node, confirmedGeneration: generation });
+  return create(VmRecordSchema, {
+    ...rec,
+    confirmedNode: node,
+    confirmedGeneration: generation,
+    awaitingReport: false,
+  });
 }
 
 /** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */

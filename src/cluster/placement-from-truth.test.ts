@@ -53,7 +53,7 @@ describe("adoptOnlyCopies", () => {
     const misplace = async (
       staleCopies: { nodeId: string; state: VmState; cleanupSent?: boolean }[],
       /** Where and under which generation vm-1 was last reported where placed (node-b had it). */
-      confirmed = { confirmedNode: "node-b", confirmedGeneration: 5n },
+      confirmed = { confirmedNode: "node-b", confirmedGeneration: 5n, awaitingReport: false },
     ) => {
       const rev = await store.put(
         "vms/vm-1",
@@ -180,6 +180,7 @@ describe("adoptOnlyCopies", () => {
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
         confirmedNode: "",
         confirmedGeneration: 0n,
+        awaitingReport: true,
       });
       await t.passTwice();
       await t.passTwice();
@@ -188,6 +189,7 @@ describe("adoptOnlyCopies", () => {
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
         confirmedNode: "node-c",
         confirmedGeneration: 4n,
+        awaitingReport: true,
       });
       await t.passTwice();
       await t.passTwice();
@@ -196,6 +198,7 @@ describe("adoptOnlyCopies", () => {
       await t.misplace([{ nodeId: "node-a", state: VmState.STOPPED }], {
         confirmedNode: "node-a",
         confirmedGeneration: 4n,
+        awaitingReport: true,
       });
       await t.passTwice();
       assert.equal((await t.placed())?.nodeId, "node-a", "where it last was: adopted");

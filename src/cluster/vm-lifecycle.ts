@@ -244,6 +244,10 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       nodeId,
       // A creation is a change of placement: a new fencing generation, above any the id had.
       generation: firstGeneration(revision, prev?.rec),
+      // A new VM no node has reported: none may take it before its node does.
+      awaitingReport: true,
+      confirmedNode: "",
+      confirmedGeneration: 0n,
       spec,
       managed: true,
       managedBy: by,

@@ -30,28 +30,25 @@ export interface PlacementChange {
 
 /**
  * Whether a copy of the VM on `node` may take its placement from the node
- * it is placed on, that node no longer having it: only when that node
- * reported the VM under its current placement (the VM then left it outside
- * the control plane), or when `node` is where the VM was last reported (a
- * placement decided since, a failover say, never reached its node). A VM
- * placed by a create that has not run is taken by no other node's copy: a
- * stolen node certificate reporting it would otherwise take it over.
- * Records of before generations (0) keep the old rule.
+ * it is placed on, that node no longer having it: once that node reported
+ * the VM under its placement (it then left outside the control plane), or
+ * from `node` itself when it is where the VM was last reported (a placement
+ * decided since, a failover say, never reached its node). A VM placed by a
+ * create that has not run is taken by no other node's copy: a stolen node
+ * certificate reporting it would otherwise take it over.
  */
 export function mayTakePlacement(rec: VmRecord, node: string): boolean {
-  if (rec.generation === 0n) return true;
-  if (rec.confirmedNode === "") return false;
-  if (sameNode(rec.confirmedNode, rec.nodeId) && rec.confirmedGeneration === rec.generation)
-    return true;
-  return sameNode(rec.confirmedNode, node);
+  if (!rec.awaitingReport) return true;
+  return rec.confirmedNode !== "" && sameNode(rec.confirmedNode, node);
 }
 
-/** Whether `node`'s report of the VM is news for its record: placed there, not yet reported there under this generation. */
+/** Whether `node`'s report of the VM is news for its record: placed there, and not reported there under this placement yet. */
 export function confirmsPlacement(rec: VmRecord, node: string): boolean {
   return (
-    rec.generation > 0n &&
     sameNode(rec.nodeId, node) &&
-    (!sameNode(rec.confirmedNode, node) || rec.confirmedGeneration !== rec.generation)
+    (rec.awaitingReport ||
+      !sameNode(rec.confirmedNode, node) ||
+      rec.confirmedGeneration !== rec.generation)
   );
 }
 
@@ -79,7 +76,9 @@ export function placementChange(
   vmId: string,
   read: ReadPlacement,
   nodeId: string,
-  fields: Partial<Omit<VmRecord, "$typeName" | "$unknown" | "id" | "nodeId" | "generation">> = {},
+  fields: Partial<
+    Omit<VmRecord, "$typeName" | "$unknown" | "id" | "nodeId" | "generation" | "awaitingReport">
+  > = {},
 ): PlacementChange {
   const generation = (read.rec?.generation ?? 0n) + 1n;
   const base = { ...(read.rec ?? { id: vmId }), ...fields };
@@ -88,6 +87,8 @@ export function placementChange(
     id: vmId,
     nodeId,
     generation,
+    // Until the node reports it there, no other node's copy may take it (mayTakePlacement).
+    awaitingReport: true,
     // A copy recorded as stale on the node the VM now moves to is the placement, not stale:
     // left in, the conflict cleanup would stop the VM where it is placed.
     staleCopies: (base.staleCopies ?? []).filter((c) => c.nodeId !== nodeId),
