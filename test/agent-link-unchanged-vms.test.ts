@@ -3,17 +3,16 @@
 // out a repeated list otherwise. Found by an adversarial review: no test
 // failed when the link ignored the Welcome's accepts_unchanged_vms.
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { runAgentLink } from "../src/agent/index.js";
-import { silentLogger } from "../src/core/index.js";
 import { type AgentMessage, ControlMessageSchema } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import type { RpcServer } from "../src/server/index.js";
-import { startAgentServiceServer } from "./helpers/agent-service-server.js";
+import { linkOptions, startAgentServiceServer } from "./helpers/agent-service-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { createTestPki, type TestPki } from "./helpers/pki.js";
 
@@ -28,9 +27,6 @@ describe("the agent link and servers old and new", () => {
   before(async () => {
     pki = await createTestPki();
     dir = mkdtempSync(join(tmpdir(), "dv-link-unchanged-"));
-    writeFileSync(join(dir, "ca.pem"), pki.ca.certPem);
-    writeFileSync(join(dir, "cert.pem"), pki.client.certPem);
-    writeFileSync(join(dir, "key.pem"), pki.client.keyPem);
     server = await startAgentServiceServer(pki, async function* (requests) {
       const it = requests[Symbol.asyncIterator]();
       const first = await it.next();
@@ -68,17 +64,8 @@ describe("the agent link and servers old and new", () => {
     got = [];
     const stop = new AbortController();
     const link = runAgentLink({
-      files: {
-        dir,
-        ca: join(dir, "ca.pem"),
-        cert: join(dir, "cert.pem"),
-        key: join(dir, "key.pem"),
-      },
-      servers: [server.address],
-      tlsServerName: "localhost",
-      reconnect: { initialMs: 50, maxMs: 200 },
+      ...linkOptions(pki, dir, server.address),
       heartbeatIntervalMs: 30,
-      logger: silentLogger,
       signal: stop.signal,
       hello: async () => ({
         kind: { case: "hello", value: { info: { id: { id: "admin" } }, health: health() } },

@@ -99,13 +99,21 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
     try {
       return await new Promise((resolve) => {
         let sequence = 0n;
-        const beat = () =>
-          options
-            .heartbeat(++sequence)
+        let sent = 0n;
+        // Two heartbeats may be built at once (one out of turn before a result): one that
+        // started before another was written is dropped, so no report older than one sent
+        // (listed before an operation's result) follows it.
+        const beat = () => {
+          const n = ++sequence;
+          return options
+            .heartbeat(n)
             .then((m) => {
-              if (current === call) write(m);
+              if (current !== call || n < sent) return;
+              sent = n;
+              write(m);
             })
             .catch((err: unknown) => log.warn({ err }, "heartbeat not built"));
+        };
         call.on("data", (m: ControlMessage) => {
           if (m.kind.case === "welcome") {
             // Cut off while connecting: the partition applies to this stream too.

@@ -1,6 +1,8 @@
 // A bare AgentService server over mutual TLS, with the daemon's transport
 // settings and a Connect handler of the test's own: for tests of the
 // agent's side of the stream and of the transport under it.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { defineService, silentLogger, validationStage } from "../../src/core/index.js";
 import {
   type AgentMessage,
@@ -47,4 +49,26 @@ export function startAgentServiceServer(
     },
     logger: silentLogger,
   });
+}
+
+/**
+ * What `runAgentLink` needs to reach the server at `address` as the test
+ * PKI's client: its files written into `dir`, quick reconnects, no log.
+ */
+export function linkOptions(pki: TestPki, dir: string, address: string) {
+  writeFileSync(join(dir, "ca.pem"), pki.ca.certPem);
+  writeFileSync(join(dir, "cert.pem"), pki.client.certPem);
+  writeFileSync(join(dir, "key.pem"), pki.client.keyPem);
+  return {
+    files: {
+      dir,
+      ca: join(dir, "ca.pem"),
+      cert: join(dir, "cert.pem"),
+      key: join(dir, "key.pem"),
+    },
+    servers: [address],
+    tlsServerName: "localhost",
+    reconnect: { initialMs: 50, maxMs: 200 },
+    logger: silentLogger,
+  };
 }
