@@ -3,6 +3,8 @@
 // remove the node, and its id is free again. Real daemon (dev mode) and a
 // real debvisor-agent process serving node-04, killed with SIGKILL.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -150,9 +152,30 @@ describe("a VM whose node is gone, or that no node holds", () => {
     assert.equal(refused.code, 1);
     assert.match(
       refused.stderr,
-      /node-04 cannot be removed: .*vm\(s\) orphan are placed on it \(fail them over or delete them first\)/,
+      /node-04 cannot be removed: .*vm\(s\) orphan are placed on it \(fail them over or delete them first; on a node that is off, a delete waits for it until it is cordoned --out-of-service\)/,
     );
-    // Cordoned only, the node may come back: a delete waits for it.
+    // Cordoned only, the node may come back: a delete waits for it. hvctl following it
+    // says why, and what gives up on the node.
+    const follow = spawn(
+      process.execPath,
+      [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), "vm", "delete", "orphan", "--force"],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } },
+    );
+    const exited = once(follow, "exit");
+    let followed = "";
+    follow.stderr.on("data", (d: Buffer) => {
+      followed += d.toString();
+    });
+    await eventually(
+      async () =>
+        assert.match(
+          followed,
+          /note: node-04 is not ready: the operation waits until its agent is back .*hvctl node cordon node-04 --out-of-service\n/,
+        ),
+      { timeoutMs: 15_000 },
+    );
+    follow.kill("SIGINT");
+    await exited;
     const waiting = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-1" });
     assert.equal(waiting.state, VmOperationState.PENDING);
     // Said to be off, but not yet past its fence delay (it may be only paused): still waits.

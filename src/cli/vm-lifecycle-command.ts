@@ -1,4 +1,5 @@
 import { type Command, Option } from "commander";
+import { NodeReadiness, NodeService } from "../gen/debvisor/v1/node_pb.js";
 import {
   type VmDisk,
   VmInfoSchema,
@@ -46,13 +47,20 @@ export async function followOperation(
   );
   let final = accepted;
   if (!noWait && !finished(accepted)) {
+    let told = false;
     const { last, outcome } = await watchProgress(ctx.io, {
       label: `operation ${accepted.id}`,
       open: (signal) => client.watchOperation({ operationId: accepted.id }, { signal }),
-      progress: (op) => ({
-        phase: op.phase || lower(VmOperationState[op.state]),
-        percent: op.percent,
-      }),
+      progress: (op) => {
+        if (!told && op.state === VmOperationState.PENDING) {
+          told = true;
+          void noteNodeDown(ctx, op);
+        }
+        return {
+          phase: op.phase || lower(VmOperationState[op.state]),
+          percent: op.percent,
+        };
+      },
       resumeHint: `hvctl vm operation ${accepted.id} --wait`,
       summary: (op) => (op === undefined ? "no state received" : lower(VmOperationState[op.state])),
     });
@@ -63,6 +71,25 @@ export async function followOperation(
     noWait ? `${final.id}\n` : `${operationLine(final)}\n`,
   );
   if (!noWait && final.state !== VmOperationState.SUCCEEDED) ctx.setExitCode(1);
+}
+
+/**
+ * Says why an operation waits when its node is not ready: it is delivered
+ * once the node's agent is back, which may be never. Silent when the node
+ * cannot be read (a caller without node:read) or is ready.
+ */
+async function noteNodeDown(ctx: CliContext, op: VmOperation): Promise<void> {
+  const node = op.nodeId?.id ?? "";
+  if (node === "") return;
+  try {
+    const got = await ctx.client(NodeService).getNode({ id: { id: node } });
+    if (got.summary?.readiness === NodeReadiness.READY) return;
+    ctx.err(
+      `note: ${node} is not ready: the operation waits until its agent is back (Ctrl-C stops watching; it stays queued). If ${node} is gone for good: hvctl node cordon ${node} --out-of-service\n`,
+    );
+  } catch {
+    // Not allowed to read nodes, or not now: the progress says the rest.
+  }
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];

@@ -41,7 +41,11 @@ export async function removeNode(
       reported === 0 ? "" : `it still reports ${reported} vm(s)`,
       placed.length === 0
         ? ""
-        : `vm(s) ${listed(placed)} are placed on it (fail them over or delete them first)`,
+        : `vm(s) ${listed(placed)} are placed on it (fail them over or delete them first${
+            node.summary.outOfService
+              ? ""
+              : "; on a node that is off, a delete waits for it until it is cordoned --out-of-service"
+          })`,
     ].filter((w) => w !== "");
     if (why.length > 0)
       throw new RpcError("NODE_IN_USE", { message: `${id} cannot be removed: ${why.join("; ")}` });
