@@ -140,7 +140,10 @@ describe("the replication scheduler", () => {
       sleep: async () => {},
       datasets: [{ dataset: zfs("vm-1-disk0"), nodeId: "n1", sizeBytes: 2 * GIB }],
     });
-    const { runner } = await oneJob(store, sim, clock, {});
+    const told: string[] = [];
+    const { runner } = await oneJob(store, sim, clock, {
+      events: { emit: (e) => told.push(`${e.type}: ${e.message}`) },
+    });
     const taken: string[] = [];
     const run = async () => {
       const s = await runner.run("vm-1-disk0-to-n2");
@@ -152,6 +155,12 @@ describe("the replication scheduler", () => {
     for (let i = 0; i < 3; i++) assert.equal((await run())?.incremental, true);
     clock.advance(-10_000);
     await run();
+    // Each run's event says what it sent in a unit that shows it (not "0.0 GiB").
+    assert.match(told[0] ?? "", /^ReplicationSucceeded: sent 2\.0 GiB \(full\)/);
+    assert.match(
+      told[1] ?? "",
+      /^ReplicationSucceeded: sent \d+(\.\d)? (B|KiB|MiB) \(incremental from /,
+    );
     const sorted = [...taken].sort();
     assert.deepEqual(taken, sorted, "named in the order taken");
     assert.equal(new Set(taken).size, taken.length, "no name taken twice");

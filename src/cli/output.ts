@@ -7,6 +7,9 @@ import {
 } from "@bufbuild/protobuf";
 import { stringify as stringifyYaml } from "yaml";
 
+/** Byte counts as people read them (core's, shared with the control plane's messages). */
+export { formatBytes } from "../core/index.js";
+
 /** How a command prints its result: `-o table` (default), `wide`, `json` or `yaml`. */
 export type OutputFormat = "table" | "wide" | "json" | "yaml";
 
@@ -172,20 +175,6 @@ export function shortAge(ms: number): string {
   if (s < 7200) return `${Math.floor(s / 60)}m`;
   if (s < 172_800) return `${Math.floor(s / 3600)}h`;
   return `${Math.floor(s / 86_400)}d`;
-}
-
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-
-/** A byte count in binary units with one decimal: 512 B, 1.5 KiB, 1.2 GiB. */
-export function formatBytes(bytes: number | bigint): string {
-  let n = Number(bytes);
-  let u = 0;
-  while (n >= 1024 && u < UNITS.length - 1) {
-    n /= 1024;
-    u++;
-  }
-  if (u === 0) return `${n} B`;
-  return `${n >= 100 ? n.toFixed(0) : n.toFixed(1)} ${UNITS[u]}`;
 }
 
 /** A debvisor.v1.Timestamp as RFC 3339 UTC (what JSON and YAML output carry), or "" when unset. */

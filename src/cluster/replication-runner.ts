@@ -1,6 +1,13 @@
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError, throwIfAborted, toRpcError } from "../core/index.js";
+import {
+  type Clock,
+  formatBytes,
+  type Logger,
+  RpcError,
+  throwIfAborted,
+  toRpcError,
+} from "../core/index.js";
 import {
   canReplicate,
   labelOf,
@@ -17,7 +24,6 @@ import {
 import { type DatasetRef, ReplicationState } from "../gen/debvisor/v1/storage_pb.js";
 import { encodeMessage, type KvStore, type Lease } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
-import { gib } from "./migration-planner.js";
 import { jobKeys, type ReplicationJobs, retiredKey, type StoredJob } from "./replication-jobs.js";
 
 /** Options of {@link createReplicationRunner}. */
@@ -301,7 +307,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
               tell(
                 jobId,
                 "ReplicationSucceeded",
-                `sent ${gib(BigInt(done.bytes))} (${done.base === undefined ? "full" : `incremental from ${done.base}`}) in ${Math.round((now - started) / 1000)} s; snapshot ${done.snapshot}`,
+                `sent ${formatBytes(done.bytes)} (${done.base === undefined ? "full" : `incremental from ${done.base}`}) in ${Math.round((now - started) / 1000)} s; snapshot ${done.snapshot}`,
               );
               return create(ReplicationStatusRecordSchema, {
                 ...status,

@@ -16,6 +16,7 @@ export type { CallObserver } from "./call-observer.js";
 export type { Clock, ManualClock } from "./clock.js";
 export { createManualClock, monotonicClock, systemClock } from "./clock.js";
 export { Code, codeName } from "./code.js";
+export { formatBytes } from "./format-bytes.js";
 export { handlerCall } from "./handler-call.js";
 export type { LabelRequirement, LabelSelector } from "./label-selector.js";
 export { isLabelValue, matchesLabels, parseLabelSelector } from "./label-selector.js";
