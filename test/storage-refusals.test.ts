@@ -116,7 +116,7 @@ describe("storage refusals", () => {
       ...over,
     });
 
-    it("fail-plan: wrong backend, same node, unknown node, bad policy, missing dataset", async () => {
+    it("fail-plan: wrong backend, same node, unknown node, bad policy, missing dataset, from a replica", async () => {
       const bad = grpc.status.INVALID_ARGUMENT;
       await refused(
         w.operator.planZfsReplication(plan({ dataset: rbd("vm-a1-disk1") })),
@@ -152,6 +152,19 @@ describe("storage refusals", () => {
         w.operator.planZfsReplication(plan({ source: n("n2"), target: n("n3") })),
         grpc.status.NOT_FOUND,
         "DATASET_NOT_FOUND",
+      );
+      // n3 holds a replica of vm-g1's disk, but vm-g1 runs on n1: from the replica, a run would
+      // send stale data onto the live disk.
+      const backwards = await failure(
+        w.operator.planZfsReplication(plan({ source: n("n3"), target: n("n1") })),
+      );
+      assert.deepEqual(
+        [backwards.code, backwards.reason, backwards.details],
+        [
+          grpc.status.FAILED_PRECONDITION,
+          "REPLICATION_SOURCE_MOVED",
+          "the dataset's vm runs on n1, not on n3: plan the replication from n1",
+        ],
       );
       assert.deepEqual((await w.operator.listReplicationJobs({})).jobs, [], "nothing was stored");
     });

@@ -146,9 +146,12 @@ const REASON_ADVICE: Record<string, string> = {
   SNAPSHOT_IN_USE: "it goes once the job's next run replaces it, or when the job is deleted",
   SNAPSHOT_NOT_PROTECTED: "make a template with hvctl image template POOL/IMAGE",
   REPLICATION_JOB_NOT_FOUND: "hvctl replication list shows the jobs you may see",
-  REPLICATION_JOB_EXISTS: "that id is taken by another plan; pick another --id",
+  REPLICATION_JOB_EXISTS:
+    "another job has that id, or already sends the dataset to that node: hvctl replication list shows them",
   REPLICATION_RUNNING: "wait for the run to end (hvctl replication watch ID)",
-  REPLICATION_DIVERGED: "remove the dataset on the target node, then run the job again",
+  REPLICATION_DIVERGED:
+    "the target's copy holds data the source lacks (after a failover: the old primary's last writes); keep what you need from it, then remove its newer snapshots (or the dataset) there and run the job again",
+  REPLICATION_SOURCE_MOVED: "a disk replicates from the node its vm runs on: plan it from there",
   APIKEY_NOT_FOUND: "hvctl apikey list shows the keys",
   ROLE_NOT_FOUND: "hvctl role list shows the roles",
   BINDING_NOT_FOUND: "hvctl binding list shows the bindings",

@@ -8,6 +8,7 @@ import {
   principalOf,
   RpcError,
   type ServiceImpl,
+  sameNode,
   scopeOf,
 } from "../core/index.js";
 import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
@@ -123,6 +124,15 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       if ((await storage.listSnapshots(dataset, ctx.signal, source)) === undefined)
         throw new RpcError("DATASET_NOT_FOUND", {
           message: "dataset not found on the source node",
+        });
+      // A disk replicates from where its VM runs: from a replica, a run would send stale data
+      // (onto the live disk, where the target is the VM's node). Each run checks it again.
+      const key = datasetKey(dataset);
+      const [vm] = await inventory.vmsWithDisk((d) => datasetKey(d) === key, ctx.signal);
+      const runsOn = vm?.nodeId?.id ?? "";
+      if (runsOn !== "" && !sameNode(runsOn, source))
+        throw new RpcError("REPLICATION_SOURCE_MOVED", {
+          message: `the dataset's vm runs on ${runsOn}, not on ${source}: plan the replication from ${runsOn}`,
         });
       const given = req.jobId || `repl-${randomBytes(5).toString("hex")}`;
       // Per tenant: another tenant's job of the same name is neither reached nor revealed.

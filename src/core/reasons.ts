@@ -114,11 +114,12 @@ export const REASONS = {
   REPLICATION_RUNNING: { code: Code.FailedPrecondition, message: "replication job is running" },
   REPLICATION_SOURCE_MOVED: {
     code: Code.FailedPrecondition,
-    message: "the dataset's vm no longer runs on the job's source node",
+    message: "the dataset's vm does not run on the job's source node",
   },
   REPLICATION_DIVERGED: {
     code: Code.FailedPrecondition,
-    message: "target dataset has no snapshot in common with the source",
+    message:
+      "the target's copy does not end at the snapshot the send starts from (it has snapshots or writes the source lacks)",
   },
   STORAGE_UNSUPPORTED: {
     code: Code.FailedPrecondition,

@@ -232,7 +232,12 @@ export function createSimulatedStorage(options: SimulatedStorageOptions): Simula
     const target = copyOf(dataset, node);
     const targetNewest = target?.snapshots[target.snapshots.length - 1]?.name;
     if (base === undefined ? target !== undefined : targetNewest !== base)
-      throw new RpcError("REPLICATION_DIVERGED");
+      throw new RpcError("REPLICATION_DIVERGED", {
+        message:
+          base === undefined
+            ? "the target node already holds the dataset"
+            : `the target's newest snapshot is ${targetNewest ?? "none"}, not ${base}: it has snapshots the source lacks`,
+      });
     return target;
   };
   const land = (
