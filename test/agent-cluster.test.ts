@@ -58,14 +58,18 @@ describe("the dev cluster of agent processes", () => {
       .join("\n");
   const readiness = async (id: string) => (await nodes.getNode({ id: { id } })).summary?.readiness;
   /** Runs a migration to its end and answers the final record. */
-  const migrate = async (vmId: string, target: string) => {
-    const started = await migrations.startMigration({
-      vm: { vmId },
-      target: { nodeId: { id: target } },
-    });
+  const migrate = async (vmId: string, target: string, begun?: string) => {
+    const migrationId =
+      begun ??
+      (
+        await migrations.startMigration({
+          vm: { vmId },
+          target: { nodeId: { id: target } },
+        })
+      ).migrationId;
     return eventually(
       async () => {
-        const m = await migrations.getMigration({ migrationId: started.migrationId });
+        const m = await migrations.getMigration({ migrationId });
         assert.ok(
           m.state !== MigrationState.PENDING && m.state !== MigrationState.RUNNING,
           `still ${MigrationState[m.state]}`,
@@ -129,7 +133,29 @@ describe("the dev cluster of agent processes", () => {
 
   it("migrates a vm live from one agent to another: SUCCEEDED, and the agents' own hypervisors agree", async () => {
     assert.equal((await local("node-01")).get("vm-001"), "running", story("node-01"));
-    const m = await migrate("vm-001", "node-02");
+    const started = await migrations.startMigration({
+      vm: { vmId: "vm-001" },
+      target: { nodeId: { id: "node-02" } },
+    });
+    // Followed as hvctl follows it: the phase never goes back (it went preparing, transferring,
+    // preparing again when the agent's "started" was taken for a transfer).
+    const phases: string[] = [];
+    for await (const w of migrations.watchMigration(
+      { migrationId: started.migrationId },
+      { signal: AbortSignal.timeout(15_000) },
+    )) {
+      const phase = MigrationPhase[w.phase] ?? String(w.phase);
+      if (phases.at(-1) !== phase) phases.push(phase);
+      if (w.state !== MigrationState.PENDING && w.state !== MigrationState.RUNNING) break;
+    }
+    const order = Object.values(MigrationPhase).filter((v) => typeof v === "string");
+    const ranks = phases.map((p) => order.indexOf(p));
+    assert.deepEqual(
+      ranks,
+      [...ranks].sort((a, b) => a - b),
+      `phases in order: ${phases.join(" ")}`,
+    );
+    const m = await migrate("vm-001", "node-02", started.migrationId);
     assert.equal(m.state, MigrationState.SUCCEEDED, m.message);
     assert.equal(m.live, true);
     assert.ok(m.bytesTotal > 0n, "the agent's transfer figures reached the migration record");

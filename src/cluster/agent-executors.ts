@@ -251,7 +251,13 @@ function domainState(state: VmState): DomainState {
   }
 }
 
+/**
+ * A migration's phase from the agent's progress: its own phases as they
+ * are; "started" (every operation's first word, before the driver says
+ * anything) is still preparing; anything else is a transfer's detail.
+ */
 function phaseOf(phase: string): MigrationPhase {
+  if (phase === "started") return "preparing";
   return phase === "preparing" || phase === "switchover" || phase === "completed"
     ? phase
     : "transferring";
