@@ -285,6 +285,11 @@ function describeTransport(err: CallError, facts: ConnectionFacts): string | und
   return undefined;
 }
 
+/** Why a stream broke, in a few words (the transport's first error, not grpc-js's whole note). */
+export function streamBreak(err: CallError): string {
+  return firstError(err.details);
+}
+
 /** The interesting part of a grpc-js "No connection established. Last error: ..." message. */
 function firstError(details: string): string {
   const m = /Last error: (?:Error(?: \[[A-Z_]+\])?: )?(.*?)(?:\. Resolution note:.*)?$/.exec(

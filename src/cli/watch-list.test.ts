@@ -25,7 +25,7 @@ const { ADDED, MODIFIED, SYNCED } = WatchEventType;
  * `first` and breaks (UNAVAILABLE, so hvctl opens the watch again from the
  * last revision), the second sends `second` and is refused (the end).
  */
-async function run(tty: boolean, format: "table" | "json", first: VmEvent[], second: VmEvent[]) {
+async function run(tty: boolean, format: "table" | "json", ...streams: VmEvent[][]) {
   let out = "";
   let err = "";
   const ctx = createCliContext(
@@ -42,7 +42,6 @@ async function run(tty: boolean, format: "table" | "json", first: VmEvent[], sec
     },
   );
   const since: string[] = [];
-  const streams = [first, second];
   await assert.rejects(
     watchList(ctx, {
       columns: COLUMNS,
@@ -51,6 +50,7 @@ async function run(tty: boolean, format: "table" | "json", first: VmEvent[], sec
       name: "vm",
       json: (v) => messageJson(VmInfoSchema, v),
       item: (e: VmEvent) => e.vm,
+      reconnect: { firstMs: 1, maxMs: 20 },
       open: (_watch, from) => {
         since.push(from.sinceRevision);
         const events = streams.shift() ?? [];
@@ -59,7 +59,11 @@ async function run(tty: boolean, format: "table" | "json", first: VmEvent[], sec
           yield* events;
           throw new CallError("watch", {
             code: last ? grpc.status.PERMISSION_DENIED : grpc.status.UNAVAILABLE,
-            details: last ? "done" : "connection reset",
+            details: last
+              ? "done"
+              : events.length === 0
+                ? "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:7443. Resolution note: "
+                : "connection reset",
           });
         })();
       },
@@ -114,6 +118,24 @@ describe("watchList", () => {
     assert.deepEqual(
       lines.map((l) => `${l.type} ${l.vm.id}`),
       ["ADDED vm-2", "ADDED vm-1", "MODIFIED vm-1", "MODIFIED vm-2"],
+    );
+  });
+
+  it("waits out a server that is away for more tries than a restart takes, and says so once", async () => {
+    // Refused eight times in a row (a daemon restarting), then the watch is back.
+    const away = Array.from({ length: 8 }, (): VmEvent[] => []);
+    const { out, err, since } = await run(false, "table", FIRST, ...away, SECOND);
+    assert.match(out, /ADDED {6}vm-2 {3}Stopped/);
+    assert.deepEqual(since, ["", ...Array.from({ length: 9 }, () => "e1-2")]);
+    assert.equal(err.match(/the watch broke/g)?.length, 1, err);
+    assert.match(err, /the watch broke \(connection reset\)/);
+  });
+
+  it("names a refused connection in a few words, not grpc-js's whole note", async () => {
+    const { err } = await run(false, "table", [], SECOND);
+    assert.equal(
+      err,
+      "hvctl: the watch broke (connect ECONNREFUSED 127.0.0.1:7443); watching again from revision 0\n",
     );
   });
 });

@@ -9,7 +9,7 @@ import {
   WatchService,
 } from "../gen/debvisor/v1/watch_pb.js";
 import type { CliContext } from "./cli-context.js";
-import { CallError, UsageError } from "./cli-errors.js";
+import { CallError, streamBreak, UsageError } from "./cli-errors.js";
 import { sortColumnOf } from "./list-flags.js";
 import { type Column, renderColumns, sortRows, terminalSafe, visibleWidth } from "./output.js";
 
@@ -37,6 +37,8 @@ export interface WatchListOptions<T, E extends { header?: WatchEventHeader }> {
   ) => AsyncIterable<E>;
   /** The object an event carries. */
   readonly item: (event: E) => T | undefined;
+  /** How a broken watch is opened again (defaults: {@link RECONNECT}). */
+  readonly reconnect?: Partial<typeof RECONNECT>;
 }
 
 /** A watch stream's events as {@link ListEvent}s, the item taken by `item`. */
@@ -53,8 +55,12 @@ async function* listEvents<E extends { header?: WatchEventHeader }, T>(
     };
 }
 
-/** Times a watch is opened again after its stream broke, before giving up. */
-const RECONNECTS = 3;
+/**
+ * A watch whose stream broke is opened again, after a wait that doubles
+ * from `firstMs` up to `maxMs`, for as long as it is refused UNAVAILABLE
+ * within `forMs` of the break: a daemon restarting (seconds) is waited for.
+ */
+const RECONNECT = { forMs: 60_000, firstMs: 500, maxMs: 5_000 };
 const EVENT_NAMES: Partial<Record<WatchEventType, string>> = {
   [WatchEventType.ADDED]: "ADDED",
   [WatchEventType.MODIFIED]: "MODIFIED",
@@ -140,7 +146,10 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
     }
   };
 
+  const again = { ...RECONNECT, ...o.reconnect };
   let since = "";
+  /** When the stream broke, while it has not been opened again. */
+  let brokeAt: number | undefined;
   for (let failures = 0; ; ) {
     const fresh = new Set<string>();
     let synced = false;
@@ -149,6 +158,7 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
       const from = { $typeName: "debvisor.v1.WatchFrom", sinceRevision: since } as const;
       for await (const ev of listEvents(o.open(watch, from), o.item)) {
         failures = 0;
+        brokeAt = undefined;
         if (ev.type === WatchEventType.SYNCED) {
           if (!synced && !ev.resumed)
             // The whole list again: what it no longer has is gone.
@@ -181,11 +191,15 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
       const retry =
         e instanceof CallError &&
         (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.INTERNAL);
-      if (!retry || ++failures > RECONNECTS) throw e;
-      ctx.err(
-        `hvctl: the watch broke (${e.details}); watching again from revision ${since || "0"}\n`,
-      );
-      await sleep(500 * failures);
+      brokeAt ??= Date.now();
+      if (!retry || Date.now() - brokeAt > again.forMs) throw e;
+      // Said once per break, not at every try while the server is away.
+      if (failures === 0)
+        ctx.err(
+          `hvctl: the watch broke (${streamBreak(e)}); watching again from revision ${since || "0"}\n`,
+        );
+      await sleep(Math.min(again.maxMs, again.firstMs * 2 ** failures));
+      failures++;
     }
   }
 }
