@@ -11,6 +11,7 @@ import { createServiceClient, resolveContext } from "../src/client/index.js";
 import { AccessService, CreateApiKeyResponseSchema } from "../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../src/gen/debvisor/v1/audit_pb.js";
 import { DrainNodeRequestSchema, GetNodeRequestSchema } from "../src/gen/debvisor/v1/node_pb.js";
+import { ListVmsRequestSchema } from "../src/gen/debvisor/v1/vm_pb.js";
 import {
   adminChannel,
   DRAIN,
@@ -61,6 +62,21 @@ describe("the audit trail of a running daemon", () => {
         (await rawUnary(anon, REGISTER, register("n-bob"), bearer(issued.token))).error?.code,
         grpc.status.PERMISSION_DENIED,
       );
+      // Allowed by its role, refused by the handler: another tenant's filter.
+      const tina = await createServiceClient(AccessService, admin).createApiKey({
+        principal: "tina",
+        roles: ["viewer"],
+        tenant: "acme",
+      });
+      const filtered = await rawUnary(
+        anon,
+        "/debvisor.v1.VmService/ListVms",
+        Buffer.from(
+          toBinary(ListVmsRequestSchema, create(ListVmsRequestSchema, { tenant: "globex" })),
+        ),
+        bearer(tina.token),
+      );
+      assert.equal(filtered.error?.code, grpc.status.PERMISSION_DENIED);
       anon.close();
       admin.close();
       d.proc.kill("SIGTERM");
@@ -84,6 +100,12 @@ describe("the audit trail of a running daemon", () => {
       assert.equal(denied?.keyId, issued.key?.id);
       assert.equal(denied?.code, "PERMISSION_DENIED");
       assert.match(String(denied?.reason), /roles viewer: none grants node:register/);
+      const tenantDenied = recs.find((r) => r.principal === "tina" && r.method === "ListVms");
+      assert.deepEqual(
+        [tenantDenied?.decision, tenantDenied?.reason, tenantDenied?.code],
+        ["deny", "TENANT_FILTER_DENIED", "PERMISSION_DENIED"],
+        "denied, not allowed, though its role let it through",
+      );
       const created = recs.find((r) => r.method === "CreateApiKey" && r.event === "rpc");
       assert.equal(created?.principal, "admin");
       assert.match(String(created?.args), /"roles":\["viewer"\]/);

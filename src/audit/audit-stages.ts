@@ -2,6 +2,7 @@ import { type DescMessage, getOption, hasOption, toJson } from "@bufbuild/protob
 import {
   type CallContext,
   type CallResult,
+  Code,
   codeName,
   type Logger,
   RpcError,
@@ -162,13 +163,20 @@ function fields(
     service: ctx.method.service,
     method: ctx.method.name,
     permission: ctx.method.permission ?? "",
-    decision: ctx.notes.decision ?? "",
-    reason: ctx.notes.reason ?? "",
+    // Authorization let it through but the handler refused it (another tenant's filter, say):
+    // denied all the same, and why.
+    decision: refusedPast(ctx, error) ? "deny" : (ctx.notes.decision ?? ""),
+    reason: refusedPast(ctx, error) ? (error?.reason ?? "") : (ctx.notes.reason ?? ""),
     args: summarize(ctx.method.desc.input, request),
     code: event === "rpc.request" ? "" : codeName(error?.code ?? 0),
     error: error?.clientMessage ?? "",
     durationMs,
   };
+}
+
+/** Whether a call authorization allowed ended PERMISSION_DENIED all the same. */
+function refusedPast(ctx: CallContext, error: RpcError | undefined): boolean {
+  return ctx.notes.decision === "allow" && error?.code === Code.PermissionDenied;
 }
 
 /**

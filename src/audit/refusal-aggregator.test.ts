@@ -55,6 +55,11 @@ describe("createRefusalAggregator", () => {
       .map((l) => JSON.parse(l) as Record<string, string>)
       .filter((r) => r.event === "rpc.aggregate");
     const counts = recs.map((r) => [r.peer, JSON.parse(r.args ?? "{}").count]);
+    assert.deepEqual(
+      recs.map((r) => r.method),
+      ["GetNode", "GetNode", "GetNode", ""],
+      "the overflow names no method",
+    );
     // 10.0.0.0 once, .1 twice, .2 three times (a port each: counted per address); the rest overflow.
     assert.deepEqual(counts, [
       ["10.0.0.0", 1],
@@ -63,5 +68,41 @@ describe("createRefusalAggregator", () => {
       ["*", 4 + 5 + 6 + 7 + 8 + 9 + 10],
     ]);
     assert.equal(verifyAuditFiles([path]).ok, true);
+  });
+
+  it("counts each method of one source apart: a record names the method its count is of", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "dv-agg-")), "audit.log");
+    const log = await openAuditLog({ path, logger: silentLogger });
+    const agg = createRefusalAggregator({ log, intervalMs: 3_600_000 });
+    const connect = (address: string): CallContext => {
+      const c = ctx(address);
+      return {
+        ...c,
+        method: {
+          ...c.method,
+          name: "Connect",
+          path: "/debvisor.v1.AgentService/Connect",
+          service: "debvisor.v1.AgentService",
+        },
+      };
+    };
+    // A revoked node: one enrollment refused, then its agent's stream refused again and again.
+    agg.note(ctx("10.0.0.7:1"), new RpcError("UNAUTHENTICATED"));
+    for (let i = 0; i < 12; i++)
+      agg.note(connect(`10.0.0.7:${2 + i}`), new RpcError("UNAUTHENTICATED"));
+    await agg.close();
+    await log.close();
+    const recs = readFileSync(path, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, string>)
+      .filter((r) => r.event === "rpc.aggregate");
+    assert.deepEqual(
+      recs.map((r) => [r.service, r.method, JSON.parse(r.args ?? "{}").count]),
+      [
+        ["debvisor.v1.NodeService", "GetNode", 1],
+        ["debvisor.v1.AgentService", "Connect", 12],
+      ],
+    );
   });
 });

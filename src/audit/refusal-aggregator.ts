@@ -10,7 +10,7 @@ export interface RefusalAggregatorOptions {
   readonly log: AuditLog;
   /** One record per source and reason per interval (default 60 s). */
   readonly intervalMs?: number;
-  /** Distinct sources and reasons kept per interval; more are counted together under peer `*` (default 1,000). */
+  /** Distinct sources, reasons and methods kept per interval; more are counted together under peer `*` (default 1,000). */
   readonly maxSources?: number;
   readonly now?: () => number;
   readonly logger?: Logger;
@@ -18,9 +18,9 @@ export interface RefusalAggregatorOptions {
 
 /**
  * Turns floods of unauthenticated, anonymous and rate-limited calls into a handful of
- * audit records: per interval, one record per source address and reason
- * (and principal, for a principal over its rate limit), with the count in
- * `args`. A flood can neither fill the disk nor cost an fsync per call.
+ * audit records: per interval, one record per source address, reason and
+ * method (and principal, for a principal over its rate limit), with the
+ * count in `args`. A flood can neither fill the disk nor cost an fsync per call.
  */
 export interface RefusalAggregator {
   /** True (and counted) when this refusal is aggregated rather than recorded on its own. */
@@ -75,7 +75,8 @@ export function createRefusalAggregator(options: RefusalAggregatorOptions): Refu
       if (!AGGREGATED.has(error.reason) && ctx.notes.principal !== undefined) return false;
       const p = ctx.notes.principal;
       const source = sourceOf(ctx.peer.address);
-      let key = `${source}\n${error.reason}\n${p?.method ?? ""}:${p?.id ?? ""}`;
+      // Per method too: a record names the method its count is of.
+      let key = `${source}\n${error.reason}\n${p?.method ?? ""}:${p?.id ?? ""}\n${ctx.method.path}`;
       let peer = source;
       if (!buckets.has(key) && buckets.size >= maxSources) {
         key = `*\n${error.reason}`;
@@ -100,8 +101,9 @@ export function createRefusalAggregator(options: RefusalAggregatorOptions): Refu
           keyId: "",
           tenant: "",
           peer,
-          service: ctx.method.service,
-          method: ctx.method.name,
+          // The overflow bucket counts every method together: it names none.
+          service: peer === "*" ? "" : ctx.method.service,
+          method: peer === "*" ? "" : ctx.method.name,
           permission: "",
           decision: ctx.notes.decision ?? "",
           reason: error.reason,
