@@ -12,11 +12,7 @@ import {
   NodeInfoSchema,
 } from "../gen/debvisor/v1/node_pb.js";
 import { SnapshotRequestSchema, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
-import { CreateVmRequestSchema, SetVmTenantRequestSchema } from "../gen/debvisor/v1/vm_pb.js";
 import { validateMessage } from "./request-validator.js";
-
-const TENANT_HINT =
-  "letters, digits, '.', '_' and '-', starting with a letter or digit (as in bindings)";
 
 const ds = { backend: StorageBackend.BACKEND_ZFS, pool: "tank", name: "vm-1-disk0" };
 const cases: [string, DescMessage, object, string[]][] = [
@@ -121,27 +117,6 @@ const cases: [string, DescMessage, object, string[]][] = [
     RevokeApiKeyRequestSchema,
     { id: "dvk_abc" },
     ["id: must be 16 hex digits"],
-  ],
-  // A tenant given to a VM or a key must be one a binding can name (as bindings check it).
-  ["ok-tenant", SetVmTenantRequestSchema, { vmId: "vm-1", tenant: "acme.prod_2" }, []],
-  ["ok-no-tenant", SetVmTenantRequestSchema, { vmId: "vm-1", tenant: "" }, []],
-  [
-    "fail-vm-tenant-with-space",
-    SetVmTenantRequestSchema,
-    { vmId: "vm-1", tenant: "bad tenant!" },
-    [`tenant: must be ${TENANT_HINT}`],
-  ],
-  [
-    "fail-apikey-tenant-with-space",
-    CreateApiKeyRequestSchema,
-    { principal: "ci", roles: ["viewer"], tenant: "bad tenant!" },
-    [`tenant: must be ${TENANT_HINT}`],
-  ],
-  [
-    "fail-create-vm-tenant-leading-dot",
-    CreateVmRequestSchema,
-    { vmId: "vm-1", spec: { vcpus: 1, memoryBytes: 1n << 30n }, tenant: ".acme" },
-    [`tenant: must be ${TENANT_HINT}`],
   ],
   [
     "fail-several",
