@@ -1,4 +1,4 @@
-import { RpcError } from "../core/index.js";
+import { nodeKey, RpcError } from "../core/index.js";
 import { datasetKey } from "../drivers/index.js";
 import {
   type DatasetRecord,
@@ -54,6 +54,28 @@ export interface DatasetAccess {
   forget(dataset: DatasetRef, signal?: AbortSignal): Promise<void>;
   /** The tenants the cluster knows from its records: VMs' tenants and owners of recorded datasets. */
   knownTenants(signal?: AbortSignal): Promise<Set<string>>;
+}
+
+/**
+ * The one node every VM naming `dataset` as a disk is on, whatever any
+ * caller may see; undefined when no VM names it. CONFLICT when they are on
+ * more than one node (a second report of the name, a standby defined on
+ * another node): which copy is live is not for replication to guess, and
+ * the message names no node (one may be of a VM the caller may not see).
+ */
+export async function diskNode(
+  inventory: Pick<Inventory, "vmsWithDisk">,
+  dataset: DatasetRef,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const key = datasetKey(dataset);
+  const owners = await inventory.vmsWithDisk((d) => datasetKey(d) === key, signal);
+  const nodes = new Map(owners.map((vm) => [nodeKey(vm.nodeId?.id ?? ""), vm.nodeId?.id ?? ""]));
+  if (nodes.size > 1)
+    throw new RpcError("CONFLICT", {
+      message: "the dataset is a disk of vms on more than one node; retry once only one holds it",
+    });
+  return [...nodes.values()][0];
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */

@@ -18,7 +18,7 @@ export { createAgentStorage } from "./agent-storage.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";
-export { createDatasetAccess } from "./dataset-access.js";
+export { createDatasetAccess, diskNode } from "./dataset-access.js";
 export type { DomainServiceDeps } from "./domain-services.js";
 export { createDomainServices } from "./domain-services.js";
 export type { DriverReporter, ReportedNode } from "./driver-reporter.js";

@@ -27,7 +27,7 @@ import {
   type StorageService,
   ZfsReplicationPlanSchema,
 } from "../gen/debvisor/v1/storage_pb.js";
-import type { DatasetAccess } from "./dataset-access.js";
+import { type DatasetAccess, diskNode } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
 import { resolveReplicationPolicy } from "./replication-policy.js";
@@ -117,7 +117,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       if (source === "" || target === "") throw invalid("source and target: required");
       if (source === target) throw invalid("target: must be another node than source");
       const policy = resolveReplicationPolicy(req.policy, deps.policies);
-      await access.resolve(dataset, ctx.tenant, ctx.signal);
+      const place = await access.resolve(dataset, ctx.tenant, ctx.signal);
       for (const node of [source, target])
         if ((await inventory.getNode(node, ctx.signal)) === undefined)
           throw new RpcError("NODE_NOT_FOUND");
@@ -127,12 +127,15 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
         });
       // A disk replicates from where its VM runs: from a replica, a run would send stale data
       // (onto the live disk, where the target is the VM's node). Each run checks it again.
-      const key = datasetKey(dataset);
-      const [vm] = await inventory.vmsWithDisk((d) => datasetKey(d) === key, ctx.signal);
-      const runsOn = vm?.nodeId?.id ?? "";
-      if (runsOn !== "" && !sameNode(runsOn, source))
+      // Every VM naming the disk counts, seen by the caller or not; only a node of one the
+      // caller may see is named.
+      const runsOn = await diskNode(inventory, dataset, ctx.signal);
+      if (runsOn !== undefined && !sameNode(runsOn, source))
         throw new RpcError("REPLICATION_SOURCE_MOVED", {
-          message: `the dataset's vm runs on ${runsOn}, not on ${source}: plan the replication from ${runsOn}`,
+          message:
+            place.nodeId !== undefined && sameNode(place.nodeId, runsOn)
+              ? `the dataset's vm runs on ${runsOn}, not on ${source}: plan the replication from ${runsOn}`
+              : `the dataset's vm does not run on ${source}`,
         });
       const given = req.jobId || `repl-${randomBytes(5).toString("hex")}`;
       // Per tenant: another tenant's job of the same name is neither reached nor revealed.

@@ -22,7 +22,7 @@ import {
   type ZfsReplicationPlan,
 } from "../gen/debvisor/v1/storage_pb.js";
 import type { KvStore } from "../store/index.js";
-import { createDatasetAccess } from "./dataset-access.js";
+import { createDatasetAccess, diskNode } from "./dataset-access.js";
 import { createDatasetInventory } from "./dataset-inventory.js";
 import { createImageHandlers } from "./image-handlers.js";
 import type { Inventory } from "./inventory.js";
@@ -74,6 +74,7 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       clock: deps.clock,
       logger: deps.logger ?? silentLogger,
       closing: deps.closing,
+      ownerNode: (dataset, signal) => diskNode(deps.inventory, dataset, signal),
     });
   const shared = { ...deps, jobs, access, runner, policies: deps.replicationPolicies };
   const dataset = (id: (req: never) => DatasetRef | undefined) =>

@@ -8,6 +8,7 @@ import {
   createReplicationJobs,
   createReplicationRunner,
   createReplicationScheduler,
+  diskNode,
   type EventSink,
   type Inventory,
   type ReplicaCatalog,
@@ -21,7 +22,6 @@ import {
   createSimulatedStorage,
   createStorageRouter,
   createZfsDriver,
-  datasetKey,
   type SimulatedDataset,
   type StorageDriver,
   stampedSnapshotName,
@@ -132,11 +132,8 @@ export async function startStorage(options: StorageStackOptions): Promise<Storag
     retryMaxMs: repl.retryMaxMs,
     closing: options.closing,
     events: options.events,
-    ownerNode: async (dataset, signal) => {
-      const key = datasetKey(dataset);
-      const [owner] = await options.inventory.vmsWithDisk((d) => datasetKey(d) === key, signal);
-      return owner?.nodeId?.id;
-    },
+    // Every VM naming the disk, on one node; CONFLICT (nothing sent) when they are on several.
+    ownerNode: (dataset, signal) => diskNode(options.inventory, dataset, signal),
   });
   await seed?.();
   const scheduler = repl.scheduler

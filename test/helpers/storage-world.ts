@@ -149,7 +149,7 @@ export async function startStorageWorld(): Promise<StorageWorld> {
 }
 
 /** A client whose every call carries `authorization: Bearer <token>`. */
-function withToken<T extends object>(client: T, token: string): T {
+export function withToken<T extends object>(client: T, token: string): T {
   return new Proxy(client, {
     get(target, prop) {
       const method = (target as Record<string | symbol, unknown>)[prop];
