@@ -274,8 +274,12 @@ export interface WatchOptions<T> {
   readonly label?: string;
   /** Opens the stream of states; it ends when the operation does. Abort the signal to stop watching. */
   readonly open: (signal: AbortSignal) => AsyncIterable<T>;
-  /** Where one state stands. */
-  readonly progress: (state: T) => ProgressUpdate;
+  /**
+   * Where one state stands. `say` prints a line of its own on stderr (the
+   * bar cleared first, drawn again by the next state); once the watch has
+   * ended, it prints nothing.
+   */
+  readonly progress: (state: T, say: (line: string) => void) => ProgressUpdate;
   /** Cancels the operation on the server; absent when it cannot be cancelled. */
   readonly cancel?: () => Promise<void>;
   /** The command that watches again, printed when the user stops watching. */
@@ -329,10 +333,17 @@ export async function watchProgress<T>(
     },
   });
   let last: T | undefined;
+  let ended = false;
+  const say = (line: string) => {
+    if (ended || held) return;
+    renderer.clear();
+    io.err(line);
+  };
   try {
     for await (const state of options.open(abort.signal)) {
       last = state;
-      if (!held) renderer.update(options.progress(state));
+      const update = options.progress(state, say);
+      if (!held) renderer.update(update);
     }
   } catch (err) {
     if (!abort.signal.aborted) {
@@ -340,6 +351,7 @@ export async function watchProgress<T>(
       throw err;
     }
   } finally {
+    ended = true;
     interrupts.dispose();
   }
   if (!abort.signal.aborted) renderer.finish(options.summary(last));

@@ -51,10 +51,10 @@ export async function followOperation(
     const { last, outcome } = await watchProgress(ctx.io, {
       label: `operation ${accepted.id}`,
       open: (signal) => client.watchOperation({ operationId: accepted.id }, { signal }),
-      progress: (op) => {
+      progress: (op, say) => {
         if (!told && op.state === VmOperationState.PENDING) {
           told = true;
-          void noteNodeDown(ctx, op);
+          void noteNodeDown(ctx, op, say);
         }
         return {
           phase: op.phase || lower(VmOperationState[op.state]),
@@ -78,13 +78,17 @@ export async function followOperation(
  * once the node's agent is back, which may be never. Silent when the node
  * cannot be read (a caller without node:read) or is ready.
  */
-async function noteNodeDown(ctx: CliContext, op: VmOperation): Promise<void> {
+async function noteNodeDown(
+  ctx: CliContext,
+  op: VmOperation,
+  say: (line: string) => void,
+): Promise<void> {
   const node = op.nodeId?.id ?? "";
   if (node === "") return;
   try {
     const got = await ctx.client(NodeService).getNode({ id: { id: node } });
     if (got.summary?.readiness === NodeReadiness.READY) return;
-    ctx.err(
+    say(
       `note: ${node} is not ready: the operation waits until its agent is back (Ctrl-C stops watching; it stays queued). If ${node} is gone for good: hvctl node cordon ${node} --out-of-service\n`,
     );
   } catch {
