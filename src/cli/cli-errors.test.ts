@@ -51,6 +51,21 @@ describe("describeFailure", () => {
       );
     });
 
+  it("says what to do about a request id used for another operation", () => {
+    const f = describeFailure(
+      failed(
+        "/debvisor.v1.VmService/StartVm",
+        3,
+        'request_id "k1" was already used for a stop of vm-1',
+        served("INVALID_ARGUMENT"),
+      ),
+    );
+    assert.equal(
+      f.message,
+      'request_id "k1" was already used for a stop of vm-1: pick another --request-id, or leave it out (hvctl makes one) (INVALID_ARGUMENT, request req-1)',
+    );
+  });
+
   it("says when to retry a rate-limited call", () => {
     const f = describeFailure(
       failed("/debvisor.v1.NodeService/ListNodes", 8, "rate limit exceeded", {

@@ -203,7 +203,9 @@ function describeCall(err: CallError, facts: ConnectionFacts): Failure {
         break;
       }
       case grpc.status.INVALID_ARGUMENT:
-        advice = "see --help for the accepted values";
+        advice = err.details.startsWith('request_id "')
+          ? "pick another --request-id, or leave it out (hvctl makes one)"
+          : "see --help for the accepted values";
         break;
       case grpc.status.DEADLINE_EXCEEDED:
         advice = "raise --timeout, or check the server's load";
