@@ -320,7 +320,7 @@ export function createPlanner(options: PlannerOptions): Planner {
         checks: all,
         source: sourceId,
         target: best.id,
-        targetReason: `most free memory after reservations${input.confined ? "" : ` (${gib(best.mem)}, ${best.cpu} vCPUs free)`} of ${passing.length} nodes that pass every check`,
+        targetReason: `most free memory after reservations${input.confined ? "" : ` (${gib(best.mem)}, ${best.cpu} vCPUs free)`} of ${passingNodes(passing.length)}`,
         live: best.live,
       };
 
@@ -440,6 +440,11 @@ async function storageCheck(
         ? "vm has no disks"
         : `every disk is on shared RBD or replicated to ${tId}`,
   };
+}
+
+/** "1 node that passes every check", "3 nodes that pass every check". */
+export function passingNodes(n: number): string {
+  return n === 1 ? "1 node that passes every check" : `${n} nodes that pass every check`;
 }
 
 /** Bytes as GiB with one decimal, for reasons and event messages. */

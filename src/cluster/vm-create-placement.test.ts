@@ -84,7 +84,7 @@ describe("CreateVm refusals (NO_TARGET)", () => {
       );
       assert.match(
         await refused(undefined, memory),
-        /none of 1 nodes passes every check: node-03 has 244\.0 GiB free/,
+        /the only node does not pass every check: node-03 has 244\.0 GiB free/,
       );
     } finally {
       inventory.close();

@@ -2,7 +2,7 @@ import { nodeKey, RpcError } from "../core/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmSpec } from "../gen/debvisor/v1/vm_pb.js";
-import { freeCapacity, type Reserved } from "./migration-planner.js";
+import { freeCapacity, gib, passingNodes, type Reserved } from "./migration-planner.js";
 
 /** What placing a new VM looks at. */
 export interface PlacementInput {
@@ -29,9 +29,6 @@ export interface Placement {
   readonly nodeId: string;
   readonly reason: string;
 }
-
-const GIB = 1024 ** 3;
-const gib = (b: bigint) => `${(Number(b) / GIB).toFixed(1)} GiB`;
 
 /**
  * The first check a node fails for the spec, or undefined when it passes
@@ -122,10 +119,10 @@ export function placeVm(input: PlacementInput): Placement {
       message:
         input.nodes.length === 0
           ? "cannot place the vm: no nodes"
-          : `cannot place the vm: none of ${input.nodes.length} nodes passes every check: ${refusals.join("; ")}`,
+          : `cannot place the vm: ${input.nodes.length === 1 ? "the only node does not pass" : `none of ${input.nodes.length} nodes passes`} every check: ${refusals.join("; ")}`,
     });
   return {
     nodeId: best.id,
-    reason: `most free memory after reservations (${gib(best.memory)}, ${best.vcpus} vCPUs free) of ${passing.length} nodes that pass every check`,
+    reason: `most free memory after reservations (${gib(best.memory)}, ${best.vcpus} vCPUs free) of ${passingNodes(passing.length)}`,
   };
 }
