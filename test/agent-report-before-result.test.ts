@@ -49,6 +49,13 @@ describe("a VM operation's result on an agent's node", () => {
     daemon?.kill();
   });
 
+  it("names an agent enrolled on its own after itself, not after the generated first node", async () => {
+    const node = JSON.parse(await ok("node", "get", "node-04", "-o", "json")) as {
+      summary: { info: { hostname: string } };
+    };
+    assert.equal(node.summary.info.hostname, "node-04.sim.debvisor.internal");
+  });
+
   it("shows the VM started, stopped and gone as soon as each operation succeeded", async () => {
     await ok("vm", "create", "fresh-vm", "--cpu", "1", "--memory", "256MiB", "--node", "node-04");
     assert.equal(await shown("fresh-vm"), "VM_STATE_STOPPED");
