@@ -8,70 +8,40 @@
 // backwards plan was accepted and ran, onto vm-a1's live disk.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type * as grpc from "@grpc/grpc-js";
-import { createServiceClient } from "../src/client/index.js";
-import { createManualClock } from "../src/core/index.js";
-import { createSimulatedStorage } from "../src/drivers/index.js";
-import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
-import { ReplicationState, StorageService } from "../src/gen/debvisor/v1/storage_pb.js";
-import { VmService, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { createAccessPolicy } from "../src/security/index.js";
-import { testChannel } from "./helpers/grpc-client.js";
-import { createTestPki } from "./helpers/pki.js";
-import { type SecuredServer, startSecuredServer } from "./helpers/secured-server.js";
-import { failure, START, withToken, zfs } from "./helpers/storage-world.js";
+import { ReplicationState } from "../src/gen/debvisor/v1/storage_pb.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import {
+  failure,
+  START,
+  type StorageClient,
+  startReplicationWorld,
+  zfs,
+} from "./helpers/storage-world.js";
 
-const GIB = 1024 ** 3;
 const n = (id: string) => ({ nodeId: { id } });
 
 describe("replication of a disk that VMs on two nodes name", () => {
-  let server: SecuredServer;
-  let sim: ReturnType<typeof createSimulatedStorage>;
-  const channels: grpc.Client[] = [];
-  let acme: ReturnType<typeof createServiceClient<typeof StorageService>>;
-  let operator: ReturnType<typeof createServiceClient<typeof StorageService>>;
+  let world: Awaited<ReturnType<typeof startReplicationWorld>>;
+  let acme: StorageClient;
+  let operator: StorageClient;
   before(async () => {
-    const pki = await createTestPki();
-    const clock = createManualClock(START);
-    const snaps = [{ name: "daily-20261122T000000Z", createdMs: START - 3_600_000 }];
-    sim = createSimulatedStorage({
-      clock,
-      sleep: async (ms) => {
-        clock.advance(ms);
-      },
-      datasets: [
-        { dataset: zfs("vm-a1-disk0"), nodeId: "n1", sizeBytes: 8 * GIB, snapshots: snaps },
-        { dataset: zfs("vm-a1-disk0"), nodeId: "n3", sizeBytes: 8 * GIB, snapshots: snaps },
+    world = await startReplicationWorld(
+      ["n1", "n2", "n3"],
+      [
+        { disk: "vm-a1-disk0", node: "n1" },
+        { disk: "vm-a1-disk0", node: "n3" },
       ],
-    });
-    server = await startSecuredServer({
-      pki,
-      clock,
-      policy: createAccessPolicy({ bindings: [] }),
-      storage: sim,
-    });
-    const ch = testChannel(server.server.address, { caPem: pki.ca.certPem });
-    channels.push(ch);
-    const key = async (principal: string, roles: string[], tenant?: string) =>
-      (await server.apiKeys.create({ principal, roles, tenant, createdBy: "test" })).token;
-    const ops = await key("ops", ["operator"]);
-    const nodes = withToken(createServiceClient(NodeService, ch), ops);
-    for (const id of ["n1", "n2", "n3"])
-      await nodes.registerNode({ id: { id }, hostname: `${id}.example` });
+    );
     const report = (node: string, vm: string, state: VmState) =>
-      nodes.heartbeat({
+      world.ops.nodes.heartbeat({
         nodeId: { id: node },
         timestamp: { seconds: BigInt(Math.floor(START / 1000)) },
         vms: [{ id: vm, nodeId: { id: node }, state, disks: [zfs("vm-a1-disk0")] }],
       });
     await report("n1", "vm-a1", VmState.RUNNING);
-    const vms = withToken(createServiceClient(VmService, ch), ops);
-    await vms.setVmTenant({ vmId: "vm-a1", tenant: "acme" });
-    acme = withToken(
-      createServiceClient(StorageService, ch),
-      await key("acme-ops", ["operator"], "acme"),
-    );
-    operator = withToken(createServiceClient(StorageService, ch), ops);
+    await world.ops.vms.setVmTenant({ vmId: "vm-a1", tenant: "acme" });
+    acme = (await world.as("acme-ops", ["operator"], "acme")).storage;
+    operator = world.ops.storage;
     // Planned while only vm-a1 names the disk: accepted.
     await acme.planZfsReplication({
       jobId: "a1",
@@ -83,8 +53,7 @@ describe("replication of a disk that VMs on two nodes name", () => {
     await report("n3", "a-standby", VmState.STOPPED);
   });
   after(async () => {
-    for (const c of channels) c.close();
-    await server.close();
+    await world.close();
   });
 
   const plan = (source: string, target: string) => ({
@@ -101,6 +70,12 @@ describe("replication of a disk that VMs on two nodes name", () => {
     assert.doesNotMatch(f.details ?? "", /n3|standby/);
   });
 
+  it("names both VMs and nodes to a cluster-wide operator, who may see them", async () => {
+    const f = await failure(operator.planZfsReplication(plan("n1", "n2")));
+    assert.equal(f.reason, "CONFLICT");
+    assert.match(f.details ?? "", /\(a-standby on n3, vm-a1 on n1\)/);
+  });
+
   it("refuses the plan from the standby's copy onto the live disk, to acme and to an operator", async () => {
     for (const client of [acme, operator]) {
       const f = await failure(client.planZfsReplication(plan("n3", "n1")));
@@ -113,7 +88,7 @@ describe("replication of a disk that VMs on two nodes name", () => {
     assert.equal(run.state, ReplicationState.REPL_STATE_FAILED, run.lastError);
     assert.equal(run.lastErrorReason, "CONFLICT");
     assert.equal(
-      await sim.listSnapshots(zfs("vm-a1-disk0"), AbortSignal.timeout(5000), "n2"),
+      await world.sim.listSnapshots(zfs("vm-a1-disk0"), AbortSignal.timeout(5000), "n2"),
       undefined,
     );
   });

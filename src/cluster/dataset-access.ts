@@ -5,6 +5,7 @@ import {
   DatasetRecordSchema,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import {
   decodeMessage,
   encodeMessage,
@@ -67,15 +68,25 @@ export async function diskNode(
   inventory: Pick<Inventory, "vmsWithDisk">,
   dataset: DatasetRef,
   signal?: AbortSignal,
+  /** Name the VMs and nodes in the refusal (a cluster-wide caller, who may see them all). */
+  reveal = false,
 ): Promise<string | undefined> {
   const key = datasetKey(dataset);
   const owners = await inventory.vmsWithDisk((d) => datasetKey(d) === key, signal);
   const nodes = new Map(owners.map((vm) => [nodeKey(vm.nodeId?.id ?? ""), vm.nodeId?.id ?? ""]));
-  if (nodes.size > 1)
-    throw new RpcError("CONFLICT", {
-      message: "the dataset is a disk of vms on more than one node; retry once only one holds it",
-    });
+  if (nodes.size > 1) throw contested(owners, reveal);
   return [...nodes.values()][0];
+}
+
+/** CONFLICT for a disk that VMs on several nodes name; `reveal`: naming them (up to five). */
+function contested(owners: readonly VmInfo[], reveal: boolean): RpcError {
+  const which = owners
+    .slice(0, 5)
+    .map((vm) => `${vm.id} on ${vm.nodeId?.id ?? "?"}`)
+    .join(", ");
+  return new RpcError("CONFLICT", {
+    message: `the dataset is a disk of vms on more than one node${reveal ? ` (${which})` : ""}; retry once only one holds it`,
+  });
 }
 
 /** Creates a {@link DatasetAccess} over the inventory and the store. */
@@ -104,9 +115,7 @@ export function createDatasetAccess(deps: {
     const mine = owners.filter((vm) => visibleTo(vm, tenant));
     const nodes = new Set(mine.map((vm) => vm.nodeId?.id ?? ""));
     if (dataset.backend === StorageBackend.BACKEND_ZFS && nodes.size > 1)
-      throw new RpcError("CONFLICT", {
-        message: "the dataset is reported on more than one node; retry once the nodes agree",
-      });
+      throw contested(mine, tenant === undefined);
     const nodeId = dataset.backend === StorageBackend.BACKEND_ZFS ? [...nodes][0] : undefined;
     return { visible, nodeId };
   }

@@ -337,7 +337,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     const out = new Map<string, VmInfo>();
     for (const [id, b] of best) {
       const vm = withFacts(b.rec, facts).health?.vms[b.index];
-      if (vm !== undefined) out.set(id, withStaleCopyNodes(vm, facts.get(id)?.rec));
+      if (vm !== undefined) out.set(id, withStaleCopyNodes(onNode(vm, b.rec), facts.get(id)?.rec));
     }
     return out;
   }
@@ -867,6 +867,18 @@ function totalsOf(rec: NodeRecord): RecordTotals {
 }
 
 /** The node's id as its record names it. */
+/**
+ * The VM as its node reported it, on that node: a report's own `node_id`
+ * (empty from upstream reporters, in another case, or another node's) is
+ * not where it runs; the node whose report holds it is.
+ */
+function onNode(vm: VmInfo, rec: NodeRecord): VmInfo {
+  const id = rec.info?.id?.id ?? "";
+  return vm.nodeId?.id === id
+    ? vm
+    : create(VmInfoSchema, { ...vm, nodeId: create(NodeIdSchema, { id }) });
+}
+
 function idOf(rec: NodeRecord): string {
   return nodeKey(rec.info?.id?.id ?? "");
 }

@@ -129,7 +129,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       // (onto the live disk, where the target is the VM's node). Each run checks it again.
       // Every VM naming the disk counts, seen by the caller or not; only a node of one the
       // caller may see is named.
-      const runsOn = await diskNode(inventory, dataset, ctx.signal);
+      const runsOn = await diskNode(inventory, dataset, ctx.signal, ctx.tenant === undefined);
       if (runsOn !== undefined && !sameNode(runsOn, source))
         throw new RpcError("REPLICATION_SOURCE_MOVED", {
           message:

@@ -5,6 +5,7 @@ import {
   formatBytes,
   type Logger,
   RpcError,
+  sameNode,
   throwIfAborted,
   toRpcError,
 } from "../core/index.js";
@@ -192,8 +193,8 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
     const target = plan?.target?.nodeId?.id ?? "";
     if (dataset === undefined) return undefined;
     const owner = await options.ownerNode?.(dataset, signal);
-    if (owner === undefined || owner === source) return undefined;
-    const reverse = owner === target;
+    if (owner === undefined || sameNode(owner, source)) return undefined;
+    const reverse = sameNode(owner, target);
     const next = reverse ? { source: owner, target: source } : { source: owner, target };
     const moved = await jobs.repoint(stored, next.source, next.target, signal);
     if (moved === undefined)
@@ -399,7 +400,7 @@ async function replicate(
     throw new RpcError("INTERNAL", { cause: new Error(`job ${job.jobId} has no dataset`) });
   if (!canReplicate(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
   const owner = await ownerNode?.(dataset, signal);
-  if (owner !== undefined && owner !== source)
+  if (owner !== undefined && !sameNode(owner, source))
     throw new RpcError("REPLICATION_SOURCE_MOVED", {
       message: `the dataset's vm now runs on ${owner}, not on the job's source ${source}; plan the job again from ${owner}`,
     });

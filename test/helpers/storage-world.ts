@@ -182,3 +182,56 @@ export async function failure(
     };
   }
 }
+
+/**
+ * A smaller world for replication: a secured server over simulated storage
+ * holding each ZFS dataset of `copies` (8 GiB, one snapshot in common), the
+ * nodes registered; `as` makes a bearer token's clients, `ops` is an
+ * operator's node client (for reports).
+ */
+export async function startReplicationWorld(
+  nodeIds: readonly string[],
+  copies: readonly { readonly disk: string; readonly node: string }[],
+) {
+  const pki = await createTestPki();
+  const clock = createManualClock(START);
+  const snaps = [{ name: "daily-20261122T000000Z", createdMs: START - 3_600_000 }];
+  const sim = createSimulatedStorage({
+    clock,
+    sleep: async (ms) => {
+      clock.advance(ms);
+    },
+    datasets: copies.map((c) => ({
+      dataset: zfs(c.disk),
+      nodeId: c.node,
+      sizeBytes: 8 * GIB,
+      snapshots: snaps,
+    })),
+  });
+  const server = await startSecuredServer({
+    pki,
+    clock,
+    policy: createAccessPolicy({ bindings: [] }),
+    storage: sim,
+  });
+  const ch = testChannel(server.server.address, { caPem: pki.ca.certPem });
+  const as = async (principal: string, roles: string[], tenant?: string) => {
+    const { token } = await server.apiKeys.create({ principal, roles, tenant, createdBy: "test" });
+    return {
+      storage: withToken(createServiceClient(StorageService, ch), token),
+      nodes: withToken(createServiceClient(NodeService, ch), token),
+      vms: withToken(createServiceClient(VmService, ch), token),
+    };
+  };
+  const ops = await as("ops", ["operator"]);
+  for (const id of nodeIds) await ops.nodes.registerNode({ id: { id }, hostname: `${id}.example` });
+  return {
+    sim,
+    as,
+    ops,
+    async close() {
+      ch.close();
+      await server.close();
+    },
+  };
+}
