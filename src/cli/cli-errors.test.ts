@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ContextFileError } from "../client/index.js";
-import { CallError, describeFailure, EXIT, UsageError } from "./cli-errors.js";
+import { CallError, describeFailure, EXIT, streamBreak, UsageError } from "./cli-errors.js";
 
 /** A failed call as grpc-js reports it, with the trailers the server sends. */
 function failed(
@@ -63,6 +63,19 @@ describe("describeFailure", () => {
     assert.equal(
       f.message,
       'request_id "k1" was already used for a stop of vm-1: pick another --request-id, or leave it out (hvctl makes one) (INVALID_ARGUMENT, request req-1)',
+    );
+  });
+
+  it("names why a stream broke in a few words, not grpc-js's whole note", () => {
+    assert.equal(
+      streamBreak(
+        failed(
+          "/debvisor.v1.WatchService/WatchVms",
+          14,
+          "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:7443. Resolution note: ",
+        ),
+      ),
+      "connect ECONNREFUSED 127.0.0.1:7443",
     );
   });
 

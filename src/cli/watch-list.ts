@@ -150,6 +150,8 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
   let since = "";
   /** When the stream broke, while it has not been opened again. */
   let brokeAt: number | undefined;
+  /** Whether a stream ever delivered: a watch that never started is not waited for (a wrong server). */
+  let started = false;
   for (let failures = 0; ; ) {
     const fresh = new Set<string>();
     let synced = false;
@@ -159,6 +161,7 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
       for await (const ev of listEvents(o.open(watch, from), o.item)) {
         failures = 0;
         brokeAt = undefined;
+        started = true;
         if (ev.type === WatchEventType.SYNCED) {
           if (!synced && !ev.resumed)
             // The whole list again: what it no longer has is gone.
@@ -192,7 +195,7 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
         e instanceof CallError &&
         (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.INTERNAL);
       brokeAt ??= Date.now();
-      if (!retry || Date.now() - brokeAt > again.forMs) throw e;
+      if (!retry || !started || Date.now() - brokeAt > again.forMs) throw e;
       // Said once per break, not at every try while the server is away.
       if (failures === 0)
         ctx.err(
