@@ -92,6 +92,8 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
   const owned = new Set<string>();
   const listeners = new Map<string, Set<(job: MigrationJob) => void>>();
   const lastSaved = new Map<string, number>();
+  /** A progress write skipped, saved once its interval has passed unless a later write came first. */
+  const trailing = new Map<string, { job: MigrationJob; timer: NodeJS.Timeout }>();
   /** Writes of one migration, in order: a slow progress save never lands after the final one. */
   const chains = new Map<string, Promise<void>>();
   const told = createMigrationEvents(options.events);
@@ -99,6 +101,33 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
 
   const newId = () =>
     `m-${clock.now().toString(36).padStart(9, "0")}-${(counter++ % 1296).toString(36).padStart(2, "0")}${randomBytes(3).toString("hex")}`;
+
+  /**
+   * The last progress before a pause (a held or slow transfer) is saved all
+   * the same, once its interval has passed: else the record, and every
+   * watcher in another process, would show the one before it for the whole
+   * pause. A write that goes ahead (or the final one) drops it.
+   */
+  function trail(job: MigrationJob, skipped: boolean, now: number): void {
+    const pending = trailing.get(job.id);
+    if (!skipped) {
+      if (pending !== undefined) clearTimeout(pending.timer);
+      trailing.delete(job.id);
+      return;
+    }
+    if (pending !== undefined) {
+      pending.job = job;
+      return;
+    }
+    const wait = Math.max(1, saveEvery - (now - (lastSaved.get(job.id) ?? 0)));
+    const timer = setTimeout(() => {
+      const latest = trailing.get(job.id);
+      trailing.delete(job.id);
+      if (latest !== undefined) void publish(latest.job, { force: true }).catch(() => undefined);
+    }, wait);
+    timer.unref();
+    trailing.set(job.id, { job, timer });
+  }
 
   function publish(job: MigrationJob, opts: { final?: boolean; force?: boolean } = {}) {
     const { id } = job;
@@ -117,6 +146,7 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
             return records.save(record);
           }
         : undefined;
+    trail(job, write === undefined && !opts.final, now);
     const prev = chains.get(id) ?? Promise.resolve();
     const next = prev
       .catch(() => undefined)
