@@ -50,6 +50,13 @@ describe("replication of a disk that VMs on two nodes name", () => {
       target: n("n2"),
       policy: "interval=15m",
     });
+    await operator.planZfsReplication({
+      jobId: "o1",
+      dataset: zfs("vm-a1-disk0"),
+      source: n("n1"),
+      target: n("n3"),
+      policy: "interval=15m",
+    });
     await report("n3", "a-standby", VmState.STOPPED);
   });
   after(async () => {
@@ -81,6 +88,16 @@ describe("replication of a disk that VMs on two nodes name", () => {
       const f = await failure(client.planZfsReplication(plan("n3", "n1")));
       assert.notDeepEqual(f, {}, "accepted a plan onto the running VM's disk");
     }
+  });
+
+  it("lets the operator read and delete a job of the contested disk (the way out)", async () => {
+    const status = await operator.getReplicationStatus({ jobId: "o1" });
+    assert.equal(status.jobId, "o1");
+    await operator.deleteReplicationJob({ jobId: "o1" });
+    assert.deepEqual(
+      (await operator.listReplicationJobs({})).jobs.map((j) => j.jobId),
+      ["acme:a1"],
+    );
   });
 
   it("runs nothing of a job planned before: the run fails CONFLICT and n2 gets no copy", async () => {

@@ -142,7 +142,9 @@ export function createDatasetAccess(deps: {
       return (await claims(dataset, signal)).tenants;
     },
     async visible(dataset, tenant, signal) {
-      return (await place(dataset, tenant, signal)).visible;
+      // Whose it is, not where: a contested disk's jobs stay readable and deletable.
+      const { tenants } = await claims(dataset, signal);
+      return tenant === undefined || tenants[0] === tenant;
     },
     async record(record, signal) {
       if (record.dataset === undefined) throw new TypeError("dataset record without a dataset");

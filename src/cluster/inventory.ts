@@ -1055,7 +1055,7 @@ function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
  * that reported most recently; with the nodes holding stale copies of it.
  */
 function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string, VmInfo> {
-  const best = new Map<string, CopyWeight & { vm: VmInfo }>();
+  const best = new Map<string, CopyWeight & { vm: VmInfo; rec: NodeRecord }>();
   for (const rec of records.values()) {
     const node = idOf(rec);
     const at = rec.receivedAtMs;
@@ -1063,11 +1063,13 @@ function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string
       const prev = best.get(vm.id);
       const placed = facts.get(vm.id)?.rec.nodeId === node;
       if (prev === undefined || preferred(prev, at, placed, node))
-        best.set(vm.id, { vm, at, placed, node });
+        best.set(vm.id, { vm, rec, at, placed, node });
     }
   }
   const out = new Map<string, VmInfo>();
-  for (const [id, v] of best) out.set(id, withStaleCopyNodes(v.vm, facts.get(id)?.rec));
+  // On the node whose report holds it, as placedAmong (GetVm) has it.
+  for (const [id, v] of best)
+    out.set(id, withStaleCopyNodes(onNode(v.vm, v.rec), facts.get(id)?.rec));
   return out;
 }
 

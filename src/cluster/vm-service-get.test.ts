@@ -50,7 +50,14 @@ describe("VmService.GetVm", () => {
         { id: "vm-b", state: VmState.STOPPED },
         // Node ids ignore case: a VM naming its node otherwise is still that node's.
         { id: "vm-d", state: VmState.RUNNING, on: "N1" },
+        // Upstream reporters leave a VM's node out: it is the node whose report holds it.
+        { id: "vm-e", state: VmState.RUNNING, on: "" },
       ]);
+      const onN1 = (await listVms(create(ListVmsRequestSchema, { nodeId: { id: "n1" } }))).vms;
+      assert.deepEqual(
+        onN1.map((v) => [v.id, v.nodeId?.id]),
+        ["vm-a", "vm-b", "vm-d", "vm-e"].map((id) => [id, "n1"]),
+      );
       const states = async () => {
         const listed = (await listVms(create(ListVmsRequestSchema, {}))).vms;
         const out: Record<string, VmState> = {};
@@ -65,6 +72,7 @@ describe("VmService.GetVm", () => {
         "vm-a": VmState.RUNNING,
         "vm-b": VmState.STOPPED,
         "vm-d": VmState.RUNNING,
+        "vm-e": VmState.RUNNING,
       });
       // n1 falls silent while n2 keeps reporting.
       clock.advance(TTL_MS + 1_000);
@@ -74,6 +82,7 @@ describe("VmService.GetVm", () => {
         "vm-b": VmState.STOPPED,
         "vm-c": VmState.RUNNING,
         "vm-d": VmState.UNKNOWN,
+        "vm-e": VmState.UNKNOWN,
       });
       clock.advance(FENCE_MS);
       await beat("n2", [{ id: "vm-c", state: VmState.RUNNING }]);
@@ -82,6 +91,7 @@ describe("VmService.GetVm", () => {
         "vm-b": VmState.STOPPED,
         "vm-c": VmState.RUNNING,
         "vm-d": VmState.STOPPED,
+        "vm-e": VmState.STOPPED,
       });
       await assert.rejects(
         getVm(create(VMRefSchema, { vmId: "vm-none" })),

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { RpcError, throwIfAborted } from "../core/index.js";
+import { nodeKey, RpcError, throwIfAborted } from "../core/index.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import { type NodeInfo, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { DatasetRefSchema } from "../gen/debvisor/v1/storage_pb.js";
@@ -382,13 +382,13 @@ function seed(options: LocalSimulationOptions): SimWorld {
   });
   const world: SimWorld = { nodes: new Map(), vms: new Map(), inflight: new Map(), violations: [] };
   for (const n of generated.nodes.values()) {
-    // Its own name and address, not the generated first node's (hv01, 192.0.2.2): two
-    // agents enrolled on their own would otherwise look like one host.
+    // Its own name and an address from it, not the generated first node's (hv01,
+    // 192.0.2.2). Only shown: two nodes may still share an address (254 of them).
     const info = create(NodeInfoSchema, {
       ...n.info,
       id: create(NodeIdSchema, { id: options.nodeId }),
       hostname: `${options.nodeId.toLowerCase()}.sim.debvisor.internal`.slice(0, 253),
-      ip: `192.0.2.${((createHash("sha256").update(options.nodeId).digest()[0] ?? 0) % 254) + 1}`,
+      ip: `192.0.2.${((createHash("sha256").update(nodeKey(options.nodeId)).digest()[0] ?? 0) % 254) + 1}`,
     });
     world.nodes.set(options.nodeId, { ...n, info });
   }
