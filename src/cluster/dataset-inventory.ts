@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type CallContext, paginate, scopeOf } from "../core/index.js";
+import { type CallContext, paginate, sameNode, scopeOf } from "../core/index.js";
 import { canSize, datasetKey, type StorageDriver } from "../drivers/index.js";
 import { DatasetRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import {
@@ -34,8 +34,10 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
   const known = (signal: AbortSignal) => knownDatasets(deps, signal);
 
   const onNode = (d: DatasetInfo, node: string) =>
-    d.nodeId?.id === node ||
-    d.replications.some((r) => r.source?.id === node || r.target?.id === node);
+    sameNode(d.nodeId?.id ?? "", node) ||
+    d.replications.some(
+      (r) => sameNode(r.source?.id ?? "", node) || sameNode(r.target?.id ?? "", node),
+    );
 
   return {
     async listDatasets(req: ListDatasetsRequest, ctx: CallContext) {

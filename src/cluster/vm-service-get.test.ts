@@ -53,11 +53,15 @@ describe("VmService.GetVm", () => {
         // Upstream reporters leave a VM's node out: it is the node whose report holds it.
         { id: "vm-e", state: VmState.RUNNING, on: "" },
       ]);
-      const onN1 = (await listVms(create(ListVmsRequestSchema, { nodeId: { id: "n1" } }))).vms;
-      assert.deepEqual(
-        onN1.map((v) => [v.id, v.nodeId?.id]),
-        ["vm-a", "vm-b", "vm-d", "vm-e"].map((id) => [id, "n1"]),
-      );
+      // The node filter ignores case, as node ids do.
+      for (const asked of ["n1", "N1"]) {
+        const onN1 = (await listVms(create(ListVmsRequestSchema, { nodeId: { id: asked } }))).vms;
+        assert.deepEqual(
+          onN1.map((v) => [v.id, v.nodeId?.id]),
+          ["vm-a", "vm-b", "vm-d", "vm-e"].map((id) => [id, "n1"]),
+          `ListVms(node_id ${asked})`,
+        );
+      }
       const states = async () => {
         const listed = (await listVms(create(ListVmsRequestSchema, {}))).vms;
         const out: Record<string, VmState> = {};

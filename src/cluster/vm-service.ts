@@ -11,6 +11,7 @@ import {
   principalOf,
   RpcError,
   type ServiceBinding,
+  sameNode,
   scopeOf,
 } from "../core/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
@@ -124,7 +125,7 @@ export function vmMatches(
   const nodeId = req.nodeId?.id ?? "";
   return (
     scope.canSee(vm.tenant) &&
-    (nodeId === "" || vm.nodeId?.id === nodeId) &&
+    (nodeId === "" || sameNode(vm.nodeId?.id ?? "", nodeId)) &&
     (req.state === VmState.UNSPECIFIED || vm.state === req.state) &&
     matchesLabels(selector, vm.labels)
   );
