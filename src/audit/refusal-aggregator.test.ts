@@ -33,6 +33,14 @@ const ctx = (address: string): CallContext => ({
   notes: { decision: "unauthenticated" },
 });
 
+/** The rpc.aggregate records of the audit file at `path`. */
+const aggregated = (path: string) =>
+  readFileSync(path, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, string>)
+    .filter((r) => r.event === "rpc.aggregate");
+
 describe("createRefusalAggregator", () => {
   it("keeps at most maxSources apart per interval and counts the rest under peer *", async () => {
     const path = join(mkdtempSync(join(tmpdir(), "dv-agg-")), "audit.log");
@@ -49,11 +57,7 @@ describe("createRefusalAggregator", () => {
     assert.equal(agg.note(bob, new RpcError("PERMISSION_DENIED")), false);
     await agg.close();
     await log.close();
-    const recs = readFileSync(path, "utf8")
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as Record<string, string>)
-      .filter((r) => r.event === "rpc.aggregate");
+    const recs = aggregated(path);
     const counts = recs.map((r) => [r.peer, JSON.parse(r.args ?? "{}").count]);
     assert.deepEqual(
       recs.map((r) => r.method),
@@ -92,11 +96,7 @@ describe("createRefusalAggregator", () => {
       agg.note(connect(`10.0.0.7:${2 + i}`), new RpcError("UNAUTHENTICATED"));
     await agg.close();
     await log.close();
-    const recs = readFileSync(path, "utf8")
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as Record<string, string>)
-      .filter((r) => r.event === "rpc.aggregate");
+    const recs = aggregated(path);
     assert.deepEqual(
       recs.map((r) => [r.service, r.method, JSON.parse(r.args ?? "{}").count]),
       [

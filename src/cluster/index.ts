@@ -49,11 +49,17 @@ export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js
 export { createInventory } from "./inventory.js";
 export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";
 export { startLocalOperationRunner } from "./local-operation-runner.js";
-export type { MigrationEngine, MigrationRequest } from "./migration-engine.js";
+export type {
+  MigrationEngine,
+  MigrationEngineOptions,
+  MigrationRequest,
+} from "./migration-engine.js";
+export { createMigrationEngine } from "./migration-engine.js";
 export type { MigrationJob } from "./migration-job.js";
 export type { MigrationJournal } from "./migration-journal.js";
+export { createMigrationJournal } from "./migration-journal.js";
 export type { ReplicaLookup } from "./migration-planner.js";
-export { NO_REPLICAS } from "./migration-planner.js";
+export { createPlanner, NO_REPLICAS } from "./migration-planner.js";
 export type { MigrationRecords } from "./migration-records.js";
 export { createMigrationRecords, MIGRATION_LOCKS } from "./migration-records.js";
 export { createMigrationService } from "./migration-service.js";

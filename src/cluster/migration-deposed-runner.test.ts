@@ -1,18 +1,16 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
-import { silentLogger } from "../core/index.js";
+import {
+  type ClusterHarness,
+  driversWith,
+  engineOn,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import type { HypervisorDriver } from "../drivers/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import { encodeMessage } from "../store/index.js";
-import { createLocalExecutors } from "./executors.js";
-import { createMigrationEngine } from "./migration-engine.js";
-import { createMigrationJournal } from "./migration-journal.js";
-import { createPlanner } from "./migration-planner.js";
-import { createMigrationRecords } from "./migration-records.js";
-import { createVmOperations } from "./vm-operations.js";
 import { readPlacement } from "./vm-placement.js";
 
 /**
@@ -35,31 +33,14 @@ async function stalledMigration(h: ClusterHarness) {
     handedOver = r;
   });
   // node-01's driver: the move completes on the hypervisors, then the runner stalls.
-  const stalling = (id: string): HypervisorDriver | undefined => {
-    const d = h.sim.driver(id);
-    if (d === undefined || id !== "node-01") return d;
-    return Object.assign(Object.create(d) as HypervisorDriver, {
-      async migrate(...args: Parameters<HypervisorDriver["migrate"]>) {
-        await d.migrate(...args);
-        handedOver();
-        await resumed;
-      },
-    });
-  };
-  const records = createMigrationRecords(h.store);
-  const journal = createMigrationJournal({ records, runnerId: "stalled", clock: h.clock });
-  const executors = createLocalExecutors(stalling);
-  const engine = createMigrationEngine({
-    inventory: h.inventory,
-    executors,
-    planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
-    journal,
-    records,
-    operations: createVmOperations(h.store, h.clock),
-    runners: { id: "stalled", isAlive: async () => true, close: async () => {} },
-    clock: h.clock,
-    logger: silentLogger,
-  });
+  const stalling = driversWith(h, "node-01", (d) => ({
+    async migrate(...args: Parameters<HypervisorDriver["migrate"]>) {
+      await d.migrate(...args);
+      handedOver();
+      await resumed;
+    },
+  }));
+  const { engine, records } = engineOn(h, stalling, { runnerId: "stalled" });
   const started = await engine.start({
     vmId: vm.id,
     target: "node-02",

@@ -1,16 +1,14 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
-import { silentLogger } from "../core/index.js";
+import {
+  type ClusterHarness,
+  driversWith,
+  engineOn,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import type { HypervisorDriver } from "../drivers/index.js";
 import { MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
-import { createLocalExecutors } from "./executors.js";
-import { createMigrationEngine } from "./migration-engine.js";
-import { createMigrationJournal } from "./migration-journal.js";
-import { createPlanner } from "./migration-planner.js";
-import { createMigrationRecords } from "./migration-records.js";
-import { createVmOperations } from "./vm-operations.js";
 
 /**
  * A transfer that pauses (held by a fault, or a slow step) right after a
@@ -31,38 +29,16 @@ describe("a migration's progress before a pause", () => {
     const released = new Promise<void>((r) => {
       release = r;
     });
-    const pausing = (id: string): HypervisorDriver | undefined => {
-      const d = h.sim.driver(id);
-      if (d === undefined || id !== "node-01") return d;
-      return Object.assign(Object.create(d) as HypervisorDriver, {
-        async migrate(...args: Parameters<HypervisorDriver["migrate"]>) {
-          const report = args[2].onProgress;
-          report?.({ phase: "transferring", percent: 40, bytesTransferred: 4n, bytesTotal: 10n });
-          report?.({ phase: "transferring", percent: 50, bytesTransferred: 5n, bytesTotal: 10n });
-          await released;
-          throw new Error("released");
-        },
-      });
-    };
-    const records = createMigrationRecords(h.store);
-    const journal = createMigrationJournal({
-      records,
-      runnerId: "r",
-      clock: h.clock,
-      progressSaveMs: 200,
-    });
-    const executors = createLocalExecutors(pausing);
-    const engine = createMigrationEngine({
-      inventory: h.inventory,
-      executors,
-      planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
-      journal,
-      records,
-      operations: createVmOperations(h.store, h.clock),
-      runners: { id: "r", isAlive: async () => true, close: async () => {} },
-      clock: h.clock,
-      logger: silentLogger,
-    });
+    const pausing = driversWith(h, "node-01", () => ({
+      async migrate(...args: Parameters<HypervisorDriver["migrate"]>) {
+        const report = args[2].onProgress;
+        report?.({ phase: "transferring", percent: 40, bytesTransferred: 4n, bytesTotal: 10n });
+        report?.({ phase: "transferring", percent: 50, bytesTransferred: 5n, bytesTotal: 10n });
+        await released;
+        throw new Error("released");
+      },
+    }));
+    const { engine, records } = engineOn(h, pausing, { runnerId: "r", progressSaveMs: 200 });
     try {
       const started = await engine.start({
         vmId: vm.id,

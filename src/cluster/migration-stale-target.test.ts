@@ -1,20 +1,19 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { type ClusterHarness, startClusterHarness } from "../../test/helpers/cluster-harness.js";
+import {
+  type ClusterHarness,
+  engineOn,
+  startClusterHarness,
+} from "../../test/helpers/cluster-harness.js";
 import { eventually } from "../../test/helpers/eventually.js";
-import { RpcError, silentLogger } from "../core/index.js";
+import { RpcError } from "../core/index.js";
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { HealthSchema } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage } from "../store/index.js";
-import { createLocalExecutors } from "./executors.js";
-import { createMigrationEngine } from "./migration-engine.js";
-import { createMigrationJournal, type MigrationJournal } from "./migration-journal.js";
-import { createPlanner } from "./migration-planner.js";
-import { createMigrationRecords } from "./migration-records.js";
-import { createVmOperations } from "./vm-operations.js";
+import { createMigrationJournal } from "./migration-journal.js";
 import { readPlacement } from "./vm-placement.js";
 
 const request = (vmId: string, target?: string) => ({
@@ -119,32 +118,23 @@ describe("a migration onto a node holding a stale copy of its vm", () => {
 
   it("is refused when the copy is noted between planning and beginning (the record is compared)", async () => {
     const vm = await start();
-    const records = createMigrationRecords(h.store);
-    const real = createMigrationJournal({ records, runnerId: "me", clock: h.clock });
     let noted = false;
-    const journal: MigrationJournal = {
-      ...real,
-      async begin(...args) {
-        if (!noted) {
-          // The planner has read the VM with no stale copy; node-02 now reports one.
-          noted = true;
-          copy = vm;
-          await h.beat();
-        }
-        return real.begin(...args);
+    const { engine, records } = engineOn(h, (id) => h.sim.driver(id), {
+      journal: (records) => {
+        const real = createMigrationJournal({ records, runnerId: "me", clock: h.clock });
+        return {
+          ...real,
+          async begin(...args) {
+            if (!noted) {
+              // The planner has read the VM with no stale copy; node-02 now reports one.
+              noted = true;
+              copy = vm;
+              await h.beat();
+            }
+            return real.begin(...args);
+          },
+        };
       },
-    };
-    const executors = createLocalExecutors((id) => h.sim.driver(id));
-    const engine = createMigrationEngine({
-      inventory: h.inventory,
-      executors,
-      planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
-      journal,
-      records,
-      operations: createVmOperations(h.store, h.clock),
-      runners: { id: "me", isAlive: async () => true, close: async () => {} },
-      clock: h.clock,
-      logger: silentLogger,
     });
     try {
       await assert.rejects(engine.start(request(vm.id, "node-02")), (err: RpcError) => {

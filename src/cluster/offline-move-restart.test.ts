@@ -5,22 +5,17 @@ import { join } from "node:path";
 import { afterEach, describe, it } from "node:test";
 import {
   type ClusterHarness,
+  engineOn,
   HARNESS_FENCE_MS,
   manageVm,
   pickVm,
   startClusterHarness,
 } from "../../test/helpers/cluster-harness.js";
-import { createManualClock, RpcError, silentLogger } from "../core/index.js";
+import { createManualClock, RpcError } from "../core/index.js";
 import { createSimulation, type HypervisorDriver, type Simulation } from "../drivers/index.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { createLocalExecutors } from "./executors.js";
 import { noteSelfFenced } from "./ha-restore.js";
-import { createMigrationEngine } from "./migration-engine.js";
-import { createMigrationJournal } from "./migration-journal.js";
-import { createPlanner } from "./migration-planner.js";
-import { createMigrationRecords } from "./migration-records.js";
-import { createVmOperations } from "./vm-operations.js";
 
 /**
  * An offline move (a drain of a VM that cannot move live) stops the VM,
@@ -43,33 +38,26 @@ describe("a move that cannot start its VM on the target", () => {
     await h.beat();
     // No live migration, and node-02's first start times out.
     let failStart = true;
-    const executors = createLocalExecutors((id) => {
-      const d = h.sim.driver(id);
-      if (d === undefined) return undefined;
-      return Object.assign(Object.create(d) as HypervisorDriver, {
-        capabilities: { ...d.capabilities, liveMigration: false },
-        async start(...args: Parameters<HypervisorDriver["start"]>) {
-          if (id === "node-02" && failStart) {
-            failStart = false;
-            throw new RpcError("BACKEND_TIMEOUT");
-          }
-          return d.start(...args);
-        },
-      });
-    });
-    const records = createMigrationRecords(h.store);
-    const engine = createMigrationEngine({
-      inventory: h.inventory,
-      executors,
-      planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
-      journal: createMigrationJournal({ records, runnerId: "me", clock: h.clock }),
-      records,
-      operations: createVmOperations(h.store, h.clock),
-      runners: { id: "me", isAlive: async () => true, close: async () => {} },
-      clock: h.clock,
-      logger: silentLogger,
-      markLostRunning: (nodeId, vmId) => noteSelfFenced(h.store, nodeId, vmId, 0),
-    });
+    const { engine } = engineOn(
+      h,
+      (id) => {
+        const d = h.sim.driver(id);
+        if (d === undefined) return undefined;
+        return Object.assign(Object.create(d) as HypervisorDriver, {
+          capabilities: { ...d.capabilities, liveMigration: false },
+          async start(...args: Parameters<HypervisorDriver["start"]>) {
+            if (id === "node-02" && failStart) {
+              failStart = false;
+              throw new RpcError("BACKEND_TIMEOUT");
+            }
+            return d.start(...args);
+          },
+        });
+      },
+      {
+        overrides: { markLostRunning: (nodeId, vmId) => noteSelfFenced(h.store, nodeId, vmId, 0) },
+      },
+    );
     try {
       const m = await engine.start({
         vmId: vm.id,

@@ -6,8 +6,16 @@ import {
   type ClusterRuntime,
   createInventory,
   createLocalExecutors,
+  createMigrationEngine,
+  createMigrationJournal,
+  createMigrationRecords,
+  createPlanner,
+  createVmOperations,
   type FailoverDecision,
   type Inventory,
+  type MigrationEngineOptions,
+  type MigrationJournal,
+  type MigrationRecords,
   type ReplicaLookup,
   readPlacement,
   startClusterRuntime,
@@ -21,6 +29,7 @@ import {
 } from "../../src/core/index.js";
 import {
   createSimulation,
+  type HypervisorDriver,
   type RecoveringDriver,
   type Simulation,
 } from "../../src/drivers/index.js";
@@ -208,4 +217,60 @@ export function adminContext(): CallContext {
     signal: new AbortController().signal,
     log: silentLogger,
   } as unknown as CallContext;
+}
+
+/**
+ * A migration engine of a process of its own (runner `runnerId`) over the
+ * harness's store and inventory, reaching the hypervisors through
+ * `driverFor` (the simulation's drivers, or wrappers of them): for tests of
+ * what one runner does that the harness's own runtime must not do. No
+ * replicas; `journal` replaces the runner's own, `overrides` any other part.
+ */
+export function engineOn(
+  h: Pick<ClusterHarness, "store" | "inventory" | "clock">,
+  driverFor: (id: string) => HypervisorDriver | undefined,
+  options: {
+    runnerId?: string;
+    progressSaveMs?: number;
+    journal?: (records: MigrationRecords) => MigrationJournal;
+    overrides?: Partial<MigrationEngineOptions>;
+  } = {},
+) {
+  const runnerId = options.runnerId ?? "me";
+  const records = createMigrationRecords(h.store);
+  const journal =
+    options.journal?.(records) ??
+    createMigrationJournal({
+      records,
+      runnerId,
+      clock: h.clock,
+      progressSaveMs: options.progressSaveMs,
+    });
+  const executors = createLocalExecutors(driverFor);
+  const engine = createMigrationEngine({
+    inventory: h.inventory,
+    executors,
+    planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
+    journal,
+    records,
+    operations: createVmOperations(h.store, h.clock),
+    runners: { id: runnerId, isAlive: async () => true, close: async () => {} },
+    clock: h.clock,
+    logger: silentLogger,
+    ...options.overrides,
+  });
+  return { engine, records, journal };
+}
+
+/** The simulation's drivers, `nodeId`'s with the methods `change` gives over its own. */
+export function driversWith(
+  h: Pick<ClusterHarness, "sim">,
+  nodeId: string,
+  change: (own: HypervisorDriver) => Partial<HypervisorDriver>,
+): (id: string) => HypervisorDriver | undefined {
+  return (id) => {
+    const d = h.sim.driver(id);
+    if (d === undefined || id !== nodeId) return d;
+    return Object.assign(Object.create(d) as HypervisorDriver, change(d));
+  };
 }
