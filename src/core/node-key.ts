@@ -6,5 +6,5 @@
  */
 export const nodeKey = (id: string): string => id.toLowerCase();
 
-/** Whether two node ids name the same node. */
-export const sameNode = (a: string, b: string): boolean => nodeKey(a) === nodeKey(b);
+/** Whether two node ids name the same node (equal strings without lowering either: it runs per VM per heartbeat). */
+export const sameNode = (a: string, b: string): boolean => a === b || nodeKey(a) === nodeKey(b);
