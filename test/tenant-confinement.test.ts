@@ -163,6 +163,31 @@ describe("tenant confinement against a dev daemon", () => {
     assert.deepEqual(await bindingsOf("split"), [`${T}:viewer`]);
   });
 
+  it("binds a tenant whose name is not a plain word, as a config binding can", async () => {
+    const odd = "Acme Corp/EU";
+    const vm = (await root.vms.listVms({ pageSize: 1000 })).vms.find(
+      (v) => v.tenant !== T && v.id !== vmU.id,
+    ) as VmInfo;
+    await root.vms.setVmTenant({ vmId: vm.id, tenant: odd });
+    await root.access.setBinding({ principal: "acme-eu", roles: ["viewer"], tenant: odd });
+    const eu = clientsOf(await certFor("acme-eu"));
+    assert.deepEqual(
+      (await eu.vms.listVms({ pageSize: 1000 })).vms.map((v) => v.id),
+      [vm.id],
+      "sees its tenant's VM, and only it",
+    );
+    assert.deepEqual(await bindingsOf("acme-eu"), [`${odd}:viewer`]);
+    // Another tenant's admin cannot bind in it.
+    assert.equal(
+      await codeOf(
+        tenantAdmin.access.setBinding({ principal: "x", roles: ["viewer"], tenant: odd }),
+      ),
+      grpc.status.PERMISSION_DENIED,
+    );
+    await root.access.setBinding({ principal: "acme-eu", roles: [], tenant: odd });
+    assert.deepEqual(await bindingsOf("acme-eu"), []);
+  });
+
   it("answers a hidden VM exactly like a missing one: code, message and reason", async () => {
     const err = (p: Promise<unknown>) =>
       p.then(

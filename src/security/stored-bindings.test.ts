@@ -64,9 +64,29 @@ describe("stored bindings", () => {
     await assert.rejects(bindings.remove("old-acme", "globex"), { reason: "BINDING_NOT_FOUND" });
   });
 
-  it("refuses tenant names that cannot be a key segment", async () => {
-    await assert.rejects(bindings.set({ principal: "p", roles: ["viewer"], tenant: "a/b" }, "t"), {
-      reason: "INVALID_ARGUMENT",
-    });
+  it("binds any tenant a config binding can name, each under a key of its own", async () => {
+    // Not a key segment as they are: a space, a slash, a name like the cluster-wide segment's.
+    for (const tenant of ["Acme Corp", "a/b", "_cluster", "ä"])
+      await bindings.set({ principal: "p", roles: ["viewer"], tenant }, "t");
+    await settle([
+      "Acme Corp/p:viewer",
+      "_cluster/p:viewer",
+      "a/b/p:viewer",
+      "acme/old-acme:developer",
+      "ä/p:viewer",
+    ]);
+    const keys = (await store.range("rbac/bindings/")).kvs.map((kv) => kv.key);
+    for (const k of keys) assert.match(k, /^[\x21-\x7e]+$/, "printable ASCII");
+    assert.equal(new Set(keys).size, 5);
+    await bindings.remove("p", "a/b");
+    await bindings.remove("p", "_cluster");
+    await settle(["Acme Corp/p:viewer", "acme/old-acme:developer", "ä/p:viewer"]);
+  });
+
+  it("refuses a tenant name with a control character, and one over 64 characters", async () => {
+    for (const tenant of ["acme\nadmin", "x".repeat(65)])
+      await assert.rejects(bindings.set({ principal: "p", roles: ["viewer"], tenant }, "t"), {
+        reason: "INVALID_ARGUMENT",
+      });
   });
 });

@@ -87,12 +87,31 @@ export async function loadStoredBindings(
   };
 }
 
+/** Tenant names kept as they are in a binding's key; any other is encoded (see tenantSegment). */
+const PLAIN_TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Control characters (C0, DEL, C1): no tenant name holds one. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
 /** The store key of a principal's binding in a tenant ("": cluster-wide); keys are printable ASCII. */
 function keyOf(principal: string, tenant: string): string {
   assertPrincipalName(principal);
-  if (tenant !== "" && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(tenant))
+  return `${PREFIX}${tenant === "" ? CLUSTER : tenantSegment(tenant)}/${principal}`;
+}
+
+/**
+ * A tenant's key segment. A stored binding takes any tenant a config
+ * binding, a VM or an API key can name (1 to 64 characters, none of them a
+ * control character), so that every tenant can be bound through the API.
+ * Names of letters, digits, '.', '_' and '-' starting with a letter or
+ * digit are their own segment, as before; any other is `~` and its UTF-8
+ * in base64url, which no plain name (nor `_cluster`) can be.
+ */
+function tenantSegment(tenant: string): string {
+  if (PLAIN_TENANT.test(tenant)) return tenant;
+  if (tenant.length > 64 || CONTROL.test(tenant))
     throw new RpcError("INVALID_ARGUMENT", {
-      message: "tenant: letters, digits, '.', '_' and '-', starting with a letter or digit",
+      message: "tenant: at most 64 characters, none of them a control character",
     });
-  return `${PREFIX}${tenant === "" ? CLUSTER : tenant}/${principal}`;
+  return `~${Buffer.from(tenant, "utf8").toString("base64url")}`;
 }
