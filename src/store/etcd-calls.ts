@@ -1,6 +1,6 @@
 import { isBrokenCircuitError } from "cockatiel";
-import { EtcdLeaseInvalidError, GRPCDeadlineExceededError, isRecoverableError } from "etcd3";
 import { abortError, RpcError } from "../core/index.js";
+import { etcd3 } from "./etcd3-module.js";
 
 /** etcd lease ids are positive int64s in decimal. */
 const LEASE_ID = /^[1-9][0-9]{0,18}$/;
@@ -40,14 +40,17 @@ export function closedError(): RpcError {
 /** Failures worth another attempt of a read; a missed deadline means the budget is spent. */
 export function isTransient(err: unknown): boolean {
   return (
-    err instanceof Error && isRecoverableError(err) && !(err instanceof GRPCDeadlineExceededError)
+    err instanceof Error &&
+    etcd3().isRecoverableError(err) &&
+    !(err instanceof etcd3().GRPCDeadlineExceededError)
   );
 }
 
 /** Maps an etcd client failure to the store's RpcError: LEASE_NOT_FOUND, VALUE_TOO_LARGE or STORE_UNAVAILABLE. */
 export function toRpcError(err: unknown): RpcError {
   if (err instanceof RpcError) return err;
-  if (err instanceof EtcdLeaseInvalidError) return new RpcError("LEASE_NOT_FOUND", { cause: err });
+  if (err instanceof etcd3().EtcdLeaseInvalidError)
+    return new RpcError("LEASE_NOT_FOUND", { cause: err });
   // etcd's --max-request-bytes (1.5 MiB by default) bounds a whole request, e.g. a txn of big
   // values; past it plus 512 KiB, etcd's gRPC server refuses the message before etcd sees it.
   if (err instanceof Error && /request is too large|message larger than max/.test(err.message)) {

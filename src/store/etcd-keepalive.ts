@@ -1,11 +1,6 @@
-import {
-  GRPCDeadlineExceededError,
-  GRPCUnavailableError,
-  type IDuplexStream,
-  type ILeaseKeepAliveRequest,
-  type ILeaseKeepAliveResponse,
-} from "etcd3";
+import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from "etcd3";
 import { abortError } from "../core/index.js";
+import { etcd3 } from "./etcd3-module.js";
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
@@ -121,7 +116,7 @@ function newRenewal(
   const onAbort = () => r.settle(abortError(signal));
   // Past its deadline a keepalive fails, its copies keeping their places for late answers.
   const timer = setTimeout(
-    () => r.settle(new GRPCDeadlineExceededError("etcd keepalive: deadline exceeded")),
+    () => r.settle(new (etcd3().GRPCDeadlineExceededError)("etcd keepalive: deadline exceeded")),
     Math.max(0, deadline - Date.now()),
   );
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -233,7 +228,7 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
         });
         s.on("end", () => {
           if (!entry.ended) entry.answeredAt = Date.now();
-          end(entry, new GRPCUnavailableError("etcd ended the keepalive stream"));
+          end(entry, new (etcd3().GRPCUnavailableError)("etcd ended the keepalive stream"));
         });
       },
       (err: unknown) => end(entry, options.toError(err)),
@@ -275,7 +270,11 @@ export function createKeepAlives(options: KeepAliveStreamOptions): KeepAlives {
     for (const [id, renewals] of entry.waiting)
       for (const r of renewals) if (!r.done && r.sentOn.length < MAX_COPIES) send(next, id, r);
     entry.timer = setTimeout(
-      () => end(entry, new GRPCUnavailableError(`etcd keepalive stream silent for ${silentMs} ms`)),
+      () =>
+        end(
+          entry,
+          new (etcd3().GRPCUnavailableError)(`etcd keepalive stream silent for ${silentMs} ms`),
+        ),
       Math.max(0, entry.horizon - Date.now()),
     );
     entry.timer.unref();

@@ -1,11 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  castGrpcError,
-  Etcd3,
-  GRPCDeadlineExceededError,
-  type IKeyValue,
-  type IRequestOp,
-} from "etcd3";
+import type { IKeyValue, IRequestOp } from "etcd3";
 import { RpcError, rethrowAborted } from "../core/index.js";
 import {
   abortable,
@@ -20,6 +14,7 @@ import { createEtcdHosts } from "./etcd-hosts.js";
 import { createKeepAlives, type KeepAlives } from "./etcd-keepalive.js";
 import { type EtcdStoreOptions, resolveOptions } from "./etcd-options.js";
 import { createEtcdWatch } from "./etcd-watch.js";
+import { etcd3 } from "./etcd3-module.js";
 import type {
   KeyValue,
   KvStore,
@@ -41,7 +36,7 @@ import {
 } from "./store-checks.js";
 
 /** A read attempt that ran out of its own deadline (the call's may remain). */
-const attemptTimedOut = (err: unknown) => err instanceof GRPCDeadlineExceededError;
+const attemptTimedOut = (err: unknown) => err instanceof etcd3().GRPCDeadlineExceededError;
 
 /** Options of {@link createEtcdStore}; defined in etcd-options.ts, exported here with the factory. */
 export type { EtcdStoreOptions } from "./etcd-options.js";
@@ -80,7 +75,7 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
   const config = resolveOptions(options);
   const base = config.prefix;
   const hosts = createEtcdHosts(config.endpoints.length);
-  const client = new Etcd3({
+  const client = new (etcd3().Etcd3)({
     hosts: [...config.endpoints],
     ...(config.tls && {
       credentials: {
@@ -181,7 +176,8 @@ export function createEtcdStore(options: EtcdStoreOptions): KvStore {
   const keepAliveStreams = Array.from({ length: KEEPALIVE_STREAMS }, () =>
     createKeepAlives({
       open: (avoid) => hosts.openAvoiding(avoid, () => client.leaseClient.leaseKeepAlive()),
-      toError: (err) => (err instanceof Error ? castGrpcError(err) : new Error(String(err))),
+      toError: (err) =>
+        err instanceof Error ? etcd3().castGrpcError(err) : new Error(String(err)),
       silentMs: Math.min(KEEPALIVE_SILENT_MS, Math.floor(config.callTimeoutMs / 3)),
       onSilent: (stream) => hosts.setAside(stream),
     }),

@@ -1,5 +1,6 @@
-import { castGrpcError, type Etcd3, type IEvent, type IWatchResponse } from "etcd3";
+import type { Etcd3, IEvent, IWatchResponse } from "etcd3";
 import { RpcError } from "../core/index.js";
+import { etcd3 } from "./etcd3-module.js";
 import type { WatchEvent } from "./kv-store.js";
 import { createStreamSilence } from "./stream-silence.js";
 import { createWatchOutage } from "./watch-outage.js";
@@ -188,7 +189,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
           silence.heard();
           onResponse(res);
         });
-        stream.on("error", (err) => current() && broken(castGrpcError(err)));
+        stream.on("error", (err) => current() && broken(etcd3().castGrpcError(err)));
         stream.on("end", () => current() && broken(new Error("etcd ended the watch stream")));
         stream.write({
           create_request: { ...range, start_revision: resumeFrom, progress_notify: true },
