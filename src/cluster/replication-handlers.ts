@@ -10,6 +10,7 @@ import {
   type ServiceImpl,
   sameNode,
   scopeOf,
+  tenantKeySegment,
 } from "../core/index.js";
 import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
 import {
@@ -66,7 +67,9 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
   const visibleJob = async (jobId: string, ctx: CallContext): Promise<StoredJob> => {
     // A confined caller's ids live in its tenant's space first; an unscoped
     // (older or cluster-made) id is found only when its dataset is visible.
-    for (const id of ctx.tenant === undefined ? [jobId] : [scopedJobId(ctx.tenant, jobId), jobId]) {
+    for (const id of ctx.tenant === undefined
+      ? [jobId]
+      : [...scopedJobIds(ctx.tenant, jobId), jobId]) {
       const job = await jobs.get(id, ctx.signal);
       const dataset = job?.job.plan?.dataset;
       if (
@@ -243,18 +246,33 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | 
 }
 
 /**
- * The stored id of a tenant's job: `<tenant>:<id>`. A job id never holds
- * ':' (its pattern forbids it), so no tenant can name an id in another's space.
+ * The stored id of a tenant's job: `<tenant's key segment>:<id>` (core
+ * `tenantKeySegment`: the name itself when plain, else encoded, since the id
+ * is a store key). A job id never holds ':' (its pattern forbids it), and no
+ * segment does, so no tenant can name an id in another's space.
  */
 export function scopedJobId(tenant: string, jobId: string): string {
-  return `${tenant}:${jobId}`;
+  return `${tenantKeySegment(tenant)}:${jobId}`;
 }
 
-/** A stored job id as `tenant` knows it: its own prefix dropped. */
+/**
+ * Where a tenant's job may be stored: {@link scopedJobId}, then, for a
+ * tenant whose name is not plain, the id versions before this one used (the
+ * name itself), when that was a valid key (printable ASCII), so such jobs
+ * are still found.
+ */
+export function scopedJobIds(tenant: string, jobId: string): string[] {
+  const id = scopedJobId(tenant, jobId);
+  const before = `${tenant}:${jobId}`;
+  return before !== id && /^[\x21-\x7e]+$/.test(before) ? [id, before] : [id];
+}
+
+/** A stored job id as `tenant` knows it: its own prefix (either form) dropped. */
 export function shownJobId(jobId: string, tenant: string | undefined): string {
-  return tenant !== undefined && jobId.startsWith(`${tenant}:`)
-    ? jobId.slice(tenant.length + 1)
-    : jobId;
+  if (tenant === undefined) return jobId;
+  for (const prefix of [`${tenantKeySegment(tenant)}:`, `${tenant}:`])
+    if (jobId.startsWith(prefix)) return jobId.slice(prefix.length);
+  return jobId;
 }
 
 /** A stored status as the API shows it (to `tenant`, with its ids unscoped). */

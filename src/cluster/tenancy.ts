@@ -12,7 +12,7 @@ import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
-import { scopedJobId } from "./replication-handlers.js";
+import { scopedJobIds } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import { createVmOperations } from "./vm-operations.js";
 
@@ -114,7 +114,8 @@ export function createTargetResolvers(deps: {
       if (typeof id !== "string" || id === "") return undefined;
       // A tenant's own job ids live in its space (`<tenant>:<id>`), found first.
       for (const t of callerTenants)
-        if ((await jobs.get(scopedJobId(t, id), signal)) !== undefined) return [t];
+        for (const scoped of scopedJobIds(t, id))
+          if ((await jobs.get(scoped, signal)) !== undefined) return [t];
       const dataset = (await jobs.get(id, signal))?.job.plan?.dataset;
       return dataset === undefined ? undefined : datasets.tenants(dataset, signal);
     },

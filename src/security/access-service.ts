@@ -220,7 +220,9 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
         };
       },
       async listBindings(_req, ctx) {
-        const stored = new Set(deps.bindings.all().map((b) => `${b.tenant}/${b.principal}`));
+        // A pair, not "tenant/principal": both may hold '/'.
+        const pair = (tenant: string, principal: string) => JSON.stringify([tenant, principal]);
+        const stored = new Set(deps.bindings.all().map((b) => pair(b.tenant, b.principal)));
         const scope = scopeOf(ctx);
         return {
           bindings: deps
@@ -230,7 +232,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
               principal: b.principal,
               roles: [...b.roles],
               tenant: b.tenant ?? "",
-              source: stored.has(`${b.tenant ?? ""}/${b.principal}`) ? "store" : "config",
+              source: stored.has(pair(b.tenant ?? "", b.principal)) ? "store" : "config",
             })),
         };
       },

@@ -1,6 +1,6 @@
 import { createPublicKey } from "node:crypto";
 import { createLocalJWKSet, decodeJwt, type JSONWebKeySet, type JWK, jwtVerify } from "jose";
-import type { Clock } from "../core/index.js";
+import { type Clock, isTenantName } from "../core/index.js";
 
 /** Asymmetric algorithms a token may be signed with; never `none`, never HMAC. */
 export const JWT_ALGORITHMS = ["RS256", "ES256", "EdDSA"] as const;
@@ -57,9 +57,6 @@ const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 export function looksLikeJwt(token: string): boolean {
   return token.length <= 16_384 && JWS.test(token);
 }
-
-/** What a token tenant claim may look like: printable, no spaces or separators, at most 64 characters. */
-const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** The issuer and subject a JWT claims, read without verifying it (for counting failures only). */
 export function jwtSubjectOf(token: string): { issuer: string; subject: string } | undefined {
@@ -126,7 +123,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
         let tenant: string | undefined;
         if (c.tenantClaim !== undefined) {
           const claimed = payload[c.tenantClaim];
-          if (typeof claimed !== "string" || !TENANT.test(claimed))
+          if (typeof claimed !== "string" || !isTenantName(claimed))
             return { failure: `missing or invalid ${c.tenantClaim} claim` };
           if (c.allowedTenants !== undefined && !c.allowedTenants.includes(claimed))
             return { failure: `tenant ${claimed} not allowed for this issuer` };

@@ -1,7 +1,19 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError } from "../core/index.js";
+import {
+  assertTenantName,
+  type Clock,
+  type Logger,
+  RpcError,
+  tenantKeySegment,
+} from "../core/index.js";
 import { type BindingRecord, BindingRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { decodeMessage, encodeMessage, type KvStore, mirrorPrefix } from "../store/index.js";
+import {
+  decodeMessage,
+  encodeMessage,
+  type KvStore,
+  mirrorPrefix,
+  type TxnOp,
+} from "../store/index.js";
 import type { Binding } from "./access-evaluator.js";
 import { assertPrincipalName } from "./principal-names.js";
 
@@ -46,6 +58,25 @@ export async function loadStoredBindings(
     [...mirror.values().entries()]
       .filter(([key, r]) => key === principal && r.principal === principal && r.tenant === tenant)
       .map(([key]) => PREFIX + key);
+  /** Whether `key` is free or holds this principal's binding in this tenant (not another's record). */
+  const holds = (key: string, principal: string, tenant: string) => {
+    const r = mirror.values().get(key.slice(PREFIX.length));
+    return r === undefined || (r.principal === principal && r.tenant === tenant);
+  };
+  /**
+   * An earlier version's record under `key` that is another principal's (the
+   * record of principal "acme/bob" sits where bob's binding in acme goes) is
+   * moved to its own key first, so it is neither replaced nor lost; dropped
+   * only when that principal's binding was set since (it then no longer counts).
+   */
+  const moveAside = (key: string, principal: string, tenant: string): TxnOp[] => {
+    const r = mirror.values().get(key.slice(PREFIX.length));
+    if (r === undefined || (r.principal === principal && r.tenant === tenant)) return [];
+    const own = keyOf(r.principal, r.tenant);
+    return own === key || mirror.values().has(own.slice(PREFIX.length))
+      ? []
+      : [{ type: "put", key: own, value: encodeMessage(BindingRecordSchema, r) }];
+  };
   return {
     all: () => [...mirror.values().values()],
     async set(binding, setBy, signal) {
@@ -62,6 +93,7 @@ export async function loadStoredBindings(
         {
           compares: [],
           success: [
+            ...moveAside(key, binding.principal, tenant),
             { type: "put", key, value: encodeMessage(BindingRecordSchema, record) },
             ...legacyKeys(binding.principal, tenant)
               .filter((k) => k !== key)
@@ -75,7 +107,9 @@ export async function loadStoredBindings(
     async remove(principal, tenant, signal) {
       const key = keyOf(principal, tenant ?? "");
       const keys = [key, ...legacyKeys(principal, tenant ?? "").filter((k) => k !== key)];
-      const present = keys.filter((k) => mirror.values().has(k.slice(PREFIX.length)));
+      const present = keys.filter(
+        (k) => mirror.values().has(k.slice(PREFIX.length)) && holds(k, principal, tenant ?? ""),
+      );
       if (present.length === 0) throw new RpcError("BINDING_NOT_FOUND");
       await store.txn(
         { compares: [], success: present.map((k) => ({ type: "delete" as const, key: k })) },
@@ -87,31 +121,10 @@ export async function loadStoredBindings(
   };
 }
 
-/** Tenant names kept as they are in a binding's key; any other is encoded (see tenantSegment). */
-const PLAIN_TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-/** Control characters (C0, DEL, C1): no tenant name holds one. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
-
 /** The store key of a principal's binding in a tenant ("": cluster-wide); keys are printable ASCII. */
 function keyOf(principal: string, tenant: string): string {
   assertPrincipalName(principal);
-  return `${PREFIX}${tenant === "" ? CLUSTER : tenantSegment(tenant)}/${principal}`;
-}
-
-/**
- * A tenant's key segment. A stored binding takes any tenant a config
- * binding, a VM or an API key can name (1 to 64 characters, none of them a
- * control character), so that every tenant can be bound through the API.
- * Names of letters, digits, '.', '_' and '-' starting with a letter or
- * digit are their own segment, as before; any other is `~` and its UTF-8
- * in base64url, which no plain name (nor `_cluster`) can be.
- */
-function tenantSegment(tenant: string): string {
-  if (PLAIN_TENANT.test(tenant)) return tenant;
-  if (tenant.length > 64 || CONTROL.test(tenant))
-    throw new RpcError("INVALID_ARGUMENT", {
-      message: "tenant: at most 64 characters, none of them a control character",
-    });
-  return `~${Buffer.from(tenant, "utf8").toString("base64url")}`;
+  if (tenant === "") return `${PREFIX}${CLUSTER}/${principal}`;
+  assertTenantName(tenant);
+  return `${PREFIX}${tenantKeySegment(tenant)}/${principal}`;
 }

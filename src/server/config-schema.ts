@@ -6,7 +6,7 @@ import {
   parseReplicationPolicy,
   selfFenceWindowMs,
 } from "../cluster/index.js";
-import { RpcError } from "../core/index.js";
+import { isTenantName, RpcError } from "../core/index.js";
 
 const MIB = 1024 * 1024;
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -14,6 +14,11 @@ const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT (IPv6 in brackets)");
 const path = z.string().min(1).max(4096);
+/** A tenant's name (core isTenantName): 1 to 64 characters, no control or invisible formatting ones. */
+const tenantName = z.string().refine(isTenantName, {
+  message:
+    "a tenant is 1 to 64 characters, none of them a control or invisible formatting character",
+});
 /** A token bucket: refill rate and burst. */
 const bucket = z.strictObject({
   ratePerSecond: z.number().positive().max(1_000_000),
@@ -159,7 +164,7 @@ const sections = z.strictObject({
                   /** Roles this issuer's tokens may carry; a token with any other is refused. Omitted: any. */
                   allowedRoles: z.array(z.string().min(1).max(64)).max(256).optional(),
                   /** Tenants this issuer's tokens may name (needs tenantClaim). Omitted: any. */
-                  allowedTenants: z.array(z.string().min(1).max(64)).max(4096).optional(),
+                  allowedTenants: z.array(tenantName).max(4096).optional(),
                   /** Tolerated clock skew on exp/nbf. */
                   clockSkewSeconds: int(0, 300).default(60),
                 })
@@ -228,7 +233,7 @@ const sections = z.strictObject({
           z.strictObject({
             principal: z.string().min(1).max(256),
             roles: z.array(z.string().min(1).max(63)).min(1).max(64),
-            tenant: z.string().min(1).max(64).optional(),
+            tenant: tenantName.optional(),
           }),
         )
         .max(10_000)
