@@ -172,6 +172,11 @@ const REASON_ADVICE: Record<string, string> = {
   MESSAGE_TOO_LARGE: "ask for fewer items",
 };
 
+/** What to do about an error catalogue reason (docs/errors.md), or undefined when hvctl has no advice. */
+export function reasonAdvice(reason: string): string | undefined {
+  return Object.hasOwn(REASON_ADVICE, reason) ? REASON_ADVICE[reason] : undefined;
+}
+
 function describeCall(err: CallError, facts: ConnectionFacts): Failure {
   const codeName = CODE_NAMES[err.code] ?? String(err.code);
   const requestId = err.trailer("x-request-id");
@@ -184,7 +189,7 @@ function describeCall(err: CallError, facts: ConnectionFacts): Failure {
     if (transport !== undefined) return { message: `${transport}${tail}`, exitCode };
   }
   const what = err.details || codeName.toLowerCase().replace(/_/g, " ");
-  let advice = reason === undefined ? undefined : REASON_ADVICE[reason];
+  let advice = reason === undefined ? undefined : reasonAdvice(reason);
   if (advice === undefined) {
     switch (err.code) {
       case grpc.status.PERMISSION_DENIED:

@@ -9,7 +9,7 @@ import {
   StorageService,
 } from "../gen/debvisor/v1/storage_pb.js";
 import type { CliContext } from "./cli-context.js";
-import { EXIT, UsageError } from "./cli-errors.js";
+import { EXIT, reasonAdvice, UsageError } from "./cli-errors.js";
 import { DATASET_HELP, datasetText, noteImplicitZfs, parseDataset } from "./dataset-args.js";
 import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
@@ -44,7 +44,9 @@ export function replicationState(state: ReplicationState, style: Style): string 
 }
 
 type Time = { seconds: bigint; nanos: number } | undefined;
+type Field = readonly [string, string];
 const msOf = (t: Time) => (t === undefined ? undefined : Number(t.seconds) * 1000);
+const exactMs = (t: NonNullable<Time>) => Number(t.seconds) * 1000 + t.nanos / 1e6;
 /** `3m ago`, or `never`. */
 const ago = (t: Time, now: number) => {
   const ms = msOf(t);
@@ -104,18 +106,36 @@ function jobColumns(style: Style, now: number): Column<ReplicationJob>[] {
   ];
 }
 
-/** A status as `key: value` lines (`replication status`). */
-function statusFields(s: ReplicationStatus, style: Style, now: number): string {
+/**
+ * A status as `key: value` lines (`replication status`). When the latest run
+ * failed, its error and what to do about it come first, and neither the
+ * bytes of an earlier send (the record keeps the last success's or the failed
+ * run's partial ones) nor a follow no run has completed since reads as done.
+ */
+export function statusFields(s: ReplicationStatus, style: Style, now: number): string {
   const running = s.state === ReplicationState.REPL_STATE_RUNNING;
-  const lastRun =
-    s.lastSnapshotName === "" && !running
+  const failed = s.state === ReplicationState.REPL_STATE_FAILED;
+  const lastRun = failed
+    ? `failed after ${formatEta(Number(s.durationMs))}`
+    : s.lastSnapshotName === "" && !running
       ? "never"
       : running
         ? `sending (${kindOf(s)}): ${formatBytes(s.bytesTransferred)}${s.bytesExpected > 0n ? ` of ${formatBytes(s.bytesExpected)}` : ""}`
         : `sent ${formatBytes(s.bytesTransferred)} (${kindOf(s)}) in ${formatEta(Number(s.durationMs))}`;
+  const state: Field = ["state", replicationState(s.state, style)];
+  const error: Field = ["last error", errorOf(s)];
+  const advice = failed ? reasonAdvice(s.lastErrorReason) : undefined;
+  const head: Field[] = failed
+    ? [state, error, ...(advice === undefined ? [] : [["what to do", advice] as Field])]
+    : [state];
+  // Followed after the last success and the run since failed: the re-pointed send never happened.
+  const unfinished =
+    failed &&
+    s.followedAt !== undefined &&
+    (s.lastSuccess === undefined || exactMs(s.followedAt) > exactMs(s.lastSuccess));
   return renderFields([
     ["job", s.jobId],
-    ["state", replicationState(s.state, style)],
+    ...head,
     [running ? "this run" : "last run", lastRun],
     ["last snapshot", s.lastSnapshotName || "-"],
     [
@@ -126,12 +146,12 @@ function statusFields(s: ReplicationStatus, style: Style, now: number): string {
     ],
     ["successful runs", String(s.successfulRuns)],
     ["failures in a row", String(s.consecutiveFailures)],
-    ["last error", errorOf(s)],
+    ...(failed ? [] : [error]),
     [
       "followed its vm",
       s.followed === ""
         ? "-"
-        : `${s.followed}${s.followedAt === undefined ? "" : ` (${ago(s.followedAt, now)})`}`,
+        : `${unfinished ? "not done, no run has succeeded since: " : ""}${s.followed}${s.followedAt === undefined ? "" : ` (${ago(s.followedAt, now)})`}`,
     ],
     [
       "next run",
