@@ -572,6 +572,76 @@ describe("hvctl against a dev daemon", () => {
     });
   });
 
+  describe("Ctrl-C", () => {
+    /**
+     * Starts the built hvctl with `args`, waits until its output matches
+     * `ready` (the watch is open), sends SIGINT as a terminal's Ctrl-C does,
+     * and resolves with how the process ended and what it wrote on stderr.
+     */
+    const interrupted = async (args: string[], ready: RegExp) => {
+      const proc = spawn(process.execPath, [HVCTL_BIN, "--config", config, ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, ...cleanEnv() },
+      });
+      let out = "";
+      let err = "";
+      proc.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      proc.stderr.on("data", (d: Buffer) => {
+        err += d.toString();
+      });
+      const exited = new Promise<{ code: number | null; signal: string | null }>((r) =>
+        proc.once("exit", (code, signal) => r({ code, signal })),
+      );
+      try {
+        // A child process on 2 shared cores: its start (node, TLS, the watch) may take a while.
+        await eventually(() => assert.match(out + err, ready), {
+          timeoutMs: 30_000,
+          intervalMs: 100,
+        });
+        proc.kill("SIGINT");
+        return { ...(await exited), err };
+      } finally {
+        proc.kill("SIGKILL");
+      }
+    };
+
+    it("ends node list --watch, events --watch and replication watch alike: exit 0, stopped watching", async () => {
+      // An idle job not due for a while (the scheduler runs the dev jobs soon after start):
+      // its watch waits for the next run.
+      const idle = await eventually(
+        async () => {
+          const { jobs } = await json<{
+            jobs: { jobId: string; status: { state: string; nextRun?: string } }[];
+          }>("replication", "list");
+          return (
+            jobs.find(
+              (j) =>
+                j.status.state !== "REPL_STATE_RUNNING" &&
+                Date.parse(j.status.nextRun ?? "") > Date.now() + 120_000,
+            ) ?? false
+          );
+        },
+        { timeoutMs: 30_000, intervalMs: 200 },
+      );
+      const ends = await Promise.all([
+        interrupted(["node", "list", "--watch"], /^EVENT\s+ID\s/m),
+        interrupted(["events", "--watch", "--limit", "1"], /\S/),
+        interrupted(["replication", "watch", idle.jobId], /waiting for its next run/),
+      ]);
+      for (const [i, end] of ends.entries()) {
+        assert.deepEqual(
+          { code: end.code, signal: end.signal },
+          { code: 0, signal: null },
+          `${i}: ${end.err}`,
+        );
+        assert.match(end.err, /^stopped watching/m);
+        assert.doesNotMatch(end.err, /Error|at /, "no stack trace");
+      }
+    });
+  });
+
   describe("errors: one line, the code, the request id, and an exit code per class", () => {
     it("usage: 2 for unknown flags, bad values, and arguments the server rejects", async () => {
       const unknown = await dev("node", "list", "--bogus");

@@ -5,6 +5,7 @@ import { METHOD_PERMISSIONS } from "./permissions.js";
 
 /** hvctl's exit codes, one per class of failure, so scripts can tell them apart. */
 export const EXIT = Object.freeze({
+  /** Also a watch or follow the user stopped with Ctrl-C: nothing failed. */
   ok: 0,
   /** Anything not below: a refused precondition, a conflict, a rate limit, "no" from can-i. */
   other: 1,
@@ -19,7 +20,7 @@ export const EXIT = Object.freeze({
 
 /** The exit codes as `--help` and the README list them. */
 export const EXIT_CODES_HELP = `Exit codes:
-  0  success
+  0  success; also a watch or follow (--watch, tail -f, watch, run) stopped with Ctrl-C
   1  failed for another reason (refused precondition, conflict, rate limit, "no" from auth can-i)
   2  usage: bad flags or arguments, or a bad configuration file
   3  unauthenticated: the server did not accept the context's credential

@@ -286,7 +286,7 @@ export function migrationCommand(cli: () => CliContext): Command {
             .listMigrations({ ...req, pageToken })
             .then((r) => ({ items: r.migrations, next: r.nextPageToken })),
         watch: {
-          open: (watch, from) => watch().watchMigrations({ list: req, from }),
+          open: (watch, from, signal) => watch().watchMigrations({ list: req, from }, { signal }),
           item: (e) => e.migration,
         },
       });

@@ -139,7 +139,7 @@ export function nodeCommand(cli: () => CliContext): Command {
             .listNodes({ ...req, pageToken })
             .then((r) => ({ items: r.nodes, next: r.nextPageToken })),
         watch: {
-          open: (watch, from) => watch().watchNodes({ list: req, from }),
+          open: (watch, from, signal) => watch().watchNodes({ list: req, from }, { signal }),
           item: (e) => e.node,
         },
       });

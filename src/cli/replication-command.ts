@@ -318,7 +318,8 @@ export function replicationCommand(cli: () => CliContext): Command {
   /**
    * Watches (and for `run`, starts) a run of a job: a progress bar or lines
    * on stderr, the state it ends in on stdout for -o json|yaml. Exit 1 unless
-   * it succeeds while watched, 5 when the job is deleted meanwhile.
+   * it succeeds while watched, 5 when the job is deleted meanwhile; Ctrl-C
+   * stops watching with exit 0, as every watch does (the run goes on).
    */
   const follow = async (ctx: CliContext, jobId: string, start: boolean) => {
     const client = ctx.client(StorageService);
@@ -337,15 +338,10 @@ export function replicationCommand(cli: () => CliContext): Command {
       resumeHint: `hvctl replication watch ${jobId}`,
       summary: (s) => (deleted ? "the job was deleted" : replicationSummary(s)),
     });
+    if (outcome === "stopped") return;
     if (deleted) ctx.setExitCode(EXIT.notFound);
-    else if (outcome !== "watching" || last?.state !== ReplicationState.REPL_STATE_SUCCESS)
-      ctx.setExitCode(EXIT.other);
-    if (
-      outcome === "watching" &&
-      !deleted &&
-      last !== undefined &&
-      !["table", "wide"].includes(ctx.format)
-    )
+    else if (last?.state !== ReplicationState.REPL_STATE_SUCCESS) ctx.setExitCode(EXIT.other);
+    if (!deleted && last !== undefined && !["table", "wide"].includes(ctx.format))
       ctx.print(messageJson(ReplicationStatusSchema, last), () => "");
   };
 
@@ -398,7 +394,8 @@ export function replicationCommand(cli: () => CliContext): Command {
             .listReplicationJobs({ ...req, pageToken })
             .then((r) => ({ items: r.jobs, next: r.nextPageToken })),
         watch: {
-          open: (watch, from) => watch().watchReplicationJobs({ list: req, from }),
+          open: (watch, from, signal) =>
+            watch().watchReplicationJobs({ list: req, from }, { signal }),
           item: (e) => e.job,
         },
         empty: "no replication jobs\n",

@@ -115,7 +115,7 @@ export function vmCommand(cli: () => CliContext): Command {
             .listVms({ ...req, pageToken })
             .then((r) => ({ items: r.vms, next: r.nextPageToken })),
         watch: {
-          open: (watch, from) => watch().watchVms({ list: req, from }),
+          open: (watch, from, signal) => watch().watchVms({ list: req, from }, { signal }),
           item: (e) => e.vm,
         },
       });

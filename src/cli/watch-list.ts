@@ -12,6 +12,7 @@ import type { CliContext } from "./cli-context.js";
 import { CallError, streamBreak, UsageError } from "./cli-errors.js";
 import { sortColumnOf } from "./list-flags.js";
 import { type Column, renderColumns, sortRows, terminalSafe, visibleWidth } from "./output.js";
+import { watchInterrupts } from "./progress.js";
 
 /** One event of a watch, whatever the list. */
 export interface ListEvent<T> {
@@ -30,10 +31,14 @@ export interface WatchListOptions<T, E extends { header?: WatchEventHeader }> {
   /** The item's name in JSON Lines (`node`, `vm`, ...) and its JSON. */
   readonly name: string;
   readonly json: (item: T) => JsonValue;
-  /** Opens the watch from a revision (`since_revision` "": the whole list) with the client `watch()` makes. */
+  /**
+   * Opens the watch from a revision (`since_revision` "": the whole list) with
+   * the client `watch()` makes; `signal` aborts on Ctrl-C and must end the call.
+   */
   readonly open: (
     watch: () => ServiceClient<typeof WatchService>,
     from: WatchFrom,
+    signal: AbortSignal,
   ) => AsyncIterable<E>;
   /** The object an event carries. */
   readonly item: (event: E) => T | undefined;
@@ -74,7 +79,8 @@ const EVENT_NAMES: Partial<Record<WatchEventType, string>> = {
  * whose shown columns did not change, ages aside, is not printed again);
  * with -o json each change is one JSON line. A broken stream is opened again
  * from the last revision (the server resends the whole list if it no longer
- * holds it).
+ * holds it). Ctrl-C stops watching as every watch does: "stopped watching"
+ * on stderr, exit 0.
  */
 export async function watchList<T, E extends { header?: WatchEventHeader }>(
   ctx: CliContext,
@@ -147,62 +153,78 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
   };
 
   const again = { ...RECONNECT, ...o.reconnect };
+  const abort = new AbortController();
+  const interrupts = watchInterrupts({
+    signals: ctx.io.signals ?? process,
+    tty: false,
+    write: ctx.err,
+    stopWatching: () => abort.abort(),
+  });
   let since = "";
   /** When the stream broke, while it has not been opened again. */
   let brokeAt: number | undefined;
   /** Whether a stream ever delivered: a watch that never started is not waited for (a wrong server). */
   let started = false;
-  for (let failures = 0; ; ) {
-    const fresh = new Set<string>();
-    let synced = false;
-    let batch: { type: WatchEventType; item: T }[] = [];
-    try {
-      const from = { $typeName: "debvisor.v1.WatchFrom", sinceRevision: since } as const;
-      for await (const ev of listEvents(o.open(watch, from), o.item)) {
-        failures = 0;
-        brokeAt = undefined;
-        started = true;
-        if (ev.type === WatchEventType.SYNCED) {
-          if (!synced && !ev.resumed)
-            // The whole list again: what it no longer has is gone.
-            for (const [key, item] of rows)
-              if (!fresh.has(key)) {
-                rows.delete(key);
-                batch.push({ type: WatchEventType.DELETED, item });
-              }
-          synced = true;
-          since = ev.revision;
-          flush(batch);
-          batch = [];
-          continue;
+  try {
+    for (let failures = 0; ; ) {
+      const fresh = new Set<string>();
+      let synced = false;
+      let batch: { type: WatchEventType; item: T }[] = [];
+      try {
+        const from = { $typeName: "debvisor.v1.WatchFrom", sinceRevision: since } as const;
+        for await (const ev of listEvents(o.open(watch, from, abort.signal), o.item)) {
+          failures = 0;
+          brokeAt = undefined;
+          started = true;
+          if (ev.type === WatchEventType.SYNCED) {
+            if (!synced && !ev.resumed)
+              // The whole list again: what it no longer has is gone.
+              for (const [key, item] of rows)
+                if (!fresh.has(key)) {
+                  rows.delete(key);
+                  batch.push({ type: WatchEventType.DELETED, item });
+                }
+            synced = true;
+            since = ev.revision;
+            flush(batch);
+            batch = [];
+            continue;
+          }
+          const item = ev.item;
+          if (item === undefined || EVENT_NAMES[ev.type] === undefined) continue;
+          const key = o.key(item);
+          if (ev.type === WatchEventType.DELETED) rows.delete(key);
+          else {
+            rows.set(key, item);
+            fresh.add(key);
+          }
+          batch.push({ type: ev.type, item });
         }
-        const item = ev.item;
-        if (item === undefined || EVENT_NAMES[ev.type] === undefined) continue;
-        const key = o.key(item);
-        if (ev.type === WatchEventType.DELETED) rows.delete(key);
-        else {
-          rows.set(key, item);
-          fresh.add(key);
-        }
-        batch.push({ type: ev.type, item });
+        throw new CallError("watch", {
+          code: grpc.status.UNAVAILABLE,
+          details: "the server ended the watch",
+        });
+      } catch (e) {
+        const retry =
+          e instanceof CallError &&
+          (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.INTERNAL);
+        brokeAt ??= Date.now();
+        if (!retry || !started || Date.now() - brokeAt > again.forMs) throw e;
+        // Said once per break, not at every try while the server is away.
+        if (failures === 0)
+          ctx.err(
+            `hvctl: the watch broke (${streamBreak(e)}); watching again from revision ${since || "0"}\n`,
+          );
+        await sleep(Math.min(again.maxMs, again.firstMs * 2 ** failures), undefined, {
+          signal: abort.signal,
+        });
+        failures++;
       }
-      throw new CallError("watch", {
-        code: grpc.status.UNAVAILABLE,
-        details: "the server ended the watch",
-      });
-    } catch (e) {
-      const retry =
-        e instanceof CallError &&
-        (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.INTERNAL);
-      brokeAt ??= Date.now();
-      if (!retry || !started || Date.now() - brokeAt > again.forMs) throw e;
-      // Said once per break, not at every try while the server is away.
-      if (failures === 0)
-        ctx.err(
-          `hvctl: the watch broke (${streamBreak(e)}); watching again from revision ${since || "0"}\n`,
-        );
-      await sleep(Math.min(again.maxMs, again.firstMs * 2 ** failures));
-      failures++;
     }
+  } catch (err) {
+    // Ctrl-C: the call cancelled, or a wait for the server cut short.
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    interrupts.dispose();
   }
 }
