@@ -11,6 +11,8 @@ import {
   type DomainStatus,
   type HypervisorDriver,
   MIGRATION_URI_LABEL,
+  type NodeUsage,
+  simulatedUsage,
   vmStateOf,
 } from "../drivers/index.js";
 import { NodeIdSchema, StatusCode } from "../gen/debvisor/v1/common_pb.js";
@@ -93,10 +95,15 @@ export function openNodeHypervisor(
       ...sim.node,
       labels: { ...sim.node.labels, [MIGRATION_URI_LABEL]: sim.migrationUri },
     });
-    return build(nodeId, sim.driver, info, (id) => sim.vmInfo(id), now, {
-      define: (vm) => sim.define(vm),
-      close: () => sim.close(),
-    });
+    return build(
+      nodeId,
+      sim.driver,
+      info,
+      (id) => sim.vmInfo(id),
+      now,
+      { define: (vm) => sim.define(vm), close: () => sim.close() },
+      (domains) => simulatedUsage(domains, info.capacity),
+    );
   }
   const host = hostname()
     .replace(/[^a-zA-Z0-9.-]/g, "-")
@@ -123,6 +130,7 @@ export function openNodeHypervisor(
   return build(nodeId, driver, info, () => undefined, now, { close: () => {} });
 }
 
+/** `usage`: the node's CPU load and memory in use from its domains; absent, none is reported (0). */
 function build(
   nodeId: string,
   driver: HypervisorDriver,
@@ -130,6 +138,7 @@ function build(
   known: (vmId: string) => VmInfo | undefined,
   now: () => number,
   more: Pick<NodeHypervisor, "define" | "close">,
+  usage?: (domains: readonly DomainStatus[]) => NodeUsage,
 ): NodeHypervisor {
   return {
     nodeId,
@@ -153,6 +162,7 @@ function build(
       const health = create(HealthSchema, {
         nodeId: { id: nodeId },
         overall: StatusCode.STATUS_OK,
+        ...usage?.(domains),
         timestamp: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
         vms,
       });

@@ -78,6 +78,8 @@ export type {
   StorageOp,
 } from "./simulated-storage.js";
 export { createSimulatedStorage } from "./simulated-storage.js";
+export type { NodeUsage, UsingDomain } from "./simulated-usage.js";
+export { simulatedUsage } from "./simulated-usage.js";
 export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
 export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export { saveWorld } from "./simulated-world.js";

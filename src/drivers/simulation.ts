@@ -6,6 +6,7 @@ import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { vmStateOf } from "./domain-state.js";
 import type { DomainState, JobAbortingDriver, RecoveringDriver } from "./hypervisor-driver.js";
 import { createSimulatedNodeDriver } from "./simulated-node-driver.js";
+import { simulatedUsage, type UsingDomain } from "./simulated-usage.js";
 import { generateWorld, loadWorld, type SimWorld, saveWorld } from "./simulated-world.js";
 
 /** Options of {@link createSimulation}. */
@@ -136,10 +137,11 @@ export function createSimulation(options: SimulationOptions): Simulation {
       const n = world.nodes.get(nodeId);
       if (n === undefined || !n.alive || n.partitioned) return undefined;
       const now = clock.now();
-      const phase = (now / 60_000 + nodeId.length) % (2 * Math.PI);
       const vms: VmInfo[] = [];
+      const domains: UsingDomain[] = [];
       for (const vm of world.vms.values()) {
         if (vm.node !== nodeId) continue;
+        domains.push({ state: vm.state, vcpus: vm.info.vcpus, memoryBytes: vm.info.memoryBytes });
         vms.push({
           ...vm.info,
           nodeId: { $typeName: "debvisor.v1.NodeId", id: nodeId },
@@ -150,8 +152,7 @@ export function createSimulation(options: SimulationOptions): Simulation {
         nodeId: { id: nodeId },
         overall: StatusCode.STATUS_OK,
         cephStatus: "HEALTH_OK",
-        cpuLoad: round2(1 + Math.sin(phase) * 0.5),
-        memUsedPct: 50,
+        ...simulatedUsage(domains, n.info.capacity),
         diskUsedPct: 35,
         netRttMs: 0.3,
         timestamp: { seconds: BigInt(Math.floor(now / 1000)), nanos: (now % 1000) * 1_000_000 },
@@ -207,8 +208,4 @@ function clampInt(value: number, min: number, max: number, name: string): number
     throw new TypeError(`simulation ${name} must be an integer from ${min} to ${max}`);
   }
   return value;
-}
-
-function round2(x: number): number {
-  return Math.round(x * 100) / 100;
 }
