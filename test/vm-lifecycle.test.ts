@@ -316,6 +316,36 @@ describe("VMs as desired state through hvctl", () => {
     assert.equal((await list()).find((v) => v.id === id)?.tenant, "initech");
   });
 
+  it("does not adopt a VM while an operation on it is open: a stop waiting on its node is not undone", async () => {
+    const unmanaged = (
+      JSON.parse((await ok("vm", "list", "--node", "node-04", "-o", "json")).stdout) as {
+        vms: { id: string; managed?: boolean }[];
+      }
+    ).vms.find((v) => v.id.startsWith("node-04-vm-") && v.managed !== true);
+    const id = unmanaged?.id ?? "";
+    assert.notEqual(id, "", "an unmanaged VM on node-04");
+    if ((await agentDomains()).get(id) !== "running") await ok("vm", "start", id);
+    // The agent paused: the stop is accepted and waits there.
+    agent.proc.kill("SIGSTOP");
+    let stop: Awaited<ReturnType<typeof ok>>;
+    try {
+      stop = await ok("vm", "stop", id, "--force", "--no-wait");
+      const refused = await hv("vm", "adopt", id, "initech");
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /has not ended: adopt it once it has .*FAILED_PRECONDITION/);
+    } finally {
+      agent.proc.kill("SIGCONT");
+    }
+    const opId = stop.stdout.trim();
+    await ok("vm", "operation", opId, "--wait");
+    assert.equal((await agentDomains()).get(id), "stopped");
+    await ok("vm", "adopt", id, "initech");
+    const got = JSON.parse((await ok("vm", "get", id, "-o", "json")).stdout) as {
+      desiredState?: string;
+    };
+    assert.equal(got.desiredState, "VM_STATE_STOPPED", "adopted as it is: stopped");
+  });
+
   it("refuses invalid specs with INVALID_ARGUMENT and changes nothing", async () => {
     const vms = root().vms;
     const disk = (name: string) => ({

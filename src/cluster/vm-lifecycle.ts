@@ -281,6 +281,21 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     timeout_ms: String(req.timeoutMs || DEFAULT_STOP_TIMEOUT_MS),
   });
 
+  /**
+   * VM_OPERATION_OPEN while an operation on `vmId` is still open on `nodeId`.
+   * An adoption records the state the node reports now as the state wanted:
+   * a stop still waiting (the node cut off) would, once run, leave the VM
+   * stopped with RUNNING wanted, which a failover would undo.
+   */
+  async function refuseOpenOperation(vmId: string, nodeId: string, ctx: CallContext) {
+    if (nodeId === "") return;
+    const open = (await agentOps.open(nodeId, ctx.signal)).find((r) => r.dispatch?.vmId === vmId);
+    if (open !== undefined)
+      throw new RpcError("VM_OPERATION_OPEN", {
+        message: `operation ${open.dispatch?.operationId} on the vm has not ended: adopt it once it has (hvctl vm operation ${open.dispatch?.operationId} --wait)`,
+      });
+  }
+
   return {
     async createVm(req: CreateVmRequest, ctx: CallContext): Promise<VmOperation> {
       const spec = req.spec;
@@ -383,6 +398,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       if (reported === undefined) throw new RpcError("VM_NOT_FOUND");
       const prev = (await inventory.vmRecords.all()).get(req.vmId);
       if (prev?.rec.managed === true) throw new RpcError("VM_MANAGED");
+      await refuseOpenOperation(req.vmId, prev?.rec.nodeId || (reported.nodeId?.id ?? ""), ctx);
       const by = principalOf(ctx).id;
       const now = BigInt(clock.now());
       const rec = vmRecord(req.vmId, prev, {

@@ -210,6 +210,10 @@ export const REASONS = {
     message: "the vm is running; stop it first or force",
   },
   VM_MANAGED: { code: Code.FailedPrecondition, message: "the vm is already managed" },
+  VM_OPERATION_OPEN: {
+    code: Code.FailedPrecondition,
+    message: "an operation on the vm has not ended yet",
+  },
   DEFINE_UNSUPPORTED: {
     code: Code.FailedPrecondition,
     message: "this node's hypervisor cannot define or undefine vms",
