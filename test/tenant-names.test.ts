@@ -12,16 +12,18 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
 import {
+  createEventTenants,
   createInventory,
   createReplicationJobs,
   createTargetResolvers,
   scopedJobId,
-  scopedJobIds,
   shownJobId,
+  tenantOfJobId,
 } from "../src/cluster/index.js";
 import {
   type CallContext,
   createManualClock,
+  isTenantName,
   silentLogger,
   systemClock,
   validateMessage,
@@ -43,6 +45,7 @@ import {
 } from "../src/security/index.js";
 import { parseConfig } from "../src/server/index.js";
 import { createSqliteStore, encodeMessage, type KvStore } from "../src/store/index.js";
+import { eventually } from "./helpers/eventually.js";
 
 const newStore = () =>
   createSqliteStore({
@@ -100,21 +103,29 @@ describe("a tenant whose name is not a plain word", () => {
     assert.equal(await jobs.get(scopedJobId("Acme Corp", "j1")), undefined);
   });
 
-  it("still finds a job stored under the id versions before used for a name that is not plain", async () => {
-    // "acme!" was written raw ("acme!:j2", a valid key); the id is now "~YWNtZSE:j2".
+  it("keeps the job ids of printable names as they were, encodes the rest, and files their events under the tenant", async () => {
+    // "AT&T:j2" was a valid key and stays the id; "Acme Corp" never was; "~x" reads like an encoding.
     await store.put(
-      "replication/jobs/acme!:j2",
+      "replication/jobs/AT&T:j2",
       encodeMessage(
         ReplicationJobRecordSchema,
-        create(ReplicationJobRecordSchema, { jobId: "acme!:j2" }),
+        create(ReplicationJobRecordSchema, { jobId: "AT&T:j2" }),
       ),
     );
-    assert.deepEqual(scopedJobIds("acme!", "j2"), ["~YWNtZSE:j2", "acme!:j2"]);
-    assert.deepEqual(scopedJobIds("acme", "j2"), ["acme:j2"]);
+    const ids = {
+      "AT&T": "AT&T:j2",
+      "Acme Corp": "~QWNtZSBDb3Jw:j2",
+      "~QWNtZSBDb3Jw": "~flFXTnRaU0JEYjNKdw:j2",
+    };
+    const tenantOf = createEventTenants({ inventory, store });
+    for (const [tenant, id] of Object.entries(ids)) {
+      assert.equal(scopedJobId(tenant, "j2"), id);
+      assert.equal(tenantOfJobId(id), tenant);
+      assert.equal(shownJobId(id, tenant), "j2");
+      assert.equal(await tenantOf("replication", id, AbortSignal.timeout(5000)), tenant);
+    }
     const resolve = createTargetResolvers({ inventory, store })["replication-job"];
-    assert.deepEqual(await resolve?.("j2", AbortSignal.timeout(5000), ["acme!"]), ["acme!"]);
-    assert.equal(shownJobId("acme!:j2", "acme!"), "j2");
-    assert.equal(shownJobId("~YWNtZSE:j2", "acme!"), "j2");
+    assert.deepEqual(await resolve?.("j2", AbortSignal.timeout(5000), ["AT&T"]), ["AT&T"]);
   });
 
   // A token may name any tenant an issuer is allowed to name.
@@ -180,7 +191,8 @@ describe("one rule for tenant names", () => {
     const hint = [
       {
         field: "tenant",
-        description: "must be free of control and invisible formatting characters",
+        description:
+          "must be without white space at either end or characters that hide or reorder text",
       },
     ];
     assert.deepEqual(
@@ -214,6 +226,47 @@ describe("one rule for tenant names", () => {
   });
 
   // Look-alike tenants: bidi overrides and invisible characters (principal names refuse them too).
+  it("takes the same names in requests (the protos' pattern) as isTenantName, joiners of scripts and emoji included", () => {
+    const good = [
+      "Acme Corp",
+      "ä",
+      "株式会社",
+      "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", // Persian with a zero-width non-joiner
+      "\u{1f469}\u200d\u{1f4bb} team", // an emoji joined with ZWJ
+      "\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}", // a flag of tag characters
+      "x".repeat(64),
+    ];
+    const bad = [
+      "acme ",
+      " acme",
+      "acme\u00a0",
+      "ac\u2028me",
+      "ac\u3164me",
+      "ac\u034fme",
+      "acme\u202e",
+      "ac\u200bme",
+      "acme\tprod",
+      "x\ud800",
+      "x".repeat(65),
+    ];
+    for (const [names, ok] of [
+      [good, true],
+      [bad, false],
+    ] as const)
+      for (const tenant of names) {
+        assert.equal(isTenantName(tenant), ok, JSON.stringify(tenant));
+        const errors = validateMessage(
+          SetVmTenantRequestSchema,
+          create(SetVmTenantRequestSchema, { vmId: "vm-1", tenant }),
+        );
+        assert.equal(
+          errors.length === 0,
+          ok,
+          `${JSON.stringify(tenant)}: ${JSON.stringify(errors)}`,
+        );
+      }
+  });
+
   it("a tenant name with a bidi override or an invisible character is refused", async () => {
     for (const tenant of ["acme\u202e", "acme\u200b", "\u2066acme\u2069"])
       await assert.rejects(bindings.set({ principal: "p", roles: ["viewer"], tenant }, "t"), {
@@ -250,10 +303,20 @@ describe("binding keys against earlier records rbac/bindings/<principal>", () =>
     }
   }
 
-  it("setting bob's binding in acme leaves the legacy cluster-wide binding of 'acme/bob'", () =>
+  it("does not replace the earlier record of 'acme/bob' with bob's binding in acme until it has moved", () =>
     overLegacyAcmeBob(async (bindings) => {
       // What a tenant admin of acme may do: bob is bound nowhere else.
-      await bindings.set({ principal: "bob", roles: ["viewer"], tenant: "acme" }, "acme-admin");
+      await assert.rejects(
+        bindings.set({ principal: "bob", roles: ["viewer"], tenant: "acme" }, "acme-admin"),
+        { reason: "CONFLICT", message: /set that principal's binding again first/ },
+      );
+      await settle(bindings, ["acme/bob@*:admin"]);
+      // Set again, acme/bob's binding moves to its own key, and bob's has room.
+      await bindings.set({ principal: "acme/bob", roles: ["admin"] }, "root");
+      // Once the copy has seen the earlier record go.
+      await eventually(() =>
+        bindings.set({ principal: "bob", roles: ["viewer"], tenant: "acme" }, "acme-admin"),
+      );
       await settle(bindings, ["acme/bob@*:admin", "bob@acme:viewer"]);
     }));
 
@@ -264,7 +327,7 @@ describe("binding keys against earlier records rbac/bindings/<principal>", () =>
     }));
 });
 
-describe("review-a: ListBindings' source label", () => {
+describe("ListBindings' source label", () => {
   it("a config binding is labelled config even when a stored one joins to the same 'tenant/principal'", async () => {
     const store = newStore();
     const stored = await loadStoredBindings(store, systemClock, silentLogger);

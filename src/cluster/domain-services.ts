@@ -9,7 +9,7 @@ import { createEventService } from "./event-service.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationService } from "./migration-service.js";
 import { createNodeService } from "./node-service.js";
-import { scopedJobIds } from "./replication-handlers.js";
+import { scopedJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
@@ -96,9 +96,6 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
 /** A tenant's job id as stored: in its own space when it has a job so named, else as given. */
 function jobIdIn(store: KvStore) {
   const jobs = createReplicationJobs(store);
-  return async (tenant: string, id: string, signal: AbortSignal) => {
-    for (const scoped of scopedJobIds(tenant, id))
-      if ((await jobs.get(scoped, signal)) !== undefined) return scoped;
-    return id;
-  };
+  return async (tenant: string, id: string, signal: AbortSignal) =>
+    (await jobs.get(scopedJobId(tenant, id), signal)) === undefined ? id : scopedJobId(tenant, id);
 }

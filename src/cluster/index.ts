@@ -73,7 +73,7 @@ export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events
 export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
 export { createReplicaCatalog } from "./replica-catalog.js";
-export { scopedJobId, scopedJobIds, shownJobId } from "./replication-handlers.js";
+export { scopedJobId, shownJobId, tenantOfJobId } from "./replication-handlers.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
 export { createReplicationJobs } from "./replication-jobs.js";
 export type { ReplicationPolicy } from "./replication-policy.js";

@@ -3,6 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import {
   type CallContext,
   type Clock,
+  decodedTenant,
+  encodedTenant,
   invalid,
   paginate,
   principalOf,
@@ -10,7 +12,6 @@ import {
   type ServiceImpl,
   sameNode,
   scopeOf,
-  tenantKeySegment,
 } from "../core/index.js";
 import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
 import {
@@ -67,9 +68,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
   const visibleJob = async (jobId: string, ctx: CallContext): Promise<StoredJob> => {
     // A confined caller's ids live in its tenant's space first; an unscoped
     // (older or cluster-made) id is found only when its dataset is visible.
-    for (const id of ctx.tenant === undefined
-      ? [jobId]
-      : [...scopedJobIds(ctx.tenant, jobId), jobId]) {
+    for (const id of ctx.tenant === undefined ? [jobId] : [scopedJobId(ctx.tenant, jobId), jobId]) {
       const job = await jobs.get(id, ctx.signal);
       const dataset = job?.job.plan?.dataset;
       if (
@@ -246,33 +245,37 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | 
 }
 
 /**
- * The stored id of a tenant's job: `<tenant's key segment>:<id>` (core
- * `tenantKeySegment`: the name itself when plain, else encoded, since the id
- * is a store key). A job id never holds ':' (its pattern forbids it), and no
- * segment does, so no tenant can name an id in another's space.
+ * A tenant's part of its jobs' stored ids: its name, as it always was, when
+ * `<name>:<id>` is a valid store key (printable ASCII) and the name does not
+ * start with '~'; else core `encodedTenant` ('~' and base64url), which such
+ * a name cannot be. {@link tenantOfJobId} reads either back.
  */
-export function scopedJobId(tenant: string, jobId: string): string {
-  return `${tenantKeySegment(tenant)}:${jobId}`;
+function jobTenantSegment(tenant: string): string {
+  return /^[\x21-\x7e]+$/.test(tenant) && !tenant.startsWith("~") ? tenant : encodedTenant(tenant);
 }
 
 /**
- * Where a tenant's job may be stored: {@link scopedJobId}, then, for a
- * tenant whose name is not plain, the id versions before this one used (the
- * name itself), when that was a valid key (printable ASCII), so such jobs
- * are still found.
+ * The stored id of a tenant's job: `<tenant's segment>:<id>`. A job id never
+ * holds ':' (its pattern forbids it), so the last ':' ends the tenant's part
+ * and no tenant can name an id in another's space.
  */
-export function scopedJobIds(tenant: string, jobId: string): string[] {
-  const id = scopedJobId(tenant, jobId);
-  const before = `${tenant}:${jobId}`;
-  return before !== id && /^[\x21-\x7e]+$/.test(before) ? [id, before] : [id];
+export function scopedJobId(tenant: string, jobId: string): string {
+  return `${jobTenantSegment(tenant)}:${jobId}`;
 }
 
-/** A stored job id as `tenant` knows it: its own prefix (either form) dropped. */
+/** The tenant whose space a stored job id is in ("" for an unscoped id). */
+export function tenantOfJobId(jobId: string): string {
+  const at = jobId.lastIndexOf(":");
+  if (at <= 0) return "";
+  const segment = jobId.slice(0, at);
+  return decodedTenant(segment) ?? segment;
+}
+
+/** A stored job id as `tenant` knows it: its own prefix dropped. */
 export function shownJobId(jobId: string, tenant: string | undefined): string {
   if (tenant === undefined) return jobId;
-  for (const prefix of [`${tenantKeySegment(tenant)}:`, `${tenant}:`])
-    if (jobId.startsWith(prefix)) return jobId.slice(prefix.length);
-  return jobId;
+  const prefix = `${jobTenantSegment(tenant)}:`;
+  return jobId.startsWith(prefix) ? jobId.slice(prefix.length) : jobId;
 }
 
 /** A stored status as the API shows it (to `tenant`, with its ids unscoped). */

@@ -12,7 +12,7 @@ import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
-import { scopedJobIds } from "./replication-handlers.js";
+import { scopedJobId, tenantOfJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import { createVmOperations } from "./vm-operations.js";
 
@@ -114,8 +114,7 @@ export function createTargetResolvers(deps: {
       if (typeof id !== "string" || id === "") return undefined;
       // A tenant's own job ids live in its space (`<tenant>:<id>`), found first.
       for (const t of callerTenants)
-        for (const scoped of scopedJobIds(t, id))
-          if ((await jobs.get(scoped, signal)) !== undefined) return [t];
+        if ((await jobs.get(scopedJobId(t, id), signal)) !== undefined) return [t];
       const dataset = (await jobs.get(id, signal))?.job.plan?.dataset;
       return dataset === undefined ? undefined : datasets.tenants(dataset, signal);
     },
@@ -142,8 +141,7 @@ export function createEventTenants(deps: {
     replication: resolvers["replication-job"],
   };
   return async (kind, id, signal) => {
-    const at = id.lastIndexOf(":");
-    if (kind === "replication" && at > 0) return id.slice(0, at);
+    if (kind === "replication" && id.lastIndexOf(":") > 0) return tenantOfJobId(id);
     const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
     return owners.length === 1 ? (owners[0] ?? "") : "";
   };

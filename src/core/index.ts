@@ -66,7 +66,13 @@ export type {
   UnaryHandler,
 } from "./service-binding.js";
 export { defineService } from "./service-binding.js";
-export { assertTenantName, isTenantName, tenantKeySegment } from "./tenant-key.js";
+export {
+  assertTenantName,
+  decodedTenant,
+  encodedTenant,
+  isTenantName,
+  tenantKeySegment,
+} from "./tenant-key.js";
 export { timeoutSignal } from "./timeout-signal.js";
 export type { StringRule } from "./validate.js";
 export { checkNumber, checkString, ID_HINT, ID_PATTERN, invalid } from "./validate.js";

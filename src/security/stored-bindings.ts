@@ -7,13 +7,7 @@ import {
   tenantKeySegment,
 } from "../core/index.js";
 import { type BindingRecord, BindingRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import {
-  decodeMessage,
-  encodeMessage,
-  type KvStore,
-  mirrorPrefix,
-  type TxnOp,
-} from "../store/index.js";
+import { decodeMessage, encodeMessage, type KvStore, mirrorPrefix } from "../store/index.js";
 import type { Binding } from "./access-evaluator.js";
 import { assertPrincipalName } from "./principal-names.js";
 
@@ -63,20 +57,6 @@ export async function loadStoredBindings(
     const r = mirror.values().get(key.slice(PREFIX.length));
     return r === undefined || (r.principal === principal && r.tenant === tenant);
   };
-  /**
-   * An earlier version's record under `key` that is another principal's (the
-   * record of principal "acme/bob" sits where bob's binding in acme goes) is
-   * moved to its own key first, so it is neither replaced nor lost; dropped
-   * only when that principal's binding was set since (it then no longer counts).
-   */
-  const moveAside = (key: string, principal: string, tenant: string): TxnOp[] => {
-    const r = mirror.values().get(key.slice(PREFIX.length));
-    if (r === undefined || (r.principal === principal && r.tenant === tenant)) return [];
-    const own = keyOf(r.principal, r.tenant);
-    return own === key || mirror.values().has(own.slice(PREFIX.length))
-      ? []
-      : [{ type: "put", key: own, value: encodeMessage(BindingRecordSchema, r) }];
-  };
   return {
     all: () => [...mirror.values().values()],
     async set(binding, setBy, signal) {
@@ -89,11 +69,17 @@ export async function loadStoredBindings(
         setAtMs: BigInt(clock.now()),
       });
       const key = keyOf(binding.principal, tenant);
+      // An earlier version's record of another principal sits at this key (principal
+      // "acme/bob"'s, where bob's binding in acme goes): never replaced, nor moved from
+      // here (a copy of the records that lags the store would move back one just removed).
+      if (!holds(key, binding.principal, tenant))
+        throw new RpcError("CONFLICT", {
+          message: `an earlier version's binding of principal ${key.slice(PREFIX.length)} is stored where this one goes: set that principal's binding again first (it moves to its own key)`,
+        });
       await store.txn(
         {
           compares: [],
           success: [
-            ...moveAside(key, binding.principal, tenant),
             { type: "put", key, value: encodeMessage(BindingRecordSchema, record) },
             ...legacyKeys(binding.principal, tenant)
               .filter((k) => k !== key)
