@@ -179,6 +179,10 @@ export const REASONS = {
     code: Code.ResourceExhausted,
     message: "too many sign-ins in progress; finish one or retry in a few minutes",
   },
+  ACCESS_CHANGED: {
+    code: Code.Unavailable,
+    message: "the caller's access changed while the stream was open; open it again",
+  },
   STREAM_STALLED: {
     code: Code.ResourceExhausted,
     message: "stream closed: the client stopped reading",

@@ -226,7 +226,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         if (sid === undefined || !live((await read(sid))?.message))
           return { failure: "panel session ended" };
         // A panel user is its own principal (`user:<name>`), not an outside issuer's subject.
-        return { identity: { ...r.identity, principal: r.identity.subject } };
+        return { identity: { ...r.identity, principal: r.identity.subject, sessionId: sid } };
       },
     },
     async start(user, source, principal = "") {

@@ -65,6 +65,38 @@ export function rolesIn(
   return [...roles].sort();
 }
 
+/** Each policy's bindings by principal, built once per policy (a policy is never changed, only replaced). */
+const byPrincipal = new WeakMap<AccessPolicy, Map<string, Binding[]>>();
+
+/**
+ * What a principal may do, as one comparable string: its credential's roles
+ * and tenant, its bindings, and the grants of every role they name. Equal
+ * strings: every decision for the principal comes out the same. It reads
+ * the principal's own bindings only (indexed per policy), so a policy change
+ * costs each open stream little however many bindings there are.
+ */
+export function accessOf(policy: AccessPolicy, principal: Principal): string {
+  let index = byPrincipal.get(policy);
+  if (index === undefined) {
+    index = new Map();
+    for (const b of policy.bindings) {
+      const list = index.get(b.principal);
+      if (list === undefined) index.set(b.principal, [b]);
+      else list.push(b);
+    }
+    byPrincipal.set(policy, index);
+  }
+  const own = (index.get(principal.id) ?? []).map((b) => [b.tenant ?? null, [...b.roles].sort()]);
+  own.sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1));
+  const roles = new Set([...principal.roles, ...own.flatMap(([, r]) => r as string[])]);
+  return JSON.stringify([
+    principal.tenant ?? null,
+    [...principal.roles].sort(),
+    own,
+    [...roles].sort().map((r) => [r, policy.roles.get(r)?.grants ?? null]),
+  ]);
+}
+
 /** The tenants a principal holds bindings in (its credential's tenant alone when confined). */
 export function tenantsOf(policy: AccessPolicy, principal: Principal): string[] {
   if (principal.tenant !== undefined) return [principal.tenant];

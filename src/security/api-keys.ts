@@ -71,6 +71,14 @@ export interface ApiKeys {
   ): Promise<IssuedApiKey>;
   /** Whether this daemon's watch-fed copy holds the key (keys from loadApiKeys; else false). */
   inCopy(id: string): boolean;
+  /**
+   * Why a key that authenticated no longer would, as this daemon's copy
+   * shows it now ("revoked", "expired", "unknown" once removed); undefined
+   * while it still would, or when there is no copy to tell.
+   */
+  failureInCopy(id: string): ApiKeyFailure | undefined;
+  /** Tells `listener` of every change of the copy (keys from loadApiKeys; else never). */
+  onChange(listener: () => void): () => void;
   /** Stops following the store (keys from loadApiKeys). */
   close(): void;
 }
@@ -201,9 +209,8 @@ export function createApiKeys(
       if (!timingSafeEqual(presented, Buffer.from(record.secretSha256)))
         return { failure: "secret mismatch" };
       const now = clock.now();
-      if (record.revokedAtMs !== 0n) return { failure: "revoked" };
-      if (record.expiresAtMs !== 0n && BigInt(now) >= record.expiresAtMs)
-        return { failure: "expired" };
+      const dead = deadKey(record, now);
+      if (dead !== undefined) return { failure: dead };
       if (now - (lastWritten.get(id) ?? Number(record.lastUsedAtMs)) >= LAST_USED_EVERY_MS) {
         lastWritten.set(id, now);
         if (lastWritten.size > 100_000)
@@ -227,6 +234,12 @@ export function createApiKeys(
       return out;
     },
     inCopy: (id) => mirror?.values().has(id) ?? false,
+    failureInCopy(id) {
+      if (mirror === undefined) return undefined;
+      const r = mirror.values().get(id);
+      return r === undefined ? "unknown" : deadKey(r, clock.now());
+    },
+    onChange: (listener) => mirror?.onChange(() => listener()) ?? (() => {}),
     close: () => mirror?.close(),
     async revoke(id, signal) {
       const revoked = await update(
@@ -243,11 +256,11 @@ export function createApiKeys(
     async rotate(id, graceMs, createdBy, signal) {
       const old = await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal });
       if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
-      if (old.message.revokedAtMs !== 0n) throw new RpcError("APIKEY_REVOKED");
       const o = old.message;
       // A dead key must not be brought back to life by rotating it.
-      if (o.expiresAtMs !== 0n && BigInt(clock.now()) >= o.expiresAtMs)
-        throw new RpcError("APIKEY_EXPIRED");
+      const dead = deadKey(o, clock.now());
+      if (dead !== undefined)
+        throw new RpcError(dead === "revoked" ? "APIKEY_REVOKED" : "APIKEY_EXPIRED");
       const remaining = o.expiresAtMs === 0n ? 0 : Number(o.expiresAtMs) - clock.now();
       const issued = await create_(
         {
@@ -280,4 +293,11 @@ export function createApiKeys(
 
 function sha256(text: string): Buffer {
   return createHash("sha256").update(text).digest();
+}
+
+/** Why `record` no longer authenticates at `now` (revoked, or past its expiry), else undefined. */
+function deadKey(record: ApiKeyRecord, now: number): "revoked" | "expired" | undefined {
+  if (record.revokedAtMs !== 0n) return "revoked";
+  if (record.expiresAtMs !== 0n && BigInt(now) >= record.expiresAtMs) return "expired";
+  return undefined;
 }

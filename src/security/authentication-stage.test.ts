@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { endOnRevocation } from "./authentication-stage.js";
+import { RpcError } from "../core/index.js";
+import { endWhen } from "./stream-end.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
-describe("endOnRevocation", () => {
+describe("endWhen", () => {
   it("keeps no response of a long stream once it has passed (a relayed disk stays out of memory)", async () => {
     const refs: WeakRef<object>[] = [];
     async function* source() {
@@ -17,9 +18,9 @@ describe("endOnRevocation", () => {
         yield chunk;
       }
     }
-    const stream = endOnRevocation(
+    const stream = endWhen(
       source(),
-      () => false,
+      () => undefined,
       () => () => {},
     );
     let n = 0;
@@ -39,9 +40,9 @@ describe("endOnRevocation", () => {
       yield 1;
       await new Promise(() => {});
     }
-    const stream = endOnRevocation(
+    const stream = endWhen(
       source(),
-      () => revoked,
+      () => (revoked ? new RpcError("UNAUTHENTICATED") : undefined),
       (l) => {
         listener = l;
         return () => {};

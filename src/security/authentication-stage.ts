@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  type Clock,
   mapStream,
   type Principal,
   RpcError,
@@ -13,6 +14,7 @@ import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
 import { jwtPrincipal } from "./principal-names.js";
 import { sourceGroupOf } from "./source-group.js";
+import { allOf, at, endWhen, type Subscribe } from "./stream-end.js";
 
 /** Options of {@link createAuthenticationStage}. */
 export interface AuthenticationOptions {
@@ -25,6 +27,16 @@ export interface AuthenticationOptions {
     isRevoked(serialHex: string): boolean;
     onChange(listener: () => void): () => void;
   };
+  /** Tells of each panel session that ends (its id), so that its streams end too. */
+  readonly sessionEnds?: (listener: (sessionId: string) => void) => () => void;
+  /** For tokens' and keys' expiry; the system clock when not given. */
+  readonly clock?: Clock;
+}
+
+/** When a stream's credential runs out, and the panel session it belongs to. */
+interface CredentialLife {
+  expiresAtMs?: number;
+  sessionId?: string;
 }
 
 /** Failed answers held back at once at most; past this, failures are answered at once (memory stays bounded). */
@@ -87,6 +99,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
       throw new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
     };
     let principal: Principal | undefined;
+    const life: CredentialLife = {};
     const cert = ctx.peer.certificate;
     if (cert !== undefined) {
       if (cert.commonName === "") await refuse("client certificate has no single CN");
@@ -106,13 +119,16 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
           await refuse("JWT presented but no issuer is configured", credential);
         const r = await (verifier as JwtVerifier).verify(token);
         if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
-        else
+        else {
           principal = {
             id: r.identity.principal ?? jwtPrincipal(r.identity.issuer, r.identity.subject),
             method: "jwt",
             roles: r.identity.roles,
             tenant: r.identity.tenant,
           };
+          life.expiresAtMs = r.identity.expiresAtMs;
+          life.sessionId = r.identity.sessionId;
+        }
       } else {
         const r = await apiKeys.verify(token, ctx.signal);
         if ("failure" in r) await refuse(`API key refused: ${r.failure}`, credential);
@@ -125,65 +141,74 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
             tenant: k.tenant || undefined,
             keyId: k.id,
           };
+          if (k.expiresAtMs !== 0n) life.expiresAtMs = Number(k.expiresAtMs);
         }
       }
     }
     ctx.notes.principal = principal;
     const result = await next({ ...invocation, ctx: withPrincipal(ctx, principal as Principal) });
-    const revocations = options.revocations;
-    if (cert === undefined || revocations === undefined) return result;
     return mapStream(result, (responses) =>
-      endOnRevocation(
+      endWhen(
         responses,
-        () => revocations.isRevoked(cert.serialNumber),
-        revocations.onChange,
+        ...credentialLife(options, principal as Principal, cert?.serialNumber, life),
       ),
     );
   };
 }
 
-const REVOKED = Symbol("revoked");
-
-/** Passes a response stream through until the caller's certificate is revoked, then ends it with UNAUTHENTICATED. */
-export async function* endOnRevocation(
-  source: AsyncIterable<unknown>,
-  isRevoked: () => boolean,
-  onChange: (listener: () => void) => () => void,
-): AsyncIterable<unknown> {
-  const it = source[Symbol.asyncIterator]();
-  let revoked = false;
-  // One promise per message, dropped once it settles: a race against one
-  // long-lived promise would add a reaction to it per message, keeping every
-  // response of the stream in memory until the stream ends.
-  let wake: (() => void) | undefined;
-  const unsubscribe = onChange(() => {
-    if (!isRevoked()) return;
-    revoked = true;
-    wake?.();
-  });
-  // A revocation that landed before the subscription would otherwise go unseen.
-  if (isRevoked()) revoked = true;
-  try {
-    for (;;) {
-      const r = revoked
-        ? REVOKED
-        : await new Promise<IteratorResult<unknown> | typeof REVOKED>((resolve, reject) => {
-            wake = () => resolve(REVOKED);
-            it.next().then(resolve, reject);
-          });
-      wake = undefined;
-      if (r === REVOKED)
-        throw new RpcError("UNAUTHENTICATED", {
-          cause: new Error("client certificate revoked during the stream"),
-        });
-      if (r.done) return;
-      yield r.value;
-    }
-  } finally {
-    unsubscribe();
-    // Not awaited: a pending next() would hold return() until it resolves.
-    void it.return?.();
+/**
+ * What keeps a stream's credential good, as the check and the changes to
+ * check it on that {@link endWhen} takes: a certificate not revoked, an API
+ * key neither revoked, expired nor removed, a token before its `exp`, a
+ * panel session not ended. A stream ends with UNAUTHENTICATED once its
+ * credential would no longer authenticate a new call.
+ */
+function credentialLife(
+  options: AuthenticationOptions,
+  principal: Principal,
+  serial: string | undefined,
+  life: CredentialLife,
+): [() => RpcError | undefined, Subscribe] {
+  const now = () => options.clock?.now() ?? Date.now();
+  const gone = (why: string) => new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
+  const { revocations, apiKeys } = options;
+  if (serial !== undefined)
+    return [
+      () =>
+        revocations?.isRevoked(serial) === true
+          ? gone("client certificate revoked during the stream")
+          : undefined,
+      (l) => revocations?.onChange(l) ?? (() => {}),
+    ];
+  const keyId = principal.keyId;
+  if (keyId !== undefined) {
+    return [
+      () => {
+        const failure = apiKeys.failureInCopy(keyId);
+        return failure === undefined ? undefined : gone(`API key ${failure} during the stream`);
+      },
+      allOf(apiKeys.onChange, at(life.expiresAtMs, now)),
+    ];
   }
+  let ended = false;
+  const sid = life.sessionId;
+  return [
+    () =>
+      ended
+        ? gone("panel session ended during the stream")
+        : life.expiresAtMs !== undefined && now() >= life.expiresAtMs
+          ? gone("token expired during the stream")
+          : undefined,
+    allOf(at(life.expiresAtMs, now), (listener) =>
+      sid === undefined || options.sessionEnds === undefined
+        ? () => {}
+        : options.sessionEnds((ended_) => {
+            if (ended_ !== sid) return;
+            ended = true;
+            listener();
+          }),
+    ),
+  ];
 }
 
 /**

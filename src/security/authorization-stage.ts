@@ -1,5 +1,6 @@
 import {
   type CallScope,
+  mapStream,
   principalOf,
   type Reason,
   RpcError,
@@ -9,12 +10,14 @@ import {
 } from "../core/index.js";
 import {
   type AccessPolicy,
+  accessOf,
   type Decision,
   decide,
   decideIn,
   rolesIn,
   tenantsOf,
 } from "./access-evaluator.js";
+import { endWhen, type Subscribe } from "./stream-end.js";
 
 /** Finds the tenants of each kind of target a method may declare (see TargetDecl). */
 export type TargetResolvers = Partial<Record<TargetKind, TargetResolver>>;
@@ -44,6 +47,8 @@ const NOT_FOUND: Partial<Record<TargetKind, Reason>> = {
 export function createAuthorizationStage(
   policy: () => AccessPolicy,
   resolvers: TargetResolvers = {},
+  /** Tells of each change of the policy in force: a stream whose caller's access changed ends. */
+  onPolicyChange?: Subscribe,
 ): Stage {
   return async (invocation, next) => {
     const { ctx, request } = invocation;
@@ -132,6 +137,28 @@ export function createAuthorizationStage(
     ctx.notes.decision = "allow";
     ctx.notes.reason = decision.reason;
     ctx.notes.tenant = acting;
-    return next({ ...invocation, ctx: { ...ctx, tenant: acting, scope } });
+    const result = await next({ ...invocation, ctx: { ...ctx, tenant: acting, scope } });
+    if (onPolicyChange === undefined) return result;
+    // Decided once, with the policy of the start: a stream ends when the caller's access
+    // changes (a binding removed, a role's grants edited), denied or to be opened again.
+    const had = accessOf(p, principal);
+    return mapStream(result, (responses) =>
+      endWhen(
+        responses,
+        () => {
+          const now = policy();
+          if (now === p || accessOf(now, principal) === had) return undefined;
+          const still = decide(now, principal, permission, resource);
+          ctx.log.info(
+            { permission, allowed: still.allowed },
+            "stream ended: the caller's access changed",
+          );
+          return still.allowed
+            ? new RpcError("ACCESS_CHANGED")
+            : new RpcError("PERMISSION_DENIED", { cause: new Error(still.reason) });
+        },
+        onPolicyChange,
+      ),
+    );
   };
 }

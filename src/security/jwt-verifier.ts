@@ -43,6 +43,10 @@ export interface JwtIdentity {
    * carries one, and its principal is `jwt:<iss>:<sub>`.
    */
   readonly principal?: string;
+  /** When the token stops being valid (`exp`), if it says. */
+  readonly expiresAtMs?: number;
+  /** The panel's session the token belongs to (panel tokens only). */
+  readonly sessionId?: string;
 }
 
 /** Verifies bearer JWTs against the configured issuers. */
@@ -129,7 +133,8 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
             return { failure: `tenant ${claimed} not allowed for this issuer` };
           tenant = claimed;
         }
-        return { identity: { subject: payload.sub, issuer: c.issuer, roles, tenant } };
+        const expiresAtMs = typeof payload.exp === "number" ? payload.exp * 1000 : undefined;
+        return { identity: { subject: payload.sub, issuer: c.issuer, roles, tenant, expiresAtMs } };
       } catch (err) {
         return { failure: (err as { code?: string }).code ?? (err as Error).message };
       }

@@ -50,6 +50,8 @@ export interface DaemonSecurity {
   readonly rateLimits: ReturnType<typeof createRateLimitStages>;
   /** The policy in force: the config's roles and bindings plus those set through the API. */
   policy(): AccessPolicy;
+  /** Tells `listener` after each change of the policy in force. */
+  onPolicyChange(listener: () => void): () => void;
   /** The configured JWT verifier, if any. */
   jwt(): JwtVerifier | undefined;
   /** Checks `next`'s access settings; the returned function puts them in force. Throws when wrong. */
@@ -111,8 +113,13 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
       ],
     });
   };
-  storedBindings.onChange(rebuildPolicy);
-  storedRoles.onChange(rebuildPolicy);
+  const policyListeners = new Set<() => void>();
+  const changed = () => {
+    rebuildPolicy();
+    for (const l of [...policyListeners]) l();
+  };
+  storedBindings.onChange(changed);
+  storedRoles.onChange(changed);
   rebuildPolicy();
   let jwt = jwtVerifierFromConfig(config, clock);
   const panelSessions =
@@ -137,13 +144,17 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     lockout,
     rateLimits,
     policy: () => policy,
+    onPolicyChange(listener) {
+      policyListeners.add(listener);
+      return () => policyListeners.delete(listener);
+    },
     jwt: () => jwt,
     prepareReload(next) {
       const nextPolicy = policyFromConfig(next, devBindings);
       const nextJwt = jwtVerifierFromConfig(next, clock);
       return () => {
         configPolicy = nextPolicy;
-        rebuildPolicy();
+        changed();
         jwt = nextJwt;
       };
     },

@@ -169,8 +169,12 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
           : withPanelIssuer(panelSessions.verifier, security.jwt()),
       lockout,
       revocations,
+      sessionEnds: panelSessions?.onEnd,
+      clock,
     }),
-    ...(skipAuthorization ? [] : [createAuthorizationStage(policy, targetResolvers)]),
+    ...(skipAuthorization
+      ? []
+      : [createAuthorizationStage(policy, targetResolvers, security.onPolicyChange)]),
     ...(skipRateLimit ? [] : [rateLimits.perPrincipal]),
     validationStage,
     ...(auditStages === undefined ? [] : [auditStages.beforeAct]),

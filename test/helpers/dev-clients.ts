@@ -6,6 +6,7 @@ import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../../src/gen/debvisor/v1/pki_pb.js";
 import { StorageService } from "../../src/gen/debvisor/v1/storage_pb.js";
 import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { WatchService } from "../../src/gen/debvisor/v1/watch_pb.js";
 
 /** How a call ended: its gRPC code (OK: 0) and the server's `debvisor-error-reason`. */
 export function callOutcome(p: Promise<unknown>): Promise<{ code: number; reason: string }> {
@@ -29,6 +30,7 @@ export function devClients(ctx: ResolvedContext, channels: grpc.Client[]) {
     pki: createServiceClient(EnrollmentService, ch),
     storage: createServiceClient(StorageService, ch),
     vms: createServiceClient(VmService, ch),
+    watch: createServiceClient(WatchService, ch),
   };
 }
 
