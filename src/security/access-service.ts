@@ -154,6 +154,15 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           throw new RpcError("INVALID_ARGUMENT", { message: "roles: at least one" });
         const target = req.principal === "" ? caller.id : req.principal;
         assertPrincipalName(target);
+        // A key's principal is named as the key's own: one named like another source's person
+        // (`jwt:<iss>:<sub>`, a panel `user:`, an `oidc:` sign-in) would act and be audited as
+        // them. Only a cluster-wide caller may make one (say, for a migration of identities).
+        if (target !== caller.id && /^(jwt|oidc|user):/i.test(target) && !scopeOf(ctx).clusterWide)
+          throw new RpcError("ESCALATION_DENIED", {
+            cause: new Error(
+              `${caller.id} may not make keys for another source's identity ${target}`,
+            ),
+          });
         // A key for another principal carries that principal's bindings too.
         assertCanActAs(
           deps.policy(),

@@ -34,6 +34,8 @@ export interface Issuance {
 export interface CertificateLedger {
   /** Records a certificate unless it already is (create-if-absent); answers the record in force. */
   record(certPem: string, how: Issuance, signal?: AbortSignal): Promise<CertificateRecord>;
+  /** The record of `serial` (hex, any case), if the ledger holds one. */
+  get(serial: string, signal?: AbortSignal): Promise<CertificateRecord | undefined>;
   /**
    * Records `certPem` as the one renewal of `parent` (recorded now if it was
    * issued outside the ledger). CERT_ALREADY_RENEWED when `parent` was
@@ -84,6 +86,13 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
       if (txn.succeeded) return rec;
       return (await getMessage(store, CertificateRecordSchema, CERTS + rec.serial, { signal }))
         ?.message as CertificateRecord;
+    },
+    async get(serial, signal) {
+      return (
+        await getMessage(store, CertificateRecordSchema, CERTS + normalizeSerial(serial), {
+          signal,
+        })
+      )?.message;
     },
     async renew(parent, certPem, how, signal) {
       const from = normalizeSerial(parent.serial);

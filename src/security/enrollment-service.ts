@@ -98,6 +98,8 @@ export async function nodeNamed(
   return false;
 }
 
+const DAY_MS = 86_400_000;
+
 export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
@@ -317,9 +319,14 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         if (!spent.succeeded) refuse("enrollment token already used", false);
         ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
         const issued = await issue(tok.nodeName, req.csrPem, tok.createdBy, ctx.signal);
-        if (!deps.bindings.all().some((b) => b.principal === tok.nodeName)) {
+        // The name's cluster-wide binding gets the node role, added to what it had: a binding
+        // in some tenant (one a tenant admin set before the node existed) never stands in for it.
+        const bound = deps.bindings
+          .all()
+          .find((b) => b.principal === tok.nodeName && b.tenant === "");
+        if (bound === undefined || !bound.roles.includes("node")) {
           await deps.bindings.set(
-            { principal: tok.nodeName, roles: ["node"] },
+            { principal: tok.nodeName, roles: [...(bound?.roles ?? []), "node"] },
             `enrollment:${id}`,
             ctx.signal,
           );
@@ -330,12 +337,27 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const p = principalOf(ctx);
         const cert = ctx.peer.certificate;
         if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
+        // A node's certificate renews for a full term, as nodes keep themselves enrolled. Any
+        // other (one an operator issued for a day) keeps its predecessor's end: renewing changes
+        // its key, never how long it lasts.
+        const parent = (await isNodeName(p.id, ctx.signal))
+          ? undefined
+          : await ledger.get(cert.serialNumber, ctx.signal);
+        const left =
+          parent === undefined ? days : (Number(parent.notAfterMs) - clock.now()) / DAY_MS;
         // Once per certificate: the successor renews next, so a stolen copy cannot fork the chain.
-        return issue(p.id, req.csrPem, p.id, ctx.signal, undefined, {
-          serial: cert.serialNumber,
-          subject: cert.commonName,
-          issuer: cert.issuer,
-        });
+        return issue(
+          p.id,
+          req.csrPem,
+          p.id,
+          ctx.signal,
+          { usage: "client", sans: [], days: Math.min(days, left) },
+          {
+            serial: cert.serialNumber,
+            subject: cert.commonName,
+            issuer: cert.issuer,
+          },
+        );
       },
       async revokeCertificate(req, ctx) {
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
