@@ -6,6 +6,7 @@ import {
   toJson,
 } from "@bufbuild/protobuf";
 import { stringify as stringifyYaml } from "yaml";
+import { msFromTimestamp } from "../core/index.js";
 
 /** Byte counts as people read them (core's, shared with the control plane's messages). */
 export { formatBytes } from "../core/index.js";
@@ -180,8 +181,7 @@ export function shortAge(ms: number): string {
 /** A debvisor.v1.Timestamp as RFC 3339 UTC (what JSON and YAML output carry), or "" when unset. */
 export function isoTime(ts: { seconds: bigint; nanos: number } | undefined): string {
   if (ts === undefined) return "";
-  const ms = Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
-  return new Date(ms).toISOString().replace(".000Z", "Z");
+  return new Date(msFromTimestamp(ts)).toISOString().replace(".000Z", "Z");
 }
 
 /** A timestamp for a table: RFC 3339 without fractions, or "-" when unset. */

@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { msFromTimestamp } from "../core/index.js";
 import {
   type ReplicationJob,
   ReplicationJobSchema,
@@ -45,8 +46,7 @@ export function replicationState(state: ReplicationState, style: Style): string 
 
 type Time = { seconds: bigint; nanos: number } | undefined;
 type Field = readonly [string, string];
-const msOf = (t: Time) => (t === undefined ? undefined : Number(t.seconds) * 1000);
-const exactMs = (t: NonNullable<Time>) => Number(t.seconds) * 1000 + t.nanos / 1e6;
+const msOf = (t: Time) => (t === undefined ? undefined : msFromTimestamp(t));
 /** `3m ago`, or `never`. */
 const ago = (t: Time, now: number) => {
   const ms = msOf(t);
@@ -132,7 +132,7 @@ export function statusFields(s: ReplicationStatus, style: Style, now: number): s
   const unfinished =
     failed &&
     s.followedAt !== undefined &&
-    (s.lastSuccess === undefined || exactMs(s.followedAt) > exactMs(s.lastSuccess));
+    (s.lastSuccess === undefined || msFromTimestamp(s.followedAt) > msFromTimestamp(s.lastSuccess));
   return renderFields([
     ["job", s.jobId],
     ...head,

@@ -1,4 +1,5 @@
 import type { ServiceClient } from "../client/index.js";
+import { msFromTimestamp } from "../core/index.js";
 import {
   ReplicationState,
   type ReplicationStatus,
@@ -108,6 +109,6 @@ export async function* followReplication(
 
 function nextRunText(s: ReplicationStatus): string {
   if (s.nextRun === undefined) return "not scheduled";
-  const ms = Number(s.nextRun.seconds) * 1000 - Date.now();
+  const ms = msFromTimestamp(s.nextRun) - Date.now();
   return ms <= 0 ? "due now" : `in ${shortAge(ms)}`;
 }

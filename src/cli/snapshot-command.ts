@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { msFromTimestamp } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import {
   PruneResultSchema,
@@ -40,7 +41,7 @@ export function inUse(s: SnapshotInfo): string {
 }
 
 const age = (s: SnapshotInfo, now: number) =>
-  s.created === undefined ? "-" : shortAge(now - Number(s.created.seconds) * 1000);
+  s.created === undefined ? "-" : shortAge(now - msFromTimestamp(s.created));
 
 /** The columns of a snapshot table (`snapshot list`, `snapshot prune`). */
 function snapshotColumns(now: number, first = "NAME"): Column<SnapshotInfo>[] {

@@ -1,5 +1,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Clock, type Logger, RpcError, rethrowAborted } from "../core/index.js";
+import {
+  type Clock,
+  type Logger,
+  msFromTimestamp,
+  RpcError,
+  rethrowAborted,
+} from "../core/index.js";
 import {
   type DomainState,
   type DomainStatus,
@@ -20,7 +26,6 @@ import { createAgentOperationCaller } from "./agent-operation-call.js";
 import type { AgentOperations } from "./agent-operations.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
-import { msFromTimestamp } from "./timestamp.js";
 
 /** Options of {@link createAgentExecutors}. */
 export interface AgentExecutorsOptions {

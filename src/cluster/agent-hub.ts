@@ -4,12 +4,14 @@ import {
   type Clock,
   defineService,
   type Logger,
+  msFromTimestamp,
   principalOf,
   RpcError,
   repeatLimitedLogger,
   type ServiceBinding,
   silentLogger,
   throwIfAborted,
+  timestampFromMs,
   validateMessage,
 } from "../core/index.js";
 import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
@@ -33,7 +35,6 @@ import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
-import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import { createTransferHandlers } from "./transfer-handlers.js";
 import { createTransferRelay, type TransferRelay } from "./transfer-relay.js";
 

@@ -1,6 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError, throwIfAborted } from "../core/index.js";
+import {
+  type Clock,
+  type Logger,
+  RpcError,
+  throwIfAborted,
+  timestampFromMs,
+} from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -14,7 +20,6 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import { decodeMessage, type KvStore, keyValueOf } from "../store/index.js";
 import { type AgentOperations, operationKey } from "./agent-operations.js";
-import { timestampFromMs } from "./timestamp.js";
 
 /** Options of {@link createAgentOperationCaller}. */
 export interface AgentOperationCallerOptions {

@@ -1,5 +1,5 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import { type Clock, RpcError, timestampFromMs } from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -24,7 +24,6 @@ import {
   type Versioned,
 } from "../store/index.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
-import { timestampFromMs } from "./timestamp.js";
 import { currentGeneration } from "./vm-placement.js";
 
 /** Key family of agent operations: operations/<node>/<operation id>. */

@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import type { Clock, Logger } from "../core/index.js";
+import { timestampFromMs } from "../core/index.js";
 import { type HypervisorDriver, vmStateOf } from "../drivers/index.js";
 import { NodeIdSchema, StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import { HealthSchema, type NodeInfo } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import type { Inventory } from "./inventory.js";
-import { timestampFromMs } from "./timestamp.js";
 
 /** A node the daemon drives itself (no agent heartbeats for it): what it registers as and its driver. */
 export interface ReportedNode {

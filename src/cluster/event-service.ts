@@ -8,6 +8,7 @@ import {
   RpcError,
   type ServiceBinding,
   scopeOf,
+  timestampFromMs,
 } from "../core/index.js";
 import {
   type Event,
@@ -18,7 +19,6 @@ import {
 } from "../gen/debvisor/v1/event_pb.js";
 import type { EventFilter, EventLog, EventObjectKind as Kind, StoredEvent } from "./event-log.js";
 import { shownJobId } from "./replication-handlers.js";
-import { timestampFromMs } from "./timestamp.js";
 import { createWatchQuota, type WatchQuota } from "./watch-quota.js";
 
 const KINDS: Readonly<Record<number, Kind | undefined>> = {

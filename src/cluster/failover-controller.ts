@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, toRpcError } from "../core/index.js";
+import { type Clock, type Logger, msFromTimestamp, toRpcError } from "../core/index.js";
 import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -9,7 +9,6 @@ import { createHaRestore, FAILOVER_RECORDS, lostReportOf } from "./ha-restore.js
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { reportedHolding, reportedReady } from "./stale-copies.js";
 import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-removal.js";
-import { msFromTimestamp } from "./timestamp.js";
 import { readPlacement } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
 

@@ -6,7 +6,13 @@ import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { connectInProcess, hubOn } from "../../test/helpers/agent-stream.js";
 import { eventually } from "../../test/helpers/eventually.js";
-import { RpcError, silentLogger, systemClock } from "../core/index.js";
+import {
+  msFromTimestamp,
+  RpcError,
+  silentLogger,
+  systemClock,
+  timestampFromMs,
+} from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -18,7 +24,6 @@ import {
   noteSelfFenced,
 } from "./ha-restore.js";
 import { createInventory } from "./inventory.js";
-import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /** An HA restore on `store` whose nodes' starts run `start`; restart limit 3 in 1 h. */
 function restoreOn(

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Logger, RpcError, silentLogger, toRpcError } from "../core/index.js";
+import { type Logger, msFromTimestamp, RpcError, silentLogger, toRpcError } from "../core/index.js";
 import {
   type FailoverRecord,
   FailoverRecordSchema,
@@ -19,7 +19,6 @@ import {
 } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
-import { msFromTimestamp } from "./timestamp.js";
 import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */

@@ -2,6 +2,7 @@
 // operations (snapshots, retention, replication jobs and their scheduler),
 // and the transport-neutral handlers of the debvisor.v1 services.
 
+export { msFromTimestamp, timestampFromMs } from "../core/index.js";
 export type { AgentExecutorsOptions } from "./agent-executors.js";
 export { createAgentExecutors, EXECUTOR_PRINCIPAL } from "./agent-executors.js";
 export type { AgentHub, AgentHubOptions, AgentRefusal, HeartbeatOutcome } from "./agent-hub.js";
@@ -97,7 +98,6 @@ export type { StaleCopyDecision } from "./stale-copy-removal.js";
 export type { StorageServiceDeps } from "./storage-service.js";
 export { createStorageService } from "./storage-service.js";
 export { createEventTenants, createTargetResolvers } from "./tenancy.js";
-export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type {
   IssuedTransfer,
   TransferBinding,

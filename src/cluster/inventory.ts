@@ -2,11 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import {
   type Clock,
   type Logger,
+  msFromTimestamp,
   nodeKey,
   RpcError,
   sameFieldsExcept,
   sameNode,
   silentLogger,
+  timestampFromMs,
 } from "../core/index.js";
 import {
   type NodeRecord,
@@ -40,7 +42,6 @@ import type { EventSink } from "./event-recorder.js";
 import { createFacedRecords, withVms } from "./faced-records.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
-import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 import {
   confirmsPlacement,
   firstGeneration,

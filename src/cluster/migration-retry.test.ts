@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "../core/index.js";
 import {
   type Migration,
   MigrationKind,
@@ -8,7 +9,6 @@ import {
   MigrationState,
 } from "../gen/debvisor/v1/migration_pb.js";
 import { type MigrateSpec, RETRY_WINDOW_MS, retriedMigration } from "./migration-retry.js";
-import { timestampFromMs } from "./timestamp.js";
 
 const NOW = 1_000_000_000;
 const spec: MigrateSpec = { vmId: "vm-1", allowDowntime: false, requestedBy: "alice" };

@@ -1,7 +1,6 @@
-import { sameNode } from "../core/index.js";
+import { msFromTimestamp, sameNode } from "../core/index.js";
 import { type Migration, MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { isActive } from "./migration-records.js";
-import { msFromTimestamp } from "./timestamp.js";
 
 /**
  * How long after a migration succeeded the same MigrateVM, retried, answers

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { msFromTimestamp, timestampFromMs } from "../core/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
@@ -16,7 +17,6 @@ import type {
   MigrationJobPhase,
   MigrationJobStatus,
 } from "./migration-job.js";
-import { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 
 /**
  * The two places a {@link MigrationJob} leaves the domain: the store's

@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import type { Clock, Logger } from "../core/index.js";
+import { timestampFromMs } from "../core/index.js";
 import type { OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
 import type { AgentOperations } from "./agent-operations.js";
-import { timestampFromMs } from "./timestamp.js";
 
 /**
  * Ends the open operations of `nodeId` that `matches` accepts, CANCELLED

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { msFromTimestamp } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -12,7 +13,6 @@ import {
 import { FAILOVER_RECORDS } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
-import { msFromTimestamp } from "./timestamp.js";
 import { mayTakePlacement, placementChange } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
 

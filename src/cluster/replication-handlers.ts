@@ -12,6 +12,7 @@ import {
   type ServiceImpl,
   sameNode,
   scopeOf,
+  timestampFromMs,
 } from "../core/index.js";
 import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
 import {
@@ -35,7 +36,6 @@ import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
 import { resolveReplicationPolicy } from "./replication-policy.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { filteredScope } from "./tenancy.js";
-import { timestampFromMs } from "./timestamp.js";
 
 type Handlers = Pick<
   ServiceImpl<typeof StorageService>,

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError, sameNode } from "../core/index.js";
+import { type Clock, RpcError, sameNode, timestampFromMs } from "../core/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -28,7 +28,6 @@ import {
   type TxnOp,
 } from "../store/index.js";
 import { operationKey } from "./agent-operations.js";
-import { timestampFromMs } from "./timestamp.js";
 
 /** Key family of the lifecycle's operation index: vm-operations/<id>. */
 export const VM_OPERATIONS_PREFIX = "vm-operations/";

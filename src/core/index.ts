@@ -74,5 +74,6 @@ export {
   tenantKeySegment,
 } from "./tenant-key.js";
 export { timeoutSignal } from "./timeout-signal.js";
+export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type { StringRule } from "./validate.js";
 export { checkNumber, checkString, ID_HINT, ID_PATTERN, invalid } from "./validate.js";

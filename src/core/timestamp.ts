@@ -10,8 +10,8 @@ export function timestampFromMs(ms: number): Timestamp {
   });
 }
 
-/** A debvisor.v1.Timestamp as epoch milliseconds (0 when unset). */
-export function msFromTimestamp(ts: Timestamp | undefined): number {
+/** A debvisor.v1.Timestamp (or any seconds and nanos) as epoch milliseconds (0 when unset). */
+export function msFromTimestamp(ts: { seconds: bigint; nanos: number } | undefined): number {
   if (ts === undefined) return 0;
   return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
 }
