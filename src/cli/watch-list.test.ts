@@ -145,6 +145,43 @@ describe("watchList", () => {
     assert.match(err, /the watch broke \(connection reset\)/);
   });
 
+  it("lists anew, not resumed, when the server ends the watch because the caller's access changed", async () => {
+    const changed = new grpc.Metadata();
+    changed.set("debvisor-error-reason", "ACCESS_CHANGED");
+    const since: string[] = [];
+    const streams = [FIRST, SECOND];
+    const ctx = createCliContext(
+      { output: "table" },
+      { out: () => {}, err: () => {}, env: { NO_COLOR: "1" }, tty: { stdout: false } },
+    );
+    await assert.rejects(
+      watchList(ctx, {
+        columns: COLUMNS,
+        key: (v) => v.id,
+        sortBy: "id",
+        name: "vm",
+        json: (v) => messageJson(VmInfoSchema, v),
+        item: (e: VmEvent) => e.vm,
+        reconnect: { firstMs: 1, maxMs: 20 },
+        open: (_watch, from) => {
+          since.push(from.sinceRevision);
+          const events = streams.shift() ?? [];
+          const last = streams.length === 0;
+          return (async function* (): AsyncGenerator<VmEvent> {
+            yield* events;
+            throw new CallError("watch", {
+              code: last ? grpc.status.PERMISSION_DENIED : grpc.status.UNAVAILABLE,
+              details: "access changed",
+              metadata: last ? undefined : changed,
+            });
+          })();
+        },
+      }),
+      (e: unknown) => e instanceof CallError && e.code === grpc.status.PERMISSION_DENIED,
+    );
+    assert.deepEqual(since, ["", ""], "opened again from nothing, not from e1-2");
+  });
+
   it("fails at once when the first open is refused: a watch that never started is not waited for", async () => {
     const { err, since } = await runEnding(grpc.status.UNAVAILABLE, false, "table", [], SECOND);
     assert.deepEqual(since, [""], "opened once");

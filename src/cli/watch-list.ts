@@ -210,6 +210,8 @@ export async function watchList<T, E extends { header?: WatchEventHeader }>(
           (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.INTERNAL);
         brokeAt ??= Date.now();
         if (!retry || !started || Date.now() - brokeAt > again.forMs) throw e;
+        // The caller's access changed: not resumed, the whole list again, as it may see it now.
+        if (e.trailer("debvisor-error-reason") === "ACCESS_CHANGED") since = "";
         // Said once per break, not at every try while the server is away.
         if (failures === 0)
           ctx.err(
