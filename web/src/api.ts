@@ -124,24 +124,30 @@ export async function follow<T>(
   signal: AbortSignal,
   onError: (message: string) => void = () => {},
   reopenAtEnd = false,
+  onBreak: (err: unknown) => void = () => {},
 ): Promise<void> {
   let delay = 1000;
   while (!signal.aborted) {
+    let delivered = false;
+    const openedAt = Date.now();
     try {
       for await (const item of open(signal)) {
         delay = 1000;
+        delivered = true;
         onItem(item);
       }
       if (!reopenAtEnd) return;
       await new Promise((r) => setTimeout(r, delay));
     } catch (err) {
       if (signal.aborted) return;
-      if (
-        err instanceof ConnectError &&
-        err.code === Code.Unauthenticated &&
-        !(await refreshSession())
-      )
-        return;
+      onBreak(err);
+      if (err instanceof ConnectError && err.code === Code.Unauthenticated) {
+        if (!(await refreshSession())) return;
+        // A stream that worked until its access token ran out (the server ends it then; a
+        // quiet one delivers nothing meanwhile): open it again at once with the new one,
+        // with nothing to tell.
+        if (delivered || Date.now() - openedAt > 2000) continue;
+      }
       if (
         err instanceof ConnectError &&
         (err.code === Code.NotFound ||
@@ -213,5 +219,13 @@ export function watchList<E extends { header?: WatchEventHeader }, T>(
       onError(m);
     },
     true,
+    (err) => {
+      // The caller's access changed: not resumed, the whole list as it may see it now.
+      if (
+        err instanceof ConnectError &&
+        err.metadata.get("debvisor-error-reason") === "ACCESS_CHANGED"
+      )
+        revision = "";
+    },
   );
 }
