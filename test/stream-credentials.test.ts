@@ -6,11 +6,12 @@ import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { VmService } from "../src/gen/debvisor/v1/vm_pb.js";
-import { type VmEvent, WatchEventType, WatchService } from "../src/gen/debvisor/v1/watch_pb.js";
+import { WatchService } from "../src/gen/debvisor/v1/watch_pb.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
+import { changeSeenBy, followStream, vmWatchSynced } from "./helpers/stream-follow.js";
 
 const PASSWORD = "streams-have-a-long-password";
 
@@ -31,38 +32,7 @@ describe("long-lived streams end with the access that opened them", () => {
   const channels: grpc.Client[] = [];
   const clients = (ctx: ResolvedContext) => devClients(ctx, channels);
   let root: ReturnType<typeof clients>;
-  let probeCount = 0;
-
-  /** Reads a stream in the background: its events and how it ended. */
-  function follow(stream: AsyncIterable<VmEvent>) {
-    const state = { events: [] as VmEvent[], ended: undefined as string | undefined };
-    const done = (async () => {
-      try {
-        for await (const e of stream) state.events.push(e);
-        state.ended = "completed";
-      } catch (err) {
-        const e = err as { code?: number; rawMessage?: string; message?: string };
-        state.ended = `code ${e.code ?? "?"}: ${e.rawMessage ?? e.message ?? String(err)}`;
-      }
-    })();
-    return { state, done };
-  }
-
-  /**
-   * Changes vm-001 (an acme VM) as the cluster admin and reports whether the
-   * stream delivered that change before it ended (or within 15 s).
-   */
-  async function deliveredAfterLoss(state: { events: VmEvent[]; ended: string | undefined }) {
-    probeCount++;
-    const value = `after-${probeCount}`;
-    await root.vms.setVmLabels({ vmId: "vm-001", set: { "stream-access": value } });
-    const delivered = () => state.events.some((e) => e.vm?.labels?.["stream-access"] === value);
-    await eventually(() => delivered() || state.ended !== undefined, { timeoutMs: 15_000 });
-    return { delivered: delivered(), ended: state.ended };
-  }
-
-  const synced = (state: { events: VmEvent[] }) =>
-    eventually(() => assert.ok(state.events.some((e) => e.header?.type === WatchEventType.SYNCED)));
+  let deliveredAfterLoss: ReturnType<typeof changeSeenBy>;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-stream-access-"));
@@ -80,6 +50,7 @@ describe("long-lived streams end with the access that opened them", () => {
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
     root = clients(admin);
+    deliveredAfterLoss = changeSeenBy(root.vms, "vm-001", "stream-access");
     panelUrl = String(daemon.logs.find((l) => l.msg === "serving")?.panelUrl);
     ca = devCa(dir);
     panelAdmin = panelBrowser(panelUrl, ca);
@@ -105,9 +76,9 @@ describe("long-lived streams end with the access that opened them", () => {
     });
     const bot = clients(bearerContext(admin, key.token));
     const stop = new AbortController();
-    const { state, done } = follow(bot.watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(bot.watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       await root.access.revokeApiKey({ id: key.key?.id ?? "" });
       assert.equal(
         (await callOutcome(bot.vms.listVms({}))).code,
@@ -136,9 +107,9 @@ describe("long-lived streams end with the access that opened them", () => {
     });
     const bot = clients(bearerContext(admin, key.token));
     const stop = new AbortController();
-    const { state, done } = follow(bot.watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(bot.watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       await eventually(
         async () => assert.equal((await callOutcome(bot.vms.listVms({}))).code, 16),
         {
@@ -165,9 +136,9 @@ describe("long-lived streams end with the access that opened them", () => {
     const auditor = clients(bearerContext(admin, key.token));
     assert.ok((await auditor.vms.listVms({})).vms.some((v) => v.id === "vm-001"));
     const stop = new AbortController();
-    const { state, done } = follow(auditor.watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(auditor.watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       await root.access.setBinding({ principal: "acme-auditor", roles: [], tenant: "acme" });
       await eventually(async () =>
         assert.equal((await callOutcome(auditor.vms.listVms({}))).code, 7),
@@ -191,16 +162,16 @@ describe("long-lived streams end with the access that opened them", () => {
     const key = await root.access.createApiKey({ principal: "two-tenants", roles: ["monitor"] });
     const both = clients(bearerContext(admin, key.token));
     const stop = new AbortController();
-    const { state, done } = follow(both.watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(both.watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       await root.access.setBinding({ principal: "two-tenants", roles: [], tenant: "acme" });
       const r = await deliveredAfterLoss(state);
       assert.equal(r.delivered, false, `acme's change delivered after acme was taken (${r.ended})`);
       assert.match(String(r.ended), /^code 14/, "UNAVAILABLE (ACCESS_CHANGED): open it again");
       // Opened again, it shows what the caller may see now: no acme VM.
-      const again = follow(both.watch.watchVms({}, { signal: stop.signal }));
-      await synced(again.state);
+      const again = followStream(both.watch.watchVms({}, { signal: stop.signal }));
+      await vmWatchSynced(again.state);
       assert.ok(!again.state.events.some((e) => e.vm?.tenant === "acme"), "no acme VM after");
       stop.abort();
       await again.done;
@@ -223,9 +194,9 @@ describe("long-lived streams end with the access that opened them", () => {
     const watch = erin.client(WatchService);
     const vms = erin.client(VmService);
     const stop = new AbortController();
-    const { state, done } = follow(watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       await root.access.setBinding({ principal: "user:erin", roles: [], tenant: "acme" });
       // A new call of the live session is decided on the bindings in force (panel-oidc.md) ...
       await eventually(async () => {
@@ -264,9 +235,9 @@ describe("long-lived streams end with the access that opened them", () => {
     const grpcDora = clients(bearerContext(admin, access));
     assert.equal((await callOutcome(grpcDora.vms.listVms({}))).code, 0);
     const stop = new AbortController();
-    const { state, done } = follow(grpcDora.watch.watchVms({}, { signal: stop.signal }));
+    const { state, done } = followStream(grpcDora.watch.watchVms({}, { signal: stop.signal }));
     try {
-      await synced(state);
+      await vmWatchSynced(state);
       const ended = await panelAdmin.auth("users", { action: "end-sessions", user: "dora" });
       assert.equal(ended.status, 200, JSON.stringify(ended.json));
       assert.equal(ended.json.sessionsEnded, 1);

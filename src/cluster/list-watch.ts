@@ -54,6 +54,12 @@ export interface ListWatch<T> {
   watch(
     view: WatchView<T>,
     since: string,
+    /**
+     * Names the view (the caller's access): revisions carry it, and a watch
+     * resumes only from one of the same view. A caller whose access changed
+     * gets the whole list again, so what it may no longer see goes.
+     */
+    viewKey: string,
     signal: AbortSignal,
   ): AsyncGenerator<WatchChange<T> | WatchSynced>;
 }
@@ -122,14 +128,16 @@ export function createListWatch<T extends object>(options: ListWatchOptions<T>):
     return pending;
   }
 
-  const revision = (seq: number) => `${epoch}-${seq}`;
-  const held = (since: string): Snapshot<T> | undefined => {
-    const [e, seq] = since.split("-");
-    return e === epoch ? history.find((s) => String(s.seq) === seq) : undefined;
-  };
-
   return {
-    async *watch(view, since, signal) {
+    async *watch(view, since, viewKey, signal) {
+      // `<epoch>-<seq>[-<view>]`: another process's, or another view's, is not resumed from.
+      const revision = (seq: number) => `${epoch}-${seq}${viewKey === "" ? "" : `-${viewKey}`}`;
+      const held = (from: string): Snapshot<T> | undefined => {
+        const [e, seq, key = ""] = from.split("-");
+        return e === epoch && key === viewKey
+          ? history.find((s) => String(s.seq) === seq)
+          : undefined;
+      };
       const shown = new Map<string, { item: T; digest: string }>();
       const show = (snap: Snapshot<T>): WatchChange<T>[] => {
         const out: WatchChange<T>[] = [];

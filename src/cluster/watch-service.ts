@@ -147,7 +147,12 @@ export function createWatchService(deps: WatchServiceDeps): ServiceBinding {
       release();
     }
     async function* changes(): AsyncGenerator<E> {
-      for await (const change of watch.watch(view, from?.sinceRevision ?? "", signal)) {
+      for await (const change of watch.watch(
+        view,
+        from?.sinceRevision ?? "",
+        ctx.scope?.access ?? "",
+        signal,
+      )) {
         if (change.type === "synced")
           yield event(
             create(WatchEventHeaderSchema, {

@@ -77,6 +77,13 @@ export interface CallScope {
    * no tenant: cluster-wide callers only). Lists keep only what passes.
    */
   canSee(tenant: string): boolean;
+  /**
+   * A short digest (hex) of everything that decides the caller's access (its
+   * roles, bindings and their grants), equal as long as that is: a watch's
+   * revisions carry it, so a watch resumed after the access changed lists
+   * anew. Undefined when no authorization stage ran.
+   */
+  readonly access?: string;
 }
 
 /**

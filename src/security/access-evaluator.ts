@@ -86,7 +86,12 @@ export function accessOf(policy: AccessPolicy, principal: Principal): string {
     }
     byPrincipal.set(policy, index);
   }
-  const own = (index.get(principal.id) ?? []).map((b) => [b.tenant ?? null, [...b.roles].sort()]);
+  // A credential confined to a tenant counts its cluster-wide bindings and that tenant's only.
+  const own = (index.get(principal.id) ?? [])
+    .filter(
+      (b) => principal.tenant === undefined || (b.tenant ?? principal.tenant) === principal.tenant,
+    )
+    .map((b) => [b.tenant ?? null, [...b.roles].sort()]);
   own.sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1));
   const roles = new Set([...principal.roles, ...own.flatMap(([, r]) => r as string[])]);
   return JSON.stringify([

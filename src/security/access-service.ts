@@ -154,15 +154,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
           throw new RpcError("INVALID_ARGUMENT", { message: "roles: at least one" });
         const target = req.principal === "" ? caller.id : req.principal;
         assertPrincipalName(target);
-        // A key's principal is named as the key's own: one named like another source's person
-        // (`jwt:<iss>:<sub>`, a panel `user:`, an `oidc:` sign-in) would act and be audited as
-        // them. Only a cluster-wide caller may make one (say, for a migration of identities).
-        if (target !== caller.id && /^(jwt|oidc|user):/i.test(target) && !scopeOf(ctx).clusterWide)
-          throw new RpcError("ESCALATION_DENIED", {
-            cause: new Error(
-              `${caller.id} may not make keys for another source's identity ${target}`,
-            ),
-          });
+        assertMayKeyFor(caller.id, target, scopeOf(ctx).clusterWide);
         // A key for another principal carries that principal's bindings too.
         assertCanActAs(
           deps.policy(),
@@ -202,6 +194,7 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
         const old = await deps.apiKeys.get(req.id, ctx.signal);
         if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
         // The new token acts as the key's principal: only someone who could make that key may rotate it.
+        assertMayKeyFor(caller.id, old.principal, scopeOf(ctx).clusterWide);
         assertCanActAs(
           deps.policy(),
           caller,
@@ -302,4 +295,17 @@ export function createAccessService(deps: AccessServiceDeps): ServiceBinding {
       },
     },
   );
+}
+
+/**
+ * A key's principal is named as the key's own: one named like another
+ * source's person (`jwt:<iss>:<sub>`, a panel `user:`, an `oidc:` sign-in)
+ * would act and be audited as them. Only a cluster-wide caller may make or
+ * rotate one (say, for a migration of identities); ESCALATION_DENIED else.
+ */
+function assertMayKeyFor(caller: string, principal: string, clusterWide: boolean): void {
+  if (principal !== caller && /^(jwt|oidc|user):/i.test(principal) && !clusterWide)
+    throw new RpcError("ESCALATION_DENIED", {
+      cause: new Error(`${caller} may not hold keys for another source's identity ${principal}`),
+    });
 }

@@ -77,6 +77,8 @@ export interface ApiKeys {
    * while it still would, or when there is no copy to tell.
    */
   failureInCopy(id: string): ApiKeyFailure | undefined;
+  /** The key's expiry as the copy holds it now (epoch ms); undefined when none or not held. */
+  expiryInCopy(id: string): number | undefined;
   /** Tells `listener` of every change of the copy (keys from loadApiKeys; else never). */
   onChange(listener: () => void): () => void;
   /** Stops following the store (keys from loadApiKeys). */
@@ -238,6 +240,10 @@ export function createApiKeys(
       if (mirror === undefined) return undefined;
       const r = mirror.values().get(id);
       return r === undefined ? "unknown" : deadKey(r, clock.now());
+    },
+    expiryInCopy(id) {
+      const at = mirror?.values().get(id)?.expiresAtMs ?? 0n;
+      return at === 0n ? undefined : Number(at);
     },
     onChange: (listener) => mirror?.onChange(() => listener()) ?? (() => {}),
     close: () => mirror?.close(),

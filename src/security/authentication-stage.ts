@@ -29,14 +29,17 @@ export interface AuthenticationOptions {
   };
   /** Tells of each panel session that ends (its id), so that its streams end too. */
   readonly sessionEnds?: (listener: (sessionId: string) => void) => () => void;
+  /** Tells of changes that may refuse a token accepted before (config reloads, bindings): JWT streams verify theirs again. */
+  readonly credentialChanges?: (listener: () => void) => () => void;
   /** For tokens' and keys' expiry; the system clock when not given. */
   readonly clock?: Clock;
 }
 
-/** When a stream's credential runs out, and the panel session it belongs to. */
+/** When a stream's credential runs out, the panel session it belongs to, and its token (JWTs). */
 interface CredentialLife {
   expiresAtMs?: number;
   sessionId?: string;
+  token?: string;
 }
 
 /** Failed answers held back at once at most; past this, failures are answered at once (memory stays bounded). */
@@ -128,6 +131,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
           };
           life.expiresAtMs = r.identity.expiresAtMs;
           life.sessionId = r.identity.sessionId;
+          life.token = token;
         }
       } else {
         const r = await apiKeys.verify(token, ctx.signal);
@@ -182,31 +186,74 @@ function credentialLife(
     ];
   const keyId = principal.keyId;
   if (keyId !== undefined) {
+    // A key made on another daemon a moment ago may not be in this one's copy yet (verify()
+    // read it from the store): absent counts as removed only once the copy has held it.
+    let held = apiKeys.inCopy(keyId);
     return [
       () => {
+        held ||= apiKeys.inCopy(keyId);
         const failure = apiKeys.failureInCopy(keyId);
-        return failure === undefined ? undefined : gone(`API key ${failure} during the stream`);
+        return failure === undefined || (failure === "unknown" && !held)
+          ? undefined
+          : gone(`API key ${failure} during the stream`);
       },
-      allOf(apiKeys.onChange, at(life.expiresAtMs, now)),
+      // The expiry as the copy holds it now: a rotation moves the old key's to its grace's end.
+      (listener) => {
+        let stopTimer = at(life.expiresAtMs, now)(listener);
+        const stopChanges = apiKeys.onChange(() => {
+          stopTimer();
+          stopTimer = at(apiKeys.expiryInCopy(keyId) ?? life.expiresAtMs, now)(listener);
+          listener();
+        });
+        return () => {
+          stopChanges();
+          stopTimer();
+        };
+      },
     ];
   }
   let ended = false;
+  let refused = false;
   const sid = life.sessionId;
   return [
     () =>
       ended
         ? gone("panel session ended during the stream")
-        : life.expiresAtMs !== undefined && now() >= life.expiresAtMs
-          ? gone("token expired during the stream")
-          : undefined,
-    allOf(at(life.expiresAtMs, now), (listener) =>
-      sid === undefined || options.sessionEnds === undefined
-        ? () => {}
-        : options.sessionEnds((ended_) => {
-            if (ended_ !== sid) return;
-            ended = true;
+        : refused
+          ? gone("token no longer accepted during the stream")
+          : life.expiresAtMs !== undefined && now() >= life.expiresAtMs
+            ? gone("token expired during the stream")
+            : undefined,
+    allOf(
+      at(life.expiresAtMs, now),
+      (listener) =>
+        sid === undefined || options.sessionEnds === undefined
+          ? () => {}
+          : options.sessionEnds((endedId) => {
+              if (endedId !== sid) return;
+              ended = true;
+              listener();
+            }),
+      // Issuers reloaded (one removed, its allowed roles or tenants changed), sessions ended
+      // on another daemon: the token is verified again on each change of what decides.
+      (listener) =>
+        options.credentialChanges?.(() => {
+          const verifier = options.jwt();
+          const token = life.token;
+          if (verifier === undefined || token === undefined) {
+            refused = true;
             listener();
-          }),
+            return;
+          }
+          verifier.verify(token).then(
+            (r) => {
+              if (!("failure" in r)) return;
+              refused = true;
+              listener();
+            },
+            () => {},
+          );
+        }) ?? (() => {}),
     ),
   ];
 }

@@ -1,6 +1,6 @@
+import { createHash } from "node:crypto";
 import {
   type CallScope,
-  mapStream,
   principalOf,
   type Reason,
   RpcError,
@@ -17,7 +17,8 @@ import {
   rolesIn,
   tenantsOf,
 } from "./access-evaluator.js";
-import { endWhen, type Subscribe } from "./stream-end.js";
+import { keepAuthorized } from "./stream-authorization.js";
+import type { Subscribe } from "./stream-end.js";
 
 /** Finds the tenants of each kind of target a method may declare (see TargetDecl). */
 export type TargetResolvers = Partial<Record<TargetKind, TargetResolver>>;
@@ -129,36 +130,28 @@ export function createAuthorizationStage(
         decision = decideIn(p, principal, permission, resource, granted);
       }
     }
+    let access: string | undefined;
     const scope: CallScope = Object.freeze({
       tenant: acting,
       clusterWide: cluster.allowed,
       canSee,
+      // Worked out only when asked (a watch): most calls never need it.
+      get access() {
+        access ??= createHash("sha256").update(accessOf(p, principal)).digest("hex").slice(0, 12);
+        return access;
+      },
     });
     ctx.notes.decision = "allow";
     ctx.notes.reason = decision.reason;
     ctx.notes.tenant = acting;
     const result = await next({ ...invocation, ctx: { ...ctx, tenant: acting, scope } });
-    if (onPolicyChange === undefined) return result;
-    // Decided once, with the policy of the start: a stream ends when the caller's access
-    // changes (a binding removed, a role's grants edited), denied or to be opened again.
-    const had = accessOf(p, principal);
-    return mapStream(result, (responses) =>
-      endWhen(
-        responses,
-        () => {
-          const now = policy();
-          if (now === p || accessOf(now, principal) === had) return undefined;
-          const still = decide(now, principal, permission, resource);
-          ctx.log.info(
-            { permission, allowed: still.allowed },
-            "stream ended: the caller's access changed",
-          );
-          return still.allowed
-            ? new RpcError("ACCESS_CHANGED")
-            : new RpcError("PERMISSION_DENIED", { cause: new Error(still.reason) });
-        },
-        onPolicyChange,
-      ),
-    );
+    return keepAuthorized(result, {
+      ctx,
+      policy,
+      onPolicyChange,
+      atStart: p,
+      resource,
+      scope: cluster.allowed ? undefined : acting,
+    });
   };
 }

@@ -43,7 +43,7 @@ export interface JwtIdentity {
    * carries one, and its principal is `jwt:<iss>:<sub>`.
    */
   readonly principal?: string;
-  /** When the token stops being valid (`exp`), if it says. */
+  /** When verify() stops taking the token (`exp` and the skew tolerated), if it says. */
   readonly expiresAtMs?: number;
   /** The panel's session the token belongs to (panel tokens only). */
   readonly sessionId?: string;
@@ -133,7 +133,9 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
             return { failure: `tenant ${claimed} not allowed for this issuer` };
           tenant = claimed;
         }
-        const expiresAtMs = typeof payload.exp === "number" ? payload.exp * 1000 : undefined;
+        // As verify() judges it: `exp` plus the skew it tolerates.
+        const expiresAtMs =
+          typeof payload.exp === "number" ? (payload.exp + c.clockSkewSeconds) * 1000 : undefined;
         return { identity: { subject: payload.sub, issuer: c.issuer, roles, tenant, expiresAtMs } };
       } catch (err) {
         return { failure: (err as { code?: string }).code ?? (err as Error).message };

@@ -154,8 +154,9 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
       const nextJwt = jwtVerifierFromConfig(next, clock);
       return () => {
         configPolicy = nextPolicy;
-        changed();
+        // The verifier first: streams check their tokens again on the change.
         jwt = nextJwt;
+        changed();
       };
     },
   };

@@ -170,6 +170,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       lockout,
       revocations,
       sessionEnds: panelSessions?.onEnd,
+      credentialChanges: security.onPolicyChange,
       clock,
     }),
     ...(skipAuthorization
