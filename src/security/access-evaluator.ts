@@ -68,14 +68,8 @@ export function rolesIn(
 /** Each policy's bindings by principal, built once per policy (a policy is never changed, only replaced). */
 const byPrincipal = new WeakMap<AccessPolicy, Map<string, Binding[]>>();
 
-/**
- * What a principal may do, as one comparable string: its credential's roles
- * and tenant, its bindings, and the grants of every role they name. Equal
- * strings: every decision for the principal comes out the same. It reads
- * the principal's own bindings only (indexed per policy), so a policy change
- * costs each open stream little however many bindings there are.
- */
-export function accessOf(policy: AccessPolicy, principal: Principal): string {
+/** `policy`'s bindings of principal `id`, from an index built once per policy. */
+function ownBindings(policy: AccessPolicy, id: string): readonly Binding[] {
   let index = byPrincipal.get(policy);
   if (index === undefined) {
     index = new Map();
@@ -86,8 +80,36 @@ export function accessOf(policy: AccessPolicy, principal: Principal): string {
     }
     byPrincipal.set(policy, index);
   }
+  return index.get(id) ?? [];
+}
+
+/**
+ * The part of `policy` that decides for `principal`: its bindings and the
+ * roles they and its credential name. Every decision for the principal comes
+ * out as on the whole policy, and a call or stream that keeps it does not
+ * keep every binding of the cluster alive (a policy per node enrolment,
+ * kept by each node's stream, grew with the square of the nodes).
+ */
+export function policySlice(policy: AccessPolicy, principal: Principal): AccessPolicy {
+  const bindings = ownBindings(policy, principal.id);
+  const roles = new Map<string, Role>();
+  for (const name of [...principal.roles, ...bindings.flatMap((b) => b.roles)]) {
+    const role = policy.roles.get(name);
+    if (role !== undefined) roles.set(name, role);
+  }
+  return { roles, bindings };
+}
+
+/**
+ * What a principal may do, as one comparable string: its credential's roles
+ * and tenant, its bindings, and the grants of every role they name. Equal
+ * strings: every decision for the principal comes out the same. It reads
+ * the principal's own bindings only (indexed per policy), so a policy change
+ * costs each open stream little however many bindings there are.
+ */
+export function accessOf(policy: AccessPolicy, principal: Principal): string {
   // A credential confined to a tenant counts its cluster-wide bindings and that tenant's only.
-  const own = (index.get(principal.id) ?? [])
+  const own = ownBindings(policy, principal.id)
     .filter(
       (b) => principal.tenant === undefined || (b.tenant ?? principal.tenant) === principal.tenant,
     )

@@ -9,11 +9,12 @@ import {
   withPrincipal,
 } from "../core/index.js";
 import { type ApiKeys, apiKeyIdOf } from "./api-keys.js";
-import type { JwtVerifier } from "./jwt-verifier.js";
+import type { JwtIdentity, JwtVerifier } from "./jwt-verifier.js";
 import { jwtSubjectOf, looksLikeJwt } from "./jwt-verifier.js";
 import type { Lockout } from "./lockout.js";
 import { jwtPrincipal } from "./principal-names.js";
 import { sourceGroupOf } from "./source-group.js";
+import { showsView } from "./stream-authorization.js";
 import { allOf, at, endWhen, type Subscribe } from "./stream-end.js";
 
 /** Options of {@link createAuthenticationStage}. */
@@ -29,7 +30,7 @@ export interface AuthenticationOptions {
   };
   /** Tells of each panel session that ends (its id), so that its streams end too. */
   readonly sessionEnds?: (listener: (sessionId: string) => void) => () => void;
-  /** Tells of changes that may refuse a token accepted before (config reloads, bindings): JWT streams verify theirs again. */
+  /** Tells of each config reload (issuers may have changed): JWT streams verify their tokens again. */
   readonly credentialChanges?: (listener: () => void) => () => void;
   /** For tokens' and keys' expiry; the system clock when not given. */
   readonly clock?: Clock;
@@ -63,9 +64,12 @@ const MAX_HELD = 1000;
 export function createAuthenticationStage(options: AuthenticationOptions): Stage {
   const { apiKeys, jwt, lockout } = options;
   let held = 0;
+  const seen = watchCredentialChanges(options);
   return async (invocation, next) => {
     const { ctx } = invocation;
     if (ctx.method.access === "public") return next(invocation);
+    // What changed while this call was verified and went through the later stages counts.
+    const reloadsAtStart = seen.reloads();
     const source = sourceGroupOf(sourceOf(ctx.peer.address));
     const lockedOut = (credential: string, until: number, why: string): RpcError => {
       ctx.notes.decision = "unauthenticated";
@@ -154,7 +158,11 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
     return mapStream(result, (responses) =>
       endWhen(
         responses,
-        ...credentialLife(options, principal as Principal, cert?.serialNumber, life),
+        ...credentialLife(options, seen, principal as Principal, cert?.serialNumber, {
+          ...life,
+          view: showsView(ctx.method.name),
+          reloadsAtStart,
+        }),
       ),
     );
   };
@@ -169,10 +177,14 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
  */
 function credentialLife(
   options: AuthenticationOptions,
+  seen: CredentialChanges,
   principal: Principal,
   serial: string | undefined,
-  life: CredentialLife,
+  given: CredentialLife & { view: boolean; reloadsAtStart: number },
 ): [() => RpcError | undefined, Subscribe] {
+  // Expiry ends a stream that shows what the caller may see; one doing work (a drain started
+  // from the panel) is not cut by a token or key that ran out, only by a revocation.
+  const life = given.view ? given : { ...given, expiresAtMs: undefined };
   const now = () => options.clock?.now() ?? Date.now();
   const gone = (why: string) => new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
   const { revocations, apiKeys } = options;
@@ -193,7 +205,9 @@ function credentialLife(
       () => {
         held ||= apiKeys.inCopy(keyId);
         const failure = apiKeys.failureInCopy(keyId);
-        return failure === undefined || (failure === "unknown" && !held)
+        return failure === undefined ||
+          (failure === "unknown" && !held) ||
+          (failure === "expired" && !life.view)
           ? undefined
           : gone(`API key ${failure} during the stream`);
       },
@@ -202,7 +216,8 @@ function credentialLife(
         let stopTimer = at(life.expiresAtMs, now)(listener);
         const stopChanges = apiKeys.onChange(() => {
           stopTimer();
-          stopTimer = at(apiKeys.expiryInCopy(keyId) ?? life.expiresAtMs, now)(listener);
+          if (life.view)
+            stopTimer = at(apiKeys.expiryInCopy(keyId) ?? life.expiresAtMs, now)(listener);
           listener();
         });
         return () => {
@@ -215,47 +230,85 @@ function credentialLife(
   let ended = false;
   let refused = false;
   const sid = life.sessionId;
+  /** Verifies the token again: refused when the verifier no longer takes it, or takes it as someone else. */
+  const verifyAgain = (listener: () => void) => {
+    const verifier = options.jwt();
+    const token = life.token;
+    const refuse = () => {
+      refused = true;
+      listener();
+    };
+    if (verifier === undefined || token === undefined) return refuse();
+    verifier.verify(token).then((r) => {
+      if ("failure" in r || !sameIdentity(principal, r.identity)) refuse();
+    }, refuse);
+  };
   return [
     () =>
       ended
         ? gone("panel session ended during the stream")
         : refused
-          ? gone("token no longer accepted during the stream")
+          ? gone("token no longer accepted as it was during the stream")
           : life.expiresAtMs !== undefined && now() >= life.expiresAtMs
             ? gone("token expired during the stream")
             : undefined,
     allOf(
       at(life.expiresAtMs, now),
-      (listener) =>
-        sid === undefined || options.sessionEnds === undefined
-          ? () => {}
-          : options.sessionEnds((endedId) => {
-              if (endedId !== sid) return;
-              ended = true;
-              listener();
-            }),
-      // Issuers reloaded (one removed, its allowed roles or tenants changed), sessions ended
-      // on another daemon: the token is verified again on each change of what decides.
-      (listener) =>
-        options.credentialChanges?.(() => {
-          const verifier = options.jwt();
-          const token = life.token;
-          if (verifier === undefined || token === undefined) {
-            refused = true;
+      (listener) => {
+        if (sid === undefined) return () => {};
+        // Ended while the call was on its way here: the session's streams end too.
+        if (seen.endedLately(sid)) {
+          ended = true;
+          listener();
+        }
+        return (
+          options.sessionEnds?.((endedId) => {
+            if (endedId !== sid) return;
+            ended = true;
             listener();
-            return;
-          }
-          verifier.verify(token).then(
-            (r) => {
-              if (!("failure" in r)) return;
-              refused = true;
-              listener();
-            },
-            () => {},
-          );
-        }) ?? (() => {}),
+          }) ?? (() => {})
+        );
+      },
+      // Issuers reloaded (one removed, its claims or allowed roles and tenants changed): the
+      // token is verified again, also for a reload while this call was on its way here.
+      (listener) => {
+        if (seen.reloads() !== life.reloadsAtStart) verifyAgain(listener);
+        return options.credentialChanges?.(() => verifyAgain(listener)) ?? (() => {});
+      },
     ),
   ];
+}
+
+/** Whether a token verified again still names the principal a stream authenticated as. */
+function sameIdentity(principal: Principal, identity: JwtIdentity): boolean {
+  const id = identity.principal ?? jwtPrincipal(identity.issuer, identity.subject);
+  return (
+    id === principal.id &&
+    identity.tenant === principal.tenant &&
+    [...identity.roles].sort().join() === [...principal.roles].sort().join()
+  );
+}
+
+/** Counts of what may refuse a token accepted before, kept by the stage for the calls on their way. */
+interface CredentialChanges {
+  reloads(): number;
+  endedLately(sessionId: string): boolean;
+}
+
+/** Panel sessions ended lately, remembered for the calls on their way; the oldest go first. */
+const ENDED_REMEMBERED = 10_000;
+
+function watchCredentialChanges(options: AuthenticationOptions): CredentialChanges {
+  let reloads = 0;
+  const ended = new Set<string>();
+  options.credentialChanges?.(() => {
+    reloads++;
+  });
+  options.sessionEnds?.((sid) => {
+    ended.add(sid);
+    if (ended.size > ENDED_REMEMBERED) ended.delete(ended.values().next().value as string);
+  });
+  return { reloads: () => reloads, endedLately: (sid) => ended.has(sid) };
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   type Decision,
   decide,
   decideIn,
+  policySlice,
   rolesIn,
   tenantsOf,
 } from "./access-evaluator.js";
@@ -55,7 +56,8 @@ export function createAuthorizationStage(
     const { ctx, request } = invocation;
     if (ctx.method.access === "public") return next(invocation);
     const principal = principalOf(ctx);
-    const p = policy();
+    // Only the caller's part: what the call keeps (canSee, a stream's scope) holds no more.
+    const p = policySlice(policy(), principal);
     const { permission, target } = ctx.method;
     const resource = ctx.method.resource?.(request) ?? {};
     const seen = new Map<string, boolean>();
@@ -149,7 +151,7 @@ export function createAuthorizationStage(
       ctx,
       policy,
       onPolicyChange,
-      atStart: p,
+      had: accessOf(p, principal),
       resource,
       scope: cluster.allowed ? undefined : acting,
     });

@@ -16,7 +16,16 @@ import {
 import { endWhen, type Subscribe } from "./stream-end.js";
 
 /**
- * A stream decided once, with the policy at its start (`atStart`), kept so
+ * Whether a stream method shows what the caller may see (`Watch*`,
+ * `FollowAuditRecords`), as against one doing work (a drain, an agent's
+ * stream, a transfer). Every server stream of debvisor.v1 is one or the other.
+ */
+export function showsView(method: string): boolean {
+  return /^(Watch|Follow)/.test(method);
+}
+
+/**
+ * A stream decided once, with the caller's access at its start (`had`, an accessOf string), kept so
  * while it runs. On each policy change, nothing happens unless the caller's
  * own access changed (accessOf). Then a stream that shows what the caller
  * may see (a watch, a follow) ends: ACCESS_CHANGED (to be opened again and
@@ -32,21 +41,20 @@ export function keepAuthorized(
     ctx: CallContext;
     policy: () => AccessPolicy;
     onPolicyChange: Subscribe | undefined;
-    atStart: AccessPolicy;
+    had: string;
     resource: ResourceRef;
     scope: string | undefined;
   },
 ): CallResult {
-  const { ctx, policy, onPolicyChange, atStart, resource, scope } = o;
+  const { ctx, policy, onPolicyChange, had, resource, scope } = o;
   if (onPolicyChange === undefined) return result;
   const principal = principalOf(ctx);
   const { permission } = ctx.method;
-  const had = accessOf(atStart, principal);
-  const shows = /^(Watch|Follow)/.test(ctx.method.name);
+  const shows = showsView(ctx.method.name);
   const denied = (d: Decision) => new RpcError("PERMISSION_DENIED", { cause: new Error(d.reason) });
   const check = (): RpcError | undefined => {
     const now = policy();
-    if (now === atStart || accessOf(now, principal) === had) return undefined;
+    if (accessOf(now, principal) === had) return undefined;
     if (shows) {
       const still = decide(now, principal, permission, resource);
       ctx.log.info(

@@ -52,6 +52,8 @@ export interface DaemonSecurity {
   policy(): AccessPolicy;
   /** Tells `listener` after each change of the policy in force. */
   onPolicyChange(listener: () => void): () => void;
+  /** Tells `listener` after each configuration reload is put in force (issuers may have changed). */
+  onReload(listener: () => void): () => void;
   /** The configured JWT verifier, if any. */
   jwt(): JwtVerifier | undefined;
   /** Checks `next`'s access settings; the returned function puts them in force. Throws when wrong. */
@@ -114,6 +116,7 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     });
   };
   const policyListeners = new Set<() => void>();
+  const reloadListeners = new Set<() => void>();
   const changed = () => {
     rebuildPolicy();
     for (const l of [...policyListeners]) l();
@@ -148,15 +151,20 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
       policyListeners.add(listener);
       return () => policyListeners.delete(listener);
     },
+    onReload(listener) {
+      reloadListeners.add(listener);
+      return () => reloadListeners.delete(listener);
+    },
     jwt: () => jwt,
     prepareReload(next) {
       const nextPolicy = policyFromConfig(next, devBindings);
       const nextJwt = jwtVerifierFromConfig(next, clock);
       return () => {
         configPolicy = nextPolicy;
-        // The verifier first: streams check their tokens again on the change.
+        // The verifier first: streams verify their tokens again on the reload.
         jwt = nextJwt;
         changed();
+        for (const l of [...reloadListeners]) l();
       };
     },
   };

@@ -170,7 +170,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       lockout,
       revocations,
       sessionEnds: panelSessions?.onEnd,
-      credentialChanges: security.onPolicyChange,
+      credentialChanges: security.onReload,
       clock,
     }),
     ...(skipAuthorization
