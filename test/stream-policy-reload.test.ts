@@ -455,3 +455,59 @@ describe("a panel DrainNode and its 5-minute access token", () => {
     assert.equal(ended, "completed", "the drain was cut at the access token's exp");
   });
 });
+
+describe("a client certificate past its notAfter", () => {
+  const stage = createAuthenticationStage({
+    apiKeys: noKeys,
+    jwt: () => undefined,
+    lockout: createLockout({ clock: createManualClock(Date.now()) }),
+    revocations: { isRevoked: () => false, onChange: () => () => {} },
+  });
+  /** A call of `name` presenting a verified certificate valid until `notAfterMs`. */
+  const withCert = (name: string, notAfterMs: number, signal?: AbortSignal): Invocation => {
+    const inv = streamCall({ name }, signal);
+    const certificate = {
+      commonName: "ops",
+      subject: "CN=ops",
+      issuer: "CN=ca",
+      serialNumber: "0A",
+      fingerprint256: "00",
+      notAfterMs,
+    };
+    return { ...inv, ctx: { ...inv.ctx, peer: { ...inv.ctx.peer, certificate } } };
+  };
+
+  it("is refused on a connection that outlived it", async () => {
+    await assert.rejects(
+      stage(withCert("ListVms", Date.now() - 1000), idleHandler),
+      (e: RpcError) => e.reason === "UNAUTHENTICATED",
+    );
+  });
+
+  it("ends a stream that shows what the caller may see when it is reached, and leaves one doing work", async () => {
+    const stop = new AbortController();
+    try {
+      const watch = await first(
+        await stage(withCert("WatchVms", Date.now() + 400, stop.signal), idleHandler),
+      );
+      const work = await first(
+        await stage(withCert("DrainNode", Date.now() + 400, stop.signal), idleHandler),
+      );
+      assert.deepEqual([watch.got, work.got], ["message 1", "message 1"]);
+      const after = (it: AsyncIterator<unknown>) =>
+        Promise.race([
+          it.next().then(
+            () => "went on",
+            (e: RpcError) => `ended ${e.reason}`,
+          ),
+          new Promise((r) => setTimeout(() => r("still open"), 1500)),
+        ]);
+      assert.deepEqual(await Promise.all([after(watch.it), after(work.it)]), [
+        "ended UNAUTHENTICATED",
+        "still open",
+      ]);
+    } finally {
+      stop.abort();
+    }
+  });
+});

@@ -13,6 +13,8 @@ export interface PeerCertificate {
   readonly serialNumber: string;
   /** SHA-256 fingerprint, colon-separated hex. */
   readonly fingerprint256: string;
+  /** When it stops being valid (epoch ms), when the transport says. */
+  readonly notAfterMs?: number;
 }
 
 /** Who is on the other end of the connection, as the transport knows it. */

@@ -112,7 +112,11 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
       if (cert.commonName === "") await refuse("client certificate has no single CN");
       if (options.revocations?.isRevoked(cert.serialNumber))
         await refuse(`client certificate ${cert.serialNumber} is revoked`);
+      // Verified when the connection was made; a connection outlives it (an hour by default).
+      if (cert.notAfterMs !== undefined && (options.clock?.now() ?? Date.now()) >= cert.notAfterMs)
+        await refuse(`client certificate ${cert.serialNumber} has expired`);
       principal = { id: cert.commonName, method: "mtls", roles: [] };
+      life.expiresAtMs = cert.notAfterMs;
     } else {
       const header = ctx.headers.get("authorization");
       if (header === undefined) await refuse("no credentials");
@@ -193,8 +197,10 @@ function credentialLife(
       () =>
         revocations?.isRevoked(serial) === true
           ? gone("client certificate revoked during the stream")
-          : undefined,
-      (l) => revocations?.onChange(l) ?? (() => {}),
+          : life.expiresAtMs !== undefined && now() >= life.expiresAtMs
+            ? gone("client certificate expired during the stream")
+            : undefined,
+      allOf((l) => revocations?.onChange(l) ?? (() => {}), at(life.expiresAtMs, now)),
     ];
   const keyId = principal.keyId;
   if (keyId !== undefined) {

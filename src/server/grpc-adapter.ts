@@ -386,6 +386,9 @@ function verifiedCertificate(call: AnyCall): PeerCertificate | undefined {
     issuer: formatName(cert.issuer),
     serialNumber: cert.serialNumber,
     fingerprint256: cert.fingerprint256,
+    ...(Number.isFinite(Date.parse(cert.valid_to))
+      ? { notAfterMs: Date.parse(cert.valid_to) }
+      : {}),
   };
 }
 
