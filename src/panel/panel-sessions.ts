@@ -90,7 +90,7 @@ export interface PanelSessions {
  */
 export function withPanelIssuer(panel: JwtVerifier, other: JwtVerifier | undefined): JwtVerifier {
   return {
-    async verify(token) {
+    async verify(token, atMs) {
       let iss: unknown;
       try {
         iss = (
@@ -101,10 +101,10 @@ export function withPanelIssuer(panel: JwtVerifier, other: JwtVerifier | undefin
       } catch {
         return { failure: "not a decodable JWT" };
       }
-      if (iss === PANEL_ISSUER) return panel.verify(token);
+      if (iss === PANEL_ISSUER) return panel.verify(token, atMs);
       return other === undefined
         ? { failure: "JWT presented but no issuer is configured" }
-        : other.verify(token);
+        : other.verify(token, atMs);
     },
   };
 }
@@ -219,8 +219,9 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
 
   return {
     verifier: {
-      async verify(token) {
-        const r = await inner.verify(token);
+      async verify(token, atMs) {
+        // The session is judged as it is now, whatever time the token is judged at.
+        const r = await inner.verify(token, atMs);
         if ("failure" in r) return r;
         const sid = sessionIdOf(token);
         if (sid === undefined || !live((await read(sid))?.message))

@@ -32,6 +32,8 @@ export interface AuthenticationOptions {
   readonly sessionEnds?: (listener: (sessionId: string) => void) => () => void;
   /** Tells of each config reload (issuers may have changed): JWT streams verify their tokens again. */
   readonly credentialChanges?: (listener: () => void) => () => void;
+  /** How often a stream doing work for a panel session checks the session (default 30 s). */
+  readonly sessionRecheckMs?: number;
   /** For tokens' and keys' expiry; the system clock when not given. */
   readonly clock?: Clock;
 }
@@ -41,6 +43,8 @@ interface CredentialLife {
   expiresAtMs?: number;
   sessionId?: string;
   token?: string;
+  /** When the token was verified and taken. */
+  acceptedAtMs?: number;
 }
 
 /** Failed answers held back at once at most; past this, failures are answered at once (memory stays bounded). */
@@ -128,7 +132,8 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         const verifier = jwt();
         if (verifier === undefined)
           await refuse("JWT presented but no issuer is configured", credential);
-        const r = await (verifier as JwtVerifier).verify(token);
+        const verifiedAt = options.clock?.now() ?? Date.now();
+        const r = await (verifier as JwtVerifier).verify(token, verifiedAt);
         if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
         else {
           principal = {
@@ -138,6 +143,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
             tenant: r.identity.tenant,
           };
           life.expiresAtMs = r.identity.expiresAtMs;
+          life.acceptedAtMs = verifiedAt;
           life.sessionId = r.identity.sessionId;
           life.token = token;
         }
@@ -189,6 +195,9 @@ function credentialLife(
   // Expiry ends a stream that shows what the caller may see; one doing work (a drain started
   // from the panel) is not cut by a token or key that ran out, only by a revocation.
   const life = given.view ? given : { ...given, expiresAtMs: undefined };
+  // A stream doing work judges its token as of when it was accepted: its expiry aside, it must
+  // still be what it was (issuer, signature, identity) and its panel session must still live.
+  const acceptedAtMs = given.view ? undefined : given.acceptedAtMs;
   const now = () => options.clock?.now() ?? Date.now();
   const gone = (why: string) => new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
   const { revocations, apiKeys } = options;
@@ -245,7 +254,7 @@ function credentialLife(
       listener();
     };
     if (verifier === undefined || token === undefined) return refuse();
-    verifier.verify(token).then((r) => {
+    verifier.verify(token, acceptedAtMs).then((r) => {
       if ("failure" in r || !sameIdentity(principal, r.identity)) refuse();
     }, refuse);
   };
@@ -281,6 +290,17 @@ function credentialLife(
         if (seen.reloads() !== life.reloadsAtStart) verifyAgain(listener);
         return options.credentialChanges?.(() => verifyAgain(listener)) ?? (() => {});
       },
+      // A session can end on another daemon, which tells only its own streams: a stream doing
+      // work for a panel session (no expiry to end it) asks again every so often.
+      (listener) => {
+        if (sid === undefined || acceptedAtMs === undefined) return () => {};
+        const timer = setInterval(
+          () => verifyAgain(listener),
+          options.sessionRecheckMs ?? SESSION_RECHECK_MS,
+        );
+        timer.unref();
+        return () => clearInterval(timer);
+      },
     ),
   ];
 }
@@ -300,6 +320,9 @@ interface CredentialChanges {
   reloads(): number;
   endedLately(sessionId: string): boolean;
 }
+
+/** How often a stream doing work for a panel session checks the session still lives. */
+const SESSION_RECHECK_MS = 30_000;
 
 /** Panel sessions ended lately, remembered for the calls on their way; the oldest go first. */
 const ENDED_REMEMBERED = 10_000;

@@ -52,7 +52,11 @@ export interface JwtIdentity {
 /** Verifies bearer JWTs against the configured issuers. */
 export interface JwtVerifier {
   /** The identity, or why the token was refused (for logs only). */
-  verify(token: string): Promise<{ identity: JwtIdentity } | { failure: string }>;
+  verify(
+    token: string,
+    /** Judge the token as of this time (epoch ms) rather than now: a stream doing work checks later that what it was opened with still holds, its expiry aside. */
+    atMs?: number,
+  ): Promise<{ identity: JwtIdentity } | { failure: string }>;
 }
 
 const JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -91,7 +95,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
     }),
   );
   return {
-    async verify(token) {
+    async verify(token, atMs) {
       let iss: unknown;
       try {
         iss = decodeJwt(token).iss;
@@ -109,7 +113,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
           audience: c.audience,
           requiredClaims: ["exp", "sub"],
           clockTolerance: c.clockSkewSeconds,
-          currentDate: new Date(clock.now()),
+          currentDate: new Date(atMs ?? clock.now()),
         });
         if (typeof payload.sub !== "string" || payload.sub === "" || payload.sub.length > 256)
           return { failure: "bad sub" };
