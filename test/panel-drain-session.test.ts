@@ -9,7 +9,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
-  type CallContext,
   type CallResult,
   type Invocation,
   type RpcError,
@@ -19,30 +18,19 @@ import {
 import { createPanelSessions, type PanelSessions } from "../src/panel/index.js";
 import { type ApiKeys, createAuthenticationStage, createLockout } from "../src/security/index.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
+import { streamCall } from "./helpers/stage-call.js";
 
-/** A streaming call as an adapter builds it. */
-function streamCall(name: string, token: string, signal: AbortSignal): Invocation {
-  const headers: Record<string, string> = { authorization: `Bearer ${token}` };
-  const ctx = {
-    requestId: "r1",
-    method: {
-      access: "authenticated",
-      kind: "server_streaming",
+/** A streaming call as an adapter builds it, with the panel's token. */
+const panelCall = (name: string, token: string, signal: AbortSignal): Invocation =>
+  streamCall(
+    {
       name,
       permission: name === "DrainNode" ? "node:drain" : "vm:list",
-      target: { kind: "cluster" },
-      path: `/debvisor.v1.X/${name}`,
+      target: "cluster",
+      headers: { authorization: `Bearer ${token}` },
     },
-    peer: { address: "192.0.2.1:5000" },
-    headers: { get: (n: string) => headers[n] },
-    deadline: undefined,
     signal,
-    startedAt: Date.now(),
-    log: silentLogger,
-    notes: {},
-  } as unknown as CallContext;
-  return { ctx, request: {} } as Invocation;
-}
+  );
 
 /** A long drain (or a watch): one message, then it runs until aborted. */
 const longStream = async (inv: Invocation): Promise<CallResult> => ({
@@ -138,7 +126,7 @@ describe("a panel drain, its access token and its session", () => {
     const stage = stageOfB(reloads);
     const t = await daemonB.start("ops", "10.0.0.1");
     const stop = new AbortController();
-    const result = await stage(streamCall("DrainNode", t.accessToken, stop.signal), longStream);
+    const result = await stage(panelCall("DrainNode", t.accessToken, stop.signal), longStream);
     const it = (result as { responses: AsyncIterable<unknown> }).responses[Symbol.asyncIterator]();
     try {
       assert.equal(await nextWithin(it, 500), "message moved 1");
@@ -167,8 +155,8 @@ describe("a panel drain, its access token and its session", () => {
     // Signed in through daemon B (its tokens verify on B only: each keeper signs with its own key).
     const t = await daemonB.start("mallory", "10.0.0.2");
     const stop = new AbortController();
-    const drain = await stage(streamCall("DrainNode", t.accessToken, stop.signal), longStream);
-    const watch = await stage(streamCall("WatchVms", t.accessToken, stop.signal), longStream);
+    const drain = await stage(panelCall("DrainNode", t.accessToken, stop.signal), longStream);
+    const watch = await stage(panelCall("WatchVms", t.accessToken, stop.signal), longStream);
     const dIt = (drain as { responses: AsyncIterable<unknown> }).responses[Symbol.asyncIterator]();
     const wIt = (watch as { responses: AsyncIterable<unknown> }).responses[Symbol.asyncIterator]();
     try {

@@ -9,12 +9,10 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
 import {
-  type CallContext,
   type CallResult,
   createManualClock,
   type Invocation,
   type RpcError,
-  silentLogger,
   withPrincipal,
 } from "../src/core/index.js";
 import {
@@ -28,42 +26,10 @@ import {
   type JwtIssuer,
   type JwtVerifier,
 } from "../src/security/index.js";
+import { streamCall } from "./helpers/stage-call.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
-
-/** A call to a streaming method, as an adapter would build it. */
-function streamCall(
-  o: {
-    name?: string;
-    permission?: string;
-    target?: string;
-    headers?: Record<string, string>;
-  } = {},
-  signal = new AbortController().signal,
-): Invocation {
-  const name = o.name ?? "WatchVms";
-  const headers = o.headers ?? {};
-  const ctx = {
-    requestId: "r1",
-    method: {
-      access: "authenticated",
-      kind: "server_streaming",
-      name,
-      permission: o.permission ?? "vm:list",
-      target: { kind: o.target ?? "any" },
-      path: `/debvisor.v1.X/${name}`,
-    },
-    peer: { address: "192.0.2.1:5000" },
-    headers: { get: (n: string) => headers[n] },
-    deadline: undefined,
-    signal,
-    startedAt: Date.now(),
-    log: silentLogger,
-    notes: {},
-  } as unknown as CallContext;
-  return { ctx, request: {} } as Invocation;
-}
 
 /** A handler stream that yields once, then waits, holding its context as any handler does. */
 const idleHandler = async (inv: Invocation): Promise<CallResult> => ({
