@@ -132,8 +132,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
         const verifier = jwt();
         if (verifier === undefined)
           await refuse("JWT presented but no issuer is configured", credential);
-        const verifiedAt = options.clock?.now() ?? Date.now();
-        const r = await (verifier as JwtVerifier).verify(token, verifiedAt);
+        const r = await (verifier as JwtVerifier).verify(token);
         if ("failure" in r) await refuse(`JWT refused: ${r.failure}`, credential);
         else {
           principal = {
@@ -143,7 +142,7 @@ export function createAuthenticationStage(options: AuthenticationOptions): Stage
             tenant: r.identity.tenant,
           };
           life.expiresAtMs = r.identity.expiresAtMs;
-          life.acceptedAtMs = verifiedAt;
+          life.acceptedAtMs = r.identity.verifiedAtMs;
           life.sessionId = r.identity.sessionId;
           life.token = token;
         }
@@ -197,8 +196,8 @@ function credentialLife(
   const life = given.view ? given : { ...given, expiresAtMs: undefined };
   // A stream doing work judges its token as of when it was accepted: its expiry aside, it must
   // still be what it was (issuer, signature, identity) and its panel session must still live.
-  const acceptedAtMs = given.view ? undefined : given.acceptedAtMs;
   const now = () => options.clock?.now() ?? Date.now();
+  const acceptedAtMs = given.view ? undefined : (given.acceptedAtMs ?? now());
   const gone = (why: string) => new RpcError("UNAUTHENTICATED", { cause: new Error(why) });
   const { revocations, apiKeys } = options;
   if (serial !== undefined)

@@ -47,6 +47,8 @@ export interface JwtIdentity {
   readonly expiresAtMs?: number;
   /** The panel's session the token belongs to (panel tokens only). */
   readonly sessionId?: string;
+  /** The time (epoch ms, the verifier's clock) the token was judged at. */
+  readonly verifiedAtMs?: number;
 }
 
 /** Verifies bearer JWTs against the configured issuers. */
@@ -96,6 +98,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
   );
   return {
     async verify(token, atMs) {
+      const judgedAt = atMs ?? clock.now();
       let iss: unknown;
       try {
         iss = decodeJwt(token).iss;
@@ -113,7 +116,7 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
           audience: c.audience,
           requiredClaims: ["exp", "sub"],
           clockTolerance: c.clockSkewSeconds,
-          currentDate: new Date(atMs ?? clock.now()),
+          currentDate: new Date(judgedAt),
         });
         if (typeof payload.sub !== "string" || payload.sub === "" || payload.sub.length > 256)
           return { failure: "bad sub" };
@@ -140,7 +143,16 @@ export function createJwtVerifier(issuers: readonly JwtIssuer[], clock: Clock): 
         // As verify() judges it: `exp` plus the skew it tolerates.
         const expiresAtMs =
           typeof payload.exp === "number" ? (payload.exp + c.clockSkewSeconds) * 1000 : undefined;
-        return { identity: { subject: payload.sub, issuer: c.issuer, roles, tenant, expiresAtMs } };
+        return {
+          identity: {
+            subject: payload.sub,
+            issuer: c.issuer,
+            roles,
+            tenant,
+            expiresAtMs,
+            verifiedAtMs: judgedAt,
+          },
+        };
       } catch (err) {
         return { failure: (err as { code?: string }).code ?? (err as Error).message };
       }
