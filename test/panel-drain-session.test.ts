@@ -16,9 +16,9 @@ import {
   systemClock,
 } from "../src/core/index.js";
 import { createPanelSessions, type PanelSessions } from "../src/panel/index.js";
-import { type ApiKeys, createAuthenticationStage, createLockout } from "../src/security/index.js";
+import { createAuthenticationStage, createLockout } from "../src/security/index.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
-import { streamCall } from "./helpers/stage-call.js";
+import { changes, nextWithin, noKeys, streamCall } from "./helpers/stage-call.js";
 
 /** A streaming call as an adapter builds it, with the panel's token. */
 const panelCall = (name: string, token: string, signal: AbortSignal): Invocation =>
@@ -43,16 +43,6 @@ const longStream = async (inv: Invocation): Promise<CallResult> => ({
   })(),
 });
 
-async function nextWithin(it: AsyncIterator<unknown>, ms: number): Promise<string> {
-  return Promise.race([
-    it.next().then(
-      (r) => (r.done ? "completed" : `message ${String(r.value)}`),
-      (e: unknown) => `ended ${(e as RpcError).reason}`,
-    ),
-    new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
-  ]);
-}
-
 /** How a stream's next message turns out, read at any time ("still open" until it settles). */
 function outcome(it: AsyncIterator<unknown>): { now: string } {
   const o = { now: "still open" };
@@ -67,22 +57,6 @@ function outcome(it: AsyncIterator<unknown>): { now: string } {
   return o;
 }
 
-function changes() {
-  const listeners = new Set<() => void>();
-  return {
-    subscribe: (l: () => void) => {
-      listeners.add(l);
-      return () => {
-        listeners.delete(l);
-      };
-    },
-    fire: () => {
-      for (const l of [...listeners]) l();
-    },
-  };
-}
-
-const noKeys = {} as unknown as ApiKeys;
 // exp is in whole seconds: 2 s gives a token that lives 1-2 s.
 const ACCESS_TTL_MS = 2000;
 

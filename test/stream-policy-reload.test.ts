@@ -17,7 +17,6 @@ import {
 } from "../src/core/index.js";
 import {
   type AccessPolicy,
-  type ApiKeys,
   createAccessPolicy,
   createAuthenticationStage,
   createAuthorizationStage,
@@ -26,7 +25,7 @@ import {
   type JwtIssuer,
   type JwtVerifier,
 } from "../src/security/index.js";
-import { streamCall } from "./helpers/stage-call.js";
+import { changes, nextWithin, noKeys, streamCall } from "./helpers/stage-call.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -117,33 +116,6 @@ describe("an open stream and the policy it started under", () => {
 });
 
 /** Whether a stream's next message ends it (and how) within `ms`, or nothing came. */
-async function nextWithin(it: AsyncIterator<unknown>, ms: number): Promise<string> {
-  return Promise.race([
-    it.next().then(
-      (r) => (r.done ? "completed" : `message ${String(r.value)}`),
-      (e: unknown) => `ended ${(e as RpcError).reason}`,
-    ),
-    new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
-  ]);
-}
-
-/** A change feed, as security.onPolicyChange is. */
-function changes() {
-  const listeners = new Set<() => void>();
-  return {
-    subscribe: (l: () => void) => {
-      listeners.add(l);
-      return () => {
-        listeners.delete(l);
-      };
-    },
-    fire: () => {
-      for (const l of [...listeners]) l();
-    },
-  };
-}
-
-const noKeys = {} as unknown as ApiKeys;
 
 describe("a JWT stream across a config reload", () => {
   const IDP = "https://idp.example";

@@ -40,6 +40,17 @@ async function runEnding(
   format: "table" | "json",
   ...streams: VmEvent[][]
 ) {
+  return runBreaking(undefined, ends, tty, format, ...streams);
+}
+
+/** {@link runEnding}, each break carrying `breaks` as its trailers (a reason, say). */
+async function runBreaking(
+  breaks: grpc.Metadata | undefined,
+  ends: grpc.status | undefined,
+  tty: boolean,
+  format: "table" | "json",
+  ...streams: VmEvent[][]
+) {
   let out = "";
   let err = "";
   const ctx = createCliContext(
@@ -78,6 +89,7 @@ async function runEnding(
               : events.length === 0
                 ? "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:7443. Resolution note: "
                 : "connection reset",
+            metadata: last ? undefined : breaks,
           });
         })();
       },
@@ -148,37 +160,7 @@ describe("watchList", () => {
   it("lists anew, not resumed, when the server ends the watch because the caller's access changed", async () => {
     const changed = new grpc.Metadata();
     changed.set("debvisor-error-reason", "ACCESS_CHANGED");
-    const since: string[] = [];
-    const streams = [FIRST, SECOND];
-    const ctx = createCliContext(
-      { output: "table" },
-      { out: () => {}, err: () => {}, env: { NO_COLOR: "1" }, tty: { stdout: false } },
-    );
-    await assert.rejects(
-      watchList(ctx, {
-        columns: COLUMNS,
-        key: (v) => v.id,
-        sortBy: "id",
-        name: "vm",
-        json: (v) => messageJson(VmInfoSchema, v),
-        item: (e: VmEvent) => e.vm,
-        reconnect: { firstMs: 1, maxMs: 20 },
-        open: (_watch, from) => {
-          since.push(from.sinceRevision);
-          const events = streams.shift() ?? [];
-          const last = streams.length === 0;
-          return (async function* (): AsyncGenerator<VmEvent> {
-            yield* events;
-            throw new CallError("watch", {
-              code: last ? grpc.status.PERMISSION_DENIED : grpc.status.UNAVAILABLE,
-              details: "access changed",
-              metadata: last ? undefined : changed,
-            });
-          })();
-        },
-      }),
-      (e: unknown) => e instanceof CallError && e.code === grpc.status.PERMISSION_DENIED,
-    );
+    const { since } = await runBreaking(changed, undefined, false, "table", FIRST, SECOND);
     assert.deepEqual(since, ["", ""], "opened again from nothing, not from e1-2");
   });
 

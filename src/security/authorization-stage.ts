@@ -151,7 +151,7 @@ export function createAuthorizationStage(
       ctx,
       policy,
       onPolicyChange,
-      had: accessOf(p, principal),
+      atStart: p,
       resource,
       scope: cluster.allowed ? undefined : acting,
     });

@@ -25,7 +25,7 @@ export function showsView(method: string): boolean {
 }
 
 /**
- * A stream decided once, with the caller's access at its start (`had`, an accessOf string), kept so
+ * A stream decided once, with the caller's slice of the policy at its start (`atStart`), kept so
  * while it runs. On each policy change, nothing happens unless the caller's
  * own access changed (accessOf). Then a stream that shows what the caller
  * may see (a watch, a follow) ends: ACCESS_CHANGED (to be opened again and
@@ -41,14 +41,17 @@ export function keepAuthorized(
     ctx: CallContext;
     policy: () => AccessPolicy;
     onPolicyChange: Subscribe | undefined;
-    had: string;
+    /** The caller's policySlice at the start: only the access it gives is kept, as a string. */
+    atStart: AccessPolicy;
     resource: ResourceRef;
     scope: string | undefined;
   },
 ): CallResult {
-  const { ctx, policy, onPolicyChange, had, resource, scope } = o;
-  if (onPolicyChange === undefined) return result;
+  const { ctx, policy, onPolicyChange, atStart, resource, scope } = o;
+  // A unary call has nothing to keep: accessOf only for streams.
+  if (onPolicyChange === undefined || result.kind !== "stream") return result;
   const principal = principalOf(ctx);
+  const had = accessOf(atStart, principal);
   const { permission } = ctx.method;
   const shows = showsView(ctx.method.name);
   const denied = (d: Decision) => new RpcError("PERMISSION_DENIED", { cause: new Error(d.reason) });

@@ -1,5 +1,6 @@
-import type { CallContext, Invocation } from "../../src/core/index.js";
+import type { CallContext, Invocation, RpcError } from "../../src/core/index.js";
 import { silentLogger } from "../../src/core/index.js";
+import type { ApiKeys } from "../../src/security/index.js";
 
 /** A call to a streaming method, as an adapter would build it. */
 export function streamCall(
@@ -32,4 +33,34 @@ export function streamCall(
     notes: {},
   } as unknown as CallContext;
   return { ctx, request: {} } as Invocation;
+}
+
+/** No API keys: for stages whose calls present none. */
+export const noKeys = {} as unknown as ApiKeys;
+
+/** How a stream's next message turns out within `ms`: a message, its end, or "still open". */
+export async function nextWithin(it: AsyncIterator<unknown>, ms: number): Promise<string> {
+  return Promise.race([
+    it.next().then(
+      (r) => (r.done ? "completed" : `message ${String(r.value)}`),
+      (e: unknown) => `ended ${(e as RpcError).reason}`,
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
+  ]);
+}
+
+/** A change feed, as security.onPolicyChange and onReload are. */
+export function changes() {
+  const listeners = new Set<() => void>();
+  return {
+    subscribe: (l: () => void) => {
+      listeners.add(l);
+      return () => {
+        listeners.delete(l);
+      };
+    },
+    fire: () => {
+      for (const l of [...listeners]) l();
+    },
+  };
 }
