@@ -8,6 +8,7 @@ import {
   createLibvirtDriver,
   type LibvirtDriverOptions,
   type MigrationProgress,
+  migrationUriProblem,
   VirshCommandError,
   virshMigrateArgs,
 } from "../src/drivers/index.js";
@@ -270,6 +271,43 @@ describe("libvirt driver: identifiers", () => {
       isReason("INVALID_ARGUMENT"),
     );
     assert.equal(replay.calls.length, 0);
+  });
+
+  it("refuses a destination URI that would make this node run a program, use other credentials or check less", async () => {
+    // A destination's URI is what that node reported: virsh here acts on it
+    // (the ext transport's command runs on this node, as does ssh's).
+    const { driver, replay } = driverWith([], { uri: QEMU });
+    const hostile = [
+      "qemu+ext:///system?command=/tmp/x",
+      "qemu+ssh://hv02/system?command=/tmp/x",
+      "qemu+ssh://hv02/system?keyfile=/etc/dv/id&command=/tmp/x",
+      "qemu+ssh://hv02/system?netcat=/tmp/x",
+      "qemu+unix:///system?socket=/tmp/s",
+      "qemu+tls://hv02/system?no_verify=1",
+      "qemu+tls://hv02/system?pkipath=/root/pki",
+      "qemu+tls://hv02/system?tls_priority=NORMAL",
+      "qemu+ssh://hv02/system?known_hosts_verify=ignore",
+      "qemu+ssh://hv02/system?name=qemu:///session",
+      "qemu+ssh://hv02/system?=x",
+      "qemu+ssh://-oProxyCommand/system",
+      "qemu+ssh://-l@hv02/system",
+    ];
+    for (const uri of hostile)
+      await assert.rejects(
+        driver.migrate("web-01", { nodeId: "hv02", uri }, { live: true, signal: live() }),
+        (e: unknown) => isReason("INVALID_ARGUMENT")(e) && /destination\.uri: /.test(String(e)),
+        uri,
+      );
+    assert.equal(replay.calls.length, 0, "virsh never ran");
+    for (const uri of [
+      "qemu+tls://hv02/system",
+      "qemu://hv02/system",
+      "qemu+tcp://hv02:16509/system",
+      "qemu+ssh://root@hv02:2222/system?keyfile=/etc/debvisor/id_ed25519&no_tty=1&known_hosts=/etc/debvisor/known_hosts",
+      "qemu+libssh2://hv02/system?sshauth=privkey",
+    ])
+      assert.equal(migrationUriProblem(uri), undefined, uri);
+    assert.equal(migrationUriProblem("sim:///var/lib/debvisor/node-02"), undefined);
   });
 
   it("accepts the URI shapes operators use", () => {

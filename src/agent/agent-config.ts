@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { AgentError, mergeConfigLayers } from "../client/index.js";
+import { migrationUriProblem } from "../drivers/index.js";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const hostPort = z
@@ -33,7 +34,15 @@ export const agentConfigSchema = z.strictObject({
        * How other nodes' libvirtd reach this one for a migration (reported
        * to the control plane). Default qemu+tls://<hostname>/system.
        */
-      migrationUri: z.string().min(1).max(256).optional(),
+      migrationUri: z
+        .string()
+        .min(1)
+        .max(256)
+        .superRefine((uri, ctx) => {
+          const problem = migrationUriProblem(uri);
+          if (problem !== undefined) ctx.addIssue({ code: "custom", message: problem });
+        })
+        .optional(),
     })
     .prefault({}),
   sim: z

@@ -12,6 +12,7 @@ import {
   type JobAbortingDriver,
   MIGRATION_URI_LABEL,
   type MigrationPhase,
+  migrationUriProblem,
   parseTransfer,
   type QuiescingDriver,
   type RecoveringDriver,
@@ -221,6 +222,12 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     if (uri === "")
       throw new RpcError("BACKEND_UNAVAILABLE", {
         message: `${nodeId} has not said how to reach it for a migration (no agent?)`,
+      });
+    // What a node reports is not sent to another as it is: the source's libvirt acts on it.
+    const problem = migrationUriProblem(uri);
+    if (problem !== undefined)
+      throw new RpcError("MIGRATION_NOT_ALLOWED", {
+        message: `${nodeId} reported a migration URI that no source may connect to: ${problem}`,
       });
     return uri;
   }

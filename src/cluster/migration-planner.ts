@@ -1,4 +1,5 @@
 import { nodeKey, sameNode } from "../core/index.js";
+import { MIGRATION_URI_LABEL, migrationUriProblem } from "../drivers/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -184,6 +185,16 @@ export function createPlanner(options: PlannerOptions): Planner {
         ? `${targetId} holds a stale copy of the vm; it can be the target once the copy is gone`
         : `${targetId} holds no other copy of the vm`,
     );
+
+    // A node's reported migration URI is acted on by the source's libvirt (agent-executors.ts).
+    const uri = target.info?.labels[MIGRATION_URI_LABEL] ?? "";
+    const uriProblem = uri === "" ? undefined : migrationUriProblem(uri);
+    if (uriProblem !== undefined)
+      add(
+        "target_migration_uri",
+        false,
+        `${targetId} reported a migration URI no source may connect to: ${uriProblem}`,
+      );
 
     const running = vm.state === VmState.RUNNING;
     const srcDriver = options.executors.forNode(sourceId);

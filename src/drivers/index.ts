@@ -45,6 +45,7 @@ export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";
+export { migrationUriProblem } from "./migration-uri.js";
 export type { OperationExecutor, Send as OperationSend } from "./operation-executor.js";
 export { createOperationExecutor, OPERATION_CAPABILITIES } from "./operation-executor.js";
 export type { JournalEntry, OperationJournal } from "./operation-journal.js";

@@ -50,7 +50,7 @@ import type {
   StartOptions,
 } from "./hypervisor-driver.js";
 import { domainXml } from "./libvirt-domain-xml.js";
-import { checkLibvirtUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+import { checkMigrationUri, checkVmId, isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
 import { createProgressReporter } from "./migration-progress.js";
 import type { RbdFencing } from "./rbd-fencing.js";
 import { createVirshInvoker, isRace, VirshCommandError } from "./virsh-invoker.js";
@@ -310,7 +310,7 @@ export function createLibvirtDriver(
       pattern: ID_PATTERN,
       patternHint: ID_HINT,
     });
-    checkLibvirtUri(to.uri, "destination.uri");
+    checkMigrationUri(to.uri, "destination.uri");
     throwIfAborted(signal);
     if (to.nodeId === s.nodeId || to.uri === s.uri) {
       throw new RpcError("MIGRATION_NOT_ALLOWED", { message: "destination is the source node" });

@@ -5,7 +5,7 @@
  * blanks, quotes, `;` and `#`; so a domain name or URI outside these shapes
  * is refused before anything runs.
  */
-import { checkString, ID_HINT, ID_PATTERN } from "../core/index.js";
+import { checkString, ID_HINT, ID_PATTERN, RpcError } from "../core/index.js";
 
 /**
  * Domain names the driver addresses: the VM id rule of the API (lower-case
@@ -44,6 +44,51 @@ export function checkVmId(vmId: string, field = "vm_id"): void {
     pattern: DOMAIN_NAME_PATTERN,
     patternHint: ID_HINT,
   });
+}
+
+/**
+ * The transports a migration destination may name. Not `ext` (its
+ * `command` runs on the source) nor `unix` (a socket of the source itself).
+ */
+const MIGRATION_TRANSPORTS = new Set(["", "tls", "tcp", "ssh", "libssh", "libssh2"]);
+
+/**
+ * The URI parameters a migration destination may carry. The others run a
+ * program on the source (`command`, `netcat`), pick its sockets or client
+ * credentials (`socket`, `pkipath`, `name`), or weaken its checks of the
+ * destination (`no_verify`, `tls_priority`, `known_hosts_verify`).
+ */
+const MIGRATION_PARAMS = new Set(["keyfile", "known_hosts", "sshauth", "mode", "no_tty", "proxy"]);
+
+const URI_PARTS =
+  /^[a-z][a-z0-9]*(?:\+([a-z0-9]+))?:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/]*)(?::[0-9]+)?\/[^?]*(?:\?(.*))?$/;
+
+/**
+ * Why `uri` may not be a migration destination, or undefined when it may.
+ * The destination's URI is what that node reported, and the source's
+ * libvirt acts on it: a node must not be able to make another run a
+ * program, use other credentials or check less.
+ */
+export function libvirtMigrationUriProblem(uri: string): string | undefined {
+  if (!isLibvirtUri(uri)) return `not ${URI_HINT}`;
+  const [, transport = "", user = "", host = "", query] = URI_PARTS.exec(uri) ?? [];
+  if (!MIGRATION_TRANSPORTS.has(transport))
+    return `the ${transport} transport is not allowed for a migration destination`;
+  if (user.startsWith("-") || host.startsWith("-")) return "a user or host may not start with '-'";
+  for (const pair of query === undefined || query === "" ? [] : query.split("&")) {
+    const name = pair.split("=", 1)[0] ?? "";
+    if (!MIGRATION_PARAMS.has(name))
+      return `the parameter ${name === "" ? "(empty)" : name} is not allowed in a migration destination`;
+  }
+  return undefined;
+}
+
+/** Throws INVALID_ARGUMENT naming `field` unless `uri` is a migration destination a source may connect to. */
+export function checkMigrationUri(uri: string, field: string): void {
+  checkLibvirtUri(uri, field);
+  const problem = libvirtMigrationUriProblem(uri);
+  if (problem !== undefined)
+    throw new RpcError("INVALID_ARGUMENT", { message: `${field}: ${problem}` });
 }
 
 /** Throws INVALID_ARGUMENT naming `field` unless `uri` is a valid libvirt URI. */

@@ -35,9 +35,14 @@ export function simMigrationUri(dir: string): string {
   return `sim://${dir}`;
 }
 
+/** True when `uri` names a simulated node (`sim:///<directory>`). */
+export function isSimUri(uri: string): boolean {
+  return uri.startsWith("sim:///");
+}
+
 /** The directory a `sim://` URI names; BACKEND_UNAVAILABLE when it is no simulated node's. */
 export function simNodeDir(uri: string): string {
-  const dir = uri.startsWith("sim:///") ? uri.slice("sim://".length) : "";
+  const dir = isSimUri(uri) ? uri.slice("sim://".length) : "";
   if (dir === "" || dir.includes("\0") || !existsSync(join(dir, "sim-world.json")))
     throw new RpcError("BACKEND_UNAVAILABLE", {
       message: "the destination is not reachable",

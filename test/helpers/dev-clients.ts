@@ -2,6 +2,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { createServiceClient, openChannel, type ResolvedContext } from "../../src/client/index.js";
 import { AccessService } from "../../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../../src/gen/debvisor/v1/audit_pb.js";
+import { MigrationService } from "../../src/gen/debvisor/v1/migration_pb.js";
 import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../../src/gen/debvisor/v1/pki_pb.js";
 import { StorageService } from "../../src/gen/debvisor/v1/storage_pb.js";
@@ -26,6 +27,7 @@ export function devClients(ctx: ResolvedContext, channels: grpc.Client[]) {
   return {
     access: createServiceClient(AccessService, ch),
     audit: createServiceClient(AuditService, ch),
+    migrations: createServiceClient(MigrationService, ch),
     nodes: createServiceClient(NodeService, ch),
     pki: createServiceClient(EnrollmentService, ch),
     storage: createServiceClient(StorageService, ch),
