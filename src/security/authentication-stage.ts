@@ -244,6 +244,20 @@ function credentialLife(
   let ended = false;
   let refused = false;
   const sid = life.sessionId;
+  /** Arms the expiry timer again for the expiry the token now has (a reload changed the skew). */
+  let rearm: (() => void) | undefined;
+  const expiry: Subscribe = (listener) => {
+    let stop = at(life.expiresAtMs, now)(listener);
+    rearm = () => {
+      stop();
+      stop = at(life.expiresAtMs, now)(listener);
+      listener();
+    };
+    return () => {
+      rearm = undefined;
+      stop();
+    };
+  };
   /** Verifies the token again: refused when the verifier no longer takes it, or takes it as someone else. */
   const verifyAgain = (listener: () => void) => {
     const verifier = options.jwt();
@@ -254,7 +268,13 @@ function credentialLife(
     };
     if (verifier === undefined || token === undefined) return refuse();
     verifier.verify(token, acceptedAtMs).then((r) => {
-      if ("failure" in r || !sameIdentity(principal, r.identity)) refuse();
+      if ("failure" in r || !sameIdentity(principal, r.identity)) return refuse();
+      // Still taken, but perhaps until another time (the issuer's skew changed): a view
+      // stream ends when verify() stops taking the token under the rules now in force.
+      if (life.view && r.identity.expiresAtMs !== life.expiresAtMs) {
+        life.expiresAtMs = r.identity.expiresAtMs;
+        rearm?.();
+      }
     }, refuse);
   };
   return [
@@ -267,7 +287,7 @@ function credentialLife(
             ? gone("token expired during the stream")
             : undefined,
     allOf(
-      at(life.expiresAtMs, now),
+      expiry,
       (listener) => {
         if (sid === undefined) return () => {};
         // Ended while the call was on its way here: the session's streams end too.

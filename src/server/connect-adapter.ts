@@ -111,6 +111,9 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
     options.observer.onStart(ctx);
     return {
       ctx,
+      over() {
+        if (!controller.signal.aborted) controller.abort(new RpcError("CANCELLED"));
+      },
       settle(error: RpcError | undefined) {
         hc.signal.removeEventListener("abort", onAbort);
         inflight.delete(controller);
@@ -168,6 +171,11 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
         error = toRpcError(err);
         throw toConnectError(error, call.ctx);
       } finally {
+        // The stream is over either way (as in the gRPC adapter): whatever the handler
+        // still awaits (a watch's next change, its timers) sees the call's signal abort.
+        // Connect aborts its own context only after this, and settle() has stopped
+        // listening by then.
+        call.over();
         call.settle(error);
       }
     };

@@ -40,13 +40,24 @@ export const noKeys = {} as unknown as ApiKeys;
 
 /** How a stream's next message turns out within `ms`: a message, its end, or "still open". */
 export async function nextWithin(it: AsyncIterator<unknown>, ms: number): Promise<string> {
-  return Promise.race([
-    it.next().then(
-      (r) => (r.done ? "completed" : `message ${String(r.value)}`),
-      (e: unknown) => `ended ${(e as RpcError).reason}`,
-    ),
-    new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
-  ]);
+  return nextOutcome(it)(ms);
+}
+
+/**
+ * Asks `it` for its next message once; the answer tells, within `ms`, how
+ * that one ask went (as {@link nextWithin} says it), and can be asked again
+ * later: a stream still open at one look may end before the next.
+ */
+export function nextOutcome(it: AsyncIterator<unknown>): (ms: number) => Promise<string> {
+  const outcome = it.next().then(
+    (r) => (r.done ? "completed" : `message ${String(r.value)}`),
+    (e: unknown) => `ended ${(e as RpcError).reason}`,
+  );
+  return (ms) =>
+    Promise.race([
+      outcome,
+      new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
+    ]);
 }
 
 /** A change feed, as security.onPolicyChange and onReload are. */
