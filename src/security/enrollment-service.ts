@@ -98,6 +98,24 @@ export async function nodeNamed(
   return false;
 }
 
+/**
+ * Whether `name` is a node for a renewal's term: registered, or holding the
+ * node role cluster-wide (what enrollment gives). Narrower than
+ * {@link nodeNamed}: a binding to the node role in a tenant, which a tenant
+ * admin may set, makes no certificate last longer.
+ */
+async function clusterNode(
+  deps: Pick<EnrollmentServiceDeps, "bindings" | "policy" | "isNode">,
+  name: string,
+  signal: AbortSignal,
+): Promise<boolean> {
+  const id = name.toLowerCase();
+  const bound = [...deps.bindings.all(), ...deps.policy().bindings].some(
+    (b) => b.principal.toLowerCase() === id && (b.tenant ?? "") === "" && b.roles.includes("node"),
+  );
+  return bound || ((await deps.isNode?.(id, signal)) ?? false);
+}
+
 const DAY_MS = 86_400_000;
 
 export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
@@ -340,7 +358,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         // A node's certificate renews for a full term, as nodes keep themselves enrolled. Any
         // other (one an operator issued for a day) keeps its predecessor's end: renewing changes
         // its key, never how long it lasts.
-        const parent = (await isNodeName(p.id, ctx.signal))
+        const parent = (await clusterNode(deps, p.id, ctx.signal))
           ? undefined
           : await ledger.get(cert.serialNumber, ctx.signal);
         const left =
