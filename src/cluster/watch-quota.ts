@@ -40,7 +40,9 @@ export function createWatchQuota(limits: WatchQuotaLimits = DEFAULT_WATCH_LIMITS
   };
   return {
     open(ctx) {
-      const who = `p:${ctx.principal?.id ?? ctx.peer.address}`;
+      // Per tenant the caller is confined to: a name keyed in two tenants (a tenant admin's
+      // key for a name another tenant later uses) holds two quotas, never the other's.
+      const who = `p:${JSON.stringify([ctx.tenant ?? "", ctx.principal?.id ?? ctx.peer.address])}`;
       const tenant = ctx.tenant === undefined ? undefined : `t:${ctx.tenant}`;
       if (!take(who, limits.perPrincipal))
         throw new RpcError("TOO_MANY_WATCHES", {

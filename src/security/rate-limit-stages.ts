@@ -51,7 +51,10 @@ export function createRateLimitStages(options: RateLimitOptions): {
           if (l !== undefined && l.ratePerSecond > limit.ratePerSecond) limit = l;
         }
         const cost = options.methodCost[ctx.method.path] ?? 1;
-        const t = principals.take(`${principal.method}:${principal.id}`, cost, limit);
+        // Per tenant the credential is confined to: one name keyed in two tenants (a tenant
+        // admin's key for a name another tenant later uses) is two callers, not one budget.
+        const who = JSON.stringify([principal.method, principal.tenant ?? "", principal.id]);
+        const t = principals.take(who, cost, limit);
         if (!t.allowed) refuse(t.retryAfterMs, `principal ${principal.id}`);
       }
       return next(invocation);
