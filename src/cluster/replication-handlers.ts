@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import {
   type CallContext,
+  type CallScope,
   type Clock,
   decodedTenant,
   encodedTenant,
@@ -64,11 +65,15 @@ export interface ReplicationHandlerDeps {
 export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handlers {
   const { storage, inventory, clock, jobs, access, runner } = deps;
 
-  /** A job the caller may see (its dataset is visible to the caller's tenant), else REPLICATION_JOB_NOT_FOUND. */
+  /**
+   * A job the caller may see, else REPLICATION_JOB_NOT_FOUND: in its space
+   * ({@link inSpace}) and on a dataset visible to the caller's tenant.
+   */
   const visibleJob = async (jobId: string, ctx: CallContext): Promise<StoredJob> => {
     // A confined caller's ids live in its tenant's space first; an unscoped
     // (older or cluster-made) id is found only when its dataset is visible.
     for (const id of ctx.tenant === undefined ? [jobId] : [scopedJobId(ctx.tenant, jobId), jobId]) {
+      if (!inSpace(id, scopeOf(ctx))) continue;
       const job = await jobs.get(id, ctx.signal);
       const dataset = job?.job.plan?.dataset;
       if (
@@ -96,7 +101,8 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
     const cache = new Map<string, Promise<boolean>>();
     return (job: StoredJob) => {
       const dataset = job.job.plan?.dataset;
-      if (dataset === undefined) return Promise.resolve(false);
+      if (dataset === undefined || !inSpace(job.job.jobId, scopeOf(ctx)))
+        return Promise.resolve(false);
       const key = datasetKey(dataset);
       let seen = cache.get(key);
       if (seen === undefined) {
@@ -212,7 +218,10 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
           if (visible === undefined) {
             const job = await jobs.get(change.jobId, stop);
             const dataset = job?.job.plan?.dataset;
-            visible = dataset !== undefined && (await seenBy(dataset, ctx, stop));
+            visible =
+              dataset !== undefined &&
+              inSpace(change.jobId, scopeOf(ctx)) &&
+              (await seenBy(dataset, ctx, stop));
             shown.set(change.jobId, visible);
           }
           if (visible) yield statusMessage(change.status, ctx.tenant);
@@ -261,6 +270,19 @@ function jobTenantSegment(tenant: string): string {
  */
 export function scopedJobId(tenant: string, jobId: string): string {
   return `${jobTenantSegment(tenant)}:${jobId}`;
+}
+
+/**
+ * Whether a stored job id is in a scope's space: any for a cluster-wide
+ * caller; for a confined one, an unscoped id or one of a tenant it may see.
+ * A job planned in one tenant's space is not another's to see or stop when
+ * its dataset changes hands (a VM given to another tenant): its id names
+ * the tenant that planned it. A cluster admin deletes or keeps it.
+ */
+function inSpace(jobId: string, scope: CallScope): boolean {
+  if (scope.clusterWide) return true;
+  const tenant = tenantOfJobId(jobId);
+  return tenant === "" || scope.canSee(tenant);
 }
 
 /** The tenant whose space a stored job id is in ("" for an unscoped id). */

@@ -126,9 +126,9 @@ export function createTargetResolvers(deps: {
 
 /**
  * The tenant of an event's object when the code that saw it did not know it
- * (a replication run): a tenant's own job names it (`<tenant>:<id>`), else
- * the single owner the target resolvers find; "" (cluster-wide callers
- * only) when there is none or more than one.
+ * (a replication run): the single owner the target resolvers find (a
+ * replication job's: its dataset's); "" (cluster-wide callers only) when
+ * there is none or more than one.
  */
 export function createEventTenants(deps: {
   inventory: Inventory;
@@ -141,8 +141,11 @@ export function createEventTenants(deps: {
     replication: resolvers["replication-job"],
   };
   return async (kind, id, signal) => {
-    if (kind === "replication" && id.lastIndexOf(":") > 0) return tenantOfJobId(id);
-    const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
-    return owners.length === 1 ? (owners[0] ?? "") : "";
+    // A replication run is about its dataset: filed under the dataset's owner, whatever
+    // tenant's space its job id is in (a VM given to another tenant takes its disks along).
+    // A job deleted since is filed under the tenant its id names.
+    const owners = await byKind[kind]?.(id, signal, []);
+    if (owners === undefined && kind === "replication") return tenantOfJobId(id);
+    return owners?.length === 1 ? (owners[0] ?? "") : "";
   };
 }
