@@ -291,6 +291,12 @@ describe("libvirt driver: identifiers", () => {
       "qemu+ssh://hv02/system?=x",
       "qemu+ssh://-oProxyCommand/system",
       "qemu+ssh://-l@hv02/system",
+      // Another driver, or no host, is opened on the source itself (test:/// reads the file).
+      "test:///etc/shadow",
+      "test:///dev/zero",
+      "qemu:///session",
+      "qemu+tls:///system",
+      "lxc://hv02/system",
     ];
     for (const uri of hostile)
       await assert.rejects(

@@ -61,19 +61,25 @@ const MIGRATION_TRANSPORTS = new Set(["", "tls", "tcp", "ssh", "libssh", "libssh
 const MIGRATION_PARAMS = new Set(["keyfile", "known_hosts", "sshauth", "mode", "no_tty", "proxy"]);
 
 const URI_PARTS =
-  /^[a-z][a-z0-9]*(?:\+([a-z0-9]+))?:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/]*)(?::[0-9]+)?\/[^?]*(?:\?(.*))?$/;
+  /^([a-z][a-z0-9]*)(?:\+([a-z0-9]+))?:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/]*)(?::[0-9]+)?\/[^?]*(?:\?(.*))?$/;
 
 /**
  * Why `uri` may not be a migration destination, or undefined when it may.
  * The destination's URI is what that node reported, and the source's
  * libvirt acts on it: a node must not be able to make another run a
- * program, use other credentials or check less.
+ * program, open something of its own, use other credentials or check less.
+ * So: the qemu driver, a host, a network transport, harmless parameters.
  */
 export function libvirtMigrationUriProblem(uri: string): string | undefined {
   if (!isLibvirtUri(uri)) return `not ${URI_HINT}`;
-  const [, transport = "", user = "", host = "", query] = URI_PARTS.exec(uri) ?? [];
+  const [, driver = "", transport = "", user = "", host = "", query] = URI_PARTS.exec(uri) ?? [];
+  // Another driver, or none of a host, is opened on the source itself: `test:///<file>`
+  // reads a file of the node's choosing (and quotes it in the error), `qemu:///session`
+  // or `lxc:///` reach something local instead of the destination.
+  if (driver !== "qemu") return `the ${driver} driver is not a migration destination (qemu is)`;
   if (!MIGRATION_TRANSPORTS.has(transport))
     return `the ${transport} transport is not allowed for a migration destination`;
+  if (host === "") return "a migration destination names its host";
   if (user.startsWith("-") || host.startsWith("-")) return "a user or host may not start with '-'";
   for (const pair of query === undefined || query === "" ? [] : query.split("&")) {
     const name = pair.split("=", 1)[0] ?? "";
