@@ -121,6 +121,10 @@ export const REASONS = {
     message:
       "the target's copy does not end at the snapshot the send starts from (it has snapshots or writes the source lacks)",
   },
+  REPLICATION_STREAM_REFUSED: {
+    code: Code.FailedPrecondition,
+    message: "the replication stream is not a volume's; the target does not keep it",
+  },
   STORAGE_UNSUPPORTED: {
     code: Code.FailedPrecondition,
     message: "the dataset's storage backend does not support this operation",

@@ -99,6 +99,30 @@ export function createZfsDriver(
     return out.stdout;
   };
 
+  /**
+   * A full receive creates the dataset as whatever the stream says, and the
+   * stream is another node's: a filesystem's carries the properties its
+   * sender chose (mountpoint=/root/.ssh, canmount, sharenfs), applied at
+   * this node's next `zfs mount -a`. Only a volume (a VM disk) is kept; any
+   * other is destroyed before anything mounts it (it was received with -u,
+   * and created by this receive: a full receive into an existing dataset fails).
+   */
+  const keepOnlyVolume = async (
+    nodeId: string | undefined,
+    dataset: string,
+    signal: AbortSignal,
+  ) => {
+    const type = (await run(nodeId, ["get", "-H", "-o", "value", "type", dataset], signal)).trim();
+    if (type === "volume") return;
+    const destroyed = await run(nodeId, ["destroy", "-r", dataset], signal).then(
+      () => true,
+      () => false,
+    );
+    throw new RpcError("REPLICATION_STREAM_REFUSED", {
+      message: `the stream received into ${dataset} made a ${type}, not a volume: ${destroyed ? "destroyed" : "not destroyed (received unmounted); destroy it"}`,
+    });
+  };
+
   async function list(
     dataset: DatasetRef,
     name: string,
@@ -134,7 +158,7 @@ export function createZfsDriver(
       await run(target.nodeId, ["destroy", snapshotSpec(target.dataset, target.name)], signal);
     },
     sendSnapshot: (send) =>
-      sendSnapshot(send, runnerFor, (args, s) => spec(args, s, sendTimeoutMs)),
+      sendSnapshot(send, runnerFor, (args, s) => spec(args, s, sendTimeoutMs), keepOnlyVolume),
     async openSendStream(send) {
       const snapshot = snapshotSpec(send.dataset, send.snapshot);
       const base =
@@ -176,6 +200,7 @@ export function createZfsDriver(
           throw new RpcError("STORAGE_UNAVAILABLE", { message: "send stream interrupted" });
         throw zfsError(s, { ...exit, stderr: await stderr });
       }
+      if (receive.base === undefined) await keepOnlyVolume(receive.nodeId, dataset, receive.signal);
       return { bytes };
     },
   };
@@ -250,6 +275,7 @@ async function sendSnapshot(
   send: SendOptions,
   runnerFor: (nodeId: string | undefined) => CommandRunner,
   spec: (args: string[], signal: AbortSignal) => CommandSpec,
+  keepOnlyVolume: (nodeId: string, dataset: string, signal: AbortSignal) => Promise<void>,
 ): Promise<{ bytes: number }> {
   const dataset = backendName(send.dataset);
   const snapshot = snapshotSpec(send.dataset, send.snapshot);
@@ -317,6 +343,7 @@ async function sendSnapshot(
     failures.find((e) => e.reason !== "CANCELLED") ??
     failures[0];
   if (failure !== undefined) throw failure;
+  if (send.base === undefined) await keepOnlyVolume(send.toNode, dataset, send.signal);
   send.onProgress?.(bytes, expected);
   return { bytes };
 }

@@ -1,0 +1,79 @@
+// What a replication source sends is another node's: a stolen node
+// certificate uploads any `zfs send` stream, e.g. a `-p`/`-R` stream of a
+// filesystem with mountpoint=/root/.ssh, canmount=on, sharenfs=... . The
+// target's `zfs receive -u` records those properties and defers the mount
+// to its next `zfs mount -a`, which would mount the sender's files over its
+// own. A full receive is kept only when it made a volume (a VM disk); any
+// other is destroyed at once and the receive refused. (`-x mountpoint` and
+// the like cannot be passed instead: zfs refuses them for a volume's stream.)
+// Found by an adversarial review. A fake `zfs` records each call; the type
+// it reports is what the stream made.
+import assert from "node:assert/strict";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { RpcError } from "../src/core/index.js";
+import { createZfsDriver } from "../src/drivers/index.js";
+import { DatasetRefSchema, StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+
+/** A `zfs` that logs each call's arguments, swallows its stdin, and says `type` for `zfs get type`. */
+function fakeZfs(type: string) {
+  const dir = mkdtempSync(join(tmpdir(), "dv-zfs-recv-"));
+  const log = join(dir, "calls");
+  const file = join(dir, "zfs");
+  writeFileSync(
+    file,
+    `#!/bin/sh\necho "$*" >> '${log}'\ncase "$1" in\n  receive) cat > /dev/null ;;\n  get) echo ${type} ;;\nesac\nexit 0\n`,
+  );
+  chmodSync(file, 0o755);
+  return {
+    zfs: createZfsDriver({ command: file, localNode: "node-02", timeoutMs: 10_000 }),
+    calls: () => readFileSync(log, "utf8").trim().split("\n"),
+  };
+}
+
+const dataset = create(DatasetRefSchema, {
+  backend: StorageBackend.BACKEND_ZFS,
+  pool: "tank",
+  name: "vm-web-01-disk0",
+});
+const receive = (zfs: ReturnType<typeof fakeZfs>["zfs"], base?: string) =>
+  zfs.receiveStream({
+    dataset,
+    nodeId: "node-02",
+    base,
+    stream: Readable.from([Buffer.from("a send stream")]),
+    signal: new AbortController().signal,
+  });
+
+describe("zfs receive of a stream another node sent", () => {
+  it("destroys and refuses a full stream that made a filesystem", async () => {
+    const { zfs, calls } = fakeZfs("filesystem");
+    await assert.rejects(
+      receive(zfs),
+      (e: unknown) =>
+        e instanceof RpcError &&
+        e.reason === "REPLICATION_STREAM_REFUSED" &&
+        /made a filesystem, not a volume: destroyed/.test(e.message),
+    );
+    assert.deepEqual(calls(), [
+      "receive -u tank/vm-web-01-disk0",
+      "get -H -o value type tank/vm-web-01-disk0",
+      "destroy -r tank/vm-web-01-disk0",
+    ]);
+  });
+
+  it("keeps a full stream that made a volume, and an incremental one onto the volume it has", async () => {
+    const { zfs, calls } = fakeZfs("volume");
+    assert.equal((await receive(zfs)).bytes, 13);
+    await receive(zfs, "repl-j1-20261122T140502Z");
+    assert.deepEqual(calls(), [
+      "receive -u tank/vm-web-01-disk0",
+      "get -H -o value type tank/vm-web-01-disk0",
+      "receive -u -F tank/vm-web-01-disk0",
+    ]);
+  });
+});
