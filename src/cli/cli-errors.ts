@@ -153,6 +153,8 @@ const REASON_ADVICE: Record<string, string> = {
   REPLICATION_DIVERGED:
     "the target's copy holds data the source lacks (after a failover: the old primary's last writes); keep what you need from it, then remove its newer snapshots (or the dataset) there and run the job again",
   REPLICATION_SOURCE_MOVED: "a disk replicates from the node its vm runs on: plan it from there",
+  REPLICATION_STREAM_REFUSED:
+    "the source sent something other than a VM disk's volume; the target destroyed it. Check the source node (hvctl cert list) and revoke its certificate if it is not yours",
   APIKEY_NOT_FOUND: "hvctl apikey list shows the keys",
   ROLE_NOT_FOUND: "hvctl role list shows the roles",
   BINDING_NOT_FOUND: "hvctl binding list shows the bindings",
