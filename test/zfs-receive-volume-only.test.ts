@@ -6,17 +6,19 @@
 // own. A full receive is kept only when it made a volume (a VM disk); any
 // other is destroyed at once and the receive refused. (`-x mountpoint` and
 // the like cannot be passed instead: zfs refuses them for a volume's stream.)
-// Found by an adversarial review. A fake `zfs` records each call; the type
-// it reports is what the stream made.
+// The clean-up fails closed: the stream's holds are not taken (-h; a held
+// snapshot cannot be destroyed) and a cancel arriving as the receive ends
+// does not stop it. Found by adversarial reviews. Fake `zfs` programs record
+// each call or keep the target's state in files.
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { RpcError } from "../src/core/index.js";
-import { createZfsDriver } from "../src/drivers/index.js";
+import { createLocalRunner, createZfsDriver } from "../src/drivers/index.js";
 import { DatasetRefSchema, StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 
 /** A `zfs` that logs each call's arguments, swallows its stdin, and says `type` for `zfs get type`. */
@@ -33,6 +35,32 @@ function fakeZfs(type: string) {
     zfs: createZfsDriver({ command: file, localNode: "node-02", timeoutMs: 10_000 }),
     calls: () => readFileSync(log, "utf8").trim().split("\n"),
   };
+}
+
+/** A `zfs` on the target whose received stream is a `-R -h` package of a filesystem with a held snapshot. */
+function targetZfs() {
+  const dir = mkdtempSync(join(tmpdir(), "dv-zfs-held-"));
+  const file = join(dir, "zfs");
+  writeFileSync(
+    file,
+    `#!/bin/sh
+d='${dir}'
+case "$1" in
+  receive)
+    cat > /dev/null
+    touch "$d/exists"
+    case " $* " in *" -h "*) ;; *) touch "$d/held" ;; esac ;;
+  get) [ -e "$d/exists" ] && echo filesystem || { echo "cannot open: dataset does not exist" >&2; exit 1; } ;;
+  release) rm -f "$d/held" ;;
+  destroy)
+    if [ -e "$d/held" ]; then echo "cannot destroy snapshot tank/vm-web-01-disk0@s: dataset is busy" >&2; exit 1; fi
+    rm -f "$d/exists" ;;
+esac
+exit 0
+`,
+  );
+  chmodSync(file, 0o755);
+  return { file, left: () => existsSync(join(dir, "exists")) };
 }
 
 const dataset = create(DatasetRefSchema, {
@@ -60,9 +88,9 @@ describe("zfs receive of a stream another node sent", () => {
         /made a filesystem, not a volume: destroyed/.test(e.message),
     );
     assert.deepEqual(calls(), [
-      "receive -u tank/vm-web-01-disk0",
+      "receive -u -h tank/vm-web-01-disk0",
       "get -H -o value type tank/vm-web-01-disk0",
-      "destroy -r tank/vm-web-01-disk0",
+      "destroy -R tank/vm-web-01-disk0",
     ]);
   });
 
@@ -71,9 +99,67 @@ describe("zfs receive of a stream another node sent", () => {
     assert.equal((await receive(zfs)).bytes, 13);
     await receive(zfs, "repl-j1-20261122T140502Z");
     assert.deepEqual(calls(), [
-      "receive -u tank/vm-web-01-disk0",
+      "receive -u -h tank/vm-web-01-disk0",
       "get -H -o value type tank/vm-web-01-disk0",
-      "receive -u -F tank/vm-web-01-disk0",
+      "receive -u -h -F tank/vm-web-01-disk0",
     ]);
+  });
+});
+
+describe("a full receive that made a filesystem does not stay, whatever the stream or the call does", () => {
+  it("a held snapshot in the stream (zfs send -R -h) does not keep the filesystem", async () => {
+    const t = targetZfs();
+    const zfs = createZfsDriver({ command: t.file, localNode: "node-02", timeoutMs: 10_000 });
+    await assert.rejects(
+      zfs.receiveStream({
+        dataset,
+        nodeId: "node-02",
+        stream: Readable.from([Buffer.from("a -R -h package stream")]),
+        signal: new AbortController().signal,
+      }),
+    );
+    assert.equal(
+      t.left(),
+      false,
+      "the sender's filesystem stays on the target (destroy -r refused: its snapshot is held)",
+    );
+  });
+
+  it("a cancel arriving as the receive completes does not keep the filesystem", async () => {
+    const t = targetZfs();
+    const cancel = new AbortController();
+    const local = createLocalRunner();
+    const zfs = createZfsDriver({
+      command: t.file,
+      localNode: "node-02",
+      timeoutMs: 10_000,
+      // The control plane cancels the operation just as zfs receive exits 0.
+      runnerFor: () => ({
+        start(spec) {
+          const cmd = local.start(spec);
+          if (spec.args[0] !== "receive") return cmd;
+          return {
+            ...cmd,
+            exit: cmd.exit.then((e) => {
+              cancel.abort();
+              return e;
+            }),
+          };
+        },
+      }),
+    });
+    await assert.rejects(
+      zfs.receiveStream({
+        dataset,
+        nodeId: "node-02",
+        stream: Readable.from([Buffer.from("a volume? no: a filesystem")]),
+        signal: cancel.signal,
+      }),
+    );
+    assert.equal(
+      t.left(),
+      false,
+      "the sender's filesystem stays on the target (the type check ran with the aborted signal)",
+    );
   });
 });

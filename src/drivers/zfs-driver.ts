@@ -105,16 +105,16 @@ export function createZfsDriver(
    * sender chose (mountpoint=/root/.ssh, canmount, sharenfs), applied at
    * this node's next `zfs mount -a`. Only a volume (a VM disk) is kept; any
    * other is destroyed before anything mounts it (it was received with -u,
-   * and created by this receive: a full receive into an existing dataset fails).
+   * and -h so that no hold the stream carries keeps a snapshot of it; all of
+   * it is this receive's: a full receive into an existing dataset fails).
    */
-  const keepOnlyVolume = async (
-    nodeId: string | undefined,
-    dataset: string,
-    signal: AbortSignal,
-  ) => {
+  const keepOnlyVolume = async (nodeId: string | undefined, dataset: string) => {
+    // Not the call's signal: a cancel arriving as the receive ends must not leave what it made.
+    const signal = AbortSignal.timeout(timeoutMs);
     const type = (await run(nodeId, ["get", "-H", "-o", "value", "type", dataset], signal)).trim();
     if (type === "volume") return;
-    const destroyed = await run(nodeId, ["destroy", "-r", dataset], signal).then(
+    // -R: a package stream's clones go too (all of it is this receive's; no hold was taken).
+    const destroyed = await run(nodeId, ["destroy", "-R", dataset], signal).then(
       () => true,
       () => false,
     );
@@ -176,7 +176,7 @@ export function createZfsDriver(
     async receiveStream(receive) {
       const dataset = backendName(receive.dataset);
       const s = spec(
-        ["receive", "-u", ...(receive.base === undefined ? [] : ["-F"]), dataset],
+        ["receive", "-u", "-h", ...(receive.base === undefined ? [] : ["-F"]), dataset],
         receive.signal,
         sendTimeoutMs,
       );
@@ -200,7 +200,7 @@ export function createZfsDriver(
           throw new RpcError("STORAGE_UNAVAILABLE", { message: "send stream interrupted" });
         throw zfsError(s, { ...exit, stderr: await stderr });
       }
-      if (receive.base === undefined) await keepOnlyVolume(receive.nodeId, dataset, receive.signal);
+      if (receive.base === undefined) await keepOnlyVolume(receive.nodeId, dataset);
       return { bytes };
     },
   };
@@ -275,7 +275,7 @@ async function sendSnapshot(
   send: SendOptions,
   runnerFor: (nodeId: string | undefined) => CommandRunner,
   spec: (args: string[], signal: AbortSignal) => CommandSpec,
-  keepOnlyVolume: (nodeId: string, dataset: string, signal: AbortSignal) => Promise<void>,
+  keepOnlyVolume: (nodeId: string, dataset: string) => Promise<void>,
 ): Promise<{ bytes: number }> {
   const dataset = backendName(send.dataset);
   const snapshot = snapshotSpec(send.dataset, send.snapshot);
@@ -287,7 +287,7 @@ async function sendSnapshot(
   const signal = AbortSignal.any([send.signal, stop.signal]);
   const sendSpec = spec(["send", "-P", "-v", ...base, snapshot], signal);
   const recvSpec = spec(
-    ["receive", "-u", ...(send.base === undefined ? [] : ["-F"]), dataset],
+    ["receive", "-u", "-h", ...(send.base === undefined ? [] : ["-F"]), dataset],
     signal,
   );
   const sender = runnerFor(send.fromNode).start(sendSpec);
@@ -343,7 +343,7 @@ async function sendSnapshot(
     failures.find((e) => e.reason !== "CANCELLED") ??
     failures[0];
   if (failure !== undefined) throw failure;
-  if (send.base === undefined) await keepOnlyVolume(send.toNode, dataset, send.signal);
+  if (send.base === undefined) await keepOnlyVolume(send.toNode, dataset);
   send.onProgress?.(bytes, expected);
   return { bytes };
 }
