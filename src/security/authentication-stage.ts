@@ -259,23 +259,33 @@ function credentialLife(
     };
   };
   /** Verifies the token again: refused when the verifier no longer takes it, or takes it as someone else. */
+  /** Verifications started; only the latest one's answer counts (an earlier one may answer later). */
+  let verifications = 0;
   const verifyAgain = (listener: () => void) => {
     const verifier = options.jwt();
     const token = life.token;
+    const started = ++verifications;
     const refuse = () => {
       refused = true;
       listener();
     };
     if (verifier === undefined || token === undefined) return refuse();
-    verifier.verify(token, acceptedAtMs).then((r) => {
-      if ("failure" in r || !sameIdentity(principal, r.identity)) return refuse();
-      // Still taken, but perhaps until another time (the issuer's skew changed): a view
-      // stream ends when verify() stops taking the token under the rules now in force.
-      if (life.view && r.identity.expiresAtMs !== life.expiresAtMs) {
-        life.expiresAtMs = r.identity.expiresAtMs;
-        rearm?.();
-      }
-    }, refuse);
+    verifier.verify(token, acceptedAtMs).then(
+      (r) => {
+        // The verifier in force decides: an answer from one a later reload replaced is old news.
+        if (started !== verifications) return;
+        if ("failure" in r || !sameIdentity(principal, r.identity)) return refuse();
+        // Still taken, but perhaps until another time (the issuer's skew changed): a view
+        // stream ends when verify() stops taking the token under the rules now in force.
+        if (life.view && r.identity.expiresAtMs !== life.expiresAtMs) {
+          life.expiresAtMs = r.identity.expiresAtMs;
+          rearm?.();
+        }
+      },
+      () => {
+        if (started === verifications) refuse();
+      },
+    );
   };
   return [
     () =>
