@@ -101,8 +101,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
     const cache = new Map<string, Promise<boolean>>();
     return (job: StoredJob) => {
       const dataset = job.job.plan?.dataset;
-      if (dataset === undefined || !inSpace(job.job.jobId, scopeOf(ctx)))
-        return Promise.resolve(false);
+      if (dataset === undefined || !inSpace(job.job.jobId, scope)) return Promise.resolve(false);
       const key = datasetKey(dataset);
       let seen = cache.get(key);
       if (seen === undefined) {
@@ -214,17 +213,25 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
             if (only !== "") return;
             continue;
           }
-          let visible = shown.get(change.jobId);
-          if (visible === undefined) {
-            const job = await jobs.get(change.jobId, stop);
-            const dataset = job?.job.plan?.dataset;
-            visible =
-              dataset !== undefined &&
-              inSpace(change.jobId, scopeOf(ctx)) &&
-              (await seenBy(dataset, ctx, stop));
-            shown.set(change.jobId, visible);
-          }
+          // Asked at every change, not once: a VM given to another tenant takes its disks,
+          // and the runs over them are no longer the old tenant's to see.
+          const job = await jobs.get(change.jobId, stop);
+          const dataset = job?.job.plan?.dataset;
+          const visible =
+            dataset !== undefined &&
+            inSpace(change.jobId, scopeOf(ctx)) &&
+            (await seenBy(dataset, ctx, stop));
+          const was = shown.get(change.jobId) ?? false;
+          shown.set(change.jobId, visible);
           if (visible) yield statusMessage(change.status, ctx.tenant);
+          else if (was) {
+            // Gone from the caller's view, as a deleted job is.
+            yield create(ReplicationStatusSchema, {
+              jobId: shownJobId(change.jobId, ctx.tenant),
+              state: ReplicationState.REPL_STATE_UNKNOWN,
+            });
+            if (only !== "") return;
+          }
         }
       } catch (err) {
         // The stream ends quietly when the caller leaves or the daemon stops.

@@ -12,7 +12,7 @@ import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
-import { scopedJobId, tenantOfJobId } from "./replication-handlers.js";
+import { scopedJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import { createVmOperations } from "./vm-operations.js";
 
@@ -143,9 +143,9 @@ export function createEventTenants(deps: {
   return async (kind, id, signal) => {
     // A replication run is about its dataset: filed under the dataset's owner, whatever
     // tenant's space its job id is in (a VM given to another tenant takes its disks along).
-    // A job deleted since is filed under the tenant its id names.
-    const owners = await byKind[kind]?.(id, signal, []);
-    if (owners === undefined && kind === "replication") return tenantOfJobId(id);
-    return owners?.length === 1 ? (owners[0] ?? "") : "";
+    // A job deleted since (or a store that did not answer) leaves no owner to tell: the
+    // event is the cluster's, not the tenant's its id names (the disk may be another's now).
+    const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
+    return owners.length === 1 ? (owners[0] ?? "") : "";
   };
 }

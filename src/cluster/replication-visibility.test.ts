@@ -1,0 +1,194 @@
+// Once acme's VM (and disk) is given to globex, acme reads nothing of the
+// runs over the disk it gave up: an open WatchReplication stops showing its
+// old job (visibility is asked at every change, not once per stream), and
+// a run's event resolved after its job was deleted is the cluster's, not
+// filed under the tenant the id names. A cluster admin's list filtered to a
+// tenant shows what that tenant is shown. Found by an adversarial review.
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { type CallContext, createManualClock, silentLogger } from "../core/index.js";
+import {
+  ReplicationJobRecordSchema,
+  ReplicationStatusRecordSchema,
+} from "../gen/debvisor/store/v1/storage_records_pb.js";
+import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
+import {
+  ReplicationState,
+  StorageBackend,
+  ZfsReplicationPlanSchema,
+} from "../gen/debvisor/v1/storage_pb.js";
+import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore, encodeMessage } from "../store/index.js";
+import { createDatasetAccess } from "./dataset-access.js";
+import { createInventory } from "./inventory.js";
+import { createReplicationHandlers, scopedJobId } from "./replication-handlers.js";
+import { createReplicationJobs, jobKeys } from "./replication-jobs.js";
+import { createEventTenants } from "./tenancy.js";
+
+const disk = { backend: StorageBackend.BACKEND_ZFS, pool: "tank", name: "vm-1-disk0" };
+
+async function cluster() {
+  const store = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-repl-vis-")), "s.db"),
+    logger: silentLogger,
+  });
+  const clock = createManualClock(1_000_000);
+  const inventory = createInventory({ store, clock });
+  await inventory.register(create(NodeInfoSchema, { id: { id: "node-a" } }), "o");
+  await inventory.heartbeat(
+    create(HealthSchema, {
+      nodeId: { id: "node-a" },
+      timestamp: { seconds: 1000n, nanos: 0 },
+      vms: [
+        create(VmInfoSchema, { id: "vm-1", name: "vm-1", state: VmState.RUNNING, disks: [disk] }),
+      ],
+    }),
+  );
+  await inventory.assignTenant("vm-1", "acme", "admin");
+  const jobId = scopedJobId("acme", "nightly");
+  const jobs = createReplicationJobs(store);
+  await jobs.create(
+    create(ReplicationJobRecordSchema, {
+      jobId,
+      plan: create(ZfsReplicationPlanSchema, {
+        jobId,
+        dataset: disk,
+        source: { nodeId: { id: "node-a" } },
+        target: { nodeId: { id: "node-b" } },
+      }),
+    }),
+    1_000_000,
+  );
+  const status = (bytes: bigint) =>
+    store.put(
+      jobKeys(jobId).status,
+      encodeMessage(
+        ReplicationStatusRecordSchema,
+        create(ReplicationStatusRecordSchema, {
+          jobId,
+          state: ReplicationState.REPL_STATE_RUNNING,
+          bytesTransferred: bytes,
+        }),
+      ),
+    );
+  return { store, clock, inventory, jobs, jobId, status };
+}
+
+/** A call confined to `tenant`, as the authorization stage leaves it. */
+const confined = (tenant: string, signal: AbortSignal) =>
+  ({
+    tenant,
+    scope: { tenant, clusterWide: false, canSee: (t: string) => t === tenant },
+    signal,
+    log: silentLogger,
+    notes: {},
+  }) as unknown as CallContext;
+
+describe("acme reads nothing of runs over the disk it gave to globex", () => {
+  it("an open WatchReplication of acme's stops showing its old job's runs once the disk is globex's", async () => {
+    const c = await cluster();
+    const stop = new AbortController();
+    try {
+      const handlers = createReplicationHandlers({
+        storage: {} as never,
+        runner: {} as never,
+        inventory: c.inventory,
+        clock: c.clock,
+        jobs: c.jobs,
+        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
+      });
+      const it = handlers
+        .watchReplication({ jobId: "" } as never, confined("acme", stop.signal))
+        [Symbol.asyncIterator]();
+      const next = (ms: number) =>
+        Promise.race([
+          it
+            .next()
+            .then((r) =>
+              r.done
+                ? "done"
+                : `bytes ${r.value.bytesTransferred}${r.value.state === ReplicationState.REPL_STATE_UNKNOWN ? " unknown" : ""}`,
+            ),
+          new Promise<string>((r) => setTimeout(() => r("nothing"), ms)),
+        ]);
+      assert.equal(await next(2000), "bytes 0", "acme's own job, on its own disk");
+      // The cluster admin gives vm-1 (and its disk) to globex; acme's job still runs over it.
+      await c.inventory.assignTenant("vm-1", "globex", "admin");
+      await c.status(123_456_789n);
+      assert.equal(
+        await next(1500),
+        "bytes 0 unknown",
+        "acme's stream is told the job left its view, and shows nothing of the run over globex's disk",
+      );
+    } finally {
+      stop.abort();
+      c.inventory.close();
+      await c.store.close();
+    }
+  });
+
+  it("a cluster admin's list filtered to globex shows what globex itself is shown", async () => {
+    // filteredScope: "for a cluster-wide caller, exactly what a caller confined to that tenant
+    // would see". visibilityOf tests inSpace with the call's own (cluster-wide) scope instead.
+    const c = await cluster();
+    try {
+      const handlers = createReplicationHandlers({
+        storage: {} as never,
+        runner: {} as never,
+        inventory: c.inventory,
+        clock: c.clock,
+        jobs: c.jobs,
+        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
+      });
+      await c.inventory.assignTenant("vm-1", "globex", "admin");
+      const signal = AbortSignal.timeout(5000);
+      const admin = {
+        tenant: undefined,
+        scope: { tenant: undefined, clusterWide: true, canSee: () => true },
+        signal,
+        log: silentLogger,
+        notes: {},
+      } as unknown as CallContext;
+      const ids = async (ctx: CallContext, tenant: string): Promise<string[]> => {
+        const req = { tenant, pageSize: 100, pageToken: "" } as never;
+        const list = (await handlers.listReplicationJobs(req, ctx)) as {
+          jobs: { jobId: string }[];
+        };
+        return list.jobs.map((j) => j.jobId);
+      };
+      const globexSees = await ids(confined("globex", signal), "");
+      const adminFiltered = await ids(admin, "globex");
+      assert.deepEqual(
+        adminFiltered,
+        globexSees,
+        "the admin's --tenant globex view lists acme's job, which globex is not shown",
+      );
+    } finally {
+      c.inventory.close();
+      await c.store.close();
+    }
+  });
+
+  it("a run's event resolved after its job was deleted is not filed under the tenant the id names", async () => {
+    const c = await cluster();
+    try {
+      const tenantOf = createEventTenants({ inventory: c.inventory, store: c.store });
+      await c.inventory.assignTenant("vm-1", "globex", "admin");
+      assert.equal(await tenantOf("replication", c.jobId, AbortSignal.timeout(5000)), "globex");
+      // A cluster admin deletes the job while its run goes on; the run reports its end.
+      await c.jobs.delete(c.jobId);
+      assert.notEqual(
+        await tenantOf("replication", c.jobId, AbortSignal.timeout(5000)),
+        "acme",
+        "the end of a run over globex's disk is filed under acme, who reads it",
+      );
+    } finally {
+      c.inventory.close();
+      await c.store.close();
+    }
+  });
+});
