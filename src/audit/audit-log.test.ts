@@ -11,7 +11,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { silentLogger } from "../core/index.js";
+import { createManualClock, silentLogger } from "../core/index.js";
 import { openAuditLog } from "./audit-log.js";
 import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
 import { verifyAuditFiles } from "./audit-verify.js";
@@ -183,6 +183,27 @@ describe("audit log", () => {
     } finally {
       process.env.PATH = savedPath;
     }
+  });
+
+  it("rotates twice in one millisecond without renaming one file over the other", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    // The clock stands still: every rotation has the same time stamp.
+    const log = await openAuditLog({
+      path,
+      maxBytes: 1024,
+      clock: createManualClock(Date.UTC(2026, 11, 5)),
+      logger: silentLogger,
+    });
+    for (let i = 0; i < 30; i++) await log.append(fields(i));
+    await log.close();
+    const rotated = readdirSync(d)
+      .filter((f) => f.startsWith("audit.log."))
+      .sort()
+      .map((f) => join(d, f));
+    assert.ok(rotated.length >= 3, `rotated ${rotated.length} times`);
+    const all = [...rotated, path];
+    assert.deepEqual(verifyAuditFiles(all), { ok: true, files: all.length, records: 31 });
   });
 
   it("rotates by size and keeps the chain across files", async () => {

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import {
   closeSync,
+  existsSync,
   fstatSync,
   fsyncSync,
   ftruncateSync,
@@ -118,7 +119,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
     // Rename first, with the file still open: if the rename fails, nothing is
     // closed and writing goes on in the current file (rotation is retried later).
     try {
-      renameSync(options.path, `${options.path}.${stamp}`);
+      renameSync(options.path, freeName(`${options.path}.${stamp}`));
     } catch (err) {
       log.warn({ err }, "audit rotation failed; writing on in the current file");
       openedAt = clock.now();
@@ -130,7 +131,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
     size = 0;
     if (copy !== undefined && options.copyPath !== undefined) {
       try {
-        renameSync(options.copyPath, `${options.copyPath}.${stamp}`);
+        renameSync(options.copyPath, freeName(`${options.copyPath}.${stamp}`));
         const nextCopy = await open(options.copyPath, "a", 0o600);
         await copy.close();
         copy = nextCopy;
@@ -347,4 +348,16 @@ function syslogAlarm(log: Logger): (message: string) => void {
       },
     );
   };
+}
+
+/**
+ * `base`, or `base-0001`, `base-0002`... when a file of that name exists: two
+ * rotations in one millisecond (a burst of large records) would otherwise
+ * rename the second file over the first, losing its records. The names
+ * still sort in the order they were written (`audit.log.*` in a shell).
+ */
+function freeName(base: string): string {
+  let name = base;
+  for (let n = 1; existsSync(name); n++) name = `${base}-${String(n).padStart(4, "0")}`;
+  return name;
 }
