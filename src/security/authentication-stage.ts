@@ -258,13 +258,17 @@ function credentialLife(
       stop();
     };
   };
-  /** Verifies the token again: refused when the verifier no longer takes it, or takes it as someone else. */
-  /** Verifications started; only the latest one's answer counts (an earlier one may answer later). */
-  let verifications = 0;
+  /**
+   * Verifies the token again: refused when the verifier no longer takes it,
+   * or takes it as someone else. Only the verifier in force decides: the
+   * late answer of one a later reload replaced is old news (that reload
+   * verifies again), and every answer of the one in force counts, however
+   * many checks are under way.
+   */
   const verifyAgain = (listener: () => void) => {
     const verifier = options.jwt();
     const token = life.token;
-    const started = ++verifications;
+    const inForce = () => options.jwt() === verifier;
     const refuse = () => {
       refused = true;
       listener();
@@ -272,8 +276,7 @@ function credentialLife(
     if (verifier === undefined || token === undefined) return refuse();
     verifier.verify(token, acceptedAtMs).then(
       (r) => {
-        // The verifier in force decides: an answer from one a later reload replaced is old news.
-        if (started !== verifications) return;
+        if (!inForce()) return;
         if ("failure" in r || !sameIdentity(principal, r.identity)) return refuse();
         // Still taken, but perhaps until another time (the issuer's skew changed): a view
         // stream ends when verify() stops taking the token under the rules now in force.
@@ -283,7 +286,7 @@ function credentialLife(
         }
       },
       () => {
-        if (started === verifications) refuse();
+        if (inForce()) refuse();
       },
     );
   };

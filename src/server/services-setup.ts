@@ -27,6 +27,7 @@ import {
   createAuthenticationStage,
   createAuthorizationStage,
   createEnrollmentService,
+  type JwtVerifier,
   nodeNamed,
 } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
@@ -157,16 +158,22 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       "benchmark settings: security stages left out; never run like this in production",
     );
   const { panelSessions } = security;
+  let panelJwt: { base: JwtVerifier | undefined; verifier: JwtVerifier } | undefined;
   // One pipeline for every adapter: the gRPC server and the panel's Connect listener.
   const stages = [
     ...(auditStages === undefined ? [] : [auditStages.outer]),
     ...(skipRateLimit ? [] : [rateLimits.perSource]),
     createAuthenticationStage({
       apiKeys,
-      jwt: () =>
-        panelSessions === undefined
-          ? security.jwt()
-          : withPanelIssuer(panelSessions.verifier, security.jwt()),
+      jwt: () => {
+        if (panelSessions === undefined) return security.jwt();
+        // One object per verifier in force: a stream's re-verification knows by identity
+        // whether a reload replaced the verifier it asked.
+        const base = security.jwt();
+        if (panelJwt === undefined || panelJwt.base !== base)
+          panelJwt = { base, verifier: withPanelIssuer(panelSessions.verifier, base) };
+        return panelJwt.verifier;
+      },
       lockout,
       revocations,
       sessionEnds: panelSessions?.onEnd,
