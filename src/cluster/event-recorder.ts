@@ -82,7 +82,8 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
   const { log, clock, logger } = options;
   const queueMax = options.queueMax ?? 1000;
   const repeatMs = options.repeatWindowMs ?? 60_000;
-  const queue: { event: ClusterEvent; at: number }[] = [];
+  /** Events to write, each with its tenant, resolved when it was emitted (see emit). */
+  const queue: { event: ClusterEvent; at: number; tenant: Promise<string> }[] = [];
   const recent = new Map<string, number>();
   const stop = new AbortController();
   const stats = { recorded: 0, droppedQueueFull: 0, droppedStoreError: 0, suppressed: 0 };
@@ -108,9 +109,9 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
     }
   }
 
-  async function writeBatch(batch: { event: ClusterEvent; at: number }[]): Promise<void> {
+  async function writeBatch(batch: typeof queue): Promise<void> {
     const records = await Promise.all(
-      batch.map(async ({ event: e, at }) =>
+      batch.map(async ({ event: e, at, tenant }) =>
         create(EventRecordSchema, {
           timeMs: BigInt(at),
           objectKind: e.kind,
@@ -120,7 +121,7 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
           message: e.message,
           warning: e.warning ?? false,
           source: e.source,
-          tenant: await tenantOf(e),
+          tenant: await tenant,
         }),
       ),
     );
@@ -169,7 +170,9 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
           stats.droppedQueueFull++;
           return;
         }
-        queue.push({ event, at: now });
+        // Whose it is as of now, not as of the write (batched, retried): a job deleted in
+        // between would leave no owner to tell, and its tenant would lose the event.
+        queue.push({ event, at: now, tenant: tenantOf(event) });
         // After the caller's synchronous work: a burst is written in batches.
         if (queue.length === 1) queueMicrotask(() => void drain());
       } catch (err) {
