@@ -47,7 +47,7 @@ export interface DomainServiceDeps {
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
-  // One bound on open watches for the list watches and the event watch together.
+  // One bound on open watches for the list watches, the event watch and replication's together.
   const quota = createWatchQuota();
   return [
     createNodeService({
@@ -78,6 +78,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       policyTenants: deps.policyTenants,
       logger: deps.logger,
       closing: deps.closing,
+      quota,
     }),
     ...(deps.events === undefined
       ? []

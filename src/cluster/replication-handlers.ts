@@ -37,6 +37,7 @@ import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
 import { resolveReplicationPolicy } from "./replication-policy.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { filteredScope } from "./tenancy.js";
+import type { WatchQuota } from "./watch-quota.js";
 
 type Handlers = Pick<
   ServiceImpl<typeof StorageService>,
@@ -59,11 +60,38 @@ export interface ReplicationHandlerDeps {
   readonly closing?: AbortSignal;
   /** Replication policies by name (`storage.replication.policies`): `policy: gold` means their string. */
   readonly policies?: Readonly<Record<string, string>>;
+  /** Open watches per caller and tenant (WatchReplication counts as any Watch* does). */
+  readonly quota?: WatchQuota;
 }
+
+/** How long a dataset's owners, once asked, answer every open WatchReplication. */
+const OWNERS_FRESH_MS = 1000;
+/** Datasets whose owners are remembered at most. */
+const OWNERS_REMEMBERED = 10_000;
 
 /** ZFS replication jobs: plan, run now, status, list, delete, watch. */
 export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handlers {
   const { storage, inventory, clock, jobs, access, runner } = deps;
+  /**
+   * A dataset's owners, asked at most once a second whatever the number of
+   * open watches (each progress write of a running job is a change every
+   * watch of its space looks at): a VM given to another tenant is seen
+   * within a second.
+   */
+  const owners = new Map<string, { at: number; tenants: Promise<readonly string[]> }>();
+  const ownersOf = (dataset: DatasetRef): Promise<readonly string[]> => {
+    const key = datasetKey(dataset);
+    const now = performance.now();
+    const known = owners.get(key);
+    if (known !== undefined && now - known.at < OWNERS_FRESH_MS) return known.tenants;
+    owners.delete(key);
+    // Not any one caller's signal: the answer is shared.
+    const tenants = access.tenants(dataset, AbortSignal.timeout(10_000));
+    tenants.catch(() => owners.delete(key));
+    owners.set(key, { at: now, tenants });
+    if (owners.size > OWNERS_REMEMBERED) owners.delete(owners.keys().next().value as string);
+    return tenants;
+  };
 
   /**
    * A job the caller may see, else REPLICATION_JOB_NOT_FOUND: in its space
@@ -196,10 +224,12 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
 
     async *watchReplication(req, ctx) {
       const only = req.jobId === "" ? "" : (await visibleJob(req.jobId, ctx)).job.jobId;
+      const release = deps.quota?.open(ctx);
       const stop = AbortSignal.any(
         deps.closing === undefined ? [ctx.signal] : [ctx.signal, deps.closing],
       );
       const shown = new Map<string, boolean>();
+      const datasets = new Map<string, DatasetRef>();
       try {
         for await (const change of jobs.watch(stop)) {
           if (only !== "" && change.jobId !== only) continue;
@@ -210,17 +240,23 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
                 state: ReplicationState.REPL_STATE_UNKNOWN,
               });
             shown.delete(change.jobId);
+            datasets.delete(change.jobId);
             if (only !== "") return;
             continue;
           }
           // Asked at every change, not once: a VM given to another tenant takes its disks,
-          // and the runs over them are no longer the old tenant's to see.
-          const job = await jobs.get(change.jobId, stop);
-          const dataset = job?.job.plan?.dataset;
+          // and the runs over them are no longer the old tenant's to see. A job's dataset
+          // never changes: read once per job.
+          let dataset = datasets.get(change.jobId);
+          if (dataset === undefined) {
+            dataset = (await jobs.get(change.jobId, stop))?.job.plan?.dataset;
+            if (dataset !== undefined) datasets.set(change.jobId, dataset);
+          }
+          const scope = scopeOf(ctx);
           const visible =
             dataset !== undefined &&
-            inSpace(change.jobId, scopeOf(ctx)) &&
-            (await seenBy(dataset, ctx, stop));
+            inSpace(change.jobId, scope) &&
+            (scope.clusterWide || (await ownersOf(dataset)).some((t) => scope.canSee(t)));
           const was = shown.get(change.jobId) ?? false;
           shown.set(change.jobId, visible);
           if (visible) yield statusMessage(change.status, ctx.tenant);
@@ -236,6 +272,8 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       } catch (err) {
         // The stream ends quietly when the caller leaves or the daemon stops.
         if (!(stop.aborted && err instanceof RpcError && err.reason === "CANCELLED")) throw err;
+      } finally {
+        release?.();
       }
     },
   };

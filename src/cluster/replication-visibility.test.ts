@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { type CallContext, createManualClock, silentLogger } from "../core/index.js";
+import { type CallContext, createManualClock, RpcError, silentLogger } from "../core/index.js";
 import {
   ReplicationJobRecordSchema,
   ReplicationStatusRecordSchema,
@@ -28,6 +28,7 @@ import { createInventory } from "./inventory.js";
 import { createReplicationHandlers, scopedJobId } from "./replication-handlers.js";
 import { createReplicationJobs, jobKeys } from "./replication-jobs.js";
 import { createEventTenants } from "./tenancy.js";
+import { createWatchQuota } from "./watch-quota.js";
 
 const disk = { backend: StorageBackend.BACKEND_ZFS, pool: "tank", name: "vm-1-disk0" };
 
@@ -88,6 +89,9 @@ const confined = (tenant: string, signal: AbortSignal) =>
     notes: {},
   }) as unknown as CallContext;
 
+const STREAMS = 200;
+const WRITES = 5;
+
 describe("acme reads nothing of runs over the disk it gave to globex", () => {
   it("an open WatchReplication of acme's stops showing its old job's runs once the disk is globex's", async () => {
     const c = await cluster();
@@ -118,6 +122,8 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
       assert.equal(await next(2000), "bytes 0", "acme's own job, on its own disk");
       // The cluster admin gives vm-1 (and its disk) to globex; acme's job still runs over it.
       await c.inventory.assignTenant("vm-1", "globex", "admin");
+      // A dataset's owners are asked at most once a second, for every open watch together.
+      await new Promise((r) => setTimeout(r, 1100));
       await c.status(123_456_789n);
       assert.equal(
         await next(1500),
@@ -187,6 +193,155 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
         "the end of a run over globex's disk is filed under acme, who reads it",
       );
     } finally {
+      c.inventory.close();
+      await c.store.close();
+    }
+  });
+});
+
+describe("the cost of one replication progress write, and how many watches a caller holds", () => {
+  it("does not grow with the number of WatchReplication streams a tenant opens", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-repl-cost-")), "s.db"),
+      logger: silentLogger,
+    });
+    const clock = createManualClock(1_000_000);
+    const inventory = createInventory({ store, clock });
+    const stop = new AbortController();
+    try {
+      await inventory.register(create(NodeInfoSchema, { id: { id: "node-a" } }), "o");
+      await inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: "node-a" },
+          timestamp: { seconds: 1000n, nanos: 0 },
+          vms: [
+            create(VmInfoSchema, {
+              id: "vm-1",
+              name: "vm-1",
+              state: VmState.RUNNING,
+              disks: [disk],
+            }),
+          ],
+        }),
+      );
+      await inventory.assignTenant("vm-1", "acme", "admin");
+      const jobs = createReplicationJobs(store);
+      const jobId = scopedJobId("acme", "nightly");
+      await jobs.create(
+        create(ReplicationJobRecordSchema, {
+          jobId,
+          plan: create(ZfsReplicationPlanSchema, {
+            jobId,
+            dataset: disk,
+            source: { nodeId: { id: "node-a" } },
+            target: { nodeId: { id: "node-b" } },
+          }),
+        }),
+        1_000_000,
+      );
+      let scans = 0;
+      const counted = new Proxy(inventory, {
+        get(target, prop, receiver) {
+          if (prop === "vmsWithDisk")
+            return (...args: Parameters<typeof inventory.vmsWithDisk>) => {
+              scans++;
+              return target.vmsWithDisk(...args);
+            };
+          return Reflect.get(target, prop, receiver);
+        },
+      });
+      const handlers = createReplicationHandlers({
+        storage: {} as never,
+        runner: {} as never,
+        inventory: counted,
+        clock,
+        jobs,
+        access: createDatasetAccess({ inventory: counted, store }),
+      });
+      const ctx = {
+        tenant: "acme",
+        principal: { id: "viewer-1", method: "apikey", roles: [], tenant: "acme" },
+        scope: { tenant: "acme", clusterWide: false, canSee: (t: string) => t === "acme" },
+        signal: stop.signal,
+        log: silentLogger,
+        notes: {},
+      } as unknown as CallContext;
+      const streams = Array.from({ length: STREAMS }, () =>
+        handlers.watchReplication({ jobId: "" } as never, ctx)[Symbol.asyncIterator](),
+      );
+      let received = 0;
+      const pump = streams.map(async (s) => {
+        for (;;) {
+          const r = await s.next().catch(() => ({ done: true }));
+          if (r.done) return;
+          received++;
+        }
+      });
+      const until = async (n: number) => {
+        const t0 = Date.now();
+        while (received < n && Date.now() - t0 < 20_000)
+          await new Promise((r) => setTimeout(r, 20));
+      };
+      await until(STREAMS);
+      const before = scans;
+      for (let i = 1; i <= WRITES; i++) {
+        await store.put(
+          `replication/status/${jobId}`,
+          encodeMessage(
+            ReplicationStatusRecordSchema,
+            create(ReplicationStatusRecordSchema, {
+              jobId,
+              state: ReplicationState.REPL_STATE_RUNNING,
+              bytesTransferred: BigInt(i * 1_000_000),
+            }),
+          ),
+        );
+        await until(STREAMS * (i + 1));
+      }
+      const perWrite = (scans - before) / WRITES;
+      stop.abort();
+      await Promise.race([Promise.all(pump), new Promise((r) => setTimeout(r, 2000))]);
+      assert.ok(
+        perWrite <= 1,
+        `each progress write of acme's own running job cost ${perWrite} full inventory scans (one per open stream; ${STREAMS} streams, none refused, no quota)`,
+      );
+    } finally {
+      stop.abort();
+      inventory.close();
+      await store.close();
+    }
+  });
+  it("counts WatchReplication against the caller's open watches, as every Watch* is", async () => {
+    const c = await cluster();
+    const stop = new AbortController();
+    try {
+      const handlers = createReplicationHandlers({
+        storage: {} as never,
+        runner: {} as never,
+        inventory: c.inventory,
+        clock: c.clock,
+        jobs: c.jobs,
+        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
+        quota: createWatchQuota({ perPrincipal: 3, perTenant: 10 }),
+      });
+      const ctx = {
+        ...confined("acme", stop.signal),
+        principal: { id: "viewer-1", method: "apikey", roles: [], tenant: "acme" },
+      } as unknown as CallContext;
+      const open = () =>
+        handlers.watchReplication({ jobId: "" } as never, ctx)[Symbol.asyncIterator]();
+      const first = [open(), open(), open()];
+      await Promise.all(first.map((s) => s.next()));
+      await assert.rejects(
+        open().next(),
+        (e: unknown) => e instanceof RpcError && e.reason === "TOO_MANY_WATCHES",
+      );
+      // A watch that ends gives its place back.
+      await first[0]?.return?.(undefined);
+      const again = open();
+      assert.equal((await again.next()).done, false);
+    } finally {
+      stop.abort();
       c.inventory.close();
       await c.store.close();
     }

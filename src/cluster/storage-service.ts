@@ -30,6 +30,7 @@ import { createReplicationHandlers } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import { createReplicationRunner, type ReplicationRunner } from "./replication-runner.js";
 import { createSnapshotHandlers } from "./snapshot-handlers.js";
+import { createWatchQuota, type WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of the StorageService handlers. */
 export interface StorageServiceDeps {
@@ -51,6 +52,8 @@ export interface StorageServiceDeps {
   readonly logger?: Logger;
   /** Ends WatchReplication streams (the daemon's shutdown). */
   readonly closing?: AbortSignal;
+  /** Open watches per caller and tenant, shared with the other watches; default: one of its own. */
+  readonly quota?: WatchQuota;
 }
 
 /**
@@ -76,7 +79,14 @@ export function createStorageService(deps: StorageServiceDeps): ServiceBinding {
       closing: deps.closing,
       ownerNode: (dataset, signal) => diskNode(deps.inventory, dataset, signal),
     });
-  const shared = { ...deps, jobs, access, runner, policies: deps.replicationPolicies };
+  const shared = {
+    ...deps,
+    jobs,
+    access,
+    runner,
+    policies: deps.replicationPolicies,
+    quota: deps.quota ?? createWatchQuota(),
+  };
   const dataset = (id: (req: never) => DatasetRef | undefined) =>
     ({ kind: "dataset", id }) as const;
   const job = { kind: "replication-job", id: (req: JobRef) => req.jobId } as const;
