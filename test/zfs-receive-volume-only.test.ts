@@ -8,7 +8,9 @@
 // the like cannot be passed instead: zfs refuses them for a volume's stream.)
 // The clean-up fails closed: the stream's holds are not taken (-h; a held
 // snapshot cannot be destroyed) and a cancel arriving as the receive ends
-// does not stop it. Found by adversarial reviews. Fake `zfs` programs record
+// does not stop it; a zfs without `receive -h` (before OpenZFS 2.0) fails
+// every receive as unsupported, saying so, not as "retry later". Found by
+// adversarial reviews. Fake `zfs` programs record
 // each call or keep the target's state in files.
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -61,6 +63,37 @@ exit 0
   );
   chmodSync(file, 0o755);
   return { file, left: () => existsSync(join(dir, "exists")) };
+}
+
+/** A zfs 0.8 `zfs`: receive knows -F -n -s -u -v -d -e, not -h. */
+function zfs08() {
+  const dir = mkdtempSync(join(tmpdir(), "dv-zfs08-"));
+  const file = join(dir, "zfs");
+  writeFileSync(
+    file,
+    `#!/bin/sh
+case "$1" in
+  receive)
+    case " $* " in *" -h "*)
+      echo "invalid option 'h'" >&2
+      echo "usage:" >&2
+      echo "	receive [-vnsFu] [-o <property>=<value>] ... [-x <property>] ... <filesystem|volume|snapshot>" >&2
+      echo "	receive [-vnsFu] [-o <property>=<value>] ... [-x <property>] ... [-d | -e] <filesystem>" >&2
+      echo "	receive -A <filesystem|volume>" >&2
+      echo "" >&2
+      echo "For the property list, run: zfs set|get" >&2
+      echo "" >&2
+      echo "For the delegated permission list, run: zfs allow|unallow" >&2
+      exit 2 ;;
+    esac
+    cat > /dev/null ;;
+  get) echo volume ;;
+esac
+exit 0
+`,
+  );
+  chmodSync(file, 0o755);
+  return createZfsDriver({ command: file, localNode: "node-02", timeoutMs: 10_000 });
 }
 
 const dataset = create(DatasetRefSchema, {
@@ -162,4 +195,31 @@ describe("a full receive that made a filesystem does not stay, whatever the stre
       "the sender's filesystem stays on the target (the type check ran with the aborted signal)",
     );
   });
+});
+
+describe("a target node whose zfs has no `receive -h` (ZoL 0.8)", () => {
+  for (const base of [undefined, "repl-j1-20261122T140502Z"]) {
+    it(`fails a ${base === undefined ? "full" : "incremental"} receive for a named, permanent reason`, async () => {
+      const zfs = zfs08();
+      let caught: unknown;
+      try {
+        await zfs.receiveStream({
+          dataset,
+          nodeId: "node-02",
+          base,
+          stream: Readable.from([Buffer.from("a volume's send stream")]),
+          signal: new AbortController().signal,
+        });
+      } catch (e) {
+        caught = e;
+      }
+      assert.ok(caught instanceof RpcError);
+      assert.notEqual(
+        caught.reason,
+        "STORAGE_UNAVAILABLE",
+        `a permanent incompatibility reported as "${caught.clientMessage}" (STORAGE_UNAVAILABLE, retry later): every run of every job to this node fails, forever, for a reason no client sees`,
+      );
+      assert.match(caught.clientMessage, /-h|zfs version|hold/i);
+    });
+  }
 });

@@ -49,8 +49,14 @@ const PROGRESS_EVERY_MS = 250;
 /** The columns `zfs list` prints, in order. */
 const COLUMNS = "name,creation,used,userrefs";
 
-/** Known `zfs` error messages and what they mean to a client. */
-const ZFS_ERRORS: readonly [RegExp, ConstructorParameters<typeof RpcError>[0]][] = [
+/** Known `zfs` error messages and what they mean to a client (with what to say, when the reason's own words do not). */
+const ZFS_ERRORS: readonly [RegExp, ConstructorParameters<typeof RpcError>[0], string?][] = [
+  // A zfs before OpenZFS 2.0: no `receive -h`, which keeps a stream's holds off this node.
+  [
+    /invalid option 'h'/,
+    "STORAGE_UNSUPPORTED",
+    "this node's zfs has no `zfs receive -h`: replication needs OpenZFS 2.0 or later on every node",
+  ],
   [/dataset does not exist/, "DATASET_NOT_FOUND"],
   [/could not find any snapshots to destroy/, "SNAPSHOT_NOT_FOUND"],
   [/dataset already exists/, "SNAPSHOT_EXISTS"],
@@ -209,9 +215,9 @@ export function createZfsDriver(
 /** Maps a failed `zfs` command to a catalogue reason by its message, else STORAGE_UNAVAILABLE. */
 function zfsError(spec: CommandSpec, out: CommandExit & { stderr: string }): RpcError {
   if (!out.aborted && !out.timedOut && out.spawnError === undefined) {
-    for (const [pattern, reason] of ZFS_ERRORS) {
+    for (const [pattern, reason, message] of ZFS_ERRORS) {
       if (pattern.test(out.stderr))
-        return new RpcError(reason, { cause: commandFailed(spec, out).cause });
+        return new RpcError(reason, { message, cause: commandFailed(spec, out).cause });
     }
   }
   return commandFailed(spec, out);
