@@ -201,44 +201,10 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
 
 describe("the cost of one replication progress write, and how many watches a caller holds", () => {
   it("does not grow with the number of WatchReplication streams a tenant opens", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-repl-cost-")), "s.db"),
-      logger: silentLogger,
-    });
-    const clock = createManualClock(1_000_000);
-    const inventory = createInventory({ store, clock });
+    const c = await cluster();
+    const { store, inventory, jobs, clock } = c;
     const stop = new AbortController();
     try {
-      await inventory.register(create(NodeInfoSchema, { id: { id: "node-a" } }), "o");
-      await inventory.heartbeat(
-        create(HealthSchema, {
-          nodeId: { id: "node-a" },
-          timestamp: { seconds: 1000n, nanos: 0 },
-          vms: [
-            create(VmInfoSchema, {
-              id: "vm-1",
-              name: "vm-1",
-              state: VmState.RUNNING,
-              disks: [disk],
-            }),
-          ],
-        }),
-      );
-      await inventory.assignTenant("vm-1", "acme", "admin");
-      const jobs = createReplicationJobs(store);
-      const jobId = scopedJobId("acme", "nightly");
-      await jobs.create(
-        create(ReplicationJobRecordSchema, {
-          jobId,
-          plan: create(ZfsReplicationPlanSchema, {
-            jobId,
-            dataset: disk,
-            source: { nodeId: { id: "node-a" } },
-            target: { nodeId: { id: "node-b" } },
-          }),
-        }),
-        1_000_000,
-      );
       let scans = 0;
       const counted = new Proxy(inventory, {
         get(target, prop, receiver) {
@@ -285,17 +251,7 @@ describe("the cost of one replication progress write, and how many watches a cal
       await until(STREAMS);
       const before = scans;
       for (let i = 1; i <= WRITES; i++) {
-        await store.put(
-          `replication/status/${jobId}`,
-          encodeMessage(
-            ReplicationStatusRecordSchema,
-            create(ReplicationStatusRecordSchema, {
-              jobId,
-              state: ReplicationState.REPL_STATE_RUNNING,
-              bytesTransferred: BigInt(i * 1_000_000),
-            }),
-          ),
-        );
+        await c.status(BigInt(i * 1_000_000));
         await until(STREAMS * (i + 1));
       }
       const perWrite = (scans - before) / WRITES;
