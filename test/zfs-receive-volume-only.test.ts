@@ -24,13 +24,13 @@ import { createLocalRunner, createZfsDriver } from "../src/drivers/index.js";
 import { DatasetRefSchema, StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 
 /** A `zfs` that logs each call's arguments, swallows its stdin, and says `type` for `zfs get type`. */
-function fakeZfs(type: string) {
+function fakeZfs(type: string, options: { getFails?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "dv-zfs-recv-"));
   const log = join(dir, "calls");
   const file = join(dir, "zfs");
   writeFileSync(
     file,
-    `#!/bin/sh\necho "$*" >> '${log}'\ncase "$1" in\n  receive) cat > /dev/null ;;\n  get) echo ${type} ;;\nesac\nexit 0\n`,
+    `#!/bin/sh\necho "$*" >> '${log}'\ncase "$1" in\n  receive) cat > /dev/null ;;\n  get) ${options.getFails === true ? "echo 'internal error: out of memory' >&2; exit 1" : `echo ${type}`} ;;\nesac\nexit 0\n`,
   );
   chmodSync(file, 0o755);
   return {
@@ -119,6 +119,22 @@ describe("zfs receive of a stream another node sent", () => {
         e instanceof RpcError &&
         e.reason === "REPLICATION_STREAM_REFUSED" &&
         /made a filesystem, not a volume: destroyed/.test(e.message),
+    );
+    assert.deepEqual(calls(), [
+      "receive -u -h tank/vm-web-01-disk0",
+      "get -H -o value type tank/vm-web-01-disk0",
+      "destroy -R tank/vm-web-01-disk0",
+    ]);
+  });
+
+  it("destroys a full stream whose type it cannot read, and fails the run as one to retry", async () => {
+    const { zfs, calls } = fakeZfs("volume", { getFails: true });
+    await assert.rejects(
+      receive(zfs),
+      (e: unknown) =>
+        e instanceof RpcError &&
+        e.reason === "STORAGE_UNAVAILABLE" &&
+        /destroyed to be safe; the next run sends it again/.test(e.message),
     );
     assert.deepEqual(calls(), [
       "receive -u -h tank/vm-web-01-disk0",

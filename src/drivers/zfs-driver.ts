@@ -117,13 +117,21 @@ export function createZfsDriver(
   const keepOnlyVolume = async (nodeId: string | undefined, dataset: string) => {
     // Not the call's signal: a cancel arriving as the receive ends must not leave what it made.
     const signal = AbortSignal.timeout(timeoutMs);
-    const type = (await run(nodeId, ["get", "-H", "-o", "value", "type", dataset], signal)).trim();
+    const type = await run(nodeId, ["get", "-H", "-o", "value", "type", dataset], signal).then(
+      (out) => out.trim(),
+      () => undefined,
+    );
     if (type === "volume") return;
     // -R: a package stream's clones go too (all of it is this receive's; no hold was taken).
     const destroyed = await run(nodeId, ["destroy", "-R", dataset], signal).then(
       () => true,
       () => false,
     );
+    // Not known to be a volume is not kept either: the next run sends it again.
+    if (type === undefined)
+      throw new RpcError("STORAGE_UNAVAILABLE", {
+        message: `could not read what the stream made of ${dataset}: ${destroyed ? "destroyed to be safe; the next run sends it again" : "not destroyed (received unmounted); destroy it"}`,
+      });
     throw new RpcError("REPLICATION_STREAM_REFUSED", {
       message: `the stream received into ${dataset} made a ${type}, not a volume: ${destroyed ? "destroyed" : "not destroyed (received unmounted); destroy it"}`,
     });
