@@ -54,6 +54,45 @@ describe("streams ended by the security stages on the panel's Connect transport"
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * Opens a watch of `principal`'s 70 times (the per-principal quota is
+   * 64), each time changing its binding (it keeps vm:list and
+   * migration:list) so that the watch ends ACCESS_CHANGED; every watch
+   * must open: an ended one gave its slot back.
+   */
+  const cycle = async (
+    open: (signal: AbortSignal) => AsyncIterable<{ header?: { type: WatchEventType } }>,
+    principal: string,
+    why: string,
+  ) => {
+    const root = devClients(admin, channels);
+    for (let i = 0; i < 70; i++) {
+      const stop = new AbortController();
+      const { state, done } = followStream(open(stop.signal));
+      try {
+        await eventually(
+          () =>
+            assert.ok(
+              state.ended !== undefined ||
+                state.events.some((e) => e.header?.type === WatchEventType.SYNCED),
+            ),
+          { timeoutMs: 10_000 },
+        );
+        assert.equal(state.ended, undefined, `watch ${i + 1} of ${principal} refused: ${why}`);
+        await root.access.setBinding({
+          principal,
+          roles: i % 2 === 0 ? ["viewer", "monitor"] : ["viewer"],
+          tenant: "acme",
+        });
+        await eventually(() => assert.ok(state.ended !== undefined), { timeoutMs: 10_000 });
+        assert.match(String(state.ended), /^code 14/, "ended ACCESS_CHANGED (UNAVAILABLE)");
+      } finally {
+        stop.abort();
+        await done;
+      }
+    }
+  };
+
   it("releases a watch ended ACCESS_CHANGED: a panel user is not locked out of watching after 64 access changes", async () => {
     const root = devClients(admin, channels);
     const panelAdmin = panelBrowser(panelUrl, ca);
@@ -73,39 +112,11 @@ describe("streams ended by the security stages on the panel's Connect transport"
     assert.equal((await quinn.auth("login", { user: "quinn", password: PASSWORD })).status, 200);
     const watch = quinn.client(WatchService);
 
-    // The per-principal watch quota is 64 (DEFAULT_WATCH_LIMITS); a few more cycles than that.
-    const CYCLES = 70;
-    for (let i = 0; i < CYCLES; i++) {
-      const stop = new AbortController();
-      const { state, done } = followStream(watch.watchMigrations({}, { signal: stop.signal }));
-      try {
-        await eventually(
-          () =>
-            assert.ok(
-              state.ended !== undefined ||
-                state.events.some((e) => e.header?.type === WatchEventType.SYNCED),
-            ),
-          { timeoutMs: 10_000 },
-        );
-        assert.equal(
-          state.ended,
-          undefined,
-          `watch ${i + 1} refused after ${i} earlier watches of user:quinn each ended ACCESS_CHANGED ` +
-            "(and were over for the client): the ended streams still hold their quota slots",
-        );
-        // The caller's own access changes (it keeps vm:list and migration:list): the watch ends.
-        await root.access.setBinding({
-          principal: "user:quinn",
-          roles: i % 2 === 0 ? ["viewer", "monitor"] : ["viewer"],
-          tenant: "acme",
-        });
-        await eventually(() => assert.ok(state.ended !== undefined), { timeoutMs: 10_000 });
-        assert.match(String(state.ended), /^code 14/, "ended ACCESS_CHANGED (UNAVAILABLE)");
-      } finally {
-        stop.abort();
-        await done;
-      }
-    }
+    await cycle(
+      (signal) => watch.watchMigrations({}, { signal }),
+      "user:quinn",
+      "the ended panel streams still hold their quota slots",
+    );
   });
   it("(control) the same cycle over gRPC releases each ended watch", async () => {
     const root = devClients(admin, channels);
@@ -116,31 +127,6 @@ describe("streams ended by the security stages on the panel's Connect transport"
       tenant: "acme",
     });
     const watch = devClients(bearerContext(admin, key.token), channels).watch;
-    const CYCLES = 70;
-    for (let i = 0; i < CYCLES; i++) {
-      const stop = new AbortController();
-      const { state, done } = followStream(watch.watchMigrations({}, { signal: stop.signal }));
-      try {
-        await eventually(
-          () =>
-            assert.ok(
-              state.ended !== undefined ||
-                state.events.some((e) => e.header?.type === WatchEventType.SYNCED),
-            ),
-          { timeoutMs: 10_000 },
-        );
-        assert.equal(state.ended, undefined, `gRPC watch ${i + 1} refused`);
-        await root.access.setBinding({
-          principal: "grpc-quinn",
-          roles: i % 2 === 0 ? ["viewer", "monitor"] : ["viewer"],
-          tenant: "acme",
-        });
-        await eventually(() => assert.ok(state.ended !== undefined), { timeoutMs: 10_000 });
-        assert.match(String(state.ended), /^code 14/);
-      } finally {
-        stop.abort();
-        await done;
-      }
-    }
+    await cycle((signal) => watch.watchMigrations({}, { signal }), "grpc-quinn", "gRPC");
   });
 });

@@ -79,6 +79,21 @@ async function cluster() {
   return { store, clock, inventory, jobs, jobId, status };
 }
 
+/** The replication handlers over `c` (their storage and runner unused here). */
+const handlersOf = (
+  c: Pick<Awaited<ReturnType<typeof cluster>>, "inventory" | "clock" | "jobs" | "store">,
+  quota?: ReturnType<typeof createWatchQuota>,
+) =>
+  createReplicationHandlers({
+    storage: {} as never,
+    runner: {} as never,
+    inventory: c.inventory,
+    clock: c.clock,
+    jobs: c.jobs,
+    access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
+    quota,
+  });
+
 /** A call confined to `tenant`, as the authorization stage leaves it. */
 const confined = (tenant: string, signal: AbortSignal) =>
   ({
@@ -97,14 +112,7 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
     const c = await cluster();
     const stop = new AbortController();
     try {
-      const handlers = createReplicationHandlers({
-        storage: {} as never,
-        runner: {} as never,
-        inventory: c.inventory,
-        clock: c.clock,
-        jobs: c.jobs,
-        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
-      });
+      const handlers = handlersOf(c);
       const it = handlers
         .watchReplication({ jobId: "" } as never, confined("acme", stop.signal))
         [Symbol.asyncIterator]();
@@ -142,14 +150,7 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
     // would see". visibilityOf tests inSpace with the call's own (cluster-wide) scope instead.
     const c = await cluster();
     try {
-      const handlers = createReplicationHandlers({
-        storage: {} as never,
-        runner: {} as never,
-        inventory: c.inventory,
-        clock: c.clock,
-        jobs: c.jobs,
-        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
-      });
+      const handlers = handlersOf(c);
       await c.inventory.assignTenant("vm-1", "globex", "admin");
       const signal = AbortSignal.timeout(5000);
       const admin = {
@@ -202,7 +203,7 @@ describe("acme reads nothing of runs over the disk it gave to globex", () => {
 describe("the cost of one replication progress write, and how many watches a caller holds", () => {
   it("does not grow with the number of WatchReplication streams a tenant opens", async () => {
     const c = await cluster();
-    const { store, inventory, jobs, clock } = c;
+    const { inventory } = c;
     const stop = new AbortController();
     try {
       let scans = 0;
@@ -216,14 +217,7 @@ describe("the cost of one replication progress write, and how many watches a cal
           return Reflect.get(target, prop, receiver);
         },
       });
-      const handlers = createReplicationHandlers({
-        storage: {} as never,
-        runner: {} as never,
-        inventory: counted,
-        clock,
-        jobs,
-        access: createDatasetAccess({ inventory: counted, store }),
-      });
+      const handlers = handlersOf({ ...c, inventory: counted });
       const ctx = {
         tenant: "acme",
         principal: { id: "viewer-1", method: "apikey", roles: [], tenant: "acme" },
@@ -264,22 +258,14 @@ describe("the cost of one replication progress write, and how many watches a cal
     } finally {
       stop.abort();
       inventory.close();
-      await store.close();
+      await c.store.close();
     }
   });
   it("counts WatchReplication against the caller's open watches, as every Watch* is", async () => {
     const c = await cluster();
     const stop = new AbortController();
     try {
-      const handlers = createReplicationHandlers({
-        storage: {} as never,
-        runner: {} as never,
-        inventory: c.inventory,
-        clock: c.clock,
-        jobs: c.jobs,
-        access: createDatasetAccess({ inventory: c.inventory, store: c.store }),
-        quota: createWatchQuota({ perPrincipal: 3, perTenant: 10 }),
-      });
+      const handlers = handlersOf(c, createWatchQuota({ perPrincipal: 3, perTenant: 10 }));
       const ctx = {
         ...confined("acme", stop.signal),
         principal: { id: "viewer-1", method: "apikey", roles: [], tenant: "acme" },
