@@ -136,8 +136,8 @@ export function tenantsOf(policy: AccessPolicy, principal: Principal): string[] 
 /**
  * Every role a principal holds in some scope, and the one tenant it is
  * confined to (undefined when it holds anything cluster-wide, or roles in
- * several tenants). For display (WhoAmI) and per-role rate limits; never
- * for a decision.
+ * several tenants). For display (WhoAmI); never for a decision (per-role
+ * rate limits count only the roles held cluster-wide: `rolesIn`).
  */
 export function rolesOf(
   policy: AccessPolicy,

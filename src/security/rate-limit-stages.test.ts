@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { createManualClock, type Invocation, RpcError } from "../core/index.js";
+import { createManualClock, type Invocation, type Principal, RpcError } from "../core/index.js";
+import { createAccessPolicy } from "./access-evaluator.js";
 import { createRateLimitStages } from "./rate-limit-stages.js";
 
 /** A call from `address` (as gRPC gives it: host and port) to a method that is not public. */
@@ -35,5 +36,48 @@ describe("per-source rate limit", () => {
     for (const a of ["192.0.2.7:1", "[::ffff:192.0.2.7]:2", "192.0.2.7:3"])
       assert.equal(await pass(a), "ok");
     assert.equal(await pass("[::ffff:192.0.2.7]:4"), "RATE_LIMITED");
+  });
+});
+
+describe("per-role rate limits", () => {
+  it("fail-a role held only in a tenant (a tenant admin's to give) leaves the per-principal limit", async () => {
+    // The operator gave role ci a generous limit for cluster-wide CI accounts.
+    const policy = createAccessPolicy({
+      roles: [{ name: "ci", grants: ["vm:read"] }],
+      bindings: [
+        { principal: "builder", roles: ["ci"] },
+        // acme's admin binds its own user to ci in acme: that must not buy a bigger budget.
+        { principal: "acme-user", roles: ["ci"], tenant: "acme" },
+      ],
+    });
+    const { perPrincipal } = createRateLimitStages({
+      clock: createManualClock(0),
+      perSource: { ratePerSecond: 1000, burst: 1000 },
+      perPrincipal: { ratePerSecond: 0.001, burst: 2 },
+      perRole: { ci: { ratePerSecond: 100, burst: 10 } },
+      methodCost: {},
+      policy: () => policy,
+    });
+    /** How many of 10 calls in one instant `principal` gets through. */
+    const passed = async (principal: Principal) => {
+      const ctx = { method: { access: "authenticated", path: "/x" }, peer: {}, principal };
+      let n = 0;
+      for (let i = 0; i < 10; i++) {
+        try {
+          await perPrincipal({ ctx } as unknown as Invocation, async () => ({}) as never);
+          n++;
+        } catch (err) {
+          assert.equal(err instanceof RpcError && err.reason, "RATE_LIMITED");
+        }
+      }
+      return n;
+    };
+    assert.equal(await passed({ id: "builder", method: "mtls", roles: [] }), 10);
+    assert.equal(await passed({ id: "acme-user", method: "mtls", roles: [] }), 2);
+    // A key a tenant admin made, confined to acme, naming ci itself: no bigger budget either.
+    const key = { id: "acme-bot", method: "apikey", roles: ["ci"], tenant: "acme" } as const;
+    assert.equal(await passed(key), 2);
+    // An unconfined credential naming ci (a cluster admin's key) has the role's limit.
+    assert.equal(await passed({ id: "ci-key", method: "apikey", roles: ["ci"] }), 10);
   });
 });

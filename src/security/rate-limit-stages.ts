@@ -1,5 +1,5 @@
 import { type Clock, principalOf, RpcError, type Stage, sourceOf } from "../core/index.js";
-import { type AccessPolicy, rolesOf } from "./access-evaluator.js";
+import { type AccessPolicy, rolesIn } from "./access-evaluator.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
 import { sourceGroupOf } from "./source-group.js";
 
@@ -10,6 +10,11 @@ export interface RateLimitOptions {
   readonly perSource: BucketLimit;
   /** Per authenticated principal, unless one of its roles has its own limit (the most generous applies). */
   readonly perPrincipal: BucketLimit;
+  /**
+   * Limits of roles held cluster-wide (a cluster-wide binding, an unconfined
+   * credential's own roles): what a cluster admin gave. A role held only in a
+   * tenant is a tenant admin's to give, so it never raises a limit.
+   */
   readonly perRole: Readonly<Record<string, BucketLimit>>;
   /** Tokens a call of a method costs, by gRPC path (default 1). */
   readonly methodCost: Readonly<Record<string, number>>;
@@ -46,7 +51,7 @@ export function createRateLimitStages(options: RateLimitOptions): {
       if (ctx.method.access !== "public") {
         const principal = principalOf(ctx);
         let limit = options.perPrincipal;
-        for (const role of rolesOf(options.policy(), principal).roles) {
+        for (const role of rolesIn(options.policy(), principal, undefined)) {
           const l = options.perRole[role];
           if (l !== undefined && l.ratePerSecond > limit.ratePerSecond) limit = l;
         }
