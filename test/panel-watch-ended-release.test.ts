@@ -5,7 +5,8 @@
 // Connect aborted it, so the handler's signal never aborted and the watch
 // lived on until something it showed changed: a panel user was locked out of
 // watching after 64 access changes (or token expiries). Found by an
-// adversarial review; the gRPC run is the control.
+// adversarial review; the gRPC run is the control. The daemon here allows 4
+// watches per principal (limits.watchesPerPrincipal), so 6 cycles show a leak.
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,6 +22,8 @@ import { devCa, panelBrowser } from "./helpers/panel-client.js";
 import { followStream } from "./helpers/stream-follow.js";
 
 const PASSWORD = "quinn-long-password-for-tests";
+/** The daemon's limits.watchesPerPrincipal here; each cycle runs this many watches and 2 more. */
+const WATCHES = 4;
 
 describe("streams ended by the security stages on the panel's Connect transport", () => {
   let dir: string;
@@ -38,6 +41,7 @@ describe("streams ended by the security stages on the panel's Connect transport"
         perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },
       },
       auth: { lockout: { maxFailures: 1000 } },
+      limits: { watchesPerPrincipal: WATCHES },
       panel: {
         listen: "127.0.0.1:0",
         loginPerAddress: { ratePerSecond: 10, burst: 1000 },
@@ -55,10 +59,10 @@ describe("streams ended by the security stages on the panel's Connect transport"
   });
 
   /**
-   * Opens a watch of `principal`'s 70 times (the per-principal quota is
-   * 64), each time changing its binding (it keeps vm:list and
-   * migration:list) so that the watch ends ACCESS_CHANGED; every watch
-   * must open: an ended one gave its slot back.
+   * Opens a watch of `principal`'s WATCHES + 2 times, each time changing its
+   * binding (it keeps vm:list and migration:list) so that the watch ends
+   * ACCESS_CHANGED; every watch must open: an ended one gave its slot back.
+   * Then the quota itself: WATCHES watches open at once, one more is refused.
    */
   const cycle = async (
     open: (signal: AbortSignal) => AsyncIterable<{ header?: { type: WatchEventType } }>,
@@ -66,7 +70,7 @@ describe("streams ended by the security stages on the panel's Connect transport"
     why: string,
   ) => {
     const root = devClients(admin, channels);
-    for (let i = 0; i < 70; i++) {
+    for (let i = 0; i < WATCHES + 2; i++) {
       const stop = new AbortController();
       const { state, done } = followStream(open(stop.signal));
       try {
@@ -91,9 +95,23 @@ describe("streams ended by the security stages on the panel's Connect transport"
         await done;
       }
     }
+    const stop = new AbortController();
+    const held = Array.from({ length: WATCHES + 1 }, () => followStream(open(stop.signal)));
+    try {
+      const settled = (f: (typeof held)[number]) =>
+        f.state.ended !== undefined ||
+        f.state.events.some((e) => e.header?.type === WatchEventType.SYNCED);
+      await eventually(() => assert.ok(held.every(settled)), { timeoutMs: 10_000 });
+      const refused = held.filter((f) => f.state.ended !== undefined).map((f) => f.state.ended);
+      assert.equal(refused.length, 1, `one of ${WATCHES + 1} watches refused: ${refused}`);
+      assert.match(String(refused[0]), /^code 8/, "RESOURCE_EXHAUSTED");
+    } finally {
+      stop.abort();
+      await Promise.all(held.map((f) => f.done));
+    }
   };
 
-  it("releases a watch ended ACCESS_CHANGED: a panel user is not locked out of watching after 64 access changes", async () => {
+  it("releases a watch ended ACCESS_CHANGED: a panel user is not locked out of watching by its access changes", async () => {
     const root = devClients(admin, channels);
     const panelAdmin = panelBrowser(panelUrl, ca);
     const login = await panelAdmin.auth("login", {

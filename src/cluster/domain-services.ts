@@ -14,7 +14,7 @@ import { createReplicationJobs } from "./replication-jobs.js";
 import type { ReplicationRunner } from "./replication-runner.js";
 import { createStorageService } from "./storage-service.js";
 import { createVmService } from "./vm-service.js";
-import { createWatchQuota } from "./watch-quota.js";
+import { createWatchQuota, type WatchQuotaLimits } from "./watch-quota.js";
 import { createWatchService } from "./watch-service.js";
 
 /** Dependencies of the debvisor.v1 domain services. */
@@ -41,6 +41,8 @@ export interface DomainServiceDeps {
   readonly memoryOvercommit?: number;
   /** The daemon's shutdown: ends streams. */
   readonly closing?: AbortSignal;
+  /** Open watches per caller and per tenant (default 64 and 256). */
+  readonly watchLimits?: WatchQuotaLimits;
   /** The cluster's events: EventService reads them, NodeService tells cordons, drains and removals. */
   readonly events?: { readonly log: EventLog; readonly sink: EventSink };
 }
@@ -48,7 +50,7 @@ export interface DomainServiceDeps {
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
   // One bound on open watches for the list watches, the event watch and replication's together.
-  const quota = createWatchQuota();
+  const quota = createWatchQuota(deps.watchLimits);
   return [
     createNodeService({
       inventory: deps.inventory,

@@ -79,6 +79,10 @@ const sections = z.strictObject({
       reservedFds: int(16, 65_536).default(128),
       /** A streaming response left unread by its client for this long is closed (STREAM_STALLED). */
       streamWriteStallMs: int(1000, 3_600_000).default(30_000),
+      /** Watches (list, event and replication streams) one principal holds open at once, per tenant. */
+      watchesPerPrincipal: int(1, 100_000).default(64),
+      /** Watches all the principals confined to one tenant hold open at once. */
+      watchesPerTenant: int(1, 1_000_000).default(256),
     })
     .prefault({}),
   log: z

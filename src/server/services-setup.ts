@@ -97,6 +97,10 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       events: { log: cluster.events.log, sink: cluster.events.recorder },
       cpuOvercommit: config.cluster.cpuOvercommit,
       memoryOvercommit: config.cluster.memoryOvercommit,
+      watchLimits: {
+        perPrincipal: config.limits.watchesPerPrincipal,
+        perTenant: config.limits.watchesPerTenant,
+      },
     }),
     createAccessService({
       policy,
