@@ -2,7 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { cpus, hostname, totalmem } from "node:os";
 import { create } from "@bufbuild/protobuf";
-import { AgentError, type AgentFiles } from "../client/index.js";
+import { AgentError, type AgentFiles, finishAgentFiles } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import {
   createLibvirtDriver,
@@ -61,6 +61,7 @@ export interface HypervisorExtras {
 
 /** The node id of an enrolled agent: its certificate's common name. */
 export function enrolledNodeId(files: AgentFiles): string {
+  finishAgentFiles(files);
   for (const f of [files.key, files.cert, files.ca])
     if (!existsSync(f)) throw new AgentError(`${f}: missing; run debvisor-agent enroll first`);
   const cn = /(?:^|\n)CN=([^\n,]+)/.exec(new X509Certificate(readFileSync(files.cert)).subject);

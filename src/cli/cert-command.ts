@@ -1,8 +1,8 @@
 import { X509Certificate } from "node:crypto";
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import { contextFilePath } from "../client/index.js";
+import { contextFilePath, writeFileSet } from "../client/index.js";
 import {
   type CertificateInfo,
   CertificateInfoSchema,
@@ -39,13 +39,6 @@ function columns(style: Style): Column<CertificateInfo>[] {
     { header: "ISSUED", wide: true, value: (c) => tableTime(c.issued) },
     { header: "SANS", wide: true, value: (c) => c.sans.join(",") || "-" },
   ];
-}
-
-/** Writes files so that none is left half-written: each to a temporary name, then renamed. */
-function writeFilesAtomically(files: readonly { path: string; text: string; mode: number }[]) {
-  const tmps = files.map((f) => ({ ...f, tmp: `${f.path}.tmp-${process.pid}` }));
-  for (const f of tmps) writeFileSync(f.tmp, f.text, { mode: f.mode });
-  for (const f of tmps) renameSync(f.tmp, f.path);
 }
 
 /** `hvctl cert ...`: certificates the cluster CA issued. */
@@ -127,7 +120,7 @@ export function certCommand(cli: () => CliContext): Command {
           });
           mkdirSync(opts.out, { recursive: true, mode: 0o700 });
           const crt = join(opts.out, `${opts.cn}.crt`);
-          writeFilesAtomically([
+          writeFileSet([
             { path: join(opts.out, `${opts.cn}.key`), text: keyPem, mode: 0o600 },
             { path: crt, text: r.certificatePem, mode: 0o644 },
             { path: join(opts.out, "ca.crt"), text: r.caPem, mode: 0o644 },
@@ -159,7 +152,7 @@ export function certCommand(cli: () => CliContext): Command {
         const { csrPem, keyPem } = await (await import("../pki/index.js")).createCsr(cn);
         const r = await ctx.client(EnrollmentService).renewCertificate({ csrPem });
         const certPath = contextFilePath(ctx.configPath, entry.credential.clientCert);
-        writeFilesAtomically([
+        writeFileSet([
           {
             path: contextFilePath(ctx.configPath, entry.credential.clientKey),
             text: keyPem,

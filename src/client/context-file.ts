@@ -19,6 +19,7 @@ import {
   type ContextFileProblem,
   checkContextFile,
 } from "./context-schema.js";
+import { finishFileSet } from "./file-set.js";
 
 const MAX_FILE_BYTES = 1024 * 1024;
 /** How long a credential.tokenCommand may run, and how much it may print. */
@@ -126,6 +127,8 @@ export function resolveContext(
   if (options.bearer !== undefined) return { ...base, bearer: options.bearer };
   const c = ctx.credential;
   if ("clientCert" in c) {
+    // A key and certificate `hvctl cert renew` was moving in when it stopped: moved in first.
+    finishFileSet(contextFilePath(path, c.clientKey));
     return {
       ...base,
       certPem: read(c.clientCert, "credential.clientCert"),

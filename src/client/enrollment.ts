@@ -1,10 +1,11 @@
 import { X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { connect, type DetailedPeerCertificate } from "node:tls";
 import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
 import { openChannel } from "./channel.js";
+import { finishFileSet, writeFileSet } from "./file-set.js";
 import { createServiceClient } from "./service-client.js";
 
 /** Where a node keeps its identity. */
@@ -18,6 +19,11 @@ export interface AgentFiles {
 /** The files of an agent directory. */
 export function agentFiles(dir: string): AgentFiles {
   return { dir, key: join(dir, "node.key"), cert: join(dir, "node.crt"), ca: join(dir, "ca.crt") };
+}
+
+/** Completes a renewal or enrollment interrupted while it moved the new key and certificate in. */
+export function finishAgentFiles(files: AgentFiles): void {
+  finishFileSet(files.key);
 }
 
 /** A problem the operator can act on; the message says what. */
@@ -84,13 +90,6 @@ export function fetchPinnedCa(
   });
 }
 
-function writeAtomic(path: string, text: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
-}
-
 /** Options of {@link enroll}. */
 export interface EnrollOptions {
   readonly server: string;
@@ -125,9 +124,11 @@ export async function enroll(
       { token: options.token, csrPem },
       { timeoutMs: options.timeoutMs ?? 30_000 },
     );
-    writeAtomic(files.key, keyPem, 0o600);
-    writeAtomic(files.cert, r.certificatePem, 0o644);
-    writeAtomic(files.ca, r.caPem, 0o644);
+    writeFileSet([
+      { path: files.key, text: keyPem, mode: 0o600 },
+      { path: files.cert, text: r.certificatePem, mode: 0o644 },
+      { path: files.ca, text: r.caPem, mode: 0o644 },
+    ]);
     return { serial: r.serial, subject: subjectOf(r.certificatePem), files };
   } finally {
     channel.close();
@@ -142,6 +143,7 @@ export async function renew(options: {
   timeoutMs?: number;
 }): Promise<{ serial: string; files: AgentFiles }> {
   const files = agentFiles(options.dir);
+  finishAgentFiles(files);
   for (const f of [files.key, files.cert, files.ca])
     if (!existsSync(f)) throw new AgentError(`${f}: missing; enroll first`);
   const certPem = readFileSync(files.cert, "utf8");
@@ -159,8 +161,12 @@ export async function renew(options: {
       { csrPem },
       { timeoutMs: options.timeoutMs ?? 30_000 },
     );
-    writeAtomic(files.key, keyPem, 0o600);
-    writeAtomic(files.cert, r.certificatePem, 0o644);
+    // Key and certificate as one: a crash between the two left a key its certificate does not
+    // match, and the node had to be enrolled again.
+    writeFileSet([
+      { path: files.key, text: keyPem, mode: 0o600 },
+      { path: files.cert, text: r.certificatePem, mode: 0o644 },
+    ]);
     return { serial: r.serial, files };
   } finally {
     channel.close();

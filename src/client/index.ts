@@ -19,7 +19,15 @@ export type {
 } from "./context-schema.js";
 export { checkContextFile } from "./context-schema.js";
 export type { AgentFiles, EnrollOptions } from "./enrollment.js";
-export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "./enrollment.js";
+export {
+  AgentError,
+  agentFiles,
+  enroll,
+  fetchPinnedCa,
+  finishAgentFiles,
+  renew,
+} from "./enrollment.js";
+export { finishFileSet, type SetFile, writeFileSet } from "./file-set.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";

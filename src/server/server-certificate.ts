@@ -1,6 +1,7 @@
 import { X509Certificate } from "node:crypto";
-import { chmodSync, renameSync, watch, writeFileSync } from "node:fs";
+import { watch } from "node:fs";
 import { basename, dirname } from "node:path";
+import { writeFileSet } from "../client/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
 
@@ -47,14 +48,12 @@ export async function renewServerCertificate(
     validityDays: lifeDays,
     now: new Date(clock.now()),
   });
-  const write = (path: string, text: string, mode: number) => {
-    const tmp = `${path}.tmp-${process.pid}`;
-    writeFileSync(tmp, text, { mode });
-    chmodSync(tmp, mode);
-    renameSync(tmp, path);
-  };
-  write(paths.key, fresh.keyPem, 0o600);
-  write(paths.cert, `${fresh.certPem.trimEnd()}\n${ca.certPem}`, 0o644);
+  // Key and certificate as one set: a crash between them left a key the certificate does not
+  // match, and the daemon would not start (readTlsMaterial completes an interrupted set).
+  writeFileSet([
+    { path: paths.key, text: fresh.keyPem, mode: 0o600 },
+    { path: paths.cert, text: `${fresh.certPem.trimEnd()}\n${ca.certPem}`, mode: 0o644 },
+  ]);
   return new X509Certificate(fresh.certPem);
 }
 

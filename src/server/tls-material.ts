@@ -1,6 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
+import { finishFileSet } from "../client/index.js";
 import { ConfigError } from "./config-loader.js";
 
 /** PEM text of the server's TLS identity and the CA its clients' certificates chain to. */
@@ -44,6 +45,14 @@ export function readTlsMaterial(paths: TlsPaths, now: number = Date.now()): TlsM
       throw new ConfigError(`tls.${key}: cannot read ${path}: ${(err as Error).message}`);
     }
   };
+  // A renewal of this server's key and certificate interrupted while it moved them in.
+  try {
+    if (paths.key !== undefined) finishFileSet(paths.key);
+  } catch (err) {
+    throw new ConfigError(
+      `tls.key: a renewal of ${paths.key} and its certificate stopped half-way and cannot be completed: ${(err as Error).message}`,
+    );
+  }
   const material = {
     certPem: read("cert", paths.cert),
     keyPem: read("key", paths.key),

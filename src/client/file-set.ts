@@ -1,0 +1,82 @@
+import {
+  closeSync,
+  existsSync,
+  fchmodSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
+
+/** One file of a {@link writeFileSet}. */
+export interface SetFile {
+  readonly path: string;
+  readonly text: string;
+  readonly mode: number;
+}
+
+/** The marker beside a set's first file: the set is written in full and is being moved in. */
+const markerOf = (first: string) => `${first}.set`;
+const nextOf = (path: string) => `${path}.next`;
+
+/** Writes `text` to `path` and flushes it to disk before returning. */
+function writeDurably(path: string, text: string, mode: number): void {
+  const fd = openSync(path, "w", mode);
+  try {
+    fchmodSync(fd, mode);
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Flushes the directories holding `paths` (their renames survive a power loss). */
+function syncDirs(paths: readonly string[]): void {
+  for (const dir of new Set(paths.map((p) => dirname(p)))) {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/**
+ * Replaces files that belong together (a key and its certificate) so that
+ * a crash or power loss never leaves them of two generations: each is
+ * written in full beside its place (`.next`) and flushed, then a marker
+ * beside the first names them all (the commit point), then each is moved
+ * in. A crash before the marker leaves the old set; after it,
+ * {@link finishFileSet} on the first file's path completes the move, so the
+ * new set is whole. Every reader of such a set calls that first.
+ */
+export function writeFileSet(files: readonly SetFile[]): void {
+  const first = files[0]?.path;
+  if (first === undefined) return;
+  finishFileSet(first);
+  for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
+  const marker = markerOf(first);
+  writeDurably(nextOf(marker), JSON.stringify(files.map((f) => f.path)), 0o600);
+  renameSync(nextOf(marker), marker);
+  syncDirs([marker]);
+  finishFileSet(first);
+}
+
+/**
+ * Completes a {@link writeFileSet} of which `first` is the first file, if
+ * one was interrupted after its commit point; nothing otherwise.
+ */
+export function finishFileSet(first: string): void {
+  const marker = markerOf(first);
+  if (!existsSync(marker)) return;
+  const paths = JSON.parse(readFileSync(marker, "utf8")) as string[];
+  for (const p of paths) if (existsSync(nextOf(p))) renameSync(nextOf(p), p);
+  syncDirs(paths);
+  unlinkSync(marker);
+  syncDirs([marker]);
+}

@@ -1,0 +1,119 @@
+// A node's key and certificate are replaced together when it renews (and
+// so are the daemon's own when it renews its server certificate). They
+// were written one after the other (each to a temporary name, then renamed),
+// so a crash between the two renames left the new key beside the old
+// certificate: the agent could not start, nor renew, and the node had to be
+// enrolled again with a new token. Found by an adversarial review of the
+// pki. The crash is made here by failing the write at that point; what is
+// on disk is what a crash there leaves.
+import assert from "node:assert/strict";
+import { createPublicKey, X509Certificate } from "node:crypto";
+import fs, { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { enrolledNodeId } from "../src/agent/index.js";
+import { agentFiles, writeFileSet } from "../src/client/index.js";
+import { type CertifiedKey, loadCertificateAuthority } from "../src/pki/index.js";
+import { readTlsMaterial } from "../src/server/index.js";
+import { createTestPki } from "./helpers/pki.js";
+
+/** Whether the key file holds the private key of the certificate file's public key. */
+function matches(keyPath: string, certPath: string): boolean {
+  const pub = createPublicKey(readFileSync(keyPath, "utf8")).export({
+    format: "der",
+    type: "spki",
+  });
+  const cert = new X509Certificate(readFileSync(certPath, "utf8"));
+  return Buffer.compare(pub, cert.publicKey.export({ format: "der", type: "spki" })) === 0;
+}
+
+/** Runs `write` with renames into `failing` throwing, as if the process died at that rename. */
+function crashingAt(failing: string, write: () => void): void {
+  const real = fs.renameSync;
+  fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+    if (String(to) === failing) throw new Error("crashed");
+    real(from, to);
+  };
+  syncBuiltinESMExports();
+  try {
+    assert.throws(write, /crashed/);
+  } finally {
+    fs.renameSync = real;
+    syncBuiltinESMExports();
+  }
+}
+
+describe("a node's key and certificate across a crash", () => {
+  let dir: string;
+  let old: CertifiedKey;
+  let renewed: CertifiedKey;
+  let servers: CertifiedKey[];
+  let caPem: string;
+  before(async () => {
+    const pki = await createTestPki();
+    const ca = await loadCertificateAuthority(pki.ca);
+    old = await ca.issue({ commonName: "node-07", usage: "client" });
+    renewed = await ca.issue({ commonName: "node-07", usage: "client" });
+    servers = await Promise.all(
+      [1, 2].map(() =>
+        ca.issue({ commonName: "localhost", usage: "server", altNames: ["localhost"] }),
+      ),
+    );
+    caPem = pki.ca.certPem;
+    dir = mkdtempSync(join(tmpdir(), "dv-agent-files-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const set = (k: CertifiedKey) => {
+    const files = agentFiles(dir);
+    return [
+      { path: files.key, text: k.keyPem, mode: 0o600 },
+      { path: files.cert, text: k.certPem, mode: 0o644 },
+      { path: files.ca, text: caPem, mode: 0o644 },
+    ];
+  };
+
+  it("a renewal that stops between moving in the key and the certificate is completed at the next start", () => {
+    const files = agentFiles(dir);
+    writeFileSet(set(old));
+    crashingAt(files.cert, () => writeFileSet(set(renewed).slice(0, 2)));
+    // The agent's start: the identity it reads is whole, and it is the renewed one.
+    assert.equal(enrolledNodeId(files), "node-07");
+    assert.ok(matches(files.key, files.cert), "the key is the certificate's");
+    assert.equal(readFileSync(files.cert, "utf8"), renewed.certPem);
+    assert.equal((fs.statSync(files.key).mode & 0o777).toString(8), "600");
+  });
+
+  it("a renewal that stops before its files are all written leaves the old identity whole", () => {
+    const files = agentFiles(dir);
+    writeFileSet(set(old));
+    // Dies before the commit point: the marker naming the set is never moved in.
+    crashingAt(`${files.key}.set`, () => writeFileSet(set(renewed).slice(0, 2)));
+    assert.equal(enrolledNodeId(files), "node-07");
+    assert.equal(readFileSync(files.cert, "utf8"), old.certPem);
+    assert.ok(matches(files.key, files.cert), "the key is the certificate's");
+    // The next renewal goes through.
+    writeFileSet(set(renewed).slice(0, 2));
+    assert.equal(readFileSync(files.cert, "utf8"), renewed.certPem);
+    assert.ok(matches(files.key, files.cert));
+  });
+
+  it("the daemon's own renewal stopped half-way is completed when it reads its TLS files", () => {
+    const paths = {
+      key: join(dir, "server.key"),
+      cert: join(dir, "server.crt"),
+      clientCa: join(dir, "ca.crt"),
+    };
+    const pair = (k: CertifiedKey) => [
+      { path: paths.key, text: k.keyPem, mode: 0o600 },
+      { path: paths.cert, text: k.certPem, mode: 0o644 },
+    ];
+    writeFileSet(pair(servers[0] as CertifiedKey));
+    crashingAt(paths.cert, () => writeFileSet(pair(servers[1] as CertifiedKey)));
+    const tls = readTlsMaterial(paths);
+    assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
+    assert.ok(matches(paths.key, paths.cert), "the key is the certificate's");
+  });
+});
