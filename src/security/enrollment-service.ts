@@ -117,6 +117,8 @@ async function clusterNode(
 }
 
 const DAY_MS = 86_400_000;
+/** Passes over a revoked certificate's successors before renewals racing it count as a CONFLICT. */
+const MAX_REVOCATION_PASSES = 16;
 
 export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
   const { store, clock } = deps;
@@ -380,21 +382,39 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       async revokeCertificate(req, ctx) {
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
-        // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
-        // revoked too, or a stolen one outlives its revocation. A renewal racing this
-        // revocation is refused (the renewal compares the revocation key).
-        for (const next of await ledger.descendants(serial, ctx.signal)) {
-          await deps.revocations.revoke(next, `successor of revoked ${serial}`, ctx.signal);
+        const mark = async (other: string, why: string) => {
+          await deps.revocations.revoke(other, why, ctx.signal);
           await updateCert(
-            next,
+            other,
             (c) =>
               create(CertificateRecordSchema, {
                 ...c,
                 revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
-                revocationReason: `successor of revoked ${serial}`,
+                revocationReason: why,
               }),
             ctx.signal,
           );
+        };
+        // The certificates it was renewed from: superseded, but each authenticates until its own
+        // end, so a copy of one would outlive the revocation of the chain's newest.
+        const done = new Set([serial]);
+        for (const prev of (await ledger.lineage(serial, ctx.signal)).ancestors) {
+          done.add(prev);
+          await mark(prev, `predecessor of revoked ${serial}`);
+        }
+        // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
+        // revoked too, or a stolen one outlives its revocation. A renewal is refused once its
+        // certificate is revoked (it compares the revocation key), but one that got in before
+        // (between a pass's look and its revocation) is found by the next pass.
+        for (let pass = 0, found = true; found; pass++) {
+          if (pass === MAX_REVOCATION_PASSES) throw new RpcError("CONFLICT");
+          found = false;
+          for (const next of (await ledger.lineage(serial, ctx.signal)).descendants) {
+            if (done.has(next)) continue;
+            done.add(next);
+            found = true;
+            await mark(next, `successor of revoked ${serial}`);
+          }
         }
         const r = await updateCert(
           serial,

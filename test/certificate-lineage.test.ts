@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { type ResolvedContext, resolveContext } from "../src/client/index.js";
+import { createCsr } from "../src/pki/index.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { callOutcome, devClients } from "./helpers/dev-clients.js";
+import { eventually } from "./helpers/eventually.js";
+
+/**
+ * Found by an adversarial review of the built-in CA: a renewal chain that
+ * revocation does not cover whole.
+ */
+describe("certificate lineage: revocation and renewal terms", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let admin: ResolvedContext;
+  const channels: grpc.Client[] = [];
+  const clientsOf = (ctx: ResolvedContext) => devClients(ctx, channels);
+  let root: ReturnType<typeof clientsOf>;
+  const as = (certPem: string, keyPem: string) => clientsOf({ ...admin, certPem, keyPem });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-lineage-"));
+    daemon = await startDevDaemon(dir, {
+      rateLimit: {
+        perSource: { ratePerSecond: 100_000, burst: 100_000 },
+        perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },
+      },
+    });
+    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    root = clientsOf(admin);
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    daemon?.kill();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("revoking the current certificate also ends the superseded one it was renewed from", async () => {
+    await root.access.setBinding({ principal: "alice", roles: ["viewer"] });
+    const first = await createCsr("alice");
+    const c1 = await root.pki.issueCertificate({
+      commonName: "alice",
+      usage: "client",
+      csrPem: first.csrPem,
+    });
+    const old = as(c1.certificatePem, first.keyPem);
+    assert.equal((await callOutcome(old.nodes.listNodes({}))).code, 0);
+    // alice renews; a thief kept a copy of the first certificate and its key.
+    const second = await createCsr("alice");
+    const c2 = await old.pki.renewCertificate({ csrPem: second.csrPem });
+    const current = as(c2.certificatePem, second.keyPem);
+    // The operator sees the first "superseded", the second "valid", and revokes alice's certificate.
+    const listed = await root.pki.listCertificates({ subject: "alice" });
+    const valid = listed.certificates.filter((c) => c.supersededBy === "" && !c.revoked);
+    assert.deepEqual(
+      valid.map((c) => c.serial),
+      [c2.serial],
+    );
+    await root.pki.revokeCertificate({ serial: c2.serial, reason: "alice's laptop was stolen" });
+    await eventually(async () =>
+      assert.equal((await callOutcome(current.nodes.listNodes({}))).code, 16),
+    );
+    const thief = as(c1.certificatePem, first.keyPem);
+    const outcome = await callOutcome(thief.nodes.listNodes({}));
+    assert.equal(
+      outcome.code,
+      grpc.status.UNAUTHENTICATED,
+      `the superseded certificate ${c1.serial} still authenticates alice (${JSON.stringify(outcome)}) after her current one was revoked`,
+    );
+  });
+
+  it("a renewal of the chain's newest certificate made while its revocation runs is revoked too", async () => {
+    type Clients = ReturnType<typeof as>;
+    await root.access.setBinding({ principal: "bob", roles: ["viewer"] });
+    let key = await createCsr("bob");
+    let cert = await root.pki.issueCertificate({
+      commonName: "bob",
+      usage: "client",
+      csrPem: key.csrPem,
+    });
+    const firstSerial = cert.serial;
+    const chain: Clients[] = [as(cert.certificatePem, key.keyPem)];
+    // A long chain (a node renewing for years): its revocation goes through it oldest first.
+    for (let i = 0; i < 60; i++) {
+      const next = await createCsr("bob");
+      cert = await (chain.at(-1) as Clients).pki.renewCertificate({ csrPem: next.csrPem });
+      key = next;
+      chain.push(as(cert.certificatePem, key.keyPem));
+    }
+    const second = chain[1] as Clients;
+    const newest = chain.at(-1) as Clients;
+    // The operator revokes bob's first certificate; a thief holding the newest one renews it
+    // the moment the revocation has started on the chain (the second one is refused).
+    const revoking = root.pki.revokeCertificate({ serial: firstSerial, reason: "bob left" });
+    await eventually(
+      async () => assert.equal((await callOutcome(second.nodes.listNodes({}))).code, 16),
+      { intervalMs: 1 },
+    );
+    const thiefKey = await createCsr("bob");
+    const stolen = await newest.pki
+      .renewCertificate({ csrPem: thiefKey.csrPem })
+      .catch(() => undefined);
+    await revoking;
+    if (stolen === undefined) return; // the revocation reached the newest first: nothing to show
+    const listed = await root.pki.listCertificates({ subject: "bob" });
+    assert.deepEqual(
+      listed.certificates.filter((c) => c.revoked === undefined).map((c) => c.serial),
+      [],
+      "a renewal made during the revocation of its chain escaped it",
+    );
+    const thief = as(stolen.certificatePem, thiefKey.keyPem);
+    await eventually(async () =>
+      assert.equal(
+        (await callOutcome(thief.nodes.listNodes({}))).code,
+        grpc.status.UNAUTHENTICATED,
+        `${stolen.serial}, renewed while its chain was being revoked, still authenticates bob`,
+      ),
+    );
+  });
+});
