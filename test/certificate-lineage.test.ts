@@ -1,18 +1,20 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
-import { createCsr } from "../src/pki/index.js";
+import { createCsr, loadCertificateAuthority } from "../src/pki/index.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 
 /**
  * Found by an adversarial review of the built-in CA: a renewal chain that
- * revocation does not cover whole.
+ * revocation does not cover whole, and a renewal that lengthens a short
+ * certificate the ledger never recorded.
  */
 describe("certificate lineage: revocation and renewal terms", () => {
   let dir: string;
@@ -120,6 +122,26 @@ describe("certificate lineage: revocation and renewal terms", () => {
         grpc.status.UNAUTHENTICATED,
         `${stolen.serial}, renewed while its chain was being revoked, still authenticates bob`,
       ),
+    );
+  });
+
+  it("a short certificate issued outside the ledger does not renew into a longer one", async () => {
+    // The cluster CA's key, used directly (as `openssl x509 -req` with it would be): a 1-day
+    // certificate for a contractor that the ledger has never seen.
+    const ca = await loadCertificateAuthority({
+      certPem: readFileSync(join(dir, "pki", "ca.crt"), "utf8"),
+      keyPem: readFileSync(join(dir, "pki", "ca.key"), "utf8"),
+    });
+    const short = await ca.issue({ commonName: "contractor", usage: "client", validityDays: 1 });
+    const shortCert = new X509Certificate(short.certPem);
+    const contractor = as(short.certPem, short.keyPem);
+    const renewed = new X509Certificate(
+      (await contractor.pki.renewCertificate({ csrPem: (await createCsr("contractor")).csrPem }))
+        .certificatePem,
+    );
+    assert.ok(
+      Date.parse(renewed.validTo) <= Date.parse(shortCert.validTo) + 60_000,
+      `a certificate valid until ${shortCert.validTo} renewed into one valid until ${renewed.validTo}`,
     );
   });
 });

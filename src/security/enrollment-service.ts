@@ -359,12 +359,14 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
         // A node's certificate renews for a full term, as nodes keep themselves enrolled. Any
         // other (one an operator issued for a day) keeps its predecessor's end: renewing changes
-        // its key, never how long it lasts.
-        const parent = (await clusterNode(deps, p.id, ctx.signal))
+        // its key, never how long it lasts. The end is the certificate's own: one the ledger never
+        // recorded (issued with the CA key by hand) is no reason for a full term.
+        const end = (await clusterNode(deps, p.id, ctx.signal))
           ? undefined
-          : await ledger.get(cert.serialNumber, ctx.signal);
+          : (cert.notAfterMs ??
+            Number((await ledger.get(cert.serialNumber, ctx.signal))?.notAfterMs));
         const left =
-          parent === undefined ? days : (Number(parent.notAfterMs) - clock.now()) / DAY_MS;
+          end === undefined || !Number.isFinite(end) ? days : (end - clock.now()) / DAY_MS;
         // Once per certificate: the successor renews next, so a stolen copy cannot fork the chain.
         return issue(
           p.id,
