@@ -99,8 +99,9 @@ export async function nodeNamed(
 }
 
 /**
- * Whether `name` is a node for a renewal's term: registered, or holding the
- * node role cluster-wide (what enrollment gives). Narrower than
+ * Whether `name` is a node that exists: registered, or holding the node role
+ * cluster-wide (what enrollment gives). Its certificates renew for a full
+ * term, and a new token for it is a cluster admin's. Narrower than
  * {@link nodeNamed}: a binding to the node role in a tenant, which a tenant
  * admin may set, makes no certificate last longer.
  */
@@ -253,6 +254,15 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const ca = requireCa();
         // The certificate will carry the node role and whatever bindings that name already has.
         assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
+        // A token for a node that exists (registered, or enrolled: node role cluster-wide) hands
+        // its identity to whoever enrols: a cluster admin's to create, as such a certificate is.
+        if (
+          (await clusterNode(deps, req.nodeName, ctx.signal)) &&
+          !decide(deps.policy(), principalOf(ctx), "pki:*").allowed
+        )
+          throw new RpcError("PERMISSION_DENIED", {
+            cause: new Error(`${req.nodeName} is a node: a cluster admin's to enrol again`),
+          });
         const id = randomBytes(8).toString("hex");
         const secret = randomBytes(32).toString("base64url");
         const now = clock.now();
