@@ -28,6 +28,7 @@ describe("certificate lineage: revocation and renewal terms", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-lineage-"));
     daemon = await startDevDaemon(dir, {
+      pki: { minRenewalAgeSeconds: 0 },
       rateLimit: {
         perSource: { ratePerSecond: 100_000, burst: 100_000 },
         perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },
@@ -143,5 +144,46 @@ describe("certificate lineage: revocation and renewal terms", () => {
       Date.parse(renewed.validTo) <= Date.parse(shortCert.validTo) + 60_000,
       `a certificate valid until ${shortCert.validTo} renewed into one valid until ${renewed.validTo}`,
     );
+  });
+});
+
+describe("certificate renewal with the default minimum age", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  const channels: grpc.Client[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-renew-age-"));
+    daemon = await startDevDaemon(dir);
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    daemon?.kill();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a certificate's holder cannot grow the ledger by renewing again and again", async () => {
+    const admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    const root = devClients(admin, channels);
+    // A principal with no role at all, and one CSR it sends every time (nothing to compute).
+    const { csrPem, keyPem } = await createCsr("nobody");
+    let certPem = (
+      await root.pki.issueCertificate({ commonName: "nobody", usage: "client", csrPem })
+    ).certificatePem;
+    let refused = { code: 0, reason: "" };
+    for (let i = 0; i < 40 && refused.code === 0; i++) {
+      const self = devClients({ ...admin, certPem, keyPem }, channels);
+      refused = await callOutcome(
+        self.pki.renewCertificate({ csrPem }).then((r) => {
+          certPem = r.certificatePem;
+        }),
+      );
+    }
+    const records = (await root.pki.listCertificates({ subject: "nobody" })).certificates.length;
+    assert.equal(records, 1, `40 renewals in a row left ${records} ledger records`);
+    assert.deepEqual(refused, {
+      code: grpc.status.FAILED_PRECONDITION,
+      reason: "CERT_TOO_NEW_TO_RENEW",
+    });
   });
 });

@@ -46,6 +46,13 @@ export interface EnrollmentServiceDeps {
   readonly lockout: Lockout;
   /** Client certificate lifetime (default 30 days). */
   readonly certificateDays?: number;
+  /**
+   * How long after it was issued a certificate may renew (default an hour).
+   * Each renewal is a new certificate that renews in turn: without it, any
+   * certificate's holder could add records to the ledger as fast as the
+   * rate limit lets it, for ever.
+   */
+  readonly minRenewalAgeMs?: number;
   /** Enroll calls per address (default a burst of 20, then one every 6 s). */
   readonly enrollLimit?: BucketLimit;
   /** Whether a name is a node the cluster knows (registered); its certificates are a cluster admin's to issue. */
@@ -118,6 +125,7 @@ async function clusterNode(
 }
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
 /** Passes over a revoked certificate's successors before renewals racing it count as a CONFLICT. */
 const MAX_REVOCATION_PASSES = 16;
 
@@ -367,14 +375,23 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const p = principalOf(ctx);
         const cert = ctx.peer.certificate;
         if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
+        const recorded = await ledger.get(cert.serialNumber, ctx.signal);
+        const wait =
+          recorded === undefined
+            ? 0
+            : Number(recorded.issuedAtMs) + (deps.minRenewalAgeMs ?? HOUR_MS) - clock.now();
+        if (wait > 0)
+          throw new RpcError("CERT_TOO_NEW_TO_RENEW", {
+            message: `this certificate is too new to renew; retry after ${Math.ceil(wait / 1000)} s`,
+            retryAfterMs: wait,
+          });
         // A node's certificate renews for a full term, as nodes keep themselves enrolled. Any
         // other (one an operator issued for a day) keeps its predecessor's end: renewing changes
         // its key, never how long it lasts. The end is the certificate's own: one the ledger never
         // recorded (issued with the CA key by hand) is no reason for a full term.
         const end = (await clusterNode(deps, p.id, ctx.signal))
           ? undefined
-          : (cert.notAfterMs ??
-            Number((await ledger.get(cert.serialNumber, ctx.signal))?.notAfterMs));
+          : (cert.notAfterMs ?? Number(recorded?.notAfterMs));
         const left =
           end === undefined || !Number.isFinite(end) ? days : (end - clock.now()) / DAY_MS;
         // Once per certificate: the successor renews next, so a stolen copy cannot fork the chain.
