@@ -47,6 +47,7 @@ describe("certificates: renewed once, revoked with everything derived from them,
     dir = mkdtempSync(join(tmpdir(), "dv-certs-"));
     daemon = await startDevDaemon(dir, {
       rbac: { roles: [{ name: "cert-issuer", grants: ["pki:cert:issue", "pki:cert:list"] }] },
+      pki: { minRenewalAgeSeconds: 0 },
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
   });

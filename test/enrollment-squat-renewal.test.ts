@@ -23,6 +23,7 @@ describe("enrollment and renewal hold what the cluster admin meant", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-enroll-squat-"));
     daemon = await startDevDaemon(dir, {
+      pki: { minRenewalAgeSeconds: 0 },
       rateLimit: {
         perSource: { ratePerSecond: 100_000, burst: 100_000 },
         perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },

@@ -81,7 +81,7 @@ describe("joining the cluster with a one-time token", () => {
     const cfg = join(dir, "rpcd.yaml");
     writeFileSync(
       cfg,
-      "auth:\n  lockout:\n    maxFailures: 12\npki:\n  enrollLimit:\n    ratePerSecond: 10\n    burst: 200\n",
+      "auth:\n  lockout:\n    maxFailures: 12\npki:\n  minRenewalAgeSeconds: 0\n  enrollLimit:\n    ratePerSecond: 10\n    burst: 200\n",
     );
     daemon = await startDaemonProcess([
       "--dev",

@@ -11,10 +11,9 @@ import { parse as parseYaml } from "yaml";
 import { createCertificateAuthority, loadCertificateAuthority } from "../src/pki/index.js";
 import {
   type DaemonProcess,
-  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
-  startDaemonProcess,
+  startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { runHvctlInProcess } from "./helpers/hvctl-in-process.js";
@@ -91,7 +90,8 @@ describe("hvctl against a dev daemon", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-hvctl-"));
     home = mkdtempSync(join(tmpdir(), "dv-hvctl-home-"));
-    daemon = await startDaemonProcess(devDaemonArgs(dir));
+    // carol's certificate renews right after it is issued.
+    daemon = await startDevDaemon(dir, { pki: { minRenewalAgeSeconds: 0 } });
     config = join(dir, "hvctl.yaml");
     mine = join(home, "elsewhere", "hvctl.yaml");
   });

@@ -30,6 +30,7 @@ describe("a tenant binding to the node role does not lengthen a short certificat
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-node-renew-"));
     daemon = await startDevDaemon(dir, {
+      pki: { minRenewalAgeSeconds: 0 },
       rateLimit: {
         perSource: { ratePerSecond: 100_000, burst: 100_000 },
         perPrincipal: { ratePerSecond: 100_000, burst: 100_000 },

@@ -149,6 +149,10 @@ export const REASONS = {
     code: Code.PermissionDenied,
     message: "this certificate was already renewed; renew its successor",
   },
+  CERT_TOO_NEW_TO_RENEW: {
+    code: Code.FailedPrecondition,
+    message: "this certificate is too new to renew; retry later",
+  },
   AUDIT_UNAVAILABLE: { code: Code.Unavailable, message: "audit trail unavailable; call refused" },
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
   DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },

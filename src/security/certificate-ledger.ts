@@ -48,8 +48,15 @@ export interface CertificateLedger {
     how: Issuance,
     signal?: AbortSignal,
   ): Promise<CertificateRecord>;
-  /** Every serial renewed from `serial`, directly or not (never `serial` itself). */
-  descendants(serial: string, signal?: AbortSignal): Promise<string[]>;
+  /**
+   * The rest of `serial`'s renewal chain (never `serial` itself): every
+   * serial renewed from it, directly or not, and every one it was renewed
+   * from, which still authenticates until its own end.
+   */
+  lineage(
+    serial: string,
+    signal?: AbortSignal,
+  ): Promise<{ descendants: string[]; ancestors: string[] }>;
 }
 
 /** The ledger in `store`. */
@@ -125,15 +132,20 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
       }
       throw new RpcError("CONFLICT");
     },
-    async descendants(serial, signal) {
+    async lineage(serial, signal) {
       // Successor links, and renewed_from links (which also cover records
       // written before a certificate could renew only once).
       const children = new Map<string, string[]>();
+      const parents = new Map<string, string[]>();
+      const add = (map: Map<string, string[]>, from: string, to: string) => {
+        const list = map.get(from) ?? [];
+        if (!list.includes(to)) list.push(to);
+        map.set(from, list);
+      };
       const link = (parent: string, child: string) => {
         if (parent === "" || child === "") return;
-        const list = children.get(parent) ?? [];
-        if (!list.includes(child)) list.push(child);
-        children.set(parent, list);
+        add(children, parent, child);
+        add(parents, child, parent);
       };
       for await (const kv of rangeAll(store, CERTS, { signal })) {
         const r = decodeMessage(CertificateRecordSchema, kv);
@@ -141,18 +153,21 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
         link(r.renewedFrom, r.serial);
       }
       const root = normalizeSerial(serial);
-      const out: string[] = [];
-      const seen = new Set([root]);
-      const queue = [root];
-      while (queue.length > 0) {
-        for (const c of children.get(queue.shift() as string) ?? []) {
-          if (seen.has(c)) continue;
-          seen.add(c);
-          out.push(c);
-          queue.push(c);
+      const walk = (links: Map<string, string[]>) => {
+        const out: string[] = [];
+        const seen = new Set([root]);
+        const queue = [root];
+        while (queue.length > 0) {
+          for (const c of links.get(queue.shift() as string) ?? []) {
+            if (seen.has(c)) continue;
+            seen.add(c);
+            out.push(c);
+            queue.push(c);
+          }
         }
-      }
-      return out;
+        return out;
+      };
+      return { descendants: walk(children), ancestors: walk(parents) };
     },
   };
 }

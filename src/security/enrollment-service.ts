@@ -46,6 +46,13 @@ export interface EnrollmentServiceDeps {
   readonly lockout: Lockout;
   /** Client certificate lifetime (default 30 days). */
   readonly certificateDays?: number;
+  /**
+   * How long after it was issued a certificate may renew (default an hour).
+   * Each renewal is a new certificate that renews in turn: without it, any
+   * certificate's holder could add records to the ledger as fast as the
+   * rate limit lets it, for ever.
+   */
+  readonly minRenewalAgeMs?: number;
   /** Enroll calls per address (default a burst of 20, then one every 6 s). */
   readonly enrollLimit?: BucketLimit;
   /** Whether a name is a node the cluster knows (registered); its certificates are a cluster admin's to issue. */
@@ -99,8 +106,9 @@ export async function nodeNamed(
 }
 
 /**
- * Whether `name` is a node for a renewal's term: registered, or holding the
- * node role cluster-wide (what enrollment gives). Narrower than
+ * Whether `name` is a node that exists: registered, or holding the node role
+ * cluster-wide (what enrollment gives). Its certificates renew for a full
+ * term, and a new token for it is a cluster admin's. Narrower than
  * {@link nodeNamed}: a binding to the node role in a tenant, which a tenant
  * admin may set, makes no certificate last longer.
  */
@@ -117,6 +125,9 @@ async function clusterNode(
 }
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+/** Passes over a revoked certificate's successors before renewals racing it count as a CONFLICT. */
+const MAX_REVOCATION_PASSES = 16;
 
 export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBinding {
   const { store, clock } = deps;
@@ -251,6 +262,15 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const ca = requireCa();
         // The certificate will carry the node role and whatever bindings that name already has.
         assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
+        // A token for a node that exists (registered, or enrolled: node role cluster-wide) hands
+        // its identity to whoever enrols: a cluster admin's to create, as such a certificate is.
+        if (
+          (await clusterNode(deps, req.nodeName, ctx.signal)) &&
+          !decide(deps.policy(), principalOf(ctx), "pki:*").allowed
+        )
+          throw new RpcError("PERMISSION_DENIED", {
+            cause: new Error(`${req.nodeName} is a node: a cluster admin's to enrol again`),
+          });
         const id = randomBytes(8).toString("hex");
         const secret = randomBytes(32).toString("base64url");
         const now = clock.now();
@@ -355,14 +375,25 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         const p = principalOf(ctx);
         const cert = ctx.peer.certificate;
         if (p.method !== "mtls" || cert === undefined) throw new RpcError("RENEW_NEEDS_MTLS");
+        const recorded = await ledger.get(cert.serialNumber, ctx.signal);
+        const wait =
+          recorded === undefined
+            ? 0
+            : Number(recorded.issuedAtMs) + (deps.minRenewalAgeMs ?? HOUR_MS) - clock.now();
+        if (wait > 0)
+          throw new RpcError("CERT_TOO_NEW_TO_RENEW", {
+            message: `this certificate is too new to renew; retry after ${Math.ceil(wait / 1000)} s`,
+            retryAfterMs: wait,
+          });
         // A node's certificate renews for a full term, as nodes keep themselves enrolled. Any
         // other (one an operator issued for a day) keeps its predecessor's end: renewing changes
-        // its key, never how long it lasts.
-        const parent = (await clusterNode(deps, p.id, ctx.signal))
+        // its key, never how long it lasts. The end is the certificate's own: one the ledger never
+        // recorded (issued with the CA key by hand) is no reason for a full term.
+        const end = (await clusterNode(deps, p.id, ctx.signal))
           ? undefined
-          : await ledger.get(cert.serialNumber, ctx.signal);
+          : (cert.notAfterMs ?? Number(recorded?.notAfterMs));
         const left =
-          parent === undefined ? days : (Number(parent.notAfterMs) - clock.now()) / DAY_MS;
+          end === undefined || !Number.isFinite(end) ? days : (end - clock.now()) / DAY_MS;
         // Once per certificate: the successor renews next, so a stolen copy cannot fork the chain.
         return issue(
           p.id,
@@ -380,21 +411,39 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
       async revokeCertificate(req, ctx) {
         const serial = normalizeSerial(req.serial.replace(/:/g, ""));
         await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
-        // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
-        // revoked too, or a stolen one outlives its revocation. A renewal racing this
-        // revocation is refused (the renewal compares the revocation key).
-        for (const next of await ledger.descendants(serial, ctx.signal)) {
-          await deps.revocations.revoke(next, `successor of revoked ${serial}`, ctx.signal);
+        const mark = async (other: string, why: string) => {
+          await deps.revocations.revoke(other, why, ctx.signal);
           await updateCert(
-            next,
+            other,
             (c) =>
               create(CertificateRecordSchema, {
                 ...c,
                 revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
-                revocationReason: `successor of revoked ${serial}`,
+                revocationReason: why,
               }),
             ctx.signal,
           );
+        };
+        // The certificates it was renewed from: superseded, but each authenticates until its own
+        // end, so a copy of one would outlive the revocation of the chain's newest.
+        const done = new Set([serial]);
+        for (const prev of (await ledger.lineage(serial, ctx.signal)).ancestors) {
+          done.add(prev);
+          await mark(prev, `predecessor of revoked ${serial}`);
+        }
+        // Every certificate renewed from it, however issued (RPC, dev mode, the server's own):
+        // revoked too, or a stolen one outlives its revocation. A renewal is refused once its
+        // certificate is revoked (it compares the revocation key), but one that got in before
+        // (between a pass's look and its revocation) is found by the next pass.
+        for (let pass = 0, found = true; found; pass++) {
+          if (pass === MAX_REVOCATION_PASSES) throw new RpcError("CONFLICT");
+          found = false;
+          for (const next of (await ledger.lineage(serial, ctx.signal)).descendants) {
+            if (done.has(next)) continue;
+            done.add(next);
+            found = true;
+            await mark(next, `successor of revoked ${serial}`);
+          }
         }
         const r = await updateCert(
           serial,

@@ -252,6 +252,8 @@ const sections = z.strictObject({
       caKey: path.optional(),
       /** Lifetime of certificates issued to nodes; renewal keeps them short. */
       certificateDays: int(1, 397).default(30),
+      /** A certificate renews only this long after it was issued: a chain grows by one a period at most. */
+      minRenewalAgeSeconds: int(0, 86_400).default(3600),
       /** Enroll calls per address (it needs no identity, so it is limited before anything else). */
       enrollLimit: bucket.prefault({ ratePerSecond: 1 / 6, burst: 20 }),
     })

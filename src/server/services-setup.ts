@@ -121,6 +121,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       policy,
       lockout,
       certificateDays: config.pki.certificateDays,
+      minRenewalAgeMs: config.pki.minRenewalAgeSeconds * 1000,
       enrollLimit: config.pki.enrollLimit,
       isNode,
     }),

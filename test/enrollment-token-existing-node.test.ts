@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { type ResolvedContext, resolveContext } from "../src/client/index.js";
+import { createCsr } from "../src/pki/index.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
+
+/**
+ * Found by an adversarial review of the built-in CA: `IssueCertificate`
+ * for a node's name is a cluster admin's alone, but an enrollment token for
+ * an enrolled node's name was anyone's who could create tokens and held the
+ * node role's grants (a provisioning role): enrolling with it handed over
+ * that node's identity.
+ */
+describe("an enrollment token for a node that already exists", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let admin: ResolvedContext;
+  const channels: grpc.Client[] = [];
+  const clientsOf = (ctx: ResolvedContext) => devClients(ctx, channels);
+  let provisioner: ReturnType<typeof clientsOf>;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-token-node-"));
+    daemon = await startDevDaemon(dir, {
+      rbac: { roles: [{ name: "provisioner", grants: ["pki:token:create", "node:*"] }] },
+    });
+    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    const key = await clientsOf(admin).access.createApiKey({
+      principal: "provision-bot",
+      roles: ["provisioner"],
+    });
+    provisioner = clientsOf(bearerContext(admin, key.token));
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    daemon?.kill();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("is a cluster admin's to create, as a certificate for that node is", async () => {
+    // A new node is the provisioner's to enrol.
+    assert.ok((await provisioner.pki.createEnrollmentToken({ nodeName: "node-09" })).token);
+    // node-01 is registered and enrolled: a token for it would make whoever enrols node-01.
+    const outcome = await callOutcome(
+      provisioner.pki.createEnrollmentToken({ nodeName: "node-01" }),
+    );
+    if (outcome.code === 0) {
+      const token = await provisioner.pki.createEnrollmentToken({ nodeName: "node-01" });
+      const enrolled = await clientsOf(admin).pki.enroll({
+        token: token.token,
+        csrPem: (await createCsr("x")).csrPem,
+      });
+      assert.fail(
+        `a provisioner got a certificate for the existing ${new X509Certificate(enrolled.certificatePem).subject}`,
+      );
+    }
+    assert.equal(outcome.code, grpc.status.PERMISSION_DENIED);
+    // The cluster admin may re-enrol a node (a reinstalled host).
+    assert.ok((await clientsOf(admin).pki.createEnrollmentToken({ nodeName: "node-01" })).token);
+  });
+});
