@@ -500,7 +500,8 @@ describe("hvctl against a dev daemon", () => {
         list,
         new RegExp(`^${issued.serial}\\s+carol\\s+client\\s.*superseded by ${renewed.serial}`, "m"),
       );
-      await ok("cert", "revoke", renewed.serial, "--reason", "left");
+      const revokedClient = await ok("cert", "revoke", renewed.serial, "--reason", "left");
+      assert.doesNotMatch(revokedClient.stdout, /note:/);
       const after = await eventually(async () => {
         const r = await dev("--context", "carol", "auth", "whoami");
         return r.code !== 0 && r;
@@ -510,6 +511,21 @@ describe("hvctl against a dev daemon", () => {
         after.stderr.trim(),
         /^hvctl: authentication required: the server did not accept the client certificate of context "carol" \(revoked, or from another CA\) \(UNAUTHENTICATED, request /,
       );
+      // A server certificate's revocation is not checked by clients: hvctl says so.
+      const server = await json<{ serial: string }>(
+        "cert",
+        "issue",
+        "--cn",
+        "panel",
+        "--usage",
+        "server",
+        "--san",
+        "panel.example",
+        "--out",
+        join(out, "panel"),
+      );
+      const revokedServer = await ok("cert", "revoke", server.serial);
+      assert.match(revokedServer.stdout, /note: a server certificate: .* until it expires/);
       const apiKeyContext = await dev("--context", "dev-operator", "cert", "renew");
       assert.equal(apiKeyContext.code, 2);
       assert.match(apiKeyContext.stderr, /does not authenticate with a client certificate/);

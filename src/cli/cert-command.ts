@@ -66,7 +66,9 @@ export function certCommand(cli: () => CliContext): Command {
   withExamples(
     cert
       .command("revoke")
-      .description("revoke a certificate; refused at its next call, its open streams closed")
+      .description(
+        "revoke a certificate; a client certificate is refused at its next call, its open streams closed",
+      )
       .argument("<serial>", "hex serial, as openssl x509 -serial prints it")
       .option("--reason <text>", "why, for the record")
       .action(async (serial: string, opts: { reason?: string }) => {
@@ -75,7 +77,11 @@ export function certCommand(cli: () => CliContext): Command {
           serial: serial.replace(/^serial=/i, ""),
           reason: opts.reason ?? "",
         });
-        ctx.print(messageJson(CertificateInfoSchema, c), () => `revoked ${c.serial}\n`);
+        ctx.print(messageJson(CertificateInfoSchema, c), () =>
+          c.kind === "server"
+            ? `revoked ${c.serial}\nnote: a server certificate: agents and hvctl check the daemon's certificate against the CA only, so a copy of this one still passes as the control plane until it expires (docs/security.md)\n`
+            : `revoked ${c.serial}\n`,
+        );
       }),
     'hvctl cert revoke 5A3F0C... --reason "decommissioned"',
   );
