@@ -41,6 +41,7 @@ import {
 import { firstGeneration, generationFloor } from "./vm-placement.js";
 import { type VersionedVm, vmRecord } from "./vm-records.js";
 import { domainSpecOf, specOfReported } from "./vm-spec.js";
+import type { WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of the VM lifecycle. */
 export interface VmLifecycleDeps {
@@ -50,6 +51,8 @@ export interface VmLifecycleDeps {
   /** vCPUs placeable per core and memory per byte, as migration planning uses them. */
   readonly cpuOvercommit?: number;
   readonly memoryOvercommit?: number;
+  /** Open watches per caller, shared with every other watch: WatchOperation counts too. */
+  readonly quota?: WatchQuota;
 }
 
 /** Place-and-reserve rounds of one create before it gives up with CONFLICT (concurrent creates race for the same room). */
@@ -426,7 +429,14 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       if (op === undefined) throw new RpcError("OPERATION_NOT_FOUND");
       return vmOperationOf(op.index, op.record);
     },
-    watchOperation: (req: GetOperationRequest, ctx: CallContext) =>
-      ops.follow(req.operationId, ctx.signal),
+    async *watchOperation(req: GetOperationRequest, ctx: CallContext) {
+      // A stream held open on an operation that does not end (its node away) is a watch.
+      const release = deps.quota?.open(ctx);
+      try {
+        yield* ops.follow(req.operationId, ctx.signal);
+      } finally {
+        release?.();
+      }
+    },
   };
 }
