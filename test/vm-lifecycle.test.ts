@@ -364,6 +364,19 @@ describe("VMs as desired state through hvctl", () => {
         },
       },
       "a bad vm name": { vmId: "Bad Name!", spec: { vcpus: 1, memoryBytes: GIB } },
+      // A libvirt node's define failed on these (BACKEND_FAILED), after the create was accepted.
+      "a display name with a line break": {
+        vmId: "bad-7",
+        spec: { name: "web\nowned", vcpus: 1, memoryBytes: GIB },
+      },
+      "a display name with a control character": {
+        vmId: "bad-8",
+        spec: { name: "web\u0000x", vcpus: 1, memoryBytes: GIB },
+      },
+      "a display name that reorders text": {
+        vmId: "bad-9",
+        spec: { name: "web\u202etxt.exe", vcpus: 1, memoryBytes: GIB },
+      },
       "a bad disk name": {
         vmId: "bad-5",
         spec: { vcpus: 1, memoryBytes: GIB, disks: [disk("../x")] },
