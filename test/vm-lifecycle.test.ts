@@ -411,6 +411,25 @@ describe("VMs as desired state through hvctl", () => {
     );
   });
 
+  it("refuses hvctl's --new-disk of size 0, which the server takes as attaching an existing disk", async () => {
+    // A deleted VM's disk stays (DeleteVm undefines the domain only).
+    await ok(
+      ...["vm", "create", "old-1", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
+      ...["--new-disk", "rbd:rbd/old-1-d0=1GiB"],
+    );
+    await ok("vm", "delete", "old-1");
+    await eventually(async () => assert.equal((await hv("vm", "get", "old-1")).code, 5));
+    // Asked for a new, empty disk: size 0 on the wire means "the dataset exists", and the new
+    // VM got the old one's disk, data and all.
+    const r = await hv(
+      ...["vm", "create", "new-1", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
+      ...["--new-disk", "rbd:rbd/old-1-d0=0"],
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--new-disk/);
+    assert.equal(simWorld().has("new-1"), false);
+  });
+
   it("gives a disk to one VM: a create naming another VM's disk is refused DISK_IN_USE and writes nothing", async () => {
     await ok(
       ...["vm", "create", "disk-a", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
