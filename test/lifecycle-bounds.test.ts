@@ -1,10 +1,13 @@
-// WatchOperation and WatchMigration are watches like any Watch*: a tenant's
-// caller following an operation or a migration that does not end (its node
-// away, a long move) holds one server stream per call, each following the
-// store. Found by an adversarial review of the VM lifecycle: one tenant
-// viewer key held 100 of each open (the connection's stream limit, not the
-// daemon's, stopped it), none refused, while every other watch stops at 64
-// per principal.
+// A tenant's lifecycle calls hold bounded resources. Found by an
+// adversarial review of the VM lifecycle:
+// - WatchOperation and WatchMigration are watches like any Watch*: one
+//   tenant viewer key held 100 of each open (the connection's stream limit,
+//   not the daemon's, stopped it), none refused, while every other watch
+//   stops at 64 per principal.
+// - Operations on a VM whose node is away wait for it, and are never
+//   removed while they wait: one tenant operator queued 500 alternating
+//   starts and stops in 5 s, all accepted, to be run one by one once the
+//   node is back.
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,6 +16,7 @@ import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmOperationState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import {
@@ -27,8 +31,10 @@ import { eventually } from "./helpers/eventually.js";
 const GIB = 1024n ** 3n;
 /** Open watches one principal may hold (src/cluster/watch-quota.ts). */
 const PER_PRINCIPAL = 64;
+/** Operations of one VM that may wait for its node at once (src/cluster/vm-lifecycle.ts). */
+const WAITING_PER_VM = 16;
 
-describe("lifecycle watches count against the open-watch quota", () => {
+describe("a tenant's lifecycle calls are bounded", () => {
   let dir: string;
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
@@ -102,6 +108,40 @@ describe("lifecycle watches count against the open-watch quota", () => {
       PER_PRINCIPAL + 1,
     );
     assert.deepEqual(r, { opened: PER_PRINCIPAL, reason: "TOO_MANY_WATCHES" });
+  });
+
+  it("bounds the operations of one VM waiting for its node; a retry is still answered", async () => {
+    // After the test above: acme-away-1's node is away, one stop waits for it.
+    const root = devClients(admin, channels);
+    const { token } = await root.access.createApiKey({
+      principal: "acme-flood",
+      roles: ["operator"],
+      tenant: "acme",
+    });
+    const acme = devClients(bearerContext(admin, token), channels);
+    const vmId = "acme-away-1";
+    await eventually(
+      async () =>
+        assert.equal(
+          (await root.nodes.getNode({ id: { id: "node-04" } })).summary?.readiness,
+          NodeReadiness.NOT_READY,
+        ),
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    const outcomes: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await callOutcome(
+        i % 2 === 0
+          ? acme.vms.startVm({ vmId, requestId: `flood-${i}` })
+          : acme.vms.stopVm({ vmId, force: true, requestId: `flood-${i}` }),
+      );
+      outcomes.push(r.reason || "OK");
+      if (r.code !== 0) break;
+    }
+    assert.deepEqual(outcomes, [...Array(WAITING_PER_VM - 1).fill("OK"), "VM_OPERATION_OPEN"]);
+    // A retry of one accepted is no new operation: it is answered, not refused.
+    const again = await acme.vms.startVm({ vmId, requestId: "flood-0" });
+    assert.equal(again.state, VmOperationState.PENDING);
   });
 
   it("refuses a tenant caller's WatchMigration past its open watches", async () => {
