@@ -364,6 +364,19 @@ describe("VMs as desired state through hvctl", () => {
         },
       },
       "a bad vm name": { vmId: "Bad Name!", spec: { vcpus: 1, memoryBytes: GIB } },
+      // A libvirt node's define failed on these (BACKEND_FAILED), after the create was accepted.
+      "a display name with a line break": {
+        vmId: "bad-7",
+        spec: { name: "web\nowned", vcpus: 1, memoryBytes: GIB },
+      },
+      "a display name with a control character": {
+        vmId: "bad-8",
+        spec: { name: "web\u0000x", vcpus: 1, memoryBytes: GIB },
+      },
+      "a display name that reorders text": {
+        vmId: "bad-9",
+        spec: { name: "web\u202etxt.exe", vcpus: 1, memoryBytes: GIB },
+      },
       "a bad disk name": {
         vmId: "bad-5",
         spec: { vcpus: 1, memoryBytes: GIB, disks: [disk("../x")] },
@@ -396,6 +409,25 @@ describe("VMs as desired state through hvctl", () => {
         (r) => r.event === "rpc" && r.method === "CreateVm" && r.code === "INVALID_ARGUMENT",
       ),
     );
+  });
+
+  it("refuses hvctl's --new-disk of size 0, which the server takes as attaching an existing disk", async () => {
+    // A deleted VM's disk stays (DeleteVm undefines the domain only).
+    await ok(
+      ...["vm", "create", "old-1", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
+      ...["--new-disk", "rbd:rbd/old-1-d0=1GiB"],
+    );
+    await ok("vm", "delete", "old-1");
+    await eventually(async () => assert.equal((await hv("vm", "get", "old-1")).code, 5));
+    // Asked for a new, empty disk: size 0 on the wire means "the dataset exists", and the new
+    // VM got the old one's disk, data and all.
+    const r = await hv(
+      ...["vm", "create", "new-1", "--cpu", "1", "--memory", "1GiB", "--node", "node-01"],
+      ...["--new-disk", "rbd:rbd/old-1-d0=0"],
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--new-disk/);
+    assert.equal(simWorld().has("new-1"), false);
   });
 
   it("gives a disk to one VM: a create naming another VM's disk is refused DISK_IN_USE and writes nothing", async () => {

@@ -108,10 +108,16 @@ function parseDisks(existing: string[], fresh: string[]): VmDisk[] {
   for (const d of fresh) {
     const eq = d.lastIndexOf("=");
     if (eq < 0) throw new UsageError(`--new-disk: expected DATASET=SIZE, got "${d}"`);
+    const sizeBytes = parseBytes("--new-disk", d.slice(eq + 1));
+    // Size 0 is how the API names an existing disk: sent, it would attach one, not create it.
+    if (sizeBytes === 0n)
+      throw new UsageError(
+        `--new-disk: "${d}" has no size; give one (at least 1MiB), or attach an existing dataset with --disk`,
+      );
     out.push({
       $typeName: "debvisor.v1.VmDisk",
       dataset: parseDataset("--new-disk", d.slice(0, eq)).ref,
-      sizeBytes: parseBytes("--new-disk", d.slice(eq + 1)),
+      sizeBytes,
     });
   }
   return out;

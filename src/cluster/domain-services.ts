@@ -49,7 +49,8 @@ export interface DomainServiceDeps {
 
 /** Every debvisor.v1 cluster service the daemon serves, bound to its handlers and permissions. */
 export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] {
-  // One bound on open watches for the list watches, the event watch and replication's together.
+  // One bound on open watches for the list watches, the event watch, replication's and the
+  // lifecycle's (an operation's, a migration's) together.
   const quota = createWatchQuota(deps.watchLimits);
   return [
     createNodeService({
@@ -66,9 +67,10 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       clock: deps.clock,
       cpuOvercommit: deps.cpuOvercommit,
       memoryOvercommit: deps.memoryOvercommit,
+      quota,
     }),
     createMigrationService(
-      deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock },
+      deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock, quota },
     ),
     createStorageService({
       storage: deps.storage,

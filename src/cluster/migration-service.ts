@@ -24,6 +24,7 @@ import { type FailoverDeps, failoverVm } from "./failover.js";
 import type { MigrationEngine } from "./migration-engine.js";
 import { type MigrateSpec, retriedMigration } from "./migration-retry.js";
 import { filteredScope } from "./tenancy.js";
+import type { WatchQuota } from "./watch-quota.js";
 
 /** A request's VM, and a migration id: what each method acts on. */
 const vmOf = { kind: "vm", id: (req: VMMigrateSpec) => req.vm?.vmId ?? "" } as const;
@@ -53,6 +54,8 @@ export interface MigrationServiceDeps {
   readonly failover: FailoverDeps;
   /** Recognises retried MigrateVM calls by age (default: the system clock). */
   readonly clock?: Clock;
+  /** Open watches per caller (WatchMigration), shared with the daemon's other watches. */
+  readonly quota?: WatchQuota;
 }
 
 /** MigrationService: planning, migration with progress, cancel, failover and the history. */
@@ -142,7 +145,13 @@ export function createMigrationService(deps?: MigrationServiceDeps): ServiceBind
       return start(req, ctx, principalOf(ctx).id);
     },
     async *watchMigration(req: GetMigrationRequest, ctx) {
-      yield* engine.watch(req.migrationId, ctx.tenant, ctx.signal);
+      // A long move followed by many streams: each one polls the migration's record.
+      const release = deps.quota?.open(ctx);
+      try {
+        yield* engine.watch(req.migrationId, ctx.tenant, ctx.signal);
+      } finally {
+        release?.();
+      }
     },
     async cancelMigration(req, ctx) {
       return engine.cancel(req.migrationId, ctx.tenant, ctx.signal);

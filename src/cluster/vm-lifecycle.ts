@@ -9,6 +9,7 @@ import {
 } from "../core/index.js";
 import { DEFAULT_STOP_TIMEOUT_MS, domainSpecParams } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import {
   type AdoptVmRequest,
   type CreateVmRequest,
@@ -41,6 +42,7 @@ import {
 import { firstGeneration, generationFloor } from "./vm-placement.js";
 import { type VersionedVm, vmRecord } from "./vm-records.js";
 import { domainSpecOf, specOfReported } from "./vm-spec.js";
+import type { WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of the VM lifecycle. */
 export interface VmLifecycleDeps {
@@ -50,7 +52,16 @@ export interface VmLifecycleDeps {
   /** vCPUs placeable per core and memory per byte, as migration planning uses them. */
   readonly cpuOvercommit?: number;
   readonly memoryOvercommit?: number;
+  /** Open watches per caller, shared with every other watch: WatchOperation counts too. */
+  readonly quota?: WatchQuota;
 }
+
+/**
+ * Operations of one VM that may wait at once for its node when the node is
+ * not ready: they are never removed while they wait, and all run once it is
+ * back. A few are a careful caller's; more are a flood.
+ */
+const WAITING_PER_VM = 16;
 
 /** Place-and-reserve rounds of one create before it gives up with CONFLICT (concurrent creates race for the same room). */
 const CREATE_ATTEMPTS = 32;
@@ -136,6 +147,23 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     return prev;
   }
 
+  /**
+   * VM_OPERATION_OPEN when {@link WAITING_PER_VM} operations of `vmId` already wait for
+   * `nodeId`, which is not ready. Counted only then (a ready node runs them): the count reads
+   * the node's operations. A retry of an operation already written is answered, not refused.
+   */
+  async function refuseFlood(vmId: string, nodeId: string, id: string, ctx: CallContext) {
+    const node = await inventory.getNode(nodeId, ctx.signal);
+    if (node === undefined || node.summary.readiness === NodeReadiness.READY) return;
+    if ((await ops.get(id, ctx.signal)) !== undefined) return;
+    const open = await agentOps.open(nodeId, ctx.signal);
+    const waiting = open.filter((r) => r.dispatch?.vmId === vmId).length;
+    if (waiting >= WAITING_PER_VM)
+      throw new RpcError("VM_OPERATION_OPEN", {
+        message: `${waiting} operations on the vm wait for ${nodeId}, which is not ready: wait for them (hvctl vm operation ID --wait), or, if ${nodeId} is gone for good, cordon it --out-of-service`,
+      });
+  }
+
   /** Writes the operation with the record change; the record is read again if it moved meanwhile. */
   async function submit(
     ctx: CallContext,
@@ -157,6 +185,8 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
     for (let attempt = 0; attempt < 4; attempt++) {
       const at = await locate(vmId, ctx.signal, kind === VmOperationKind.DELETE);
       const b = build(at, id);
+      // A delete decided here (its node said to be off) waits for nothing, and ends the others.
+      if (b.decided === undefined) await refuseFlood(vmId, at.nodeId, id, ctx);
       try {
         const out = await written(
           {
@@ -426,7 +456,14 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       if (op === undefined) throw new RpcError("OPERATION_NOT_FOUND");
       return vmOperationOf(op.index, op.record);
     },
-    watchOperation: (req: GetOperationRequest, ctx: CallContext) =>
-      ops.follow(req.operationId, ctx.signal),
+    async *watchOperation(req: GetOperationRequest, ctx: CallContext) {
+      // A stream held open on an operation that does not end (its node away) is a watch.
+      const release = deps.quota?.open(ctx);
+      try {
+        yield* ops.follow(req.operationId, ctx.signal);
+      } finally {
+        release?.();
+      }
+    },
   };
 }

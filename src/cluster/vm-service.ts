@@ -27,6 +27,7 @@ import type { Inventory } from "./inventory.js";
 import { filteredScope } from "./tenancy.js";
 import { createVmLifecycle, VM_LIFECYCLE_POLICIES } from "./vm-lifecycle.js";
 import { observedVm, observedVms } from "./vm-view.js";
+import type { WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of the VmService handlers. */
 export interface VmServiceDeps {
@@ -39,6 +40,8 @@ export interface VmServiceDeps {
   /** Placement of new VMs, as migration planning counts capacity. */
   readonly cpuOvercommit?: number;
   readonly memoryOvercommit?: number;
+  /** Open watches per caller (WatchOperation), shared with the daemon's other watches. */
+  readonly quota?: WatchQuota;
 }
 
 /**
