@@ -18,6 +18,7 @@ import {
   AgentMessageSchema,
   type ControlMessage,
   ControlMessageSchema,
+  OperationOutcome,
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
@@ -123,5 +124,35 @@ describe("what a node sends reaches the daemon's terminal escaped", () => {
     assert.doesNotMatch(line, CONTROL, `written to the terminal as is: ${JSON.stringify(line)}`);
     assert.match(line, /event=\\x1b\]0;owned\\x07\\x1b\[2J vm=\\x1b\[1A\\x1b\[2K\\x9b2J/);
     stream.close();
+  });
+
+  it("a result, progress or storage report naming no possible operation is refused as invalid, not an internal error", async () => {
+    for (const kind of ["result", "progress", "storageReport"] as const) {
+      const stream = await openNodeStream();
+      // Not an operation id (those are letters, digits, '.', '_', '-'), nor a store key.
+      const operationId = "\u001b[2Kfake";
+      stream.send(
+        kind === "result"
+          ? { kind: { case: kind, value: { operationId, outcome: OperationOutcome.SUCCEEDED } } }
+          : kind === "progress"
+            ? { kind: { case: kind, value: { operationId, percent: 50 } } }
+            : { kind: { case: kind, value: { operationId, found: true } } },
+      );
+      const failed = await eventually(
+        () => {
+          const f = stream.failed();
+          assert.ok(f !== undefined, `the stream ended (${kind})`);
+          return f;
+        },
+        { timeoutMs: 15_000 },
+      );
+      assert.equal(failed.code, grpc.status.INVALID_ARGUMENT, `${kind}: ${failed.details}`);
+      assert.match(failed.details, /operation_id/);
+      stream.close();
+    }
+    assert.ok(
+      !daemon.lines.some((l) => / ERROR .*AgentService\/Connect/.test(l)),
+      "no internal error logged",
+    );
   });
 });
