@@ -121,7 +121,7 @@ interface Session {
   readonly known: Map<string, Versioned<OperationRecord>>;
   readonly cancelled: Set<string>;
   readonly capabilities: readonly string[];
-  /** StorageReports waiting for their operation's result, by operation id. */
+  /** StorageReports waiting for their operation's result, by operation id (of operations in `sent`). */
   readonly reports: Map<string, StorageReport>;
   /**
    * The VMs of the stream's last report that listed them (its Hello or a
@@ -191,6 +191,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   /** A finished operation leaves the stream's sets (they would grow for the stream's life). */
   function forget(session: Session, id: string): void {
     session.known.delete(id);
+    session.reports.delete(id);
     session.sent.delete(id);
     session.cancelled.delete(id);
   }
@@ -277,6 +278,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         session.held = undefined;
         for (const r of held) offer(session, r);
         for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+        // A report of no operation sent on the stream waits for a result that is not its own.
+        for (const id of session.reports.keys())
+          if (!session.sent.has(id)) session.reports.delete(id);
       }
     }
   }
@@ -438,8 +442,13 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         break;
       }
       case "storageReport":
-        // Kept until its result, with which it is written; a bounded few per stream.
-        if (session.reports.size < 64) session.reports.set(m.kind.value.operationId, m.kind.value);
+        // Kept until its result, with which it is written; a bounded few per stream, and only
+        // of an operation sent on it (while its open operations are read, any: see resync).
+        if (
+          (session.held !== undefined || session.sent.has(m.kind.value.operationId)) &&
+          session.reports.size < 64
+        )
+          session.reports.set(m.kind.value.operationId, m.kind.value);
         break;
       case "event":
         log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
