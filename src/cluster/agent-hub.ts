@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallContext,
@@ -8,6 +9,7 @@ import {
   principalOf,
   RpcError,
   repeatLimitedLogger,
+  rethrowAborted,
   type ServiceBinding,
   silentLogger,
   throwIfAborted,
@@ -28,6 +30,7 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import type { Health } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type BucketLimit, createRateLimiter } from "../security/index.js";
 import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
@@ -68,6 +71,13 @@ export interface AgentHubOptions {
   readonly livenessTtlMs?: number;
   readonly helloTimeoutMs: number;
   readonly sendQueueMax: number;
+  /**
+   * Messages read from one node's streams: past the burst, the next is read
+   * only once its token is there. Each message is a store write or read, so
+   * a node's stream (a stolen certificate, a buggy agent) cannot write at
+   * the rate it sends. Unset: not limited.
+   */
+  readonly messageRate?: BucketLimit;
   readonly logger?: Logger;
   /** Aborted at shutdown: every stream ends cleanly and agents reconnect elsewhere. */
   readonly closing?: AbortSignal;
@@ -164,6 +174,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const stopping = new AbortController();
   const presence = createAgentPresence(options.store);
   const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
+  /** One budget per node, shared by its streams here (a new stream does not refill it). */
+  const budgets = createRateLimiter(clock);
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
@@ -406,10 +418,25 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     it: AsyncIterator<AgentMessage>,
     signal: AbortSignal,
   ): Promise<boolean> {
+    await paced(session.nodeId, signal);
     const next = await it.next();
     if (next.done === true || signal.aborted) return false;
     await handle(session, next.value, signal);
     return true;
+  }
+
+  /**
+   * Waits for the node's next message token (see messageRate). Before the
+   * read: a stream over its budget holds no message meanwhile, and HTTP/2
+   * flow control stops its agent's sends once the transport's window fills.
+   */
+  async function paced(nodeId: string, signal: AbortSignal): Promise<void> {
+    const limit = options.messageRate;
+    if (limit === undefined) return;
+    for (let take = budgets.take(nodeId, 1, limit); !take.allowed; ) {
+      await sleep(take.retryAfterMs, undefined, { signal }).catch(rethrowAborted(signal));
+      take = budgets.take(nodeId, 1, limit);
+    }
   }
 
   async function handle(session: Session, m: AgentMessage, signal: AbortSignal): Promise<void> {
