@@ -35,6 +35,7 @@ import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
+import { watchPresence } from "./agent-presence-watch.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
@@ -120,6 +121,8 @@ export interface AgentHub {
 
 interface Session {
   readonly nodeId: string;
+  /** The store revision of the presence record this stream wrote (0 until written). */
+  presenceRevision: number;
   readonly queue: SendQueue<Outgoing>;
   /** Operation ids sent on this stream and not done (a watch event repeats them). */
   readonly sent: Set<string>;
@@ -242,6 +245,30 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     },
     onResync: () => {
       for (const s of sessions.values()) void resync(s);
+    },
+  });
+
+  /**
+   * A node holds one stream: one that connects to another control-plane
+   * process after this stream's Hello replaces it here too, as a second
+   * stream to this process does. Without this, a stolen node certificate
+   * connected to another replica received every operation of the node beside
+   * the real agent, whose stream stayed up and noticed nothing.
+   */
+  watchPresence({
+    store: options.store,
+    signal: stopping.signal,
+    logger: log,
+    wanted: (nodeId) => sessions.has(nodeId),
+    onConnected: (nodeId, record, modRevision) => {
+      const s = sessions.get(nodeId);
+      if (s === undefined || record.serverId === options.serverId) return;
+      if (s.presenceRevision === 0 || modRevision <= s.presenceRevision) return;
+      log.info(
+        { node: nodeId, by: record.serverId },
+        "agent connected to another control-plane process; its stream here ends",
+      );
+      s.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     },
   });
 
@@ -516,6 +543,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
     const session: Session = {
       nodeId,
+      presenceRevision: 0,
       queue: createSendQueue(options.sendQueueMax),
       sent: new Set(),
       known: new Map(),
@@ -567,6 +595,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     const it = requests[Symbol.asyncIterator]();
     const { session, presenceRevision, version } = await open(it, ctx);
     const { nodeId } = session;
+    session.presenceRevision = presenceRevision;
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
     const stop = () => session.queue.close();
