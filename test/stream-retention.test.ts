@@ -38,6 +38,13 @@ async function collected(ref: WeakRef<object>): Promise<boolean> {
   return ref.deref() === undefined;
 }
 
+/** The message's content, weakly (a local would keep the last one reachable). */
+function innerOf(ref: WeakRef<AgentMessage>): WeakRef<object> {
+  const m = ref.deref();
+  assert.ok(m !== undefined);
+  return new WeakRef(m.kind.value as object);
+}
+
 /** A heartbeat with a report of `vms` VMs, as an agent sends it. */
 function heartbeat(node: string, vms: number, sequence: number) {
   return {
@@ -221,6 +228,43 @@ describe("a long-lived stream between two messages", () => {
           `heartbeat ${sequence} is still reachable while the stream waits for the next`,
         );
       }
+    } finally {
+      await agent.close();
+      close();
+      await store.close();
+    }
+  });
+
+  it("the agent hub keeps no storage report of an operation it never sent to the stream", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-retention-")), "state.db"),
+      logger: silentLogger,
+    });
+    const { hub, close } = hubOn(store);
+    const agent = connectInProcess(hub, "n1", []);
+    try {
+      await eventually(() => assert.ok(agent.received.some((m) => m.kind.case === "welcome")));
+      // A stolen node certificate (or a buggy agent) sends reports no result ever follows:
+      // each decoded report is held until its operation's result, for the stream's life.
+      const reports: WeakRef<object>[] = [];
+      for (let i = 0; i < 64; i++) {
+        const sent = agent.send({
+          kind: {
+            case: "storageReport",
+            value: {
+              operationId: `never-sent-${i}`,
+              found: true,
+              snapshots: Array.from({ length: 100 }, (_, s) => ({ labels: { n: String(s) } })),
+            },
+          },
+        });
+        reports.push(innerOf(sent));
+      }
+      agent.send(heartbeat("n1", 0, 1));
+      await eventually(() => assert.ok(agent.received.some((m) => m.kind.case === "leaseRenewed")));
+      let held = 0;
+      for (const r of reports) if (!(await collected(r))) held++;
+      assert.equal(held, 0, "reports of operations this stream never had are not kept");
     } finally {
       await agent.close();
       close();

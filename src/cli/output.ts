@@ -6,10 +6,13 @@ import {
   toJson,
 } from "@bufbuild/protobuf";
 import { stringify as stringifyYaml } from "yaml";
-import { msFromTimestamp } from "../core/index.js";
+import { msFromTimestamp, terminalSafe } from "../core/index.js";
 
-/** Byte counts as people read them (core's, shared with the control plane's messages). */
-export { formatBytes } from "../core/index.js";
+/**
+ * Byte counts as people read them, and text that cannot drive a terminal
+ * (core's, shared with the control plane's messages and its log lines for people).
+ */
+export { formatBytes, type TerminalSafeOptions, terminalSafe } from "../core/index.js";
 
 /** How a command prints its result: `-o table` (default), `wide`, `json` or `yaml`. */
 export type OutputFormat = "table" | "wide" | "json" | "yaml";
@@ -41,39 +44,6 @@ export function createStyle(isTty: boolean, env: NodeJS.ProcessEnv): Style {
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal escape codes is the point
 const ANSI = /\x1b\[[0-9;]*m/g;
-
-// biome-ignore lint/suspicious/noControlCharactersInRegex: the colour codes Style itself writes
-const OUR_COLOURS = /\x1b\[(?:0|2|31|32|33)m/y;
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-const UNSAFE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-
-/** Options of {@link terminalSafe}. */
-export interface TerminalSafeOptions {
-  /** Keep line feeds and tabs (whole outputs); a table cell or field value escapes them too. */
-  readonly keepLines?: boolean;
-  /** Keep the colour codes {@link Style} writes (and only those); default false. */
-  readonly keepColours?: boolean;
-}
-
-/**
- * Text that cannot drive a terminal: C0 and C1 control characters (ESC, CR,
- * BEL, ...), DEL and the bidirectional overrides are shown as `\xNN` or
- * `\u{NNNN}` instead of being sent. Names come from node reports, tokens and
- * audit records, so everything hvctl prints as text passes through here.
- */
-export function terminalSafe(text: string, options: TerminalSafeOptions = {}): string {
-  return text.replace(UNSAFE, (ch, at: number) => {
-    if (options.keepLines && (ch === "\n" || ch === "\t")) return ch;
-    if (options.keepColours && ch === "\x1b") {
-      OUR_COLOURS.lastIndex = at;
-      if (OUR_COLOURS.test(text)) return ch;
-    }
-    const code = ch.charCodeAt(0);
-    return code <= 0xff
-      ? `\\x${code.toString(16).padStart(2, "0")}`
-      : `\\u{${code.toString(16).padStart(4, "0")}}`;
-  });
-}
 
 /** A table cell or field value: escaped, line breaks included, so a name can never forge a row. */
 const cell = (text: string) => terminalSafe(text, { keepColours: true });

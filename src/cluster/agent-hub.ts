@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type CallContext,
@@ -8,6 +9,7 @@ import {
   principalOf,
   RpcError,
   repeatLimitedLogger,
+  rethrowAborted,
   type ServiceBinding,
   silentLogger,
   throwIfAborted,
@@ -28,10 +30,12 @@ import {
 } from "../gen/debvisor/v1/agent_pb.js";
 import type { Health } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { type BucketLimit, createRateLimiter } from "../security/index.js";
 import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
+import { watchPresence } from "./agent-presence-watch.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
@@ -68,6 +72,13 @@ export interface AgentHubOptions {
   readonly livenessTtlMs?: number;
   readonly helloTimeoutMs: number;
   readonly sendQueueMax: number;
+  /**
+   * Messages read from one node's streams: past the burst, the next is read
+   * only once its token is there. Each message is a store write or read, so
+   * a node's stream (a stolen certificate, a buggy agent) cannot write at
+   * the rate it sends. Unset: not limited.
+   */
+  readonly messageRate?: BucketLimit;
   readonly logger?: Logger;
   /** Aborted at shutdown: every stream ends cleanly and agents reconnect elsewhere. */
   readonly closing?: AbortSignal;
@@ -110,6 +121,8 @@ export interface AgentHub {
 
 interface Session {
   readonly nodeId: string;
+  /** The store revision of the presence record this stream wrote (0 until written). */
+  presenceRevision: number;
   readonly queue: SendQueue<Outgoing>;
   /** Operation ids sent on this stream and not done (a watch event repeats them). */
   readonly sent: Set<string>;
@@ -121,7 +134,7 @@ interface Session {
   readonly known: Map<string, Versioned<OperationRecord>>;
   readonly cancelled: Set<string>;
   readonly capabilities: readonly string[];
-  /** StorageReports waiting for their operation's result, by operation id. */
+  /** StorageReports waiting for their operation's result, by operation id (of operations in `sent`). */
   readonly reports: Map<string, StorageReport>;
   /**
    * The VMs of the stream's last report that listed them (its Hello or a
@@ -164,6 +177,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const stopping = new AbortController();
   const presence = createAgentPresence(options.store);
   const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
+  /** One budget per node, shared by its streams here (a new stream does not refill it). */
+  const budgets = createRateLimiter(clock);
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
 
@@ -191,6 +206,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   /** A finished operation leaves the stream's sets (they would grow for the stream's life). */
   function forget(session: Session, id: string): void {
     session.known.delete(id);
+    session.reports.delete(id);
     session.sent.delete(id);
     session.cancelled.delete(id);
   }
@@ -229,6 +245,30 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     },
     onResync: () => {
       for (const s of sessions.values()) void resync(s);
+    },
+  });
+
+  /**
+   * A node holds one stream: one that connects to another control-plane
+   * process after this stream's Hello replaces it here too, as a second
+   * stream to this process does. Without this, a stolen node certificate
+   * connected to another replica received every operation of the node beside
+   * the real agent, whose stream stayed up and noticed nothing.
+   */
+  watchPresence({
+    store: options.store,
+    signal: stopping.signal,
+    logger: log,
+    wanted: (nodeId) => sessions.has(nodeId),
+    onConnected: (nodeId, record, modRevision) => {
+      const s = sessions.get(nodeId);
+      if (s === undefined || record.serverId === options.serverId) return;
+      if (s.presenceRevision === 0 || modRevision <= s.presenceRevision) return;
+      log.info(
+        { node: nodeId, by: record.serverId },
+        "agent connected to another control-plane process; its stream here ends",
+      );
+      s.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     },
   });
 
@@ -277,6 +317,9 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         session.held = undefined;
         for (const r of held) offer(session, r);
         for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+        // A report of no operation sent on the stream waits for a result that is not its own.
+        for (const id of session.reports.keys())
+          if (!session.sent.has(id)) session.reports.delete(id);
       }
     }
   }
@@ -402,10 +445,25 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     it: AsyncIterator<AgentMessage>,
     signal: AbortSignal,
   ): Promise<boolean> {
+    await paced(session.nodeId, signal);
     const next = await it.next();
     if (next.done === true || signal.aborted) return false;
     await handle(session, next.value, signal);
     return true;
+  }
+
+  /**
+   * Waits for the node's next message token (see messageRate). Before the
+   * read: a stream over its budget holds no message meanwhile, and HTTP/2
+   * flow control stops its agent's sends once the transport's window fills.
+   */
+  async function paced(nodeId: string, signal: AbortSignal): Promise<void> {
+    const limit = options.messageRate;
+    if (limit === undefined) return;
+    for (let take = budgets.take(nodeId, 1, limit); !take.allowed; ) {
+      await sleep(take.retryAfterMs, undefined, { signal }).catch(rethrowAborted(signal));
+      take = budgets.take(nodeId, 1, limit);
+    }
   }
 
   async function handle(session: Session, m: AgentMessage, signal: AbortSignal): Promise<void> {
@@ -438,8 +496,13 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         break;
       }
       case "storageReport":
-        // Kept until its result, with which it is written; a bounded few per stream.
-        if (session.reports.size < 64) session.reports.set(m.kind.value.operationId, m.kind.value);
+        // Kept until its result, with which it is written; a bounded few per stream, and only
+        // of an operation sent on it (while its open operations are read, any: see resync).
+        if (
+          (session.held !== undefined || session.sent.has(m.kind.value.operationId)) &&
+          session.reports.size < 64
+        )
+          session.reports.set(m.kind.value.operationId, m.kind.value);
         break;
       case "event":
         log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
@@ -480,6 +543,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
     const session: Session = {
       nodeId,
+      presenceRevision: 0,
       queue: createSendQueue(options.sendQueueMax),
       sent: new Set(),
       known: new Map(),
@@ -531,6 +595,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     const it = requests[Symbol.asyncIterator]();
     const { session, presenceRevision, version } = await open(it, ctx);
     const { nodeId } = session;
+    session.presenceRevision = presenceRevision;
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
     const stop = () => session.queue.close();

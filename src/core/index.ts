@@ -73,6 +73,7 @@ export {
   isTenantName,
   tenantKeySegment,
 } from "./tenant-key.js";
+export { type TerminalSafeOptions, terminalSafe } from "./terminal-safe.js";
 export { timeoutSignal } from "./timeout-signal.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type { StringRule } from "./validate.js";

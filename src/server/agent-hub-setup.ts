@@ -55,6 +55,7 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     livenessTtlMs: heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,
     helloTimeoutMs: config.agents.helloTimeoutMs,
     sendQueueMax: config.agents.sendQueueMax,
+    messageRate: config.agents.messageRate,
     logger,
     closing: setup.closing,
     onRefused: (refusal) => {

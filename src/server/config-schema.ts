@@ -578,6 +578,11 @@ const sections = z.strictObject({
       helloTimeoutMs: int(100, 600_000).default(10_000),
       /** Messages waiting for one agent; past this its stream is closed (STREAM_STALLED). */
       sendQueueMax: int(1, 1_000_000).default(1024),
+      /**
+       * Messages read from one node's streams (each a store write or read): past the
+       * burst, the next waits, unread, for its token (the agent's sends back up).
+       */
+      messageRate: bucket.prefault({ ratePerSecond: 100, burst: 2000 }),
     })
     .prefault({}),
   /**

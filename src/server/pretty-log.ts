@@ -1,3 +1,5 @@
+import { terminalSafe } from "../core/index.js";
+
 /** Colours of the level names on a terminal (none with NO_COLOR). */
 const LEVEL_STYLE: Record<string, string> = {
   trace: "\u001b[90m",
@@ -15,7 +17,8 @@ const HEAD = new Set(["level", "time", "msg", "pid", "hostname", "name"]);
  * Turns one of the daemon's JSON log lines into a line for people:
  * `06:12:01 INFO  serving address=127.0.0.1:7443 dev=true`. Nested values
  * are shown as JSON; an error shows its message and, on the next lines, its
- * stack. A line that is not JSON is passed through.
+ * stack. Control characters are shown escaped (core terminalSafe). A line
+ * that is not JSON is passed through.
  */
 export function prettyLogLine(line: string, color: boolean): string {
   let entry: Record<string, unknown>;
@@ -34,15 +37,18 @@ export function prettyLogLine(line: string, color: boolean): string {
     if (HEAD.has(k) || v === undefined) continue;
     if (k === "err" && typeof v === "object" && v !== null) {
       const e = v as { message?: unknown; stack?: unknown };
-      fields.push(`err=${JSON.stringify(String(e.message ?? ""))}`);
-      if (typeof e.stack === "string") stack = `\n    ${e.stack.split("\n").join("\n    ")}`;
+      fields.push(`err=${terminalSafe(JSON.stringify(String(e.message ?? "")))}`);
+      if (typeof e.stack === "string")
+        stack = `\n    ${terminalSafe(e.stack, { keepLines: true }).split("\n").join("\n    ")}`;
       continue;
     }
     const text =
       typeof v === "string" ? (/[\s"=]/.test(v) ? JSON.stringify(v) : v) : JSON.stringify(v);
-    fields.push(`${k}=${text}`);
+    // Values come from what nodes and callers send (an agent's event kind): escaped, never a
+    // terminal's escape sequence.
+    fields.push(`${k}=${terminalSafe(text)}`);
   }
-  const msg = String(entry.msg ?? "");
+  const msg = terminalSafe(String(entry.msg ?? ""));
   return `${time} ${styled} ${msg}${fields.length > 0 ? ` ${fields.join(" ")}` : ""}${stack}\n`;
 }
 

@@ -94,11 +94,14 @@ export function startDaemonProcess(
         let entry: Record<string, unknown>;
         try {
           entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
         } catch {
           if (lines.length < 10_000) lines.push(line);
-          continue;
+          // A daemon logging for people (log.format pretty): its "serving" line as fields.
+          const pretty = / serving address=(\S+) httpAddress=(\S+)/.exec(line);
+          if (pretty === null) continue;
+          entry = { msg: "serving", address: pretty[1], httpAddress: pretty[2] };
         }
-        logs.push(entry);
         if (entry.msg === "serving") {
           clearTimeout(timer);
           resolve({

@@ -1,0 +1,170 @@
+// One node, one stream, across control-plane replicas: a stolen node
+// certificate that connects to another replica than the real agent's
+// replaces the real agent's stream there too (the agent notices and
+// reconnects), instead of receiving the node's operations beside it unseen.
+import "reflect-metadata";
+import assert from "node:assert/strict";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { hideIpSniWarning, openChannel } from "../src/client/index.js";
+import { createAgentOperations } from "../src/cluster/index.js";
+import { systemClock } from "../src/core/index.js";
+import {
+  AgentMessageSchema,
+  type ControlMessage,
+  ControlMessageSchema,
+  OperationKind,
+} from "../src/gen/debvisor/v1/agent_pb.js";
+import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { enrollAgent } from "./helpers/agent-process.js";
+import {
+  type DaemonProcess,
+  devDaemonArgs,
+  HVCTL_BIN,
+  runProcess,
+  startDaemonProcess,
+  startDevDaemon,
+} from "./helpers/daemon-process.js";
+import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { eventually } from "./helpers/eventually.js";
+
+hideIpSniWarning();
+
+describe("a node's streams on two control-plane replicas", async () => {
+  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
+  if (etcd === undefined) {
+    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
+    console.log("!!! etcd is not installed: the replica stream tests are SKIPPED.");
+    return;
+  }
+  const prefix = `/replica-streams-${process.pid}/`;
+  let dir: string;
+  let first: DaemonProcess;
+  let second: DaemonProcess;
+  let store: KvStore;
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-replica-streams-"));
+    const shared = {
+      simulation: { enabled: false },
+      store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+    };
+    first = await startDevDaemon(dir, shared);
+    // The second replica: same store and cluster CA, a data directory of its own.
+    const dir2 = join(dir, "second");
+    mkdirSync(dir2);
+    cpSync(join(dir, "pki"), join(dir2, "pki"), { recursive: true });
+    const cfg = join(dir2, "second.yaml");
+    writeFileSync(cfg, JSON.stringify({ ...shared, audit: { path: join(dir2, "audit.log") } }));
+    second = await startDaemonProcess([...devDaemonArgs(dir2), "--config", cfg]);
+    store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    await enrollAgent(hvctl, first.grpcAddress, dir, "node-x");
+  });
+  after(async () => {
+    first?.kill();
+    second?.kill();
+    await store?.close();
+    await etcd.stop();
+  });
+
+  /** A stream of node-x's certificate to `address`: what it received, and how it ended. */
+  function connect(address: string) {
+    const nodeDir = join(dir, "node-x");
+    const ch = openChannel({
+      name: "node",
+      server: address,
+      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
+      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
+      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
+      tlsServerName: undefined,
+    });
+    const call = ch.makeBidiStreamRequest(
+      "/debvisor.v1.AgentService/Connect",
+      (m: Uint8Array) => Buffer.from(m),
+      (b: Buffer) => fromBinary(ControlMessageSchema, b),
+      new grpc.Metadata(),
+      {},
+    ) as grpc.ClientDuplexStream<Uint8Array, ControlMessage>;
+    const got: string[] = [];
+    let failed: grpc.ServiceError | undefined;
+    call.on("data", (m: ControlMessage) =>
+      got.push(
+        m.kind.case === "dispatch" ? `dispatch ${m.kind.value.operationId}` : `${m.kind.case}`,
+      ),
+    );
+    call.on("error", (err: grpc.ServiceError) => {
+      failed = err;
+    });
+    call.write(
+      toBinary(
+        AgentMessageSchema,
+        create(AgentMessageSchema, {
+          kind: {
+            case: "hello",
+            value: {
+              info: { id: { id: "node-x" }, hostname: "node-x.example" },
+              agentVersion: "test",
+              capabilities: ["driver:sim", "op:start-vm"],
+              health: {
+                nodeId: { id: "node-x" },
+                timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+              },
+            },
+          },
+        }),
+      ),
+    );
+    return {
+      got,
+      failed: () => failed,
+      close() {
+        call.cancel();
+        ch.close();
+      },
+    };
+  }
+
+  it("a stream to another replica replaces the node's stream on the first, which gets no more operations", async () => {
+    const real = connect(first.grpcAddress);
+    await eventually(() => assert.ok(real.got.includes("welcome")), { timeoutMs: 15_000 });
+    const thief = connect(second.grpcAddress);
+    try {
+      await eventually(() => assert.ok(thief.got.includes("welcome")), { timeoutMs: 15_000 });
+      const ended = await eventually(
+        () => {
+          const f = real.failed();
+          assert.ok(f !== undefined, "the first replica's stream was not replaced");
+          return f;
+        },
+        { timeoutMs: 10_000 },
+      );
+      assert.equal(ended.code, grpc.status.ABORTED);
+      assert.match(ended.details, /replaced/);
+      const ops = createAgentOperations(store, systemClock);
+      await ops.submit(
+        "node-x",
+        {
+          operationId: "op-after",
+          kind: OperationKind.START_VM,
+          vmId: "",
+          params: {},
+          generation: 0n,
+        },
+        "test",
+      );
+      await eventually(() => assert.ok(thief.got.includes("dispatch op-after")), {
+        timeoutMs: 10_000,
+      });
+      assert.ok(!real.got.includes("dispatch op-after"), "delivered to one stream only");
+    } finally {
+      real.close();
+      thief.close();
+    }
+  });
+});
