@@ -50,10 +50,10 @@ describe("a migration's source dies mid-transfer", async () => {
     await etcd.stop();
   });
 
-  it("the migration is settled and the HA VM runs again on another node", async () => {
-    // Held at 50 % on the source, so the agent dies with the job under way.
+  /** Starts a migration of `vm` to node-b held at 50 % on node-a; its id once it is there. */
+  const heldAtHalf = async (vm: string) => {
     await fault("node-a", "hold-migration-at", "50");
-    const r = await c.hvctl("migration", "run", "--vm", VM, "--target", "node-b", "--detach");
+    const r = await c.hvctl("migration", "run", "--vm", vm, "--target", "node-b", "--detach");
     assert.equal(r.code, 0, r.stderr);
     const id = r.stdout.trim().split(/\s+/)[0] ?? "";
     await eventually(
@@ -63,6 +63,32 @@ describe("a migration's source dies mid-transfer", async () => {
       },
       { timeoutMs: 15_000, intervalMs: 200 },
     );
+    return id;
+  };
+
+  it("a cancel with the source up still rolls back (the source's watch ends with the call)", async () => {
+    // Seen in a chaos run of the first version of the fix: the watch of the source, ended by
+    // the cancel, answered first, and the migration was reported SUCCEEDED where nothing moved.
+    const vm = "node-a-vm-003";
+    const id = await heldAtHalf(vm);
+    const r = await c.hvctl("migration", "cancel", id);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(
+      async () => {
+        const got = await c.hvctl("-o", "json", "migration", "get", id);
+        const m = JSON.parse(got.stdout) as { state?: string; message?: string };
+        assert.equal(m.state, "MIGRATION_STATE_CANCELLED", m.message);
+      },
+      { timeoutMs: 15_000, intervalMs: 200 },
+    );
+    assert.equal((await c.domains("node-a"))[vm], "running");
+    assert.equal((await c.domains("node-b"))[vm], undefined);
+    await fault("node-a", "clear");
+  });
+
+  it("the migration is settled and the HA VM runs again on another node", async () => {
+    // Held at 50 % on the source, so the agent dies with the job under way.
+    const id = await heldAtHalf(VM);
     c.agents.get("node-a")?.proc.kill("SIGKILL");
     // NOT_READY after 2 s, past the fence delay 4 s later: then settled and restarted.
     const where = await eventually(

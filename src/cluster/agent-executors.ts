@@ -151,7 +151,9 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
             }),
         });
         try {
-          const lost = downWithJob(nodeId, AbortSignal.any([signal, done.signal]));
+          // Watched until the call ends, whatever ends it (a cancel included): only a
+          // node down with the job wins the race against the agent's answer.
+          const lost = downWithJob(nodeId, done.signal);
           if (await Promise.race([following.then(() => false), lost])) {
             following.catch(() => undefined);
             throw new RpcError("OPERATION_INTERRUPTED", {
@@ -233,7 +235,7 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
 
   /**
    * Resolves true once `nodeId` has been NOT_READY for longer than
-   * downGraceMs (looked at every second), false when `signal` aborts.
+   * downGraceMs (looked at every second), false once `signal` aborts.
    */
   async function downWithJob(nodeId: string, signal: AbortSignal): Promise<boolean> {
     while (!signal.aborted) {
