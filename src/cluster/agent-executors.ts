@@ -132,12 +132,17 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
         }),
       async migrate(vmId, to, { live, signal, onProgress }) {
         const uri = to.uri !== "" ? to.uri : await migrationUri(to.nodeId, signal);
-        await call({
+        // A source that went down with the job may never say how it ended (dead, or cut off
+        // for good): past downGraceMs its outcome is left to settling, which decides from
+        // what the nodes report. Waiting for it held the VM's lock for good, and failover
+        // never restarted an HA VM whose node died mid-migration (an adversarial review).
+        const done = new AbortController();
+        const following = call({
           nodeId,
           kind: OperationKind.MIGRATE_OUT,
           vmId,
           params: { destination: to.nodeId, uri, live: String(live) },
-          signal,
+          signal: AbortSignal.any([signal, done.signal]),
           onProgress: (p) =>
             onProgress?.({
               phase: phaseOf(p.phase),
@@ -145,6 +150,19 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
               ...parseTransfer(p.message),
             }),
         });
+        try {
+          // Watched until the call ends, whatever ends it (a cancel included): only a
+          // node down with the job wins the race against the agent's answer.
+          const lost = downWithJob(nodeId, done.signal);
+          if (await Promise.race([following.then(() => false), lost])) {
+            following.catch(() => undefined);
+            throw new RpcError("OPERATION_INTERRUPTED", {
+              message: `${nodeId} went down during the migration of ${vmId}; settled from what the nodes report`,
+            });
+          }
+        } finally {
+          done.abort();
+        }
       },
       async recover(vmId, fromNodeId, signal, recoverOptions) {
         // The control plane's last view of the vm: the target defines it from this where it can.
@@ -213,6 +231,24 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
         }
       },
     };
+  }
+
+  /**
+   * Resolves true once `nodeId` has been NOT_READY for longer than
+   * downGraceMs (looked at every second), false once `signal` aborts.
+   */
+  async function downWithJob(nodeId: string, signal: AbortSignal): Promise<boolean> {
+    while (!signal.aborted) {
+      const node = await inventory.getNode(nodeId, signal).catch(() => undefined);
+      if (
+        node !== undefined &&
+        node.summary.readiness !== NodeReadiness.READY &&
+        Number(node.summary.notReadyForMs) > downGraceMs
+      )
+        return true;
+      await sleep(1000, undefined, { signal }).catch(() => undefined);
+    }
+    return false;
   }
 
   /** How the destination's hypervisor is reached: what its agent reported. */

@@ -96,6 +96,13 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
         logger.info({ migration: job.id, vm: vm.id }, "left to the node's agent and a successor");
         return;
       }
+      if (rpc.reason === "OPERATION_INTERRUPTED" && !moved) {
+        // The move's outcome is unknown (its source went down with it, or its agent restarted
+        // mid-job): the record stays RUNNING, disowned, and settling (this process's own
+        // next pass) decides from what the nodes report, as for a runner that died.
+        logger.warn({ err, migration: job.id, vm: vm.id }, "outcome unknown; left to settling");
+        return;
+      }
       if (moved) {
         job = jobFinished(
           job,
