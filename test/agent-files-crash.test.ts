@@ -116,4 +116,16 @@ describe("a node's key and certificate across a crash", () => {
     assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
     assert.ok(matches(paths.key, paths.cert), "the key is the certificate's");
   });
+
+  it("never writes a key through a link planted where its new copy is made", () => {
+    const files = agentFiles(dir);
+    const victim = join(dir, "victim");
+    fs.writeFileSync(victim, "untouched");
+    fs.rmSync(`${files.key}.next`, { force: true });
+    fs.symlinkSync(victim, `${files.key}.next`);
+    writeFileSet(set(renewed).slice(0, 2));
+    assert.equal(readFileSync(victim, "utf8"), "untouched");
+    assert.equal(readFileSync(files.key, "utf8"), renewed.keyPem);
+    assert.ok(!fs.lstatSync(files.key).isSymbolicLink());
+  });
 });

@@ -6,6 +6,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -22,9 +23,15 @@ export interface SetFile {
 const markerOf = (first: string) => `${first}.set`;
 const nextOf = (path: string) => `${path}.next`;
 
-/** Writes `text` to `path` and flushes it to disk before returning. */
+/**
+ * Writes `text` to a new file `path` and flushes it to disk before
+ * returning. A leftover is removed first, and the file is created
+ * exclusively: a link planted at `path` (in a directory others may write) is
+ * never followed, so a key is never written through it.
+ */
 function writeDurably(path: string, text: string, mode: number): void {
-  const fd = openSync(path, "w", mode);
+  rmSync(path, { force: true });
+  const fd = openSync(path, "wx", mode);
   try {
     fchmodSync(fd, mode);
     writeSync(fd, text);
