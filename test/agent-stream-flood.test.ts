@@ -5,19 +5,12 @@
 // refused: past its burst, the hub reads one message per token.
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
-import { hideIpSniWarning, openChannel } from "../src/client/index.js";
-import {
-  AgentMessageSchema,
-  type ControlMessage,
-  ControlMessageSchema,
-} from "../src/gen/debvisor/v1/agent_pb.js";
+import { hideIpSniWarning } from "../src/client/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
@@ -26,9 +19,9 @@ import {
   startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { bareHealth, bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
 
 hideIpSniWarning();
-const CONNECT = "/debvisor.v1.AgentService/Connect";
 const RATE = 50;
 const BURST = 100;
 
@@ -49,64 +42,18 @@ describe("a node's stream sending as fast as it can", () => {
   after(() => daemon?.kill());
 
   it("is read at the node's message rate past its burst, and keeps its stream", async () => {
-    const nodeDir = join(dir, "node-f");
-    const ch = openChannel({
-      name: "node",
-      server: daemon.grpcAddress,
-      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
-      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
-      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
-      tlsServerName: undefined,
-    });
-    const call = ch.makeBidiStreamRequest(
-      CONNECT,
-      (m: Uint8Array) => Buffer.from(m),
-      (b: Buffer) => fromBinary(ControlMessageSchema, b),
-      new grpc.Metadata(),
-      {},
-    ) as grpc.ClientDuplexStream<Uint8Array, ControlMessage>;
-    let renewed = 0;
-    let welcomed = false;
-    let failed: grpc.ServiceError | undefined;
-    call.on("data", (m: ControlMessage) => {
-      if (m.kind.case === "welcome") welcomed = true;
-      if (m.kind.case === "leaseRenewed") renewed++;
-    });
-    call.on("error", (err: grpc.ServiceError) => {
-      failed = err;
-    });
-    const health = {
-      nodeId: { id: "node-f" },
-      timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
-    };
-    call.write(
-      toBinary(
-        AgentMessageSchema,
-        create(AgentMessageSchema, {
-          kind: {
-            case: "hello",
-            value: {
-              info: { id: { id: "node-f" }, hostname: "node-f.example" },
-              agentVersion: "test",
-              health,
-            },
-          },
-        }),
-      ),
-    );
-    await eventually(() => assert.ok(welcomed), { timeoutMs: 15_000 });
+    const ch = nodeChannel(daemon.grpcAddress, join(dir, "node-f"));
+    const stream = rawAgentStream(ch);
+    const count = (kind: string) => stream.got.filter((m) => m.kind.case === kind).length;
+    const health = bareHealth("node-f");
+    stream.send(bareHello("node-f"));
+    await eventually(() => assert.ok(count("welcome") > 0), { timeoutMs: 15_000 });
     const flood = 1000;
     const started = Date.now();
     for (let sequence = 1; sequence <= flood; sequence++)
-      call.write(
-        toBinary(
-          AgentMessageSchema,
-          create(AgentMessageSchema, {
-            kind: { case: "heartbeat", value: { sequence: BigInt(sequence), health } },
-          }),
-        ),
-      );
+      stream.send({ kind: { case: "heartbeat", value: { sequence: BigInt(sequence), health } } });
     await sleep(2000);
+    const renewed = count("leaseRenewed");
     const seconds = (Date.now() - started) / 1000;
     // Each confirmed heartbeat was read and written; a quarter of the rate's slack.
     const allowed = BURST + RATE * seconds + RATE / 4;
@@ -115,12 +62,16 @@ describe("a node's stream sending as fast as it can", () => {
       `${renewed} of ${flood} heartbeats handled in ${seconds.toFixed(1)} s: at most ${Math.floor(allowed)} allowed`,
     );
     // Paced, not refused: the stream goes on and the heartbeats keep being confirmed.
-    const before = renewed;
-    await eventually(() => assert.ok(renewed >= before + RATE / 2, `${renewed} confirmed`), {
-      timeoutMs: 10_000,
-    });
-    assert.equal(failed, undefined, "the stream stays");
-    call.cancel();
+    await eventually(
+      () =>
+        assert.ok(
+          count("leaseRenewed") >= renewed + RATE / 2,
+          `${count("leaseRenewed")} confirmed`,
+        ),
+      { timeoutMs: 10_000 },
+    );
+    assert.equal(stream.failed(), undefined, "the stream stays");
+    stream.call.cancel();
     ch.close();
   });
 });

@@ -4,21 +4,15 @@
 // reconnects), instead of receiving the node's operations beside it unseen.
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { hideIpSniWarning, openChannel } from "../src/client/index.js";
+import { hideIpSniWarning } from "../src/client/index.js";
 import { createAgentOperations } from "../src/cluster/index.js";
 import { systemClock } from "../src/core/index.js";
-import {
-  AgentMessageSchema,
-  type ControlMessage,
-  ControlMessageSchema,
-  OperationKind,
-} from "../src/gen/debvisor/v1/agent_pb.js";
+import { OperationKind } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
@@ -31,6 +25,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
 
 hideIpSniWarning();
 
@@ -75,56 +70,18 @@ describe("a node's streams on two control-plane replicas", async () => {
 
   /** A stream of node-x's certificate to `address`: what it received, and how it ended. */
   function connect(address: string) {
-    const nodeDir = join(dir, "node-x");
-    const ch = openChannel({
-      name: "node",
-      server: address,
-      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
-      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
-      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
-      tlsServerName: undefined,
-    });
-    const call = ch.makeBidiStreamRequest(
-      "/debvisor.v1.AgentService/Connect",
-      (m: Uint8Array) => Buffer.from(m),
-      (b: Buffer) => fromBinary(ControlMessageSchema, b),
-      new grpc.Metadata(),
-      {},
-    ) as grpc.ClientDuplexStream<Uint8Array, ControlMessage>;
-    const got: string[] = [];
-    let failed: grpc.ServiceError | undefined;
-    call.on("data", (m: ControlMessage) =>
-      got.push(
-        m.kind.case === "dispatch" ? `dispatch ${m.kind.value.operationId}` : `${m.kind.case}`,
-      ),
-    );
-    call.on("error", (err: grpc.ServiceError) => {
-      failed = err;
-    });
-    call.write(
-      toBinary(
-        AgentMessageSchema,
-        create(AgentMessageSchema, {
-          kind: {
-            case: "hello",
-            value: {
-              info: { id: { id: "node-x" }, hostname: "node-x.example" },
-              agentVersion: "test",
-              capabilities: ["driver:sim", "op:start-vm"],
-              health: {
-                nodeId: { id: "node-x" },
-                timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
-              },
-            },
-          },
-        }),
-      ),
-    );
+    const ch = nodeChannel(address, join(dir, "node-x"));
+    const stream = rawAgentStream(ch);
+    stream.send(bareHello("node-x", ["driver:sim", "op:start-vm"]));
     return {
-      got,
-      failed: () => failed,
+      /** What it received: `welcome`, `dispatch ID`, ... */
+      got: () =>
+        stream.got.map((m) =>
+          m.kind.case === "dispatch" ? `dispatch ${m.kind.value.operationId}` : `${m.kind.case}`,
+        ),
+      failed: stream.failed,
       close() {
-        call.cancel();
+        stream.call.cancel();
         ch.close();
       },
     };
@@ -132,10 +89,10 @@ describe("a node's streams on two control-plane replicas", async () => {
 
   it("a stream to another replica replaces the node's stream on the first, which gets no more operations", async () => {
     const real = connect(first.grpcAddress);
-    await eventually(() => assert.ok(real.got.includes("welcome")), { timeoutMs: 15_000 });
+    await eventually(() => assert.ok(real.got().includes("welcome")), { timeoutMs: 15_000 });
     const thief = connect(second.grpcAddress);
     try {
-      await eventually(() => assert.ok(thief.got.includes("welcome")), { timeoutMs: 15_000 });
+      await eventually(() => assert.ok(thief.got().includes("welcome")), { timeoutMs: 15_000 });
       const ended = await eventually(
         () => {
           const f = real.failed();
@@ -158,10 +115,10 @@ describe("a node's streams on two control-plane replicas", async () => {
         },
         "test",
       );
-      await eventually(() => assert.ok(thief.got.includes("dispatch op-after")), {
+      await eventually(() => assert.ok(thief.got().includes("dispatch op-after")), {
         timeoutMs: 10_000,
       });
-      assert.ok(!real.got.includes("dispatch op-after"), "delivered to one stream only");
+      assert.ok(!real.got().includes("dispatch op-after"), "delivered to one stream only");
     } finally {
       real.close();
       thief.close();

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { hideIpSniWarning, openChannel } from "../src/client/index.js";
+import { hideIpSniWarning } from "../src/client/index.js";
 import { type AgentOperations, createAgentOperations, operationKey } from "../src/cluster/index.js";
 import { type RpcError, systemClock } from "../src/core/index.js";
 import {
@@ -36,6 +36,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { nodeChannel } from "./helpers/node-stream.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
@@ -155,7 +156,7 @@ describe("node agents on their stream", async () => {
   });
 
   it("refuses a stream whose certificate is not the node its Hello names, and audits it", async () => {
-    const ch = nodeChannel(join(dir, "node-b"));
+    const ch = nodeChannel(daemon.grpcAddress, join(dir, "node-b"));
     const call = openStream(ch);
     const ended = new Promise<grpc.ServiceError>((resolve) => call.once("error", resolve));
     call.write(helloFor("node-a"));
@@ -287,7 +288,7 @@ describe("node agents on their stream", async () => {
   });
 
   it("disconnects an agent that does not read, without delaying another agent's operation", async () => {
-    const ch = nodeChannel(join(dir, "node-b"));
+    const ch = nodeChannel(daemon.grpcAddress, join(dir, "node-b"));
     const call = openStream(ch);
     const welcomed = new Promise((resolve) => call.once("data", resolve));
     call.write(helloFor("node-b"));
@@ -434,7 +435,7 @@ describe("node agents on their stream", async () => {
 
   it("tells an agent its self-fence window and confirms each lease renewal, a report from the future's too", async () => {
     await enrollNode("node-f");
-    const ch = nodeChannel(join(dir, "node-f"));
+    const ch = nodeChannel(daemon.grpcAddress, join(dir, "node-f"));
     const call = openStream(ch);
     const got: ControlMessage[] = [];
     call.on("data", (m: ControlMessage) => got.push(m));
@@ -473,7 +474,7 @@ describe("node agents on their stream", async () => {
 
   it("takes a heartbeat with vms_unchanged as the stream's last list of VMs, and refuses one that lists VMs too", async () => {
     await enrollNode("node-u");
-    const ch = nodeChannel(join(dir, "node-u"));
+    const ch = nodeChannel(daemon.grpcAddress, join(dir, "node-u"));
     const call = openStream(ch);
     const got: ControlMessage[] = [];
     let failed: grpc.ServiceError | undefined;
@@ -567,17 +568,6 @@ describe("node agents on their stream", async () => {
       { operationId: id, kind, vmId, params, generation: 0n },
       "test:other-replica",
     );
-  }
-
-  function nodeChannel(nodeDir: string): grpc.Client {
-    return openChannel({
-      name: "node",
-      server: daemon.grpcAddress,
-      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
-      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
-      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
-      tlsServerName: undefined,
-    });
   }
 });
 

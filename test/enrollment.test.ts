@@ -24,6 +24,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
+import { nodeChannel } from "./helpers/node-stream.js";
 
 x509.cryptoProvider.set(webcrypto as never);
 const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
@@ -57,15 +58,6 @@ describe("joining the cluster with a one-time token", () => {
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as { token: string; caFingerprint: string };
   };
-  const nodeChannel = (nodeDir: string) =>
-    openChannel({
-      name: "node",
-      server: daemon.grpcAddress,
-      caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
-      certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
-      keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
-      tlsServerName: undefined,
-    });
   const enrollClient = () => {
     const ch = openChannel({
       ...resolveContext(join(dir, "hvctl.yaml")),
@@ -110,7 +102,7 @@ describe("joining the cluster with a one-time token", () => {
     assert.equal(cert.ca, false);
     const days = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86_400_000;
     assert.ok(days > 29.9 && days < 30.1, `${days} days`);
-    const ch = nodeChannel(nodeDir);
+    const ch = nodeChannel(daemon.grpcAddress, nodeDir);
     assert.equal((await rawUnary(ch, REGISTER, register("node-50"))).error, undefined);
     assert.equal(
       (await rawUnary(ch, REGISTER, register("node-51"))).error?.code,
@@ -235,7 +227,7 @@ describe("joining the cluster with a one-time token", () => {
       list.stdout,
       new RegExp(`^${before}\\s+node-50\\s.*superseded by ${afterSerial}`, "m"),
     );
-    const ch = nodeChannel(nodeDir);
+    const ch = nodeChannel(daemon.grpcAddress, nodeDir);
     assert.equal(
       (await rawUnary(ch, REGISTER, register("node-50"))).error,
       undefined,
@@ -247,7 +239,7 @@ describe("joining the cluster with a one-time token", () => {
   it("refuses a revoked node at its next call and closes its open stream within seconds", async () => {
     const nodeDir = join(dir, "node-50");
     const serial = new X509Certificate(readFileSync(join(nodeDir, "node.crt"))).serialNumber;
-    const ch = nodeChannel(nodeDir);
+    const ch = nodeChannel(daemon.grpcAddress, nodeDir);
     const stream = ch.makeBidiStreamRequest(
       "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
       (m: Uint8Array) => Buffer.from(m),
@@ -303,7 +295,7 @@ describe("joining the cluster with a one-time token", () => {
       0,
     );
     assert.equal((await hvctl("cert", "revoke", original, "--reason", "stolen")).code, 0);
-    const ch = nodeChannel(nodeDir);
+    const ch = nodeChannel(daemon.grpcAddress, nodeDir);
     const code = await eventually(
       async () => (await rawUnary(ch, REGISTER, register("node-61"))).error?.code ?? false,
     ).catch(() => 0);
