@@ -16,12 +16,8 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
-import {
-  downloadTransfer,
-  fakeTarget,
-  nodeChannelTo,
-  storageSnapshots,
-} from "./helpers/transfer-calls.js";
+import { nodeChannel } from "./helpers/node-stream.js";
+import { downloadTransfer, fakeTarget, storageSnapshots } from "./helpers/transfer-calls.js";
 
 const DATASET = "zfs:tank/node-a-vm-002-disk0";
 const MIB = 1024 * 1024;
@@ -35,7 +31,7 @@ describe("replication between two agents, relayed by the control plane", () => {
   const hvctl = (...args: string[]) =>
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
   const nodeDir = (node: string) => join(dir, node);
-  const channelOf = (node: string) => nodeChannelTo(daemon.grpcAddress, nodeDir(node));
+  const channelOf = (node: string) => nodeChannel(daemon.grpcAddress, nodeDir(node));
   const storageFlags = ["--driver", "sim", "--storage", "sim"];
 
   /** Starts `debvisor-agent run` for a node; resolves once it is connected. */

@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { openChannel } from "../../src/client/index.js";
 import {
   AgentMessageSchema,
   type ControlMessage,
@@ -17,22 +14,11 @@ import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
 import { AGENT_BIN } from "./agent-process.js";
 import { runProcess } from "./daemon-process.js";
 import { eventually } from "./eventually.js";
-
-/** A channel to `server` with the certificate of the node enrolled in `nodeDir`. */
-export function nodeChannelTo(server: string, nodeDir: string): grpc.Client {
-  return openChannel({
-    name: "test-node",
-    server,
-    caPem: readFileSync(join(nodeDir, "ca.crt"), "utf8"),
-    certPem: readFileSync(join(nodeDir, "node.crt"), "utf8"),
-    keyPem: readFileSync(join(nodeDir, "node.key"), "utf8"),
-    tlsServerName: undefined,
-  });
-}
+import { nodeChannel } from "./node-stream.js";
 
 /** DownloadTransfer at `server` with the certificate in `nodeDir`; resolves with the bytes received. */
 export function downloadTransfer(server: string, nodeDir: string, ticket: string): Promise<number> {
-  const ch = nodeChannelTo(server, nodeDir);
+  const ch = nodeChannel(server, nodeDir);
   const call = ch.makeServerStreamRequest(
     "/debvisor.v1.AgentService/DownloadTransfer",
     (m: Uint8Array) => Buffer.from(m),
@@ -80,7 +66,7 @@ export async function storageSnapshots(
  * out the download ticket its receive operation carries; its receive fails on `fail()`.
  */
 export function fakeTarget(server: string, nodeDir: string, dataset: string, snapshots: string[]) {
-  const ch = nodeChannelTo(server, nodeDir);
+  const ch = nodeChannel(server, nodeDir);
   const call = ch.makeBidiStreamRequest(
     "/debvisor.v1.AgentService/Connect",
     (m: Uint8Array) => Buffer.from(m),
