@@ -165,6 +165,10 @@ const REASON_ADVICE: Record<string, string> = {
   RENEW_NEEDS_MTLS: "use a context whose credential is the client certificate to renew",
   CERT_ALREADY_RENEWED:
     "use the certificate it was renewed into; if that one is lost, get a new certificate (debvisor-agent enroll, hvctl cert issue)",
+  CERT_TOO_NEW_TO_RENEW:
+    "a certificate renews only an hour after it was issued (pki.minRenewalAgeSeconds): retry then",
+  TOO_MANY_WATCHES:
+    "close other watches of this identity (--watch, --wait, panel tabs), or have an operator raise limits.watchesPerPrincipal",
   REPORT_FROM_FUTURE: "the reporting machine's clock is ahead of the server's: fix it (NTP)",
   NOT_IMPLEMENTED: "this server does not do that yet; upgrade debvisor-rpcd",
   CONFLICT: "retry",
