@@ -124,4 +124,26 @@ describe("a node's streams on two control-plane replicas", async () => {
       thief.close();
     }
   });
+
+  it("streams opened at once to both replicas leave one live, not two", async () => {
+    // A stolen certificate that connects to the other replica while the
+    // real agent (re)connects: each replica writes the node's presence,
+    // and the one whose write came second must end the other's stream.
+    for (let round = 0; round < 12; round++) {
+      const a = connect(first.grpcAddress);
+      const b = connect(second.grpcAddress);
+      try {
+        const settled = (s: typeof a) => s.got.includes("welcome") || s.failed() !== undefined;
+        await eventually(() => assert.ok(settled(a) && settled(b)), { timeoutMs: 15_000 });
+        // Time for each replica's presence watch to see the other's write.
+        await new Promise((r) => setTimeout(r, 1500));
+        const live = [a, b].filter((s) => s.failed() === undefined);
+        assert.ok(live.length <= 1, `round ${round}: both streams stayed live`);
+      } finally {
+        a.close();
+        b.close();
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  });
 });

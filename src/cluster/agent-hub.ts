@@ -16,7 +16,10 @@ import {
   timestampFromMs,
   validateMessage,
 } from "../core/index.js";
-import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
+import {
+  type AgentPresenceRecord,
+  AgentPresenceRecordSchema,
+} from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import {
   type AgentHeartbeat,
@@ -262,15 +265,38 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     wanted: (nodeId) => sessions.has(nodeId),
     onConnected: (nodeId, record, modRevision) => {
       const s = sessions.get(nodeId);
-      if (s === undefined || record.serverId === options.serverId) return;
-      if (s.presenceRevision === 0 || modRevision <= s.presenceRevision) return;
-      log.info(
-        { node: nodeId, by: record.serverId },
-        "agent connected to another control-plane process; its stream here ends",
-      );
-      s.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
+      if (s !== undefined) endIfElsewhere(s, record, modRevision);
+    },
+    onResumed: () => {
+      for (const s of sessions.values()) void checkPresence(s);
     },
   });
+
+  /** Ends the session's stream if the node's presence was written since by another process. */
+  function endIfElsewhere(s: Session, record: AgentPresenceRecord, modRevision: number): void {
+    if (record.serverId === options.serverId) return;
+    if (s.presenceRevision === 0 || modRevision <= s.presenceRevision) return;
+    log.info(
+      { node: s.nodeId, by: record.serverId },
+      "agent connected to another control-plane process; its stream here ends",
+    );
+    s.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
+  }
+
+  /**
+   * Checks the session against the node's stored presence: a connection to
+   * another process written before the session was registered here (or
+   * while the watch was down) was not shown to the watch for it.
+   */
+  async function checkPresence(s: Session): Promise<void> {
+    try {
+      const stored = await presence.current(s.nodeId, stopping.signal);
+      if (stored !== undefined && sessions.get(s.nodeId) === s)
+        endIfElsewhere(s, stored.message, stored.modRevision);
+    } catch (err) {
+      quiet.warn({ err, node: s.nodeId }, "agent presence not read");
+    }
+  }
 
   /**
    * An operation of a kind the agent did not name in its Hello is never
@@ -598,6 +624,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     session.presenceRevision = presenceRevision;
     sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
     sessions.set(nodeId, session);
+    // The watch shows writes from now on; one by another process since this stream's is read.
+    void checkPresence(session);
     const stop = () => session.queue.close();
     ctx.signal.addEventListener("abort", stop, { once: true });
     log.info({ node: nodeId, version, peer: ctx.peer.address }, "agent connected");

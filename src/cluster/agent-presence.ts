@@ -4,7 +4,7 @@ import {
   AgentPresenceRecordSchema,
 } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
-import { encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import { encodeMessage, getMessage, type KvStore, type Versioned } from "../store/index.js";
 
 /** Key family of connected agents: agents/<node>. */
 export const AGENTS_PREFIX = "agents/";
@@ -45,11 +45,18 @@ export interface AgentPresence {
   gone(nodeId: string, revision: number): Promise<void>;
   /** The capabilities of the node's connected agent, undefined when none is connected. */
   capabilities(nodeId: string, signal?: AbortSignal): Promise<readonly string[] | undefined>;
+  /** The node's record as stored now, with its revision; undefined when none is connected. */
+  current(
+    nodeId: string,
+    signal?: AbortSignal,
+  ): Promise<Versioned<AgentPresenceRecord> | undefined>;
 }
 
 /** Creates the store-backed {@link AgentPresence}. */
 export function createAgentPresence(store: KvStore): AgentPresence {
   const key = (nodeId: string) => AGENTS_PREFIX + nodeId;
+  const current = (nodeId: string, signal?: AbortSignal) =>
+    getMessage(store, AgentPresenceRecordSchema, key(nodeId), { signal });
   return {
     async connected(nodeId, record, signal) {
       return store.put(key(nodeId), encodeMessage(AgentPresenceRecordSchema, record), { signal });
@@ -61,8 +68,8 @@ export function createAgentPresence(store: KvStore): AgentPresence {
       });
     },
     async capabilities(nodeId, signal) {
-      return (await getMessage(store, AgentPresenceRecordSchema, key(nodeId), { signal }))?.message
-        .capabilities;
+      return (await current(nodeId, signal))?.message.capabilities;
     },
+    current,
   };
 }
