@@ -133,7 +133,7 @@ describe("a node's streams on two control-plane replicas", async () => {
       const a = connect(first.grpcAddress);
       const b = connect(second.grpcAddress);
       try {
-        const settled = (s: typeof a) => s.got.includes("welcome") || s.failed() !== undefined;
+        const settled = (s: typeof a) => s.got().includes("welcome") || s.failed() !== undefined;
         await eventually(() => assert.ok(settled(a) && settled(b)), { timeoutMs: 15_000 });
         // Time for each replica's presence watch to see the other's write.
         await new Promise((r) => setTimeout(r, 1500));
