@@ -11,7 +11,7 @@ import { createPublicKey, X509Certificate } from "node:crypto";
 import fs, { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { enrolledNodeId } from "../src/agent/index.js";
 import { agentFiles, writeFileSet } from "../src/client/index.js";
@@ -33,7 +33,7 @@ function matches(keyPath: string, certPath: string): boolean {
 function crashingAt(failing: string, write: () => void): void {
   const real = fs.renameSync;
   fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
-    if (String(to) === failing) throw new Error("crashed");
+    if (resolve(String(to)) === resolve(failing)) throw new Error("crashed");
     real(from, to);
   };
   syncBuiltinESMExports();
@@ -115,6 +115,29 @@ describe("a node's key and certificate across a crash", () => {
     const tls = readTlsMaterial(paths);
     assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
     assert.ok(matches(paths.key, paths.cert), "the key is the certificate's");
+  });
+
+  it("a set written under relative paths is completed by a reader in another directory", () => {
+    // `hvctl cert issue --out ./tls` names its files relative to where it runs; the daemon (or
+    // hvctl, through a context) reads them by their absolute path from wherever it runs.
+    const sub = join(dir, "rel");
+    fs.mkdirSync(sub);
+    const abs = { key: join(sub, "server.key"), cert: join(sub, "server.crt") };
+    const pair = (k: CertifiedKey) => [
+      { path: join("rel", "server.key"), text: k.keyPem, mode: 0o600 },
+      { path: join("rel", "server.crt"), text: k.certPem, mode: 0o644 },
+    ];
+    const cwd = process.cwd();
+    try {
+      process.chdir(dir);
+      writeFileSet(pair(servers[0] as CertifiedKey));
+      crashingAt(join("rel", "server.crt"), () => writeFileSet(pair(servers[1] as CertifiedKey)));
+    } finally {
+      process.chdir(cwd);
+    }
+    const tls = readTlsMaterial({ ...abs, clientCa: join(dir, "ca.crt") });
+    assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
+    assert.ok(matches(abs.key, abs.cert), "the key is the certificate's");
   });
 
   it("never writes a key through a link planted where its new copy is made", () => {

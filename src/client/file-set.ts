@@ -10,7 +10,7 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 
 /** One file of a {@link writeFileSet}. */
 export interface SetFile {
@@ -68,7 +68,9 @@ export function writeFileSet(files: readonly SetFile[]): void {
   finishFileSet(first);
   for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
   const marker = markerOf(first);
-  writeDurably(nextOf(marker), JSON.stringify(files.map((f) => f.path)), 0o600);
+  // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
+  // the daemon reading tls/ from its own working directory).
+  writeDurably(nextOf(marker), JSON.stringify(files.map((f) => resolve(f.path))), 0o600);
   renameSync(nextOf(marker), marker);
   syncDirs([marker]);
   finishFileSet(first);
