@@ -187,3 +187,68 @@ describe("a tenant's lifecycle calls are bounded", () => {
     });
   });
 });
+
+describe("operations waiting for a node are bounded under concurrent calls", () => {
+  let dir: string;
+  let daemon: DaemonProcess;
+  let admin: ResolvedContext;
+  let agent: AgentProcess;
+  const channels: grpc.Client[] = [];
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-lifeburst-"));
+    daemon = await startDevDaemon(dir, {
+      cluster: { heartbeatIntervalMs: 1000 },
+      rateLimit: { perPrincipal: { ratePerSecond: 1000, burst: 1000 } },
+    });
+    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
+    const hvctl = (...args: string[]) =>
+      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const agentDir = await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-05");
+    // A domain the node had before the control plane knew it: reported, never adopted.
+    agent = startAgent([
+      "--dir",
+      agentDir,
+      "--server",
+      daemon.grpcAddress,
+      "--driver",
+      "sim",
+      "--sim-vms",
+      "1",
+    ]);
+    await agent.waitLog("connected to the control plane");
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    agent?.proc.kill("SIGKILL");
+    daemon?.kill();
+  });
+
+  it("a burst of calls at once on a VM whose node is away queues no more than the bound", async () => {
+    const root = devClients(admin, channels);
+    let vmId = "";
+    await eventually(async () => {
+      const vm = (await root.vms.listVms({})).vms.find((v) => v.nodeId?.id === "node-05");
+      assert.ok(vm !== undefined);
+      vmId = vm.id;
+    });
+    agent.proc.kill("SIGKILL");
+    await eventually(
+      async () =>
+        assert.equal(
+          (await root.nodes.getNode({ id: { id: "node-05" } })).summary?.readiness,
+          NodeReadiness.NOT_READY,
+        ),
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    const outcomes = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        callOutcome(root.vms.rebootVm({ vmId, requestId: `burst-${i}` })),
+      ),
+    );
+    const accepted = outcomes.filter((o) => o.code === 0).length;
+    assert.ok(
+      accepted <= WAITING_PER_VM,
+      `${accepted} of 60 operations sent at once were queued for the away node (bound ${WAITING_PER_VM})`,
+    );
+  });
+});

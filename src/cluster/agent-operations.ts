@@ -34,6 +34,16 @@ export function operationKey(nodeId: string, operationId: string): string {
   return `${OPERATIONS_PREFIX}${nodeId}/${operationId}`;
 }
 
+/**
+ * The guard of a VM's operations waiting for its node while the node is not
+ * ready: written with each one, so that counting them and writing one is a
+ * single compare-and-swap (calls at once each counted the same waiting ones).
+ * One empty key per VM that ever waited; never under {@link OPERATIONS_PREFIX}.
+ */
+export function waitingGuardKey(nodeId: string, vmId: string): string {
+  return `operations-waiting/${nodeId}/${vmId}`;
+}
+
 /** The node and operation ids of an operation key, or undefined for another key. */
 export function parseOperationKey(
   key: string,

@@ -25,7 +25,7 @@ import {
   VmState,
 } from "../gen/debvisor/v1/vm_pb.js";
 import type { KvStore } from "../store/index.js";
-import { createAgentOperations } from "./agent-operations.js";
+import { createAgentOperations, waitingGuardKey } from "./agent-operations.js";
 import { createHolder, unreportedCreates } from "./create-reservations.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
@@ -154,14 +154,24 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
    */
   async function refuseFlood(vmId: string, nodeId: string, id: string, ctx: CallContext) {
     const node = await inventory.getNode(nodeId, ctx.signal);
-    if (node === undefined || node.summary.readiness === NodeReadiness.READY) return;
-    if ((await ops.get(id, ctx.signal)) !== undefined) return;
+    if (node === undefined || node.summary.readiness === NodeReadiness.READY) return [];
+    if ((await ops.get(id, ctx.signal)) !== undefined) return [];
+    // Read before the count and compared with the write: calls at once each counted the same
+    // waiting operations (an unmanaged VM's have no record to compare), and all were written.
+    const guard = waitingGuardKey(nodeId, vmId);
+    const seen = (await store.get(guard, { signal: ctx.signal }))?.modRevision ?? 0;
     const open = await agentOps.open(nodeId, ctx.signal);
     const waiting = open.filter((r) => r.dispatch?.vmId === vmId).length;
     if (waiting >= WAITING_PER_VM)
       throw new RpcError("VM_OPERATION_OPEN", {
         message: `${waiting} operations on the vm wait for ${nodeId}, which is not ready: wait for them (hvctl vm operation ID --wait), or, if ${nodeId} is gone for good, cordon it --out-of-service`,
       });
+    return [
+      {
+        compare: { key: guard, modRevision: seen },
+        op: { type: "put" as const, key: guard, value: new Uint8Array() },
+      },
+    ];
   }
 
   /** Writes the operation with the record change; the record is read again if it moved meanwhile. */
@@ -186,7 +196,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
       const at = await locate(vmId, ctx.signal, kind === VmOperationKind.DELETE);
       const b = build(at, id);
       // A delete decided here (its node said to be off) waits for nothing, and ends the others.
-      if (b.decided === undefined) await refuseFlood(vmId, at.nodeId, id, ctx);
+      const guard = b.decided === undefined ? await refuseFlood(vmId, at.nodeId, id, ctx) : [];
       try {
         const out = await written(
           {
@@ -208,6 +218,7 @@ export function createVmLifecycle(deps: VmLifecycleDeps) {
               migrations.unlocked(vmId),
               ...(b.decided === undefined ? [] : (at.off?.compares ?? [])),
             ],
+            also: guard,
             // Compared with the record in the same transaction when the record is written.
             generation:
               at.prev !== undefined && sameNode(at.prev.rec.nodeId, at.nodeId)
