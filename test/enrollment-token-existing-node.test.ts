@@ -64,4 +64,31 @@ describe("an enrollment token for a node that already exists", () => {
     // The cluster admin may re-enrol a node (a reinstalled host).
     assert.ok((await clientsOf(admin).pki.createEnrollmentToken({ nodeName: "node-01" })).token);
   });
+
+  it("made before the name became a node, does not enrol that node", async () => {
+    // The provisioner makes a token for a name no node holds yet, and keeps it (a week at most).
+    const early = await provisioner.pki.createEnrollmentToken({
+      nodeName: "node-21",
+      ttlSeconds: 604_800n,
+    });
+    // The cluster admin enrols node-21 with its own token.
+    const root = clientsOf(admin);
+    const own = await root.pki.createEnrollmentToken({ nodeName: "node-21" });
+    await root.pki.enroll({ token: own.token, csrPem: (await createCsr("x")).csrPem });
+    // The early token, used now, would make its holder node-21.
+    const outcome = await callOutcome(
+      root.pki.enroll({ token: early.token, csrPem: (await createCsr("x")).csrPem }),
+    );
+    assert.equal(
+      outcome.code,
+      grpc.status.UNAUTHENTICATED,
+      "a token made by a provisioner before node-21 existed enrolled the existing node-21",
+    );
+    // A token the cluster admin makes for an existing node still re-enrols it.
+    const again = await root.pki.createEnrollmentToken({ nodeName: "node-21" });
+    assert.ok(
+      (await root.pki.enroll({ token: again.token, csrPem: (await createCsr("x")).csrPem }))
+        .certificatePem,
+    );
+  });
 });

@@ -264,10 +264,8 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         assertCanActAs(deps.policy(), principalOf(ctx), req.nodeName, ["node"], undefined);
         // A token for a node that exists (registered, or enrolled: node role cluster-wide) hands
         // its identity to whoever enrols: a cluster admin's to create, as such a certificate is.
-        if (
-          (await clusterNode(deps, req.nodeName, ctx.signal)) &&
-          !decide(deps.policy(), principalOf(ctx), "pki:*").allowed
-        )
+        const admin = decide(deps.policy(), principalOf(ctx), "pki:*").allowed;
+        if (!admin && (await clusterNode(deps, req.nodeName, ctx.signal)))
           throw new RpcError("PERMISSION_DENIED", {
             cause: new Error(`${req.nodeName} is a node: a cluster admin's to enrol again`),
           });
@@ -282,6 +280,7 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           createdAtMs: BigInt(now),
           expiresAtMs: BigInt(now + ttl),
           createdBy: principalOf(ctx).id,
+          forExistingNode: admin,
         });
         await store.put(TOKENS + id, encodeMessage(EnrollmentTokenRecordSchema, record), {
           signal: ctx.signal,
@@ -327,6 +326,10 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
           refuse("enrollment token secret mismatch");
         if (tok.usedAtMs !== 0n) refuse("enrollment token already used", false);
         if (BigInt(clock.now()) >= tok.expiresAtMs) refuse("enrollment token expired", false);
+        // A token anyone but a cluster admin made is for a new node: made before the name became
+        // a node (enrolled, registered) meanwhile, it would hand that node's identity over.
+        if (!tok.forExistingNode && (await clusterNode(deps, tok.nodeName, ctx.signal)))
+          refuse(`${tok.nodeName} became a node after this token was made`, false);
         // Check the CSR before spending the token, so a bad CSR does not burn it.
         try {
           await acceptCsr(req.csrPem);
