@@ -365,4 +365,49 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
       (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound,
     );
   });
+
+  it("refuses a new disk of size 0 in the create form, which would attach a left-behind dataset", async () => {
+    const vms = admin.client(VmService);
+    const pool = (await vms.listVms({ pageSize: 500 })).vms.find(
+      (v) => v.disks[0]?.backend === StorageBackend.BACKEND_ZFS,
+    )?.disks[0]?.pool;
+    assert.ok(pool !== undefined);
+    // A VM deleted earlier left its disk behind, data and all.
+    const old = await vms.createVm({
+      vmId: "panel-old",
+      spec: {
+        name: "panel-old",
+        vcpus: 1,
+        memoryBytes: 256n * 1024n * 1024n,
+        disks: [
+          {
+            dataset: { backend: StorageBackend.BACKEND_ZFS, pool, name: "panel-old-d0" },
+            sizeBytes: 1024n ** 3n,
+          },
+        ],
+      },
+      nodeId: { id: "node-01" },
+    });
+    await reaches(() => vms.getOperation({ operationId: old.id }), VmOperationState.SUCCEEDED);
+    const gone = await vms.deleteVm({ vmId: "panel-old", force: true });
+    await reaches(() => vms.getOperation({ operationId: gone.id }), VmOperationState.SUCCEEDED);
+    // The operator asks for a new disk of that name and types no size but 0.
+    const page = await newPage();
+    await page.goto(`${url}#/vms`);
+    await page.locator("#new-vm-id").fill("panel-new");
+    await page.locator("#new-vm-disks").fill(`${pool}/panel-old-d0=0`);
+    await page.locator("#new-vm-node").selectOption("node-01");
+    await page.getByRole("button", { name: "Create VM" }).click();
+    await page
+      .getByTestId("create-error")
+      .or(page.getByTestId("create-operation").locator("*").first())
+      .first()
+      .waitFor({ timeout: 15_000 });
+    const created = await vms.getVm({ vmId: "panel-new" }).catch(() => undefined);
+    assert.equal(
+      created,
+      undefined,
+      `panel-new was created with the left-behind dataset ${JSON.stringify(created?.disks)}`,
+    );
+  });
 });

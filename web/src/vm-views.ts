@@ -169,6 +169,11 @@ function parseDisks(text: string) {
       const gib = eq < 0 ? "0" : body.slice(eq + 1).trim();
       if (slash < 1 || !/^\d{1,6}$/.test(gib))
         throw new Error(`disk "${l}": expected POOL/NAME or POOL/NAME=SIZE in GiB`);
+      // Size 0 is how the API names an existing disk: sent, it would attach one, not create it.
+      if (eq >= 0 && BigInt(gib) === 0n)
+        throw new Error(
+          `disk "${l}": a new disk needs a size of at least 1 GiB (POOL/NAME attaches)`,
+        );
       return {
         dataset: {
           backend: rbd ? StorageBackend.BACKEND_RBD : StorageBackend.BACKEND_ZFS,
