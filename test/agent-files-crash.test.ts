@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { enrolledNodeId } from "../src/agent/index.js";
-import { agentFiles, writeFileSet } from "../src/client/index.js";
+import { agentFiles, finishAgentFiles, writeFileSet } from "../src/client/index.js";
 import { type CertifiedKey, loadCertificateAuthority } from "../src/pki/index.js";
 import { readTlsMaterial } from "../src/server/index.js";
 import { createTestPki } from "./helpers/pki.js";
@@ -138,6 +138,34 @@ describe("a node's key and certificate across a crash", () => {
     const tls = readTlsMaterial({ ...abs, clientCa: join(dir, "ca.crt") });
     assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
     assert.ok(matches(abs.key, abs.cert), "the key is the certificate's");
+  });
+
+  it("a reader completing the set while its writer moves it in fails neither", () => {
+    // Another process (hvctl loading its context, the agent's status) reads the files just
+    // as the renewal moves them in: both complete the same set.
+    const files = agentFiles(dir);
+    writeFileSet(set(old));
+    const real = fs.renameSync;
+    let raced = false;
+    fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+      if (!raced && String(to) === files.key) {
+        raced = true;
+        fs.renameSync = real;
+        syncBuiltinESMExports();
+        finishAgentFiles(files);
+      }
+      real(from, to);
+    };
+    syncBuiltinESMExports();
+    try {
+      writeFileSet(set(renewed).slice(0, 2));
+    } finally {
+      fs.renameSync = real;
+      syncBuiltinESMExports();
+    }
+    assert.ok(raced);
+    assert.equal(readFileSync(files.cert, "utf8"), renewed.certPem);
+    assert.ok(matches(files.key, files.cert), "the key is the certificate's");
   });
 
   it("never writes a key through a link planted where its new copy is made", () => {

@@ -1,6 +1,5 @@
 import {
   closeSync,
-  existsSync,
   fchmodSync,
   fsyncSync,
   openSync,
@@ -82,10 +81,23 @@ export function writeFileSet(files: readonly SetFile[]): void {
  */
 export function finishFileSet(first: string): void {
   const marker = markerOf(first);
-  if (!existsSync(marker)) return;
-  const paths = JSON.parse(readFileSync(marker, "utf8")) as string[];
-  for (const p of paths) if (existsSync(nextOf(p))) renameSync(nextOf(p), p);
+  // Another process (the writer, or a reader like this one) may complete the same set at the
+  // same time: what it moved or removed first is gone here, and that is no failure.
+  const text = gone(() => readFileSync(marker, "utf8"));
+  if (text === undefined) return;
+  const paths = JSON.parse(text) as string[];
+  for (const p of paths) gone(() => renameSync(nextOf(p), p));
   syncDirs(paths);
-  unlinkSync(marker);
+  gone(() => unlinkSync(marker));
   syncDirs([marker]);
+}
+
+/** What `f` answers; undefined if a file it touches is not there (ENOENT). */
+function gone<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
 }
