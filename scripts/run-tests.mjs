@@ -30,6 +30,7 @@ const SLOW_FIRST = [
   "hvctl-cluster",
   "agent-migration-crash",
   "migration-source-lost",
+  "agent-stream-replicas",
   "panel-e2e",
   "agent",
   "authorization-table",
