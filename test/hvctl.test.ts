@@ -687,6 +687,39 @@ describe("hvctl against a dev daemon", () => {
       assert.match(r.stderr.trim(), REQUEST);
     });
 
+    it("never prints a token it cannot send: a stray character is a usage error that quotes none of it", async () => {
+      const token = readFileSync(join(dir, "pki", "operator.apikey"), "utf8").trim();
+      const secret = token.slice(-43);
+      // Pasted with a non-breaking space, two lines in a file, a control character.
+      const badFile = join(home, "two-lines.key");
+      writeFileSync(badFile, `${token}\n# the operator's key\n`);
+      writeFileSync(join(dir, "pki", "bad.apikey"), `${token}\u0001`);
+      const badContext = join(dir, "bad-context.yaml");
+      writeFileSync(
+        badContext,
+        readFileSync(config, "utf8").replace("pki/operator.apikey", "pki/bad.apikey"),
+      );
+      const runs = {
+        env: await hvctl(["--config", config, "node", "list"], {
+          DEBVISOR_TOKEN: `${token}\u00a0`,
+        }),
+        file: await hvctl(["--config", config, "--token-file", badFile, "node", "list"]),
+        context: await hvctl(["--config", badContext, "--context", "dev-operator", "node", "list"]),
+      };
+      for (const [from, r] of Object.entries(runs)) {
+        assert.equal(r.code, 2, `${from}: ${r.stderr}`);
+        assert.ok(
+          !`${r.stdout}${r.stderr}`.includes(secret),
+          `${from} printed the token: ${r.stderr}`,
+        );
+        assert.match(r.stderr, /which a token cannot hold \(the token is not shown\)/, from);
+      }
+      assert.match(
+        runs.env.stderr,
+        /^hvctl: \$DEBVISOR_TOKEN: the token holds U\+00A0 at character/,
+      );
+    });
+
     it("permission denied: 4, with the permission needed", async () => {
       const r = await dev("--context", "dev-operator", "token", "create", "hv-x");
       assert.equal(r.code, 4);

@@ -7,6 +7,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
 import {
+  bearerProblem,
   type CallOptions,
   type ContextEntry,
   ContextFileError,
@@ -115,6 +116,8 @@ export function resolveConnection(
     bearer = readFileSync(opts.tokenFile, "utf8").trim();
     if (bearer === "") throw new UsageError(`--token-file: ${opts.tokenFile} is empty`);
   }
+  const problem = bearer === undefined ? undefined : bearerProblem(bearer);
+  if (problem !== undefined) throw new UsageError(`${credentialFrom}: the token ${problem}`);
   const ctx = resolveContext(path, opts.context ?? nonEmpty(env.DEBVISOR_CONTEXT), {
     ...(bearer === undefined ? {} : { bearer }),
     allowMissingCa: opts.insecureSkipTlsVerify === true,

@@ -142,7 +142,22 @@ export function resolveContext(
   else bearer = runTokenCommand(c.tokenCommand, where);
   bearer = bearer.trim();
   if (bearer === "") throw new ContextFileError(`${where}: the credential is empty`);
+  const problem = bearerProblem(bearer);
+  if (problem !== undefined) throw new ContextFileError(`${where}: the credential ${problem}`);
   return { ...base, bearer };
+}
+
+/**
+ * Why `token` cannot be sent as a bearer token (a character outside
+ * printable ASCII: a header cannot carry it, and the server takes no
+ * other), without quoting the token: grpc-js's own error for it shows the
+ * whole header, secret and all.
+ */
+export function bearerProblem(token: string): string | undefined {
+  const at = token.search(/[^\x21-\x7e]/);
+  if (at < 0) return undefined;
+  const char = `U+${(token.codePointAt(at) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`;
+  return `holds ${char} at character ${at + 1}, which a token cannot hold (the token is not shown)`;
 }
 
 /** Runs credential.tokenCommand (no shell, bounded in time and output) and returns what it prints. */

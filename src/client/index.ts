@@ -4,6 +4,7 @@ export { openChannel } from "./channel.js";
 export { mergeConfigLayers } from "./config-layers.js";
 export type { ResolvedContext, ResolveOptions } from "./context-file.js";
 export {
+  bearerProblem,
   ContextFileError,
   contextFilePath,
   readContextFile,
