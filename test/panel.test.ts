@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -145,6 +146,85 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     const other = all.find((v) => v.tenant !== "acme");
     assert.ok(other);
     assert.equal(await codeOf(ann.getVm({ vmId: other.id })), "NotFound");
+  });
+
+  it("answers a request it cannot decode as gRPC does: REQUEST_MALFORMED, never the decoder's text", async () => {
+    const origin = url.replace(/\/$/, "");
+    const cookie = [...admin.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+    const post = (path: string, body: Buffer, contentType: string) =>
+      new Promise<{ status: number; reason: string; requestId: string; text: string }>(
+        (resolve, reject) => {
+          const req = request(
+            `${origin}/rpc/${path}`,
+            {
+              method: "POST",
+              ca,
+              servername: "localhost",
+              headers: { origin, "x-debvisor-csrf": "1", "content-type": contentType, cookie },
+            },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on("data", (d: Buffer) => chunks.push(d));
+              res.on("end", () =>
+                resolve({
+                  status: res.statusCode ?? 0,
+                  reason: String(res.headers["debvisor-error-reason"] ?? ""),
+                  requestId: String(res.headers["x-request-id"] ?? ""),
+                  text: Buffer.concat(chunks).toString("latin1"),
+                }),
+              );
+            },
+          );
+          req.on("error", reject);
+          req.end(body);
+        },
+      );
+    /** One Connect envelope (flags 0) around `payload`, as a stream's request. */
+    const envelope = (payload: Buffer) => {
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([prefix, payload]);
+    };
+    const LIBRARY_TEXT =
+      /cannot decode|parse binary|premature|JSON|debvisor\.v1\.|expected|position/;
+    const GARBAGE = Buffer.from([0xff, 0xff]);
+    for (const [body, type] of [
+      [Buffer.from("{bad"), "application/json"],
+      [Buffer.from('{"vmId": 5}'), "application/json"],
+      [GARBAGE, "application/proto"],
+    ] as const) {
+      const r = await post("debvisor.v1.VmService/GetVm", body, type);
+      assert.equal(r.status, 400, `${type} ${body}: ${r.text}`);
+      assert.equal(r.reason, "REQUEST_MALFORMED");
+      assert.match(r.requestId, /^[0-9a-f-]{36}$/);
+      assert.deepEqual(JSON.parse(r.text), {
+        code: "invalid_argument",
+        message: "request could not be decoded",
+      });
+    }
+    for (const [body, type] of [
+      [Buffer.from("{bad"), "application/connect+json"],
+      [GARBAGE, "application/connect+proto"],
+    ] as const) {
+      const r = await post("debvisor.v1.WatchService/WatchVms", envelope(body), type);
+      assert.equal(r.status, 200);
+      assert.ok(!LIBRARY_TEXT.test(r.text), `${type}: ${r.text}`);
+      assert.match(r.text, /"message":"request could not be decoded"/);
+      assert.match(r.text, /"debvisor-error-reason":\["REQUEST_MALFORMED"\]/);
+    }
+    // The gRPC form says the same of the same bytes.
+    const ch = mtls();
+    const grpcAnswer = await new Promise<grpc.ServiceError | null>((resolve) =>
+      ch.makeUnaryRequest(
+        "/debvisor.v1.VmService/GetVm",
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        GARBAGE,
+        (err) => resolve(err),
+      ),
+    );
+    assert.equal(grpcAnswer?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(grpcAnswer?.details, "request could not be decoded");
   });
 
   it("refuses calls and sign-ins from another origin or without the panel header", async () => {

@@ -1,14 +1,33 @@
 import { randomUUID } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import {
-  type Code as ConnectCode,
+  Code as ConnectCode,
   ConnectError,
-  type ConnectRouter,
+  createConnectRouter,
   createContextKey,
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  createAsyncIterable,
+  encodeEnvelope,
+  readAllBytes,
+  type UniversalHandler,
+  type UniversalServerResponse,
+} from "@connectrpc/connect/protocol";
+import {
+  codeToHttpStatus,
+  createEndStreamSerialization,
+  endStreamFlag,
+  errorFromJsonBytes,
+  errorToJsonBytes,
+} from "@connectrpc/connect/protocol-connect";
+import {
+  compressionBrotli,
+  compressionGzip,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
+} from "@connectrpc/connect-node";
 import {
   type BoundMethod,
   type CallContext,
@@ -65,7 +84,10 @@ export interface ConnectAdapter {
 }
 
 /** A Node request listener (http, https or http2). */
-export type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+export type NodeHandler = (
+  req: import("node:http").IncomingMessage | import("node:http2").Http2ServerRequest,
+  res: import("node:http").ServerResponse | import("node:http2").Http2ServerResponse,
+) => void;
 
 const CALLER = createContextKey<ConnectCaller | undefined>(undefined);
 
@@ -181,23 +203,45 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
     };
   }
 
-  const handle = connectNodeAdapter({
-    requestPathPrefix: options.pathPrefix,
+  const router = createConnectRouter({
     readMaxBytes: options.maxRequestBytes,
     writeMaxBytes: options.maxResponseBytes,
+    acceptCompression: [compressionGzip, compressionBrotli],
     grpc: false,
-    contextValues: (req) => createContextValues().set(CALLER, options.caller(req as never)),
-    routes(router: ConnectRouter) {
-      for (const service of options.services) {
-        for (const method of service.methods) {
-          const desc = method.spec.desc as DescMethod;
-          if (method.spec.kind === "unary") router.rpc(desc, unary(method) as never);
-          else if (method.spec.kind === "server_streaming")
-            router.rpc(desc, serverStreaming(method) as never);
-        }
-      }
-    },
   });
+  for (const service of options.services) {
+    for (const method of service.methods) {
+      const desc = method.spec.desc as DescMethod;
+      if (method.spec.kind === "unary") router.rpc(desc, unary(method) as never);
+      else if (method.spec.kind === "server_streaming")
+        router.rpc(desc, serverStreaming(method) as never);
+    }
+  }
+  const paths = new Map<string, UniversalHandler>();
+  for (const h of router.handlers) paths.set(options.pathPrefix + h.requestPath, h);
+
+  // As connect-node's connectNodeAdapter, with Connect's own refusals answered by the catalogue.
+  const handle: NodeHandler = (req, res) => {
+    const h = paths.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (h === undefined) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const uReq = universalRequestFromNodeRequest(
+      req as never,
+      res as never,
+      undefined,
+      createContextValues().set(CALLER, options.caller(req as never)),
+    );
+    h(uReq)
+      .then((uRes) => answeredByCatalogue(h, uRes, options.logger))
+      .then((uRes) => universalResponseToNodeResponse(uRes, res as never))
+      .catch((err: unknown) => {
+        if (ConnectError.from(err).code !== ConnectCode.Aborted)
+          options.logger.error({ err, method: h.requestPath }, "panel call could not be answered");
+      });
+  };
 
   return {
     handle,
@@ -230,4 +274,57 @@ function toConnectError(error: RpcError, ctx: CallContext): ConnectError {
       ? [{ desc: BadRequestSchema, value: { fieldViolations: [...error.fieldViolations] } }]
       : [];
   return new ConnectError(message, error.code as number as ConnectCode, metadata, details);
+}
+
+/** Largest refusal of Connect's own that is read to be answered anew. */
+const MAX_REFUSAL_BYTES = 64 * 1024;
+
+/**
+ * A response Connect made itself, before the pipeline ran (no request id):
+ * a request it could not decode, whose message is the decoder's own text
+ * ("cannot decode message ... from JSON: ...", or INTERNAL "parse binary:
+ * premature EOF"). Answered as the gRPC adapter answers it,
+ * REQUEST_MALFORMED with the catalogue's message, the decoder's text only
+ * in the log. Other refusals (a wrong content type, a request too large)
+ * pass as they are.
+ */
+async function answeredByCatalogue(
+  h: UniversalHandler,
+  res: UniversalServerResponse,
+  logger: Logger,
+): Promise<UniversalServerResponse> {
+  const header = new Headers(res.header);
+  if (header.has("x-request-id") || res.body === undefined) return res;
+  const stream = h.method.methodKind !== "unary";
+  if (!stream && res.status === 200) return res;
+  const bytes =
+    res.body instanceof Uint8Array ? res.body : await readAllBytes(res.body, MAX_REFUSAL_BYTES);
+  // A stream's refusal is its end-stream message alone, after its 5-byte envelope prefix.
+  const json = stream ? bytes.subarray(5) : bytes;
+  const fallback = new ConnectError("undecodable refusal", ConnectCode.Internal);
+  const theirs = header.has("content-encoding")
+    ? fallback
+    : errorFromJsonBytes(json, undefined, fallback);
+  if (theirs.code !== ConnectCode.InvalidArgument && theirs.code !== ConnectCode.Internal)
+    return { ...res, body: createAsyncIterable([bytes]) };
+  const error = new RpcError("REQUEST_MALFORMED", { cause: theirs });
+  const requestId = randomUUID();
+  logger.debug(
+    { requestId, method: h.requestPath, transport: "connect", reason: error.reason, err: theirs },
+    "call failed",
+  );
+  const ours = new ConnectError(error.clientMessage, error.code as number as ConnectCode);
+  const meta = { "x-request-id": requestId, "debvisor-error-reason": error.reason };
+  header.delete("content-encoding");
+  if (stream) {
+    const end = createEndStreamSerialization(undefined).serialize({
+      metadata: new Headers(meta),
+      error: ours,
+    });
+    return { status: 200, header, body: createAsyncIterable([encodeEnvelope(endStreamFlag, end)]) };
+  }
+  const body = errorToJsonBytes(ours, undefined);
+  for (const [k, v] of Object.entries(meta)) header.set(k, v);
+  header.set("content-length", String(body.byteLength));
+  return { status: codeToHttpStatus(ours.code), header, body: createAsyncIterable([body]) };
 }
