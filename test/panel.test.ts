@@ -361,4 +361,23 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.deepEqual(wrong.json, nobody.json);
     assert.equal((await b.auth("login", { user: "carol", password: CAROL_PASSWORD })).status, 200);
   });
+
+  it("answers a sign-in without a password alike for a user who exists and one who does not, and audits it", async () => {
+    const b = panelBrowser(url, ca);
+    const answers = [];
+    for (const user of ["carol", "nobody-at-all"])
+      for (const body of [{ user, password: "" }, { user }])
+        answers.push({ user, ...(await b.auth("login", body)) });
+    for (const a of answers) {
+      assert.equal(a.status, 401, `${a.user}: ${JSON.stringify(a.json)}`);
+      assert.deepEqual(a.json, { reason: "LOGIN_FAILED", message: "wrong user name or password" });
+    }
+    assert.ok(!daemon.logs.some((l) => /Password must be specified/.test(JSON.stringify(l))));
+    const refused = (
+      await createServiceClient(AuditService, mtls()).listAuditRecords({
+        filter: { principal: "user:nobody-at-all", method: "Login" },
+      })
+    ).records;
+    assert.equal(refused.length, 2, "each refusal is in the trail");
+  });
 });

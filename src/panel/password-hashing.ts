@@ -29,10 +29,13 @@ let dummy: Promise<string> | undefined;
 
 /**
  * True when `password` matches `hash`. With no hash (unknown account) it
- * still spends the time of a verification and returns false.
+ * still spends the time of a verification and returns false. An empty
+ * password matches nothing, at once for every account (argon2Verify throws
+ * on it, and did so for an unknown account only: an INTERNAL answer that
+ * told the account did not exist).
  */
 export async function verifyPassword(password: string, hash: string | undefined): Promise<boolean> {
-  if (password.length > MAX_PASSWORD_LENGTH) return false;
+  if (password.length === 0 || password.length > MAX_PASSWORD_LENGTH) return false;
   if (hash === undefined) {
     dummy ??= hashPassword("not a password of anyone");
     await argon2Verify({ password, hash: await dummy });
