@@ -212,6 +212,18 @@ describe("web panel: the same API, security and audit as gRPC", () => {
       assert.match(r.text, /"message":"request could not be decoded"/);
       assert.match(r.text, /"debvisor-error-reason":\["REQUEST_MALFORMED"\]/);
     }
+    // gRPC-Web, which the same router serves: the status rides in a trailer frame.
+    for (const [body, type] of [
+      [GARBAGE, "application/grpc-web+proto"],
+      [Buffer.from('{"vmId": 5}'), "application/grpc-web+json"],
+    ] as const) {
+      const r = await post("debvisor.v1.VmService/GetVm", envelope(body), type);
+      const trailer = decodeURIComponent(r.text);
+      assert.ok(!LIBRARY_TEXT.test(trailer), `${type}: ${trailer}`);
+      assert.match(trailer, /grpc-status: 3\r\n/);
+      assert.match(trailer, /grpc-message: request could not be decoded/);
+      assert.match(trailer, /debvisor-error-reason: REQUEST_MALFORMED/);
+    }
     // The gRPC form says the same of the same bytes.
     const ch = mtls();
     const grpcAnswer = await new Promise<grpc.ServiceError | null>((resolve) =>

@@ -22,6 +22,13 @@ import {
   errorFromJsonBytes,
   errorToJsonBytes,
 } from "@connectrpc/connect/protocol-connect";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import {
+  setTrailerStatus,
+  trailerFlag,
+  trailerParse,
+  trailerSerialize,
+} from "@connectrpc/connect/protocol-grpc-web";
 import {
   compressionBrotli,
   compressionGzip,
@@ -285,7 +292,8 @@ const MAX_REFUSAL_BYTES = 64 * 1024;
  * ("cannot decode message ... from JSON: ...", or INTERNAL "parse binary:
  * premature EOF"). Answered as the gRPC adapter answers it,
  * REQUEST_MALFORMED with the catalogue's message, the decoder's text only
- * in the log. Other refusals (a wrong content type, a request too large)
+ * in the log; in each form Connect serves (Connect unary and streaming,
+ * gRPC-Web). Other refusals (a wrong content type, a request too large)
  * pass as they are.
  */
 async function answeredByCatalogue(
@@ -295,16 +303,25 @@ async function answeredByCatalogue(
 ): Promise<UniversalServerResponse> {
   const header = new Headers(res.header);
   if (header.has("x-request-id") || res.body === undefined) return res;
-  const stream = h.method.methodKind !== "unary";
-  if (!stream && res.status === 200) return res;
+  const type = header.get("content-type") ?? "";
+  const form = type.startsWith("application/grpc-web")
+    ? "grpc-web"
+    : type.startsWith("application/connect+")
+      ? "stream"
+      : res.status !== 200
+        ? "unary"
+        : undefined;
+  if (form === undefined) return res;
   const bytes =
     res.body instanceof Uint8Array ? res.body : await readAllBytes(res.body, MAX_REFUSAL_BYTES);
-  // A stream's refusal is its end-stream message alone, after its 5-byte envelope prefix.
-  const json = stream ? bytes.subarray(5) : bytes;
   const fallback = new ConnectError("undecodable refusal", ConnectCode.Internal);
   const theirs = header.has("content-encoding")
     ? fallback
-    : errorFromJsonBytes(json, undefined, fallback);
+    : form === "unary"
+      ? errorFromJsonBytes(bytes, undefined, fallback)
+      : form === "stream"
+        ? errorFromJsonBytes(lastEnvelope(bytes), undefined, fallback)
+        : (findTrailerError(trailerParse(lastEnvelope(bytes))) ?? fallback);
   if (theirs.code !== ConnectCode.InvalidArgument && theirs.code !== ConnectCode.Internal)
     return { ...res, body: createAsyncIterable([bytes]) };
   const error = new RpcError("REQUEST_MALFORMED", { cause: theirs });
@@ -316,7 +333,13 @@ async function answeredByCatalogue(
   const ours = new ConnectError(error.clientMessage, error.code as number as ConnectCode);
   const meta = { "x-request-id": requestId, "debvisor-error-reason": error.reason };
   header.delete("content-encoding");
-  if (stream) {
+  if (form === "grpc-web") {
+    const trailer = new Headers(meta);
+    setTrailerStatus(trailer, ours);
+    const body = encodeEnvelope(trailerFlag, trailerSerialize(trailer));
+    return { status: 200, header, body: createAsyncIterable([body]) };
+  }
+  if (form === "stream") {
     const end = createEndStreamSerialization(undefined).serialize({
       metadata: new Headers(meta),
       error: ours,
@@ -327,4 +350,16 @@ async function answeredByCatalogue(
   for (const [k, v] of Object.entries(meta)) header.set(k, v);
   header.set("content-length", String(body.byteLength));
   return { status: codeToHttpStatus(ours.code), header, body: createAsyncIterable([body]) };
+}
+
+/** The payload of the last envelope (5-byte prefix: flags, big-endian length) in `bytes`. */
+function lastEnvelope(bytes: Uint8Array): Uint8Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let last: Uint8Array = new Uint8Array(0);
+  for (let at = 0; at + 5 <= bytes.byteLength; ) {
+    const end = at + 5 + view.getUint32(at + 1);
+    last = bytes.subarray(at + 5, end);
+    at = end;
+  }
+  return last;
 }
