@@ -146,3 +146,13 @@ describe("cluster.selfFenceWindowMs", () => {
     assert.equal(ok.cluster.selfFenceWindowMs, 50_000);
   });
 });
+
+describe("pki renewal settings", () => {
+  it("fail-refuses a minimum renewal age no agent could ever reach before its certificate expires", () => {
+    const bad = configSchema.safeParse({ pki: { certificateDays: 1, minRenewalAgeSeconds: 9000 } });
+    assert.equal(bad.success, false);
+    assert.match(JSON.stringify(bad.error?.issues), /under a tenth of certificateDays/);
+    const ok = configSchema.safeParse({ pki: { certificateDays: 1, minRenewalAgeSeconds: 8000 } });
+    assert.equal(ok.success, true, JSON.stringify(ok.error?.issues));
+  });
+});

@@ -257,6 +257,12 @@ const sections = z.strictObject({
       /** Enroll calls per address (it needs no identity, so it is limited before anything else). */
       enrollLimit: bucket.prefault({ ratePerSecond: 1 / 6, burst: 20 }),
     })
+    .refine((p) => p.minRenewalAgeSeconds < p.certificateDays * 8640, {
+      // Agents renew from a tenth of a term on (renewAtFraction at least 0.1).
+      message:
+        "pki.minRenewalAgeSeconds must be under a tenth of certificateDays: agents renew from a tenth of a term on, and would be refused until their certificates expire",
+      path: ["minRenewalAgeSeconds"],
+    })
     .prefault({}),
   rateLimit: z
     .strictObject({
