@@ -66,6 +66,8 @@ export function writeFileSet(files: readonly SetFile[]): void {
   if (first === undefined) return;
   finishFileSet(first);
   for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
+  // Every new copy's name is on disk before the marker that names it (a set may span folders).
+  syncDirs(files.map((f) => f.path));
   const marker = markerOf(first);
   // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
   // the daemon reading tls/ from its own working directory).
