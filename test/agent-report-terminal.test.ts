@@ -6,21 +6,13 @@
 // lines, set the window title, write the clipboard).
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { hideIpSniWarning } from "../src/client/index.js";
 import { OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
-import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import type { DaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
-import { bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
+import { bareHello, daemonWithNode, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
 
 hideIpSniWarning();
 // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
@@ -29,17 +21,14 @@ const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
 describe("what a node sends reaches the daemon's terminal escaped", () => {
   let dir: string;
   let daemon: DaemonProcess;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "dv-agent-term-"));
     // What `debvisor-rpcd` writes to a terminal (format auto on a TTY), here forced on a pipe.
-    daemon = await startDevDaemon(dir, {
-      simulation: { enabled: false },
-      log: { format: "pretty" },
-    });
-    await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-t");
+    ({ dir, daemon } = await daemonWithNode(
+      "dv-agent-term-",
+      { log: { format: "pretty" } },
+      "node-t",
+    ));
   });
   after(() => daemon?.kill());
 

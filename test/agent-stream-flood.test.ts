@@ -5,21 +5,19 @@
 // refused: past its burst, the hub reads one message per token.
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { hideIpSniWarning } from "../src/client/index.js";
-import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import type { DaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
-import { bareHealth, bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
+import {
+  bareHealth,
+  bareHello,
+  daemonWithNode,
+  nodeChannel,
+  rawAgentStream,
+} from "./helpers/node-stream.js";
 
 hideIpSniWarning();
 const RATE = 50;
@@ -28,16 +26,13 @@ const BURST = 100;
 describe("a node's stream sending as fast as it can", () => {
   let dir: string;
   let daemon: DaemonProcess;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "dv-agent-flood-"));
-    daemon = await startDevDaemon(dir, {
-      simulation: { enabled: false },
-      agents: { messageRate: { ratePerSecond: RATE, burst: BURST } },
-    });
-    await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-f");
+    ({ dir, daemon } = await daemonWithNode(
+      "dv-agent-flood-",
+      { agents: { messageRate: { ratePerSecond: RATE, burst: BURST } } },
+      "node-f",
+    ));
   });
   after(() => daemon?.kill());
 

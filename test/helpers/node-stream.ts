@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -9,6 +10,8 @@ import {
   type ControlMessage,
   ControlMessageSchema,
 } from "../../src/gen/debvisor/v1/agent_pb.js";
+import { enrollAgent } from "./agent-process.js";
+import { type DaemonProcess, HVCTL_BIN, runProcess, startDevDaemon } from "./daemon-process.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 
@@ -78,4 +81,22 @@ export function bareHello(
       },
     },
   };
+}
+
+/**
+ * A dev daemon with `config` (no simulation) in a new directory, and node
+ * `node` enrolled in `dir/node` as `debvisor-agent enroll` does it: for a
+ * test that speaks for the node itself over {@link rawAgentStream}.
+ */
+export async function daemonWithNode(
+  prefix: string,
+  config: object,
+  node: string,
+): Promise<{ dir: string; daemon: DaemonProcess; nodeDir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const daemon = await startDevDaemon(dir, { simulation: { enabled: false }, ...config });
+  const hvctl = (...args: string[]) =>
+    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  await enrollAgent(hvctl, daemon.grpcAddress, dir, node);
+  return { dir, daemon, nodeDir: join(dir, node) };
 }
