@@ -16,10 +16,7 @@ import {
   timestampFromMs,
   validateMessage,
 } from "../core/index.js";
-import {
-  type AgentPresenceRecord,
-  AgentPresenceRecordSchema,
-} from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
+import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import {
   type AgentHeartbeat,
@@ -38,7 +35,7 @@ import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
-import { watchPresence } from "./agent-presence-watch.js";
+import { type GuardedStream, guardStreams, type OpeningStream } from "./agent-stream-guard.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createSendQueue, type SendQueue } from "./send-queue.js";
@@ -122,7 +119,7 @@ export interface AgentHub {
   close(): void;
 }
 
-interface Session {
+interface Session extends GuardedStream {
   readonly nodeId: string;
   /** The store revision of the presence record this stream wrote (0 until written). */
   presenceRevision: number;
@@ -251,52 +248,15 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     },
   });
 
-  /**
-   * A node holds one stream: one that connects to another control-plane
-   * process after this stream's Hello replaces it here too, as a second
-   * stream to this process does. Without this, a stolen node certificate
-   * connected to another replica received every operation of the node beside
-   * the real agent, whose stream stayed up and noticed nothing.
-   */
-  watchPresence({
+  const guard = guardStreams({
     store: options.store,
+    presence,
+    serverId: options.serverId,
     signal: stopping.signal,
-    logger: log,
-    wanted: (nodeId) => sessions.has(nodeId),
-    onConnected: (nodeId, record, modRevision) => {
-      const s = sessions.get(nodeId);
-      if (s !== undefined) endIfElsewhere(s, record, modRevision);
-    },
-    onResumed: () => {
-      for (const s of sessions.values()) void checkPresence(s);
-    },
+    logger: quiet,
+    held: (nodeId) => sessions.get(nodeId),
+    all: () => sessions.entries(),
   });
-
-  /** Ends the session's stream if the node's presence was written since by another process. */
-  function endIfElsewhere(s: Session, record: AgentPresenceRecord, modRevision: number): void {
-    if (record.serverId === options.serverId) return;
-    if (s.presenceRevision === 0 || modRevision <= s.presenceRevision) return;
-    log.info(
-      { node: s.nodeId, by: record.serverId },
-      "agent connected to another control-plane process; its stream here ends",
-    );
-    s.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
-  }
-
-  /**
-   * Checks the session against the node's stored presence: a connection to
-   * another process written before the session was registered here (or
-   * while the watch was down) was not shown to the watch for it.
-   */
-  async function checkPresence(s: Session): Promise<void> {
-    try {
-      const stored = await presence.current(s.nodeId, stopping.signal);
-      if (stored !== undefined && sessions.get(s.nodeId) === s)
-        endIfElsewhere(s, stored.message, stored.modRevision);
-    } catch (err) {
-      quiet.warn({ err, node: s.nodeId }, "agent presence not read");
-    }
-  }
 
   /**
    * An operation of a kind the agent did not name in its Hello is never
@@ -562,15 +522,22 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   async function open(
     it: AsyncIterator<AgentMessage>,
     ctx: CallContext,
-  ): Promise<{ session: Session; presenceRevision: number; version: string }> {
+  ): Promise<{
+    session: Session;
+    presenceRevision: number;
+    version: string;
+    opening: OpeningStream;
+  }> {
     const hello = await readHello(it, ctx.signal);
     const nodeId = authorize(hello, ctx);
     if (hello.info === undefined) throw new RpcError("INVALID_ARGUMENT");
     await inventory.register(hello.info, principalOf(ctx).id, ctx.signal);
+    const queue = createSendQueue<Outgoing>(options.sendQueueMax);
     const session: Session = {
       nodeId,
       presenceRevision: 0,
-      queue: createSendQueue(options.sendQueueMax),
+      queue,
+      replace: () => queue.close(new RpcError("AGENT_STREAM_REPLACED")),
       sent: new Set(),
       known: new Map(),
       doneWhileHeld: [],
@@ -581,6 +548,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       // Held from the start: nothing is sent before the open operations are read.
       held: [],
     };
+    // Before the presence is written: a connection elsewhere after it is kept for the session.
+    const opening = guard.opening(nodeId);
     // The Hello's report and the agent's presence are written at once: a
     // Hello waits for the slower of the two, not for both in turn.
     const [reported, present] = await Promise.allSettled([
@@ -601,6 +570,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       ),
     ]);
     if (reported.status === "rejected" || present.status === "rejected") {
+      opening.abandoned();
       // No stream: a presence written for it goes again (unless the agent has connected since).
       if (present.status === "fulfilled")
         await presence.gone(nodeId, present.value).catch((err: unknown) => {
@@ -610,7 +580,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
         ? reported.reason
         : (present as PromiseRejectedResult).reason;
     }
-    return { session, presenceRevision: present.value, version: hello.agentVersion };
+    return { session, presenceRevision: present.value, version: hello.agentVersion, opening };
   }
 
   async function* connect(
@@ -619,13 +589,12 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   ): AsyncIterable<Outgoing> {
     if (stopping.signal.aborted) throw new RpcError("SHUTTING_DOWN");
     const it = requests[Symbol.asyncIterator]();
-    const { session, presenceRevision, version } = await open(it, ctx);
+    const { session, presenceRevision, version, opening } = await open(it, ctx);
     const { nodeId } = session;
     session.presenceRevision = presenceRevision;
-    sessions.get(nodeId)?.queue.close(new RpcError("AGENT_STREAM_REPLACED"));
+    sessions.get(nodeId)?.replace(options.serverId);
     sessions.set(nodeId, session);
-    // The watch shows writes from now on; one by another process since this stream's is read.
-    void checkPresence(session);
+    opening.registered(session);
     const stop = () => session.queue.close();
     ctx.signal.addEventListener("abort", stop, { once: true });
     log.info({ node: nodeId, version, peer: ctx.peer.address }, "agent connected");

@@ -38,7 +38,7 @@ describe("agent presence watch", () => {
     };
     const stop = new AbortController();
     const shown: string[] = [];
-    let resumed = 0;
+    let started = 0;
     try {
       watchPresence({
         store,
@@ -46,14 +46,14 @@ describe("agent presence watch", () => {
         logger: silentLogger,
         wanted: () => true,
         onConnected: (node, record) => shown.push(`${node} ${record.serverId}`),
-        onResumed: () => {
-          resumed++;
+        onWatching: () => {
+          started++;
         },
       });
       await sleep(100);
       await put(real, "node-a", "replica-2");
-      for (let i = 0; i < 300 && resumed === 0; i++) await sleep(10);
-      assert.equal(resumed, 1, "the resumed watch says so");
+      for (let i = 0; i < 300 && started < 2; i++) await sleep(10);
+      assert.equal(started, 2, "the watch says when it starts and when it resumes");
       assert.deepEqual(shown, [], "the write made as the watch failed is not shown");
       await put(real, "node-a", "replica-3");
       for (let i = 0; i < 300 && shown.length === 0; i++) await sleep(10);

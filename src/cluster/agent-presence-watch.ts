@@ -20,25 +20,25 @@ export interface PresenceWatchOptions {
   /** A wanted node's agent connected (to this or another control-plane process). */
   onConnected(nodeId: string, record: AgentPresenceRecord, modRevision: number): void;
   /**
-   * The watch resumed after a failure: records written meanwhile were not
-   * shown (those written from now on are).
+   * The watch starts or resumes after a failure: records written before now
+   * were not shown (those written from now on are).
    */
-  onResumed(): void;
+  onWatching(): void;
 }
 
 /**
  * Follows the agents' presence records (agents/<node>) from now on, so a
  * process holding a node's stream learns that the node connected to
  * another process. A watch that fails resumes from the current revision,
- * and `onResumed` reads what it did not show.
+ * and `onWatching` says when (it reads what the watch did not show).
  */
 export function watchPresence(options: PresenceWatchOptions): void {
   const { store, signal, logger } = options;
   const follow = async () => {
-    for (let resumed = false; !signal.aborted; resumed = true) {
+    while (!signal.aborted) {
       try {
         const from = (await store.revision({ signal })) + 1;
-        if (resumed) options.onResumed();
+        options.onWatching();
         for await (const e of store.watch(AGENTS_PREFIX, from, { signal })) {
           const nodeId = e.key.slice(AGENTS_PREFIX.length);
           if (e.type !== "put" || !options.wanted(nodeId)) continue;
