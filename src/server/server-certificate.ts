@@ -2,8 +2,9 @@ import { X509Certificate } from "node:crypto";
 import { watch } from "node:fs";
 import { basename, dirname } from "node:path";
 import { writeFileSet } from "../client/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, RpcError } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
+import type { CertificateLedger } from "../security/index.js";
 
 const DAY_MS = 86_400_000;
 
@@ -26,11 +27,15 @@ export function altNamesOf(certPem: string): string[] {
 
 /**
  * Issues a fresh server certificate from the local CA for the same names,
- * and writes it (with the CA, as the chain) and its new key over the
- * configured files, atomically. The caller reloads TLS from the files.
+ * records it in the ledger, and only then writes it (with the CA, as the
+ * chain) and its new key over the configured files, as one set. The caller
+ * reloads TLS from the files. A renewal the ledger cannot record rejects
+ * with nothing written: a certificate the ledger does not list could not
+ * be found or revoked by an operator.
  */
 export async function renewServerCertificate(
   ca: CertificateAuthority,
+  ledger: CertificateLedger,
   currentPem: string,
   paths: { cert: string; key: string },
   clock: Clock,
@@ -48,6 +53,20 @@ export async function renewServerCertificate(
     validityDays: lifeDays,
     now: new Date(clock.now()),
   });
+  const how = { issuedBy: "server-renewal", kind: "server" } as const;
+  try {
+    await ledger.renew(
+      { serial: current.serialNumber, subject: cn, issuer: current.issuer },
+      fresh.certPem,
+      how,
+    );
+  } catch (err) {
+    // The current one was revoked (or renewed elsewhere from the same files): this server
+    // holds the CA key and still needs a certificate, so the new one is recorded on its own,
+    // outside the revoked one's chain.
+    if (!(err instanceof RpcError) || err.reason !== "CERT_ALREADY_RENEWED") throw err;
+    await ledger.record(fresh.certPem, how);
+  }
   // Key and certificate as one set: a crash between them left a key the certificate does not
   // match, and the daemon would not start (readTlsMaterial completes an interrupted set).
   writeFileSet([

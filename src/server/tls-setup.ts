@@ -65,6 +65,11 @@ export function createTlsFiles(
   };
 }
 
+/** The first wait after a failed renewal of the server's certificate; it doubles per failure. */
+const RETRY_MIN_MS = 60_000;
+/** The longest wait between tries of a failing renewal. */
+const RETRY_MAX_MS = 3_600_000;
+
 /** What {@link keepTlsFresh} needs. */
 export interface TlsFreshness {
   readonly files: TlsFiles;
@@ -103,46 +108,40 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
   resources.push("TLS file watch", unwatch);
   let renewTimer: NodeJS.Timeout | undefined;
   resources.push("server certificate renewal", () => clearTimeout(renewTimer));
+  /** Failed renewals in a row: the next try waits RETRY_MIN_MS doubled that often, up to RETRY_MAX_MS. */
+  let failures = 0;
   const scheduleRenewal = () => {
     if (ca === undefined || paths.cert === undefined || paths.key === undefined) return;
     const pem = readFileSync(paths.cert, "utf8");
     if (!issuedBy(pem, ca)) return;
-    const at = renewalTime(pem);
-    renewTimer = setTimeout(
-      () => {
-        renewServerCertificate(
-          ca,
-          pem,
-          { cert: paths.cert as string, key: paths.key as string },
-          clock,
-        ).then(
-          (fresh) => {
-            const old = new X509Certificate(pem);
-            ledger
-              .renew(
-                {
-                  serial: old.serialNumber,
-                  subject: /CN=([^\n,]+)/.exec(old.subject)?.[1] ?? "",
-                  issuer: old.issuer,
-                },
-                fresh.toString(),
-                { issuedBy: "server-renewal", kind: "server" },
-              )
-              .catch((err: unknown) =>
-                logger.warn({ err }, "cannot record the renewed server certificate"),
-              );
-            logger.info(
-              { serial: fresh.serialNumber, notAfter: fresh.validTo },
-              "server certificate renewed from the local CA",
-            );
-            reloadTlsFromFiles("renewed");
-            scheduleRenewal();
-          },
-          (err: unknown) => logger.error({ err }, "server certificate renewal failed"),
-        );
-      },
-      Math.min(2 ** 31 - 1, Math.max(1000, at - clock.now())),
-    );
+    const at =
+      failures === 0
+        ? renewalTime(pem)
+        : clock.now() + Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
+    const renew = () =>
+      renewServerCertificate(
+        ca,
+        ledger,
+        pem,
+        { cert: paths.cert as string, key: paths.key as string },
+        clock,
+      ).then(
+        (fresh) => {
+          failures = 0;
+          logger.info(
+            { serial: fresh.serialNumber, notAfter: fresh.validTo },
+            "server certificate renewed from the local CA",
+          );
+          reloadTlsFromFiles("renewed");
+          scheduleRenewal();
+        },
+        (err: unknown) => {
+          failures++;
+          logger.error({ err, failures }, "server certificate renewal failed; it is tried again");
+          scheduleRenewal();
+        },
+      );
+    renewTimer = setTimeout(renew, Math.min(2 ** 31 - 1, Math.max(1000, at - clock.now())));
     renewTimer.unref();
   };
   scheduleRenewal();

@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setImmediate } from "node:timers/promises";
+import { createManualClock, silentLogger } from "../core/index.js";
+import { createCertificateAuthority, loadCertificateAuthority } from "../pki/index.js";
+import { createCertificateLedger, loadRevocations, normalizeSerial } from "../security/index.js";
+import { createSqliteStore, type KvStore } from "../store/index.js";
+import { parseConfig } from "./config-loader.js";
+import { createOpenedResources } from "./opened-resources.js";
+import { renewServerCertificate } from "./server-certificate.js";
+import { createTlsFiles, keepTlsFresh } from "./tls-setup.js";
+
+const DAY = 86_400_000;
+
+/** A CA, a server certificate 25 of its 30 days old in files, and a ledger on a real SQLite store whose writes fail while `failing`. */
+async function setUp() {
+  const dir = mkdtempSync(join(tmpdir(), "dv-server-cert-"));
+  const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+  const store: KvStore = Object.create(real);
+  const state = { failing: false };
+  store.txn = (txn, opts) =>
+    state.failing ? Promise.reject(new Error("store unavailable")) : real.txn(txn, opts);
+  const clock = createManualClock(Date.now());
+  const caKey = await createCertificateAuthority({ commonName: "test CA" });
+  const ca = await loadCertificateAuthority({ certPem: caKey.certPem, keyPem: caKey.keyPem });
+  const old = await ca.issue({
+    commonName: "localhost",
+    usage: "server",
+    altNames: ["localhost", "127.0.0.1"],
+    validityDays: 30,
+    now: new Date(Date.now() - 25 * DAY),
+  });
+  const paths = { cert: join(dir, "server.crt"), key: join(dir, "server.key") };
+  const clientCa = join(dir, "ca.crt");
+  writeFileSync(clientCa, ca.certPem);
+  writeFileSync(paths.key, old.keyPem, { mode: 0o600 });
+  writeFileSync(paths.cert, `${old.certPem.trimEnd()}\n${ca.certPem}`);
+  const ledger = createCertificateLedger(store, clock);
+  return {
+    dir,
+    real,
+    state,
+    clock,
+    ca,
+    old,
+    oldSerial: normalizeSerial(new X509Certificate(old.certPem).serialNumber),
+    paths,
+    clientCa,
+    ledger,
+    served: () => normalizeSerial(new X509Certificate(readFileSync(paths.cert)).serialNumber),
+    async close() {
+      await real.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe("renewServerCertificate", () => {
+  it("records the renewal in the ledger, linked to the certificate it renews", async () => {
+    const t = await setUp();
+    try {
+      const fresh = await renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock);
+      const serial = normalizeSerial(fresh.serialNumber);
+      assert.equal(t.served(), serial, "the files hold the new certificate");
+      const rec = await t.ledger.get(serial);
+      assert.equal(rec?.renewedFrom, t.oldSerial);
+      assert.equal(rec?.kind, "server");
+      assert.equal((await t.ledger.get(t.oldSerial))?.supersededBy, serial);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("writes nothing when the ledger cannot record it, so no certificate serves unlisted", async () => {
+    const t = await setUp();
+    try {
+      const before = readFileSync(t.paths.cert, "utf8");
+      const keyBefore = readFileSync(t.paths.key, "utf8");
+      t.state.failing = true;
+      await assert.rejects(
+        renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock),
+        /store unavailable/,
+      );
+      assert.equal(readFileSync(t.paths.cert, "utf8"), before, "the certificate file is unchanged");
+      assert.equal(readFileSync(t.paths.key, "utf8"), keyBefore, "the key file is unchanged");
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("renews a revoked certificate into one the ledger lists on its own", async () => {
+    const t = await setUp();
+    const revocations = await loadRevocations(t.real, t.clock, silentLogger);
+    try {
+      await revocations.revoke(t.oldSerial, "key compromised");
+      const fresh = await renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock);
+      const serial = normalizeSerial(fresh.serialNumber);
+      assert.equal(t.served(), serial);
+      const rec = await t.ledger.get(serial);
+      assert.equal(rec?.kind, "server", "the new certificate is listed");
+      assert.equal(rec?.renewedFrom, "", "outside the revoked one's chain");
+      assert.equal(revocations.isRevoked(serial), false);
+    } finally {
+      revocations.close();
+      await t.close();
+    }
+  });
+});
+
+describe("keepTlsFresh", () => {
+  it("tries a failed renewal again, a minute later, then twice as long", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const resources = createOpenedResources(silentLogger);
+    const errors: unknown[] = [];
+    const logger = {
+      ...silentLogger,
+      error: (o: unknown) => errors.push(o),
+      child: () => logger,
+    } as typeof silentLogger;
+    const config = parseConfig({
+      tls: { cert: t.paths.cert, key: t.paths.key, clientCa: t.clientCa },
+    });
+    const applied: string[] = [];
+    try {
+      t.state.failing = true;
+      keepTlsFresh({
+        files: createTlsFiles(undefined, t.clock, silentLogger),
+        config: () => config,
+        ca: t.ca,
+        ledger: t.ledger,
+        clock: t.clock,
+        logger,
+        apply: (m) => applied.push(m.certPem),
+        resources,
+      });
+      // Timers are mocked: real waits turn the event loop, bounded by the wall clock.
+      const until = async (done: () => boolean) => {
+        const end = Date.now() + 10_000;
+        while (!done() && Date.now() < end) await setImmediate();
+      };
+      const settle = async () => {
+        const end = Date.now() + 300;
+        while (Date.now() < end) await setImmediate();
+      };
+      const waitFor = async (n: number) => {
+        await until(() => errors.length >= n);
+        assert.equal(errors.length, n);
+      };
+      // Past two thirds of the life plus the most jitter: the first try fails.
+      ctx.mock.timers.tick(1000);
+      await waitFor(1);
+      ctx.mock.timers.tick(59_000);
+      await settle();
+      assert.equal(errors.length, 1, "not before a minute");
+      ctx.mock.timers.tick(1000);
+      await waitFor(2);
+      ctx.mock.timers.tick(119_000);
+      await settle();
+      assert.equal(errors.length, 2, "then not before two minutes");
+      t.state.failing = false;
+      ctx.mock.timers.tick(1000);
+      await until(() => applied.length > 0);
+      assert.equal(applied.length, 1, "the third try renews, and the new files are applied");
+      assert.notEqual(t.served(), t.oldSerial);
+      assert.equal((await t.ledger.get(t.served()))?.renewedFrom, t.oldSerial);
+    } finally {
+      await resources.unwind();
+      await t.close();
+    }
+  });
+});
