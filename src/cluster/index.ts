@@ -5,7 +5,8 @@
 export { msFromTimestamp, timestampFromMs } from "../core/index.js";
 export type { AgentExecutorsOptions } from "./agent-executors.js";
 export { createAgentExecutors, EXECUTOR_PRINCIPAL } from "./agent-executors.js";
-export type { AgentHub, AgentHubOptions, AgentRefusal, HeartbeatOutcome } from "./agent-hub.js";
+export type { HeartbeatOutcome } from "./agent-heartbeat.js";
+export type { AgentHub, AgentHubOptions } from "./agent-hub.js";
 export { createAgentHub } from "./agent-hub.js";
 export type { AgentOperations } from "./agent-operations.js";
 export {
@@ -16,6 +17,7 @@ export {
 } from "./agent-operations.js";
 export type { AgentStorageOptions } from "./agent-storage.js";
 export { createAgentStorage } from "./agent-storage.js";
+export type { AgentRefusal } from "./agent-stream-opener.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";

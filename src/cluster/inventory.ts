@@ -259,7 +259,7 @@ export function createInventory(options: InventoryOptions): Inventory {
    * Reads are served from memory: a mirror of nodes/ kept by watch (other
    * daemons' writes) that shows this daemon's own writes at once, newest
    * revision wins. An own write is kept as the copy written, never decoded
-   * again: one copy, shared with the stream that reported it (agent-hub.ts).
+   * again: one copy, shared with the stream that reported it (agent-session.ts).
    * With thousands of nodes of 20 VMs each, a second copy was a third of the
    * heap per agent stream.
    */
