@@ -31,7 +31,7 @@ import { eventually } from "./helpers/eventually.js";
 const GIB = 1024n ** 3n;
 /** Open watches one principal may hold (src/cluster/watch-quota.ts). */
 const PER_PRINCIPAL = 64;
-/** Operations of one VM that may wait for its node at once (src/cluster/vm-lifecycle.ts). */
+/** Operations of one VM that may wait for its node at once (src/cluster/vm-operation-submitter.ts). */
 const WAITING_PER_VM = 16;
 
 describe("a tenant's lifecycle calls are bounded", () => {
