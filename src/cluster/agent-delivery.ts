@@ -147,21 +147,31 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
   }
 
   async function resync(session: AgentSession): Promise<void> {
+    if (session.rereading !== undefined) {
+      session.rereading.again = true;
+      return;
+    }
+    const rereading = { again: true };
+    session.rereading = rereading;
     const held = session.held ?? [];
     session.held = held;
     try {
-      for (const r of await operations.open(session.nodeId, signal)) offer(session, r);
-    } catch (err) {
-      quiet.warn({ err, node: session.nodeId }, "pending operations not read");
-    } finally {
-      if (session.held === held) {
-        session.held = undefined;
-        for (const r of held) offer(session, r);
-        for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
-        // A report of no operation sent on the stream waits for a result that is not its own.
-        for (const id of session.reports.keys())
-          if (!session.sent.has(id)) session.reports.delete(id);
+      while (rereading.again && !signal.aborted) {
+        rereading.again = false;
+        try {
+          for (const r of await operations.open(session.nodeId, signal)) offer(session, r);
+        } catch (err) {
+          quiet.warn({ err, node: session.nodeId }, "pending operations not read");
+        }
       }
+    } finally {
+      session.rereading = undefined;
+      session.held = undefined;
+      for (const r of held) offer(session, r);
+      for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+      // A report of no operation sent on the stream waits for a result that is not its own.
+      for (const id of session.reports.keys())
+        if (!session.sent.has(id)) session.reports.delete(id);
     }
   }
 

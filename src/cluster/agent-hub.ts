@@ -176,6 +176,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     ctx.signal.addEventListener("abort", stop, { once: true });
     log.info({ node: nodeId, version, peer: ctx.peer.address }, "agent connected");
     try {
+      // A Hello that finished after close(): its queue would never be closed by the hub.
+      if (stopping.signal.aborted) throw new RpcError("SHUTTING_DOWN");
       session.queue.push({
         kind: {
           case: "welcome",

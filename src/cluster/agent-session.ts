@@ -49,6 +49,13 @@ export interface AgentSession extends GuardedStream {
    */
   held?: OperationRecord[];
   /**
+   * Set while a resync reads: a second resync asked meanwhile (the watch
+   * restarted) makes it read again instead of running beside it, since two
+   * reads releasing one set of held records could send an operation after a
+   * newer one.
+   */
+  rereading?: { again: boolean };
+  /**
    * Operations seen DONE while records were held: forgotten only once those
    * are offered, or a held earlier record of one would be sent again.
    */
