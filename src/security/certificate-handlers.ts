@@ -3,9 +3,7 @@
 // list (ListCertificates).
 import { isIP } from "node:net";
 import { principalOf, RpcError, type ServiceImpl } from "../core/index.js";
-import { CertificateRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
-import { decodeMessage, rangeAll } from "../store/index.js";
 import { assertCanActAs, decide } from "./access-evaluator.js";
 import { certificateInfo } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
@@ -16,14 +14,13 @@ type Handlers = Pick<
   "renewCertificate" | "issueCertificate" | "listCertificates"
 >;
 
-const CERTS = "pki/certs/";
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
 
 /** RenewCertificate, IssueCertificate and ListCertificates. */
 export function createCertificateHandlers(shared: EnrollmentShared): Handlers {
   const { deps, days, ledger, issuer } = shared;
-  const { store, clock } = deps;
+  const { clock } = deps;
   const isNodeName = (name: string, signal: AbortSignal) => nodeNamed(deps, name, signal);
 
   return {
@@ -102,8 +99,7 @@ export function createCertificateHandlers(shared: EnrollmentShared): Handlers {
     },
     async listCertificates(req, ctx) {
       const out = [];
-      for await (const kv of rangeAll(store, CERTS, { signal: ctx.signal })) {
-        const r = decodeMessage(CertificateRecordSchema, kv);
+      for await (const r of ledger.list(ctx.signal)) {
         if (req.subject === "" || r.subject === req.subject) out.push(certificateInfo(r));
       }
       return { certificates: out };

@@ -11,6 +11,7 @@ import {
   getMessage,
   type KvStore,
   rangeAll,
+  updateMessage,
 } from "../store/index.js";
 import { normalizeSerial, revokedKey } from "./revocations.js";
 
@@ -57,6 +58,17 @@ export interface CertificateLedger {
     serial: string,
     signal?: AbortSignal,
   ): Promise<{ descendants: string[]; ancestors: string[] }>;
+  /**
+   * Marks `serial`'s record revoked for `reason` (its first revocation time
+   * kept); undefined when the ledger holds no record of it.
+   */
+  markRevoked(
+    serial: string,
+    reason: string,
+    signal?: AbortSignal,
+  ): Promise<CertificateRecord | undefined>;
+  /** Every record, in serial order. */
+  list(signal?: AbortSignal): AsyncIterable<CertificateRecord>;
 }
 
 /** The ledger in `store`. */
@@ -131,6 +143,26 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
           throw new RpcError("CERT_ALREADY_RENEWED", { cause: new Error(`${from} is revoked`) });
       }
       throw new RpcError("CONFLICT");
+    },
+    async markRevoked(serial, reason, signal) {
+      const { message } = await updateMessage(
+        store,
+        CertificateRecordSchema,
+        CERTS + normalizeSerial(serial),
+        (c) =>
+          c &&
+          create(CertificateRecordSchema, {
+            ...c,
+            revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
+            revocationReason: reason,
+          }),
+        { signal, attempts: MAX_ATTEMPTS },
+      );
+      return message;
+    },
+    async *list(signal) {
+      for await (const kv of rangeAll(store, CERTS, { signal }))
+        yield decodeMessage(CertificateRecordSchema, kv);
     },
     async lineage(serial, signal) {
       // Successor links, and renewed_from links (which also cover records

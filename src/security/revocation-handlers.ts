@@ -1,54 +1,20 @@
 // RevokeCertificate: a certificate revoked with its whole renewal chain, so
 // no copy of an ancestor or a successor outlives the revocation.
-import { create } from "@bufbuild/protobuf";
 import { RpcError, type ServiceImpl } from "../core/index.js";
-import {
-  type CertificateRecord,
-  CertificateRecordSchema,
-} from "../gen/debvisor/store/v1/records_pb.js";
 import type { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
-import { encodeMessage, getMessage } from "../store/index.js";
 import { certificateInfo, displaySerial, ts } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
 import { normalizeSerial } from "./revocations.js";
 
 type Handlers = Pick<ServiceImpl<typeof EnrollmentService>, "revokeCertificate">;
 
-const CERTS = "pki/certs/";
 /** Passes over a revoked certificate's successors before renewals racing it count as a CONFLICT. */
 const MAX_REVOCATION_PASSES = 16;
 
 /** RevokeCertificate: the serial, its ancestors and every successor, in the revocation list and the ledger. */
 export function createRevocationHandlers(shared: EnrollmentShared): Handlers {
   const { deps, ledger } = shared;
-  const { store, clock } = deps;
-
-  const updateCert = async (
-    serial: string,
-    change: (r: CertificateRecord) => CertificateRecord,
-    signal: AbortSignal,
-  ) => {
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const cur = await getMessage(store, CertificateRecordSchema, CERTS + serial, { signal });
-      if (cur === undefined) return undefined;
-      const next = change(cur.message);
-      const r = await store.txn(
-        {
-          compares: [{ key: CERTS + serial, modRevision: cur.modRevision }],
-          success: [
-            {
-              type: "put",
-              key: CERTS + serial,
-              value: encodeMessage(CertificateRecordSchema, next),
-            },
-          ],
-        },
-        { signal },
-      );
-      if (r.succeeded) return next;
-    }
-    throw new RpcError("CONFLICT");
-  };
+  const { clock } = deps;
 
   return {
     async revokeCertificate(req, ctx) {
@@ -56,16 +22,7 @@ export function createRevocationHandlers(shared: EnrollmentShared): Handlers {
       await deps.revocations.revoke(serial, req.reason || "revoked", ctx.signal);
       const mark = async (other: string, why: string) => {
         await deps.revocations.revoke(other, why, ctx.signal);
-        await updateCert(
-          other,
-          (c) =>
-            create(CertificateRecordSchema, {
-              ...c,
-              revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
-              revocationReason: why,
-            }),
-          ctx.signal,
-        );
+        await ledger.markRevoked(other, why, ctx.signal);
       };
       // The certificates it was renewed from: superseded, but each authenticates until its own
       // end, so a copy of one would outlive the revocation of the chain's newest.
@@ -88,16 +45,7 @@ export function createRevocationHandlers(shared: EnrollmentShared): Handlers {
           await mark(next, `successor of revoked ${serial}`);
         }
       }
-      const r = await updateCert(
-        serial,
-        (c) =>
-          create(CertificateRecordSchema, {
-            ...c,
-            revokedAtMs: c.revokedAtMs === 0n ? BigInt(clock.now()) : c.revokedAtMs,
-            revocationReason: req.reason,
-          }),
-        ctx.signal,
-      );
+      const r = await ledger.markRevoked(serial, req.reason, ctx.signal);
       return r === undefined
         ? {
             serial: displaySerial(serial),
