@@ -91,4 +91,35 @@ describe("an enrollment token for a node that already exists", () => {
         .certificatePem,
     );
   });
+
+  it("two tokens for one new name, used at the same moment, enrol one holder", async () => {
+    // A provisioner makes two tokens for a new name, hands one to the real node and keeps
+    // the other, and enrols with it as the real node does: both held the name's identity.
+    // (Four rounds of three enrolments: Enroll's per-address bucket holds 20.)
+    const root = clientsOf(admin);
+    for (let round = 0; round < 4; round++) {
+      const name = `node-4${round}`;
+      const [a, b] = await Promise.all([
+        provisioner.pki.createEnrollmentToken({ nodeName: name }),
+        provisioner.pki.createEnrollmentToken({ nodeName: name }),
+      ]);
+      const [csrA, csrB] = await Promise.all([createCsr("x"), createCsr("x")]);
+      const outcomes = await Promise.all([
+        callOutcome(root.pki.enroll({ token: a.token, csrPem: csrA.csrPem })),
+        callOutcome(root.pki.enroll({ token: b.token, csrPem: csrB.csrPem })),
+      ]);
+      const enrolled = outcomes.filter((o) => o.code === 0).length;
+      assert.equal(
+        enrolled,
+        1,
+        `round ${round}: ${enrolled} holders of ${name} enrolled (${outcomes.map((o) => o.code)})`,
+      );
+      // The loser's retry is judged on a name that is now a node: refused.
+      const lost = outcomes[0]?.code === 0 ? b : a;
+      const retry = await callOutcome(
+        root.pki.enroll({ token: lost.token, csrPem: (await createCsr("x")).csrPem }),
+      );
+      assert.notEqual(retry.code, 0, `round ${round}: the retry enrolled ${name} again`);
+    }
+  });
 });

@@ -12,7 +12,7 @@ import { assertCanActAs, decide } from "./access-evaluator.js";
 import { sourceOf } from "./authentication-stage.js";
 import { caFingerprint, ts } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
-import { sha256, TOKEN_PATTERN, TOKEN_RECORDS } from "./enrollment-token.js";
+import { ENROLLING, sha256, TOKEN_PATTERN, TOKEN_RECORDS } from "./enrollment-token.js";
 import { clusterNode } from "./node-named.js";
 import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
 import { sourceGroupOf } from "./source-group.js";
@@ -97,6 +97,9 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
         refuse("enrollment token secret mismatch");
       if (tok.usedAtMs !== 0n) refuse("enrollment token already used", false);
       if (BigInt(clock.now()) >= tok.expiresAtMs) refuse("enrollment token expired", false);
+      // Before the checks of the name: an enrollment of it since fails the spend below.
+      const claimKey = ENROLLING + tok.nodeName.toLowerCase();
+      const claim = await store.get(claimKey, { signal: ctx.signal });
       // A token anyone but a cluster admin made is for a new node: made before the name became
       // a node (enrolled, registered) meanwhile, it would hand that node's identity over.
       if (!tok.forExistingNode && (await clusterNode(deps, tok.nodeName, ctx.signal)))
@@ -117,6 +120,7 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
               key: TOKEN_RECORDS + id,
               modRevision: (found as NonNullable<typeof found>).modRevision,
             },
+            { key: claimKey, modRevision: claim?.modRevision ?? 0 },
           ],
           success: [
             {
@@ -127,11 +131,22 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
                 create(EnrollmentTokenRecordSchema, { ...tok, usedAtMs: BigInt(clock.now()) }),
               ),
             },
+            { type: "put", key: claimKey, value: new TextEncoder().encode(id) },
           ],
         },
         { signal: ctx.signal },
       );
-      if (!spent.succeeded) refuse("enrollment token already used", false);
+      if (!spent.succeeded) {
+        const now = await getMessage(store, EnrollmentTokenRecordSchema, TOKEN_RECORDS + id, {
+          signal: ctx.signal,
+        });
+        if (now === undefined || now.message.usedAtMs !== 0n)
+          refuse("enrollment token already used", false);
+        ctx.log.warn({ node: tok.nodeName }, "enrollment lost to another of the same name");
+        throw new RpcError("CONFLICT", {
+          message: "another enrollment of this name at the same moment; retry",
+        });
+      }
       ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
       const issued = await issuer.issue(tok.nodeName, req.csrPem, tok.createdBy, ctx.signal);
       // The name's cluster-wide binding gets the node role, added to what it had: a binding
