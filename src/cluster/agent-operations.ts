@@ -38,7 +38,8 @@ export function operationKey(nodeId: string, operationId: string): string {
  * The guard of a VM's operations waiting for its node while the node is not
  * ready: written with each one, so that counting them and writing one is a
  * single compare-and-swap (calls at once each counted the same waiting ones).
- * One empty key per VM that ever waited; never under {@link OPERATIONS_PREFIX}.
+ * One empty key per VM that ever waited, removed with the VM's record
+ * (vm-operation-settler.ts); never under {@link OPERATIONS_PREFIX}.
  */
 export function waitingGuardKey(nodeId: string, vmId: string): string {
   return `operations-waiting/${nodeId}/${vmId}`;

@@ -9,12 +9,28 @@ import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { VmOperationIndexSchema } from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
 import { OperationOutcome, OperationResultSchema } from "../gen/debvisor/v1/agent_pb.js";
 import { VmOperationKind } from "../gen/debvisor/v1/vm_pb.js";
-import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
-import { createAgentOperations } from "./agent-operations.js";
+import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import { createAgentOperations, waitingGuardKey } from "./agent-operations.js";
 import { startVmOperationSettler } from "./vm-operation-settler.js";
 import { createVmOperations, VM_OPERATIONS_PREFIX } from "./vm-operations.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
 import type { VmRecords } from "./vm-records.js";
+
+/** Starts the settler and waits until it settled `op-delete`. */
+async function settled(store: KvStore, signal: AbortSignal): Promise<void> {
+  const settler = startVmOperationSettler({
+    store,
+    vmRecords: { forget: () => {} } as unknown as VmRecords,
+    logger: silentLogger,
+    signal,
+    onSettled: () => {},
+  });
+  await settler.ready;
+  const read = () => getMessage(store, VmOperationIndexSchema, `${VM_OPERATIONS_PREFIX}op-delete`);
+  for (let i = 0; i < 100 && (await read())?.message.settled !== true; i++)
+    await new Promise((r) => setTimeout(r, 20));
+  assert.equal((await read())?.message.settled, true, "the delete is settled");
+}
 
 /**
  * `hvctl vm delete --force` of an HA VM running on node-a under 7: the
@@ -79,33 +95,60 @@ describe("a delete that lands on a node the VM was failed over from", () => {
           }),
         ),
       );
-      const settler = startVmOperationSettler({
-        store,
-        vmRecords: { forget: () => {} } as unknown as VmRecords,
-        logger: silentLogger,
-        signal: stop.signal,
-        onSettled: () => {},
-      });
-      await settler.ready;
-      for (let i = 0; i < 100; i++) {
-        const index = await getMessage(
-          store,
-          VmOperationIndexSchema,
-          `${VM_OPERATIONS_PREFIX}op-delete`,
-        );
-        if (index?.message.settled) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(
-        (await getMessage(store, VmOperationIndexSchema, `${VM_OPERATIONS_PREFIX}op-delete`))
-          ?.message.settled,
-        true,
-        "the delete is settled",
-      );
+      await settled(store, stop.signal);
       const rec = await getMessage(store, VmRecordSchema, vmKey);
       assert.ok(rec !== undefined, "the record of the VM running on node-b is kept");
       assert.equal(rec.message.nodeId, "node-b");
       assert.equal(rec.message.generation, 8n);
+    } finally {
+      stop.abort();
+      await store.close();
+    }
+  });
+
+  it("removes the record of a VM deleted where it is placed, and its waiting-operations guard", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-del-guard-")), "state.db"),
+      logger: silentLogger,
+    });
+    const stop = new AbortController();
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(
+          VmRecordSchema,
+          create(VmRecordSchema, { id: "vm-1", nodeId: "node-a", generation: 7n, managed: true }),
+        ),
+      );
+      // Operations of vm-1 once waited for node-a while it was away.
+      await store.put(waitingGuardKey("node-a", "vm-1"), new Uint8Array());
+      await createVmOperations(store, systemClock).submit({
+        id: "op-delete",
+        kind: VmOperationKind.DELETE,
+        vmId: "vm-1",
+        nodeId: "node-a",
+        tenant: "",
+        params: {},
+        requestedBy: "admin",
+        requestId: "",
+        vm: undefined,
+        vmRevision: 0,
+        generation: 7n,
+      });
+      await createAgentOperations(store, systemClock).finish(
+        "node-a",
+        create(OperationResultSchema, {
+          operationId: "op-delete",
+          outcome: OperationOutcome.SUCCEEDED,
+        }),
+      );
+      await settled(store, stop.signal);
+      assert.equal(await store.get("vms/vm-1"), undefined, "the record goes");
+      assert.equal(
+        await store.get(waitingGuardKey("node-a", "vm-1")),
+        undefined,
+        "its guard goes with it (one key per VM that ever waited, kept for good before)",
+      );
     } finally {
       stop.abort();
       await store.close();

@@ -17,7 +17,7 @@ import {
   type TxnOp,
 } from "../store/index.js";
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
-import { operationKey } from "./agent-operations.js";
+import { operationKey, waitingGuardKey } from "./agent-operations.js";
 import { createHolder } from "./create-reservations.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { VM_OPERATIONS_PREFIX, vmOperationOf } from "./vm-operations.js";
@@ -94,7 +94,13 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
         ),
       },
     ];
-    if (forget) ops.push({ type: "delete", key: vmKey });
+    // The VM's guard of operations waiting for its node goes with it (one key per VM that ever
+    // waited; vm-operation-submitter.ts), or it would stay for good.
+    if (forget)
+      ops.push(
+        { type: "delete", key: vmKey },
+        { type: "delete", key: waitingGuardKey(index.nodeId, index.vmId) },
+      );
     // A create's capacity reservation ends with it: a created VM is counted from its record
     // until its node reports it (see unreportedCreates), a failed one not at all.
     const release =
