@@ -6,26 +6,17 @@ import {
   nodeKey,
   RpcError,
   sameFieldsExcept,
-  sameNode,
   silentLogger,
-  timestampFromMs,
 } from "../core/index.js";
 import {
   type NodeRecord,
   NodeRecordSchema,
-  type VmPin,
   VmPinSchema,
   type VmRecord,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
-import { NodeIdSchema, type Timestamp } from "../gen/debvisor/v1/common_pb.js";
-import {
-  type Health,
-  type NodeInfo,
-  NodeReadiness,
-  type NodeSummary,
-  NodeSummarySchema,
-} from "../gen/debvisor/v1/node_pb.js";
+import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
+import type { Health, NodeInfo, NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
@@ -41,13 +32,11 @@ import {
 import type { EventSink } from "./event-recorder.js";
 import { createFacedRecords, withVms } from "./faced-records.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
+import { summarizeNode } from "./node-summary.js";
+import { MAX_CLAIMS, type Placement, placeReported, tellPlacement } from "./report-placement.js";
 import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
-import {
-  confirmsPlacement,
-  firstGeneration,
-  generationFloor,
-  mayTakePlacement,
-} from "./vm-placement.js";
+import { applyPins, pinned } from "./vm-pins.js";
+import { generationFloor } from "./vm-placement.js";
 import {
   createVmRecords,
   type VmFacts,
@@ -223,8 +212,6 @@ export interface Inventory {
 
 const PREFIX = "nodes/";
 const VMS = "vms/";
-/** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
-const MAX_CLAIMS = 50;
 /** Labels one VM may carry. */
 const MAX_LABELS = 64;
 /** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
@@ -359,29 +346,7 @@ export function createInventory(options: InventoryOptions): Inventory {
   }
 
   function summarize(rec: NodeRecord, now: number, live = liveness.view(idOf(rec), rec, now)) {
-    const heard = rec.receivedAtMs > 0n;
-    // Shown only: the receiving process's clock, perhaps not this one's.
-    const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
-    const ready = live.ready;
-    const { vcpus, memory, count, lastHeartbeat } = totalsOf(rec);
-    // A literal rather than create(): proto3 messages are plain objects, and
-    // ListNodes builds one per node per call. The record's info and health
-    // objects are shared, as create() would share them.
-    return {
-      $typeName: NodeSummarySchema.typeName,
-      info: rec.info,
-      health: rec.health,
-      readiness: ready ? NodeReadiness.READY : NodeReadiness.NOT_READY,
-      lastHeartbeat,
-      heartbeatAgeMs: BigInt(age ?? 0),
-      cordoned: rec.cordoned,
-      outOfService: rec.outOfService,
-      vmCount: count,
-      vcpusAllocated: vcpus,
-      memoryAllocatedBytes: memory,
-      notReadyForMs: BigInt(live.notReadyForMs),
-      reportSkewMs: rec.reportSkewMs,
-    } satisfies NodeSummary;
+    return summarizeNode(rec, now, live);
   }
 
   /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */
@@ -835,38 +800,6 @@ export function createInventory(options: InventoryOptions): Inventory {
   };
 }
 
-/** What a node's summary takes from its record alone. */
-interface RecordTotals {
-  readonly vcpus: number;
-  readonly memory: bigint;
-  readonly count: number;
-  readonly lastHeartbeat: Timestamp | undefined;
-}
-
-/**
- * Totals by record object: records are never changed in place (a change is
- * a new record), and the readiness and failover passes summarize every node
- * every 2 s, each time adding up the same VMs.
- */
-const totals = new WeakMap<NodeRecord, RecordTotals>();
-
-function totalsOf(rec: NodeRecord): RecordTotals {
-  const hit = totals.get(rec);
-  if (hit !== undefined) return hit;
-  let vcpus = 0;
-  let memory = 0n;
-  const vms = rec.health?.vms ?? [];
-  for (const vm of vms) {
-    vcpus += vm.vcpus;
-    memory += vm.memoryBytes;
-  }
-  const lastHeartbeat =
-    rec.receivedAtMs > 0n ? timestampFromMs(Number(rec.receivedAtMs)) : undefined;
-  const out = { vcpus, memory, count: vms.length, lastHeartbeat };
-  totals.set(rec, out);
-  return out;
-}
-
 /** The node's id as its record names it. */
 /**
  * The VM as its node reported it, on that node: a report's own `node_id`
@@ -898,156 +831,9 @@ function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undef
     });
 }
 
-/**
- * The VMs of a node's report that the node may describe: those placed on it,
- * and those no node holds (whose placement it claims, at most MAX_CLAIMS
- * per report). A VM placed on another node is left out (a stale copy, a
- * conflict) unless that node's own last report no longer has it (it moved
- * outside the control plane) and this copy is not a known stale one that is
- * stopped or being removed. A
- * report never changes a VM's tenant, whatever it claims.
- */
-function placeReported(
-  nodeId: string,
-  vms: VmInfo[],
-  facts: VmFacts,
-  nodes: (id: string) => NodeRecord | undefined,
-  options: {
-    /** The store's revision, read before the report is written (for a VM no record holds). */
-    revision: number;
-    /** The report's own VMs, whose placements on the node are written as confirmed; undefined: none. */
-    confirmFrom: readonly VmInfo[] | undefined;
-  },
-): Placement {
-  const { revision } = options;
-  const claims: { rec: VmRecord; rev: number }[] = [];
-  const placed: { vmId: string; tenant: string; was: string }[] = [];
-  const refused: { vmId: string; holder: string }[] = [];
-  const stale: VmInfo[] = [];
-  const kept = vms.filter((vm) => {
-    const fact = facts.get(vm.id);
-    const holder = fact?.rec.nodeId ?? "";
-    if (holder !== "" && sameNode(holder, nodeId)) {
-      // Its node has it under this placement: written with the report, once per placement
-      // (within the bound of records one report writes; the next report writes the rest).
-      if (
-        fact !== undefined &&
-        claims.length < MAX_CLAIMS &&
-        confirmsPlacement(fact.rec, nodeId) &&
-        options.confirmFrom?.some((v) => v.id === vm.id) === true
-      )
-        claims.push({ rec: confirmed(fact.rec, nodeId, fact.rec.generation), rev: fact.rev });
-      return true;
-    }
-    // A copy known to be stale, stopped or being removed, stays one, even while
-    // its placement's node does not report the VM (a running one that node
-    // no longer has may have moved outside the control plane, unless it never
-    // had it: a create that has not run there yet is no VM for another node to take).
-    const copy = fact?.rec.staleCopies.find((c) => sameNode(c.nodeId, nodeId));
-    const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
-    if (
-      fact !== undefined &&
-      holder !== "" &&
-      (known || stillHolds(nodes(nodeKey(holder)), vm.id) || !mayTakePlacement(fact.rec, nodeId))
-    ) {
-      // A copy of a VM placed elsewhere: a conflict, never a placement.
-      refused.push({ vmId: vm.id, holder });
-      stale.push(vm);
-      return false;
-    }
-    if (claims.length >= MAX_CLAIMS) return false;
-    // A new placement, found rather than decided: a new generation all the same
-    // (for a VM no record holds, above any its id had: a deleted VM's own report comes late).
-    const generation = fact === undefined ? firstGeneration(revision) : fact.rec.generation + 1n;
-    claims.push({
-      rec: confirmed(vmRecord(vm.id, fact, { nodeId, generation }), nodeId, generation),
-      rev: fact?.rev ?? 0,
-    });
-    placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
-    return true;
-  });
-  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
-}
-
-/** `rec` as reported by `node` where it is placed, under `generation`. */
-function confirmed(rec: VmRecord, node: string, generation: bigint): VmRecord {
-  return create(VmRecordSchema, {
-    ...rec,
-    confirmedNode: node,
-    confirmedGeneration: generation,
-    awaitingReport: false,
-  });
-}
-
-/** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
-interface Placement {
-  readonly vms: VmInfo[];
-  readonly claims: { rec: VmRecord; rev: number }[];
-  /** The claims' VMs, with the node that held each before ("" for none). */
-  readonly placed: { vmId: string; tenant: string; was: string }[];
-  readonly refused: { vmId: string; holder: string }[];
-  /** Copies of VMs placed elsewhere (conflicts), recorded on the VMs' records after the report. */
-  readonly stale: VmInfo[];
-}
-
-/** Events of a recorded report: each VM it placed, and each it claims that another node holds. */
-function tellPlacement(events: EventSink, nodeId: string, p: Placement, facts: VmFacts): void {
-  for (const { vmId, tenant, was } of p.placed) {
-    events.emit({
-      kind: "vm",
-      id: vmId,
-      tenant,
-      type: "Placed",
-      message:
-        was === ""
-          ? `first reported by ${nodeId}`
-          : `reported by ${nodeId}, no longer by ${was}: placed on ${nodeId}`,
-      source: "inventory",
-    });
-  }
-  for (const r of p.refused)
-    events.emit({
-      kind: "vm",
-      id: r.vmId,
-      tenant: facts.get(r.vmId)?.rec.tenant ?? "",
-      type: "Conflict",
-      message: `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
-      warning: true,
-      source: "inventory",
-    });
-}
-
-/** Whether a node's last report (or a pin on it) still has the VM. */
-function stillHolds(rec: NodeRecord | undefined, vmId: string): boolean {
-  if (rec === undefined) return false;
-  if (rec.pins.some((p) => p.present && p.vm?.id === vmId)) return true;
-  return (rec.health?.vms ?? []).some((v) => v.id === vmId);
-}
-
 interface Versioned {
   readonly rev: number;
   readonly rec: NodeRecord;
-}
-
-/** The record with `pin` replacing any earlier pin of the same VM. */
-function pinned(rec: NodeRecord, pin: VmPin): NodeRecord {
-  const id = pin.vm?.id ?? "";
-  return create(NodeRecordSchema, {
-    ...rec,
-    pins: [...rec.pins.filter((p) => p.vm?.id !== id), pin],
-  });
-}
-
-/** A heartbeat's VM list corrected by the pins still in force (the same array when none apply). */
-function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
-  let out = vms;
-  for (const pin of pins) {
-    const id = pin.vm?.id ?? "";
-    const has = out.some((v) => v.id === id);
-    if (pin.present && !has && pin.vm !== undefined) out = [...out, pin.vm];
-    else if (!pin.present && has) out = out.filter((v) => v.id !== id);
-  }
-  return out;
 }
 
 /**
