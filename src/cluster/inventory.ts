@@ -6,7 +6,6 @@ import {
   nodeKey,
   RpcError,
   sameFieldsExcept,
-  silentLogger,
 } from "../core/index.js";
 import {
   type NodeRecord,
@@ -19,38 +18,28 @@ import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { Health, NodeInfo, NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import {
-  type Compare,
-  decodeMessage,
-  encodeMessage,
-  getMessage,
-  type KeyValue,
-  type KvStore,
-  mirrorPrefix,
-  type PrefixMirror,
-} from "../store/index.js";
+import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
 import { createFacedRecords, withVms } from "./faced-records.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
+import {
+  compareIds,
+  createNodeRecords,
+  forStored,
+  idOf,
+  MAX_ATTEMPTS,
+  NODE_PREFIX,
+  type Versioned,
+} from "./node-records.js";
 import { summarizeNode } from "./node-summary.js";
+import { placedAmong, placedVms } from "./placed-vms.js";
 import { MAX_CLAIMS, type Placement, placeReported, tellPlacement } from "./report-placement.js";
-import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
+import { createStaleCopies } from "./stale-copies.js";
 import { applyPins, pinned } from "./vm-pins.js";
 import { generationFloor } from "./vm-placement.js";
-import {
-  createVmRecords,
-  type VmFacts,
-  type VmRecords,
-  vmRecord,
-  withTenants,
-} from "./vm-records.js";
+import { createVmRecords, type VmRecords, vmRecord, withTenants } from "./vm-records.js";
 import { specOfReported } from "./vm-spec.js";
-import {
-  type CopyWeight,
-  createVmStateCounts,
-  preferred,
-  type VmStateCounts,
-} from "./vm-state-counts.js";
+import { createVmStateCounts, type VmStateCounts } from "./vm-state-counts.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -210,12 +199,9 @@ export interface Inventory {
   close(): void;
 }
 
-const PREFIX = "nodes/";
 const VMS = "vms/";
 /** Labels one VM may carry. */
 const MAX_LABELS = 64;
-/** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
-const MAX_ATTEMPTS = 8;
 
 /** Creates a store-backed {@link Inventory}. */
 export function createInventory(options: InventoryOptions): Inventory {
@@ -242,57 +228,12 @@ export function createInventory(options: InventoryOptions): Inventory {
   const staleCopies = createStaleCopies(store, vmRecords);
   /** Records with the control plane's tenants applied, kept while their VMs' records are unchanged. */
   const { withFacts } = createFacedRecords(vmRecords);
-  /**
-   * Reads are served from memory: a mirror of nodes/ kept by watch (other
-   * daemons' writes) that shows this daemon's own writes at once, newest
-   * revision wins. An own write is kept as the copy written, never decoded
-   * again: one copy, shared with the stream that reported it (agent-hub.ts).
-   * With thousands of nodes of 20 VMs each, a second copy was a third of the
-   * heap per agent stream.
-   */
-  let mirror: Promise<PrefixMirror<Versioned>> | undefined;
-  let followed: PrefixMirror<Versioned> | undefined;
+  const nodeRecords = createNodeRecords({ store, vmRecords, withFacts, logger: options.logger });
+  const { follow, cachedVersion, remember, records, update } = nodeRecords;
   /** VMs by state, kept as node records and placements change once first asked for. */
   let byState: VmStateCounts | undefined;
-  const decodeVersioned = (kv: KeyValue): Versioned => ({
-    rev: kv.modRevision,
-    rec: decodeMessage(NodeRecordSchema, kv),
-  });
-  /** The mirror, loaded on first use; a failed load is retried by the next read. */
-  function follow(): Promise<PrefixMirror<Versioned>> {
-    if (mirror === undefined) {
-      const loading = mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger, {
-        revisionOf: (v) => v.rev,
-      });
-      mirror = loading;
-      loading.then(
-        (m) => {
-          followed = m;
-        },
-        () => {
-          if (mirror === loading) mirror = undefined;
-        },
-      );
-    }
-    return mirror;
-  }
   /** A node's record as stored (newest of the watch's and this process's own), or none. */
   const current = (seen: ReadonlyMap<string, Versioned>, id: string) => seen.get(id)?.rec;
-  /** Calls `each` with every node record as stored, in the watch's order. */
-  function forStored(
-    seen: ReadonlyMap<string, Versioned>,
-    each: (id: string, rec: NodeRecord) => void,
-  ): void {
-    for (const [id, v] of seen) each(id, v.rec);
-  }
-  /** Every node record as stored, VM tenants replaced by the control plane's. */
-  async function records(): Promise<Map<string, NodeRecord>> {
-    const seen = (await follow()).values();
-    const facts = await vmRecords.all();
-    const out = new Map<string, NodeRecord>();
-    forStored(seen, (id, rec) => out.set(id, withFacts(rec, facts)));
-    return out;
-  }
   /**
    * One VM as {@link placedVms} lists it, merging no other: every VM call
    * finds its VM (tenancy, planning, failover), and merging every report for
@@ -300,95 +241,16 @@ export function createInventory(options: InventoryOptions): Inventory {
    * It still passes over every reported copy's id, without allocating.
    */
   async function placedVm(vmId: string): Promise<VmInfo | undefined> {
-    return placedAmong((await follow()).values(), await vmRecords.all(), new Set([vmId])).get(vmId);
-  }
-  /** The VMs `ids` as {@link placedVms} lists them, from the records `seen` with `facts`: one pass over the reports. */
-  function placedAmong(
-    seen: ReadonlyMap<string, Versioned>,
-    facts: VmFacts,
-    ids: ReadonlySet<string>,
-  ): Map<string, VmInfo> {
-    const best = new Map<string, CopyWeight & { rec: NodeRecord; index: number }>();
-    forStored(seen, (_, rec) => {
-      const vms = rec.health?.vms ?? [];
-      const at = rec.receivedAtMs;
-      for (let index = 0; index < vms.length; index++) {
-        const id = vms[index]?.id ?? "";
-        if (!ids.has(id)) continue;
-        const prev = best.get(id);
-        const node = idOf(rec);
-        const placed = facts.get(id)?.rec.nodeId === node;
-        if (prev === undefined || preferred(prev, at, placed, node))
-          best.set(id, { rec, index, at, placed, node });
-      }
-    });
-    const out = new Map<string, VmInfo>();
-    for (const [id, b] of best) {
-      const vm = withFacts(b.rec, facts).health?.vms[b.index];
-      if (vm !== undefined) out.set(id, withStaleCopyNodes(onNode(vm, b.rec), facts.get(id)?.rec));
-    }
-    return out;
-  }
-
-  async function cachedVersion(id: string) {
-    const best = (await follow()).values().get(id);
-    return best === undefined ? undefined : { message: best.rec, modRevision: best.rev };
-  }
-  /** Notes a write (`rec` undefined: a delete) of this process at `rev`, shown at once. */
-  function remember(id: string, rev: number, rec: NodeRecord | undefined) {
-    const value = rec === undefined ? undefined : { rev, rec };
-    if (followed !== undefined) followed.wrote(id, rev, value);
-    else
-      follow().then(
-        (m) => m.wrote(id, rev, value),
-        () => undefined,
-      );
+    return placedAmong(
+      (await follow()).values(),
+      await vmRecords.all(),
+      new Set([vmId]),
+      withFacts,
+    ).get(vmId);
   }
 
   function summarize(rec: NodeRecord, now: number, live = liveness.view(idOf(rec), rec, now)) {
     return summarizeNode(rec, now, live);
-  }
-
-  /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */
-  async function update<T>(
-    id: string,
-    signal: AbortSignal | undefined,
-    change: (current: NodeRecord | undefined) => {
-      next: NodeRecord | undefined;
-      result: T;
-      /** VM records written in the same transaction. */
-      vms?: readonly { rec: VmRecord; rev: number }[];
-    },
-  ): Promise<T> {
-    const key = PREFIX + id;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      // First try the copy in memory (usually current: this process wrote it or
-      // the watch brought it); the compare-and-swap catches a stale one.
-      const cached = attempt === 0 ? await cachedVersion(id) : undefined;
-      const current = cached ?? (await getMessage(store, NodeRecordSchema, key, { signal }));
-      const { next, result, vms = [] } = change(current?.message);
-      if (next === undefined) return result;
-      const writes = vms.map((v) => vmRecords.write(v.rec, v.rev));
-      const txn = await store.txn(
-        {
-          compares: [
-            { key, modRevision: current?.modRevision ?? 0 },
-            ...writes.map((w) => w.compare),
-          ],
-          success: [
-            { type: "put", key, value: encodeMessage(NodeRecordSchema, next) },
-            ...writes.map((w) => w.op),
-          ],
-        },
-        { signal },
-      );
-      if (txn.succeeded) {
-        remember(id, txn.revision, next);
-        for (const v of vms) vmRecords.remember(v.rec, txn.revision);
-        return result;
-      }
-    }
-    throw new RpcError("CONFLICT");
   }
 
   /**
@@ -439,8 +301,8 @@ export function createInventory(options: InventoryOptions): Inventory {
     const from = nodeKey(fromId);
     const to = nodeKey(toId);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
-      const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
+      const src = await getMessage(store, NodeRecordSchema, NODE_PREFIX + from, { signal });
+      const dst = await getMessage(store, NodeRecordSchema, NODE_PREFIX + to, { signal });
       if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
       const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
       const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
@@ -473,18 +335,20 @@ export function createInventory(options: InventoryOptions): Inventory {
           compares: [
             ...guards,
             placement.compare,
-            { key: PREFIX + to, modRevision: dst.modRevision },
-            ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
+            { key: NODE_PREFIX + to, modRevision: dst.modRevision },
+            ...(src === undefined
+              ? []
+              : [{ key: NODE_PREFIX + from, modRevision: src.modRevision }]),
           ],
           success: [
             placement.op,
-            { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
+            { type: "put", key: NODE_PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
             ...(nextSrc === undefined
               ? []
               : [
                   {
                     type: "put" as const,
-                    key: PREFIX + from,
+                    key: NODE_PREFIX + from,
                     value: encodeMessage(NodeRecordSchema, nextSrc),
                   },
                 ]),
@@ -519,7 +383,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       const nodeId = nodeKey(health.nodeId?.id ?? "");
       const known =
         (await cachedVersion(nodeId)) ??
-        (await getMessage(store, NodeRecordSchema, PREFIX + nodeId, { signal }));
+        (await getMessage(store, NodeRecordSchema, NODE_PREFIX + nodeId, { signal }));
       if (known === undefined) throw new RpcError("NODE_NOT_FOUND");
       checkReporter(known.message, nodeId, reporter);
       // The node was heard from: that is liveness, whatever the report's stamp says.
@@ -636,7 +500,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     async readNode(given, signal) {
       const id = nodeKey(given);
-      const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
+      const got = await getMessage(store, NodeRecordSchema, NODE_PREFIX + id, { signal });
       if (got === undefined) return undefined;
       remember(id, got.modRevision, got.message);
       const rec = withFacts(got.message, await vmRecords.all());
@@ -645,7 +509,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       return {
         summary: summarize(rec, now, live),
         vms: [...(rec.health?.vms ?? [])],
-        unchanged: { key: PREFIX + id, modRevision: got.modRevision },
+        unchanged: { key: NODE_PREFIX + id, modRevision: got.modRevision },
         liveness: live,
       };
     },
@@ -693,7 +557,7 @@ export function createInventory(options: InventoryOptions): Inventory {
       forStored(seen, (_, rec) => {
         for (const vm of rec.health?.vms ?? []) if (vm.disks.some(matches)) ids.add(vm.id);
       });
-      const out = [...placedAmong(seen, facts, ids).values()].filter((vm) =>
+      const out = [...placedAmong(seen, facts, ids, withFacts).values()].filter((vm) =>
         vm.disks.some(matches),
       );
       return out.sort((a, b) => compareIds(a.id, b.id));
@@ -783,7 +647,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     async remove(given, unchanged, signal) {
       const id = nodeKey(given);
       const txn = await store.txn(
-        { compares: [unchanged], success: [{ type: "delete", key: PREFIX + id }] },
+        { compares: [unchanged], success: [{ type: "delete", key: NODE_PREFIX + id }] },
         { signal },
       );
       if (!txn.succeeded) return false;
@@ -793,28 +657,11 @@ export function createInventory(options: InventoryOptions): Inventory {
     },
     vmRecords,
     close() {
-      void mirror?.then((m) => m.close());
+      nodeRecords.close();
       vmRecords.close();
       liveness.close();
     },
   };
-}
-
-/** The node's id as its record names it. */
-/**
- * The VM as its node reported it, on that node: a report's own `node_id`
- * (empty from upstream reporters, in another case, or another node's) is
- * not where it runs; the node whose report holds it is.
- */
-function onNode(vm: VmInfo, rec: NodeRecord): VmInfo {
-  const id = rec.info?.id?.id ?? "";
-  return vm.nodeId?.id === id
-    ? vm
-    : create(VmInfoSchema, { ...vm, nodeId: create(NodeIdSchema, { id }) });
-}
-
-function idOf(rec: NodeRecord): string {
-  return nodeKey(rec.info?.id?.id ?? "");
 }
 
 /**
@@ -829,39 +676,6 @@ function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undef
         `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
       ),
     });
-}
-
-interface Versioned {
-  readonly rev: number;
-  readonly rec: NodeRecord;
-}
-
-/**
- * Each VM once: the copy of the node it is placed on (its record in the
- * store decides, never the latest report), else the copy from the node
- * that reported most recently; with the nodes holding stale copies of it.
- */
-function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string, VmInfo> {
-  const best = new Map<string, CopyWeight & { vm: VmInfo; rec: NodeRecord }>();
-  for (const rec of records.values()) {
-    const node = idOf(rec);
-    const at = rec.receivedAtMs;
-    for (const vm of rec.health?.vms ?? []) {
-      const prev = best.get(vm.id);
-      const placed = facts.get(vm.id)?.rec.nodeId === node;
-      if (prev === undefined || preferred(prev, at, placed, node))
-        best.set(vm.id, { vm, rec, at, placed, node });
-    }
-  }
-  const out = new Map<string, VmInfo>();
-  // On the node whose report holds it, as placedAmong (GetVm) has it.
-  for (const [id, v] of best)
-    out.set(id, withStaleCopyNodes(onNode(v.vm, v.rec), facts.get(id)?.rec));
-  return out;
-}
-
-function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** What a heartbeat always changes: of the record (its health is compared apart), of its health. */
