@@ -1,67 +1,28 @@
-import { create } from "@bufbuild/protobuf";
-import {
-  type Clock,
-  type Logger,
-  msFromTimestamp,
-  nodeKey,
-  RpcError,
-  sameFieldsExcept,
-  sameNode,
-  silentLogger,
-  timestampFromMs,
-} from "../core/index.js";
-import {
-  type NodeRecord,
-  NodeRecordSchema,
-  type VmPin,
-  VmPinSchema,
-  type VmRecord,
-  VmRecordSchema,
-} from "../gen/debvisor/store/v1/records_pb.js";
-import { NodeIdSchema, type Timestamp } from "../gen/debvisor/v1/common_pb.js";
-import {
-  type Health,
-  type NodeInfo,
-  NodeReadiness,
-  type NodeSummary,
-  NodeSummarySchema,
-} from "../gen/debvisor/v1/node_pb.js";
+/**
+ * The inventory: the cluster's last-known view of nodes and the VMs they
+ * run, kept in the state store. This file holds its contract and
+ * `createInventory`, which composes it from its parts: the node records
+ * (node-records.ts), nodes (inventory-nodes.ts), heartbeats
+ * (inventory-heartbeat.ts), VM reads (inventory-vms.ts), VM facts
+ * (inventory-vm-facts.ts) and moves (inventory-moves.ts).
+ */
+import type { Clock, Logger } from "../core/index.js";
+import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
+import type { Health, NodeInfo, NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
-import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import {
-  type Compare,
-  decodeMessage,
-  encodeMessage,
-  getMessage,
-  type KeyValue,
-  type KvStore,
-  mirrorPrefix,
-  type PrefixMirror,
-} from "../store/index.js";
+import type { VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { Compare, KvStore } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
-import { createFacedRecords, withVms } from "./faced-records.js";
+import { createFacedRecords } from "./faced-records.js";
+import { createInventoryHeartbeat } from "./inventory-heartbeat.js";
+import { createInventoryMoves } from "./inventory-moves.js";
+import { createInventoryNodes } from "./inventory-nodes.js";
+import { createInventoryVmFacts } from "./inventory-vm-facts.js";
+import { createInventoryVms } from "./inventory-vms.js";
 import { createNodeLiveness, type LivenessCheck, type LivenessSource } from "./node-liveness.js";
-import { createStaleCopies, withStaleCopyNodes } from "./stale-copies.js";
-import {
-  confirmsPlacement,
-  firstGeneration,
-  generationFloor,
-  mayTakePlacement,
-} from "./vm-placement.js";
-import {
-  createVmRecords,
-  type VmFacts,
-  type VmRecords,
-  vmRecord,
-  withTenants,
-} from "./vm-records.js";
-import { specOfReported } from "./vm-spec.js";
-import {
-  type CopyWeight,
-  createVmStateCounts,
-  preferred,
-  type VmStateCounts,
-} from "./vm-state-counts.js";
+import { createNodeRecords } from "./node-records.js";
+import { createStaleCopies } from "./stale-copies.js";
+import { createVmRecords, type VmRecords } from "./vm-records.js";
 
 /** Options of {@link createInventory}. */
 export interface InventoryOptions {
@@ -75,7 +36,8 @@ export interface InventoryOptions {
    * With liveness from store leases: a heartbeat whose report repeats the
    * stored one but for its time, load figures and skew renews the node's
    * lease and is written only once this long has passed since the record's
-   * last write (default 0: every heartbeat is written). See {@link repeatsStored}.
+   * last write (default 0: every heartbeat is written). See `repeatsStored`
+   * in inventory-heartbeat.ts.
    */
   readonly reportRefreshMs?: number;
   /**
@@ -221,20 +183,9 @@ export interface Inventory {
   close(): void;
 }
 
-const PREFIX = "nodes/";
-const VMS = "vms/";
-/** Placements one heartbeat claims at most (the rest are claimed by the next ones). */
-const MAX_CLAIMS = 50;
-/** Labels one VM may carry. */
-const MAX_LABELS = 64;
-/** Compare-and-swap attempts before a contended update gives up with CONFLICT. */
-const MAX_ATTEMPTS = 8;
-
 /** Creates a store-backed {@link Inventory}. */
 export function createInventory(options: InventoryOptions): Inventory {
   const ttl = options.heartbeatTtlMs ?? 30_000;
-  const skew = options.reportClockSkewMs ?? 5_000;
-  const refreshMs = options.reportRefreshMs ?? 0;
   /**
    * Nodes back after a lapse whose first report is not stored yet: it is
    * stored even if it repeats the last (the heartbeat that renewed the lease
@@ -255,851 +206,56 @@ export function createInventory(options: InventoryOptions): Inventory {
   const staleCopies = createStaleCopies(store, vmRecords);
   /** Records with the control plane's tenants applied, kept while their VMs' records are unchanged. */
   const { withFacts } = createFacedRecords(vmRecords);
-  /**
-   * Reads are served from memory: a mirror of nodes/ kept by watch (other
-   * daemons' writes) that shows this daemon's own writes at once, newest
-   * revision wins. An own write is kept as the copy written, never decoded
-   * again: one copy, shared with the stream that reported it (agent-session.ts).
-   * With thousands of nodes of 20 VMs each, a second copy was a third of the
-   * heap per agent stream.
-   */
-  let mirror: Promise<PrefixMirror<Versioned>> | undefined;
-  let followed: PrefixMirror<Versioned> | undefined;
-  /** VMs by state, kept as node records and placements change once first asked for. */
-  let byState: VmStateCounts | undefined;
-  const decodeVersioned = (kv: KeyValue): Versioned => ({
-    rev: kv.modRevision,
-    rec: decodeMessage(NodeRecordSchema, kv),
+  const nodeRecords = createNodeRecords({ store, vmRecords, withFacts, logger: options.logger });
+  const nodes = createInventoryNodes({
+    store,
+    clock,
+    liveClock,
+    liveness,
+    vmRecords,
+    withFacts,
+    nodeRecords,
+    backFromLapse,
   });
-  /** The mirror, loaded on first use; a failed load is retried by the next read. */
-  function follow(): Promise<PrefixMirror<Versioned>> {
-    if (mirror === undefined) {
-      const loading = mirrorPrefix(store, PREFIX, decodeVersioned, options.logger ?? silentLogger, {
-        revisionOf: (v) => v.rev,
-      });
-      mirror = loading;
-      loading.then(
-        (m) => {
-          followed = m;
-        },
-        () => {
-          if (mirror === loading) mirror = undefined;
-        },
-      );
-    }
-    return mirror;
-  }
-  /** A node's record as stored (newest of the watch's and this process's own), or none. */
-  const current = (seen: ReadonlyMap<string, Versioned>, id: string) => seen.get(id)?.rec;
-  /** Calls `each` with every node record as stored, in the watch's order. */
-  function forStored(
-    seen: ReadonlyMap<string, Versioned>,
-    each: (id: string, rec: NodeRecord) => void,
-  ): void {
-    for (const [id, v] of seen) each(id, v.rec);
-  }
-  /** Every node record as stored, VM tenants replaced by the control plane's. */
-  async function records(): Promise<Map<string, NodeRecord>> {
-    const seen = (await follow()).values();
-    const facts = await vmRecords.all();
-    const out = new Map<string, NodeRecord>();
-    forStored(seen, (id, rec) => out.set(id, withFacts(rec, facts)));
-    return out;
-  }
-  /**
-   * One VM as {@link placedVms} lists it, merging no other: every VM call
-   * finds its VM (tenancy, planning, failover), and merging every report for
-   * it cost as much as listing them all (20 ms at 1,000 nodes of 20 VMs).
-   * It still passes over every reported copy's id, without allocating.
-   */
-  async function placedVm(vmId: string): Promise<VmInfo | undefined> {
-    return placedAmong((await follow()).values(), await vmRecords.all(), new Set([vmId])).get(vmId);
-  }
-  /** The VMs `ids` as {@link placedVms} lists them, from the records `seen` with `facts`: one pass over the reports. */
-  function placedAmong(
-    seen: ReadonlyMap<string, Versioned>,
-    facts: VmFacts,
-    ids: ReadonlySet<string>,
-  ): Map<string, VmInfo> {
-    const best = new Map<string, CopyWeight & { rec: NodeRecord; index: number }>();
-    forStored(seen, (_, rec) => {
-      const vms = rec.health?.vms ?? [];
-      const at = rec.receivedAtMs;
-      for (let index = 0; index < vms.length; index++) {
-        const id = vms[index]?.id ?? "";
-        if (!ids.has(id)) continue;
-        const prev = best.get(id);
-        const node = idOf(rec);
-        const placed = facts.get(id)?.rec.nodeId === node;
-        if (prev === undefined || preferred(prev, at, placed, node))
-          best.set(id, { rec, index, at, placed, node });
-      }
-    });
-    const out = new Map<string, VmInfo>();
-    for (const [id, b] of best) {
-      const vm = withFacts(b.rec, facts).health?.vms[b.index];
-      if (vm !== undefined) out.set(id, withStaleCopyNodes(onNode(vm, b.rec), facts.get(id)?.rec));
-    }
-    return out;
-  }
-
-  async function cachedVersion(id: string) {
-    const best = (await follow()).values().get(id);
-    return best === undefined ? undefined : { message: best.rec, modRevision: best.rev };
-  }
-  /** Notes a write (`rec` undefined: a delete) of this process at `rev`, shown at once. */
-  function remember(id: string, rev: number, rec: NodeRecord | undefined) {
-    const value = rec === undefined ? undefined : { rev, rec };
-    if (followed !== undefined) followed.wrote(id, rev, value);
-    else
-      follow().then(
-        (m) => m.wrote(id, rev, value),
-        () => undefined,
-      );
-  }
-
-  function summarize(rec: NodeRecord, now: number, live = liveness.view(idOf(rec), rec, now)) {
-    const heard = rec.receivedAtMs > 0n;
-    // Shown only: the receiving process's clock, perhaps not this one's.
-    const age = heard ? Math.max(0, now - Number(rec.receivedAtMs)) : undefined;
-    const ready = live.ready;
-    const { vcpus, memory, count, lastHeartbeat } = totalsOf(rec);
-    // A literal rather than create(): proto3 messages are plain objects, and
-    // ListNodes builds one per node per call. The record's info and health
-    // objects are shared, as create() would share them.
-    return {
-      $typeName: NodeSummarySchema.typeName,
-      info: rec.info,
-      health: rec.health,
-      readiness: ready ? NodeReadiness.READY : NodeReadiness.NOT_READY,
-      lastHeartbeat,
-      heartbeatAgeMs: BigInt(age ?? 0),
-      cordoned: rec.cordoned,
-      outOfService: rec.outOfService,
-      vmCount: count,
-      vcpusAllocated: vcpus,
-      memoryAllocatedBytes: memory,
-      notReadyForMs: BigInt(live.notReadyForMs),
-      reportSkewMs: rec.reportSkewMs,
-    } satisfies NodeSummary;
-  }
-
-  /** Read-modify-write of one node under compare-and-swap, retried when another writer got there first. */
-  async function update<T>(
-    id: string,
-    signal: AbortSignal | undefined,
-    change: (current: NodeRecord | undefined) => {
-      next: NodeRecord | undefined;
-      result: T;
-      /** VM records written in the same transaction. */
-      vms?: readonly { rec: VmRecord; rev: number }[];
-    },
-  ): Promise<T> {
-    const key = PREFIX + id;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      // First try the copy in memory (usually current: this process wrote it or
-      // the watch brought it); the compare-and-swap catches a stale one.
-      const cached = attempt === 0 ? await cachedVersion(id) : undefined;
-      const current = cached ?? (await getMessage(store, NodeRecordSchema, key, { signal }));
-      const { next, result, vms = [] } = change(current?.message);
-      if (next === undefined) return result;
-      const writes = vms.map((v) => vmRecords.write(v.rec, v.rev));
-      const txn = await store.txn(
-        {
-          compares: [
-            { key, modRevision: current?.modRevision ?? 0 },
-            ...writes.map((w) => w.compare),
-          ],
-          success: [
-            { type: "put", key, value: encodeMessage(NodeRecordSchema, next) },
-            ...writes.map((w) => w.op),
-          ],
-        },
-        { signal },
-      );
-      if (txn.succeeded) {
-        remember(id, txn.revision, next);
-        for (const v of vms) vmRecords.remember(v.rec, txn.revision);
-        return result;
-      }
-    }
-    throw new RpcError("CONFLICT");
-  }
-
-  /**
-   * Changes what the control plane holds of a VM (tenant, labels) under
-   * compare-and-swap; VM_NOT_FOUND for a VM neither reported nor recorded.
-   * Answers the VM as now listed.
-   */
-  async function updateFacts(
-    vmId: string,
-    change: (prev: VmRecord | undefined) => Parameters<typeof vmRecord>[2],
-    signal: AbortSignal | undefined,
-  ): Promise<VmInfo> {
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-      const reported = await placedVm(vmId);
-      if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
-      const prev = got === undefined ? undefined : { rec: got.message, rev: got.modRevision };
-      const rec = vmRecord(vmId, prev, {
-        ...change(prev?.rec),
-        nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
-      });
-      const w = vmRecords.write(rec, prev?.rev ?? 0);
-      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
-      if (txn.succeeded) {
-        vmRecords.remember(rec, txn.revision);
-        const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
-        if (reported !== undefined) return { ...reported, ...facts };
-        return create(VmInfoSchema, {
-          id: vmId,
-          ...facts,
-          nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
-        });
-      }
-    }
-    throw new RpcError("CONFLICT");
-  }
-
-  let moves: Promise<unknown> = Promise.resolve();
-
-  /** Moves a VM's placement and both nodes' lists in one transaction (see `moveVm`). */
-  async function moveOnce(
-    vm: VmInfo,
-    fromId: string,
-    toId: string,
-    signal: AbortSignal | undefined,
-    guards: readonly Compare[],
-  ): Promise<void> {
-    const from = nodeKey(fromId);
-    const to = nodeKey(toId);
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const src = await getMessage(store, NodeRecordSchema, PREFIX + from, { signal });
-      const dst = await getMessage(store, NodeRecordSchema, PREFIX + to, { signal });
-      if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
-      const fact = await getMessage(store, VmRecordSchema, VMS + vm.id, { signal });
-      const prev = fact === undefined ? undefined : { rec: fact.message, rev: fact.modRevision };
-      const record = vmRecord(vm.id, prev, { nodeId: to, awaitingReport: true });
-      const placement = vmRecords.write(record, prev?.rev ?? 0);
-      const moved = {
-        ...vm,
-        nodeId: create(NodeIdSchema, { id: dst.message.info?.id?.id ?? toId }),
-      };
-      const until = BigInt(clock.now() + ttl);
-      const nextDst = pinned(
-        withVms(dst.message, [
-          ...(dst.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
-          moved,
-        ]),
-        create(VmPinSchema, { vm: moved, present: true, untilMs: until }),
-      );
-      const nextSrc =
-        src === undefined
-          ? undefined
-          : pinned(
-              withVms(
-                src.message,
-                (src.message.health?.vms ?? []).filter((v) => v.id !== vm.id),
-              ),
-              create(VmPinSchema, { vm, present: false, untilMs: until }),
-            );
-      const txn = await store.txn(
-        {
-          compares: [
-            ...guards,
-            placement.compare,
-            { key: PREFIX + to, modRevision: dst.modRevision },
-            ...(src === undefined ? [] : [{ key: PREFIX + from, modRevision: src.modRevision }]),
-          ],
-          success: [
-            placement.op,
-            { type: "put", key: PREFIX + to, value: encodeMessage(NodeRecordSchema, nextDst) },
-            ...(nextSrc === undefined
-              ? []
-              : [
-                  {
-                    type: "put" as const,
-                    key: PREFIX + from,
-                    value: encodeMessage(NodeRecordSchema, nextSrc),
-                  },
-                ]),
-          ],
-        },
-        { signal },
-      );
-      if (txn.succeeded) {
-        remember(to, txn.revision, nextDst);
-        if (nextSrc !== undefined) remember(from, txn.revision, nextSrc);
-        vmRecords.remember(record, txn.revision);
-        return;
-      }
-    }
-    throw new RpcError("CONFLICT");
-  }
-
+  const { heartbeat } = createInventoryHeartbeat({
+    store,
+    clock,
+    liveClock,
+    liveness,
+    vmRecords,
+    nodeRecords,
+    staleCopies,
+    backFromLapse,
+    skewMs: options.reportClockSkewMs ?? 5_000,
+    refreshMs: options.reportRefreshMs ?? 0,
+    events: options.events,
+    logger: options.logger,
+  });
+  const vms = createInventoryVms({ vmRecords, withFacts, nodeRecords });
+  const facts = createInventoryVmFacts({ store, clock, vmRecords, placedVm: vms.placedVm });
+  const { moveVm } = createInventoryMoves({ store, clock, ttlMs: ttl, vmRecords, nodeRecords });
   return {
-    register(info, owner, signal) {
-      const id = nodeKey(info.id?.id ?? "");
-      return update(id, signal, (current) => {
-        if (current !== undefined && current.owner !== owner) throw new RpcError("NODE_ID_TAKEN");
-        const next = create(NodeRecordSchema, {
-          ...(current ?? { registeredAtMs: BigInt(clock.now()) }),
-          info,
-          owner,
-        });
-        return { next, result: { created: current === undefined } };
-      });
-    },
-    async heartbeat(health, signal, reporter) {
-      const nodeId = nodeKey(health.nodeId?.id ?? "");
-      const known =
-        (await cachedVersion(nodeId)) ??
-        (await getMessage(store, NodeRecordSchema, PREFIX + nodeId, { signal }));
-      if (known === undefined) throw new RpcError("NODE_NOT_FOUND");
-      checkReporter(known.message, nodeId, reporter);
-      // The node was heard from: that is liveness, whatever the report's stamp says.
-      if (await liveness.renew(nodeId, signal)) backFromLapse.add(nodeId);
-      const skewMs = BigInt(msFromTimestamp(health.timestamp) - clock.now());
-      // A report from the future would make every genuine one look older: its
-      // content is refused, not stored; how far ahead it was is kept, to be shown.
-      if (skewMs > BigInt(skew)) {
-        await update(nodeId, signal, (current) => {
-          if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-          const next = create(NodeRecordSchema, {
-            ...current,
-            reportSkewMs: skewMs,
-            receivedAtMs: BigInt(liveClock.now()),
-          });
-          return { next, result: undefined };
-        });
-        throw new RpcError("REPORT_FROM_FUTURE");
-      }
-      const facts = await vmRecords.all();
-      const seen = (await follow()).values();
-      /** A node's record as last known here (its report decides whether it still holds a VM). */
-      const nodes = (id: string) => seen.get(id)?.rec;
-      // A VM no record holds is claimed under a first generation: read the revision for it.
-      const revision = health.vms.some((vm) => facts.get(vm.id) === undefined)
-        ? await generationFloor(store, signal)
-        : 0;
-      let placement: Placement | undefined;
-      let stored = false;
-      // Placements its node confirms (from the report itself, not from pins) are written on
-      // the first try only: a try that failed may have met a VM record newer than this
-      // process had seen, and the report must not fail for them (the next one writes them).
-      let confirmFrom: readonly VmInfo[] | undefined = health.vms;
-      const recorded = await update(nodeId, signal, (current) => {
-        placement = undefined;
-        stored = false;
-        if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-        checkReporter(current, nodeId, reporter);
-        const now = clock.now();
-        const heardAt = BigInt(liveClock.now());
-        if (
-          current.health !== undefined &&
-          msFromTimestamp(health.timestamp) < msFromTimestamp(current.health.timestamp)
-        ) {
-          // Older than the last report (reordered, or the node's clock went
-          // back): its content is ignored, but the node is alive: it counts
-          // for liveness, or a node with a stepped-back clock would go
-          // NOT_READY while running its VMs, and be failed over.
-          return {
-            next: create(NodeRecordSchema, {
-              ...current,
-              receivedAtMs: heardAt,
-              reportSkewMs: skewMs,
-            }),
-            result: false,
-          };
-        }
-        const pins = current.pins.filter((p) => Number(p.untilMs) > now);
-        const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, {
-          revision,
-          confirmFrom,
-        });
-        confirmFrom = undefined;
-        placement = placed;
-        const vms = withTenants(placed.vms, facts);
-        const next = create(NodeRecordSchema, {
-          ...current,
-          health: vms === health.vms ? health : { ...health, vms },
-          receivedAtMs: heardAt,
-          reportSkewMs: skewMs,
-          pins,
-        });
-        // The lease was renewed above: a report that repeats the stored one waits for the
-        // refresh. Not the first one after a lapse: the stored report predates the node's
-        // absence, and HA decides on a report made since (ha-restore.ts).
-        if (
-          !backFromLapse.has(nodeId) &&
-          placed.claims.length === 0 &&
-          liveness.source === "lease" &&
-          heardAt - current.receivedAtMs < BigInt(refreshMs) &&
-          repeatsStored(current, next)
-        )
-          return { next: undefined, result: true };
-        stored = true;
-        return { next, result: true, vms: placed.claims };
-      });
-      if (stored) backFromLapse.delete(nodeId);
-      if (placement !== undefined && options.events !== undefined)
-        tellPlacement(options.events, nodeId, placement, facts);
-      if (recorded && placement !== undefined)
-        await staleCopies.note(nodeId, placement.stale, signal).catch((err: unknown) => {
-          options.logger?.warn(
-            { err, node: nodeId },
-            "stale copies not recorded; the next report will",
-          );
-        });
-      return recorded;
-    },
-    async listNodes(signal) {
-      signal?.throwIfAborted();
-      await liveness.ready();
-      const now = liveClock.now();
-      const out: NodeSummary[] = [];
-      for (const rec of (await records()).values()) out.push(summarize(rec, now));
-      return out.sort((a, b) => compareIds(a.info?.id?.id ?? "", b.info?.id?.id ?? ""));
-    },
-    async getNode(id, signal) {
-      signal?.throwIfAborted();
-      const stored = current((await follow()).values(), nodeKey(id));
-      if (stored === undefined) return undefined;
-      const rec = withFacts(stored, await vmRecords.all());
-      await liveness.ready();
-      return { summary: summarize(rec, liveClock.now()), vms: [...(rec.health?.vms ?? [])] };
-    },
-    async readNode(given, signal) {
-      const id = nodeKey(given);
-      const got = await getMessage(store, NodeRecordSchema, PREFIX + id, { signal });
-      if (got === undefined) return undefined;
-      remember(id, got.modRevision, got.message);
-      const rec = withFacts(got.message, await vmRecords.all());
-      const now = liveClock.now();
-      const live = await liveness.check(id, rec, now, signal);
-      return {
-        summary: summarize(rec, now, live),
-        vms: [...(rec.health?.vms ?? [])],
-        unchanged: { key: PREFIX + id, modRevision: got.modRevision },
-        liveness: live,
-      };
-    },
-    async listVms(signal) {
-      signal?.throwIfAborted();
-      const facts = await vmRecords.all();
-      return [...placedVms(await records(), facts).values()].sort((a, b) => compareIds(a.id, b.id));
-    },
-    async vmsByState(signal) {
-      signal?.throwIfAborted();
-      const m = await follow();
-      const facts = await vmRecords.all();
-      if (byState === undefined) {
-        const counts = createVmStateCounts({
-          record: (key) => m.values().get(key)?.rec,
-          placed: (vmId, rec) => facts.get(vmId)?.rec.nodeId === idOf(rec),
-        });
-        counts.reset(m.values().keys());
-        m.onChange((key) =>
-          key === undefined ? counts.reset(m.values().keys()) : counts.nodeChanged(key),
-        );
-        vmRecords.onChange((id) =>
-          id === undefined ? counts.reset(m.values().keys()) : counts.placementChanged(id),
-        );
-        byState = counts;
-      }
-      return byState.totals();
-    },
-    async conflicts(signal) {
-      signal?.throwIfAborted();
-      const out = (await vmRecords.withStaleCopies()).map((v) => v.rec);
-      return out.sort((a, b) => compareIds(a.id, b.id));
-    },
-    async findVm(vmId, signal) {
-      signal?.throwIfAborted();
-      return placedVm(vmId);
-    },
-    async vmsWithDisk(matches, signal) {
-      signal?.throwIfAborted();
-      // Disks are the nodes' to report (the control plane's facts never change them):
-      // a VM is listed with such a disk only if one of its reported copies has one.
-      const seen = (await follow()).values();
-      const facts = await vmRecords.all();
-      const ids = new Set<string>();
-      forStored(seen, (_, rec) => {
-        for (const vm of rec.health?.vms ?? []) if (vm.disks.some(matches)) ids.add(vm.id);
-      });
-      const out = [...placedAmong(seen, facts, ids).values()].filter((vm) =>
-        vm.disks.some(matches),
-      );
-      return out.sort((a, b) => compareIds(a.id, b.id));
-    },
-    cordon(id, cordoned, signal, outOfService = false) {
-      return update(nodeKey(id), signal, (current) => {
-        if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
-        const next = create(NodeRecordSchema, {
-          ...current,
-          cordoned,
-          // A cordon keeps the operator's word; only an uncordon takes it back.
-          outOfService: cordoned && (outOfService || current.outOfService),
-        });
-        return { next, result: summarize(next, liveClock.now()) };
-      });
-    },
-    moveVm(vm, fromId, toId, signal, guards = []) {
-      // This process's moves go one at a time: a drain finishes many at once
-      // off one node, and as rivals in the compare-and-swap below all but one
-      // would retry, the last of n after n attempts. Other processes' writes
-      // are still caught by the compare-and-swap.
-      const run = moves.then(() => moveOnce(vm, fromId, toId, signal, guards));
-      moves = run.catch(() => {});
-      return run;
-    },
-    assignTenant(vmId, tenant, by, signal) {
-      return updateFacts(
-        vmId,
-        () => ({ tenant, tenantSetBy: by, tenantSetAtMs: BigInt(clock.now()) }),
-        signal,
-      );
-    },
-    setLabels(vmId, set, remove, signal) {
-      return updateFacts(
-        vmId,
-        (prev) => {
-          const labels = { ...(prev?.labels ?? {}) };
-          for (const key of remove) delete labels[key];
-          Object.assign(labels, set);
-          if (Object.keys(labels).length > MAX_LABELS)
-            throw new RpcError("INVALID_ARGUMENT", {
-              message: `labels: a VM has at most ${MAX_LABELS}`,
-            });
-          return { labels };
-        },
-        signal,
-      );
-    },
-    async seedTenants(vms, by) {
-      const known = await vmRecords.all();
-      const fresh = vms
-        .filter((vm) => (known.get(vm.id)?.rec.tenantSetBy ?? "") === "")
-        .map((vm) => {
-          const prev = known.get(vm.id);
-          const full = "$typeName" in vm ? vm : undefined;
-          const rec = vmRecord(vm.id, prev, {
-            tenant: vm.tenant,
-            tenantSetBy: by,
-            tenantSetAtMs: BigInt(clock.now()),
-            ...(full === undefined
-              ? {}
-              : {
-                  managed: true,
-                  managedBy: by,
-                  managedAtMs: BigInt(clock.now()),
-                  spec: specOfReported(full),
-                  desiredState: full.state === VmState.RUNNING ? VmState.RUNNING : VmState.STOPPED,
-                }),
-          });
-          return { rec, rev: prev?.rev ?? 0 };
-        });
-      // Only where no tenant was ever assigned, in batches; a batch that meets a change made
-      // meanwhile goes one by one (and a VM assigned meanwhile keeps its assignment).
-      for (let i = 0; i < fresh.length; i += MAX_CLAIMS) {
-        const batch = fresh.slice(i, i + MAX_CLAIMS);
-        for (const group of [batch, ...batch.map((r) => [r])]) {
-          const w = group.map((r) => vmRecords.write(r.rec, r.rev));
-          const txn = await store.txn({
-            compares: w.map((x) => x.compare),
-            success: w.map((x) => x.op),
-          });
-          if (txn.succeeded) for (const r of group) vmRecords.remember(r.rec, txn.revision);
-          if (txn.succeeded && group === batch) break;
-        }
-      }
-    },
-    async remove(given, unchanged, signal) {
-      const id = nodeKey(given);
-      const txn = await store.txn(
-        { compares: [unchanged], success: [{ type: "delete", key: PREFIX + id }] },
-        { signal },
-      );
-      if (!txn.succeeded) return false;
-      remember(id, txn.revision, undefined);
-      backFromLapse.delete(id);
-      return true;
-    },
+    register: nodes.register,
+    heartbeat,
+    listNodes: nodes.listNodes,
+    getNode: nodes.getNode,
+    readNode: nodes.readNode,
+    listVms: vms.listVms,
+    vmsByState: vms.vmsByState,
+    conflicts: vms.conflicts,
+    findVm: vms.findVm,
+    vmsWithDisk: vms.vmsWithDisk,
+    cordon: nodes.cordon,
+    remove: nodes.remove,
+    moveVm,
+    assignTenant: facts.assignTenant,
+    setLabels: facts.setLabels,
+    seedTenants: facts.seedTenants,
     vmRecords,
     close() {
-      void mirror?.then((m) => m.close());
+      nodeRecords.close();
       vmRecords.close();
       liveness.close();
     },
   };
-}
-
-/** What a node's summary takes from its record alone. */
-interface RecordTotals {
-  readonly vcpus: number;
-  readonly memory: bigint;
-  readonly count: number;
-  readonly lastHeartbeat: Timestamp | undefined;
-}
-
-/**
- * Totals by record object: records are never changed in place (a change is
- * a new record), and the readiness and failover passes summarize every node
- * every 2 s, each time adding up the same VMs.
- */
-const totals = new WeakMap<NodeRecord, RecordTotals>();
-
-function totalsOf(rec: NodeRecord): RecordTotals {
-  const hit = totals.get(rec);
-  if (hit !== undefined) return hit;
-  let vcpus = 0;
-  let memory = 0n;
-  const vms = rec.health?.vms ?? [];
-  for (const vm of vms) {
-    vcpus += vm.vcpus;
-    memory += vm.memoryBytes;
-  }
-  const lastHeartbeat =
-    rec.receivedAtMs > 0n ? timestampFromMs(Number(rec.receivedAtMs)) : undefined;
-  const out = { vcpus, memory, count: vms.length, lastHeartbeat };
-  totals.set(rec, out);
-  return out;
-}
-
-/** The node's id as its record names it. */
-/**
- * The VM as its node reported it, on that node: a report's own `node_id`
- * (empty from upstream reporters, in another case, or another node's) is
- * not where it runs; the node whose report holds it is.
- */
-function onNode(vm: VmInfo, rec: NodeRecord): VmInfo {
-  const id = rec.info?.id?.id ?? "";
-  return vm.nodeId?.id === id
-    ? vm
-    : create(VmInfoSchema, { ...vm, nodeId: create(NodeIdSchema, { id }) });
-}
-
-function idOf(rec: NodeRecord): string {
-  return nodeKey(rec.info?.id?.id ?? "");
-}
-
-/**
- * Only the node itself or the identity that registered it may report for it
- * (PERMISSION_DENIED); `reporter` undefined: the caller is trusted (the
- * agent hub has authorized the stream already).
- */
-function checkReporter(rec: NodeRecord, nodeId: string, reporter: string | undefined): void {
-  if (reporter !== undefined && nodeKey(reporter) !== nodeId && reporter !== rec.owner)
-    throw new RpcError("PERMISSION_DENIED", {
-      cause: new Error(
-        `${reporter} reports for node ${nodeId}, which it neither is nor registered`,
-      ),
-    });
-}
-
-/**
- * The VMs of a node's report that the node may describe: those placed on it,
- * and those no node holds (whose placement it claims, at most MAX_CLAIMS
- * per report). A VM placed on another node is left out (a stale copy, a
- * conflict) unless that node's own last report no longer has it (it moved
- * outside the control plane) and this copy is not a known stale one that is
- * stopped or being removed. A
- * report never changes a VM's tenant, whatever it claims.
- */
-function placeReported(
-  nodeId: string,
-  vms: VmInfo[],
-  facts: VmFacts,
-  nodes: (id: string) => NodeRecord | undefined,
-  options: {
-    /** The store's revision, read before the report is written (for a VM no record holds). */
-    revision: number;
-    /** The report's own VMs, whose placements on the node are written as confirmed; undefined: none. */
-    confirmFrom: readonly VmInfo[] | undefined;
-  },
-): Placement {
-  const { revision } = options;
-  const claims: { rec: VmRecord; rev: number }[] = [];
-  const placed: { vmId: string; tenant: string; was: string }[] = [];
-  const refused: { vmId: string; holder: string }[] = [];
-  const stale: VmInfo[] = [];
-  const kept = vms.filter((vm) => {
-    const fact = facts.get(vm.id);
-    const holder = fact?.rec.nodeId ?? "";
-    if (holder !== "" && sameNode(holder, nodeId)) {
-      // Its node has it under this placement: written with the report, once per placement
-      // (within the bound of records one report writes; the next report writes the rest).
-      if (
-        fact !== undefined &&
-        claims.length < MAX_CLAIMS &&
-        confirmsPlacement(fact.rec, nodeId) &&
-        options.confirmFrom?.some((v) => v.id === vm.id) === true
-      )
-        claims.push({ rec: confirmed(fact.rec, nodeId, fact.rec.generation), rev: fact.rev });
-      return true;
-    }
-    // A copy known to be stale, stopped or being removed, stays one, even while
-    // its placement's node does not report the VM (a running one that node
-    // no longer has may have moved outside the control plane, unless it never
-    // had it: a create that has not run there yet is no VM for another node to take).
-    const copy = fact?.rec.staleCopies.find((c) => sameNode(c.nodeId, nodeId));
-    const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
-    if (
-      fact !== undefined &&
-      holder !== "" &&
-      (known || stillHolds(nodes(nodeKey(holder)), vm.id) || !mayTakePlacement(fact.rec, nodeId))
-    ) {
-      // A copy of a VM placed elsewhere: a conflict, never a placement.
-      refused.push({ vmId: vm.id, holder });
-      stale.push(vm);
-      return false;
-    }
-    if (claims.length >= MAX_CLAIMS) return false;
-    // A new placement, found rather than decided: a new generation all the same
-    // (for a VM no record holds, above any its id had: a deleted VM's own report comes late).
-    const generation = fact === undefined ? firstGeneration(revision) : fact.rec.generation + 1n;
-    claims.push({
-      rec: confirmed(vmRecord(vm.id, fact, { nodeId, generation }), nodeId, generation),
-      rev: fact?.rev ?? 0,
-    });
-    placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
-    return true;
-  });
-  return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
-}
-
-/** `rec` as reported by `node` where it is placed, under `generation`. */
-function confirmed(rec: VmRecord, node: string, generation: bigint): VmRecord {
-  return create(VmRecordSchema, {
-    ...rec,
-    confirmedNode: node,
-    confirmedGeneration: generation,
-    awaitingReport: false,
-  });
-}
-
-/** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
-interface Placement {
-  readonly vms: VmInfo[];
-  readonly claims: { rec: VmRecord; rev: number }[];
-  /** The claims' VMs, with the node that held each before ("" for none). */
-  readonly placed: { vmId: string; tenant: string; was: string }[];
-  readonly refused: { vmId: string; holder: string }[];
-  /** Copies of VMs placed elsewhere (conflicts), recorded on the VMs' records after the report. */
-  readonly stale: VmInfo[];
-}
-
-/** Events of a recorded report: each VM it placed, and each it claims that another node holds. */
-function tellPlacement(events: EventSink, nodeId: string, p: Placement, facts: VmFacts): void {
-  for (const { vmId, tenant, was } of p.placed) {
-    events.emit({
-      kind: "vm",
-      id: vmId,
-      tenant,
-      type: "Placed",
-      message:
-        was === ""
-          ? `first reported by ${nodeId}`
-          : `reported by ${nodeId}, no longer by ${was}: placed on ${nodeId}`,
-      source: "inventory",
-    });
-  }
-  for (const r of p.refused)
-    events.emit({
-      kind: "vm",
-      id: r.vmId,
-      tenant: facts.get(r.vmId)?.rec.tenant ?? "",
-      type: "Conflict",
-      message: `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
-      warning: true,
-      source: "inventory",
-    });
-}
-
-/** Whether a node's last report (or a pin on it) still has the VM. */
-function stillHolds(rec: NodeRecord | undefined, vmId: string): boolean {
-  if (rec === undefined) return false;
-  if (rec.pins.some((p) => p.present && p.vm?.id === vmId)) return true;
-  return (rec.health?.vms ?? []).some((v) => v.id === vmId);
-}
-
-interface Versioned {
-  readonly rev: number;
-  readonly rec: NodeRecord;
-}
-
-/** The record with `pin` replacing any earlier pin of the same VM. */
-function pinned(rec: NodeRecord, pin: VmPin): NodeRecord {
-  const id = pin.vm?.id ?? "";
-  return create(NodeRecordSchema, {
-    ...rec,
-    pins: [...rec.pins.filter((p) => p.vm?.id !== id), pin],
-  });
-}
-
-/** A heartbeat's VM list corrected by the pins still in force (the same array when none apply). */
-function applyPins(vms: VmInfo[], pins: readonly VmPin[]): VmInfo[] {
-  let out = vms;
-  for (const pin of pins) {
-    const id = pin.vm?.id ?? "";
-    const has = out.some((v) => v.id === id);
-    if (pin.present && !has && pin.vm !== undefined) out = [...out, pin.vm];
-    else if (!pin.present && has) out = out.filter((v) => v.id !== id);
-  }
-  return out;
-}
-
-/**
- * Each VM once: the copy of the node it is placed on (its record in the
- * store decides, never the latest report), else the copy from the node
- * that reported most recently; with the nodes holding stale copies of it.
- */
-function placedVms(records: Map<string, NodeRecord>, facts: VmFacts): Map<string, VmInfo> {
-  const best = new Map<string, CopyWeight & { vm: VmInfo; rec: NodeRecord }>();
-  for (const rec of records.values()) {
-    const node = idOf(rec);
-    const at = rec.receivedAtMs;
-    for (const vm of rec.health?.vms ?? []) {
-      const prev = best.get(vm.id);
-      const placed = facts.get(vm.id)?.rec.nodeId === node;
-      if (prev === undefined || preferred(prev, at, placed, node))
-        best.set(vm.id, { vm, rec, at, placed, node });
-    }
-  }
-  const out = new Map<string, VmInfo>();
-  // On the node whose report holds it, as placedAmong (GetVm) has it.
-  for (const [id, v] of best)
-    out.set(id, withStaleCopyNodes(onNode(v.vm, v.rec), facts.get(id)?.rec));
-  return out;
-}
-
-function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** What a heartbeat always changes: of the record (its health is compared apart), of its health. */
-const RECORD_FIGURES: ReadonlySet<string> = new Set(["receivedAtMs", "reportSkewMs", "health"]);
-const HEALTH_FIGURES: ReadonlySet<string> = new Set([
-  "timestamp",
-  "cpuLoad",
-  "memUsedPct",
-  "diskUsedPct",
-  "netRttMs",
-]);
-
-/**
- * Whether `next` differs from the stored `current` only in what a heartbeat
- * always changes: its time, when it arrived, the clock skew and the load
- * figures (CPU, memory, disk, round trip). Its VMs, their states and
- * placements, the overall status, pins and everything else must be equal:
- * any change there is written at once. (Structural comparison: it never
- * calls a changed report a repeat; reflective `equals` cost five times as
- * much, the largest part of a heartbeat after decoding it.)
- */
-function repeatsStored(current: NodeRecord, next: NodeRecord): boolean {
-  return (
-    sameFieldsExcept(current, next, RECORD_FIGURES) &&
-    sameFieldsExcept(current.health, next.health, HEALTH_FIGURES)
-  );
 }
