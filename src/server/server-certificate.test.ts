@@ -173,4 +173,100 @@ describe("keepTlsFresh", () => {
       await t.close();
     }
   });
+
+  /** keepTlsFresh on `t`'s files, with timers mocked: what it logged as errors and applied. */
+  function keepFresh(
+    t: Awaited<ReturnType<typeof setUp>>,
+    resources = createOpenedResources(silentLogger),
+  ) {
+    const errors: unknown[] = [];
+    const logger = {
+      ...silentLogger,
+      error: (o: unknown) => errors.push(o),
+      child: () => logger,
+    } as typeof silentLogger;
+    const config = parseConfig({
+      tls: { cert: t.paths.cert, key: t.paths.key, clientCa: t.clientCa },
+    });
+    const applied: string[] = [];
+    keepTlsFresh({
+      files: createTlsFiles(undefined, t.clock, silentLogger),
+      config: () => config,
+      ca: t.ca,
+      ledger: t.ledger,
+      clock: t.clock,
+      logger,
+      apply: (m) => applied.push(m.certPem),
+      resources,
+    });
+    return { errors, applied, resources };
+  }
+
+  /** Turns the event loop (timers are mocked) until `done`, at most 10 s of wall clock. */
+  const until = async (done: () => boolean) => {
+    const end = Date.now() + 10_000;
+    while (!done() && Date.now() < end) await setImmediate();
+  };
+  const settle = async () => {
+    const end = Date.now() + 300;
+    while (Date.now() < end) await setImmediate();
+  };
+
+  it("keeps trying when the certificate file cannot be read at a retry, without an unhandled rejection", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => unhandled.push(err);
+    process.on("unhandledRejection", onUnhandled);
+    const f = keepFresh(t);
+    try {
+      t.state.failing = true;
+      ctx.mock.timers.tick(1000);
+      await until(() => f.errors.length >= 1);
+      // Being replaced (removed, then written) when the retry looks at it.
+      const pem = readFileSync(t.paths.cert, "utf8");
+      rmSync(t.paths.cert);
+      ctx.mock.timers.tick(60_000);
+      await settle();
+      assert.deepEqual(unhandled, [], "no unhandled rejection (it ends the daemon)");
+      writeFileSync(t.paths.cert, pem);
+      t.state.failing = false;
+      for (let i = 0; i < 12 && t.served() === t.oldSerial; i++) {
+        ctx.mock.timers.tick(600_000);
+        await settle();
+      }
+      assert.notEqual(t.served(), t.oldSerial, "the renewal is tried again and succeeds");
+      assert.equal((await t.ledger.get(t.served()))?.renewedFrom, t.oldSerial);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
+  it("renews the certificate the files hold, not one replaced since it was scheduled", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const f = keepFresh(t);
+    try {
+      // The operator installs a certificate of its own (new names, a full life ahead).
+      const installed = await t.ca.issue({
+        commonName: "localhost",
+        usage: "server",
+        altNames: ["localhost", "127.0.0.1", "rpc.example"],
+        validityDays: 30,
+        now: new Date(Date.now()),
+      });
+      writeFileSync(t.paths.key, installed.keyPem, { mode: 0o600 });
+      writeFileSync(t.paths.cert, `${installed.certPem.trimEnd()}\n${t.ca.certPem}`);
+      const serial = normalizeSerial(new X509Certificate(installed.certPem).serialNumber);
+      ctx.mock.timers.tick(1000);
+      await settle();
+      assert.equal(t.served(), serial, "the installed certificate is not overwritten");
+      assert.deepEqual(f.errors, []);
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
 });
