@@ -269,4 +269,37 @@ describe("keepTlsFresh", () => {
       await t.close();
     }
   });
+
+  it("does not renew a long-lived certificate before two thirds of its life", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    // A 90-day certificate (dev mode's): due at 60 days, past the longest timer (24.8 days).
+    const long = await t.ca.issue({
+      commonName: "localhost",
+      usage: "server",
+      altNames: ["localhost"],
+      validityDays: 90,
+      now: new Date(t.clock.now()),
+    });
+    writeFileSync(t.paths.key, long.keyPem, { mode: 0o600 });
+    writeFileSync(t.paths.cert, `${long.certPem.trimEnd()}\n${t.ca.certPem}`);
+    const serial = normalizeSerial(new X509Certificate(long.certPem).serialNumber);
+    const f = keepFresh(t);
+    try {
+      const step = 2 ** 31 - 1;
+      for (let i = 0; i < 2; i++) {
+        t.clock.advance(step);
+        ctx.mock.timers.tick(step);
+        await settle();
+      }
+      assert.equal(t.served(), serial, "not renewed at 49.7 days of 90");
+      t.clock.advance(step);
+      ctx.mock.timers.tick(step);
+      await until(() => t.served() !== serial);
+      assert.notEqual(t.served(), serial, "renewed once due (74.6 days)");
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
 });

@@ -69,6 +69,8 @@ export function createTlsFiles(
 const RETRY_MIN_MS = 60_000;
 /** The longest wait between tries of a failing renewal. */
 const RETRY_MAX_MS = 3_600_000;
+/** The longest wait setTimeout takes (a longer one fires at once). */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** What {@link keepTlsFresh} needs. */
 export interface TlsFreshness {
@@ -116,7 +118,7 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     logger.error({ err, failures }, "server certificate renewal failed; it is tried again");
   };
   const later = (run: () => void, ms: number) => {
-    renewTimer = setTimeout(run, Math.min(2 ** 31 - 1, Math.max(1000, ms)));
+    renewTimer = setTimeout(run, Math.min(LONGEST_TIMER_MS, Math.max(1000, ms)));
     renewTimer.unref();
   };
   /**
@@ -173,7 +175,10 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
             scheduleRenewal();
           },
         );
-    later(renew, at - clock.now());
+    // A timer waits 24.8 days at most: a longer wait plans again then, rather than renew early.
+    const wait = at - clock.now();
+    if (wait > LONGEST_TIMER_MS) later(() => scheduleRenewal(), LONGEST_TIMER_MS);
+    else later(renew, wait);
   };
   scheduleRenewal();
   return reloadTlsFromFiles;
