@@ -178,6 +178,7 @@ describe("keepTlsFresh", () => {
   function keepFresh(
     t: Awaited<ReturnType<typeof setUp>>,
     resources = createOpenedResources(silentLogger),
+    tls: { cert: string; key: string } = t.paths,
   ) {
     const errors: unknown[] = [];
     const logger = {
@@ -185,9 +186,7 @@ describe("keepTlsFresh", () => {
       error: (o: unknown) => errors.push(o),
       child: () => logger,
     } as typeof silentLogger;
-    const config = parseConfig({
-      tls: { cert: t.paths.cert, key: t.paths.key, clientCa: t.clientCa },
-    });
+    let config = parseConfig({ tls: { ...tls, clientCa: t.clientCa } });
     const applied: string[] = [];
     keepTlsFresh({
       files: createTlsFiles(undefined, t.clock, silentLogger),
@@ -199,7 +198,15 @@ describe("keepTlsFresh", () => {
       apply: (m) => applied.push(m.certPem),
       resources,
     });
-    return { errors, applied, resources };
+    return {
+      errors,
+      applied,
+      resources,
+      /** A reload (SIGHUP) that moved the TLS files to `to`. */
+      moveTo(to: { cert: string; key: string }) {
+        config = parseConfig({ tls: { ...to, clientCa: t.clientCa } });
+      },
+    };
   }
 
   /** Turns the event loop (timers are mocked) until `done`, at most 10 s of wall clock. */
@@ -297,6 +304,42 @@ describe("keepTlsFresh", () => {
       ctx.mock.timers.tick(step);
       await until(() => t.served() !== serial);
       assert.notEqual(t.served(), serial, "renewed once due (74.6 days)");
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
+  it("renews the files of the configuration in force, after a reload moved them", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    // The daemon starts on other files: a certificate with 20 of its 30 days ahead before it is due.
+    const first = await t.ca.issue({
+      commonName: "localhost",
+      usage: "server",
+      altNames: ["localhost"],
+      validityDays: 30,
+      now: new Date(t.clock.now()),
+    });
+    const before = { cert: join(t.dir, "before.crt"), key: join(t.dir, "before.key") };
+    writeFileSync(before.key, first.keyPem, { mode: 0o600 });
+    writeFileSync(before.cert, `${first.certPem.trimEnd()}\n${t.ca.certPem}`);
+    const f = keepFresh(t, undefined, before);
+    try {
+      // A reload moves them to the files of `t`, whose certificate is due.
+      f.moveTo(t.paths);
+      const day = 86_400_000;
+      for (let i = 0; i < 22 && t.served() === t.oldSerial; i++) {
+        ctx.mock.timers.tick(day);
+        await settle();
+      }
+      assert.notEqual(t.served(), t.oldSerial, "the certificate served now is renewed");
+      const still = normalizeSerial(new X509Certificate(readFileSync(before.cert)).serialNumber);
+      assert.equal(
+        still,
+        normalizeSerial(new X509Certificate(first.certPem).serialNumber),
+        "the files no longer configured are left alone",
+      );
     } finally {
       await f.resources.unwind();
       await t.close();

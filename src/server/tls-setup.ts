@@ -128,11 +128,13 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
    * rejection, which ends the daemon, and renewal stopped.
    */
   const scheduleRenewal = (retrying = false) => {
-    if (ca === undefined || paths.cert === undefined || paths.key === undefined) return;
+    // The files of the configuration in force (a reload may have moved them).
+    const { cert, key } = files.paths(options.config());
+    if (ca === undefined || cert === undefined || key === undefined) return;
     let pem: string;
     let at: number;
     try {
-      pem = readFileSync(paths.cert, "utf8");
+      pem = readFileSync(cert, "utf8");
       if (!issuedBy(pem, ca)) return;
       at = failures === 0 ? renewalTime(pem) : clock.now() + (retrying ? 0 : retryIn());
     } catch (err) {
@@ -144,19 +146,14 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
       Promise.resolve()
         .then(() => {
           // Replaced since (by an operator, or renewed by another daemon sharing the
-          // files): that certificate renews in its own time; a renewal of the one it
-          // replaced would overwrite it.
-          if (readFileSync(paths.cert as string, "utf8") !== pem) {
+          // files, or moved by a reload): that certificate renews in its own time; a
+          // renewal of the one it replaced would overwrite it.
+          const now = files.paths(options.config());
+          if (now.cert !== cert || now.key !== key || readFileSync(cert, "utf8") !== pem) {
             failures = 0;
             return undefined;
           }
-          return renewServerCertificate(
-            ca,
-            ledger,
-            pem,
-            { cert: paths.cert as string, key: paths.key as string },
-            clock,
-          );
+          return renewServerCertificate(ca, ledger, pem, { cert, key }, clock);
         })
         .then(
           (fresh) => {
