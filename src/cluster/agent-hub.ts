@@ -169,7 +169,14 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     const { session, presenceRevision, version, opening } = await opener.open(it, ctx);
     const { nodeId } = session;
     session.presenceRevision = presenceRevision;
-    sessions.get(nodeId)?.replace(options.serverId);
+    // The newer connection holds the node, not the Hello that finished last: an
+    // older stream whose report was slower to record ends here instead.
+    const current = sessions.get(nodeId);
+    if (current !== undefined && current.presenceRevision > presenceRevision) {
+      opening.abandoned();
+      throw new RpcError("AGENT_STREAM_REPLACED");
+    }
+    current?.replace(options.serverId);
     sessions.set(nodeId, session);
     opening.registered(session);
     const stop = () => session.queue.close();

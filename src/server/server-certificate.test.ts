@@ -173,4 +173,176 @@ describe("keepTlsFresh", () => {
       await t.close();
     }
   });
+
+  /** keepTlsFresh on `t`'s files, with timers mocked: what it logged as errors and applied. */
+  function keepFresh(
+    t: Awaited<ReturnType<typeof setUp>>,
+    resources = createOpenedResources(silentLogger),
+    tls: { cert: string; key: string } = t.paths,
+  ) {
+    const errors: unknown[] = [];
+    const logger = {
+      ...silentLogger,
+      error: (o: unknown) => errors.push(o),
+      child: () => logger,
+    } as typeof silentLogger;
+    let config = parseConfig({ tls: { ...tls, clientCa: t.clientCa } });
+    const applied: string[] = [];
+    keepTlsFresh({
+      files: createTlsFiles(undefined, t.clock, silentLogger),
+      config: () => config,
+      ca: t.ca,
+      ledger: t.ledger,
+      clock: t.clock,
+      logger,
+      apply: (m) => applied.push(m.certPem),
+      resources,
+    });
+    return {
+      errors,
+      applied,
+      resources,
+      /** A reload (SIGHUP) that moved the TLS files to `to`. */
+      moveTo(to: { cert: string; key: string }) {
+        config = parseConfig({ tls: { ...to, clientCa: t.clientCa } });
+      },
+    };
+  }
+
+  /** Turns the event loop (timers are mocked) until `done`, at most 10 s of wall clock. */
+  const until = async (done: () => boolean) => {
+    const end = Date.now() + 10_000;
+    while (!done() && Date.now() < end) await setImmediate();
+  };
+  const settle = async () => {
+    const end = Date.now() + 300;
+    while (Date.now() < end) await setImmediate();
+  };
+
+  it("keeps trying when the certificate file cannot be read at a retry, without an unhandled rejection", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => unhandled.push(err);
+    process.on("unhandledRejection", onUnhandled);
+    const f = keepFresh(t);
+    try {
+      t.state.failing = true;
+      ctx.mock.timers.tick(1000);
+      await until(() => f.errors.length >= 1);
+      // Being replaced (removed, then written) when the retry looks at it.
+      const pem = readFileSync(t.paths.cert, "utf8");
+      rmSync(t.paths.cert);
+      ctx.mock.timers.tick(60_000);
+      await settle();
+      assert.deepEqual(unhandled, [], "no unhandled rejection (it ends the daemon)");
+      writeFileSync(t.paths.cert, pem);
+      t.state.failing = false;
+      for (let i = 0; i < 12 && t.served() === t.oldSerial; i++) {
+        ctx.mock.timers.tick(600_000);
+        await settle();
+      }
+      assert.notEqual(t.served(), t.oldSerial, "the renewal is tried again and succeeds");
+      assert.equal((await t.ledger.get(t.served()))?.renewedFrom, t.oldSerial);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
+  it("renews the certificate the files hold, not one replaced since it was scheduled", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const f = keepFresh(t);
+    try {
+      // The operator installs a certificate of its own (new names, a full life ahead).
+      const installed = await t.ca.issue({
+        commonName: "localhost",
+        usage: "server",
+        altNames: ["localhost", "127.0.0.1", "rpc.example"],
+        validityDays: 30,
+        now: new Date(Date.now()),
+      });
+      writeFileSync(t.paths.key, installed.keyPem, { mode: 0o600 });
+      writeFileSync(t.paths.cert, `${installed.certPem.trimEnd()}\n${t.ca.certPem}`);
+      const serial = normalizeSerial(new X509Certificate(installed.certPem).serialNumber);
+      ctx.mock.timers.tick(1000);
+      await settle();
+      assert.equal(t.served(), serial, "the installed certificate is not overwritten");
+      assert.deepEqual(f.errors, []);
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
+  it("does not renew a long-lived certificate before two thirds of its life", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    // A 90-day certificate (dev mode's): due at 60 days, past the longest timer (24.8 days).
+    const long = await t.ca.issue({
+      commonName: "localhost",
+      usage: "server",
+      altNames: ["localhost"],
+      validityDays: 90,
+      now: new Date(t.clock.now()),
+    });
+    writeFileSync(t.paths.key, long.keyPem, { mode: 0o600 });
+    writeFileSync(t.paths.cert, `${long.certPem.trimEnd()}\n${t.ca.certPem}`);
+    const serial = normalizeSerial(new X509Certificate(long.certPem).serialNumber);
+    const f = keepFresh(t);
+    try {
+      const step = 2 ** 31 - 1;
+      for (let i = 0; i < 2; i++) {
+        t.clock.advance(step);
+        ctx.mock.timers.tick(step);
+        await settle();
+      }
+      assert.equal(t.served(), serial, "not renewed at 49.7 days of 90");
+      t.clock.advance(step);
+      ctx.mock.timers.tick(step);
+      await until(() => t.served() !== serial);
+      assert.notEqual(t.served(), serial, "renewed once due (74.6 days)");
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
+  it("renews the files of the configuration in force, after a reload moved them", async (ctx) => {
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    // The daemon starts on other files: a certificate with 20 of its 30 days ahead before it is due.
+    const first = await t.ca.issue({
+      commonName: "localhost",
+      usage: "server",
+      altNames: ["localhost"],
+      validityDays: 30,
+      now: new Date(t.clock.now()),
+    });
+    const before = { cert: join(t.dir, "before.crt"), key: join(t.dir, "before.key") };
+    writeFileSync(before.key, first.keyPem, { mode: 0o600 });
+    writeFileSync(before.cert, `${first.certPem.trimEnd()}\n${t.ca.certPem}`);
+    const f = keepFresh(t, undefined, before);
+    try {
+      // A reload moves them to the files of `t`, whose certificate is due.
+      f.moveTo(t.paths);
+      const day = 86_400_000;
+      for (let i = 0; i < 22 && t.served() === t.oldSerial; i++) {
+        ctx.mock.timers.tick(day);
+        await settle();
+      }
+      assert.notEqual(t.served(), t.oldSerial, "the certificate served now is renewed");
+      const still = normalizeSerial(new X509Certificate(readFileSync(before.cert)).serialNumber);
+      assert.equal(
+        still,
+        normalizeSerial(new X509Certificate(first.certPem).serialNumber),
+        "the files no longer configured are left alone",
+      );
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
 });

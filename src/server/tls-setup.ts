@@ -69,6 +69,8 @@ export function createTlsFiles(
 const RETRY_MIN_MS = 60_000;
 /** The longest wait between tries of a failing renewal. */
 const RETRY_MAX_MS = 3_600_000;
+/** The longest wait setTimeout takes (a longer one fires at once). */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** What {@link keepTlsFresh} needs. */
 export interface TlsFreshness {
@@ -110,39 +112,70 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
   resources.push("server certificate renewal", () => clearTimeout(renewTimer));
   /** Failed renewals in a row: the next try waits RETRY_MIN_MS doubled that often, up to RETRY_MAX_MS. */
   let failures = 0;
-  const scheduleRenewal = () => {
-    if (ca === undefined || paths.cert === undefined || paths.key === undefined) return;
-    const pem = readFileSync(paths.cert, "utf8");
-    if (!issuedBy(pem, ca)) return;
-    const at =
-      failures === 0
-        ? renewalTime(pem)
-        : clock.now() + Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
-    const renew = () =>
-      renewServerCertificate(
-        ca,
-        ledger,
-        pem,
-        { cert: paths.cert as string, key: paths.key as string },
-        clock,
-      ).then(
-        (fresh) => {
-          failures = 0;
-          logger.info(
-            { serial: fresh.serialNumber, notAfter: fresh.validTo },
-            "server certificate renewed from the local CA",
-          );
-          reloadTlsFromFiles("renewed");
-          scheduleRenewal();
-        },
-        (err: unknown) => {
-          failures++;
-          logger.error({ err, failures }, "server certificate renewal failed; it is tried again");
-          scheduleRenewal();
-        },
-      );
-    renewTimer = setTimeout(renew, Math.min(2 ** 31 - 1, Math.max(1000, at - clock.now())));
+  const retryIn = () => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
+  const failed = (err: unknown) => {
+    failures++;
+    logger.error({ err, failures }, "server certificate renewal failed; it is tried again");
+  };
+  const later = (run: () => void, ms: number) => {
+    renewTimer = setTimeout(run, Math.min(LONGEST_TIMER_MS, Math.max(1000, ms)));
     renewTimer.unref();
+  };
+  /**
+   * Plans the renewal of the certificate the files hold (`retrying`: at once,
+   * its wait is over). Never throws: it runs in the renewal's own callbacks,
+   * where a throw (a file being replaced as it is read) was an unhandled
+   * rejection, which ends the daemon, and renewal stopped.
+   */
+  const scheduleRenewal = (retrying = false) => {
+    // The files of the configuration in force (a reload may have moved them).
+    const { cert, key } = files.paths(options.config());
+    if (ca === undefined || cert === undefined || key === undefined) return;
+    let pem: string;
+    let at: number;
+    try {
+      pem = readFileSync(cert, "utf8");
+      if (!issuedBy(pem, ca)) return;
+      at = failures === 0 ? renewalTime(pem) : clock.now() + (retrying ? 0 : retryIn());
+    } catch (err) {
+      failed(err);
+      later(() => scheduleRenewal(true), retryIn());
+      return;
+    }
+    const renew = () =>
+      Promise.resolve()
+        .then(() => {
+          // Replaced since (by an operator, or renewed by another daemon sharing the
+          // files, or moved by a reload): that certificate renews in its own time; a
+          // renewal of the one it replaced would overwrite it.
+          const now = files.paths(options.config());
+          if (now.cert !== cert || now.key !== key || readFileSync(cert, "utf8") !== pem) {
+            failures = 0;
+            return undefined;
+          }
+          return renewServerCertificate(ca, ledger, pem, { cert, key }, clock);
+        })
+        .then(
+          (fresh) => {
+            if (fresh !== undefined) {
+              failures = 0;
+              logger.info(
+                { serial: fresh.serialNumber, notAfter: fresh.validTo },
+                "server certificate renewed from the local CA",
+              );
+              reloadTlsFromFiles("renewed");
+            }
+            scheduleRenewal();
+          },
+          (err: unknown) => {
+            failed(err);
+            scheduleRenewal();
+          },
+        );
+    // A timer waits 24.8 days at most: a longer wait plans again then, rather than renew early.
+    const wait = at - clock.now();
+    if (wait > LONGEST_TIMER_MS) later(() => scheduleRenewal(), LONGEST_TIMER_MS);
+    else later(renew, wait);
   };
   scheduleRenewal();
   return reloadTlsFromFiles;
