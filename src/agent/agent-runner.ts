@@ -1,15 +1,8 @@
-import { X509Certificate } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
-import {
-  AgentError,
-  agentFiles,
-  createSystemdNotifier,
-  packageVersion,
-  renew,
-} from "../client/index.js";
+import { AgentError, agentFiles, createSystemdNotifier, packageVersion } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import {
   createOperationExecutor,
@@ -22,6 +15,7 @@ import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
+import { scheduleRenewal } from "./certificate-renewal.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
@@ -250,44 +244,6 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.removeListener("SIGTERM", onSignal);
   process.removeListener("SIGINT", onSignal);
   log.info({ node: nodeId, running: executor.running() }, "agent stopped");
-}
-
-/** Renews the certificate `renewAtFraction` into its life, through the server the stream is on. */
-function scheduleRenewal(
-  config: AgentConfig,
-  log: Logger,
-  server: () => string | undefined,
-  signal: AbortSignal,
-): { timer: NodeJS.Timeout | undefined } {
-  const state: { timer: NodeJS.Timeout | undefined } = { timer: undefined };
-  const plan = (retryMs?: number) => {
-    if (signal.aborted) return;
-    const cert = new X509Certificate(readFileSync(agentFiles(config.dir).cert));
-    const from = Date.parse(cert.validFrom);
-    const to = Date.parse(cert.validTo);
-    const at = from + (to - from) * config.renewAtFraction;
-    const wait = retryMs ?? Math.max(1000, at - Date.now());
-    state.timer = setTimeout(
-      () => {
-        const target = server();
-        if (target === undefined) return plan(60_000);
-        renew({ server: target, dir: config.dir, tlsServerName: config.tlsServerName }).then(
-          (r) => {
-            log.info({ serial: r.serial }, "certificate renewed");
-            plan();
-          },
-          (err: unknown) => {
-            log.warn({ err }, "certificate renewal failed; retrying in a minute");
-            plan(60_000);
-          },
-        );
-      },
-      Math.min(2 ** 31 - 1, wait),
-    );
-    state.timer.unref();
-  };
-  plan();
-  return state;
 }
 
 /** The VMs' disks and the storage's datasets, each once. */

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { AuditLog } from "../audit/index.js";
 import {
@@ -49,7 +50,10 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
     store: setup.store,
     inventory: setup.inventory,
     clock: setup.clock,
-    serverId: `${hostname()}:${process.pid}`,
+    // Unique per process start: two daemons in containers on one host share the host name
+    // and often the pid (1); with one id each took the other's agent presence for its own
+    // and never ended a stream the other had taken over, and their transfer relays mixed.
+    serverId: `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`,
     heartbeatIntervalMs,
     selfFenceWindowMs: windowMs,
     livenessTtlMs: heartbeatIntervalMs * config.cluster.heartbeatMissedIntervals,

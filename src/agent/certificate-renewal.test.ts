@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { silentLogger } from "../core/index.js";
+import { createCertificateAuthority, loadCertificateAuthority } from "../pki/index.js";
+import { scheduleRenewal } from "./certificate-renewal.js";
+
+const DAY = 86_400_000;
+
+/** An agent directory holding a fresh certificate of `days` days. */
+async function agentDir(days: number) {
+  const dir = mkdtempSync(join(tmpdir(), "dv-agent-renewal-"));
+  const root = await createCertificateAuthority({ commonName: "test CA" });
+  const ca = await loadCertificateAuthority({ certPem: root.certPem, keyPem: root.keyPem });
+  const cert = await ca.issue({ commonName: "node-01", usage: "client", validityDays: days });
+  writeFileSync(join(dir, "node.crt"), cert.certPem);
+  return dir;
+}
+
+/** Renewal planned for `dir` with no stream: a renewal that is due asks for one (counted), then waits a minute. */
+function scheduled(dir: string) {
+  const stop = new AbortController();
+  let asked = 0;
+  scheduleRenewal(
+    { dir, renewAtFraction: 0.66, tlsServerName: undefined },
+    silentLogger,
+    () => {
+      asked++;
+      return undefined;
+    },
+    stop.signal,
+  );
+  return { asked: () => asked, stop: () => stop.abort() };
+}
+
+describe("scheduleRenewal (the agent's own certificate)", () => {
+  it("does not renew a one-year certificate when the longest timer (24.8 days) fires", async (t) => {
+    const dir = await agentDir(365);
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: Date.now() });
+    const r = scheduled(dir);
+    try {
+      t.mock.timers.tick(25 * DAY);
+      assert.equal(r.asked(), 0, "renewed after 25 days of a 365-day certificate");
+      t.mock.timers.tick(200 * DAY);
+      assert.equal(r.asked(), 0, "renewed before two thirds of its life");
+      t.mock.timers.tick(30 * DAY);
+      assert.ok(r.asked() >= 1, "due at 0.66 of its life (241 days)");
+    } finally {
+      r.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("plans again a minute later when the certificate file cannot be read, never throwing", async (t) => {
+    const dir = await agentDir(30);
+    const cert = join(dir, "node.crt");
+    const pem = readFileSync(cert, "utf8");
+    rmSync(cert);
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: Date.now() });
+    const r = scheduled(dir);
+    try {
+      t.mock.timers.tick(60_000); // read again: still missing, planned again
+      writeFileSync(cert, pem);
+      t.mock.timers.tick(60_000); // read: due in 19.8 days
+      assert.equal(r.asked(), 0);
+      t.mock.timers.tick(20 * DAY);
+      assert.ok(r.asked() >= 1, "the renewal is due once the file is back");
+    } finally {
+      r.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

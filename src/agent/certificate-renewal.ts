@@ -1,0 +1,63 @@
+// The agent renews its own certificate, through the control plane its
+// stream is on, once `renewAtFraction` of the certificate's life has passed.
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { agentFiles, renew } from "../client/index.js";
+import type { Logger } from "../core/index.js";
+import type { AgentConfig } from "./agent-config.js";
+
+/** The longest wait a Node timer takes (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The wait before a failed renewal, or an unreadable certificate, is tried again. */
+const RETRY_MS = 60_000;
+
+/**
+ * Renews the certificate `renewAtFraction` into its life, through the server
+ * the stream is on (`server()`, undefined while none is), and again each
+ * time after. A failed try, or a certificate file that cannot be read, is
+ * tried again a minute later; nothing it does throws. A renewal due past the
+ * longest timer is planned again when that timer fires, not done early.
+ */
+export function scheduleRenewal(
+  config: Pick<AgentConfig, "dir" | "renewAtFraction" | "tlsServerName">,
+  log: Logger,
+  server: () => string | undefined,
+  signal: AbortSignal,
+): { timer: NodeJS.Timeout | undefined } {
+  const state: { timer: NodeJS.Timeout | undefined } = { timer: undefined };
+  const later = (ms: number, then: () => void) => {
+    state.timer = setTimeout(then, Math.min(MAX_TIMER_MS, ms));
+    state.timer.unref();
+  };
+  const attempt = () => {
+    if (signal.aborted) return;
+    const target = server();
+    if (target === undefined) return later(RETRY_MS, attempt);
+    renew({ server: target, dir: config.dir, tlsServerName: config.tlsServerName }).then(
+      (r) => {
+        log.info({ serial: r.serial }, "certificate renewed");
+        plan();
+      },
+      (err: unknown) => {
+        log.warn({ err }, "certificate renewal failed; retrying in a minute");
+        later(RETRY_MS, attempt);
+      },
+    );
+  };
+  const plan = () => {
+    if (signal.aborted) return;
+    let wait: number;
+    try {
+      const cert = new X509Certificate(readFileSync(agentFiles(config.dir).cert));
+      const from = Date.parse(cert.validFrom);
+      const to = Date.parse(cert.validTo);
+      wait = Math.max(1000, from + (to - from) * config.renewAtFraction - Date.now());
+    } catch (err) {
+      log.warn({ err }, "certificate not readable; its renewal is planned again in a minute");
+      return later(RETRY_MS, plan);
+    }
+    later(wait, wait > MAX_TIMER_MS ? plan : attempt);
+  };
+  plan();
+  return state;
+}
