@@ -69,6 +69,8 @@ export function createInventoryHeartbeat(
       if (skewMs > BigInt(skew)) {
         await nodeRecords.update(nodeId, signal, (current) => {
           if (current === undefined) throw new RpcError("NODE_NOT_FOUND");
+          // Checked again on the record written, as a report's store is (the cached one may be old).
+          checkReporter(current, nodeId, reporter);
           const next = create(NodeRecordSchema, {
             ...current,
             reportSkewMs: skewMs,
