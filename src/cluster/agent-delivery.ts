@@ -147,6 +147,8 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
   }
 
   async function resync(session: AgentSession): Promise<void> {
+    // A stream that ended before the watch was up has nothing to be sent.
+    if (sessions.get(session.nodeId) !== session) return;
     if (session.rereading !== undefined) {
       session.rereading.again = true;
       return;
