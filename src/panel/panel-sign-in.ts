@@ -1,0 +1,158 @@
+// The panel's password sessions: signing in (throttled), refreshing the
+// access token with the rotating refresh token, and signing out, each
+// outcome audited.
+
+import type { Clock } from "../core/index.js";
+import type { LoginThrottle } from "./login-throttle.js";
+import type { PanelAuthAudit } from "./panel-auth-audit.js";
+import { type AuthRequest, type AuthResponse, fail, str } from "./panel-auth-http.js";
+import { COOKIES, setCookie } from "./panel-cookies.js";
+import type { PanelSessions } from "./panel-sessions.js";
+import { type PanelUsers, userPrincipal } from "./panel-users.js";
+import { verifyPassword } from "./password-hashing.js";
+
+/** What {@link createPanelSignIn} needs. */
+export interface PanelSignInDeps {
+  readonly users: PanelUsers;
+  readonly sessions: PanelSessions;
+  readonly throttle: LoginThrottle;
+  readonly clock: Clock;
+  readonly audit: PanelAuthAudit;
+}
+
+/** The sign-in endpoints; each takes the request and its parsed cookies. */
+export interface PanelSignIn {
+  login(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse>;
+  refresh(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse>;
+  logout(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse>;
+}
+
+/** Creates the sign-in endpoints. */
+export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
+  const { audit } = o;
+  const sessionCookies = (t: {
+    accessToken: string;
+    refreshToken: string;
+    accessExpiresAtMs: number;
+    sessionExpiresAtMs: number;
+  }) => {
+    const now = o.clock.now();
+    return [
+      setCookie(COOKIES.access, t.accessToken, t.accessExpiresAtMs - now),
+      setCookie(COOKIES.refresh, t.refreshToken, t.sessionExpiresAtMs - now),
+    ];
+  };
+  const cleared = [setCookie(COOKIES.access, "", 0), setCookie(COOKIES.refresh, "", 0)];
+
+  async function login(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse> {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const user = str(body.user, 63) ?? "";
+    const password = str(body.password, 256);
+    const peer = req.source;
+    const verdict = o.throttle.check(peer, user, cookies.get(COOKIES.device));
+    if (!verdict.allowed) {
+      await audit({
+        method: "Login",
+        principal: userPrincipal(user),
+        peer,
+        code: "RESOURCE_EXHAUSTED",
+        decision: "deny",
+        reason: `too many attempts per ${verdict.scope}`,
+      });
+      return fail(
+        "RATE_LIMITED",
+        `too many sign-in attempts; try again in ${Math.ceil(verdict.retryAfterMs / 1000)} s`,
+        verdict.retryAfterMs,
+      );
+    }
+    const record = password === undefined ? undefined : await o.users.get(user);
+    const ok = await verifyPassword(
+      password ?? "",
+      record?.disabled ? undefined : record?.passwordHash,
+    );
+    if (!ok || record === undefined || record.disabled) {
+      await audit({
+        method: "Login",
+        principal: userPrincipal(user),
+        peer,
+        code: "UNAUTHENTICATED",
+        decision: "unauthenticated",
+        reason:
+          record === undefined
+            ? "unknown user"
+            : record.disabled
+              ? "user disabled"
+              : "wrong password",
+      });
+      return fail("LOGIN_FAILED");
+    }
+    const tokens = await o.sessions.start(user, peer);
+    await audit({
+      method: "Login",
+      principal: userPrincipal(user),
+      peer,
+      code: "OK",
+      decision: "allow",
+      reason: "password",
+      args: `session=${tokens.sessionId}`,
+    });
+    return {
+      status: 200,
+      json: { user, principal: userPrincipal(user) },
+      cookies: [
+        ...sessionCookies(tokens),
+        setCookie(COOKIES.device, o.throttle.deviceTokenFor(user), 400 * 86_400_000),
+      ],
+    };
+  }
+
+  async function refresh(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse> {
+    const token = cookies.get(COOKIES.refresh) ?? "";
+    const r = await o.sessions.refresh(token);
+    if ("failure" in r) {
+      await audit({
+        method: "Refresh",
+        principal: r.principal ?? "",
+        peer: req.source,
+        code: "UNAUTHENTICATED",
+        decision: "unauthenticated",
+        reason: `refresh refused: ${r.failure}`,
+        args: r.sessionId === undefined ? "" : `session=${r.sessionId}`,
+      });
+      const f = fail(
+        "UNAUTHENTICATED",
+        r.failure === "reused"
+          ? "session ended: a refresh token was used twice; sign in again"
+          : "session ended; sign in again",
+      );
+      return { ...f, cookies: cleared };
+    }
+    await audit({
+      method: "Refresh",
+      principal: r.principal,
+      peer: req.source,
+      code: "OK",
+      decision: "allow",
+      args: `session=${r.tokens.sessionId}`,
+    });
+    return { status: 200, json: { user: r.user }, cookies: sessionCookies(r.tokens) };
+  }
+
+  async function logout(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse> {
+    const sid =
+      o.sessions.sessionIdOf(cookies.get(COOKIES.refresh) ?? "") ??
+      o.sessions.sessionIdOf(cookies.get(COOKIES.access) ?? "");
+    const ended = sid !== undefined && (await o.sessions.end(sid, "signed out"));
+    await audit({
+      method: "Logout",
+      peer: req.source,
+      code: "OK",
+      decision: "allow",
+      args: sid === undefined ? "" : `session=${sid}`,
+      reason: ended ? "session ended" : "no live session",
+    });
+    return { status: 200, json: {}, cookies: cleared };
+  }
+
+  return { login, refresh, logout };
+}
