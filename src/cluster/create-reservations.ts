@@ -1,7 +1,7 @@
 import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { decodeMessage, type KvStore, rangeAll } from "../store/index.js";
+import type { Reserved } from "./free-capacity.js";
 import type { Inventory } from "./inventory.js";
-import type { Reserved } from "./migration-planner.js";
 
 /**
  * The holder name of the capacity a VM's creation reserves on its node (in

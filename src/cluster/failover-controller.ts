@@ -1,31 +1,20 @@
-import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, msFromTimestamp, toRpcError } from "../core/index.js";
-import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { encodeMessage, getMessage, type KvStore, type Lease } from "../store/index.js";
-import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
-import { createHaRestore, FAILOVER_RECORDS, lostReportOf } from "./ha-restore.js";
+/**
+ * The automatic failover loop of the daemon: every `intervalMs` it takes or
+ * keeps the leadership (failover-leadership.ts) and, while leading, runs a
+ * pass (failover-pass.ts) over stale copies, placements and HA VMs.
+ */
+import type { Clock, Logger } from "../core/index.js";
+import type { KvStore } from "../store/index.js";
+import type { FailoverDeps } from "./failover.js";
+import { createFailoverDecisions, type FailoverDecision } from "./failover-decisions.js";
+import { createFailoverLeadership } from "./failover-leadership.js";
+import { createFailoverPass } from "./failover-pass.js";
+import { createHaRestore } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import { reportedHolding, reportedReady } from "./stale-copies.js";
 import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-removal.js";
-import { readPlacement } from "./vm-placement.js";
-import { askedToStop } from "./vm-records.js";
 
-const LEADER_KEY = "controllers/failover";
-const RECORDS = FAILOVER_RECORDS;
-
-/** One decision of the controller, for logs and the audit trail. */
-export interface FailoverDecision {
-  readonly vmId: string;
-  readonly node: string;
-  /** adopted: its placement moved to the only node holding it (placement-from-truth.ts). */
-  readonly action: "restarted" | "skipped" | "failed" | "adopted";
-  readonly detail: string;
-  readonly migrationId?: string;
-  /** The VM's tenant, for its events. */
-  readonly tenant?: string;
-}
+export type { FailoverDecision } from "./failover-decisions.js";
 
 /** Options of {@link startFailoverController}. */
 export interface FailoverControllerOptions extends FailoverDeps {
@@ -70,74 +59,17 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   const limit = options.restartLimit ?? 3;
   const windowMs = options.restartWindowMs ?? 3_600_000;
   const ttl = options.leaseTtlMs ?? 10_000;
-  let lease: Lease | undefined;
-  let leader = false;
-  /** Revision of this process's election key: its decisions hold only while the key is unchanged. */
-  let elected = 0;
-  let busy = false;
   const stop = new AbortController();
-  const lastDecision = new Map<string, string>();
-
-  async function lead(): Promise<boolean> {
-    try {
-      if (lease !== undefined && leader) {
-        await lease.keepAlive({ signal: stop.signal });
-        return true;
-      }
-      lease ??= await store.grantLease(ttl, { signal: stop.signal });
-      const txn = await store.txn(
-        {
-          compares: [{ key: LEADER_KEY, modRevision: 0 }],
-          success: [
-            {
-              type: "put",
-              key: LEADER_KEY,
-              value: new TextEncoder().encode(runnerId),
-              lease: lease.id,
-            },
-          ],
-        },
-        { signal: stop.signal },
-      );
-      if (txn.succeeded) {
-        elected = txn.revision;
-        logger.info({ runner: runnerId }, "failover controller: leading");
-      }
-      return txn.succeeded;
-    } catch (err) {
-      if (leader) logger.warn({ err }, "failover controller: leadership lost");
-      lease = undefined;
-      return false;
-    }
-  }
-
-  function decide(d: FailoverDecision) {
-    const key = `${d.action}:${d.detail}`;
-    if (lastDecision.get(d.vmId) === key) return;
-    lastDecision.set(d.vmId, key);
-    logger.info({ ...d }, "failover decision");
-    options.onDecision?.(d);
-    // Restarts and failures are told by failoverVm itself, with the VM's tenant.
-    if (d.action === "skipped")
-      options.events?.emit({
-        kind: "vm",
-        id: d.vmId,
-        tenant: d.tenant,
-        type: "FailoverSkipped",
-        message: `${d.node} is down; not restarting: ${d.detail}`,
-        warning: true,
-        source: "failover-controller",
-      });
-  }
+  let busy = false;
+  const leadership = createFailoverLeadership({ store, logger, runnerId, ttl, stop: stop.signal });
+  const decisions = createFailoverDecisions(options);
+  const { decide } = decisions;
 
   const ha = createHaRestore({
     store,
     executors: options.executors,
-    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
-    leading: async () => {
-      leader = await lead();
-      return leader;
-    },
+    elected: leadership.elected,
+    leading: leadership.take,
     restartLimit: limit,
     restartWindowMs: windowMs,
     logger,
@@ -149,139 +81,43 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     clock,
     conflicts: (s) => options.inventory.conflicts(s),
     executors: options.executors,
-    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
+    elected: leadership.elected,
     holds: reportedHolding(options.inventory),
     ready: reportedReady(options.inventory),
     // A removal can outlast the lease: keep it while one is under way. Only the lease
     // the election was won on, and never taking the election (a failure is the next
     // lead()'s to find): a renewal that took it mid-pass would move `elected` under the pass.
-    renew: async () => {
-      const held = lease;
-      if (leader && held !== undefined) await held.keepAlive({ signal: stop.signal });
-    },
+    renew: leadership.renew,
     renewEveryMs: Math.max(100, Math.floor(ttl / 3)),
-    decide: (d) => {
-      logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
-      options.onStaleCopy?.(d);
-      options.events?.emit({
-        kind: "vm",
-        id: d.vmId,
-        type: d.action === "removed" ? "StaleCopyRemoved" : "StaleCopyNotRemoved",
-        message: d.detail,
-        warning: d.action !== "removed",
-        source: "failover-controller",
-      });
-    },
+    decide: decisions.staleCopy,
   });
 
   const placements = createPlacementReconciler({
     store,
     inventory: options.inventory,
-    elected: () => ({ key: LEADER_KEY, modRevision: elected }),
-    decide: (d) => {
-      const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;
-      decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
-      options.events?.emit({
-        kind: "vm",
-        id: d.vmId,
-        tenant: d.tenant,
-        type: "PlacementAdopted",
-        message: detail,
-        warning: true,
-        source: "failover-controller",
-      });
-    },
+    elected: leadership.elected,
+    decide: decisions.adopted,
   });
 
-  async function pass(signal: AbortSignal) {
-    const now = clock.now();
-    // Conflicts first: a stale copy must never be what a restart below brings
-    // back. A failure here is logged and must not hold up failovers.
-    await staleCopies
-      .pass(signal)
-      .catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
-    // Then placements naming a node that no longer holds the VM, moved to its only copy.
-    await placements
-      .pass(signal)
-      .catch((err: unknown) => logger.warn({ err }, "placements not reconciled; next pass"));
-    for (const node of await options.inventory.listNodes(signal)) {
-      const nodeId = node.info?.id?.id ?? "";
-      const ready = node.readiness === NodeReadiness.READY;
-      const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
-      const report = { nodeId, reportMs: msFromTimestamp(node.health?.timestamp) };
-      const confirmLost = lostReportOf(options.inventory, nodeId, signal);
-      for (const vm of node.health?.vms ?? []) {
-        if (!vm.ha) continue;
-        if (ready) {
-          await ha.restore(report, vm, now, signal);
-          continue;
-        }
-        if (vm.state === VmState.STOPPED) continue;
-        await ha.noteLost(confirmLost, vm, signal);
-        if (!past) continue;
-        // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
-        // Nor one the store holds no record of: deleted, the dead node's last report not yet
-        // without it.
-        const placed = await readPlacement(store, vm.id, signal);
-        if (placed.rec === undefined) continue;
-        if (askedToStop(placed.rec)) continue;
-        const key = RECORDS + vm.id;
-        const got = await getMessage(store, FailoverRecordSchema, key, { signal });
-        const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
-        const recent = now - Number(rec.lastRestartMs) < windowMs ? rec.restarts : 0;
-        // Still the leader? A long pass must not outlive the lease that allows it.
-        if (!(await lead())) {
-          leader = false;
-          return;
-        }
-        if (recent >= limit) {
-          decide({
-            vmId: vm.id,
-            node: nodeId,
-            tenant: vm.tenant,
-            action: "skipped",
-            detail: `restart limit reached (${limit} in ${Math.round(windowMs / 60_000)} min)`,
-          });
-          continue;
-        }
-        try {
-          // Conditional on still holding the election (its key's revision, not a clock).
-          const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
-            compares: [{ key: LEADER_KEY, modRevision: elected }],
-          });
-          const target = m.target?.nodeId?.id ?? "";
-          const next = create(FailoverRecordSchema, {
-            vmId: vm.id,
-            restarts: recent + 1,
-            lastRestartMs: BigInt(now),
-            lastDecision: `restarted on ${target}`,
-          });
-          await store.put(key, encodeMessage(FailoverRecordSchema, next), { signal });
-          decide({
-            vmId: vm.id,
-            node: nodeId,
-            action: "restarted",
-            detail: `restarted on ${target}`,
-            migrationId: m.migrationId,
-          });
-        } catch (err) {
-          const rpc = toRpcError(err);
-          decide({ vmId: vm.id, node: nodeId, action: "failed", detail: rpc.message });
-        }
-      }
-    }
-    // Last: another removal for one stale copy still listed, after the failovers.
-    await staleCopies
-      .retry(signal)
-      .catch((err: unknown) => logger.warn({ err }, "stale copy not removed again; next pass"));
-  }
+  const pass = createFailoverPass({
+    store,
+    clock,
+    logger,
+    failover: options,
+    leadership,
+    decisions,
+    ha,
+    staleCopies,
+    placements,
+    limit,
+    windowMs,
+  });
 
   async function tick() {
     if (busy || stop.signal.aborted) return;
     busy = true;
     try {
-      leader = await lead();
-      if (leader) await pass(stop.signal);
+      if (await leadership.take()) await pass(stop.signal);
     } catch (err) {
       if (!stop.signal.aborted) logger.warn({ err }, "failover controller pass failed");
     } finally {
@@ -292,14 +128,13 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   const timer = setInterval(() => void tick(), intervalMs);
   timer.unref();
   return {
-    isLeader: () => leader,
+    isLeader: leadership.isLeader,
     tick,
     async close() {
       clearInterval(timer);
       stop.abort();
       ha.close();
-      if (leader) await lease?.revoke().catch(() => undefined);
-      leader = false;
+      await leadership.resign();
     },
   };
 }

@@ -76,6 +76,7 @@ export type { ReadinessEvents, ReadinessEventsOptions } from "./readiness-events
 export { startReadinessEvents } from "./readiness-events.js";
 export type { ReplicaCatalog, ReplicaInfo } from "./replica-catalog.js";
 export { createReplicaCatalog } from "./replica-catalog.js";
+export { replicationLabel } from "./replicate.js";
 export { scopedJobId, shownJobId, tenantOfJobId } from "./replication-handlers.js";
 export type { ReplicationJobs, StatusChange, StoredJob } from "./replication-jobs.js";
 export { createReplicationJobs } from "./replication-jobs.js";
@@ -87,7 +88,7 @@ export {
   resolveReplicationPolicy,
 } from "./replication-policy.js";
 export type { ReplicationRunner, ReplicationRunnerOptions } from "./replication-runner.js";
-export { createReplicationRunner, replicationLabel } from "./replication-runner.js";
+export { createReplicationRunner } from "./replication-runner.js";
 export type {
   ReplicationScheduler,
   ReplicationSchedulerOptions,

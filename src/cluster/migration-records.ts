@@ -17,7 +17,7 @@ import {
   type TxnOp,
   updateMessage,
 } from "../store/index.js";
-import type { Reserved } from "./migration-planner.js";
+import type { Reserved } from "./free-capacity.js";
 import { placementChange, readPlacement } from "./vm-placement.js";
 
 export const MIGRATION_RECORDS = "migrations/";

@@ -1,31 +1,29 @@
-import { createHash } from "node:crypto";
+/**
+ * The replication runner: one run of a job at a time across every daemon
+ * sharing the store. It composes the run lock (replication-run-lock.ts), the
+ * job following its VM (replication-follower.ts), the send itself
+ * (replicate.ts) and the recorded outcome (replication-outcome.ts).
+ */
 import { create } from "@bufbuild/protobuf";
+import { type Clock, type Logger, RpcError } from "../core/index.js";
+import type { StorageDriver } from "../drivers/index.js";
 import {
-  type Clock,
-  formatBytes,
-  type Logger,
-  RpcError,
-  sameNode,
-  throwIfAborted,
-  toRpcError,
-} from "../core/index.js";
-import {
-  canReplicate,
-  labelOf,
-  nextStampedName,
-  type StorageDriver,
-  type ZfsReplicationDriver,
-} from "../drivers/index.js";
-import {
-  type ReplicationJobRecord,
-  ReplicationLockRecordSchema,
   type ReplicationStatusRecord,
   ReplicationStatusRecordSchema,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
-import { type DatasetRef, ReplicationState } from "../gen/debvisor/v1/storage_pb.js";
-import { encodeMessage, type KvStore, type Lease } from "../store/index.js";
+import { ReplicationState } from "../gen/debvisor/v1/storage_pb.js";
+import type { KvStore } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
-import { jobKeys, type ReplicationJobs, retiredKey, type StoredJob } from "./replication-jobs.js";
+import { type DatasetOwner, replicate } from "./replicate.js";
+import { createReplicationFollower } from "./replication-follower.js";
+import { type ReplicationJobs, retiredKey, type StoredJob } from "./replication-jobs.js";
+import { createReplicationOutcome } from "./replication-outcome.js";
+import {
+  big,
+  createReplicationRunLock,
+  type HeldRunLock,
+  keepRunLockAlive,
+} from "./replication-run-lock.js";
 
 /** Options of {@link createReplicationRunner}. */
 export interface ReplicationRunnerOptions {
@@ -51,11 +49,10 @@ export interface ReplicationRunnerOptions {
    * from anywhere else: after the VM moved, the job's source holds a stale
    * copy, and its target is where the VM now writes.
    */
-  readonly ownerNode?: (dataset: DatasetRef, signal: AbortSignal) => Promise<string | undefined>;
+  readonly ownerNode?: DatasetOwner;
   /** Where each run's outcome, and a job following its VM, are told (default: nowhere). */
   readonly events?: EventSink;
 }
-
 /** Runs replication jobs, at most one run per job across every daemon sharing the store. */
 export interface ReplicationRunner {
   /**
@@ -68,21 +65,6 @@ export interface ReplicationRunner {
     jobId: string,
     options?: { onlyIfDue?: boolean },
   ): Promise<ReplicationStatusRecord | undefined>;
-}
-
-/** A time or byte count as a stored uint64/int64. */
-const big = (n: number) => BigInt(Math.round(n));
-
-/**
- * The label of the snapshots a job makes: `repl-<job id>`; for a tenant's
- * job (`<tenant>:<id>`), `repl-t<8 hex of the tenant's hash>-<id>`, since a
- * label holds no ':' and a tenant's name may hold anything.
- */
-export function replicationLabel(jobId: string): string {
-  const at = jobId.lastIndexOf(":");
-  if (at < 0) return `repl-${jobId}`;
-  const tenant = createHash("sha256").update(jobId.slice(0, at)).digest("hex").slice(0, 8);
-  return `repl-t${tenant}-${jobId.slice(at + 1)}`;
 }
 
 /** Creates a {@link ReplicationRunner}. */
@@ -106,114 +88,13 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       warning: type === "ReplicationFailed",
       source: "replication",
     });
-
-  /** Takes the run lock and marks the job RUNNING in one txn; undefined when someone else has it. */
-  async function acquire(
-    stored: StoredJob,
-  ): Promise<{ lease: Lease; lockRevision: number; status: ReplicationStatusRecord } | undefined> {
-    const keys = jobKeys(stored.job.jobId);
-    const now = clock.now();
-    const status = create(ReplicationStatusRecordSchema, {
-      ...stored.status,
-      state: ReplicationState.REPL_STATE_RUNNING,
-      runningOn: holder,
-      startedAtMs: big(now),
-      updatedAtMs: big(now),
-      bytesTransferred: 0n,
-      bytesExpected: 0n,
-      durationMs: 0n,
-    });
-    const lease = await store.grantLease(lockTtlMs);
-    const txn = await store.txn({
-      compares: [
-        { key: keys.job, modRevision: stored.jobRevision },
-        { key: keys.status, modRevision: stored.statusRevision },
-        { key: keys.lock, modRevision: 0 },
-      ],
-      success: [
-        {
-          type: "put",
-          key: keys.lock,
-          value: encodeMessage(ReplicationLockRecordSchema, {
-            jobId: stored.job.jobId,
-            holder,
-            acquiredAtMs: big(now),
-          }),
-          lease: lease.id,
-        },
-        {
-          type: "put",
-          key: keys.status,
-          value: encodeMessage(ReplicationStatusRecordSchema, status),
-        },
-      ],
-    });
-    if (txn.succeeded) return { lease, lockRevision: txn.revision, status };
-    await lease.revoke().catch(() => {});
-    return undefined;
-  }
-
-  /** Writes the status only while this run still holds the lock (and optionally releases it). */
-  async function writeStatus(
-    jobId: string,
-    lockRevision: number,
-    status: ReplicationStatusRecord,
-    release: boolean,
-  ): Promise<boolean> {
-    const keys = jobKeys(jobId);
-    const txn = await store.txn({
-      compares: [{ key: keys.lock, modRevision: lockRevision }],
-      success: [
-        {
-          type: "put",
-          key: keys.status,
-          value: encodeMessage(ReplicationStatusRecordSchema, status),
-        },
-        ...(release ? [{ type: "delete" as const, key: keys.lock }] : []),
-      ],
-    });
-    return txn.succeeded;
-  }
-
-  /**
-   * When the job's dataset now belongs to a VM on another node (a migration
-   * or failover moved it), re-points the job there: from the VM's node to the
-   * job's target, or, when the VM moved to the target itself, the other way
-   * round (the next send is incremental from the snapshot both hold). Returns
-   * the re-pointed job and a note saying what changed; undefined when
-   * nothing had to.
-   */
-  async function followVm(
-    stored: StoredJob,
-    signal: AbortSignal,
-  ): Promise<{ job: ReplicationJobRecord; note: string } | undefined> {
-    const plan = stored.job.plan;
-    const dataset = plan?.dataset;
-    const source = plan?.source?.nodeId?.id ?? "";
-    const target = plan?.target?.nodeId?.id ?? "";
-    if (dataset === undefined) return undefined;
-    const owner = await options.ownerNode?.(dataset, signal);
-    if (owner === undefined || sameNode(owner, source)) return undefined;
-    const reverse = sameNode(owner, target);
-    const next = reverse ? { source: owner, target: source } : { source: owner, target };
-    const moved = await jobs.repoint(stored, next.source, next.target, signal);
-    if (moved === undefined)
-      throw new RpcError("REPLICATION_SOURCE_MOVED", {
-        message: `the dataset's vm now runs on ${owner}, and another job already sends it to ${next.target} (or this job changed meanwhile); delete one of them`,
-      });
-    const note = reverse
-      ? `the vm moved from ${source} to ${owner}, the job's target: direction reversed, now ${owner} -> ${source} from the common snapshot`
-      : `the vm moved from ${source} to ${owner}: source re-pointed, now ${owner} -> ${target}`;
-    log.info(
-      { jobId: stored.job.jobId, from: source, to: owner, reverse },
-      "replication job followed its vm",
-    );
-    return { job: moved.job, note };
-  }
+  const runLock = createReplicationRunLock({ store, clock, holder, lockTtlMs });
+  const follower = createReplicationFollower({ jobs, log, ownerNode: options.ownerNode });
+  const outcomes = createReplicationOutcome({ clock, log, tell, retryBaseMs, retryMaxMs });
 
   return {
     async run(jobId, runOptions = {}) {
-      let lock: Awaited<ReturnType<typeof acquire>>;
+      let lock: HeldRunLock | undefined;
       let stored: StoredJob | undefined;
       for (let attempt = 0; attempt < 4 && lock === undefined; attempt++) {
         stored = await jobs.get(jobId);
@@ -224,7 +105,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         const due = Number(stored.status.nextRunAtMs) <= clock.now();
         if (runOptions.onlyIfDue && (!due || stored.lock !== undefined)) return undefined;
         if (stored.lock !== undefined) throw new RpcError("REPLICATION_RUNNING");
-        lock = await acquire(stored);
+        lock = await runLock.acquire(stored);
       }
       if (lock === undefined || stored === undefined) {
         if (runOptions.onlyIfDue) return undefined;
@@ -234,29 +115,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       const started = clock.now();
       const lost = new AbortController();
       const signal = AbortSignal.any([closing, lost.signal]);
-      // A keepAlive that hangs (a partitioned store) must stop the run too:
-      // past most of the TTL without a renewal, another daemon may hold the lock.
-      let renewedAt = performance.now();
-      const renew = setInterval(
-        () => {
-          if (performance.now() - renewedAt > lockTtlMs * 0.8) {
-            log.error({ jobId }, "replication run could not renew its lock in time; stopping it");
-            lost.abort();
-            return;
-          }
-          lease.keepAlive().then(
-            () => {
-              renewedAt = performance.now();
-            },
-            (err: unknown) => {
-              log.error({ err, jobId }, "replication run lost its lock; stopping it");
-              lost.abort();
-            },
-          );
-        },
-        Math.max(100, Math.floor(lockTtlMs / 3)),
-      );
-      renew.unref();
+      const renew = keepRunLockAlive(lease, lockTtlMs, lost, jobId, log);
 
       let status = lock.status;
       let writing: Promise<unknown> = Promise.resolve();
@@ -271,7 +130,7 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
         lastWrite = clock.now();
         const snapshot = status;
         writing = writing
-          .then(() => writeStatus(jobId, lockRevision, snapshot, false))
+          .then(() => runLock.writeStatus(jobId, lockRevision, snapshot, false))
           .catch((err: unknown) => log.warn({ err, jobId }, "replication progress not recorded"));
         return writing;
       };
@@ -279,7 +138,8 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       let outcome: ReplicationStatusRecord | undefined;
       let job = stored.job;
       try {
-        outcome = await followVm(stored, signal)
+        outcome = await follower
+          .followVm(stored, signal)
           .then((followed) => {
             if (followed !== undefined) {
               tell(jobId, "ReplicationFollowed", followed.note);
@@ -293,78 +153,17 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
             return replicate(job, storage, signal, clock, progress, log, options.ownerNode);
           })
           .then(
-            (done) => {
-              const now = clock.now();
-              log.info(
-                {
-                  jobId,
-                  bytes: done.bytes,
-                  incremental: done.base !== undefined,
-                  snapshot: done.snapshot,
-                  durationMs: now - started,
-                },
-                "replication run succeeded",
-              );
-              tell(
-                jobId,
-                "ReplicationSucceeded",
-                `sent ${formatBytes(done.bytes)} (${done.base === undefined ? "full" : `incremental from ${done.base}`}) in ${Math.round((now - started) / 1000)} s; snapshot ${done.snapshot}`,
-              );
-              return create(ReplicationStatusRecordSchema, {
-                ...status,
-                state: ReplicationState.REPL_STATE_SUCCESS,
-                lastSnapshotName: done.snapshot,
-                bytesTransferred: big(done.bytes),
-                durationMs: big(now - started),
-                lastError: "",
-                lastErrorReason: "",
-                consecutiveFailures: 0,
-                nextRunAtMs: big(started + Number(job.intervalMs)),
-                lastSuccessAtMs: big(now),
-                successfulRuns: status.successfulRuns + 1n,
-                runningOn: "",
-                sendingSnapshotName: "",
-                updatedAtMs: big(now),
-              });
-            },
-            (err: unknown) => {
-              const e = toRpcError(err);
-              const now = clock.now();
-              const failures = status.consecutiveFailures + 1;
-              const retryIn = Math.min(
-                retryBaseMs * 2 ** Math.min(failures - 1, 30),
-                retryMaxMs,
-                Number(job.intervalMs),
-              );
-              log.warn(
-                { jobId, err, reason: e.reason, retryInMs: retryIn, failures },
-                "replication run failed",
-              );
-              tell(
-                jobId,
-                "ReplicationFailed",
-                `${e.reason === "INTERNAL" ? "internal error" : e.clientMessage}; retry in ${Math.round(retryIn / 1000)} s (${failures} failure(s) in a row)`,
-                e.reason,
-              );
-              return create(ReplicationStatusRecordSchema, {
-                ...status,
-                state: ReplicationState.REPL_STATE_FAILED,
-                durationMs: big(now - started),
-                lastError: e.reason === "INTERNAL" ? "internal error" : e.clientMessage,
-                lastErrorReason: e.reason,
-                consecutiveFailures: failures,
-                nextRunAtMs: big(now + retryIn),
-                runningOn: "",
-                sendingSnapshotName: "",
-                updatedAtMs: big(now),
-              });
-            },
+            (done) => outcomes.succeeded(jobId, job, status, started, done),
+            (err: unknown) => outcomes.failed(jobId, job, status, started, err),
           );
       } finally {
         clearInterval(renew);
         await writing;
         try {
-          if (outcome !== undefined && !(await writeStatus(jobId, lockRevision, outcome, true)))
+          if (
+            outcome !== undefined &&
+            !(await runLock.writeStatus(jobId, lockRevision, outcome, true))
+          )
             log.error({ jobId }, "replication run lost its lock; its outcome was not recorded");
           else if (outcome?.state === ReplicationState.REPL_STATE_SUCCESS) {
             // This job's own base now protects the pair: a retired one may go.
@@ -380,121 +179,4 @@ export function createReplicationRunner(options: ReplicationRunnerOptions): Repl
       return outcome;
     },
   };
-}
-
-/** One run: snapshot the source, send it (incremental from the newest common snapshot), prune. */
-async function replicate(
-  job: ReplicationJobRecord,
-  storage: StorageDriver,
-  signal: AbortSignal,
-  clock: Clock,
-  progress: (patch: Partial<ReplicationStatusRecord>, force?: boolean) => Promise<unknown>,
-  log: Logger,
-  ownerNode?: ReplicationRunnerOptions["ownerNode"],
-): Promise<{ snapshot: string; bytes: number; base: string | undefined }> {
-  const plan = job.plan;
-  const dataset = plan?.dataset;
-  const source = plan?.source?.nodeId?.id ?? "";
-  const target = plan?.target?.nodeId?.id ?? "";
-  if (dataset === undefined)
-    throw new RpcError("INTERNAL", { cause: new Error(`job ${job.jobId} has no dataset`) });
-  if (!canReplicate(storage)) throw new RpcError("STORAGE_UNSUPPORTED");
-  const owner = await ownerNode?.(dataset, signal);
-  if (owner !== undefined && !sameNode(owner, source))
-    throw new RpcError("REPLICATION_SOURCE_MOVED", {
-      message: `the dataset's vm now runs on ${owner}, not on the job's source ${source}; plan the job again from ${owner}`,
-    });
-  const onSource = await storage.listSnapshots(dataset, signal, source);
-  if (onSource === undefined) throw new RpcError("DATASET_NOT_FOUND");
-  const onTarget = await storage.listSnapshots(dataset, signal, target);
-  const targetNames = new Set(onTarget?.map((s) => s.ref?.snapshotName));
-  const base = [...onSource].reverse().find((s) => targetNames.has(s.ref?.snapshotName))
-    ?.ref?.snapshotName;
-  if (onTarget !== undefined && base === undefined)
-    throw new RpcError("REPLICATION_DIVERGED", {
-      message:
-        "the target node holds the dataset with no snapshot in common; remove it there first",
-    });
-  const label = replicationLabel(job.jobId);
-  // Names go to the second: a run within the same second as the last one (a manual run just
-  // after a scheduled one) takes the next second's name rather than failing SNAPSHOT_EXISTS,
-  // after every name of the job on either node (one pruning freed is not taken again).
-  const snapshot = nextStampedName(
-    label,
-    clock.now(),
-    [...onSource, ...(onTarget ?? [])].map((s) => s.ref?.snapshotName ?? ""),
-  );
-  // Recorded before it exists, so no prune or delete can take it mid-send.
-  await progress(
-    {
-      incremental: base !== undefined,
-      baseSnapshotName: base ?? "",
-      sendingSnapshotName: snapshot,
-    },
-    true,
-  );
-  await storage.createSnapshot({ dataset, name: snapshot, nodeId: source }, signal);
-  let bytes: number;
-  try {
-    ({ bytes } = await storage.sendSnapshot({
-      dataset,
-      fromNode: source,
-      toNode: target,
-      snapshot,
-      base,
-      bandwidthLimit: Number(job.bandwidthLimitBytesPerSecond),
-      jobId: job.jobId,
-      signal,
-      onProgress: (moved, expected) =>
-        progress({ bytesTransferred: big(moved), bytesExpected: big(expected) }),
-    }));
-  } catch (err) {
-    // The snapshot was never received: drop it so failed runs leave nothing behind.
-    await storage
-      .deleteSnapshot({ dataset, name: snapshot, nodeId: source }, new AbortController().signal)
-      .catch((e: unknown) =>
-        log.warn({ err: e, jobId: job.jobId, snapshot }, "could not remove the unsent snapshot"),
-      );
-    throw err;
-  }
-  // Pruning deletes: only while this run still holds its lock.
-  throwIfAborted(signal);
-  for (const node of [source, target])
-    await pruneReplicationSnapshots(
-      storage,
-      dataset,
-      node,
-      label,
-      job.keepSnapshots,
-      snapshot,
-      signal,
-      log,
-    );
-  return { snapshot, bytes, base };
-}
-
-/** Deletes a job's oldest snapshots on one node beyond `keep`; never the newest. Best effort. */
-async function pruneReplicationSnapshots(
-  storage: ZfsReplicationDriver,
-  dataset: DatasetRef,
-  nodeId: string,
-  label: string,
-  keep: number,
-  newest: string,
-  signal: AbortSignal,
-  log: Logger,
-): Promise<void> {
-  try {
-    const mine = ((await storage.listSnapshots(dataset, signal, nodeId)) ?? [])
-      .map((s) => s.ref?.snapshotName ?? "")
-      .filter((name) => labelOf(name) === label && name !== newest);
-    for (const name of mine.slice(0, Math.max(0, mine.length - (Math.max(1, keep) - 1))))
-      await storage
-        .deleteSnapshot({ dataset, name, nodeId }, signal)
-        .catch((err: unknown) =>
-          log.warn({ err, nodeId, snapshot: name }, "old replication snapshot not removed"),
-        );
-  } catch (err) {
-    log.warn({ err, nodeId }, "old replication snapshots not pruned");
-  }
 }

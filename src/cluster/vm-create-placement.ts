@@ -2,7 +2,7 @@ import { nodeKey, RpcError } from "../core/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import type { VmSpec } from "../gen/debvisor/v1/vm_pb.js";
-import { freeCapacity, gib, passingNodes, type Reserved } from "./migration-planner.js";
+import { freeCapacity, gib, passingNodes, type Reserved } from "./free-capacity.js";
 
 /** What placing a new VM looks at. */
 export interface PlacementInput {

@@ -1,0 +1,93 @@
+/**
+ * The failover controller's decisions as they are told: logged once per
+ * change (a decision repeated pass after pass is not told again), handed to
+ * the audit trail's callbacks and emitted as the VM's events.
+ */
+import type { Logger } from "../core/index.js";
+import type { EventSink } from "./event-recorder.js";
+import type { AdoptedPlacement } from "./placement-from-truth.js";
+import type { StaleCopyDecision } from "./stale-copy-removal.js";
+
+/** One decision of the controller, for logs and the audit trail. */
+export interface FailoverDecision {
+  readonly vmId: string;
+  readonly node: string;
+  /** adopted: its placement moved to the only node holding it (placement-from-truth.ts). */
+  readonly action: "restarted" | "skipped" | "failed" | "adopted";
+  readonly detail: string;
+  readonly migrationId?: string;
+  /** The VM's tenant, for its events. */
+  readonly tenant?: string;
+}
+
+/** What {@link createFailoverDecisions} works with. */
+export interface FailoverDecisionsDeps {
+  readonly logger: Logger;
+  readonly onDecision?: (decision: FailoverDecision) => void;
+  readonly onStaleCopy?: (decision: StaleCopyDecision) => void;
+  readonly events?: EventSink;
+}
+
+/** Where the controller and its parts tell what they decided. */
+export interface FailoverDecisions {
+  /** A restart, skip, failure or adoption of one VM; told when it differs from the VM's last one. */
+  decide(d: FailoverDecision): void;
+  /** A stale copy of a VM removed, or not. */
+  staleCopy(d: StaleCopyDecision): void;
+  /** A placement moved to the only node holding the VM. */
+  adopted(d: AdoptedPlacement): void;
+}
+
+/** Creates the {@link FailoverDecisions}. */
+export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDecisions {
+  const { logger } = deps;
+  const lastDecision = new Map<string, string>();
+
+  function decide(d: FailoverDecision) {
+    const key = `${d.action}:${d.detail}`;
+    if (lastDecision.get(d.vmId) === key) return;
+    lastDecision.set(d.vmId, key);
+    logger.info({ ...d }, "failover decision");
+    deps.onDecision?.(d);
+    // Restarts and failures are told by failoverVm itself, with the VM's tenant.
+    if (d.action === "skipped")
+      deps.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        tenant: d.tenant,
+        type: "FailoverSkipped",
+        message: `${d.node} is down; not restarting: ${d.detail}`,
+        warning: true,
+        source: "failover-controller",
+      });
+  }
+
+  return {
+    decide,
+    staleCopy(d) {
+      logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
+      deps.onStaleCopy?.(d);
+      deps.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        type: d.action === "removed" ? "StaleCopyRemoved" : "StaleCopyNotRemoved",
+        message: d.detail,
+        warning: d.action !== "removed",
+        source: "failover-controller",
+      });
+    },
+    adopted(d) {
+      const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;
+      decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
+      deps.events?.emit({
+        kind: "vm",
+        id: d.vmId,
+        tenant: d.tenant,
+        type: "PlacementAdopted",
+        message: detail,
+        warning: true,
+        source: "failover-controller",
+      });
+    },
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * One pass of the failover controller, run while leading: stale copies
+ * removed first, placements moved to their only copy, then HA VMs of nodes
+ * down past the fence delay restarted elsewhere (at most `restartLimit`
+ * times per window) and those of nodes back restored (ha-restore.ts).
+ */
+import { create } from "@bufbuild/protobuf";
+import { type Clock, type Logger, msFromTimestamp, toRpcError } from "../core/index.js";
+import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
+import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
+import type { FailoverDecisions } from "./failover-decisions.js";
+import type { FailoverLeadership } from "./failover-leadership.js";
+import { FAILOVER_RECORDS, type HaRestore, lostReportOf } from "./ha-restore.js";
+import type { StaleCopyRemover } from "./stale-copy-removal.js";
+import { readPlacement } from "./vm-placement.js";
+import { askedToStop } from "./vm-records.js";
+
+const RECORDS = FAILOVER_RECORDS;
+
+/** What {@link createFailoverPass} works with. */
+export interface FailoverPassDeps {
+  readonly store: KvStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** What failoverVm needs (the controller's options). */
+  readonly failover: FailoverDeps;
+  readonly leadership: FailoverLeadership;
+  readonly decisions: FailoverDecisions;
+  readonly ha: HaRestore;
+  readonly staleCopies: StaleCopyRemover;
+  /** Placements moved to their only copy (placement-from-truth.ts). */
+  readonly placements: { pass(signal: AbortSignal): Promise<void> };
+  /** Automatic restarts of one VM within the window before it is left alone. */
+  readonly limit: number;
+  readonly windowMs: number;
+}
+
+/** Creates the controller's pass. */
+export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal) => Promise<void> {
+  const { store, clock, logger, leadership, ha, staleCopies, placements, limit, windowMs } = deps;
+  const options = deps.failover;
+  const { decide } = deps.decisions;
+
+  /** Restarts one HA VM of a node down past the fence delay; false when the leadership is gone. */
+  async function restartLost(vm: VmInfo, nodeId: string, now: number, signal: AbortSignal) {
+    // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
+    // Nor one the store holds no record of: deleted, the dead node's last report not yet
+    // without it.
+    const placed = await readPlacement(store, vm.id, signal);
+    if (placed.rec === undefined) return true;
+    if (askedToStop(placed.rec)) return true;
+    const key = RECORDS + vm.id;
+    const got = await getMessage(store, FailoverRecordSchema, key, { signal });
+    const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
+    const recent = now - Number(rec.lastRestartMs) < windowMs ? rec.restarts : 0;
+    // Still the leader? A long pass must not outlive the lease that allows it.
+    if (!(await leadership.lead())) {
+      leadership.lost();
+      return false;
+    }
+    if (recent >= limit) {
+      decide({
+        vmId: vm.id,
+        node: nodeId,
+        tenant: vm.tenant,
+        action: "skipped",
+        detail: `restart limit reached (${limit} in ${Math.round(windowMs / 60_000)} min)`,
+      });
+      return true;
+    }
+    try {
+      // Conditional on still holding the election (its key's revision, not a clock).
+      const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
+        compares: [leadership.elected()],
+      });
+      const target = m.target?.nodeId?.id ?? "";
+      const next = create(FailoverRecordSchema, {
+        vmId: vm.id,
+        restarts: recent + 1,
+        lastRestartMs: BigInt(now),
+        lastDecision: `restarted on ${target}`,
+      });
+      await store.put(key, encodeMessage(FailoverRecordSchema, next), { signal });
+      decide({
+        vmId: vm.id,
+        node: nodeId,
+        action: "restarted",
+        detail: `restarted on ${target}`,
+        migrationId: m.migrationId,
+      });
+    } catch (err) {
+      const rpc = toRpcError(err);
+      decide({ vmId: vm.id, node: nodeId, action: "failed", detail: rpc.message });
+    }
+    return true;
+  }
+
+  return async function pass(signal: AbortSignal) {
+    const now = clock.now();
+    // Conflicts first: a stale copy must never be what a restart below brings
+    // back. A failure here is logged and must not hold up failovers.
+    await staleCopies
+      .pass(signal)
+      .catch((err: unknown) => logger.warn({ err }, "stale copies not removed; next pass"));
+    // Then placements naming a node that no longer holds the VM, moved to its only copy.
+    await placements
+      .pass(signal)
+      .catch((err: unknown) => logger.warn({ err }, "placements not reconciled; next pass"));
+    for (const node of await options.inventory.listNodes(signal)) {
+      const nodeId = node.info?.id?.id ?? "";
+      const ready = node.readiness === NodeReadiness.READY;
+      const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
+      const report = { nodeId, reportMs: msFromTimestamp(node.health?.timestamp) };
+      const confirmLost = lostReportOf(options.inventory, nodeId, signal);
+      for (const vm of node.health?.vms ?? []) {
+        if (!vm.ha) continue;
+        if (ready) {
+          await ha.restore(report, vm, now, signal);
+          continue;
+        }
+        if (vm.state === VmState.STOPPED) continue;
+        await ha.noteLost(confirmLost, vm, signal);
+        if (!past) continue;
+        if (!(await restartLost(vm, nodeId, now, signal))) return;
+      }
+    }
+    // Last: another removal for one stale copy still listed, after the failovers.
+    await staleCopies
+      .retry(signal)
+      .catch((err: unknown) => logger.warn({ err }, "stale copy not removed again; next pass"));
+  };
+}
