@@ -487,7 +487,7 @@ describe("HA restore's report stamps, kept and renewed", () => {
           vms: [{ id: "vm-1", name: "vm-1", state, ha: true, nodeId: { id: "n1" } }],
         }),
       );
-    /** One controller pass over n1 (as failover-controller.ts makes it), once its readiness is `readiness`. */
+    /** One controller pass over n1 (as failover-pass.ts makes it), once its readiness is `readiness`. */
     const pass = (readiness: NodeReadiness) =>
       eventually(async () => {
         const node = (await observer.listNodes()).find((n) => n.info?.id?.id === "n1");
