@@ -8,9 +8,7 @@ import { EMPTY } from "./sqlite-apply.js";
 import type { SqliteStatements } from "./sqlite-database.js";
 import type { SqliteStoreState } from "./sqlite-write-queue.js";
 import { checkPrefix, prefixEnd } from "./store-checks.js";
-
-/** A watcher further behind than this many events is ended instead of buffering without bound. */
-const MAX_WATCH_BACKLOG = 100_000;
+import { MAX_WATCH_BACKLOG } from "./watch-queue.js";
 
 /**
  * Watches `prefix` from `fromRevision` (0: from the next write) until
@@ -27,7 +25,9 @@ export async function* watchSqlite(
   checkPrefix(prefix);
   if (opts.signal.aborted) return;
   const end = prefixEnd(prefix);
-  const pending: WatchEvent[] = [];
+  let pending: (WatchEvent | undefined)[] = [];
+  /** The next event to yield: taken by index, since shift() copies a large array each time. */
+  let head = 0;
   let wake: (() => void) | undefined;
   let overflow = false;
   // Backlog and subscription are taken in one synchronous step: no write can commit in between.
@@ -40,6 +40,13 @@ export async function* watchSqlite(
     type: number;
     value: Buffer;
   }>) {
+    // Bounded as live events are: a watch from far back (a caller's since_revision) read the
+    // whole kept history into memory at once, before any bound applied.
+    if (pending.length >= MAX_WATCH_BACKLOG)
+      throw new RpcError("WATCH_COMPACTED", {
+        message:
+          "history from there is longer than a watch may hold; list again and watch from its revision",
+      });
     pending.push({
       type: r.type === 0 ? "put" : "delete",
       key: r.key,
@@ -49,7 +56,7 @@ export async function* watchSqlite(
   }
   const listener = (events: readonly WatchEvent[]) => {
     for (const e of events) if (e.key >= prefix && e.key < end) pending.push(e);
-    if (pending.length > MAX_WATCH_BACKLOG) overflow = true;
+    if (pending.length - head > MAX_WATCH_BACKLOG) overflow = true;
     wake?.();
   };
   state.watchers.add(listener);
@@ -61,8 +68,13 @@ export async function* watchSqlite(
         throw new RpcError("STORE_UNAVAILABLE", {
           message: "watcher fell too far behind; watch again",
         });
-      const e = pending.shift();
-      if (e !== undefined) {
+      if (head < pending.length) {
+        const e = pending[head] as WatchEvent;
+        pending[head++] = undefined;
+        if (head >= 1024 && head * 2 >= pending.length) {
+          pending = pending.slice(head);
+          head = 0;
+        }
         yield e;
         continue;
       }
