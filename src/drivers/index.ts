@@ -40,8 +40,9 @@ export {
   canRemoveStaleCopy,
 } from "./hypervisor-driver.js";
 export type { LibvirtDriverOptions } from "./libvirt-driver.js";
-export { createLibvirtDriver, virshMigrateArgs } from "./libvirt-driver.js";
+export { createLibvirtDriver } from "./libvirt-driver.js";
 export { isDomainName, isLibvirtUri } from "./libvirt-identifiers.js";
+export { virshMigrateArgs } from "./libvirt-migration.js";
 export { DEFAULT_STOP_TIMEOUT_MS } from "./lifecycle-actions.js";
 export type { LocalSimulation, LocalSimulationOptions } from "./local-simulation.js";
 export { createLocalSimulation } from "./local-simulation.js";

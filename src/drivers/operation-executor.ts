@@ -1,33 +1,25 @@
-import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
-import { type Logger, RpcError, toRpcError } from "../core/index.js";
+// The agent's operation executor: takes the control plane's dispatches,
+// runs each at most once (the journal remembers them across restarts) and
+// answers its result. The parts: operation-action.ts (what each kind does),
+// operation-run.ts (lanes, cancel, results), interrupted-operations.ts
+// (settling after a restart), operation-result.ts (the result message).
+
+import { equals, type MessageInitShape } from "@bufbuild/protobuf";
+import { type Logger, RpcError } from "../core/index.js";
 import {
   type AgentMessageSchema,
   type OperationDispatch,
-  OperationKind,
   OperationOutcome,
-  type OperationResult,
-  OperationResultSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { CopyGenerations } from "./copy-generations.js";
-import {
-  canDefine,
-  canRecover,
-  canTellDiskHolder,
-  type HypervisorDriver,
-  type MigrationProgress,
-} from "./hypervisor-driver.js";
-import {
-  type ActionProgress,
-  createDomain,
-  deleteDomain,
-  stopGracefully,
-} from "./lifecycle-actions.js";
+import type { HypervisorDriver } from "./hypervisor-driver.js";
+import { settleInterrupted } from "./interrupted-operations.js";
+import { createOperationAction } from "./operation-action.js";
 import type { OperationJournal } from "./operation-journal.js";
-import { formatTransfer, vmFromDefinitionParams } from "./operation-params.js";
-import { isStorageOperation } from "./storage-params.js";
-import { createVmLanes } from "./vm-lanes.js";
+import { createResultOf } from "./operation-result.js";
+import { createOperationRun } from "./operation-run.js";
 
 /** A message for the control plane; dropped while the stream is down (the server redelivers). */
 export type Send = (message: MessageInitShape<typeof AgentMessageSchema>) => void;
@@ -88,246 +80,16 @@ export function createOperationExecutor(options: {
    */
   beforeResult?: () => Promise<void>;
 }): OperationExecutor {
-  const { driver, journal, send, logger } = options;
+  const { journal, send } = options;
+  /** The operations running now, by id: shared by dispatch, cancel and the runner. */
   const inflight = new Map<string, AbortController>();
-  const lanes = createVmLanes();
-
-  const stamp = () => {
-    const ms = (options.now ?? Date.now)();
-    return create(TimestampSchema, {
-      seconds: BigInt(Math.floor(ms / 1000)),
-      nanos: (ms % 1000) * 1_000_000,
-    });
-  };
-  /** The result answering `d` (named by its id and its time of writing). */
-  const result = (
-    d: OperationDispatch,
-    outcome: OperationOutcome,
-    err?: RpcError,
-    replayed = false,
-  ): OperationResult =>
-    create(OperationResultSchema, {
-      operationId: d.operationId,
-      dispatchCreatedAt: d.createdAt,
-      outcome,
-      reason: err?.reason ?? "",
-      message: err?.clientMessage ?? "",
-      finishedAt: stamp(),
-      replayed,
-    });
-
-  async function act(
-    d: OperationDispatch,
-    signal: AbortSignal,
-    progress: ActionProgress,
-  ): Promise<void> {
-    if (isStorageOperation(d.kind) && options.storage !== undefined)
-      return options.storage(d, signal);
-    // The fencing token goes to the driver, which checks it as the VM starts.
-    const fence = { generation: d.generation };
-    switch (d.kind) {
-      case OperationKind.START_VM:
-        return driver.start(d.vmId, signal, fence);
-      case OperationKind.STOP_VM:
-        return stopGracefully(driver, d.vmId, d.params, signal, progress);
-      case OperationKind.REBOOT_VM:
-        await stopGracefully(driver, d.vmId, d.params, signal, progress);
-        progress(70, "starting");
-        return driver.start(d.vmId, signal, fence);
-      case OperationKind.CREATE_VM:
-        return createDomain(driver, d.vmId, d.params, signal, progress, fence);
-      case OperationKind.DELETE_VM:
-        return deleteDomain(driver, d.vmId, d.params, signal, progress, fence);
-      case OperationKind.MIGRATE_OUT:
-        return driver.migrate(
-          d.vmId,
-          { nodeId: d.params.destination ?? "", uri: d.params.uri ?? "" },
-          {
-            live: d.params.live === "true",
-            signal,
-            onProgress: (p) => report(d, p),
-          },
-        );
-      case OperationKind.RECOVER:
-        return recoverHere(d, signal);
-      case OperationKind.REMOVE_STALE_COPY:
-        return removeStaleCopy(d, signal);
-      default:
-        throw new RpcError("INVALID_ARGUMENT", { message: "unknown operation kind" });
-    }
-  }
-
-  /** Migration progress as operation progress; the figures ride in the message. */
-  function report(d: OperationDispatch, p: MigrationProgress): void {
-    send({
-      kind: {
-        case: "progress",
-        value: {
-          operationId: d.operationId,
-          dispatchCreatedAt: d.createdAt,
-          percent: Math.max(0, Math.min(100, Math.round(p.percent))),
-          phase: p.phase,
-          message: formatTransfer(p),
-        },
-      },
-    });
-  }
-
-  /**
-   * Failover: starts here a VM of a failed node. Its definition is here
-   * already (shared or replicated storage), or defined from the control
-   * plane's view where the backend can. The generation it was decided
-   * under is in the journal with the dispatch (the fencing work checks it).
-   */
-  /**
-   * Brings up a failed node's VM here, under the operation's generation:
-   * started when defined here; else recovered from the shared storage's
-   * definition where the driver can; else defined from the control plane's
-   * description where the backend can, then started.
-   */
-  async function recoverHere(d: OperationDispatch, signal: AbortSignal): Promise<void> {
-    const fence = { generation: d.generation };
-    logger.info(
-      { vm: d.vmId, from: d.params.from, generation: String(d.generation) },
-      "recovering a vm of a failed node",
-    );
-    if ((await driver.info(d.vmId, signal)) !== undefined)
-      return driver.start(d.vmId, signal, fence);
-    const info = vmFromDefinitionParams(d.vmId, d.params);
-    if (canRecover(driver))
-      try {
-        return await driver.recover(d.vmId, d.params.from ?? "", signal, fence);
-      } catch (err) {
-        // No definition on the shared storage: defined from the control plane's view below.
-        if (info === undefined || toRpcError(err).reason !== "VM_NOT_FOUND") throw err;
-      }
-    if (info === undefined || options.define === undefined)
-      throw new RpcError("VM_NOT_FOUND", {
-        message: `vm ${d.vmId} is not defined on this node`,
-      });
-    options.define(info);
-    await driver.start(d.vmId, signal, fence);
-  }
-
-  /**
-   * Conflicts: stops (hard) and undefines this node's copy of a VM placed
-   * elsewhere, only if the copy runs under a generation older than the VM's
-   * current one, which the dispatch carries; the current copy, or one
-   * started after the removal was decided, is never touched.
-   */
-  async function removeStaleCopy(d: OperationDispatch, signal: AbortSignal): Promise<void> {
-    const mine = options.copies?.of(d.vmId) ?? 0n;
-    if (d.generation === 0n || mine >= d.generation)
-      throw new RpcError("COPY_NOT_STALE", {
-        message: `the copy here runs under generation ${mine}, not older than ${d.generation}; not removed`,
-      });
-    const here = await driver.info(d.vmId, signal);
-    if (here === undefined) return;
-    // A copy that holds its disks is where the VM is, if no start elsewhere took them since:
-    // kept when it runs, or when it is not the copy started here (no generation recorded
-    // here, or its locks taken under a newer one than recorded: it migrated in, maybe onto
-    // an older copy of its own, and a removal decided before the migration landed after
-    // it). A stopped copy started here under an older generation goes, freeing the disks.
-    const held = canTellDiskHolder(driver) ? await driver.heldDisks(d.vmId, signal) : undefined;
-    if (held !== undefined && (here.state !== "stopped" || mine === 0n || held.generation > mine))
-      throw new RpcError("COPY_NOT_STALE", {
-        message: "the copy here holds its disks' locks; not removed",
-      });
-    if (here.state !== "stopped") await driver.stop(d.vmId, { force: true, signal });
-    if (canDefine(driver))
-      await driver.undefine(d.vmId, { force: true, signal, generation: d.generation });
-    options.copies?.forget(d.vmId);
-    logger.info(
-      { vm: d.vmId, copyGeneration: String(mine), generation: String(d.generation) },
-      "stale copy removed",
-    );
-  }
-
-  /** Remembers the generation a copy was started under, once the start took effect. */
-  function noteStarted(d: OperationDispatch): void {
-    const starts = [OperationKind.START_VM, OperationKind.REBOOT_VM, OperationKind.RECOVER];
-    const createdRunning = d.kind === OperationKind.CREATE_VM && d.params.start === "true";
-    if (starts.includes(d.kind) || createdRunning) options.copies?.started(d.vmId, d.generation);
-  }
-
-  /** Whether an operation a previous run of the agent started had taken effect, from the hypervisor. */
-  async function tookEffect(d: OperationDispatch): Promise<boolean> {
-    const starts = d.kind === OperationKind.START_VM || d.kind === OperationKind.RECOVER;
-    let state: string | undefined;
-    let checked = false;
-    try {
-      state = (await driver.info(d.vmId, options.signal))?.state;
-      checked = true;
-    } catch (err) {
-      logger.warn({ err, operation: d.operationId }, "cannot check an interrupted operation");
-    }
-    // A create took effect once the domain is defined, a delete once it is gone.
-    if (d.kind === OperationKind.CREATE_VM)
-      return state !== undefined && (d.params.start !== "true" || state === "running");
-    if (d.kind === OperationKind.DELETE_VM) return checked && state === undefined;
-    return state === (starts ? "running" : "stopped");
-  }
-
-  /**
-   * Runs `d` in its VM's lane (one at a time per VM, in the order
-   * dispatched). With `tookEffect` (an operation a previous run of the agent
-   * started), that is asked first, in the lane: after the operations ahead
-   * of it have run, not before.
-   */
-  function run(d: OperationDispatch, tookEffect?: () => Promise<boolean>): void {
-    const id = d.operationId;
-    const controller = new AbortController();
-    const onStop = () => controller.abort();
-    options.signal.addEventListener("abort", onStop, { once: true });
-    inflight.set(id, controller);
-    const progress: ActionProgress = (percent, phase) =>
-      send({
-        kind: {
-          case: "progress",
-          value: { operationId: id, dispatchCreatedAt: d.createdAt, percent, phase },
-        },
-      });
-    progress(0, "started");
-    const lane = isStorageOperation(d.kind) ? "" : d.vmId;
-    lanes
-      .run(lane, async () => {
-        if (controller.signal.aborted) throw new RpcError("CANCELLED");
-        if (tookEffect !== undefined && (await tookEffect())) {
-          logger.info({ operation: id }, "interrupted operation had taken effect");
-          return true;
-        }
-        if (tookEffect !== undefined)
-          logger.info({ operation: id }, "interrupted operation had not acted; running it");
-        await act(d, controller.signal, progress);
-        return false;
-      })
-      .then(
-        (replayed) => {
-          if (!replayed) noteStarted(d);
-          finish(d, result(d, OperationOutcome.SUCCEEDED, undefined, replayed));
-        },
-        (err: unknown) => {
-          // Shutting down: the journal keeps it started; the next start settles it.
-          if (options.signal.aborted) return;
-          const e = toRpcError(err);
-          const outcome =
-            e.reason === "CANCELLED" ? OperationOutcome.CANCELLED : OperationOutcome.FAILED;
-          finish(d, result(d, outcome, e));
-        },
-      );
-    function finish(dd: OperationDispatch, r: OperationResult) {
-      options.signal.removeEventListener("abort", onStop);
-      inflight.delete(dd.operationId);
-      journal.finish(r);
-      logger.info(
-        { operation: dd.operationId, vm: dd.vmId, outcome: OperationOutcome[r.outcome] },
-        "operation finished",
-      );
-      const told = () => send({ kind: { case: "result", value: r } });
-      if (options.beforeResult === undefined || isStorageOperation(dd.kind)) told();
-      else void options.beforeResult().then(told, told);
-    }
-  }
+  const result = createResultOf(options);
+  const run = createOperationRun({
+    ...options,
+    inflight,
+    act: createOperationAction(options),
+    result,
+  });
 
   return {
     dispatch(d) {
@@ -365,29 +127,8 @@ export function createOperationExecutor(options: {
     cancel(operationId) {
       inflight.get(operationId)?.abort();
     },
-    async recover() {
-      for (const { dispatch: d } of journal.unfinished()) {
-        if (d.kind === OperationKind.MIGRATE_OUT) {
-          let here = true;
-          try {
-            here = (await driver.info(d.vmId, options.signal)) !== undefined;
-          } catch (err) {
-            logger.warn({ err, operation: d.operationId }, "cannot check an interrupted migration");
-          }
-          journal.finish(
-            here
-              ? result(d, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED"))
-              : result(d, OperationOutcome.SUCCEEDED, undefined, true),
-          );
-          continue;
-        }
-        // A storage operation cut short (a send, a snapshot) is not guessed at: the control plane runs it again.
-        if (d.kind === OperationKind.REBOOT_VM || isStorageOperation(d.kind)) {
-          journal.finish(result(d, OperationOutcome.FAILED, new RpcError("OPERATION_INTERRUPTED")));
-          continue;
-        }
-        run(d, () => tookEffect(d));
-      }
+    recover() {
+      return settleInterrupted({ ...options, run, result });
     },
     running: () => inflight.size,
   };
