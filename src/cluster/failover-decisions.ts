@@ -38,14 +38,22 @@ export interface FailoverDecisions {
   adopted(d: AdoptedPlacement): void;
 }
 
+/** VMs whose last failover decision is remembered (a repeat of it is not told again). */
+const REMEMBERED_DECISIONS = 10_000;
+
 /** Creates the {@link FailoverDecisions}. */
 export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDecisions {
   const { logger } = deps;
+  /** The last decision told per VM, so a pass repeating it says nothing; the oldest forgotten past the bound. */
   const lastDecision = new Map<string, string>();
 
   function decide(d: FailoverDecision) {
     const key = `${d.action}:${d.detail}`;
     if (lastDecision.get(d.vmId) === key) return;
+    // Deleted VMs' entries would stay for the process's life: the least recently decided go.
+    lastDecision.delete(d.vmId);
+    if (lastDecision.size >= REMEMBERED_DECISIONS)
+      lastDecision.delete(lastDecision.keys().next().value as string);
     lastDecision.set(d.vmId, key);
     logger.info({ ...d }, "failover decision");
     deps.onDecision?.(d);

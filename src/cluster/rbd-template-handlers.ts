@@ -60,7 +60,7 @@ export function createRbdTemplateHandlers(
         await driver.protectSnapshot(target, ctx.signal);
       } catch (err) {
         await driver
-          .deleteSnapshot(target, new AbortController().signal)
+          .deleteSnapshot(target, AbortSignal.timeout(30_000))
           .catch((e: unknown) =>
             ctx.log.warn(
               { err: e, snapshot: target.name },

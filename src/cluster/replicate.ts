@@ -111,9 +111,10 @@ export async function replicate(
         progress({ bytesTransferred: big(moved), bytesExpected: big(expected) }),
     }));
   } catch (err) {
-    // The snapshot was never received: drop it so failed runs leave nothing behind.
+    // The snapshot was never received: drop it so failed runs leave nothing behind. Bounded:
+    // a hung delete would keep the run, and its lock renewal, going for good.
     await storage
-      .deleteSnapshot({ dataset, name: snapshot, nodeId: source }, new AbortController().signal)
+      .deleteSnapshot({ dataset, name: snapshot, nodeId: source }, AbortSignal.timeout(30_000))
       .catch((e: unknown) =>
         log.warn({ err: e, jobId: job.jobId, snapshot }, "could not remove the unsent snapshot"),
       );
