@@ -10,10 +10,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { createAgentHub, createInventory, type Inventory } from "../src/cluster/index.js";
-import { createManualClock, silentLogger } from "../src/core/index.js";
+import type { Inventory } from "../src/cluster/index.js";
+import { silentLogger } from "../src/core/index.js";
 import { createSqliteStore } from "../src/store/index.js";
-import { connectInProcess } from "./helpers/agent-stream.js";
+import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
 import { eventually } from "./helpers/eventually.js";
 
 describe("two streams of one node to one process", () => {
@@ -21,30 +21,21 @@ describe("two streams of one node to one process", () => {
     path: join(mkdtempSync(join(tmpdir(), "dv-stream-order-")), "state.db"),
     logger: silentLogger,
   });
-  const clock = createManualClock(Date.now());
-  const real = createInventory({ store, clock });
   // The first Hello's report is recorded only once the test says so (a slow
   // write: a large report, a conflict with the other stream's, a slow store).
   let release = () => {};
   const held = new Promise<void>((r) => (release = r));
   let heartbeats = 0;
-  const inventory: Inventory = Object.create(real);
-  inventory.heartbeat = async (health, signal, reporter) => {
-    if (++heartbeats === 1) await held;
-    return real.heartbeat(health, signal, reporter);
-  };
-  const hub = createAgentHub({
-    store,
-    inventory,
-    clock,
-    serverId: "rpcd-1",
-    heartbeatIntervalMs: 1000,
-    helloTimeoutMs: 5000,
-    sendQueueMax: 1000,
+  const { hub, close } = hubOn(store, (real) => {
+    const inventory: Inventory = Object.create(real);
+    inventory.heartbeat = async (health, signal, reporter) => {
+      if (++heartbeats === 1) await held;
+      return real.heartbeat(health, signal, reporter);
+    };
+    return inventory;
   });
   after(async () => {
-    hub.close();
-    real.close();
+    close();
     await store.close();
   });
 

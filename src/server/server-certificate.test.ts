@@ -6,7 +6,11 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setImmediate } from "node:timers/promises";
 import { createManualClock, silentLogger } from "../core/index.js";
-import { createCertificateAuthority, loadCertificateAuthority } from "../pki/index.js";
+import {
+  type CertificateAuthority,
+  createCertificateAuthority,
+  loadCertificateAuthority,
+} from "../pki/index.js";
 import { createCertificateLedger, loadRevocations, normalizeSerial } from "../security/index.js";
 import { createSqliteStore, type KvStore } from "../store/index.js";
 import { parseConfig } from "./config-loader.js";
@@ -15,6 +19,29 @@ import { renewServerCertificate } from "./server-certificate.js";
 import { createTlsFiles, keepTlsFresh } from "./tls-setup.js";
 
 const DAY = 86_400_000;
+
+/**
+ * Writes a server certificate of `days` days issued at `issuedAtMs` (and its key) to
+ * `paths`, with the CA as its chain, as the daemon's TLS files hold it; answers its serial.
+ */
+async function install(
+  ca: CertificateAuthority,
+  paths: { cert: string; key: string },
+  days: number,
+  issuedAtMs: number,
+  altNames = ["localhost"],
+) {
+  const c = await ca.issue({
+    commonName: "localhost",
+    usage: "server",
+    altNames,
+    validityDays: days,
+    now: new Date(issuedAtMs),
+  });
+  writeFileSync(paths.key, c.keyPem, { mode: 0o600 });
+  writeFileSync(paths.cert, `${c.certPem.trimEnd()}\n${ca.certPem}`);
+  return { pem: c.certPem, serial: normalizeSerial(new X509Certificate(c.certPem).serialNumber) };
+}
 
 /** A CA, a server certificate 25 of its 30 days old in files, and a ledger on a real SQLite store whose writes fail while `failing`. */
 async function setUp() {
@@ -27,18 +54,10 @@ async function setUp() {
   const clock = createManualClock(Date.now());
   const caKey = await createCertificateAuthority({ commonName: "test CA" });
   const ca = await loadCertificateAuthority({ certPem: caKey.certPem, keyPem: caKey.keyPem });
-  const old = await ca.issue({
-    commonName: "localhost",
-    usage: "server",
-    altNames: ["localhost", "127.0.0.1"],
-    validityDays: 30,
-    now: new Date(Date.now() - 25 * DAY),
-  });
   const paths = { cert: join(dir, "server.crt"), key: join(dir, "server.key") };
   const clientCa = join(dir, "ca.crt");
   writeFileSync(clientCa, ca.certPem);
-  writeFileSync(paths.key, old.keyPem, { mode: 0o600 });
-  writeFileSync(paths.cert, `${old.certPem.trimEnd()}\n${ca.certPem}`);
+  const old = await install(ca, paths, 30, Date.now() - 25 * DAY, ["localhost", "127.0.0.1"]);
   const ledger = createCertificateLedger(store, clock);
   return {
     dir,
@@ -46,8 +65,8 @@ async function setUp() {
     state,
     clock,
     ca,
-    old,
-    oldSerial: normalizeSerial(new X509Certificate(old.certPem).serialNumber),
+    oldPem: old.pem,
+    oldSerial: old.serial,
     paths,
     clientCa,
     ledger,
@@ -63,7 +82,7 @@ describe("renewServerCertificate", () => {
   it("records the renewal in the ledger, linked to the certificate it renews", async () => {
     const t = await setUp();
     try {
-      const fresh = await renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock);
+      const fresh = await renewServerCertificate(t.ca, t.ledger, t.oldPem, t.paths, t.clock);
       const serial = normalizeSerial(fresh.serialNumber);
       assert.equal(t.served(), serial, "the files hold the new certificate");
       const rec = await t.ledger.get(serial);
@@ -82,7 +101,7 @@ describe("renewServerCertificate", () => {
       const keyBefore = readFileSync(t.paths.key, "utf8");
       t.state.failing = true;
       await assert.rejects(
-        renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock),
+        renewServerCertificate(t.ca, t.ledger, t.oldPem, t.paths, t.clock),
         /store unavailable/,
       );
       assert.equal(readFileSync(t.paths.cert, "utf8"), before, "the certificate file is unchanged");
@@ -97,7 +116,7 @@ describe("renewServerCertificate", () => {
     const revocations = await loadRevocations(t.real, t.clock, silentLogger);
     try {
       await revocations.revoke(t.oldSerial, "key compromised");
-      const fresh = await renewServerCertificate(t.ca, t.ledger, t.old.certPem, t.paths, t.clock);
+      const fresh = await renewServerCertificate(t.ca, t.ledger, t.oldPem, t.paths, t.clock);
       const serial = normalizeSerial(fresh.serialNumber);
       assert.equal(t.served(), serial);
       const rec = await t.ledger.get(serial);
@@ -115,38 +134,10 @@ describe("keepTlsFresh", () => {
   it("tries a failed renewal again, a minute later, then twice as long", async (ctx) => {
     const t = await setUp();
     ctx.mock.timers.enable({ apis: ["setTimeout"] });
-    const resources = createOpenedResources(silentLogger);
-    const errors: unknown[] = [];
-    const logger = {
-      ...silentLogger,
-      error: (o: unknown) => errors.push(o),
-      child: () => logger,
-    } as typeof silentLogger;
-    const config = parseConfig({
-      tls: { cert: t.paths.cert, key: t.paths.key, clientCa: t.clientCa },
-    });
-    const applied: string[] = [];
+    const f = keepFresh(t);
+    const { errors, applied } = f;
     try {
       t.state.failing = true;
-      keepTlsFresh({
-        files: createTlsFiles(undefined, t.clock, silentLogger),
-        config: () => config,
-        ca: t.ca,
-        ledger: t.ledger,
-        clock: t.clock,
-        logger,
-        apply: (m) => applied.push(m.certPem),
-        resources,
-      });
-      // Timers are mocked: real waits turn the event loop, bounded by the wall clock.
-      const until = async (done: () => boolean) => {
-        const end = Date.now() + 10_000;
-        while (!done() && Date.now() < end) await setImmediate();
-      };
-      const settle = async () => {
-        const end = Date.now() + 300;
-        while (Date.now() < end) await setImmediate();
-      };
       const waitFor = async (n: number) => {
         await until(() => errors.length >= n);
         assert.equal(errors.length, n);
@@ -169,7 +160,7 @@ describe("keepTlsFresh", () => {
       assert.notEqual(t.served(), t.oldSerial);
       assert.equal((await t.ledger.get(t.served()))?.renewedFrom, t.oldSerial);
     } finally {
-      await resources.unwind();
+      await f.resources.unwind();
       await t.close();
     }
   });
@@ -258,16 +249,11 @@ describe("keepTlsFresh", () => {
     const f = keepFresh(t);
     try {
       // The operator installs a certificate of its own (new names, a full life ahead).
-      const installed = await t.ca.issue({
-        commonName: "localhost",
-        usage: "server",
-        altNames: ["localhost", "127.0.0.1", "rpc.example"],
-        validityDays: 30,
-        now: new Date(Date.now()),
-      });
-      writeFileSync(t.paths.key, installed.keyPem, { mode: 0o600 });
-      writeFileSync(t.paths.cert, `${installed.certPem.trimEnd()}\n${t.ca.certPem}`);
-      const serial = normalizeSerial(new X509Certificate(installed.certPem).serialNumber);
+      const { serial } = await install(t.ca, t.paths, 30, Date.now(), [
+        "localhost",
+        "127.0.0.1",
+        "rpc.example",
+      ]);
       ctx.mock.timers.tick(1000);
       await settle();
       assert.equal(t.served(), serial, "the installed certificate is not overwritten");
@@ -282,16 +268,7 @@ describe("keepTlsFresh", () => {
     const t = await setUp();
     ctx.mock.timers.enable({ apis: ["setTimeout"] });
     // A 90-day certificate (dev mode's): due at 60 days, past the longest timer (24.8 days).
-    const long = await t.ca.issue({
-      commonName: "localhost",
-      usage: "server",
-      altNames: ["localhost"],
-      validityDays: 90,
-      now: new Date(t.clock.now()),
-    });
-    writeFileSync(t.paths.key, long.keyPem, { mode: 0o600 });
-    writeFileSync(t.paths.cert, `${long.certPem.trimEnd()}\n${t.ca.certPem}`);
-    const serial = normalizeSerial(new X509Certificate(long.certPem).serialNumber);
+    const { serial } = await install(t.ca, t.paths, 90, t.clock.now());
     const f = keepFresh(t);
     try {
       const step = 2 ** 31 - 1;
@@ -315,16 +292,8 @@ describe("keepTlsFresh", () => {
     const t = await setUp();
     ctx.mock.timers.enable({ apis: ["setTimeout"] });
     // The daemon starts on other files: a certificate with 20 of its 30 days ahead before it is due.
-    const first = await t.ca.issue({
-      commonName: "localhost",
-      usage: "server",
-      altNames: ["localhost"],
-      validityDays: 30,
-      now: new Date(t.clock.now()),
-    });
     const before = { cert: join(t.dir, "before.crt"), key: join(t.dir, "before.key") };
-    writeFileSync(before.key, first.keyPem, { mode: 0o600 });
-    writeFileSync(before.cert, `${first.certPem.trimEnd()}\n${t.ca.certPem}`);
+    const first = await install(t.ca, before, 30, t.clock.now());
     const f = keepFresh(t, undefined, before);
     try {
       // A reload moves them to the files of `t`, whose certificate is due.
@@ -339,11 +308,7 @@ describe("keepTlsFresh", () => {
       await until(() => t.served() !== t.oldSerial);
       assert.notEqual(t.served(), t.oldSerial, "the certificate served now is renewed");
       const still = normalizeSerial(new X509Certificate(readFileSync(before.cert)).serialNumber);
-      assert.equal(
-        still,
-        normalizeSerial(new X509Certificate(first.certPem).serialNumber),
-        "the files no longer configured are left alone",
-      );
+      assert.equal(still, first.serial, "the files no longer configured are left alone");
     } finally {
       await f.resources.unwind();
       await t.close();

@@ -109,8 +109,15 @@ export function connectInProcess(
   };
 }
 
-/** An agent hub and its inventory on `store`, on a manual clock, for in-process streams. */
-export function hubOn(store: KvStore): {
+/**
+ * An agent hub and its inventory on `store`, on a manual clock, for in-process
+ * streams; `wrap` gives the hub another view of the inventory (one that holds a
+ * call back, say).
+ */
+export function hubOn(
+  store: KvStore,
+  wrap: (inventory: Inventory) => Inventory = (i) => i,
+): {
   hub: AgentHub;
   inventory: Inventory;
   clock: ManualClock;
@@ -120,7 +127,7 @@ export function hubOn(store: KvStore): {
   const inventory = createInventory({ store, clock });
   const hub = createAgentHub({
     store,
-    inventory,
+    inventory: wrap(inventory),
     clock,
     serverId: "rpcd-1",
     heartbeatIntervalMs: 1000,
