@@ -238,7 +238,7 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   faults.close();
   hv.close();
   rmSync(pidFile, { force: true });
-  clearTimeout(renewal.timer);
+  renewal.cancel();
   await notifier.stopping();
   notifier.close();
   process.removeListener("SIGTERM", onSignal);

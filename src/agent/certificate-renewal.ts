@@ -3,11 +3,9 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { agentFiles, renew } from "../client/index.js";
-import type { Logger } from "../core/index.js";
+import { type Logger, runAfter } from "../core/index.js";
 import type { AgentConfig } from "./agent-config.js";
 
-/** The longest wait a Node timer takes (about 24.8 days); a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The wait before a failed renewal, or an unreadable certificate, is tried again. */
 const RETRY_MS = 60_000;
 
@@ -15,19 +13,18 @@ const RETRY_MS = 60_000;
  * Renews the certificate `renewAtFraction` into its life, through the server
  * the stream is on (`server()`, undefined while none is), and again each
  * time after. A failed try, or a certificate file that cannot be read, is
- * tried again a minute later; nothing it does throws. A renewal due past the
- * longest timer is planned again when that timer fires, not done early.
+ * tried again a minute later; nothing it does throws. Returns the cancel.
  */
 export function scheduleRenewal(
   config: Pick<AgentConfig, "dir" | "renewAtFraction" | "tlsServerName">,
   log: Logger,
   server: () => string | undefined,
   signal: AbortSignal,
-): { timer: NodeJS.Timeout | undefined } {
-  const state: { timer: NodeJS.Timeout | undefined } = { timer: undefined };
+): { cancel(): void } {
+  const state = { cancel: () => {} };
+  // A wait past the longest timer (24.8 days) is reached in steps, not renewed early.
   const later = (ms: number, then: () => void) => {
-    state.timer = setTimeout(then, Math.min(MAX_TIMER_MS, ms));
-    state.timer.unref();
+    state.cancel = runAfter(ms, then);
   };
   const attempt = () => {
     if (signal.aborted) return;
@@ -56,7 +53,7 @@ export function scheduleRenewal(
       log.warn({ err }, "certificate not readable; its renewal is planned again in a minute");
       return later(RETRY_MS, plan);
     }
-    later(wait, wait > MAX_TIMER_MS ? plan : attempt);
+    later(wait, attempt);
   };
   plan();
   return state;

@@ -54,6 +54,7 @@ export type { FieldViolation } from "./request-validator.js";
 export { validateMessage } from "./request-validator.js";
 export type { RpcErrorOptions } from "./rpc-error.js";
 export { isRpcErrorWithCode, notImplemented, RpcError, toRpcError } from "./rpc-error.js";
+export { runAfter, runAt } from "./run-at.js";
 export { sameFieldsExcept, sameValue } from "./same-value.js";
 export type {
   AnyHandler,

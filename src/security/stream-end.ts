@@ -1,4 +1,4 @@
-import { RpcError } from "../core/index.js";
+import { RpcError, runAt } from "../core/index.js";
 
 /** Subscribes a listener to changes; returns the unsubscribe. */
 export type Subscribe = (listener: () => void) => () => void;
@@ -62,21 +62,14 @@ export function allOf(...subscribes: (Subscribe | undefined)[]): Subscribe {
   };
 }
 
-/** The longest single timer Node keeps (about 24.8 days); a later time is reached in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Tells its listener once `atMs` (by `now`) has come; never when undefined. */
+/** Tells its listener once `atMs` (by `now`) has come (at once if it has); never when undefined. */
 export function at(atMs: number | undefined, now: () => number): Subscribe {
   return (listener) => {
     if (atMs === undefined) return () => {};
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      const left = atMs - now();
-      if (left <= 0) return listener();
-      timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
-      timer.unref();
-    };
-    arm();
-    return () => clearTimeout(timer);
+    if (atMs - now() <= 0) {
+      listener();
+      return () => {};
+    }
+    return runAt(atMs, now, listener);
   };
 }

@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, runAfter } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
 import type { CertificateLedger } from "../security/index.js";
 import type { Config } from "./config-schema.js";
@@ -69,8 +69,6 @@ export function createTlsFiles(
 const RETRY_MIN_MS = 60_000;
 /** The longest wait between tries of a failing renewal. */
 const RETRY_MAX_MS = 3_600_000;
-/** The longest wait setTimeout takes (a longer one fires at once). */
-const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 /** What {@link keepTlsFresh} needs. */
 export interface TlsFreshness {
@@ -108,8 +106,8 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     logger,
   );
   resources.push("TLS file watch", unwatch);
-  let renewTimer: NodeJS.Timeout | undefined;
-  resources.push("server certificate renewal", () => clearTimeout(renewTimer));
+  let cancelRenewal = () => {};
+  resources.push("server certificate renewal", () => cancelRenewal());
   /** Failed renewals in a row: the next try waits RETRY_MIN_MS doubled that often, up to RETRY_MAX_MS. */
   let failures = 0;
   const retryIn = () => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
@@ -117,9 +115,9 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     failures++;
     logger.error({ err, failures }, "server certificate renewal failed; it is tried again");
   };
+  // A wait past the longest timer (24.8 days) is reached in steps, not renewed early.
   const later = (run: () => void, ms: number) => {
-    renewTimer = setTimeout(run, Math.min(LONGEST_TIMER_MS, Math.max(1000, ms)));
-    renewTimer.unref();
+    cancelRenewal = runAfter(Math.max(1000, ms), run);
   };
   /**
    * Plans the renewal of the certificate the files hold (`retrying`: at once,
@@ -172,10 +170,7 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
             scheduleRenewal();
           },
         );
-    // A timer waits 24.8 days at most: a longer wait plans again then, rather than renew early.
-    const wait = at - clock.now();
-    if (wait > LONGEST_TIMER_MS) later(() => scheduleRenewal(), LONGEST_TIMER_MS);
-    else later(renew, wait);
+    later(renew, at - clock.now());
   };
   scheduleRenewal();
   return reloadTlsFromFiles;
