@@ -430,8 +430,11 @@ describe("OpenID Connect sign-in: the issuer is reached over verified TLS only",
       sessions: await createPanelSessions({ store, clock }),
       throttle: createLoginThrottle({ clock }),
       policy: () => createAccessPolicy({}),
-      audit: async (f) => {
-        audited.push(f);
+      audit: {
+        append: async (f) => {
+          audited.push(f);
+        },
+        count: (f) => audited.push(f),
       },
       logger: silentLogger,
       now: () => clock.now(),
@@ -514,8 +517,11 @@ describe("OpenID Connect sign-in: a source is an IPv4 address or an IPv6 /64", (
       sessions,
       throttle,
       policy: () => createAccessPolicy({}),
-      audit: async (f) => {
-        audited.push(f);
+      audit: {
+        append: async (f) => {
+          audited.push(f);
+        },
+        count: (f) => audited.push(f),
       },
       logger: silentLogger,
       now: () => clock.now(),

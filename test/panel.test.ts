@@ -308,6 +308,30 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.equal(await codeOf(b.client(NodeService).listNodes({})), "Unauthenticated");
   });
 
+  it("signs out only the session whose token the request holds, not one it merely names", async () => {
+    const carol = await login("carol", CAROL_PASSWORD);
+    const nodes = carol.client(NodeService);
+    // A session id is no secret (audit records name it); it is the first part of the refresh token.
+    const sid = (carol.cookies.get("__Host-dv_refresh") as string).split(".")[0] as string;
+    const [header, payload, signature] = (carol.cookies.get("__Host-dv_access") as string).split(
+      ".",
+    );
+    const stranger = panelBrowser(url, ca);
+    for (const cookie of [
+      ["__Host-dv_refresh", `${sid}.${"A".repeat(43)}`],
+      ["__Host-dv_access", `${header}.${payload}.${"A".repeat(signature?.length ?? 86)}`],
+    ] as const) {
+      stranger.cookies.clear();
+      stranger.cookies.set(cookie[0], cookie[1]);
+      assert.equal((await stranger.auth("logout", {})).status, 200);
+      assert.equal(await codeOf(nodes.listNodes({})), "OK", `${cookie[0]} with a wrong secret`);
+    }
+    // Her own cookies do end it.
+    assert.equal((await carol.auth("logout", {})).status, 200);
+    carol.cookies.set("__Host-dv_access", `${header}.${payload}.${signature}`);
+    assert.equal(await codeOf(nodes.listNodes({})), "Unauthenticated");
+  });
+
   it("ends a user's sessions at once when an admin revokes them, and only an admin may", async () => {
     const b = await login("carol", CAROL_PASSWORD);
     const nodes = b.client(NodeService);

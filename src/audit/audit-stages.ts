@@ -35,6 +35,8 @@ export interface AuditStageOptions {
 export interface AuditStages {
   readonly outer: Stage;
   readonly beforeAct: Stage;
+  /** Counts a refusal made outside the pipeline (the panel's sign-in endpoints); see RefusalAggregator.count. */
+  count(fields: AuditFields): void;
   /** Writes the refusals counted so far. */
   flush(): Promise<void>;
   /** Flushes and stops the interval timer; call before closing the log. */
@@ -112,6 +114,7 @@ export function createAuditStages(options: AuditStageOptions): AuditStages {
         await log.append(fields(ctx, invocation.request, "rpc.request", undefined, 0));
       return next(invocation);
     },
+    count: (fields) => refusals.count(fields),
     flush: () => refusals.flush(),
     close: () => refusals.close(),
   };

@@ -25,6 +25,13 @@ export interface RefusalAggregatorOptions {
 export interface RefusalAggregator {
   /** True (and counted) when this refusal is aggregated rather than recorded on its own. */
   note(ctx: CallContext, error: RpcError): boolean;
+  /**
+   * Counts a refusal that is not a call through the pipeline (the panel's
+   * sign-in endpoints), keyed like a call's by its peer (a source address),
+   * reason, principal, service and method; `reason` must be a catalogue
+   * reason (few distinct values), never free text.
+   */
+  count(fields: AuditFields): void;
   /** Writes the counts gathered so far, durably. */
   flush(): Promise<void>;
   /** Stops the timer and flushes. */
@@ -69,6 +76,19 @@ export function createRefusalAggregator(options: RefusalAggregatorOptions): Refu
   };
   const timer = setInterval(() => void flush(), options.intervalMs ?? 60_000);
   timer.unref();
+  /** Counts one refusal in the bucket `key`; past maxSources a new key joins the overflow bucket. */
+  const bump = (key: string, reason: string, fieldsOf: (overflow: boolean) => AuditFields) => {
+    const overflow = !buckets.has(key) && buckets.size >= maxSources;
+    const k = overflow ? `*\n${reason}` : key;
+    const t = now();
+    const b = buckets.get(k);
+    if (b !== undefined) {
+      b.count++;
+      b.lastAt = t;
+      return;
+    }
+    buckets.set(k, { count: 1, firstAt: t, lastAt: t, fields: fieldsOf(overflow) });
+  };
   return {
     note(ctx, error) {
       // Every refusal of an anonymous call (a bad enrollment request too) is counted, not recorded.
@@ -76,44 +96,43 @@ export function createRefusalAggregator(options: RefusalAggregatorOptions): Refu
       const p = ctx.notes.principal;
       const source = sourceOf(ctx.peer.address);
       // Per method too: a record names the method its count is of.
-      let key = `${source}\n${error.reason}\n${p?.method ?? ""}:${p?.id ?? ""}\n${ctx.method.path}`;
-      let peer = source;
-      if (!buckets.has(key) && buckets.size >= maxSources) {
-        key = `*\n${error.reason}`;
-        peer = "*";
-      }
-      const t = now();
-      const b = buckets.get(key);
-      if (b !== undefined) {
-        b.count++;
-        b.lastAt = t;
-        return true;
-      }
-      buckets.set(key, {
-        count: 1,
-        firstAt: t,
-        lastAt: t,
-        fields: {
-          event: "rpc.aggregate",
-          requestId: ctx.requestId,
-          principal: peer === "*" ? "" : (p?.id ?? ""),
-          authMethod: peer === "*" ? "" : (p?.method ?? ""),
-          keyId: "",
-          tenant: "",
-          peer,
-          // The overflow bucket counts every method together: it names none.
-          service: peer === "*" ? "" : ctx.method.service,
-          method: peer === "*" ? "" : ctx.method.name,
-          permission: "",
-          decision: ctx.notes.decision ?? "",
-          reason: error.reason,
-          args: "",
-          code: codeName(error.code),
-          error: error.clientMessage,
-          durationMs: 0,
-        },
-      });
+      const key = `${source}\n${error.reason}\n${p?.method ?? ""}:${p?.id ?? ""}\n${ctx.method.path}`;
+      bump(key, error.reason, (overflow) => ({
+        event: "rpc.aggregate",
+        requestId: ctx.requestId,
+        principal: overflow ? "" : (p?.id ?? ""),
+        authMethod: overflow ? "" : (p?.method ?? ""),
+        keyId: "",
+        tenant: "",
+        peer: overflow ? "*" : source,
+        // The overflow bucket counts every method together: it names none.
+        service: overflow ? "" : ctx.method.service,
+        method: overflow ? "" : ctx.method.name,
+        permission: "",
+        decision: ctx.notes.decision ?? "",
+        reason: error.reason,
+        args: "",
+        code: codeName(error.code),
+        error: error.clientMessage,
+        durationMs: 0,
+      }));
       return true;
+    },
+    count(fields) {
+      const key = `${fields.peer}\n${fields.reason}\n${fields.authMethod}:${fields.principal}\n/${fields.service}/${fields.method}`;
+      bump(key, fields.reason, (overflow) =>
+        overflow
+          ? {
+              ...fields,
+              event: "rpc.aggregate",
+              principal: "",
+              authMethod: "",
+              peer: "*",
+              service: "",
+              method: "",
+            }
+          : { ...fields, event: "rpc.aggregate" },
+      );
     },
     flush,
     async close() {

@@ -7,7 +7,13 @@ export type { LoginThrottle, LoginThrottleOptions } from "./login-throttle.js";
 export { createLoginThrottle } from "./login-throttle.js";
 export type { OidcRedirect, OidcSignIn, OidcSignInOptions } from "./oidc-sign-in.js";
 export { createOidcSignIn, oidcPrincipal } from "./oidc-sign-in.js";
-export type { AuthRequest, AuthResponse, PanelAuth, PanelAuthOptions } from "./panel-auth.js";
+export type {
+  AuthRequest,
+  AuthResponse,
+  PanelAuditSink,
+  PanelAuth,
+  PanelAuthOptions,
+} from "./panel-auth.js";
 export { createPanelAuth, MANAGE_USERS } from "./panel-auth.js";
 export {
   COOKIES,

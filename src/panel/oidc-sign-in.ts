@@ -1,10 +1,10 @@
 import { timingSafeEqual } from "node:crypto";
 import * as client from "openid-client";
-import type { AuditFields } from "../audit/index.js";
 import type { Logger, Reason } from "../core/index.js";
 import { type AccessPolicy, bindingsOf } from "../security/index.js";
 import { createIssuerFetch } from "./issuer-fetch.js";
 import type { LoginThrottle } from "./login-throttle.js";
+import { createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { COOKIES, setCookie, setLaxCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
 import { createPendingFlows } from "./pending-flows.js";
@@ -35,7 +35,7 @@ export interface OidcSignInOptions {
   readonly sessions: PanelSessions;
   readonly throttle: LoginThrottle;
   readonly policy: () => AccessPolicy;
-  readonly audit: ((fields: AuditFields) => Promise<void>) | undefined;
+  readonly audit: PanelAuditSink | undefined;
   readonly logger: Logger;
   readonly now: () => number;
   /** Sign-ins in progress per source group (default 32); the next start is refused. */
@@ -164,35 +164,20 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
       });
     return discovered;
   };
-  const audit = (f: Partial<AuditFields> & Pick<AuditFields, "code">) =>
-    o.audit?.({
-      event: "panel.auth",
-      requestId: "",
-      principal: "",
-      authMethod: "oidc",
-      keyId: "",
-      tenant: "",
-      peer: "",
-      service: "debvisor.panel.Auth",
-      method: "Login",
-      permission: "",
-      decision: "",
-      reason: "",
-      args: `issuer=${o.issuer}`,
-      error: "",
-      durationMs: 0,
-      ...f,
-    });
+  const audit = createPanelAuthAudit(o.audit);
+  const signIn = { authMethod: "oidc", method: "Login", args: `issuer=${o.issuer}` };
   const clearFlow = setLaxCookie(COOKIES.oidc, "", 0);
   const refuse = async (f: SignInFailure, source: string): Promise<OidcRedirect> => {
-    await audit({
+    const outcome = {
+      ...signIn,
       principal: f.principal,
       peer: source,
       code: AUDIT_CODE[f.reason] ?? "UNAUTHENTICATED",
       decision: f.reason === "OIDC_NO_ROLES" ? "deny" : "unauthenticated",
-      reason: f.detail,
-      error: f.reason,
-    });
+    };
+    // Counted past the throttle (anyone can repeat it at will); the throttle bounds the rest.
+    if (f.reason === "RATE_LIMITED") audit.count({ ...outcome, reason: f.reason, error: f.detail });
+    else await audit.record({ ...outcome, reason: f.detail, error: f.reason });
     o.logger.info({ reason: f.reason, detail: f.detail, peer: source }, "panel sign-in refused");
     const q = new URLSearchParams({ signin_error: f.reason });
     if (f.principal !== "") q.set("principal", f.principal);
@@ -295,7 +280,8 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           o.logger.error({ err }, "panel session could not start");
           throw new SignInFailure("INTERNAL", "session could not start");
         });
-        await audit({
+        await audit.record({
+          ...signIn,
           principal,
           peer: source,
           code: "OK",

@@ -2,11 +2,10 @@
 // the panel's own page, then routed to sign-in (panel-sign-in.ts), user
 // administration (panel-user-admin.ts) or the small read-only answers here.
 
-import type { AuditFields } from "../audit/index.js";
 import type { Clock, Logger, Principal } from "../core/index.js";
 import { type AccessPolicy, decide } from "../security/index.js";
 import type { LoginThrottle } from "./login-throttle.js";
-import { createPanelAuthAudit } from "./panel-auth-audit.js";
+import { byWhom, createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail } from "./panel-auth-http.js";
 import { COOKIES, isPanelRequest, parseCookies } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
@@ -14,6 +13,7 @@ import { createPanelSignIn } from "./panel-sign-in.js";
 import { createPanelUserAdmin, MANAGE_USERS } from "./panel-user-admin.js";
 import type { PanelUsers } from "./panel-users.js";
 
+export type { PanelAuditSink } from "./panel-auth-audit.js";
 export type { AuthRequest, AuthResponse } from "./panel-auth-http.js";
 export { MANAGE_USERS } from "./panel-user-admin.js";
 
@@ -23,8 +23,8 @@ export interface PanelAuthOptions {
   readonly sessions: PanelSessions;
   readonly throttle: LoginThrottle;
   readonly policy: () => AccessPolicy;
-  /** Appends to the audit trail; undefined when audit is off. */
-  readonly audit: ((fields: AuditFields) => Promise<void>) | undefined;
+  /** The audit trail and its refusal counts; undefined when audit is off. */
+  readonly audit: PanelAuditSink | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
   /** The OpenID Connect issuer's name for the sign-in page, when one is configured. */
@@ -59,15 +59,34 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     audit,
   });
 
+  /** GET /auth/me: who the caller is and whether it may manage users; recorded like WhoAmI. */
+  async function me(req: AuthRequest, principal: Principal): Promise<AuthResponse> {
+    const d = decide(o.policy(), principal, MANAGE_USERS);
+    const manageUsers = d.allowed && d.tenant === undefined;
+    await audit.record({
+      ...byWhom(req, principal),
+      method: "Me",
+      code: "OK",
+      decision: "allow",
+      tenant: d.tenant ?? "",
+    });
+    return {
+      status: 200,
+      json: { principal: principal.id, tenant: d.tenant ?? "", manageUsers },
+      cookies: [],
+    };
+  }
+
   return {
     async handle(req) {
       if (!isPanelRequest(req.method, req.headers, req.origins)) {
-        await audit({
-          method: req.path,
+        audit.count({
+          method: req.path.slice(0, 64),
           peer: req.source,
           code: "PERMISSION_DENIED",
           decision: "deny",
-          reason:
+          reason: "PANEL_REQUEST_REFUSED",
+          error:
             `cross-origin or unmarked request (origin ${JSON.stringify(req.headers.get("origin") ?? "")})`.slice(
               0,
               200,
@@ -76,31 +95,45 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
         return fail("PANEL_REQUEST_REFUSED");
       }
       const cookies = parseCookies(req.headers.get("cookie"));
+      let principal: Principal | undefined;
       try {
         if (req.method === "POST" && req.path === "login") return await login(req, cookies);
         if (req.method === "POST" && req.path === "refresh") return await refresh(req, cookies);
         if (req.method === "POST" && req.path === "logout") return await logout(req, cookies);
         if (req.method === "GET" && req.path === "providers")
           return { status: 200, json: { oidc: o.oidcName ?? null }, cookies: [] };
-        const principal = await o.principalOf(cookies.get(COOKIES.access) ?? "");
-        if (principal === undefined) return fail("UNAUTHENTICATED");
-        if (req.method === "GET" && req.path === "me") {
-          const d = decide(o.policy(), principal, MANAGE_USERS);
-          return {
-            status: 200,
-            json: {
-              principal: principal.id,
-              tenant: d.tenant ?? "",
-              manageUsers: d.allowed && d.tenant === undefined,
-            },
-            cookies: [],
-          };
+        principal = await o.principalOf(cookies.get(COOKIES.access) ?? "");
+        if (principal === undefined) {
+          audit.count({
+            method: req.path.slice(0, 64),
+            peer: req.source,
+            code: "UNAUTHENTICATED",
+            decision: "unauthenticated",
+            reason: "UNAUTHENTICATED",
+          });
+          return fail("UNAUTHENTICATED");
         }
+        if (req.method === "GET" && req.path === "me") return await me(req, principal);
         if (req.path === "users" && (req.method === "GET" || req.method === "POST"))
           return await admin(req, principal);
+        await audit.record({
+          ...byWhom(req, principal),
+          method: `${req.method} ${req.path}`.slice(0, 64),
+          code: "NOT_FOUND",
+          reason: "SERVICE_UNKNOWN",
+        });
         return fail("SERVICE_UNKNOWN", "no such endpoint");
       } catch (err) {
         o.logger.error({ err, path: req.path }, "panel auth request failed");
+        // Its own record if the trail takes it (the failure may be the trail's).
+        await audit
+          .record({
+            ...(principal === undefined ? { peer: req.source } : byWhom(req, principal)),
+            method: `${req.method} ${req.path}`.slice(0, 64),
+            code: "INTERNAL",
+            reason: "INTERNAL",
+          })
+          .catch(() => {});
         return fail("INTERNAL");
       }
     },

@@ -76,6 +76,12 @@ export interface PanelSessions {
   endAllOf(user: string, reason: string): Promise<number>;
   /** The session a token belongs to, read without verifying it. */
   sessionIdOf(token: string): string | undefined;
+  /**
+   * The session these cookies prove to hold: a refresh token of it (current,
+   * or one rotated away: a holder of a copy may end it too) or a valid access
+   * token. A session id alone proves nothing (audit records name it).
+   */
+  heldSession(refreshToken: string, accessToken: string): Promise<string | undefined>;
   isLive(sessionId: string): Promise<boolean>;
   /** Called with the session id whenever this process ends a session. */
   onEnd(listener: (sessionId: string) => void): () => void;
@@ -217,19 +223,21 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
     return SID.test(sid) ? sid : undefined;
   };
 
-  return {
-    verifier: {
-      async verify(token, atMs) {
-        // The session is judged as it is now, whatever time the token is judged at.
-        const r = await inner.verify(token, atMs);
-        if ("failure" in r) return r;
-        const sid = sessionIdOf(token);
-        if (sid === undefined || !live((await read(sid))?.message))
-          return { failure: "panel session ended" };
-        // A panel user is its own principal (`user:<name>`), not an outside issuer's subject.
-        return { identity: { ...r.identity, principal: r.identity.subject, sessionId: sid } };
-      },
+  const verifier: JwtVerifier = {
+    async verify(token, atMs) {
+      // The session is judged as it is now, whatever time the token is judged at.
+      const r = await inner.verify(token, atMs);
+      if ("failure" in r) return r;
+      const sid = sessionIdOf(token);
+      if (sid === undefined || !live((await read(sid))?.message))
+        return { failure: "panel session ended" };
+      // A panel user is its own principal (`user:<name>`), not an outside issuer's subject.
+      return { identity: { ...r.identity, principal: r.identity.subject, sessionId: sid } };
     },
+  };
+
+  return {
+    verifier,
     async start(user, source, principal = "") {
       const now = clock.now();
       const record = {
@@ -306,6 +314,18 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
       return n;
     },
     sessionIdOf,
+    async heldSession(refreshToken, accessToken) {
+      const sid = sessionIdOf(refreshToken);
+      const s = sid === undefined || refreshToken.length > 200 ? undefined : await read(sid);
+      const hash = sha256(refreshToken);
+      if (
+        s !== undefined &&
+        (s.message.refreshHash === hash || s.message.spentRefreshHashes.includes(hash))
+      )
+        return sid;
+      const r = accessToken === "" ? undefined : await verifier.verify(accessToken);
+      return r === undefined || "failure" in r ? undefined : r.identity.sessionId;
+    },
     async isLive(sid) {
       return live((await read(sid))?.message);
     },

@@ -51,13 +51,15 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
     const peer = req.source;
     const verdict = o.throttle.check(peer, user, cookies.get(COOKIES.device));
     if (!verdict.allowed) {
-      await audit({
+      // Counted: past the throttle anyone can repeat it at will.
+      audit.count({
         method: "Login",
         principal: userPrincipal(user),
         peer,
         code: "RESOURCE_EXHAUSTED",
         decision: "deny",
-        reason: `too many attempts per ${verdict.scope}`,
+        reason: "RATE_LIMITED",
+        error: `too many attempts per ${verdict.scope}`,
       });
       return fail(
         "RATE_LIMITED",
@@ -70,8 +72,9 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
       password ?? "",
       record?.disabled ? undefined : record?.passwordHash,
     );
+    // Its own record: the throttle bounds how often anyone gets here.
     if (!ok || record === undefined || record.disabled) {
-      await audit({
+      await audit.record({
         method: "Login",
         principal: userPrincipal(user),
         peer,
@@ -87,7 +90,7 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
       return fail("LOGIN_FAILED");
     }
     const tokens = await o.sessions.start(user, peer);
-    await audit({
+    await audit.record({
       method: "Login",
       principal: userPrincipal(user),
       peer,
@@ -110,15 +113,19 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
     const token = cookies.get(COOKIES.refresh) ?? "";
     const r = await o.sessions.refresh(token);
     if ("failure" in r) {
-      await audit({
+      const refused = {
         method: "Refresh",
         principal: r.principal ?? "",
         peer: req.source,
         code: "UNAUTHENTICATED",
         decision: "unauthenticated",
         reason: `refresh refused: ${r.failure}`,
-        args: r.sessionId === undefined ? "" : `session=${r.sessionId}`,
-      });
+      };
+      // A reused token (a stolen copy; the session ends now) is recorded on its own, once per
+      // session; any other refusal is counted: refresh is not throttled, anyone can repeat it.
+      if (r.failure === "reused")
+        await audit.record({ ...refused, args: `session=${r.sessionId ?? ""}` });
+      else audit.count(refused);
       const f = fail(
         "UNAUTHENTICATED",
         r.failure === "reused"
@@ -127,7 +134,7 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
       );
       return { ...f, cookies: cleared };
     }
-    await audit({
+    await audit.record({
       method: "Refresh",
       principal: r.principal,
       peer: req.source,
@@ -139,18 +146,16 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
   }
 
   async function logout(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse> {
-    const sid =
-      o.sessions.sessionIdOf(cookies.get(COOKIES.refresh) ?? "") ??
-      o.sessions.sessionIdOf(cookies.get(COOKIES.access) ?? "");
+    // Only a session whose token the request holds: its id alone is no proof.
+    const sid = await o.sessions.heldSession(
+      cookies.get(COOKIES.refresh) ?? "",
+      cookies.get(COOKIES.access) ?? "",
+    );
     const ended = sid !== undefined && (await o.sessions.end(sid, "signed out"));
-    await audit({
-      method: "Logout",
-      peer: req.source,
-      code: "OK",
-      decision: "allow",
-      args: sid === undefined ? "" : `session=${sid}`,
-      reason: ended ? "session ended" : "no live session",
-    });
+    const outcome = { method: "Logout", peer: req.source, code: "OK", decision: "allow" };
+    // Ending a session is recorded; a sign-out that ended nothing anyone can repeat: counted.
+    if (ended) await audit.record({ ...outcome, args: `session=${sid}`, reason: "session ended" });
+    else audit.count({ ...outcome, reason: "no live session" });
     return { status: 200, json: {}, cookies: cleared };
   }
 

@@ -4,10 +4,10 @@
 
 import type { Principal } from "../core/index.js";
 import { type AccessPolicy, decide } from "../security/index.js";
-import type { PanelAuthAudit } from "./panel-auth-audit.js";
+import { byWhom, type PanelAuthAudit } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail, str } from "./panel-auth-http.js";
 import type { PanelSessions } from "./panel-sessions.js";
-import { checkCredentials, type PanelUsers, userPrincipal } from "./panel-users.js";
+import { checkCredentials, type PanelUsers, USER_NAME, userPrincipal } from "./panel-users.js";
 
 /** Permission an admin needs to manage panel users and end their sessions (admin holds auth:*). */
 export const MANAGE_USERS = "auth:user:manage";
@@ -29,20 +29,18 @@ export function createPanelUserAdmin(o: PanelUserAdminDeps): PanelUserAdmin {
   return async function admin(req, principal) {
     const d = decide(o.policy(), principal, MANAGE_USERS);
     const base = {
-      principal: principal.id,
-      authMethod: principal.method,
-      peer: req.source,
+      ...byWhom(req, principal),
       permission: MANAGE_USERS,
       tenant: d.tenant ?? "",
+      reason: d.reason,
     };
     // Tenant-bound admins manage nobody: panel users are cluster-wide.
     if (!d.allowed || d.tenant !== undefined) {
-      await audit({
+      await audit.record({
         ...base,
         method: `Users.${req.method}`,
         code: "PERMISSION_DENIED",
         decision: "deny",
-        reason: d.reason,
       });
       return fail("PERMISSION_DENIED");
     }
@@ -52,41 +50,66 @@ export function createPanelUserAdmin(o: PanelUserAdminDeps): PanelUserAdmin {
         disabled: u.disabled,
         principal: userPrincipal(u.name),
       }));
+      await audit.record({
+        ...base,
+        method: "Users.List",
+        code: "OK",
+        decision: "allow",
+        args: `users=${users.length}`,
+      });
       return { status: 200, json: { users }, cookies: [] };
     }
     const body = (req.body ?? {}) as Record<string, unknown>;
     // Any length reaches checkCredentials (the body is at most 8 KiB), so the answer names the limit.
     const name = str(body.user, 8192) ?? "";
     const action = str(body.action, 16);
+    // The name as the trail keeps it: bounded, and only when it is one a user can have.
+    const user = USER_NAME.test(name) ? name : "(invalid)";
+    /** Records an allowed admin's request that changed nothing, and answers it. */
+    const refused = async (method: string, r: AuthResponse) => {
+      const { reason } = r.json as { reason: string };
+      await audit.record({
+        ...base,
+        method,
+        code: reason === "PANEL_USER_NOT_FOUND" ? "NOT_FOUND" : "INVALID_ARGUMENT",
+        decision: "allow",
+        error: reason,
+        args: `user=${user}`,
+      });
+      return r;
+    };
     if (action === "set-password") {
       const password = str(body.password, 8192) ?? "";
       const problem = checkCredentials(name, password);
-      if (problem !== undefined) return fail("INVALID_ARGUMENT", problem);
+      if (problem !== undefined)
+        return refused("Users.SetPassword", fail("INVALID_ARGUMENT", problem));
       await o.users.setPassword(name, password, principal.id);
-      await audit({
+      await audit.record({
         ...base,
         method: "Users.SetPassword",
         code: "OK",
         decision: "allow",
-        reason: d.reason,
         args: `user=${name}`,
       });
       return { status: 200, json: { user: name }, cookies: [] };
     }
     if (action === "disable" || action === "end-sessions") {
+      const method = action === "disable" ? "Users.Disable" : "Users.EndSessions";
       if (action === "disable" && !(await o.users.disable(name)))
-        return fail("PANEL_USER_NOT_FOUND");
+        return refused(method, fail("PANEL_USER_NOT_FOUND"));
       const ended = await o.sessions.endAllOf(name, `ended by ${principal.id}`);
-      await audit({
+      await audit.record({
         ...base,
-        method: action === "disable" ? "Users.Disable" : "Users.EndSessions",
+        method,
         code: "OK",
         decision: "allow",
-        reason: d.reason,
         args: `user=${name} sessions=${ended}`,
       });
       return { status: 200, json: { user: name, sessionsEnded: ended }, cookies: [] };
     }
-    return fail("INVALID_ARGUMENT", "action: one of set-password, disable, end-sessions");
+    return refused(
+      "Users.Unknown",
+      fail("INVALID_ARGUMENT", "action: one of set-password, disable, end-sessions"),
+    );
   };
 }

@@ -160,6 +160,10 @@ async function composeDaemon(
     dev,
     metrics,
     audit,
+    panelAudit:
+      audit === undefined || auditStages === undefined
+        ? undefined
+        : { append: (f) => audit.append(f), count: (f) => auditStages.count(f) },
     tlsFiles,
     tls,
     security,

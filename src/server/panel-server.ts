@@ -8,7 +8,6 @@ import {
 } from "node:http2";
 import { extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { AuditFields } from "../audit/index.js";
 import type {
   CallObserver,
   Clock,
@@ -24,6 +23,7 @@ import {
   createPanelAuth,
   createPanelUsers,
   isPanelRequest,
+  type PanelAuditSink,
   type PanelSessions,
   parseCookies,
 } from "../panel/index.js";
@@ -59,7 +59,8 @@ export interface PanelServerOptions {
   readonly clock: Clock;
   readonly sessions: PanelSessions;
   readonly policy: () => AccessPolicy;
-  readonly audit: ((fields: AuditFields) => Promise<void>) | undefined;
+  /** The audit trail and its refusal counts; undefined when audit is off. */
+  readonly audit: PanelAuditSink | undefined;
   /** Dev mode: sets a fresh one-time password for user `admin` and reports it here. */
   readonly devAdmin?: { readonly dataDir: string };
   readonly assetsDir?: string;

@@ -1,6 +1,7 @@
 import type { AuditLog } from "../audit/index.js";
 import type { Clock, Logger } from "../core/index.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import type { PanelAuditSink } from "../panel/index.js";
 import type { KvStore } from "../store/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
@@ -27,6 +28,8 @@ export interface ServersSetup {
   readonly dev: DevEnvironment | undefined;
   readonly metrics: Metrics;
   readonly audit: AuditLog | undefined;
+  /** The panel's sign-in records and refusal counts (the trail and the audit stages'); undefined when audit is off. */
+  readonly panelAudit: PanelAuditSink | undefined;
   readonly tlsFiles: TlsFiles;
   /** The TLS material read at start-up. */
   readonly tls: TlsMaterial;
@@ -92,7 +95,7 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
           clock,
           sessions: panelSessions,
           policy: security.policy,
-          audit: audit === undefined ? undefined : (f) => audit.append(f),
+          audit: setup.panelAudit,
           devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
         });
   const reloadable = panel;

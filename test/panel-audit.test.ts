@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { verifyAuditFiles } from "../src/audit/index.js";
+import { records } from "./helpers/audit-daemon.js";
+import { startDevDaemon } from "./helpers/daemon-process.js";
+import { devCa, panelBrowser } from "./helpers/panel-client.js";
+
+/** The sum of the counts of aggregated records. */
+const total = (recs: Record<string, unknown>[]) =>
+  recs.reduce((n, r) => n + Number(JSON.parse(String(r.args)).count), 0);
+
+describe("web panel: the /auth/ endpoints' audit trail", () => {
+  it("counts what anyone can repeat, records every signed-in request, and the chain verifies", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      panel: { listen: "127.0.0.1:0", loginPerAddress: { ratePerSecond: 0.001, burst: 3 } },
+    });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const ca = devCa(dir);
+      // Signed in first: the throttle (3 attempts per address) then lets 2 more through.
+      const admin = panelBrowser(url, ca);
+      const password = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
+      assert.equal((await admin.auth("login", { user: "admin", password })).status, 200);
+      // Anyone, no session: 4 kinds of refusal, 60 of each.
+      const anyone = panelBrowser(url, ca);
+      const statuses = new Map<string, number[]>();
+      const refusals = {
+        "cross-origin": () =>
+          anyone.auth("login", { user: "admin", password: "x" }, { origin: "https://evil" }),
+        refresh: () => {
+          // A refusal clears the cookie: set again each time.
+          anyone.cookies.set("__Host-dv_refresh", `${"A".repeat(22)}.${"B".repeat(43)}`);
+          return anyone.auth("refresh", {});
+        },
+        users: () => anyone.auth("users"),
+        logout: () => anyone.auth("logout", {}),
+        // 2 attempts pass the throttle (each recorded on its own), the rest are throttled.
+        login: () => anyone.auth("login", { user: "nobody", password: "wrong-password-1" }),
+      };
+      for (const [kind, send] of Object.entries(refusals))
+        for (let i = 0; i < 60; i++) {
+          const s = (await send()).status;
+          statuses.set(kind, [...(statuses.get(kind) ?? []), s]);
+        }
+      assert.deepEqual(
+        Object.fromEntries([...statuses].map(([k, v]) => [k, [...new Set(v)].sort()])),
+        {
+          "cross-origin": [403],
+          refresh: [401],
+          users: [401],
+          logout: [200],
+          login: [401, 429],
+        },
+      );
+      // A signed-in admin: every request, allowed or not, has its own record.
+      const asked = [
+        (await admin.auth("me")).status,
+        (await admin.auth("users")).status,
+        (await admin.auth("users", { action: "rename", user: "carol" })).status,
+        (await admin.auth("users", { action: "disable", user: "ghost" })).status,
+        (
+          await admin.auth("users", {
+            action: "set-password",
+            user: "Bad Name!",
+            password: "short",
+          })
+        ).status,
+        (await admin.auth("nothing-here")).status,
+      ];
+      assert.deepEqual(asked, [200, 200, 400, 404, 400, 404]);
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const path = join(dir, "audit.log");
+      const recs = records(path);
+      const panel = recs.filter((r) => r.service === "debvisor.panel.Auth");
+      const counted = panel.filter((r) => r.event === "rpc.aggregate");
+      const own = panel.filter((r) => r.event === "panel.auth");
+      const by = (reason: string, method: string) =>
+        counted.filter((r) => r.reason === reason && r.method === method);
+      assert.equal(total(by("PANEL_REQUEST_REFUSED", "login")), 60);
+      assert.equal(total(by("refresh refused: unknown-session", "Refresh")), 60);
+      assert.equal(total(by("UNAUTHENTICATED", "users")), 60);
+      assert.equal(total(by("no live session", "Logout")), 60);
+      assert.equal(total(by("RATE_LIMITED", "Login")), 58, "60 attempts, 2 let through");
+      assert.equal(counted.length, 5, JSON.stringify(counted));
+      // Only the attempts the throttle let through and the admin's requests have their own.
+      assert.deepEqual(
+        own.map((r) => [r.principal, r.method, r.code]),
+        [
+          ["user:admin", "Login", "OK"],
+          ["user:nobody", "Login", "UNAUTHENTICATED"],
+          ["user:nobody", "Login", "UNAUTHENTICATED"],
+          ["user:admin", "Me", "OK"],
+          ["user:admin", "Users.List", "OK"],
+          ["user:admin", "Users.Unknown", "INVALID_ARGUMENT"],
+          ["user:admin", "Users.Disable", "NOT_FOUND"],
+          ["user:admin", "Users.SetPassword", "INVALID_ARGUMENT"],
+          ["user:admin", "GET nothing-here", "NOT_FOUND"],
+        ],
+      );
+      assert.ok(own.at(-2)?.args === "user=(invalid)", JSON.stringify(own.at(-2)));
+      assert.ok(!readFileSync(path, "utf8").includes("wrong-password-1"));
+      assert.equal(verifyAuditFiles([path]).ok, true);
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
