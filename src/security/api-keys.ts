@@ -1,30 +1,25 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+// The API key registry: issuing, verifying, listing, revoking and rotating
+// keys kept in the state store as hashes, and what this daemon's watch-fed
+// copy tells of them. The records themselves are read and written through
+// api-key-records.ts.
+import { timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, RpcError } from "../core/index.js";
 import { type ApiKeyRecord, ApiKeyRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   decodeMessage,
-  encodeMessage,
   getMessage,
   type KvStore,
   mirrorPrefix,
   type PrefixMirror,
   rangeAll,
 } from "../store/index.js";
+import { API_KEYS_PREFIX, createApiKeyRecords, sha256 } from "./api-key-records.js";
 
 /** API keys look like `dvk_<16 hex id>_<43 base64url secret>`: 256 random bits, recognisable in leaks. */
 const TOKEN = /^dvk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
-const PREFIX = "apikeys/";
 /** last_used_at is written at most this often per key, so reads stay reads. */
 const LAST_USED_EVERY_MS = 60_000;
-/**
- * A copy whose watch has been broken this long is no longer trusted: keys are
- * then read from the store, so a revocation made through another daemon is
- * never honoured for longer than this after the copy stopped following.
- */
-export const API_KEY_MIRROR_MAX_STALE_MS = 10_000;
-/** How long a change made here waits for this daemon's copy to show it. */
-const MIRROR_CATCH_UP_MS = 2000;
 
 /** The id (the public part) of a token shaped like an API key, else undefined. */
 export function apiKeyIdOf(token: string): string | undefined {
@@ -95,7 +90,7 @@ export interface ApiKeys {
 export async function loadApiKeys(store: KvStore, clock: Clock, logger: Logger): Promise<ApiKeys> {
   const mirror = await mirrorPrefix(
     store,
-    PREFIX,
+    API_KEYS_PREFIX,
     (kv) => decodeMessage(ApiKeyRecordSchema, kv),
     logger,
   );
@@ -109,97 +104,10 @@ export function createApiKeys(
   mirror?: PrefixMirror<ApiKeyRecord>,
 ): ApiKeys {
   const lastWritten = new Map<string, number>();
-
-  /** The record to authenticate with: from the copy when it is fresh and holds the key. */
-  async function lookup(id: string, signal?: AbortSignal): Promise<ApiKeyRecord | undefined> {
-    const stale = mirror?.staleSince();
-    const copied =
-      stale === undefined || Date.now() - stale < API_KEY_MIRROR_MAX_STALE_MS
-        ? mirror?.values().get(id)
-        : undefined;
-    if (copied !== undefined) return copied;
-    return (await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal }))?.message;
-  }
-
-  /** Resolves once the copy's record of `id` satisfies `shows`, or after MIRROR_CATCH_UP_MS. */
-  function caughtUp(id: string, shows: (r: ApiKeyRecord) => boolean): Promise<void> {
-    const m = mirror;
-    if (m === undefined) return Promise.resolve();
-    return new Promise((resolve) => {
-      const check = () => {
-        const r = m.values().get(id);
-        if (r === undefined || !shows(r)) return;
-        done();
-      };
-      const done = () => {
-        clearTimeout(timer);
-        stop();
-        resolve();
-      };
-      const timer = setTimeout(done, MIRROR_CATCH_UP_MS);
-      const stop = m.onChange(check);
-      check();
-    });
-  }
-
-  async function update(
-    id: string,
-    change: (r: ApiKeyRecord) => ApiKeyRecord,
-    signal?: AbortSignal,
-  ): Promise<ApiKeyRecord> {
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const current = await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal });
-      if (current === undefined) throw new RpcError("APIKEY_NOT_FOUND");
-      const next = change(current.message);
-      const r = await store.txn(
-        {
-          compares: [{ key: PREFIX + id, modRevision: current.modRevision }],
-          success: [
-            { type: "put", key: PREFIX + id, value: encodeMessage(ApiKeyRecordSchema, next) },
-          ],
-        },
-        { signal },
-      );
-      if (r.succeeded) return next;
-    }
-    throw new RpcError("CONFLICT");
-  }
-
-  async function create_(
-    key: NewApiKey,
-    signal?: AbortSignal,
-    replaces?: string,
-  ): Promise<IssuedApiKey> {
-    const id = randomBytes(8).toString("hex");
-    const secret = randomBytes(32).toString("base64url");
-    const now = clock.now();
-    const record = create(ApiKeyRecordSchema, {
-      id,
-      principal: key.principal,
-      secretSha256: sha256(secret),
-      roles: [...key.roles],
-      tenant: key.tenant ?? "",
-      createdAtMs: BigInt(now),
-      expiresAtMs: BigInt(key.ttlMs ? now + key.ttlMs : 0),
-      createdBy: key.createdBy,
-      description: key.description ?? (replaces === undefined ? "" : `rotated from ${replaces}`),
-    });
-    const r = await store.txn(
-      {
-        compares: [{ key: PREFIX + id, modRevision: 0 }],
-        success: [
-          { type: "put", key: PREFIX + id, value: encodeMessage(ApiKeyRecordSchema, record) },
-        ],
-      },
-      { signal },
-    );
-    if (!r.succeeded) throw new RpcError("CONFLICT");
-    await caughtUp(id, () => true);
-    return { record, token: `dvk_${id}_${secret}` };
-  }
+  const { lookup, caughtUp, update, issue } = createApiKeyRecords(store, clock, mirror);
 
   return {
-    create: (key, signal) => create_(key, signal),
+    create: (key, signal) => issue(key, signal),
     async verify(token, signal) {
       const m = TOKEN.exec(token);
       if (m === null) return { failure: "malformed" };
@@ -225,11 +133,12 @@ export function createApiKeys(
     },
     async get(id, signal) {
       if (!/^[0-9a-f]{16}$/.test(id)) return undefined;
-      return (await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal }))?.message;
+      return (await getMessage(store, ApiKeyRecordSchema, API_KEYS_PREFIX + id, { signal }))
+        ?.message;
     },
     async list(principal, signal) {
       const out: ApiKeyRecord[] = [];
-      for await (const kv of rangeAll(store, PREFIX, { signal })) {
+      for await (const kv of rangeAll(store, API_KEYS_PREFIX, { signal })) {
         const r = decodeMessage(ApiKeyRecordSchema, kv);
         if (principal === undefined || r.principal === principal) out.push(r);
       }
@@ -260,7 +169,7 @@ export function createApiKeys(
       return revoked;
     },
     async rotate(id, graceMs, createdBy, signal) {
-      const old = await getMessage(store, ApiKeyRecordSchema, PREFIX + id, { signal });
+      const old = await getMessage(store, ApiKeyRecordSchema, API_KEYS_PREFIX + id, { signal });
       if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
       const o = old.message;
       // A dead key must not be brought back to life by rotating it.
@@ -268,7 +177,7 @@ export function createApiKeys(
       if (dead !== undefined)
         throw new RpcError(dead === "revoked" ? "APIKEY_REVOKED" : "APIKEY_EXPIRED");
       const remaining = o.expiresAtMs === 0n ? 0 : Number(o.expiresAtMs) - clock.now();
-      const issued = await create_(
+      const issued = await issue(
         {
           principal: o.principal,
           roles: o.roles,
@@ -295,10 +204,6 @@ export function createApiKeys(
       return issued;
     },
   };
-}
-
-function sha256(text: string): Buffer {
-  return createHash("sha256").update(text).digest();
 }
 
 /** Why `record` no longer authenticates at `now` (revoked, or past its expiry), else undefined. */

@@ -15,8 +15,9 @@ export {
 } from "./access-evaluator.js";
 export type { AccessServiceDeps } from "./access-service.js";
 export { apiKeyResolver, createAccessService } from "./access-service.js";
+export { API_KEY_MIRROR_MAX_STALE_MS } from "./api-key-records.js";
 export type { ApiKeyFailure, ApiKeys, IssuedApiKey, NewApiKey } from "./api-keys.js";
-export { API_KEY_MIRROR_MAX_STALE_MS, createApiKeys, loadApiKeys } from "./api-keys.js";
+export { createApiKeys, loadApiKeys } from "./api-keys.js";
 export type { AuthenticationOptions } from "./authentication-stage.js";
 export { createAuthenticationStage, sourceOf } from "./authentication-stage.js";
 export type { TargetResolvers } from "./authorization-stage.js";
