@@ -106,6 +106,19 @@ export function createApiKeys(
   const lastWritten = new Map<string, number>();
   const { lookup, caughtUp, update, issue } = createApiKeyRecords(store, clock, mirror);
 
+  async function revoke(id: string, signal?: AbortSignal): Promise<ApiKeyRecord> {
+    const revoked = await update(
+      id,
+      (r) =>
+        r.revokedAtMs !== 0n
+          ? r
+          : create(ApiKeyRecordSchema, { ...r, revokedAtMs: BigInt(clock.now()) }),
+      signal,
+    );
+    await caughtUp(id, (r) => r.revokedAtMs !== 0n);
+    return revoked;
+  }
+
   return {
     create: (key, signal) => issue(key, signal),
     async verify(token, signal) {
@@ -156,18 +169,7 @@ export function createApiKeys(
     },
     onChange: (listener) => mirror?.onChange(() => listener()) ?? (() => {}),
     close: () => mirror?.close(),
-    async revoke(id, signal) {
-      const revoked = await update(
-        id,
-        (r) =>
-          r.revokedAtMs !== 0n
-            ? r
-            : create(ApiKeyRecordSchema, { ...r, revokedAtMs: BigInt(clock.now()) }),
-        signal,
-      );
-      await caughtUp(id, (r) => r.revokedAtMs !== 0n);
-      return revoked;
-    },
+    revoke,
     async rotate(id, graceMs, createdBy, signal) {
       const old = await getMessage(store, ApiKeyRecordSchema, API_KEYS_PREFIX + id, { signal });
       if (old === undefined) throw new RpcError("APIKEY_NOT_FOUND");
@@ -192,14 +194,21 @@ export function createApiKeys(
       const replaced = await update(
         id,
         (r) =>
-          create(ApiKeyRecordSchema, {
-            ...r,
-            replacedBy: issued.record.id,
-            expiresAtMs:
-              r.expiresAtMs !== 0n && r.expiresAtMs < graceEnd ? r.expiresAtMs : graceEnd,
-          }),
+          r.revokedAtMs !== 0n
+            ? r
+            : create(ApiKeyRecordSchema, {
+                ...r,
+                replacedBy: issued.record.id,
+                expiresAtMs:
+                  r.expiresAtMs !== 0n && r.expiresAtMs < graceEnd ? r.expiresAtMs : graceEnd,
+              }),
         signal,
       );
+      if (replaced.revokedAtMs !== 0n) {
+        // Revoked while its successor was being made: the successor must not outlive it.
+        await revoke(issued.record.id, signal);
+        throw new RpcError("APIKEY_REVOKED");
+      }
       await caughtUp(id, (r) => r.expiresAtMs === replaced.expiresAtMs);
       return issued;
     },
