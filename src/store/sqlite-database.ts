@@ -54,7 +54,10 @@ export function prepareSqliteStatements(db: Database.Database) {
     ),
     compact: db.prepare("DELETE FROM events WHERE rev < ?"),
     leaseInsert: db.prepare("INSERT INTO leases (id, ttl_ms, expires_at) VALUES (?, ?, ?)"),
-    leaseTouch: db.prepare("UPDATE leases SET expires_at = ? + ttl_ms WHERE id = ?"),
+    // Only a lease not yet expired: as etcd, an expired one is gone though the sweep has not run.
+    leaseTouch: db.prepare(
+      "UPDATE leases SET expires_at = @now + ttl_ms WHERE id = @id AND expires_at > @now",
+    ),
     leaseGet: db.prepare("SELECT id FROM leases WHERE id = ?").pluck(),
     leaseDelete: db.prepare("DELETE FROM leases WHERE id = ?"),
     leaseKeys: db.prepare("SELECT key FROM kv WHERE lease = ?").pluck(),

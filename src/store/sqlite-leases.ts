@@ -55,7 +55,7 @@ export function createSqliteLeases(deps: SqliteLeasesDeps): SqliteLeases {
     ttlMs,
     keepAlive: async (opts) =>
       enqueue((): { result: undefined; events: WatchEvent[]; consumedRevision: boolean } => {
-        if (stmt.leaseTouch.run(clock.now(), id).changes === 0)
+        if (stmt.leaseTouch.run({ now: clock.now(), id }).changes === 0)
           throw new RpcError("LEASE_NOT_FOUND");
         return { result: undefined, events: [], consumedRevision: false };
       }, opts),
