@@ -10,7 +10,7 @@ import { datasetText, snapshotText } from "./dataset-args.js";
 import { withExamples } from "./help-text.js";
 import { type ListFlags, showList, withListFlags } from "./list-flags.js";
 import { type Column, formatBytes, messageJson, type Style } from "./output.js";
-import { replicationState } from "./replication-command.js";
+import { replicationState } from "./replication-status.js";
 
 const BACKENDS: Record<string, StorageBackend> = {
   zfs: StorageBackend.BACKEND_ZFS,

@@ -4,7 +4,7 @@ import { PassThrough } from "node:stream";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { MigrationPhase, MigrationSchema } from "../gen/debvisor/v1/migration_pb.js";
-import { migrationProgress } from "./migration-command.js";
+import { migrationProgress } from "./migration-status.js";
 import { createProgressRenderer, formatEta, watchInterrupts, watchProgress } from "./progress.js";
 
 /** A stream that records what was written, and a clock the test moves. */

@@ -2,14 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { ReplicationState, ReplicationStatusSchema } from "../gen/debvisor/v1/storage_pb.js";
-import { UsageError } from "./cli-errors.js";
 import { createStyle } from "./output.js";
-import {
-  parseBandwidth,
-  replicationProgress,
-  replicationSummary,
-  statusFields,
-} from "./replication-command.js";
+import { replicationProgress, replicationSummary, statusFields } from "./replication-status.js";
 
 const GIB = 1024n ** 3n;
 const status = (init: MessageInitShape<typeof ReplicationStatusSchema>) =>
@@ -145,19 +139,4 @@ describe("statusFields", () => {
     );
     assert.match(lines[7] ?? "", /^last error:\s+-$/);
   });
-});
-
-describe("parseBandwidth", () => {
-  for (const [text, policy] of [
-    ["50M", "50M"],
-    ["50MiB", "50M"],
-    ["1.5G", "1536M"],
-    ["2G/s", "2G"],
-    ["800k", "800K"],
-    ["1000", "1000"],
-    ["12345678", "12056K"],
-  ] as const)
-    it(`ok-${text} is bwlimit=${policy}`, () => assert.equal(parseBandwidth(text), policy));
-  for (const text of ["", "0", "fast", "50MB", "-5M", "50 parsecs"])
-    it(`fail-"${text}"`, () => assert.throws(() => parseBandwidth(text), UsageError));
 });
