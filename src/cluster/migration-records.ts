@@ -1,16 +1,19 @@
+/**
+ * Migrations in the store: their contract ({@link MigrationRecords}) and
+ * `createMigrationRecords`, which composes it from its parts: the keys and
+ * record fields (migration-record-keys.ts), the reservations per target
+ * node (migration-reservations.ts) and the finish (migration-finish.ts).
+ * Begin, save, claim and the reads are here.
+ */
 import { create } from "@bufbuild/protobuf";
-import { RpcError } from "../core/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
-  type ReservationsRecord,
   ReservationsRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
-import { MigrationKind, MigrationPhase, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import {
   type Compare,
   decodeMessage,
-  encodeMessage,
   getMessage,
   type KvStore,
   rangeAll,
@@ -18,17 +21,23 @@ import {
   updateMessage,
 } from "../store/index.js";
 import type { Reserved } from "./free-capacity.js";
-import { placementChange, readPlacement } from "./vm-placement.js";
+import { createMigrationFinish } from "./migration-finish.js";
+import {
+  enc,
+  idOf,
+  MIGRATION_LOCKS,
+  MIGRATION_RECORDS,
+  notOwned,
+  targetOf,
+  vmOf,
+} from "./migration-record-keys.js";
+import {
+  createMigrationReservations,
+  RESERVATIONS,
+  reservationOps,
+} from "./migration-reservations.js";
 
-export const MIGRATION_RECORDS = "migrations/";
-/** Key family of the per-VM migration locks: held while a migration or failover of the VM runs. */
-export const MIGRATION_LOCKS = "migration-locks/";
-const RESERVATIONS = "reservations/";
-const MAX_ATTEMPTS = 8;
-/** Finished migrations kept for ListMigrations; older ones are deleted. */
-const KEEP_FINISHED = 2000;
-/** Old records are pruned once per this many finishes, not on every one. */
-const PRUNE_EVERY = 50;
+export { isActive, MIGRATION_LOCKS, MIGRATION_RECORDS } from "./migration-record-keys.js";
 
 /**
  * Migrations in the store: the record of each (`migrations/<id>`), one lock
@@ -114,50 +123,7 @@ export interface MigrationRecords {
 
 /** Creates the store-backed {@link MigrationRecords}. */
 export function createMigrationRecords(store: KvStore): MigrationRecords {
-  let finished = 0;
-  const enc = (r: MigrationRecord) => encodeMessage(MigrationRecordSchema, r);
-  const idOf = (r: MigrationRecord) => r.migration?.migrationId ?? "";
-  const vmOf = (r: MigrationRecord) => r.migration?.vm?.vmId ?? "";
-  const targetOf = (r: MigrationRecord) => r.migration?.target?.nodeId?.id ?? "";
-
-  async function readReservations(node: string, signal?: AbortSignal) {
-    const got = await getMessage(store, ReservationsRecordSchema, RESERVATIONS + node, { signal });
-    return {
-      rec: got?.message ?? create(ReservationsRecordSchema, {}),
-      rev: got?.modRevision ?? 0,
-    };
-  }
-  function reservationOps(node: string, rec: ReservationsRecord): TxnOp {
-    return rec.items.length === 0
-      ? { type: "delete", key: RESERVATIONS + node }
-      : {
-          type: "put",
-          key: RESERVATIONS + node,
-          value: encodeMessage(ReservationsRecordSchema, rec),
-        };
-  }
-
-  async function prune(signal?: AbortSignal) {
-    const all = await list(signal);
-    const finished = all.filter(
-      (r) => !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED),
-    );
-    for (const old of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED)))
-      await store.delete(MIGRATION_RECORDS + idOf(old.record), { signal });
-  }
-
-  /**
-   * The stored record's revision, after checking `record`'s runner still
-   * owns it. A record that is gone was settled and pruned by another
-   * process: written back, it would undo that settling.
-   */
-  async function ownedBy(record: MigrationRecord, signal?: AbortSignal): Promise<number> {
-    const got = await getMessage(store, MigrationRecordSchema, MIGRATION_RECORDS + idOf(record), {
-      signal,
-    });
-    if (got === undefined || got.message.runner !== record.runner) throw notOwned();
-    return got.modRevision;
-  }
+  const reservations = createMigrationReservations(store);
 
   async function list(signal?: AbortSignal) {
     const out: { record: MigrationRecord; modRevision: number }[] = [];
@@ -169,7 +135,7 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
   return {
     async begin(record, reservedRevision, signal, extraCompares = [], extraOps = []) {
       const target = targetOf(record);
-      const { rec } = await readReservations(target, signal);
+      const { rec } = await reservations.read(target, signal);
       const next = create(ReservationsRecordSchema, {
         items: [
           ...rec.items,
@@ -217,48 +183,6 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
         { signal },
       );
     },
-    async finish(record, signal) {
-      const target = targetOf(record);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const current = await ownedBy(record, signal);
-        const { rec, rev } = await readReservations(target, signal);
-        const lock = await store.get(MIGRATION_LOCKS + vmOf(record), { signal });
-        const ownsLock =
-          lock !== undefined && new TextDecoder().decode(lock.value) === idOf(record);
-        const next = create(ReservationsRecordSchema, {
-          items: rec.items.filter((i) => i.migrationId !== idOf(record)),
-        });
-        const moved = movedBy(record)
-          ? placementChange(vmOf(record), await readPlacement(store, vmOf(record), signal), target)
-          : undefined;
-        const txn = await store.txn(
-          {
-            compares: [
-              ...(moved === undefined ? [] : [moved.compare]),
-              { key: MIGRATION_RECORDS + idOf(record), modRevision: current },
-              { key: RESERVATIONS + target, modRevision: rev },
-              ...(lock === undefined
-                ? []
-                : [{ key: MIGRATION_LOCKS + vmOf(record), modRevision: lock.modRevision }]),
-            ],
-            success: [
-              { type: "put", key: MIGRATION_RECORDS + idOf(record), value: enc(record) },
-              ...(ownsLock
-                ? [{ type: "delete" as const, key: MIGRATION_LOCKS + vmOf(record) }]
-                : []),
-              ...(rev === 0 && next.items.length === 0 ? [] : [reservationOps(target, next)]),
-              ...(moved === undefined ? [] : [moved.op]),
-            ],
-          },
-          { signal },
-        );
-        if (txn.succeeded) {
-          if (++finished % PRUNE_EVERY === 0) await prune(signal);
-          return;
-        }
-      }
-      throw new RpcError("CONFLICT");
-    },
     async claim(record, modRevision, signal) {
       const txn = await store.txn(
         {
@@ -285,68 +209,9 @@ export function createMigrationRecords(store: KvStore): MigrationRecords {
       return (await store.get(MIGRATION_LOCKS + vmId, { signal })) !== undefined;
     },
     unlocked: (vmId) => ({ key: MIGRATION_LOCKS + vmId, modRevision: 0 }),
-    async hold(node, holder, revision, signal) {
-      const { rec, rev } = await readReservations(node, signal);
-      if (rev !== revision) return undefined;
-      const next = create(ReservationsRecordSchema, {
-        items: [
-          ...rec.items,
-          { migrationId: holder.id, vcpus: holder.vcpus, memoryBytes: holder.memoryBytes },
-        ],
-      });
-      return {
-        compare: { key: RESERVATIONS + node, modRevision: rev },
-        op: reservationOps(node, next),
-      };
-    },
-    async release(node, holderId, signal) {
-      const { rec, rev } = await readReservations(node, signal);
-      if (!rec.items.some((i) => i.migrationId === holderId)) return undefined;
-      const next = create(ReservationsRecordSchema, {
-        items: rec.items.filter((i) => i.migrationId !== holderId),
-      });
-      return {
-        compare: { key: RESERVATIONS + node, modRevision: rev },
-        op: reservationOps(node, next),
-      };
-    },
-    async reserved(signal) {
-      const byNode = new Map<string, Reserved>();
-      const revisions = new Map<string, number>();
-      const holders = new Map<string, Set<string>>();
-      for await (const kv of rangeAll(store, RESERVATIONS, { signal })) {
-        const node = kv.key.slice(RESERVATIONS.length);
-        const rec = decodeMessage(ReservationsRecordSchema, kv);
-        let vcpus = 0;
-        let memoryBytes = 0n;
-        for (const i of rec.items) {
-          vcpus += i.vcpus;
-          memoryBytes += i.memoryBytes;
-        }
-        byNode.set(node, { vcpus, memoryBytes });
-        revisions.set(node, kv.modRevision);
-        holders.set(node, new Set(rec.items.map((i) => i.migrationId)));
-      }
-      return { byNode, revisions, holders };
-    },
+    hold: reservations.hold,
+    release: reservations.release,
+    reserved: reservations.reserved,
+    ...createMigrationFinish({ store, list, reservations }),
   };
-}
-
-/** A finished migration (not a failover, placed when it began) that moved its VM to the target. */
-function movedBy(record: MigrationRecord): boolean {
-  const m = record.migration;
-  return (
-    m !== undefined &&
-    m.kind !== MigrationKind.FAILOVER &&
-    !isActive(m.state) &&
-    m.phase === MigrationPhase.COMPLETED
-  );
-}
-
-const notOwned = () =>
-  new RpcError("CONFLICT", { message: "migration is now owned by another control-plane process" });
-
-/** True while a migration has not reached a final state. */
-export function isActive(state: MigrationState): boolean {
-  return state === MigrationState.PENDING || state === MigrationState.RUNNING;
 }

@@ -1,11 +1,15 @@
+/**
+ * The Storage service's ZFS replication handlers: plan, run now, status,
+ * list, delete and watch. `createReplicationHandlers` composes them from
+ * the caller's view of jobs (replication-job-visibility.ts) and the watch
+ * (replication-watch.ts); job ids and tenants' spaces are in
+ * replication-job-ids.ts, the API's messages in replication-wire.ts (both
+ * re-exported here).
+ */
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import {
-  type CallContext,
-  type CallScope,
   type Clock,
-  decodedTenant,
-  encodedTenant,
   invalid,
   paginate,
   principalOf,
@@ -13,31 +17,28 @@ import {
   type ServiceImpl,
   sameNode,
   scopeOf,
-  timestampFromMs,
 } from "../core/index.js";
-import { backendName, datasetKey, type StorageDriver } from "../drivers/index.js";
+import { backendName, type StorageDriver } from "../drivers/index.js";
+import { ReplicationJobRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import {
-  ReplicationJobRecordSchema,
-  type ReplicationStatusRecord,
-} from "../gen/debvisor/store/v1/storage_records_pb.js";
-import {
-  type DatasetRef,
-  type ReplicationJob,
-  ReplicationJobSchema,
-  ReplicationState,
-  type ReplicationStatus,
-  ReplicationStatusSchema,
   StorageBackend,
   type StorageService,
   ZfsReplicationPlanSchema,
 } from "../gen/debvisor/v1/storage_pb.js";
 import { type DatasetAccess, diskNode } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
+import { scopedJobId } from "./replication-job-ids.js";
+import { createReplicationJobVisibility } from "./replication-job-visibility.js";
 import type { ReplicationJobs, StoredJob } from "./replication-jobs.js";
 import { resolveReplicationPolicy } from "./replication-policy.js";
 import type { ReplicationRunner } from "./replication-runner.js";
+import { createReplicationWatch } from "./replication-watch.js";
+import { jobMessage, statusMessage } from "./replication-wire.js";
 import { filteredScope } from "./tenancy.js";
 import type { WatchQuota } from "./watch-quota.js";
+
+export { scopedJobId, shownJobId, tenantOfJobId } from "./replication-job-ids.js";
+export { jobMessage, statusMessage } from "./replication-wire.js";
 
 type Handlers = Pick<
   ServiceImpl<typeof StorageService>,
@@ -64,81 +65,10 @@ export interface ReplicationHandlerDeps {
   readonly quota?: WatchQuota;
 }
 
-/** How long a dataset's owners, once asked, answer every open WatchReplication. */
-const OWNERS_FRESH_MS = 1000;
-/** Datasets whose owners are remembered at most. */
-const OWNERS_REMEMBERED = 10_000;
-
 /** ZFS replication jobs: plan, run now, status, list, delete, watch. */
 export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handlers {
   const { storage, inventory, clock, jobs, access, runner } = deps;
-  /**
-   * A dataset's owners, asked at most once a second whatever the number of
-   * open watches (each progress write of a running job is a change every
-   * watch of its space looks at): a VM given to another tenant is seen
-   * within a second.
-   */
-  const owners = new Map<string, { at: number; tenants: Promise<readonly string[]> }>();
-  const ownersOf = (dataset: DatasetRef): Promise<readonly string[]> => {
-    const key = datasetKey(dataset);
-    const now = performance.now();
-    const known = owners.get(key);
-    if (known !== undefined && now - known.at < OWNERS_FRESH_MS) return known.tenants;
-    owners.delete(key);
-    // Not any one caller's signal: the answer is shared.
-    const tenants = access.tenants(dataset, AbortSignal.timeout(10_000));
-    tenants.catch(() => owners.delete(key));
-    owners.set(key, { at: now, tenants });
-    if (owners.size > OWNERS_REMEMBERED) owners.delete(owners.keys().next().value as string);
-    return tenants;
-  };
-
-  /**
-   * A job the caller may see, else REPLICATION_JOB_NOT_FOUND: in its space
-   * ({@link inSpace}) and on a dataset visible to the caller's tenant.
-   */
-  const visibleJob = async (jobId: string, ctx: CallContext): Promise<StoredJob> => {
-    // A confined caller's ids live in its tenant's space first; an unscoped
-    // (older or cluster-made) id is found only when its dataset is visible.
-    for (const id of ctx.tenant === undefined ? [jobId] : [scopedJobId(ctx.tenant, jobId), jobId]) {
-      if (!inSpace(id, scopeOf(ctx))) continue;
-      const job = await jobs.get(id, ctx.signal);
-      const dataset = job?.job.plan?.dataset;
-      if (
-        job !== undefined &&
-        dataset !== undefined &&
-        (await access.visible(dataset, ctx.tenant, ctx.signal))
-      )
-        return job;
-    }
-    throw new RpcError("REPLICATION_JOB_NOT_FOUND");
-  };
-  /** Whether the call's scope may see a dataset: one of its owners' tenants, or cluster-wide. */
-  const seenBy = async (
-    dataset: DatasetRef,
-    ctx: CallContext,
-    signal: AbortSignal,
-    scope = scopeOf(ctx),
-  ) => {
-    return (
-      scope.clusterWide || (await access.tenants(dataset, signal)).some((t) => scope.canSee(t))
-    );
-  };
-  /** Visibility of many jobs, asking once per dataset. */
-  const visibilityOf = (ctx: CallContext, scope = scopeOf(ctx)) => {
-    const cache = new Map<string, Promise<boolean>>();
-    return (job: StoredJob) => {
-      const dataset = job.job.plan?.dataset;
-      if (dataset === undefined || !inSpace(job.job.jobId, scope)) return Promise.resolve(false);
-      const key = datasetKey(dataset);
-      let seen = cache.get(key);
-      if (seen === undefined) {
-        seen = seenBy(dataset, ctx, ctx.signal, scope);
-        cache.set(key, seen);
-      }
-      return seen;
-    };
-  };
+  const { visibleJob, visibilityOf } = createReplicationJobVisibility({ jobs, access });
 
   return {
     async planZfsReplication(req, ctx) {
@@ -221,61 +151,7 @@ export function createReplicationHandlers(deps: ReplicationHandlerDeps): Handler
       const { jobId } = (await visibleJob(req.jobId, ctx)).job;
       return jobMessage(await jobs.delete(jobId, ctx.signal), ctx.tenant);
     },
-
-    async *watchReplication(req, ctx) {
-      const only = req.jobId === "" ? "" : (await visibleJob(req.jobId, ctx)).job.jobId;
-      const release = deps.quota?.open(ctx);
-      const stop = AbortSignal.any(
-        deps.closing === undefined ? [ctx.signal] : [ctx.signal, deps.closing],
-      );
-      const shown = new Map<string, boolean>();
-      const datasets = new Map<string, DatasetRef>();
-      try {
-        for await (const change of jobs.watch(stop)) {
-          if (only !== "" && change.jobId !== only) continue;
-          if (change.status === undefined) {
-            if (shown.get(change.jobId))
-              yield create(ReplicationStatusSchema, {
-                jobId: shownJobId(change.jobId, ctx.tenant),
-                state: ReplicationState.REPL_STATE_UNKNOWN,
-              });
-            shown.delete(change.jobId);
-            datasets.delete(change.jobId);
-            if (only !== "") return;
-            continue;
-          }
-          // Asked at every change, not once: a VM given to another tenant takes its disks,
-          // and the runs over them are no longer the old tenant's to see. A job's dataset
-          // never changes: read once per job.
-          let dataset = datasets.get(change.jobId);
-          if (dataset === undefined) {
-            dataset = (await jobs.get(change.jobId, stop))?.job.plan?.dataset;
-            if (dataset !== undefined) datasets.set(change.jobId, dataset);
-          }
-          const scope = scopeOf(ctx);
-          const visible =
-            dataset !== undefined &&
-            inSpace(change.jobId, scope) &&
-            (scope.clusterWide || (await ownersOf(dataset)).some((t) => scope.canSee(t)));
-          const was = shown.get(change.jobId) ?? false;
-          shown.set(change.jobId, visible);
-          if (visible) yield statusMessage(change.status, ctx.tenant);
-          else if (was) {
-            // Gone from the caller's view, as a deleted job is.
-            yield create(ReplicationStatusSchema, {
-              jobId: shownJobId(change.jobId, ctx.tenant),
-              state: ReplicationState.REPL_STATE_UNKNOWN,
-            });
-            if (only !== "") return;
-          }
-        }
-      } catch (err) {
-        // The stream ends quietly when the caller leaves or the daemon stops.
-        if (!(stop.aborted && err instanceof RpcError && err.reason === "CANCELLED")) throw err;
-      } finally {
-        release?.();
-      }
-    },
+    ...createReplicationWatch(deps, visibleJob),
   };
 }
 
@@ -295,88 +171,5 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | 
         reject(e);
       },
     );
-  });
-}
-
-/**
- * A tenant's part of its jobs' stored ids: its name, as it always was, when
- * `<name>:<id>` is a valid store key (printable ASCII) and the name does not
- * start with '~'; else core `encodedTenant` ('~' and base64url), which such
- * a name cannot be. {@link tenantOfJobId} reads either back.
- */
-function jobTenantSegment(tenant: string): string {
-  return /^[\x21-\x7e]+$/.test(tenant) && !tenant.startsWith("~") ? tenant : encodedTenant(tenant);
-}
-
-/**
- * The stored id of a tenant's job: `<tenant's segment>:<id>`. A job id never
- * holds ':' (its pattern forbids it), so the last ':' ends the tenant's part
- * and no tenant can name an id in another's space.
- */
-export function scopedJobId(tenant: string, jobId: string): string {
-  return `${jobTenantSegment(tenant)}:${jobId}`;
-}
-
-/**
- * Whether a stored job id is in a scope's space: any for a cluster-wide
- * caller; for a confined one, an unscoped id or one of a tenant it may see.
- * A job planned in one tenant's space is not another's to see or stop when
- * its dataset changes hands (a VM given to another tenant): its id names
- * the tenant that planned it. A cluster admin deletes or keeps it.
- */
-function inSpace(jobId: string, scope: CallScope): boolean {
-  if (scope.clusterWide) return true;
-  const tenant = tenantOfJobId(jobId);
-  return tenant === "" || scope.canSee(tenant);
-}
-
-/** The tenant whose space a stored job id is in ("" for an unscoped id). */
-export function tenantOfJobId(jobId: string): string {
-  const at = jobId.lastIndexOf(":");
-  if (at <= 0) return "";
-  const segment = jobId.slice(0, at);
-  return decodedTenant(segment) ?? segment;
-}
-
-/** A stored job id as `tenant` knows it: its own prefix dropped. */
-export function shownJobId(jobId: string, tenant: string | undefined): string {
-  if (tenant === undefined) return jobId;
-  const prefix = `${jobTenantSegment(tenant)}:`;
-  return jobId.startsWith(prefix) ? jobId.slice(prefix.length) : jobId;
-}
-
-/** A stored status as the API shows it (to `tenant`, with its ids unscoped). */
-export function statusMessage(s: ReplicationStatusRecord, tenant?: string): ReplicationStatus {
-  const ms = (v: bigint) => (v === 0n ? undefined : timestampFromMs(Number(v)));
-  return create(ReplicationStatusSchema, {
-    jobId: shownJobId(s.jobId, tenant),
-    state: s.state,
-    lastSnapshotName: s.lastSnapshotName,
-    bytesTransferred: s.bytesTransferred,
-    durationMs: s.durationMs,
-    lastError: s.lastError,
-    lastErrorReason: s.lastErrorReason,
-    lastUpdate: ms(s.updatedAtMs),
-    bytesExpected: s.bytesExpected,
-    incremental: s.incremental,
-    baseSnapshotName: s.baseSnapshotName,
-    consecutiveFailures: s.consecutiveFailures,
-    nextRun: ms(s.nextRunAtMs),
-    lastSuccess: ms(s.lastSuccessAtMs),
-    successfulRuns: s.successfulRuns,
-    followed: s.followed,
-    followedAt: ms(s.followedAtMs),
-  });
-}
-
-/** A stored job as the API shows it (to `tenant`, with its ids unscoped). */
-export function jobMessage(j: StoredJob, tenant?: string): ReplicationJob {
-  const jobId = shownJobId(j.job.jobId, tenant);
-  return create(ReplicationJobSchema, {
-    jobId,
-    plan: j.job.plan === undefined ? undefined : { ...j.job.plan, jobId },
-    status: statusMessage(j.status, tenant),
-    createdBy: j.job.createdBy,
-    created: timestampFromMs(Number(j.job.createdAtMs)),
   });
 }
