@@ -665,6 +665,11 @@ describe("hvctl against a dev daemon", () => {
       assert.match(unknown.stderr, /unknown option '--bogus'/);
       assert.equal((await dev("node", "list", "--readiness", "maybe")).code, 2);
       assert.equal((await dev("apikey", "create", "--roles", "viewer", "--ttl", "soon")).code, 2);
+      // Contradictory flags: refused, nothing started (not a silent choice of one).
+      const both = await dev("migration", "run", "--vm", "vm-001", "--detach", "--no-progress");
+      assert.equal(both.code, 2, both.stderr);
+      assert.match(both.stderr, /--detach and --no-progress/);
+      assert.equal(both.stdout, "", "no MigrateVM or StartMigration call answered");
       const invalid = await dev("node", "get", "Not_An_Id!");
       assert.equal(invalid.code, 2);
       assert.match(

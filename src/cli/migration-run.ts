@@ -11,6 +11,7 @@ import {
   MigrationState,
 } from "../gen/debvisor/v1/migration_pb.js";
 import type { CliContext } from "./cli-context.js";
+import { UsageError } from "./cli-errors.js";
 import { withExamples } from "./help-text.js";
 import { migrationProgress, phaseName, title } from "./migration-status.js";
 import { messageJson } from "./output.js";
@@ -68,6 +69,10 @@ export function addMigrationRunCommands(migration: Command, cli: () => CliContex
           detach?: boolean;
           progress: boolean;
         }) => {
+          if (opts.detach && !opts.progress)
+            throw new UsageError(
+              "--detach and --no-progress: choose one (--detach returns at once, --no-progress waits)",
+            );
           const ctx = cli();
           if (!opts.progress) {
             const r = await ctx.client(MigrationService).migrateVM({
