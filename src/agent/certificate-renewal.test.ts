@@ -58,6 +58,24 @@ describe("scheduleRenewal (the agent's own certificate)", () => {
     }
   });
 
+  it("renews by the clock when the clock is set right after the plan (a host booted with its clock behind)", async (t) => {
+    // Found by an adversarial review: the wait was counted by timers alone, so a plan made
+    // while the clock was a year behind waited a year after the clock was set right, and the
+    // 30-day certificate expired in service (the node locked out until it enrolled again).
+    const dir = await agentDir(30);
+    const now = Date.now();
+    t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: now - 365 * DAY });
+    const r = scheduled(dir);
+    try {
+      t.mock.timers.setTime(now); // time sync sets the clock right, no timer fires
+      for (let i = 0; i < 25; i++) t.mock.timers.tick(DAY);
+      assert.ok(r.asked() >= 1, "asked for a renewal before the certificate's 30 days end");
+    } finally {
+      r.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("plans again a minute later when the certificate file cannot be read, never throwing", async (t) => {
     const dir = await agentDir(30);
     const cert = join(dir, "node.crt");

@@ -3,7 +3,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { agentFiles, renew } from "../client/index.js";
-import { type Logger, runAfter } from "../core/index.js";
+import { type Logger, runAfter, runAt } from "../core/index.js";
 import type { AgentConfig } from "./agent-config.js";
 
 /** The wait before a failed renewal, or an unreadable certificate, is tried again. */
@@ -22,7 +22,6 @@ export function scheduleRenewal(
   signal: AbortSignal,
 ): { cancel(): void } {
   const state = { cancel: () => {} };
-  // A wait past the longest timer (24.8 days) is reached in steps, not renewed early.
   const later = (ms: number, then: () => void) => {
     state.cancel = runAfter(ms, then);
   };
@@ -43,17 +42,19 @@ export function scheduleRenewal(
   };
   const plan = () => {
     if (signal.aborted) return;
-    let wait: number;
+    let due: number;
     try {
       const cert = new X509Certificate(readFileSync(agentFiles(config.dir).cert));
       const from = Date.parse(cert.validFrom);
       const to = Date.parse(cert.validTo);
-      wait = Math.max(1000, from + (to - from) * config.renewAtFraction - Date.now());
+      due = Math.max(Date.now() + 1000, from + (to - from) * config.renewAtFraction);
     } catch (err) {
       log.warn({ err }, "certificate not readable; its renewal is planned again in a minute");
       return later(RETRY_MS, plan);
     }
-    later(wait, attempt);
+    // A time by the clock, looked at again at each step: a host that booted with its clock
+    // behind, set right since, renews by the right time (counted by timers, it waited on).
+    state.cancel = runAt(due, Date.now, attempt);
   };
   plan();
   return state;

@@ -6,6 +6,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -21,6 +22,37 @@ export interface SetFile {
 /** The marker beside a set's first file: the set is written in full and is being moved in. */
 const markerOf = (first: string) => `${first}.set`;
 const nextOf = (path: string) => `${path}.next`;
+
+/** The lock beside a set's first file: one writer of the set at a time. */
+const lockOf = (first: string) => `${first}.lock`;
+/** A lock older than this is a writer's that died holding it (a write takes milliseconds). */
+const STALE_LOCK_MS = 30_000;
+/** How long a writer waits for another's lock before it fails. */
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * Takes the lock of the set whose first file is `first`, waiting (at most
+ * {@link LOCK_WAIT_MS}) while another writer, in this process or another,
+ * holds it; answers its release. Two writers at once (two daemons renewing
+ * the files they share) each wrote the same `.next` copies and moved them in
+ * one by one: a key could end beside the other's certificate.
+ */
+function lockSet(first: string): () => void {
+  const lock = lockOf(first);
+  const end = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      closeSync(openSync(lock, "wx", 0o600));
+      return () => rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const age = gone(() => Date.now() - statSync(lock).mtimeMs);
+    if (age !== undefined && age > STALE_LOCK_MS) rmSync(lock, { force: true });
+    else if (Date.now() >= end) throw new Error(`${lock}: another writer holds these files`);
+    else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  }
+}
 
 /**
  * Writes `text` to a new file `path` and flushes it to disk before
@@ -64,17 +96,22 @@ function syncDirs(paths: readonly string[]): void {
 export function writeFileSet(files: readonly SetFile[]): void {
   const first = files[0]?.path;
   if (first === undefined) return;
-  finishFileSet(first);
-  for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
-  // Every new copy's name is on disk before the marker that names it (a set may span folders).
-  syncDirs(files.map((f) => f.path));
-  const marker = markerOf(first);
-  // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
-  // the daemon reading tls/ from its own working directory).
-  writeDurably(nextOf(marker), JSON.stringify(files.map((f) => resolve(f.path))), 0o600);
-  renameSync(nextOf(marker), marker);
-  syncDirs([marker]);
-  finishFileSet(first);
+  const unlock = lockSet(first);
+  try {
+    finishFileSet(first);
+    for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
+    // Every new copy's name is on disk before the marker that names it (a set may span folders).
+    syncDirs(files.map((f) => f.path));
+    const marker = markerOf(first);
+    // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
+    // the daemon reading tls/ from its own working directory).
+    writeDurably(nextOf(marker), JSON.stringify(files.map((f) => resolve(f.path))), 0o600);
+    renameSync(nextOf(marker), marker);
+    syncDirs([marker]);
+    finishFileSet(first);
+  } finally {
+    unlock();
+  }
 }
 
 /**

@@ -101,8 +101,13 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
       const claimKey = ENROLLING + tok.nodeName.toLowerCase();
       const claim = await store.get(claimKey, { signal: ctx.signal });
       // A token anyone but a cluster admin made is for a new node: made before the name became
-      // a node (enrolled, registered) meanwhile, it would hand that node's identity over.
-      if (!tok.forExistingNode && (await clusterNode(deps, tok.nodeName, ctx.signal)))
+      // a node (enrolled, registered) meanwhile, it would hand that node's identity over. A name
+      // another token was spent on (the claim) is a node's too, or is becoming one: its binding
+      // is set only once its certificate is issued, and an enrolment judged in between won too.
+      if (
+        !tok.forExistingNode &&
+        (claim !== undefined || (await clusterNode(deps, tok.nodeName, ctx.signal)))
+      )
         refuse(`${tok.nodeName} became a node after this token was made`, false);
       // Check the CSR before spending the token, so a bad CSR does not burn it.
       try {

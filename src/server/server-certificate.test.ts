@@ -288,6 +288,28 @@ describe("keepTlsFresh", () => {
     }
   });
 
+  it("renews by the clock when the clock is set forward after the renewal was planned", async (ctx) => {
+    // Found by an adversarial review: the wait to the renewal time was counted by timers alone.
+    // A daemon that started with its clock 50 days behind (a 90-day certificate 55 days old
+    // looked 5 days old) waited 55 days after time sync set it right: 20 days past the end.
+    const t = await setUp();
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const { serial } = await install(t.ca, t.paths, 90, t.clock.now() - 55 * DAY);
+    t.clock.advance(-50 * DAY);
+    const f = keepFresh(t);
+    try {
+      t.clock.advance(50 * DAY); // time sync; no timer fires
+      const step = 2 ** 31 - 1;
+      t.clock.advance(step);
+      ctx.mock.timers.tick(step);
+      await until(() => t.served() !== serial);
+      assert.notEqual(t.served(), serial, "renewed within the certificate's 90 days (at 79.8)");
+    } finally {
+      await f.resources.unwind();
+      await t.close();
+    }
+  });
+
   it("renews the files of the configuration in force, after a reload moved them", async (ctx) => {
     const t = await setUp();
     ctx.mock.timers.enable({ apis: ["setTimeout"] });
@@ -301,6 +323,7 @@ describe("keepTlsFresh", () => {
       const day = 86_400_000;
       // Due within 21.5 days (two thirds of 30, plus at most 5% jitter), then once more a second later.
       for (let i = 0; i < 24 && t.served() === t.oldSerial; i++) {
+        t.clock.advance(day);
         ctx.mock.timers.tick(day);
         await settle();
       }

@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { type Clock, type Logger, runAfter } from "../core/index.js";
+import { type Clock, type Logger, runAfter, runAt } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
 import type { CertificateLedger } from "../security/index.js";
 import type { Config } from "./config-schema.js";
@@ -119,6 +119,13 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
   const later = (run: () => void, ms: number) => {
     cancelRenewal = runAfter(Math.max(1000, ms), run);
   };
+  // The renewal time is one by the clock, looked at again at each step: a daemon that started
+  // with its clock behind, set right since, renews by the right time (by timers, it waited on).
+  const at = (run: () => void, atMs: number) => {
+    const left = atMs - clock.now();
+    if (left <= 1000) later(run, left);
+    else cancelRenewal = runAt(atMs, () => clock.now(), run);
+  };
   /**
    * Plans the renewal of the certificate the files hold (`retrying`: at once,
    * its wait is over). Never throws: it runs in the renewal's own callbacks,
@@ -130,11 +137,11 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     const { cert, key } = files.paths(options.config());
     if (ca === undefined || cert === undefined || key === undefined) return;
     let pem: string;
-    let at: number;
+    let due: number | undefined;
     try {
       pem = readFileSync(cert, "utf8");
       if (!issuedBy(pem, ca)) return;
-      at = failures === 0 ? renewalTime(pem) : clock.now() + (retrying ? 0 : retryIn());
+      due = failures === 0 ? renewalTime(pem) : undefined;
     } catch (err) {
       failed(err);
       later(() => scheduleRenewal(true), retryIn());
@@ -170,7 +177,8 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
             scheduleRenewal();
           },
         );
-    later(renew, at - clock.now());
+    if (due !== undefined) at(renew, due);
+    else later(renew, retrying ? 0 : retryIn());
   };
   scheduleRenewal();
   return reloadTlsFromFiles;
