@@ -22,9 +22,14 @@ import {
 } from "./helpers/daemon-process.js";
 import { callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const GIB = 1024n ** 3n;
-const FENCE_MS = 4000;
+// The node's fence delay. Between the agent's death and the delete made out of service
+// "before it" the test runs hvctl four times; on a busy machine that takes seconds (most of
+// it starting processes: all but the followed delete run in this process). The delay
+// leaves room for them, and the test checks that the delete was made within it.
+const FENCE_MS = 20_000;
 
 describe("a VM whose node is gone, or that no node holds", () => {
   let dir: string;
@@ -34,6 +39,7 @@ describe("a VM whose node is gone, or that no node holds", () => {
   const channels: grpc.Client[] = [];
   const hvctl = (...args: string[]) =>
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctlHere = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const agentArgs = () => [
     ...["--dir", join(dir, "node-04"), "--server", daemon.grpcAddress, "--driver", "sim"],
     ...["--sim-vms", "0"],
@@ -146,9 +152,9 @@ describe("a VM whose node is gone, or that no node holds", () => {
         timeoutMs: 30_000,
       },
     );
-    assert.equal((await hvctl("node", "cordon", "node-04")).code, 0);
+    assert.equal((await hvctlHere("node", "cordon", "node-04")).code, 0);
     // Removing it would leave the VM on no node: refused, saying which and what to do.
-    const refused = await hvctl("node", "remove", "node-04");
+    const refused = await hvctlHere("node", "remove", "node-04");
     assert.equal(refused.code, 1);
     assert.match(
       refused.stderr,
@@ -179,8 +185,14 @@ describe("a VM whose node is gone, or that no node holds", () => {
     const waiting = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-1" });
     assert.equal(waiting.state, VmOperationState.PENDING);
     // Said to be off, but not yet past its fence delay (it may be only paused): still waits.
-    assert.equal((await hvctl("node", "cordon", "node-04", "--out-of-service")).code, 0);
+    assert.equal((await hvctlHere("node", "cordon", "node-04", "--out-of-service")).code, 0);
     const early = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-2" });
+    // Past the delay it would be decided at once (below): this one was made before it.
+    const downFor = Number((await nodes.getNode({ id: { id: "node-04" } })).summary?.notReadyForMs);
+    assert.ok(
+      downFor < FENCE_MS,
+      `delete made only after the fence delay (not ready for ${downFor} ms)`,
+    );
     assert.equal(early.state, VmOperationState.PENDING);
     // Past it, a delete is decided at once, nothing sent to the node.
     await eventually(
@@ -188,7 +200,7 @@ describe("a VM whose node is gone, or that no node holds", () => {
         const n = (await nodes.getNode({ id: { id: "node-04" } })).summary;
         assert.ok(Number(n?.notReadyForMs ?? 0) > FENCE_MS, `not ready for ${n?.notReadyForMs} ms`);
       },
-      { timeoutMs: 30_000 },
+      { timeoutMs: FENCE_MS + 30_000 },
     );
     const deleted = await hvctl("vm", "delete", "orphan", "--force");
     assert.equal(deleted.code, 0, deleted.stderr);
