@@ -31,6 +31,8 @@ const SLOW_FIRST = [
   "agent-migration-crash",
   "migration-source-lost",
   "agent-stream-replicas",
+  "vm-lost-node",
+  "file-set-writers",
   "panel-e2e",
   "agent",
   "authorization-table",
