@@ -7,6 +7,8 @@ export type { LoginThrottle, LoginThrottleOptions } from "./login-throttle.js";
 export { createLoginThrottle } from "./login-throttle.js";
 export type { OidcRedirect, OidcSignIn, OidcSignInOptions } from "./oidc-sign-in.js";
 export { createOidcSignIn, oidcPrincipal } from "./oidc-sign-in.js";
+export type { SessionTokens } from "./panel-access-tokens.js";
+export { PANEL_ISSUER, withPanelIssuer } from "./panel-access-tokens.js";
 export type {
   AuthRequest,
   AuthResponse,
@@ -23,13 +25,9 @@ export {
   setCookie,
   setLaxCookie,
 } from "./panel-cookies.js";
-export type { PanelSessions, PanelSessionsOptions, SessionTokens } from "./panel-sessions.js";
-export {
-  createPanelSessions,
-  PANEL_ISSUER,
-  sessionPrincipal,
-  withPanelIssuer,
-} from "./panel-sessions.js";
+export { sessionPrincipal } from "./panel-session-records.js";
+export type { PanelSessions, PanelSessionsOptions } from "./panel-sessions.js";
+export { createPanelSessions } from "./panel-sessions.js";
 export type { PanelUsers } from "./panel-users.js";
 export { checkCredentials, createPanelUsers, userPrincipal } from "./panel-users.js";
 export { hashPassword, verifyPassword } from "./password-hashing.js";

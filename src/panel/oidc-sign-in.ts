@@ -1,13 +1,26 @@
+// The panel's OpenID Connect sign-in (authorization code with PKCE): start
+// sends the browser to the issuer, callback checks its answer and starts a
+// session. Discovery is in oidc-discovery.ts, failures and their audit in
+// oidc-sign-in-failure.ts.
+
 import { timingSafeEqual } from "node:crypto";
 import * as client from "openid-client";
-import type { Logger, Reason } from "../core/index.js";
+import type { Logger } from "../core/index.js";
 import { type AccessPolicy, bindingsOf } from "../security/index.js";
-import { createIssuerFetch } from "./issuer-fetch.js";
 import type { LoginThrottle } from "./login-throttle.js";
+import { createOidcDiscovery } from "./oidc-discovery.js";
+import {
+  classify,
+  createOidcRefusal,
+  type OidcRedirect,
+  SignInFailure,
+} from "./oidc-sign-in-failure.js";
 import { createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { COOKIES, setCookie, setLaxCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
 import { createPendingFlows } from "./pending-flows.js";
+
+export type { OidcRedirect } from "./oidc-sign-in-failure.js";
 
 /** How long a started sign-in may take at the issuer before its callback is refused. */
 const FLOW_TTL_MS = 600_000;
@@ -44,12 +57,6 @@ export interface OidcSignInOptions {
   readonly pendingTotal?: number;
 }
 
-/** Where to send the browser next, and the cookies to set on the way. */
-export interface OidcRedirect {
-  readonly location: string;
-  readonly cookies: readonly string[];
-}
-
 /** OpenID Connect sign-in (authorization code with PKCE) for the panel. */
 export interface OidcSignIn {
   readonly name: string;
@@ -70,68 +77,6 @@ interface Flow {
   readonly verifier: string;
 }
 
-class SignInFailure extends Error {
-  constructor(
-    readonly reason: Reason,
-    readonly detail: string,
-    readonly principal = "",
-    /** The sign-in in progress stays usable (its flow cookie is not cleared). */
-    readonly keepsFlow = false,
-  ) {
-    super(detail);
-  }
-}
-
-const TOKEN_CHECKS = new Set<string>([
-  "OAUTH_JWT_TIMESTAMP_CHECK_FAILED",
-  "OAUTH_JWT_CLAIM_COMPARISON_FAILED",
-  "OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED",
-  "OAUTH_KEY_SELECTION_FAILED",
-  "OAUTH_INVALID_RESPONSE",
-  "OAUTH_PARSE_ERROR",
-]);
-const AUDIT_CODE: Partial<Record<Reason, string>> = {
-  RATE_LIMITED: "RESOURCE_EXHAUSTED",
-  OIDC_TOO_MANY_SIGN_INS: "RESOURCE_EXHAUSTED",
-  OIDC_ISSUER_UNAVAILABLE: "UNAVAILABLE",
-  OIDC_NO_ROLES: "PERMISSION_DENIED",
-  INTERNAL: "INTERNAL",
-};
-const printable = (s: unknown, max = 120) =>
-  String(s)
-    .replace(/[^\x20-\x7e]/g, "?")
-    .slice(0, max);
-
-/** Maps what openid-client threw to a reason and an operator's detail (never a token). */
-function classify(err: unknown): SignInFailure {
-  if (err instanceof SignInFailure) return err;
-  if (err instanceof client.AuthorizationResponseError)
-    return new SignInFailure(
-      "OIDC_ISSUER_REFUSED",
-      `issuer answered error=${printable(err.error, 64)}`,
-    );
-  if (err instanceof client.ResponseBodyError)
-    return new SignInFailure(
-      "OIDC_ISSUER_REFUSED",
-      `token endpoint answered ${err.status} ${printable(err.error, 64)}`,
-    );
-  const code = (err as { code?: unknown }).code;
-  const message = printable((err as Error).message);
-  const cause = (err as { cause?: { code?: unknown; message?: unknown; claim?: unknown } }).cause;
-  if (typeof code === "string" && TOKEN_CHECKS.has(code)) {
-    // Name the failed check (a claim's name, or the underlying error), never the token.
-    const which =
-      typeof cause?.claim === "string"
-        ? ` (${printable(cause.claim, 32)})`
-        : cause instanceof Error
-          ? ` (${printable(cause.message, 80)})`
-          : "";
-    return new SignInFailure("OIDC_TOKEN_INVALID", `ID token refused: ${message}${which}`);
-  }
-  const why = cause === undefined ? message : printable(cause.code ?? cause.message);
-  return new SignInFailure("OIDC_ISSUER_UNAVAILABLE", `issuer unreachable: ${why}`);
-}
-
 /**
  * Creates the OpenID Connect relying party of the panel (openid-client).
  * The issuer is discovered on first use (and again after a failure), so a
@@ -141,48 +86,16 @@ function classify(err: unknown): SignInFailure {
  * source group has a bounded share of them.
  */
 export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
-  const fetch = createIssuerFetch(o.caPem);
+  const configuration = createOidcDiscovery(o);
   const flows = createPendingFlows<Flow>(o.now, {
     ttlMs: FLOW_TTL_MS,
     perSource: o.pendingPerSource ?? FLOWS_PER_SOURCE,
     total: o.pendingTotal ?? MAX_FLOWS,
   });
-  let discovered: Promise<client.Configuration> | undefined;
-  const configuration = () => {
-    discovered ??= client
-      .discovery(
-        new URL(o.issuer),
-        o.clientId,
-        undefined,
-        o.clientSecret === undefined ? client.None() : client.ClientSecretBasic(o.clientSecret),
-        // The ID token's signature is checked against the issuer's JWKS even though it came over TLS.
-        { execute: [client.enableNonRepudiationChecks], [client.customFetch]: fetch, timeout: 10 },
-      )
-      .catch((err: unknown) => {
-        discovered = undefined;
-        throw err;
-      });
-    return discovered;
-  };
   const audit = createPanelAuthAudit(o.audit);
   const signIn = { authMethod: "oidc", method: "Login", args: `issuer=${o.issuer}` };
   const clearFlow = setLaxCookie(COOKIES.oidc, "", 0);
-  const refuse = async (f: SignInFailure, source: string): Promise<OidcRedirect> => {
-    const outcome = {
-      ...signIn,
-      principal: f.principal,
-      peer: source,
-      code: AUDIT_CODE[f.reason] ?? "UNAUTHENTICATED",
-      decision: f.reason === "OIDC_NO_ROLES" ? "deny" : "unauthenticated",
-    };
-    // Counted past the throttle (anyone can repeat it at will); the throttle bounds the rest.
-    if (f.reason === "RATE_LIMITED") audit.count({ ...outcome, reason: f.reason, error: f.detail });
-    else await audit.record({ ...outcome, reason: f.detail, error: f.reason });
-    o.logger.info({ reason: f.reason, detail: f.detail, peer: source }, "panel sign-in refused");
-    const q = new URLSearchParams({ signin_error: f.reason });
-    if (f.principal !== "") q.set("principal", f.principal);
-    return { location: `/?${q}`, cookies: f.keepsFlow ? [] : [clearFlow] };
-  };
+  const refuse = createOidcRefusal({ audit, signIn, clearFlow, logger: o.logger });
   const throttled = (source: string) => {
     const v = o.throttle.checkAddress(source);
     if (!v.allowed)

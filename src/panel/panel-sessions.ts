@@ -1,24 +1,23 @@
-import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
-import { importPKCS8, SignJWT } from "jose";
+// The panel's sign-in sessions: a short access token and a rotating refresh
+// token per session, over the session records (panel-session-records.ts) and
+// the token issuer (panel-access-tokens.ts).
+
+import { randomBytes } from "node:crypto";
 import type { Clock } from "../core/index.js";
 import {
   type PanelSessionRecord,
   PanelSessionRecordSchema,
 } from "../gen/debvisor/store/v1/panel_records_pb.js";
-import { createJwtVerifier, type JwtVerifier } from "../security/index.js";
+import type { JwtVerifier } from "../security/index.js";
+import { encodeMessage, type KvStore } from "../store/index.js";
 import {
-  decodeMessage,
-  encodeMessage,
-  getMessage,
-  type KvStore,
-  rangeAll,
-} from "../store/index.js";
-import { userPrincipal } from "./panel-users.js";
+  createPanelAccessTokens,
+  type SessionTokens,
+  sessionIdOf,
+  sha256,
+} from "./panel-access-tokens.js";
+import { createPanelSessionRecords, sessionPrincipal } from "./panel-session-records.js";
 
-/** `iss` of the panel's access tokens; no configured issuer can mint them. */
-export const PANEL_ISSUER = "debvisor-panel";
-const AUDIENCE = "debvisor-rpc";
-const PREFIX = "panel/sessions/";
 /** Rotated-away refresh hashes kept per session to recognise reuse. */
 const SPENT_KEPT = 64;
 
@@ -30,15 +29,6 @@ export interface PanelSessionsOptions {
   readonly accessTtlMs?: number;
   /** Absolute lifetime of a session, refreshes or not (default 12 hours). */
   readonly sessionTtlMs?: number;
-}
-
-/** Tokens handed to a browser, only ever in httpOnly cookies. */
-export interface SessionTokens {
-  readonly sessionId: string;
-  readonly accessToken: string;
-  readonly refreshToken: string;
-  readonly accessExpiresAtMs: number;
-  readonly sessionExpiresAtMs: number;
 }
 
 /** Why a refresh was refused (for logs and the audit trail, not the client). */
@@ -90,40 +80,6 @@ export interface PanelSessions {
 }
 
 /**
- * A verifier that takes the panel's access tokens to `panel` and every other
- * JWT to `other` (the configured issuers), so no configured issuer can mint
- * a panel token.
- */
-export function withPanelIssuer(panel: JwtVerifier, other: JwtVerifier | undefined): JwtVerifier {
-  return {
-    async verify(token, atMs) {
-      let iss: unknown;
-      try {
-        iss = (
-          JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString()) as {
-            iss?: unknown;
-          }
-        ).iss;
-      } catch {
-        return { failure: "not a decodable JWT" };
-      }
-      if (iss === PANEL_ISSUER) return panel.verify(token, atMs);
-      return other === undefined
-        ? { failure: "JWT presented but no issuer is configured" }
-        : other.verify(token, atMs);
-    },
-  };
-}
-
-/** The principal a session acts as. */
-export function sessionPrincipal(r: { user: string; principal: string }): string {
-  return r.principal === "" ? userPrincipal(r.user) : r.principal;
-}
-
-const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
-const SID = /^[A-Za-z0-9_-]{22}$/;
-
-/**
  * Creates the session keeper. Access tokens are ES256 JWTs signed with a key
  * made at start-up (a restart only costs a refresh) and verified by the very
  * authentication stage gRPC calls go through, which also asks this keeper
@@ -134,94 +90,9 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
   const { store, clock } = options;
   const accessTtlMs = options.accessTtlMs ?? 300_000;
   const sessionTtlMs = options.sessionTtlMs ?? 43_200_000;
-  const pair = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const signingKey = await importPKCS8(
-    pair.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
-    "ES256",
-  );
-  const inner = createJwtVerifier(
-    [
-      {
-        issuer: PANEL_ISSUER,
-        audience: AUDIENCE,
-        algorithms: ["ES256"],
-        publicKeyPems: [pair.publicKey.export({ format: "pem", type: "spki" }).toString()],
-        rolesClaim: "roles",
-        clockSkewSeconds: 0,
-      },
-    ],
-    clock,
-  );
-  const listeners = new Set<(sid: string) => void>();
-  const key = (sid: string) => `${PREFIX}${sid}`;
-  const read = (sid: string) =>
-    SID.test(sid)
-      ? getMessage(store, PanelSessionRecordSchema, key(sid))
-      : Promise.resolve(undefined);
-  const live = (r: PanelSessionRecord | undefined) =>
-    r !== undefined && !r.revoked && Number(r.expiresAtMs) > clock.now();
-
-  async function issue(
-    record: PanelSessionRecord,
-  ): Promise<{ tokens: SessionTokens; refreshHash: string }> {
-    const now = clock.now();
-    const accessExpiresAtMs = Math.min(now + accessTtlMs, Number(record.expiresAtMs));
-    const accessToken = await new SignJWT({ sid: record.sessionId, roles: [] })
-      .setProtectedHeader({ alg: "ES256" })
-      .setIssuer(PANEL_ISSUER)
-      .setAudience(AUDIENCE)
-      .setSubject(sessionPrincipal(record))
-      .setIssuedAt(Math.floor(now / 1000))
-      .setExpirationTime(Math.floor(accessExpiresAtMs / 1000))
-      .sign(signingKey);
-    const refreshToken = `${record.sessionId}.${randomBytes(32).toString("base64url")}`;
-    return {
-      tokens: {
-        sessionId: record.sessionId,
-        accessToken,
-        refreshToken,
-        accessExpiresAtMs,
-        sessionExpiresAtMs: Number(record.expiresAtMs),
-      },
-      refreshHash: sha256(refreshToken),
-    };
-  }
-
-  async function end(sid: string, reason: string): Promise<boolean> {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const cur = await read(sid);
-      if (cur === undefined || cur.message.revoked) return false;
-      const next = { ...cur.message, revoked: true, revokedReason: reason };
-      const r = await store.txn({
-        compares: [{ key: key(sid), modRevision: cur.modRevision }],
-        success: [
-          { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
-        ],
-      });
-      if (r.succeeded) {
-        for (const l of listeners) l(sid);
-        return true;
-      }
-    }
-    throw new Error(`session ${sid}: could not end it after repeated conflicts`);
-  }
-
-  const sessionIdOf = (token: string) => {
-    const parts = token.split(".");
-    let sid = parts[0] ?? "";
-    if (parts.length === 3) {
-      // An access token: its (unverified) sid claim; verification happens in the authentication stage.
-      try {
-        const claim = (
-          JSON.parse(Buffer.from(parts[1] ?? "", "base64url").toString()) as { sid?: unknown }
-        ).sid;
-        sid = typeof claim === "string" ? claim : "";
-      } catch {
-        return undefined;
-      }
-    }
-    return SID.test(sid) ? sid : undefined;
-  };
+  const { verifier: inner, issue } = await createPanelAccessTokens(clock, accessTtlMs);
+  const records = createPanelSessionRecords(store, clock);
+  const { key, read, live, end } = records;
 
   const verifier: JwtVerifier = {
     async verify(token, atMs) {
@@ -303,16 +174,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
       throw new Error(`session ${sid}: could not refresh after repeated conflicts`);
     },
     end,
-    async endAllOf(user, reason) {
-      const mine: string[] = [];
-      for await (const kv of rangeAll(store, PREFIX)) {
-        const s = decodeMessage(PanelSessionRecordSchema, kv);
-        if (s.user === user && live(s)) mine.push(s.sessionId);
-      }
-      let n = 0;
-      for (const sid of mine) if (await end(sid, reason)) n++;
-      return n;
-    },
+    endAllOf: records.endAllOf,
     sessionIdOf,
     async heldSession(refreshToken, accessToken) {
       const sid = sessionIdOf(refreshToken);
@@ -329,21 +191,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
     async isLive(sid) {
       return live((await read(sid))?.message);
     },
-    onEnd(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    async sweep() {
-      // Past its absolute lifetime a session refuses everything anyway, reuse checks included.
-      const gone: { key: string; modRevision: number }[] = [];
-      for await (const kv of rangeAll(store, PREFIX)) {
-        const s = decodeMessage(PanelSessionRecordSchema, kv);
-        if (Number(s.expiresAtMs) <= clock.now())
-          gone.push({ key: kv.key, modRevision: kv.modRevision });
-      }
-      for (const g of gone)
-        await store.txn({ compares: [g], success: [{ type: "delete", key: g.key }] });
-      return gone.length;
-    },
+    onEnd: records.onEnd,
+    sweep: records.sweep,
   };
 }
