@@ -376,6 +376,13 @@ describe("web panel: the same API, security and audit as gRPC", () => {
       password: "p".repeat(20),
     });
     assert.equal(big.status, 400);
+    // A body past 8 KiB: refused as such, not read as no body at all.
+    const huge = await admin.auth("users", {
+      action: "set-password",
+      user: "dave",
+      password: "p".repeat(9000),
+    });
+    assert.deepEqual([huge.status, huge.json.message], [413, "request body larger than 8 KiB"]);
     const long = await admin.auth("users", {
       action: "set-password",
       user: "dave",

@@ -17,6 +17,9 @@ export interface PanelAuthRoutesOptions {
   readonly originsOf: (host: string | undefined) => string[];
 }
 
+/** Largest /auth/ request body read (a sign-in, a user's new password). */
+const MAX_AUTH_BODY = 8192;
+
 /** Handlers of /auth/ requests; a rejected promise is the router's to answer (500). */
 export interface PanelAuthRoutes {
   /** /auth/<path> (not OIDC): `path` is the part after /auth/. */
@@ -30,16 +33,27 @@ export function createPanelAuthRoutes(o: PanelAuthRoutesOptions): PanelAuthRoute
   const { auth, oidc, originsOf } = o;
 
   async function onAuth(req: Http2ServerRequest, res: Http2ServerResponse, path: string) {
-    const body = req.method === "POST" ? await readJsonBody(req, 8192) : undefined;
+    const body = req.method === "POST" ? await readJsonBody(req, MAX_AUTH_BODY) : undefined;
     const headers = panelRequestHeaders(req);
-    const r = await auth.handle({
-      method: req.method,
-      path,
-      headers,
-      origins: originsOf(headers.get("host")),
-      source: sourceOf(`${req.socket.remoteAddress ?? ""}:0`),
-      body: body === "too-large" ? undefined : body,
-    });
+    // Refused before anything reads it, as the gRPC transport refuses an oversize message.
+    const r =
+      body === "too-large"
+        ? {
+            status: 413,
+            json: {
+              reason: "INVALID_ARGUMENT",
+              message: `request body larger than ${MAX_AUTH_BODY / 1024} KiB`,
+            },
+            cookies: [],
+          }
+        : await auth.handle({
+            method: req.method,
+            path,
+            headers,
+            origins: originsOf(headers.get("host")),
+            source: sourceOf(`${req.socket.remoteAddress ?? ""}:0`),
+            body,
+          });
     res.writeHead(r.status, {
       ...PANEL_SECURITY_HEADERS,
       "content-type": "application/json",
