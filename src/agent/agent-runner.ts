@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
-import { AgentError, agentFiles, createSystemdNotifier, packageVersion } from "../client/index.js";
+import { AgentError, agentFiles, createSystemdNotifier } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import {
   createOperationExecutor,
@@ -11,11 +11,12 @@ import {
   openOperationJournal,
   openSimulatedWatchdog,
 } from "../drivers/index.js";
-import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import type { AgentConfig } from "./agent-config.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
+import { createAgentLinkHandlers } from "./agent-link-handlers.js";
 import { scheduleRenewal } from "./certificate-renewal.js";
+import { createFencedVmReports } from "./fenced-vm-reports.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
@@ -108,25 +109,8 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     beforeResult: () =>
       Promise.race([beat(), sleep(REPORT_BEFORE_RESULT_MS, undefined, { ref: false })]),
   });
-  // HA VMs this node stopped on its own: told to the control plane on every
-  // new stream until an operation on the VM (its restart, or an operator's
-  // call) shows the control plane has taken it over.
-  const fencedVms = new Map<string, number>();
-  const tellFenced = (vmId: string, at: number) =>
-    send({
-      kind: {
-        case: "event",
-        value: {
-          kind: "self-fenced",
-          vmId,
-          message: "hard-stopped: no confirmed lease renewal within the self-fence window",
-          at: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
-        },
-      },
-    });
-  const flushFenced = () => {
-    for (const [vmId, at] of fencedVms) if (!tellFenced(vmId, at)) return;
-  };
+  // HA VMs this node stopped on its own, told until the control plane takes them over.
+  const fenced = createFencedVmReports((m) => send(m));
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
     driver: hv.driver,
@@ -136,14 +120,10 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
         ? openSimulatedWatchdog(join(config.dir, "watchdog.json"))
         : undefined,
     logger: log,
-    onFenced: (vmId) => {
-      // On the clock its reports are stamped with (a fault may offset it).
-      const at = now();
-      fencedVms.set(vmId, at);
-      tellFenced(vmId, at);
-    },
+    // On the clock its reports are stamped with (a fault may offset it).
+    onFenced: (vmId) => fenced.fenced(vmId, now()),
     // Told again once the control plane is back: what was sent while it was away may be lost.
-    onRenewed: () => flushFenced(),
+    onRenewed: () => fenced.flush(),
   });
   stop.signal.addEventListener("abort", () => fence.close(), { once: true });
   await fence.guard(() => executor.recover());
@@ -165,63 +145,19 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     // short control-plane restart costs the backoff little of the window.
     maxRetryMs: () =>
       fence.window() > 0 ? Math.max(250, Math.floor(fence.window() / 8)) : Infinity,
-    async hello() {
-      await fence.guard(() => {
-        fence.newStream();
-        fence.sending(0n);
-      });
-      const { health, datasets } = await hv.inventory(AbortSignal.timeout(30_000));
-      const ms = now();
-      return {
-        kind: {
-          case: "hello",
-          value: {
-            info: hv.info,
-            agentVersion: packageVersion(),
-            capabilities,
-            health,
-            datasets: withStorage(datasets, storage?.datasets() ?? []),
-            sentAt: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
-          },
-        },
-      };
-    },
-    async heartbeat(sequence) {
-      await fence.guard(() => fence.sending(sequence));
-      const { health } = await hv.inventory(AbortSignal.timeout(30_000));
-      return { kind: { case: "heartbeat", value: { health, sequence } } };
-    },
-    onWelcome(welcome, server) {
-      const serverMs =
-        Number(welcome.serverTime?.seconds ?? 0n) * 1000 +
-        Math.floor((welcome.serverTime?.nanos ?? 0) / 1e6);
-      log.info(
-        { server, serverId: welcome.serverId, skewMs: Date.now() - serverMs, node: nodeId },
-        "connected to the control plane",
-      );
-      void notifier.status(`connected to ${server}`);
-      // The server recorded the Hello before it welcomed: that is the stream's first renewal.
-      void fence.guard(() => {
-        fence.configure(welcome.selfFenceWindowMs);
-        fence.renewed(0n);
-        flushFenced();
-      });
-    },
-    onMessage(m) {
-      const k = m.kind;
-      void fence.guard(() => {
-        if (k.case === "dispatch") {
-          fencedVms.delete(k.value.vmId);
-          executor.dispatch(k.value);
-        } else if (k.case === "cancel") executor.cancel(k.value.operationId);
-        else if (k.case === "leaseRenewed") fence.renewed(k.value.sequence);
-        else if (k.case === "transferTicket")
-          storageOps.ticket(k.value.operationId, k.value.ticket);
-      });
-    },
-    onDown(reason) {
-      void notifier.status(`reconnecting: ${reason}`);
-    },
+    ...createAgentLinkHandlers({
+      nodeId,
+      hv,
+      storage,
+      capabilities,
+      fence,
+      fenced,
+      executor,
+      storageOps,
+      notifier,
+      log,
+      now,
+    }),
   });
   send = (m) => link.send(m);
   beat = () => link.beat();
@@ -244,11 +180,4 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   process.removeListener("SIGTERM", onSignal);
   process.removeListener("SIGINT", onSignal);
   log.info({ node: nodeId, running: executor.running() }, "agent stopped");
-}
-
-/** The VMs' disks and the storage's datasets, each once. */
-function withStorage(disks: DatasetRef[], held: DatasetRef[]): DatasetRef[] {
-  const seen = new Map<string, DatasetRef>();
-  for (const d of [...disks, ...held]) seen.set(`${d.backend}:${d.pool}/${d.name}`, d);
-  return [...seen.values()];
 }

@@ -1,0 +1,51 @@
+/**
+ * HA VMs this node stopped on its own: told to the control plane on every
+ * new stream until an operation on the VM (its restart, or an operator's
+ * call) shows the control plane has taken it over. Part of `runAgent`.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
+
+/** The self-fenced VMs not yet taken over, and telling the control plane of them. */
+export interface FencedVmReports {
+  /** `vmId` was hard-stopped `at` (ms, on the node's report clock): kept, and told now. */
+  fenced(vmId: string, at: number): void;
+  /** Tells every kept VM again, in order, stopping at the first message not sent. */
+  flush(): void;
+  /** An operation on `vmId` came: the control plane has taken it over; no longer told. */
+  taken(vmId: string): void;
+}
+
+/**
+ * Keeps the self-fenced VMs in memory and tells each as a `self-fenced`
+ * event through `send` (false: no stream up, the message is dropped).
+ */
+export function createFencedVmReports(
+  send: (m: MessageInitShape<typeof AgentMessageSchema>) => boolean,
+): FencedVmReports {
+  const fencedVms = new Map<string, number>();
+  const tellFenced = (vmId: string, at: number) =>
+    send({
+      kind: {
+        case: "event",
+        value: {
+          kind: "self-fenced",
+          vmId,
+          message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+          at: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
+        },
+      },
+    });
+  return {
+    fenced(vmId, at) {
+      fencedVms.set(vmId, at);
+      tellFenced(vmId, at);
+    },
+    flush() {
+      for (const [vmId, at] of fencedVms) if (!tellFenced(vmId, at)) return;
+    },
+    taken(vmId) {
+      fencedVms.delete(vmId);
+    },
+  };
+}
