@@ -3,7 +3,7 @@
 // administration (panel-user-admin.ts) or the small read-only answers here.
 
 import type { Clock, Logger, Principal } from "../core/index.js";
-import { type AccessPolicy, decide } from "../security/index.js";
+import { type AccessPolicy, decide, type Take } from "../security/index.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import { byWhom, createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail } from "./panel-auth-http.js";
@@ -31,7 +31,22 @@ export interface PanelAuthOptions {
   readonly oidcName?: string;
   /** Resolves the principal of a live access token (the authentication stage's own verifier). */
   readonly principalOf: (accessToken: string) => Promise<Principal | undefined>;
+  /**
+   * Spends from a principal's rate limit, the one its gRPC and /rpc/ calls
+   * spend from; undefined when rate limits are off (benchmark mode).
+   */
+  readonly rateLimit: ((principal: Principal) => Take) | undefined;
 }
+
+/** The endpoints below /auth/ (the OpenID Connect ones aside). */
+const ENDPOINTS = new Set(["login", "refresh", "logout", "providers", "me", "users"]);
+
+/**
+ * The endpoint a counted refusal names: one the panel has, or `(other)`,
+ * never the request's own path: each distinct text would be a bucket of its
+ * own, and one source could push every other one's refusals into the overflow.
+ */
+const endpointOf = (req: AuthRequest) => (ENDPOINTS.has(req.path) ? req.path : "(other)");
 
 /** The /auth/ endpoints of the panel. */
 export interface PanelAuth {
@@ -51,6 +66,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     throttle: o.throttle,
     clock: o.clock,
     audit,
+    rateLimit: o.rateLimit,
   });
   const admin = createPanelUserAdmin({
     users: o.users,
@@ -81,7 +97,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     async handle(req) {
       if (!isPanelRequest(req.method, req.headers, req.origins)) {
         audit.count({
-          method: req.path.slice(0, 64),
+          method: endpointOf(req),
           peer: req.source,
           code: "PERMISSION_DENIED",
           decision: "deny",
@@ -105,13 +121,26 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
         principal = await o.principalOf(cookies.get(COOKIES.access) ?? "");
         if (principal === undefined) {
           audit.count({
-            method: req.path.slice(0, 64),
+            method: endpointOf(req),
             peer: req.source,
             code: "UNAUTHENTICATED",
             decision: "unauthenticated",
             reason: "UNAUTHENTICATED",
           });
           return fail("UNAUTHENTICATED");
+        }
+        // Each request below has its own record: as for a call, the principal's rate limit
+        // bounds how many; past it, refusals are counted.
+        const limited = o.rateLimit?.(principal);
+        if (limited !== undefined && !limited.allowed) {
+          audit.count({
+            ...byWhom(req, principal),
+            method: endpointOf(req),
+            code: "RESOURCE_EXHAUSTED",
+            decision: "deny",
+            reason: "RATE_LIMITED",
+          });
+          return fail("RATE_LIMITED", undefined, limited.retryAfterMs);
         }
         if (req.method === "GET" && req.path === "me") return await me(req, principal);
         if (req.path === "users" && (req.method === "GET" || req.method === "POST"))

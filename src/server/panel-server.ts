@@ -27,7 +27,7 @@ import {
   type PanelSessions,
   parseCookies,
 } from "../panel/index.js";
-import type { AccessPolicy } from "../security/index.js";
+import type { AccessPolicy, Take } from "../security/index.js";
 import { sourceOf } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
 import { ConfigError } from "./config-loader.js";
@@ -59,6 +59,8 @@ export interface PanelServerOptions {
   readonly clock: Clock;
   readonly sessions: PanelSessions;
   readonly policy: () => AccessPolicy;
+  /** The per-principal rate limit gRPC calls spend from; undefined when rate limits are off. */
+  readonly rateLimit: ((principal: Principal) => Take) | undefined;
   /** The audit trail and its refusal counts; undefined when audit is off. */
   readonly audit: PanelAuditSink | undefined;
   /** Dev mode: sets a fresh one-time password for user `admin` and reports it here. */
@@ -173,6 +175,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     clock: o.clock,
     logger: o.logger,
     principalOf,
+    rateLimit: o.rateLimit,
   });
 
   async function onAuth(req: Http2ServerRequest, res: Http2ServerResponse, path: string) {

@@ -95,6 +95,7 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
           clock,
           sessions: panelSessions,
           policy: security.policy,
+          rateLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takePrincipal,
           audit: setup.panelAudit,
           devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
         });
