@@ -349,6 +349,26 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.ok(records.some((x) => x.principal === "user:admin" && x.args.includes("user=carol")));
   });
 
+  it("ends a user's sessions when an admin sets the user's password", async () => {
+    // Someone signed in with carol's password (leaked, say); the admin gives her a new one.
+    const b = await login("carol", CAROL_PASSWORD);
+    const nodes = b.client(NodeService);
+    assert.equal(await codeOf(nodes.listNodes({})), "OK");
+    const r = await admin.auth("users", {
+      action: "set-password",
+      user: "carol",
+      password: CAROL_PASSWORD,
+    });
+    assert.equal(r.status, 200);
+    assert.ok(Number(r.json.sessionsEnded) >= 1, JSON.stringify(r.json));
+    assert.equal(await codeOf(nodes.listNodes({})), "Unauthenticated");
+    assert.equal((await b.auth("refresh", {})).status, 401);
+    const records = (
+      await admin.client(AuditService).listAuditRecords({ filter: { method: "Users.SetPassword" } })
+    ).records;
+    assert.ok(records.some((x) => /^user=carol sessions=[1-9]/.test(x.args)));
+  });
+
   it("refuses forged and expired cookies and oversize input, changing nothing", async () => {
     const b = await login("carol", CAROL_PASSWORD);
     const real = b.cookies.get("__Host-dv_access") as string;

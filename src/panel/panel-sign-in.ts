@@ -97,6 +97,21 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
       return fail("LOGIN_FAILED");
     }
     const tokens = await o.sessions.start(user, peer);
+    // An admin who disabled the user or set a new password while this sign-in checked the
+    // old one ended the user's sessions before this one existed: look again now that it does.
+    const now = await o.users.get(user);
+    if (now === undefined || now.disabled || now.passwordHash !== record.passwordHash) {
+      await o.sessions.end(tokens.sessionId, "user changed during sign-in");
+      await audit.record({
+        method: "Login",
+        principal: named,
+        peer,
+        code: "UNAUTHENTICATED",
+        decision: "unauthenticated",
+        reason: "user changed during sign-in",
+      });
+      return fail("LOGIN_FAILED");
+    }
     await audit.record({
       method: "Login",
       principal: userPrincipal(user),
