@@ -63,6 +63,8 @@ export interface PanelServerOptions {
   readonly rateLimit: ((principal: Principal) => Take) | undefined;
   /** The audit trail and its refusal counts; undefined when audit is off. */
   readonly audit: PanelAuditSink | undefined;
+  /** Puts the panel's listener under the gRPC port's connection limits (one descriptor budget). */
+  readonly guard: (server: Http2SecureServer) => void;
   /** Dev mode: sets a fresh one-time password for user `admin` and reports it here. */
   readonly devAdmin?: { readonly dataDir: string };
   readonly assetsDir?: string;
@@ -279,6 +281,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
       else res.end(asset.body);
     },
   );
+  o.guard(server);
   const at = o.config.listen.lastIndexOf(":");
   const host = o.config.listen.slice(0, at).replace(/^\[|\]$/g, "");
   const listen = (port: number) =>

@@ -97,6 +97,7 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
           policy: security.policy,
           rateLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takePrincipal,
           audit: setup.panelAudit,
+          guard: (s) => server.guard(s),
           devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
         });
   const reloadable = panel;
