@@ -148,6 +148,20 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.equal(await codeOf(ann.getVm({ vmId: other.id })), "NotFound");
   });
 
+  it("tells a tenant's user its tenant in /auth/me, as WhoAmI does", async () => {
+    const ann = await login("acme-ann", CAROL_PASSWORD);
+    const who = await ann.client(AccessService).whoAmI({});
+    assert.equal(who.tenant, "acme");
+    const me = await ann.auth("me");
+    assert.deepEqual(me.json, { principal: "user:acme-ann", tenant: "acme", manageUsers: false });
+    const carol = await login("carol", CAROL_PASSWORD);
+    assert.deepEqual((await carol.auth("me")).json, {
+      principal: "user:carol",
+      tenant: "",
+      manageUsers: false,
+    });
+  });
+
   it("answers a request it cannot decode as gRPC does: REQUEST_MALFORMED, never the decoder's text", async () => {
     const origin = url.replace(/\/$/, "");
     const cookie = [...admin.cookies].map(([k, v]) => `${k}=${v}`).join("; ");

@@ -3,7 +3,7 @@
 // administration (panel-user-admin.ts) or the small read-only answers here.
 
 import type { Clock, Logger, Principal } from "../core/index.js";
-import { type AccessPolicy, decide, type Take } from "../security/index.js";
+import { type AccessPolicy, decide, rolesOf, type Take } from "../security/index.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import { byWhom, createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail } from "./panel-auth-http.js";
@@ -79,16 +79,19 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
   async function me(req: AuthRequest, principal: Principal): Promise<AuthResponse> {
     const d = decide(o.policy(), principal, MANAGE_USERS);
     const manageUsers = d.allowed && d.tenant === undefined;
+    // The caller's tenant as WhoAmI tells it, not the scope of the user-management
+    // decision (undefined, so "cluster-wide", for a tenant's viewer who may not manage users).
+    const tenant = rolesOf(o.policy(), principal).tenant ?? "";
     await audit.record({
       ...byWhom(req, principal),
       method: "Me",
       code: "OK",
       decision: "allow",
-      tenant: d.tenant ?? "",
+      tenant,
     });
     return {
       status: 200,
-      json: { principal: principal.id, tenant: d.tenant ?? "", manageUsers },
+      json: { principal: principal.id, tenant, manageUsers },
       cookies: [],
     };
   }
