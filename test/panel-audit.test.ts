@@ -221,4 +221,34 @@ describe("web panel: the /auth/ endpoints' audit trail", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("holds anonymous /auth/ requests to the source's rate limit, as calls are before authentication", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      rateLimit: { perSource: { ratePerSecond: 0.001, burst: 5 } },
+      panel: { listen: "127.0.0.1:0" },
+    });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const b = panelBrowser(url, devCa(dir), { localAddress: "127.0.0.2" });
+      // A forged access token: each request would otherwise have its signature checked.
+      b.cookies.set(
+        "__Host-dv_access",
+        `e30.${Buffer.from('{"iss":"debvisor-panel"}').toString("base64url")}.x`,
+      );
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await b.auth("me")).status);
+      assert.deepEqual(statuses, [...Array(5).fill(401), ...Array(15).fill(429)]);
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const counted = records(join(dir, "audit.log")).filter(
+        (r) => r.event === "rpc.aggregate" && r.peer === "127.0.0.2",
+      );
+      assert.equal(total(counted.filter((r) => r.reason === "RATE_LIMITED")), 15);
+      assert.equal(total(counted.filter((r) => r.reason === "UNAUTHENTICATED")), 5);
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -36,6 +36,11 @@ export interface PanelAuthOptions {
    * spend from; undefined when rate limits are off (benchmark mode).
    */
   readonly rateLimit: ((principal: Principal) => Take) | undefined;
+  /**
+   * Spends from a source's rate limit (an address without port), the one
+   * calls spend from before authentication; undefined when rate limits are off.
+   */
+  readonly sourceLimit: ((source: string) => Take) | undefined;
 }
 
 /** The endpoints below /auth/ (the OpenID Connect ones aside). */
@@ -112,6 +117,18 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
             ),
         });
         return fail("PANEL_REQUEST_REFUSED");
+      }
+      // As for a call, before any credential is looked at; a sign-in has its own throttle.
+      const fromSource = req.path === "login" ? undefined : o.sourceLimit?.(req.source);
+      if (fromSource !== undefined && !fromSource.allowed) {
+        audit.count({
+          method: endpointOf(req),
+          peer: req.source,
+          code: "RESOURCE_EXHAUSTED",
+          decision: "deny",
+          reason: "RATE_LIMITED",
+        });
+        return fail("RATE_LIMITED", undefined, fromSource.retryAfterMs);
       }
       const cookies = parseCookies(req.headers.get("cookie"));
       let principal: Principal | undefined;

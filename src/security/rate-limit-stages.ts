@@ -40,6 +40,7 @@ export function createRateLimitStages(options: RateLimitOptions): {
   perSource: Stage;
   perPrincipal: Stage;
   takePrincipal(principal: Principal, cost?: number): Take;
+  takeSource(source: string): Take;
 } {
   const sources = createRateLimiter(options.clock, options.maxKeys);
   const principals = createRateLimiter(options.clock, options.maxKeys);
@@ -61,13 +62,17 @@ export function createRateLimitStages(options: RateLimitOptions): {
     const who = JSON.stringify([principal.method, principal.tenant ?? "", principal.id]);
     return principals.take(who, cost, limit);
   };
+  /** One request from `source` (an address without port), counted with its source group. */
+  const takeSource = (source: string): Take =>
+    sources.take(sourceGroupOf(source), 1, options.perSource);
   return {
     takePrincipal,
+    takeSource,
     perSource: async (invocation, next) => {
       if (invocation.ctx.method.access !== "public") {
-        const source = sourceGroupOf(sourceOf(invocation.ctx.peer.address));
-        const t = sources.take(source, 1, options.perSource);
-        if (!t.allowed) refuse(t.retryAfterMs, `source ${source}`);
+        const source = sourceOf(invocation.ctx.peer.address);
+        const t = takeSource(source);
+        if (!t.allowed) refuse(t.retryAfterMs, `source ${sourceGroupOf(source)}`);
       }
       return next(invocation);
     },

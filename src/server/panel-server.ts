@@ -61,6 +61,8 @@ export interface PanelServerOptions {
   readonly policy: () => AccessPolicy;
   /** The per-principal rate limit gRPC calls spend from; undefined when rate limits are off. */
   readonly rateLimit: ((principal: Principal) => Take) | undefined;
+  /** The per-source rate limit gRPC calls spend from before authentication; undefined when off. */
+  readonly sourceLimit: ((source: string) => Take) | undefined;
   /** The audit trail and its refusal counts; undefined when audit is off. */
   readonly audit: PanelAuditSink | undefined;
   /** Puts the panel's listener under the gRPC port's connection limits (one descriptor budget). */
@@ -178,6 +180,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     logger: o.logger,
     principalOf,
     rateLimit: o.rateLimit,
+    sourceLimit: o.sourceLimit,
   });
 
   async function onAuth(req: Http2ServerRequest, res: Http2ServerResponse, path: string) {

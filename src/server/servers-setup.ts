@@ -96,6 +96,7 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
           sessions: panelSessions,
           policy: security.policy,
           rateLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takePrincipal,
+          sourceLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takeSource,
           audit: setup.panelAudit,
           guard: (s) => server.guard(s),
           devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
