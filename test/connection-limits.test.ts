@@ -209,4 +209,50 @@ describe("a flood under a low open-file limit", () => {
       await d.exited;
     }
   });
+  it("counts the panel port's connections toward the same bounds", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-fdflood-"));
+    const cfg = join(dir, "rpcd.yaml");
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        limits: { maxConnectionsPerAddress: 10_000 },
+        panel: { listen: "127.0.0.1:0" },
+      }),
+    );
+    const d = await startDaemonProcess([...devDaemonArgs(dir), "--config", cfg], {
+      wrapper: ["prlimit", "--nofile=400"],
+    });
+    const admin = adminChannel(dir, d.grpcAddress);
+    const ca = resolveContext(join(dir, "hvctl.yaml"), "dev").caPem;
+    const panelUrl = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+    const sessions: ClientHttp2Session[] = [];
+    try {
+      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+      const open = () =>
+        new Promise<void>((resolve) => {
+          const s = h2connect(panelUrl, { ca, servername: "localhost" });
+          sessions.push(s);
+          s.on("error", () => resolve());
+          s.on("close", () => resolve());
+          s.on("connect", () => resolve());
+        });
+      // An outsider's idle connections to the panel port, more than the fd limit allows:
+      // before, the panel took them all and the daemon had no descriptor left.
+      for (let i = 0; i < 500; i += 50) await Promise.all(Array.from({ length: 50 }, open));
+      const health = await fetch(`http://${d.httpAddress}/healthz`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(health.status, 200);
+      const ready = await fetch(`http://${d.httpAddress}/readyz`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(ready.status, 200, await ready.text());
+      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+    } finally {
+      for (const s of sessions) s.destroy();
+      admin.close();
+      d.kill();
+      await d.exited;
+    }
+  });
 });

@@ -111,4 +111,144 @@ describe("web panel: the /auth/ endpoints' audit trail", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it("holds a signed-in user's /auth/ requests to the principal's rate limit, as its calls are", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      rateLimit: { perPrincipal: { ratePerSecond: 0.001, burst: 5 } },
+      panel: { listen: "127.0.0.1:0" },
+      rbac: { bindings: [{ principal: "user:carol", roles: ["viewer"] }] },
+    });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const ca = devCa(dir);
+      const admin = panelBrowser(url, ca);
+      const password = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
+      assert.equal((await admin.auth("login", { user: "admin", password })).status, 200);
+      const set = await admin.auth("users", {
+        action: "set-password",
+        user: "carol",
+        password: "carol-has-a-long-password",
+      });
+      assert.equal(set.status, 200);
+      const carol = panelBrowser(url, ca);
+      const login = await carol.auth("login", {
+        user: "carol",
+        password: "carol-has-a-long-password",
+      });
+      assert.equal(login.status, 200);
+      // A low-privilege user in a loop: who am I, an endpoint that is not there, refresh.
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        statuses.push((await carol.auth("me")).status);
+        statuses.push((await carol.auth(`nothing-${i}`)).status);
+        statuses.push((await carol.auth("refresh", {})).status);
+      }
+      assert.deepEqual(statuses.slice(0, 5), [200, 404, 200, 200, 404]);
+      assert.deepEqual(new Set(statuses.slice(5)), new Set([429]), JSON.stringify(statuses));
+      // Refused for the rate limit, the refresh token is still the session's.
+      assert.ok(carol.cookies.has("__Host-dv_refresh"));
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const recs = records(join(dir, "audit.log")).filter((r) => r.principal === "user:carol");
+      const own = recs.filter((r) => r.event === "panel.auth");
+      // Sign-in, then the 5 the budget let through: not one own record (and fsync) per request.
+      assert.equal(own.length, 6, JSON.stringify(own.map((r) => r.method)));
+      const counted = recs.filter(
+        (r) => r.event === "rpc.aggregate" && r.reason === "RATE_LIMITED",
+      );
+      assert.equal(total(counted), 55);
+      // Counted under the endpoints the panel has, not each path asked for.
+      assert.deepEqual(counted.map((r) => r.method).sort(), ["(other)", "Refresh", "me"]);
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps another source's refusals apart however many paths and names one source sends", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000, maxSources: 20 } },
+      panel: { listen: "127.0.0.1:0", loginPerAddress: { ratePerSecond: 0.001, burst: 1 } },
+    });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const ca = devCa(dir);
+      // One source: 30 paths without the panel's header, 30 without a session, 30 names past the throttle.
+      const flood = panelBrowser(url, ca, { localAddress: "127.0.0.2" });
+      for (let i = 0; i < 30; i++) {
+        await flood.auth(`p-${i}`, undefined, { origin: "https://evil" });
+        await flood.auth(`q-${i}`);
+        await flood.auth("login", { user: `name-${i}`, password: "wrong-password-1" });
+      }
+      // Another source, refused once: its record must still name it.
+      const other = panelBrowser(url, ca, { localAddress: "127.0.0.3" });
+      assert.equal((await other.auth("users")).status, 401);
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const counted = records(join(dir, "audit.log")).filter((r) => r.event === "rpc.aggregate");
+      assert.ok(
+        counted.some((r) => r.peer === "127.0.0.3" && r.method === "users"),
+        JSON.stringify(counted.map((r) => [r.peer, r.method, r.principal])),
+      );
+      assert.ok(!counted.some((r) => r.peer === "*"), "nothing in the overflow");
+      assert.equal(total(counted.filter((r) => r.peer === "127.0.0.2")), 89, "1 login let through");
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps only a name a user can have in a sign-in's record, never a look-alike", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, { panel: { listen: "127.0.0.1:0" } });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const b = panelBrowser(url, devCa(dir));
+      // A right-to-left override: a table shows "user:admin"; a Cyrillic а; a second line.
+      for (const user of ["\u202enimda", "\u0430dmin", "admin\nuser:admin"])
+        assert.equal((await b.auth("login", { user, password: "wrong-password-1" })).status, 401);
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const logins = records(join(dir, "audit.log")).filter((r) => r.method === "Login");
+      assert.deepEqual(
+        logins.map((r) => r.principal),
+        ["user:(invalid)", "user:(invalid)", "user:(invalid)"],
+      );
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("holds anonymous /auth/ requests to the source's rate limit, as calls are before authentication", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-panel-audit-"));
+    const d = await startDevDaemon(dir, {
+      audit: { refusals: { intervalMs: 3_600_000 } },
+      rateLimit: { perSource: { ratePerSecond: 0.001, burst: 5 } },
+      panel: { listen: "127.0.0.1:0" },
+    });
+    try {
+      const url = String(d.logs.find((l) => l.msg === "serving")?.panelUrl);
+      const b = panelBrowser(url, devCa(dir), { localAddress: "127.0.0.2" });
+      // A forged access token: each request would otherwise have its signature checked.
+      b.cookies.set(
+        "__Host-dv_access",
+        `e30.${Buffer.from('{"iss":"debvisor-panel"}').toString("base64url")}.x`,
+      );
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await b.auth("me")).status);
+      assert.deepEqual(statuses, [...Array(5).fill(401), ...Array(15).fill(429)]);
+      d.proc.kill("SIGTERM");
+      assert.equal(await d.exited, 0);
+      const counted = records(join(dir, "audit.log")).filter(
+        (r) => r.event === "rpc.aggregate" && r.peer === "127.0.0.2",
+      );
+      assert.equal(total(counted.filter((r) => r.reason === "RATE_LIMITED")), 15);
+      assert.equal(total(counted.filter((r) => r.reason === "UNAUTHENTICATED")), 5);
+    } finally {
+      d.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

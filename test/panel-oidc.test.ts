@@ -537,6 +537,8 @@ describe("OpenID Connect sign-in: a source is an IPv4 address or an IPv6 /64", (
       clock,
       logger: silentLogger,
       principalOf: async () => undefined,
+      rateLimit: undefined,
+      sourceLimit: undefined,
     });
     const headers: Record<string, string> = { origin: ORIGIN, "x-debvisor-csrf": "1" };
     /** A password sign-in's HTTP status (401: wrong password, 429: rate-limited). */

@@ -148,6 +148,20 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.equal(await codeOf(ann.getVm({ vmId: other.id })), "NotFound");
   });
 
+  it("tells a tenant's user its tenant in /auth/me, as WhoAmI does", async () => {
+    const ann = await login("acme-ann", CAROL_PASSWORD);
+    const who = await ann.client(AccessService).whoAmI({});
+    assert.equal(who.tenant, "acme");
+    const me = await ann.auth("me");
+    assert.deepEqual(me.json, { principal: "user:acme-ann", tenant: "acme", manageUsers: false });
+    const carol = await login("carol", CAROL_PASSWORD);
+    assert.deepEqual((await carol.auth("me")).json, {
+      principal: "user:carol",
+      tenant: "",
+      manageUsers: false,
+    });
+  });
+
   it("answers a request it cannot decode as gRPC does: REQUEST_MALFORMED, never the decoder's text", async () => {
     const origin = url.replace(/\/$/, "");
     const cookie = [...admin.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
@@ -347,6 +361,26 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     const records = (await audit.listAuditRecords({ filter: { method: "Users.EndSessions" } }))
       .records;
     assert.ok(records.some((x) => x.principal === "user:admin" && x.args.includes("user=carol")));
+  });
+
+  it("ends a user's sessions when an admin sets the user's password", async () => {
+    // Someone signed in with carol's password (leaked, say); the admin gives her a new one.
+    const b = await login("carol", CAROL_PASSWORD);
+    const nodes = b.client(NodeService);
+    assert.equal(await codeOf(nodes.listNodes({})), "OK");
+    const r = await admin.auth("users", {
+      action: "set-password",
+      user: "carol",
+      password: CAROL_PASSWORD,
+    });
+    assert.equal(r.status, 200);
+    assert.ok(Number(r.json.sessionsEnded) >= 1, JSON.stringify(r.json));
+    assert.equal(await codeOf(nodes.listNodes({})), "Unauthenticated");
+    assert.equal((await b.auth("refresh", {})).status, 401);
+    const records = (
+      await admin.client(AuditService).listAuditRecords({ filter: { method: "Users.SetPassword" } })
+    ).records;
+    assert.ok(records.some((x) => /^user=carol sessions=[1-9]/.test(x.args)));
   });
 
   it("refuses forged and expired cookies and oversize input, changing nothing", async () => {

@@ -3,7 +3,7 @@
 // administration (panel-user-admin.ts) or the small read-only answers here.
 
 import type { Clock, Logger, Principal } from "../core/index.js";
-import { type AccessPolicy, decide } from "../security/index.js";
+import { type AccessPolicy, decide, rolesOf, type Take } from "../security/index.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import { byWhom, createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail } from "./panel-auth-http.js";
@@ -31,7 +31,27 @@ export interface PanelAuthOptions {
   readonly oidcName?: string;
   /** Resolves the principal of a live access token (the authentication stage's own verifier). */
   readonly principalOf: (accessToken: string) => Promise<Principal | undefined>;
+  /**
+   * Spends from a principal's rate limit, the one its gRPC and /rpc/ calls
+   * spend from; undefined when rate limits are off (benchmark mode).
+   */
+  readonly rateLimit: ((principal: Principal) => Take) | undefined;
+  /**
+   * Spends from a source's rate limit (an address without port), the one
+   * calls spend from before authentication; undefined when rate limits are off.
+   */
+  readonly sourceLimit: ((source: string) => Take) | undefined;
 }
+
+/** The endpoints below /auth/ (the OpenID Connect ones aside). */
+const ENDPOINTS = new Set(["login", "refresh", "logout", "providers", "me", "users"]);
+
+/**
+ * The endpoint a counted refusal names: one the panel has, or `(other)`,
+ * never the request's own path: each distinct text would be a bucket of its
+ * own, and one source could push every other one's refusals into the overflow.
+ */
+const endpointOf = (req: AuthRequest) => (ENDPOINTS.has(req.path) ? req.path : "(other)");
 
 /** The /auth/ endpoints of the panel. */
 export interface PanelAuth {
@@ -51,6 +71,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     throttle: o.throttle,
     clock: o.clock,
     audit,
+    rateLimit: o.rateLimit,
   });
   const admin = createPanelUserAdmin({
     users: o.users,
@@ -63,16 +84,19 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
   async function me(req: AuthRequest, principal: Principal): Promise<AuthResponse> {
     const d = decide(o.policy(), principal, MANAGE_USERS);
     const manageUsers = d.allowed && d.tenant === undefined;
+    // The caller's tenant as WhoAmI tells it, not the scope of the user-management
+    // decision (undefined, so "cluster-wide", for a tenant's viewer who may not manage users).
+    const tenant = rolesOf(o.policy(), principal).tenant ?? "";
     await audit.record({
       ...byWhom(req, principal),
       method: "Me",
       code: "OK",
       decision: "allow",
-      tenant: d.tenant ?? "",
+      tenant,
     });
     return {
       status: 200,
-      json: { principal: principal.id, tenant: d.tenant ?? "", manageUsers },
+      json: { principal: principal.id, tenant, manageUsers },
       cookies: [],
     };
   }
@@ -81,7 +105,7 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
     async handle(req) {
       if (!isPanelRequest(req.method, req.headers, req.origins)) {
         audit.count({
-          method: req.path.slice(0, 64),
+          method: endpointOf(req),
           peer: req.source,
           code: "PERMISSION_DENIED",
           decision: "deny",
@@ -94,6 +118,18 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
         });
         return fail("PANEL_REQUEST_REFUSED");
       }
+      // As for a call, before any credential is looked at; a sign-in has its own throttle.
+      const fromSource = req.path === "login" ? undefined : o.sourceLimit?.(req.source);
+      if (fromSource !== undefined && !fromSource.allowed) {
+        audit.count({
+          method: endpointOf(req),
+          peer: req.source,
+          code: "RESOURCE_EXHAUSTED",
+          decision: "deny",
+          reason: "RATE_LIMITED",
+        });
+        return fail("RATE_LIMITED", undefined, fromSource.retryAfterMs);
+      }
       const cookies = parseCookies(req.headers.get("cookie"));
       let principal: Principal | undefined;
       try {
@@ -105,13 +141,26 @@ export function createPanelAuth(o: PanelAuthOptions): PanelAuth {
         principal = await o.principalOf(cookies.get(COOKIES.access) ?? "");
         if (principal === undefined) {
           audit.count({
-            method: req.path.slice(0, 64),
+            method: endpointOf(req),
             peer: req.source,
             code: "UNAUTHENTICATED",
             decision: "unauthenticated",
             reason: "UNAUTHENTICATED",
           });
           return fail("UNAUTHENTICATED");
+        }
+        // Each request below has its own record: as for a call, the principal's rate limit
+        // bounds how many; past it, refusals are counted.
+        const limited = o.rateLimit?.(principal);
+        if (limited !== undefined && !limited.allowed) {
+          audit.count({
+            ...byWhom(req, principal),
+            method: endpointOf(req),
+            code: "RESOURCE_EXHAUSTED",
+            decision: "deny",
+            reason: "RATE_LIMITED",
+          });
+          return fail("RATE_LIMITED", undefined, limited.retryAfterMs);
         }
         if (req.method === "GET" && req.path === "me") return await me(req, principal);
         if (req.path === "users" && (req.method === "GET" || req.method === "POST"))

@@ -8,7 +8,7 @@ import {
   type PanelSessionRecord,
   PanelSessionRecordSchema,
 } from "../gen/debvisor/store/v1/panel_records_pb.js";
-import type { JwtVerifier } from "../security/index.js";
+import type { JwtVerifier, Take } from "../security/index.js";
 import { encodeMessage, type KvStore } from "../store/index.js";
 import {
   createPanelAccessTokens,
@@ -38,7 +38,8 @@ export type RefreshFailure =
   | "ended"
   | "expired"
   | "reused"
-  | "unknown-token";
+  | "unknown-token"
+  | "rate-limited";
 
 /** Sign-in sessions: a short access token and a rotating refresh token. */
 export interface PanelSessions {
@@ -53,12 +54,22 @@ export interface PanelSessions {
   /**
    * Exchanges a refresh token for new tokens. Presenting a refresh token
    * that was already rotated away ends the whole session (`reused`).
+   * `admit`, asked once the token is known to be the session's current one
+   * and before it is rotated, may refuse for the principal's rate limit
+   * (`rate-limited`: the token stays valid).
    */
   refresh(
     token: string,
+    admit?: (principal: string) => Take,
   ): Promise<
     | { tokens: SessionTokens; user: string; principal: string }
-    | { failure: RefreshFailure; sessionId?: string; user?: string; principal?: string }
+    | {
+        failure: RefreshFailure;
+        sessionId?: string;
+        user?: string;
+        principal?: string;
+        retryAfterMs?: number;
+      }
   >;
   /** Ends a session now; its open streams end too. False if it was not live. */
   end(sessionId: string, reason: string): Promise<boolean>;
@@ -138,10 +149,11 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
       if (!r.succeeded) throw new Error("session id collision");
       return tokens;
     },
-    async refresh(token) {
+    async refresh(token, admit) {
       const sid = sessionIdOf(token);
       if (sid === undefined || token.length > 200) return { failure: "malformed" };
       const hash = sha256(token);
+      let admitted: Take | undefined;
       for (let attempt = 0; attempt < 10; attempt++) {
         const cur = await read(sid);
         if (cur === undefined) return { failure: "unknown-session" };
@@ -155,6 +167,10 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
           return { failure: "reused", ...who };
         }
         if (s.refreshHash !== hash) return { failure: "unknown-token", ...who };
+        // Asked once: a lost race below comes round again and must not spend twice.
+        admitted ??= admit?.(who.principal);
+        if (admitted !== undefined && !admitted.allowed)
+          return { failure: "rate-limited", retryAfterMs: admitted.retryAfterMs, ...who };
         const { tokens, refreshHash } = await issue(s);
         const next = {
           ...s,

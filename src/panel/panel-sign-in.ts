@@ -2,13 +2,14 @@
 // access token with the rotating refresh token, and signing out, each
 // outcome audited.
 
-import type { Clock } from "../core/index.js";
+import type { Clock, Principal } from "../core/index.js";
+import type { Take } from "../security/index.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import type { PanelAuthAudit } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail, str } from "./panel-auth-http.js";
 import { COOKIES, setCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
-import { type PanelUsers, userPrincipal } from "./panel-users.js";
+import { type PanelUsers, USER_NAME, userPrincipal } from "./panel-users.js";
 import { verifyPassword } from "./password-hashing.js";
 
 /** What {@link createPanelSignIn} needs. */
@@ -18,6 +19,8 @@ export interface PanelSignInDeps {
   readonly throttle: LoginThrottle;
   readonly clock: Clock;
   readonly audit: PanelAuthAudit;
+  /** Spends from a principal's rate limit (undefined: no limit). */
+  readonly rateLimit: ((principal: Principal) => Take) | undefined;
 }
 
 /** The sign-in endpoints; each takes the request and its parsed cookies. */
@@ -49,12 +52,16 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
     const user = str(body.user, 63) ?? "";
     const password = str(body.password, 256);
     const peer = req.source;
+    // The name as the trail keeps it: only one a user can have, so a record cannot
+    // show a look-alike (`аdmin`, a right-to-left override reversing `nimda`).
+    const named = userPrincipal(USER_NAME.test(user) ? user : "(invalid)");
     const verdict = o.throttle.check(peer, user, cookies.get(COOKIES.device));
     if (!verdict.allowed) {
       // Counted: past the throttle anyone can repeat it at will.
       audit.count({
         method: "Login",
-        principal: userPrincipal(user),
+        // Past its address's budget the name is anyone's text, a bucket per name: none.
+        principal: verdict.scope === "account" ? named : "",
         peer,
         code: "RESOURCE_EXHAUSTED",
         decision: "deny",
@@ -76,7 +83,7 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
     if (!ok || record === undefined || record.disabled) {
       await audit.record({
         method: "Login",
-        principal: userPrincipal(user),
+        principal: named,
         peer,
         code: "UNAUTHENTICATED",
         decision: "unauthenticated",
@@ -90,6 +97,21 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
       return fail("LOGIN_FAILED");
     }
     const tokens = await o.sessions.start(user, peer);
+    // An admin who disabled the user or set a new password while this sign-in checked the
+    // old one ended the user's sessions before this one existed: look again now that it does.
+    const now = await o.users.get(user);
+    if (now === undefined || now.disabled || now.passwordHash !== record.passwordHash) {
+      await o.sessions.end(tokens.sessionId, "user changed during sign-in");
+      await audit.record({
+        method: "Login",
+        principal: named,
+        peer,
+        code: "UNAUTHENTICATED",
+        decision: "unauthenticated",
+        reason: "user changed during sign-in",
+      });
+      return fail("LOGIN_FAILED");
+    }
     await audit.record({
       method: "Login",
       principal: userPrincipal(user),
@@ -111,7 +133,26 @@ export function createPanelSignIn(o: PanelSignInDeps): PanelSignIn {
 
   async function refresh(req: AuthRequest, cookies: Map<string, string>): Promise<AuthResponse> {
     const token = cookies.get(COOKIES.refresh) ?? "";
-    const r = await o.sessions.refresh(token);
+    const { rateLimit } = o;
+    const r = await o.sessions.refresh(
+      token,
+      rateLimit === undefined
+        ? undefined
+        : (principal) => rateLimit({ id: principal, method: "jwt", roles: [] }),
+    );
+    if ("failure" in r && r.failure === "rate-limited") {
+      // The token is still the session's: the cookies stay. Counted, as past any rate limit.
+      audit.count({
+        method: "Refresh",
+        principal: r.principal ?? "",
+        authMethod: "jwt",
+        peer: req.source,
+        code: "RESOURCE_EXHAUSTED",
+        decision: "deny",
+        reason: "RATE_LIMITED",
+      });
+      return fail("RATE_LIMITED", undefined, r.retryAfterMs);
+    }
     if ("failure" in r) {
       const refused = {
         method: "Refresh",

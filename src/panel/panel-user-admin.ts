@@ -84,14 +84,18 @@ export function createPanelUserAdmin(o: PanelUserAdminDeps): PanelUserAdmin {
       if (problem !== undefined)
         return refused("Users.SetPassword", fail("INVALID_ARGUMENT", problem));
       await o.users.setPassword(name, password, principal.id);
+      // A new password ends the user's sessions: an admin sets one when the old one is
+      // forgotten or may have leaked, and whoever signed in with a leaked one must not
+      // keep refreshing a session for up to its 12 hours.
+      const ended = await o.sessions.endAllOf(name, `password set by ${principal.id}`);
       await audit.record({
         ...base,
         method: "Users.SetPassword",
         code: "OK",
         decision: "allow",
-        args: `user=${name}`,
+        args: `user=${name} sessions=${ended}`,
       });
-      return { status: 200, json: { user: name }, cookies: [] };
+      return { status: 200, json: { user: name, sessionsEnded: ended }, cookies: [] };
     }
     if (action === "disable" || action === "end-sessions") {
       const method = action === "disable" ? "Users.Disable" : "Users.EndSessions";

@@ -1,6 +1,13 @@
-import { type Clock, principalOf, RpcError, type Stage, sourceOf } from "../core/index.js";
+import {
+  type Clock,
+  type Principal,
+  principalOf,
+  RpcError,
+  type Stage,
+  sourceOf,
+} from "../core/index.js";
 import { type AccessPolicy, rolesIn } from "./access-evaluator.js";
-import { type BucketLimit, createRateLimiter } from "./rate-limiter.js";
+import { type BucketLimit, createRateLimiter, type Take } from "./rate-limiter.js";
 import { sourceGroupOf } from "./source-group.js";
 
 /** Rate limit settings. */
@@ -23,10 +30,17 @@ export interface RateLimitOptions {
   readonly maxKeys?: number;
 }
 
-/** The two rate-limit stages: one to run before authentication, one after authorization. */
+/**
+ * The two rate-limit stages: one to run before authentication, one after
+ * authorization; and the per-principal budget itself, for requests that do
+ * not go through the pipeline (the panel's /auth/ endpoints), so a principal
+ * has one budget whichever way it comes in.
+ */
 export function createRateLimitStages(options: RateLimitOptions): {
   perSource: Stage;
   perPrincipal: Stage;
+  takePrincipal(principal: Principal, cost?: number): Take;
+  takeSource(source: string): Take;
 } {
   const sources = createRateLimiter(options.clock, options.maxKeys);
   const principals = createRateLimiter(options.clock, options.maxKeys);
@@ -37,12 +51,28 @@ export function createRateLimitStages(options: RateLimitOptions): {
       cause: new Error(`rate limit exceeded for ${who}`),
     });
   };
+  const takePrincipal = (principal: Principal, cost = 1): Take => {
+    let limit = options.perPrincipal;
+    for (const role of rolesIn(options.policy(), principal, undefined)) {
+      const l = options.perRole[role];
+      if (l !== undefined && l.ratePerSecond > limit.ratePerSecond) limit = l;
+    }
+    // Per tenant the credential is confined to: one name keyed in two tenants (a tenant
+    // admin's key for a name another tenant later uses) is two callers, not one budget.
+    const who = JSON.stringify([principal.method, principal.tenant ?? "", principal.id]);
+    return principals.take(who, cost, limit);
+  };
+  /** One request from `source` (an address without port), counted with its source group. */
+  const takeSource = (source: string): Take =>
+    sources.take(sourceGroupOf(source), 1, options.perSource);
   return {
+    takePrincipal,
+    takeSource,
     perSource: async (invocation, next) => {
       if (invocation.ctx.method.access !== "public") {
-        const source = sourceGroupOf(sourceOf(invocation.ctx.peer.address));
-        const t = sources.take(source, 1, options.perSource);
-        if (!t.allowed) refuse(t.retryAfterMs, `source ${source}`);
+        const source = sourceOf(invocation.ctx.peer.address);
+        const t = takeSource(source);
+        if (!t.allowed) refuse(t.retryAfterMs, `source ${sourceGroupOf(source)}`);
       }
       return next(invocation);
     },
@@ -50,16 +80,7 @@ export function createRateLimitStages(options: RateLimitOptions): {
       const { ctx } = invocation;
       if (ctx.method.access !== "public") {
         const principal = principalOf(ctx);
-        let limit = options.perPrincipal;
-        for (const role of rolesIn(options.policy(), principal, undefined)) {
-          const l = options.perRole[role];
-          if (l !== undefined && l.ratePerSecond > limit.ratePerSecond) limit = l;
-        }
-        const cost = options.methodCost[ctx.method.path] ?? 1;
-        // Per tenant the credential is confined to: one name keyed in two tenants (a tenant
-        // admin's key for a name another tenant later uses) is two callers, not one budget.
-        const who = JSON.stringify([principal.method, principal.tenant ?? "", principal.id]);
-        const t = principals.take(who, cost, limit);
+        const t = takePrincipal(principal, options.methodCost[ctx.method.path] ?? 1);
         if (!t.allowed) refuse(t.retryAfterMs, `principal ${principal.id}`);
       }
       return next(invocation);

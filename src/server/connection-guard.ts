@@ -34,6 +34,13 @@ export interface ConnectionGuardOptions {
 export interface ConnectionGuard {
   /** The total limit in force after the fd reserve. */
   readonly maxConnections: number;
+  /**
+   * Puts another listener (the panel's HTTPS port, which takes HTTP/1.1 too)
+   * under the same bounds: its connections count toward the same total and
+   * per-address limits, since they spend the same descriptors, and its
+   * HTTP/2 connections and streams get the same first-message deadline.
+   */
+  add(server: Http2SecureServer): void;
   close(): void;
 }
 
@@ -75,16 +82,20 @@ export function guardConnections(
   const logTimer = setInterval(flushLog, options.logEveryMs ?? 10_000);
   logTimer.unref();
 
+  // Open connections of every listener guarded: net's maxConnections counts each one alone.
+  let open = 0;
   const onConnection = (socket: Socket) => {
     const address = socket.remoteAddress ?? "";
     const count = (perAddress.get(address) ?? 0) + 1;
-    if (count > options.maxConnectionsPerAddress) {
-      drop("per-address");
+    if (count > options.maxConnectionsPerAddress || open >= maxConnections) {
+      drop(open >= maxConnections ? "total" : "per-address");
       socket.destroy();
       return;
     }
     perAddress.set(address, count);
+    open++;
     socket.once("close", () => {
+      open--;
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left <= 0) perAddress.delete(address);
       else perAddress.set(address, left);
@@ -139,27 +150,39 @@ export function guardConnections(
     for (const listener of grpcListeners.get(this) ?? [])
       listener.call(this, stream, headers, flags);
   };
-  for (const server of servers) {
+  const others: Http2SecureServer[] = [];
+  const guard = (server: Http2SecureServer) => {
     server.maxConnections = maxConnections;
     server.prependListener("connection", onConnection);
     server.on("session", onSession);
+    server.on("drop", onDropped);
+  };
+  for (const server of servers) {
+    guard(server);
     grpcListeners.set(server, server.listeners("stream") as StreamListener[]);
     server.removeAllListeners("stream");
     server.on("stream", onGrpcStream);
-    server.on("drop", onDropped);
   }
   return {
     maxConnections,
+    add(server) {
+      guard(server);
+      server.on("stream", onStream);
+      others.push(server);
+    },
     close() {
       clearInterval(logTimer);
       flushLog();
-      for (const server of servers) {
+      for (const server of [...servers, ...others]) {
         server.off("connection", onConnection);
         server.off("session", onSession);
-        server.off("stream", onGrpcStream);
-        for (const listener of grpcListeners.get(server) ?? []) server.on("stream", listener);
         server.off("drop", onDropped);
       }
+      for (const server of servers) {
+        server.off("stream", onGrpcStream);
+        for (const listener of grpcListeners.get(server) ?? []) server.on("stream", listener);
+      }
+      for (const server of others) server.off("stream", onStream);
     },
   };
 }

@@ -22,7 +22,7 @@ import {
   type PanelAuditSink,
   type PanelSessions,
 } from "../panel/index.js";
-import type { AccessPolicy } from "../security/index.js";
+import type { AccessPolicy, Take } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
 import type { Config } from "./config-schema.js";
 import { loadPanelAssets, WEB_ASSETS_DIR } from "./panel-assets.js";
@@ -47,8 +47,14 @@ export interface PanelServerOptions {
   readonly clock: Clock;
   readonly sessions: PanelSessions;
   readonly policy: () => AccessPolicy;
+  /** The per-principal rate limit gRPC calls spend from; undefined when rate limits are off. */
+  readonly rateLimit: ((principal: Principal) => Take) | undefined;
+  /** The per-source rate limit gRPC calls spend from before authentication; undefined when off. */
+  readonly sourceLimit: ((source: string) => Take) | undefined;
   /** The audit trail and its refusal counts; undefined when audit is off. */
   readonly audit: PanelAuditSink | undefined;
+  /** Puts the panel's listener under the gRPC port's connection limits (one descriptor budget). */
+  readonly guard: (server: Http2SecureServer) => void;
   /** Dev mode: sets a fresh one-time password for user `admin` and reports it here. */
   readonly devAdmin?: { readonly dataDir: string };
   readonly assetsDir?: string;
@@ -117,6 +123,8 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     clock: o.clock,
     logger: o.logger,
     principalOf,
+    rateLimit: o.rateLimit,
+    sourceLimit: o.sourceLimit,
   });
   const routes = createPanelAuthRoutes({ auth, oidc, originsOf });
 
@@ -131,6 +139,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
     },
     createPanelRouter({ adapter, routes, assets, originsOf, logger: o.logger }),
   );
+  o.guard(server);
   const url = await listenPanel(server, o.config.listen, o.devAdmin !== undefined, o.logger);
   return {
     url,

@@ -50,6 +50,8 @@ export interface RpcServer {
   connections(): number;
   /** Calls in flight. */
   inFlight(): number;
+  /** Puts another listener (the panel's) under this port's connection limits (see ConnectionGuard.add). */
+  guard(server: Http2SecureServer): void;
   /**
    * Stops taking calls, lets calls in flight finish for up to `drainTimeoutMs`,
    * then cuts off whatever is left. Resolves with whether everything finished.
@@ -147,6 +149,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     reloadTls: (tls) => credentials.reload(context(tls)),
     connections: countSessions,
     inFlight: () => adapter.inFlight(),
+    guard: (s) => guard.add(s),
     shutdown(drainTimeoutMs) {
       return new Promise((resolve) => {
         let settled = false;

@@ -95,7 +95,10 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
           clock,
           sessions: panelSessions,
           policy: security.policy,
+          rateLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takePrincipal,
+          sourceLimit: config.benchmark.skipRateLimit ? undefined : security.rateLimits.takeSource,
           audit: setup.panelAudit,
+          guard: (s) => server.guard(s),
           devAdmin: dev === undefined ? undefined : { dataDir: dev.dataDir },
         });
   const reloadable = panel;

@@ -23,8 +23,15 @@ export function devCa(dataDir: string): string {
   return readFileSync(join(dataDir, "pki", "ca.crt"), "utf8");
 }
 
-/** A fresh browser against the panel at `url` (https://127.0.0.1:PORT/), trusting `caPem`. */
-export function panelBrowser(url: string, caPem: string): PanelBrowser {
+/**
+ * A fresh browser against the panel at `url` (https://127.0.0.1:PORT/), trusting `caPem`;
+ * `localAddress` (another loopback address, 127.0.0.2) makes its /auth/ requests come from another source.
+ */
+export function panelBrowser(
+  url: string,
+  caPem: string,
+  options: { localAddress?: string } = {},
+): PanelBrowser {
   const origin = url.replace(/\/$/, "");
   const cookies = new Map<string, string>();
   const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join("; ");
@@ -48,6 +55,7 @@ export function panelBrowser(url: string, caPem: string): PanelBrowser {
             method: body === undefined ? "GET" : "POST",
             ca: caPem,
             servername: "localhost",
+            localAddress: options.localAddress,
             headers: {
               origin,
               "x-debvisor-csrf": "1",

@@ -28,7 +28,8 @@ export function setSignedOutHandler(f: (why: string) => void): void {
 export function refreshSession(quiet = false): Promise<boolean> {
   refreshing ??= authPost("refresh", {})
     .then((r) => {
-      if (!r.ok && !quiet) onSignedOut(r.message);
+      // Past the rate limit the session is still there: no reason to show the sign-in page.
+      if (!r.ok && r.status !== 429 && !quiet) onSignedOut(r.message);
       return r.ok;
     })
     .finally(() => {
