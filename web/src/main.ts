@@ -4,11 +4,12 @@
 import { accessView, auditView, enrollmentView } from "./admin-views.js";
 import { api, authGet, authPost, setSignedOutHandler } from "./api.js";
 import { migrationsView, nodeView, vmsView, vmView } from "./cluster-views.js";
+import { datasetView } from "./dataset-view.js";
 import { el, mount, toast } from "./dom.js";
 import { startRecording, stopRecording } from "./node-history.js";
 import { overviewView } from "./overview-view.js";
 import { addOidcSignIn, signInErrorFromAddress } from "./sign-in-options.js";
-import { datasetView, storageView } from "./storage-views.js";
+import { storageView } from "./storage-views.js";
 
 /** What a view gets: where to draw, a signal that aborts when the user leaves. */
 export interface View {
