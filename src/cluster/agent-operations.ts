@@ -1,4 +1,4 @@
-import { clone, create, equals } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError, timestampFromMs } from "../core/index.js";
 import {
   OperationPhase,
@@ -11,50 +11,26 @@ import type {
   OperationResult,
   StorageReport,
 } from "../gen/debvisor/v1/agent_pb.js";
-import { TimestampSchema } from "../gen/debvisor/v1/common_pb.js";
 import {
-  createCasBatch,
   decodeMessage,
   encodeMessage,
   getMessage,
   type KvStore,
   keyValueOf,
   rangeAll,
-  updateMessage,
   type Versioned,
 } from "../store/index.js";
+import { OPERATIONS_PREFIX, operationKey } from "./agent-operation-keys.js";
+import { createAgentOperationWrites } from "./agent-operation-writes.js";
 import { checkCapability, createAgentPresence } from "./agent-presence.js";
 import { currentGeneration } from "./vm-placement.js";
 
-/** Key family of agent operations: operations/<node>/<operation id>. */
-export const OPERATIONS_PREFIX = "operations/";
-
-/** The key of one operation. */
-export function operationKey(nodeId: string, operationId: string): string {
-  return `${OPERATIONS_PREFIX}${nodeId}/${operationId}`;
-}
-
-/**
- * The guard of a VM's operations waiting for its node while the node is not
- * ready: written with each one, so that counting them and writing one is a
- * single compare-and-swap (calls at once each counted the same waiting ones).
- * One empty key per VM that ever waited, removed with the VM's record
- * (vm-operation-settler.ts); never under {@link OPERATIONS_PREFIX}.
- */
-export function waitingGuardKey(nodeId: string, vmId: string): string {
-  return `operations-waiting/${nodeId}/${vmId}`;
-}
-
-/** The node and operation ids of an operation key, or undefined for another key. */
-export function parseOperationKey(
-  key: string,
-): { nodeId: string; operationId: string } | undefined {
-  if (!key.startsWith(OPERATIONS_PREFIX)) return undefined;
-  const rest = key.slice(OPERATIONS_PREFIX.length);
-  const slash = rest.indexOf("/");
-  if (slash <= 0 || slash === rest.length - 1) return undefined;
-  return { nodeId: rest.slice(0, slash), operationId: rest.slice(slash + 1) };
-}
+export {
+  OPERATIONS_PREFIX,
+  operationKey,
+  parseOperationKey,
+  waitingGuardKey,
+} from "./agent-operation-keys.js";
 
 /**
  * Operations for node agents, kept in the store so that any control-plane
@@ -129,29 +105,7 @@ export interface AgentOperations {
 /** Creates the operations repository over `store`. */
 export function createAgentOperations(store: KvStore, clock: Clock): AgentOperations {
   const presence = createAgentPresence(store);
-  // Deliveries and results of many operations at once (a burst) share a txn.
-  const batch = createCasBatch(store);
-  const change = (
-    nodeId: string,
-    operationId: string,
-    edit: (r: OperationRecord) => boolean,
-    signal?: AbortSignal,
-    known?: Versioned<OperationRecord>,
-  ) => {
-    const key = operationKey(nodeId, operationId);
-    const next = (current: OperationRecord | undefined) => {
-      // Declined only when DONE, which no later version undoes: a `known` record may be used.
-      if (current === undefined || current.phase === OperationPhase.DONE) return undefined;
-      // A copy: `known` is shared with its watcher (whose dispatch may still be on its way).
-      const copy = clone(OperationRecordSchema, current);
-      if (!edit(copy)) return undefined;
-      copy.updatedAtMs = BigInt(clock.now());
-      return copy;
-    };
-    return known === undefined
-      ? updateMessage(store, OperationRecordSchema, key, next, { signal })
-      : batch.update(OperationRecordSchema, key, known, next, { signal });
-  };
+  const writes = createAgentOperationWrites(store, clock);
 
   return {
     async submit(nodeId, dispatch, requestedBy, signal) {
@@ -202,59 +156,6 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
       // one VM delivered together take effect in that order on the agent.
       return out.sort((a, b) => a.created - b.created).map((o) => o.r);
     },
-    async delivered(nodeId, operationId, by, signal, known) {
-      return writtenOf(
-        await change(
-          nodeId,
-          operationId,
-          (r) => {
-            if (r.phase === OperationPhase.PENDING) r.phase = OperationPhase.DELIVERED;
-            r.deliveries += 1;
-            r.deliveredBy = by;
-            return true;
-          },
-          signal,
-          known,
-        ),
-      );
-    },
-    async progress(nodeId, progress, signal, known) {
-      return writtenOf(
-        await change(
-          nodeId,
-          progress.operationId,
-          (r) => {
-            // Another operation's progress under the same id (see finish): not this one's.
-            if (!answers(r.dispatch, progress)) return false;
-            r.phase = OperationPhase.RUNNING;
-            r.progress = progress;
-            return true;
-          },
-          signal,
-          known,
-        ),
-      );
-    },
-    async finish(nodeId, result, report, signal, known) {
-      const { written } = await change(
-        nodeId,
-        result.operationId,
-        (r) => {
-          // Another operation's result under the same id (an earlier one, still running on
-          // the node when its record was ended and removed): not this one's.
-          if (!answers(r.dispatch, result)) return false;
-          r.phase = OperationPhase.DONE;
-          r.result = result;
-          if (report !== undefined) r.storageReport = report;
-          // A used ticket is worth nothing, but it need not stay written either.
-          if (r.dispatch?.params.ticket !== undefined) delete r.dispatch.params.ticket;
-          return true;
-        },
-        signal,
-        known,
-      );
-      return written;
-    },
     async finished(nodeId, operationId, signal) {
       const key = operationKey(nodeId, operationId);
       const from = await store.revision({ signal });
@@ -274,56 +175,6 @@ export function createAgentOperations(store: KvStore, clock: Clock): AgentOperat
       }
       throw new RpcError(signal.aborted ? "CANCELLED" : "STORAGE_UNAVAILABLE");
     },
-    async abandon(nodeId, result, signal) {
-      const { written } = await change(
-        nodeId,
-        result.operationId,
-        (r) => {
-          if (r.phase !== OperationPhase.PENDING) return false;
-          r.phase = OperationPhase.DONE;
-          r.result = result;
-          return true;
-        },
-        signal,
-      );
-      return written;
-    },
-    async requestCancel(nodeId, operationId, signal) {
-      await change(
-        nodeId,
-        operationId,
-        (r) => {
-          if (r.cancelRequested) return false;
-          r.cancelRequested = true;
-          return true;
-        },
-        signal,
-      );
-    },
+    ...writes,
   };
-}
-
-/** What a change wrote, with its revision; undefined when it wrote nothing. */
-function writtenOf(change: {
-  message: OperationRecord | undefined;
-  written: boolean;
-  modRevision: number;
-}): Versioned<OperationRecord> | undefined {
-  return change.written && change.message !== undefined
-    ? { message: change.message, modRevision: change.modRevision }
-    : undefined;
-}
-
-/**
- * Whether a result or progress is of the operation `dispatch` was written
- * for: the same time of writing, where the agent said which (older agents
- * do not).
- */
-function answers(
-  dispatch: OperationDispatch | undefined,
-  from: OperationResult | OperationProgress,
-): boolean {
-  const a = dispatch?.createdAt;
-  const b = from.dispatchCreatedAt;
-  return a === undefined || b === undefined || equals(TimestampSchema, a, b);
 }

@@ -1,20 +1,20 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Clock, type Logger, nodeKey, RpcError } from "../core/index.js";
+import { type Clock, type Logger, RpcError } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
+import { createMigrationCancel } from "./migration-cancel.js";
 import type { CancelRequests } from "./migration-cancel-requests.js";
-import { jobActive } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { Plan, Planner } from "./migration-planner.js";
+import { createMigrationPlanning } from "./migration-planning.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { createMigrationRunner } from "./migration-runner.js";
 import { createMigrationSettler } from "./migration-settle.js";
 import { createMigrationWatch } from "./migration-watch.js";
 import { jobKindOf, migrationOf } from "./migration-wire.js";
 import type { RunnerRegistry } from "./runner-registry.js";
-import { visibleTo } from "./tenancy.js";
 import type { VmOperations } from "./vm-operations.js";
 
 /** What to migrate. */
@@ -53,9 +53,6 @@ export interface MigrationEngineOptions {
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
   readonly cancels?: CancelRequests;
 }
-
-/** How long a cancel asked through another process is waited for before it answers the state then. */
-const REMOTE_CANCEL_WAIT_MS = 30_000;
 
 /** Plans, runs, watches, cancels and reconciles migrations. */
 export interface MigrationEngine {
@@ -121,61 +118,19 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
   });
   const follow = createMigrationWatch(journal, runner.runsHere);
 
-  async function planFor(
-    req: Omit<MigrationRequest, "kind" | "requestedBy">,
-    signal?: AbortSignal,
-    failover = false,
-  ) {
-    const found = await inventory.findVm(req.vmId, signal);
-    const vm = found !== undefined && visibleTo(found, req.tenant) ? found : undefined;
-    if (vm === undefined) {
-      return {
-        plan: {
-          allowed: false,
-          checks: [{ name: "vm_exists", passed: false, reason: `vm ${req.vmId} not found` }],
-          source: "",
-          target: req.target ?? "",
-          targetReason: "",
-          live: false,
-        } satisfies Plan,
-        vm: undefined,
-        revisions: new Map<string, number>(),
-        recordRevision: 0,
-      };
-    }
-    const [nodes, reserved, inFlight, facts] = await Promise.all([
-      inventory.listNodes(signal),
-      records.reserved(signal),
-      records.locked(vm.id, signal),
-      inventory.vmRecords.all(),
-    ]);
-    const record = facts.get(vm.id);
-    // Only one sent to where the VM is: one stranded on a node it was failed over from never
-    // runs there (its generation is stale), and must not hold up every later migration.
-    const lastOperation = failover ? "" : (record?.rec.lastOperationId ?? "");
-    const placed = record?.rec.nodeId || (vm.nodeId?.id ?? "");
-    const pending = (await options.operations.inFlight(lastOperation, placed, signal))
-      ? lastOperation
-      : undefined;
-    const plan = await planner.plan(
-      {
-        vm,
-        nodes,
-        reserved: reserved.byNode,
-        inFlight,
-        pendingOperation: pending,
-        source: req.source,
-        target: req.target,
-        allowDowntime: req.allowDowntime,
-        failover,
-        copyNodes: new Set((record?.rec.staleCopies ?? []).map((c) => nodeKey(c.nodeId))),
-        // A failover's reasons go to the VM's events and record, which its tenant reads.
-        confined: req.tenant !== undefined || failover,
-      },
-      signal,
-    );
-    return { plan, vm, revisions: reserved.revisions, recordRevision: record?.rev ?? 0 };
-  }
+  const { planFor } = createMigrationPlanning({
+    inventory,
+    planner,
+    records,
+    operations: options.operations,
+  });
+  const cancel = createMigrationCancel({
+    journal,
+    runner,
+    follow,
+    runners: options.runners,
+    cancels,
+  });
 
   return {
     async plan(req, signal, opts) {
@@ -223,36 +178,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     },
     wait: (id, signal) => follow.wait(id, signal),
     watch: (id, tenant, signal) => follow.watch(id, tenant, signal),
-    async cancel(id, tenant, signal) {
-      const job = await follow.load(id, tenant, signal);
-      if (!jobActive(job)) throw new RpcError("MIGRATION_FINISHED");
-      if (await runner.cancel(id)) return migrationOf(await follow.load(id, tenant, signal));
-      // Ended here meanwhile (not running here any more): over, not refused.
-      if (job.runner === journal.runnerId && !jobActive(await follow.load(id, tenant, signal)))
-        throw new RpcError("MIGRATION_FINISHED");
-      // Refused at once where nothing would act on a request: a failover (not run by a
-      // migration runner), one whose process is gone (settled from the hypervisors instead).
-      if (job.kind === "failover")
-        throw new RpcError("MIGRATION_IN_PROGRESS", { message: "a failover cannot be cancelled" });
-      if (cancels === undefined)
-        throw new RpcError("MIGRATION_IN_PROGRESS", {
-          message: "this migration is run by another control-plane process; cancel it there",
-        });
-      if (job.runner === journal.runnerId || !(await options.runners.isAlive(job.runner, signal)))
-        throw new RpcError("MIGRATION_IN_PROGRESS", {
-          message:
-            "the control-plane process that ran this migration is gone; it is being settled from what the nodes say",
-        });
-      // Run by another process: asked through its record, then waited for a while.
-      if (!(await cancels.request(id, signal))) throw new RpcError("MIGRATION_FINISHED");
-      const bound = AbortSignal.timeout(REMOTE_CANCEL_WAIT_MS);
-      await follow
-        .wait(id, signal === undefined ? bound : AbortSignal.any([signal, bound]))
-        .catch((err: unknown) => {
-          if (!bound.aborted) throw err;
-        });
-      return migrationOf(await follow.load(id, tenant, signal));
-    },
+    cancel,
     async get(id, tenant, signal) {
       return migrationOf(await follow.load(id, tenant, signal));
     },

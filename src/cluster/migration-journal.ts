@@ -3,8 +3,8 @@ import type { Clock } from "../core/index.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Compare, TxnOp } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
-import { createMigrationEvents } from "./migration-events.js";
 import { type MigrationJob, type MigrationJobKind, NO_PROGRESS } from "./migration-job.js";
+import { createMigrationPublisher } from "./migration-publisher.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { jobOf, recordOf } from "./migration-wire.js";
 
@@ -90,82 +90,16 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
   const { records, runnerId, clock } = options;
   const saveEvery = options.progressSaveMs ?? 1000;
   const owned = new Set<string>();
-  const listeners = new Map<string, Set<(job: MigrationJob) => void>>();
-  const lastSaved = new Map<string, number>();
-  /** A progress write skipped, saved once its interval has passed unless a later write came first. */
-  const trailing = new Map<string, { job: MigrationJob; timer: NodeJS.Timeout }>();
-  /** Writes of one migration, in order: a slow progress save never lands after the final one. */
-  const chains = new Map<string, Promise<void>>();
-  const told = createMigrationEvents(options.events);
+  const publisher = createMigrationPublisher({
+    records,
+    clock,
+    saveEvery,
+    events: options.events,
+  });
   let counter = 0;
 
   const newId = () =>
     `m-${clock.now().toString(36).padStart(9, "0")}-${(counter++ % 1296).toString(36).padStart(2, "0")}${randomBytes(3).toString("hex")}`;
-
-  /**
-   * The last progress before a pause (a held or slow transfer) is saved all
-   * the same, once its interval has passed: else the record, and every
-   * watcher in another process, would show the one before it for the whole
-   * pause. A write that goes ahead (or the final one) drops it.
-   */
-  function trail(job: MigrationJob, skipped: boolean, now: number): void {
-    const pending = trailing.get(job.id);
-    if (!skipped) {
-      if (pending !== undefined) clearTimeout(pending.timer);
-      trailing.delete(job.id);
-      return;
-    }
-    if (pending !== undefined) {
-      pending.job = job;
-      return;
-    }
-    const wait = Math.max(1, saveEvery - (now - (lastSaved.get(job.id) ?? 0)));
-    const timer = setTimeout(() => {
-      const latest = trailing.get(job.id);
-      trailing.delete(job.id);
-      if (latest !== undefined) void publish(latest.job, { force: true }).catch(() => undefined);
-    }, wait);
-    timer.unref();
-    trailing.set(job.id, { job, timer });
-  }
-
-  function publish(job: MigrationJob, opts: { final?: boolean; force?: boolean } = {}) {
-    const { id } = job;
-    const now = clock.now();
-    const stamped: MigrationJob = {
-      ...job,
-      updatedMs: now,
-      finishedMs: opts.final ? now : job.finishedMs,
-    };
-    const record = recordOf(stamped);
-    const write = opts.final
-      ? () => records.finish(record)
-      : opts.force || now - (lastSaved.get(id) ?? 0) >= saveEvery
-        ? () => {
-            lastSaved.set(id, now);
-            return records.save(record);
-          }
-        : undefined;
-    trail(job, write === undefined && !opts.final, now);
-    const prev = chains.get(id) ?? Promise.resolve();
-    const next = prev
-      .catch(() => undefined)
-      .then(async () => {
-        if (write !== undefined) await write();
-        told.changed(stamped);
-        for (const l of listeners.get(id) ?? []) l(stamped);
-      });
-    chains.set(id, next);
-    if (opts.final) {
-      void next
-        .catch(() => undefined)
-        .finally(() => {
-          if (chains.get(id) === next) chains.delete(id);
-          lastSaved.delete(id);
-        });
-    }
-    return next.then(() => stamped);
-  }
 
   return {
     runnerId,
@@ -208,10 +142,10 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
       }
       return begun;
     },
-    publish,
+    publish: publisher.publish,
     async ownership(job, signal) {
       // After this process's own writes of the job still on their way: they change the record.
-      await chains.get(job.id)?.catch(() => undefined);
+      await publisher.pending(job.id)?.catch(() => undefined);
       return records.ownership(recordOf(job), signal);
     },
     async claim(job, modRevision, signal) {
@@ -233,17 +167,6 @@ export function createMigrationJournal(options: MigrationJournalOptions): Migrat
       }
       return out;
     },
-    subscribe(id, listener) {
-      let set = listeners.get(id);
-      if (set === undefined) {
-        set = new Set();
-        listeners.set(id, set);
-      }
-      set.add(listener);
-      return () => {
-        set.delete(listener);
-        if (set.size === 0) listeners.delete(id);
-      };
-    },
+    subscribe: publisher.subscribe,
   };
 }

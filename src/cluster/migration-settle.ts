@@ -1,12 +1,12 @@
 import { type Clock, type Logger, sameNode } from "../core/index.js";
-import { type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
+import type { DomainStatus } from "../drivers/index.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
-import { jobActive, jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
-import { createJobProbe, type JobOutcome, UNREACHABLE } from "./migration-job-probe.js";
+import { jobActive, type MigrationJob } from "./migration-job.js";
+import { createJobProbe, type JobOutcome } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
-import { movePlacement } from "./migration-move.js";
+import { createMigrationSettleOutcome } from "./migration-settle-outcome.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
 /**
@@ -81,6 +81,13 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
   const { inventory, executors, journal, runners, clock, logger } = options;
   const jobTimeoutMs = options.jobTimeoutMs ?? 1_800_000;
   const probe = createJobProbe(executors, logger);
+  const outcome = createMigrationSettleOutcome({
+    inventory,
+    executors,
+    journal,
+    logger,
+    markLostRunning: options.markLostRunning,
+  });
   /** When this process first tried to settle each orphan (its own clock). */
   const firstTried = new Map<string, number>();
   let reconciling: Promise<number> | undefined;
@@ -119,7 +126,7 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     job: MigrationJob,
     signal?: AbortSignal,
   ): Promise<MigrationJob | undefined> {
-    const { vmId, source, target } = job;
+    const { vmId, target } = job;
     const sig = signal ?? AbortSignal.timeout(60_000);
     const seen = await truth(job, sig);
     if (seen === undefined) return undefined;
@@ -144,72 +151,7 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       logger.info({ migration: job.id, vm: vmId }, "vm found on neither node; settling later");
       return undefined;
     }
-    /** Starts the VM on `node` if it is to run; true when that failed. */
-    const restart = async (node: string, state: DomainState | undefined) => {
-      // A live migration promised a running VM: one that arrived stopped (its source
-      // self-fenced mid-transfer, say) is started, like one moved with a restart.
-      if (!(job.restartAfter || job.live) || state !== "stopped") return false;
-      try {
-        await executors.forNode(node)?.start(vmId, sig);
-        return false;
-      } catch (err) {
-        logger.error({ err, vm: vmId, node }, "restart after settling failed");
-        return true;
-      }
-    };
-    /** An HA VM not started again on `node`, where it is placed now, is left to HA restore. */
-    const leaveToHaRestore = async (node: string) => {
-      if ((await inventory.findVm(vmId, signal))?.ha !== true) return;
-      await options
-        .markLostRunning?.(node, vmId)
-        .catch((err: unknown) =>
-          logger.error({ err, vm: vmId, node }, "vm not marked for HA restore"),
-        );
-    };
-    let settled: MigrationJob;
-    if (job.kind === "failover" && onTarget === undefined) {
-      settled = jobFinished(
-        job,
-        { state: "failed", phase: "rolled-back" },
-        "control plane stopped mid-failover; the vm was not restarted",
-      );
-    } else if (onTarget !== undefined && onSource === undefined) {
-      const notStarted = await restart(target, onTarget.state);
-      settled = jobFinished(
-        job,
-        { state: "succeeded", phase: "completed" },
-        `finished while the control plane was down; the vm is on ${target}`,
-      );
-      const vm = await inventory.findVm(vmId, signal);
-      if (vm !== undefined)
-        await movePlacement(
-          inventory,
-          journal,
-          job,
-          { ...vm, state: vmStateOf(onTarget.state) },
-          logger,
-          signal,
-        );
-      if (notStarted) await leaveToHaRestore(target);
-    } else if (onSource !== undefined && onTarget === undefined) {
-      if (onSource !== UNREACHABLE && (await restart(source, onSource.state)))
-        await leaveToHaRestore(source);
-      settled = jobFinished(
-        job,
-        { state: "failed", phase: "rolled-back" },
-        onSource === UNREACHABLE
-          ? `control plane stopped mid-migration and ${source} is unreachable; the vm never reached ${target}`
-          : `control plane stopped mid-migration; rolled back, the vm stays on ${source}`,
-      );
-    } else {
-      settled = jobUnresolved(
-        job,
-        onSource === undefined
-          ? `vm found on neither ${source} nor ${target}; operator action needed`
-          : `vm defined on both ${source} and ${target}; operator action needed`,
-      );
-      logger.error({ migration: job.id, vm: vmId }, settled.message);
-    }
+    const settled = await outcome.decide(job, onSource, onTarget, sig, signal);
     const published = await journal.publish(settled, { final: true });
     firstTried.delete(job.id);
     return published;

@@ -1,0 +1,136 @@
+/**
+ * The decision of settling one orphaned migration, once its hypervisor job
+ * has ended: from where the VM is (source, target, both or neither) the job
+ * finishes, rolls back or is left unresolved for an operator; a VM that is
+ * to run is started again, an HA one that could not be is left to HA
+ * restore, and a VM found on the target has its placement moved. Built once
+ * by `createMigrationSettler`, which publishes what this decides.
+ */
+import type { Logger } from "../core/index.js";
+import { type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
+import type { Executors } from "./executors.js";
+import type { Inventory } from "./inventory.js";
+import { jobFinished, jobUnresolved, type MigrationJob } from "./migration-job.js";
+import { UNREACHABLE } from "./migration-job-probe.js";
+import type { MigrationJournal } from "./migration-journal.js";
+import { movePlacement } from "./migration-move.js";
+
+/** What {@link createMigrationSettleOutcome} works with (the settler's). */
+export interface MigrationSettleOutcomeDeps {
+  readonly inventory: Inventory;
+  readonly executors: Executors;
+  readonly journal: MigrationJournal;
+  readonly logger: Logger;
+  /** As the runner's: an HA VM that could not be started again is left to HA restore. */
+  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+}
+
+/** Decides how an orphaned migration ends. */
+export interface MigrationSettleOutcome {
+  /**
+   * The job as settled from where the VM is (`onSource` may be
+   * {@link UNREACHABLE}), with the VM started, left to HA restore or its
+   * placement moved on the way; not yet published. `sig` bounds the calls
+   * to the nodes, `signal` (the caller's) the reads and the placement move.
+   */
+  decide(
+    job: MigrationJob,
+    onSource: DomainStatus | undefined,
+    onTarget: DomainStatus | undefined,
+    sig: AbortSignal,
+    signal?: AbortSignal,
+  ): Promise<MigrationJob>;
+}
+
+/** Creates the {@link MigrationSettleOutcome} over `deps`. */
+export function createMigrationSettleOutcome(
+  deps: MigrationSettleOutcomeDeps,
+): MigrationSettleOutcome {
+  const { inventory, executors, journal, logger } = deps;
+
+  /** Starts the job's VM on `node` if it is to run; true when that failed. */
+  async function restart(
+    job: MigrationJob,
+    node: string,
+    state: DomainState | undefined,
+    sig: AbortSignal,
+  ): Promise<boolean> {
+    // A live migration promised a running VM: one that arrived stopped (its source
+    // self-fenced mid-transfer, say) is started, like one moved with a restart.
+    if (!(job.restartAfter || job.live) || state !== "stopped") return false;
+    try {
+      await executors.forNode(node)?.start(job.vmId, sig);
+      return false;
+    } catch (err) {
+      logger.error({ err, vm: job.vmId, node }, "restart after settling failed");
+      return true;
+    }
+  }
+
+  /** An HA VM not started again on `node`, where it is placed now, is left to HA restore. */
+  async function leaveToHaRestore(vmId: string, node: string, signal?: AbortSignal) {
+    if ((await inventory.findVm(vmId, signal))?.ha !== true) return;
+    await deps
+      .markLostRunning?.(node, vmId)
+      .catch((err: unknown) =>
+        logger.error({ err, vm: vmId, node }, "vm not marked for HA restore"),
+      );
+  }
+
+  async function decide(
+    job: MigrationJob,
+    onSource: DomainStatus | undefined,
+    onTarget: DomainStatus | undefined,
+    sig: AbortSignal,
+    signal?: AbortSignal,
+  ): Promise<MigrationJob> {
+    const { vmId, source, target } = job;
+    let settled: MigrationJob;
+    if (job.kind === "failover" && onTarget === undefined) {
+      settled = jobFinished(
+        job,
+        { state: "failed", phase: "rolled-back" },
+        "control plane stopped mid-failover; the vm was not restarted",
+      );
+    } else if (onTarget !== undefined && onSource === undefined) {
+      const notStarted = await restart(job, target, onTarget.state, sig);
+      settled = jobFinished(
+        job,
+        { state: "succeeded", phase: "completed" },
+        `finished while the control plane was down; the vm is on ${target}`,
+      );
+      const vm = await inventory.findVm(vmId, signal);
+      if (vm !== undefined)
+        await movePlacement(
+          inventory,
+          journal,
+          job,
+          { ...vm, state: vmStateOf(onTarget.state) },
+          logger,
+          signal,
+        );
+      if (notStarted) await leaveToHaRestore(vmId, target, signal);
+    } else if (onSource !== undefined && onTarget === undefined) {
+      if (onSource !== UNREACHABLE && (await restart(job, source, onSource.state, sig)))
+        await leaveToHaRestore(vmId, source, signal);
+      settled = jobFinished(
+        job,
+        { state: "failed", phase: "rolled-back" },
+        onSource === UNREACHABLE
+          ? `control plane stopped mid-migration and ${source} is unreachable; the vm never reached ${target}`
+          : `control plane stopped mid-migration; rolled back, the vm stays on ${source}`,
+      );
+    } else {
+      settled = jobUnresolved(
+        job,
+        onSource === undefined
+          ? `vm found on neither ${source} nor ${target}; operator action needed`
+          : `vm defined on both ${source} and ${target}; operator action needed`,
+      );
+      logger.error({ migration: job.id, vm: vmId }, settled.message);
+    }
+    return settled;
+  }
+
+  return { decide };
+}
