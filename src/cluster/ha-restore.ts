@@ -1,31 +1,18 @@
 import { create } from "@bufbuild/protobuf";
-import { type Logger, msFromTimestamp, RpcError, silentLogger, toRpcError } from "../core/index.js";
-import {
-  type FailoverRecord,
-  FailoverRecordSchema,
-  VmRecordSchema,
-} from "../gen/debvisor/store/v1/records_pb.js";
+import { type Logger, msFromTimestamp, RpcError, toRpcError } from "../core/index.js";
+import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import {
-  type Compare,
-  decodeMessage,
-  encodeMessage,
-  getMessage,
-  type KvStore,
-  mirrorPrefix,
-  type PrefixMirror,
-  updateMessage,
-} from "../store/index.js";
+import { type Compare, getMessage, type KvStore, updateMessage } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
 import type { Inventory } from "./inventory.js";
 import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
 const START_TIMEOUT_MS = 15_000;
 
-/** Key family of the controller's per-VM records: failover/<vm>. */
-export const FAILOVER_RECORDS = "failover/";
+export { FAILOVER_RECORDS } from "./ha-restore-records.js";
 
 /** What {@link createHaRestore} needs from the failover controller. */
 export interface HaRestoreOptions {
@@ -172,50 +159,12 @@ function lostStamp(nodeId: string, reportMs: number) {
 /** Creates the {@link HaRestore} of the failover controller. */
 export function createHaRestore(options: HaRestoreOptions): HaRestore {
   const { store } = options;
-  /** Which VMs are marked, from a watched copy: the store is read only for those. */
-  let mirror: Promise<PrefixMirror<boolean>> | undefined;
-  const marked = async (vmId: string) => {
-    if (mirror === undefined) {
-      const loading = mirrorPrefix(
-        store,
-        FAILOVER_RECORDS,
-        (kv) => decodeMessage(FailoverRecordSchema, kv).lostRunning,
-        options.logger ?? silentLogger,
-      );
-      mirror = loading;
-      loading.catch(() => {
-        if (mirror === loading) mirror = undefined;
-      });
-    }
-    return (await mirror).values().get(vmId) === true;
-  };
-  async function read(vmId: string, signal: AbortSignal) {
-    const got = await getMessage(store, FailoverRecordSchema, FAILOVER_RECORDS + vmId, { signal });
-    return {
-      rec: got?.message ?? create(FailoverRecordSchema, { vmId }),
-      rev: got?.modRevision ?? 0,
-    };
-  }
-  /**
-   * Writes `next` while the election and the record as read hold (and
-   * `also`); the new revision, or 0.
-   */
-  async function write(
-    next: FailoverRecord,
-    rev: number,
-    signal: AbortSignal,
-    also: Compare[] = [],
-  ): Promise<number> {
-    const key = FAILOVER_RECORDS + next.vmId;
-    const txn = await store.txn(
-      {
-        compares: [options.elected(), { key, modRevision: rev }, ...also],
-        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
-      },
-      { signal },
-    );
-    return txn.succeeded ? txn.revision : 0;
-  }
+  const records = createHaRestoreRecords({
+    store,
+    elected: options.elected,
+    logger: options.logger,
+  });
+  const { marked, read, write } = records;
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
@@ -320,7 +269,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       }
     },
     close() {
-      void mirror?.then((m) => m.close());
+      records.close();
     },
   };
 }

@@ -5,18 +5,14 @@ import {
   createOperationExecutor,
   type HypervisorDriver,
   type OperationExecutor,
-  type OperationJournal,
 } from "../drivers/index.js";
-import {
-  OperationPhase,
-  type OperationRecord,
-  OperationRecordSchema,
-} from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import { type AgentMessage, AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
-import { type KvStore, updateMessage } from "../store/index.js";
+import type { KvStore } from "../store/index.js";
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
-import { createAgentOperations, operationKey } from "./agent-operations.js";
-import { isRunnerId } from "./runner-registry.js";
+import { createAgentOperations } from "./agent-operations.js";
+import { createLocalOperationAdopt } from "./local-operation-adopt.js";
+import { createLocalOperationClaim } from "./local-operation-claim.js";
 
 /** Options of {@link startLocalOperationRunner}. */
 export interface LocalOperationRunnerOptions {
@@ -85,37 +81,12 @@ export function startLocalOperationRunner(options: LocalOperationRunnerOptions):
     return ex;
   }
 
-  /**
-   * Claims an operation for this process: a PENDING one, or (`from`) one
-   * still claimed by that dead process. True when this process is to run it.
-   */
-  async function claim(record: OperationRecord, from?: string): Promise<boolean> {
-    const id = record.dispatch?.operationId ?? "";
-    const { written } = await updateMessage(
-      store,
-      OperationRecordSchema,
-      operationKey(record.nodeId, id),
-      (current) => {
-        if (current === undefined) return undefined;
-        const open =
-          from === undefined
-            ? current.phase === OperationPhase.PENDING
-            : current.deliveredBy === from &&
-              (current.phase === OperationPhase.DELIVERED ||
-                current.phase === OperationPhase.RUNNING);
-        if (!open) return undefined;
-        return create(OperationRecordSchema, {
-          ...current,
-          phase: OperationPhase.DELIVERED,
-          deliveries: current.deliveries + 1,
-          deliveredBy: options.runnerId,
-          updatedAtMs: BigInt(clock.now()),
-        });
-      },
-      { signal },
-    );
-    return written;
-  }
+  const claim = createLocalOperationClaim({
+    store,
+    clock,
+    runnerId: options.runnerId,
+    signal,
+  });
 
   async function consider(record: OperationRecord): Promise<void> {
     const node = record.nodeId;
@@ -133,47 +104,17 @@ export function startLocalOperationRunner(options: LocalOperationRunnerOptions):
     }
   }
 
-  /**
-   * Takes over an operation whose claimer died mid-way (its registry key is
-   * gone): settled from what the hypervisor shows, as an agent settles its
-   * journal after a restart (a start whose VM runs is done, one whose VM
-   * does not has not acted and runs now; see the executor's `recover`), so
-   * it is neither lost nor run twice. Claims that are not registry ids
-   * (older daemons) are left alone: their liveness cannot be told.
-   */
-  async function adopt(record: OperationRecord): Promise<void> {
-    const node = record.nodeId;
-    const dispatch = record.dispatch;
-    const by = record.deliveredBy;
-    if (dispatch === undefined || by === options.runnerId || !isRunnerId(by)) return;
-    if (record.phase !== OperationPhase.DELIVERED && record.phase !== OperationPhase.RUNNING)
-      return;
-    if (!options.nodes().includes(node) || options.servedByAgent(node)) return;
-    const driver = options.driver(node);
-    if (driver === undefined || (await options.isRunnerAlive(by, signal))) return;
-    if (!(await claim(record, by))) return;
-    logger.warn(
-      { node, operation: dispatch.operationId, from: by },
-      "adopting an operation its process left",
-    );
-    // Its own executor and journal: `recover` settles every unfinished entry of its journal.
-    const inner = createMemoryJournal();
-    const journal: OperationJournal = {
-      ...inner,
-      finish(result) {
-        inner.finish(result);
-        write(node, { case: "result", value: result });
-      },
-    };
-    journal.begin(dispatch);
-    await createOperationExecutor({
-      driver,
-      journal,
-      logger: logger.child({ node, runner: "local" }),
-      signal,
-      send: (m) => write(node, create(AgentMessageSchema, m).kind),
-    }).recover();
-  }
+  const adopt = createLocalOperationAdopt({
+    logger,
+    signal,
+    nodes: options.nodes,
+    driver: options.driver,
+    servedByAgent: options.servedByAgent,
+    runnerId: options.runnerId,
+    isRunnerAlive: options.isRunnerAlive,
+    claim,
+    write,
+  });
   const run = (record: OperationRecord) =>
     consider(record).catch((err: unknown) => {
       if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "local operation not started");

@@ -10,7 +10,7 @@ import type { LocalSimulationOptions } from "./local-simulation.js";
 import type { LocalSimContext } from "./local-simulation-context.js";
 import { sendHandoff, simNodeDir } from "./sim-handoff.js";
 import { lockNamesOf } from "./simulated-disk-locks.js";
-import { checkMigratingState, simulatedTransfer } from "./simulated-node-driver.js";
+import { checkMigratingState, simulatedTransfer } from "./simulated-migration.js";
 
 /** Migrates `vmId` to the node at `to.uri` (`sim://<dir>`). */
 export type LocalMigration = (

@@ -1,9 +1,8 @@
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import Database from "better-sqlite3";
 import { RpcError } from "../core/index.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
+import { FREE, type LockRow, openDiskLockStore } from "./simulated-disk-lock-store.js";
+import { createDiskLockTake } from "./simulated-disk-lock-take.js";
 import { datasetKey } from "./storage-driver.js";
 
 /** Who holds a disk's lock, under which fencing token. */
@@ -90,126 +89,12 @@ export function lockNamesOf(vm: VmInfo): string[] {
   return vm.disks.length > 0 ? vm.disks.map((d) => datasetKey(d)) : [`vm/${vm.id}`];
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS locks (disk TEXT PRIMARY KEY, owner TEXT NOT NULL, generation INTEGER NOT NULL, at_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS blocklist (disk TEXT NOT NULL, node TEXT NOT NULL, by_node TEXT NOT NULL, generation INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (disk, node));
-CREATE TABLE IF NOT EXISTS definitions (vm TEXT PRIMARY KEY, info TEXT NOT NULL);
-`;
-
-/** The owner of a lock nobody holds (released by its last owner; its generation kept). */
-const FREE = "";
-
-interface LockRow {
-  disk: string;
-  owner: string;
-  generation: bigint;
-}
-
-/** Opens before giving up when the file stays busy (each try waits up to the busy timeout anyway). */
-const OPEN_ATTEMPTS = 20;
-
-/**
- * Opens the shared file, WAL, with a busy timeout and the schema. Nodes
- * starting together all open a new file at once: turning it to WAL or
- * creating its tables can answer SQLITE_BUSY at once, without waiting for
- * the busy timeout (SQLite does not wait where waiting could deadlock), and
- * an agent then failed to start ("database is locked", seen once in CI). The
- * whole sequence is tried again after a short pause; the schema is created
- * in an immediate transaction, which takes the write lock before reading.
- */
-function openShared(file: string): Database.Database {
-  for (let attempt = 1; ; attempt++) {
-    const db = new Database(file);
-    try {
-      db.pragma("busy_timeout = 10000");
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
-      db.transaction(() => db.exec(SCHEMA)).immediate();
-      return db;
-    } catch (err) {
-      db.close();
-      const busy = String((err as { code?: unknown }).code ?? "").startsWith("SQLITE_BUSY");
-      if (!busy || attempt >= OPEN_ATTEMPTS) throw err;
-      // Synchronous like the rest of this store (the callers open it before serving).
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20 * attempt);
-    }
-  }
-}
-
 /** Opens (creating if needed) the shared storage in `dir`. */
 export function openSimulatedDiskLocks(dir: string): SimulatedDiskLocks {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const db = openShared(join(dir, "disk-locks.sqlite"));
-  const getLock = db.prepare("SELECT disk, owner, generation FROM locks WHERE disk = ?");
-  getLock.safeIntegers(true);
-  const putLock = db.prepare(
-    "INSERT INTO locks (disk, owner, generation, at_ms) VALUES (?, ?, ?, ?) ON CONFLICT(disk) DO UPDATE SET owner = excluded.owner, generation = excluded.generation, at_ms = excluded.at_ms",
-  );
-  const seedLock = db.prepare(
-    "INSERT OR IGNORE INTO locks (disk, owner, generation, at_ms) VALUES (?, ?, 0, ?)",
-  );
-  const block = db.prepare(
-    "INSERT OR REPLACE INTO blocklist (disk, node, by_node, generation, at_ms) VALUES (?, ?, ?, ?, ?)",
-  );
-  const unblock = db.prepare("DELETE FROM blocklist WHERE disk = ? AND node = ?");
-  const blocked = db.prepare("SELECT 1 FROM blocklist WHERE disk = ? AND node = ?");
-  /**
-   * Whether `node` may not write `disk`: another node holds its lock, or
-   * the node was blocklisted from it and has not taken it since (a free lock
-   * does not lift a blocklisting: a fenced copy never runs again unstarted).
-   */
-  const fenced = (disk: string, node: string, row: LockRow) =>
-    row.owner !== node && (row.owner !== FREE || blocked.get(disk, node) !== undefined);
-  const blocks = db.prepare(
-    "SELECT disk, node, by_node AS byNode, generation, at_ms AS atMs FROM blocklist ORDER BY at_ms DESC, disk",
-  );
-  blocks.safeIntegers(true);
-  const putDefinition = db.prepare(
-    "INSERT INTO definitions (vm, info) VALUES (?, ?) ON CONFLICT(vm) DO UPDATE SET info = excluded.info",
-  );
-  const getDefinition = db.prepare("SELECT info FROM definitions WHERE vm = ?");
-
-  const take = (disks: readonly string[], node: string, generation: bigint) => {
-    const now = Date.now();
-    for (const disk of disks) {
-      const row = getLock.get(disk) as LockRow | undefined;
-      if (row !== undefined && row.owner === FREE) {
-        // Only a start under a generation lifts the node's blocklisting, or takes a lock
-        // freed under one: an unfenced start (a copy the VM's record does not place here)
-        // would otherwise take the disks the placement's start is about to.
-        if (generation === 0n && (row.generation > 0n || fenced(disk, node, row)))
-          throw new RpcError("FENCED", {
-            cause: new Error(
-              `${disk}: freed under generation ${row.generation}; a start needs one`,
-            ),
-          });
-        if (generation > 0n && generation < row.generation)
-          throw new RpcError("STALE_GENERATION", {
-            cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
-          });
-      } else if (row !== undefined && row.owner !== node) {
-        if (generation === 0n)
-          throw new RpcError("FENCED", {
-            cause: new Error(`${disk}: locked by ${row.owner} (generation ${row.generation})`),
-          });
-        if (generation <= row.generation)
-          throw new RpcError("STALE_GENERATION", {
-            cause: new Error(
-              `${disk}: generation ${generation} is not newer than ${row.generation} held by ${row.owner}`,
-            ),
-          });
-      }
-      if (row !== undefined && row.owner === node && generation < row.generation && generation > 0n)
-        throw new RpcError("STALE_GENERATION", {
-          cause: new Error(`${disk}: generation ${generation} is older than ${row.generation}`),
-        });
-      if (row !== undefined && row.owner !== node && row.owner !== FREE)
-        block.run(disk, row.owner, node, generation, now);
-      unblock.run(disk, node);
-      const keep = row !== undefined && row.generation > generation ? row.generation : generation;
-      putLock.run(disk, node, keep, now);
-    }
-  };
+  const store = openDiskLockStore(dir);
+  const { db, getLock, putLock, seedLock, unblock, blocks, putDefinition, getDefinition, fenced } =
+    store;
+  const take = createDiskLockTake(store);
 
   return {
     acquire(disks, node, generation, commit) {

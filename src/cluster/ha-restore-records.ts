@@ -1,0 +1,97 @@
+/**
+ * The failover controller's per-VM records (failover/<vm>) as the HA restore
+ * reads and writes them: which VMs are marked lost running (from a watched
+ * copy, so the store is read only for those), a record as read, and writes
+ * conditional on the controller's election and on the record as read.
+ */
+import { create } from "@bufbuild/protobuf";
+import { type Logger, silentLogger } from "../core/index.js";
+import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import {
+  type Compare,
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  mirrorPrefix,
+  type PrefixMirror,
+} from "../store/index.js";
+
+/** Key family of the controller's per-VM records: failover/<vm>. */
+export const FAILOVER_RECORDS = "failover/";
+
+/** Dependencies of {@link createHaRestoreRecords}. */
+export interface HaRestoreRecordsDeps {
+  readonly store: KvStore;
+  /** The controller's election key as it was when this process was elected. */
+  readonly elected: () => Compare;
+  readonly logger?: Logger;
+}
+
+/** The failover records of the HA restore. */
+export interface HaRestoreRecords {
+  /** Whether the VM is marked lost running, from the watched copy (loaded on first use). */
+  marked(vmId: string): Promise<boolean>;
+  /** The VM's record (a new one when there is none) and its revision (0: none). */
+  read(vmId: string, signal: AbortSignal): Promise<{ rec: FailoverRecord; rev: number }>;
+  /**
+   * Writes `next` while the election and the record as read hold (and
+   * `also`); the new revision, or 0.
+   */
+  write(next: FailoverRecord, rev: number, signal: AbortSignal, also?: Compare[]): Promise<number>;
+  /** Stops the watched copy. */
+  close(): void;
+}
+
+/** Creates the {@link HaRestoreRecords} over the store. */
+export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRecords {
+  const { store } = deps;
+  /** Which VMs are marked, from a watched copy: the store is read only for those. */
+  let mirror: Promise<PrefixMirror<boolean>> | undefined;
+  const marked = async (vmId: string) => {
+    if (mirror === undefined) {
+      const loading = mirrorPrefix(
+        store,
+        FAILOVER_RECORDS,
+        (kv) => decodeMessage(FailoverRecordSchema, kv).lostRunning,
+        deps.logger ?? silentLogger,
+      );
+      mirror = loading;
+      loading.catch(() => {
+        if (mirror === loading) mirror = undefined;
+      });
+    }
+    return (await mirror).values().get(vmId) === true;
+  };
+  async function read(vmId: string, signal: AbortSignal) {
+    const got = await getMessage(store, FailoverRecordSchema, FAILOVER_RECORDS + vmId, { signal });
+    return {
+      rec: got?.message ?? create(FailoverRecordSchema, { vmId }),
+      rev: got?.modRevision ?? 0,
+    };
+  }
+  async function write(
+    next: FailoverRecord,
+    rev: number,
+    signal: AbortSignal,
+    also: Compare[] = [],
+  ): Promise<number> {
+    const key = FAILOVER_RECORDS + next.vmId;
+    const txn = await store.txn(
+      {
+        compares: [deps.elected(), { key, modRevision: rev }, ...also],
+        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
+      },
+      { signal },
+    );
+    return txn.succeeded ? txn.revision : 0;
+  }
+  return {
+    marked,
+    read,
+    write,
+    close() {
+      void mirror?.then((m) => m.close());
+    },
+  };
+}
