@@ -110,7 +110,9 @@ export function createMigrationFinish(deps: MigrationFinishDeps): Pick<Migration
           { signal },
         );
         if (txn.succeeded) {
-          if (++finished % PRUNE_EVERY === 0) await prune(signal);
+          // Housekeeping after the commit: a failed prune must not make a finish that
+          // happened look failed (the next one prunes again).
+          if (++finished % PRUNE_EVERY === 0) await prune(signal).catch(() => {});
           return;
         }
       }
