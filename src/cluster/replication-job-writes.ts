@@ -60,11 +60,18 @@ export function createReplicationJobWrites(
           },
           { signal },
         );
-        if (txn.succeeded) {
-          const stored = await get(job.jobId, signal);
-          if (stored !== undefined) return { job: stored, created: true };
-          continue;
-        }
+        // As written, not read back: a delete right after must not bring the job back.
+        if (txn.succeeded)
+          return {
+            job: {
+              job,
+              jobRevision: txn.revision,
+              status,
+              statusRevision: txn.revision,
+              lock: undefined,
+            },
+            created: true,
+          };
         const existing = await get(job.jobId, signal);
         if (existing !== undefined) {
           if (
