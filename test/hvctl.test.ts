@@ -665,6 +665,20 @@ describe("hvctl against a dev daemon", () => {
       assert.match(unknown.stderr, /unknown option '--bogus'/);
       assert.equal((await dev("node", "list", "--readiness", "maybe")).code, 2);
       assert.equal((await dev("apikey", "create", "--roles", "viewer", "--ttl", "soon")).code, 2);
+      for (const cores of ["", "1e3", "0x10", "-1"]) {
+        const r = await dev(
+          "node",
+          "register",
+          "hv09",
+          "--hostname",
+          "hv09",
+          "--ip",
+          "10.0.0.9",
+          "--cpu-cores",
+          cores,
+        );
+        assert.equal(r.code, 2, `--cpu-cores "${cores}": ${r.stderr}`);
+      }
       // Contradictory flags: refused, nothing started (not a silent choice of one).
       const both = await dev("migration", "run", "--vm", "vm-001", "--detach", "--no-progress");
       assert.equal(both.code, 2, both.stderr);

@@ -45,7 +45,8 @@ export function addRegistrationCommands(node: Command, cli: () => CliContext): v
           const hasCapacity =
             opts.cpuCores !== undefined || opts.memory !== undefined || opts.storage !== undefined;
           const cores = opts.cpuCores === undefined ? 0 : Number(opts.cpuCores);
-          if (!Number.isInteger(cores) || cores < 0 || cores > 1_000_000)
+          // Digits only: Number() takes "" (as 0), " 8", "1e3" and "0x10".
+          if ((opts.cpuCores !== undefined && !/^\d+$/.test(opts.cpuCores)) || cores > 1_000_000)
             throw new UsageError(`--cpu-cores: expected a whole number, got "${opts.cpuCores}"`);
           const ack = await ctx.client(NodeService).registerNode({
             id: { id },
