@@ -665,6 +665,11 @@ describe("hvctl against a dev daemon", () => {
       assert.match(unknown.stderr, /unknown option '--bogus'/);
       assert.equal((await dev("node", "list", "--readiness", "maybe")).code, 2);
       assert.equal((await dev("apikey", "create", "--roles", "viewer", "--ttl", "soon")).code, 2);
+      for (const args of [
+        ["audit", "search", "--limit", "1e3"],
+        ["audit", "tail", "--lines", "0x10"],
+      ])
+        assert.equal((await dev(...args)).code, 2, args.join(" "));
       for (const cores of ["", "1e3", "0x10", "-1"]) {
         const r = await dev(
           "node",

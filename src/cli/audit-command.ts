@@ -11,7 +11,8 @@ import { type AuditFilterOptions, auditFilterOf, auditFilters } from "./audit-fi
 import { printAuditRecords } from "./audit-record-print.js";
 import { addAuditTailCommand } from "./audit-tail-command.js";
 import type { CliContext } from "./cli-context.js";
-import { EXIT, UsageError } from "./cli-errors.js";
+import { EXIT } from "./cli-errors.js";
+import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
 import { allPages } from "./pages.js";
 
@@ -51,9 +52,7 @@ export function auditCommand(cli: () => CliContext): Command {
         .option("--limit <n>", "at most this many records", "100"),
     ).action(async (opts: AuditFilterOptions & { limit: string }) => {
       const ctx = cli();
-      const limit = Number(opts.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000)
-        throw new UsageError(`--limit: a whole number from 1 to 100000, got "${opts.limit}"`);
+      const limit = parseWhole("--limit", opts.limit, 1, 100_000);
       const client = ctx.client(AuditService);
       const records = await allPages(
         (pageToken) =>

@@ -7,7 +7,7 @@ import { type AuditRecordInfo, AuditService } from "../gen/debvisor/v1/audit_pb.
 import { type AuditFilterOptions, auditFilterOf, auditFilters } from "./audit-filters.js";
 import { printAuditRecords } from "./audit-record-print.js";
 import type { CliContext } from "./cli-context.js";
-import { UsageError } from "./cli-errors.js";
+import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
 import { watchInterrupts } from "./progress.js";
 
@@ -22,9 +22,7 @@ export function addAuditTailCommand(audit: Command, cli: () => CliContext): void
         .option("-f, --follow", "keep printing new records"),
     ).action(async (opts: AuditFilterOptions & { lines: string; follow?: boolean }) => {
       const ctx = cli();
-      const n = Number(opts.lines);
-      if (!Number.isInteger(n) || n < 0 || n > 1000)
-        throw new UsageError(`--lines: a whole number from 0 to 1000, got "${opts.lines}"`);
+      const n = parseWhole("--lines", opts.lines, 0, 1000);
       const client = ctx.client(AuditService);
       if (!opts.follow) {
         const last: AuditRecordInfo[] = [];

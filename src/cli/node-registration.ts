@@ -3,7 +3,7 @@ import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
 import { NodeService } from "../gen/debvisor/v1/node_pb.js";
 import type { CliContext } from "./cli-context.js";
 import { UsageError } from "./cli-errors.js";
-import { parseBytes, parseLabels } from "./duration.js";
+import { parseBytes, parseLabels, parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
 
 /**
@@ -44,10 +44,10 @@ export function addRegistrationCommands(node: Command, cli: () => CliContext): v
           const ctx = cli();
           const hasCapacity =
             opts.cpuCores !== undefined || opts.memory !== undefined || opts.storage !== undefined;
-          const cores = opts.cpuCores === undefined ? 0 : Number(opts.cpuCores);
-          // Digits only: Number() takes "" (as 0), " 8", "1e3" and "0x10".
-          if ((opts.cpuCores !== undefined && !/^\d+$/.test(opts.cpuCores)) || cores > 1_000_000)
-            throw new UsageError(`--cpu-cores: expected a whole number, got "${opts.cpuCores}"`);
+          const cores =
+            opts.cpuCores === undefined
+              ? 0
+              : parseWhole("--cpu-cores", opts.cpuCores, 0, 1_000_000);
           const ack = await ctx.client(NodeService).registerNode({
             id: { id },
             hostname: opts.hostname,
