@@ -1,18 +1,12 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  fstatSync,
-  fsyncSync,
-  ftruncateSync,
-  openSync,
-  readSync,
-  renameSync,
-  writeFileSync,
-} from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+// The durable, hash-chained audit trail: records chained and group-committed
+// (written and fsynced to the file and its copy before they are
+// acknowledged), fail-closed while the files cannot be written.
+
 import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
+import { openAuditFiles } from "./audit-files.js";
 import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
+import { recoverAuditFile } from "./recover-audit-file.js";
+import { createSyslogForwarder, syslogAlarm } from "./syslog-forwarder.js";
 
 /** Options of {@link openAuditLog}. */
 export interface AuditLogOptions {
@@ -86,18 +80,21 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const maxBytes = options.maxBytes ?? 100 * 1024 * 1024;
   const maxAgeMs = options.maxAgeMs ?? 86_400_000;
   const alarm = options.alarm ?? syslogAlarm(log);
-  const recovered = recover(options.path, clock);
+  const recovered = recoverAuditFile(options.path, clock);
   // The copy is repaired the same way; a torn tail there must not glue onto new records.
-  if (options.copyPath !== undefined) recover(options.copyPath, clock);
+  if (options.copyPath !== undefined) recoverAuditFile(options.copyPath, clock);
   let seq = recovered.seq;
   let lastHash = recovered.hash;
-  let handle: FileHandle = await open(options.path, "a", 0o600);
-  let copy: FileHandle | undefined =
-    options.copyPath === undefined ? undefined : await open(options.copyPath, "a", 0o600);
-  let copySize = copy === undefined ? 0 : (await copy.stat()).size;
+  const files = await openAuditFiles({
+    path: options.path,
+    copyPath: options.copyPath,
+    size: recovered.size,
+    maxBytes,
+    maxAgeMs,
+    clock,
+    log,
+  });
   const syslog = options.forwardToSyslog ? createSyslogForwarder(log) : undefined;
-  let size = recovered.size;
-  let openedAt = clock.now();
   let queue: Pending[] = [];
   let writing = false;
   let failing = false;
@@ -111,36 +108,6 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const chain = (fields: AuditFields, s: number, prev: string): AuditRecord => {
     const unhashed = { ts: new Date(clock.now()).toISOString(), seq: s, ...fields, prev };
     return { ...unhashed, hash: chainHash(unhashed, options.hmacKey) };
-  };
-
-  const rotateIfDue = async () => {
-    if (size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
-    const stamp = new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
-    // Rename first, with the file still open: if the rename fails, nothing is
-    // closed and writing goes on in the current file (rotation is retried later).
-    try {
-      renameSync(options.path, freeName(`${options.path}.${stamp}`));
-    } catch (err) {
-      log.warn({ err }, "audit rotation failed; writing on in the current file");
-      openedAt = clock.now();
-      return;
-    }
-    const next = await open(options.path, "a", 0o600);
-    await handle.close();
-    handle = next;
-    size = 0;
-    if (copy !== undefined && options.copyPath !== undefined) {
-      try {
-        renameSync(options.copyPath, freeName(`${options.copyPath}.${stamp}`));
-        const nextCopy = await open(options.copyPath, "a", 0o600);
-        await copy.close();
-        copy = nextCopy;
-        copySize = 0;
-      } catch (err) {
-        log.warn({ err }, "audit copy rotation failed; writing on in the current copy");
-      }
-    }
-    openedAt = clock.now();
   };
 
   const flush = async () => {
@@ -161,21 +128,9 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       }
       const buf = Buffer.from(lines.join(""));
       try {
-        await rotateIfDue();
-        const writeAll = async (h: FileHandle, at: number) => {
-          if (failing) await h.truncate(at); // drop whatever a failed write left behind
-          let off = 0;
-          while (off < buf.length) off += (await h.write(buf, off, buf.length - off)).bytesWritten;
-          await h.sync();
-        };
+        await files.rotateIfDue();
         const syncStart = performance.now();
-        // Wait for both writes to end either way, so a retry never overlaps a write still running.
-        const results = await Promise.allSettled([
-          writeAll(handle, size),
-          ...(copy === undefined ? [] : [writeAll(copy, copySize)]),
-        ]);
-        const failed = results.find((r) => r.status === "rejected");
-        if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+        await files.write(buf, failing);
         options.onSync?.(performance.now() - syncStart);
       } catch (err) {
         failures++;
@@ -198,8 +153,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       failing = false;
       seq = s;
       lastHash = prev;
-      size += buf.length;
-      copySize += copy === undefined ? 0 : buf.length;
+      files.advance(buf.length);
       if (syslog !== undefined) for (const line of lines) syslog(line);
       records += batch.length;
       syncs++;
@@ -255,109 +209,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
     },
     async close() {
       while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
-      await handle.close();
-      await copy?.close();
+      await files.close();
     },
   };
-}
-
-/** Reads the end of an existing file: the last record's seq and hash, and a torn tail (moved aside). */
-function recover(
-  path: string,
-  clock: Clock,
-): { seq: number; hash: string; size: number; tornFile?: string; tornBytes?: number } {
-  let fd: number;
-  try {
-    fd = openSync(path, "r+");
-  } catch {
-    return { seq: 0, hash: "", size: 0 };
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const tailLen = Math.min(size, 1024 * 1024);
-    const tail = Buffer.alloc(tailLen);
-    readSync(fd, tail, 0, tailLen, size - tailLen);
-    let end = tail.lastIndexOf(0x0a) + 1; // bytes of tail up to and including the last newline
-    let lastLine: string | undefined;
-    // Walk back over a complete but unparseable last line too: it is torn all the same.
-    for (let guard = 0; guard < 2 && end > 0; guard++) {
-      const start = tail.lastIndexOf(0x0a, end - 2) + 1;
-      const line = tail.subarray(start, end - 1).toString();
-      try {
-        const r = JSON.parse(line) as { seq?: unknown; hash?: unknown };
-        if (typeof r.seq === "number" && typeof r.hash === "string") {
-          lastLine = line;
-          break;
-        }
-      } catch {}
-      end = start;
-    }
-    const good = size - tailLen + end;
-    let tornFile: string | undefined;
-    if (good < size) {
-      tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
-      writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
-      ftruncateSync(fd, good);
-      fsyncSync(fd);
-    }
-    if (lastLine === undefined)
-      return { seq: 0, hash: "", size: good, tornFile, tornBytes: size - good };
-    const r = JSON.parse(lastLine) as { seq: number; hash: string };
-    return { seq: r.seq, hash: r.hash, size: good, tornFile, tornBytes: size - good };
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * Sends lines to syslog through one long-lived `logger -t debvisor-audit`
- * reading stdin; restarted (at most once a second) if it dies. Best effort:
- * the file is the record, syslog the off-box copy.
- */
-function createSyslogForwarder(log: Logger): (line: string) => void {
-  let child: ChildProcess | undefined;
-  let lastStart = 0;
-  const start = () => {
-    lastStart = Date.now();
-    const c = spawn("logger", ["-t", "debvisor-audit", "-p", "auth.info"], {
-      stdio: ["pipe", "ignore", "ignore"],
-    });
-    c.on("error", (err) => log.warn({ err }, "audit syslog forwarder failed"));
-    c.stdin?.on("error", () => {});
-    c.once("exit", () => {
-      if (child === c) child = undefined;
-    });
-    c.unref();
-    child = c;
-  };
-  return (line) => {
-    if (child === undefined && Date.now() - lastStart > 1000) start();
-    child?.stdin?.write(line);
-  };
-}
-
-/** The original design's fallback: a line to syslog through util-linux `logger`. */
-function syslogAlarm(log: Logger): (message: string) => void {
-  return (message) => {
-    execFile(
-      "logger",
-      ["-t", "debvisor-rpcd", "-p", "auth.crit", message],
-      { timeout: 5000 },
-      (err) => {
-        if (err) log.warn({ err }, "could not send the audit alarm to syslog");
-      },
-    );
-  };
-}
-
-/**
- * `base`, or `base-0001`, `base-0002`... when a file of that name exists: two
- * rotations in one millisecond (a burst of large records) would otherwise
- * rename the second file over the first, losing its records. The names
- * still sort in the order they were written (`audit.log.*` in a shell).
- */
-function freeName(base: string): string {
-  let name = base;
-  for (let n = 1; existsSync(name); n++) name = `${base}-${String(n).padStart(4, "0")}`;
-  return name;
 }

@@ -4,6 +4,7 @@ import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/
 import { setUpAudit } from "./audit-setup.js";
 import { startCluster } from "./cluster-setup.js";
 import type { Config } from "./config-schema.js";
+import { createDaemonControl, type DaemonState } from "./daemon-control.js";
 import { dataDirectories, lockDataDirectories } from "./data-dir-lock.js";
 import { type DevAgents, startDevAgents } from "./dev-agents.js";
 import {
@@ -19,7 +20,7 @@ import { DEFAULT_AUDIT_PATH } from "./open-audit.js";
 import { DEFAULT_SQLITE_PATH, openStore } from "./open-store.js";
 import { createOpenedResources, type OpenedResources } from "./opened-resources.js";
 import { setUpSecurity } from "./security-setup.js";
-import { type DaemonPhase, startServers } from "./servers-setup.js";
+import { startServers } from "./servers-setup.js";
 import { createDaemonServices } from "./services-setup.js";
 import { instrumentStore } from "./store-metrics.js";
 import { createSystemdNotifier } from "./systemd-notifier.js";
@@ -97,7 +98,10 @@ async function composeDaemon(
   resources: OpenedResources,
   closing: AbortController,
 ): Promise<Daemon> {
-  let config = options.config;
+  // Start-up composes with the configuration it was given; a reload replaces
+  // `state.config`, which the servers and the control read from then on.
+  const config = options.config;
+  const state: DaemonState = { config, phase: "starting" };
   const env = options.env ?? {};
   const clock = options.clock ?? systemClock;
   const notifier = createSystemdNotifier(env, logger);
@@ -151,9 +155,8 @@ async function composeDaemon(
     operationRetentionMs: config.cluster.operationRetentionMs,
   });
   const { health } = services;
-  let phase: DaemonPhase = "starting";
   const servers = await startServers({
-    config: () => config,
+    config: () => state.config,
     store,
     clock,
     logger,
@@ -168,7 +171,7 @@ async function composeDaemon(
     tls,
     security,
     services,
-    phase: () => phase,
+    phase: () => state.phase,
     resources,
   });
   const { server, panel, httpAddress, readiness } = servers;
@@ -187,7 +190,7 @@ async function composeDaemon(
       ? undefined
       : startDevAgents({ plan: cluster.devAgentsPlan, server: server.address, config, logger });
   if (devAgents !== undefined) resources.push("dev agents", () => devAgents.stop());
-  phase = "serving";
+  state.phase = "serving";
   health.setAll(
     readiness.reasons().length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING,
   );
@@ -204,7 +207,18 @@ async function composeDaemon(
   );
   await notifier.ready(`serving on ${server.address}`);
 
-  let stopping: Promise<void> | undefined;
+  const control = createDaemonControl({
+    state,
+    options,
+    logger,
+    notifier,
+    security,
+    tlsFiles,
+    servers,
+    health,
+    closing,
+    resources,
+  });
   return {
     grpcAddress: server.address,
     httpAddress,
@@ -212,62 +226,7 @@ async function composeDaemon(
     devPanelPassword: panel?.devAdminPassword,
     dev,
     devAgents,
-    async reload() {
-      await notifier.reloading();
-      let ok = false;
-      try {
-        const next = options.reloadConfig?.() ?? config;
-        const commitAccess = security.prepareReload(next);
-        server.reloadTls(tlsFiles.load(next));
-        commitAccess();
-        logger.setLevel(next.log.level);
-        for (const key of [
-          "listen",
-          "limits",
-          "metrics",
-          "log",
-          "dev",
-          "simulation",
-          "cluster",
-          "benchmark",
-          "storage",
-          "panel",
-        ] as const) {
-          if (key !== "log" && JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
-            logger.warn({ key }, "changed setting takes effect only after a restart");
-          }
-        }
-        if (next.log.file !== config.log.file)
-          logger.warn({ key: "log.file" }, "changed setting takes effect only after a restart");
-        config = next;
-        ok = true;
-        logger.info({}, "configuration and TLS files reloaded");
-      } catch (err) {
-        logger.error({ err }, "reload failed; the running configuration is kept");
-      }
-      await notifier.ready(`serving on ${server.address}`);
-      return ok;
-    },
-    shutdown(reason) {
-      stopping ??= (async () => {
-        phase = "stopping";
-        readiness.close();
-        health.setAll(ServingStatus.NOT_SERVING);
-        closing.abort();
-        logger.info({ reason, inFlight: server.inFlight() }, "shutting down: draining calls");
-        await notifier.stopping();
-        const { drained } = await servers.drain(config.shutdown.drainTimeoutMs);
-        // Then everything else, newest first; the data directories are unlocked last.
-        await resources.unwind();
-        if (drained) logger.info({}, "stopped");
-        else
-          logger.warn(
-            { drainTimeoutMs: config.shutdown.drainTimeoutMs },
-            "stopped; calls still running at the deadline were cut off",
-          );
-        logger.flush();
-      })();
-      return stopping;
-    },
+    reload: control.reload,
+    shutdown: control.shutdown,
   };
 }

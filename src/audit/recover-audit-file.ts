@@ -1,0 +1,71 @@
+// Start-up repair of an audit file: where its chain ends, and a torn last
+// line (left by a crash mid-write) moved aside so the file always verifies.
+
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  writeFileSync,
+} from "node:fs";
+import type { Clock } from "../core/index.js";
+
+/** The end of an audit file's chain after {@link recoverAuditFile}. */
+export interface RecoveredAuditFile {
+  /** The last record's seq (0: no record). */
+  seq: number;
+  /** The last record's hash ("": no record). */
+  hash: string;
+  /** Bytes left in the file: up to the end of its last good line. */
+  size: number;
+  /** Where the torn tail was moved, when there was one. */
+  tornFile?: string;
+  tornBytes?: number;
+}
+
+/** Reads the end of an existing file: the last record's seq and hash, and a torn tail (moved aside). */
+export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile {
+  let fd: number;
+  try {
+    fd = openSync(path, "r+");
+  } catch {
+    return { seq: 0, hash: "", size: 0 };
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const tailLen = Math.min(size, 1024 * 1024);
+    const tail = Buffer.alloc(tailLen);
+    readSync(fd, tail, 0, tailLen, size - tailLen);
+    let end = tail.lastIndexOf(0x0a) + 1; // bytes of tail up to and including the last newline
+    let lastLine: string | undefined;
+    // Walk back over a complete but unparseable last line too: it is torn all the same.
+    for (let guard = 0; guard < 2 && end > 0; guard++) {
+      const start = tail.lastIndexOf(0x0a, end - 2) + 1;
+      const line = tail.subarray(start, end - 1).toString();
+      try {
+        const r = JSON.parse(line) as { seq?: unknown; hash?: unknown };
+        if (typeof r.seq === "number" && typeof r.hash === "string") {
+          lastLine = line;
+          break;
+        }
+      } catch {}
+      end = start;
+    }
+    const good = size - tailLen + end;
+    let tornFile: string | undefined;
+    if (good < size) {
+      tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
+      writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
+      ftruncateSync(fd, good);
+      fsyncSync(fd);
+    }
+    if (lastLine === undefined)
+      return { seq: 0, hash: "", size: good, tornFile, tornBytes: size - good };
+    const r = JSON.parse(lastLine) as { seq: number; hash: string };
+    return { seq: r.seq, hash: r.hash, size: good, tornFile, tornBytes: size - good };
+  } finally {
+    closeSync(fd);
+  }
+}
