@@ -1,14 +1,21 @@
-import { type Logger, RpcError } from "../core/index.js";
+/**
+ * The node's self-fence: on its own monotonic clock it stops its HA VMs
+ * once lease renewals stop being confirmed. Composed from the shared state
+ * (`self-fence-state.ts`), the clock check and watchdog pet
+ * (`fence-check.ts`) and the lease waiters (`lease-waiters.ts`).
+ */
+import type { Logger } from "../core/index.js";
 import {
   canRecover,
   type HypervisorDriver,
   monotonicNs,
   type SimulatedWatchdog,
 } from "../drivers/index.js";
+import { createFenceCheck } from "./fence-check.js";
+import { createLeaseWaiters } from "./lease-waiters.js";
+import { MS, restoreSelfFenceState } from "./self-fence-state.js";
 
-const MS = 1_000_000n;
-/** Pet the watchdog with this deadline while self-fencing is off (window 0): far away, disarmed. */
-const DISARMED_MS = 365 * 86_400_000;
+export { watchdogGraceMs } from "./self-fence-state.js";
 
 /** Options of {@link createSelfFence}. */
 export interface SelfFenceOptions {
@@ -64,84 +71,15 @@ export interface SelfFence {
   close(): void;
 }
 
-/** The grace between the agent's deadline and the watchdog's: time to stop the HA VMs. */
-export function watchdogGraceMs(windowMs: number): number {
-  return Math.max(200, Math.min(5000, Math.floor(windowMs / 4)));
-}
-
 /** Creates the self-fence and starts its clock (a tick every quarter window, at most a second). */
 export function createSelfFence(options: SelfFenceOptions): SelfFence {
-  const { driver, logger: log, watchdog } = options;
+  const { logger: log } = options;
   const now = options.now ?? monotonicNs;
-  let windowMs = 0;
-  /** Until when HA VMs may run (monotonic ns); undefined before any confirmation. */
-  let deadline: bigint | undefined;
-  let fenced = false;
+  const state = restoreSelfFenceState(now(), options.watchdog);
   let sent = new Map<bigint, bigint>();
   let chain: Promise<unknown> = Promise.resolve();
-  let lastTick = now();
-  let tickMs = 1000;
-  /** Starts waiting for a confirmed renewal. */
-  const waiters = new Set<() => void>();
-  const leasedNow = () => !(windowMs > 0 && deadline !== undefined && now() > deadline);
-
-  // A restart within the window keeps the deadline the previous run earned.
-  const previous = watchdog?.read();
-  if (previous !== undefined && previous.windowMs > 0 && previous.windowMs < DISARMED_MS) {
-    windowMs = previous.windowMs;
-    deadline = previous.deadlineNs - BigInt(watchdogGraceMs(windowMs)) * MS;
-  }
-
-  async function check(): Promise<void> {
-    const t = now();
-    const gapMs = Number((t - lastTick) / MS);
-    lastTick = t;
-    if (gapMs > 2 * tickMs + 1000)
-      log.warn({ gapMs }, "the agent was paused; checking fencing first");
-    const expired = windowMs > 0 && deadline !== undefined && t > deadline;
-    // A simulated node: any hypervisor call applies what its watchdog and storage did meanwhile.
-    if (!expired && watchdog === undefined) return;
-    const domains = await driver.list(AbortSignal.timeout(30_000));
-    if (!expired || deadline === undefined) return;
-    // Past the deadline no HA VM may run, including one started since the fence; a paused
-    // one holds its disks open and could be resumed, so it is stopped too.
-    const ha = domains.filter(
-      (d) => (d.state === "running" || d.state === "paused") && options.isHa(d.id),
-    );
-    if (ha.length > 0)
-      log.error(
-        {
-          windowMs,
-          lateMs: Number((t - deadline) / MS),
-          vms: ha.map((d) => d.id),
-        },
-        "self-fencing: no confirmed lease renewal within the window; hard-stopping HA vms",
-      );
-    let stopped = true;
-    for (const d of ha)
-      await driver.stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) }).then(
-        () => options.onFenced?.(d.id),
-        (err: unknown) => {
-          stopped = false;
-          log.error({ err, vm: d.id }, "self-fence stop failed");
-        },
-      );
-    // Only once none runs does the watchdog stop following the lapsed deadline.
-    fenced = stopped;
-  }
-
-  function pet(): void {
-    if (watchdog === undefined) return;
-    const t = now();
-    if (windowMs === 0) {
-      watchdog.pet(t + BigInt(DISARMED_MS) * MS, DISARMED_MS);
-      return;
-    }
-    const w = BigInt(windowMs) * MS;
-    const grace = BigInt(watchdogGraceMs(windowMs)) * MS;
-    const limit = fenced || deadline === undefined ? t + w : deadline < t + w ? deadline : t + w;
-    watchdog.pet(limit + grace, windowMs);
-  }
+  const waiters = createLeaseWaiters(state, now, log);
+  const { check, pet } = createFenceCheck(state, options, now);
 
   function guard<T>(then: () => T | Promise<T>): Promise<T> {
     const run = chain.then(async () => {
@@ -156,16 +94,17 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
   let timer: NodeJS.Timeout | undefined;
   const schedule = () => {
     clearInterval(timer);
-    tickMs = windowMs === 0 ? 1000 : Math.max(50, Math.min(1000, Math.floor(windowMs / 4)));
-    timer = setInterval(() => void guard(() => undefined), tickMs);
+    state.tickMs =
+      state.windowMs === 0 ? 1000 : Math.max(50, Math.min(1000, Math.floor(state.windowMs / 4)));
+    timer = setInterval(() => void guard(() => undefined), state.tickMs);
   };
   schedule();
 
   return {
     configure(ms) {
-      if (ms === windowMs) return;
+      if (ms === state.windowMs) return;
       log.info({ windowMs: ms }, ms === 0 ? "self-fencing off" : "self-fence window set");
-      windowMs = ms;
+      state.windowMs = ms;
       schedule();
     },
     newStream() {
@@ -178,50 +117,23 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
     },
     renewed(sequence) {
       const at = sent.get(sequence);
-      if (at === undefined || windowMs === 0) return;
-      const next = at + BigInt(windowMs) * MS;
-      if (deadline !== undefined && next <= deadline) return;
-      deadline = next;
-      for (const wake of waiters) wake();
-      if (fenced && next > now()) {
-        fenced = false;
+      if (at === undefined || state.windowMs === 0) return;
+      const next = at + BigInt(state.windowMs) * MS;
+      if (state.deadline !== undefined && next <= state.deadline) return;
+      state.deadline = next;
+      waiters.wakeAll();
+      if (state.fenced && next > now()) {
+        state.fenced = false;
         log.info(
-          { windowMs },
+          { windowMs: state.windowMs },
           "lease renewals confirmed again; stopped HA vms wait for the control plane",
         );
         options.onRenewed?.();
       }
     },
-    async leased(signal) {
-      if (leasedNow()) return;
-      log.info({ windowMs }, "an HA vm start waits for a confirmed lease renewal");
-      await new Promise<void>((resolve, reject) => {
-        const done = (err?: unknown) => {
-          clearTimeout(timeout);
-          waiters.delete(wake);
-          signal.removeEventListener("abort", aborted);
-          if (err === undefined) resolve();
-          else reject(err);
-        };
-        const wake = () => {
-          if (leasedNow()) done();
-        };
-        const aborted = () => done(new RpcError("CANCELLED"));
-        const timeout = setTimeout(
-          () =>
-            done(
-              new RpcError("FENCED", {
-                message: "no confirmed lease renewal within the self-fence window; not started",
-              }),
-            ),
-          Math.max(1000, windowMs),
-        );
-        waiters.add(wake);
-        signal.addEventListener("abort", aborted, { once: true });
-      });
-    },
+    leased: waiters.leased,
     guard,
-    window: () => windowMs,
+    window: () => state.windowMs,
     close: () => clearInterval(timer),
   };
 }

@@ -1,12 +1,15 @@
-import { type Clock, type Logger, RpcError, silentLogger } from "../core/index.js";
+/**
+ * Node liveness, renewed by heartbeats and read for readiness and
+ * failover: from the last heartbeat's arrival on this process's clock, or
+ * from store leases (the lease source's parts: `renew-lease-key.ts`,
+ * `liveness-mirrors.ts`, `lease-liveness-view.ts`).
+ */
+import { type Clock, type Logger, silentLogger } from "../core/index.js";
 import type { NodeRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import {
-  type Compare,
-  type KeyValue,
-  type KvStore,
-  mirrorPrefix,
-  type PrefixMirror,
-} from "../store/index.js";
+import type { Compare, KvStore } from "../store/index.js";
+import { createLeaseLivenessView } from "./lease-liveness-view.js";
+import { createLivenessMirrors, type LivenessMirrorState } from "./liveness-mirrors.js";
+import { decodeHeldKey, renewLeaseKey } from "./renew-lease-key.js";
 
 /** A node's liveness as one process sees it. */
 export interface LivenessView {
@@ -68,7 +71,6 @@ export interface NodeLivenessOptions {
 export const READY_PREFIX = "liveness/";
 /** Keys of the lease source: present until the fence delay has passed after the node went NOT_READY. */
 export const FENCE_PREFIX = "liveness-fence/";
-const RENEW_ATTEMPTS = 4;
 
 /** Creates the {@link NodeLiveness} of `options.source`. */
 export function createNodeLiveness(options: NodeLivenessOptions): NodeLiveness {
@@ -97,11 +99,6 @@ function clockLiveness(options: NodeLivenessOptions): NodeLiveness {
   };
 }
 
-interface HeldKey {
-  readonly lease: string | undefined;
-  readonly rev: number;
-}
-
 /**
  * Liveness from two leases per node, renewed by every heartbeat whichever
  * process receives it: `liveness/<node>` (TTL: the heartbeat TTL) says
@@ -128,116 +125,16 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
   const fenceTtlMs = ttlMs + fenceDelayMs + fenceEveryMs;
   /** When this process last renewed each node's fence lease (its own clock). */
   const fenceRenewed = new Map<string, number>();
-  const decode = (kv: KeyValue): HeldKey => ({ lease: kv.lease, rev: kv.modRevision });
-  let mirrors: Promise<[PrefixMirror<HeldKey>, PrefixMirror<HeldKey>]> | undefined;
-  let loaded: [PrefixMirror<HeldKey>, PrefixMirror<HeldKey>] | undefined;
-  let startedAt = 0;
-  /** When this process saw each node lose its READY key (its own clock). */
-  const lostAt = new Map<string, number>();
-
-  function follow() {
-    if (mirrors === undefined) {
-      const loading = Promise.all([
-        mirrorPrefix(store, READY_PREFIX, decode, logger, { revisionOf: (k) => k.rev }),
-        mirrorPrefix(store, FENCE_PREFIX, decode, logger, { revisionOf: (k) => k.rev }),
-      ]);
-      mirrors = loading;
-      loading.then(
-        (ms) => {
-          startedAt = clock.now();
-          loaded = ms;
-          let present = new Set(ms[0].values().keys());
-          // One key changed (a lease attached or expired), or after a reload any of them.
-          ms[0].onChange((id) => {
-            const now = ms[0].values();
-            if (id !== undefined) {
-              if (now.has(id)) present.add(id);
-              else if (present.delete(id) && !lostAt.has(id)) lostAt.set(id, clock.now());
-              return;
-            }
-            for (const gone of present)
-              if (!now.has(gone) && !lostAt.has(gone)) lostAt.set(gone, clock.now());
-            present = new Set(now.keys());
-          });
-        },
-        () => {
-          if (mirrors === loading) mirrors = undefined;
-        },
-      );
-    }
-    return mirrors;
-  }
-
-  /**
-   * Renews the lease behind node `id`'s key in `keys` with one keepalive, or
-   * attaches the key to a new lease when it has none alive (a grant and a
-   * txn: raft proposals, which a keepalive is not). True when it was
-   * attached anew. An attachment shows in `keys` at once (`wrote`): a
-   * renewal right after it, before its watch event is in, keeps that lease
-   * alive instead of granting another.
-   */
-  async function renewKey(
-    keys: PrefixMirror<HeldKey>,
-    prefix: string,
-    id: string,
-    ttl: number,
-    signal?: AbortSignal,
-  ): Promise<boolean> {
-    const key = prefix + id;
-    let known = keys.values().get(id);
-    for (let attempt = 0; attempt < RENEW_ATTEMPTS; attempt++) {
-      if (known?.lease !== undefined) {
-        try {
-          await store.lease(known.lease, ttl).keepAlive({ signal });
-          return false;
-        } catch (err) {
-          if (!(err instanceof RpcError) || err.reason !== "LEASE_NOT_FOUND") throw err;
-        }
-      }
-      const lease = await store.grantLease(ttl, { signal });
-      const txn = await store.txn(
-        {
-          compares: [{ key, modRevision: known?.rev ?? 0 }],
-          success: [{ type: "put", key, value: new Uint8Array(0), lease: lease.id }],
-        },
-        { signal },
-      );
-      if (txn.succeeded) {
-        keys.wrote(id, txn.revision, { lease: lease.id, rev: txn.revision });
-        return true;
-      }
-      // Someone else attached it meanwhile (or the copy was behind): renew theirs.
-      await lease.revoke({ signal }).catch(() => undefined);
-      const got = await store.get(key, { signal });
-      known = got === undefined ? undefined : decode(got);
-    }
-    throw new RpcError("CONFLICT", { message: `liveness of ${key} not renewed` });
-  }
-
-  function view(
-    id: string,
-    readyKey: HeldKey | undefined,
-    fenceKey: HeldKey | undefined,
-    now: number,
-  ): LivenessView {
-    if (readyKey !== undefined) {
-      lostAt.delete(id);
-      return { ready: true, notReadyForMs: 0, pastFenceDelay: false };
-    }
-    let since = lostAt.get(id);
-    if (since === undefined) {
-      since = now;
-      lostAt.set(id, now);
-    }
-    const elapsed = Math.max(0, now - since);
-    const settled = loaded !== undefined && now - startedAt >= fenceTtlMs;
-    const pastFenceDelay = fenceKey === undefined && settled;
-    // The store decides; the duration shown is this process's observation, kept consistent with it.
-    const notReadyForMs = pastFenceDelay
-      ? Math.max(elapsed, fenceDelayMs + 1)
-      : Math.min(elapsed, fenceDelayMs);
-    return { ready: false, notReadyForMs, pastFenceDelay };
-  }
+  const state: LivenessMirrorState = { loaded: undefined, startedAt: 0, lostAt: new Map() };
+  const { follow, close } = createLivenessMirrors(
+    state,
+    store,
+    clock,
+    logger,
+    READY_PREFIX,
+    FENCE_PREFIX,
+  );
+  const view = createLeaseLivenessView(state, fenceDelayMs, fenceTtlMs);
 
   return {
     source: "lease",
@@ -248,8 +145,10 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
       const last = fenceRenewed.get(nodeId);
       const fenceDue = fenceKey === undefined || last === undefined || now - last >= fenceEveryMs;
       const [anew] = await Promise.all([
-        renewKey(readyKeys, READY_PREFIX, nodeId, ttlMs, signal),
-        fenceDue ? renewKey(fenceKeys, FENCE_PREFIX, nodeId, fenceTtlMs, signal) : undefined,
+        renewLeaseKey(store, readyKeys, READY_PREFIX, nodeId, ttlMs, signal),
+        fenceDue
+          ? renewLeaseKey(store, fenceKeys, FENCE_PREFIX, nodeId, fenceTtlMs, signal)
+          : undefined,
       ]);
       if (fenceDue) fenceRenewed.set(nodeId, now);
       return anew;
@@ -259,6 +158,7 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
     },
     view(nodeId, _rec, now) {
       // Before the copy has loaded nothing is known: not ready, never past the fence delay.
+      const { loaded } = state;
       if (loaded === undefined) {
         void follow();
         return { ready: false, notReadyForMs: 0, pastFenceDelay: false };
@@ -273,8 +173,8 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
       ]);
       const v = view(
         nodeId,
-        readyKv === undefined ? undefined : decode(readyKv),
-        fenceKv === undefined ? undefined : decode(fenceKv),
+        readyKv === undefined ? undefined : decodeHeldKey(readyKv),
+        fenceKv === undefined ? undefined : decodeHeldKey(fenceKv),
         now,
       );
       // The decision holds only while neither key came back (a heartbeat since renews them).
@@ -286,10 +186,6 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
         ],
       };
     },
-    close() {
-      void mirrors?.then((ms) => {
-        for (const m of ms) m.close();
-      });
-    },
+    close,
   };
 }

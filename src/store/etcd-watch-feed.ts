@@ -1,10 +1,15 @@
-import type { Etcd3, IEvent, IWatchResponse } from "etcd3";
+/**
+ * One etcd watch's stream, reopened after a disconnect and moved off a
+ * silent member; its responses are handled in `watch-response-handler.ts`.
+ */
+import type { Etcd3, IEvent } from "etcd3";
 import { RpcError } from "../core/index.js";
 import { etcd3 } from "./etcd3-module.js";
 import type { WatchEvent } from "./kv-store.js";
 import { createStreamSilence } from "./stream-silence.js";
 import { createWatchOutage } from "./watch-outage.js";
 import { createWatchQueue } from "./watch-queue.js";
+import { createWatchResponseHandler } from "./watch-response-handler.js";
 
 /**
  * A watch stream that said nothing for WATCH_QUIET_MS is asked for its
@@ -129,33 +134,7 @@ export function openWatchFeed(options: WatchFeedOptions): WatchFeed {
     clearTimeout(state.timer);
     state.timer = undefined;
   };
-  const onResponse = (res: IWatchResponse) => {
-    if (res.canceled) {
-      const compacted = Number(res.compact_revision);
-      return fail(
-        compacted > 0
-          ? new RpcError("WATCH_COMPACTED", {
-              cause: new Error(`etcd history is compacted up to revision ${compacted}`),
-            })
-          : new RpcError("STORE_UNAVAILABLE", {
-              cause: new Error(`etcd cancelled the watch: ${res.cancel_reason}`),
-            }),
-      );
-    }
-    if (res.created) confirmed();
-    // etcd's periodic progress (progress_notify), sent only to a watch that has been
-    // brought up to date: every event up to its revision was sent. Not the answer to a
-    // progress request (watch id -1): etcd 3.4 gives it the store's revision even while
-    // the watch is still catching up, and events below it would then be skipped.
-    else if (res.events.length === 0 && String(res.watch_id) !== "-1")
-      queue.progressed(Number(res.header?.revision ?? 0));
-    if (!queue.accept(res.events)) {
-      return fail(
-        new RpcError("STORE_UNAVAILABLE", { message: "watcher fell too far behind; watch again" }),
-      );
-    }
-    notify();
-  };
+  const onResponse = createWatchResponseHandler({ queue, fail, confirmed, notify });
   /** Waits for the new stream's confirmation as long as the outage's rules say. */
   const awaitConfirmation = (stream: WatchStream, current: () => boolean) => {
     const wait = outage.confirmation();
