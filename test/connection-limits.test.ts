@@ -5,16 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { openChannel, resolveContext } from "../src/client/index.js";
+import { resolveContext } from "../src/client/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { parseConfig, startRpcServer } from "../src/server/index.js";
+import { adminChannel } from "./helpers/audit-daemon.js";
 import { devDaemonArgs, startDaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
 import { createTestPki } from "./helpers/pki.js";
-
-const adminChannel = (dir: string, address: string) =>
-  openChannel({ ...resolveContext(join(dir, "hvctl.yaml"), "dev"), server: address });
 
 describe("TLS 1.2 when tls.minVersion allows it", () => {
   it("offers only ECDHE key exchange with AEAD ciphers", async () => {
@@ -177,25 +175,9 @@ describe("a flood under a low open-file limit", () => {
     const sessions: ClientHttp2Session[] = [];
     try {
       assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
-      const open = () =>
-        new Promise<void>((resolve) => {
-          const s = h2connect(`https://${d.grpcAddress}`, { ca, servername: "localhost" });
-          sessions.push(s);
-          s.on("error", () => resolve());
-          s.on("close", () => resolve());
-          s.on("connect", () => resolve());
-        });
       // More idle connections than the fd limit allows.
-      for (let i = 0; i < 500; i += 50) await Promise.all(Array.from({ length: 50 }, open));
-      const health = await fetch(`http://${d.httpAddress}/healthz`, {
-        signal: AbortSignal.timeout(5000),
-      });
-      assert.equal(health.status, 200);
-      const ready = await fetch(`http://${d.httpAddress}/readyz`, {
-        signal: AbortSignal.timeout(5000),
-      });
-      assert.equal(ready.status, 200, await ready.text());
-      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+      await floodIdle(`https://${d.grpcAddress}`, ca, sessions);
+      await assertStillServing(d.httpAddress, admin);
       const metrics = await (await fetch(`http://${d.httpAddress}/metrics`)).text();
       const total = /debvisor_rpc_connections_dropped_total\{reason="total"\} (\d+)/.exec(
         metrics,
@@ -228,26 +210,10 @@ describe("a flood under a low open-file limit", () => {
     const sessions: ClientHttp2Session[] = [];
     try {
       assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
-      const open = () =>
-        new Promise<void>((resolve) => {
-          const s = h2connect(panelUrl, { ca, servername: "localhost" });
-          sessions.push(s);
-          s.on("error", () => resolve());
-          s.on("close", () => resolve());
-          s.on("connect", () => resolve());
-        });
       // An outsider's idle connections to the panel port, more than the fd limit allows:
       // before, the panel took them all and the daemon had no descriptor left.
-      for (let i = 0; i < 500; i += 50) await Promise.all(Array.from({ length: 50 }, open));
-      const health = await fetch(`http://${d.httpAddress}/healthz`, {
-        signal: AbortSignal.timeout(5000),
-      });
-      assert.equal(health.status, 200);
-      const ready = await fetch(`http://${d.httpAddress}/readyz`, {
-        signal: AbortSignal.timeout(5000),
-      });
-      assert.equal(ready.status, 200, await ready.text());
-      assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+      await floodIdle(panelUrl, ca, sessions);
+      await assertStillServing(d.httpAddress, admin);
     } finally {
       for (const s of sessions) s.destroy();
       admin.close();
@@ -256,3 +222,30 @@ describe("a flood under a low open-file limit", () => {
     }
   });
 });
+
+/** Opens 500 idle HTTP/2 connections to `url` (50 at a time), each kept in `sessions`. */
+async function floodIdle(url: string, ca: string, sessions: ClientHttp2Session[]): Promise<void> {
+  const open = () =>
+    new Promise<void>((resolve) => {
+      const s = h2connect(url, { ca, servername: "localhost" });
+      sessions.push(s);
+      s.on("error", () => resolve());
+      s.on("close", () => resolve());
+      s.on("connect", () => resolve());
+    });
+  for (let i = 0; i < 500; i += 50) await Promise.all(Array.from({ length: 50 }, open));
+}
+
+/** /healthz and /readyz answer 200 and an admin's ListNodes succeeds. */
+async function assertStillServing(
+  httpAddress: string,
+  admin: ReturnType<typeof adminChannel>,
+): Promise<void> {
+  const health = await fetch(`http://${httpAddress}/healthz`, {
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(health.status, 200);
+  const ready = await fetch(`http://${httpAddress}/readyz`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(ready.status, 200, await ready.text());
+  assert.equal((await rawUnary(admin, LIST_NODES, Buffer.alloc(0))).error, undefined);
+}

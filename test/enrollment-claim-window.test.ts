@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
-import { type ResolvedContext, resolveContext } from "../src/client/index.js";
+import type { ResolvedContext } from "../src/client/index.js";
 import { createCsr } from "../src/pki/index.js";
-import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
-import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
+import type { DaemonProcess } from "./helpers/daemon-process.js";
+import { callOutcome, devClients } from "./helpers/dev-clients.js";
+import { startProvisionerDaemon } from "./helpers/provisioner-daemon.js";
 
 /**
  * Found by an adversarial review of enrollment: two enrolments of one new
@@ -27,16 +28,9 @@ describe("an enrolment that starts while another of its name is being issued", (
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-claim-"));
-    daemon = await startDevDaemon(dir, {
-      rbac: { roles: [{ name: "provisioner", grants: ["pki:token:create", "node:*"] }] },
+    ({ daemon, admin, provisioner } = await startProvisionerDaemon(dir, channels, {
       pki: { enrollLimit: { ratePerSecond: 100, burst: 1000 } },
-    });
-    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-    const key = await clientsOf(admin).access.createApiKey({
-      principal: "provision-bot",
-      roles: ["provisioner"],
-    });
-    provisioner = clientsOf(bearerContext(admin, key.token));
+    }));
   });
   after(() => {
     for (const ch of channels) ch.close();

@@ -5,10 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { type ResolvedContext, resolveContext } from "../src/client/index.js";
+import type { ResolvedContext } from "../src/client/index.js";
 import { createCsr } from "../src/pki/index.js";
-import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
-import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
+import type { DaemonProcess } from "./helpers/daemon-process.js";
+import { callOutcome, devClients } from "./helpers/dev-clients.js";
+import { startProvisionerDaemon } from "./helpers/provisioner-daemon.js";
 
 /**
  * Found by an adversarial review of the built-in CA: `IssueCertificate`
@@ -27,15 +28,7 @@ describe("an enrollment token for a node that already exists", () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-token-node-"));
-    daemon = await startDevDaemon(dir, {
-      rbac: { roles: [{ name: "provisioner", grants: ["pki:token:create", "node:*"] }] },
-    });
-    admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-    const key = await clientsOf(admin).access.createApiKey({
-      principal: "provision-bot",
-      roles: ["provisioner"],
-    });
-    provisioner = clientsOf(bearerContext(admin, key.token));
+    ({ daemon, admin, provisioner } = await startProvisionerDaemon(dir, channels));
   });
   after(() => {
     for (const ch of channels) ch.close();
