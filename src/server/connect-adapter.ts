@@ -1,34 +1,12 @@
-import { randomUUID } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import {
   Code as ConnectCode,
   ConnectError,
   createConnectRouter,
-  createContextKey,
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
-import {
-  createAsyncIterable,
-  encodeEnvelope,
-  readAllBytes,
-  type UniversalHandler,
-  type UniversalServerResponse,
-} from "@connectrpc/connect/protocol";
-import {
-  codeToHttpStatus,
-  createEndStreamSerialization,
-  endStreamFlag,
-  errorFromJsonBytes,
-  errorToJsonBytes,
-} from "@connectrpc/connect/protocol-connect";
-import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import {
-  setTrailerStatus,
-  trailerFlag,
-  trailerParse,
-  trailerSerialize,
-} from "@connectrpc/connect/protocol-grpc-web";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import {
   compressionBrotli,
   compressionGzip,
@@ -39,7 +17,6 @@ import {
   type BoundMethod,
   type CallContext,
   type CallObserver,
-  Code,
   composeStages,
   handlerResult,
   type Logger,
@@ -49,17 +26,10 @@ import {
   type Stage,
   toRpcError,
 } from "../core/index.js";
-import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
+import { CALLER, type ConnectCaller, startConnectCall } from "./connect-call.js";
+import { answeredByCatalogue, toConnectError } from "./connect-errors.js";
 
-/** What the panel's listener knows of a request before the pipeline runs. */
-export interface ConnectCaller {
-  /** `host:port` of the remote socket. */
-  readonly address: string;
-  /** The credential to hand the authentication stage (`Bearer <token>`), if any. */
-  readonly authorization: string | undefined;
-  /** The sign-in session the call belongs to: its streams end when the session does. */
-  readonly sessionId: string | undefined;
-}
+export type { ConnectCaller } from "./connect-call.js";
 
 /** Options of {@link createConnectAdapter}. */
 export interface ConnectAdapterOptions {
@@ -96,8 +66,6 @@ export type NodeHandler = (
   res: import("node:http").ServerResponse | import("node:http2").Http2ServerResponse,
 ) => void;
 
-const CALLER = createContextKey<ConnectCaller | undefined>(undefined);
-
 /**
  * Serves unary and server-streaming methods over the Connect protocol with
  * `@connectrpc/connect-node`, running the same stage pipeline (composed by
@@ -109,52 +77,7 @@ const CALLER = createContextKey<ConnectCaller | undefined>(undefined);
 export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAdapter {
   const now = options.now ?? Date.now;
   const inflight = new Map<AbortController, string | undefined>();
-
-  function startCall(method: BoundMethod, hc: HandlerContext) {
-    const caller = hc.values.get(CALLER);
-    const controller = new AbortController();
-    inflight.set(controller, caller?.sessionId);
-    const onAbort = () => controller.abort(new RpcError("CANCELLED"));
-    hc.signal.addEventListener("abort", onAbort, { once: true });
-    const requestId = randomUUID();
-    hc.responseHeader.set("x-request-id", requestId);
-    const timeout = hc.timeoutMs();
-    const startedAt = now();
-    const ctx: CallContext = {
-      requestId,
-      method: method.spec,
-      // Browsers present no client certificate: identity comes only from the bearer credential.
-      peer: { address: caller?.address ?? "" },
-      headers: {
-        get(name) {
-          if (name === "authorization") return caller?.authorization;
-          return hc.requestHeader.get(name) ?? undefined;
-        },
-      },
-      deadline: timeout === undefined ? undefined : startedAt + timeout,
-      signal: controller.signal,
-      startedAt,
-      log: options.logger.child({ requestId, method: method.spec.path, transport: "connect" }),
-      notes: {},
-    };
-    options.observer.onStart(ctx);
-    return {
-      ctx,
-      over() {
-        if (!controller.signal.aborted) controller.abort(new RpcError("CANCELLED"));
-      },
-      settle(error: RpcError | undefined) {
-        hc.signal.removeEventListener("abort", onAbort);
-        inflight.delete(controller);
-        if (error !== undefined)
-          ctx.log[error.code === Code.Internal ? "error" : "debug"](
-            { code: error.code, reason: error.reason, err: error.cause ?? error },
-            "call failed",
-          );
-        options.observer.onEnd(ctx, error, now() - startedAt);
-      },
-    };
-  }
+  const deps = { inflight, now, observer: options.observer, logger: options.logger };
 
   function pipelineFor(method: BoundMethod): Next {
     const handler = method.handler as (request: unknown, ctx: CallContext) => unknown;
@@ -166,7 +89,7 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
   function unary(method: BoundMethod) {
     const pipeline = pipelineFor(method);
     return async (request: unknown, hc: HandlerContext) => {
-      const call = startCall(method, hc);
+      const call = startConnectCall(deps, method, hc);
       try {
         const result = await pipeline({ ctx: call.ctx, request });
         if (result.kind !== "unary")
@@ -184,7 +107,7 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
   function serverStreaming(method: BoundMethod) {
     const pipeline = pipelineFor(method);
     return async function* (request: unknown, hc: HandlerContext) {
-      const call = startCall(method, hc);
+      const call = startConnectCall(deps, method, hc);
       let error: RpcError | undefined;
       try {
         const result = await pipeline({ ctx: call.ctx, request });
@@ -263,103 +186,4 @@ export function createConnectAdapter(options: ConnectAdapterOptions): ConnectAda
           c.abort(new RpcError("UNAUTHENTICATED", { cause: new Error("panel session ended") }));
     },
   };
-}
-
-/** The error a browser sees: the catalogue's code, reason and message, never the cause. */
-function toConnectError(error: RpcError, ctx: CallContext): ConnectError {
-  const metadata = new Headers({
-    "x-request-id": ctx.requestId,
-    "debvisor-error-reason": error.reason,
-  });
-  if (error.retryAfterMs !== undefined) metadata.set("retry-after-ms", String(error.retryAfterMs));
-  const message =
-    error.code === Code.Internal
-      ? `internal error (request id ${ctx.requestId})`
-      : error.clientMessage;
-  const details =
-    error.fieldViolations !== undefined && error.fieldViolations.length > 0
-      ? [{ desc: BadRequestSchema, value: { fieldViolations: [...error.fieldViolations] } }]
-      : [];
-  return new ConnectError(message, error.code as number as ConnectCode, metadata, details);
-}
-
-/** Largest refusal of Connect's own that is read to be answered anew. */
-const MAX_REFUSAL_BYTES = 64 * 1024;
-
-/**
- * A response Connect made itself, before the pipeline ran (no request id):
- * a request it could not decode, whose message is the decoder's own text
- * ("cannot decode message ... from JSON: ...", or INTERNAL "parse binary:
- * premature EOF"). Answered as the gRPC adapter answers it,
- * REQUEST_MALFORMED with the catalogue's message, the decoder's text only
- * in the log; in each form Connect serves (Connect unary and streaming,
- * gRPC-Web). Other refusals (a wrong content type, a request too large)
- * pass as they are.
- */
-async function answeredByCatalogue(
-  h: UniversalHandler,
-  res: UniversalServerResponse,
-  logger: Logger,
-): Promise<UniversalServerResponse> {
-  const header = new Headers(res.header);
-  if (header.has("x-request-id") || res.body === undefined) return res;
-  const type = header.get("content-type") ?? "";
-  const form = type.startsWith("application/grpc-web")
-    ? "grpc-web"
-    : type.startsWith("application/connect+")
-      ? "stream"
-      : res.status !== 200
-        ? "unary"
-        : undefined;
-  if (form === undefined) return res;
-  const bytes =
-    res.body instanceof Uint8Array ? res.body : await readAllBytes(res.body, MAX_REFUSAL_BYTES);
-  const fallback = new ConnectError("undecodable refusal", ConnectCode.Internal);
-  const theirs = header.has("content-encoding")
-    ? fallback
-    : form === "unary"
-      ? errorFromJsonBytes(bytes, undefined, fallback)
-      : form === "stream"
-        ? errorFromJsonBytes(lastEnvelope(bytes), undefined, fallback)
-        : (findTrailerError(trailerParse(lastEnvelope(bytes))) ?? fallback);
-  if (theirs.code !== ConnectCode.InvalidArgument && theirs.code !== ConnectCode.Internal)
-    return { ...res, body: createAsyncIterable([bytes]) };
-  const error = new RpcError("REQUEST_MALFORMED", { cause: theirs });
-  const requestId = randomUUID();
-  logger.debug(
-    { requestId, method: h.requestPath, transport: "connect", reason: error.reason, err: theirs },
-    "call failed",
-  );
-  const ours = new ConnectError(error.clientMessage, error.code as number as ConnectCode);
-  const meta = { "x-request-id": requestId, "debvisor-error-reason": error.reason };
-  header.delete("content-encoding");
-  if (form === "grpc-web") {
-    const trailer = new Headers(meta);
-    setTrailerStatus(trailer, ours);
-    const body = encodeEnvelope(trailerFlag, trailerSerialize(trailer));
-    return { status: 200, header, body: createAsyncIterable([body]) };
-  }
-  if (form === "stream") {
-    const end = createEndStreamSerialization(undefined).serialize({
-      metadata: new Headers(meta),
-      error: ours,
-    });
-    return { status: 200, header, body: createAsyncIterable([encodeEnvelope(endStreamFlag, end)]) };
-  }
-  const body = errorToJsonBytes(ours, undefined);
-  for (const [k, v] of Object.entries(meta)) header.set(k, v);
-  header.set("content-length", String(body.byteLength));
-  return { status: codeToHttpStatus(ours.code), header, body: createAsyncIterable([body]) };
-}
-
-/** The payload of the last envelope (5-byte prefix: flags, big-endian length) in `bytes`. */
-function lastEnvelope(bytes: Uint8Array): Uint8Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let last: Uint8Array = new Uint8Array(0);
-  for (let at = 0; at + 5 <= bytes.byteLength; ) {
-    const end = at + 5 + view.getUint32(at + 1);
-    last = bytes.subarray(at + 5, end);
-    at = end;
-  }
-  return last;
 }
