@@ -1,5 +1,3 @@
-import { createReadStream, existsSync } from "node:fs";
-import { createInterface } from "node:readline";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { defineService, RpcError, type ServiceBinding, scopeOf } from "../core/index.js";
 import {
@@ -7,6 +5,7 @@ import {
   type AuditRecordInfoSchema,
   AuditService,
 } from "../gen/debvisor/v1/audit_pb.js";
+import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.js";
 import type { AuditLog } from "./audit-log.js";
 import type { AuditRecord } from "./audit-record.js";
 
@@ -65,25 +64,58 @@ function matcher(
     Date.parse(r.ts) <= until;
 }
 
-async function* readRecords(path: string, signal: AbortSignal): AsyncIterable<AuditRecord> {
-  if (!existsSync(path)) return;
-  const lines = createInterface({
-    input: createReadStream(path),
-    crlfDelay: Number.POSITIVE_INFINITY,
-  });
-  try {
-    for await (const line of lines) {
-      if (signal.aborted) return;
-      if (line === "") continue;
-      try {
-        yield JSON.parse(line) as AuditRecord;
-      } catch {
-        // A torn line at the very end is repaired at the next start; skip it here.
-      }
+/**
+ * A page token: the seq of the last record given and where its line starts
+ * (`seq.offset`), so the next page reads on from there instead of from the
+ * file's start; a plain seq (tokens of earlier daemons) still works.
+ */
+function parsePageToken(token: string): { after: number; at: number | undefined } {
+  if (token === "") return { after: 0, at: undefined };
+  const m = /^(\d{1,15})(?:\.(\d{1,15}))?$/.exec(token);
+  if (m === null) throw new RpcError("PAGE_TOKEN_INVALID");
+  return { after: Number(m[1]), at: m[2] === undefined ? undefined : Number(m[2]) };
+}
+
+/**
+ * The records after seq `after`, oldest first. From `at` when the record
+ * there is that very one (seqs in a file are consecutive, so the next
+ * line is the next record); otherwise (the file rotated since, or a token
+ * made up) from the file's start, skipping to the first seq past `after`.
+ */
+async function* recordsAfter(
+  path: string,
+  after: number,
+  at: number | undefined,
+  signal: AbortSignal,
+): AsyncIterable<{ record: AuditRecord; at: number }> {
+  if (at !== undefined) {
+    let found = false;
+    for await (const placed of readAuditRecords(path, signal, at)) {
+      if (!found && placed.record.seq !== after) break;
+      if (found) yield placed;
+      found = true;
     }
-  } finally {
-    lines.close();
+    if (found) return;
   }
+  for await (const placed of readAuditRecords(path, signal))
+    if (placed.record.seq > after) yield placed;
+}
+
+/** The last `n` matching records, oldest first, read from the end of the file. */
+async function lastRecords(
+  path: string,
+  n: number,
+  match: (r: AuditRecord) => boolean,
+  signal: AbortSignal,
+): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  if (n === 0) return out;
+  for await (const r of readAuditRecordsBackward(path, signal)) {
+    if (!match(r)) continue;
+    out.push(r);
+    if (out.length === n) break;
+  }
+  return out.reverse();
 }
 
 /** AuditService: list and follow the audit trail of the current file. */
@@ -97,23 +129,32 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
     {
       async listAuditRecords(req, ctx) {
         const match = matcher(req.filter, scopeOf(ctx).canSee);
+        if (req.tail > 0) {
+          if (req.pageToken !== "")
+            throw new RpcError("INVALID_ARGUMENT", {
+              message: "tail: the last records come in one page; send no page_token with it",
+            });
+          const last = await lastRecords(deps.log.path, req.tail, match, ctx.signal);
+          return { records: last.map(info), nextPageToken: "" };
+        }
         const size = req.pageSize === 0 ? 100 : Math.min(req.pageSize, 1000);
-        const after = req.pageToken === "" ? 0 : Number(req.pageToken);
-        if (!Number.isSafeInteger(after) || after < 0) throw new RpcError("PAGE_TOKEN_INVALID");
+        const { after, at } = parsePageToken(req.pageToken);
         const out: AuditRecord[] = [];
+        let lastAt = 0;
         let more = false;
-        for await (const r of readRecords(deps.log.path, ctx.signal)) {
-          if (r.seq <= after || !match(r)) continue;
+        for await (const placed of recordsAfter(deps.log.path, after, at, ctx.signal)) {
+          if (!match(placed.record)) continue;
           if (out.length === size) {
             more = true;
             break;
           }
-          out.push(r);
+          out.push(placed.record);
+          lastAt = placed.at;
         }
         const last = out[out.length - 1];
         return {
           records: out.map(info),
-          nextPageToken: more && last !== undefined ? String(last.seq) : "",
+          nextPageToken: more && last !== undefined ? `${last.seq}.${lastAt}` : "",
         };
       },
       async *followAuditRecords(req, ctx) {
@@ -133,14 +174,7 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
         ctx.signal.addEventListener("abort", onAbort);
         deps.closing.addEventListener("abort", onAbort);
         try {
-          const backlog: AuditRecord[] = [];
-          if (req.backlog > 0) {
-            for await (const r of readRecords(deps.log.path, ctx.signal)) {
-              if (!match(r)) continue;
-              backlog.push(r);
-              if (backlog.length > req.backlog) backlog.shift();
-            }
-          }
+          const backlog = await lastRecords(deps.log.path, req.backlog, match, ctx.signal);
           let lastSeq = 0;
           for (const r of backlog) {
             lastSeq = r.seq;

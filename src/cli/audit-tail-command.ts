@@ -3,6 +3,7 @@
  * until Ctrl-C.
  */
 import type { Command } from "commander";
+import type { ServiceClient } from "../client/index.js";
 import { type AuditRecordInfo, AuditService } from "../gen/debvisor/v1/audit_pb.js";
 import { type AuditFilterOptions, auditFilterOf, auditFilters } from "./audit-filters.js";
 import { printAuditRecords } from "./audit-record-print.js";
@@ -10,6 +11,31 @@ import type { CliContext } from "./cli-context.js";
 import { parseWhole } from "./duration.js";
 import { withExamples } from "./help-text.js";
 import { watchInterrupts } from "./progress.js";
+
+/**
+ * The last `n` matching records, oldest first: one call where the daemon
+ * reads them from the end of its trail (`tail`); a daemon from before
+ * `tail` answers the first page instead (it has a next page, or it holds
+ * fewer records than that page), and is paged through to the end.
+ */
+export async function lastRecords(
+  client: ServiceClient<typeof AuditService>,
+  filter: ReturnType<typeof auditFilterOf>,
+  n: number,
+): Promise<AuditRecordInfo[]> {
+  if (n === 0) return [];
+  const first = await client.listAuditRecords({ filter, tail: n });
+  if (first.nextPageToken === "") return first.records.slice(-n);
+  const last = [...first.records];
+  let pageToken = first.nextPageToken;
+  for (let pages = 0; pageToken !== "" && pages < 10_000; pages++) {
+    const page = await client.listAuditRecords({ filter, pageSize: 1000, pageToken });
+    last.push(...page.records);
+    if (last.length > n) last.splice(0, last.length - n);
+    pageToken = page.nextPageToken;
+  }
+  return last.slice(-n);
+}
 
 /** Adds `tail` to `hvctl audit`. */
 export function addAuditTailCommand(audit: Command, cli: () => CliContext): void {
@@ -25,20 +51,7 @@ export function addAuditTailCommand(audit: Command, cli: () => CliContext): void
       const n = parseWhole("--lines", opts.lines, 0, 1000);
       const client = ctx.client(AuditService);
       if (!opts.follow) {
-        const last: AuditRecordInfo[] = [];
-        let pageToken = "";
-        let pages = 0;
-        do {
-          const page = await client.listAuditRecords({
-            filter: auditFilterOf(opts),
-            pageSize: 1000,
-            pageToken,
-          });
-          last.push(...page.records);
-          if (last.length > n) last.splice(0, last.length - n);
-          pageToken = page.nextPageToken;
-        } while (pageToken !== "" && ++pages < 10_000);
-        printAuditRecords(ctx, last, true);
+        printAuditRecords(ctx, await lastRecords(client, auditFilterOf(opts), n), true);
         return;
       }
       const abort = new AbortController();

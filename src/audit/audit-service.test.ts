@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { type CallContext, RpcError, silentLogger } from "../core/index.js";
+import {
+  type AuditRecordInfo,
+  type ListAuditRecordsRequest,
+  ListAuditRecordsRequestSchema,
+  type ListAuditRecordsResponse,
+} from "../gen/debvisor/v1/audit_pb.js";
+import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.js";
+import { openAuditLog } from "./audit-log.js";
+import type { AuditFields } from "./audit-record.js";
+import { createAuditService } from "./audit-service.js";
+
+const fields = (i: number, tenant: string, argsBytes: number): AuditFields => ({
+  event: "rpc",
+  requestId: `r-${i}`,
+  principal: "p",
+  authMethod: "mtls",
+  keyId: "",
+  tenant,
+  peer: "127.0.0.1:1",
+  service: "s",
+  method: i % 3 === 0 ? "GetVm" : "ListVms",
+  permission: "vm:read",
+  decision: "allow",
+  reason: "",
+  args: "x".repeat(argsBytes),
+  code: "OK",
+  error: "",
+  durationMs: 1,
+});
+
+/** A trail of `n` records (and the start record), some of them longer than a read. */
+async function trail(n: number) {
+  const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+  const log = await openAuditLog({ path, logger: silentLogger });
+  for (let i = 1; i <= n; i++)
+    await log.append(fields(i, i % 2 === 0 ? "acme" : "globex", i % 97 === 0 ? 150_000 : 200));
+  const closing = new AbortController();
+  const service = createAuditService({ log, closing: closing.signal });
+  const list = service.methods.find((m) => m.spec.name === "ListAuditRecords")?.handler as (
+    req: ListAuditRecordsRequest,
+    ctx: CallContext,
+  ) => Promise<ListAuditRecordsResponse>;
+  const call = (req: MessageInitShape<typeof ListAuditRecordsRequestSchema>, tenant?: string) =>
+    list(create(ListAuditRecordsRequestSchema, req), {
+      signal: new AbortController().signal,
+      scope: {
+        tenant,
+        clusterWide: tenant === undefined,
+        canSee: (t: string) => tenant === undefined || t === tenant,
+      },
+    } as unknown as CallContext);
+  return { path, log, call, close: () => log.close() };
+}
+
+/** Every page of a listing, following its tokens. */
+async function allPages(
+  call: (
+    req: MessageInitShape<typeof ListAuditRecordsRequestSchema>,
+  ) => Promise<ListAuditRecordsResponse>,
+  req: MessageInitShape<typeof ListAuditRecordsRequestSchema>,
+): Promise<{ records: AuditRecordInfo[]; tokens: string[] }> {
+  const records: AuditRecordInfo[] = [];
+  const tokens: string[] = [];
+  let pageToken = "";
+  for (let pages = 0; pages < 1000; pages++) {
+    const page = await call({ ...req, pageToken });
+    records.push(...page.records);
+    if (page.nextPageToken === "") break;
+    tokens.push(page.nextPageToken);
+    pageToken = page.nextPageToken;
+  }
+  return { records, tokens };
+}
+
+const seqs = (rs: readonly AuditRecordInfo[]) => rs.map((r) => Number(r.seq));
+
+describe("reading an audit file", () => {
+  it("forward from a line's offset and backward give the same records, long lines and a torn end included", async () => {
+    const t = await trail(300);
+    await t.close();
+    // A line still being written, and a line that is not a record.
+    appendFileSync(t.path, '{"seq":999,"event":"rp');
+    const signal = new AbortController().signal;
+    const forward = [];
+    for await (const p of readAuditRecords(t.path, signal)) forward.push(p);
+    assert.deepEqual(
+      forward.map((p) => p.record.seq),
+      Array.from({ length: 301 }, (_, i) => i + 1),
+    );
+    const text = readFileSync(t.path);
+    for (const p of forward) assert.ok(p.at === 0 || text[p.at - 1] === 0x0a, "a line's start");
+    const backward = [];
+    for await (const r of readAuditRecordsBackward(t.path, signal)) backward.push(r.seq);
+    assert.deepEqual(backward, [...forward.map((p) => p.record.seq)].reverse());
+    const from = forward[150];
+    const rest = [];
+    for await (const p of readAuditRecords(t.path, signal, from?.at)) rest.push(p.record.seq);
+    assert.deepEqual(
+      rest,
+      forward.slice(150).map((p) => p.record.seq),
+    );
+    writeFileSync(t.path, "not a record\n");
+    const none = [];
+    for await (const r of readAuditRecordsBackward(t.path, signal)) none.push(r);
+    assert.deepEqual(none, []);
+  });
+});
+
+describe("AuditService.ListAuditRecords", () => {
+  it("pages through every matching record once, in order, to a tenant only its own", async () => {
+    const t = await trail(400);
+    try {
+      const all = await allPages(t.call, { pageSize: 7 });
+      assert.deepEqual(
+        seqs(all.records),
+        Array.from({ length: 401 }, (_, i) => i + 1),
+      );
+      const acme = await allPages((r) => t.call(r, "acme"), {
+        pageSize: 9,
+        filter: { method: "GetVm" },
+      });
+      assert.ok(acme.records.length > 20);
+      assert.ok(acme.records.every((r) => r.tenant === "acme" && r.method === "GetVm"));
+      assert.equal(acme.records.length, new Set(seqs(acme.records)).size, "no record twice");
+      // A token of an earlier daemon (a plain seq) and one whose offset points elsewhere
+      // (a made-up token, or the file rotated since) page on from the same record.
+      const token = all.tokens[10] as string;
+      const [seq] = token.split(".");
+      const expected = seqs((await t.call({ pageSize: 7, pageToken: token })).records);
+      for (const other of [seq as string, `${seq}.0`, `${seq}.5`, `${seq}.999999999`])
+        assert.deepEqual(seqs((await t.call({ pageSize: 7, pageToken: other })).records), expected);
+      await assert.rejects(
+        t.call({ pageToken: "1.2.3" }),
+        (e: unknown) => e instanceof RpcError && e.reason === "PAGE_TOKEN_INVALID",
+      );
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("gives the last records with tail, newest last, only those the caller may see", async () => {
+    const t = await trail(400);
+    try {
+      const last = await t.call({ tail: 5 });
+      assert.deepEqual(seqs(last.records), [397, 398, 399, 400, 401]);
+      assert.equal(last.nextPageToken, "");
+      const acme = await t.call({ tail: 4, filter: { method: "GetVm" } }, "acme");
+      // acme: even i; GetVm: i a multiple of 3; record i has seq i + 1 (the start record is 1).
+      assert.deepEqual(seqs(acme.records), [379, 385, 391, 397]);
+      assert.ok(acme.records.every((r) => r.tenant === "acme" && r.method === "GetVm"));
+      const many = await t.call({ tail: 1000 }, "globex");
+      assert.equal(many.records.length, 200, "every globex record, no more");
+      await assert.rejects(
+        t.call({ tail: 3, pageToken: "5" }),
+        (e: unknown) => e instanceof RpcError && e.reason === "INVALID_ARGUMENT",
+      );
+    } finally {
+      await t.close();
+    }
+  });
+});
