@@ -1,9 +1,8 @@
-import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
 import { AgentError, agentFiles, createSystemdNotifier } from "../client/index.js";
-import type { Logger } from "../core/index.js";
+import { createOpenedResources, type Logger, type OpenedResources } from "../core/index.js";
 import {
   createOperationExecutor,
   OPERATION_CAPABILITIES,
@@ -15,6 +14,7 @@ import type { AgentConfig } from "./agent-config.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { createAgentLinkHandlers } from "./agent-link-handlers.js";
+import { writeAgentPidFile } from "./agent-pid-file.js";
 import { scheduleRenewal } from "./certificate-renewal.js";
 import { createFencedVmReports } from "./fenced-vm-reports.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
@@ -43,7 +43,10 @@ export function createAgentLogger(level: string): Logger {
  * watchdog), holds the stream to the control plane, runs what it is sent,
  * and renews its certificate when `renewAtFraction` of its life has passed.
  * Resolves after SIGTERM or SIGINT once the stream is closed; running
- * operations are left to the next start, which settles them.
+ * operations are left to the next start, which settles them. Whether it
+ * stops or its start-up fails midway, what it opened is undone: its pid
+ * file removed (while it still names this process), its signal handlers
+ * and the faults watcher removed, the hypervisor closed.
  */
 export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Promise<void> {
   if (config.servers.length === 0)
@@ -51,6 +54,22 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
       "servers: at least one control-plane address (--server, DEBVISOR_AGENT_SERVERS)",
     );
   const log = createAgentLogger(config.logLevel);
+  // What start-up opens is undone, newest first, when it fails midway as when the agent stops.
+  const opened = createOpenedResources(log);
+  try {
+    await serve(config, env, log, opened);
+  } finally {
+    await opened.unwind();
+  }
+}
+
+/** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
+async function serve(
+  config: AgentConfig,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  opened: OpenedResources,
+): Promise<void> {
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
   // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.
@@ -59,21 +78,28 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     log.warn({ node: nodeId, faults: f }, `faults now: ${describeFaults(f)}`);
     if (f.partitioned) cut();
   });
+  opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
   const hv = openNodeHypervisor(config, nodeId, log, {
     now,
     failMigrationAt: () => faults.current().failMigrationAt,
     holdMigrationAt: () => faults.current().holdMigrationAt,
   });
-  // So an operator or a test can signal this very process: kill -STOP $(cat DIR/agent.pid).
-  const pidFile = join(config.dir, "agent.pid");
-  writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  opened.push("hypervisor", () => hv.close());
+  opened.push("pid file", writeAgentPidFile(config.dir));
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
+  opened.push("systemd notifier", () => notifier.close());
   const stop = new AbortController();
+  // Undone, everything that follows the stop signal ends too (the self-fence's clock among them).
+  opened.push("stop", () => stop.abort());
   const onSignal = () => stop.abort();
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+  opened.push("signal handlers", () => {
+    process.removeListener("SIGTERM", onSignal);
+    process.removeListener("SIGINT", onSignal);
+  });
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
   let beat: () => Promise<void> = () => Promise.resolve();
@@ -168,16 +194,11 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
     () => link.server() ?? config.servers[0],
     stop.signal,
   );
+  opened.push("certificate renewal", () => renewal.cancel());
   log.info({ node: nodeId, driver: hv.driver.kind, servers: config.servers }, "agent running");
   await notifier.ready(`node ${nodeId}: connecting`);
   await link.done;
-  faults.close();
-  hv.close();
-  rmSync(pidFile, { force: true });
-  renewal.cancel();
   await notifier.stopping();
-  notifier.close();
-  process.removeListener("SIGTERM", onSignal);
-  process.removeListener("SIGINT", onSignal);
+  await opened.unwind();
   log.info({ node: nodeId, running: executor.running() }, "agent stopped");
 }

@@ -28,7 +28,7 @@ describe("an agent's start through the executors", () => {
       const operations = createAgentOperations(store, systemClock);
       const executors = createAgentExecutors({
         store,
-        inventory: {} as Inventory,
+        inventory: { onNodeRemoved: () => () => {} } as unknown as Inventory,
         operations,
         clock: systemClock,
         logger: silentLogger,

@@ -1,9 +1,10 @@
 /**
  * The control plane's executors when nodes run agents: the composition
  * that hands out, per node, either the local executors' driver or an agent
- * driver (`createAgentDriver`), built once per node and kept.
+ * driver (`createAgentDriver`), built once per node and kept until the
+ * node is removed.
  */
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, nodeKey } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { type AgentDriver, type AgentDriverDeps, createAgentDriver } from "./agent-driver.js";
 import { createAgentOperationCaller } from "./agent-operation-call.js";
@@ -73,6 +74,10 @@ export function createAgentExecutors(options: AgentExecutorsOptions): Executors 
     reportWaitMs: options.reportWaitMs ?? 30_000,
   };
   const drivers = new Map<string, AgentDriver>();
+  // A removed node's driver goes with it (ids taken in any case); one that reports again gets a new one.
+  options.inventory.onNodeRemoved((removed) => {
+    for (const id of drivers.keys()) if (nodeKey(id) === removed) drivers.delete(id);
+  });
 
   return {
     forNode(nodeId) {

@@ -143,6 +143,15 @@ export interface Inventory {
    */
   remove(id: string, unchanged: Compare, signal?: AbortSignal): Promise<boolean>;
   /**
+   * Calls `listener` with the id of each node whose record is deleted, here
+   * or by another process (once the records are followed: the first read or
+   * heartbeat), so per-node state elsewhere can be dropped with it; returns
+   * the function that stops it.
+   */
+  onNodeRemoved(listener: (nodeId: string) => void): () => void;
+  /** How many nodes the liveness keeps bookkeeping for (tests and metrics): none left of removed ones. */
+  livenessTracked(): number;
+  /**
    * Moves a VM's entry from one node's last report to another's in one
    * transaction, so the view never shows it twice or nowhere after a
    * migration or failover; the nodes' next heartbeats confirm it. Written
@@ -207,6 +216,11 @@ export function createInventory(options: InventoryOptions): Inventory {
   /** Records with the control plane's tenants applied, kept while their VMs' records are unchanged. */
   const { withFacts } = createFacedRecords(vmRecords);
   const nodeRecords = createNodeRecords({ store, vmRecords, withFacts, logger: options.logger });
+  // What is kept per node goes with its record, whichever process removed it.
+  nodeRecords.onRemoved((id) => {
+    backFromLapse.delete(id);
+    liveness.forget(id);
+  });
   const nodes = createInventoryNodes({
     store,
     clock,
@@ -247,6 +261,8 @@ export function createInventory(options: InventoryOptions): Inventory {
     vmsWithDisk: vms.vmsWithDisk,
     cordon: nodes.cordon,
     remove: nodes.remove,
+    onNodeRemoved: (listener) => nodeRecords.onRemoved(listener),
+    livenessTracked: () => liveness.tracked(),
     moveVm,
     assignTenant: facts.assignTenant,
     setLabels: facts.setLabels,

@@ -51,6 +51,10 @@ export interface NodeLiveness {
   view(nodeId: string, rec: NodeRecord, now: number): LivenessView;
   /** The node's liveness from the store itself, with the compares a failover's txn needs. */
   check(nodeId: string, rec: NodeRecord, now: number, signal?: AbortSignal): Promise<LivenessCheck>;
+  /** The node was removed: drops what this process kept of it (its keys expire on their own). */
+  forget(nodeId: string): void;
+  /** How many nodes this process keeps bookkeeping for (tests and metrics). */
+  tracked(): number;
   close(): void;
 }
 
@@ -95,6 +99,8 @@ function clockLiveness(options: NodeLivenessOptions): NodeLiveness {
     ready: async () => {},
     view,
     check: async (id, rec, now) => ({ ...view(id, rec, now), compares: [] }),
+    forget: () => {},
+    tracked: () => 0,
     close: () => {},
   };
 }
@@ -185,6 +191,15 @@ function leaseLiveness(options: NodeLivenessOptions): NodeLiveness {
           { key: FENCE_PREFIX + nodeId, modRevision: fenceKv?.modRevision ?? 0 },
         ],
       };
+    },
+    forget(nodeId) {
+      fenceRenewed.delete(nodeId);
+      state.lostAt.delete(nodeId);
+    },
+    tracked() {
+      let n = fenceRenewed.size;
+      for (const id of state.lostAt.keys()) if (!fenceRenewed.has(id)) n++;
+      return n;
     },
     close,
   };

@@ -20,6 +20,7 @@ import {
   type PrefixMirror,
 } from "../store/index.js";
 import type { FacedRecords } from "./faced-records.js";
+import { followNodeRemovals } from "./node-removals.js";
 import type { VmRecords } from "./vm-records.js";
 
 /** Where node records are kept, under the node's key. */
@@ -57,6 +58,12 @@ export interface NodeRecords {
     signal: AbortSignal | undefined,
     change: (current: NodeRecord | undefined) => NodeRecordChange<T>,
   ): Promise<T>;
+  /**
+   * Calls `listener` with the id of each node whose record is deleted, by
+   * this process or (seen by the watch) another, from the copy's first load
+   * on; returns the function that stops it.
+   */
+  onRemoved(listener: (id: string) => void): () => void;
   /** Stops following the store. */
   close(): void;
 }
@@ -87,6 +94,7 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
    */
   let mirror: Promise<PrefixMirror<Versioned>> | undefined;
   let followed: PrefixMirror<Versioned> | undefined;
+  const removedListeners: ((id: string) => void)[] = [];
   function follow(): Promise<PrefixMirror<Versioned>> {
     if (mirror === undefined) {
       const loading = mirrorPrefix(
@@ -102,6 +110,9 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
       loading.then(
         (m) => {
           followed = m;
+          followNodeRemovals(m, (id) => {
+            for (const l of removedListeners) l(id);
+          });
         },
         () => {
           if (mirror === loading) mirror = undefined;
@@ -127,6 +138,13 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
     follow,
     cachedVersion,
     remember,
+    onRemoved(listener) {
+      removedListeners.push(listener);
+      return () => {
+        const i = removedListeners.indexOf(listener);
+        if (i >= 0) removedListeners.splice(i, 1);
+      };
+    },
     async records() {
       const seen = (await follow()).values();
       const facts = await vmRecords.all();

@@ -282,7 +282,7 @@ describe("stale copy removal", () => {
     const operations = createAgentOperations(store, clock);
     const executors = createAgentExecutors({
       store,
-      inventory: {} as Inventory, // a removal reads nothing of it
+      inventory: { onNodeRemoved: () => () => {} } as unknown as Inventory, // a removal reads nothing of it
       operations,
       clock,
       logger: silentLogger,

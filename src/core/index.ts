@@ -33,6 +33,7 @@ export type {
   TargetResolver,
 } from "./method-spec.js";
 export { nodeKey, sameNode } from "./node-key.js";
+export { createOpenedResources, type OpenedResources } from "./opened-resources.js";
 export type { Page } from "./paging.js";
 export { decodePageToken, encodePageToken, MAX_PAGE_SIZE, paginate } from "./paging.js";
 export type { CallResult, Invocation, Next, Stage } from "./pipeline.js";

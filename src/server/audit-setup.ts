@@ -1,10 +1,9 @@
 import { type AuditLog, type AuditStages, createAuditStages } from "../audit/index.js";
-import type { Logger } from "../core/index.js";
+import type { Logger, OpenedResources } from "../core/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
 import type { Metrics } from "./metrics.js";
 import { openAudit } from "./open-audit.js";
-import type { OpenedResources } from "./opened-resources.js";
 
 /** The audit trail and its pipeline stages; both undefined when `audit.enabled` is false. */
 export interface DaemonAudit {

@@ -11,6 +11,7 @@ import {
   startClusterRuntime,
   startDriverReporter,
 } from "../cluster/index.js";
+import type { OpenedResources } from "../core/index.js";
 import { type Clock, type Logger, monotonicClock, systemClock } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { type ClusterEvents, startClusterEvents } from "./cluster-events.js";
@@ -20,7 +21,6 @@ import { claimDevNodes, type DevAgentsPlan, planDevAgents } from "./dev-agents.j
 import type { DevEnvironment } from "./dev-environment.js";
 import { libvirtNodes } from "./libvirt-nodes.js";
 import type { Metrics } from "./metrics.js";
-import type { OpenedResources } from "./opened-resources.js";
 import { type DaemonSimulation, startSimulation } from "./simulation-setup.js";
 import { type StorageStack, startStorage } from "./storage-setup.js";
 import { failoverAuditFields, settledAuditFields, staleCopyAuditFields } from "./system-audit.js";

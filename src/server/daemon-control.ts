@@ -2,11 +2,11 @@
 // configuration and TLS files, keeping the running ones when the new ones are
 // wrong; shutdown (SIGTERM) drains calls, then unwinds the opened resources.
 
+import type { OpenedResources } from "../core/index.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import type { Config } from "./config-schema.js";
 import type { HealthState } from "./health-service.js";
 import type { DaemonLogger } from "./logger.js";
-import type { OpenedResources } from "./opened-resources.js";
 import type { DaemonSecurity } from "./security-setup.js";
 import type { DaemonPhase, DaemonServers } from "./servers-setup.js";
 import type { SystemdNotifier } from "./systemd-notifier.js";

@@ -1,5 +1,10 @@
 import { packageVersion } from "../client/index.js";
-import { type Clock, systemClock } from "../core/index.js";
+import {
+  type Clock,
+  createOpenedResources,
+  type OpenedResources,
+  systemClock,
+} from "../core/index.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { setUpAudit } from "./audit-setup.js";
 import { startCluster } from "./cluster-setup.js";
@@ -18,7 +23,6 @@ import { createLogger, type DaemonLogger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { DEFAULT_AUDIT_PATH } from "./open-audit.js";
 import { DEFAULT_SQLITE_PATH, openStore } from "./open-store.js";
-import { createOpenedResources, type OpenedResources } from "./opened-resources.js";
 import { setUpSecurity } from "./security-setup.js";
 import { startServers } from "./servers-setup.js";
 import { createDaemonServices } from "./services-setup.js";

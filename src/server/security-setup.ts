@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import type { Clock, Logger } from "../core/index.js";
+import type { Clock, Logger, OpenedResources } from "../core/index.js";
 import { createPanelSessions, type PanelSessions } from "../panel/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
 import {
@@ -25,7 +25,6 @@ import { jwtVerifierFromConfig, policyFromConfig } from "./access-config.js";
 import { loadClusterCa } from "./cluster-ca.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
-import type { OpenedResources } from "./opened-resources.js";
 
 /** What the security part needs from the daemon. */
 export interface SecuritySetup {

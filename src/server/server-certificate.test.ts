@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setImmediate } from "node:timers/promises";
-import { createManualClock, silentLogger } from "../core/index.js";
+import { createManualClock, createOpenedResources, silentLogger } from "../core/index.js";
 import {
   type CertificateAuthority,
   createCertificateAuthority,
@@ -14,7 +14,6 @@ import {
 import { createCertificateLedger, loadRevocations, normalizeSerial } from "../security/index.js";
 import { createSqliteStore, type KvStore } from "../store/index.js";
 import { parseConfig } from "./config-loader.js";
-import { createOpenedResources } from "./opened-resources.js";
 import { renewServerCertificate } from "./server-certificate.js";
 import { createTlsFiles, keepTlsFresh } from "./tls-setup.js";
 

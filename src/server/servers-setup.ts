@@ -1,5 +1,5 @@
 import type { AuditLog } from "../audit/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import type { Clock, Logger, OpenedResources } from "../core/index.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import type { PanelAuditSink } from "../panel/index.js";
 import type { KvStore } from "../store/index.js";
@@ -7,7 +7,6 @@ import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
 import { type HttpEndpoints, startHttpEndpoints } from "./http-endpoints.js";
 import type { Metrics } from "./metrics.js";
-import type { OpenedResources } from "./opened-resources.js";
 import { type PanelServer, startPanelServer } from "./panel-server.js";
 import { type Readiness, startReadiness } from "./readiness.js";
 import { type RpcServer, startRpcServer } from "./rpc-server.js";

@@ -1,9 +1,8 @@
 import { join } from "node:path";
 import { type Inventory, selfFenceWindowMs } from "../cluster/index.js";
-import type { Clock, Logger } from "../core/index.js";
+import type { Clock, Logger, OpenedResources } from "../core/index.js";
 import { createSimulation, type Simulation } from "../drivers/index.js";
 import type { Config } from "./config-schema.js";
-import type { OpenedResources } from "./opened-resources.js";
 
 /** What the in-daemon simulation needs. */
 export interface SimulationSetup {

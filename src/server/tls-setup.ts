@@ -1,11 +1,11 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { OpenedResources } from "../core/index.js";
 import { type Clock, type Logger, runAfter, runAt } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
 import type { CertificateLedger } from "../security/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
-import type { OpenedResources } from "./opened-resources.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
 import {
   DEFAULT_TLS_PATHS,

@@ -1,9 +1,10 @@
-import type { Logger } from "../core/index.js";
+import type { Logger } from "./logger.js";
 
 /**
- * What the daemon has opened so far, as a stack: each part of start-up pushes
- * how to close what it just opened. A start-up that fails midway and a
- * shutdown unwind the same stack, newest first.
+ * What a process (the daemon, the agent) has opened so far, as a stack:
+ * each part of start-up pushes how to close what it just opened. A
+ * start-up that fails midway and a shutdown unwind the same stack, newest
+ * first.
  */
 export interface OpenedResources {
   /** Remembers how to close what was just opened; `name` shows in the log when closing fails. */
@@ -21,7 +22,7 @@ export function createOpenedResources(logger: Logger): OpenedResources {
   let unwinding: Promise<void> | undefined;
   return {
     push(name, close) {
-      if (unwinding !== undefined) throw new TypeError(`${name} opened while the daemon closes`);
+      if (unwinding !== undefined) throw new TypeError(`${name} opened while closing`);
       stack.push({ name, close });
     },
     unwind() {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Logger } from "../core/index.js";
+import type { Logger } from "./index.js";
 import { createOpenedResources } from "./opened-resources.js";
 
 const recordingLogger = (lines: string[]): Logger => {
