@@ -5,7 +5,11 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createManualClock, type ManualClock, silentLogger } from "../core/index.js";
 import { createSqliteStore, type KvStore } from "../store/index.js";
-import { createPanelSessions, type PanelSessions } from "./panel-sessions.js";
+import {
+  createPanelSessions,
+  type PanelSessions,
+  REFRESH_REUSE_GRACE_MS,
+} from "./panel-sessions.js";
 
 describe("createPanelSessions", () => {
   let dir: string;
@@ -80,6 +84,56 @@ describe("createPanelSessions", () => {
     const again = await sessions.verifier.verify(r.tokens.accessToken);
     assert.ok("identity" in again && again.identity.subject === who);
     assert.equal(await sessions.endAllOf(who, "admin"), 1);
+    assert.equal(await sessions.isLive(t.sessionId), false);
+  });
+  it("gives two refreshes at once with one token (two tabs) the same session, not a reuse", async () => {
+    const t = await sessions.start("gwen", "10.0.0.5");
+    clock.advance(61_000);
+    const [a, b] = await Promise.all([
+      sessions.refresh(t.refreshToken),
+      sessions.refresh(t.refreshToken),
+    ]);
+    assert.ok("tokens" in a && "tokens" in b, JSON.stringify([a, b]));
+    assert.equal(await sessions.isLive(t.sessionId), true, "the session lives on");
+    // Exactly one of them rotated: the other brings an access token only, of the same session.
+    const rotated = [a, b].filter((r) => r.tokens.refreshToken !== "");
+    assert.equal(rotated.length, 1);
+    const next = rotated[0]?.tokens;
+    assert.ok(next !== undefined);
+    for (const r of [a, b]) {
+      assert.equal(r.tokens.sessionId, t.sessionId);
+      const v = await sessions.verifier.verify(r.tokens.accessToken);
+      assert.ok("identity" in v && v.identity.sessionId === t.sessionId);
+      // No later than the successor's: the grace gives nothing the rotation did not.
+      assert.ok(r.tokens.accessExpiresAtMs <= next.accessExpiresAtMs);
+    }
+    // Later in the grace, once more: still the same session; the successor still refreshes.
+    clock.advance(REFRESH_REUSE_GRACE_MS - 1);
+    const late = await sessions.refresh(t.refreshToken);
+    assert.ok("tokens" in late && late.tokens.refreshToken === "", JSON.stringify(late));
+    const after = await sessions.refresh(next.refreshToken);
+    assert.ok("tokens" in after && after.tokens.refreshToken !== "");
+  });
+
+  it("still ends the session for a rotated token past the grace", async () => {
+    const t = await sessions.start("hank", "10.0.0.6");
+    const r = await sessions.refresh(t.refreshToken);
+    assert.ok("tokens" in r);
+    clock.advance(REFRESH_REUSE_GRACE_MS);
+    const stolen = await sessions.refresh(t.refreshToken);
+    assert.ok("failure" in stolen && stolen.failure === "reused", JSON.stringify(stolen));
+    assert.equal(await sessions.isLive(t.sessionId), false);
+    assert.ok("failure" in (await sessions.refresh(r.tokens.refreshToken)));
+  });
+
+  it("still ends the session for a rotated token once its successor was rotated too, grace or not", async () => {
+    const t = await sessions.start("ivy", "10.0.0.7");
+    const r1 = await sessions.refresh(t.refreshToken);
+    assert.ok("tokens" in r1);
+    const r2 = await sessions.refresh(r1.tokens.refreshToken);
+    assert.ok("tokens" in r2);
+    const stolen = await sessions.refresh(t.refreshToken);
+    assert.ok("failure" in stolen && stolen.failure === "reused", JSON.stringify(stolen));
     assert.equal(await sessions.isLive(t.sessionId), false);
   });
 });

@@ -20,6 +20,8 @@ import { createPanelSessionRecords, sessionPrincipal } from "./panel-session-rec
 
 /** Rotated-away refresh hashes kept per session to recognise reuse. */
 const SPENT_KEPT = 64;
+/** While a refresh token just rotated away is taken back as the session's (two tabs refreshing at once). */
+export const REFRESH_REUSE_GRACE_MS = 10_000;
 
 /** Options of {@link createPanelSessions}. */
 export interface PanelSessionsOptions {
@@ -53,7 +55,11 @@ export interface PanelSessions {
   start(user: string, source: string, principal?: string): Promise<SessionTokens>;
   /**
    * Exchanges a refresh token for new tokens. Presenting a refresh token
-   * that was already rotated away ends the whole session (`reused`).
+   * that was already rotated away ends the whole session (`reused`), unless
+   * it is the one rotated away last, less than {@link REFRESH_REUSE_GRACE_MS}
+   * ago (two tabs refreshing at once): then the answer is an access token of
+   * the same session, expiring with the successor's, and no refresh token
+   * (`refreshToken` empty; the browser holds the successor).
    * `admit`, asked once the token is known to be the session's current one
    * and before it is rotated, may refuse for the principal's rate limit
    * (`rate-limited`: the token stays valid).
@@ -104,6 +110,11 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
   const { verifier: inner, issue } = await createPanelAccessTokens(clock, accessTtlMs);
   const records = createPanelSessionRecords(store, clock);
   const { key, read, live, end } = records;
+
+  /** Whether `hash` is the refresh token rotated away last, less than the grace ago. */
+  const inGrace = (s: PanelSessionRecord, hash: string) =>
+    s.spentRefreshHashes.at(-1) === hash &&
+    clock.now() < Number(s.refreshedAtMs) + REFRESH_REUSE_GRACE_MS;
 
   const verifier: JwtVerifier = {
     async verify(token, atMs) {
@@ -161,16 +172,30 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         const who = { sessionId: sid, user: s.user, principal: sessionPrincipal(s) };
         if (s.revoked) return { failure: "ended", ...who };
         if (Number(s.expiresAtMs) <= clock.now()) return { failure: "expired", ...who };
-        if (s.spentRefreshHashes.includes(hash)) {
-          // A rotated token came back: someone holds a copy. End the session for both holders.
+        const spent = s.spentRefreshHashes.includes(hash);
+        // The token just rotated away, within the grace: another tab of the browser that
+        // rotated it refreshed at once (graceful below). Any other spent one came back
+        // from a copy: end the session for both holders.
+        const graceful = spent && inGrace(s, hash);
+        if (spent && !graceful) {
           await end(sid, "refresh token reused");
           return { failure: "reused", ...who };
         }
-        if (s.refreshHash !== hash) return { failure: "unknown-token", ...who };
+        if (!spent && s.refreshHash !== hash) return { failure: "unknown-token", ...who };
         // Asked once: a lost race below comes round again and must not spend twice.
         admitted ??= admit?.(who.principal);
         if (admitted !== undefined && !admitted.allowed)
           return { failure: "rate-limited", retryAfterMs: admitted.retryAfterMs, ...who };
+        if (graceful) {
+          // No refresh token (the browser holds the successor) and an access token expiring
+          // with the successor's: nothing the rotation did not already hand out.
+          const { tokens } = await issue(s, Number(s.refreshedAtMs) + accessTtlMs);
+          return {
+            tokens: { ...tokens, refreshToken: "" },
+            user: s.user,
+            principal: who.principal,
+          };
+        }
         const { tokens, refreshHash } = await issue(s);
         const next = {
           ...s,
@@ -184,7 +209,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
             { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
           ],
         });
-        // Lost a race: read again; if the other writer rotated this very token, this is reuse.
+        // Lost a race: read again; if the other writer rotated this very token, the grace answers.
         if (r.succeeded) return { tokens, user: s.user, principal: who.principal };
       }
       throw new Error(`session ${sid}: could not refresh after repeated conflicts`);
