@@ -22,6 +22,8 @@ import { createPanelSessionRecords, sessionPrincipal } from "./panel-session-rec
 const SPENT_KEPT = 64;
 /** While a refresh token just rotated away is taken back as the session's (two tabs refreshing at once). */
 export const REFRESH_REUSE_GRACE_MS = 10_000;
+/** Sessions a user may have at once (default); a sign-in past it ends the user's oldest. */
+export const MAX_SESSIONS_PER_USER = 20;
 
 /** Options of {@link createPanelSessions}. */
 export interface PanelSessionsOptions {
@@ -31,6 +33,8 @@ export interface PanelSessionsOptions {
   readonly accessTtlMs?: number;
   /** Absolute lifetime of a session, refreshes or not (default 12 hours). */
   readonly sessionTtlMs?: number;
+  /** Sessions a user may have at once (default {@link MAX_SESSIONS_PER_USER}). */
+  readonly maxSessionsPerUser?: number;
 }
 
 /** Why a refresh was refused (for logs and the audit trail, not the client). */
@@ -43,6 +47,11 @@ export type RefreshFailure =
   | "unknown-token"
   | "rate-limited";
 
+/** A started session's tokens, and the user's older sessions its start ended (past the cap). */
+export interface StartedSession extends SessionTokens {
+  readonly endedOlder: readonly string[];
+}
+
 /** Sign-in sessions: a short access token and a rotating refresh token. */
 export interface PanelSessions {
   /** Verifies access tokens: signature, expiry, and that the session is still live. */
@@ -50,9 +59,10 @@ export interface PanelSessions {
   /**
    * Starts a session of `user`, acting as `user:<user>`, or as `principal`
    * when given (a person signed in through OpenID Connect; `user` is then the
-   * principal too, so admin revocation finds the session by it).
+   * principal too, so admin revocation finds the session by it). Past the
+   * user's cap its oldest sessions end and their records go (`endedOlder`).
    */
-  start(user: string, source: string, principal?: string): Promise<SessionTokens>;
+  start(user: string, source: string, principal?: string): Promise<StartedSession>;
   /**
    * Exchanges a refresh token for new tokens. Presenting a refresh token
    * that was already rotated away ends the whole session (`reused`), unless
@@ -107,6 +117,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
   const { store, clock } = options;
   const accessTtlMs = options.accessTtlMs ?? 300_000;
   const sessionTtlMs = options.sessionTtlMs ?? 43_200_000;
+  const maxPerUser = options.maxSessionsPerUser ?? MAX_SESSIONS_PER_USER;
   const { verifier: inner, issue } = await createPanelAccessTokens(clock, accessTtlMs);
   const records = createPanelSessionRecords(store, clock);
   const { key, read, live, end } = records;
@@ -158,7 +169,15 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         ],
       });
       if (!r.succeeded) throw new Error("session id collision");
-      return tokens;
+      // Past the cap the oldest session ends, as browsers' and Keycloak's do: the user
+      // signing in now is the one present, not refused for sessions long forgotten.
+      const endedOlder = await records.keepNewest(
+        user,
+        maxPerUser,
+        record.sessionId,
+        "session limit: a newer sign-in",
+      );
+      return { ...tokens, endedOlder };
     },
     async refresh(token, admit) {
       const sid = sessionIdOf(token);
