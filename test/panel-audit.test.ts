@@ -4,9 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { verifyAuditFiles } from "../src/audit/index.js";
+import { silentLogger } from "../src/core/index.js";
+import { PanelSessionRecordSchema } from "../src/gen/debvisor/store/v1/panel_records_pb.js";
+import { MAX_SESSIONS_PER_USER } from "../src/panel/index.js";
+import { createSqliteStore, decodeMessage, rangeAll } from "../src/store/index.js";
 import { records } from "./helpers/audit-daemon.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
-import { devCa, panelBrowser } from "./helpers/panel-client.js";
+import { devCa, type PanelBrowser, panelBrowser } from "./helpers/panel-client.js";
 
 /** The sum of the counts of aggregated records. */
 const total = (recs: Record<string, unknown>[]) =>
@@ -247,6 +251,51 @@ describe("web panel: the /auth/ endpoints' audit trail", () => {
         );
         assert.equal(total(counted.filter((r) => r.reason === "RATE_LIMITED")), 15);
         assert.equal(total(counted.filter((r) => r.reason === "UNAUTHENTICATED")), 5);
+      },
+    );
+  });
+  it("ends a user's oldest sessions past the cap on sign-in, audited, and keeps at most the cap stored", async () => {
+    const cap = MAX_SESSIONS_PER_USER;
+    await withPanelDaemon(
+      {
+        panel: {
+          listen: "127.0.0.1:0",
+          loginPerAddress: { ratePerSecond: 10, burst: 1000 },
+          loginPerAccount: { ratePerSecond: 10, burst: 1000 },
+        },
+      },
+      async ({ d, dir, url, ca }) => {
+        const password = readFileSync(join(dir, "panel-admin-password"), "utf8").trim();
+        // cap + 5 browsers of one user, each signing in once.
+        const browsers: PanelBrowser[] = [];
+        for (let i = 0; i < cap + 5; i++) {
+          const b = panelBrowser(url, ca);
+          assert.equal((await b.auth("login", { user: "admin", password })).status, 200, `${i}`);
+          browsers.push(b);
+        }
+        const sid = (b: PanelBrowser) => String(b.cookies.get("__Host-dv_refresh")).split(".")[0];
+        const oldest = browsers.slice(0, 5).map(sid);
+        const refreshed = [];
+        for (const b of browsers) refreshed.push((await b.auth("refresh", {})).status);
+        assert.deepEqual(refreshed, [...Array(5).fill(401), ...Array(cap).fill(200)]);
+        d.proc.kill("SIGTERM");
+        assert.equal(await d.exited, 0);
+        const ended = records(join(dir, "audit.log")).filter(
+          (r) => r.method === "Login.SessionLimit" && r.reason === "oldest session ended",
+        );
+        assert.deepEqual(
+          ended.map((r) => [r.principal, String(r.args).split(" ")[0]]),
+          oldest.map((s) => ["user:admin", `session=${s}`]),
+        );
+        const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+        try {
+          let stored = 0;
+          for await (const kv of rangeAll(store, "panel/sessions/"))
+            if (decodeMessage(PanelSessionRecordSchema, kv).user === "admin") stored++;
+          assert.equal(stored, cap);
+        } finally {
+          await store.close();
+        }
       },
     );
   });

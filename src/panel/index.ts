@@ -26,8 +26,12 @@ export {
   setLaxCookie,
 } from "./panel-cookies.js";
 export { sessionPrincipal } from "./panel-session-records.js";
-export type { PanelSessions, PanelSessionsOptions } from "./panel-sessions.js";
-export { createPanelSessions } from "./panel-sessions.js";
+export type { PanelSessions, PanelSessionsOptions, StartedSession } from "./panel-sessions.js";
+export {
+  createPanelSessions,
+  MAX_SESSIONS_PER_USER,
+  REFRESH_REUSE_GRACE_MS,
+} from "./panel-sessions.js";
 export type { PanelUsers } from "./panel-users.js";
 export { checkCredentials, createPanelUsers, userPrincipal } from "./panel-users.js";
 export { hashPassword, verifyPassword } from "./password-hashing.js";

@@ -15,7 +15,11 @@ import {
   type OidcRedirect,
   SignInFailure,
 } from "./oidc-sign-in-failure.js";
-import { createPanelAuthAudit, type PanelAuditSink } from "./panel-auth-audit.js";
+import {
+  createPanelAuthAudit,
+  type PanelAuditSink,
+  recordSessionLimit,
+} from "./panel-auth-audit.js";
 import { COOKIES, setCookie, setLaxCookie } from "./panel-cookies.js";
 import type { PanelSessions } from "./panel-sessions.js";
 import { createPendingFlows } from "./pending-flows.js";
@@ -193,6 +197,7 @@ export function createOidcSignIn(o: OidcSignInOptions): OidcSignIn {
           o.logger.error({ err }, "panel session could not start");
           throw new SignInFailure("INTERNAL", "session could not start");
         });
+        await recordSessionLimit(audit, principal, source, t);
         await audit.record({
           ...signIn,
           principal,

@@ -17,6 +17,7 @@ const AUDIENCE = "debvisor-rpc";
 export interface SessionTokens {
   readonly sessionId: string;
   readonly accessToken: string;
+  /** Empty for a refresh within the reuse grace: the browser keeps the successor it holds. */
   readonly refreshToken: string;
   readonly accessExpiresAtMs: number;
   readonly sessionExpiresAtMs: number;
@@ -77,8 +78,14 @@ export function sessionIdOf(token: string): string | undefined {
 export interface PanelAccessTokens {
   /** Signature, issuer, audience and expiry only; whether the session is live is the caller's to ask. */
   readonly verifier: JwtVerifier;
-  /** New access and refresh tokens for a session (access capped at the session's end), and the refresh token's hash. */
-  issue(record: PanelSessionRecord): Promise<{ tokens: SessionTokens; refreshHash: string }>;
+  /**
+   * New access and refresh tokens for a session (access capped at the
+   * session's end and at `notAfterMs` when given), and the refresh token's hash.
+   */
+  issue(
+    record: PanelSessionRecord,
+    notAfterMs?: number,
+  ): Promise<{ tokens: SessionTokens; refreshHash: string }>;
 }
 
 /**
@@ -110,9 +117,10 @@ export async function createPanelAccessTokens(
 
   async function issue(
     record: PanelSessionRecord,
+    notAfterMs = Number.POSITIVE_INFINITY,
   ): Promise<{ tokens: SessionTokens; refreshHash: string }> {
     const now = clock.now();
-    const accessExpiresAtMs = Math.min(now + accessTtlMs, Number(record.expiresAtMs));
+    const accessExpiresAtMs = Math.min(now + accessTtlMs, Number(record.expiresAtMs), notAfterMs);
     const accessToken = await new SignJWT({ sid: record.sessionId, roles: [] })
       .setProtectedHeader({ alg: "ES256" })
       .setIssuer(PANEL_ISSUER)

@@ -60,3 +60,25 @@ export const byWhom = (req: { readonly source: string }, principal: Principal) =
   authMethod: principal.method,
   peer: req.source,
 });
+
+/**
+ * Records each older session a sign-in of `principal` ended past the
+ * per-user cap, naming the new session: its own record, as a sign-in is throttled.
+ */
+export async function recordSessionLimit(
+  audit: PanelAuthAudit,
+  principal: string,
+  peer: string,
+  started: { readonly sessionId: string; readonly endedOlder: readonly string[] },
+): Promise<void> {
+  for (const sid of started.endedOlder)
+    await audit.record({
+      method: "Login.SessionLimit",
+      principal,
+      peer,
+      code: "OK",
+      decision: "allow",
+      reason: "oldest session ended",
+      args: `session=${sid} newer=${started.sessionId}`,
+    });
+}

@@ -3,7 +3,7 @@
 // the session exists, and every outcome audited.
 
 import type { LoginThrottle } from "./login-throttle.js";
-import type { PanelAuthAudit } from "./panel-auth-audit.js";
+import { type PanelAuthAudit, recordSessionLimit } from "./panel-auth-audit.js";
 import { type AuthRequest, type AuthResponse, fail, str } from "./panel-auth-http.js";
 import { COOKIES, setCookie } from "./panel-cookies.js";
 import type { SessionCookies } from "./panel-session-cookies.js";
@@ -79,6 +79,7 @@ export function createPanelLogin(
       return fail("LOGIN_FAILED");
     }
     const tokens = await o.sessions.start(user, peer);
+    await recordSessionLimit(audit, userPrincipal(user), peer, tokens);
     // An admin who disabled the user or set a new password while this sign-in checked the
     // old one ended the user's sessions before this one existed: look again now that it does.
     const now = await o.users.get(user);

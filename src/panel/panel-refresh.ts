@@ -1,6 +1,7 @@
 // The panel's token refresh (POST /auth/refresh): the rotating refresh
 // token traded for a new access token, spending the principal's rate limit;
-// a reused token ends its session and is recorded, other refusals counted.
+// a reused token ends its session and is recorded (the one just rotated away,
+// within the grace, gets an access token), other refusals counted.
 
 import type { Principal } from "../core/index.js";
 import type { Take } from "../security/index.js";
@@ -79,6 +80,8 @@ export function createPanelRefresh(
       peer: req.source,
       code: "OK",
       decision: "allow",
+      // An access token only: the token was rotated away just before (two tabs at once).
+      ...(r.tokens.refreshToken === "" ? { reason: "within the reuse grace" } : {}),
       args: `session=${r.tokens.sessionId}`,
     });
     return { status: 200, json: { user: r.user }, cookies: sessionCookies.issue(r.tokens) };

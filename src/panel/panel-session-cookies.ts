@@ -14,7 +14,11 @@ export interface SessionCookieTokens {
 
 /** Builds a session's cookies; `cleared` is built once and shared by every answer. */
 export interface SessionCookies {
-  /** The access and refresh cookies, each living until its token expires (by `clock`). */
+  /**
+   * The access and refresh cookies, each living until its token expires (by
+   * `clock`); the access cookie alone when the refresh token is empty (a
+   * refresh within the reuse grace: the refresh cookie stays as it is).
+   */
   issue(t: SessionCookieTokens): string[];
   /** Both cookies, emptied and expired. */
   readonly cleared: string[];
@@ -24,10 +28,10 @@ export interface SessionCookies {
 export function createSessionCookies(clock: Clock): SessionCookies {
   const issue = (t: SessionCookieTokens) => {
     const now = clock.now();
-    return [
-      setCookie(COOKIES.access, t.accessToken, t.accessExpiresAtMs - now),
-      setCookie(COOKIES.refresh, t.refreshToken, t.sessionExpiresAtMs - now),
-    ];
+    const access = setCookie(COOKIES.access, t.accessToken, t.accessExpiresAtMs - now);
+    return t.refreshToken === ""
+      ? [access]
+      : [access, setCookie(COOKIES.refresh, t.refreshToken, t.sessionExpiresAtMs - now)];
   };
   const cleared = [setCookie(COOKIES.access, "", 0), setCookie(COOKIES.refresh, "", 0)];
   return { issue, cleared };

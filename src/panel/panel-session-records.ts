@@ -1,6 +1,6 @@
 // The stored records of panel sign-in sessions (`panel/sessions/<id>`): how
-// one is read and judged live, ended (telling this process's listeners), and
-// swept once past its absolute lifetime.
+// one is read and judged live, ended (telling this process's listeners),
+// a user's oldest dropped past the cap, and swept once past its absolute lifetime.
 
 import type { Clock } from "../core/index.js";
 import {
@@ -38,6 +38,13 @@ export interface PanelSessionRecords {
   end(sid: string, reason: string): Promise<boolean>;
   /** Ends every live session of a user; returns how many. */
   endAllOf(user: string, reason: string): Promise<number>;
+  /**
+   * Keeps at most `max` records of `user`, `keep` (the session just started)
+   * among them: ended and expired records go first, then the oldest live
+   * sessions, each ended with `reason` (its listeners told) before its
+   * record is deleted. Returns the ids of the live sessions it ended.
+   */
+  keepNewest(user: string, max: number, keep: string, reason: string): Promise<string[]>;
   /** Called with the session id whenever this process ends a session. */
   onEnd(listener: (sessionId: string) => void): () => void;
   /** Deletes the records of sessions past their absolute lifetime; returns how many. */
@@ -88,6 +95,28 @@ export function createPanelSessionRecords(store: KvStore, clock: Clock): PanelSe
       let n = 0;
       for (const sid of mine) if (await end(sid, reason)) n++;
       return n;
+    },
+    async keepNewest(user, max, keep, reason) {
+      const older: { sid: string; key: string; live: boolean; createdAtMs: number }[] = [];
+      for await (const kv of rangeAll(store, PREFIX)) {
+        const s = decodeMessage(PanelSessionRecordSchema, kv);
+        if (s.user === user && s.sessionId !== keep)
+          older.push({
+            sid: s.sessionId,
+            key: kv.key,
+            live: live(s),
+            createdAtMs: Number(s.createdAtMs),
+          });
+      }
+      // Ended ones first, then the oldest live ones; the newest stay beside `keep`.
+      older.sort((a, b) => Number(a.live) - Number(b.live) || a.createdAtMs - b.createdAtMs);
+      const ended: string[] = [];
+      for (const o of older.slice(0, Math.max(0, older.length - (max - 1)))) {
+        if (o.live && (await end(o.sid, reason))) ended.push(o.sid);
+        // Gone, its tokens are refused as of an unknown session: the store stays bounded.
+        await store.delete(o.key);
+      }
+      return ended;
     },
     onEnd(listener) {
       listeners.add(listener);

@@ -20,6 +20,10 @@ import { createPanelSessionRecords, sessionPrincipal } from "./panel-session-rec
 
 /** Rotated-away refresh hashes kept per session to recognise reuse. */
 const SPENT_KEPT = 64;
+/** While a refresh token just rotated away is taken back as the session's (two tabs refreshing at once). */
+export const REFRESH_REUSE_GRACE_MS = 10_000;
+/** Sessions a user may have at once (default); a sign-in past it ends the user's oldest. */
+export const MAX_SESSIONS_PER_USER = 20;
 
 /** Options of {@link createPanelSessions}. */
 export interface PanelSessionsOptions {
@@ -29,6 +33,8 @@ export interface PanelSessionsOptions {
   readonly accessTtlMs?: number;
   /** Absolute lifetime of a session, refreshes or not (default 12 hours). */
   readonly sessionTtlMs?: number;
+  /** Sessions a user may have at once (default {@link MAX_SESSIONS_PER_USER}). */
+  readonly maxSessionsPerUser?: number;
 }
 
 /** Why a refresh was refused (for logs and the audit trail, not the client). */
@@ -41,6 +47,11 @@ export type RefreshFailure =
   | "unknown-token"
   | "rate-limited";
 
+/** A started session's tokens, and the user's older sessions its start ended (past the cap). */
+export interface StartedSession extends SessionTokens {
+  readonly endedOlder: readonly string[];
+}
+
 /** Sign-in sessions: a short access token and a rotating refresh token. */
 export interface PanelSessions {
   /** Verifies access tokens: signature, expiry, and that the session is still live. */
@@ -48,12 +59,17 @@ export interface PanelSessions {
   /**
    * Starts a session of `user`, acting as `user:<user>`, or as `principal`
    * when given (a person signed in through OpenID Connect; `user` is then the
-   * principal too, so admin revocation finds the session by it).
+   * principal too, so admin revocation finds the session by it). Past the
+   * user's cap its oldest sessions end and their records go (`endedOlder`).
    */
-  start(user: string, source: string, principal?: string): Promise<SessionTokens>;
+  start(user: string, source: string, principal?: string): Promise<StartedSession>;
   /**
    * Exchanges a refresh token for new tokens. Presenting a refresh token
-   * that was already rotated away ends the whole session (`reused`).
+   * that was already rotated away ends the whole session (`reused`), unless
+   * it is the one rotated away last, less than {@link REFRESH_REUSE_GRACE_MS}
+   * ago (two tabs refreshing at once): then the answer is an access token of
+   * the same session, expiring with the successor's, and no refresh token
+   * (`refreshToken` empty; the browser holds the successor).
    * `admit`, asked once the token is known to be the session's current one
    * and before it is rotated, may refuse for the principal's rate limit
    * (`rate-limited`: the token stays valid).
@@ -101,9 +117,15 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
   const { store, clock } = options;
   const accessTtlMs = options.accessTtlMs ?? 300_000;
   const sessionTtlMs = options.sessionTtlMs ?? 43_200_000;
+  const maxPerUser = options.maxSessionsPerUser ?? MAX_SESSIONS_PER_USER;
   const { verifier: inner, issue } = await createPanelAccessTokens(clock, accessTtlMs);
   const records = createPanelSessionRecords(store, clock);
   const { key, read, live, end } = records;
+
+  /** Whether `hash` is the refresh token rotated away last, less than the grace ago. */
+  const inGrace = (s: PanelSessionRecord, hash: string) =>
+    s.spentRefreshHashes.at(-1) === hash &&
+    clock.now() < Number(s.refreshedAtMs) + REFRESH_REUSE_GRACE_MS;
 
   const verifier: JwtVerifier = {
     async verify(token, atMs) {
@@ -147,7 +169,15 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         ],
       });
       if (!r.succeeded) throw new Error("session id collision");
-      return tokens;
+      // Past the cap the oldest session ends, as browsers' and Keycloak's do: the user
+      // signing in now is the one present, not refused for sessions long forgotten.
+      const endedOlder = await records.keepNewest(
+        user,
+        maxPerUser,
+        record.sessionId,
+        "session limit: a newer sign-in",
+      );
+      return { ...tokens, endedOlder };
     },
     async refresh(token, admit) {
       const sid = sessionIdOf(token);
@@ -161,16 +191,30 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         const who = { sessionId: sid, user: s.user, principal: sessionPrincipal(s) };
         if (s.revoked) return { failure: "ended", ...who };
         if (Number(s.expiresAtMs) <= clock.now()) return { failure: "expired", ...who };
-        if (s.spentRefreshHashes.includes(hash)) {
-          // A rotated token came back: someone holds a copy. End the session for both holders.
+        const spent = s.spentRefreshHashes.includes(hash);
+        // The token just rotated away, within the grace: another tab of the browser that
+        // rotated it refreshed at once (graceful below). Any other spent one came back
+        // from a copy: end the session for both holders.
+        const graceful = spent && inGrace(s, hash);
+        if (spent && !graceful) {
           await end(sid, "refresh token reused");
           return { failure: "reused", ...who };
         }
-        if (s.refreshHash !== hash) return { failure: "unknown-token", ...who };
+        if (!spent && s.refreshHash !== hash) return { failure: "unknown-token", ...who };
         // Asked once: a lost race below comes round again and must not spend twice.
         admitted ??= admit?.(who.principal);
         if (admitted !== undefined && !admitted.allowed)
           return { failure: "rate-limited", retryAfterMs: admitted.retryAfterMs, ...who };
+        if (graceful) {
+          // No refresh token (the browser holds the successor) and an access token expiring
+          // with the successor's: nothing the rotation did not already hand out.
+          const { tokens } = await issue(s, Number(s.refreshedAtMs) + accessTtlMs);
+          return {
+            tokens: { ...tokens, refreshToken: "" },
+            user: s.user,
+            principal: who.principal,
+          };
+        }
         const { tokens, refreshHash } = await issue(s);
         const next = {
           ...s,
@@ -184,7 +228,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
             { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
           ],
         });
-        // Lost a race: read again; if the other writer rotated this very token, this is reuse.
+        // Lost a race: read again; if the other writer rotated this very token, the grace answers.
         if (r.succeeded) return { tokens, user: s.user, principal: who.principal };
       }
       throw new Error(`session ${sid}: could not refresh after repeated conflicts`);

@@ -208,6 +208,8 @@ export const panelSection = z
     accessTtlMs: int(10_000, 3_600_000).default(300_000),
     /** Absolute lifetime of a sign-in session. */
     sessionTtlMs: int(60_000, 30 * 86_400_000).default(43_200_000),
+    /** Sign-in sessions a user may have at once (panel MAX_SESSIONS_PER_USER); a sign-in past it ends the oldest. */
+    maxSessionsPerUser: int(1, 1000).default(20),
     /** Sign-in attempts (password and OpenID Connect) per source: an IPv4 address, an IPv6 /64. */
     loginPerAddress: bucket.default({ ratePerSecond: 1 / 6, burst: 10 }),
     /** Sign-in attempts at one account from browsers that never signed in to it. */

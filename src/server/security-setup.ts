@@ -131,6 +131,7 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
           clock,
           accessTtlMs: config.panel.accessTtlMs,
           sessionTtlMs: config.panel.sessionTtlMs,
+          maxSessionsPerUser: config.panel.maxSessionsPerUser,
         })
       : undefined;
   const lockout = createLockout({ clock, ...config.auth.lockout });
