@@ -1,6 +1,7 @@
 // The service sections of the configuration: limits, logging, audit, metrics, the state store, shutdown, dev mode, the web panel and benchmark settings.
 // Composed into the one schema by config-schema.ts.
 import { z } from "zod";
+import { MAX_SESSIONS_PER_USER } from "../panel/index.js";
 import {
   bucket,
   hostPort,
@@ -208,8 +209,8 @@ export const panelSection = z
     accessTtlMs: int(10_000, 3_600_000).default(300_000),
     /** Absolute lifetime of a sign-in session. */
     sessionTtlMs: int(60_000, 30 * 86_400_000).default(43_200_000),
-    /** Sign-in sessions a user may have at once (panel MAX_SESSIONS_PER_USER); a sign-in past it ends the oldest. */
-    maxSessionsPerUser: int(1, 1000).default(20),
+    /** Sign-in sessions a user may have at once; a sign-in past it ends the oldest. */
+    maxSessionsPerUser: int(1, 1000).default(MAX_SESSIONS_PER_USER),
     /** Sign-in attempts (password and OpenID Connect) per source: an IPv4 address, an IPv6 /64. */
     loginPerAddress: bucket.default({ ratePerSecond: 1 / 6, burst: 10 }),
     /** Sign-in attempts at one account from browsers that never signed in to it. */
