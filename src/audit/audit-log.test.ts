@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import {
   appendFileSync,
   existsSync,
@@ -13,9 +13,10 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { ROTATION_RETRY_MS } from "./audit-files.js";
-import { openAuditLog } from "./audit-log.js";
+import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
 import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
 import { verifyAuditFiles } from "./audit-verify.js";
 
@@ -334,5 +335,47 @@ describe("audit log", () => {
         `${m} and its copy`,
       );
     assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("closes within AUDIT_CLOSE_TIMEOUT_MS while a write hangs, failing the record as not written", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const fifo = join(d, "nobody-reads");
+    execFileSync("mkfifo", [fifo]);
+    const index = fileURLToPath(new URL("./index.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // One I/O thread, held by opening a FIFO nobody reads: like a disk that
+    // stopped answering, the audit write queued behind it never ends.
+    const script = `
+      import { openSync, closeSync, constants } from "node:fs";
+      import { open } from "node:fs/promises";
+      const { openAuditLog } = await import(${JSON.stringify(index)});
+      const { silentLogger } = await import(${JSON.stringify(core)});
+      const log = await openAuditLog({ path: ${JSON.stringify(path)}, logger: silentLogger, alarm: () => {} });
+      void open(${JSON.stringify(fifo)}, "w");
+      const appended = log.append(${JSON.stringify(fields(1))}).then(() => "written", (e) => e.reason ?? String(e));
+      const start = performance.now();
+      await log.close();
+      const closeMs = performance.now() - start;
+      const outcome = await appended;
+      console.log(JSON.stringify({ closeMs, outcome }));
+      closeSync(openSync(${JSON.stringify(fifo)}, constants.O_RDONLY | constants.O_NONBLOCK));
+      process.exit(0);`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const bound = setTimeout(() => child.kill("SIGKILL"), AUDIT_CLOSE_TIMEOUT_MS + 10_000);
+    await exited;
+    clearTimeout(bound);
+    assert.notEqual(out, "", "close() returned");
+    const { closeMs, outcome } = JSON.parse(out) as { closeMs: number; outcome: string };
+    assert.equal(outcome, "AUDIT_UNAVAILABLE", "the pending record failed, never acknowledged");
+    assert.ok(closeMs < AUDIT_CLOSE_TIMEOUT_MS + 2000, `close took ${closeMs} ms`);
   });
 });
