@@ -1,6 +1,7 @@
 // The audit trail's open files: the main file and its optional copy on
 // another disk, each written and fsynced with every group of records, and
-// rotated together by size or age.
+// rotated together (at the same record, under the same time stamp) by size
+// or age.
 
 import { existsSync, renameSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
@@ -16,11 +17,19 @@ export interface AuditFilesOptions {
   readonly maxAgeMs: number;
   readonly clock: Clock;
   readonly log: Logger;
+  /** For tests: runs during a rotation, between renaming the files and opening the next ones. */
+  readonly afterRename?: () => void;
 }
 
 /** The main audit file and its copy, as one. */
 export interface AuditFiles {
-  /** Rotates both files once the main one is past `maxBytes` or older than `maxAgeMs`. */
+  /**
+   * Rotates both files at the same record once the main one is past
+   * `maxBytes` or older than `maxAgeMs`. A rotation that fails is undone and
+   * writing goes on in the current files (tried again ROTATION_RETRY_MS
+   * later); one that can be neither finished nor undone rejects, and keeps
+   * rejecting (no write may follow) until it can be finished.
+   */
   rotateIfDue(): Promise<void>;
   /**
    * Writes `buf` to both files and fsyncs them; with `truncate`, first drops
@@ -33,6 +42,18 @@ export interface AuditFiles {
   close(): Promise<void>;
 }
 
+/** After a rotation that failed and was undone, the next one is tried this much later. */
+export const ROTATION_RETRY_MS = 10_000;
+
+/** One of the files: its handle and durable size, and where a rotation under way moved it. */
+interface AuditFile {
+  readonly path: string;
+  handle: FileHandle;
+  size: number;
+  /** Set from renaming the file for a rotation until that rotation is finished or undone. */
+  rotatedTo: string | undefined;
+}
+
 const writeAll = async (h: FileHandle, at: number, buf: Buffer, truncate: boolean) => {
   if (truncate) await h.truncate(at); // drop whatever a failed write left behind
   let off = 0;
@@ -40,64 +61,101 @@ const writeAll = async (h: FileHandle, at: number, buf: Buffer, truncate: boolea
   await h.sync();
 };
 
+const openFile = async (path: string, size?: number): Promise<AuditFile> => {
+  const handle = await open(path, "a", 0o600);
+  return { path, handle, size: size ?? (await handle.stat()).size, rotatedTo: undefined };
+};
+
 /** Opens (creating, 0600, appending) the main file and the copy. */
 export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditFiles> {
   const { clock, log, maxBytes, maxAgeMs } = options;
-  let handle: FileHandle = await open(options.path, "a", 0o600);
-  let copy: FileHandle | undefined =
-    options.copyPath === undefined ? undefined : await open(options.copyPath, "a", 0o600);
-  let copySize = copy === undefined ? 0 : (await copy.stat()).size;
-  let size = options.size;
+  const main = await openFile(options.path, options.size);
+  // The copy rotates with the main file: the two stay pairs of files of the
+  // same name holding the same records, to be compared file by file.
+  const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
   let openedAt = clock.now();
+  let retryAt = 0;
+  /** The time stamp of a rotation that could be neither finished nor undone. */
+  let unfinished: string | undefined;
 
-  const rotateIfDue = async () => {
-    if (size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
-    const stamp = new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
-    // Rename first, with the file still open: if the rename fails, nothing is
-    // closed and writing goes on in the current file (rotation is retried later).
-    try {
-      renameSync(options.path, freeName(`${options.path}.${stamp}`));
-    } catch (err) {
-      log.warn({ err }, "audit rotation failed; writing on in the current file");
-      openedAt = clock.now();
-      return;
+  // Rename first, with the files still open: nothing is closed before every
+  // next file is open, so a failure at any step leaves the old files whole.
+  const rotate = async (stamp: string) => {
+    for (const f of files) {
+      if (f.rotatedTo !== undefined) continue;
+      const to = freeName(`${f.path}.${stamp}`);
+      renameSync(f.path, to);
+      f.rotatedTo = to;
     }
-    const next = await open(options.path, "a", 0o600);
-    await handle.close();
-    handle = next;
-    size = 0;
-    if (copy !== undefined && options.copyPath !== undefined) {
+    options.afterRename?.();
+    const next: FileHandle[] = [];
+    try {
+      for (const f of files) next.push(await open(f.path, "a", 0o600));
+    } catch (err) {
+      await Promise.allSettled(next.map((h) => h.close()));
+      throw err;
+    }
+    const old = files.map((f, i) => {
+      const h = f.handle;
+      f.handle = next[i] as FileHandle;
+      f.size = 0;
+      f.rotatedTo = undefined;
+      return h;
+    });
+    openedAt = clock.now();
+    await Promise.allSettled(old.map((h) => h.close())); // their records are fsynced already
+  };
+
+  // Moves renamed files back (over the empty next file, when one was created): true once none is left renamed.
+  const undo = () => {
+    for (const f of files) {
+      if (f.rotatedTo === undefined) continue;
       try {
-        renameSync(options.copyPath, freeName(`${options.copyPath}.${stamp}`));
-        const nextCopy = await open(options.copyPath, "a", 0o600);
-        await copy.close();
-        copy = nextCopy;
-        copySize = 0;
+        renameSync(f.rotatedTo, f.path);
+        f.rotatedTo = undefined;
       } catch (err) {
-        log.warn({ err }, "audit copy rotation failed; writing on in the current copy");
+        log.error({ err, file: f.rotatedTo }, "audit rotation cannot be undone");
       }
     }
-    openedAt = clock.now();
+    return files.every((f) => f.rotatedTo === undefined);
+  };
+
+  const rotateIfDue = async () => {
+    if (unfinished === undefined) {
+      if (clock.now() < retryAt) return;
+      if (main.size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
+    }
+    const stamp = unfinished ?? new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
+    try {
+      await rotate(stamp);
+      unfinished = undefined;
+    } catch (err) {
+      if (!undo()) {
+        // Writing on would put records in a renamed file or one copy only: fail closed until finished.
+        unfinished = stamp;
+        throw err;
+      }
+      unfinished = undefined;
+      retryAt = clock.now() + ROTATION_RETRY_MS;
+      log.warn({ err }, "audit rotation failed; writing on in the current files");
+    }
   };
 
   return {
     rotateIfDue,
     async write(buf, truncate) {
       // Wait for both writes to end either way, so a retry never overlaps a write still running.
-      const results = await Promise.allSettled([
-        writeAll(handle, size, buf, truncate),
-        ...(copy === undefined ? [] : [writeAll(copy, copySize, buf, truncate)]),
-      ]);
+      const results = await Promise.allSettled(
+        files.map((f) => writeAll(f.handle, f.size, buf, truncate)),
+      );
       const failed = results.find((r) => r.status === "rejected");
       if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
     },
     advance(bytes) {
-      size += bytes;
-      copySize += copy === undefined ? 0 : bytes;
+      for (const f of files) f.size += bytes;
     },
     async close() {
-      await handle.close();
-      await copy?.close();
+      await Promise.all(files.map((f) => f.handle.close()));
     },
   };
 }

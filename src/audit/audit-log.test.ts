@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
 import {
   appendFileSync,
   existsSync,
@@ -6,13 +7,16 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { createManualClock, silentLogger } from "../core/index.js";
-import { openAuditLog } from "./audit-log.js";
+import { ROTATION_RETRY_MS } from "./audit-files.js";
+import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
 import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
 import { verifyAuditFiles } from "./audit-verify.js";
 
@@ -39,6 +43,74 @@ const lines = (p: string) =>
   readFileSync(p, "utf8")
     .split("\n")
     .filter((l) => l !== "");
+
+/**
+ * A tmpfs of 16 inodes, unmounted when the test ends; undefined (the test
+ * skipped) when not root. With its inodes used up (useUpInodes), renaming in
+ * it still works and creating a file fails with ENOSPC.
+ */
+function smallTmpfs(t: TestContext): string | undefined {
+  if (process.getuid?.() !== 0) {
+    t.skip("needs root to mount a small tmpfs");
+    return undefined;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "dv-audit-inodes-"));
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m,nr_inodes=16", "tmpfs", dir]);
+  t.after(() => execFileSync("umount", ["-l", dir]));
+  return dir;
+}
+
+/** Uses up every free inode of `dir`'s file system with empty files; returns them. */
+function useUpInodes(dir: string): string[] {
+  const made: string[] = [];
+  for (let i = 0; i < 64; i++) {
+    const f = join(dir, `filler-${i}`);
+    try {
+      writeFileSync(f, "");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOSPC") return made;
+      throw err;
+    }
+    made.push(f);
+  }
+  throw new Error("the tmpfs never ran out of inodes");
+}
+
+/**
+ * Opens a trail rotating past 1 KiB, appends 6 records while `full` has no
+ * free inode (calling `whileFull` then), and 6 more once it has, past the
+ * retry delay; every append must succeed. Closes the trail.
+ */
+async function appendThroughInodeShortage(
+  full: string,
+  files: { path: string; copyPath?: string },
+  whileFull: () => void,
+): Promise<void> {
+  const clock = createManualClock(Date.UTC(2026, 11, 5));
+  const log = await openAuditLog({
+    ...files,
+    maxBytes: 1024,
+    clock,
+    logger: silentLogger,
+    alarm: () => {},
+  });
+  try {
+    const fillers = useUpInodes(full);
+    // Past 1 KiB a rotation renames the files (that works), then cannot create a next one.
+    for (let i = 0; i < 6; i++) await log.append(fields(i));
+    whileFull();
+    for (const f of fillers) rmSync(f);
+    clock.advance(ROTATION_RETRY_MS);
+    for (let i = 6; i < 12; i++) await log.append(fields(i));
+  } finally {
+    await log.close();
+  }
+}
+
+const rotatedFiles = (d: string, base: string) =>
+  readdirSync(d)
+    .filter((f) => f.startsWith(`${base}.`))
+    .sort();
 
 describe("audit log", () => {
   it("makes every record durable and shares fsyncs between records queued together", async () => {
@@ -225,5 +297,85 @@ describe("audit log", () => {
       "a later file verifies on its own from its first record",
     );
     assert.ok(existsSync(path));
+  });
+
+  it("writes on in a correctly named file when a rotation cannot create the next file, and rotates once it can", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    await appendThroughInodeShortage(d, { path }, () => {
+      assert.deepEqual(rotatedFiles(d, "audit.log"), [], "the rename was undone");
+      assert.equal(lines(path).length, 7, "every record in the file of that name");
+    });
+    const rotated = rotatedFiles(d, "audit.log");
+    assert.ok(rotated.length >= 2, `rotated ${rotated.length} times once files could be created`);
+    const all = [...rotated.map((f) => join(d, f)), path];
+    assert.deepEqual(verifyAuditFiles(all), { ok: true, files: all.length, records: 13 });
+  });
+
+  it("rotates the copy at the same record as the main file, also when the copy's next file cannot be created", async (t) => {
+    const other = smallTmpfs(t);
+    if (other === undefined) return;
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(other, "audit-copy.log");
+    await appendThroughInodeShortage(other, { path, copyPath }, () => {});
+    const mains = rotatedFiles(d, "audit.log");
+    const copies = rotatedFiles(other, "audit-copy.log");
+    assert.ok(mains.length >= 2, `rotated ${mains.length} times`);
+    // Each rotated main file has its copy, of the same time stamp and with the same records.
+    assert.deepEqual(
+      copies.map((f) => f.slice("audit-copy.log".length)),
+      mains.map((f) => f.slice("audit.log".length)),
+    );
+    for (const [i, m] of mains.entries())
+      assert.equal(
+        readFileSync(join(other, copies[i] as string), "utf8"),
+        readFileSync(join(d, m), "utf8"),
+        `${m} and its copy`,
+      );
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("closes within AUDIT_CLOSE_TIMEOUT_MS while a write hangs, failing the record as not written", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const fifo = join(d, "nobody-reads");
+    execFileSync("mkfifo", [fifo]);
+    const index = fileURLToPath(new URL("./index.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // One I/O thread, held by opening a FIFO nobody reads: like a disk that
+    // stopped answering, the audit write queued behind it never ends.
+    const script = `
+      import { openSync, closeSync, constants } from "node:fs";
+      import { open } from "node:fs/promises";
+      const { openAuditLog } = await import(${JSON.stringify(index)});
+      const { silentLogger } = await import(${JSON.stringify(core)});
+      const log = await openAuditLog({ path: ${JSON.stringify(path)}, logger: silentLogger, alarm: () => {} });
+      void open(${JSON.stringify(fifo)}, "w");
+      const appended = log.append(${JSON.stringify(fields(1))}).then(() => "written", (e) => e.reason ?? String(e));
+      const start = performance.now();
+      await log.close();
+      const closeMs = performance.now() - start;
+      const outcome = await appended;
+      console.log(JSON.stringify({ closeMs, outcome }));
+      closeSync(openSync(${JSON.stringify(fifo)}, constants.O_RDONLY | constants.O_NONBLOCK));
+      process.exit(0);`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const bound = setTimeout(() => child.kill("SIGKILL"), AUDIT_CLOSE_TIMEOUT_MS + 10_000);
+    await exited;
+    clearTimeout(bound);
+    assert.notEqual(out, "", "close() returned");
+    const { closeMs, outcome } = JSON.parse(out) as { closeMs: number; outcome: string };
+    assert.equal(outcome, "AUDIT_UNAVAILABLE", "the pending record failed, never acknowledged");
+    assert.ok(closeMs < AUDIT_CLOSE_TIMEOUT_MS + 2000, `close took ${closeMs} ms`);
   });
 });

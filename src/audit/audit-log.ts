@@ -2,6 +2,7 @@
 // (written and fsynced to the file and its copy before they are
 // acknowledged), fail-closed while the files cannot be written.
 
+import { setTimeout as sleep } from "node:timers/promises";
 import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
 import { openAuditFiles } from "./audit-files.js";
 import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
@@ -57,11 +58,37 @@ export interface AuditLog {
   readonly path: string;
   /** Calls `listener` with every record once it is durable; returns the unsubscribe function. */
   subscribe(listener: (record: AuditRecord) => void): () => void;
+  /**
+   * Writes what is queued and closes the files, within AUDIT_CLOSE_TIMEOUT_MS:
+   * a record still not durable then (a hung disk) fails with
+   * AUDIT_UNAVAILABLE. Later appends fail the same way.
+   */
   close(): Promise<void>;
 }
 
+/** close() waits this long for writes in flight; what is still pending then fails as not written. */
+export const AUDIT_CLOSE_TIMEOUT_MS = 5000;
+
 /** After a failed write, calls are refused without trying for this long. */
 const RETRY_AFTER_MS = 1000;
+
+/** The fields of a record that is no call (start, recovery). */
+const NO_CALL = {
+  requestId: "",
+  principal: "",
+  authMethod: "",
+  keyId: "",
+  tenant: "",
+  peer: "",
+  service: "",
+  method: "",
+  permission: "",
+  decision: "",
+  args: "",
+  code: "",
+  error: "",
+  durationMs: 0,
+};
 
 interface Pending {
   readonly fields: AuditFields;
@@ -97,6 +124,9 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const syslog = options.forwardToSyslog ? createSyslogForwarder(log) : undefined;
   let queue: Pending[] = [];
   let writing = false;
+  let closed = false;
+  /** The batch being written (close() fails it when the write hangs). */
+  let inFlight: Pending[] = [];
   let failing = false;
   let records = 0;
   let syncs = 0;
@@ -127,12 +157,14 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
         lines.push(recordLine(r));
       }
       const buf = Buffer.from(lines.join(""));
+      inFlight = batch;
       try {
         await files.rotateIfDue();
         const syncStart = performance.now();
         await files.write(buf, failing);
         options.onSync?.(performance.now() - syncStart);
       } catch (err) {
+        inFlight = [];
         failures++;
         lastFailure = clock.now();
         if (!failing)
@@ -149,6 +181,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
         for (const p of batch) p.reject(refused);
         continue;
       }
+      inFlight = [];
       if (failing) log.warn({}, "audit trail writable again");
       failing = false;
       seq = s;
@@ -165,28 +198,16 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
 
   const append = (fields: AuditFields) =>
     new Promise<void>((resolve, reject) => {
+      if (closed) {
+        reject(new RpcError("AUDIT_UNAVAILABLE", { cause: new Error("audit trail closed") }));
+        return;
+      }
       queue.push({ fields, resolve, reject });
       if (!writing) void flush();
     });
 
-  const empty = {
-    requestId: "",
-    principal: "",
-    authMethod: "",
-    keyId: "",
-    tenant: "",
-    peer: "",
-    service: "",
-    method: "",
-    permission: "",
-    decision: "",
-    args: "",
-    code: "",
-    error: "",
-    durationMs: 0,
-  };
   await append({
-    ...empty,
+    ...NO_CALL,
     event: recovered.tornFile === undefined ? "audit.start" : "audit.recovered",
     reason:
       recovered.tornFile === undefined
@@ -207,9 +228,26 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+    // Bounded: a write hung on a dead disk must not hold shutdown forever.
+    // What is still pending then fails (it may yet reach the file, but no
+    // caller was told it did).
     async close() {
-      while (writing || queue.length > 0) await new Promise((r) => setTimeout(r, 5));
-      await files.close();
+      closed = true;
+      const end = performance.now() + AUDIT_CLOSE_TIMEOUT_MS;
+      while ((writing || queue.length > 0) && performance.now() < end) await sleep(5);
+      const pending = writing || queue.length > 0 ? [...inFlight, ...queue.splice(0)] : [];
+      if (pending.length > 0) {
+        log.error(
+          { pending: pending.length, timeoutMs: AUDIT_CLOSE_TIMEOUT_MS },
+          "audit trail closed with writes still pending; they fail as not written",
+        );
+        const refused = new RpcError("AUDIT_UNAVAILABLE", {
+          cause: new Error(`write still pending ${AUDIT_CLOSE_TIMEOUT_MS} ms after close()`),
+        });
+        for (const p of pending) p.reject(refused);
+      }
+      const left = Math.max(0, end - performance.now());
+      await Promise.race([files.close(), sleep(left, undefined, { ref: false })]);
     },
   };
 }
