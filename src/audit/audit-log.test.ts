@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
+import { missingTool } from "../../test/helpers/required-tools.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { ROTATION_RETRY_MS } from "./audit-files.js";
 import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
@@ -50,8 +51,13 @@ const lines = (p: string) =>
  * it still works and creating a file fails with ENOSPC.
  */
 function smallTmpfs(t: TestContext): string | undefined {
-  if (process.getuid?.() !== 0) {
-    t.skip("needs root to mount a small tmpfs");
+  const skip = missingTool(
+    "root (to mount a tmpfs)",
+    process.getuid?.() === 0,
+    "run the tests as root",
+  );
+  if (skip !== false) {
+    t.skip(skip);
     return undefined;
   }
   const dir = mkdtempSync(join(tmpdir(), "dv-audit-inodes-"));
