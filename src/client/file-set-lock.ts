@@ -9,6 +9,7 @@ import {
   rmSync,
   statSync,
   unlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -55,7 +56,12 @@ export async function lockFileSet(first: string): Promise<() => void> {
   const end = Date.now() + LOCK_WAIT_MS;
   try {
     for (;;) {
-      if (movedIn(mine, lock)) return () => release(lock, me);
+      if (movedIn(mine, lock)) {
+        // Its age counts from now, not from when this writer began to wait.
+        const now = new Date();
+        utimesSync(join(lock, me), now, now);
+        return () => release(lock, me);
+      }
       const holder = holderOf(lock);
       if (holder?.gone) removeGone(holder.file);
       else if (Date.now() >= end)
