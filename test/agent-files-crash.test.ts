@@ -30,7 +30,7 @@ function matches(keyPath: string, certPath: string): boolean {
 }
 
 /** Runs `write` with renames into `failing` throwing, as if the process died at that rename. */
-function crashingAt(failing: string, write: () => void): void {
+async function crashingAt(failing: string, write: () => Promise<void>): Promise<void> {
   const real = fs.renameSync;
   fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
     if (resolve(String(to)) === resolve(failing)) throw new Error("crashed");
@@ -38,7 +38,7 @@ function crashingAt(failing: string, write: () => void): void {
   };
   syncBuiltinESMExports();
   try {
-    assert.throws(write, /crashed/);
+    await assert.rejects(write, /crashed/);
   } finally {
     fs.renameSync = real;
     syncBuiltinESMExports();
@@ -75,10 +75,10 @@ describe("a node's key and certificate across a crash", () => {
     ];
   };
 
-  it("a renewal that stops between moving in the key and the certificate is completed at the next start", () => {
+  it("a renewal that stops between moving in the key and the certificate is completed at the next start", async () => {
     const files = agentFiles(dir);
-    writeFileSet(set(old));
-    crashingAt(files.cert, () => writeFileSet(set(renewed).slice(0, 2)));
+    await writeFileSet(set(old));
+    await crashingAt(files.cert, () => writeFileSet(set(renewed).slice(0, 2)));
     // The agent's start: the identity it reads is whole, and it is the renewed one.
     assert.equal(enrolledNodeId(files), "node-07");
     assert.ok(matches(files.key, files.cert), "the key is the certificate's");
@@ -86,21 +86,21 @@ describe("a node's key and certificate across a crash", () => {
     assert.equal((fs.statSync(files.key).mode & 0o777).toString(8), "600");
   });
 
-  it("a renewal that stops before its files are all written leaves the old identity whole", () => {
+  it("a renewal that stops before its files are all written leaves the old identity whole", async () => {
     const files = agentFiles(dir);
-    writeFileSet(set(old));
+    await writeFileSet(set(old));
     // Dies before the commit point: the marker naming the set is never moved in.
-    crashingAt(`${files.key}.set`, () => writeFileSet(set(renewed).slice(0, 2)));
+    await crashingAt(`${files.key}.set`, () => writeFileSet(set(renewed).slice(0, 2)));
     assert.equal(enrolledNodeId(files), "node-07");
     assert.equal(readFileSync(files.cert, "utf8"), old.certPem);
     assert.ok(matches(files.key, files.cert), "the key is the certificate's");
     // The next renewal goes through.
-    writeFileSet(set(renewed).slice(0, 2));
+    await writeFileSet(set(renewed).slice(0, 2));
     assert.equal(readFileSync(files.cert, "utf8"), renewed.certPem);
     assert.ok(matches(files.key, files.cert));
   });
 
-  it("the daemon's own renewal stopped half-way is completed when it reads its TLS files", () => {
+  it("the daemon's own renewal stopped half-way is completed when it reads its TLS files", async () => {
     const paths = {
       key: join(dir, "server.key"),
       cert: join(dir, "server.crt"),
@@ -110,14 +110,14 @@ describe("a node's key and certificate across a crash", () => {
       { path: paths.key, text: k.keyPem, mode: 0o600 },
       { path: paths.cert, text: k.certPem, mode: 0o644 },
     ];
-    writeFileSet(pair(servers[0] as CertifiedKey));
-    crashingAt(paths.cert, () => writeFileSet(pair(servers[1] as CertifiedKey)));
+    await writeFileSet(pair(servers[0] as CertifiedKey));
+    await crashingAt(paths.cert, () => writeFileSet(pair(servers[1] as CertifiedKey)));
     const tls = readTlsMaterial(paths);
     assert.equal(tls.certPem, (servers[1] as CertifiedKey).certPem);
     assert.ok(matches(paths.key, paths.cert), "the key is the certificate's");
   });
 
-  it("a set written under relative paths is completed by a reader in another directory", () => {
+  it("a set written under relative paths is completed by a reader in another directory", async () => {
     // `hvctl cert issue --out ./tls` names its files relative to where it runs; the daemon (or
     // hvctl, through a context) reads them by their absolute path from wherever it runs.
     const sub = join(dir, "rel");
@@ -130,8 +130,10 @@ describe("a node's key and certificate across a crash", () => {
     const cwd = process.cwd();
     try {
       process.chdir(dir);
-      writeFileSet(pair(servers[0] as CertifiedKey));
-      crashingAt(join("rel", "server.crt"), () => writeFileSet(pair(servers[1] as CertifiedKey)));
+      await writeFileSet(pair(servers[0] as CertifiedKey));
+      await crashingAt(join("rel", "server.crt"), () =>
+        writeFileSet(pair(servers[1] as CertifiedKey)),
+      );
     } finally {
       process.chdir(cwd);
     }
@@ -140,11 +142,11 @@ describe("a node's key and certificate across a crash", () => {
     assert.ok(matches(abs.key, abs.cert), "the key is the certificate's");
   });
 
-  it("a reader completing the set while its writer moves it in fails neither", () => {
+  it("a reader completing the set while its writer moves it in fails neither", async () => {
     // Another process (hvctl loading its context, the agent's status) reads the files just
     // as the renewal moves them in: both complete the same set.
     const files = agentFiles(dir);
-    writeFileSet(set(old));
+    await writeFileSet(set(old));
     const real = fs.renameSync;
     let raced = false;
     fs.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
@@ -158,7 +160,7 @@ describe("a node's key and certificate across a crash", () => {
     };
     syncBuiltinESMExports();
     try {
-      writeFileSet(set(renewed).slice(0, 2));
+      await writeFileSet(set(renewed).slice(0, 2));
     } finally {
       fs.renameSync = real;
       syncBuiltinESMExports();
@@ -168,13 +170,13 @@ describe("a node's key and certificate across a crash", () => {
     assert.ok(matches(files.key, files.cert), "the key is the certificate's");
   });
 
-  it("never writes a key through a link planted where its new copy is made", () => {
+  it("never writes a key through a link planted where its new copy is made", async () => {
     const files = agentFiles(dir);
     const victim = join(dir, "victim");
     fs.writeFileSync(victim, "untouched");
     fs.rmSync(`${files.key}.next`, { force: true });
     fs.symlinkSync(victim, `${files.key}.next`);
-    writeFileSet(set(renewed).slice(0, 2));
+    await writeFileSet(set(renewed).slice(0, 2));
     assert.equal(readFileSync(victim, "utf8"), "untouched");
     assert.equal(readFileSync(files.key, "utf8"), renewed.keyPem);
     assert.ok(!fs.lstatSync(files.key).isSymbolicLink());

@@ -20,7 +20,7 @@ function writer(dir: string, tag: string, startMs: number): Promise<number | nul
   const script = `
     const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
     while (Date.now() < ${startMs});
-    writeFileSet([
+    await writeFileSet([
       { path: ${JSON.stringify(join(dir, "server.key"))}, text: ${JSON.stringify(tag)}, mode: 0o600 },
       { path: ${JSON.stringify(join(dir, "server.crt"))}, text: ${JSON.stringify(tag)}, mode: 0o644 },
     ]);`;

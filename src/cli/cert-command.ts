@@ -126,7 +126,7 @@ export function certCommand(cli: () => CliContext): Command {
           });
           mkdirSync(opts.out, { recursive: true, mode: 0o700 });
           const crt = join(opts.out, `${opts.cn}.crt`);
-          writeFileSet([
+          await writeFileSet([
             { path: join(opts.out, `${opts.cn}.key`), text: keyPem, mode: 0o600 },
             { path: crt, text: r.certificatePem, mode: 0o644 },
             { path: join(opts.out, "ca.crt"), text: r.caPem, mode: 0o644 },
@@ -158,7 +158,7 @@ export function certCommand(cli: () => CliContext): Command {
         const { csrPem, keyPem } = await (await import("../pki/index.js")).createCsr(cn);
         const r = await ctx.client(EnrollmentService).renewCertificate({ csrPem });
         const certPath = contextFilePath(ctx.configPath, entry.credential.clientCert);
-        writeFileSet([
+        await writeFileSet([
           {
             path: contextFilePath(ctx.configPath, entry.credential.clientKey),
             text: keyPem,

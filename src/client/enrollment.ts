@@ -124,7 +124,7 @@ export async function enroll(
       { token: options.token, csrPem },
       { timeoutMs: options.timeoutMs ?? 30_000 },
     );
-    writeFileSet([
+    await writeFileSet([
       { path: files.key, text: keyPem, mode: 0o600 },
       { path: files.cert, text: r.certificatePem, mode: 0o644 },
       { path: files.ca, text: r.caPem, mode: 0o644 },
@@ -163,7 +163,7 @@ export async function renew(options: {
     );
     // Key and certificate as one: a crash between the two left a key its certificate does not
     // match, and the node had to be enrolled again.
-    writeFileSet([
+    await writeFileSet([
       { path: files.key, text: keyPem, mode: 0o600 },
       { path: files.cert, text: r.certificatePem, mode: 0o644 },
     ]);

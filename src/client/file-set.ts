@@ -6,11 +6,11 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { lockFileSet } from "./file-set-lock.js";
 
 /** One file of a {@link writeFileSet}. */
 export interface SetFile {
@@ -22,37 +22,6 @@ export interface SetFile {
 /** The marker beside a set's first file: the set is written in full and is being moved in. */
 const markerOf = (first: string) => `${first}.set`;
 const nextOf = (path: string) => `${path}.next`;
-
-/** The lock beside a set's first file: one writer of the set at a time. */
-const lockOf = (first: string) => `${first}.lock`;
-/** A lock older than this is a writer's that died holding it (a write takes milliseconds). */
-const STALE_LOCK_MS = 30_000;
-/** How long a writer waits for another's lock before it fails. */
-const LOCK_WAIT_MS = 10_000;
-
-/**
- * Takes the lock of the set whose first file is `first`, waiting (at most
- * {@link LOCK_WAIT_MS}) while another writer, in this process or another,
- * holds it; answers its release. Two writers at once (two daemons renewing
- * the files they share) each wrote the same `.next` copies and moved them in
- * one by one: a key could end beside the other's certificate.
- */
-function lockSet(first: string): () => void {
-  const lock = lockOf(first);
-  const end = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      closeSync(openSync(lock, "wx", 0o600));
-      return () => rmSync(lock, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-    const age = gone(() => Date.now() - statSync(lock).mtimeMs);
-    if (age !== undefined && age > STALE_LOCK_MS) rmSync(lock, { force: true });
-    else if (Date.now() >= end) throw new Error(`${lock}: another writer holds these files`);
-    else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
-  }
-}
 
 /**
  * Writes `text` to a new file `path` and flushes it to disk before
@@ -91,12 +60,18 @@ function syncDirs(paths: readonly string[]): void {
  * beside the first names them all (the commit point), then each is moved
  * in. A crash before the marker leaves the old set; after it,
  * {@link finishFileSet} on the first file's path completes the move, so the
- * new set is whole. Every reader of such a set calls that first.
+ * new set is whole. Every reader of such a set calls that first. One
+ * writer of a set at a time ({@link lockFileSet}): two at once (two daemons
+ * renewing the files they share) each wrote the same `.next` copies and
+ * moved them in one by one, so a key could end beside the other's
+ * certificate. Waiting for another writer's lock does not block the event
+ * loop (the daemon renews while it serves); the write itself, once the
+ * lock is held, is synchronous, so no two writes of one process interleave.
  */
-export function writeFileSet(files: readonly SetFile[]): void {
+export async function writeFileSet(files: readonly SetFile[]): Promise<void> {
   const first = files[0]?.path;
   if (first === undefined) return;
-  const unlock = lockSet(first);
+  const unlock = await lockFileSet(first);
   try {
     finishFileSet(first);
     for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);

@@ -29,6 +29,7 @@ export {
   renew,
 } from "./enrollment.js";
 export { finishFileSet, type SetFile, writeFileSet } from "./file-set.js";
+export { processAlive, processStartTime } from "./process-alive.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";

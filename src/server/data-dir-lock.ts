@@ -9,6 +9,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { processAlive, processStartTime } from "../client/index.js";
 import type { Config } from "./config-schema.js";
 
 /** The lock file each data directory holds while a daemon uses it. */
@@ -112,7 +113,7 @@ function lockOne(file: string, dir: string): string {
     }
     const holder = readHolder(file);
     if (holder !== undefined && holder.token === ownToken()) return file;
-    if (holder !== undefined && alive(holder.pid, holder.start))
+    if (holder !== undefined && processAlive(holder.pid, holder.start))
       throw new DataDirInUseError(dir, holder.pid);
     // Stale: move it aside, then make sure what moved is what was judged stale.
     const aside = `${file}.stale.${randomBytes(4).toString("hex")}`;
@@ -138,7 +139,7 @@ function lockOne(file: string, dir: string): string {
 
 let token: string | undefined;
 function ownToken(): string {
-  token ??= `${process.pid} ${startTime(process.pid) ?? "?"}`;
+  token ??= `${process.pid} ${processStartTime(process.pid) ?? "?"}`;
   return token;
 }
 
@@ -152,27 +153,4 @@ function readHolder(file: string): { pid: number; start: string; token: string }
   const m = /^(\d+) (\S+)$/.exec(text);
   if (m === null) return { pid: 0, start: "", token: text };
   return { pid: Number(m[1]), start: m[2] as string, token: text };
-}
-
-/** A process with this pid exists and started at `start` (when /proc tells). */
-function alive(pid: number, start: string): boolean {
-  if (!(pid > 0)) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
-  const now = startTime(pid);
-  return now === undefined || start === "?" || now === start;
-}
-
-/** Field 22 of /proc/PID/stat: the start time in clock ticks since boot. */
-function startTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) is in parentheses and may hold spaces.
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
 }

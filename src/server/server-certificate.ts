@@ -69,7 +69,7 @@ export async function renewServerCertificate(
   }
   // Key and certificate as one set: a crash between them left a key the certificate does not
   // match, and the daemon would not start (readTlsMaterial completes an interrupted set).
-  writeFileSet([
+  await writeFileSet([
     { path: paths.key, text: fresh.keyPem, mode: 0o600 },
     { path: paths.cert, text: `${fresh.certPem.trimEnd()}\n${ca.certPem}`, mode: 0o644 },
   ]);

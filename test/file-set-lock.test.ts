@@ -1,0 +1,188 @@
+// The lock that keeps two writers of one key and certificate set apart
+// (`<first file>.lock`, test/file-set-writers.test.ts) had two faults, found
+// by a review of the pki:
+// - a writer waited for another process's lock with Atomics.wait: in the
+//   daemon, which renews its certificate while it serves, that froze the
+//   whole event loop for up to 10 s (no call answered, no timer fired);
+// - writers that found a dead writer's lock each removed it and then created
+//   their own, so a late one removed the lock the first had just taken and
+//   two wrote the set at once;
+// and a writer alive but slow (a stalled disk) lost its lock to another
+// after 30 s, for age alone.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { writeFileSet } from "../src/client/index.js";
+
+const CLIENT = fileURLToPath(new URL("../src/client/index.js", import.meta.url));
+
+interface Child {
+  /** Resolves once the child is inside the lock (it has begun to write the set). */
+  readonly entered: Promise<void>;
+  /** Resolves on the exit code (null when killed). */
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * A process writing the set `key`, `crt` in `dir` as `tag` from `startMs`:
+ * it logs `enter tag` to `log` when it begins to write inside the lock and
+ * `leave tag` when the last file is moved in. Inside it pauses `holdMs`
+ * (a slow disk); with `die` it is killed there instead (a writer that dies
+ * holding the lock). With `slowJudge` it pauses up to 20 ms after each look
+ * at the lock (a process the scheduler set aside between judging the lock
+ * and acting on it).
+ */
+function writer(
+  dir: string,
+  tag: string,
+  o: { startMs?: number; holdMs?: number; die?: boolean; slowJudge?: boolean },
+): Child {
+  const key = join(dir, "server.key");
+  const crt = join(dir, "server.crt");
+  const log = join(dir, "holders.log");
+  const script = `
+    const fs = (await import("node:fs")).default;
+    const { syncBuiltinESMExports } = await import("node:module");
+    const open = fs.openSync, rename = fs.renameSync;
+    const nap = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    fs.openSync = (p, ...rest) => {
+      if (String(p) === ${JSON.stringify(`${key}.next`)}) {
+        fs.appendFileSync(${JSON.stringify(log)}, "enter ${tag}\\n");
+        process.stdout.write("entered\\n");
+        if (${o.die === true}) process.kill(process.pid, "SIGKILL");
+        nap(${o.holdMs ?? 30});
+      }
+      return open(p, ...rest);
+    };
+    fs.renameSync = (from, to) => {
+      rename(from, to);
+      if (String(to) === ${JSON.stringify(crt)}) fs.appendFileSync(${JSON.stringify(log)}, "leave ${tag}\\n");
+    };
+    if (${o.slowJudge === true}) {
+      const stat = fs.statSync;
+      fs.statSync = (p, ...rest) => {
+        const s = stat(p, ...rest);
+        if (String(p).includes(".lock")) nap(Math.random() * 20);
+        return s;
+      };
+    }
+    syncBuiltinESMExports();
+    const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
+    while (Date.now() < ${o.startMs ?? 0});
+    await writeFileSet([
+      { path: ${JSON.stringify(key)}, text: "${tag}", mode: 0o600 },
+      { path: ${JSON.stringify(crt)}, text: "${tag}", mode: 0o644 },
+    ]);`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const entered = new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", () => resolve());
+    child.once("exit", () => reject(new Error(`${tag} exited before it took the lock`)));
+  });
+  entered.catch(() => {});
+  return { entered, exited: new Promise((resolve) => child.once("exit", resolve)) };
+}
+
+/** Makes the lock (file or folder, and what it holds) look `ms` old. */
+function age(lock: string, ms: number): void {
+  const then = new Date(Date.now() - ms);
+  const paths = statSync(lock).isDirectory()
+    ? [...readdirSync(lock).map((n) => join(lock, n)), lock]
+    : [lock];
+  for (const p of paths) utimesSync(p, then, then);
+}
+
+/** The holders that were inside the lock at once, from the log of enters and leaves. */
+function overlaps(logText: string): string[] {
+  const found: string[] = [];
+  let inside: string | undefined;
+  for (const line of logText.split("\n").filter((l) => l !== "")) {
+    const [what, tag] = line.split(" ");
+    if (what === "enter" && inside !== undefined) found.push(`${tag} entered while ${inside} held`);
+    if (what === "enter") inside = tag;
+    else if (tag === inside) inside = undefined;
+  }
+  return found;
+}
+
+describe("the lock of a set of files", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-"));
+  const key = join(dir, "server.key");
+  const crt = join(dir, "server.crt");
+  const log = join(dir, "holders.log");
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("a writer waiting for another process's lock leaves the event loop free (the daemon keeps answering)", async () => {
+    writeFileSync(log, "");
+    const holder = writer(dir, "holder", { holdMs: 1500 });
+    await holder.entered;
+    const ticks: number[] = [];
+    const timer = setInterval(() => ticks.push(Date.now()), 20);
+    try {
+      const from = Date.now();
+      await writeFileSet([
+        { path: key, text: "daemon", mode: 0o600 },
+        { path: crt, text: "daemon", mode: 0o644 },
+      ]);
+      const to = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The longest the timer did not fire while the writer waited.
+      const times = [from, ...ticks.filter((t) => t < to), to];
+      const longest = Math.max(...times.slice(1).map((t, i) => t - (times[i] as number)));
+      assert.ok(to - from >= 500, `the writer waited for the holder (${to - from} ms)`);
+      assert.ok(longest < 500, `a 20 ms timer stopped for ${longest} ms of a ${to - from} ms wait`);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.equal(await holder.exited, 0);
+    assert.equal(readFileSync(key, "utf8"), "daemon");
+    assert.equal(readFileSync(crt, "utf8"), "daemon");
+  });
+
+  it("of writers racing over a dead writer's lock, one at a time takes it", async () => {
+    const found: string[] = [];
+    for (let round = 0; round < 8 && found.length === 0; round++) {
+      const dead = writer(dir, `dead${round}`, { die: true });
+      await dead.entered;
+      assert.equal(await dead.exited, null, "the first writer died holding the lock");
+      // Past the 30 s a lock may be held, so that any rule takes it as a dead writer's.
+      age(`${key}.lock`, 60_000);
+      writeFileSync(log, "");
+      const start = Date.now() + 1000;
+      const racers = ["a", "b", "c", "d"].map((t) =>
+        writer(dir, `${t}${round}`, { startMs: start, slowJudge: true }),
+      );
+      const codes = await Promise.all(racers.map((r) => r.exited));
+      for (const o of overlaps(readFileSync(log, "utf8"))) found.push(`round ${round}: ${o}`);
+      if (codes.some((c) => c !== 0)) found.push(`round ${round}: racers exited ${codes}`);
+      const [k, c] = [readFileSync(key, "utf8"), readFileSync(crt, "utf8")];
+      if (k !== c) found.push(`round ${round}: key ${k} beside certificate ${c}`);
+    }
+    assert.deepEqual(found, [], "two writers held the lock at once");
+  });
+
+  it("a live writer on this host keeps its lock however long it takes", async () => {
+    writeFileSync(log, "");
+    const slow = writer(dir, "slow", { holdMs: 1500 });
+    await slow.entered;
+    age(`${key}.lock`, 60_000);
+    const late = writer(dir, "late", {});
+    assert.deepEqual(await Promise.all([slow.exited, late.exited]), [0, 0]);
+    assert.deepEqual(overlaps(readFileSync(log, "utf8")), []);
+    assert.equal(readFileSync(key, "utf8"), "late");
+    assert.equal(readFileSync(crt, "utf8"), "late");
+  });
+});
