@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
-import { createPublicKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
+import { enroll } from "../src/client/index.js";
 import { createCsr } from "../src/pki/index.js";
 import { callOutcome } from "./helpers/dev-clients.js";
 import { provisionerDaemonForSuite } from "./helpers/provisioner-daemon.js";
@@ -78,5 +82,46 @@ describe("an enrolment the node gives up on after its token is spent", () => {
       await new Promise((r) => setTimeout(r, 100));
     } while (Date.now() < deadline);
     assert.deepEqual(fresh, [], "names without exactly one enrolment record");
+  });
+
+  it("debvisor-agent enroll run again after giving up sends the same key, and is enrolled", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-agent-retry-"));
+    const wrong: string[] = [];
+    try {
+      // Deadlines of 2 to 39 ms on the whole enrolment (the CA pinned, then Enroll): some end
+      // before anything is sent, some after the server spent the token.
+      for (let deadline = 2; deadline < 40; deadline++) {
+        const name = `node-6${deadline}`;
+        const nodeDir = join(dir, name);
+        const t = await d.provisioner.pki.createEnrollmentToken({ nodeName: name });
+        const options = {
+          server: d.daemon.grpcAddress,
+          token: t.token,
+          caFingerprint: t.caFingerprint,
+          dir: nodeDir,
+        };
+        const first = await enroll({ ...options, timeoutMs: deadline }).then(
+          () => "enrolled",
+          (e: Error) => e.message,
+        );
+        // Enrolled: nothing to retry (its token is spent, its pending key gone).
+        if (first === "enrolled") continue;
+        const again = await enroll(options).then(
+          (r) => r,
+          (e: Error) => e,
+        );
+        if (again instanceof Error) {
+          wrong.push(`${name}: first ${first}; again: ${again.message}`);
+          continue;
+        }
+        const cert = new X509Certificate(readFileSync(again.files.cert));
+        if (!cert.checkPrivateKey(createPrivateKey(readFileSync(again.files.key))))
+          wrong.push(`${name}: node.crt is not for node.key`);
+        if (existsSync(join(nodeDir, "enroll.pending"))) wrong.push(`${name}: pending key left`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.deepEqual(wrong, []);
   });
 });
