@@ -124,4 +124,19 @@ describe("an enrolment the node gives up on after its token is spent", () => {
     }
     assert.deepEqual(wrong, []);
   });
+
+  it("re-delivers no certificate revoked since, and binds no revoked node again", async () => {
+    const root = d.clientsOf(d.admin);
+    const name = "node-599";
+    const { token } = await d.provisioner.pki.createEnrollmentToken({ nodeName: name });
+    const { csrPem } = await createCsr("x");
+    const first = await root.pki.enroll({ token, csrPem });
+    assert.equal((await callOutcome(root.pki.enroll({ token, csrPem }))).code, 0, "re-delivered");
+    await root.pki.revokeCertificate({ serial: first.serial, reason: "decommissioned" });
+    await root.access.setBinding({ principal: name, roles: [] });
+    const again = await callOutcome(root.pki.enroll({ token, csrPem }));
+    assert.equal(again.code, 16, "a revoked certificate re-delivered");
+    const bound = (await root.access.listBindings({})).bindings.filter((b) => b.principal === name);
+    assert.deepEqual(bound, [], "the revoked node bound again");
+  });
 });

@@ -49,7 +49,8 @@ export interface EnrollmentCompletion {
   /**
    * Issues (unless it was) and binds (unless it was) the enrolment of the
    * spent token `id`, after any run of it in progress here; `fresh` is false
-   * when its certificate was issued before (a re-delivery).
+   * when its certificate was issued before (a re-delivery); a certificate
+   * revoked since is answered, not bound again: the caller refuses it.
    */
   finish(
     id: string,
@@ -93,7 +94,11 @@ export function createEnrollmentCompletion(shared: EnrollmentShared): Enrollment
       if (cur === undefined)
         throw new RpcError("INTERNAL", { cause: new Error(`token ${id} spent, no spend record`) });
       const { spend, kv } = cur;
-      if (spend.certificatePem !== undefined && spend.bound === true)
+      // Done; or its certificate revoked since, when binding the name would undo the revocation.
+      if (
+        spend.certificatePem !== undefined &&
+        (spend.bound === true || revoked(spend.certificatePem))
+      )
         return { enrolled: answer(spend.certificatePem), fresh };
       let next: Spend;
       let issuing = false;
@@ -117,6 +122,9 @@ export function createEnrollmentCompletion(shared: EnrollmentShared): Enrollment
     }
     throw new RpcError("CONFLICT");
   }
+
+  const revoked = (certificatePem: string) =>
+    deps.revocations.isRevoked(new X509Certificate(certificatePem).serialNumber);
 
   function answer(certificatePem: string): Enrolled {
     const ca = issuer.requireCa();
