@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { connect, type DetailedPeerCertificate } from "node:tls";
@@ -102,9 +102,26 @@ export interface EnrollOptions {
 }
 
 /**
+ * The key and CSR of an enrollment not finished yet, kept (0600) in the
+ * agent directory until it is: the server answers a spent token again only
+ * for the key it was spent for, so enrolling again after a call given up on
+ * (its deadline, a dropped connection) must send the same CSR.
+ */
+const PENDING = "enroll.pending";
+
+async function pendingCsr(path: string): Promise<{ csrPem: string; keyPem: string }> {
+  finishFileSet(path);
+  if (existsSync(path)) return JSON.parse(readFileSync(path, "utf8"));
+  const made = await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node");
+  writeFileSet([{ path, text: JSON.stringify(made), mode: 0o600 }]);
+  return made;
+}
+
+/**
  * Joins a cluster with a one-time token: generates the key here (it never
  * leaves this machine), pins the CA, sends a CSR, and writes the key (0600),
- * the certificate and the CA to `dir`.
+ * the certificate and the CA to `dir`. Run again after a failure, it sends
+ * the same CSR (see {@link PENDING}).
  */
 export async function enroll(
   options: EnrollOptions,
@@ -112,7 +129,8 @@ export async function enroll(
   const files = agentFiles(options.dir);
   mkdirSync(files.dir, { recursive: true, mode: 0o700 });
   const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
-  const { csrPem, keyPem } = await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node");
+  const pending = join(files.dir, PENDING);
+  const { csrPem, keyPem } = await pendingCsr(pending);
   const channel = openChannel({
     name: "enroll",
     server: options.server,
@@ -129,6 +147,7 @@ export async function enroll(
       { path: files.cert, text: r.certificatePem, mode: 0o644 },
       { path: files.ca, text: r.caPem, mode: 0o644 },
     ]);
+    rmSync(pending, { force: true });
     return { serial: r.serial, subject: subjectOf(r.certificatePem), files };
   } finally {
     channel.close();

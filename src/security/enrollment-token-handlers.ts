@@ -11,6 +11,7 @@ import { encodeMessage, getMessage } from "../store/index.js";
 import { assertCanActAs, decide } from "./access-evaluator.js";
 import { sourceOf } from "./authentication-stage.js";
 import { caFingerprint, ts } from "./certificate-info.js";
+import { createEnrollmentCompletion } from "./enrollment-completion.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
 import { ENROLLING, sha256, TOKEN_PATTERN, TOKEN_RECORDS } from "./enrollment-token.js";
 import { clusterNode } from "./node-named.js";
@@ -27,6 +28,7 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
   const { deps, issuer } = shared;
   const { store, clock } = deps;
   const limiter = createRateLimiter(clock);
+  const completion = createEnrollmentCompletion(shared);
 
   return {
     async createEnrollmentToken(req, ctx) {
@@ -95,11 +97,31 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
       const tok = (found as NonNullable<typeof found>).message;
       if (!timingSafeEqual(presented, Buffer.from(tok.secretSha256)))
         refuse("enrollment token secret mismatch");
-      if (tok.usedAtMs !== 0n) refuse("enrollment token already used", false);
-      if (BigInt(clock.now()) >= tok.expiresAtMs) refuse("enrollment token expired", false);
+      const expired = () => BigInt(clock.now()) >= tok.expiresAtMs;
+      // A spent token answers again only the key it was spent for: the node's retry after it
+      // gave up on the call that spent it. A copy of the token with another key is refused.
+      const again = async () => {
+        if (!(await completion.sameKey(id, req.csrPem, ctx.signal)))
+          refuse("enrollment token already used", false);
+        if (expired()) refuse("enrollment token expired", false);
+        const { enrolled, fresh } = await completion.finish(id, tok, req.csrPem);
+        // Revoked since: the cluster took that certificate back; this token gives no other.
+        if (!fresh && deps.revocations.isRevoked(enrolled.serial))
+          refuse("enrollment token already used", false);
+        ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
+        ctx.notes.reason = fresh
+          ? `enrollment with token ${id} completed on a retry`
+          : `re-delivery of certificate ${enrolled.serial} from token ${id} to the key it was spent for`;
+        ctx.log.info({ node: tok.nodeName, serial: enrolled.serial, fresh }, "enrollment retried");
+        return enrolled;
+      };
+      if (tok.usedAtMs !== 0n) return again();
+      if (expired()) refuse("enrollment token expired", false);
       // Before the checks of the name: an enrollment of it since fails the spend below.
       const claimKey = ENROLLING + tok.nodeName.toLowerCase();
       const claim = await store.get(claimKey, { signal: ctx.signal });
+      // This token's own claim: it was spent since it was read (by the call its node gave up on).
+      if (claim !== undefined && new TextDecoder().decode(claim.value) === id) return again();
       // A token anyone but a cluster admin made is for a new node: made before the name became
       // a node (enrolled, registered) meanwhile, it would hand that node's identity over. A name
       // another token was spent on (the claim) is a node's too, or is becoming one: its binding
@@ -110,15 +132,18 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
       )
         refuse(`${tok.nodeName} became a node after this token was made`, false);
       // Check the CSR before spending the token, so a bad CSR does not burn it.
+      let spkiDer: Uint8Array;
       try {
-        await acceptCsr(req.csrPem);
+        ({ spkiDer } = await acceptCsr(req.csrPem));
       } catch (err) {
         if (err instanceof CsrError)
           throw new RpcError("INVALID_ARGUMENT", { message: `csr_pem: ${err.message}` });
         throw err;
       }
-      // Spend the token atomically: of any number of concurrent uses, one wins.
-      const spent = await store.txn(
+      // Spend the token atomically: of any number of concurrent uses, one wins. From the spend
+      // on, the server's own bounded signal: the spend, issue and binding happen whole, whether
+      // or not the caller still waits; its retry with this key gets the certificate.
+      const won = await store.txn(
         {
           compares: [
             {
@@ -137,36 +162,24 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
               ),
             },
             { type: "put", key: claimKey, value: new TextEncoder().encode(id) },
+            completion.spendOp(id, spkiDer),
           ],
         },
-        { signal: ctx.signal },
+        { signal: completion.signal() },
       );
-      if (!spent.succeeded) {
+      if (!won.succeeded) {
         const now = await getMessage(store, EnrollmentTokenRecordSchema, TOKEN_RECORDS + id, {
           signal: ctx.signal,
         });
-        if (now === undefined || now.message.usedAtMs !== 0n)
-          refuse("enrollment token already used", false);
+        if (now === undefined) refuse("enrollment token already used", false);
+        if (now?.message.usedAtMs !== 0n) return again();
         ctx.log.warn({ node: tok.nodeName }, "enrollment lost to another of the same name");
         throw new RpcError("CONFLICT", {
           message: "another enrollment of this name at the same moment; retry",
         });
       }
       ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
-      const issued = await issuer.issue(tok.nodeName, req.csrPem, tok.createdBy, ctx.signal);
-      // The name's cluster-wide binding gets the node role, added to what it had: a binding
-      // in some tenant (one a tenant admin set before the node existed) never stands in for it.
-      const bound = deps.bindings
-        .all()
-        .find((b) => b.principal === tok.nodeName && b.tenant === "");
-      if (bound === undefined || !bound.roles.includes("node")) {
-        await deps.bindings.set(
-          { principal: tok.nodeName, roles: [...(bound?.roles ?? []), "node"] },
-          `enrollment:${id}`,
-          ctx.signal,
-        );
-      }
-      return issued;
+      return (await completion.finish(id, tok, req.csrPem)).enrolled;
     },
   };
 }

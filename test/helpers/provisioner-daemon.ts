@@ -2,7 +2,10 @@
 // holds the node role's grants) and an API key of it: what the enrollment
 // tests attack the built-in CA with.
 
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../../src/client/index.js";
 import { type DaemonProcess, startDevDaemon } from "./daemon-process.js";
@@ -31,4 +34,42 @@ export async function startProvisionerDaemon(
     roles: ["provisioner"],
   });
   return { daemon, admin, provisioner: devClients(bearerContext(admin, key.token), channels) };
+}
+
+/** A provisioner daemon for one suite; read its fields in the tests, not before. */
+export interface SuiteProvisionerDaemon extends ProvisionerDaemon {
+  /** Clients of `ctx` on a channel closed with the suite. */
+  clientsOf(ctx: ResolvedContext): ReturnType<typeof devClients>;
+}
+
+/** Starts one before the tests of the calling suite (in a temporary directory) and stops it after them. */
+export function provisionerDaemonForSuite(config: object = {}): SuiteProvisionerDaemon {
+  const channels: grpc.Client[] = [];
+  let dir: string | undefined;
+  let started: ProvisionerDaemon | undefined;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "dv-provisioner-"));
+    started = await startProvisionerDaemon(dir, channels, config);
+  });
+  after(() => {
+    for (const ch of channels) ch.close();
+    started?.daemon.kill();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+  const get = () => {
+    if (started === undefined) throw new Error("the provisioner daemon is not started yet");
+    return started;
+  };
+  return {
+    get daemon() {
+      return get().daemon;
+    },
+    get admin() {
+      return get().admin;
+    },
+    get provisioner() {
+      return get().provisioner;
+    },
+    clientsOf: (ctx) => devClients(ctx, channels),
+  };
 }
