@@ -113,7 +113,7 @@ async function pendingCsr(path: string): Promise<{ csrPem: string; keyPem: strin
   finishFileSet(path);
   if (existsSync(path)) return JSON.parse(readFileSync(path, "utf8"));
   const made = await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node");
-  writeFileSet([{ path, text: JSON.stringify(made), mode: 0o600 }]);
+  await writeFileSet([{ path, text: JSON.stringify(made), mode: 0o600 }]);
   return made;
 }
 
