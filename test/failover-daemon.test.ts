@@ -84,6 +84,15 @@ describe("automatic failover in the built daemon (dev mode, a simulated node cut
       const restarted = records.filter((r) => r.decision === "restarted");
       assert.equal(restarted.length, ha.length);
       assert.ok(restarted.every((r) => r.principal === "system:failover-controller"));
+      // Each in its VM's tenant, so that tenant's auditors see it (audit:read in a tenant).
+      assert.ok(
+        ha.some((vm) => vm.tenant !== ""),
+        "an HA vm in a tenant: the check below can fail",
+      );
+      assert.deepEqual(
+        restarted.map((r) => [r.args, r.tenant]).sort(),
+        ha.map((vm) => [`vm_id=${vm.id} node=node-02`, vm.tenant]).sort(),
+      );
     } finally {
       ch.close();
     }

@@ -160,6 +160,8 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
       const settled = records.find((r) => r.requestId === started.migrationId);
       assert.equal(settled?.principal, "system:reconciler");
       assert.equal(settled?.decision, "rolled-back");
+      // In the VM's tenant, so that tenant's auditors see it.
+      assert.equal(settled?.tenant, vm.tenant);
     } finally {
       c.ch.close();
     }

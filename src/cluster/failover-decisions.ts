@@ -16,8 +16,8 @@ export interface FailoverDecision {
   readonly action: "restarted" | "skipped" | "failed" | "adopted";
   readonly detail: string;
   readonly migrationId?: string;
-  /** The VM's tenant, for its events. */
-  readonly tenant?: string;
+  /** The VM's tenant, for its events and its audit record (a tenant's auditors see it). */
+  readonly tenant: string;
 }
 
 /** What {@link createFailoverDecisions} works with. */

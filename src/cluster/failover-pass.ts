@@ -87,13 +87,20 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       decide({
         vmId: vm.id,
         node: nodeId,
+        tenant: vm.tenant,
         action: "restarted",
         detail: `restarted on ${target}`,
         migrationId: m.migrationId,
       });
     } catch (err) {
       const rpc = toRpcError(err);
-      decide({ vmId: vm.id, node: nodeId, action: "failed", detail: rpc.message });
+      decide({
+        vmId: vm.id,
+        node: nodeId,
+        tenant: vm.tenant,
+        action: "failed",
+        detail: rpc.message,
+      });
     }
     return true;
   }

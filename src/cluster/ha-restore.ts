@@ -30,6 +30,7 @@ export interface HaRestoreOptions {
   readonly decide: (d: {
     vmId: string;
     node: string;
+    tenant: string;
     action: "restarted" | "skipped" | "failed";
     detail: string;
   }) => void;
@@ -207,6 +208,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         options.decide({
           vmId: vm.id,
           node: nodeId,
+          tenant: vm.tenant,
           action: "skipped",
           detail: `restart limit reached (${options.restartLimit} in ${Math.round(options.restartWindowMs / 60_000)} min)`,
         });
@@ -244,7 +246,13 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
             });
           throw err;
         });
-        options.decide({ vmId: vm.id, node: nodeId, action: "restarted", detail });
+        options.decide({
+          vmId: vm.id,
+          node: nodeId,
+          tenant: vm.tenant,
+          action: "restarted",
+          detail,
+        });
       } catch (err) {
         // Not started: look again on a later pass. An attempt counts against the limit
         // (which stops crash loops), except a refusal before anything started: the node not
@@ -263,6 +271,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         options.decide({
           vmId: vm.id,
           node: nodeId,
+          tenant: vm.tenant,
           action: "failed",
           detail: toRpcError(err).message,
         });

@@ -47,7 +47,7 @@ export interface MigrationEngineOptions {
   /** How long an orphan's hypervisor job may go on before settling aborts it (default 30 min). */
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled by reconciliation (for the audit trail). */
-  readonly onSettled?: (migration: Migration) => void;
+  readonly onSettled?: (migration: Migration, tenant: string) => void;
   /** Leaves an HA VM a migration could not start again to HA restore (see the runner's). */
   readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
@@ -113,7 +113,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     clock: options.clock,
     logger,
     jobTimeoutMs: options.settleJobTimeoutMs,
-    onSettled: (job) => options.onSettled?.(migrationOf(job)),
+    onSettled: (job) => options.onSettled?.(migrationOf(job), job.tenant),
     markLostRunning,
   });
   const follow = createMigrationWatch(journal, runner.runsHere);

@@ -35,6 +35,8 @@ export interface StaleCopyDecision {
   readonly generation: bigint;
   readonly action: "removed" | "failed";
   readonly detail: string;
+  /** The VM's tenant, for the audit record (a tenant's auditors see it). */
+  readonly tenant: string;
 }
 
 /** What {@link createStaleCopyRemover} reads, writes and calls. */
@@ -230,7 +232,13 @@ async function send(
   sends: number,
   signal: AbortSignal,
 ): Promise<void> {
-  const told = { vmId: rec.id, node: nodeId, placedOn: rec.nodeId, generation: rec.generation };
+  const told = {
+    vmId: rec.id,
+    node: nodeId,
+    placedOn: rec.nodeId,
+    generation: rec.generation,
+    tenant: rec.tenant,
+  };
   const nth = sends > 1 ? ` (removal ${sends} from this controller)` : "";
   const renew = deps.renew;
   const renewing =

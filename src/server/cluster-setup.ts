@@ -162,9 +162,9 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     runnerLeaseMs: config.cluster.runnerLeaseMs,
     settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
-    onSettled: (m) => {
+    onSettled: (m, tenant) => {
       audit
-        ?.append(settledAuditFields(m))
+        ?.append(settledAuditFields(m, tenant))
         .catch((err: unknown) => logger.error({ err }, "settled migration not audited"));
     },
     failover: config.cluster.failover.enabled

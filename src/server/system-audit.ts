@@ -33,6 +33,7 @@ export function failoverAuditFields(d: FailoverDecision): AuditFields {
   return {
     ...systemFields(FAILOVER_PRINCIPAL, "FailoverVM", "migration:failover"),
     event: "failover.decision",
+    tenant: d.tenant,
     requestId: d.migrationId ?? "",
     decision: d.action,
     reason: d.detail,
@@ -43,11 +44,12 @@ export function failoverAuditFields(d: FailoverDecision): AuditFields {
 }
 
 /** An audit record of a migration settled after the process running it died. */
-export function settledAuditFields(m: Migration): AuditFields {
+export function settledAuditFields(m: Migration, tenant: string): AuditFields {
   const ok = m.state === MigrationState.SUCCEEDED;
   return {
     ...systemFields(RECONCILER_PRINCIPAL, "MigrateVM", "migration:execute"),
     event: "migration.settled",
+    tenant,
     requestId: m.migrationId,
     decision: ok ? "finished" : "rolled-back",
     reason: m.message,
@@ -64,6 +66,7 @@ export function staleCopyAuditFields(d: StaleCopyDecision): AuditFields {
     ...systemFields(RECONCILER_PRINCIPAL, "StopVm", "vm:stop"),
     service: "debvisor.v1.VmService",
     event: "vm.stale-copy",
+    tenant: d.tenant,
     requestId: "",
     decision: d.action,
     reason: d.detail,
