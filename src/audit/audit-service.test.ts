@@ -13,6 +13,7 @@ import {
 } from "../gen/debvisor/v1/audit_pb.js";
 import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.js";
 import { openAuditLog } from "./audit-log.js";
+import { createAuditPageTokens } from "./audit-page-token.js";
 import type { AuditFields } from "./audit-record.js";
 import { createAuditService } from "./audit-service.js";
 
@@ -143,6 +144,50 @@ describe("AuditService.ListAuditRecords", () => {
     } finally {
       await t.close();
     }
+  });
+
+  it("gives a tenant page tokens that do not tell the size of other tenants' records", async () => {
+    const t = await trail(60);
+    try {
+      const placed = new Map<number, number>();
+      for await (const p of readAuditRecords(t.path, new AbortController().signal))
+        placed.set(p.record.seq, p.at);
+      const bytes = (seq: number) => (placed.get(seq + 1) ?? 0) - (placed.get(seq) ?? 0);
+      // acme pages one record at a time: between two of its records lies one of globex's.
+      const acme = await allPages((r) => t.call(r, "acme"), { pageSize: 1 });
+      assert.equal(acme.records.length, 30);
+      const seen: number[] = [];
+      const actual: number[] = [];
+      for (let i = 1; i < acme.tokens.length; i++) {
+        const [seq, at] = (acme.tokens[i] as string).split(".").map(Number);
+        const [prevSeq, prevAt] = (acme.tokens[i - 1] as string).split(".").map(Number);
+        assert.equal(seq, (prevSeq as number) + 2, "one globex record in between");
+        // What acme would work out: the distance between its lines, less its own line.
+        seen.push((at as number) - (prevAt as number) - bytes(prevSeq as number));
+        actual.push(bytes((prevSeq as number) + 1));
+      }
+      assert.notDeepEqual(seen, actual, "the tokens give away the size of globex's records");
+      // Paging on from a token still works (the offset comes back to the daemon that made it).
+      assert.deepEqual(
+        seqs(acme.records),
+        Array.from({ length: 30 }, (_, i) => 2 * i + 3),
+      );
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("gets the offset back from a token of the same daemon only", () => {
+    const tokens = createAuditPageTokens();
+    for (const [seq, at] of [
+      [1, 0],
+      [7, 123_456],
+      [999_999_999_999_999, 2 ** 48 - 1],
+    ] as const)
+      assert.deepEqual(tokens.decode(tokens.encode(seq, at)), { after: seq, at });
+    assert.deepEqual(tokens.decode(tokens.encode(5, 2 ** 48)), { after: 5, at: undefined });
+    assert.deepEqual(tokens.decode("5"), { after: 5, at: undefined });
+    assert.notEqual(createAuditPageTokens().decode(tokens.encode(7, 123_456)).at, 123_456);
   });
 
   it("gives the last records with tail, newest last, only those the caller may see", async () => {

@@ -7,6 +7,7 @@ import {
 } from "../gen/debvisor/v1/audit_pb.js";
 import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.js";
 import type { AuditLog } from "./audit-log.js";
+import { createAuditPageTokens } from "./audit-page-token.js";
 import type { AuditRecord } from "./audit-record.js";
 
 /** Dependencies of the AuditService handlers. */
@@ -65,18 +66,6 @@ function matcher(
 }
 
 /**
- * A page token: the seq of the last record given and where its line starts
- * (`seq.offset`), so the next page reads on from there instead of from the
- * file's start; a plain seq (tokens of earlier daemons) still works.
- */
-function parsePageToken(token: string): { after: number; at: number | undefined } {
-  if (token === "") return { after: 0, at: undefined };
-  const m = /^(\d{1,15})(?:\.(\d{1,15}))?$/.exec(token);
-  if (m === null) throw new RpcError("PAGE_TOKEN_INVALID");
-  return { after: Number(m[1]), at: m[2] === undefined ? undefined : Number(m[2]) };
-}
-
-/**
  * The records after seq `after`, oldest first. From `at` when the record
  * there is that very one (seqs in a file are consecutive, so the next
  * line is the next record); otherwise (the file rotated since, or a token
@@ -120,6 +109,7 @@ async function lastRecords(
 
 /** AuditService: list and follow the audit trail of the current file. */
 export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
+  const tokens = createAuditPageTokens();
   return defineService(
     AuditService,
     {
@@ -138,7 +128,7 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
           return { records: last.map(info), nextPageToken: "" };
         }
         const size = req.pageSize === 0 ? 100 : Math.min(req.pageSize, 1000);
-        const { after, at } = parsePageToken(req.pageToken);
+        const { after, at } = tokens.decode(req.pageToken);
         const out: AuditRecord[] = [];
         let lastAt = 0;
         let more = false;
@@ -154,7 +144,7 @@ export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
         const last = out[out.length - 1];
         return {
           records: out.map(info),
-          nextPageToken: more && last !== undefined ? `${last.seq}.${lastAt}` : "",
+          nextPageToken: more && last !== undefined ? tokens.encode(last.seq, lastAt) : "",
         };
       },
       async *followAuditRecords(req, ctx) {
