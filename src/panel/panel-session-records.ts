@@ -39,12 +39,20 @@ export interface PanelSessionRecords {
   /** Ends every live session of a user; returns how many. */
   endAllOf(user: string, reason: string): Promise<number>;
   /**
-   * Keeps at most `max` records of `user`, `keep` (the session just started)
-   * among them: ended and expired records go first, then the oldest live
-   * sessions, each ended with `reason` (its listeners told) before its
-   * record is deleted. Returns the ids of the live sessions it ended.
+   * Keeps at most `max` records of `user`, `keep` (the session just started,
+   * its record created at store revision `keptAt`) among them: ended and
+   * expired records go first, then the oldest live sessions, each ended with
+   * `reason` (its listeners told) before its record is deleted. A live
+   * session created after `keep` is never ended here (a sign-in at the same
+   * time ends this one if need be). Returns the ids of the live sessions it ended.
    */
-  keepNewest(user: string, max: number, keep: string, reason: string): Promise<string[]>;
+  keepNewest(
+    user: string,
+    max: number,
+    keep: string,
+    keptAt: number,
+    reason: string,
+  ): Promise<string[]>;
   /** Called with the session id whenever this process ends a session. */
   onEnd(listener: (sessionId: string) => void): () => void;
   /** Deletes the records of sessions past their absolute lifetime; returns how many. */
@@ -96,22 +104,27 @@ export function createPanelSessionRecords(store: KvStore, clock: Clock): PanelSe
       for (const sid of mine) if (await end(sid, reason)) n++;
       return n;
     },
-    async keepNewest(user, max, keep, reason) {
-      const older: { sid: string; key: string; live: boolean; createdAtMs: number }[] = [];
+    async keepNewest(user, max, keep, keptAt, reason) {
+      const others: { sid: string; key: string; live: boolean; createdAt: number }[] = [];
       for await (const kv of rangeAll(store, PREFIX)) {
         const s = decodeMessage(PanelSessionRecordSchema, kv);
         if (s.user === user && s.sessionId !== keep)
-          older.push({
+          others.push({
             sid: s.sessionId,
             key: kv.key,
             live: live(s),
-            createdAtMs: Number(s.createdAtMs),
+            createdAt: kv.createRevision,
           });
       }
-      // Ended ones first, then the oldest live ones; the newest stay beside `keep`.
-      older.sort((a, b) => Number(a.live) - Number(b.live) || a.createdAtMs - b.createdAtMs);
+      // Ended ones first, then the oldest live ones, in the store's order (one for every
+      // daemon, whatever their clocks). A live one newer than `keep` is another sign-in's
+      // at the same time: it counts, but ending it is that sign-in's to decide (it sees
+      // `keep` as older); ending it here too would end both.
+      const gone = others
+        .filter((o) => !o.live || o.createdAt < keptAt)
+        .sort((a, b) => Number(a.live) - Number(b.live) || a.createdAt - b.createdAt);
       const ended: string[] = [];
-      for (const o of older.slice(0, Math.max(0, older.length - (max - 1)))) {
+      for (const o of gone.slice(0, Math.max(0, others.length - (max - 1)))) {
         if (o.live && (await end(o.sid, reason))) ended.push(o.sid);
         // Gone, its tokens are refused as of an unknown session: the store stays bounded.
         await store.delete(o.key);

@@ -182,4 +182,25 @@ describe("createPanelSessions", () => {
     assert.equal(await small.isLive(e.endedOlder[0] ?? ""), false);
     assert.equal(await small.endAllOf("kate", "done"), 3);
   });
+  it("never has two sign-ins at once end each other past the cap: the newer ones stay", async () => {
+    // Each sign-in took the other's brand-new session for an older one and ended it:
+    // both browsers got cookies of an ended session, the user was signed out of both.
+    const one = await createPanelSessions({ store, clock, maxSessionsPerUser: 1 });
+    const pair = await Promise.all([
+      one.start("liam", "10.0.0.10"),
+      one.start("liam", "10.0.0.10"),
+    ]);
+    const livePair = await Promise.all(pair.map((t) => one.isLive(t.sessionId)));
+    assert.equal(livePair.filter(Boolean).length, 1, JSON.stringify(livePair));
+    const [gone] = pair.filter((_, i) => !livePair[i]);
+    assert.deepEqual(
+      pair.flatMap((t) => t.endedOlder),
+      [gone?.sessionId],
+      "only the older one ended, by the newer",
+    );
+    const two = await createPanelSessions({ store, clock, maxSessionsPerUser: 2 });
+    const three = await Promise.all([1, 2, 3].map(() => two.start("mia", "10.0.0.11")));
+    const liveThree = await Promise.all(three.map((t) => two.isLive(t.sessionId)));
+    assert.equal(liveThree.filter(Boolean).length, 2, JSON.stringify(liveThree));
+  });
 });

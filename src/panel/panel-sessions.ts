@@ -175,6 +175,7 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
         user,
         maxPerUser,
         record.sessionId,
+        r.revision,
         "session limit: a newer sign-in",
       );
       return { ...tokens, endedOlder };
