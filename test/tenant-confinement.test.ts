@@ -204,6 +204,34 @@ describe("tenant confinement against a dev daemon", () => {
       missing.metadata.get("debvisor-error-reason"),
     );
   });
+
+  it("shows a tenant no node usage that other tenants' VMs make up", async () => {
+    const all = (await root.nodes.listNodes({ pageSize: 1000 })).nodes;
+    // The dev nodes report the memory and vCPUs their running VMs use, every tenant's.
+    const shared = all.find((n) => n.health?.vms.some((v) => v.tenant !== T));
+    assert.ok(
+      shared !== undefined && (shared.health?.memUsedPct ?? 0) > 0,
+      "a node with others' VMs",
+    );
+    const id = shared.info?.id?.id ?? "";
+    const views = [
+      (await tenantViewer.nodes.listNodes({ pageSize: 1000 })).nodes.find(
+        (n) => n.info?.id?.id === id,
+      ),
+      (await tenantViewer.nodes.getNode({ id: { id } })).summary,
+    ];
+    for (const n of views) {
+      assert.ok(n?.health !== undefined);
+      assert.ok(n.health.vms.every((v) => v.tenant === T));
+      // Before: memUsedPct x capacity was every tenant's running VMs' memory, to the byte.
+      assert.deepEqual(
+        [n.health.cpuLoad, n.health.memUsedPct, n.health.diskUsedPct],
+        [0, 0, 0],
+        "the node's own measurements cover other tenants' VMs",
+      );
+    }
+    assert.ok((shared.health?.memUsedPct ?? 0) > 0, "a cluster-wide caller still sees them");
+  });
 });
 
 describe("principal names by credential source", () => {

@@ -26,12 +26,18 @@ export function visibleVms(vms: readonly VmInfo[], scope: CallScope): VmInfo[] {
   return scope.clusterWide ? [...vms] : vms.filter((vm) => scope.canSee(vm.tenant));
 }
 
-/** A node summary whose health and VM counts cover only the VMs the scope may see. */
+/**
+ * A node summary whose health and VM counts cover only the VMs the scope may
+ * see. The node's own measurements (CPU load, memory and disk in use) are the
+ * whole node's and cannot be split by tenant, so a caller that is not
+ * cluster-wide gets none (0), as from a node that reports none.
+ */
 export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
   if (scope.clusterWide) return node;
   const vms = visibleVms(node.health?.vms ?? [], scope);
   // The counts cover only what the tenant may see: totals would tell it
-  // that other tenants' VMs are there, and how big they are.
+  // that other tenants' VMs are there, and how big they are. So would the
+  // measurements: memory in use times capacity is every tenant's running VMs' memory.
   let vcpus = 0;
   let memory = 0n;
   for (const vm of vms) {
@@ -40,7 +46,10 @@ export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
   }
   return {
     ...node,
-    health: node.health === undefined ? undefined : { ...node.health, vms },
+    health:
+      node.health === undefined
+        ? undefined
+        : { ...node.health, vms, cpuLoad: 0, memUsedPct: 0, diskUsedPct: 0 },
     vmCount: vms.length,
     vcpusAllocated: vcpus,
     memoryAllocatedBytes: memory,
