@@ -12,6 +12,7 @@ import type { TxnOp } from "../store/index.js";
 import { ts } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
 import { ENROLLING } from "./enrollment-token.js";
+import { clusterNode } from "./node-named.js";
 
 /** Where a spent token keeps what it was spent for: `pki/enrolled/<token id>`, JSON {@link Spend}. */
 const SPENDS = "pki/enrolled/";
@@ -52,8 +53,9 @@ export interface EnrollmentCompletion {
    * spent token `id`, after any run of it in progress here; `fresh` is false
    * when its certificate was issued before (a re-delivery); a certificate
    * revoked since is answered, not bound again: the caller refuses it.
-   * Undefined when nothing was issued and the name was enrolled by another
-   * token since (its claim is that token's): the name has its holder.
+   * Undefined when nothing was issued and the name has its holder since:
+   * enrolled by another token (its claim is that token's), or, for a token
+   * not a cluster admin's, made a node otherwise.
    */
   finish(
     id: string,
@@ -108,10 +110,13 @@ export function createEnrollmentCompletion(shared: EnrollmentShared): Enrollment
       let issuing = false;
       const compares = [{ key: SPENDS + id, modRevision: kv.modRevision }];
       if (spend.certificatePem === undefined) {
-        // Nothing issued, and the name's claim another token's: enrolled since (a cluster
-        // admin's token, the node reinstalled); issuing now would make a second holder of it.
+        // Nothing issued, and the name enrolled by another token since (its claim is that
+        // token's), or, for a token not a cluster admin's, made a node otherwise (the first
+        // spend's rule): issuing now would make a second holder of the name.
         const claim = await store.get(ENROLLING + tok.nodeName.toLowerCase(), { signal });
         if (claim === undefined || decoder.decode(claim.value) !== id) return undefined;
+        if (!tok.forExistingNode && (await clusterNode(deps, tok.nodeName, signal)))
+          return undefined;
         compares.push({ key: claim.key, modRevision: claim.modRevision });
         const issued = await issuer.issue(tok.nodeName, csrPem, tok.createdBy, signal);
         next = { ...spend, certificatePem: issued.certificatePem };
