@@ -1,4 +1,4 @@
-import { X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -105,14 +105,37 @@ export interface EnrollOptions {
  * The key and CSR of an enrollment not finished yet, kept (0600) in the
  * agent directory until it is: the server answers a spent token again only
  * for the key it was spent for, so enrolling again after a call given up on
- * (its deadline, a dropped connection) must send the same CSR.
+ * (its deadline, a dropped connection) must send the same CSR. Kept with the
+ * SHA-256 of the token they were sent with and reused with that token only:
+ * with another there is nothing to retry, and a directory copied after a
+ * failed enrollment (a machine image) gave every copy one private key.
  */
 const PENDING = "enroll.pending";
 
-async function pendingCsr(path: string): Promise<{ csrPem: string; keyPem: string }> {
+interface Pending {
+  readonly token: string;
+  readonly csrPem: string;
+  readonly keyPem: string;
+}
+
+/** The pending enrollment in `path` for `token`; undefined when there is none, or it does not parse. */
+function readPending(path: string, token: string): Pending | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const p = JSON.parse(readFileSync(path, "utf8")) as Partial<Pending> | null;
+    if (typeof p?.csrPem !== "string" || typeof p.keyPem !== "string") return undefined;
+    return p.token === token ? (p as Pending) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function pendingCsr(path: string, tokenText: string): Promise<Pending> {
   finishFileSet(path);
-  if (existsSync(path)) return JSON.parse(readFileSync(path, "utf8"));
-  const made = await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node");
+  const token = createHash("sha256").update(tokenText).digest("hex");
+  const kept = readPending(path, token);
+  if (kept !== undefined) return kept;
+  const made = { token, ...(await lazyCreateCsr(hostname().toLowerCase().slice(0, 63) || "node")) };
   await writeFileSet([{ path, text: JSON.stringify(made), mode: 0o600 }]);
   return made;
 }
@@ -130,7 +153,7 @@ export async function enroll(
   mkdirSync(files.dir, { recursive: true, mode: 0o700 });
   const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
   const pending = join(files.dir, PENDING);
-  const { csrPem, keyPem } = await pendingCsr(pending);
+  const { csrPem, keyPem } = await pendingCsr(pending, options.token);
   const channel = openChannel({
     name: "enroll",
     server: options.server,

@@ -11,6 +11,8 @@ import { acceptCsr } from "../pki/index.js";
 import type { TxnOp } from "../store/index.js";
 import { ts } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
+import { ENROLLING } from "./enrollment-token.js";
+import { clusterNode } from "./node-named.js";
 
 /** Where a spent token keeps what it was spent for: `pki/enrolled/<token id>`, JSON {@link Spend}. */
 const SPENDS = "pki/enrolled/";
@@ -51,26 +53,30 @@ export interface EnrollmentCompletion {
    * spent token `id`, after any run of it in progress here; `fresh` is false
    * when its certificate was issued before (a re-delivery); a certificate
    * revoked since is answered, not bound again: the caller refuses it.
+   * Undefined when nothing was issued and the name has its holder since:
+   * enrolled by another token (its claim is that token's), or, for a token
+   * not a cluster admin's, made a node otherwise.
    */
   finish(
     id: string,
     tok: EnrollmentTokenRecord,
     csrPem: string,
-  ): Promise<{ enrolled: Enrolled; fresh: boolean }>;
+  ): Promise<{ enrolled: Enrolled; fresh: boolean } | undefined>;
 }
 
 const digest = (spkiDer: Uint8Array) => createHash("sha256").update(spkiDer).digest("hex");
 const encode = (s: Spend) => new TextEncoder().encode(JSON.stringify(s));
+const decoder = new TextDecoder();
 
 /** The completion the Enroll handler uses, with its runs in progress on this server. */
 export function createEnrollmentCompletion(shared: EnrollmentShared): EnrollmentCompletion {
   const { deps, issuer } = shared;
   const { store } = deps;
-  const running = new Map<string, Promise<{ enrolled: Enrolled; fresh: boolean }>>();
+  const running = new Map<string, Promise<{ enrolled: Enrolled; fresh: boolean } | undefined>>();
 
   const read = async (id: string, signal: AbortSignal) => {
     const kv = await store.get(SPENDS + id, { signal });
-    return kv && { spend: JSON.parse(new TextDecoder().decode(kv.value)) as Spend, kv };
+    return kv && { spend: JSON.parse(decoder.decode(kv.value)) as Spend, kv };
   };
 
   /** Binds the name to the node role cluster-wide, added to the roles it has there. */
@@ -102,7 +108,16 @@ export function createEnrollmentCompletion(shared: EnrollmentShared): Enrollment
         return { enrolled: answer(spend.certificatePem), fresh };
       let next: Spend;
       let issuing = false;
+      const compares = [{ key: SPENDS + id, modRevision: kv.modRevision }];
       if (spend.certificatePem === undefined) {
+        // Nothing issued, and the name enrolled by another token since (its claim is that
+        // token's), or, for a token not a cluster admin's, made a node otherwise (the first
+        // spend's rule): issuing now would make a second holder of the name.
+        const claim = await store.get(ENROLLING + tok.nodeName.toLowerCase(), { signal });
+        if (claim === undefined || decoder.decode(claim.value) !== id) return undefined;
+        if (!tok.forExistingNode && (await clusterNode(deps, tok.nodeName, signal)))
+          return undefined;
+        compares.push({ key: claim.key, modRevision: claim.modRevision });
         const issued = await issuer.issue(tok.nodeName, csrPem, tok.createdBy, signal);
         next = { ...spend, certificatePem: issued.certificatePem };
         issuing = true;
@@ -111,10 +126,7 @@ export function createEnrollmentCompletion(shared: EnrollmentShared): Enrollment
         next = { ...spend, bound: true };
       }
       const txn = await store.txn(
-        {
-          compares: [{ key: SPENDS + id, modRevision: kv.modRevision }],
-          success: [{ type: "put", key: SPENDS + id, value: encode(next) }],
-        },
+        { compares, success: [{ type: "put", key: SPENDS + id, value: encode(next) }] },
         { signal },
       );
       // Lost to a run on another server: its certificate is the one, read on the next turn.

@@ -104,7 +104,10 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
         if (!(await completion.sameKey(id, req.csrPem, ctx.signal)))
           refuse("enrollment token already used", false);
         if (expired()) refuse("enrollment token expired", false);
-        const { enrolled, fresh } = await completion.finish(id, tok, req.csrPem);
+        const done = await completion.finish(id, tok, req.csrPem);
+        // The name enrolled by another token since, before this one's certificate was issued.
+        if (done === undefined) refuse("enrollment token already used", false);
+        const { enrolled, fresh } = done as NonNullable<typeof done>;
         // Revoked since: the cluster took that certificate back; this token gives no other.
         if (!fresh && deps.revocations.isRevoked(enrolled.serial))
           refuse("enrollment token already used", false);
@@ -178,8 +181,11 @@ export function createEnrollmentTokenHandlers(shared: EnrollmentShared): Handler
           message: "another enrollment of this name at the same moment; retry",
         });
       }
+      const done = await completion.finish(id, tok, req.csrPem);
+      // Another token's enrolment of the name got in between the spend and the issue.
+      if (done === undefined) refuse(`${tok.nodeName} was enrolled by another token`, false);
       ctx.notes.principal = { id: tok.nodeName, method: "none", roles: [] };
-      return (await completion.finish(id, tok, req.csrPem)).enrolled;
+      return (done as NonNullable<typeof done>).enrolled;
     },
   };
 }
