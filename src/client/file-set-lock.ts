@@ -63,12 +63,13 @@ export async function lockFileSet(first: string): Promise<() => void> {
         return () => release(lock, me);
       }
       const holder = holderOf(lock);
-      if (holder?.gone) removeGone(holder.file);
-      else if (Date.now() >= end)
+      // A gone holder whose file stays (not this writer's to remove) is waited on like a live one.
+      if (holder?.gone && removeGone(holder.file)) continue;
+      if (Date.now() >= end)
         throw new Error(
           `${lock}: another writer holds these files${holder === undefined ? "" : ` (pid ${holder.pid})`}; remove the lock if no writer runs`,
         );
-      else await sleep(RETRY_MS);
+      await sleep(RETRY_MS);
     }
   } catch (err) {
     rmSync(mine, { recursive: true, force: true });
@@ -118,13 +119,20 @@ function parse(text: string): { space: string; pid: number; start?: string } | u
   }
 }
 
-/** Removes a gone holder's file; a folder, or a file already removed, stays as it is. */
-function removeGone(file: string): void {
+/**
+ * Removes a gone holder's file; false if it stays (a folder, or a file this
+ * process may not remove: the sticky bit, an immutable file). One already
+ * removed (by another writer) is removed.
+ */
+function removeGone(file: string): boolean {
   try {
     unlinkSync(file);
+    return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT" && code !== "EISDIR" && code !== "EPERM") throw err;
+    if (code === "ENOENT") return true;
+    if (code === "EISDIR" || code === "EPERM") return false;
+    throw err;
   }
 }
 
