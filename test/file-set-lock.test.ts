@@ -290,6 +290,42 @@ describe("a dead holder of the lock of a set of files", () => {
   });
 });
 
+describe("writers killed while they waited for the lock of a set of files", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-waiters-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Each waiter makes its folder beside the lock (`server.key.lock.<pid>-<hex>`) to move it in;
+  // one killed while it waited (a daemon stopped while it renewed) left it there for good.
+  it("leave nothing behind once the next writer took the lock", async () => {
+    const key = join(dir, "server.key");
+    writeFileSync(join(dir, "holders.log"), "");
+    const holder = writer(dir, "holder", { holdMs: 1500 });
+    await holder.entered;
+    const waiters = [1, 2, 3].map(() =>
+      spawn(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
+           await writeFileSet([{ path: ${JSON.stringify(key)}, text: "waiter", mode: 0o600 }]);`,
+        ],
+        { stdio: "ignore" },
+      ),
+    );
+    const waiting = () => readdirSync(dir).filter((n) => /^server\.key\.lock\./.test(n));
+    for (let i = 0; i < 100 && waiting().length < 3; i++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(waiting().length, 3, "the three waiters wait");
+    const gone = waiters.map((w) => new Promise((resolve) => w.once("exit", resolve)));
+    for (const w of waiters) w.kill("SIGKILL");
+    await Promise.all(gone);
+    assert.equal(await holder.exited, 0);
+    await writeFileSet([{ path: key, text: "next", mode: 0o600 }]);
+    assert.deepEqual(waiting(), [], "killed waiters' folders were left beside the lock");
+  });
+});
+
 function readFileSafe(path: string): string {
   try {
     return readFileSync(path, "utf8");

@@ -12,7 +12,7 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { processAlive, processSpace, processStartTime } from "./process-alive.js";
 
@@ -60,6 +60,7 @@ export async function lockFileSet(first: string): Promise<() => void> {
         // Its age counts from now, not from when this writer began to wait.
         const now = new Date();
         utimesSync(join(lock, me), now, now);
+        removeGoneWaiters(lock);
         return () => release(lock, me);
       }
       const holder = holderOf(lock);
@@ -133,6 +134,21 @@ function removeGone(file: string): boolean {
     if (code === "ENOENT") return true;
     if (code === "EISDIR" || code === "EPERM") return false;
     throw err;
+  }
+}
+
+/**
+ * Removes the folders that writers killed while they waited for `lock` left
+ * beside it (`<lock>.<pid>-<hex>`, see {@link lockFileSet}), judged like a
+ * holder: else every kill during a wait (a daemon stopped while it renewed)
+ * left one more, for good. A live waiter's stays: it moves it in later.
+ */
+function removeGoneWaiters(lock: string): void {
+  const prefix = `${basename(lock)}.`;
+  for (const name of readdirSync(dirname(lock))) {
+    if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{12}$/.test(name.slice(prefix.length))) continue;
+    const waiter = join(dirname(lock), name);
+    if (holderOf(waiter)?.gone === true) rmSync(waiter, { recursive: true, force: true });
   }
 }
 
