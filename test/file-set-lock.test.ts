@@ -12,6 +12,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -186,3 +189,147 @@ describe("the lock of a set of files", () => {
     assert.equal(readFileSync(crt, "utf8"), "late");
   });
 });
+
+// Found by an adversarial review of the lock:
+// - a dead holder's file that could not be removed (EPERM: a lock folder
+//   with the sticky bit, planted by another user where the set's folder is
+//   shared; an immutable file) was looked at again at once, without a pause
+//   or the deadline: the writer spun forever on the event loop, so the
+//   daemon renewing its certificate answered nothing again;
+// - a holder killed while its parent did not wait for it (a daemon that is a
+//   container's pid 1 does not reap the orphans handed to it) stays a zombie
+//   with its pid and start time: it was taken as alive, and no writer ever
+//   took the lock again.
+describe("a dead holder of the lock of a set of files", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-dead-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const rootOnly =
+    process.getuid?.() === 0 ? {} : { skip: "needs root to plant another user's lock" };
+  it(
+    "whose file cannot be removed fails the writer at its deadline, the event loop free meanwhile",
+    rootOnly,
+    async () => {
+      chmodSync(dir, 0o755);
+      const shared = join(dir, "shared");
+      mkdirSync(shared, { mode: 0o777 });
+      chmodSync(shared, 0o777);
+      const lock = join(shared, "server.key.lock");
+      mkdirSync(lock);
+      chmodSync(lock, 0o1777);
+      writeFileSync(join(lock, "planted"), "not a holder", { mode: 0o644 });
+      age(lock, 60_000);
+      // A writer as another user (nobody): the planted file is not its to remove.
+      const script = `
+      const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 100);
+      try {
+        await writeFileSet([{ path: ${JSON.stringify(join(shared, "server.key"))}, text: "k", mode: 0o600 }]);
+        console.log("wrote");
+      } catch (err) {
+        console.log(JSON.stringify({ message: err.message, ticks }));
+      } finally {
+        clearInterval(timer);
+      }`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"],
+        uid: 65534,
+        gid: 65534,
+      });
+      let out = "";
+      child.stdout.on("data", (d) => {
+        out += String(d);
+      });
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await new Promise((resolve) => child.once("exit", resolve));
+      clearTimeout(killer);
+      assert.equal(code, 0, "the writer never gave up (killed after 20 s)");
+      const r = JSON.parse(out) as { message: string; ticks: number };
+      assert.match(r.message, /another writer holds these files/);
+      assert.ok(r.ticks >= 50, `a 100 ms timer fired ${r.ticks} times in a 10 s wait`);
+    },
+  );
+
+  it("that is a zombie (killed, its parent not waiting) is gone", async () => {
+    const key = join(dir, "server.key");
+    // sh starts the writer, then becomes a sleep that never waits for it.
+    const script = `
+      const fs = (await import("node:fs")).default;
+      const { syncBuiltinESMExports } = await import("node:module");
+      const open = fs.openSync;
+      fs.openSync = (p, ...rest) => {
+        if (String(p) === ${JSON.stringify(`${key}.next`)}) process.kill(process.pid, "SIGKILL");
+        return open(p, ...rest);
+      };
+      syncBuiltinESMExports();
+      const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
+      await writeFileSet([{ path: ${JSON.stringify(key)}, text: "dead", mode: 0o600 }]);`;
+    const parent = spawn(
+      "sh",
+      ["-c", `"$0" --input-type=module -e "$1" & exec sleep 60`, process.execPath, script],
+      {
+        stdio: "ignore",
+      },
+    );
+    try {
+      // The dead writer's pid, once it is a zombie holding the lock (at most 10 s).
+      let zombie = false;
+      for (let i = 0; i < 200 && !zombie; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const name = existsSync(`${key}.lock`) ? readdirSync(`${key}.lock`)[0] : undefined;
+        const pid = name?.split("-")[0];
+        zombie = pid !== undefined && /\) Z /.test(readFileSafe(`/proc/${pid}/stat`));
+      }
+      assert.ok(zombie, "the writer died holding the lock and was not waited for");
+      await writeFileSet([{ path: key, text: "next", mode: 0o600 }]);
+      assert.equal(readFileSync(key, "utf8"), "next");
+    } finally {
+      parent.kill("SIGKILL");
+    }
+  });
+});
+
+describe("writers killed while they waited for the lock of a set of files", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-waiters-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Each waiter makes its folder beside the lock (`server.key.lock.<pid>-<hex>`) to move it in;
+  // one killed while it waited (a daemon stopped while it renewed) left it there for good.
+  it("leave nothing behind once the next writer took the lock", async () => {
+    const key = join(dir, "server.key");
+    writeFileSync(join(dir, "holders.log"), "");
+    const holder = writer(dir, "holder", { holdMs: 1500 });
+    await holder.entered;
+    const waiters = [1, 2, 3].map(() =>
+      spawn(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
+           await writeFileSet([{ path: ${JSON.stringify(key)}, text: "waiter", mode: 0o600 }]);`,
+        ],
+        { stdio: "ignore" },
+      ),
+    );
+    const waiting = () => readdirSync(dir).filter((n) => /^server\.key\.lock\./.test(n));
+    for (let i = 0; i < 100 && waiting().length < 3; i++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(waiting().length, 3, "the three waiters wait");
+    const gone = waiters.map((w) => new Promise((resolve) => w.once("exit", resolve)));
+    for (const w of waiters) w.kill("SIGKILL");
+    await Promise.all(gone);
+    assert.equal(await holder.exited, 0);
+    await writeFileSet([{ path: key, text: "next", mode: 0o600 }]);
+    assert.deepEqual(waiting(), [], "killed waiters' folders were left beside the lock");
+  });
+});
+
+function readFileSafe(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return "";
+  }
+}

@@ -12,7 +12,7 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { processAlive, processSpace, processStartTime } from "./process-alive.js";
 
@@ -60,15 +60,17 @@ export async function lockFileSet(first: string): Promise<() => void> {
         // Its age counts from now, not from when this writer began to wait.
         const now = new Date();
         utimesSync(join(lock, me), now, now);
+        removeGoneWaiters(lock);
         return () => release(lock, me);
       }
       const holder = holderOf(lock);
-      if (holder?.gone) removeGone(holder.file);
-      else if (Date.now() >= end)
+      // A gone holder whose file stays (not this writer's to remove) is waited on like a live one.
+      if (holder?.gone && removeGone(holder.file)) continue;
+      if (Date.now() >= end)
         throw new Error(
           `${lock}: another writer holds these files${holder === undefined ? "" : ` (pid ${holder.pid})`}; remove the lock if no writer runs`,
         );
-      else await sleep(RETRY_MS);
+      await sleep(RETRY_MS);
     }
   } catch (err) {
     rmSync(mine, { recursive: true, force: true });
@@ -118,13 +120,35 @@ function parse(text: string): { space: string; pid: number; start?: string } | u
   }
 }
 
-/** Removes a gone holder's file; a folder, or a file already removed, stays as it is. */
-function removeGone(file: string): void {
+/**
+ * Removes a gone holder's file; false if it stays (a folder, or a file this
+ * process may not remove: the sticky bit, an immutable file). One already
+ * removed (by another writer) is removed.
+ */
+function removeGone(file: string): boolean {
   try {
     unlinkSync(file);
+    return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT" && code !== "EISDIR" && code !== "EPERM") throw err;
+    if (code === "ENOENT") return true;
+    if (code === "EISDIR" || code === "EPERM") return false;
+    throw err;
+  }
+}
+
+/**
+ * Removes the folders that writers killed while they waited for `lock` left
+ * beside it (`<lock>.<pid>-<hex>`, see {@link lockFileSet}), judged like a
+ * holder: else every kill during a wait (a daemon stopped while it renewed)
+ * left one more, for good. A live waiter's stays: it moves it in later.
+ */
+function removeGoneWaiters(lock: string): void {
+  const prefix = `${basename(lock)}.`;
+  for (const name of readdirSync(dirname(lock))) {
+    if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{12}$/.test(name.slice(prefix.length))) continue;
+    const waiter = join(dirname(lock), name);
+    if (holderOf(waiter)?.gone === true) rmSync(waiter, { recursive: true, force: true });
   }
 }
 
