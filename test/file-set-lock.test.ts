@@ -28,6 +28,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { writeFileSet } from "../src/client/index.js";
+import { missingTool } from "./helpers/required-tools.js";
 
 const CLIENT = fileURLToPath(new URL("../src/client/index.js", import.meta.url));
 
@@ -204,8 +205,13 @@ describe("a dead holder of the lock of a set of files", () => {
   const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-dead-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const rootOnly =
-    process.getuid?.() === 0 ? {} : { skip: "needs root to plant another user's lock" };
+  const rootOnly = {
+    skip: missingTool(
+      "root (to plant another user's lock)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    ),
+  };
   it(
     "whose file cannot be removed fails the writer at its deadline, the event loop free meanwhile",
     rootOnly,
