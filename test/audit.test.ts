@@ -29,6 +29,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
+import { missingTool } from "./helpers/required-tools.js";
 
 describe("the audit trail of a running daemon", () => {
   it("records denied and unauthenticated calls, and never a secret", async () => {
@@ -302,8 +303,13 @@ describe("the audit trail of a running daemon", () => {
   });
 
   it("refuses calls while the disk is full, changes nothing, and resumes when space returns", async (t) => {
-    if (process.getuid?.() !== 0) {
-      t.skip("needs root to mount a small tmpfs");
+    const notRoot = missingTool(
+      "root (to mount a tmpfs)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    );
+    if (notRoot !== false) {
+      t.skip(notRoot);
       return;
     }
     const dir = mkdtempSync(join(tmpdir(), "dv-full-"));
