@@ -8,6 +8,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -341,6 +342,71 @@ describe("audit log", () => {
         `${m} and its copy`,
       );
     assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("goes on with the chain of the rotated file after a restart that finds the next file empty (disk full right after a rotation)", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, maxBytes: 1024, clock, logger: silentLogger, alarm: () => {} });
+    let log = await open();
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The rotation (rename, create) still works; no record fits in the next file.
+    for (let i = 3; i < 8; i++) await log.append(fields(i)).catch(() => {});
+    await log.close();
+    assert.equal(readFileSync(path, "utf8"), "", "rotated, then nothing written");
+    rmSync(filler);
+    log = await open(); // the daemon restarted once space was freed
+    await log.append(fields(100));
+    await log.close();
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  it("goes on with the chain after a kill -9 between renaming the files for a rotation and opening the next ones", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "copy", "audit-copy.log");
+    mkdirSync(join(d, "copy"));
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // The step of a rotation a crash can stop at: both files renamed, no next file yet.
+    const script = `
+      const { openAuditFiles } = await import(${JSON.stringify(files)});
+      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
+      const files = await openAuditFiles({
+        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
+        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
+        clock: systemClock, log: silentLogger,
+        afterRename: () => process.kill(process.pid, "SIGKILL"),
+      });
+      await files.rotateIfDue();`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: "inherit",
+    });
+    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
+    assert.equal(signal, "SIGKILL");
+    assert.equal(existsSync(path), false, "killed after the rename");
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    for (const [p, base] of [
+      [path, "audit.log"],
+      [copyPath, "audit-copy.log"],
+    ] as const) {
+      const all = [...rotatedFiles(join(p, ".."), base).map((f) => join(p, "..", f)), p];
+      const v = verifyAuditFiles(all);
+      assert.equal(v.ok, true, `${base}: ${JSON.stringify(v.problem)}`);
+      assert.equal(v.records, 6);
+    }
   });
 
   it("closes within AUDIT_CLOSE_TIMEOUT_MS while a write hangs, failing the record as not written", async () => {

@@ -1,5 +1,6 @@
-// Start-up repair of an audit file: where its chain ends, and a torn last
-// line (left by a crash mid-write) moved aside so the file always verifies.
+// Start-up repair of an audit file: where its chain ends (in the newest
+// rotated file when the file holds no record yet), and a torn last line (left
+// by a crash mid-write) moved aside so the file always verifies.
 
 import {
   closeSync,
@@ -7,9 +8,11 @@ import {
   fsyncSync,
   ftruncateSync,
   openSync,
+  readdirSync,
   readSync,
   writeFileSync,
 } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import type { Clock } from "../core/index.js";
 
 /** The end of an audit file's chain after {@link recoverAuditFile}. */
@@ -25,11 +28,39 @@ export interface RecoveredAuditFile {
   tornBytes?: number;
 }
 
-/** Reads the end of an existing file: the last record's seq and hash, and a torn tail (moved aside). */
+/** A rotated file's name after the trail's: `<path>.<time stamp>`, `-0001`... on a collision. */
+const ROTATED = /^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z(-\d{4})?$/;
+
+/**
+ * Reads the end of an existing file: the last record's seq and hash, and a
+ * torn tail (moved aside). When the file holds no record, the chain goes on
+ * from the newest rotated file: a crash or a full disk between a rotation
+ * and its first record leaves the next file missing or empty, and a chain
+ * started afresh there would not verify after the rotated files.
+ */
 export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile {
+  const recovered = recoverOne(path, clock, true);
+  if (recovered.hash !== "") return recovered;
+  const prefix = `${basename(path)}.`;
+  let rotated: string[];
+  try {
+    rotated = readdirSync(dirname(path))
+      .filter((f) => f.startsWith(prefix) && ROTATED.test(f.slice(prefix.length)))
+      .sort();
+  } catch {
+    return recovered;
+  }
+  const newest = rotated[rotated.length - 1];
+  if (newest === undefined) return recovered;
+  const { seq, hash } = recoverOne(join(dirname(path), newest), clock, false);
+  return { ...recovered, seq, hash };
+}
+
+/** recoverAuditFile for one file; without `repair`, only reads it (a rotated file is left as it is). */
+function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAuditFile {
   let fd: number;
   try {
-    fd = openSync(path, "r+");
+    fd = openSync(path, repair ? "r+" : "r");
   } catch {
     return { seq: 0, hash: "", size: 0 };
   }
@@ -55,7 +86,7 @@ export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile
     }
     const good = size - tailLen + end;
     let tornFile: string | undefined;
-    if (good < size) {
+    if (repair && good < size) {
       tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
       writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
       ftruncateSync(fd, good);
