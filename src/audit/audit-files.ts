@@ -6,6 +6,7 @@
 import { existsSync, renameSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Clock, Logger } from "../core/index.js";
+import { newestRotatedFile, rotationStamp } from "./rotated-audit-files.js";
 
 /** What {@link openAuditFiles} needs. */
 export interface AuditFilesOptions {
@@ -75,6 +76,8 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
   let openedAt = clock.now();
   let retryAt = 0;
+  /** The time of the newest rotation's stamp: a clock stepped back stamps with it, so names keep their order. */
+  let lastStampAt = newestRotatedFile(options.path)?.ms ?? 0;
   /** The time stamp of a rotation that could be neither finished nor undone. */
   let unfinished: string | undefined;
 
@@ -121,11 +124,16 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   };
 
   const rotateIfDue = async () => {
+    const now = clock.now();
+    // A clock stepped back: ages and the retry delay count from now, not from a time yet to come.
+    if (now < openedAt) openedAt = now;
+    if (now < retryAt - ROTATION_RETRY_MS) retryAt = now;
     if (unfinished === undefined) {
-      if (clock.now() < retryAt) return;
-      if (main.size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
+      if (now < retryAt) return;
+      if (main.size < maxBytes && now - openedAt < maxAgeMs) return;
     }
-    const stamp = unfinished ?? new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
+    lastStampAt = Math.max(now, lastStampAt);
+    const stamp = unfinished ?? rotationStamp(lastStampAt);
     try {
       await rotate(stamp);
       unfinished = undefined;

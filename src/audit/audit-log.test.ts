@@ -409,6 +409,38 @@ describe("audit log", () => {
     }
   });
 
+  it("names rotated files in the order they were written when the clock steps back", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const t0 = Date.UTC(2026, 11, 5, 12);
+    const clock = createManualClock(t0);
+    const log = await openAuditLog({ path, maxBytes: 1024, clock, logger: silentLogger });
+    for (let i = 0; i < 6; i++) await log.append(fields(i));
+    clock.set(t0 - 86_400_000); // NTP steps the clock back a day
+    for (let i = 6; i < 12; i++) await log.append(fields(i));
+    await log.close();
+    // The operator's `hvctl audit verify audit.log.* audit.log`: the files in name order.
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    assert.ok(all.length >= 5, `rotated ${all.length - 1} times`);
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  it("rotates by age after the clock steps back", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const t0 = Date.UTC(2026, 11, 5, 12);
+    const clock = createManualClock(t0);
+    const log = await openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger });
+    await log.append(fields(1));
+    clock.set(t0 - 86_400_000); // the clock was a day ahead, and NTP corrects it
+    await log.append(fields(2));
+    clock.advance(2 * 3_600_000);
+    await log.append(fields(3));
+    await log.close();
+    assert.equal(rotatedFiles(d, "audit.log").length, 1, "two hours on, the file rotated");
+  });
+
   it("closes within AUDIT_CLOSE_TIMEOUT_MS while a write hangs, failing the record as not written", async () => {
     const d = dir();
     const path = join(d, "audit.log");

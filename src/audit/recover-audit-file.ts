@@ -8,12 +8,11 @@ import {
   fsyncSync,
   ftruncateSync,
   openSync,
-  readdirSync,
   readSync,
   writeFileSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
 import type { Clock } from "../core/index.js";
+import { newestRotatedFile } from "./rotated-audit-files.js";
 
 /** The end of an audit file's chain after {@link recoverAuditFile}. */
 export interface RecoveredAuditFile {
@@ -28,9 +27,6 @@ export interface RecoveredAuditFile {
   tornBytes?: number;
 }
 
-/** A rotated file's name after the trail's: `<path>.<time stamp>`, `-0001`... on a collision. */
-const ROTATED = /^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z(-\d{4})?$/;
-
 /**
  * Reads the end of an existing file: the last record's seq and hash, and a
  * torn tail (moved aside). When the file holds no record, the chain goes on
@@ -40,19 +36,9 @@ const ROTATED = /^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z(-\d{4})?$/;
  */
 export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile {
   const recovered = recoverOne(path, clock, true);
-  if (recovered.hash !== "") return recovered;
-  const prefix = `${basename(path)}.`;
-  let rotated: string[];
-  try {
-    rotated = readdirSync(dirname(path))
-      .filter((f) => f.startsWith(prefix) && ROTATED.test(f.slice(prefix.length)))
-      .sort();
-  } catch {
-    return recovered;
-  }
-  const newest = rotated[rotated.length - 1];
-  if (newest === undefined) return recovered;
-  const { seq, hash } = recoverOne(join(dirname(path), newest), clock, false);
+  const rotated = recovered.hash === "" ? newestRotatedFile(path) : undefined;
+  if (rotated === undefined) return recovered;
+  const { seq, hash } = recoverOne(rotated.path, clock, false);
   return { ...recovered, seq, hash };
 }
 
