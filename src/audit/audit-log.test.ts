@@ -7,6 +7,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -407,6 +408,86 @@ describe("audit log", () => {
       assert.equal(v.ok, true, `${base}: ${JSON.stringify(v.problem)}`);
       assert.equal(v.records, 6);
     }
+  });
+
+  it("keeps the copy's files paired with the main file's after a kill -9 while a rotation was half undone", async (t) => {
+    const skip = missingTool(
+      "root (for chattr +i)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    );
+    if (skip !== false) {
+      t.skip(skip);
+      return;
+    }
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyDir = join(d, "copy");
+    const copyPath = join(copyDir, "audit-copy.log");
+    mkdirSync(copyDir);
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    t.after(() => execFileSync("chattr", ["-i", copyDir]));
+    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // Both files renamed, then the copy's directory turns immutable: its next
+    // file cannot be made, the main file's rename is undone, the copy's
+    // cannot be; the trail refuses writes, and then the process is killed.
+    const script = `
+      import { execFileSync } from "node:child_process";
+      const { openAuditFiles } = await import(${JSON.stringify(files)});
+      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
+      const files = await openAuditFiles({
+        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
+        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
+        clock: systemClock, log: silentLogger,
+        afterRename: () => execFileSync("chattr", ["+i", ${JSON.stringify(copyDir)}]),
+      });
+      await files.rotateIfDue().catch(() => process.kill(process.pid, "SIGKILL"));`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: "inherit",
+    });
+    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
+    assert.equal(signal, "SIGKILL");
+    execFileSync("chattr", ["-i", copyDir]);
+    assert.equal(existsSync(copyPath), false, "the copy was left renamed");
+    assert.equal(existsSync(path), true, "the main file's rename was undone");
+    log = await openAuditLog({ path, copyPath, maxBytes: 2048, logger: silentLogger });
+    for (let i = 3; i < 20; i++) await log.append(fields(i));
+    await log.close();
+    const mains = rotatedFiles(d, "audit.log");
+    const copies = rotatedFiles(copyDir, "audit-copy.log");
+    assert.ok(mains.length >= 2, `rotated ${mains.length} times`);
+    assert.deepEqual(
+      copies.map((f) => f.slice("audit-copy.log".length)),
+      mains.map((f) => f.slice("audit.log".length)),
+      "each rotated main file has its copy",
+    );
+    for (const [i, m] of mains.entries())
+      assert.equal(
+        readFileSync(join(copyDir, copies[i] as string), "utf8"),
+        readFileSync(join(d, m), "utf8"),
+        `${m} and its copy`,
+      );
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("keeps the copy's files paired after a crash between renaming the main file and the copy", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "audit-copy.log");
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    // What a kill -9 between the two renames leaves (each rename is atomic).
+    renameSync(path, `${path}.2026-12-05T00-00-00-000Z`);
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    assert.deepEqual(rotatedFiles(d, "audit-copy.log"), rotatedFiles(d, "audit.log"));
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+    assert.deepEqual(verifyAuditFiles([path]), { ok: true, files: 1, records: 6 });
   });
 
   it("names rotated files in the order they were written when the clock steps back", async () => {

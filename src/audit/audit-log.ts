@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
 import { openAuditFiles } from "./audit-files.js";
 import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
-import { recoverAuditFile } from "./recover-audit-file.js";
+import { recoverAuditFile, undoHalfRotation } from "./recover-audit-file.js";
 import { createSyslogForwarder, syslogAlarm } from "./syslog-forwarder.js";
 
 /** Options of {@link openAuditLog}. */
@@ -107,6 +107,13 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const maxBytes = options.maxBytes ?? 100 * 1024 * 1024;
   const maxAgeMs = options.maxAgeMs ?? 86_400_000;
   const alarm = options.alarm ?? syslogAlarm(log);
+  if (options.copyPath !== undefined)
+    for (const [a, b] of [
+      [options.path, options.copyPath],
+      [options.copyPath, options.path],
+    ] as const)
+      if (undoHalfRotation(a, b, clock))
+        log.warn({ file: a }, "audit trail: undid a rotation a crash cut short");
   const recovered = recoverAuditFile(options.path, clock);
   // The copy is repaired the same way; a torn tail there must not glue onto new records.
   if (options.copyPath !== undefined) recoverAuditFile(options.copyPath, clock);

@@ -9,8 +9,11 @@ import {
   ftruncateSync,
   openSync,
   readSync,
+  renameSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
+import { basename } from "node:path";
 import type { Clock } from "../core/index.js";
 import { newestRotatedFile } from "./rotated-audit-files.js";
 
@@ -40,6 +43,27 @@ export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile
   if (rotated === undefined) return recovered;
   const { seq, hash } = recoverOne(rotated.path, clock, false);
   return { ...recovered, seq, hash };
+}
+
+/**
+ * Undoes a rotation that a crash cut short between the main file and its
+ * copy (one renamed, the other not): when `a` is missing or empty and its
+ * newest rotated file ends at the record `b` ends at, `b` never renamed
+ * under that stamp, the rotated file is moved back, so the two rotate again
+ * together and their files stay pairs. True when it did.
+ */
+export function undoHalfRotation(a: string, b: string, clock: Clock): boolean {
+  if ((statSync(a, { throwIfNoEntry: false })?.size ?? 0) > 0) return false;
+  const rotated = newestRotatedFile(a);
+  if (rotated === undefined) return false;
+  if (
+    statSync(`${b}${basename(rotated.path).slice(basename(a).length)}`, { throwIfNoEntry: false })
+  )
+    return false;
+  const end = recoverOne(rotated.path, clock, false).hash;
+  if (end === "" || recoverOne(b, clock, false).hash !== end) return false;
+  renameSync(rotated.path, a);
+  return true;
 }
 
 /** recoverAuditFile for one file; without `repair`, only reads it (a rotated file is left as it is). */
