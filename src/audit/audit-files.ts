@@ -84,6 +84,11 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   // Rename first, with the files still open: nothing is closed before every
   // next file is open, so a failure at any step leaves the old files whole.
   const rotate = async (stamp: string) => {
+    // Drop whatever a failed write left past the last durable record: a rotated file is never repaired.
+    for (const f of files) {
+      await f.handle.truncate(f.size);
+      await f.handle.sync();
+    }
     for (const f of files) {
       if (f.rotatedTo !== undefined) continue;
       const to = freeName(`${f.path}.${stamp}`);

@@ -490,6 +490,34 @@ describe("audit log", () => {
     assert.deepEqual(verifyAuditFiles([path]), { ok: true, files: 1, records: 6 });
   });
 
+  it("rotates a file that a failed write left a torn tail in without that tail", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const log = await openAuditLog({
+      path,
+      maxAgeMs: 3_600_000,
+      clock,
+      logger: silentLogger,
+      alarm: () => {},
+    });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The disk is full but for the rest of the file's last page: a large record is written in part.
+    const large = { ...fields(3), args: "x".repeat(8000) };
+    await assert.rejects(log.append(large), { reason: "AUDIT_UNAVAILABLE" });
+    rmSync(filler);
+    clock.advance(2 * 3_600_000); // the next write rotates the file by age first
+    await log.append(fields(4));
+    await log.close();
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    assert.equal(all.length, 2, "rotated once");
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");
