@@ -89,9 +89,10 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
       await f.handle.truncate(f.size);
       await f.handle.sync();
     }
-    for (const f of files) {
-      if (f.rotatedTo !== undefined) continue;
-      const to = freeName(`${f.path}.${stamp}`);
+    const left = files.filter((f) => f.rotatedTo === undefined);
+    const suffix = freeSuffix(left.map((f) => `${f.path}.${stamp}`));
+    for (const f of left) {
+      const to = `${f.path}.${stamp}${suffix}`;
       renameSync(f.path, to);
       f.rotatedTo = to;
     }
@@ -174,13 +175,16 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
 }
 
 /**
- * `base`, or `base-0001`, `base-0002`... when a file of that name exists: two
- * rotations in one millisecond (a burst of large records) would otherwise
- * rename the second file over the first, losing its records. The names
- * still sort in the order they were written (`audit.log.*` in a shell).
+ * "", or `-0001`, `-0002`...: the first suffix with which none of `bases`
+ * names an existing file. Two rotations in one millisecond (a burst of large
+ * records, a clock stepped back) would otherwise rename the second file over
+ * the first, losing its records; one suffix for both files keeps a rotated
+ * file and its copy of the same name. The names still sort in the order
+ * they were written (`audit.log.*` in a shell).
  */
-function freeName(base: string): string {
-  let name = base;
-  for (let n = 1; existsSync(name); n++) name = `${base}-${String(n).padStart(4, "0")}`;
-  return name;
+function freeSuffix(bases: readonly string[]): string {
+  let suffix = "";
+  for (let n = 1; bases.some((b) => existsSync(`${b}${suffix}`)); n++)
+    suffix = `-${String(n).padStart(4, "0")}`;
+  return suffix;
 }

@@ -518,6 +518,38 @@ describe("audit log", () => {
     assert.equal(v.ok, true, JSON.stringify(v.problem));
   });
 
+  it("names a rotated file and its copy alike when a file of that name is left in one directory only", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyDir = join(d, "copy");
+    const copyPath = join(copyDir, "audit-copy.log");
+    mkdirSync(copyDir);
+    // The clock stands still: every rotation has the same time stamp.
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, copyPath, maxBytes: 1024, clock, logger: silentLogger });
+    let log = await open();
+    for (let i = 0; i < 6; i++) await log.append(fields(i));
+    await log.close();
+    // The operator archives the rotated copies elsewhere.
+    for (const f of rotatedFiles(copyDir, "audit-copy.log")) rmSync(join(copyDir, f));
+    log = await open();
+    for (let i = 6; i < 12; i++) await log.append(fields(i));
+    await log.close();
+    const mains = rotatedFiles(d, "audit.log");
+    const copies = rotatedFiles(copyDir, "audit-copy.log");
+    assert.ok(copies.length >= 1, `rotated ${copies.length} times after the archiving`);
+    for (const c of copies) {
+      const m = `audit.log${c.slice("audit-copy.log".length)}`;
+      assert.ok(mains.includes(m), `${c} has its main file`);
+      assert.equal(
+        readFileSync(join(copyDir, c), "utf8"),
+        readFileSync(join(d, m), "utf8"),
+        `${c} holds what ${m} holds`,
+      );
+    }
+  });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");
