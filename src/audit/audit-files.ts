@@ -6,6 +6,7 @@
 import { existsSync, renameSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Clock, Logger } from "../core/index.js";
+import { readAuditRecords } from "./audit-file-reader.js";
 import { newestRotatedFile, rotationStamp } from "./rotated-audit-files.js";
 
 /** What {@link openAuditFiles} needs. */
@@ -74,7 +75,11 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   // The copy rotates with the main file: the two stay pairs of files of the
   // same name holding the same records, to be compared file by file.
   const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
-  let openedAt = clock.now();
+  // A file's age counts from its first record, so a daemon restarted more often than maxAgeMs still rotates by age.
+  let openedAt = Math.min(
+    clock.now(),
+    (await firstRecordAt(options.path)) ?? Number.POSITIVE_INFINITY,
+  );
   let retryAt = 0;
   /** The time of the newest rotation's stamp: a clock stepped back stamps with it, so names keep their order. */
   let lastStampAt = newestRotatedFile(options.path)?.ms ?? 0;
@@ -172,6 +177,15 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
       await Promise.all(files.map((f) => f.handle.close()));
     },
   };
+}
+
+/** When the first record of `path` was written; undefined when it holds none. */
+async function firstRecordAt(path: string): Promise<number | undefined> {
+  for await (const { record } of readAuditRecords(path, new AbortController().signal)) {
+    const at = Date.parse(record.ts);
+    return Number.isNaN(at) ? undefined : at;
+  }
+  return undefined;
 }
 
 /**

@@ -550,6 +550,20 @@ describe("audit log", () => {
     }
   });
 
+  it("rotates by age a file that the daemon reopened since it was started", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    // Restarted every 40 minutes (an update, a crash loop), with files of at most an hour.
+    for (let run = 0; run < 3; run++) {
+      const log = await openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger });
+      await log.append(fields(run));
+      await log.close();
+      clock.advance(40 * 60_000);
+    }
+    assert.equal(rotatedFiles(d, "audit.log").length, 1, "rotated once the file was an hour old");
+  });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");
