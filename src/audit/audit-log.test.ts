@@ -564,6 +564,32 @@ describe("audit log", () => {
     assert.equal(rotatedFiles(d, "audit.log").length, 1, "rotated once the file was an hour old");
   });
 
+  it("continues the chain across restarts of a file made append-only (chattr +a)", async (t) => {
+    const skip = missingTool(
+      "root (for chattr +a)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    );
+    if (skip !== false) {
+      t.skip(skip);
+      return;
+    }
+    const path = join(dir(), "audit.log");
+    for (let run = 0; run < 3; run++) {
+      const log = await openAuditLog({ path, logger: silentLogger });
+      await log.append(fields(run));
+      await log.close();
+      if (run === 0) {
+        // Hardening an audit trail: the file may only be appended to.
+        execFileSync("chattr", ["+a", path]);
+        t.after(() => execFileSync("chattr", ["-a", path]));
+      }
+    }
+    const v = verifyAuditFiles([path]);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+    assert.equal(v.records, 6);
+  });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");

@@ -66,13 +66,19 @@ export function undoHalfRotation(a: string, b: string, clock: Clock): boolean {
   return true;
 }
 
-/** recoverAuditFile for one file; without `repair`, only reads it (a rotated file is left as it is). */
+/**
+ * recoverAuditFile for one file; without `repair`, only reads it (a rotated
+ * file is left as it is). Only a missing file holds no record: one that
+ * cannot be read throws (a new chain must not start in it).
+ */
 function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAuditFile {
   let fd: number;
   try {
-    fd = openSync(path, repair ? "r+" : "r");
-  } catch {
-    return { seq: 0, hash: "", size: 0 };
+    // Read-only: a file made append-only (chattr +a) cannot be opened for writing but is appended to.
+    fd = openSync(path, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { seq: 0, hash: "", size: 0 };
+    throw err;
   }
   try {
     const size = fstatSync(fd).size;
@@ -99,8 +105,13 @@ function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAudit
     if (repair && good < size) {
       tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
       writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
-      ftruncateSync(fd, good);
-      fsyncSync(fd);
+      const w = openSync(path, "r+");
+      try {
+        ftruncateSync(w, good);
+        fsyncSync(w);
+      } finally {
+        closeSync(w);
+      }
     }
     if (lastLine === undefined)
       return { seq: 0, hash: "", size: good, tornFile, tornBytes: size - good };
