@@ -142,6 +142,8 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
     if (unfinished === undefined) {
       if (now < retryAt) return;
       if (main.size < maxBytes && now - openedAt < maxAgeMs) return;
+      // Nothing written since the last rotation (writes failing): an empty rotated file would hide the chain's end.
+      if (main.size === 0) return;
     }
     lastStampAt = Math.max(now, lastStampAt);
     const stamp = unfinished ?? rotationStamp(lastStampAt);

@@ -590,6 +590,33 @@ describe("audit log", () => {
     assert.equal(v.records, 6);
   });
 
+  it("does not rotate a file that holds no record yet, so a restart finds the chain", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger, alarm: () => {} });
+    let log = await open();
+    await log.append(fields(1));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The disk stays full for hours: each try rotates by age, then cannot write.
+    for (let i = 0; i < 3; i++) {
+      clock.advance(2 * 3_600_000);
+      await assert.rejects(log.append(fields(2 + i)), { reason: "AUDIT_UNAVAILABLE" });
+    }
+    await log.close();
+    rmSync(filler);
+    log = await open();
+    await log.append(fields(10));
+    await log.close();
+    const rotated = rotatedFiles(d, "audit.log").map((f) => join(d, f));
+    assert.equal(rotated.length, 1, "one rotation: the file with records");
+    const v = verifyAuditFiles([...rotated, path]);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");
