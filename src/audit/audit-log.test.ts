@@ -617,6 +617,49 @@ describe("audit log", () => {
     assert.equal(v.ok, true, JSON.stringify(v.problem));
   });
 
+  for (const [ahead, key] of [
+    ["main file", undefined],
+    ["copy", Buffer.alloc(32, 9)],
+  ] as const)
+    it(`keeps the copy's chain whole after a crash left the last write in the ${ahead} only`, async () => {
+      const d = dir();
+      const path = join(d, "audit.log");
+      const copyPath = join(d, "other-disk", "audit-copy.log");
+      mkdirSync(join(d, "other-disk"));
+      let log = await openAuditLog({ path, copyPath, hmacKey: key, logger: silentLogger });
+      for (let i = 0; i < 3; i++) await log.append(fields(i));
+      await log.close();
+      // What a kill -9 between the two writes of a group of records leaves
+      // (seen in a kill -9 loop): the group in one file, not in the other.
+      const last = JSON.parse(lines(path).at(-1) as string) as { seq: number; hash: string };
+      let prev = last.hash;
+      let group = "";
+      for (let i = 0; i < 2; i++) {
+        const unhashed = {
+          ts: "2026-12-05T00:00:00.000Z",
+          seq: last.seq + 1 + i,
+          ...fields(10 + i),
+          prev,
+        };
+        prev = chainHash(unhashed, key);
+        group += recordLine({ ...unhashed, hash: prev });
+      }
+      appendFileSync(ahead === "copy" ? copyPath : path, group);
+      log = await openAuditLog({ path, copyPath, hmacKey: key, logger: silentLogger });
+      await log.append(fields(3));
+      await log.close();
+      for (const p of [path, copyPath]) {
+        const v = verifyAuditFiles([p], key);
+        assert.equal(v.ok, true, `${p}: ${JSON.stringify(v.problem)}`);
+      }
+      assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+      const recovered = lines(path).map((l) => JSON.parse(l) as { event: string; reason: string });
+      assert.match(
+        recovered.at(-2)?.reason ?? "",
+        /2 record\(s\) at the end of .* missing from .*: copied over/,
+      );
+    });
+
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
     const path = join(d, "audit.log");
