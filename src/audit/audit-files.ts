@@ -6,6 +6,8 @@
 import { existsSync, renameSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Clock, Logger } from "../core/index.js";
+import { readAuditRecords } from "./audit-file-reader.js";
+import { newestRotatedFile, rotationStamp } from "./rotated-audit-files.js";
 
 /** What {@link openAuditFiles} needs. */
 export interface AuditFilesOptions {
@@ -73,17 +75,29 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   // The copy rotates with the main file: the two stay pairs of files of the
   // same name holding the same records, to be compared file by file.
   const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
-  let openedAt = clock.now();
+  // A file's age counts from its first record, so a daemon restarted more often than maxAgeMs still rotates by age.
+  let openedAt = Math.min(
+    clock.now(),
+    (await firstRecordAt(options.path)) ?? Number.POSITIVE_INFINITY,
+  );
   let retryAt = 0;
+  /** The time of the newest rotation's stamp: a clock stepped back stamps with it, so names keep their order. */
+  let lastStampAt = newestRotatedFile(options.path)?.ms ?? 0;
   /** The time stamp of a rotation that could be neither finished nor undone. */
   let unfinished: string | undefined;
 
   // Rename first, with the files still open: nothing is closed before every
   // next file is open, so a failure at any step leaves the old files whole.
   const rotate = async (stamp: string) => {
+    // Drop whatever a failed write left past the last durable record: a rotated file is never repaired.
     for (const f of files) {
-      if (f.rotatedTo !== undefined) continue;
-      const to = freeName(`${f.path}.${stamp}`);
+      await f.handle.truncate(f.size);
+      await f.handle.sync();
+    }
+    const left = files.filter((f) => f.rotatedTo === undefined);
+    const suffix = freeSuffix(left.map((f) => `${f.path}.${stamp}`));
+    for (const f of left) {
+      const to = `${f.path}.${stamp}${suffix}`;
       renameSync(f.path, to);
       f.rotatedTo = to;
     }
@@ -121,11 +135,18 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   };
 
   const rotateIfDue = async () => {
+    const now = clock.now();
+    // A clock stepped back: ages and the retry delay count from now, not from a time yet to come.
+    if (now < openedAt) openedAt = now;
+    if (now < retryAt - ROTATION_RETRY_MS) retryAt = now;
     if (unfinished === undefined) {
-      if (clock.now() < retryAt) return;
-      if (main.size < maxBytes && clock.now() - openedAt < maxAgeMs) return;
+      if (now < retryAt) return;
+      if (main.size < maxBytes && now - openedAt < maxAgeMs) return;
+      // Nothing written since the last rotation (writes failing): an empty rotated file would hide the chain's end.
+      if (main.size === 0) return;
     }
-    const stamp = unfinished ?? new Date(clock.now()).toISOString().replace(/[:.]/g, "-");
+    lastStampAt = Math.max(now, lastStampAt);
+    const stamp = unfinished ?? rotationStamp(lastStampAt);
     try {
       await rotate(stamp);
       unfinished = undefined;
@@ -160,14 +181,26 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   };
 }
 
+/** When the first record of `path` was written; undefined when it holds none. */
+async function firstRecordAt(path: string): Promise<number | undefined> {
+  for await (const { record } of readAuditRecords(path, new AbortController().signal)) {
+    const at = Date.parse(record.ts);
+    return Number.isNaN(at) ? undefined : at;
+  }
+  return undefined;
+}
+
 /**
- * `base`, or `base-0001`, `base-0002`... when a file of that name exists: two
- * rotations in one millisecond (a burst of large records) would otherwise
- * rename the second file over the first, losing its records. The names
- * still sort in the order they were written (`audit.log.*` in a shell).
+ * "", or `-0001`, `-0002`...: the first suffix with which none of `bases`
+ * names an existing file. Two rotations in one millisecond (a burst of large
+ * records, a clock stepped back) would otherwise rename the second file over
+ * the first, losing its records; one suffix for both files keeps a rotated
+ * file and its copy of the same name. The names still sort in the order
+ * they were written (`audit.log.*` in a shell).
  */
-function freeName(base: string): string {
-  let name = base;
-  for (let n = 1; existsSync(name); n++) name = `${base}-${String(n).padStart(4, "0")}`;
-  return name;
+function freeSuffix(bases: readonly string[]): string {
+  let suffix = "";
+  for (let n = 1; bases.some((b) => existsSync(`${b}${suffix}`)); n++)
+    suffix = `-${String(n).padStart(4, "0")}`;
+  return suffix;
 }

@@ -7,7 +7,9 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -341,6 +343,353 @@ describe("audit log", () => {
         `${m} and its copy`,
       );
     assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("goes on with the chain of the rotated file after a restart that finds the next file empty (disk full right after a rotation)", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, maxBytes: 1024, clock, logger: silentLogger, alarm: () => {} });
+    let log = await open();
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The rotation (rename, create) still works; no record fits in the next file.
+    for (let i = 3; i < 8; i++) await log.append(fields(i)).catch(() => {});
+    await log.close();
+    assert.equal(readFileSync(path, "utf8"), "", "rotated, then nothing written");
+    rmSync(filler);
+    log = await open(); // the daemon restarted once space was freed
+    await log.append(fields(100));
+    await log.close();
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  it("goes on with the chain after a kill -9 between renaming the files for a rotation and opening the next ones", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "copy", "audit-copy.log");
+    mkdirSync(join(d, "copy"));
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // The step of a rotation a crash can stop at: both files renamed, no next file yet.
+    const script = `
+      const { openAuditFiles } = await import(${JSON.stringify(files)});
+      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
+      const files = await openAuditFiles({
+        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
+        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
+        clock: systemClock, log: silentLogger,
+        afterRename: () => process.kill(process.pid, "SIGKILL"),
+      });
+      await files.rotateIfDue();`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: "inherit",
+    });
+    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
+    assert.equal(signal, "SIGKILL");
+    assert.equal(existsSync(path), false, "killed after the rename");
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    for (const [p, base] of [
+      [path, "audit.log"],
+      [copyPath, "audit-copy.log"],
+    ] as const) {
+      const all = [...rotatedFiles(join(p, ".."), base).map((f) => join(p, "..", f)), p];
+      const v = verifyAuditFiles(all);
+      assert.equal(v.ok, true, `${base}: ${JSON.stringify(v.problem)}`);
+      assert.equal(v.records, 6);
+    }
+  });
+
+  it("keeps the copy's files paired with the main file's after a kill -9 while a rotation was half undone", async (t) => {
+    const skip = missingTool(
+      "root (for chattr +i)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    );
+    if (skip !== false) {
+      t.skip(skip);
+      return;
+    }
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyDir = join(d, "copy");
+    const copyPath = join(copyDir, "audit-copy.log");
+    mkdirSync(copyDir);
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    t.after(() => execFileSync("chattr", ["-i", copyDir]));
+    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
+    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    // Both files renamed, then the copy's directory turns immutable: its next
+    // file cannot be made, the main file's rename is undone, the copy's
+    // cannot be; the trail refuses writes, and then the process is killed.
+    const script = `
+      import { execFileSync } from "node:child_process";
+      const { openAuditFiles } = await import(${JSON.stringify(files)});
+      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
+      const files = await openAuditFiles({
+        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
+        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
+        clock: systemClock, log: silentLogger,
+        afterRename: () => execFileSync("chattr", ["+i", ${JSON.stringify(copyDir)}]),
+      });
+      await files.rotateIfDue().catch(() => process.kill(process.pid, "SIGKILL"));`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: "inherit",
+    });
+    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
+    assert.equal(signal, "SIGKILL");
+    execFileSync("chattr", ["-i", copyDir]);
+    assert.equal(existsSync(copyPath), false, "the copy was left renamed");
+    assert.equal(existsSync(path), true, "the main file's rename was undone");
+    log = await openAuditLog({ path, copyPath, maxBytes: 2048, logger: silentLogger });
+    for (let i = 3; i < 20; i++) await log.append(fields(i));
+    await log.close();
+    const mains = rotatedFiles(d, "audit.log");
+    const copies = rotatedFiles(copyDir, "audit-copy.log");
+    assert.ok(mains.length >= 2, `rotated ${mains.length} times`);
+    assert.deepEqual(
+      copies.map((f) => f.slice("audit-copy.log".length)),
+      mains.map((f) => f.slice("audit.log".length)),
+      "each rotated main file has its copy",
+    );
+    for (const [i, m] of mains.entries())
+      assert.equal(
+        readFileSync(join(copyDir, copies[i] as string), "utf8"),
+        readFileSync(join(d, m), "utf8"),
+        `${m} and its copy`,
+      );
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+  });
+
+  it("keeps the copy's files paired after a crash between renaming the main file and the copy", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "audit-copy.log");
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    // What a kill -9 between the two renames leaves (each rename is atomic).
+    renameSync(path, `${path}.2026-12-05T00-00-00-000Z`);
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    assert.deepEqual(rotatedFiles(d, "audit-copy.log"), rotatedFiles(d, "audit.log"));
+    assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+    assert.deepEqual(verifyAuditFiles([path]), { ok: true, files: 1, records: 6 });
+  });
+
+  it("rotates a file that a failed write left a torn tail in without that tail", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const log = await openAuditLog({
+      path,
+      maxAgeMs: 3_600_000,
+      clock,
+      logger: silentLogger,
+      alarm: () => {},
+    });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The disk is full but for the rest of the file's last page: a large record is written in part.
+    const large = { ...fields(3), args: "x".repeat(8000) };
+    await assert.rejects(log.append(large), { reason: "AUDIT_UNAVAILABLE" });
+    rmSync(filler);
+    clock.advance(2 * 3_600_000); // the next write rotates the file by age first
+    await log.append(fields(4));
+    await log.close();
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    assert.equal(all.length, 2, "rotated once");
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  it("names a rotated file and its copy alike when a file of that name is left in one directory only", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyDir = join(d, "copy");
+    const copyPath = join(copyDir, "audit-copy.log");
+    mkdirSync(copyDir);
+    // The clock stands still: every rotation has the same time stamp.
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, copyPath, maxBytes: 1024, clock, logger: silentLogger });
+    let log = await open();
+    for (let i = 0; i < 6; i++) await log.append(fields(i));
+    await log.close();
+    // The operator archives the rotated copies elsewhere.
+    for (const f of rotatedFiles(copyDir, "audit-copy.log")) rmSync(join(copyDir, f));
+    log = await open();
+    for (let i = 6; i < 12; i++) await log.append(fields(i));
+    await log.close();
+    const mains = rotatedFiles(d, "audit.log");
+    const copies = rotatedFiles(copyDir, "audit-copy.log");
+    assert.ok(copies.length >= 1, `rotated ${copies.length} times after the archiving`);
+    for (const c of copies) {
+      const m = `audit.log${c.slice("audit-copy.log".length)}`;
+      assert.ok(mains.includes(m), `${c} has its main file`);
+      assert.equal(
+        readFileSync(join(copyDir, c), "utf8"),
+        readFileSync(join(d, m), "utf8"),
+        `${c} holds what ${m} holds`,
+      );
+    }
+  });
+
+  it("rotates by age a file that the daemon reopened since it was started", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    // Restarted every 40 minutes (an update, a crash loop), with files of at most an hour.
+    for (let run = 0; run < 3; run++) {
+      const log = await openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger });
+      await log.append(fields(run));
+      await log.close();
+      clock.advance(40 * 60_000);
+    }
+    assert.equal(rotatedFiles(d, "audit.log").length, 1, "rotated once the file was an hour old");
+  });
+
+  it("continues the chain across restarts of a file made append-only (chattr +a)", async (t) => {
+    const skip = missingTool(
+      "root (for chattr +a)",
+      process.getuid?.() === 0,
+      "run the tests as root",
+    );
+    if (skip !== false) {
+      t.skip(skip);
+      return;
+    }
+    const path = join(dir(), "audit.log");
+    for (let run = 0; run < 3; run++) {
+      const log = await openAuditLog({ path, logger: silentLogger });
+      await log.append(fields(run));
+      await log.close();
+      if (run === 0) {
+        // Hardening an audit trail: the file may only be appended to.
+        execFileSync("chattr", ["+a", path]);
+        t.after(() => execFileSync("chattr", ["-a", path]));
+      }
+    }
+    const v = verifyAuditFiles([path]);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+    assert.equal(v.records, 6);
+  });
+
+  it("does not rotate a file that holds no record yet, so a restart finds the chain", async (t) => {
+    const d = smallTmpfs(t);
+    if (d === undefined) return;
+    const path = join(d, "audit.log");
+    const clock = createManualClock(Date.UTC(2026, 11, 5));
+    const open = () =>
+      openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger, alarm: () => {} });
+    let log = await open();
+    await log.append(fields(1));
+    const filler = join(d, "filler");
+    assert.throws(() => writeFileSync(filler, Buffer.alloc(8 * 1024 * 1024)), { code: "ENOSPC" });
+    // The disk stays full for hours: each try rotates by age, then cannot write.
+    for (let i = 0; i < 3; i++) {
+      clock.advance(2 * 3_600_000);
+      await assert.rejects(log.append(fields(2 + i)), { reason: "AUDIT_UNAVAILABLE" });
+    }
+    await log.close();
+    rmSync(filler);
+    log = await open();
+    await log.append(fields(10));
+    await log.close();
+    const rotated = rotatedFiles(d, "audit.log").map((f) => join(d, f));
+    assert.equal(rotated.length, 1, "one rotation: the file with records");
+    const v = verifyAuditFiles([...rotated, path]);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  for (const [ahead, key] of [
+    ["main file", undefined],
+    ["copy", Buffer.alloc(32, 9)],
+  ] as const)
+    it(`keeps the copy's chain whole after a crash left the last write in the ${ahead} only`, async () => {
+      const d = dir();
+      const path = join(d, "audit.log");
+      const copyPath = join(d, "other-disk", "audit-copy.log");
+      mkdirSync(join(d, "other-disk"));
+      let log = await openAuditLog({ path, copyPath, hmacKey: key, logger: silentLogger });
+      for (let i = 0; i < 3; i++) await log.append(fields(i));
+      await log.close();
+      // What a kill -9 between the two writes of a group of records leaves
+      // (seen in a kill -9 loop): the group in one file, not in the other.
+      const last = JSON.parse(lines(path).at(-1) as string) as { seq: number; hash: string };
+      let prev = last.hash;
+      let group = "";
+      for (let i = 0; i < 2; i++) {
+        const unhashed = {
+          ts: "2026-12-05T00:00:00.000Z",
+          seq: last.seq + 1 + i,
+          ...fields(10 + i),
+          prev,
+        };
+        prev = chainHash(unhashed, key);
+        group += recordLine({ ...unhashed, hash: prev });
+      }
+      appendFileSync(ahead === "copy" ? copyPath : path, group);
+      log = await openAuditLog({ path, copyPath, hmacKey: key, logger: silentLogger });
+      await log.append(fields(3));
+      await log.close();
+      for (const p of [path, copyPath]) {
+        const v = verifyAuditFiles([p], key);
+        assert.equal(v.ok, true, `${p}: ${JSON.stringify(v.problem)}`);
+      }
+      assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+      const recovered = lines(path).map((l) => JSON.parse(l) as { event: string; reason: string });
+      assert.match(
+        recovered.at(-2)?.reason ?? "",
+        /2 record\(s\) at the end of .* missing from .*: copied over/,
+      );
+    });
+
+  it("names rotated files in the order they were written when the clock steps back", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const t0 = Date.UTC(2026, 11, 5, 12);
+    const clock = createManualClock(t0);
+    const log = await openAuditLog({ path, maxBytes: 1024, clock, logger: silentLogger });
+    for (let i = 0; i < 6; i++) await log.append(fields(i));
+    clock.set(t0 - 86_400_000); // NTP steps the clock back a day
+    for (let i = 6; i < 12; i++) await log.append(fields(i));
+    await log.close();
+    // The operator's `hvctl audit verify audit.log.* audit.log`: the files in name order.
+    const all = [...rotatedFiles(d, "audit.log").map((f) => join(d, f)), path];
+    assert.ok(all.length >= 5, `rotated ${all.length - 1} times`);
+    const v = verifyAuditFiles(all);
+    assert.equal(v.ok, true, JSON.stringify(v.problem));
+  });
+
+  it("rotates by age after the clock steps back", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const t0 = Date.UTC(2026, 11, 5, 12);
+    const clock = createManualClock(t0);
+    const log = await openAuditLog({ path, maxAgeMs: 3_600_000, clock, logger: silentLogger });
+    await log.append(fields(1));
+    clock.set(t0 - 86_400_000); // the clock was a day ahead, and NTP corrects it
+    await log.append(fields(2));
+    clock.advance(2 * 3_600_000);
+    await log.append(fields(3));
+    await log.close();
+    assert.equal(rotatedFiles(d, "audit.log").length, 1, "two hours on, the file rotated");
   });
 
   it("closes within AUDIT_CLOSE_TIMEOUT_MS while a write hangs, failing the record as not written", async () => {

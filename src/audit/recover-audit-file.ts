@@ -1,5 +1,6 @@
-// Start-up repair of an audit file: where its chain ends, and a torn last
-// line (left by a crash mid-write) moved aside so the file always verifies.
+// Start-up repair of an audit file: where its chain ends (in the newest
+// rotated file when the file holds no record yet), and a torn last line (left
+// by a crash mid-write) moved aside so the file always verifies.
 
 import {
   closeSync,
@@ -8,9 +9,13 @@ import {
   ftruncateSync,
   openSync,
   readSync,
+  renameSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
+import { basename } from "node:path";
 import type { Clock } from "../core/index.js";
+import { newestRotatedFile } from "./rotated-audit-files.js";
 
 /** The end of an audit file's chain after {@link recoverAuditFile}. */
 export interface RecoveredAuditFile {
@@ -25,13 +30,55 @@ export interface RecoveredAuditFile {
   tornBytes?: number;
 }
 
-/** Reads the end of an existing file: the last record's seq and hash, and a torn tail (moved aside). */
+/**
+ * Reads the end of an existing file: the last record's seq and hash, and a
+ * torn tail (moved aside). When the file holds no record, the chain goes on
+ * from the newest rotated file: a crash or a full disk between a rotation
+ * and its first record leaves the next file missing or empty, and a chain
+ * started afresh there would not verify after the rotated files.
+ */
 export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile {
+  const recovered = recoverOne(path, clock, true);
+  const rotated = recovered.hash === "" ? newestRotatedFile(path) : undefined;
+  if (rotated === undefined) return recovered;
+  const { seq, hash } = recoverOne(rotated.path, clock, false);
+  return { ...recovered, seq, hash };
+}
+
+/**
+ * Undoes a rotation that a crash cut short between the main file and its
+ * copy (one renamed, the other not): when `a` is missing or empty and its
+ * newest rotated file ends at the record `b` ends at, `b` never renamed
+ * under that stamp, the rotated file is moved back, so the two rotate again
+ * together and their files stay pairs. True when it did.
+ */
+export function undoHalfRotation(a: string, b: string, clock: Clock): boolean {
+  if ((statSync(a, { throwIfNoEntry: false })?.size ?? 0) > 0) return false;
+  const rotated = newestRotatedFile(a);
+  if (rotated === undefined) return false;
+  if (
+    statSync(`${b}${basename(rotated.path).slice(basename(a).length)}`, { throwIfNoEntry: false })
+  )
+    return false;
+  const end = recoverOne(rotated.path, clock, false).hash;
+  if (end === "" || recoverOne(b, clock, false).hash !== end) return false;
+  renameSync(rotated.path, a);
+  return true;
+}
+
+/**
+ * recoverAuditFile for one file; without `repair`, only reads it (a rotated
+ * file is left as it is). Only a missing file holds no record: one that
+ * cannot be read throws (a new chain must not start in it).
+ */
+function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAuditFile {
   let fd: number;
   try {
-    fd = openSync(path, "r+");
-  } catch {
-    return { seq: 0, hash: "", size: 0 };
+    // Read-only: a file made append-only (chattr +a) cannot be opened for writing but is appended to.
+    fd = openSync(path, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { seq: 0, hash: "", size: 0 };
+    throw err;
   }
   try {
     const size = fstatSync(fd).size;
@@ -55,11 +102,16 @@ export function recoverAuditFile(path: string, clock: Clock): RecoveredAuditFile
     }
     const good = size - tailLen + end;
     let tornFile: string | undefined;
-    if (good < size) {
+    if (repair && good < size) {
       tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
       writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
-      ftruncateSync(fd, good);
-      fsyncSync(fd);
+      const w = openSync(path, "r+");
+      try {
+        ftruncateSync(w, good);
+        fsyncSync(w);
+      } finally {
+        closeSync(w);
+      }
     }
     if (lastLine === undefined)
       return { seq: 0, hash: "", size: good, tornFile, tornBytes: size - good };
