@@ -5,6 +5,7 @@
 
 import { existsSync, renameSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
+import { dirname } from "node:path";
 import type { Clock, Logger } from "../core/index.js";
 import { readAuditRecords } from "./audit-file-reader.js";
 import { newestRotatedFile, rotationStamp } from "./rotated-audit-files.js";
@@ -63,6 +64,18 @@ const writeAll = async (h: FileHandle, at: number, buf: Buffer, truncate: boolea
   await h.sync();
 };
 
+/** Flushes the directories holding `paths`: a file created or renamed there survives a power loss. */
+const syncDirs = async (paths: readonly string[]) => {
+  for (const dir of new Set(paths.map((p) => dirname(p)))) {
+    const h = await open(dir, "r");
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+  }
+};
+
 const openFile = async (path: string, size?: number): Promise<AuditFile> => {
   const handle = await open(path, "a", 0o600);
   return { path, handle, size: size ?? (await handle.stat()).size, rotatedTo: undefined };
@@ -75,6 +88,8 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   // The copy rotates with the main file: the two stay pairs of files of the
   // same name holding the same records, to be compared file by file.
   const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
+  // A file created just now: its entry is durable before a record in it is acknowledged.
+  await syncDirs(files.map((f) => f.path));
   // A file's age counts from its first record, so a daemon restarted more often than maxAgeMs still rotates by age.
   let openedAt = Math.min(
     clock.now(),
@@ -105,6 +120,8 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
     const next: FileHandle[] = [];
     try {
       for (const f of files) next.push(await open(f.path, "a", 0o600));
+      // The renames and the next files' entries are durable before a record in them is acknowledged.
+      await syncDirs(files.map((f) => f.path));
     } catch (err) {
       await Promise.allSettled(next.map((h) => h.close()));
       throw err;
