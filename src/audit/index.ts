@@ -11,3 +11,4 @@ export type { AuditStageOptions, AuditStages } from "./audit-stages.js";
 export { createAuditStages, summarize } from "./audit-stages.js";
 export type { VerifyResult } from "./audit-verify.js";
 export { verifyAuditFiles } from "./audit-verify.js";
+export { isTornTail } from "./recover-audit-file.js";

@@ -17,6 +17,17 @@ import { basename } from "node:path";
 import type { Clock } from "../core/index.js";
 import { newestRotatedFile } from "./rotated-audit-files.js";
 
+/** What names a torn tail moved aside (`<path>.torn-<time>`): no part of the chain. */
+const TORN_TAIL = ".torn-";
+
+/**
+ * Whether `path` is a torn tail a restart moved aside: it matches the
+ * rotated files' `audit.log.*` in a shell, but is no part of the chain.
+ */
+export function isTornTail(path: string): boolean {
+  return /\.torn-\d{4}-[^/]*$/.test(path);
+}
+
 /** The end of an audit file's chain after {@link recoverAuditFile}. */
 export interface RecoveredAuditFile {
   /** The last record's seq (0: no record). */
@@ -103,7 +114,7 @@ function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAudit
     const good = size - tailLen + end;
     let tornFile: string | undefined;
     if (repair && good < size) {
-      tornFile = `${path}.torn-${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
+      tornFile = `${path}${TORN_TAIL}${new Date(clock.now()).toISOString().replace(/[:.]/g, "-")}`;
       writeFileSync(tornFile, tail.subarray(end), { mode: 0o600 });
       const w = openSync(path, "r+");
       try {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { verifyAuditFiles } from "../audit/index.js";
+import { isTornTail, verifyAuditFiles } from "../audit/index.js";
 import { AuditService } from "../gen/debvisor/v1/audit_pb.js";
 import { type AuditFilterOptions, auditFilterOf, auditFilters } from "./audit-filters.js";
 import { printAuditRecords } from "./audit-record-print.js";
@@ -30,14 +30,20 @@ export function auditCommand(cli: () => CliContext): Command {
       .option("--key <file>", "the HMAC key file, when the trail is keyed")
       .action((files: string[], opts: { key?: string }) => {
         const ctx = cli();
+        // `audit.log.*` in a shell also names the torn tails a restart moved aside: no part of the chain.
+        const torn = files.filter(isTornTail);
         const r = verifyAuditFiles(
-          files,
+          files.filter((f) => !isTornTail(f)),
           opts.key === undefined ? undefined : readFileSync(opts.key),
         );
-        ctx.print(r, () =>
+        const skipped =
+          torn.length === 0
+            ? ""
+            : `skipped ${torn.length} torn tail(s) moved aside at a restart, no part of the chain: ${torn.join(", ")}\n`;
+        ctx.print({ ...r, skippedTornTails: torn }, () =>
           r.ok
-            ? `intact: ${r.records} records in ${r.files} file(s)\n`
-            : `BROKEN at ${r.problem?.file}:${r.problem?.line}: ${r.problem?.what} (${r.records} records verified before it)\n`,
+            ? `intact: ${r.records} records in ${r.files} file(s)\n${skipped}`
+            : `BROKEN at ${r.problem?.file}:${r.problem?.line}: ${r.problem?.what} (${r.records} records verified before it)\n${skipped}`,
         );
         if (!r.ok) ctx.setExitCode(EXIT.other);
       }),
