@@ -25,7 +25,13 @@ import {
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { type VmInfoSchema, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
-import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
+import {
+  AGENT_BIN,
+  type AgentProcess,
+  enrollAgent,
+  runEnroll,
+  startAgent,
+} from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
   devDaemonArgs,
@@ -285,6 +291,42 @@ describe("node agents on their stream", async () => {
       ["stop node-c-vm-002"],
       "stopped exactly once",
     );
+  });
+
+  it("refuses a second agent, and an enroll, on a running agent's directory; the first keeps running and its agent.pid", async () => {
+    await enrollNode("node-g");
+    const agentDir = join(dir, "node-g");
+    const pidFile = join(agentDir, "agent.pid");
+    const first = run("node-g");
+    await first.waitLog("connected to the control plane");
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(first.proc.pid));
+    // By hand beside the systemd unit: same directory, same node.
+    const second = await runProcess(
+      process.execPath,
+      [AGENT_BIN, "run", "--dir", agentDir, "--server", daemon.grpcAddress, "--driver", "sim"],
+      { timeoutMs: 15_000 },
+    );
+    const refused = new RegExp(`another debvisor-agent \\(pid ${first.proc.pid}\\) runs on `);
+    assert.equal(second.code, 2, `the second agent ran: ${second.stderr}`);
+    assert.match(second.stderr, refused);
+    const enroll = await runEnroll(hvctl, daemon.grpcAddress, agentDir, "node-g");
+    assert.equal(enroll.code, 2, `enrolled beside the running agent: ${enroll.stderr}`);
+    assert.match(enroll.stderr, refused);
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(first.proc.pid), "agent.pid kept");
+    assert.equal(first.proc.exitCode, null, "the first agent still runs");
+    await submit("node-g", "op-lock-1", OperationKind.STOP_VM, "node-g-vm-001");
+    await waitDone("node-g", "op-lock-1");
+    assert.equal(
+      first.logs.filter((l) => l.msg === "connected to the control plane").length,
+      1,
+      "the first agent's stream was never ended",
+    );
+    // A crashed agent's lock is taken over: kill -9, then the unit starts it again.
+    first.proc.kill("SIGKILL");
+    await new Promise((r) => first.proc.once("exit", r));
+    const third = run("node-g");
+    await third.waitLog("connected to the control plane");
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(third.proc.pid));
   });
 
   it("disconnects an agent that does not read, without delaying another agent's operation", async () => {

@@ -11,6 +11,7 @@ import {
   openSimulatedWatchdog,
 } from "../drivers/index.js";
 import type { AgentConfig } from "./agent-config.js";
+import { lockAgentDirectory } from "./agent-dir-lock.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { createAgentLinkHandlers } from "./agent-link-handlers.js";
@@ -46,7 +47,9 @@ export function createAgentLogger(level: string): Logger {
  * operations are left to the next start, which settles them. Whether it
  * stops or its start-up fails midway, what it opened is undone: its pid
  * file removed (while it still names this process), its signal handlers
- * and the faults watcher removed, the hypervisor closed.
+ * and the faults watcher removed, the hypervisor closed, and last its
+ * directory's lock released. Another agent running on the directory stops
+ * it before it touches anything (an AgentError naming that agent's pid).
  */
 export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Promise<void> {
   if (config.servers.length === 0)
@@ -70,6 +73,8 @@ async function serve(
   log: Logger,
   opened: OpenedResources,
 ): Promise<void> {
+  // Before anything in the directory is read or written: a second agent on it stops here.
+  opened.push("directory lock", lockAgentDirectory(config.dir));
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
   // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.

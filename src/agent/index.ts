@@ -8,6 +8,7 @@ export type { AgentFiles, EnrollOptions } from "../client/index.js";
 export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "../client/index.js";
 export type { AgentConfig } from "./agent-config.js";
 export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agent-config.js";
+export { lockAgentDirectory } from "./agent-dir-lock.js";
 export type { AgentFaults } from "./agent-faults.js";
 export { applyFaultCommand, describeFaults, readFaults } from "./agent-faults.js";
 export type { AgentLink, AgentLinkOptions } from "./agent-link.js";

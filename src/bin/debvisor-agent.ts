@@ -9,6 +9,7 @@ import {
   enroll,
   enrolledNodeId,
   loadAgentConfig,
+  lockAgentDirectory,
   openNodeHypervisor,
   renew,
   runAgent,
@@ -49,13 +50,15 @@ program
       const token = opts.token ?? process.env.DEBVISOR_ENROLL_TOKEN;
       if (token === undefined || token === "")
         throw new AgentError("--token or $DEBVISOR_ENROLL_TOKEN is required");
+      // A new identity under a running agent would be a node changing who it is mid-run.
+      const unlock = lockAgentDirectory(opts.dir);
       const r = await enroll({
         server: opts.server,
         token,
         caFingerprint: opts.caFingerprint,
         dir: opts.dir,
         tlsServerName: opts.tlsServerName,
-      });
+      }).finally(unlock);
       process.stdout.write(
         `enrolled as ${r.subject}: certificate ${r.serial} in ${r.files.cert}\n`,
       );

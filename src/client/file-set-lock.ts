@@ -61,7 +61,7 @@ export async function lockFileSet(first: string): Promise<() => void> {
         const now = new Date();
         utimesSync(join(lock, me), now, now);
         removeGoneWaiters(lock);
-        return () => release(lock, me);
+        return () => releaseLock(lock, me);
       }
       const holder = holderOf(lock);
       // A gone holder whose file stays (not this writer's to remove) is waited on like a live one.
@@ -79,7 +79,7 @@ export async function lockFileSet(first: string): Promise<() => void> {
 }
 
 /** Renames the folder `mine` to `lock`; false while `lock` is held (or is not a folder). */
-function movedIn(mine: string, lock: string): boolean {
+export function movedIn(mine: string, lock: string): boolean {
   try {
     renameSync(mine, lock);
     return true;
@@ -125,7 +125,7 @@ function parse(text: string): { space: string; pid: number; start?: string } | u
  * process may not remove: the sticky bit, an immutable file). One already
  * removed (by another writer) is removed.
  */
-function removeGone(file: string): boolean {
+export function removeGone(file: string): boolean {
   try {
     unlinkSync(file);
     return true;
@@ -153,12 +153,14 @@ function removeGoneWaiters(lock: string): void {
 }
 
 /** Removes this writer's file from `lock`, then the folder if no other writer has moved in. */
-function release(lock: string, me: string): void {
+export function releaseLock(lock: string, me: string): void {
   rmSync(join(lock, me), { force: true });
   try {
     rmdirSync(lock);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+    // ENOTDIR: an earlier version's plain lock file took its place since.
+    if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOTDIR")
+      throw err;
   }
 }

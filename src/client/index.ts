@@ -19,6 +19,7 @@ export type {
   ContextFileProblem,
 } from "./context-schema.js";
 export { checkContextFile } from "./context-schema.js";
+export { DirectoryInUseError, lockDirectory } from "./dir-lock.js";
 export type { AgentFiles, EnrollOptions } from "./enrollment.js";
 export {
   AgentError,

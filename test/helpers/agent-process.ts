@@ -56,25 +56,35 @@ export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {})
 }
 
 /**
- * Enrolls `node` into `dir`/`node` against the daemon at `server`: a one-time
- * token from `hvctl token create` (run by `hvctl`), then `debvisor-agent enroll`.
- * Resolves with the agent's directory.
+ * Runs `debvisor-agent enroll` of `node` into `agentDir` against the daemon
+ * at `server`, with a one-time token from `hvctl token create` (run by
+ * `hvctl`); resolves with how it ended.
  */
+export async function runEnroll(
+  hvctl: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+  server: string,
+  agentDir: string,
+  node: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const t = await hvctl("-o", "json", "token", "create", node);
+  assert.equal(t.code, 0, t.stderr);
+  const { token, caFingerprint } = JSON.parse(t.stdout) as { token: string; caFingerprint: string };
+  return runProcess(
+    process.execPath,
+    [AGENT_BIN, "enroll", "--server", server, "--ca-fingerprint", caFingerprint, "--dir", agentDir],
+    { env: { DEBVISOR_ENROLL_TOKEN: token } },
+  );
+}
+
+/** Enrolls `node` into `dir`/`node` ({@link runEnroll}); resolves with the agent's directory. */
 export async function enrollAgent(
   hvctl: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
   server: string,
   dir: string,
   node: string,
 ): Promise<string> {
-  const t = await hvctl("-o", "json", "token", "create", node);
-  assert.equal(t.code, 0, t.stderr);
-  const { token, caFingerprint } = JSON.parse(t.stdout) as { token: string; caFingerprint: string };
   const agentDir = join(dir, node);
-  const r = await runProcess(
-    process.execPath,
-    [AGENT_BIN, "enroll", "--server", server, "--ca-fingerprint", caFingerprint, "--dir", agentDir],
-    { env: { DEBVISOR_ENROLL_TOKEN: token } },
-  );
+  const r = await runEnroll(hvctl, server, agentDir, node);
   assert.equal(r.code, 0, r.stderr);
   return agentDir;
 }
