@@ -401,12 +401,20 @@ describe("debvisor-rpcd --dev, as a child process", () => {
         toBinary(ListNodesRequestSchema, create(ListNodesRequestSchema, { pageSize: 2 })),
       ),
     );
-    stream.write(frame.subarray(0, 3));
-    // Nothing outside the daemon shows a half-received message: a short fixed wait remains.
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise<void>((resolve, reject) =>
+      stream.write(frame.subarray(0, 3), (err) => (err ? reject(err) : resolve())),
+    );
+    // The daemon has the call once it answers a PING sent after the call's first bytes went out:
+    // it reads a connection's frames in order, and acknowledges a PING after those before it.
+    await new Promise<void>((resolve, reject) =>
+      stream.session?.ping((err) => (err ? reject(err) : resolve())),
+    );
     daemon.proc.kill("SIGTERM");
     await notify.waitFor("STOPPING=1");
-    assert.ok(daemon.logs.some((l) => l.msg === "shutting down: draining calls"));
+    // The log comes on stdout, the notification on a socket: either may be read first.
+    await eventually(() =>
+      assert.ok(daemon.logs.some((l) => l.msg === "shutting down: draining calls")),
+    );
     assert.equal(
       (await fetch(`http://${daemon.httpAddress}/readyz`).then(
         (r) => r.status,

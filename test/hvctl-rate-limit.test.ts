@@ -26,18 +26,26 @@ describe("hvctl when rate limited", () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-hvctl-rl-"));
-    // Ten calls at once, then one every 200 ms for the admin.
+    // A ListNodes takes the whole bucket, full again 1.8 s later (the retry-after of a refusal,
+    // short enough for hvctl to wait out). Of three lists at once one runs and two are refused
+    // unless each reaches the daemon 1.8 s after the one before, which a loaded machine does
+    // not come near. (Ten calls at once and one more every 200 ms did: spread over a few hundred
+    // milliseconds, the refill let all but one through.)
     daemon = await startDevDaemon(dir, {
-      rateLimit: { perPrincipal: { ratePerSecond: 5, burst: 10 }, perRole: {} },
+      rateLimit: {
+        perPrincipal: { ratePerSecond: 5, burst: 9 },
+        perRole: {},
+        methodCost: { "/debvisor.v1.NodeService/ListNodes": 9 },
+      },
     });
-    // Whatever start-up spent is back.
-    await new Promise((r) => setTimeout(r, 2500));
+    // Whatever start-up spent is back: the bucket refills in 1.8 s, whatever the load.
+    await new Promise((r) => setTimeout(r, 2000));
   });
   after(() => daemon?.kill());
 
   it("calls refused by a short rate limit are tried again and succeed", async () => {
     const runs = await Promise.all(
-      Array.from({ length: 12 }, () => hvctl("-o", "json", "node", "list")),
+      Array.from({ length: 3 }, () => hvctl("-o", "json", "node", "list")),
     );
     for (const r of runs) assert.equal(r.code, 0, r.stderr);
     // The server refused some, which hvctl waited out: ListNodes answered RESOURCE_EXHAUSTED.

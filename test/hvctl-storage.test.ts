@@ -38,6 +38,12 @@ interface Job {
 }
 
 /**
+ * How long the send of the job run from two shells at once lasts: far longer
+ * than a loaded machine takes to start the second hvctl and reach the daemon.
+ */
+const SEND_SECONDS = 10;
+
+/**
  * hvctl's storage nouns (snapshot, replication, image) as an operator runs
  * them: the built binary as a child process against one dev-mode daemon,
  * whose simulated ZFS datasets, RBD images and replication jobs they work on.
@@ -59,6 +65,29 @@ describe("hvctl storage commands against a dev daemon", () => {
     runProcess(process.execPath, [HVCTL_BIN, "--config", config, ...args], {
       env: { HOME: home, DEBVISOR_CONTEXT: "", DEBVISOR_SERVER: "", DEBVISOR_TOKEN: "" },
     });
+  /** hvctl started in the background: what it printed so far, and how it ended. */
+  const started = (...args: string[]) => {
+    const proc = spawn(process.execPath, [HVCTL_BIN, "--config", config, ...args], {
+      env: {
+        ...process.env,
+        HOME: home,
+        DEBVISOR_CONTEXT: "",
+        DEBVISOR_SERVER: "",
+        DEBVISOR_TOKEN: "",
+      },
+    });
+    const printed = { stdout: "", stderr: "" };
+    proc.stdout.on("data", (d: Buffer) => {
+      printed.stdout += d.toString();
+    });
+    proc.stderr.on("data", (d: Buffer) => {
+      printed.stderr += d.toString();
+    });
+    const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) =>
+      proc.once("close", (code) => r({ code, ...printed })),
+    );
+    return { printed, exited };
+  };
   const ok = async (...args: string[]) => {
     const r = await hvctl(...args);
     assert.equal(r.code, 0, `hvctl ${args.join(" ")}: ${r.stderr}`);
@@ -261,6 +290,19 @@ describe("hvctl storage commands against a dev daemon", () => {
     });
     it("runs a job from two shells at once: one run, the other follows it to the same end", async () => {
       const other = fresh[1] as (typeof fresh)[0];
+      // A send that lasts SEND_SECONDS at its bandwidth limit, so the second shell surely comes while it runs.
+      type Dataset = { dataset: { pool: string; name: string }; sizeBytes: string };
+      const { datasets } = await json<{ datasets: Dataset[] }>(
+        "dataset",
+        "list",
+        "--backend",
+        "zfs",
+      );
+      const size = Number(
+        datasets.find((d) => `zfs:${d.dataset.pool}/${d.dataset.name}` === other.dataset)
+          ?.sizeBytes,
+      );
+      assert.ok(size > 0, `the size of ${other.dataset}`);
       await ok(
         "replication",
         "plan",
@@ -274,23 +316,27 @@ describe("hvctl storage commands against a dev daemon", () => {
         "cli-twice",
         "--interval",
         "1h",
+        "--bandwidth",
+        String(Math.ceil(size / SEND_SECONDS)),
       );
-      const both = await Promise.all([
-        hvctl("-o", "json", "replication", "run", "cli-twice"),
-        hvctl("-o", "json", "replication", "run", "cli-twice"),
-      ]);
+      const first = started("-o", "json", "replication", "run", "cli-twice");
+      // The second shell starts once the first shows the run going (its own or the scheduler's).
+      await eventually(
+        () => assert.match(first.printed.stderr, /^replication cli-twice: (snapshotting|sending)/m),
+        { timeoutMs: 30_000 },
+      );
+      const second = await hvctl("-o", "json", "replication", "run", "cli-twice");
+      const both = [await first.exited, second];
       for (const r of both) assert.equal(r.code, 0, r.stderr);
       const [a, b] = both.map((r) => JSON.parse(r.stdout) as Status);
       assert.equal(a?.state, "REPL_STATE_SUCCESS");
+      assert.equal(b?.state, "REPL_STATE_SUCCESS");
       assert.equal(a?.lastSnapshotName, b?.lastSnapshotName, "the same run");
       assert.equal(a?.successfulRuns, "1", "one run, not two");
-      assert.ok(
-        both.some((r) =>
-          /^replication cli-twice is already running \(started by the scheduler or another caller\); watching that run$/m.test(
-            r.stderr,
-          ),
-        ),
-        both.map((r) => r.stderr).join("\n"),
+      assert.equal(b?.successfulRuns, "1", "one run, not two");
+      assert.match(
+        second.stderr,
+        /^replication cli-twice is already running \(started by the scheduler or another caller\); watching that run$/m,
       );
       await ok("replication", "delete", "cli-twice");
     });
@@ -394,29 +440,12 @@ describe("hvctl storage commands against a dev daemon", () => {
 
   describe("watching and deleting a replication job", () => {
     it("watches an idle job until it is deleted (exit 5), and the job is gone", async () => {
-      const proc = spawn(
-        process.execPath,
-        [HVCTL_BIN, "--config", config, "replication", "watch", "cli-repl"],
-        {
-          env: {
-            ...process.env,
-            HOME: home,
-            DEBVISOR_CONTEXT: "",
-            DEBVISOR_SERVER: "",
-            DEBVISOR_TOKEN: "",
-          },
-        },
-      );
-      let stderr = "";
-      proc.stderr.on("data", (d: Buffer) => {
-        stderr += d.toString();
-      });
-      const exited = new Promise<number | null>((r) => proc.once("close", (code) => r(code)));
+      const watch = started("replication", "watch", "cli-repl");
       // The watch is open once it has said what it waits for; then delete the job under it.
-      await eventually(() => assert.match(stderr, /waiting for its next run/));
+      await eventually(() => assert.match(watch.printed.stderr, /waiting for its next run/));
       const del = await ok("replication", "delete", "cli-repl");
       assert.equal(del.stdout, "replication job cli-repl deleted; the replicated data stays\n");
-      const w = { code: await exited, stderr };
+      const w = await watch.exited;
       assert.equal(w.code, 5, w.stderr);
       assert.match(
         w.stderr,
