@@ -327,6 +327,14 @@ describe("node agents on their stream", async () => {
     const third = run("node-g");
     await third.waitLog("connected to the control plane");
     assert.equal(readFileSync(pidFile, "utf8").trim(), String(third.proc.pid));
+    // One still holding the directory as the next starts (dev mode's agents stopping as their
+    // restarted daemon starts new ones) is waited for: paused, then gone 1 s later.
+    third.proc.kill("SIGSTOP");
+    const fourth = run("node-g");
+    await sleep(1000);
+    third.proc.kill("SIGKILL");
+    await fourth.waitLog("connected to the control plane");
+    assert.equal(readFileSync(pidFile, "utf8").trim(), String(fourth.proc.pid));
   });
 
   it("disconnects an agent that does not read, without delaying another agent's operation", async () => {

@@ -11,7 +11,7 @@ import {
   openSimulatedWatchdog,
 } from "../drivers/index.js";
 import type { AgentConfig } from "./agent-config.js";
-import { lockAgentDirectory } from "./agent-dir-lock.js";
+import { lockAgentDirectoryWaiting } from "./agent-dir-lock.js";
 import { describeFaults, watchFaults } from "./agent-faults.js";
 import { runAgentLink } from "./agent-link.js";
 import { createAgentLinkHandlers } from "./agent-link-handlers.js";
@@ -74,7 +74,7 @@ async function serve(
   opened: OpenedResources,
 ): Promise<void> {
   // Before anything in the directory is read or written: a second agent on it stops here.
-  opened.push("directory lock", lockAgentDirectory(config.dir));
+  opened.push("directory lock", await lockAgentDirectoryWaiting(config.dir));
   const files = agentFiles(config.dir);
   const nodeId = enrolledNodeId(files);
   // Faults injected at run time (debvisor-agent fault): a partition cuts the stream at once.
