@@ -143,12 +143,25 @@ export function removeGone(file: string): boolean {
  * holder: else every kill during a wait (a daemon stopped while it renewed)
  * left one more, for good. A live waiter's stays: it moves it in later.
  */
+/** When `path` was last changed (ms); now when it is gone. */
+function statSafe(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return Date.now();
+  }
+}
+
 function removeGoneWaiters(lock: string): void {
   const prefix = `${basename(lock)}.`;
   for (const name of readdirSync(dirname(lock))) {
     if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{12}$/.test(name.slice(prefix.length))) continue;
     const waiter = join(dirname(lock), name);
-    if (holderOf(waiter)?.gone === true) rmSync(waiter, { recursive: true, force: true });
+    const holder = holderOf(waiter);
+    // Empty: killed between making its folder and writing its record, or writing it now;
+    // no writer takes that long, so one this old is a dead writer's.
+    const gone = holder === undefined ? Date.now() - statSafe(waiter) > STALE_LOCK_MS : holder.gone;
+    if (gone) rmSync(waiter, { recursive: true, force: true });
   }
 }
 
