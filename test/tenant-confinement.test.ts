@@ -229,8 +229,11 @@ describe("tenant confinement against a dev daemon", () => {
         [0, 0, 0],
         "the node's own measurements cover other tenants' VMs",
       );
+      // Said so, so that 0 is not read as an idle node.
+      assert.equal(n.usageHidden, true);
     }
     assert.ok((shared.health?.memUsedPct ?? 0) > 0, "a cluster-wide caller still sees them");
+    assert.equal(shared.usageHidden, false);
   });
 });
 

@@ -46,6 +46,9 @@ export function nodeStatus(n: NodeSummary, style: Style): string {
 const lastSeen = (n: NodeSummary) =>
   n.lastHeartbeat === undefined ? "never" : `${shortAge(Number(n.heartbeatAgeMs))} ago`;
 const pct = (v: number | undefined) => (v === undefined ? "-" : `${v.toFixed(0)}%`);
+/** A node's own usage figure, or "hidden" where the caller sees only its tenant's VMs (usage_hidden). */
+const usage = (n: NodeSummary, text: (h: NonNullable<NodeSummary["health"]>) => string) =>
+  n.health === undefined ? "-" : n.usageHidden ? "hidden" : text(n.health);
 
 function nodeColumns(style: Style): Column<NodeSummary>[] {
   return [
@@ -69,20 +72,20 @@ function nodeColumns(style: Style): Column<NodeSummary>[] {
     },
     {
       header: "CPU LOAD",
-      value: (n) => (n.health === undefined ? "-" : n.health.cpuLoad.toFixed(2)),
+      value: (n) => usage(n, (h) => h.cpuLoad.toFixed(2)),
       sort: (n) => n.health?.cpuLoad ?? -1,
       volatile: true,
     },
     {
       header: "MEM",
       wide: true,
-      value: (n) => pct(n.health?.memUsedPct),
+      value: (n) => usage(n, (h) => pct(h.memUsedPct)),
       sort: (n) => n.health?.memUsedPct ?? -1,
     },
     {
       header: "DISK",
       wide: true,
-      value: (n) => pct(n.health?.diskUsedPct),
+      value: (n) => usage(n, (h) => pct(h.diskUsedPct)),
       sort: (n) => n.health?.diskUsedPct ?? -1,
     },
     { header: "CORES", wide: true, value: (n) => String(n.info?.capacity?.cpuCores ?? "-") },
@@ -190,7 +193,7 @@ export function nodeCommand(cli: () => CliContext): Command {
               "health",
               h === undefined
                 ? "-"
-                : `cpu load ${h.cpuLoad.toFixed(2)}, memory ${pct(h.memUsedPct)}, disk ${pct(h.diskUsedPct)}, rtt ${h.netRttMs.toFixed(1)} ms${h.cephStatus ? `, ceph ${h.cephStatus}` : ""}`,
+                : `${n?.usageHidden ? "cpu load, memory and disk hidden (they include other tenants' VMs)" : `cpu load ${h.cpuLoad.toFixed(2)}, memory ${pct(h.memUsedPct)}, disk ${pct(h.diskUsedPct)}`}, rtt ${h.netRttMs.toFixed(1)} ms${h.cephStatus ? `, ceph ${h.cephStatus}` : ""}`,
             ],
             ["labels", labels(info?.labels)],
           ]);

@@ -32,6 +32,7 @@ export function summarizeNode(rec: NodeRecord, now: number, live: LivenessView):
     memoryAllocatedBytes: memory,
     notReadyForMs: BigInt(live.notReadyForMs),
     reportSkewMs: rec.reportSkewMs,
+    usageHidden: false,
   } satisfies NodeSummary;
 }
 

@@ -30,7 +30,7 @@ export function visibleVms(vms: readonly VmInfo[], scope: CallScope): VmInfo[] {
  * A node summary whose health and VM counts cover only the VMs the scope may
  * see. The node's own measurements (CPU load, memory and disk in use) are the
  * whole node's and cannot be split by tenant, so a caller that is not
- * cluster-wide gets none (0), as from a node that reports none.
+ * cluster-wide gets none (0) and `usage_hidden`, so that 0 is not read as an idle node.
  */
 export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
   if (scope.clusterWide) return node;
@@ -53,6 +53,7 @@ export function scopeNode(node: NodeSummary, scope: CallScope): NodeSummary {
     vmCount: vms.length,
     vcpusAllocated: vcpus,
     memoryAllocatedBytes: memory,
+    usageHidden: node.health !== undefined,
   };
 }
 

@@ -30,8 +30,9 @@ export function nodeRows(nodes: NodeSummary[]) {
       n.cordoned ? "cordoned" : "schedulable",
       `${n.vcpusAllocated} / ${cap?.cpuCores ?? 0} (${pct(n.vcpusAllocated, cap?.cpuCores ?? 0)})`,
       `${bytes(n.memoryAllocatedBytes)} / ${bytes(cap?.memoryBytes ?? 0n)}`,
-      `${(n.health?.cpuLoad ?? 0).toFixed(2)}`,
-      `${(n.health?.memUsedPct ?? 0).toFixed(0)} %`,
+      // Hidden where the caller sees only its tenant's VMs: the node's figures include others'.
+      n.usageHidden ? "hidden" : `${(n.health?.cpuLoad ?? 0).toFixed(2)}`,
+      n.usageHidden ? "hidden" : `${(n.health?.memUsedPct ?? 0).toFixed(0)} %`,
       String(n.vmCount),
     ];
   });

@@ -52,7 +52,8 @@ export function recordNodes(nodes: readonly NodeSummary[], now = Date.now()): vo
   for (const n of nodes) {
     const id = n.info?.id?.id ?? "";
     const at = n.lastHeartbeat;
-    if (id === "" || at === undefined || n.health === undefined) continue;
+    // No usage to draw where it is hidden from the caller (usage_hidden).
+    if (id === "" || at === undefined || n.health === undefined || n.usageHidden) continue;
     let list = byNode.get(id);
     if (list === undefined) {
       if (byNode.size >= MAX_NODES) continue;
