@@ -29,7 +29,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
-import { missingTool } from "./helpers/required-tools.js";
+import { runsAsRoot } from "./helpers/required-tools.js";
 
 describe("the audit trail of a running daemon", () => {
   it("records denied and unauthenticated calls, and never a secret", async () => {
@@ -309,15 +309,7 @@ describe("the audit trail of a running daemon", () => {
   });
 
   it("refuses calls while the disk is full, changes nothing, and resumes when space returns", async (t) => {
-    const notRoot = missingTool(
-      "root (to mount a tmpfs)",
-      process.getuid?.() === 0,
-      "run the tests as root",
-    );
-    if (notRoot !== false) {
-      t.skip(notRoot);
-      return;
-    }
+    if (!runsAsRoot(t, "to mount a tmpfs")) return;
     const dir = mkdtempSync(join(tmpdir(), "dv-full-"));
     const mnt = mkdtempSync(join(tmpdir(), "dv-full-mnt-"));
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt]);

@@ -27,7 +27,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { writeFileSet } from "../src/client/index.js";
-import { missingTool } from "./helpers/required-tools.js";
+import { runsAsRoot } from "./helpers/required-tools.js";
 
 const CLIENT = fileURLToPath(new URL("../src/client/index.js", import.meta.url));
 
@@ -204,25 +204,20 @@ describe("a dead holder of the lock of a set of files", () => {
   const dir = mkdtempSync(join(tmpdir(), "dv-file-set-lock-dead-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const rootOnly = {
-    skip: missingTool("root (for chattr +i)", process.getuid?.() === 0, "run the tests as root"),
-  };
-  it(
-    "whose file cannot be removed fails the writer at its deadline, the event loop free meanwhile",
-    rootOnly,
-    async () => {
-      const shared = join(dir, "shared");
-      mkdirSync(shared);
-      const lock = join(shared, "server.key.lock");
-      mkdirSync(lock);
-      // A dead holder's file the writer may not remove (immutable: EPERM, as another
-      // user's file in a sticky folder would be).
-      const planted = join(lock, "planted");
-      writeFileSync(planted, "not a holder", { mode: 0o644 });
-      age(lock, 60_000);
-      execFileSync("chattr", ["+i", planted]);
-      try {
-        const script = `
+  it("whose file cannot be removed fails the writer at its deadline, the event loop free meanwhile", async (t) => {
+    if (!runsAsRoot(t, "for chattr +i")) return;
+    const shared = join(dir, "shared");
+    mkdirSync(shared);
+    const lock = join(shared, "server.key.lock");
+    mkdirSync(lock);
+    // A dead holder's file the writer may not remove (immutable: EPERM, as another
+    // user's file in a sticky folder would be).
+    const planted = join(lock, "planted");
+    writeFileSync(planted, "not a holder", { mode: 0o644 });
+    age(lock, 60_000);
+    execFileSync("chattr", ["+i", planted]);
+    try {
+      const script = `
       const { writeFileSet } = await import(${JSON.stringify(CLIENT)});
       let ticks = 0;
       const timer = setInterval(() => ticks++, 100);
@@ -234,25 +229,24 @@ describe("a dead holder of the lock of a set of files", () => {
       } finally {
         clearInterval(timer);
       }`;
-        const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-          stdio: ["ignore", "pipe", "inherit"],
-        });
-        let out = "";
-        child.stdout.on("data", (d) => {
-          out += String(d);
-        });
-        const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-        const code = await new Promise((resolve) => child.once("exit", resolve));
-        clearTimeout(killer);
-        assert.equal(code, 0, "the writer never gave up (killed after 20 s)");
-        const r = JSON.parse(out) as { message: string; ticks: number };
-        assert.match(r.message, /another writer holds these files/);
-        assert.ok(r.ticks >= 50, `a 100 ms timer fired ${r.ticks} times in a 10 s wait`);
-      } finally {
-        execFileSync("chattr", ["-i", planted]);
-      }
-    },
-  );
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let out = "";
+      child.stdout.on("data", (d) => {
+        out += String(d);
+      });
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await new Promise((resolve) => child.once("exit", resolve));
+      clearTimeout(killer);
+      assert.equal(code, 0, "the writer never gave up (killed after 20 s)");
+      const r = JSON.parse(out) as { message: string; ticks: number };
+      assert.match(r.message, /another writer holds these files/);
+      assert.ok(r.ticks >= 50, `a 100 ms timer fired ${r.ticks} times in a 10 s wait`);
+    } finally {
+      execFileSync("chattr", ["-i", planted]);
+    }
+  });
 
   it("that is a zombie (killed, its parent not waiting) is gone", async () => {
     const key = join(dir, "server.key");

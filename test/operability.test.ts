@@ -17,7 +17,7 @@ import {
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
-import { missingTool } from "./helpers/required-tools.js";
+import { runsAsRoot } from "./helpers/required-tools.js";
 
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const GET_NODE = "/debvisor.v1.NodeService/GetNode";
@@ -80,15 +80,7 @@ describe("one daemon per data directory", () => {
 
 describe("/readyz and grpc.health.v1", () => {
   it("say 503 with the reason while the disk is full, and recover by themselves", async (t) => {
-    const notRoot = missingTool(
-      "root (to mount a tmpfs)",
-      process.getuid?.() === 0,
-      "run the tests as root",
-    );
-    if (notRoot !== false) {
-      t.skip(notRoot);
-      return;
-    }
+    if (!runsAsRoot(t, "to mount a tmpfs")) return;
     const dir = mkdtempSync(join(tmpdir(), "dv-readyz-"));
     const mnt = mkdtempSync(join(tmpdir(), "dv-readyz-mnt-"));
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt]);

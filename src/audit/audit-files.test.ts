@@ -4,21 +4,13 @@ import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { missingTool } from "../../test/helpers/required-tools.js";
+import { runsAsRoot } from "../../test/helpers/required-tools.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { openAuditFiles } from "./audit-files.js";
 
 describe("audit files", () => {
   it("refuses to write while a rotation can be neither finished nor undone, and finishes it once it can", async (t) => {
-    const skip = missingTool(
-      "root (for chattr +i)",
-      process.getuid?.() === 0,
-      "run the tests as root",
-    );
-    if (skip !== false) {
-      t.skip(skip);
-      return;
-    }
+    if (!runsAsRoot(t, "for chattr +i")) return;
     const d = mkdtempSync(join(tmpdir(), "dv-audit-files-"));
     const path = join(d, "audit.log");
     let afterRename = () => {};

@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { missingTool } from "../../test/helpers/required-tools.js";
+import { runsAsRoot } from "../../test/helpers/required-tools.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { ROTATION_RETRY_MS } from "./audit-files.js";
 import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
@@ -53,15 +53,7 @@ const lines = (p: string) =>
  * it still works and creating a file fails with ENOSPC.
  */
 function smallTmpfs(t: TestContext): string | undefined {
-  const skip = missingTool(
-    "root (to mount a tmpfs)",
-    process.getuid?.() === 0,
-    "run the tests as root",
-  );
-  if (skip !== false) {
-    t.skip(skip);
-    return undefined;
-  }
+  if (!runsAsRoot(t, "to mount a tmpfs")) return undefined;
   const dir = mkdtempSync(join(tmpdir(), "dv-audit-inodes-"));
   execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m,nr_inodes=16", "tmpfs", dir]);
   t.after(() => execFileSync("umount", ["-l", dir]));
@@ -119,6 +111,42 @@ const rotatedFiles = (d: string, base: string) =>
   readdirSync(d)
     .filter((f) => f.startsWith(`${base}.`))
     .sort();
+
+/** Three records in the trail at `path` and its copy, closed. */
+async function threeRecords(path: string, copyPath: string): Promise<void> {
+  const log = await openAuditLog({ path, copyPath, logger: silentLogger });
+  for (let i = 0; i < 3; i++) await log.append(fields(i));
+  await log.close();
+}
+
+/**
+ * Rotates the trail at `path` (and its copy) in a child process that runs
+ * `afterRename` (JS) once both files are renamed and `failed` (JS) if the
+ * rotation fails; answers the signal that ended the child.
+ */
+async function rotateInChild(
+  path: string,
+  copyPath: string,
+  step: { afterRename: string; failed: string },
+): Promise<NodeJS.Signals | null> {
+  const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
+  const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+  const script = `
+      import { execFileSync } from "node:child_process";
+      const { openAuditFiles } = await import(${JSON.stringify(files)});
+      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
+      const files = await openAuditFiles({
+        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
+        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
+        clock: systemClock, log: silentLogger,
+        afterRename: () => { ${step.afterRename}; },
+      });
+      await files.rotateIfDue().catch(() => { ${step.failed}; });`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: "inherit",
+  });
+  return new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
+}
 
 describe("audit log", () => {
   it("makes every record durable and shares fsyncs between records queued together", async () => {
@@ -374,29 +402,15 @@ describe("audit log", () => {
     const path = join(d, "audit.log");
     const copyPath = join(d, "copy", "audit-copy.log");
     mkdirSync(join(d, "copy"));
-    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
-    for (let i = 0; i < 3; i++) await log.append(fields(i));
-    await log.close();
-    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
-    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
+    await threeRecords(path, copyPath);
     // The step of a rotation a crash can stop at: both files renamed, no next file yet.
-    const script = `
-      const { openAuditFiles } = await import(${JSON.stringify(files)});
-      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
-      const files = await openAuditFiles({
-        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
-        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
-        clock: systemClock, log: silentLogger,
-        afterRename: () => process.kill(process.pid, "SIGKILL"),
-      });
-      await files.rotateIfDue();`;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      stdio: "inherit",
+    const signal = await rotateInChild(path, copyPath, {
+      afterRename: `process.kill(process.pid, "SIGKILL")`,
+      failed: "",
     });
-    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
     assert.equal(signal, "SIGKILL");
     assert.equal(existsSync(path), false, "killed after the rename");
-    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    const log = await openAuditLog({ path, copyPath, logger: silentLogger });
     await log.append(fields(3));
     await log.close();
     for (const [p, base] of [
@@ -411,49 +425,26 @@ describe("audit log", () => {
   });
 
   it("keeps the copy's files paired with the main file's after a kill -9 while a rotation was half undone", async (t) => {
-    const skip = missingTool(
-      "root (for chattr +i)",
-      process.getuid?.() === 0,
-      "run the tests as root",
-    );
-    if (skip !== false) {
-      t.skip(skip);
-      return;
-    }
+    if (!runsAsRoot(t, "for chattr +i")) return;
     const d = dir();
     const path = join(d, "audit.log");
     const copyDir = join(d, "copy");
     const copyPath = join(copyDir, "audit-copy.log");
     mkdirSync(copyDir);
-    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
-    for (let i = 0; i < 3; i++) await log.append(fields(i));
-    await log.close();
+    await threeRecords(path, copyPath);
     t.after(() => execFileSync("chattr", ["-i", copyDir]));
-    const files = fileURLToPath(new URL("./audit-files.js", import.meta.url));
-    const core = fileURLToPath(new URL("../core/index.js", import.meta.url));
     // Both files renamed, then the copy's directory turns immutable: its next
     // file cannot be made, the main file's rename is undone, the copy's
     // cannot be; the trail refuses writes, and then the process is killed.
-    const script = `
-      import { execFileSync } from "node:child_process";
-      const { openAuditFiles } = await import(${JSON.stringify(files)});
-      const { silentLogger, systemClock } = await import(${JSON.stringify(core)});
-      const files = await openAuditFiles({
-        path: ${JSON.stringify(path)}, copyPath: ${JSON.stringify(copyPath)},
-        size: ${statSync(path).size}, maxBytes: 1, maxAgeMs: 86400000,
-        clock: systemClock, log: silentLogger,
-        afterRename: () => execFileSync("chattr", ["+i", ${JSON.stringify(copyDir)}]),
-      });
-      await files.rotateIfDue().catch(() => process.kill(process.pid, "SIGKILL"));`;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      stdio: "inherit",
+    const signal = await rotateInChild(path, copyPath, {
+      afterRename: `execFileSync("chattr", ["+i", ${JSON.stringify(copyDir)}])`,
+      failed: `process.kill(process.pid, "SIGKILL")`,
     });
-    const signal = await new Promise((resolve) => child.once("exit", (_, sig) => resolve(sig)));
     assert.equal(signal, "SIGKILL");
     execFileSync("chattr", ["-i", copyDir]);
     assert.equal(existsSync(copyPath), false, "the copy was left renamed");
     assert.equal(existsSync(path), true, "the main file's rename was undone");
-    log = await openAuditLog({ path, copyPath, maxBytes: 2048, logger: silentLogger });
+    const log = await openAuditLog({ path, copyPath, maxBytes: 2048, logger: silentLogger });
     for (let i = 3; i < 20; i++) await log.append(fields(i));
     await log.close();
     const mains = rotatedFiles(d, "audit.log");
@@ -565,15 +556,7 @@ describe("audit log", () => {
   });
 
   it("continues the chain across restarts of a file made append-only (chattr +a)", async (t) => {
-    const skip = missingTool(
-      "root (for chattr +a)",
-      process.getuid?.() === 0,
-      "run the tests as root",
-    );
-    if (skip !== false) {
-      t.skip(skip);
-      return;
-    }
+    if (!runsAsRoot(t, "for chattr +a")) return;
     const path = join(dir(), "audit.log");
     for (let run = 0; run < 3; run++) {
       const log = await openAuditLog({ path, logger: silentLogger });

@@ -39,3 +39,15 @@ export function missingTool(tool: string, present: boolean, install: string): fa
   console.log(`!!! ${message}: its tests are SKIPPED.`);
   return message;
 }
+
+/**
+ * For a test that needs root (a tmpfs mount, `chattr`): true when it runs
+ * as root; otherwise skips `t` and answers false, and under `CI=true`
+ * throws, as for a missing tool. `why` says what root is for.
+ */
+export function runsAsRoot(t: { skip(message?: string): void }, why: string): boolean {
+  const skip = missingTool(`root (${why})`, process.getuid?.() === 0, "run the tests as root");
+  if (skip === false) return true;
+  t.skip(skip);
+  return false;
+}
