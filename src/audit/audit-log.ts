@@ -4,10 +4,9 @@
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Clock, type Logger, RpcError, systemClock } from "../core/index.js";
-import { catchUpAuditFile } from "./audit-copy-catch-up.js";
 import { openAuditFiles } from "./audit-files.js";
 import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
-import { recoverAuditFile, undoHalfRotation } from "./recover-audit-file.js";
+import { recoverAuditTrail } from "./recover-audit-trail.js";
 import { createSyslogForwarder, syslogAlarm } from "./syslog-forwarder.js";
 
 /** Options of {@link openAuditLog}. */
@@ -108,39 +107,7 @@ export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> 
   const maxBytes = options.maxBytes ?? 100 * 1024 * 1024;
   const maxAgeMs = options.maxAgeMs ?? 86_400_000;
   const alarm = options.alarm ?? syslogAlarm(log);
-  if (options.copyPath !== undefined)
-    for (const [a, b] of [
-      [options.path, options.copyPath],
-      [options.copyPath, options.path],
-    ] as const)
-      if (undoHalfRotation(a, b, clock))
-        log.warn({ file: a }, "audit trail: undid a rotation a crash cut short");
-  let recovered = recoverAuditFile(options.path, clock);
-  /** What the start repaired, for the recovery record. */
-  const repairs: string[] = [];
-  if (recovered.tornFile !== undefined)
-    repairs.push(`torn last line (${recovered.tornBytes} bytes) moved to ${recovered.tornFile}`);
-  if (options.copyPath !== undefined) {
-    // The copy is repaired the same way; a torn tail there must not glue onto new records.
-    const copy = recoverAuditFile(options.copyPath, clock);
-    // (A copy without a record is new: it starts at the next record.)
-    if (copy.seq !== recovered.seq && copy.hash !== "") {
-      // A crash mid-write left the last records in one file only: the other takes them over.
-      const [behind, end, ahead] =
-        copy.seq < recovered.seq
-          ? [options.copyPath, copy.hash, options.path]
-          : [options.path, recovered.hash, options.copyPath];
-      const n = catchUpAuditFile(behind, end, ahead, options.hmacKey);
-      if (n > 0)
-        repairs.push(`${n} record(s) at the end of ${ahead} missing from ${behind}: copied over`);
-      if (behind === options.path) recovered = recoverAuditFile(options.path, clock);
-      if (recoverAuditFile(behind, clock).seq !== Math.max(copy.seq, recovered.seq))
-        log.error(
-          { copyPath: options.copyPath },
-          "audit trail and its copy end at different records",
-        );
-    }
-  }
+  const { recovered, repairs } = recoverAuditTrail(options, clock, log);
   let seq = recovered.seq;
   let lastHash = recovered.hash;
   const files = await openAuditFiles({
