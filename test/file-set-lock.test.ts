@@ -45,12 +45,14 @@ interface Child {
  * (a slow disk); with `die` it is killed there instead (a writer that dies
  * holding the lock). With `slowJudge` it pauses up to 20 ms after each look
  * at the lock (a process the scheduler set aside between judging the lock
- * and acting on it).
+ * and acting on it). With `holdUntil` it holds the lock until that file
+ * exists (at most 60 s), so a test need not guess how slow a loaded
+ * machine starts the processes that are to wait.
  */
 function writer(
   dir: string,
   tag: string,
-  o: { startMs?: number; holdMs?: number; die?: boolean; slowJudge?: boolean },
+  o: { startMs?: number; holdMs?: number; holdUntil?: string; die?: boolean; slowJudge?: boolean },
 ): Child {
   const key = join(dir, "server.key");
   const crt = join(dir, "server.crt");
@@ -66,6 +68,8 @@ function writer(
         process.stdout.write("entered\\n");
         if (${o.die === true}) process.kill(process.pid, "SIGKILL");
         nap(${o.holdMs ?? 30});
+        const until = ${JSON.stringify(o.holdUntil ?? "")};
+        for (let i = 0; until !== "" && i < 3000 && !fs.existsSync(until); i++) nap(20);
       }
       return open(p, ...rest);
     };
@@ -130,10 +134,12 @@ describe("the lock of a set of files", () => {
 
   it("a writer waiting for another process's lock leaves the event loop free (the daemon keeps answering)", async () => {
     writeFileSync(log, "");
-    const holder = writer(dir, "holder", { holdMs: 1500 });
+    const release = join(dir, "release-loop");
+    const holder = writer(dir, "holder", { holdMs: 0, holdUntil: release });
     await holder.entered;
     const ticks: number[] = [];
     const timer = setInterval(() => ticks.push(Date.now()), 20);
+    setTimeout(() => writeFileSync(release, ""), 1000);
     try {
       const from = Date.now();
       await writeFileSet([
@@ -296,7 +302,8 @@ describe("writers killed while they waited for the lock of a set of files", () =
   it("leave nothing behind once the next writer took the lock", async () => {
     const key = join(dir, "server.key");
     writeFileSync(join(dir, "holders.log"), "");
-    const holder = writer(dir, "holder", { holdMs: 1500 });
+    const release = join(dir, "release");
+    const holder = writer(dir, "holder", { holdMs: 0, holdUntil: release });
     await holder.entered;
     const waiters = [1, 2, 3].map(() =>
       spawn(
@@ -316,12 +323,13 @@ describe("writers killed while they waited for the lock of a set of files", () =
       readdirSync(dir).filter(
         (n) => /^server\.key\.lock\./.test(n) && entriesOf(join(dir, n)).length > 0,
       );
-    for (let i = 0; i < 100 && waiting().length < 3; i++)
+    for (let i = 0; i < 1000 && waiting().length < 3; i++)
       await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal(waiting().length, 3, "the three waiters wait");
     const gone = waiters.map((w) => new Promise((resolve) => w.once("exit", resolve)));
     for (const w of waiters) w.kill("SIGKILL");
     await Promise.all(gone);
+    writeFileSync(release, "");
     assert.equal(await holder.exited, 0);
     await writeFileSet([{ path: key, text: "next", mode: 0o600 }]);
     assert.deepEqual(

@@ -137,12 +137,6 @@ export function removeGone(file: string): boolean {
   }
 }
 
-/**
- * Removes the folders that writers killed while they waited for `lock` left
- * beside it (`<lock>.<pid>-<hex>`, see {@link lockFileSet}), judged like a
- * holder: else every kill during a wait (a daemon stopped while it renewed)
- * left one more, for good. A live waiter's stays: it moves it in later.
- */
 /** When `path` was last changed (ms); now when it is gone. */
 function statSafe(path: string): number {
   try {
@@ -152,6 +146,12 @@ function statSafe(path: string): number {
   }
 }
 
+/**
+ * Removes the folders that writers killed while they waited for `lock` left
+ * beside it (`<lock>.<pid>-<hex>`, see {@link lockFileSet}), judged like a
+ * holder: else every kill during a wait (a daemon stopped while it renewed)
+ * left one more, for good. A live waiter's stays: it moves it in later.
+ */
 function removeGoneWaiters(lock: string): void {
   const prefix = `${basename(lock)}.`;
   for (const name of readdirSync(dirname(lock))) {
