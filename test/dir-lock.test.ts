@@ -5,15 +5,39 @@
 // could take the lock, the link back failed, and the racer's fresh lock was
 // deleted: two daemons each held the directory.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { lockDirectory } from "../src/client/index.js";
+import { eventually } from "./helpers/eventually.js";
+import { missingTool, runsAsRoot, runsOk } from "./helpers/required-tools.js";
 
 const DATA_DIR_LOCK = fileURLToPath(new URL("../src/server/data-dir-lock.js", import.meta.url));
 const LOCK = ".debvisor-rpcd.lock";
+/** Runs a command as pid 1 of a new pid namespace (a container's), unprivileged where user namespaces are allowed. */
+const UNSHARE = [
+  "unshare",
+  "--user",
+  "--map-root-user",
+  "--pid",
+  "--fork",
+  "--mount-proc",
+  "--kill-child",
+];
 
 /**
  * A process taking the data-directory lock of `dir` as `tag` from `startMs`:
@@ -26,8 +50,27 @@ const LOCK = ".debvisor-rpcd.lock";
 function starter(
   dir: string,
   tag: string,
-  o: { startMs?: number; holdMs?: number; die?: boolean },
+  o: StarterOptions,
 ): Promise<{ code: number | null; out: string }> {
+  return spawnStarter(dir, tag, o).result;
+}
+
+interface StarterOptions {
+  readonly startMs?: number;
+  readonly holdMs?: number;
+  readonly die?: boolean;
+  /** Run in a pid namespace of its own (a container's), through `unshare`. */
+  readonly ownPidNamespace?: boolean;
+  /** Run as this user and group (a service user's daemon). */
+  readonly uid?: number;
+}
+
+/** As {@link starter}, also answering the process, to kill it while it holds the lock. */
+function spawnStarter(
+  dir: string,
+  tag: string,
+  o: StarterOptions,
+): { child: ChildProcess; result: Promise<{ code: number | null; out: string }> } {
   const log = join(dir, "holders.log");
   const script = `
     const fs = (await import("node:fs")).default;
@@ -46,8 +89,11 @@ function starter(
     try {
       lock = lockDataDirectories([${JSON.stringify(dir)}]);
     } catch (err) {
-      if (err.name !== "DataDirInUseError") throw err;
-      process.stdout.write("refused by " + err.pid);
+      if (err.name !== "DataDirInUseError") {
+        process.stdout.write("failed: " + err.message);
+        process.exit(4);
+      }
+      process.stdout.write("refused by " + err.pid + ": " + err.message);
       process.exit(3);
     }
     fs.appendFileSync(${JSON.stringify(log)}, "enter ${tag}\\n");
@@ -55,15 +101,22 @@ function starter(
     nap(${o.holdMs ?? 300});
     fs.appendFileSync(${JSON.stringify(log)}, "leave ${tag}\\n");
     lock.release();`;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+  const node = [process.execPath, "--input-type=module", "-e", script];
+  const [file, ...args] = o.ownPidNamespace === true ? [...UNSHARE, ...node] : node;
+  const child = spawn(file as string, args, {
     stdio: ["ignore", "pipe", "inherit"],
     timeout: 30_000,
+    killSignal: "SIGKILL",
+    ...(o.uid === undefined ? {} : { uid: o.uid, gid: o.uid }),
   });
   let out = "";
   child.stdout.on("data", (d) => {
     out += String(d);
   });
-  return new Promise((resolve) => child.once("close", (code) => resolve({ code, out })));
+  return {
+    child,
+    result: new Promise((resolve) => child.once("close", (code) => resolve({ code, out }))),
+  };
 }
 
 /** The holders that were inside the lock at once, from the log of enters and leaves. */
@@ -128,7 +181,7 @@ describe("one process per directory: the lock", () => {
       if (codes.some((c) => c !== 0 && c !== 3)) found.push(`round ${round}: exited ${codes}`);
       if (!codes.includes(0)) found.push(`round ${round}: no racer took the stale lock`);
       for (const r of racers)
-        if (r.code === 3 && /refused by 0$/.test(r.out))
+        if (r.code === 3 && /^refused by 0:/.test(r.out))
           found.push(`round ${round}: refused naming no holder`);
     }
     assert.deepEqual(found, [], "two starters held the directory at once");
@@ -145,7 +198,190 @@ describe("one process per directory: the lock", () => {
     );
     const r = await starter(dir, "second", {});
     assert.equal(r.code, 3);
-    assert.equal(r.out, `refused by ${process.pid}`);
+    assert.equal(
+      r.out,
+      `refused by ${process.pid}: data directory in use by pid ${process.pid}: ${dir}`,
+    );
     assert.ok(readFileSync(join(dir, LOCK), "utf8").startsWith(`${process.pid} `), "left alone");
+  });
+});
+
+/** Whether a holder's lock named `tag` is in `dir`, by the log it keeps. */
+function entered(dir: string, tag: string): boolean {
+  const log = join(dir, "holders.log");
+  return existsSync(log) && readFileSync(log, "utf8").includes(`enter ${tag}\n`);
+}
+
+/** Kills a holder and waits for it (and, in its own pid namespace, everything in it) to be gone. */
+async function kill(child: ChildProcess): Promise<void> {
+  const gone = new Promise((resolve) => child.once("close", resolve));
+  child.kill("SIGKILL");
+  await gone;
+}
+
+describe("one process per directory: the kernel holds the lock", () => {
+  const root = mkdtempSync(join(tmpdir(), "dv-dir-lock-kernel-"));
+  after(() => rmSync(root, { recursive: true, force: true }));
+  const unshareSkip = missingTool(
+    "unshare with user and pid namespaces",
+    runsOk(UNSHARE[0] as string, [...UNSHARE.slice(1), "true"]),
+    "util-linux, and user namespaces allowed (sysctl kernel.unprivileged_userns_clone=1)",
+  );
+
+  it("refuses a starter while a daemon in another pid namespace holds the directory, and takes it over at once when that one is killed", {
+    skip: unshareSkip,
+  }, async () => {
+    const dir = join(root, "namespace");
+    const inside = spawnStarter(dir, "inside", { ownPidNamespace: true, holdMs: 60_000 });
+    try {
+      await eventually(() => entered(dir, "inside"), { timeoutMs: 20_000 });
+      const outside = await starter(dir, "outside", { holdMs: 0 });
+      assert.equal(
+        outside.code,
+        3,
+        `the daemon outside took a running daemon's directory: ${outside.out}`,
+      );
+      // Inside its namespace the holder is pid 1; here pid 1 is another process.
+      assert.equal(
+        outside.out,
+        `refused by 1: data directory in use by pid 1 in another pid namespace: ${dir}`,
+      );
+    } finally {
+      await kill(inside.child);
+    }
+    const next = await starter(dir, "next", { holdMs: 0 });
+    assert.equal(next.code, 0, `the killed daemon's lock was not taken over: ${next.out}`);
+  });
+
+  it("refuses a starter while a live process holds the directory, whatever pid its record names", async () => {
+    const dir = join(root, "record");
+    const holder = spawnStarter(dir, "holder", { holdMs: 60_000 });
+    try {
+      await eventually(() => entered(dir, "holder"), { timeoutMs: 20_000 });
+      // What a holder in another pid namespace leaves: a pid no process here has.
+      const [record] = readdirSync(join(dir, LOCK));
+      const dead = await deadToken();
+      writeFileSync(join(dir, LOCK, record as string), `${dead}\n`);
+      const second = await starter(dir, "second", { holdMs: 0 });
+      assert.equal(second.code, 3, `took a live holder's directory: ${second.out}`);
+      const pid = dead.split(" ")[0];
+      assert.equal(
+        second.out,
+        `refused by ${pid}: data directory in use by pid ${pid} in another pid namespace: ${dir}`,
+      );
+    } finally {
+      await kill(holder.child);
+    }
+  });
+
+  it("refuses a starter while an earlier version, which knows only the folder, holds the directory", () => {
+    const dir = join(root, "earlier-folder");
+    mkdirSync(join(dir, LOCK), { recursive: true });
+    const start = readFileSync("/proc/self/stat", "utf8");
+    const token = `${process.pid} ${start.slice(start.lastIndexOf(")") + 2).split(" ")[19]}`;
+    writeFileSync(join(dir, LOCK, "1-000000000000"), `${token}\n`);
+    assert.throws(() => lockDirectory(dir, LOCK), {
+      name: "DirectoryInUseError",
+      message: `directory in use by pid ${process.pid}: ${dir}`,
+    });
+    assert.equal(
+      readFileSync(join(dir, LOCK, "1-000000000000"), "utf8"),
+      `${token}\n`,
+      "left alone",
+    );
+  });
+
+  it("takes over a lock whose record names no process (a link, a folder, garbage) when no process holds it", async () => {
+    const target = join(root, "link-target");
+    mkdirSync(target);
+    writeFileSync(join(target, "keep"), "");
+    const cases: [string, (lock: string) => void][] = [
+      ["a link to a folder", (lock) => symlinkSync(target, lock)],
+      ["a link to nothing", (lock) => symlinkSync(join(root, "nothing"), lock)],
+      [
+        "a folder holding garbage",
+        (lock) => {
+          mkdirSync(lock);
+          writeFileSync(join(lock, "1-000000000000"), "not a pid\n");
+        },
+      ],
+      [
+        "a folder holding a link",
+        (lock) => {
+          mkdirSync(lock);
+          symlinkSync(join(target, "keep"), join(lock, "1-000000000000"));
+        },
+      ],
+      [
+        "a folder holding a folder",
+        (lock) => mkdirSync(join(lock, "1-000000000000"), { recursive: true }),
+      ],
+    ];
+    const found: string[] = [];
+    for (const [i, [what, make]] of cases.entries()) {
+      const dir = join(root, `garbage-${i}`);
+      mkdirSync(dir);
+      make(join(dir, LOCK));
+      const r = await starter(dir, "next", { holdMs: 0 });
+      if (r.code !== 0) found.push(`${what}: ${r.out}`);
+      else if (existsSync(join(dir, LOCK))) found.push(`${what}: left after the release`);
+    }
+    assert.deepEqual(found, [], "refused, naming no live holder");
+    assert.deepEqual(readdirSync(target), ["keep"], "a link's target was left alone");
+  });
+
+  it("sweeps the folders of starters killed before they took the lock", async () => {
+    const dir = join(root, "leftovers");
+    mkdirSync(dir);
+    const dead = join(dir, `${LOCK}.12345-0123456789ab`);
+    mkdirSync(dead);
+    writeFileSync(join(dead, "12345-0123456789ab"), `${await deadToken()}\n`);
+    mkdirSync(join(dir, `${LOCK}.1-000000000000`));
+    writeFileSync(join(dir, `${LOCK}.keep`), "");
+    const r = await starter(dir, "next", { holdMs: 0 });
+    assert.equal(r.code, 0, r.out);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.startsWith(LOCK) && !n.endsWith(".db")),
+      [`${LOCK}.keep`],
+      "only the starters' leftovers were removed",
+    );
+  });
+
+  it("holds between two holders in one process: the second is refused until the first lets go", () => {
+    const dir = join(root, "one-process");
+    mkdirSync(dir);
+    const release = lockDirectory(dir, LOCK);
+    assert.throws(() => lockDirectory(dir, LOCK), {
+      name: "DirectoryInUseError",
+      message: `directory in use by pid ${process.pid}: ${dir}`,
+    });
+    release();
+    lockDirectory(dir, LOCK)();
+  });
+
+  it("tells a service user's daemon which lock a crashed root daemon left and what to do", async (t) => {
+    if (!runsAsRoot(t, "a lock left by root, then a daemon of another user")) return;
+    const dir = join(root, "root-left");
+    mkdirSync(dir);
+    // The service user's data directory, which root may enter too.
+    chmodSync(root, 0o755);
+    chownSync(dir, 65534, 65534);
+    const crashed = await starter(dir, "root", { die: true });
+    assert.equal(crashed.code, null, "the root daemon was killed holding the lock");
+    const r = await starter(dir, "service", { holdMs: 0, uid: 65534 });
+    assert.equal(r.code, 4, r.out);
+    assert.equal(
+      r.out,
+      `failed: ${dir}/${LOCK}: permission denied: a lock left by another user (a daemon or agent run as root?); if none runs on ${dir}, remove ${dir}/${LOCK} and ${dir}/${LOCK}.*, or start as that user`,
+    );
+    // Done as told (and root's log out of the way): the kernel lock's file root left is the service user's.
+    rmSync(join(dir, LOCK), { recursive: true });
+    rmSync(join(dir, "holders.log"));
+    const next = await starter(dir, "service", { holdMs: 0, uid: 65534 });
+    assert.equal(
+      next.code,
+      0,
+      `root's daemon left a lock the service user cannot take: ${next.out}`,
+    );
   });
 });

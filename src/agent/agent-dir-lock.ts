@@ -48,6 +48,6 @@ export async function lockAgentDirectoryWaiting(
 
 function inUse(err: unknown, dir: string): unknown {
   return err instanceof DirectoryInUseError
-    ? new AgentError(`another debvisor-agent (pid ${err.pid}) runs on ${dir}`)
+    ? new AgentError(`another debvisor-agent (${err.holder}) runs on ${dir}`)
     : err;
 }

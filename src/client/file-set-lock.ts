@@ -153,16 +153,21 @@ function statSafe(path: string): number {
  * left one more, for good. A live waiter's stays: it moves it in later.
  */
 function removeGoneWaiters(lock: string): void {
-  const prefix = `${basename(lock)}.`;
-  for (const name of readdirSync(dirname(lock))) {
-    if (!name.startsWith(prefix) || !/^\d+-[0-9a-f]{12}$/.test(name.slice(prefix.length))) continue;
-    const waiter = join(dirname(lock), name);
+  for (const waiter of waitersBeside(lock)) {
     const holder = holderOf(waiter);
     // Empty: killed between making its folder and writing its record, or writing it now;
     // no writer takes that long, so one this old is a dead writer's.
     const gone = holder === undefined ? Date.now() - statSafe(waiter) > STALE_LOCK_MS : holder.gone;
     if (gone) rmSync(waiter, { recursive: true, force: true });
   }
+}
+
+/** The folders writers or starters made beside `lock` to move in (`<lock>.<pid>-<hex>`). */
+export function waitersBeside(lock: string): string[] {
+  const prefix = `${basename(lock)}.`;
+  return readdirSync(dirname(lock))
+    .filter((n) => n.startsWith(prefix) && /^\d+-[0-9a-f]{12}$/.test(n.slice(prefix.length)))
+    .map((n) => join(dirname(lock), n));
 }
 
 /** Removes this writer's file from `lock`, then the folder if no other writer has moved in. */

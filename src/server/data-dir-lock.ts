@@ -8,8 +8,8 @@ export const LOCK_FILE = ".debvisor-rpcd.lock";
 
 /** Another live daemon holds a data directory; nothing was opened or written. */
 export class DataDirInUseError extends DirectoryInUseError {
-  constructor(dir: string, pid: number) {
-    super(dir, pid, `data directory in use by pid ${pid}: ${dir}`);
+  constructor(dir: string, pid: number, holder = `pid ${pid}`) {
+    super(dir, pid, holder, `data directory in use by ${holder}: ${dir}`);
     this.name = "DataDirInUseError";
   }
 }
@@ -72,7 +72,8 @@ export function lockDataDirectories(dirs: readonly string[]): DataDirLock {
       try {
         held.push(lockDirectory(dir, LOCK_FILE));
       } catch (err) {
-        if (err instanceof DirectoryInUseError) throw new DataDirInUseError(dir, err.pid);
+        if (err instanceof DirectoryInUseError)
+          throw new DataDirInUseError(dir, err.pid, err.holder);
         throw err;
       }
     }

@@ -1,0 +1,60 @@
+import { chownSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import type BetterSqlite3 from "better-sqlite3";
+
+/** Another process (in any pid namespace) holds the kernel lock. */
+export const KERNEL_LOCK_BUSY = "busy";
+
+/**
+ * Takes a lock the kernel holds for this process on `file` (created if
+ * missing), or answers {@link KERNEL_LOCK_BUSY} at once while another
+ * connection holds it, in this process or any other on the filesystem,
+ * whatever its pid namespace; answers its release (idempotent).
+ *
+ * A POSIX record lock, held through SQLite (better-sqlite3, the native
+ * module the SQLite store ships, so no other): a connection in exclusive
+ * locking mode keeps the lock its first write transaction took until it is
+ * closed, and the kernel drops it when the process ends, even by SIGKILL.
+ * Record locks belong to a process, and closing any descriptor of the file
+ * drops all of them: nothing else may open `file` (SQLite itself keeps
+ * several connections of one process apart). Loaded on first use, so
+ * `hvctl`, which imports this layer, does not pay for loading it.
+ */
+export function takeKernelLock(file: string): (() => void) | typeof KERNEL_LOCK_BUSY {
+  const db = new (sqlite())(file, { timeout: 0 });
+  try {
+    db.pragma("locking_mode = EXCLUSIVE");
+    // No journal file to leave behind (another user's could not be opened); the file's content is not used.
+    db.pragma("journal_mode = MEMORY");
+    db.exec("BEGIN EXCLUSIVE");
+    // A write: a file SQLite could open read-only only (another user's) fails here, not with a shared lock.
+    db.pragma("user_version = 1");
+    db.exec("COMMIT");
+    ownedLikeItsDirectory(file);
+  } catch (err) {
+    db.close();
+    if ((err as { code?: unknown }).code === "SQLITE_BUSY") return KERNEL_LOCK_BUSY;
+    throw err;
+  }
+  return () => {
+    if (db.open) db.close();
+  };
+}
+
+/**
+ * Run as root in a directory another user owns (the service user's data
+ * directory), gives `file` to that user, so that their daemon or agent can
+ * take the lock after this process (chown opens no descriptor of it).
+ */
+function ownedLikeItsDirectory(file: string): void {
+  if (process.getuid?.() !== 0) return;
+  const { uid, gid } = statSync(dirname(file));
+  if (uid !== 0) chownSync(file, uid, gid);
+}
+
+let loaded: typeof BetterSqlite3 | undefined;
+function sqlite(): typeof BetterSqlite3 {
+  loaded ??= createRequire(import.meta.url)("better-sqlite3") as typeof BetterSqlite3;
+  return loaded;
+}
