@@ -27,6 +27,8 @@ import { eventually } from "./helpers/eventually.js";
 import { missingTool, runsAsRoot, runsOk } from "./helpers/required-tools.js";
 
 const DATA_DIR_LOCK = fileURLToPath(new URL("../src/server/data-dir-lock.js", import.meta.url));
+/** The module that loads better-sqlite3 for the kernel lock (a starter run as another user loads it first). */
+const KERNEL_LOCK = new URL("../src/client/kernel-lock.js", import.meta.url).href;
 const LOCK = ".debvisor-rpcd.lock";
 /** Runs a command as pid 1 of a new pid namespace (a container's), unprivileged where user namespaces are allowed. */
 const UNSHARE = [
@@ -61,7 +63,7 @@ interface StarterOptions {
   readonly die?: boolean;
   /** Run in a pid namespace of its own (a container's), through `unshare`. */
   readonly ownPidNamespace?: boolean;
-  /** Run as this user and group (a service user's daemon). */
+  /** Take the lock as this user and group (a service user's daemon); the process starts as root. */
   readonly uid?: number;
 }
 
@@ -84,6 +86,16 @@ function spawnStarter(
     };
     syncBuiltinESMExports();
     const { lockDataDirectories } = await import(${JSON.stringify(DATA_DIR_LOCK)});
+    if (${o.uid ?? -1} >= 0) {
+      // Becomes the other user only now: the checkout may be one that user cannot read (a 0700
+      // temporary clone). better-sqlite3 is loaded (and its native part) as the lock will ask for it.
+      const { createRequire } = await import("node:module");
+      const Database = createRequire(${JSON.stringify(KERNEL_LOCK)})("better-sqlite3");
+      new Database(":memory:").close();
+      process.setgroups([${o.uid ?? -1}]);
+      process.setgid(${o.uid ?? -1});
+      process.setuid(${o.uid ?? -1});
+    }
     while (Date.now() < ${o.startMs ?? 0});
     let lock;
     try {
@@ -107,7 +119,6 @@ function spawnStarter(
     stdio: ["ignore", "pipe", "inherit"],
     timeout: 30_000,
     killSignal: "SIGKILL",
-    ...(o.uid === undefined ? {} : { uid: o.uid, gid: o.uid }),
   });
   let out = "";
   child.stdout.on("data", (d) => {
