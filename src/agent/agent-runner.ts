@@ -20,6 +20,7 @@ import { scheduleRenewal } from "./certificate-renewal.js";
 import { createFencedVmReports } from "./fenced-vm-reports.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
+import { openRevokedServers } from "./revoked-servers.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
@@ -172,6 +173,7 @@ async function serve(
     logger: log,
     signal: stop.signal,
     held: () => faults.current().partitioned,
+    revokedServers: openRevokedServers(config.dir, log),
     // Armed, an agent retries within an eighth of its window (at least every 250 ms), so a
     // short control-plane restart costs the backoff little of the window.
     maxRetryMs: () =>
