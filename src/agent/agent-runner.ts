@@ -115,6 +115,8 @@ async function serve(
     nodeId,
     config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
   );
+  // The server certificates refused as revoked: the stream's server and transfer relays alike.
+  const revokedServers = openRevokedServers(config.dir, log);
   const storageOps = createStorageOperations({
     storage,
     nodeId,
@@ -123,6 +125,7 @@ async function serve(
       files,
       server: () => link.server(),
       tlsServerName: config.tlsServerName,
+      revokedServers,
     }),
   });
   const executor = createOperationExecutor({
@@ -173,7 +176,7 @@ async function serve(
     logger: log,
     signal: stop.signal,
     held: () => faults.current().partitioned,
-    revokedServers: openRevokedServers(config.dir, log),
+    revokedServers,
     // Armed, an agent retries within an eighth of its window (at least every 250 ms), so a
     // short control-plane restart costs the backoff little of the window.
     maxRetryMs: () =>
