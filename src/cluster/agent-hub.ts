@@ -115,12 +115,13 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
-  const revokedServers = (serials: readonly string[]) => ({ serials: [...serials] });
+  const revokedServers = (serials: readonly string[] | undefined) =>
+    serials === undefined ? undefined : { serials: [...serials] };
   // A new list goes to every stream held here at once: an agent connected to a certificate
   // now revoked drops it and reconnects (its daemon renews a revoked certificate of its own).
   const stopRevokedServers = options.revokedServers?.onChange((serials) => {
     for (const s of sessions.values())
-      s.queue.push({ kind: { case: "revokedServers", value: revokedServers(serials) } });
+      s.queue.push({ kind: { case: "revokedServers", value: { serials: [...serials] } } });
   });
 
   const delivery = createAgentDelivery({
@@ -207,10 +208,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
             selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
             acceptsUnchangedVms: true,
-            revokedServers:
-              options.revokedServers === undefined
-                ? undefined
-                : revokedServers(options.revokedServers.current()),
+            // Unset while unknown: the agent keeps its own list.
+            revokedServers: revokedServers(options.revokedServers?.current()),
           },
         },
       });

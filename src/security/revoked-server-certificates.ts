@@ -12,8 +12,12 @@ const SETTLE_MS = 100;
 
 /** The revoked, unexpired server certificates, kept current. */
 export interface RevokedServerCertificates {
-  /** Serials (lower-case hex), newest revocation first, at most {@link MAX_REVOKED_SERVER_CERTIFICATES}. */
-  current(): readonly string[];
+  /**
+   * Serials (lower-case hex), newest revocation first, at most {@link
+   * MAX_REVOKED_SERVER_CERTIFICATES}; undefined until the ledger could be
+   * read once (an empty list then would wipe the agents' own).
+   */
+  current(): readonly string[] | undefined;
   /** Called with the new list whenever it changes; returns the function that stops it. */
   onChange(listener: (serials: readonly string[]) => void): () => void;
   close(): void;
@@ -65,7 +69,7 @@ export async function followRevokedServerCertificates(options: {
 }): Promise<RevokedServerCertificates> {
   const { revocations, ledger, clock, logger } = options;
   const listeners = new Set<(serials: readonly string[]) => void>();
-  let list: readonly string[] = [];
+  let list: readonly string[] | undefined;
   let closed = false;
   const build = async () => {
     const revoked = revocations.revoked();
@@ -89,9 +93,10 @@ export async function followRevokedServerCertificates(options: {
   const refresh = async () => {
     try {
       const next = await build();
-      if (closed || (next.length === list.length && next.every((s, i) => s === list[i]))) return;
+      const same = list?.length === next.length && next.every((s, i) => s === list?.[i]);
+      if (closed || same) return;
       list = next;
-      for (const l of listeners) l(list);
+      for (const l of listeners) l(next);
     } catch (err) {
       logger.error({ err }, "revoked server certificates not read; agents keep the last list");
     }
