@@ -73,12 +73,18 @@ export function createAgentLinkHandlers(deps: AgentLinkHandlersDeps): AgentLinkH
       const { health } = await hv.inventory(AbortSignal.timeout(30_000));
       return { kind: { case: "heartbeat", value: { health, sequence } } };
     },
-    onWelcome(welcome, server) {
+    onWelcome(welcome, server, serverCertificate) {
       const serverMs =
         Number(welcome.serverTime?.seconds ?? 0n) * 1000 +
         Math.floor((welcome.serverTime?.nanos ?? 0) / 1e6);
       deps.log.info(
-        { server, serverId: welcome.serverId, skewMs: Date.now() - serverMs, node: deps.nodeId },
+        {
+          server,
+          serverId: welcome.serverId,
+          serverCertificate,
+          skewMs: Date.now() - serverMs,
+          node: deps.nodeId,
+        },
         "connected to the control plane",
       );
       void deps.notifier.status(`connected to ${server}`);

@@ -11,6 +11,7 @@ import {
   type Welcome,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { createReportDedupe } from "./report-dedupe.js";
+import type { RevokedServers } from "./revoked-servers.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 
@@ -27,7 +28,13 @@ export interface AgentLinkOptions {
   hello(): Promise<MessageInitShape<typeof AgentMessageSchema>>;
   /** A heartbeat's content now. */
   heartbeat(sequence: bigint): Promise<MessageInitShape<typeof AgentMessageSchema>>;
-  onWelcome(welcome: Welcome, server: string): void;
+  /**
+   * The revoked server certificates: a server presenting one is refused,
+   * and the lists servers send replace it. Unset: not checked.
+   */
+  readonly revokedServers?: RevokedServers;
+  /** `serverCertificate`: the serial of the certificate the server presented. */
+  onWelcome(welcome: Welcome, server: string, serverCertificate?: string): void;
   onMessage(message: ControlMessage): void;
   /** The stream is down (it will be retried). */
   onDown(reason: string): void;
@@ -74,14 +81,20 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
   let beatNow: (() => Promise<void>) | undefined;
 
   async function once(server: string): Promise<{ welcomed: boolean; reason: string }> {
-    const channel = openChannel({
-      name: "agent",
-      server,
-      caPem: readFileSync(options.files.ca, "utf8"),
-      certPem: readFileSync(options.files.cert, "utf8"),
-      keyPem: readFileSync(options.files.key, "utf8"),
-      tlsServerName: options.tlsServerName,
-    });
+    // A revoked server certificate is refused in the handshake: nothing is sent to its holder.
+    const guard = options.revokedServers?.guard(server);
+    const channel = openChannel(
+      {
+        name: "agent",
+        server,
+        caPem: readFileSync(options.files.ca, "utf8"),
+        certPem: readFileSync(options.files.cert, "utf8"),
+        keyPem: readFileSync(options.files.key, "utf8"),
+        tlsServerName: options.tlsServerName,
+      },
+      {},
+      guard?.verify,
+    );
     const call = channel.makeBidiStreamRequest(
       CONNECT,
       (m: Uint8Array) => Buffer.from(m),
@@ -115,9 +128,12 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
             .catch((err: unknown) => log.warn({ err }, "heartbeat not built"));
         };
         call.on("data", (m: ControlMessage) => {
-          if (m.kind.case === "welcome") {
-            // Cut off while connecting: the partition applies to this stream too.
-            if (options.held?.() === true) {
+          if (m.kind.case === "revokedServers") {
+            if (guard?.learn(m.kind.value) === true) call.cancel();
+          } else if (m.kind.case === "welcome") {
+            // Cut off while connecting: the partition applies to this stream too; and a
+            // server whose own certificate is revoked now (it renews it) is connected to again.
+            if (options.held?.() === true || guard?.learn(m.kind.value.revokedServers) === true) {
               call.cancel();
               return;
             }
@@ -129,7 +145,7 @@ export function runAgentLink(options: AgentLinkOptions): AgentLink {
             const every = m.kind.value.heartbeatIntervalMs || options.heartbeatIntervalMs;
             clearInterval(timer);
             timer = setInterval(beat, every);
-            options.onWelcome(m.kind.value, server);
+            options.onWelcome(m.kind.value, server, guard?.presented());
           } else if (welcomed) options.onMessage(m);
         });
         call.on("error", (err: grpc.ServiceError) =>

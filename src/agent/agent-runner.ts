@@ -20,6 +20,7 @@ import { scheduleRenewal } from "./certificate-renewal.js";
 import { createFencedVmReports } from "./fenced-vm-reports.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
+import { openRevokedServers } from "./revoked-servers.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
@@ -114,6 +115,8 @@ async function serve(
     nodeId,
     config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
   );
+  // The server certificates refused as revoked: the stream's server and transfer relays alike.
+  const revokedServers = openRevokedServers(config.dir, log);
   const storageOps = createStorageOperations({
     storage,
     nodeId,
@@ -122,6 +125,7 @@ async function serve(
       files,
       server: () => link.server(),
       tlsServerName: config.tlsServerName,
+      revokedServers,
     }),
   });
   const executor = createOperationExecutor({
@@ -172,6 +176,7 @@ async function serve(
     logger: log,
     signal: stop.signal,
     held: () => faults.current().partitioned,
+    revokedServers,
     // Armed, an agent retries within an eighth of its window (at least every 250 ms), so a
     // short control-plane restart costs the backoff little of the window.
     maxRetryMs: () =>

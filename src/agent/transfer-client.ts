@@ -12,6 +12,7 @@ import {
   type TransferReceipt,
   TransferReceiptSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
+import type { RevokedServers } from "./revoked-servers.js";
 
 const UPLOAD = "/debvisor.v1.AgentService/UploadTransfer";
 const DOWNLOAD = "/debvisor.v1.AgentService/DownloadTransfer";
@@ -37,6 +38,8 @@ export interface TransferClientOptions {
    * (the stream's own setting), relays included; default the address's host.
    */
   readonly tlsServerName?: string;
+  /** A relay presenting a revoked server certificate is refused, as the stream's server is. */
+  readonly revokedServers?: RevokedServers;
 }
 
 /** A transfer call's failure as a coded error (its reason survives from the server's details). */
@@ -61,14 +64,18 @@ export function createTransferClient(options: TransferClientOptions): TransferCl
     const server = relay !== undefined && relay !== "" ? relay : options.server();
     if (server === undefined)
       throw new RpcError("AGENT_NOT_CONNECTED", { message: "no control-plane stream" });
-    return openChannel({
-      name: "agent-transfer",
-      server,
-      caPem: readFileSync(options.files.ca, "utf8"),
-      certPem: readFileSync(options.files.cert, "utf8"),
-      keyPem: readFileSync(options.files.key, "utf8"),
-      tlsServerName: options.tlsServerName,
-    });
+    return openChannel(
+      {
+        name: "agent-transfer",
+        server,
+        caPem: readFileSync(options.files.ca, "utf8"),
+        certPem: readFileSync(options.files.cert, "utf8"),
+        keyPem: readFileSync(options.files.key, "utf8"),
+        tlsServerName: options.tlsServerName,
+      },
+      {},
+      options.revokedServers?.guard(server).verify,
+    );
   };
   return {
     async upload(ticket, bytes, signal, relay) {

@@ -17,7 +17,7 @@ import {
   timestampFromMs,
 } from "../core/index.js";
 import type { AgentMessage } from "../gen/debvisor/v1/agent_pb.js";
-import type { BucketLimit } from "../security/index.js";
+import type { BucketLimit, RevokedServerCertificates } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
 import { createAgentDelivery } from "./agent-delivery.js";
 import { createHeartbeatRecorder, type HeartbeatOutcome } from "./agent-heartbeat.js";
@@ -62,6 +62,12 @@ export interface AgentHubOptions {
   readonly onRefused?: (refusal: AgentRefusal) => void;
   /** Told of every heartbeat's outcome, for a metric (the log tells only some). */
   readonly onHeartbeat?: (outcome: HeartbeatOutcome) => void;
+  /**
+   * The server certificates agents must refuse: told in each Welcome, and
+   * on every stream when the list changes. Unset: agents are told nothing
+   * (they keep the list they have).
+   */
+  readonly revokedServers?: Pick<RevokedServerCertificates, "current" | "onChange">;
 }
 
 /** The control plane's end of the agents' streams. */
@@ -109,6 +115,14 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
+  const revokedServers = (serials: readonly string[] | undefined) =>
+    serials === undefined ? undefined : { serials: [...serials] };
+  // A new list goes to every stream held here at once: an agent connected to a certificate
+  // now revoked drops it and reconnects (its daemon renews a revoked certificate of its own).
+  const stopRevokedServers = options.revokedServers?.onChange((serials) => {
+    for (const s of sessions.values())
+      s.queue.push({ kind: { case: "revokedServers", value: { serials: [...serials] } } });
+  });
 
   const delivery = createAgentDelivery({
     store: options.store,
@@ -194,6 +208,8 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
             selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
             acceptsUnchangedVms: true,
+            // Unset while unknown: the agent keeps its own list.
+            revokedServers: revokedServers(options.revokedServers?.current()),
           },
         },
       });
@@ -222,6 +238,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   function close(): void {
     if (stopping.signal.aborted) return;
     stopping.abort();
+    stopRevokedServers?.();
     for (const s of sessions.values()) s.queue.close();
   }
 

@@ -41,6 +41,11 @@ export type { BucketLimit, RateLimiter, Take } from "./rate-limiter.js";
 export { createRateLimiter } from "./rate-limiter.js";
 export type { Revocations } from "./revocations.js";
 export { loadRevocations, normalizeSerial } from "./revocations.js";
+export type { RevokedServerCertificates } from "./revoked-server-certificates.js";
+export {
+  followRevokedServerCertificates,
+  MAX_REVOKED_SERVER_CERTIFICATES,
+} from "./revoked-server-certificates.js";
 export type { Role } from "./roles.js";
 export { BUILT_IN_ROLES, SELF_ONLY_ROLES } from "./roles.js";
 export { sourceGroupOf } from "./source-group.js";

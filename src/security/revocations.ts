@@ -6,6 +6,8 @@ const PREFIX = "pki/revoked/";
 /** Revoked certificate serials, in the state store, mirrored in memory for the per-call check. */
 export interface Revocations {
   isRevoked(serialHex: string): boolean;
+  /** Every revoked serial (as stored) with when it was revoked (ms since the epoch; 0: unknown). */
+  revoked(): ReadonlyMap<string, number>;
   /** Called after every change to the list. */
   onChange(listener: () => void): () => void;
   /** Revokes a serial; effective on every daemon sharing the store within moments. */
@@ -32,7 +34,7 @@ export async function loadRevocations(
   clock: Clock,
   logger: Logger,
 ): Promise<Revocations> {
-  const mirror = await mirrorPrefix(store, PREFIX, () => true, logger);
+  const mirror = await mirrorPrefix(store, PREFIX, (kv) => revokedAtOf(kv.value), logger);
   return {
     isRevoked: (serial) => {
       try {
@@ -41,6 +43,7 @@ export async function loadRevocations(
         return false;
       }
     },
+    revoked: () => mirror.values(),
     async revoke(serial, reason, signal) {
       const record = JSON.stringify({ revokedAtMs: clock.now(), reason: reason.slice(0, 256) });
       await store.put(PREFIX + normalizeSerial(serial), new TextEncoder().encode(record), {
@@ -50,4 +53,15 @@ export async function loadRevocations(
     onChange: (listener) => mirror.onChange(listener),
     close: () => mirror.close(),
   };
+}
+
+/** When a stored revocation was made; 0 when its record does not say. */
+function revokedAtOf(value: Uint8Array): number {
+  try {
+    const at = (JSON.parse(new TextDecoder().decode(value)) as { revokedAtMs?: unknown })
+      .revokedAtMs;
+    return typeof at === "number" && Number.isFinite(at) ? at : 0;
+  } catch {
+    return 0;
+  }
 }

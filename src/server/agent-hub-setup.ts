@@ -9,6 +9,7 @@ import {
   selfFenceWindowMs,
 } from "../cluster/index.js";
 import type { Clock, Logger } from "../core/index.js";
+import type { RevokedServerCertificates } from "../security/index.js";
 import type { KvStore } from "../store/index.js";
 import type { ClusterMetrics } from "./cluster-metrics.js";
 import type { Config } from "./config-schema.js";
@@ -25,6 +26,8 @@ export interface AgentHubSetup {
   readonly closing: AbortSignal;
   readonly audit: AuditLog | undefined;
   readonly metrics: Pick<ClusterMetrics, "agentHeartbeat">;
+  /** The server certificates agents are told to refuse. */
+  readonly revokedServers: RevokedServerCertificates;
 }
 
 /**
@@ -68,5 +71,6 @@ export function setUpAgentHub(setup: AgentHubSetup): AgentHub {
         .catch((err: unknown) => logger.error({ err }, "refused agent stream not audited"));
     },
     onHeartbeat: (outcome) => setup.metrics.agentHeartbeat(outcome),
+    revokedServers: setup.revokedServers,
   });
 }

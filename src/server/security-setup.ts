@@ -10,6 +10,7 @@ import {
   createCertificateLedger,
   createLockout,
   createRateLimitStages,
+  followRevokedServerCertificates,
   type JwtVerifier,
   type Lockout,
   loadApiKeys,
@@ -17,6 +18,7 @@ import {
   loadStoredBindings,
   loadStoredRoles,
   type Revocations,
+  type RevokedServerCertificates,
   type StoredBindings,
   type StoredRoles,
 } from "../security/index.js";
@@ -44,6 +46,8 @@ export interface DaemonSecurity {
   readonly storedRoles: StoredRoles;
   readonly ca: CertificateAuthority | undefined;
   readonly ledger: CertificateLedger;
+  /** The revoked, unexpired server certificates agents are told to refuse. */
+  readonly revokedServers: RevokedServerCertificates;
   readonly panelSessions: PanelSessions | undefined;
   readonly lockout: Lockout;
   readonly rateLimits: ReturnType<typeof createRateLimitStages>;
@@ -93,6 +97,13 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     ] as const)
       await ledger.record(readFileSync(file, "utf8"), { issuedBy: "dev-mode", kind });
   }
+  const revokedServers = await followRevokedServerCertificates({
+    revocations,
+    ledger,
+    clock,
+    logger,
+  });
+  resources.push("revoked server certificates", () => revokedServers.close());
   let policy: AccessPolicy = configPolicy;
   const rebuildPolicy = () => {
     // Stored roles never shadow built-in or config-file roles.
@@ -143,6 +154,7 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     storedRoles,
     ca,
     ledger,
+    revokedServers,
     panelSessions,
     lockout,
     rateLimits,

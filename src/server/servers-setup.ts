@@ -109,6 +109,7 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
     config: setup.config,
     ca: security.ca,
     ledger: security.ledger,
+    revocations: security.revocations,
     clock,
     logger,
     apply: (material) => {

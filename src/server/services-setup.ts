@@ -79,6 +79,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
     closing,
     audit,
     metrics: cluster.clusterMetrics,
+    revokedServers: security.revokedServers,
   });
   storage.useAgents(agentHub);
   const domain: ServiceBinding[] = [

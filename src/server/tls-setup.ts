@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { OpenedResources } from "../core/index.js";
 import { type Clock, type Logger, runAfter, runAt } from "../core/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
-import type { CertificateLedger } from "../security/index.js";
+import type { CertificateLedger, Revocations } from "../security/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
 import { issuedBy, renewalTime, renewServerCertificate, watchFiles } from "./server-certificate.js";
@@ -77,6 +77,11 @@ export interface TlsFreshness {
   readonly config: () => Config;
   readonly ca: CertificateAuthority | undefined;
   readonly ledger: CertificateLedger;
+  /**
+   * This daemon's copy of the revocations: a certificate of its own that is
+   * revoked is renewed at once (agents refuse a revoked one).
+   */
+  readonly revocations?: Pick<Revocations, "isRevoked" | "onChange">;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Puts freshly read TLS material in force for new handshakes. */
@@ -87,7 +92,9 @@ export interface TlsFreshness {
 /**
  * New handshakes use replaced TLS files without a restart (SIGHUP does the
  * same), and the server renews its own certificate from the local CA two
- * thirds into its life. Returns the reload, for SIGHUP's callers.
+ * thirds into its life, or at once when it is revoked (an operator's answer
+ * to a stolen key: agents refuse the revoked one from their next
+ * connection). Returns the reload, for SIGHUP's callers.
  */
 export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
   const { files, ca, ledger, clock, logger, resources } = options;
@@ -107,6 +114,8 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
   );
   resources.push("TLS file watch", unwatch);
   let cancelRenewal = () => {};
+  /** A renewal is writing the files now. */
+  let renewing = false;
   resources.push("server certificate renewal", () => cancelRenewal());
   /** Failed renewals in a row: the next try waits RETRY_MIN_MS doubled that often, up to RETRY_MAX_MS. */
   let failures = 0;
@@ -138,10 +147,12 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     if (ca === undefined || cert === undefined || key === undefined) return;
     let pem: string;
     let due: number | undefined;
+    let revoked: boolean;
     try {
       pem = readFileSync(cert, "utf8");
       if (!issuedBy(pem, ca)) return;
-      due = failures === 0 ? renewalTime(pem) : undefined;
+      revoked = isRevoked(pem);
+      due = failures === 0 && !revoked ? renewalTime(pem) : undefined;
     } catch (err) {
       failed(err);
       later(() => scheduleRenewal(true), retryIn());
@@ -150,6 +161,7 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
     const renew = () =>
       Promise.resolve()
         .then(() => {
+          renewing = true;
           // Replaced since (by an operator, or renewed by another daemon sharing the
           // files, or moved by a reload): that certificate renews in its own time; a
           // renewal of the one it replaced would overwrite it.
@@ -162,6 +174,7 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
         })
         .then(
           (fresh) => {
+            renewing = false;
             if (fresh !== undefined) {
               failures = 0;
               logger.info(
@@ -173,13 +186,43 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
             scheduleRenewal();
           },
           (err: unknown) => {
+            renewing = false;
             failed(err);
             scheduleRenewal();
           },
         );
     if (due !== undefined) at(renew, due);
-    else later(renew, retrying ? 0 : retryIn());
+    else if (revoked && failures === 0) {
+      // Not a second later: agents told of the revocation reconnect now, and refuse it.
+      logger.warn(
+        { serial: new X509Certificate(pem).serialNumber },
+        "this server's certificate is revoked; renewing it now",
+      );
+      cancelRenewal = runAfter(0, renew);
+    } else later(renew, retrying ? 0 : retryIn());
   };
+  const isRevoked = (pem: string) =>
+    options.revocations?.isRevoked(new X509Certificate(pem).serialNumber) === true;
+  /** The serial whose revocation a renewal is planned for (once per serial). */
+  let renewingRevoked: string | undefined;
+  const onRevocation = () => {
+    const { cert } = files.paths(options.config());
+    // A renewal running now replaces the certificate anyway.
+    if (ca === undefined || cert === undefined || renewing) return;
+    try {
+      const pem = readFileSync(cert, "utf8");
+      const serial = new X509Certificate(pem).serialNumber;
+      if (serial === renewingRevoked || !issuedBy(pem, ca) || !isRevoked(pem)) return;
+      renewingRevoked = serial;
+    } catch {
+      return; // unreadable now: the planned renewal reads it again, and says so
+    }
+    cancelRenewal();
+    failures = 0;
+    scheduleRenewal();
+  };
+  if (options.revocations !== undefined)
+    resources.push("own revocation watch", options.revocations.onChange(onRevocation));
   scheduleRenewal();
   return reloadTlsFromFiles;
 }

@@ -1,0 +1,127 @@
+// The server certificates agents must refuse: the revoked ones that have
+// not expired, as this daemon's copy of the revocations shows them, for the
+// agents' streams (Welcome and RevokedServerCertificates).
+import type { Clock, Logger } from "../core/index.js";
+import type { CertificateLedger } from "./certificate-ledger.js";
+import type { Revocations } from "./revocations.js";
+
+/** The most serials told to agents: newest revocations first, the oldest left out past it. */
+export const MAX_REVOKED_SERVER_CERTIFICATES = 1000;
+/** Revocations arriving together (a chain revoked serial by serial) make one new list. */
+const SETTLE_MS = 100;
+
+/** The revoked, unexpired server certificates, kept current. */
+export interface RevokedServerCertificates {
+  /**
+   * Serials (lower-case hex), newest revocation first, at most {@link
+   * MAX_REVOKED_SERVER_CERTIFICATES}; undefined until the ledger could be
+   * read once (an empty list then would wipe the agents' own).
+   */
+  current(): readonly string[] | undefined;
+  /** Called with the new list whenever it changes; returns the function that stops it. */
+  onChange(listener: (serials: readonly string[]) => void): () => void;
+  close(): void;
+}
+
+/** A revoked serial as the list weighs it. */
+export interface RevokedEntry {
+  readonly serial: string;
+  readonly revokedAtMs: number;
+  /** From the ledger: undefined when the ledger holds no record of the serial. */
+  readonly kind?: string;
+  readonly notAfterMs?: number;
+}
+
+/**
+ * The serials agents are told to refuse: revoked certificates that are not
+ * client certificates (server ones, and those of unknown kind: revoked
+ * serials the ledger does not know, since a certificate from before the
+ * ledger may be a server's) and not expired at `nowMs`; newest revocation
+ * first, at most `max` of them. Past the bound the oldest revocations are
+ * left out rather than any refused: an agent must still reach the control
+ * plane (docs/security.md).
+ */
+export function revokedServerSerials(
+  entries: Iterable<RevokedEntry>,
+  nowMs: number,
+  max = MAX_REVOKED_SERVER_CERTIFICATES,
+): string[] {
+  return [...entries]
+    .filter((e) => e.kind !== "client" && (e.notAfterMs === undefined || e.notAfterMs > nowMs))
+    .sort((a, b) => b.revokedAtMs - a.revokedAtMs || a.serial.localeCompare(b.serial))
+    .slice(0, max)
+    .map((e) => e.serial);
+}
+
+/**
+ * Follows `revocations` (this daemon's copy, kept current by a watch) and
+ * reads the ledger for each change: the list is made again, and listeners
+ * told when it differs. An expired certificate leaves the list at the next
+ * change (until then it is one serial too many, never one too few). A read
+ * of the ledger that fails keeps the last list and is logged; the next
+ * change tries again.
+ */
+export async function followRevokedServerCertificates(options: {
+  readonly revocations: Revocations;
+  readonly ledger: CertificateLedger;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}): Promise<RevokedServerCertificates> {
+  const { revocations, ledger, clock, logger } = options;
+  const listeners = new Set<(serials: readonly string[]) => void>();
+  let list: readonly string[] | undefined;
+  let closed = false;
+  const build = async () => {
+    const revoked = revocations.revoked();
+    const entries: RevokedEntry[] = [];
+    const known = new Set<string>();
+    for await (const r of ledger.list()) {
+      const revokedAtMs = revoked.get(r.serial);
+      if (revokedAtMs === undefined) continue;
+      known.add(r.serial);
+      entries.push({
+        serial: r.serial,
+        revokedAtMs,
+        kind: r.kind,
+        notAfterMs: Number(r.notAfterMs),
+      });
+    }
+    for (const [serial, revokedAtMs] of revoked)
+      if (!known.has(serial)) entries.push({ serial, revokedAtMs });
+    return revokedServerSerials(entries, clock.now());
+  };
+  const refresh = async () => {
+    try {
+      const next = await build();
+      const same = list?.length === next.length && next.every((s, i) => s === list?.[i]);
+      if (closed || same) return;
+      list = next;
+      for (const l of listeners) l(next);
+    } catch (err) {
+      logger.error({ err }, "revoked server certificates not read; agents keep the last list");
+    }
+  };
+  await refresh();
+  let timer: NodeJS.Timeout | undefined;
+  // One refresh at a time: a slower read finishing last never puts an older list back.
+  let running = Promise.resolve();
+  const stop = revocations.onChange(() => {
+    if (timer !== undefined) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      running = running.then(refresh);
+    }, SETTLE_MS);
+  });
+  return {
+    current: () => list,
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    close() {
+      closed = true;
+      stop();
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}
