@@ -9,13 +9,10 @@ import type { PeerCertificate } from "node:tls";
 import { finishFileSet, writeFileSet } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import type { RevokedServerCertificates } from "../gen/debvisor/v1/agent_pb.js";
+import { serialKey } from "../pki/index.js";
 
 /** The list's file in the agent's directory. */
 export const REVOKED_SERVERS_FILE = "revoked-servers.json";
-
-/** A serial as the control plane lists it: lower-case hex without leading zeros. */
-export const serialKey = (serialHex: string): string =>
-  serialHex.toLowerCase().replace(/^0+(?=.)/, "");
 
 /** The revoked server certificates, in memory and in the agent's directory. */
 export interface RevokedServers {

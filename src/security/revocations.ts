@@ -1,4 +1,5 @@
 import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { serialKey } from "../pki/index.js";
 import { type KvStore, mirrorPrefix } from "../store/index.js";
 
 const PREFIX = "pki/revoked/";
@@ -20,9 +21,9 @@ export function revokedKey(serialHex: string): string {
   return PREFIX + normalizeSerial(serialHex);
 }
 
-/** Serials as stored: lower-case hex without leading zeros (Node reports upper case, sometimes padded). */
+/** Serials as stored ({@link serialKey}); anything but 1-40 hex digits is INVALID_ARGUMENT. */
 export function normalizeSerial(serialHex: string): string {
-  const s = serialHex.toLowerCase().replace(/^0+(?=.)/, "");
+  const s = serialKey(serialHex);
   if (!/^[0-9a-f]{1,40}$/.test(s))
     throw new RpcError("INVALID_ARGUMENT", { message: "serial: 1-40 hex digits" });
   return s;

@@ -20,6 +20,8 @@ export interface RevokedServerCertificates {
   current(): readonly string[] | undefined;
   /** Called with the new list whenever it changes; returns the function that stops it. */
   onChange(listener: (serials: readonly string[]) => void): () => void;
+  /** Makes the list again soon (the certificate this daemon serves changed). */
+  refresh(): void;
   close(): void;
 }
 
@@ -66,6 +68,14 @@ export async function followRevokedServerCertificates(options: {
   readonly ledger: CertificateLedger;
   readonly clock: Clock;
   readonly logger: Logger;
+  /**
+   * The serial of the certificate this daemon serves now. Left out of the
+   * list while it is served: told it, the agents connected here would drop
+   * their streams and refuse this daemon, and with no control plane their
+   * HA VMs self-fence, cluster-wide, over a revocation this daemon could
+   * not yet answer with a new certificate (no CA key, a failed renewal).
+   */
+  readonly serving?: () => string | undefined;
 }): Promise<RevokedServerCertificates> {
   const { revocations, ledger, clock, logger } = options;
   const listeners = new Set<(serials: readonly string[]) => void>();
@@ -88,7 +98,14 @@ export async function followRevokedServerCertificates(options: {
     }
     for (const [serial, revokedAtMs] of revoked)
       if (!known.has(serial)) entries.push({ serial, revokedAtMs });
-    return revokedServerSerials(entries, clock.now());
+    const serials = revokedServerSerials(entries, clock.now());
+    const own = options.serving?.();
+    if (own === undefined || !serials.includes(own)) return serials;
+    logger.error(
+      { serial: own },
+      "this daemon serves a revoked certificate: agents are not told to refuse it until it is replaced",
+    );
+    return serials.filter((s) => s !== own);
   };
   const refresh = async () => {
     try {
@@ -105,15 +122,17 @@ export async function followRevokedServerCertificates(options: {
   let timer: NodeJS.Timeout | undefined;
   // One refresh at a time: a slower read finishing last never puts an older list back.
   let running = Promise.resolve();
-  const stop = revocations.onChange(() => {
-    if (timer !== undefined) return;
+  const soon = () => {
+    if (closed || timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
       running = running.then(refresh);
     }, SETTLE_MS);
-  });
+  };
+  const stop = revocations.onChange(soon);
   return {
     current: () => list,
+    refresh: soon,
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

@@ -57,6 +57,7 @@ export function createDaemonControl(setup: DaemonControlSetup): DaemonControl {
         const next = options.reloadConfig?.() ?? state.config;
         const commitAccess = security.prepareReload(next);
         server.reloadTls(tlsFiles.load(next));
+        security.revokedServers.refresh();
         commitAccess();
         logger.setLevel(next.log.level);
         for (const key of [

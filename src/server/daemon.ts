@@ -121,7 +121,15 @@ async function composeDaemon(
 
   const store = instrumentStore(openStore(config, logger), metrics.registry);
   resources.push("store", () => store.close());
-  const security = await setUpSecurity({ config, store, clock, logger, dev, resources });
+  const security = await setUpSecurity({
+    config,
+    store,
+    clock,
+    logger,
+    dev,
+    resources,
+    servingSerial: () => tlsFiles.servingSerial(),
+  });
   const cluster = await startCluster({
     config,
     store,

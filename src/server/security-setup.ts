@@ -36,6 +36,8 @@ export interface SecuritySetup {
   readonly logger: Logger;
   readonly dev: DevEnvironment | undefined;
   readonly resources: OpenedResources;
+  /** The serial of the server certificate this daemon serves now (never told to its agents as revoked). */
+  readonly servingSerial: () => string | undefined;
 }
 
 /** The daemon's security state: keys, bindings, roles, revocations, the CA and the policy in force. */
@@ -102,6 +104,7 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     ledger,
     clock,
     logger,
+    serving: setup.servingSerial,
   });
   resources.push("revoked server certificates", () => revokedServers.close());
   let policy: AccessPolicy = configPolicy;

@@ -115,6 +115,8 @@ export async function startServers(setup: ServersSetup): Promise<DaemonServers> 
     apply: (material) => {
       server.reloadTls(material);
       reloadable?.reloadTls(material);
+      // The certificate served before may now be told to agents as revoked.
+      security.revokedServers.refresh();
     },
     resources,
   });

@@ -2,7 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { OpenedResources } from "../core/index.js";
 import { type Clock, type Logger, runAfter, runAt } from "../core/index.js";
-import type { CertificateAuthority } from "../pki/index.js";
+import { type CertificateAuthority, serialKey } from "../pki/index.js";
 import type { CertificateLedger, Revocations } from "../security/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";
@@ -24,6 +24,8 @@ export interface TlsFiles {
   noteExpiry(name: string, pem: string): void;
   /** Expiry (ms since the epoch) by certificate name, for /metrics. */
   readonly expiries: Readonly<Record<string, number>>;
+  /** The serial ({@link serialKey}) of the server certificate last loaded; undefined before. */
+  servingSerial(): string | undefined;
 }
 
 /** The TLS files of a daemon with `dev`'s files as fallbacks. */
@@ -52,17 +54,29 @@ export function createTlsFiles(
       // unreadable certificates are refused where they are loaded
     }
   };
+  let serving: string | undefined;
   return {
     paths,
     noteExpiry,
     expiries,
+    servingSerial: () => serving,
     load(c) {
       const material = readTlsMaterial(paths(c), clock.now());
+      serving = serialOf(material.certPem);
       noteExpiry("server", material.certPem);
       noteExpiry("client-ca", material.clientCaPem);
       return material;
     },
   };
+}
+
+/** The serial of a certificate's PEM (its first, in a chain); undefined if unreadable. */
+function serialOf(pem: string): string | undefined {
+  try {
+    return serialKey(new X509Certificate(pem).serialNumber);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The first wait after a failed renewal of the server's certificate; it doubles per failure. */
