@@ -208,15 +208,20 @@ describe("a request_id used again after its operation's retention", () => {
         release = resolve;
       });
       // As the hub does with what the stream brings: written by the operation's id.
-      const { sim, executor, vm } = await agentNode(dir, 400, (m) => {
-        const kind = m.kind;
-        if (kind?.case === "progress")
-          void ops.progress("node-a", create(OperationProgressSchema, kind.value));
-        if (kind?.case !== "result") return;
-        const r = create(OperationResultSchema, kind.value);
-        results.push(r);
-        written.push(ops.finish("node-a", r));
-      }, hold);
+      const { sim, executor, vm } = await agentNode(
+        dir,
+        400,
+        (m) => {
+          const kind = m.kind;
+          if (kind?.case === "progress")
+            void ops.progress("node-a", create(OperationProgressSchema, kind.value));
+          if (kind?.case !== "result") return;
+          const r = create(OperationResultSchema, kind.value);
+          results.push(r);
+          written.push(ops.finish("node-a", r));
+        },
+        hold,
+      );
       // A reboot (its progress comes midway too), delivered, still running on the node when
       // the control plane ends its record (as for a node removed) and the retention removes it.
       // Its stop waits for `hold`: the test, not a duration, decides it is still running.
