@@ -133,8 +133,14 @@ describe("replication between agents on different control-plane replicas", async
   it("refuses a ticket presented to the replica that did not mint it, and changes nothing", async () => {
     const kept = await snapshotsOn("node-b");
     // The test speaks for node B on the second replica and keeps the ticket its receive carries.
-    agents.get("node-b")?.proc.kill("SIGKILL");
-    await new Promise((r) => setTimeout(r, 500));
+    const real = agents.get("node-b");
+    assert.ok(real !== undefined);
+    const gone = () =>
+      second.logs.filter((l) => l.msg === "agent disconnected" && l.node === "node-b").length;
+    const goneBefore = gone();
+    real.proc.kill("SIGKILL");
+    // Its replica has seen it go (not a fixed 500 ms that a loaded machine may outlast).
+    await eventually(() => gone() > goneBefore, { timeoutMs: 20_000 });
     const fake = fakeTarget(second.grpcAddress, nodeDir("node-b"), DATASET, kept ?? []);
     try {
       const run = hvctl("replication", "run", "a-to-b");

@@ -187,9 +187,17 @@ describe("replication between two agents, relayed by the control plane", () => {
         (e: grpc.ServiceError) => e,
       );
       assert.equal(third?.code, grpc.status.PERMISSION_DENIED, "node-c fetched B's stream");
-      const legit = download("node-b", ticket);
+      let streaming = () => {};
+      const underWay = new Promise<void>((r) => {
+        streaming = r;
+      });
+      const legit = downloadTransfer(daemon.grpcAddress, nodeDir("node-b"), ticket, () =>
+        streaming(),
+      );
       // While the first use streams (the job's 1 MiB/s holds it open), a second one is refused.
-      await new Promise((r) => setTimeout(r, 300));
+      // Asked once the first has bytes flowing, not after a fixed 300 ms: on a loaded machine
+      // the first might not have reached the server by then, and the second would take it.
+      await Promise.race([underWay, legit.catch(() => 0)]);
       const again = await download("node-b", ticket).then(
         () => undefined,
         (e: grpc.ServiceError) => e,

@@ -19,10 +19,13 @@ function failingStore() {
     path: join(mkdtempSync(join(tmpdir(), "dv-vms-unchanged-")), "state.db"),
     logger: silentLogger,
   });
-  const state = { failTxn: false };
+  const state = { failTxn: false, refused: 0 };
   const store: KvStore = Object.create(inner);
   store.txn = async (t, o) => {
-    if (state.failTxn) throw new RpcError("STORE_UNAVAILABLE");
+    if (state.failTxn) {
+      state.refused++;
+      throw new RpcError("STORE_UNAVAILABLE");
+    }
     return inner.txn(t, o);
   };
   return { store, state, inner };
@@ -49,6 +52,7 @@ function setup() {
       opts: { tsMs?: number; confirm?: boolean } = {},
     ) => {
       const sequence = ++seq;
+      const refused = state.refused;
       const ms = opts.tsMs ?? h.clock.now();
       a.send({
         kind: {
@@ -65,8 +69,12 @@ function setup() {
         },
       });
       if (opts.confirm === false) {
-        // Not confirmed: wait until the hub has handled it (the store was asked).
-        await new Promise((r) => setTimeout(r, 200));
+        // Not confirmed: wait until the hub has handled it (the store was asked and refused),
+        // rather than a fixed 200 ms that a loaded machine may outlast.
+        await eventually(() => assert.ok(state.refused > refused, "the store was not asked"), {
+          timeoutMs: 15_000,
+          intervalMs: 10,
+        });
         return;
       }
       await eventually(() =>

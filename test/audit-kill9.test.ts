@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import { verifyAuditFiles } from "../src/audit/index.js";
 import { adminChannel, devArgs, REGISTER, records, register } from "./helpers/audit-daemon.js";
 import { startDaemonProcess } from "./helpers/daemon-process.js";
+import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
 
 // Its own file (74 to 97 s of a loaded run): beside the rest of the audit
@@ -26,7 +27,18 @@ describe("the audit trail of a daemon killed with -9 again and again", () => {
           if (r.error === undefined) acked.add(String(r.trailers?.get("x-request-id")[0]));
         }
       };
+      const ackedBefore = acked.size;
       const workers = Array.from({ length: 8 }, worker);
+      // Under load first: the run's first call acknowledged (its connection made; on a loaded
+      // machine that alone can outlast the random wait below, and a run would kill an idle
+      // daemon).
+      await eventually(() => acked.size > ackedBefore, { timeoutMs: 20_000, intervalMs: 10 }).catch(
+        (err: unknown) => {
+          stop = true;
+          d.proc.kill("SIGKILL");
+          throw err;
+        },
+      );
       // A random moment under load to kill at: the wait is the behaviour, not `eventually`.
       await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 300)));
       d.proc.kill("SIGKILL");

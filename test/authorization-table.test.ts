@@ -862,8 +862,11 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
         : upload(who, request as { ticket: string });
     try {
       if (desc.methodKind === "server_streaming") {
+        // A stream with nothing to send yet is stopped here and counts as allowed; so a refusal
+        // must arrive first. 5 s, as a unary call's deadline: the call may also have to connect
+        // (TLS), and 1.5 s was thin on a loaded machine (a late refusal read as allowed).
         const stop = new AbortController();
-        const timer = setTimeout(() => stop.abort(), 1500);
+        const timer = setTimeout(() => stop.abort(), 5000);
         try {
           for await (const _ of fn(request, { signal: stop.signal }) as AsyncIterable<unknown>)
             break;

@@ -262,13 +262,12 @@ describe("joining the cluster with a one-time token", () => {
     await first;
     const revoked = await hvctl("cert", "revoke", serial, "--reason", "test");
     assert.equal(revoked.code, 0, revoked.stderr);
-    const t0 = Date.now();
+    // Seconds, not the connection's hour: 15 s leaves room for a loaded machine.
     const code = await Promise.race([
       ended,
-      new Promise<number>((r) => setTimeout(() => r(-1), 5000)),
+      new Promise<number>((r) => setTimeout(() => r(-1), 15_000)),
     ]);
     assert.equal(code, grpc.status.UNAUTHENTICATED, "the stream was closed");
-    assert.ok(Date.now() - t0 < 5000);
     assert.equal(
       (await rawUnary(ch, REGISTER, register("node-50"))).error?.code,
       grpc.status.UNAUTHENTICATED,

@@ -39,7 +39,10 @@ describe("a watch of a quiet prefix across a compaction", async () => {
       await eventually(() => assert.ok(watches.seen[0]?.has("quiet/a")));
       // Other keys move the store on; then the history is compacted past quiet/a.
       for (let i = 0; i < 20; i++) await store.put(`busy/${i}`, new Uint8Array([1]));
-      await sleep(2500);
+      // A progress response past the busy writes must reach the watch before the compaction
+      // (one a second); nothing outside the store shows it has, so a fixed span: five of them,
+      // as on a loaded machine two and a half were thin.
+      await sleep(5000);
       const now = await store.revision({});
       // etcd's own JSON gateway (what `etcdctl compact` asks for), so no client tool is needed.
       const compacted = await fetch(`${etcd.endpoint}/v3/kv/compaction`, {

@@ -193,11 +193,13 @@ describe("fencing on the nodes", async () => {
     assert.equal(done.result?.outcome, OperationOutcome.SUCCEEDED, done.result?.message);
     const t0 = Date.now();
     // No operation goes to node-b: its agent finds out from the storage.
+    // Within a few ticks (1 s each), with room for a loaded machine: well short of the
+    // 10 s window, so it is the tick, not a lapse of renewals, that stopped it.
     await eventually(() => actions("node-b").includes(`fenced-stop ${vm}`), {
-      timeoutMs: 5000,
+      timeoutMs: 10_000,
       intervalMs: 50,
     });
-    assert.ok(Date.now() - t0 < 3000, `node-b stopped its copy after ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 6000, `node-b stopped its copy after ${Date.now() - t0} ms`);
     assert.equal((await domains("node-b"))[vm], "stopped");
     assert.equal((await domains("node-c"))[vm], "running");
   });

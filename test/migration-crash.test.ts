@@ -91,8 +91,10 @@ describe("a daemon killed with SIGKILL mid-migration", () => {
       const { vms } = await c.vms.listVms({});
       const vm = vms.filter(liveOnRbd).at(-1);
       assert.ok(vm);
+      // 3 s: time for a loaded daemon to write the migration before the deadline, and well
+      // short of its 8 s, so it still runs when listed.
       await assert.rejects(
-        c.migrations.migrateVM({ vm: { vmId: vm.id } }, { timeoutMs: 1500 }),
+        c.migrations.migrateVM({ vm: { vmId: vm.id } }, { timeoutMs: 3000 }),
         (e: grpc.ServiceError) => e.code === 4,
       );
       const { migrations } = await c.migrations.listMigrations({ vm: { vmId: vm.id } });

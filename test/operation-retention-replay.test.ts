@@ -32,6 +32,7 @@ import {
 } from "../src/gen/debvisor/v1/agent_pb.js";
 import { VmOperationKind } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../src/store/index.js";
+import { eventually } from "./helpers/eventually.js";
 
 const HOUR = 3_600_000;
 
@@ -51,6 +52,7 @@ async function agentNode(
   dir: string,
   actionMs: number,
   send: Parameters<typeof createOperationExecutor>[0]["send"],
+  hold?: Promise<void>,
 ) {
   const sim = createLocalSimulation({
     nodeId: "node-a",
@@ -60,8 +62,23 @@ async function agentNode(
     migrationMs: 50,
     now: Date.now(),
   });
+  // With `hold`, every stop waits for it: the test decides when an operation goes on.
+  const driver =
+    hold === undefined
+      ? sim.driver
+      : new Proxy(sim.driver, {
+          get(target, key) {
+            const value = Reflect.get(target, key);
+            if (key === "stop")
+              return async (...args: Parameters<typeof target.stop>) => {
+                await hold;
+                return target.stop(...args);
+              };
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        });
   const executor = createOperationExecutor({
-    driver: sim.driver,
+    driver,
     journal: openOperationJournal(dir),
     logger: silentLogger,
     signal: new AbortController().signal,
@@ -90,9 +107,7 @@ describe("a request_id used again after its operation's retention", () => {
       const seen = results.length;
       executor.dispatch(rec.dispatch);
       const answered = () => results.slice(seen).find((r) => r.operationId === id);
-      for (let i = 0; i < 200 && answered() === undefined; i++) await sleep(10);
-      const r = answered();
-      assert.ok(r, `no result for ${id}`);
+      const r = await eventually(() => answered() ?? false, { timeoutMs: 15_000, intervalMs: 10 });
       await agentOps.finish("node-a", r);
       return r;
     };
@@ -168,7 +183,7 @@ describe("a request_id used again after its operation's retention", () => {
       });
     executor.dispatch(dispatch(OperationKind.STOP_VM, 1_000_000)); // still running here
     executor.dispatch(dispatch(OperationKind.START_VM, 9_000_000)); // a new one, same id
-    for (let i = 0; i < 100 && results.length < 2; i++) await sleep(20);
+    await eventually(() => results.length >= 2, { timeoutMs: 15_000, intervalMs: 20 });
     assert.deepEqual(
       results.map((r) => [OperationOutcome[r.outcome], r.reason]),
       [
@@ -188,18 +203,28 @@ describe("a request_id used again after its operation's retention", () => {
       const ops = createAgentOperations(store, clock);
       const results: OperationResult[] = [];
       const written: Promise<boolean>[] = [];
-      // As the hub does with what the stream brings: written by the operation's id.
-      const { sim, executor, vm } = await agentNode(dir, 400, (m) => {
-        const kind = m.kind;
-        if (kind?.case === "progress")
-          void ops.progress("node-a", create(OperationProgressSchema, kind.value));
-        if (kind?.case !== "result") return;
-        const r = create(OperationResultSchema, kind.value);
-        results.push(r);
-        written.push(ops.finish("node-a", r));
+      let release = () => {};
+      const hold = new Promise<void>((resolve) => {
+        release = resolve;
       });
+      // As the hub does with what the stream brings: written by the operation's id.
+      const { sim, executor, vm } = await agentNode(
+        dir,
+        400,
+        (m) => {
+          const kind = m.kind;
+          if (kind?.case === "progress")
+            void ops.progress("node-a", create(OperationProgressSchema, kind.value));
+          if (kind?.case !== "result") return;
+          const r = create(OperationResultSchema, kind.value);
+          results.push(r);
+          written.push(ops.finish("node-a", r));
+        },
+        hold,
+      );
       // A reboot (its progress comes midway too), delivered, still running on the node when
       // the control plane ends its record (as for a node removed) and the retention removes it.
+      // Its stop waits for `hold`: the test, not a duration, decides it is still running.
       const old = await ops.submit(
         "node-a",
         {
@@ -230,7 +255,9 @@ describe("a request_id used again after its operation's retention", () => {
         { operationId: "rq-1", kind: OperationKind.START_VM, vmId: vm, params: {}, generation: 0n },
         "test",
       );
-      for (let i = 0; i < 200 && results.length === 0; i++) await sleep(20);
+      assert.equal(results.length, 0, "the reboot still runs on the node");
+      release();
+      await eventually(() => results.length > 0, { timeoutMs: 15_000, intervalMs: 20 });
       assert.equal(results.length, 1, "the reboot finished on the node");
       assert.deepEqual(await Promise.all(written), [false], "its result was not written");
       const rec = await ops.get("node-a", "rq-1");
@@ -249,12 +276,14 @@ describe("a request_id used again after its operation's retention", () => {
         adoptEveryMs: 50,
         signal: stop.signal,
       });
-      let ended: typeof rec | undefined = rec;
-      for (let i = 0; i < 100 && ended?.phase !== OperationPhase.DONE; i++) {
-        await sleep(20);
-        ended = await ops.get("node-a", "rq-1");
-      }
-      assert.equal(ended?.phase, OperationPhase.DONE, "the start ran");
+      const ended = await eventually(
+        async () => {
+          const now = await ops.get("node-a", "rq-1");
+          assert.equal(now?.phase, OperationPhase.DONE, "the start ran");
+          return now;
+        },
+        { timeoutMs: 15_000, intervalMs: 20 },
+      );
       assert.equal(ended?.dispatch?.kind, OperationKind.START_VM);
     } finally {
       stop.abort();

@@ -17,7 +17,13 @@ import { eventually } from "./eventually.js";
 import { nodeChannel } from "./node-stream.js";
 
 /** DownloadTransfer at `server` with the certificate in `nodeDir`; resolves with the bytes received. */
-export function downloadTransfer(server: string, nodeDir: string, ticket: string): Promise<number> {
+export function downloadTransfer(
+  server: string,
+  nodeDir: string,
+  ticket: string,
+  /** Called at each chunk received: a test can wait for the transfer to be under way. */
+  onChunk?: () => void,
+): Promise<number> {
   const ch = nodeChannel(server, nodeDir);
   const call = ch.makeServerStreamRequest(
     "/debvisor.v1.AgentService/DownloadTransfer",
@@ -31,6 +37,7 @@ export function downloadTransfer(server: string, nodeDir: string, ticket: string
   return new Promise<number>((resolve, reject) => {
     call.on("data", (m: { data: Uint8Array }) => {
       bytes += m.data.length;
+      onChunk?.();
     });
     call.on("error", reject);
     call.on("end", () => resolve(bytes));
