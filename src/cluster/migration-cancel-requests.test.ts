@@ -48,7 +48,9 @@ describe("cancel requests on migration records", () => {
       await records.save(record("m-run", MigrationState.RUNNING));
       assert.equal(await flagged("m-run"), true, "the runner's save kept the request");
       // A runner that starts watching after the request sees it at once.
-      await cancels.requested("m-run", AbortSignal.timeout(1000));
+      // Without looking at the record first it would wait for a change that never comes: the
+      // signal ends it with an error (10 s: two store reads on a loaded machine are not instant).
+      await cancels.requested("m-run", AbortSignal.timeout(10_000));
 
       assert.equal(await cancels.request("m-done"), false, "finished: nothing to cancel");
       assert.equal(await flagged("m-done"), false);

@@ -48,8 +48,11 @@ describe("a migration's progress before a pause", () => {
         requestedBy: "test-operator",
         tenant: undefined,
       });
+      // Saved 200 ms after the 40 % one; looked for far longer, as a loaded machine may need.
+      // Without the trailing save it stays at 40 % for good.
       let stored = 0;
-      for (let i = 0; i < 30 && stored !== 50; i++) {
+      const until = Date.now() + 20_000;
+      while (stored !== 50 && Date.now() < until) {
         await sleep(100);
         stored = (await records.get(started.migrationId))?.migration?.progressPct ?? 0;
       }

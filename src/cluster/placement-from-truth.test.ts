@@ -68,7 +68,9 @@ describe("adoptOnlyCopies", () => {
           }),
         ),
       );
-      for (let i = 0; i < 200; i++) {
+      // Through the store's watch: a loaded machine may take seconds.
+      const until = Date.now() + 20_000;
+      while (Date.now() < until) {
         const seen = (await inventory.conflicts()).find((r) => r.id === "vm-1");
         if (seen !== undefined && seen.staleCopies.length === staleCopies.length) return rev;
         await sleep(10);

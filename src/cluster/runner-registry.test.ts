@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { eventually } from "../../test/helpers/eventually.js";
 import { RpcError, silentLogger } from "../core/index.js";
 import { createSqliteStore, type KvStore, type Lease } from "../store/index.js";
 import { registerRunner } from "./runner-registry.js";
@@ -15,10 +16,12 @@ const TTL_MS = 3000;
  * an unreachable etcd's do (STORE_UNAVAILABLE) without reaching the store;
  * with `answerDelayMs`, a keepalive is applied at once and answered that
  * late (a loaded etcd); with `frozen`, no call is answered at all.
+ * `renewals` has every keepalive asked for, by lease, with how it ended.
  */
 function storeWithFailingRenewals(store: KvStore) {
   const failing = new Set<string>();
   const ctl = { answerDelayMs: 0, frozen: false, putDelayMs: 0 };
+  const renewals: { lease: string; outcome?: "ok" | "failed" }[] = [];
   const hang = (signal?: AbortSignal) =>
     new Promise<never>((_, reject) => {
       signal?.addEventListener("abort", () => reject(new RpcError("DEADLINE_EXCEEDED")), {
@@ -29,10 +32,19 @@ function storeWithFailingRenewals(store: KvStore) {
     id: lease.id,
     ttlMs: lease.ttlMs,
     keepAlive: async (opts) => {
-      if (ctl.frozen) return hang(opts?.signal);
-      if (failing.has(lease.id)) throw new RpcError("STORE_UNAVAILABLE");
-      await lease.keepAlive(opts);
-      if (ctl.answerDelayMs > 0) await Promise.race([sleep(ctl.answerDelayMs), hang(opts?.signal)]);
+      const renewal: (typeof renewals)[number] = { lease: lease.id };
+      renewals.push(renewal);
+      try {
+        if (ctl.frozen) return await hang(opts?.signal);
+        if (failing.has(lease.id)) throw new RpcError("STORE_UNAVAILABLE");
+        await lease.keepAlive(opts);
+        if (ctl.answerDelayMs > 0)
+          await Promise.race([sleep(ctl.answerDelayMs), hang(opts?.signal)]);
+        renewal.outcome = "ok";
+      } catch (err) {
+        renewal.outcome = "failed";
+        throw err;
+      }
     },
     revoke: (opts) => lease.revoke(opts),
   });
@@ -49,15 +61,22 @@ function storeWithFailingRenewals(store: KvStore) {
       return revision;
     },
   };
-  return { store: wrapped, failing, ctl };
+  return { store: wrapped, failing, ctl, renewals };
 }
+
+/** Long enough for any wait on the registry's ticks (1 s apart) on a loaded machine. */
+const PATIENCE = { timeoutMs: 20_000, intervalMs: 20 };
 
 describe("the runner registry's lease", () => {
   const dir = mkdtempSync(join(tmpdir(), "dv-runners-"));
   const sqlite = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
   after(() => sqlite.close());
-  const { store, failing, ctl } = storeWithFailingRenewals(sqlite);
+  const { store, failing, ctl, renewals } = storeWithFailingRenewals(sqlite);
   const leaseOf = async (id: string) => (await sqlite.get(`runners/${id}`))?.lease;
+  /** How many keepalives of `lease` were asked for (with `outcome`: ended so). */
+  const renewalsOf = (lease: string, outcome?: "ok" | "failed") =>
+    renewals.filter((r) => r.lease === lease && (outcome === undefined || r.outcome === outcome))
+      .length;
 
   it("outlives a renewal that failed while the lease was surely alive", async (t) => {
     let lost = 0;
@@ -66,9 +85,12 @@ describe("the runner registry's lease", () => {
     const lease = await leaseOf(runner.id);
     assert.ok(lease);
     failing.add(lease);
-    await sleep(TTL_MS * 0.5); // one renewal fails
+    await eventually(() => renewalsOf(lease, "failed") === 1, PATIENCE); // one renewal fails
     failing.delete(lease);
-    await sleep(TTL_MS);
+    // Two renewals after it: the second is past when a lost lease would have been taken as lost.
+    const ok = renewalsOf(lease, "ok");
+    await eventually(() => renewalsOf(lease, "ok") >= ok + 2, PATIENCE);
+    assert.equal(renewalsOf(lease, "failed"), 1);
     assert.equal(lost, 0, "the process's migrations were not stopped");
     assert.equal(await leaseOf(runner.id), lease, "still registered on the same lease");
   });
@@ -80,10 +102,14 @@ describe("the runner registry's lease", () => {
     const lease = await leaseOf(runner.id);
     assert.ok(lease);
     failing.add(lease);
-    await sleep(TTL_MS * 1.5);
+    const now = await eventually(async () => {
+      const current = await leaseOf(runner.id);
+      return lost > 0 && current !== undefined && current !== lease && current;
+    }, PATIENCE);
+    // A renewal of the new lease: the loss is not taken again meanwhile.
+    await eventually(() => renewalsOf(now, "ok") > 0, PATIENCE);
     assert.equal(lost, 1, "stopped once");
-    const now = await leaseOf(runner.id);
-    assert.ok(now !== undefined && now !== lease, "registered on a new lease");
+    assert.ok(now !== lease, "registered on a new lease");
     assert.equal(await runner.isAlive(runner.id), true);
   });
 
@@ -93,9 +119,12 @@ describe("the runner registry's lease", () => {
     t.after(() => runner.close());
     const lease = await leaseOf(runner.id);
     assert.ok(lease);
+    const before = renewalsOf(lease);
     await sqlite.lease(lease, TTL_MS).revoke();
-    await sleep(TTL_MS / 3 + 500);
-    assert.equal(lost, 1, "stopped at the next renewal");
+    await eventually(async () => lost > 0 && (await runner.isAlive(runner.id)), PATIENCE);
+    // Not after the renewals of most of its TTL had failed, as one that merely failed would be.
+    assert.equal(renewalsOf(lease) - before, 1, "stopped at the next renewal");
+    assert.equal(lost, 1);
     assert.equal(await runner.isAlive(runner.id), true, "registered again");
   });
   it("is taken as lost before its lease can expire, however late renewals are answered", async (t) => {
@@ -113,7 +142,9 @@ describe("the runner registry's lease", () => {
     await sleep(2500);
     ctl.frozen = true;
     let goneAt: number | undefined;
-    for (let i = 0; i < 200 && lostAt === undefined; i++) {
+    // Taken as lost about 2.4 s after the last renewal was sent; looked for far longer.
+    const until = performance.now() + 20_000;
+    while (lostAt === undefined && performance.now() < until) {
       if ((await leaseOf(runner.id)) !== lease) goneAt ??= performance.now();
       await sleep(20);
     }
@@ -131,7 +162,7 @@ describe("the runner registry's lease", () => {
     ctl.frozen = true;
     await sleep(TTL_MS * 3);
     ctl.frozen = false;
-    await sleep(TTL_MS);
+    await eventually(() => runner.isAlive(runner.id), PATIENCE);
     assert.equal(lost, 1);
     assert.equal(await runner.isAlive(runner.id), true, "registered again after the outage");
   });
@@ -157,7 +188,7 @@ describe("the runner registry's lease", () => {
     ctl.putDelayMs = 5000; // the new registration's put applies at once and is answered late
     try {
       await sqlite.lease(lease, TTL_MS).revoke(); // lost: the next tick registers again
-      for (let i = 0; i < 100 && (await leaseOf(runner.id)) === undefined; i++) await sleep(20);
+      await eventually(async () => (await leaseOf(runner.id)) !== undefined, PATIENCE);
       assert.ok(await leaseOf(runner.id), "registering again");
       await runner.close();
     } finally {

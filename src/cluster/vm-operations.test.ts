@@ -151,7 +151,9 @@ describe("request_id, the lifecycle's idempotency key", () => {
         outcome: OperationOutcome.SUCCEEDED,
       });
       assert.ok(await agentOps.finish("n1", result));
-      for (let i = 0; i < 100 && (await c.record("web-1")) !== undefined; i++)
+      // The settler follows the store's watch; a loaded machine may take seconds.
+      const until = Date.now() + 20_000;
+      while ((await c.record("web-1")) !== undefined && Date.now() < until)
         await new Promise((r) => setTimeout(r, 20));
       assert.equal(await c.record("web-1"), undefined, "acme's web-1 is deleted");
 

@@ -55,7 +55,9 @@ describe("operation order on one VM", () => {
     ) =>
       executor.dispatch(create(OperationDispatchSchema, { operationId: id, kind, vmId, params }));
     const done = async (...ids: string[]) => {
-      for (let i = 0; i < 200 && !ids.every((id) => results.has(id)); i++) await sleep(20);
+      // Each takes 150-300 ms; waited for far longer, as a loaded machine may need.
+      const until = Date.now() + 20_000;
+      while (!ids.every((id) => results.has(id)) && Date.now() < until) await sleep(20);
       return ids.map((id) => results.get(id)?.outcome);
     };
     const state = async (vmId: string) =>

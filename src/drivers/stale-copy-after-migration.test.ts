@@ -18,6 +18,12 @@ import { createOperationExecutor } from "./operation-executor.js";
 import { createMemoryJournal } from "./operation-journal.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 
+/** Waits until `done` (an operation's result came), for at most 15 s: the assertions after it say what was not. */
+async function arrived(done: () => boolean): Promise<void> {
+  const until = Date.now() + 15_000;
+  while (!done() && Date.now() < until) await sleep(20);
+}
+
 /**
  * A stale-copy removal decided while node-x held a stale copy (the VM placed
  * on node-p under generation 5) reaches node-x late: meanwhile the VM was
@@ -83,10 +89,10 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
             generation: 5n,
           }),
         );
-        for (let i = 0; i < 200 && !results.has(id); i++) await sleep(20);
+        await arrived(() => results.has(id));
         return results.get(id);
       };
-      for (let i = 0; i < 200 && !results.has("late-removal"); i++) await sleep(20);
+      await arrived(() => results.has("late-removal"));
       assert.equal(results.get("late-removal")?.outcome, OperationOutcome.FAILED);
       assert.equal(results.get("late-removal")?.reason, "COPY_NOT_STALE");
       assert.equal((await x.driver.info(vmId, sig))?.state, "running");
@@ -157,7 +163,7 @@ describe("a stale-copy removal that lands after the VM moved back in stopped", (
         executor.dispatch(
           create(OperationDispatchSchema, { operationId: id, kind, vmId, generation }),
         );
-        for (let i = 0; i < 200 && !results.has(id); i++) await sleep(20);
+        await arrived(() => results.has(id));
         return results.get(id);
       };
       const vmId = (await x.driver.list(sig))[0]?.id ?? "";

@@ -18,7 +18,9 @@ describe("stored bindings", () => {
       .map((b) => `${b.tenant || "*"}/${b.principal}:${b.roles.join("+")}`)
       .sort();
   const settle = async (want: string[]) => {
-    for (let i = 0; i < 100 && JSON.stringify(shown()) !== JSON.stringify(want); i++)
+    // The store's watch brings the change; a loaded machine may take seconds.
+    const until = Date.now() + 20_000;
+    while (JSON.stringify(shown()) !== JSON.stringify(want) && Date.now() < until)
       await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(shown(), want);
   };

@@ -13,10 +13,13 @@ function logTo(level: string) {
     /**
      * The lines written so far, once there are at least `atLeast` (the file
      * opens asynchronously, and a write already handed to the file system
-     * may land after flushSync returns: waits up to 2 s for both).
+     * may land after flushSync returns: waits up to 10 s for both, a loaded machine's
+     * file system being slow at times).
      */
     async lines(atLeast = 1): Promise<Record<string, unknown>[]> {
-      for (let waited = 0; ; waited += 10) {
+      const until = Date.now() + 10_000;
+      for (;;) {
+        const late = Date.now() >= until;
         let read: Record<string, unknown>[] | undefined;
         try {
           logger.flush();
@@ -25,9 +28,9 @@ function logTo(level: string) {
             .filter((l) => l !== "")
             .map((l) => JSON.parse(l) as Record<string, unknown>);
         } catch (err) {
-          if (waited >= 2000) throw err;
+          if (late) throw err;
         }
-        if (read !== undefined && (read.length >= atLeast || waited >= 2000)) return read;
+        if (read !== undefined && (read.length >= atLeast || late)) return read;
         await new Promise((r) => setTimeout(r, 10));
       }
     },
