@@ -124,7 +124,7 @@ describe("web panel in Chromium", { skip: chromiumSkip() }, () => {
     await page
       .getByTestId("vm-events")
       .locator("tbody tr", { hasText: "Moved" })
-      .waitFor({ timeout: 10_000 });
+      .waitFor({ timeout: 20_000 });
   });
 
   it("shows a tenant user only its VMs and 'not found' for another tenant's by URL", async () => {
@@ -176,7 +176,7 @@ describe("web panel in Chromium", { skip: chromiumSkip() }, () => {
       .waitFor({ timeout: 20_000 });
     // The list follows WatchVms: the new VM shows up without a reload.
     const row = page.getByTestId("vms").locator("tbody tr", { hasText: "panel-made" });
-    await row.waitFor({ timeout: 10_000 });
+    await row.waitFor({ timeout: 20_000 });
     assert.equal(await rows.count(), before + 1);
     assert.match((await row.textContent()) ?? "", /running/);
     await shot(page, "vm-create");
@@ -191,9 +191,9 @@ describe("web panel in Chromium", { skip: chromiumSkip() }, () => {
         { timeoutMs: 20_000 },
       );
     await settled(await vms.stopVm({ vmId: "panel-made", force: true }));
-    await row.filter({ hasText: "stopped" }).waitFor({ timeout: 10_000 });
+    await row.filter({ hasText: "stopped" }).waitFor({ timeout: 20_000 });
     await settled(await vms.startVm({ vmId: "panel-made" }));
-    await row.filter({ hasText: "running" }).waitFor({ timeout: 10_000 });
+    await row.filter({ hasText: "running" }).waitFor({ timeout: 20_000 });
     await row.getByRole("link", { name: "panel-made" }).click();
     await page.getByRole("heading", { name: "Power" }).waitFor();
     assert.deepEqual(await axe(page), [], "vm detail");

@@ -70,7 +70,7 @@ describe("web panel in Firefox (WebDriver BiDi)", {
     const vm = (await admin.client(VmService).listVms({ pageSize: 500 })).vms[0];
     assert.ok(vm, "the dev daemon has a VM");
     const page = await browser.newPage();
-    page.setDefaultTimeout(10_000);
+    page.setDefaultTimeout(20_000);
     const errors = await watchErrors(page);
     await page.goto(url);
     await page.waitForSelector("#user");

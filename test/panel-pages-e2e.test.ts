@@ -242,7 +242,8 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     const points = async () =>
       Number(await cpu.locator("polyline").first().getAttribute("data-points"));
     const seen = await points();
-    await eventually(async () => assert.ok((await points()) > seen), { timeoutMs: 5000 });
+    // Heartbeats come every second; a loaded machine (browser, daemon, other tests) is slower.
+    await eventually(async () => assert.ok((await points()) > seen), { timeoutMs: 20_000 });
     assert.equal(await rows.count(), 3);
     assert.equal(
       await page.evaluate("document.activeElement?.textContent"),
@@ -288,7 +289,7 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
       vms: [{ id: vm.id, name: vm.name, state: VmState.STOPPED, nodeId: { id: "node-09" } }],
     });
     const alert = page.getByTestId("alert-list").locator("tbody tr", { hasText: "Conflict" });
-    await alert.filter({ hasText: vm.id }).waitFor({ timeout: 10_000 });
+    await alert.filter({ hasText: vm.id }).waitFor({ timeout: 20_000 });
     assert.match((await alert.textContent()) ?? "", /stale copies on node-09/);
     await page
       .getByTestId("conflict-list")
@@ -300,7 +301,7 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
       .getByTestId("event-list")
       .locator("tbody tr", { hasText: "Conflict" })
       .first()
-      .waitFor({ timeout: 10_000 });
+      .waitFor({ timeout: 20_000 });
     assert.deepEqual(await axe(page), [], "overview with alerts");
     await shot(page, "overview-alerts");
     // The README's overview: alerts, nodes and the charts.
@@ -359,7 +360,7 @@ describe("web panel pages in Chromium: storage, overview alerts, charts, VM powe
     await page
       .getByTestId("vms")
       .locator("tbody tr", { hasText: "panel-doomed" })
-      .waitFor({ state: "detached", timeout: 10_000 });
+      .waitFor({ state: "detached", timeout: 20_000 });
     await assert.rejects(
       vms.getVm({ vmId: "panel-doomed" }),
       (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound,

@@ -67,7 +67,8 @@ describe("the panel across access-token expiry", { skip: chromiumSkip() }, () =>
         .getByTestId("nodes")
         .locator("tr", { hasText: "node-02" })
         .filter({ hasText: /cordoned/i })
-        .waitFor({ timeout: 10_000 });
+        // A loaded machine (browser, daemon and other tests on 2 cores) can take seconds.
+        .waitFor({ timeout: 30_000 });
       assert.deepEqual(
         toasts.filter((t) => /unauthenticated|reconnecting/i.test(t)),
         [],

@@ -335,7 +335,10 @@ describe("web panel: the same API, security and audit as gRPC", () => {
     assert.equal((await b.auth("logout", {})).status, 200);
     const started = Date.now();
     assert.equal(await ended, "Unauthenticated");
-    assert.ok(Date.now() - started < 2000);
+    // "At once": well before the 5-minute access token's exp or the 30 s session recheck,
+    // with room for a loaded machine.
+    const tookMs = Date.now() - started;
+    assert.ok(tookMs < 10_000, `the stream ended ${tookMs} ms after sign-out`);
     // The access token, even if kept, no longer works.
     b.cookies.set("__Host-dv_access", access);
     assert.equal(await codeOf(b.client(NodeService).listNodes({})), "Unauthenticated");

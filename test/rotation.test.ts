@@ -97,7 +97,7 @@ describe("server certificate rotation", () => {
             oldSerial,
             "serves the renewed certificate",
           ),
-        { timeoutMs: 5000 },
+        { timeoutMs: 15_000 },
       );
       const renewed = new X509Certificate(readFileSync(join(tlsDir, "server.crt")));
       assert.ok(Date.parse(renewed.validTo) - Date.now() > 29 * DAY, "a fresh lifetime");

@@ -162,7 +162,7 @@ describe("storage workflows on the simulation, through the API", () => {
     })().catch((err: grpc.ServiceError) => {
       if (err.code !== grpc.status.CANCELLED) throw err;
     });
-    await eventually(() => seen.length > 0, { timeoutMs: 2000 });
+    await eventually(() => seen.length > 0, { timeoutMs: 10_000 });
     w.clock.advance(20 * MIN);
     await w.operator.runZfsReplication({ jobId: "vm-a1-to-n2" });
     await watching;

@@ -221,7 +221,7 @@ describe("storage refusals", () => {
           async () =>
             (await w.operator.getReplicationStatus({ jobId: "g1" })).state ===
             ReplicationState.REPL_STATE_RUNNING,
-          { timeoutMs: 2000, intervalMs: 10 },
+          { timeoutMs: 10_000, intervalMs: 10 },
         );
         await refused(
           w.operator.runZfsReplication({ jobId: "g1" }),

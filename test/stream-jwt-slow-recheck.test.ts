@@ -23,6 +23,7 @@ import {
   type JwtVerifier,
 } from "../src/security/index.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
+import { eventually } from "./helpers/eventually.js";
 import { changes, nextWithin, noKeys, streamCall } from "./helpers/stage-call.js";
 
 const drainCall = (token: string, signal: AbortSignal): Invocation =>
@@ -106,15 +107,20 @@ describe("a refusal by the verifier in force ends a work stream while other rech
     const res = await stage(drainCall(t.accessToken, stop.signal), longStream);
     const it = (res as { responses: AsyncIterable<unknown> }).responses[Symbol.asyncIterator]();
     try {
-      assert.equal(await nextWithin(it, 500), "message moved 1");
+      assert.equal(await nextWithin(it, 10_000), "message moved 1");
       const end = outcome(it);
       // Revoked through daemon A: daemon B is not told; only its rechecks can see it.
       assert.equal(await daemonA.end(t.sessionId, "revoked by an admin"), true);
-      await sleep(3000); // ten rechecks, each answering "panel session ended"
-      assert.equal(
-        end.now,
-        "ended UNAUTHENTICATED",
-        `every "panel session ended" answer was superseded by the next recheck before it landed (${calls} verifications, none counted): the revoked session's drain runs on`,
+      // The first recheck's answer (~0.75 s) should end it; a drain that runs on stays open
+      // through dozens of rechecks, each answering "panel session ended".
+      await eventually(
+        () =>
+          assert.equal(
+            end.now,
+            "ended UNAUTHENTICATED",
+            `every "panel session ended" answer was superseded by the next recheck before it landed (${calls} verifications, none counted): the revoked session's drain runs on`,
+          ),
+        { timeoutMs: 15_000 },
       );
     } finally {
       stop.abort();
@@ -151,7 +157,7 @@ describe("a refusal by the verifier in force ends a work stream while other rech
     const res = await stage(drainCall(t.accessToken, stop.signal), longStream);
     const it = (res as { responses: AsyncIterable<unknown> }).responses[Symbol.asyncIterator]();
     try {
-      assert.equal(await nextWithin(it, 500), "message moved 1");
+      assert.equal(await nextWithin(it, 10_000), "message moved 1");
       const end = outcome(it);
       // Just before the next recheck tick, a reload puts in force a verifier that refuses.
       await sleep(300);
@@ -164,11 +170,15 @@ describe("a refusal by the verifier in force ends a work stream while other rech
         },
       };
       reloads.fire();
-      await sleep(1500);
-      assert.equal(
-        end.now,
-        "ended UNAUTHENTICATED",
-        "the verifier in force refused the token, but its answer was dropped because a recheck started meanwhile (and hangs): the stream runs on",
+      // The refusal lands 250 ms after the reload; a dropped one never ends the stream.
+      await eventually(
+        () =>
+          assert.equal(
+            end.now,
+            "ended UNAUTHENTICATED",
+            "the verifier in force refused the token, but its answer was dropped because a recheck started meanwhile (and hangs): the stream runs on",
+          ),
+        { timeoutMs: 15_000 },
       );
     } finally {
       stop.abort();

@@ -25,7 +25,7 @@ import {
   type JwtIssuer,
   type JwtVerifier,
 } from "../src/security/index.js";
-import { changes, nextWithin, noKeys, streamCall } from "./helpers/stage-call.js";
+import { changes, nextOutcome, nextWithin, noKeys, streamCall } from "./helpers/stage-call.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -168,7 +168,7 @@ describe("a JWT stream across a config reload", () => {
       void again.it.return?.();
       assert.deepEqual(seen, ["(cluster-wide)", "acme"]);
       assert.equal(
-        await nextWithin(it, 500),
+        await nextWithin(it, 10_000),
         "ended UNAUTHENTICATED",
         "the stream opened as a cluster-wide viewer goes on as one after the reload confined its token to acme",
       );
@@ -210,7 +210,7 @@ describe("a JWT stream across a config reload", () => {
       verifier = createJwtVerifier([issuer(pem, { rolesClaim: "groups" })], clock);
       reloads.fire();
       assert.equal(
-        await nextWithin(it, 500),
+        await nextWithin(it, 10_000),
         "ended UNAUTHENTICATED",
         "the stream goes on with the roles (operator) its token no longer gives",
       );
@@ -304,7 +304,7 @@ describe("a JWT stream and what happens before its first message is asked for", 
     release();
     const { it, got } = await first(await opening);
     try {
-      const after = got === "message 1" ? await nextWithin(it, 300) : got;
+      const after = got === "message 1" ? await nextWithin(it, 10_000) : got;
       assert.equal(
         after,
         "ended UNAUTHENTICATED",
@@ -425,25 +425,21 @@ describe("a client certificate past its notAfter", () => {
   it("ends a stream that shows what the caller may see when it is reached, and leaves one doing work", async () => {
     const stop = new AbortController();
     try {
+      // Both certificates run out at one time, 2 s out: time for a loaded machine to open both.
+      const notAfterMs = Date.now() + 2000;
       const watch = await first(
-        await stage(withCert("WatchVms", Date.now() + 400, stop.signal), idleHandler),
+        await stage(withCert("WatchVms", notAfterMs, stop.signal), idleHandler),
       );
       const work = await first(
-        await stage(withCert("DrainNode", Date.now() + 400, stop.signal), idleHandler),
+        await stage(withCert("DrainNode", notAfterMs, stop.signal), idleHandler),
       );
       assert.deepEqual([watch.got, work.got], ["message 1", "message 1"]);
-      const after = (it: AsyncIterator<unknown>) =>
-        Promise.race([
-          it.next().then(
-            () => "went on",
-            (e: RpcError) => `ended ${e.reason}`,
-          ),
-          new Promise((r) => setTimeout(() => r("still open"), 1500)),
-        ]);
-      assert.deepEqual(await Promise.all([after(watch.it), after(work.it)]), [
-        "ended UNAUTHENTICATED",
-        "still open",
-      ]);
+      const watchNext = nextOutcome(watch.it);
+      const workNext = nextOutcome(work.it);
+      // The watch ends at notAfter (however late a loaded machine gets there)...
+      assert.equal(await watchNext(notAfterMs - Date.now() + 10_000), "ended UNAUTHENTICATED");
+      // ...and the work stream, judged by the same expiry, is still open well after it.
+      assert.equal(await workNext(500), "still open");
     } finally {
       stop.abort();
     }

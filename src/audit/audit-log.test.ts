@@ -283,7 +283,8 @@ describe("audit log", () => {
       for (let i = 0; i < 5; i++) await log.append(fields(i));
       await log.close();
       let got = "";
-      for (let i = 0; i < 50 && got.split("\n").length < 7; i++) {
+      // Bounded at ~20 s: logger(1) runs as a child process, slow to start on a loaded machine.
+      for (let i = 0; i < 200 && got.split("\n").length < 7; i++) {
         await new Promise((r) => setTimeout(r, 100));
         got = existsSync(received) ? readFileSync(received, "utf8") : "";
       }

@@ -59,7 +59,8 @@ const put = (store: KvStore, node: string, id: string) =>
   );
 
 async function until(what: string, done: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !done(); i++) await sleep(10);
+  // Bounded at ~15 s: a loaded machine's watch can take seconds; the assertion says if it never did.
+  for (let i = 0; i < 1500 && !done(); i++) await sleep(10);
   assert.ok(done(), what);
 }
 

@@ -17,6 +17,12 @@ const put = (store: KvStore, node: string, serverId: string) =>
     encodeMessage(AgentPresenceRecordSchema, create(AgentPresenceRecordSchema, { serverId })),
   );
 
+/** Waits for `done`, at most 10 s (the assertion after it says what did not happen). */
+async function until(done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done() && Date.now() < deadline) await sleep(10);
+}
+
 describe("agent presence watch", () => {
   it("says when it resumed after a failure, since a connection made meanwhile is not shown", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-presence-watch-"));
@@ -50,13 +56,15 @@ describe("agent presence watch", () => {
           started++;
         },
       });
-      await sleep(100);
+      // The write must come after the watch took its start revision (onWatching says so).
+      await until(() => started >= 1);
       await put(real, "node-a", "replica-2");
-      for (let i = 0; i < 300 && started < 2; i++) await sleep(10);
+      // The failed watch resumes after a 1 s pause: a loaded machine may take a few more.
+      await until(() => started >= 2);
       assert.equal(started, 2, "the watch says when it starts and when it resumes");
       assert.deepEqual(shown, [], "the write made as the watch failed is not shown");
       await put(real, "node-a", "replica-3");
-      for (let i = 0; i < 300 && shown.length === 0; i++) await sleep(10);
+      await until(() => shown.length > 0);
       assert.deepEqual(shown, ["node-a replica-3"]);
     } finally {
       stop.abort();

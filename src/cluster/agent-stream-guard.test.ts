@@ -21,6 +21,21 @@ function setUp(gate?: Promise<void>) {
       await gate;
       return real.revision(opts);
     };
+  // What the guard's presence watch has done, so that the tests wait for it, not for a time:
+  // it follows once it opened its watch (right after counting its start), and has handled an
+  // event once it asks for the next one.
+  let following = false;
+  let handled = 0;
+  store.watch = (prefix, from, opts) => {
+    following = true;
+    const inner = real.watch(prefix, from, opts);
+    return (async function* () {
+      for await (const e of inner) {
+        yield e;
+        handled = Math.max(handled, e.revision);
+      }
+    })();
+  };
   const presence = createAgentPresence(real);
   let reads = 0;
   const counted: AgentPresence = {
@@ -53,6 +68,11 @@ function setUp(gate?: Promise<void>) {
     write,
     stream,
     reads: () => reads,
+    /** Resolves once the guard's watch follows the store. */
+    following: () => until("the presence watch follows", () => following),
+    /** Resolves once the guard's watch has handled the write at `revision`. */
+    shown: (revision: number) =>
+      until(`the presence watch handled revision ${revision}`, () => handled >= revision),
     async close() {
       stop.abort();
       await real.close();
@@ -61,15 +81,22 @@ function setUp(gate?: Promise<void>) {
   };
 }
 
+/** Waits (at most 10 s: a loaded machine is slow, a broken guard never gets there) for `done`. */
+async function until(what: string, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done() && Date.now() < deadline) await sleep(10);
+  assert.ok(done(), what);
+}
+
 describe("guardStreams", () => {
   it("ends a stream whose node connected elsewhere while its Hello was in progress, without a read", async () => {
     const t = setUp();
     try {
-      await sleep(200); // the watch follows
+      await t.following();
       const opening = t.guard.opening("node-a");
       const ours = await t.write("here");
-      await t.write("replica-2");
-      await sleep(200); // the watch shows replica-2's write before the stream registers
+      // The watch shows replica-2's write before the stream registers.
+      await t.shown(await t.write("replica-2"));
       const s = t.stream(ours);
       t.held.set("node-a", s);
       opening.registered(s);
@@ -83,11 +110,11 @@ describe("guardStreams", () => {
   it("keeps a stream whose Hello came after the other process's", async () => {
     const t = setUp();
     try {
-      await sleep(200);
+      await t.following();
       const opening = t.guard.opening("node-a");
       await t.write("replica-2");
       const ours = await t.write("here");
-      await sleep(200);
+      await t.shown(ours);
       const s = t.stream(ours);
       t.held.set("node-a", s);
       opening.registered(s);
@@ -95,7 +122,7 @@ describe("guardStreams", () => {
       assert.equal(s.replacedBy, "", "the later Hello holds the node");
       // A connection elsewhere after registration still ends it.
       await t.write("replica-3");
-      for (let i = 0; i < 100 && s.replacedBy === ""; i++) await sleep(20);
+      await until("replaced by replica-3", () => s.replacedBy !== "");
       assert.equal(s.replacedBy, "replica-3");
     } finally {
       await t.close();
@@ -110,11 +137,11 @@ describe("guardStreams", () => {
       const ours = await t.write("here");
       await t.write("replica-2"); // before the watch's first revision: it never shows it
       open();
-      await sleep(200);
+      await t.following();
       const s = t.stream(ours);
       t.held.set("node-a", s);
       opening.registered(s);
-      for (let i = 0; i < 100 && s.replacedBy === ""; i++) await sleep(20);
+      await until("replaced by replica-2", () => s.replacedBy !== "");
       assert.equal(s.replacedBy, "replica-2");
       assert.equal(t.reads(), 1);
     } finally {

@@ -27,7 +27,8 @@ async function settled(store: KvStore, signal: AbortSignal): Promise<void> {
   });
   await settler.ready;
   const read = () => getMessage(store, VmOperationIndexSchema, `${VM_OPERATIONS_PREFIX}op-delete`);
-  for (let i = 0; i < 100 && (await read())?.message.settled !== true; i++)
+  // Bounded at ~10 s (not 2 s): on a loaded machine the settler's watch can take seconds.
+  for (let i = 0; i < 500 && (await read())?.message.settled !== true; i++)
     await new Promise((r) => setTimeout(r, 20));
   assert.equal((await read())?.message.settled, true, "the delete is settled");
 }

@@ -177,9 +177,9 @@ describe("node records listed with their VMs' facts", () => {
           )
             throw e;
         }
-        if (rnd(3) === 0) await eventually(check, { timeoutMs: 5000 });
+        if (rnd(3) === 0) await eventually(check, { timeoutMs: 15_000 });
       }
-      await eventually(check, { timeoutMs: 5000 });
+      await eventually(check, { timeoutMs: 15_000 });
       inv.close();
       await raw.close();
     });

@@ -107,7 +107,8 @@ describe("a create that failed after another call on its VM", () => {
 });
 
 async function settled(store: KvStore, id: string): Promise<void> {
-  for (let i = 0; i < 250; i++) {
+  // Bounded at ~15 s (a loaded machine); it ends as soon as the operation is settled.
+  for (let i = 0; i < 750; i++) {
     const index = await getMessage(store, VmOperationIndexSchema, `${VM_OPERATIONS_PREFIX}${id}`);
     if (index?.message.settled) return;
     await new Promise((r) => setTimeout(r, 20));

@@ -121,7 +121,8 @@ describe("inventory", () => {
       "nodes/n2",
       encodeMessage(NodeRecordSchema, create(NodeRecordSchema, { info: info("n2") })),
     );
-    for (let i = 0; i < 200 && (await inv.listNodes()).length < 2; i++) await sleep(10);
+    // Bounded at ~10 s: a loaded machine's watch can take seconds; the assertion says if it never did.
+    for (let i = 0; i < 1000 && (await inv.listNodes()).length < 2; i++) await sleep(10);
     assert.equal((await inv.listNodes()).length, 2);
     const shown = (await inv.getNode("n1"))?.vms[0];
     assert.equal(shown?.id, "vm-a");

@@ -93,7 +93,8 @@ describe("the local operation runner after the process that claimed an operation
       signal: closing.signal,
     }).ready;
     const done = async (id: string) => {
-      for (let i = 0; i < 100; i++) {
+      // Bounded at ~15 s (a loaded machine); it ends as soon as the operation is done.
+      for (let i = 0; i < 300; i++) {
         const r = await operations.get(node, id);
         if (r?.phase === OperationPhase.DONE) return r;
         await sleep(50);

@@ -53,11 +53,16 @@ export function nextOutcome(it: AsyncIterator<unknown>): (ms: number) => Promise
     (r) => (r.done ? "completed" : `message ${String(r.value)}`),
     (e: unknown) => `ended ${(e as RpcError).reason}`,
   );
-  return (ms) =>
-    Promise.race([
+  return (ms) => {
+    let timer: NodeJS.Timeout | undefined;
+    // The timer goes once the outcome is known: a generous bound does not keep the test alive.
+    return Promise.race([
       outcome,
-      new Promise<string>((resolve) => setTimeout(() => resolve("still open"), ms)),
-    ]);
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("still open"), ms);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
 }
 
 /** A change feed, as security.onPolicyChange and onReload are. */
