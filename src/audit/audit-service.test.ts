@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -188,6 +188,45 @@ describe("AuditService.ListAuditRecords", () => {
     assert.deepEqual(tokens.decode(tokens.encode(5, 2 ** 48)), { after: 5, at: undefined });
     assert.deepEqual(tokens.decode("5"), { after: 5, at: undefined });
     assert.notEqual(createAuditPageTokens().decode(tokens.encode(7, 123_456)).at, 123_456);
+  });
+
+  it("pages on across a rotation without skipping the records rotated out of the current file", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+    // About 600 bytes a record: a rotation every 10 or so.
+    const log = await openAuditLog({ path, maxBytes: 6000, logger: silentLogger });
+    try {
+      const closing = new AbortController();
+      const service = createAuditService({ log, closing: closing.signal });
+      const list = service.methods.find((m) => m.spec.name === "ListAuditRecords")?.handler as (
+        req: ListAuditRecordsRequest,
+        ctx: CallContext,
+      ) => Promise<ListAuditRecordsResponse>;
+      const call = (req: MessageInitShape<typeof ListAuditRecordsRequestSchema>) =>
+        list(create(ListAuditRecordsRequestSchema, req), {
+          signal: new AbortController().signal,
+          scope: { clusterWide: true, canSee: () => true },
+        } as unknown as CallContext);
+      for (let i = 1; i <= 6; i++) await log.append(fields(i, "acme", 200));
+      const first = await call({ pageSize: 3 });
+      assert.deepEqual(seqs(first.records), [1, 2, 3]);
+      // The trail rotates (three times) while the reader is between pages.
+      for (let i = 7; i <= 40; i++) await log.append(fields(i, "acme", 200));
+      assert.ok(readdirSync(join(path, "..")).length >= 3, "rotated");
+      const rest: AuditRecordInfo[] = [];
+      let pageToken = first.nextPageToken;
+      for (let pages = 0; pages < 100 && pageToken !== ""; pages++) {
+        const page = await call({ pageSize: 5, pageToken });
+        rest.push(...page.records);
+        pageToken = page.nextPageToken;
+      }
+      assert.deepEqual(
+        seqs(rest),
+        Array.from({ length: 38 }, (_, i) => i + 4),
+        "every record after the token, once, in order",
+      );
+    } finally {
+      await log.close();
+    }
   });
 
   it("gives the last records with tail, newest last, only those the caller may see", async () => {

@@ -9,6 +9,7 @@ import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.
 import type { AuditLog } from "./audit-log.js";
 import { createAuditPageTokens } from "./audit-page-token.js";
 import type { AuditRecord } from "./audit-record.js";
+import { rotatedAuditFiles } from "./rotated-audit-files.js";
 
 /** Dependencies of the AuditService handlers. */
 export interface AuditServiceDeps {
@@ -65,11 +66,38 @@ function matcher(
     Date.parse(r.ts) <= until;
 }
 
+/** The seq of the first record of `path`; undefined when it holds none. */
+async function firstSeq(path: string, signal: AbortSignal): Promise<number | undefined> {
+  for await (const { record } of readAuditRecords(path, signal)) return record.seq;
+  return undefined;
+}
+
+/**
+ * The files that hold the records after seq `after`, oldest first: the
+ * current one, and before it the rotated files back to the one holding
+ * `after + 1` when the trail rotated since the page before (the first page,
+ * `after` 0, reads the current file only).
+ */
+async function filesAfter(path: string, after: number, signal: AbortSignal): Promise<string[]> {
+  const files = [path];
+  if (after === 0) return files;
+  const rotated = rotatedAuditFiles(path).map((f) => f.path);
+  for (let i = rotated.length; i >= 0; i--) {
+    const first = await firstSeq(files[0] as string, signal);
+    if (first !== undefined && first <= after + 1) break;
+    const older = rotated[i - 1];
+    if (older === undefined) break;
+    files.unshift(older);
+  }
+  return files;
+}
+
 /**
  * The records after seq `after`, oldest first. From `at` when the record
  * there is that very one (seqs in a file are consecutive, so the next
  * line is the next record); otherwise (the file rotated since, or a token
- * made up) from the file's start, skipping to the first seq past `after`.
+ * made up) from the start of the file holding the next record (a rotated
+ * one when the trail rotated since), skipping to the first seq past `after`.
  */
 async function* recordsAfter(
   path: string,
@@ -86,8 +114,9 @@ async function* recordsAfter(
     }
     if (found) return;
   }
-  for await (const placed of readAuditRecords(path, signal))
-    if (placed.record.seq > after) yield placed;
+  for (const file of await filesAfter(path, after, signal))
+    for await (const placed of readAuditRecords(file, signal))
+      if (placed.record.seq > after) yield placed;
 }
 
 /** The last `n` matching records, oldest first, read from the end of the file. */
@@ -107,7 +136,7 @@ async function lastRecords(
   return out.reverse();
 }
 
-/** AuditService: list and follow the audit trail of the current file. */
+/** AuditService: list and follow the audit trail of the current file (paging on into it from the rotated files). */
 export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
   const tokens = createAuditPageTokens();
   return defineService(
