@@ -252,6 +252,48 @@ describe("audit log", () => {
     assert.equal(readdirSync(d).filter((f) => f.includes(".torn-")).length, 1);
   });
 
+  for (const [name, torn] of [
+    // A power loss after a large group of records (past 1 MiB): the file's
+    // new size survived, its data did not (blocks read back as zeros).
+    ["a torn tail longer than 1 MiB", Buffer.alloc(2 * 1024 * 1024)],
+    // Zeros over the start of two lines of a group whose ends made it.
+    [
+      "two torn lines",
+      Buffer.concat([
+        Buffer.alloc(300),
+        Buffer.from('","seq":4}\n'),
+        Buffer.alloc(300),
+        Buffer.from('"}\n'),
+      ]),
+    ],
+  ] as const)
+    it(`moves ${name} aside and continues the chain, never starting it again`, async () => {
+      const d = dir();
+      const path = join(d, "audit.log");
+      const log = await openAuditLog({ path, logger: silentLogger });
+      for (let i = 0; i < 2; i++) await log.append(fields(i));
+      await log.close();
+      appendFileSync(path, torn);
+      const again = await openAuditLog({ path, logger: silentLogger });
+      await again.append(fields(2));
+      await again.close();
+      const v = verifyAuditFiles([path]);
+      assert.deepEqual(v, { ok: true, files: 1, records: 5 }, JSON.stringify(v.problem));
+      const recs = lines(path).map((l) => JSON.parse(l) as { seq: number; event: string });
+      assert.deepEqual(
+        recs.map((r) => r.seq),
+        [1, 2, 3, 4, 5],
+      );
+      assert.equal(recs[3]?.event, "audit.recovered");
+      const moved = readdirSync(d).filter((f) => f.includes(".torn-"));
+      assert.equal(moved.length, 1);
+      assert.equal(
+        statSync(join(d, moved[0] as string)).size,
+        torn.length,
+        "all of the torn tail, kept",
+      );
+    });
+
   it("keeps a second copy in step, so deleting the newest records from one copy shows", async () => {
     const d = dir();
     const path = join(d, "audit.log");
