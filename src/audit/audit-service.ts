@@ -93,11 +93,11 @@ async function filesAfter(path: string, after: number, signal: AbortSignal): Pro
 }
 
 /**
- * The records after seq `after`, oldest first. From `at` when the record
- * there is that very one (seqs in a file are consecutive, so the next
- * line is the next record); otherwise (the file rotated since, or a token
- * made up) from the start of the file holding the next record (a rotated
- * one when the trail rotated since), skipping to the first seq past `after`.
+ * The records after seq `after`, oldest first, from the first file that
+ * holds them on. In that file from `at` when the record there is that very
+ * one (seqs in a file are consecutive, so the next line is the next
+ * record); otherwise (a token of the file before it, or made up) from the
+ * file's start, skipping to the first seq past `after`.
  */
 async function* recordsAfter(
   path: string,
@@ -105,16 +105,18 @@ async function* recordsAfter(
   at: number | undefined,
   signal: AbortSignal,
 ): AsyncIterable<{ record: AuditRecord; at: number }> {
-  if (at !== undefined) {
-    let found = false;
-    for await (const placed of readAuditRecords(path, signal, at)) {
+  const [first, ...later] = await filesAfter(path, after, signal);
+  let found = false;
+  if (at !== undefined)
+    for await (const placed of readAuditRecords(first as string, signal, at)) {
       if (!found && placed.record.seq !== after) break;
       if (found) yield placed;
       found = true;
     }
-    if (found) return;
-  }
-  for (const file of await filesAfter(path, after, signal))
+  if (!found)
+    for await (const placed of readAuditRecords(first as string, signal))
+      if (placed.record.seq > after) yield placed;
+  for (const file of later)
     for await (const placed of readAuditRecords(file, signal))
       if (placed.record.seq > after) yield placed;
 }
