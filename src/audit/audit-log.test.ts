@@ -10,6 +10,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -293,6 +294,20 @@ describe("audit log", () => {
         "all of the torn tail, kept",
       );
     });
+
+  it("refuses a copy that is the trail's own file under another name", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    symlinkSync(d, join(d, "copy-disk"));
+    for (const copyPath of [path, join(d, "copy-disk", "audit.log")]) {
+      // Every record went in twice (the chain broken from record 1) and no rotation ever succeeded.
+      await assert.rejects(
+        openAuditLog({ path, copyPath, logger: silentLogger }),
+        /audit copy .* is the audit file itself/,
+      );
+      assert.deepEqual(lines(path), [], "nothing written");
+    }
+  });
 
   it("keeps a second copy in step, so deleting the newest records from one copy shows", async () => {
     const d = dir();
