@@ -192,6 +192,7 @@ describe("AuditService.ListAuditRecords", () => {
 
   it("pages on across a rotation without skipping the records rotated out of the current file", async () => {
     const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+    const rotations = () => readdirSync(join(path, "..")).filter((f) => f !== "audit.log").length;
     // About 600 bytes a record: a rotation every 10 or so.
     const log = await openAuditLog({ path, maxBytes: 6000, logger: silentLogger });
     try {
@@ -206,12 +207,13 @@ describe("AuditService.ListAuditRecords", () => {
           signal: new AbortController().signal,
           scope: { clusterWide: true, canSee: () => true },
         } as unknown as CallContext);
-      for (let i = 1; i <= 6; i++) await log.append(fields(i, "acme", 200));
+      let n = 0;
+      for (; n < 6; n++) await log.append(fields(n, "acme", 200));
       const first = await call({ pageSize: 3 });
       assert.deepEqual(seqs(first.records), [1, 2, 3]);
-      // The trail rotates (three times) while the reader is between pages.
-      for (let i = 7; i <= 40; i++) await log.append(fields(i, "acme", 200));
-      assert.ok(readdirSync(join(path, "..")).length >= 3, "rotated");
+      // The trail rotates while the reader is between pages.
+      while (rotations() < 1 && n < 100) await log.append(fields(n++, "acme", 200));
+      for (let i = 0; i < 3; i++) await log.append(fields(n++, "acme", 200));
       const rest: AuditRecordInfo[] = [];
       let pageToken = first.nextPageToken;
       for (let pages = 0; pages < 100 && pageToken !== ""; pages++) {
@@ -221,8 +223,14 @@ describe("AuditService.ListAuditRecords", () => {
       }
       assert.deepEqual(
         seqs(rest),
-        Array.from({ length: 38 }, (_, i) => i + 4),
+        Array.from({ length: n + 1 - 3 }, (_, i) => i + 4),
         "every record after the token, once, in order",
+      );
+      // A token three rotations behind is refused, not paged on from the current file.
+      while (rotations() < 3 && n < 200) await log.append(fields(n++, "acme", 200));
+      await assert.rejects(
+        call({ pageSize: 5, pageToken: first.nextPageToken }),
+        (e: unknown) => e instanceof RpcError && e.reason === "PAGE_TOKEN_INVALID",
       );
     } finally {
       await log.close();

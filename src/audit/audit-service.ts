@@ -72,24 +72,32 @@ async function firstSeq(path: string, signal: AbortSignal): Promise<number | und
   return undefined;
 }
 
+/** How many rotated files a page token reads back into: a reader paging while the trail rotates, at a bounded cost. */
+const ROTATED_FILES_BACK = 1;
+
 /**
  * The files that hold the records after seq `after`, oldest first: the
- * current one, and before it the rotated files back to the one holding
- * `after + 1` when the trail rotated since the page before (the first page,
- * `after` 0, reads the current file only).
+ * current one, and before it the newest rotated file when the trail rotated
+ * since the page before (the first page, `after` 0, reads the current file
+ * only). A token further behind is refused, never paged on from a later
+ * record: each call's read stays within two files, and no record is
+ * skipped without a word.
  */
 async function filesAfter(path: string, after: number, signal: AbortSignal): Promise<string[]> {
   const files = [path];
   if (after === 0) return files;
   const rotated = rotatedAuditFiles(path).map((f) => f.path);
-  for (let i = rotated.length; i >= 0; i--) {
+  for (;;) {
     const first = await firstSeq(files[0] as string, signal);
-    if (first !== undefined && first <= after + 1) break;
-    const older = rotated[i - 1];
-    if (older === undefined) break;
+    if (first !== undefined && first <= after + 1) return files;
+    const older = rotated[rotated.length - files.length];
+    if (files.length > ROTATED_FILES_BACK || older === undefined) break;
     files.unshift(older);
   }
-  return files;
+  throw new RpcError("PAGE_TOKEN_INVALID", {
+    message:
+      "the records after page_token were rotated out of the audit trail's current and last rotated file; list from the start again",
+  });
 }
 
 /**
