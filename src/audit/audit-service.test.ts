@@ -237,6 +237,32 @@ describe("AuditService.ListAuditRecords", () => {
     }
   });
 
+  it("gives the last records with tail right after a rotation, from the rotated file too", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+    const log = await openAuditLog({ path, maxBytes: 6000, logger: silentLogger });
+    try {
+      const service = createAuditService({ log, closing: new AbortController().signal });
+      const list = service.methods.find((m) => m.spec.name === "ListAuditRecords")?.handler as (
+        req: ListAuditRecordsRequest,
+        ctx: CallContext,
+      ) => Promise<ListAuditRecordsResponse>;
+      let n = 0;
+      while (readdirSync(join(path, "..")).length < 2 && n < 100)
+        await log.append(fields(n++, "acme", 200));
+      // n records and the start record; the last of them alone in the current file.
+      const last = await list(create(ListAuditRecordsRequestSchema, { tail: 5 }), {
+        signal: new AbortController().signal,
+        scope: { clusterWide: true, canSee: () => true },
+      } as unknown as CallContext);
+      assert.deepEqual(
+        seqs(last.records),
+        Array.from({ length: 5 }, (_, i) => n - 3 + i),
+      );
+    } finally {
+      await log.close();
+    }
+  });
+
   it("gives the last records with tail, newest last, only those the caller may see", async () => {
     const t = await trail(400);
     try {

@@ -129,7 +129,11 @@ async function* recordsAfter(
       if (placed.record.seq > after) yield placed;
 }
 
-/** The last `n` matching records, oldest first, read from the end of the file. */
+/**
+ * The last `n` matching records, oldest first, read from the end of the
+ * file and on back into the newest rotated file (as many as paging reads
+ * back): right after a rotation the current file holds next to none.
+ */
 async function lastRecords(
   path: string,
   n: number,
@@ -138,11 +142,18 @@ async function lastRecords(
 ): Promise<AuditRecord[]> {
   const out: AuditRecord[] = [];
   if (n === 0) return out;
-  for await (const r of readAuditRecordsBackward(path, signal)) {
-    if (!match(r)) continue;
-    out.push(r);
-    if (out.length === n) break;
-  }
+  const files = [
+    path,
+    ...rotatedAuditFiles(path)
+      .map((f) => f.path)
+      .reverse(),
+  ];
+  for (const file of files.slice(0, 1 + ROTATED_FILES_BACK))
+    for await (const r of readAuditRecordsBackward(file, signal)) {
+      if (!match(r)) continue;
+      out.push(r);
+      if (out.length === n) return out.reverse();
+    }
   return out.reverse();
 }
 
