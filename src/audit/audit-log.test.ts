@@ -21,7 +21,7 @@ import { runsAsRoot } from "../../test/helpers/required-tools.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { ROTATION_RETRY_MS } from "./audit-files.js";
 import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
-import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
+import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
 import { verifyAuditFiles } from "./audit-verify.js";
 
 const fields = (i: number): AuditFields => ({
@@ -699,6 +699,34 @@ describe("audit log", () => {
         /2 record\(s\) at the end of .* missing from .*: copied over/,
       );
     });
+
+  it("says in the chain when the copy ends at another record of the same seq", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "other-disk", "audit-copy.log");
+    mkdirSync(join(d, "other-disk"));
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    // The copy's last record replaced by another one of the same seq, chained alike.
+    const ls = lines(copyPath);
+    const { hash: _h, ...unhashed } = JSON.parse(ls.at(-1) as string) as AuditRecord;
+    const edited = { ...unhashed, principal: "someone-else" };
+    const other = recordLine({ ...edited, hash: chainHash(edited, undefined) });
+    writeFileSync(copyPath, `${ls.slice(0, -1).join("\n")}\n${other}`);
+    assert.equal(verifyAuditFiles([copyPath]).ok, true, "the copy verifies on its own");
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    const recovered = lines(copyPath).map(
+      (l) => JSON.parse(l) as { event: string; reason: string },
+    );
+    assert.equal(recovered.at(-2)?.event, "audit.recovered");
+    assert.match(
+      recovered.at(-2)?.reason ?? "",
+      /audit-copy\.log ends at another record than .*audit\.log/,
+    );
+  });
 
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();
