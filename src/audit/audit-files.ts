@@ -88,6 +88,11 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
   // The copy rotates with the main file: the two stay pairs of files of the
   // same name holding the same records, to be compared file by file.
   const files = options.copyPath === undefined ? [main] : [main, await openFile(options.copyPath)];
+  if (files.length === 2 && (await sameFile(main.handle, (files[1] as AuditFile).handle))) {
+    await Promise.all(files.map((f) => f.handle.close()));
+    // Each record would go in twice (the chain broken from the first) and no rotation could finish.
+    throw new Error(`audit copy ${options.copyPath} is the audit file itself (${options.path})`);
+  }
   // A file created just now: its entry is durable before a record in it is acknowledged.
   await syncDirs(files.map((f) => f.path));
   // A file's age counts from its first record, so a daemon restarted more often than maxAgeMs still rotates by age.
@@ -196,6 +201,12 @@ export async function openAuditFiles(options: AuditFilesOptions): Promise<AuditF
       await Promise.all(files.map((f) => f.handle.close()));
     },
   };
+}
+
+/** Whether two handles are of one file (the same path, a link, a directory reached twice). */
+async function sameFile(a: FileHandle, b: FileHandle): Promise<boolean> {
+  const [x, y] = await Promise.all([a.stat(), b.stat()]);
+  return x.dev === y.dev && x.ino === y.ino;
 }
 
 /** When the first record of `path` was written; undefined when it holds none. */

@@ -10,6 +10,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,7 +21,7 @@ import { runsAsRoot } from "../../test/helpers/required-tools.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { ROTATION_RETRY_MS } from "./audit-files.js";
 import { AUDIT_CLOSE_TIMEOUT_MS, openAuditLog } from "./audit-log.js";
-import { type AuditFields, chainHash, recordLine } from "./audit-record.js";
+import { type AuditFields, type AuditRecord, chainHash, recordLine } from "./audit-record.js";
 import { verifyAuditFiles } from "./audit-verify.js";
 
 const fields = (i: number): AuditFields => ({
@@ -250,6 +251,62 @@ describe("audit log", () => {
     );
     assert.equal(verifyAuditFiles([path]).ok, true);
     assert.equal(readdirSync(d).filter((f) => f.includes(".torn-")).length, 1);
+  });
+
+  for (const [name, torn] of [
+    // A power loss after a large group of records (past 1 MiB): the file's
+    // new size survived, its data did not (blocks read back as zeros).
+    ["a torn tail longer than 1 MiB", Buffer.alloc(2 * 1024 * 1024)],
+    // Zeros over the start of two lines of a group whose ends made it.
+    [
+      "two torn lines",
+      Buffer.concat([
+        Buffer.alloc(300),
+        Buffer.from('","seq":4}\n'),
+        Buffer.alloc(300),
+        Buffer.from('"}\n'),
+      ]),
+    ],
+  ] as const)
+    it(`moves ${name} aside and continues the chain, never starting it again`, async () => {
+      const d = dir();
+      const path = join(d, "audit.log");
+      const log = await openAuditLog({ path, logger: silentLogger });
+      for (let i = 0; i < 2; i++) await log.append(fields(i));
+      await log.close();
+      appendFileSync(path, torn);
+      const again = await openAuditLog({ path, logger: silentLogger });
+      await again.append(fields(2));
+      await again.close();
+      const v = verifyAuditFiles([path]);
+      assert.deepEqual(v, { ok: true, files: 1, records: 5 }, JSON.stringify(v.problem));
+      const recs = lines(path).map((l) => JSON.parse(l) as { seq: number; event: string });
+      assert.deepEqual(
+        recs.map((r) => r.seq),
+        [1, 2, 3, 4, 5],
+      );
+      assert.equal(recs[3]?.event, "audit.recovered");
+      const moved = readdirSync(d).filter((f) => f.includes(".torn-"));
+      assert.equal(moved.length, 1);
+      assert.equal(
+        statSync(join(d, moved[0] as string)).size,
+        torn.length,
+        "all of the torn tail, kept",
+      );
+    });
+
+  it("refuses a copy that is the trail's own file under another name", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    symlinkSync(d, join(d, "copy-disk"));
+    for (const copyPath of [path, join(d, "copy-disk", "audit.log")]) {
+      // Every record went in twice (the chain broken from record 1) and no rotation ever succeeded.
+      await assert.rejects(
+        openAuditLog({ path, copyPath, logger: silentLogger }),
+        /audit copy .* is the audit file itself/,
+      );
+      assert.deepEqual(lines(path), [], "nothing written");
+    }
   });
 
   it("keeps a second copy in step, so deleting the newest records from one copy shows", async () => {
@@ -643,6 +700,34 @@ describe("audit log", () => {
         /2 record\(s\) at the end of .* missing from .*: copied over/,
       );
     });
+
+  it("says in the chain when the copy ends at another record of the same seq", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const copyPath = join(d, "other-disk", "audit-copy.log");
+    mkdirSync(join(d, "other-disk"));
+    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    for (let i = 0; i < 3; i++) await log.append(fields(i));
+    await log.close();
+    // The copy's last record replaced by another one of the same seq, chained alike.
+    const ls = lines(copyPath);
+    const { hash: _h, ...unhashed } = JSON.parse(ls.at(-1) as string) as AuditRecord;
+    const edited = { ...unhashed, principal: "someone-else" };
+    const other = recordLine({ ...edited, hash: chainHash(edited, undefined) });
+    writeFileSync(copyPath, `${ls.slice(0, -1).join("\n")}\n${other}`);
+    assert.equal(verifyAuditFiles([copyPath]).ok, true, "the copy verifies on its own");
+    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    await log.append(fields(3));
+    await log.close();
+    const recovered = lines(copyPath).map(
+      (l) => JSON.parse(l) as { event: string; reason: string },
+    );
+    assert.equal(recovered.at(-2)?.event, "audit.recovered");
+    assert.match(
+      recovered.at(-2)?.reason ?? "",
+      /audit-copy\.log ends at another record than .*audit\.log/,
+    );
+  });
 
   it("names rotated files in the order they were written when the clock steps back", async () => {
     const d = dir();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -188,6 +188,79 @@ describe("AuditService.ListAuditRecords", () => {
     assert.deepEqual(tokens.decode(tokens.encode(5, 2 ** 48)), { after: 5, at: undefined });
     assert.deepEqual(tokens.decode("5"), { after: 5, at: undefined });
     assert.notEqual(createAuditPageTokens().decode(tokens.encode(7, 123_456)).at, 123_456);
+  });
+
+  it("pages on across a rotation without skipping the records rotated out of the current file", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+    const rotations = () => readdirSync(join(path, "..")).filter((f) => f !== "audit.log").length;
+    // About 600 bytes a record: a rotation every 10 or so.
+    const log = await openAuditLog({ path, maxBytes: 6000, logger: silentLogger });
+    try {
+      const closing = new AbortController();
+      const service = createAuditService({ log, closing: closing.signal });
+      const list = service.methods.find((m) => m.spec.name === "ListAuditRecords")?.handler as (
+        req: ListAuditRecordsRequest,
+        ctx: CallContext,
+      ) => Promise<ListAuditRecordsResponse>;
+      const call = (req: MessageInitShape<typeof ListAuditRecordsRequestSchema>) =>
+        list(create(ListAuditRecordsRequestSchema, req), {
+          signal: new AbortController().signal,
+          scope: { clusterWide: true, canSee: () => true },
+        } as unknown as CallContext);
+      let n = 0;
+      for (; n < 6; n++) await log.append(fields(n, "acme", 200));
+      const first = await call({ pageSize: 3 });
+      assert.deepEqual(seqs(first.records), [1, 2, 3]);
+      // The trail rotates while the reader is between pages.
+      while (rotations() < 1 && n < 100) await log.append(fields(n++, "acme", 200));
+      for (let i = 0; i < 3; i++) await log.append(fields(n++, "acme", 200));
+      const rest: AuditRecordInfo[] = [];
+      let pageToken = first.nextPageToken;
+      for (let pages = 0; pages < 100 && pageToken !== ""; pages++) {
+        const page = await call({ pageSize: 5, pageToken });
+        rest.push(...page.records);
+        pageToken = page.nextPageToken;
+      }
+      assert.deepEqual(
+        seqs(rest),
+        Array.from({ length: n + 1 - 3 }, (_, i) => i + 4),
+        "every record after the token, once, in order",
+      );
+      // A token three rotations behind is refused, not paged on from the current file.
+      while (rotations() < 3 && n < 200) await log.append(fields(n++, "acme", 200));
+      await assert.rejects(
+        call({ pageSize: 5, pageToken: first.nextPageToken }),
+        (e: unknown) => e instanceof RpcError && e.reason === "PAGE_TOKEN_INVALID",
+      );
+    } finally {
+      await log.close();
+    }
+  });
+
+  it("gives the last records with tail right after a rotation, from the rotated file too", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "dv-audit-svc-")), "audit.log");
+    const log = await openAuditLog({ path, maxBytes: 6000, logger: silentLogger });
+    try {
+      const service = createAuditService({ log, closing: new AbortController().signal });
+      const list = service.methods.find((m) => m.spec.name === "ListAuditRecords")?.handler as (
+        req: ListAuditRecordsRequest,
+        ctx: CallContext,
+      ) => Promise<ListAuditRecordsResponse>;
+      let n = 0;
+      while (readdirSync(join(path, "..")).length < 2 && n < 100)
+        await log.append(fields(n++, "acme", 200));
+      // n records and the start record; the last of them alone in the current file.
+      const last = await list(create(ListAuditRecordsRequestSchema, { tail: 5 }), {
+        signal: new AbortController().signal,
+        scope: { clusterWide: true, canSee: () => true },
+      } as unknown as CallContext);
+      assert.deepEqual(
+        seqs(last.records),
+        Array.from({ length: 5 }, (_, i) => n - 3 + i),
+      );
+    } finally {
+      await log.close();
+    }
   });
 
   it("gives the last records with tail, newest last, only those the caller may see", async () => {

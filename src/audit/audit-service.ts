@@ -9,6 +9,7 @@ import { readAuditRecords, readAuditRecordsBackward } from "./audit-file-reader.
 import type { AuditLog } from "./audit-log.js";
 import { createAuditPageTokens } from "./audit-page-token.js";
 import type { AuditRecord } from "./audit-record.js";
+import { rotatedAuditFiles } from "./rotated-audit-files.js";
 
 /** Dependencies of the AuditService handlers. */
 export interface AuditServiceDeps {
@@ -65,11 +66,46 @@ function matcher(
     Date.parse(r.ts) <= until;
 }
 
+/** The seq of the first record of `path`; undefined when it holds none. */
+async function firstSeq(path: string, signal: AbortSignal): Promise<number | undefined> {
+  for await (const { record } of readAuditRecords(path, signal)) return record.seq;
+  return undefined;
+}
+
+/** How many rotated files a page token reads back into: a reader paging while the trail rotates, at a bounded cost. */
+const ROTATED_FILES_BACK = 1;
+
 /**
- * The records after seq `after`, oldest first. From `at` when the record
- * there is that very one (seqs in a file are consecutive, so the next
- * line is the next record); otherwise (the file rotated since, or a token
- * made up) from the file's start, skipping to the first seq past `after`.
+ * The files that hold the records after seq `after`, oldest first: the
+ * current one, and before it the newest rotated file when the trail rotated
+ * since the page before (the first page, `after` 0, reads the current file
+ * only). A token further behind is refused, never paged on from a later
+ * record: each call's read stays within two files, and no record is
+ * skipped without a word.
+ */
+async function filesAfter(path: string, after: number, signal: AbortSignal): Promise<string[]> {
+  const files = [path];
+  if (after === 0) return files;
+  const rotated = rotatedAuditFiles(path).map((f) => f.path);
+  for (;;) {
+    const first = await firstSeq(files[0] as string, signal);
+    if (first !== undefined && first <= after + 1) return files;
+    const older = rotated[rotated.length - files.length];
+    if (files.length > ROTATED_FILES_BACK || older === undefined) break;
+    files.unshift(older);
+  }
+  throw new RpcError("PAGE_TOKEN_INVALID", {
+    message:
+      "the records after page_token were rotated out of the audit trail's current and last rotated file; list from the start again",
+  });
+}
+
+/**
+ * The records after seq `after`, oldest first, from the first file that
+ * holds them on. In that file from `at` when the record there is that very
+ * one (seqs in a file are consecutive, so the next line is the next
+ * record); otherwise (a token of the file before it, or made up) from the
+ * file's start, skipping to the first seq past `after`.
  */
 async function* recordsAfter(
   path: string,
@@ -77,20 +113,27 @@ async function* recordsAfter(
   at: number | undefined,
   signal: AbortSignal,
 ): AsyncIterable<{ record: AuditRecord; at: number }> {
-  if (at !== undefined) {
-    let found = false;
-    for await (const placed of readAuditRecords(path, signal, at)) {
+  const [first, ...later] = await filesAfter(path, after, signal);
+  let found = false;
+  if (at !== undefined)
+    for await (const placed of readAuditRecords(first as string, signal, at)) {
       if (!found && placed.record.seq !== after) break;
       if (found) yield placed;
       found = true;
     }
-    if (found) return;
-  }
-  for await (const placed of readAuditRecords(path, signal))
-    if (placed.record.seq > after) yield placed;
+  if (!found)
+    for await (const placed of readAuditRecords(first as string, signal))
+      if (placed.record.seq > after) yield placed;
+  for (const file of later)
+    for await (const placed of readAuditRecords(file, signal))
+      if (placed.record.seq > after) yield placed;
 }
 
-/** The last `n` matching records, oldest first, read from the end of the file. */
+/**
+ * The last `n` matching records, oldest first, read from the end of the
+ * file and on back into the newest rotated file (as many as paging reads
+ * back): right after a rotation the current file holds next to none.
+ */
 async function lastRecords(
   path: string,
   n: number,
@@ -99,15 +142,22 @@ async function lastRecords(
 ): Promise<AuditRecord[]> {
   const out: AuditRecord[] = [];
   if (n === 0) return out;
-  for await (const r of readAuditRecordsBackward(path, signal)) {
-    if (!match(r)) continue;
-    out.push(r);
-    if (out.length === n) break;
-  }
+  const files = [
+    path,
+    ...rotatedAuditFiles(path)
+      .map((f) => f.path)
+      .reverse(),
+  ];
+  for (const file of files.slice(0, 1 + ROTATED_FILES_BACK))
+    for await (const r of readAuditRecordsBackward(file, signal)) {
+      if (!match(r)) continue;
+      out.push(r);
+      if (out.length === n) return out.reverse();
+    }
   return out.reverse();
 }
 
-/** AuditService: list and follow the audit trail of the current file. */
+/** AuditService: list and follow the audit trail of the current file (paging on into it from the rotated files). */
 export function createAuditService(deps: AuditServiceDeps): ServiceBinding {
   const tokens = createAuditPageTokens();
   return defineService(

@@ -20,6 +20,9 @@ import { newestRotatedFile } from "./rotated-audit-files.js";
 /** What names a torn tail moved aside (`<path>.torn-<time>`): no part of the chain. */
 const TORN_TAIL = ".torn-";
 
+/** How much of a file's end is read first for its last record. */
+const TAIL_BYTES = 1024 * 1024;
+
 /**
  * Whether `path` is a torn tail a restart moved aside: it matches the
  * rotated files' `audit.log.*` in a shell, but is no part of the chain.
@@ -93,24 +96,34 @@ function recoverOne(path: string, clock: Clock, repair: boolean): RecoveredAudit
   }
   try {
     const size = fstatSync(fd).size;
-    const tailLen = Math.min(size, 1024 * 1024);
-    const tail = Buffer.alloc(tailLen);
-    readSync(fd, tail, 0, tailLen, size - tailLen);
-    let end = tail.lastIndexOf(0x0a) + 1; // bytes of tail up to and including the last newline
+    // The tail read, doubled until it holds the last record (a power loss can
+    // leave more than a MiB of zeros), or the whole file.
+    let tail = Buffer.alloc(0);
+    let end = 0; // bytes of tail up to the end of the last record's line
     let lastLine: string | undefined;
-    // Walk back over a complete but unparseable last line too: it is torn all the same.
-    for (let guard = 0; guard < 2 && end > 0; guard++) {
-      const start = tail.lastIndexOf(0x0a, end - 2) + 1;
-      const line = tail.subarray(start, end - 1).toString();
-      try {
-        const r = JSON.parse(line) as { seq?: unknown; hash?: unknown };
-        if (typeof r.seq === "number" && typeof r.hash === "string") {
-          lastLine = line;
-          break;
-        }
-      } catch {}
-      end = start;
+    for (let tailLen = Math.min(size, TAIL_BYTES); lastLine === undefined; ) {
+      tail = Buffer.alloc(tailLen);
+      readSync(fd, tail, 0, tailLen, size - tailLen);
+      end = tail.lastIndexOf(0x0a) + 1;
+      // Walk back over complete but unparseable lines too: they are torn all the same.
+      while (end > 0) {
+        const start = tail.lastIndexOf(0x0a, end - 2) + 1;
+        // The first line of a partial tail may start before it: read further back.
+        if (start === 0 && tailLen < size) break;
+        const line = tail.subarray(start, end - 1).toString();
+        try {
+          const r = JSON.parse(line) as { seq?: unknown; hash?: unknown };
+          if (typeof r.seq === "number" && typeof r.hash === "string") {
+            lastLine = line;
+            break;
+          }
+        } catch {}
+        end = start;
+      }
+      if (tailLen === size) break;
+      tailLen = Math.min(size, tailLen * 2);
     }
+    const tailLen = tail.length;
     const good = size - tailLen + end;
     let tornFile: string | undefined;
     if (repair && good < size) {

@@ -34,7 +34,7 @@ export function recoverAuditTrail(
     // The copy is repaired the same way; a torn tail there must not glue onto new records.
     const copy = recoverAuditFile(options.copyPath, clock);
     // (A copy without a record is new: it starts at the next record.)
-    if (copy.seq !== recovered.seq && copy.hash !== "") {
+    if (copy.hash !== recovered.hash && copy.hash !== "") {
       // A crash mid-write left the last records in one file only: the other takes them over.
       const [behind, end, ahead] =
         copy.seq < recovered.seq
@@ -44,11 +44,17 @@ export function recoverAuditTrail(
       if (n > 0)
         repairs.push(`${n} record(s) at the end of ${ahead} missing from ${behind}: copied over`);
       if (behind === options.path) recovered = recoverAuditFile(options.path, clock);
-      if (recoverAuditFile(behind, clock).seq !== Math.max(copy.seq, recovered.seq))
+      if (recoverAuditFile(options.copyPath, clock).hash !== recovered.hash) {
+        // Another chain (a copy of another trail, one edited, or not caught up): the
+        // next records break the copy's chain, so the chain itself says why.
         log.error(
           { copyPath: options.copyPath },
           "audit trail and its copy end at different records",
         );
+        repairs.push(
+          `${options.copyPath} ends at another record than ${options.path}: its chain breaks here`,
+        );
+      }
     }
   }
   return { recovered, repairs };

@@ -13,24 +13,29 @@ export function rotationStamp(ms: number): string {
   return new Date(ms).toISOString().replace(/[:.]/g, "-");
 }
 
-/** The newest rotated file of `path` (the last in name order) and its stamp's time; undefined when none. */
-export function newestRotatedFile(path: string): { path: string; ms: number } | undefined {
+/** The rotated files of `path`, oldest first (name order), each with its stamp's time. */
+export function rotatedAuditFiles(path: string): { path: string; ms: number }[] {
   const prefix = `${basename(path)}.`;
-  let newest: { name: string; stamp: RegExpExecArray } | undefined;
   let names: string[];
   try {
     names = readdirSync(dirname(path));
   } catch {
-    return undefined;
+    return [];
   }
+  const rotated: { name: string; stamp: RegExpExecArray }[] = [];
   for (const name of names) {
     const stamp = name.startsWith(prefix) ? STAMP.exec(name.slice(prefix.length)) : null;
-    if (stamp !== null && (newest === undefined || name > newest.name)) newest = { name, stamp };
+    if (stamp !== null) rotated.push({ name, stamp });
   }
-  if (newest === undefined) return undefined;
-  const [, hour, min, sec, milli] = newest.stamp;
-  return {
-    path: join(dirname(path), newest.name),
-    ms: Date.parse(`${hour}:${min}:${sec}.${milli}Z`),
-  };
+  return rotated
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .map(({ name, stamp: [, hour, min, sec, milli] }) => ({
+      path: join(dirname(path), name),
+      ms: Date.parse(`${hour}:${min}:${sec}.${milli}Z`),
+    }));
+}
+
+/** The newest rotated file of `path` (the last in name order) and its stamp's time; undefined when none. */
+export function newestRotatedFile(path: string): { path: string; ms: number } | undefined {
+  return rotatedAuditFiles(path).at(-1);
 }
