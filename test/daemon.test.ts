@@ -394,7 +394,7 @@ describe("debvisor-rpcd --dev, as a child process", () => {
     assert.equal(ack.message, "registered");
   });
 
-  it("on SIGTERM finishes the call in flight, tells systemd STOPPING=1 and exits 0", async () => {
+  it("on SIGTERM, even sent twice, finishes the call in flight, tells systemd STOPPING=1 and exits 0", async () => {
     const { stream, result } = rawStream(daemon.grpcAddress, admin().tls);
     const frame = grpcFrame(
       Buffer.from(
@@ -422,6 +422,9 @@ describe("debvisor-rpcd --dev, as a child process", () => {
       )) !== 200,
       true,
     );
+    // An impatient operator: a second SIGTERM must not cut the drain short.
+    daemon.proc.kill("SIGTERM");
+    await new Promise((resolve) => setTimeout(resolve, 200));
     stream.end(frame.subarray(3));
     const { status, body } = await result;
     assert.equal(status, "0");

@@ -99,9 +99,10 @@ async function serve(
   const stop = new AbortController();
   // Undone, everything that follows the stop signal ends too (the self-fence's clock among them).
   opened.push("stop", () => stop.abort());
+  // Kept until the unwinding: a second signal while stopping changes nothing (by default it killed the agent mid-way).
   const onSignal = () => stop.abort();
-  process.once("SIGTERM", onSignal);
-  process.once("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
   opened.push("signal handlers", () => {
     process.removeListener("SIGTERM", onSignal);
     process.removeListener("SIGINT", onSignal);

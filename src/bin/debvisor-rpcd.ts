@@ -89,14 +89,24 @@ const program = new Command("debvisor-rpcd")
           : { url: daemon.panelUrl, password: daemon.devPanelPassword },
         daemon.devAgents?.nodes(),
       );
+    let stopping = false;
     const stop = (signal: string) => {
+      // A second signal (an impatient operator) leaves the drain and the unwinding to finish,
+      // bounded by shutdown.drainTimeoutMs: by default it would kill the daemon mid-way.
+      if (stopping) {
+        process.stderr.write(
+          `debvisor-rpcd: ${signal}: already shutting down (calls drain for up to shutdown.drainTimeoutMs; SIGKILL stops at once)\n`,
+        );
+        return;
+      }
+      stopping = true;
       daemon.shutdown(signal).then(
         () => process.exit(0),
         () => process.exit(1),
       );
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
     if (flags.exitWithStdin === true) {
       process.stdin.resume();
       process.stdin.once("end", () => stop("stdin closed"));
