@@ -15,6 +15,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -394,5 +395,29 @@ describe("one process per directory: the kernel holds the lock", () => {
       0,
       `root's daemon left a lock the service user cannot take: ${next.out}`,
     );
+  });
+
+  it("never follows a link the directory's owner planted where the kernel lock's file belongs", (t) => {
+    if (!runsAsRoot(t, "a daemon run as root in the service user's directory")) return;
+    const dir = join(root, "planted-link");
+    const outside = join(root, "root-only");
+    mkdirSync(dir);
+    mkdirSync(outside, { mode: 0o700 });
+    chownSync(dir, 65534, 65534);
+    // The service user, owning its data directory, points the lock's file at a path of root's.
+    const target = join(outside, "made-by-root");
+    symlinkSync(target, join(dir, `${LOCK}.db`));
+    assert.throws(() => lockDirectory(dir, LOCK), {
+      message: `${dir}/${LOCK}.db: not a plain file of its own (a link, a folder?): the lock's file; if no daemon or agent runs on ${dir}, remove it`,
+    });
+    assert.equal(
+      existsSync(target),
+      false,
+      "root created the file the link names (and gave it to the service user)",
+    );
+    // Removed as told, the lock's file root makes is the service user's.
+    rmSync(join(dir, `${LOCK}.db`));
+    lockDirectory(dir, LOCK)();
+    assert.equal(statSync(join(dir, `${LOCK}.db`)).uid, 65534);
   });
 });

@@ -154,13 +154,20 @@ function holderOf(lock: string): { file: string; pid: number; start: string } | 
 /**
  * A lock this user may not read or remove (a daemon or agent run as root
  * crashed holding it, a service user's starts next), said so with what to
- * do; undefined for any other error.
+ * do; another error of the kernel lock's file, naming it; undefined for
+ * any other error.
  */
 function permissionDenied(err: unknown, dir: string, lock: string): Error | undefined {
   const code = (err as { code?: unknown }).code;
   const fsDenied = code === "EACCES" || code === "EPERM";
-  // The kernel lock's file: another user's is opened read-only (SQLITE_READONLY) or not at all.
-  if (!fsDenied && !(typeof code === "string" && code.startsWith("SQLITE_"))) return undefined;
+  // The kernel lock's file: another user's is opened read-only (SQLITE_READONLY) or not at all
+  // (SQLITE_CANTOPEN); any other (a full disk: SQLITE_FULL) is no other user's doing.
+  const sqliteDenied = typeof code === "string" && /^SQLITE_(READONLY|CANTOPEN)(_|$)/.test(code);
+  if (!fsDenied && !sqliteDenied)
+    // SQLite's own message names no file.
+    return typeof code === "string" && code.startsWith("SQLITE_")
+      ? new Error(`${lock}.db: ${(err as Error).message}`, { cause: err })
+      : undefined;
   const path = (fsDenied ? (err as NodeJS.ErrnoException).path : undefined) ?? `${lock}.db`;
   return new Error(
     `${path}: ${fsDenied ? "permission denied" : (err as Error).message}: a lock left by another user (a daemon or agent run as root?); if none runs on ${dir}, remove ${lock} and ${lock}.*, or start as that user`,

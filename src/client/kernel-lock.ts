@@ -1,4 +1,12 @@
-import { chownSync, statSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fchownSync,
+  lchownSync,
+  lstatSync,
+  openSync,
+  statSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
@@ -22,6 +30,7 @@ export const KERNEL_LOCK_BUSY = "busy";
  * `hvctl`, which imports this layer, does not pay for loading it.
  */
 export function takeKernelLock(file: string): (() => void) | typeof KERNEL_LOCK_BUSY {
+  createdOrPlain(file);
   const db = new (sqlite())(file, { timeout: 0 });
   try {
     db.pragma("locking_mode = EXCLUSIVE");
@@ -31,7 +40,6 @@ export function takeKernelLock(file: string): (() => void) | typeof KERNEL_LOCK_
     // A write: a file SQLite could open read-only only (another user's) fails here, not with a shared lock.
     db.pragma("user_version = 1");
     db.exec("COMMIT");
-    ownedLikeItsDirectory(file);
   } catch (err) {
     db.close();
     if ((err as { code?: unknown }).code === "SQLITE_BUSY") return KERNEL_LOCK_BUSY;
@@ -43,14 +51,49 @@ export function takeKernelLock(file: string): (() => void) | typeof KERNEL_LOCK_
 }
 
 /**
- * Run as root in a directory another user owns (the service user's data
- * directory), gives `file` to that user, so that their daemon or agent can
- * take the lock after this process (chown opens no descriptor of it).
+ * Makes `file` a plain file of its own before SQLite opens it, which
+ * follows links: the directory's owner (the service user, its data
+ * directory) could plant a link there to any path, and a daemon or agent
+ * run as root would create or write that path (`/etc/nologin`, another
+ * database) and, giving it to the directory's owner, hand them a file of
+ * root's. A missing file is created, never through a link, and, run as root
+ * in a directory another user owns, given to that user, so that their
+ * daemon or agent can take the lock after this process. An existing one is
+ * looked at without being opened: this process may hold its lock, which
+ * closing a descriptor of it would drop.
  */
-function ownedLikeItsDirectory(file: string): void {
-  if (process.getuid?.() !== 0) return;
+function createdOrPlain(file: string): void {
+  const owner = ownerOfDirectory(file);
+  let fd: number;
+  try {
+    fd = openSync(
+      file,
+      constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o600,
+    );
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    const st = lstatSync(file);
+    if (!st.isFile() || st.nlink !== 1)
+      throw new Error(
+        `${file}: not a plain file of its own (a link, a folder?): the lock's file; if no daemon or agent runs on ${dirname(file)}, remove it`,
+      );
+    // lchown: a link put in its place since is changed, never what it names.
+    if (owner !== undefined && st.uid !== owner.uid) lchownSync(file, owner.uid, owner.gid);
+    return;
+  }
+  try {
+    if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Run as root in a directory another user owns (the service user's data directory), that user. */
+function ownerOfDirectory(file: string): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
   const { uid, gid } = statSync(dirname(file));
-  if (uid !== 0) chownSync(file, uid, gid);
+  return uid === 0 ? undefined : { uid, gid };
 }
 
 let loaded: typeof BetterSqlite3 | undefined;
