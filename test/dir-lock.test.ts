@@ -5,7 +5,7 @@
 // could take the lock, the link back failed, and the racer's fresh lock was
 // deleted: two daemons each held the directory.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -419,5 +419,33 @@ describe("one process per directory: the kernel holds the lock", () => {
     rmSync(join(dir, `${LOCK}.db`));
     lockDirectory(dir, LOCK)();
     assert.equal(statSync(join(dir, `${LOCK}.db`)).uid, 65534);
+  });
+
+  it("says a full disk, not another user's lock, when the kernel lock's file cannot be written", (t) => {
+    if (!runsAsRoot(t, "to mount a tmpfs")) return;
+    const mnt = mkdtempSync(join(tmpdir(), "dv-dir-lock-full-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt]);
+    try {
+      const dir = join(mnt, "data");
+      mkdirSync(dir);
+      try {
+        writeFileSync(join(mnt, "filler"), Buffer.alloc(1024 * 1024));
+      } catch {
+        // ENOSPC: the filler took every byte there was.
+      }
+      assert.throws(
+        () => lockDirectory(dir, LOCK),
+        (err: Error) => {
+          assert.equal(err.message, `${dir}/${LOCK}.db: database or disk is full`);
+          return true;
+        },
+      );
+      // Room again: the directory is usable, nothing left in the way.
+      rmSync(join(mnt, "filler"));
+      lockDirectory(dir, LOCK)();
+    } finally {
+      execFileSync("umount", [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
   });
 });
