@@ -448,4 +448,46 @@ describe("one process per directory: the kernel holds the lock", () => {
       rmSync(mnt, { recursive: true, force: true });
     }
   });
+
+  it("names no dead holder while the kernel lock's holder is still starting (stopped before its record)", async () => {
+    const dir = join(root, "starting");
+    const crashed = await starter(dir, "crashed", { die: true });
+    assert.equal(crashed.code, null, "the first holder was killed holding the lock");
+    const deadPid = readdirSync(join(dir, LOCK))[0]?.split("-")[0];
+    // The next one takes the kernel lock and is stopped (SIGSTOP, a slow disk) before its folder is made.
+    const script = `
+      const fs = (await import("node:fs")).default;
+      const mkdir = fs.mkdirSync;
+      fs.mkdirSync = (p, ...rest) => {
+        if (String(p).includes(${JSON.stringify(`${LOCK}.`)})) process.kill(process.pid, "SIGSTOP");
+        return mkdir(p, ...rest);
+      };
+      (await import("node:module")).syncBuiltinESMExports();
+      const { lockDataDirectories } = await import(${JSON.stringify(DATA_DIR_LOCK)});
+      lockDataDirectories([${JSON.stringify(dir)}]);`;
+    const stopped = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      stdio: "ignore",
+      timeout: 30_000,
+      killSignal: "SIGKILL",
+    });
+    try {
+      await eventually(
+        () =>
+          readFileSync(`/proc/${stopped.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T") ===
+          true,
+        { timeoutMs: 20_000 },
+      );
+      const r = await starter(dir, "third", { holdMs: 0 });
+      assert.equal(r.code, 3, r.out);
+      assert.equal(
+        r.out,
+        `refused by 0: data directory in use by a starter, pid unknown: ${dir}`,
+        `the dead holder (pid ${deadPid}) was named, said to run in another pid namespace`,
+      );
+    } finally {
+      await kill(stopped);
+    }
+    const next = await starter(dir, "next", { holdMs: 0 });
+    assert.equal(next.code, 0, next.out);
+  });
 });

@@ -6,6 +6,7 @@ import {
   readFileSync,
   realpathSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -79,11 +80,28 @@ function takeKernelLockOf(dir: string, lock: string): () => void {
     const alive = holder !== undefined && processAlive(holder.pid, holder.start);
     // A record not naming a live process here may be a dead holder's, the new one moving its own in.
     if (alive || attempt >= ATTEMPTS) {
+      // Older than the kernel lock's last taking, the record is not its holder's: one still starting.
+      if (!alive && (holder === undefined || olderThan(holder.file, `${lock}.db`)))
+        throw new DirectoryInUseError(dir, 0, "a starter, pid unknown");
       const pid = holder?.pid ?? 0;
       const where = pid > 0 && !alive ? `pid ${pid} in another pid namespace` : undefined;
       throw new DirectoryInUseError(dir, pid, where);
     }
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, RECORD_WAIT_MS);
+  }
+}
+
+/**
+ * Whether `file` was last written before `other` (the kernel lock's file,
+ * written by each taking of it, so a holder's record is never older);
+ * false if either is gone.
+ */
+function olderThan(file: string, other: string): boolean {
+  try {
+    return statSync(file).mtimeMs < statSync(other).mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
   }
 }
 
