@@ -11,6 +11,7 @@ import {
   loadAgentConfig,
   lockAgentDirectory,
   openNodeHypervisor,
+  openRevokedServers,
   renew,
   runAgent,
   storageStatus,
@@ -72,7 +73,9 @@ program
   .option("--dir <dir>", "the agent directory", DEFAULT_DIR)
   .option("--tls-server-name <name>", "name to verify the server certificate against")
   .action(async (opts: { server: string; dir: string; tlsServerName?: string }) => {
-    const r = await renew(opts);
+    // A server presenting a certificate the control plane told this node is revoked is refused.
+    const revoked = openRevokedServers(opts.dir, createAgentLogger("error"));
+    const r = await renew({ ...opts, verifyServer: revoked.guard(opts.server).verify });
     process.stdout.write(`renewed: certificate ${r.serial} in ${r.files.cert}\n`);
   });
 
