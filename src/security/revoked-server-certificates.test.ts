@@ -3,8 +3,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { startEtcd } from "../../test/helpers/etcd-server.js";
+import { missingTool } from "../../test/helpers/required-tools.js";
 import { silentLogger, systemClock } from "../core/index.js";
-import { createSqliteStore } from "../store/index.js";
+import { CertificateRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { createEtcdStore, createSqliteStore, encodeMessage } from "../store/index.js";
 import { createCertificateLedger } from "./certificate-ledger.js";
 import { loadRevocations } from "./revocations.js";
 import {
@@ -76,6 +80,94 @@ describe("a daemon whose own certificate is revoked before it has a new one", ()
       list.close();
       revocations.close();
       await store.close();
+    }
+  });
+});
+
+describe("a burst of revocations over a big ledger", () => {
+  // Found by an adversarial review: each change 100 ms after the last queued one more read of
+  // the whole ledger behind the running one, so a burst longer than a read left a backlog of
+  // reads (one per 100 ms of burst, each of the whole ledger) that ran on after the burst, and
+  // the newest revocation reached agents only after all of them.
+  it("lists the last revocation, and reads the ledger at most twice more once the burst is over", async (t) => {
+    const etcd = await startEtcd().catch(() => undefined);
+    const missing = missingTool("etcd", etcd !== undefined, "apt-get install etcd-server");
+    if (missing || etcd === undefined) return t.skip(missing || "no etcd");
+    const prefix = "/revoked-burst/";
+    // This daemon's store, and another daemon's, where the revocations are made.
+    const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const other = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    let list: Awaited<ReturnType<typeof followRevokedServerCertificates>> | undefined;
+    const closing: (() => unknown)[] = [];
+    try {
+      // A ledger of a cluster some years old: 20 000 node certificates.
+      for (let i = 0; i < 20_000; i += 125) {
+        const success = Array.from({ length: 125 }, (_, j) => {
+          const serial = (0x10000000 + i + j).toString(16);
+          return {
+            type: "put" as const,
+            key: `pki/certs/${serial}`,
+            value: encodeMessage(
+              CertificateRecordSchema,
+              create(CertificateRecordSchema, {
+                serial,
+                subject: `node-${i + j}`,
+                kind: "client",
+                notAfterMs: BigInt(Date.now() + 86_400_000),
+                issuer: "CN=Test Cluster CA",
+                issuedBy: "enrollment",
+              }),
+            ),
+          };
+        });
+        await other.txn({ compares: [], success });
+      }
+      const revocations = await loadRevocations(store, systemClock, silentLogger);
+      closing.push(() => revocations.close());
+      const theirs = await loadRevocations(other, systemClock, silentLogger);
+      closing.push(() => theirs.close());
+      const ledger = createCertificateLedger(store, systemClock);
+      /** When each read of the whole ledger started. */
+      const reads: number[] = [];
+      list = await followRevokedServerCertificates({
+        revocations,
+        ledger: {
+          ...ledger,
+          list(signal) {
+            reads.push(Date.now());
+            return ledger.list(signal);
+          },
+        },
+        clock: systemClock,
+        logger: silentLogger,
+      });
+      // Server certificates revoked one after another for 3 s (a stolen set, an operator's script).
+      let last = "";
+      const until = Date.now() + 3000;
+      for (let i = 0; i < 300 && Date.now() < until; i++) {
+        last = `5e${i.toString(16)}`;
+        await theirs.revoke(last, "stolen");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const burstEnd = Date.now();
+      for (let i = 0; i < 2400 && !list.current()?.includes(last); i++)
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(list.current()?.includes(last), "the last revocation never reached the list");
+      // Then nothing changes: the reads still to come are the ones queued during the burst.
+      const listed = Date.now();
+      const readMs = (listed - burstEnd) / Math.max(1, reads.filter((at) => at >= burstEnd).length);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(2000, 4 * readMs)));
+      const after = reads.filter((at) => at >= burstEnd).length;
+      assert.ok(
+        after <= 2,
+        `${after} reads of the whole ledger after the burst (of ${reads.length})`,
+      );
+    } finally {
+      list?.close();
+      for (const c of closing) c();
+      await store.close();
+      await other.close();
+      await etcd.stop();
     }
   });
 });

@@ -120,13 +120,28 @@ export async function followRevokedServerCertificates(options: {
   };
   await refresh();
   let timer: NodeJS.Timeout | undefined;
-  // One refresh at a time: a slower read finishing last never puts an older list back.
-  let running = Promise.resolve();
+  // One refresh at a time (a slower read finishing last never puts an older list back), and at
+  // most one waiting behind it: the changes made during a read of the whole ledger are all
+  // taken by the one read after it, not by one read each (a burst left a backlog of reads).
+  let running = false;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    do {
+      again = false;
+      if (!closed) await refresh();
+    } while (again);
+    running = false;
+  };
   const soon = () => {
     if (closed || timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
-      running = running.then(refresh);
+      void run();
     }, SETTLE_MS);
   };
   const stop = revocations.onChange(soon);
