@@ -99,6 +99,8 @@ export interface EnrollOptions {
   /** Name to verify the server certificate against, when it differs from the host in `server`. */
   readonly tlsServerName?: string;
   readonly timeoutMs?: number;
+  /** Checks the server's certificate further (the directory's revoked server certificates). */
+  readonly verifyServer?: (cert: PeerCertificate) => Error | undefined;
 }
 
 /**
@@ -154,12 +156,17 @@ export async function enroll(
   const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
   const pending = join(files.dir, PENDING);
   const { csrPem, keyPem } = await pendingCsr(pending, options.token);
-  const channel = openChannel({
-    name: "enroll",
-    server: options.server,
-    caPem,
-    tlsServerName: options.tlsServerName,
-  });
+  // The token is a secret: a server the directory was told is revoked is not sent it.
+  const channel = openChannel(
+    {
+      name: "enroll",
+      server: options.server,
+      caPem,
+      tlsServerName: options.tlsServerName,
+    },
+    {},
+    options.verifyServer,
+  );
   try {
     const r = await createServiceClient(EnrollmentService, channel).enroll(
       { token: options.token, csrPem },

@@ -1,9 +1,12 @@
-// An agent's renewal of its own certificate refuses a server presenting a
-// revoked server certificate, as its stream does (docs/security.md). Found by
-// an adversarial review: the renewal opened its own channel without the
-// check, and goes to the first configured server whenever no stream is up
-// (the stream refused the thief's server); the thief's answer was written as
-// the node's certificate, and the node could no longer connect anywhere.
+// An agent's own calls to the control plane, besides its stream and
+// transfers, refuse a server presenting a revoked server certificate
+// (docs/security.md). Found by an adversarial review: the renewal of its
+// certificate opened its own channel without the check, and goes to the
+// first configured server whenever no stream is up (the stream refused the
+// thief's server); the thief's answer was written as the node's
+// certificate, and the node could no longer connect anywhere. Enrolling the
+// directory again (its certificate expired) sent the one-time token to the
+// thief, who could enroll a key of its own as the node with it.
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
@@ -18,7 +21,8 @@ import { REVOKED_SERVERS_FILE } from "../src/agent/index.js";
 import { hideIpSniWarning } from "../src/client/index.js";
 import { EnrollResponseSchema } from "../src/gen/debvisor/v1/pki_pb.js";
 import { loadCertificateAuthority, serialKey } from "../src/pki/index.js";
-import { type AgentProcess, startAgent } from "./helpers/agent-process.js";
+import { AGENT_BIN, type AgentProcess, startAgent } from "./helpers/agent-process.js";
+import { runProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { createTestPki, type TestPki } from "./helpers/pki.js";
 
@@ -26,8 +30,9 @@ hideIpSniWarning();
 
 const DAY = 86_400_000;
 const RENEW = "/debvisor.v1.EnrollmentService/RenewCertificate";
+const ENROLL = "/debvisor.v1.EnrollmentService/Enroll";
 
-describe("an agent's certificate renewal and a revoked server certificate", () => {
+describe("an agent's own calls and a revoked server certificate", () => {
   let pki: TestPki;
   let dir: string;
   let nodeCertPem: string;
@@ -56,10 +61,10 @@ describe("an agent's certificate renewal and a revoked server certificate", () =
     // The control plane told this node the server certificate is revoked.
     const stolen = serialKey(new X509Certificate(pki.server.certPem).serialNumber);
     writeFileSync(join(dir, REVOKED_SERVERS_FILE), `${JSON.stringify({ serials: [stolen] })}\n`);
-    // Answers a renewal with a certificate of the thief's choosing (here its own); anything
-    // else is UNIMPLEMENTED.
+    // Answers a renewal or an enrollment with a certificate of the thief's choosing (here its
+    // own); anything else is UNIMPLEMENTED. Its chain holds the cluster CA, as a daemon's does.
     rogue = createSecureServer({
-      cert: pki.server.certPem,
+      cert: `${pki.server.certPem.trimEnd()}\n${pki.ca.certPem}`,
       key: pki.server.keyPem,
       ca: pki.ca.certPem,
       requestCert: true,
@@ -75,9 +80,9 @@ describe("an agent's certificate renewal and a revoked server certificate", () =
         { waitForTrailers: true },
       );
       stream.on("wantTrailers", () =>
-        stream.sendTrailers({ "grpc-status": path === RENEW ? "0" : "12" }),
+        stream.sendTrailers({ "grpc-status": path === RENEW || path === ENROLL ? "0" : "12" }),
       );
-      if (path !== RENEW) {
+      if (path !== RENEW && path !== ENROLL) {
         stream.end();
         return;
       }
@@ -151,5 +156,39 @@ describe("an agent's certificate renewal and a revoked server certificate", () =
           l.server === rogueAddress,
       ),
     );
+  });
+
+  it("enrolling the directory again does not send the token to the thief's server", async () => {
+    // The directory is the agent's: it is stopped first (it holds the directory's lock).
+    if (agent !== undefined && agent.proc.exitCode === null) {
+      const exited = once(agent.proc, "exit");
+      agent.proc.kill("SIGTERM");
+      await exited;
+    }
+    const fingerprint = new X509Certificate(pki.ca.certPem).fingerprint256;
+    const r = await runProcess(
+      process.execPath,
+      [
+        AGENT_BIN,
+        "enroll",
+        "--server",
+        rogueAddress,
+        "--tls-server-name",
+        "localhost",
+        "--ca-fingerprint",
+        `sha256:${fingerprint}`,
+        "--dir",
+        dir,
+      ],
+      { env: { DEBVISOR_ENROLL_TOKEN: "one-time-secret" } },
+    );
+    assert.deepEqual(
+      calls.filter((p) => p === ENROLL),
+      [],
+      "the agent sent its enrollment token to a server presenting a revoked certificate",
+    );
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, /revoked/, r.stderr);
+    assert.equal(readFileSync(join(dir, "node.crt"), "utf8"), nodeCertPem);
   });
 });
