@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import { startEtcd } from "../../test/helpers/etcd-server.js";
 import { missingTool } from "../../test/helpers/required-tools.js";
 import { silentLogger, systemClock } from "../core/index.js";
 import { CertificateRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { createCertificateAuthority, loadCertificateAuthority, serialKey } from "../pki/index.js";
 import { createEtcdStore, createSqliteStore, encodeMessage } from "../store/index.js";
 import { createCertificateLedger } from "./certificate-ledger.js";
 import { loadRevocations } from "./revocations.js";
@@ -76,6 +78,50 @@ describe("a daemon whose own certificate is revoked before it has a new one", ()
         await new Promise((resolve) => setTimeout(resolve, 20));
       assert.deepEqual([...(list.current() ?? [])].sort(), ["abc1", "def2"]);
       assert.deepEqual([...(told.at(-1) ?? [])].sort(), ["abc1", "def2"], "listeners told");
+    } finally {
+      list.close();
+      revocations.close();
+      await store.close();
+    }
+  });
+});
+
+describe("a server certificate issued outside the ledger, renewed, then revoked", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dv-revoked-unrecorded-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Found by an adversarial review: the record a renewal makes of a certificate issued outside
+  // the ledger (an installer's, by openssl with the CA key) holds no end (0), and the list took
+  // an end of 0 for expired: the renewed-from certificate, still valid for its remaining life,
+  // was never told to agents once revoked, so its thief passed as the control plane.
+  it("is told to agents until its real end", async () => {
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const revocations = await loadRevocations(store, systemClock, silentLogger);
+    const ledger = createCertificateLedger(store, systemClock);
+    const root = await createCertificateAuthority({ commonName: "test CA" });
+    const ca = await loadCertificateAuthority(root);
+    const server = { commonName: "localhost", usage: "server", validityDays: 90 } as const;
+    const installed = new X509Certificate((await ca.issue(server)).certPem);
+    const renewed = (await ca.issue(server)).certPem;
+    // The daemon renews the installed certificate: the ledger records both now.
+    await ledger.renew(
+      { serial: installed.serialNumber, subject: "localhost", issuer: installed.issuer },
+      renewed,
+      { issuedBy: "server-renewal", kind: "server" },
+    );
+    const list = await followRevokedServerCertificates({
+      revocations,
+      ledger,
+      clock: systemClock,
+      logger: silentLogger,
+    });
+    try {
+      const stolen = serialKey(installed.serialNumber);
+      await revocations.revoke(stolen, "stolen");
+      for (let i = 0; i < 200 && list.current()?.length === 0; i++)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(list.current(), [stolen], "the stolen certificate is not told to agents");
     } finally {
       list.close();
       revocations.close();

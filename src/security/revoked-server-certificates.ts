@@ -31,6 +31,7 @@ export interface RevokedEntry {
   readonly revokedAtMs: number;
   /** From the ledger: undefined when the ledger holds no record of the serial. */
   readonly kind?: string;
+  /** Undefined also when its record holds no end (0: recorded by a renewal from outside the ledger). */
   readonly notAfterMs?: number;
 }
 
@@ -93,7 +94,9 @@ export async function followRevokedServerCertificates(options: {
         serial: r.serial,
         revokedAtMs,
         kind: r.kind,
-        notAfterMs: Number(r.notAfterMs),
+        // Not expired, but unknown: a certificate issued outside the ledger is recorded without
+        // its end when it renews, and still authenticates until that end.
+        notAfterMs: r.notAfterMs > 0n ? Number(r.notAfterMs) : undefined,
       });
     }
     for (const [serial, revokedAtMs] of revoked)
