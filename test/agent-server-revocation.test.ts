@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -135,6 +135,26 @@ describe("agents and a revoked server certificate", () => {
     assert.equal(
       again.serverCertificate,
       serialKey(readFileSync(join(dir, "pki", "server.crt"), "utf8")),
+    );
+  });
+
+  it("a daemon whose files are put back to the revoked certificate (a backup restored) renews it again at once", async () => {
+    // Found by an adversarial review: the renewal at once followed revocations only; a revoked
+    // certificate put in the files was served (and, being served, never told to the daemon's
+    // agents) until the renewal planned for the one it replaced came due, weeks later.
+    const renewed = () =>
+      daemon.logs.filter((l) => l.msg === "server certificate renewed from the local CA").length;
+    const before = renewed();
+    assert.ok(before >= 1, "the revoked certificate was renewed once");
+    writeFileSync(join(dir, "pki", "server.key"), stolen.keyPem, { mode: 0o600 });
+    writeFileSync(join(dir, "pki", "server.crt"), stolen.certPem);
+    await eventually(
+      () => {
+        assert.ok(renewed() > before, "the restored revoked certificate was not renewed");
+        const now = readFileSync(join(dir, "pki", "server.crt"), "utf8");
+        assert.notEqual(serialKey(now), serialKey(stolen.certPem));
+      },
+      { timeoutMs: 20_000, intervalMs: 100 },
     );
   });
 

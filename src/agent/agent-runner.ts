@@ -116,7 +116,7 @@ async function serve(
     nodeId,
     config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
   );
-  // The server certificates refused as revoked: the stream's server and transfer relays alike.
+  // The server certificates refused as revoked: the stream's server, transfer relays and renewals alike.
   const revokedServers = openRevokedServers(config.dir, log);
   const storageOps = createStorageOperations({
     storage,
@@ -204,6 +204,7 @@ async function serve(
     log,
     () => link.server() ?? config.servers[0],
     stop.signal,
+    revokedServers,
   );
   opened.push("certificate renewal", () => renewal.cancel());
   log.info({ node: nodeId, driver: hv.driver.kind, servers: config.servers }, "agent running");

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { agentFiles, renew } from "../client/index.js";
 import { type Logger, runAfter, runAt } from "../core/index.js";
 import type { AgentConfig } from "./agent-config.js";
+import type { RevokedServers } from "./revoked-servers.js";
 
 /** The wait before a failed renewal, or an unreadable certificate, is tried again. */
 const RETRY_MS = 60_000;
@@ -13,13 +14,17 @@ const RETRY_MS = 60_000;
  * Renews the certificate `renewAtFraction` into its life, through the server
  * the stream is on (`server()`, undefined while none is), and again each
  * time after. A failed try, or a certificate file that cannot be read, is
- * tried again a minute later; nothing it does throws. Returns the cancel.
+ * tried again a minute later; nothing it does throws. A server presenting a
+ * certificate on `revokedServers` is refused, as the stream's is: the
+ * renewal goes to `server()` when no stream is up too, and its answer
+ * becomes the node's certificate. Returns the cancel.
  */
 export function scheduleRenewal(
   config: Pick<AgentConfig, "dir" | "renewAtFraction" | "tlsServerName">,
   log: Logger,
   server: () => string | undefined,
   signal: AbortSignal,
+  revokedServers?: RevokedServers,
 ): { cancel(): void } {
   const state = { cancel: () => {} };
   const later = (ms: number, then: () => void) => {
@@ -29,7 +34,12 @@ export function scheduleRenewal(
     if (signal.aborted) return;
     const target = server();
     if (target === undefined) return later(RETRY_MS, attempt);
-    renew({ server: target, dir: config.dir, tlsServerName: config.tlsServerName }).then(
+    renew({
+      server: target,
+      dir: config.dir,
+      tlsServerName: config.tlsServerName,
+      verifyServer: revokedServers?.guard(target).verify,
+    }).then(
       (r) => {
         log.info({ serial: r.serial }, "certificate renewed");
         plan();

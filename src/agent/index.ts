@@ -20,3 +20,5 @@ export type { NodeStorage, NodeStorageStatus } from "./node-storage.js";
 export { openNodeStorage, storageStatus } from "./node-storage.js";
 export type { ReportDedupe } from "./report-dedupe.js";
 export { createReportDedupe } from "./report-dedupe.js";
+export type { RevokedServers } from "./revoked-servers.js";
+export { openRevokedServers, REVOKED_SERVERS_FILE } from "./revoked-servers.js";

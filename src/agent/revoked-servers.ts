@@ -19,7 +19,8 @@ export interface RevokedServers {
   has(serial: string): boolean;
   /**
    * Replaces the list (the control plane sends it whole), at once in
-   * memory; resolves once it is in the file (a failed write is logged).
+   * memory; resolves once it is in the file (a failed write is logged, and
+   * made again with the next list, the same or not).
    */
   replace(serials: readonly string[]): Promise<void>;
   /** The check of one connection to `server`. */
@@ -50,17 +51,26 @@ export function openRevokedServers(dir: string, log: Logger): RevokedServers {
   let serials = new Set(read(path, log));
   /** Writes one after another: an older list never lands over a newer one. */
   let writing = Promise.resolve();
+  /** The last write failed: the file may hold an older list, so the next list is written even if the same. */
+  let unwritten = false;
   const revoked: RevokedServers = {
     has: (serial) => serials.has(serialKey(serial)),
     replace(list) {
       const next = new Set(list.map(serialKey));
-      if (next.size === serials.size && [...next].every((s) => serials.has(s))) return writing;
+      const same = next.size === serials.size && [...next].every((s) => serials.has(s));
+      if (same && !unwritten) return writing;
       serials = next;
       const text = `${JSON.stringify({ serials: [...next] })}\n`;
       writing = writing
         .then(() => writeFileSet([{ path, text, mode: 0o644 }]))
-        .catch((err: unknown) =>
-          log.error({ err, path }, "revoked server certificates not written; kept in memory"),
+        .then(
+          () => {
+            unwritten = false;
+          },
+          (err: unknown) => {
+            unwritten = true;
+            log.error({ err, path }, "revoked server certificates not written; kept in memory");
+          },
         );
       return writing;
     },

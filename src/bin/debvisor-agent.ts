@@ -11,6 +11,7 @@ import {
   loadAgentConfig,
   lockAgentDirectory,
   openNodeHypervisor,
+  openRevokedServers,
   renew,
   runAgent,
   storageStatus,
@@ -52,12 +53,15 @@ program
         throw new AgentError("--token or $DEBVISOR_ENROLL_TOKEN is required");
       // A new identity under a running agent would be a node changing who it is mid-run.
       const unlock = lockAgentDirectory(opts.dir);
+      // Enrolled again (an expired certificate): a server it was told is revoked gets no token.
+      const revoked = openRevokedServers(opts.dir, createAgentLogger("error"));
       const r = await enroll({
         server: opts.server,
         token,
         caFingerprint: opts.caFingerprint,
         dir: opts.dir,
         tlsServerName: opts.tlsServerName,
+        verifyServer: revoked.guard(opts.server).verify,
       }).finally(unlock);
       process.stdout.write(
         `enrolled as ${r.subject}: certificate ${r.serial} in ${r.files.cert}\n`,
@@ -72,7 +76,9 @@ program
   .option("--dir <dir>", "the agent directory", DEFAULT_DIR)
   .option("--tls-server-name <name>", "name to verify the server certificate against")
   .action(async (opts: { server: string; dir: string; tlsServerName?: string }) => {
-    const r = await renew(opts);
+    // A server presenting a certificate the control plane told this node is revoked is refused.
+    const revoked = openRevokedServers(opts.dir, createAgentLogger("error"));
+    const r = await renew({ ...opts, verifyServer: revoked.guard(opts.server).verify });
     process.stdout.write(`renewed: certificate ${r.serial} in ${r.files.cert}\n`);
   });
 

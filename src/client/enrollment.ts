@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { connect, type DetailedPeerCertificate } from "node:tls";
+import { connect, type DetailedPeerCertificate, type PeerCertificate } from "node:tls";
 import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
 import { openChannel } from "./channel.js";
 import { finishFileSet, writeFileSet } from "./file-set.js";
@@ -99,6 +99,8 @@ export interface EnrollOptions {
   /** Name to verify the server certificate against, when it differs from the host in `server`. */
   readonly tlsServerName?: string;
   readonly timeoutMs?: number;
+  /** Checks the server's certificate further (the directory's revoked server certificates). */
+  readonly verifyServer?: (cert: PeerCertificate) => Error | undefined;
 }
 
 /**
@@ -154,12 +156,17 @@ export async function enroll(
   const caPem = await fetchPinnedCa(options.server, options.caFingerprint, options.timeoutMs);
   const pending = join(files.dir, PENDING);
   const { csrPem, keyPem } = await pendingCsr(pending, options.token);
-  const channel = openChannel({
-    name: "enroll",
-    server: options.server,
-    caPem,
-    tlsServerName: options.tlsServerName,
-  });
+  // The token is a secret: a server the directory was told is revoked is not sent it.
+  const channel = openChannel(
+    {
+      name: "enroll",
+      server: options.server,
+      caPem,
+      tlsServerName: options.tlsServerName,
+    },
+    {},
+    options.verifyServer,
+  );
   try {
     const r = await createServiceClient(EnrollmentService, channel).enroll(
       { token: options.token, csrPem },
@@ -177,12 +184,17 @@ export async function enroll(
   }
 }
 
-/** Renews the certificate in `dir` over mTLS with itself: a new key, the same identity. */
+/**
+ * Renews the certificate in `dir` over mTLS with itself: a new key, the same
+ * identity. `verifyServer` checks the server's certificate further (the
+ * agent's revoked server certificates), as {@link openChannel}'s does.
+ */
 export async function renew(options: {
   server: string;
   dir: string;
   tlsServerName?: string;
   timeoutMs?: number;
+  verifyServer?: (cert: PeerCertificate) => Error | undefined;
 }): Promise<{ serial: string; files: AgentFiles }> {
   const files = agentFiles(options.dir);
   finishAgentFiles(files);
@@ -190,14 +202,18 @@ export async function renew(options: {
     if (!existsSync(f)) throw new AgentError(`${f}: missing; enroll first`);
   const certPem = readFileSync(files.cert, "utf8");
   const { csrPem, keyPem } = await lazyCreateCsr(subjectOf(certPem) || "node");
-  const channel = openChannel({
-    name: "renew",
-    server: options.server,
-    caPem: readFileSync(files.ca, "utf8"),
-    certPem,
-    keyPem: readFileSync(files.key, "utf8"),
-    tlsServerName: options.tlsServerName,
-  });
+  const channel = openChannel(
+    {
+      name: "renew",
+      server: options.server,
+      caPem: readFileSync(files.ca, "utf8"),
+      certPem,
+      keyPem: readFileSync(files.key, "utf8"),
+      tlsServerName: options.tlsServerName,
+    },
+    {},
+    options.verifyServer,
+  );
   try {
     const r = await createServiceClient(EnrollmentService, channel).renewCertificate(
       { csrPem },

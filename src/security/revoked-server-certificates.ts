@@ -31,6 +31,7 @@ export interface RevokedEntry {
   readonly revokedAtMs: number;
   /** From the ledger: undefined when the ledger holds no record of the serial. */
   readonly kind?: string;
+  /** Undefined also when its record holds no end (0: recorded by a renewal from outside the ledger). */
   readonly notAfterMs?: number;
 }
 
@@ -93,7 +94,9 @@ export async function followRevokedServerCertificates(options: {
         serial: r.serial,
         revokedAtMs,
         kind: r.kind,
-        notAfterMs: Number(r.notAfterMs),
+        // Not expired, but unknown: a certificate issued outside the ledger is recorded without
+        // its end when it renews, and still authenticates until that end.
+        notAfterMs: r.notAfterMs > 0n ? Number(r.notAfterMs) : undefined,
       });
     }
     for (const [serial, revokedAtMs] of revoked)
@@ -120,13 +123,28 @@ export async function followRevokedServerCertificates(options: {
   };
   await refresh();
   let timer: NodeJS.Timeout | undefined;
-  // One refresh at a time: a slower read finishing last never puts an older list back.
-  let running = Promise.resolve();
+  // One refresh at a time (a slower read finishing last never puts an older list back), and at
+  // most one waiting behind it: the changes made during a read of the whole ledger are all
+  // taken by the one read after it, not by one read each (a burst left a backlog of reads).
+  let running = false;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    do {
+      again = false;
+      if (!closed) await refresh();
+    } while (again);
+    running = false;
+  };
   const soon = () => {
     if (closed || timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
-      running = running.then(refresh);
+      void run();
     }, SETTLE_MS);
   };
   const stop = revocations.onChange(soon);

@@ -118,7 +118,11 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
       logger.info({ why }, "TLS files reloaded");
     } catch (err) {
       logger.error({ err, why }, "TLS files not reloaded; the running ones are kept");
+      return;
     }
+    // A revoked certificate put in (a backup restored) is renewed at once too, not when the
+    // renewal planned for the one it replaced comes due.
+    onRevocation();
   };
   const paths = files.paths(options.config());
   const unwatch = watchFiles(
@@ -191,6 +195,8 @@ export function keepTlsFresh(options: TlsFreshness): (why: string) => void {
             renewing = false;
             if (fresh !== undefined) {
               failures = 0;
+              // Renewed: that serial, put back in the files later, is renewed again.
+              renewingRevoked = undefined;
               logger.info(
                 { serial: fresh.serialNumber, notAfter: fresh.validTo },
                 "server certificate renewed from the local CA",
