@@ -120,6 +120,18 @@ async function threeRecords(path: string, copyPath: string): Promise<void> {
   await log.close();
 }
 
+/** A trail with a copy in another directory, `n` records appended to it, closed. */
+async function trailWithCopy(n: number): Promise<{ path: string; copyPath: string }> {
+  const d = dir();
+  const path = join(d, "audit.log");
+  const copyPath = join(d, "other-disk", "audit-copy.log");
+  mkdirSync(join(d, "other-disk"));
+  const log = await openAuditLog({ path, copyPath, logger: silentLogger });
+  for (let i = 0; i < n; i++) await log.append(fields(i));
+  await log.close();
+  return { path, copyPath };
+}
+
 /**
  * Rotates the trail at `path` (and its copy) in a child process that runs
  * `afterRename` (JS) once both files are renamed and `failed` (JS) if the
@@ -294,6 +306,91 @@ describe("audit log", () => {
         "all of the torn tail, kept",
       );
     });
+
+  for (const [name, tear, tornLines] of [
+    // ext4 data=writeback: the size and the last page made it, a page before it did not (zeros).
+    ["zeros over a line", (ls: Buffer[]) => [ls[6]?.subarray(0, -1)], 3],
+    // Zeros over the end of one line and the start of the next, newline and all: one torn line.
+    ["zeros across two lines", (ls: Buffer[]) => [ls[6]?.subarray(-40), ls[7]?.subarray(0, 40)], 2],
+  ] as const)
+    it(`moves a group torn in its middle (${name}) aside with its later records, so the trail verifies`, async () => {
+      const d = dir();
+      const path = join(d, "audit.log");
+      const log = await openAuditLog({ path, logger: silentLogger });
+      for (let i = 0; i < 8; i++) await log.append(fields(i));
+      await log.close();
+      // The power loss: lines 7 to 9 (seq 7 to 9) were the last, unsynced group.
+      const ls = lines(path).map((l) => Buffer.from(`${l}\n`));
+      for (const part of tear(ls)) part?.fill(0);
+      writeFileSync(path, Buffer.concat(ls));
+      const again = await openAuditLog({ path, logger: silentLogger });
+      await again.append(fields(9));
+      await again.close();
+      const v = verifyAuditFiles([path]);
+      assert.deepEqual(v, { ok: true, files: 1, records: 8 }, JSON.stringify(v.problem));
+      const recs = lines(path).map((l) => JSON.parse(l) as AuditRecord);
+      assert.deepEqual(
+        recs.map((r) => r.seq),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        "the chain goes on from the last good record",
+      );
+      assert.equal(recs[6]?.event, "audit.recovered");
+      assert.match(
+        recs[6]?.reason ?? "",
+        new RegExp(
+          `${tornLines} line\\(s\\) \\(\\d+ bytes\\) after record 6 moved to .*audit\\.log\\.torn-`,
+        ),
+      );
+      const moved = readdirSync(d).filter((f) => f.includes(".torn-"));
+      assert.equal(moved.length, 1);
+      assert.deepEqual(
+        readFileSync(join(d, moved[0] as string)),
+        Buffer.concat(ls.slice(6)),
+        "the torn line and every line after it, kept",
+      );
+    });
+
+  it("moves a line of another chain (stale data) in the last group aside with the records after it", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const log = await openAuditLog({ path, logger: silentLogger });
+    for (let i = 0; i < 8; i++) await log.append(fields(i));
+    await log.close();
+    const other = join(d, "other.log");
+    const stale = await openAuditLog({ path: other, logger: silentLogger });
+    await stale.append(fields(99));
+    await stale.close();
+    const ls = lines(path);
+    ls[6] = lines(other)[1] as string; // parses, but its prev is no record's here
+    writeFileSync(path, `${ls.join("\n")}\n`);
+    const again = await openAuditLog({ path, logger: silentLogger });
+    await again.append(fields(9));
+    await again.close();
+    const v = verifyAuditFiles([path]);
+    assert.deepEqual(v, { ok: true, files: 1, records: 8 }, JSON.stringify(v.problem));
+  });
+
+  it("leaves a broken line further back than any unsynced group can reach where it is", async () => {
+    const d = dir();
+    const path = join(d, "audit.log");
+    const log = await openAuditLog({ path, logger: silentLogger });
+    // Past 1 MiB of records after the broken one: acknowledged long ago, not a torn group.
+    await Promise.all(Array.from({ length: 3000 }, (_, i) => log.append(fields(i))));
+    await log.close();
+    assert.ok(statSync(path).size > 1.2 * 1024 * 1024);
+    const ls = lines(path);
+    ls[2] = "x".repeat((ls[2] as string).length);
+    writeFileSync(path, `${ls.join("\n")}\n`);
+    const again = await openAuditLog({ path, logger: silentLogger });
+    await again.close();
+    assert.deepEqual(
+      readdirSync(d).filter((f) => f.includes(".torn-")),
+      [],
+      "nothing moved aside",
+    );
+    assert.equal(lines(path).length, 3002, "every record kept, the start record after them");
+    assert.equal(verifyAuditFiles([path]).problem?.line, 3);
+  });
 
   it("refuses a copy that is the trail's own file under another name", async () => {
     const d = dir();
@@ -701,14 +798,62 @@ describe("audit log", () => {
       );
     });
 
-  it("says in the chain when the copy ends at another record of the same seq", async () => {
-    const d = dir();
-    const path = join(d, "audit.log");
-    const copyPath = join(d, "other-disk", "audit-copy.log");
-    mkdirSync(join(d, "other-disk"));
-    let log = await openAuditLog({ path, copyPath, logger: silentLogger });
-    for (let i = 0; i < 3; i++) await log.append(fields(i));
+  for (const torn of ["main file", "copy"] as const)
+    it(`takes over no record from behind a torn middle in the ${torn}`, async () => {
+      const { path, copyPath } = await trailWithCopy(8);
+      // The power loss hit the last group (seq 8 and 9): in one file record 8
+      // came back as zeros and 9 whole, the other file got record 8 only.
+      const [tornPath, shortPath] = torn === "copy" ? [copyPath, path] : [path, copyPath];
+      const ls = lines(path);
+      writeFileSync(
+        tornPath,
+        `${[...ls.slice(0, 7), "\0".repeat((ls[7] as string).length), ls[8]].join("\n")}\n`,
+      );
+      writeFileSync(shortPath, `${ls.slice(0, 8).join("\n")}\n`);
+      const log = await openAuditLog({ path, copyPath, logger: silentLogger });
+      await log.append(fields(9));
+      await log.close();
+      for (const p of [path, copyPath]) {
+        const v = verifyAuditFiles([p]);
+        assert.deepEqual(
+          v,
+          { ok: true, files: 1, records: 10 },
+          `${p}: ${JSON.stringify(v.problem)}`,
+        );
+      }
+      assert.equal(readFileSync(copyPath, "utf8"), readFileSync(path, "utf8"));
+      const recs = lines(path).map((l) => JSON.parse(l) as AuditRecord);
+      assert.deepEqual(
+        recs.slice(0, 8),
+        ls.slice(0, 8).map((l) => JSON.parse(l)),
+      );
+      assert.equal(recs[8]?.event, "audit.recovered");
+      assert.match(
+        recs[8]?.reason ?? "",
+        /1 record\(s\) at the end of .* missing from .*: copied over/,
+      );
+      assert.ok(
+        !recs.some((r) => r.requestId === "r-7"),
+        "record 9 of the torn group is not in the chain",
+      );
+    });
+
+  it("brings the records behind a line broken in the main file's tail back from the copy", async () => {
+    const { path, copyPath } = await trailWithCopy(20);
+    const ls = lines(path);
+    ls[9] = "x".repeat((ls[9] as string).length); // bit rot in an acknowledged record
+    writeFileSync(path, `${ls.join("\n")}\n`);
+    const log = await openAuditLog({ path, copyPath, logger: silentLogger });
     await log.close();
+    assert.equal(readFileSync(path, "utf8"), readFileSync(copyPath, "utf8"));
+    const recs = lines(path).map((l) => JSON.parse(l) as AuditRecord);
+    assert.equal(recs.length, 22);
+    assert.match(recs[21]?.reason ?? "", /12 record\(s\) at the end of .*audit-copy\.log missing/);
+    assert.equal(verifyAuditFiles([path]).ok, true);
+  });
+
+  it("says in the chain when the copy ends at another record of the same seq", async () => {
+    const { path, copyPath } = await trailWithCopy(3);
     // The copy's last record replaced by another one of the same seq, chained alike.
     const ls = lines(copyPath);
     const { hash: _h, ...unhashed } = JSON.parse(ls.at(-1) as string) as AuditRecord;
@@ -716,7 +861,7 @@ describe("audit log", () => {
     const other = recordLine({ ...edited, hash: chainHash(edited, undefined) });
     writeFileSync(copyPath, `${ls.slice(0, -1).join("\n")}\n${other}`);
     assert.equal(verifyAuditFiles([copyPath]).ok, true, "the copy verifies on its own");
-    log = await openAuditLog({ path, copyPath, logger: silentLogger });
+    const log = await openAuditLog({ path, copyPath, logger: silentLogger });
     await log.append(fields(3));
     await log.close();
     const recovered = lines(copyPath).map(

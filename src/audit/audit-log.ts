@@ -97,9 +97,10 @@ interface Pending {
 }
 
 /**
- * Opens (creating, 0600) the audit file. A torn last line left by a crash is
- * moved aside to `<path>.torn-<time>` and a recovery record continues the
- * chain, so the file always verifies.
+ * Opens (creating, 0600) the audit file. A torn tail left by a crash (a
+ * torn last line, or a last group torn in its middle and the records after
+ * the tear) is moved aside to `<path>.torn-<time>` and a recovery record
+ * continues the chain, so the file always verifies.
  */
 export async function openAuditLog(options: AuditLogOptions): Promise<AuditLog> {
   const clock = options.clock ?? systemClock;

@@ -8,8 +8,9 @@ import {
 
 /**
  * Start-up repair of the trail and its copy, before anything is written: a
- * rotation a crash cut short between the two is undone, a torn last line
- * in either is moved aside, and a file a crash left behind the other takes
+ * rotation a crash cut short between the two is undone, a torn tail in
+ * either (a torn last line, or a last group torn in its middle with the
+ * records after the tear) is moved aside, and a file a crash left behind the other takes
  * over the records that continue its chain. Answers where the main file's
  * chain ends and what was repaired, for the recovery record.
  */
@@ -28,11 +29,12 @@ export function recoverAuditTrail(
   let recovered = recoverAuditFile(options.path, clock);
   /** What the start repaired, for the recovery record. */
   const repairs: string[] = [];
-  if (recovered.tornFile !== undefined)
-    repairs.push(`torn last line (${recovered.tornBytes} bytes) moved to ${recovered.tornFile}`);
+  tornRepair(recovered, repairs);
   if (options.copyPath !== undefined) {
-    // The copy is repaired the same way; a torn tail there must not glue onto new records.
+    // The copy is repaired the same way, first: a torn tail there must not glue onto
+    // new records, and the records behind a torn line are never taken over as good.
     const copy = recoverAuditFile(options.copyPath, clock);
+    tornRepair(copy, repairs);
     // (A copy without a record is new: it starts at the next record.)
     if (copy.hash !== recovered.hash && copy.hash !== "") {
       // A crash mid-write left the last records in one file only: the other takes them over.
@@ -58,4 +60,14 @@ export function recoverAuditTrail(
     }
   }
   return { recovered, repairs };
+}
+
+/** What the repair of one file's torn tail says in the recovery record (nothing: none). */
+function tornRepair(file: RecoveredAuditFile, repairs: string[]): void {
+  if (file.tornFile === undefined) return;
+  repairs.push(
+    (file.tornLines ?? 0) > 1
+      ? `torn last group: ${file.tornLines} line(s) (${file.tornBytes} bytes) after record ${file.seq} moved to ${file.tornFile}`
+      : `torn last line (${file.tornBytes} bytes) moved to ${file.tornFile}`,
+  );
 }
