@@ -156,6 +156,18 @@ describe("agents and a revoked server certificate", () => {
       },
       { timeoutMs: 20_000, intervalMs: 100 },
     );
+    // While it served the revoked certificate the daemon left it out of its agents' list (it
+    // never tells them the one it serves); serving the new one, it tells them again.
+    await eventually(
+      () => {
+        const list = readFileSync(join(agentDir, "revoked-servers.json"), "utf8");
+        assert.ok(
+          list.includes(`"${serialKey(stolen.certPem)}"`),
+          "the agent was not told again once the daemon served a new certificate",
+        );
+      },
+      { timeoutMs: 20_000, intervalMs: 100 },
+    );
   });
 
   it("an agent that learned the revocation refuses a server presenting the revoked certificate, and sends it nothing", async () => {
