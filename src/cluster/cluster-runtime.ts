@@ -35,6 +35,8 @@ export interface ClusterRuntimeOptions {
   readonly memoryOvercommit?: number;
   /** TTL of this process's runner lease; orphaned migrations are settled after it (default 10 s). */
   readonly runnerLeaseMs?: number;
+  /** The serial of the server certificate this process serves, published in its runner key. */
+  readonly servingSerial?: () => string | undefined;
   /** How long an orphaned migration's hypervisor job may go on before settling aborts it (default 30 min). */
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
@@ -73,8 +75,13 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
   const { store, inventory, executors, clock, logger } = options;
   const leaseMs = options.runnerLeaseMs ?? 10_000;
   let engineRef: MigrationEngine | undefined;
-  const runners = await registerRunner(store, newRunnerId(), leaseMs, logger, () =>
-    engineRef?.abortAll("runner lease lost"),
+  const runners = await registerRunner(
+    store,
+    newRunnerId(),
+    leaseMs,
+    logger,
+    () => engineRef?.abortAll("runner lease lost"),
+    options.servingSerial,
   );
   const records = createMigrationRecords(store);
   const planner = createPlanner({

@@ -50,6 +50,7 @@ export {
 } from "./fence-timing.js";
 export type { Inventory, InventoryOptions, RegisterResult } from "./inventory.js";
 export { createInventory } from "./inventory.js";
+export { followLiveServingSerials, type LiveServingSerials } from "./live-serving-serials.js";
 export type { LocalOperationRunnerOptions } from "./local-operation-runner.js";
 export { startLocalOperationRunner } from "./local-operation-runner.js";
 export type {

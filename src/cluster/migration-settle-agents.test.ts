@@ -85,7 +85,12 @@ async function orphaned(
       inventory,
       executors,
       journal,
-      runners: { id: "me", isAlive: async () => false, close: async () => {} },
+      runners: {
+        id: "me",
+        isAlive: async () => false,
+        publishServing: () => {},
+        close: async () => {},
+      },
       clock,
       logger: silentLogger,
     });

@@ -119,7 +119,12 @@ async function settling(
       inventory,
       executors,
       journal,
-      runners: { id: "me", isAlive: async () => false, close: async () => {} },
+      runners: {
+        id: "me",
+        isAlive: async () => false,
+        publishServing: () => {},
+        close: async () => {},
+      },
       clock,
       logger: silentLogger,
     });

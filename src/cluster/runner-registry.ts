@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { type Logger, RpcError, timeoutSignal } from "../core/index.js";
 import type { KvStore, Lease } from "../store/index.js";
+import { encodeRunnerValue, RUNNERS_PREFIX as PREFIX } from "./runner-value.js";
 
-const PREFIX = "runners/";
 /** How every runner id starts (claims by older daemons, `host:pid`, do not). */
 const ID_PREFIX = "r-";
 
@@ -26,6 +26,11 @@ export interface RunnerRegistry {
   /** This process's runner id. */
   readonly id: string;
   isAlive(runnerId: string, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Writes the serial this process serves now into its key, soon (its TLS
+   * material changed); at the latest the next renewal tick writes it.
+   */
+  publishServing(): void;
   close(): Promise<void>;
 }
 
@@ -52,17 +57,27 @@ export async function registerRunner(
    * must stop here.
    */
   onLost: () => void = () => {},
+  /**
+   * The serial of the server certificate this process serves, written in its
+   * key for the other daemons (docs/security.md: a live daemon's certificate
+   * is never told to agents as revoked). Read at each registration and tick.
+   */
+  serving: () => string | undefined = () => undefined,
 ): Promise<RunnerRegistry> {
   const closing = new AbortController();
+  /** The value the key holds now (written by the last registration or publication). */
+  let written = "";
   /** Registers on a new lease; resolves with it and when it was granted. */
   const register = async () => {
     const sentAt = performance.now();
     const granted = await store.grantLease(ttlMs, { signal: closing.signal });
+    const value = encodeRunnerValue(id, serving());
     try {
-      await store.put(PREFIX + id, new TextEncoder().encode(id), {
+      await store.put(PREFIX + id, new TextEncoder().encode(value), {
         lease: granted.id,
         signal: closing.signal,
       });
+      written = value;
     } catch (err) {
       // Given up (closing) or failed, the put may still have applied: nothing keeps it.
       await granted.revoke().catch(() => undefined);
@@ -113,17 +128,38 @@ export async function registerRunner(
     lost = false;
     await old.revoke().catch(() => undefined);
   };
+  /**
+   * Writes the serving serial when it changed: a comparison per tick, a write
+   * only after a TLS change. One that fails is tried again at the next tick
+   * (a lost lease: the new registration writes it).
+   */
+  const publish = async () => {
+    const value = encodeRunnerValue(id, serving());
+    if (lost || value === written || closing.signal.aborted) return;
+    try {
+      await store.put(PREFIX + id, new TextEncoder().encode(value), {
+        lease: lease.id,
+        signal: closing.signal,
+      });
+      written = value;
+    } catch (err) {
+      if (!closing.signal.aborted)
+        logger.warn({ err }, "serving serial not published in the runner key; trying again");
+    }
+  };
   let renewing: Promise<void> | undefined;
+  /** Renewals and publications, one at a time: a write on a lease being replaced would outlive it. */
+  const step = (run: () => Promise<void>) => {
+    renewing ??= run()
+      .catch((err: unknown) => {
+        if (!closing.signal.aborted) logger.error({ err }, "runner lease renewal failed");
+      })
+      .finally(() => {
+        renewing = undefined;
+      });
+  };
   const timer = setInterval(
-    () => {
-      renewing ??= renew()
-        .catch((err: unknown) => {
-          if (!closing.signal.aborted) logger.error({ err }, "runner lease renewal failed");
-        })
-        .finally(() => {
-          renewing = undefined;
-        });
-    },
+    () => step(() => renew().then(publish)),
     Math.max(100, Math.floor(ttlMs / 3)),
   );
   timer.unref();
@@ -132,6 +168,7 @@ export async function registerRunner(
     async isAlive(runnerId, signal) {
       return (await store.get(PREFIX + runnerId, { signal })) !== undefined;
     },
+    publishServing: () => step(publish),
     async close() {
       clearInterval(timer);
       closing.abort();

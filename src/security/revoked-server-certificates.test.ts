@@ -46,7 +46,47 @@ describe("the revoked server certificates told to agents", () => {
   });
 });
 
-describe("a daemon whose own certificate is revoked before it has a new one", () => {
+/**
+ * Revokes abc1 (served, as `served` says) and def2 over a fresh store at `path`:
+ * only def2 is told; after `stop` (abc1 no longer served) and a refresh,
+ * both are, and listeners hear it.
+ */
+async function leftOutWhileServed(
+  path: string,
+  served: Pick<Parameters<typeof followRevokedServerCertificates>[0], "serving" | "liveServing">,
+  stop: () => void,
+) {
+  const store = createSqliteStore({ path, logger: silentLogger });
+  const revocations = await loadRevocations(store, systemClock, silentLogger);
+  const list = await followRevokedServerCertificates({
+    revocations,
+    ledger: createCertificateLedger(store, systemClock),
+    clock: systemClock,
+    logger: silentLogger,
+    ...served,
+  });
+  try {
+    const told: (readonly string[])[] = [];
+    list.onChange((serials) => told.push(serials));
+    await revocations.revoke("ABC1", "stolen");
+    await revocations.revoke("def2", "stolen");
+    for (let i = 0; i < 200 && !list.current()?.includes("def2"); i++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(list.current(), ["def2"], "the served certificate is left out");
+    stop();
+    list.refresh();
+    for (let i = 0; i < 200 && list.current()?.length !== 2; i++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual([...(list.current() ?? [])].sort(), ["abc1", "def2"]);
+    assert.deepEqual([...(told.at(-1) ?? [])].sort(), ["abc1", "def2"], "listeners told");
+  } finally {
+    list.close();
+    revocations.close();
+    await store.close();
+  }
+}
+
+describe("a revoked certificate a daemon serves before it has a new one", () => {
   const dir = mkdtempSync(join(tmpdir(), "dv-revoked-own-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -54,35 +94,21 @@ describe("a daemon whose own certificate is revoked before it has a new one", ()
   // control plane left, their HA VMs self-fence: a revocation it cannot yet answer (no CA key, a
   // failed renewal) must not take the cluster's VMs down.
   it("does not tell its agents to refuse the certificate it serves, and tells them once it serves another", async () => {
-    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
-    const revocations = await loadRevocations(store, systemClock, silentLogger);
     let serving = "abc1";
-    const list = await followRevokedServerCertificates({
-      revocations,
-      ledger: createCertificateLedger(store, systemClock),
-      clock: systemClock,
-      logger: silentLogger,
-      serving: () => serving,
-    });
-    try {
-      const told: (readonly string[])[] = [];
-      list.onChange((serials) => told.push(serials));
-      await revocations.revoke("ABC1", "stolen");
-      await revocations.revoke("def2", "stolen");
-      for (let i = 0; i < 200 && !list.current()?.includes("def2"); i++)
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.deepEqual(list.current(), ["def2"], "the served certificate is left out");
+    await leftOutWhileServed(join(dir, "own.db"), { serving: () => serving }, () => {
       serving = "f00d";
-      list.refresh();
-      for (let i = 0; i < 200 && list.current()?.length !== 2; i++)
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.deepEqual([...(list.current() ?? [])].sort(), ["abc1", "def2"]);
-      assert.deepEqual([...(told.at(-1) ?? [])].sort(), ["abc1", "def2"], "listeners told");
-    } finally {
-      list.close();
-      revocations.close();
-      await store.close();
-    }
+    });
+  });
+
+  // Agents moved here from another daemon serving it could not go back to it; should this
+  // daemon then fail, their nodes have no control plane and their HA VMs self-fence.
+  it("does not tell them to refuse one another live daemon serves, and tells them once none does", async () => {
+    const live = new Map([["abc1", "r-other001"]]);
+    await leftOutWhileServed(
+      join(dir, "live.db"),
+      { serving: () => "f00d", liveServing: () => live },
+      () => live.clear(),
+    );
   });
 });
 

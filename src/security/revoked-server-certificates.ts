@@ -57,6 +57,32 @@ export function revokedServerSerials(
 }
 
 /**
+ * `serials` without the certificates served now: `own` (this daemon's) and
+ * those of `live` daemons (runner id by serial), each logged as an error.
+ */
+function leaveOutServed(
+  serials: readonly string[],
+  own: string | undefined,
+  live: ReadonlyMap<string, string> | undefined,
+  logger: Logger,
+): string[] {
+  return serials.filter((serial) => {
+    if (serial === own)
+      logger.error(
+        { serial },
+        "this daemon serves a revoked certificate: agents are not told to refuse it until it is replaced",
+      );
+    else if (live?.has(serial) === true)
+      logger.error(
+        { serial, runner: live.get(serial) },
+        "a live control-plane daemon serves a revoked certificate: agents are not told to refuse it until it is replaced or that daemon stops",
+      );
+    else return true;
+    return false;
+  });
+}
+
+/**
  * Follows `revocations` (this daemon's copy, kept current by a watch) and
  * reads the ledger for each change: the list is made again, and listeners
  * told when it differs. An expired certificate leaves the list at the next
@@ -77,6 +103,13 @@ export async function followRevokedServerCertificates(options: {
    * not yet answer with a new certificate (no CA key, a failed renewal).
    */
   readonly serving?: () => string | undefined;
+  /**
+   * The serials the live control-plane daemons serve (runner id by serial,
+   * as each publishes its own), left out for the same reason: agents moved
+   * here from a daemon serving one could not go back to it. Call `refresh()`
+   * when they change.
+   */
+  readonly liveServing?: () => ReadonlyMap<string, string>;
 }): Promise<RevokedServerCertificates> {
   const { revocations, ledger, clock, logger } = options;
   const listeners = new Set<(serials: readonly string[]) => void>();
@@ -102,13 +135,7 @@ export async function followRevokedServerCertificates(options: {
     for (const [serial, revokedAtMs] of revoked)
       if (!known.has(serial)) entries.push({ serial, revokedAtMs });
     const serials = revokedServerSerials(entries, clock.now());
-    const own = options.serving?.();
-    if (own === undefined || !serials.includes(own)) return serials;
-    logger.error(
-      { serial: own },
-      "this daemon serves a revoked certificate: agents are not told to refuse it until it is replaced",
-    );
-    return serials.filter((s) => s !== own);
+    return leaveOutServed(serials, options.serving?.(), options.liveServing?.(), logger);
   };
   const refresh = async () => {
     try {

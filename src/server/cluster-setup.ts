@@ -37,6 +37,8 @@ export interface ClusterSetup {
   readonly resources: OpenedResources;
   /** Dev mode's files, in dev mode. */
   readonly dev?: DevEnvironment;
+  /** The serial of the server certificate this daemon serves now, published for the other daemons. */
+  readonly servingSerial?: () => string | undefined;
 }
 
 /** The running cluster: inventory, simulation, storage and the migration/failover runtime. */
@@ -160,6 +162,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
+    servingSerial: setup.servingSerial,
     settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
     onSettled: (m, tenant) => {

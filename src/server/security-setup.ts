@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { followLiveServingSerials } from "../cluster/index.js";
 import type { Clock, Logger, OpenedResources } from "../core/index.js";
 import { createPanelSessions, type PanelSessions } from "../panel/index.js";
 import type { CertificateAuthority } from "../pki/index.js";
@@ -99,14 +100,19 @@ export async function setUpSecurity(setup: SecuritySetup): Promise<DaemonSecurit
     ] as const)
       await ledger.record(readFileSync(file, "utf8"), { issuedBy: "dev-mode", kind });
   }
+  // The certificates the other live daemons serve (their runner keys): never told as revoked.
+  const liveServing = await followLiveServingSerials(store, logger);
+  resources.push("live serving serials", () => liveServing.close());
   const revokedServers = await followRevokedServerCertificates({
     revocations,
     ledger,
     clock,
     logger,
     serving: setup.servingSerial,
+    liveServing: () => liveServing.serials(),
   });
   resources.push("revoked server certificates", () => revokedServers.close());
+  liveServing.onChange(() => revokedServers.refresh());
   let policy: AccessPolicy = configPolicy;
   const rebuildPolicy = () => {
     // Stored roles never shadow built-in or config-file roles.

@@ -26,6 +26,8 @@ export interface TlsFiles {
   readonly expiries: Readonly<Record<string, number>>;
   /** The serial ({@link serialKey}) of the server certificate last loaded; undefined before. */
   servingSerial(): string | undefined;
+  /** Called after a load changed the serving serial; returns the function that stops it. */
+  onServingChange(listener: () => void): () => void;
 }
 
 /** The TLS files of a daemon with `dev`'s files as fallbacks. */
@@ -55,14 +57,21 @@ export function createTlsFiles(
     }
   };
   let serving: string | undefined;
+  const servingListeners = new Set<() => void>();
   return {
     paths,
     noteExpiry,
     expiries,
     servingSerial: () => serving,
+    onServingChange(listener) {
+      servingListeners.add(listener);
+      return () => servingListeners.delete(listener);
+    },
     load(c) {
       const material = readTlsMaterial(paths(c), clock.now());
+      const before = serving;
       serving = serialOf(material.certPem);
+      if (serving !== before) for (const l of [...servingListeners]) l();
       noteExpiry("server", material.certPem);
       noteExpiry("client-ca", material.clientCaPem);
       return material;

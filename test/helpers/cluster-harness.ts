@@ -254,7 +254,12 @@ export function engineOn(
     journal,
     records,
     operations: createVmOperations(h.store, h.clock),
-    runners: { id: runnerId, isAlive: async () => true, close: async () => {} },
+    runners: {
+      id: runnerId,
+      isAlive: async () => true,
+      publishServing: () => {},
+      close: async () => {},
+    },
     clock: h.clock,
     logger: silentLogger,
     ...options.overrides,
