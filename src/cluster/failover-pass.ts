@@ -9,7 +9,7 @@ import { type Clock, type Logger, msFromTimestamp, toRpcError } from "../core/in
 import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import { getMessage, type KvStore, updateMessage } from "../store/index.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import type { FailoverDecisions } from "./failover-decisions.js";
 import type { FailoverLeadership } from "./failover-leadership.js";
@@ -77,13 +77,28 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         compares: [leadership.elected()],
       });
       const target = m.target?.nodeId?.id ?? "";
-      const next = create(FailoverRecordSchema, {
-        vmId: vm.id,
-        restarts: recent + 1,
-        lastRestartMs: BigInt(now),
-        lastDecision: `restarted on ${target}`,
-      });
-      await store.put(key, encodeMessage(FailoverRecordSchema, next), { signal });
+      // Over the record as it is now, not as read: the target's answer can take until a cut
+      // off target is back, and meanwhile its agent may have said it self-fenced the vm there
+      // (noteSelfFenced). A mark on the source is the one this restart answers; one on the
+      // target is kept, or the vm stays stopped at its placement for good (chaos, seed 42).
+      await updateMessage(
+        store,
+        FailoverRecordSchema,
+        key,
+        (cur) => {
+          const onTarget = cur?.lostRunning === true && cur.lostReportNode === target;
+          return create(FailoverRecordSchema, {
+            vmId: vm.id,
+            restarts: recent + 1,
+            lastRestartMs: BigInt(now),
+            lastDecision: `restarted on ${target}`,
+            ...(onTarget
+              ? { lostRunning: true, lostReportNode: target, lostReportMs: cur.lostReportMs }
+              : {}),
+          });
+        },
+        { signal },
+      );
       decide({
         vmId: vm.id,
         node: nodeId,

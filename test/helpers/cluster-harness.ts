@@ -101,6 +101,8 @@ export async function startClusterHarness(options: {
   settleJobTimeoutMs?: number;
   /** Rewrites a node's heartbeat before it is delivered (a report the simulation cannot make). */
   report?: (nodeId: string, health: Health) => Health;
+  /** Wraps each node's driver as this "daemon" reaches it (a call held, say). */
+  driver?: (driver: RecoveringDriver) => RecoveringDriver;
 }): Promise<ClusterHarness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
   const store =
@@ -161,7 +163,10 @@ export async function startClusterHarness(options: {
   const runtime = await startClusterRuntime({
     store,
     inventory,
-    executors: createLocalExecutors((id) => counted(sim.driver(id))),
+    executors: createLocalExecutors((id) => {
+      const d = counted(sim.driver(id));
+      return d === undefined || options.driver === undefined ? d : options.driver(d);
+    }),
     replicas: options.replicas ?? { hasReplica: async () => false },
     clock,
     logger: process.env.DV_TEST_LOG ? consoleLogger : silentLogger,
