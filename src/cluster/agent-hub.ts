@@ -23,6 +23,7 @@ import { createAgentDelivery } from "./agent-delivery.js";
 import { createHeartbeatRecorder, type HeartbeatOutcome } from "./agent-heartbeat.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { createAgentPresence } from "./agent-presence.js";
+import { tellRevokedServers } from "./agent-revoked-servers.js";
 import { agentServiceBinding } from "./agent-service-binding.js";
 import type { AgentSession, Outgoing } from "./agent-session.js";
 import { guardStreams } from "./agent-stream-guard.js";
@@ -115,14 +116,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   const relay = createTransferRelay({ clock, logger: log, relayId: options.serverId });
   let relayAddress: string | undefined;
   options.closing?.addEventListener("abort", () => close(), { once: true });
-  const revokedServers = (serials: readonly string[] | undefined) =>
-    serials === undefined ? undefined : { serials: [...serials] };
-  // A new list goes to every stream held here at once: an agent connected to a certificate
-  // now revoked drops it and reconnects (its daemon renews a revoked certificate of its own).
-  const stopRevokedServers = options.revokedServers?.onChange((serials) => {
-    for (const s of sessions.values())
-      s.queue.push({ kind: { case: "revokedServers", value: { serials: [...serials] } } });
-  });
+  const revokedServers = tellRevokedServers(options.revokedServers, sessions);
 
   const delivery = createAgentDelivery({
     store: options.store,
@@ -208,8 +202,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
             selfFenceWindowMs: options.selfFenceWindowMs ?? 0,
             serverId: options.serverId,
             acceptsUnchangedVms: true,
-            // Unset while unknown: the agent keeps its own list.
-            revokedServers: revokedServers(options.revokedServers?.current()),
+            revokedServers: revokedServers.welcome(),
           },
         },
       });
@@ -238,7 +231,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
   function close(): void {
     if (stopping.signal.aborted) return;
     stopping.abort();
-    stopRevokedServers?.();
+    revokedServers.stop();
     for (const s of sessions.values()) s.queue.close();
   }
 

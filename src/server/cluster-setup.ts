@@ -24,6 +24,7 @@ import type { Metrics } from "./metrics.js";
 import { type DaemonSimulation, startSimulation } from "./simulation-setup.js";
 import { type StorageStack, startStorage } from "./storage-setup.js";
 import { failoverAuditFields, settledAuditFields, staleCopyAuditFields } from "./system-audit.js";
+import type { TlsFiles } from "./tls-setup.js";
 
 /** What the cluster part needs from the daemon. */
 export interface ClusterSetup {
@@ -37,8 +38,8 @@ export interface ClusterSetup {
   readonly resources: OpenedResources;
   /** Dev mode's files, in dev mode. */
   readonly dev?: DevEnvironment;
-  /** The serial of the server certificate this daemon serves now, published for the other daemons. */
-  readonly servingSerial?: () => string | undefined;
+  /** The server certificate this daemon serves now, published for the other daemons (again on each change). */
+  readonly served?: Pick<TlsFiles, "servingSerial" | "onServingChange">;
 }
 
 /** The running cluster: inventory, simulation, storage and the migration/failover runtime. */
@@ -64,7 +65,7 @@ export interface DaemonCluster extends DaemonSimulation {
  * (runner registration, orphaned migrations, failover controller).
  */
 export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> {
-  const { config, store, clock, logger, closing, metrics, audit, resources } = setup;
+  const { config, store, clock, logger, closing, metrics, audit, resources, served } = setup;
   const events = startClusterEvents({ config, store, clock, logger, registry: metrics.registry });
   // Closed after everything that tells events (opened later, closed sooner), before the store.
   resources.push("event recorder", () => events.recorder.close());
@@ -162,7 +163,7 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     cpuOvercommit: config.cluster.cpuOvercommit,
     memoryOvercommit: config.cluster.memoryOvercommit,
     runnerLeaseMs: config.cluster.runnerLeaseMs,
-    servingSerial: setup.servingSerial,
+    servingSerial: served === undefined ? undefined : () => served.servingSerial(),
     settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
     onSettled: (m, tenant) => {
@@ -188,6 +189,12 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
       : undefined,
   });
   resources.push("cluster runtime", () => runtime.close());
+  // A renewal or a reload: the other daemons learn the serial served here now.
+  if (served !== undefined)
+    resources.push(
+      "serving serial publication",
+      served.onServingChange(() => runtime.runners.publishServing()),
+    );
   return {
     inventory,
     sim,

@@ -140,13 +140,8 @@ async function composeDaemon(
     audit,
     resources,
     dev,
-    servingSerial: () => tlsFiles.servingSerial(),
+    served: tlsFiles,
   });
-  // A renewal or a reload: the other daemons learn the serial served here now.
-  resources.push(
-    "serving serial publication",
-    tlsFiles.onServingChange(() => cluster.runtime.runners.publishServing()),
-  );
   const services = createDaemonServices({
     config,
     store,
