@@ -238,6 +238,20 @@ describe("fencing on the nodes", async () => {
     );
     assert.ok(after.includes("watchdog-reset node-b-vm-002"), after.join("\n"));
     assert.ok(b.logs.some((l) => l.msg === "the agent was paused; checking fencing first"));
+    // The HA VMs the reset stopped are told to the control plane as self-fenced: nothing else
+    // brings them back when the node is READY again before a controller saw it NOT_READY
+    // (the chaos test, seed 105: an agent killed and revived within the fence delay).
+    const told = b.logs.find(
+      (l) => l.msg === "the watchdog reset the node; its HA vms are to run again",
+    );
+    assert.ok(told !== undefined && (told.vms as string[]).length > 0, "reset HA vms not told");
+    await eventually(
+      () =>
+        daemon.logs.some(
+          (l) => l.msg === "self-fenced HA vm marked to start again" && l.node === "node-b",
+        ),
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
   });
   it("a control-plane restart and a pause shorter than the window stop no VM", async (t) => {
     const seen = new Map<string, number>();

@@ -17,7 +17,7 @@ import { runAgentLink } from "./agent-link.js";
 import { createAgentLinkHandlers } from "./agent-link-handlers.js";
 import { writeAgentPidFile } from "./agent-pid-file.js";
 import { scheduleRenewal } from "./certificate-renewal.js";
-import { createFencedVmReports } from "./fenced-vm-reports.js";
+import { createFencedVmReports, createResetHaVms, RESET_TOLD } from "./fenced-vm-reports.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
 import { openRevokedServers } from "./revoked-servers.js";
@@ -86,8 +86,10 @@ async function serve(
   });
   opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
+  const resetHa = createResetHaVms();
   const hv = openNodeHypervisor(config, nodeId, log, {
     now,
+    onWatchdogReset: resetHa.stopped,
     failMigrationAt: () => faults.current().failMigrationAt,
     holdMigrationAt: () => faults.current().holdMigrationAt,
   });
@@ -147,6 +149,7 @@ async function serve(
   });
   // HA VMs this node stopped on its own, told until the control plane takes them over.
   const fenced = createFencedVmReports((m) => send(m));
+  resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
     driver: hv.driver,

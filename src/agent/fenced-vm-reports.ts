@@ -49,3 +49,36 @@ export function createFencedVmReports(
     },
   };
 }
+
+/** The agent's log line when it tells the HA VMs a watchdog reset stopped. */
+export const RESET_TOLD = "the watchdog reset the node; its HA vms are to run again";
+
+/**
+ * The HA VMs the node's watchdog stopped while no agent ran (a reset,
+ * carried out at the first hypervisor call after the agent wakes or starts
+ * again), told as self-fenced: else nothing brings them back when the node
+ * is READY again before any controller saw it NOT_READY. `stopped` is the
+ * driver's hook; what comes before `tellTo` is kept until then.
+ */
+export function createResetHaVms(): {
+  stopped(haVmIds: readonly string[]): void;
+  tellTo(
+    reports: FencedVmReports,
+    now: () => number,
+    logged: (ids: readonly string[]) => void,
+  ): void;
+} {
+  const pending: string[] = [];
+  let tell = (ids: readonly string[]) => void pending.push(...ids);
+  return {
+    stopped: (ids) => tell(ids),
+    tellTo(reports, now, logged) {
+      tell = (ids) => {
+        if (ids.length === 0) return;
+        logged(ids);
+        for (const id of ids) reports.fenced(id, now());
+      };
+      tell(pending.splice(0));
+    },
+  };
+}

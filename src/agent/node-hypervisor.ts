@@ -57,6 +57,8 @@ export interface HypervisorExtras {
   readonly holdMigrationAt?: () => number | undefined;
   /** Only look (status beside a running agent): write nothing. */
   readonly readOnly?: boolean;
+  /** sim: told the HA VMs a watchdog reset stopped. */
+  readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
 }
 
 /** The node id of an enrolled agent: its certificate's common name. */
@@ -90,6 +92,7 @@ export function openNodeHypervisor(
       failMigrationAt: extras.failMigrationAt,
       holdMigrationAt: extras.holdMigrationAt,
       readOnly: extras.readOnly,
+      onWatchdogReset: extras.onWatchdogReset,
       now: Date.now(),
     });
     const info = create(NodeInfoSchema, {

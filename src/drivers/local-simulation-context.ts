@@ -83,6 +83,7 @@ export function openLocalSimContext(options: LocalSimulationOptions): LocalSimCo
     readOnly,
     persist,
     note,
+    onWatchdogReset: options.onWatchdogReset,
   });
   /** Records `vmId` running here, with its disk locks taken under `generation` in the same step. */
   const startHere = (vmId: string, generation: bigint, define?: () => void) => {

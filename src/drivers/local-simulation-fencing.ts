@@ -14,6 +14,8 @@ export interface SimFencingOptions {
   readonly readOnly: boolean;
   persist(): void;
   note(action: string, vmId: string): void;
+  /** Told the HA VMs a watchdog reset stopped (the agent tells them as self-fenced). */
+  onWatchdogReset?(haVmIds: readonly string[]): void;
 }
 
 /** How the node's hardware and storage overrule its domain list. */
@@ -40,12 +42,15 @@ export function createSimFencing(options: SimFencingOptions): SimFencing {
       if (watchdog?.expired()) {
         for (const vm of running()) down.add(vm.info.id);
         if (!options.readOnly) {
+          const ha: string[] = [];
           for (const vm of running()) {
             vm.state = "stopped";
             options.note("watchdog-reset", vm.info.id);
+            if (vm.info.ha) ha.push(vm.info.id);
           }
           options.persist();
           watchdog.resetDone();
+          if (ha.length > 0) options.onWatchdogReset?.(ha);
         }
       }
       if (locks !== undefined) {

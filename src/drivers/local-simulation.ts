@@ -49,6 +49,12 @@ export interface LocalSimulationOptions {
    * tokens. Absent: starts are not fenced and VMs cannot be recovered here.
    */
   readonly sharedDir?: string;
+  /**
+   * Told the HA VMs a watchdog reset stopped, when the reset is carried out
+   * (the first call after the agent wakes or starts again): no agent ran to
+   * stop them, so only this tells the control plane they are to run again.
+   */
+  readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
 }
 
 /** One node's simulated hypervisor, owned by that node's agent process. */
