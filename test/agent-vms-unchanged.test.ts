@@ -89,11 +89,17 @@ function setup() {
   };
   const shown = async (node: string) =>
     ((await h.inventory.getNode(node))?.vms ?? []).map((v) => v.id).sort();
+  /** The node's VMs as `expected` within 10 s: a confirmed renewal may come before its report reads back. */
+  const shows = (node: string, expected: string[], message?: string) =>
+    eventually(async () => assert.deepEqual(await shown(node), expected, message), {
+      timeoutMs: 10_000,
+    });
   return {
     ...h,
     state,
     open,
     shown,
+    shows,
     async done(...agents: { close(): Promise<void> }[]) {
       for (const a of agents) await a.close();
       h.close();
@@ -107,13 +113,13 @@ describe("vms_unchanged after a heartbeat whose list was not stored", () => {
     const s = setup();
     const { a, beat } = await s.open("n1");
     await beat([vm("a", "n1")]);
-    assert.deepEqual(await s.shown("n1"), ["a"]);
+    await s.shows("n1", ["a"]);
     s.clock.advance(1000);
     await beat([vm("a", "n1"), vm("b", "n1")], { tsMs: s.clock.now() + 60_000 });
-    assert.deepEqual(await s.shown("n1"), ["a"], "the future report's content is refused");
+    await s.shows("n1", ["a"], "the future report's content is refused");
     s.clock.advance(1000);
     await beat("unchanged");
-    assert.deepEqual(await s.shown("n1"), ["a", "b"]);
+    await s.shows("n1", ["a", "b"]);
     await s.done(a);
   });
 
@@ -127,7 +133,7 @@ describe("vms_unchanged after a heartbeat whose list was not stored", () => {
     s.state.failTxn = false;
     s.clock.advance(1000);
     await beat("unchanged");
-    assert.deepEqual(await s.shown("n1"), ["c"]);
+    await s.shows("n1", ["c"]);
     await s.done(a);
   });
 
@@ -136,10 +142,10 @@ describe("vms_unchanged after a heartbeat whose list was not stored", () => {
     const { a, beat } = await s.open("n1");
     await beat([vm("a", "n1")]);
     await beat([vm("d", "n1")], { tsMs: s.clock.now() - 10_000 });
-    assert.deepEqual(await s.shown("n1"), ["a"]);
+    await s.shows("n1", ["a"]);
     s.clock.advance(1000);
     await beat("unchanged");
-    assert.deepEqual(await s.shown("n1"), ["d"]);
+    await s.shows("n1", ["d"]);
     await s.done(a);
   });
 
@@ -148,12 +154,16 @@ describe("vms_unchanged after a heartbeat whose list was not stored", () => {
     const { a, beat } = await s.open("n1");
     const many = Array.from({ length: 120 }, (_, i) => vm(`m-${String(i).padStart(3, "0")}`, "n1"));
     await beat(many);
-    assert.equal((await s.shown("n1")).length, 50);
+    await eventually(async () => assert.equal((await s.shown("n1")).length, 50), {
+      timeoutMs: 10_000,
+    });
     for (let i = 0; i < 2; i++) {
       s.clock.advance(1000);
       await beat("unchanged");
     }
-    assert.equal((await s.shown("n1")).length, 120);
+    await eventually(async () => assert.equal((await s.shown("n1")).length, 120), {
+      timeoutMs: 10_000,
+    });
     await s.done(a);
   });
 
@@ -163,12 +173,12 @@ describe("vms_unchanged after a heartbeat whose list was not stored", () => {
     await n2.beat([vm("x", "n2")]);
     const n1 = await s.open("n1");
     await n1.beat([vm("x", "n1")]);
-    assert.deepEqual(await s.shown("n1"), [], "a conflict: left out");
+    await s.shows("n1", [], "a conflict: left out");
     s.clock.advance(1000);
     await n2.beat([]);
     s.clock.advance(1000);
     await n1.beat("unchanged");
-    assert.deepEqual(await s.shown("n1"), ["x"]);
+    await s.shows("n1", ["x"]);
     assert.equal((await s.inventory.findVm("x"))?.nodeId?.id, "n1");
     await s.done(n1.a, n2.a);
   });
