@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,13 +8,12 @@ import { hideIpSniWarning } from "../src/client/index.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
-  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
-  startDaemonProcess,
   startDevDaemon,
+  startReplica,
 } from "./helpers/daemon-process.js";
-import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { downloadTransfer, fakeTarget, storageSnapshots } from "./helpers/transfer-calls.js";
 
@@ -29,12 +28,9 @@ hideIpSniWarning();
  * it for the transfer with its own node certificate.
  */
 describe("replication between agents on different control-plane replicas", async () => {
-  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the cross-replica replication tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const prefix = `/repl-replicas-${process.pid}/`;
   let dir: string;
   let first: DaemonProcess;
@@ -75,15 +71,7 @@ describe("replication between agents on different control-plane replicas", async
     dir = mkdtempSync(join(tmpdir(), "dv-repl-replicas-"));
     first = await startDevDaemon(dir, clusterConfig);
     // The second replica: the same cluster CA, a data directory of its own.
-    const dir2 = join(dir, "second");
-    mkdirSync(dir2);
-    cpSync(join(dir, "pki"), join(dir2, "pki"), { recursive: true });
-    const cfg = join(dir2, "second.yaml");
-    writeFileSync(
-      cfg,
-      JSON.stringify({ ...clusterConfig, audit: { path: join(dir2, "audit.log") } }),
-    );
-    second = await startDaemonProcess([...devDaemonArgs(dir2), "--config", cfg]);
+    second = await startReplica(dir, "second", clusterConfig);
     for (const node of ["node-a", "node-b"]) await enrollAgent(hvctl, first.grpcAddress, dir, node);
     await Promise.all([
       runAgent("node-a", first.grpcAddress),

@@ -1,6 +1,6 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -34,13 +34,12 @@ import {
 } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
-  devDaemonArgs,
   HVCTL_BIN,
   runProcess,
-  startDaemonProcess,
   startDevDaemon,
+  startReplica,
 } from "./helpers/daemon-process.js";
-import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { nodeChannel } from "./helpers/node-stream.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
@@ -65,12 +64,9 @@ function until<T>(
 }
 
 describe("node agents on their stream", async () => {
-  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the node agent tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   let dir: string;
   let daemon: DaemonProcess;
   let store: KvStore;
@@ -428,20 +424,11 @@ describe("node agents on their stream", async () => {
   it("moves to another control-plane process mid-operation without losing or repeating it", async () => {
     // A second daemon on the same etcd with the same cluster CA, in a data directory of its
     // own (one daemon per data directory); it goes first in the agent's list.
-    const dir2 = join(dir, "second");
-    mkdirSync(dir2);
-    cpSync(join(dir, "pki"), join(dir2, "pki"), { recursive: true });
-    const cfg = join(dir2, "second.yaml");
-    writeFileSync(
-      cfg,
-      JSON.stringify({
-        simulation: { enabled: false },
-        store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
-        cluster: { heartbeatIntervalMs: 1000 },
-        audit: { path: join(dir2, "audit.log") },
-      }),
-    );
-    const second = await startDaemonProcess([...devDaemonArgs(dir2), "--config", cfg]);
+    const second = await startReplica(dir, "second", {
+      simulation: { enabled: false },
+      store: { backend: "etcd", endpoints: [etcd.endpoint], prefix },
+      cluster: { heartbeatIntervalMs: 1000 },
+    });
     try {
       await enrollNode("node-e");
       const a = startAgent([

@@ -6,7 +6,7 @@ import type { OperationRecord } from "../src/gen/debvisor/store/v1/agent_records
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import type { AgentProcess } from "./helpers/agent-process.js";
 import type { DaemonProcess } from "./helpers/daemon-process.js";
-import { type EtcdServer, startEtcd } from "./helpers/etcd-server.js";
+import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
 import { type FencingCluster, startFencingCluster } from "./helpers/fencing-cluster.js";
 
@@ -17,12 +17,9 @@ import { type FencingCluster, startFencingCluster } from "./helpers/fencing-clus
  * written into the store by another process.
  */
 describe("fencing on the nodes", async () => {
-  const etcd: EtcdServer | undefined = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the node fencing tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   /** The agents' self-fence window; the fence delay is longer, as the config requires. */
   const WINDOW_MS = 10_000;
   const NODES = ["node-a", "node-b", "node-c"] as const;

@@ -23,12 +23,9 @@ import {
  * simulated storage (disk locks).
  */
 describe("V6: HA vms after a control-plane outage", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the control-plane outage tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   /** The agents' self-fence window (the fence delay exceeds it by the required margin). */
   const WINDOW_MS = FAST_WINDOW_MS;
   const NODES = ["node-a", "node-b", "node-c", "node-d"] as const;

@@ -17,12 +17,9 @@ const STALL_MS = 12_500;
  * The agents, whose window is longer than the stall, stop nothing.
  */
 describe("heartbeats while the store stalls (agents, etcd)", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the heartbeat stall tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const NODES = ["node-a", "node-b"] as const;
   let c: FencingCluster;
   const count = (node: string, msg: string) =>

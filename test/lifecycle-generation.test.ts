@@ -30,12 +30,9 @@ import {
  * chaos run, seed 6060, ended with two HA VMs stopped that way).
  */
 describe("lifecycle operations carry the placement generation (agents)", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the lifecycle generation tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const VM = "node-a-vm-001";
   let c: FencingCluster;
   before(async () => {

@@ -21,12 +21,9 @@ import {
  * this vm is in flight"), on a cluster whose other nodes were healthy.
  */
 describe("a migration's source dies mid-transfer", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the migration source-loss test is SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const NODES = ["node-a", "node-b", "node-c"] as const;
   /** Generated domains: odd positions are HA. */
   const VM = "node-a-vm-001";

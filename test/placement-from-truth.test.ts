@@ -26,12 +26,9 @@ import {
  * it there once.
  */
 describe("placement from the truth (agents)", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the placement-from-truth tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const NODES = ["node-a", "node-b", "node-c"] as const;
   const HA_VM = "node-a-vm-001";
   const PLAIN_VM = "node-a-vm-002";

@@ -22,12 +22,9 @@ import {
  * than the copy's changes nothing.
  */
 describe("stale copies removed by generation (agents)", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the stale copy removal tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const NODES = ["node-a", "node-b", "node-c"] as const;
   const VM = "node-a-vm-001";
   let c: FencingCluster;

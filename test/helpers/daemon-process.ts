@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePorts } from "./etcd-server.js";
@@ -22,6 +22,27 @@ export function startDevDaemon(dir: string, config: object = {}): Promise<Daemon
   const file = join(dir, "rpcd.yaml");
   writeFileSync(file, JSON.stringify(config));
   return startDaemonProcess([...devDaemonArgs(dir), "--config", file]);
+}
+
+/**
+ * Starts another control-plane replica beside the dev daemon of `dir`: in
+ * `dir`/`name`, with a copy of its `pki` (the same cluster CA and server
+ * certificate), its own audit file, and `config` layered on the dev defaults
+ * (a function gets the replica's directory, to place files there first).
+ * The store in `config` is what makes it a replica of the same cluster.
+ */
+export function startReplica(
+  dir: string,
+  name: string,
+  config: object | ((replicaDir: string) => object),
+): Promise<DaemonProcess> {
+  const own = join(dir, name);
+  mkdirSync(own);
+  cpSync(join(dir, "pki"), join(own, "pki"), { recursive: true });
+  const layered = typeof config === "function" ? config(own) : config;
+  const file = join(own, `${name}.yaml`);
+  writeFileSync(file, JSON.stringify({ audit: { path: join(own, "audit.log") }, ...layered }));
+  return startDaemonProcess([...devDaemonArgs(own), "--config", file]);
 }
 
 /** A daemon started as a child process, the way an operator or systemd starts it. */
