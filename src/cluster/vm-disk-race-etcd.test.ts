@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { startEtcd } from "../../test/helpers/etcd-server.js";
-import { missingTool } from "../../test/helpers/required-tools.js";
 import { createManualClock, handlerCall, type RpcError } from "../core/index.js";
 import { datasetKey } from "../drivers/index.js";
 import { DatasetRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
@@ -24,9 +23,9 @@ const GIB = 1024n ** 3n;
  */
 describe("disk claims across two control-plane processes on etcd", () => {
   it("of creates naming one disk through two processes at once, exactly one is written", async (t) => {
-    const etcd = await startEtcd().catch(() => undefined);
-    const missing = missingTool("etcd", etcd !== undefined, "apt-get install etcd-server");
-    if (missing || etcd === undefined) return t.skip(missing || "no etcd");
+    const etcd = await startEtcd();
+    // Not installed: a notice and undefined (under CI=true startEtcd throws instead).
+    if (etcd === undefined) return t.skip("etcd is not installed");
     const prefix = "/disk-claims-race/";
     const stores = [0, 1].map(() => createEtcdStore({ endpoints: [etcd.endpoint], prefix }));
     const clock = createManualClock(1_000_000);

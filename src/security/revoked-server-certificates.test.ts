@@ -6,7 +6,6 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { startEtcd } from "../../test/helpers/etcd-server.js";
-import { missingTool } from "../../test/helpers/required-tools.js";
 import { silentLogger, systemClock } from "../core/index.js";
 import { CertificateRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { createCertificateAuthority, loadCertificateAuthority, serialKey } from "../pki/index.js";
@@ -162,9 +161,9 @@ describe("a burst of revocations over a big ledger", () => {
   // reads (one per 100 ms of burst, each of the whole ledger) that ran on after the burst, and
   // the newest revocation reached agents only after all of them.
   it("lists the last revocation, and reads the ledger at most twice more once the burst is over", async (t) => {
-    const etcd = await startEtcd().catch(() => undefined);
-    const missing = missingTool("etcd", etcd !== undefined, "apt-get install etcd-server");
-    if (missing || etcd === undefined) return t.skip(missing || "no etcd");
+    const etcd = await startEtcd();
+    // Not installed: a notice and undefined (under CI=true startEtcd throws instead).
+    if (etcd === undefined) return t.skip("etcd is not installed");
     const prefix = "/revoked-burst/";
     // This daemon's store, and another daemon's, where the revocations are made.
     const store = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
