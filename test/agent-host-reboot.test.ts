@@ -118,4 +118,30 @@ describe("an agent on a host that rebooted since it last ran", async () => {
     assert.equal(states[PLAIN], "stopped", "no HA: not started by the control plane");
     assert.equal(states[PLAIN_2], "stopped", "no HA: not started by the control plane");
   });
+  it("a simulated node's reboot is the boot id alone: the simulation stops every VM, and each HA VM that ran is told once and started again", async () => {
+    assert.equal((await c.domains(NODE))[HA], "running");
+    const agent = c.agents.get(NODE);
+    assert.ok(agent !== undefined);
+    agent.proc.kill("SIGTERM");
+    if (agent.proc.exitCode === null) await new Promise((r) => agent.proc.once("exit", r));
+    const acted = c.actions(NODE).length;
+    writeFileSync(bootIdFile, `${randomUUID()}\n`);
+    const back = c.run(NODE);
+    await back.waitLog("connected to the control plane");
+    await eventually(async () => assert.equal((await c.domains(NODE))[HA], "running"), {
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    });
+    const actions = c.actions(NODE).slice(acted);
+    assert.equal(actions[0], `watchdog-reset ${HA}`, actions.join("\n"));
+    assert.ok(actions.includes(`start ${HA}`), actions.join("\n"));
+    // Seen by the simulation's reset and by the boot id both: told as one.
+    const told = back.logs.filter(
+      (l) => l.msg === "the watchdog reset the node; its HA vms are to run again",
+    );
+    assert.deepEqual(
+      told.map((l) => l.vms),
+      [[HA]],
+    );
+  });
 });
