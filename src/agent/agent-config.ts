@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { AgentError, mergeConfigLayers } from "../client/index.js";
-import { migrationUriProblem } from "../drivers/index.js";
+import { BOOT_ID_FILE, migrationUriProblem } from "../drivers/index.js";
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const hostPort = z
@@ -18,6 +18,12 @@ const hostPort = z
 export const agentConfigSchema = z.strictObject({
   /** The agent's directory: node.key, node.crt, ca.crt (from enroll), its journal, the simulation. Env DEBVISOR_AGENT_DIR. */
   dir: z.string().min(1).max(4096).default("/var/lib/debvisor-agent"),
+  /**
+   * Where the host's boot id is read. A different id than the one the agent
+   * kept is a reboot since it last ran: it tells the HA VMs that ran then
+   * and are stopped now as self-fenced. Env DEBVISOR_AGENT_BOOT_ID_FILE.
+   */
+  bootIdFile: z.string().min(1).max(4096).default(BOOT_ID_FILE),
   /** Control-plane addresses, tried in turn. Env DEBVISOR_AGENT_SERVERS (comma-separated). */
   servers: z.array(hostPort).max(32).default([]),
   /** Name to verify server certificates against, when it differs from the address. Env DEBVISOR_AGENT_TLS_SERVER_NAME. */
@@ -106,6 +112,7 @@ export const DEFAULT_AGENT_CONFIG = "/etc/debvisor/agent.yaml";
 const ENV: Readonly<Record<string, (v: string) => Record<string, unknown>>> = {
   DEBVISOR_AGENT_DIR: (v) => ({ dir: v }),
   DEBVISOR_AGENT_SERVERS: (v) => ({ servers: v.split(",").map((s) => s.trim()) }),
+  DEBVISOR_AGENT_BOOT_ID_FILE: (v) => ({ bootIdFile: v }),
   DEBVISOR_AGENT_TLS_SERVER_NAME: (v) => ({ tlsServerName: v }),
   DEBVISOR_AGENT_DRIVER: (v) => ({ driver: { kind: v } }),
   DEBVISOR_AGENT_LIBVIRT_URI: (v) => ({ driver: { uri: v } }),

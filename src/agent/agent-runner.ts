@@ -18,6 +18,7 @@ import { createAgentLinkHandlers } from "./agent-link-handlers.js";
 import { writeAgentPidFile } from "./agent-pid-file.js";
 import { scheduleRenewal } from "./certificate-renewal.js";
 import { createFencedVmReports, createResetHaVms, RESET_TOLD } from "./fenced-vm-reports.js";
+import { openHostBoot, stoppedByReboot } from "./host-boot.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
 import { openRevokedServers } from "./revoked-servers.js";
@@ -87,13 +88,17 @@ async function serve(
   opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
   const resetHa = createResetHaVms();
+  const boot = openHostBoot(config.dir, config.bootIdFile, log);
   const hv = openNodeHypervisor(config, nodeId, log, {
     now,
     onWatchdogReset: resetHa.stopped,
+    onHaRunning: (ids) => boot.sawRunning(ids),
     failMigrationAt: () => faults.current().failMigrationAt,
     holdMigrationAt: () => faults.current().holdMigrationAt,
   });
   opened.push("hypervisor", () => hv.close());
+  // A reboot stopped the HA VMs that ran before it, as a watchdog reset does: told the same way.
+  resetHa.stopped(await stoppedByReboot(boot, hv.domains, log, nodeId));
   opened.push("pid file", writeAgentPidFile(config.dir));
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
@@ -156,7 +161,7 @@ async function serve(
     isHa: (vmId) => hv.isHa(vmId),
     watchdog:
       config.driver.kind === "sim"
-        ? openSimulatedWatchdog(join(config.dir, "watchdog.json"))
+        ? openSimulatedWatchdog(join(config.dir, "watchdog.json"), config.bootIdFile)
         : undefined,
     logger: log,
     // On the clock its reports are stamped with (a fault may offset it).

@@ -54,11 +54,13 @@ export function createFencedVmReports(
 export const RESET_TOLD = "the watchdog reset the node; its HA vms are to run again";
 
 /**
- * The HA VMs the node's watchdog stopped while no agent ran (a reset,
- * carried out at the first hypervisor call after the agent wakes or starts
- * again), told as self-fenced: else nothing brings them back when the node
- * is READY again before any controller saw it NOT_READY. `stopped` is the
- * driver's hook; what comes before `tellTo` is kept until then.
+ * The HA VMs the node's watchdog or a reboot of its host stopped while no
+ * agent ran (a simulated reset, carried out at the first hypervisor call
+ * after the agent wakes or starts again; a boot id changed since the last
+ * run, see host-boot.ts), told as self-fenced: else nothing brings them
+ * back when the node is READY again before any controller saw it
+ * NOT_READY. `stopped` is the hook of both; what comes before `tellTo` is
+ * kept until then, each VM once (a simulated reboot is seen by both).
  */
 export function createResetHaVms(): {
   stopped(haVmIds: readonly string[]): void;
@@ -69,7 +71,9 @@ export function createResetHaVms(): {
   ): void;
 } {
   const pending: string[] = [];
-  let tell = (ids: readonly string[]) => void pending.push(...ids);
+  let tell = (ids: readonly string[]) => {
+    for (const id of ids) if (!pending.includes(id)) pending.push(id);
+  };
   return {
     stopped: (ids) => tell(ids),
     tellTo(reports, now, logged) {

@@ -59,6 +59,8 @@ export interface HypervisorExtras {
   readonly readOnly?: boolean;
   /** sim: told the HA VMs a watchdog reset stopped. */
   readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
+  /** Told the HA VMs running (or paused) at each inventory. */
+  readonly onHaRunning?: (haVmIds: readonly string[]) => void;
 }
 
 /** The node id of an enrolled agent: its certificate's common name. */
@@ -93,6 +95,7 @@ export function openNodeHypervisor(
       holdMigrationAt: extras.holdMigrationAt,
       readOnly: extras.readOnly,
       onWatchdogReset: extras.onWatchdogReset,
+      bootIdFile: config.bootIdFile,
       now: Date.now(),
     });
     const info = create(NodeInfoSchema, {
@@ -107,6 +110,7 @@ export function openNodeHypervisor(
       now,
       { define: (vm) => sim.define(vm), close: () => sim.close() },
       (domains) => simulatedUsage(domains, info.capacity),
+      extras.onHaRunning,
     );
   }
   const host = hostname()
@@ -131,10 +135,22 @@ export function openNodeHypervisor(
     // A start under a generation takes its RBD disks' locks first (no rbd command without RBD disks).
     rbdFencing: createRbdFencing({ rbd: config.storage.rbdCommand }),
   });
-  return build(nodeId, driver, info, () => undefined, now, { close: () => {} });
+  return build(
+    nodeId,
+    driver,
+    info,
+    () => undefined,
+    now,
+    { close: () => {} },
+    undefined,
+    extras.onHaRunning,
+  );
 }
 
-/** `usage`: the node's CPU load and memory in use from its domains; absent, none is reported (0). */
+/**
+ * `usage`: the node's CPU load and memory in use from its domains; absent,
+ * none is reported (0). `onHaRunning`: {@link HypervisorExtras.onHaRunning}.
+ */
 function build(
   nodeId: string,
   driver: HypervisorDriver,
@@ -143,16 +159,23 @@ function build(
   now: () => number,
   more: Pick<NodeHypervisor, "define" | "close">,
   usage?: (domains: readonly DomainStatus[]) => NodeUsage,
+  onHaRunning?: (haVmIds: readonly string[]) => void,
 ): NodeHypervisor {
+  const isHa = (vmId: string) => known(vmId)?.ha === true;
   return {
     nodeId,
     driver,
     info,
     ...more,
     domains: (signal) => driver.list(signal),
-    isHa: (vmId) => known(vmId)?.ha === true,
+    isHa,
     async inventory(signal) {
       const domains = await driver.list(signal);
+      onHaRunning?.(
+        domains
+          .filter((d) => (d.state === "running" || d.state === "paused") && isHa(d.id))
+          .map((d) => d.id),
+      );
       const vms = domains.map((d) =>
         create(VmInfoSchema, {
           ...(known(d.id) ?? { id: d.id, name: d.id }),

@@ -83,7 +83,7 @@ export { createSimulatedStorage } from "./simulated-storage.js";
 export type { NodeUsage, UsingDomain } from "./simulated-usage.js";
 export { simulatedUsage } from "./simulated-usage.js";
 export type { SimulatedWatchdog, WatchdogState } from "./simulated-watchdog.js";
-export { monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
+export { BOOT_ID_FILE, bootId, monotonicNs, openSimulatedWatchdog } from "./simulated-watchdog.js";
 export { saveWorld } from "./simulated-world.js";
 export type { Simulation, SimulationOptions } from "./simulation.js";
 export { createSimulation } from "./simulation.js";

@@ -79,7 +79,7 @@ export function openLocalSimContext(options: LocalSimulationOptions): LocalSimCo
     nodeId,
     world,
     locks,
-    watchdog: openSimulatedWatchdog(join(dir, "watchdog.json")),
+    watchdog: openSimulatedWatchdog(join(dir, "watchdog.json"), options.bootIdFile),
     readOnly,
     persist,
     note,

@@ -55,6 +55,11 @@ export interface LocalSimulationOptions {
    * stop them, so only this tells the control plane they are to run again.
    */
   readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
+  /**
+   * Where the host's boot id is read (default Linux's): a different id than
+   * the watchdog file's is a reboot, which stops every domain.
+   */
+  readonly bootIdFile?: string;
 }
 
 /** One node's simulated hypervisor, owned by that node's agent process. */

@@ -33,10 +33,13 @@ export interface SimulatedWatchdog {
   resetDone(): void;
 }
 
-/** The current boot's id (Linux); a constant elsewhere. */
-export function bootId(): string {
+/** Where Linux tells the current boot's id (a new random one at every boot). */
+export const BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id";
+
+/** The current boot's id, read from `file` (Linux's by default); a constant where there is none. */
+export function bootId(file = BOOT_ID_FILE): string {
   try {
-    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    return readFileSync(file, "utf8").trim() || "unknown-boot";
   } catch {
     return "unknown-boot";
   }
@@ -49,9 +52,13 @@ interface WatchdogFile {
   resetDeadlineNs?: string;
 }
 
-/** Opens the watchdog kept in `file` (nothing is written until the first pet). */
-export function openSimulatedWatchdog(file: string): SimulatedWatchdog {
-  const boot = bootId();
+/**
+ * Opens the watchdog kept in `file` (nothing is written until the first
+ * pet). `bootIdFile` says the host's boot: a test changes it to reboot a
+ * simulated node (every domain stops).
+ */
+export function openSimulatedWatchdog(file: string, bootIdFile = BOOT_ID_FILE): SimulatedWatchdog {
+  const boot = bootId(bootIdFile);
   const read = (): WatchdogState | undefined => {
     const text = readFileIfPresent(file);
     if (text === undefined) return undefined;

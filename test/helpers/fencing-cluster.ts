@@ -79,6 +79,8 @@ export interface FencingClusterOptions {
   readonly cluster: object;
   /** Generated domains per node (`--sim-vms`; odd positions are HA). */
   readonly vmsPerNode?: number;
+  /** The environment of the node's agent, on every start (DEBVISOR_AGENT_*). */
+  readonly agentEnv?: (node: string) => NodeJS.ProcessEnv;
 }
 
 /** Starts the daemon, enrolls and starts one agent per node, and waits for their Welcome. */
@@ -129,36 +131,43 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
       // Reconnect quickly: the tests measure the daemon's absence, not the backoff.
       const agentConfig = join(dir, `${node}-agent.yaml`);
       writeFileSync(agentConfig, JSON.stringify({ reconnect: { initialMs: 100, maxMs: 500 } }));
-      const a = startAgent([
-        "--config",
-        agentConfig,
-        "--dir",
-        join(dir, node),
-        "--server",
-        daemon.grpcAddress,
-        "--driver",
-        "sim",
-        "--sim-vms",
-        String(options.vmsPerNode ?? 3),
-        "--sim-shared-dir",
-        shared,
-      ]);
+      const a = startAgent(
+        [
+          "--config",
+          agentConfig,
+          "--dir",
+          join(dir, node),
+          "--server",
+          daemon.grpcAddress,
+          "--driver",
+          "sim",
+          "--sim-vms",
+          String(options.vmsPerNode ?? 3),
+          "--sim-shared-dir",
+          shared,
+        ],
+        options.agentEnv?.(node),
+      );
       agents.set(node, a);
       return a;
     },
     async domains(node) {
-      const r = await runProcess(process.execPath, [
-        AGENT_BIN,
-        "status",
-        "--dir",
-        join(dir, node),
-        "--driver",
-        "sim",
-        "--sim-shared-dir",
-        shared,
-        "-o",
-        "json",
-      ]);
+      const r = await runProcess(
+        process.execPath,
+        [
+          AGENT_BIN,
+          "status",
+          "--dir",
+          join(dir, node),
+          "--driver",
+          "sim",
+          "--sim-shared-dir",
+          shared,
+          "-o",
+          "json",
+        ],
+        { env: options.agentEnv?.(node) },
+      );
       assert.equal(r.code, 0, r.stderr);
       const states: Record<string, string> = {};
       const out = JSON.parse(r.stdout) as { domains: { id: string; state: string }[] };
