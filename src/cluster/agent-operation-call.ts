@@ -166,11 +166,17 @@ export function createAgentOperationCaller(o: AgentOperationCallerOptions): Agen
  * Reasons an agent's failure keeps; any other is BACKEND_FAILED.
  * COPY_NOT_STALE is the refusal of a stale copy's removal, which the
  * failover controller records (stale-copy-removal.ts): without it here the
- * refusal was never recognised on agent nodes.
+ * refusal was never recognised on agent nodes. FENCED (the node not leased
+ * again yet, or fenced from the disks) and STALE_GENERATION (a newer
+ * placement holds the disks) are refusals that started nothing: as
+ * BACKEND_FAILED the HA restore counted them against the VM's restart limit
+ * (ha-restore.ts) and callers read a backend failure.
  */
 const KNOWN = [
   "VM_NOT_FOUND",
   "COPY_NOT_STALE",
+  "FENCED",
+  "STALE_GENERATION",
   "MIGRATION_NOT_ALLOWED",
   "MIGRATION_IN_PROGRESS",
   "BACKEND_UNAVAILABLE",

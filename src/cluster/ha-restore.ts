@@ -12,6 +12,13 @@ import { askedToStop } from "./vm-records.js";
 /** How long the controller waits for one HA VM's start before it goes on. */
 const START_TIMEOUT_MS = 15_000;
 
+/** Reasons of a start refused before anything ran: not counted against the restart limit. */
+const REFUSED_BEFORE_START: readonly string[] = [
+  "FENCED",
+  "STALE_GENERATION",
+  "BACKEND_UNAVAILABLE",
+];
+
 export { FAILOVER_RECORDS } from "./ha-restore-records.js";
 
 /** What {@link createHaRestore} needs from the failover controller. */
@@ -256,9 +263,11 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       } catch (err) {
         // Not started: look again on a later pass. An attempt counts against the limit
         // (which stops crash loops), except a refusal before anything started: the node not
-        // leased again yet (FENCED) or its agent not connected. Counted, a slow node's
-        // refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
-        const refused = ["FENCED", "BACKEND_UNAVAILABLE"].includes(toRpcError(err).reason ?? "");
+        // leased again yet (FENCED), its agent not connected, or a newer placement holding
+        // the disks (STALE_GENERATION: the VM was placed elsewhere since; the next pass reads
+        // where, and starts nothing here unless it is placed here again). Counted, a slow
+        // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
+        const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
         await write(
           create(FailoverRecordSchema, {
             ...next,

@@ -1,11 +1,16 @@
 // An agent's stream driven in-process against the real AgentService.Connect
 // handler (no transport): what it sends is pushed, what the hub answers is
 // collected. Used where a test must act between two messages of one stream.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   type AgentHub,
+  createAgentExecutors,
   createAgentHub,
   createInventory,
+  type Executors,
   type Inventory,
 } from "../../src/cluster/index.js";
 import {
@@ -13,14 +18,17 @@ import {
   createManualClock,
   type ManualClock,
   silentLogger,
+  systemClock,
 } from "../../src/core/index.js";
 import {
   type AgentMessage,
   AgentMessageSchema,
   type ControlMessage,
   ControlMessageSchema,
+  type OperationDispatch,
+  type OperationResultSchema,
 } from "../../src/gen/debvisor/v1/agent_pb.js";
-import type { KvStore } from "../../src/store/index.js";
+import { createSqliteStore, type KvStore } from "../../src/store/index.js";
 
 type AgentInit = MessageInitShape<typeof AgentMessageSchema>;
 
@@ -109,6 +117,45 @@ export function connectInProcess(
   };
 }
 
+/** What an agent answers a dispatch with: its result, less the operation's id. */
+export type DispatchAnswer = Omit<
+  MessageInitShape<typeof OperationResultSchema>,
+  "operationId" | "$typeName"
+>;
+
+/**
+ * Answers each dispatch `agent` receives with `answer`'s result, as an
+ * agent whose executor refused or ran it would; `stop` ends it. Looks every
+ * 10 ms, for at most `timeoutMs` (default 60 s).
+ */
+export function answerDispatches(
+  agent: InProcessAgent,
+  answer: (dispatch: OperationDispatch) => DispatchAnswer,
+  timeoutMs = 60_000,
+): { stop(): Promise<void> } {
+  let stopped = false;
+  const until = Date.now() + timeoutMs;
+  const running = (async () => {
+    let seen = 0;
+    while (!stopped && Date.now() < until) {
+      for (; seen < agent.received.length; seen++) {
+        const m = agent.received[seen];
+        if (m?.kind.case !== "dispatch") continue;
+        const dispatch = m.kind.value;
+        const result = { ...answer(dispatch), operationId: dispatch.operationId };
+        agent.send({ kind: { case: "result", value: result } });
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await running;
+    },
+  };
+}
+
 /**
  * An agent hub and its inventory on `store`, on a manual clock, for in-process
  * streams; `wrap` gives the hub another view of the inventory (one that holds a
@@ -141,6 +188,42 @@ export function hubOn(
     close() {
       hub.close();
       inventory.close();
+    },
+  };
+}
+
+/**
+ * A SQLite store with an agent hub on it (see {@link hubOn}) and the agent
+ * executors the control plane calls nodes through: an operation for a node
+ * goes to the stream a test opens with {@link connectInProcess}, and is not
+ * taken after 10 s.
+ */
+export function executorsOnHub(): {
+  store: KvStore;
+  hub: AgentHub;
+  executors: Executors;
+  close(): Promise<void>;
+} {
+  const store = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-agent-hub-")), "state.db"),
+    logger: silentLogger,
+  });
+  const { hub, inventory, ...hubs } = hubOn(store);
+  const executors = createAgentExecutors({
+    store,
+    inventory,
+    operations: hub.operations,
+    clock: systemClock,
+    logger: silentLogger,
+    deliveryTimeoutMs: 10_000,
+  });
+  return {
+    store,
+    hub,
+    executors,
+    async close() {
+      hubs.close();
+      await store.close();
     },
   };
 }
