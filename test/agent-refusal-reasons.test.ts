@@ -20,12 +20,9 @@ import {
  * though the node had said why it started nothing.
  */
 describe("an agent's refusal, as the operator sees it", async () => {
-  const etcd = await startEtcd().catch(() => undefined);
-  if (etcd === undefined) {
-    if (process.env.CI === "true") throw new Error("etcd is required under CI=true");
-    console.log("!!! etcd is not installed: the agent refusal tests are SKIPPED.");
-    return;
-  }
+  const etcd = await startEtcd();
+  // Not installed: skipped with a notice (under CI=true startEtcd throws instead).
+  if (etcd === undefined) return;
   const VM = "node-a-vm-001"; // HA (generated; odd positions are)
   let c: FencingCluster;
   before(async () => {
