@@ -103,8 +103,9 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     journal,
     records,
     operations: createVmOperations(store, clock),
-    // Stamped 0: any later report of it running says it survived (restore clears the mark).
-    markLostRunning: (nodeId, vmId) => noteSelfFenced(store, nodeId, vmId, 0),
+    // Stamped 0 unless a report is named: any later report of it running says it survived
+    // (restore clears the mark).
+    markLostRunning: (nodeId, vmId, reportMs = 0) => noteSelfFenced(store, nodeId, vmId, reportMs),
     cancels: createCancelRequests(store),
     runners,
     clock,

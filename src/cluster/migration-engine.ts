@@ -12,6 +12,7 @@ import { createMigrationPlanning } from "./migration-planning.js";
 import type { MigrationRecords } from "./migration-records.js";
 import { createMigrationRunner } from "./migration-runner.js";
 import { createMigrationSettler } from "./migration-settle.js";
+import type { MarkLostRunning } from "./migration-settle-outcome.js";
 import { createMigrationWatch } from "./migration-watch.js";
 import { jobKindOf, migrationOf } from "./migration-wire.js";
 import type { RunnerRegistry } from "./runner-registry.js";
@@ -48,8 +49,8 @@ export interface MigrationEngineOptions {
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled by reconciliation (for the audit trail). */
   readonly onSettled?: (migration: Migration, tenant: string) => void;
-  /** Leaves an HA VM a migration could not start again to HA restore (see the runner's). */
-  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+  /** Leaves an HA VM a migration could not start again, or only presumes running, to HA restore. */
+  readonly markLostRunning?: MarkLostRunning;
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
   readonly cancels?: CancelRequests;
 }

@@ -8,6 +8,7 @@ import type { MigrationJob } from "./migration-job.js";
 export interface JobOutcome {
   /** On the source; {@link UNREACHABLE} when the source cannot be asked and the target lacks it. */
   readonly onSource: DomainStatus | undefined;
+  /** On the target; {@link PRESUMED_ARRIVED} when it cannot be asked and the source lacks the VM. */
   readonly onTarget: DomainStatus | undefined;
 }
 
@@ -23,8 +24,10 @@ export const UNREACHABLE: DomainStatus = Object.freeze({
 /**
  * The VM on a target that cannot be asked while its source answered without
  * it: taken to have arrived (running: nothing is sent to start it there).
+ * Nothing shows it runs: settling leaves an HA one to HA restore, which
+ * looks at the target's next report.
  */
-const PRESUMED_ARRIVED: DomainStatus = Object.freeze({
+export const PRESUMED_ARRIVED: DomainStatus = Object.freeze({
   id: "",
   state: "running",
   vcpus: 0,
@@ -96,7 +99,7 @@ export function createJobProbe(executors: Executors, logger: Logger): JobProbe {
       if (askedSource?.migrating === true) return "busy";
       return askedSource !== undefined
         ? { onSource: askedSource, onTarget: undefined }
-        : { onSource: undefined, onTarget: { ...PRESUMED_ARRIVED, id: vmId } };
+        : { onSource: undefined, onTarget: PRESUMED_ARRIVED };
     }
     const onTarget = askedTarget;
     // A source that cannot be reached (its node died too) did not hand the VM

@@ -3,8 +3,10 @@
  * has ended: from where the VM is (source, target, both or neither) the job
  * finishes, rolls back or is left unresolved for an operator; a VM that is
  * to run is started again, an HA one that could not be is left to HA
- * restore, and a VM found on the target has its placement moved. Built once
- * by `createMigrationSettler`, which publishes what this decides.
+ * restore, and a VM found on the target has its placement moved; one only
+ * presumed there (its target unreachable), once published, is left to HA
+ * restore too. Built once by `createMigrationSettler`, which publishes what
+ * this decides.
  */
 import type { Logger } from "../core/index.js";
 import { type DomainState, type DomainStatus, vmStateOf } from "../drivers/index.js";
@@ -15,14 +17,24 @@ import { UNREACHABLE } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import { movePlacement } from "./migration-move.js";
 
+/**
+ * Marks an HA VM lost running on `nodeId` (see noteSelfFenced), against the
+ * node's report stamped `reportMs` (default 0: any later report of it
+ * running says it survived).
+ */
+export type MarkLostRunning = (nodeId: string, vmId: string, reportMs?: number) => Promise<unknown>;
+
 /** What {@link createMigrationSettleOutcome} works with (the settler's). */
 export interface MigrationSettleOutcomeDeps {
   readonly inventory: Inventory;
   readonly executors: Executors;
   readonly journal: MigrationJournal;
   readonly logger: Logger;
-  /** As the runner's: an HA VM that could not be started again is left to HA restore. */
-  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+  /**
+   * As the runner's: an HA VM that could not be started again, or is only
+   * presumed to run, is left to HA restore.
+   */
+  readonly markLostRunning?: MarkLostRunning;
 }
 
 /** Decides how an orphaned migration ends. */
@@ -40,6 +52,17 @@ export interface MigrationSettleOutcome {
     sig: AbortSignal,
     signal?: AbortSignal,
   ): Promise<MigrationJob>;
+  /**
+   * After `job`, settled with its VM presumed arrived on a target that
+   * could not be asked, is published (its placement committed there):
+   * nothing shows the VM runs, so an HA one is left to HA restore against
+   * `reportMs`, the stamp of the target's last report read before settling
+   * (only a later one says whether it runs there). HA restore then starts
+   * it there if the target's next report has it stopped (the node was
+   * reset, say), and clears the mark if that report has it running (it
+   * survived).
+   */
+  presumedArrived(job: MigrationJob, reportMs: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** Creates the {@link MigrationSettleOutcome} over `deps`. */
@@ -67,11 +90,23 @@ export function createMigrationSettleOutcome(
     }
   }
 
-  /** An HA VM not started again on `node`, where it is placed now, is left to HA restore. */
-  async function leaveToHaRestore(vmId: string, node: string, signal?: AbortSignal) {
-    if ((await inventory.findVm(vmId, signal))?.ha !== true) return;
+  /**
+   * An HA VM not started again on `node`, where it is placed now, is left to
+   * HA restore (against `node`'s report stamped `reportMs`, if given).
+   */
+  async function leaveToHaRestore(
+    vmId: string,
+    node: string,
+    signal?: AbortSignal,
+    reportMs?: number,
+  ) {
+    const vm = await inventory.findVm(vmId, signal);
+    // HA is the nodes' to report. A VM presumed arrived may be in no report (the target's
+    // copy kept out as a conflict while the record named the source): marked all the same,
+    // as HA restore acts on a mark only for a VM its node reports HA.
+    if (vm === undefined ? reportMs === undefined : !vm.ha) return;
     await deps
-      .markLostRunning?.(node, vmId)
+      .markLostRunning?.(node, vmId, reportMs)
       .catch((err: unknown) =>
         logger.error({ err, vm: vmId, node }, "vm not marked for HA restore"),
       );
@@ -132,5 +167,9 @@ export function createMigrationSettleOutcome(
     return settled;
   }
 
-  return { decide };
+  return {
+    decide,
+    presumedArrived: (job, reportMs, signal) =>
+      leaveToHaRestore(job.vmId, job.target, signal, reportMs),
+  };
 }

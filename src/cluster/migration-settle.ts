@@ -1,12 +1,12 @@
-import { type Clock, type Logger, sameNode } from "../core/index.js";
+import { type Clock, type Logger, msFromTimestamp, sameNode } from "../core/index.js";
 import type { DomainStatus } from "../drivers/index.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { jobActive, type MigrationJob } from "./migration-job.js";
-import { createJobProbe, type JobOutcome } from "./migration-job-probe.js";
+import { createJobProbe, type JobOutcome, PRESUMED_ARRIVED } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
-import { createMigrationSettleOutcome } from "./migration-settle-outcome.js";
+import { createMigrationSettleOutcome, type MarkLostRunning } from "./migration-settle-outcome.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
 /**
@@ -52,8 +52,8 @@ export interface MigrationSettlerOptions {
   readonly jobTimeoutMs?: number;
   /** Told of each job settled (for the audit trail). */
   readonly onSettled?: (job: MigrationJob) => void;
-  /** As the runner's: an HA VM that could not be started again is left to HA restore. */
-  readonly markLostRunning?: (nodeId: string, vmId: string) => Promise<unknown>;
+  /** As the runner's: an HA VM that could not be started again, or is only presumed to run, is left to HA restore. */
+  readonly markLostRunning?: MarkLostRunning;
 }
 
 /** Settles migrations whose runner is gone. */
@@ -151,8 +151,18 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       logger.info({ migration: job.id, vm: vmId }, "vm found on neither node; settling later");
       return undefined;
     }
+    // Presumed on a target that could not be asked: its last report the store holds, read
+    // before anything moves. Only a later one says whether the VM runs there.
+    const lastReport =
+      onTarget === PRESUMED_ARRIVED
+        ? msFromTimestamp((await inventory.readNode(target, signal))?.summary.health?.timestamp)
+        : undefined;
     const settled = await outcome.decide(job, onSource, onTarget, sig, signal);
     const published = await journal.publish(settled, { final: true });
+    // Placed on the target now (publishing commits it): an HA VM is left to HA restore,
+    // or a target reset meanwhile (its VMs stopped) and back before failover saw it down
+    // leaves it on no node for good (chaos, seed 42).
+    if (lastReport !== undefined) await outcome.presumedArrived(published, lastReport, signal);
     firstTried.delete(job.id);
     return published;
   }
