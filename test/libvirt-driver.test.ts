@@ -22,6 +22,8 @@ import {
 const NODE = "test:///tmp/dv-node/node.xml";
 const QEMU = "qemu:///system";
 const DEST = { nodeId: "hv02", uri: "qemu+ssh://hv02/system" };
+/** DebVisor's metadata namespace, as libvirt-domain-xml.ts writes it. */
+const VM_XMLNS = "https://debvisor.io/xmlns/vm/1";
 const live = () => new AbortController().signal;
 const isReason = (reason: string) => (e: unknown) => e instanceof RpcError && e.reason === reason;
 
@@ -139,6 +141,34 @@ describe("libvirt driver: inventory (recorded output)", () => {
   });
 });
 
+describe("libvirt driver: HA flag (virsh 9.0 output)", () => {
+  const metadata = (vm: string) => ["-c", NODE, "metadata", "--domain", vm, "--uri", VM_XMLNS];
+
+  it("reads ha of DebVisor's metadata with metadata --domain NAME --uri NS; none is not HA", async () => {
+    const { driver, replay } = driverWith([
+      { args: metadata("web-01"), exitCode: 0, stdout: '<vm ha="true"/>\n\n' },
+      { args: metadata("db-01"), exitCode: 0, stdout: '<vm ha="false"/>\n\n' },
+      {
+        args: metadata("cache-01"),
+        exitCode: 1,
+        stdout: "",
+        stderr: "error: metadata not found: Requested metadata element is not present\n\n",
+      },
+      {
+        args: metadata("ghost-01"),
+        exitCode: 1,
+        stdout: "",
+        stderr: "error: failed to get domain 'ghost-01'\n\n",
+      },
+    ]);
+    assert.equal(await driver.haFlag("web-01", live()), true);
+    assert.equal(await driver.haFlag("db-01", live()), false);
+    assert.equal(await driver.haFlag("cache-01", live()), false, "defined by hand");
+    await assert.rejects(driver.haFlag("ghost-01", live()), isReason("VM_NOT_FOUND"));
+    assert.equal(replay.remaining(), 0);
+  });
+});
+
 describe("libvirt driver: power (recorded output)", () => {
   it("starts a stopped domain with start --domain, after checking its state", async () => {
     const { driver, replay } = driverWith([
@@ -246,6 +276,7 @@ describe("libvirt driver: identifiers", () => {
     for (const name of names) {
       await assert.rejects(driver.info(name, live()), isReason("INVALID_ARGUMENT"), name);
       await assert.rejects(driver.start(name, live()), isReason("INVALID_ARGUMENT"), name);
+      await assert.rejects(driver.haFlag(name, live()), isReason("INVALID_ARGUMENT"), name);
     }
     const uris = [
       "",

@@ -1,11 +1,19 @@
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { silentLogger } from "../core/index.js";
+import {
+  type CommandRunner,
+  createVirshSession,
+  monotonicNs,
+  runCommand,
+} from "../drivers/index.js";
 import { agentConfigSchema } from "./agent-config.js";
 import { openNodeHypervisor } from "./node-hypervisor.js";
+import { createSelfFence } from "./self-fence.js";
 
 /** An agent's simulated node with `vms` generated (running) domains in a directory of its own. */
 function simulatedNode(vms: number) {
@@ -49,6 +57,112 @@ describe("openNodeHypervisor (sim)", () => {
       assert.deepEqual([health.vms.length, health.memUsedPct, health.cpuLoad], [0, 0, 0]);
     } finally {
       hv.close();
+    }
+  });
+});
+
+const hasVirsh = spawnSync("virsh", ["--version"], { encoding: "utf8" }).status === 0;
+const VM_XMLNS = "https://debvisor.io/xmlns/vm/1";
+const MS = 1_000_000n;
+
+/** One domain of libvirt's test driver; `ha` undefined: no DebVisor metadata (defined by hand). */
+function testDomain(name: string, ha: boolean | undefined, running: boolean): string {
+  const metadata =
+    ha === undefined ? "" : `<metadata><dv:vm xmlns:dv='${VM_XMLNS}' ha='${ha}'/></metadata>`;
+  return `<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>${name}</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>${metadata}
+    <test:runstate>${running ? 1 : 5}</test:runstate></domain>`;
+}
+
+/**
+ * A libvirt node (libvirt's test driver, test:///DIR/node.xml) of the
+ * domains the control plane and an operator leave: HA running, HA stopped,
+ * not HA, and one defined by hand without DebVisor's metadata.
+ */
+function libvirtNode() {
+  const base = /^[A-Za-z0-9._/-]+$/.test(tmpdir()) ? tmpdir() : "/tmp";
+  const dir = mkdtempSync(join(base, "dv-node-lv-"));
+  writeFileSync(
+    join(dir, "node.xml"),
+    `<node><cpu><mhz>2400</mhz><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads></cpu>
+  <memory>8388608</memory>
+  ${testDomain("ha-01", true, true)}
+  ${testDomain("ha-02", true, false)}
+  ${testDomain("plain-01", false, true)}
+  ${testDomain("hand-01", undefined, true)}
+</node>\n`,
+  );
+  const uri = `test://${dir}/node.xml`;
+  const config = agentConfigSchema.parse({ dir, driver: { kind: "libvirt", uri } });
+  return {
+    uri,
+    open: (virshRunner?: CommandRunner) =>
+      openNodeHypervisor(config, "node-lv", silentLogger, { virshRunner }),
+  };
+}
+
+describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
+  skip: !hasVirsh && "virsh is not installed",
+}, () => {
+  it("knows each domain's HA flag from DebVisor's metadata: reported, and what isHa answers", async () => {
+    const calls: string[][] = [];
+    const counting: CommandRunner = (program, args, options) => {
+      calls.push([...args]);
+      return runCommand(program, args, options);
+    };
+    const hv = libvirtNode().open(counting);
+    const signal = AbortSignal.timeout(20_000);
+    const { health } = await hv.inventory(signal);
+    assert.deepEqual(
+      Object.fromEntries(health.vms.map((v) => [v.id, v.ha])),
+      { "ha-01": true, "ha-02": true, "hand-01": false, "plain-01": false },
+      "a domain without the metadata (defined by hand) is not HA",
+    );
+    assert.deepEqual(
+      ["ha-01", "ha-02", "plain-01", "hand-01", "ghost-01"].map((id) => hv.isHa(id)),
+      [true, true, false, false, false],
+    );
+    // Read when a domain appears, not at every report.
+    const reads = () => calls.filter((a) => a.includes("metadata")).length;
+    assert.equal(reads(), 4);
+    await hv.inventory(signal);
+    assert.equal(reads(), 4, "known domains' metadata is not read again");
+  });
+
+  it("self-fencing hard-stops the running HA domain only once the window lapses", async () => {
+    const node = libvirtNode();
+    const session = createVirshSession({ uri: node.uri });
+    const hv = node.open(session.run);
+    const clock = { ns: monotonicNs() };
+    const fenced: string[] = [];
+    // As the agent wires it (agent-runner.ts), before any report was made.
+    const fence = createSelfFence({
+      driver: hv.driver,
+      isHa: (vmId) => hv.isHa(vmId),
+      logger: silentLogger,
+      now: () => clock.ns,
+      onFenced: (vmId) => fenced.push(vmId),
+    });
+    try {
+      fence.configure(1000);
+      fence.sending(0n);
+      await fence.guard(() => fence.renewed(0n));
+      clock.ns += 2000n * MS;
+      await fence.guard(() => undefined);
+      const states = Object.fromEntries(
+        (await hv.domains(AbortSignal.timeout(20_000))).map((d) => [d.id, d.state]),
+      );
+      assert.deepEqual(states, {
+        "ha-01": "stopped",
+        "ha-02": "stopped",
+        "hand-01": "running",
+        "plain-01": "running",
+      });
+      assert.deepEqual(fenced, ["ha-01"]);
+    } finally {
+      fence.close();
+      await session.close();
     }
   });
 });

@@ -5,6 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { AgentError, type AgentFiles, finishAgentFiles } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import {
+  type CommandRunner,
   createLibvirtDriver,
   createLocalSimulation,
   createRbdFencing,
@@ -25,6 +26,7 @@ import {
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
 import type { AgentConfig } from "./agent-config.js";
+import { trackDomainHaFlags } from "./domain-ha-flags.js";
 
 /** This node's hypervisor as the agent drives and reports it. */
 export interface NodeHypervisor {
@@ -61,6 +63,8 @@ export interface HypervisorExtras {
   readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
   /** Told the HA VMs running (or paused) at each inventory. */
   readonly onHaRunning?: (haVmIds: readonly string[]) => void;
+  /** libvirt: runs virsh (default a process per call; a virsh session keeps one connection). */
+  readonly virshRunner?: CommandRunner;
 }
 
 /** The node id of an enrolled agent: its certificate's common name. */
@@ -75,7 +79,8 @@ export function enrolledNodeId(files: AgentFiles): string {
 
 /**
  * Opens the configured driver for this node: the simulation in the agent's
- * directory, or libvirt. `readOnly` (for `status` beside a running
+ * directory, or libvirt (its domains' HA flags read from DebVisor's metadata,
+ * see domain-ha-flags.ts). `readOnly` (for `status` beside a running
  * agent): the simulation reports what its watchdog and storage imply
  * without acting on it.
  */
@@ -134,12 +139,15 @@ export function openNodeHypervisor(
     logger,
     // A start under a generation takes its RBD disks' locks first (no rbd command without RBD disks).
     rbdFencing: createRbdFencing({ rbd: config.storage.rbdCommand }),
+    runner: extras.virshRunner,
   });
+  // Self-fencing, leased starts and the host-boot record know the HA domains from their metadata.
+  const flags = trackDomainHaFlags(driver, logger);
   return build(
     nodeId,
-    driver,
+    flags.driver,
     info,
-    () => undefined,
+    (id) => create(VmInfoSchema, { id, name: id, ha: flags.isHa(id) }),
     now,
     { close: () => {} },
     undefined,

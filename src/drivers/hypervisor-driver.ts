@@ -156,6 +156,25 @@ export interface JobAbortingDriver extends HypervisorDriver {
   abortJob(vmId: string, signal: AbortSignal): Promise<void>;
 }
 
+/**
+ * The optional ability to read a domain's HA flag as its definition on the
+ * node records it (libvirt: the `ha` of DebVisor's metadata, which
+ * `define` writes), for a node agent that must know which VMs it fences.
+ */
+export interface HaFlagDriver extends HypervisorDriver {
+  /**
+   * True when the domain's definition says HA; false when it says not, or
+   * carries no DebVisor metadata (defined by hand). VM_NOT_FOUND when there
+   * is no such domain; other failures as the driver's other reads.
+   */
+  haFlag(vmId: string, signal: AbortSignal): Promise<boolean>;
+}
+
+/** True when `driver` can read its domains' HA flags. */
+export function canReadHaFlag(driver: HypervisorDriver): driver is HaFlagDriver {
+  return typeof (driver as Partial<HaFlagDriver>).haFlag === "function";
+}
+
 /** True when `driver` can abort a VM's hypervisor job. */
 export function canAbortJob(driver: HypervisorDriver): driver is JobAbortingDriver {
   return typeof (driver as Partial<JobAbortingDriver>).abortJob === "function";

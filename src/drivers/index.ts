@@ -20,6 +20,7 @@ export type {
   DomainState,
   DomainStatus,
   DriverCapabilities,
+  HaFlagDriver,
   HypervisorDriver,
   JobAbortingDriver,
   MigrateOptions,
@@ -36,6 +37,7 @@ export {
   canAbortJob,
   canDefine,
   canQuiesce,
+  canReadHaFlag,
   canRecover,
   canRemoveStaleCopy,
 } from "./hypervisor-driver.js";

@@ -1,5 +1,8 @@
 import type { DomainSpec } from "./hypervisor-driver.js";
 
+/** The namespace of DebVisor's metadata in a domain's XML (`<dv:vm ha='true'/>`). */
+export const DEBVISOR_VM_XMLNS = "https://debvisor.io/xmlns/vm/1";
+
 /** XML text with the five special characters escaped (names are checked, but never trusted). */
 function esc(text: string): string {
   return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -35,7 +38,7 @@ export function domainXml(spec: DomainSpec, type: "kvm" | "test"): string {
     `  <vcpu>${spec.vcpus}</vcpu>`,
     "  <os><type>hvm</type></os>",
     `  ${cpu}`,
-    `  <metadata><dv:vm xmlns:dv='https://debvisor.io/xmlns/vm/1' ha='${spec.ha}'/></metadata>`,
+    `  <metadata><dv:vm xmlns:dv='${DEBVISOR_VM_XMLNS}' ha='${spec.ha}'/></metadata>`,
     "  <devices>",
     ...disks,
     "  </devices>",

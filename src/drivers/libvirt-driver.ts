@@ -13,6 +13,9 @@
  * aborts the job itself, SIGKILL after a grace) and runs `virsh domjobabort`,
  * so libvirt rolls back and the domain keeps running on this node.
  *
+ * `haFlag` reads the HA flag `define` writes into DebVisor's metadata
+ * namespace (`virsh metadata`), for the node agent's self-fencing.
+ *
  * With `rbdFencing`, a cold start under a placement generation first takes
  * the lock of each RBD disk in the domain's XML for that generation
  * (STALE_GENERATION, nothing started, when a newer one holds it).
@@ -27,7 +30,12 @@
 
 import { type Logger, throwIfAborted } from "../core/index.js";
 import type { CommandRunner } from "./command-runner.js";
-import type { DefiningDriver, DriverCapabilities, JobAbortingDriver } from "./hypervisor-driver.js";
+import type {
+  DefiningDriver,
+  DriverCapabilities,
+  HaFlagDriver,
+  JobAbortingDriver,
+} from "./hypervisor-driver.js";
 import { type LibvirtContext, settleLibvirtOptions } from "./libvirt-context.js";
 import { createLibvirtDefinition } from "./libvirt-definition.js";
 import { checkVmId } from "./libvirt-identifiers.js";
@@ -81,12 +89,12 @@ export interface LibvirtDriverOptions {
 /** Creates the driver of one libvirt node. Throws TypeError on bad options. */
 export function createLibvirtDriver(
   options: LibvirtDriverOptions,
-): DefiningDriver & JobAbortingDriver {
+): DefiningDriver & JobAbortingDriver & HaFlagDriver {
   const s = settleLibvirtOptions(options);
   const log = s.logger.child({ driver: "libvirt", nodeId: s.nodeId });
   const { run: virsh, parsed } = createVirshInvoker(s);
   const ctx: LibvirtContext = { s, log, virsh, parsed, rbdFencing: options.rbdFencing };
-  const { domstate, info, list } = createLibvirtQueries(ctx);
+  const { domstate, info, list, haFlag } = createLibvirtQueries(ctx);
   const { start, stop } = createLibvirtPower(ctx, domstate);
   const { define, undefine } = createLibvirtDefinition(ctx, { domstate, info }, stop);
   const { migrate, abortJob } = createLibvirtMigration(ctx, domstate);
@@ -97,6 +105,7 @@ export function createLibvirtDriver(
     capabilities: s.capabilities,
     list,
     info,
+    haFlag,
     start,
     stop,
     migrate,

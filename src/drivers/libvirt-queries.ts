@@ -1,12 +1,15 @@
 // What the libvirt driver reads of its domains: one domain's state
-// (`domstate`), its description (`dominfo`) and the list of them all.
+// (`domstate`), its description (`dominfo`), the list of them all and the
+// HA flag of DebVisor's metadata (`metadata`).
 
 import { RpcError, throwIfAborted } from "../core/index.js";
 import type { CommandResult } from "./command-runner.js";
-import type { DomainState, DomainStatus } from "./hypervisor-driver.js";
+import type { DomainState, DomainStatus, HaFlagDriver } from "./hypervisor-driver.js";
 import type { LibvirtContext } from "./libvirt-context.js";
+import { DEBVISOR_VM_XMLNS } from "./libvirt-domain-xml.js";
 import { checkVmId, isDomainName } from "./libvirt-identifiers.js";
-import { parseDominfo, parseDomstate, parseNameList } from "./virsh-parse.js";
+import { isRace } from "./virsh-invoker.js";
+import { parseDominfo, parseDomstate, parseHaMetadata, parseNameList } from "./virsh-parse.js";
 
 /** Domains described by dominfo at once while listing. */
 const LIST_CONCURRENCY = 4;
@@ -19,6 +22,8 @@ export interface LibvirtQueries {
   info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
   /** Every domain whose name the driver can address, sorted by name. */
   list(signal: AbortSignal): Promise<DomainStatus[]>;
+  /** See {@link HaFlagDriver.haFlag}. */
+  haFlag(vmId: string, signal: AbortSignal): Promise<boolean>;
 }
 
 /** Creates the reads over the node's virsh. */
@@ -71,6 +76,21 @@ export function createLibvirtQueries(ctx: LibvirtContext): LibvirtQueries {
         for (const d of batch) if (d !== undefined) out.push(d);
       }
       return out;
+    },
+    async haFlag(vmId, signal) {
+      checkVmId(vmId);
+      throwIfAborted(signal);
+      const args = ["metadata", "--domain", vmId, "--uri", DEBVISOR_VM_XMLNS];
+      let result: CommandResult;
+      try {
+        result = await virsh(args, signal);
+      } catch (e) {
+        // No element in DebVisor's namespace: a domain defined by hand, not HA.
+        if (isRace(e, /metadata not found|Requested metadata element is not present/i))
+          return false;
+        throw e;
+      }
+      return parsed(args, result, parseHaMetadata);
     },
   };
 }

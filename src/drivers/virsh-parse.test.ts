@@ -6,6 +6,7 @@ import {
   parseDominfo,
   parseDomjobinfo,
   parseDomstate,
+  parseHaMetadata,
   parseMigrationProgress,
   parseNameList,
   VirshParseError,
@@ -138,5 +139,23 @@ describe("classifyVirshError", () => {
     assert.equal(classifyVirshError(stderrOf("default-migrate-unsupported")), "unsupported");
     assert.equal(classifyVirshError(stderrOf("qemu-migrate-live-failed")), "other");
     assert.equal(classifyVirshError(stderrOf("default-start-running")), "other");
+  });
+});
+
+describe("parseHaMetadata", () => {
+  it("reads ha='true' of DebVisor's vm element only, as virsh metadata prints it (no prefix)", () => {
+    assert.equal(parseHaMetadata('<vm ha="true"/>\n\n'), true);
+    assert.equal(parseHaMetadata('<vm ha="false"/>\n'), false);
+    assert.equal(
+      parseHaMetadata("<dv:vm xmlns:dv='https://debvisor.io/xmlns/vm/1' ha='true'/>"),
+      true,
+    );
+    assert.equal(parseHaMetadata('<vm note="ha=&quot;true&quot;" ha="false">\n</vm>'), false);
+    assert.equal(parseHaMetadata('<vm ha="TRUE"/>'), false);
+    assert.equal(parseHaMetadata('<vm ha="1"/>'), false);
+    assert.equal(parseHaMetadata("<vm/>"), false);
+    assert.equal(parseHaMetadata('<other ha="true"/>'), false);
+    assert.throws(() => parseHaMetadata("\n"), VirshParseError);
+    assert.throws(() => parseHaMetadata("ha=true"), VirshParseError);
   });
 });

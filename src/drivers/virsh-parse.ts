@@ -211,3 +211,22 @@ export function parseRbdDiskSources(xml: string): { pool: string; name: string }
   }
   return out;
 }
+
+/**
+ * `virsh metadata --domain D --uri NS`: the domain's element in DebVisor's
+ * namespace, which libvirt prints without its prefix (`<vm ha="true"/>`).
+ * HA only when that element is `vm` and its `ha` attribute is exactly
+ * `true` (what libvirt-domain-xml.ts writes); another element or value
+ * is not HA. Throws on output that holds no element at all.
+ */
+export function parseHaMetadata(stdout: string): boolean {
+  const m =
+    /^\s*<(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)((?:\s+[^\s=>/]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*\/?>/.exec(
+      stdout,
+    );
+  if (m === null) throw new VirshParseError("metadata printed no element");
+  if (m[1] !== "vm") return false;
+  for (const a of (m[2] as string).matchAll(/\s+([^\s=>/]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/g))
+    if (a[1] === "ha") return (a[2] ?? a[3]) === "true";
+  return false;
+}
