@@ -50,6 +50,8 @@ export interface ClusterRuntimeOptions {
     readonly intervalMs: number;
     readonly restartLimit: number;
     readonly restartWindowMs: number;
+    /** HA VMs a pass works on at once (default 4). */
+    readonly maxParallel?: number;
     readonly onDecision?: (d: FailoverDecision) => void;
     readonly onStaleCopy?: (d: StaleCopyDecision) => void;
   };

@@ -28,6 +28,8 @@ export interface FailoverControllerOptions extends FailoverDeps {
   /** Automatic restarts of one VM within the window before it is left alone (default 3). */
   readonly restartLimit?: number;
   readonly restartWindowMs?: number;
+  /** HA VMs a pass restarts (or marks, or restores) at once (default 4). */
+  readonly maxParallel?: number;
   /** TTL of the leadership lease (default 10 000 ms). */
   readonly leaseTtlMs?: number;
   readonly onDecision?: (decision: FailoverDecision) => void;
@@ -111,6 +113,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     placements,
     limit,
     windowMs,
+    maxParallel: options.maxParallel ?? 4,
   });
 
   async function tick() {

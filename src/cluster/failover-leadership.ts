@@ -49,7 +49,16 @@ export function createFailoverLeadership(deps: FailoverLeadershipDeps): Failover
   /** Revision of this process's election key: its decisions hold only while the key is unchanged. */
   let elected = 0;
 
-  async function lead(): Promise<boolean> {
+  /** The lead() under way: a pass's VMs ask at once, and two grants would race for `lease`. */
+  let leading: Promise<boolean> | undefined;
+  function lead(): Promise<boolean> {
+    leading ??= leadOnce().finally(() => {
+      leading = undefined;
+    });
+    return leading;
+  }
+
+  async function leadOnce(): Promise<boolean> {
     try {
       if (lease !== undefined && leader) {
         await lease.keepAlive({ signal: stop });

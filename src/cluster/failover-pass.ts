@@ -1,11 +1,20 @@
 /**
  * One pass of the failover controller, run while leading: stale copies
- * removed first, placements moved to their only copy, then HA VMs of nodes
- * down past the fence delay restarted elsewhere (at most `restartLimit`
- * times per window) and those of nodes back restored (ha-restore.ts).
+ * removed first, placements moved to their only copy, then the running HA
+ * VMs of NOT_READY nodes noted as lost, then those of nodes down past the
+ * fence delay restarted elsewhere (at most `restartLimit` times per window)
+ * and those of nodes back restored (ha-restore.ts). VMs are worked on
+ * `maxParallel` at once, each VM's steps one after another: one VM whose
+ * target is slow to answer holds up only itself.
  */
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, msFromTimestamp, toRpcError } from "../core/index.js";
+import {
+  boundedEach,
+  type Clock,
+  type Logger,
+  msFromTimestamp,
+  toRpcError,
+} from "../core/index.js";
 import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -36,16 +45,31 @@ export interface FailoverPassDeps {
   /** Automatic restarts of one VM within the window before it is left alone. */
   readonly limit: number;
   readonly windowMs: number;
+  /** VMs worked on at once (restarts, restores, lost marks). */
+  readonly maxParallel: number;
 }
+
+/** One step of the pass on one VM; false when the leadership is gone (nothing more is started). */
+type Step = () => Promise<boolean>;
 
 /** Creates the controller's pass. */
 export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal) => Promise<void> {
   const { store, clock, logger, leadership, ha, staleCopies, placements, limit, windowMs } = deps;
+  const { maxParallel } = deps;
   const options = deps.failover;
   const { decide } = deps.decisions;
 
-  /** Restarts one HA VM of a node down past the fence delay; false when the leadership is gone. */
-  async function restartLost(vm: VmInfo, nodeId: string, now: number, signal: AbortSignal) {
+  /**
+   * Restarts one HA VM of a node down past the fence delay; false when the leadership is gone
+   * (found here, or by another VM's restart of the same pass: `halt`).
+   */
+  async function restartLost(
+    vm: VmInfo,
+    nodeId: string,
+    now: number,
+    signal: AbortSignal,
+    halt: AbortController,
+  ) {
     // Asked to stop (its stop waits on the dead node): not restarted elsewhere either.
     // Nor one the store holds no record of: deleted, the dead node's last report not yet
     // without it.
@@ -56,8 +80,10 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
     const got = await getMessage(store, FailoverRecordSchema, key, { signal });
     const rec = got?.message ?? create(FailoverRecordSchema, { vmId: vm.id });
     const recent = now - Number(rec.lastRestartMs) < windowMs ? rec.restarts : 0;
-    // Still the leader? A long pass must not outlive the lease that allows it.
-    if (!(await leadership.lead())) {
+    // Still the leader? A long pass must not outlive the lease that allows it. Not asked
+    // again once another VM found it gone: asked then, it could be taken anew mid-pass.
+    if (halt.signal.aborted || !(await leadership.lead())) {
+      halt.abort();
       leadership.lost();
       return false;
     }
@@ -131,7 +157,13 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
     await placements
       .pass(signal)
       .catch((err: unknown) => logger.warn({ err }, "placements not reconciled; next pass"));
-    for (const node of await options.inventory.listNodes(signal)) {
+    const nodes = await options.inventory.listNodes(signal);
+    // Lost marks first: store writes only, and a node's short NOT_READY must not go unseen
+    // behind slow restarts (chaos, seed 105).
+    const notes = new Map<string, Step[]>();
+    const acts = new Map<string, Step[]>();
+    const halt = new AbortController();
+    for (const node of nodes) {
       const nodeId = node.info?.id?.id ?? "";
       const ready = node.readiness === NodeReadiness.READY;
       const past = !ready && Number(node.notReadyForMs) > options.fenceDelayMs;
@@ -140,18 +172,38 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       for (const vm of node.health?.vms ?? []) {
         if (!vm.ha) continue;
         if (ready) {
-          await ha.restore(report, vm, now, signal);
+          stepOf(acts, vm.id, async () => {
+            await ha.restore(report, vm, now, signal);
+            return true;
+          });
           continue;
         }
         if (vm.state === VmState.STOPPED) continue;
-        await ha.noteLost(confirmLost, vm, signal);
-        if (!past) continue;
-        if (!(await restartLost(vm, nodeId, now, signal))) return;
+        stepOf(notes, vm.id, async () => {
+          await ha.noteLost(confirmLost, vm, signal);
+          return true;
+        });
+        if (past) stepOf(acts, vm.id, () => restartLost(vm, nodeId, now, signal, halt));
       }
     }
+    await boundedEach(notes.values(), maxParallel, signal, inTurn);
+    if (!(await boundedEach(acts.values(), maxParallel, signal, inTurn))) return;
     // Last: another removal for one stale copy still listed, after the failovers.
     await staleCopies
       .retry(signal)
       .catch((err: unknown) => logger.warn({ err }, "stale copy not removed again; next pass"));
   };
+}
+
+/** Adds a step to a VM's: a VM listed twice (under two nodes) is never worked on twice at once. */
+function stepOf(steps: Map<string, Step[]>, vmId: string, step: Step) {
+  const mine = steps.get(vmId);
+  if (mine === undefined) steps.set(vmId, [step]);
+  else mine.push(step);
+}
+
+/** Runs one VM's steps one after another; false (and nothing more) once one is. */
+async function inTurn(steps: readonly Step[]): Promise<boolean> {
+  for (const step of steps) if (!(await step())) return false;
+  return true;
 }

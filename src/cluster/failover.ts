@@ -1,5 +1,5 @@
 import { type Logger, RpcError, toRpcError } from "../core/index.js";
-import { canRecover } from "../drivers/index.js";
+import { canRecover, type RecoveringDriver } from "../drivers/index.js";
 import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -8,7 +8,7 @@ import type { EventSink } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
-import { jobFinished, jobRunning } from "./migration-job.js";
+import { jobFinished, jobRunning, type MigrationJob } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import { movePlacement } from "./migration-move.js";
 import { migrationOf } from "./migration-wire.js";
@@ -99,6 +99,9 @@ const REFUSALS = new Set([
   "NODE_NOT_FOUND",
 ]);
 
+/** Plan-and-begin rounds of one failover before it gives up (the controller's restarts race for a target's room). */
+const BEGIN_ATTEMPTS = 8;
+
 async function failoverOnce(
   deps: FailoverDeps,
   vm: VmInfo,
@@ -108,80 +111,24 @@ async function failoverOnce(
   options: FailoverOptions,
   decided: (message: string) => void,
 ): Promise<Migration> {
-  const { engine, inventory, executors, journal, logger, fenceDelayMs } = deps;
-  const vmId = vm.id;
-  const source = vm.nodeId?.id ?? "";
-  // From the store, not a cache: "down long enough" must not rest on a stale
-  // view, and the record is written below only if this node record is unchanged.
-  const node = await inventory.readNode(source, signal);
-  if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
-  const down = Number(node.summary.notReadyForMs);
-  if (node.summary.readiness === NodeReadiness.READY || !node.liveness.pastFenceDelay) {
-    throw new RpcError("FAILOVER_NOT_ALLOWED", {
-      message:
-        node.summary.readiness === NodeReadiness.READY
-          ? `failover not allowed: ${source} is ready; migrate the vm instead`
-          : `failover not allowed: ${source} has been not ready for ${Math.round(down / 1000)} s; the fence delay is ${Math.round(fenceDelayMs / 1000)} s`,
-    });
+  const { inventory, journal, logger, fenceDelayMs } = deps;
+  // Looked at again from the store when another write won the race for the node's record or
+  // the target's reservations (the controller's concurrent restarts, another VM of the same
+  // node): every round re-reads and re-checks all, and its transaction compares it.
+  let begun: Begun | undefined;
+  for (let attempt = 0; begun === undefined; attempt++) {
+    if (attempt >= BEGIN_ATTEMPTS)
+      throw new RpcError("MIGRATION_IN_PROGRESS", {
+        message: `${vm.nodeId?.id ?? ""} or the vm changed while failing over; look again`,
+      });
+    begun = await beginFailover({ deps, vm, requestedBy, tenant, signal, options });
   }
-  // A node cut off stops its HA VMs itself (self-fencing), not the others: one without HA
-  // may still run there until the operator says the node is off.
-  if (!vm.ha && !node.summary.outOfService)
-    throw new RpcError("FAILOVER_NOT_ALLOWED", {
-      message: `failover not allowed: ${vmId} has no HA, so ${source} does not stop it when cut off and may still run it; once ${source} is off, say so: hvctl node cordon ${source} --out-of-service`,
-    });
-  const plan = await engine.plan({ vmId, tenant, allowDowntime: true, target: undefined }, signal, {
-    failover: true,
-  });
-  if (!plan.allowed) {
-    const failed = plan.checks.find((c) => !c.passed);
-    if (failed?.name === "no_migration_in_flight") throw new RpcError("MIGRATION_IN_PROGRESS");
-    throw new RpcError("NO_TARGET", {
-      message: `no node can take this vm now: ${failed?.reason ?? "a check failed"}`,
-    });
-  }
-  const driver = executors.forNode(plan.target);
-  if (driver === undefined || !canRecover(driver)) {
-    throw new RpcError("NO_TARGET", {
-      message: `no node can take this vm now: ${driver?.kind ?? "no driver"} on ${plan.target} cannot restart vms of failed nodes`,
-    });
-  }
+  const { plan, placed, driver, source, down } = begun;
+  let { job } = begun;
   decided(
     `${source} has been not ready for ${Math.round(down / 1000)} s (fence delay ${Math.round(fenceDelayMs / 1000)} s): restarting on ${plan.target} (${plan.targetReason})`,
   );
-  let job = journal.newJob({
-    vm,
-    source,
-    target: plan.target,
-    live: false,
-    allowDowntime: true,
-    kind: "failover",
-    requestedBy,
-  });
   try {
-    const reserved = plan.revisions.get(plan.target) ?? 0;
-    const read = await readPlacement(deps.store, vm.id, signal);
-    // No record: the VM was deleted (its node's last report still lists it). A failover
-    // would bring it back to life, or leave a record placing it where nothing runs it.
-    if (read.rec === undefined) throw new RpcError("VM_NOT_FOUND");
-    // The controller restarts what should run: a VM asked to stop stays stopped (read in the
-    // record the transaction below compares, so a stop written meanwhile fails it).
-    if (requestedBy === FAILOVER_PRINCIPAL && askedToStop(read.rec))
-      throw new RpcError("FAILOVER_NOT_ALLOWED", {
-        message: `failover not allowed: ${vmId} was asked to stop`,
-      });
-    const placed = placementChange(vm.id, read, plan.target);
-    // With the node's compares: a heartbeat since it was read means no failover.
-    const compares = [
-      node.unchanged,
-      ...node.liveness.compares,
-      placed.compare,
-      ...(options.compares ?? []),
-    ];
-    if (!(await journal.begin(job, reserved, signal, compares, [placed.op])))
-      throw new RpcError("MIGRATION_IN_PROGRESS", {
-        message: `${source} or the vm changed while failing over; look again`,
-      });
     try {
       job = jobRunning(job, `restarting on ${plan.target}`);
       await journal.publish(job, { force: true });
@@ -219,4 +166,100 @@ async function failoverOnce(
   } finally {
     journal.disown(job.id);
   }
+}
+
+/** A failover whose record, lock and new placement are written: what its restart needs. */
+interface Begun {
+  readonly job: MigrationJob;
+  readonly plan: { readonly target: string; readonly targetReason: string };
+  readonly placed: { readonly generation: bigint };
+  readonly driver: RecoveringDriver;
+  readonly source: string;
+  /** How long the source had been NOT_READY, as read. */
+  readonly down: number;
+}
+
+/**
+ * One round of deciding a failover: the source read from the store and found
+ * down past the fence delay, a target planned, and the record, the lock and
+ * the VM's new placement (its generation bumped) written in one txn under
+ * what was read. Undefined when that txn lost (something it compares changed).
+ */
+async function beginFailover(call: {
+  readonly deps: FailoverDeps;
+  readonly vm: VmInfo;
+  readonly requestedBy: string;
+  readonly tenant: string | undefined;
+  readonly signal: AbortSignal;
+  readonly options: FailoverOptions;
+}): Promise<Begun | undefined> {
+  const { deps, vm, requestedBy, tenant, signal, options } = call;
+  const { engine, inventory, executors, journal, fenceDelayMs } = deps;
+  const vmId = vm.id;
+  const source = vm.nodeId?.id ?? "";
+  // From the store, not a cache: "down long enough" must not rest on a stale
+  // view, and the record is written below only if this node record is unchanged.
+  const node = await inventory.readNode(source, signal);
+  if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
+  const down = Number(node.summary.notReadyForMs);
+  if (node.summary.readiness === NodeReadiness.READY || !node.liveness.pastFenceDelay) {
+    throw new RpcError("FAILOVER_NOT_ALLOWED", {
+      message:
+        node.summary.readiness === NodeReadiness.READY
+          ? `failover not allowed: ${source} is ready; migrate the vm instead`
+          : `failover not allowed: ${source} has been not ready for ${Math.round(down / 1000)} s; the fence delay is ${Math.round(fenceDelayMs / 1000)} s`,
+    });
+  }
+  // A node cut off stops its HA VMs itself (self-fencing), not the others: one without HA
+  // may still run there until the operator says the node is off.
+  if (!vm.ha && !node.summary.outOfService)
+    throw new RpcError("FAILOVER_NOT_ALLOWED", {
+      message: `failover not allowed: ${vmId} has no HA, so ${source} does not stop it when cut off and may still run it; once ${source} is off, say so: hvctl node cordon ${source} --out-of-service`,
+    });
+  const plan = await engine.plan({ vmId, tenant, allowDowntime: true, target: undefined }, signal, {
+    failover: true,
+  });
+  if (!plan.allowed) {
+    const failed = plan.checks.find((c) => !c.passed);
+    if (failed?.name === "no_migration_in_flight") throw new RpcError("MIGRATION_IN_PROGRESS");
+    throw new RpcError("NO_TARGET", {
+      message: `no node can take this vm now: ${failed?.reason ?? "a check failed"}`,
+    });
+  }
+  const driver = executors.forNode(plan.target);
+  if (driver === undefined || !canRecover(driver)) {
+    throw new RpcError("NO_TARGET", {
+      message: `no node can take this vm now: ${driver?.kind ?? "no driver"} on ${plan.target} cannot restart vms of failed nodes`,
+    });
+  }
+  const job = journal.newJob({
+    vm,
+    source,
+    target: plan.target,
+    live: false,
+    allowDowntime: true,
+    kind: "failover",
+    requestedBy,
+  });
+  const reserved = plan.revisions.get(plan.target) ?? 0;
+  const read = await readPlacement(deps.store, vm.id, signal);
+  // No record: the VM was deleted (its node's last report still lists it). A failover
+  // would bring it back to life, or leave a record placing it where nothing runs it.
+  if (read.rec === undefined) throw new RpcError("VM_NOT_FOUND");
+  // The controller restarts what should run: a VM asked to stop stays stopped (read in the
+  // record the transaction below compares, so a stop written meanwhile fails it).
+  if (requestedBy === FAILOVER_PRINCIPAL && askedToStop(read.rec))
+    throw new RpcError("FAILOVER_NOT_ALLOWED", {
+      message: `failover not allowed: ${vmId} was asked to stop`,
+    });
+  const placed = placementChange(vm.id, read, plan.target);
+  // With the node's compares: a heartbeat since it was read means no failover.
+  const compares = [
+    node.unchanged,
+    ...node.liveness.compares,
+    placed.compare,
+    ...(options.compares ?? []),
+  ];
+  if (!(await journal.begin(job, reserved, signal, compares, [placed.op]))) return undefined;
+  return { job, plan, placed, driver, source, down };
 }

@@ -2,6 +2,7 @@
 // the pipeline. No I/O and no node: imports; every other layer builds on it.
 
 export { abortError, rethrowAborted, throwIfAborted } from "./abort-error.js";
+export { boundedEach } from "./bounded-each.js";
 export type {
   AuthMethod,
   CallContext,

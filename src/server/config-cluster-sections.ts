@@ -64,6 +64,11 @@ export const clusterSection = z
         /** Automatic restarts of one VM per window before it is left alone. */
         restartLimit: int(0, 100).default(3),
         restartWindowMs: int(60_000, 30 * 86_400_000).default(3_600_000),
+        /**
+         * HA VMs a pass works on at once (restarts elsewhere, starts again on a node
+         * back): one whose target is slow to answer holds up only itself.
+         */
+        maxParallel: int(1, 16).default(4),
       })
       .prefault({}),
     events: z
