@@ -68,6 +68,22 @@ export async function runAgent(config: AgentConfig, env: NodeJS.ProcessEnv): Pro
   }
 }
 
+/** Aborted by SIGTERM or SIGINT, or when `opened` unwinds. */
+function stopOnSignals(opened: OpenedResources): AbortController {
+  const stop = new AbortController();
+  // Undone, everything that follows the stop signal ends too (the self-fence's clock among them).
+  opened.push("stop", () => stop.abort());
+  // Kept until the unwinding: a second signal while stopping changes nothing (by default it killed the agent mid-way).
+  const onSignal = () => stop.abort();
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  opened.push("signal handlers", () => {
+    process.removeListener("SIGTERM", onSignal);
+    process.removeListener("SIGINT", onSignal);
+  });
+  return stop;
+}
+
 /** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
 async function serve(
   config: AgentConfig,
@@ -103,17 +119,7 @@ async function serve(
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
   opened.push("systemd notifier", () => notifier.close());
-  const stop = new AbortController();
-  // Undone, everything that follows the stop signal ends too (the self-fence's clock among them).
-  opened.push("stop", () => stop.abort());
-  // Kept until the unwinding: a second signal while stopping changes nothing (by default it killed the agent mid-way).
-  const onSignal = () => stop.abort();
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
-  opened.push("signal handlers", () => {
-    process.removeListener("SIGTERM", onSignal);
-    process.removeListener("SIGINT", onSignal);
-  });
+  const stop = stopOnSignals(opened);
 
   let send: (m: Parameters<typeof link.send>[0]) => boolean = () => false;
   let beat: () => Promise<void> = () => Promise.resolve();
