@@ -31,6 +31,8 @@ describe("an agent on a host that rebooted since it last ran", async () => {
   const bootIdFile = join(bootDir, "boot_id");
   writeFileSync(bootIdFile, `${randomUUID()}\n`);
   let c: FencingCluster;
+  /** The agent's storage: with simulated datasets it takes an inventory before it connects. */
+  let storage = "none";
 
   before(async () => {
     c = await startFencingCluster({
@@ -41,11 +43,17 @@ describe("an agent on a host that rebooted since it last ran", async () => {
       // NOT_READY past it, so only the agent can say its HA VMs were lost running.
       cluster: {
         heartbeatIntervalMs: 1000,
+        // READY for 30 s after its last heartbeat: an agent away for a few seconds (the third
+        // case's cut-off start) is never seen NOT_READY, so no controller marks its VMs lost.
+        heartbeatMissedIntervals: 30,
         fenceDelayMs: 60_000,
         runnerLeaseMs: 3000,
         failover: { enabled: true, intervalMs: 500 },
       },
-      agentEnv: () => ({ DEBVISOR_AGENT_BOOT_ID_FILE: bootIdFile }),
+      agentEnv: () => ({
+        DEBVISOR_AGENT_BOOT_ID_FILE: bootIdFile,
+        DEBVISOR_AGENT_STORAGE: storage,
+      }),
     });
   });
   after(async () => {
@@ -143,5 +151,44 @@ describe("an agent on a host that rebooted since it last ran", async () => {
       told.map((l) => l.vms),
       [[HA]],
     );
+  });
+  it("an HA VM a reboot stopped is told again when the agent starts again before the control plane took it over (the control plane not reached, and the host rebooting twice)", async () => {
+    assert.equal((await c.domains(NODE))[HA], "running");
+    const agent = c.agents.get(NODE);
+    assert.ok(agent !== undefined);
+    agent.proc.kill("SIGTERM");
+    if (agent.proc.exitCode === null) await new Promise((r) => agent.proc.once("exit", r));
+    // The host reboots; the agent starts but cannot reach the control plane (partitioned: its
+    // network, or the control plane, still coming up after a power cut). With simulated
+    // storage it takes its first inventory before it connects (other storage: in its Hello).
+    storage = "sim";
+    const dir = join(c.dir, NODE);
+    writeFileSync(join(dir, "faults.json"), `${JSON.stringify({ partitioned: true })}\n`);
+    const second = `${randomUUID()}`;
+    writeFileSync(bootIdFile, `${second}\n`);
+    const cut = c.run(NODE);
+    await cut.waitLog("the watchdog reset the node; its HA vms are to run again");
+    // Its first inventory kept this boot's HA VMs running: none.
+    await eventually(
+      () =>
+        assert.equal(
+          (JSON.parse(readFileSync(join(dir, "host-boot.json"), "utf8")) as { bootId: string })
+            .bootId,
+          second,
+        ),
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
+    // The power flickers again before the control plane was ever told: the host reboots once
+    // more, and the agent comes back reaching the control plane this time.
+    cut.proc.kill("SIGTERM");
+    if (cut.proc.exitCode === null) await new Promise((r) => cut.proc.once("exit", r));
+    rmSync(join(dir, "faults.json"));
+    writeFileSync(bootIdFile, `${randomUUID()}\n`);
+    const back = c.run(NODE);
+    await back.waitLog("connected to the control plane");
+    await eventually(async () => assert.equal((await c.domains(NODE))[HA], "running"), {
+      timeoutMs: 20_000,
+      intervalMs: 250,
+    });
   });
 });

@@ -113,8 +113,11 @@ async function serve(
     holdMigrationAt: () => faults.current().holdMigrationAt,
   });
   opened.push("hypervisor", () => hv.close());
-  // A reboot stopped the HA VMs that ran before it, as a watchdog reset does: told the same way.
-  resetHa.stopped(await stoppedByReboot(boot, hv.domains, log, nodeId));
+  // A reboot stopped the HA VMs that ran before it, as a watchdog reset does: told the same way,
+  // and kept in the file until taken over (this process may end before the control plane heard).
+  const stoppedNow = await stoppedByReboot(boot, hv.domains, log, nodeId);
+  boot.told(stoppedNow);
+  resetHa.stopped(stoppedNow);
   opened.push("pid file", writeAgentPidFile(config.dir));
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
@@ -159,7 +162,10 @@ async function serve(
       Promise.race([beat(), sleep(REPORT_BEFORE_RESULT_MS, undefined, { ref: false })]),
   });
   // HA VMs this node stopped on its own, told until the control plane takes them over.
-  const fenced = createFencedVmReports((m) => send(m));
+  const fenced = createFencedVmReports(
+    (m) => send(m),
+    (vmId) => boot.taken(vmId),
+  );
   resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({

@@ -19,9 +19,11 @@ export interface FencedVmReports {
 /**
  * Keeps the self-fenced VMs in memory and tells each as a `self-fenced`
  * event through `send` (false: no stream up, the message is dropped).
+ * `onTaken` hears every VM taken over (what a file keeps of them is dropped).
  */
 export function createFencedVmReports(
   send: (m: MessageInitShape<typeof AgentMessageSchema>) => boolean,
+  onTaken: (vmId: string) => void = () => {},
 ): FencedVmReports {
   const fencedVms = new Map<string, number>();
   const tellFenced = (vmId: string, at: number) =>
@@ -46,6 +48,7 @@ export function createFencedVmReports(
     },
     taken(vmId) {
       fencedVms.delete(vmId);
+      onTaken(vmId);
     },
   };
 }

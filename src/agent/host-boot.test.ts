@@ -110,4 +110,31 @@ describe("the host's boot kept by the agent", () => {
       ]);
     }),
   );
+
+  it(
+    "the VMs a reboot stopped, once told, are told again at every start (the same boot, or another reboot) until taken over",
+    withDir((dir, file, reboot) => {
+      openHostBoot(dir, file, silentLogger).sawRunning(["vm-1", "vm-2"]);
+      reboot();
+      const after = openHostBoot(dir, file, silentLogger);
+      assert.deepEqual(after.ranBeforeReboot, ["vm-1", "vm-2"]);
+      after.told(["vm-1", "vm-2"]);
+      // Its first inventory: both stopped. The agent ends before the control plane heard.
+      after.sawRunning([]);
+      assert.deepEqual(openHostBoot(dir, file, silentLogger).ranBeforeReboot, ["vm-1", "vm-2"]);
+      // The host reboots again before the control plane heard.
+      writeFileSync(file, "boot-3\n");
+      const third = openHostBoot(dir, file, silentLogger);
+      assert.deepEqual(third.ranBeforeReboot, ["vm-1", "vm-2"]);
+      third.told(["vm-1", "vm-2"]);
+      third.sawRunning([]);
+      // The control plane takes vm-1 over (its start comes): only vm-2 is told again.
+      third.taken("vm-1");
+      third.taken("vm-9");
+      assert.deepEqual(openHostBoot(dir, file, silentLogger).ranBeforeReboot, ["vm-2"]);
+      // Told at a start where it is no longer stopped here: no longer kept.
+      openHostBoot(dir, file, silentLogger).told([]);
+      assert.deepEqual(openHostBoot(dir, file, silentLogger).ranBeforeReboot, []);
+    }),
+  );
 });

@@ -32,17 +32,25 @@ export const REBOOT_TOLD =
 /** The host's boot, the last one the agent saw, and the HA VMs running in it. */
 export interface HostBoot {
   /**
-   * The HA VMs the agent last saw running, when the host booted since;
-   * empty on the same boot, on a first start, or when the file was unreadable.
+   * The HA VMs the agent last saw running, when the host booted since; on
+   * any boot, those a reboot stopped that were told and not yet taken over
+   * (an agent restarted, or a host rebooted again, before the control plane
+   * heard). Empty on a first start, or when the file was unreadable.
    */
   readonly ranBeforeReboot: readonly string[];
   /** The HA VMs running now: kept, with this boot's id, when they differ from those kept. */
   sawRunning(haVmIds: readonly string[]): void;
+  /** The HA VMs a reboot stopped, told now: kept (replacing those kept) until each is taken over. */
+  told(haVmIds: readonly string[]): void;
+  /** An operation on `vmId` came: the control plane took it over; no longer kept to be told. */
+  taken(vmId: string): void;
 }
 
 interface HostBootFile {
   bootId: string;
   haRunning: string[];
+  /** Told as stopped by a reboot, not yet taken over; absent when none. */
+  toTell?: string[];
 }
 
 /**
@@ -50,36 +58,67 @@ interface HostBootFile {
  * the host's now (`bootIdFile`). A missing file tells nothing (a first
  * start); an unreadable one neither, logged, and it is written anew at the
  * next inventory. Writes replace the file whole (temporary file, fsync,
- * rename), only when the set of HA VMs running changes.
+ * rename), only when the set of HA VMs running, or of those to tell,
+ * changes. The first inventory after a reboot sees the told VMs stopped:
+ * they stay kept apart (`toTell`) until taken over, else an agent that
+ * starts again before the control plane heard tells them never again.
  */
 export function openHostBoot(dir: string, bootIdFile: string, log: Logger): HostBoot {
   const path = join(dir, HOST_BOOT_FILE);
   const boot = bootId(bootIdFile);
   const kept = read(path, log);
   /** The set the file holds for this boot; undefined: the file is to be written. */
-  let written = kept?.bootId === boot ? kept.haRunning : undefined;
+  let written: readonly string[] | undefined = kept?.bootId === boot ? kept.haRunning : undefined;
+  let toTell: readonly string[] = kept?.toTell ?? [];
+  /** A change of `toTell` not written yet (the write failed). */
+  let unwritten = false;
+  const write = (haRunning: readonly string[]) => {
+    try {
+      writeFileDurably(
+        path,
+        `${JSON.stringify({
+          bootId: boot,
+          haRunning: [...haRunning],
+          ...(toTell.length > 0 ? { toTell: [...toTell] } : {}),
+        } satisfies HostBootFile)}\n`,
+      );
+      written = haRunning;
+      unwritten = false;
+    } catch (err) {
+      unwritten = true;
+      log.error({ err, path }, "the HA vms running not kept; written again at the next report");
+    }
+  };
   return {
     ranBeforeReboot:
-      kept !== undefined && boot !== UNKNOWN_BOOT && kept.bootId !== boot ? kept.haRunning : [],
+      kept === undefined || boot === UNKNOWN_BOOT
+        ? []
+        : kept.bootId !== boot
+          ? [...new Set([...kept.haRunning, ...kept.toTell])]
+          : kept.toTell,
     sawRunning(haVmIds) {
       if (boot === UNKNOWN_BOOT) return;
       const all = [...new Set(haVmIds)].sort();
       const next = all.slice(0, MAX_KEPT_HA_VMS);
-      if (written !== undefined && sameIds(next, written)) return;
+      if (written !== undefined && sameIds(next, written) && !unwritten) return;
       if (all.length > next.length)
         log.warn(
           { path, kept: next.length, running: all.length },
           "too many HA vms to keep; some left out",
         );
-      try {
-        writeFileDurably(
-          path,
-          `${JSON.stringify({ bootId: boot, haRunning: next } satisfies HostBootFile)}\n`,
-        );
-        written = next;
-      } catch (err) {
-        log.error({ err, path }, "the HA vms running not kept; written again at the next report");
-      }
+      write(next);
+    },
+    told(haVmIds) {
+      if (boot === UNKNOWN_BOOT) return;
+      const next = [...new Set(haVmIds)].sort().slice(0, MAX_KEPT_HA_VMS);
+      if (written !== undefined && sameIds(next, toTell) && !unwritten) return;
+      toTell = next;
+      write(written ?? []);
+    },
+    taken(vmId) {
+      if (boot === UNKNOWN_BOOT || !toTell.includes(vmId)) return;
+      toTell = toTell.filter((id) => id !== vmId);
+      write(written ?? []);
     },
   };
 }
@@ -110,18 +149,19 @@ function sameIds(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((id, i) => id === b[i]);
 }
 
-function read(path: string, log: Logger): HostBootFile | undefined {
+function read(path: string, log: Logger): Required<HostBootFile> | undefined {
   try {
     const text = readFileIfPresent(path);
     if (text === undefined) return undefined;
     const doc = JSON.parse(text) as Partial<HostBootFile>;
     if (typeof doc.bootId !== "string" || !Array.isArray(doc.haRunning))
       throw new Error("no bootId or haRunning");
+    const ids = (list: unknown[]) =>
+      list.filter((id): id is string => typeof id === "string").slice(0, MAX_KEPT_HA_VMS);
     return {
       bootId: doc.bootId,
-      haRunning: doc.haRunning
-        .filter((id): id is string => typeof id === "string")
-        .slice(0, MAX_KEPT_HA_VMS),
+      haRunning: ids(doc.haRunning),
+      toTell: Array.isArray(doc.toTell) ? ids(doc.toTell) : [],
     };
   } catch (err) {
     log.error(

@@ -11,6 +11,8 @@ import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/r
 import { OperationKind, OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage } from "../store/index.js";
+import { silentLogger } from "../core/index.js";
+import { createFailoverDecisions } from "./failover-decisions.js";
 import { createHaRestore, noteSelfFenced } from "./ha-restore.js";
 
 // A node back from a self-fence refuses an HA VM's start until its lease is
@@ -75,4 +77,59 @@ describe("HA restore's restart limit, with the node's agent refusing the start",
       }
     });
   }
+
+  // Not counted, such a refusal is tried again at every pass for as long as the node answers
+  // it. A node (a stolen node certificate) that words each refusal anew made every pass a new
+  // decision: logged, audited and counted every 2 s per HA VM, without end.
+  it("tells a refusal repeated pass after pass once, however the node words it", async () => {
+    const node = "n-wordy";
+    const vmId = `vm-${node}`;
+    await store.put(
+      `vms/${vmId}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, { id: vmId, nodeId: node, managed: true, generation: 4n }),
+      ),
+    );
+    assert.equal(await noteSelfFenced(store, node, vmId, 0), true);
+    const agent = connectInProcess(hub, node, ["op:start-vm"]);
+    await eventually(() => hub.connectedNodes().includes(node));
+    let n = 0;
+    const answering = answerDispatches(agent, () => ({
+      outcome: OperationOutcome.FAILED,
+      reason: "STALE_GENERATION",
+      message: `refusal number ${n++}`,
+    }));
+    const audited: string[] = [];
+    const decisions = createFailoverDecisions({
+      logger: silentLogger,
+      onDecision: (d) => audited.push(`${d.action}: ${d.detail}`),
+    });
+    const ha = createHaRestore({
+      store,
+      executors,
+      elected: () => ({ key: "controllers/failover", modRevision: 0 }),
+      restartLimit: 3,
+      restartWindowMs: 3_600_000,
+      decide: (d) => decisions.decide(d),
+    });
+    try {
+      const stopped = create(VmInfoSchema, { id: vmId, state: VmState.STOPPED });
+      for (let pass = 0; pass < 10; pass++)
+        await ha.restore(
+          { nodeId: node, reportMs: 1 },
+          stopped,
+          1_000 + pass,
+          AbortSignal.timeout(20_000),
+        );
+      assert.equal(n, 10, "each pass tried the start");
+      assert.deepEqual(audited, [
+        `failed: not started on ${node} (STALE_GENERATION); tried again at a later pass`,
+      ]);
+    } finally {
+      ha.close();
+      await answering.stop();
+      await agent.close();
+    }
+  });
 });

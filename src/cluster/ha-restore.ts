@@ -251,6 +251,16 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
             throw new RpcError("BACKEND_UNAVAILABLE", {
               message: `${nodeId} did not start ${vm.id} within ${Math.round((options.startTimeoutMs ?? START_TIMEOUT_MS) / 1000)} s`,
             });
+          // A refusal is tried again at every pass for as long as the node answers it: told
+          // by its reason, the same each time (a decision repeated is not told again). In the
+          // node's words, a node that words each anew (a stolen node certificate) had every
+          // pass logged and audited as a new decision, without end.
+          const rpc = toRpcError(err);
+          if (REFUSED_BEFORE_START.includes(rpc.reason))
+            throw new RpcError(rpc.reason, {
+              message: `not started on ${nodeId} (${rpc.reason}); tried again at a later pass`,
+              cause: err,
+            });
           throw err;
         });
         options.decide({
