@@ -7,11 +7,11 @@ import {
   executorsOnHub,
 } from "../../test/helpers/agent-stream.js";
 import { eventually } from "../../test/helpers/eventually.js";
+import { silentLogger } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { encodeMessage, getMessage } from "../store/index.js";
-import { silentLogger } from "../core/index.js";
 import { createFailoverDecisions } from "./failover-decisions.js";
 import { createHaRestore, noteSelfFenced } from "./ha-restore.js";
 
