@@ -24,6 +24,7 @@ import {
   noteSelfFenced,
 } from "./ha-restore.js";
 import { createInventory } from "./inventory.js";
+import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 
 /** An HA restore on `store` whose nodes' starts run `start`; restart limit 3 in 1 h. */
 function restoreOn(
@@ -249,6 +250,38 @@ describe("HA restore's start", () => {
       );
       ha.close();
       assert.deepEqual(sent, [7n]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("starts nothing while a migration holds the VM's lock, and starts it once the lock is gone", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+      );
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      // An operator moves the stopped VM meanwhile (a cold migration to node-b): a start
+      // on node-a now would run it where the migration is taking it from.
+      await store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("mig-1"));
+      const started: string[] = [];
+      const ha = restoreOn(store, async (vmId) => {
+        started.push(vmId);
+      });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, stopped, 1_000, AbortSignal.timeout(5000));
+      assert.deepEqual(started, [], "started while a migration held the vm");
+      const rec = await getMessage(store, FailoverRecordSchema, "failover/vm-1");
+      assert.equal(rec?.message.lostRunning, true, "the mark is kept for a later pass");
+      await store.delete(`${MIGRATION_LOCKS}vm-1`);
+      await ha.restore(AT_1, stopped, 2_000, AbortSignal.timeout(5000));
+      ha.close();
+      assert.deepEqual(started, ["vm-1"]);
     } finally {
       await store.close();
     }

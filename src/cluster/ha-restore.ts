@@ -7,6 +7,7 @@ import { type Compare, getMessage, type KvStore, updateMessage } from "../store/
 import type { Executors } from "./executors.js";
 import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
 import type { Inventory } from "./inventory.js";
+import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
@@ -234,8 +235,11 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         lostReportNode: rec.lostReportNode,
         lostReportMs: rec.lostReportMs,
       });
-      // Counted and cleared first: whatever happens next, this decision is taken once.
-      const written = await write(next, rev, signal, [unchanged]);
+      // Counted and cleared first: whatever happens next, this decision is taken once. Not
+      // while a migration holds the VM (an operator moving it meanwhile): started here, it
+      // would run where the migration takes it from; the mark stays for a later pass.
+      const unlocked: Compare = { key: MIGRATION_LOCKS + vm.id, modRevision: 0 };
+      const written = await write(next, rev, signal, [unchanged, unlocked]);
       if (written === 0) return;
       try {
         const driver = options.executors.forNode(nodeId);
