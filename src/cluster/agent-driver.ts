@@ -17,6 +17,7 @@ import {
 import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import { callUnlessDown } from "./agent-call-unless-down.js";
 import { agentMigrateOut } from "./agent-migrate-out.js";
 import type { AgentOperationCaller } from "./agent-operation-call.js";
 import type { AgentOperations } from "./agent-operations.js";
@@ -96,14 +97,20 @@ export function createAgentDriver(nodeId: string, deps: AgentDriverDeps): AgentD
     async recover(vmId, fromNodeId, signal, recoverOptions) {
       // The control plane's last view of the vm: the target defines it from this where it can.
       const vm = await inventory.findVm(vmId, signal);
-      await call({
-        nodeId,
-        kind: OperationKind.RECOVER,
-        vmId,
-        params: { ...(vm === undefined ? {} : vmDefinitionParams(vm)), from: fromNodeId },
-        generation: recoverOptions?.generation ?? 0n,
-        signal,
-      });
+      // A target that dies with the recover never answers: waited for without end, it held
+      // the failover controller's pass, and every later one, for good (an adversarial review).
+      await callUnlessDown(
+        {
+          nodeId,
+          kind: OperationKind.RECOVER,
+          vmId,
+          params: { ...(vm === undefined ? {} : vmDefinitionParams(vm)), from: fromNodeId },
+          generation: recoverOptions?.generation ?? 0n,
+          signal,
+        },
+        deps,
+        `${nodeId} went down during the recover of ${vmId}; its outcome is left to what the nodes report`,
+      );
     },
     // Conflicts: the node removes its copy only if it is older than `generation` (the VM's current one).
     removeStaleCopy: (vmId, generation, signal) =>

@@ -3,7 +3,6 @@
  * followed until its answer or until the source is presumed dead with the
  * job (then left to settling). The `migrate` of `createAgentDriver`.
  */
-import { setTimeout as sleep } from "node:timers/promises";
 import { RpcError } from "../core/index.js";
 import {
   MIGRATION_URI_LABEL,
@@ -14,7 +13,7 @@ import {
   parseTransfer,
 } from "../drivers/index.js";
 import { OperationKind } from "../gen/debvisor/v1/agent_pb.js";
-import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
+import { callUnlessDown } from "./agent-call-unless-down.js";
 import type { AgentDriverDeps } from "./agent-driver.js";
 
 /**
@@ -35,55 +34,23 @@ export async function agentMigrateOut(
   // for good): past downGraceMs its outcome is left to settling, which decides from
   // what the nodes report. Waiting for it held the VM's lock for good, and failover
   // never restarted an HA VM whose node died mid-migration (an adversarial review).
-  const done = new AbortController();
-  const following = deps.call({
-    nodeId,
-    kind: OperationKind.MIGRATE_OUT,
-    vmId,
-    params: { destination: to.nodeId, uri, live: String(live) },
-    signal: AbortSignal.any([signal, done.signal]),
-    onProgress: (p) =>
-      onProgress?.({
-        phase: phaseOf(p.phase),
-        percent: p.percent,
-        ...parseTransfer(p.message),
-      }),
-  });
-  try {
-    // Watched until the call ends, whatever ends it (a cancel included): only a
-    // node down with the job wins the race against the agent's answer.
-    const lost = downWithJob(nodeId, done.signal, deps);
-    if (await Promise.race([following.then(() => false), lost])) {
-      following.catch(() => undefined);
-      throw new RpcError("OPERATION_INTERRUPTED", {
-        message: `${nodeId} went down during the migration of ${vmId}; settled from what the nodes report`,
-      });
-    }
-  } finally {
-    done.abort();
-  }
-}
-
-/**
- * Resolves true once `nodeId` has been NOT_READY for longer than
- * downGraceMs (looked at every second), false once `signal` aborts.
- */
-async function downWithJob(
-  nodeId: string,
-  signal: AbortSignal,
-  { inventory, downGraceMs }: AgentDriverDeps,
-): Promise<boolean> {
-  while (!signal.aborted) {
-    const node = await inventory.getNode(nodeId, signal).catch(() => undefined);
-    if (
-      node !== undefined &&
-      node.summary.readiness !== NodeReadiness.READY &&
-      Number(node.summary.notReadyForMs) > downGraceMs
-    )
-      return true;
-    await sleep(1000, undefined, { signal }).catch(() => undefined);
-  }
-  return false;
+  await callUnlessDown(
+    {
+      nodeId,
+      kind: OperationKind.MIGRATE_OUT,
+      vmId,
+      params: { destination: to.nodeId, uri, live: String(live) },
+      signal,
+      onProgress: (p) =>
+        onProgress?.({
+          phase: phaseOf(p.phase),
+          percent: p.percent,
+          ...parseTransfer(p.message),
+        }),
+    },
+    deps,
+    `${nodeId} went down during the migration of ${vmId}; settled from what the nodes report`,
+  );
 }
 
 /** How the destination's hypervisor is reached: what its agent reported. */

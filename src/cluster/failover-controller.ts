@@ -16,6 +16,9 @@ import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-rem
 
 export type { FailoverDecision } from "./failover-decisions.js";
 
+/** How long close() waits for the pass under way to end before resigning. */
+const CLOSE_WAIT_MS = 10_000;
+
 /** Options of {@link startFailoverController}. */
 export interface FailoverControllerOptions extends FailoverDeps {
   readonly store: KvStore;
@@ -116,11 +119,17 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     maxParallel: options.maxParallel ?? 4,
   });
 
+  /** The pass under way, if any: close() lets it wind down before resigning. */
+  let passing: Promise<void> | undefined;
+
   async function tick() {
     if (busy || stop.signal.aborted) return;
     busy = true;
     try {
-      if (await leadership.take()) await pass(stop.signal);
+      if (await leadership.take()) {
+        passing = pass(stop.signal);
+        await passing;
+      }
     } catch (err) {
       if (!stop.signal.aborted) logger.warn({ err }, "failover controller pass failed");
     } finally {
@@ -136,6 +145,12 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     async close() {
       clearInterval(timer);
       stop.abort();
+      // What the pass has under way ends first, while this process still leads: a start cut
+      // short puts its VM's mark back (ha-restore.ts), a write conditional on the election.
+      // Resigned at once, those writes failed, and no leader started the VMs again.
+      const ending = passing?.catch(() => undefined);
+      if (ending !== undefined)
+        await Promise.race([ending, new Promise((r) => setTimeout(r, CLOSE_WAIT_MS).unref())]);
       ha.close();
       await leadership.resign();
     },

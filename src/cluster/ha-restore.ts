@@ -1,5 +1,11 @@
 import { create } from "@bufbuild/protobuf";
-import { type Logger, msFromTimestamp, RpcError, toRpcError } from "../core/index.js";
+import {
+  type Logger,
+  msFromTimestamp,
+  RpcError,
+  timeoutSignal,
+  toRpcError,
+} from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -12,6 +18,9 @@ import { askedToStop } from "./vm-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
 const START_TIMEOUT_MS = 15_000;
+
+/** How long the write putting a mark back after a start that did not happen may take. */
+const PUT_BACK_TIMEOUT_MS = 10_000;
 
 /** Reasons of a start refused before anything ran: not counted against the restart limit. */
 const REFUSED_BEFORE_START: readonly string[] = [
@@ -282,6 +291,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         // where, and starts nothing here unless it is placed here again). Counted, a slow
         // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
         const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
+        // Not under the pass's signal: a start cut short by the controller's stop must still
+        // put the mark back, or no leader ever starts the VM again (an adversarial review).
         await write(
           create(FailoverRecordSchema, {
             ...next,
@@ -289,7 +300,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
             lostRunning: true,
           }),
           written,
-          signal,
+          timeoutSignal(PUT_BACK_TIMEOUT_MS),
         );
         options.decide({
           vmId: vm.id,
