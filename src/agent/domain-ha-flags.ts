@@ -11,7 +11,9 @@
  *
  * A read that fails never fails the listing: the domain keeps what was
  * known of it (nothing known: not HA), the failure is logged once, and the
- * next listing reads it again.
+ * next listing reads it again. Nor does one that outlasts the listing's
+ * signal: the reads stop there, and the listing is answered with what was
+ * known.
  */
 import { type Logger, toRpcError } from "../core/index.js";
 import { canDefine, type HaFlagDriver, type HypervisorDriver } from "../drivers/index.js";
@@ -69,7 +71,9 @@ export function trackDomainHaFlags(
     try {
       keep(vmId, { ha: await driver.haFlag(vmId, signal), at: now(), ok: true });
     } catch (err) {
-      if (signal.aborted) throw err;
+      // Out of the listing's time: the listing stands, with what was known. Failing it, a read
+      // that hangs kept the fence check from stopping even the HA VMs it knew.
+      if (signal.aborted) return;
       // Undefined between the listing and the read: simply gone.
       if (toRpcError(err).reason === "VM_NOT_FOUND") {
         flags.delete(vmId);
@@ -98,7 +102,7 @@ export function trackDomainHaFlags(
         const flag = flags.get(id);
         return flag === undefined || !flag.ok || t - flag.at >= HA_FLAG_REFRESH_MS;
       });
-    for (let i = 0; i < due.length; i += READ_CONCURRENCY)
+    for (let i = 0; i < due.length && !signal.aborted; i += READ_CONCURRENCY)
       await Promise.all(due.slice(i, i + READ_CONCURRENCY).map((id) => read(id, signal)));
     return domains;
   };

@@ -97,6 +97,12 @@ function libvirtNode() {
   const config = agentConfigSchema.parse({ dir, driver: { kind: "libvirt", uri } });
   return {
     uri,
+    /** A file holding a new running HA domain's XML, for `virsh define` (one arriving by hand). */
+    file(name: string): string {
+      const path = join(dir, `${name}.xml`);
+      writeFileSync(path, testDomain(name, true, true));
+      return path;
+    },
     open: (virshRunner?: CommandRunner) =>
       openNodeHypervisor(config, "node-lv", silentLogger, { virshRunner }),
   };
@@ -162,6 +168,67 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
       assert.deepEqual(fenced, ["ha-01"]);
     } finally {
       fence.close();
+      await session.close();
+    }
+  });
+
+  /**
+   * A domain that appeared since the last report (migrated in, defined by
+   * hand) is read when the fence check lists, just before it stops
+   * anything. Its `virsh metadata` hung: the read ran out the listing's
+   * time, and the listing failed with it, so the check stopped no HA domain,
+   * at this tick or any later one (each read the new domain again).
+   */
+  it("a hung metadata read of a new domain does not keep the fence from stopping the known HA domains", async () => {
+    const node = libvirtNode();
+    const session = createVirshSession({ uri: node.uri });
+    let hanging = true;
+    const hung: CommandRunner = (program, args, options) =>
+      hanging && args[2] === "metadata" && args.includes("late-01")
+        ? runCommand("sleep", ["120"], options)
+        : session.run(program, args, options);
+    const hv = node.open(hung);
+    const clock = { ns: monotonicNs() };
+    const fenced: string[] = [];
+    const fence = createSelfFence({
+      driver: hv.driver,
+      isHa: (vmId) => hv.isHa(vmId),
+      logger: silentLogger,
+      now: () => clock.ns,
+      onFenced: (vmId) => fenced.push(vmId),
+    });
+    try {
+      fence.configure(1000);
+      fence.sending(0n);
+      await fence.guard(() => fence.renewed(0n));
+      await hv.inventory(AbortSignal.timeout(20_000));
+      assert.equal(hv.isHa("ha-01"), true);
+      await session.run("virsh", ["-c", node.uri, "define", node.file("late-01")], {
+        timeoutMs: 20_000,
+      });
+      clock.ns += 2000n * MS;
+      await fence.guard(() => undefined);
+      const states = Object.fromEntries(
+        (
+          await session.run(
+            "virsh",
+            ["-c", node.uri, "list", "--all", "--name", "--state-running"],
+            {
+              timeoutMs: 20_000,
+            },
+          )
+        ).stdout
+          .split("\n")
+          .filter((l) => l.trim() !== "")
+          .map((l) => [l.trim(), "running"]),
+      );
+      assert.deepEqual(fenced, ["ha-01"], "the known HA domain hard-stopped");
+      assert.equal(states["ha-01"], undefined, "ha-01 no longer runs");
+    } finally {
+      // The ticks queued meanwhile each list again: let them through before closing.
+      hanging = false;
+      fence.close();
+      await fence.guard(() => undefined);
       await session.close();
     }
   });

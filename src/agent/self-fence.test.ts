@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { silentLogger } from "../core/index.js";
 import { createLocalSimulation, monotonicNs, openSimulatedWatchdog } from "../drivers/index.js";
 import { createSelfFence, leasedStarts, watchdogGraceMs } from "./self-fence.js";
@@ -190,6 +191,56 @@ describe("createSelfFence", () => {
       assert.equal((await n.states())["node-x-vm-001"], "running");
     } finally {
       n.fence.close();
+    }
+  });
+
+  /**
+   * Past the deadline every check lists the domains, and a libvirt listing
+   * can be slow (an HA-flag read that hangs is cut off only at the
+   * listing's 30 s). A tick was queued every quarter window whatever was
+   * queued already: ticks piled up behind the slow checks, each listing
+   * again, and a renewal (or an operation, a heartbeat) waited behind all of
+   * them, longer the longer it lasted.
+   */
+  it("past the deadline, slow checks do not pile up ticks that a renewal must wait behind", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-self-fence-"));
+    const sim = createLocalSimulation({ nodeId: "node-x", dir, vms: 3, now: 0 });
+    let slowMs = 1000;
+    let lists = 0;
+    const driver = Object.create(sim.driver, {
+      list: {
+        value: async (signal: AbortSignal) => {
+          lists++;
+          await sleep(slowMs, undefined, { signal });
+          return sim.driver.list(signal);
+        },
+      },
+    }) as typeof sim.driver;
+    const clock = { ns: monotonicNs() };
+    const fence = createSelfFence({
+      driver,
+      isHa: (id) => sim.vmInfo(id)?.ha === true,
+      logger: silentLogger,
+      now: () => clock.ns,
+    });
+    try {
+      fence.configure(1000);
+      fence.sending(0n);
+      await fence.guard(() => fence.renewed(0n));
+      clock.ns += 2000n * MS;
+      // Four seconds of slow checks past the deadline (a tick every 250 ms).
+      await sleep(4000);
+      fence.sending(1n);
+      const began = Date.now();
+      const renewed = fence.guard(() => fence.renewed(1n)).then(() => Date.now() - began);
+      const waited = await Promise.race([renewed, sleep(6000, "more than 6 s")]);
+      assert.equal(typeof waited, "number", `the renewal waited ${waited}`);
+      assert.ok((waited as number) < 3500, `the renewal waited ${waited} ms behind queued ticks`);
+      assert.ok(lists <= 8, `${lists} listings in about 6 s of 1 s checks`);
+    } finally {
+      slowMs = 0;
+      fence.close();
+      await fence.guard(() => undefined);
     }
   });
 });

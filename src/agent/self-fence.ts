@@ -92,11 +92,22 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
   }
 
   let timer: NodeJS.Timeout | undefined;
+  /** A tick queued or running: the next waits for it. Past the deadline each check lists the
+   * domains, which can be slow (libvirt); ticks queued behind slow checks piled up without
+   * bound, and every renewal, operation and heartbeat waited behind them all. */
+  let ticking = false;
+  const tick = () => {
+    if (ticking) return;
+    ticking = true;
+    void guard(() => undefined).finally(() => {
+      ticking = false;
+    });
+  };
   const schedule = () => {
     clearInterval(timer);
     state.tickMs =
       state.windowMs === 0 ? 1000 : Math.max(50, Math.min(1000, Math.floor(state.windowMs / 4)));
-    timer = setInterval(() => void guard(() => undefined), state.tickMs);
+    timer = setInterval(tick, state.tickMs);
   };
   schedule();
 

@@ -188,7 +188,11 @@ export function askedToStop(rec: VmRecord | undefined): boolean {
 /**
  * The VMs with the tenant, labels, managed flag and desired state the
  * control plane holds for each (none when it holds none), whatever the
- * report said: the same array when nothing differs.
+ * report said: the same array when nothing differs. A VM with a spec is HA
+ * only if both its spec and its node say so: the spec is the tenant's
+ * choice, and the node fences only what it holds for HA (a report saying
+ * HA, from a stolen node certificate or a domain's metadata edited by hand,
+ * must not get a VM the node does not fence failed over or restarted).
  */
 export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
   const facts = (vm: VmInfo) => {
@@ -198,13 +202,15 @@ export function withTenants(vms: VmInfo[], records: VmFacts): VmInfo[] {
       labels: rec?.labels ?? {},
       managed: rec?.managed ?? false,
       desiredState: rec?.managed === true ? rec.desiredState : VmState.UNSPECIFIED,
+      ha: vm.ha && rec?.spec?.ha !== false,
     };
   };
   const same = (vm: VmInfo, f: ReturnType<typeof facts>) =>
     vm.tenant === f.tenant &&
     sameLabels(vm.labels, f.labels) &&
     vm.managed === f.managed &&
-    vm.desiredState === f.desiredState;
+    vm.desiredState === f.desiredState &&
+    vm.ha === f.ha;
   if (vms.every((vm) => same(vm, facts(vm)))) return vms;
   return vms.map((vm) => {
     const f = facts(vm);
