@@ -23,6 +23,9 @@ import { createMigrationRecords } from "./migration-records.js";
 import { VM_OPERATIONS_PREFIX, vmOperationOf } from "./vm-operations.js";
 import type { VmRecords } from "./vm-records.js";
 
+/** Settles tried per finished operation while their txn loses a race (each round one wins). */
+const SETTLE_ATTEMPTS = 16;
+
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
   readonly store: KvStore;
@@ -48,12 +51,13 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
   const { store, logger, signal } = options;
   const migrations = createMigrationRecords(store);
 
-  async function settle(record: OperationRecord): Promise<void> {
+  /** Settles `record` if it is a finished lifecycle operation; false when its txn lost a race. */
+  async function settle(record: OperationRecord): Promise<boolean> {
     const id = record.dispatch?.operationId ?? "";
-    if (record.phase !== OperationPhase.DONE || id === "") return;
+    if (record.phase !== OperationPhase.DONE || id === "") return true;
     const key = VM_OPERATIONS_PREFIX + id;
     const got = await getMessage(store, VmOperationIndexSchema, key, { signal });
-    if (got === undefined || got.message.settled) return;
+    if (got === undefined || got.message.settled) return true;
     const index = got.message;
     const op = vmOperationOf(index, record);
     const vmKey = `vms/${index.vmId}`;
@@ -119,15 +123,30 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       },
       { signal },
     );
-    // Another process settled it, or the VM's record changed: the next event or sweep retries.
-    if (!txn.succeeded) return;
+    // Another process settled it, the VM's record changed, or another create's release on
+    // the same node changed its reservations: read again and retry (run).
+    if (!txn.succeeded) return false;
     if (forget) options.vmRecords.forget(index.vmId, txn.revision);
     options.onSettled(op, index.tenant);
+    return true;
   }
-  const run = (record: OperationRecord) =>
-    settle(record).catch((err: unknown) => {
+  /**
+   * Settles `record`, again while its txn loses a race. A finished operation's record sees
+   * no further event: a settle given up was left until the next resync, its create's
+   * reservation held and its outcome unaudited meanwhile (creates finishing together on one
+   * node each release from the same reservations key, in both daemons at once).
+   */
+  const run = async (record: OperationRecord) => {
+    try {
+      for (let attempt = 1; attempt <= SETTLE_ATTEMPTS; attempt++) {
+        if (await settle(record)) return;
+        if (signal.aborted) return;
+      }
+      logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
+    } catch (err) {
       if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "vm operation not settled");
-    });
+    }
+  };
 
   /** Finished operations not settled yet (this process was down when they finished). */
   async function sweep(): Promise<void> {
