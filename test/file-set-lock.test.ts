@@ -317,11 +317,14 @@ describe("writers killed while they waited for the lock of a set of files", () =
         { stdio: "ignore" },
       ),
     );
-    // Waiting: its folder made and its record in it (killed before the record, it is left
-    // until it is as old as a stale lock: a test of that would wait 30 s).
+    // Waiting: its folder made and its whole record in it (killed before the record, or
+    // between creating its file and writing it, it is left until it is as old as a stale
+    // lock: a test of that would wait 30 s). A file seen but still empty failed a CI run.
     const waiting = () =>
       readdirSync(dir).filter(
-        (n) => /^server\.key\.lock\./.test(n) && entriesOf(join(dir, n)).length > 0,
+        (n) =>
+          /^server\.key\.lock\./.test(n) &&
+          entriesOf(join(dir, n)).some((f) => isRecord(join(dir, n, f))),
       );
     for (let i = 0; i < 1000 && waiting().length < 3; i++)
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -345,6 +348,16 @@ function entriesOf(path: string): string[] {
     return readdirSync(path);
   } catch {
     return [];
+  }
+}
+
+/** Whether `path` holds a whole waiter's record (JSON), not a file created but not yet written. */
+function isRecord(path: string): boolean {
+  try {
+    JSON.parse(readFileSync(path, "utf8"));
+    return true;
+  } catch {
+    return false;
   }
 }
 
