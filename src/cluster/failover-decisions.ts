@@ -3,7 +3,7 @@
  * change (a decision repeated pass after pass is not told again), handed to
  * the audit trail's callbacks and emitted as the VM's events.
  */
-import type { Logger } from "../core/index.js";
+import type { Clock, Logger } from "../core/index.js";
 import type { EventSink } from "./event-recorder.js";
 import type { AdoptedPlacement } from "./placement-from-truth.js";
 import type { StaleCopyDecision } from "./stale-copy-removal.js";
@@ -15,6 +15,12 @@ export interface FailoverDecision {
   /** adopted: its placement moved to the only node holding it (placement-from-truth.ts). */
   readonly action: "restarted" | "skipped" | "failed" | "adopted";
   readonly detail: string;
+  /**
+   * The error's code, for a failure: what tells one failure from the next.
+   * Its message is not (an agent words its own, and could make every pass's
+   * failure new).
+   */
+  readonly reason?: string;
   readonly migrationId?: string;
   /** The VM's tenant, for its events and its audit record (a tenant's auditors see it). */
   readonly tenant: string;
@@ -23,6 +29,8 @@ export interface FailoverDecision {
 /** What {@link createFailoverDecisions} works with. */
 export interface FailoverDecisionsDeps {
   readonly logger: Logger;
+  /** When a failure was told, for {@link FAILURE_QUIET_MS} (default: the system clock). */
+  readonly clock?: Clock;
   readonly onDecision?: (decision: FailoverDecision) => void;
   readonly onStaleCopy?: (decision: StaleCopyDecision) => void;
   readonly events?: EventSink;
@@ -41,20 +49,32 @@ export interface FailoverDecisions {
 /** VMs whose last failover decision is remembered (a repeat of it is not told again). */
 const REMEMBERED_DECISIONS = 10_000;
 
+/**
+ * After a failure of a VM is told, another failure of it (with another code)
+ * waits this long to be told. A node that fails a restart every pass with a
+ * different answer would otherwise write a log line, an event and an audit
+ * record per pass, every 2 s, for as long as it likes.
+ */
+export const FAILURE_QUIET_MS = 60_000;
+
 /** Creates the {@link FailoverDecisions}. */
 export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDecisions {
   const { logger } = deps;
+  const now = () => (deps.clock === undefined ? Date.now() : deps.clock.now());
   /** The last decision told per VM, so a pass repeating it says nothing; the oldest forgotten past the bound. */
-  const lastDecision = new Map<string, string>();
+  const lastDecision = new Map<string, { key: string; failed: boolean; at: number }>();
 
   function decide(d: FailoverDecision) {
-    const key = `${d.action}:${d.detail}`;
-    if (lastDecision.get(d.vmId) === key) return;
+    const key = d.reason === undefined ? `${d.action}:${d.detail}` : `${d.action}#${d.reason}`;
+    const last = lastDecision.get(d.vmId);
+    if (last?.key === key) return;
+    const at = now();
+    if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS) return;
     // Deleted VMs' entries would stay for the process's life: the least recently decided go.
     lastDecision.delete(d.vmId);
     if (lastDecision.size >= REMEMBERED_DECISIONS)
       lastDecision.delete(lastDecision.keys().next().value as string);
-    lastDecision.set(d.vmId, key);
+    lastDecision.set(d.vmId, { key, failed: d.action === "failed", at });
     logger.info({ ...d }, "failover decision");
     deps.onDecision?.(d);
     // Restarts and failures are told by failoverVm itself, with the VM's tenant.

@@ -141,6 +141,7 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         tenant: vm.tenant,
         action: "failed",
         detail: rpc.message,
+        reason: rpc.reason,
       });
     }
     return true;

@@ -50,6 +50,7 @@ export interface HaRestoreOptions {
     tenant: string;
     action: "restarted" | "skipped" | "failed";
     detail: string;
+    reason?: string;
   }) => void;
 }
 
@@ -308,6 +309,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
           tenant: vm.tenant,
           action: "failed",
           detail: toRpcError(err).message,
+          reason: toRpcError(err).reason,
         });
       }
     },
