@@ -8,6 +8,7 @@ import {
 } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
 import type { Compare, KeyValue, KvStore, StoreCallOptions, WatchEvent } from "./kv-store.js";
+import { LOST, retryWhileLost } from "./retry-while-lost.js";
 
 /** A decoded message with the revision it was last written at (for compare-and-swap). */
 export interface Versioned<T> {
@@ -83,7 +84,7 @@ export async function updateMessage<D extends DescMessage>(
   change: (current: MessageShape<D> | undefined) => MessageShape<D> | undefined,
   options?: StoreCallOptions & { attempts?: number; compares?: readonly Compare[] },
 ): Promise<{ message: MessageShape<D> | undefined; written: boolean; modRevision: number }> {
-  for (let attempt = 0; attempt < (options?.attempts ?? 8); attempt++) {
+  return retryWhileLost(options?.attempts ?? 8, async () => {
     const current = await getMessage(store, schema, key, options);
     const next = change(current?.message);
     if (next === undefined)
@@ -95,9 +96,8 @@ export async function updateMessage<D extends DescMessage>(
       },
       options,
     );
-    if (txn.succeeded) return { message: next, written: true, modRevision: txn.revision };
-  }
-  throw new RpcError("CONFLICT");
+    return txn.succeeded ? { message: next, written: true, modRevision: txn.revision } : LOST;
+  });
 }
 
 /** A watch event's key and value as a KeyValue (revisions other than the write's unknown: 0), for decoding. */
