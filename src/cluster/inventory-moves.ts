@@ -12,7 +12,14 @@ import {
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeIdSchema } from "../gen/debvisor/v1/common_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import { type Compare, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import {
+  type Compare,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  LOST,
+  retryWhileLost,
+} from "../store/index.js";
 import { withVms } from "./faced-records.js";
 import type { Inventory } from "./inventory.js";
 import { MAX_ATTEMPTS, NODE_PREFIX, type NodeRecords } from "./node-records.js";
@@ -47,7 +54,7 @@ export function createInventoryMoves(deps: InventoryMovesDeps): Pick<Inventory, 
   ): Promise<void> {
     const from = nodeKey(fromId);
     const to = nodeKey(toId);
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    return retryWhileLost(MAX_ATTEMPTS, async () => {
       const src = await getMessage(store, NodeRecordSchema, NODE_PREFIX + from, { signal });
       const dst = await getMessage(store, NodeRecordSchema, NODE_PREFIX + to, { signal });
       if (dst === undefined) throw new RpcError("NODE_NOT_FOUND");
@@ -109,8 +116,8 @@ export function createInventoryMoves(deps: InventoryMovesDeps): Pick<Inventory, 
         vmRecords.remember(record, txn.revision);
         return;
       }
-    }
-    throw new RpcError("CONFLICT");
+      return LOST;
+    });
   }
   return {
     moveVm(vm, fromId, toId, signal, guards = []) {

@@ -7,7 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Clock, nodeKey, RpcError } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { getMessage, type KvStore } from "../store/index.js";
+import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { MAX_ATTEMPTS } from "./node-records.js";
 import { MAX_CLAIMS } from "./report-placement.js";
@@ -43,7 +43,7 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
     change: (prev: VmRecord | undefined) => Parameters<typeof vmRecord>[2],
     signal: AbortSignal | undefined,
   ): Promise<VmInfo> {
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    return retryWhileLost(MAX_ATTEMPTS, async () => {
       const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
       const reported = await placedVm(vmId);
       if (got === undefined && reported === undefined) throw new RpcError("VM_NOT_FOUND");
@@ -54,18 +54,16 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
       });
       const w = vmRecords.write(rec, prev?.rev ?? 0);
       const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
-      if (txn.succeeded) {
-        vmRecords.remember(rec, txn.revision);
-        const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
-        if (reported !== undefined) return { ...reported, ...facts };
-        return create(VmInfoSchema, {
-          id: vmId,
-          ...facts,
-          nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
-        });
-      }
-    }
-    throw new RpcError("CONFLICT");
+      if (!txn.succeeded) return LOST;
+      vmRecords.remember(rec, txn.revision);
+      const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
+      if (reported !== undefined) return { ...reported, ...facts };
+      return create(VmInfoSchema, {
+        id: vmId,
+        ...facts,
+        nodeId: rec.nodeId === "" ? undefined : { id: rec.nodeId },
+      });
+    });
   }
   return {
     assignTenant(vmId, tenant, by, signal) {

@@ -4,7 +4,7 @@
  * compare-and-swap. Every part of the inventory reads and writes nodes
  * through one {@link NodeRecords}.
  */
-import { type Logger, nodeKey, RpcError, silentLogger } from "../core/index.js";
+import { type Logger, nodeKey, silentLogger } from "../core/index.js";
 import {
   type NodeRecord,
   NodeRecordSchema,
@@ -16,8 +16,10 @@ import {
   getMessage,
   type KeyValue,
   type KvStore,
+  LOST,
   mirrorPrefix,
   type PrefixMirror,
+  retryWhileLost,
 } from "../store/index.js";
 import type { FacedRecords } from "./faced-records.js";
 import { followNodeRemovals } from "./node-removals.js";
@@ -152,9 +154,9 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
       forStored(seen, (id, rec) => out.set(id, withFacts(rec, facts)));
       return out;
     },
-    async update(id, signal, change) {
+    update(id, signal, change) {
       const key = NODE_PREFIX + id;
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_ATTEMPTS, async (attempt) => {
         // First try the copy in memory (usually current: this process wrote it or
         // the watch brought it); the compare-and-swap catches a stale one.
         const cached = attempt === 0 ? await cachedVersion(id) : undefined;
@@ -175,13 +177,11 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
           },
           { signal },
         );
-        if (txn.succeeded) {
-          remember(id, txn.revision, next);
-          for (const v of vms) vmRecords.remember(v.rec, txn.revision);
-          return result;
-        }
-      }
-      throw new RpcError("CONFLICT");
+        if (!txn.succeeded) return LOST;
+        remember(id, txn.revision, next);
+        for (const v of vms) vmRecords.remember(v.rec, txn.revision);
+        return result;
+      });
     },
     close() {
       void mirror?.then((m) => m.close());

@@ -1,5 +1,6 @@
 import { RpcError, sameNode } from "../core/index.js";
 import { NodeReadiness, type NodeSummary } from "../gen/debvisor/v1/node_pb.js";
+import { LOST, retryWhileLost } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 
 /** Up to five ids, then how many more. */
@@ -24,7 +25,7 @@ export async function removeNode(
   id: string,
   signal?: AbortSignal,
 ): Promise<NodeSummary> {
-  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+  return retryWhileLost(MAX_ATTEMPTS, async () => {
     const node = await inventory.readNode(id, signal);
     if (node === undefined) throw new RpcError("NODE_NOT_FOUND");
     // Managed VMs placed on it would be left on no node: nothing could start, delete or
@@ -49,7 +50,6 @@ export async function removeNode(
     ].filter((w) => w !== "");
     if (why.length > 0)
       throw new RpcError("NODE_IN_USE", { message: `${id} cannot be removed: ${why.join("; ")}` });
-    if (await inventory.remove(id, node.unchanged, signal)) return node.summary;
-  }
-  throw new RpcError("CONFLICT");
+    return (await inventory.remove(id, node.unchanged, signal)) ? node.summary : LOST;
+  });
 }
