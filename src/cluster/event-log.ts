@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, RpcError } from "../core/index.js";
+import type { Clock } from "../core/index.js";
 import {
   type EventRecord,
   EventRecordSchema,
@@ -12,7 +12,9 @@ import {
   type KeyValue,
   type KvStore,
   keyValueOf,
+  LOST,
   MAX_TXN_OPS,
+  retryWhileLost,
   type TxnOp,
 } from "../store/index.js";
 
@@ -135,7 +137,7 @@ export function createEventLog(options: EventLogOptions): EventLog {
 
   async function write(records: readonly EventRecord[], signal?: AbortSignal): Promise<number> {
     if (records.length > MAX_EVENT_BATCH) throw new TypeError("event batch too large");
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    return retryWhileLost(MAX_ATTEMPTS, async () => {
       const seq = await getMessage(store, EventSeqRecordSchema, SEQ_KEY, { signal });
       const first = seq?.message.next ?? 1n;
       const next = first + BigInt(records.length);
@@ -168,9 +170,8 @@ export function createEventLog(options: EventLogOptions): EventLog {
         },
         { signal },
       );
-      if (txn.succeeded) return txn.revision;
-    }
-    throw new RpcError("CONFLICT");
+      return txn.succeeded ? txn.revision : LOST;
+    });
   }
 
   return {

@@ -6,14 +6,13 @@
  * and then. Part of `createMigrationRecords` (migration-records.ts).
  */
 import { create } from "@bufbuild/protobuf";
-import { RpcError } from "../core/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
   ReservationsRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationPhase, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
-import { getMessage, type KvStore } from "../store/index.js";
+import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import {
   enc,
   idOf,
@@ -76,7 +75,7 @@ export function createMigrationFinish(deps: MigrationFinishDeps): Pick<Migration
   return {
     async finish(record, signal) {
       const target = targetOf(record);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_ATTEMPTS, async () => {
         const current = await ownedBy(record, signal);
         const { rec, rev } = await reservations.read(target, signal);
         const lock = await store.get(MIGRATION_LOCKS + vmOf(record), { signal });
@@ -115,8 +114,8 @@ export function createMigrationFinish(deps: MigrationFinishDeps): Pick<Migration
           if (++finished % PRUNE_EVERY === 0) await prune(signal).catch(() => {});
           return;
         }
-      }
-      throw new RpcError("CONFLICT");
+        return LOST;
+      });
     },
   };
 }

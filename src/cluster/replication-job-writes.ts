@@ -12,7 +12,7 @@ import {
   ReplicationTargetRecordSchema,
 } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { ReplicationState, ZfsReplicationPlanSchema } from "../gen/debvisor/v1/storage_pb.js";
-import { encodeMessage, type KvStore } from "../store/index.js";
+import { encodeMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import { jobKeys, retiredKey, targetKey } from "./replication-job-keys.js";
 import type { ReplicationJobs } from "./replication-jobs.js";
 
@@ -31,7 +31,7 @@ export function createReplicationJobWrites(
     async create(job, nowMs, signal) {
       const keys = jobKeys(job.jobId);
       const target = targetKey(job.plan?.dataset, job.plan?.target?.nodeId?.id ?? "");
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_ATTEMPTS, async () => {
         const status = create(ReplicationStatusRecordSchema, {
           jobId: job.jobId,
           state: ReplicationState.REPL_STATE_PENDING,
@@ -88,12 +88,12 @@ export function createReplicationJobWrites(
           throw new RpcError("REPLICATION_JOB_EXISTS", {
             message: "another replication job already sends this dataset to that node",
           });
-      }
-      throw new RpcError("CONFLICT");
+        return LOST;
+      });
     },
     async delete(jobId, signal) {
       const keys = jobKeys(jobId);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_ATTEMPTS, async () => {
         const existing = await get(jobId, signal);
         if (existing === undefined) throw new RpcError("REPLICATION_JOB_NOT_FOUND");
         if (existing.lock !== undefined) throw new RpcError("REPLICATION_RUNNING");
@@ -122,9 +122,8 @@ export function createReplicationJobWrites(
           },
           { signal },
         );
-        if (txn.succeeded) return existing;
-      }
-      throw new RpcError("CONFLICT");
+        return txn.succeeded ? existing : LOST;
+      });
     },
   };
 }

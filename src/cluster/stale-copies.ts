@@ -6,11 +6,13 @@ import {
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import { getMessage, type KvStore } from "../store/index.js";
+import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import type { VmRecords } from "./vm-records.js";
 
 const VMS = "vms/";
+/** What a change that lost every attempt ends with: nothing, no error (the change is not made). */
+const dropped = () => undefined;
 
 /**
  * Conflicts: copies of a VM reported by a node it is not placed on. The
@@ -31,18 +33,23 @@ export function createStaleCopies(store: KvStore, vmRecords: VmRecords): StaleCo
     edit: (rec: VmRecord) => VmRecord | undefined,
     signal?: AbortSignal,
   ) {
-    for (let attempt = 0; attempt < 4; attempt++) {
-      const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
-      if (got === undefined) return;
-      const next = edit(got.message);
-      if (next === undefined) return;
-      const w = vmRecords.write(next, got.modRevision);
-      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
-      if (txn.succeeded) {
-        vmRecords.remember(next, txn.revision);
-        return;
-      }
-    }
+    return retryWhileLost(
+      4,
+      async () => {
+        const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
+        if (got === undefined) return;
+        const next = edit(got.message);
+        if (next === undefined) return;
+        const w = vmRecords.write(next, got.modRevision);
+        const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+        if (txn.succeeded) {
+          vmRecords.remember(next, txn.revision);
+          return;
+        }
+        return LOST;
+      },
+      dropped,
+    );
   }
   return {
     async note(nodeId, stale, signal) {
