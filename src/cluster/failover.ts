@@ -3,7 +3,7 @@ import { canRecover, type RecoveringDriver } from "../drivers/index.js";
 import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import type { Compare, KvStore } from "../store/index.js";
+import { type Compare, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
@@ -115,14 +115,15 @@ async function failoverOnce(
   // Looked at again from the store when another write won the race for the node's record or
   // the target's reservations (the controller's concurrent restarts, another VM of the same
   // node): every round re-reads and re-checks all, and its transaction compares it.
-  let begun: Begun | undefined;
-  for (let attempt = 0; begun === undefined; attempt++) {
-    if (attempt >= BEGIN_ATTEMPTS)
+  const begun = await retryWhileLost(
+    BEGIN_ATTEMPTS,
+    async () => (await beginFailover({ deps, vm, requestedBy, tenant, signal, options })) ?? LOST,
+    () => {
       throw new RpcError("MIGRATION_IN_PROGRESS", {
         message: `${vm.nodeId?.id ?? ""} or the vm changed while failing over; look again`,
       });
-    begun = await beginFailover({ deps, vm, requestedBy, tenant, signal, options });
-  }
+    },
+  );
   const { plan, placed, driver, source, down } = begun;
   let { job } = begun;
   decided(

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Clock, type Logger, RpcError } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import { LOST, retryWhileLost } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationCancel } from "./migration-cancel.js";
@@ -139,7 +140,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
       return { ...plan, vm, revisions };
     },
     async start(req, signal) {
-      for (let attempt = 0; attempt < MAX_BEGIN_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_BEGIN_ATTEMPTS, async (attempt) => {
         const { plan, vm, revisions, recordRevision } = await planFor(req, signal);
         if (vm === undefined) throw new RpcError("VM_NOT_FOUND");
         if (!plan.allowed) {
@@ -174,8 +175,8 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           return migrationOf(runner.launch(job, vm));
         // Another start took the room or the vm first: plan again, after a moment.
         await sleep(Math.random() * 10 * (attempt + 1));
-      }
-      throw new RpcError("CONFLICT");
+        return LOST;
+      });
     },
     wait: (id, signal) => follow.wait(id, signal),
     watch: (id, tenant, signal) => follow.watch(id, tenant, signal),

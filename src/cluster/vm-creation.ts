@@ -10,6 +10,7 @@ import {
   type VmSpec,
   VmState,
 } from "../gen/debvisor/v1/vm_pb.js";
+import { LOST, retryWhileLost } from "../store/index.js";
 import { createHolder, unreportedCreates } from "./create-reservations.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import { placeVm } from "./vm-create-placement.js";
@@ -101,7 +102,7 @@ export function createVmCreation(
       const id = vmOperationId(req.vmId, req.requestId, ctx.tenant); // scoped, as in submit()
       // Placement and the capacity it takes are one compare-and-swap on the node's
       // reservations: of concurrent creates, only those that still fit are written.
-      for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
+      return retryWhileLost(CREATE_ATTEMPTS, async () => {
         const prev = await refuseExisting(req.vmId, ctx.signal);
         const reserved = await migrations.reserved(ctx.signal);
         const nodes = await inventory.listNodes(ctx.signal);
@@ -121,7 +122,7 @@ export function createVmCreation(
           reserved.revisions.get(placement.nodeId) ?? 0,
           ctx.signal,
         );
-        if (hold === undefined) continue;
+        if (hold === undefined) return LOST;
         try {
           const revision = await generationFloor(store, ctx.signal);
           const claims = await claimDisks(store, req, tenant, ctx.tenant !== undefined, ctx.signal);
@@ -136,8 +137,8 @@ export function createVmCreation(
         } catch (err) {
           if (!(err instanceof RpcError && err.reason === "CONFLICT")) throw err;
         }
-      }
-      throw new RpcError("CONFLICT");
+        return LOST;
+      });
     },
   };
 }

@@ -13,7 +13,9 @@ import {
   encodeMessage,
   getMessage,
   type KvStore,
+  LOST,
   rangeAll,
+  retryWhileLost,
   type TxnOp,
 } from "../store/index.js";
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
@@ -25,6 +27,8 @@ import type { VmRecords } from "./vm-records.js";
 
 /** Settles tried per finished operation while their txn loses a race (each round one wins). */
 const SETTLE_ATTEMPTS = 16;
+/** What a settle that lost every round ends with: not ended. */
+const notEnded = () => false;
 
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
@@ -138,11 +142,14 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
    */
   const run = async (record: OperationRecord) => {
     try {
-      for (let attempt = 1; attempt <= SETTLE_ATTEMPTS; attempt++) {
-        if (await settle(record)) return;
-        if (signal.aborted) return;
-      }
-      logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
+      // A process that is stopping ends its rounds too, and does not warn.
+      const ended = await retryWhileLost<boolean>(
+        SETTLE_ATTEMPTS,
+        async () => (await settle(record)) || signal.aborted || LOST,
+        notEnded,
+      );
+      if (!ended)
+        logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
     } catch (err) {
       if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "vm operation not settled");
     }

@@ -4,6 +4,7 @@
 import { type CallContext, principalOf, RpcError, sameNode } from "../core/index.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmOperation, VmOperationKind } from "../gen/debvisor/v1/vm_pb.js";
+import { LOST, retryWhileLost } from "../store/index.js";
 import { waitingGuardKey } from "./agent-operations.js";
 import { endLeftOperations } from "./operations-left.js";
 import type { VmLifecycleShared } from "./vm-lifecycle.js";
@@ -88,7 +89,7 @@ export function createVmOperationSubmitter(
   ): Promise<VmOperation> {
     // Scoped: a key another tenant's caller picked never names this caller's operation.
     const id = vmOperationId(vmId, requestId, ctx.tenant);
-    for (let attempt = 0; attempt < 4; attempt++) {
+    return retryWhileLost(4, async () => {
       const at = await locate(vmId, ctx.signal, kind === VmOperationKind.DELETE);
       const b = build(at, id);
       // A delete decided here (its node said to be off) waits for nothing, and ends the others.
@@ -149,8 +150,8 @@ export function createVmOperationSubmitter(
             message: "a migration or failover of this vm is in flight: wait for it or cancel it",
           });
       }
-    }
-    throw new RpcError("CONFLICT");
+      return LOST;
+    });
   }
 
   async function written(req: VmOperationRequest, signal: AbortSignal) {
