@@ -10,7 +10,9 @@ import {
   encodeMessage,
   getMessage,
   type KvStore,
+  LOST,
   rangeAll,
+  retryWhileLost,
   updateMessage,
 } from "../store/index.js";
 import { normalizeSerial, revokedKey } from "./revocations.js";
@@ -116,7 +118,7 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
     async renew(parent, certPem, how, signal) {
       const from = normalizeSerial(parent.serial);
       const next = recordOf(certPem, how, from);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      return retryWhileLost(MAX_ATTEMPTS, async () => {
         const cur = await getMessage(store, CertificateRecordSchema, CERTS + from, { signal });
         if (cur !== undefined && cur.message.supersededBy !== "")
           throw new RpcError("CERT_ALREADY_RENEWED", {
@@ -141,8 +143,8 @@ export function createCertificateLedger(store: KvStore, clock: Clock): Certifica
         if (txn.succeeded) return next;
         if ((await store.get(revokedKey(from), { signal })) !== undefined)
           throw new RpcError("CERT_ALREADY_RENEWED", { cause: new Error(`${from} is revoked`) });
-      }
-      throw new RpcError("CONFLICT");
+        return LOST;
+      });
     },
     async markRevoked(serial, reason, signal) {
       const { message } = await updateMessage(
