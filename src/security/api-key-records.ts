@@ -6,7 +6,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError } from "../core/index.js";
 import { type ApiKeyRecord, ApiKeyRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { encodeMessage, getMessage, type KvStore, type PrefixMirror } from "../store/index.js";
+import {
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  LOST,
+  type PrefixMirror,
+  retryWhileLost,
+} from "../store/index.js";
 import type { IssuedApiKey, NewApiKey } from "./api-keys.js";
 
 /** Where API key records live in the state store. */
@@ -82,7 +89,7 @@ export function createApiKeyRecords(
     change: (r: ApiKeyRecord) => ApiKeyRecord,
     signal?: AbortSignal,
   ): Promise<ApiKeyRecord> {
-    for (let attempt = 0; attempt < 8; attempt++) {
+    return retryWhileLost(8, async () => {
       const current = await getMessage(store, ApiKeyRecordSchema, API_KEYS_PREFIX + id, {
         signal,
       });
@@ -101,9 +108,8 @@ export function createApiKeyRecords(
         },
         { signal },
       );
-      if (r.succeeded) return next;
-    }
-    throw new RpcError("CONFLICT");
+      return r.succeeded ? next : LOST;
+    });
   }
 
   async function issue(
