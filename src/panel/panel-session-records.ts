@@ -12,7 +12,9 @@ import {
   encodeMessage,
   getMessage,
   type KvStore,
+  LOST,
   rangeAll,
+  retryWhileLost,
   type Versioned,
 } from "../store/index.js";
 import { userPrincipal } from "./panel-users.js";
@@ -71,22 +73,26 @@ export function createPanelSessionRecords(store: KvStore, clock: Clock): PanelSe
     r !== undefined && !r.revoked && Number(r.expiresAtMs) > clock.now();
 
   async function end(sid: string, reason: string): Promise<boolean> {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const cur = await read(sid);
-      if (cur === undefined || cur.message.revoked) return false;
-      const next = { ...cur.message, revoked: true, revokedReason: reason };
-      const r = await store.txn({
-        compares: [{ key: key(sid), modRevision: cur.modRevision }],
-        success: [
-          { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
-        ],
-      });
-      if (r.succeeded) {
+    return retryWhileLost(
+      10,
+      async () => {
+        const cur = await read(sid);
+        if (cur === undefined || cur.message.revoked) return false;
+        const next = { ...cur.message, revoked: true, revokedReason: reason };
+        const r = await store.txn({
+          compares: [{ key: key(sid), modRevision: cur.modRevision }],
+          success: [
+            { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
+          ],
+        });
+        if (!r.succeeded) return LOST;
         for (const l of listeners) l(sid);
         return true;
-      }
-    }
-    throw new Error(`session ${sid}: could not end it after repeated conflicts`);
+      },
+      () => {
+        throw new Error(`session ${sid}: could not end it after repeated conflicts`);
+      },
+    );
   }
 
   return {

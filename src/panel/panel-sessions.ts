@@ -9,7 +9,7 @@ import {
   PanelSessionRecordSchema,
 } from "../gen/debvisor/store/v1/panel_records_pb.js";
 import type { JwtVerifier, Take } from "../security/index.js";
-import { encodeMessage, type KvStore } from "../store/index.js";
+import { encodeMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import {
   createPanelAccessTokens,
   type SessionTokens,
@@ -185,54 +185,60 @@ export async function createPanelSessions(options: PanelSessionsOptions): Promis
       if (sid === undefined || token.length > 200) return { failure: "malformed" };
       const hash = sha256(token);
       let admitted: Take | undefined;
-      for (let attempt = 0; attempt < 10; attempt++) {
-        const cur = await read(sid);
-        if (cur === undefined) return { failure: "unknown-session" };
-        const s = cur.message;
-        const who = { sessionId: sid, user: s.user, principal: sessionPrincipal(s) };
-        if (s.revoked) return { failure: "ended", ...who };
-        if (Number(s.expiresAtMs) <= clock.now()) return { failure: "expired", ...who };
-        const spent = s.spentRefreshHashes.includes(hash);
-        // The token just rotated away, within the grace: another tab of the browser that
-        // rotated it refreshed at once (graceful below). Any other spent one came back
-        // from a copy: end the session for both holders.
-        const graceful = spent && inGrace(s, hash);
-        if (spent && !graceful) {
-          await end(sid, "refresh token reused");
-          return { failure: "reused", ...who };
-        }
-        if (!spent && s.refreshHash !== hash) return { failure: "unknown-token", ...who };
-        // Asked once: a lost race below comes round again and must not spend twice.
-        admitted ??= admit?.(who.principal);
-        if (admitted !== undefined && !admitted.allowed)
-          return { failure: "rate-limited", retryAfterMs: admitted.retryAfterMs, ...who };
-        if (graceful) {
-          // No refresh token (the browser holds the successor) and an access token expiring
-          // with the successor's: nothing the rotation did not already hand out.
-          const { tokens } = await issue(s, Number(s.refreshedAtMs) + accessTtlMs);
-          return {
-            tokens: { ...tokens, refreshToken: "" },
-            user: s.user,
-            principal: who.principal,
+      return retryWhileLost(
+        10,
+        async () => {
+          const cur = await read(sid);
+          if (cur === undefined) return { failure: "unknown-session" };
+          const s = cur.message;
+          const who = { sessionId: sid, user: s.user, principal: sessionPrincipal(s) };
+          if (s.revoked) return { failure: "ended", ...who };
+          if (Number(s.expiresAtMs) <= clock.now()) return { failure: "expired", ...who };
+          const spent = s.spentRefreshHashes.includes(hash);
+          // The token just rotated away, within the grace: another tab of the browser that
+          // rotated it refreshed at once (graceful below). Any other spent one came back
+          // from a copy: end the session for both holders.
+          const graceful = spent && inGrace(s, hash);
+          if (spent && !graceful) {
+            await end(sid, "refresh token reused");
+            return { failure: "reused", ...who };
+          }
+          if (!spent && s.refreshHash !== hash) return { failure: "unknown-token", ...who };
+          // Asked once: a lost race below comes round again and must not spend twice.
+          admitted ??= admit?.(who.principal);
+          if (admitted !== undefined && !admitted.allowed)
+            return { failure: "rate-limited", retryAfterMs: admitted.retryAfterMs, ...who };
+          if (graceful) {
+            // No refresh token (the browser holds the successor) and an access token expiring
+            // with the successor's: nothing the rotation did not already hand out.
+            const { tokens } = await issue(s, Number(s.refreshedAtMs) + accessTtlMs);
+            return {
+              tokens: { ...tokens, refreshToken: "" },
+              user: s.user,
+              principal: who.principal,
+            };
+          }
+          const { tokens, refreshHash } = await issue(s);
+          const next = {
+            ...s,
+            refreshHash,
+            refreshedAtMs: BigInt(clock.now()),
+            spentRefreshHashes: [...s.spentRefreshHashes, hash].slice(-SPENT_KEPT),
           };
-        }
-        const { tokens, refreshHash } = await issue(s);
-        const next = {
-          ...s,
-          refreshHash,
-          refreshedAtMs: BigInt(clock.now()),
-          spentRefreshHashes: [...s.spentRefreshHashes, hash].slice(-SPENT_KEPT),
-        };
-        const r = await store.txn({
-          compares: [{ key: key(sid), modRevision: cur.modRevision }],
-          success: [
-            { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
-          ],
-        });
-        // Lost a race: read again; if the other writer rotated this very token, the grace answers.
-        if (r.succeeded) return { tokens, user: s.user, principal: who.principal };
-      }
-      throw new Error(`session ${sid}: could not refresh after repeated conflicts`);
+          const r = await store.txn({
+            compares: [{ key: key(sid), modRevision: cur.modRevision }],
+            success: [
+              { type: "put", key: key(sid), value: encodeMessage(PanelSessionRecordSchema, next) },
+            ],
+          });
+          // Lost a race: read again; if the other writer rotated this very token, the grace answers.
+          if (!r.succeeded) return LOST;
+          return { tokens, user: s.user, principal: who.principal };
+        },
+        () => {
+          throw new Error(`session ${sid}: could not refresh after repeated conflicts`);
+        },
+      );
     },
     end,
     endAllOf: records.endAllOf,
