@@ -150,6 +150,42 @@ describe("createSelfFence", () => {
     }
   });
 
+  it("does not start an HA VM in its lease's last half window, and starts it once a renewal gives it room", async () => {
+    const n = node();
+    const driver = leasedStarts(
+      n.sim.driver,
+      (signal) => n.fence.leased(signal),
+      (id) => n.sim.vmInfo(id)?.ha === true,
+    );
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      await n.sim.driver.stop("node-x-vm-001", { force: true, signal: AbortSignal.timeout(5000) });
+      // 400 ms of lease left: a start now would be fenced at once if the next renewal were late.
+      n.clock.ns += 600n * MS;
+      let started = false;
+      const start = driver.start("node-x-vm-001", AbortSignal.timeout(5000)).then(() => {
+        started = true;
+      });
+      await sleep(100);
+      assert.equal(started, false, "waits for a renewal");
+      assert.equal((await n.states())["node-x-vm-001"], "stopped");
+      // Heartbeat 1, sent now, confirmed: a full window again.
+      n.fence.sending(1n);
+      await n.fence.guard(() => n.fence.renewed(1n));
+      await start;
+      assert.equal((await n.states())["node-x-vm-001"], "running");
+      // Still more than half a window left: at once.
+      n.clock.ns += 400n * MS;
+      await n.sim.driver.stop("node-x-vm-001", { force: true, signal: AbortSignal.timeout(5000) });
+      await driver.start("node-x-vm-001", AbortSignal.timeout(5000));
+      assert.equal((await n.states())["node-x-vm-001"], "running");
+    } finally {
+      n.fence.close();
+    }
+  });
+
   it("past the deadline, refuses (FENCED, after waiting the window for a renewal) to start an HA VM it would stop again, starts others, and starts it once a renewal came", async () => {
     const n = node();
     const driver = leasedStarts(

@@ -60,10 +60,11 @@ export interface SelfFence {
   /** The server renewed the node's liveness on heartbeat `sequence`. */
   renewed(sequence: bigint): void;
   /**
-   * Resolves once the node holds a confirmed lease (at once, unless past
-   * the deadline): an HA VM started while the node is still fenced would be
-   * stopped again at the next tick. Rejects with FENCED when no renewal
-   * comes within the window.
+   * Resolves once the node holds a confirmed lease for at least half a
+   * window more (at once, unless within that of the deadline): an HA VM
+   * started while the node is fenced, or about to be, would be stopped
+   * again at the next tick. Rejects with FENCED when no such renewal comes
+   * within the window.
    */
   leased(signal: AbortSignal): Promise<void>;
   /** Checks the clock and fences if the deadline passed, then runs `then`, in order with other calls. */
