@@ -81,6 +81,22 @@ describe("failover decisions", () => {
     );
   });
 
+  it("tells every restart, also one like the last", () => {
+    const { clock, audited, decisions } = told();
+    const restarted = {
+      vmId: "vm-1",
+      node: "node-a",
+      tenant: "t1",
+      action: "restarted" as const,
+      detail: "started again on node-a, which had stopped it while cut off",
+    };
+    decisions.decide(restarted);
+    clock.advance(2_000);
+    // Its node fenced it again, and it was started again: two starts, two records.
+    decisions.decide(restarted);
+    assert.equal(audited.length, 2);
+  });
+
   it("keeps each VM's failures apart", () => {
     const { audited, decisions } = told();
     for (const vmId of ["vm-1", "vm-2"])

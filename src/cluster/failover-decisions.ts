@@ -38,7 +38,7 @@ export interface FailoverDecisionsDeps {
 
 /** Where the controller and its parts tell what they decided. */
 export interface FailoverDecisions {
-  /** A restart, skip, failure or adoption of one VM; told when it differs from the VM's last one. */
+  /** A restart, skip, failure or adoption of one VM; a skip or failure told when it differs from the VM's last one. */
   decide(d: FailoverDecision): void;
   /** A stale copy of a VM removed, or not. */
   staleCopy(d: StaleCopyDecision): void;
@@ -67,7 +67,9 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
   function decide(d: FailoverDecision) {
     const key = d.reason === undefined ? `${d.action}:${d.detail}` : `${d.action}#${d.reason}`;
     const last = lastDecision.get(d.vmId);
-    if (last?.key === key) return;
+    // Only what was not done repeats: each restart and adoption is told, or a VM restarted
+    // again (its node fenced it a second time) had one audit record for two starts.
+    if (last?.key === key && (d.action === "skipped" || d.action === "failed")) return;
     const at = now();
     if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS) return;
     // Deleted VMs' entries would stay for the process's life: the least recently decided go.
