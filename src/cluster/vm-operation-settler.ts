@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type Logger, sameNode } from "../core/index.js";
+import { createVmLanes } from "../drivers/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -134,13 +135,25 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
     options.onSettled(op, index.tenant);
     return true;
   }
+  const lanes = createVmLanes();
+  /**
+   * One node's settles one after another (a lane per node, as the agent keeps per VM): its
+   * creates each release from its one reservations key, so settles under way together lose
+   * to each other, one winning per round. More of them at once than the attempts (50 creates
+   * finishing together on one node) left all after the 16th unsettled, their reservations
+   * held for good. In a lane, a round loses only to another daemon's settle.
+   */
+  const run = (record: OperationRecord) =>
+    record.phase === OperationPhase.DONE
+      ? lanes.run(record.nodeId, () => attempt(record))
+      : Promise.resolve();
   /**
    * Settles `record`, again while its txn loses a race. A finished operation's record sees
    * no further event: a settle given up was left until the next resync, its create's
    * reservation held and its outcome unaudited meanwhile (creates finishing together on one
    * node each release from the same reservations key, in both daemons at once).
    */
-  const run = async (record: OperationRecord) => {
+  const attempt = async (record: OperationRecord) => {
     try {
       // A process that is stopping ends its rounds too, and does not warn.
       const ended = await retryWhileLost<boolean>(
