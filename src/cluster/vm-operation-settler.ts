@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { type Logger, sameNode } from "../core/index.js";
 import { createVmLanes } from "../drivers/index.js";
@@ -30,6 +31,8 @@ import type { VmRecords } from "./vm-records.js";
 const SETTLE_ATTEMPTS = 16;
 /** What a settle that lost every round ends with: not ended. */
 const notEnded = () => false;
+/** The pause before a settle whose store call failed is tried again. */
+const STORE_RETRY_PAUSE_MS = 1000;
 
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
@@ -154,18 +157,26 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
    * node each release from the same reservations key, in both daemons at once).
    */
   const attempt = async (record: OperationRecord) => {
-    try {
-      // A process that is stopping ends its rounds too, and does not warn.
-      const ended = await retryWhileLost<boolean>(
-        SETTLE_ATTEMPTS,
-        async () => (await settle(record)) || signal.aborted || LOST,
-        notEnded,
-      );
-      if (!ended)
-        logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
-    } catch (err) {
-      if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "vm operation not settled");
-    }
+    // A process that is stopping ends its rounds too, and does not warn.
+    const ended = await retryWhileLost<boolean>(
+      SETTLE_ATTEMPTS,
+      async () => {
+        try {
+          return (await settle(record)) || signal.aborted || LOST;
+        } catch (err) {
+          // A store that failed a call (etcd's leader changed, a call timed out) is asked
+          // again after a pause, in the same bound: the operations watch can live through
+          // it, and given up, the settle waited for a resync that never came (a review).
+          if (signal.aborted) return true;
+          logger.warn({ err, node: record.nodeId }, "vm operation not settled; trying again");
+          await sleep(STORE_RETRY_PAUSE_MS, undefined, { signal }).catch(() => {});
+          return signal.aborted || LOST;
+        }
+      },
+      notEnded,
+    );
+    if (!ended)
+      logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
   };
 
   /** Finished operations not settled yet (this process was down when they finished). */
