@@ -286,6 +286,44 @@ describe("HA restore's start", () => {
       await store.close();
     }
   });
+
+  // The wait was told nowhere: an HA VM stayed down for as long as the migration held it (a
+  // stuck job: up to cluster.settleJobTimeoutMs, 30 min) with no log line and no audit
+  // record saying why, where the failover pass tells the same lock as MIGRATION_IN_PROGRESS
+  // (an adversarial review).
+  it("tells that it waits for the migration holding the VM's lock", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+      );
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("mig-1"));
+      const told: { action: string; reason?: string; detail: string }[] = [];
+      const ha = restoreOn(store, async () => {}, { decide: (d) => told.push(d) });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, stopped, 1_000, AbortSignal.timeout(5000));
+      assert.deepEqual(
+        told.map((d) => [d.action, d.reason]),
+        [["failed", "MIGRATION_IN_PROGRESS"]],
+        "the wait is told",
+      );
+      assert.match(told[0]?.detail ?? "", /mig-1/, "the migration is named");
+      await store.delete(`${MIGRATION_LOCKS}vm-1`);
+      await ha.restore(AT_1, stopped, 2_000, AbortSignal.timeout(5000));
+      ha.close();
+      assert.deepEqual(
+        told.map((d) => d.action),
+        ["failed", "restarted"],
+      );
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 // An HA VM its node stopped on its own clock (self-fenced while the control

@@ -232,6 +232,21 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         });
         return;
       }
+      // Nothing is started while a migration holds the VM (the txn below compares it), and
+      // the wait is told as the failover pass tells it: untold, an HA VM stayed down for as
+      // long as the migration ran (a stuck job: up to 30 min) with nothing saying why.
+      const lock = await store.get(MIGRATION_LOCKS + vm.id, { signal });
+      if (lock !== undefined) {
+        options.decide({
+          vmId: vm.id,
+          node: nodeId,
+          tenant: vm.tenant,
+          action: "failed",
+          detail: `not started on ${nodeId} (MIGRATION_IN_PROGRESS): migration ${new TextDecoder().decode(lock.value)} holds it; tried again once it ends`,
+          reason: "MIGRATION_IN_PROGRESS",
+        });
+        return;
+      }
       if (options.leading !== undefined && !(await options.leading())) return;
       const detail = `started again on ${nodeId}, which had stopped it while cut off`;
       const next = create(FailoverRecordSchema, {
