@@ -326,6 +326,67 @@ describe("HA restore's start", () => {
   });
 });
 
+// Node ids are one node whatever their case (core/node-key.ts), and a record the
+// control plane writes for a reported VM (its tenant or labels set) names its node
+// lowered; the node's agent, its reports and the controller's pass say it as the node
+// registered. Compared as strings, the self-fence marked nothing and the restore
+// started nothing: an HA VM of a node registered as `Node-A` stayed down for good
+// after its node fenced it (an adversarial review).
+describe("HA restore of a node whose id is not in lower case", () => {
+  it("marks and starts a VM whose record names its node in another case", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      const inventory = createInventory({
+        store,
+        clock: systemClock,
+        liveness: "lease" as const,
+        heartbeatTtlMs: 60_000,
+        fenceDelayMs: 60_000,
+      });
+      await inventory.register(
+        create(NodeInfoSchema, { id: { id: "Node-A" }, hostname: "Node-A" }),
+        "Node-A",
+      );
+      await inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: "Node-A" },
+          timestamp: timestampFromMs(Date.now()),
+          vms: [
+            {
+              id: "vm-1",
+              name: "vm-1",
+              state: VmState.RUNNING,
+              ha: true,
+              nodeId: { id: "Node-A" },
+            },
+          ],
+        }),
+      );
+      await inventory.assignTenant("vm-1", "acme", "admin");
+      assert.equal((await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message.nodeId, "node-a");
+      assert.equal(await noteSelfFenced(store, "Node-A", "vm-1", 0), true, "self-fence not marked");
+      const started: string[] = [];
+      const ha = restoreOn(store, async (vmId) => {
+        started.push(vmId);
+      });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED, tenant: "acme" });
+      await ha.restore(
+        { nodeId: "Node-A", reportMs: 1 },
+        stopped,
+        1_000,
+        AbortSignal.timeout(5000),
+      );
+      ha.close();
+      assert.deepEqual(started, ["vm-1"], "not started again");
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 // An HA VM its node stopped on its own clock (self-fenced while the control
 // plane was away) is started again once its node is back, even when the
 // controller looks between the agent's event and its next report. The
