@@ -13,6 +13,7 @@ import {
   type Clock,
   type Logger,
   msFromTimestamp,
+  sameNode,
   toRpcError,
 } from "../core/index.js";
 import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
@@ -112,7 +113,7 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         FailoverRecordSchema,
         key,
         (cur) => {
-          const onTarget = cur?.lostRunning === true && cur.lostReportNode === target;
+          const onTarget = cur?.lostRunning === true && sameNode(cur.lostReportNode, target);
           return create(FailoverRecordSchema, {
             vmId: vm.id,
             restarts: recent + 1,

@@ -286,6 +286,105 @@ describe("HA restore's start", () => {
       await store.close();
     }
   });
+
+  // The wait was told nowhere: an HA VM stayed down for as long as the migration held it (a
+  // stuck job: up to cluster.settleJobTimeoutMs, 30 min) with no log line and no audit
+  // record saying why, where the failover pass tells the same lock as MIGRATION_IN_PROGRESS
+  // (an adversarial review).
+  it("tells that it waits for the migration holding the VM's lock", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      await store.put(
+        "vms/vm-1",
+        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+      );
+      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("mig-1"));
+      const told: { action: string; reason?: string; detail: string }[] = [];
+      const ha = restoreOn(store, async () => {}, { decide: (d) => told.push(d) });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, stopped, 1_000, AbortSignal.timeout(5000));
+      assert.deepEqual(
+        told.map((d) => [d.action, d.reason]),
+        [["failed", "MIGRATION_IN_PROGRESS"]],
+        "the wait is told",
+      );
+      assert.match(told[0]?.detail ?? "", /mig-1/, "the migration is named");
+      await store.delete(`${MIGRATION_LOCKS}vm-1`);
+      await ha.restore(AT_1, stopped, 2_000, AbortSignal.timeout(5000));
+      ha.close();
+      assert.deepEqual(
+        told.map((d) => d.action),
+        ["failed", "restarted"],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+// Node ids are one node whatever their case (core/node-key.ts), and a record the
+// control plane writes for a reported VM (its tenant or labels set) names its node
+// lowered; the node's agent, its reports and the controller's pass say it as the node
+// registered. Compared as strings, the self-fence marked nothing and the restore
+// started nothing: an HA VM of a node registered as `Node-A` stayed down for good
+// after its node fenced it (an adversarial review).
+describe("HA restore of a node whose id is not in lower case", () => {
+  it("marks and starts a VM whose record names its node in another case", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+      logger: silentLogger,
+    });
+    try {
+      const inventory = createInventory({
+        store,
+        clock: systemClock,
+        liveness: "lease" as const,
+        heartbeatTtlMs: 60_000,
+        fenceDelayMs: 60_000,
+      });
+      await inventory.register(
+        create(NodeInfoSchema, { id: { id: "Node-A" }, hostname: "Node-A" }),
+        "Node-A",
+      );
+      await inventory.heartbeat(
+        create(HealthSchema, {
+          nodeId: { id: "Node-A" },
+          timestamp: timestampFromMs(Date.now()),
+          vms: [
+            {
+              id: "vm-1",
+              name: "vm-1",
+              state: VmState.RUNNING,
+              ha: true,
+              nodeId: { id: "Node-A" },
+            },
+          ],
+        }),
+      );
+      await inventory.assignTenant("vm-1", "acme", "admin");
+      assert.equal((await getMessage(store, VmRecordSchema, "vms/vm-1"))?.message.nodeId, "node-a");
+      assert.equal(await noteSelfFenced(store, "Node-A", "vm-1", 0), true, "self-fence not marked");
+      const started: string[] = [];
+      const ha = restoreOn(store, async (vmId) => {
+        started.push(vmId);
+      });
+      const stopped = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED, tenant: "acme" });
+      await ha.restore(
+        { nodeId: "Node-A", reportMs: 1 },
+        stopped,
+        1_000,
+        AbortSignal.timeout(5000),
+      );
+      ha.close();
+      assert.deepEqual(started, ["vm-1"], "not started again");
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 // An HA VM its node stopped on its own clock (self-fenced while the control

@@ -3,6 +3,7 @@ import {
   type Logger,
   msFromTimestamp,
   RpcError,
+  sameNode,
   timeoutSignal,
   toRpcError,
 } from "../core/index.js";
@@ -124,7 +125,8 @@ export async function noteSelfFenced(
   signal?: AbortSignal,
 ): Promise<boolean> {
   const placed = await getMessage(store, VmRecordSchema, `vms/${vmId}`, { signal });
-  if (placed?.message.nodeId !== nodeId) return false;
+  // Whatever the case either names the node in (a reported VM's record names it lowered).
+  if (placed === undefined || !sameNode(placed.message.nodeId, nodeId)) return false;
   // A VM someone asked to stop stays stopped, whatever a node says (a stolen node
   // certificate must not restart what a tenant stopped).
   if (askedToStop(placed.message)) return false;
@@ -136,7 +138,7 @@ export async function noteSelfFenced(
       const stamp = lostStamp(nodeId, reportMs);
       if (
         rec?.lostRunning === true &&
-        rec.lostReportNode === nodeId &&
+        sameNode(rec.lostReportNode, nodeId) &&
         rec.lostReportMs >= stamp.lostReportMs
       )
         return undefined;
@@ -206,7 +208,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       if (!rec.lostRunning) return;
       if (vm.state === VmState.RUNNING || vm.state === VmState.MIGRATING) {
         // Running in a report made before the loss was noted says nothing: wait for the next.
-        if (rec.lostReportNode === nodeId && BigInt(report.reportMs) <= rec.lostReportMs) return;
+        if (sameNode(rec.lostReportNode, nodeId) && BigInt(report.reportMs) <= rec.lostReportMs)
+          return;
         // It survived (a control-plane outage, a short cut): nothing to do.
         await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
         return;
@@ -215,7 +218,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       // Someone asked it to stop since it was lost (an acknowledged stop is never undone),
       // and it is still placed here: decided on the VM's record as read, in the txn below.
       const placed = await getMessage(store, VmRecordSchema, `vms/${vm.id}`, { signal });
-      if (placed !== undefined && placed.message.nodeId !== nodeId) return;
+      if (placed !== undefined && !sameNode(placed.message.nodeId, nodeId)) return;
       if (askedToStop(placed?.message)) {
         await write(create(FailoverRecordSchema, { ...rec, lostRunning: false }), rev, signal);
         return;
@@ -229,6 +232,21 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
           tenant: vm.tenant,
           action: "skipped",
           detail: `restart limit reached (${options.restartLimit} in ${Math.round(options.restartWindowMs / 60_000)} min)`,
+        });
+        return;
+      }
+      // Nothing is started while a migration holds the VM (the txn below compares it), and
+      // the wait is told as the failover pass tells it: untold, an HA VM stayed down for as
+      // long as the migration ran (a stuck job: up to 30 min) with nothing saying why.
+      const lock = await store.get(MIGRATION_LOCKS + vm.id, { signal });
+      if (lock !== undefined) {
+        options.decide({
+          vmId: vm.id,
+          node: nodeId,
+          tenant: vm.tenant,
+          action: "failed",
+          detail: `not started on ${nodeId} (MIGRATION_IN_PROGRESS): migration ${new TextDecoder().decode(lock.value)} holds it; tried again once it ends`,
+          reason: "MIGRATION_IN_PROGRESS",
         });
         return;
       }

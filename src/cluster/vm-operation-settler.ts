@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { type Logger, sameNode } from "../core/index.js";
+import { createVmLanes } from "../drivers/index.js";
 import {
   OperationPhase,
   type OperationRecord,
@@ -29,6 +31,8 @@ import type { VmRecords } from "./vm-records.js";
 const SETTLE_ATTEMPTS = 16;
 /** What a settle that lost every round ends with: not ended. */
 const notEnded = () => false;
+/** The pause before a settle whose store call failed is tried again. */
+const STORE_RETRY_PAUSE_MS = 1000;
 
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
@@ -134,25 +138,45 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
     options.onSettled(op, index.tenant);
     return true;
   }
+  const lanes = createVmLanes();
+  /**
+   * One node's settles one after another (a lane per node, as the agent keeps per VM): its
+   * creates each release from its one reservations key, so settles under way together lose
+   * to each other, one winning per round. More of them at once than the attempts (50 creates
+   * finishing together on one node) left all after the 16th unsettled, their reservations
+   * held for good. In a lane, a round loses only to another daemon's settle.
+   */
+  const run = (record: OperationRecord) =>
+    record.phase === OperationPhase.DONE
+      ? lanes.run(record.nodeId, () => attempt(record))
+      : Promise.resolve();
   /**
    * Settles `record`, again while its txn loses a race. A finished operation's record sees
    * no further event: a settle given up was left until the next resync, its create's
    * reservation held and its outcome unaudited meanwhile (creates finishing together on one
    * node each release from the same reservations key, in both daemons at once).
    */
-  const run = async (record: OperationRecord) => {
-    try {
-      // A process that is stopping ends its rounds too, and does not warn.
-      const ended = await retryWhileLost<boolean>(
-        SETTLE_ATTEMPTS,
-        async () => (await settle(record)) || signal.aborted || LOST,
-        notEnded,
-      );
-      if (!ended)
-        logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
-    } catch (err) {
-      if (!signal.aborted) logger.warn({ err, node: record.nodeId }, "vm operation not settled");
-    }
+  const attempt = async (record: OperationRecord) => {
+    // A process that is stopping ends its rounds too, and does not warn.
+    const ended = await retryWhileLost<boolean>(
+      SETTLE_ATTEMPTS,
+      async () => {
+        try {
+          return (await settle(record)) || signal.aborted || LOST;
+        } catch (err) {
+          // A store that failed a call (etcd's leader changed, a call timed out) is asked
+          // again after a pause, in the same bound: the operations watch can live through
+          // it, and given up, the settle waited for a resync that never came (a review).
+          if (signal.aborted) return true;
+          logger.warn({ err, node: record.nodeId }, "vm operation not settled; trying again");
+          await sleep(STORE_RETRY_PAUSE_MS, undefined, { signal }).catch(() => {});
+          return signal.aborted || LOST;
+        }
+      },
+      notEnded,
+    );
+    if (!ended)
+      logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
   };
 
   /** Finished operations not settled yet (this process was down when they finished). */

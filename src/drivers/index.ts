@@ -137,5 +137,7 @@ export { createThrottle } from "./throttle-stream.js";
 export { VirshCommandError } from "./virsh-invoker.js";
 export type { VirshSession, VirshSessionOptions } from "./virsh-session.js";
 export { createVirshSession } from "./virsh-session.js";
+export type { VmLanes } from "./vm-lanes.js";
+export { createVmLanes } from "./vm-lanes.js";
 export type { ZfsDriverOptions } from "./zfs-driver.js";
 export { createZfsDriver } from "./zfs-driver.js";
