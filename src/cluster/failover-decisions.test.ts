@@ -97,6 +97,27 @@ describe("failover decisions", () => {
     assert.equal(audited.length, 2);
   });
 
+  it("says why a VM is not restarted, not that its node is down (the HA restore skips on a node that is back)", () => {
+    const events: { type: string; message: string }[] = [];
+    const decisions = createFailoverDecisions({
+      logger: silentLogger,
+      events: { emit: (e) => events.push({ type: e.type, message: e.message }) },
+    });
+    decisions.decide({
+      vmId: "vm-1",
+      node: "node-a",
+      tenant: "t1",
+      action: "skipped",
+      detail: "restart limit reached (3 in 60 min)",
+    });
+    assert.deepEqual(events, [
+      {
+        type: "FailoverSkipped",
+        message: "not restarted (its node node-a): restart limit reached (3 in 60 min)",
+      },
+    ]);
+  });
+
   it("keeps each VM's failures apart", () => {
     const { audited, decisions } = told();
     for (const vmId of ["vm-1", "vm-2"])

@@ -86,7 +86,7 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
         id: d.vmId,
         tenant: d.tenant,
         type: "FailoverSkipped",
-        message: `${d.node} is down; not restarting: ${d.detail}`,
+        message: `not restarted (its node ${d.node}): ${d.detail}`,
         warning: true,
         source: "failover-controller",
       });
