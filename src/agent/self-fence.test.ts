@@ -41,6 +41,20 @@ function node(paused: readonly string[] = []) {
   return { dir, sim, watchdog, clock, fence, states, actions };
 }
 
+/** A {@link node} under a 1 s window, its Hello confirmed, and its driver's HA starts waiting for a lease as the agent's do. */
+async function leasedNode() {
+  const n = node();
+  const driver = leasedStarts(
+    n.sim.driver,
+    (signal) => n.fence.leased(signal),
+    (id) => n.sim.vmInfo(id)?.ha === true,
+  );
+  n.fence.configure(1000);
+  n.fence.sending(0n);
+  await n.fence.guard(() => n.fence.renewed(0n));
+  return { n, driver };
+}
+
 describe("createSelfFence", () => {
   it("hard-stops a paused HA VM too when the window lapses (resumed later, it would run twice)", async () => {
     const n = node(["node-x-vm-001"]);
@@ -151,16 +165,8 @@ describe("createSelfFence", () => {
   });
 
   it("does not start an HA VM in its lease's last half window, and starts it once a renewal gives it room", async () => {
-    const n = node();
-    const driver = leasedStarts(
-      n.sim.driver,
-      (signal) => n.fence.leased(signal),
-      (id) => n.sim.vmInfo(id)?.ha === true,
-    );
+    const { n, driver } = await leasedNode();
     try {
-      n.fence.configure(1000);
-      n.fence.sending(0n);
-      await n.fence.guard(() => n.fence.renewed(0n));
       await n.sim.driver.stop("node-x-vm-001", { force: true, signal: AbortSignal.timeout(5000) });
       // 400 ms of lease left: a start now would be fenced at once if the next renewal were late.
       n.clock.ns += 600n * MS;
@@ -187,16 +193,8 @@ describe("createSelfFence", () => {
   });
 
   it("past the deadline, refuses (FENCED, after waiting the window for a renewal) to start an HA VM it would stop again, starts others, and starts it once a renewal came", async () => {
-    const n = node();
-    const driver = leasedStarts(
-      n.sim.driver,
-      (signal) => n.fence.leased(signal),
-      (id) => n.sim.vmInfo(id)?.ha === true,
-    );
+    const { n, driver } = await leasedNode();
     try {
-      n.fence.configure(1000);
-      n.fence.sending(0n);
-      await n.fence.guard(() => n.fence.renewed(0n));
       // Woken after 2 s: the fence stops the HA VMs; a start queued meanwhile then arrives.
       n.clock.ns += 2000n * MS;
       await n.fence.guard(() => undefined);
