@@ -51,12 +51,26 @@ function restoreOn(
 /** node-a's report stamped 1 ms, later than any mark made at 0 (a report after the loss). */
 const AT_1 = { nodeId: "node-a", reportMs: 1 };
 
+/** A SQLite store of its own, in a new temporary directory. */
+function tempStore() {
+  return createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
+    logger: silentLogger,
+  });
+}
+
+/** vm-1 placed on node-a, and noted as stopped there by node-a's own fence. */
+async function markedOnNodeA(store: KvStore) {
+  await store.put(
+    "vms/vm-1",
+    encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
+  );
+  assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+}
+
 describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () => {
   it("marks only a vm placed on that node that nobody asked to stop", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
       const put = (id: string, nodeId: string, desiredState: VmState) =>
         store.put(
@@ -82,16 +96,9 @@ describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () =>
 
 describe("HA restore's restart limit", () => {
   it("does not count a start its node refused before anything ran (not leased again yet): the vm comes back once the node is", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
-      await store.put(
-        "vms/vm-1",
-        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
-      );
-      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await markedOnNodeA(store);
       let refusals = 3;
       let starts = 0;
       const decisions: string[] = [];
@@ -115,10 +122,7 @@ describe("HA restore's restart limit", () => {
   });
 
   it("never undoes an acknowledged stop: a vm asked to stop after it was marked, even between its read and the decision, is not started", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
       const put = (id: string, desiredState: VmState) =>
         store.put(
@@ -174,18 +178,11 @@ describe("HA restore's restart limit", () => {
   });
 
   it("gives up on a start its node never answers within the bound, without counting it, and starts it on a later pass", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     // AbortSignal.timeout does not keep a process alive; a daemon has its server for that.
     const alive = setInterval(() => {}, 50);
     try {
-      await store.put(
-        "vms/vm-1",
-        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
-      );
-      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await markedOnNodeA(store);
       let answers = false;
       const decisions: string[] = [];
       const ha = restoreOn(
@@ -219,10 +216,7 @@ describe("HA restore's restart limit", () => {
 
 describe("HA restore's start", () => {
   it("carries the generation it was decided under, not the one current when it is sent", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
       const place = (nodeId: string, generation: bigint) =>
         store.put(
@@ -256,16 +250,9 @@ describe("HA restore's start", () => {
   });
 
   it("starts nothing while a migration holds the VM's lock, and starts it once the lock is gone", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
-      await store.put(
-        "vms/vm-1",
-        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
-      );
-      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await markedOnNodeA(store);
       // An operator moves the stopped VM meanwhile (a cold migration to node-b): a start
       // on node-a now would run it where the migration is taking it from.
       await store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("mig-1"));
@@ -292,16 +279,9 @@ describe("HA restore's start", () => {
   // record saying why, where the failover pass tells the same lock as MIGRATION_IN_PROGRESS
   // (an adversarial review).
   it("tells that it waits for the migration holding the VM's lock", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
-      await store.put(
-        "vms/vm-1",
-        encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
-      );
-      assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+      await markedOnNodeA(store);
       await store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("mig-1"));
       const told: { action: string; reason?: string; detail: string }[] = [];
       const ha = restoreOn(store, async () => {}, { decide: (d) => told.push(d) });
@@ -334,10 +314,7 @@ describe("HA restore's start", () => {
 // after its node fenced it (an adversarial review).
 describe("HA restore of a node whose id is not in lower case", () => {
   it("marks and starts a VM whose record names its node in another case", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
       const inventory = createInventory({
         store,
@@ -530,10 +507,7 @@ describe("HA restore's report stamps, kept and renewed", () => {
     (await getMessage(store, FailoverRecordSchema, `failover/${vmId}`))?.message;
 
   it("keeps the stamp through a refused start: a report from before the fence still decides nothing", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const store = tempStore();
     try {
       await place(store, "vm-1", "n1");
       assert.equal(await noteSelfFenced(store, "n1", "vm-1", 5000), true);
@@ -571,10 +545,7 @@ describe("HA restore's report stamps, kept and renewed", () => {
    * lag.
    */
   function survivor() {
-    const raw = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-ha-")), "state.db"),
-      logger: silentLogger,
-    });
+    const raw = tempStore();
     const faults = { failNodeWrite: false, holdLiveness: undefined as Promise<void> | undefined };
     const store: KvStore = Object.create(raw);
     store.txn = async (req, o) => {
