@@ -13,6 +13,7 @@ import {
   type Clock,
   type Logger,
   msFromTimestamp,
+  nodeKey,
   sameNode,
   toRpcError,
 } from "../core/index.js";
@@ -20,6 +21,7 @@ import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore, updateMessage } from "../store/index.js";
+import { createFailedTargets } from "./failed-targets.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import type { FailoverDecisions } from "./failover-decisions.js";
 import type { FailoverLeadership } from "./failover-leadership.js";
@@ -59,6 +61,8 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
   const { maxParallel } = deps;
   const options = deps.failover;
   const { decide } = deps.decisions;
+  /** Nodes that failed to restart a VM: another node gets it first (failed-targets.ts). */
+  const failedTargets = createFailedTargets(nodeKey);
 
   /**
    * Restarts one HA VM of a node down past the fence delay; false when the leadership is gone
@@ -102,7 +106,10 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       // Conditional on still holding the election (its key's revision, not a clock).
       const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
         compares: [leadership.elected()],
+        avoid: failedTargets.avoid(vm.id, now),
+        onRecoverFailed: (target) => failedTargets.failed(vm.id, target, now),
       });
+      failedTargets.restarted(vm.id);
       const target = m.target?.nodeId?.id ?? "";
       // Over the record as it is now, not as read: the target's answer can take until a cut
       // off target is back, and meanwhile its agent may have said it self-fenced the vm there

@@ -42,6 +42,10 @@ export interface FailoverOptions {
    * stalled process) decides nothing.
    */
   readonly compares?: readonly Compare[];
+  /** Nodes (keys) not to restart it on, with the reason (the controller's: a recent failed restart). */
+  readonly avoid?: ReadonlyMap<string, string>;
+  /** Told of the target whose restart failed after the failover began. */
+  readonly onRecoverFailed?: (target: string) => void;
 }
 
 /**
@@ -151,6 +155,7 @@ async function failoverOnce(
         `${rpc.message}; the vm was not restarted`,
       );
       logger.warn({ err, vm: vm.id }, "failover failed");
+      options.onRecoverFailed?.(plan.target);
       await journal.publish(job, { final: true });
       throw rpc;
     }
@@ -219,6 +224,7 @@ async function beginFailover(call: {
     });
   const plan = await engine.plan({ vmId, tenant, allowDowntime: true, target: undefined }, signal, {
     failover: true,
+    avoid: options.avoid,
   });
   if (!plan.allowed) {
     const failed = plan.checks.find((c) => !c.passed);

@@ -62,7 +62,7 @@ export interface MigrationEngine {
   plan(
     req: Omit<MigrationRequest, "kind" | "requestedBy">,
     signal?: AbortSignal,
-    options?: { failover?: boolean },
+    options?: { failover?: boolean; avoid?: ReadonlyMap<string, string> },
   ): Promise<Plan & { vm?: VmInfo; revisions: ReadonlyMap<string, number> }>;
   /** Plans, reserves and starts a migration; resolves once it is running. */
   start(req: MigrationRequest, signal?: AbortSignal): Promise<Migration>;
@@ -136,7 +136,12 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
 
   return {
     async plan(req, signal, opts) {
-      const { plan, vm, revisions } = await planFor(req, signal, opts?.failover ?? false);
+      const { plan, vm, revisions } = await planFor(
+        req,
+        signal,
+        opts?.failover ?? false,
+        opts?.avoid,
+      );
       return { ...plan, vm, revisions };
     },
     async start(req, signal) {

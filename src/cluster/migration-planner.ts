@@ -59,6 +59,11 @@ export interface PlanInput {
   /** Nodes (keys) the VM's record names as holding a stale copy: never a migration's target. */
   readonly copyNodes?: ReadonlySet<string>;
   /**
+   * Nodes (keys) not to pick when no target is given (a failover's target
+   * that failed to restart the VM a moment ago), with the reason to give.
+   */
+  readonly avoid?: ReadonlyMap<string, string>;
+  /**
    * The reasons go to a caller confined to a tenant (default false): they say
    * in words whether a node has room, never its free vCPUs or memory, which
    * are what every tenant's VMs leave.

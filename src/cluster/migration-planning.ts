@@ -40,6 +40,7 @@ export interface MigrationPlanning {
     req: Omit<MigrationRequest, "kind" | "requestedBy">,
     signal?: AbortSignal,
     failover?: boolean,
+    avoid?: ReadonlyMap<string, string>,
   ): Promise<PlannedMigration>;
 }
 
@@ -51,6 +52,7 @@ export function createMigrationPlanning(deps: MigrationPlanningDeps): MigrationP
     req: Omit<MigrationRequest, "kind" | "requestedBy">,
     signal?: AbortSignal,
     failover = false,
+    avoid?: ReadonlyMap<string, string>,
   ): Promise<PlannedMigration> {
     const found = await inventory.findVm(req.vmId, signal);
     const vm = found !== undefined && visibleTo(found, req.tenant) ? found : undefined;
@@ -95,6 +97,7 @@ export function createMigrationPlanning(deps: MigrationPlanningDeps): MigrationP
         allowDowntime: req.allowDowntime,
         failover,
         copyNodes: new Set((record?.rec.staleCopies ?? []).map((c) => nodeKey(c.nodeId))),
+        avoid,
         // A failover's reasons go to the VM's events and record, which its tenant reads.
         confined: req.tenant !== undefined || failover,
       },

@@ -1,9 +1,10 @@
 /**
  * The target of a migration or failover asked with none: every other node
- * is checked, those passing every check are kept, and the one with the most
- * free memory (then vCPUs, then name) is taken.
+ * is checked (but those the caller said to avoid), those passing every
+ * check are kept, and the one with the most free memory (then vCPUs, then
+ * name) is taken.
  */
-import { sameNode } from "../core/index.js";
+import { nodeKey, sameNode } from "../core/index.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { gib, passingNodes } from "./free-capacity.js";
 import type { Check, Plan, PlanInput } from "./migration-planner.js";
@@ -29,6 +30,11 @@ export async function pickMigrationTarget(
   for (const node of input.nodes) {
     const id = node.info?.id?.id ?? "";
     if (sameNode(id, sourceId)) continue;
+    const avoided = input.avoid?.get(nodeKey(id));
+    if (avoided !== undefined) {
+      if (refusals.length < 5) refusals.push(`${id}: ${avoided}`);
+      continue;
+    }
     const { checks, live } = await targets.checkTarget(input, source, node, id, replicaOf);
     const failed = checks.find((c) => !c.passed);
     if (failed === undefined) {

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { AVOID_FAILED_TARGET_MS } from "../src/cluster/index.js";
+import { RpcError } from "../src/core/index.js";
+import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import {
+  HARNESS_FENCE_MS,
+  HARNESS_TTL_MS,
+  manageVm,
+  onRbd,
+  startClusterHarness,
+} from "./helpers/cluster-harness.js";
+
+/**
+ * A failover's target that fails every restart of the VM (a stolen node
+ * certificate answering each recover with an error, a broken host). The pass
+ * picked the roomiest node, the same one at every pass: the HA VM stayed
+ * down for as long as its node was, and every pass wrote another failed
+ * failover record (an adversarial review: 30 passes, 30 recovers asked of
+ * that node, 31 records).
+ */
+describe("a failover target that fails every restart", () => {
+  it("is not picked again for that VM for a while: the VM is restarted on another node", async () => {
+    let vmId = "";
+    let hostile: string | undefined;
+    const asked: string[] = [];
+    const h = await startClusterHarness({
+      nodes: 4,
+      vmsPerNode: 6,
+      failover: true,
+      driver: (d) => ({
+        ...d,
+        async recover(id, from, signal, options) {
+          if (id === vmId) {
+            asked.push(d.nodeId);
+            hostile ??= d.nodeId;
+            if (d.nodeId === hostile)
+              throw new RpcError("BACKEND_FAILED", { message: `no (${asked.length})` });
+          }
+          return d.recover(id, from, signal, options);
+        },
+      }),
+    });
+    try {
+      const vm = ((await h.inventory.getNode("node-02"))?.vms ?? []).find(
+        (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
+      );
+      assert.ok(vm, "an HA vm on RBD runs on node-02");
+      vmId = vm.id;
+      await manageVm(h.store, vm, VmState.RUNNING);
+      h.sim.faults.partitionNode("node-02");
+      // A pass a second for the fence delay and 30 s more (well inside the avoidance).
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 30_000; t += 1000) {
+        h.clock.advance(1000);
+        await h.beat();
+        await h.runtime.controller?.tick();
+      }
+      assert.ok(AVOID_FAILED_TARGET_MS > 30_000);
+      assert.ok(hostile !== undefined, "a restart was tried");
+      assert.deepEqual(
+        asked.filter((n) => n === hostile),
+        [hostile],
+        `the failing node was asked once: ${asked.join(" ")}`,
+      );
+      const where = h.sim.locate(vmId);
+      assert.equal(where?.state, "running", `${vmId} runs again`);
+      assert.notEqual(where?.nodeId, hostile);
+      assert.notEqual(where?.nodeId, "node-02");
+    } finally {
+      await h.close();
+    }
+  });
+});
