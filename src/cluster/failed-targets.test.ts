@@ -7,7 +7,7 @@ describe("createFailedTargets", () => {
   it("avoids a node that failed to restart a VM for a while, for that VM only, whatever the case of its id", () => {
     const t = createFailedTargets(nodeKey);
     assert.equal(t.avoid("vm-1", 0), undefined);
-    t.failed("vm-1", "Node-B", 1_000);
+    assert.equal(t.failed("vm-1", "Node-B", 1_000, "BACKEND_FAILED"), true);
     assert.deepEqual(
       [...(t.avoid("vm-1", 2_000)?.keys() ?? [])],
       ["node-b"],
@@ -20,10 +20,17 @@ describe("createFailedTargets", () => {
 
   it("forgets a VM's failed nodes once it was restarted", () => {
     const t = createFailedTargets(nodeKey);
-    t.failed("vm-1", "node-b", 0);
-    t.failed("vm-1", "node-c", 0);
+    t.failed("vm-1", "node-b", 0, "BACKEND_FAILED");
+    t.failed("vm-1", "node-c", 0, "FENCED");
     assert.equal(t.avoid("vm-1", 1)?.size, 2);
     t.restarted("vm-1");
+    assert.equal(t.avoid("vm-1", 1), undefined);
+  });
+
+  it("does not avoid a node whose recover may have started the VM (timed out, interrupted): sent elsewhere, it would run twice", () => {
+    const t = createFailedTargets(nodeKey);
+    for (const reason of ["BACKEND_TIMEOUT", "OPERATION_INTERRUPTED"])
+      assert.equal(t.failed("vm-1", "node-b", 0, reason), false);
     assert.equal(t.avoid("vm-1", 1), undefined);
   });
 });

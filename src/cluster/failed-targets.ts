@@ -6,10 +6,24 @@
  * restart (a stolen node certificate, a broken host) kept an HA VM down for
  * good and wrote a failed failover record and its events every 2 s.
  * In memory: a new leader tries such a node once more.
+ *
+ * Only a failure whose outcome is known: a recover that timed out or was
+ * interrupted may have started the VM on that node, and sent elsewhere the
+ * VM would then run on two nodes until the disks' fence stopped one; the
+ * same node is asked again, as before (a node answering so every time can
+ * still keep the VM down).
  */
 
 /** How long a node that failed to restart a VM is not picked for it again. */
 export const AVOID_FAILED_TARGET_MS = 5 * 60_000;
+
+/** Reasons of a failed recover whose outcome is unknown: the VM may run on that node. */
+const UNKNOWN_OUTCOME: ReadonlySet<string> = new Set([
+  "BACKEND_TIMEOUT",
+  "OPERATION_INTERRUPTED",
+  "CANCELLED",
+  "DEADLINE_EXCEEDED",
+]);
 
 /** VMs whose failed targets are remembered; past it the least recently failed are forgotten. */
 const MAX_VMS = 10_000;
@@ -18,8 +32,8 @@ const MAX_VMS = 10_000;
 export interface FailedTargets {
   /** The nodes (keys) not to restart `vmId` on now, with the reason; undefined when none. */
   avoid(vmId: string, now: number): ReadonlyMap<string, string> | undefined;
-  /** `node` failed to restart `vmId` at `now`. */
-  failed(vmId: string, node: string, now: number): void;
+  /** `node` failed to restart `vmId` at `now` with `reason`; false when not remembered (outcome unknown). */
+  failed(vmId: string, node: string, now: number, reason: string): boolean;
   /** `vmId` was restarted: its failures are forgotten. */
   restarted(vmId: string): void;
 }
@@ -39,12 +53,14 @@ export function createFailedTargets(nodeKey: (id: string) => string): FailedTarg
       if (nodes.size === 0) byVm.delete(vmId);
       return out.size === 0 ? undefined : out;
     },
-    failed(vmId, node, now) {
+    failed(vmId, node, now, why) {
+      if (UNKNOWN_OUTCOME.has(why)) return false;
       const nodes = byVm.get(vmId) ?? new Map<string, number>();
       byVm.delete(vmId);
       if (byVm.size >= MAX_VMS) byVm.delete(byVm.keys().next().value as string);
       nodes.set(nodeKey(node), now);
       byVm.set(vmId, nodes);
+      return true;
     },
     restarted(vmId) {
       byVm.delete(vmId);

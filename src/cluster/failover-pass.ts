@@ -107,7 +107,7 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
         compares: [leadership.elected()],
         avoid: failedTargets.avoid(vm.id, now),
-        onRecoverFailed: (target) => failedTargets.failed(vm.id, target, now),
+        onRecoverFailed: (target, reason) => failedTargets.failed(vm.id, target, now, reason),
       });
       failedTargets.restarted(vm.id);
       const target = m.target?.nodeId?.id ?? "";

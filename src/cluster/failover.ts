@@ -44,8 +44,8 @@ export interface FailoverOptions {
   readonly compares?: readonly Compare[];
   /** Nodes (keys) not to restart it on, with the reason (the controller's: a recent failed restart). */
   readonly avoid?: ReadonlyMap<string, string>;
-  /** Told of the target whose restart failed after the failover began. */
-  readonly onRecoverFailed?: (target: string) => void;
+  /** Told of the target whose restart failed after the failover began, and the failure's reason. */
+  readonly onRecoverFailed?: (target: string, reason: string) => void;
 }
 
 /**
@@ -155,7 +155,7 @@ async function failoverOnce(
         `${rpc.message}; the vm was not restarted`,
       );
       logger.warn({ err, vm: vm.id }, "failover failed");
-      options.onRecoverFailed?.(plan.target);
+      options.onRecoverFailed?.(plan.target, rpc.reason);
       await journal.publish(job, { final: true });
       throw rpc;
     }
