@@ -69,8 +69,13 @@ export function createAgentLinkHandlers(deps: AgentLinkHandlersDeps): AgentLinkH
       };
     },
     async heartbeat(sequence) {
-      await fence.guard(() => fence.sending(sequence));
+      // A missed deadline is acted on before the domains are listed, as they then are. The
+      // send time is taken once the report is built: taken before, a slow listing (up to
+      // 30 s) was counted out of the lease it renews, and past half a window every HA start
+      // and recover on a healthy node failed FENCED (lease-waiters.ts).
+      await fence.guard(() => undefined);
       const { health } = await hv.inventory(AbortSignal.timeout(30_000));
+      await fence.guard(() => fence.sending(sequence));
       return { kind: { case: "heartbeat", value: { health, sequence } } };
     },
     onWelcome(welcome, server, serverCertificate) {

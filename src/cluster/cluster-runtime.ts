@@ -52,6 +52,8 @@ export interface ClusterRuntimeOptions {
     readonly restartWindowMs: number;
     /** HA VMs a pass works on at once (default 4). */
     readonly maxParallel?: number;
+    /** How long a failover waits for its target's restart (default 2 min). */
+    readonly recoverTimeoutMs?: number;
     readonly onDecision?: (d: FailoverDecision) => void;
     readonly onStaleCopy?: (d: StaleCopyDecision) => void;
   };

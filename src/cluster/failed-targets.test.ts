@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { nodeKey } from "../core/index.js";
-import { AVOID_FAILED_TARGET_MS, createFailedTargets } from "./failed-targets.js";
+import { AVOID_FAILED_TARGET_MS, createFailedTargets, FIRST_AVOID_MS } from "./failed-targets.js";
 
 describe("createFailedTargets", () => {
   it("avoids a node that failed to restart a VM for a while, for that VM only, whatever the case of its id", () => {
@@ -15,7 +15,21 @@ describe("createFailedTargets", () => {
     );
     assert.match(t.avoid("vm-1", 2_000)?.get("node-b") ?? "", /failed to restart this vm/);
     assert.equal(t.avoid("vm-2", 2_000), undefined);
-    assert.equal(t.avoid("vm-1", 1_000 + AVOID_FAILED_TARGET_MS), undefined, "tried again after");
+    assert.equal(t.avoid("vm-1", 1_000 + FIRST_AVOID_MS), undefined, "tried again after");
+  });
+
+  it("avoids a node failing again longer each time, up to the longest", () => {
+    const t = createFailedTargets(nodeKey);
+    let at = 0;
+    let span = FIRST_AVOID_MS;
+    for (let i = 0; i < 10; i++) {
+      t.failed("vm-1", "node-b", at, "BACKEND_FAILED");
+      assert.ok(t.avoid("vm-1", at + span - 1), `avoided ${span} ms after failure ${i + 1}`);
+      assert.equal(t.avoid("vm-1", at + span), undefined, `asked again after failure ${i + 1}`);
+      at += span;
+      span = Math.min(AVOID_FAILED_TARGET_MS, span * 2);
+    }
+    assert.equal(span, AVOID_FAILED_TARGET_MS);
   });
 
   it("forgets a VM's failed nodes once it was restarted", () => {
@@ -27,10 +41,11 @@ describe("createFailedTargets", () => {
     assert.equal(t.avoid("vm-1", 1), undefined);
   });
 
-  it("does not avoid a node whose recover may have started the VM (timed out, interrupted): sent elsewhere, it would run twice", () => {
+  it("avoids a node whose recover timed out, but not one the controller cut short itself", () => {
     const t = createFailedTargets(nodeKey);
-    for (const reason of ["BACKEND_TIMEOUT", "OPERATION_INTERRUPTED"])
-      assert.equal(t.failed("vm-1", "node-b", 0, reason), false);
+    assert.equal(t.failed("vm-1", "node-b", 0, "CANCELLED"), false);
     assert.equal(t.avoid("vm-1", 1), undefined);
+    assert.equal(t.failed("vm-1", "node-b", 0, "BACKEND_TIMEOUT"), true);
+    assert.equal(t.avoid("vm-1", 1)?.size, 1);
   });
 });

@@ -32,7 +32,18 @@ export interface FailoverDeps {
   readonly fenceDelayMs: number;
   /** Where refusals, decisions and restarts are told (default: nowhere). */
   readonly events?: EventSink;
+  /** How long the target's restart may take before the failover fails (default {@link RECOVER_TIMEOUT_MS}). */
+  readonly recoverTimeoutMs?: number;
 }
+
+/**
+ * How long a failover waits for its target to restart the VM. A target that
+ * stays ready and never answers (a stolen node certificate, a hung agent)
+ * held the failover, its pass and so every later pass for good: no other
+ * HA VM was restarted. Generous: the target's agent may first wait for a
+ * confirmed lease, and then define and start the VM.
+ */
+export const RECOVER_TIMEOUT_MS = 120_000;
 
 /** Options of one failover. */
 export interface FailoverOptions {
@@ -141,7 +152,19 @@ async function failoverOnce(
         { vm: vm.id, target: plan.target, generation: placed.generation },
         "failing over",
       );
-      await driver.recover(vm.id, source, signal, { generation: placed.generation });
+      const timeoutMs = deps.recoverTimeoutMs ?? RECOVER_TIMEOUT_MS;
+      const bound = AbortSignal.timeout(timeoutMs);
+      // Cut short, the target is told to cancel; should it start the VM all the same, a
+      // restart elsewhere holds a newer generation (its disks fenced) and its copy is stale.
+      await driver
+        .recover(vm.id, source, AbortSignal.any([signal, bound]), { generation: placed.generation })
+        .catch((err: unknown) => {
+          if (bound.aborted && !signal.aborted)
+            throw new RpcError("BACKEND_TIMEOUT", {
+              message: `${plan.target} did not restart ${vm.id} within ${Math.round(timeoutMs / 1000)} s`,
+            });
+          throw err;
+        });
       job = jobFinished(
         job,
         { state: "succeeded", phase: "completed" },

@@ -39,7 +39,7 @@ export { createEventRecorder, NO_EVENTS } from "./event-recorder.js";
 export { createEventService } from "./event-service.js";
 export type { Executors } from "./executors.js";
 export { createLocalExecutors } from "./executors.js";
-export { AVOID_FAILED_TARGET_MS } from "./failed-targets.js";
+export { AVOID_FAILED_TARGET_MS, FIRST_AVOID_MS } from "./failed-targets.js";
 export type { FailoverDeps, FailoverOptions } from "./failover.js";
 export { FAILOVER_PRINCIPAL, failoverVm } from "./failover.js";
 export type { FailoverDecision } from "./failover-controller.js";

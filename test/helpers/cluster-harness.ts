@@ -99,6 +99,8 @@ export async function startClusterHarness(options: {
   dir?: string;
   /** How long an orphan's hypervisor job may go on before settling aborts it (default 30 min). */
   settleJobTimeoutMs?: number;
+  /** How long a failover waits for its target's restart (default: the failover's own). */
+  recoverTimeoutMs?: number;
   /** Rewrites a node's heartbeat before it is delivered (a report the simulation cannot make). */
   report?: (nodeId: string, health: Health) => Health;
   /** Wraps each node's driver as this "daemon" reaches it (a call held, say). */
@@ -178,6 +180,7 @@ export async function startClusterHarness(options: {
           intervalMs: 3_600_000,
           restartLimit: 2,
           restartWindowMs: 3_600_000,
+          recoverTimeoutMs: options.recoverTimeoutMs,
           onDecision: (d) => decisions.push(d),
         }
       : undefined,
