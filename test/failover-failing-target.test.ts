@@ -5,6 +5,7 @@ import { FIRST_AVOID_MS } from "../src/cluster/index.js";
 import { RpcError } from "../src/core/index.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import {
+  type ClusterHarness,
   HARNESS_FENCE_MS,
   HARNESS_TTL_MS,
   manageVm,
@@ -20,6 +21,16 @@ import {
  * failover record (an adversarial review: 30 passes, 30 recovers asked of
  * that node, 31 records).
  */
+/** An HA VM on RBD running on `node`, its record written as a managed VM's (the controller restarts those). */
+async function managedHaVm(h: ClusterHarness, node: string) {
+  const vm = ((await h.inventory.getNode(node))?.vms ?? []).find(
+    (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
+  );
+  assert.ok(vm, `an HA vm on RBD runs on ${node}`);
+  await manageVm(h.store, vm, VmState.RUNNING);
+  return vm;
+}
+
 describe("a failover target that fails every restart", () => {
   it("is not picked again for that VM for a while: the VM is restarted on another node", async () => {
     let vmId = "";
@@ -43,12 +54,7 @@ describe("a failover target that fails every restart", () => {
       }),
     });
     try {
-      const vm = ((await h.inventory.getNode("node-02"))?.vms ?? []).find(
-        (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
-      );
-      assert.ok(vm, "an HA vm on RBD runs on node-02");
-      vmId = vm.id;
-      await manageVm(h.store, vm, VmState.RUNNING);
+      vmId = (await managedHaVm(h, "node-02")).id;
       h.sim.faults.partitionNode("node-02");
       // A pass a second for the fence delay and 30 s more (past the first avoidance: the VM,
       // restarted elsewhere at the next pass, is not the failing node's to restart again).
@@ -92,12 +98,7 @@ describe("a failover target that fails every restart", () => {
       }),
     });
     try {
-      const vm = ((await h.inventory.getNode("node-02"))?.vms ?? []).find(
-        (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
-      );
-      assert.ok(vm, "an HA vm on RBD runs on node-02");
-      vmId = vm.id;
-      await manageVm(h.store, vm, VmState.RUNNING);
+      vmId = (await managedHaVm(h, "node-02")).id;
       h.sim.faults.partitionNode("node-02");
       const pass = async () => {
         h.clock.advance(1000);
@@ -142,16 +143,9 @@ describe("a failover target that fails every restart", () => {
       }),
     });
     try {
-      const haOf = async (node: string) =>
-        ((await h.inventory.getNode(node))?.vms ?? []).find(
-          (v) => v.ha && onRbd(v) && v.state === VmState.RUNNING,
-        );
-      const vm = await haOf("node-02");
-      const other = await haOf("node-03");
-      assert.ok(vm && other, "HA vms on RBD run on node-02 and node-03");
+      const vm = await managedHaVm(h, "node-02");
+      const other = await managedHaVm(h, "node-03");
       vmId = vm.id;
-      await manageVm(h.store, vm, VmState.RUNNING);
-      await manageVm(h.store, other, VmState.RUNNING);
       const pass = async () => {
         h.clock.advance(1000);
         await h.beat();
