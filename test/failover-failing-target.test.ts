@@ -31,27 +31,40 @@ async function managedHaVm(h: ClusterHarness, node: string) {
   return vm;
 }
 
+/**
+ * A 4-node harness with its failover controller, each node's recover going
+ * first through `before` (which may throw, or hold until the signal aborts).
+ */
+function harnessRecovering(
+  before: (nodeId: string, vmId: string, signal: AbortSignal) => void | Promise<void>,
+  more: { recoverTimeoutMs?: number } = {},
+): Promise<ClusterHarness> {
+  return startClusterHarness({
+    nodes: 4,
+    vmsPerNode: 6,
+    failover: true,
+    ...more,
+    driver: (d) => ({
+      ...d,
+      async recover(id, from, signal, options) {
+        await before(d.nodeId, id, signal);
+        return d.recover(id, from, signal, options);
+      },
+    }),
+  });
+}
+
 describe("a failover target that fails every restart", () => {
   it("is not picked again for that VM for a while: the VM is restarted on another node", async () => {
     let vmId = "";
     let hostile: string | undefined;
     const asked: string[] = [];
-    const h = await startClusterHarness({
-      nodes: 4,
-      vmsPerNode: 6,
-      failover: true,
-      driver: (d) => ({
-        ...d,
-        async recover(id, from, signal, options) {
-          if (id === vmId) {
-            asked.push(d.nodeId);
-            hostile ??= d.nodeId;
-            if (d.nodeId === hostile)
-              throw new RpcError("BACKEND_FAILED", { message: `no (${asked.length})` });
-          }
-          return d.recover(id, from, signal, options);
-        },
-      }),
+    const h = await harnessRecovering((node, id) => {
+      if (id !== vmId) return;
+      asked.push(node);
+      hostile ??= node;
+      if (node === hostile)
+        throw new RpcError("BACKEND_FAILED", { message: `no (${asked.length})` });
     });
     try {
       vmId = (await managedHaVm(h, "node-02")).id;
@@ -82,20 +95,10 @@ describe("a failover target that fails every restart", () => {
     let vmId = "";
     let outage = true;
     const asked: string[] = [];
-    const h = await startClusterHarness({
-      nodes: 4,
-      vmsPerNode: 6,
-      failover: true,
-      driver: (d) => ({
-        ...d,
-        async recover(id, from, signal, options) {
-          if (id === vmId && outage) {
-            asked.push(d.nodeId);
-            throw new RpcError("BACKEND_FAILED", { message: "rbd: cluster unavailable" });
-          }
-          return d.recover(id, from, signal, options);
-        },
-      }),
+    const h = await harnessRecovering((node, id) => {
+      if (id !== vmId || !outage) return;
+      asked.push(node);
+      throw new RpcError("BACKEND_FAILED", { message: "rbd: cluster unavailable" });
     });
     try {
       vmId = (await managedHaVm(h, "node-02")).id;
@@ -122,26 +125,19 @@ describe("a failover target that fails every restart", () => {
   it("a target that stays ready and never answers the restart holds neither the VM nor other nodes' failovers", async () => {
     let vmId = "";
     let hung: string | undefined;
-    const h = await startClusterHarness({
-      nodes: 4,
-      vmsPerNode: 6,
-      failover: true,
-      recoverTimeoutMs: 300,
-      driver: (d) => ({
-        ...d,
-        async recover(id, from, signal, options) {
-          hung ??= id === vmId ? d.nodeId : undefined;
-          if (id === vmId && d.nodeId === hung)
-            // Accepted, never answered: only an abort ends it.
-            await new Promise((_, reject) =>
-              signal.addEventListener("abort", () => reject(new RpcError("CANCELLED")), {
-                once: true,
-              }),
-            );
-          return d.recover(id, from, signal, options);
-        },
-      }),
-    });
+    const h = await harnessRecovering(
+      async (node, id, signal) => {
+        hung ??= id === vmId ? node : undefined;
+        if (id === vmId && node === hung)
+          // Accepted, never answered: only an abort ends it.
+          await new Promise((_, reject) =>
+            signal.addEventListener("abort", () => reject(new RpcError("CANCELLED")), {
+              once: true,
+            }),
+          );
+      },
+      { recoverTimeoutMs: 300 },
+    );
     try {
       const vm = await managedHaVm(h, "node-02");
       const other = await managedHaVm(h, "node-03");

@@ -12,7 +12,7 @@ import {
   runCommand,
 } from "../drivers/index.js";
 import { agentConfigSchema } from "./agent-config.js";
-import { openNodeHypervisor } from "./node-hypervisor.js";
+import { type NodeHypervisor, openNodeHypervisor } from "./node-hypervisor.js";
 import { createSelfFence } from "./self-fence.js";
 
 /** An agent's simulated node with `vms` generated (running) domains in a directory of its own. */
@@ -108,6 +108,23 @@ function libvirtNode() {
   };
 }
 
+/** `hv`'s self-fence as the agent wires it, on a manual clock, under a 1 s window with its Hello confirmed. */
+async function selfFenceOf(hv: NodeHypervisor) {
+  const clock = { ns: monotonicNs() };
+  const fenced: string[] = [];
+  const fence = createSelfFence({
+    driver: hv.driver,
+    isHa: (vmId) => hv.isHa(vmId),
+    logger: silentLogger,
+    now: () => clock.ns,
+    onFenced: (vmId) => fenced.push(vmId),
+  });
+  fence.configure(1000);
+  fence.sending(0n);
+  await fence.guard(() => fence.renewed(0n));
+  return { fence, clock, fenced };
+}
+
 describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
   skip: !hasVirsh && "virsh is not installed",
 }, () => {
@@ -140,20 +157,9 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
     const node = libvirtNode();
     const session = createVirshSession({ uri: node.uri });
     const hv = node.open(session.run);
-    const clock = { ns: monotonicNs() };
-    const fenced: string[] = [];
     // As the agent wires it (agent-runner.ts), before any report was made.
-    const fence = createSelfFence({
-      driver: hv.driver,
-      isHa: (vmId) => hv.isHa(vmId),
-      logger: silentLogger,
-      now: () => clock.ns,
-      onFenced: (vmId) => fenced.push(vmId),
-    });
+    const { fence, clock, fenced } = await selfFenceOf(hv);
     try {
-      fence.configure(1000);
-      fence.sending(0n);
-      await fence.guard(() => fence.renewed(0n));
       clock.ns += 2000n * MS;
       await fence.guard(() => undefined);
       const states = Object.fromEntries(
@@ -188,19 +194,8 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
         ? runCommand("sleep", ["120"], options)
         : session.run(program, args, options);
     const hv = node.open(hung);
-    const clock = { ns: monotonicNs() };
-    const fenced: string[] = [];
-    const fence = createSelfFence({
-      driver: hv.driver,
-      isHa: (vmId) => hv.isHa(vmId),
-      logger: silentLogger,
-      now: () => clock.ns,
-      onFenced: (vmId) => fenced.push(vmId),
-    });
+    const { fence, clock, fenced } = await selfFenceOf(hv);
     try {
-      fence.configure(1000);
-      fence.sending(0n);
-      await fence.guard(() => fence.renewed(0n));
       await hv.inventory(AbortSignal.timeout(20_000));
       assert.equal(hv.isHa("ha-01"), true);
       await session.run("virsh", ["-c", node.uri, "define", node.file("late-01")], {

@@ -7,6 +7,8 @@ import {
   onRbd,
   startClusterHarness,
 } from "../../test/helpers/cluster-harness.js";
+import { within } from "../../test/helpers/eventually.js";
+import { heldRecovers, passUnderWay } from "../../test/helpers/held-passes.js";
 import type { RecoveringDriver } from "../drivers/index.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
@@ -17,82 +19,20 @@ const DOWN = ["node-02", "node-03", "node-04"];
 const MAX_PARALLEL = 4;
 
 /**
- * The recovers the targets' hypervisors were asked for, counted where they
- * happen: each is held while `hold(vmId)` says so, until `releaseAll()` or
- * the pass's signal.
- */
-function heldRecovers(hold: (vmId: string) => boolean) {
-  let inFlight = 0;
-  let most = 0;
-  const started: string[] = [];
-  const done: string[] = [];
-  const waiting = new Set<() => void>();
-  let released = false;
-  return {
-    started,
-    done,
-    most: () => most,
-    inFlight: () => inFlight,
-    releaseAll() {
-      released = true;
-      for (const wake of waiting) wake();
-    },
-    wrap: (d: RecoveringDriver): RecoveringDriver => ({
-      ...d,
-      async recover(vmId, from, signal, options) {
-        inFlight++;
-        most = Math.max(most, inFlight);
-        started.push(vmId);
-        try {
-          if (hold(vmId) && !released) {
-            // A target that takes its time (longer than the test's bounds below).
-            await new Promise<void>((resolve) => {
-              const wake = () => {
-                waiting.delete(wake);
-                resolve();
-              };
-              waiting.add(wake);
-              signal.addEventListener("abort", wake, { once: true });
-            });
-          }
-          await d.recover(vmId, from, signal, options);
-          done.push(vmId);
-        } finally {
-          inFlight--;
-        }
-      },
-    }),
-  };
-}
-
-/** Polls `cond` every 50 ms for at most `ms` of real time. */
-async function within(ms: number, cond: () => boolean): Promise<boolean> {
-  for (let t = 0; t < ms && !cond(); t += 50) await new Promise((r) => setTimeout(r, 50));
-  return cond();
-}
-
-/**
  * Takes DOWN's nodes off and advances the clock (heartbeating the others)
  * until a pass of the controller asks for a first recover; that pass is
  * returned still running (wrapped: an async function's result would wait for it).
  */
 async function downUntilFirstRecover(h: ClusterHarness, started: readonly string[]) {
-  const controller = h.runtime.controller;
-  assert.ok(controller);
   for (const node of DOWN) h.sim.faults.partitionNode(node);
-  for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000; t += 500) {
-    h.clock.advance(500);
-    await h.beat();
-    const tick = controller.tick();
-    let finished = false;
-    void tick.then(() => {
-      finished = true;
-    });
-    await within(5000, () => finished || started.length > 0);
-    if (started.length > 0) return { pass: tick };
-    await tick;
-  }
-  assert.fail("no failover was started");
+  const under = await passUnderWay(
+    h,
+    () => started.length > 0,
+    HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000,
+    5000,
+  );
+  if (under === undefined) assert.fail("no failover was started");
+  return under;
 }
 
 /** Six nodes of six VMs each, the controller on, their drivers wrapped by `driver`. */

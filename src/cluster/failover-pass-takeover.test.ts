@@ -6,47 +6,14 @@ import {
   HARNESS_TTL_MS,
   onRbd,
   startClusterHarness,
+  startPeerHarness,
 } from "../../test/helpers/cluster-harness.js";
-import type { RecoveringDriver } from "../drivers/index.js";
+import { within } from "../../test/helpers/eventually.js";
+import { heldRecovers, passUnderWay } from "../../test/helpers/held-passes.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 
 const DOWN = ["node-02", "node-03", "node-04"];
-
-/** Recovers held until released (or their signal aborts). */
-function held() {
-  const started: string[] = [];
-  const waiting = new Set<() => void>();
-  let released = false;
-  return {
-    started,
-    release() {
-      released = true;
-      for (const w of waiting) w();
-    },
-    wrap: (d: RecoveringDriver): RecoveringDriver => ({
-      ...d,
-      async recover(vmId, from, signal, options) {
-        started.push(vmId);
-        if (!released)
-          await new Promise<void>((resolve) => {
-            const wake = () => {
-              waiting.delete(wake);
-              resolve();
-            };
-            waiting.add(wake);
-            signal.addEventListener("abort", wake, { once: true });
-          });
-        await d.recover(vmId, from, signal, options);
-      },
-    }),
-  };
-}
-
-async function within(ms: number, cond: () => boolean): Promise<boolean> {
-  for (let t = 0; t < ms && !cond(); t += 50) await new Promise((r) => setTimeout(r, 50));
-  return cond();
-}
 
 // From the review of the concurrent failover pass (3471ea4), an attack that held: a leader's
 // pass has maxParallel restarts under way (their targets hold their answer) when its
@@ -67,17 +34,10 @@ describe("a pass's restarts under way when another daemon takes the leadership",
 
   for (const how of ["lease lost", "closed"] as const) {
     it(`each HA vm restarted exactly once (${how})`, async () => {
-      const h = held();
-      rel = h.release;
+      const h = heldRecovers(() => true);
+      rel = h.releaseAll;
       a = await startClusterHarness({ nodes: 6, vmsPerNode: 6, failover: true, driver: h.wrap });
-      b = await startClusterHarness({
-        nodes: 6,
-        vmsPerNode: 6,
-        failover: true,
-        store: a.store,
-        sim: a.sim,
-        clock: a.clock,
-      });
+      b = await startPeerHarness(a, 6, 6);
       const ca = a.runtime.controller;
       const cb = b.runtime.controller;
       assert.ok(ca && cb);
@@ -88,23 +48,14 @@ describe("a pass's restarts under way when another daemon takes the leadership",
       await ca.tick();
       assert.ok(ca.isLeader());
       for (const n of DOWN) a.sim.faults.partitionNode(n);
-      let passA: Promise<void> | undefined;
-      for (
-        let t = 0;
-        t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000 && passA === undefined;
-        t += 500
-      ) {
-        a.clock.advance(500);
-        await a.beat();
-        const p = ca.tick();
-        let done = false;
-        void p.then(() => {
-          done = true;
-        });
-        await within(3000, () => done || h.started.length > 0);
-        if (h.started.length > 0) passA = p;
-        else await p;
-      }
+      const passA = (
+        await passUnderWay(
+          a,
+          () => h.started.length > 0,
+          HARNESS_TTL_MS + HARNESS_FENCE_MS + 3000,
+          3000,
+        )
+      )?.pass;
       assert.ok(passA, "a's pass started restarts");
       await within(3000, () => h.started.length >= 4);
       if (how === "closed") await ca.close();
@@ -116,7 +67,7 @@ describe("a pass's restarts under way when another daemon takes the leadership",
         await cb.tick();
       }
       assert.ok(cb.isLeader(), "b leads");
-      h.release();
+      h.releaseAll();
       await passA;
       for (let i = 0; i < 12; i++) {
         a.clock.advance(500);

@@ -25,20 +25,26 @@ describe("HA restore's restart limit, with the node's agent refusing the start",
   const { store, hub, executors, close } = executorsOnHub();
   after(close);
 
+  /** `vmId` placed on `node` (generation 4) and stopped there by its fence; `node`'s agent connected. */
+  async function fencedOnConnectedNode(node: string, vmId: string) {
+    await store.put(
+      `vms/${vmId}`,
+      encodeMessage(
+        VmRecordSchema,
+        create(VmRecordSchema, { id: vmId, nodeId: node, managed: true, generation: 4n }),
+      ),
+    );
+    assert.equal(await noteSelfFenced(store, node, vmId, 0), true);
+    const agent = connectInProcess(hub, node, ["op:start-vm"]);
+    await eventually(() => hub.connectedNodes().includes(node));
+    return agent;
+  }
+
   for (const reason of ["FENCED", "STALE_GENERATION"] as const) {
     it(`does not count ${reason} refusals: the vm is started once its node takes the start`, async () => {
       const node = `n-${reason.toLowerCase().replaceAll("_", "-")}`;
       const vmId = `vm-${node}`;
-      await store.put(
-        `vms/${vmId}`,
-        encodeMessage(
-          VmRecordSchema,
-          create(VmRecordSchema, { id: vmId, nodeId: node, managed: true, generation: 4n }),
-        ),
-      );
-      assert.equal(await noteSelfFenced(store, node, vmId, 0), true);
-      const agent = connectInProcess(hub, node, ["op:start-vm"]);
-      await eventually(() => hub.connectedNodes().includes(node));
+      const agent = await fencedOnConnectedNode(node, vmId);
       // Four refusals, one more than the default restart limit, then the start runs.
       let refusals = 4;
       const starts: bigint[] = [];
@@ -84,16 +90,7 @@ describe("HA restore's restart limit, with the node's agent refusing the start",
   it("tells a refusal repeated pass after pass once, however the node words it", async () => {
     const node = "n-wordy";
     const vmId = `vm-${node}`;
-    await store.put(
-      `vms/${vmId}`,
-      encodeMessage(
-        VmRecordSchema,
-        create(VmRecordSchema, { id: vmId, nodeId: node, managed: true, generation: 4n }),
-      ),
-    );
-    assert.equal(await noteSelfFenced(store, node, vmId, 0), true);
-    const agent = connectInProcess(hub, node, ["op:start-vm"]);
-    await eventually(() => hub.connectedNodes().includes(node));
+    const agent = await fencedOnConnectedNode(node, vmId);
     let n = 0;
     const answering = answerDispatches(agent, () => ({
       outcome: OperationOutcome.FAILED,

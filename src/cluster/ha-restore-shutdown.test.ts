@@ -4,7 +4,9 @@ import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
   startClusterHarness,
+  startPeerHarness,
 } from "../../test/helpers/cluster-harness.js";
+import { passUnderWay } from "../../test/helpers/held-passes.js";
 import { RpcError } from "../core/index.js";
 import type { RecoveringDriver } from "../drivers/index.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -33,11 +35,6 @@ function heldStarts() {
   };
 }
 
-async function within(ms: number, cond: () => boolean): Promise<boolean> {
-  for (let t = 0; t < ms && !cond(); t += 50) await new Promise((r) => setTimeout(r, 50));
-  return cond();
-}
-
 // From the review of the concurrent failover pass (3471ea4): the HA restore clears a VM's
 // mark before it sends the start ("decided once"), and puts it back if the start does not
 // happen. A daemon stopped while its pass had such starts under way (up to maxParallel now)
@@ -56,14 +53,7 @@ describe("HA restore when the controller stops mid-pass", () => {
   it("an HA vm whose start again was cut short by the shutdown is started by the next leader", async () => {
     const starts = heldStarts();
     a = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true, driver: starts.wrap });
-    b = await startClusterHarness({
-      nodes: 3,
-      vmsPerNode: 6,
-      failover: true,
-      store: a.store,
-      sim: a.sim,
-      clock: a.clock,
-    });
+    b = await startPeerHarness(a, 3, 6);
     const ca = a.runtime.controller;
     const cb = b.runtime.controller;
     assert.ok(ca && cb);
@@ -83,19 +73,7 @@ describe("HA restore when the controller stops mid-pass", () => {
     for (const vm of ha) assert.equal(a.sim.locate(vm.id)?.state, "stopped", "it fenced itself");
     a.sim.faults.healNode("node-02");
     // Back: a's pass starts them again, and its starts hang until a's controller stops.
-    let passA: Promise<void> | undefined;
-    for (let t = 0; t < 6000 && passA === undefined; t += 500) {
-      a.clock.advance(500);
-      await a.beat();
-      const p = ca.tick();
-      let done = false;
-      void p.then(() => {
-        done = true;
-      });
-      await within(2000, () => done || starts.held.length > 0);
-      if (starts.held.length > 0) passA = p;
-      else await p;
-    }
+    const passA = (await passUnderWay(a, () => starts.held.length > 0, 6000, 2000))?.pass;
     assert.ok(passA, "a's pass started an HA vm again");
     await ca.close();
     await passA;

@@ -205,6 +205,25 @@ export async function startClusterHarness(options: {
   };
 }
 
+/**
+ * Another daemon's harness on `first`'s store, simulation and clock, its
+ * failover controller on: two control-plane processes of one cluster.
+ */
+export function startPeerHarness(
+  first: ClusterHarness,
+  nodes: number,
+  vmsPerNode: number,
+): Promise<ClusterHarness> {
+  return startClusterHarness({
+    nodes,
+    vmsPerNode,
+    failover: true,
+    store: first.store,
+    sim: first.sim,
+    clock: first.clock,
+  });
+}
+
 /** Makes a VM managed with `desiredState`, as its record places it (else on the node reporting it). */
 export async function manageVm(store: KvStore, vm: VmInfo, desiredState: VmState): Promise<void> {
   const read = await readPlacement(store, vm.id);

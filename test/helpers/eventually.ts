@@ -36,3 +36,14 @@ export async function eventually<T>(
     await sleep(intervalMs);
   }
 }
+
+/**
+ * Waits up to `timeoutMs` for `cond` to hold and resolves whether it did,
+ * for a test that goes on either way (and asserts what it expects after).
+ */
+export function within(timeoutMs: number, cond: () => boolean): Promise<boolean> {
+  return eventually(cond, { timeoutMs }).then(
+    () => true,
+    () => false,
+  );
+}
