@@ -1,34 +1,15 @@
 import { create } from "@bufbuild/protobuf";
-import {
-  type Logger,
-  msFromTimestamp,
-  RpcError,
-  sameNode,
-  timeoutSignal,
-  toRpcError,
-} from "../core/index.js";
+import { type Logger, msFromTimestamp, sameNode } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, getMessage, type KvStore, updateMessage } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
+import { type HaDecide, startDecided } from "./ha-restore-start.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import { askedToStop } from "./vm-records.js";
-
-/** How long the controller waits for one HA VM's start before it goes on. */
-const START_TIMEOUT_MS = 15_000;
-
-/** How long the write putting a mark back after a start that did not happen may take. */
-const PUT_BACK_TIMEOUT_MS = 10_000;
-
-/** Reasons of a start refused before anything ran: not counted against the restart limit. */
-const REFUSED_BEFORE_START: readonly string[] = [
-  "FENCED",
-  "STALE_GENERATION",
-  "BACKEND_UNAVAILABLE",
-];
 
 export { FAILOVER_RECORDS } from "./ha-restore-records.js";
 
@@ -45,14 +26,7 @@ export interface HaRestoreOptions {
   /** How long one start is waited for before the pass goes on (default 15 s; not counted). */
   readonly startTimeoutMs?: number;
   readonly logger?: Logger;
-  readonly decide: (d: {
-    vmId: string;
-    node: string;
-    tenant: string;
-    action: "restarted" | "skipped" | "failed";
-    detail: string;
-    reason?: string;
-  }) => void;
+  readonly decide: HaDecide;
 }
 
 /**
@@ -186,6 +160,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     logger: options.logger,
   });
   const { marked, read, write } = records;
+  const { executors, decide, startTimeoutMs } = options;
+  const starts = { executors, write, decide, startTimeoutMs };
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
@@ -269,67 +245,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       const unlocked: Compare = { key: MIGRATION_LOCKS + vm.id, modRevision: 0 };
       const written = await write(next, rev, signal, [unchanged, unlocked]);
       if (written === 0) return;
-      try {
-        const driver = options.executors.forNode(nodeId);
-        if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
-        // Bounded: a start its node takes and never answers must not hold up the HA VMs of
-        // the nodes after it in the pass (given up, it is tried again on a later pass).
-        const bound = AbortSignal.timeout(options.startTimeoutMs ?? START_TIMEOUT_MS);
-        // Under the generation it was decided under: a start that lands after the VM was
-        // placed elsewhere must not carry the new placement's token.
-        const fence = { generation: placed?.message.generation ?? 0n };
-        await driver.start(vm.id, AbortSignal.any([signal, bound]), fence).catch((err: unknown) => {
-          if (bound.aborted && !signal.aborted)
-            throw new RpcError("BACKEND_UNAVAILABLE", {
-              message: `${nodeId} did not start ${vm.id} within ${Math.round((options.startTimeoutMs ?? START_TIMEOUT_MS) / 1000)} s`,
-            });
-          // A refusal is tried again at every pass for as long as the node answers it: told
-          // by its reason, the same each time (a decision repeated is not told again). In the
-          // node's words, a node that words each anew (a stolen node certificate) had every
-          // pass logged and audited as a new decision, without end.
-          const rpc = toRpcError(err);
-          if (REFUSED_BEFORE_START.includes(rpc.reason))
-            throw new RpcError(rpc.reason, {
-              message: `not started on ${nodeId} (${rpc.reason}); tried again at a later pass`,
-              cause: err,
-            });
-          throw err;
-        });
-        options.decide({
-          vmId: vm.id,
-          node: nodeId,
-          tenant: vm.tenant,
-          action: "restarted",
-          detail,
-        });
-      } catch (err) {
-        // Not started: look again on a later pass. An attempt counts against the limit
-        // (which stops crash loops), except a refusal before anything started: the node not
-        // leased again yet (FENCED), its agent not connected, or a newer placement holding
-        // the disks (STALE_GENERATION: the VM was placed elsewhere since; the next pass reads
-        // where, and starts nothing here unless it is placed here again). Counted, a slow
-        // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
-        const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
-        // Not under the pass's signal: a start cut short by the controller's stop must still
-        // put the mark back, or no leader ever starts the VM again (an adversarial review).
-        await write(
-          create(FailoverRecordSchema, {
-            ...next,
-            restarts: refused ? recent : next.restarts,
-            lostRunning: true,
-          }),
-          written,
-          timeoutSignal(PUT_BACK_TIMEOUT_MS),
-        );
-        options.decide({
-          vmId: vm.id,
-          node: nodeId,
-          tenant: vm.tenant,
-          action: "failed",
-          detail: toRpcError(err).message,
-          reason: toRpcError(err).reason,
-        });
-      }
+      const generation = placed?.message.generation ?? 0n;
+      await startDecided(starts, { vm, nodeId, next, written, recent, generation, detail }, signal);
     },
     close() {
       records.close();

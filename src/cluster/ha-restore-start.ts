@@ -1,0 +1,127 @@
+/**
+ * The last step of the HA restore (ha-restore.ts): once the decision to
+ * start a lost HA VM on its node again is written (counted, the mark
+ * cleared), the start itself, bounded, under the generation it was decided
+ * under; if it does not happen, the mark put back so a later pass looks
+ * again, counted against the restart limit unless the node refused before
+ * anything ran.
+ */
+import { create } from "@bufbuild/protobuf";
+import { RpcError, timeoutSignal, toRpcError } from "../core/index.js";
+import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import type { Executors } from "./executors.js";
+import type { HaRestoreRecords } from "./ha-restore-records.js";
+
+/** How long the controller waits for one HA VM's start before it goes on. */
+export const START_TIMEOUT_MS = 15_000;
+
+/** How long the write putting a mark back after a start that did not happen may take. */
+const PUT_BACK_TIMEOUT_MS = 10_000;
+
+/** Reasons of a start refused before anything ran: not counted against the restart limit. */
+const REFUSED_BEFORE_START: readonly string[] = [
+  "FENCED",
+  "STALE_GENERATION",
+  "BACKEND_UNAVAILABLE",
+];
+
+/** A decision of the HA restore, as the failover controller tells it. */
+export type HaDecide = (d: {
+  vmId: string;
+  node: string;
+  tenant: string;
+  action: "restarted" | "skipped" | "failed";
+  detail: string;
+  reason?: string;
+}) => void;
+
+/** One decided start: what was written, and what the start runs under. */
+export interface DecidedStart {
+  readonly vm: VmInfo;
+  readonly nodeId: string;
+  /** The record written by the decision (counted, mark cleared) and its revision. */
+  readonly next: FailoverRecord;
+  readonly written: number;
+  /** Restarts within the window before this one (kept if the node refused). */
+  readonly recent: number;
+  /** The placement's generation the start was decided under. */
+  readonly generation: bigint;
+  readonly detail: string;
+}
+
+/** Starts a VM whose start was decided and written; tells the outcome, puts the mark back on failure. */
+export async function startDecided(
+  deps: {
+    readonly executors: Executors;
+    readonly write: HaRestoreRecords["write"];
+    readonly decide: HaDecide;
+    readonly startTimeoutMs?: number;
+  },
+  d: DecidedStart,
+  signal: AbortSignal,
+): Promise<void> {
+  const { vm, nodeId, next, written, recent } = d;
+  try {
+    const driver = deps.executors.forNode(nodeId);
+    if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
+    // Bounded: a start its node takes and never answers must not hold up the HA VMs of
+    // the nodes after it in the pass (given up, it is tried again on a later pass).
+    const timeoutMs = deps.startTimeoutMs ?? START_TIMEOUT_MS;
+    const bound = AbortSignal.timeout(timeoutMs);
+    // Under the generation it was decided under: a start that lands after the VM was
+    // placed elsewhere must not carry the new placement's token.
+    const fence = { generation: d.generation };
+    await driver.start(vm.id, AbortSignal.any([signal, bound]), fence).catch((err: unknown) => {
+      if (bound.aborted && !signal.aborted)
+        throw new RpcError("BACKEND_UNAVAILABLE", {
+          message: `${nodeId} did not start ${vm.id} within ${Math.round(timeoutMs / 1000)} s`,
+        });
+      // A refusal is tried again at every pass for as long as the node answers it: told
+      // by its reason, the same each time (a decision repeated is not told again). In the
+      // node's words, a node that words each anew (a stolen node certificate) had every
+      // pass logged and audited as a new decision, without end.
+      const rpc = toRpcError(err);
+      if (REFUSED_BEFORE_START.includes(rpc.reason))
+        throw new RpcError(rpc.reason, {
+          message: `not started on ${nodeId} (${rpc.reason}); tried again at a later pass`,
+          cause: err,
+        });
+      throw err;
+    });
+    deps.decide({
+      vmId: vm.id,
+      node: nodeId,
+      tenant: vm.tenant,
+      action: "restarted",
+      detail: d.detail,
+    });
+  } catch (err) {
+    // Not started: look again on a later pass. An attempt counts against the limit
+    // (which stops crash loops), except a refusal before anything started: the node not
+    // leased again yet (FENCED), its agent not connected, or a newer placement holding
+    // the disks (STALE_GENERATION: the VM was placed elsewhere since; the next pass reads
+    // where, and starts nothing here unless it is placed here again). Counted, a slow
+    // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
+    const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
+    // Not under the pass's signal: a start cut short by the controller's stop must still
+    // put the mark back, or no leader ever starts the VM again (an adversarial review).
+    await deps.write(
+      create(FailoverRecordSchema, {
+        ...next,
+        restarts: refused ? recent : next.restarts,
+        lostRunning: true,
+      }),
+      written,
+      timeoutSignal(PUT_BACK_TIMEOUT_MS),
+    );
+    deps.decide({
+      vmId: vm.id,
+      node: nodeId,
+      tenant: vm.tenant,
+      action: "failed",
+      detail: toRpcError(err).message,
+      reason: toRpcError(err).reason,
+    });
+  }
+}
