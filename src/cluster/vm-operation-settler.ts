@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { type Logger, sameNode } from "../core/index.js";
@@ -59,15 +60,24 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
   const { store, logger, signal } = options;
   const migrations = createMigrationRecords(store);
 
-  /** Settles `record` if it is a finished lifecycle operation; false when its txn lost a race. */
-  async function settle(record: OperationRecord): Promise<boolean> {
+  /**
+   * Settles `record` if it is a finished lifecycle operation; false when its txn lost a race.
+   * `token` is the same in every round of one settle.
+   */
+  async function settle(record: OperationRecord, token: string): Promise<boolean> {
     const id = record.dispatch?.operationId ?? "";
     if (record.phase !== OperationPhase.DONE || id === "") return true;
     const key = VM_OPERATIONS_PREFIX + id;
     const got = await getMessage(store, VmOperationIndexSchema, key, { signal });
-    if (got === undefined || got.message.settled) return true;
+    if (got === undefined) return true;
     const index = got.message;
     const op = vmOperationOf(index, record);
+    if (index.settled) {
+      // Settled by this settle's own write, whose call failed after the store applied it (a
+      // timeout): its outcome is told now. Left untold, the operation was never audited.
+      if (index.settledBy === token) options.onSettled(op, index.tenant);
+      return true;
+    }
     const vmKey = `vms/${index.vmId}`;
     const vm = await getMessage(store, VmRecordSchema, vmKey, { signal });
     // A delete removes the record only while it still places the VM on the node the delete
@@ -102,7 +112,7 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
         key,
         value: encodeMessage(
           VmOperationIndexSchema,
-          create(VmOperationIndexSchema, { ...index, settled: true }),
+          create(VmOperationIndexSchema, { ...index, settled: true, settledBy: token }),
         ),
       },
     ];
@@ -157,12 +167,13 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
    * node each release from the same reservations key, in both daemons at once).
    */
   const attempt = async (record: OperationRecord) => {
+    const token = randomUUID();
     // A process that is stopping ends its rounds too, and does not warn.
     const ended = await retryWhileLost<boolean>(
       SETTLE_ATTEMPTS,
       async () => {
         try {
-          return (await settle(record)) || signal.aborted || LOST;
+          return (await settle(record, token)) || signal.aborted || LOST;
         } catch (err) {
           // A store that failed a call (etcd's leader changed, a call timed out) is asked
           // again after a pause, in the same bound: the operations watch can live through
