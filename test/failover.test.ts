@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, afterEach, describe, it } from "node:test";
-import { failoverVm } from "../src/cluster/index.js";
-import type { RpcError } from "../src/core/index.js";
+import { failoverVm, MIGRATION_LOCKS, readPlacement } from "../src/cluster/index.js";
+import { type RpcError, silentLogger } from "../src/core/index.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { createEtcdStore, type KvStore } from "../src/store/index.js";
+import { createEtcdStore, createSqliteStore, type KvStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
@@ -139,6 +142,45 @@ describe("failover", () => {
     assert.equal(m.state, MigrationState.SUCCEEDED);
     assert.equal(h.sim.locate(vm.id)?.state, "running");
     assert.deepEqual(h.sim.violations(), []);
+  });
+
+  // A failover that loses every round of its begin (the node's record or the target's room
+  // changing under it each time) was refused as MIGRATION_IN_PROGRESS (FAILED_PRECONDITION:
+  // "do not retry until the state changes") though nothing else held the VM: it is a race,
+  // answered CONFLICT (ABORTED: try again), and nothing of it is written.
+  it("a failover that loses every round of its begin answers CONFLICT and writes nothing", async (t) => {
+    let lost = 0;
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-failover-lost-")), "state.db"),
+      logger: silentLogger,
+    });
+    // After the harness's own close (afterEach runs first): the harness does not close a store it was given.
+    t.after(() => store.close());
+    const racing: KvStore = Object.create(store);
+    racing.txn = async (req, o) => {
+      if (req.success.some((op) => op.key.startsWith(MIGRATION_LOCKS))) {
+        lost++;
+        return { succeeded: false, revision: 0 };
+      }
+      return store.txn(req, o);
+    };
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4, store: racing });
+    const vm = (await h.inventory.getNode("node-02"))?.vms.find(onRbd);
+    assert.ok(vm);
+    h.sim.faults.killNode("node-02");
+    await pass(h, HARNESS_TTL_MS + HARNESS_FENCE_MS + 500);
+    await h.inventory.cordon("node-02", true, undefined, true);
+    await assert.rejects(
+      failoverVm(h.runtime.failover, vm.id, "operator", undefined, AbortSignal.timeout(5000)),
+      (err: RpcError) => {
+        assert.equal(err.reason, "CONFLICT");
+        return true;
+      },
+    );
+    assert.ok(lost >= 2, `${lost} rounds lost`);
+    assert.deepEqual(await h.runtime.engine.list(undefined), [], "no failover recorded");
+    assert.equal(h.sim.locate(vm.id)?.state, "stopped");
+    assert.equal((await readPlacement(store, vm.id)).rec?.nodeId ?? "node-02", "node-02");
   });
 
   it("a VM without HA is not failed over from a node cut off past its fence delay (an agent there stops only HA VMs): only once the operator says the node is off", async () => {

@@ -133,8 +133,10 @@ async function failoverOnce(
   const begun = await retryWhileLost(
     BEGIN_ATTEMPTS,
     async () => (await beginFailover({ deps, vm, requestedBy, tenant, signal, options })) ?? LOST,
+    // A race lost every round, not another job holding the VM (the plan says that one):
+    // ABORTED, try again, rather than a refusal.
     () => {
-      throw new RpcError("MIGRATION_IN_PROGRESS", {
+      throw new RpcError("CONFLICT", {
         message: `${vm.nodeId?.id ?? ""} or the vm changed while failing over; look again`,
       });
     },
