@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   type Logger,
   msFromTimestamp,
+  nodeKey,
   RpcError,
   sameNode,
   timeoutSignal,
@@ -12,6 +13,7 @@ import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, getMessage, type KvStore, updateMessage } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import { createFailedTargets, type FailedTargets } from "./failed-targets.js";
 import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-record-keys.js";
@@ -23,7 +25,7 @@ const START_TIMEOUT_MS = 15_000;
 /** How long the write putting a mark back after a start that did not happen may take. */
 const PUT_BACK_TIMEOUT_MS = 10_000;
 
-/** Reasons of a start refused before anything ran: not counted against the restart limit. */
+/** Reasons of a start refused before anything ran: tried again at the next pass, the node not avoided. */
 const REFUSED_BEFORE_START: readonly string[] = [
   "FENCED",
   "STALE_GENERATION",
@@ -44,6 +46,12 @@ export interface HaRestoreOptions {
   readonly restartWindowMs: number;
   /** How long one start is waited for before the pass goes on (default 15 s; not counted). */
   readonly startTimeoutMs?: number;
+  /**
+   * The nodes that failed to start or restart each VM, shared with the
+   * failover pass: a node whose start failed is not asked again for a while
+   * (default: a memory of this restore's own).
+   */
+  readonly failedTargets?: FailedTargets;
   readonly logger?: Logger;
   readonly decide: (d: {
     vmId: string;
@@ -186,6 +194,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     logger: options.logger,
   });
   const { marked, read, write } = records;
+  const failedTargets = options.failedTargets ?? createFailedTargets(nodeKey);
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
@@ -250,6 +259,9 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         });
         return;
       }
+      // Its start failed here a short while ago (told then): asked again once the node's time
+      // is up (failed-targets.ts), not at every pass, and never given up on for it.
+      if (failedTargets.avoid(vm.id, now)?.has(nodeKey(nodeId)) === true) return;
       if (options.leading !== undefined && !(await options.leading())) return;
       const detail = `started again on ${nodeId}, which had stopped it while cut off`;
       const next = create(FailoverRecordSchema, {
@@ -295,6 +307,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
             });
           throw err;
         });
+        failedTargets.restarted(vm.id);
         options.decide({
           vmId: vm.id,
           node: nodeId,
@@ -303,19 +316,27 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
           detail,
         });
       } catch (err) {
-        // Not started: look again on a later pass. An attempt counts against the limit
-        // (which stops crash loops), except a refusal before anything started: the node not
-        // leased again yet (FENCED), its agent not connected, or a newer placement holding
-        // the disks (STALE_GENERATION: the VM was placed elsewhere since; the next pass reads
-        // where, and starts nothing here unless it is placed here again). Counted, a slow
-        // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
-        const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
+        // Not started: look again on a later pass, not counted against the limit (which
+        // stops crash loops: starts that ran). A refusal before anything started (the node not
+        // leased again yet, FENCED; its agent not connected; a newer placement holding the
+        // disks, STALE_GENERATION: the next pass reads where, and starts nothing here unless
+        // it is placed here again) is asked again at the next pass; counted, a slow node's
+        // refusals used up the limit and its HA VMs stayed down (seen in the V6 test). Any
+        // other failure keeps the node from being asked for a while (10 s, doubling up to
+        // 5 min): counted, a storage outage failing every node for half a minute used up the
+        // limit, and the VM stayed down for the limit's window after it ended
+        // (test/failover-failed-restart.test.ts).
+        const rpc = toRpcError(err);
+        if (!REFUSED_BEFORE_START.includes(rpc.reason ?? ""))
+          failedTargets.failed(vm.id, nodeId, now, rpc.reason);
         // Not under the pass's signal: a start cut short by the controller's stop must still
         // put the mark back, or no leader ever starts the VM again (an adversarial review).
         await write(
           create(FailoverRecordSchema, {
             ...next,
-            restarts: refused ? recent : next.restarts,
+            restarts: rec.restarts,
+            lastRestartMs: rec.lastRestartMs,
+            lastDecision: rec.lastDecision,
             lostRunning: true,
           }),
           written,
@@ -326,8 +347,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
           node: nodeId,
           tenant: vm.tenant,
           action: "failed",
-          detail: toRpcError(err).message,
-          reason: toRpcError(err).reason,
+          detail: rpc.message,
+          reason: rpc.reason,
         });
       }
     },
