@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { readPlacement } from "../src/cluster/index.js";
-import { RpcError } from "../src/core/index.js";
-import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { createVmService, readPlacement } from "../src/cluster/index.js";
+import { handlerCall, RpcError } from "../src/core/index.js";
+import { VMRefSchema } from "../src/gen/debvisor/v1/migration_pb.js";
+import {
+  ListVmsRequestSchema,
+  type VmInfo,
+  type VmList,
+  VmState,
+} from "../src/gen/debvisor/v1/vm_pb.js";
 import {
   type ClusterHarness,
   HARNESS_FENCE_MS,
@@ -17,7 +24,8 @@ import {
  * had already placed it on its target (with a new generation), and nothing
  * moves it back. Every other node fails the restart for a while (the VM's
  * storage out), or the dead node comes back first: the VM must run again,
- * once, on one node, without an operator.
+ * once, on one node, without an operator, and the API must say where it is
+ * placed meanwhile.
  */
 
 const SOURCE = "node-02";
@@ -102,6 +110,19 @@ async function placedOn(h: ClusterHarness, vmId: string) {
   return (await readPlacement(h.store, vmId)).rec?.nodeId ?? "";
 }
 
+/** What the API shows of the VM (GetVm, and its entry in ListVms). */
+async function shown(h: ClusterHarness, vmId: string) {
+  const binding = createVmService({
+    inventory: h.inventory,
+    store: h.store,
+    clock: h.clock,
+    fenceDelayMs: HARNESS_FENCE_MS,
+  });
+  const got = await handlerCall<VmInfo>(binding, "GetVm")(create(VMRefSchema, { vmId }));
+  const list = await handlerCall<VmList>(binding, "ListVms")(create(ListVmsRequestSchema, {}));
+  return { got, listed: list.vms.find((v) => v.id === vmId) };
+}
+
 describe("an HA VM whose failover's restart failed", () => {
   for (const nodes of [2, 3]) {
     it(`${nodes} nodes, every other node failing the restart for 40 s: restarted once the failures end, exactly once`, async () => {
@@ -168,6 +189,21 @@ describe("an HA VM whose failover's restart failed", () => {
       // Counted against the limit (2 here), its node's failed starts left it down for the
       // limit's window (an hour) after the outage ended.
       await c.runsOnce(120_000);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("is shown placed on the failed target, stopped, while nothing runs it", async () => {
+    const c = await harnessFailing(3, (node) => node !== SOURCE);
+    const { h, vmId } = c;
+    try {
+      const target = await c.failedOver();
+      const { got, listed } = await shown(h, vmId);
+      for (const vm of [got, listed]) {
+        assert.equal(vm?.nodeId?.id, target, "shown where it is placed");
+        assert.equal(vm?.state, VmState.STOPPED, "and not running there");
+      }
     } finally {
       await h.close();
     }
