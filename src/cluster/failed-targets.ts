@@ -8,7 +8,10 @@
  * good and wrote a failed failover record and its events every 2 s. Not 5
  * minutes at the first failure: a failure of every node alike (the VM's
  * storage out for a few seconds) then kept the VM down for 5 minutes after
- * it ended. In memory: a new leader tries such a node once more.
+ * it ended. In memory: a new leader tries such a node once more. Shared
+ * with the HA restore (ha-restore.ts): a node back whose start of the VM
+ * failed is asked again the same way, and a node that failed either is
+ * avoided by the other.
  *
  * A recover that timed out or was interrupted counts: it may have started
  * the VM there, but the restart elsewhere holds a newer generation, so that

@@ -3,8 +3,9 @@
  * keeps the leadership (failover-leadership.ts) and, while leading, runs a
  * pass (failover-pass.ts) over stale copies, placements and HA VMs.
  */
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, type Logger, nodeKey } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
+import { createFailedTargets } from "./failed-targets.js";
 import type { FailoverDeps } from "./failover.js";
 import { createFailoverDecisions, type FailoverDecision } from "./failover-decisions.js";
 import { createFailoverLeadership } from "./failover-leadership.js";
@@ -70,8 +71,12 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   const decisions = createFailoverDecisions(options);
   const { decide } = decisions;
 
+  // Nodes that failed to restart a VM, whether a failover's target or its own node back:
+  // not asked again for that VM for a while (failed-targets.ts).
+  const failedTargets = createFailedTargets(nodeKey);
   const ha = createHaRestore({
     store,
+    failedTargets,
     executors: options.executors,
     elected: leadership.elected,
     leading: leadership.take,
@@ -117,6 +122,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     limit,
     windowMs,
     maxParallel: options.maxParallel ?? 4,
+    failedTargets,
   });
 
   /** The pass under way, if any: close() lets it wind down before resigning. */

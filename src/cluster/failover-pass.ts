@@ -13,7 +13,6 @@ import {
   type Clock,
   type Logger,
   msFromTimestamp,
-  nodeKey,
   sameNode,
   toRpcError,
 } from "../core/index.js";
@@ -21,7 +20,7 @@ import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore, updateMessage } from "../store/index.js";
-import { createFailedTargets } from "./failed-targets.js";
+import type { FailedTargets } from "./failed-targets.js";
 import { FAILOVER_PRINCIPAL, type FailoverDeps, failoverVm } from "./failover.js";
 import type { FailoverDecisions } from "./failover-decisions.js";
 import type { FailoverLeadership } from "./failover-leadership.js";
@@ -50,6 +49,8 @@ export interface FailoverPassDeps {
   readonly windowMs: number;
   /** VMs worked on at once (restarts, restores, lost marks). */
   readonly maxParallel: number;
+  /** Nodes that failed to restart a VM: another node gets it first (shared with the HA restore). */
+  readonly failedTargets: FailedTargets;
 }
 
 /** One step of the pass on one VM; false when the leadership is gone (nothing more is started). */
@@ -58,11 +59,9 @@ type Step = () => Promise<boolean>;
 /** Creates the controller's pass. */
 export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal) => Promise<void> {
   const { store, clock, logger, leadership, ha, staleCopies, placements, limit, windowMs } = deps;
-  const { maxParallel } = deps;
+  const { maxParallel, failedTargets } = deps;
   const options = deps.failover;
   const { decide } = deps.decisions;
-  /** Nodes that failed to restart a VM: another node gets it first (failed-targets.ts). */
-  const failedTargets = createFailedTargets(nodeKey);
 
   /**
    * Restarts one HA VM of a node down past the fence delay; false when the leadership is gone

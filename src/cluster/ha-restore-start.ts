@@ -2,15 +2,16 @@
  * The last step of the HA restore (ha-restore.ts): once the decision to
  * start a lost HA VM on its node again is written (counted, the mark
  * cleared), the start itself, bounded, under the generation it was decided
- * under; if it does not happen, the mark put back so a later pass looks
- * again, counted against the restart limit unless the node refused before
- * anything ran.
+ * under; if it does not happen, the mark put back as it was (not counted
+ * against the restart limit) so a later pass looks again, and the node not
+ * asked again for a while unless it refused before anything ran.
  */
 import { create } from "@bufbuild/protobuf";
 import { RpcError, timeoutSignal, toRpcError } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
+import type { FailedTargets } from "./failed-targets.js";
 import type { HaRestoreRecords } from "./ha-restore-records.js";
 
 /** How long the controller waits for one HA VM's start before it goes on. */
@@ -19,7 +20,7 @@ export const START_TIMEOUT_MS = 15_000;
 /** How long the write putting a mark back after a start that did not happen may take. */
 const PUT_BACK_TIMEOUT_MS = 10_000;
 
-/** Reasons of a start refused before anything ran: not counted against the restart limit. */
+/** Reasons of a start refused before anything ran: tried again at the next pass, the node not avoided. */
 const REFUSED_BEFORE_START: readonly string[] = [
   "FENCED",
   "STALE_GENERATION",
@@ -40,11 +41,13 @@ export type HaDecide = (d: {
 export interface DecidedStart {
   readonly vm: VmInfo;
   readonly nodeId: string;
+  /** The record as read before the decision (put back, marked, if the start fails). */
+  readonly rec: FailoverRecord;
   /** The record written by the decision (counted, mark cleared) and its revision. */
   readonly next: FailoverRecord;
   readonly written: number;
-  /** Restarts within the window before this one (kept if the node refused). */
-  readonly recent: number;
+  /** The pass's time (the failed node's backoff starts then). */
+  readonly now: number;
   /** The placement's generation the start was decided under. */
   readonly generation: bigint;
   readonly detail: string;
@@ -57,11 +60,12 @@ export async function startDecided(
     readonly write: HaRestoreRecords["write"];
     readonly decide: HaDecide;
     readonly startTimeoutMs?: number;
+    readonly failedTargets: FailedTargets;
   },
   d: DecidedStart,
   signal: AbortSignal,
 ): Promise<void> {
-  const { vm, nodeId, next, written, recent } = d;
+  const { vm, nodeId, rec, next, written } = d;
   try {
     const driver = deps.executors.forNode(nodeId);
     if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
@@ -89,6 +93,7 @@ export async function startDecided(
         });
       throw err;
     });
+    deps.failedTargets.restarted(vm.id);
     deps.decide({
       vmId: vm.id,
       node: nodeId,
@@ -97,19 +102,27 @@ export async function startDecided(
       detail: d.detail,
     });
   } catch (err) {
-    // Not started: look again on a later pass. An attempt counts against the limit
-    // (which stops crash loops), except a refusal before anything started: the node not
-    // leased again yet (FENCED), its agent not connected, or a newer placement holding
-    // the disks (STALE_GENERATION: the VM was placed elsewhere since; the next pass reads
-    // where, and starts nothing here unless it is placed here again). Counted, a slow
-    // node's refusals used up the limit and its HA VMs stayed down (seen in the V6 test).
-    const refused = REFUSED_BEFORE_START.includes(toRpcError(err).reason ?? "");
+    // Not started: look again on a later pass, not counted against the limit (which
+    // stops crash loops: starts that ran). A refusal before anything started (the node not
+    // leased again yet, FENCED; its agent not connected; a newer placement holding the
+    // disks, STALE_GENERATION: the next pass reads where, and starts nothing here unless
+    // it is placed here again) is asked again at the next pass; counted, a slow node's
+    // refusals used up the limit and its HA VMs stayed down (seen in the V6 test). Any
+    // other failure keeps the node from being asked for a while (10 s, doubling up to
+    // 5 min): counted, a storage outage failing every node for half a minute used up the
+    // limit, and the VM stayed down for the limit's window after it ended
+    // (test/failover-failed-restart.test.ts).
+    const rpc = toRpcError(err);
+    if (!REFUSED_BEFORE_START.includes(rpc.reason ?? ""))
+      deps.failedTargets.failed(vm.id, nodeId, d.now, rpc.reason);
     // Not under the pass's signal: a start cut short by the controller's stop must still
     // put the mark back, or no leader ever starts the VM again (an adversarial review).
     await deps.write(
       create(FailoverRecordSchema, {
         ...next,
-        restarts: refused ? recent : next.restarts,
+        restarts: rec.restarts,
+        lastRestartMs: rec.lastRestartMs,
+        lastDecision: rec.lastDecision,
         lostRunning: true,
       }),
       written,
@@ -120,8 +133,8 @@ export async function startDecided(
       node: nodeId,
       tenant: vm.tenant,
       action: "failed",
-      detail: toRpcError(err).message,
-      reason: toRpcError(err).reason,
+      detail: rpc.message,
+      reason: rpc.reason,
     });
   }
 }

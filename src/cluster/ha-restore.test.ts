@@ -212,6 +212,38 @@ describe("HA restore's restart limit", () => {
       await store.close();
     }
   });
+
+  it("does not count a start that failed, and asks its node again only once the node's time is up", async () => {
+    const store = tempStore();
+    try {
+      await markedOnNodeA(store);
+      let failures = 3;
+      const asked: number[] = [];
+      const decisions: string[] = [];
+      let now = 0;
+      const ha = restoreOn(
+        store,
+        async () => {
+          asked.push(now);
+          if (failures-- > 0) throw new RpcError("BACKEND_FAILED", { message: "rbd: no quorum" });
+        },
+        { restartLimit: 1, decide: (d) => decisions.push(d.action) },
+      );
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      // A pass every 2 s for 2 minutes: the VM's storage out for the first three starts.
+      for (now = 1_000; now < 121_000 && decisions.at(-1) !== "restarted"; now += 2_000)
+        await ha.restore(AT_1, vm, now, AbortSignal.timeout(5000));
+      ha.close();
+      // Counted, the first failure used up the limit of 1 and the VM stayed down for the window.
+      assert.deepEqual(decisions, ["failed", "failed", "failed", "restarted"]);
+      // 10 s, then 20 s, then 40 s between the node's failures and its next start.
+      assert.deepEqual(asked, [1_000, 11_000, 31_000, 71_000]);
+      const rec = await getMessage(store, FailoverRecordSchema, "failover/vm-1");
+      assert.equal(rec?.message.restarts, 1, "the start that ran is counted");
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe("HA restore's start", () => {

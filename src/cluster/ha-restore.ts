@@ -1,10 +1,11 @@
 import { create } from "@bufbuild/protobuf";
-import { type Logger, msFromTimestamp, sameNode } from "../core/index.js";
+import { type Logger, msFromTimestamp, nodeKey, sameNode } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, getMessage, type KvStore, updateMessage } from "../store/index.js";
 import type { Executors } from "./executors.js";
+import { createFailedTargets, type FailedTargets } from "./failed-targets.js";
 import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
 import { type HaDecide, startDecided } from "./ha-restore-start.js";
 import type { Inventory } from "./inventory.js";
@@ -25,6 +26,12 @@ export interface HaRestoreOptions {
   readonly restartWindowMs: number;
   /** How long one start is waited for before the pass goes on (default 15 s; not counted). */
   readonly startTimeoutMs?: number;
+  /**
+   * The nodes that failed to start or restart each VM, shared with the
+   * failover pass: a node whose start failed is not asked again for a while
+   * (default: a memory of this restore's own).
+   */
+  readonly failedTargets?: FailedTargets;
   readonly logger?: Logger;
   readonly decide: HaDecide;
 }
@@ -161,7 +168,8 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
   });
   const { marked, read, write } = records;
   const { executors, decide, startTimeoutMs } = options;
-  const starts = { executors, write, decide, startTimeoutMs };
+  const failedTargets = options.failedTargets ?? createFailedTargets(nodeKey);
+  const starts = { executors, write, decide, startTimeoutMs, failedTargets };
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
@@ -226,6 +234,9 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         });
         return;
       }
+      // Its start failed here a short while ago (told then): asked again once the node's time
+      // is up (failed-targets.ts), not at every pass, and never given up on for it.
+      if (failedTargets.avoid(vm.id, now)?.has(nodeKey(nodeId)) === true) return;
       if (options.leading !== undefined && !(await options.leading())) return;
       const detail = `started again on ${nodeId}, which had stopped it while cut off`;
       const next = create(FailoverRecordSchema, {
@@ -246,7 +257,11 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       const written = await write(next, rev, signal, [unchanged, unlocked]);
       if (written === 0) return;
       const generation = placed?.message.generation ?? 0n;
-      await startDecided(starts, { vm, nodeId, next, written, recent, generation, detail }, signal);
+      await startDecided(
+        starts,
+        { vm, nodeId, rec, next, written, now, generation, detail },
+        signal,
+      );
     },
     close() {
       records.close();

@@ -26,7 +26,7 @@ import type { KvStore } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { filteredScope } from "./tenancy.js";
 import { createVmLifecycle, VM_LIFECYCLE_POLICIES } from "./vm-lifecycle.js";
-import { observedVm, observedVms } from "./vm-view.js";
+import { listedVms, observedVm } from "./vm-view.js";
 import type { WatchQuota } from "./watch-quota.js";
 
 /** Dependencies of the VmService handlers. */
@@ -50,15 +50,15 @@ export interface VmServiceDeps {
  */
 export function createVmService(deps: VmServiceDeps): ServiceBinding {
   const { inventory, fenceDelayMs } = deps;
-  /** The VMs as the API shows them: a down node's as unknown, then stopped. */
-  const vmsNow = async (signal: AbortSignal) =>
-    observedVms(await inventory.listVms(signal), await inventory.listNodes(signal), fenceDelayMs);
+  /** The VMs as the API shows them: a down node's as unknown, then stopped, at their placement. */
+  const vmsNow = (signal: AbortSignal) => listedVms(inventory, fenceDelayMs, signal);
   /** One VM as {@link vmsNow} shows it, looking at no other VM or node. */
   const vmNow = async (vmId: string, signal: AbortSignal) => {
     const vm = await inventory.findVm(vmId, signal);
     if (vm === undefined) return undefined;
     const node = await inventory.getNode(vm.nodeId?.id ?? "", signal);
-    return observedVm(vm, node?.summary, fenceDelayMs);
+    const placed = (await inventory.vmRecords.all()).get(vmId)?.rec.nodeId;
+    return observedVm(vm, node?.summary, fenceDelayMs, placed);
   };
   return defineService(
     VmService,

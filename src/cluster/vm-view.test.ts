@@ -70,6 +70,18 @@ describe("observedVm", () => {
   ] as const)
     it(`${name}: ${VmState[want]}`, () => assert.equal(observedVm(v, n, fence).state, want));
 
+  it("shows a down node's VM placed on another node (a failover whose restart failed) at its placement", () => {
+    const fenced = node(NodeReadiness.NOT_READY, FENCE + 1);
+    const moved = observedVm(vm(VmState.RUNNING), fenced, FENCE, "n2");
+    assert.deepEqual([moved.nodeId?.id, moved.state], ["n2", VmState.STOPPED]);
+    const early = observedVm(vm(VmState.RUNNING), node(NodeReadiness.NOT_READY, 1), FENCE, "n2");
+    assert.deepEqual([early.nodeId?.id, early.state], ["n2", VmState.UNKNOWN]);
+    // Placed where it is reported (in another case), or a READY node's report: as reported.
+    assert.equal(observedVm(vm(VmState.RUNNING), fenced, FENCE, "N1").nodeId?.id, "n1");
+    const ready = observedVm(vm(VmState.RUNNING), node(NodeReadiness.READY), FENCE, "n2");
+    assert.deepEqual([ready.nodeId?.id, ready.state], ["n1", VmState.RUNNING]);
+  });
+
   it("does not change the inventory's own record", () => {
     const v = vm(VmState.RUNNING);
     observedVm(v, node(NodeReadiness.NOT_READY, 1), FENCE);

@@ -15,7 +15,7 @@ import { createListWatch, type ListWatch } from "./list-watch.js";
 import { createMigrationRecords } from "./migration-records.js";
 import { jobMessage } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
-import { observedVms } from "./vm-view.js";
+import { listedVms } from "./vm-view.js";
 
 /** Dependencies of {@link createWatchLists} (a subset of WatchServiceDeps). */
 export interface WatchListsDeps {
@@ -66,11 +66,11 @@ export function createWatchLists(deps: WatchListsDeps): WatchLists {
   const vms = createListWatch<VmInfo>({
     intervalMs,
     list: async (signal) =>
-      observedVms(
-        await inventory.listVms(signal),
-        await inventory.listNodes(signal),
-        deps.fenceDelayMs,
-      ).map((vm) => ({ key: vm.id, item: vm, tenants: vm.tenant === "" ? [] : [vm.tenant] })),
+      (await listedVms(inventory, deps.fenceDelayMs, signal)).map((vm) => ({
+        key: vm.id,
+        item: vm,
+        tenants: vm.tenant === "" ? [] : [vm.tenant],
+      })),
     digest: (vm) => bytes(VmInfoSchema, vm),
   });
   const migrations = createListWatch<Migration>({
