@@ -178,8 +178,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
           ])
         )
           return migrationOf(runner.launch(job, vm));
-        // Another start took the room or the vm first: plan again, after a moment.
-        await sleep(Math.random() * 10 * (attempt + 1));
+        // Another start took the room or the vm first: plan again, after a moment (not after
+        // the last round: nothing follows it).
+        if (attempt + 1 < MAX_BEGIN_ATTEMPTS) await sleep(Math.random() * 10 * (attempt + 1));
         return LOST;
       });
     },
