@@ -113,8 +113,9 @@ export async function startDecided(
     // limit, and the VM stayed down for the limit's window after it ended
     // (test/failover-failed-restart.test.ts).
     const rpc = toRpcError(err);
-    if (!REFUSED_BEFORE_START.includes(rpc.reason ?? ""))
-      deps.failedTargets.failed(vm.id, nodeId, d.now, rpc.reason);
+    // Nor is a start the controller's stop cut short (its signal, not the node's answer, says so).
+    if (!REFUSED_BEFORE_START.includes(rpc.reason ?? "") && !signal.aborted)
+      deps.failedTargets.failed(vm.id, nodeId, d.now);
     // Not under the pass's signal: a start cut short by the controller's stop must still
     // put the mark back, or no leader ever starts the VM again (an adversarial review).
     await deps.write(
