@@ -57,7 +57,7 @@ export interface DecidedStart {
 export async function startDecided(
   deps: {
     readonly executors: Executors;
-    readonly write: HaRestoreRecords["write"];
+    readonly putBack: HaRestoreRecords["putBack"];
     readonly decide: HaDecide;
     readonly startTimeoutMs?: number;
     readonly failedTargets: FailedTargets;
@@ -117,8 +117,9 @@ export async function startDecided(
     if (!REFUSED_BEFORE_START.includes(rpc.reason ?? "") && !signal.aborted)
       deps.failedTargets.failed(vm.id, nodeId, d.now);
     // Not under the pass's signal: a start cut short by the controller's stop must still
-    // put the mark back, or no leader ever starts the VM again (an adversarial review).
-    await deps.write(
+    // put the mark back, or no leader ever starts the VM again (an adversarial review). Nor
+    // under the election: this process may have been deposed while the start ran.
+    await deps.putBack(
       create(FailoverRecordSchema, {
         ...next,
         restarts: rec.restarts,
