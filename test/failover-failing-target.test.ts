@@ -91,6 +91,41 @@ describe("a failover target that fails every restart", () => {
       await h.close();
     }
   });
+  // An adversarial review: a node (a stolen node certificate) answering every restart
+  // CANCELLED, as an agent does by writing its operation's outcome CANCELLED, was taken for a
+  // restart the controller cut short itself and never avoided: picked at every pass, it kept
+  // the HA VM down for as long as it liked, a failed failover record written each pass.
+  it("answering every restart CANCELLED (the controller cut nothing short) is avoided all the same", async () => {
+    let vmId = "";
+    let hostile: string | undefined;
+    const asked: string[] = [];
+    const h = await harnessRecovering((node, id) => {
+      if (id !== vmId) return;
+      asked.push(node);
+      hostile ??= node;
+      if (node === hostile) throw new RpcError("CANCELLED");
+    });
+    try {
+      vmId = (await managedHaVm(h, "node-02")).id;
+      h.sim.faults.partitionNode("node-02");
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 30_000; t += 1000) {
+        h.clock.advance(1000);
+        await h.beat();
+        await h.runtime.controller?.tick();
+      }
+      assert.ok(hostile !== undefined, "a restart was tried");
+      assert.deepEqual(
+        asked.filter((n) => n === hostile),
+        [hostile],
+        `the node answering CANCELLED was asked once: ${asked.join(" ")}`,
+      );
+      const where = h.sim.locate(vmId);
+      assert.equal(where?.state, "running", `${vmId} runs again`);
+      assert.notEqual(where?.nodeId, hostile);
+    } finally {
+      await h.close();
+    }
+  });
   it("a restart failing on every node for a few seconds (the VM's storage out) does not keep it down for 5 minutes", async () => {
     let vmId = "";
     let outage = true;

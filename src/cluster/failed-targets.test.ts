@@ -7,7 +7,7 @@ describe("createFailedTargets", () => {
   it("avoids a node that failed to restart a VM for a while, for that VM only, whatever the case of its id", () => {
     const t = createFailedTargets(nodeKey);
     assert.equal(t.avoid("vm-1", 0), undefined);
-    assert.equal(t.failed("vm-1", "Node-B", 1_000, "BACKEND_FAILED"), true);
+    t.failed("vm-1", "Node-B", 1_000);
     assert.deepEqual(
       [...(t.avoid("vm-1", 2_000)?.keys() ?? [])],
       ["node-b"],
@@ -23,7 +23,7 @@ describe("createFailedTargets", () => {
     let at = 0;
     let span = FIRST_AVOID_MS;
     for (let i = 0; i < 10; i++) {
-      t.failed("vm-1", "node-b", at, "BACKEND_FAILED");
+      t.failed("vm-1", "node-b", at);
       assert.ok(t.avoid("vm-1", at + span - 1), `avoided ${span} ms after failure ${i + 1}`);
       assert.equal(t.avoid("vm-1", at + span), undefined, `asked again after failure ${i + 1}`);
       at += span;
@@ -34,18 +34,10 @@ describe("createFailedTargets", () => {
 
   it("forgets a VM's failed nodes once it was restarted", () => {
     const t = createFailedTargets(nodeKey);
-    t.failed("vm-1", "node-b", 0, "BACKEND_FAILED");
-    t.failed("vm-1", "node-c", 0, "FENCED");
+    t.failed("vm-1", "node-b", 0);
+    t.failed("vm-1", "node-c", 0);
     assert.equal(t.avoid("vm-1", 1)?.size, 2);
     t.restarted("vm-1");
     assert.equal(t.avoid("vm-1", 1), undefined);
-  });
-
-  it("avoids a node whose recover timed out, but not one the controller cut short itself", () => {
-    const t = createFailedTargets(nodeKey);
-    assert.equal(t.failed("vm-1", "node-b", 0, "CANCELLED"), false);
-    assert.equal(t.avoid("vm-1", 1), undefined);
-    assert.equal(t.failed("vm-1", "node-b", 0, "BACKEND_TIMEOUT"), true);
-    assert.equal(t.avoid("vm-1", 1)?.size, 1);
   });
 });

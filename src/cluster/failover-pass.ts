@@ -106,7 +106,7 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
         compares: [leadership.elected()],
         avoid: failedTargets.avoid(vm.id, now),
-        onRecoverFailed: (target, reason) => failedTargets.failed(vm.id, target, now, reason),
+        onRecoverFailed: (target) => failedTargets.failed(vm.id, target, now),
       });
       failedTargets.restarted(vm.id);
       const target = m.target?.nodeId?.id ?? "";

@@ -55,8 +55,8 @@ export interface FailoverOptions {
   readonly compares?: readonly Compare[];
   /** Nodes (keys) not to restart it on, with the reason (the controller's: a recent failed restart). */
   readonly avoid?: ReadonlyMap<string, string>;
-  /** Told of the target whose restart failed after the failover began, and the failure's reason. */
-  readonly onRecoverFailed?: (target: string, reason: string) => void;
+  /** Told of the target whose restart failed after the failover began (not one `signal` cut short). */
+  readonly onRecoverFailed?: (target: string) => void;
 }
 
 /**
@@ -180,7 +180,9 @@ async function failoverOnce(
         `${rpc.message}; the vm was not restarted`,
       );
       logger.warn({ err, vm: vm.id }, "failover failed");
-      options.onRecoverFailed?.(plan.target, rpc.reason);
+      // Cut short by the caller's own signal, it is not the target's failure; by its reason it
+      // cannot be told (a node may answer CANCELLED to every restart, and be picked each pass).
+      if (!signal.aborted) options.onRecoverFailed?.(plan.target);
       await journal.publish(job, { final: true });
       throw rpc;
     }

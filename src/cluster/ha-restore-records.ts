@@ -39,6 +39,16 @@ export interface HaRestoreRecords {
    * `also`); the new revision, or 0.
    */
   write(next: FailoverRecord, rev: number, signal: AbortSignal, also?: Compare[]): Promise<number>;
+  /**
+   * Writes `next` while the record is still as this process's own decision
+   * wrote it (`rev`), whoever leads now: a mark put back after a start that
+   * did not happen. Under the election, a leader deposed while the start ran
+   * (its lease out during a stall) had its put-back refused, and the next
+   * leader, finding the mark cleared, never started the VM again. Another
+   * write since (the next leader's) fails it; otherwise the record is as the
+   * decision left it, and the mark is what any leader should find.
+   */
+  putBack(next: FailoverRecord, rev: number, signal: AbortSignal): Promise<number>;
   /** Stops the watched copy. */
   close(): void;
 }
@@ -70,26 +80,31 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
       rev: got?.modRevision ?? 0,
     };
   }
-  async function write(
+  async function writeIf(
     next: FailoverRecord,
-    rev: number,
+    compares: Compare[],
     signal: AbortSignal,
-    also: Compare[] = [],
   ): Promise<number> {
     const key = FAILOVER_RECORDS + next.vmId;
     const txn = await store.txn(
       {
-        compares: [deps.elected(), { key, modRevision: rev }, ...also],
+        compares,
         success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
       },
       { signal },
     );
     return txn.succeeded ? txn.revision : 0;
   }
+  const unchanged = (next: FailoverRecord, rev: number): Compare => ({
+    key: FAILOVER_RECORDS + next.vmId,
+    modRevision: rev,
+  });
   return {
     marked,
     read,
-    write,
+    write: (next, rev, signal, also = []) =>
+      writeIf(next, [deps.elected(), unchanged(next, rev), ...also], signal),
+    putBack: (next, rev, signal) => writeIf(next, [unchanged(next, rev)], signal),
     close() {
       void mirror?.then((m) => m.close());
     },

@@ -57,7 +57,7 @@ export interface DecidedStart {
 export async function startDecided(
   deps: {
     readonly executors: Executors;
-    readonly write: HaRestoreRecords["write"];
+    readonly putBack: HaRestoreRecords["putBack"];
     readonly decide: HaDecide;
     readonly startTimeoutMs?: number;
     readonly failedTargets: FailedTargets;
@@ -113,11 +113,13 @@ export async function startDecided(
     // limit, and the VM stayed down for the limit's window after it ended
     // (test/failover-failed-restart.test.ts).
     const rpc = toRpcError(err);
-    if (!REFUSED_BEFORE_START.includes(rpc.reason ?? ""))
-      deps.failedTargets.failed(vm.id, nodeId, d.now, rpc.reason);
+    // Nor is a start the controller's stop cut short (its signal, not the node's answer, says so).
+    if (!REFUSED_BEFORE_START.includes(rpc.reason ?? "") && !signal.aborted)
+      deps.failedTargets.failed(vm.id, nodeId, d.now);
     // Not under the pass's signal: a start cut short by the controller's stop must still
-    // put the mark back, or no leader ever starts the VM again (an adversarial review).
-    await deps.write(
+    // put the mark back, or no leader ever starts the VM again (an adversarial review). Nor
+    // under the election: this process may have been deposed while the start ran.
+    await deps.putBack(
       create(FailoverRecordSchema, {
         ...next,
         restarts: rec.restarts,

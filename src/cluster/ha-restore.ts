@@ -166,10 +166,10 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     elected: options.elected,
     logger: options.logger,
   });
-  const { marked, read, write } = records;
+  const { marked, read, write, putBack } = records;
   const { executors, decide, startTimeoutMs } = options;
   const failedTargets = options.failedTargets ?? createFailedTargets(nodeKey);
-  const starts = { executors, write, decide, startTimeoutMs, failedTargets };
+  const starts = { executors, putBack, decide, startTimeoutMs, failedTargets };
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;

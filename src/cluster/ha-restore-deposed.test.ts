@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import {
+  type ClusterHarness,
+  HARNESS_FENCE_MS,
+  startClusterHarness,
+  startPeerHarness,
+} from "../../test/helpers/cluster-harness.js";
+import { passUnderWay } from "../../test/helpers/held-passes.js";
+import { RpcError } from "../core/index.js";
+import type { RecoveringDriver } from "../drivers/index.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+
+/** Starts held until `fail()`, then failed (the VM's storage out); starts after that go through. */
+function failingStarts() {
+  const held: string[] = [];
+  let holding = true;
+  const waiting = new Set<() => void>();
+  return {
+    held,
+    fail() {
+      holding = false;
+      for (const wake of waiting) wake();
+    },
+    wrap: (d: RecoveringDriver): RecoveringDriver => ({
+      ...d,
+      async start(vmId, signal, options) {
+        if (!holding) return d.start(vmId, signal, options);
+        held.push(vmId);
+        await new Promise<void>((resolve) => {
+          waiting.add(resolve);
+          signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+        throw new RpcError("BACKEND_FAILED", { message: "rbd: cluster unavailable" });
+      },
+    }),
+  };
+}
+
+// An adversarial review: the HA restore clears a VM's mark when it decides a start, and puts
+// it back if the start fails, under the election the start was decided under. A leader whose
+// lease ran out while a start was under way (a stalled process, an etcd blip longer than the
+// lease) had its put-back refused when the start failed: the mark stayed cleared, the VM
+// stopped on its node, and the next leader never started it again.
+describe("HA restore when the leadership moves while a start is under way", () => {
+  let a: ClusterHarness | undefined;
+  let b: ClusterHarness | undefined;
+  let release: (() => void) | undefined;
+  afterEach(async () => {
+    release?.();
+    await b?.close();
+    await a?.close();
+    a = b = undefined;
+  });
+
+  it("an HA vm whose start failed after its leader was deposed is started by the next leader", async () => {
+    const starts = failingStarts();
+    release = starts.fail;
+    a = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true, driver: starts.wrap });
+    b = await startPeerHarness(a, 3, 6);
+    const ca = a.runtime.controller;
+    const cb = b.runtime.controller;
+    assert.ok(ca && cb);
+    await ca.tick();
+    assert.ok(ca.isLeader());
+    const ha = ((await a.inventory.getNode("node-02"))?.vms ?? []).filter(
+      (vm) => vm.ha && vm.state === VmState.RUNNING,
+    );
+    assert.ok(ha.length > 0);
+    // Cut off past its self-fence but back before the fence delay: its HA vms are noted lost.
+    a.sim.faults.partitionNode("node-02");
+    for (let t = 0; t < HARNESS_FENCE_MS + 1000; t += 500) {
+      a.clock.advance(500);
+      await a.beat();
+      await ca.tick();
+    }
+    for (const vm of ha) assert.equal(a.sim.locate(vm.id)?.state, "stopped", "it fenced itself");
+    a.sim.faults.healNode("node-02");
+    // Back: a's pass starts them again; its starts take their time.
+    const passA = (await passUnderWay(a, () => starts.held.length > 0, 6000, 2000))?.pass;
+    assert.ok(passA, "a's pass started an HA vm again");
+    await new Promise((r) => setTimeout(r, 3500)); // a's 2 s lease runs out (real time)
+    a.clock.advance(500);
+    await a.beat();
+    await cb.tick();
+    assert.ok(cb.isLeader(), "b leads");
+    // The starts fail (the storage is out a moment), then work again.
+    starts.fail();
+    await passA;
+    for (let i = 0; i < 120 && ha.some((vm) => a?.sim.locate(vm.id)?.state !== "running"); i++) {
+      a.clock.advance(1000);
+      await a.beat();
+      await cb.tick();
+    }
+    for (const vm of ha)
+      assert.deepEqual(
+        a.sim.locate(vm.id),
+        { nodeId: "node-02", state: "running" },
+        `${vm.id} (held: ${starts.held.join(", ")})`,
+      );
+    assert.deepEqual(a.sim.violations(), []);
+  });
+});
