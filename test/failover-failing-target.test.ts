@@ -157,6 +157,59 @@ describe("a failover target that fails every restart", () => {
       await h.close();
     }
   });
+  // An adversarial review: a target's failure was dated at its pass's start, not when the
+  // restart failed. A target that holds the restart until the recover timeout (2 minutes)
+  // was past its avoidance the moment it failed: asked again at the next pass, and again,
+  // until the doubling outgrew the timeout (five times, 10 minutes with the VM down).
+  it("a target that held the restart until it timed out is avoided from when it failed, not from its pass's start", async () => {
+    let vmId = "";
+    let hung: string | undefined;
+    const asked: string[] = [];
+    const h = await harnessRecovering(
+      async (node, id, signal) => {
+        if (id !== vmId) return;
+        asked.push(node);
+        hung ??= node;
+        if (node === hung)
+          await new Promise((_, reject) =>
+            signal.addEventListener("abort", () => reject(new RpcError("CANCELLED")), {
+              once: true,
+            }),
+          );
+      },
+      { recoverTimeoutMs: 1500 },
+    );
+    try {
+      vmId = (await managedHaVm(h, "node-02")).id;
+      const step = async () => {
+        h.clock.advance(1000);
+        await h.beat();
+        await Promise.race([h.runtime.controller?.tick(), sleep(100)]);
+      };
+      h.sim.faults.partitionNode("node-02");
+      for (let t = 0; t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 2000 && hung === undefined; t += 1000)
+        await step();
+      assert.ok(hung !== undefined, "the restart was asked of a node that does not answer");
+      // While it holds the restart, more than the first avoidance passes on the clock.
+      for (let t = 0; t <= FIRST_AVOID_MS + 5000; t += 1000) {
+        h.clock.advance(1000);
+        await h.beat();
+      }
+      await sleep(2000); // the recover's 1.5 s bound (real time) ends it
+      for (let t = 0; t < 8000; t += 1000) await step();
+      assert.deepEqual(
+        asked.filter((n) => n === hung),
+        [hung],
+        `the hung node was asked once: ${asked.join(" ")}`,
+      );
+      const where = h.sim.locate(vmId);
+      assert.equal(where?.state, "running", `${vmId} runs again`);
+      assert.ok(![hung, "node-02"].includes(where?.nodeId ?? ""), `${vmId} on ${where?.nodeId}`);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("a target that stays ready and never answers the restart holds neither the VM nor other nodes' failovers", async () => {
     let vmId = "";
     let hung: string | undefined;

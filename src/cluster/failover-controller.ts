@@ -84,6 +84,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     restartWindowMs: windowMs,
     logger,
     decide,
+    clock,
   });
 
   const staleCopies = createStaleCopyRemover({

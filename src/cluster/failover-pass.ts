@@ -106,7 +106,9 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
         compares: [leadership.elected()],
         avoid: failedTargets.avoid(vm.id, now),
-        onRecoverFailed: (target) => failedTargets.failed(vm.id, target, now),
+        // Dated when it failed, not at the pass's start: a target holding the restart until
+        // the recover timeout (2 minutes) was otherwise past its avoidance as it failed.
+        onRecoverFailed: (target) => failedTargets.failed(vm.id, target, clock.now()),
       });
       failedTargets.restarted(vm.id);
       const target = m.target?.nodeId?.id ?? "";

@@ -7,7 +7,7 @@
  * asked again for a while unless it refused before anything ran.
  */
 import { create } from "@bufbuild/protobuf";
-import { RpcError, timeoutSignal, toRpcError } from "../core/index.js";
+import { type Clock, RpcError, timeoutSignal, toRpcError } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import type { Executors } from "./executors.js";
@@ -46,7 +46,7 @@ export interface DecidedStart {
   /** The record written by the decision (counted, mark cleared) and its revision. */
   readonly next: FailoverRecord;
   readonly written: number;
-  /** The pass's time (the failed node's backoff starts then). */
+  /** The pass's time (a failed start is dated then, when the restore has no clock). */
   readonly now: number;
   /** The placement's generation the start was decided under. */
   readonly generation: bigint;
@@ -61,6 +61,7 @@ export async function startDecided(
     readonly decide: HaDecide;
     readonly startTimeoutMs?: number;
     readonly failedTargets: FailedTargets;
+    readonly clock?: Clock | undefined;
   },
   d: DecidedStart,
   signal: AbortSignal,
@@ -115,7 +116,9 @@ export async function startDecided(
     const rpc = toRpcError(err);
     // Nor is a start the controller's stop cut short (its signal, not the node's answer, says so).
     if (!REFUSED_BEFORE_START.includes(rpc.reason ?? "") && !signal.aborted)
-      deps.failedTargets.failed(vm.id, nodeId, d.now);
+      // Dated when it failed: a start that took most of its bound was otherwise past the
+      // first avoidance as it failed.
+      deps.failedTargets.failed(vm.id, nodeId, deps.clock?.now() ?? d.now);
     // Not under the pass's signal: a start cut short by the controller's stop must still
     // put the mark back, or no leader ever starts the VM again (an adversarial review). Nor
     // under the election: this process may have been deposed while the start ran.

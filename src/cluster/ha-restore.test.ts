@@ -244,6 +244,42 @@ describe("HA restore's restart limit", () => {
       await store.close();
     }
   });
+
+  // An adversarial review: a failure was dated at its pass's start. A start that failed near
+  // its 15 s bound was past the first 10 s avoidance as it failed: asked again at once.
+  it("dates a failed start when it failed, not at its pass's start", async () => {
+    const store = tempStore();
+    try {
+      await markedOnNodeA(store);
+      let now = 1_000;
+      let pass = 1_000;
+      const clock = { now: () => now };
+      const asked: number[] = [];
+      const ha = restoreOn(
+        store,
+        async () => {
+          asked.push(pass);
+          if (asked.length === 1) {
+            now += 14_000; // the start takes most of its bound, then fails
+            throw new RpcError("BACKEND_FAILED", { message: "rbd: no quorum" });
+          }
+        },
+        { clock: clock as never },
+      );
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, vm, 1_000, AbortSignal.timeout(5000));
+      // The next passes, 2 s apart from where the clock is now.
+      for (pass = 17_000; pass < 45_000 && asked.length < 2; pass += 2_000) {
+        now = pass;
+        await ha.restore(AT_1, vm, pass, AbortSignal.timeout(5000));
+      }
+      ha.close();
+      // Failed at 15 s: not asked before 25 s (dated at the pass, 1 s, it was asked at 17 s).
+      assert.deepEqual(asked, [1_000, 25_000], "asked again 10 s after it failed");
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe("HA restore's start", () => {

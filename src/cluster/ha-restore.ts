@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Logger, msFromTimestamp, nodeKey, sameNode } from "../core/index.js";
+import { type Clock, type Logger, msFromTimestamp, nodeKey, sameNode } from "../core/index.js";
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
@@ -33,6 +33,8 @@ export interface HaRestoreOptions {
    */
   readonly failedTargets?: FailedTargets;
   readonly logger?: Logger;
+  /** Dates a failed start when it failed (default: the pass's time, which `restore` is given). */
+  readonly clock?: Clock;
   readonly decide: HaDecide;
 }
 
@@ -167,9 +169,9 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     logger: options.logger,
   });
   const { marked, read, write, putBack } = records;
-  const { executors, decide, startTimeoutMs } = options;
+  const { executors, decide, startTimeoutMs, clock } = options;
   const failedTargets = options.failedTargets ?? createFailedTargets(nodeKey);
-  const starts = { executors, putBack, decide, startTimeoutMs, failedTargets };
+  const starts = { executors, putBack, decide, startTimeoutMs, failedTargets, clock };
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
