@@ -12,6 +12,7 @@ import {
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
+import { agentStatus } from "./helpers/agent-status.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -71,20 +72,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
       migrations: createServiceClient(MigrationService, ch),
     };
   };
-  const local = async (node: string) => {
-    const r = await runProcess(process.execPath, [
-      AGENT_BIN,
-      "status",
-      "--dir",
-      join(dir, node),
-      "--driver",
-      "sim",
-      "-o",
-      "json",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    return (JSON.parse(r.stdout) as { domains: { id: string; state: string }[] }).domains;
-  };
+  const local = async (node: string) => (await agentStatus(join(dir, node))).domains;
   const ids = async (node: string) => (await local(node)).map((d) => d.id);
   const fault = async (node: string, ...args: string[]) => {
     const r = await runProcess(process.execPath, [

@@ -155,6 +155,28 @@ describe("node agents on their stream", async () => {
       local.sort(),
       "ListVms shows what the agent's hypervisor holds",
     );
+    // The CLI's two outputs, each its own process: the JSON whole, and the table's line per domain.
+    const cli = (output: string) =>
+      agentCli("status", "--dir", join(dir, "node-a"), "--driver", "sim", "-o", output);
+    const json = await cli("json");
+    assert.equal(json.code, 0, json.stderr);
+    const status = JSON.parse(json.stdout) as {
+      node: string;
+      driver: string;
+      domains: { id: string; state: string; vcpus: number; memoryBytes: string }[];
+      storage?: unknown;
+    };
+    assert.equal(status.node, "node-a");
+    assert.equal(status.driver, "simulation");
+    assert.equal(status.storage, undefined, "no storage configured, none shown");
+    assert.deepEqual(status.domains.map((d) => d.id).sort(), local.sort());
+    for (const d of status.domains) assert.match(d.memoryBytes, /^[1-9][0-9]*$/);
+    const table = await cli("table");
+    assert.equal(table.code, 0, table.stderr);
+    assert.equal(
+      table.stdout,
+      status.domains.map((d) => `${d.id}\t${d.state}\t${d.vcpus} vcpu\n`).join(""),
+    );
   });
 
   it("refuses a stream whose certificate is not the node its Hello names, and audits it", async () => {

@@ -12,7 +12,8 @@ import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmOperationState } from "../src/gen/debvisor/v1/vm_pb.js";
-import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
+import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
+import { agentStatus } from "./helpers/agent-status.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -61,26 +62,9 @@ describe("VMs as desired state through hvctl", () => {
         }
       ).vms.map((v) => [v.info.id, { node: v.node, state: v.state }]),
     );
-  /** What the agent's node really holds (debvisor-agent status). */
-  const agentDomains = async (node = "node-04") => {
-    const r = await runProcess(process.execPath, [
-      AGENT_BIN,
-      "status",
-      "--dir",
-      join(dir, node),
-      "--driver",
-      "sim",
-      "-o",
-      "json",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    return new Map(
-      (JSON.parse(r.stdout) as { domains: { id: string; state: string }[] }).domains.map((d) => [
-        d.id,
-        d.state,
-      ]),
-    );
-  };
+  /** What the agent's node really holds (what debvisor-agent status prints, read here). */
+  const agentDomains = async (node = "node-04") =>
+    new Map((await agentStatus(join(dir, node))).domains.map((d) => [d.id, d.state]));
   const actions = () =>
     readFileSync(join(dir, "node-04", "sim-actions.log"), "utf8")
       .trim()
@@ -112,7 +96,11 @@ describe("VMs as desired state through hvctl", () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-vmlife-"));
-    daemon = await startDevDaemon(dir, { cluster: { heartbeatIntervalMs: 1000 } });
+    daemon = await startDevDaemon(dir, {
+      cluster: { heartbeatIntervalMs: 1000 },
+      // Not about rate limits: one admin's calls come faster than the default 20/s here.
+      rateLimit: { perPrincipal: { ratePerSecond: 100_000, burst: 100_000 } },
+    });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
     const hvctl = (...args: string[]) =>
       runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);

@@ -2,19 +2,16 @@
 import { Command } from "commander";
 import {
   AgentError,
-  agentFiles,
   applyFaultCommand,
   createAgentLogger,
   describeFaults,
   enroll,
-  enrolledNodeId,
   loadAgentConfig,
   lockAgentDirectory,
-  openNodeHypervisor,
   openRevokedServers,
+  readLocalStatus,
   renew,
   runAgent,
-  storageStatus,
 } from "../agent/index.js";
 import { hideIpSniWarning, packageVersion } from "../client/index.js";
 
@@ -168,23 +165,12 @@ withAgentFlags(
     .description("print this node's local domains, as its hypervisor reports them")
     .option("-o, --output <format>", "json or table", "table"),
 ).action(async (opts: AgentFlags & { output: string }) => {
-  const config = configFrom(opts);
-  const nodeId = enrolledNodeId(agentFiles(config.dir));
-  const hv = openNodeHypervisor(config, nodeId, createAgentLogger("silent"), { readOnly: true });
-  const domains = await hv.domains(AbortSignal.timeout(30_000));
-  const storage = await storageStatus(config, nodeId, hv);
-  hv.close();
+  const status = await readLocalStatus(configFrom(opts));
   if (opts.output === "json") {
-    const out = {
-      node: nodeId,
-      driver: hv.driver.kind,
-      domains: domains.map((d) => ({ ...d, memoryBytes: String(d.memoryBytes) })),
-      ...(storage === undefined ? {} : { storage }),
-    };
-    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
   } else {
-    for (const d of domains) process.stdout.write(`${d.id}\t${d.state}\t${d.vcpus} vcpu\n`);
-    for (const d of storage?.datasets ?? [])
+    for (const d of status.domains) process.stdout.write(`${d.id}\t${d.state}\t${d.vcpus} vcpu\n`);
+    for (const d of status.storage?.datasets ?? [])
       process.stdout.write(`${d.dataset}\t${d.snapshots.length} snapshots\n`);
   }
 });

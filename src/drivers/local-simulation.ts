@@ -77,7 +77,13 @@ export interface LocalSimulation {
    * (failover of a failed node's VM); a domain already defined is kept.
    */
   define(info: VmInfo): void;
-  /** Stops adopting handed-over domains in the background. */
+  /**
+   * Stops adopting handed-over domains in the background; read-only, also
+   * closes the shared storage's connection (a reader in a longer-lived
+   * process, e.g. a test, keeps no file open). A running agent's stays open
+   * until the process ends: operations left running at its stop may still
+   * write their locks.
+   */
   close(): void;
 }
 
@@ -135,6 +141,9 @@ export function createLocalSimulation(options: LocalSimulationOptions): LocalSim
       locks?.define(info, nodeId);
       note("define", info.id);
     },
-    close: () => clearInterval(timer),
+    close() {
+      clearInterval(timer);
+      if (ctx.readOnly) locks?.close();
+    },
   };
 }

@@ -10,7 +10,8 @@ import {
 } from "../../src/gen/debvisor/store/v1/agent_records_pb.js";
 import type { OperationKind } from "../../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../../src/store/index.js";
-import { AGENT_BIN, type AgentProcess, enrollAgent, startAgent } from "./agent-process.js";
+import { type AgentProcess, enrollAgent, startAgent } from "./agent-process.js";
+import { agentStatus } from "./agent-status.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -35,7 +36,10 @@ export interface FencingCluster {
   daemon(): DaemonProcess;
   /** Starts (again) the node's agent. */
   run(node: string): AgentProcess;
-  /** A node's domains as its hypervisor reports them (`debvisor-agent status`, another process). */
+  /**
+   * A node's domains as its hypervisor reports them: what `debvisor-agent
+   * status` prints, read in this process (opened read-only and closed again).
+   */
   domains(node: string): Promise<Record<string, string>>;
   /** What each node's hypervisor really did: "action vm" lines. */
   actions(node: string): string[];
@@ -152,26 +156,12 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
       return a;
     },
     async domains(node) {
-      const r = await runProcess(
-        process.execPath,
-        [
-          AGENT_BIN,
-          "status",
-          "--dir",
-          join(dir, node),
-          "--driver",
-          "sim",
-          "--sim-shared-dir",
-          shared,
-          "-o",
-          "json",
-        ],
-        { env: options.agentEnv?.(node) },
-      );
-      assert.equal(r.code, 0, r.stderr);
+      const status = await agentStatus(join(dir, node), {
+        sharedDir: shared,
+        env: options.agentEnv?.(node),
+      });
       const states: Record<string, string> = {};
-      const out = JSON.parse(r.stdout) as { domains: { id: string; state: string }[] };
-      for (const d of out.domains) states[d.id] = d.state;
+      for (const d of status.domains) states[d.id] = d.state;
       return states;
     },
     actions(node) {

@@ -11,8 +11,7 @@ import {
   TransferChunkSchema,
 } from "../../src/gen/debvisor/v1/agent_pb.js";
 import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
-import { AGENT_BIN } from "./agent-process.js";
-import { runProcess } from "./daemon-process.js";
+import { agentStatus } from "./agent-status.js";
 import { eventually } from "./eventually.js";
 import { nodeChannel } from "./node-stream.js";
 
@@ -49,22 +48,8 @@ export async function storageSnapshots(
   nodeDir: string,
   dataset: string,
 ): Promise<string[] | undefined> {
-  const r = await runProcess(process.execPath, [
-    AGENT_BIN,
-    "status",
-    "--dir",
-    nodeDir,
-    "--driver",
-    "sim",
-    "--storage",
-    "sim",
-    "-o",
-    "json",
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  const status = JSON.parse(r.stdout) as {
-    storage: { datasets: { dataset: string; snapshots: string[] }[] };
-  };
+  const status = await agentStatus(nodeDir, { storage: "sim" });
+  assert.ok(status.storage !== undefined, `${nodeDir}: no storage`);
   return status.storage.datasets.find((d) => d.dataset === dataset)?.snapshots;
 }
 
