@@ -74,7 +74,10 @@ function renewing(store: KvStore, ids: readonly string[], everyMs: number) {
   };
 }
 
-describe("lease keepalives", () => {
+// Two at a time: each case starts its own etcd (or cluster) and store and shares
+// nothing with the others, and mostly waits (15 to 25 s each). The case that
+// blocks this process's event loop is in the next describe, run after these, alone.
+describe("lease keepalives", { concurrency: 2 }, () => {
   it("keep every lease renewed while an etcd member is stopped with its connections open", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");
@@ -248,7 +251,9 @@ describe("lease keepalives", () => {
       });
     });
   }
+});
 
+describe("lease keepalives in a process too busy to read", () => {
   it("sets no member aside when this process, not etcd, was too busy to read the answers", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");

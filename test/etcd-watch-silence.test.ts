@@ -56,7 +56,9 @@ async function keptThroughPause(
   }
 }
 
-describe("watches on a stopped etcd member", () => {
+// Two at a time: each case starts its own etcd (or cluster) and store, shares
+// nothing with the others, and mostly waits on a stopped member (12 to 24 s).
+describe("watches on a stopped etcd member", { concurrency: 2 }, () => {
   it("are reopened on another member, whether opened before the stop or after, with no lease renewals to notice it", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");

@@ -7,9 +7,10 @@ import { eventuallySeen, recordWatches, seenWithin } from "./helpers/watch-recor
 /**
  * Watches moved off a silent member onto members that answer late: each
  * case takes 40 to 60 s, so they have a file of their own (a file's bound
- * is 120 s).
+ * is 120 s). Each starts its own cluster, proxies and stores, and shares
+ * nothing with the other: the two run at once.
  */
-describe("watches beside slow etcd members", () => {
+describe("watches beside slow etcd members", { concurrency: 2 }, () => {
   it("leave the stopped member again when the only other one answers too slowly, instead of waiting there for it", async (t) => {
     const cluster = await startEtcdCluster(3);
     if (cluster === undefined) return t.skip("etcd is not installed");

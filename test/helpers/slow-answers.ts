@@ -12,10 +12,20 @@ export async function slowAnswers(
     const upstream = createConnection({ host: "127.0.0.1", port });
     sockets.add(client).add(upstream);
     client.pipe(upstream);
+    // Answers still held when the connection closes are dropped (the client is
+    // gone): their timers are cleared too, not left to keep the process alive
+    // for up to `delayMs` after a test closed its store.
+    const held = new Set<NodeJS.Timeout>();
     upstream.on("data", (chunk: Buffer) => {
-      setTimeout(() => client.writable && client.write(chunk), delay());
+      const timer = setTimeout(() => {
+        held.delete(timer);
+        if (client.writable) client.write(chunk);
+      }, delay());
+      held.add(timer);
     });
     const close = () => {
+      for (const timer of held) clearTimeout(timer);
+      held.clear();
       client.destroy();
       upstream.destroy();
     };
