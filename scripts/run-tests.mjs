@@ -15,35 +15,37 @@ function find(dir) {
   return out;
 }
 
-// The slowest files (25-100 s each in a CI run of 6 December 2026, mostly
+// The slowest files (20-90 s each in runs of 6 December 2026, mostly
 // waiting on timers, leases, etcd members and child processes) start
 // first, so the run does not end with one of them alone on a worker while
 // the others sit idle. A name missing here only loses that ordering.
 const SLOW_FIRST = [
-  "fencing-node",
-  "etcd-keepalive",
   "chaos",
-  "ha-outage",
-  "hvctl-cluster",
-  "audit-kill9",
-  "hvctl-storage",
-  "etcd-watch-slow-member",
+  "etcd-keepalive",
+  "fencing-node",
   "agent",
-  "etcd-watch-silence",
   "authorization-table",
+  "ha-outage",
+  "audit-kill9",
   "liveness-skew",
-  "lifecycle-generation",
+  "hvctl-storage",
+  "hvctl-cluster",
+  "events-daemon",
+  "etcd-watch-silence",
+  "etcd-watch-slow-member",
   "agent-migration-crash",
-  "agent-replication",
-  "migration-source-lost",
-  "dir-lock",
-  "panel-e2e",
-  "heartbeat-store-stall",
+  "lifecycle-generation",
+  "runner-registry",
+  "node-hypervisor",
+  "enrollment",
   "agent-cluster",
   "file-set-lock",
   "vm-lost-node",
-  "runner-registry",
-  "enrollment",
+  "migration-source-lost",
+  "panel-e2e",
+  "dir-lock",
+  "heartbeat-store-stall",
+  "agent-replication",
 ];
 const rank = (file) => {
   const at = SLOW_FIRST.indexOf(file.replace(/^.*\//, "").replace(/\.test\.js$/, ""));
