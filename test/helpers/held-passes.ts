@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import type { RecoveringDriver } from "../../src/drivers/index.js";
-import type { ClusterHarness } from "./cluster-harness.js";
+import { type VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
+import { type ClusterHarness, HARNESS_FENCE_MS } from "./cluster-harness.js";
 import { within } from "./eventually.js";
 
 /**
@@ -86,4 +87,37 @@ export async function passUnderWay(
     await pass;
   }
   return undefined;
+}
+
+/**
+ * Two daemons' harnesses on one cluster, `a` leading: `node` is cut off past
+ * its self-fence and back before the fence delay (its HA VMs noted lost and
+ * stopped), and `a`'s pass is starting them again, held by the test's driver
+ * (`held` says when). Resolves with those VMs and the pass still running.
+ */
+export async function restoreUnderWay(
+  a: ClusterHarness,
+  b: ClusterHarness,
+  node: string,
+  held: () => boolean,
+): Promise<{ ha: VmInfo[]; pass: Promise<void> }> {
+  const ca = a.runtime.controller;
+  assert.ok(ca && b.runtime.controller);
+  await ca.tick();
+  assert.ok(ca.isLeader());
+  const ha = ((await a.inventory.getNode(node))?.vms ?? []).filter(
+    (vm) => vm.ha && vm.state === VmState.RUNNING,
+  );
+  assert.ok(ha.length > 0);
+  a.sim.faults.partitionNode(node);
+  for (let t = 0; t < HARNESS_FENCE_MS + 1000; t += 500) {
+    a.clock.advance(500);
+    await a.beat();
+    await ca.tick();
+  }
+  for (const vm of ha) assert.equal(a.sim.locate(vm.id)?.state, "stopped", "it fenced itself");
+  a.sim.faults.healNode(node);
+  const pass = (await passUnderWay(a, held, 6000, 2000))?.pass;
+  assert.ok(pass, "a's pass started an HA vm again");
+  return { ha, pass };
 }
