@@ -60,7 +60,8 @@ const args = [
   "--test",
   // Four files at once on two cores: most of a file's time is spent waiting
   // (timers, leases, child processes, etcd). On the 2-core machine (6 December
-  // 2026) the suite took 544 s at four (166% CPU) against 646 s at three.
+  // 2026) the suite took 544 s at four (166% CPU) against 646 s at three; at
+  // six, later that day, a fencing test's timing failed under the load.
   "--test-concurrency=4",
   // Node 20 applies this to each file as a whole as well as to each test. The
   // slowest files take 30-75 s here; under a loaded runner (load 16 beside
