@@ -5,35 +5,8 @@ import {
   startClusterHarness,
   startPeerHarness,
 } from "../../test/helpers/cluster-harness.js";
-import { restoreUnderWay } from "../../test/helpers/held-passes.js";
+import { heldStarts, restoreUnderWay } from "../../test/helpers/held-passes.js";
 import { RpcError } from "../core/index.js";
-import type { RecoveringDriver } from "../drivers/index.js";
-
-/** Starts held until `fail()`, then failed (the VM's storage out); starts after that go through. */
-function failingStarts() {
-  const held: string[] = [];
-  let holding = true;
-  const waiting = new Set<() => void>();
-  return {
-    held,
-    fail() {
-      holding = false;
-      for (const wake of waiting) wake();
-    },
-    wrap: (d: RecoveringDriver): RecoveringDriver => ({
-      ...d,
-      async start(vmId, signal, options) {
-        if (!holding) return d.start(vmId, signal, options);
-        held.push(vmId);
-        await new Promise<void>((resolve) => {
-          waiting.add(resolve);
-          signal.addEventListener("abort", () => resolve(), { once: true });
-        });
-        throw new RpcError("BACKEND_FAILED", { message: "rbd: cluster unavailable" });
-      },
-    }),
-  };
-}
 
 // An adversarial review: the HA restore clears a VM's mark when it decides a start, and puts
 // it back if the start fails, under the election the start was decided under. A leader whose
@@ -52,8 +25,11 @@ describe("HA restore when the leadership moves while a start is under way", () =
   });
 
   it("an HA vm whose start failed after its leader was deposed is started by the next leader", async () => {
-    const starts = failingStarts();
-    release = starts.fail;
+    // Held until released or cut short, then failed.
+    const starts = heldStarts(
+      () => new RpcError("BACKEND_FAILED", { message: "rbd: cluster unavailable" }),
+    );
+    release = starts.release;
     a = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true, driver: starts.wrap });
     b = await startPeerHarness(a, 3, 6);
     const cb = b.runtime.controller;
@@ -71,7 +47,7 @@ describe("HA restore when the leadership moves while a start is under way", () =
     await cb.tick();
     assert.ok(cb.isLeader(), "b leads");
     // The starts fail (the storage is out a moment), then work again.
-    starts.fail();
+    starts.release();
     await passA;
     for (let i = 0; i < 120 && ha.some((vm) => a?.sim.locate(vm.id)?.state !== "running"); i++) {
       a.clock.advance(1000);

@@ -5,33 +5,8 @@ import {
   startClusterHarness,
   startPeerHarness,
 } from "../../test/helpers/cluster-harness.js";
-import { restoreUnderWay } from "../../test/helpers/held-passes.js";
+import { heldStarts, restoreUnderWay } from "../../test/helpers/held-passes.js";
 import { RpcError } from "../core/index.js";
-import type { RecoveringDriver } from "../drivers/index.js";
-
-/** Starts held until their signal aborts (a start the daemon's shutdown cut short), then refused. */
-function heldStarts() {
-  const held: string[] = [];
-  let holding = true;
-  return {
-    held,
-    stopHolding() {
-      holding = false;
-    },
-    wrap: (d: RecoveringDriver): RecoveringDriver => ({
-      ...d,
-      async start(vmId, signal, options) {
-        if (!holding) return d.start(vmId, signal, options);
-        held.push(vmId);
-        await new Promise<void>((resolve) => {
-          if (signal.aborted) resolve();
-          signal.addEventListener("abort", () => resolve(), { once: true });
-        });
-        throw new RpcError("CANCELLED");
-      },
-    }),
-  };
-}
 
 // From the review of the concurrent failover pass (3471ea4): the HA restore clears a VM's
 // mark before it sends the start ("decided once"), and puts it back if the start does not
@@ -49,7 +24,8 @@ describe("HA restore when the controller stops mid-pass", () => {
   });
 
   it("an HA vm whose start again was cut short by the shutdown is started by the next leader", async () => {
-    const starts = heldStarts();
+    // Held until released or cut short, then failed.
+    const starts = heldStarts(() => new RpcError("CANCELLED"));
     a = await startClusterHarness({ nodes: 3, vmsPerNode: 6, failover: true, driver: starts.wrap });
     b = await startPeerHarness(a, 3, 6);
     const ca = a.runtime.controller;
@@ -64,7 +40,7 @@ describe("HA restore when the controller stops mid-pass", () => {
     );
     await ca.close();
     await passA;
-    starts.stopHolding();
+    starts.release();
     // The other daemon leads now: every HA vm of node-02 runs again on it.
     for (let i = 0; i < 12 && ha.some((vm) => a?.sim.locate(vm.id)?.state !== "running"); i++) {
       a.clock.advance(500);

@@ -90,6 +90,38 @@ export async function passUnderWay(
 }
 
 /**
+ * The HA restore's starts, held where the hypervisors run them until
+ * `release()` or their signal (a shutdown cutting them short), then failed
+ * with `failure()`; once released, starts go through. `held` lists the VMs
+ * whose starts were held.
+ */
+export function heldStarts(failure: () => Error) {
+  const held: string[] = [];
+  let holding = true;
+  const waiting = new Set<() => void>();
+  return {
+    held,
+    release() {
+      holding = false;
+      for (const wake of waiting) wake();
+    },
+    wrap: (d: RecoveringDriver): RecoveringDriver => ({
+      ...d,
+      async start(vmId, signal, options) {
+        if (!holding) return d.start(vmId, signal, options);
+        held.push(vmId);
+        await new Promise<void>((resolve) => {
+          waiting.add(resolve);
+          if (signal.aborted) resolve();
+          signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+        throw failure();
+      },
+    }),
+  };
+}
+
+/**
  * Two daemons' harnesses on one cluster, `a` leading: `node` is cut off past
  * its self-fence and back before the fence delay (its HA VMs noted lost and
  * stopped), and `a`'s pass is starting them again, held by the test's driver
