@@ -120,7 +120,9 @@ async function settleTogether(
         vmRecords: { forget: () => {} } as unknown as VmRecords,
         logger: silentLogger,
         signal: stop.signal,
-        onSettled: (op) => settledOnce.push(op.id),
+        onSettled: (op) => {
+          settledOnce.push(op.id);
+        },
       }).ready;
     faults.settleWrites = storeFailures;
     const agentOps = createAgentOperations(store, systemClock);

@@ -53,8 +53,14 @@ function operations(store: KvStore, clock: ReturnType<typeof createManualClock>)
       );
       if (!open) assert.ok(await end("node-a", id));
     },
-    /** A lifecycle start with its index, ended unless `open`, audited (settled) if `settled`. */
-    async lifecycleOp(id: string, o: { open?: boolean; settled?: boolean } = {}) {
+    /**
+     * A lifecycle start with its index, ended unless `open`, settled if `settled` (its outcome
+     * not yet in the audit trail if `telling`).
+     */
+    async lifecycleOp(
+      id: string,
+      o: { open?: boolean; settled?: boolean; telling?: boolean } = {},
+    ) {
       await vmOps.submit({
         id,
         kind: VmOperationKind.START,
@@ -77,7 +83,11 @@ function operations(store: KvStore, clock: ReturnType<typeof createManualClock>)
           key,
           encodeMessage(
             VmOperationIndexSchema,
-            create(VmOperationIndexSchema, { ...index.message, settled: true }),
+            create(VmOperationIndexSchema, {
+              ...index.message,
+              settled: true,
+              telling: o.telling === true,
+            }),
           ),
         );
       }
@@ -89,7 +99,7 @@ const keys = async (store: KvStore, prefix: string) =>
   (await store.range(prefix, { limit: 1000 })).kvs.map((kv) => kv.key.slice(prefix.length)).sort();
 
 describe("finished operations past their retention", () => {
-  it("are removed with their index once audited; open, recent and unaudited ones stay", async () => {
+  it("are removed with their index once audited; open, recent, unaudited and untold ones stay", async () => {
     const store = testStore();
     const clock = createManualClock(1_000_000);
     try {
@@ -97,6 +107,7 @@ describe("finished operations past their retention", () => {
       await o.agentOp("old-storage");
       await o.lifecycleOp("old-start", { settled: true });
       await o.lifecycleOp("old-unaudited");
+      await o.lifecycleOp("old-untold", { settled: true, telling: true });
       await o.agentOp("old-open", true);
       await o.lifecycleOp("old-open-start", { open: true });
       clock.advance(DAY - HOUR);
@@ -109,12 +120,14 @@ describe("finished operations past their retention", () => {
         "node-a/old-open",
         "node-a/old-open-start",
         "node-a/old-unaudited",
+        "node-a/old-untold",
         "node-a/recent-start",
         "node-a/recent-storage",
       ]);
       assert.deepEqual(await keys(store, VM_OPERATIONS_PREFIX), [
         "old-open-start",
         "old-unaudited",
+        "old-untold",
         "recent-start",
       ]);
       // Gone for GetOperation, and not in flight for a migration of its VM.
@@ -129,6 +142,7 @@ describe("finished operations past their retention", () => {
         "node-a/old-open",
         "node-a/old-open-start",
         "node-a/old-unaudited",
+        "node-a/old-untold",
       ]);
     } finally {
       await store.close();

@@ -86,7 +86,9 @@ async function removalOf(
     const indexKey = VM_OPERATIONS_PREFIX + parsed.operationId;
     const index = await getMessage(store, VmOperationIndexSchema, indexKey, { signal });
     if (index === undefined) return removal;
-    if (!index.message.settled || index.message.nodeId !== parsed.nodeId) return undefined;
+    // Not before its outcome is in the audit trail: telling it needs both (vm-operation-tell.ts).
+    const told = index.message.settled && !index.message.telling;
+    if (!told || index.message.nodeId !== parsed.nodeId) return undefined;
     removal.compares.push({ key: indexKey, modRevision: index.modRevision });
     removal.keys.push(indexKey);
     return removal;

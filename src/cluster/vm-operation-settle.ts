@@ -3,7 +3,8 @@
  * runs them, one node's after another, again while they lose): its index
  * entry marked settled with the settle's token, the VM's record removed
  * after a delete or a failed create, a create's reservation released, all
- * in one transaction compared against what was read; then the outcome told.
+ * in one transaction compared against what was read; then the outcome told
+ * (vm-operation-tell.ts).
  */
 import { create } from "@bufbuild/protobuf";
 import { sameNode } from "../core/index.js";
@@ -16,11 +17,13 @@ import { waitingGuardKey } from "./agent-operations.js";
 import { createHolder } from "./create-reservations.js";
 import { createMigrationRecords } from "./migration-records.js";
 import type { VmOperationSettlerOptions } from "./vm-operation-settler.js";
+import type { VmOperationTell } from "./vm-operation-tell.js";
 import { VM_OPERATIONS_PREFIX, vmOperationOf } from "./vm-operations.js";
 
 /** Creates the settle of {@link VmOperationSettlerOptions}' store: `settle(record, token)`. */
 export function createVmOperationSettle(
-  options: Pick<VmOperationSettlerOptions, "store" | "vmRecords" | "signal" | "onSettled">,
+  options: Pick<VmOperationSettlerOptions, "store" | "vmRecords" | "signal">,
+  told: VmOperationTell,
 ): (record: OperationRecord, token: string) => Promise<boolean> {
   const { store, signal } = options;
   const migrations = createMigrationRecords(store);
@@ -39,7 +42,8 @@ export function createVmOperationSettle(
     if (index.settled) {
       // Settled by this settle's own write, whose call failed after the store applied it (a
       // timeout): its outcome is told now. Left untold, the operation was never audited.
-      if (index.settledBy === token) options.onSettled(op, index.tenant);
+      if (index.settledBy === token && index.telling)
+        void told.tell(op, key, index, got.modRevision);
       return true;
     }
     const vmKey = `vms/${index.vmId}`;
@@ -70,15 +74,14 @@ export function createVmOperationSettle(
       vm !== undefined &&
       ((index.kind === VmOperationKind.DELETE && deleted && deletedThere) ||
         (index.kind === VmOperationKind.CREATE && createdNothing));
+    const settled = create(VmOperationIndexSchema, {
+      ...index,
+      settled: true,
+      settledBy: token,
+      telling: true,
+    });
     const ops: TxnOp[] = [
-      {
-        type: "put",
-        key,
-        value: encodeMessage(
-          VmOperationIndexSchema,
-          create(VmOperationIndexSchema, { ...index, settled: true, settledBy: token }),
-        ),
-      },
+      { type: "put", key, value: encodeMessage(VmOperationIndexSchema, settled) },
     ];
     // The VM's guard of operations waiting for its node goes with it (one key per VM that ever
     // waited; vm-operation-submitter.ts), or it would stay for good.
@@ -109,7 +112,9 @@ export function createVmOperationSettle(
     // the same node changed its reservations: read again and retry (run).
     if (!txn.succeeded) return false;
     if (forget) options.vmRecords.forget(index.vmId, txn.revision);
-    options.onSettled(op, index.tenant);
+    // Not awaited: a trail that is slow holds neither this node's next settle nor a sweep (the
+    // start-up's readiness); left untold (this process stops first), a later sweep tells it.
+    void told.tell(op, key, settled, txn.revision);
     return true;
   };
 }

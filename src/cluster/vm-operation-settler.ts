@@ -20,6 +20,7 @@ import {
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
 import { operationKey } from "./agent-operations.js";
 import { createVmOperationSettle } from "./vm-operation-settle.js";
+import { createVmOperationTell, type LeftUntold } from "./vm-operation-tell.js";
 import { VM_OPERATIONS_PREFIX } from "./vm-operations.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -29,6 +30,11 @@ const SETTLE_ATTEMPTS = 16;
 const notEnded = () => false;
 /** The pause before a settle whose store call failed is tried again. */
 const STORE_RETRY_PAUSE_MS = 1000;
+/**
+ * How long an outcome found untold by a sweep is left to its own settle before the sweep
+ * tells it: a settle under way tells within milliseconds, its trail's write included.
+ */
+const TELL_GRACE_MS = 30_000;
 
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
@@ -36,8 +42,14 @@ export interface VmOperationSettlerOptions {
   readonly vmRecords: VmRecords;
   readonly logger: Logger;
   readonly signal: AbortSignal;
-  /** Told once per finished operation, cluster-wide (for the audit trail). */
-  readonly onSettled: (operation: VmOperation, tenant: string) => void;
+  /**
+   * Told once per finished operation, cluster-wide (for the audit trail), more than once
+   * only if a process dies or a store call fails between telling and marking it told.
+   * Resolves once the trail took the record; a rejection leaves it for the next sweep.
+   */
+  readonly onSettled: (operation: VmOperation, tenant: string) => Promise<void> | void;
+  /** {@link TELL_GRACE_MS} unless set (tests). */
+  readonly tellGraceMs?: number;
 }
 
 /**
@@ -54,7 +66,8 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
 } {
   const { store, logger, signal } = options;
 
-  const settle = createVmOperationSettle(options);
+  const told = createVmOperationTell(options);
+  const settle = createVmOperationSettle(options, told);
   const lanes = createVmLanes();
   /**
    * One node's settles one after another (a lane per node, as the agent keeps per VM): its
@@ -97,18 +110,39 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
   };
 
-  /** Finished operations not settled yet (this process was down when they finished). */
+  /**
+   * Finished operations not settled yet (this process was down when they finished), and
+   * settled ones whose outcome was left untold (told after a grace, if still untold then).
+   */
   async function sweep(): Promise<void> {
+    const untold: LeftUntold[] = [];
     for await (const kv of rangeAll(store, VM_OPERATIONS_PREFIX, { signal })) {
       const index = decodeMessage(VmOperationIndexSchema, kv);
-      if (index.settled) continue;
+      if (index.settled && !index.telling) continue;
       const rec = await getMessage(
         store,
         OperationRecordSchema,
         operationKey(index.nodeId, index.operationId),
         { signal },
       );
-      if (rec !== undefined) await run(rec.message);
+      if (rec === undefined) continue;
+      if (!index.settled) await run(rec.message);
+      else untold.push({ key: kv.key, modRevision: kv.modRevision, record: rec.message });
+    }
+    if (untold.length > 0) void tellLater(untold);
+  }
+
+  async function tellLater(untold: readonly LeftUntold[]): Promise<void> {
+    await sleep(options.tellGraceMs ?? TELL_GRACE_MS, undefined, { signal, ref: false }).catch(
+      () => {},
+    );
+    for (const left of untold) {
+      if (signal.aborted) return;
+      await lanes
+        .run(left.record.nodeId, () => told.tellLeftUntold(left))
+        .catch((err: unknown) => {
+          if (!signal.aborted) logger.warn({ err }, "untold vm operation not told; next sweep");
+        });
     }
   }
 

@@ -62,14 +62,13 @@ export async function startVmLifecycle(setup: VmLifecycleSetup): Promise<void> {
     vmRecords: setup.vmRecords,
     logger,
     signal: setup.closing,
-    onSettled: (op, tenant) => {
+    onSettled: async (op, tenant) => {
       logger.info(
         { operation: op.id, vm: op.vmId, outcome: VmOperationState[op.state], reason: op.reason },
         "vm operation finished",
       );
-      audit
-        ?.append(vmOperationAuditFields(op, tenant))
-        .catch((err: unknown) => logger.error({ err }, "vm operation not audited"));
+      // Awaited: the settler marks the outcome told only once the trail took it.
+      await audit?.append(vmOperationAuditFields(op, tenant));
     },
   });
   await Promise.all([runner.ready, settler.ready]);
