@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { FENCED_TOLD_AGAIN } from "../src/agent/index.js";
 import { currentGeneration } from "../src/cluster/index.js";
 import type { OperationRecord } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
@@ -100,6 +102,19 @@ describe("fencing on the nodes", async () => {
         },
         { timeoutMs: WINDOW_MS * 3, intervalMs: 250 },
       );
+      for (const node of NODES) {
+        const fenced = agents.get(node)?.logs.find((l) => String(l.msg).startsWith("self-fencing"));
+        assert.ok(fenced !== undefined, `${node} logged why`);
+      }
+      // node-a's agent is killed and started again before the control plane is back: what it
+      // stopped is kept in its directory, and told by the new process (it was forgotten).
+      const old = agents.get("node-a");
+      assert.ok(old !== undefined);
+      const exited = once(old.proc, "exit");
+      old.proc.kill("SIGKILL");
+      await exited;
+      const told = await run("node-a").waitLog(FENCED_TOLD_AGAIN, 20_000);
+      assert.deepEqual(told.vms, ["node-a-vm-001", "node-a-vm-003"]);
     } finally {
       daemon.proc.kill("SIGCONT");
     }
@@ -109,16 +124,19 @@ describe("fencing on the nodes", async () => {
         `force-stop ${node}-vm-001`,
         `force-stop ${node}-vm-003`,
       ]);
-      const fenced = agents.get(node)?.logs.find((l) => String(l.msg).startsWith("self-fencing"));
-      assert.ok(fenced !== undefined, `${node} logged why`);
     }
-    // Back: renewals are confirmed again, and the agents start nothing on their own...
+    // Back: renewals are confirmed again (node-a's new agent connects), and the agents start
+    // nothing on their own...
     await eventually(
       () =>
         NODES.every((n) =>
           agents
             .get(n)
-            ?.logs.some((l) => String(l.msg).startsWith("lease renewals confirmed again")),
+            ?.logs.some((l) =>
+              n === "node-a"
+                ? l.msg === "connected to the control plane"
+                : String(l.msg).startsWith("lease renewals confirmed again"),
+            ),
         ),
       { timeoutMs: 20_000 },
     );

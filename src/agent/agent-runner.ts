@@ -161,10 +161,12 @@ async function serve(
     beforeResult: () =>
       Promise.race([beat(), sleep(REPORT_BEFORE_RESULT_MS, undefined, { ref: false })]),
   });
-  // HA VMs this node stopped on its own, told until the control plane takes them over.
+  // HA VMs this node stopped on its own, told until the control plane takes them over (kept
+  // in the boot file too: this process may end before the control plane heard).
   const fenced = createFencedVmReports(
     (m) => send(m),
     (vmId) => boot.taken(vmId),
+    (vmId) => boot.fenced(vmId),
   );
   resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.

@@ -1,6 +1,6 @@
 /**
  * HA VMs this node stopped on its own: told to the control plane on every
- * new stream until an operation on the VM (its restart, or an operator's
+ * new stream (and kept in host-boot.ts's file, across a restart) until an operation on the VM (its restart, or an operator's
  * call) shows the control plane has taken it over. Part of `runAgent`.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -19,11 +19,13 @@ export interface FencedVmReports {
 /**
  * Keeps the self-fenced VMs in memory and tells each as a `self-fenced`
  * event through `send` (false: no stream up, the message is dropped).
- * `onTaken` hears every VM taken over (what a file keeps of them is dropped).
+ * `onKept` hears every VM kept (a file keeps it too, for an agent started
+ * again before it told), `onTaken` every VM taken over (the file drops it).
  */
 export function createFencedVmReports(
   send: (m: MessageInitShape<typeof AgentMessageSchema>) => boolean,
   onTaken: (vmId: string) => void = () => {},
+  onKept: (vmId: string) => void = () => {},
 ): FencedVmReports {
   const fencedVms = new Map<string, number>();
   const tellFenced = (vmId: string, at: number) =>
@@ -41,6 +43,7 @@ export function createFencedVmReports(
   return {
     fenced(vmId, at) {
       fencedVms.set(vmId, at);
+      onKept(vmId);
       tellFenced(vmId, at);
     },
     flush() {

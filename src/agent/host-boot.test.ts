@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { silentLogger } from "../core/index.js";
 import type { DomainState, DomainStatus } from "../drivers/index.js";
-import { HOST_BOOT_FILE, MAX_KEPT_HA_VMS, openHostBoot, stoppedByReboot } from "./host-boot.js";
+import {
+  FENCED_TOLD_AGAIN,
+  HOST_BOOT_FILE,
+  MAX_KEPT_HA_VMS,
+  openHostBoot,
+  stoppedByReboot,
+} from "./host-boot.js";
 
 describe("the host's boot kept by the agent", () => {
   const withDir =
@@ -135,6 +141,33 @@ describe("the host's boot kept by the agent", () => {
       // Told at a start where it is no longer stopped here: no longer kept.
       openHostBoot(dir, file, silentLogger).told([]);
       assert.deepEqual(openHostBoot(dir, file, silentLogger).ranBeforeReboot, []);
+    }),
+  );
+
+  it(
+    "an HA VM the node stopped on its own is told again by an agent started again on the same boot, until taken over",
+    withDir(async (dir, file) => {
+      const lines: string[] = [];
+      const log = { ...silentLogger, warn: (_: unknown, msg: string) => void lines.push(msg) };
+      const first = openHostBoot(dir, file, silentLogger);
+      first.sawRunning(["vm-1", "vm-2", "vm-3"]);
+      // The agent self-fences vm-1 and vm-3 and sees them stopped; it is then killed before
+      // the control plane heard.
+      first.fenced("vm-1");
+      first.fenced("vm-3");
+      first.fenced("vm-1");
+      first.sawRunning(["vm-2"]);
+      const again = openHostBoot(dir, file, silentLogger);
+      assert.equal(again.rebooted, false);
+      assert.deepEqual(again.ranBeforeReboot, ["vm-1", "vm-3"]);
+      const states = { "vm-1": "stopped", "vm-2": "running", "vm-3": "stopped" } as const;
+      const stopped = await stoppedByReboot(again, domains(states), log as never, "node-a");
+      assert.deepEqual(stopped, ["vm-1", "vm-3"]);
+      assert.deepEqual(lines, [FENCED_TOLD_AGAIN]);
+      again.told(stopped);
+      // The control plane starts vm-1: only vm-3 is left to tell.
+      again.taken("vm-1");
+      assert.deepEqual(openHostBoot(dir, file, silentLogger).ranBeforeReboot, ["vm-3"]);
     }),
   );
 });

@@ -5,7 +5,10 @@
  * VMs while no agent ran; they are told to the control plane as
  * self-fenced, as a simulated watchdog reset's are: else nothing brings
  * them back when the node is READY again before any controller saw it
- * NOT_READY past the fence delay. Part of `runAgent`.
+ * NOT_READY past the fence delay. The HA VMs the agent stopped itself
+ * (self-fenced) are kept with them until taken over, for the same reason:
+ * an agent started again before it reconnected forgot them. Part of
+ * `runAgent`.
  */
 import { join } from "node:path";
 import type { Logger } from "../core/index.js";
@@ -29,19 +32,32 @@ const UNKNOWN_BOOT = "unknown-boot";
 export const REBOOT_TOLD =
   "the host rebooted since the agent last ran; its HA vms are to run again";
 
+/** The agent's log line when, started again on the same boot, it tells the HA VMs it stopped. */
+export const FENCED_TOLD_AGAIN =
+  "HA vms this node stopped, not yet taken over by the control plane; told again";
+
 /** The host's boot, the last one the agent saw, and the HA VMs running in it. */
 export interface HostBoot {
   /**
    * The HA VMs the agent last saw running, when the host booted since; on
-   * any boot, those a reboot stopped that were told and not yet taken over
-   * (an agent restarted, or a host rebooted again, before the control plane
-   * heard). Empty on a first start, or when the file was unreadable.
+   * any boot, those a reboot stopped, or the node stopped on its own, that
+   * were told and not yet taken over (an agent restarted, or a host rebooted
+   * again, before the control plane heard). Empty on a first start, or when
+   * the file was unreadable.
    */
   readonly ranBeforeReboot: readonly string[];
   /** The HA VMs running now: kept, with this boot's id, when they differ from those kept. */
   sawRunning(haVmIds: readonly string[]): void;
+  /** Whether the host booted since the file was written (false on a first start). */
+  readonly rebooted: boolean;
   /** The HA VMs a reboot stopped, told now: kept (replacing those kept) until each is taken over. */
   told(haVmIds: readonly string[]): void;
+  /**
+   * An HA VM this node stopped on its own (self-fenced, or a watchdog reset's): kept with
+   * those a reboot stopped until taken over, so that an agent started again before the
+   * control plane heard still tells it.
+   */
+  fenced(vmId: string): void;
   /** An operation on `vmId` came: the control plane took it over; no longer kept to be told. */
   taken(vmId: string): void;
 }
@@ -96,6 +112,7 @@ export function openHostBoot(dir: string, bootIdFile: string, log: Logger): Host
         : kept.bootId !== boot
           ? [...new Set([...kept.haRunning, ...kept.toTell])]
           : kept.toTell,
+    rebooted: kept !== undefined && boot !== UNKNOWN_BOOT && kept.bootId !== boot,
     sawRunning(haVmIds) {
       if (boot === UNKNOWN_BOOT) return;
       const all = [...new Set(haVmIds)].sort();
@@ -113,6 +130,12 @@ export function openHostBoot(dir: string, bootIdFile: string, log: Logger): Host
       const next = [...new Set(haVmIds)].sort().slice(0, MAX_KEPT_HA_VMS);
       if (written !== undefined && sameIds(next, toTell) && !unwritten) return;
       toTell = next;
+      write(written ?? []);
+    },
+    fenced(vmId) {
+      if (boot === UNKNOWN_BOOT || toTell.includes(vmId) || toTell.length >= MAX_KEPT_HA_VMS)
+        return;
+      toTell = [...toTell, vmId].sort();
       write(written ?? []);
     },
     taken(vmId) {
@@ -141,7 +164,8 @@ export async function stoppedByReboot(
     const state = now.get(id);
     return state !== undefined && state !== "running" && state !== "paused";
   });
-  if (stopped.length > 0) log.warn({ node: nodeId, vms: stopped }, REBOOT_TOLD);
+  if (stopped.length > 0)
+    log.warn({ node: nodeId, vms: stopped }, boot.rebooted ? REBOOT_TOLD : FENCED_TOLD_AGAIN);
   return stopped;
 }
 
