@@ -82,6 +82,7 @@ export function createVmOperationSettle(
     });
     const ops: TxnOp[] = [
       { type: "put", key, value: encodeMessage(VmOperationIndexSchema, settled) },
+      told.marker(id),
     ];
     // The VM's guard of operations waiting for its node goes with it (one key per VM that ever
     // waited; vm-operation-submitter.ts), or it would stay for good.
@@ -113,7 +114,7 @@ export function createVmOperationSettle(
     if (!txn.succeeded) return false;
     if (forget) options.vmRecords.forget(index.vmId, txn.revision);
     // Not awaited: a trail that is slow holds neither this node's next settle nor a sweep (the
-    // start-up's readiness); left untold (this process stops first), a later sweep tells it.
+    // start-up's readiness); left untold (this process stops first), a scan tells it.
     void told.tell(op, key, settled, txn.revision);
     return true;
   };

@@ -20,7 +20,7 @@ import {
 import { watchOperationsWithSweep } from "./agent-operation-watch.js";
 import { operationKey } from "./agent-operations.js";
 import { createVmOperationSettle } from "./vm-operation-settle.js";
-import { createVmOperationTell, type LeftUntold } from "./vm-operation-tell.js";
+import { createVmOperationTell, TELLING_PREFIX } from "./vm-operation-tell.js";
 import { VM_OPERATIONS_PREFIX } from "./vm-operations.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -31,10 +31,10 @@ const notEnded = () => false;
 /** The pause before a settle whose store call failed is tried again. */
 const STORE_RETRY_PAUSE_MS = 1000;
 /**
- * How long an outcome found untold by a sweep is left to its own settle before the sweep
- * tells it: a settle under way tells within milliseconds, its trail's write included.
+ * How often the outcomes being told are scanned; one unchanged at two scans in a row is
+ * told by the scan. A settle under way tells within milliseconds, its trail's write included.
  */
-const TELL_GRACE_MS = 30_000;
+const TELL_SCAN_MS = 30_000;
 
 /** Options of {@link startVmOperationSettler}. */
 export interface VmOperationSettlerOptions {
@@ -45,11 +45,11 @@ export interface VmOperationSettlerOptions {
   /**
    * Told once per finished operation, cluster-wide (for the audit trail), more than once
    * only if a process dies or a store call fails between telling and marking it told.
-   * Resolves once the trail took the record; a rejection leaves it for the next sweep.
+   * Resolves once the trail took the record; a rejection leaves it for a scan.
    */
   readonly onSettled: (operation: VmOperation, tenant: string) => Promise<void> | void;
-  /** {@link TELL_GRACE_MS} unless set (tests). */
-  readonly tellGraceMs?: number;
+  /** {@link TELL_SCAN_MS} unless set (tests). */
+  readonly tellScanMs?: number;
 }
 
 /**
@@ -110,39 +110,44 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       logger.warn({ node: record.nodeId }, "vm operation not settled; the next sweep retries");
   };
 
-  /**
-   * Finished operations not settled yet (this process was down when they finished), and
-   * settled ones whose outcome was left untold (told after a grace, if still untold then).
-   */
+  /** Finished operations not settled yet (this process was down when they finished). */
   async function sweep(): Promise<void> {
-    const untold: LeftUntold[] = [];
     for await (const kv of rangeAll(store, VM_OPERATIONS_PREFIX, { signal })) {
       const index = decodeMessage(VmOperationIndexSchema, kv);
-      if (index.settled && !index.telling) continue;
+      if (index.settled) continue;
       const rec = await getMessage(
         store,
         OperationRecordSchema,
         operationKey(index.nodeId, index.operationId),
         { signal },
       );
-      if (rec === undefined) continue;
-      if (!index.settled) await run(rec.message);
-      else untold.push({ key: kv.key, modRevision: kv.modRevision, record: rec.message });
+      if (rec !== undefined) await run(rec.message);
     }
-    if (untold.length > 0) void tellLater(untold);
   }
 
-  async function tellLater(untold: readonly LeftUntold[]): Promise<void> {
-    await sleep(options.tellGraceMs ?? TELL_GRACE_MS, undefined, { signal, ref: false }).catch(
-      () => {},
-    );
-    for (const left of untold) {
-      if (signal.aborted) return;
-      await lanes
-        .run(left.record.nodeId, () => told.tellLeftUntold(left))
-        .catch((err: unknown) => {
-          if (!signal.aborted) logger.warn({ err }, "untold vm operation not told; next sweep");
-        });
+  void scanUntold();
+  /**
+   * Outcomes left untold (their settle's process died, or its trail refused the record):
+   * every {@link TELL_SCAN_MS} the markers are read, and one unchanged since the last scan
+   * is told, outside the lanes (a trail that hangs holds no settle).
+   */
+  async function scanUntold(): Promise<void> {
+    let seen = new Map<string, number>();
+    while (!signal.aborted) {
+      await sleep(options.tellScanMs ?? TELL_SCAN_MS, undefined, { signal, ref: false }).catch(
+        () => {},
+      );
+      const next = new Map<string, number>();
+      try {
+        for await (const kv of rangeAll(store, TELLING_PREFIX, { signal })) {
+          const id = kv.key.slice(TELLING_PREFIX.length);
+          const revision = await told.tellLeftUntold(id, seen.get(id));
+          if (revision !== undefined) next.set(id, revision);
+        }
+      } catch (err) {
+        if (!signal.aborted) logger.warn({ err }, "untold vm operations not scanned; next scan");
+      }
+      seen = next;
     }
   }
 

@@ -11,6 +11,7 @@ import { type VmOperation, VmOperationKind, VmOperationState } from "../gen/debv
 import { createSqliteStore, getMessage, type KvStore } from "../store/index.js";
 import { createAgentOperations } from "./agent-operations.js";
 import { startVmOperationSettler } from "./vm-operation-settler.js";
+import { TELLING_PREFIX } from "./vm-operation-tell.js";
 import { createVmOperations, VM_OPERATIONS_PREFIX } from "./vm-operations.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -43,6 +44,9 @@ describe("a settled operation's outcome left untold", () => {
     assert.ok(await createAgentOperations(store, systemClock).finish("n1", result));
   }
 
+  const markers = async (store: KvStore) =>
+    (await store.range(TELLING_PREFIX, { limit: 100 })).kvs.map((kv) => kv.key);
+
   const indexOf = async (store: KvStore, id: string) =>
     (await getMessage(store, VmOperationIndexSchema, VM_OPERATIONS_PREFIX + id))?.message;
 
@@ -60,7 +64,7 @@ describe("a settled operation's outcome left untold", () => {
     store: KvStore,
     stop: AbortController,
     onSettled: (op: VmOperation, tenant: string) => Promise<void> | void,
-    tellGraceMs = 200,
+    tellScanMs = 100,
   ) =>
     startVmOperationSettler({
       store,
@@ -68,11 +72,11 @@ describe("a settled operation's outcome left untold", () => {
       logger: silentLogger,
       signal: stop.signal,
       onSettled,
-      tellGraceMs,
+      tellScanMs,
     }).ready;
 
   for (const how of ["its trail refused the record", "its process died while telling"]) {
-    it(`is told once by the next sweep when ${how}, however many processes sweep`, async () => {
+    it(`is told once by a scan when ${how}, however many processes scan`, async () => {
       const store = testStore();
       const first = new AbortController();
       const later = new AbortController();
@@ -91,15 +95,18 @@ describe("a settled operation's outcome left untold", () => {
         first.abort();
         assert.equal((await indexOf(store, "op-1"))?.telling, true);
 
-        // Two processes come up and sweep at once: one of them tells it, once.
+        // Two processes come up and scan at once: one of them tells it, once.
         const told: [string, string, VmOperationState][] = [];
         const tell = (op: VmOperation, tenant: string) => {
           told.push([op.id, tenant, op.state]);
         };
         await Promise.all([settler(store, later, tell), settler(store, later, tell)]);
         await until("told", async () => (await indexOf(store, "op-1"))?.telling === false);
+        // Past a few more scans: told once, by one of them.
+        await new Promise((r) => setTimeout(r, 500));
         assert.deepEqual(told, [["op-1", "t1", VmOperationState.FAILED]]);
         assert.equal((await indexOf(store, "op-1"))?.settled, true);
+        assert.deepEqual(await markers(store), []);
       } finally {
         first.abort();
         later.abort();
@@ -108,7 +115,26 @@ describe("a settled operation's outcome left untold", () => {
     });
   }
 
-  it("is left to its own settle while that settle tells it (a sweep meanwhile waits)", async () => {
+  it("is told by its own process's next scans when its trail refused it once, without a restart", async () => {
+    const store = testStore();
+    const stop = new AbortController();
+    try {
+      await finishedStart(store, "op-3");
+      const asked: string[] = [];
+      await settler(store, stop, (op) => {
+        asked.push(op.id);
+        if (asked.length === 1) throw new Error("audit trail full");
+      });
+      await until("told", async () => (await indexOf(store, "op-3"))?.telling === false);
+      assert.deepEqual(asked, ["op-3", "op-3"]);
+      assert.deepEqual(await markers(store), []);
+    } finally {
+      stop.abort();
+      await store.close();
+    }
+  });
+
+  it("is left to its own settle while that settle tells it (a scan meanwhile waits)", async () => {
     const store = testStore();
     const stop = new AbortController();
     try {
@@ -119,17 +145,24 @@ describe("a settled operation's outcome left untold", () => {
         release = r;
       });
       // The first settler's trail takes its time; a second process sweeps meanwhile.
-      await settler(store, stop, async (op) => {
-        await slowTrail;
-        told.push(`first ${op.id}`);
-      });
+      // (Its own scans too far apart to matter here.)
+      await settler(
+        store,
+        stop,
+        async (op) => {
+          await slowTrail;
+          told.push(`first ${op.id}`);
+        },
+        60_000,
+      );
       await until("settled", async () => (await indexOf(store, "op-2"))?.telling === true);
+      // Its scan at 1 s finds the outcome being told; the trail answers at 1.5 s.
       await settler(store, stop, (op) => void told.push(`second ${op.id}`), 1000);
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 1500));
       release();
       await until("marked told", async () => (await indexOf(store, "op-2"))?.telling === false);
-      // Past the second process's grace: it found the entry changed, and told nothing.
-      await new Promise((r) => setTimeout(r, 1200));
+      // Past the second process's next scans: it found nothing left to tell.
+      await new Promise((r) => setTimeout(r, 2200));
       assert.deepEqual(told, ["first op-2"]);
     } finally {
       stop.abort();
