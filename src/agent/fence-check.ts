@@ -14,6 +14,8 @@ export interface FenceCheckDeps {
   isHa(vmId: string): boolean;
   readonly watchdog?: SimulatedWatchdog;
   readonly logger: Logger;
+  /** Told of each VM before its hard stop. */
+  readonly onFencing?: (vmId: string) => void;
   /** Told of each VM it hard-stopped. */
   readonly onFenced?: (vmId: string) => void;
 }
@@ -60,7 +62,8 @@ export function createFenceCheck(
         "self-fencing: no confirmed lease renewal within the window; hard-stopping HA vms",
       );
     let stopped = true;
-    for (const d of ha)
+    for (const d of ha) {
+      deps.onFencing?.(d.id);
       await driver.stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) }).then(
         () => deps.onFenced?.(d.id),
         (err: unknown) => {
@@ -68,6 +71,7 @@ export function createFenceCheck(
           log.error({ err, vm: d.id }, "self-fence stop failed");
         },
       );
+    }
     // Only once none runs does the watchdog stop following the lapsed deadline.
     state.fenced = stopped;
   }

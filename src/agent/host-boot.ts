@@ -133,8 +133,11 @@ export function openHostBoot(dir: string, bootIdFile: string, log: Logger): Host
       write(written ?? []);
     },
     fenced(vmId) {
-      if (boot === UNKNOWN_BOOT || toTell.includes(vmId) || toTell.length >= MAX_KEPT_HA_VMS)
+      if (boot === UNKNOWN_BOOT || toTell.includes(vmId)) return;
+      if (toTell.length >= MAX_KEPT_HA_VMS) {
+        log.warn({ path, vm: vmId, kept: toTell.length }, "too many HA vms to keep; one left out");
         return;
+      }
       toTell = [...toTell, vmId].sort();
       write(written ?? []);
     },

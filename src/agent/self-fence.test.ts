@@ -11,7 +11,10 @@ import { createSelfFence, leasedStarts, watchdogGraceMs } from "./self-fence.js"
 const MS = 1_000_000n;
 
 /** A node with three generated domains (the 1st and 3rd are HA) and a manual monotonic clock. */
-function node(paused: readonly string[] = []) {
+function node(
+  paused: readonly string[] = [],
+  hooks: Pick<Parameters<typeof createSelfFence>[0], "onFencing" | "onFenced"> = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), "dv-self-fence-"));
   const sim = createLocalSimulation({ nodeId: "node-x", dir, vms: 3, now: 0 });
   const watchdog = openSimulatedWatchdog(join(dir, "watchdog.json"));
@@ -32,6 +35,7 @@ function node(paused: readonly string[] = []) {
     watchdog,
     logger: silentLogger,
     now: () => clock.ns,
+    ...hooks,
   });
   const states = async () =>
     Object.fromEntries(
@@ -56,6 +60,30 @@ async function leasedNode() {
 }
 
 describe("createSelfFence", () => {
+  it("tells of each HA VM before its hard stop (kept on disk then), and after it", async () => {
+    const told: string[] = [];
+    const n = node([], {
+      onFencing: (id) => void told.push(`fencing ${id}`),
+      onFenced: (id) => void told.push(`fenced ${id}`),
+    });
+    try {
+      n.fence.configure(1000);
+      n.fence.sending(0n);
+      await n.fence.guard(() => n.fence.renewed(0n));
+      n.clock.ns += 2000n * MS;
+      await n.fence.guard(() => undefined);
+      // The first before the stop: an agent killed during it has kept the VM.
+      assert.deepEqual(told, [
+        "fencing node-x-vm-001",
+        "fenced node-x-vm-001",
+        "fencing node-x-vm-003",
+        "fenced node-x-vm-003",
+      ]);
+    } finally {
+      n.fence.close();
+    }
+  });
+
   it("hard-stops a paused HA VM too when the window lapses (resumed later, it would run twice)", async () => {
     const n = node(["node-x-vm-001"]);
     try {
