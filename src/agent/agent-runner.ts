@@ -179,9 +179,6 @@ async function serve(
         : undefined,
     logger: log,
     // On the clock its reports are stamped with (a fault may offset it).
-    // Kept before the stop: an agent killed during it would tell nothing once started again
-    // (a VM kept that still runs then is not told: only those stopped are).
-    onFencing: (vmId) => boot.fenced(vmId),
     onFenced: (vmId) => fenced.fenced(vmId, now()),
     // Told again once the control plane is back: what was sent while it was away may be lost.
     onRenewed: () => fenced.flush(),

@@ -14,9 +14,7 @@ export interface FenceCheckDeps {
   isHa(vmId: string): boolean;
   readonly watchdog?: SimulatedWatchdog;
   readonly logger: Logger;
-  /** Told of each VM before its hard stop. */
-  readonly onFencing?: (vmId: string) => void;
-  /** Told of each VM it hard-stopped. */
+  /** Told of each VM it hard-stopped, once every stop of the check is made. */
   readonly onFenced?: (vmId: string) => void;
 }
 
@@ -62,16 +60,18 @@ export function createFenceCheck(
         "self-fencing: no confirmed lease renewal within the window; hard-stopping HA vms",
       );
     let stopped = true;
-    for (const d of ha) {
-      deps.onFencing?.(d.id);
+    const done: string[] = [];
+    for (const d of ha)
       await driver.stop(d.id, { force: true, signal: AbortSignal.timeout(30_000) }).then(
-        () => deps.onFenced?.(d.id),
+        () => void done.push(d.id),
         (err: unknown) => {
           stopped = false;
           log.error({ err, vm: d.id }, "self-fence stop failed");
         },
       );
-    }
+    // Told once every stop is made: what hears it writes a file (an fsync each, on a disk that
+    // may be why renewals lapsed), and that must not hold up the next VM's stop.
+    for (const id of done) deps.onFenced?.(id);
     // Only once none runs does the watchdog stop following the lapsed deadline.
     state.fenced = stopped;
   }

@@ -27,8 +27,6 @@ export interface SelfFenceOptions {
   readonly logger: Logger;
   /** The host's monotonic clock in ns (default process.hrtime.bigint()); never the wall clock. */
   readonly now?: () => bigint;
-  /** Told of each VM it is about to hard-stop (kept on disk first: the agent may die in the stop). */
-  readonly onFencing?: (vmId: string) => void;
   /** Told of each VM it hard-stopped, to report to the control plane. */
   readonly onFenced?: (vmId: string) => void;
   /** Told when renewals are confirmed again after a fence (the control plane is back). */
