@@ -7,7 +7,10 @@ import {
   type OperationRecord,
   OperationRecordSchema,
 } from "../gen/debvisor/store/v1/agent_records_pb.js";
-import { VmOperationIndexSchema } from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
+import {
+  type VmOperationIndex,
+  VmOperationIndexSchema,
+} from "../gen/debvisor/store/v1/vm_operation_records_pb.js";
 import type { VmOperation } from "../gen/debvisor/v1/vm_pb.js";
 import {
   decodeMessage,
@@ -113,7 +116,14 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
   /** Finished operations not settled yet (this process was down when they finished). */
   async function sweep(): Promise<void> {
     for await (const kv of rangeAll(store, VM_OPERATIONS_PREFIX, { signal })) {
-      const index = decodeMessage(VmOperationIndexSchema, kv);
+      let index: VmOperationIndex;
+      try {
+        index = decodeMessage(VmOperationIndexSchema, kv);
+      } catch (err) {
+        // Left for an operator (as retention leaves it): it held every entry after it unsettled.
+        logger.warn({ err, key: kv.key }, "vm operation index entry unreadable; passed over");
+        continue;
+      }
       if (index.settled) continue;
       const rec = await getMessage(
         store,
@@ -141,7 +151,13 @@ export function startVmOperationSettler(options: VmOperationSettlerOptions): {
       try {
         for await (const kv of rangeAll(store, TELLING_PREFIX, { signal })) {
           const id = kv.key.slice(TELLING_PREFIX.length);
-          const revision = await told.tellLeftUntold(id, seen.get(id));
+          // One that fails (its entry or record undecodable, a store call) is passed over,
+          // not every one after it.
+          const revision = await told.tellLeftUntold(id, seen.get(id)).catch((err: unknown) => {
+            if (!signal.aborted)
+              logger.warn({ err, operation: id }, "untold vm operation not told");
+            return seen.get(id);
+          });
           if (revision !== undefined) next.set(id, revision);
         }
       } catch (err) {

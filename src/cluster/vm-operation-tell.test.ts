@@ -134,6 +134,29 @@ describe("a settled operation's outcome left untold", () => {
     }
   });
 
+  it("is told when a marker sorting before it cannot be read (one bad entry holds no other)", async () => {
+    const store = testStore();
+    const first = new AbortController();
+    const later = new AbortController();
+    try {
+      // An undecodable entry (a bad write, a disk fault) under a marker that sorts first.
+      await store.put(`${VM_OPERATIONS_PREFIX}a-bad`, new Uint8Array([0xff, 0xff, 0xff]));
+      await store.put(`${TELLING_PREFIX}a-bad`, new Uint8Array(0));
+      await finishedStart(store, "op-4");
+      await settler(store, first, () => Promise.reject(new Error("audit trail refused")), 60_000);
+      await until("settled", async () => (await indexOf(store, "op-4"))?.telling === true);
+      first.abort();
+      const told: string[] = [];
+      await settler(store, later, (op) => void told.push(op.id));
+      await until("told", async () => (await indexOf(store, "op-4"))?.telling === false);
+      assert.deepEqual(told, ["op-4"]);
+    } finally {
+      first.abort();
+      later.abort();
+      await store.close();
+    }
+  });
+
   it("is left to its own settle while that settle tells it (a scan meanwhile waits)", async () => {
     const store = testStore();
     const stop = new AbortController();
