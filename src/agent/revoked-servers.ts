@@ -7,9 +7,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PeerCertificate } from "node:tls";
 import { finishFileSet, writeFileSet } from "../client/index.js";
-import type { Logger } from "../core/index.js";
+import { type Logger, serialKey } from "../core/index.js";
 import type { RevokedServerCertificates } from "../gen/debvisor/v1/agent_pb.js";
-import { serialKey } from "../pki/index.js";
 
 /** The list's file in the agent's directory. */
 export const REVOKED_SERVERS_FILE = "revoked-servers.json";
