@@ -14,7 +14,10 @@ describe("the agent's revoked server certificates on disk", () => {
   it("writes a list whose write failed when it is sent again", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-revoked-servers-"));
     try {
-      const revoked = openRevokedServers(dir, silentLogger);
+      const revoked = openRevokedServers({
+        path: join(dir, REVOKED_SERVERS_FILE),
+        log: silentLogger,
+      });
       // The write fails: its new copy's place is taken (as a full disk would fail it).
       const next = join(dir, `${REVOKED_SERVERS_FILE}.next`);
       mkdirSync(join(next, "in-the-way"), { recursive: true });
@@ -23,7 +26,10 @@ describe("the agent's revoked server certificates on disk", () => {
       rmSync(next, { recursive: true });
       // The control plane's next Welcome brings the same list.
       await revoked.replace(["abc1"]);
-      const restarted = openRevokedServers(dir, silentLogger);
+      const restarted = openRevokedServers({
+        path: join(dir, REVOKED_SERVERS_FILE),
+        log: silentLogger,
+      });
       assert.ok(restarted.has("abc1"), "a restarted agent has forgotten the revocation");
     } finally {
       rmSync(dir, { recursive: true, force: true });

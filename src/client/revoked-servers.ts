@@ -1,19 +1,23 @@
-// The server certificates this agent refuses: the revoked ones the control
-// plane last told it of (Welcome, RevokedServerCertificates), kept in its
-// directory so a restarted agent refuses them before it has heard anything.
-// A stolen server certificate and key, revoked, no longer pass as the
-// control plane (docs/security.md).
+// The server certificates a client refuses: the revoked ones a control
+// plane last told it of, kept in a file so that a later process refuses them
+// before it has heard anything (an agent's: the list its stream's Welcome and
+// RevokedServerCertificates messages carry, in its directory). A stolen
+// server certificate and key, revoked, no longer pass as the control plane
+// (docs/security.md).
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { PeerCertificate } from "node:tls";
-import { finishFileSet, writeFileSet } from "../client/index.js";
 import { type Logger, serialKey } from "../core/index.js";
-import type { RevokedServerCertificates } from "../gen/debvisor/v1/agent_pb.js";
+import { finishFileSet, writeFileSet } from "./file-set.js";
 
-/** The list's file in the agent's directory. */
+/** The list's file in an agent's directory. */
 export const REVOKED_SERVERS_FILE = "revoked-servers.json";
 
-/** The revoked server certificates, in memory and in the agent's directory. */
+/** A list of revoked server certificates as a control plane sends it. */
+export interface RevokedServerList {
+  readonly serials: readonly string[];
+}
+
+/** The revoked server certificates, in memory and in a file. */
 export interface RevokedServers {
   has(serial: string): boolean;
   /**
@@ -22,8 +26,8 @@ export interface RevokedServers {
    * made again with the next list, the same or not).
    */
   replace(serials: readonly string[]): Promise<void>;
-  /** The check of one connection to `server`. */
-  guard(server: string): ServerGuard;
+  /** The check of one connection to `server`; a refusal is logged to `log` (default the list's). */
+  guard(server: string, log?: Logger): ServerGuard;
 }
 
 /** One connection's check of the certificate its server presents. */
@@ -35,18 +39,26 @@ export interface ServerGuard {
    * server); true when the certificate this connection's server presented
    * is on it now (logged): the caller ends the stream and reconnects.
    */
-  learn(list: RevokedServerCertificates | undefined): boolean;
+  learn(list: RevokedServerList | undefined): boolean;
   /** The serial of the certificate the server presented, once it has. */
   presented(): string | undefined;
 }
 
+/** Options of {@link openRevokedServers}. */
+export interface RevokedServersOptions {
+  /** The file (an agent's: {@link REVOKED_SERVERS_FILE} in its directory). */
+  readonly path: string;
+  /** Where a file that cannot be read or written is told. */
+  readonly log: Logger;
+}
+
 /**
- * The list of the agent directory `dir`, read from its file (an interrupted
- * write completed first). A missing file is an empty list; an unreadable
- * one too, logged: the control plane's next Welcome brings the list again.
+ * The list kept in `options.path`, read from the file (an interrupted write
+ * completed first). A missing file is an empty list; an unreadable one too,
+ * logged: the control plane's next list replaces it.
  */
-export function openRevokedServers(dir: string, log: Logger): RevokedServers {
-  const path = join(dir, REVOKED_SERVERS_FILE);
+export function openRevokedServers(options: RevokedServersOptions): RevokedServers {
+  const { path, log } = options;
   let serials = new Set(read(path, log));
   /** Writes one after another: an older list never lands over a newer one. */
   let writing = Promise.resolve();
@@ -73,13 +85,13 @@ export function openRevokedServers(dir: string, log: Logger): RevokedServers {
         );
       return writing;
     },
-    guard(server) {
+    guard(server, refusals = log) {
       let presented: string | undefined;
       return {
         verify(cert) {
           presented = serialKey(cert.serialNumber);
           if (!serials.has(presented)) return undefined;
-          log.error(
+          refusals.error(
             { server, serverCertificate: presented },
             "refused the control plane: its certificate is revoked",
           );
@@ -89,7 +101,7 @@ export function openRevokedServers(dir: string, log: Logger): RevokedServers {
           if (list === undefined) return false;
           void revoked.replace(list.serials);
           if (presented === undefined || !serials.has(presented)) return false;
-          log.warn(
+          refusals.warn(
             { server, serverCertificate: presented },
             "the control plane's certificate was revoked; reconnecting",
           );
