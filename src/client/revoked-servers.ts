@@ -1,16 +1,25 @@
 // The server certificates a client refuses: the revoked ones a control
 // plane last told it of, kept in a file so that a later process refuses them
-// before it has heard anything (an agent's: the list its stream's Welcome and
-// RevokedServerCertificates messages carry, in its directory). A stolen
-// server certificate and key, revoked, no longer pass as the control plane
-// (docs/security.md).
-import { existsSync, readFileSync } from "node:fs";
+// before it has heard anything. An agent keeps the list its stream's Welcome
+// and RevokedServerCertificates messages carry, in its directory; hvctl keeps
+// one list per cluster CA in its state file, taken with
+// ListRevokedServerCertificates. A stolen server certificate and key,
+// revoked, no longer pass as the control plane (docs/security.md).
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import type { PeerCertificate } from "node:tls";
-import { type Logger, serialKey } from "../core/index.js";
-import { finishFileSet, writeFileSet } from "./file-set.js";
+import { type Clock, type Logger, serialKey, systemClock } from "../core/index.js";
+import { finishFileSet, writeLockedFileSet } from "./file-set.js";
+import { lockFileSet } from "./file-set-lock.js";
 
 /** The list's file in an agent's directory. */
 export const REVOKED_SERVERS_FILE = "revoked-servers.json";
+
+/**
+ * The most lists a file of several keeps (hvctl's: one per cluster it
+ * talked to); past it, the lists taken longest ago are dropped.
+ */
+export const MAX_REVOKED_SERVER_LISTS = 64;
 
 /** A list of revoked server certificates as a control plane sends it. */
 export interface RevokedServerList {
@@ -22,10 +31,17 @@ export interface RevokedServers {
   has(serial: string): boolean;
   /**
    * Replaces the list (the control plane sends it whole), at once in
-   * memory; resolves once it is in the file (a failed write is logged, and
-   * made again with the next list, the same or not).
+   * memory; resolves once it is in the file with the time it was taken,
+   * written each time, so the file tells how old its list is (a failed
+   * write is logged, and made again with the next list).
    */
   replace(serials: readonly string[]): Promise<void>;
+  /**
+   * When the list in use was taken from a control plane (ms since the
+   * epoch, the clock's); undefined when it never was: no file, an unreadable
+   * one, none kept for this scope, or one an older version wrote.
+   */
+  takenAt(): number | undefined;
   /** The check of one connection to `server`; a refusal is logged to `log` (default the list's). */
   guard(server: string, log?: Logger): ServerGuard;
 }
@@ -50,39 +66,48 @@ export interface RevokedServersOptions {
   readonly path: string;
   /** Where a file that cannot be read or written is told. */
   readonly log: Logger;
+  /**
+   * Which of the file's lists this is, each replaced on its own (hvctl's:
+   * one per cluster CA, as `sha256:HEX`): the file keeps several, at most
+   * {@link MAX_REVOKED_SERVER_LISTS}. Absent: the file holds this list
+   * alone (an agent's directory).
+   */
+  readonly scope?: string;
+  /** The time a list is taken at (default the system clock). */
+  readonly clock?: Clock;
 }
+
+/** One list as the file holds it. */
+interface KeptList {
+  readonly serials: ReadonlySet<string>;
+  readonly takenAt: number | undefined;
+}
+
+const NONE: KeptList = { serials: new Set(), takenAt: undefined };
 
 /**
  * The list kept in `options.path`, read from the file (an interrupted write
  * completed first). A missing file is an empty list; an unreadable one too,
- * logged: the control plane's next list replaces it.
+ * logged once: the control plane's next list replaces it. The file is
+ * written 0644, its folder made 0700 when missing.
  */
 export function openRevokedServers(options: RevokedServersOptions): RevokedServers {
-  const { path, log } = options;
-  let serials = new Set(read(path, log));
+  const { path, log, scope } = options;
+  const clock = options.clock ?? systemClock;
+  let kept = read(path, scope, log);
   /** Writes one after another: an older list never lands over a newer one. */
   let writing = Promise.resolve();
-  /** The last write failed: the file may hold an older list, so the next list is written even if the same. */
-  let unwritten = false;
   const revoked: RevokedServers = {
-    has: (serial) => serials.has(serialKey(serial)),
+    has: (serial) => kept.serials.has(serialKey(serial)),
+    takenAt: () => kept.takenAt,
     replace(list) {
-      const next = new Set(list.map(serialKey));
-      const same = next.size === serials.size && [...next].every((s) => serials.has(s));
-      if (same && !unwritten) return writing;
-      serials = next;
-      const text = `${JSON.stringify({ serials: [...next] })}\n`;
+      const next: KeptList = { serials: new Set(list.map(serialKey)), takenAt: clock.now() };
+      kept = next;
       writing = writing
-        .then(() => writeFileSet([{ path, text, mode: 0o644 }]))
-        .then(
-          () => {
-            unwritten = false;
-          },
-          (err: unknown) => {
-            unwritten = true;
-            log.error({ err, path }, "revoked server certificates not written; kept in memory");
-          },
-        );
+        .then(() => write(path, scope, next))
+        .catch((err: unknown) => {
+          log.error({ err, path }, "revoked server certificates not written; kept in memory");
+        });
       return writing;
     },
     guard(server, refusals = log) {
@@ -90,17 +115,17 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
       return {
         verify(cert) {
           presented = serialKey(cert.serialNumber);
-          if (!serials.has(presented)) return undefined;
+          if (!kept.serials.has(presented)) return undefined;
           refusals.error(
             { server, serverCertificate: presented },
             "refused the control plane: its certificate is revoked",
           );
-          return new Error(`the server's certificate ${presented} is revoked`);
+          return new Error(`the control plane's certificate ${presented} is revoked`);
         },
         learn(list) {
           if (list === undefined) return false;
           void revoked.replace(list.serials);
-          if (presented === undefined || !serials.has(presented)) return false;
+          if (presented === undefined || !kept.serials.has(presented)) return false;
           refusals.warn(
             { server, serverCertificate: presented },
             "the control plane's certificate was revoked; reconnecting",
@@ -114,15 +139,83 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
   return revoked;
 }
 
-function read(path: string, log: Logger): string[] {
+function read(path: string, scope: string | undefined, log: Logger): KeptList {
   try {
     finishFileSet(path);
-    if (!existsSync(path)) return [];
-    const doc = JSON.parse(readFileSync(path, "utf8")) as { serials?: unknown };
-    if (!Array.isArray(doc.serials)) throw new Error("no serials list");
-    return doc.serials.filter((s): s is string => typeof s === "string").map(serialKey);
+    if (!existsSync(path)) return NONE;
+    const doc: unknown = JSON.parse(readFileSync(path, "utf8"));
+    if (scope === undefined) return keptList(doc);
+    const lists = listsOf(doc);
+    return Object.hasOwn(lists, scope) ? keptList(lists[scope]) : NONE;
   } catch (err) {
     log.error({ err, path }, "revoked server certificates unreadable; starting with none");
-    return [];
+    return NONE;
   }
+}
+
+/** The lists of a file of several, by scope; throws when `doc` is not one. */
+function listsOf(doc: unknown): Record<string, unknown> {
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc))
+    throw new Error("not an object");
+  const lists = (doc as { lists?: unknown }).lists;
+  if (lists === undefined) return {};
+  if (typeof lists !== "object" || lists === null || Array.isArray(lists))
+    throw new Error("lists: not an object");
+  return lists as Record<string, unknown>;
+}
+
+/** One list from the file; throws when it is not one. */
+function keptList(entry: unknown): KeptList {
+  const e = entry as { serials?: unknown; takenAt?: unknown } | null;
+  if (!Array.isArray(e?.serials)) throw new Error("no serials list");
+  const at = typeof e.takenAt === "string" ? Date.parse(e.takenAt) : Number.NaN;
+  return {
+    serials: new Set(e.serials.filter((s): s is string => typeof s === "string").map(serialKey)),
+    takenAt: Number.isFinite(at) ? at : undefined,
+  };
+}
+
+/** The file's form of a list. */
+const listJson = (list: KeptList) => ({
+  serials: [...list.serials],
+  takenAt: new Date(list.takenAt ?? 0).toISOString(),
+});
+
+/**
+ * Writes `list` into the file: the whole file, or its entry for `scope`
+ * beside the others, read again under the file's lock so another process's
+ * list written meanwhile is kept (a file no longer readable is written anew).
+ */
+async function write(path: string, scope: string | undefined, list: KeptList): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const unlock = await lockFileSet(path);
+  try {
+    let doc: object = listJson(list);
+    if (scope !== undefined) {
+      let lists: Record<string, unknown> = {};
+      try {
+        finishFileSet(path);
+        if (existsSync(path)) lists = listsOf(JSON.parse(readFileSync(path, "utf8")));
+      } catch {
+        // Unreadable: its lists are lost already (logged when it was opened).
+      }
+      doc = { lists: newest({ ...lists, [scope]: listJson(list) }) };
+    }
+    writeLockedFileSet([{ path, text: `${JSON.stringify(doc)}\n`, mode: 0o644 }]);
+  } finally {
+    unlock();
+  }
+}
+
+/** At most {@link MAX_REVOKED_SERVER_LISTS} of `lists`, those taken last. */
+function newest(lists: Record<string, unknown>): Record<string, unknown> {
+  const entries = Object.entries(lists);
+  if (entries.length <= MAX_REVOKED_SERVER_LISTS) return lists;
+  const at = (v: unknown) => {
+    const t = Date.parse(String((v as { takenAt?: unknown } | null)?.takenAt));
+    return Number.isFinite(t) ? t : 0;
+  };
+  return Object.fromEntries(
+    entries.sort(([, a], [, b]) => at(b) - at(a)).slice(0, MAX_REVOKED_SERVER_LISTS),
+  );
 }
