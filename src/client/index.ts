@@ -24,9 +24,11 @@ export type { AgentFiles, EnrollOptions } from "./enrollment.js";
 export {
   AgentError,
   agentFiles,
+  caFingerprint,
   enroll,
   fetchPinnedCa,
   finishAgentFiles,
+  pinnedFingerprint,
   renew,
 } from "./enrollment.js";
 export { finishFileSet, type SetFile, writeFileSet } from "./file-set.js";
