@@ -5,7 +5,7 @@
 // the certificate is revoked and hvctl has taken the cluster's list of
 // revoked server certificates (ListRevokedServerCertificates, kept in its
 // state file), hvctl refuses the thief in the TLS handshake: no call, no
-// authorization header (docs/security.md).
+// authorization header, no enrollment token (docs/security.md).
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
@@ -117,7 +117,7 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
     assert.match(received[0]?.authorization ?? "", /^Bearer dvk_/);
   });
 
-  it("refuses it in the handshake once it has: no call, no authorization header", async () => {
+  it("refuses it in the handshake once it has: no call, no authorization header, no enrollment token", async () => {
     const state = mkdtempSync(join(dir, "state-"));
     // Any command against the real daemon takes the list (the state is new: it has none).
     const learnt = await hvctl(state, "--context", "dev-operator", "auth", "whoami");
@@ -134,5 +134,19 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
     );
     assert.deepEqual(received, [], "the thief was sent a call");
     assert.ok(readFileSync(keptFile(state), "utf8").includes(`"${serial}"`), "the list was lost");
+    // Enrolling a machine by hand: the one-time token is a secret too.
+    const fingerprint = new X509Certificate(readFileSync(join(dir, "stolen", "ca.crt")))
+      .fingerprint256;
+    const enrolled = await hvctl(
+      state,
+      ...["--server", rogueAddress, "cert", "enroll", "--token", "dvt_one-time-secret"],
+      ...["--fingerprint", `sha256:${fingerprint}`, "--out", join(dir, "enrolled")],
+    );
+    assert.equal(enrolled.code, 6, enrolled.stderr);
+    assert.match(
+      enrolled.stderr,
+      new RegExp(`^hvctl: the control plane's certificate ${serial} is revoked: `),
+    );
+    assert.deepEqual(received, [], "the thief was sent the enrollment token");
   });
 });
