@@ -2,7 +2,8 @@
 // Listing files explicitly works the same on Node 20 and later (Node 20
 // treats every .js below a test/ folder as a test file when given a folder).
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 function find(dir) {
@@ -71,5 +72,13 @@ const args = [
   ...process.argv.slice(2),
   ...files,
 ];
-const result = spawnSync(process.execPath, args, { stdio: "inherit" });
+// hvctl keeps the revoked server certificates of each cluster it talks to in
+// $XDG_STATE_HOME: the tests' hvctl runs (a new dev cluster each, with its own
+// CA) keep theirs here for the run, not in the home directory of whoever runs it.
+const state = mkdtempSync(join(tmpdir(), "dv-test-state-"));
+const result = spawnSync(process.execPath, args, {
+  stdio: "inherit",
+  env: { ...process.env, XDG_STATE_HOME: state },
+});
+rmSync(state, { recursive: true, force: true });
 process.exit(result.status ?? 1);

@@ -782,6 +782,13 @@ const ROWS: Row[] = [
     request: () => ({ commonName: "!bad", usage: "client", csrPem: "x" }),
     expect: row("ok", "PD", "PD", "PD", "PD", "PD", "PD"),
   },
+  // Not secret (any server certificate's serial is shown to whoever connects): every caller.
+  {
+    service: "EnrollmentService",
+    method: "ListRevokedServerCertificates",
+    request: () => ({}),
+    expect: row("ok", "ok", "ok", "ok", "ok", "ok", "ok"),
+  },
   // AgentService, last: an accepted stream replaces node-01's report with its Hello's.
   // Authorization keeps tenant callers out (a cluster target); then the hub takes a
   // stream only from the certificate of the node its Hello names, so the cluster
@@ -1117,7 +1124,7 @@ describe("every RPC x every kind of caller, over TLS against a dev daemon", () =
       file_debvisor_v1_watch,
     ];
     const rpcs = files.flatMap((f) => f.services.flatMap((s) => s.methods.map((m) => m.name)));
-    assert.equal(rpcs.length, 71);
+    assert.equal(rpcs.length, 72);
     assert.deepEqual(
       rpcs.filter((name) => !ROWS.some((r) => r.method === name)),
       [],

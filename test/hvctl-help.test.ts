@@ -110,6 +110,7 @@ describe("METHOD_PERMISSIONS", () => {
         clock: systemClock,
         ca: undefined,
         revocations: undefined as never,
+        revokedServers: undefined as never,
         bindings: undefined as never,
         policy: () => createAccessPolicy({}),
         lockout: undefined as never,

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { hideIpSniWarning } from "../src/client/index.js";
-import { serialKey } from "../src/pki/index.js";
+import { serialKey } from "../src/core/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,

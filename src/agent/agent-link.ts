@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { type AgentFiles, openChannel } from "../client/index.js";
+import { type AgentFiles, openChannel, type RevokedServers } from "../client/index.js";
 import type { Logger } from "../core/index.js";
 import {
   AgentMessageSchema,
@@ -11,7 +11,6 @@ import {
   type Welcome,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { createReportDedupe } from "./report-dedupe.js";
-import type { RevokedServers } from "./revoked-servers.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 

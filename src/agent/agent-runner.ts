@@ -1,7 +1,13 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
-import { AgentError, agentFiles, createSystemdNotifier } from "../client/index.js";
+import {
+  AgentError,
+  agentFiles,
+  createSystemdNotifier,
+  openRevokedServers,
+  REVOKED_SERVERS_FILE,
+} from "../client/index.js";
 import { createOpenedResources, type Logger, type OpenedResources } from "../core/index.js";
 import {
   createOperationExecutor,
@@ -21,7 +27,6 @@ import { createFencedVmReports, createResetHaVms, RESET_TOLD } from "./fenced-vm
 import { openHostBoot, stoppedByReboot } from "./host-boot.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
-import { openRevokedServers } from "./revoked-servers.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
@@ -133,7 +138,10 @@ async function serve(
     config.storage.kind === "sim" ? (await hv.inventory(AbortSignal.timeout(30_000))).datasets : [],
   );
   // The server certificates refused as revoked: the stream's server, transfer relays and renewals alike.
-  const revokedServers = openRevokedServers(config.dir, log);
+  const revokedServers = openRevokedServers({
+    path: join(config.dir, REVOKED_SERVERS_FILE),
+    log,
+  });
   const storageOps = createStorageOperations({
     storage,
     nodeId,

@@ -2,10 +2,9 @@
 // stream is on, once `renewAtFraction` of the certificate's life has passed.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { agentFiles, renew } from "../client/index.js";
+import { agentFiles, type RevokedServers, renew } from "../client/index.js";
 import { type Logger, runAfter, runAt } from "../core/index.js";
 import type { AgentConfig } from "./agent-config.js";
-import type { RevokedServers } from "./revoked-servers.js";
 
 /** The wait before a failed renewal, or an unreadable certificate, is tried again. */
 const RETRY_MS = 60_000;

@@ -4,8 +4,16 @@
 // long-running process holding the node's stream to the control plane and
 // running operations on the node's hypervisor.
 
-export type { AgentFiles, EnrollOptions } from "../client/index.js";
-export { AgentError, agentFiles, enroll, fetchPinnedCa, renew } from "../client/index.js";
+export type { AgentFiles, EnrollOptions, RevokedServers } from "../client/index.js";
+export {
+  AgentError,
+  agentFiles,
+  enroll,
+  fetchPinnedCa,
+  openRevokedServers,
+  REVOKED_SERVERS_FILE,
+  renew,
+} from "../client/index.js";
 export type { AgentConfig } from "./agent-config.js";
 export { agentConfigSchema, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./agent-config.js";
 export { lockAgentDirectory } from "./agent-dir-lock.js";
@@ -23,5 +31,3 @@ export type { NodeStorage, NodeStorageStatus } from "./node-storage.js";
 export { openNodeStorage, storageStatus } from "./node-storage.js";
 export type { ReportDedupe } from "./report-dedupe.js";
 export { createReportDedupe } from "./report-dedupe.js";
-export type { RevokedServers } from "./revoked-servers.js";
-export { openRevokedServers, REVOKED_SERVERS_FILE } from "./revoked-servers.js";

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { type AgentFiles, openChannel } from "../client/index.js";
+import { type AgentFiles, openChannel, type RevokedServers } from "../client/index.js";
 import { RpcError } from "../core/index.js";
 import {
   DownloadTransferRequestSchema,
@@ -12,7 +12,6 @@ import {
   type TransferReceipt,
   TransferReceiptSchema,
 } from "../gen/debvisor/v1/agent_pb.js";
-import type { RevokedServers } from "./revoked-servers.js";
 
 const UPLOAD = "/debvisor.v1.AgentService/UploadTransfer";
 const DOWNLOAD = "/debvisor.v1.AgentService/DownloadTransfer";

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { join } from "node:path";
 import { Command } from "commander";
 import {
   AgentError,
@@ -9,6 +10,7 @@ import {
   loadAgentConfig,
   lockAgentDirectory,
   openRevokedServers,
+  REVOKED_SERVERS_FILE,
   readLocalStatus,
   renew,
   runAgent,
@@ -51,7 +53,10 @@ program
       // A new identity under a running agent would be a node changing who it is mid-run.
       const unlock = lockAgentDirectory(opts.dir);
       // Enrolled again (an expired certificate): a server it was told is revoked gets no token.
-      const revoked = openRevokedServers(opts.dir, createAgentLogger("error"));
+      const revoked = openRevokedServers({
+        path: join(opts.dir, REVOKED_SERVERS_FILE),
+        log: createAgentLogger("error"),
+      });
       const r = await enroll({
         server: opts.server,
         token,
@@ -74,7 +79,10 @@ program
   .option("--tls-server-name <name>", "name to verify the server certificate against")
   .action(async (opts: { server: string; dir: string; tlsServerName?: string }) => {
     // A server presenting a certificate the control plane told this node is revoked is refused.
-    const revoked = openRevokedServers(opts.dir, createAgentLogger("error"));
+    const revoked = openRevokedServers({
+      path: join(opts.dir, REVOKED_SERVERS_FILE),
+      log: createAgentLogger("error"),
+    });
     const r = await renew({ ...opts, verifyServer: revoked.guard(opts.server).verify });
     process.stdout.write(`renewed: certificate ${r.serial} in ${r.files.cert}\n`);
   });

@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { Command } from "commander";
-import { AgentError, fetchPinnedCa, readContextFile } from "../client/index.js";
+import { AgentError, caFingerprint, fetchPinnedCa, readContextFile } from "../client/index.js";
 import type { CliContext } from "./cli-context.js";
 import { UnavailableError, UsageError } from "./cli-errors.js";
 import { withExamples } from "./help-text.js";
@@ -12,7 +12,7 @@ function describeCa(pem: string) {
   const c = new X509Certificate(pem);
   return {
     subject: c.subject.replace(/\n/g, ", "),
-    fingerprint: `sha256:${c.fingerprint256.replace(/:/g, "").toLowerCase()}`,
+    fingerprint: caFingerprint(pem),
     notBefore: new Date(c.validFrom).toISOString(),
     notAfter: new Date(c.validTo).toISOString(),
     pem,

@@ -79,7 +79,7 @@ export function certCommand(cli: () => CliContext): Command {
         });
         ctx.print(messageJson(CertificateInfoSchema, c), () =>
           c.kind === "server"
-            ? `revoked ${c.serial}\nnote: a server certificate: agents refuse it from their next connection (a daemon holding the CA renews its own at once), but hvctl checks the daemon's certificate against the CA only, so to hvctl a copy of this one still passes as the control plane until it expires (docs/security.md)\n`
+            ? `revoked ${c.serial}\nnote: a server certificate: agents refuse it from their next connection (a daemon holding the CA renews its own at once); each hvctl refuses it once it has taken the cluster's list of revoked server certificates again (after a command, when its copy is over 5 minutes old), and until then a copy of this one still passes to that hvctl as the control plane (docs/security.md)\n`
             : `revoked ${c.serial}\n`,
         );
       }),

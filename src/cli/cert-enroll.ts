@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { AgentError, enroll } from "../client/index.js";
+import { AgentError, enroll, pinnedFingerprint } from "../client/index.js";
 import { serverToAsk } from "./ca-command.js";
 import type { CliContext } from "./cli-context.js";
 import { UnavailableError, UsageError } from "./cli-errors.js";
@@ -9,7 +9,9 @@ import { withExamples } from "./help-text.js";
  * `hvctl cert enroll`: joins this machine to the cluster with a one-time
  * token, as `debvisor-agent enroll` does (the same code): the key is made
  * here and never leaves, the CA is pinned by fingerprint, the certificate is
- * written beside the key. Added to the cert noun by cert-command.ts.
+ * written beside the key; a server presenting a server certificate hvctl
+ * knows is revoked (the pinned CA's kept list) is not sent the token. Added
+ * to the cert noun by cert-command.ts.
  */
 export function addEnrollCommand(cert: Command, cli: () => CliContext): void {
   withExamples(
@@ -31,6 +33,7 @@ export function addEnrollCommand(cert: Command, cli: () => CliContext): void {
             caFingerprint: opts.fingerprint,
             dir: opts.out,
             timeoutMs: ctx.timeoutMs,
+            verifyServer: ctx.serverCheck(pinnedFingerprint(opts.fingerprint), server).verify,
           });
           ctx.print(
             { serial: r.serial, subject: r.subject, dir: r.files.dir },

@@ -5,15 +5,18 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DescService } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import {
   bearerProblem,
   type CallOptions,
   type ContextEntry,
   ContextFileError,
+  caFingerprint,
+  contextFilePath,
   createServiceClient,
   openChannel,
   type ResolvedContext,
+  readContextFile,
   resolveContext,
   type ServiceClient,
   selectContext,
@@ -21,6 +24,7 @@ import {
 import { CallError, type ConnectionFacts, UsageError } from "./cli-errors.js";
 import { parseDuration } from "./duration.js";
 import { createStyle, type OutputFormat, type Style, serialize, terminalSafe } from "./output.js";
+import { openServerCheck, revokedServersPath, type ServerCheck } from "./revoked-server-check.js";
 
 /** Where hvctl reads and writes; the binary passes the process's, tests their own. */
 export interface ProgramIo {
@@ -79,10 +83,26 @@ export interface CliContext {
   /** Sets the exit code for a command that answered but says no (can-i, audit verify). */
   setExitCode(code: number): void;
   readonly exitCode: () => number;
+  /**
+   * The check of a server against the revoked server certificates kept for
+   * the cluster whose CA has fingerprint `scope` (`sha256:hex`), for a
+   * channel a command opens itself (cert enroll); `client` channels have
+   * theirs already.
+   */
+  serverCheck(scope: string, server: string): ServerCheck;
   /** What the failure explainer may use: the server, the context, the credential's kind. */
   facts(): ConnectionFacts;
-  close(): void;
+  /**
+   * Takes the cluster's revoked server certificates again on the channel
+   * `client` opened, when its kept list is due and the channel is
+   * connected (bounded by {@link REFRESH_TIMEOUT_MS}; never fails), then
+   * closes the channel.
+   */
+  close(): Promise<void>;
 }
+
+/** How long the refresh of the revoked server certificates after a command may take. */
+export const REFRESH_TIMEOUT_MS = 5_000;
 
 /** The config file path: --config, then DEBVISOR_CONFIG, then ~/.config/debvisor/hvctl.yaml. */
 export function configPath(opts: GlobalOptions, env: NodeJS.ProcessEnv): string {
@@ -145,6 +165,9 @@ export function missingConfig(path: string): ContextFileError {
 /** Builds the context lazily: commands that need no server (version, config) never connect. */
 export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext {
   let channel: grpc.Client | undefined;
+  /** The check of `channel`'s server; undefined when its certificate is not checked at all. */
+  let channelCheck: ServerCheck | undefined;
+  const checks: ServerCheck[] = [];
   let resolved: ReturnType<typeof resolveConnection> | undefined;
   let exitCode = 0;
   const timeoutMs = parseDuration("--timeout", opts.timeout ?? "30s");
@@ -161,10 +184,16 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
       : { keepLines: true, keepColours: style.good("x") !== "x" };
   const safe = (write: (s: string) => void) => (s: string) =>
     write(text === undefined ? s : terminalSafe(s, text));
+  const err = (s: string) => io.err(terminalSafe(s, { keepLines: true, keepColours: true }));
+  const serverCheck = (scope: string, server: string) => {
+    const check = openServerCheck({ path: keptListPath(opts, io.env), scope, server, err });
+    checks.push(check);
+    return check;
+  };
   return {
     io,
     out: safe(io.out),
-    err: (s) => io.err(terminalSafe(s, { keepLines: true, keepColours: true })),
+    err,
     format,
     wide: format === "wide",
     style,
@@ -188,11 +217,19 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
       selectContext(configPath(opts, io.env), opts.context ?? nonEmpty(io.env.DEBVISOR_CONTEXT))
         .entry,
     client(service) {
-      channel ??= openChannel(connection());
+      if (channel === undefined) {
+        const conn = connection();
+        const scope = checkedScope(conn);
+        channelCheck = scope === undefined ? undefined : serverCheck(scope, conn.server);
+        channel = openChannel(conn, {}, channelCheck?.verify);
+      }
       return annotate(service, createServiceClient(service, channel), timeoutMs);
     },
+    serverCheck,
     facts() {
-      if (resolved === undefined) return {};
+      const refused = checks.map((c) => c.refused()).find((s) => s !== undefined);
+      const revoked = refused === undefined ? {} : { revokedServer: refused };
+      if (resolved === undefined) return revoked;
       return {
         server: resolved.server,
         context: resolved.name,
@@ -200,12 +237,67 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
         credential: resolved.certPem !== undefined ? "mtls" : "token",
         ...(resolved.certPem === undefined ? {} : { certPem: resolved.certPem }),
         ...(resolved.caPem === "" ? {} : { caPem: resolved.caPem }),
+        ...revoked,
       };
     },
-    close() {
-      channel?.close();
+    async close() {
+      const ch = channel;
+      try {
+        if (ch !== undefined && channelCheck?.due() === true && connected(ch))
+          await channelCheck.refresh(() =>
+            revokedServerSerials(ch, Math.min(timeoutMs, REFRESH_TIMEOUT_MS)),
+          );
+      } finally {
+        ch?.close();
+      }
     },
   };
+}
+
+/**
+ * The cluster whose kept list checks `conn`'s server: its CA's fingerprint;
+ * undefined when the server's certificate is not verified at all
+ * (--insecure-skip-tls-verify: a list from such a server would be anyone's).
+ */
+function checkedScope(conn: ResolvedContext): string | undefined {
+  if (conn.insecureSkipTlsVerify === true || conn.caPem === "") return undefined;
+  try {
+    return caFingerprint(conn.caPem);
+  } catch {
+    // Not a certificate: the handshake fails on it anyway.
+    return undefined;
+  }
+}
+
+/** The kept list's file: the configuration's `revokedServersFile`, else the default. */
+function keptListPath(opts: GlobalOptions, env: NodeJS.ProcessEnv): string {
+  const config = configPath(opts, env);
+  let configured: string | undefined;
+  try {
+    const file = existsSync(config) ? readContextFile(config).revokedServersFile : undefined;
+    if (file !== undefined) configured = contextFilePath(config, file);
+  } catch {
+    // A configuration that does not read is the command's own error, if it needs one.
+  }
+  return revokedServersPath(configured, env, homedir());
+}
+
+/** Whether `channel` holds a connection now (a refresh then costs one round trip, no connect). */
+function connected(channel: grpc.Client): boolean {
+  return channel.getChannel().getConnectivityState(false) === grpc.connectivityState.READY;
+}
+
+/** The serials ListRevokedServerCertificates answers on `channel` (its protos loaded only now). */
+async function revokedServerSerials(
+  channel: grpc.Client,
+  timeoutMs: number,
+): Promise<readonly string[]> {
+  const { EnrollmentService } = await import("../gen/debvisor/v1/pki_pb.js");
+  const r = await createServiceClient(EnrollmentService, channel).listRevokedServerCertificates(
+    {},
+    { timeoutMs },
+  );
+  return r.serials;
 }
 
 /**

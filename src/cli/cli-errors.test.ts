@@ -125,6 +125,22 @@ describe("describeFailure", () => {
       assert.equal(f.exitCode, EXIT.unavailable);
     });
 
+  it("names the revoked certificate a server presented, whatever grpc-js made of it", () => {
+    const f = describeFailure(
+      failed(
+        "/debvisor.v1.NodeService/ListNodes",
+        14,
+        "No connection established. Last error: Error: something else. Resolution note: ",
+      ),
+      { server: "127.0.0.1:7443", revokedServer: "3fa2" },
+    );
+    assert.match(
+      f.message,
+      /^the control plane's certificate 3fa2 is revoked: 127\.0\.0\.1:7443 presented it, so nothing was sent there; .* \(UNAVAILABLE\)$/,
+    );
+    assert.equal(f.exitCode, EXIT.unavailable);
+  });
+
   it("tells an expired client certificate from a revoked one", async () => {
     const { createCertificateAuthority, loadCertificateAuthority } = await import(
       "../pki/index.js"

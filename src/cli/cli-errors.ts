@@ -76,6 +76,8 @@ export interface ConnectionFacts {
   readonly certPem?: string;
   readonly caPem?: string;
   readonly now?: number;
+  /** The serial of a revoked server certificate a server presented (refused in the handshake). */
+  readonly revokedServer?: string;
 }
 
 /** One line for the operator and an exit code. */
@@ -261,6 +263,8 @@ function describeTransport(err: CallError, facts: ConnectionFacts): string | und
   const d = err.details;
   const at = facts.server === undefined ? "the server" : facts.server;
   const fix = "fix the context's server (--server, $DEBVISOR_SERVER)";
+  if (facts.revokedServer !== undefined)
+    return `the control plane's certificate ${facts.revokedServer} is revoked: ${at} presented it, so nothing was sent there; a stolen copy presents it, and so does a daemon not yet given its new certificate (docs/security.md)`;
   if (/ECONNREFUSED/.test(d))
     return `cannot connect to ${at}: nothing is listening there; start debvisor-rpcd or ${fix}`;
   if (/ENOTFOUND|EAI_AGAIN|Name resolution failed|DNS resolution failed/i.test(d))

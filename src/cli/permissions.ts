@@ -75,4 +75,5 @@ export const METHOD_PERMISSIONS: Readonly<Record<string, string | null>> = {
   "/debvisor.v1.EnrollmentService/RevokeCertificate": "pki:cert:revoke",
   "/debvisor.v1.EnrollmentService/ListCertificates": "pki:cert:list",
   "/debvisor.v1.EnrollmentService/IssueCertificate": "pki:cert:issue",
+  "/debvisor.v1.EnrollmentService/ListRevokedServerCertificates": null,
 };

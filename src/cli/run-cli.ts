@@ -20,6 +20,7 @@ export async function runCli(argv: readonly string[], io: ProgramIo): Promise<nu
     io.err(`hvctl: ${terminalSafe(failure.message)}\n`);
     return failure.exitCode;
   } finally {
-    context()?.close();
+    // After the command: the kept revoked server certificates are taken again here when due.
+    await context()?.close();
   }
 }

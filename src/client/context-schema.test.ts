@@ -23,6 +23,7 @@ describe("checkContextFile", () => {
     ["ok-token-command", file([ctx({ credential: { tokenCommand: ["vault", "read"] } })])],
     ["ok-ipv6-server", file([ctx({ server: "[::1]:7443", tlsServerName: "localhost" })])],
     ["ok-no-contexts", file([])],
+    ["ok-revoked-servers-file", file([ctx()], { revokedServersFile: "state/revoked.json" })],
   ] as const)
     it(`accepts ${name}`, () => assert.ok("file" in checkContextFile(doc)));
 
@@ -31,6 +32,12 @@ describe("checkContextFile", () => {
     ["fail-kind", file([], { kind: "Other" }), "kind", /HvctlConfig/],
     ["fail-unknown-key", file([], { extra: 1 }), "", /unrecognized key: "extra"/],
     ["fail-server", file([ctx({ server: "nohost" })]), "contexts.0.server", /HOST:PORT/],
+    [
+      "fail-empty-revoked-servers-file",
+      file([], { revokedServersFile: "" }),
+      "revokedServersFile",
+      /at least 1/,
+    ],
     ["fail-empty-name", file([ctx({ name: "" })]), "contexts.0.name", /at least 1/],
     [
       "fail-two-credentials",

@@ -35,6 +35,13 @@ export interface ContextFile {
   kind: "HvctlConfig";
   currentContext?: string;
   contexts: ContextEntry[];
+  /**
+   * Where hvctl keeps the revoked server certificates it refuses, a list per
+   * cluster CA (relative to this file); default
+   * `$XDG_STATE_HOME/debvisor/revoked-servers.json`, else
+   * `~/.local/state/debvisor/revoked-servers.json`.
+   */
+  revokedServersFile?: string;
 }
 
 /** Where and why a document is not a context file. */
@@ -121,7 +128,13 @@ export function checkContextFile(
   doc: unknown,
 ): { file: ContextFile } | { problem: ContextFileProblem } {
   try {
-    const o = object(doc, "", ["apiVersion", "kind", "currentContext", "contexts"]);
+    const o = object(doc, "", [
+      "apiVersion",
+      "kind",
+      "currentContext",
+      "contexts",
+      "revokedServersFile",
+    ]);
     if (o.apiVersion !== "debvisor.io/v1")
       throw new Problem("apiVersion", 'must be "debvisor.io/v1"');
     if (o.kind !== "HvctlConfig") throw new Problem("kind", 'must be "HvctlConfig"');
@@ -129,6 +142,7 @@ export function checkContextFile(
     if (!Array.isArray(o.contexts)) throw new Problem("contexts", "expected a list");
     if (o.contexts.length > 1000) throw new Problem("contexts", "at most 1000 contexts");
     for (const [i, c] of o.contexts.entries()) context(c, `contexts.${i}`);
+    text(o, "revokedServersFile", "", 1, 4096, true);
     return { file: o as unknown as ContextFile };
   } catch (err) {
     if (err instanceof Problem) return { problem: { path: err.at, message: err.message } };

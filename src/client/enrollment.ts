@@ -37,6 +37,16 @@ const normalizeFingerprint = (f: string) =>
     .replace(/:/g, "")
     .toLowerCase();
 
+/** The SHA-256 fingerprint of a PEM certificate (the first, of several) as `sha256:hex`: what `hvctl ca show` prints and nodes pin. */
+export function caFingerprint(pem: string): string {
+  return pinnedFingerprint(new X509Certificate(pem).fingerprint256);
+}
+
+/** A fingerprint as an operator gives it (`sha256:` and colons optional, any case) in the form of {@link caFingerprint}. */
+export function pinnedFingerprint(given: string): string {
+  return `sha256:${normalizeFingerprint(given)}`;
+}
+
 /**
  * Connects once without trusting anything, and returns the certificate in
  * the server's chain whose SHA-256 fingerprint is the pinned one. Nothing is

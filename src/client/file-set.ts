@@ -73,20 +73,33 @@ export async function writeFileSet(files: readonly SetFile[]): Promise<void> {
   if (first === undefined) return;
   const unlock = await lockFileSet(first);
   try {
-    finishFileSet(first);
-    for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
-    // Every new copy's name is on disk before the marker that names it (a set may span folders).
-    syncDirs(files.map((f) => f.path));
-    const marker = markerOf(first);
-    // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
-    // the daemon reading tls/ from its own working directory).
-    writeDurably(nextOf(marker), JSON.stringify(files.map((f) => resolve(f.path))), 0o600);
-    renameSync(nextOf(marker), marker);
-    syncDirs([marker]);
-    finishFileSet(first);
+    writeLockedFileSet(files);
   } finally {
     unlock();
   }
+}
+
+/**
+ * {@link writeFileSet} for a writer that already holds the set's lock
+ * ({@link lockFileSet} on the first file's path): one that reads the file
+ * and writes it again changed, so no other writer's change lands between
+ * its read and its write (hvctl's lists of revoked server certificates,
+ * one per cluster in one file).
+ */
+export function writeLockedFileSet(files: readonly SetFile[]): void {
+  const first = files[0]?.path;
+  if (first === undefined) return;
+  finishFileSet(first);
+  for (const f of files) writeDurably(nextOf(f.path), f.text, f.mode);
+  // Every new copy's name is on disk before the marker that names it (a set may span folders).
+  syncDirs(files.map((f) => f.path));
+  const marker = markerOf(first);
+  // Absolute: whoever completes the set may run elsewhere (hvctl cert issue --out ./tls, then
+  // the daemon reading tls/ from its own working directory).
+  writeDurably(nextOf(marker), JSON.stringify(files.map((f) => resolve(f.path))), 0o600);
+  renameSync(nextOf(marker), marker);
+  syncDirs([marker]);
+  finishFileSet(first);
 }
 
 /**

@@ -24,14 +24,23 @@ export type { AgentFiles, EnrollOptions } from "./enrollment.js";
 export {
   AgentError,
   agentFiles,
+  caFingerprint,
   enroll,
   fetchPinnedCa,
   finishAgentFiles,
+  pinnedFingerprint,
   renew,
 } from "./enrollment.js";
 export { finishFileSet, type SetFile, writeFileSet } from "./file-set.js";
 export { processAlive, processStartTime } from "./process-alive.js";
 export { hideIpSniWarning } from "./quiet-ip-sni.js";
+export type {
+  RevokedServerList,
+  RevokedServers,
+  RevokedServersOptions,
+  ServerGuard,
+} from "./revoked-servers.js";
+export { openRevokedServers, REVOKED_SERVERS_FILE } from "./revoked-servers.js";
 export type { CallOptions, ServiceClient } from "./service-client.js";
 export { createServiceClient } from "./service-client.js";
 export type { SystemdNotifier } from "./systemd-notifier.js";

@@ -14,6 +14,7 @@ export type {
 } from "./call-context.js";
 export { sourceOf } from "./call-context.js";
 export type { CallObserver } from "./call-observer.js";
+export { serialKey } from "./certificate-serial.js";
 export type { Clock, ManualClock } from "./clock.js";
 export { createManualClock, monotonicClock, systemClock } from "./clock.js";
 export { Code, codeName } from "./code.js";

@@ -153,6 +153,10 @@ export const REASONS = {
     code: Code.FailedPrecondition,
     message: "this certificate is too new to renew; retry later",
   },
+  REVOKED_SERVERS_NOT_READY: {
+    code: Code.Unavailable,
+    message: "the list of revoked server certificates is not ready yet; retry later",
+  },
   AUDIT_UNAVAILABLE: { code: Code.Unavailable, message: "audit trail unavailable; call refused" },
   SHUTTING_DOWN: { code: Code.Unavailable, message: "server is shutting down" },
   DEADLINE_EXCEEDED: { code: Code.DeadlineExceeded, message: "deadline exceeded" },

@@ -14,7 +14,6 @@ export {
 } from "./certificate-authority.js";
 export type { AcceptedCsr } from "./certificate-request.js";
 export { acceptCsr, CsrError, createCsr } from "./certificate-request.js";
-export { serialKey } from "./certificate-serial.js";
 export type { KeyAlgorithm } from "./key-algorithm.js";
 export {
   generateKeyPair,

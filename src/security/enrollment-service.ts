@@ -1,5 +1,5 @@
-// EnrollmentService: tokens, enrollment, renewal, revocation and the
-// issued-certificate list. This file holds the dependencies, the per-method
+// EnrollmentService: tokens, enrollment, renewal, revocation (and the
+// revoked server certificates clients refuse) and the issued-certificate list. This file holds the dependencies, the per-method
 // policies and the composition; the handlers live in *-handlers.ts beside it.
 import { type Clock, defineService, type ServiceBinding } from "../core/index.js";
 import { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
@@ -14,6 +14,7 @@ import type { Lockout } from "./lockout.js";
 import type { BucketLimit } from "./rate-limiter.js";
 import { createRevocationHandlers } from "./revocation-handlers.js";
 import type { Revocations } from "./revocations.js";
+import type { RevokedServerCertificates } from "./revoked-server-certificates.js";
 import type { StoredBindings } from "./stored-bindings.js";
 
 /** Dependencies of the EnrollmentService handlers. */
@@ -23,6 +24,8 @@ export interface EnrollmentServiceDeps {
   /** The cluster CA; undefined when this server holds no CA key (then issuing answers FAILED_PRECONDITION). */
   readonly ca: CertificateAuthority | undefined;
   readonly revocations: Revocations;
+  /** The revoked server certificates agents are told to refuse, for ListRevokedServerCertificates. */
+  readonly revokedServers: Pick<RevokedServerCertificates, "current">;
   /** Enrolled nodes are bound to the node role (acting only for themselves). */
   readonly bindings: StoredBindings;
   /** The policy in force, for the no-escalation checks on tokens and issued names. */
@@ -86,6 +89,8 @@ export function createEnrollmentService(deps: EnrollmentServiceDeps): ServiceBin
         mutating: true,
         target: { kind: "cluster" },
       },
+      // Not secret: every server certificate's serial is shown to whoever connects.
+      listRevokedServerCertificates: { permission: null, mutating: false },
     },
     {
       ...createEnrollmentTokenHandlers(shared),

@@ -1,17 +1,27 @@
 // RevokeCertificate: a certificate revoked with its whole renewal chain, so
-// no copy of an ancestor or a successor outlives the revocation.
+// no copy of an ancestor or a successor outlives the revocation; and
+// ListRevokedServerCertificates: the revoked server certificates clients
+// refuse (hvctl; agents hear the same list on their streams).
 import { RpcError, type ServiceImpl } from "../core/index.js";
 import type { EnrollmentService } from "../gen/debvisor/v1/pki_pb.js";
 import { certificateInfo, displaySerial, ts } from "./certificate-info.js";
 import type { EnrollmentShared } from "./enrollment-service.js";
 import { normalizeSerial } from "./revocations.js";
 
-type Handlers = Pick<ServiceImpl<typeof EnrollmentService>, "revokeCertificate">;
+type Handlers = Pick<
+  ServiceImpl<typeof EnrollmentService>,
+  "revokeCertificate" | "listRevokedServerCertificates"
+>;
 
 /** Passes over a revoked certificate's successors before renewals racing it count as a CONFLICT. */
 const MAX_REVOCATION_PASSES = 16;
 
-/** RevokeCertificate: the serial, its ancestors and every successor, in the revocation list and the ledger. */
+/**
+ * RevokeCertificate: the serial, its ancestors and every successor, in the
+ * revocation list and the ledger. ListRevokedServerCertificates: the list
+ * agents are told, REVOKED_SERVERS_NOT_READY until it was read once (an
+ * empty list then would replace a client's own).
+ */
 export function createRevocationHandlers(shared: EnrollmentShared): Handlers {
   const { deps, ledger } = shared;
   const { clock } = deps;
@@ -53,6 +63,11 @@ export function createRevocationHandlers(shared: EnrollmentShared): Handlers {
             revocationReason: req.reason,
           }
         : certificateInfo(r);
+    },
+    async listRevokedServerCertificates() {
+      const serials = deps.revokedServers.current();
+      if (serials === undefined) throw new RpcError("REVOKED_SERVERS_NOT_READY");
+      return { serials: [...serials] };
     },
   };
 }

@@ -1,5 +1,4 @@
-import { type Clock, type Logger, RpcError } from "../core/index.js";
-import { serialKey } from "../pki/index.js";
+import { type Clock, type Logger, RpcError, serialKey } from "../core/index.js";
 import { type KvStore, mirrorPrefix } from "../store/index.js";
 
 const PREFIX = "pki/revoked/";

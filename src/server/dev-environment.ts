@@ -140,12 +140,14 @@ export function writeDevContext(
   // context survive restarts; only dev and dev-operator are rewritten.
   let theirs: ContextEntry[] = [];
   let current = "dev";
+  let revokedServersFile: string | undefined;
   if (existsSync(env.contextFile)) {
     try {
       const before = readContextFile(env.contextFile);
       theirs = before.contexts.filter((c) => !ours.some((o) => o.name === c.name));
       if (before.currentContext !== undefined && before.currentContext !== "")
         current = before.currentContext;
+      revokedServersFile = before.revokedServersFile;
     } catch (err) {
       // Kept aside, not lost: the user's contexts may be in it.
       const aside = `${env.contextFile}.unreadable`;
@@ -159,6 +161,7 @@ export function writeDevContext(
     kind: "HvctlConfig",
     currentContext: contexts.some((c) => c.name === current) ? current : "dev",
     contexts,
+    ...(revokedServersFile === undefined ? {} : { revokedServersFile }),
   });
 }
 

@@ -118,6 +118,7 @@ export function createDaemonServices(setup: ServicesSetup): DaemonServices {
       clock,
       ca: security.ca,
       revocations,
+      revokedServers: security.revokedServers,
       bindings: storedBindings,
       policy,
       lockout,

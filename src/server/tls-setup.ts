@@ -1,8 +1,8 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { OpenedResources } from "../core/index.js";
-import { type Clock, type Logger, runAfter, runAt } from "../core/index.js";
-import { type CertificateAuthority, serialKey } from "../pki/index.js";
+import { type Clock, type Logger, runAfter, runAt, serialKey } from "../core/index.js";
+import type { CertificateAuthority } from "../pki/index.js";
 import type { CertificateLedger, Revocations } from "../security/index.js";
 import type { Config } from "./config-schema.js";
 import type { DevEnvironment } from "./dev-environment.js";

@@ -7,16 +7,25 @@ export interface HvctlRun {
   readonly stderr: string;
 }
 
+/** The environment of an in-process run: no colour, and the test run's hvctl state (scripts/run-tests.mjs). */
+const OWN_ENV: NodeJS.ProcessEnv = {
+  NO_COLOR: "1",
+  ...(process.env.XDG_STATE_HOME === undefined
+    ? {}
+    : { XDG_STATE_HOME: process.env.XDG_STATE_HOME }),
+};
+
 /**
  * Runs hvctl in this process (no child process: much cheaper where the
  * process boundary is not what a test is about) with exactly `args` and an
- * environment of its own, `env` (not the test runner's DEBVISOR_* variables).
- * Not for what needs a process: signals, pipes, a terminal, start-up, or a
- * default configuration found through HOME.
+ * environment of its own, `env` (not the test runner's DEBVISOR_* variables;
+ * by default its XDG_STATE_HOME, where hvctl keeps its lists of revoked
+ * server certificates). Not for what needs a process: signals, pipes, a
+ * terminal, start-up, or a default configuration found through HOME.
  */
 export function runHvctlInProcess(
   args: readonly string[],
-  env: NodeJS.ProcessEnv = { NO_COLOR: "1" },
+  env: NodeJS.ProcessEnv = OWN_ENV,
 ): Promise<HvctlRun> {
   let stdout = "";
   let stderr = "";
