@@ -9,12 +9,13 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createSecureServer, type Http2SecureServer } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { createServiceClient, openChannel, resolveContext } from "../src/client/index.js";
 import { serialKey } from "../src/core/index.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
@@ -148,5 +149,32 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
       new RegExp(`^hvctl: the control plane's certificate ${serial} is revoked: `),
     );
     assert.deepEqual(received, [], "the thief was sent the enrollment token");
+  });
+
+  it("takes no list after a call refused its credential (a wrong key would count twice)", async () => {
+    const doc = parseYaml(readFileSync(config, "utf8")) as {
+      contexts: { name: string; credential: { apiKeyFile?: string } }[];
+    };
+    const file = doc.contexts.find((c) => c.name === "dev-operator")?.credential.apiKeyFile;
+    assert.ok(file !== undefined);
+    const good = readFileSync(join(dir, file), "utf8").trim();
+    const bad = join(dir, "bad.key");
+    writeFileSync(bad, `${good.slice(0, -1)}${good.endsWith("A") ? "B" : "A"}\n`, { mode: 0o600 });
+    const state = mkdtempSync(join(dir, "state-bad-key-"));
+    // The daemon locks a key out after 5 failures: 4 commands, each refused, stay under it.
+    for (let i = 0; i < 4; i++) {
+      const r = await hvctl(
+        state,
+        "--context",
+        "dev-operator",
+        "--token-file",
+        bad,
+        "auth",
+        "whoami",
+      );
+      assert.notEqual(r.code, 0);
+      assert.doesNotMatch(r.stderr, /locked out/, `command ${i + 1}: ${r.stderr}`);
+    }
+    assert.equal(existsSync(keptFile(state)), false, "a list was taken");
   });
 });

@@ -185,6 +185,8 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
   const safe = (write: (s: string) => void) => (s: string) =>
     write(text === undefined ? s : terminalSafe(s, text));
   const err = (s: string) => io.err(terminalSafe(s, { keepLines: true, keepColours: true }));
+  /** A call was refused its credential: the list is not taken (it would count another failure). */
+  let unauthenticated = false;
   const serverCheck = (scope: string, server: string) => {
     const check = openServerCheck({ path: keptListPath(opts, io.env), scope, server, err });
     checks.push(check);
@@ -223,7 +225,9 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
         channelCheck = scope === undefined ? undefined : serverCheck(scope, conn.server);
         channel = openChannel(conn, {}, channelCheck?.verify);
       }
-      return annotate(service, createServiceClient(service, channel), timeoutMs);
+      return annotate(service, createServiceClient(service, channel), timeoutMs, (e) => {
+        if (e.code === grpc.status.UNAUTHENTICATED) unauthenticated = true;
+      });
     },
     serverCheck,
     facts() {
@@ -243,7 +247,7 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
     async close() {
       const ch = channel;
       try {
-        if (ch !== undefined && channelCheck?.due() === true && connected(ch))
+        if (ch !== undefined && !unauthenticated && channelCheck?.due() === true && connected(ch))
           await channelCheck.refresh(() =>
             revokedServerSerials(ch, Math.min(timeoutMs, REFRESH_TIMEOUT_MS)),
           );
@@ -323,6 +327,7 @@ function annotate<S extends GenService<GenServiceMethods>>(
   service: S,
   client: ServiceClient<S>,
   timeoutMs: number,
+  failed: (err: CallError) => void,
 ): ServiceClient<S> {
   const desc = service as unknown as DescService;
   const raw = client as unknown as Record<string, (req: unknown, o?: CallOptions) => unknown>;
@@ -339,23 +344,32 @@ function annotate<S extends GenService<GenServiceMethods>>(
           } catch (e) {
             const err = new CallError(path, e as grpc.ServiceError);
             const wait = rateLimitWait(err);
-            if (wait === undefined || attempt >= RATE_LIMIT_ATTEMPTS) throw err;
+            if (wait === undefined || attempt >= RATE_LIMIT_ATTEMPTS) {
+              failed(err);
+              throw err;
+            }
             await sleep(wait);
           }
         }
       };
     } else {
       out[m.localName] = (req: unknown, o: CallOptions = {}) =>
-        rethrowing(fn(req, o) as AsyncIterable<unknown>, path);
+        rethrowing(fn(req, o) as AsyncIterable<unknown>, path, failed);
     }
   }
   return out as ServiceClient<S>;
 }
 
-async function* rethrowing<T>(stream: AsyncIterable<T>, path: string): AsyncIterable<T> {
+async function* rethrowing<T>(
+  stream: AsyncIterable<T>,
+  path: string,
+  failed: (err: CallError) => void,
+): AsyncIterable<T> {
   try {
     yield* stream;
   } catch (e) {
-    throw new CallError(path, e as grpc.ServiceError);
+    const err = new CallError(path, e as grpc.ServiceError);
+    failed(err);
+    throw err;
   }
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import type { PeerCertificate } from "node:tls";
 import { createManualClock } from "../core/index.js";
@@ -91,22 +91,44 @@ describe("hvctl's check of the control plane's certificate", () => {
     }
   });
 
-  it("says once on stderr that the file is unreadable, and takes the list again", async () => {
+  it("never replaces a file that is not its lists (a path set by mistake), nor prints what it holds", async () => {
     const { dir, path, stderr, open } = setUp();
     try {
-      await open().refresh(async () => ["ab1"]);
-      writeFileSync(path, "not json");
+      // revokedServersFile pointed at a token file, or at hvctl's own configuration.
+      mkdirSync(dirname(path), { recursive: true });
+      const secret = "dvk_0123456789abcdefghij";
+      writeFileSync(path, `${secret}\n`);
       const check = open();
       assert.equal(check.due(), true);
       assert.equal(check.verify(presenting("ab1")), undefined, "an unreadable list is empty");
-      assert.equal(stderr.length, 1, stderr.join(""));
-      assert.match(
-        stderr[0] ?? "",
-        /^hvctl: note: revoked server certificates unreadable; starting with none \(.*revoked-servers\.json: .*\)\n$/,
-      );
       await check.refresh(async () => ["ab1"]);
-      assert.ok(open().verify(presenting("ab1")) !== undefined);
-      assert.equal(stderr.length, 1);
+      assert.equal(readFileSync(path, "utf8"), `${secret}\n`, "the file was replaced");
+      assert.ok(check.verify(presenting("ab1")) !== undefined, "kept in memory for the command");
+      assert.equal(stderr.length, 2, stderr.join(""));
+      assert.match(stderr[0] ?? "", /unreadable; starting with none \(.*: not valid JSON\)\n$/);
+      assert.match(stderr[1] ?? "", /not written; kept in memory \(.*left as it is\)\n$/);
+      assert.ok(!stderr.join("").includes("dvk_"), stderr.join(""));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps a list per server of one CA, and refuses what any of them revoked", async () => {
+    const { dir, path, clock } = setUp();
+    try {
+      // Two clusters whose server certificates chain to one CA (an organisation's).
+      const at = (server: string) =>
+        openServerCheck({ path, scope: "sha256:org", server, err: () => {}, clock });
+      await at("cluster-a:7443").refresh(async () => ["5701e9"]);
+      clock.advance(REFRESH_AFTER_MS);
+      const b = at("cluster-b:7443");
+      assert.equal(b.due(), true, "cluster B has no list of its own yet");
+      await b.refresh(async () => []);
+      // B's empty list replaced nothing of A's: a thief serving A's stolen certificate is
+      // refused at A's address, and at B's (one CA: the serial is that certificate).
+      assert.ok(at("cluster-a:7443").verify(presenting("5701E9")) !== undefined);
+      assert.ok(at("cluster-b:7443").verify(presenting("5701E9")) !== undefined);
+      assert.equal(at("cluster-b:7443").due(), false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -2,8 +2,8 @@
  * hvctl's check of the control plane's certificate against the revoked
  * server certificates it keeps (docs/security.md): a stolen server
  * certificate and key, once revoked, no longer pass as the control plane,
- * so no credential is sent to the thief. The list is kept per cluster CA in
- * one file and taken from the control plane with
+ * so no credential is sent to the thief. The list is kept per cluster CA and
+ * server address in one file (every list of the CA refused) and taken from the control plane with
  * ListRevokedServerCertificates when it is missing or older than
  * {@link REFRESH_AFTER_MS}, so most commands cost no extra call.
  */
@@ -55,7 +55,7 @@ export interface ServerCheckOptions {
   readonly path: string;
   /** The cluster: its CA's fingerprint (`sha256:hex`). */
   readonly scope: string;
-  /** The address connected to, for nothing but the guard's bookkeeping. */
+  /** The address connected to: its list is kept apart from other servers' of the CA. */
   readonly server: string;
   /** stderr: an unreadable or unwritable file is told there, once. */
   readonly err: (text: string) => void;
@@ -65,10 +65,13 @@ export interface ServerCheckOptions {
 /** Opens the kept list of `options.scope` and its check. */
 export function openServerCheck(options: ServerCheckOptions): ServerCheck {
   const clock = options.clock ?? systemClock;
+  // A list per CA and server: two clusters whose servers share a CA (an organisation's) keep
+  // one each, so one's list never replaces the other's; every list of the CA is refused.
   const kept = openRevokedServers({
     path: options.path,
     log: fileProblems(options.err),
-    scope: options.scope,
+    scope: `${options.scope} ${options.server}`,
+    alsoRefuse: (other) => other.startsWith(`${options.scope} `),
     clock,
   });
   // The refusal is the command's own one-line error (cli-errors.ts), not a log line.

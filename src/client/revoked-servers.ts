@@ -73,6 +73,12 @@ export interface RevokedServersOptions {
    * alone (an agent's directory).
    */
   readonly scope?: string;
+  /**
+   * Other lists of the file refused too, by their scope (hvctl: those of the same CA taken
+   * from other servers: a serial is one certificate of that CA, revoked whoever told it).
+   * Read when opened; only this scope's list is replaced.
+   */
+  readonly alsoRefuse?: (scope: string) => boolean;
   /** The time a list is taken at (default the system clock). */
   readonly clock?: Clock;
 }
@@ -95,10 +101,14 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
   const { path, log, scope } = options;
   const clock = options.clock ?? systemClock;
   let kept = read(path, scope, log);
+  const others =
+    scope === undefined || options.alsoRefuse === undefined
+      ? new Set<string>()
+      : otherSerials(path, scope, options.alsoRefuse);
   /** Writes one after another: an older list never lands over a newer one. */
   let writing = Promise.resolve();
   const revoked: RevokedServers = {
-    has: (serial) => kept.serials.has(serialKey(serial)),
+    has: (serial) => kept.serials.has(serialKey(serial)) || others.has(serialKey(serial)),
     takenAt: () => kept.takenAt,
     replace(list) {
       const next: KeptList = { serials: new Set(list.map(serialKey)), takenAt: clock.now() };
@@ -106,7 +116,10 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
       writing = writing
         .then(() => write(path, scope, next))
         .catch((err: unknown) => {
-          log.error({ err, path }, "revoked server certificates not written; kept in memory");
+          log.error(
+            { err: withoutContent(err), path },
+            "revoked server certificates not written; kept in memory",
+          );
         });
       return writing;
     },
@@ -115,7 +128,7 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
       return {
         verify(cert) {
           presented = serialKey(cert.serialNumber);
-          if (!kept.serials.has(presented)) return undefined;
+          if (!revoked.has(presented)) return undefined;
           refusals.error(
             { server, serverCertificate: presented },
             "refused the control plane: its certificate is revoked",
@@ -125,7 +138,7 @@ export function openRevokedServers(options: RevokedServersOptions): RevokedServe
         learn(list) {
           if (list === undefined) return false;
           void revoked.replace(list.serials);
-          if (presented === undefined || !kept.serials.has(presented)) return false;
+          if (presented === undefined || !revoked.has(presented)) return false;
           refusals.warn(
             { server, serverCertificate: presented },
             "the control plane's certificate was revoked; reconnecting",
@@ -148,9 +161,35 @@ function read(path: string, scope: string | undefined, log: Logger): KeptList {
     const lists = listsOf(doc);
     return Object.hasOwn(lists, scope) ? keptList(lists[scope]) : NONE;
   } catch (err) {
-    log.error({ err, path }, "revoked server certificates unreadable; starting with none");
+    log.error(
+      { err: withoutContent(err), path },
+      "revoked server certificates unreadable; starting with none",
+    );
     return NONE;
   }
+}
+
+/**
+ * `err` without the file's text: a JSON parse error quotes the start of the file, which a
+ * path set by mistake (a token file) would print.
+ */
+function withoutContent(err: unknown): unknown {
+  return err instanceof SyntaxError ? new Error("not valid JSON") : err;
+}
+
+/** The serials of the file's lists other than `scope`'s that `wanted` names (none if unreadable). */
+function otherSerials(path: string, scope: string, wanted: (s: string) => boolean): Set<string> {
+  const out = new Set<string>();
+  try {
+    if (!existsSync(path)) return out;
+    const lists = listsOf(JSON.parse(readFileSync(path, "utf8")));
+    for (const [other, entry] of Object.entries(lists))
+      if (other !== scope && wanted(other))
+        for (const serial of keptList(entry).serials) out.add(serial);
+  } catch {
+    // Unreadable: told when this scope's list was read.
+  }
+  return out;
 }
 
 /** The lists of a file of several, by scope; throws when `doc` is not one. */
@@ -184,7 +223,9 @@ const listJson = (list: KeptList) => ({
 /**
  * Writes `list` into the file: the whole file, or its entry for `scope`
  * beside the others, read again under the file's lock so another process's
- * list written meanwhile is kept (a file no longer readable is written anew).
+ * list written meanwhile is kept. A file that is not one of lists (it does
+ * not even start as one) is never replaced (an agent's own list, unscoped,
+ * is written anew).
  */
 async function write(path: string, scope: string | undefined, list: KeptList): Promise<void> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -193,11 +234,18 @@ async function write(path: string, scope: string | undefined, list: KeptList): P
     let doc: object = listJson(list);
     if (scope !== undefined) {
       let lists: Record<string, unknown> = {};
-      try {
-        finishFileSet(path);
-        if (existsSync(path)) lists = listsOf(JSON.parse(readFileSync(path, "utf8")));
-      } catch {
-        // Unreadable: its lists are lost already (logged when it was opened).
+      finishFileSet(path);
+      if (existsSync(path)) {
+        const text = readFileSync(path, "utf8");
+        try {
+          lists = listsOf(JSON.parse(text));
+        } catch {
+          // A file of lists that no longer reads is written anew (its lists are lost already,
+          // told when it was opened); any other file (a path set by mistake: hvctl's own
+          // configuration, a token file) is left as it is, and the list kept in memory.
+          if (!text.trimStart().startsWith('{"lists"'))
+            throw new Error("not a file of revoked server certificate lists; left as it is");
+        }
       }
       doc = { lists: newest({ ...lists, [scope]: listJson(list) }) };
     }
