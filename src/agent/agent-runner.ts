@@ -90,6 +90,36 @@ function stopOnSignals(opened: OpenedResources): AbortController {
 }
 
 /** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
+/**
+ * The node's hypervisor, and the host's boot as the agent kept it: the HA VMs a reboot
+ * stopped (or this node self-fenced) since the agent last told them are told again through
+ * `resetHa`, as a watchdog reset's are, and kept in the file until taken over (this process
+ * may end before the control plane heard). Part of `serve`.
+ */
+async function openHostHypervisor(
+  config: AgentConfig,
+  nodeId: string,
+  log: Logger,
+  faults: ReturnType<typeof watchFaults>,
+  now: () => number,
+  opened: OpenedResources,
+) {
+  const resetHa = createResetHaVms();
+  const boot = openHostBoot(config.dir, config.bootIdFile, log);
+  const hv = openNodeHypervisor(config, nodeId, log, {
+    now,
+    onWatchdogReset: resetHa.stopped,
+    onHaRunning: (ids) => boot.sawRunning(ids),
+    failMigrationAt: () => faults.current().failMigrationAt,
+    holdMigrationAt: () => faults.current().holdMigrationAt,
+  });
+  opened.push("hypervisor", () => hv.close());
+  const stoppedNow = await stoppedByReboot(boot, hv.domains, log, nodeId);
+  boot.told(stoppedNow);
+  resetHa.stopped(stoppedNow);
+  return { hv, boot, resetHa };
+}
+
 async function serve(
   config: AgentConfig,
   env: NodeJS.ProcessEnv,
@@ -108,21 +138,7 @@ async function serve(
   });
   opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
-  const resetHa = createResetHaVms();
-  const boot = openHostBoot(config.dir, config.bootIdFile, log);
-  const hv = openNodeHypervisor(config, nodeId, log, {
-    now,
-    onWatchdogReset: resetHa.stopped,
-    onHaRunning: (ids) => boot.sawRunning(ids),
-    failMigrationAt: () => faults.current().failMigrationAt,
-    holdMigrationAt: () => faults.current().holdMigrationAt,
-  });
-  opened.push("hypervisor", () => hv.close());
-  // A reboot stopped the HA VMs that ran before it, as a watchdog reset does: told the same way,
-  // and kept in the file until taken over (this process may end before the control plane heard).
-  const stoppedNow = await stoppedByReboot(boot, hv.domains, log, nodeId);
-  boot.told(stoppedNow);
-  resetHa.stopped(stoppedNow);
+  const { hv, boot, resetHa } = await openHostHypervisor(config, nodeId, log, faults, now, opened);
   opened.push("pid file", writeAgentPidFile(config.dir));
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
