@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createMigrationRecords } from "../src/cluster/index.js";
 import { toRpcError } from "../src/core/index.js";
-import { MigrationPhase, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
+import {
+  type MigrationRecord,
+  MigrationRecordSchema,
+} from "../src/gen/debvisor/store/v1/records_pb.js";
+import {
+  MigrationPhase,
+  MigrationSchema,
+  MigrationState,
+} from "../src/gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import {
   type ClusterHarness,
@@ -10,6 +19,14 @@ import {
   pickVm,
   startClusterHarness,
 } from "./helpers/cluster-harness.js";
+import { eventually } from "./helpers/eventually.js";
+
+const enc = (r: MigrationRecord) => toBinary(MigrationRecordSchema, r);
+const withId = (r: MigrationRecord, id: string) => {
+  const m = create(MigrationSchema, r.migration ?? {});
+  m.migrationId = id;
+  return create(MigrationRecordSchema, { ...r, migration: m });
+};
 
 describe("settling an orphaned migration from the truth", () => {
   let h: ClusterHarness;
@@ -108,6 +125,132 @@ describe("settling an orphaned migration from the truth", () => {
     assert.equal(await records.locked(vm.id), false, "lock released");
     assert.equal((await records.reserved()).byNode.has(target), false, "reservation released");
     assert.deepEqual(h.sim.violations(), []);
+  });
+});
+
+describe("a settle's audit record, told at least once", () => {
+  let h: ClusterHarness;
+  let peer: ClusterHarness | undefined;
+  afterEach(async () => {
+    await peer?.close();
+    peer = undefined;
+    await h.close();
+  });
+
+  it("a settle the trail refused stays marked, and a later pass tells it once and clears the mark", async () => {
+    const told: string[] = [];
+    let refusals = 0;
+    h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      onSettled: (m) => {
+        // The trail refuses the first record (full, or its disk failing).
+        if (refusals++ === 0) throw new Error("the trail refused the record");
+        told.push(m.migrationId);
+      },
+    });
+    const { orphan } = await orphanedMigration(h, "preparing");
+    const records = createMigrationRecords(h.store);
+    assert.equal(await h.runtime.engine.reconcile(), 1);
+    const settled = await records.get(orphan.id);
+    assert.equal(settled?.migration?.state, MigrationState.FAILED, settled?.migration?.message);
+    assert.equal(refusals, 1, "the settle was told once, and refused");
+    assert.deepEqual(told, []);
+
+    // Later passes (the daemon's timer, and these) tell it, once.
+    await eventually(
+      async () => {
+        await h.runtime.engine.reconcile();
+        assert.deepEqual(told, [orphan.id]);
+      },
+      { timeoutMs: 15_000 },
+    );
+    assert.equal((await records.get(orphan.id))?.settleUntold, false, "the mark is cleared");
+    for (let i = 0; i < 3; i++) await h.runtime.engine.reconcile();
+    assert.deepEqual(told, [orphan.id], "told once, not again");
+  });
+
+  it("a settle whose process stopped before telling it (its trail hung) is told by another daemon", async () => {
+    let release!: () => void;
+    const hung = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const first: string[] = [];
+    h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      onSettled: async (m) => {
+        first.push(m.migrationId);
+        await hung;
+      },
+    });
+    const { orphan } = await orphanedMigration(h, "preparing");
+    const records = createMigrationRecords(h.store);
+    void h.runtime.engine.reconcile();
+    await eventually(async () => {
+      const rec = await records.get(orphan.id);
+      assert.equal(rec?.migration?.state, MigrationState.FAILED);
+      assert.equal(rec?.settleUntold, true, "settled, marked untold");
+      assert.deepEqual(first, [orphan.id]);
+    });
+
+    // Its own later passes leave it: its tell is under way (a slow trail, not a lost record).
+    for (let i = 0; i < 3; i++) await h.runtime.engine.reconcile();
+    assert.deepEqual(first, [orphan.id], "not told again by the process telling it");
+
+    // Another daemon of the cluster tells it after two passes, and clears the mark.
+    const told: string[] = [];
+    peer = await startClusterHarness({
+      store: h.store,
+      sim: h.sim,
+      clock: h.clock,
+      onSettled: (m) => {
+        told.push(m.migrationId);
+      },
+    });
+    const other = peer;
+    await eventually(
+      async () => {
+        await other.runtime.engine.reconcile();
+        assert.deepEqual(told, [orphan.id]);
+      },
+      { timeoutMs: 15_000 },
+    );
+    assert.equal((await records.get(orphan.id))?.settleUntold, false);
+    release();
+  });
+
+  it("pruning keeps a finished record whose settle is untold", async () => {
+    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    const records = createMigrationRecords(h.store);
+    // The oldest finished record (ids sort by time), marked untold.
+    const { orphan } = await orphanedMigration(h, "preparing");
+    const marked = await records.get(orphan.id);
+    assert.ok(marked?.migration);
+    const failed = (r: MigrationRecord, untold = false) => {
+      const m = create(MigrationSchema, r.migration ?? {});
+      m.state = MigrationState.FAILED;
+      return create(MigrationRecordSchema, { ...r, settleUntold: untold, migration: m });
+    };
+    await h.store.put(`migrations/${orphan.id}`, enc(failed(marked, true)));
+    // 2,000 finished records are kept, older ones pruned once per 50 finishes: 2,100
+    // newer finished ones, then 50 finishes.
+    for (let i = 0; i < 2100; i++) {
+      const id = `m-zzzzzzzzz-a${String(i).padStart(4, "0")}`;
+      await h.store.put(`migrations/${id}`, enc(failed(withId(marked, id))));
+    }
+    for (let i = 0; i < 50; i++) {
+      const id = `m-zzzzzzzzz-b${String(i).padStart(4, "0")}`;
+      const running = withId(marked, id);
+      await h.store.put(`migrations/${id}`, enc(running));
+      await records.finish(failed(running));
+    }
+    assert.equal(
+      (await records.get(`m-zzzzzzzzz-a0000`))?.migration?.migrationId,
+      undefined,
+      "older finished records were pruned",
+    );
+    assert.equal((await records.get(orphan.id))?.settleUntold, true, "kept for its tell");
   });
 });
 

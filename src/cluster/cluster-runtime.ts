@@ -40,7 +40,7 @@ export interface ClusterRuntimeOptions {
   /** How long an orphaned migration's hypervisor job may go on before settling aborts it (default 30 min). */
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
-  readonly onSettled?: (migration: Migration, tenant: string) => void;
+  readonly onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
   /** Where migrations, failovers and node readiness changes are told (default: nowhere). */
   readonly events?: EventSink;
   /** How often node readiness is looked at for its events (default 2000 ms). */
@@ -101,6 +101,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     events: options.events,
   });
   const engine = createMigrationEngine({
+    store,
     inventory,
     executors,
     planner,

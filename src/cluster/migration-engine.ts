@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Clock, type Logger, RpcError } from "../core/index.js";
 import type { Migration, MigrationKind } from "../gen/debvisor/v1/migration_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import { LOST, retryWhileLost } from "../store/index.js";
+import { type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationCancel } from "./migration-cancel.js";
@@ -39,6 +39,8 @@ export interface MigrationEngineOptions {
   readonly planner: Planner;
   /** Where migrations are written; failover shares it. */
   readonly journal: MigrationJournal;
+  /** The journal's store. */
+  readonly store: KvStore;
   /** Locks and reservations, read to plan. */
   readonly records: MigrationRecords;
   /** Lifecycle operations: a migration waits for the VM's last one to have its outcome. */
@@ -48,8 +50,11 @@ export interface MigrationEngineOptions {
   readonly logger: Logger;
   /** How long an orphan's hypervisor job may go on before settling aborts it (default 30 min). */
   readonly settleJobTimeoutMs?: number;
-  /** Told of each migration settled by reconciliation (for the audit trail). */
-  readonly onSettled?: (migration: Migration, tenant: string) => void;
+  /**
+   * Told of each migration settled by reconciliation (for the audit trail),
+   * at least once: resolves once the trail took it.
+   */
+  readonly onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
   /** Leaves an HA VM a migration could not start again, or only presumes running, to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
@@ -108,6 +113,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     cancelRequested: cancels?.requested,
   });
   const settler = createMigrationSettler({
+    store: options.store,
     inventory,
     executors,
     journal,

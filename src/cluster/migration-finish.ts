@@ -52,8 +52,12 @@ export function createMigrationFinish(deps: MigrationFinishDeps): Pick<Migration
 
   async function prune(signal?: AbortSignal) {
     const all = await list(signal);
+    // Not one whose settle is not in the audit trail yet: telling it needs the record
+    // (migration-settle-tell.ts).
     const finished = all.filter(
-      (r) => !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED),
+      (r) =>
+        !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED) &&
+        !r.record.settleUntold,
     );
     for (const old of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED)))
       await store.delete(MIGRATION_RECORDS + idOf(old.record), { signal });

@@ -54,6 +54,8 @@ export interface MigrationJob {
   readonly reserved: { readonly vcpus: number; readonly memoryBytes: bigint };
   /** An offline move of a running VM: it must run again wherever it ends up. */
   readonly restartAfter: boolean;
+  /** Settled by reconciliation, its audit record not yet in the trail (migration-settle-tell.ts). */
+  readonly settleUntold?: boolean;
   readonly status: MigrationJobStatus;
   readonly progress: MigrationJobProgress;
   readonly message: string;

@@ -82,6 +82,7 @@ async function orphaned(
       reportWaitMs: 1500,
     });
     const settler = createMigrationSettler({
+      store,
       inventory,
       executors,
       journal,

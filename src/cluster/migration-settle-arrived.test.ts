@@ -142,6 +142,7 @@ async function settling(
       destination: () => ({ nodeId: "", uri: "" }),
     };
     const settler = createMigrationSettler({
+      store,
       inventory,
       executors,
       journal,

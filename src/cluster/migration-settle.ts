@@ -1,12 +1,14 @@
 import { type Clock, type Logger, msFromTimestamp, sameNode } from "../core/index.js";
 import type { DomainStatus } from "../drivers/index.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { KvStore } from "../store/index.js";
 import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { jobActive, type MigrationJob } from "./migration-job.js";
 import { createJobProbe, type JobOutcome, PRESUMED_ARRIVED } from "./migration-job-probe.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import { createMigrationSettleOutcome, type MarkLostRunning } from "./migration-settle-outcome.js";
+import { createMigrationSettleTell } from "./migration-settle-tell.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
 /**
@@ -38,6 +40,8 @@ async function arrivedUnseen(
 
 /** Options of {@link createMigrationSettler}. */
 export interface MigrationSettlerOptions {
+  /** Where a settle's mark is cleared once told (the journal's store). */
+  readonly store: KvStore;
   readonly inventory: Inventory;
   readonly executors: Executors;
   readonly journal: MigrationJournal;
@@ -50,8 +54,12 @@ export interface MigrationSettlerOptions {
    * libvirt.migrateTimeoutMs).
    */
   readonly jobTimeoutMs?: number;
-  /** Told of each job settled (for the audit trail). */
-  readonly onSettled?: (job: MigrationJob) => void;
+  /**
+   * Told of each job settled (for the audit trail), at least once: resolves
+   * once the trail took it; a rejection leaves it to a later pass
+   * (migration-settle-tell.ts).
+   */
+  readonly onSettled?: (job: MigrationJob) => Promise<void> | void;
   /** As the runner's: an HA VM that could not be started again, or is only presumed to run, is left to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
 }
@@ -87,6 +95,11 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     journal,
     logger,
     markLostRunning: options.markLostRunning,
+  });
+  const told = createMigrationSettleTell({
+    store: options.store,
+    logger,
+    onSettled: options.onSettled,
   });
   /** When this process first tried to settle each orphan (its own clock). */
   const firstTried = new Map<string, number>();
@@ -157,7 +170,9 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
       onTarget === PRESUMED_ARRIVED
         ? msFromTimestamp((await inventory.readNode(target, signal))?.summary.health?.timestamp)
         : undefined;
-    const settled = await outcome.decide(job, onSource, onTarget, sig, signal);
+    // Marked untold in the settle's own write: a process dying before its trail took the
+    // record left a settle no one audited (migration-settle-tell.ts).
+    const settled = told.mark(await outcome.decide(job, onSource, onTarget, sig, signal));
     const published = await journal.publish(settled, { final: true });
     // Placed on the target now (publishing commits it): an HA VM is left to HA restore,
     // or a target reset meanwhile (its VMs stopped) and back before failover saw it down
@@ -184,11 +199,14 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
         if (settled === undefined) continue;
         count++;
         logger.info({ migration: job.id, state: settled.status.state }, "reconciled");
-        options.onSettled?.(settled);
+        // Not awaited: a trail that hangs (its disk stalled) must not stop this process
+        // settling; the pass does not claim a settle it is telling.
+        void told.tell(settled);
       } catch (err) {
         logger.warn({ err, migration: job.id }, "reconcile failed; will retry");
       }
     }
+    await told.tellLeftUntold(all, signal);
     return count;
   }
 

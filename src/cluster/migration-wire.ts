@@ -83,6 +83,7 @@ export function recordOf(job: MigrationJob): MigrationRecord {
     memoryReserved: job.reserved.memoryBytes,
     tenant: job.tenant,
     restartAfter: job.restartAfter,
+    settleUntold: job.settleUntold === true,
   });
 }
 
@@ -103,6 +104,7 @@ export function jobOf(record: MigrationRecord): MigrationJob | undefined {
     runner: record.runner,
     reserved: { vcpus: record.vcpusReserved, memoryBytes: record.memoryReserved },
     restartAfter: record.restartAfter,
+    settleUntold: record.settleUntold,
     status: statusOf(m.state, m.phase),
     progress: {
       percent: m.progressPct,

@@ -166,10 +166,10 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     servingSerial: served === undefined ? undefined : () => served.servingSerial(),
     settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
-    onSettled: (m, tenant) => {
-      audit
-        ?.append(settledAuditFields(m, tenant))
-        .catch((err: unknown) => logger.error({ err }, "settled migration not audited"));
+    // Resolves once the trail took it: a settle the trail refused is told again by a later
+    // reconcile pass, not logged and lost.
+    onSettled: async (m, tenant) => {
+      await audit?.append(settledAuditFields(m, tenant));
     },
     failover: config.cluster.failover.enabled
       ? {

@@ -34,6 +34,7 @@ import {
   type Simulation,
 } from "../../src/drivers/index.js";
 import { VmRecordSchema } from "../../src/gen/debvisor/store/v1/records_pb.js";
+import type { Migration } from "../../src/gen/debvisor/v1/migration_pb.js";
 import type { Health } from "../../src/gen/debvisor/v1/node_pb.js";
 import { StorageBackend } from "../../src/gen/debvisor/v1/storage_pb.js";
 import type { VmInfo, VmState } from "../../src/gen/debvisor/v1/vm_pb.js";
@@ -105,6 +106,8 @@ export async function startClusterHarness(options: {
   report?: (nodeId: string, health: Health) => Health;
   /** Wraps each node's driver as this "daemon" reaches it (a call held, say). */
   driver?: (driver: RecoveringDriver) => RecoveringDriver;
+  /** The audit trail's hearing of migrations settled by reconciliation (as the daemon's). */
+  onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
 }): Promise<ClusterHarness> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "dv-cluster-"));
   const store =
@@ -175,6 +178,7 @@ export async function startClusterHarness(options: {
     fenceDelayMs: HARNESS_FENCE_MS,
     runnerLeaseMs: 2000,
     settleJobTimeoutMs: options.settleJobTimeoutMs,
+    onSettled: options.onSettled,
     failover: options.failover
       ? {
           intervalMs: 3_600_000,
@@ -275,6 +279,7 @@ export function engineOn(
     });
   const executors = createLocalExecutors(driverFor);
   const engine = createMigrationEngine({
+    store: h.store,
     inventory: h.inventory,
     executors,
     planner: createPlanner({ executors, replicas: { hasReplica: async () => false } }),
