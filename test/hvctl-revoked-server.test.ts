@@ -34,6 +34,8 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
   let serial: string;
   let rogue: Http2SecureServer;
   let rogueAddress: string;
+  /** The state of the hvctl that revoked the stolen certificate. */
+  let admin: string;
   /** What the thief's server was sent: each request's path and authorization header. */
   const received: { path: string; authorization: string | undefined }[] = [];
 
@@ -57,7 +59,7 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
     dir = mkdtempSync(join(tmpdir(), "dv-hvctl-revoked-"));
     daemon = await startDevDaemon(dir);
     config = join(dir, "hvctl.yaml");
-    const admin = mkdtempSync(join(dir, "admin-state-"));
+    admin = mkdtempSync(join(dir, "admin-state-"));
     // The certificate the thief stole: a server certificate of the cluster CA for the names
     // hvctl checks (the dev daemon's own).
     const issued = await hvctl(
@@ -90,7 +92,9 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
     rogueAddress = `127.0.0.1:${(rogue.address() as AddressInfo).port}`;
     const revoked = await hvctl(admin, "cert", "revoke", serial, "--reason", "stolen");
     assert.equal(revoked.code, 0, revoked.stderr);
-    assert.match(revoked.stdout, /each hvctl refuses it once it has taken the cluster's list/);
+    assert.match(revoked.stdout, /this hvctl refuses it from now on; each other hvctl once/);
+    // Kept at once by the hvctl that revoked it, whether or not the daemon's list has it yet.
+    assert.ok(readFileSync(keptFile(admin), "utf8").includes(`"${serial}"`), "not kept");
     // The daemon's list has it (it is made again shortly after a revocation).
     const channel = openChannel(resolveContext(config, "dev-operator"));
     try {
@@ -116,6 +120,14 @@ describe("hvctl and a control plane presenting a revoked server certificate", ()
     assert.notEqual(r.code, 0, "the thief answers UNIMPLEMENTED");
     assert.ok(received.length > 0, `the thief was not reached: ${r.stderr}`);
     assert.match(received[0]?.authorization ?? "", /^Bearer dvk_/);
+  });
+
+  it("is refused by the hvctl that revoked it, from that command on", async () => {
+    received.length = 0;
+    const r = await atRogue(admin);
+    assert.equal(r.code, 6, r.stderr);
+    assert.match(r.stderr, new RegExp(`certificate ${serial} is revoked`));
+    assert.deepEqual(received, [], "nothing was sent to the thief");
   });
 
   it("refuses it in the handshake once it has: no call, no authorization header, no enrollment token", async () => {

@@ -77,9 +77,10 @@ export function certCommand(cli: () => CliContext): Command {
           serial: serial.replace(/^serial=/i, ""),
           reason: opts.reason ?? "",
         });
+        if (c.kind === "server") ctx.revokedServer(c.serial);
         ctx.print(messageJson(CertificateInfoSchema, c), () =>
           c.kind === "server"
-            ? `revoked ${c.serial}\nnote: a server certificate: agents refuse it from their next connection (a daemon holding the CA renews its own at once); each hvctl refuses it once it has taken the cluster's list of revoked server certificates again (after a command, when its copy is over 5 minutes old), and until then a copy of this one still passes to that hvctl as the control plane (docs/security.md)\n`
+            ? `revoked ${c.serial}\nnote: a server certificate: agents refuse it from their next connection (a daemon holding the CA renews its own at once); this hvctl refuses it from now on; each other hvctl once it has taken the cluster's list of revoked server certificates again (after a command, when its copy is over 5 minutes old), and until then a copy of this one still passes to that hvctl as the control plane (docs/security.md)\n`
             : `revoked ${c.serial}\n`,
         );
       }),

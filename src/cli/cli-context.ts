@@ -90,6 +90,11 @@ export interface CliContext {
    * theirs already.
    */
   serverCheck(scope: string, server: string): ServerCheck;
+  /**
+   * A server certificate this command revoked (`cert revoke`): this hvctl
+   * refuses it from the command's end, not only from its next list.
+   */
+  revokedServer(serial: string): void;
   /** What the failure explainer may use: the server, the context, the credential's kind. */
   facts(): ConnectionFacts;
   /**
@@ -230,6 +235,9 @@ export function createCliContext(opts: GlobalOptions, io: ProgramIo): CliContext
       });
     },
     serverCheck,
+    revokedServer(serial) {
+      channelCheck?.revokedHere(serial);
+    },
     facts() {
       const refused = checks.map((c) => c.refused()).find((s) => s !== undefined);
       const revoked = refused === undefined ? {} : { revokedServer: refused };

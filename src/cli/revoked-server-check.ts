@@ -10,7 +10,7 @@
 import { isAbsolute, join } from "node:path";
 import type { PeerCertificate } from "node:tls";
 import { openRevokedServers, REVOKED_SERVERS_FILE } from "../client/index.js";
-import { type Clock, type Logger, silentLogger, systemClock } from "../core/index.js";
+import { type Clock, type Logger, serialKey, silentLogger, systemClock } from "../core/index.js";
 
 /** How old a kept list may be before a command takes it again. */
 export const REFRESH_AFTER_MS = 5 * 60_000;
@@ -39,8 +39,17 @@ export interface ServerCheck {
   verify(cert: PeerCertificate): Error | undefined;
   /** The serial of the revoked certificate a server presented, once one has. */
   refused(): string | undefined;
-  /** Whether the kept list is missing, unreadable or older than {@link REFRESH_AFTER_MS}. */
+  /**
+   * Whether the kept list is missing, unreadable or older than
+   * {@link REFRESH_AFTER_MS}, or this command revoked a server certificate.
+   */
   due(): boolean;
+  /**
+   * A server certificate this command revoked: the list is taken again as
+   * the command ends, with `serial` on it (the control plane's own list is
+   * made again shortly after a revocation, and may not have it yet).
+   */
+  revokedHere(serial: string): void;
   /**
    * Replaces the kept list with the one `fetch` answers. A failure (an older
    * daemon answering UNIMPLEMENTED, a timeout, anything) leaves the list as
@@ -77,6 +86,7 @@ export function openServerCheck(options: ServerCheckOptions): ServerCheck {
   // The refusal is the command's own one-line error (cli-errors.ts), not a log line.
   const guard = kept.guard(options.server, silentLogger);
   let refused: string | undefined;
+  const revokedHere = new Set<string>();
   return {
     verify(cert) {
       const problem = guard.verify(cert);
@@ -85,10 +95,14 @@ export function openServerCheck(options: ServerCheckOptions): ServerCheck {
     },
     refused: () => refused,
     due() {
+      if (revokedHere.size > 0) return true;
       const at = kept.takenAt();
       const now = clock.now();
       // A time ahead of now: the clock was set back since; take the list again.
       return at === undefined || now - at >= REFRESH_AFTER_MS || at > now;
+    },
+    revokedHere(serial) {
+      revokedHere.add(serialKey(serial));
     },
     async refresh(fetch) {
       let serials: readonly string[];
@@ -97,7 +111,7 @@ export function openServerCheck(options: ServerCheckOptions): ServerCheck {
       } catch {
         return;
       }
-      await kept.replace(serials);
+      await kept.replace([...new Set([...serials, ...revokedHere])]);
     },
   };
 }
