@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createMigrationRecords } from "../src/cluster/index.js";
-import { toRpcError } from "../src/core/index.js";
+import { silentLogger, toRpcError } from "../src/core/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
+  Untold,
 } from "../src/gen/debvisor/store/v1/records_pb.js";
 import {
   MigrationPhase,
@@ -13,6 +17,7 @@ import {
   MigrationState,
 } from "../src/gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { createSqliteStore } from "../src/store/index.js";
 import {
   type ClusterHarness,
   onRbd,
@@ -165,43 +170,38 @@ describe("a settle's audit record, told at least once", () => {
       },
       { timeoutMs: 15_000 },
     );
-    assert.equal((await records.get(orphan.id))?.settleUntold, false, "the mark is cleared");
+    // Cleared once the trail took it (just after).
+    await eventually(async () =>
+      assert.equal(
+        (await records.get(orphan.id))?.untold,
+        Untold.UNSPECIFIED,
+        "the mark is cleared",
+      ),
+    );
     for (let i = 0; i < 3; i++) await h.runtime.engine.reconcile();
     assert.deepEqual(told, [orphan.id], "told once, not again");
   });
 
-  it("a settle whose process stopped before telling it (its trail hung) is told by another daemon", async () => {
+  it("a settle whose trail hung is not told by other daemons while its process lives, and is told by one once that process is gone", async () => {
     let release!: () => void;
     const hung = new Promise<void>((resolve) => {
       release = resolve;
     });
+    const dir = mkdtempSync(join(tmpdir(), "dv-settle-tell-"));
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
     const first: string[] = [];
     h = await startClusterHarness({
       nodes: 3,
       vmsPerNode: 4,
+      store,
       onSettled: async (m) => {
         first.push(m.migrationId);
         await hung;
       },
     });
-    const { orphan } = await orphanedMigration(h, "preparing");
-    const records = createMigrationRecords(h.store);
-    void h.runtime.engine.reconcile();
-    await eventually(async () => {
-      const rec = await records.get(orphan.id);
-      assert.equal(rec?.migration?.state, MigrationState.FAILED);
-      assert.equal(rec?.settleUntold, true, "settled, marked untold");
-      assert.deepEqual(first, [orphan.id]);
-    });
-
-    // Its own later passes leave it: its tell is under way (a slow trail, not a lost record).
-    for (let i = 0; i < 3; i++) await h.runtime.engine.reconcile();
-    assert.deepEqual(first, [orphan.id], "not told again by the process telling it");
-
-    // Another daemon of the cluster tells it after two passes, and clears the mark.
     const told: string[] = [];
     peer = await startClusterHarness({
-      store: h.store,
+      store,
       sim: h.sim,
       clock: h.clock,
       onSettled: (m) => {
@@ -209,19 +209,88 @@ describe("a settle's audit record, told at least once", () => {
       },
     });
     const other = peer;
+    try {
+      const { orphan } = await orphanedMigration(h, "preparing");
+      const records = createMigrationRecords(store);
+      void h.runtime.engine.reconcile();
+      await eventually(async () => {
+        const rec = await records.get(orphan.id);
+        assert.equal(rec?.migration?.state, MigrationState.FAILED);
+        assert.equal(rec?.untold, Untold.SETTLED, "settled, marked untold");
+        assert.deepEqual(first, [orphan.id]);
+      });
+
+      // A slow trail is not a lost record: neither its own passes nor another daemon's
+      // tell it again while the process telling it lives.
+      for (let i = 0; i < 4; i++) {
+        await h.runtime.engine.reconcile();
+        await other.runtime.engine.reconcile();
+      }
+      assert.deepEqual(first, [orphan.id], "not told again by the process telling it");
+      assert.deepEqual(told, [], "not told by another daemon while its process lives");
+
+      // That process is gone (its runner key with it): the other daemon tells it.
+      await h.close();
+      h = other;
+      peer = undefined;
+      await eventually(
+        async () => {
+          await other.runtime.engine.reconcile();
+          assert.deepEqual(told, [orphan.id]);
+        },
+        { timeoutMs: 15_000 },
+      );
+      await eventually(async () =>
+        assert.equal((await records.get(orphan.id))?.untold, Untold.UNSPECIFIED),
+      );
+    } finally {
+      release();
+      await peer?.close();
+      peer = undefined;
+      await h.close();
+      await store.close();
+      h = { close: async () => {} } as ClusterHarness;
+    }
+  });
+
+  it("a trail that hangs does not stop its daemon settling", async () => {
+    let calls = 0;
+    h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      onSettled: () => {
+        // Refused once (left marked, told again by a pass), then hung for good.
+        if (calls++ === 0) throw new Error("the trail refused the record");
+        return new Promise<void>(() => {});
+      },
+    });
+    const first = await orphanedMigration(h, "preparing");
+    assert.equal(await h.runtime.engine.reconcile(), 1);
     await eventually(
       async () => {
-        await other.runtime.engine.reconcile();
-        assert.deepEqual(told, [orphan.id]);
+        await h.runtime.engine.reconcile();
+        assert.ok(calls >= 2, "told again, and hung");
       },
       { timeoutMs: 15_000 },
     );
-    assert.equal((await records.get(orphan.id))?.settleUntold, false);
-    release();
+    const second = await orphanedMigration(h, "preparing");
+    await eventually(async () => {
+      await h.runtime.engine.reconcile();
+      const m = await h.runtime.engine.get(second.orphan.id, undefined);
+      assert.equal(m.state, MigrationState.FAILED, m.message);
+    });
+    assert.notEqual(first.orphan.id, second.orphan.id);
   });
 
   it("pruning keeps a finished record whose settle is untold", async () => {
-    h = await startClusterHarness({ nodes: 3, vmsPerNode: 4 });
+    // A trail that refuses every record: the mark stays, whatever the passes do.
+    h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      onSettled: () => {
+        throw new Error("the trail refused the record");
+      },
+    });
     const records = createMigrationRecords(h.store);
     // The oldest finished record (ids sort by time), marked untold.
     const { orphan } = await orphanedMigration(h, "preparing");
@@ -230,7 +299,11 @@ describe("a settle's audit record, told at least once", () => {
     const failed = (r: MigrationRecord, untold = false) => {
       const m = create(MigrationSchema, r.migration ?? {});
       m.state = MigrationState.FAILED;
-      return create(MigrationRecordSchema, { ...r, settleUntold: untold, migration: m });
+      return create(MigrationRecordSchema, {
+        ...r,
+        untold: untold ? Untold.SETTLED : Untold.UNSPECIFIED,
+        migration: m,
+      });
     };
     await h.store.put(`migrations/${orphan.id}`, enc(failed(marked, true)));
     // 2,000 finished records are kept, older ones pruned once per 50 finishes: 2,100
@@ -250,7 +323,7 @@ describe("a settle's audit record, told at least once", () => {
       undefined,
       "older finished records were pruned",
     );
-    assert.equal((await records.get(orphan.id))?.settleUntold, true, "kept for its tell");
+    assert.equal((await records.get(orphan.id))?.untold, Untold.SETTLED, "kept for its tell");
   });
 });
 

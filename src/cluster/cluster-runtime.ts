@@ -9,6 +9,7 @@ import {
   type FailoverDecision,
   startFailoverController,
 } from "./failover-controller.js";
+import { restartDecisionOf } from "./failover-decisions.js";
 import { noteSelfFenced } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { createCancelRequests } from "./migration-cancel-requests.js";
@@ -54,8 +55,8 @@ export interface ClusterRuntimeOptions {
     readonly maxParallel?: number;
     /** How long a failover waits for its target's restart (default 2 min). */
     readonly recoverTimeoutMs?: number;
-    readonly onDecision?: (d: FailoverDecision) => void;
-    readonly onStaleCopy?: (d: StaleCopyDecision) => void;
+    readonly onDecision?: (d: FailoverDecision) => Promise<void> | void;
+    readonly onStaleCopy?: (d: StaleCopyDecision) => Promise<void> | void;
   };
 }
 
@@ -117,6 +118,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     logger,
     settleJobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: options.onSettled,
+    onRestarted: onRestarted(options.failover?.onDecision),
   });
   engineRef = engine;
   const failover: FailoverDeps = {
@@ -168,4 +170,13 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
       await runners.close();
     },
   };
+}
+
+/** The hearing of a controller restart left untold, as the controller's decision (none without one). */
+function onRestarted(
+  onDecision: ((d: FailoverDecision) => Promise<void> | void) | undefined,
+): ((m: Migration, tenant: string) => Promise<void> | void) | undefined {
+  return onDecision === undefined
+    ? undefined
+    : (m, tenant) => onDecision(restartDecisionOf(m, tenant));
 }

@@ -36,9 +36,9 @@ export interface FailoverControllerOptions extends FailoverDeps {
   readonly maxParallel?: number;
   /** TTL of the leadership lease (default 10 000 ms). */
   readonly leaseTtlMs?: number;
-  readonly onDecision?: (decision: FailoverDecision) => void;
+  readonly onDecision?: (decision: FailoverDecision) => Promise<void> | void;
   /** Told of each stale copy of a VM the controller had removed (for the audit trail). */
-  readonly onStaleCopy?: (decision: StaleCopyDecision) => void;
+  readonly onStaleCopy?: (decision: StaleCopyDecision) => Promise<void> | void;
 }
 
 /** The automatic failover loop of the daemon. */

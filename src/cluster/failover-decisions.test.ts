@@ -14,7 +14,9 @@ function told() {
   const decisions = createFailoverDecisions({
     logger: silentLogger,
     clock,
-    onDecision: (d) => audited.push(d),
+    onDecision: (d) => {
+      audited.push(d);
+    },
   });
   const fail = (reason: string, detail: string) =>
     decisions.decide({

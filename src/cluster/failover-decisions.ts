@@ -4,6 +4,7 @@
  * the audit trail's callbacks and emitted as the VM's events.
  */
 import type { Clock, Logger } from "../core/index.js";
+import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import type { EventSink } from "./event-recorder.js";
 import type { AdoptedPlacement } from "./placement-from-truth.js";
 import type { StaleCopyDecision } from "./stale-copy-removal.js";
@@ -26,20 +27,42 @@ export interface FailoverDecision {
   readonly tenant: string;
 }
 
+/**
+ * The decision a failover controller's restart that succeeded was, from its
+ * record: told by a reconcile pass when its controller died before telling
+ * it (migration-settle-tell.ts), as the controller tells it.
+ */
+export function restartDecisionOf(m: Migration, tenant: string): FailoverDecision {
+  const target = m.target?.nodeId?.id ?? "";
+  return {
+    vmId: m.vm?.vmId ?? "",
+    node: m.source?.nodeId?.id ?? "",
+    tenant,
+    action: "restarted",
+    detail: `restarted on ${target}`,
+    migrationId: m.migrationId,
+  };
+}
+
 /** What {@link createFailoverDecisions} works with. */
 export interface FailoverDecisionsDeps {
   readonly logger: Logger;
   /** When a failure was told, for {@link FAILURE_QUIET_MS} (default: the system clock). */
   readonly clock?: Clock;
-  readonly onDecision?: (decision: FailoverDecision) => void;
-  readonly onStaleCopy?: (decision: StaleCopyDecision) => void;
+  /** Resolves once the decision is in the audit trail (a rejection is logged here). */
+  readonly onDecision?: (decision: FailoverDecision) => Promise<void> | void;
+  readonly onStaleCopy?: (decision: StaleCopyDecision) => Promise<void> | void;
   readonly events?: EventSink;
 }
 
 /** Where the controller and its parts tell what they decided. */
 export interface FailoverDecisions {
-  /** A restart, skip, failure or adoption of one VM; a skip or failure told when it differs from the VM's last one. */
-  decide(d: FailoverDecision): void;
+  /**
+   * A restart, skip, failure or adoption of one VM; a skip or failure told
+   * when it differs from the VM's last one. Resolves once `onDecision` took
+   * it; rejects when it refused it (logged here: a caller may leave it).
+   */
+  decide(d: FailoverDecision): Promise<void>;
   /** A stale copy of a VM removed, or not. */
   staleCopy(d: StaleCopyDecision): void;
   /** A placement moved to the only node holding the VM. */
@@ -69,16 +92,20 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
     const last = lastDecision.get(d.vmId);
     // Only what was not done repeats: each restart and adoption is told, or a VM restarted
     // again (its node fenced it a second time) had one audit record for two starts.
-    if (last?.key === key && (d.action === "skipped" || d.action === "failed")) return;
+    if (last?.key === key && (d.action === "skipped" || d.action === "failed"))
+      return Promise.resolve();
     const at = now();
-    if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS) return;
+    if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS)
+      return Promise.resolve();
     // Deleted VMs' entries would stay for the process's life: the least recently decided go.
     lastDecision.delete(d.vmId);
     if (lastDecision.size >= REMEMBERED_DECISIONS)
       lastDecision.delete(lastDecision.keys().next().value as string);
     lastDecision.set(d.vmId, { key, failed: d.action === "failed", at });
     logger.info({ ...d }, "failover decision");
-    deps.onDecision?.(d);
+    // Called now (a throw is a rejection): the trail hears decisions in their order.
+    const told = (async () => deps.onDecision?.(d))();
+    told.catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
     // Restarts and failures are told by failoverVm itself, with the VM's tenant.
     if (d.action === "skipped")
       deps.events?.emit({
@@ -90,13 +117,16 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
         warning: true,
         source: "failover-controller",
       });
+    return told;
   }
 
   return {
     decide,
     staleCopy(d) {
       logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
-      deps.onStaleCopy?.(d);
+      (async () => deps.onStaleCopy?.(d))().catch((err: unknown) =>
+        logger.error({ err }, "stale copy removal not audited"),
+      );
       deps.events?.emit({
         kind: "vm",
         id: d.vmId,
@@ -108,7 +138,7 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
     },
     adopted(d) {
       const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;
-      decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
+      void decide({ vmId: d.vmId, node: d.to, tenant: d.tenant, action: "adopted", detail });
       deps.events?.emit({
         kind: "vm",
         id: d.vmId,

@@ -109,6 +109,8 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         // Dated when it failed, not at the pass's start: a target holding the restart until
         // the recover timeout (2 minutes) was otherwise past its avoidance as it failed.
         onRecoverFailed: (target) => failedTargets.failed(vm.id, target, clock.now()),
+        // Its end is told below; a process dying before leaves it to a reconcile pass.
+        untold: true,
       });
       failedTargets.restarted(vm.id);
       const target = m.target?.nodeId?.id ?? "";
@@ -134,14 +136,20 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         },
         { signal },
       );
-      decide({
-        vmId: vm.id,
-        node: nodeId,
-        tenant: vm.tenant,
-        action: "restarted",
-        detail: `restarted on ${target}`,
-        migrationId: m.migrationId,
-      });
+      // Its mark cleared once the trail took it: a process killed before (or a trail that
+      // refused it) leaves the restart to a reconcile pass, not unaudited. Not awaited: a
+      // trail that hangs must not hold up the pass's restarts.
+      void options.engine.told(
+        m.migrationId,
+        decide({
+          vmId: vm.id,
+          node: nodeId,
+          tenant: vm.tenant,
+          action: "restarted",
+          detail: `restarted on ${target}`,
+          migrationId: m.migrationId,
+        }),
+      );
     } catch (err) {
       const rpc = toRpcError(err);
       decide({

@@ -57,6 +57,12 @@ export interface FailoverOptions {
   readonly avoid?: ReadonlyMap<string, string>;
   /** Told of the target whose restart failed after the failover began (not one `signal` cut short). */
   readonly onRecoverFailed?: (target: string) => void;
+  /**
+   * The controller's: the record is marked untold from its begin, and the
+   * caller tells the restart's end and clears the mark (`engine.told`); a
+   * process dying first leaves it to a reconcile pass (migration-settle-tell.ts).
+   */
+  readonly untold?: boolean;
 }
 
 /**
@@ -275,6 +281,7 @@ async function beginFailover(call: {
     kind: "failover",
     requestedBy,
   });
+  const marked = options.untold === true ? { ...job, untold: "failover" as const } : job;
   const reserved = plan.revisions.get(plan.target) ?? 0;
   const read = await readPlacement(deps.store, vm.id, signal);
   // No record: the VM was deleted (its node's last report still lists it). A failover
@@ -294,6 +301,6 @@ async function beginFailover(call: {
     placed.compare,
     ...(options.compares ?? []),
   ];
-  if (!(await journal.begin(job, reserved, signal, compares, [placed.op]))) return undefined;
-  return { job, plan, placed, driver, source, down };
+  if (!(await journal.begin(marked, reserved, signal, compares, [placed.op]))) return undefined;
+  return { job: marked, plan, placed, driver, source, down };
 }

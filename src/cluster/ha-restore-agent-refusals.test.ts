@@ -100,7 +100,9 @@ describe("HA restore's restart limit, with the node's agent refusing the start",
     const audited: string[] = [];
     const decisions = createFailoverDecisions({
       logger: silentLogger,
-      onDecision: (d) => audited.push(`${d.action}: ${d.detail}`),
+      onDecision: (d) => {
+        audited.push(`${d.action}: ${d.detail}`);
+      },
     });
     const ha = createHaRestore({
       store,

@@ -7,6 +7,7 @@ import type { Executors } from "./executors.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationCancel } from "./migration-cancel.js";
 import type { CancelRequests } from "./migration-cancel-requests.js";
+import type { MigrationJob } from "./migration-job.js";
 import type { MigrationJournal } from "./migration-journal.js";
 import type { Plan, Planner } from "./migration-planner.js";
 import { createMigrationPlanning } from "./migration-planning.js";
@@ -55,6 +56,11 @@ export interface MigrationEngineOptions {
    * at least once: resolves once the trail took it.
    */
   readonly onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
+  /**
+   * Told of a failover controller's restart that succeeded and that its
+   * controller did not tell (it died first), at least once.
+   */
+  readonly onRestarted?: (migration: Migration, tenant: string) => Promise<void> | void;
   /** Leaves an HA VM a migration could not start again, or only presumes running, to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
@@ -87,6 +93,11 @@ export interface MigrationEngine {
    * hypervisors report. Returns how many it settled.
    */
   reconcile(signal?: AbortSignal): Promise<number>;
+  /**
+   * Clears the untold mark of the failover controller's restart `id` once
+   * `telling` (its audit record) resolved (migration-settle-tell.ts).
+   */
+  told(id: string, telling: Promise<void>): Promise<void>;
   /** Aborts every migration this process runs (each rolls back): its runner lease was lost. */
   abortAll(reason: string): void;
   /** Stops every migration this process runs (each rolls back) and waits for them. */
@@ -121,7 +132,9 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     clock: options.clock,
     logger,
     jobTimeoutMs: options.settleJobTimeoutMs,
-    onSettled: (job) => options.onSettled?.(migrationOf(job), job.tenant),
+    // Only given one: without a trail, a settle is not marked at all.
+    onSettled: told(options.onSettled),
+    onRestarted: told(options.onRestarted),
     markLostRunning,
   });
   const follow = createMigrationWatch(journal, runner.runsHere);
@@ -207,7 +220,15 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
         .reverse();
     },
     reconcile: (signal) => settler.reconcile(signal),
+    told: settler.told,
     abortAll: (reason) => runner.abortAll(reason),
     close: () => runner.close(),
   };
+}
+
+/** A hearing of migrations as the settler's, of jobs; undefined when there is none. */
+function told(
+  hear: ((m: Migration, tenant: string) => Promise<void> | void) | undefined,
+): ((job: MigrationJob) => Promise<void> | void) | undefined {
+  return hear === undefined ? undefined : (job) => hear(migrationOf(job), job.tenant);
 }

@@ -10,6 +10,7 @@ import {
   type MigrationRecord,
   MigrationRecordSchema,
   ReservationsRecordSchema,
+  Untold,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationPhase, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
@@ -57,7 +58,7 @@ export function createMigrationFinish(deps: MigrationFinishDeps): Pick<Migration
     const finished = all.filter(
       (r) =>
         !isActive(r.record.migration?.state ?? MigrationState.UNSPECIFIED) &&
-        !r.record.settleUntold,
+        r.record.untold === Untold.UNSPECIFIED,
     );
     for (const old of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED)))
       await store.delete(MIGRATION_RECORDS + idOf(old.record), { signal });

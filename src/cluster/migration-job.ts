@@ -54,8 +54,12 @@ export interface MigrationJob {
   readonly reserved: { readonly vcpus: number; readonly memoryBytes: bigint };
   /** An offline move of a running VM: it must run again wherever it ends up. */
   readonly restartAfter: boolean;
-  /** Settled by reconciliation, its audit record not yet in the trail (migration-settle-tell.ts). */
-  readonly settleUntold?: boolean;
+  /**
+   * What of its end the audit trail has not been told yet
+   * (migration-settle-tell.ts): its settle by reconciliation, or the
+   * failover controller's restart it is.
+   */
+  readonly untold?: "settled" | "failover";
   readonly status: MigrationJobStatus;
   readonly progress: MigrationJobProgress;
   readonly message: string;

@@ -1,39 +1,60 @@
 /**
- * Telling a migration settled by reconciliation to the audit trail, at
- * least once. The settle publishes the final record marked
- * `settle_untold` (in the transaction that settles it); the outcome is told
- * (`onSettled`, which resolves once the trail took the record) and only
- * then is the mark cleared. A process that dies between the two, or whose
- * trail refused the record, leaves the mark: every reconcile pass looks at
- * the marked records, and a record found unchanged at two passes in a row
- * is claimed with a compare-and-swap (so one process of several tells it)
- * and told. Pruning keeps a marked record. A record told and not cleared
- * (its process died right after the trail took it) is told twice: a
+ * Telling the end of a migration to the audit trail at least once, when
+ * the control plane ended it on its own: a settle by reconciliation (its
+ * runner had died), or a restart by the failover controller. The record is
+ * marked `untold` in the write that makes it so (the settle's final write;
+ * a controller restart's begin); the end is told (resolving once the trail
+ * took the record) and only then is the mark cleared.
+ *
+ * A mark left (a trail that refused or hung, a process that died between
+ * the two) is told by a reconcile pass once the record is unchanged at two
+ * passes in a row: by the process named its runner, if that one is alive
+ * (telling it again, backing off while its trail refuses); else by a process
+ * that claims it with a compare-and-swap naming itself the runner, so one
+ * process of several tells it and a slow trail is not told once per
+ * daemon. A tell is never awaited by a pass: a trail that hangs must not
+ * stop settling. A controller restart that failed was told by the controller
+ * as it failed: its mark is only cleared. Pruning keeps a marked record. A
+ * record told and not cleared (its process died right after the trail took
+ * it, or was paused past its lease while telling) is told twice: a
  * duplicate, never a loss.
  */
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "../core/index.js";
-import { MigrationRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { MigrationRecordSchema, Untold } from "../gen/debvisor/store/v1/records_pb.js";
 import { getMessage, type KvStore, updateMessage } from "../store/index.js";
 import { jobActive, type MigrationJob } from "./migration-job.js";
 import { enc, MIGRATION_RECORDS } from "./migration-record-keys.js";
-import { jobOf } from "./migration-wire.js";
+import type { RunnerRegistry } from "./runner-registry.js";
+
+/** The most passes a tell refused again and again waits before it is tried again. */
+const MAX_BACKOFF_PASSES = 64;
 
 /** What {@link createMigrationSettleTell} works with. */
 export interface MigrationSettleTellOptions {
   readonly store: KvStore;
   readonly logger: Logger;
-  /** Resolves once the settle is in the audit trail; a rejection leaves it to be told again. */
+  /** Resolves once a settle is in the audit trail; a rejection leaves it to be told again. */
   readonly onSettled: ((job: MigrationJob) => Promise<void> | void) | undefined;
+  /** As `onSettled`, for a failover controller's restart that succeeded. */
+  readonly onRestarted: ((job: MigrationJob) => Promise<void> | void) | undefined;
+  /** This process's runner id, and whether another's process is alive (runner-registry.ts). */
+  readonly runners: Pick<RunnerRegistry, "id" | "isAlive">;
 }
 
-/** The two ways a settle is told: by its settler, and by a pass finding one left untold. */
+/** The ways an end is told: by the process that ended it, and by a pass finding one left untold. */
 export interface MigrationSettleTell {
   /** The settled job as it is to be published: marked untold when there is a trail to tell. */
   mark(job: MigrationJob): MigrationJob;
   /** Tells a published settle and clears its mark. Never rejects: a failure leaves it to a pass. */
-  tell(job: MigrationJob, signal?: AbortSignal): Promise<void>;
-  /** Tells the settles of `all` (a pass's list) found marked, unchanged since the pass before. */
+  tell(job: MigrationJob): Promise<void>;
+  /**
+   * Clears the mark of migration `id` once `telling` (its end told by its
+   * caller) resolved; a pass of this process leaves it meanwhile. Never
+   * rejects: a rejected `telling` leaves it to a pass.
+   */
+  told(id: string, telling: Promise<void>): Promise<void>;
+  /** Tells the ends of `all` (a pass's list) found marked, unchanged since the pass before. */
   tellLeftUntold(
     all: readonly { job: MigrationJob; modRevision: number }[],
     signal?: AbortSignal,
@@ -44,77 +65,103 @@ export interface MigrationSettleTell {
 export function createMigrationSettleTell(
   options: MigrationSettleTellOptions,
 ): MigrationSettleTell {
-  const { store, logger, onSettled } = options;
+  const { store, logger, runners } = options;
   /** Marked records as the last pass saw them (id to revision). */
   let seen = new Map<string, number>();
-  /** Settles this process is telling now: not claimed from itself by its own pass. */
+  /** Ends this process is telling now: not claimed from itself by its own pass. */
   const telling = new Set<string>();
+  /** Ends whose tell failed here: the passes each still waits, doubling per failure. */
+  const backoff = new Map<string, { failures: number; wait: number }>();
 
-  async function tell(job: MigrationJob, signal?: AbortSignal): Promise<void> {
-    if (onSettled === undefined) return;
-    telling.add(job.id);
-    try {
-      await onSettled(job);
-    } catch (err) {
-      logger.error(
-        { err, migration: job.id },
-        "settled migration not audited; told again by a pass",
-      );
-      return;
-    } finally {
-      telling.delete(job.id);
-    }
-    await updateMessage(
-      store,
-      MigrationRecordSchema,
-      MIGRATION_RECORDS + job.id,
-      (cur) =>
-        cur?.settleUntold === true
-          ? create(MigrationRecordSchema, { ...cur, settleUntold: false })
-          : undefined,
-      { signal },
+  async function clear(id: string): Promise<void> {
+    await updateMessage(store, MigrationRecordSchema, MIGRATION_RECORDS + id, (cur) =>
+      cur !== undefined && cur.untold !== Untold.UNSPECIFIED
+        ? create(MigrationRecordSchema, { ...cur, untold: Untold.UNSPECIFIED })
+        : undefined,
     ).catch((err: unknown) => {
       // Told, but still marked: a pass tells it again (a duplicate, never a loss).
-      if (signal?.aborted !== true)
-        logger.warn({ err, migration: job.id }, "settled migration told, not marked");
+      logger.warn({ err, migration: id }, "migration's end told, not marked");
     });
   }
 
-  /** Claims `id` if its record is still as seen at `revision`, then tells it. */
-  async function claimAndTell(id: string, revision: number, signal?: AbortSignal) {
-    const key = MIGRATION_RECORDS + id;
+  async function told(id: string, tellingIt: Promise<void>): Promise<void> {
+    telling.add(id);
+    try {
+      await tellingIt;
+    } catch (err) {
+      const failures = (backoff.get(id)?.failures ?? 0) + 1;
+      backoff.set(id, { failures, wait: Math.min(2 ** failures, MAX_BACKOFF_PASSES) });
+      logger.error(
+        { err, migration: id, failures },
+        "migration's end not audited; told again by a later pass",
+      );
+      return;
+    } finally {
+      telling.delete(id);
+    }
+    backoff.delete(id);
+    await clear(id);
+  }
+
+  /** The end of `job` as its mark says, told (a failed restart: nothing left to tell). */
+  function tellEnd(job: MigrationJob): Promise<void> {
+    const tellIt = job.untold === "settled" ? options.onSettled : options.onRestarted;
+    const restartFailed = job.untold === "failover" && job.status.state !== "succeeded";
+    if (tellIt === undefined || restartFailed) return Promise.resolve();
+    return Promise.resolve().then(() => tellIt(job));
+  }
+
+  /**
+   * Tells `job`'s end left untold (its record unchanged since the pass
+   * before, at `revision`): again if this process is its runner, else once
+   * claimed from a runner that died. Not awaited by the pass.
+   */
+  async function tellLeft(job: MigrationJob, revision: number, signal?: AbortSignal) {
+    if (job.runner === runners.id) {
+      void told(job.id, tellEnd(job));
+      return;
+    }
+    // Its runner tells it (again, if its trail refused it), for as long as it lives.
+    if (await runners.isAlive(job.runner, signal)) return;
+    const key = MIGRATION_RECORDS + job.id;
     const got = await getMessage(store, MigrationRecordSchema, key, { signal });
-    if (got === undefined || got.modRevision !== revision || !got.message.settleUntold) return;
+    if (got?.modRevision !== revision || got.message.untold === Untold.UNSPECIFIED) return;
+    const claimed = create(MigrationRecordSchema, { ...got.message, runner: runners.id });
     const txn = await store.txn(
       {
         compares: [{ key, modRevision: revision }],
-        success: [{ type: "put", key, value: enc(got.message) }],
+        success: [{ type: "put", key, value: enc(claimed) }],
       },
       { signal },
     );
-    const job = jobOf(got.message);
-    if (!txn.succeeded || job === undefined) return; // another process claimed it, or cleared it
-    logger.warn({ migration: id }, "settled migration left untold by its settler; telling it now");
-    await tell(job, signal);
+    if (!txn.succeeded) return; // another process claimed it, or cleared it
+    logger.warn(
+      { migration: job.id, untold: job.untold, runner: job.runner },
+      "migration's end left untold by a process that died; telling it now",
+    );
+    void told(job.id, tellEnd(job));
   }
 
   return {
-    mark: (job) => (onSettled === undefined ? job : { ...job, settleUntold: true }),
-    tell,
+    mark: (job) => (options.onSettled === undefined ? job : { ...job, untold: "settled" }),
+    tell: (job) => told(job.id, tellEnd(job)),
+    told,
     async tellLeftUntold(all, signal) {
-      if (onSettled === undefined) return;
       const before = seen;
       seen = new Map();
       for (const { job, modRevision } of all) {
-        if (job.settleUntold !== true || jobActive(job) || telling.has(job.id)) continue;
+        if (job.untold === undefined || jobActive(job) || telling.has(job.id)) continue;
         seen.set(job.id, modRevision);
         if (before.get(job.id) !== modRevision) continue; // new, or changed since: told now, maybe
+        const waiting = backoff.get(job.id);
+        if (waiting !== undefined && waiting.wait-- > 0) continue;
         try {
-          await claimAndTell(job.id, modRevision, signal);
+          await tellLeft(job, modRevision, signal);
         } catch (err) {
-          logger.warn({ err, migration: job.id }, "telling an untold settle failed; next pass");
+          logger.warn({ err, migration: job.id }, "telling an untold end failed; next pass");
         }
       }
+      for (const id of backoff.keys()) if (!seen.has(id)) backoff.delete(id);
     },
   };
 }

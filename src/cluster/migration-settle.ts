@@ -60,6 +60,8 @@ export interface MigrationSettlerOptions {
    * (migration-settle-tell.ts).
    */
   readonly onSettled?: (job: MigrationJob) => Promise<void> | void;
+  /** As `onSettled`, for a failover controller's restart left untold by its controller. */
+  readonly onRestarted?: (job: MigrationJob) => Promise<void> | void;
   /** As the runner's: an HA VM that could not be started again, or is only presumed to run, is left to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
 }
@@ -71,6 +73,8 @@ export interface MigrationSettler {
    * hypervisors report. Returns how many it settled. One pass at a time.
    */
   reconcile(signal?: AbortSignal): Promise<number>;
+  /** As `MigrationSettleTell.told`: a controller restart's end told by the controller. */
+  told(id: string, telling: Promise<void>): Promise<void>;
 }
 
 /** After asking for a job's abort, how long its end is awaited in one pass. */
@@ -100,6 +104,8 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     store: options.store,
     logger,
     onSettled: options.onSettled,
+    onRestarted: options.onRestarted,
+    runners,
   });
   /** When this process first tried to settle each orphan (its own clock). */
   const firstTried = new Map<string, number>();
@@ -211,6 +217,7 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
   }
 
   return {
+    told: told.told,
     reconcile(signal) {
       // One pass at a time: a slow settle must not be claimed again by the next pass.
       reconciling ??= reconcilePass(signal).finally(() => {

@@ -3,6 +3,7 @@ import { msFromTimestamp, timestampFromMs } from "../core/index.js";
 import {
   type MigrationRecord,
   MigrationRecordSchema,
+  Untold,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   type Migration,
@@ -83,7 +84,7 @@ export function recordOf(job: MigrationJob): MigrationRecord {
     memoryReserved: job.reserved.memoryBytes,
     tenant: job.tenant,
     restartAfter: job.restartAfter,
-    settleUntold: job.settleUntold === true,
+    untold: job.untold === undefined ? Untold.UNSPECIFIED : UNTOLD[job.untold],
   });
 }
 
@@ -104,7 +105,7 @@ export function jobOf(record: MigrationRecord): MigrationJob | undefined {
     runner: record.runner,
     reserved: { vcpus: record.vcpusReserved, memoryBytes: record.memoryReserved },
     restartAfter: record.restartAfter,
-    settleUntold: record.settleUntold,
+    ...untoldOf(record.untold),
     status: statusOf(m.state, m.phase),
     progress: {
       percent: m.progressPct,
@@ -139,4 +140,13 @@ function statusOf(state: MigrationState, phase: MigrationPhase): MigrationJobSta
 
 function keyOf<K extends string, V>(table: Record<K, V>, value: V): K | undefined {
   return (Object.keys(table) as K[]).find((k) => table[k] === value);
+}
+
+/** A job's untold end as the record's. */
+const UNTOLD = { settled: Untold.SETTLED, failover: Untold.FAILOVER } as const;
+
+/** A record's untold end as a job's (absent when told). */
+function untoldOf(untold: Untold): Pick<MigrationJob, "untold"> {
+  const found = keyOf(UNTOLD, untold);
+  return found === undefined ? {} : { untold: found };
 }

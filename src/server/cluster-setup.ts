@@ -174,16 +174,14 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     failover: config.cluster.failover.enabled
       ? {
           ...config.cluster.failover,
-          onDecision: (d) => {
+          // Each resolves once the trail took the record (a refusal is logged by the
+          // controller; a restart's is told again by a reconcile pass).
+          onDecision: async (d) => {
             clusterMetrics.failoverDecision(d);
-            audit
-              ?.append(failoverAuditFields(d))
-              .catch((err: unknown) => logger.error({ err }, "failover decision not audited"));
+            await audit?.append(failoverAuditFields(d));
           },
-          onStaleCopy: (d) => {
-            audit
-              ?.append(staleCopyAuditFields(d))
-              .catch((err: unknown) => logger.error({ err }, "stale copy removal not audited"));
+          onStaleCopy: async (d) => {
+            await audit?.append(staleCopyAuditFields(d));
           },
         }
       : undefined,

@@ -106,6 +106,8 @@ export async function startClusterHarness(options: {
   report?: (nodeId: string, health: Health) => Health;
   /** Wraps each node's driver as this "daemon" reaches it (a call held, say). */
   driver?: (driver: RecoveringDriver) => RecoveringDriver;
+  /** The audit trail's hearing of the failover controller's decisions, after `decisions` has them. */
+  onDecision?: (d: FailoverDecision) => Promise<void> | void;
   /** The audit trail's hearing of migrations settled by reconciliation (as the daemon's). */
   onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
 }): Promise<ClusterHarness> {
@@ -185,7 +187,10 @@ export async function startClusterHarness(options: {
           restartLimit: 2,
           restartWindowMs: 3_600_000,
           recoverTimeoutMs: options.recoverTimeoutMs,
-          onDecision: (d) => decisions.push(d),
+          onDecision: (d) => {
+            decisions.push(d);
+            return options.onDecision?.(d);
+          },
         }
       : undefined,
   });
