@@ -15,7 +15,7 @@ import {
 } from "../src/cluster/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { Untold } from "../src/gen/debvisor/store/v1/records_pb.js";
-import { MigrationKind } from "../src/gen/debvisor/v1/migration_pb.js";
+import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
 import {
@@ -48,7 +48,14 @@ async function failOver(h: ClusterHarness, vmId: string): Promise<void> {
     await h.beat();
     await h.runtime.controller?.tick();
     const placed = (await readPlacement(h.store, vmId)).rec?.nodeId ?? SOURCE;
-    if (placed !== SOURCE && h.sim.locate(vmId)?.state === "running") return;
+    if (placed !== SOURCE && h.sim.locate(vmId)?.state === "running") {
+      // And its record finished (written just after the restart ran).
+      await eventually(async () => {
+        const state = (await restartRecord(h.store, vmId)).migration?.state;
+        assert.ok(state === MigrationState.SUCCEEDED, `restart record ${state}`);
+      });
+      return;
+    }
   }
   assert.fail("the vm was not restarted elsewhere");
 }
@@ -63,6 +70,13 @@ async function restartRecord(store: KvStore, vmId: string) {
   assert.ok(found, "the restart has a record");
   return found.record;
 }
+
+/** A hearing of the trail that takes every decision into `told`. */
+const into =
+  (told: FailoverDecision[]) =>
+  (d: FailoverDecision): void => {
+    told.push(d);
+  };
 
 const restartsOf = (told: FailoverDecision[], vmId: string) =>
   told.filter((d) => d.vmId === vmId && d.action === "restarted");
@@ -81,6 +95,7 @@ describe("a failover controller's restart, audited at least once", () => {
           throw new Error("the trail refused the record");
         told.push(d);
       },
+      onRestartUntold: into(told),
     });
     try {
       vmId = await haVm(h);
@@ -106,12 +121,13 @@ describe("a failover controller's restart, audited at least once", () => {
       );
       for (let i = 0; i < 3; i++) await h.runtime.engine.reconcile();
       assert.equal(restartsOf(told, vmId).length, 1, "told once, not again");
+      assert.equal(h.decisions.filter((d) => d.vmId === vmId && d.action === "failed").length, 0);
     } finally {
       await h.close();
     }
   });
 
-  it("a restart whose controller died before its trail took it is told by another daemon", async () => {
+  it("a restart whose controller died before its trail took it is left by a daemon without a trail, and told by one with", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-restart-told-"));
     const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
     const hung = new Promise<void>(() => {});
@@ -122,8 +138,9 @@ describe("a failover controller's restart, audited at least once", () => {
       store,
       // The controller's trail never answers (its process is as good as dead).
       onDecision: (d) => (d.action === "restarted" ? hung : undefined),
+      onRestartUntold: () => hung,
     });
-    let peer: ClusterHarness | undefined;
+    const peers: ClusterHarness[] = [];
     try {
       const vmId = await haVm(h);
       await failOver(h, vmId);
@@ -131,20 +148,24 @@ describe("a failover controller's restart, audited at least once", () => {
       // The controller's process goes (its runner key with it) before telling it.
       await h.runtime.close();
 
+      // A daemon with no audit trail does not take it: it would clear the mark untold.
+      const untrailed = await startClusterHarness({ store, sim: h.sim, clock: h.clock });
+      peers.push(untrailed);
+      for (let i = 0; i < 4; i++) await untrailed.runtime.engine.reconcile();
+      assert.equal((await restartRecord(store, vmId)).untold, Untold.FAILOVER, "left marked");
+
       const told: FailoverDecision[] = [];
-      peer = await startClusterHarness({
+      const trailed = await startClusterHarness({
         store,
         sim: h.sim,
         clock: h.clock,
         failover: true,
-        onDecision: (d) => {
-          told.push(d);
-        },
+        onRestartUntold: into(told),
       });
-      const other = peer;
+      peers.push(trailed);
       await eventually(
         async () => {
-          await other.runtime.engine.reconcile();
+          await trailed.runtime.engine.reconcile();
           assert.equal(restartsOf(told, vmId).length, 1);
         },
         { timeoutMs: 20_000 },
@@ -153,9 +174,107 @@ describe("a failover controller's restart, audited at least once", () => {
         assert.equal((await restartRecord(store, vmId)).untold, Untold.UNSPECIFIED),
       );
     } finally {
+      for (const p of peers) await p.close();
+      await h.close();
+      await store.close();
+    }
+  });
+
+  it("a restart whose controller's trail hangs for good, the controller alive, is handed to another daemon", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-restart-handoff-"));
+    const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    const hung = new Promise<void>(() => {});
+    let asked = 0;
+    const h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      failover: true,
+      store,
+      auditTellTimeoutMs: 200,
+      onDecision: (d) => (d.action === "restarted" ? hung : undefined),
+      onRestartUntold: () => {
+        asked++;
+        return hung;
+      },
+    });
+    let peer: ClusterHarness | undefined;
+    try {
+      const vmId = await haVm(h);
+      await failOver(h, vmId);
+      const told: FailoverDecision[] = [];
+      peer = await startClusterHarness({
+        store,
+        sim: h.sim,
+        clock: h.clock,
+        failover: true,
+        onRestartUntold: into(told),
+      });
+      const other = peer;
+      await eventually(
+        async () => {
+          await h.runtime.engine.reconcile();
+          await other.runtime.engine.reconcile();
+          assert.equal(restartsOf(told, vmId).length, 1, `told by the other (asked here ${asked})`);
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
+      assert.ok(asked >= 2, "its own daemon tried again before handing it off");
+      await eventually(async () =>
+        assert.equal((await restartRecord(store, vmId)).untold, Untold.UNSPECIFIED),
+      );
+    } finally {
       await peer?.close();
       await h.close();
       await store.close();
+    }
+  });
+
+  it("a restart whose count could not be written is told as restarted, not as failed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-restart-count-"));
+    const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    let vmId = "";
+    let sim: ClusterHarness["sim"] | undefined;
+    let refusedCount = 0;
+    // The store refuses the first write of the VM's failover record once it runs elsewhere:
+    // the restart's count, written after the restart.
+    const store = new Proxy(real, {
+      get(target, key) {
+        if (key === "txn")
+          return (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
+            const place = sim?.locate(vmId);
+            const counting = req.success.some((op) => op.key === `failover/${vmId}`);
+            if (counting && place !== undefined && place.nodeId !== SOURCE && refusedCount === 0) {
+              refusedCount++;
+              return Promise.reject(new Error("the store refused the write"));
+            }
+            return target.txn(req, o);
+          };
+        const v = Reflect.get(target, key);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const told: FailoverDecision[] = [];
+    const h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      failover: true,
+      store,
+      onDecision: into(told),
+      onRestartUntold: into(told),
+    });
+    sim = h.sim;
+    try {
+      vmId = await haVm(h);
+      await failOver(h, vmId);
+      await eventually(() => assert.equal(refusedCount, 1, "the count's write was refused"));
+      const mine = told.filter((d) => d.vmId === vmId).map((d) => d.action);
+      assert.deepEqual(mine, ["restarted"], JSON.stringify(told));
+      await eventually(async () =>
+        assert.equal((await restartRecord(real, vmId)).untold, Untold.UNSPECIFIED),
+      );
+    } finally {
+      await h.close();
+      await real.close();
     }
   });
 });

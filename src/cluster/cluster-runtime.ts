@@ -42,6 +42,8 @@ export interface ClusterRuntimeOptions {
   readonly settleJobTimeoutMs?: number;
   /** Told of each migration settled after its runner died (for the audit trail). */
   readonly onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
+  /** A tell of the trail not answered within this counts as refused (default 60 s; tests). */
+  readonly auditTellTimeoutMs?: number;
   /** Where migrations, failovers and node readiness changes are told (default: nowhere). */
   readonly events?: EventSink;
   /** How often node readiness is looked at for its events (default 2000 ms). */
@@ -57,6 +59,13 @@ export interface ClusterRuntimeOptions {
     readonly recoverTimeoutMs?: number;
     readonly onDecision?: (d: FailoverDecision) => Promise<void> | void;
     readonly onStaleCopy?: (d: StaleCopyDecision) => Promise<void> | void;
+    /**
+     * The audit trail's hearing of a restart told again (its controller died
+     * before its trail took it, or the trail refused it): resolves once the
+     * trail took it. Given only with a trail: a restart is then marked untold
+     * until told (migration-settle-tell.ts); without, nothing is marked.
+     */
+    readonly onRestartUntold?: (d: FailoverDecision) => Promise<void>;
   };
 }
 
@@ -118,7 +127,8 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
     logger,
     settleJobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: options.onSettled,
-    onRestarted: onRestarted(options.failover?.onDecision),
+    onRestarted: onRestarted(options.failover?.onRestartUntold),
+    auditTellTimeoutMs: options.auditTellTimeoutMs,
   });
   engineRef = engine;
   const failover: FailoverDeps = {
@@ -156,6 +166,7 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
           clock,
           runnerId: runners.id,
           leaseTtlMs: leaseMs,
+          markRestarts: options.failover.onRestartUntold !== undefined,
         });
   return {
     engine,
@@ -172,11 +183,9 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
   };
 }
 
-/** The hearing of a controller restart left untold, as the controller's decision (none without one). */
+/** The hearing of a controller restart left untold, from its record (none without one). */
 function onRestarted(
-  onDecision: ((d: FailoverDecision) => Promise<void> | void) | undefined,
-): ((m: Migration, tenant: string) => Promise<void> | void) | undefined {
-  return onDecision === undefined
-    ? undefined
-    : (m, tenant) => onDecision(restartDecisionOf(m, tenant));
+  hear: ((d: FailoverDecision) => Promise<void>) | undefined,
+): ((m: Migration, tenant: string) => Promise<void>) | undefined {
+  return hear === undefined ? undefined : (m, tenant) => hear(restartDecisionOf(m, tenant));
 }

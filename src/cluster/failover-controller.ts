@@ -39,6 +39,8 @@ export interface FailoverControllerOptions extends FailoverDeps {
   readonly onDecision?: (decision: FailoverDecision) => Promise<void> | void;
   /** Told of each stale copy of a VM the controller had removed (for the audit trail). */
   readonly onStaleCopy?: (decision: StaleCopyDecision) => Promise<void> | void;
+  /** A restart's record is marked untold until told (failover-pass.ts): there is a trail to tell it again. */
+  readonly markRestarts?: boolean;
 }
 
 /** The automatic failover loop of the daemon. */
@@ -124,6 +126,7 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     windowMs,
     maxParallel: options.maxParallel ?? 4,
     failedTargets,
+    markRestarts: options.markRestarts,
   });
 
   /** The pass under way, if any: close() lets it wind down before resigning. */

@@ -17,6 +17,7 @@ import {
   toRpcError,
 } from "../core/index.js";
 import { FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore, updateMessage } from "../store/index.js";
@@ -38,6 +39,11 @@ export interface FailoverPassDeps {
   readonly logger: Logger;
   /** What failoverVm needs (the controller's options). */
   readonly failover: FailoverDeps;
+  /**
+   * A restart's record is marked untold until the trail took it (there is a
+   * trail to tell it again: migration-settle-tell.ts).
+   */
+  readonly markRestarts?: boolean;
   readonly leadership: FailoverLeadership;
   readonly decisions: FailoverDecisions;
   readonly ha: HaRestore;
@@ -51,6 +57,41 @@ export interface FailoverPassDeps {
   readonly maxParallel: number;
   /** Nodes that failed to restart a VM: another node gets it first (shared with the HA restore). */
   readonly failedTargets: FailedTargets;
+}
+
+/**
+ * Counts a restart of `vmId` on `target` against the limit, over the record as it is now,
+ * not as read: the target's answer can take until a cut off target is back, and meanwhile
+ * its agent may have said it self-fenced the vm there (noteSelfFenced). A mark on the
+ * source is the one this restart answers; one on the target is kept, or the vm stays
+ * stopped at its placement for good (chaos, seed 42).
+ */
+async function countRestart(
+  store: KvStore,
+  vmId: string,
+  target: string,
+  restarts: number,
+  now: number,
+  signal: AbortSignal,
+) {
+  await updateMessage(
+    store,
+    FailoverRecordSchema,
+    RECORDS + vmId,
+    (cur) => {
+      const onTarget = cur?.lostRunning === true && sameNode(cur.lostReportNode, target);
+      return create(FailoverRecordSchema, {
+        vmId,
+        restarts,
+        lastRestartMs: BigInt(now),
+        lastDecision: `restarted on ${target}`,
+        ...(onTarget
+          ? { lostRunning: true, lostReportNode: target, lostReportMs: cur.lostReportMs }
+          : {}),
+      });
+    },
+    { signal },
+  );
 }
 
 /** One step of the pass on one VM; false when the leadership is gone (nothing more is started). */
@@ -101,55 +142,18 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
       });
       return true;
     }
+    let m: Migration;
     try {
       // Conditional on still holding the election (its key's revision, not a clock).
-      const m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
+      m = await failoverVm(options, vm.id, FAILOVER_PRINCIPAL, undefined, signal, {
         compares: [leadership.elected()],
         avoid: failedTargets.avoid(vm.id, now),
         // Dated when it failed, not at the pass's start: a target holding the restart until
         // the recover timeout (2 minutes) was otherwise past its avoidance as it failed.
         onRecoverFailed: (target) => failedTargets.failed(vm.id, target, clock.now()),
         // Its end is told below; a process dying before leaves it to a reconcile pass.
-        untold: true,
+        untold: deps.markRestarts === true,
       });
-      failedTargets.restarted(vm.id);
-      const target = m.target?.nodeId?.id ?? "";
-      // Over the record as it is now, not as read: the target's answer can take until a cut
-      // off target is back, and meanwhile its agent may have said it self-fenced the vm there
-      // (noteSelfFenced). A mark on the source is the one this restart answers; one on the
-      // target is kept, or the vm stays stopped at its placement for good (chaos, seed 42).
-      await updateMessage(
-        store,
-        FailoverRecordSchema,
-        key,
-        (cur) => {
-          const onTarget = cur?.lostRunning === true && sameNode(cur.lostReportNode, target);
-          return create(FailoverRecordSchema, {
-            vmId: vm.id,
-            restarts: recent + 1,
-            lastRestartMs: BigInt(now),
-            lastDecision: `restarted on ${target}`,
-            ...(onTarget
-              ? { lostRunning: true, lostReportNode: target, lostReportMs: cur.lostReportMs }
-              : {}),
-          });
-        },
-        { signal },
-      );
-      // Its mark cleared once the trail took it: a process killed before (or a trail that
-      // refused it) leaves the restart to a reconcile pass, not unaudited. Not awaited: a
-      // trail that hangs must not hold up the pass's restarts.
-      void options.engine.told(
-        m.migrationId,
-        decide({
-          vmId: vm.id,
-          node: nodeId,
-          tenant: vm.tenant,
-          action: "restarted",
-          detail: `restarted on ${target}`,
-          migrationId: m.migrationId,
-        }),
-      );
     } catch (err) {
       const rpc = toRpcError(err);
       decide({
@@ -160,7 +164,29 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         detail: rpc.message,
         reason: rpc.reason,
       });
+      return true;
     }
+    failedTargets.restarted(vm.id);
+    const target = m.target?.nodeId?.id ?? "";
+    // Told as soon as it ran, its mark cleared once the trail took it: a process killed
+    // before (or a trail that refused it) leaves the restart to a reconcile pass, not
+    // unaudited. Not awaited: a trail that hangs must not hold up the pass's restarts.
+    void options.engine.told(
+      m.migrationId,
+      decide({
+        vmId: vm.id,
+        node: nodeId,
+        tenant: vm.tenant,
+        action: "restarted",
+        detail: `restarted on ${target}`,
+        migrationId: m.migrationId,
+      }),
+    );
+    // A restart that ran is not told as failed when only its count could not be written
+    // (it was, and its record then said both).
+    await countRestart(store, vm.id, target, recent + 1, now, signal).catch((err: unknown) =>
+      logger.warn({ err, vm: vm.id }, "vm restarted; its restart not counted"),
+    );
     return true;
   }
 

@@ -61,6 +61,8 @@ export interface MigrationEngineOptions {
    * controller did not tell (it died first), at least once.
    */
   readonly onRestarted?: (migration: Migration, tenant: string) => Promise<void> | void;
+  /** A tell of the trail not answered within this counts as refused (default 60 s). */
+  readonly auditTellTimeoutMs?: number;
   /** Leaves an HA VM a migration could not start again, or only presumes running, to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
   /** Cancels asked of a process that does not run the migration; without it, those are refused. */
@@ -135,6 +137,7 @@ export function createMigrationEngine(options: MigrationEngineOptions): Migratio
     // Only given one: without a trail, a settle is not marked at all.
     onSettled: told(options.onSettled),
     onRestarted: told(options.onRestarted),
+    tellTimeoutMs: options.auditTellTimeoutMs,
     markLostRunning,
   });
   const follow = createMigrationWatch(journal, runner.runsHere);

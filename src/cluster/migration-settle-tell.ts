@@ -12,23 +12,30 @@
  * (telling it again, backing off while its trail refuses); else by a process
  * that claims it with a compare-and-swap naming itself the runner, so one
  * process of several tells it and a slow trail is not told once per
- * daemon. A tell is never awaited by a pass: a trail that hangs must not
- * stop settling. A controller restart that failed was told by the controller
+ * daemon. A tell not answered within {@link TELL_TIMEOUT_MS} counts as
+ * refused; after {@link HAND_OFF_AFTER} failures (a trail stuck on its disk)
+ * the runner hands the record off (no runner), and another daemon's pass
+ * claims it. A process never takes, nor clears, a record whose kind it has
+ * no trail for (a daemon without audit). A tell is never awaited by a pass:
+ * a trail that hangs must not stop settling. A controller restart that failed was told by the controller
  * as it failed: its mark is only cleared. Pruning keeps a marked record. A
  * record told and not cleared (its process died right after the trail took
  * it, or was paused past its lease while telling) is told twice: a
  * duplicate, never a loss.
  */
-import { create } from "@bufbuild/protobuf";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../core/index.js";
-import { MigrationRecordSchema, Untold } from "../gen/debvisor/store/v1/records_pb.js";
-import { getMessage, type KvStore, updateMessage } from "../store/index.js";
+import type { KvStore } from "../store/index.js";
 import { jobActive, type MigrationJob } from "./migration-job.js";
-import { enc, MIGRATION_RECORDS } from "./migration-record-keys.js";
+import { clearUntold, NO_RUNNER, rewriteUntoldRunner } from "./migration-untold-records.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 
 /** The most passes a tell refused again and again waits before it is tried again. */
 const MAX_BACKOFF_PASSES = 64;
+/** A tell not answered by then counts as refused (a trail whose disk stalled). */
+export const TELL_TIMEOUT_MS = 60_000;
+/** Failures of its own tells after which a runner hands the record to the other daemons. */
+const HAND_OFF_AFTER = 3;
 
 /** What {@link createMigrationSettleTell} works with. */
 export interface MigrationSettleTellOptions {
@@ -40,6 +47,8 @@ export interface MigrationSettleTellOptions {
   readonly onRestarted: ((job: MigrationJob) => Promise<void> | void) | undefined;
   /** This process's runner id, and whether another's process is alive (runner-registry.ts). */
   readonly runners: Pick<RunnerRegistry, "id" | "isAlive">;
+  /** A tell not answered within this counts as refused (default {@link TELL_TIMEOUT_MS}). */
+  readonly tellTimeoutMs?: number;
 }
 
 /** The ways an end is told: by the process that ended it, and by a pass finding one left untold. */
@@ -66,6 +75,7 @@ export function createMigrationSettleTell(
   options: MigrationSettleTellOptions,
 ): MigrationSettleTell {
   const { store, logger, runners } = options;
+  const tellTimeoutMs = options.tellTimeoutMs ?? TELL_TIMEOUT_MS;
   /** Marked records as the last pass saw them (id to revision). */
   let seen = new Map<string, number>();
   /** Ends this process is telling now: not claimed from itself by its own pass. */
@@ -73,21 +83,10 @@ export function createMigrationSettleTell(
   /** Ends whose tell failed here: the passes each still waits, doubling per failure. */
   const backoff = new Map<string, { failures: number; wait: number }>();
 
-  async function clear(id: string): Promise<void> {
-    await updateMessage(store, MigrationRecordSchema, MIGRATION_RECORDS + id, (cur) =>
-      cur !== undefined && cur.untold !== Untold.UNSPECIFIED
-        ? create(MigrationRecordSchema, { ...cur, untold: Untold.UNSPECIFIED })
-        : undefined,
-    ).catch((err: unknown) => {
-      // Told, but still marked: a pass tells it again (a duplicate, never a loss).
-      logger.warn({ err, migration: id }, "migration's end told, not marked");
-    });
-  }
-
   async function told(id: string, tellingIt: Promise<void>): Promise<void> {
     telling.add(id);
     try {
-      await tellingIt;
+      await within(tellingIt, tellTimeoutMs);
     } catch (err) {
       const failures = (backoff.get(id)?.failures ?? 0) + 1;
       backoff.set(id, { failures, wait: Math.min(2 ** failures, MAX_BACKOFF_PASSES) });
@@ -100,7 +99,16 @@ export function createMigrationSettleTell(
       telling.delete(id);
     }
     backoff.delete(id);
-    await clear(id);
+    await clearUntold(store, id).catch((err: unknown) => {
+      // Told, but still marked: a pass tells it again (a duplicate, never a loss).
+      logger.warn({ err, migration: id }, "migration's end told, not marked");
+    });
+  }
+
+  /** Whether this process can tell `job`'s end (a failed restart: nothing to tell, only to clear). */
+  function canTell(job: MigrationJob): boolean {
+    if (job.untold === "settled") return options.onSettled !== undefined;
+    return job.status.state !== "succeeded" || options.onRestarted !== undefined;
   }
 
   /** The end of `job` as its mark says, told (a failed restart: nothing left to tell). */
@@ -108,49 +116,53 @@ export function createMigrationSettleTell(
     const tellIt = job.untold === "settled" ? options.onSettled : options.onRestarted;
     const restartFailed = job.untold === "failover" && job.status.state !== "succeeded";
     if (tellIt === undefined || restartFailed) return Promise.resolve();
-    return Promise.resolve().then(() => tellIt(job));
+    return (async () => tellIt(job))();
   }
 
   /**
    * Tells `job`'s end left untold (its record unchanged since the pass
-   * before, at `revision`): again if this process is its runner, else once
-   * claimed from a runner that died. Not awaited by the pass.
+   * before, at `revision`): again if this process is its runner (handed
+   * off after {@link HAND_OFF_AFTER} failures: its trail may be stuck),
+   * else once claimed from a runner that is gone. Not awaited by the pass.
    */
   async function tellLeft(job: MigrationJob, revision: number, signal?: AbortSignal) {
     if (job.runner === runners.id) {
-      void told(job.id, tellEnd(job));
+      // One it cannot tell (no trail here for its kind) is handed off at once.
+      if (canTell(job) && (backoff.get(job.id)?.failures ?? 0) < HAND_OFF_AFTER) {
+        void told(job.id, tellEnd(job));
+        return;
+      }
+      if (await rewriteUntoldRunner(store, job.id, revision, NO_RUNNER, signal))
+        logger.warn({ migration: job.id }, "migration's end left to another daemon to tell");
       return;
     }
-    // Its runner tells it (again, if its trail refused it), for as long as it lives.
-    if (await runners.isAlive(job.runner, signal)) return;
-    const key = MIGRATION_RECORDS + job.id;
-    const got = await getMessage(store, MigrationRecordSchema, key, { signal });
-    if (got?.modRevision !== revision || got.message.untold === Untold.UNSPECIFIED) return;
-    const claimed = create(MigrationRecordSchema, { ...got.message, runner: runners.id });
-    const txn = await store.txn(
-      {
-        compares: [{ key, modRevision: revision }],
-        success: [{ type: "put", key, value: enc(claimed) }],
-      },
-      { signal },
-    );
-    if (!txn.succeeded) return; // another process claimed it, or cleared it
+    // Its runner tells it (again, if its trail refused it), for as long as it lives. Nor is
+    // one taken that this process cannot tell (no trail): it would clear the mark untold.
+    if (job.runner !== NO_RUNNER && (await runners.isAlive(job.runner, signal))) return;
+    if (!canTell(job)) return;
+    if (!(await rewriteUntoldRunner(store, job.id, revision, runners.id, signal))) return;
     logger.warn(
       { migration: job.id, untold: job.untold, runner: job.runner },
-      "migration's end left untold by a process that died; telling it now",
+      "migration's end left untold by another process; telling it now",
     );
     void told(job.id, tellEnd(job));
   }
 
   return {
     mark: (job) => (options.onSettled === undefined ? job : { ...job, untold: "settled" }),
-    tell: (job) => told(job.id, tellEnd(job)),
+    // Not one this process cannot tell (a restart's mark, settled by a daemon without a
+    // trail): clearing it would leave it untold for good.
+    tell: (job) =>
+      job.untold !== undefined && canTell(job) ? told(job.id, tellEnd(job)) : Promise.resolve(),
     told,
     async tellLeftUntold(all, signal) {
       const before = seen;
       seen = new Map();
+      const marked = new Set<string>();
       for (const { job, modRevision } of all) {
-        if (job.untold === undefined || jobActive(job) || telling.has(job.id)) continue;
+        if (job.untold === undefined || jobActive(job)) continue;
+        marked.add(job.id);
+        if (telling.has(job.id)) continue;
         seen.set(job.id, modRevision);
         if (before.get(job.id) !== modRevision) continue; // new, or changed since: told now, maybe
         const waiting = backoff.get(job.id);
@@ -161,7 +173,22 @@ export function createMigrationSettleTell(
           logger.warn({ err, migration: job.id }, "telling an untold end failed; next pass");
         }
       }
-      for (const id of backoff.keys()) if (!seen.has(id)) backoff.delete(id);
+      for (const id of backoff.keys()) if (!marked.has(id)) backoff.delete(id);
     },
   };
+}
+
+/** Resolves as `p` does, or rejects once `ms` have passed first. */
+async function within(p: Promise<void>, ms: number): Promise<void> {
+  const timer = new AbortController();
+  try {
+    await Promise.race([
+      p,
+      sleep(ms, undefined, { signal: timer.signal, ref: false }).then(() => {
+        throw new Error(`the audit trail did not take it within ${Math.round(ms / 1000)} s`);
+      }),
+    ]);
+  } finally {
+    timer.abort();
+  }
 }

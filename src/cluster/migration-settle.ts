@@ -62,6 +62,8 @@ export interface MigrationSettlerOptions {
   readonly onSettled?: (job: MigrationJob) => Promise<void> | void;
   /** As `onSettled`, for a failover controller's restart left untold by its controller. */
   readonly onRestarted?: (job: MigrationJob) => Promise<void> | void;
+  /** A tell of the trail not answered within this counts as refused (default 60 s). */
+  readonly tellTimeoutMs?: number;
   /** As the runner's: an HA VM that could not be started again, or is only presumed to run, is left to HA restore. */
   readonly markLostRunning?: MarkLostRunning;
 }
@@ -106,6 +108,7 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
     onSettled: options.onSettled,
     onRestarted: options.onRestarted,
     runners,
+    tellTimeoutMs: options.tellTimeoutMs,
   });
   /** When this process first tried to settle each orphan (its own clock). */
   const firstTried = new Map<string, number>();

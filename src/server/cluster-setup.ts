@@ -167,10 +167,10 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
     settleJobTimeoutMs: config.cluster.settleJobTimeoutMs,
     events: events.recorder,
     // Resolves once the trail took it: a settle the trail refused is told again by a later
-    // reconcile pass, not logged and lost.
-    onSettled: async (m, tenant) => {
-      await audit?.append(settledAuditFields(m, tenant));
-    },
+    // reconcile pass, not logged and lost. None without a trail: a daemon with nothing to
+    // tell it to must not take (and clear) another's untold settle.
+    onSettled:
+      audit === undefined ? undefined : (m, tenant) => audit.append(settledAuditFields(m, tenant)),
     failover: config.cluster.failover.enabled
       ? {
           ...config.cluster.failover,
@@ -183,6 +183,9 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
           onStaleCopy: async (d) => {
             await audit?.append(staleCopyAuditFields(d));
           },
+          // A restart told again: to the trail only (counted once, by the controller).
+          onRestartUntold:
+            audit === undefined ? undefined : (d) => audit.append(failoverAuditFields(d)),
         }
       : undefined,
   });

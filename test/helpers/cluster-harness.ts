@@ -108,6 +108,10 @@ export async function startClusterHarness(options: {
   driver?: (driver: RecoveringDriver) => RecoveringDriver;
   /** The audit trail's hearing of the failover controller's decisions, after `decisions` has them. */
   onDecision?: (d: FailoverDecision) => Promise<void> | void;
+  /** The audit trail's hearing of a restart told again (given: restarts are marked untold until told). */
+  onRestartUntold?: (d: FailoverDecision) => Promise<void> | void;
+  /** A tell of the trail not answered within this counts as refused (default 60 s). */
+  auditTellTimeoutMs?: number;
   /** The audit trail's hearing of migrations settled by reconciliation (as the daemon's). */
   onSettled?: (migration: Migration, tenant: string) => Promise<void> | void;
 }): Promise<ClusterHarness> {
@@ -181,6 +185,7 @@ export async function startClusterHarness(options: {
     runnerLeaseMs: 2000,
     settleJobTimeoutMs: options.settleJobTimeoutMs,
     onSettled: options.onSettled,
+    auditTellTimeoutMs: options.auditTellTimeoutMs,
     failover: options.failover
       ? {
           intervalMs: 3_600_000,
@@ -191,6 +196,12 @@ export async function startClusterHarness(options: {
             decisions.push(d);
             return options.onDecision?.(d);
           },
+          onRestartUntold:
+            options.onRestartUntold === undefined
+              ? undefined
+              : async (d) => {
+                  await options.onRestartUntold?.(d);
+                },
         }
       : undefined,
   });
