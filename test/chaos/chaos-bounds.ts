@@ -58,6 +58,12 @@ export const CHAOS_BOUNDS = {
    * migrations (settling asks the agents and waits for the job) and the slack.
    */
   operationFinalMs: T.runnerLeaseMs + FENCE_CYCLE_MS + 2 * T.migrationMs + LOAD_SLACK_MS,
+  /**
+   * After the settle, no migration record is still marked untold within: a
+   * dead runner's lease, two reconcile passes (every half lease) to claim it,
+   * its tell, and the slack (src/cluster/migration-settle-tell.ts).
+   */
+  auditedMs: 3 * T.runnerLeaseMs + LOAD_SLACK_MS,
   /** The checker's period. */
   sampleMs: 200,
 } as const;

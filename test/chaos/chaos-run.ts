@@ -6,6 +6,7 @@ import { NodeReadiness } from "../../src/gen/debvisor/v1/node_pb.js";
 import { createEtcdStore, type KvStore } from "../../src/store/index.js";
 import { startEtcd } from "../helpers/etcd-server.js";
 import { eventually } from "../helpers/eventually.js";
+import { checkActsAudited } from "./chaos-audited.js";
 import { CHAOS_BOUNDS } from "./chaos-bounds.js";
 import { createChecker } from "./chaos-checker.js";
 import { type ChaosCluster, startChaosCluster } from "./chaos-cluster.js";
@@ -199,10 +200,16 @@ async function runSeed(
   );
   running = false;
   await Promise.all([sampler, poller, keepPolling]);
+  const audited = await checkActsAudited(
+    store,
+    ["rpcd-a", "rpcd-b"].map((d) => join(cluster.dir, d)),
+    history,
+    CHAOS_BOUNDS.auditedMs,
+  );
   const ok = history.violations.length === 0;
   const faultCounts = Object.fromEntries(history.counts("fault"));
   const c = outcomes.counts;
-  const summary = `seed ${seed}, ${seconds} s: ${ok ? "ok" : `${history.violations.length} violation(s)`}; ${workload.issued()} operations issued (${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled; ${c.checked} outcomes checked against the hypervisors); faults ${JSON.stringify(faultCounts)}; ${cutOff.count()} vm(s) failed over away from a cut-off node; ${checker.samples()} samples; settled ${settleMs} ms after the heal`;
+  const summary = `seed ${seed}, ${seconds} s: ${ok ? "ok" : `${history.violations.length} violation(s)`}; ${workload.issued()} operations issued (${c.succeeded} succeeded, ${c.failed} failed, ${c.cancelled} cancelled; ${c.checked} outcomes checked against the hypervisors); faults ${JSON.stringify(faultCounts)}; ${cutOff.count()} vm(s) failed over away from a cut-off node; ${audited} restart(s) of the controller checked against the audit trail; ${checker.samples()} samples; settled ${settleMs} ms after the heal`;
   return {
     seed,
     seconds,
