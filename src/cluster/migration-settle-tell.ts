@@ -105,10 +105,13 @@ export function createMigrationSettleTell(
     });
   }
 
-  /** Whether this process can tell `job`'s end (a failed restart: nothing to tell, only to clear). */
+  /**
+   * Whether this process has a trail for `job`'s end: also for a failed
+   * restart (nothing to tell, only to clear), since a daemon without a trail
+   * must never clear a mark (it may be one a settle made).
+   */
   function canTell(job: MigrationJob): boolean {
-    if (job.untold === "settled") return options.onSettled !== undefined;
-    return job.status.state !== "succeeded" || options.onRestarted !== undefined;
+    return (job.untold === "settled" ? options.onSettled : options.onRestarted) !== undefined;
   }
 
   /** The end of `job` as its mark says, told (a failed restart: nothing left to tell). */
@@ -125,20 +128,29 @@ export function createMigrationSettleTell(
    * off after {@link HAND_OFF_AFTER} failures: its trail may be stuck),
    * else once claimed from a runner that is gone. Not awaited by the pass.
    */
-  async function tellLeft(job: MigrationJob, revision: number, signal?: AbortSignal) {
+  async function tellLeft(
+    job: MigrationJob,
+    revision: number,
+    alive: (runner: string) => Promise<boolean>,
+    signal?: AbortSignal,
+  ) {
     if (job.runner === runners.id) {
       // One it cannot tell (no trail here for its kind) is handed off at once.
       if (canTell(job) && (backoff.get(job.id)?.failures ?? 0) < HAND_OFF_AFTER) {
         void told(job.id, tellEnd(job));
         return;
       }
-      if (await rewriteUntoldRunner(store, job.id, revision, NO_RUNNER, signal))
+      if (await rewriteUntoldRunner(store, job.id, revision, NO_RUNNER, signal)) {
         logger.warn({ migration: job.id }, "migration's end left to another daemon to tell");
+        // Not taken back at once (its trail is stuck): the other daemons' passes first.
+        const failures = backoff.get(job.id)?.failures ?? HAND_OFF_AFTER;
+        backoff.set(job.id, { failures, wait: MAX_BACKOFF_PASSES });
+      }
       return;
     }
     // Its runner tells it (again, if its trail refused it), for as long as it lives. Nor is
     // one taken that this process cannot tell (no trail): it would clear the mark untold.
-    if (job.runner !== NO_RUNNER && (await runners.isAlive(job.runner, signal))) return;
+    if (job.runner !== NO_RUNNER && (await alive(job.runner))) return;
     if (!canTell(job)) return;
     if (!(await rewriteUntoldRunner(store, job.id, revision, runners.id, signal))) return;
     logger.warn(
@@ -149,7 +161,12 @@ export function createMigrationSettleTell(
   }
 
   return {
-    mark: (job) => (options.onSettled === undefined ? job : { ...job, untold: "settled" }),
+    // A restart's record is marked settled even here without a trail: a daemon with one
+    // tells it as such (a restart that began and rolled back was otherwise in no trail).
+    mark: (job) =>
+      options.onSettled === undefined && job.untold === undefined
+        ? job
+        : { ...job, untold: "settled" },
     // Not one this process cannot tell (a restart's mark, settled by a daemon without a
     // trail): clearing it would leave it untold for good.
     tell: (job) =>
@@ -159,6 +176,16 @@ export function createMigrationSettleTell(
       const before = seen;
       seen = new Map();
       const marked = new Set<string>();
+      // Each runner asked once a pass, however many of its records are marked.
+      const asked = new Map<string, Promise<boolean>>();
+      const alive = (runner: string) => {
+        let got = asked.get(runner);
+        if (got === undefined) {
+          got = runners.isAlive(runner, signal);
+          asked.set(runner, got);
+        }
+        return got;
+      };
       for (const { job, modRevision } of all) {
         if (job.untold === undefined || jobActive(job)) continue;
         marked.add(job.id);
@@ -168,7 +195,7 @@ export function createMigrationSettleTell(
         const waiting = backoff.get(job.id);
         if (waiting !== undefined && waiting.wait-- > 0) continue;
         try {
-          await tellLeft(job, modRevision, signal);
+          await tellLeft(job, modRevision, alive, signal);
         } catch (err) {
           logger.warn({ err, migration: job.id }, "telling an untold end failed; next pass");
         }
