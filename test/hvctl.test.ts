@@ -527,7 +527,7 @@ describe("hvctl against a dev daemon", () => {
       const revokedServer = await ok("cert", "revoke", server.serial);
       assert.match(
         revokedServer.stdout,
-        /note: a server certificate: .* each hvctl refuses it once it has taken the cluster's list of revoked server certificates again/,
+        /note: a server certificate: .* this hvctl refuses it from now on; each other hvctl once it has taken the cluster's list of revoked server certificates again/,
       );
       const apiKeyContext = await dev("--context", "dev-operator", "cert", "renew");
       assert.equal(apiKeyContext.code, 2);
