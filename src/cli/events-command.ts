@@ -114,7 +114,7 @@ export function eventsCommand(cli: () => CliContext): Command {
               : `---\n${serialize(messageJson(EventSchema, e), "yaml")}`
             : eventLine(e, ctx.style),
         );
-      for (const e of past.events) show(e);
+      // Ctrl-C is taken before anything is printed: whoever saw a line may press it.
       const abort = new AbortController();
       const interrupts = watchInterrupts({
         signals: ctx.io.signals ?? process,
@@ -123,6 +123,7 @@ export function eventsCommand(cli: () => CliContext): Command {
         stopWatching: () => abort.abort(),
       });
       try {
+        for (const e of past.events) show(e);
         for await (const e of ctx
           .client(EventService)
           .watchEvents({ ...object, sinceRevision: past.revision }, { signal: abort.signal }))
