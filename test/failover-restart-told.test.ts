@@ -8,13 +8,18 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import {
   createMigrationRecords,
   type FailoverDecision,
   readPlacement,
 } from "../src/cluster/index.js";
 import { silentLogger } from "../src/core/index.js";
-import { Untold } from "../src/gen/debvisor/store/v1/records_pb.js";
+import {
+  FailoverRecordSchema,
+  MigrationRecordSchema,
+  Untold,
+} from "../src/gen/debvisor/store/v1/records_pb.js";
 import { MigrationKind, MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, type KvStore } from "../src/store/index.js";
@@ -226,6 +231,96 @@ describe("a failover controller's restart, audited at least once", () => {
       await peer?.close();
       await h.close();
       await store.close();
+    }
+  });
+
+  it("a restart whose record's last write failed, the vm running, is told as restarted and counted, not as failed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dv-restart-final-"));
+    const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+    let refusedFinal = 0;
+    // The store refuses the first write of a failover record finished SUCCEEDED (etcd
+    // restarting just then): the restart ran; its record could not say so.
+    const store = new Proxy(real, {
+      get(target, key) {
+        if (key === "txn")
+          return (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
+            const final = req.success.some((op) => {
+              if (op.type !== "put" || !op.key.startsWith("migrations/")) return false;
+              const m = fromBinary(MigrationRecordSchema, op.value).migration;
+              return m?.kind === MigrationKind.FAILOVER && m.state === MigrationState.SUCCEEDED;
+            });
+            if (final && refusedFinal === 0) {
+              refusedFinal++;
+              return Promise.reject(new Error("the store refused the write"));
+            }
+            return target.txn(req, o);
+          };
+        const v = Reflect.get(target, key);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const told: FailoverDecision[] = [];
+    const settled: string[] = [];
+    const h = await startClusterHarness({
+      nodes: 3,
+      vmsPerNode: 4,
+      failover: true,
+      store,
+      onDecision: into(told),
+      onRestartUntold: into(told),
+      onSettled: (m) => {
+        settled.push(`${m.vm?.vmId} ${MigrationState[m.state]}`);
+      },
+    });
+    try {
+      const vmId = await haVm(h);
+      h.sim.faults.partitionNode(SOURCE);
+      for (
+        let t = 0;
+        t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 10_000 && refusedFinal === 0;
+        t += 1000
+      ) {
+        h.clock.advance(1000);
+        await h.beat();
+        await h.runtime.controller?.tick();
+      }
+      assert.equal(refusedFinal, 1, "the restart's final write was refused");
+      const target = h.sim.locate(vmId);
+      assert.ok(target !== undefined && target.nodeId !== SOURCE && target.state === "running");
+      await eventually(() =>
+        assert.deepEqual(
+          told.filter((d) => d.vmId === vmId).map((d) => d.action),
+          ["restarted"],
+          JSON.stringify(told),
+        ),
+      );
+      assert.equal(
+        h.decisions.filter((d) => d.vmId === vmId && d.action === "failed").length,
+        0,
+        "not told as failed",
+      );
+      // The record is settled by a reconcile pass: SUCCEEDED, as the vm runs there.
+      await eventually(
+        async () => {
+          await h.runtime.engine.reconcile();
+          const rec = await restartRecord(real, vmId);
+          assert.equal(rec.migration?.state, MigrationState.SUCCEEDED);
+          assert.equal(rec.untold, Untold.UNSPECIFIED);
+        },
+        { timeoutMs: 20_000 },
+      );
+      // Its settle is audited too, and agrees: it succeeded.
+      assert.deepEqual(
+        settled.filter((m) => m.startsWith(`${vmId} `)),
+        [`${vmId} SUCCEEDED`],
+      );
+      assert.equal((await readPlacement(real, vmId)).rec?.nodeId, target.nodeId);
+      const counted = await real.get(`failover/${vmId}`);
+      assert.ok(counted, "the restart counted against the vm's restart limit");
+      assert.equal(fromBinary(FailoverRecordSchema, counted.value).restarts, 1);
+    } finally {
+      await h.close();
+      await real.close();
     }
   });
 

@@ -201,9 +201,32 @@ async function failoverOnce(
       logger,
       AbortSignal.timeout(30_000),
     );
-    return migrationOf(await journal.publish(job, { final: true }));
+    return migrationOf(await publishRestarted(journal, job, logger));
   } finally {
     journal.disown(job.id);
+  }
+}
+
+/**
+ * The restarted VM's record, finished. A write that fails here (the store
+ * restarting) does not undo the restart: the VM runs on the target under its
+ * new generation, so the failover answers as restarted (told, counted) and the
+ * record, still running and disowned, is settled by a reconcile pass from what
+ * the nodes report.
+ */
+async function publishRestarted(
+  journal: MigrationJournal,
+  job: MigrationJob,
+  logger: Logger,
+): Promise<MigrationJob> {
+  try {
+    return await journal.publish(job, { final: true });
+  } catch (err) {
+    logger.warn(
+      { err, vm: job.vmId, migration: job.id },
+      "vm restarted; its record not finished, left to a reconcile pass",
+    );
+    return job;
   }
 }
 
