@@ -23,12 +23,11 @@
  * it, or was paused past its lease while telling) is told twice: a
  * duplicate, never a loss.
  */
-import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../core/index.js";
+import { type Logger, within } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
 import { jobActive, type MigrationJob } from "./migration-job.js";
 import { clearUntold, NO_RUNNER, rewriteUntoldRunner } from "./migration-untold-records.js";
-import type { RunnerRegistry } from "./runner-registry.js";
+import { askOnce, type RunnerRegistry } from "./runner-registry.js";
 
 /** The most passes a tell refused again and again waits before it is tried again. */
 const MAX_BACKOFF_PASSES = 64;
@@ -86,7 +85,11 @@ export function createMigrationSettleTell(
   async function told(id: string, tellingIt: Promise<void>): Promise<void> {
     telling.add(id);
     try {
-      await within(tellingIt, tellTimeoutMs);
+      await within(
+        tellingIt,
+        tellTimeoutMs,
+        `the audit trail did not take it within ${Math.round(tellTimeoutMs / 1000)} s`,
+      );
     } catch (err) {
       const failures = (backoff.get(id)?.failures ?? 0) + 1;
       backoff.set(id, { failures, wait: Math.min(2 ** failures, MAX_BACKOFF_PASSES) });
@@ -177,15 +180,7 @@ export function createMigrationSettleTell(
       seen = new Map();
       const marked = new Set<string>();
       // Each runner asked once a pass, however many of its records are marked.
-      const asked = new Map<string, Promise<boolean>>();
-      const alive = (runner: string) => {
-        let got = asked.get(runner);
-        if (got === undefined) {
-          got = runners.isAlive(runner, signal);
-          asked.set(runner, got);
-        }
-        return got;
-      };
+      const alive = askOnce(runners, signal);
       for (const { job, modRevision } of all) {
         if (job.untold === undefined || jobActive(job)) continue;
         marked.add(job.id);
@@ -203,19 +198,4 @@ export function createMigrationSettleTell(
       for (const id of backoff.keys()) if (!marked.has(id)) backoff.delete(id);
     },
   };
-}
-
-/** Resolves as `p` does, or rejects once `ms` have passed first. */
-async function within(p: Promise<void>, ms: number): Promise<void> {
-  const timer = new AbortController();
-  try {
-    await Promise.race([
-      p,
-      sleep(ms, undefined, { signal: timer.signal, ref: false }).then(() => {
-        throw new Error(`the audit trail did not take it within ${Math.round(ms / 1000)} s`);
-      }),
-    ]);
-  } finally {
-    timer.abort();
-  }
 }

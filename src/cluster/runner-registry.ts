@@ -34,6 +34,25 @@ export interface RunnerRegistry {
   close(): Promise<void>;
 }
 
+/**
+ * `runners.isAlive`, asking once per runner however often it is called: one
+ * pass over many records of the same runner asks the store once.
+ */
+export function askOnce(
+  runners: Pick<RunnerRegistry, "isAlive">,
+  signal?: AbortSignal,
+): (runnerId: string) => Promise<boolean> {
+  const asked = new Map<string, Promise<boolean>>();
+  return (runnerId) => {
+    let got = asked.get(runnerId);
+    if (got === undefined) {
+      got = runners.isAlive(runnerId, signal);
+      asked.set(runnerId, got);
+    }
+    return got;
+  };
+}
+
 /** Share of the TTL a lease may go unrenewed before this process takes it as lost. */
 const LOST_AFTER = 0.8;
 

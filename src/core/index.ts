@@ -82,3 +82,4 @@ export { timeoutSignal } from "./timeout-signal.js";
 export { msFromTimestamp, timestampFromMs } from "./timestamp.js";
 export type { StringRule } from "./validate.js";
 export { checkNumber, checkString, ID_HINT, ID_PATTERN, invalid } from "./validate.js";
+export { within } from "./within.js";
