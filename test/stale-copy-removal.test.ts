@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { currentGeneration } from "../src/cluster/index.js";
+import { AUDIT_INTENTS, currentGeneration } from "../src/cluster/index.js";
 import { VmRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { getMessage } from "../src/store/index.js";
@@ -13,6 +13,7 @@ import {
   type FencingCluster,
   startFencingCluster,
 } from "./helpers/fencing-cluster.js";
+import { recordWatches } from "./helpers/watch-recorder.js";
 
 /**
  * Conflicts resolved by generation, with real processes: a node whose HA
@@ -63,6 +64,10 @@ describe("stale copies removed by generation (agents)", async () => {
       { timeoutMs: 30_000, intervalMs: 250 },
     );
     const generation = await currentGeneration(c.store, VM);
+    // Every intent written from here on (the removal's, kept until the trail took it).
+    const stop = new AbortController();
+    const intents = recordWatches(c.store, AUDIT_INTENTS, stop.signal);
+    intents.open(1, (await c.store.revision()) + 1);
     // node-a comes back with its stopped copy.
     c.run("node-a");
     await eventually(
@@ -90,6 +95,18 @@ describe("stale copies removed by generation (agents)", async () => {
       .filter((l) => l.includes('"vm.stale-copy"') && l.includes(`vm_id=${VM} `));
     assert.equal(audit.length, 1, "audited once");
     assert.match(audit[0] ?? "", /"decision":"removed"/);
+    // One intent per removal (node-a held copies of each of its VMs failed over), written
+    // with its go-ahead, each audited, and gone once the trail took it.
+    await eventually(async () => {
+      assert.deepEqual((await c.store.range(AUDIT_INTENTS)).kvs, []);
+      const removals = readFileSync(join(c.dir, "audit.log"), "utf8")
+        .split("\n")
+        .filter((l) => l.includes('"vm.stale-copy"')).length;
+      assert.ok(removals >= 1);
+      assert.equal(intents.seen[0]?.size, removals, "one intent per removal");
+    });
+    stop.abort();
+    await intents.done();
   });
 
   it("a removal whose generation is not newer than the copy's changes nothing (the current copy, or a late removal)", async () => {

@@ -58,6 +58,11 @@ export interface ClusterRuntimeOptions {
     /** How long a failover waits for its target's restart (default 2 min). */
     readonly recoverTimeoutMs?: number;
     readonly onDecision?: (d: FailoverDecision) => Promise<void> | void;
+    /**
+     * The audit trail's hearing of a stale copy's removal: resolves once the
+     * trail took it. Given only with a trail: each removal is then kept as an
+     * intent until told (audit-intents.ts); without, nothing is kept.
+     */
     readonly onStaleCopy?: (d: StaleCopyDecision) => Promise<void> | void;
     /**
      * The audit trail's hearing of a restart told again (its controller died
@@ -167,6 +172,8 @@ export async function startClusterRuntime(options: ClusterRuntimeOptions): Promi
           runnerId: runners.id,
           leaseTtlMs: leaseMs,
           markRestarts: options.failover.onRestartUntold !== undefined,
+          runners,
+          auditTellTimeoutMs: options.auditTellTimeoutMs,
         });
   return {
     engine,

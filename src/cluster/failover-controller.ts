@@ -5,6 +5,7 @@
  */
 import { type Clock, type Logger, nodeKey } from "../core/index.js";
 import type { KvStore } from "../store/index.js";
+import { createAuditIntents } from "./audit-intents.js";
 import { createFailedTargets } from "./failed-targets.js";
 import type { FailoverDeps } from "./failover.js";
 import { createFailoverDecisions, type FailoverDecision } from "./failover-decisions.js";
@@ -12,8 +13,13 @@ import { createFailoverLeadership } from "./failover-leadership.js";
 import { createFailoverPass } from "./failover-pass.js";
 import { createHaRestore } from "./ha-restore.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
+import type { RunnerRegistry } from "./runner-registry.js";
 import { reportedHolding, reportedReady } from "./stale-copies.js";
-import { createStaleCopyRemover, type StaleCopyDecision } from "./stale-copy-removal.js";
+import {
+  createStaleCopyRemover,
+  REMOVAL_TIMEOUT_MS,
+  type StaleCopyDecision,
+} from "./stale-copy-removal.js";
 
 export type { FailoverDecision } from "./failover-decisions.js";
 
@@ -41,6 +47,15 @@ export interface FailoverControllerOptions extends FailoverDeps {
   readonly onStaleCopy?: (decision: StaleCopyDecision) => Promise<void> | void;
   /** A restart's record is marked untold until told (failover-pass.ts): there is a trail to tell it again. */
   readonly markRestarts?: boolean;
+  /**
+   * Whether other processes are alive: with `onStaleCopy` (a trail), each
+   * stale copy's removal is written as an intent until told (audit-intents.ts).
+   */
+  readonly runners?: Pick<RunnerRegistry, "id" | "isAlive">;
+  /** A tell of the trail not answered within this counts as refused (default 60 s). */
+  readonly auditTellTimeoutMs?: number;
+  /** How long one stale copy's removal is waited for (default 30 s). */
+  readonly removalTimeoutMs?: number;
 }
 
 /** The automatic failover loop of the daemon. */
@@ -89,6 +104,20 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     clock,
   });
 
+  const removalTimeoutMs = options.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS;
+  const intents =
+    options.onStaleCopy === undefined || options.runners === undefined
+      ? undefined
+      : createAuditIntents({
+          store,
+          clock,
+          logger,
+          runners: options.runners,
+          tellStaleCopy: options.onStaleCopy,
+          // A removal's bound, and the election renewals around it.
+          actBoundMs: removalTimeoutMs + ttl,
+          tellTimeoutMs: options.auditTellTimeoutMs,
+        });
   const staleCopies = createStaleCopyRemover({
     store,
     clock,
@@ -103,6 +132,8 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     renew: leadership.renew,
     renewEveryMs: Math.max(100, Math.floor(ttl / 3)),
     decide: decisions.staleCopy,
+    intents,
+    removalTimeoutMs,
   });
 
   const placements = createPlacementReconciler({

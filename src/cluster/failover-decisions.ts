@@ -63,8 +63,11 @@ export interface FailoverDecisions {
    * it; rejects when it refused it (logged here: a caller may leave it).
    */
   decide(d: FailoverDecision): Promise<void>;
-  /** A stale copy of a VM removed, or not. */
-  staleCopy(d: StaleCopyDecision): void;
+  /**
+   * A stale copy of a VM removed, or not. Resolves once `onStaleCopy` took
+   * it; rejects when it refused it (logged here: a caller may leave it).
+   */
+  staleCopy(d: StaleCopyDecision): Promise<void>;
   /** A placement moved to the only node holding the VM. */
   adopted(d: AdoptedPlacement): void;
 }
@@ -124,9 +127,8 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
     decide,
     staleCopy(d) {
       logger.info({ ...d, generation: String(d.generation) }, "stale copy of a vm");
-      (async () => deps.onStaleCopy?.(d))().catch((err: unknown) =>
-        logger.error({ err }, "stale copy removal not audited"),
-      );
+      const told = (async () => deps.onStaleCopy?.(d))();
+      told.catch((err: unknown) => logger.error({ err }, "stale copy removal not audited"));
       deps.events?.emit({
         kind: "vm",
         id: d.vmId,
@@ -135,6 +137,7 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
         warning: d.action !== "removed",
         source: "failover-controller",
       });
+      return told;
     },
     adopted(d) {
       const detail = `placed on ${d.to} (generation ${d.generation}), the only node holding it: ${d.from} no longer does${d.marked ? "; to start again if HA" : ""}`;

@@ -18,6 +18,7 @@ export {
 export type { AgentStorageOptions } from "./agent-storage.js";
 export { createAgentStorage } from "./agent-storage.js";
 export type { AgentRefusal } from "./agent-stream-opener.js";
+export { AUDIT_INTENTS } from "./audit-intents.js";
 export type { ClusterRuntime, ClusterRuntimeOptions } from "./cluster-runtime.js";
 export { startClusterRuntime } from "./cluster-runtime.js";
 export type { DatasetAccess, DatasetPlace } from "./dataset-access.js";

@@ -88,7 +88,7 @@ describe("a stale copy whose node refused its removal", () => {
       elected: () => ELECTED,
       holds: reportedHolding(h.inventory),
       ready: reportedReady(h.inventory),
-      decide: (d) => decisions.push(d),
+      decide: (d) => void decisions.push(d),
     }).pass(AbortSignal.timeout(5000));
     assert.deepEqual(
       decisions.map((d) => d.action),

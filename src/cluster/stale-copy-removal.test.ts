@@ -88,7 +88,7 @@ function remover(
     elected: () => ELECTED,
     holds: async () => true,
     ready: async () => true,
-    decide: (d) => decisions.push(d),
+    decide: (d) => void decisions.push(d),
     ...more,
   });
   // As the controller does: new copies first, another removal for one copy at the end.

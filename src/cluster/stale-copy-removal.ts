@@ -14,12 +14,13 @@ import {
   type KvStore,
   updateMessage,
 } from "../store/index.js";
+import type { AuditIntents } from "./audit-intents.js";
 import type { Executors } from "./executors.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
 
 const VMS = "vms/";
 /** How long the controller waits for one stale copy's removal before it goes on (told as failed). */
-const REMOVAL_TIMEOUT_MS = 30_000;
+export const REMOVAL_TIMEOUT_MS = 30_000;
 /** How long after a removal was sent the copy, still there, is sent one again; doubled each time. */
 const RETRY_BASE_MS = 60_000;
 /** The longest wait between two removals of one copy. */
@@ -33,7 +34,8 @@ export interface StaleCopyDecision {
   /** The node the VM is placed on, and its generation. */
   readonly placedOn: string;
   readonly generation: bigint;
-  readonly action: "removed" | "failed";
+  /** "unknown": its controller stopped before it told the outcome (audit-intents.ts). */
+  readonly action: "removed" | "failed" | "unknown";
   readonly detail: string;
   /** The VM's tenant, for the audit record (a tenant's auditors see it). */
   readonly tenant: string;
@@ -51,7 +53,13 @@ export interface StaleCopyRemoverDeps {
   readonly holds: (nodeId: string, vmId: string, signal: AbortSignal) => Promise<boolean>;
   /** Whether `nodeId` is READY: a removal is sent only to a node that can answer. */
   readonly ready: (nodeId: string, signal: AbortSignal) => Promise<boolean>;
-  readonly decide: (d: StaleCopyDecision) => void;
+  /** Tells a removal's outcome (log, events, the trail): resolves once the trail took it. */
+  readonly decide: (d: StaleCopyDecision) => Promise<void> | void;
+  /**
+   * Where each removal's intent is written, in the transaction that lets it
+   * go, until the trail took its outcome (given only with a trail).
+   */
+  readonly intents?: AuditIntents;
   /** How long one removal is waited for before the pass goes on, told as failed (default 30 s). */
   readonly removalTimeoutMs?: number;
   /** How long after a removal a copy still listed is sent one again (default 60 s, doubled each time, at most 15 min). */
@@ -139,16 +147,20 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       c.nodeId === nodeId ? create(StaleCopySchema, { ...c, cleanupSent: true }) : c,
     );
     const next = create(VmRecordSchema, { ...rec, staleCopies: marked });
+    const intent = deps.intents?.intend(actOf(rec, nodeId));
     const txn = await deps.store.txn(
       {
         compares: sendable(vmId, rev),
-        success: [{ type: "put", key: VMS + vmId, value: encodeMessage(VmRecordSchema, next) }],
+        success: [
+          { type: "put", key: VMS + vmId, value: encodeMessage(VmRecordSchema, next) },
+          ...(intent === undefined ? [] : [intent.op]),
+        ],
       },
       { signal },
     );
     if (!txn.succeeded) return;
     sent.set(keyOf(rec, nodeId), { sends: 1, notBefore: later(1) });
-    await send(deps, rec, nodeId, 1, signal);
+    await send(deps, rec, nodeId, { sends: 1, intent: intent?.key }, signal);
   }
 
   /** Sends `vmId`'s copy on `nodeId` another removal if it may and is due: true when it did. */
@@ -169,20 +181,29 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
           ),
         })
       : undefined;
+    const intent = deps.intents?.intend(actOf(rec, nodeId));
     const txn = await deps.store.txn(
       {
         compares: sendable(vmId, rev),
-        success:
-          cleared === undefined
+        success: [
+          ...(cleared === undefined
             ? []
-            : [{ type: "put", key: VMS + vmId, value: encodeMessage(VmRecordSchema, cleared) }],
+            : [
+                {
+                  type: "put" as const,
+                  key: VMS + vmId,
+                  value: encodeMessage(VmRecordSchema, cleared),
+                },
+              ]),
+          ...(intent === undefined ? [] : [intent.op]),
+        ],
       },
       { signal },
     );
     if (!txn.succeeded) return false;
     state.sends++;
     state.notBefore = later(state.sends);
-    await send(deps, rec, nodeId, state.sends, signal);
+    await send(deps, rec, nodeId, { sends: state.sends, intent: intent?.key }, signal);
     return true;
   }
 
@@ -191,6 +212,8 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
 
   return {
     async pass(signal) {
+      // Removals whose outcome the trail has not taken yet (this process's, or a dead one's).
+      await deps.intents?.tellLeft(signal);
       const elected = deps.elected().modRevision;
       if (elected !== term) sent.clear();
       term = elected;
@@ -224,20 +247,35 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
   };
 }
 
-/** Sends `rec`'s copy on `nodeId` its removal (this process's `sends`-th), renewing the election meanwhile, and tells the outcome. */
-async function send(
-  deps: StaleCopyRemoverDeps,
-  rec: VmRecord,
-  nodeId: string,
-  sends: number,
-  signal: AbortSignal,
-): Promise<void> {
-  const told = {
+/** The removal of `rec`'s copy on `nodeId`, as its decision and intent name it. */
+function actOf(rec: VmRecord, nodeId: string) {
+  return {
     vmId: rec.id,
     node: nodeId,
     placedOn: rec.nodeId,
     generation: rec.generation,
     tenant: rec.tenant,
+  };
+}
+
+/**
+ * Sends `rec`'s copy on `nodeId` its removal (this process's `sends`-th),
+ * renewing the election meanwhile, and tells the outcome; its intent, if
+ * any, is deleted once the trail took it (not waited for).
+ */
+async function send(
+  deps: StaleCopyRemoverDeps,
+  rec: VmRecord,
+  nodeId: string,
+  removal: { readonly sends: number; readonly intent: string | undefined },
+  signal: AbortSignal,
+): Promise<void> {
+  const { sends } = removal;
+  const told = actOf(rec, nodeId);
+  const decide = (d: StaleCopyDecision) => {
+    const telling = Promise.resolve(deps.decide(d));
+    if (removal.intent !== undefined) void deps.intents?.told(removal.intent, telling, d);
+    else telling.catch(() => {});
   };
   const nth = sends > 1 ? ` (removal ${sends} from this controller)` : "";
   const renew = deps.renew;
@@ -250,7 +288,7 @@ async function send(
     // or sent to an agent that died, must not hold up the controller's failovers.
     const bounded = timeoutSignal(deps.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS, signal);
     await stopAndUndefine(deps.executors, nodeId, rec.id, rec.generation, bounded);
-    deps.decide({
+    decide({
       ...told,
       action: "removed",
       detail: `stale copy on ${nodeId} stopped and undefined; the vm is placed on ${rec.nodeId} (generation ${rec.generation})${nth}`,
@@ -261,7 +299,7 @@ async function send(
     // from the truth may take the copy (else a refused removal left the conflict for good).
     if (e.reason === "COPY_NOT_STALE")
       await markRefused(deps.store, deps.elected(), rec, nodeId, signal).catch(() => {});
-    deps.decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
+    decide({ ...told, action: "failed", detail: `${e.message}${nth}` });
   } finally {
     clearInterval(renewing);
   }

@@ -180,9 +180,9 @@ export async function startCluster(setup: ClusterSetup): Promise<DaemonCluster> 
             clusterMetrics.failoverDecision(d);
             await audit?.append(failoverAuditFields(d));
           },
-          onStaleCopy: async (d) => {
-            await audit?.append(staleCopyAuditFields(d));
-          },
+          // None without a trail: no removal is then kept as an intent (none could tell it).
+          onStaleCopy:
+            audit === undefined ? undefined : (d) => audit.append(staleCopyAuditFields(d)),
           // A restart told again: to the trail only (counted once, by the controller).
           onRestartUntold:
             audit === undefined ? undefined : (d) => audit.append(failoverAuditFields(d)),

@@ -71,7 +71,7 @@ export function staleCopyAuditFields(d: StaleCopyDecision): AuditFields {
     decision: d.action,
     reason: d.detail,
     args: `vm_id=${d.vmId} node=${d.node} placed_on=${d.placedOn} generation=${d.generation}`,
-    code: ok ? "OK" : "FAILED_PRECONDITION",
+    code: ok ? "OK" : d.action === "unknown" ? "UNKNOWN" : "FAILED_PRECONDITION",
     error: ok ? "" : d.detail,
   };
 }
