@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { AUDIT_INTENTS } from "../src/cluster/index.js";
 import { FailoverRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { decodeMessage } from "../src/store/index.js";
@@ -56,7 +59,17 @@ describe("V6: HA vms after a control-plane outage", async () => {
     )
       .filter((a) => a.endsWith(` ${vm}`))
       .filter((a) => / (start|recover-from-\S+) /.test(a));
-  const mark = () => new Map(NODES.map((n) => [n, c.actions(n).length]));
+  /** The daemon's audit trail, line by line. */
+  const auditLines = () =>
+    readFileSync(join(c.dir, "audit.log"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "");
+  /** Where the trail stood at the last mark. */
+  let auditFrom = 0;
+  const mark = () => {
+    auditFrom = auditLines().length;
+    return new Map(NODES.map((n) => [n, c.actions(n).length]));
+  };
 
   /**
    * Waits for every HA VM to run again, checking on each look that no VM
@@ -114,6 +127,18 @@ describe("V6: HA vms after a control-plane outage", async () => {
     }
     for (const vm of ALL.filter((v) => !isHa(v) && !STOPPED.includes(v)))
       assert.deepEqual(where.get(vm), [vm.slice(0, 6)], `${vm} (no HA) kept running`);
+    // Each start is in the audit trail, and no act's intent is left untold.
+    await eventually(async () => {
+      assert.deepEqual((await c.store.range(AUDIT_INTENTS)).kvs, [], "every act told");
+      const restarts = auditLines()
+        .slice(auditFrom)
+        .filter((l) => l.includes('"failover.decision"') && l.includes('"decision":"restarted"'));
+      for (const vm of HA_RUNNING)
+        assert.ok(
+          restarts.some((l) => l.includes(`vm_id=${vm} `)),
+          `${vm}'s start audited: ${restarts.length} restarts in the trail`,
+        );
+    });
   }
 
   /** Waits until every running HA VM is stopped by its own agent (the control plane away). */

@@ -1,6 +1,7 @@
 /**
  * Acts of the failover controller owed to the audit trail, told at least
- * once: a stale copy's removal (a forced stop and undefine of a VM's copy).
+ * once: a stale copy's removal (a forced stop and undefine of a VM's copy)
+ * and an HA VM's start on the node that stopped it (audit-intent-acts.ts).
  * The act's intent is written (`audit-intents/<id>`) in the transaction that
  * lets the act go ahead; once the act's outcome is known it is told, and the
  * intent is deleted only after the trail took the record. A tell that failed
@@ -19,11 +20,7 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Clock, type Logger, within } from "../core/index.js";
-import {
-  type AuditIntent,
-  AuditIntentSchema,
-  type StaleCopyRemovalIntent,
-} from "../gen/debvisor/store/v1/records_pb.js";
+import { type AuditIntent, AuditIntentSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   decodeMessage,
   encodeMessage,
@@ -32,8 +29,15 @@ import {
   type TxnOp,
   updateMessage,
 } from "../store/index.js";
+import {
+  type ActOutcome,
+  type ActTellers,
+  canTell,
+  type IntendedAct,
+  storedAct,
+  tellerOf,
+} from "./audit-intent-acts.js";
 import { askOnce, type RunnerRegistry } from "./runner-registry.js";
-import type { StaleCopyDecision } from "./stale-copy-removal.js";
 
 /** Where intents are kept. */
 export const AUDIT_INTENTS = "audit-intents/";
@@ -41,19 +45,16 @@ export const AUDIT_INTENTS = "audit-intents/";
 const TELL_TIMEOUT_MS = 60_000;
 /** The most passes a tell refused again and again waits before it is tried again. */
 const MAX_BACKOFF_PASSES = 64;
+/** Tells of intents left under way at once (a trail back after an outage finds many). */
+const MAX_TELLING = 32;
 
-/** A stale copy's removal as its intent names it. */
-export type StaleCopyRemovalAct = Omit<StaleCopyDecision, "action" | "detail">;
-
-/** What {@link createAuditIntents} works with. */
-export interface AuditIntentsOptions {
+/** What {@link createAuditIntents} works with: where each kind of act is told (to the trail only). */
+export interface AuditIntentsOptions extends ActTellers {
   readonly store: KvStore;
   readonly clock: Clock;
   readonly logger: Logger;
   /** This process's runner id, and whether another's process is alive. */
   readonly runners: Pick<RunnerRegistry, "id" | "isAlive">;
-  /** Tells a removal's outcome to the trail; resolves once the trail took it. */
-  readonly tellStaleCopy: (d: StaleCopyDecision) => Promise<void> | void;
   /** The longest one act takes before its outcome is known (a removal's bound, with slack). */
   readonly actBoundMs: number;
   /** A tell not answered within this counts as refused (default 60 s). */
@@ -62,25 +63,37 @@ export interface AuditIntentsOptions {
 
 /** The intents of one process's acts, and the pass telling those left. */
 export interface AuditIntents {
-  /** A new intent for the act: the write for the transaction that lets it go ahead, and its key. */
-  intend(act: StaleCopyRemovalAct): { readonly key: string; readonly op: TxnOp };
+  /**
+   * A new intent for the act: the write for the transaction that lets it go
+   * ahead, and its key; undefined when there is nowhere to tell its kind.
+   */
+  intend(act: IntendedAct): { readonly key: string; readonly op: TxnOp } | undefined;
   /**
    * Deletes intent `key` once `telling` (the outcome told by the actor)
    * resolved; else writes `outcome` into it, for a pass. Never rejects.
    */
-  told(key: string, telling: Promise<void>, outcome: StaleCopyDecision): Promise<void>;
+  told(key: string, telling: Promise<void>, outcome: ActOutcome): Promise<void>;
   /** Tells the intents left (the elected controller's pass); does not wait for the tells. */
   tellLeft(signal: AbortSignal): Promise<void>;
 }
 
 /** Creates the {@link AuditIntents} of a failover controller. */
 export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
-  const { store, clock, logger, runners, actBoundMs } = options;
+  const { store, clock, logger, runners } = options;
   const tellTimeoutMs = options.tellTimeoutMs ?? TELL_TIMEOUT_MS;
   /** Intents whose tell is under way here: not told again meanwhile. */
   const telling = new Set<string>();
   /** Intents whose tell failed here: passes each still waits, doubling per failure. */
   const backoff = new Map<string, { failures: number; wait: number }>();
+  /** Outcomes of this process's acts it knows: a pass tells these, not "unknown". */
+  const known = new Map<string, ActOutcome>();
+  /**
+   * When this process wrote or first listed each intent, by its own clock:
+   * how long it has waited is never read from another process's clock.
+   */
+  const firstSeen = new Map<string, number>();
+  /** Intents that could not be read (logged once each). */
+  const unreadable = new Set<string>();
 
   const bounded = (p: Promise<void>) =>
     within(p, tellTimeoutMs, `the audit trail did not take it within ${tellTimeoutMs / 1000} s`);
@@ -91,18 +104,28 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
     logger.error({ err, intent: key, failures }, "control plane's act not audited; told again");
   }
 
-  async function told(key: string, tellingIt: Promise<void>, outcome: StaleCopyDecision) {
+  /** Deletes intent `key` (told), if still at `revision` when one is given. */
+  async function forget(key: string, revision?: number) {
+    await store.txn({
+      compares: revision === undefined ? [] : [{ key, modRevision: revision }],
+      success: [{ type: "delete", key }],
+    });
+    known.delete(key);
+  }
+
+  async function told(key: string, tellingIt: Promise<void>, outcome: ActOutcome) {
     telling.add(key);
+    known.set(key, outcome);
     try {
       await bounded(tellingIt);
       backoff.delete(key);
-      await store.delete(key).catch((err: unknown) => {
-        // Told, still there: a pass tells it again (a duplicate, never a loss).
+      await forget(key).catch((err: unknown) => {
+        // Told, still there: a pass tells it again, as it was (a duplicate, never a loss).
         logger.warn({ err, intent: key }, "control plane's act told, its intent not deleted");
       });
     } catch (err) {
       failed(key, err);
-      // What the act did, for the pass that tells it again (else told "unknown").
+      // What the act did, for another process's pass should this one stop.
       await updateMessage(store, AuditIntentSchema, key, (cur) =>
         cur === undefined
           ? undefined
@@ -113,18 +136,13 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
     }
   }
 
-  /** Tells an intent left, read at `revision`, and deletes it unless it changed since. */
-  async function tellOne(key: string, intent: AuditIntent, revision: number) {
-    const decision = decisionOf(intent);
-    if (decision === undefined) return; // an act of a newer version: left to it
+  /** Tells an intent left (`tell`), read at `revision`, and deletes it unless it changed since. */
+  async function tellOne(key: string, revision: number, tell: () => unknown) {
     telling.add(key);
     try {
-      await bounded((async () => options.tellStaleCopy(decision))());
+      await bounded((async () => void (await tell()))());
       backoff.delete(key);
-      await store.txn({
-        compares: [{ key, modRevision: revision }],
-        success: [{ type: "delete", key }],
-      });
+      await forget(key, revision);
     } catch (err) {
       failed(key, err);
     } finally {
@@ -132,71 +150,62 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
     }
   }
 
+  /** How long intent `key` of `runner` is left to its runner, from when this process first saw it. */
+  async function waitFor(runner: string, alive: (r: string) => Promise<boolean>) {
+    // Its runner tells it while it may still be acting or telling (one that lost the
+    // election included: it finishes what it started); a runner gone, nothing more comes.
+    if (runner === runners.id) return options.actBoundMs;
+    return (await alive(runner)) ? options.actBoundMs + tellTimeoutMs : 0;
+  }
+
+  async function tellLeft(signal: AbortSignal) {
+    const now = clock.now();
+    const alive = askOnce(runners, signal);
+    const present = new Set<string>();
+    for await (const kv of rangeAll(store, AUDIT_INTENTS, { signal })) {
+      const { key } = kv;
+      present.add(key);
+      if (!firstSeen.has(key)) firstSeen.set(key, now);
+      if (telling.has(key) || telling.size >= MAX_TELLING) continue;
+      let intent: AuditIntent;
+      try {
+        intent = decodeMessage(AuditIntentSchema, kv);
+      } catch (err) {
+        if (!unreadable.has(key)) logger.error({ err, intent: key }, "audit intent unreadable");
+        unreadable.add(key);
+        continue;
+      }
+      // One nothing here can tell (no trail for its kind, a newer version's kind) is
+      // left: deleted untold, it would be lost.
+      const tell = tellerOf(intent, options, known.get(key));
+      if (tell === undefined) continue;
+      if (now - (firstSeen.get(key) ?? now) < (await waitFor(intent.runner, alive))) continue;
+      const waiting = backoff.get(key);
+      if (waiting !== undefined && waiting.wait-- > 0) continue;
+      void tellOne(key, kv.modRevision, tell);
+    }
+    for (const seen of [backoff, known, firstSeen])
+      for (const key of seen.keys()) if (!present.has(key)) seen.delete(key);
+    for (const key of unreadable) if (!present.has(key)) unreadable.delete(key);
+  }
+
   return {
     intend(act) {
+      if (!canTell(act, options)) return undefined;
       const key = `${AUDIT_INTENTS}${randomUUID()}`;
       const intent = create(AuditIntentSchema, {
         runner: runners.id,
         createdMs: BigInt(clock.now()),
-        act: { case: "staleCopyRemoval", value: removalOf(act) },
+        act: storedAct(act),
       });
+      firstSeen.set(key, clock.now());
       return { key, op: { type: "put", key, value: encodeMessage(AuditIntentSchema, intent) } };
     },
     told: (key, tellingIt, outcome) => told(key, tellingIt, outcome),
-    async tellLeft(signal) {
-      const now = clock.now();
-      const alive = askOnce(runners, signal);
-      const present = new Set<string>();
-      for await (const kv of rangeAll(store, AUDIT_INTENTS, { signal })) {
-        present.add(kv.key);
-        if (telling.has(kv.key)) continue;
-        const intent = decodeMessage(AuditIntentSchema, kv);
-        const age = now - Number(intent.createdMs);
-        // Its runner tells it, while it may still be acting or telling (a process that
-        // lost the election included: it finishes what it started).
-        const wait =
-          intent.runner === runners.id
-            ? actBoundMs
-            : (await alive(intent.runner))
-              ? actBoundMs + tellTimeoutMs
-              : 0;
-        if (age < wait) continue;
-        const waiting = backoff.get(kv.key);
-        if (waiting !== undefined && waiting.wait-- > 0) continue;
-        void tellOne(kv.key, intent, kv.modRevision);
-      }
-      for (const key of backoff.keys()) if (!present.has(key)) backoff.delete(key);
-    },
-  };
-}
-
-function removalOf(act: StaleCopyRemovalAct): StaleCopyRemovalIntent {
-  return {
-    $typeName: "debvisor.store.v1.StaleCopyRemovalIntent",
-    vmId: act.vmId,
-    nodeId: act.node,
-    placedOn: act.placedOn,
-    generation: act.generation,
-    tenant: act.tenant,
-  };
-}
-
-/** The decision an intent left tells: its recorded outcome, or "unknown". */
-function decisionOf(intent: AuditIntent): StaleCopyDecision | undefined {
-  if (intent.act.case !== "staleCopyRemoval") return undefined;
-  const r = intent.act.value;
-  const act = {
-    vmId: r.vmId,
-    node: r.nodeId,
-    placedOn: r.placedOn,
-    generation: r.generation,
-    tenant: r.tenant,
-  };
-  if (intent.outcome === "removed" || intent.outcome === "failed")
-    return { ...act, action: intent.outcome, detail: intent.detail };
-  return {
-    ...act,
-    action: "unknown",
-    detail: `removal of the stale copy on ${r.nodeId} sent by control-plane process ${intent.runner}, which stopped before telling its outcome; while the copy is there, the vm shows a conflict`,
+    // Never rejects: a store error here must not stop the pass's removals.
+    tellLeft: (signal) =>
+      tellLeft(signal).catch((err: unknown) =>
+        logger.warn({ err }, "audit intents not looked at; next pass"),
+      ),
   };
 }

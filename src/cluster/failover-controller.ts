@@ -12,6 +12,7 @@ import { createFailoverDecisions, type FailoverDecision } from "./failover-decis
 import { createFailoverLeadership } from "./failover-leadership.js";
 import { createFailoverPass } from "./failover-pass.js";
 import { createHaRestore } from "./ha-restore.js";
+import { START_BOUND_MS } from "./ha-restore-start.js";
 import { createPlacementReconciler } from "./placement-from-truth.js";
 import type { RunnerRegistry } from "./runner-registry.js";
 import { reportedHolding, reportedReady } from "./stale-copies.js";
@@ -47,6 +48,11 @@ export interface FailoverControllerOptions extends FailoverDeps {
   readonly onStaleCopy?: (decision: StaleCopyDecision) => Promise<void> | void;
   /** A restart's record is marked untold until told (failover-pass.ts): there is a trail to tell it again. */
   readonly markRestarts?: boolean;
+  /**
+   * The trail's hearing of a decision told again (audit only, nothing
+   * counted): with it, each HA start is kept as an intent until told.
+   */
+  readonly onRestartUntold?: (decision: FailoverDecision) => Promise<void> | void;
   /**
    * Whether other processes are alive: with `onStaleCopy` (a trail), each
    * stale copy's removal is written as an intent until told (audit-intents.ts).
@@ -91,6 +97,23 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
   // Nodes that failed to restart a VM, whether a failover's target or its own node back:
   // not asked again for that VM for a while (failed-targets.ts).
   const failedTargets = createFailedTargets(nodeKey);
+  const removalTimeoutMs = options.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS;
+  // Acts kept as intents until the trail took them: with a trail only (its tellers).
+  const intents =
+    options.runners === undefined
+      ? undefined
+      : createAuditIntents({
+          store,
+          clock,
+          logger,
+          runners: options.runners,
+          tellStaleCopy: options.onStaleCopy,
+          tellHaStart: options.onRestartUntold,
+          // The longest act (a removal, or a start and its mark put back), and a lease.
+          actBoundMs: Math.max(removalTimeoutMs, START_BOUND_MS) + ttl,
+          tellTimeoutMs: options.auditTellTimeoutMs,
+        });
+
   const ha = createHaRestore({
     store,
     failedTargets,
@@ -102,22 +125,9 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     logger,
     decide,
     clock,
+    intents,
   });
 
-  const removalTimeoutMs = options.removalTimeoutMs ?? REMOVAL_TIMEOUT_MS;
-  const intents =
-    options.onStaleCopy === undefined || options.runners === undefined
-      ? undefined
-      : createAuditIntents({
-          store,
-          clock,
-          logger,
-          runners: options.runners,
-          tellStaleCopy: options.onStaleCopy,
-          // A removal's bound, and the election renewals around it.
-          actBoundMs: removalTimeoutMs + ttl,
-          tellTimeoutMs: options.auditTellTimeoutMs,
-        });
   const staleCopies = createStaleCopyRemover({
     store,
     clock,

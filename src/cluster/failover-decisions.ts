@@ -13,8 +13,12 @@ import type { StaleCopyDecision } from "./stale-copy-removal.js";
 export interface FailoverDecision {
   readonly vmId: string;
   readonly node: string;
-  /** adopted: its placement moved to the only node holding it (placement-from-truth.ts). */
-  readonly action: "restarted" | "skipped" | "failed" | "adopted";
+  /**
+   * adopted: its placement moved to the only node holding it
+   * (placement-from-truth.ts); unknown: a start whose controller stopped
+   * before telling its outcome (audit-intents.ts).
+   */
+  readonly action: "restarted" | "skipped" | "failed" | "adopted" | "unknown";
   readonly detail: string;
   /**
    * The error's code, for a failure: what tells one failure from the next.

@@ -15,6 +15,7 @@ import {
   type KvStore,
   mirrorPrefix,
   type PrefixMirror,
+  type TxnOp,
 } from "../store/index.js";
 
 /** Key family of the controller's per-VM records: failover/<vm>. */
@@ -38,7 +39,13 @@ export interface HaRestoreRecords {
    * Writes `next` while the election and the record as read hold (and
    * `also`); the new revision, or 0.
    */
-  write(next: FailoverRecord, rev: number, signal: AbortSignal, also?: Compare[]): Promise<number>;
+  write(
+    next: FailoverRecord,
+    rev: number,
+    signal: AbortSignal,
+    also?: Compare[],
+    ops?: TxnOp[],
+  ): Promise<number>;
   /**
    * Writes `next` while the record is still as this process's own decision
    * wrote it (`rev`), whoever leads now: a mark put back after a start that
@@ -84,12 +91,13 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
     next: FailoverRecord,
     compares: Compare[],
     signal: AbortSignal,
+    ops: TxnOp[] = [],
   ): Promise<number> {
     const key = FAILOVER_RECORDS + next.vmId;
     const txn = await store.txn(
       {
         compares,
-        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }],
+        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }, ...ops],
       },
       { signal },
     );
@@ -102,8 +110,8 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
   return {
     marked,
     read,
-    write: (next, rev, signal, also = []) =>
-      writeIf(next, [deps.elected(), unchanged(next, rev), ...also], signal),
+    write: (next, rev, signal, also = [], ops = []) =>
+      writeIf(next, [deps.elected(), unchanged(next, rev), ...also], signal, ops),
     putBack: (next, rev, signal) => writeIf(next, [unchanged(next, rev)], signal),
     close() {
       void mirror?.then((m) => m.close());

@@ -10,6 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError, timeoutSignal, toRpcError } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
+import type { AuditIntents } from "./audit-intents.js";
 import type { Executors } from "./executors.js";
 import type { FailedTargets } from "./failed-targets.js";
 import type { HaRestoreRecords } from "./ha-restore-records.js";
@@ -20,6 +21,9 @@ export const START_TIMEOUT_MS = 15_000;
 /** How long the write putting a mark back after a start that did not happen may take. */
 const PUT_BACK_TIMEOUT_MS = 10_000;
 
+/** The longest a decided start takes until its outcome is told (by default). */
+export const START_BOUND_MS = START_TIMEOUT_MS + PUT_BACK_TIMEOUT_MS;
+
 /** Reasons of a start refused before anything ran: tried again at the next pass, the node not avoided. */
 const REFUSED_BEFORE_START: readonly string[] = [
   "FENCED",
@@ -27,7 +31,7 @@ const REFUSED_BEFORE_START: readonly string[] = [
   "BACKEND_UNAVAILABLE",
 ];
 
-/** A decision of the HA restore, as the failover controller tells it. */
+/** A decision of the HA restore, as the failover controller tells it; a promise resolves once the trail took it. */
 export type HaDecide = (d: {
   vmId: string;
   node: string;
@@ -35,7 +39,7 @@ export type HaDecide = (d: {
   action: "restarted" | "skipped" | "failed";
   detail: string;
   reason?: string;
-}) => void;
+}) => unknown;
 
 /** One decided start: what was written, and what the start runs under. */
 export interface DecidedStart {
@@ -51,6 +55,8 @@ export interface DecidedStart {
   /** The placement's generation the start was decided under. */
   readonly generation: bigint;
   readonly detail: string;
+  /** The start's audit intent, written with the decision: deleted once its outcome is told. */
+  readonly intent?: string;
 }
 
 /** Starts a VM whose start was decided and written; tells the outcome, puts the mark back on failure. */
@@ -62,11 +68,18 @@ export async function startDecided(
     readonly startTimeoutMs?: number;
     readonly failedTargets: FailedTargets;
     readonly clock?: Clock | undefined;
+    readonly intents?: AuditIntents | undefined;
   },
   d: DecidedStart,
   signal: AbortSignal,
 ): Promise<void> {
   const { vm, nodeId, rec, next, written } = d;
+  const tell = (outcome: Parameters<HaDecide>[0]) => {
+    // A throw is a refusal too.
+    const telling = (async () => void (await deps.decide(outcome)))();
+    if (d.intent !== undefined) void deps.intents?.told(d.intent, telling, outcome);
+    else telling.catch(() => {});
+  };
   try {
     const driver = deps.executors.forNode(nodeId);
     if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
@@ -95,7 +108,7 @@ export async function startDecided(
       throw err;
     });
     deps.failedTargets.restarted(vm.id);
-    deps.decide({
+    tell({
       vmId: vm.id,
       node: nodeId,
       tenant: vm.tenant,
@@ -133,7 +146,7 @@ export async function startDecided(
       written,
       timeoutSignal(PUT_BACK_TIMEOUT_MS),
     );
-    deps.decide({
+    tell({
       vmId: vm.id,
       node: nodeId,
       tenant: vm.tenant,

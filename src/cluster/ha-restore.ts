@@ -4,6 +4,7 @@ import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/r
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, getMessage, type KvStore, updateMessage } from "../store/index.js";
+import type { AuditIntents } from "./audit-intents.js";
 import type { Executors } from "./executors.js";
 import { createFailedTargets, type FailedTargets } from "./failed-targets.js";
 import { createHaRestoreRecords, FAILOVER_RECORDS } from "./ha-restore-records.js";
@@ -36,6 +37,8 @@ export interface HaRestoreOptions {
   /** Dates a failed start when it failed (default: the pass's time, which `restore` is given). */
   readonly clock?: Clock;
   readonly decide: HaDecide;
+  /** Where each start is kept as an intent until the trail took its outcome (given only with a trail). */
+  readonly intents?: AuditIntents;
 }
 
 /**
@@ -169,9 +172,9 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
     logger: options.logger,
   });
   const { marked, read, write, putBack } = records;
-  const { executors, decide, startTimeoutMs, clock } = options;
+  const { executors, decide, startTimeoutMs, clock, intents } = options;
   const failedTargets = options.failedTargets ?? createFailedTargets(nodeKey);
-  const starts = { executors, putBack, decide, startTimeoutMs, failedTargets, clock };
+  const starts = { executors, putBack, decide, startTimeoutMs, failedTargets, clock, intents };
   return {
     async noteLost(confirm, vm, signal) {
       if (vm.state === VmState.STOPPED || (await marked(vm.id))) return;
@@ -256,12 +259,21 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
       // while a migration holds the VM (an operator moving it meanwhile): started here, it
       // would run where the migration takes it from; the mark stays for a later pass.
       const unlocked: Compare = { key: MIGRATION_LOCKS + vm.id, modRevision: 0 };
-      const written = await write(next, rev, signal, [unchanged, unlocked]);
+      // With the start's intent: audited at least once, even if this process dies next.
+      const intent = intents?.intend({
+        kind: "haStart",
+        vmId: vm.id,
+        node: nodeId,
+        tenant: vm.tenant,
+        detail,
+      });
+      const ops = intent === undefined ? [] : [intent.op];
+      const written = await write(next, rev, signal, [unchanged, unlocked], ops);
       if (written === 0) return;
       const generation = placed?.message.generation ?? 0n;
       await startDecided(
         starts,
-        { vm, nodeId, rec, next, written, now, generation, detail },
+        { vm, nodeId, rec, next, written, now, generation, detail, intent: intent?.key },
         signal,
       );
     },

@@ -147,7 +147,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
       c.nodeId === nodeId ? create(StaleCopySchema, { ...c, cleanupSent: true }) : c,
     );
     const next = create(VmRecordSchema, { ...rec, staleCopies: marked });
-    const intent = deps.intents?.intend(actOf(rec, nodeId));
+    const intent = deps.intents?.intend({ kind: "staleCopyRemoval", ...actOf(rec, nodeId) });
     const txn = await deps.store.txn(
       {
         compares: sendable(vmId, rev),
@@ -181,7 +181,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
           ),
         })
       : undefined;
-    const intent = deps.intents?.intend(actOf(rec, nodeId));
+    const intent = deps.intents?.intend({ kind: "staleCopyRemoval", ...actOf(rec, nodeId) });
     const txn = await deps.store.txn(
       {
         compares: sendable(vmId, rev),
@@ -273,7 +273,8 @@ async function send(
   const { sends } = removal;
   const told = actOf(rec, nodeId);
   const decide = (d: StaleCopyDecision) => {
-    const telling = Promise.resolve(deps.decide(d));
+    // A throw is a refusal too.
+    const telling = (async () => deps.decide(d))();
     if (removal.intent !== undefined) void deps.intents?.told(removal.intent, telling, d);
     else telling.catch(() => {});
   };

@@ -38,8 +38,8 @@ export function failoverAuditFields(d: FailoverDecision): AuditFields {
     decision: d.action,
     reason: d.detail,
     args: `vm_id=${d.vmId} node=${d.node}`,
-    code: d.action === "failed" ? "FAILED_PRECONDITION" : "OK",
-    error: d.action === "failed" ? d.detail : "",
+    code: d.action === "failed" ? "FAILED_PRECONDITION" : d.action === "unknown" ? "UNKNOWN" : "OK",
+    error: d.action === "failed" || d.action === "unknown" ? d.detail : "",
   };
 }
 
