@@ -89,7 +89,7 @@ export function tellerOf(
       generation: r.generation,
       tenant: r.tenant,
     };
-    return outcome === "removed" || outcome === "failed"
+    return outcome === "removed" || outcome === "failed" || (outcome === "unknown" && detail !== "")
       ? () => tell({ ...d, action: outcome, detail })
       : () =>
           tell({
@@ -102,7 +102,9 @@ export function tellerOf(
     const tell = tellers.tellHaStart;
     const r = act.value;
     const d = { vmId: r.vmId, node: r.nodeId, tenant: r.tenant };
-    return outcome === "restarted" || outcome === "failed"
+    return outcome === "restarted" ||
+      outcome === "failed" ||
+      (outcome === "unknown" && detail !== "")
       ? () => tell({ ...d, action: outcome, detail })
       : () =>
           tell({

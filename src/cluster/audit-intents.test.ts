@@ -184,4 +184,42 @@ describe("audit intents left, told by the controller's pass", () => {
       await store.close();
     }
   });
+
+  it("a tell the trail has not answered is not told again meanwhile, though it timed out", async () => {
+    const store = tempStore();
+    const clock = createManualClock(1_000_000);
+    const me = await registerRunner(store, "r-me", 10_000, silentLogger);
+    try {
+      await putIntent(store, "vm-1", "r-gone", clock.now());
+      let asked = 0;
+      let answer = () => {};
+      const intents = intentsOn(
+        store,
+        clock,
+        me,
+        () => {
+          asked++;
+          // A trail stalled on its disk: it takes the record once it moves.
+          return new Promise<void>((r) => {
+            answer = r;
+          });
+        },
+        { tellTimeoutMs: 20 },
+      );
+      for (let pass = 0; pass < 40; pass++) {
+        await intents.tellLeft(AbortSignal.timeout(5000));
+        await settle();
+      }
+      assert.equal(asked, 1, "one tell, however many passes it took");
+      answer();
+      await settle();
+      // Taken late, after all: its intent goes, and it is not told again.
+      assert.deepEqual((await store.range(AUDIT_INTENTS)).kvs, []);
+      for (let pass = 0; pass < 70; pass++) await intents.tellLeft(AbortSignal.timeout(5000));
+      assert.equal(asked, 1);
+    } finally {
+      await me.close();
+      await store.close();
+    }
+  });
 });

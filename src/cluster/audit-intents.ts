@@ -70,9 +70,11 @@ export interface AuditIntents {
   intend(act: IntendedAct): { readonly key: string; readonly op: TxnOp } | undefined;
   /**
    * Deletes intent `key` once `telling` (the outcome told by the actor)
-   * resolved; else writes `outcome` into it, for a pass. Never rejects.
+   * resolved; else writes `outcome` into it, for a pass. A `telling` that
+   * resolves `false` was not told (a decision repeated): the intent is left
+   * with `outcome`, for this process's next pass to tell. Never rejects.
    */
-  told(key: string, telling: Promise<void>, outcome: ActOutcome): Promise<void>;
+  told(key: string, telling: Promise<unknown>, outcome: ActOutcome): Promise<void>;
   /** Tells the intents left (the elected controller's pass); does not wait for the tells. */
   tellLeft(signal: AbortSignal): Promise<void>;
 }
@@ -95,7 +97,7 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
   /** Intents that could not be read (logged once each). */
   const unreadable = new Set<string>();
 
-  const bounded = (p: Promise<void>) =>
+  const bounded = <T>(p: Promise<T>) =>
     within(p, tellTimeoutMs, `the audit trail did not take it within ${tellTimeoutMs / 1000} s`);
 
   function failed(key: string, err: unknown) {
@@ -113,11 +115,33 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
     known.delete(key);
   }
 
-  async function told(key: string, tellingIt: Promise<void>, outcome: ActOutcome) {
+  /** Writes `outcome` into intent `key` (known here), for a pass that tells it. */
+  async function keep(key: string, outcome: ActOutcome) {
+    known.set(key, outcome);
+    await updateMessage(store, AuditIntentSchema, key, (cur) =>
+      cur === undefined
+        ? undefined
+        : create(AuditIntentSchema, { ...cur, outcome: outcome.action, detail: outcome.detail }),
+    ).catch((e: unknown) => logger.warn({ err: e, intent: key }, "act's outcome not kept"));
+  }
+
+  /** Deletes `key` once a tell that timed out was taken after all (a duplicate spared). */
+  const tookLate = (key: string) => () =>
+    void forget(key)
+      .then(() => backoff.delete(key))
+      .catch(() => {});
+
+  async function told(key: string, tellingIt: Promise<unknown>, outcome: ActOutcome) {
     telling.add(key);
     known.set(key, outcome);
+    let late: (() => void) | undefined;
     try {
-      await bounded(tellingIt);
+      if ((await bounded(tellingIt)) === false) {
+        // Not told (a repeat of the decision before it): this process's next pass tells it.
+        await keep(key, outcome);
+        firstSeen.set(key, clock.now() - options.actBoundMs);
+        return;
+      }
       backoff.delete(key);
       await forget(key).catch((err: unknown) => {
         // Told, still there: a pass tells it again, as it was (a duplicate, never a loss).
@@ -125,37 +149,29 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
       });
     } catch (err) {
       failed(key, err);
+      late = tookLate(key);
       // What the act did, for another process's pass should this one stop.
-      await updateMessage(store, AuditIntentSchema, key, (cur) =>
-        cur === undefined
-          ? undefined
-          : create(AuditIntentSchema, { ...cur, outcome: outcome.action, detail: outcome.detail }),
-      ).catch((e: unknown) => logger.warn({ err: e, intent: key }, "act's outcome not kept"));
+      await keep(key, outcome);
     } finally {
-      telling.delete(key);
+      release(telling, key, tellingIt, late);
     }
   }
 
   /** Tells an intent left (`tell`), read at `revision`, and deletes it unless it changed since. */
   async function tellOne(key: string, revision: number, tell: () => unknown) {
     telling.add(key);
+    const tellingIt = (async () => void (await tell()))();
+    let late: (() => void) | undefined;
     try {
-      await bounded((async () => void (await tell()))());
+      await bounded(tellingIt);
       backoff.delete(key);
       await forget(key, revision);
     } catch (err) {
       failed(key, err);
+      late = tookLate(key);
     } finally {
-      telling.delete(key);
+      release(telling, key, tellingIt, late);
     }
-  }
-
-  /** How long intent `key` of `runner` is left to its runner, from when this process first saw it. */
-  async function waitFor(runner: string, alive: (r: string) => Promise<boolean>) {
-    // Its runner tells it while it may still be acting or telling (one that lost the
-    // election included: it finishes what it started); a runner gone, nothing more comes.
-    if (runner === runners.id) return options.actBoundMs;
-    return (await alive(runner)) ? options.actBoundMs + tellTimeoutMs : 0;
   }
 
   async function tellLeft(signal: AbortSignal) {
@@ -179,7 +195,11 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
       // left: deleted untold, it would be lost.
       const tell = tellerOf(intent, options, known.get(key));
       if (tell === undefined) continue;
-      if (now - (firstSeen.get(key) ?? now) < (await waitFor(intent.runner, alive))) continue;
+      if (
+        now - (firstSeen.get(key) ?? now) <
+        (await waitFor(intent.runner, runners.id, alive, options.actBoundMs, tellTimeoutMs))
+      )
+        continue;
       const waiting = backoff.get(key);
       if (waiting !== undefined && waiting.wait-- > 0) continue;
       void tellOne(key, kv.modRevision, tell);
@@ -208,4 +228,40 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
         logger.warn({ err }, "audit intents not looked at; next pass"),
       ),
   };
+}
+
+/**
+ * Frees `key`'s place in `telling` once `tellingIt` has settled, not when it
+ * timed out: a tell the trail has not answered is not told again meanwhile
+ * (a stalled trail would write every one of them once it moves). One taken
+ * after it failed (timed out) calls `late`.
+ */
+function release(
+  telling: Set<string>,
+  key: string,
+  tellingIt: Promise<unknown>,
+  late: (() => void) | undefined,
+) {
+  const free = () => telling.delete(key);
+  void tellingIt.then((told) => {
+    free();
+    if (told !== false) late?.();
+  }, free);
+}
+
+/**
+ * How long an intent of `runner` is left to it, from when this process first
+ * saw it: its runner tells it while it may still be acting or telling (one
+ * that lost the election included: it finishes what it started); a runner
+ * gone, nothing more comes.
+ */
+async function waitFor(
+  runner: string,
+  self: string,
+  alive: (r: string) => Promise<boolean>,
+  actBoundMs: number,
+  tellTimeoutMs: number,
+): Promise<number> {
+  if (runner === self) return actBoundMs;
+  return (await alive(runner)) ? actBoundMs + tellTimeoutMs : 0;
 }

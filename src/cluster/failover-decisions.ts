@@ -64,9 +64,10 @@ export interface FailoverDecisions {
   /**
    * A restart, skip, failure or adoption of one VM; a skip or failure told
    * when it differs from the VM's last one. Resolves once `onDecision` took
-   * it; rejects when it refused it (logged here: a caller may leave it).
+   * it (true), or at once when it was not told, a repeat (false); rejects
+   * when the trail refused it (logged here: a caller may leave it).
    */
-  decide(d: FailoverDecision): Promise<void>;
+  decide(d: FailoverDecision): Promise<boolean>;
   /**
    * A stale copy of a VM removed, or not. Resolves once `onStaleCopy` took
    * it; rejects when it refused it (logged here: a caller may leave it).
@@ -100,10 +101,10 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
     // Only what was not done repeats: each restart and adoption is told, or a VM restarted
     // again (its node fenced it a second time) had one audit record for two starts.
     if (last?.key === key && (d.action === "skipped" || d.action === "failed"))
-      return Promise.resolve();
+      return Promise.resolve(false);
     const at = now();
     if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS)
-      return Promise.resolve();
+      return Promise.resolve(false);
     // Deleted VMs' entries would stay for the process's life: the least recently decided go.
     lastDecision.delete(d.vmId);
     if (lastDecision.size >= REMEMBERED_DECISIONS)
@@ -124,7 +125,7 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
         warning: true,
         source: "failover-controller",
       });
-    return told;
+    return told.then(() => true);
   }
 
   return {

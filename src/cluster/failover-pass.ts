@@ -180,7 +180,7 @@ export function createFailoverPass(deps: FailoverPassDeps): (signal: AbortSignal
         action: "restarted",
         detail: `restarted on ${target}`,
         migrationId: m.migrationId,
-      }),
+      }).then(() => {}),
     );
     // A restart that ran is not told as failed when only its count could not be written
     // (it was, and its record then said both).

@@ -36,7 +36,8 @@ export type HaDecide = (d: {
   vmId: string;
   node: string;
   tenant: string;
-  action: "restarted" | "skipped" | "failed";
+  /** unknown: a start sent and not answered (a timeout, the controller's stop): it may still run. */
+  action: "restarted" | "skipped" | "failed" | "unknown";
   detail: string;
   reason?: string;
 }) => unknown;
@@ -74,12 +75,19 @@ export async function startDecided(
   signal: AbortSignal,
 ): Promise<void> {
   const { vm, nodeId, rec, next, written } = d;
-  const tell = (outcome: Parameters<HaDecide>[0]) => {
+  /**
+   * Tells the outcome; its intent goes once told. A start that ran and whose
+   * decision was not told, a repeat of the one before (a node failing each
+   * start alike), is left for the next pass to tell: it is an act of its
+   * own. One refused before anything ran is no act: its intent goes.
+   */
+  const tell = (outcome: Parameters<HaDecide>[0], nothingRan = false) => {
     // A throw is a refusal too.
-    const telling = (async () => void (await deps.decide(outcome)))();
-    if (d.intent !== undefined) void deps.intents?.told(d.intent, telling, outcome);
-    else telling.catch(() => {});
+    const telling = (async () => deps.decide(outcome))();
+    if (d.intent === undefined || deps.intents === undefined) telling.catch(() => {});
+    else void deps.intents.told(d.intent, nothingRan ? telling.then(() => true) : telling, outcome);
   };
+  let timedOut = false;
   try {
     const driver = deps.executors.forNode(nodeId);
     if (driver === undefined) throw new RpcError("BACKEND_UNAVAILABLE");
@@ -91,10 +99,12 @@ export async function startDecided(
     // placed elsewhere must not carry the new placement's token.
     const fence = { generation: d.generation };
     await driver.start(vm.id, AbortSignal.any([signal, bound]), fence).catch((err: unknown) => {
-      if (bound.aborted && !signal.aborted)
+      if (bound.aborted && !signal.aborted) {
+        timedOut = true;
         throw new RpcError("BACKEND_UNAVAILABLE", {
-          message: `${nodeId} did not start ${vm.id} within ${Math.round(timeoutMs / 1000)} s`,
+          message: `${nodeId} did not start ${vm.id} within ${Math.round(timeoutMs / 1000)} s; it may still start`,
         });
+      }
       // A refusal is tried again at every pass for as long as the node answers it: told
       // by its reason, the same each time (a decision repeated is not told again). In the
       // node's words, a node that words each anew (a stolen node certificate) had every
@@ -132,6 +142,23 @@ export async function startDecided(
       // Dated when it failed: a start that took most of its bound was otherwise past the
       // first avoidance as it failed.
       deps.failedTargets.failed(vm.id, nodeId, deps.clock?.now() ?? d.now);
+    // Told first: a put back that fails must not leave the outcome untold. Sent and not
+    // answered (a timeout, the controller's stop), its outcome is not known: told as such,
+    // each time (only failures and skips repeated go untold).
+    const unanswered = timedOut || signal.aborted;
+    tell(
+      {
+        vmId: vm.id,
+        node: nodeId,
+        tenant: vm.tenant,
+        action: unanswered ? "unknown" : "failed",
+        detail: signal.aborted
+          ? `start sent to ${nodeId}, cut short by the controller's stop; it may still run`
+          : rpc.message,
+        reason: rpc.reason,
+      },
+      !unanswered && REFUSED_BEFORE_START.includes(rpc.reason ?? ""),
+    );
     // Not under the pass's signal: a start cut short by the controller's stop must still
     // put the mark back, or no leader ever starts the VM again (an adversarial review). Nor
     // under the election: this process may have been deposed while the start ran.
@@ -146,13 +173,5 @@ export async function startDecided(
       written,
       timeoutSignal(PUT_BACK_TIMEOUT_MS),
     );
-    tell({
-      vmId: vm.id,
-      node: nodeId,
-      tenant: vm.tenant,
-      action: "failed",
-      detail: rpc.message,
-      reason: rpc.reason,
-    });
   }
 }

@@ -8,12 +8,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { createManualClock, silentLogger } from "../core/index.js";
+import { createManualClock, RpcError, silentLogger } from "../core/index.js";
 import { AuditIntentSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, decodeMessage, encodeMessage, type KvStore } from "../store/index.js";
 import { AUDIT_INTENTS, createAuditIntents } from "./audit-intents.js";
-import type { FailoverDecision } from "./failover-decisions.js";
+import { createFailoverDecisions, type FailoverDecision } from "./failover-decisions.js";
 import { createHaRestore, noteSelfFenced } from "./ha-restore.js";
 import { type RunnerRegistry, registerRunner } from "./runner-registry.js";
 
@@ -45,7 +45,7 @@ function intentsOf(
 function restoreWith(
   store: KvStore,
   start: () => Promise<unknown>,
-  decide: (d: FailoverDecision) => Promise<void> | void,
+  decide: (d: FailoverDecision) => unknown,
   kept: ReturnType<typeof intentsOf>,
 ) {
   return createHaRestore({
@@ -78,6 +78,7 @@ async function marked(): Promise<KvStore> {
   return store;
 }
 
+const settle = () => new Promise((r) => setTimeout(r, 50));
 const STOPPED = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
 const AT_1 = { nodeId: "node-a", reportMs: 1 };
 
@@ -152,6 +153,61 @@ describe("an HA VM's start on the node that stopped it, audited at least once", 
       } finally {
         stop.abort();
         await second.close();
+        await store.close();
+      }
+    }
+  });
+
+  it("a start that ran and failed as the one before is still audited; a refusal before anything ran is not repeated; one cut short is unknown", async () => {
+    for (const answer of ["BACKEND_FAILED", "FENCED", "cut short"] as const) {
+      const store = await marked();
+      const runners = await registerRunner(store, "r-one", 10_000, silentLogger);
+      const trail: FailoverDecision[] = [];
+      const decisions = createFailoverDecisions({
+        logger: silentLogger,
+        clock,
+        onDecision: (d) => void trail.push(d),
+      });
+      const kept = intentsOf(store, runners, (d) => void trail.push(d));
+      const stop = new AbortController();
+      const ha = restoreWith(
+        store,
+        () => {
+          if (answer !== "cut short") return Promise.reject(new RpcError(answer));
+          stop.abort();
+          return Promise.reject(new RpcError("SHUTTING_DOWN"));
+        },
+        decisions.decide,
+        kept,
+      );
+      try {
+        // Two passes, far enough apart for a node that failed to be asked again.
+        for (const now of [1_000, 1_000_000])
+          if (!stop.signal.aborted) await ha.restore(AT_1, STOPPED, now, stop.signal);
+        await settle();
+        await kept.tellLeft(AbortSignal.timeout(5000));
+        await settle();
+        const told = trail.map((d) => `${d.action}: ${d.detail}`);
+        if (answer === "BACKEND_FAILED")
+          assert.deepEqual(
+            trail.map((d) => d.action),
+            ["failed", "failed"],
+            `two starts ran, each audited: ${told.join("; ")}`,
+          );
+        else if (answer === "FENCED")
+          assert.deepEqual(
+            trail.map((d) => d.action),
+            ["failed"],
+            "refused alike: told once",
+          );
+        else
+          assert.deepEqual(told, [
+            "unknown: start sent to node-a, cut short by the controller's stop; it may still run",
+          ]);
+        assert.deepEqual(await intents(store), [], answer);
+      } finally {
+        ha.close();
+        await runners.close();
         await store.close();
       }
     }
