@@ -95,6 +95,8 @@ describe("stale copies removed by generation (agents)", async () => {
       .filter((l) => l.includes('"vm.stale-copy"') && l.includes(`vm_id=${VM} `));
     assert.equal(audit.length, 1, "audited once");
     assert.match(audit[0] ?? "", /"decision":"removed"/);
+    // Under the removal's id (its intent's): a retold duplicate reads as the same act.
+    assert.match(audit[0] ?? "", /"requestId":"[0-9a-f-]{36}"/);
     // One intent per removal (node-a held copies of each of its VMs failed over), written
     // with its go-ahead, each audited, and gone once the trail took it.
     await eventually(async () => {

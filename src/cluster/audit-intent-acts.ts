@@ -10,7 +10,10 @@ import type { StaleCopyDecision } from "./stale-copy-removal.js";
 
 /** An act as its intent names it. */
 export type IntendedAct =
-  | ({ readonly kind: "staleCopyRemoval" } & Omit<StaleCopyDecision, "action" | "detail">)
+  | ({ readonly kind: "staleCopyRemoval" } & Omit<
+      StaleCopyDecision,
+      "action" | "detail" | "requestId"
+    >)
   | {
       readonly kind: "haStart";
       readonly vmId: string;
@@ -72,6 +75,8 @@ export function storedAct(act: IntendedAct): AuditIntent["act"] {
 export function tellerOf(
   intent: AuditIntent,
   tellers: ActTellers,
+  /** The act's id, told as its records' request id. */
+  requestId: string,
   /** The outcome as this process knows it (its own act), if the intent has none. */
   known?: ActOutcome,
 ): (() => unknown) | undefined {
@@ -88,6 +93,7 @@ export function tellerOf(
       placedOn: r.placedOn,
       generation: r.generation,
       tenant: r.tenant,
+      requestId,
     };
     return outcome === "removed" || outcome === "failed" || (outcome === "unknown" && detail !== "")
       ? () => tell({ ...d, action: outcome, detail })
@@ -101,7 +107,7 @@ export function tellerOf(
   if (act.case === "haStart" && tellers.tellHaStart !== undefined) {
     const tell = tellers.tellHaStart;
     const r = act.value;
-    const d = { vmId: r.vmId, node: r.nodeId, tenant: r.tenant };
+    const d = { vmId: r.vmId, node: r.nodeId, tenant: r.tenant, requestId };
     return outcome === "restarted" ||
       outcome === "failed" ||
       (outcome === "unknown" && detail !== "")

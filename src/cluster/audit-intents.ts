@@ -41,6 +41,12 @@ import { askOnce, type RunnerRegistry } from "./runner-registry.js";
 
 /** Where intents are kept. */
 export const AUDIT_INTENTS = "audit-intents/";
+
+/**
+ * The act's id in the audit trail (its records' `request_id`): its intent's,
+ * the same in a tell and a tell again, so a duplicate reads as one.
+ */
+export const actIdOf = (key: string): string => key.slice(AUDIT_INTENTS.length);
 /** A tell not answered by then counts as refused. */
 const TELL_TIMEOUT_MS = 60_000;
 /** The most passes a tell refused again and again waits before it is tried again. */
@@ -193,7 +199,7 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
       }
       // One nothing here can tell (no trail for its kind, a newer version's kind) is
       // left: deleted untold, it would be lost.
-      const tell = tellerOf(intent, options, known.get(key));
+      const tell = tellerOf(intent, options, actIdOf(key), known.get(key));
       if (tell === undefined) continue;
       if (
         now - (firstSeen.get(key) ?? now) <

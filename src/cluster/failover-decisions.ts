@@ -27,6 +27,8 @@ export interface FailoverDecision {
    */
   readonly reason?: string;
   readonly migrationId?: string;
+  /** An act's id without a migration (an HA start's audit intent): the audit record's request id. */
+  readonly requestId?: string;
   /** The VM's tenant, for its events and its audit record (a tenant's auditors see it). */
   readonly tenant: string;
 }

@@ -10,7 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Clock, RpcError, timeoutSignal, toRpcError } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
-import type { AuditIntents } from "./audit-intents.js";
+import { type AuditIntents, actIdOf } from "./audit-intents.js";
 import type { Executors } from "./executors.js";
 import type { FailedTargets } from "./failed-targets.js";
 import type { HaRestoreRecords } from "./ha-restore-records.js";
@@ -40,6 +40,8 @@ export type HaDecide = (d: {
   action: "restarted" | "skipped" | "failed" | "unknown";
   detail: string;
   reason?: string;
+  /** The start's id (its audit intent's), the audit record's request id. */
+  requestId?: string;
 }) => unknown;
 
 /** One decided start: what was written, and what the start runs under. */
@@ -81,7 +83,8 @@ export async function startDecided(
    * start alike), is left for the next pass to tell: it is an act of its
    * own. One refused before anything ran is no act: its intent goes.
    */
-  const tell = (outcome: Parameters<HaDecide>[0], nothingRan = false) => {
+  const tell = (decided: Parameters<HaDecide>[0], nothingRan = false) => {
+    const outcome = d.intent === undefined ? decided : { ...decided, requestId: actIdOf(d.intent) };
     // A throw is a refusal too.
     const telling = (async () => deps.decide(outcome))();
     if (d.intent === undefined || deps.intents === undefined) telling.catch(() => {});

@@ -146,6 +146,7 @@ describe("an HA VM's start on the node that stopped it, audited at least once", 
             ? /^started again on node-a, which had stopped it while cut off: start sent; control-plane process r-first did not record it told/
             : /^started again on node-a, which had stopped it while cut off$/,
         );
+        assert.match(told[0]?.requestId ?? "", /^[0-9a-f-]{36}$/, "under the start's id");
         assert.deepEqual(await intents(store), [], "deleted once told");
         await next.tellLeft(AbortSignal.timeout(5000));
         assert.equal(told.length, 1, "told once");

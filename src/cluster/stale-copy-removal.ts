@@ -14,7 +14,7 @@ import {
   type KvStore,
   updateMessage,
 } from "../store/index.js";
-import type { AuditIntents } from "./audit-intents.js";
+import { type AuditIntents, actIdOf } from "./audit-intents.js";
 import type { Executors } from "./executors.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
 
@@ -39,6 +39,8 @@ export interface StaleCopyDecision {
   readonly detail: string;
   /** The VM's tenant, for the audit record (a tenant's auditors see it). */
   readonly tenant: string;
+  /** The removal's id (its audit intent's), the audit record's request id. */
+  readonly requestId?: string;
 }
 
 /** What {@link createStaleCopyRemover} reads, writes and calls. */
@@ -271,7 +273,10 @@ async function send(
   signal: AbortSignal,
 ): Promise<void> {
   const { sends } = removal;
-  const told = actOf(rec, nodeId);
+  const told = {
+    ...actOf(rec, nodeId),
+    ...(removal.intent === undefined ? {} : { requestId: actIdOf(removal.intent) }),
+  };
   const decide = (d: StaleCopyDecision) => {
     // A throw is a refusal too.
     const telling = (async () => deps.decide(d))();

@@ -129,11 +129,15 @@ describe("a stale copy's removal, audited at least once", () => {
       assert.equal(kept.length, 1, "the removal kept as an intent");
       assert.equal(kept[0]?.outcome, "removed");
       assert.equal(kept[0]?.runner, "r-one");
+      const key = (await w.store.range(AUDIT_INTENTS)).kvs[0]?.key ?? "";
       assert.equal(told.length, 0);
 
       await tickUntil(w, c, () => told.length > 0);
       assert.deepEqual(ofVm(told), ["vm-1 node-a removed"], "told again, as it happened");
       assert.match(told[0]?.detail ?? "", /stopped and undefined/);
+      // Under the act's id, as its first (refused) tell was: a duplicate reads as one act.
+      assert.equal(told[0]?.requestId, key.slice(AUDIT_INTENTS.length));
+      assert.match(told[0]?.requestId ?? "", /^[0-9a-f-]{36}$/);
       await tickUntil(w, c, () => false);
       assert.deepEqual(await intents(w.store), [], "deleted once told");
       assert.equal(told.length, 1, "told once");

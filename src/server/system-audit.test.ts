@@ -10,7 +10,9 @@ describe("the control plane's own acts in the audit trail", () => {
       tenant: "acme",
       action: "unknown",
       detail: "start sent; its outcome is not known",
+      requestId: "6f1c1a52-6d3e-4c43-9d0e-7c5a2b8e1f00",
     });
+    assert.equal(start.requestId, "6f1c1a52-6d3e-4c43-9d0e-7c5a2b8e1f00", "the act's id");
     assert.deepEqual(
       [start.decision, start.code, start.error, start.tenant],
       ["unknown", "UNKNOWN", "start sent; its outcome is not known", "acme"],
