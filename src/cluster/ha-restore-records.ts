@@ -4,7 +4,7 @@
  * copy, so the store is read only for those), a record as read, and writes
  * conditional on the controller's election and on the record as read.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, equals } from "@bufbuild/protobuf";
 import { type Logger, silentLogger } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
@@ -94,14 +94,26 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
     ops: TxnOp[] = [],
   ): Promise<number> {
     const key = FAILOVER_RECORDS + next.vmId;
-    const txn = await store.txn(
-      {
-        compares,
-        success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }, ...ops],
-      },
-      { signal },
-    );
-    return txn.succeeded ? txn.revision : 0;
+    try {
+      const txn = await store.txn(
+        {
+          compares,
+          success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }, ...ops],
+        },
+        { signal },
+      );
+      return txn.succeeded ? txn.revision : 0;
+    } catch (err) {
+      // An error after the commit (the reply lost, etcd restarting): what it wrote is there.
+      // Taken as not written, a decision to start that committed (the mark cleared, the
+      // start counted) started nothing, and no later pass would: the vm stayed down.
+      const now = await getMessage(store, FailoverRecordSchema, key, { signal }).catch(
+        () => undefined,
+      );
+      if (now !== undefined && equals(FailoverRecordSchema, now.message, next))
+        return now.modRevision;
+      throw err;
+    }
   }
   const unchanged = (next: FailoverRecord, rev: number): Compare => ({
     key: FAILOVER_RECORDS + next.vmId,

@@ -95,6 +95,44 @@ describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () =>
 });
 
 describe("HA restore's restart limit", () => {
+  it("starts a vm whose decision committed though the store answered an error (the reply lost): it is not left down", async () => {
+    const real = tempStore();
+    try {
+      await markedOnNodeA(real);
+      let lost = 0;
+      // The decision's write commits, and its reply is lost once.
+      const store: KvStore = Object.create(real, {
+        txn: {
+          value: async (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
+            const r = await real.txn(req, o);
+            const deciding = req.success.some(
+              (op) => op.type === "put" && op.key === "failover/vm-1",
+            );
+            if (deciding && r.succeeded && lost++ === 0) throw new Error("connection reset");
+            return r;
+          },
+        },
+      });
+      let starts = 0;
+      const decisions: string[] = [];
+      const ha = restoreOn(
+        store,
+        async () => {
+          starts++;
+        },
+        { decide: (d) => void decisions.push(d.action) },
+      );
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, vm, 1_000, AbortSignal.timeout(5000));
+      ha.close();
+      assert.equal(lost, 1, "the reply was lost");
+      assert.equal(starts, 1, "started in the same pass");
+      assert.deepEqual(decisions, ["restarted"]);
+    } finally {
+      await real.close();
+    }
+  });
+
   it("does not count a start its node refused before anything ran (not leased again yet): the vm comes back once the node is", async () => {
     const store = tempStore();
     try {
