@@ -81,4 +81,36 @@ describe("cluster metrics", () => {
       await store.close();
     }
   });
+
+  it("count the failover controller's decisions by action, an HA start not answered as unknown", async () => {
+    const store = createSqliteStore({
+      path: join(mkdtempSync(join(tmpdir(), "dv-cluster-metrics-")), "state.db"),
+      logger: silentLogger,
+    });
+    const closing = new AbortController();
+    try {
+      const registry = new client.Registry();
+      const metrics = createClusterMetrics({
+        registry,
+        store,
+        inventory: createInventory({ store, clock: createManualClock(1_000_000) }),
+        clock: createManualClock(1_000_000),
+        logger: silentLogger,
+        closing: closing.signal,
+      });
+      const name = "debvisor_failover_decisions_total";
+      for (const action of ["restarted", "skipped", "failed", "adopted", "unknown"])
+        assert.equal(await value(registry, name, { action }), 0, `${action} shown from the start`);
+      const d = { vmId: "vm-1", node: "node-a", tenant: "", detail: "x" };
+      metrics.failoverDecision({ ...d, action: "unknown" });
+      metrics.failoverDecision({ ...d, action: "unknown" });
+      metrics.failoverDecision({ ...d, action: "restarted" });
+      assert.equal(await value(registry, name, { action: "unknown" }), 2);
+      assert.equal(await value(registry, name, { action: "restarted" }), 1);
+      assert.equal(await value(registry, name, { action: "failed" }), 0);
+    } finally {
+      closing.abort();
+      await store.close();
+    }
+  });
 });

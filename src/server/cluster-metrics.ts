@@ -62,11 +62,12 @@ export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMet
   });
   const failovers = new client.Counter({
     name: "debvisor_failover_decisions_total",
-    help: "Failover controller decisions of this daemon, by action (restarted, skipped, failed).",
+    help: "Failover controller decisions of this daemon, by action (restarted, skipped, failed, adopted, unknown: a start sent and not answered).",
     labelNames: ["action"] as const,
     registers: [registry],
   });
-  for (const action of ["restarted", "skipped", "failed"]) failovers.inc({ action }, 0);
+  for (const action of ["restarted", "skipped", "failed", "adopted", "unknown"])
+    failovers.inc({ action }, 0);
   const heartbeats = new client.Counter({
     name: "debvisor_agent_heartbeats_total",
     help: "Agent heartbeats received on this daemon's streams, by outcome: confirmed, unconfirmed (the store did not take it in time; the agent counts toward fencing itself), from_future (confirmed, report refused), failed (any other error; the stream ends).",
