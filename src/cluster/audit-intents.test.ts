@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { createManualClock, type ManualClock, silentLogger } from "../core/index.js";
 import { AuditIntentSchema } from "../gen/debvisor/store/v1/records_pb.js";
-import { createSqliteStore, encodeMessage, type KvStore } from "../store/index.js";
+import { createSqliteStore, decodeMessage, encodeMessage, type KvStore } from "../store/index.js";
 import { AUDIT_INTENTS, type AuditIntentsOptions, createAuditIntents } from "./audit-intents.js";
 import { type RunnerRegistry, registerRunner } from "./runner-registry.js";
 import type { StaleCopyDecision } from "./stale-copy-removal.js";
@@ -217,6 +217,46 @@ describe("audit intents left, told by the controller's pass", () => {
       assert.deepEqual((await store.range(AUDIT_INTENTS)).kvs, []);
       for (let pass = 0; pass < 70; pass++) await intents.tellLeft(AbortSignal.timeout(5000));
       assert.equal(asked, 1);
+    } finally {
+      await me.close();
+      await store.close();
+    }
+  });
+
+  it("a pass's tell taken late leaves an intent its runner rewrote meanwhile (with the real outcome)", async () => {
+    const store = tempStore();
+    const clock = createManualClock(1_000_000);
+    const me = await registerRunner(store, "r-me", 10_000, silentLogger);
+    try {
+      await putIntent(store, "vm-1", "r-gone", clock.now());
+      let answer = () => {};
+      const intents = intentsOn(
+        store,
+        clock,
+        me,
+        () =>
+          new Promise<void>((r) => {
+            answer = r;
+          }),
+        { tellTimeoutMs: 20 },
+      );
+      await intents.tellLeft(AbortSignal.timeout(5000));
+      await settle();
+      // Its runner, back, writes what its removal did into the intent.
+      const key = `${AUDIT_INTENTS}vm-1`;
+      const kv = await store.get(key);
+      assert.ok(kv);
+      const rewritten = decodeMessage(AuditIntentSchema, kv);
+      await store.put(
+        key,
+        encodeMessage(
+          AuditIntentSchema,
+          create(AuditIntentSchema, { ...rewritten, outcome: "removed", detail: "done" }),
+        ),
+      );
+      answer();
+      await settle();
+      assert.equal((await store.range(AUDIT_INTENTS)).kvs.length, 1, "kept, to be told as it was");
     } finally {
       await me.close();
       await store.close();

@@ -131,9 +131,9 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
     ).catch((e: unknown) => logger.warn({ err: e, intent: key }, "act's outcome not kept"));
   }
 
-  /** Deletes `key` once a tell that timed out was taken after all (a duplicate spared). */
-  const tookLate = (key: string) => () =>
-    void forget(key)
+  /** Deletes a tell's intent taken after its timeout; a pass's only if unchanged since read. */
+  const tookLate = (key: string, revision?: number) => () =>
+    void forget(key, revision)
       .then(() => backoff.delete(key))
       .catch(() => {});
 
@@ -174,7 +174,7 @@ export function createAuditIntents(options: AuditIntentsOptions): AuditIntents {
       await forget(key, revision);
     } catch (err) {
       failed(key, err);
-      late = tookLate(key);
+      late = tookLate(key, revision);
     } finally {
       release(telling, key, tellingIt, late);
     }

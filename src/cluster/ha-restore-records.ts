@@ -5,7 +5,7 @@
  * conditional on the controller's election and on the record as read.
  */
 import { create, equals } from "@bufbuild/protobuf";
-import { type Logger, silentLogger } from "../core/index.js";
+import { type Logger, silentLogger, timeoutSignal } from "../core/index.js";
 import { type FailoverRecord, FailoverRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   type Compare,
@@ -28,6 +28,9 @@ export interface HaRestoreRecordsDeps {
   readonly elected: () => Compare;
   readonly logger?: Logger;
 }
+
+/** How long the read-back of a write that threw may take. */
+const READ_BACK_TIMEOUT_MS = 10_000;
 
 /** The failover records of the HA restore. */
 export interface HaRestoreRecords {
@@ -107,9 +110,10 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
       // An error after the commit (the reply lost, etcd restarting): what it wrote is there.
       // Taken as not written, a decision to start that committed (the mark cleared, the
       // start counted) started nothing, and no later pass would: the vm stayed down.
-      const now = await getMessage(store, FailoverRecordSchema, key, { signal }).catch(
-        () => undefined,
-      );
+      // Not under the caller's signal: a controller stopping must still learn it wrote.
+      const now = await getMessage(store, FailoverRecordSchema, key, {
+        signal: timeoutSignal(READ_BACK_TIMEOUT_MS),
+      }).catch(() => undefined);
       if (now !== undefined && equals(FailoverRecordSchema, now.message, next))
         return now.modRevision;
       throw err;

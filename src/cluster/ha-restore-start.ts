@@ -148,16 +148,18 @@ export async function startDecided(
     // Told first: a put back that fails must not leave the outcome untold. Sent and not
     // answered (a timeout, the controller's stop), its outcome is not known: told as such,
     // each time (only failures and skips repeated go untold).
-    const unanswered = timedOut || signal.aborted;
+    // A daemon stopping ends the call at once (SHUTTING_DOWN) and leaves the agent's job going.
+    const unanswered = timedOut || signal.aborted || rpc.reason === "SHUTTING_DOWN";
     tell(
       {
         vmId: vm.id,
         node: nodeId,
         tenant: vm.tenant,
         action: unanswered ? "unknown" : "failed",
-        detail: signal.aborted
-          ? `start sent to ${nodeId}, cut short by the controller's stop; it may still run`
-          : rpc.message,
+        detail:
+          signal.aborted || rpc.reason === "SHUTTING_DOWN"
+            ? `start sent to ${nodeId}, cut short by the controller's stop; it may still run`
+            : rpc.message,
         reason: rpc.reason,
       },
       !unanswered && REFUSED_BEFORE_START.includes(rpc.reason ?? ""),

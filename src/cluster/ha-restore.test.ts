@@ -100,6 +100,7 @@ describe("HA restore's restart limit", () => {
     try {
       await markedOnNodeA(real);
       let lost = 0;
+      const stopping = new AbortController();
       // The decision's write commits, and its reply is lost once.
       const store: KvStore = Object.create(real, {
         txn: {
@@ -108,7 +109,10 @@ describe("HA restore's restart limit", () => {
             const deciding = req.success.some(
               (op) => op.type === "put" && op.key === "failover/vm-1",
             );
-            if (deciding && r.succeeded && lost++ === 0) throw new Error("connection reset");
+            if (deciding && r.succeeded && lost++ === 0) {
+              stopping.abort(); // and the controller is stopping meanwhile
+              throw new Error("connection reset");
+            }
             return r;
           },
         },
@@ -123,7 +127,7 @@ describe("HA restore's restart limit", () => {
         { decide: (d) => void decisions.push(d.action) },
       );
       const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
-      await ha.restore(AT_1, vm, 1_000, AbortSignal.timeout(5000));
+      await ha.restore(AT_1, vm, 1_000, stopping.signal);
       ha.close();
       assert.equal(lost, 1, "the reply was lost");
       assert.equal(starts, 1, "started in the same pass");
