@@ -86,6 +86,26 @@ const into =
 const restartsOf = (told: FailoverDecision[], vmId: string) =>
   told.filter((d) => d.vmId === vmId && d.action === "restarted");
 
+/** `real`, but refusing the first transaction `matches` picks (the store failing just then). */
+function refusingOnce(real: KvStore, matches: (req: Parameters<KvStore["txn"]>[0]) => boolean) {
+  let refused = 0;
+  const store = new Proxy(real, {
+    get(target, key) {
+      if (key === "txn")
+        return (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
+          if (refused === 0 && matches(req)) {
+            refused++;
+            return Promise.reject(new Error("the store refused the write"));
+          }
+          return target.txn(req, o);
+        };
+      const v = Reflect.get(target, key);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return { store, refused: () => refused };
+}
+
 describe("a failover controller's restart, audited at least once", () => {
   it("a restart the trail refused stays marked, and a pass tells it again, once", async () => {
     const told: FailoverDecision[] = [];
@@ -237,28 +257,15 @@ describe("a failover controller's restart, audited at least once", () => {
   it("a restart whose record's last write failed, the vm running, is told as restarted and counted, not as failed", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-restart-final-"));
     const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
-    let refusedFinal = 0;
     // The store refuses the first write of a failover record finished SUCCEEDED (etcd
     // restarting just then): the restart ran; its record could not say so.
-    const store = new Proxy(real, {
-      get(target, key) {
-        if (key === "txn")
-          return (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
-            const final = req.success.some((op) => {
-              if (op.type !== "put" || !op.key.startsWith("migrations/")) return false;
-              const m = fromBinary(MigrationRecordSchema, op.value).migration;
-              return m?.kind === MigrationKind.FAILOVER && m.state === MigrationState.SUCCEEDED;
-            });
-            if (final && refusedFinal === 0) {
-              refusedFinal++;
-              return Promise.reject(new Error("the store refused the write"));
-            }
-            return target.txn(req, o);
-          };
-        const v = Reflect.get(target, key);
-        return typeof v === "function" ? v.bind(target) : v;
-      },
-    });
+    const { store, refused } = refusingOnce(real, (req) =>
+      req.success.some((op) => {
+        if (op.type !== "put" || !op.key.startsWith("migrations/")) return false;
+        const m = fromBinary(MigrationRecordSchema, op.value).migration;
+        return m?.kind === MigrationKind.FAILOVER && m.state === MigrationState.SUCCEEDED;
+      }),
+    );
     const told: FailoverDecision[] = [];
     const settled: string[] = [];
     const h = await startClusterHarness({
@@ -277,14 +284,14 @@ describe("a failover controller's restart, audited at least once", () => {
       h.sim.faults.partitionNode(SOURCE);
       for (
         let t = 0;
-        t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 10_000 && refusedFinal === 0;
+        t < HARNESS_TTL_MS + HARNESS_FENCE_MS + 10_000 && refused() === 0;
         t += 1000
       ) {
         h.clock.advance(1000);
         await h.beat();
         await h.runtime.controller?.tick();
       }
-      assert.equal(refusedFinal, 1, "the restart's final write was refused");
+      assert.equal(refused(), 1, "the restart's final write was refused");
       const target = h.sim.locate(vmId);
       assert.ok(target !== undefined && target.nodeId !== SOURCE && target.state === "running");
       await eventually(() =>
@@ -329,24 +336,12 @@ describe("a failover controller's restart, audited at least once", () => {
     const real = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
     let vmId = "";
     let sim: ClusterHarness["sim"] | undefined;
-    let refusedCount = 0;
     // The store refuses the first write of the VM's failover record once it runs elsewhere:
     // the restart's count, written after the restart.
-    const store = new Proxy(real, {
-      get(target, key) {
-        if (key === "txn")
-          return (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
-            const place = sim?.locate(vmId);
-            const counting = req.success.some((op) => op.key === `failover/${vmId}`);
-            if (counting && place !== undefined && place.nodeId !== SOURCE && refusedCount === 0) {
-              refusedCount++;
-              return Promise.reject(new Error("the store refused the write"));
-            }
-            return target.txn(req, o);
-          };
-        const v = Reflect.get(target, key);
-        return typeof v === "function" ? v.bind(target) : v;
-      },
+    const { store, refused } = refusingOnce(real, (req) => {
+      const place = sim?.locate(vmId);
+      const counting = req.success.some((op) => op.key === `failover/${vmId}`);
+      return counting && place !== undefined && place.nodeId !== SOURCE;
     });
     const told: FailoverDecision[] = [];
     const h = await startClusterHarness({
@@ -361,7 +356,7 @@ describe("a failover controller's restart, audited at least once", () => {
     try {
       vmId = await haVm(h);
       await failOver(h, vmId);
-      await eventually(() => assert.equal(refusedCount, 1, "the count's write was refused"));
+      await eventually(() => assert.equal(refused(), 1, "the count's write was refused"));
       const mine = told.filter((d) => d.vmId === vmId).map((d) => d.action);
       assert.deepEqual(mine, ["restarted"], JSON.stringify(told));
       await eventually(async () =>

@@ -58,6 +58,37 @@ function intentsOn(
   });
 }
 
+/** A store, a clock and this process's runner (r-me), for `body`; closed after it. */
+async function inWorld(
+  body: (w: { store: KvStore; clock: ManualClock; me: RunnerRegistry }) => Promise<void>,
+) {
+  const store = tempStore();
+  const clock = createManualClock(1_000_000);
+  const me = await registerRunner(store, "r-me", 10_000, silentLogger);
+  try {
+    await body({ store, clock, me });
+  } finally {
+    await me.close();
+    await store.close();
+  }
+}
+
+/** A trail stalled on its disk: each tell waits until `answer()` (it takes them once it moves). */
+function stalledTrail() {
+  let asked = 0;
+  const waiting: (() => void)[] = [];
+  return {
+    tell: () => {
+      asked++;
+      return new Promise<void>((r) => waiting.push(r));
+    },
+    asked: () => asked,
+    answer: () => {
+      for (const r of waiting.splice(0)) r();
+    },
+  };
+}
+
 const settle = () => new Promise((r) => setTimeout(r, 30));
 const vmsOf = (told: StaleCopyDecision[]) => told.map((d) => `${d.vmId} ${d.action}`).sort();
 
@@ -159,87 +190,39 @@ describe("audit intents left, told by the controller's pass", () => {
     }
   });
 
-  it("tells at most 32 at once: a trail that hangs does not take a tell per intent left", async () => {
-    const store = tempStore();
-    const clock = createManualClock(1_000_000);
-    const me = await registerRunner(store, "r-me", 10_000, silentLogger);
-    try {
+  it("tells at most 32 at once: a trail that hangs does not take a tell per intent left", () =>
+    inWorld(async ({ store, clock, me }) => {
       for (let i = 0; i < 100; i++) await putIntent(store, `vm-${i}`, "r-gone", clock.now());
-      let asked = 0;
-      const intents = intentsOn(
-        store,
-        clock,
-        me,
-        () => {
-          asked++;
-          return new Promise<void>(() => {});
-        },
-        { tellTimeoutMs: 60_000 },
-      );
+      const trail = stalledTrail();
+      const intents = intentsOn(store, clock, me, trail.tell, { tellTimeoutMs: 60_000 });
       for (let pass = 0; pass < 3; pass++) await intents.tellLeft(AbortSignal.timeout(5000));
       await settle();
-      assert.equal(asked, 32);
-    } finally {
-      await me.close();
-      await store.close();
-    }
-  });
+      assert.equal(trail.asked(), 32);
+    }));
 
-  it("a tell the trail has not answered is not told again meanwhile, though it timed out", async () => {
-    const store = tempStore();
-    const clock = createManualClock(1_000_000);
-    const me = await registerRunner(store, "r-me", 10_000, silentLogger);
-    try {
+  it("a tell the trail has not answered is not told again meanwhile, though it timed out", () =>
+    inWorld(async ({ store, clock, me }) => {
       await putIntent(store, "vm-1", "r-gone", clock.now());
-      let asked = 0;
-      let answer = () => {};
-      const intents = intentsOn(
-        store,
-        clock,
-        me,
-        () => {
-          asked++;
-          // A trail stalled on its disk: it takes the record once it moves.
-          return new Promise<void>((r) => {
-            answer = r;
-          });
-        },
-        { tellTimeoutMs: 20 },
-      );
+      const trail = stalledTrail();
+      const intents = intentsOn(store, clock, me, trail.tell, { tellTimeoutMs: 20 });
       for (let pass = 0; pass < 40; pass++) {
         await intents.tellLeft(AbortSignal.timeout(5000));
         await settle();
       }
-      assert.equal(asked, 1, "one tell, however many passes it took");
-      answer();
+      assert.equal(trail.asked(), 1, "one tell, however many passes it took");
+      trail.answer();
       await settle();
       // Taken late, after all: its intent goes, and it is not told again.
       assert.deepEqual((await store.range(AUDIT_INTENTS)).kvs, []);
       for (let pass = 0; pass < 70; pass++) await intents.tellLeft(AbortSignal.timeout(5000));
-      assert.equal(asked, 1);
-    } finally {
-      await me.close();
-      await store.close();
-    }
-  });
+      assert.equal(trail.asked(), 1);
+    }));
 
-  it("a pass's tell taken late leaves an intent its runner rewrote meanwhile (with the real outcome)", async () => {
-    const store = tempStore();
-    const clock = createManualClock(1_000_000);
-    const me = await registerRunner(store, "r-me", 10_000, silentLogger);
-    try {
+  it("a pass's tell taken late leaves an intent its runner rewrote meanwhile (with the real outcome)", () =>
+    inWorld(async ({ store, clock, me }) => {
       await putIntent(store, "vm-1", "r-gone", clock.now());
-      let answer = () => {};
-      const intents = intentsOn(
-        store,
-        clock,
-        me,
-        () =>
-          new Promise<void>((r) => {
-            answer = r;
-          }),
-        { tellTimeoutMs: 20 },
-      );
+      const trail = stalledTrail();
+      const intents = intentsOn(store, clock, me, trail.tell, { tellTimeoutMs: 20 });
       await intents.tellLeft(AbortSignal.timeout(5000));
       await settle();
       // Its runner, back, writes what its removal did into the intent.
@@ -254,12 +237,8 @@ describe("audit intents left, told by the controller's pass", () => {
           create(AuditIntentSchema, { ...rewritten, outcome: "removed", detail: "done" }),
         ),
       );
-      answer();
+      trail.answer();
       await settle();
       assert.equal((await store.range(AUDIT_INTENTS)).kvs.length, 1, "kept, to be told as it was");
-    } finally {
-      await me.close();
-      await store.close();
-    }
-  });
+    }));
 });
