@@ -15,6 +15,7 @@ import {
   type KvStore,
   mirrorPrefix,
   type PrefixMirror,
+  settleWrite,
   type TxnOp,
 } from "../store/index.js";
 
@@ -92,6 +93,7 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
   }
   async function writeIf(
     next: FailoverRecord,
+    rev: number,
     compares: Compare[],
     signal: AbortSignal,
     ops: TxnOp[] = [],
@@ -100,7 +102,7 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
     try {
       const txn = await store.txn(
         {
-          compares,
+          compares: [{ key, modRevision: rev }, ...compares],
           success: [{ type: "put", key, value: encodeMessage(FailoverRecordSchema, next) }, ...ops],
         },
         { signal },
@@ -109,26 +111,27 @@ export function createHaRestoreRecords(deps: HaRestoreRecordsDeps): HaRestoreRec
     } catch (err) {
       // An error after the commit (the reply lost, etcd restarting): what it wrote is there.
       // Taken as not written, a decision to start that committed (the mark cleared, the
-      // start counted) started nothing, and no later pass would: the vm stayed down.
+      // start counted) started nothing, and no later pass would: the vm stayed down. Nor
+      // may a write still held by etcd land after the read-back found the record as read:
+      // settleWrite makes sure it never does, and the mark stays for a later pass.
       // Not under the caller's signal: a controller stopping must still learn it wrote.
-      const now = await getMessage(store, FailoverRecordSchema, key, {
+      const now = await settleWrite(store, key, rev, {
         signal: timeoutSignal(READ_BACK_TIMEOUT_MS),
       }).catch(() => undefined);
-      if (now !== undefined && equals(FailoverRecordSchema, now.message, next))
+      if (
+        now !== undefined &&
+        equals(FailoverRecordSchema, decodeMessage(FailoverRecordSchema, now), next)
+      )
         return now.modRevision;
       throw err;
     }
   }
-  const unchanged = (next: FailoverRecord, rev: number): Compare => ({
-    key: FAILOVER_RECORDS + next.vmId,
-    modRevision: rev,
-  });
   return {
     marked,
     read,
     write: (next, rev, signal, also = [], ops = []) =>
-      writeIf(next, [deps.elected(), unchanged(next, rev), ...also], signal, ops),
-    putBack: (next, rev, signal) => writeIf(next, [unchanged(next, rev)], signal),
+      writeIf(next, rev, [deps.elected(), ...also], signal, ops),
+    putBack: (next, rev, signal) => writeIf(next, rev, [], signal),
     close() {
       void mirror?.then((m) => m.close());
     },

@@ -137,6 +137,46 @@ describe("HA restore's restart limit", () => {
     }
   });
 
+  it("starts a vm whose decision threw while etcd still held it: the held write never lands after the read-back, and a later pass starts the vm", async () => {
+    const real = tempStore();
+    try {
+      await markedOnNodeA(real);
+      let held: Parameters<KvStore["txn"]>[0] | undefined;
+      // The decision's write times out before etcd applies it; etcd applies it later.
+      const store: KvStore = Object.create(real, {
+        txn: {
+          value: async (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
+            const deciding = req.success.some(
+              (op) => op.type === "put" && op.key === "failover/vm-1",
+            );
+            if (deciding && held === undefined) {
+              held = req;
+              throw new Error("deadline exceeded");
+            }
+            return real.txn(req, o);
+          },
+        },
+      });
+      let starts = 0;
+      const ha = restoreOn(store, async () => {
+        starts++;
+      });
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await assert.rejects(ha.restore(AT_1, vm, 1_000, new AbortController().signal));
+      assert.ok(held !== undefined, "the decision was held");
+      const late = await real.txn(held);
+      assert.equal(late.succeeded, false, "the held decision does not land after the read-back");
+      const rec = await getMessage(real, FailoverRecordSchema, "failover/vm-1");
+      assert.equal(rec?.message.lostRunning, true, "the mark stays");
+      assert.equal(starts, 0);
+      await ha.restore(AT_1, vm, 2_000, new AbortController().signal);
+      ha.close();
+      assert.equal(starts, 1, "a later pass starts it");
+    } finally {
+      await real.close();
+    }
+  });
+
   it("does not count a start its node refused before anything ran (not leased again yet): the vm comes back once the node is", async () => {
     const store = tempStore();
     try {

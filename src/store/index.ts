@@ -24,6 +24,7 @@ export { MAX_KEY_LENGTH, MAX_RANGE_LIMIT, MAX_TXN_OPS, MAX_VALUE_BYTES } from ".
 export type { MirrorOptions, PrefixMirror } from "./prefix-mirror.js";
 export { mirrorPrefix } from "./prefix-mirror.js";
 export { LOST, retryWhileLost } from "./retry-while-lost.js";
+export { settleWrite } from "./settle-write.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { createSqliteStore } from "./sqlite-store.js";
 export type { Versioned } from "./typed-store.js";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { RpcError } from "../../src/core/index.js";
-import type { KvStore, WatchEvent } from "../../src/store/index.js";
+import { type KvStore, settleWrite, type WatchEvent } from "../../src/store/index.js";
 import { eventually } from "./eventually.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -134,6 +134,29 @@ export function storeConformance(
       const kv = await store.get("cas/k");
       assert.equal(kv?.version, 2);
       assert.equal(kv?.modRevision, winners[0]?.revision);
+    });
+
+    it("settles a write whose reply was lost: once settleWrite returns, the write has landed as it shows, or never lands", async () => {
+      for (let i = 0; i < 20; i++) {
+        const key = `settle/k${i}`;
+        const rev = await store.put(key, enc("as read"));
+        const lost = {
+          compares: [{ key, modRevision: rev }],
+          success: [{ type: "put" as const, key, value: enc("lost write") }],
+        };
+        // The lost write and the settling race; on alternate rounds one starts first.
+        const [write, settled] =
+          i % 2 === 0
+            ? await Promise.all([store.txn(lost), settleWrite(store, key, rev)])
+            : await Promise.all([settleWrite(store, key, rev), store.txn(lost)]).then(
+                ([s, w]) => [w, s] as const,
+              );
+        const shown = dec(settled?.value ?? new Uint8Array());
+        assert.equal(shown, write.succeeded ? "lost write" : "as read", `round ${i}`);
+        const late = await store.txn(lost);
+        assert.equal(late.succeeded, false, `round ${i}: the write never lands after`);
+        assert.equal(dec((await store.get(key))?.value ?? new Uint8Array()), shown);
+      }
     });
 
     it("watches from a revision after a burst: nothing missed, nothing repeated, order kept", async () => {
