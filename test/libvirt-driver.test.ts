@@ -203,6 +203,34 @@ describe("libvirt driver: power (recorded output)", () => {
     await driver.start("db-01", live());
   });
 
+  it("answers a start cut off from libvirt after it was sent with BACKEND_FAILED (it may have started), and one that never reached libvirt with BACKEND_UNAVAILABLE", async () => {
+    const startFailing = (stderr: string) =>
+      driverWith(
+        [
+          fixture("qemu-domstate-db-01-stopped"),
+          fixture("qemu-start-already-running", {
+            args: ["-c", QEMU, "start", "--domain", "db-01"],
+            stderr,
+          }),
+        ],
+        { uri: QEMU },
+      ).driver.start("db-01", live());
+    const lost = await startFailing(
+      "error: Disconnected from qemu:///system due to end of file\nerror: Failed to start domain 'db-01'\nerror: End of file while reading data: Input/output error\n",
+    ).then(
+      () => assert.fail("started"),
+      (e: unknown) => e,
+    );
+    assert.ok(isReason("BACKEND_FAILED")(lost), String(lost));
+    assert.match((lost as RpcError).clientMessage, /may have started/);
+    await assert.rejects(
+      startFailing(
+        "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': Connection refused\n",
+      ),
+      isReason("BACKEND_UNAVAILABLE"),
+    );
+  });
+
   it("shuts down gracefully and waits, polling domstate, until the domain is off", async () => {
     const { driver, replay } = driverWith([
       fixture("node-domstate-web-01"),

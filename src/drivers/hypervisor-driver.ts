@@ -92,7 +92,11 @@ export interface HypervisorDriver {
   list(signal: AbortSignal): Promise<DomainStatus[]>;
   /** One domain, or undefined when it is not defined on the node. */
   info(vmId: string, signal: AbortSignal): Promise<DomainStatus | undefined>;
-  /** Starts a stopped domain; starting a running one is a no-op. */
+  /**
+   * Starts a stopped domain; starting a running one is a no-op.
+   * BACKEND_UNAVAILABLE only when nothing was started (the backend not
+   * reached); a start cut off after it was sent is BACKEND_FAILED.
+   */
   start(vmId: string, signal: AbortSignal, options?: StartOptions): Promise<void>;
   /**
    * Stops a domain: a graceful shutdown unless `force` (power off). Stopping

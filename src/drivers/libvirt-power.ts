@@ -9,8 +9,8 @@ import type { DomainState, StartOptions } from "./hypervisor-driver.js";
 import type { LibvirtContext } from "./libvirt-context.js";
 import { checkVmId } from "./libvirt-identifiers.js";
 import type { LibvirtQueries } from "./libvirt-queries.js";
-import { isRace } from "./virsh-invoker.js";
-import { parseRbdDiskSources } from "./virsh-parse.js";
+import { isRace, virshSaid } from "./virsh-invoker.js";
+import { CONNECTION_LOST, parseRbdDiskSources } from "./virsh-parse.js";
 
 /** The libvirt driver's start and stop. */
 export interface LibvirtPower {
@@ -61,7 +61,15 @@ export function createLibvirtPower(
         await virsh([state === "paused" ? "resume" : "start", "--domain", vmId], signal);
       } catch (e) {
         // Started by someone else in between: the wanted state holds.
-        if (!isRace(e, /already (active|running)/i)) throw e;
+        if (isRace(e, /already (active|running)/i)) return;
+        // Cut off after the start was sent, the domain may be running: not BACKEND_UNAVAILABLE,
+        // which says nothing was done (the HA restore asks again without telling it).
+        if (virshSaid(e, "BACKEND_UNAVAILABLE", CONNECTION_LOST))
+          throw new RpcError("BACKEND_FAILED", {
+            message: `the connection to libvirt was lost while starting ${vmId}; it may have started`,
+            cause: e,
+          });
+        throw e;
       }
     },
     async stop(vmId, options) {

@@ -7,7 +7,7 @@
  * virsh's stderr go only into the error's `cause` ({@link VirshCommandError}),
  * for logs, never into what a client sees.
  */
-import { RpcError } from "../core/index.js";
+import { type Reason, RpcError } from "../core/index.js";
 import {
   CommandError,
   type CommandResult,
@@ -31,11 +31,16 @@ export class VirshCommandError extends Error {
   }
 }
 
-/** True when `err` is a BACKEND_FAILED whose stderr matches `pattern`. */
-export function isRace(err: unknown, pattern: RegExp): boolean {
-  if (!(err instanceof RpcError) || err.reason !== "BACKEND_FAILED") return false;
+/** True when `err` is virsh's failure as `reason` with a stderr that matches `pattern`. */
+export function virshSaid(err: unknown, reason: Reason, pattern: RegExp): boolean {
+  if (!(err instanceof RpcError) || err.reason !== reason) return false;
   const cause = err.cause;
   return cause instanceof VirshCommandError && pattern.test(cause.result?.stderr ?? "");
+}
+
+/** True when `err` is a BACKEND_FAILED whose stderr matches `pattern`. */
+export function isRace(err: unknown, pattern: RegExp): boolean {
+  return virshSaid(err, "BACKEND_FAILED", pattern);
 }
 
 /** The RpcError for a failed command, with the command and its stderr as the cause. */

@@ -169,6 +169,14 @@ export function parseDomjobinfo(stdout: string): JobInfo {
   return info;
 }
 
+/**
+ * The connection to libvirt lost during a call (libvirtd restarting or
+ * killed): unlike a connection that never opened, the command may have been
+ * carried out.
+ */
+export const CONNECTION_LOST =
+  /End of file while reading data|Cannot recv data|Cannot write data|client socket is closed|Broken pipe/i;
+
 /** What a failed virsh command's stderr says went wrong. */
 export type VirshFailure = "not-found" | "unavailable" | "unsupported" | "other";
 
@@ -183,9 +191,10 @@ export function classifyVirshError(stderr: string): VirshFailure {
     return "not-found";
   }
   if (
-    /failed to connect to the hypervisor|Failed to connect socket|unable to connect to server|Connection refused|End of file while reading data|Cannot recv data|Cannot write data|no connection driver available|client socket is closed|Broken pipe/i.test(
+    /failed to connect to the hypervisor|Failed to connect socket|unable to connect to server|Connection refused|no connection driver available/i.test(
       stderr,
-    )
+    ) ||
+    CONNECTION_LOST.test(stderr)
   ) {
     return "unavailable";
   }
