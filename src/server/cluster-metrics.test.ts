@@ -5,12 +5,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import client from "prom-client";
-import { createInventory, type Inventory } from "../cluster/index.js";
+import { AUDIT_INTENTS, createInventory, type Inventory } from "../cluster/index.js";
 import { createManualClock, silentLogger } from "../core/index.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { createSqliteStore } from "../store/index.js";
-import { createClusterMetrics } from "./cluster-metrics.js";
+import { createSqliteStore, type KvStore } from "../store/index.js";
+import { type ClusterMetrics, createClusterMetrics } from "./cluster-metrics.js";
 
 /** The value of one gauge sample in `registry`, or undefined. */
 async function value(registry: client.Registry, name: string, labels: Record<string, string>) {
@@ -18,6 +18,32 @@ async function value(registry: client.Registry, name: string, labels: Record<str
   return metric?.values.find((v) =>
     Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l),
   )?.value;
+}
+
+/** Cluster metrics on a SQLite store of their own, for `use`; closed after. */
+async function withMetrics(
+  use: (m: { registry: client.Registry; store: KvStore; metrics: ClusterMetrics }) => Promise<void>,
+) {
+  const store = createSqliteStore({
+    path: join(mkdtempSync(join(tmpdir(), "dv-cluster-metrics-")), "state.db"),
+    logger: silentLogger,
+  });
+  const closing = new AbortController();
+  try {
+    const registry = new client.Registry();
+    const metrics = createClusterMetrics({
+      registry,
+      store,
+      inventory: createInventory({ store, clock: createManualClock(1_000_000) }),
+      clock: createManualClock(1_000_000),
+      logger: silentLogger,
+      closing: closing.signal,
+    });
+    await use({ registry, store, metrics });
+  } finally {
+    closing.abort();
+    await store.close();
+  }
 }
 
 describe("cluster metrics", () => {
@@ -82,22 +108,8 @@ describe("cluster metrics", () => {
     }
   });
 
-  it("count the failover controller's decisions by action, an HA start not answered as unknown", async () => {
-    const store = createSqliteStore({
-      path: join(mkdtempSync(join(tmpdir(), "dv-cluster-metrics-")), "state.db"),
-      logger: silentLogger,
-    });
-    const closing = new AbortController();
-    try {
-      const registry = new client.Registry();
-      const metrics = createClusterMetrics({
-        registry,
-        store,
-        inventory: createInventory({ store, clock: createManualClock(1_000_000) }),
-        clock: createManualClock(1_000_000),
-        logger: silentLogger,
-        closing: closing.signal,
-      });
+  it("count the failover controller's decisions by action, an HA start not answered as unknown", () =>
+    withMetrics(async ({ registry, metrics }) => {
       const name = "debvisor_failover_decisions_total";
       for (const action of ["restarted", "skipped", "failed", "adopted", "unknown"])
         assert.equal(await value(registry, name, { action }), 0, `${action} shown from the start`);
@@ -108,9 +120,17 @@ describe("cluster metrics", () => {
       assert.equal(await value(registry, name, { action: "unknown" }), 2);
       assert.equal(await value(registry, name, { action: "restarted" }), 1);
       assert.equal(await value(registry, name, { action: "failed" }), 0);
-    } finally {
-      closing.abort();
-      await store.close();
-    }
-  });
+    }));
+
+  it("show how many of the control plane's acts are not yet audited (intents in the store), at each scrape", () =>
+    withMetrics(async ({ registry, store }) => {
+      const name = "debvisor_audit_intents_pending";
+      assert.equal(await value(registry, name, {}), 0);
+      const bytes = new Uint8Array([1]);
+      for (const id of ["a", "b", "c"]) await store.put(`${AUDIT_INTENTS}${id}`, bytes);
+      await store.put("audit-intents-other/x", bytes); // another prefix: not counted
+      assert.equal(await value(registry, name, {}), 3);
+      await store.delete(`${AUDIT_INTENTS}b`);
+      assert.equal(await value(registry, name, {}), 2, "a told act leaves the count");
+    }));
 });

@@ -6,6 +6,7 @@ import { MigrationRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { ReplicationStatusRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import type { KvStore } from "../store/index.js";
+import { registerAuditIntentsGauge } from "./audit-intents-gauge.js";
 import { enumLabel as label } from "./enum-label.js";
 import { registerInventoryGauges } from "./inventory-gauges.js";
 import { registerReplicationGauges } from "./replication-gauges.js";
@@ -42,12 +43,14 @@ const TERMINAL = new Set([
  * the store's watch as they finish, so drains and failovers run by any
  * daemon on the store are seen; several daemons on one store each count
  * them), failover controller decisions, and replication lag and failures
- * per job (read from the job status records at scrape time).
+ * per job (read from the job status records at scrape time), and the
+ * control plane's acts not yet audited (their intents, at scrape time).
  */
 export function createClusterMetrics(options: ClusterMetricsOptions): ClusterMetrics {
   const { registry, store, inventory, clock, logger, closing } = options;
   registerInventoryGauges({ registry, inventory, closing });
   registerReplicationGauges({ registry, store, clock, closing });
+  registerAuditIntentsGauge({ registry, store, closing });
   const replicationFailures = new client.Counter({
     name: "debvisor_replication_failures_total",
     help: "Failed replication runs seen since start.",
