@@ -229,6 +229,13 @@ describe("libvirt driver: power (recorded output)", () => {
       ),
       isReason("BACKEND_UNAVAILABLE"),
     );
+    // virsh 9.0 to an ssh peer that closes as it connects: a connection that never opened.
+    await assert.rejects(
+      startFailing(
+        "error: failed to connect to the hypervisor\nerror: Cannot recv data: ssh: connect to host 127.0.0.1 port 1: Connection refused: Connection reset by peer\n",
+      ),
+      isReason("BACKEND_UNAVAILABLE"),
+    );
   });
 
   it("shuts down gracefully and waits, polling domstate, until the domain is off", async () => {

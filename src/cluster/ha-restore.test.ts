@@ -16,7 +16,15 @@ import {
 import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { HealthSchema, NodeInfoSchema, NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { createSqliteStore, encodeMessage, getMessage, type KvStore } from "../store/index.js";
+import {
+  createSqliteStore,
+  decodeMessage,
+  encodeMessage,
+  getMessage,
+  type KeyValue,
+  type KvStore,
+  type TxnRequest,
+} from "../store/index.js";
 import {
   createHaRestore,
   type HaRestoreOptions,
@@ -66,6 +74,26 @@ async function markedOnNodeA(store: KvStore) {
     encodeMessage(VmRecordSchema, create(VmRecordSchema, { id: "vm-1", nodeId: "node-a" })),
   );
   assert.equal(await noteSelfFenced(store, "node-a", "vm-1", 0), true);
+}
+
+/**
+ * `real`, but the first txn that `matches` fails with a timeout unapplied and is
+ * kept, as etcd keeps a proposal past its deadline: apply it later with `held()`.
+ */
+function holdingOnce(real: KvStore, matches: (req: TxnRequest) => boolean) {
+  let held: TxnRequest | undefined;
+  const store: KvStore = Object.create(real, {
+    txn: {
+      value: async (req: TxnRequest, o: Parameters<KvStore["txn"]>[1]) => {
+        if (held === undefined && matches(req)) {
+          held = req;
+          throw new Error("deadline exceeded");
+        }
+        return real.txn(req, o);
+      },
+    },
+  });
+  return { store, held: () => held };
 }
 
 describe("noteSelfFenced (a node says it stopped an HA vm while cut off)", () => {
@@ -141,30 +169,19 @@ describe("HA restore's restart limit", () => {
     const real = tempStore();
     try {
       await markedOnNodeA(real);
-      let held: Parameters<KvStore["txn"]>[0] | undefined;
       // The decision's write times out before etcd applies it; etcd applies it later.
-      const store: KvStore = Object.create(real, {
-        txn: {
-          value: async (req: Parameters<KvStore["txn"]>[0], o: Parameters<KvStore["txn"]>[1]) => {
-            const deciding = req.success.some(
-              (op) => op.type === "put" && op.key === "failover/vm-1",
-            );
-            if (deciding && held === undefined) {
-              held = req;
-              throw new Error("deadline exceeded");
-            }
-            return real.txn(req, o);
-          },
-        },
-      });
+      const { store, held } = holdingOnce(real, (req) =>
+        req.success.some((op) => op.type === "put" && op.key === "failover/vm-1"),
+      );
       let starts = 0;
       const ha = restoreOn(store, async () => {
         starts++;
       });
       const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
       await assert.rejects(ha.restore(AT_1, vm, 1_000, new AbortController().signal));
-      assert.ok(held !== undefined, "the decision was held");
-      const late = await real.txn(held);
+      const decision = held();
+      assert.ok(decision !== undefined, "the decision was held");
+      const late = await real.txn(decision);
       assert.equal(late.succeeded, false, "the held decision does not land after the read-back");
       const rec = await getMessage(real, FailoverRecordSchema, "failover/vm-1");
       assert.equal(rec?.message.lostRunning, true, "the mark stays");
@@ -172,6 +189,47 @@ describe("HA restore's restart limit", () => {
       await ha.restore(AT_1, vm, 2_000, new AbortController().signal);
       ha.close();
       assert.equal(starts, 1, "a later pass starts it");
+    } finally {
+      await real.close();
+    }
+  });
+
+  it("puts the mark back when the put-back after a failed start threw while etcd still held it: a later pass starts the vm", async () => {
+    const real = tempStore();
+    try {
+      await markedOnNodeA(real);
+      // The put-back (the mark again, under its record's compare alone) times out once.
+      const { store, held } = holdingOnce(
+        real,
+        (req) =>
+          req.compares.length === 1 &&
+          req.success.some(
+            (op) =>
+              op.type === "put" &&
+              op.key === "failover/vm-1" &&
+              decodeMessage(FailoverRecordSchema, { value: op.value } as KeyValue).lostRunning,
+          ),
+      );
+      let starts = 0;
+      const ha = restoreOn(store, async () => {
+        if (++starts === 1) throw new RpcError("BACKEND_FAILED");
+      });
+      const vm = create(VmInfoSchema, { id: "vm-1", state: VmState.STOPPED });
+      await ha.restore(AT_1, vm, 1_000, new AbortController().signal);
+      const putBack = held();
+      assert.ok(putBack !== undefined, "the put-back was held");
+      const rec = await getMessage(real, FailoverRecordSchema, "failover/vm-1");
+      assert.equal(rec?.message.lostRunning, true, "the mark is back");
+      assert.equal((await real.txn(putBack)).succeeded, false, "the held one lands on nothing");
+      // Past the failed node's backoff (failed-targets.ts: 10 s at first).
+      await ha.restore(
+        { nodeId: "node-a", reportMs: 2 },
+        vm,
+        1_000_000,
+        new AbortController().signal,
+      );
+      ha.close();
+      assert.equal(starts, 2, "a later pass starts it");
     } finally {
       await real.close();
     }

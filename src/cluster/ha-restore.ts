@@ -268,7 +268,7 @@ export function createHaRestore(options: HaRestoreOptions): HaRestore {
         detail,
       });
       const ops = intent === undefined ? [] : [intent.op];
-      const written = await write(next, rev, signal, [unchanged, unlocked], ops);
+      const written = await records.decide(next, rev, signal, [unchanged, unlocked], ops);
       if (written === 0) return;
       const generation = placed?.message.generation ?? 0n;
       await startDecided(

@@ -10,7 +10,7 @@ import type { LibvirtContext } from "./libvirt-context.js";
 import { checkVmId } from "./libvirt-identifiers.js";
 import type { LibvirtQueries } from "./libvirt-queries.js";
 import { isRace, virshSaid } from "./virsh-invoker.js";
-import { CONNECTION_LOST, parseRbdDiskSources } from "./virsh-parse.js";
+import { lostMidCall, parseRbdDiskSources } from "./virsh-parse.js";
 
 /** The libvirt driver's start and stop. */
 export interface LibvirtPower {
@@ -64,7 +64,7 @@ export function createLibvirtPower(
         if (isRace(e, /already (active|running)/i)) return;
         // Cut off after the start was sent, the domain may be running: not BACKEND_UNAVAILABLE,
         // which says nothing was done (the HA restore asks again without telling it).
-        if (virshSaid(e, "BACKEND_UNAVAILABLE", CONNECTION_LOST))
+        if (virshSaid(e, "BACKEND_UNAVAILABLE", lostMidCall))
           throw new RpcError("BACKEND_FAILED", {
             message: `the connection to libvirt was lost while starting ${vmId}; it may have started`,
             cause: e,

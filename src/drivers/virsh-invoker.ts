@@ -31,16 +31,20 @@ export class VirshCommandError extends Error {
   }
 }
 
-/** True when `err` is virsh's failure as `reason` with a stderr that matches `pattern`. */
-export function virshSaid(err: unknown, reason: Reason, pattern: RegExp): boolean {
+/** True when `err` is virsh's failure as `reason` with a stderr that `says`. */
+export function virshSaid(
+  err: unknown,
+  reason: Reason,
+  says: (stderr: string) => boolean,
+): boolean {
   if (!(err instanceof RpcError) || err.reason !== reason) return false;
   const cause = err.cause;
-  return cause instanceof VirshCommandError && pattern.test(cause.result?.stderr ?? "");
+  return cause instanceof VirshCommandError && says(cause.result?.stderr ?? "");
 }
 
 /** True when `err` is a BACKEND_FAILED whose stderr matches `pattern`. */
 export function isRace(err: unknown, pattern: RegExp): boolean {
-  return virshSaid(err, "BACKEND_FAILED", pattern);
+  return virshSaid(err, "BACKEND_FAILED", (stderr) => pattern.test(stderr));
 }
 
 /** The RpcError for a failed command, with the command and its stderr as the cause. */

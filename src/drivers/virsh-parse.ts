@@ -169,13 +169,21 @@ export function parseDomjobinfo(stdout: string): JobInfo {
   return info;
 }
 
+/** A connection to libvirt broken: while opening it, or during a call. */
+const CONNECTION_LOST =
+  /End of file while reading data|Cannot recv data|Cannot write data|client socket is closed|Broken pipe/i;
+/** A connection to libvirt that never opened (virsh says so first, then why). */
+const CONNECT_FAILED = /failed to connect to the hypervisor/i;
+
 /**
  * The connection to libvirt lost during a call (libvirtd restarting or
- * killed): unlike a connection that never opened, the command may have been
- * carried out.
+ * killed): unlike one that never opened (an ssh or socket peer closing as
+ * virsh connects gives the same "Cannot recv data" after "failed to connect
+ * to the hypervisor"), the command may have been carried out.
  */
-export const CONNECTION_LOST =
-  /End of file while reading data|Cannot recv data|Cannot write data|client socket is closed|Broken pipe/i;
+export function lostMidCall(stderr: string): boolean {
+  return CONNECTION_LOST.test(stderr) && !CONNECT_FAILED.test(stderr);
+}
 
 /** What a failed virsh command's stderr says went wrong. */
 export type VirshFailure = "not-found" | "unavailable" | "unsupported" | "other";
@@ -191,9 +199,10 @@ export function classifyVirshError(stderr: string): VirshFailure {
     return "not-found";
   }
   if (
-    /failed to connect to the hypervisor|Failed to connect socket|unable to connect to server|Connection refused|no connection driver available/i.test(
+    /Failed to connect socket|unable to connect to server|Connection refused|no connection driver available/i.test(
       stderr,
     ) ||
+    CONNECT_FAILED.test(stderr) ||
     CONNECTION_LOST.test(stderr)
   ) {
     return "unavailable";
