@@ -4,12 +4,12 @@
 // VM where it was placed, and its calls go there. (Found by an adversarial
 // review: the report used to move the placement to the thief's node.)
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
-import { agentFiles, type ResolvedContext, resolveContext } from "../src/client/index.js";
+import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
@@ -18,7 +18,7 @@ import {
   runProcess,
   startDevDaemon,
 } from "./helpers/daemon-process.js";
-import { bearerContext, devClients } from "./helpers/dev-clients.js";
+import { agentContext, bearerContext, devClients } from "./helpers/dev-clients.js";
 
 const GIB = 1024n ** 3n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -30,13 +30,7 @@ describe("a node certificate reporting a VM created on another node", () => {
   const channels: grpc.Client[] = [];
   const hvctl = (...args: string[]) =>
     runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
-  const asNode = (agentDir: string) => {
-    const f = agentFiles(agentDir);
-    return devClients(
-      { ...admin, certPem: readFileSync(f.cert, "utf8"), keyPem: readFileSync(f.key, "utf8") },
-      channels,
-    );
-  };
+  const asNode = (agentDir: string) => devClients(agentContext(admin, agentDir), channels);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-hijack-"));

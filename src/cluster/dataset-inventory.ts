@@ -12,6 +12,7 @@ import {
 import { decodeMessage, type KvStore, rangeAll } from "../store/index.js";
 import { DATASETS_PREFIX } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
+import { inSpace, shownJobId } from "./replication-job-ids.js";
 import type { ReplicationJobs } from "./replication-jobs.js";
 import { filteredScope } from "./tenancy.js";
 
@@ -42,7 +43,8 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
   return {
     async listDatasets(req: ListDatasetsRequest, ctx: CallContext) {
       const node = req.nodeId?.id ?? "";
-      filteredScope(scopeOf(ctx), req.tenant);
+      const scope = scopeOf(ctx);
+      filteredScope(scope, req.tenant);
       const all = [...(await known(ctx.signal)).entries()]
         .filter(
           ([, d]) =>
@@ -69,6 +71,11 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
             ...d,
             snapshotCount: snaps === undefined ? -1 : snaps.length,
             sizeBytes: BigInt(size ?? 0),
+            // Its jobs as ListReplicationJobs shows them: none of another tenant's space (planned
+            // there before the dataset's VM was given to this tenant), ids without the own prefix.
+            replications: d.replications
+              .filter((r) => inSpace(r.jobId, scope))
+              .map((r) => ({ ...r, jobId: shownJobId(r.jobId, ctx.tenant) })),
           });
         }),
       );
@@ -94,21 +101,34 @@ export async function knownDatasets(
     }
     return e;
   };
+  /** The tenants claiming each dataset: its VMs' and its record's ("" left out). */
+  const claims = new Map<DatasetInfo, Set<string>>();
+  const claim = (e: DatasetInfo, tenant: string) => {
+    if (tenant === "") return;
+    const set = claims.get(e);
+    if (set === undefined) claims.set(e, new Set([tenant]));
+    else set.add(tenant);
+  };
   for (const vm of await inventory.listVms(signal))
     for (const disk of vm.disks) {
       const e = entry(disk);
       if (e === undefined) continue;
       e.vmId = vm.id;
-      e.tenant = vm.tenant;
+      claim(e, vm.tenant);
       if (disk.backend === StorageBackend.BACKEND_ZFS) e.nodeId = vm.nodeId;
     }
   for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
     const rec = decodeMessage(DatasetRecordSchema, kv);
     const e = entry(rec.dataset);
     if (e === undefined) continue;
-    if (e.vmId === "") e.tenant = rec.tenant;
+    claim(e, rec.tenant);
     e.origin = rec.origin;
   }
+  // As dataset-access.ts decides: a dataset claimed for more than one tenant (a node naming
+  // another tenant's disk as its VM's) is contested, for cluster-wide callers only. Given to
+  // the last VM listed, a stolen node certificate had it listed to its tenant, and not to
+  // the owner's, with the owner's size and snapshots.
+  for (const [e, tenants] of claims) e.tenant = tenants.size === 1 ? ([...tenants][0] ?? "") : "";
   for (const j of await jobs.list(signal)) {
     const e = entry(j.job.plan?.dataset);
     e?.replications.push(

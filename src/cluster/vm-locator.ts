@@ -20,8 +20,15 @@ export interface VmLocation {
 export interface VmLocator {
   /** The VM's node and record: as reported, else as recorded (created, not yet reported). VM_NOT_FOUND when neither. */
   locate(vmId: string, signal: AbortSignal, askOff?: boolean): Promise<VmLocation>;
-  /** VM_EXISTS for a VM a node reports or a managed record holds; else its record, if any. */
-  refuseExisting(vmId: string, signal: AbortSignal): Promise<VersionedVm | undefined>;
+  /**
+   * VM_EXISTS for a VM a node reports, a managed record holds, or a record
+   * of a tenant other than `tenant` holds ("" for none); else its record, if any.
+   */
+  refuseExisting(
+    vmId: string,
+    tenant: string,
+    signal: AbortSignal,
+  ): Promise<VersionedVm | undefined>;
 }
 
 /** Builds the lifecycle's {@link VmLocator}. */
@@ -58,10 +65,14 @@ export function createVmLocator(inventory: Inventory): VmLocator {
     return { compares: [node.unchanged, ...node.liveness.compares] };
   }
 
-  async function refuseExisting(vmId: string, signal: AbortSignal) {
+  async function refuseExisting(vmId: string, tenant: string, signal: AbortSignal) {
     if ((await inventory.findVm(vmId, signal)) !== undefined) throw new RpcError("VM_EXISTS");
     const prev = (await inventory.vmRecords.all()).get(vmId);
     if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
+    // A record of an unmanaged VM no node lists now (shut off, its node away) is still that
+    // VM's: created over, another tenant took it, its labels and disks, and its node's next
+    // report confirmed the placement. A create never moves a record between tenants.
+    if (prev !== undefined && prev.rec.tenant !== tenant) throw new RpcError("VM_EXISTS");
     return prev;
   }
 

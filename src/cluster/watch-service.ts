@@ -18,6 +18,7 @@ import type { Inventory } from "./inventory.js";
 import { migrationMatches } from "./migration-service.js";
 import { nodeMatches } from "./node-service.js";
 import { shownJobId } from "./replication-handlers.js";
+import { inSpace } from "./replication-job-ids.js";
 import { filteredScope, scopeNode } from "./tenancy.js";
 import { vmMatches } from "./vm-service.js";
 import { createWatchFollow } from "./watch-follow.js";
@@ -103,8 +104,12 @@ export function createWatchService(deps: WatchServiceDeps): ServiceBinding {
         const scope = filteredScope(scopeOf(ctx), list.tenant);
         yield* follow(
           replicationJobs,
-          // Job ids in a tenant's own space are shown without the tenant, as the List shows them.
-          (e) => (canSeeAny(scope, e.tenants) ? shownJob(e.item, ctx.tenant) : undefined),
+          // Job ids in a tenant's own space are shown without the tenant, as the List shows them;
+          // a job of another tenant's space is not shown (its dataset given to this tenant since).
+          (e) =>
+            canSeeAny(scope, e.tenants) && inSpace(e.key, scope)
+              ? shownJob(e.item, ctx.tenant)
+              : undefined,
           req.from,
           ctx,
           (header, job) => ({ header, job }),

@@ -15,7 +15,6 @@ import {
   decide,
   decideIn,
   policySlice,
-  rolesIn,
   tenantsOf,
 } from "./access-evaluator.js";
 import { keepAuthorized } from "./stream-authorization.js";
@@ -35,13 +34,30 @@ const NOT_FOUND: Partial<Record<TargetKind, Reason>> = {
 };
 
 /**
+ * The permission whose holder sees a target of each kind in its tenant's
+ * lists, and so may be told it exists (PERMISSION_DENIED rather than its
+ * NOT_FOUND). Any role in the tenant was taken as that: one that lists
+ * nothing there (monitor, held cluster-wide) then told another tenant's VM
+ * from a missing one.
+ */
+const SEES: Partial<Record<TargetKind, readonly string[]>> = {
+  vm: ["vm:list"],
+  dataset: ["storage:dataset:list"],
+  migration: ["migration:list"],
+  // ListDatasets shows each dataset's jobs.
+  "replication-job": ["storage:replication:status", "storage:dataset:list"],
+  apikey: ["auth:apikey:list"],
+  "vm-operation": ["vm:list"],
+};
+
+/**
  * Default-deny authorization, decided once per call before the handler
  * (Kubernetes' RBAC authorizer is the model). The method's target
  * declaration says what the call touches; a resolver finds the target's
  * tenants, and only the caller's rules for those tenants (plus its
  * cluster-wide ones) decide. A target the caller may not see answers like a
- * missing one (its NOT_FOUND reason), unless the caller holds roles in the
- * target's tenant and so may see it anyway (then PERMISSION_DENIED). The
+ * missing one (its NOT_FOUND reason), unless the caller may list such
+ * targets in the target's tenant and so sees it anyway (then PERMISSION_DENIED). The
  * handler gets `ctx.scope` (what else it may show) and `ctx.tenant` (the
  * tenant it acts in; undefined: cluster-wide). The deciding rule, or the
  * closest miss, goes to the log and the audit notes, never to the client.
@@ -118,7 +134,13 @@ export function createAuthorizationStage(
               );
         const granted = (tenants ?? []).find((t) => t !== "" && canSee(t));
         if (granted === undefined) {
-          const member = (tenants ?? []).some((t) => rolesIn(p, principal, t).length > 0);
+          // Told apart from missing only for a caller its tenant's lists show it to anyway.
+          const sees = SEES[target.kind];
+          const member =
+            sees !== undefined &&
+            (tenants ?? []).some((t) =>
+              sees.some((see) => decideIn(p, principal, see, resource, t).allowed),
+            );
           refuse(
             {
               ...gate,

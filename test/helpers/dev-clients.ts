@@ -1,5 +1,11 @@
+import { readFileSync } from "node:fs";
 import type * as grpc from "@grpc/grpc-js";
-import { createServiceClient, openChannel, type ResolvedContext } from "../../src/client/index.js";
+import {
+  agentFiles,
+  createServiceClient,
+  openChannel,
+  type ResolvedContext,
+} from "../../src/client/index.js";
 import { AccessService } from "../../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../../src/gen/debvisor/v1/audit_pb.js";
 import { MigrationService } from "../../src/gen/debvisor/v1/migration_pb.js";
@@ -39,4 +45,10 @@ export function devClients(ctx: ResolvedContext, channels: grpc.Client[]) {
 /** `base` (server, CA) calling with a bearer token (API key or JWT) instead of its certificate. */
 export function bearerContext(base: ResolvedContext, token: string): ResolvedContext {
   return { ...base, certPem: undefined, keyPem: undefined, bearer: token };
+}
+
+/** `base` (server, CA) calling with the certificate an agent enrolled into `agentDir` (as that node). */
+export function agentContext(base: ResolvedContext, agentDir: string): ResolvedContext {
+  const f = agentFiles(agentDir);
+  return { ...base, certPem: readFileSync(f.cert, "utf8"), keyPem: readFileSync(f.key, "utf8") };
 }
