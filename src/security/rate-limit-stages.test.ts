@@ -81,3 +81,45 @@ describe("per-role rate limits", () => {
     assert.equal(await passed({ id: "ci-key", method: "apikey", roles: ["ci"] }), 10);
   });
 });
+
+describe("per-tenant rate limit", () => {
+  it("holds every credential confined to a tenant to one budget: minted keys do not multiply it", async () => {
+    const { perPrincipal } = createRateLimitStages({
+      clock: createManualClock(0),
+      perSource: { ratePerSecond: 1000, burst: 1000 },
+      perPrincipal: { ratePerSecond: 0.001, burst: 10 },
+      perTenant: { ratePerSecond: 0.001, burst: 25 },
+      perRole: {},
+      methodCost: {},
+      policy: () => createAccessPolicy({ roles: [], bindings: [] }),
+    });
+    const passed = async (principal: Principal, calls: number) => {
+      const ctx = { method: { access: "authenticated", path: "/x" }, peer: {}, principal };
+      let n = 0;
+      for (let i = 0; i < calls; i++)
+        n += await perPrincipal({ ctx } as unknown as Invocation, async () => ({}) as never).then(
+          () => 1,
+          (err: unknown) => {
+            assert.equal(err instanceof RpcError && err.reason, "RATE_LIMITED");
+            return 0;
+          },
+        );
+      return n;
+    };
+    // acme's admin minted five keys: together they get acme's 25, not 5 x 10.
+    const bots = Array.from(
+      { length: 5 },
+      (_, i) =>
+        ({ id: `acme-bot-${i}`, method: "apikey", roles: ["viewer"], tenant: "acme" }) as const,
+    );
+    let acme = 0;
+    for (const bot of bots) acme += await passed(bot, 10);
+    assert.equal(acme, 25);
+    // Another tenant, and a caller confined to none, keep their own budgets.
+    assert.equal(
+      await passed({ id: "globex-bot", method: "apikey", roles: [], tenant: "globex" }, 10),
+      10,
+    );
+    assert.equal(await passed({ id: "ops", method: "mtls", roles: [] }, 10), 10);
+  });
+});

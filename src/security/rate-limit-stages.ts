@@ -23,6 +23,12 @@ export interface RateLimitOptions {
    * tenant is a tenant admin's to give, so it never raises a limit.
    */
   readonly perRole: Readonly<Record<string, BucketLimit>>;
+  /**
+   * One budget for every credential confined to a tenant, on top of each
+   * one's own: a tenant admin can mint principals (API keys), and each had a
+   * full per-principal budget. Undefined: none.
+   */
+  readonly perTenant?: BucketLimit;
   /** Tokens a call of a method costs, by gRPC path (default 1). */
   readonly methodCost: Readonly<Record<string, number>>;
   readonly policy: () => AccessPolicy;
@@ -44,6 +50,7 @@ export function createRateLimitStages(options: RateLimitOptions): {
 } {
   const sources = createRateLimiter(options.clock, options.maxKeys);
   const principals = createRateLimiter(options.clock, options.maxKeys);
+  const tenants = createRateLimiter(options.clock, options.maxKeys);
   const refuse = (retryAfterMs: number, who: string): never => {
     throw new RpcError("RATE_LIMITED", {
       message: `rate limit exceeded; retry after ${retryAfterMs} ms`,
@@ -60,7 +67,10 @@ export function createRateLimitStages(options: RateLimitOptions): {
     // Per tenant the credential is confined to: one name keyed in two tenants (a tenant
     // admin's key for a name another tenant later uses) is two callers, not one budget.
     const who = JSON.stringify([principal.method, principal.tenant ?? "", principal.id]);
-    return principals.take(who, cost, limit);
+    const own = principals.take(who, cost, limit);
+    if (!own.allowed || principal.tenant === undefined || options.perTenant === undefined)
+      return own;
+    return tenants.take(principal.tenant, cost, options.perTenant);
   };
   /** One request from `source` (an address without port), counted with its source group. */
   const takeSource = (source: string): Take =>
@@ -81,7 +91,11 @@ export function createRateLimitStages(options: RateLimitOptions): {
       if (ctx.method.access !== "public") {
         const principal = principalOf(ctx);
         const t = takePrincipal(principal, options.methodCost[ctx.method.path] ?? 1);
-        if (!t.allowed) refuse(t.retryAfterMs, `principal ${principal.id}`);
+        if (!t.allowed)
+          refuse(
+            t.retryAfterMs,
+            `principal ${principal.id}${principal.tenant === undefined ? "" : ` or tenant ${principal.tenant}`}`,
+          );
       }
       return next(invocation);
     },

@@ -157,6 +157,8 @@ export const rateLimitSection = z
     perSource: bucket.prefault({ ratePerSecond: 200, burst: 400 }),
     /** Per authenticated principal. */
     perPrincipal: bucket.prefault({ ratePerSecond: 20, burst: 40 }),
+    /** Every credential confined to one tenant together, on top of each one's own limit. */
+    perTenant: bucket.prefault({ ratePerSecond: 100, burst: 200 }),
     /** Roles with their own principal limit; the most generous of a principal's applies. */
     perRole: z.record(z.string().regex(/^[a-z][a-z0-9-]{0,62}$/), bucket).default({}),
     /** Tokens a call costs, by gRPC path; unlisted methods cost 1. */
