@@ -5,9 +5,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
-import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
+import { EventObjectKind } from "../src/gen/debvisor/v1/event_pb.js";
+import {
+  type DatasetRef,
+  DatasetRefSchema,
+  StorageBackend,
+} from "../src/gen/debvisor/v1/storage_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import {
@@ -17,6 +23,7 @@ import {
   startDevDaemon,
 } from "./helpers/daemon-process.js";
 import { agentContext, bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
+import { eventually } from "./helpers/eventually.js";
 
 const GIB = 1024n ** 3n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -36,7 +43,10 @@ describe("tenant boundaries against a dev daemon", () => {
     return clients(bearerContext(admin, key.token));
   };
 
-  /** Node `id` enrolled (its agent not running) and registered, calling as that node. */
+  /**
+   * Node `id` enrolled (its agent not running) and registered, calling as that
+   * node; `report` heartbeats with these VMs (1 vCPU, 1 GiB each).
+   */
   const enrolledNode = async (id: string) => {
     const node = clients(
       agentContext(admin, await enrollAgent(hvctl, daemon.grpcAddress, dir, id)),
@@ -46,7 +56,13 @@ describe("tenant boundaries against a dev daemon", () => {
       hostname: `${id}.example`,
       capacity: { cpuCores: 16, memoryBytes: 64n * GIB },
     });
-    return node;
+    const report = (vms: { id: string; state: VmState; disks?: DatasetRef[] }[]) =>
+      node.nodes.heartbeat({
+        nodeId: { id },
+        timestamp: { seconds: nowS() },
+        vms: vms.map((vm) => ({ ...vm, name: vm.id, vcpus: 1, memoryBytes: GIB })),
+      });
+    return { ...node, report };
   };
 
   before(async () => {
@@ -91,18 +107,43 @@ describe("tenant boundaries against a dev daemon", () => {
     } finally {
       clearTimeout(timer);
     }
-    const ds = (await globex.storage.listDatasets({})).datasets.find(
-      (d) => d.dataset?.name === "vm-005-disk0",
-    );
-    const inDatasets = (ds?.replications ?? []).map((r) => r.jobId);
+    const jobsOn = async (c: ReturnType<typeof clients>, tenant = "") =>
+      (await c.storage.listDatasets({ tenant })).datasets
+        .filter((d) => d.dataset?.name === "vm-005-disk0")
+        .flatMap((d) => d.replications.map((r) => r.jobId));
+    // A cluster admin leaves it running: a run's events name the job.
+    await root.storage.runZfsReplication({ jobId: "acme:acme-secret-offsite" });
+    const events = async (c: ReturnType<typeof clients>) =>
+      (await c.events.listEvents({ objectKind: EventObjectKind.REPLICATION })).events
+        .map((e) => e.objectId)
+        .filter((id) => id.includes("acme-secret-offsite"));
+    await eventually(async () => (await events(root)).length > 0, { timeoutMs: 20_000 });
+    // Bound as a viewer in globex (it lists globex's datasets) and operator elsewhere: it is
+    // told of the job exactly as of a missing one.
+    await root.access.setBinding({ principal: "multi-1", roles: ["operator"], tenant: "initech" });
+    await root.access.setBinding({ principal: "multi-1", roles: ["viewer"], tenant: "globex" });
+    const key = await root.access.createApiKey({ principal: "multi-1", roles: ["monitor"] });
+    const multi = clients(bearerContext(admin, key.token));
+    const status = async (jobId: string) =>
+      (await callOutcome(multi.storage.getReplicationStatus({ jobId }))).reason;
     assert.deepEqual(
       {
         watch: watched.filter((w) => w.id.includes("acme")),
-        datasets: inDatasets.filter((id) => id.includes("acme")),
+        datasets: (await jobsOn(globex)).filter((id) => id.includes("acme")),
+        filteredByAdmin: (await jobsOn(root, "globex")).filter((id) => id.includes("acme")),
+        events: await events(globex),
+        probe: [await status("acme:acme-secret-offsite"), await status("acme:acme-nope")],
       },
-      { watch: [], datasets: [] },
-      "globex is shown acme's job (its id and its creator) that ListReplicationJobs hides",
+      {
+        watch: [],
+        datasets: [],
+        filteredByAdmin: [],
+        events: [],
+        probe: ["REPLICATION_JOB_NOT_FOUND", "REPLICATION_JOB_NOT_FOUND"],
+      },
+      "globex is shown acme's job (its id, its creator, its runs) that ListReplicationJobs hides",
     );
+    assert.ok((await jobsOn(root)).includes("acme:acme-secret-offsite"), "the cluster's to see");
   });
 
   it("lists a disk a stolen node certificate adds to acme's VM to neither tenant (contested: cluster-wide callers only), as authorization treats it", async () => {
@@ -113,7 +154,7 @@ describe("tenant boundaries against a dev daemon", () => {
     assert.ok(before.includes(globexDisk), "globex lists its disk at first");
     // A node whose certificate is stolen; its agent is not running.
     const thief = await enrolledNode("node-08");
-    await thief.nodes.heartbeat({ nodeId: { id: "node-08" }, timestamp: { seconds: nowS() } });
+    await thief.report([]);
     // acme creates a VM that lands on the thief's node (here: asked for; placement may pick it too).
     await acme.vms.createVm({
       vmId: "vm-100",
@@ -121,20 +162,10 @@ describe("tenant boundaries against a dev daemon", () => {
       spec: { vcpus: 1, memoryBytes: GIB },
     });
     // The thief reports acme's VM with globex's RBD disk added.
-    await thief.nodes.heartbeat({
-      nodeId: { id: "node-08" },
-      timestamp: { seconds: nowS() },
-      vms: [
-        {
-          id: "vm-100",
-          name: "vm-100",
-          state: VmState.RUNNING,
-          vcpus: 1,
-          memoryBytes: GIB,
-          disks: [{ backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: globexDisk }],
-        },
-      ],
-    });
+    const stolen = { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: globexDisk };
+    await thief.report([
+      { id: "vm-100", state: VmState.RUNNING, disks: [create(DatasetRefSchema, stolen)] },
+    ]);
     const disk = { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: globexDisk };
     // Authorization treats the disk as contested (cluster-wide callers only), as documented:
     const snap = await callOutcome(acme.storage.listSnapshots({ dataset: disk }));
@@ -199,24 +230,13 @@ describe("tenant boundaries against a dev daemon", () => {
     const globex = await asTenant("globex-op5", ["operator"], "globex");
     // node-09: any enrolled node (its agent not running); it reports globex's unmanaged VM.
     const node = await enrolledNode("node-09");
-    const disk = { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "legacy-1-disk0" };
+    const disk = create(DatasetRefSchema, {
+      backend: StorageBackend.BACKEND_RBD,
+      pool: "rbd",
+      name: "legacy-1-disk0",
+    });
     const report = (withVm: boolean) =>
-      node.nodes.heartbeat({
-        nodeId: { id: "node-09" },
-        timestamp: { seconds: nowS() },
-        vms: withVm
-          ? [
-              {
-                id: "legacy-1",
-                name: "legacy-1",
-                state: VmState.RUNNING,
-                vcpus: 1,
-                memoryBytes: GIB,
-                disks: [disk],
-              },
-            ]
-          : [],
-      });
+      node.report(withVm ? [{ id: "legacy-1", state: VmState.RUNNING, disks: [disk] }] : []);
     await report(true);
     await root.vms.setVmTenant({ vmId: "legacy-1", tenant: "globex" });
     await globex.vms.setVmLabels({ vmId: "legacy-1", set: { owner: "globex-payroll" } });
@@ -257,6 +277,79 @@ describe("tenant boundaries against a dev daemon", () => {
         globexStillHasIt: "OK",
       },
       "acme took over globex's VM record, then globex's VM and disk",
+    );
+  });
+
+  it("lets a cluster-wide caller, not a tenant, create over the record of a VM no tenant holds that no node lists now", async () => {
+    const acme = await asTenant("acme-op6", ["operator"], "acme");
+    const node = await enrolledNode("node-06");
+    const report = (withVm: boolean) =>
+      node.report(withVm ? [{ id: "web-1", state: VmState.STOPPED }] : []);
+    await report(true);
+    await new Promise((r) => setTimeout(r, 1100));
+    await report(false);
+    const spec = { vcpus: 1, memoryBytes: GIB };
+    const created = async (c: ReturnType<typeof clients>, tenant = "") =>
+      (await callOutcome(c.vms.createVm({ vmId: "web-1", tenant, spec }))).reason || "OK";
+    assert.deepEqual(
+      { acme: await created(acme), clusterForAcme: await created(root, "acme") },
+      { acme: "VM_EXISTS", clusterForAcme: "OK" },
+    );
+  });
+
+  it("shows a tenant's disk with its own VM and node, not those of a VM no tenant holds that a stolen node certificate reports with it", async () => {
+    const acme = await asTenant("acme-op7", ["operator"], "acme");
+    const victim = (await root.vms.listVms({})).vms.find(
+      (v) => v.tenant === "acme" && v.disks.some((d) => d.backend === StorageBackend.BACKEND_ZFS),
+    );
+    const disk = victim?.disks.find((d) => d.backend === StorageBackend.BACKEND_ZFS);
+    assert.ok(victim !== undefined && disk !== undefined, "an acme VM with a ZFS disk");
+    const thief = await enrolledNode("node-07");
+    await thief.report([{ id: "zz-ghost-1", state: VmState.RUNNING, disks: [disk] }]);
+    const listed = (await acme.storage.listDatasets({})).datasets
+      .filter((d) => d.dataset?.name === disk.name)
+      .map((d) => ({ tenant: d.tenant, vmId: d.vmId, node: d.nodeId?.id ?? "" }));
+    assert.deepEqual(listed, [{ tenant: "acme", vmId: victim.id, node: victim.nodeId?.id ?? "" }]);
+  });
+
+  it("gives a VM's clone disk to its new tenant with it (SetVmTenant): the new owner lists and uses it", async () => {
+    const acme = await asTenant("acme-op8", ["operator"], "acme");
+    const globex = await asTenant("globex-op8", ["operator"], "globex");
+    // One of the dev cluster's own (vm-0NN; the cases above report made-up ones).
+    const rbdVm = (await root.vms.listVms({})).vms.find(
+      (v) => /^vm-0\d\d$/.test(v.id) && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
+    );
+    assert.ok(rbdVm?.disks[0] !== undefined, "a VM with an RBD disk");
+    const template = await root.storage.createRbdTemplateSnapshot({
+      image: rbdVm.disks[0],
+      label: "golden",
+    });
+    const image = { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "acme-c1" };
+    await root.storage.cloneRbdFromTemplate({
+      templateSnapshot: template.snapshot,
+      newImage: image,
+      tenant: "acme",
+    });
+    await acme.vms.createVm({
+      vmId: "acme-app-1",
+      spec: { vcpus: 1, memoryBytes: GIB, disks: [{ dataset: image }] },
+    });
+    const listedBy = async (c: ReturnType<typeof clients>) =>
+      (await c.storage.listDatasets({})).datasets
+        .filter((d) => d.dataset?.name === "acme-c1")
+        .map((d) => d.tenant);
+    assert.deepEqual(await listedBy(acme), ["acme"]);
+    await root.vms.setVmTenant({ vmId: "acme-app-1", tenant: "globex" });
+    const snapshot = await callOutcome(
+      globex.storage.createSnapshot({ dataset: image, label: "mine" }),
+    );
+    assert.deepEqual(
+      {
+        globex: await listedBy(globex),
+        snapshot: snapshot.reason || "OK",
+        acme: await listedBy(acme),
+      },
+      { globex: ["globex"], snapshot: "OK", acme: [] },
     );
   });
 });

@@ -16,8 +16,9 @@ import {
 import type { Inventory } from "./inventory.js";
 import { visibleTo } from "./tenancy.js";
 
-/** Where records of datasets the control plane created live. */
-export const DATASETS_PREFIX = "storage/datasets/";
+import { DATASETS_PREFIX } from "./vm-disk-records.js";
+
+export { DATASETS_PREFIX } from "./vm-disk-records.js";
 
 /** What the cluster knows about a dataset a caller named. */
 export interface DatasetPlace {

@@ -9,6 +9,7 @@ import {
   type ListDatasetsRequest,
   StorageBackend,
 } from "../gen/debvisor/v1/storage_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { decodeMessage, type KvStore, rangeAll } from "../store/index.js";
 import { DATASETS_PREFIX } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
@@ -43,8 +44,8 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
   return {
     async listDatasets(req: ListDatasetsRequest, ctx: CallContext) {
       const node = req.nodeId?.id ?? "";
-      const scope = scopeOf(ctx);
-      filteredScope(scope, req.tenant);
+      // What a caller of that tenant would see, for a cluster-wide caller's tenant filter.
+      const scope = filteredScope(scopeOf(ctx), req.tenant);
       const all = [...(await known(ctx.signal)).entries()]
         .filter(
           ([, d]) =>
@@ -84,6 +85,26 @@ export function createDatasetInventory(deps: DatasetInventoryDeps) {
   };
 }
 
+/**
+ * Sets whose dataset `e` is and the VM shown with it, as dataset-access.ts
+ * decides: a dataset claimed for more than one tenant (its VMs' and its
+ * record's; "" claims nothing) is contested, for cluster-wide callers only
+ * (given to the last VM listed, a stolen node certificate had another
+ * tenant's disk listed to its own tenant with the owner's size and
+ * snapshots). The VM shown (and, for ZFS, its node) is one of the owner's:
+ * a VM no tenant holds naming the disk (a thief's invention) is not shown
+ * to the owner, nor is its node asked for the disk's size.
+ */
+function own(e: DatasetInfo, vms: readonly VmInfo[], recordTenant: string) {
+  const tenants = new Set([...vms.map((vm) => vm.tenant), recordTenant]);
+  tenants.delete("");
+  e.tenant = tenants.size === 1 ? ([...tenants][0] ?? "") : "";
+  const shown = e.tenant === "" ? vms.at(-1) : vms.find((vm) => vm.tenant === e.tenant);
+  if (shown === undefined) return;
+  e.vmId = shown.id;
+  if (e.dataset?.backend === StorageBackend.BACKEND_ZFS) e.nodeId = shown.nodeId;
+}
+
 /** Every known dataset by key, joined from the VMs, the dataset records and the jobs (sizes and snapshot counts not asked). */
 export async function knownDatasets(
   deps: Omit<DatasetInventoryDeps, "storage">,
@@ -101,34 +122,26 @@ export async function knownDatasets(
     }
     return e;
   };
-  /** The tenants claiming each dataset: its VMs' and its record's ("" left out). */
-  const claims = new Map<DatasetInfo, Set<string>>();
-  const claim = (e: DatasetInfo, tenant: string) => {
-    if (tenant === "") return;
-    const set = claims.get(e);
-    if (set === undefined) claims.set(e, new Set([tenant]));
-    else set.add(tenant);
-  };
+  /** The VMs naming each dataset as a disk. */
+  const namedBy = new Map<DatasetInfo, VmInfo[]>();
   for (const vm of await inventory.listVms(signal))
     for (const disk of vm.disks) {
       const e = entry(disk);
       if (e === undefined) continue;
-      e.vmId = vm.id;
-      claim(e, vm.tenant);
-      if (disk.backend === StorageBackend.BACKEND_ZFS) e.nodeId = vm.nodeId;
+      const vms = namedBy.get(e);
+      if (vms === undefined) namedBy.set(e, [vm]);
+      else vms.push(vm);
     }
+  /** The tenants of the control plane's records of datasets it created. */
+  const recorded = new Map<DatasetInfo, string>();
   for await (const kv of rangeAll(store, DATASETS_PREFIX, { signal })) {
     const rec = decodeMessage(DatasetRecordSchema, kv);
     const e = entry(rec.dataset);
     if (e === undefined) continue;
-    claim(e, rec.tenant);
+    recorded.set(e, rec.tenant);
     e.origin = rec.origin;
   }
-  // As dataset-access.ts decides: a dataset claimed for more than one tenant (a node naming
-  // another tenant's disk as its VM's) is contested, for cluster-wide callers only. Given to
-  // the last VM listed, a stolen node certificate had it listed to its tenant, and not to
-  // the owner's, with the owner's size and snapshots.
-  for (const [e, tenants] of claims) e.tenant = tenants.size === 1 ? ([...tenants][0] ?? "") : "";
+  for (const e of out.values()) own(e, namedBy.get(e) ?? [], recorded.get(e) ?? "");
   for (const j of await jobs.list(signal)) {
     const e = entry(j.job.plan?.dataset);
     e?.replications.push(

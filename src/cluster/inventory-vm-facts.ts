@@ -7,10 +7,18 @@ import { create } from "@bufbuild/protobuf";
 import { type Clock, nodeKey, RpcError } from "../core/index.js";
 import { type VmRecord, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { type VmInfo, VmInfoSchema, VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
+import {
+  type Compare,
+  getMessage,
+  type KvStore,
+  LOST,
+  retryWhileLost,
+  type TxnOp,
+} from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import { MAX_ATTEMPTS } from "./node-records.js";
 import { MAX_CLAIMS } from "./report-placement.js";
+import { carryDiskRecords } from "./vm-disk-records.js";
 import { type VmRecords, vmRecord } from "./vm-records.js";
 import { specOfReported } from "./vm-spec.js";
 
@@ -42,6 +50,11 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
     vmId: string,
     change: (prev: VmRecord | undefined) => Parameters<typeof vmRecord>[2],
     signal: AbortSignal | undefined,
+    /** More to write with it, under its own compares (a change of tenant's disk records). */
+    also?: (vm: { record: VmRecord | undefined; reported: VmInfo | undefined }) => Promise<{
+      compares: Compare[];
+      ops: TxnOp[];
+    }>,
   ): Promise<VmInfo> {
     return retryWhileLost(MAX_ATTEMPTS, async () => {
       const got = await getMessage(store, VmRecordSchema, VMS + vmId, { signal });
@@ -53,7 +66,11 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
         nodeId: prev?.rec.nodeId || nodeKey(reported?.nodeId?.id ?? ""),
       });
       const w = vmRecords.write(rec, prev?.rev ?? 0);
-      const txn = await store.txn({ compares: [w.compare], success: [w.op] }, { signal });
+      const more = (await also?.({ record: prev?.rec, reported })) ?? { compares: [], ops: [] };
+      const txn = await store.txn(
+        { compares: [w.compare, ...more.compares], success: [w.op, ...more.ops] },
+        { signal },
+      );
       if (!txn.succeeded) return LOST;
       vmRecords.remember(rec, txn.revision);
       const facts = { tenant: rec.tenant, labels: { ...rec.labels } };
@@ -71,6 +88,15 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
         vmId,
         () => ({ tenant, tenantSetBy: by, tenantSetAtMs: BigInt(clock.now()) }),
         signal,
+        // Its disks go with it: the records of those its old tenant's clones made.
+        (vm) =>
+          carryDiskRecords(
+            store,
+            vm,
+            vm.record?.tenant || vm.reported?.tenant || "",
+            tenant,
+            signal,
+          ),
       );
     },
     setLabels(vmId, set, remove, signal) {

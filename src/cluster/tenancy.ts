@@ -12,7 +12,7 @@ import type { KvStore } from "../store/index.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import type { Inventory } from "./inventory.js";
 import { createMigrationRecords } from "./migration-records.js";
-import { scopedJobId } from "./replication-handlers.js";
+import { scopedJobId, tenantOfJobId } from "./replication-handlers.js";
 import { createReplicationJobs } from "./replication-jobs.js";
 import { createVmOperations } from "./vm-operations.js";
 
@@ -126,7 +126,14 @@ export function createTargetResolvers(deps: {
       for (const t of callerTenants)
         if ((await jobs.get(scopedJobId(t, id), signal)) !== undefined) return [t];
       const dataset = (await jobs.get(id, signal))?.job.plan?.dataset;
-      return dataset === undefined ? undefined : datasets.tenants(dataset, signal);
+      if (dataset === undefined) return undefined;
+      // A job in one tenant's space on a dataset another owns now (its VM given away) is
+      // neither's: only cluster-wide callers see it, and its runs' events are theirs.
+      // Answered as the dataset's, its new owner was told it exists (PERMISSION_DENIED)
+      // and shown its runs' events under the old tenant's id.
+      const space = tenantOfJobId(id);
+      const owners = await datasets.tenants(dataset, signal);
+      return space === "" ? owners : owners.filter((t) => t === space);
     },
   };
   return Object.fromEntries(
@@ -151,10 +158,11 @@ export function createEventTenants(deps: {
     replication: resolvers["replication-job"],
   };
   return async (kind, id, signal) => {
-    // A replication run is about its dataset: filed under the dataset's owner, whatever
-    // tenant's space its job id is in (a VM given to another tenant takes its disks along).
-    // A job deleted since (or a store that did not answer) leaves no owner to tell: the
-    // event is the cluster's, not the tenant's its id names (the disk may be another's now).
+    // A replication run is about its dataset: filed under the dataset's owner while its
+    // job is in that owner's space (or in none); a job of one tenant's space on a dataset
+    // given to another since is neither's, so its events are the cluster's. A job deleted
+    // since (or a store that did not answer) leaves no owner to tell: the event is the
+    // cluster's, not the tenant's its id names (the disk may be another's now).
     const owners = (await byKind[kind]?.(id, signal, [])) ?? [];
     return owners.length === 1 ? (owners[0] ?? "") : "";
   };

@@ -97,13 +97,13 @@ export function createVmCreation(
       const tenant = ctx.tenant ?? req.tenant;
       // First, so that a client retrying its create hears VM_EXISTS, not that its own new
       // disk exists (checked again below, in the loop that writes).
-      await refuseExisting(req.vmId, tenant, ctx.signal);
+      await refuseExisting(req.vmId, tenant, ctx.tenant !== undefined, ctx.signal);
       await checkDisks(req, tenant, ctx.tenant !== undefined, ctx.signal);
       const id = vmOperationId(req.vmId, req.requestId, ctx.tenant); // scoped, as in submit()
       // Placement and the capacity it takes are one compare-and-swap on the node's
       // reservations: of concurrent creates, only those that still fit are written.
       return retryWhileLost(CREATE_ATTEMPTS, async () => {
-        const prev = await refuseExisting(req.vmId, tenant, ctx.signal);
+        const prev = await refuseExisting(req.vmId, tenant, ctx.tenant !== undefined, ctx.signal);
         const reserved = await migrations.reserved(ctx.signal);
         const nodes = await inventory.listNodes(ctx.signal);
         const placement = placeVm({

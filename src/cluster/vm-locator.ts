@@ -22,11 +22,14 @@ export interface VmLocator {
   locate(vmId: string, signal: AbortSignal, askOff?: boolean): Promise<VmLocation>;
   /**
    * VM_EXISTS for a VM a node reports, a managed record holds, or a record
-   * of a tenant other than `tenant` holds ("" for none); else its record, if any.
+   * of a tenant other than `tenant` ("" for none) holds, unless that record
+   * is no tenant's and the caller is not `confined` to one; else its record,
+   * if any.
    */
   refuseExisting(
     vmId: string,
     tenant: string,
+    confined: boolean,
     signal: AbortSignal,
   ): Promise<VersionedVm | undefined>;
 }
@@ -65,14 +68,22 @@ export function createVmLocator(inventory: Inventory): VmLocator {
     return { compares: [node.unchanged, ...node.liveness.compares] };
   }
 
-  async function refuseExisting(vmId: string, tenant: string, signal: AbortSignal) {
+  async function refuseExisting(
+    vmId: string,
+    tenant: string,
+    confined: boolean,
+    signal: AbortSignal,
+  ) {
     if ((await inventory.findVm(vmId, signal)) !== undefined) throw new RpcError("VM_EXISTS");
     const prev = (await inventory.vmRecords.all()).get(vmId);
     if (prev?.rec.managed === true) throw new RpcError("VM_EXISTS");
     // A record of an unmanaged VM no node lists now (shut off, its node away) is still that
     // VM's: created over, another tenant took it, its labels and disks, and its node's next
-    // report confirmed the placement. A create never moves a record between tenants.
-    if (prev !== undefined && prev.rec.tenant !== tenant) throw new RpcError("VM_EXISTS");
+    // report confirmed the placement. A create never moves a record from one tenant to
+    // another; one no tenant holds (the cluster's) only a cluster-wide caller creates over.
+    const held = prev?.rec.tenant;
+    if (held !== undefined && held !== tenant && (confined || held !== ""))
+      throw new RpcError("VM_EXISTS");
     return prev;
   }
 

@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { createManualClock, type Invocation, type Principal, RpcError } from "../core/index.js";
 import { createAccessPolicy } from "./access-evaluator.js";
 import { createRateLimitStages } from "./rate-limit-stages.js";
+import type { BucketLimit } from "./rate-limiter.js";
 
 /** A call from `address` (as gRPC gives it: host and port) to a method that is not public. */
 const call = (address: string) =>
@@ -82,44 +83,69 @@ describe("per-role rate limits", () => {
   });
 });
 
-describe("per-tenant rate limit", () => {
-  it("holds every credential confined to a tenant to one budget: minted keys do not multiply it", async () => {
-    const { perPrincipal } = createRateLimitStages({
-      clock: createManualClock(0),
-      perSource: { ratePerSecond: 1000, burst: 1000 },
-      perPrincipal: { ratePerSecond: 0.001, burst: 10 },
-      perTenant: { ratePerSecond: 0.001, burst: 25 },
-      perRole: {},
-      methodCost: {},
-      policy: () => createAccessPolicy({ roles: [], bindings: [] }),
-    });
-    const passed = async (principal: Principal, calls: number) => {
-      const ctx = { method: { access: "authenticated", path: "/x" }, peer: {}, principal };
-      let n = 0;
-      for (let i = 0; i < calls; i++)
-        n += await perPrincipal({ ctx } as unknown as Invocation, async () => ({}) as never).then(
+/** The per-principal stage with a tenant budget; `passed` counts how many of `calls` in one instant get through. */
+function tenantLimited(
+  perPrincipal: BucketLimit,
+  perTenant: BucketLimit,
+  clock = createManualClock(0),
+) {
+  const stages = createRateLimitStages({
+    clock,
+    perSource: { ratePerSecond: 1000, burst: 1000 },
+    perPrincipal,
+    perTenant,
+    perRole: {},
+    methodCost: {},
+    policy: () => createAccessPolicy({ roles: [], bindings: [] }),
+  });
+  return async (principal: Principal, calls: number) => {
+    const ctx = { method: { access: "authenticated", path: "/x" }, peer: {}, principal };
+    let n = 0;
+    for (let i = 0; i < calls; i++)
+      n += await stages
+        .perPrincipal({ ctx } as unknown as Invocation, async () => ({}) as never)
+        .then(
           () => 1,
           (err: unknown) => {
             assert.equal(err instanceof RpcError && err.reason, "RATE_LIMITED");
             return 0;
           },
         );
-      return n;
-    };
-    // acme's admin minted five keys: together they get acme's 25, not 5 x 10.
-    const bots = Array.from(
-      { length: 5 },
-      (_, i) =>
-        ({ id: `acme-bot-${i}`, method: "apikey", roles: ["viewer"], tenant: "acme" }) as const,
+    return n;
+  };
+}
+
+/** A key confined to tenant `tenant`, as a tenant admin mints one. */
+const confined = (id: string, tenant = "acme") =>
+  ({ id, method: "apikey", roles: ["viewer"], tenant }) as const;
+
+describe("per-tenant rate limit", () => {
+  it("holds every credential confined to a tenant to one budget: minted keys do not multiply it", async () => {
+    const passed = tenantLimited(
+      { ratePerSecond: 0.001, burst: 10 },
+      { ratePerSecond: 0.001, burst: 25 },
     );
+    // acme's admin minted five keys: together they get acme's 25, not 5 x 10.
     let acme = 0;
-    for (const bot of bots) acme += await passed(bot, 10);
+    for (let i = 0; i < 5; i++) acme += await passed(confined(`acme-bot-${i}`), 10);
     assert.equal(acme, 25);
     // Another tenant, and a caller confined to none, keep their own budgets.
-    assert.equal(
-      await passed({ id: "globex-bot", method: "apikey", roles: [], tenant: "globex" }, 10),
-      10,
-    );
+    assert.equal(await passed(confined("globex-bot", "globex"), 10), 10);
     assert.equal(await passed({ id: "ops", method: "mtls", roles: [] }, 10), 10);
+  });
+
+  it("spends none of a caller's own budget on calls its tenant's budget refused", async () => {
+    const clock = createManualClock(0);
+    const passed = tenantLimited(
+      { ratePerSecond: 1, burst: 10 },
+      { ratePerSecond: 10, burst: 20 },
+      clock,
+    );
+    // Two keys drain acme's 20; a third acme caller is refused 10 times meanwhile.
+    assert.equal((await passed(confined("bot-1"), 10)) + (await passed(confined("bot-2"), 10)), 20);
+    assert.equal(await passed(confined("alice"), 10), 0);
+    // A second on, acme has 10 again, and alice her own 10: nothing she called ran.
+    clock.advance(1000);
+    assert.equal(await passed(confined("alice"), 10), 10);
   });
 });

@@ -70,7 +70,10 @@ export function createRateLimitStages(options: RateLimitOptions): {
     const own = principals.take(who, cost, limit);
     if (!own.allowed || principal.tenant === undefined || options.perTenant === undefined)
       return own;
-    return tenants.take(principal.tenant, cost, options.perTenant);
+    const tenant = tenants.take(principal.tenant, cost, options.perTenant);
+    // Refused by its tenant's budget, the call spends none of the caller's own.
+    if (!tenant.allowed) principals.giveBack(who, cost, limit);
+    return tenant;
   };
   /** One request from `source` (an address without port), counted with its source group. */
   const takeSource = (source: string): Take =>

@@ -18,6 +18,8 @@ export interface Take {
 /** Token buckets by key with bounded memory. */
 export interface RateLimiter {
   take(key: string, cost: number, limit: BucketLimit): Take;
+  /** Gives back tokens taken for a call another budget refused (at most up to the burst). */
+  giveBack(key: string, cost: number, limit: BucketLimit): void;
   /** Keys currently tracked (never more than maxKeys). */
   size(): number;
 }
@@ -49,6 +51,10 @@ export function createRateLimiter(clock: Clock, maxKeys = 100_000): RateLimiter 
       }
       const missing = cost - b.tokens;
       return { allowed: false, retryAfterMs: Math.ceil((missing / limit.ratePerSecond) * 1000) };
+    },
+    giveBack(key, cost, limit) {
+      const b = buckets.get(key);
+      if (b !== undefined) b.tokens = Math.min(limit.burst, b.tokens + cost);
     },
     size: () => buckets.size,
   };

@@ -8,6 +8,7 @@ import {
 } from "../../src/client/index.js";
 import { AccessService } from "../../src/gen/debvisor/v1/access_pb.js";
 import { AuditService } from "../../src/gen/debvisor/v1/audit_pb.js";
+import { EventService } from "../../src/gen/debvisor/v1/event_pb.js";
 import { MigrationService } from "../../src/gen/debvisor/v1/migration_pb.js";
 import { NodeService } from "../../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../../src/gen/debvisor/v1/pki_pb.js";
@@ -33,6 +34,7 @@ export function devClients(ctx: ResolvedContext, channels: grpc.Client[]) {
   return {
     access: createServiceClient(AccessService, ch),
     audit: createServiceClient(AuditService, ch),
+    events: createServiceClient(EventService, ch),
     migrations: createServiceClient(MigrationService, ch),
     nodes: createServiceClient(NodeService, ch),
     pki: createServiceClient(EnrollmentService, ch),
