@@ -65,6 +65,15 @@ describe("tenant boundaries against a dev daemon", () => {
     return { ...node, report };
   };
 
+  /** A template snapshot `label` of the RBD disk of one of the dev cluster's own VMs (vm-0NN). */
+  const templateSnapshot = async (label: string) => {
+    const rbdVm = (await root.vms.listVms({})).vms.find(
+      (v) => /^vm-0\d\d$/.test(v.id) && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
+    );
+    assert.ok(rbdVm?.disks[0] !== undefined, "a VM with an RBD disk");
+    return root.storage.createRbdTemplateSnapshot({ image: rbdVm.disks[0], label });
+  };
+
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-tenancy-review-"));
     daemon = await startDevDaemon(dir, {
@@ -315,15 +324,7 @@ describe("tenant boundaries against a dev daemon", () => {
   it("gives a VM's clone disk to its new tenant with it (SetVmTenant): the new owner lists and uses it", async () => {
     const acme = await asTenant("acme-op8", ["operator"], "acme");
     const globex = await asTenant("globex-op8", ["operator"], "globex");
-    // One of the dev cluster's own (vm-0NN; the cases above report made-up ones).
-    const rbdVm = (await root.vms.listVms({})).vms.find(
-      (v) => /^vm-0\d\d$/.test(v.id) && v.disks[0]?.backend === StorageBackend.BACKEND_RBD,
-    );
-    assert.ok(rbdVm?.disks[0] !== undefined, "a VM with an RBD disk");
-    const template = await root.storage.createRbdTemplateSnapshot({
-      image: rbdVm.disks[0],
-      label: "golden",
-    });
+    const template = await templateSnapshot("golden");
     const image = { backend: StorageBackend.BACKEND_RBD, pool: "rbd", name: "acme-c1" };
     await root.storage.cloneRbdFromTemplate({
       templateSnapshot: template.snapshot,
@@ -350,6 +351,48 @@ describe("tenant boundaries against a dev daemon", () => {
         acme: await listedBy(acme),
       },
       { globex: ["globex"], snapshot: "OK", acme: [] },
+    );
+  });
+
+  it("gives away with a VM only the disks its spec names, not clones a stolen node certificate adds to its report; and deletes no image a VM no tenant holds boots from", async () => {
+    const acme = await asTenant("acme-op9", ["operator"], "acme");
+    const globex = await asTenant("globex-op9", ["operator"], "globex");
+    const template = await templateSnapshot("golden2");
+    const clone = async (name: string) => {
+      const image = create(DatasetRefSchema, {
+        backend: StorageBackend.BACKEND_RBD,
+        pool: "rbd",
+        name,
+      });
+      await root.storage.cloneRbdFromTemplate({
+        templateSnapshot: template.snapshot,
+        newImage: image,
+        tenant: "acme",
+      });
+      return image;
+    };
+    const spare = await clone("acme-c2");
+    const booted = await clone("acme-c3");
+    // node-08 (stolen, case 2) reports acme's vm-100 with acme's spare clone; then vm-100
+    // is given to globex.
+    const thief = await enrolledNode("node-08");
+    await thief.report([{ id: "vm-100", state: VmState.RUNNING, disks: [spare] }]);
+    await root.vms.setVmTenant({ vmId: "vm-100", tenant: "globex" });
+    const tenantsOf = async (c: ReturnType<typeof clients>, name: string) =>
+      (await c.storage.listDatasets({})).datasets
+        .filter((d) => d.dataset?.name === name)
+        .map((d) => d.tenant);
+    // node-06 (case 5) reports a VM no tenant holds booting from acme's other clone.
+    const node = await enrolledNode("node-06");
+    await node.report([{ id: "web-2", state: VmState.RUNNING, disks: [booted] }]);
+    const deleted = await callOutcome(acme.storage.deleteImage({ image: booted }));
+    assert.deepEqual(
+      {
+        globex: await tenantsOf(globex, "acme-c2"),
+        cluster: await tenantsOf(root, "acme-c2"),
+        deleteInUse: deleted.reason || "OK",
+      },
+      { globex: [], cluster: [""], deleteInUse: "IMAGE_IN_USE" },
     );
   });
 });

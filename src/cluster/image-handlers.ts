@@ -141,7 +141,11 @@ export function createImageHandlers(deps: ImageHandlerDeps): Handlers {
       const d = await known(req.image, ctx);
       const ref = d.dataset as DatasetRef;
       const driver = manager();
-      if (d.vmId !== "") throw new RpcError("IMAGE_IN_USE");
+      // In use by any VM naming it: the one a listing shows is its owner's only, and a VM no
+      // tenant holds (a cluster admin's, a node's not yet assigned) must not lose its disk.
+      const key = datasetKey(ref);
+      const users = await deps.inventory.vmsWithDisk((x) => datasetKey(x) === key, ctx.signal);
+      if (d.vmId !== "" || users.length > 0) throw new RpcError("IMAGE_IN_USE");
       const before = await describe(d, scopeOf(ctx), ctx.signal);
       await driver.deleteImage(ref, ctx.signal);
       await access.forget(ref, ctx.signal);

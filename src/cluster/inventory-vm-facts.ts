@@ -92,7 +92,7 @@ export function createInventoryVmFacts(deps: InventoryVmFactsDeps): InventoryVmF
         (vm) =>
           carryDiskRecords(
             store,
-            vm,
+            vm.record,
             vm.record?.tenant || vm.reported?.tenant || "",
             tenant,
             signal,

@@ -10,7 +10,6 @@ import { datasetKey } from "../drivers/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
 import { DatasetRecordSchema } from "../gen/debvisor/store/v1/storage_records_pb.js";
 import type { DatasetRef } from "../gen/debvisor/v1/storage_pb.js";
-import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   encodeMessage,
@@ -25,12 +24,15 @@ export const DATASETS_PREFIX = "storage/datasets/";
 /**
  * The writes that give the records of the VM's disks held by its old tenant
  * (`from`) to `to`, with the compares that keep them as read; none when the
- * tenant does not change or the VM had none. The VM's disks: as its node
- * reports them and as its spec names them.
+ * tenant does not change or the VM had none. The VM's disks as the control
+ * plane's spec names them (at most 8), never as its node reports them: a
+ * node (a stolen certificate) adding the old tenant's other clones to its
+ * report would have had them given away with the VM. An unmanaged VM has
+ * no spec: its disks stay with the old tenant (contested, cluster-wide only).
  */
 export async function carryDiskRecords(
   store: KvStore,
-  vm: { readonly record: VmRecord | undefined; readonly reported: VmInfo | undefined },
+  record: VmRecord | undefined,
   from: string,
   to: string,
   signal: AbortSignal | undefined,
@@ -38,8 +40,7 @@ export async function carryDiskRecords(
   const out = { compares: [] as Compare[], ops: [] as TxnOp[] };
   if (from === "" || from === to) return out;
   const disks = new Map<string, DatasetRef>();
-  for (const d of vm.reported?.disks ?? []) disks.set(datasetKey(d), d);
-  for (const d of vm.record?.spec?.disks ?? [])
+  for (const d of record?.spec?.disks ?? [])
     if (d.dataset !== undefined) disks.set(datasetKey(d.dataset), d.dataset);
   for (const key of disks.keys()) {
     const at = DATASETS_PREFIX + key;
