@@ -46,6 +46,8 @@ export function connectInProcess(
   hub: AgentHub,
   nodeId: string,
   capabilities: readonly string[],
+  /** The Hello's report stamp (ms); a test on a manual clock passes its time, see agent-vms-unchanged.test.ts. */
+  helloAtMs = Date.now(),
 ): InProcessAgent {
   const method = hub.service.methods.find((m) => m.spec.name === "Connect");
   if (method === undefined) throw new Error("AgentService has no Connect");
@@ -92,7 +94,10 @@ export function connectInProcess(
         capabilities: [...capabilities],
         health: {
           nodeId: { id: nodeId },
-          timestamp: { seconds: BigInt(Math.floor(Date.now() / 1000)) },
+          timestamp: {
+            seconds: BigInt(Math.floor(helloAtMs / 1000)),
+            nanos: (helloAtMs % 1000) * 1e6,
+          },
         },
       },
     },
