@@ -85,6 +85,26 @@ describe("a migration between agents outlives a control-plane crash", () => {
     assert.equal(r.code, 0, r.stderr);
   };
 
+  // A successor daemon knows a node READY only from a heartbeat it has itself seen: every
+  // case waits for both agents to be back before it starts a migration.
+  const bothReady = async () => {
+    const { ch, nodes } = clients();
+    try {
+      await eventually(
+        async () => {
+          const list = await nodes.listNodes({});
+          assert.deepEqual(
+            list.nodes.map((n) => n.readiness),
+            [NodeReadiness.READY, NodeReadiness.READY],
+          );
+        },
+        { timeoutMs: 15_000, intervalMs: 200 },
+      );
+    } finally {
+      ch.close();
+    }
+  };
+
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-agentcrash-"));
     daemon = await start("127.0.0.1:0");
@@ -112,21 +132,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
         ),
       );
     }
-    const { ch, nodes } = clients();
-    try {
-      await eventually(
-        async () => {
-          const list = await nodes.listNodes({});
-          assert.deepEqual(
-            list.nodes.map((n) => n.readiness),
-            [NodeReadiness.READY, NodeReadiness.READY],
-          );
-        },
-        { timeoutMs: 15_000, intervalMs: 200 },
-      );
-    } finally {
-      ch.close();
-    }
+    await bothReady();
   });
   after(() => {
     for (const a of agents) a.kill("SIGKILL");
@@ -138,6 +144,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
     ["SIGTERM", "node-a-vm-003", "the daemon stopping (SIGTERM: the agent's job is left to it)"],
   ] as const)
     it(`goes on after ${how} mid-transfer and is settled SUCCEEDED by its successor`, async () => {
+      await bothReady();
       let { ch, migrations } = clients();
       const started = await migrations.startMigration({
         vm: { vmId },
@@ -185,6 +192,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
     // Same shape as node-a-vm-001 (same seed): on shared storage, migratable.
     const vmId = "node-b-vm-001";
     await fault("node-b", "hold-migration-at", "40");
+    await bothReady();
     let { ch, migrations } = clients();
     let id = "";
     try {
