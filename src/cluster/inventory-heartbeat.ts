@@ -18,9 +18,15 @@ import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
+import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import type { NodeLiveness } from "./node-liveness.js";
 import { NODE_PREFIX, type NodeRecords } from "./node-records.js";
-import { type Placement, placeReported, tellPlacement } from "./report-placement.js";
+import {
+  type Placement,
+  placeReported,
+  takeoverCandidates,
+  tellPlacement,
+} from "./report-placement.js";
 import type { StaleCopies } from "./stale-copies.js";
 import { applyPins } from "./vm-pins.js";
 import { generationFloor } from "./vm-placement.js";
@@ -88,6 +94,14 @@ export function createInventoryHeartbeat(
       const revision = health.vms.some((vm) => facts.get(vm.id) === undefined)
         ? await generationFloor(store, signal)
         : 0;
+      // Which VMs it would take from their node are held by a migration or failover: read
+      // from the store (not a cache) before the report is placed; each claim compares it too.
+      const pinned = known.message.pins.filter((p) => Number(p.untilMs) > clock.now());
+      const moving = await movingNow(
+        store,
+        takeoverCandidates(nodeId, applyPins(health.vms, pinned), facts, nodes),
+        signal,
+      );
       let placement: Placement | undefined;
       let stored = false;
       // Placements its node confirms (from the report itself, not from pins) are written on
@@ -122,6 +136,7 @@ export function createInventoryHeartbeat(
         const placed = placeReported(nodeId, applyPins(health.vms, pins), facts, nodes, {
           revision,
           confirmFrom,
+          moving,
         });
         confirmFrom = undefined;
         placement = placed;
@@ -160,6 +175,18 @@ export function createInventoryHeartbeat(
       return recorded;
     },
   };
+}
+
+/** Whether a migration or failover holds each of `vmIds` now, read from the store. */
+async function movingNow(
+  store: KvStore,
+  vmIds: readonly string[],
+  signal: AbortSignal | undefined,
+): Promise<Map<string, boolean>> {
+  const held = await Promise.all(
+    vmIds.map(async (id) => (await store.get(MIGRATION_LOCKS + id, { signal })) !== undefined),
+  );
+  return new Map(vmIds.map((id, i) => [id, held[i] === true]));
 }
 
 /**

@@ -41,9 +41,11 @@ export interface MigrationSettleOutcomeDeps {
 export interface MigrationSettleOutcome {
   /**
    * The job as settled from where the VM is (`onSource` may be
-   * {@link UNREACHABLE}), with the VM started, left to HA restore or its
-   * placement moved on the way; not yet published. `sig` bounds the calls
-   * to the nodes, `signal` (the caller's) the reads and the placement move.
+   * {@link UNREACHABLE}), with the VM started or its placement moved on the
+   * way; not yet published. `leaveOn`: the node where the VM could not be
+   * started again, where it is placed once the job is published; then
+   * {@link notStarted} leaves it to HA restore. `sig` bounds the calls to
+   * the nodes, `signal` (the caller's) the reads and the placement move.
    */
   decide(
     job: MigrationJob,
@@ -51,7 +53,15 @@ export interface MigrationSettleOutcome {
     onTarget: DomainStatus | undefined,
     sig: AbortSignal,
     signal?: AbortSignal,
-  ): Promise<MigrationJob>;
+  ): Promise<{ settled: MigrationJob; leaveOn?: string }>;
+  /**
+   * After a job whose VM `decide` could not start again on `node` is
+   * published: an HA VM is left to HA restore there. Not before: a VM that
+   * arrived on the target while a migration held it is no placement of the
+   * target's until the job's end commits it (its report of the VM is a
+   * stale copy till then), and a node's mark of a VM placed elsewhere is refused.
+   */
+  notStarted(job: MigrationJob, node: string, signal?: AbortSignal): Promise<void>;
   /**
    * After `job`, settled with its VM presumed arrived on a target that
    * could not be asked, is published (its placement committed there):
@@ -101,10 +111,10 @@ export function createMigrationSettleOutcome(
     reportMs?: number,
   ) {
     const vm = await inventory.findVm(vmId, signal);
-    // HA is the nodes' to report. A VM presumed arrived may be in no report (the target's
-    // copy kept out as a conflict while the record named the source): marked all the same,
-    // as HA restore acts on a mark only for a VM its node reports HA.
-    if (vm === undefined ? reportMs === undefined : !vm.ha) return;
+    // HA is the nodes' to report. A VM that arrived may be in no report (the target's copy
+    // kept out as a conflict while the record named the source): marked all the same, as
+    // HA restore acts on a mark only for a VM its node reports HA.
+    if (vm !== undefined && !vm.ha) return;
     await deps
       .markLostRunning?.(node, vmId, reportMs)
       .catch((err: unknown) =>
@@ -118,9 +128,10 @@ export function createMigrationSettleOutcome(
     onTarget: DomainStatus | undefined,
     sig: AbortSignal,
     signal?: AbortSignal,
-  ): Promise<MigrationJob> {
+  ): Promise<{ settled: MigrationJob; leaveOn?: string }> {
     const { vmId, source, target } = job;
     let settled: MigrationJob;
+    let leaveOn: string | undefined;
     if (job.kind === "failover" && onTarget === undefined) {
       settled = jobFinished(
         job,
@@ -144,10 +155,10 @@ export function createMigrationSettleOutcome(
           logger,
           signal,
         );
-      if (notStarted) await leaveToHaRestore(vmId, target, signal);
+      if (notStarted) leaveOn = target;
     } else if (onSource !== undefined && onTarget === undefined) {
       if (onSource !== UNREACHABLE && (await restart(job, source, onSource.state, sig)))
-        await leaveToHaRestore(vmId, source, signal);
+        leaveOn = source;
       settled = jobFinished(
         job,
         { state: "failed", phase: "rolled-back" },
@@ -164,11 +175,12 @@ export function createMigrationSettleOutcome(
       );
       logger.error({ migration: job.id, vm: vmId }, settled.message);
     }
-    return settled;
+    return { settled, leaveOn };
   }
 
   return {
     decide,
+    notStarted: (job, node, signal) => leaveToHaRestore(job.vmId, node, signal),
     presumedArrived: (job, reportMs, signal) =>
       leaveToHaRestore(job.vmId, job.target, signal, reportMs),
   };

@@ -181,8 +181,9 @@ export function createMigrationSettler(options: MigrationSettlerOptions): Migrat
         : undefined;
     // Marked untold in the settle's own write: a process dying before its trail took the
     // record left a settle no one audited (migration-settle-tell.ts).
-    const settled = told.mark(await outcome.decide(job, onSource, onTarget, sig, signal));
-    const published = await journal.publish(settled, { final: true });
+    const decided = await outcome.decide(job, onSource, onTarget, sig, signal);
+    const published = await journal.publish(told.mark(decided.settled), { final: true });
+    if (decided.leaveOn !== undefined) await outcome.notStarted(published, decided.leaveOn, signal);
     // Placed on the target now (publishing commits it): an HA VM is left to HA restore,
     // or a target reset meanwhile (its VMs stopped) and back before failover saw it down
     // leaves it on no node for good (chaos, seed 42).

@@ -22,6 +22,7 @@ import {
   retryWhileLost,
 } from "../store/index.js";
 import type { FacedRecords } from "./faced-records.js";
+import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import { followNodeRemovals } from "./node-removals.js";
 import type { VmRecords } from "./vm-records.js";
 
@@ -40,8 +41,11 @@ export interface Versioned {
 export interface NodeRecordChange<T> {
   next: NodeRecord | undefined;
   result: T;
-  /** VM records written in the same transaction. */
-  vms?: readonly { rec: VmRecord; rev: number }[];
+  /**
+   * VM records written in the same transaction, each while still at `rev`; one `unmoved`
+   * also only while no migration or failover holds the VM.
+   */
+  vms?: readonly { rec: VmRecord; rev: number; unmoved?: boolean }[];
 }
 
 /** The node records as this process knows them, and the one way it changes them. */
@@ -169,6 +173,9 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
             compares: [
               { key, modRevision: current?.modRevision ?? 0 },
               ...writes.map((w) => w.compare),
+              ...vms
+                .filter((v) => v.unmoved === true)
+                .map((v) => ({ key: MIGRATION_LOCKS + v.rec.id, modRevision: 0 })),
             ],
             success: [
               { type: "put", key, value: encodeMessage(NodeRecordSchema, next) },

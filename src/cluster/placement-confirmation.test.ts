@@ -15,6 +15,7 @@ import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, encodeMessage, getMessage } from "../store/index.js";
 import { createInventory } from "./inventory.js";
+import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import { currentGeneration } from "./vm-placement.js";
 
 /** An inventory on a real store, its nodes registered, and vm-1's record written as given. */
@@ -125,6 +126,42 @@ describe("placements confirmed by their node's report", () => {
       "a",
       `placed where its only copy is; conflicts: ${(await w.inv.conflicts()).map((c) => c.id).join(",")}`,
     );
+    await w.store.close();
+  });
+
+  it("a node back with its self-fenced copy takes no placement a failover in flight holds; once it ended unreached, it may", async () => {
+    // vm-1 ran on a (confirmed there, generation 7); a went down, and a failover placed it on z
+    // (generation 8) and holds its lock while z restarts it. a comes back with its stopped copy
+    // before z's answer (z cut off in its turn: chaos, seed 42).
+    const w = await world(["a", "z"], {
+      id: "vm-1",
+      tenant: "acme",
+      nodeId: "z",
+      generation: 8n,
+      managed: true,
+      awaitingReport: true,
+      confirmedNode: "a",
+      confirmedGeneration: 7n,
+    });
+    await w.store.put(`${MIGRATION_LOCKS}vm-1`, new TextEncoder().encode("m-failover"));
+    await w.report("z", []);
+    await w.report("a", ["vm-1"], VmState.STOPPED);
+    assert.deepEqual(
+      [(await w.record())?.nodeId, await currentGeneration(w.store, "vm-1")],
+      ["z", 8n],
+      "the failover's placement stands while it runs",
+    );
+    assert.deepEqual(
+      (await w.inv.conflicts()).map((c) => c.id),
+      ["vm-1"],
+      "a's copy shows as a stale one",
+    );
+    // The failover ended without reaching z: the lock is gone, and a's copy is the only one.
+    await w.store.delete(`${MIGRATION_LOCKS}vm-1`);
+    await w.report("z", []);
+    await w.report("a", ["vm-1", "vm-2"], VmState.STOPPED);
+    const stale = (await w.record())?.staleCopies.map((c) => c.nodeId);
+    assert.deepEqual(stale, ["a"], "still known stale: placement from the truth takes it back");
     await w.store.close();
   });
 });

@@ -22,10 +22,12 @@ export const MAX_CLAIMS = 50;
 /** What a report placed: the VMs it keeps, placements it claims, and VMs another node holds. */
 export interface Placement {
   readonly vms: VmInfo[];
-  readonly claims: { rec: VmRecord; rev: number }[];
+  /** `unmoved`: taken from another node, so written only while no migration or failover holds it. */
+  readonly claims: { rec: VmRecord; rev: number; unmoved?: boolean }[];
   /** The claims' VMs, with the node that held each before ("" for none). */
   readonly placed: { vmId: string; tenant: string; was: string }[];
-  readonly refused: { vmId: string; holder: string }[];
+  /** `moving`: refused because a migration or failover holds the VM. */
+  readonly refused: { vmId: string; holder: string; moving?: boolean }[];
   /** Copies of VMs placed elsewhere (conflicts), recorded on the VMs' records after the report. */
   readonly stale: VmInfo[];
 }
@@ -36,8 +38,9 @@ export interface Placement {
  * per report). A VM placed on another node is left out (a stale copy, a
  * conflict) unless that node's own last report no longer has it (it moved
  * outside the control plane) and this copy is not a known stale one that is
- * stopped or being removed. A
- * report never changes a VM's tenant, whatever it claims.
+ * stopped or being removed, and no migration or failover holds the VM (see
+ * {@link takeoverCandidates}). A report never changes a VM's tenant, whatever
+ * it claims.
  */
 export function placeReported(
   nodeId: string,
@@ -49,12 +52,17 @@ export function placeReported(
     revision: number;
     /** The report's own VMs, whose placements on the node are written as confirmed; undefined: none. */
     confirmFrom: readonly VmInfo[] | undefined;
+    /**
+     * Whether a migration or failover held each of {@link takeoverCandidates}'s VMs when
+     * read before the report; a candidate not read is not claimed by this report.
+     */
+    moving: ReadonlyMap<string, boolean>;
   },
 ): Placement {
   const { revision } = options;
-  const claims: { rec: VmRecord; rev: number }[] = [];
+  const claims: Placement["claims"] = [];
   const placed: { vmId: string; tenant: string; was: string }[] = [];
-  const refused: { vmId: string; holder: string }[] = [];
+  const refused: Placement["refused"] = [];
   const stale: VmInfo[] = [];
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
@@ -75,30 +83,76 @@ export function placeReported(
     // its placement's node does not report the VM (a running one that node
     // no longer has may have moved outside the control plane, unless it never
     // had it: a create that has not run there yet is no VM for another node to take).
-    const copy = fact?.rec.staleCopies.find((c) => sameNode(c.nodeId, nodeId));
-    const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
-    if (
-      fact !== undefined &&
-      holder !== "" &&
-      (known || stillHolds(nodes(nodeKey(holder)), vm.id) || !mayTakePlacement(fact.rec, nodeId))
-    ) {
+    if (fact !== undefined && holder !== "" && !takesOver(nodeId, vm, fact.rec, nodes)) {
       // A copy of a VM placed elsewhere: a conflict, never a placement.
       refused.push({ vmId: vm.id, holder });
       stale.push(vm);
       return false;
     }
     if (claims.length >= MAX_CLAIMS) return false;
+    if (holder !== "") {
+      const moving = options.moving.get(vm.id);
+      // Not read before the report (past the bound, or a pin since): the next report claims it.
+      if (moving === undefined) return false;
+      // A failover to another node begun while this one was away (its self-fenced copy
+      // reported on its return): taken back now, the failover's restart ran all the same,
+      // and the self-fence of the restarted copy on its cut off target was not marked, the
+      // placement not being there: an HA VM stopped for good (chaos, seed 42).
+      if (moving) {
+        refused.push({ vmId: vm.id, holder, moving });
+        stale.push(vm);
+        return false;
+      }
+    }
     // A new placement, found rather than decided: a new generation all the same
     // (for a VM no record holds, above any its id had: a deleted VM's own report comes late).
     const generation = fact === undefined ? firstGeneration(revision) : fact.rec.generation + 1n;
     claims.push({
       rec: confirmed(vmRecord(vm.id, fact, { nodeId, generation }), nodeId, generation),
       rev: fact?.rev ?? 0,
+      unmoved: holder !== "",
     });
     placed.push({ vmId: vm.id, tenant: fact?.rec.tenant ?? "", was: holder });
     return true;
   });
   return { vms: kept.length === vms.length ? vms : kept, claims, placed, refused, stale };
+}
+
+/**
+ * Whether `node`'s copy of a VM placed on another node may take its
+ * placement: not a known stale copy (stopped, or being removed), not while
+ * the placed node's last report still has it, and only as {@link mayTakePlacement} allows.
+ */
+function takesOver(
+  node: string,
+  vm: VmInfo,
+  rec: VmRecord,
+  nodes: (id: string) => NodeRecord | undefined,
+): boolean {
+  const copy = rec.staleCopies.find((c) => sameNode(c.nodeId, node));
+  const known = copy !== undefined && (copy.cleanupSent || vm.state === VmState.STOPPED);
+  return !known && !stillHolds(nodes(nodeKey(rec.nodeId)), vm.id) && mayTakePlacement(rec, node);
+}
+
+/**
+ * The VMs of `node`'s report (pins applied) that it would take from the node
+ * they are placed on, at most MAX_CLAIMS: whether a migration or failover
+ * holds each is read before the report is placed (placeReported's `moving`).
+ */
+export function takeoverCandidates(
+  node: string,
+  vms: readonly VmInfo[],
+  facts: VmFacts,
+  nodes: (id: string) => NodeRecord | undefined,
+): string[] {
+  const out: string[] = [];
+  for (const vm of vms) {
+    if (out.length >= MAX_CLAIMS) break;
+    const rec = facts.get(vm.id)?.rec;
+    if (rec === undefined || rec.nodeId === "" || sameNode(rec.nodeId, node)) continue;
+    if (takesOver(node, vm, rec, nodes)) out.push(vm.id);
+  }
+  return out;
 }
 
 /** `rec` as reported by `node` where it is placed, under `generation`. */
@@ -137,7 +191,9 @@ export function tellPlacement(
       id: r.vmId,
       tenant: facts.get(r.vmId)?.rec.tenant ?? "",
       type: "Conflict",
-      message: `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
+      message: r.moving
+        ? `${nodeId} reports ${r.vmId}, placed on ${r.holder} while a migration or failover of it runs; the report is ignored until that ends`
+        : `${nodeId} reports ${r.vmId}, which runs on ${r.holder}; the report is ignored until ${r.holder} no longer has it`,
       warning: true,
       source: "inventory",
     });
