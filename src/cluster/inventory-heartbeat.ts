@@ -96,8 +96,10 @@ export function createInventoryHeartbeat(
         : 0;
       // Which VMs it would take from their node are held by a migration or failover: read
       // from the store (not a cache) before the report is placed; each claim compares it too.
+      // Claimed on the first try only: a try that failed may have met a lock taken since
+      // the read, and retried on the same read it failed every time (CONFLICT; seen by review).
       const pinned = known.message.pins.filter((p) => Number(p.untilMs) > clock.now());
-      const moving = await movingNow(
+      let moving = await movingNow(
         store,
         takeoverCandidates(nodeId, applyPins(health.vms, pinned), facts, nodes),
         signal,
@@ -139,6 +141,7 @@ export function createInventoryHeartbeat(
           moving,
         });
         confirmFrom = undefined;
+        moving = new Map();
         placement = placed;
         const vms = withTenants(placed.vms, facts);
         const next = create(NodeRecordSchema, {

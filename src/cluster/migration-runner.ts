@@ -136,17 +136,20 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
       const runs = job.live || (restartOnTarget && job.status.state === "succeeded");
       const state = runs ? VmState.RUNNING : restartOnTarget ? VmState.STOPPED : vm.state;
       await movePlacement(inventory, journal, job, { ...vm, state }, logger);
-      // Stopped for the move and not started again: an HA VM is left to HA restore, which
-      // starts it on the target under its restart limit (nothing else acts on its desired
-      // state RUNNING). A plain VM stays stopped; the migration's outcome says so.
-      if (restartOnTarget && job.status.state === "failed" && vm.ha)
-        await options
-          .markLostRunning?.(target, vm.id)
-          .catch((err: unknown) =>
-            logger.error({ err, vm: vm.id, node: target }, "vm not marked for HA restore"),
-          );
     }
     await journal.publish(job, { final: true });
+    // Stopped for the move and not started again: an HA VM is left to HA restore, which
+    // starts it on the target under its restart limit (nothing else acts on its desired
+    // state RUNNING). A plain VM stays stopped; the migration's outcome says so. Marked
+    // once the job is published, which commits its placement on the target: before, a
+    // placement move that failed left it on the source, the target's report of it a stale
+    // copy while the job held the VM, and the mark was refused (seen by review).
+    if (moved && restartOnTarget && job.status.state === "failed" && vm.ha)
+      await options
+        .markLostRunning?.(target, vm.id)
+        .catch((err: unknown) =>
+          logger.error({ err, vm: vm.id, node: target }, "vm not marked for HA restore"),
+        );
   }
 
   return {
