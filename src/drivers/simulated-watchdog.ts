@@ -26,6 +26,7 @@ export interface WatchdogState {
  */
 export interface SimulatedWatchdog {
   read(): WatchdogState | undefined;
+  /** Writes a new deadline, unless the current one has passed and its reset is not carried out yet. */
   pet(deadlineNs: bigint, windowMs: number): void;
   /** True when the deadline has passed and its reset was not carried out yet. */
   expired(nowNs?: bigint): boolean;
@@ -80,16 +81,24 @@ export function openSimulatedWatchdog(file: string, bootIdFile = BOOT_ID_FILE): 
         ...(s.resetDeadlineNs === undefined ? {} : { resetDeadlineNs: String(s.resetDeadlineNs) }),
       } satisfies WatchdogFile),
     );
+  function expired(nowNs = monotonicNs()): boolean {
+    const s = read();
+    if (s === undefined) return false;
+    // Another boot: the machine went down since, and its domains with it.
+    if (s.bootId !== boot) return s.resetDeadlineNs !== s.deadlineNs;
+    return nowNs > s.deadlineNs && s.resetDeadlineNs !== s.deadlineNs;
+  }
   return {
     read,
-    pet: (deadlineNs, windowMs) => write({ bootId: boot, deadlineNs, windowMs }),
-    expired(nowNs = monotonicNs()) {
-      const s = read();
-      if (s === undefined) return false;
-      // Another boot: the machine went down since, and its domains with it.
-      if (s.bootId !== boot) return s.resetDeadlineNs !== s.deadlineNs;
-      return nowNs > s.deadlineNs && s.resetDeadlineNs !== s.deadlineNs;
+    pet(deadlineNs, windowMs) {
+      // Past its deadline the watchdog has fired: a real one resets the machine on its own
+      // timer, and no pet undoes that. Here the reset is carried out at the next hypervisor
+      // call, so a pet must not get there first: an agent frozen between its fencing check and
+      // its pet, then resumed, petted the expired deadline away, and its node was never reset.
+      if (expired()) return;
+      write({ bootId: boot, deadlineNs, windowMs });
     },
+    expired,
     resetDone() {
       const s = read();
       if (s !== undefined) write({ ...s, resetDeadlineNs: s.deadlineNs });
