@@ -16,6 +16,7 @@ import { createSimulation, type HypervisorDriver, type Simulation } from "../dri
 import { MigrationKind, MigrationState } from "../gen/debvisor/v1/migration_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import { noteSelfFenced } from "./ha-restore.js";
+import type { Inventory } from "./inventory.js";
 
 /**
  * An offline move (a drain of a VM that cannot move live) stops the VM,
@@ -28,7 +29,13 @@ describe("a move that cannot start its VM on the target", () => {
   let h: ClusterHarness;
   afterEach(() => h.close());
 
-  it("an offline move (a drain) leaves an HA VM to HA restore, which starts it on the target", async () => {
+  /**
+   * An offline move (a drain) of an HA VM from node-01 to node-02 whose first start there
+   * times out. `moveFails`: the runner's placement move fails once too (a store blink),
+   * the nodes reporting meanwhile: the VM is placed on node-02 only by the job's publish,
+   * and a mark made before it was refused (the VM still placed on node-01; found by review).
+   */
+  async function offlineMoveNotStarted(moveFails: boolean) {
     h = await startClusterHarness({ nodes: 2, vmsPerNode: 4, failover: true });
     const vm = (await h.inventory.getNode("node-01"))?.vms.find(
       (v) => v.ha && v.state === VmState.RUNNING,
@@ -55,7 +62,10 @@ describe("a move that cannot start its VM on the target", () => {
         });
       },
       {
-        overrides: { markLostRunning: (nodeId, vmId) => noteSelfFenced(h.store, nodeId, vmId, 0) },
+        overrides: {
+          markLostRunning: (nodeId, vmId) => noteSelfFenced(h.store, nodeId, vmId, 0),
+          ...(moveFails ? { inventory: failingMoveOnce(h) } : {}),
+        },
       },
     );
     try {
@@ -91,7 +101,13 @@ describe("a move that cannot start its VM on the target", () => {
     } finally {
       await engine.close();
     }
-  });
+  }
+
+  it("an offline move (a drain) leaves an HA VM to HA restore, which starts it on the target", () =>
+    offlineMoveNotStarted(false));
+
+  it("so does one whose placement move failed: the mark is made once the job placed the VM", () =>
+    offlineMoveNotStarted(true));
 
   /**
    * An orphaned migration of an HA VM from node-01 to node-02 (its runner
@@ -192,3 +208,16 @@ describe("a move that cannot start its VM on the target", () => {
   it("settling an orphaned offline move that stopped its VM and will not start it on its source leaves an HA VM to HA restore", () =>
     settledNotStarted(false));
 });
+
+/** The harness's inventory, whose first `moveVm` fails after both nodes reported. */
+function failingMoveOnce(h: ClusterHarness): Inventory {
+  let failed = false;
+  return Object.assign(Object.create(h.inventory) as Inventory, {
+    async moveVm(...args: Parameters<Inventory["moveVm"]>) {
+      if (failed) return h.inventory.moveVm(...args);
+      failed = true;
+      await h.beat();
+      throw new RpcError("STORE_UNAVAILABLE");
+    },
+  });
+}
