@@ -138,12 +138,9 @@ export function createMigrationRunner(options: MigrationRunnerOptions): Migratio
       await movePlacement(inventory, journal, job, { ...vm, state }, logger);
     }
     await journal.publish(job, { final: true });
-    // Stopped for the move and not started again: an HA VM is left to HA restore, which
-    // starts it on the target under its restart limit (nothing else acts on its desired
-    // state RUNNING). A plain VM stays stopped; the migration's outcome says so. Marked
-    // once the job is published, which commits its placement on the target: before, a
-    // placement move that failed left it on the source, the target's report of it a stale
-    // copy while the job held the VM, and the mark was refused (seen by review).
+    // Stopped for the move and not started again: an HA VM is left to HA restore on the
+    // target (a plain VM stays stopped). Once published, which places it there: after a
+    // placement move that failed, a mark made before was refused (seen by review).
     if (moved && restartOnTarget && job.status.state === "failed" && vm.ha)
       await options
         .markLostRunning?.(target, vm.id)
