@@ -16,6 +16,7 @@ import {
   ServerReflectionResponseSchema,
 } from "../src/gen/grpc/reflection/v1/reflection_pb.js";
 import { createCsr } from "../src/pki/index.js";
+import { bundledBin } from "./helpers/bundled-bin.js";
 import {
   type DaemonProcess,
   HVCTL_BIN,
@@ -27,7 +28,7 @@ import { rawUnary } from "./helpers/grpc-client.js";
 import { nodeChannel } from "./helpers/node-stream.js";
 
 x509.cryptoProvider.set(webcrypto as never);
-const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+const AGENT_BIN = bundledBin("debvisor-agent");
 const REGISTER = "/debvisor.v1.NodeService/RegisterNode";
 const register = (id: string) =>
   Buffer.from(

@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { HVCTL_BIN, runProcess } from "./daemon-process.js";
+import { bundledBin } from "./bundled-bin.js";
+import { runProcess } from "./daemon-process.js";
 
-/** The compiled debvisor-agent entry point. */
-export const AGENT_BIN = join(HVCTL_BIN, "..", "debvisor-agent.js");
+/** debvisor-agent as it ships (its bundle). */
+export const AGENT_BIN = bundledBin("debvisor-agent");
 
 /** A `debvisor-agent run` child process and its JSON log lines. */
 export interface AgentProcess {

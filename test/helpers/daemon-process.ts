@@ -1,13 +1,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { bundledBin } from "./bundled-bin.js";
 import { freePorts } from "./etcd-server.js";
 
-/** The compiled daemon entry point. */
-export const DAEMON_BIN = fileURLToPath(new URL("../../src/bin/debvisor-rpcd.js", import.meta.url));
-/** The compiled hvctl entry point. */
-export const HVCTL_BIN = fileURLToPath(new URL("../../src/bin/hvctl.js", import.meta.url));
+/** The daemon as it ships (its bundle). */
+export const DAEMON_BIN = bundledBin("debvisor-rpcd");
+/** hvctl as it ships (its bundle). */
+export const HVCTL_BIN = bundledBin("hvctl");
 
 /** Arguments that start the daemon in dev mode with its data in `dir`, on free loopback ports. */
 export function devDaemonArgs(dir: string): string[] {
