@@ -18,6 +18,7 @@ import { createApiKeys } from "./api-keys.js";
 import { createAuthenticationStage } from "./authentication-stage.js";
 import { createAuthorizationStage } from "./authorization-stage.js";
 import { createLockout } from "./lockout.js";
+import { endWhen } from "./stream-end.js";
 
 /** A call to a streaming method, as an adapter would build it. */
 function streamCall(headers: Record<string, string>, signal = new AbortController().signal) {
@@ -177,5 +178,31 @@ describe("listeners of ended streams (held)", () => {
       assert.doesNotMatch(e.clientMessage, /role|viewer|grants/);
       return true;
     });
+  });
+});
+
+describe("a stream whose credential expires between two messages", () => {
+  it("delivers no message once the check fails, though the expiry's timer has not run", async () => {
+    let expired = false;
+    async function* changes() {
+      yield "before";
+      // The credential expires; its timer (the subscription) has not run yet.
+      expired = true;
+      yield "after";
+    }
+    const got: unknown[] = [];
+    await assert.rejects(
+      async () => {
+        for await (const m of endWhen(
+          changes(),
+          () => (expired ? new RpcError("UNAUTHENTICATED") : undefined),
+          () => () => {},
+          true,
+        ))
+          got.push(m);
+      },
+      (e: unknown) => e instanceof RpcError && e.reason === "UNAUTHENTICATED",
+    );
+    assert.deepEqual(got, ["before"]);
   });
 });

@@ -17,6 +17,11 @@ export async function* endWhen(
   source: AsyncIterable<unknown>,
   check: () => RpcError | undefined,
   subscribe: Subscribe,
+  /**
+   * Also checked before each message: for a check that turns on the time (an expiry),
+   * whose timer may run after a message made past it (a loaded event loop).
+   */
+  everyMessage = false,
 ): AsyncIterable<unknown> {
   const it = source[Symbol.asyncIterator]();
   let ended: RpcError | undefined;
@@ -41,7 +46,8 @@ export async function* endWhen(
               it.next().then(resolve, reject);
             });
       wake = undefined;
-      if (r === ENDED) throw ended ?? new RpcError("UNAUTHENTICATED");
+      if (r !== ENDED && !r.done && everyMessage) ended ??= check();
+      if (r === ENDED || ended !== undefined) throw ended ?? new RpcError("UNAUTHENTICATED");
       if (r.done) return;
       yield r.value;
     }
