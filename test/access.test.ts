@@ -14,20 +14,15 @@ import { AccessService } from "../src/gen/debvisor/v1/access_pb.js";
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
 import { createCsr } from "../src/pki/index.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 describe("access management through hvctl and AccessService", () => {
   let dir: string;
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const withToken = (token: string) =>
     openChannel({ ...admin, certPem: undefined, keyPem: undefined, bearer: token });
   const heartbeat = (ch: grpc.Client, node = "node-01") =>

@@ -13,13 +13,9 @@ import {
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
 import { agentStatus } from "./helpers/agent-status.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 /**
  * A migration between two agents is the source agent's job: it goes on
@@ -62,8 +58,7 @@ describe("a migration between agents outlives a control-plane crash", () => {
       file,
     ]);
   };
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const clients = () => {
     const ch = openChannel(resolveContext(join(dir, "hvctl.yaml")));
     return {

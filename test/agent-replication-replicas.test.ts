@@ -6,15 +6,10 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning } from "../src/client/index.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-  startReplica,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon, startReplica } from "./helpers/daemon-process.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { downloadTransfer, fakeTarget, storageSnapshots } from "./helpers/transfer-calls.js";
 
 const DATASET = "zfs:tank/node-a-vm-002-disk0";
@@ -37,8 +32,7 @@ describe("replication between agents on different control-plane replicas", async
   let second: DaemonProcess;
   const agents = new Map<string, AgentProcess>();
   const nodeDir = (node: string) => join(dir, node);
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const snapshotsOn = (node: string) => storageSnapshots(nodeDir(node), DATASET);
   const clusterConfig = {
     simulation: { enabled: false },

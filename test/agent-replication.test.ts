@@ -10,12 +10,8 @@ import * as grpc from "@grpc/grpc-js";
 import { hideIpSniWarning } from "../src/client/index.js";
 import { TransferChunkSchema } from "../src/gen/debvisor/v1/agent_pb.js";
 import { AGENT_BIN, enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { nodeChannel } from "./helpers/node-stream.js";
 import { downloadTransfer, fakeTarget, storageSnapshots } from "./helpers/transfer-calls.js";
 
@@ -28,8 +24,7 @@ describe("replication between two agents, relayed by the control plane", () => {
   let daemon: DaemonProcess;
   const agents = new Map<string, ChildProcess>();
 
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const nodeDir = (node: string) => join(dir, node);
   const channelOf = (node: string) => nodeChannel(daemon.grpcAddress, nodeDir(node));
   const storageFlags = ["--driver", "sim", "--storage", "sim"];

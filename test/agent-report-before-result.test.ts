@@ -8,12 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 describe("a VM operation's result on an agent's node", () => {
@@ -38,8 +33,7 @@ describe("a VM operation's result on an agent's node", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-report-first-"));
     daemon = await startDevDaemon(dir, { cluster: { heartbeatIntervalMs: 60_000 } });
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     const agentDir = await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-04");
     agent = startAgent(["--dir", agentDir, "--server", daemon.grpcAddress, "--driver", "sim"]);
     await agent.waitLog("connected to the control plane");

@@ -17,13 +17,9 @@ import type { ControlMessage } from "../src/gen/debvisor/v1/agent_pb.js";
 import type { RpcServer } from "../src/server/index.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import { startAgentServiceServer } from "./helpers/agent-service-server.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import type { TestPki } from "./helpers/pki.js";
 
 hideIpSniWarning();
@@ -44,8 +40,7 @@ describe("agents and a revoked server certificate", () => {
   /** What the rogue server was sent on any AgentService.Connect stream. */
   const sentToRogue: unknown[] = [];
   const agents: AgentProcess[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const run = (...servers: string[]) => {
     const a = startAgent([
       "--dir",

@@ -15,15 +15,10 @@ import { systemClock } from "../src/core/index.js";
 import { OperationKind } from "../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../src/store/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-  startReplica,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon, startReplica } from "./helpers/daemon-process.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
 
 hideIpSniWarning();
@@ -37,8 +32,7 @@ describe("a node's streams on two control-plane replicas", async () => {
   let first: DaemonProcess;
   let second: DaemonProcess;
   let store: KvStore;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-replica-streams-"));

@@ -34,13 +34,13 @@ import {
 } from "./helpers/agent-process.js";
 import {
   type DaemonProcess,
-  HVCTL_BIN,
   runProcess,
   startDevDaemon,
   startReplica,
 } from "./helpers/daemon-process.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { nodeChannel } from "./helpers/node-stream.js";
 import { startNotifySocket } from "./helpers/notify-socket.js";
 
@@ -74,10 +74,8 @@ describe("node agents on their stream", async () => {
   const agents: AgentProcess[] = [];
   const prefix = `/agents-${process.pid}/`;
 
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const agentCli = (...args: string[]) => runProcess(process.execPath, [AGENT_BIN, ...args]);
-  /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
   /** Enrolls `node` into dir/<node> with a one-time token from hvctl. */
   const enrollNode = (node: string) => enrollAgent(hvctl, daemon.grpcAddress, dir, node);
   const run = (node: string, ...extra: string[]) => {

@@ -21,14 +21,10 @@ import {
   records,
   register,
 } from "./helpers/audit-daemon.js";
-import {
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { startDaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary, testChannel } from "./helpers/grpc-client.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { runsAsRoot } from "./helpers/required-tools.js";
 
 describe("the audit trail of a running daemon", () => {
@@ -228,8 +224,7 @@ describe("the audit trail of a running daemon", () => {
   it("reads back through AuditService and hvctl audit search / tail / verify", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-audit-read-"));
     const d = await startDaemonProcess(devArgs(dir));
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     try {
       const admin = adminChannel(dir, d.grpcAddress);
       const audit = createServiceClient(AuditService, admin);

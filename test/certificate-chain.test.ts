@@ -14,14 +14,10 @@ import {
 import { NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { EnrollmentService } from "../src/gen/debvisor/v1/pki_pb.js";
 import { createCsr } from "../src/pki/index.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { callOutcome } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const failure = callOutcome;
 
@@ -30,8 +26,7 @@ describe("certificates: renewed once, revoked with everything derived from them,
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const pki = (ctx: ResolvedContext) => {
     const ch = openChannel(ctx);
     channels.push(ch);

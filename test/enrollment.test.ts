@@ -17,14 +17,10 @@ import {
 } from "../src/gen/grpc/reflection/v1/reflection_pb.js";
 import { createCsr } from "../src/pki/index.js";
 import { bundledBin } from "./helpers/bundled-bin.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDaemonProcess,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, runProcess, startDaemonProcess } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
 import { rawUnary } from "./helpers/grpc-client.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { nodeChannel } from "./helpers/node-stream.js";
 
 x509.cryptoProvider.set(webcrypto as never);
@@ -38,8 +34,7 @@ const register = (id: string) =>
 describe("joining the cluster with a one-time token", () => {
   let dir: string;
   let daemon: DaemonProcess;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const agent = (token: string, ...args: string[]) =>
     runProcess(process.execPath, [AGENT_BIN, ...args], { env: { DEBVISOR_ENROLL_TOKEN: token } });
   /** Runs debvisor-agent enroll against the daemon, the token in the environment. */

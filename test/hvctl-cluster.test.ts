@@ -3,13 +3,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 interface Check {
   name: string;
@@ -27,7 +23,7 @@ interface MigrationJson {
 }
 
 /**
- * Nodes, migration and failover through the built hvctl against one dev
+ * Nodes, migration and failover through hvctl (in this process) against one dev
  * daemon: node-03 is cut off from the start (its heartbeats stop; it fences
  * itself), so the cluster has a failed node to fail over from while
  * node-01 and node-02 carry the migrations.
@@ -35,10 +31,7 @@ interface MigrationJson {
 describe("hvctl: migration, drain and failover on the dev cluster", () => {
   let dir: string;
   let daemon: DaemonProcess;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args], {
-      env: { DEBVISOR_CONFIG: "", DEBVISOR_CONTEXT: "", DEBVISOR_SERVER: "", DEBVISOR_TOKEN: "" },
-    });
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const ok = async (...args: string[]) => {
     const r = await hvctl(...args);
     assert.equal(r.code, 0, `hvctl ${args.join(" ")}: ${r.stderr}`);

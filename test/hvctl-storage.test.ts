@@ -8,10 +8,10 @@ import {
   type DaemonProcess,
   devDaemonArgs,
   HVCTL_BIN,
-  runProcess,
   startDaemonProcess,
 } from "./helpers/daemon-process.js";
 import { eventually } from "./helpers/eventually.js";
+import { runHvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 interface Snapshot {
   ref: { snapshotName: string };
@@ -45,8 +45,9 @@ const SEND_SECONDS = 10;
 
 /**
  * hvctl's storage nouns (snapshot, replication, image) as an operator runs
- * them: the built binary as a child process against one dev-mode daemon,
- * whose simulated ZFS datasets, RBD images and replication jobs they work on.
+ * them against one dev-mode daemon, whose simulated ZFS datasets, RBD images
+ * and replication jobs they work on: hvctl in this process, and the built
+ * binary as a child process where two shells run at once (a run and a watch).
  */
 describe("hvctl storage commands against a dev daemon", () => {
   let daemon: DaemonProcess;
@@ -62,9 +63,7 @@ describe("hvctl storage commands against a dev daemon", () => {
   let rbd: string;
 
   const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", config, ...args], {
-      env: { HOME: home, DEBVISOR_CONTEXT: "", DEBVISOR_SERVER: "", DEBVISOR_TOKEN: "" },
-    });
+    runHvctlInProcess(["--config", config, ...args], { HOME: home });
   /** hvctl started in the background: what it printed so far, and how it ended. */
   const started = (...args: string[]) => {
     const proc = spawn(process.execPath, [HVCTL_BIN, "--config", config, ...args], {

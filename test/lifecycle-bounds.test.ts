@@ -19,14 +19,10 @@ import { MigrationState } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmOperationState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const GIB = 1024n ** 3n;
 /** Open watches one principal may hold (src/cluster/watch-quota.ts). */
@@ -51,8 +47,7 @@ describe("a tenant's lifecycle calls are bounded", () => {
       rateLimit: { perPrincipal: { ratePerSecond: 1000, burst: 1000 } },
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     const agentDir = await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-04");
     agent = startAgent(["--dir", agentDir, "--server", daemon.grpcAddress, "--driver", "sim"]);
     await agent.waitLog("connected to the control plane");
@@ -201,8 +196,7 @@ describe("operations waiting for a node are bounded under concurrent calls", () 
       rateLimit: { perPrincipal: { ratePerSecond: 1000, burst: 1000 } },
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     const agentDir = await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-05");
     // A domain the node had before the control plane knew it: reported, never adopted.
     agent = startAgent([

@@ -12,13 +12,9 @@ import { after, before, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { agentFiles, type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { devClients } from "./helpers/dev-clients.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const GIB = 1024n ** 3n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -29,8 +25,7 @@ describe("a node's reported migration URI", () => {
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
 
   /** Enrolls `id` and registers it, ready and roomy, with `uri` as its migration URI. */
   const registerWith = async (id: string, uri: string) => {

@@ -15,14 +15,10 @@ import { MigrationService } from "../src/gen/debvisor/v1/migration_pb.js";
 import { NodeReadiness, NodeService } from "../src/gen/debvisor/v1/node_pb.js";
 import { StorageService } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmService } from "../src/gen/debvisor/v1/vm_pb.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { callOutcome } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const CENTURY_S = 100n * 365n * 86_400n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -38,8 +34,7 @@ describe("nodes report only about themselves; the control plane owns the facts (
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const open = (ctx: ResolvedContext) => {
     const ch = openChannel(ctx);
     channels.push(ch);

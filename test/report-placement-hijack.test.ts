@@ -12,13 +12,9 @@ import type * as grpc from "@grpc/grpc-js";
 import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { agentContext, bearerContext, devClients } from "./helpers/dev-clients.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const GIB = 1024n ** 3n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -28,8 +24,7 @@ describe("a node certificate reporting a VM created on another node", () => {
   let daemon: DaemonProcess;
   let admin: ResolvedContext;
   const channels: grpc.Client[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const asNode = (agentDir: string) => devClients(agentContext(admin, agentDir), channels);
 
   before(async () => {

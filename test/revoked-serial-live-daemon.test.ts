@@ -15,15 +15,10 @@ import { after, before, describe, it } from "node:test";
 import { hideIpSniWarning } from "../src/client/index.js";
 import { serialKey } from "../src/core/index.js";
 import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-  startReplica,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon, startReplica } from "./helpers/daemon-process.js";
 import { startEtcd } from "./helpers/etcd-server.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 import { bareHello, nodeChannel, rawAgentStream } from "./helpers/node-stream.js";
 import { createTestPki } from "./helpers/pki.js";
 
@@ -39,8 +34,7 @@ describe("a revoked server certificate another live daemon still serves", async 
   let b: DaemonProcess;
   /** The certificate both serve at first. */
   let shared: string;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "dv-live-serials-"));

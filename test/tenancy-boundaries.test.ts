@@ -16,14 +16,10 @@ import {
 } from "../src/gen/debvisor/v1/storage_pb.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { agentContext, bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
+import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
 
 const GIB = 1024n ** 3n;
 const nowS = () => BigInt(Math.floor(Date.now() / 1000));
@@ -35,8 +31,7 @@ describe("tenant boundaries against a dev daemon", () => {
   const channels: grpc.Client[] = [];
   const clients = (ctx: ResolvedContext) => devClients(ctx, channels);
   let root: ReturnType<typeof clients>;
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const asTenant = async (principal: string, roles: string[], tenant: string) => {
     await root.access.setBinding({ principal, roles, tenant });
     const key = await root.access.createApiKey({ principal, roles, tenant });

@@ -14,12 +14,7 @@ import { StorageBackend } from "../src/gen/debvisor/v1/storage_pb.js";
 import { type VmInfo, VmOperationState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
 import { agentStatus } from "./helpers/agent-status.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
@@ -102,8 +97,7 @@ describe("VMs as desired state through hvctl", () => {
       rateLimit: { perPrincipal: { ratePerSecond: 100_000, burst: 100_000 } },
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     const agentDir = await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-04");
     agent = startAgent([
       ...["--dir", agentDir, "--server", daemon.grpcAddress, "--driver", "sim"],
@@ -493,8 +487,7 @@ describe("VMs as desired state through hvctl", () => {
 
   it("of many concurrent creates on a node with room for 3, accepts exactly 3; the rest are refused and write nothing", async (t) => {
     // A node of its own, whose free memory is all its capacity does not use.
-    const hvctl = (...args: string[]) =>
-      runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+    const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
     const other = startAgent([
       ...["--dir", await enrollAgent(hvctl, daemon.grpcAddress, dir, "node-05")],
       ...["--server", daemon.grpcAddress, "--driver", "sim", "--sim-vms", "1"],

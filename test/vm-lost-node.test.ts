@@ -14,12 +14,7 @@ import { type ResolvedContext, resolveContext } from "../src/client/index.js";
 import { NodeReadiness } from "../src/gen/debvisor/v1/node_pb.js";
 import { VmOperationState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./helpers/agent-process.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  runProcess,
-  startDevDaemon,
-} from "./helpers/daemon-process.js";
+import { type DaemonProcess, HVCTL_BIN, startDevDaemon } from "./helpers/daemon-process.js";
 import { callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
 import { hvctlInProcess } from "./helpers/hvctl-in-process.js";
@@ -37,9 +32,7 @@ describe("a VM whose node is gone, or that no node holds", () => {
   let admin: ResolvedContext;
   let agent: AgentProcess | undefined;
   const channels: grpc.Client[] = [];
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
-  const hvctlHere = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const agentArgs = () => [
     ...["--dir", join(dir, "node-04"), "--server", daemon.grpcAddress, "--driver", "sim"],
     ...["--sim-vms", "0"],
@@ -152,9 +145,9 @@ describe("a VM whose node is gone, or that no node holds", () => {
         timeoutMs: 30_000,
       },
     );
-    assert.equal((await hvctlHere("node", "cordon", "node-04")).code, 0);
+    assert.equal((await hvctl("node", "cordon", "node-04")).code, 0);
     // Removing it would leave the VM on no node: refused, saying which and what to do.
-    const refused = await hvctlHere("node", "remove", "node-04");
+    const refused = await hvctl("node", "remove", "node-04");
     assert.equal(refused.code, 1);
     assert.match(
       refused.stderr,
@@ -185,7 +178,7 @@ describe("a VM whose node is gone, or that no node holds", () => {
     const waiting = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-1" });
     assert.equal(waiting.state, VmOperationState.PENDING);
     // Said to be off, but not yet past its fence delay (it may be only paused): still waits.
-    assert.equal((await hvctlHere("node", "cordon", "node-04", "--out-of-service")).code, 0);
+    assert.equal((await hvctl("node", "cordon", "node-04", "--out-of-service")).code, 0);
     const early = await vms.deleteVm({ vmId: "orphan", force: true, requestId: "del-2" });
     // Past the delay it would be decided at once (below): this one was made before it.
     const downFor = Number((await nodes.getNode({ id: { id: "node-04" } })).summary?.notReadyForMs);

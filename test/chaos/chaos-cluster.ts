@@ -9,12 +9,12 @@ import { VmService } from "../../src/gen/debvisor/v1/vm_pb.js";
 import { AGENT_BIN, enrollAgent } from "../helpers/agent-process.js";
 import {
   type DaemonProcess,
-  HVCTL_BIN,
   onFreePort,
   runProcess,
   startDaemonProcess,
 } from "../helpers/daemon-process.js";
 import type { EtcdServer } from "../helpers/etcd-server.js";
+import { hvctlInProcess } from "../helpers/hvctl-in-process.js";
 import { CHAOS_TIMING } from "./chaos-bounds.js";
 
 /** Typed clients of one daemon. */
@@ -142,12 +142,7 @@ export async function startChaosCluster(
     };
   });
   const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [
-      HVCTL_BIN,
-      "--config",
-      join(daemonDirs[0] as string, "hvctl.yaml"),
-      ...args,
-    ]);
+    hvctlInProcess(join(daemonDirs[0] as string, "hvctl.yaml"), ...args);
   const agents = new Map<string, ChaosAgent>();
   for (const node of nodes) {
     const agentDir = await enrollAgent(hvctl, first.grpcAddress, dir, node);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { enroll } from "../../src/client/index.js";
 import { bundledBin } from "./bundled-bin.js";
 import { runProcess } from "./daemon-process.js";
 
@@ -56,20 +57,32 @@ export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = {})
   };
 }
 
+type Hvctl = (
+  ...args: string[]
+) => Promise<{ code: number | null; stdout: string; stderr: string }>;
+
+/** A one-time token for `node` from `hvctl token create`, and the CA fingerprint to pin. */
+async function enrollmentToken(
+  hvctl: Hvctl,
+  node: string,
+): Promise<{ token: string; caFingerprint: string }> {
+  const t = await hvctl("-o", "json", "token", "create", node);
+  assert.equal(t.code, 0, t.stderr);
+  return JSON.parse(t.stdout) as { token: string; caFingerprint: string };
+}
+
 /**
  * Runs `debvisor-agent enroll` of `node` into `agentDir` against the daemon
  * at `server`, with a one-time token from `hvctl token create` (run by
  * `hvctl`); resolves with how it ended.
  */
 export async function runEnroll(
-  hvctl: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+  hvctl: Hvctl,
   server: string,
   agentDir: string,
   node: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const t = await hvctl("-o", "json", "token", "create", node);
-  assert.equal(t.code, 0, t.stderr);
-  const { token, caFingerprint } = JSON.parse(t.stdout) as { token: string; caFingerprint: string };
+  const { token, caFingerprint } = await enrollmentToken(hvctl, node);
   return runProcess(
     process.execPath,
     [AGENT_BIN, "enroll", "--server", server, "--ca-fingerprint", caFingerprint, "--dir", agentDir],
@@ -77,15 +90,19 @@ export async function runEnroll(
   );
 }
 
-/** Enrolls `node` into `dir`/`node` ({@link runEnroll}); resolves with the agent's directory. */
+/**
+ * Enrolls `node` into `dir`/`node` as `debvisor-agent enroll` does (the same
+ * `enroll`, in this process: a test's set-up, where the program itself is not
+ * what is tested; {@link runEnroll} runs the program); resolves with the
+ * agent's directory.
+ */
 export async function enrollAgent(
-  hvctl: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }>,
+  hvctl: Hvctl,
   server: string,
   dir: string,
   node: string,
 ): Promise<string> {
   const agentDir = join(dir, node);
-  const r = await runEnroll(hvctl, server, agentDir, node);
-  assert.equal(r.code, 0, r.stderr);
+  await enroll({ server, ...(await enrollmentToken(hvctl, node)), dir: agentDir });
   return agentDir;
 }

@@ -12,15 +12,10 @@ import type { OperationKind } from "../../src/gen/debvisor/v1/agent_pb.js";
 import { createEtcdStore, type KvStore } from "../../src/store/index.js";
 import { type AgentProcess, enrollAgent, startAgent } from "./agent-process.js";
 import { agentStatus } from "./agent-status.js";
-import {
-  type DaemonProcess,
-  HVCTL_BIN,
-  onFreePort,
-  runProcess,
-  startDaemonProcess,
-} from "./daemon-process.js";
+import { type DaemonProcess, onFreePort, startDaemonProcess } from "./daemon-process.js";
 import type { EtcdServer } from "./etcd-server.js";
 import { eventually } from "./eventually.js";
+import { hvctlInProcess } from "./hvctl-in-process.js";
 
 /**
  * One control plane on etcd (restartable on the same port) and agent
@@ -122,8 +117,7 @@ export async function startFencingCluster(options: FencingClusterOptions): Promi
   const ops = createAgentOperations(store, systemClock);
   const agents = new Map<string, AgentProcess>();
   const shared = join(dir, "shared-storage");
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   const cluster: FencingCluster = {
     dir,
     store,

@@ -11,7 +11,8 @@ import {
   ControlMessageSchema,
 } from "../../src/gen/debvisor/v1/agent_pb.js";
 import { enrollAgent } from "./agent-process.js";
-import { type DaemonProcess, HVCTL_BIN, runProcess, startDevDaemon } from "./daemon-process.js";
+import { type DaemonProcess, startDevDaemon } from "./daemon-process.js";
+import { hvctlInProcess } from "./hvctl-in-process.js";
 
 const CONNECT = "/debvisor.v1.AgentService/Connect";
 
@@ -95,8 +96,7 @@ export async function daemonWithNode(
 ): Promise<{ dir: string; daemon: DaemonProcess; nodeDir: string }> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   const daemon = await startDevDaemon(dir, { simulation: { enabled: false }, ...config });
-  const hvctl = (...args: string[]) =>
-    runProcess(process.execPath, [HVCTL_BIN, "--config", join(dir, "hvctl.yaml"), ...args]);
+  const hvctl = (...args: string[]) => hvctlInProcess(join(dir, "hvctl.yaml"), ...args);
   await enrollAgent(hvctl, daemon.grpcAddress, dir, node);
   return { dir, daemon, nodeDir: join(dir, node) };
 }
