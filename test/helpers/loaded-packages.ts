@@ -9,7 +9,7 @@ export function packageFilesLoadedBy(entry: URL, name: string): string {
   const script = `
     await import(${JSON.stringify(entry.href)});
     const { createRequire } = await import("node:module");
-    const cache = createRequire(import.meta.url).cache;
+    const cache = createRequire(${JSON.stringify(entry.href)}).cache;
     process.stdout.write(Object.keys(cache).filter((k) => k.includes(${JSON.stringify(`/node_modules/${name}/`)})).join(","));
   `;
   return execFileSync(process.execPath, ["--input-type=module", "-e", script], {
