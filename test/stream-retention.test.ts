@@ -29,14 +29,17 @@ import { createTestPki, type TestPki } from "./helpers/pki.js";
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
-/** True once nothing but `ref` reaches its object: collected after the current job. */
-async function collected(ref: WeakRef<object>): Promise<boolean> {
+/** How many of `refs` still reach their object once the current job is over and collected. */
+async function stillHeld(...refs: WeakRef<object>[]): Promise<number> {
   for (let i = 0; i < 3; i++) {
     await new Promise((r) => setImmediate(r));
     gc();
   }
-  return ref.deref() === undefined;
+  return refs.filter((ref) => ref.deref() !== undefined).length;
 }
+
+/** True once nothing but `ref` reaches its object: collected after the current job. */
+const collected = async (ref: WeakRef<object>) => (await stillHeld(ref)) === 0;
 
 /** The message's content, weakly (a local would keep the last one reachable). */
 function innerOf(ref: WeakRef<AgentMessage>): WeakRef<object> {
@@ -262,9 +265,11 @@ describe("a long-lived stream between two messages", () => {
       }
       agent.send(heartbeat("n1", 0, 1));
       await eventually(() => assert.ok(agent.received.some((m) => m.kind.case === "leaseRenewed")));
-      let held = 0;
-      for (const r of reports) if (!(await collected(r))) held++;
-      assert.equal(held, 0, "reports of operations this stream never had are not kept");
+      assert.equal(
+        await stillHeld(...reports),
+        0,
+        "reports of operations this stream never had are not kept",
+      );
     } finally {
       await agent.close();
       close();
