@@ -52,6 +52,7 @@ export {
 export { attachEncoding, preEncoded } from "./pre-encoded.js";
 export type { Reason, ReasonSpec } from "./reasons.js";
 export { allReasons, REASONS } from "./reasons.js";
+export { createRecencyMap, type RecencyMap } from "./recency-map.js";
 export { type RepeatLimits, repeatLimitedLogger } from "./repeat-limited-log.js";
 export type { FieldViolation } from "./request-validator.js";
 export { validateMessage } from "./request-validator.js";

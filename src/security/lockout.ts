@@ -1,4 +1,4 @@
-import type { Clock } from "../core/index.js";
+import { type Clock, createRecencyMap } from "../core/index.js";
 
 /** Options of {@link createLockout}. */
 export interface LockoutOptions {
@@ -74,22 +74,21 @@ export function createLockout(options: LockoutOptions): Lockout {
 
 /** A map of failure times per key, least recently touched first, with stale entries dropped. */
 function boundedCounter(maxEntries: number, windowMs: number) {
-  const entries = new Map<string, Entry>();
+  const entries = createRecencyMap<string, Entry>();
   const prune = (now: number) => {
     // Oldest first: stop at the first entry still live.
-    for (const [key, e] of entries) {
+    for (let first = entries.oldest(); first !== undefined; first = entries.oldest()) {
+      const e = first[1];
       const last = e.failures[e.failures.length - 1] ?? 0;
       if (last > now - windowMs || e.lockedUntil > now) break;
-      entries.delete(key);
+      entries.dropOldest();
     }
   };
   const touch = (key: string, now: number): Entry => {
     prune(now);
-    let entry = entries.get(key);
-    if (entry !== undefined) entries.delete(key);
-    else entry = { failures: [], lockedUntil: 0 };
-    entries.set(key, entry);
-    if (entries.size > maxEntries) entries.delete(entries.keys().next().value as string);
+    const entry = entries.get(key) ?? { failures: [], lockedUntil: 0 };
+    entries.touch(key, entry);
+    if (entries.size > maxEntries) entries.dropOldest();
     entry.failures = entry.failures.filter((t) => t > now - windowMs);
     entry.failures.push(now);
     // Keep no more times than a decision needs.

@@ -1,4 +1,4 @@
-import type { Clock } from "../core/index.js";
+import { type Clock, createRecencyMap } from "../core/index.js";
 
 /** A token bucket's shape: refill rate and burst size. */
 export interface BucketLimit {
@@ -31,20 +31,19 @@ export interface RateLimiter {
  * with a full bucket, which only ever favours a caller that was idle longest.
  */
 export function createRateLimiter(clock: Clock, maxKeys = 100_000): RateLimiter {
-  const buckets = new Map<string, { tokens: number; at: number }>();
+  const buckets = createRecencyMap<string, { tokens: number; at: number }>();
   return {
     take(key, cost, limit) {
       const now = clock.now();
       let b = buckets.get(key);
       if (b === undefined) {
         b = { tokens: limit.burst, at: now };
-        if (buckets.size >= maxKeys) buckets.delete(buckets.keys().next().value as string);
+        if (buckets.size >= maxKeys) buckets.dropOldest();
       } else {
-        buckets.delete(key);
         b.tokens = Math.min(limit.burst, b.tokens + ((now - b.at) / 1000) * limit.ratePerSecond);
         b.at = now;
       }
-      buckets.set(key, b);
+      buckets.touch(key, b);
       if (b.tokens >= cost) {
         b.tokens -= cost;
         return { allowed: true, retryAfterMs: 0 };

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { createRecencyMap } from "./recency-map.js";
+
+type Op =
+  | { op: "touch"; key: number; value: number }
+  | { op: "delete"; key: number }
+  | { op: "get"; key: number }
+  | { op: "oldest" }
+  | { op: "dropOldest" };
+
+const key = fc.integer({ min: 0, max: 7 });
+const ops = fc.array(
+  fc.oneof(
+    fc.record({ op: fc.constant("touch" as const), key, value: fc.integer() }),
+    fc.record({ op: fc.constant("delete" as const), key }),
+    fc.record({ op: fc.constant("get" as const), key }),
+    fc.record({ op: fc.constant("oldest" as const) }),
+    fc.record({ op: fc.constant("dropOldest" as const) }),
+  ),
+  { maxLength: 200 },
+);
+
+describe("recency map", () => {
+  it("answers as a plain Map re-inserted on every touch, whatever the sequence", () => {
+    fc.assert(
+      fc.property(ops, (sequence: Op[]) => {
+        const model = new Map<number, number>();
+        const map = createRecencyMap<number, number>();
+        for (const step of sequence) {
+          const first = model.entries().next();
+          const modelOldest = first.done === true ? undefined : first.value;
+          switch (step.op) {
+            case "touch":
+              model.delete(step.key);
+              model.set(step.key, step.value);
+              map.touch(step.key, step.value);
+              break;
+            case "delete":
+              assert.equal(map.delete(step.key), model.delete(step.key));
+              break;
+            case "get":
+              assert.equal(map.get(step.key), model.get(step.key));
+              break;
+            case "oldest":
+              assert.deepEqual(map.oldest(), modelOldest);
+              break;
+            case "dropOldest":
+              if (modelOldest !== undefined) model.delete(modelOldest[0]);
+              map.dropOldest();
+              break;
+          }
+          assert.equal(map.size, model.size);
+        }
+        assert.deepEqual(map.oldest(), model.entries().next().value);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("keeps the oldest of a full map after many evictions", () => {
+    const map = createRecencyMap<string, number>();
+    for (let i = 0; i < 1000; i++) map.touch(`k${i}`, i);
+    for (let i = 1000; i < 5000; i++) {
+      map.dropOldest();
+      map.touch(`k${i}`, i);
+      // Touching the oldest moves it to the end; the next one is the oldest now.
+      if (i % 7 === 0) {
+        const first = map.oldest();
+        assert.ok(first !== undefined);
+        map.touch(first[0], first[1]);
+      }
+    }
+    assert.equal(map.size, 1000);
+    const seen: number[] = [];
+    for (let first = map.oldest(); first !== undefined; first = map.oldest()) {
+      seen.push(first[1]);
+      map.dropOldest();
+    }
+    assert.equal(seen.length, 1000);
+    assert.equal(map.oldest(), undefined);
+    map.touch("again", 1);
+    assert.deepEqual(map.oldest(), ["again", 1]);
+  });
+});
