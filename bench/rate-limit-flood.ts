@@ -1,6 +1,7 @@
 // A flood of distinct identities against a full rate limiter: what each new
 // caller costs once the limiter holds its bound (100,000 buckets) and drops
-// the least recently used one for it. "this" is the daemon's limiter
+// the least recently used one for it, and what a call of one of 50 known
+// callers costs after it. "this" is the daemon's limiter
 // (src/security/rate-limiter.ts, on the recency map of src/core); "plain
 // Map" is the same limiter dropping its oldest bucket with
 // `map.keys().next()`, as it did before 7 December 2026. Variants alternate
@@ -43,23 +44,35 @@ function thisTake() {
   return (key: string) => void limiter.take(key, 1, limit);
 }
 
-/** µs per call of the flood's callers, once the limiter is full. */
-function flood(take: (key: string) => void): number {
+/**
+ * µs per call, once the limiter is full: of the flood's new callers, then of
+ * 50 known callers calling in turn (each call moves its bucket to the end).
+ */
+function flood(take: (key: string) => void): { flood: number; known: number } {
   for (let i = 0; i < BOUND; i++) take(`fill-${i}`);
   const t0 = performance.now();
   for (let i = 0; i < CALLERS; i++) take(`caller-${i}`);
-  return ((performance.now() - t0) * 1000) / CALLERS;
+  const t1 = performance.now();
+  for (let i = 0; i < CALLERS; i++) take(`caller-${CALLERS - 1 - (i % 50)}`);
+  const t2 = performance.now();
+  return { flood: ((t1 - t0) * 1000) / CALLERS, known: ((t2 - t1) * 1000) / CALLERS };
 }
 
 const variants = { "plain Map": plainMapTake, this: thisTake };
 const names = Object.keys(variants) as (keyof typeof variants)[];
-const results = new Map<string, number[]>(names.map((n) => [n, []]));
+const results = new Map(names.map((n) => [n, { flood: [] as number[], known: [] as number[] }]));
 for (let round = 0; round < ROUNDS; round++) {
   const order = round % 2 === 0 ? names : [...names].reverse();
-  for (const name of order) results.get(name)?.push(flood(variants[name]()));
+  for (const name of order) {
+    const r = flood(variants[name]());
+    results.get(name)?.flood.push(r.flood);
+    results.get(name)?.known.push(r.known);
+  }
 }
-console.log(`${CALLERS} new callers against a full limiter (${BOUND} buckets), ${ROUNDS} rounds`);
-for (const [name, us] of results)
-  console.log(
-    `${name.padEnd(10)} ${median(us).toFixed(2)} µs a call (${us.map((u) => u.toFixed(2)).join(", ")})`,
-  );
+const show = (us: number[]) =>
+  `${median(us).toFixed(2)} µs a call (${us.map((u) => u.toFixed(2)).join(", ")})`;
+console.log(`A limiter full at ${BOUND} buckets, ${CALLERS} calls each, ${ROUNDS} rounds`);
+for (const [name, r] of results) {
+  console.log(`${name.padEnd(10)} new callers: ${show(r.flood)}`);
+  console.log(`${name.padEnd(10)} 50 known callers in turn: ${show(r.known)}`);
+}

@@ -1,15 +1,17 @@
 /**
  * A Map kept in recency order (`touch` makes an entry the newest) whose
- * oldest entry is found in constant time however many were dropped before.
+ * oldest entry is found and dropped in constant time: a Map of nodes on a
+ * doubly linked list, oldest first.
  *
- * `map.keys().next()` on a plain Map walks over every entry deleted from its
- * front since the table was last rebuilt: V8 leaves a hole per delete until
- * the table fills. A rate limiter full at 100,000 buckets that dropped its
- * oldest that way spent 32 µs on each new caller of a flood, against 1.8 µs
- * on this map (`node dist/bench/rate-limit-flood.js`, 7 December 2026), and
- * the lockout, which also counts every unauthenticated caller's guesses,
- * paid it twice. Here one iterator stays open and only moves forward: each
- * hole is passed once.
+ * A plain Map in recency order (delete then set) finds its oldest entry with
+ * `map.keys().next()`, which walks over every entry deleted from the front
+ * since V8 last rebuilt the table. A rate limiter full at 100,000 buckets
+ * that dropped its oldest that way spent 31 µs on each new caller of a flood
+ * against 2 µs here (`node dist/bench/rate-limit-flood.js`, 7 December
+ * 2026), and the lockout, which also counts every unauthenticated caller's
+ * guesses, paid it twice. A long-lived iterator on the Map avoids the walk
+ * but keeps every table V8 rebuilt alive until it moves, which it does only
+ * when the map is full: memory grew with every call of a few busy callers.
  */
 export interface RecencyMap<K, V> {
   get(key: K): V | undefined;
@@ -23,46 +25,56 @@ export interface RecencyMap<K, V> {
   readonly size: number;
 }
 
+interface Node<K, V> {
+  readonly key: K;
+  value: V;
+  older: Node<K, V> | undefined;
+  newer: Node<K, V> | undefined;
+}
+
 export function createRecencyMap<K, V>(): RecencyMap<K, V> {
-  const map = new Map<K, V>();
-  // Every entry before the cursor has been deleted, but `head`: the cursor's
-  // last answer, still the oldest while it is neither touched nor deleted.
-  let cursor = map.entries();
-  let head: [K, V] | undefined;
-  const forget = (key: K) => {
-    if (head !== undefined && head[0] === key) head = undefined;
+  const nodes = new Map<K, Node<K, V>>();
+  let oldest: Node<K, V> | undefined;
+  let newest: Node<K, V> | undefined;
+  const unlink = (node: Node<K, V>) => {
+    if (node.older === undefined) oldest = node.newer;
+    else node.older.newer = node.newer;
+    if (node.newer === undefined) newest = node.older;
+    else node.newer.older = node.older;
+    node.older = undefined;
+    node.newer = undefined;
   };
-  const oldest = (): [K, V] | undefined => {
-    if (head !== undefined) return head;
-    let next = cursor.next();
-    // A finished iterator stays finished: the map was empty, so start again.
-    if (next.done === true) {
-      cursor = map.entries();
-      next = cursor.next();
-    }
-    head = next.done === true ? undefined : next.value;
-    return head;
+  const remove = (key: K): boolean => {
+    const node = nodes.get(key);
+    if (node === undefined) return false;
+    unlink(node);
+    nodes.delete(key);
+    return true;
   };
   return {
-    get: (key) => map.get(key),
+    get: (key) => nodes.get(key)?.value,
     touch(key, value) {
-      forget(key);
-      map.delete(key);
-      map.set(key, value);
+      let node = nodes.get(key);
+      if (node === undefined) {
+        node = { key, value, older: undefined, newer: undefined };
+        nodes.set(key, node);
+      } else {
+        node.value = value;
+        if (node === newest) return;
+        unlink(node);
+      }
+      node.older = newest;
+      if (newest === undefined) oldest = node;
+      else newest.newer = node;
+      newest = node;
     },
-    delete(key) {
-      forget(key);
-      return map.delete(key);
-    },
-    oldest,
+    delete: remove,
+    oldest: () => (oldest === undefined ? undefined : [oldest.key, oldest.value]),
     dropOldest() {
-      const first = oldest();
-      if (first === undefined) return;
-      head = undefined;
-      map.delete(first[0]);
+      if (oldest !== undefined) remove(oldest.key);
     },
     get size() {
-      return map.size;
+      return nodes.size;
     },
   };
 }
