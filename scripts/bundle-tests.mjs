@@ -13,6 +13,11 @@
 // the same bundled or not. Left outside, as in the programs' bundles
 // (scripts/bundle-bins.mjs): better-sqlite3 (a native addon), etcd3 (loaded
 // on first use), and the browser drivers, which find their own files.
+// Bundled CommonJS packages have no __dirname: the two that use it (pino's
+// transports, grpc-js's channelz) are not reached by the code. Failures point
+// into the bundles; `node --enable-source-maps --test <bundle>` shows the
+// TypeScript lines. Each run replaces dist/bundled-tests/ whole, so two test
+// runs in one checkout at once get in each other's way.
 import { readdirSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -36,19 +41,20 @@ export function compiledTestFiles(dir = "dist") {
 /** dist/x/y.test.js -> dist/bundled-tests/x/y.test.js */
 export const bundledPath = (file) => join(BUNDLED_TESTS_DIR, file.replace(/^dist\//, ""));
 
-/** Each compiled module's `import.meta.url` becomes its own file's URL, written in. */
+// Each compiled module starts with a constant holding its own file's URL, and
+// `define` makes every `import.meta.url` in the code (not in strings or
+// comments) that constant, which esbuild renames module by module. A bundled
+// package using import.meta.url would find no such constant and throw: none
+// does today.
+const OWN_URL = "__dvImportMetaUrl";
 const ownImportMetaUrl = {
   name: "own-import-meta-url",
   setup(b) {
-    b.onLoad({ filter: /\/dist\/.*\.js$/ }, async (args) => {
-      const source = await readFile(args.path, "utf8");
-      const url = JSON.stringify(pathToFileURL(args.path).href);
-      return {
-        contents: source.replaceAll("import.meta.url", url),
-        loader: "js",
-        resolveDir: dirname(args.path),
-      };
-    });
+    b.onLoad({ filter: /\/dist\/.*\.js$/ }, async (args) => ({
+      contents: `const ${OWN_URL} = ${JSON.stringify(pathToFileURL(args.path).href)};\n${await readFile(args.path, "utf8")}`,
+      loader: "js",
+      resolveDir: dirname(args.path),
+    }));
   },
 };
 
@@ -75,6 +81,7 @@ export async function bundleTests(files) {
     sourcemap: "linked",
     legalComments: "none",
     logLevel: "warning",
+    define: { "import.meta.url": OWN_URL },
     plugins: [ownImportMetaUrl],
   });
 }
