@@ -4,8 +4,8 @@
 // these. Node 20 has no compile cache, and every test file is its own
 // process: loaded file by file, a test that starts a daemon in its process
 // spent about 0.5 s more CPU than bundled (7 December 2026, `node --test` of
-// test/access.test.js, 3.4-3.5 s against 2.8-3.1 s of CPU; see the README's
-// figures for the whole suite). A test file runs as tsc wrote it too:
+// test/access.test.js, 3.75 and 3.96 s against 2.96 and 3.41 s of CPU; see
+// the README's figures for the whole suite). A test file runs as tsc wrote it too:
 // `node --test dist/test/x.test.js`.
 //
 // Every module keeps its own import.meta.url (the file tsc wrote), so paths
