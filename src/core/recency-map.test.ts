@@ -72,26 +72,36 @@ describe("recency map", () => {
     );
   });
 
-  it("keeps the oldest of a full map after many evictions", () => {
+  it("drains a full map oldest first, in touch order, after many evictions", () => {
     const map = createRecencyMap<string, number>();
-    for (let i = 0; i < 1000; i++) map.touch(`k${i}`, i);
+    // The order a plain Map keeps when every touch deletes and re-inserts the key.
+    const model = new Map<string, number>();
+    const touch = (k: string, v: number) => {
+      map.touch(k, v);
+      model.delete(k);
+      model.set(k, v);
+    };
+    for (let i = 0; i < 1000; i++) touch(`k${i}`, i);
     for (let i = 1000; i < 5000; i++) {
       map.dropOldest();
-      map.touch(`k${i}`, i);
+      model.delete(model.keys().next().value as string);
+      touch(`k${i}`, i);
       // Touching the oldest moves it to the end; the next one is the oldest now.
       if (i % 7 === 0) {
         const first = map.oldest();
         assert.ok(first !== undefined);
-        map.touch(first[0], first[1]);
+        touch(first[0], first[1]);
       }
+      // A key in the middle, touched again, goes last too.
+      if (i % 11 === 0) touch(`k${i - 500}`, -i);
     }
     assert.equal(map.size, 1000);
-    const seen: number[] = [];
+    const seen: [string, number][] = [];
     for (let first = map.oldest(); first !== undefined; first = map.oldest()) {
-      seen.push(first[1]);
+      seen.push(first);
       map.dropOldest();
     }
-    assert.equal(seen.length, 1000);
+    assert.deepEqual(seen, [...model.entries()]);
     assert.equal(map.oldest(), undefined);
     map.touch("again", 1);
     assert.deepEqual(map.oldest(), ["again", 1]);
