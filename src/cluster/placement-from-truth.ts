@@ -1,12 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { msFromTimestamp } from "../core/index.js";
-import {
-  FailoverRecordSchema,
-  type StaleCopy,
-  StaleCopySchema,
-  type VmRecord,
-  VmRecordSchema,
-} from "../gen/debvisor/store/v1/records_pb.js";
+import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
@@ -59,10 +53,7 @@ export interface PlacementReconcilerDeps {
  * record was settled as failed, then the arrived copy stopped). The
  * placement moves to B with a new generation, so any start still on its way
  * to A is refused by the fencing token and B's start takes the disks' locks
- * from A. The placement also moves when A holds the VM stopped while B's
- * copy runs and refused its removal ({@link runsOnlyElsewhere}); A's copy is
- * then recorded as the stale one, so A's reports cannot take the VM back
- * before B reports it, and the conflict cleanup removes it.
+ * from A.
  *
  * Only when every fact holds in one transaction with the controller's
  * election: the VM record and A's node record unchanged since read, no
@@ -112,13 +103,10 @@ async function adoptOne(
   // there: a copy elsewhere is not taken for it (a stolen node certificate could report one).
   if (!mayTakePlacement(rec, copy.nodeId)) return false;
   const placed = await deps.inventory.readNode(rec.nodeId, signal);
-  if (placed === undefined) return false;
+  if (placed === undefined || placed.vms.some((v) => v.id === rec.id)) return false;
   const ready = placed.summary.readiness === NodeReadiness.READY;
   const fenced = !ready && placed.liveness.pastFenceDelay;
   if (!ready && !fenced) return false;
-  const placedCopy = placed.vms.find((v) => v.id === rec.id);
-  if (placedCopy !== undefined && !(ready && runsOnlyElsewhere(rec, copy, placedCopy.state)))
-    return false;
   const holder = await deps.inventory.getNode(copy.nodeId, signal);
   if (holder?.summary.readiness !== NodeReadiness.READY) return false;
   if (ready) {
@@ -130,25 +118,7 @@ async function adoptOne(
     }
     if (reportMs <= first.reportMs) return false;
   }
-  // The placed node's stopped copy is a stale one from now on, known as such: its report
-  // cannot take the VM back before the new node reports it, and the cleanup removes it.
-  const change = placementChange(
-    rec.id,
-    { rec, rev: got.modRevision },
-    copy.nodeId,
-    placedCopy === undefined
-      ? {}
-      : {
-          staleCopies: [
-            ...rec.staleCopies,
-            create(StaleCopySchema, {
-              nodeId: rec.nodeId,
-              generation: rec.generation,
-              state: placedCopy.state,
-            }),
-          ],
-        },
-  );
+  const change = placementChange(rec.id, { rec, rev: got.modRevision }, copy.nodeId);
   const marked = copy.state !== VmState.RUNNING && !askedToStop(rec);
   const compares: Compare[] = [
     deps.elected(),
@@ -174,31 +144,6 @@ async function adoptOne(
     marked,
   });
   return true;
-}
-
-/**
- * Whether the VM runs only on the node of its one stale copy while its
- * placed node holds it stopped: the control plane wants it running (managed,
- * not asked to stop), the placed node's copy is stopped, and the other
- * node's copy runs and refused its removal under the VM's current
- * generation (it runs under a generation not older, or holds the VM's
- * disks' locks). Seen in chaos (seed 105): a failover's recover, given
- * before the failover was settled as interrupted and the VM placed back,
- * ran late on its target and took the disks' locks, fencing the copy its
- * placed node had started again; nothing else moves the placement to the
- * copy that runs. A VM its tenant stopped, or an unmanaged one, is never
- * taken this way (a stolen node certificate refusing a removal would draw
- * any stopped VM to its node).
- */
-function runsOnlyElsewhere(rec: VmRecord, copy: StaleCopy, placedState: VmState): boolean {
-  return (
-    rec.managed &&
-    rec.desiredState === VmState.RUNNING &&
-    placedState === VmState.STOPPED &&
-    copy.state === VmState.RUNNING &&
-    copy.removalRefused &&
-    copy.refusedGeneration === rec.generation
-  );
 }
 
 /** The put that marks the VM lost running, while its failover record is as read. */
