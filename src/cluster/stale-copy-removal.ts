@@ -7,6 +7,7 @@ import {
   type VmRecord,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
+import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   encodeMessage,
@@ -178,7 +179,12 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
           ...rec,
           staleCopies: rec.staleCopies.map((c) =>
             c.nodeId === nodeId
-              ? create(StaleCopySchema, { ...c, removalRefused: false, refusedGeneration: 0n })
+              ? create(StaleCopySchema, {
+                  ...c,
+                  removalRefused: false,
+                  refusedGeneration: 0n,
+                  refusedState: VmState.UNSPECIFIED,
+                })
               : c,
           ),
         })
@@ -316,12 +322,15 @@ async function send(
  * later one): a refusal answers that generation only, and a copy whose VM
  * has moved on since is sent a removal carrying the new one. A refusal
  * recorded before its generation was (0: generations start above it) holds
- * as it did then.
+ * as it did then. A refusal of a running copy no longer holds once the copy
+ * is reported stopped (another node's start under a newer generation took
+ * its disks' locks): its node is asked again, and decides again.
  */
 export function refusalHolds(copy: StaleCopy, rec: VmRecord): boolean {
   return (
     copy.removalRefused &&
-    (copy.refusedGeneration === 0n || copy.refusedGeneration >= rec.generation)
+    (copy.refusedGeneration === 0n || copy.refusedGeneration >= rec.generation) &&
+    !(copy.refusedState === VmState.RUNNING && copy.state === VmState.STOPPED)
   );
 }
 
@@ -353,6 +362,7 @@ async function markRefused(
                     ...c,
                     removalRefused: true,
                     refusedGeneration: generation,
+                    refusedState: c.state,
                   })
                 : c,
             ),
