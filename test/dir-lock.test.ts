@@ -97,6 +97,9 @@ function spawnStarter(
       process.setgid(${o.uid ?? -1});
       process.setuid(${o.uid ?? -1});
     }
+    // Asleep until just before the start (racers spinning for a second starved the machine),
+    // then a spin to meet it to the millisecond.
+    await new Promise((r) => setTimeout(r, ${o.startMs ?? 0} - Date.now() - 20));
     while (Date.now() < ${o.startMs ?? 0});
     let lock;
     try {
