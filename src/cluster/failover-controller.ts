@@ -151,12 +151,6 @@ export function startFailoverController(options: FailoverControllerOptions): Fai
     inventory: options.inventory,
     elected: leadership.elected,
     decide: decisions.adopted,
-    // Not a decision of its own: the HA restore's start, which follows, is told and audited.
-    startHere: (d) =>
-      logger.info(
-        { vm: d.vmId, node: d.node, elsewhere: d.elsewhere },
-        "ha vm stopped at its placement while a copy elsewhere runs: to start again there",
-      ),
   });
 
   const pass = createFailoverPass({

@@ -1,16 +1,18 @@
+import { create } from "@bufbuild/protobuf";
 import { msFromTimestamp } from "../core/index.js";
-import { VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
+import { FailoverRecordSchema, VmRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
 import { VmState } from "../gen/debvisor/v1/vm_pb.js";
-import { type Compare, getMessage, type KvStore, type TxnOp } from "../store/index.js";
+import {
+  type Compare,
+  encodeMessage,
+  getMessage,
+  type KvStore,
+  type TxnOp,
+} from "../store/index.js";
+import { FAILOVER_RECORDS } from "./ha-restore.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-records.js";
-import {
-  markLost,
-  markToStartHere,
-  runsOnlyElsewhere,
-  type StartAtPlacement,
-} from "./start-at-placement.js";
 import { mayTakePlacement, placementChange } from "./vm-placement.js";
 import { askedToStop } from "./vm-records.js";
 
@@ -39,8 +41,6 @@ export interface PlacementReconcilerDeps {
   /** The controller's election key as it was when this process was elected. */
   readonly elected: () => Compare;
   readonly decide: (d: AdoptedPlacement) => void;
-  /** Told each HA VM marked to start again at its placement (start-at-placement.ts). */
-  readonly startHere?: (d: StartAtPlacement) => void;
 }
 
 /**
@@ -66,9 +66,6 @@ export interface PlacementReconcilerDeps {
  * messages in order, so it was built after any start or recover result A
  * sent before it. A record bumped by anything else (a cordon, a
  * re-registration, a report refused as from the future) is no evidence.
- * The same evidence is asked of a placed node that holds an HA VM stopped
- * while the one copy elsewhere runs: never moved, it is marked to start
- * again where it is placed (start-at-placement.ts).
  */
 export function createPlacementReconciler(deps: PlacementReconcilerDeps): {
   pass(signal: AbortSignal): Promise<void>;
@@ -88,7 +85,7 @@ export function createPlacementReconciler(deps: PlacementReconcilerDeps): {
   };
 }
 
-/** One VM's look; true when its placement moved, or it was marked to start again where placed. */
+/** One VM's look; true when its placement moved. */
 async function adoptOne(
   deps: PlacementReconcilerDeps,
   firstSeen: Map<string, { rev: number; node: string; reportMs: number }>,
@@ -102,18 +99,13 @@ async function adoptOne(
   // A copy being removed is going; one whose node refused its removal is not.
   if (copy === undefined || copy.nodeId === rec.nodeId) return false;
   if (copy.cleanupSent && !copy.removalRefused) return false;
-  const placed = await deps.inventory.readNode(rec.nodeId, signal);
-  if (placed === undefined) return false;
-  const ready = placed.summary.readiness === NodeReadiness.READY;
-  const fenced = !ready && placed.liveness.pastFenceDelay;
-  // The placed node holds the VM: it stays there, started again if it is stopped there
-  // while the copy elsewhere runs (start-at-placement.ts).
-  const placedCopy = placed.vms.find((v) => v.id === rec.id);
-  if (placedCopy !== undefined && !(ready && runsOnlyElsewhere(rec, copy, placedCopy)))
-    return false;
   // A placement its node never reported (a create that has not run there) is no VM lost
   // there: a copy elsewhere is not taken for it (a stolen node certificate could report one).
-  if (placedCopy === undefined && !mayTakePlacement(rec, copy.nodeId)) return false;
+  if (!mayTakePlacement(rec, copy.nodeId)) return false;
+  const placed = await deps.inventory.readNode(rec.nodeId, signal);
+  if (placed === undefined || placed.vms.some((v) => v.id === rec.id)) return false;
+  const ready = placed.summary.readiness === NodeReadiness.READY;
+  const fenced = !ready && placed.liveness.pastFenceDelay;
   if (!ready && !fenced) return false;
   const holder = await deps.inventory.getNode(copy.nodeId, signal);
   if (holder?.summary.readiness !== NodeReadiness.READY) return false;
@@ -125,18 +117,6 @@ async function adoptOne(
       return false;
     }
     if (reportMs <= first.reportMs) return false;
-  }
-  if (placedCopy !== undefined) {
-    const read = { rec, rev: got.modRevision };
-    if (!(await markToStartHere(deps.store, read, [deps.elected(), placed.unchanged], signal)))
-      return false;
-    deps.startHere?.({
-      vmId: rec.id,
-      tenant: rec.tenant,
-      node: rec.nodeId,
-      elsewhere: copy.nodeId,
-    });
-    return true;
   }
   const change = placementChange(rec.id, { rec, rev: got.modRevision }, copy.nodeId);
   const marked = copy.state !== VmState.RUNNING && !askedToStop(rec);
@@ -164,4 +144,32 @@ async function adoptOne(
     marked,
   });
   return true;
+}
+
+/** The put that marks the VM lost running, while its failover record is as read. */
+async function markLost(
+  store: KvStore,
+  vmId: string,
+  signal: AbortSignal,
+): Promise<{ compare: Compare; op: TxnOp }> {
+  const key = FAILOVER_RECORDS + vmId;
+  const got = await getMessage(store, FailoverRecordSchema, key, { signal });
+  const rec = got?.message ?? create(FailoverRecordSchema, { vmId });
+  return {
+    compare: { key, modRevision: got?.modRevision ?? 0 },
+    op: {
+      type: "put",
+      key,
+      value: encodeMessage(
+        FailoverRecordSchema,
+        // The holder's report that shows it stopped is the evidence: no stamp to wait past.
+        create(FailoverRecordSchema, {
+          ...rec,
+          lostRunning: true,
+          lostReportNode: "",
+          lostReportMs: 0n,
+        }),
+      ),
+    },
+  };
 }

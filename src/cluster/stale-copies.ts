@@ -5,7 +5,7 @@ import {
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { NodeReadiness } from "../gen/debvisor/v1/node_pb.js";
-import { type VmInfo, VmState } from "../gen/debvisor/v1/vm_pb.js";
+import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore, LOST, retryWhileLost } from "../store/index.js";
 import type { Inventory } from "./inventory.js";
 import type { VmRecords } from "./vm-records.js";
@@ -70,7 +70,6 @@ export function createStaleCopies(store: KvStore, vmRecords: VmRecords): StaleCo
               cleanupSent: prev?.cleanupSent ?? false,
               removalRefused: prev?.removalRefused ?? false,
               refusedGeneration: prev?.refusedGeneration ?? 0n,
-              refusedState: prev?.refusedState ?? VmState.UNSPECIFIED,
               state: vm.state,
             });
             const others = rec.staleCopies.filter((c) => c.nodeId !== nodeId);

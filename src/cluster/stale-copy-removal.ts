@@ -7,7 +7,6 @@ import {
   type VmRecord,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
-import { VmState } from "../gen/debvisor/v1/vm_pb.js";
 import {
   type Compare,
   encodeMessage,
@@ -179,12 +178,7 @@ export function createStaleCopyRemover(deps: StaleCopyRemoverDeps): StaleCopyRem
           ...rec,
           staleCopies: rec.staleCopies.map((c) =>
             c.nodeId === nodeId
-              ? create(StaleCopySchema, {
-                  ...c,
-                  removalRefused: false,
-                  refusedGeneration: 0n,
-                  refusedState: VmState.UNSPECIFIED,
-                })
+              ? create(StaleCopySchema, { ...c, removalRefused: false, refusedGeneration: 0n })
               : c,
           ),
         })
@@ -322,15 +316,12 @@ async function send(
  * later one): a refusal answers that generation only, and a copy whose VM
  * has moved on since is sent a removal carrying the new one. A refusal
  * recorded before its generation was (0: generations start above it) holds
- * as it did then. A refusal of a running copy no longer holds once the copy
- * is reported stopped (another node's start under a newer generation took
- * its disks' locks): its node is asked again, and decides again.
+ * as it did then.
  */
 export function refusalHolds(copy: StaleCopy, rec: VmRecord): boolean {
   return (
     copy.removalRefused &&
-    (copy.refusedGeneration === 0n || copy.refusedGeneration >= rec.generation) &&
-    !(copy.refusedState === VmState.RUNNING && copy.state === VmState.STOPPED)
+    (copy.refusedGeneration === 0n || copy.refusedGeneration >= rec.generation)
   );
 }
 
@@ -362,7 +353,6 @@ async function markRefused(
                     ...c,
                     removalRefused: true,
                     refusedGeneration: generation,
-                    refusedState: c.state,
                   })
                 : c,
             ),
