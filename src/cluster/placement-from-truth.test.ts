@@ -9,6 +9,7 @@ import { createManualClock, silentLogger } from "../core/index.js";
 import {
   FailoverRecordSchema,
   StaleCopySchema,
+  type VmRecord,
   VmRecordSchema,
 } from "../gen/debvisor/store/v1/records_pb.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
@@ -19,6 +20,9 @@ import { createInventory } from "./inventory.js";
 import { type AdoptedPlacement, createPlacementReconciler } from "./placement-from-truth.js";
 
 const ELECTION = "controllers/failover";
+
+/** Fields of vm-1's record a test sets. */
+type RecordFields = Omit<Partial<VmRecord>, "$typeName" | "$unknown" | "staleCopies">;
 
 /**
  * The guards of placement from the truth, on a real store and inventory:
@@ -51,9 +55,19 @@ describe("adoptOnlyCopies", () => {
     const election = await store.put(ELECTION, new TextEncoder().encode("me"));
     /** Writes vm-1's record, then waits until the inventory's view (a watched copy) has it. */
     const misplace = async (
-      staleCopies: { nodeId: string; state: VmState; cleanupSent?: boolean }[],
+      staleCopies: {
+        nodeId: string;
+        state: VmState;
+        cleanupSent?: boolean;
+        removalRefused?: boolean;
+        refusedGeneration?: bigint;
+      }[],
       /** Where and under which generation vm-1 was last reported where placed (node-b had it). */
-      confirmed = { confirmedNode: "node-b", confirmedGeneration: 5n, awaitingReport: false },
+      confirmed: RecordFields = {
+        confirmedNode: "node-b",
+        confirmedGeneration: 5n,
+        awaitingReport: false,
+      },
     ) => {
       const rev = await store.put(
         "vms/vm-1",
@@ -224,6 +238,47 @@ describe("adoptOnlyCopies", () => {
       await t.report("node-a", [{ id: "vm-1", state: VmState.STOPPED }]);
       await t.pass();
       assert.equal((await t.placed())?.nodeId, "node-a", "fenced: adopted");
+    } finally {
+      await t.store.close();
+    }
+  });
+  // A fix for chaos seed 105 once moved such a VM to the copy that runs; a review showed a
+  // stolen node certificate could draw a VM its guest shut down to its node that way
+  // (docs/cluster.md, the seed-105 entry): the placement never follows a node's word.
+  it("never moves a VM its placed node holds stopped to a copy another node claims to run while refusing its removal", async () => {
+    const t = await setup();
+    const stoppedOnB = [{ id: "vm-1", state: VmState.STOPPED }];
+    try {
+      await t.report("node-a", [{ id: "vm-1", state: VmState.RUNNING }]);
+      await t.report("node-b", stoppedOnB);
+      // Managed and wanted running (its guest shut down, no StopVm), its tenant assigned.
+      await t.misplace(
+        [
+          {
+            nodeId: "node-a",
+            state: VmState.RUNNING,
+            cleanupSent: true,
+            removalRefused: true,
+            refusedGeneration: 5n,
+          },
+        ],
+        {
+          confirmedNode: "node-b",
+          confirmedGeneration: 5n,
+          awaitingReport: false,
+          managed: true,
+          desiredState: VmState.RUNNING,
+          tenant: "t1",
+          tenantSetBy: "admin",
+        },
+      );
+      for (let i = 0; i < 3; i++) {
+        await t.passTwice(stoppedOnB);
+        await t.report("node-a", [{ id: "vm-1", state: VmState.RUNNING }]);
+      }
+      const rec = await t.placed();
+      assert.deepEqual([rec?.nodeId, rec?.generation], ["node-b", 5n]);
+      assert.deepEqual(t.decisions, []);
     } finally {
       await t.store.close();
     }
