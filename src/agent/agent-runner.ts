@@ -23,7 +23,13 @@ import { runAgentLink } from "./agent-link.js";
 import { createAgentLinkHandlers } from "./agent-link-handlers.js";
 import { writeAgentPidFile } from "./agent-pid-file.js";
 import { scheduleRenewal } from "./certificate-renewal.js";
-import { createFencedVmReports, createResetHaVms, RESET_TOLD } from "./fenced-vm-reports.js";
+import {
+  createFencedVmReports,
+  createResetHaVms,
+  FENCED_OFF,
+  FENCED_OFF_TOLD,
+  RESET_TOLD,
+} from "./fenced-vm-reports.js";
 import { openHostBoot, stoppedByReboot } from "./host-boot.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
@@ -89,12 +95,12 @@ function stopOnSignals(opened: OpenedResources): AbortController {
   return stop;
 }
 
-/** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
 /**
  * The node's hypervisor, and the host's boot as the agent kept it: the HA VMs a reboot
  * stopped (or this node self-fenced) since the agent last told them are told again through
  * `resetHa`, as a watchdog reset's are, and kept in the file until taken over (this process
- * may end before the control plane heard). Part of `serve`.
+ * may end before the control plane heard); those its storage fenced off, through
+ * `fencedOff`. Part of `serve`.
  */
 async function openHostHypervisor(
   config: AgentConfig,
@@ -105,10 +111,12 @@ async function openHostHypervisor(
   opened: OpenedResources,
 ) {
   const resetHa = createResetHaVms();
+  const fencedOff = createResetHaVms();
   const boot = openHostBoot(config.dir, config.bootIdFile, log);
   const hv = openNodeHypervisor(config, nodeId, log, {
     now,
     onWatchdogReset: resetHa.stopped,
+    onFencedOff: fencedOff.stopped,
     onHaRunning: (ids) => boot.sawRunning(ids),
     failMigrationAt: () => faults.current().failMigrationAt,
     holdMigrationAt: () => faults.current().holdMigrationAt,
@@ -117,9 +125,10 @@ async function openHostHypervisor(
   const stoppedNow = await stoppedByReboot(boot, hv.domains, log, nodeId);
   boot.told(stoppedNow);
   resetHa.stopped(stoppedNow);
-  return { hv, boot, resetHa };
+  return { hv, boot, resetHa, fencedOff };
 }
 
+/** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
 async function serve(
   config: AgentConfig,
   env: NodeJS.ProcessEnv,
@@ -138,7 +147,14 @@ async function serve(
   });
   opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
-  const { hv, boot, resetHa } = await openHostHypervisor(config, nodeId, log, faults, now, opened);
+  const { hv, boot, resetHa, fencedOff } = await openHostHypervisor(
+    config,
+    nodeId,
+    log,
+    faults,
+    now,
+    opened,
+  );
   opened.push("pid file", writeAgentPidFile(config.dir));
   const journal = openOperationJournal(config.dir);
   const notifier = createSystemdNotifier(env, log);
@@ -193,6 +209,12 @@ async function serve(
     (vmId) => boot.fenced(vmId),
   );
   resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
+  fencedOff.tellTo(
+    fenced,
+    now,
+    (ids) => log.warn({ node: nodeId, vms: ids }, FENCED_OFF_TOLD),
+    FENCED_OFF,
+  );
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
     driver: hv.driver,

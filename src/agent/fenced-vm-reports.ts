@@ -8,8 +8,11 @@ import type { AgentMessageSchema } from "../gen/debvisor/v1/agent_pb.js";
 
 /** The self-fenced VMs not yet taken over, and telling the control plane of them. */
 export interface FencedVmReports {
-  /** `vmId` was hard-stopped `at` (ms, on the node's report clock): kept, and told now. */
-  fenced(vmId: string, at: number): void;
+  /**
+   * `vmId` was hard-stopped `at` (ms, on the node's report clock): kept, and
+   * told now; `why` is the event's message (default: the self-fence's).
+   */
+  fenced(vmId: string, at: number, why?: string): void;
   /** Tells every kept VM again, in order, stopping at the first message not sent. */
   flush(): void;
   /** An operation on `vmId` came: the control plane has taken it over; no longer told. */
@@ -27,27 +30,27 @@ export function createFencedVmReports(
   onTaken: (vmId: string) => void = () => {},
   onKept: (vmId: string) => void = () => {},
 ): FencedVmReports {
-  const fencedVms = new Map<string, number>();
-  const tellFenced = (vmId: string, at: number) =>
+  const fencedVms = new Map<string, { at: number; why: string }>();
+  const tellFenced = (vmId: string, at: number, why: string) =>
     send({
       kind: {
         case: "event",
         value: {
           kind: "self-fenced",
           vmId,
-          message: "hard-stopped: no confirmed lease renewal within the self-fence window",
+          message: why,
           at: { seconds: BigInt(Math.floor(at / 1000)), nanos: (at % 1000) * 1_000_000 },
         },
       },
     });
   return {
-    fenced(vmId, at) {
-      fencedVms.set(vmId, at);
+    fenced(vmId, at, why = SELF_FENCED) {
+      fencedVms.set(vmId, { at, why });
       onKept(vmId);
-      tellFenced(vmId, at);
+      tellFenced(vmId, at, why);
     },
     flush() {
-      for (const [vmId, at] of fencedVms) if (!tellFenced(vmId, at)) return;
+      for (const [vmId, { at, why }] of fencedVms) if (!tellFenced(vmId, at, why)) return;
     },
     taken(vmId) {
       fencedVms.delete(vmId);
@@ -56,17 +59,32 @@ export function createFencedVmReports(
   };
 }
 
+/** The message of a `self-fenced` event by default: the node's own clock stopped the VM. */
+const SELF_FENCED = "hard-stopped: no confirmed lease renewal within the self-fence window";
+
 /** The agent's log line when it tells the HA VMs a watchdog reset stopped. */
 export const RESET_TOLD = "the watchdog reset the node; its HA vms are to run again";
 
+/** The agent's log line when it tells the HA VMs its storage fenced off. */
+export const FENCED_OFF_TOLD =
+  "another node took the disks' locks of these HA vms, which stopped here; told as self-fenced";
+
+/** The message of the `self-fenced` event of an HA VM its storage fenced off. */
+export const FENCED_OFF = "hard-stopped: another node took its disks' locks";
+
 /**
- * The HA VMs the node's watchdog or a reboot of its host stopped while no
- * agent ran (a simulated reset, carried out at the first hypervisor call
- * after the agent wakes or starts again; a boot id changed since the last
- * run, see host-boot.ts), told as self-fenced: else nothing brings them
- * back when the node is READY again before any controller saw it
- * NOT_READY. `stopped` is the hook of both; what comes before `tellTo` is
- * kept until then, each VM once (a simulated reboot is seen by both).
+ * HA VMs stopped by something other than an operation, told as
+ * self-fenced: the node's watchdog or a reboot of its host while no agent
+ * ran (a simulated reset, carried out at the first hypervisor call after
+ * the agent wakes or starts again; a boot id changed since the last run,
+ * see host-boot.ts), or, in another one of these, its storage fencing
+ * them off (another node took their disks' locks). Else nothing brings
+ * them back when the node is READY again before any controller saw it
+ * NOT_READY, or, fenced off while placed here (a late recover elsewhere
+ * under an older generation than the VM's, the chaos test's seed 105), at
+ * all. `stopped` is the hook; what comes before `tellTo` is kept until
+ * then, each VM once (a simulated reboot is seen by both hooks of a reset).
+ * `why` is the events' message (default the self-fence's).
  */
 export function createResetHaVms(): {
   stopped(haVmIds: readonly string[]): void;
@@ -74,6 +92,7 @@ export function createResetHaVms(): {
     reports: FencedVmReports,
     now: () => number,
     logged: (ids: readonly string[]) => void,
+    why?: string,
   ): void;
 } {
   const pending: string[] = [];
@@ -82,11 +101,11 @@ export function createResetHaVms(): {
   };
   return {
     stopped: (ids) => tell(ids),
-    tellTo(reports, now, logged) {
+    tellTo(reports, now, logged, why) {
       tell = (ids) => {
         if (ids.length === 0) return;
         logged(ids);
-        for (const id of ids) reports.fenced(id, now());
+        for (const id of ids) reports.fenced(id, now(), why);
       };
       tell(pending.splice(0));
     },

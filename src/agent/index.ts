@@ -22,6 +22,7 @@ export { applyFaultCommand, describeFaults, readFaults } from "./agent-faults.js
 export type { AgentLink, AgentLinkOptions } from "./agent-link.js";
 export { runAgentLink } from "./agent-link.js";
 export { createAgentLogger, runAgent } from "./agent-runner.js";
+export { FENCED_OFF_TOLD } from "./fenced-vm-reports.js";
 export { FENCED_TOLD_AGAIN } from "./host-boot.js";
 export type { LocalStatus } from "./local-status.js";
 export { readLocalStatus } from "./local-status.js";

@@ -61,6 +61,8 @@ export interface HypervisorExtras {
   readonly readOnly?: boolean;
   /** sim: told the HA VMs a watchdog reset stopped. */
   readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
+  /** sim: told the HA VMs stopped because another node took their disks' locks. */
+  readonly onFencedOff?: (haVmIds: readonly string[]) => void;
   /** Told the HA VMs running (or paused) at each inventory. */
   readonly onHaRunning?: (haVmIds: readonly string[]) => void;
   /** libvirt: runs virsh (default a process per call; a virsh session keeps one connection). */
@@ -100,6 +102,7 @@ export function openNodeHypervisor(
       holdMigrationAt: extras.holdMigrationAt,
       readOnly: extras.readOnly,
       onWatchdogReset: extras.onWatchdogReset,
+      onFencedOff: extras.onFencedOff,
       bootIdFile: config.bootIdFile,
       now: Date.now(),
     });

@@ -84,6 +84,7 @@ export function openLocalSimContext(options: LocalSimulationOptions): LocalSimCo
     persist,
     note,
     onWatchdogReset: options.onWatchdogReset,
+    onFencedOff: options.onFencedOff,
   });
   /** Records `vmId` running here, with its disk locks taken under `generation` in the same step. */
   const startHere = (vmId: string, generation: bigint, define?: () => void) => {

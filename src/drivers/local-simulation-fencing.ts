@@ -16,6 +16,8 @@ export interface SimFencingOptions {
   note(action: string, vmId: string): void;
   /** Told the HA VMs a watchdog reset stopped (the agent tells them as self-fenced). */
   onWatchdogReset?(haVmIds: readonly string[]): void;
+  /** Told the HA VMs stopped because another node took their disks' locks (told as self-fenced too). */
+  onFencedOff?(haVmIds: readonly string[]): void;
 }
 
 /** How the node's hardware and storage overrule its domain list. */
@@ -25,8 +27,10 @@ export interface SimFencing {
    * acts or answers: an expired watchdog reset the node (every domain
    * stopped, noted `watchdog-reset`); a domain whose disk lock another node
    * took lost its storage and stopped (noted `fenced-stop`), as qemu stops
-   * when its RBD lock is broken and its client blocklisted. Returns the
-   * domains to report as stopped without writing (observe-only mode).
+   * when its RBD lock is broken and its client blocklisted. The HA VMs
+   * stopped either way are told to `onWatchdogReset` or `onFencedOff`.
+   * Returns the domains to report as stopped without writing (observe-only
+   * mode).
    */
   check(): Set<string>;
 }
@@ -54,6 +58,7 @@ export function createSimFencing(options: SimFencingOptions): SimFencing {
         }
       }
       if (locks !== undefined) {
+        const ha: string[] = [];
         let changed = false;
         for (const vm of running()) {
           if (locks.lost(lockNamesOf(vm.info), nodeId).length === 0) continue;
@@ -62,8 +67,10 @@ export function createSimFencing(options: SimFencingOptions): SimFencing {
           vm.state = "stopped";
           changed = true;
           options.note("fenced-stop", vm.info.id);
+          if (vm.info.ha) ha.push(vm.info.id);
         }
         if (changed) options.persist();
+        if (ha.length > 0) options.onFencedOff?.(ha);
       }
       return options.readOnly ? down : new Set();
     },

@@ -56,6 +56,12 @@ export interface LocalSimulationOptions {
    */
   readonly onWatchdogReset?: (haVmIds: readonly string[]) => void;
   /**
+   * Told the HA VMs this node stopped because another node took their
+   * disks' locks (noted `fenced-stop`): the node did not choose that stop,
+   * so its control plane hears of it as of a self-fence.
+   */
+  readonly onFencedOff?: (haVmIds: readonly string[]) => void;
+  /**
    * Where the host's boot id is read (default Linux's): a different id than
    * the watchdog file's is a reboot, which stops every domain.
    */
