@@ -3,6 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { FENCED_OFF_TOLD } from "../src/agent/index.js";
 import { currentGeneration } from "../src/cluster/index.js";
+import { OperationPhase } from "../src/gen/debvisor/store/v1/agent_records_pb.js";
 import { VmRecordSchema } from "../src/gen/debvisor/store/v1/records_pb.js";
 import { OperationKind, OperationOutcome } from "../src/gen/debvisor/v1/agent_pb.js";
 import { encodeMessage, getMessage } from "../src/store/index.js";
@@ -50,26 +51,41 @@ describe("an HA VM whose placed copy a late recover fenced off its disks", async
     assert.equal(got?.message.nodeId, "node-a");
     assert.equal((await c.domains("node-a"))[VM], "running");
     const copyGeneration = got?.message.generation ?? 0n;
-    // The failover to node-b (copyGeneration + 1), interrupted, placed it back on node-a.
-    const placedBack = copyGeneration + 2n;
-    const put = await c.store.txn({
-      compares: [{ key: `vms/${VM}`, modRevision: got?.modRevision ?? 0 }],
-      success: [
-        {
-          type: "put",
-          key: `vms/${VM}`,
-          value: encodeMessage(
-            VmRecordSchema,
-            create(VmRecordSchema, { ...got?.message, generation: placedBack }),
+    // The failover to node-b (copyGeneration + 1) is given to node-b's agent, which stalls
+    // (briefly: well within its self-fence window) before it runs it...
+    const b = c.agents.get("node-b");
+    assert.ok(b !== undefined);
+    b.proc.kill("SIGSTOP");
+    try {
+      await c.submit("node-b", "late-recover", OperationKind.RECOVER, VM, copyGeneration + 1n, {
+        from: "node-a",
+      });
+      await eventually(
+        async () =>
+          assert.equal(
+            (await c.ops.get("node-b", "late-recover"))?.phase,
+            OperationPhase.DELIVERED,
           ),
-        },
-      ],
-    });
-    assert.ok(put.succeeded, "the record changed under the test; run it again");
-    // The failover's recover lands late on node-b, under its own generation.
-    await c.submit("node-b", "late-recover", OperationKind.RECOVER, VM, copyGeneration + 1n, {
-      from: "node-a",
-    });
+        { timeoutMs: 5000, intervalMs: 20 },
+      );
+      // ...and meanwhile the failover, interrupted, placed the VM back on node-a.
+      const put = await c.store.txn({
+        compares: [{ key: `vms/${VM}`, modRevision: got?.modRevision ?? 0 }],
+        success: [
+          {
+            type: "put",
+            key: `vms/${VM}`,
+            value: encodeMessage(
+              VmRecordSchema,
+              create(VmRecordSchema, { ...got?.message, generation: copyGeneration + 2n }),
+            ),
+          },
+        ],
+      });
+      assert.ok(put.succeeded, "the record changed under the test; run it again");
+    } finally {
+      b.proc.kill("SIGCONT");
+    }
     const late = await c.waitDone("node-b", "late-recover");
     assert.equal(late.result?.outcome, OperationOutcome.SUCCEEDED, late.result?.message);
     await eventually(() => c.actions("node-a").includes(`fenced-stop ${VM}`), {

@@ -3,15 +3,14 @@
  * watch on `operations/` routes each record to the session holding its node,
  * which notes its latest version, holds it while the node's open operations
  * are read (a resync), and otherwise offers it (sends its dispatch or cancel
- * once, or refuses a kind the agent did not announce).
+ * once, or ends it unsent: see agent-delivery-refusals.ts).
  */
-import { type Clock, type Logger, type RpcError, timestampFromMs } from "../core/index.js";
+import type { Clock, Logger } from "../core/index.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
-import { OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
 import type { KvStore, Versioned } from "../store/index.js";
+import { createDeliveryRefusals } from "./agent-delivery-refusals.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import type { AgentOperations } from "./agent-operations.js";
-import { checkCapability } from "./agent-presence.js";
 import type { AgentSession } from "./agent-session.js";
 
 /** Options of {@link createAgentDelivery}. */
@@ -28,6 +27,8 @@ export interface AgentDeliveryOptions {
   readonly quiet: Logger;
   /** The streams held here, by node. */
   readonly sessions: ReadonlyMap<string, AgentSession>;
+  /** The VM's placement generation now, if known (see createDeliveryRefusals). */
+  readonly placedGeneration: (vmId: string) => bigint | undefined;
 }
 
 /** Operations delivered to the streams held here. */
@@ -46,7 +47,8 @@ export interface AgentDelivery {
  * every stream.
  */
 export function createAgentDelivery(options: AgentDeliveryOptions): AgentDelivery {
-  const { operations, clock, sessions, signal, logger: log, quiet } = options;
+  const { operations, sessions, signal, logger: log, quiet } = options;
+  const refusals = createDeliveryRefusals(options);
 
   /** Notes the latest version of an operation of the session's node the watch has shown. */
   function note(session: AgentSession, record: OperationRecord, modRevision: number): void {
@@ -82,7 +84,7 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
-      if (refuseUnannounced(session, dispatch.kind, id)) return;
+      if (refusals.refused(session, record)) return;
       if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
       operations
         .delivered(session.nodeId, id, options.serverId, signal, session.known.get(id))
@@ -112,39 +114,6 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       for (const s of sessions.values()) void resync(s);
     },
   });
-
-  /**
-   * An operation of a kind the agent did not name in its Hello is never
-   * sent: it ends here, FAILED with AGENT_CAPABILITY_MISSING.
-   */
-  function refuseUnannounced(session: AgentSession, kind: number, id: string): boolean {
-    try {
-      checkCapability(session.capabilities, kind, session.nodeId);
-      return false;
-    } catch (err) {
-      const refusal = err as RpcError;
-      log.warn({ node: session.nodeId, id, kind }, "operation the agent does not run refused");
-      operations
-        .finish(
-          session.nodeId,
-          {
-            $typeName: "debvisor.v1.OperationResult",
-            operationId: id,
-            outcome: OperationOutcome.FAILED,
-            reason: refusal.reason,
-            message: refusal.message,
-            finishedAt: timestampFromMs(clock.now()),
-            replayed: false,
-          },
-          undefined,
-          signal,
-        )
-        .catch((e: unknown) =>
-          quiet.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
-        );
-      return true;
-    }
-  }
 
   async function resync(session: AgentSession): Promise<void> {
     // A stream that ended before the watch was up has nothing to be sent.
