@@ -229,6 +229,51 @@ describe("createLocalSimulation with shared storage", () => {
     assert.match(log, new RegExp(`fenced-stop ${vmId}`));
     assert.ok(existsSync(join(shared, "disk-locks.sqlite")));
   });
+
+  it("tells the HA VMs, only those, that another node's start fenced off, and a read-only view tells none", async () => {
+    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
+    const shared = join(root, "shared-storage");
+    const sig = AbortSignal.timeout(10_000);
+    const told: { by: string; vms: readonly string[] }[] = [];
+    const open = (nodeId: string, vms: number, readOnly = false) =>
+      createLocalSimulation({
+        nodeId,
+        dir: join(root, nodeId),
+        vms,
+        now: 0,
+        sharedDir: shared,
+        readOnly,
+        onFencedOff: (ids) =>
+          told.push({ by: readOnly ? `${nodeId} (read-only)` : nodeId, vms: ids }),
+      });
+    // Generated domains: odd positions are HA.
+    const a = open("node-a", 2);
+    const b = open("node-b", 0);
+    const listed = await a.driver.list(sig);
+    assert.deepEqual(
+      listed.map((d) => d.state),
+      ["running", "running"],
+    );
+    const ha = listed[0]?.id ?? "";
+    const plain = listed[1]?.id ?? "";
+    const recovering = b.driver as typeof b.driver & {
+      recover(v: string, f: string, s: AbortSignal, o: { generation: bigint }): Promise<void>;
+    };
+    for (const id of [ha, plain]) await recovering.recover(id, "node-a", sig, { generation: 5n });
+    // `debvisor-agent status` beside the agent shows both stopped, and tells nothing.
+    const view = open("node-a", 2, true);
+    assert.deepEqual(
+      (await view.driver.list(sig)).map((d) => d.state),
+      ["stopped", "stopped"],
+    );
+    assert.deepEqual(told, []);
+    // The agent's own call carries the stops out, and tells the HA one, once.
+    await a.driver.list(sig);
+    await a.driver.list(sig);
+    assert.deepEqual(told, [{ by: "node-a", vms: [ha] }]);
+    assert.notEqual(plain, ha);
+  });
+
   it("checks the generation when the VM starts, not when the call arrived", async () => {
     const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
     const shared = join(root, "shared-storage");
