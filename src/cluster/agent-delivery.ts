@@ -3,18 +3,16 @@
  * watch on `operations/` routes each record to the session holding its node,
  * which notes its latest version, holds it while the node's open operations
  * are read (a resync), and otherwise offers it (sends its dispatch or cancel
- * once, or ends it unsent: see agent-delivery-refusals.ts).
+ * once, or refuses a kind the agent did not announce).
  */
-import { type Clock, createRecencyMap, type Logger } from "../core/index.js";
+import { type Clock, type Logger, type RpcError, timestampFromMs } from "../core/index.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
 import type { KvStore, Versioned } from "../store/index.js";
-import { createDeliveryRefusals } from "./agent-delivery-refusals.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import type { AgentOperations } from "./agent-operations.js";
+import { checkCapability } from "./agent-presence.js";
 import type { AgentSession } from "./agent-session.js";
-
-/** At most this many operations put on a stream are remembered until their delivery is written. */
-const UNRECORDED_MAX = 4096;
 
 /** Options of {@link createAgentDelivery}. */
 export interface AgentDeliveryOptions {
@@ -30,8 +28,6 @@ export interface AgentDeliveryOptions {
   readonly quiet: Logger;
   /** The streams held here, by node. */
   readonly sessions: ReadonlyMap<string, AgentSession>;
-  /** The VM's placement generation now, if known (see createDeliveryRefusals). */
-  readonly placedGeneration: (vmId: string) => bigint | undefined;
 }
 
 /** Operations delivered to the streams held here. */
@@ -50,25 +46,13 @@ export interface AgentDelivery {
  * every stream.
  */
 export function createAgentDelivery(options: AgentDeliveryOptions): AgentDelivery {
-  const { operations, sessions, signal, logger: log, quiet } = options;
-  /**
-   * Operations this process put on a stream and whose delivery is not
-   * written yet (or its write failed): their records read "never sent".
-   * Bounded: the oldest go first (a failed write's, left until its result).
-   */
-  const unrecorded = createRecencyMap<string, true>();
-  const keyOf = (node: string, id: string) => `${node}\0${id}`;
-  const refusals = createDeliveryRefusals({
-    ...options,
-    givenHere: (node, id) => unrecorded.get(keyOf(node, id)) !== undefined,
-  });
+  const { operations, clock, sessions, signal, logger: log, quiet } = options;
 
   /** Notes the latest version of an operation of the session's node the watch has shown. */
   function note(session: AgentSession, record: OperationRecord, modRevision: number): void {
     const id = record.dispatch?.operationId ?? "";
     if (id === "") return;
     if (record.phase === OperationPhase.DONE) {
-      unrecorded.delete(keyOf(session.nodeId, id));
       session.known.delete(id);
       if (session.held !== undefined) session.doneWhileHeld.push(id);
       else forget(session, id);
@@ -98,18 +82,12 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
-      if (refusals.refused(session, record, (given) => again(session, id, given))) return;
+      if (refuseUnannounced(session, dispatch.kind, id)) return;
       if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
-      const key = keyOf(session.nodeId, id);
-      unrecorded.touch(key, true);
-      if (unrecorded.size > UNRECORDED_MAX) unrecorded.dropOldest();
       operations
         .delivered(session.nodeId, id, options.serverId, signal, session.known.get(id))
         // Its result, often back before the watch shows this write, is written on it.
-        .then((w) => {
-          unrecorded.delete(key);
-          noteOwn(session, w);
-        })
+        .then((w) => noteOwn(session, w))
         .catch((err: unknown) =>
           quiet.warn({ err, node: session.nodeId, id }, "delivery not recorded"),
         );
@@ -118,23 +96,6 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       session.cancelled.add(id);
       session.queue.push({ kind: { case: "cancel", value: { operationId: id } } });
     }
-  }
-
-  /**
-   * A refusal that did not end the operation: given to another process's
-   * stream meanwhile, it is offered again as it is now (sent here too, as
-   * any operation given to a stream before); a failed write leaves it to
-   * the next offer (a watch event, a resync).
-   */
-  function again(session: AgentSession, id: string, given: boolean): void {
-    session.sent.delete(id);
-    if (!given) return;
-    operations
-      .get(session.nodeId, id, signal)
-      .then((r) => {
-        if (r !== undefined && sessions.get(session.nodeId) === session) offer(session, r);
-      })
-      .catch((err: unknown) => quiet.warn({ err, node: session.nodeId, id }, "operation not read"));
   }
 
   const watching = watchOperations({
@@ -151,6 +112,39 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       for (const s of sessions.values()) void resync(s);
     },
   });
+
+  /**
+   * An operation of a kind the agent did not name in its Hello is never
+   * sent: it ends here, FAILED with AGENT_CAPABILITY_MISSING.
+   */
+  function refuseUnannounced(session: AgentSession, kind: number, id: string): boolean {
+    try {
+      checkCapability(session.capabilities, kind, session.nodeId);
+      return false;
+    } catch (err) {
+      const refusal = err as RpcError;
+      log.warn({ node: session.nodeId, id, kind }, "operation the agent does not run refused");
+      operations
+        .finish(
+          session.nodeId,
+          {
+            $typeName: "debvisor.v1.OperationResult",
+            operationId: id,
+            outcome: OperationOutcome.FAILED,
+            reason: refusal.reason,
+            message: refusal.message,
+            finishedAt: timestampFromMs(clock.now()),
+            replayed: false,
+          },
+          undefined,
+          signal,
+        )
+        .catch((e: unknown) =>
+          quiet.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
+        );
+      return true;
+    }
+  }
 
   async function resync(session: AgentSession): Promise<void> {
     // A stream that ended before the watch was up has nothing to be sent.

@@ -242,6 +242,7 @@ describe("adoptOnlyCopies", () => {
       await t.store.close();
     }
   });
+
   // A fix for chaos seed 105 once moved such a VM to the copy that runs; a review showed a
   // stolen node certificate could draw a VM its guest shut down to its node that way
   // (docs/cluster.md, the seed-105 entry): the placement never follows a node's word.
