@@ -28,6 +28,7 @@ import {
   createResetHaVms,
   FENCED_OFF,
   FENCED_OFF_TOLD,
+  type FencedVmReports,
   RESET_TOLD,
 } from "./fenced-vm-reports.js";
 import { openHostBoot, stoppedByReboot } from "./host-boot.js";
@@ -100,7 +101,7 @@ function stopOnSignals(opened: OpenedResources): AbortController {
  * stopped (or this node self-fenced) since the agent last told them are told again through
  * `resetHa`, as a watchdog reset's are, and kept in the file until taken over (this process
  * may end before the control plane heard); those its storage fenced off, through
- * `fencedOff`. Part of `serve`.
+ * `fencedOff`; `tellStops` tells both once the reports exist. Part of `serve`.
  */
 async function openHostHypervisor(
   config: AgentConfig,
@@ -125,7 +126,13 @@ async function openHostHypervisor(
   const stoppedNow = await stoppedByReboot(boot, hv.domains, log, nodeId);
   boot.told(stoppedNow);
   resetHa.stopped(stoppedNow);
-  return { hv, boot, resetHa, fencedOff };
+  /** Tells the stopped HA VMs, kept until then, through `fenced` from now on. */
+  const tellStops = (fenced: FencedVmReports, now: () => number) => {
+    resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
+    const told = (ids: readonly string[]) => log.warn({ node: nodeId, vms: ids }, FENCED_OFF_TOLD);
+    fencedOff.tellTo(fenced, now, told, FENCED_OFF);
+  };
+  return { hv, boot, tellStops };
 }
 
 /** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
@@ -147,7 +154,7 @@ async function serve(
   });
   opened.push("faults watcher", () => faults.close());
   const now = () => Date.now() + faults.current().clockOffsetMs;
-  const { hv, boot, resetHa, fencedOff } = await openHostHypervisor(
+  const { hv, boot, tellStops } = await openHostHypervisor(
     config,
     nodeId,
     log,
@@ -208,13 +215,7 @@ async function serve(
     (vmId) => boot.taken(vmId),
     (vmId) => boot.fenced(vmId),
   );
-  resetHa.tellTo(fenced, now, (ids) => log.warn({ node: nodeId, vms: ids }, RESET_TOLD));
-  fencedOff.tellTo(
-    fenced,
-    now,
-    (ids) => log.warn({ node: nodeId, vms: ids }, FENCED_OFF_TOLD),
-    FENCED_OFF,
-  );
+  tellStops(fenced, now);
   // The node's own clock decides whether its HA VMs may still run; checked before anything acts.
   const fence = createSelfFence({
     driver: hv.driver,
