@@ -6,7 +6,8 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { silentLogger, systemClock } from "../core/index.js";
-import { HelloSchema, OperationKind } from "../gen/debvisor/v1/agent_pb.js";
+import { OperationPhase } from "../gen/debvisor/store/v1/agent_records_pb.js";
+import { HelloSchema, OperationKind, OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createAgentDelivery } from "./agent-delivery.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
@@ -52,6 +53,7 @@ describe("createAgentDelivery", () => {
         logger: silentLogger,
         quiet: silentLogger,
         sessions,
+        placedGeneration: () => undefined,
       });
       await delivery.ready;
       const hello = create(HelloSchema, { capabilities: [capabilityOf(OperationKind.START_VM)] });
@@ -84,5 +86,194 @@ describe("createAgentDelivery", () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  describe("a start under a generation, never sent", () => {
+    /**
+     * A delivery to node-a's streams over a real store (its operations as
+     * `wrap` shows them to the delivery); VMs placed at the generations in
+     * `placed`.
+     */
+    async function openDelivery(
+      placed: ReadonlyMap<string, bigint>,
+      wrap: (real: AgentOperations) => AgentOperations = (real) => real,
+    ) {
+      const dir = mkdtempSync(join(tmpdir(), "dv-delivery-"));
+      const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
+      const operations = createAgentOperations(store, systemClock);
+      const stop = new AbortController();
+      const sessions = new Map<string, AgentSession>();
+      const delivery = createAgentDelivery({
+        store,
+        operations: wrap(operations),
+        clock: systemClock,
+        serverId: "here",
+        signal: stop.signal,
+        logger: silentLogger,
+        quiet: silentLogger,
+        sessions,
+        placedGeneration: (vmId) => placed.get(vmId),
+      });
+      await delivery.ready;
+      const kinds = [OperationKind.START_VM, OperationKind.STOP_VM, OperationKind.RECOVER];
+      const hello = create(HelloSchema, { capabilities: kinds.map(capabilityOf) });
+      /** A new stream of node-a's, its operations read; answers what it was sent. */
+      const connect = async () => {
+        const session = newAgentSession("node-a", hello, 64);
+        sessions.set("node-a", session);
+        await delivery.resync(session);
+        const it = session.queue[Symbol.asyncIterator]();
+        // A read still waiting when a call ends is the next call's first (else its message is lost).
+        let pending: ReturnType<typeof it.next> | undefined;
+        /** The dispatch ids and cancels ("cancel:<id>") sent on the stream within `ms`. */
+        return async (ms: number) => {
+          const out: string[] = [];
+          const until = sleep(ms).then(() => undefined);
+          for (;;) {
+            pending ??= it.next();
+            const next = await Promise.race([pending, until]);
+            if (next === undefined) return out;
+            pending = undefined;
+            if (next.done === true) return out;
+            const k = next.value.kind;
+            const of = (k?.value as { operationId: string } | undefined)?.operationId;
+            if (k?.case === "dispatch") out.push(of ?? "");
+            if (k?.case === "cancel") out.push(`cancel:${of}`);
+          }
+        };
+      };
+      const close = async () => {
+        stop.abort();
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+      };
+      return { operations, connect, close };
+    }
+    const op = (id: string, kind: OperationKind, vmId: string, generation: bigint) => ({
+      operationId: id,
+      kind,
+      vmId,
+      params: {},
+      generation,
+    });
+    const submit = (d: { operations: AgentOperations }, ...a: Parameters<typeof op>) =>
+      d.operations.submit("node-a", op(...a), "t");
+
+    it("is not sent, and ends STALE_GENERATION, when its generation is older than the placement's; the others go in order", async () => {
+      const d = await openDelivery(new Map([["vm-1", 7n]]));
+      try {
+        // Queued while the node was away; the VM was placed (back) under generation 7 since.
+        await submit(d, "start-5", OperationKind.START_VM, "vm-1", 5n);
+        await submit(d, "recover-6", OperationKind.RECOVER, "vm-1", 6n);
+        // A stop changes nothing the locks guard; a start under the current generation stands.
+        await submit(d, "stop-5", OperationKind.STOP_VM, "vm-1", 5n);
+        await submit(d, "start-7", OperationKind.START_VM, "vm-1", 7n);
+        // Unknown here (no record, or the records not loaded): sent, the agent's locks decide.
+        await submit(d, "start-vm-2", OperationKind.START_VM, "vm-2", 1n);
+        const sent = await d.connect();
+        assert.deepEqual(await sent(1000), ["stop-5", "start-7", "start-vm-2"]);
+        for (const id of ["start-5", "recover-6"]) {
+          const r = await d.operations.get("node-a", id);
+          assert.equal(r?.phase, OperationPhase.DONE, id);
+          assert.equal(r?.result?.outcome, OperationOutcome.FAILED, id);
+          assert.equal(r?.result?.reason, "STALE_GENERATION", id);
+          assert.match(r?.result?.message ?? "", /placement is at 7/);
+        }
+        // A start is sent only once its delivery is written: its record says so.
+        assert.equal(
+          (await d.operations.get("node-a", "start-7"))?.phase,
+          OperationPhase.DELIVERED,
+        );
+      } finally {
+        await d.close();
+      }
+    });
+
+    it("is sent again, whatever its generation, once a stream was given it (the agent may hold it)", async () => {
+      const d = await openDelivery(new Map([["vm-1", 7n]]));
+      try {
+        await submit(d, "start-5", OperationKind.START_VM, "vm-1", 5n);
+        await d.operations.delivered("node-a", "start-5", "elsewhere");
+        const sent = await d.connect();
+        assert.deepEqual(await sent(1000), ["start-5"]);
+      } finally {
+        await d.close();
+      }
+    });
+
+    // From adversarial reviews of an earlier version, which refused after reading the record
+    // and wrote the refusal apart: another process's delivery landing in between left the
+    // start unsent, then sent after a later stop of the same VM.
+    it("is sent, before the operations after it, when another process gave it a stream between its read and its claim", async () => {
+      const d = await openDelivery(new Map([["vm-1", 7n]]), (real) => ({
+        ...real,
+        delivered: async (nodeId, id, by, signal, known, refuse) => {
+          if (id === "start-5") await real.delivered(nodeId, id, "other-process");
+          return real.delivered(nodeId, id, by, signal, known, refuse);
+        },
+      }));
+      try {
+        await submit(d, "start-5", OperationKind.START_VM, "vm-1", 5n);
+        await submit(d, "stop-7", OperationKind.STOP_VM, "vm-1", 7n);
+        const sent = await d.connect();
+        assert.deepEqual(await sent(1500), ["start-5", "stop-7"]);
+        assert.equal((await d.operations.get("node-a", "start-5"))?.deliveries, 2);
+      } finally {
+        await d.close();
+      }
+    });
+
+    it("holds the operations after it, and a cancel asked meanwhile, until its delivery is written; a failed write is tried again", async () => {
+      let release = () => {};
+      const slow = new Promise<void>((r) => {
+        release = r;
+      });
+      let failures = 1;
+      const d = await openDelivery(new Map([["vm-1", 7n]]), (real) => ({
+        ...real,
+        delivered: async (nodeId, id, by, signal, known, refuse) => {
+          if (id === "start-7") {
+            await slow;
+            if (failures-- > 0) throw new Error("store unavailable");
+          }
+          return real.delivered(nodeId, id, by, signal, known, refuse);
+        },
+      }));
+      try {
+        const sent = await d.connect();
+        await submit(d, "stop-1", OperationKind.STOP_VM, "vm-2", 0n);
+        assert.deepEqual(await sent(500), ["stop-1"]);
+        await submit(d, "start-7", OperationKind.START_VM, "vm-1", 7n);
+        await submit(d, "stop-7", OperationKind.STOP_VM, "vm-1", 7n);
+        await d.operations.requestCancel("node-a", "start-7");
+        // stop-1 runs and ends while start-7's claim holds the stream's records: the record of
+        // it running, held, is not taken for one never sent once the claim is done.
+        await d.operations.progress("node-a", {
+          $typeName: "debvisor.v1.OperationProgress",
+          operationId: "stop-1",
+          percent: 50,
+          phase: "stopping",
+          message: "",
+        });
+        await d.operations.finish("node-a", {
+          $typeName: "debvisor.v1.OperationResult",
+          operationId: "stop-1",
+          outcome: OperationOutcome.SUCCEEDED,
+          reason: "",
+          message: "",
+          replayed: false,
+        });
+        assert.deepEqual(await sent(500), [], "nothing overtakes the start");
+        release();
+        assert.deepEqual(await sent(1500), ["start-7", "stop-7", "cancel:start-7"]);
+        assert.equal(
+          (await d.operations.get("node-a", "start-7"))?.phase,
+          OperationPhase.DELIVERED,
+        );
+      } finally {
+        release();
+        await d.close();
+      }
+    });
   });
 });

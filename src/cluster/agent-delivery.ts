@@ -3,16 +3,19 @@
  * watch on `operations/` routes each record to the session holding its node,
  * which notes its latest version, holds it while the node's open operations
  * are read (a resync), and otherwise offers it (sends its dispatch or cancel
- * once, or refuses a kind the agent did not announce).
+ * once, or refuses a kind the agent did not announce). A start under a
+ * generation is sent the first time once its delivery is written
+ * (agent-start-claims.ts), the stream's later records waiting meanwhile.
  */
-import { type Clock, type Logger, type RpcError, timestampFromMs } from "../core/index.js";
+import type { Clock, Logger } from "../core/index.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
-import { OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
+import type { OperationDispatch } from "../gen/debvisor/v1/agent_pb.js";
 import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import type { AgentOperations } from "./agent-operations.js";
-import { checkCapability } from "./agent-presence.js";
 import type { AgentSession } from "./agent-session.js";
+import { createStartClaims } from "./agent-start-claims.js";
+import { refuseUnannounced } from "./agent-unannounced.js";
 
 /** Options of {@link createAgentDelivery}. */
 export interface AgentDeliveryOptions {
@@ -28,6 +31,8 @@ export interface AgentDeliveryOptions {
   readonly quiet: Logger;
   /** The streams held here, by node. */
   readonly sessions: ReadonlyMap<string, AgentSession>;
+  /** The VM's placement generation now, if known (see agent-start-claims.ts). */
+  readonly placedGeneration: (vmId: string) => bigint | undefined;
 }
 
 /** Operations delivered to the streams held here. */
@@ -46,7 +51,8 @@ export interface AgentDelivery {
  * every stream.
  */
 export function createAgentDelivery(options: AgentDeliveryOptions): AgentDelivery {
-  const { operations, clock, sessions, signal, logger: log, quiet } = options;
+  const { operations, sessions, signal, logger: log, quiet } = options;
+  const claims = createStartClaims(options);
 
   /** Notes the latest version of an operation of the session's node the watch has shown. */
   function note(session: AgentSession, record: OperationRecord, modRevision: number): void {
@@ -54,7 +60,7 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     if (id === "") return;
     if (record.phase === OperationPhase.DONE) {
       session.known.delete(id);
-      if (session.held !== undefined) session.doneWhileHeld.push(id);
+      if (holding(session)) session.doneWhileHeld.push(id);
       else forget(session, id);
       return;
     }
@@ -76,13 +82,30 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     session.cancelled.delete(id);
   }
 
+  /** Records wait (a resync reads, a start's claim is written): DONE ones are forgotten after. */
+  const holding = (s: AgentSession) => s.held !== undefined || s.claiming !== undefined;
+
+  /** Forgets the operations seen DONE while records waited, once none wait. */
+  function release(session: AgentSession): void {
+    if (holding(session)) return;
+    for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+  }
+
   function offer(session: AgentSession, record: OperationRecord): void {
+    if (session.claiming !== undefined) {
+      session.claiming.push(record);
+      return;
+    }
     const dispatch = record.dispatch;
     const id = dispatch?.operationId ?? "";
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
-      if (refuseUnannounced(session, dispatch.kind, id)) return;
+      if (refuseUnannounced(options, session, dispatch.kind, id)) return;
+      if (claims.needed(record)) {
+        claimThenSend(session, record, dispatch);
+        return;
+      }
       if (!session.queue.push({ kind: { case: "dispatch", value: dispatch } })) return;
       operations
         .delivered(session.nodeId, id, options.serverId, signal, session.known.get(id))
@@ -96,6 +119,37 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       session.cancelled.add(id);
       session.queue.push({ kind: { case: "cancel", value: { operationId: id } } });
     }
+  }
+
+  /**
+   * A start under a generation, never sent: its delivery is written first
+   * (or it ends there, stale); the stream's later records wait meanwhile,
+   * in order, then are offered after it (its own cancel, if asked, first).
+   */
+  function claimThenSend(
+    session: AgentSession,
+    record: OperationRecord,
+    dispatch: OperationDispatch,
+  ): void {
+    const waiting: OperationRecord[] = [];
+    session.claiming = waiting;
+    const id = dispatch.operationId;
+    const current = () => sessions.get(session.nodeId) === session && !signal.aborted;
+    void claims
+      .claim(session.nodeId, record, session.known.get(id), current)
+      .then((w) => {
+        if (w === undefined) return;
+        if (w.message.phase === OperationPhase.DONE)
+          log.warn({ node: session.nodeId, id, vm: dispatch.vmId }, "stale start not sent");
+        else if (!current() || !session.queue.push({ kind: { case: "dispatch", value: dispatch } }))
+          return;
+        noteOwn(session, w);
+      })
+      .finally(() => {
+        session.claiming = undefined;
+        for (const r of [record, ...waiting]) offer(session, r);
+        release(session);
+      });
   }
 
   const watching = watchOperations({
@@ -112,39 +166,6 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       for (const s of sessions.values()) void resync(s);
     },
   });
-
-  /**
-   * An operation of a kind the agent did not name in its Hello is never
-   * sent: it ends here, FAILED with AGENT_CAPABILITY_MISSING.
-   */
-  function refuseUnannounced(session: AgentSession, kind: number, id: string): boolean {
-    try {
-      checkCapability(session.capabilities, kind, session.nodeId);
-      return false;
-    } catch (err) {
-      const refusal = err as RpcError;
-      log.warn({ node: session.nodeId, id, kind }, "operation the agent does not run refused");
-      operations
-        .finish(
-          session.nodeId,
-          {
-            $typeName: "debvisor.v1.OperationResult",
-            operationId: id,
-            outcome: OperationOutcome.FAILED,
-            reason: refusal.reason,
-            message: refusal.message,
-            finishedAt: timestampFromMs(clock.now()),
-            replayed: false,
-          },
-          undefined,
-          signal,
-        )
-        .catch((e: unknown) =>
-          quiet.warn({ err: e, node: session.nodeId, id }, "refusal not recorded"),
-        );
-      return true;
-    }
-  }
 
   async function resync(session: AgentSession): Promise<void> {
     // A stream that ended before the watch was up has nothing to be sent.
@@ -170,7 +191,7 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       session.rereading = undefined;
       session.held = undefined;
       for (const r of held) offer(session, r);
-      for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+      release(session);
       // A report of no operation sent on the stream waits for a result that is not its own.
       for (const id of session.reports.keys())
         if (!session.sent.has(id)) session.reports.delete(id);

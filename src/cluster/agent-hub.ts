@@ -31,6 +31,7 @@ import { type AgentRefusal, createStreamOpener } from "./agent-stream-opener.js"
 import { createAgentStreamReader } from "./agent-stream-reader.js";
 import type { Inventory } from "./inventory.js";
 import { createTransferRelay, type TransferRelay } from "./transfer-relay.js";
+import type { VmFacts } from "./vm-records.js";
 
 /** A warning that comes with the traffic is written at most this often (with a count). */
 const REPEATS_MS = 10_000;
@@ -127,6 +128,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     logger: log,
     quiet,
     sessions,
+    placedGeneration: placedGenerations(inventory, quiet),
   });
 
   const guard = guardStreams({
@@ -251,5 +253,35 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
       sessions.get(nodeId)?.capabilities ?? presence.capabilities(nodeId, signal),
     push: (nodeId, message) => sessions.get(nodeId)?.queue.push(message) ?? false,
     close,
+  };
+}
+
+/**
+ * A VM's placement generation as this process's copy of the records shows
+ * it, once loaded (from now on; loaded again at an ask after a failed
+ * load); undefined until then.
+ */
+function placedGenerations(
+  inventory: Pick<Inventory, "vmRecords">,
+  logger: Logger,
+): (vmId: string) => bigint | undefined {
+  let facts: VmFacts | undefined;
+  let loading = false;
+  const load = () => {
+    loading = true;
+    inventory.vmRecords.all().then(
+      (f) => {
+        facts = f;
+      },
+      (err: unknown) => {
+        loading = false;
+        logger.warn({ err }, "vm records not loaded for the delivery's checks");
+      },
+    );
+  };
+  load();
+  return (vmId) => {
+    if (facts === undefined && !loading) load();
+    return facts?.get(vmId)?.rec.generation;
   };
 }

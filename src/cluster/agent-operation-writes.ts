@@ -56,12 +56,18 @@ export function createAgentOperationWrites(store: KvStore, clock: Clock): AgentO
   };
 
   return {
-    async delivered(nodeId, operationId, by, signal, known) {
+    async delivered(nodeId, operationId, by, signal, known, refuse) {
       return writtenOf(
         await change(
           nodeId,
           operationId,
           (r) => {
+            const refused = r.phase === OperationPhase.PENDING ? refuse?.(r) : undefined;
+            if (refused !== undefined) {
+              r.phase = OperationPhase.DONE;
+              r.result = refused;
+              return true;
+            }
             if (r.phase === OperationPhase.PENDING) r.phase = OperationPhase.DELIVERED;
             r.deliveries += 1;
             r.deliveredBy = by;

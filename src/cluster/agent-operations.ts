@@ -62,7 +62,8 @@ export interface AgentOperations {
   /**
    * Notes a delivery by `by` (PENDING becomes DELIVERED): the record as written, undefined
    * when it is gone or done. `known` (here and below): the record as last seen with its
-   * revision, tried before a read.
+   * revision, tried before a read. `refuse`, asked of a record still PENDING in the same
+   * compare-and-swap, may end it instead (DONE with its result): never sent, then.
    */
   delivered(
     nodeId: string,
@@ -70,6 +71,7 @@ export interface AgentOperations {
     by: string,
     signal?: AbortSignal,
     known?: Versioned<OperationRecord>,
+    refuse?: (pending: OperationRecord) => OperationResult | undefined,
   ): Promise<Versioned<OperationRecord> | undefined>;
   /** Records progress (DELIVERED becomes RUNNING): the record as written; ignored once done. */
   progress(

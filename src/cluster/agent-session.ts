@@ -56,6 +56,12 @@ export interface AgentSession extends GuardedStream {
    */
   rereading?: { again: boolean };
   /**
+   * While a start's delivery is written before it is sent
+   * (agent-start-claims.ts), the records offered meanwhile wait here, in
+   * order, offered after it: nothing overtakes it.
+   */
+  claiming?: OperationRecord[];
+  /**
    * Operations seen DONE while records were held: forgotten only once those
    * are offered, or a held earlier record of one would be sent again.
    */
