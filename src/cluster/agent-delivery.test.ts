@@ -159,7 +159,7 @@ describe("createAgentDelivery", () => {
     const submit = (d: { operations: AgentOperations }, ...a: Parameters<typeof op>) =>
       d.operations.submit("node-a", op(...a), "t");
 
-    it("is not sent, and ends STALE_GENERATION, when its generation is older than the placement's; the others go in order", async () => {
+    it("is not sent, and ends STALE_GENERATION, when its generation is older than the placement's; the others go, in order on each VM", async () => {
       const d = await openDelivery(new Map([["vm-1", 7n]]));
       try {
         // Queued while the node was away; the VM was placed (back) under generation 7 since.
@@ -171,7 +171,13 @@ describe("createAgentDelivery", () => {
         // Unknown here (no record, or the records not loaded): sent, the agent's locks decide.
         await submit(d, "start-vm-2", OperationKind.START_VM, "vm-2", 1n);
         const sent = await d.connect();
-        assert.deepEqual(await sent(1000), ["stop-5", "start-7", "start-vm-2"]);
+        const got = await sent(1000);
+        assert.deepEqual([...got].sort(), ["start-7", "start-vm-2", "stop-5"]);
+        // In order on each VM (the agent runs one VM's operations in the order they come).
+        assert.deepEqual(
+          got.filter((id) => id !== "start-vm-2"),
+          ["stop-5", "start-7"],
+        );
         for (const id of ["start-5", "recover-6"]) {
           const r = await d.operations.get("node-a", id);
           assert.equal(r?.phase, OperationPhase.DONE, id);
@@ -274,6 +280,69 @@ describe("createAgentDelivery", () => {
         release();
         await d.close();
       }
+    });
+
+    // From an adversarial review of the version that held every record of the stream.
+    describe("while its claim is written", () => {
+      /** A delivery whose claims of `slowId` wait for the returned release. */
+      async function withSlowClaim(placed: ReadonlyMap<string, bigint>, slowId: string) {
+        let release = () => {};
+        const slow = new Promise<void>((r) => {
+          release = r;
+        });
+        const d = await openDelivery(placed, (real) => ({
+          ...real,
+          delivered: async (nodeId, id, by, signal, known, refuse) => {
+            if (id === slowId) await slow;
+            return real.delivered(nodeId, id, by, signal, known, refuse);
+          },
+        }));
+        return { d, release: () => release() };
+      }
+
+      it("another VM's operations go on; the same VM's, abandoned meanwhile, are never sent", async () => {
+        const { d, release } = await withSlowClaim(new Map([["vm-1", 7n]]), "start-7");
+        try {
+          const sent = await d.connect();
+          await submit(d, "start-7", OperationKind.START_VM, "vm-1", 7n);
+          await submit(d, "stop-7", OperationKind.STOP_VM, "vm-1", 7n);
+          await submit(d, "stop-vm2", OperationKind.STOP_VM, "vm-2", 0n);
+          assert.deepEqual(await sent(500), ["stop-vm2"], "vm-2 does not wait for vm-1's claim");
+          // stop-7's caller gave up on it: ended, never delivered later.
+          const ended = await d.operations.abandon("node-a", {
+            $typeName: "debvisor.v1.OperationResult",
+            operationId: "stop-7",
+            outcome: OperationOutcome.FAILED,
+            reason: "BACKEND_UNAVAILABLE",
+            message: "not taken in time",
+            replayed: false,
+          });
+          assert.ok(ended);
+          await sleep(200);
+          release();
+          assert.deepEqual(await sent(1000), ["start-7"]);
+        } finally {
+          release();
+          await d.close();
+        }
+      });
+
+      it("a cancel asked for a stale start is not sent: the start never was", async () => {
+        const { d, release } = await withSlowClaim(new Map([["vm-1", 7n]]), "start-5");
+        try {
+          const sent = await d.connect();
+          await submit(d, "start-5", OperationKind.START_VM, "vm-1", 5n);
+          await d.operations.requestCancel("node-a", "start-5");
+          await sleep(200);
+          release();
+          assert.deepEqual(await sent(1000), []);
+          const r = await d.operations.get("node-a", "start-5");
+          assert.equal(r?.result?.reason, "STALE_GENERATION");
+        } finally {
+          release();
+          await d.close();
+        }
+      });
     });
   });
 });

@@ -5,7 +5,8 @@
  * are read (a resync), and otherwise offers it (sends its dispatch or cancel
  * once, or refuses a kind the agent did not announce). A start under a
  * generation is sent the first time once its delivery is written
- * (agent-start-claims.ts), the stream's later records waiting meanwhile.
+ * (agent-start-claims.ts), the stream's later records of its VM waiting
+ * meanwhile.
  */
 import type { Clock, Logger } from "../core/index.js";
 import { OperationPhase, type OperationRecord } from "../gen/debvisor/store/v1/agent_records_pb.js";
@@ -14,6 +15,7 @@ import type { KvStore, Versioned } from "../store/index.js";
 import { watchOperations } from "./agent-operation-watch.js";
 import type { AgentOperations } from "./agent-operations.js";
 import type { AgentSession } from "./agent-session.js";
+import { note, noteOwn, release } from "./agent-session-notes.js";
 import { createStartClaims } from "./agent-start-claims.js";
 import { refuseUnannounced } from "./agent-unannounced.js";
 
@@ -54,51 +56,17 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
   const { operations, sessions, signal, logger: log, quiet } = options;
   const claims = createStartClaims(options);
 
-  /** Notes the latest version of an operation of the session's node the watch has shown. */
-  function note(session: AgentSession, record: OperationRecord, modRevision: number): void {
-    const id = record.dispatch?.operationId ?? "";
-    if (id === "") return;
-    if (record.phase === OperationPhase.DONE) {
-      session.known.delete(id);
-      if (holding(session)) session.doneWhileHeld.push(id);
-      else forget(session, id);
-      return;
-    }
-    if ((session.known.get(id)?.modRevision ?? 0) < modRevision)
-      session.known.set(id, { message: record, modRevision });
-  }
-
-  function noteOwn(session: AgentSession, written: Versioned<OperationRecord> | undefined): void {
-    const id = written?.message.dispatch?.operationId ?? "";
-    if (written !== undefined && session.sent.has(id))
-      note(session, written.message, written.modRevision);
-  }
-
-  /** A finished operation leaves the stream's sets (they would grow for the stream's life). */
-  function forget(session: AgentSession, id: string): void {
-    session.known.delete(id);
-    session.reports.delete(id);
-    session.sent.delete(id);
-    session.cancelled.delete(id);
-  }
-
-  /** Records wait (a resync reads, a start's claim is written): DONE ones are forgotten after. */
-  const holding = (s: AgentSession) => s.held !== undefined || s.claiming !== undefined;
-
-  /** Forgets the operations seen DONE while records waited, once none wait. */
-  function release(session: AgentSession): void {
-    if (holding(session)) return;
-    for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
-  }
-
   function offer(session: AgentSession, record: OperationRecord): void {
-    if (session.claiming !== undefined) {
-      session.claiming.push(record);
+    const waiting = session.claiming?.get(record.dispatch?.vmId ?? "");
+    if (waiting !== undefined) {
+      waiting.push(record);
       return;
     }
     const dispatch = record.dispatch;
     const id = dispatch?.operationId ?? "";
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
+    // Seen DONE while records waited (abandoned, say): an earlier record of it is no offer.
+    if (session.doneWhileHeld.includes(id)) return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
       if (refuseUnannounced(options, session, dispatch.kind, id)) return;
@@ -123,30 +91,39 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
 
   /**
    * A start under a generation, never sent: its delivery is written first
-   * (or it ends there, stale); the stream's later records wait meanwhile,
-   * in order, then are offered after it (its own cancel, if asked, first).
+   * (or it ends there, stale); the stream's later records of the same VM
+   * wait meanwhile, in order, then are offered after it (its own cancel,
+   * if asked, first). Other VMs' go on: the agent orders operations per VM.
    */
   function claimThenSend(
     session: AgentSession,
     record: OperationRecord,
     dispatch: OperationDispatch,
   ): void {
+    const { operationId: id, vmId } = dispatch;
     const waiting: OperationRecord[] = [];
-    session.claiming = waiting;
-    const id = dispatch.operationId;
+    const claiming = session.claiming ?? new Map<string, OperationRecord[]>();
+    session.claiming = claiming;
+    claiming.set(vmId, waiting);
     const current = () => sessions.get(session.nodeId) === session && !signal.aborted;
     void claims
       .claim(session.nodeId, record, session.known.get(id), current)
       .then((w) => {
         if (w === undefined) return;
-        if (w.message.phase === OperationPhase.DONE)
-          log.warn({ node: session.nodeId, id, vm: dispatch.vmId }, "stale start not sent");
-        else if (!current() || !session.queue.push({ kind: { case: "dispatch", value: dispatch } }))
+        if (w.message.phase === OperationPhase.DONE) {
+          log.warn({ node: session.nodeId, id, vm: vmId }, "stale start not sent");
+          // Never sent: a cancel asked meanwhile has nothing to stop.
+          session.cancelled.add(id);
+        } else if (
+          !current() ||
+          !session.queue.push({ kind: { case: "dispatch", value: dispatch } })
+        )
           return;
         noteOwn(session, w);
       })
       .finally(() => {
-        session.claiming = undefined;
+        claiming.delete(vmId);
+        if (claiming.size === 0 && session.claiming === claiming) session.claiming = undefined;
         for (const r of [record, ...waiting]) offer(session, r);
         release(session);
       });

@@ -57,10 +57,11 @@ export interface AgentSession extends GuardedStream {
   rereading?: { again: boolean };
   /**
    * While a start's delivery is written before it is sent
-   * (agent-start-claims.ts), the records offered meanwhile wait here, in
-   * order, offered after it: nothing overtakes it.
+   * (agent-start-claims.ts), the records of its VM offered meanwhile wait
+   * here, by VM id, in order, offered after it: nothing on that VM
+   * overtakes it.
    */
-  claiming?: OperationRecord[];
+  claiming?: Map<string, OperationRecord[]>;
   /**
    * Operations seen DONE while records were held: forgotten only once those
    * are offered, or a held earlier record of one would be sent again.
