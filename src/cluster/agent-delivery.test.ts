@@ -8,7 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import { silentLogger, systemClock } from "../core/index.js";
 import { OperationPhase } from "../gen/debvisor/store/v1/agent_records_pb.js";
 import { HelloSchema, OperationKind, OperationOutcome } from "../gen/debvisor/v1/agent_pb.js";
-import { createSqliteStore } from "../store/index.js";
+import { createSqliteStore, type KvStore } from "../store/index.js";
 import { createAgentDelivery } from "./agent-delivery.js";
 import { type AgentOperations, createAgentOperations } from "./agent-operations.js";
 import { capabilityOf } from "./agent-presence.js";
@@ -92,19 +92,28 @@ describe("createAgentDelivery", () => {
     /**
      * A delivery to node-a's streams over a real store (its operations as
      * `wrap` shows them to the delivery); VMs placed at the generations in
-     * `placed`.
+     * `placed`; its watch `watchLagMs` behind the writes (as etcd's may lag
+     * a txn's answer).
      */
     async function openDelivery(
       placed: ReadonlyMap<string, bigint>,
       wrap: (real: AgentOperations) => AgentOperations = (real) => real,
+      watchLagMs = 0,
     ) {
       const dir = mkdtempSync(join(tmpdir(), "dv-delivery-"));
       const store = createSqliteStore({ path: join(dir, "state.db"), logger: silentLogger });
       const operations = createAgentOperations(store, systemClock);
       const stop = new AbortController();
       const sessions = new Map<string, AgentSession>();
+      const lagging: KvStore = Object.create(store);
+      lagging.watch = async function* (prefix, from, opts) {
+        for await (const e of store.watch(prefix, from, opts)) {
+          if (watchLagMs > 0) await sleep(watchLagMs);
+          yield e;
+        }
+      };
       const delivery = createAgentDelivery({
-        store,
+        store: lagging,
         operations: wrap(operations),
         clock: systemClock,
         serverId: "here",
@@ -117,6 +126,11 @@ describe("createAgentDelivery", () => {
       await delivery.ready;
       const kinds = [OperationKind.START_VM, OperationKind.STOP_VM, OperationKind.RECOVER];
       const hello = create(HelloSchema, { capabilities: kinds.map(capabilityOf) });
+      /** Ends node-a's stream as the hub does (its session gone, its queue closed). */
+      const endStream = () => {
+        sessions.get("node-a")?.queue.close();
+        sessions.delete("node-a");
+      };
       /** A new stream of node-a's, its operations read; answers what it was sent. */
       const connect = async () => {
         const session = newAgentSession("node-a", hello, 64);
@@ -147,7 +161,7 @@ describe("createAgentDelivery", () => {
         await store.close();
         rmSync(dir, { recursive: true, force: true });
       };
-      return { operations, connect, close };
+      return { operations, connect, endStream, close };
     }
     const op = (id: string, kind: OperationKind, vmId: string, generation: bigint) => ({
       operationId: id,
@@ -337,6 +351,65 @@ describe("createAgentDelivery", () => {
           release();
           assert.deepEqual(await sent(1000), []);
           const r = await d.operations.get("node-a", "start-5");
+          assert.equal(r?.result?.reason, "STALE_GENERATION");
+        } finally {
+          release();
+          await d.close();
+        }
+      });
+
+      // From a review of 00617c0: with the watch behind, the refusal's own DONE was forgotten
+      // before the watch's older record (asking a cancel) came, which was then claimed again.
+      it("no cancel for a stale start when the cancel came just before its claim and the watch lags", async () => {
+        let first = true;
+        const d = await openDelivery(
+          new Map([["vm-1", 7n]]),
+          (real) => ({
+            ...real,
+            delivered: async (nodeId, id, by, signal, known, refuse) => {
+              if (id === "start-5" && first) {
+                first = false;
+                await real.requestCancel(nodeId, id);
+              }
+              return real.delivered(nodeId, id, by, signal, known, refuse);
+            },
+          }),
+          150,
+        );
+        try {
+          const sent = await d.connect();
+          await submit(d, "start-5", OperationKind.START_VM, "vm-1", 5n);
+          assert.deepEqual(await sent(1500), []);
+          const r = await d.operations.get("node-a", "start-5");
+          assert.equal(r?.result?.reason, "STALE_GENERATION");
+        } finally {
+          await d.close();
+        }
+      });
+
+      // From the same review: a claim written as its stream ended was left DELIVERED, given
+      // to no stream, and sent to the next one unchecked.
+      it("is taken back when its stream ends before it is sent: the next stream's claim checks it", async () => {
+        const placed = new Map([["vm-1", 7n]]);
+        const { d, release } = await withSlowClaim(placed, "start-7");
+        try {
+          const first = await d.connect();
+          await submit(d, "start-7", OperationKind.START_VM, "vm-1", 7n);
+          await sleep(200);
+          d.endStream();
+          release();
+          assert.deepEqual(await first(300), [], "the ended stream got nothing");
+          // Its queue closed, the stream answers at once: the claim's write and its taking
+          // back need their time.
+          await sleep(300);
+          const back = await d.operations.get("node-a", "start-7");
+          assert.equal(back?.phase, OperationPhase.PENDING, "taken back");
+          assert.equal(back?.deliveries, 0);
+          // The node was failed over meanwhile: the VM is placed under generation 8 now.
+          placed.set("vm-1", 8n);
+          const second = await d.connect();
+          assert.deepEqual(await second(1000), []);
+          const r = await d.operations.get("node-a", "start-7");
           assert.equal(r?.result?.reason, "STALE_GENERATION");
         } finally {
           release();

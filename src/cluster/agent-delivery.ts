@@ -66,7 +66,7 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     const id = dispatch?.operationId ?? "";
     if (record.phase === OperationPhase.DONE || dispatch === undefined || id === "") return;
     // Seen DONE while records waited (abandoned, say): an earlier record of it is no offer.
-    if (session.doneWhileHeld.includes(id)) return;
+    if (session.doneWhileHeld.has(id)) return;
     if (!session.sent.has(id)) {
       session.sent.add(id);
       if (refuseUnannounced(options, session, dispatch.kind, id)) return;
@@ -109,16 +109,17 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
     void claims
       .claim(session.nodeId, record, session.known.get(id), current)
       .then((w) => {
+        if (w !== undefined && w.message.phase !== OperationPhase.DONE) {
+          if (current() && session.queue.push({ kind: { case: "dispatch", value: dispatch } }))
+            return noteOwn(session, w);
+          // Written as given to a stream, and given to none: a later one's claim decides.
+          return claims.unclaim(session.nodeId, w);
+        }
+        // Refused, or ended meanwhile (a lagging watch can offer it again): never sent
+        // here, so a cancel asked meanwhile has nothing to stop.
+        session.cancelled.add(id);
         if (w === undefined) return;
-        if (w.message.phase === OperationPhase.DONE) {
-          log.warn({ node: session.nodeId, id, vm: vmId }, "stale start not sent");
-          // Never sent: a cancel asked meanwhile has nothing to stop.
-          session.cancelled.add(id);
-        } else if (
-          !current() ||
-          !session.queue.push({ kind: { case: "dispatch", value: dispatch } })
-        )
-          return;
+        log.warn({ node: session.nodeId, id, vm: vmId }, "stale start not sent");
         noteOwn(session, w);
       })
       .finally(() => {

@@ -13,7 +13,7 @@ export function note(session: AgentSession, record: OperationRecord, modRevision
   if (id === "") return;
   if (record.phase === OperationPhase.DONE) {
     session.known.delete(id);
-    if (holding(session)) session.doneWhileHeld.push(id);
+    if (holding(session)) session.doneWhileHeld.add(id);
     else forget(session, id);
     return;
   }
@@ -34,7 +34,8 @@ export function noteOwn(
 /** Forgets the operations seen DONE while records waited, once none wait. */
 export function release(session: AgentSession): void {
   if (holding(session)) return;
-  for (const id of session.doneWhileHeld.splice(0)) forget(session, id);
+  for (const id of session.doneWhileHeld) forget(session, id);
+  session.doneWhileHeld.clear();
 }
 
 /** Records wait (a resync reads, a start's claim is written): DONE ones are forgotten after. */

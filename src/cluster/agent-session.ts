@@ -66,7 +66,7 @@ export interface AgentSession extends GuardedStream {
    * Operations seen DONE while records were held: forgotten only once those
    * are offered, or a held earlier record of one would be sent again.
    */
-  readonly doneWhileHeld: string[];
+  readonly doneWhileHeld: Set<string>;
 }
 
 /**
@@ -83,7 +83,7 @@ export function newAgentSession(nodeId: string, hello: Hello, sendQueueMax: numb
     replace: () => queue.close(new RpcError("AGENT_STREAM_REPLACED")),
     sent: new Set(),
     known: new Map(),
-    doneWhileHeld: [],
+    doneWhileHeld: new Set(),
     cancelled: new Set(),
     capabilities: [...hello.capabilities],
     reports: new Map(),
