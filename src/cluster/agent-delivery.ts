@@ -110,10 +110,11 @@ export function createAgentDelivery(options: AgentDeliveryOptions): AgentDeliver
       .claim(session.nodeId, record, session.known.get(id), current)
       .then((w) => {
         if (w !== undefined && w.message.phase !== OperationPhase.DONE) {
+          // Written as given to a stream and given to none (it ended): a later stream sends
+          // it as one given before, unchecked (docs/cluster.md says so).
           if (current() && session.queue.push({ kind: { case: "dispatch", value: dispatch } }))
-            return noteOwn(session, w);
-          // Written as given to a stream, and given to none: a later one's claim decides.
-          return claims.unclaim(session.nodeId, w);
+            noteOwn(session, w);
+          return;
         }
         // Refused, or ended meanwhile (a lagging watch can offer it again): never sent
         // here, so a cancel asked meanwhile has nothing to stop.

@@ -26,7 +26,7 @@ import type { AgentOperations } from "./agent-operations.js";
 /** The record changes of {@link AgentOperations} (see there). */
 export type AgentOperationWrites = Pick<
   AgentOperations,
-  "delivered" | "undelivered" | "progress" | "finish" | "abandon" | "requestCancel"
+  "delivered" | "progress" | "finish" | "abandon" | "requestCancel"
 >;
 
 /** Creates the {@link AgentOperationWrites} over `store`. */
@@ -77,26 +77,6 @@ export function createAgentOperationWrites(store: KvStore, clock: Clock): AgentO
           known,
         ),
       );
-    },
-    async undelivered(nodeId, written, signal) {
-      const was = written.message;
-      if (was.phase !== OperationPhase.DELIVERED || was.deliveries !== 1) return false;
-      const { written: done } = await change(
-        nodeId,
-        was.dispatch?.operationId ?? "",
-        (r) => {
-          // Sent again since, run, or answered: not this delivery's to take back.
-          if (r.phase !== OperationPhase.DELIVERED || r.deliveries !== 1) return false;
-          if (r.deliveredBy !== was.deliveredBy) return false;
-          r.phase = OperationPhase.PENDING;
-          r.deliveries = 0;
-          r.deliveredBy = "";
-          return true;
-        },
-        signal,
-        written,
-      );
-      return done;
     },
     async progress(nodeId, progress, signal, known) {
       return writtenOf(

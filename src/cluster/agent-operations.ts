@@ -73,16 +73,6 @@ export interface AgentOperations {
     known?: Versioned<OperationRecord>,
     refuse?: (pending: OperationRecord) => OperationResult | undefined,
   ): Promise<Versioned<OperationRecord> | undefined>;
-  /**
-   * Takes back a first delivery `written` by {@link delivered} whose dispatch was given to
-   * no stream after all (the stream ended meanwhile): PENDING again, if nothing else wrote
-   * it since but a cancel request. True when taken back.
-   */
-  undelivered(
-    nodeId: string,
-    written: Versioned<OperationRecord>,
-    signal?: AbortSignal,
-  ): Promise<boolean>;
   /** Records progress (DELIVERED becomes RUNNING): the record as written; ignored once done. */
   progress(
     nodeId: string,

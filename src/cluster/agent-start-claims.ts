@@ -51,13 +51,6 @@ export interface StartClaims {
     known: Versioned<OperationRecord> | undefined,
     current: () => boolean,
   ): Promise<Versioned<OperationRecord> | undefined>;
-  /**
-   * Takes back a claim `written` whose dispatch no stream got (the stream
-   * ended meanwhile): PENDING again, so the next stream's claim checks its
-   * generation. Never rejects (a failure is logged: it is then sent again,
-   * unchecked, as one given to a stream).
-   */
-  unclaim(nodeId: string, written: Versioned<OperationRecord>): Promise<void>;
 }
 
 /**
@@ -105,14 +98,6 @@ export function createStartClaims(options: StartClaimsOptions): StartClaims {
         STARTS.has(d.kind) &&
         record.phase === OperationPhase.PENDING
       );
-    },
-    async unclaim(nodeId, written) {
-      const id = written.message.dispatch?.operationId ?? "";
-      try {
-        await operations.undelivered(nodeId, written, signal);
-      } catch (err) {
-        quiet.warn({ err, node: nodeId, id }, "delivery not taken back; sent again unchecked");
-      }
     },
     async claim(nodeId, record, known, current) {
       const id = record.dispatch?.operationId ?? "";
