@@ -22,6 +22,26 @@ const start = (id: string) => ({
   generation: 0n,
 });
 
+/** The delivery under test, process "here", on the system clock, logging nothing. */
+const deliveryFor = (
+  store: KvStore,
+  operations: AgentOperations,
+  sessions: Map<string, AgentSession>,
+  signal: AbortSignal,
+  placedGeneration: (vmId: string) => bigint | undefined,
+) =>
+  createAgentDelivery({
+    store,
+    operations,
+    clock: systemClock,
+    serverId: "here",
+    signal,
+    logger: silentLogger,
+    quiet: silentLogger,
+    sessions,
+    placedGeneration,
+  });
+
 describe("createAgentDelivery", () => {
   it("sends a node's operations in the order submitted when a second resync comes during the first", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dv-delivery-"));
@@ -44,17 +64,7 @@ describe("createAgentDelivery", () => {
         },
       };
       const sessions = new Map<string, AgentSession>();
-      const delivery = createAgentDelivery({
-        store,
-        operations,
-        clock: systemClock,
-        serverId: "here",
-        signal: stop.signal,
-        logger: silentLogger,
-        quiet: silentLogger,
-        sessions,
-        placedGeneration: () => undefined,
-      });
+      const delivery = deliveryFor(store, operations, sessions, stop.signal, () => undefined);
       await delivery.ready;
       const hello = create(HelloSchema, { capabilities: [capabilityOf(OperationKind.START_VM)] });
       const session = newAgentSession("node-a", hello, 64);
@@ -112,17 +122,9 @@ describe("createAgentDelivery", () => {
           yield e;
         }
       };
-      const delivery = createAgentDelivery({
-        store: lagging,
-        operations: wrap(operations),
-        clock: systemClock,
-        serverId: "here",
-        signal: stop.signal,
-        logger: silentLogger,
-        quiet: silentLogger,
-        sessions,
-        placedGeneration: (vmId) => placed.get(vmId),
-      });
+      const delivery = deliveryFor(lagging, wrap(operations), sessions, stop.signal, (vmId) =>
+        placed.get(vmId),
+      );
       await delivery.ready;
       const kinds = [OperationKind.START_VM, OperationKind.STOP_VM, OperationKind.RECOVER];
       const hello = create(HelloSchema, { capabilities: kinds.map(capabilityOf) });

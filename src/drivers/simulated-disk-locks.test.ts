@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { RpcError } from "../core/index.js";
 import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
-import { createLocalSimulation } from "./local-simulation.js";
+import { createLocalSimulation, type LocalSimulationOptions } from "./local-simulation.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 
 const reasonOf = (fn: () => unknown) => {
@@ -183,6 +183,23 @@ describe("openSimulatedDiskLocks", () => {
   });
 });
 
+/** Simulated nodes in a new directory, sharing one simulated storage. */
+function sharedNodes() {
+  const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
+  const shared = join(root, "shared-storage");
+  return {
+    open: (nodeId: string, vms: number, more: Partial<LocalSimulationOptions> = {}) =>
+      createLocalSimulation({
+        nodeId,
+        dir: join(root, nodeId),
+        vms,
+        now: 0,
+        sharedDir: shared,
+        ...more,
+      }),
+  };
+}
+
 describe("createLocalSimulation with shared storage", () => {
   it("a node whose disk lock another node took stops the domain at its next call, and a stale recover starts nothing", async () => {
     const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
@@ -231,17 +248,11 @@ describe("createLocalSimulation with shared storage", () => {
   });
 
   it("tells the HA VMs, only those, that another node's start fenced off, and a read-only view tells none", async () => {
-    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
-    const shared = join(root, "shared-storage");
     const sig = AbortSignal.timeout(10_000);
     const told: { by: string; vms: readonly string[] }[] = [];
+    const nodes = sharedNodes();
     const open = (nodeId: string, vms: number, readOnly = false) =>
-      createLocalSimulation({
-        nodeId,
-        dir: join(root, nodeId),
-        vms,
-        now: 0,
-        sharedDir: shared,
+      nodes.open(nodeId, vms, {
         readOnly,
         onFencedOff: (ids) =>
           told.push({ by: readOnly ? `${nodeId} (read-only)` : nodeId, vms: ids }),
@@ -275,18 +286,10 @@ describe("createLocalSimulation with shared storage", () => {
   });
 
   it("checks the generation when the VM starts, not when the call arrived", async () => {
-    const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
-    const shared = join(root, "shared-storage");
     const sig = AbortSignal.timeout(10_000);
+    const nodes = sharedNodes();
     const open = (nodeId: string, vms: number, actionMs: number) =>
-      createLocalSimulation({
-        nodeId,
-        dir: join(root, nodeId),
-        vms,
-        now: 0,
-        sharedDir: shared,
-        actionMs,
-      });
+      nodes.open(nodeId, vms, { actionMs });
     const a = open("node-a", 1, 0);
     const slow = open("node-c", 0, 400);
     const fast = open("node-b", 0, 0);
