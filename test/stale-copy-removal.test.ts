@@ -84,12 +84,18 @@ describe("stale copies removed by generation (agents)", async () => {
       .get("node-a")
       ?.logs.find((l) => l.msg === "stale copy removed" && l.vm === VM);
     assert.equal(removed?.generation, String(generation));
-    // The event of the VM, and the audit record of system:reconciler.
-    const ev = await c.hvctl("-o", "json", "events", "--for", `vm/${VM}`);
-    assert.equal(ev.code, 0, ev.stderr);
-    const types = (JSON.parse(ev.stdout) as { events: { type: string; message: string }[] }).events;
-    const told = types.find((e) => e.type === "StaleCopyRemoved");
-    assert.match(told?.message ?? "", /stale copy on node-a stopped and undefined/);
+    // The event of the VM (recorded in the background: it can land just after the node's report
+    // cleared the conflict, seen in a CI run), and the audit record of system:reconciler.
+    await eventually(
+      async () => {
+        const ev = await c.hvctl("-o", "json", "events", "--for", `vm/${VM}`);
+        assert.equal(ev.code, 0, ev.stderr);
+        const { events } = JSON.parse(ev.stdout) as { events: { type: string; message: string }[] };
+        const told = events.find((e) => e.type === "StaleCopyRemoved");
+        assert.match(told?.message ?? "", /stale copy on node-a stopped and undefined/);
+      },
+      { timeoutMs: 10_000, intervalMs: 250 },
+    );
     const audit = readFileSync(join(c.dir, "audit.log"), "utf8")
       .split("\n")
       .filter((l) => l.includes('"vm.stale-copy"') && l.includes(`vm_id=${VM} `));
