@@ -27,6 +27,14 @@ export const MAX_HA_FLAGS = 4096;
 /** Flags read at once while listing. */
 const READ_CONCURRENCY = 4;
 
+/**
+ * How long a listing spends reading flags; those not read by then are read
+ * at the next listing. The self-fence lists before it stops anything: a
+ * hung read held it for the listing's whole 30 s, longer than the margin
+ * between the self-fence window and the fence delay may be configured.
+ */
+export const HA_FLAG_READS_TIMEOUT_MS = 5000;
+
 /** The flags, and the driver whose listings, defines and undefines keep them. */
 export interface DomainHaFlags {
   /** Whether the domain is HA as last read; false when unknown. */
@@ -67,9 +75,14 @@ export function trackDomainHaFlags(
     overflowLogged = true;
   };
 
-  async function read(vmId: string, signal: AbortSignal): Promise<void> {
+  /** Reads one flag within the listing's `signal`; cut off by `bound`, it counts as failed. */
+  async function read(vmId: string, signal: AbortSignal, bound: AbortSignal): Promise<void> {
     try {
-      keep(vmId, { ha: await driver.haFlag(vmId, signal), at: now(), ok: true });
+      keep(vmId, {
+        ha: await driver.haFlag(vmId, AbortSignal.any([signal, bound])),
+        at: now(),
+        ok: true,
+      });
     } catch (err) {
       // Out of the listing's time: the listing stands, with what was known. Failing it, a read
       // that hangs kept the fence check from stopping even the HA VMs it knew.
@@ -102,8 +115,9 @@ export function trackDomainHaFlags(
         const flag = flags.get(id);
         return flag === undefined || !flag.ok || t - flag.at >= HA_FLAG_REFRESH_MS;
       });
-    for (let i = 0; i < due.length && !signal.aborted; i += READ_CONCURRENCY)
-      await Promise.all(due.slice(i, i + READ_CONCURRENCY).map((id) => read(id, signal)));
+    const bound = AbortSignal.timeout(HA_FLAG_READS_TIMEOUT_MS);
+    for (let i = 0; i < due.length && !signal.aborted && !bound.aborted; i += READ_CONCURRENCY)
+      await Promise.all(due.slice(i, i + READ_CONCURRENCY).map((id) => read(id, signal, bound)));
     return domains;
   };
 

@@ -161,7 +161,14 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
     const { fence, clock, fenced } = await selfFenceOf(hv);
     try {
       clock.ns += 2000n * MS;
+      const began = Date.now();
       await fence.guard(() => undefined);
+      // The listing's own bound is 30 s; flag reads give up after HA_FLAG_READS_TIMEOUT_MS (5 s).
+      const tookMs = Date.now() - began;
+      assert.ok(
+        tookMs < 20_000,
+        `the fence acted after ${tookMs} ms, not within the flag reads' bound`,
+      );
       const states = Object.fromEntries(
         (await hv.domains(AbortSignal.timeout(20_000))).map((d) => [d.id, d.state]),
       );
@@ -183,7 +190,9 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
    * hand) is read when the fence check lists, just before it stops
    * anything. Its `virsh metadata` hung: the read ran out the listing's
    * time, and the listing failed with it, so the check stopped no HA domain,
-   * at this tick or any later one (each read the new domain again).
+   * at this tick or any later one (each read the new domain again). Then
+   * the check waited out the listing's 30 s before stopping them; the flag
+   * reads now give up after 5 s.
    */
   it("a hung metadata read of a new domain does not keep the fence from stopping the known HA domains", async () => {
     const node = libvirtNode();
@@ -202,7 +211,14 @@ describe("openNodeHypervisor (libvirt, virsh -c test:///node.xml)", {
         timeoutMs: 20_000,
       });
       clock.ns += 2000n * MS;
+      const began = Date.now();
       await fence.guard(() => undefined);
+      // The listing's own bound is 30 s; flag reads give up after HA_FLAG_READS_TIMEOUT_MS (5 s).
+      const tookMs = Date.now() - began;
+      assert.ok(
+        tookMs < 20_000,
+        `the fence acted after ${tookMs} ms, not within the flag reads' bound`,
+      );
       const states = Object.fromEntries(
         (
           await session.run(
