@@ -4,7 +4,7 @@
  * (`self-fence-state.ts`), the clock check and watchdog pet
  * (`fence-check.ts`) and the lease waiters (`lease-waiters.ts`).
  */
-import type { Logger } from "../core/index.js";
+import { createRecencyMap, type Logger } from "../core/index.js";
 import {
   canRecover,
   type HypervisorDriver,
@@ -16,6 +16,9 @@ import { createLeaseWaiters } from "./lease-waiters.js";
 import { MS, restoreSelfFenceState } from "./self-fence-state.js";
 
 export { watchdogGraceMs } from "./self-fence-state.js";
+
+/** Heartbeats whose send time is kept for their renewal: only the latest can still be confirmed. */
+const SENT_REMEMBERED = 64;
 
 /** Options of {@link createSelfFence}. */
 export interface SelfFenceOptions {
@@ -77,7 +80,7 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
   const { logger: log } = options;
   const now = options.now ?? monotonicNs;
   const state = restoreSelfFenceState(now(), options.watchdog);
-  let sent = new Map<bigint, bigint>();
+  let sent = createRecencyMap<bigint, bigint>(SENT_REMEMBERED);
   let chain: Promise<unknown> = Promise.resolve();
   const waiters = createLeaseWaiters(state, now, log);
   const { check, pet } = createFenceCheck(state, options, now);
@@ -120,12 +123,10 @@ export function createSelfFence(options: SelfFenceOptions): SelfFence {
       schedule();
     },
     newStream() {
-      sent = new Map();
+      sent = createRecencyMap(SENT_REMEMBERED);
     },
     sending(sequence) {
-      sent.set(sequence, now());
-      // Only the latest few can still be confirmed.
-      if (sent.size > 64) sent.delete(sent.keys().next().value as bigint);
+      sent.touch(sequence, now());
     },
     renewed(sequence) {
       const at = sent.get(sequence);

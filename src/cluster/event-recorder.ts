@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, timeoutSignal } from "../core/index.js";
+import { type Clock, createRecencyMap, type Logger, timeoutSignal } from "../core/index.js";
 import { EventRecordSchema } from "../gen/debvisor/store/v1/event_records_pb.js";
 import { type EventLog, type EventObjectKind, MAX_EVENT_BATCH } from "./event-log.js";
 
@@ -84,7 +84,7 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
   const repeatMs = options.repeatWindowMs ?? 60_000;
   /** Events to write, each with its tenant, resolved when it was emitted (see emit). */
   const queue: { event: ClusterEvent; at: number; tenant: Promise<string> }[] = [];
-  const recent = new Map<string, number>();
+  const recent = createRecencyMap<string, number>(MAX_RECENT);
   const stop = new AbortController();
   const stats = { recorded: 0, droppedQueueFull: 0, droppedStoreError: 0, suppressed: 0 };
   let writing: Promise<void> | undefined;
@@ -93,10 +93,7 @@ export function createEventRecorder(options: EventRecorderOptions): EventRecorde
     const key = `${e.kind}\0${e.id}\0${e.type}\0${e.reason ?? ""}\0${e.message}`;
     const last = recent.get(key);
     if (last !== undefined && now - last < repeatMs) return true;
-    recent.delete(key);
-    recent.set(key, now);
-    // Oldest first in insertion order: drop the oldest beyond the bound.
-    if (recent.size > MAX_RECENT) recent.delete(recent.keys().next().value as string);
+    recent.touch(key, now);
     return false;
   }
 

@@ -25,6 +25,8 @@
  * good (an adversarial review; test/failover-failing-target.test.ts).
  */
 
+import { createRecencyMap } from "../core/index.js";
+
 /** How long a node that failed to restart a VM once is not picked for it again. */
 export const FIRST_AVOID_MS = 10_000;
 /** The longest a node that keeps failing to restart a VM is not picked for it. */
@@ -45,7 +47,7 @@ export interface FailedTargets {
 
 /** Creates the {@link FailedTargets}; `nodeKey` gives the key a node id is compared by. */
 export function createFailedTargets(nodeKey: (id: string) => string): FailedTargets {
-  const byVm = new Map<string, Map<string, { at: number; times: number }>>();
+  const byVm = createRecencyMap<string, Map<string, { at: number; times: number }>>(MAX_VMS);
   const avoidMs = (times: number) =>
     Math.min(AVOID_FAILED_TARGET_MS, FIRST_AVOID_MS * 2 ** Math.min(times - 1, 30));
   return {
@@ -68,11 +70,9 @@ export function createFailedTargets(nodeKey: (id: string) => string): FailedTarg
     },
     failed(vmId, node, now) {
       const nodes = byVm.get(vmId) ?? new Map<string, { at: number; times: number }>();
-      byVm.delete(vmId);
-      if (byVm.size >= MAX_VMS) byVm.delete(byVm.keys().next().value as string);
       const key = nodeKey(node);
       nodes.set(key, { at: now, times: (nodes.get(key)?.times ?? 0) + 1 });
-      byVm.set(vmId, nodes);
+      byVm.touch(vmId, nodes);
     },
     restarted(vmId) {
       byVm.delete(vmId);

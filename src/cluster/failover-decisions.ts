@@ -3,7 +3,7 @@
  * change (a decision repeated pass after pass is not told again), handed to
  * the audit trail's callbacks and emitted as the VM's events.
  */
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, createRecencyMap, type Logger } from "../core/index.js";
 import type { Migration } from "../gen/debvisor/v1/migration_pb.js";
 import type { EventSink } from "./event-recorder.js";
 import type { AdoptedPlacement } from "./placement-from-truth.js";
@@ -95,7 +95,9 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
   const { logger } = deps;
   const now = () => (deps.clock === undefined ? Date.now() : deps.clock.now());
   /** The last decision told per VM, so a pass repeating it says nothing; the oldest forgotten past the bound. */
-  const lastDecision = new Map<string, { key: string; failed: boolean; at: number }>();
+  const lastDecision = createRecencyMap<string, { key: string; failed: boolean; at: number }>(
+    REMEMBERED_DECISIONS,
+  );
 
   function decide(d: FailoverDecision) {
     const key = d.reason === undefined ? `${d.action}:${d.detail}` : `${d.action}#${d.reason}`;
@@ -108,10 +110,7 @@ export function createFailoverDecisions(deps: FailoverDecisionsDeps): FailoverDe
     if (d.action === "failed" && last?.failed === true && at - last.at < FAILURE_QUIET_MS)
       return Promise.resolve(false);
     // Deleted VMs' entries would stay for the process's life: the least recently decided go.
-    lastDecision.delete(d.vmId);
-    if (lastDecision.size >= REMEMBERED_DECISIONS)
-      lastDecision.delete(lastDecision.keys().next().value as string);
-    lastDecision.set(d.vmId, { key, failed: d.action === "failed", at });
+    lastDecision.touch(d.vmId, { key, failed: d.action === "failed", at });
     logger.info({ ...d }, "failover decision");
     // Called now (a throw is a rejection): the trail hears decisions in their order.
     const told = (async () => deps.onDecision?.(d))();

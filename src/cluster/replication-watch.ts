@@ -6,7 +6,7 @@
  * `createReplicationHandlers` (replication-handlers.ts).
  */
 import { create } from "@bufbuild/protobuf";
-import { RpcError, type ServiceImpl, scopeOf } from "../core/index.js";
+import { createRecencyMap, RpcError, type ServiceImpl, scopeOf } from "../core/index.js";
 import { datasetKey } from "../drivers/index.js";
 import {
   type DatasetRef,
@@ -42,7 +42,9 @@ export function createReplicationWatch(
    * watch of its space looks at): a VM given to another tenant is seen
    * within a second.
    */
-  const owners = new Map<string, { at: number; tenants: Promise<readonly string[]> }>();
+  const owners = createRecencyMap<string, { at: number; tenants: Promise<readonly string[]> }>(
+    OWNERS_REMEMBERED,
+  );
   const ownersOf = (dataset: DatasetRef): Promise<readonly string[]> => {
     const key = datasetKey(dataset);
     const now = performance.now();
@@ -52,8 +54,7 @@ export function createReplicationWatch(
     // Not any one caller's signal: the answer is shared.
     const tenants = access.tenants(dataset, AbortSignal.timeout(10_000));
     tenants.catch(() => owners.delete(key));
-    owners.set(key, { at: now, tenants });
-    if (owners.size > OWNERS_REMEMBERED) owners.delete(owners.keys().next().value as string);
+    owners.touch(key, { at: now, tenants });
     return tenants;
   };
 

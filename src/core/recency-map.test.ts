@@ -107,6 +107,19 @@ describe("recency map", () => {
     assert.deepEqual(map.oldest(), ["again", 1]);
   });
 
+  it("drops its least recently touched entries past the bound it was made with", () => {
+    const map = createRecencyMap<string, number>(3);
+    for (const k of ["a", "b", "c"]) map.touch(k, 0);
+    map.touch("a", 1); // a is the newest now: b goes first
+    map.touch("d", 0);
+    assert.equal(map.size, 3);
+    assert.equal(map.get("b"), undefined, "the least recently touched went");
+    assert.equal(map.get("a"), 1);
+    map.touch("e", 0);
+    assert.equal(map.get("c"), undefined);
+    assert.deepEqual(map.oldest(), ["a", 1]);
+  });
+
   // Calls come in batches on separate turns, as a server's do. An earlier version kept one
   // iterator open on its Map, which held every table V8 rebuilt until the oldest entry was
   // asked for: 76 MB more over these touches.

@@ -15,7 +15,7 @@
  */
 export interface RecencyMap<K, V> {
   get(key: K): V | undefined;
-  /** Sets `key` to `value` as the newest entry. */
+  /** Sets `key` to `value` as the newest entry (then drops the oldest beyond the bound). */
   touch(key: K, value: V): void;
   delete(key: K): boolean;
   /** The oldest entry, left in place. */
@@ -32,7 +32,11 @@ interface Node<K, V> {
   newer: Node<K, V> | undefined;
 }
 
-export function createRecencyMap<K, V>(): RecencyMap<K, V> {
+/**
+ * `max`: the most entries kept; a `touch` past it drops the oldest (default:
+ * no bound, the caller drops what it must).
+ */
+export function createRecencyMap<K, V>(max = Number.POSITIVE_INFINITY): RecencyMap<K, V> {
   const nodes = new Map<K, Node<K, V>>();
   let oldest: Node<K, V> | undefined;
   let newest: Node<K, V> | undefined;
@@ -67,6 +71,7 @@ export function createRecencyMap<K, V>(): RecencyMap<K, V> {
       if (newest === undefined) oldest = node;
       else newest.newer = node;
       newest = node;
+      while (nodes.size > max && oldest !== undefined) remove(oldest.key);
     },
     delete: remove,
     oldest: () => (oldest === undefined ? undefined : [oldest.key, oldest.value]),

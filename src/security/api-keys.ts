@@ -4,7 +4,7 @@
 // api-key-records.ts.
 import { timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { type Clock, type Logger, RpcError } from "../core/index.js";
+import { type Clock, createRecencyMap, type Logger, RpcError } from "../core/index.js";
 import { type ApiKeyRecord, ApiKeyRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import {
   decodeMessage,
@@ -20,6 +20,8 @@ import { API_KEYS_PREFIX, createApiKeyRecords, sha256 } from "./api-key-records.
 const TOKEN = /^dvk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 /** last_used_at is written at most this often per key, so reads stay reads. */
 const LAST_USED_EVERY_MS = 60_000;
+/** Keys whose last write of last_used_at is remembered; the least recently used are forgotten. */
+const LAST_WRITTEN_REMEMBERED = 100_000;
 
 /** The id (the public part) of a token shaped like an API key, else undefined. */
 export function apiKeyIdOf(token: string): string | undefined {
@@ -103,7 +105,7 @@ export function createApiKeys(
   clock: Clock,
   mirror?: PrefixMirror<ApiKeyRecord>,
 ): ApiKeys {
-  const lastWritten = new Map<string, number>();
+  const lastWritten = createRecencyMap<string, number>(LAST_WRITTEN_REMEMBERED);
   const { lookup, caughtUp, update, issue } = createApiKeyRecords(store, clock, mirror);
 
   async function revoke(id: string, signal?: AbortSignal): Promise<ApiKeyRecord> {
@@ -135,9 +137,7 @@ export function createApiKeys(
       const dead = deadKey(record, now);
       if (dead !== undefined) return { failure: dead };
       if (now - (lastWritten.get(id) ?? Number(record.lastUsedAtMs)) >= LAST_USED_EVERY_MS) {
-        lastWritten.set(id, now);
-        if (lastWritten.size > 100_000)
-          lastWritten.delete(lastWritten.keys().next().value as string);
+        lastWritten.touch(id, now);
         void update(id, (r) =>
           create(ApiKeyRecordSchema, { ...r, lastUsedAtMs: BigInt(now) }),
         ).catch(() => {});
