@@ -14,7 +14,7 @@ import {
   DatasetRefSchema,
   StorageBackend,
 } from "../src/gen/debvisor/v1/storage_pb.js";
-import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
+import { VmOperationState, VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { enrollAgent } from "./helpers/agent-process.js";
 import { type DaemonProcess, startDevDaemon } from "./helpers/daemon-process.js";
 import { agentContext, bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
@@ -73,6 +73,8 @@ describe("tenant boundaries against a dev daemon", () => {
     dir = mkdtempSync(join(tmpdir(), "dv-tenancy-review-"));
     daemon = await startDevDaemon(dir, {
       cluster: { failover: { enabled: false } },
+      // Each case makes its tenants' keys and bindings anew; rate limits are tested elsewhere.
+      rateLimit: { perPrincipal: { ratePerSecond: 1000, burst: 1000 } },
     });
     admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
     root = clients(admin);
@@ -388,6 +390,92 @@ describe("tenant boundaries against a dev daemon", () => {
         deleteInUse: deleted.reason || "OK",
       },
       { globex: [], cluster: [""], deleteInUse: "IMAGE_IN_USE" },
+    );
+  });
+
+  // Found by an adversarial tenant review (8 December 2026): a VM's disk outlives
+  // its DeleteVm (undefine keeps storage), and then belongs to nobody. Another
+  // tenant's CreateVm naming it as a *new* disk passed the control plane's check
+  // (no VM names it, no dataset record), and the creating tenant was handed the
+  // old tenant's volume: its data, its snapshots (names and labels). Now the
+  // storage is asked (refuseStoredDisks). Last in this file: it deletes vm-008.
+  it("does not give globex's left-over disk, its data and snapshots, to acme as a 'new' disk", async () => {
+    const acme = await asTenant("acme-op", ["operator"], "acme");
+    const globex = await asTenant("globex-op", ["operator"], "globex");
+    // vm-008 is globex's in the dev cluster; its disk holds globex's data and snapshots.
+    const disk = { backend: StorageBackend.BACKEND_ZFS, pool: "tank", name: "vm-008-disk0" };
+    await globex.storage.createSnapshot({ dataset: disk, label: "globex-payroll" });
+    const node = (await globex.vms.getVm({ vmId: "vm-008" })).nodeId?.id ?? "";
+    assert.notEqual(node, "", "vm-008 is on a node");
+    const del = await globex.vms.deleteVm({ vmId: "vm-008", force: true });
+    await eventually(
+      async () =>
+        (await globex.vms.getOperation({ operationId: del.id })).state ===
+        VmOperationState.SUCCEEDED,
+      { timeoutMs: 30_000 },
+    );
+    // The volume is still there: the storage backend lists it, with its snapshots.
+    const left = (await root.storage.listDatasets({})).datasets.find(
+      (d) => d.dataset?.name === "vm-008-disk0",
+    );
+    assert.ok(left !== undefined && left.snapshotCount > 0, "the deleted VM's volume is left");
+
+    // acme asks for a *new* 1 GiB disk under that name, on the node holding the volume.
+    let op: { id: string } | undefined;
+    const asked = await callOutcome(
+      acme.vms
+        .createVm({
+          vmId: "acme-thief",
+          nodeId: { id: node },
+          spec: { vcpus: 1, memoryBytes: GIB, disks: [{ dataset: disk, sizeBytes: GIB }] },
+        })
+        .then((o) => {
+          op = o;
+        }),
+    );
+    // Refused at once, or accepted and then failed on the node: either way, with the reason.
+    const done =
+      op === undefined
+        ? undefined
+        : await eventually(
+            async () => {
+              const got = await acme.vms.getOperation({ operationId: op?.id ?? "" });
+              return got.state === VmOperationState.SUCCEEDED ||
+                got.state === VmOperationState.FAILED
+                ? got
+                : false;
+            },
+            { timeoutMs: 30_000 },
+          );
+    const create = { reason: done === undefined ? asked.reason : done.reason };
+    // The failed create's record goes when it is settled: wait for that, not a fixed time.
+    const thief = await eventually(
+      async () => {
+        const got = await callOutcome(acme.vms.getVm({ vmId: "acme-thief" }));
+        return create.reason === "" || got.reason !== "" ? got : false;
+      },
+      { timeoutMs: 15_000 },
+    ).catch(() => ({ reason: "still there" }));
+    const snaps = await acme.storage
+      .listSnapshots({ dataset: disk })
+      .then((l) => l.snapshots.map((s) => s.ref?.snapshotName ?? ""))
+      .catch(() => [] as string[]);
+    const sizes = (await acme.storage.listDatasets({})).datasets
+      .filter((d) => d.dataset?.name === "vm-008-disk0")
+      .map((d) => d.sizeBytes);
+    assert.deepEqual(
+      {
+        create: create.reason || "OK",
+        globexSnapshotsSeenByAcme: snaps.filter((s) => s.startsWith("globex-payroll")),
+        oldVolumeSizesSeenByAcme: sizes,
+        thiefVm: thief.reason || "OK",
+      },
+      {
+        create: "DATASET_EXISTS",
+        globexSnapshotsSeenByAcme: [],
+        oldVolumeSizesSeenByAcme: [],
+        thiefVm: "VM_NOT_FOUND",
+      },
     );
   });
 });

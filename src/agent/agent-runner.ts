@@ -32,6 +32,7 @@ import {
   RESET_TOLD,
 } from "./fenced-vm-reports.js";
 import { openHostBoot, stoppedByReboot } from "./host-boot.js";
+import { newDisksChecked } from "./new-disk-check.js";
 import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
 import { openNodeStorage } from "./node-storage.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
@@ -194,7 +195,12 @@ async function serve(
   });
   const executor = createOperationExecutor({
     // An HA VM starts only under a confirmed lease (the fence below decides).
-    driver: leasedStarts(hv.driver, (signal) => fence.leased(signal), hv.isHa),
+    // A new disk is refused where this node's storage holds its name already.
+    driver: newDisksChecked(
+      leasedStarts(hv.driver, (signal) => fence.leased(signal), hv.isHa),
+      storage?.driver,
+      nodeId,
+    ),
     copies: openCopyGenerations(config.dir),
     define: hv.define,
     now,

@@ -68,6 +68,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       cpuOvercommit: deps.cpuOvercommit,
       memoryOvercommit: deps.memoryOvercommit,
       quota,
+      storage: deps.storage,
     }),
     createMigrationService(
       deps.runtime === undefined ? undefined : { ...deps.runtime, clock: deps.clock, quota },

@@ -14,7 +14,7 @@ import { LOST, retryWhileLost } from "../store/index.js";
 import { createHolder, unreportedCreates } from "./create-reservations.js";
 import { createDatasetAccess } from "./dataset-access.js";
 import { placeVm } from "./vm-create-placement.js";
-import { claimDisks, createVmDiskCheck } from "./vm-disk-check.js";
+import { claimDisks, createVmDiskCheck, refuseStoredDisks } from "./vm-disk-check.js";
 import type { VmLifecycleShared } from "./vm-lifecycle.js";
 import type { VmLocator } from "./vm-locator.js";
 import type { VmOperationSubmitter } from "./vm-operation-submitter.js";
@@ -124,6 +124,8 @@ export function createVmCreation(
         );
         if (hold === undefined) return LOST;
         try {
+          // On the node chosen: a ZFS dataset is that node's.
+          await refuseStoredDisks(deps.storage, req, placement.nodeId, ctx.signal);
           const revision = await generationFloor(store, ctx.signal);
           const claims = await claimDisks(store, req, tenant, ctx.tenant !== undefined, ctx.signal);
           const also = [hold, ...claims];

@@ -1,5 +1,5 @@
 import { RpcError } from "../core/index.js";
-import { datasetKey } from "../drivers/index.js";
+import { datasetKey, type StorageDriver } from "../drivers/index.js";
 import { type DatasetRef, StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import type { CreateVmRequest } from "../gen/debvisor/v1/vm_pb.js";
 import type { Compare, KvStore, TxnOp } from "../store/index.js";
@@ -98,6 +98,30 @@ export function createVmDiskCheck(deps: { inventory: Inventory; datasets: Datase
       if (other !== undefined) throw inUse(i, d, other, tenant, confined);
     }
   };
+}
+
+/**
+ * DATASET_EXISTS when the storage already holds a disk `req` asks to make
+ * anew, on `nodeId`'s copy (RBD images are the cluster's, whatever the
+ * node). The checks above ask what the control plane knows: a disk left
+ * behind by a deleted VM (DeleteVm keeps storage) is no VM's and no
+ * record's, and another tenant's create naming it as new was given the old
+ * volume with its data and snapshots (an adversarial review;
+ * test/tenancy-boundaries.test.ts). A backend the cluster does not have
+ * holds nothing; one that cannot answer fails the create with its error.
+ */
+export async function refuseStoredDisks(
+  storage: StorageDriver | undefined,
+  req: CreateVmRequest,
+  nodeId: string,
+  signal: AbortSignal,
+): Promise<void> {
+  if (storage === undefined) return;
+  for (const disk of req.spec?.disks ?? []) {
+    if (disk.sizeBytes <= 0n || disk.dataset === undefined) continue;
+    if ((await storage.listSnapshots(disk.dataset, signal, nodeId)) !== undefined)
+      throw new RpcError("DATASET_EXISTS");
+  }
 }
 
 /** DISK_IN_USE for disk `i`, naming the other VM only to a caller who may see it. */

@@ -1,7 +1,9 @@
 // The VM lifecycle methods of VmService: their policies and the composition
 // of their parts (vm-creation.ts, vm-state-changes.ts, vm-adoption.ts over
 // vm-locator.ts and vm-operation-submitter.ts), with the operation reads.
+
 import { type CallContext, type Clock, type MethodPolicy, RpcError } from "../core/index.js";
+import type { StorageDriver } from "../drivers/index.js";
 import type {
   CreateVmRequest,
   GetOperationRequest,
@@ -29,6 +31,8 @@ export interface VmLifecycleDeps {
   readonly memoryOvercommit?: number;
   /** Open watches per caller, shared with every other watch: WatchOperation counts too. */
   readonly quota?: WatchQuota;
+  /** The cluster's storage: a new disk must not exist there already (absent: not asked). */
+  readonly storage?: StorageDriver;
 }
 
 /** What the lifecycle's parts share, built once per lifecycle. */

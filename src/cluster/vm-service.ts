@@ -14,6 +14,7 @@ import {
   sameNode,
   scopeOf,
 } from "../core/index.js";
+import type { StorageDriver } from "../drivers/index.js";
 import type { VMRef } from "../gen/debvisor/v1/migration_pb.js";
 import {
   type ListVmsRequest,
@@ -42,6 +43,8 @@ export interface VmServiceDeps {
   readonly memoryOvercommit?: number;
   /** Open watches per caller (WatchOperation), shared with the daemon's other watches. */
   readonly quota?: WatchQuota;
+  /** The cluster's storage, asked whether a new disk exists already. */
+  readonly storage?: StorageDriver;
 }
 
 /**
