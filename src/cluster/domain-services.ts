@@ -2,6 +2,7 @@ import type { Clock, Logger, ServiceBinding } from "../core/index.js";
 import type { StorageDriver } from "../drivers/index.js";
 import type { KvStore } from "../store/index.js";
 import { createAgentOperations } from "./agent-operations.js";
+import { createAgentPresence } from "./agent-presence.js";
 import type { ClusterRuntime } from "./cluster-runtime.js";
 import type { EventLog } from "./event-log.js";
 import type { EventSink } from "./event-recorder.js";
@@ -59,6 +60,7 @@ export function createDomainServices(deps: DomainServiceDeps): ServiceBinding[] 
       fenceDelayMs: deps.runtime?.failover.fenceDelayMs,
       events: deps.events?.sink,
       operations: { ops: createAgentOperations(deps.store, deps.clock), clock: deps.clock },
+      presence: createAgentPresence(deps.store),
     }),
     createVmService({
       inventory: deps.inventory,

@@ -8,6 +8,7 @@ import { type Clock, nodeKey, RpcError } from "../core/index.js";
 import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { getMessage, type KvStore } from "../store/index.js";
+import { AGENTS_PREFIX } from "./agent-presence.js";
 import type { FacedRecords } from "./faced-records.js";
 import type { Inventory } from "./inventory.js";
 import type { NodeLiveness } from "./node-liveness.js";
@@ -103,7 +104,15 @@ export function createInventoryNodes(deps: InventoryNodesDeps): InventoryNodes {
     async remove(given, unchanged, signal) {
       const id = nodeKey(given);
       const txn = await store.txn(
-        { compares: [unchanged], success: [{ type: "delete", key: NODE_PREFIX + id }] },
+        {
+          compares: [unchanged],
+          success: [
+            { type: "delete", key: NODE_PREFIX + id },
+            // Its agent's presence too: one a crashed process left would refuse the node's
+            // NodeService reports (AGENT_REPORTS_NODE) if it joined again without an agent.
+            { type: "delete", key: AGENTS_PREFIX + given },
+          ],
+        },
         { signal },
       );
       if (!txn.succeeded) return false;

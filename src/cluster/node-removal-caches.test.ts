@@ -6,10 +6,12 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { silentLogger, systemClock } from "../core/index.js";
+import { AgentPresenceRecordSchema } from "../gen/debvisor/store/v1/agent_presence_records_pb.js";
 import { HealthSchema, NodeInfoSchema } from "../gen/debvisor/v1/node_pb.js";
 import { createSqliteStore } from "../store/index.js";
 import { createAgentExecutors } from "./agent-executors.js";
 import { createAgentOperations } from "./agent-operations.js";
+import { createAgentPresence } from "./agent-presence.js";
 import { createInventory } from "./inventory.js";
 
 /** Polls `check` every 20 ms for at most 20 s (the deletes come by watch; a loaded machine is slow). */
@@ -63,7 +65,15 @@ describe("a removed node's per-node state in the control plane", () => {
       // n1 removed by this process; n2 and n3 by another (the watch brings the deletes).
       const n1 = await inventory.readNode("n1");
       assert.ok(n1);
+      // n1's agent was connected to a process that crashed: its presence record stayed.
+      const presence = createAgentPresence(store);
+      await presence.connected("n1", create(AgentPresenceRecordSchema, { serverId: "gone" }));
       assert.equal(await inventory.remove("n1", n1.unchanged), true);
+      assert.equal(
+        await presence.current("n1"),
+        undefined,
+        "the removed node's agent presence goes with it (its NodeService reports are taken again)",
+      );
       await store.delete("nodes/n2");
       await store.delete("nodes/n3");
 

@@ -1,5 +1,7 @@
 import {
+  type CallContext,
   type Clock,
+  createRecencyMap,
   defineService,
   type LabelSelector,
   matchesLabels,
@@ -20,6 +22,7 @@ import {
   type NodeSummary,
 } from "../gen/debvisor/v1/node_pb.js";
 import type { AgentOperations } from "./agent-operations.js";
+import type { AgentPresence } from "./agent-presence.js";
 import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
@@ -41,11 +44,27 @@ export interface NodeServiceDeps {
   readonly events?: EventSink;
   /** A removed node's operations still open are ended (default: left as they are). */
   readonly operations?: { readonly ops: AgentOperations; readonly clock: Clock };
+  /**
+   * Where nodes' agents are connected: while a node's agent is, RegisterNode
+   * and Heartbeat for it are refused (AGENT_REPORTS_NODE). Absent: not asked.
+   */
+  readonly presence?: AgentPresence;
 }
 
 /** NodeService: registration, heartbeats and the node listing. */
 export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   const { inventory } = deps;
+  /** When each node's refused NodeService report was last logged (a line per node a minute). */
+  const refusedLogged = createRecencyMap<string, number>(1000);
+  const refusals = {
+    due(nodeId: string): boolean {
+      const now = Date.now();
+      const last = refusedLogged.get(nodeId);
+      if (last !== undefined && now - last < 60_000) return false;
+      refusedLogged.touch(nodeId, now);
+      return true;
+    },
+  };
   const tell = (id: string, type: string, message: string, warning = false) =>
     deps.events?.emit({
       kind: "node",
@@ -56,6 +75,25 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       warning,
       source: "node-service",
     });
+  /**
+   * A node whose agent is connected is reported on the agent's stream only.
+   * The unary calls skipped the stream's guard: a stolen node certificate's
+   * Heartbeat, stamped ahead, made the agent's own reports read as older and
+   * ignored, and showed the node without its VMs, with nothing told to the
+   * agent or the operator (an adversarial review, 8 December 2026). Refused
+   * and logged (a line per node a minute); the agent's stream is untouched.
+   */
+  async function refuseWhileAgentReports(nodeId: string, ctx: CallContext) {
+    if (deps.presence === undefined || nodeId === "") return;
+    if ((await deps.presence.current(nodeId, ctx.signal)) === undefined) return;
+    if (refusals.due(nodeId))
+      ctx.log.warn(
+        { node: nodeId, by: principalOf(ctx).id },
+        "a NodeService report for a node whose agent is connected; refused",
+      );
+    throw new RpcError("AGENT_REPORTS_NODE");
+  }
+
   /** ListNodes answers cluster-wide callers with bytes built from each node's kept encoding. */
   const encoder = createSummaryEncoder();
   return defineService(
@@ -87,11 +125,13 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
     },
     {
       async registerNode(req, ctx) {
+        await refuseWhileAgentReports(req.id?.id ?? "", ctx);
         // Nodes are the cluster's: the cluster target keeps tenant-confined callers out.
         const { created } = await inventory.register(req, principalOf(ctx).id, ctx.signal);
         return { status: StatusCode.STATUS_OK, message: created ? "registered" : "updated" };
       },
       async heartbeat(req, ctx) {
+        await refuseWhileAgentReports(req.nodeId?.id ?? "", ctx);
         // Only the node itself, or the identity that registered it, reports about it.
         const recorded = await inventory.heartbeat(req, ctx.signal, principalOf(ctx).id);
         return {

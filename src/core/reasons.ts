@@ -242,6 +242,10 @@ export const REASONS = {
     code: Code.Unavailable,
     message: "node agent not connected to this control-plane process; retry later",
   },
+  AGENT_REPORTS_NODE: {
+    code: Code.FailedPrecondition,
+    message: "the node's agent is connected and reports it; NodeService reports for it are refused",
+  },
   AGENT_CAPABILITY_MISSING: {
     code: Code.FailedPrecondition,
     message: "the node's agent does not run this kind of operation",
