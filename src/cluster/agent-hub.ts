@@ -148,6 +148,7 @@ export function createAgentHub(options: AgentHubOptions): AgentHub {
     clock,
     messageRate: options.messageRate,
     logger: log,
+    quiet,
     heartbeats: createHeartbeatRecorder({
       inventory,
       livenessTtlMs: options.livenessTtlMs,

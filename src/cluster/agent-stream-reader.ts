@@ -31,6 +31,14 @@ export interface AgentStreamReaderOptions {
   /** Messages read from one node's streams (see AgentHubOptions.messageRate). Unset: not limited. */
   readonly messageRate?: BucketLimit;
   readonly logger: Logger;
+  /**
+   * For lines a node's messages make at its will (its events, results of
+   * operations it was not sent, failed marks): each written at most once per
+   * interval, with the nodes left out. The plain logger wrote one per message,
+   * words the node chose, about 100 a second per stolen certificate (an
+   * adversarial review, 8 December 2026).
+   */
+  readonly quiet: Logger;
   readonly heartbeats: HeartbeatRecorder;
   /** Notes the writes of progress on the stream's operations. */
   readonly delivery: Pick<AgentDelivery, "noteOwn">;
@@ -46,7 +54,7 @@ export interface AgentStreamReader {
 
 /** Builds the hub's reader of agents' messages. */
 export function createAgentStreamReader(options: AgentStreamReaderOptions): AgentStreamReader {
-  const { inventory, operations, heartbeats, delivery, logger: log } = options;
+  const { inventory, operations, heartbeats, delivery, logger: log, quiet } = options;
   /** One budget per node, shared by its streams here (a new stream does not refill it). */
   const budgets = createRateLimiter(options.clock);
 
@@ -119,7 +127,9 @@ export function createAgentStreamReader(options: AgentStreamReaderOptions): Agen
         session.reports.delete(id);
         const known = session.known.get(id);
         const recorded = await operations.finish(node, m.kind.value, report, signal, known);
-        log.info(
+        // One of its own operations ended: told. Anything else (one it was not sent, or ended
+        // already) is the node's word alone.
+        (recorded ? log : quiet).info(
           { node, operation: m.kind.value.operationId, outcome: m.kind.value.outcome, recorded },
           "agent operation finished",
         );
@@ -135,7 +145,7 @@ export function createAgentStreamReader(options: AgentStreamReaderOptions): Agen
           session.reports.set(m.kind.value.operationId, m.kind.value);
         break;
       case "event":
-        log.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
+        quiet.info({ node, event: m.kind.value.kind, vm: m.kind.value.vmId }, "agent event");
         if (m.kind.value.kind === "self-fenced") await selfFenced(node, m.kind.value.vmId, signal);
         break;
       default:
@@ -154,7 +164,7 @@ export function createAgentStreamReader(options: AgentStreamReaderOptions): Agen
       if (await noteSelfFenced(options.store, node, vmId, reportMs, signal))
         log.info({ node, vm: vmId }, "self-fenced HA vm marked to start again");
     } catch (err) {
-      log.warn({ err, node, vm: vmId }, "self-fenced vm not marked to start again");
+      quiet.warn({ err, node, vm: vmId }, "self-fenced vm not marked to start again");
     }
   }
 
