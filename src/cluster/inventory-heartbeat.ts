@@ -17,6 +17,7 @@ import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/reco
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { getMessage, type KvStore } from "../store/index.js";
 import type { EventSink } from "./event-recorder.js";
+import { createFirstClaims } from "./first-claims.js";
 import type { Inventory } from "./inventory.js";
 import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import type { NodeLiveness } from "./node-liveness.js";
@@ -59,6 +60,7 @@ export function createInventoryHeartbeat(
   const { store, clock, liveClock, liveness, vmRecords, nodeRecords, staleCopies } = deps;
   const { backFromLapse, refreshMs } = deps;
   const skew = deps.skewMs;
+  const firstClaims = createFirstClaims(clock, deps.logger);
   return {
     async heartbeat(health, signal, reporter) {
       const nodeId = nodeKey(health.nodeId?.id ?? "");
@@ -104,6 +106,7 @@ export function createInventoryHeartbeat(
         takeoverCandidates(nodeId, applyPins(health.vms, pinned), facts, nodes),
         signal,
       );
+      const newClaims = firstClaims(nodeId, health.vms, facts);
       let placement: Placement | undefined;
       let stored = false;
       // Placements its node confirms (from the report itself, not from pins) are written on
@@ -139,6 +142,7 @@ export function createInventoryHeartbeat(
           revision,
           confirmFrom,
           moving,
+          newClaims,
         });
         confirmFrom = undefined;
         moving = new Map();

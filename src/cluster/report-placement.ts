@@ -57,6 +57,8 @@ export function placeReported(
      * read before the report; a candidate not read is not claimed by this report.
      */
     moving: ReadonlyMap<string, boolean>;
+    /** VMs no record holds that this report may claim at most (default: MAX_CLAIMS). */
+    newClaims?: number;
   },
 ): Placement {
   const { revision } = options;
@@ -64,6 +66,7 @@ export function placeReported(
   const placed: { vmId: string; tenant: string; was: string }[] = [];
   const refused: Placement["refused"] = [];
   const stale: VmInfo[] = [];
+  let newClaimed = 0;
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
@@ -90,6 +93,8 @@ export function placeReported(
       return false;
     }
     if (claims.length >= MAX_CLAIMS) return false;
+    // A VM no record holds: a record written on the node's word alone, within its budget.
+    if (fact === undefined && newClaimed++ >= (options.newClaims ?? MAX_CLAIMS)) return false;
     if (holder !== "") {
       const moving = options.moving.get(vm.id);
       // Not read before the report (past the bound, or a pin since): the next report claims it.
