@@ -29,6 +29,7 @@ import {
   tellPlacement,
 } from "./report-placement.js";
 import type { StaleCopies } from "./stale-copies.js";
+import { dropVanished, vanishedRecords } from "./vanished-vms.js";
 import { applyPins } from "./vm-pins.js";
 import { generationFloor } from "./vm-placement.js";
 import { type VmRecords, withTenants } from "./vm-records.js";
@@ -109,6 +110,8 @@ export function createInventoryHeartbeat(
       const newClaims = firstClaims(nodeId, health.vms, facts);
       let placement: Placement | undefined;
       let stored = false;
+      /** The report stored before this one, once this one is written. */
+      let before: readonly VmInfo[] | undefined;
       // Placements its node confirms (from the report itself, not from pins) are written on
       // the first try only: a try that failed may have met a VM record newer than this
       // process had seen, and the report must not fail for them (the next one writes them).
@@ -167,9 +170,19 @@ export function createInventoryHeartbeat(
         )
           return { next: undefined, result: true };
         stored = true;
+        before = current.health?.vms;
         return { next, result: true, vms: placed.claims };
       });
       if (stored) backFromLapse.delete(nodeId);
+      // Records of VMs the node no longer lists that were its word alone go (vanished-vms.ts).
+      if (stored && placement !== undefined)
+        await dropVanished(
+          store,
+          vmRecords,
+          await vanishedRecords(nodeId, before, placement.vms, vmRecords),
+          deps.logger,
+          signal,
+        );
       if (placement !== undefined && deps.events !== undefined)
         tellPlacement(deps.events, nodeId, placement, facts);
       if (recorded && placement !== undefined)

@@ -54,6 +54,8 @@ export interface VmRecords {
   onChange(listener: (id: string | undefined) => void): void;
   /** The compare and put that write `rec` only if the record is still at `rev`. */
   write(rec: VmRecord, rev: number): { compare: Compare; op: TxnOp };
+  /** The compare and delete that remove VM `id`'s record only if it is still at `rev`. */
+  drop(id: string, rev: number): { compare: Compare; op: TxnOp };
   /** The compare that holds only while VM `id`'s record is still at `rev` (0: still absent). */
   unchanged(id: string, rev: number): Compare;
   /** Notes a record this process wrote at `rev`. */
@@ -151,6 +153,10 @@ export function createVmRecords(store: KvStore, logger: Logger = silentLogger): 
       listeners.push(listener);
     },
     unchanged: (id, rev) => ({ key: PREFIX + id, modRevision: rev }),
+    drop: (id, rev) => ({
+      compare: { key: PREFIX + id, modRevision: rev },
+      op: { type: "delete", key: PREFIX + id },
+    }),
     write(rec, rev) {
       const key = PREFIX + rec.id;
       return {
