@@ -1,4 +1,4 @@
-import type { Clock, Logger } from "../core/index.js";
+import { type Clock, createRecencyMap, type Logger } from "../core/index.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { type BucketLimit, createRateLimiter } from "../security/index.js";
 import { MAX_CLAIMS } from "./report-placement.js";
@@ -7,35 +7,69 @@ import type { VmFacts } from "./vm-records.js";
 /**
  * How many VMs no record holds one node's reports may claim: as many as
  * one report may list at once (1,000: a node joining with its VMs), then
- * 1,000 a day. A record so claimed is written on the node's word alone and
- * stays (only a DeleteVm removes it): a stolen node certificate reporting
- * fresh made-up ids in every heartbeat wrote 50 records a report, about
- * 5,000 a second at its stream's message rate, and a "Placed" event each
- * (an adversarial review, 8 December 2026).
+ * 1,000 a day. A record so claimed is written on the node's word alone: a
+ * stolen node certificate reporting fresh made-up ids in every heartbeat
+ * wrote 50 records a report, about 5,000 a second at its stream's message
+ * rate, and a "Placed" event each (an adversarial review, 8 December 2026).
  */
 export const FIRST_CLAIMS: BucketLimit = { ratePerSecond: 1000 / 86_400, burst: 1000 };
 
+/** A VM whose record was dropped from a node (vanished-vms.ts) is claimed back by it free this long. */
+export const FREE_RECLAIM_MS = 60 * 60_000;
+
+/** The claims one report may make of VMs no record holds, and which of them cost a token. */
+export interface FirstClaimsTaken {
+  readonly allowed: ReadonlySet<string>;
+  readonly charged: readonly string[];
+}
+
 /**
- * The budget of each report's claims of VMs no record holds, per node (in
- * this process: each control-plane replica counts its own). Tokens are taken
- * before the report is placed, at most {@link MAX_CLAIMS}, for the VMs of
- * the report no record holds; a node past its budget has them left out of
- * its report (as past MAX_CLAIMS), logged once a minute per node.
+ * The budget of each node's claims of VMs no record holds (in this process:
+ * each control-plane replica counts its own). `take` asks before a report
+ * is placed, at most {@link MAX_CLAIMS}, for the report's VMs no record
+ * holds; a node past its budget has the rest left out of its report (as
+ * past MAX_CLAIMS), logged once a minute per node. `settle` gives back the
+ * tokens of those the report did not claim after all (it was older than
+ * the stored one, or repeated it, or the claims bound was full). A VM whose
+ * record was dropped from the node within {@link FREE_RECLAIM_MS}
+ * (`dropped`) is claimed back free: a VM that comes and goes under one name
+ * does not spend the node's budget (both found by a review of the budget).
  */
 export function createFirstClaims(clock: Clock, logger: Logger | undefined) {
   const budgets = createRateLimiter(clock, 10_000);
   const logged = createRateLimiter(clock, 10_000);
-  return (nodeId: string, vms: readonly VmInfo[], facts: VmFacts): number => {
-    let unknown = 0;
-    for (const vm of vms) if (facts.get(vm.id) === undefined) unknown++;
-    const wanted = Math.min(unknown, MAX_CLAIMS);
-    let budget = 0;
-    while (budget < wanted && budgets.take(nodeId, 1, FIRST_CLAIMS).allowed) budget++;
-    if (budget < wanted && logged.take(nodeId, 1, { ratePerSecond: 1 / 60, burst: 1 }).allowed)
-      logger?.warn(
-        { node: nodeId, unknown, claimed: budget },
-        "a node reports more VMs no record holds than it may claim now; the rest are left out of its report",
-      );
-    return budget;
+  const recentlyDropped = createRecencyMap<string, number>(10_000);
+  const key = (nodeId: string, vmId: string) => `${nodeId}\0${vmId}`;
+  return {
+    take(nodeId: string, vms: readonly VmInfo[], facts: VmFacts): FirstClaimsTaken {
+      const allowed = new Set<string>();
+      const charged: string[] = [];
+      let unknown = 0;
+      for (const vm of vms) {
+        if (facts.get(vm.id) !== undefined || allowed.size >= MAX_CLAIMS) continue;
+        unknown++;
+        const at = recentlyDropped.get(key(nodeId, vm.id));
+        if (at !== undefined && clock.now() - at < FREE_RECLAIM_MS) allowed.add(vm.id);
+        else if (budgets.take(nodeId, 1, FIRST_CLAIMS).allowed) {
+          allowed.add(vm.id);
+          charged.push(vm.id);
+        }
+      }
+      if (allowed.size < Math.min(unknown, MAX_CLAIMS)) {
+        if (logged.take(nodeId, 1, { ratePerSecond: 1 / 60, burst: 1 }).allowed)
+          logger?.warn(
+            { node: nodeId, unknown, claimed: allowed.size },
+            "a node reports more VMs no record holds than it may claim now; the rest are left out of its report",
+          );
+      }
+      return { allowed, charged };
+    },
+    settle(nodeId: string, taken: FirstClaimsTaken, claimed: ReadonlySet<string>): void {
+      const unused = taken.charged.filter((id) => !claimed.has(id)).length;
+      if (unused > 0) budgets.giveBack(nodeId, unused, FIRST_CLAIMS);
+    },
+    dropped(nodeId: string, vmIds: readonly string[]): void {
+      for (const id of vmIds) recentlyDropped.touch(key(nodeId, id), clock.now());
+    },
   };
 }

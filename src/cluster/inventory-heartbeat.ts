@@ -107,11 +107,12 @@ export function createInventoryHeartbeat(
         takeoverCandidates(nodeId, applyPins(health.vms, pinned), facts, nodes),
         signal,
       );
-      const newClaims = firstClaims(nodeId, health.vms, facts);
+      const taken = firstClaims.take(nodeId, applyPins(health.vms, pinned), facts);
       let placement: Placement | undefined;
       let stored = false;
-      /** The report stored before this one, once this one is written. */
+      /** The report stored before this one, and this one's revision, once it is written. */
       let before: readonly VmInfo[] | undefined;
+      let writtenAt: number | undefined;
       // Placements its node confirms (from the report itself, not from pins) are written on
       // the first try only: a try that failed may have met a VM record newer than this
       // process had seen, and the report must not fail for them (the next one writes them).
@@ -145,7 +146,7 @@ export function createInventoryHeartbeat(
           revision,
           confirmFrom,
           moving,
-          newClaims,
+          newAllowed: taken.allowed,
         });
         confirmFrom = undefined;
         moving = new Map();
@@ -171,17 +172,36 @@ export function createInventoryHeartbeat(
           return { next: undefined, result: true };
         stored = true;
         before = current.health?.vms;
-        return { next, result: true, vms: placed.claims };
+        return {
+          next,
+          result: true,
+          vms: placed.claims,
+          written: (rev) => {
+            writtenAt = rev;
+          },
+        };
       });
       if (stored) backFromLapse.delete(nodeId);
-      // Records of VMs the node no longer lists that were its word alone go (vanished-vms.ts).
-      if (stored && placement !== undefined)
-        await dropVanished(
-          store,
-          vmRecords,
-          await vanishedRecords(nodeId, before, placement.vms, vmRecords),
-          deps.logger,
-          signal,
+      const written = stored && writtenAt !== undefined ? placement : undefined;
+      firstClaims.settle(
+        nodeId,
+        taken,
+        // The VMs no record held that it placed (the facts may show their records by now).
+        new Set(written?.placed.filter((p) => taken.allowed.has(p.vmId)).map((p) => p.vmId)),
+      );
+      // Records of VMs the node no longer lists that were its word alone go (vanished-vms.ts),
+      // while its record is the one this report wrote.
+      if (written !== undefined && writtenAt !== undefined)
+        firstClaims.dropped(
+          nodeId,
+          await dropVanished(
+            store,
+            vmRecords,
+            await vanishedRecords(nodeId, before, written.vms, vmRecords),
+            { key: NODE_PREFIX + nodeId, modRevision: writtenAt },
+            deps.logger,
+            signal,
+          ),
         );
       if (placement !== undefined && deps.events !== undefined)
         tellPlacement(deps.events, nodeId, placement, facts);

@@ -4,7 +4,7 @@
  * are inventory-heartbeat.ts's.
  */
 import { create } from "@bufbuild/protobuf";
-import { type Clock, nodeKey, RpcError } from "../core/index.js";
+import { type Clock, type Logger, nodeKey, RpcError } from "../core/index.js";
 import { type NodeRecord, NodeRecordSchema } from "../gen/debvisor/store/v1/records_pb.js";
 import type { NodeSummary } from "../gen/debvisor/v1/node_pb.js";
 import { getMessage, type KvStore } from "../store/index.js";
@@ -14,6 +14,7 @@ import type { Inventory } from "./inventory.js";
 import type { NodeLiveness } from "./node-liveness.js";
 import { compareIds, idOf, NODE_PREFIX, type NodeRecords, type Versioned } from "./node-records.js";
 import { summarizeNode } from "./node-summary.js";
+import { dropVanished, recordsOnWordAlone } from "./vanished-vms.js";
 import type { VmRecords } from "./vm-records.js";
 
 /** What {@link createInventoryNodes} works with. */
@@ -28,6 +29,7 @@ export interface InventoryNodesDeps {
   readonly nodeRecords: NodeRecords;
   /** Nodes back after a lapse whose first report is not stored yet (see inventory.ts). */
   readonly backFromLapse: Set<string>;
+  readonly logger?: Logger;
 }
 
 /** The inventory's calls on nodes, but the heartbeat. */
@@ -117,6 +119,15 @@ export function createInventoryNodes(deps: InventoryNodesDeps): InventoryNodes {
       );
       if (!txn.succeeded) return false;
       nodeRecords.remember(id, txn.revision, undefined);
+      // The records its reports wrote on its word alone go with it, while it is not back.
+      await dropVanished(
+        store,
+        vmRecords,
+        await recordsOnWordAlone(id, vmRecords),
+        { key: NODE_PREFIX + id, modRevision: 0 },
+        deps.logger,
+        signal,
+      );
       backFromLapse.delete(id);
       return true;
     },

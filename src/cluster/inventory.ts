@@ -230,6 +230,7 @@ export function createInventory(options: InventoryOptions): Inventory {
     withFacts,
     nodeRecords,
     backFromLapse,
+    logger: options.logger,
   });
   const { heartbeat } = createInventoryHeartbeat({
     store,

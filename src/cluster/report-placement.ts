@@ -57,8 +57,8 @@ export function placeReported(
      * read before the report; a candidate not read is not claimed by this report.
      */
     moving: ReadonlyMap<string, boolean>;
-    /** VMs no record holds that this report may claim at most (default: MAX_CLAIMS). */
-    newClaims?: number;
+    /** The VMs no record holds this report may claim (first-claims.ts); undefined: any. */
+    newAllowed?: ReadonlySet<string>;
   },
 ): Placement {
   const { revision } = options;
@@ -66,7 +66,6 @@ export function placeReported(
   const placed: { vmId: string; tenant: string; was: string }[] = [];
   const refused: Placement["refused"] = [];
   const stale: VmInfo[] = [];
-  let newClaimed = 0;
   const kept = vms.filter((vm) => {
     const fact = facts.get(vm.id);
     const holder = fact?.rec.nodeId ?? "";
@@ -94,7 +93,7 @@ export function placeReported(
     }
     if (claims.length >= MAX_CLAIMS) return false;
     // A VM no record holds: a record written on the node's word alone, within its budget.
-    if (fact === undefined && newClaimed++ >= (options.newClaims ?? MAX_CLAIMS)) return false;
+    if (fact === undefined && options.newAllowed?.has(vm.id) === false) return false;
     if (holder !== "") {
       const moving = options.moving.get(vm.id);
       // Not read before the report (past the bound, or a pin since): the next report claims it.
