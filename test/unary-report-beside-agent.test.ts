@@ -100,6 +100,10 @@ describe("NodeService reports beside a connected agent", () => {
     const register = await callOutcome(
       thief.registerNode({ id: { id: "node-x" }, hostname: "thief.example" }),
     );
+    // Node ids are one without regard to case; the presence record is keyed as the agent spells it.
+    const shouted = await callOutcome(
+      thief.heartbeat({ nodeId: { id: "NODE-X" }, timestamp: ts(Date.now() + 4000), vms: [] }),
+    );
     const during = await shown();
     const agentStreamFailed = agent.failed();
     beating = false;
@@ -108,6 +112,7 @@ describe("NodeService reports beside a connected agent", () => {
     assert.equal(agentStreamFailed, undefined, "the agent's stream stays up");
     assert.equal(thiefOutcome, "AGENT_REPORTS_NODE");
     assert.equal(register.reason, "AGENT_REPORTS_NODE");
+    assert.equal(shouted.reason, "AGENT_REPORTS_NODE", "the same node, spelt in capitals");
     assert.deepEqual(
       during,
       ["vm-real"],

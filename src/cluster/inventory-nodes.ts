@@ -105,14 +105,17 @@ export function createInventoryNodes(deps: InventoryNodesDeps): InventoryNodes {
     },
     async remove(given, unchanged, signal) {
       const id = nodeKey(given);
+      // Its agent's presence too: one a crashed process left would refuse the node's
+      // NodeService reports (AGENT_REPORTS_NODE) if it joined again without an agent. Keyed as
+      // the agent's certificate spells the node: under each spelling that may name it.
+      const registered = (await nodeRecords.cachedVersion(id))?.message.info?.id?.id ?? "";
+      const presence = [...new Set([given, id, registered].filter((n) => n !== ""))];
       const txn = await store.txn(
         {
           compares: [unchanged],
           success: [
             { type: "delete", key: NODE_PREFIX + id },
-            // Its agent's presence too: one a crashed process left would refuse the node's
-            // NodeService reports (AGENT_REPORTS_NODE) if it joined again without an agent.
-            { type: "delete", key: AGENTS_PREFIX + given },
+            ...presence.map((n) => ({ type: "delete" as const, key: AGENTS_PREFIX + n })),
           ],
         },
         { signal },

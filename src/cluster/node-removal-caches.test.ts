@@ -63,14 +63,16 @@ describe("a removed node's per-node state in the control plane", () => {
       assert.equal(executors.forNode("n1"), drivers.get("n1"), "a node's driver is kept");
 
       // n1 removed by this process; n2 and n3 by another (the watch brings the deletes).
+      // n1's agent, whose certificate spells it N1, registered it so (its Hello does) and was
+      // connected to a process that crashed: its presence record, keyed N1, stayed.
+      await inventory.register(create(NodeInfoSchema, { id: { id: "N1" } }), "test");
       const n1 = await inventory.readNode("n1");
       assert.ok(n1);
-      // n1's agent was connected to a process that crashed: its presence record stayed.
       const presence = createAgentPresence(store);
-      await presence.connected("n1", create(AgentPresenceRecordSchema, { serverId: "gone" }));
+      await presence.connected("N1", create(AgentPresenceRecordSchema, { serverId: "gone" }));
       assert.equal(await inventory.remove("n1", n1.unchanged), true);
       assert.equal(
-        await presence.current("n1"),
+        await presence.current("N1"),
         undefined,
         "the removed node's agent presence goes with it (its NodeService reports are taken again)",
       );

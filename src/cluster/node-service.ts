@@ -5,11 +5,13 @@ import {
   defineService,
   type LabelSelector,
   matchesLabels,
+  nodeKey,
   paginate,
   parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
+  sameNode,
   scopeOf,
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
@@ -84,8 +86,22 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
    * and logged (a line per node a minute); the agent's stream is untouched.
    */
   async function refuseWhileAgentReports(nodeId: string, ctx: CallContext) {
-    if (deps.presence === undefined || nodeId === "") return;
-    if ((await deps.presence.current(nodeId, ctx.signal)) === undefined) return;
+    const presence = deps.presence;
+    if (presence === undefined || nodeId === "") return;
+    // Node ids are one without regard to case, but the presence record is keyed by the id as
+    // the agent's certificate spells it: looked up under every spelling that can name it
+    // (the call's, lowered, the registered one, the caller's own certificate name).
+    const registered = (await inventory.getNode(nodeId, ctx.signal))?.summary.info?.id?.id;
+    const caller = principalOf(ctx).id;
+    const spellings = new Set(
+      [nodeId, nodeKey(nodeId), registered ?? "", sameNode(caller, nodeId) ? caller : ""].filter(
+        (id) => id !== "",
+      ),
+    );
+    const found = await Promise.all(
+      [...spellings].map(async (id) => (await presence.current(id, ctx.signal)) !== undefined),
+    );
+    if (!found.includes(true)) return;
     if (refusals.due(nodeId))
       ctx.log.warn(
         { node: nodeId, by: principalOf(ctx).id },
