@@ -15,15 +15,11 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import type * as grpc from "@grpc/grpc-js";
-import { resolveContext } from "../src/client/index.js";
 import { silentLogger } from "../src/core/index.js";
 import { VmState } from "../src/gen/debvisor/v1/vm_pb.js";
 import { createSqliteStore, rangeAll } from "../src/store/index.js";
 import { connectInProcess, hubOn } from "./helpers/agent-stream.js";
-import { agentContext, bearerContext, callOutcome, devClients } from "./helpers/dev-clients.js";
 import { eventually } from "./helpers/eventually.js";
-import { daemonWithNode } from "./helpers/node-stream.js";
 
 /** The most VMs one report may list (agent.proto / node.proto rules). */
 const MAX_REPORTED = 1000;
@@ -86,57 +82,5 @@ describe("VM records a node's reports write on its word alone", () => {
       records <= MAX_REPORTED,
       `a node that lists at most 50 VMs at a time (none now) left ${records} VM records written on its word alone (bound: ${MAX_REPORTED})`,
     );
-  });
-});
-
-// The same records squatted VM ids: a record of an unmanaged VM no node lists
-// any more, with no tenant, made every tenant's CreateVm of that id
-// VM_EXISTS (vm-locator.ts refuseExisting), and nothing removed it (a
-// DeleteVm goes to the node that reported it, the thief). One report of
-// likely names ("web-1", "db-1" ...) took them from every tenant for good.
-// Such a record now goes with the report that no longer lists it
-// (vanished-vms.ts).
-describe("a VM id a node reported once", () => {
-  it("a tenant may create a VM under an id a node once reported and no longer does", async () => {
-    const { dir, daemon } = await daemonWithNode(
-      "dv-attack-squat-",
-      { cluster: { failover: { enabled: false } } },
-      "node-x",
-    );
-    const channels: grpc.Client[] = [];
-    try {
-      const admin = resolveContext(join(dir, "hvctl.yaml"), "dev");
-      const root = devClients(admin, channels);
-      const thief = devClients(agentContext(admin, join(dir, "node-x")), channels);
-      const at = (s: number) => ({ seconds: BigInt(Math.floor(Date.now() / 1000) + s) });
-      await thief.nodes.registerNode({ id: { id: "node-x" }, hostname: "node-x.example" });
-      await thief.nodes.heartbeat({
-        nodeId: { id: "node-x" },
-        timestamp: at(-1),
-        vms: [
-          { id: "web-1", name: "web-1", state: VmState.RUNNING, vcpus: 1, memoryBytes: 1n << 30n },
-        ],
-      });
-      await thief.nodes.heartbeat({ nodeId: { id: "node-x" }, timestamp: at(0), vms: [] });
-      const key = await root.access.createApiKey({
-        principal: "acme-ops",
-        roles: ["operator"],
-        tenant: "acme",
-      });
-      const acme = devClients(bearerContext(admin, key.token), channels).vms;
-      const create = (vmId: string) =>
-        callOutcome(acme.createVm({ vmId, spec: { vcpus: 1, memoryBytes: 1n << 30n } }));
-      const fresh = await create("web-2");
-      const squatted = await create("web-1");
-      const listed = (await root.vms.listVms({})).vms.map((v) => v.id);
-      assert.notEqual(
-        squatted.reason,
-        "VM_EXISTS",
-        `acme's CreateVm of web-1, which node-x reported once and no longer does (ListVms: ${JSON.stringify(listed)}), got ${squatted.reason}; of a never reported id: ${fresh.reason || "OK"}`,
-      );
-    } finally {
-      for (const c of channels) c.close();
-      daemon.kill();
-    }
   });
 });

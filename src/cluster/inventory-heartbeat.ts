@@ -29,7 +29,6 @@ import {
   tellPlacement,
 } from "./report-placement.js";
 import type { StaleCopies } from "./stale-copies.js";
-import { dropVanished, vanishedRecords } from "./vanished-vms.js";
 import { applyPins } from "./vm-pins.js";
 import { generationFloor } from "./vm-placement.js";
 import { type VmRecords, withTenants } from "./vm-records.js";
@@ -110,8 +109,7 @@ export function createInventoryHeartbeat(
       const taken = firstClaims.take(nodeId, applyPins(health.vms, pinned), facts);
       let placement: Placement | undefined;
       let stored = false;
-      /** The report stored before this one, and this one's revision, once it is written. */
-      let before: readonly VmInfo[] | undefined;
+      /** This report's revision, once it is written. */
       let writtenAt: number | undefined;
       // Placements its node confirms (from the report itself, not from pins) are written on
       // the first try only: a try that failed may have met a VM record newer than this
@@ -171,7 +169,6 @@ export function createInventoryHeartbeat(
         )
           return { next: undefined, result: true };
         stored = true;
-        before = current.health?.vms;
         return {
           next,
           result: true,
@@ -189,20 +186,6 @@ export function createInventoryHeartbeat(
         // The VMs no record held that it placed (the facts may show their records by now).
         new Set(written?.placed.filter((p) => taken.allowed.has(p.vmId)).map((p) => p.vmId)),
       );
-      // Records of VMs the node no longer lists that were its word alone go (vanished-vms.ts),
-      // while its record is the one this report wrote.
-      if (written !== undefined && writtenAt !== undefined)
-        firstClaims.dropped(
-          nodeId,
-          await dropVanished(
-            store,
-            vmRecords,
-            await vanishedRecords(nodeId, before, written.vms, vmRecords),
-            { key: NODE_PREFIX + nodeId, modRevision: writtenAt },
-            deps.logger,
-            signal,
-          ),
-        );
       if (placement !== undefined && deps.events !== undefined)
         tellPlacement(deps.events, nodeId, placement, facts);
       if (recorded && placement !== undefined)

@@ -1,19 +1,19 @@
 /**
- * Records a node's report leaves behind: of VMs its last stored report
- * listed and the new one does not, the records written on a node's word
- * alone and nobody else's (unmanaged, no tenant, no labels, no spec, no
- * stale copies elsewhere, not awaiting a create's report, placed on that
- * node) are deleted once the new report is stored, and all of a node's
- * such records when the node is removed. Such a record used to stay for
- * good (only a DeleteVm removed one): an id a node reported once, `web-1`,
- * stayed taken, and every tenant's CreateVm of it was refused VM_EXISTS
- * (an adversarial review with a stolen node certificate, 8 December 2026).
- * The VM, should a node report it again, is claimed anew under a first
- * generation above any the id had.
+ * Records a node's reports wrote on its word alone (unmanaged, no tenant,
+ * no labels, no spec, no stale copies elsewhere, not awaiting a create's
+ * report, placed on that node) go when the node is removed. Such a record
+ * otherwise stays for good (only a DeleteVm removes one): an id a node
+ * reported once, `web-1`, stays taken, and every tenant's CreateVm of it is
+ * refused VM_EXISTS (an adversarial review with a stolen node certificate,
+ * 8 December 2026); removing the node is the remedy for a stolen
+ * certificate. They are not deleted when a report stops listing them: that
+ * record is what keeps a tenant from creating over a VM no tenant holds
+ * while its node does not list it for a moment, and being handed it when
+ * the node lists it again (test/tenancy-boundaries.test.ts; a first version
+ * that deleted them with the report was withdrawn on that).
  */
 import { type Logger, sameNode } from "../core/index.js";
 import type { VmRecord } from "../gen/debvisor/store/v1/records_pb.js";
-import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { type Compare, type KvStore, MAX_TXN_OPS } from "../store/index.js";
 import { MIGRATION_LOCKS } from "./migration-record-keys.js";
 import type { VmRecords } from "./vm-records.js";
@@ -34,23 +34,6 @@ export function wordAlone(rec: VmRecord, nodeId: string): boolean {
   );
 }
 
-/** The ids of `before` that `now` no longer lists whose records are `nodeId`'s word alone. */
-export async function vanishedRecords(
-  nodeId: string,
-  before: readonly VmInfo[] | undefined,
-  now: readonly VmInfo[],
-  vmRecords: VmRecords,
-): Promise<{ id: string; rev: number }[]> {
-  if (before === undefined || before.length === 0) return [];
-  const listed = new Set(now.map((vm) => vm.id));
-  const facts = await vmRecords.all();
-  return before.flatMap((vm) => {
-    if (listed.has(vm.id)) return [];
-    const fact = facts.get(vm.id);
-    return fact !== undefined && wordAlone(fact.rec, nodeId) ? [{ id: vm.id, rev: fact.rev }] : [];
-  });
-}
-
 /** Every record that is `nodeId`'s word alone (the node is removed). */
 export async function recordsOnWordAlone(
   nodeId: string,
@@ -64,10 +47,8 @@ export async function recordsOnWordAlone(
 
 /**
  * Deletes `records`, each only while still at its revision, while no
- * migration or failover holds its VM (a migration's source stops listing the
- * VM before the placement moves) and while `unchanged` holds (the node's
- * record as the report that left them wrote it: a newer report of the node,
- * stored meanwhile, may list them again). A batch that fails a compare is
+ * migration or failover holds its VM and while `unchanged` holds (the
+ * node's record still absent: not registered again meanwhile). A batch that fails a compare is
  * tried again one record at a time, so one VM that changed keeps only itself.
  * Resolves with the ids deleted; never throws (logged): a record not deleted
  * stays, as before.
@@ -107,7 +88,7 @@ export async function dropVanished(
       if (!(await drop(batch)) && batch.length > 1) for (const r of batch) await drop([r]);
     }
   } catch (err) {
-    logger?.warn({ err }, "records of VMs no node lists any more not deleted; they stay");
+    logger?.warn({ err }, "records of a removed node's VMs not deleted; they stay");
   }
   return gone;
 }
