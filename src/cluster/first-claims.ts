@@ -1,4 +1,4 @@
-import { type Clock, createRecencyMap, type Logger } from "../core/index.js";
+import type { Clock, Logger } from "../core/index.js";
 import type { VmInfo } from "../gen/debvisor/v1/vm_pb.js";
 import { type BucketLimit, createRateLimiter } from "../security/index.js";
 import { MAX_CLAIMS } from "./report-placement.js";
@@ -14,9 +14,6 @@ import type { VmFacts } from "./vm-records.js";
  */
 export const FIRST_CLAIMS: BucketLimit = { ratePerSecond: 1000 / 86_400, burst: 1000 };
 
-/** A VM whose record was dropped from a node (vanished-vms.ts) is claimed back by it free this long. */
-export const FREE_RECLAIM_MS = 60 * 60_000;
-
 /** The claims one report may make of VMs no record holds, and which of them cost a token. */
 export interface FirstClaimsTaken {
   readonly allowed: ReadonlySet<string>;
@@ -30,16 +27,12 @@ export interface FirstClaimsTaken {
  * holds; a node past its budget has the rest left out of its report (as
  * past MAX_CLAIMS), logged once a minute per node. `settle` gives back the
  * tokens of those the report did not claim after all (it was older than
- * the stored one, or repeated it, or the claims bound was full). A VM whose
- * record was dropped from the node within {@link FREE_RECLAIM_MS}
- * (`dropped`) is claimed back free: a VM that comes and goes under one name
- * does not spend the node's budget (both found by a review of the budget).
+ * the stored one, or repeated it, or the claims bound was full; found by a
+ * review of the budget).
  */
 export function createFirstClaims(clock: Clock, logger: Logger | undefined) {
   const budgets = createRateLimiter(clock, 10_000);
   const logged = createRateLimiter(clock, 10_000);
-  const recentlyDropped = createRecencyMap<string, number>(10_000);
-  const key = (nodeId: string, vmId: string) => `${nodeId}\0${vmId}`;
   return {
     take(nodeId: string, vms: readonly VmInfo[], facts: VmFacts): FirstClaimsTaken {
       const allowed = new Set<string>();
@@ -48,9 +41,7 @@ export function createFirstClaims(clock: Clock, logger: Logger | undefined) {
       for (const vm of vms) {
         if (facts.get(vm.id) !== undefined || allowed.size >= MAX_CLAIMS) continue;
         unknown++;
-        const at = recentlyDropped.get(key(nodeId, vm.id));
-        if (at !== undefined && clock.now() - at < FREE_RECLAIM_MS) allowed.add(vm.id);
-        else if (budgets.take(nodeId, 1, FIRST_CLAIMS).allowed) {
+        if (budgets.take(nodeId, 1, FIRST_CLAIMS).allowed) {
           allowed.add(vm.id);
           charged.push(vm.id);
         }
@@ -67,9 +58,6 @@ export function createFirstClaims(clock: Clock, logger: Logger | undefined) {
     settle(nodeId: string, taken: FirstClaimsTaken, claimed: ReadonlySet<string>): void {
       const unused = taken.charged.filter((id) => !claimed.has(id)).length;
       if (unused > 0) budgets.giveBack(nodeId, unused, FIRST_CLAIMS);
-    },
-    dropped(nodeId: string, vmIds: readonly string[]): void {
-      for (const id of vmIds) recentlyDropped.touch(key(nodeId, id), clock.now());
     },
   };
 }

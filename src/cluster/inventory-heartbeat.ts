@@ -109,8 +109,6 @@ export function createInventoryHeartbeat(
       const taken = firstClaims.take(nodeId, applyPins(health.vms, pinned), facts);
       let placement: Placement | undefined;
       let stored = false;
-      /** This report's revision, once it is written. */
-      let writtenAt: number | undefined;
       // Placements its node confirms (from the report itself, not from pins) are written on
       // the first try only: a try that failed may have met a VM record newer than this
       // process had seen, and the report must not fail for them (the next one writes them).
@@ -169,17 +167,10 @@ export function createInventoryHeartbeat(
         )
           return { next: undefined, result: true };
         stored = true;
-        return {
-          next,
-          result: true,
-          vms: placed.claims,
-          written: (rev) => {
-            writtenAt = rev;
-          },
-        };
+        return { next, result: true, vms: placed.claims };
       });
       if (stored) backFromLapse.delete(nodeId);
-      const written = stored && writtenAt !== undefined ? placement : undefined;
+      const written = stored ? placement : undefined;
       firstClaims.settle(
         nodeId,
         taken,

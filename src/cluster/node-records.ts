@@ -46,8 +46,6 @@ export interface NodeRecordChange<T> {
    * also only while no migration or failover holds the VM.
    */
   vms?: readonly { rec: VmRecord; rev: number; unmoved?: boolean }[];
-  /** Told the revision `next` was written at, once it is. */
-  written?: (revision: number) => void;
 }
 
 /** The node records as this process knows them, and the one way it changes them. */
@@ -167,7 +165,7 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
         // the watch brought it); the compare-and-swap catches a stale one.
         const cached = attempt === 0 ? await cachedVersion(id) : undefined;
         const current = cached ?? (await getMessage(store, NodeRecordSchema, key, { signal }));
-        const { next, result, vms = [], written } = change(current?.message);
+        const { next, result, vms = [] } = change(current?.message);
         if (next === undefined) return result;
         const writes = vms.map((v) => vmRecords.write(v.rec, v.rev));
         const txn = await store.txn(
@@ -189,7 +187,6 @@ export function createNodeRecords(deps: NodeRecordsDeps): NodeRecords {
         if (!txn.succeeded) return LOST;
         remember(id, txn.revision, next);
         for (const v of vms) vmRecords.remember(v.rec, txn.revision);
-        written?.(txn.revision);
         return result;
       });
     },
