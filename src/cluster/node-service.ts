@@ -1,17 +1,13 @@
 import {
-  type CallContext,
   type Clock,
-  createRecencyMap,
   defineService,
   type LabelSelector,
   matchesLabels,
-  nodeKey,
   paginate,
   parseLabelSelector,
   principalOf,
   RpcError,
   type ServiceBinding,
-  sameNode,
   scopeOf,
 } from "../core/index.js";
 import { StatusCode } from "../gen/debvisor/v1/common_pb.js";
@@ -25,6 +21,7 @@ import {
 } from "../gen/debvisor/v1/node_pb.js";
 import type { AgentOperations } from "./agent-operations.js";
 import type { AgentPresence } from "./agent-presence.js";
+import { createAgentReportsGuard } from "./agent-reports-guard.js";
 import type { EventSink } from "./event-recorder.js";
 import type { Inventory } from "./inventory.js";
 import type { MigrationEngine } from "./migration-engine.js";
@@ -56,17 +53,6 @@ export interface NodeServiceDeps {
 /** NodeService: registration, heartbeats and the node listing. */
 export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
   const { inventory } = deps;
-  /** When each node's refused NodeService report was last logged (a line per node a minute). */
-  const refusedLogged = createRecencyMap<string, number>(1000);
-  const refusals = {
-    due(nodeId: string): boolean {
-      const now = Date.now();
-      const last = refusedLogged.get(nodeId);
-      if (last !== undefined && now - last < 60_000) return false;
-      refusedLogged.touch(nodeId, now);
-      return true;
-    },
-  };
   const tell = (id: string, type: string, message: string, warning = false) =>
     deps.events?.emit({
       kind: "node",
@@ -77,38 +63,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceBinding {
       warning,
       source: "node-service",
     });
-  /**
-   * A node whose agent is connected is reported on the agent's stream only.
-   * The unary calls skipped the stream's guard: a stolen node certificate's
-   * Heartbeat, stamped ahead, made the agent's own reports read as older and
-   * ignored, and showed the node without its VMs, with nothing told to the
-   * agent or the operator (an adversarial review, 8 December 2026). Refused
-   * and logged (a line per node a minute); the agent's stream is untouched.
-   */
-  async function refuseWhileAgentReports(nodeId: string, ctx: CallContext) {
-    const presence = deps.presence;
-    if (presence === undefined || nodeId === "") return;
-    // Node ids are one without regard to case, but the presence record is keyed by the id as
-    // the agent's certificate spells it: looked up under every spelling that can name it
-    // (the call's, lowered, the registered one, the caller's own certificate name).
-    const registered = (await inventory.getNode(nodeId, ctx.signal))?.summary.info?.id?.id;
-    const caller = principalOf(ctx).id;
-    const spellings = new Set(
-      [nodeId, nodeKey(nodeId), registered ?? "", sameNode(caller, nodeId) ? caller : ""].filter(
-        (id) => id !== "",
-      ),
-    );
-    const found = await Promise.all(
-      [...spellings].map(async (id) => (await presence.current(id, ctx.signal)) !== undefined),
-    );
-    if (!found.includes(true)) return;
-    if (refusals.due(nodeId))
-      ctx.log.warn(
-        { node: nodeId, by: principalOf(ctx).id },
-        "a NodeService report for a node whose agent is connected; refused",
-      );
-    throw new RpcError("AGENT_REPORTS_NODE");
-  }
+  const refuseWhileAgentReports = createAgentReportsGuard(inventory, deps.presence);
 
   /** ListNodes answers cluster-wide callers with bytes built from each node's kept encoding. */
   const encoder = createSummaryEncoder();
