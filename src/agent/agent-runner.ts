@@ -33,8 +33,8 @@ import {
 } from "./fenced-vm-reports.js";
 import { openHostBoot, stoppedByReboot } from "./host-boot.js";
 import { newDisksChecked } from "./new-disk-check.js";
-import { enrolledNodeId, openNodeHypervisor } from "./node-hypervisor.js";
-import { openNodeStorage } from "./node-storage.js";
+import { enrolledNodeId, type NodeHypervisor, openNodeHypervisor } from "./node-hypervisor.js";
+import { type NodeStorage, openNodeStorage } from "./node-storage.js";
 import { createSelfFence, leasedStarts } from "./self-fence.js";
 import { createStorageOperations, storageCapabilities } from "./storage-operations.js";
 import { createTransferClient } from "./transfer-client.js";
@@ -136,6 +136,19 @@ async function openHostHypervisor(
   return { hv, boot, tellStops };
 }
 
+/**
+ * The driver operations run with: an HA VM starts only under a confirmed
+ * lease (`leased`, the self-fence decides), and a new disk is refused where
+ * this node's storage holds its name already.
+ */
+function operationsDriver(
+  hv: NodeHypervisor,
+  leased: (signal: AbortSignal) => Promise<void>,
+  storage: NodeStorage | undefined,
+) {
+  return newDisksChecked(leasedStarts(hv.driver, leased, hv.isHa), storage?.driver, hv.nodeId);
+}
+
 /** {@link runAgent} once its logger is made; pushes onto `opened` everything it opens. */
 async function serve(
   config: AgentConfig,
@@ -194,13 +207,7 @@ async function serve(
     }),
   });
   const executor = createOperationExecutor({
-    // An HA VM starts only under a confirmed lease (the fence below decides).
-    // A new disk is refused where this node's storage holds its name already.
-    driver: newDisksChecked(
-      leasedStarts(hv.driver, (signal) => fence.leased(signal), hv.isHa),
-      storage?.driver,
-      nodeId,
-    ),
+    driver: operationsDriver(hv, (signal) => fence.leased(signal), storage),
     copies: openCopyGenerations(config.dir),
     define: hv.define,
     now,
