@@ -6,10 +6,11 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
+import { sharedSimNodes } from "../../test/helpers/shared-sim-nodes.js";
 import { RpcError } from "../core/index.js";
 import { StorageBackend } from "../gen/debvisor/v1/storage_pb.js";
 import { VmInfoSchema } from "../gen/debvisor/v1/vm_pb.js";
-import { createLocalSimulation, type LocalSimulationOptions } from "./local-simulation.js";
+import { createLocalSimulation } from "./local-simulation.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
 
 const reasonOf = (fn: () => unknown) => {
@@ -183,23 +184,6 @@ describe("openSimulatedDiskLocks", () => {
   });
 });
 
-/** Simulated nodes in a new directory, sharing one simulated storage. */
-function sharedNodes() {
-  const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
-  const shared = join(root, "shared-storage");
-  return {
-    open: (nodeId: string, vms: number, more: Partial<LocalSimulationOptions> = {}) =>
-      createLocalSimulation({
-        nodeId,
-        dir: join(root, nodeId),
-        vms,
-        now: 0,
-        sharedDir: shared,
-        ...more,
-      }),
-  };
-}
-
 describe("createLocalSimulation with shared storage", () => {
   it("a node whose disk lock another node took stops the domain at its next call, and a stale recover starts nothing", async () => {
     const root = mkdtempSync(join(tmpdir(), "dv-shared-"));
@@ -250,7 +234,7 @@ describe("createLocalSimulation with shared storage", () => {
   it("tells the HA VMs, only those, that another node's start fenced off, and a read-only view tells none", async () => {
     const sig = AbortSignal.timeout(10_000);
     const told: { by: string; vms: readonly string[] }[] = [];
-    const nodes = sharedNodes();
+    const nodes = sharedSimNodes();
     const open = (nodeId: string, vms: number, readOnly = false) =>
       nodes.open(nodeId, vms, {
         readOnly,
@@ -287,7 +271,7 @@ describe("createLocalSimulation with shared storage", () => {
 
   it("checks the generation when the VM starts, not when the call arrived", async () => {
     const sig = AbortSignal.timeout(10_000);
-    const nodes = sharedNodes();
+    const nodes = sharedSimNodes();
     const open = (nodeId: string, vms: number, actionMs: number) =>
       nodes.open(nodeId, vms, { actionMs });
     const a = open("node-a", 1, 0);

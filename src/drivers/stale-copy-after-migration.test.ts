@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
+import { sharedSimNodes } from "../../test/helpers/shared-sim-nodes.js";
 import { silentLogger } from "../core/index.js";
 import {
   OperationDispatchSchema,
@@ -13,7 +12,6 @@ import {
   type OperationResult,
 } from "../gen/debvisor/v1/agent_pb.js";
 import { openCopyGenerations } from "./copy-generations.js";
-import { createLocalSimulation } from "./local-simulation.js";
 import { createOperationExecutor } from "./operation-executor.js";
 import { createMemoryJournal } from "./operation-journal.js";
 import { lockNamesOf, openSimulatedDiskLocks } from "./simulated-disk-locks.js";
@@ -35,18 +33,10 @@ async function arrived(done: () => boolean): Promise<void> {
  */
 describe("a stale-copy removal that lands after the VM migrated in", () => {
   it("leaves the copy that migrated in running: it holds its disks", async () => {
-    const root = mkdtempSync(join(tmpdir(), "dv-stale-migrate-"));
-    const shared = join(root, "shared-storage");
+    const nodes = sharedSimNodes("dv-stale-migrate-");
+    const root = nodes.root;
     const sig = AbortSignal.timeout(20_000);
-    const open = (nodeId: string, vms: number) =>
-      createLocalSimulation({
-        nodeId,
-        dir: join(root, nodeId),
-        vms,
-        now: 0,
-        sharedDir: shared,
-        migrationMs: 100,
-      });
+    const open = (nodeId: string, vms: number) => nodes.open(nodeId, vms, { migrationMs: 100 });
     const p = open("node-p", 1);
     const x = open("node-x", 0);
     try {
@@ -104,7 +94,7 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
       copies.started(vmId, 4n);
       assert.equal((await removal("removal-3"))?.outcome, OperationOutcome.SUCCEEDED);
       assert.equal(await x.driver.info(vmId, sig), undefined);
-      const locks = openSimulatedDiskLocks(shared);
+      const locks = openSimulatedDiskLocks(join(root, "shared-storage"));
       try {
         const disks = lockNamesOf(locks.definition(vmId) ?? assert.fail("no definition"));
         for (const disk of disks)
@@ -130,18 +120,10 @@ describe("a stale-copy removal that lands after the VM migrated in", () => {
  */
 describe("a stale-copy removal that lands after the VM moved back in stopped", () => {
   it("leaves the copy that migrated in: its disks' locks are newer than the generation recorded here", async () => {
-    const root = mkdtempSync(join(tmpdir(), "dv-stale-back-"));
-    const shared = join(root, "shared-storage");
+    const nodes = sharedSimNodes("dv-stale-back-");
+    const root = nodes.root;
     const sig = AbortSignal.timeout(20_000);
-    const open = (nodeId: string, vms: number) =>
-      createLocalSimulation({
-        nodeId,
-        dir: join(root, nodeId),
-        vms,
-        now: 0,
-        sharedDir: shared,
-        migrationMs: 100,
-      });
+    const open = (nodeId: string, vms: number) => nodes.open(nodeId, vms, { migrationMs: 100 });
     const x = open("node-x", 1);
     const p = open("node-p", 0);
     try {
